@@ -1,0 +1,190 @@
+//! Identifiers. Every id that appears in a log subject is restricted to subject-safe characters.
+
+use std::fmt;
+use std::str::FromStr;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use ulid::Ulid;
+
+/// Why a textual id was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("a tenant id is 1 to 63 characters of a-z, 0-9 and '-', starting with a letter or digit")]
+    Tenant,
+    #[error("a user id is a ULID (26 characters of Crockford base32)")]
+    User,
+    #[error("a role name is 1 to 64 characters of a-z, 0-9, '_' and '-', starting with a letter")]
+    Role,
+}
+
+fn is_slug(s: &str, max: usize, extra: &[u8]) -> bool {
+    let bytes = s.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= max
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || extra.contains(b))
+}
+
+/// A tenant (what the source documents call a project or organisation): a client-chosen slug such
+/// as `acme`. `_` is reserved for global aggregates in log subjects and is never a tenant id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schemars(with = "String", extend("pattern" = r"^[a-z0-9][a-z0-9-]{0,62}$"))]
+pub struct TenantId(String);
+
+impl TenantId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for TenantId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        if is_slug(s, 63, b"-") {
+            Ok(TenantId(s.to_owned()))
+        } else {
+            Err(IdError::Tenant)
+        }
+    }
+}
+
+impl TryFrom<String> for TenantId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        s.parse()
+    }
+}
+
+impl From<TenantId> for String {
+    fn from(t: TenantId) -> String {
+        t.0
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A user: one identity across all tenants, identified by a ULID chosen when the user is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schemars(with = "String", extend("pattern" = r"^[0-9A-HJKMNP-TV-Z]{26}$"))]
+pub struct UserId(Ulid);
+
+impl UserId {
+    pub fn new(ulid: Ulid) -> Self {
+        UserId(ulid)
+    }
+    pub fn ulid(&self) -> Ulid {
+        self.0
+    }
+}
+
+impl FromStr for UserId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        // Only the canonical upper-case form is accepted so that one user has one subject.
+        if s.len() != 26 || s.bytes().any(|b| b.is_ascii_lowercase()) {
+            return Err(IdError::User);
+        }
+        Ulid::from_string(s).map(UserId).map_err(|_| IdError::User)
+    }
+}
+
+impl TryFrom<String> for UserId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        s.parse()
+    }
+}
+
+impl From<UserId> for String {
+    fn from(u: UserId) -> String {
+        u.0.to_string()
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A role name, unique per tenant: `admin`, `user`, `project_manager`, …
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schemars(with = "String", extend("pattern" = r"^[a-z][a-z0-9_-]{0,63}$"))]
+pub struct RoleName(String);
+
+impl RoleName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for RoleName {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        if is_slug(s, 64, b"_-") && s.as_bytes()[0].is_ascii_lowercase() {
+            Ok(RoleName(s.to_owned()))
+        } else {
+            Err(IdError::Role)
+        }
+    }
+}
+
+impl TryFrom<String> for RoleName {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        s.parse()
+    }
+}
+
+impl From<RoleName> for String {
+    fn from(r: RoleName) -> String {
+        r.0
+    }
+}
+
+impl fmt::Display for RoleName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_ids_are_subject_safe_slugs() {
+        assert!("acme".parse::<TenantId>().is_ok());
+        assert!("acme-2".parse::<TenantId>().is_ok());
+        for bad in ["", "_", "Acme", "a.b", "a*", "a>", "a b", "-a", &"a".repeat(64)] {
+            assert_eq!(bad.parse::<TenantId>(), Err(IdError::Tenant), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn user_ids_must_be_canonical_ulids() {
+        let id = "01ARZ3NDEKTSV4RRFFQ69G5FAV".to_string();
+        assert!(id.parse::<UserId>().is_ok());
+        assert_eq!(id.to_lowercase().parse::<UserId>(), Err(IdError::User));
+        assert_eq!("not-a-ulid".parse::<UserId>(), Err(IdError::User));
+    }
+
+    #[test]
+    fn role_names_start_with_a_letter() {
+        assert!("admin".parse::<RoleName>().is_ok());
+        assert!("project_manager".parse::<RoleName>().is_ok());
+        for bad in ["", "_EVERYONE", "1x", "Admin", "a.b"] {
+            assert_eq!(bad.parse::<RoleName>(), Err(IdError::Role), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! jetstream backend (in progress)

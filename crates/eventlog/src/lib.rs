@@ -1,0 +1,137 @@
+//! The event log: the only source of truth in idstream.
+//!
+//! One trait, [`EventLog`], with two real backends: [`jetstream`] (NATS JetStream through
+//! async-nats, for production and several replicas) and [`embedded`] (an append-only segment file
+//! in the data directory, the zero-setup default for one machine). Both pass the same
+//! conformance suite (`conformance`, behind the feature of that name).
+//!
+//! Positions are the log's global sequence: 1 for the first event, contiguous, never reused; 0
+//! means "before the first event". The optimistic-concurrency token of an aggregate is the
+//! position of its last event (JetStream's last subject sequence), so one number serves both as a
+//! consistency token for readers and as the expected version for writers.
+//!
+//! **Invariant:** an append is acknowledged only once it is durable (fsynced by the embedded
+//! backend; stored by the JetStream server per its sync policy).
+//! This crate knows envelopes, not domain rules: it never decodes `data`.
+
+use std::sync::Arc;
+
+use futures::stream::BoxStream;
+use idstream_domain::{EventEnvelope, StreamKey};
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+pub mod embedded;
+pub mod jetstream;
+
+/// A position in the log: 1-based global sequence; 0 is "before the first event".
+pub type Position = u64;
+
+/// What the writer believes about the aggregate it appends to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    /// No check: append whatever the aggregate's state.
+    Any,
+    /// The aggregate must have no events yet.
+    NoEvents,
+    /// The aggregate's last event must be at exactly this position.
+    At(Position),
+}
+
+impl Expected {
+    /// The expectation matching a loaded aggregate whose last event is at `last` (0 = none).
+    pub fn from_last(last: Position) -> Expected {
+        if last == 0 { Expected::NoEvents } else { Expected::At(last) }
+    }
+}
+
+/// An event as stored in the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEvent {
+    pub position: Position,
+    pub envelope: EventEnvelope,
+    /// The deduplication id it was appended with (`<idempotency key>:<index>`), if any.
+    pub msg_id: Option<String>,
+}
+
+/// The result of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Position of the first event of this append.
+    pub first: Position,
+    /// Position of the last event of this append: the command's consistency token.
+    pub last: Position,
+    /// True when the idempotency key had been seen: nothing new was appended and the positions
+    /// are those of the original append.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AppendError {
+    /// Optimistic concurrency: someone appended to this aggregate since it was loaded.
+    #[error("wrong expected sequence: expected {expected:?}, the aggregate's last event is at {actual:?}")]
+    WrongExpectedSequence { expected: Expected, actual: Option<Position> },
+    /// The log cannot be reached or refused to store; nothing can be said about durability of
+    /// this append unless it is retried with the same idempotency key.
+    #[error("event log unavailable: {0}")]
+    Unavailable(String),
+    /// The request itself is wrong (no events, events of several aggregates, oversized…).
+    #[error("invalid append: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LogError {
+    #[error("event log unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data is damaged in a way that cannot be repaired without losing acknowledged events.
+    #[error("event log corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// An endless stream of recorded events in position order (see [`EventLog::subscribe`]).
+pub type EventStream = BoxStream<'static, Result<RecordedEvent, LogError>>;
+
+#[async_trait::async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Appends the events of ONE aggregate (all envelopes share one stream key), in order, if
+    /// the aggregate's last event matches `expected`.
+    ///
+    /// With an `idempotency_key`, event *i* carries the dedup id `<key>:<i>`; a retry with the same
+    /// key inside the dedup window appends nothing and returns the original positions with
+    /// `duplicate: true`, whatever `expected` says.
+    ///
+    /// The embedded backend writes a multi-event append atomically. JetStream stores each event
+    /// as its own message, chained by expected sequence, so a crash can leave a prefix; a retry
+    /// with the same idempotency key completes it.
+    async fn append(
+        &self,
+        events: Vec<EventEnvelope>,
+        expected: Expected,
+        idempotency_key: Option<&str>,
+    ) -> Result<Appended, AppendError>;
+
+    /// Every event of one aggregate in order (empty if it has none).
+    async fn read_stream(&self, key: &StreamKey) -> Result<Vec<RecordedEvent>, LogError>;
+
+    /// Up to `max` events with position greater than `after`, in order.
+    async fn read_after(&self, after: Position, max: usize) -> Result<Vec<RecordedEvent>, LogError>;
+
+    /// Every event with position greater than `after`, then each new one as it is appended.
+    /// The stream does not end by itself; it yields an error (and may end) if the log fails, and
+    /// the caller subscribes again from its last position.
+    async fn subscribe(&self, after: Position) -> Result<EventStream, LogError>;
+
+    /// The position of the last event in the log (0 when empty).
+    async fn last_position(&self) -> Result<Position, LogError>;
+
+    /// An identity of this log instance that changes if the log is recreated, so read models
+    /// built from another log are detected and rebuilt.
+    async fn log_id(&self) -> Result<String, LogError>;
+
+    /// `"embedded"` or `"jetstream"`, for logs and metrics.
+    fn backend(&self) -> &'static str;
+}
+
+/// The log as the rest of the service holds it.
+pub type SharedLog = Arc<dyn EventLog>;
