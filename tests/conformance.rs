@@ -1,0 +1,1 @@
+//! conformance instantiation (in progress)

@@ -1,0 +1,3 @@
+//! Test harness: real processes only (nats-server, idstream), each on free ports with temp dirs.
+
+pub mod nats;
