@@ -1,3 +1,4 @@
 //! Test harness: real processes only (nats-server, idstream), each on free ports with temp dirs.
 
 pub mod nats;
+pub mod service;

@@ -1,1 +1,99 @@
-//! placeholder
+//! Application services: the write path of idstream.
+//!
+//! A service loads an aggregate's state and the position of its last event, calls the pure
+//! `decide`, and appends the events with that position as the expected sequence. On a conflict
+//! it reloads from the log and retries a bounded number of times, then reports a conflict. The
+//! result carries the log position of the last event, the client's consistency token.
+//!
+//! Cross-aggregate rules that a log alone cannot see (one user per email address) are kept with
+//! claim aggregates (see `idstream_domain::email`), so they hold across service replicas.
+//!
+//! **Invariant:** nothing here writes to a read model; the log is the only thing written.
+//! Read models are consulted for existence checks and for answering retried commands.
+
+mod engine;
+mod error;
+mod services;
+
+pub use engine::{CommandContext, Outcome};
+pub use error::AppError;
+pub use services::{NewUserRequest, SuspendRequest};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use idstream_directory::Directory;
+use idstream_eventlog::{Position, SharedLog};
+use idstream_projection_runtime::ReadModels;
+use time::OffsetDateTime;
+
+/// Where the application gets the time from; tests can pin it.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> OffsetDateTime;
+}
+
+/// The wall clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+}
+
+/// The application: cheap to clone, shared by every request.
+#[derive(Clone)]
+pub struct App {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    log: SharedLog,
+    read_models: ReadModels,
+    directory: Directory,
+    cache: engine::StateCache,
+    clock: Arc<dyn Clock>,
+    /// How long a query or an existence check waits for read models to reach a position.
+    consistency_timeout: Duration,
+}
+
+impl App {
+    pub fn new(log: SharedLog, read_models: ReadModels, clock: Arc<dyn Clock>, consistency_timeout: Duration) -> App {
+        let directory = Directory::new(read_models.tree("directory"));
+        App {
+            inner: Arc::new(Inner {
+                log,
+                read_models,
+                directory,
+                cache: engine::StateCache::new(100_000),
+                clock,
+                consistency_timeout,
+            }),
+        }
+    }
+
+    pub fn log(&self) -> &SharedLog {
+        &self.inner.log
+    }
+
+    pub fn read_models(&self) -> &ReadModels {
+        &self.inner.read_models
+    }
+
+    pub fn directory(&self) -> &Directory {
+        &self.inner.directory
+    }
+
+    pub fn consistency_timeout(&self) -> Duration {
+        self.inner.consistency_timeout
+    }
+
+    /// Waits until every read model has applied `min` (a client's consistency token).
+    pub async fn wait_for(&self, min: Position) -> Result<(), AppError> {
+        self.inner
+            .read_models
+            .wait_for(min, self.inner.consistency_timeout)
+            .await
+            .map_err(|stale| AppError::Stale { wanted: min, current: stale.current })
+    }
+}

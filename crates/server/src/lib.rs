@@ -1,1 +1,141 @@
-//! placeholder
+//! The HTTP layer of idstream: axum routes, problem+json errors, health, readiness, metrics and
+//! the OpenAPI document, plus the startup that wires the log, the read models and the app.
+//!
+//! **Architecture invariant:** handlers hold no business rule and touch no storage: they extract
+//! and authenticate, call `idstream_app::App`, and shape the answer. Every error leaves through
+//! [`error::ApiError`].
+
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod startup;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use idstream_app::{App, AppError};
+use idstream_auth::TokenDigest;
+use idstream_eventlog::Position;
+use tower_http::catch_panic::CatchPanicLayer;
+use tracing::Instrument;
+
+use crate::error::ApiError;
+use crate::extract::{CORRELATION_HEADER, MinPosition};
+use crate::metrics::{KindLabels, Metrics};
+use crate::routes::ops::{ReadModelState, ReadModelsReport};
+
+/// What every handler gets.
+#[derive(Clone)]
+pub struct AppState {
+    pub app: App,
+    pub admin_token: Arc<TokenDigest>,
+    pub metrics: Arc<Metrics>,
+    /// The log position at start; the service is ready once its read models have reached it.
+    pub startup_target: Position,
+    /// Names of the running read models.
+    pub read_model_names: Arc<Vec<&'static str>>,
+}
+
+impl AppState {
+    /// Runs a command, recording its latency and, for log failures, the append-error counter.
+    pub async fn timed<T>(
+        &self,
+        command: &'static str,
+        work: impl Future<Output = Result<T, AppError>>,
+    ) -> Result<T, AppError> {
+        let started = Instant::now();
+        let result = work.await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(AppError::Unavailable(_)) => {
+                self.metrics.append_errors.get_or_create(&KindLabels { kind: "unavailable" }).inc();
+                "unavailable"
+            }
+            Err(AppError::Conflict) => {
+                self.metrics.append_errors.get_or_create(&KindLabels { kind: "conflict" }).inc();
+                "conflict"
+            }
+            Err(AppError::Internal(_)) => "error",
+            Err(_) => "rejected",
+        };
+        self.metrics.observe_command(command, outcome, started.elapsed());
+        result
+    }
+
+    /// Honours a query's consistency token: waits (bounded) until the read models reach it.
+    pub async fn consistent(&self, min: MinPosition) -> Result<(), ApiError> {
+        let Some(min) = min.0 else { return Ok(()) };
+        let result = self.app.wait_for(min).await;
+        let kind = if result.is_ok() { "reached" } else { "timed_out" };
+        self.metrics.query_waits.get_or_create(&KindLabels { kind }).inc();
+        Ok(result?)
+    }
+
+    pub fn positions(&self) -> BTreeMap<String, u64> {
+        self.read_model_names.iter().map(|name| (name.to_string(), self.app.read_models().position(name))).collect()
+    }
+
+    pub async fn read_models_report(&self) -> Result<ReadModelsReport, ApiError> {
+        let mut read_models = BTreeMap::new();
+        for name in self.read_model_names.iter() {
+            let (position, digest) = self.app.read_models().digest(name).await.map_err(|e| AppError::Internal(e.to_string()))?;
+            read_models.insert(name.to_string(), ReadModelState { position, digest });
+        }
+        Ok(ReadModelsReport { backend: self.app.log().backend().to_owned(), read_models })
+    }
+
+    pub async fn rebuild_read_models(&self) -> Result<(), ApiError> {
+        let end = self.app.log().last_position().await.map_err(|e| AppError::Unavailable(e.to_string()))?;
+        for name in self.read_model_names.iter() {
+            self.app.read_models().rebuild(name).await.map_err(|e| AppError::Internal(e.to_string()))?;
+        }
+        Ok(self.app.wait_for(end).await?)
+    }
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .merge(routes::ops::router())
+        .merge(routes::tenants::router())
+        .merge(routes::users::router())
+        .merge(routes::memberships::router())
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn(correlate))
+        .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
+            ApiError::App(AppError::Internal("a handler panicked".into())).into_response()
+        }))
+        .with_state(state)
+}
+
+/// Gives every request a correlation id (the client's `X-Correlation-Id` or a new ULID), runs it
+/// inside a span carrying that id, and echoes the id in the response.
+async fn correlate(mut request: Request, next: Next) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let id = extract::correlation_id(&parts);
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        parts.headers.insert(CORRELATION_HEADER, value);
+    }
+    request = Request::from_parts(parts, body);
+    let span = tracing::info_span!("request", correlation_id = %id, method = %request.method(), path = %request.uri().path());
+    let started = Instant::now();
+    let mut response = next.run(request).instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::info!(status = response.status().as_u16(), elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "request")
+    });
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(CORRELATION_HEADER, value);
+    }
+    response
+}

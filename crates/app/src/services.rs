@@ -1,0 +1,263 @@
+//! The commands and queries of the backbone: tenants, users and their roles.
+
+use idstream_directory::{MembershipView, TenantView, UserView};
+use idstream_domain::aggregate::{EmailClaimAggregate, MembershipAggregate, TenantAggregate, UserAggregate};
+use idstream_domain::email::{self, CLAIM_DEADLINE, EmailClaimCommand, EmailClaimError};
+use idstream_domain::envelope::{AggregateType, Metadata};
+use idstream_domain::membership::{MembershipCommand, MembershipError};
+use idstream_domain::tenant::TenantCommand;
+use idstream_domain::user::{self, NewUser, User, UserCommand, UserError};
+use idstream_domain::{Aggregate, DomainEvent, RoleName, StreamKey, TenantId, UserId};
+use idstream_eventlog::{AppendError, Expected, Position};
+use time::OffsetDateTime;
+use ulid::Ulid;
+
+use crate::{App, AppError, CommandContext, Outcome};
+
+/// Roles every tenant has. Custom roles arrive with the access-control work; until then a role
+/// outside this list does not exist.
+pub const BUILT_IN_ROLES: &[&str] = &["admin", "user"];
+
+/// How often a claim is retried when other writers keep racing for the same address.
+const CLAIM_ATTEMPTS: usize = 8;
+
+/// `POST /v1/tenants/{tenant}/users`
+#[derive(Debug, Clone)]
+pub struct NewUserRequest {
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub roles: Vec<RoleName>,
+    /// Create the user as invited rather than active.
+    pub invite: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct SuspendRequest {
+    pub until: Option<OffsetDateTime>,
+    pub reason: Option<String>,
+}
+
+fn tenant_key(tenant: &TenantId) -> StreamKey {
+    StreamKey::new(Some(tenant.clone()), AggregateType::Tenant, tenant.as_str())
+}
+
+fn user_key(user: UserId) -> StreamKey {
+    StreamKey::new(None, AggregateType::User, user.to_string())
+}
+
+fn membership_key(tenant: &TenantId, user: UserId) -> StreamKey {
+    StreamKey::new(Some(tenant.clone()), AggregateType::Membership, user.to_string())
+}
+
+fn internal(e: impl std::fmt::Display) -> AppError {
+    AppError::Internal(e.to_string())
+}
+
+impl App {
+    fn now(&self) -> OffsetDateTime {
+        self.inner.clock.now()
+    }
+
+    /// Looks something up in the directory; if it is missing, waits for the read models to reach
+    /// the end of the log (it may have been created a moment ago, maybe on another replica) and
+    /// looks again.
+    async fn find<T>(&self, lookup: impl Fn(&App) -> Result<Option<T>, AppError>) -> Result<Option<T>, AppError> {
+        if let Some(found) = lookup(self)? {
+            return Ok(Some(found));
+        }
+        let end = self.inner.log.last_position().await.map_err(|e| AppError::Unavailable(e.to_string()))?;
+        if self.inner.read_models.min_position() >= end {
+            return Ok(None);
+        }
+        self.wait_for(end).await?;
+        lookup(self)
+    }
+
+    async fn require_tenant(&self, tenant: &TenantId) -> Result<TenantView, AppError> {
+        self.find(|app| app.inner.directory.tenant(tenant).map_err(internal)).await?.ok_or(AppError::TenantNotFound)
+    }
+
+    async fn require_user(&self, user: UserId) -> Result<UserView, AppError> {
+        self.find(|app| app.inner.directory.user(&user).map_err(internal)).await?.ok_or(AppError::UserNotFound)
+    }
+
+    fn require_role(role: &RoleName) -> Result<(), AppError> {
+        if BUILT_IN_ROLES.contains(&role.as_str()) { Ok(()) } else { Err(AppError::UnknownRole(role.clone())) }
+    }
+
+    // ----- tenants -----
+
+    pub async fn create_tenant(&self, ctx: &CommandContext, tenant: TenantId, name: String) -> Result<Outcome, AppError> {
+        self.execute::<TenantAggregate>(ctx, &tenant_key(&tenant), "", TenantCommand::Create { name }).await
+    }
+
+    pub async fn rename_tenant(&self, ctx: &CommandContext, tenant: TenantId, name: String) -> Result<Outcome, AppError> {
+        self.execute::<TenantAggregate>(ctx, &tenant_key(&tenant), "", TenantCommand::Rename { name })
+            .await
+            .map_err(|e| match e {
+                AppError::Tenant(idstream_domain::tenant::TenantError::NotFound) => AppError::TenantNotFound,
+                other => other,
+            })
+    }
+
+    pub fn tenant(&self, tenant: &TenantId) -> Result<TenantView, AppError> {
+        self.inner.directory.tenant(tenant).map_err(internal)?.ok_or(AppError::TenantNotFound)
+    }
+
+    pub fn tenants(&self, after: Option<&TenantId>, limit: usize) -> Result<Vec<TenantView>, AppError> {
+        self.inner.directory.tenants(after, limit).map_err(internal)
+    }
+
+    // ----- users -----
+
+    /// Creates a user in a tenant with the given roles. The email address is claimed first so
+    /// that two replicas creating the same address at once yield exactly one user.
+    pub async fn create_user(&self, ctx: &CommandContext, tenant: TenantId, request: NewUserRequest) -> Result<Outcome, AppError> {
+        self.require_tenant(&tenant).await?;
+        for role in &request.roles {
+            Self::require_role(role)?;
+        }
+        let new_user = NewUser {
+            email: request.email,
+            first_name: request.first_name,
+            last_name: request.last_name,
+            tenant: tenant.clone(),
+        };
+        let command = if request.invite { UserCommand::Invite(new_user) } else { UserCommand::Register(new_user) };
+        // Validate the profile before claiming, so a malformed request never holds an address.
+        let validated = user::decide(&User::default(), command.clone())?;
+        let email = match validated.first() {
+            Some(user::UserEvent::Registered(e)) => e.email.clone(),
+            Some(user::UserEvent::Invited(e)) => e.email.clone(),
+            _ => return Err(internal("creating a user yields its creation event")),
+        };
+
+        let user = self.claim_email(ctx, &email).await?;
+        let key = user_key(user);
+        let mut outcome = match self.execute::<UserAggregate>(ctx, &key, "user", command).await {
+            Ok(outcome) => outcome,
+            // Our own claim from an earlier attempt whose user was created already.
+            Err(AppError::User(UserError::AlreadyExists)) => {
+                let (_, last) = self.load::<UserAggregate>(&key).await?;
+                Outcome { position: last, id: user.to_string(), replayed: true }
+            }
+            Err(e) => return Err(e),
+        };
+        for role in request.roles {
+            let step = format!("role-{role}");
+            let command = MembershipCommand::Assign { user, role };
+            match self.execute::<MembershipAggregate>(ctx, &membership_key(&tenant, user), &step, command).await {
+                Ok(assigned) => outcome.position = outcome.position.max(assigned.position),
+                Err(AppError::Membership(MembershipError::AlreadyAssigned)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Claims a normalised email address for a new user and returns that user's id; or the id
+    /// claimed by an earlier attempt of the same request.
+    async fn claim_email(&self, ctx: &CommandContext, email: &str) -> Result<UserId, AppError> {
+        let key = StreamKey::new(None, AggregateType::Email, email::claim_id(email));
+        let request = ctx.request_hash();
+        for _ in 0..CLAIM_ATTEMPTS {
+            // Claims are always read from the log: they are rare, and a stale view would only
+            // cost a conflict anyway.
+            let (state, last) = self.load::<EmailClaimAggregate>(&key).await?;
+            let now = self.now();
+            let mut holder_exists = true;
+            if let Some(holder) = &state.holder {
+                holder_exists = self.load::<UserAggregate>(&user_key(holder.user)).await?.0.exists();
+                if request.is_some() && holder.request == request {
+                    if holder_exists || now < holder.claimed_at + CLAIM_DEADLINE {
+                        return Ok(holder.user);
+                    }
+                    if holder.claimed_at + email::CLAIM_TTL > now {
+                        return Err(AppError::Unavailable(
+                            "an earlier attempt of this request is still settling; retry in a few seconds".into(),
+                        ));
+                    }
+                }
+            }
+            let user = UserId::new(Ulid::new());
+            let command = EmailClaimCommand::Claim { user, request: request.clone(), now, holder_exists };
+            let events = match EmailClaimAggregate::decide(&state, command) {
+                Ok(events) => events,
+                Err(EmailClaimError::Taken { .. }) => return Err(AppError::EmailTaken),
+            };
+            let meta = Metadata {
+                actor: ctx.actor.clone(),
+                occurred_at: now,
+                correlation_id: ctx.correlation_id.clone(),
+                causation_id: None,
+            };
+            let envelopes =
+                events.into_iter().map(|e| DomainEvent::from(e).into_envelope(Ulid::new(), &key, &meta)).collect();
+            // No idempotency key here: the claim itself records the request, and a takeover by
+            // the same request must not be mistaken for a duplicate of its first claim.
+            match self.inner.log.append(envelopes, Expected::from_last(last), None).await {
+                Ok(_) => return Ok(user),
+                Err(AppendError::WrongExpectedSequence { .. }) => continue,
+                Err(AppendError::Unavailable(why)) => return Err(AppError::Unavailable(why)),
+                Err(AppendError::Invalid(why)) => return Err(AppError::Internal(why)),
+            }
+        }
+        Err(AppError::Conflict)
+    }
+
+    pub async fn suspend_user(&self, ctx: &CommandContext, user: UserId, request: SuspendRequest) -> Result<Outcome, AppError> {
+        let command = UserCommand::Suspend { until: request.until, reason: request.reason, now: self.now() };
+        self.execute::<UserAggregate>(ctx, &user_key(user), "", command).await.map_err(user_not_found)
+    }
+
+    pub async fn reinstate_user(&self, ctx: &CommandContext, user: UserId) -> Result<Outcome, AppError> {
+        self.execute::<UserAggregate>(ctx, &user_key(user), "", UserCommand::Reinstate).await.map_err(user_not_found)
+    }
+
+    pub fn user(&self, user: &UserId) -> Result<UserView, AppError> {
+        self.inner.directory.user(user).map_err(internal)?.ok_or(AppError::UserNotFound)
+    }
+
+    /// The tenants a user belongs to.
+    pub fn user_tenants(&self, user: &UserId) -> Result<Vec<TenantId>, AppError> {
+        self.inner.directory.user_tenants(user).map_err(internal)
+    }
+
+    // ----- memberships -----
+
+    pub async fn assign_role(&self, ctx: &CommandContext, tenant: TenantId, user: UserId, role: RoleName) -> Result<Outcome, AppError> {
+        Self::require_role(&role)?;
+        self.require_tenant(&tenant).await?;
+        self.require_user(user).await?;
+        self.execute::<MembershipAggregate>(ctx, &membership_key(&tenant, user), "", MembershipCommand::Assign { user, role }).await
+    }
+
+    pub async fn revoke_role(&self, ctx: &CommandContext, tenant: TenantId, user: UserId, role: RoleName) -> Result<Outcome, AppError> {
+        self.require_tenant(&tenant).await?;
+        self.execute::<MembershipAggregate>(ctx, &membership_key(&tenant, user), "", MembershipCommand::Revoke { user, role }).await
+    }
+
+    pub fn membership(&self, tenant: &TenantId, user: &UserId) -> Result<Option<MembershipView>, AppError> {
+        self.tenant(tenant)?;
+        self.inner.directory.membership(tenant, user).map_err(internal)
+    }
+
+    /// Members of a tenant ordered by user id, `limit` after the cursor `after`.
+    pub fn members(&self, tenant: &TenantId, after: Option<UserId>, limit: usize) -> Result<Vec<(UserView, MembershipView)>, AppError> {
+        self.tenant(tenant)?;
+        self.inner.directory.members(tenant, after, limit).map_err(internal)
+    }
+
+    /// The position every read model has applied.
+    pub fn applied_position(&self) -> Position {
+        self.inner.read_models.min_position()
+    }
+}
+
+fn user_not_found(e: AppError) -> AppError {
+    match e {
+        AppError::User(UserError::NotFound) => AppError::UserNotFound,
+        other => other,
+    }
+}

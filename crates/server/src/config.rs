@@ -1,0 +1,106 @@
+//! Service configuration, layered: defaults, then a TOML file, then `IDSTREAM_…` environment
+//! variables and command-line flags (merged by the CLI).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// JetStream when set; the embedded log in `data_dir/log` otherwise.
+    pub nats_url: Option<String>,
+    pub stream: String,
+    pub stream_replicas: usize,
+    /// The bootstrap admin token. When absent, one is generated into `data_dir/admin-token`.
+    pub admin_token: Option<String>,
+    /// How long a query waits for its minimum position.
+    pub consistency_timeout: Duration,
+    pub max_body_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            nats_url: None,
+            stream: "IDSTREAM".into(),
+            stream_replicas: 1,
+            admin_token: None,
+            consistency_timeout: Duration::from_secs(2),
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// The TOML file: every key optional, unknown keys rejected.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub nats_url: Option<String>,
+    pub stream: Option<String>,
+    pub stream_replicas: Option<usize>,
+    pub admin_token: Option<String>,
+    pub consistency_timeout_ms: Option<u64>,
+    pub max_body_bytes: Option<usize>,
+}
+
+impl FileConfig {
+    pub fn parse(text: &str) -> Result<FileConfig, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Applies the file over the defaults.
+    pub fn apply(self, mut config: Config) -> Config {
+        if let Some(v) = self.listen {
+            config.listen = v;
+        }
+        if let Some(v) = self.data_dir {
+            config.data_dir = v;
+        }
+        if self.nats_url.is_some() {
+            config.nats_url = self.nats_url;
+        }
+        if let Some(v) = self.stream {
+            config.stream = v;
+        }
+        if let Some(v) = self.stream_replicas {
+            config.stream_replicas = v;
+        }
+        if self.admin_token.is_some() {
+            config.admin_token = self.admin_token;
+        }
+        if let Some(v) = self.consistency_timeout_ms {
+            config.consistency_timeout = Duration::from_millis(v);
+        }
+        if let Some(v) = self.max_body_bytes {
+            config.max_body_bytes = v;
+        }
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_overrides_only_what_it_sets() {
+        let file = FileConfig::parse("nats_url = \"nats://127.0.0.1:4222\"\nstream_replicas = 3\n").unwrap();
+        let config = file.apply(Config::default());
+        assert_eq!(config.nats_url.as_deref(), Some("nats://127.0.0.1:4222"));
+        assert_eq!(config.stream_replicas, 3);
+        assert_eq!(config.listen, Config::default().listen);
+    }
+
+    #[test]
+    fn unknown_keys_are_an_error() {
+        assert!(FileConfig::parse("listne = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,146 @@
+//! Extractors that turn every malformed request into an [`ApiError`] problem instead of axum's
+//! plain-text rejections, and that authenticate the caller.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use idstream_app::CommandContext;
+use idstream_domain::{Actor, ActorKind};
+use idstream_eventlog::Position;
+use serde::de::DeserializeOwned;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+pub const POSITION_HEADER: &str = "x-idstream-position";
+pub const MIN_POSITION_HEADER: &str = "x-idstream-min-position";
+pub const CORRELATION_HEADER: &str = "x-correlation-id";
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+/// `Json<T>` whose rejections are problems: 400 malformed, 422 wrong shape, 413 too large,
+/// 415 not JSON.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    let (status, code) = match &rejection {
+        JsonRejection::JsonSyntaxError(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
+        JsonRejection::JsonDataError(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+        JsonRejection::MissingJsonContentType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+        _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        _ => (StatusCode::BAD_REQUEST, "invalid_body"),
+    };
+    ApiError::BadRequest { status, code, detail: rejection.body_text() }
+}
+
+/// `Path<T>` whose rejections are 400 problems (`invalid_path`), e.g. a malformed user id.
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => Err(path_rejection(rejection)),
+        }
+    }
+}
+
+fn path_rejection(rejection: PathRejection) -> ApiError {
+    ApiError::bad_request("invalid_path", rejection.body_text())
+}
+
+/// `Query<T>` whose rejections are 400 problems (`invalid_query`).
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(ApiQuery(value)),
+            Err(rejection) => Err(query_rejection(rejection)),
+        }
+    }
+}
+
+fn query_rejection(rejection: QueryRejection) -> ApiError {
+    ApiError::bad_request("invalid_query", rejection.body_text())
+}
+
+/// The authenticated caller of an admin endpoint, with the context its commands carry.
+///
+/// Until sign-in exists the only credential is the bootstrap admin token from configuration,
+/// presented as `Authorization: Bearer <token>` and compared in constant time.
+pub struct Caller {
+    pub ctx: CommandContext,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let presented = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .ok_or(ApiError::Unauthorized)?;
+        if !state.admin_token.matches(presented.trim()) {
+            return Err(ApiError::Unauthorized);
+        }
+        let correlation_id = correlation_id(parts);
+        let idempotency_key = match parts.headers.get(IDEMPOTENCY_HEADER) {
+            None => None,
+            Some(v) => Some(v.to_str().map_err(|_| ApiError::App(idstream_app::AppError::InvalidIdempotencyKey))?),
+        };
+        let actor = Actor { kind: ActorKind::System, id: "bootstrap-admin".into() };
+        let ctx = CommandContext::new(actor, correlation_id, idempotency_key)?;
+        Ok(Caller { ctx })
+    }
+}
+
+/// The request's correlation id: the client's `X-Correlation-Id` if it is sane, else a new ULID.
+pub fn correlation_id(parts: &Parts) -> String {
+    parts
+        .headers
+        .get(CORRELATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| ulid::Ulid::new().to_string())
+}
+
+/// A query's consistency token: `X-Idstream-Min-Position` or `?min_position=`.
+pub struct MinPosition(pub Option<Position>);
+
+impl<S: Send + Sync> FromRequestParts<S> for MinPosition {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let invalid = || ApiError::bad_request("invalid_min_position", "min_position must be a non-negative integer");
+        if let Some(value) = parts.headers.get(MIN_POSITION_HEADER) {
+            let value = value.to_str().map_err(|_| invalid())?;
+            return value.trim().parse().map(|p| MinPosition(Some(p))).map_err(|_| invalid());
+        }
+        let query = parts.uri.query().unwrap_or("");
+        for pair in query.split('&') {
+            if let Some(value) = pair.strip_prefix("min_position=") {
+                return value.parse().map(|p| MinPosition(Some(p))).map_err(|_| invalid());
+            }
+        }
+        Ok(MinPosition(None))
+    }
+}

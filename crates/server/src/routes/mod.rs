@@ -1,0 +1,83 @@
+//! One module per resource, each with its `router()`. Handlers are thin: extract, call the
+//! application, shape the answer.
+
+pub mod memberships;
+pub mod ops;
+pub mod tenants;
+pub mod users;
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use idstream_app::Outcome;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::extract::POSITION_HEADER;
+
+/// The answer to every command: the log position of its last event (the consistency token to
+/// pass as `X-Idstream-Min-Position` to later queries) and the id of what it created or changed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CommandAccepted {
+    pub position: u64,
+    pub id: String,
+    #[serde(skip)]
+    status: StatusCode,
+    #[serde(skip)]
+    replayed: bool,
+}
+
+impl CommandAccepted {
+    pub fn created(outcome: Outcome) -> Self {
+        let status = if outcome.replayed { StatusCode::OK } else { StatusCode::CREATED };
+        CommandAccepted { position: outcome.position, id: outcome.id, status, replayed: outcome.replayed }
+    }
+
+    pub fn ok(outcome: Outcome) -> Self {
+        CommandAccepted { position: outcome.position, id: outcome.id, status: StatusCode::OK, replayed: outcome.replayed }
+    }
+}
+
+impl IntoResponse for CommandAccepted {
+    fn into_response(self) -> Response {
+        let status = self.status;
+        let position = HeaderValue::from(self.position);
+        let replayed = self.replayed;
+        let mut response = (status, Json(self)).into_response();
+        response.headers_mut().insert(POSITION_HEADER, position);
+        if replayed {
+            response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+        }
+        response
+    }
+}
+
+/// Cursor pagination shared by list endpoints.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// Return items after this id (the `next` of the previous page).
+    pub after: Option<String>,
+    /// Page size, 1 to 500 (default 100).
+    pub limit: Option<usize>,
+    /// Consistency token; also accepted as the `X-Idstream-Min-Position` header.
+    pub min_position: Option<u64>,
+}
+
+impl PageQuery {
+    pub fn limit(&self) -> Result<usize, crate::error::ApiError> {
+        match self.limit {
+            None => Ok(100),
+            Some(n) if (1..=500).contains(&n) => Ok(n),
+            Some(_) => Err(crate::error::ApiError::bad_request("invalid_query", "limit must be between 1 and 500")),
+        }
+    }
+}
+
+/// A page of items with the cursor of the next page (absent on the last page).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}

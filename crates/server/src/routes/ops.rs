@@ -1,0 +1,116 @@
+//! Operational endpoints: `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, and the read-model
+//! state for operators (`/v1/admin/read-models`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
+
+use crate::AppState;
+use crate::error::{ApiError, Problem};
+use crate::extract::Caller;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .route("/v1/admin/read-models", get(read_models))
+        .route("/v1/admin/read-models/rebuild", post(rebuild))
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "alive")))]
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    pub ready: bool,
+    /// `ok` or `unavailable`
+    pub log: String,
+    pub log_position: Option<u64>,
+    /// Position each read model has applied.
+    pub read_models: BTreeMap<String, u64>,
+}
+
+/// Readiness: the read models have caught up with the log as it was at start. While the log is
+/// unreachable the service stays ready, because queries keep answering from the read models.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = Readiness), (status = 503, body = Readiness, description = "still catching up")))]
+pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let read_models = state.positions();
+    let log_position = tokio::time::timeout(Duration::from_secs(2), state.app.log().last_position()).await.ok().and_then(Result::ok);
+    let applied = state.app.applied_position();
+    let ready = applied >= state.startup_target;
+    let body = Readiness {
+        ready,
+        log: if log_position.is_some() { "ok".into() } else { "unavailable".into() },
+        log_position,
+        read_models,
+    };
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body))
+}
+
+/// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format")))]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let log_position = tokio::time::timeout(Duration::from_secs(1), state.app.log().last_position()).await.ok().and_then(Result::ok);
+    for (name, position) in state.positions() {
+        let labels = crate::metrics::ProjectionLabels { projection: name };
+        state.metrics.projection_position.get_or_create(&labels).set(position as i64);
+        if let Some(end) = log_position {
+            state.metrics.projection_lag.get_or_create(&labels).set(end.saturating_sub(position) as i64);
+        }
+    }
+    if let Some(end) = log_position {
+        state.metrics.log_position.set(end as i64);
+    }
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render())
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "OpenAPI 3.1 document")))]
+pub async fn openapi() -> impl IntoResponse {
+    Json(crate::openapi::ApiDoc::openapi())
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadModelState {
+    pub position: u64,
+    /// SHA-256 over the read model's sorted keys and values, its checkpoint included. A rebuild
+    /// from position 0 to the same position gives the same digest.
+    pub digest: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadModelsReport {
+    pub backend: String,
+    pub read_models: BTreeMap<String, ReadModelState>,
+}
+
+/// Positions and state digests of the read models.
+#[utoipa::path(get, path = "/v1/admin/read-models", tag = "operations",
+    responses((status = 200, body = ReadModelsReport), (status = 401, body = Problem)), security(("bearer" = [])))]
+pub async fn read_models(State(state): State<AppState>, _caller: Caller) -> Result<Json<ReadModelsReport>, ApiError> {
+    Ok(Json(state.read_models_report().await?))
+}
+
+/// Drops every read model and rebuilds it from position 0 while the service keeps running.
+/// Answers once the rebuilt read models have caught up with the log as it was when asked.
+#[utoipa::path(post, path = "/v1/admin/read-models/rebuild", tag = "operations",
+    responses((status = 200, body = ReadModelsReport), (status = 401, body = Problem), (status = 503, body = Problem)), security(("bearer" = [])))]
+pub async fn rebuild(State(state): State<AppState>, _caller: Caller) -> Result<Json<ReadModelsReport>, ApiError> {
+    state.rebuild_read_models().await?;
+    Ok(Json(state.read_models_report().await?))
+}
