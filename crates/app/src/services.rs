@@ -168,8 +168,13 @@ impl App {
             let now = self.now();
             let mut holder_exists = true;
             if let Some(holder) = &state.holder {
-                holder_exists = self.load::<UserAggregate>(&user_key(holder.user)).await?.0.exists();
-                if request.is_some() && holder.request == request {
+                let same_request = request.is_some() && holder.request == request;
+                // Whether the holder's user exists matters only for a retry of the same request
+                // or once the claim is old enough to be stale; otherwise skip the read.
+                if same_request || now >= holder.claimed_at + email::CLAIM_TTL {
+                    holder_exists = self.load::<UserAggregate>(&user_key(holder.user)).await?.0.exists();
+                }
+                if same_request {
                     if holder_exists || now < holder.claimed_at + CLAIM_DEADLINE {
                         return Ok(holder.user);
                     }

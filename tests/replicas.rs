@@ -1,0 +1,87 @@
+//! Two service replicas on one JetStream stream (F-LOG-5, F-LOG-8).
+
+use idstream_domain::envelope::{AggregateType, Metadata};
+use idstream_domain::events::EmailClaimed;
+use idstream_domain::{Actor, DomainEvent, StreamKey, UserId};
+use idstream_eventlog::{EventLog, Expected};
+use serde_json::json;
+use time::OffsetDateTime;
+use ulid::Ulid;
+
+use crate::support::nats::{NatsServer, connect};
+use crate::support::service::Service;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_registering_the_same_email_at_once_create_exactly_one_user() {
+    let nats = NatsServer::spawn();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Service::jetstream(dir_a.path(), &nats.url()).await;
+    let b = Service::jetstream(dir_b.path(), &nats.url()).await;
+    a.create_tenant("acme").await;
+
+    let mut newest = 0;
+    for i in 0..12 {
+        let body = json!({"email": format!("race{i}@example.com"), "roles": ["user"]});
+        let (first, second) = tokio::join!(a.post("/v1/tenants/acme/users", body.clone()), b.post("/v1/tenants/acme/users", body));
+        let mut answers = [first, second];
+        answers.sort_by_key(|x| x.status);
+        assert_eq!(answers[0].status, 201, "one replica creates the user: {answers:?}");
+        answers[1].assert_problem(409, "email_taken");
+        newest = newest.max(answers[0].position());
+    }
+
+    // Each replica, read at the newest position, sees the same twelve users.
+    let on_a = a.get_at("/v1/tenants/acme/users", newest).await;
+    let on_b = b.get_at("/v1/tenants/acme/users", newest).await;
+    assert_eq!(on_a.body["items"].as_array().unwrap().len(), 12, "{on_a:?}");
+    assert_eq!(on_a.body, on_b.body);
+    // Both replicas folded the same log into the same bytes.
+    assert_eq!(a.read_models().await, b.read_models().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_on_one_replica_is_read_on_the_other_with_its_consistency_token() {
+    let nats = NatsServer::spawn();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Service::jetstream(dir_a.path(), &nats.url()).await;
+    let b = Service::jetstream(dir_b.path(), &nats.url()).await;
+    a.create_tenant("acme").await;
+    // Replica B creates a user in the tenant replica A created a moment ago.
+    let (ada, _) = b.create_user("acme", "ada@example.com", &[]).await;
+    let assigned = a.post(&format!("/v1/tenants/acme/users/{ada}/roles"), json!({"role": "admin"})).await;
+    assert_eq!(assigned.status, 200, "{assigned:?}");
+    let roles = b.get_at(&format!("/v1/tenants/acme/users/{ada}/roles"), assigned.position()).await;
+    assert_eq!(roles.body["roles"], json!(["admin"]));
+    // And replica B's stale cache of the membership does not let it assign twice.
+    b.post(&format!("/v1/tenants/acme/users/{ada}/roles"), json!({"role": "admin"})).await.assert_problem(409, "role_already_assigned");
+}
+
+/// Appends an email claim whose user was never created, as a crash between the two appends leaves.
+async fn orphan_claim(nats: &NatsServer, email: &str, claimed_at: OffsetDateTime) {
+    let log = connect(nats).await;
+    let key = StreamKey::new(None, AggregateType::Email, idstream_domain::email::claim_id(email));
+    let event = DomainEvent::EmailClaimed(EmailClaimed { user: UserId::new(Ulid::new()), claimed_at, request: None });
+    let meta = Metadata { actor: Actor::system("crashed-replica"), occurred_at: claimed_at, correlation_id: "crash".into(), causation_id: None };
+    log.append(vec![event.into_envelope(Ulid::new(), &key, &meta)], Expected::NoEvents, None).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_orphaned_by_a_crash_does_not_make_the_email_unusable() {
+    let nats = NatsServer::spawn();
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::jetstream(dir.path(), &nats.url()).await;
+    svc.create_tenant("acme").await;
+
+    // A claim younger than the claim TTL is respected: its writer may still be creating the user.
+    orphan_claim(&nats, "fresh@example.com", OffsetDateTime::now_utc()).await;
+    svc.post("/v1/tenants/acme/users", json!({"email": "fresh@example.com"})).await.assert_problem(409, "email_taken");
+
+    // Once older than the TTL with no user behind it, the claim is taken over.
+    let stale = OffsetDateTime::now_utc() - idstream_domain::email::CLAIM_TTL - time::Duration::seconds(1);
+    orphan_claim(&nats, "ghost@example.com", stale).await;
+    let (user, position) = svc.create_user("acme", "ghost@example.com", &["user"]).await;
+    let read = svc.get_at(&format!("/v1/users/{user}"), position).await;
+    assert_eq!(read.body["email"], "ghost@example.com");
+    // And now it is taken for real.
+    svc.post("/v1/tenants/acme/users", json!({"email": "ghost@example.com"})).await.assert_problem(409, "email_taken");
+}
