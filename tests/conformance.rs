@@ -55,3 +55,4 @@ macro_rules! conformance_suite {
         }
     };
 }
+conformance_suite!(jetstream, async { crate::support::nats::JetStreamBackend::new() });

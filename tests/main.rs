@@ -3,4 +3,5 @@
 //! `idstream` binary on port 0 with a temporary data directory.
 
 mod conformance;
+mod jetstream;
 mod support;
