@@ -56,3 +56,34 @@ macro_rules! conformance_suite {
     };
 }
 conformance_suite!(jetstream, async { crate::support::nats::JetStreamBackend::new() });
+
+/// The embedded log in a temporary directory; a restart closes it and opens the same directory.
+pub struct EmbeddedBackend {
+    dir: tempfile::TempDir,
+}
+
+impl EmbeddedBackend {
+    pub async fn start() -> EmbeddedBackend {
+        EmbeddedBackend { dir: tempfile::tempdir().expect("a temporary directory") }
+    }
+
+    async fn open_log(&self) -> idstream_eventlog::SharedLog {
+        let options = idstream_eventlog::embedded::EmbeddedOptions::default();
+        idstream_eventlog::embedded::EmbeddedLog::open(self.dir.path(), options).await.expect("open the embedded log")
+    }
+}
+
+#[idstream_eventlog::conformance::async_trait]
+impl idstream_eventlog::conformance::Backend for EmbeddedBackend {
+    async fn open(&mut self) -> idstream_eventlog::SharedLog {
+        self.open_log().await
+    }
+
+    // The caller has dropped every handle, and dropping the last one stops the writer and
+    // releases the directory lock, so reopening is the whole restart.
+    async fn restart(&mut self) -> idstream_eventlog::SharedLog {
+        self.open_log().await
+    }
+}
+
+conformance_suite!(embedded, EmbeddedBackend::start());
