@@ -1,0 +1,1 @@
+//! Runtime tests against the real embedded event log.
