@@ -55,7 +55,6 @@ macro_rules! conformance_suite {
         }
     };
 }
-conformance_suite!(jetstream, async { crate::support::nats::JetStreamBackend::new() });
 
 /// The embedded log in a temporary directory; a restart closes it and opens the same directory.
 pub struct EmbeddedBackend {
@@ -86,4 +85,6 @@ impl idstream_eventlog::conformance::Backend for EmbeddedBackend {
     }
 }
 
+// One line per backend.
 conformance_suite!(embedded, EmbeddedBackend::start());
+conformance_suite!(jetstream, async { crate::support::nats::JetStreamBackend::new() });
