@@ -1,1 +1,331 @@
-//! Runtime tests against the real embedded event log.
+//! Runtime tests against the real embedded event log in temporary directories.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use idstream_eventlog::embedded::{EmbeddedLog, EmbeddedOptions};
+use idstream_eventlog::{EventLog, Expected, Position, SharedLog};
+
+use crate::test_support::{Counter, counts, envelope};
+use crate::{Projection, ReadModels, Stale, rebuild_offline};
+
+/// Long enough never to be reached when things work; a wait ends as soon as its condition holds.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+async fn open_log(dir: &Path) -> SharedLog {
+    EmbeddedLog::open(dir, EmbeddedOptions::default())
+        .await
+        .unwrap()
+}
+
+/// Appends one event per tenant named, in order; returns the position of the last.
+async fn append(log: &SharedLog, tenants: &[&str]) -> Position {
+    let mut last = 0;
+    for tenant in tenants {
+        let n = log.last_position().await.unwrap() + 1;
+        last = log
+            .append(vec![envelope(n, tenant)], Expected::Any, None)
+            .await
+            .unwrap()
+            .last;
+    }
+    last
+}
+
+fn counter(version: u32) -> Vec<Arc<dyn Projection>> {
+    vec![Arc::new(Counter {
+        version,
+        ..Counter::default()
+    })]
+}
+
+fn c(tenant: &str, n: u64) -> (String, u64) {
+    (tenant.to_owned(), n)
+}
+
+struct Dirs {
+    _root: tempfile::TempDir,
+    log: std::path::PathBuf,
+    models: std::path::PathBuf,
+}
+
+fn dirs() -> Dirs {
+    let root = tempfile::tempdir().unwrap();
+    let (log, models) = (root.path().join("log"), root.path().join("models"));
+    Dirs {
+        _root: root,
+        log,
+        models,
+    }
+}
+
+#[tokio::test]
+async fn a_projection_catches_up_with_the_log_and_then_follows_it_live() {
+    let d = dirs();
+    let log = open_log(&d.log).await;
+    append(&log, &["acme", "acme", "globex"]).await;
+
+    let models = ReadModels::start(&d.models, log.clone(), counter(1))
+        .await
+        .unwrap();
+    models.wait_for(3, PATIENCE).await.unwrap();
+    assert_eq!(
+        counts(&models.tree("counter")),
+        vec![c("acme", 2), c("globex", 1)]
+    );
+
+    let last = append(&log, &["globex", "initech"]).await;
+    models.wait_for(last, PATIENCE).await.unwrap();
+    assert_eq!(models.position("counter"), 5);
+    assert_eq!(models.min_position(), 5);
+    assert_eq!(
+        counts(&models.tree("counter")),
+        vec![c("acme", 2), c("globex", 2), c("initech", 1)]
+    );
+    assert_eq!(models.lag().await.unwrap().get("counter"), Some(&0));
+    models.shutdown().await;
+}
+
+#[tokio::test]
+async fn waiting_for_a_position_the_log_has_not_reached_times_out_with_the_current_one() {
+    let d = dirs();
+    let log = open_log(&d.log).await;
+    append(&log, &["acme", "acme", "acme"]).await;
+    let models = ReadModels::start(&d.models, log.clone(), counter(1))
+        .await
+        .unwrap();
+    models.wait_for(3, PATIENCE).await.unwrap();
+
+    assert_eq!(
+        models.wait_for(10, Duration::from_millis(50)).await,
+        Err(Stale { current: 3 })
+    );
+    models.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_wait_ends_when_the_awaited_event_is_applied() {
+    let d = dirs();
+    let log = open_log(&d.log).await;
+    let models = ReadModels::start(&d.models, log.clone(), counter(1))
+        .await
+        .unwrap();
+    let waiting = tokio::spawn({
+        let models = models.clone();
+        async move { models.wait_for(2, PATIENCE).await }
+    });
+    append(&log, &["acme", "acme"]).await;
+    assert_eq!(waiting.await.unwrap(), Ok(()));
+    models.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_restart_resumes_from_the_checkpoint_and_applies_each_event_once() {
+    let d = dirs();
+    let log = open_log(&d.log).await;
+    append(&log, &["acme", "acme"]).await;
+    let models = ReadModels::start(&d.models, log.clone(), counter(1))
+        .await
+        .unwrap();
+    models.wait_for(2, PATIENCE).await.unwrap();
+    // A key no event writes: a rebuild would remove it, a resume keeps it.
+    models.tree("counter").insert("marker", "kept").unwrap();
+    models.shutdown().await;
+
+    append(&log, &["acme"]).await;
+    let models = ReadModels::start(&d.models, log.clone(), counter(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        models.position("counter"),
+        2,
+        "the stored checkpoint is where it starts"
+    );
+    models.wait_for(3, PATIENCE).await.unwrap();
+    let tree = models.tree("counter");
+    assert_eq!(counts(&tree), vec![c("acme", 3)]);
+    assert_eq!(tree.get("marker").unwrap().as_deref(), Some(&b"kept"[..]));
+    models.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_online_rebuild_and_an_offline_rebuild_give_the_live_digest() {
+    let d = dirs();
+    let log = open_log(&d.log).await;
+    let tenants: Vec<String> = (0..300).map(|i| format!("tenant-{}", i % 7)).collect();
+    let last = append(
+        &log,
+        &tenants.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
+    let models = ReadModels::start(&d.models, log.clone(), counter(1))
+        .await
+        .unwrap();
+    models.wait_for(last, PATIENCE).await.unwrap();
+    let (position, live) = models.digest("counter").await.unwrap();
+    assert_eq!(position, last);
+
+    models.rebuild("counter").await.unwrap();
+    models.wait_for(last, PATIENCE).await.unwrap();
+    assert_eq!(
+        models.digest("counter").await.unwrap(),
+        (last, live.clone())
+    );
+    assert_eq!(models.digests().await.unwrap().get("counter"), Some(&live));
+
+    let mut reported = Vec::new();
+    let offline = rebuild_offline(
+        &d.models.with_extension("replay"),
+        log.clone(),
+        counter(1),
+        |done, target| reported.push((done, target)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(offline.get("counter"), Some(&live));
+    assert_eq!(reported.first(), Some(&(0, last)));
+    assert_eq!(reported.last(), Some(&(last, last)));
+    models.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_offline_rebuild_replaces_whatever_the_store_held() {
+    let d = dirs();
+    let log = open_log(&d.log).await;
+    let last = append(&log, &["acme", "globex", "acme"]).await;
+    let models = ReadModels::start(&d.models, log.clone(), counter(1))
+        .await
+        .unwrap();
+    models.wait_for(last, PATIENCE).await.unwrap();
+    let (_, live) = models.digest("counter").await.unwrap();
+    models
+        .tree("counter")
+        .insert("count/stale", &9u64.to_be_bytes())
+        .unwrap();
+    models.shutdown().await;
+
+    let offline = rebuild_offline(&d.models, log.clone(), counter(1), |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(offline.get("counter"), Some(&live));
+}
+
+#[tokio::test]
+async fn a_new_projection_version_rebuilds_the_read_model() {
+    let d = dirs();
+    let log = open_log(&d.log).await;
+    append(&log, &["acme", "acme"]).await;
+    let models = ReadModels::start(&d.models, log.clone(), counter(1))
+        .await
+        .unwrap();
+    models.wait_for(2, PATIENCE).await.unwrap();
+    models
+        .tree("counter")
+        .insert("marker", "v1 layout")
+        .unwrap();
+    models.shutdown().await;
+
+    let models = ReadModels::start(&d.models, log.clone(), counter(2))
+        .await
+        .unwrap();
+    models.wait_for(2, PATIENCE).await.unwrap();
+    let tree = models.tree("counter");
+    assert_eq!(tree.get("marker").unwrap(), None);
+    assert_eq!(counts(&tree), vec![c("acme", 2)]);
+    models.shutdown().await;
+}
+
+#[tokio::test]
+async fn read_models_built_from_another_log_are_rebuilt() {
+    let d = dirs();
+    let first = open_log(&d.log).await;
+    append(&first, &["acme", "acme", "acme"]).await;
+    let models = ReadModels::start(&d.models, first.clone(), counter(1))
+        .await
+        .unwrap();
+    models.wait_for(3, PATIENCE).await.unwrap();
+    models.shutdown().await;
+    drop(first);
+
+    // A new, shorter log in another directory: another log id, and the stored checkpoint lies
+    // beyond its end.
+    let second = open_log(&d.log.with_extension("second")).await;
+    append(&second, &["globex"]).await;
+    let models = ReadModels::start(&d.models, second.clone(), counter(1))
+        .await
+        .unwrap();
+    assert_eq!(models.position("counter"), 0);
+    models.wait_for(1, PATIENCE).await.unwrap();
+    assert_eq!(counts(&models.tree("counter")), vec![c("globex", 1)]);
+    models.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_damaged_store_is_moved_aside_and_rebuilt_from_the_log() {
+    let d = dirs();
+    let log = open_log(&d.log).await;
+    let last = append(&log, &["acme", "globex"]).await;
+    let models = ReadModels::start(&d.models, log.clone(), counter(1))
+        .await
+        .unwrap();
+    models.wait_for(last, PATIENCE).await.unwrap();
+    let (_, before) = models.digest("counter").await.unwrap();
+    models.shutdown().await;
+
+    std::fs::write(d.models.join("conf"), b"not a sled config").unwrap();
+    let models = ReadModels::start(&d.models, log.clone(), counter(1))
+        .await
+        .unwrap();
+    models.wait_for(last, PATIENCE).await.unwrap();
+    assert_eq!(models.digest("counter").await.unwrap(), (last, before));
+    assert!(d.models.with_extension("broken").exists());
+    models.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failing_event_holds_the_projection_right_before_it() {
+    let d = dirs();
+    let log = open_log(&d.log).await;
+    append(&log, &["acme", "acme", "poison", "acme"]).await;
+    let failing: Vec<Arc<dyn Projection>> = vec![Arc::new(Counter {
+        fail_on: Some("poison"),
+        ..Counter::default()
+    })];
+    let models = ReadModels::start(&d.models, log.clone(), failing)
+        .await
+        .unwrap();
+
+    models.wait_for(2, PATIENCE).await.unwrap();
+    assert_eq!(
+        models.wait_for(3, Duration::from_millis(200)).await,
+        Err(Stale { current: 2 })
+    );
+    assert_eq!(counts(&models.tree("counter")), vec![c("acme", 2)]);
+    assert_eq!(models.lag().await.unwrap().get("counter"), Some(&2));
+    models.shutdown().await;
+
+    // A fixed projection (a new version) gets past it.
+    let models = ReadModels::start(&d.models, log.clone(), counter(2))
+        .await
+        .unwrap();
+    models.wait_for(4, PATIENCE).await.unwrap();
+    assert_eq!(
+        counts(&models.tree("counter")),
+        vec![c("acme", 3), c("poison", 1)]
+    );
+    models.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_projections_with_one_name_are_refused() {
+    let d = dirs();
+    let log = open_log(&d.log).await;
+    let twice: Vec<Arc<dyn Projection>> =
+        vec![Arc::new(Counter::default()), Arc::new(Counter::default())];
+    let result = ReadModels::start(&d.models, log, twice).await;
+    assert!(matches!(
+        result,
+        Err(crate::RuntimeError::DuplicateName("counter"))
+    ));
+}
