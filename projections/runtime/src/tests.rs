@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use idstream_eventlog::embedded::{EmbeddedLog, EmbeddedOptions};
-use idstream_eventlog::{EventLog, Expected, Position, SharedLog};
+use idstream_eventlog::{Expected, Position, SharedLog};
 
 use crate::test_support::{Counter, counts, envelope};
 use crate::{Projection, ReadModels, Stale, rebuild_offline};
