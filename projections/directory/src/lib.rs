@@ -1,1 +1,112 @@
-//! placeholder
+//! The directory read model: tenants, users, memberships with their roles, an email index and an
+//! idempotency index, folded from the event log by [`DirectoryProjection`] and queried through
+//! [`Directory`].
+//!
+//! It lives in one sled tree (named [`NAME`]) with a key prefix per table; values are the views'
+//! JSON, whose field order is fixed by the structs, so a rebuild gives identical bytes. The views
+//! are public API: the server returns them as JSON.
+//!
+//! **Invariant:** the fold is deterministic and reads nothing but the event and the tree: no
+//! clock, no IO, no logging. Whatever depends on the time of a query (has a timed suspension
+//! lapsed?) is answered at query time, e.g. [`UserView::status_at`].
+//! It never decides anything: the log already holds decisions, and an event the directory cannot
+//! place (a rename of an unknown tenant, a newer event version) is skipped with a note.
+
+mod fold;
+mod keys;
+mod query;
+
+use std::collections::BTreeSet;
+
+use idstream_domain::{AggregateRef, RoleName, TenantId, UserId};
+use idstream_eventlog::Position;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+pub use fold::DirectoryProjection;
+pub use query::{Directory, DirectoryError};
+
+/// The name of the projection and of its sled tree.
+pub const NAME: &str = "directory";
+
+/// A tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantView {
+    pub id: TenantId,
+    pub name: String,
+    /// When the tenant was created (the creating event's `occurred_at`), RFC 3339.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Log position of the event that created the tenant.
+    pub created_position: Position,
+    /// Log position of the event that last changed the tenant.
+    pub updated_position: Position,
+}
+
+/// A user's lifecycle state as recorded in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserStatus {
+    Invited,
+    Active,
+    Suspended,
+}
+
+/// A user: one identity across tenants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserView {
+    pub id: UserId,
+    /// Normalised (trimmed, lower-case).
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    /// As recorded; a timed suspension that has ended still reads `suspended` here until the user
+    /// is reinstated; [`UserView::status_at`] tells the effective status.
+    pub status: UserStatus,
+    /// End of the current suspension, RFC 3339; `null` when not suspended or suspended
+    /// indefinitely.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub suspended_until: Option<OffsetDateTime>,
+    pub suspension_reason: Option<String>,
+    /// RFC 3339.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// The tenant the user was created (registered or invited) in.
+    pub created_in: TenantId,
+    /// Log position of the user's last event: the consistency token of the user aggregate.
+    pub position: Position,
+}
+
+impl UserView {
+    /// The status in effect at `now`: a suspension whose end has passed counts as active.
+    pub fn status_at(&self, now: OffsetDateTime) -> UserStatus {
+        match (self.status, self.suspended_until) {
+            (UserStatus::Suspended, Some(end)) if now >= end => UserStatus::Active,
+            (status, _) => status,
+        }
+    }
+}
+
+/// The roles one user holds in one tenant. A membership without roles does not exist.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipView {
+    pub tenant: TenantId,
+    pub user: UserId,
+    pub roles: BTreeSet<RoleName>,
+    /// Log position of the membership's last event.
+    pub position: Position,
+}
+
+/// The outcome of the append made with an idempotency key, so that a command retried after the
+/// log's deduplication window still gets its first answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    /// Position of the last event appended with the key.
+    pub position: Position,
+    /// The aggregate the events went to.
+    pub aggregate: AggregateRef,
+    pub tenant: Option<TenantId>,
+}
+
+#[cfg(test)]
+mod tests;
