@@ -16,7 +16,10 @@ where
 {
     let deadline = tokio::time::Instant::now() + limit;
     while !condition().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -31,26 +34,45 @@ async fn with_nats_down_commands_fail_fast_queries_keep_answering_and_the_servic
     svc.get_at(&format!("/v1/users/{ada}"), position).await;
 
     nats.kill();
-    let refused = svc.post("/v1/tenants/acme/users", json!({"email": "bob@example.com"})).await;
+    let refused = svc
+        .post(
+            "/v1/tenants/acme/users",
+            json!({"email": "bob@example.com"}),
+        )
+        .await;
     refused.assert_problem(503, "log_unavailable");
     assert_eq!(refused.header("retry-after"), Some("1"));
     let read = svc.get(&format!("/v1/users/{ada}")).await;
-    assert_eq!(read.status, 200, "queries answer from the read models: {read:?}");
+    assert_eq!(
+        read.status, 200,
+        "queries answer from the read models: {read:?}"
+    );
     let ready = svc.get("/readyz").await;
     assert_eq!(ready.body["log"], "unavailable", "{ready:?}");
 
     nats.start();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let accepted = loop {
-        let answer = svc.post("/v1/tenants/acme/users", json!({"email": "bob@example.com"})).await;
+        let answer = svc
+            .post(
+                "/v1/tenants/acme/users",
+                json!({"email": "bob@example.com"}),
+            )
+            .await;
         if answer.status == 201 {
             break answer.position();
         }
-        assert!(tokio::time::Instant::now() < deadline, "commands still fail after NATS returned: {answer:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "commands still fail after NATS returned: {answer:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let members = svc.get_at("/v1/tenants/acme/users", accepted).await;
-    assert_eq!(members.status, 200, "read models resumed after the outage: {members:?}");
+    assert_eq!(
+        members.status, 200,
+        "read models resumed after the outage: {members:?}"
+    );
     assert_eq!(members.body["items"].as_array().unwrap().len(), 2);
 }
 
@@ -65,23 +87,38 @@ async fn burst_then_kill(svc: &mut Service) -> Vec<(String, u64)> {
         let url = svc.url("/v1/tenants/acme/users");
         tasks.push(tokio::spawn(async move {
             for i in 0..1_000 {
-                let body = json!({"email": format!("w{worker}-{i}@example.com"), "roles": ["user"]});
-                let sent = client.post(&url).bearer_auth(crate::support::service::ADMIN_TOKEN).json(&body).send().await;
+                let body =
+                    json!({"email": format!("w{worker}-{i}@example.com"), "roles": ["user"]});
+                let sent = client
+                    .post(&url)
+                    .bearer_auth(crate::support::service::ADMIN_TOKEN)
+                    .json(&body)
+                    .send()
+                    .await;
                 let Ok(response) = sent else { return };
                 if response.status() != 201 {
                     continue;
                 }
-                let Ok(body) = response.json::<serde_json::Value>().await else { return };
+                let Ok(body) = response.json::<serde_json::Value>().await else {
+                    return;
+                };
                 let id = body["id"].as_str().unwrap().to_owned();
-                acknowledged.lock().unwrap().push((id, body["position"].as_u64().unwrap()));
+                acknowledged
+                    .lock()
+                    .unwrap()
+                    .push((id, body["position"].as_u64().unwrap()));
             }
         }));
     }
     let watched = acknowledged.clone();
-    eventually(Duration::from_secs(60), "a burst of acknowledged commands", || {
-        let n = watched.lock().unwrap().len();
-        async move { n >= 60 }
-    })
+    eventually(
+        Duration::from_secs(60),
+        "a burst of acknowledged commands",
+        || {
+            let n = watched.lock().unwrap().len();
+            async move { n >= 60 }
+        },
+    )
     .await;
     svc.kill9().await;
     for task in tasks {
@@ -91,16 +128,25 @@ async fn burst_then_kill(svc: &mut Service) -> Vec<(String, u64)> {
     acked
 }
 
-async fn every_acknowledged_user_exists_and_read_models_match_a_rebuild(svc: &Service, acked: &[(String, u64)]) {
+async fn every_acknowledged_user_exists_and_read_models_match_a_rebuild(
+    svc: &Service,
+    acked: &[(String, u64)],
+) {
     let newest = acked.iter().map(|(_, p)| *p).max().unwrap();
     for (id, _) in acked {
         let read = svc.get_at(&format!("/v1/users/{id}"), newest).await;
-        assert_eq!(read.status, 200, "acknowledged user {id} is missing after the crash: {read:?}");
+        assert_eq!(
+            read.status, 200,
+            "acknowledged user {id} is missing after the crash: {read:?}"
+        );
     }
     let live = svc.read_models().await;
     let rebuilt = svc.post("/v1/admin/read-models/rebuild", json!(null)).await;
     assert_eq!(rebuilt.status, 200, "{rebuilt:?}");
-    assert_eq!(rebuilt.body["read_models"], live, "read models after the crash differ from a full rebuild");
+    assert_eq!(
+        rebuilt.body["read_models"], live,
+        "read models after the crash differ from a full rebuild"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,7 +162,10 @@ async fn kill_9_during_a_burst_on_the_embedded_log_loses_no_acknowledged_command
     let live = svc.read_models().await;
     svc.stop().await;
     let offline = svc.replay().await;
-    assert_eq!(offline["directory"], live["directory"]["digest"].as_str().unwrap());
+    assert_eq!(
+        offline["directory"],
+        live["directory"]["digest"].as_str().unwrap()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

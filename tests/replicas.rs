@@ -22,10 +22,16 @@ async fn two_replicas_registering_the_same_email_at_once_create_exactly_one_user
     let mut newest = 0;
     for i in 0..12 {
         let body = json!({"email": format!("race{i}@example.com"), "roles": ["user"]});
-        let (first, second) = tokio::join!(a.post("/v1/tenants/acme/users", body.clone()), b.post("/v1/tenants/acme/users", body));
+        let (first, second) = tokio::join!(
+            a.post("/v1/tenants/acme/users", body.clone()),
+            b.post("/v1/tenants/acme/users", body)
+        );
         let mut answers = [first, second];
         answers.sort_by_key(|x| x.status);
-        assert_eq!(answers[0].status, 201, "one replica creates the user: {answers:?}");
+        assert_eq!(
+            answers[0].status, 201,
+            "one replica creates the user: {answers:?}"
+        );
         answers[1].assert_problem(409, "email_taken");
         newest = newest.max(answers[0].position());
     }
@@ -48,21 +54,55 @@ async fn a_command_on_one_replica_is_read_on_the_other_with_its_consistency_toke
     a.create_tenant("acme").await;
     // Replica B creates a user in the tenant replica A created a moment ago.
     let (ada, _) = b.create_user("acme", "ada@example.com", &[]).await;
-    let assigned = a.post(&format!("/v1/tenants/acme/users/{ada}/roles"), json!({"role": "admin"})).await;
+    let assigned = a
+        .post(
+            &format!("/v1/tenants/acme/users/{ada}/roles"),
+            json!({"role": "admin"}),
+        )
+        .await;
     assert_eq!(assigned.status, 200, "{assigned:?}");
-    let roles = b.get_at(&format!("/v1/tenants/acme/users/{ada}/roles"), assigned.position()).await;
+    let roles = b
+        .get_at(
+            &format!("/v1/tenants/acme/users/{ada}/roles"),
+            assigned.position(),
+        )
+        .await;
     assert_eq!(roles.body["roles"], json!(["admin"]));
     // And replica B's stale cache of the membership does not let it assign twice.
-    b.post(&format!("/v1/tenants/acme/users/{ada}/roles"), json!({"role": "admin"})).await.assert_problem(409, "role_already_assigned");
+    b.post(
+        &format!("/v1/tenants/acme/users/{ada}/roles"),
+        json!({"role": "admin"}),
+    )
+    .await
+    .assert_problem(409, "role_already_assigned");
 }
 
 /// Appends an email claim whose user was never created, as a crash between the two appends leaves.
 async fn orphan_claim(nats: &NatsServer, email: &str, claimed_at: OffsetDateTime) {
     let log = connect(nats).await;
-    let key = StreamKey::new(None, AggregateType::Email, idstream_domain::email::claim_id(email));
-    let event = DomainEvent::EmailClaimed(EmailClaimed { user: UserId::new(Ulid::new()), claimed_at, request: None });
-    let meta = Metadata { actor: Actor::system("crashed-replica"), occurred_at: claimed_at, correlation_id: "crash".into(), causation_id: None };
-    log.append(vec![event.into_envelope(Ulid::new(), &key, &meta)], Expected::NoEvents, None).await.unwrap();
+    let key = StreamKey::new(
+        None,
+        AggregateType::Email,
+        idstream_domain::email::claim_id(email),
+    );
+    let event = DomainEvent::EmailClaimed(EmailClaimed {
+        user: UserId::new(Ulid::new()),
+        claimed_at,
+        request: None,
+    });
+    let meta = Metadata {
+        actor: Actor::system("crashed-replica"),
+        occurred_at: claimed_at,
+        correlation_id: "crash".into(),
+        causation_id: None,
+    };
+    log.append(
+        vec![event.into_envelope(Ulid::new(), &key, &meta)],
+        Expected::NoEvents,
+        None,
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,14 +114,27 @@ async fn a_claim_orphaned_by_a_crash_does_not_make_the_email_unusable() {
 
     // A claim younger than the claim TTL is respected: its writer may still be creating the user.
     orphan_claim(&nats, "fresh@example.com", OffsetDateTime::now_utc()).await;
-    svc.post("/v1/tenants/acme/users", json!({"email": "fresh@example.com"})).await.assert_problem(409, "email_taken");
+    svc.post(
+        "/v1/tenants/acme/users",
+        json!({"email": "fresh@example.com"}),
+    )
+    .await
+    .assert_problem(409, "email_taken");
 
     // Once older than the TTL with no user behind it, the claim is taken over.
-    let stale = OffsetDateTime::now_utc() - idstream_domain::email::CLAIM_TTL - time::Duration::seconds(1);
+    let stale =
+        OffsetDateTime::now_utc() - idstream_domain::email::CLAIM_TTL - time::Duration::seconds(1);
     orphan_claim(&nats, "ghost@example.com", stale).await;
-    let (user, position) = svc.create_user("acme", "ghost@example.com", &["user"]).await;
+    let (user, position) = svc
+        .create_user("acme", "ghost@example.com", &["user"])
+        .await;
     let read = svc.get_at(&format!("/v1/users/{user}"), position).await;
     assert_eq!(read.body["email"], "ghost@example.com");
     // And now it is taken for real.
-    svc.post("/v1/tenants/acme/users", json!({"email": "ghost@example.com"})).await.assert_problem(409, "email_taken");
+    svc.post(
+        "/v1/tenants/acme/users",
+        json!({"email": "ghost@example.com"}),
+    )
+    .await
+    .assert_problem(409, "email_taken");
 }

@@ -14,10 +14,15 @@ async fn service() -> (tempfile::TempDir, Service) {
 #[tokio::test]
 async fn a_created_tenant_can_be_read_back_at_its_position() {
     let (_dir, svc) = service().await;
-    let created = svc.post("/v1/tenants", json!({"id": "acme", "name": "Acme Inc"})).await;
+    let created = svc
+        .post("/v1/tenants", json!({"id": "acme", "name": "Acme Inc"}))
+        .await;
     assert_eq!(created.status, 201, "{created:?}");
     let position = created.position();
-    assert_eq!(created.header("x-idstream-position"), Some(position.to_string().as_str()));
+    assert_eq!(
+        created.header("x-idstream-position"),
+        Some(position.to_string().as_str())
+    );
     assert_eq!(created.body["id"], "acme");
 
     let tenant = svc.get_at("/v1/tenants/acme", position).await;
@@ -25,13 +30,27 @@ async fn a_created_tenant_can_be_read_back_at_its_position() {
     assert_eq!(tenant.body["name"], "Acme Inc");
     assert_eq!(tenant.body["position"], position);
 
-    let renamed = svc.send(svc.request(Method::PATCH, "/v1/tenants/acme").json(&json!({"name": "Acme Ltd"}))).await;
+    let renamed = svc
+        .send(
+            svc.request(Method::PATCH, "/v1/tenants/acme")
+                .json(&json!({"name": "Acme Ltd"})),
+        )
+        .await;
     assert_eq!(renamed.status, 200, "{renamed:?}");
-    let tenant = svc.get(&format!("/v1/tenants/acme?min_position={}", renamed.position())).await;
+    let tenant = svc
+        .get(&format!(
+            "/v1/tenants/acme?min_position={}",
+            renamed.position()
+        ))
+        .await;
     assert_eq!(tenant.body["name"], "Acme Ltd");
 
-    svc.post("/v1/tenants", json!({"id": "acme", "name": "Again"})).await.assert_problem(409, "tenant_exists");
-    svc.get("/v1/tenants/nope").await.assert_problem(404, "tenant_not_found");
+    svc.post("/v1/tenants", json!({"id": "acme", "name": "Again"}))
+        .await
+        .assert_problem(409, "tenant_exists");
+    svc.get("/v1/tenants/nope")
+        .await
+        .assert_problem(404, "tenant_not_found");
     let list = svc.get("/v1/tenants?limit=10").await;
     assert_eq!(list.body["items"].as_array().unwrap().len(), 1, "{list:?}");
 }
@@ -40,7 +59,9 @@ async fn a_created_tenant_can_be_read_back_at_its_position() {
 async fn a_user_is_created_with_roles_and_listed_as_a_member() {
     let (_dir, svc) = service().await;
     svc.create_tenant("acme").await;
-    let (user, position) = svc.create_user("acme", "Ada@Example.com", &["admin", "user"]).await;
+    let (user, position) = svc
+        .create_user("acme", "Ada@Example.com", &["admin", "user"])
+        .await;
 
     let read = svc.get_at(&format!("/v1/users/{user}"), position).await;
     assert_eq!(read.status, 200, "{read:?}");
@@ -48,7 +69,9 @@ async fn a_user_is_created_with_roles_and_listed_as_a_member() {
     assert_eq!(read.body["status"], "active");
     assert_eq!(read.body["tenants"], json!(["acme"]));
 
-    let roles = svc.get_at(&format!("/v1/tenants/acme/users/{user}/roles"), position).await;
+    let roles = svc
+        .get_at(&format!("/v1/tenants/acme/users/{user}/roles"), position)
+        .await;
     assert_eq!(roles.body["roles"], json!(["admin", "user"]), "{roles:?}");
 
     let members = svc.get_at("/v1/tenants/acme/users", position).await;
@@ -58,11 +81,31 @@ async fn a_user_is_created_with_roles_and_listed_as_a_member() {
     assert_eq!(items[0]["roles"], json!(["admin", "user"]));
 
     let invited = svc
-        .post("/v1/tenants/acme/users", json!({"email": "bob@example.com", "first_name": "Bob", "invite": true}))
+        .post(
+            "/v1/tenants/acme/users",
+            json!({"email": "bob@example.com", "first_name": "Bob", "invite": true}),
+        )
         .await;
     assert_eq!(invited.status, 201, "{invited:?}");
-    let bob = svc.get_at(&format!("/v1/users/{}", invited.body["id"].as_str().unwrap()), invited.position()).await;
+    let bob = svc
+        .get_at(
+            &format!("/v1/users/{}", invited.body["id"].as_str().unwrap()),
+            invited.position(),
+        )
+        .await;
     assert_eq!(bob.body["status"], "invited");
+    // Without `roles`, a new user gets the tenant's `user` role and is listed as a member.
+    let members = svc
+        .get_at("/v1/tenants/acme/users", invited.position())
+        .await;
+    let bob_roles: Vec<_> = members.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["user"]["id"] == invited.body["id"])
+        .map(|m| m["roles"].clone())
+        .collect();
+    assert_eq!(bob_roles, vec![json!(["user"])]);
 }
 
 #[tokio::test]
@@ -71,7 +114,12 @@ async fn a_second_user_with_the_same_email_in_any_case_is_rejected() {
     svc.create_tenant("acme").await;
     svc.create_tenant("globex").await;
     svc.create_user("acme", "ada@example.com", &["user"]).await;
-    let again = svc.post("/v1/tenants/globex/users", json!({"email": "  ADA@example.COM ", "first_name": "A"})).await;
+    let again = svc
+        .post(
+            "/v1/tenants/globex/users",
+            json!({"email": "  ADA@example.COM ", "first_name": "A"}),
+        )
+        .await;
     again.assert_problem(409, "email_taken");
 }
 
@@ -84,15 +132,35 @@ async fn roles_are_assigned_and_revoked_with_their_rules() {
 
     let assigned = svc.post(&path, json!({"role": "admin"})).await;
     assert_eq!(assigned.status, 200, "{assigned:?}");
-    svc.post(&path, json!({"role": "admin"})).await.assert_problem(409, "role_already_assigned");
-    svc.post(&path, json!({"role": "wizard"})).await.assert_problem(422, "unknown_role");
-    svc.post(&path, json!({"role": "Not A Role"})).await.assert_problem(422, "invalid_body");
-    svc.post("/v1/tenants/nope/users/01ARZ3NDEKTSV4RRFFQ69G5FAV/roles", json!({"role": "admin"})).await.assert_problem(404, "tenant_not_found");
-    svc.post("/v1/tenants/acme/users/01ARZ3NDEKTSV4RRFFQ69G5FAV/roles", json!({"role": "admin"})).await.assert_problem(404, "user_not_found");
+    svc.post(&path, json!({"role": "admin"}))
+        .await
+        .assert_problem(409, "role_already_assigned");
+    svc.post(&path, json!({"role": "wizard"}))
+        .await
+        .assert_problem(422, "unknown_role");
+    svc.post(&path, json!({"role": "Not A Role"}))
+        .await
+        .assert_problem(422, "invalid_body");
+    svc.post(
+        "/v1/tenants/nope/users/01ARZ3NDEKTSV4RRFFQ69G5FAV/roles",
+        json!({"role": "admin"}),
+    )
+    .await
+    .assert_problem(404, "tenant_not_found");
+    svc.post(
+        "/v1/tenants/acme/users/01ARZ3NDEKTSV4RRFFQ69G5FAV/roles",
+        json!({"role": "admin"}),
+    )
+    .await
+    .assert_problem(404, "user_not_found");
 
-    let revoked = svc.send(svc.request(Method::DELETE, &format!("{path}/admin"))).await;
+    let revoked = svc
+        .send(svc.request(Method::DELETE, &format!("{path}/admin")))
+        .await;
     assert_eq!(revoked.status, 200, "{revoked:?}");
-    let again = svc.send(svc.request(Method::DELETE, &format!("{path}/admin"))).await;
+    let again = svc
+        .send(svc.request(Method::DELETE, &format!("{path}/admin")))
+        .await;
     again.assert_problem(409, "role_not_assigned");
     let roles = svc.get_at(&path, revoked.position()).await;
     assert_eq!(roles.body["roles"], json!([]));
@@ -104,49 +172,80 @@ async fn a_user_is_suspended_until_a_time_and_reinstated() {
     svc.create_tenant("acme").await;
     let (user, _) = svc.create_user("acme", "ada@example.com", &["user"]).await;
 
-    let suspended = svc.post(&format!("/v1/users/{user}/suspend"), json!({"until": "2999-01-01T00:00:00Z", "reason": "audit"})).await;
+    let suspended = svc
+        .post(
+            &format!("/v1/users/{user}/suspend"),
+            json!({"until": "2999-01-01T00:00:00Z", "reason": "audit"}),
+        )
+        .await;
     assert_eq!(suspended.status, 200, "{suspended:?}");
-    let read = svc.get_at(&format!("/v1/users/{user}"), suspended.position()).await;
+    let read = svc
+        .get_at(&format!("/v1/users/{user}"), suspended.position())
+        .await;
     assert_eq!(read.body["status"], "suspended");
     assert_eq!(read.body["suspended_until"], "2999-01-01T00:00:00Z");
-    svc.post(&format!("/v1/users/{user}/suspend"), json!({})).await.assert_problem(409, "already_suspended");
+    svc.post(&format!("/v1/users/{user}/suspend"), json!({}))
+        .await
+        .assert_problem(409, "already_suspended");
 
-    let reinstated = svc.post(&format!("/v1/users/{user}/reinstate"), json!(null)).await;
+    let reinstated = svc
+        .post(&format!("/v1/users/{user}/reinstate"), json!(null))
+        .await;
     assert_eq!(reinstated.status, 200, "{reinstated:?}");
-    let read = svc.get_at(&format!("/v1/users/{user}"), reinstated.position()).await;
+    let read = svc
+        .get_at(&format!("/v1/users/{user}"), reinstated.position())
+        .await;
     assert_eq!(read.body["status"], "active");
-    svc.post(&format!("/v1/users/{user}/reinstate"), json!(null)).await.assert_problem(409, "not_suspended");
-    svc.post("/v1/users/01ARZ3NDEKTSV4RRFFQ69G5FAV/suspend", json!({})).await.assert_problem(404, "user_not_found");
+    svc.post(&format!("/v1/users/{user}/reinstate"), json!(null))
+        .await
+        .assert_problem(409, "not_suspended");
+    svc.post("/v1/users/01ARZ3NDEKTSV4RRFFQ69G5FAV/suspend", json!({}))
+        .await
+        .assert_problem(404, "user_not_found");
 }
 
 #[tokio::test]
-async fn a_retried_command_with_the_same_idempotency_key_appends_nothing_and_returns_the_first_result() {
+async fn a_retried_command_with_the_same_idempotency_key_appends_nothing_and_returns_the_first_result()
+ {
     let (_dir, svc) = service().await;
     svc.create_tenant("acme").await;
     let body = json!({"email": "ada@example.com", "first_name": "Ada", "roles": ["user"]});
-    let first = svc.post_idempotent("/v1/tenants/acme/users", body.clone(), "key-1").await;
+    let first = svc
+        .post_idempotent("/v1/tenants/acme/users", body.clone(), "key-1")
+        .await;
     assert_eq!(first.status, 201, "{first:?}");
-    let second = svc.post_idempotent("/v1/tenants/acme/users", body.clone(), "key-1").await;
+    let second = svc
+        .post_idempotent("/v1/tenants/acme/users", body.clone(), "key-1")
+        .await;
     assert_eq!(second.status, 200, "{second:?}");
     assert_eq!(second.body["id"], first.body["id"]);
     assert_eq!(second.position(), first.position());
     assert_eq!(second.header("idempotent-replayed"), Some("true"));
 
     let user = first.body["id"].as_str().unwrap();
-    let suspend = |key: &'static str| svc.post_idempotent(&format!("/v1/users/{user}/suspend"), json!({}), key);
+    let suspend_path = format!("/v1/users/{user}/suspend");
+    let suspend = |key: &'static str| svc.post_idempotent(&suspend_path, json!({}), key);
     let s1 = suspend("key-2").await;
     assert_eq!(s1.status, 200, "{s1:?}");
     let s2 = suspend("key-2").await;
     assert_eq!(s2.status, 200, "{s2:?}");
     assert_eq!(s2.position(), s1.position());
     // A different key is a different request: the user is already suspended.
-    suspend("key-3").await.assert_problem(409, "already_suspended");
+    suspend("key-3")
+        .await
+        .assert_problem(409, "already_suspended");
 
     // Nothing was appended by the retries: the log ends at the first suspension.
     let models = svc.read_models().await;
     assert_eq!(models["directory"]["position"], s1.position());
 
-    let bad = svc.send(svc.request(Method::POST, "/v1/tenants").header("idempotency-key", "").json(&json!({"id": "x", "name": "x"}))).await;
+    let bad = svc
+        .send(
+            svc.request(Method::POST, "/v1/tenants")
+                .header("idempotency-key", "")
+                .json(&json!({"id": "x", "name": "x"})),
+        )
+        .await;
     bad.assert_problem(400, "invalid_idempotency_key");
 }
 
@@ -155,38 +254,88 @@ async fn malformed_requests_get_problems_and_change_nothing() {
     let (_dir, svc) = service().await;
     let before = svc.create_tenant("acme").await;
     let post_raw = |path: &str, body: &'static str| {
-        svc.send(svc.request(Method::POST, path).header("content-type", "application/json").body(body))
+        svc.send(
+            svc.request(Method::POST, path)
+                .header("content-type", "application/json")
+                .body(body),
+        )
     };
 
-    post_raw("/v1/tenants", "{not json").await.assert_problem(400, "malformed_json");
-    post_raw("/v1/tenants", r#"{"id": "x", "name": "X", "extra": 1}"#).await.assert_problem(422, "invalid_body");
-    post_raw("/v1/tenants", r#"{"id": "Not Valid", "name": "X"}"#).await.assert_problem(422, "invalid_body");
-    post_raw("/v1/tenants", r#"{"id": "x"}"#).await.assert_problem(422, "invalid_body");
-    post_raw("/v1/tenants", r#"{"id": "x", "name": "   "}"#).await.assert_problem(422, "invalid_tenant_name");
-    post_raw("/v1/tenants/acme/users", r#"{"email": "not-an-email"}"#).await.assert_problem(422, "invalid_email");
+    post_raw("/v1/tenants", "{not json")
+        .await
+        .assert_problem(400, "malformed_json");
+    post_raw("/v1/tenants", r#"{"id": "x", "name": "X", "extra": 1}"#)
+        .await
+        .assert_problem(422, "invalid_body");
+    post_raw("/v1/tenants", r#"{"id": "Not Valid", "name": "X"}"#)
+        .await
+        .assert_problem(422, "invalid_body");
+    post_raw("/v1/tenants", r#"{"id": "x"}"#)
+        .await
+        .assert_problem(422, "invalid_body");
+    post_raw("/v1/tenants", r#"{"id": "x", "name": "   "}"#)
+        .await
+        .assert_problem(422, "invalid_tenant_name");
+    post_raw("/v1/tenants/acme/users", r#"{"email": "not-an-email"}"#)
+        .await
+        .assert_problem(422, "invalid_email");
     let huge = format!(r#"{{"id": "x", "name": "{}"}}"#, "x".repeat(200_000));
-    svc.send(svc.request(Method::POST, "/v1/tenants").header("content-type", "application/json").body(huge))
+    svc.send(
+        svc.request(Method::POST, "/v1/tenants")
+            .header("content-type", "application/json")
+            .body(huge),
+    )
+    .await
+    .assert_problem(413, "payload_too_large");
+    svc.send(
+        svc.request(Method::POST, "/v1/tenants")
+            .body(r#"{"id": "x", "name": "X"}"#),
+    )
+    .await
+    .assert_problem(415, "unsupported_media_type");
+    svc.get("/v1/users/not-a-ulid")
         .await
-        .assert_problem(413, "payload_too_large");
-    svc.send(svc.request(Method::POST, "/v1/tenants").body(r#"{"id": "x", "name": "X"}"#))
+        .assert_problem(400, "invalid_path");
+    svc.get("/v1/tenants/acme/users?limit=0")
         .await
-        .assert_problem(415, "unsupported_media_type");
-    svc.get("/v1/users/not-a-ulid").await.assert_problem(400, "invalid_path");
-    svc.get("/v1/tenants/acme/users?limit=0").await.assert_problem(400, "invalid_query");
-    svc.get("/v1/tenants/acme/users?bogus=1").await.assert_problem(400, "invalid_query");
-    svc.get("/v1/tenants/acme?min_position=abc").await.assert_problem(400, "invalid_min_position");
-    svc.get("/v1/nothing-here").await.assert_problem(404, "not_found");
-    svc.send(svc.request(Method::PUT, "/v1/tenants")).await.assert_problem(405, "method_not_allowed");
+        .assert_problem(400, "invalid_query");
+    svc.get("/v1/tenants/acme/users?bogus=1")
+        .await
+        .assert_problem(400, "invalid_query");
+    svc.get("/v1/tenants/acme?min_position=abc")
+        .await
+        .assert_problem(400, "invalid_min_position");
+    svc.get("/v1/nothing-here")
+        .await
+        .assert_problem(404, "not_found");
+    svc.send(svc.request(Method::PUT, "/v1/tenants"))
+        .await
+        .assert_problem(405, "method_not_allowed");
 
     // No credentials, or wrong ones: 401, and the body says nothing about why.
     let client = reqwest::Client::new();
-    let anonymous = svc.send(client.post(svc.url("/v1/tenants")).json(&json!({"id": "y", "name": "Y"}))).await;
+    let anonymous = svc
+        .send(
+            client
+                .post(svc.url("/v1/tenants"))
+                .json(&json!({"id": "y", "name": "Y"})),
+        )
+        .await;
     anonymous.assert_problem(401, "unauthorized");
     assert_eq!(anonymous.header("www-authenticate"), Some("Bearer"));
-    svc.send(client.get(svc.url("/v1/tenants/acme")).bearer_auth("wrong-token-wrong-token")).await.assert_problem(401, "unauthorized");
+    svc.send(
+        client
+            .get(svc.url("/v1/tenants/acme"))
+            .bearer_auth("wrong-token-wrong-token"),
+    )
+    .await
+    .assert_problem(401, "unauthorized");
 
     let models = svc.read_models().await;
-    assert_eq!(models["directory"]["position"], before, "nothing was appended");
+    assert_eq!(
+        models["directory"]["position"], before,
+        "nothing was appended"
+    );
 }
 
 #[tokio::test]
@@ -210,16 +359,35 @@ async fn operational_endpoints_answer() {
     assert_eq!(ready.body["ready"], true);
     assert_eq!(ready.body["log"], "ok");
 
-    let metrics = client.get(svc.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    for name in ["idstream_command_duration_seconds", "idstream_projection_lag_events", "idstream_log_position"] {
+    let metrics = client
+        .get(svc.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "idstream_command_duration_seconds",
+        "idstream_projection_lag_events",
+        "idstream_log_position",
+    ] {
         assert!(metrics.contains(name), "{name} missing from\n{metrics}");
     }
 
     let openapi = svc.send(client.get(svc.url("/openapi.json"))).await;
     assert_eq!(openapi.status, 200);
     assert!(openapi.body["openapi"].as_str().unwrap().starts_with("3."));
-    for path in ["/v1/tenants", "/v1/tenants/{tenant}/users", "/v1/users/{user}/suspend", "/readyz"] {
-        assert!(openapi.body["paths"][path].is_object(), "{path} missing from the OpenAPI document");
+    for path in [
+        "/v1/tenants",
+        "/v1/tenants/{tenant}/users",
+        "/v1/users/{user}/suspend",
+        "/readyz",
+    ] {
+        assert!(
+            openapi.body["paths"][path].is_object(),
+            "{path} missing from the OpenAPI document"
+        );
     }
     assert!(openapi.body["components"]["schemas"]["Problem"].is_object());
 }
@@ -230,9 +398,14 @@ async fn read_models_rebuilt_online_or_offline_have_the_same_digest_as_the_live_
     svc.create_tenant("acme").await;
     let mut last = 0;
     for i in 0..20 {
-        let (user, _) = svc.create_user("acme", &format!("user{i}@example.com"), &["user"]).await;
+        let (user, _) = svc
+            .create_user("acme", &format!("user{i}@example.com"), &["user"])
+            .await;
         if i % 3 == 0 {
-            last = svc.post(&format!("/v1/users/{user}/suspend"), json!({})).await.position();
+            last = svc
+                .post(&format!("/v1/users/{user}/suspend"), json!({}))
+                .await
+                .position();
         }
     }
     svc.get_at("/v1/tenants/acme", last).await;
@@ -244,7 +417,11 @@ async fn read_models_rebuilt_online_or_offline_have_the_same_digest_as_the_live_
 
     svc.stop().await;
     let offline = svc.replay().await;
-    assert_eq!(offline["directory"], live["directory"]["digest"].as_str().unwrap(), "offline replay differs");
+    assert_eq!(
+        offline["directory"],
+        live["directory"]["digest"].as_str().unwrap(),
+        "offline replay differs"
+    );
 
     // The service resumes on the replayed read models and still answers.
     svc.start_again().await;
@@ -259,5 +436,10 @@ async fn state_survives_a_graceful_restart() {
     svc.restart().await;
     let read = svc.get_at(&format!("/v1/users/{user}"), position).await;
     assert_eq!(read.status, 200, "{read:?}");
-    svc.post("/v1/tenants/acme/users", json!({"email": "ada@example.com"})).await.assert_problem(409, "email_taken");
+    svc.post(
+        "/v1/tenants/acme/users",
+        json!({"email": "ada@example.com"}),
+    )
+    .await
+    .assert_problem(409, "email_taken");
 }

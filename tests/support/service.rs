@@ -35,16 +35,27 @@ impl Answer {
 
     /// The command's consistency token.
     pub fn position(&self) -> u64 {
-        self.body["position"].as_u64().unwrap_or_else(|| panic!("no position in {self:?}"))
+        self.body["position"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no position in {self:?}"))
     }
 
     #[track_caller]
     pub fn assert_problem(&self, status: u16, code: &str) {
         assert_eq!(self.status, status, "{self:?}");
-        assert_eq!(self.header("content-type"), Some("application/problem+json"), "{self:?}");
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "{self:?}"
+        );
         assert_eq!(self.body["code"], code, "{self:?}");
         assert_eq!(self.body["status"], status, "{self:?}");
-        assert!(self.body["title"].is_string() && self.body["detail"].is_string() && self.body["type"].is_string(), "{self:?}");
+        assert!(
+            self.body["title"].is_string()
+                && self.body["detail"].is_string()
+                && self.body["type"].is_string(),
+            "{self:?}"
+        );
     }
 }
 
@@ -65,7 +76,10 @@ impl Service {
             base: String::new(),
             data_dir: data_dir.to_owned(),
             nats_url,
-            client: reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap(),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(15))
+                .build()
+                .unwrap(),
         };
         service.spawn().await;
         service
@@ -78,7 +92,11 @@ impl Service {
             .env("IDSTREAM_LISTEN", "127.0.0.1:0")
             .env("IDSTREAM_DATA_DIR", &self.data_dir)
             .env("IDSTREAM_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("IDSTREAM_LOG", "warn")
+            // IDSTREAM_TEST_LOG=debug shows the service's logs of a failing test.
+            .env(
+                "IDSTREAM_LOG",
+                std::env::var("IDSTREAM_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .env_remove("IDSTREAM_NATS_URL")
             .env_remove("IDSTREAM_CONFIG")
             .stdout(Stdio::piped())
@@ -119,7 +137,10 @@ impl Service {
             let pid = child.id().expect("running") as i32;
             // SAFETY: sending a signal to our own child process.
             unsafe { libc::kill(pid, libc::SIGTERM) };
-            let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("graceful stop").unwrap();
+            let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+                .await
+                .expect("graceful stop")
+                .unwrap();
             assert!(status.success(), "idstream exited with {status}");
         }
     }
@@ -145,7 +166,11 @@ impl Service {
         let headers = response.headers().clone();
         let bytes = response.bytes().await.unwrap();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Answer { status, headers, body }
+        Answer {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
@@ -153,7 +178,9 @@ impl Service {
     }
 
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.client.request(method, self.url(path)).bearer_auth(ADMIN_TOKEN)
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
     }
 
     pub async fn get(&self, path: &str) -> Answer {
@@ -162,20 +189,35 @@ impl Service {
 
     /// GET at least as fresh as `position`.
     pub async fn get_at(&self, path: &str, position: u64) -> Answer {
-        self.send(self.request(reqwest::Method::GET, path).header("x-idstream-min-position", position)).await
+        self.send(
+            self.request(reqwest::Method::GET, path)
+                .header("x-idstream-min-position", position),
+        )
+        .await
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Answer {
-        self.send(self.request(reqwest::Method::POST, path).json(&body)).await
+        self.send(self.request(reqwest::Method::POST, path).json(&body))
+            .await
     }
 
     pub async fn post_idempotent(&self, path: &str, body: Value, key: &str) -> Answer {
-        self.send(self.request(reqwest::Method::POST, path).header("idempotency-key", key).json(&body)).await
+        self.send(
+            self.request(reqwest::Method::POST, path)
+                .header("idempotency-key", key)
+                .json(&body),
+        )
+        .await
     }
 
     /// Creates a tenant and returns its position.
     pub async fn create_tenant(&self, id: &str) -> u64 {
-        let answer = self.post("/v1/tenants", serde_json::json!({"id": id, "name": format!("Tenant {id}")})).await;
+        let answer = self
+            .post(
+                "/v1/tenants",
+                serde_json::json!({"id": id, "name": format!("Tenant {id}")}),
+            )
+            .await;
         assert_eq!(answer.status, 201, "{answer:?}");
         answer.position()
     }
@@ -183,9 +225,14 @@ impl Service {
     /// Creates a user in a tenant and returns (user id, position).
     pub async fn create_user(&self, tenant: &str, email: &str, roles: &[&str]) -> (String, u64) {
         let body = serde_json::json!({"email": email, "first_name": "Ada", "last_name": "Lovelace", "roles": roles});
-        let answer = self.post(&format!("/v1/tenants/{tenant}/users"), body).await;
+        let answer = self
+            .post(&format!("/v1/tenants/{tenant}/users"), body)
+            .await;
         assert_eq!(answer.status, 201, "{answer:?}");
-        (answer.body["id"].as_str().unwrap().to_owned(), answer.position())
+        (
+            answer.body["id"].as_str().unwrap().to_owned(),
+            answer.position(),
+        )
     }
 
     /// The read models' (position, digest) map from the admin endpoint.
@@ -199,12 +246,23 @@ impl Service {
     /// stopped when the log is embedded) and returns its `name digest` lines as a map.
     pub async fn replay(&self) -> std::collections::BTreeMap<String, String> {
         let mut command = Command::new(env!("CARGO_BIN_EXE_idstream"));
-        command.arg("replay").env("IDSTREAM_DATA_DIR", &self.data_dir).env("IDSTREAM_LOG", "warn").env_remove("IDSTREAM_NATS_URL");
+        command
+            .arg("replay")
+            .env("IDSTREAM_DATA_DIR", &self.data_dir)
+            .env("IDSTREAM_LOG", "warn")
+            .env_remove("IDSTREAM_NATS_URL");
         if let Some(url) = &self.nats_url {
             command.env("IDSTREAM_NATS_URL", url);
         }
-        let output = tokio::time::timeout(Duration::from_secs(120), command.output()).await.expect("replay finishes").unwrap();
-        assert!(output.status.success(), "replay failed: {}", String::from_utf8_lossy(&output.stderr));
+        let output = tokio::time::timeout(Duration::from_secs(120), command.output())
+            .await
+            .expect("replay finishes")
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "replay failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8(output.stdout)
             .unwrap()
             .lines()

@@ -27,10 +27,18 @@ pub struct CommandContext {
 impl CommandContext {
     /// Validates the idempotency key (1–255 visible ASCII characters) and scopes it to the actor,
     /// so two clients using the same key never collide. Only a hash of it reaches the log.
-    pub fn new(actor: Actor, correlation_id: String, idempotency_key: Option<&str>) -> Result<Self, AppError> {
+    pub fn new(
+        actor: Actor,
+        correlation_id: String,
+        idempotency_key: Option<&str>,
+    ) -> Result<Self, AppError> {
         let idempotency = match idempotency_key {
             None => None,
-            Some(k) if k.is_empty() || k.len() > 255 || !k.bytes().all(|b| b.is_ascii_graphic() || b == b' ') => {
+            Some(k)
+                if k.is_empty()
+                    || k.len() > 255
+                    || !k.bytes().all(|b| b.is_ascii_graphic() || b == b' ') =>
+            {
                 return Err(AppError::InvalidIdempotencyKey);
             }
             Some(k) => {
@@ -41,12 +49,22 @@ impl CommandContext {
                 Some(hex::encode(&h.finalize()[..16]))
             }
         };
-        Ok(CommandContext { actor, correlation_id, idempotency })
+        Ok(CommandContext {
+            actor,
+            correlation_id,
+            idempotency,
+        })
     }
 
     /// The scoped idempotency key for one step of a command (`None` without a client key).
     pub(crate) fn step_key(&self, step: &str) -> Option<String> {
-        self.idempotency.as_ref().map(|k| if step.is_empty() { k.clone() } else { format!("{k}-{step}") })
+        self.idempotency.as_ref().map(|k| {
+            if step.is_empty() {
+                k.clone()
+            } else {
+                format!("{k}-{step}")
+            }
+        })
     }
 
     pub(crate) fn request_hash(&self) -> Option<String> {
@@ -65,6 +83,9 @@ pub struct Outcome {
     pub replayed: bool,
 }
 
+/// An aggregate's state (of its own type, hence `Any`) and the position of its last event.
+type Cached = (Box<dyn Any + Send + Sync>, Position);
+
 /// Recently seen aggregate states with the position of their last event, so that a command on a
 /// warm aggregate needs no read before its append. The cache may be stale (another replica may
 /// have written): the append's expected sequence catches that, and the command is re-decided on
@@ -72,17 +93,22 @@ pub struct Outcome {
 /// state before the failure is reported.
 pub(crate) struct StateCache {
     capacity: usize,
-    entries: Mutex<HashMap<String, (Box<dyn Any + Send + Sync>, Position)>>,
+    entries: Mutex<HashMap<String, Cached>>,
 }
 
 impl StateCache {
     pub(crate) fn new(capacity: usize) -> Self {
-        StateCache { capacity, entries: Mutex::new(HashMap::new()) }
+        StateCache {
+            capacity,
+            entries: Mutex::new(HashMap::new()),
+        }
     }
 
     fn get<A: Aggregate>(&self, subject: &str) -> Option<(A::State, Position)> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.get(subject).and_then(|(s, p)| s.downcast_ref::<A::State>().map(|s| (s.clone(), *p)))
+        entries
+            .get(subject)
+            .and_then(|(s, p)| s.downcast_ref::<A::State>().map(|s| (s.clone(), *p)))
     }
 
     fn put<A: Aggregate>(&self, subject: String, state: A::State, last: Position) {
@@ -98,7 +124,10 @@ impl StateCache {
     }
 
     fn forget(&self, subject: &str) {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner()).remove(subject);
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(subject);
     }
 }
 
@@ -113,18 +142,29 @@ enum Source {
 
 impl App {
     /// Reads an aggregate's state and the position of its last event from the log.
-    pub(crate) async fn load<A: Aggregate>(&self, key: &StreamKey) -> Result<(A::State, Position), AppError> {
-        let records = self.inner.log.read_stream(key).await.map_err(|e| AppError::Unavailable(e.to_string()))?;
+    pub(crate) async fn load<A: Aggregate>(
+        &self,
+        key: &StreamKey,
+    ) -> Result<(A::State, Position), AppError> {
+        let records = self
+            .inner
+            .log
+            .read_stream(key)
+            .await
+            .map_err(|e| AppError::Unavailable(e.to_string()))?;
         let mut state = A::State::default();
         let mut last = 0;
         for record in &records {
-            let event = DomainEvent::decode(&record.envelope).map_err(|e| AppError::Internal(e.to_string()))?;
+            let event = DomainEvent::decode(&record.envelope)
+                .map_err(|e| AppError::Internal(e.to_string()))?;
             if let Some(event) = A::from_domain(event) {
                 state = A::evolve(state, &event);
             }
             last = record.position;
         }
-        self.inner.cache.put::<A>(key.subject(), state.clone(), last);
+        self.inner
+            .cache
+            .put::<A>(key.subject(), state.clone(), last);
         Ok((state, last))
     }
 
@@ -167,7 +207,11 @@ impl App {
                 }
             };
             if events.is_empty() {
-                return Ok(Outcome { position: last, id: key.aggregate.id.clone(), replayed: false });
+                return Ok(Outcome {
+                    position: last,
+                    id: key.aggregate.id.clone(),
+                    replayed: false,
+                });
             }
             let meta = Metadata {
                 actor: ctx.actor.clone(),
@@ -176,16 +220,31 @@ impl App {
                 causation_id: None,
             };
             let new_state = events.iter().fold(state.clone(), A::evolve);
-            let envelopes: Vec<EventEnvelope> =
-                events.into_iter().map(|e| Into::<DomainEvent>::into(e).into_envelope(Ulid::new(), key, &meta)).collect();
-            match self.inner.log.append(envelopes, Expected::from_last(last), idempotency.as_deref()).await {
+            let envelopes: Vec<EventEnvelope> = events
+                .into_iter()
+                .map(|e| Into::<DomainEvent>::into(e).into_envelope(Ulid::new(), key, &meta))
+                .collect();
+            match self
+                .inner
+                .log
+                .append(envelopes, Expected::from_last(last), idempotency.as_deref())
+                .await
+            {
                 Ok(appended) if appended.duplicate => {
                     self.inner.cache.forget(&subject);
-                    return Ok(Outcome { position: appended.last, id: key.aggregate.id.clone(), replayed: true });
+                    return Ok(Outcome {
+                        position: appended.last,
+                        id: key.aggregate.id.clone(),
+                        replayed: true,
+                    });
                 }
                 Ok(appended) => {
                     self.inner.cache.put::<A>(subject, new_state, appended.last);
-                    return Ok(Outcome { position: appended.last, id: key.aggregate.id.clone(), replayed: false });
+                    return Ok(Outcome {
+                        position: appended.last,
+                        id: key.aggregate.id.clone(),
+                        replayed: false,
+                    });
                 }
                 Err(AppendError::WrongExpectedSequence { .. }) => {
                     (state, last) = self.load::<A>(key).await?;
@@ -204,11 +263,29 @@ impl App {
     /// The first result of a command retried with the same idempotency key, if the directory
     /// has recorded it. Waits for the read models to reach the end of the log first, so a
     /// result written a moment ago by another replica is found.
-    pub(crate) async fn replayed(&self, idempotency: Option<&str>) -> Result<Option<Outcome>, AppError> {
-        let Some(key) = idempotency else { return Ok(None) };
-        let end = self.inner.log.last_position().await.map_err(|e| AppError::Unavailable(e.to_string()))?;
+    pub(crate) async fn replayed(
+        &self,
+        idempotency: Option<&str>,
+    ) -> Result<Option<Outcome>, AppError> {
+        let Some(key) = idempotency else {
+            return Ok(None);
+        };
+        let end = self
+            .inner
+            .log
+            .last_position()
+            .await
+            .map_err(|e| AppError::Unavailable(e.to_string()))?;
         self.wait_for(end).await?;
-        let record = self.inner.directory.idempotency(key).map_err(|e| AppError::Internal(e.to_string()))?;
-        Ok(record.map(|r| Outcome { position: r.position, id: r.aggregate.id, replayed: true }))
+        let record = self
+            .inner
+            .directory
+            .idempotency(key)
+            .map_err(|e| AppError::Internal(e.to_string()))?;
+        Ok(record.map(|r| Outcome {
+            position: r.position,
+            id: r.aggregate.id,
+            replayed: true,
+        }))
     }
 }

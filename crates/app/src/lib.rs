@@ -58,7 +58,12 @@ struct Inner {
 }
 
 impl App {
-    pub fn new(log: SharedLog, read_models: ReadModels, clock: Arc<dyn Clock>, consistency_timeout: Duration) -> App {
+    pub fn new(
+        log: SharedLog,
+        read_models: ReadModels,
+        clock: Arc<dyn Clock>,
+        consistency_timeout: Duration,
+    ) -> App {
         let directory = Directory::new(read_models.tree("directory"));
         App {
             inner: Arc::new(Inner {
@@ -94,6 +99,9 @@ impl App {
             .read_models
             .wait_for(min, self.inner.consistency_timeout)
             .await
-            .map_err(|stale| AppError::Stale { wanted: min, current: stale.current })
+            .map_err(|stale| AppError::Stale {
+                wanted: min,
+                current: stale.current,
+            })
     }
 }

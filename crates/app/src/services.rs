@@ -1,7 +1,9 @@
 //! The commands and queries of the backbone: tenants, users and their roles.
 
 use idstream_directory::{MembershipView, TenantView, UserView};
-use idstream_domain::aggregate::{EmailClaimAggregate, MembershipAggregate, TenantAggregate, UserAggregate};
+use idstream_domain::aggregate::{
+    EmailClaimAggregate, MembershipAggregate, TenantAggregate, UserAggregate,
+};
 use idstream_domain::email::{self, CLAIM_DEADLINE, EmailClaimCommand, EmailClaimError};
 use idstream_domain::envelope::{AggregateType, Metadata};
 use idstream_domain::membership::{MembershipCommand, MembershipError};
@@ -47,7 +49,11 @@ fn user_key(user: UserId) -> StreamKey {
 }
 
 fn membership_key(tenant: &TenantId, user: UserId) -> StreamKey {
-    StreamKey::new(Some(tenant.clone()), AggregateType::Membership, user.to_string())
+    StreamKey::new(
+        Some(tenant.clone()),
+        AggregateType::Membership,
+        user.to_string(),
+    )
 }
 
 fn internal(e: impl std::fmt::Display) -> AppError {
@@ -62,50 +68,96 @@ impl App {
     /// Looks something up in the directory; if it is missing, waits for the read models to reach
     /// the end of the log (it may have been created a moment ago, maybe on another replica) and
     /// looks again.
-    async fn find<T>(&self, lookup: impl Fn(&App) -> Result<Option<T>, AppError>) -> Result<Option<T>, AppError> {
+    async fn find<T>(
+        &self,
+        lookup: impl Fn(&App) -> Result<Option<T>, AppError>,
+    ) -> Result<Option<T>, AppError> {
         if let Some(found) = lookup(self)? {
             return Ok(Some(found));
         }
-        let end = self.inner.log.last_position().await.map_err(|e| AppError::Unavailable(e.to_string()))?;
-        if self.inner.read_models.min_position() >= end {
-            return Ok(None);
-        }
+        let end = self
+            .inner
+            .log
+            .last_position()
+            .await
+            .map_err(|e| AppError::Unavailable(e.to_string()))?;
+        // Always look again after the wait (which returns at once if the read models are there
+        // already): they may have applied the thing between the first look and now.
         self.wait_for(end).await?;
         lookup(self)
     }
 
     async fn require_tenant(&self, tenant: &TenantId) -> Result<TenantView, AppError> {
-        self.find(|app| app.inner.directory.tenant(tenant).map_err(internal)).await?.ok_or(AppError::TenantNotFound)
+        self.find(|app| app.inner.directory.tenant(tenant).map_err(internal))
+            .await?
+            .ok_or(AppError::TenantNotFound)
     }
 
     async fn require_user(&self, user: UserId) -> Result<UserView, AppError> {
-        self.find(|app| app.inner.directory.user(&user).map_err(internal)).await?.ok_or(AppError::UserNotFound)
+        self.find(|app| app.inner.directory.user(&user).map_err(internal))
+            .await?
+            .ok_or(AppError::UserNotFound)
     }
 
     fn require_role(role: &RoleName) -> Result<(), AppError> {
-        if BUILT_IN_ROLES.contains(&role.as_str()) { Ok(()) } else { Err(AppError::UnknownRole(role.clone())) }
+        if BUILT_IN_ROLES.contains(&role.as_str()) {
+            Ok(())
+        } else {
+            Err(AppError::UnknownRole(role.clone()))
+        }
     }
 
     // ----- tenants -----
 
-    pub async fn create_tenant(&self, ctx: &CommandContext, tenant: TenantId, name: String) -> Result<Outcome, AppError> {
-        self.execute::<TenantAggregate>(ctx, &tenant_key(&tenant), "", TenantCommand::Create { name }).await
+    pub async fn create_tenant(
+        &self,
+        ctx: &CommandContext,
+        tenant: TenantId,
+        name: String,
+    ) -> Result<Outcome, AppError> {
+        self.execute::<TenantAggregate>(
+            ctx,
+            &tenant_key(&tenant),
+            "",
+            TenantCommand::Create { name },
+        )
+        .await
     }
 
-    pub async fn rename_tenant(&self, ctx: &CommandContext, tenant: TenantId, name: String) -> Result<Outcome, AppError> {
-        self.execute::<TenantAggregate>(ctx, &tenant_key(&tenant), "", TenantCommand::Rename { name })
-            .await
-            .map_err(|e| match e {
-                AppError::Tenant(idstream_domain::tenant::TenantError::NotFound) => AppError::TenantNotFound,
-                other => other,
-            })
+    pub async fn rename_tenant(
+        &self,
+        ctx: &CommandContext,
+        tenant: TenantId,
+        name: String,
+    ) -> Result<Outcome, AppError> {
+        self.execute::<TenantAggregate>(
+            ctx,
+            &tenant_key(&tenant),
+            "",
+            TenantCommand::Rename { name },
+        )
+        .await
+        .map_err(|e| match e {
+            AppError::Tenant(idstream_domain::tenant::TenantError::NotFound) => {
+                AppError::TenantNotFound
+            }
+            other => other,
+        })
     }
 
     pub fn tenant(&self, tenant: &TenantId) -> Result<TenantView, AppError> {
-        self.inner.directory.tenant(tenant).map_err(internal)?.ok_or(AppError::TenantNotFound)
+        self.inner
+            .directory
+            .tenant(tenant)
+            .map_err(internal)?
+            .ok_or(AppError::TenantNotFound)
     }
 
-    pub fn tenants(&self, after: Option<&TenantId>, limit: usize) -> Result<Vec<TenantView>, AppError> {
+    pub fn tenants(
+        &self,
+        after: Option<&TenantId>,
+        limit: usize,
+    ) -> Result<Vec<TenantView>, AppError> {
         self.inner.directory.tenants(after, limit).map_err(internal)
     }
 
@@ -113,7 +165,12 @@ impl App {
 
     /// Creates a user in a tenant with the given roles. The email address is claimed first so
     /// that two replicas creating the same address at once yield exactly one user.
-    pub async fn create_user(&self, ctx: &CommandContext, tenant: TenantId, request: NewUserRequest) -> Result<Outcome, AppError> {
+    pub async fn create_user(
+        &self,
+        ctx: &CommandContext,
+        tenant: TenantId,
+        request: NewUserRequest,
+    ) -> Result<Outcome, AppError> {
         self.require_tenant(&tenant).await?;
         for role in &request.roles {
             Self::require_role(role)?;
@@ -124,7 +181,11 @@ impl App {
             last_name: request.last_name,
             tenant: tenant.clone(),
         };
-        let command = if request.invite { UserCommand::Invite(new_user) } else { UserCommand::Register(new_user) };
+        let command = if request.invite {
+            UserCommand::Invite(new_user)
+        } else {
+            UserCommand::Register(new_user)
+        };
         // Validate the profile before claiming, so a malformed request never holds an address.
         let validated = user::decide(&User::default(), command.clone())?;
         let email = match validated.first() {
@@ -135,19 +196,29 @@ impl App {
 
         let user = self.claim_email(ctx, &email).await?;
         let key = user_key(user);
-        let mut outcome = match self.execute::<UserAggregate>(ctx, &key, "user", command).await {
+        let mut outcome = match self
+            .execute::<UserAggregate>(ctx, &key, "user", command)
+            .await
+        {
             Ok(outcome) => outcome,
             // Our own claim from an earlier attempt whose user was created already.
             Err(AppError::User(UserError::AlreadyExists)) => {
                 let (_, last) = self.load::<UserAggregate>(&key).await?;
-                Outcome { position: last, id: user.to_string(), replayed: true }
+                Outcome {
+                    position: last,
+                    id: user.to_string(),
+                    replayed: true,
+                }
             }
             Err(e) => return Err(e),
         };
         for role in request.roles {
             let step = format!("role-{role}");
             let command = MembershipCommand::Assign { user, role };
-            match self.execute::<MembershipAggregate>(ctx, &membership_key(&tenant, user), &step, command).await {
+            match self
+                .execute::<MembershipAggregate>(ctx, &membership_key(&tenant, user), &step, command)
+                .await
+            {
                 Ok(assigned) => outcome.position = outcome.position.max(assigned.position),
                 Err(AppError::Membership(MembershipError::AlreadyAssigned)) => {}
                 Err(e) => return Err(e),
@@ -172,7 +243,11 @@ impl App {
                 // Whether the holder's user exists matters only for a retry of the same request
                 // or once the claim is old enough to be stale; otherwise skip the read.
                 if same_request || now >= holder.claimed_at + email::CLAIM_TTL {
-                    holder_exists = self.load::<UserAggregate>(&user_key(holder.user)).await?.0.exists();
+                    holder_exists = self
+                        .load::<UserAggregate>(&user_key(holder.user))
+                        .await?
+                        .0
+                        .exists();
                 }
                 if same_request {
                     if holder_exists || now < holder.claimed_at + CLAIM_DEADLINE {
@@ -186,7 +261,12 @@ impl App {
                 }
             }
             let user = UserId::new(Ulid::new());
-            let command = EmailClaimCommand::Claim { user, request: request.clone(), now, holder_exists };
+            let command = EmailClaimCommand::Claim {
+                user,
+                request: request.clone(),
+                now,
+                holder_exists,
+            };
             let events = match EmailClaimAggregate::decide(&state, command) {
                 Ok(events) => events,
                 Err(EmailClaimError::Taken { .. }) => return Err(AppError::EmailTaken),
@@ -197,11 +277,18 @@ impl App {
                 correlation_id: ctx.correlation_id.clone(),
                 causation_id: None,
             };
-            let envelopes =
-                events.into_iter().map(|e| DomainEvent::from(e).into_envelope(Ulid::new(), &key, &meta)).collect();
+            let envelopes = events
+                .into_iter()
+                .map(|e| DomainEvent::from(e).into_envelope(Ulid::new(), &key, &meta))
+                .collect();
             // No idempotency key here: the claim itself records the request, and a takeover by
             // the same request must not be mistaken for a duplicate of its first claim.
-            match self.inner.log.append(envelopes, Expected::from_last(last), None).await {
+            match self
+                .inner
+                .log
+                .append(envelopes, Expected::from_last(last), None)
+                .await
+            {
                 Ok(_) => return Ok(user),
                 Err(AppendError::WrongExpectedSequence { .. }) => continue,
                 Err(AppendError::Unavailable(why)) => return Err(AppError::Unavailable(why)),
@@ -211,17 +298,38 @@ impl App {
         Err(AppError::Conflict)
     }
 
-    pub async fn suspend_user(&self, ctx: &CommandContext, user: UserId, request: SuspendRequest) -> Result<Outcome, AppError> {
-        let command = UserCommand::Suspend { until: request.until, reason: request.reason, now: self.now() };
-        self.execute::<UserAggregate>(ctx, &user_key(user), "", command).await.map_err(user_not_found)
+    pub async fn suspend_user(
+        &self,
+        ctx: &CommandContext,
+        user: UserId,
+        request: SuspendRequest,
+    ) -> Result<Outcome, AppError> {
+        let command = UserCommand::Suspend {
+            until: request.until,
+            reason: request.reason,
+            now: self.now(),
+        };
+        self.execute::<UserAggregate>(ctx, &user_key(user), "", command)
+            .await
+            .map_err(user_not_found)
     }
 
-    pub async fn reinstate_user(&self, ctx: &CommandContext, user: UserId) -> Result<Outcome, AppError> {
-        self.execute::<UserAggregate>(ctx, &user_key(user), "", UserCommand::Reinstate).await.map_err(user_not_found)
+    pub async fn reinstate_user(
+        &self,
+        ctx: &CommandContext,
+        user: UserId,
+    ) -> Result<Outcome, AppError> {
+        self.execute::<UserAggregate>(ctx, &user_key(user), "", UserCommand::Reinstate)
+            .await
+            .map_err(user_not_found)
     }
 
     pub fn user(&self, user: &UserId) -> Result<UserView, AppError> {
-        self.inner.directory.user(user).map_err(internal)?.ok_or(AppError::UserNotFound)
+        self.inner
+            .directory
+            .user(user)
+            .map_err(internal)?
+            .ok_or(AppError::UserNotFound)
     }
 
     /// The tenants a user belongs to.
@@ -231,27 +339,66 @@ impl App {
 
     // ----- memberships -----
 
-    pub async fn assign_role(&self, ctx: &CommandContext, tenant: TenantId, user: UserId, role: RoleName) -> Result<Outcome, AppError> {
+    pub async fn assign_role(
+        &self,
+        ctx: &CommandContext,
+        tenant: TenantId,
+        user: UserId,
+        role: RoleName,
+    ) -> Result<Outcome, AppError> {
         Self::require_role(&role)?;
         self.require_tenant(&tenant).await?;
         self.require_user(user).await?;
-        self.execute::<MembershipAggregate>(ctx, &membership_key(&tenant, user), "", MembershipCommand::Assign { user, role }).await
+        self.execute::<MembershipAggregate>(
+            ctx,
+            &membership_key(&tenant, user),
+            "",
+            MembershipCommand::Assign { user, role },
+        )
+        .await
     }
 
-    pub async fn revoke_role(&self, ctx: &CommandContext, tenant: TenantId, user: UserId, role: RoleName) -> Result<Outcome, AppError> {
+    pub async fn revoke_role(
+        &self,
+        ctx: &CommandContext,
+        tenant: TenantId,
+        user: UserId,
+        role: RoleName,
+    ) -> Result<Outcome, AppError> {
         self.require_tenant(&tenant).await?;
-        self.execute::<MembershipAggregate>(ctx, &membership_key(&tenant, user), "", MembershipCommand::Revoke { user, role }).await
+        self.execute::<MembershipAggregate>(
+            ctx,
+            &membership_key(&tenant, user),
+            "",
+            MembershipCommand::Revoke { user, role },
+        )
+        .await
     }
 
-    pub fn membership(&self, tenant: &TenantId, user: &UserId) -> Result<Option<MembershipView>, AppError> {
+    pub fn membership(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+    ) -> Result<Option<MembershipView>, AppError> {
         self.tenant(tenant)?;
-        self.inner.directory.membership(tenant, user).map_err(internal)
+        self.inner
+            .directory
+            .membership(tenant, user)
+            .map_err(internal)
     }
 
     /// Members of a tenant ordered by user id, `limit` after the cursor `after`.
-    pub fn members(&self, tenant: &TenantId, after: Option<UserId>, limit: usize) -> Result<Vec<(UserView, MembershipView)>, AppError> {
+    pub fn members(
+        &self,
+        tenant: &TenantId,
+        after: Option<UserId>,
+        limit: usize,
+    ) -> Result<Vec<(UserView, MembershipView)>, AppError> {
         self.tenant(tenant)?;
-        self.inner.directory.members(tenant, after, limit).map_err(internal)
+        self.inner
+            .directory
+            .members(tenant, after, limit)
+            .map_err(internal)
     }
 
     /// The position every read model has applied.

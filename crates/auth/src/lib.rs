@@ -89,7 +89,10 @@ pub struct PasswordHasherPool {
 impl PasswordHasherPool {
     /// `concurrency` hashes at most run at once (each holds 19 MiB while it runs).
     pub fn new(concurrency: usize) -> PasswordHasherPool {
-        PasswordHasherPool { permits: Arc::new(Semaphore::new(concurrency.max(1))), params: Params::default() }
+        PasswordHasherPool {
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            params: Params::default(),
+        }
     }
 
     fn argon2(&self) -> Argon2<'static> {
@@ -98,11 +101,18 @@ impl PasswordHasherPool {
 
     /// The PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`) of a new salted hash.
     pub async fn hash(&self, password: String) -> Result<String, PasswordError> {
-        let _permit = self.permits.acquire().await.map_err(|_| PasswordError::PoolClosed)?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| PasswordError::PoolClosed)?;
         let argon2 = self.argon2();
         tokio::task::spawn_blocking(move || {
             // A random 16-byte salt is drawn from the OS by `hash_password`.
-            argon2.hash_password(password.as_bytes()).map(|h| h.to_string()).map_err(|_| PasswordError::Hashing)
+            argon2
+                .hash_password(password.as_bytes())
+                .map(|h| h.to_string())
+                .map_err(|_| PasswordError::Hashing)
         })
         .await
         .map_err(|_| PasswordError::Hashing)?
@@ -110,7 +120,11 @@ impl PasswordHasherPool {
 
     /// Whether `password` matches the stored PHC string. A malformed stored hash never matches.
     pub async fn verify(&self, password: String, phc: String) -> Result<bool, PasswordError> {
-        let _permit = self.permits.acquire().await.map_err(|_| PasswordError::PoolClosed)?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| PasswordError::PoolClosed)?;
         let argon2 = self.argon2();
         tokio::task::spawn_blocking(move || match PasswordHash::new(&phc) {
             Ok(parsed) => argon2.verify_password(password.as_bytes(), &parsed).is_ok(),
@@ -129,7 +143,10 @@ mod tests {
     fn tokens_carry_at_least_128_bits_and_are_distinct() {
         let a = SecretToken::generate(1);
         let b = SecretToken::generate(32);
-        assert!(a.reveal().len() >= 22, "16 bytes in base64url are 22 characters");
+        assert!(
+            a.reveal().len() >= 22,
+            "16 bytes in base64url are 22 characters"
+        );
         assert_ne!(a.reveal(), b.reveal());
         assert_eq!(format!("{a:?}"), "SecretToken(<redacted>)");
     }
@@ -146,10 +163,22 @@ mod tests {
     #[tokio::test]
     async fn passwords_are_hashed_with_argon2id_owasp_parameters_and_verified() {
         let pool = PasswordHasherPool::new(2);
-        let phc = pool.hash("correct horse battery staple".into()).await.unwrap();
+        let phc = pool
+            .hash("correct horse battery staple".into())
+            .await
+            .unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
-        assert!(pool.verify("correct horse battery staple".into(), phc.clone()).await.unwrap());
+        assert!(
+            pool.verify("correct horse battery staple".into(), phc.clone())
+                .await
+                .unwrap()
+        );
         assert!(!pool.verify("wrong".into(), phc).await.unwrap());
-        assert!(!pool.verify("x".into(), "not a phc string".into()).await.unwrap());
+        assert!(
+            !pool
+                .verify("x".into(), "not a phc string".into())
+                .await
+                .unwrap()
+        );
     }
 }

@@ -1,6 +1,168 @@
-//! The `idstream` command line (being wired up).
+//! The `idstream` command line: `serve` runs the service, `replay` rebuilds the read models
+//! from the log and prints their digests.
+//!
+//! Configuration is layered: defaults, then the TOML file given by `--config`/`IDSTREAM_CONFIG`,
+//! then environment variables and flags. Secrets (the admin token) are never printed or logged.
 
-pub fn main() -> std::process::ExitCode {
-    eprintln!("idstream: the service is being wired up");
-    std::process::ExitCode::FAILURE
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use idstream_server::config::{Config, FileConfig};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "idstream",
+    version,
+    about = "Event-sourced identity and access service"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP service (embedded log in ./data unless a NATS URL is configured).
+    Serve(Common),
+    /// Drop the read models and rebuild them from position 0, then print their digests.
+    /// Stop the service that uses this data directory first.
+    Replay(Common),
+}
+
+#[derive(Args)]
+struct Common {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "IDSTREAM_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// Data directory: embedded log, read models, generated admin token [default: ./data].
+    #[arg(long, env = "IDSTREAM_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// NATS URL; when set, the event log is the JetStream stream there.
+    #[arg(long, env = "IDSTREAM_NATS_URL")]
+    nats_url: Option<String>,
+    /// JetStream stream name [default: IDSTREAM].
+    #[arg(long, env = "IDSTREAM_STREAM")]
+    stream: Option<String>,
+    /// JetStream stream replicas when creating the stream [default: 1; 3 in production].
+    #[arg(long, env = "IDSTREAM_STREAM_REPLICAS")]
+    stream_replicas: Option<usize>,
+    /// TOML configuration file.
+    #[arg(long, env = "IDSTREAM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Bootstrap admin token (at least 16 characters). Prefer the environment variable.
+    #[arg(long, env = "IDSTREAM_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// How long a query waits for its minimum position, in milliseconds [default: 2000].
+    #[arg(long, env = "IDSTREAM_CONSISTENCY_TIMEOUT_MS")]
+    consistency_timeout_ms: Option<u64>,
+}
+
+impl Common {
+    fn config(self) -> anyhow::Result<Config> {
+        let mut config = Config::default();
+        if let Some(path) = &self.config {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            config = FileConfig::parse(&text)
+                .with_context(|| format!("parsing {}", path.display()))?
+                .apply(config);
+        }
+        let flags = FileConfig {
+            listen: self.listen,
+            data_dir: self.data_dir,
+            nats_url: self.nats_url,
+            stream: self.stream,
+            stream_replicas: self.stream_replicas,
+            admin_token: self.admin_token,
+            consistency_timeout_ms: self.consistency_timeout_ms,
+            max_body_bytes: None,
+        };
+        Ok(flags.apply(config))
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("IDSTREAM_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(common) => {
+                idstream_server::startup::serve(common.config()?, shutdown_signal()).await
+            }
+            Command::Replay(common) => replay(common.config()?).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown requested");
+}
+
+async fn replay(config: Config) -> anyhow::Result<()> {
+    let log = idstream_server::startup::open_log(&config).await?;
+    let dir = config.data_dir.join("readmodels");
+    let started = std::time::Instant::now();
+    let mut last_report = std::time::Instant::now();
+    let digests = idstream_projection_runtime::rebuild_offline(
+        &dir,
+        log,
+        idstream_server::startup::projections(),
+        |done, target| {
+            if last_report.elapsed().as_millis() >= 500 || done == target {
+                last_report = std::time::Instant::now();
+                let pct = if target == 0 {
+                    100.0
+                } else {
+                    done as f64 * 100.0 / target as f64
+                };
+                eprintln!("replay: {done}/{target} events ({pct:.1}%)");
+            }
+        },
+    )
+    .await
+    .context("rebuilding the read models")?;
+    eprintln!("replay: done in {:.1}s", started.elapsed().as_secs_f64());
+    for (name, digest) in digests {
+        println!("{name} {digest}");
+    }
+    Ok(())
 }

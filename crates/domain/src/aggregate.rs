@@ -15,7 +15,8 @@ pub trait Aggregate: 'static {
     type Error: std::error::Error + Clone + Send + Sync + 'static;
     const KIND: AggregateType;
 
-    fn decide(state: &Self::State, command: Self::Command) -> Result<Vec<Self::Event>, Self::Error>;
+    fn decide(state: &Self::State, command: Self::Command)
+    -> Result<Vec<Self::Event>, Self::Error>;
     fn evolve(state: Self::State, event: &Self::Event) -> Self::State;
     /// The event as this aggregate's type, or None if it belongs to another aggregate.
     fn from_domain(event: DomainEvent) -> Option<Self::Event>;

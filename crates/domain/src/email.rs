@@ -58,16 +58,30 @@ pub enum EmailClaimError {
     Taken { holder: UserId },
 }
 
-pub fn decide(state: &EmailClaim, command: EmailClaimCommand) -> Result<Vec<EmailClaimEvent>, EmailClaimError> {
+pub fn decide(
+    state: &EmailClaim,
+    command: EmailClaimCommand,
+) -> Result<Vec<EmailClaimEvent>, EmailClaimError> {
     match command {
-        EmailClaimCommand::Claim { user, request, now, holder_exists } => {
+        EmailClaimCommand::Claim {
+            user,
+            request,
+            now,
+            holder_exists,
+        } => {
             if let Some(holder) = &state.holder {
                 let stale = !holder_exists && now >= holder.claimed_at + CLAIM_TTL;
                 if !stale {
-                    return Err(EmailClaimError::Taken { holder: holder.user });
+                    return Err(EmailClaimError::Taken {
+                        holder: holder.user,
+                    });
                 }
             }
-            Ok(vec![EmailClaimEvent::Claimed(EmailClaimed { user, claimed_at: now, request })])
+            Ok(vec![EmailClaimEvent::Claimed(EmailClaimed {
+                user,
+                claimed_at: now,
+                request,
+            })])
         }
     }
 }
@@ -75,7 +89,11 @@ pub fn decide(state: &EmailClaim, command: EmailClaimCommand) -> Result<Vec<Emai
 pub fn evolve(mut state: EmailClaim, event: &EmailClaimEvent) -> EmailClaim {
     match event {
         EmailClaimEvent::Claimed(e) => {
-            state.holder = Some(Holder { user: e.user, claimed_at: e.claimed_at, request: e.request.clone() })
+            state.holder = Some(Holder {
+                user: e.user,
+                claimed_at: e.claimed_at,
+                request: e.request.clone(),
+            })
         }
     }
     state
@@ -90,7 +108,11 @@ mod tests {
     const T0: OffsetDateTime = datetime!(2026-03-01 12:00 UTC);
 
     #[track_caller]
-    fn check(given: &[EmailClaimEvent], when: EmailClaimCommand, then: Result<Vec<EmailClaimEvent>, EmailClaimError>) {
+    fn check(
+        given: &[EmailClaimEvent],
+        when: EmailClaimCommand,
+        then: Result<Vec<EmailClaimEvent>, EmailClaimError>,
+    ) {
         let state = given.iter().fold(EmailClaim::default(), evolve);
         assert_eq!(decide(&state, when), then);
     }
@@ -100,11 +122,20 @@ mod tests {
     }
 
     fn claimed(n: u64, at: OffsetDateTime) -> EmailClaimEvent {
-        EmailClaimEvent::Claimed(EmailClaimed { user: user(n), claimed_at: at, request: None })
+        EmailClaimEvent::Claimed(EmailClaimed {
+            user: user(n),
+            claimed_at: at,
+            request: None,
+        })
     }
 
     fn claim(n: u64, now: OffsetDateTime, holder_exists: bool) -> EmailClaimCommand {
-        EmailClaimCommand::Claim { user: user(n), request: None, now, holder_exists }
+        EmailClaimCommand::Claim {
+            user: user(n),
+            request: None,
+            now,
+            holder_exists,
+        }
     }
 
     #[test]
@@ -114,18 +145,30 @@ mod tests {
 
     #[test]
     fn an_address_whose_user_exists_stays_taken() {
-        check(&[claimed(1, T0)], claim(2, T0 + Duration::days(9), true), Err(EmailClaimError::Taken { holder: user(1) }));
+        check(
+            &[claimed(1, T0)],
+            claim(2, T0 + Duration::days(9), true),
+            Err(EmailClaimError::Taken { holder: user(1) }),
+        );
     }
 
     #[test]
     fn a_fresh_claim_is_respected_even_before_its_user_exists() {
-        check(&[claimed(1, T0)], claim(2, T0 + Duration::seconds(5), false), Err(EmailClaimError::Taken { holder: user(1) }));
+        check(
+            &[claimed(1, T0)],
+            claim(2, T0 + Duration::seconds(5), false),
+            Err(EmailClaimError::Taken { holder: user(1) }),
+        );
     }
 
     #[test]
     fn a_stale_claim_whose_user_never_appeared_is_taken_over() {
         let later = T0 + CLAIM_TTL;
-        check(&[claimed(1, T0)], claim(2, later, false), Ok(vec![claimed(2, later)]));
+        check(
+            &[claimed(1, T0)],
+            claim(2, later, false),
+            Ok(vec![claimed(2, later)]),
+        );
     }
 
     #[test]

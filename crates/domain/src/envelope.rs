@@ -16,7 +16,9 @@ pub const GLOBAL_TENANT_TOKEN: &str = "_";
 
 /// The kinds of aggregate. Each names one consistency boundary: appends to one aggregate are
 /// ordered by optimistic concurrency on its subject.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AggregateType {
     Tenant,
@@ -37,7 +39,9 @@ impl AggregateType {
 }
 
 /// Which aggregate an event belongs to. Together with the envelope's tenant it names the subject.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct AggregateRef {
     #[serde(rename = "type")]
@@ -55,13 +59,27 @@ pub struct StreamKey {
 
 impl StreamKey {
     pub fn new(tenant: Option<TenantId>, kind: AggregateType, id: impl Into<String>) -> Self {
-        StreamKey { tenant, aggregate: AggregateRef { kind, id: id.into() } }
+        StreamKey {
+            tenant,
+            aggregate: AggregateRef {
+                kind,
+                id: id.into(),
+            },
+        }
     }
 
     /// `idstream.events.<tenant or _>.<aggregate type>.<aggregate id>`
     pub fn subject(&self) -> String {
-        let tenant = self.tenant.as_ref().map(TenantId::as_str).unwrap_or(GLOBAL_TENANT_TOKEN);
-        format!("{SUBJECT_PREFIX}.{tenant}.{}.{}", self.aggregate.kind.as_str(), self.aggregate.id)
+        let tenant = self
+            .tenant
+            .as_ref()
+            .map(TenantId::as_str)
+            .unwrap_or(GLOBAL_TENANT_TOKEN);
+        format!(
+            "{SUBJECT_PREFIX}.{tenant}.{}.{}",
+            self.aggregate.kind.as_str(),
+            self.aggregate.id
+        )
     }
 }
 
@@ -84,7 +102,10 @@ pub struct Actor {
 
 impl Actor {
     pub fn system(id: impl Into<String>) -> Self {
-        Actor { kind: ActorKind::System, id: id.into() }
+        Actor {
+            kind: ActorKind::System,
+            id: id.into(),
+        }
     }
 }
 
@@ -119,7 +140,10 @@ pub struct EventEnvelope {
 
 impl EventEnvelope {
     pub fn stream_key(&self) -> StreamKey {
-        StreamKey { tenant: self.tenant.clone(), aggregate: self.aggregate.clone() }
+        StreamKey {
+            tenant: self.tenant.clone(),
+            aggregate: self.aggregate.clone(),
+        }
     }
 
     pub fn subject(&self) -> String {
@@ -144,9 +168,17 @@ mod tests {
     fn subjects_put_the_tenant_first_and_use_underscore_for_global_aggregates() {
         let t: TenantId = "acme".parse().unwrap();
         assert_eq!(
-            StreamKey::new(Some(t), AggregateType::Membership, "01J0000000000000000000000A").subject(),
+            StreamKey::new(
+                Some(t),
+                AggregateType::Membership,
+                "01J0000000000000000000000A"
+            )
+            .subject(),
             "idstream.events.acme.membership.01J0000000000000000000000A"
         );
-        assert_eq!(StreamKey::new(None, AggregateType::User, "X").subject(), "idstream.events._.user.X");
+        assert_eq!(
+            StreamKey::new(None, AggregateType::User, "X").subject(),
+            "idstream.events._.user.X"
+        );
     }
 }

@@ -52,7 +52,11 @@ pub struct UserInvited {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserSuspended {
-    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(with = "Option<String>")]
     pub until: Option<OffsetDateTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,9 +119,17 @@ pub enum DecodeError {
     #[error("unknown event type {event_type} version {version}")]
     Unknown { event_type: String, version: u32 },
     #[error("event {event_type} v{version} has an invalid payload: {source}")]
-    Payload { event_type: String, version: u32, source: serde_json::Error },
+    Payload {
+        event_type: String,
+        version: u32,
+        source: serde_json::Error,
+    },
     #[error("event {event_type} belongs to a {expected:?} aggregate, not {actual:?}")]
-    WrongAggregate { event_type: String, expected: AggregateType, actual: AggregateType },
+    WrongAggregate {
+        event_type: String,
+        expected: AggregateType,
+        actual: AggregateType,
+    },
 }
 
 /// (type, current version, aggregate type) of every event: the catalogue the schemas and the
@@ -156,7 +168,11 @@ impl DomainEvent {
 
     pub fn aggregate_type(&self) -> AggregateType {
         let t = self.event_type();
-        CATALOGUE.iter().find(|(name, _, _)| *name == t).map(|(_, _, a)| *a).expect("every event is catalogued")
+        CATALOGUE
+            .iter()
+            .find(|(name, _, _)| *name == t)
+            .map(|(_, _, a)| *a)
+            .expect("every event is catalogued")
     }
 
     fn data(&self) -> serde_json::Value {
@@ -211,7 +227,12 @@ impl DomainEvent {
             ("RoleAssigned", 1) => DomainEvent::RoleAssigned(payload(envelope)?),
             ("RoleRevoked", 1) => DomainEvent::RoleRevoked(payload(envelope)?),
             ("EmailClaimed", 1) => DomainEvent::EmailClaimed(payload(envelope)?),
-            (t, v) => return Err(DecodeError::Unknown { event_type: t.to_owned(), version: v }),
+            (t, v) => {
+                return Err(DecodeError::Unknown {
+                    event_type: t.to_owned(),
+                    version: v,
+                });
+            }
         };
         if event.aggregate_type() != envelope.aggregate.kind {
             return Err(DecodeError::WrongAggregate {
@@ -233,20 +254,32 @@ mod tests {
     #[test]
     fn an_event_survives_the_trip_through_its_envelope_and_json() {
         let user = UserId::new(Ulid::from_parts(7, 7));
-        let event = DomainEvent::RoleAssigned(RoleAssigned { user, role: "admin".parse().unwrap() });
-        let stream = StreamKey::new(Some("acme".parse().unwrap()), AggregateType::Membership, user.to_string());
+        let event = DomainEvent::RoleAssigned(RoleAssigned {
+            user,
+            role: "admin".parse().unwrap(),
+        });
+        let stream = StreamKey::new(
+            Some("acme".parse().unwrap()),
+            AggregateType::Membership,
+            user.to_string(),
+        );
         let meta = Metadata {
             actor: Actor::system("test"),
             occurred_at: datetime!(2026-03-01 12:00 UTC),
             correlation_id: "c1".into(),
             causation_id: None,
         };
-        let envelope = event.clone().into_envelope(Ulid::from_parts(1, 1), &stream, &meta);
+        let envelope = event
+            .clone()
+            .into_envelope(Ulid::from_parts(1, 1), &stream, &meta);
         let json = serde_json::to_string(&envelope).unwrap();
         let back: EventEnvelope = serde_json::from_str(&json).unwrap();
         assert_eq!(back, envelope);
         assert_eq!(DomainEvent::decode(&back).unwrap(), event);
-        assert_eq!(back.subject(), format!("idstream.events.acme.membership.{user}"));
+        assert_eq!(
+            back.subject(),
+            format!("idstream.events.acme.membership.{user}")
+        );
     }
 
     #[test]
@@ -258,10 +291,20 @@ mod tests {
             correlation_id: "c1".into(),
             causation_id: None,
         };
-        let mut env = DomainEvent::UserReinstated(UserReinstated {}).into_envelope(Ulid::nil(), &stream, &meta);
+        let mut env = DomainEvent::UserReinstated(UserReinstated {}).into_envelope(
+            Ulid::nil(),
+            &stream,
+            &meta,
+        );
         env.data = serde_json::json!({"surprise": 1});
-        assert!(matches!(DomainEvent::decode(&env), Err(DecodeError::Payload { .. })));
+        assert!(matches!(
+            DomainEvent::decode(&env),
+            Err(DecodeError::Payload { .. })
+        ));
         env.event_type = "UserTeleported".into();
-        assert!(matches!(DomainEvent::decode(&env), Err(DecodeError::Unknown { .. })));
+        assert!(matches!(
+            DomainEvent::decode(&env),
+            Err(DecodeError::Unknown { .. })
+        ));
     }
 }

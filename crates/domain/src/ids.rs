@@ -10,7 +10,9 @@ use ulid::Ulid;
 /// Why a textual id was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
-    #[error("a tenant id is 1 to 63 characters of a-z, 0-9 and '-', starting with a letter or digit")]
+    #[error(
+        "a tenant id is 1 to 63 characters of a-z, 0-9 and '-', starting with a letter or digit"
+    )]
     Tenant,
     #[error("a user id is a ULID (26 characters of Crockford base32)")]
     User,
@@ -30,7 +32,9 @@ fn is_slug(s: &str, max: usize, extra: &[u8]) -> bool {
 
 /// A tenant (what the source documents call a project or organisation): a client-chosen slug such
 /// as `acme`. `_` is reserved for global aggregates in log subjects and is never a tenant id.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(try_from = "String", into = "String")]
 #[schemars(with = "String", extend("pattern" = r"^[a-z0-9][a-z0-9-]{0,62}$"))]
 pub struct TenantId(String);
@@ -72,7 +76,9 @@ impl fmt::Display for TenantId {
 }
 
 /// A user: one identity across all tenants, identified by a ULID chosen when the user is created.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(try_from = "String", into = "String")]
 #[schemars(with = "String", extend("pattern" = r"^[0-9A-HJKMNP-TV-Z]{26}$"))]
 pub struct UserId(Ulid);
@@ -117,7 +123,9 @@ impl fmt::Display for UserId {
 }
 
 /// A role name, unique per tenant: `admin`, `user`, `project_manager`, …
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(try_from = "String", into = "String")]
 #[schemars(with = "String", extend("pattern" = r"^[a-z][a-z0-9_-]{0,63}$"))]
 pub struct RoleName(String);
@@ -166,7 +174,17 @@ mod tests {
     fn tenant_ids_are_subject_safe_slugs() {
         assert!("acme".parse::<TenantId>().is_ok());
         assert!("acme-2".parse::<TenantId>().is_ok());
-        for bad in ["", "_", "Acme", "a.b", "a*", "a>", "a b", "-a", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "_",
+            "Acme",
+            "a.b",
+            "a*",
+            "a>",
+            "a b",
+            "-a",
+            &"a".repeat(64),
+        ] {
             assert_eq!(bad.parse::<TenantId>(), Err(IdError::Tenant), "{bad:?}");
         }
     }

@@ -18,6 +18,8 @@ pub mod tenant;
 pub mod user;
 
 pub use aggregate::Aggregate;
-pub use envelope::{Actor, ActorKind, AggregateRef, AggregateType, EventEnvelope, Metadata, StreamKey};
+pub use envelope::{
+    Actor, ActorKind, AggregateRef, AggregateType, EventEnvelope, Metadata, StreamKey,
+};
 pub use events::{DecodeError, DomainEvent};
 pub use ids::{IdError, RoleName, TenantId, UserId};

@@ -31,7 +31,10 @@ pub enum MembershipError {
     NotAssigned,
 }
 
-pub fn decide(state: &Membership, command: MembershipCommand) -> Result<Vec<MembershipEvent>, MembershipError> {
+pub fn decide(
+    state: &Membership,
+    command: MembershipCommand,
+) -> Result<Vec<MembershipEvent>, MembershipError> {
     match command {
         MembershipCommand::Assign { user, role } => {
             if state.roles.contains(&role) {
@@ -66,7 +69,11 @@ mod tests {
     use ulid::Ulid;
 
     #[track_caller]
-    fn check(given: &[MembershipEvent], when: MembershipCommand, then: Result<Vec<MembershipEvent>, MembershipError>) {
+    fn check(
+        given: &[MembershipEvent],
+        when: MembershipCommand,
+        then: Result<Vec<MembershipEvent>, MembershipError>,
+    ) {
         let state = given.iter().fold(Membership::default(), evolve);
         assert_eq!(decide(&state, when), then);
     }
@@ -80,31 +87,64 @@ mod tests {
     }
 
     fn assigned(name: &str) -> MembershipEvent {
-        MembershipEvent::Assigned(RoleAssigned { user: ada(), role: role(name) })
+        MembershipEvent::Assigned(RoleAssigned {
+            user: ada(),
+            role: role(name),
+        })
     }
 
     #[test]
     fn a_role_is_assigned() {
-        check(&[], MembershipCommand::Assign { user: ada(), role: role("admin") }, Ok(vec![assigned("admin")]));
+        check(
+            &[],
+            MembershipCommand::Assign {
+                user: ada(),
+                role: role("admin"),
+            },
+            Ok(vec![assigned("admin")]),
+        );
     }
 
     #[test]
     fn a_role_held_already_is_not_assigned_twice() {
-        check(&[assigned("admin")], MembershipCommand::Assign { user: ada(), role: role("admin") }, Err(MembershipError::AlreadyAssigned));
+        check(
+            &[assigned("admin")],
+            MembershipCommand::Assign {
+                user: ada(),
+                role: role("admin"),
+            },
+            Err(MembershipError::AlreadyAssigned),
+        );
     }
 
     #[test]
     fn a_held_role_is_revoked() {
         check(
             &[assigned("admin"), assigned("user")],
-            MembershipCommand::Revoke { user: ada(), role: role("admin") },
-            Ok(vec![MembershipEvent::Revoked(RoleRevoked { user: ada(), role: role("admin") })]),
+            MembershipCommand::Revoke {
+                user: ada(),
+                role: role("admin"),
+            },
+            Ok(vec![MembershipEvent::Revoked(RoleRevoked {
+                user: ada(),
+                role: role("admin"),
+            })]),
         );
     }
 
     #[test]
     fn a_role_not_held_cannot_be_revoked() {
-        let revoked = MembershipEvent::Revoked(RoleRevoked { user: ada(), role: role("admin") });
-        check(&[assigned("admin"), revoked], MembershipCommand::Revoke { user: ada(), role: role("admin") }, Err(MembershipError::NotAssigned));
+        let revoked = MembershipEvent::Revoked(RoleRevoked {
+            user: ada(),
+            role: role("admin"),
+        });
+        check(
+            &[assigned("admin"), revoked],
+            MembershipCommand::Revoke {
+                user: ada(),
+                role: role("admin"),
+            },
+            Err(MembershipError::NotAssigned),
+        );
     }
 }

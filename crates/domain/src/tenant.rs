@@ -40,7 +40,10 @@ pub enum TenantError {
 
 fn valid_name(name: &str) -> Result<String, TenantError> {
     let name = name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+    if name.is_empty()
+        || name.chars().count() > MAX_NAME_CHARS
+        || name.chars().any(char::is_control)
+    {
         return Err(TenantError::InvalidName);
     }
     Ok(name.to_owned())
@@ -52,10 +55,14 @@ pub fn decide(state: &Tenant, command: TenantCommand) -> Result<Vec<TenantEvent>
             if state.exists() {
                 return Err(TenantError::AlreadyExists);
             }
-            Ok(vec![TenantEvent::Created(TenantCreated { name: valid_name(&name)? })])
+            Ok(vec![TenantEvent::Created(TenantCreated {
+                name: valid_name(&name)?,
+            })])
         }
         TenantCommand::Rename { name } => {
-            let Some(current) = &state.name else { return Err(TenantError::NotFound) };
+            let Some(current) = &state.name else {
+                return Err(TenantError::NotFound);
+            };
             let name = valid_name(&name)?;
             if *current == name {
                 return Ok(vec![]);
@@ -78,7 +85,11 @@ mod tests {
     use super::*;
 
     #[track_caller]
-    fn check(given: &[TenantEvent], when: TenantCommand, then: Result<Vec<TenantEvent>, TenantError>) {
+    fn check(
+        given: &[TenantEvent],
+        when: TenantCommand,
+        then: Result<Vec<TenantEvent>, TenantError>,
+    ) {
         let state = given.iter().fold(Tenant::default(), evolve);
         assert_eq!(decide(&state, when), then);
     }
@@ -89,36 +100,74 @@ mod tests {
 
     #[test]
     fn a_new_tenant_is_created_with_its_trimmed_name() {
-        check(&[], TenantCommand::Create { name: "  Acme Inc ".into() }, Ok(vec![created("Acme Inc")]));
+        check(
+            &[],
+            TenantCommand::Create {
+                name: "  Acme Inc ".into(),
+            },
+            Ok(vec![created("Acme Inc")]),
+        );
     }
 
     #[test]
     fn a_tenant_id_cannot_be_created_twice() {
-        check(&[created("Acme")], TenantCommand::Create { name: "Other".into() }, Err(TenantError::AlreadyExists));
+        check(
+            &[created("Acme")],
+            TenantCommand::Create {
+                name: "Other".into(),
+            },
+            Err(TenantError::AlreadyExists),
+        );
     }
 
     #[test]
     fn a_blank_or_overlong_name_is_rejected() {
-        check(&[], TenantCommand::Create { name: "   ".into() }, Err(TenantError::InvalidName));
-        check(&[], TenantCommand::Create { name: "x".repeat(201) }, Err(TenantError::InvalidName));
+        check(
+            &[],
+            TenantCommand::Create { name: "   ".into() },
+            Err(TenantError::InvalidName),
+        );
+        check(
+            &[],
+            TenantCommand::Create {
+                name: "x".repeat(201),
+            },
+            Err(TenantError::InvalidName),
+        );
     }
 
     #[test]
     fn renaming_to_the_same_name_changes_nothing() {
-        check(&[created("Acme")], TenantCommand::Rename { name: "Acme".into() }, Ok(vec![]));
+        check(
+            &[created("Acme")],
+            TenantCommand::Rename {
+                name: "Acme".into(),
+            },
+            Ok(vec![]),
+        );
     }
 
     #[test]
     fn renaming_a_missing_tenant_fails() {
-        check(&[], TenantCommand::Rename { name: "Acme".into() }, Err(TenantError::NotFound));
+        check(
+            &[],
+            TenantCommand::Rename {
+                name: "Acme".into(),
+            },
+            Err(TenantError::NotFound),
+        );
     }
 
     #[test]
     fn a_rename_is_recorded() {
         check(
             &[created("Acme")],
-            TenantCommand::Rename { name: "Acme Ltd".into() },
-            Ok(vec![TenantEvent::Renamed(TenantRenamed { name: "Acme Ltd".into() })]),
+            TenantCommand::Rename {
+                name: "Acme Ltd".into(),
+            },
+            Ok(vec![TenantEvent::Renamed(TenantRenamed {
+                name: "Acme Ltd".into(),
+            })]),
         );
     }
 }

@@ -18,7 +18,9 @@ pub enum Status {
     Absent,
     Invited,
     Active,
-    Suspended { until: Option<OffsetDateTime> },
+    Suspended {
+        until: Option<OffsetDateTime>,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -48,7 +50,11 @@ pub enum UserCommand {
     Register(NewUser),
     /// Create a user who must accept an invitation first.
     Invite(NewUser),
-    Suspend { until: Option<OffsetDateTime>, reason: Option<String>, now: OffsetDateTime },
+    Suspend {
+        until: Option<OffsetDateTime>,
+        reason: Option<String>,
+        now: OffsetDateTime,
+    },
     Reinstate,
 }
 
@@ -68,7 +74,9 @@ pub enum UserError {
     NotFound,
     #[error("the email address is not valid")]
     InvalidEmail,
-    #[error("first and last names are at most {MAX_NAME_CHARS} characters without control characters")]
+    #[error(
+        "first and last names are at most {MAX_NAME_CHARS} characters without control characters"
+    )]
     InvalidName,
     #[error("the user is already suspended")]
     AlreadySuspended,
@@ -85,7 +93,9 @@ pub enum UserError {
 /// non-empty local part, a dotted domain, no whitespace or control characters.
 pub fn normalize_email(raw: &str) -> Result<String, UserError> {
     let email = raw.trim().to_lowercase();
-    let Some((local, domain)) = email.split_once('@') else { return Err(UserError::InvalidEmail) };
+    let Some((local, domain)) = email.split_once('@') else {
+        return Err(UserError::InvalidEmail);
+    };
     let well_formed = !local.is_empty()
         && local.len() <= 64
         && domain.contains('.')
@@ -95,7 +105,11 @@ pub fn normalize_email(raw: &str) -> Result<String, UserError> {
         && !domain.contains("..")
         && email.len() <= MAX_EMAIL_LEN
         && !email.chars().any(|c| c.is_whitespace() || c.is_control());
-    if well_formed { Ok(email) } else { Err(UserError::InvalidEmail) }
+    if well_formed {
+        Ok(email)
+    } else {
+        Err(UserError::InvalidEmail)
+    }
 }
 
 fn valid_name(name: &str) -> Result<String, UserError> {
@@ -107,7 +121,12 @@ fn valid_name(name: &str) -> Result<String, UserError> {
 }
 
 fn profile(new: NewUser) -> Result<(String, String, String, TenantId), UserError> {
-    Ok((normalize_email(&new.email)?, valid_name(&new.first_name)?, valid_name(&new.last_name)?, new.tenant))
+    Ok((
+        normalize_email(&new.email)?,
+        valid_name(&new.first_name)?,
+        valid_name(&new.last_name)?,
+        new.tenant,
+    ))
 }
 
 /// Whether a suspension is in force at `now` (a timed suspension lapses by itself).
@@ -126,14 +145,24 @@ pub fn decide(state: &User, command: UserCommand) -> Result<Vec<UserEvent>, User
                 return Err(UserError::AlreadyExists);
             }
             let (email, first_name, last_name, tenant) = profile(new)?;
-            Ok(vec![UserEvent::Registered(UserRegistered { email, first_name, last_name, tenant })])
+            Ok(vec![UserEvent::Registered(UserRegistered {
+                email,
+                first_name,
+                last_name,
+                tenant,
+            })])
         }
         UserCommand::Invite(new) => {
             if state.exists() {
                 return Err(UserError::AlreadyExists);
             }
             let (email, first_name, last_name, tenant) = profile(new)?;
-            Ok(vec![UserEvent::Invited(UserInvited { email, first_name, last_name, tenant })])
+            Ok(vec![UserEvent::Invited(UserInvited {
+                email,
+                first_name,
+                last_name,
+                tenant,
+            })])
         }
         UserCommand::Suspend { until, reason, now } => {
             if !state.exists() {
@@ -145,8 +174,13 @@ pub fn decide(state: &User, command: UserCommand) -> Result<Vec<UserEvent>, User
             if until.is_some_and(|end| end <= now) {
                 return Err(UserError::SuspensionInThePast);
             }
-            let reason = reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
-            if reason.as_ref().is_some_and(|r| r.chars().count() > 500 || r.chars().any(char::is_control)) {
+            let reason = reason
+                .map(|r| r.trim().to_owned())
+                .filter(|r| !r.is_empty());
+            if reason
+                .as_ref()
+                .is_some_and(|r| r.chars().count() > 500 || r.chars().any(char::is_control))
+            {
                 return Err(UserError::InvalidReason);
             }
             Ok(vec![UserEvent::Suspended(UserSuspended { until, reason })])
@@ -193,7 +227,12 @@ mod tests {
     }
 
     fn new_user(email: &str) -> NewUser {
-        NewUser { email: email.into(), first_name: "Ada".into(), last_name: "Lovelace".into(), tenant: "acme".parse().unwrap() }
+        NewUser {
+            email: email.into(),
+            first_name: "Ada".into(),
+            last_name: "Lovelace".into(),
+            tenant: "acme".parse().unwrap(),
+        }
     }
 
     fn registered() -> UserEvent {
@@ -206,16 +245,27 @@ mod tests {
     }
 
     fn suspended(until: Option<OffsetDateTime>) -> UserEvent {
-        UserEvent::Suspended(UserSuspended { until, reason: None })
+        UserEvent::Suspended(UserSuspended {
+            until,
+            reason: None,
+        })
     }
 
     fn suspend(until: Option<OffsetDateTime>) -> UserCommand {
-        UserCommand::Suspend { until, reason: None, now: NOW }
+        UserCommand::Suspend {
+            until,
+            reason: None,
+            now: NOW,
+        }
     }
 
     #[test]
     fn registering_normalises_the_email() {
-        check(&[], UserCommand::Register(new_user("  Ada@Example.COM ")), Ok(vec![registered()]));
+        check(
+            &[],
+            UserCommand::Register(new_user("  Ada@Example.COM ")),
+            Ok(vec![registered()]),
+        );
     }
 
     #[test]
@@ -233,14 +283,31 @@ mod tests {
 
     #[test]
     fn a_malformed_email_is_rejected() {
-        for bad in ["", "ada", "ada@", "@example.com", "ada@example", "a da@example.com", "ada@@example.com", "ada@example..com"] {
-            check(&[], UserCommand::Register(new_user(bad)), Err(UserError::InvalidEmail));
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@example",
+            "a da@example.com",
+            "ada@@example.com",
+            "ada@example..com",
+        ] {
+            check(
+                &[],
+                UserCommand::Register(new_user(bad)),
+                Err(UserError::InvalidEmail),
+            );
         }
     }
 
     #[test]
     fn a_user_cannot_be_created_twice() {
-        check(&[registered()], UserCommand::Invite(new_user("ada@example.com")), Err(UserError::AlreadyExists));
+        check(
+            &[registered()],
+            UserCommand::Invite(new_user("ada@example.com")),
+            Err(UserError::AlreadyExists),
+        );
     }
 
     #[test]
@@ -251,28 +318,48 @@ mod tests {
 
     #[test]
     fn a_suspension_that_ends_in_the_past_is_rejected() {
-        check(&[registered()], suspend(Some(datetime!(2026-02-01 0:00 UTC))), Err(UserError::SuspensionInThePast));
+        check(
+            &[registered()],
+            suspend(Some(datetime!(2026-02-01 0:00 UTC))),
+            Err(UserError::SuspensionInThePast),
+        );
     }
 
     #[test]
     fn a_suspended_user_cannot_be_suspended_again() {
-        check(&[registered(), suspended(None)], suspend(None), Err(UserError::AlreadySuspended));
+        check(
+            &[registered(), suspended(None)],
+            suspend(None),
+            Err(UserError::AlreadySuspended),
+        );
     }
 
     #[test]
     fn a_lapsed_suspension_does_not_block_a_new_one() {
         let lapsed = suspended(Some(datetime!(2026-02-01 0:00 UTC)));
-        check(&[registered(), lapsed], suspend(None), Ok(vec![suspended(None)]));
+        check(
+            &[registered(), lapsed],
+            suspend(None),
+            Ok(vec![suspended(None)]),
+        );
     }
 
     #[test]
     fn a_suspended_user_is_reinstated() {
-        check(&[registered(), suspended(None)], UserCommand::Reinstate, Ok(vec![UserEvent::Reinstated(UserReinstated {})]));
+        check(
+            &[registered(), suspended(None)],
+            UserCommand::Reinstate,
+            Ok(vec![UserEvent::Reinstated(UserReinstated {})]),
+        );
     }
 
     #[test]
     fn an_active_user_cannot_be_reinstated() {
-        check(&[registered()], UserCommand::Reinstate, Err(UserError::NotSuspended));
+        check(
+            &[registered()],
+            UserCommand::Reinstate,
+            Err(UserError::NotSuspended),
+        );
     }
 
     #[test]
@@ -282,7 +369,9 @@ mod tests {
 
     #[test]
     fn timed_suspensions_lapse_by_themselves() {
-        let status = Status::Suspended { until: Some(datetime!(2026-03-02 0:00 UTC)) };
+        let status = Status::Suspended {
+            until: Some(datetime!(2026-03-02 0:00 UTC)),
+        };
         assert!(is_suspended_at(status, NOW));
         assert!(!is_suspended_at(status, datetime!(2026-03-02 0:00 UTC)));
     }

@@ -92,7 +92,8 @@ mod tests {
 
     #[test]
     fn a_file_overrides_only_what_it_sets() {
-        let file = FileConfig::parse("nats_url = \"nats://127.0.0.1:4222\"\nstream_replicas = 3\n").unwrap();
+        let file = FileConfig::parse("nats_url = \"nats://127.0.0.1:4222\"\nstream_replicas = 3\n")
+            .unwrap();
         let config = file.apply(Config::default());
         assert_eq!(config.nats_url.as_deref(), Some("nats://127.0.0.1:4222"));
         assert_eq!(config.stream_replicas, 3);

@@ -31,7 +31,11 @@ pub struct Problem {
 pub enum ApiError {
     App(AppError),
     /// The request is malformed in a way the HTTP layer sees: body, path, query or headers.
-    BadRequest { status: StatusCode, code: &'static str, detail: String },
+    BadRequest {
+        status: StatusCode,
+        code: &'static str,
+        detail: String,
+    },
     Unauthorized,
     NotFound,
     MethodNotAllowed,
@@ -45,7 +49,11 @@ impl From<AppError> for ApiError {
 
 impl ApiError {
     pub fn bad_request(code: &'static str, detail: impl Into<String>) -> ApiError {
-        ApiError::BadRequest { status: StatusCode::BAD_REQUEST, code, detail: detail.into() }
+        ApiError::BadRequest {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            detail: detail.into(),
+        }
     }
 
     /// Status, stable code and the detail shown to the client.
@@ -53,15 +61,29 @@ impl ApiError {
         use StatusCode as S;
         let shown = |e: &dyn std::fmt::Display| e.to_string();
         match self {
-            ApiError::BadRequest { status, code, detail } => (*status, code, detail.clone()),
-            ApiError::Unauthorized => (S::UNAUTHORIZED, "unauthorized", "a valid bearer token is required".into()),
+            ApiError::BadRequest {
+                status,
+                code,
+                detail,
+            } => (*status, code, detail.clone()),
+            ApiError::Unauthorized => (
+                S::UNAUTHORIZED,
+                "unauthorized",
+                "a valid bearer token is required".into(),
+            ),
             ApiError::NotFound => (S::NOT_FOUND, "not_found", "no such resource".into()),
-            ApiError::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this resource".into()),
+            ApiError::MethodNotAllowed => (
+                S::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this resource".into(),
+            ),
             ApiError::App(e) => match e {
                 AppError::Tenant(t) => match t {
                     TenantError::AlreadyExists => (S::CONFLICT, "tenant_exists", shown(t)),
                     TenantError::NotFound => (S::NOT_FOUND, "tenant_not_found", shown(t)),
-                    TenantError::InvalidName => (S::UNPROCESSABLE_ENTITY, "invalid_tenant_name", shown(t)),
+                    TenantError::InvalidName => {
+                        (S::UNPROCESSABLE_ENTITY, "invalid_tenant_name", shown(t))
+                    }
                 },
                 AppError::User(u) => match u {
                     UserError::AlreadyExists => (S::CONFLICT, "user_exists", shown(u)),
@@ -70,18 +92,26 @@ impl ApiError {
                     UserError::InvalidName => (S::UNPROCESSABLE_ENTITY, "invalid_name", shown(u)),
                     UserError::AlreadySuspended => (S::CONFLICT, "already_suspended", shown(u)),
                     UserError::NotSuspended => (S::CONFLICT, "not_suspended", shown(u)),
-                    UserError::SuspensionInThePast => (S::UNPROCESSABLE_ENTITY, "suspension_in_past", shown(u)),
-                    UserError::InvalidReason => (S::UNPROCESSABLE_ENTITY, "invalid_reason", shown(u)),
+                    UserError::SuspensionInThePast => {
+                        (S::UNPROCESSABLE_ENTITY, "suspension_in_past", shown(u))
+                    }
+                    UserError::InvalidReason => {
+                        (S::UNPROCESSABLE_ENTITY, "invalid_reason", shown(u))
+                    }
                 },
                 AppError::Membership(m) => match m {
-                    MembershipError::AlreadyAssigned => (S::CONFLICT, "role_already_assigned", shown(m)),
+                    MembershipError::AlreadyAssigned => {
+                        (S::CONFLICT, "role_already_assigned", shown(m))
+                    }
                     MembershipError::NotAssigned => (S::CONFLICT, "role_not_assigned", shown(m)),
                 },
                 AppError::EmailTaken => (S::CONFLICT, "email_taken", shown(e)),
                 AppError::TenantNotFound => (S::NOT_FOUND, "tenant_not_found", shown(e)),
                 AppError::UserNotFound => (S::NOT_FOUND, "user_not_found", shown(e)),
                 AppError::UnknownRole(_) => (S::UNPROCESSABLE_ENTITY, "unknown_role", shown(e)),
-                AppError::InvalidIdempotencyKey => (S::BAD_REQUEST, "invalid_idempotency_key", shown(e)),
+                AppError::InvalidIdempotencyKey => {
+                    (S::BAD_REQUEST, "invalid_idempotency_key", shown(e))
+                }
                 AppError::Conflict => (S::CONFLICT, "concurrency_conflict", shown(e)),
                 AppError::Unavailable(_) => (
                     S::SERVICE_UNAVAILABLE,
@@ -91,9 +121,15 @@ impl ApiError {
                 AppError::Stale { wanted, current } => (
                     S::SERVICE_UNAVAILABLE,
                     "not_caught_up",
-                    format!("read models are at position {current}, not yet at {wanted}; retry shortly"),
+                    format!(
+                        "read models are at position {current}, not yet at {wanted}; retry shortly"
+                    ),
                 ),
-                AppError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", "internal error".into()),
+                AppError::Internal(_) => (
+                    S::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error".into(),
+                ),
             },
         }
     }
@@ -107,8 +143,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, detail) = self.parts();
         match &self {
-            ApiError::App(AppError::Internal(cause)) => tracing::error!(code, %cause, "request failed"),
-            ApiError::App(AppError::Unavailable(cause)) => tracing::warn!(code, %cause, "event log unavailable"),
+            ApiError::App(AppError::Internal(cause)) => {
+                tracing::error!(code, %cause, "request failed")
+            }
+            ApiError::App(AppError::Unavailable(cause)) => {
+                tracing::warn!(code, %cause, "event log unavailable")
+            }
             _ => tracing::debug!(code, status = status.as_u16(), "request rejected"),
         }
         let problem = Problem {
@@ -120,7 +160,10 @@ impl IntoResponse for ApiError {
         };
         let mut response = (status, Json(problem)).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

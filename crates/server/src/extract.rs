@@ -37,11 +37,19 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     let (status, code) = match &rejection {
         JsonRejection::JsonSyntaxError(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
         JsonRejection::JsonDataError(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
-        JsonRejection::MissingJsonContentType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
-        _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        JsonRejection::MissingJsonContentType(_) => {
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+        }
+        _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+        }
         _ => (StatusCode::BAD_REQUEST, "invalid_body"),
     };
-    ApiError::BadRequest { status, code, detail: rejection.body_text() }
+    ApiError::BadRequest {
+        status,
+        code,
+        detail: rejection.body_text(),
+    }
 }
 
 /// `Path<T>` whose rejections are 400 problems (`invalid_path`), e.g. a malformed user id.
@@ -96,7 +104,10 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .ok_or(ApiError::Unauthorized)?;
         if !state.admin_token.matches(presented.trim()) {
             return Err(ApiError::Unauthorized);
@@ -104,9 +115,15 @@ impl FromRequestParts<AppState> for Caller {
         let correlation_id = correlation_id(parts);
         let idempotency_key = match parts.headers.get(IDEMPOTENCY_HEADER) {
             None => None,
-            Some(v) => Some(v.to_str().map_err(|_| ApiError::App(idstream_app::AppError::InvalidIdempotencyKey))?),
+            Some(v) => Some(
+                v.to_str()
+                    .map_err(|_| ApiError::App(idstream_app::AppError::InvalidIdempotencyKey))?,
+            ),
         };
-        let actor = Actor { kind: ActorKind::System, id: "bootstrap-admin".into() };
+        let actor = Actor {
+            kind: ActorKind::System,
+            id: "bootstrap-admin".into(),
+        };
         let ctx = CommandContext::new(actor, correlation_id, idempotency_key)?;
         Ok(Caller { ctx })
     }
@@ -130,15 +147,27 @@ impl<S: Send + Sync> FromRequestParts<S> for MinPosition {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        let invalid = || ApiError::bad_request("invalid_min_position", "min_position must be a non-negative integer");
+        let invalid = || {
+            ApiError::bad_request(
+                "invalid_min_position",
+                "min_position must be a non-negative integer",
+            )
+        };
         if let Some(value) = parts.headers.get(MIN_POSITION_HEADER) {
             let value = value.to_str().map_err(|_| invalid())?;
-            return value.trim().parse().map(|p| MinPosition(Some(p))).map_err(|_| invalid());
+            return value
+                .trim()
+                .parse()
+                .map(|p| MinPosition(Some(p)))
+                .map_err(|_| invalid());
         }
         let query = parts.uri.query().unwrap_or("");
         for pair in query.split('&') {
             if let Some(value) = pair.strip_prefix("min_position=") {
-                return value.parse().map(|p| MinPosition(Some(p))).map_err(|_| invalid());
+                return value
+                    .parse()
+                    .map(|p| MinPosition(Some(p)))
+                    .map_err(|_| invalid());
             }
         }
         Ok(MinPosition(None))

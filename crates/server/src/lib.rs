@@ -57,17 +57,26 @@ impl AppState {
         let outcome = match &result {
             Ok(_) => "ok",
             Err(AppError::Unavailable(_)) => {
-                self.metrics.append_errors.get_or_create(&KindLabels { kind: "unavailable" }).inc();
+                self.metrics
+                    .append_errors
+                    .get_or_create(&KindLabels {
+                        kind: "unavailable",
+                    })
+                    .inc();
                 "unavailable"
             }
             Err(AppError::Conflict) => {
-                self.metrics.append_errors.get_or_create(&KindLabels { kind: "conflict" }).inc();
+                self.metrics
+                    .append_errors
+                    .get_or_create(&KindLabels { kind: "conflict" })
+                    .inc();
                 "conflict"
             }
             Err(AppError::Internal(_)) => "error",
             Err(_) => "rejected",
         };
-        self.metrics.observe_command(command, outcome, started.elapsed());
+        self.metrics
+            .observe_command(command, outcome, started.elapsed());
         result
     }
 
@@ -75,28 +84,55 @@ impl AppState {
     pub async fn consistent(&self, min: MinPosition) -> Result<(), ApiError> {
         let Some(min) = min.0 else { return Ok(()) };
         let result = self.app.wait_for(min).await;
-        let kind = if result.is_ok() { "reached" } else { "timed_out" };
-        self.metrics.query_waits.get_or_create(&KindLabels { kind }).inc();
+        let kind = if result.is_ok() {
+            "reached"
+        } else {
+            "timed_out"
+        };
+        self.metrics
+            .query_waits
+            .get_or_create(&KindLabels { kind })
+            .inc();
         Ok(result?)
     }
 
     pub fn positions(&self) -> BTreeMap<String, u64> {
-        self.read_model_names.iter().map(|name| (name.to_string(), self.app.read_models().position(name))).collect()
+        self.read_model_names
+            .iter()
+            .map(|name| (name.to_string(), self.app.read_models().position(name)))
+            .collect()
     }
 
     pub async fn read_models_report(&self) -> Result<ReadModelsReport, ApiError> {
         let mut read_models = BTreeMap::new();
         for name in self.read_model_names.iter() {
-            let (position, digest) = self.app.read_models().digest(name).await.map_err(|e| AppError::Internal(e.to_string()))?;
+            let (position, digest) = self
+                .app
+                .read_models()
+                .digest(name)
+                .await
+                .map_err(|e| AppError::Internal(e.to_string()))?;
             read_models.insert(name.to_string(), ReadModelState { position, digest });
         }
-        Ok(ReadModelsReport { backend: self.app.log().backend().to_owned(), read_models })
+        Ok(ReadModelsReport {
+            backend: self.app.log().backend().to_owned(),
+            read_models,
+        })
     }
 
     pub async fn rebuild_read_models(&self) -> Result<(), ApiError> {
-        let end = self.app.log().last_position().await.map_err(|e| AppError::Unavailable(e.to_string()))?;
+        let end = self
+            .app
+            .log()
+            .last_position()
+            .await
+            .map_err(|e| AppError::Unavailable(e.to_string()))?;
         for name in self.read_model_names.iter() {
-            self.app.read_models().rebuild(name).await.map_err(|e| AppError::Internal(e.to_string()))?;
+            self.app
+                .read_models()
+                .rebuild(name)
+                .await
+                .map_err(|e| AppError::Internal(e.to_string()))?;
         }
         Ok(self.app.wait_for(end).await?)
     }
@@ -113,9 +149,11 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn(correlate))
-        .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
-            ApiError::App(AppError::Internal("a handler panicked".into())).into_response()
-        }))
+        .layer(CatchPanicLayer::custom(
+            |_panic: Box<dyn std::any::Any + Send>| {
+                ApiError::App(AppError::Internal("a handler panicked".into())).into_response()
+            },
+        ))
         .with_state(state)
 }
 
@@ -132,7 +170,11 @@ async fn correlate(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     span.in_scope(|| {
-        tracing::info!(status = response.status().as_u16(), elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "request")
+        tracing::info!(
+            status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "request"
+        )
     });
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(CORRELATION_HEADER, value);

@@ -48,22 +48,56 @@ impl Metrics {
             // 50 µs … ~6.5 s
             Histogram::new(exponential_buckets(0.00005, 2.0, 18))
         });
-        registry.register("command_duration_seconds", "Time to decide and append a command", command_duration.clone());
+        registry.register(
+            "command_duration_seconds",
+            "Time to decide and append a command",
+            command_duration.clone(),
+        );
         let append_errors = Family::<KindLabels, Counter>::default();
-        registry.register("append_errors", "Commands that failed at the event log, by kind", append_errors.clone());
+        registry.register(
+            "append_errors",
+            "Commands that failed at the event log, by kind",
+            append_errors.clone(),
+        );
         let projection_position = Family::<ProjectionLabels, Gauge>::default();
-        registry.register("projection_position", "Last log position applied by each read model", projection_position.clone());
+        registry.register(
+            "projection_position",
+            "Last log position applied by each read model",
+            projection_position.clone(),
+        );
         let projection_lag = Family::<ProjectionLabels, Gauge>::default();
-        registry.register("projection_lag_events", "Events in the log not yet applied by each read model", projection_lag.clone());
+        registry.register(
+            "projection_lag_events",
+            "Events in the log not yet applied by each read model",
+            projection_lag.clone(),
+        );
         let log_position = Gauge::default();
-        registry.register("log_position", "Last position of the event log (as of the last scrape)", log_position.clone());
+        registry.register(
+            "log_position",
+            "Last position of the event log (as of the last scrape)",
+            log_position.clone(),
+        );
         let query_waits = Family::<KindLabels, Counter>::default();
-        registry.register("consistency_waits", "Queries that waited for a minimum position, by result", query_waits.clone());
-        Metrics { registry, command_duration, append_errors, projection_position, projection_lag, log_position, query_waits }
+        registry.register(
+            "consistency_waits",
+            "Queries that waited for a minimum position, by result",
+            query_waits.clone(),
+        );
+        Metrics {
+            registry,
+            command_duration,
+            append_errors,
+            projection_position,
+            projection_lag,
+            log_position,
+            query_waits,
+        }
     }
 
     pub fn observe_command(&self, command: &'static str, outcome: &'static str, elapsed: Duration) {
-        self.command_duration.get_or_create(&CommandLabels { command, outcome }).observe(elapsed.as_secs_f64());
+        self.command_duration
+            .get_or_create(&CommandLabels { command, outcome })
+            .observe(elapsed.as_secs_f64());
     }
 
     pub fn render(&self) -> String {

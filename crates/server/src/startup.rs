@@ -65,7 +65,10 @@ pub async fn open_log(config: &Config) -> anyhow::Result<SharedLog> {
 /// created with a new random token (mode 0600) on first start. The token itself is never logged.
 pub fn admin_token(config: &Config) -> anyhow::Result<TokenDigest> {
     if let Some(token) = &config.admin_token {
-        anyhow::ensure!(token.len() >= 16, "admin_token must be at least 16 characters");
+        anyhow::ensure!(
+            token.len() >= 16,
+            "admin_token must be at least 16 characters"
+        );
         return Ok(TokenDigest::of(token));
     }
     let path = config.data_dir.join("admin-token");
@@ -81,7 +84,11 @@ pub fn admin_token(config: &Config) -> anyhow::Result<TokenDigest> {
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     file.write_all(text.as_bytes())?;
     file.write_all(b"\n")?;
     file.sync_all()
@@ -89,8 +96,12 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 
 /// Runs the service until `shutdown` resolves, then drains requests and stops the read models.
 /// Prints `idstream listening on http://ADDR` on stdout once the socket is bound.
-pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+pub async fn serve(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let admin_token = admin_token(&config)?;
     let log = open_log(&config).await?;
     let startup_target = match log.last_position().await {
@@ -102,10 +113,19 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
     };
     let projections = projections();
     let names: Vec<&'static str> = projections.iter().map(|p| p.name()).collect();
-    let read_models = ReadModels::start(&config.data_dir.join("readmodels"), log.clone(), projections)
-        .await
-        .context("starting the read models")?;
-    let app = App::new(log, read_models.clone(), Arc::new(SystemClock), config.consistency_timeout);
+    let read_models = ReadModels::start(
+        &config.data_dir.join("readmodels"),
+        log.clone(),
+        projections,
+    )
+    .await
+    .context("starting the read models")?;
+    let app = App::new(
+        log,
+        read_models.clone(),
+        Arc::new(SystemClock),
+        config.consistency_timeout,
+    );
     let state = AppState {
         app,
         admin_token: Arc::new(admin_token),
@@ -113,12 +133,16 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
         startup_target,
         read_model_names: Arc::new(names),
     };
-    let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
     println!("idstream listening on http://{addr}");
     let _ = std::io::stdout().flush();
-    axum::serve(listener, router(state, config.max_body_bytes)).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, router(state, config.max_body_bytes))
+        .with_graceful_shutdown(shutdown)
+        .await?;
     tracing::info!("HTTP server stopped; stopping read models");
     read_models.shutdown().await;
     Ok(())

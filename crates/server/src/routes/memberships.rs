@@ -15,8 +15,14 @@ use crate::extract::{ApiJson, ApiPath, Caller, MinPosition};
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/v1/tenants/{tenant}/users/{user}/roles", get(get_roles).post(assign_role))
-        .route("/v1/tenants/{tenant}/users/{user}/roles/{role}", delete(revoke_role))
+        .route(
+            "/v1/tenants/{tenant}/users/{user}/roles",
+            get(get_roles).post(assign_role),
+        )
+        .route(
+            "/v1/tenants/{tenant}/users/{user}/roles/{role}",
+            delete(revoke_role),
+        )
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -44,8 +50,16 @@ pub async fn get_roles(
     ApiPath((tenant, user)): ApiPath<(TenantId, UserId)>,
 ) -> Result<Json<Roles>, ApiError> {
     state.consistent(min).await?;
-    let roles = state.app.membership(&tenant, &user)?.map(|m| m.roles.into_iter().collect()).unwrap_or_default();
-    Ok(Json(Roles { tenant: tenant.to_string(), user: user.to_string(), roles }))
+    let roles = state
+        .app
+        .membership(&tenant, &user)?
+        .map(|m| m.roles.into_iter().map(String::from).collect())
+        .unwrap_or_default();
+    Ok(Json(Roles {
+        tenant: tenant.to_string(),
+        user: user.to_string(),
+        roles,
+    }))
 }
 
 /// Assign a role to a user in a tenant.
@@ -60,7 +74,12 @@ pub async fn assign_role(
     ApiPath((tenant, user)): ApiPath<(TenantId, UserId)>,
     ApiJson(body): ApiJson<AssignRoleBody>,
 ) -> Result<CommandAccepted, ApiError> {
-    let outcome = state.timed("assign_role", state.app.assign_role(&caller.ctx, tenant, user, body.role)).await?;
+    let outcome = state
+        .timed(
+            "assign_role",
+            state.app.assign_role(&caller.ctx, tenant, user, body.role),
+        )
+        .await?;
     Ok(CommandAccepted::ok(outcome))
 }
 
@@ -74,6 +93,11 @@ pub async fn revoke_role(
     caller: Caller,
     ApiPath((tenant, user, role)): ApiPath<(TenantId, UserId, RoleName)>,
 ) -> Result<CommandAccepted, ApiError> {
-    let outcome = state.timed("revoke_role", state.app.revoke_role(&caller.ctx, tenant, user, role)).await?;
+    let outcome = state
+        .timed(
+            "revoke_role",
+            state.app.revoke_role(&caller.ctx, tenant, user, role),
+        )
+        .await?;
     Ok(CommandAccepted::ok(outcome))
 }

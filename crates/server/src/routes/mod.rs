@@ -6,9 +6,9 @@ pub mod ops;
 pub mod tenants;
 pub mod users;
 
+use axum::Json;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use idstream_app::Outcome;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -29,12 +29,26 @@ pub struct CommandAccepted {
 
 impl CommandAccepted {
     pub fn created(outcome: Outcome) -> Self {
-        let status = if outcome.replayed { StatusCode::OK } else { StatusCode::CREATED };
-        CommandAccepted { position: outcome.position, id: outcome.id, status, replayed: outcome.replayed }
+        let status = if outcome.replayed {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        };
+        CommandAccepted {
+            position: outcome.position,
+            id: outcome.id,
+            status,
+            replayed: outcome.replayed,
+        }
     }
 
     pub fn ok(outcome: Outcome) -> Self {
-        CommandAccepted { position: outcome.position, id: outcome.id, status: StatusCode::OK, replayed: outcome.replayed }
+        CommandAccepted {
+            position: outcome.position,
+            id: outcome.id,
+            status: StatusCode::OK,
+            replayed: outcome.replayed,
+        }
     }
 }
 
@@ -46,7 +60,9 @@ impl IntoResponse for CommandAccepted {
         let mut response = (status, Json(self)).into_response();
         response.headers_mut().insert(POSITION_HEADER, position);
         if replayed {
-            response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
         }
         response
     }
@@ -69,7 +85,10 @@ impl PageQuery {
         match self.limit {
             None => Ok(100),
             Some(n) if (1..=500).contains(&n) => Ok(n),
-            Some(_) => Err(crate::error::ApiError::bad_request("invalid_query", "limit must be between 1 and 500")),
+            Some(_) => Err(crate::error::ApiError::bad_request(
+                "invalid_query",
+                "limit must be between 1 and 500",
+            )),
         }
     }
 }
@@ -80,4 +99,10 @@ pub struct Page<T> {
     pub items: Vec<T>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
+}
+
+/// RFC 3339 text of a timestamp, as every API response shows times.
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }

@@ -49,34 +49,64 @@ pub struct Readiness {
     responses((status = 200, body = Readiness), (status = 503, body = Readiness, description = "still catching up")))]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let read_models = state.positions();
-    let log_position = tokio::time::timeout(Duration::from_secs(2), state.app.log().last_position()).await.ok().and_then(Result::ok);
+    let log_position =
+        tokio::time::timeout(Duration::from_secs(2), state.app.log().last_position())
+            .await
+            .ok()
+            .and_then(Result::ok);
     let applied = state.app.applied_position();
     let ready = applied >= state.startup_target;
     let body = Readiness {
         ready,
-        log: if log_position.is_some() { "ok".into() } else { "unavailable".into() },
+        log: if log_position.is_some() {
+            "ok".into()
+        } else {
+            "unavailable".into()
+        },
         log_position,
         read_models,
     };
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body))
 }
 
 /// Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let log_position = tokio::time::timeout(Duration::from_secs(1), state.app.log().last_position()).await.ok().and_then(Result::ok);
+    let log_position =
+        tokio::time::timeout(Duration::from_secs(1), state.app.log().last_position())
+            .await
+            .ok()
+            .and_then(Result::ok);
     for (name, position) in state.positions() {
         let labels = crate::metrics::ProjectionLabels { projection: name };
-        state.metrics.projection_position.get_or_create(&labels).set(position as i64);
+        state
+            .metrics
+            .projection_position
+            .get_or_create(&labels)
+            .set(position as i64);
         if let Some(end) = log_position {
-            state.metrics.projection_lag.get_or_create(&labels).set(end.saturating_sub(position) as i64);
+            state
+                .metrics
+                .projection_lag
+                .get_or_create(&labels)
+                .set(end.saturating_sub(position) as i64);
         }
     }
     if let Some(end) = log_position {
         state.metrics.log_position.set(end as i64);
     }
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render())
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
 }
 
 /// This document.
@@ -102,7 +132,10 @@ pub struct ReadModelsReport {
 /// Positions and state digests of the read models.
 #[utoipa::path(get, path = "/v1/admin/read-models", tag = "operations",
     responses((status = 200, body = ReadModelsReport), (status = 401, body = Problem)), security(("bearer" = [])))]
-pub async fn read_models(State(state): State<AppState>, _caller: Caller) -> Result<Json<ReadModelsReport>, ApiError> {
+pub async fn read_models(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> Result<Json<ReadModelsReport>, ApiError> {
     Ok(Json(state.read_models_report().await?))
 }
 
@@ -110,7 +143,10 @@ pub async fn read_models(State(state): State<AppState>, _caller: Caller) -> Resu
 /// Answers once the rebuilt read models have caught up with the log as it was when asked.
 #[utoipa::path(post, path = "/v1/admin/read-models/rebuild", tag = "operations",
     responses((status = 200, body = ReadModelsReport), (status = 401, body = Problem), (status = 503, body = Problem)), security(("bearer" = [])))]
-pub async fn rebuild(State(state): State<AppState>, _caller: Caller) -> Result<Json<ReadModelsReport>, ApiError> {
+pub async fn rebuild(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> Result<Json<ReadModelsReport>, ApiError> {
     state.rebuild_read_models().await?;
     Ok(Json(state.read_models_report().await?))
 }

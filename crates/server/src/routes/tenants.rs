@@ -1,9 +1,9 @@
 //! `/v1/tenants`
 
+use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post};
-use axum::Json;
 use idstream_domain::TenantId;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -45,6 +45,17 @@ pub struct Tenant {
     pub position: u64,
 }
 
+impl From<idstream_directory::TenantView> for Tenant {
+    fn from(view: idstream_directory::TenantView) -> Tenant {
+        Tenant {
+            id: view.id.to_string(),
+            name: view.name,
+            created_at: super::rfc3339(view.created_at),
+            position: view.updated_position,
+        }
+    }
+}
+
 /// Create a tenant.
 #[utoipa::path(post, path = "/v1/tenants", request_body = CreateTenantBody, tag = "tenants",
     params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key return the first result")),
@@ -56,7 +67,12 @@ pub async fn create_tenant(
     caller: Caller,
     ApiJson(body): ApiJson<CreateTenantBody>,
 ) -> Result<CommandAccepted, ApiError> {
-    let outcome = state.timed("create_tenant", state.app.create_tenant(&caller.ctx, body.id, body.name)).await?;
+    let outcome = state
+        .timed(
+            "create_tenant",
+            state.app.create_tenant(&caller.ctx, body.id, body.name),
+        )
+        .await?;
     Ok(CommandAccepted::created(outcome))
 }
 
@@ -71,7 +87,12 @@ pub async fn rename_tenant(
     ApiPath(tenant): ApiPath<TenantId>,
     ApiJson(body): ApiJson<RenameTenantBody>,
 ) -> Result<CommandAccepted, ApiError> {
-    let outcome = state.timed("rename_tenant", state.app.rename_tenant(&caller.ctx, tenant, body.name)).await?;
+    let outcome = state
+        .timed(
+            "rename_tenant",
+            state.app.rename_tenant(&caller.ctx, tenant, body.name),
+        )
+        .await?;
     Ok(CommandAccepted::ok(outcome))
 }
 
@@ -102,10 +123,22 @@ pub async fn list_tenants(
     state.consistent(min).await?;
     let limit = query.limit()?;
     let after = match &query.after {
-        Some(a) => Some(a.parse::<TenantId>().map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?),
+        Some(a) => Some(
+            a.parse::<TenantId>()
+                .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?,
+        ),
         None => None,
     };
-    let items: Vec<Tenant> = state.app.tenants(after.as_ref(), limit)?.into_iter().map(Tenant::from).collect();
-    let next = if items.len() == limit { items.last().map(|t| t.id.clone()) } else { None };
+    let items: Vec<Tenant> = state
+        .app
+        .tenants(after.as_ref(), limit)?
+        .into_iter()
+        .map(Tenant::from)
+        .collect();
+    let next = if items.len() == limit {
+        items.last().map(|t| t.id.clone())
+    } else {
+        None
+    };
     Ok(Json(Page { items, next }))
 }

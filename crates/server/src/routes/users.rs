@@ -17,7 +17,10 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller, MinPosition};
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/v1/tenants/{tenant}/users", post(create_user).get(list_members))
+        .route(
+            "/v1/tenants/{tenant}/users",
+            post(create_user).get(list_members),
+        )
         .route("/v1/users/{user}", get(get_user))
         .route("/v1/users/{user}/suspend", post(suspend_user))
         .route("/v1/users/{user}/reinstate", post(reinstate_user))
@@ -32,13 +35,18 @@ pub struct CreateUserBody {
     pub first_name: String,
     #[serde(default)]
     pub last_name: String,
-    /// Roles in this tenant (`admin`, `user`).
-    #[serde(default)]
+    /// Roles in this tenant (`admin`, `user`). Absent: `["user"]`. An empty list creates the
+    /// identity without making it a member of the tenant (a member holds at least one role).
+    #[serde(default = "default_roles")]
     #[schema(value_type = Vec<String>)]
     pub roles: Vec<RoleName>,
     /// Create the user as invited instead of active.
     #[serde(default)]
     pub invite: bool,
+}
+
+fn default_roles() -> Vec<RoleName> {
+    vec!["user".parse().expect("`user` is a valid role name")]
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -73,6 +81,34 @@ pub struct Member {
     pub roles: Vec<String>,
 }
 
+impl User {
+    /// The API shape of a user; `status` is the one in effect now (a lapsed timed suspension
+    /// reads `active`).
+    fn from_view(view: idstream_directory::UserView, tenants: Vec<TenantId>) -> User {
+        let status = view.status_at(OffsetDateTime::now_utc());
+        let suspended = status == idstream_directory::UserStatus::Suspended;
+        User {
+            id: view.id.to_string(),
+            email: view.email,
+            first_name: view.first_name,
+            last_name: view.last_name,
+            status: match status {
+                idstream_directory::UserStatus::Invited => "invited",
+                idstream_directory::UserStatus::Active => "active",
+                idstream_directory::UserStatus::Suspended => "suspended",
+            }
+            .to_owned(),
+            suspended_until: view
+                .suspended_until
+                .filter(|_| suspended)
+                .map(super::rfc3339),
+            created_at: super::rfc3339(view.created_at),
+            tenants: tenants.into_iter().map(|t| t.to_string()).collect(),
+            position: view.position,
+        }
+    }
+}
+
 /// Create a user in a tenant (active, or invited), with roles in that tenant.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/users", request_body = CreateUserBody, tag = "users",
     params(("tenant" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
@@ -92,7 +128,12 @@ pub async fn create_user(
         roles: body.roles,
         invite: body.invite,
     };
-    let outcome = state.timed("create_user", state.app.create_user(&caller.ctx, tenant, request)).await?;
+    let outcome = state
+        .timed(
+            "create_user",
+            state.app.create_user(&caller.ctx, tenant, request),
+        )
+        .await?;
     Ok(CommandAccepted::created(outcome))
 }
 
@@ -109,16 +150,26 @@ pub async fn list_members(
     state.consistent(min).await?;
     let limit = query.limit()?;
     let after = match &query.after {
-        Some(a) => Some(a.parse::<UserId>().map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?),
+        Some(a) => Some(
+            a.parse::<UserId>()
+                .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?,
+        ),
         None => None,
     };
     let members = state.app.members(&tenant, after, limit)?;
     let mut items = Vec::with_capacity(members.len());
     for (user, membership) in members {
         let tenants = state.app.user_tenants(&user.id)?;
-        items.push(Member { user: User::from_view(user, tenants), roles: membership.roles.into_iter().collect() });
+        items.push(Member {
+            user: User::from_view(user, tenants),
+            roles: membership.roles.into_iter().map(String::from).collect(),
+        });
     }
-    let next = if items.len() == limit { items.last().map(|m| m.user.id.clone()) } else { None };
+    let next = if items.len() == limit {
+        items.last().map(|m| m.user.id.clone())
+    } else {
+        None
+    };
     Ok(Json(Page { items, next }))
 }
 
@@ -150,8 +201,16 @@ pub async fn suspend_user(
     ApiPath(user): ApiPath<UserId>,
     ApiJson(body): ApiJson<SuspendBody>,
 ) -> Result<CommandAccepted, ApiError> {
-    let request = SuspendRequest { until: body.until, reason: body.reason };
-    let outcome = state.timed("suspend_user", state.app.suspend_user(&caller.ctx, user, request)).await?;
+    let request = SuspendRequest {
+        until: body.until,
+        reason: body.reason,
+    };
+    let outcome = state
+        .timed(
+            "suspend_user",
+            state.app.suspend_user(&caller.ctx, user, request),
+        )
+        .await?;
     Ok(CommandAccepted::ok(outcome))
 }
 
@@ -165,6 +224,11 @@ pub async fn reinstate_user(
     caller: Caller,
     ApiPath(user): ApiPath<UserId>,
 ) -> Result<CommandAccepted, ApiError> {
-    let outcome = state.timed("reinstate_user", state.app.reinstate_user(&caller.ctx, user)).await?;
+    let outcome = state
+        .timed(
+            "reinstate_user",
+            state.app.reinstate_user(&caller.ctx, user),
+        )
+        .await?;
     Ok(CommandAccepted::ok(outcome))
 }
