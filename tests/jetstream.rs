@@ -101,6 +101,17 @@ async fn appends_fail_fast_while_nats_server_is_down_and_work_again_on_the_same_
         .unwrap();
 
     nats.kill();
+    // Whether or not the client has noticed yet, the append must come back with Unavailable:
+    // at once from the connection-state check, or after the ack timeout if the publish went
+    // out on the dead connection. Waiting for the client to notice tests the first path.
+    let deadline = Instant::now() + RECOVERY;
+    while log.client().connection_state() == async_nats::connection::State::Connected {
+        assert!(
+            Instant::now() < deadline,
+            "the client never noticed that nats-server died"
+        );
+        pause().await;
+    }
 
     let during = vec![event(&alice, 3)];
     let attempt = tokio::time::timeout(

@@ -69,7 +69,6 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-
     /// The JetStream store directory, kept across restarts.
     pub fn store_dir(&self) -> PathBuf {
         self.dir.path().join("store")
