@@ -783,13 +783,15 @@ impl EventLog for JetStreamLog {
         if max == 0 {
             return Ok(Vec::new());
         }
-        self.read_consumer(self.events_filter.clone(), after + 1, max)
+        self.read_consumer(self.events_filter.clone(), after.saturating_add(1), max)
             .await
     }
 
     async fn subscribe(&self, after: Position) -> Result<EventStream, LogError> {
         self.ensure_connected().map_err(LogError::Unavailable)?;
-        let (messages, _, _) = self.ordered(self.events_filter.clone(), after + 1).await?;
+        let (messages, _, _) = self
+            .ordered(self.events_filter.clone(), after.saturating_add(1))
+            .await?;
         let subscription = Subscription {
             context: self.context.clone(),
             stream_name: self.stream_name.clone(),
@@ -940,9 +942,11 @@ impl Subscription {
             match next {
                 Some(Ok(message)) => {
                     let (position, event) = decode(&message);
-                    // A recreated ordered consumer may start over from the beginning: skip what
-                    // was handed out already.
+                    // An ordered consumer that recreates itself before delivering anything starts
+                    // over from the beginning of the stream. Replace it with one that starts
+                    // after the last delivered position rather than skip through the replay.
                     if position <= self.last {
+                        self.messages = None;
                         continue;
                     }
                     self.last = position;
@@ -985,7 +989,7 @@ async fn reopen(
             "the event stream {stream_name} was recreated; positions of the old one mean nothing in it"
         )));
     }
-    open_ordered(&stream, filter, last + 1)
+    open_ordered(&stream, filter, last.saturating_add(1))
         .await
         .map(|(messages, _, _)| messages)
 }
