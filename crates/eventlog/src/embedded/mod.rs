@@ -27,14 +27,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use idstream_domain::{EventEnvelope, StreamKey};
-use tokio::sync::{mpsc, oneshot, watch};
+use std::sync::mpsc;
+
+use tokio::sync::{oneshot, watch};
 
 use self::format::{FRAME_HEADER_LEN, FrameCheck, MAX_EVENT_JSON, MAX_KEY_LEN, MAX_SUBJECT_LEN};
 use self::writer::{Dedup, Request, Writer};
 use crate::{AppendError, Appended, EventLog, EventStream, Expected, LogError, Position, RecordedEvent};
 
-/// How many appends may wait for the writer before callers wait to enqueue.
-const REQUEST_QUEUE: usize = 8192;
 /// Reads bigger than this many bytes run on the blocking pool rather than on the caller's task.
 const INLINE_READ_BYTES: usize = 256 * 1024;
 /// How many events a subscription reads from disk at a time while catching up.
@@ -191,7 +191,7 @@ fn read_runs_blocking(runs: &[Run]) -> Result<Vec<RecordedEvent>, LogError> {
                 FrameCheck::Truncated => return Err(damaged("is cut short")),
                 FrameCheck::Bad(why) => return Err(damaged(&format!("is damaged ({why})"))),
             };
-            let record = format::decode_payload(&buf[at + FRAME_HEADER_LEN..at + len]).map_err(|why| damaged(why))?;
+            let record = format::decode_payload(&buf[at + FRAME_HEADER_LEN..at + len]).map_err(&damaged)?;
             if record.position != position {
                 return Err(damaged(&format!("holds position {}", record.position)));
             }
@@ -260,7 +260,9 @@ impl EmbeddedLog {
             dedup: Dedup::new(options.dedup_window, recovered.recent_keys),
             durable: durable_tx,
         };
-        let (requests, requests_rx) = mpsc::channel(REQUEST_QUEUE);
+        // Unbounded, so enqueueing never blocks the caller's task; each caller has at most one
+        // request queued, which bounds the queue by the number of concurrent appends.
+        let (requests, requests_rx) = mpsc::channel();
         let writer = std::thread::Builder::new()
             .name("idstream-log-writer".to_owned())
             .spawn(move || writer.run(requests_rx))
@@ -345,7 +347,7 @@ impl EventLog for EmbeddedLog {
         let request = Request { subject, events, expected, key: idempotency_key.map(str::to_owned), reply };
         let closed = || AppendError::Unavailable("the embedded log is closed".to_owned());
         let requests = self.requests.as_ref().ok_or_else(closed)?;
-        requests.send(request).await.map_err(|_| closed())?;
+        requests.send(request).map_err(|_| closed())?;
         answer.await.map_err(|_| AppendError::Unavailable("the embedded log writer stopped".to_owned()))?
     }
 

@@ -17,7 +17,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+
+use tokio::sync::{oneshot, watch};
 use ulid::Ulid;
 
 use super::format::{HEADER_LEN, Record, SegmentHeader};
@@ -29,6 +31,10 @@ use crate::{AppendError, Appended, Expected, Position};
 const MAX_BATCH_REQUESTS: usize = 4096;
 /// At most about this many bytes of JSON go into one fsync batch.
 const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// While lingering for more appends, the writer stops once none has arrived for this long...
+const LINGER_GAP: Duration = Duration::from_micros(50);
+/// ...or once it has lingered this long, whichever comes first.
+const MAX_LINGER: Duration = Duration::from_millis(1);
 
 /// One append, validated and serialised by the caller.
 pub struct Request {
@@ -64,27 +70,20 @@ pub struct Writer {
 
 impl Writer {
     /// Serves appends until every sender is gone (the log was dropped).
-    pub fn run(mut self, mut requests: mpsc::Receiver<Request>) {
+    pub fn run(mut self, requests: Receiver<Request>) {
         // After an fsync failure the kernel may have dropped the unsynced pages while marking
         // them clean, so nothing more is written until the log is reopened and recovered.
         let mut failed: Option<String> = None;
         let mut batch = Vec::new();
-        while let Some(first) = requests.blocking_recv() {
-            let mut bytes = first.bytes();
-            batch.push(first);
-            while batch.len() < MAX_BATCH_REQUESTS && bytes < MAX_BATCH_BYTES {
-                match requests.try_recv() {
-                    Ok(request) => {
-                        bytes += request.bytes();
-                        batch.push(request);
-                    }
-                    Err(_) => break,
-                }
-            }
+        let mut pace = Pace { last_batch: 0, last_sync: Duration::ZERO };
+        while let Ok(first) = requests.recv() {
+            pace.gather(&requests, first, &mut batch);
+            let started = Instant::now();
             match &failed {
                 Some(reason) => answer_all(&mut batch, reason),
                 None => failed = self.commit(&mut batch).err(),
             }
+            pace.last_sync = started.elapsed();
         }
         drop(self.lock);
     }
@@ -239,6 +238,52 @@ impl Writer {
         self.segment_len = HEADER_LEN;
         tracing::info!(base = self.next, "embedded log: started a new segment");
         Ok(())
+    }
+}
+
+/// How the writer sizes its batches.
+///
+/// Draining only what is already queued splits busy writers into cohorts: while one batch
+/// syncs the other queues up, and the callers answered a moment ago arrive just after the next
+/// batch was taken. So when the last batch was shared (a sign of concurrent writers), the
+/// writer lingers a little for them: as long as appends keep arriving, for at most a quarter of
+/// the last sync's time. A lone writer never lingers.
+struct Pace {
+    last_batch: usize,
+    last_sync: Duration,
+}
+
+impl Pace {
+    fn gather(&mut self, requests: &Receiver<Request>, first: Request, batch: &mut Vec<Request>) {
+        let mut bytes = first.bytes();
+        batch.push(first);
+        let room = |batch: &Vec<Request>, bytes: usize| batch.len() < MAX_BATCH_REQUESTS && bytes < MAX_BATCH_BYTES;
+        while room(batch, bytes) {
+            match requests.try_recv() {
+                Ok(request) => {
+                    bytes += request.bytes();
+                    batch.push(request);
+                }
+                Err(_) => break,
+            }
+        }
+        if self.last_batch > 1 {
+            let deadline = Instant::now() + (self.last_sync / 4).min(MAX_LINGER);
+            while room(batch, bytes) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                match requests.recv_timeout(left.min(LINGER_GAP)) {
+                    Ok(request) => {
+                        bytes += request.bytes();
+                        batch.push(request);
+                    }
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        }
+        self.last_batch = batch.len();
     }
 }
 
