@@ -3,5 +3,6 @@
 //! `idstream` binary on port 0 with a temporary data directory.
 
 mod conformance;
+mod embedded_faults;
 mod jetstream;
 mod support;
