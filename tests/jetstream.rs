@@ -224,7 +224,7 @@ async fn an_existing_stream_with_other_subjects_or_memory_storage_is_refused_wit
     .unwrap();
 
     match JetStreamLog::connect(JetStreamOptions::new(nats.url())).await {
-        Err(LogError::Corrupt(message)) => {
+        Err(LogError::Misconfigured(message)) => {
             assert!(
                 message.contains("IDSTREAM") && message.contains("idstream.events.>"),
                 "unclear error: {message}"
@@ -241,7 +241,7 @@ async fn an_existing_stream_with_other_subjects_or_memory_storage_is_refused_wit
         ..JetStreamOptions::new(nats.url())
     };
     match JetStreamLog::connect(options).await {
-        Err(LogError::Corrupt(message)) => {
+        Err(LogError::Misconfigured(message)) => {
             assert!(message.contains("file storage"), "unclear error: {message}")
         }
         other => panic!("a memory stream must be refused, got {other:?}"),

@@ -127,7 +127,8 @@ impl JetStreamLog {
     ///
     /// An existing stream is checked: its subjects must cover `idstream.events.>`, it must use
     /// file storage and limits retention, and it must have no limit that would drop events.
-    /// A mismatch is a `LogError::Corrupt` naming the problem, since retrying cannot fix it.
+    /// A mismatch is a `LogError::Misconfigured` naming the problem, since retrying cannot fix it.
+    /// `url` may list several servers separated by commas (the seeds of a cluster).
     /// An unreachable server is `LogError::Unavailable`, returned without retrying.
     pub async fn connect(options: JetStreamOptions) -> Result<JetStreamLog, LogError> {
         // Counts (re)connections so subscriptions can resume as soon as the server is back,
@@ -155,7 +156,7 @@ impl JetStreamLog {
             })
             .connection_timeout(options.request_timeout)
             .request_timeout(Some(options.request_timeout))
-            .connect(options.url.as_str())
+            .connect(server_addrs(&options.url)?)
             .await
             .map_err(|e| {
                 LogError::Unavailable(format!("cannot connect to NATS at {}: {e}", options.url))
@@ -408,7 +409,7 @@ async fn open_stream(context: &Context, name: &str) -> Result<Option<stream::Str
                 Ok(None)
             }
             GetStreamErrorKind::InvalidStreamName | GetStreamErrorKind::EmptyName => Err(
-                LogError::Corrupt(format!("invalid JetStream stream name {name:?}")),
+                LogError::Misconfigured(format!("invalid JetStream stream name {name:?}")),
             ),
             _ => Err(LogError::Unavailable(format!(
                 "cannot look up stream {name}: {e}"
@@ -436,6 +437,23 @@ fn stream_config(options: &JetStreamOptions) -> stream::Config {
 }
 
 /// Refuses a stream that would silently lose or misplace events.
+/// The servers of a comma-separated URL list, such as `nats://n1:4222,nats://n2:4222`.
+fn server_addrs(urls: &str) -> Result<Vec<async_nats::ServerAddr>, LogError> {
+    let addrs = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            u.parse::<async_nats::ServerAddr>()
+                .map_err(|e| LogError::Misconfigured(format!("invalid NATS URL {u:?}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if addrs.is_empty() {
+        return Err(LogError::Misconfigured("no NATS URL given".into()));
+    }
+    Ok(addrs)
+}
+
 fn validate_stream(config: &stream::Config, options: &JetStreamOptions) -> Result<(), LogError> {
     let name = &options.stream;
     if !config
@@ -443,20 +461,20 @@ fn validate_stream(config: &stream::Config, options: &JetStreamOptions) -> Resul
         .iter()
         .any(|s| subject_covers(s, EVENTS_WILDCARD))
     {
-        return Err(LogError::Corrupt(format!(
+        return Err(LogError::Misconfigured(format!(
             "stream {name} exists but its subjects {:?} do not cover {EVENTS_WILDCARD}; \
              refusing to use it (delete it or configure another stream name)",
             config.subjects
         )));
     }
     if config.storage != StorageType::File {
-        return Err(LogError::Corrupt(format!(
+        return Err(LogError::Misconfigured(format!(
             "stream {name} exists with {:?} storage; the event log needs file storage",
             config.storage
         )));
     }
     if config.retention != RetentionPolicy::Limits {
-        return Err(LogError::Corrupt(format!(
+        return Err(LogError::Misconfigured(format!(
             "stream {name} exists with {:?} retention, which removes events; the event log needs limits retention",
             config.retention
         )));
@@ -466,7 +484,7 @@ fn validate_stream(config: &stream::Config, options: &JetStreamOptions) -> Resul
         || config.max_messages_per_subject > 0
         || !config.max_age.is_zero();
     if limited {
-        return Err(LogError::Corrupt(format!(
+        return Err(LogError::Misconfigured(format!(
             "stream {name} exists with limits (max_msgs {}, max_bytes {}, max_msgs_per_subject {}, max_age {:?}) \
              that would drop events; the event log must have none",
             config.max_messages, config.max_bytes, config.max_messages_per_subject, config.max_age
@@ -981,7 +999,9 @@ async fn reopen(
                 "the event stream {stream_name} was deleted"
             )));
         }
-        Err(LogError::Corrupt(e)) => return Err(OpenError::StreamGone(e)),
+        Err(LogError::Corrupt(e) | LogError::Misconfigured(e)) => {
+            return Err(OpenError::StreamGone(e));
+        }
         Err(LogError::Unavailable(e)) => return Err(OpenError::Transient(e)),
     };
     if stream.cached_info().created != created {
@@ -1027,5 +1047,24 @@ mod tests {
         assert!(!valid_event_subject("idstream.events._.user."));
         assert!(!valid_event_subject("idstream.events.*.user.x"));
         assert!(!valid_event_subject("idstream.events._.user.a b"));
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn a_comma_separated_list_names_every_seed_server() {
+        let addrs = server_addrs("nats://n1:4222, nats://n2:4222,nats://n3:4222").unwrap();
+        assert_eq!(addrs.len(), 3);
+        assert!(matches!(
+            server_addrs(" , "),
+            Err(LogError::Misconfigured(_))
+        ));
+        assert!(matches!(
+            server_addrs("nats://bad host:x"),
+            Err(LogError::Misconfigured(_))
+        ));
     }
 }

@@ -41,7 +41,11 @@ pub enum Expected {
 impl Expected {
     /// The expectation matching a loaded aggregate whose last event is at `last` (0 = none).
     pub fn from_last(last: Position) -> Expected {
-        if last == 0 { Expected::NoEvents } else { Expected::At(last) }
+        if last == 0 {
+            Expected::NoEvents
+        } else {
+            Expected::At(last)
+        }
     }
 }
 
@@ -69,8 +73,13 @@ pub struct Appended {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AppendError {
     /// Optimistic concurrency: someone appended to this aggregate since it was loaded.
-    #[error("wrong expected sequence: expected {expected:?}, the aggregate's last event is at {actual:?}")]
-    WrongExpectedSequence { expected: Expected, actual: Option<Position> },
+    #[error(
+        "wrong expected sequence: expected {expected:?}, the aggregate's last event is at {actual:?}"
+    )]
+    WrongExpectedSequence {
+        expected: Expected,
+        actual: Option<Position>,
+    },
     /// The log cannot be reached or refused to store; nothing can be said about durability of
     /// this append unless it is retried with the same idempotency key.
     #[error("event log unavailable: {0}")]
@@ -87,6 +96,10 @@ pub enum LogError {
     /// Stored data is damaged in a way that cannot be repaired without losing acknowledged events.
     #[error("event log corrupt: {0}")]
     Corrupt(String),
+    /// The log is configured in a way that retrying cannot fix (a bad URL, an existing stream
+    /// with the wrong settings).
+    #[error("event log misconfigured: {0}")]
+    Misconfigured(String),
 }
 
 /// An endless stream of recorded events in position order (see [`EventLog::subscribe`]).
@@ -115,7 +128,8 @@ pub trait EventLog: Send + Sync + 'static {
     async fn read_stream(&self, key: &StreamKey) -> Result<Vec<RecordedEvent>, LogError>;
 
     /// Up to `max` events with position greater than `after`, in order.
-    async fn read_after(&self, after: Position, max: usize) -> Result<Vec<RecordedEvent>, LogError>;
+    async fn read_after(&self, after: Position, max: usize)
+    -> Result<Vec<RecordedEvent>, LogError>;
 
     /// Every event with position greater than `after`, then each new one as it is appended.
     /// The stream does not end by itself; it yields an error (and may end) if the log fails, and
