@@ -63,12 +63,16 @@ pub struct EmbeddedBackend {
 
 impl EmbeddedBackend {
     pub async fn start() -> EmbeddedBackend {
-        EmbeddedBackend { dir: tempfile::tempdir().expect("a temporary directory") }
+        EmbeddedBackend {
+            dir: tempfile::tempdir().expect("a temporary directory"),
+        }
     }
 
     async fn open_log(&self) -> idstream_eventlog::SharedLog {
         let options = idstream_eventlog::embedded::EmbeddedOptions::default();
-        idstream_eventlog::embedded::EmbeddedLog::open(self.dir.path(), options).await.expect("open the embedded log")
+        idstream_eventlog::embedded::EmbeddedLog::open(self.dir.path(), options)
+            .await
+            .expect("open the embedded log")
     }
 }
 
@@ -87,4 +91,6 @@ impl idstream_eventlog::conformance::Backend for EmbeddedBackend {
 
 // One line per backend.
 conformance_suite!(embedded, EmbeddedBackend::start());
-conformance_suite!(jetstream, async { crate::support::nats::JetStreamBackend::new() });
+conformance_suite!(jetstream, async {
+    crate::support::nats::JetStreamBackend::new()
+});

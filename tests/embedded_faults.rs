@@ -27,7 +27,9 @@ const ACKS_BEFORE_KILL: usize = 1_500;
 const PATIENCE: Duration = Duration::from_secs(120);
 
 async fn open(dir: &Path) -> std::sync::Arc<EmbeddedLog> {
-    EmbeddedLog::open(dir, EmbeddedOptions::default()).await.expect("open the embedded log")
+    EmbeddedLog::open(dir, EmbeddedOptions::default())
+        .await
+        .expect("open the embedded log")
 }
 
 async fn everything(log: &EmbeddedLog) -> Vec<RecordedEvent> {
@@ -41,7 +43,11 @@ fn segment_file(dir: &Path) -> PathBuf {
         .map(|e| e.expect("a directory entry").path())
         .filter(|p| p.extension().is_some_and(|x| x == "seg"))
         .collect();
-    assert_eq!(segments.len(), 1, "a small log has one segment: {segments:?}");
+    assert_eq!(
+        segments.len(),
+        1,
+        "a small log has one segment: {segments:?}"
+    );
     segments.pop().expect("one segment")
 }
 
@@ -52,7 +58,11 @@ fn file_len(path: &Path) -> u64 {
 #[track_caller]
 fn assert_contiguous_from_one(events: &[RecordedEvent]) {
     for (i, event) in events.iter().enumerate() {
-        assert_eq!(event.position, i as u64 + 1, "positions are contiguous from 1");
+        assert_eq!(
+            event.position,
+            i as u64 + 1,
+            "positions are contiguous from 1"
+        );
     }
 }
 
@@ -85,7 +95,14 @@ impl Ack {
             "-" => None,
             key => Some(key.to_owned()),
         };
-        Some(Ack { task, append, first, last, ids, key })
+        Some(Ack {
+            task,
+            append,
+            first,
+            last,
+            ids,
+            key,
+        })
     }
 }
 
@@ -94,7 +111,9 @@ impl Ack {
 /// idempotency key. A line goes to stdout only after the append was acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_child_writer() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else { return };
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let log = open(Path::new(&dir)).await;
     let tasks: Vec<_> = (0..CHILD_TASKS)
         .map(|task| {
@@ -107,12 +126,19 @@ async fn crash_child_writer() {
                     let events: Vec<_> = (0..n)
                         .map(|i| {
                             let name = format!("{task}:{append}:{i}/{n}");
-                            if last == 0 && i == 0 { created(&stream, &name) } else { renamed(&stream, &name) }
+                            if last == 0 && i == 0 {
+                                created(&stream, &name)
+                            } else {
+                                renamed(&stream, &name)
+                            }
                         })
                         .collect();
                     let ids: Vec<String> = events.iter().map(|e| e.id.to_string()).collect();
                     let key = (n > 1).then(|| format!("crash-{task}-{append}"));
-                    let ack = log.append(events, Expected::from_last(last), key.as_deref()).await.expect("append");
+                    let ack = log
+                        .append(events, Expected::from_last(last), key.as_deref())
+                        .await
+                        .expect("append");
                     println!(
                         "ACK {task} {append} {} {} {} {}",
                         ack.first,
@@ -133,7 +159,12 @@ async fn crash_child_writer() {
 async fn a_writer_killed_mid_burst_loses_no_acknowledged_event() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let mut child = tokio::process::Command::new(std::env::current_exe().expect("the test binary"))
-        .args(["embedded_faults::crash_child_writer", "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            "embedded_faults::crash_child_writer",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -143,9 +174,15 @@ async fn a_writer_killed_mid_burst_loses_no_acknowledged_event() {
     let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
 
     // A line counts only when whole: SIGKILL can land in the middle of one.
-    async fn read_ack_line(stdout: &mut BufReader<tokio::process::ChildStdout>, acks: &mut Vec<Ack>) -> bool {
+    async fn read_ack_line(
+        stdout: &mut BufReader<tokio::process::ChildStdout>,
+        acks: &mut Vec<Ack>,
+    ) -> bool {
         let mut line = String::new();
-        let n = stdout.read_line(&mut line).await.expect("read the child's stdout");
+        let n = stdout
+            .read_line(&mut line)
+            .await
+            .expect("read the child's stdout");
         if n == 0 {
             return false;
         }
@@ -160,14 +197,21 @@ async fn a_writer_killed_mid_burst_loses_no_acknowledged_event() {
     let mut acks = Vec::new();
     let reading = async {
         while acks.len() < ACKS_BEFORE_KILL {
-            assert!(read_ack_line(&mut stdout, &mut acks).await, "the writer child exited early");
+            assert!(
+                read_ack_line(&mut stdout, &mut acks).await,
+                "the writer child exited early"
+            );
         }
     };
-    timeout(PATIENCE, reading).await.expect("the writer child acknowledges appends");
+    timeout(PATIENCE, reading)
+        .await
+        .expect("the writer child acknowledges appends");
 
     // While the child holds the directory, this process cannot open it.
     match EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).await {
-        Err(LogError::Unavailable(message)) => assert!(message.contains("already open"), "{message}"),
+        Err(LogError::Unavailable(message)) => {
+            assert!(message.contains("already open"), "{message}")
+        }
         Err(other) => panic!("a second open should say the log is in use, got {other}"),
         Ok(_) => panic!("a second process opened a log that is in use"),
     }
@@ -177,25 +221,53 @@ async fn a_writer_killed_mid_burst_loses_no_acknowledged_event() {
     // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0, "send SIGKILL");
     // Lines written before the kill are acknowledgements too.
-    timeout(PATIENCE, async { while read_ack_line(&mut stdout, &mut acks).await {} }).await.expect("stdout closes");
-    let status = timeout(PATIENCE, child.wait()).await.expect("the child exits").expect("wait for the child");
-    assert!(!status.success(), "the child was killed, not finished: {status:?}");
+    timeout(PATIENCE, async {
+        while read_ack_line(&mut stdout, &mut acks).await {}
+    })
+    .await
+    .expect("stdout closes");
+    let status = timeout(PATIENCE, child.wait())
+        .await
+        .expect("the child exits")
+        .expect("wait for the child");
+    assert!(
+        !status.success(),
+        "the child was killed, not finished: {status:?}"
+    );
 
     let log = open(dir.path()).await;
     let all = everything(&log).await;
-    eprintln!("{} appends acknowledged before the kill; {} events recovered", acks.len(), all.len());
+    eprintln!(
+        "{} appends acknowledged before the kill; {} events recovered",
+        acks.len(),
+        all.len()
+    );
     assert_contiguous_from_one(&all);
-    assert_eq!(log.last_position().await.expect("last_position"), all.len() as u64);
+    assert_eq!(
+        log.last_position().await.expect("last_position"),
+        all.len() as u64
+    );
 
     // Every acknowledged append is there, whole, at its acknowledged positions.
     for ack in &acks {
-        assert!(ack.last as usize <= all.len(), "acknowledged position {} was lost", ack.last);
+        assert!(
+            ack.last as usize <= all.len(),
+            "acknowledged position {} was lost",
+            ack.last
+        );
         let stored = &all[(ack.first - 1) as usize..ack.last as usize];
         let ids: Vec<String> = stored.iter().map(|e| e.envelope.id.to_string()).collect();
-        assert_eq!(ids, ack.ids, "the events at {}..={} are the acknowledged ones", ack.first, ack.last);
+        assert_eq!(
+            ids, ack.ids,
+            "the events at {}..={} are the acknowledged ones",
+            ack.first, ack.last
+        );
         for (i, event) in stored.iter().enumerate() {
             assert_eq!(event.envelope.stream_key(), child_stream(ack.task));
-            assert_eq!(event.msg_id, ack.key.as_ref().map(|key| format!("{key}:{i}")));
+            assert_eq!(
+                event.msg_id,
+                ack.key.as_ref().map(|key| format!("{key}:{i}"))
+            );
         }
     }
 
@@ -207,38 +279,84 @@ async fn a_writer_killed_mid_burst_loses_no_acknowledged_event() {
         *count = (*count).max(ack.append + 1);
     }
     for task in 0..CHILD_TASKS {
-        let history = log.read_stream(&child_stream(task)).await.expect("read_stream");
+        let history = log
+            .read_stream(&child_stream(task))
+            .await
+            .expect("read_stream");
         let mut expected_append = 0;
         let mut events = history.iter().peekable();
         while let Some(event) = events.next() {
             let name = event.envelope.data["name"].as_str().expect("a name");
             let parts: Vec<&str> = name.split([':', '/']).collect();
-            let (append, i, n): (usize, usize, usize) =
-                (parts[1].parse().unwrap(), parts[2].parse().unwrap(), parts[3].parse().unwrap());
-            assert_eq!((append, i), (expected_append, 0), "task {task}: appends are whole and in order");
+            let (append, i, n): (usize, usize, usize) = (
+                parts[1].parse().unwrap(),
+                parts[2].parse().unwrap(),
+                parts[3].parse().unwrap(),
+            );
+            assert_eq!(
+                (append, i),
+                (expected_append, 0),
+                "task {task}: appends are whole and in order"
+            );
             for j in 1..n {
-                let member = events.next().unwrap_or_else(|| panic!("task {task}: append {append} is partial"));
-                assert_eq!(member.envelope.data["name"], format!("{task}:{append}:{j}/{n}"));
+                let member = events
+                    .next()
+                    .unwrap_or_else(|| panic!("task {task}: append {append} is partial"));
+                assert_eq!(
+                    member.envelope.data["name"],
+                    format!("{task}:{append}:{j}/{n}")
+                );
             }
             expected_append += 1;
         }
         let acked = acked_per_task.get(&task).copied().unwrap_or(0);
-        assert!(expected_append >= acked, "task {task}: {acked} appends were acknowledged, {expected_append} survived");
+        assert!(
+            expected_append >= acked,
+            "task {task}: {acked} appends were acknowledged, {expected_append} survived"
+        );
     }
 
     // Idempotency survives the crash: a retried group is recognised.
-    let keyed = acks.iter().find(|a| a.key.is_some()).expect("the burst included keyed groups");
+    let keyed = acks
+        .iter()
+        .find(|a| a.key.is_some())
+        .expect("the burst included keyed groups");
     let retry = log
-        .append(vec![renamed(&child_stream(keyed.task), "retry")], Expected::NoEvents, keyed.key.as_deref())
+        .append(
+            vec![renamed(&child_stream(keyed.task), "retry")],
+            Expected::NoEvents,
+            keyed.key.as_deref(),
+        )
         .await
         .expect("retry");
-    assert_eq!(retry, Appended { first: keyed.first, last: keyed.last, duplicate: true });
+    assert_eq!(
+        retry,
+        Appended {
+            first: keyed.first,
+            last: keyed.last,
+            duplicate: true
+        }
+    );
 
     // And the log goes on at the next position.
     let stream = child_stream(0);
-    let tail = log.read_stream(&stream).await.expect("read_stream").last().map_or(0, |e| e.position);
-    let next = log.append(vec![renamed(&stream, "after the crash")], Expected::from_last(tail), None).await;
-    assert_eq!(next.expect("append after the crash").first, all.len() as u64 + 1);
+    let tail = log
+        .read_stream(&stream)
+        .await
+        .expect("read_stream")
+        .last()
+        .map_or(0, |e| e.position);
+    let next = log
+        .append(
+            vec![renamed(&stream, "after the crash")],
+            Expected::from_last(tail),
+            None,
+        )
+        .await;
+    assert_eq!(
+        next.expect("append after the crash").first,
+        all.len() as u64 + 1
+    );
 }
 
 /// Ten single-event appends; returns the log's events and the segment length before each.
@@ -250,8 +368,16 @@ async fn ten_events(dir: &Path) -> (Vec<RecordedEvent>, Vec<u64>) {
     let mut last = 0;
     for i in 0..10 {
         offsets.push(file_len(&segment));
-        let event = if i == 0 { created(&stream, "0") } else { renamed(&stream, &i.to_string()) };
-        last = log.append(vec![event], Expected::from_last(last), None).await.expect("append").last;
+        let event = if i == 0 {
+            created(&stream, "0")
+        } else {
+            renamed(&stream, &i.to_string())
+        };
+        last = log
+            .append(vec![event], Expected::from_last(last), None)
+            .await
+            .expect("append")
+            .last;
     }
     (everything(&log).await, offsets)
 }
@@ -271,11 +397,25 @@ async fn a_record_cut_in_half_is_cut_away_on_open_and_appends_continue() {
         .expect("truncate the segment");
 
     let log = open(dir.path()).await;
-    assert_eq!(everything(&log).await, events[..9], "the nine whole records are intact");
-    assert_eq!(file_len(&segment), last_start, "the torn record is cut exactly");
+    assert_eq!(
+        everything(&log).await,
+        events[..9],
+        "the nine whole records are intact"
+    );
+    assert_eq!(
+        file_len(&segment),
+        last_start,
+        "the torn record is cut exactly"
+    );
     let stream = events[0].envelope.stream_key();
-    let next = log.append(vec![renamed(&stream, "again")], Expected::At(9), None).await.expect("append");
-    assert_eq!(next.first, 10, "appends continue where the whole records end");
+    let next = log
+        .append(vec![renamed(&stream, "again")], Expected::At(9), None)
+        .await
+        .expect("append");
+    assert_eq!(
+        next.first, 10,
+        "appends continue where the whole records end"
+    );
     drop(log);
     let log = open(dir.path()).await;
     assert_eq!(everything(&log).await.len(), 10);
@@ -291,13 +431,20 @@ async fn garbage_after_the_last_record_is_cut_away_on_open_and_appends_continue(
     let mut junk = b"IDSR\xff\x00\x00\x00not a frame at all".to_vec();
     junk.extend((0..200u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
     use std::io::Write;
-    std::fs::OpenOptions::new().append(true).open(&segment).and_then(|mut f| f.write_all(&junk)).expect("add junk");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&segment)
+        .and_then(|mut f| f.write_all(&junk))
+        .expect("add junk");
 
     let log = open(dir.path()).await;
     assert_eq!(everything(&log).await, events);
     assert_eq!(file_len(&segment), end, "exactly the junk is cut");
     let stream = events[0].envelope.stream_key();
-    let next = log.append(vec![renamed(&stream, "again")], Expected::At(10), None).await.expect("append");
+    let next = log
+        .append(vec![renamed(&stream, "again")], Expected::At(10), None)
+        .await
+        .expect("append");
     assert_eq!(next.first, 11);
 }
 
@@ -315,13 +462,23 @@ async fn a_flipped_byte_in_an_early_record_refuses_to_open_as_corrupt() {
     match EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).await {
         Err(LogError::Corrupt(message)) => {
             let name = segment.file_name().unwrap().to_str().unwrap();
-            assert!(message.contains(name), "the error names the segment: {message}");
-            assert!(message.contains(&format!("offset {}", offsets[1])), "and the record's offset: {message}");
+            assert!(
+                message.contains(name),
+                "the error names the segment: {message}"
+            );
+            assert!(
+                message.contains(&format!("offset {}", offsets[1])),
+                "and the record's offset: {message}"
+            );
         }
         Err(other) => panic!("expected LogError::Corrupt, got {other}"),
         Ok(_) => panic!("a log with a damaged acknowledged record opened"),
     }
-    assert_eq!(std::fs::read(&segment).expect("read the segment"), bytes, "a refused open changes nothing");
+    assert_eq!(
+        std::fs::read(&segment).expect("read the segment"),
+        bytes,
+        "a refused open changes nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,7 +488,10 @@ async fn a_second_open_of_a_directory_in_use_fails_until_the_first_is_closed() {
     match EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).await {
         Err(LogError::Unavailable(message)) => {
             assert!(message.contains("already open"), "{message}");
-            assert!(message.contains(&dir.path().display().to_string()), "the error names the directory: {message}");
+            assert!(
+                message.contains(&dir.path().display().to_string()),
+                "the error names the directory: {message}"
+            );
         }
         Err(other) => panic!("expected a clear 'already open' error, got {other}"),
         Ok(_) => panic!("two logs opened one directory"),

@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use idstream_domain::events::{TenantCreated, TenantRenamed, UserRegistered};
-use idstream_domain::{Actor, AggregateType, DomainEvent, EventEnvelope, Metadata, StreamKey, TenantId};
+use idstream_domain::{
+    Actor, AggregateType, DomainEvent, EventEnvelope, Metadata, StreamKey, TenantId,
+};
 use time::macros::datetime;
 use tokio::sync::Barrier;
 use tokio::time::timeout;
@@ -51,8 +53,9 @@ pub const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A tenant aggregate that no other check has touched: `t<ulid>`, a valid tenant slug.
 pub fn fresh_tenant() -> StreamKey {
-    let id: TenantId =
-        format!("t{}", Ulid::new().to_string().to_lowercase()).parse().expect("a lower-case ULID is a tenant slug");
+    let id: TenantId = format!("t{}", Ulid::new().to_string().to_lowercase())
+        .parse()
+        .expect("a lower-case ULID is a tenant slug");
     StreamKey::new(Some(id.clone()), AggregateType::Tenant, id.as_str())
 }
 
@@ -73,12 +76,18 @@ fn metadata() -> Metadata {
 
 /// `TenantCreated` for a tenant stream from [`fresh_tenant`].
 pub fn created(stream: &StreamKey, name: &str) -> EventEnvelope {
-    DomainEvent::TenantCreated(TenantCreated { name: name.to_owned() }).into_envelope(Ulid::new(), stream, &metadata())
+    DomainEvent::TenantCreated(TenantCreated {
+        name: name.to_owned(),
+    })
+    .into_envelope(Ulid::new(), stream, &metadata())
 }
 
 /// `TenantRenamed` for a tenant stream from [`fresh_tenant`].
 pub fn renamed(stream: &StreamKey, name: &str) -> EventEnvelope {
-    DomainEvent::TenantRenamed(TenantRenamed { name: name.to_owned() }).into_envelope(Ulid::new(), stream, &metadata())
+    DomainEvent::TenantRenamed(TenantRenamed {
+        name: name.to_owned(),
+    })
+    .into_envelope(Ulid::new(), stream, &metadata())
 }
 
 /// `UserRegistered` for a user stream from [`fresh_user`].
@@ -95,7 +104,9 @@ pub fn registered(stream: &StreamKey, email: &str) -> EventEnvelope {
 
 /// The `name` of a tenant event, which the checks use as a payload they can count with.
 fn name_of(event: &RecordedEvent) -> &str {
-    event.envelope.data["name"].as_str().expect("tenant events carry a name")
+    event.envelope.data["name"]
+        .as_str()
+        .expect("tenant events carry a name")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -114,7 +125,12 @@ async fn append(log: &SharedLog, events: Vec<EventEnvelope>, expected: Expected)
     expect_ok(log.append(events, expected, None).await)
 }
 
-async fn append_keyed(log: &SharedLog, events: Vec<EventEnvelope>, expected: Expected, key: &str) -> Appended {
+async fn append_keyed(
+    log: &SharedLog,
+    events: Vec<EventEnvelope>,
+    expected: Expected,
+    key: &str,
+) -> Appended {
     expect_ok(log.append(events, expected, Some(key)).await)
 }
 
@@ -132,7 +148,11 @@ async fn read_all_after(log: &SharedLog, after: Position) -> Vec<RecordedEvent> 
     let mut cursor = after;
     loop {
         let page = log.read_after(cursor, 7).await.expect("read_after");
-        assert!(page.len() <= 7, "read_after returned {} events for max 7", page.len());
+        assert!(
+            page.len() <= 7,
+            "read_after returned {} events for max 7",
+            page.len()
+        );
         let Some(last) = page.last() else { return all };
         cursor = last.position;
         all.extend(page);
@@ -143,23 +163,42 @@ async fn read_all_after(log: &SharedLog, after: Position) -> Vec<RecordedEvent> 
 fn assert_contiguous(events: &[RecordedEvent], after: Position) {
     let positions: Vec<Position> = events.iter().map(|e| e.position).collect();
     let wanted: Vec<Position> = (after + 1..=after + events.len() as u64).collect();
-    assert_eq!(positions, wanted, "positions must be contiguous after {after}, without gaps or duplicates");
+    assert_eq!(
+        positions, wanted,
+        "positions must be contiguous after {after}, without gaps or duplicates"
+    );
 }
 
 #[track_caller]
-fn assert_wrong_sequence(result: Result<Appended, AppendError>, expected: Expected, actual: Position) {
+fn assert_wrong_sequence(
+    result: Result<Appended, AppendError>,
+    expected: Expected,
+    actual: Position,
+) {
     match result {
-        Err(AppendError::WrongExpectedSequence { expected: e, actual: a }) => {
+        Err(AppendError::WrongExpectedSequence {
+            expected: e,
+            actual: a,
+        }) => {
             assert_eq!(e, expected, "the error names the expectation that failed");
-            assert_eq!(a, Some(actual), "the error names the aggregate's real last position");
+            assert_eq!(
+                a,
+                Some(actual),
+                "the error names the aggregate's real last position"
+            );
         }
-        other => panic!("expected WrongExpectedSequence (expected {expected:?}, actual {actual}), got {other:?}"),
+        other => panic!(
+            "expected WrongExpectedSequence (expected {expected:?}, actual {actual}), got {other:?}"
+        ),
     }
 }
 
 #[track_caller]
 fn assert_invalid(result: Result<Appended, AppendError>) {
-    assert!(matches!(result, Err(AppendError::Invalid(_))), "expected AppendError::Invalid, got {result:?}");
+    assert!(
+        matches!(result, Err(AppendError::Invalid(_))),
+        "expected AppendError::Invalid, got {result:?}"
+    );
 }
 
 /// The next item of a subscription, which must arrive (bounded by [`PATIENCE`]) and be an event.
@@ -178,8 +217,13 @@ async fn subscribe(log: &SharedLog, after: Position) -> EventStream {
 
 /// Waits for spawned tasks, bounded by [`PATIENCE`], and returns their outputs in spawn order.
 async fn join_all<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
-    let joined = timeout(PATIENCE, futures::future::join_all(tasks)).await.expect("the tasks did not finish");
-    joined.into_iter().map(|r| r.expect("a task panicked")).collect()
+    let joined = timeout(PATIENCE, futures::future::join_all(tasks))
+        .await
+        .expect("the tasks did not finish");
+    joined
+        .into_iter()
+        .map(|r| r.expect("a task panicked"))
+        .collect()
 }
 
 /// One optimistic increment: load the aggregate, decide the next event from what was loaded,
@@ -191,8 +235,15 @@ async fn increment(log: &SharedLog, stream: &StreamKey) -> u32 {
         let history = read_stream(log, stream).await;
         let last = history.last().map_or(0, |e| e.position);
         let n = history.len();
-        let event = if n == 0 { created(stream, "0") } else { renamed(stream, &n.to_string()) };
-        match log.append(vec![event], Expected::from_last(last), None).await {
+        let event = if n == 0 {
+            created(stream, "0")
+        } else {
+            renamed(stream, &n.to_string())
+        };
+        match log
+            .append(vec![event], Expected::from_last(last), None)
+            .await
+        {
             Ok(_) => return conflicts,
             Err(AppendError::WrongExpectedSequence { .. }) => {
                 conflicts += 1;
@@ -208,7 +259,9 @@ async fn increment(log: &SharedLog, stream: &StreamKey) -> u32 {
 // Positions and reads
 // ---------------------------------------------------------------------------------------------
 
-pub async fn appends_get_contiguous_positions_and_read_after_pages_through_them_in_order(b: &mut dyn Backend) {
+pub async fn appends_get_contiguous_positions_and_read_after_pages_through_them_in_order(
+    b: &mut dyn Backend,
+) {
     let log = b.open().await;
     let before = last_position(&log).await;
     let stream = fresh_tenant();
@@ -217,12 +270,20 @@ pub async fn appends_get_contiguous_positions_and_read_after_pages_through_them_
     let mut acks = Vec::new();
     let mut last = 0;
     for i in 0..20 {
-        let event = if i == 0 { created(&stream, "0") } else { renamed(&stream, &i.to_string()) };
+        let event = if i == 0 {
+            created(&stream, "0")
+        } else {
+            renamed(&stream, &i.to_string())
+        };
         let ack = append(&log, vec![event.clone()], Expected::from_last(last)).await;
         assert!(!ack.duplicate);
         assert_eq!(ack.first, ack.last, "one event takes one position");
         assert_eq!(ack.first, before + 1 + i, "positions are contiguous");
-        assert_eq!(last_position(&log).await, ack.last, "last_position follows the last append");
+        assert_eq!(
+            last_position(&log).await,
+            ack.last,
+            "last_position follows the last append"
+        );
         last = ack.last;
         sent.push(event);
         acks.push(ack.first);
@@ -230,15 +291,40 @@ pub async fn appends_get_contiguous_positions_and_read_after_pages_through_them_
 
     let all = read_all_after(&log, before).await;
     assert_contiguous(&all, before);
-    assert_eq!(all.iter().map(|e| e.envelope.clone()).collect::<Vec<_>>(), sent, "envelopes come back unchanged");
+    assert_eq!(
+        all.iter().map(|e| e.envelope.clone()).collect::<Vec<_>>(),
+        sent,
+        "envelopes come back unchanged"
+    );
     assert!(all.iter().all(|e| e.msg_id.is_none()));
 
     // A page starting in the middle, a page cut by `max`, and the end of the log.
     let middle = log.read_after(before + 10, 5).await.expect("read_after");
-    assert_eq!(middle.iter().map(|e| e.position).collect::<Vec<_>>(), acks[10..15].to_vec());
-    assert!(log.read_after(before + 10, 0).await.expect("read_after").is_empty(), "max 0 reads nothing");
-    assert!(log.read_after(last, 10).await.expect("read_after").is_empty(), "nothing after the last event");
-    assert!(log.read_after(last + 1000, 10).await.expect("read_after").is_empty(), "nothing past the end");
+    assert_eq!(
+        middle.iter().map(|e| e.position).collect::<Vec<_>>(),
+        acks[10..15].to_vec()
+    );
+    assert!(
+        log.read_after(before + 10, 0)
+            .await
+            .expect("read_after")
+            .is_empty(),
+        "max 0 reads nothing"
+    );
+    assert!(
+        log.read_after(last, 10)
+            .await
+            .expect("read_after")
+            .is_empty(),
+        "nothing after the last event"
+    );
+    assert!(
+        log.read_after(last + 1000, 10)
+            .await
+            .expect("read_after")
+            .is_empty(),
+        "nothing past the end"
+    );
 }
 
 pub async fn read_stream_returns_only_that_aggregates_events_in_order(b: &mut dyn Backend) {
@@ -248,18 +334,37 @@ pub async fn read_stream_returns_only_that_aggregates_events_in_order(b: &mut dy
     // Interleave three aggregates, including a global one (no tenant).
     append(&log, vec![created(&a, "a0")], Expected::NoEvents).await;
     append(&log, vec![created(&other, "b0")], Expected::NoEvents).await;
-    append(&log, vec![registered(&user, "ada@example.com")], Expected::NoEvents).await;
-    append(&log, vec![renamed(&a, "a1"), renamed(&a, "a2")], Expected::Any).await;
+    append(
+        &log,
+        vec![registered(&user, "ada@example.com")],
+        Expected::NoEvents,
+    )
+    .await;
+    append(
+        &log,
+        vec![renamed(&a, "a1"), renamed(&a, "a2")],
+        Expected::Any,
+    )
+    .await;
     append(&log, vec![renamed(&other, "b1")], Expected::Any).await;
     append(&log, vec![renamed(&a, "a3")], Expected::Any).await;
 
     let of_a = read_stream(&log, &a).await;
-    assert_eq!(of_a.iter().map(name_of).collect::<Vec<_>>(), ["a0", "a1", "a2", "a3"]);
-    assert!(of_a.windows(2).all(|w| w[0].position < w[1].position), "in position order");
+    assert_eq!(
+        of_a.iter().map(name_of).collect::<Vec<_>>(),
+        ["a0", "a1", "a2", "a3"]
+    );
+    assert!(
+        of_a.windows(2).all(|w| w[0].position < w[1].position),
+        "in position order"
+    );
     assert!(of_a.iter().all(|e| e.envelope.stream_key() == a));
 
     let of_other = read_stream(&log, &other).await;
-    assert_eq!(of_other.iter().map(name_of).collect::<Vec<_>>(), ["b0", "b1"]);
+    assert_eq!(
+        of_other.iter().map(name_of).collect::<Vec<_>>(),
+        ["b0", "b1"]
+    );
 
     let of_user = read_stream(&log, &user).await;
     assert_eq!(of_user.len(), 1);
@@ -271,41 +376,79 @@ pub async fn read_stream_returns_only_that_aggregates_events_in_order(b: &mut dy
         assert_eq!(&everything[(event.position - 1) as usize], event);
     }
 
-    assert!(read_stream(&log, &fresh_tenant()).await.is_empty(), "an aggregate without events reads empty");
+    assert!(
+        read_stream(&log, &fresh_tenant()).await.is_empty(),
+        "an aggregate without events reads empty"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
 // Optimistic concurrency
 // ---------------------------------------------------------------------------------------------
 
-pub async fn no_events_succeeds_on_a_fresh_aggregate_and_fails_once_it_has_events(b: &mut dyn Backend) {
+pub async fn no_events_succeeds_on_a_fresh_aggregate_and_fails_once_it_has_events(
+    b: &mut dyn Backend,
+) {
     let log = b.open().await;
     let stream = fresh_tenant();
     let first = append(&log, vec![created(&stream, "x")], Expected::NoEvents).await;
 
-    let result = log.append(vec![created(&stream, "x again")], Expected::NoEvents, None).await;
+    let result = log
+        .append(vec![created(&stream, "x again")], Expected::NoEvents, None)
+        .await;
     assert_wrong_sequence(result, Expected::NoEvents, first.last);
-    assert_eq!(last_position(&log).await, first.last, "a rejected append stores nothing");
+    assert_eq!(
+        last_position(&log).await,
+        first.last,
+        "a rejected append stores nothing"
+    );
     assert_eq!(read_stream(&log, &stream).await.len(), 1);
 }
 
-pub async fn a_wrong_expected_position_is_rejected_with_the_real_last_position(b: &mut dyn Backend) {
+pub async fn a_wrong_expected_position_is_rejected_with_the_real_last_position(
+    b: &mut dyn Backend,
+) {
     let log = b.open().await;
     let stream = fresh_tenant();
     let one = append(&log, vec![created(&stream, "0")], Expected::NoEvents).await;
     let two = append(&log, vec![renamed(&stream, "1")], Expected::At(one.last)).await;
 
     // Stale, in the future, and on an aggregate that has no events at all.
-    let stale = log.append(vec![renamed(&stream, "stale")], Expected::At(one.last), None).await;
+    let stale = log
+        .append(
+            vec![renamed(&stream, "stale")],
+            Expected::At(one.last),
+            None,
+        )
+        .await;
     assert_wrong_sequence(stale, Expected::At(one.last), two.last);
-    let future = log.append(vec![renamed(&stream, "future")], Expected::At(two.last + 100), None).await;
+    let future = log
+        .append(
+            vec![renamed(&stream, "future")],
+            Expected::At(two.last + 100),
+            None,
+        )
+        .await;
     assert_wrong_sequence(future, Expected::At(two.last + 100), two.last);
     let empty = fresh_tenant();
-    let on_empty = log.append(vec![created(&empty, "ghost")], Expected::At(two.last), None).await;
+    let on_empty = log
+        .append(vec![created(&empty, "ghost")], Expected::At(two.last), None)
+        .await;
     assert_wrong_sequence(on_empty, Expected::At(two.last), 0);
 
-    assert_eq!(last_position(&log).await, two.last, "rejected appends store nothing");
-    assert_eq!(read_stream(&log, &stream).await.iter().map(name_of).collect::<Vec<_>>(), ["0", "1"]);
+    assert_eq!(
+        last_position(&log).await,
+        two.last,
+        "rejected appends store nothing"
+    );
+    assert_eq!(
+        read_stream(&log, &stream)
+            .await
+            .iter()
+            .map(name_of)
+            .collect::<Vec<_>>(),
+        ["0", "1"]
+    );
     assert!(read_stream(&log, &empty).await.is_empty());
 }
 
@@ -320,14 +463,21 @@ pub async fn the_right_expected_position_and_expected_any_are_accepted(b: &mut d
     assert!(any_on_fresh.first > three.last);
 
     let history = read_stream(&log, &stream).await;
-    assert_eq!(history.iter().map(|e| e.position).collect::<Vec<_>>(), [one.last, two.last, three.last]);
+    assert_eq!(
+        history.iter().map(|e| e.position).collect::<Vec<_>>(),
+        [one.last, two.last, three.last]
+    );
 }
 
 pub async fn a_multi_event_append_lands_in_order_on_consecutive_positions(b: &mut dyn Backend) {
     let log = b.open().await;
     let before = last_position(&log).await;
     let stream = fresh_tenant();
-    let events = vec![created(&stream, "0"), renamed(&stream, "1"), renamed(&stream, "2")];
+    let events = vec![
+        created(&stream, "0"),
+        renamed(&stream, "1"),
+        renamed(&stream, "2"),
+    ];
     let ack = append(&log, events.clone(), Expected::NoEvents).await;
     assert_eq!((ack.first, ack.last), (before + 1, before + 3));
 
@@ -336,8 +486,14 @@ pub async fn a_multi_event_append_lands_in_order_on_consecutive_positions(b: &mu
     assert_eq!((ack2.first, ack2.last), (ack.last + 1, ack.last + 2));
 
     let history = read_stream(&log, &stream).await;
-    assert_eq!(history.iter().map(|e| e.position).collect::<Vec<_>>(), (before + 1..=before + 5).collect::<Vec<_>>());
-    assert_eq!(history.into_iter().map(|e| e.envelope).collect::<Vec<_>>(), [events, more].concat());
+    assert_eq!(
+        history.iter().map(|e| e.position).collect::<Vec<_>>(),
+        (before + 1..=before + 5).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        history.into_iter().map(|e| e.envelope).collect::<Vec<_>>(),
+        [events, more].concat()
+    );
 }
 
 pub async fn concurrent_writers_on_one_aggregate_lose_no_update(b: &mut dyn Backend) {
@@ -365,9 +521,17 @@ pub async fn concurrent_writers_on_one_aggregate_lose_no_update(b: &mut dyn Back
     // Each event's name is the count its writer loaded: 0, 1, 2, … only if no writer ever
     // appended on top of a state it had not seen.
     let history = read_stream(&log, &stream).await;
-    assert_eq!(history.len(), WRITERS * INCREMENTS, "exactly one event per increment");
+    assert_eq!(
+        history.len(),
+        WRITERS * INCREMENTS,
+        "exactly one event per increment"
+    );
     for (i, event) in history.iter().enumerate() {
-        assert_eq!(name_of(event), i.to_string(), "event {i} was decided on a stale state");
+        assert_eq!(
+            name_of(event),
+            i.to_string(),
+            "event {i} was decided on a stale state"
+        );
     }
 }
 
@@ -379,7 +543,11 @@ pub async fn of_two_writers_with_the_same_expectation_exactly_one_wins(b: &mut d
         let expected = if round % 2 == 1 {
             Expected::NoEvents
         } else {
-            Expected::At(append(&log, vec![created(&stream, "base")], Expected::NoEvents).await.last)
+            Expected::At(
+                append(&log, vec![created(&stream, "base")], Expected::NoEvents)
+                    .await
+                    .last,
+            )
         };
         let start = std::sync::Arc::new(Barrier::new(2));
         let tasks = (0..2)
@@ -399,13 +567,20 @@ pub async fn of_two_writers_with_the_same_expectation_exactly_one_wins(b: &mut d
         let results = join_all(tasks).await;
 
         let winners: Vec<&Appended> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
-        assert_eq!(winners.len(), 1, "round {round}: exactly one writer wins, got {results:?}");
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round}: exactly one writer wins, got {results:?}"
+        );
         let winner = *winners[0];
         let loser = results.into_iter().find(Result::is_err).expect("one loser");
         assert_wrong_sequence(loser, expected, winner.last);
         let history = read_stream(&log, &stream).await;
         assert_eq!(history.last().map(|e| e.position), Some(winner.last));
-        assert_eq!(history.len(), if expected == Expected::NoEvents { 1 } else { 2 });
+        assert_eq!(
+            history.len(),
+            if expected == Expected::NoEvents { 1 } else { 2 }
+        );
     }
 }
 
@@ -413,37 +588,92 @@ pub async fn of_two_writers_with_the_same_expectation_exactly_one_wins(b: &mut d
 // Idempotency
 // ---------------------------------------------------------------------------------------------
 
-pub async fn a_repeated_idempotency_key_returns_the_original_positions_and_appends_nothing(b: &mut dyn Backend) {
+pub async fn a_repeated_idempotency_key_returns_the_original_positions_and_appends_nothing(
+    b: &mut dyn Backend,
+) {
     let log = b.open().await;
     let stream = fresh_tenant();
     let key = Ulid::new().to_string();
-    let first = append_keyed(&log, vec![created(&stream, "once")], Expected::NoEvents, &key).await;
+    let first = append_keyed(
+        &log,
+        vec![created(&stream, "once")],
+        Expected::NoEvents,
+        &key,
+    )
+    .await;
     assert!(!first.duplicate);
 
     // A retry re-decides, so its envelopes carry new event ids; the key alone identifies it.
-    let retry = append_keyed(&log, vec![created(&stream, "once")], Expected::NoEvents, &key).await;
-    assert_eq!(retry, Appended { first: first.first, last: first.last, duplicate: true });
-    assert_eq!(last_position(&log).await, first.last, "a duplicate appends nothing");
+    let retry = append_keyed(
+        &log,
+        vec![created(&stream, "once")],
+        Expected::NoEvents,
+        &key,
+    )
+    .await;
+    assert_eq!(
+        retry,
+        Appended {
+            first: first.first,
+            last: first.last,
+            duplicate: true
+        }
+    );
+    assert_eq!(
+        last_position(&log).await,
+        first.last,
+        "a duplicate appends nothing"
+    );
 
     let history = read_stream(&log, &stream).await;
     assert_eq!(history.len(), 1);
-    assert_eq!(history[0].msg_id.as_deref(), Some(format!("{key}:0").as_str()));
+    assert_eq!(
+        history[0].msg_id.as_deref(),
+        Some(format!("{key}:0").as_str())
+    );
 }
 
-pub async fn a_repeated_idempotency_key_is_a_duplicate_whatever_the_expectation(b: &mut dyn Backend) {
+pub async fn a_repeated_idempotency_key_is_a_duplicate_whatever_the_expectation(
+    b: &mut dyn Backend,
+) {
     let log = b.open().await;
     let stream = fresh_tenant();
     let key = Ulid::new().to_string();
     let original = append_keyed(&log, vec![created(&stream, "0")], Expected::NoEvents, &key).await;
     // Someone else moves the aggregate on, so the retry's expectation is now stale.
-    let moved = append(&log, vec![renamed(&stream, "1")], Expected::At(original.last)).await;
+    let moved = append(
+        &log,
+        vec![renamed(&stream, "1")],
+        Expected::At(original.last),
+    )
+    .await;
 
-    for expected in [Expected::NoEvents, Expected::At(original.last), Expected::At(moved.last + 50), Expected::Any] {
+    for expected in [
+        Expected::NoEvents,
+        Expected::At(original.last),
+        Expected::At(moved.last + 50),
+        Expected::Any,
+    ] {
         let retry = append_keyed(&log, vec![created(&stream, "0")], expected, &key).await;
-        assert_eq!(retry, Appended { first: original.first, last: original.last, duplicate: true }, "{expected:?}");
+        assert_eq!(
+            retry,
+            Appended {
+                first: original.first,
+                last: original.last,
+                duplicate: true
+            },
+            "{expected:?}"
+        );
     }
     assert_eq!(last_position(&log).await, moved.last);
-    assert_eq!(read_stream(&log, &stream).await.iter().map(name_of).collect::<Vec<_>>(), ["0", "1"]);
+    assert_eq!(
+        read_stream(&log, &stream)
+            .await
+            .iter()
+            .map(name_of)
+            .collect::<Vec<_>>(),
+        ["0", "1"]
+    );
 }
 
 pub async fn different_idempotency_keys_both_append(b: &mut dyn Backend) {
@@ -451,7 +681,13 @@ pub async fn different_idempotency_keys_both_append(b: &mut dyn Backend) {
     let stream = fresh_tenant();
     let (k1, k2) = (Ulid::new().to_string(), Ulid::new().to_string());
     let one = append_keyed(&log, vec![created(&stream, "0")], Expected::NoEvents, &k1).await;
-    let two = append_keyed(&log, vec![renamed(&stream, "1")], Expected::At(one.last), &k2).await;
+    let two = append_keyed(
+        &log,
+        vec![renamed(&stream, "1")],
+        Expected::At(one.last),
+        &k2,
+    )
+    .await;
     assert!(!one.duplicate && !two.duplicate);
     assert!(two.first > one.last);
 
@@ -460,20 +696,40 @@ pub async fn different_idempotency_keys_both_append(b: &mut dyn Backend) {
     assert_eq!(ids, [Some(format!("{k1}:0")), Some(format!("{k2}:0"))]);
 }
 
-pub async fn a_multi_event_append_with_an_idempotency_key_is_deduplicated_as_a_whole(b: &mut dyn Backend) {
+pub async fn a_multi_event_append_with_an_idempotency_key_is_deduplicated_as_a_whole(
+    b: &mut dyn Backend,
+) {
     let log = b.open().await;
     let stream = fresh_tenant();
     let key = Ulid::new().to_string();
-    let events = || vec![created(&stream, "0"), renamed(&stream, "1"), renamed(&stream, "2")];
+    let events = || {
+        vec![
+            created(&stream, "0"),
+            renamed(&stream, "1"),
+            renamed(&stream, "2"),
+        ]
+    };
     let first = append_keyed(&log, events(), Expected::NoEvents, &key).await;
     assert_eq!(first.last - first.first, 2);
 
     let retry = append_keyed(&log, events(), Expected::NoEvents, &key).await;
-    assert_eq!(retry, Appended { first: first.first, last: first.last, duplicate: true });
+    assert_eq!(
+        retry,
+        Appended {
+            first: first.first,
+            last: first.last,
+            duplicate: true
+        }
+    );
 
     let history = read_stream(&log, &stream).await;
     let ids: Vec<Option<String>> = history.into_iter().map(|e| e.msg_id).collect();
-    assert_eq!(ids, (0..3).map(|i| Some(format!("{key}:{i}"))).collect::<Vec<_>>());
+    assert_eq!(
+        ids,
+        (0..3)
+            .map(|i| Some(format!("{key}:{i}")))
+            .collect::<Vec<_>>()
+    );
     assert_eq!(last_position(&log).await, first.last);
 }
 
@@ -485,18 +741,28 @@ pub async fn concurrent_retries_with_one_idempotency_key_append_once(b: &mut dyn
     let start = std::sync::Arc::new(Barrier::new(RETRIES));
     let tasks = (0..RETRIES)
         .map(|_| {
-            let (log, stream, start, key) = (log.clone(), stream.clone(), start.clone(), key.clone());
+            let (log, stream, start, key) =
+                (log.clone(), stream.clone(), start.clone(), key.clone());
             tokio::spawn(async move {
                 let event = created(&stream, "once");
                 start.wait().await;
-                log.append(vec![event], Expected::NoEvents, Some(&key)).await
+                log.append(vec![event], Expected::NoEvents, Some(&key))
+                    .await
             })
         })
         .collect();
     let results: Vec<Appended> = join_all(tasks).await.into_iter().map(expect_ok).collect();
 
-    assert_eq!(results.iter().filter(|a| !a.duplicate).count(), 1, "exactly one append is original: {results:?}");
-    assert!(results.iter().all(|a| (a.first, a.last) == (results[0].first, results[0].last)));
+    assert_eq!(
+        results.iter().filter(|a| !a.duplicate).count(),
+        1,
+        "exactly one append is original: {results:?}"
+    );
+    assert!(
+        results
+            .iter()
+            .all(|a| (a.first, a.last) == (results[0].first, results[0].last))
+    );
     assert_eq!(read_stream(&log, &stream).await.len(), 1);
 }
 
@@ -507,8 +773,18 @@ pub async fn concurrent_retries_with_one_idempotency_key_append_once(b: &mut dyn
 pub async fn subscribing_from_zero_delivers_every_event_in_order(b: &mut dyn Backend) {
     let log = b.open().await;
     let stream = fresh_tenant();
-    append(&log, vec![created(&stream, "0"), renamed(&stream, "1")], Expected::NoEvents).await;
-    append(&log, vec![registered(&fresh_user(), "grace@example.com")], Expected::NoEvents).await;
+    append(
+        &log,
+        vec![created(&stream, "0"), renamed(&stream, "1")],
+        Expected::NoEvents,
+    )
+    .await;
+    append(
+        &log,
+        vec![registered(&fresh_user(), "grace@example.com")],
+        Expected::NoEvents,
+    )
+    .await;
     append(&log, vec![renamed(&stream, "2")], Expected::Any).await;
     let last = last_position(&log).await;
     let stored = read_all_after(&log, 0).await;
@@ -544,7 +820,10 @@ pub async fn subscribing_from_the_middle_starts_right_after_that_position(b: &mu
         received.push(next_event(&mut subscription).await);
     }
     assert_contiguous(&received, middle);
-    assert_eq!(received.iter().map(name_of).collect::<Vec<_>>(), ["3", "4", "5"]);
+    assert_eq!(
+        received.iter().map(name_of).collect::<Vec<_>>(),
+        ["3", "4", "5"]
+    );
 
     // Subscribing at the very end delivers only what comes next.
     let mut at_end = subscribe(&log, last).await;
@@ -562,13 +841,23 @@ pub async fn a_subscriber_receives_events_appended_after_it_subscribed(b: &mut d
     let event = next_event(&mut subscription).await;
     assert_eq!((event.position, name_of(&event)), (one.last, "0"));
 
-    let many = append(&log, vec![renamed(&stream, "1"), renamed(&stream, "2")], Expected::At(one.last)).await;
-    let (a, b2) = (next_event(&mut subscription).await, next_event(&mut subscription).await);
+    let many = append(
+        &log,
+        vec![renamed(&stream, "1"), renamed(&stream, "2")],
+        Expected::At(one.last),
+    )
+    .await;
+    let (a, b2) = (
+        next_event(&mut subscription).await,
+        next_event(&mut subscription).await,
+    );
     assert_eq!((a.position, name_of(&a)), (many.first, "1"));
     assert_eq!((b2.position, name_of(&b2)), (many.last, "2"));
 }
 
-pub async fn a_subscriber_sees_no_gap_or_duplicate_while_appends_race_its_catch_up(b: &mut dyn Backend) {
+pub async fn a_subscriber_sees_no_gap_or_duplicate_while_appends_race_its_catch_up(
+    b: &mut dyn Backend,
+) {
     const WRITERS: usize = 4;
     const PER_WRITER: usize = 60;
     let log = b.open().await;
@@ -597,7 +886,10 @@ pub async fn a_subscriber_sees_no_gap_or_duplicate_while_appends_race_its_catch_
                 let events = if written == 0 {
                     vec![created(&stream, "0")]
                 } else if written % 3 == 0 && written + 2 <= PER_WRITER {
-                    vec![renamed(&stream, &written.to_string()), renamed(&stream, &(written + 1).to_string())]
+                    vec![
+                        renamed(&stream, &written.to_string()),
+                        renamed(&stream, &(written + 1).to_string()),
+                    ]
                 } else {
                     vec![renamed(&stream, &written.to_string())]
                 };
@@ -612,7 +904,10 @@ pub async fn a_subscriber_sees_no_gap_or_duplicate_while_appends_race_its_catch_
             }
         }));
     }
-    timeout(PATIENCE, started_rx).await.expect("writers started").expect("writer 0 signals");
+    timeout(PATIENCE, started_rx)
+        .await
+        .expect("writers started")
+        .expect("writer 0 signals");
     let mut subscription = subscribe(&log, before).await;
 
     let total = 30 + (WRITERS * PER_WRITER) as u64;
@@ -623,7 +918,11 @@ pub async fn a_subscriber_sees_no_gap_or_duplicate_while_appends_race_its_catch_
     join_all(writers).await;
     assert_contiguous(&received, before);
     assert_eq!(last_position(&log).await, before + total);
-    assert_eq!(received, read_all_after(&log, before).await, "the subscription delivers what the log stores");
+    assert_eq!(
+        received,
+        read_all_after(&log, before).await,
+        "the subscription delivers what the log stores"
+    );
 
     // The subscription is still live after the burst.
     let ack = append(&log, vec![renamed(&seed, "after")], Expected::Any).await;
@@ -634,12 +933,25 @@ pub async fn a_subscriber_sees_no_gap_or_duplicate_while_appends_race_its_catch_
 // Restart
 // ---------------------------------------------------------------------------------------------
 
-pub async fn events_survive_a_restart_with_the_same_positions_envelopes_and_log_id(b: &mut dyn Backend) {
+pub async fn events_survive_a_restart_with_the_same_positions_envelopes_and_log_id(
+    b: &mut dyn Backend,
+) {
     let log = b.open().await;
     let stream = fresh_tenant();
     let user = fresh_user();
-    append_keyed(&log, vec![created(&stream, "0"), renamed(&stream, "1")], Expected::NoEvents, "restart-key").await;
-    append(&log, vec![registered(&user, "margaret@example.com")], Expected::NoEvents).await;
+    append_keyed(
+        &log,
+        vec![created(&stream, "0"), renamed(&stream, "1")],
+        Expected::NoEvents,
+        "restart-key",
+    )
+    .await;
+    append(
+        &log,
+        vec![registered(&user, "margaret@example.com")],
+        Expected::NoEvents,
+    )
+    .await;
     append(&log, vec![renamed(&stream, "2")], Expected::Any).await;
     let stored = read_all_after(&log, 0).await;
     let log_id = log.log_id().await.expect("log_id");
@@ -647,13 +959,26 @@ pub async fn events_survive_a_restart_with_the_same_positions_envelopes_and_log_
     drop(log);
 
     let log = b.restart().await;
-    assert_eq!(log.log_id().await.expect("log_id"), log_id, "the log keeps its identity across restarts");
-    assert_eq!(read_all_after(&log, 0).await, stored, "every event, position and msg id survives");
+    assert_eq!(
+        log.log_id().await.expect("log_id"),
+        log_id,
+        "the log keeps its identity across restarts"
+    );
+    assert_eq!(
+        read_all_after(&log, 0).await,
+        stored,
+        "every event, position and msg id survives"
+    );
     assert_eq!(read_stream(&log, &stream).await, of_stream);
-    assert_eq!(last_position(&log).await, stored.last().map_or(0, |e| e.position));
+    assert_eq!(
+        last_position(&log).await,
+        stored.last().map_or(0, |e| e.position)
+    );
 }
 
-pub async fn after_a_restart_appends_continue_and_concurrency_and_dedup_still_hold(b: &mut dyn Backend) {
+pub async fn after_a_restart_appends_continue_and_concurrency_and_dedup_still_hold(
+    b: &mut dyn Backend,
+) {
     let log = b.open().await;
     let stream = fresh_tenant();
     let key = Ulid::new().to_string();
@@ -663,14 +988,39 @@ pub async fn after_a_restart_appends_continue_and_concurrency_and_dedup_still_ho
     let log = b.restart().await;
     let mut subscription = subscribe(&log, original.last).await;
     let retry = append_keyed(&log, vec![created(&stream, "0")], Expected::NoEvents, &key).await;
-    assert_eq!(retry, Appended { first: original.first, last: original.last, duplicate: true });
-    let conflict = log.append(vec![created(&stream, "again")], Expected::NoEvents, None).await;
+    assert_eq!(
+        retry,
+        Appended {
+            first: original.first,
+            last: original.last,
+            duplicate: true
+        }
+    );
+    let conflict = log
+        .append(vec![created(&stream, "again")], Expected::NoEvents, None)
+        .await;
     assert_wrong_sequence(conflict, Expected::NoEvents, original.last);
 
-    let next = append(&log, vec![renamed(&stream, "1")], Expected::At(original.last)).await;
-    assert_eq!(next.first, original.last + 1, "appends continue at the next position");
+    let next = append(
+        &log,
+        vec![renamed(&stream, "1")],
+        Expected::At(original.last),
+    )
+    .await;
+    assert_eq!(
+        next.first,
+        original.last + 1,
+        "appends continue at the next position"
+    );
     assert_eq!(next_event(&mut subscription).await.position, next.first);
-    assert_eq!(read_stream(&log, &stream).await.iter().map(name_of).collect::<Vec<_>>(), ["0", "1"]);
+    assert_eq!(
+        read_stream(&log, &stream)
+            .await
+            .iter()
+            .map(name_of)
+            .collect::<Vec<_>>(),
+        ["0", "1"]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -679,7 +1029,12 @@ pub async fn after_a_restart_appends_continue_and_concurrency_and_dedup_still_ho
 
 pub async fn an_empty_append_is_rejected_and_changes_nothing(b: &mut dyn Backend) {
     let log = b.open().await;
-    append(&log, vec![created(&fresh_tenant(), "x")], Expected::NoEvents).await;
+    append(
+        &log,
+        vec![created(&fresh_tenant(), "x")],
+        Expected::NoEvents,
+    )
+    .await;
     let before = last_position(&log).await;
     let key = Ulid::new().to_string();
 
@@ -700,11 +1055,30 @@ pub async fn an_append_mixing_aggregates_is_rejected_and_changes_nothing(b: &mut
     let seeded = append(&log, vec![created(&a, "0")], Expected::NoEvents).await;
     let before = last_position(&log).await;
 
-    assert_invalid(log.append(vec![renamed(&a, "1"), created(&other, "0")], Expected::Any, None).await);
     assert_invalid(
-        log.append(vec![created(&other, "0"), registered(&user, "x@example.com")], Expected::Any, None).await,
+        log.append(
+            vec![renamed(&a, "1"), created(&other, "0")],
+            Expected::Any,
+            None,
+        )
+        .await,
     );
-    assert_invalid(log.append(vec![renamed(&a, "1"), renamed(&other, "1")], Expected::At(seeded.last), None).await);
+    assert_invalid(
+        log.append(
+            vec![created(&other, "0"), registered(&user, "x@example.com")],
+            Expected::Any,
+            None,
+        )
+        .await,
+    );
+    assert_invalid(
+        log.append(
+            vec![renamed(&a, "1"), renamed(&other, "1")],
+            Expected::At(seeded.last),
+            None,
+        )
+        .await,
+    );
 
     assert_eq!(last_position(&log).await, before);
     assert_eq!(read_stream(&log, &a).await.len(), 1);

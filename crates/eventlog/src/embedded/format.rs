@@ -35,7 +35,8 @@ pub const MAX_KEY_LEN: usize = 512;
 pub const MAX_SUBJECT_LEN: usize = 1024;
 const FIXED_PAYLOAD_LEN: usize = 8 + 8 + 8 + 1 + 2 + 2;
 /// No valid payload is longer; a length field above it is damage, not a big record.
-pub const MAX_PAYLOAD_LEN: usize = FIXED_PAYLOAD_LEN + MAX_KEY_LEN + 32 + MAX_SUBJECT_LEN + MAX_EVENT_JSON;
+pub const MAX_PAYLOAD_LEN: usize =
+    FIXED_PAYLOAD_LEN + MAX_KEY_LEN + 32 + MAX_SUBJECT_LEN + MAX_EVENT_JSON;
 
 pub const FLAG_END_OF_APPEND: u8 = 1;
 pub const FLAG_HAS_MSG_ID: u8 = 2;
@@ -75,7 +76,10 @@ impl SegmentHeader {
     /// Reads a header; the error says what is wrong with it.
     pub fn decode(bytes: &[u8]) -> Result<SegmentHeader, String> {
         if bytes.len() < HEADER_LEN as usize {
-            return Err(format!("the header is {} bytes, shorter than {HEADER_LEN}", bytes.len()));
+            return Err(format!(
+                "the header is {} bytes, shorter than {HEADER_LEN}",
+                bytes.len()
+            ));
         }
         if bytes[0..8] != SEGMENT_MAGIC {
             return Err("not an idstream log segment (bad magic)".to_owned());
@@ -85,10 +89,17 @@ impl SegmentHeader {
         }
         let version = u32_at(bytes, 8);
         if version != FORMAT_VERSION {
-            return Err(format!("format version {version} is not supported (this build reads {FORMAT_VERSION})"));
+            return Err(format!(
+                "format version {version} is not supported (this build reads {FORMAT_VERSION})"
+            ));
         }
-        let log_id = Ulid::from(u128::from_le_bytes(bytes[12..28].try_into().expect("16 bytes")));
-        Ok(SegmentHeader { log_id, base: u64_at(bytes, 28) })
+        let log_id = Ulid::from(u128::from_le_bytes(
+            bytes[12..28].try_into().expect("16 bytes"),
+        ));
+        Ok(SegmentHeader {
+            log_id,
+            base: u64_at(bytes, 28),
+        })
     }
 }
 
@@ -114,7 +125,8 @@ impl Record<'_> {
     /// Appends the framed record to `out`. Callers have checked the limits (key, subject and
     /// JSON lengths), so the lengths fit their fields.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        let payload_len = u32::try_from(self.payload_len()).expect("a payload is at most MAX_PAYLOAD_LEN");
+        let payload_len =
+            u32::try_from(self.payload_len()).expect("a payload is at most MAX_PAYLOAD_LEN");
         let start = out.len();
         out.extend_from_slice(&FRAME_MAGIC);
         out.extend_from_slice(&payload_len.to_le_bytes());
@@ -131,9 +143,17 @@ impl Record<'_> {
         }
         out.push(flags);
         let msg_id = self.msg_id.unwrap_or("");
-        out.extend_from_slice(&u16::try_from(msg_id.len()).expect("msg ids are short").to_le_bytes());
+        out.extend_from_slice(
+            &u16::try_from(msg_id.len())
+                .expect("msg ids are short")
+                .to_le_bytes(),
+        );
         out.extend_from_slice(msg_id.as_bytes());
-        out.extend_from_slice(&u16::try_from(self.subject.len()).expect("subjects are short").to_le_bytes());
+        out.extend_from_slice(
+            &u16::try_from(self.subject.len())
+                .expect("subjects are short")
+                .to_le_bytes(),
+        );
         out.extend_from_slice(self.subject.as_bytes());
         out.extend_from_slice(self.json);
         let crc = frame_crc(&out[start + 4..start + 8], &out[start + FRAME_HEADER_LEN..]);
@@ -191,8 +211,13 @@ pub fn decode_payload(payload: &[u8]) -> Result<Record<'_>, &'static str> {
     let flags = payload[24];
     let mut at = 25;
     let take_str = |at: &mut usize| -> Result<&str, &'static str> {
-        let len =
-            u16::from_le_bytes(payload.get(*at..*at + 2).ok_or("payload cut in a length")?.try_into().expect("2"));
+        let len = u16::from_le_bytes(
+            payload
+                .get(*at..*at + 2)
+                .ok_or("payload cut in a length")?
+                .try_into()
+                .expect("2"),
+        );
         let start = *at + 2;
         let end = start + len as usize;
         let bytes = payload.get(start..end).ok_or("payload cut in a string")?;
@@ -250,7 +275,10 @@ mod tests {
             record(msg_id).encode_into(&mut out);
             assert_eq!(out.len(), FRAME_HEADER_LEN + record(msg_id).payload_len());
             assert_eq!(check_frame(&out), FrameCheck::Complete { len: out.len() });
-            assert_eq!(decode_payload(&out[FRAME_HEADER_LEN..]).unwrap(), record(msg_id));
+            assert_eq!(
+                decode_payload(&out[FRAME_HEADER_LEN..]).unwrap(),
+                record(msg_id)
+            );
         }
     }
 
@@ -259,21 +287,41 @@ mod tests {
         let mut out = Vec::new();
         record(Some("k:1")).encode_into(&mut out);
         for cut in [1, 5, FRAME_HEADER_LEN, out.len() - 1] {
-            assert_eq!(check_frame(&out[..cut]), FrameCheck::Truncated, "cut at {cut}");
+            assert_eq!(
+                check_frame(&out[..cut]),
+                FrameCheck::Truncated,
+                "cut at {cut}"
+            );
         }
         for at in [0, 5, 9, FRAME_HEADER_LEN + 3, out.len() - 1] {
             let mut damaged = out.clone();
             damaged[at] ^= 0x40;
-            assert!(matches!(check_frame(&damaged), FrameCheck::Bad(_) | FrameCheck::Truncated), "flip at {at}");
-            assert_ne!(check_frame(&damaged), FrameCheck::Complete { len: out.len() }, "flip at {at}");
+            assert!(
+                matches!(
+                    check_frame(&damaged),
+                    FrameCheck::Bad(_) | FrameCheck::Truncated
+                ),
+                "flip at {at}"
+            );
+            assert_ne!(
+                check_frame(&damaged),
+                FrameCheck::Complete { len: out.len() },
+                "flip at {at}"
+            );
         }
-        assert!(matches!(check_frame(b"garbage!!!!!!!!!"), FrameCheck::Bad(_)));
+        assert!(matches!(
+            check_frame(b"garbage!!!!!!!!!"),
+            FrameCheck::Bad(_)
+        ));
         assert!(matches!(check_frame(b"xy"), FrameCheck::Bad(_)));
     }
 
     #[test]
     fn a_header_round_trips_and_rejects_damage() {
-        let header = SegmentHeader { log_id: Ulid::from_parts(1, 2), base: 1001 };
+        let header = SegmentHeader {
+            log_id: Ulid::from_parts(1, 2),
+            base: 1001,
+        };
         let bytes = header.encode();
         assert_eq!(SegmentHeader::decode(&bytes), Ok(header));
         let mut damaged = bytes;
@@ -285,8 +333,14 @@ mod tests {
     #[test]
     fn segment_names_sort_by_position_and_parse_back() {
         assert_eq!(segment_file_name(1), "00000000000000000001.seg");
-        assert_eq!(parse_segment_file_name(&segment_file_name(123_456)), Some(123_456));
+        assert_eq!(
+            parse_segment_file_name(&segment_file_name(123_456)),
+            Some(123_456)
+        );
         assert_eq!(parse_segment_file_name("LOCK"), None);
-        assert_eq!(parse_segment_file_name("00000000000000000001.seg.tmp"), None);
+        assert_eq!(
+            parse_segment_file_name("00000000000000000001.seg.tmp"),
+            None
+        );
     }
 }

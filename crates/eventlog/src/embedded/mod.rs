@@ -33,7 +33,9 @@ use tokio::sync::{oneshot, watch};
 
 use self::format::{FRAME_HEADER_LEN, FrameCheck, MAX_EVENT_JSON, MAX_KEY_LEN, MAX_SUBJECT_LEN};
 use self::writer::{Dedup, Request, Writer};
-use crate::{AppendError, Appended, EventLog, EventStream, Expected, LogError, Position, RecordedEvent};
+use crate::{
+    AppendError, Appended, EventLog, EventStream, Expected, LogError, Position, RecordedEvent,
+};
 
 /// Reads bigger than this many bytes run on the blocking pool rather than on the caller's task.
 const INLINE_READ_BYTES: usize = 256 * 1024;
@@ -52,7 +54,10 @@ pub struct EmbeddedOptions {
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
-        EmbeddedOptions { dedup_window: Duration::from_secs(120), segment_bytes: 256 * 1024 * 1024 }
+        EmbeddedOptions {
+            dedup_window: Duration::from_secs(120),
+            segment_bytes: 256 * 1024 * 1024,
+        }
     }
 }
 
@@ -108,7 +113,11 @@ impl Shared {
     }
 
     /// Up to `max` records after `after`, from disk.
-    async fn read_after(&self, after: Position, max: usize) -> Result<Vec<RecordedEvent>, LogError> {
+    async fn read_after(
+        &self,
+        after: Position,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, LogError> {
         let runs = {
             let index = self.read_index();
             let last = index.entries.len() as u64;
@@ -175,7 +184,9 @@ fn read_runs_blocking(runs: &[Run]) -> Result<Vec<RecordedEvent>, LogError> {
     let mut buf = Vec::new();
     for run in runs {
         buf.resize(run.len, 0);
-        run.file.read_exact_at(&mut buf, run.offset).map_err(|e| io_error("read", &run.path, e))?;
+        run.file
+            .read_exact_at(&mut buf, run.offset)
+            .map_err(|e| io_error("read", &run.path, e))?;
         let mut at = 0;
         for i in 0..run.count {
             let position = run.first + i as u64;
@@ -191,13 +202,18 @@ fn read_runs_blocking(runs: &[Run]) -> Result<Vec<RecordedEvent>, LogError> {
                 FrameCheck::Truncated => return Err(damaged("is cut short")),
                 FrameCheck::Bad(why) => return Err(damaged(&format!("is damaged ({why})"))),
             };
-            let record = format::decode_payload(&buf[at + FRAME_HEADER_LEN..at + len]).map_err(&damaged)?;
+            let record =
+                format::decode_payload(&buf[at + FRAME_HEADER_LEN..at + len]).map_err(&damaged)?;
             if record.position != position {
                 return Err(damaged(&format!("holds position {}", record.position)));
             }
             let envelope: EventEnvelope = serde_json::from_slice(record.json)
                 .map_err(|e| damaged(&format!("holds an envelope that does not parse: {e}")))?;
-            events.push(RecordedEvent { position, envelope, msg_id: record.msg_id.map(str::to_owned) });
+            events.push(RecordedEvent {
+                position,
+                envelope,
+                msg_id: record.msg_id.map(str::to_owned),
+            });
             at += len;
         }
     }
@@ -243,9 +259,19 @@ impl EmbeddedLog {
         let recovered = recovery::recover(&dir, options.dedup_window)?;
         let last = recovered.index.entries.len() as u64;
         let segments = recovered.index.segments.len();
-        let tail = recovered.index.segments.last().expect("recovery yields at least one segment");
-        let (file, segment) = (tail.file.clone(), u32::try_from(segments - 1).expect("few segments"));
-        let shared = Arc::new(Shared { log_id: recovered.log_id.to_string(), index: RwLock::new(recovered.index) });
+        let tail = recovered
+            .index
+            .segments
+            .last()
+            .expect("recovery yields at least one segment");
+        let (file, segment) = (
+            tail.file.clone(),
+            u32::try_from(segments - 1).expect("few segments"),
+        );
+        let shared = Arc::new(Shared {
+            log_id: recovered.log_id.to_string(),
+            index: RwLock::new(recovered.index),
+        });
         let (durable_tx, durable_rx) = watch::channel(last);
         let writer = Writer {
             dir: dir.clone(),
@@ -266,7 +292,9 @@ impl EmbeddedLog {
         let writer = std::thread::Builder::new()
             .name("idstream-log-writer".to_owned())
             .spawn(move || writer.run(requests_rx))
-            .map_err(|e| LogError::Unavailable(format!("cannot start the embedded log writer: {e}")))?;
+            .map_err(|e| {
+                LogError::Unavailable(format!("cannot start the embedded log writer: {e}"))
+            })?;
         tracing::info!(
             dir = %dir.display(),
             log_id = %shared.log_id,
@@ -275,7 +303,13 @@ impl EmbeddedLog {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "embedded log opened"
         );
-        Ok(Arc::new(EmbeddedLog { shared, dir, requests: Some(requests), durable: durable_rx, writer: Some(writer) }))
+        Ok(Arc::new(EmbeddedLog {
+            shared,
+            dir,
+            requests: Some(requests),
+            durable: durable_rx,
+            writer: Some(writer),
+        }))
     }
 
     /// The directory this log lives in.
@@ -300,11 +334,19 @@ impl Drop for EmbeddedLog {
 
 /// Checks an append and serialises its envelopes, on the caller's task so that the single
 /// writer only copies bytes.
-fn prepare(events: &[EventEnvelope], key: Option<&str>) -> Result<(String, Vec<Vec<u8>>), AppendError> {
+fn prepare(
+    events: &[EventEnvelope],
+    key: Option<&str>,
+) -> Result<(String, Vec<Vec<u8>>), AppendError> {
     let Some(head) = events.first() else {
-        return Err(AppendError::Invalid("an append needs at least one event".to_owned()));
+        return Err(AppendError::Invalid(
+            "an append needs at least one event".to_owned(),
+        ));
     };
-    if let Some(other) = events.iter().find(|e| e.tenant != head.tenant || e.aggregate != head.aggregate) {
+    if let Some(other) = events
+        .iter()
+        .find(|e| e.tenant != head.tenant || e.aggregate != head.aggregate)
+    {
         return Err(AppendError::Invalid(format!(
             "the events of one append must belong to one aggregate, not to both {} and {}",
             head.subject(),
@@ -313,15 +355,20 @@ fn prepare(events: &[EventEnvelope], key: Option<&str>) -> Result<(String, Vec<V
     }
     let subject = head.subject();
     if subject.len() > MAX_SUBJECT_LEN {
-        return Err(AppendError::Invalid(format!("the subject is longer than {MAX_SUBJECT_LEN} bytes")));
+        return Err(AppendError::Invalid(format!(
+            "the subject is longer than {MAX_SUBJECT_LEN} bytes"
+        )));
     }
     if key.is_some_and(|k| k.len() > MAX_KEY_LEN) {
-        return Err(AppendError::Invalid(format!("an idempotency key is at most {MAX_KEY_LEN} bytes")));
+        return Err(AppendError::Invalid(format!(
+            "an idempotency key is at most {MAX_KEY_LEN} bytes"
+        )));
     }
     let mut jsons = Vec::with_capacity(events.len());
     for event in events {
-        let json = serde_json::to_vec(event)
-            .map_err(|e| AppendError::Invalid(format!("event {} cannot be serialised: {e}", event.id)))?;
+        let json = serde_json::to_vec(event).map_err(|e| {
+            AppendError::Invalid(format!("event {} cannot be serialised: {e}", event.id))
+        })?;
         if json.len() > MAX_EVENT_JSON {
             return Err(AppendError::Invalid(format!(
                 "event {} is {} bytes of JSON; the limit is {MAX_EVENT_JSON}",
@@ -344,11 +391,19 @@ impl EventLog for EmbeddedLog {
     ) -> Result<Appended, AppendError> {
         let (subject, events) = prepare(&events, idempotency_key)?;
         let (reply, answer) = oneshot::channel();
-        let request = Request { subject, events, expected, key: idempotency_key.map(str::to_owned), reply };
+        let request = Request {
+            subject,
+            events,
+            expected,
+            key: idempotency_key.map(str::to_owned),
+            reply,
+        };
         let closed = || AppendError::Unavailable("the embedded log is closed".to_owned());
         let requests = self.requests.as_ref().ok_or_else(closed)?;
         requests.send(request).map_err(|_| closed())?;
-        answer.await.map_err(|_| AppendError::Unavailable("the embedded log writer stopped".to_owned()))?
+        answer
+            .await
+            .map_err(|_| AppendError::Unavailable("the embedded log writer stopped".to_owned()))?
     }
 
     async fn read_stream(&self, key: &StreamKey) -> Result<Vec<RecordedEvent>, LogError> {
@@ -363,7 +418,11 @@ impl EventLog for EmbeddedLog {
         read_runs(runs).await
     }
 
-    async fn read_after(&self, after: Position, max: usize) -> Result<Vec<RecordedEvent>, LogError> {
+    async fn read_after(
+        &self,
+        after: Position,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, LogError> {
         self.shared.read_after(after, max).await
     }
 
@@ -431,7 +490,12 @@ impl Subscription {
             }
             if self.durable.changed().await.is_err() {
                 self.ended = true;
-                return Some((Err(LogError::Unavailable("the embedded log was closed".to_owned())), self));
+                return Some((
+                    Err(LogError::Unavailable(
+                        "the embedded log was closed".to_owned(),
+                    )),
+                    self,
+                ));
             }
         }
     }
@@ -448,7 +512,9 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
 fn unix_millis() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

@@ -47,7 +47,12 @@ pub fn create_segment(dir: &Path, header: SegmentHeader) -> io::Result<(PathBuf,
     let name = segment_file_name(header.base);
     let path = dir.join(&name);
     let tmp = dir.join(format!("{name}.tmp"));
-    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp)?;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
     file.write_all(&header.encode())?;
     file.sync_all()?;
     fs::rename(&tmp, &path)?;
@@ -77,15 +82,27 @@ pub fn recover(dir: &Path, dedup_window: Duration) -> Result<Recovered, LogError
         let (path, file) = create_segment(dir, SegmentHeader { log_id, base: 1 })
             .map_err(|e| io_error("create the first segment in", dir, e))?;
         let index = Index {
-            segments: vec![Segment { path: path.into(), file: Arc::new(file) }],
+            segments: vec![Segment {
+                path: path.into(),
+                file: Arc::new(file),
+            }],
             entries: Vec::new(),
             streams: HashMap::new(),
         };
-        return Ok(Recovered { log_id, index, tail_len: HEADER_LEN, recent_keys: Vec::new() });
+        return Ok(Recovered {
+            log_id,
+            index,
+            tail_len: HEADER_LEN,
+            recent_keys: Vec::new(),
+        });
     }
 
     let mut scan = Scan {
-        index: Index { segments: Vec::new(), entries: Vec::new(), streams: HashMap::new() },
+        index: Index {
+            segments: Vec::new(),
+            entries: Vec::new(),
+            streams: HashMap::new(),
+        },
         recent_keys: Vec::new(),
         now_ms: unix_millis(),
         window_ms: i64::try_from(dedup_window.as_millis()).unwrap_or(i64::MAX),
@@ -94,30 +111,54 @@ pub fn recover(dir: &Path, dedup_window: Duration) -> Result<Recovered, LogError
     let mut tail_len = HEADER_LEN;
     let count = found.len();
     for (i, (base, path)) in found.into_iter().enumerate() {
-        let file = OpenOptions::new().read(true).write(true).open(&path).map_err(|e| io_error("open", &path, e))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io_error("open", &path, e))?;
         let mut header = [0u8; HEADER_LEN as usize];
-        let header = read_prefix(&file, &mut header).map_err(|e| io_error("read the header of", &path, e))?;
+        let header = read_prefix(&file, &mut header)
+            .map_err(|e| io_error("read the header of", &path, e))?;
         let header = SegmentHeader::decode(header).map_err(|why| corrupt(&path, 0, &why))?;
         if header.base != base {
-            return Err(corrupt(&path, 0, &format!("its header says it starts at position {}", header.base)));
+            return Err(corrupt(
+                &path,
+                0,
+                &format!("its header says it starts at position {}", header.base),
+            ));
         }
         if *log_id.get_or_insert(header.log_id) != header.log_id {
-            return Err(corrupt(&path, 0, "it belongs to another log (different log id)"));
+            return Err(corrupt(
+                &path,
+                0,
+                "it belongs to another log (different log id)",
+            ));
         }
         let next = scan.index.entries.len() as u64 + 1;
         if base != next {
             return Err(corrupt(
                 &path,
                 0,
-                &format!("it starts at position {base}, but the log before it ends at {}", next - 1),
+                &format!(
+                    "it starts at position {base}, but the log before it ends at {}",
+                    next - 1
+                ),
             ));
         }
         let segment = u32::try_from(i).expect("fewer than 4 billion segments");
         tail_len = scan.segment(&file, &path, segment, i + 1 == count)?;
-        scan.index.segments.push(Segment { path: path.into(), file: Arc::new(file) });
+        scan.index.segments.push(Segment {
+            path: path.into(),
+            file: Arc::new(file),
+        });
     }
     let log_id = log_id.expect("at least one segment was read");
-    Ok(Recovered { log_id, index: scan.index, tail_len, recent_keys: scan.recent_keys })
+    Ok(Recovered {
+        log_id,
+        index: scan.index,
+        tail_len,
+        recent_keys: scan.recent_keys,
+    })
 }
 
 /// A record read but not yet part of the index: its append group has not ended yet.
@@ -143,10 +184,21 @@ struct Damage {
 
 impl Scan {
     /// Reads one segment's frames into the index; returns the segment's length afterwards.
-    fn segment(&mut self, file: &File, path: &Path, segment: u32, last: bool) -> Result<u64, LogError> {
-        let file_len = file.metadata().map_err(|e| io_error("stat", path, e))?.len();
+    fn segment(
+        &mut self,
+        file: &File,
+        path: &Path,
+        segment: u32,
+        last: bool,
+    ) -> Result<u64, LogError> {
+        let file_len = file
+            .metadata()
+            .map_err(|e| io_error("stat", path, e))?
+            .len();
         let mut reader = BufReader::with_capacity(1 << 20, file);
-        reader.seek(SeekFrom::Start(HEADER_LEN)).map_err(|e| io_error("seek in", path, e))?;
+        reader
+            .seek(SeekFrom::Start(HEADER_LEN))
+            .map_err(|e| io_error("seek in", path, e))?;
 
         let mut offset = HEADER_LEN;
         // Where the append group being read started: an incomplete group is cut from here.
@@ -157,21 +209,34 @@ impl Scan {
             if offset == file_len {
                 break None;
             }
-            match read_frame(&mut reader, &mut frame, file_len - offset).map_err(|e| io_error("read", path, e))? {
+            match read_frame(&mut reader, &mut frame, file_len - offset)
+                .map_err(|e| io_error("read", path, e))?
+            {
                 FrameCheck::Complete { len } => {
                     let record = decode_payload(&frame[FRAME_HEADER_LEN..len]).map_err(|why| {
-                        corrupt(path, offset, &format!("the record has a valid checksum but a malformed body: {why}"))
+                        corrupt(
+                            path,
+                            offset,
+                            &format!("the record has a valid checksum but a malformed body: {why}"),
+                        )
                     })?;
                     let expected = self.index.entries.len() as u64 + pending.len() as u64 + 1;
                     if record.position != expected || record.batch_base > record.position {
                         return Err(corrupt(
                             path,
                             offset,
-                            &format!("the record holds position {} where {expected} was expected", record.position),
+                            &format!(
+                                "the record holds position {} where {expected} was expected",
+                                record.position
+                            ),
                         ));
                     }
                     pending.push(Pending {
-                        entry: Entry { offset, len: len as u32, segment },
+                        entry: Entry {
+                            offset,
+                            len: len as u32,
+                            segment,
+                        },
                         subject: record.subject.to_owned(),
                         msg_id: record.msg_id.map(str::to_owned),
                         appended_at_ms: record.appended_at_ms,
@@ -182,7 +247,12 @@ impl Scan {
                         group_start = offset;
                     }
                 }
-                FrameCheck::Truncated => break Some(Damage { offset, why: "the record is cut short" }),
+                FrameCheck::Truncated => {
+                    break Some(Damage {
+                        offset,
+                        why: "the record is cut short",
+                    });
+                }
                 FrameCheck::Bad(why) => break Some(Damage { offset, why }),
             }
         };
@@ -190,10 +260,14 @@ impl Scan {
         if let Some(Damage { offset, why }) = damage {
             let expected = self.index.entries.len() as u64 + pending.len() as u64 + 1;
             if !last {
-                return Err(corrupt(path, offset, &format!("{why}; later segments hold acknowledged events")));
+                return Err(corrupt(
+                    path,
+                    offset,
+                    &format!("{why}; later segments hold acknowledged events"),
+                ));
             }
-            if let Some(later) =
-                later_batch_after(file, offset, file_len, expected).map_err(|e| io_error("read", path, e))?
+            if let Some(later) = later_batch_after(file, offset, file_len, expected)
+                .map_err(|e| io_error("read", path, e))?
             {
                 return Err(corrupt(
                     path,
@@ -220,7 +294,8 @@ impl Scan {
             dropped_records = pending.len(),
             "embedded log: cutting a torn tail left by an interrupted write"
         );
-        file.set_len(group_start).map_err(|e| io_error("truncate", path, e))?;
+        file.set_len(group_start)
+            .map_err(|e| io_error("truncate", path, e))?;
         file.sync_all().map_err(|e| io_error("sync", path, e))?;
         Ok(group_start)
     }
@@ -233,7 +308,12 @@ impl Scan {
             && let Some(key) = head.msg_id.as_deref().and_then(|id| id.strip_suffix(":0"))
             && self.now_ms.saturating_sub(head.appended_at_ms) < self.window_ms
         {
-            self.recent_keys.push(RecentKey { key: key.to_owned(), first, last, appended_at_ms: head.appended_at_ms });
+            self.recent_keys.push(RecentKey {
+                key: key.to_owned(),
+                first,
+                last,
+                appended_at_ms: head.appended_at_ms,
+            });
         }
         for (i, p) in pending.drain(..).enumerate() {
             let position = first + i as u64;
@@ -250,7 +330,11 @@ impl Scan {
 
 /// Reads the frame at the reader's position into `frame` (header and payload) and checks it.
 /// `remaining` is how many bytes the file holds from here.
-fn read_frame(reader: &mut impl Read, frame: &mut Vec<u8>, remaining: u64) -> io::Result<FrameCheck> {
+fn read_frame(
+    reader: &mut impl Read,
+    frame: &mut Vec<u8>,
+    remaining: u64,
+) -> io::Result<FrameCheck> {
     let header_len = (FRAME_HEADER_LEN as u64).min(remaining) as usize;
     frame.resize(header_len, 0);
     reader.read_exact(frame)?;
@@ -264,7 +348,8 @@ fn read_frame(reader: &mut impl Read, frame: &mut Vec<u8>, remaining: u64) -> io
         FrameCheck::Complete { .. } => unreachable!("a frame header alone is never a whole frame"),
         FrameCheck::Truncated => {}
     }
-    let len = FRAME_HEADER_LEN + u32::from_le_bytes(frame[4..8].try_into().expect("4 bytes")) as usize;
+    let len =
+        FRAME_HEADER_LEN + u32::from_le_bytes(frame[4..8].try_into().expect("4 bytes")) as usize;
     if len as u64 > remaining {
         return Ok(FrameCheck::Truncated);
     }
@@ -276,7 +361,12 @@ fn read_frame(reader: &mut impl Read, frame: &mut Vec<u8>, remaining: u64) -> io
 /// Looks past damage at `offset` for a valid frame of a fsync batch that started after the
 /// damaged record's position `expected`: its presence proves the damaged record was acknowledged.
 /// Frames of the damaged record's own batch (written by the same unfinished fsync) do not count.
-fn later_batch_after(file: &File, offset: u64, file_len: u64, expected: Position) -> io::Result<Option<u64>> {
+fn later_batch_after(
+    file: &File,
+    offset: u64,
+    file_len: u64,
+    expected: Position,
+) -> io::Result<Option<u64>> {
     use std::os::unix::fs::FileExt;
     let start = offset + 1;
     if start >= file_len {
@@ -289,7 +379,8 @@ fn later_batch_after(file: &File, offset: u64, file_len: u64, expected: Position
             continue;
         }
         if let FrameCheck::Complete { len } = check_frame(&rest[i..])
-            && let Ok(Record { batch_base, .. }) = decode_payload(&rest[i + FRAME_HEADER_LEN..i + len])
+            && let Ok(Record { batch_base, .. }) =
+                decode_payload(&rest[i + FRAME_HEADER_LEN..i + len])
             && batch_base > expected
         {
             return Ok(Some(start + i as u64));
@@ -311,5 +402,8 @@ fn read_prefix<'a>(mut file: &File, buf: &'a mut [u8]) -> io::Result<&'a [u8]> {
 }
 
 fn corrupt(path: &Path, offset: u64, why: &str) -> LogError {
-    LogError::Corrupt(format!("segment {} at offset {offset}: {why}", path.display()))
+    LogError::Corrupt(format!(
+        "segment {} at offset {offset}: {why}",
+        path.display()
+    ))
 }

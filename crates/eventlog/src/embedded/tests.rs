@@ -24,11 +24,17 @@ fn event(stream: &StreamKey, name: &str) -> EventEnvelope {
         correlation_id: "c".into(),
         causation_id: None,
     };
-    DomainEvent::TenantCreated(TenantCreated { name: name.into() }).into_envelope(Ulid::new(), stream, &meta)
+    DomainEvent::TenantCreated(TenantCreated { name: name.into() }).into_envelope(
+        Ulid::new(),
+        stream,
+        &meta,
+    )
 }
 
 async fn open(dir: &Path) -> Arc<EmbeddedLog> {
-    EmbeddedLog::open(dir, EmbeddedOptions::default()).await.unwrap()
+    EmbeddedLog::open(dir, EmbeddedOptions::default())
+        .await
+        .unwrap()
 }
 
 async fn all(log: &EmbeddedLog) -> Vec<RecordedEvent> {
@@ -55,12 +61,19 @@ fn json_of(event: &EventEnvelope) -> Vec<u8> {
 #[tokio::test]
 async fn a_log_spanning_many_segments_reads_and_reopens_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let options = EmbeddedOptions { segment_bytes: 2048, ..EmbeddedOptions::default() };
-    let log = EmbeddedLog::open(dir.path(), options.clone()).await.unwrap();
+    let options = EmbeddedOptions {
+        segment_bytes: 2048,
+        ..EmbeddedOptions::default()
+    };
+    let log = EmbeddedLog::open(dir.path(), options.clone())
+        .await
+        .unwrap();
     for i in 0..60 {
         let s = stream(i % 3);
         let events = vec![event(&s, &format!("{i}a")), event(&s, &format!("{i}b"))];
-        log.append(events, Expected::Any, Some(&format!("k{i}"))).await.unwrap();
+        log.append(events, Expected::Any, Some(&format!("k{i}")))
+            .await
+            .unwrap();
     }
     let before = all(&log).await;
     let log_id = log.log_id().await.unwrap();
@@ -68,7 +81,13 @@ async fn a_log_spanning_many_segments_reads_and_reopens_whole() {
 
     let segments = std::fs::read_dir(dir.path())
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "seg"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "seg")
+        })
         .count();
     assert!(segments > 5, "small segments roll often (got {segments})");
 
@@ -77,9 +96,22 @@ async fn a_log_spanning_many_segments_reads_and_reopens_whole() {
     assert_eq!(log.log_id().await.unwrap(), log_id);
     assert_eq!(log.read_stream(&stream(1)).await.unwrap().len(), 40);
     // Dedup survives across segments and the restart.
-    let again = log.append(vec![event(&stream(0), "x")], Expected::Any, Some("k0")).await.unwrap();
-    assert_eq!(again, Appended { first: 1, last: 2, duplicate: true });
-    let next = log.append(vec![event(&stream(0), "y")], Expected::Any, None).await.unwrap();
+    let again = log
+        .append(vec![event(&stream(0), "x")], Expected::Any, Some("k0"))
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        Appended {
+            first: 1,
+            last: 2,
+            duplicate: true
+        }
+    );
+    let next = log
+        .append(vec![event(&stream(0), "y")], Expected::Any, None)
+        .await
+        .unwrap();
     assert_eq!(next.first, 121);
 }
 
@@ -88,7 +120,9 @@ async fn an_append_group_without_its_last_record_is_cut_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path()).await;
     let s = stream(1);
-    log.append(vec![event(&s, "kept")], Expected::NoEvents, None).await.unwrap();
+    log.append(vec![event(&s, "kept")], Expected::NoEvents, None)
+        .await
+        .unwrap();
     drop(log);
 
     // Two records of a three-record append reached the disk, the third did not.
@@ -112,7 +146,10 @@ async fn an_append_group_without_its_last_record_is_cut_on_open() {
     let events = all(&log).await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].envelope.data["name"], "kept");
-    let next = log.append(vec![event(&s, "next")], Expected::At(1), None).await.unwrap();
+    let next = log
+        .append(vec![event(&s, "next")], Expected::At(1), None)
+        .await
+        .unwrap();
     assert_eq!(next.first, 2);
 }
 
@@ -121,7 +158,9 @@ async fn damage_followed_only_by_its_own_unsynced_batch_is_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path()).await;
     let s = stream(1);
-    log.append(vec![event(&s, "kept")], Expected::NoEvents, None).await.unwrap();
+    log.append(vec![event(&s, "kept")], Expected::NoEvents, None)
+        .await
+        .unwrap();
     drop(log);
 
     // One batch of two appends; the disk kept the second frame but not the first (pages can
@@ -146,7 +185,11 @@ async fn damage_followed_only_by_its_own_unsynced_batch_is_a_torn_tail() {
     file.write_all_at(&[0u8; 16], damaged_at + 20).unwrap();
 
     let log = open(dir.path()).await;
-    assert_eq!(all(&log).await.len(), 1, "the unacknowledged batch is cut, the acknowledged event stays");
+    assert_eq!(
+        all(&log).await.len(),
+        1,
+        "the unacknowledged batch is cut, the acknowledged event stays"
+    );
     assert_eq!(std::fs::metadata(&path).unwrap().len(), damaged_at);
 }
 
@@ -155,11 +198,17 @@ async fn damage_followed_by_a_later_batch_refuses_to_open() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path()).await;
     let s = stream(1);
-    log.append(vec![event(&s, "0")], Expected::NoEvents, None).await.unwrap();
+    log.append(vec![event(&s, "0")], Expected::NoEvents, None)
+        .await
+        .unwrap();
     let path = first_segment(dir.path());
     let damaged_at = std::fs::metadata(&path).unwrap().len();
-    log.append(vec![event(&s, "1")], Expected::Any, None).await.unwrap();
-    log.append(vec![event(&s, "2")], Expected::Any, None).await.unwrap();
+    log.append(vec![event(&s, "1")], Expected::Any, None)
+        .await
+        .unwrap();
+    log.append(vec![event(&s, "2")], Expected::Any, None)
+        .await
+        .unwrap();
     drop(log);
 
     let file = OpenOptions::new().write(true).open(&path).unwrap();
@@ -167,7 +216,10 @@ async fn damage_followed_by_a_later_batch_refuses_to_open() {
     match EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).await {
         Err(LogError::Corrupt(message)) => {
             assert!(message.contains(&segment_file_name(1)), "{message}");
-            assert!(message.contains(&format!("offset {damaged_at}")), "{message}");
+            assert!(
+                message.contains(&format!("offset {damaged_at}")),
+                "{message}"
+            );
         }
         Err(other) => panic!("expected Corrupt, got {other}"),
         Ok(_) => panic!("a log with damaged acknowledged events opened"),
@@ -178,18 +230,31 @@ async fn damage_followed_by_a_later_batch_refuses_to_open() {
 async fn a_damaged_segment_header_refuses_to_open() {
     let dir = tempfile::tempdir().unwrap();
     drop(open(dir.path()).await);
-    let file = OpenOptions::new().write(true).open(first_segment(dir.path())).unwrap();
+    let file = OpenOptions::new()
+        .write(true)
+        .open(first_segment(dir.path()))
+        .unwrap();
     file.write_all_at(b"?", HEADER_LEN - 10).unwrap();
-    assert!(matches!(EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).await, Err(LogError::Corrupt(_))));
+    assert!(matches!(
+        EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).await,
+        Err(LogError::Corrupt(_))
+    ));
 }
 
 #[tokio::test]
 async fn a_missing_middle_segment_refuses_to_open() {
     let dir = tempfile::tempdir().unwrap();
-    let options = EmbeddedOptions { segment_bytes: 1024, ..EmbeddedOptions::default() };
-    let log = EmbeddedLog::open(dir.path(), options.clone()).await.unwrap();
+    let options = EmbeddedOptions {
+        segment_bytes: 1024,
+        ..EmbeddedOptions::default()
+    };
+    let log = EmbeddedLog::open(dir.path(), options.clone())
+        .await
+        .unwrap();
     for i in 0..20 {
-        log.append(vec![event(&stream(1), &i.to_string())], Expected::Any, None).await.unwrap();
+        log.append(vec![event(&stream(1), &i.to_string())], Expected::Any, None)
+            .await
+            .unwrap();
     }
     drop(log);
     let mut segments: Vec<PathBuf> = std::fs::read_dir(dir.path())
@@ -200,17 +265,29 @@ async fn a_missing_middle_segment_refuses_to_open() {
     segments.sort();
     assert!(segments.len() >= 3);
     std::fs::remove_file(&segments[1]).unwrap();
-    assert!(matches!(EmbeddedLog::open(dir.path(), options).await, Err(LogError::Corrupt(_))));
+    assert!(matches!(
+        EmbeddedLog::open(dir.path(), options).await,
+        Err(LogError::Corrupt(_))
+    ));
 }
 
 #[tokio::test]
 async fn with_a_zero_dedup_window_a_repeated_key_appends_again() {
     let dir = tempfile::tempdir().unwrap();
-    let options = EmbeddedOptions { dedup_window: Duration::ZERO, ..EmbeddedOptions::default() };
+    let options = EmbeddedOptions {
+        dedup_window: Duration::ZERO,
+        ..EmbeddedOptions::default()
+    };
     let log = EmbeddedLog::open(dir.path(), options).await.unwrap();
     let s = stream(1);
-    let one = log.append(vec![event(&s, "a")], Expected::Any, Some("k")).await.unwrap();
-    let two = log.append(vec![event(&s, "a")], Expected::Any, Some("k")).await.unwrap();
+    let one = log
+        .append(vec![event(&s, "a")], Expected::Any, Some("k"))
+        .await
+        .unwrap();
+    let two = log
+        .append(vec![event(&s, "a")], Expected::Any, Some("k"))
+        .await
+        .unwrap();
     assert!(!one.duplicate && !two.duplicate);
     assert_eq!(two.first, one.last + 1);
 }
@@ -219,13 +296,19 @@ async fn with_a_zero_dedup_window_a_repeated_key_appends_again() {
 async fn a_closed_log_ends_its_subscriptions_with_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path()).await;
-    log.append(vec![event(&stream(1), "a")], Expected::Any, None).await.unwrap();
+    log.append(vec![event(&stream(1), "a")], Expected::Any, None)
+        .await
+        .unwrap();
     let mut subscription = log.subscribe(0).await.unwrap();
     assert_eq!(subscription.next().await.unwrap().unwrap().position, 1);
     drop(log);
-    let end =
-        tokio::time::timeout(Duration::from_secs(30), subscription.next()).await.expect("the subscription notices");
-    assert!(matches!(end, Some(Err(LogError::Unavailable(_)))), "{end:?}");
+    let end = tokio::time::timeout(Duration::from_secs(30), subscription.next())
+        .await
+        .expect("the subscription notices");
+    assert!(
+        matches!(end, Some(Err(LogError::Unavailable(_)))),
+        "{end:?}"
+    );
     assert!(subscription.next().await.is_none());
 }
 
@@ -235,7 +318,11 @@ async fn a_closed_log_ends_its_subscriptions_with_an_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_commit_serves_many_concurrent_writers_exactly_once() {
     const TASKS: usize = 64;
-    let total: usize = if cfg!(debug_assertions) { 6_400 } else { 51_200 };
+    let total: usize = if cfg!(debug_assertions) {
+        6_400
+    } else {
+        51_200
+    };
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path()).await;
     let started = Instant::now();
@@ -246,8 +333,14 @@ async fn group_commit_serves_many_concurrent_writers_exactly_once() {
                 let s = stream(t as u32);
                 let mut last = 0;
                 for i in 0..total / TASKS {
-                    let ack =
-                        log.append(vec![event(&s, &i.to_string())], Expected::from_last(last), None).await.unwrap();
+                    let ack = log
+                        .append(
+                            vec![event(&s, &i.to_string())],
+                            Expected::from_last(last),
+                            None,
+                        )
+                        .await
+                        .unwrap();
                     last = ack.last;
                 }
             })
@@ -264,7 +357,12 @@ async fn group_commit_serves_many_concurrent_writers_exactly_once() {
     );
     assert_eq!(log.last_position().await.unwrap(), total as u64);
     let events = all(&log).await;
-    assert!(events.iter().enumerate().all(|(i, e)| e.position == i as u64 + 1));
+    assert!(
+        events
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.position == i as u64 + 1)
+    );
     for t in 0..TASKS {
         let names: Vec<String> = log
             .read_stream(&stream(t as u32))
@@ -273,6 +371,11 @@ async fn group_commit_serves_many_concurrent_writers_exactly_once() {
             .iter()
             .map(|e| e.envelope.data["name"].as_str().unwrap().to_owned())
             .collect();
-        assert_eq!(names, (0..total / TASKS).map(|i| i.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            names,
+            (0..total / TASKS)
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+        );
     }
 }

@@ -75,7 +75,10 @@ impl Writer {
         // them clean, so nothing more is written until the log is reopened and recovered.
         let mut failed: Option<String> = None;
         let mut batch = Vec::new();
-        let mut pace = Pace { last_batch: 0, last_sync: Duration::ZERO };
+        let mut pace = Pace {
+            last_batch: 0,
+            last_sync: Duration::ZERO,
+        };
         while let Ok(first) = requests.recv() {
             pace.gather(&requests, first, &mut batch);
             let started = Instant::now();
@@ -104,7 +107,8 @@ impl Writer {
 
         let batch_base = self.next;
         let appended_at_ms = unix_millis();
-        let mut buf = Vec::with_capacity(batch.iter().map(|r| r.bytes() + 128 * r.events.len()).sum());
+        let mut buf =
+            Vec::with_capacity(batch.iter().map(|r| r.bytes() + 128 * r.events.len()).sum());
         let mut outcomes = Vec::with_capacity(batch.len());
         // (offset in buf, frame length, subject) of each new record, in position order.
         let mut written: Vec<(usize, usize, &str)> = Vec::new();
@@ -115,15 +119,26 @@ impl Writer {
             let mut batch_last: HashMap<&str, Position> = HashMap::new();
             for request in batch.iter() {
                 if let Some(key) = request.key.as_deref()
-                    && let Some((first, last)) = new_keys.get(key).copied().or_else(|| self.dedup.get(key, now))
+                    && let Some((first, last)) = new_keys
+                        .get(key)
+                        .copied()
+                        .or_else(|| self.dedup.get(key, now))
                 {
-                    outcomes.push(Ok(Appended { first, last, duplicate: true }));
+                    outcomes.push(Ok(Appended {
+                        first,
+                        last,
+                        duplicate: true,
+                    }));
                     continue;
                 }
                 let subject = request.subject.as_str();
                 let last = match batch_last.get(subject) {
                     Some(last) => *last,
-                    None => index.streams.get(subject).and_then(|p| p.last().copied()).unwrap_or(0),
+                    None => index
+                        .streams
+                        .get(subject)
+                        .and_then(|p| p.last().copied())
+                        .unwrap_or(0),
                 };
                 let matches = match request.expected {
                     Expected::Any => true,
@@ -158,7 +173,11 @@ impl Writer {
                 if let Some(key) = request.key.as_deref() {
                     new_keys.insert(key, (first, next - 1));
                 }
-                outcomes.push(Ok(Appended { first, last: next - 1, duplicate: false }));
+                outcomes.push(Ok(Appended {
+                    first,
+                    last: next - 1,
+                    duplicate: false,
+                }));
             }
         }
 
@@ -166,7 +185,9 @@ impl Writer {
             if let Err(failure) = self.write(&buf) {
                 let unavailable = failure.message();
                 for request in batch.drain(..) {
-                    let _ = request.reply.send(Err(AppendError::Unavailable(unavailable.clone())));
+                    let _ = request
+                        .reply
+                        .send(Err(AppendError::Unavailable(unavailable.clone())));
                 }
                 return match failure {
                     WriteFailure::Repaired(_) => Ok(()),
@@ -211,7 +232,11 @@ impl Writer {
             tracing::error!(%error, "embedded log: write failed");
             // Take back whatever part of the batch reached the file, so the next batch starts
             // on a frame boundary; if even that fails, stop writing.
-            return match self.file.set_len(self.segment_len).and_then(|()| self.file.sync_data()) {
+            return match self
+                .file
+                .set_len(self.segment_len)
+                .and_then(|()| self.file.sync_data())
+            {
                 Ok(()) => Err(WriteFailure::Repaired(format!("write failed: {error}"))),
                 Err(repair) => Err(WriteFailure::Fatal(format!(
                     "write failed ({error}) and could not be rolled back ({repair}); reopen the log"
@@ -220,7 +245,9 @@ impl Writer {
         }
         if let Err(error) = self.file.sync_data() {
             tracing::error!(%error, "embedded log: fsync failed; refusing further writes until reopened");
-            return Err(WriteFailure::Fatal(format!("fsync failed ({error}); reopen the log")));
+            return Err(WriteFailure::Fatal(format!(
+                "fsync failed ({error}); reopen the log"
+            )));
         }
         Ok(())
     }
@@ -228,12 +255,19 @@ impl Writer {
     /// Starts a new segment at the next position. Batches never span segments, so an append
     /// group always lies within one file.
     fn roll(&mut self) -> std::io::Result<()> {
-        let header = SegmentHeader { log_id: self.log_id, base: self.next };
+        let header = SegmentHeader {
+            log_id: self.log_id,
+            base: self.next,
+        };
         let (path, file) = create_segment(&self.dir, header)?;
         let file = Arc::new(file);
         let mut index = self.shared.write_index();
-        index.segments.push(Segment { path: path.into(), file: file.clone() });
-        self.segment = u32::try_from(index.segments.len() - 1).expect("fewer than 4 billion segments");
+        index.segments.push(Segment {
+            path: path.into(),
+            file: file.clone(),
+        });
+        self.segment =
+            u32::try_from(index.segments.len() - 1).expect("fewer than 4 billion segments");
         self.file = file;
         self.segment_len = HEADER_LEN;
         tracing::info!(base = self.next, "embedded log: started a new segment");
@@ -257,7 +291,9 @@ impl Pace {
     fn gather(&mut self, requests: &Receiver<Request>, first: Request, batch: &mut Vec<Request>) {
         let mut bytes = first.bytes();
         batch.push(first);
-        let room = |batch: &Vec<Request>, bytes: usize| batch.len() < MAX_BATCH_REQUESTS && bytes < MAX_BATCH_BYTES;
+        let room = |batch: &Vec<Request>, bytes: usize| {
+            batch.len() < MAX_BATCH_REQUESTS && bytes < MAX_BATCH_BYTES
+        };
         while room(batch, bytes) {
             match requests.try_recv() {
                 Ok(request) => {
@@ -304,7 +340,9 @@ impl WriteFailure {
 
 fn answer_all(batch: &mut Vec<Request>, reason: &str) {
     for request in batch.drain(..) {
-        let _ = request.reply.send(Err(AppendError::Unavailable(reason.to_owned())));
+        let _ = request
+            .reply
+            .send(Err(AppendError::Unavailable(reason.to_owned())));
     }
 }
 
@@ -326,10 +364,15 @@ impl Dedup {
     /// The window's keys as recovered from the log: their remaining life is measured from the
     /// wall-clock time they were appended.
     pub fn new(window: Duration, recent: Vec<RecentKey>) -> Dedup {
-        let mut dedup = Dedup { window, by_key: HashMap::new(), order: VecDeque::new() };
+        let mut dedup = Dedup {
+            window,
+            by_key: HashMap::new(),
+            order: VecDeque::new(),
+        };
         let (now, now_ms) = (Instant::now(), unix_millis());
         for key in recent {
-            let age = Duration::from_millis(now_ms.saturating_sub(key.appended_at_ms).max(0) as u64);
+            let age =
+                Duration::from_millis(now_ms.saturating_sub(key.appended_at_ms).max(0) as u64);
             if let Some(left) = window.checked_sub(age) {
                 dedup.insert(key.key, key.first, key.last, now + left);
             }
@@ -338,12 +381,22 @@ impl Dedup {
     }
 
     pub fn get(&self, key: &str, now: Instant) -> Option<(Position, Position)> {
-        self.by_key.get(key).filter(|seen| seen.expires > now).map(|seen| (seen.first, seen.last))
+        self.by_key
+            .get(key)
+            .filter(|seen| seen.expires > now)
+            .map(|seen| (seen.first, seen.last))
     }
 
     pub fn insert(&mut self, key: String, first: Position, last: Position, expires: Instant) {
         self.order.push_back((expires, key.clone()));
-        self.by_key.insert(key, Seen { first, last, expires });
+        self.by_key.insert(
+            key,
+            Seen {
+                first,
+                last,
+                expires,
+            },
+        );
     }
 
     pub fn prune(&mut self, now: Instant) {
@@ -352,7 +405,11 @@ impl Dedup {
         {
             let (expires, key) = self.order.pop_front().expect("front exists");
             // The key may have been appended again after it expired; keep that newer entry.
-            if self.by_key.get(&key).is_some_and(|seen| seen.expires == expires) {
+            if self
+                .by_key
+                .get(&key)
+                .is_some_and(|seen| seen.expires == expires)
+            {
                 self.by_key.remove(&key);
             }
         }
@@ -393,13 +450,27 @@ mod tests {
     fn recovered_keys_keep_only_what_is_left_of_their_window() {
         let now_ms = unix_millis();
         let recent = vec![
-            RecentKey { key: "fresh".into(), first: 1, last: 2, appended_at_ms: now_ms - 1_000 },
-            RecentKey { key: "stale".into(), first: 3, last: 3, appended_at_ms: now_ms - 60_000 },
+            RecentKey {
+                key: "fresh".into(),
+                first: 1,
+                last: 2,
+                appended_at_ms: now_ms - 1_000,
+            },
+            RecentKey {
+                key: "stale".into(),
+                first: 3,
+                last: 3,
+                appended_at_ms: now_ms - 60_000,
+            },
         ];
         let dedup = Dedup::new(Duration::from_secs(30), recent);
         let now = Instant::now();
         assert_eq!(dedup.get("fresh", now), Some((1, 2)));
-        assert_eq!(dedup.get("fresh", now + Duration::from_secs(30)), None, "its age counts against the window");
+        assert_eq!(
+            dedup.get("fresh", now + Duration::from_secs(30)),
+            None,
+            "its age counts against the window"
+        );
         assert_eq!(dedup.get("stale", now), None);
     }
 }
