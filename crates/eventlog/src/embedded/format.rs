@@ -73,25 +73,24 @@ impl SegmentHeader {
         out
     }
 
-    /// Reads a header; the error says what is wrong with it.
-    pub fn decode(bytes: &[u8]) -> Result<SegmentHeader, String> {
+    /// Reads a header.
+    pub fn decode(bytes: &[u8]) -> Result<SegmentHeader, HeaderError> {
+        let damaged = |why: String| Err(HeaderError::Damaged(why));
         if bytes.len() < HEADER_LEN as usize {
-            return Err(format!(
+            return damaged(format!(
                 "the header is {} bytes, shorter than {HEADER_LEN}",
                 bytes.len()
             ));
         }
         if bytes[0..8] != SEGMENT_MAGIC {
-            return Err("not an idstream log segment (bad magic)".to_owned());
+            return damaged("not an idstream log segment (bad magic)".to_owned());
         }
         if crc32fast::hash(&bytes[0..36]) != u32_at(bytes, 36) {
-            return Err("the header checksum does not match".to_owned());
+            return damaged("the header checksum does not match".to_owned());
         }
         let version = u32_at(bytes, 8);
         if version != FORMAT_VERSION {
-            return Err(format!(
-                "format version {version} is not supported (this build reads {FORMAT_VERSION})"
-            ));
+            return Err(HeaderError::UnsupportedVersion(version));
         }
         let log_id = Ulid::from(u128::from_le_bytes(
             bytes[12..28].try_into().expect("16 bytes"),
@@ -101,6 +100,15 @@ impl SegmentHeader {
             base: u64_at(bytes, 28),
         })
     }
+}
+
+/// Why a segment header was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderError {
+    /// The bytes are not an intact header.
+    Damaged(String),
+    /// An intact header of a format this build cannot read (written by a newer idstream).
+    UnsupportedVersion(u32),
 }
 
 /// One record as stored, borrowing from the bytes it was decoded from.

@@ -17,8 +17,8 @@ use std::time::Duration;
 use ulid::Ulid;
 
 use super::format::{
-    FRAME_HEADER_LEN, FrameCheck, HEADER_LEN, Record, SegmentHeader, check_frame, decode_payload,
-    parse_segment_file_name, segment_file_name,
+    FORMAT_VERSION, FRAME_HEADER_LEN, FrameCheck, HEADER_LEN, HeaderError, Record, SegmentHeader,
+    check_frame, decode_payload, parse_segment_file_name, segment_file_name,
 };
 use super::{Entry, Index, Segment, io_error, sync_dir, unix_millis};
 use crate::{LogError, Position};
@@ -119,7 +119,19 @@ pub fn recover(dir: &Path, dedup_window: Duration) -> Result<Recovered, LogError
         let mut header = [0u8; HEADER_LEN as usize];
         let header = read_prefix(&file, &mut header)
             .map_err(|e| io_error("read the header of", &path, e))?;
-        let header = SegmentHeader::decode(header).map_err(|why| corrupt(&path, 0, &why))?;
+        let header = match SegmentHeader::decode(header) {
+            Ok(header) => header,
+            Err(HeaderError::Damaged(why)) => return Err(corrupt(&path, 0, &why)),
+            // Not damage: the directory was written by a newer idstream, and retrying with this
+            // build cannot help.
+            Err(HeaderError::UnsupportedVersion(version)) => {
+                return Err(LogError::Misconfigured(format!(
+                    "segment {} is in log format version {version}; this build reads version \
+                     {FORMAT_VERSION}. Run the idstream release that wrote it",
+                    path.display()
+                )));
+            }
+        };
         if header.base != base {
             return Err(corrupt(
                 &path,

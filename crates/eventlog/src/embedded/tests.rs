@@ -242,6 +242,36 @@ async fn a_damaged_segment_header_refuses_to_open() {
 }
 
 #[tokio::test]
+async fn a_log_written_in_a_newer_format_is_refused_as_misconfigured_not_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()).await);
+    let path = first_segment(dir.path());
+    let mut header = [0u8; HEADER_LEN as usize];
+    std::fs::File::open(&path)
+        .unwrap()
+        .read_exact_at(&mut header, 0)
+        .unwrap();
+    // An intact header (valid checksum) that names a future version.
+    header[8..12].copy_from_slice(&(format::FORMAT_VERSION + 1).to_le_bytes());
+    let crc = crc32fast::hash(&header[0..36]);
+    header[36..40].copy_from_slice(&crc.to_le_bytes());
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .write_all_at(&header, 0)
+        .unwrap();
+
+    match EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).await {
+        Err(LogError::Misconfigured(message)) => {
+            assert!(message.contains("version 2"), "{message}")
+        }
+        Err(other) => panic!("expected Misconfigured, got {other}"),
+        Ok(_) => panic!("a log in an unknown format opened"),
+    }
+}
+
+#[tokio::test]
 async fn a_missing_middle_segment_refuses_to_open() {
     let dir = tempfile::tempdir().unwrap();
     let options = EmbeddedOptions {
