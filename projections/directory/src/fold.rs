@@ -82,6 +82,8 @@ impl Projection for DirectoryProjection {
 }
 
 /// A dedup id is `<idempotency key>:<index in the append>`; the key may itself contain `:`.
+/// Events are applied in position order, so this event's position is the highest seen for its
+/// key and the record is simply overwritten (no read needed).
 fn record_idempotency(
     state: &mut Staged<'_>,
     event: &RecordedEvent,
@@ -93,17 +95,12 @@ fn record_idempotency(
     if key.is_empty() || index.parse::<u32>().is_err() {
         return Ok(());
     }
-    let storage_key = keys::idempotency(key);
-    let earlier: Option<IdempotencyRecord> = load(state, &storage_key)?;
-    if earlier.is_some_and(|record| record.position >= event.position) {
-        return Ok(());
-    }
     let record = IdempotencyRecord {
         position: event.position,
         aggregate: event.envelope.aggregate.clone(),
         tenant: event.envelope.tenant.clone(),
     };
-    save(state, storage_key, &record)
+    save(state, keys::idempotency(key), &record)
 }
 
 fn tenant_created(

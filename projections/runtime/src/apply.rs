@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 
 use idstream_eventlog::{Position, RecordedEvent};
 
@@ -11,6 +12,9 @@ use crate::{ApplyError, Projection};
 /// A key and its value, as [`Staged::scan_prefix`] returns them.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
+/// Staged writes by key; `None` marks a removal.
+pub(crate) type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
 /// A write overlay over a projection's tree: what [`Projection::apply`] reads and writes.
 ///
 /// Reads see the overlay first, then the tree, so a batch of events sees its own earlier writes.
@@ -18,8 +22,10 @@ pub type KeyValue = (Vec<u8>, Vec<u8>);
 /// checkpoint in one atomic sled batch.
 pub struct Staged<'a> {
     tree: &'a sled::Tree,
-    /// `None` marks a removal.
-    overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Writes staged before this overlay that are still being committed (the offline rebuild
+    /// stages the next page while the previous one commits). Reads see them over the tree.
+    base: Option<Arc<Overlay>>,
+    overlay: Overlay,
     /// The position of the event being applied, for [`Staged::skip`] notes.
     position: Position,
     skipped: Vec<(Position, String)>,
@@ -31,8 +37,14 @@ impl<'a> Staged<'a> {
     /// An empty overlay over `tree`. The runtime creates these; tests of a projection's `apply`
     /// may too.
     pub fn new(tree: &'a sled::Tree) -> Staged<'a> {
+        Staged::on(tree, None)
+    }
+
+    /// An empty overlay over `base` (writes not yet in `tree`) over `tree`.
+    pub(crate) fn on(tree: &'a sled::Tree, base: Option<Arc<Overlay>>) -> Staged<'a> {
         Staged {
             tree,
+            base,
             overlay: BTreeMap::new(),
             position: 0,
             skipped: Vec::new(),
@@ -43,10 +55,13 @@ impl<'a> Staged<'a> {
     /// The value at `key`, as staged so far.
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, ApplyError> {
         let key = key.as_ref();
-        match self.overlay.get(key) {
-            Some(staged) => Ok(staged.clone()),
-            None => Ok(self.tree.get(key)?.map(|v| v.to_vec())),
+        if let Some(staged) = self.overlay.get(key) {
+            return Ok(staged.clone());
         }
+        if let Some(pending) = self.base.as_ref().and_then(|base| base.get(key)) {
+            return Ok(pending.clone());
+        }
+        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
     }
 
     /// Stages `key = value`. Keys beginning with the byte 0 belong to the runtime; writing one
@@ -73,15 +88,17 @@ impl<'a> Staged<'a> {
             let (key, value) = entry?;
             merged.insert(key.to_vec(), value.to_vec());
         }
-        for (key, staged) in self
-            .overlay
-            .range(prefix.to_vec()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-        {
-            match staged {
-                Some(value) => merged.insert(key.clone(), value.clone()),
-                None => merged.remove(key),
-            };
+        // The pending base first, then this overlay: later writes win.
+        for layer in self.base.iter().map(|base| &**base).chain([&self.overlay]) {
+            for (key, staged) in layer
+                .range(prefix.to_vec()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+            {
+                match staged {
+                    Some(value) => merged.insert(key.clone(), value.clone()),
+                    None => merged.remove(key),
+                };
+            }
         }
         Ok(merged
             .into_iter()
@@ -102,17 +119,27 @@ impl<'a> Staged<'a> {
         }
     }
 
-    fn into_batch(self, checkpoint: Position) -> (sled::Batch, Vec<(Position, String)>) {
-        let mut batch = sled::Batch::default();
-        for (key, staged) in self.overlay {
-            match staged {
-                Some(value) => batch.insert(key, value),
-                None => batch.remove(key),
-            }
-        }
-        batch.insert(meta::CHECKPOINT, &checkpoint.to_be_bytes());
-        (batch, self.skipped)
+    /// The staged writes and the skip notes.
+    pub(crate) fn into_parts(self) -> (Overlay, Vec<(Position, String)>) {
+        (self.overlay, self.skipped)
     }
+}
+
+/// Commits `overlay` with the checkpoint `checkpoint` in one atomic batch.
+pub(crate) fn commit(
+    tree: &sled::Tree,
+    overlay: &Overlay,
+    checkpoint: Position,
+) -> Result<(), sled::Error> {
+    let mut batch = sled::Batch::default();
+    for (key, staged) in overlay {
+        match staged {
+            Some(value) => batch.insert(key.as_slice(), value.as_slice()),
+            None => batch.remove(key.as_slice()),
+        }
+    }
+    batch.insert(meta::CHECKPOINT, &checkpoint.to_be_bytes());
+    tree.apply_batch(batch)
 }
 
 /// The outcome of [`apply_events`].
@@ -194,14 +221,13 @@ pub fn apply_events(
         });
     }
 
-    match stage(projection, tree, &fresh) {
+    match stage(projection, tree, None, &fresh) {
         Ok(staged) => {
-            let applied = fresh.len();
-            let (batch, skipped) = staged.into_batch(last);
-            tree.apply_batch(batch).map_err(storage)?;
+            let (overlay, skipped) = staged.into_parts();
+            commit(tree, &overlay, last).map_err(storage)?;
             Ok(Applied {
                 checkpoint: last,
-                applied,
+                applied: fresh.len(),
                 skipped,
             })
         }
@@ -211,11 +237,10 @@ pub fn apply_events(
             // pins the checkpoint right below the event that needs attention.
             let mut committed = checkpoint;
             if index > 0
-                && let Ok(staged) = stage(projection, tree, &fresh[..index])
+                && let Ok(staged) = stage(projection, tree, None, &fresh[..index])
             {
                 let prefix_end = fresh[index - 1].position;
-                let (batch, _) = staged.into_batch(prefix_end);
-                tree.apply_batch(batch).map_err(storage)?;
+                commit(tree, &staged.into_parts().0, prefix_end).map_err(storage)?;
                 committed = prefix_end;
             }
             let failed = fresh[index];
@@ -230,13 +255,15 @@ pub fn apply_events(
     }
 }
 
-/// Applies `events` to a fresh overlay; on failure, the index of the failing event and why.
-fn stage<'t>(
+/// Applies `events` to a fresh overlay over `base` and `tree`; on failure, the index of the
+/// failing event and why.
+pub(crate) fn stage<'t>(
     projection: &dyn Projection,
     tree: &'t sled::Tree,
+    base: Option<Arc<Overlay>>,
     events: &[&RecordedEvent],
 ) -> Result<Staged<'t>, (usize, FailureCause)> {
-    let mut staged = Staged::new(tree);
+    let mut staged = Staged::on(tree, base);
     for (index, event) in events.iter().enumerate() {
         staged.position = event.position;
         let outcome = catch_unwind(AssertUnwindSafe(|| projection.apply(&mut staged, event)));
@@ -285,6 +312,27 @@ mod tests {
             None,
             "nothing reaches the tree before the commit"
         );
+    }
+
+    #[test]
+    fn writes_still_being_committed_are_read_between_the_overlay_and_the_tree() {
+        let tree = temp_tree();
+        tree.insert("p/a", "tree").unwrap();
+        tree.insert("p/b", "tree").unwrap();
+        let mut pending = Overlay::new();
+        pending.insert(b"p/a".to_vec(), Some(b"pending".to_vec()));
+        pending.insert(b"p/b".to_vec(), None);
+        pending.insert(b"p/c".to_vec(), Some(b"pending".to_vec()));
+        let mut staged = Staged::on(&tree, Some(Arc::new(pending)));
+        staged.insert("p/c", "staged");
+        assert_eq!(staged.get("p/a").unwrap().as_deref(), Some(&b"pending"[..]));
+        assert_eq!(staged.get("p/b").unwrap(), None);
+        assert_eq!(staged.get("p/c").unwrap().as_deref(), Some(&b"staged"[..]));
+        let scan: Vec<(Vec<u8>, Vec<u8>)> = vec![
+            (b"p/a".to_vec(), b"pending".to_vec()),
+            (b"p/c".to_vec(), b"staged".to_vec()),
+        ];
+        assert_eq!(staged.scan_prefix("p/").unwrap(), scan);
     }
 
     #[test]

@@ -1,4 +1,9 @@
 //! Rebuilding every read model from the whole log, without live tails (`idstream replay`).
+//!
+//! Three stages run at once: one task reads the log in pages; per projection, one thread stages
+//! each page (runs `apply`) while another commits the page staged before it. Staging page N+1
+//! reads through page N's writes while they are being committed, so both stages stay correct
+//! and busy. Each commit is one atomic sled batch with its checkpoint, as in the live runners.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -8,24 +13,26 @@ use std::time::{Duration, Instant};
 use idstream_eventlog::{LogError, Position, RecordedEvent, SharedLog};
 use tokio::sync::mpsc;
 
-use crate::apply::apply_events;
+use crate::apply::{self, ApplyFailure, Overlay, apply_events};
 use crate::runner::{check_names, log_skips};
 use crate::store::{blocking, open_healing};
 use crate::{Projection, RuntimeError, meta};
 
-/// Events read from the log and applied per sled batch. Big pages amortise the per-batch cost;
-/// each projection's overlay of one page stays small because it holds distinct keys only.
+/// Events read from the log per page; each projection commits one sled batch per page.
 const PAGE: usize = 8192;
-/// Pages read ahead while the previous ones are applied, so reading and applying overlap.
+/// Pages queued ahead of each projection, so that reading runs ahead of applying.
 const READ_AHEAD: usize = 2;
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+type Page = Arc<Vec<RecordedEvent>>;
 
 /// Clears the read models in `dir` and rebuilds them from position 0 up to the log's last position
 /// at the time of the call, then flushes them and returns their digests by name.
 ///
-/// `progress(done, target)` is called after every page. Nothing else may use `dir` meanwhile
-/// (sled's lock makes sure). The projections are applied in parallel, page by page, while the next
-/// page is read.
+/// `progress(done, target)` is called whenever every projection has committed further. Nothing
+/// else may use `dir` meanwhile (sled's lock makes sure). If an event cannot be applied, the
+/// rebuild stops with [`RuntimeError::Apply`] naming it; that projection's tree is left
+/// consistent at the position before it.
 pub async fn rebuild_offline(
     dir: &Path,
     log: SharedLog,
@@ -57,28 +64,50 @@ pub async fn rebuild_offline(
 
     progress(0, target);
     let started = Instant::now();
-    let mut last_report = started;
-    let (pages, mut incoming) = mpsc::channel(READ_AHEAD);
-    let reader = AbortOnDrop(tokio::spawn(read_pages(log, target, pages)));
+    let (committed_tx, mut committed_rx) = mpsc::unbounded_channel::<(usize, Position)>();
+    let mut page_senders = Vec::new();
+    let mut pipelines = Vec::new();
+    for (index, (projection, tree)) in work.iter().enumerate() {
+        let (pages_tx, pages_rx) = mpsc::channel::<Page>(READ_AHEAD);
+        page_senders.push(pages_tx);
+        let (projection, tree, committed) =
+            (projection.clone(), tree.clone(), committed_tx.clone());
+        pipelines.push(tokio::task::spawn_blocking(move || {
+            pipeline(projection.as_ref(), &tree, pages_rx, |position| {
+                let _ = committed.send((index, position));
+            })
+        }));
+    }
+    drop(committed_tx);
+    let mut reader = AbortOnDrop(tokio::spawn(read_pages(log, target, page_senders)));
+
+    // Progress is what every projection has committed. The loop ends when every pipeline has
+    // finished (they drop their senders), whether because the reader is done or one failed.
+    let mut committed = vec![0; work.len()];
     let mut done = 0;
-    while let Some(page) = incoming.recv().await {
-        let page = Arc::new(page?);
-        let applying = work.iter().map(|(projection, tree)| {
-            let (projection, tree, page) = (projection.clone(), tree.clone(), page.clone());
-            blocking(move || apply_events(projection.as_ref(), &tree, &page))
-        });
-        for ((projection, _), applied) in work.iter().zip(futures::future::join_all(applying).await)
-        {
-            log_skips(projection.name(), &applied?.skipped);
-        }
-        done = page.last().map_or(done, |event| event.position);
-        progress(done, target);
-        if last_report.elapsed() >= PROGRESS_EVERY {
-            last_report = Instant::now();
-            tracing::info!(done, target, "rebuilding read models");
+    let mut last_report = started;
+    while let Some((index, position)) = committed_rx.recv().await {
+        committed[index] = position;
+        let reached = committed.iter().copied().min().unwrap_or(target);
+        if reached > done {
+            done = reached;
+            progress(done, target);
+            if last_report.elapsed() >= PROGRESS_EVERY {
+                last_report = Instant::now();
+                tracing::info!(done, target, "rebuilding read models");
+            }
         }
     }
-    drop(reader);
+    for pipeline in pipelines {
+        match pipeline.await {
+            Ok(result) => result?,
+            Err(panicked) => std::panic::resume_unwind(panicked.into_panic()),
+        }
+    }
+    match (&mut reader.0).await {
+        Ok(result) => result?,
+        Err(panicked) => std::panic::resume_unwind(panicked.into_panic()),
+    }
 
     db.flush_async().await?;
     let digests = blocking(move || {
@@ -97,22 +126,16 @@ pub async fn rebuild_offline(
     Ok(digests)
 }
 
-/// Reads the log from position 0 to `target` in pages and sends them on; stops at the first error
-/// (after sending it) or when the receiver is gone.
+/// Reads the log from position 0 to `target` in pages and hands each page to every projection.
+/// Stops early, without error, when a projection has stopped taking pages (it failed).
 async fn read_pages(
     log: SharedLog,
     target: Position,
-    pages: mpsc::Sender<Result<Vec<RecordedEvent>, LogError>>,
-) {
+    projections: Vec<mpsc::Sender<Page>>,
+) -> Result<(), LogError> {
     let mut after = 0;
     while after < target {
-        let mut page = match log.read_after(after, PAGE).await {
-            Ok(page) => page,
-            Err(error) => {
-                let _ = pages.send(Err(error)).await;
-                return;
-            }
-        };
+        let mut page = log.read_after(after, PAGE).await?;
         page.retain(|event| event.position <= target);
         let Some(last) = page.last() else {
             tracing::warn!(
@@ -120,16 +143,88 @@ async fn read_pages(
                 target,
                 "the event log holds no events up to its reported last position; the rebuild ends here"
             );
-            return;
+            return Ok(());
         };
         after = last.position;
-        if pages.send(Ok(page)).await.is_err() {
-            return;
+        let page = Arc::new(page);
+        for projection in &projections {
+            if projection.send(page.clone()).await.is_err() {
+                return Ok(());
+            }
         }
     }
+    Ok(())
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// One projection's stage-while-committing loop; runs on a blocking thread and commits on
+/// another. `committed` is told each checkpoint once its batch is durable in the tree.
+fn pipeline(
+    projection: &dyn Projection,
+    tree: &sled::Tree,
+    mut pages: mpsc::Receiver<Page>,
+    committed: impl Fn(Position),
+) -> Result<(), RuntimeError> {
+    let name = projection.name();
+    let storage = |source| {
+        RuntimeError::Apply(ApplyFailure::Storage {
+            projection: name,
+            source,
+        })
+    };
+    std::thread::scope(|scope| {
+        // The overlay being committed, its checkpoint, and the thread committing it.
+        type Pending<'s> = (
+            Arc<Overlay>,
+            Position,
+            std::thread::ScopedJoinHandle<'s, Result<(), sled::Error>>,
+        );
+        let finish = |pending: Option<Pending<'_>>| -> Result<(), RuntimeError> {
+            if let Some((_, checkpoint, handle)) = pending {
+                match handle.join() {
+                    Ok(result) => result.map_err(storage)?,
+                    Err(panicked) => std::panic::resume_unwind(panicked),
+                }
+                committed(checkpoint);
+            }
+            Ok(())
+        };
+        let mut pending: Option<Pending<'_>> = None;
+        let mut last = 0;
+        while let Some(page) = pages.blocking_recv() {
+            let fresh: Vec<&RecordedEvent> =
+                page.iter().filter(|event| event.position > last).collect();
+            let Some(end) = fresh.last().map(|event| event.position) else {
+                continue;
+            };
+            let base = pending.as_ref().map(|(overlay, _, _)| overlay.clone());
+            match apply::stage(projection, tree, base, &fresh) {
+                Ok(staged) => {
+                    let (overlay, skipped) = staged.into_parts();
+                    log_skips(name, &skipped);
+                    // The tree must hold everything before this page before its batch goes in.
+                    finish(pending.take())?;
+                    let overlay = Arc::new(overlay);
+                    let writing = overlay.clone();
+                    let handle = scope.spawn(move || apply::commit(tree, &writing, end));
+                    pending = Some((overlay, end, handle));
+                    last = end;
+                }
+                Err(_) => {
+                    // Once the previous page is in, the ordinary path commits what precedes the
+                    // failing event and names it.
+                    finish(pending.take())?;
+                    let applied = apply_events(projection, tree, &page)?;
+                    log_skips(name, &applied.skipped);
+                    committed(applied.checkpoint);
+                    last = applied.checkpoint;
+                }
+            }
+        }
+        finish(pending.take())
+    })
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<Result<(), LogError>>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

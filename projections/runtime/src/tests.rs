@@ -33,6 +33,21 @@ async fn append(log: &SharedLog, tenants: &[&str]) -> Position {
     last
 }
 
+/// Appends many events quickly: one append per tenant run, several events each.
+async fn append_many(log: &SharedLog, tenants: &[&str]) -> Position {
+    let mut last = 0;
+    for run in tenants.chunk_by(|a, b| a == b) {
+        for chunk in run.chunks(500) {
+            let first = log.last_position().await.unwrap() + 1;
+            let events = (0..chunk.len() as u64)
+                .map(|i| envelope(first + i, chunk[0]))
+                .collect();
+            last = log.append(events, Expected::Any, None).await.unwrap().last;
+        }
+    }
+    last
+}
+
 fn counter(version: u32) -> Vec<Arc<dyn Projection>> {
     vec![Arc::new(Counter {
         version,
@@ -328,4 +343,39 @@ async fn two_projections_with_one_name_are_refused() {
         result,
         Err(crate::RuntimeError::DuplicateName("counter"))
     ));
+}
+
+#[tokio::test]
+async fn an_offline_rebuild_stops_at_an_event_it_cannot_apply_and_names_it() {
+    let d = dirs();
+    let log = open_log(&d.log).await;
+    let tenants: Vec<&str> = (0..20_000)
+        .map(|i| if i == 12_345 { "poison" } else { "acme" })
+        .collect();
+    append_many(&log, &tenants).await;
+    let failing: Vec<Arc<dyn Projection>> = vec![Arc::new(Counter {
+        fail_on: Some("poison"),
+        ..Counter::default()
+    })];
+
+    let result = rebuild_offline(&d.models, log.clone(), failing, |_, _| {}).await;
+    match result {
+        Err(crate::RuntimeError::Apply(crate::ApplyFailure::Event {
+            position: 12_346,
+            committed: 12_345,
+            ..
+        })) => {}
+        other => panic!("unexpected {other:?}"),
+    }
+    // What was committed is consistent: a runtime started on it resumes right before the event.
+    let models = ReadModels::start(&d.models, log.clone(), counter(0))
+        .await
+        .unwrap();
+    assert_eq!(models.position("counter"), 12_345);
+    models.wait_for(20_000, PATIENCE).await.unwrap();
+    assert_eq!(
+        counts(&models.tree("counter")),
+        vec![c("acme", 19_999), c("poison", 1)]
+    );
+    models.shutdown().await;
 }
