@@ -97,8 +97,12 @@ async fn round(
     let last = match validate(shared, log, generation).await {
         Ok(Some(last)) => last,
         Ok(None) => return Stop::Outdated,
-        Err(error) => {
+        Err(NotReady::Log(error)) => {
             tracing::warn!(projection = name, %error, "cannot reach the event log; serving the stored read model and retrying");
+            return Stop::Retry;
+        }
+        Err(NotReady::Storage(error)) => {
+            tracing::error!(projection = name, %error, "read-model storage failed while checking it against the event log; retrying");
             return Stop::Retry;
         }
     };
@@ -176,6 +180,12 @@ async fn round(
     Stop::Retry
 }
 
+/// Why a runner cannot start a subscription yet.
+enum NotReady {
+    Log(LogError),
+    Storage(sled::Error),
+}
+
 /// Checks the stored tree against the log (its identity and last position) and the projection's
 /// version, and rebuilds it from 0 when they disagree. Returns the log's last position, or `None`
 /// when this runner is outdated.
@@ -183,9 +193,9 @@ async fn validate(
     shared: &Arc<Shared>,
     log: &SharedLog,
     generation: u64,
-) -> Result<Option<Position>, LogError> {
-    let log_id = log.log_id().await?;
-    let last = log.last_position().await?;
+) -> Result<Option<Position>, NotReady> {
+    let log_id = log.log_id().await.map_err(NotReady::Log)?;
+    let last = log.last_position().await.map_err(NotReady::Log)?;
     let shared = shared.clone();
     let outcome = blocking(move || -> Result<Option<()>, sled::Error> {
         let gate = shared.lock();
@@ -214,11 +224,7 @@ async fn validate(
     match outcome {
         Ok(Some(())) => Ok(Some(last)),
         Ok(None) => Ok(None),
-        // The log is fine but the store is not; report it like an unavailable dependency so the
-        // runner retries (and logs) rather than dying.
-        Err(error) => Err(LogError::Unavailable(format!(
-            "read-model storage failed: {error}"
-        ))),
+        Err(error) => Err(NotReady::Storage(error)),
     }
 }
 
