@@ -4,5 +4,8 @@
 
 mod conformance;
 mod embedded_faults;
+mod faults;
 mod jetstream;
+mod replicas;
+mod server;
 mod support;
