@@ -33,9 +33,10 @@ use async_nats::jetstream::context::{Context, ContextBuilder, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
 use async_nats::{Client, ConnectOptions, HeaderMap};
+
+use crate::valid_event_subject;
 use bytes::Bytes;
 use futures::StreamExt;
-use idstream_domain::envelope::SUBJECT_PREFIX;
 use idstream_domain::{EventEnvelope, StreamKey};
 use time::OffsetDateTime;
 
@@ -46,9 +47,7 @@ use crate::{
 /// The subject space of the log: every event subject matches it.
 const EVENTS_WILDCARD: &str = "idstream.events.>";
 
-/// The largest event body accepted. It matches nats-server's default `max_payload` (1 MiB), so an
-/// event that passes here fails on the server only if its headers push it over.
-pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
+pub use crate::MAX_EVENT_BYTES;
 
 const MSG_ID_HEADER: &str = "Nats-Msg-Id";
 
@@ -514,17 +513,6 @@ fn subject_covers(pattern: &str, filter: &str) -> bool {
     }
 }
 
-/// A subject of the event space whose tokens are all non-empty and free of wildcards and spaces.
-fn valid_event_subject(subject: &str) -> bool {
-    subject.starts_with(SUBJECT_PREFIX)
-        && subject.split('.').all(|token| {
-            !token.is_empty()
-                && token != "*"
-                && token != ">"
-                && !token.chars().any(|c| c.is_whitespace())
-        })
-}
-
 /// Why an ordered consumer could not be opened.
 enum OpenError {
     /// The stream is gone (or is another one now): retrying cannot help.
@@ -645,41 +633,9 @@ impl EventLog for JetStreamLog {
         expected: Expected,
         idempotency_key: Option<&str>,
     ) -> Result<Appended, AppendError> {
-        let Some(first) = events.first() else {
-            return Err(AppendError::Invalid(
-                "an append needs at least one event".to_owned(),
-            ));
-        };
-        let stream_key = first.stream_key();
-        if let Some(other) = events.iter().find(|e| e.stream_key() != stream_key) {
-            return Err(AppendError::Invalid(format!(
-                "one append holds events of one aggregate; got {} and {}",
-                stream_key.subject(),
-                other.subject()
-            )));
-        }
-        let subject = stream_key.subject();
-        if !valid_event_subject(&subject) {
-            return Err(AppendError::Invalid(format!(
-                "{subject:?} is not a valid event subject"
-            )));
-        }
-        let bodies = events
-            .iter()
-            .map(|event| {
-                let body = serde_json::to_vec(event).map_err(|e| {
-                    AppendError::Invalid(format!("event {} cannot be serialised: {e}", event.id))
-                })?;
-                if body.len() > MAX_EVENT_BYTES {
-                    return Err(AppendError::Invalid(format!(
-                        "event {} is {} bytes; the limit is {MAX_EVENT_BYTES}",
-                        event.id,
-                        body.len()
-                    )));
-                }
-                Ok(Bytes::from(body))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let (subject, bodies) = crate::encode_append(&events)?;
+        let bodies: Vec<Bytes> = bodies.into_iter().map(Bytes::from).collect();
+        let stream_key = events[0].stream_key();
 
         // Fail fast instead of queueing publishes in the client while it reconnects.
         self.ensure_connected().map_err(AppendError::Unavailable)?;

@@ -149,3 +149,64 @@ pub trait EventLog: Send + Sync + 'static {
 
 /// The log as the rest of the service holds it.
 pub type SharedLog = Arc<dyn EventLog>;
+
+/// The largest event, as envelope JSON, that either backend stores.
+pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+/// Whether `subject` is a concrete event subject: under `idstream.events`, no empty token, no
+/// wildcard, no whitespace.
+pub(crate) fn valid_event_subject(subject: &str) -> bool {
+    subject.starts_with(idstream_domain::envelope::SUBJECT_PREFIX)
+        && subject.split('.').all(|token| {
+            !token.is_empty()
+                && token != "*"
+                && token != ">"
+                && !token.chars().any(char::is_whitespace)
+        })
+}
+
+/// The checks every backend makes before appending, and the serialisation: at least one event,
+/// all of one aggregate, a valid subject, each envelope at most [`MAX_EVENT_BYTES`] of JSON.
+/// Returns the aggregate's subject and the envelopes' JSON.
+pub(crate) fn encode_append(
+    events: &[EventEnvelope],
+) -> Result<(String, Vec<Vec<u8>>), AppendError> {
+    let Some(head) = events.first() else {
+        return Err(AppendError::Invalid(
+            "an append needs at least one event".to_owned(),
+        ));
+    };
+    if let Some(other) = events
+        .iter()
+        .find(|e| e.tenant != head.tenant || e.aggregate != head.aggregate)
+    {
+        return Err(AppendError::Invalid(format!(
+            "the events of one append must belong to one aggregate, not to both {} and {}",
+            head.subject(),
+            other.subject()
+        )));
+    }
+    let subject = head.subject();
+    if !valid_event_subject(&subject) {
+        return Err(AppendError::Invalid(format!(
+            "{subject:?} is not a valid event subject"
+        )));
+    }
+    let bodies = events
+        .iter()
+        .map(|event| {
+            let json = serde_json::to_vec(event).map_err(|e| {
+                AppendError::Invalid(format!("event {} cannot be serialised: {e}", event.id))
+            })?;
+            if json.len() > MAX_EVENT_BYTES {
+                return Err(AppendError::Invalid(format!(
+                    "event {} is {} bytes of JSON; the limit is {MAX_EVENT_BYTES}",
+                    event.id,
+                    json.len()
+                )));
+            }
+            Ok(json)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((subject, bodies))
+}

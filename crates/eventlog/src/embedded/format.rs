@@ -28,7 +28,7 @@ pub const FRAME_MAGIC: [u8; 4] = *b"IDSR";
 pub const FRAME_HEADER_LEN: usize = 12;
 
 /// The largest envelope JSON one event may have.
-pub const MAX_EVENT_JSON: usize = 1024 * 1024;
+pub const MAX_EVENT_JSON: usize = crate::MAX_EVENT_BYTES;
 /// The longest idempotency key accepted (its msg ids add `:<index>`).
 pub const MAX_KEY_LEN: usize = 512;
 /// The longest subject accepted.

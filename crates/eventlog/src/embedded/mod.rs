@@ -31,7 +31,7 @@ use std::sync::mpsc;
 
 use tokio::sync::{oneshot, watch};
 
-use self::format::{FRAME_HEADER_LEN, FrameCheck, MAX_EVENT_JSON, MAX_KEY_LEN, MAX_SUBJECT_LEN};
+use self::format::{FRAME_HEADER_LEN, FrameCheck, MAX_KEY_LEN, MAX_SUBJECT_LEN};
 use self::writer::{Dedup, Request, Writer};
 use crate::{
     AppendError, Appended, EventLog, EventStream, Expected, LogError, Position, RecordedEvent,
@@ -338,22 +338,8 @@ fn prepare(
     events: &[EventEnvelope],
     key: Option<&str>,
 ) -> Result<(String, Vec<Vec<u8>>), AppendError> {
-    let Some(head) = events.first() else {
-        return Err(AppendError::Invalid(
-            "an append needs at least one event".to_owned(),
-        ));
-    };
-    if let Some(other) = events
-        .iter()
-        .find(|e| e.tenant != head.tenant || e.aggregate != head.aggregate)
-    {
-        return Err(AppendError::Invalid(format!(
-            "the events of one append must belong to one aggregate, not to both {} and {}",
-            head.subject(),
-            other.subject()
-        )));
-    }
-    let subject = head.subject();
+    let (subject, jsons) = crate::encode_append(events)?;
+    // The frame format bounds these lengths; the shared checks above do not.
     if subject.len() > MAX_SUBJECT_LEN {
         return Err(AppendError::Invalid(format!(
             "the subject is longer than {MAX_SUBJECT_LEN} bytes"
@@ -363,20 +349,6 @@ fn prepare(
         return Err(AppendError::Invalid(format!(
             "an idempotency key is at most {MAX_KEY_LEN} bytes"
         )));
-    }
-    let mut jsons = Vec::with_capacity(events.len());
-    for event in events {
-        let json = serde_json::to_vec(event).map_err(|e| {
-            AppendError::Invalid(format!("event {} cannot be serialised: {e}", event.id))
-        })?;
-        if json.len() > MAX_EVENT_JSON {
-            return Err(AppendError::Invalid(format!(
-                "event {} is {} bytes of JSON; the limit is {MAX_EVENT_JSON}",
-                event.id,
-                json.len()
-            )));
-        }
-        jsons.push(json);
     }
     Ok((subject, jsons))
 }
