@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use idstream_eventlog::{Position, RecordedEvent};
 
+use crate::filter::KeyFilter;
 use crate::meta::{self, RESERVED};
 use crate::{ApplyError, Projection};
 
@@ -25,6 +26,9 @@ pub struct Staged<'a> {
     /// Writes staged before this overlay that are still being committed (the offline rebuild
     /// stages the next page while the previous one commits). Reads see them over the tree.
     base: Option<Arc<Overlay>>,
+    /// Every key the tree may hold, when that is known (offline rebuilds); a key outside it is
+    /// answered without asking sled.
+    known: Option<&'a KeyFilter>,
     overlay: Overlay,
     /// The position of the event being applied, for [`Staged::skip`] notes.
     position: Position,
@@ -37,14 +41,20 @@ impl<'a> Staged<'a> {
     /// An empty overlay over `tree`. The runtime creates these; tests of a projection's `apply`
     /// may too.
     pub fn new(tree: &'a sled::Tree) -> Staged<'a> {
-        Staged::on(tree, None)
+        Staged::on(tree, None, None)
     }
 
-    /// An empty overlay over `base` (writes not yet in `tree`) over `tree`.
-    pub(crate) fn on(tree: &'a sled::Tree, base: Option<Arc<Overlay>>) -> Staged<'a> {
+    /// An empty overlay over `base` (writes not yet in `tree`) over `tree`, whose keys are all
+    /// in `known` if that is given.
+    pub(crate) fn on(
+        tree: &'a sled::Tree,
+        base: Option<Arc<Overlay>>,
+        known: Option<&'a KeyFilter>,
+    ) -> Staged<'a> {
         Staged {
             tree,
             base,
+            known,
             overlay: BTreeMap::new(),
             position: 0,
             skipped: Vec::new(),
@@ -60,6 +70,12 @@ impl<'a> Staged<'a> {
         }
         if let Some(pending) = self.base.as_ref().and_then(|base| base.get(key)) {
             return Ok(pending.clone());
+        }
+        if let Some(known) = self.known
+            && key.first() != Some(&RESERVED)
+            && !known.may_contain(key)
+        {
+            return Ok(None);
         }
         Ok(self.tree.get(key)?.map(|v| v.to_vec()))
     }
@@ -221,7 +237,7 @@ pub fn apply_events(
         });
     }
 
-    match stage(projection, tree, None, &fresh) {
+    match stage(projection, tree, None, None, &fresh) {
         Ok(staged) => {
             let (overlay, skipped) = staged.into_parts();
             commit(tree, &overlay, last).map_err(storage)?;
@@ -237,7 +253,7 @@ pub fn apply_events(
             // pins the checkpoint right below the event that needs attention.
             let mut committed = checkpoint;
             if index > 0
-                && let Ok(staged) = stage(projection, tree, None, &fresh[..index])
+                && let Ok(staged) = stage(projection, tree, None, None, &fresh[..index])
             {
                 let prefix_end = fresh[index - 1].position;
                 commit(tree, &staged.into_parts().0, prefix_end).map_err(storage)?;
@@ -261,9 +277,10 @@ pub(crate) fn stage<'t>(
     projection: &dyn Projection,
     tree: &'t sled::Tree,
     base: Option<Arc<Overlay>>,
+    known: Option<&'t KeyFilter>,
     events: &[&RecordedEvent],
 ) -> Result<Staged<'t>, (usize, FailureCause)> {
-    let mut staged = Staged::on(tree, base);
+    let mut staged = Staged::on(tree, base, known);
     for (index, event) in events.iter().enumerate() {
         staged.position = event.position;
         let outcome = catch_unwind(AssertUnwindSafe(|| projection.apply(&mut staged, event)));
@@ -323,7 +340,7 @@ mod tests {
         pending.insert(b"p/a".to_vec(), Some(b"pending".to_vec()));
         pending.insert(b"p/b".to_vec(), None);
         pending.insert(b"p/c".to_vec(), Some(b"pending".to_vec()));
-        let mut staged = Staged::on(&tree, Some(Arc::new(pending)));
+        let mut staged = Staged::on(&tree, Some(Arc::new(pending)), None);
         staged.insert("p/c", "staged");
         assert_eq!(staged.get("p/a").unwrap().as_deref(), Some(&b"pending"[..]));
         assert_eq!(staged.get("p/b").unwrap(), None);

@@ -21,6 +21,7 @@
 //! version, log id); projections use any other key.
 
 mod apply;
+mod filter;
 mod meta;
 mod models;
 mod offline;
