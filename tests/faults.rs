@@ -124,8 +124,7 @@ async fn burst_then_kill(svc: &mut Service) -> Vec<(String, u64)> {
     for task in tasks {
         task.await.unwrap();
     }
-    let acked = acknowledged.lock().unwrap().clone();
-    acked
+    acknowledged.lock().unwrap().clone()
 }
 
 async fn every_acknowledged_user_exists_and_read_models_match_a_rebuild(
