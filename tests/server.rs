@@ -390,6 +390,36 @@ async fn operational_endpoints_answer() {
         );
     }
     assert!(openapi.body["components"]["schemas"]["Problem"].is_object());
+
+    // Every operation declares exactly the path parameters its template names, and every other
+    // parameter lives in the query or the headers (a generated document once put query fields in
+    // the path, which validators reject).
+    for (path, item) in openapi.body["paths"].as_object().unwrap() {
+        let mut in_template: Vec<&str> = path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+            .collect();
+        in_template.sort();
+        for (method, operation) in item.as_object().unwrap() {
+            let parameters = operation["parameters"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let mut declared: Vec<&str> = parameters
+                .iter()
+                .filter(|p| p["in"] == "path")
+                .map(|p| p["name"].as_str().unwrap())
+                .collect();
+            declared.sort();
+            assert_eq!(declared, in_template, "{method} {path}: path parameters");
+            for p in &parameters {
+                assert!(
+                    ["path", "query", "header"].contains(&p["in"].as_str().unwrap()),
+                    "{method} {path}: {p}"
+                );
+            }
+        }
+    }
 }
 
 #[tokio::test]

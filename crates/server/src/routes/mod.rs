@@ -71,6 +71,7 @@ impl IntoResponse for CommandAccepted {
 /// Cursor pagination shared by list endpoints.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Return items after this id (the `next` of the previous page).
     pub after: Option<String>,
