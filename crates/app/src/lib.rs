@@ -14,6 +14,8 @@
 mod engine;
 mod error;
 mod services;
+#[cfg(test)]
+mod tests;
 
 pub use engine::{CommandContext, Outcome};
 pub use error::AppError;

@@ -194,7 +194,16 @@ impl App {
             _ => return Err(internal("creating a user yields its creation event")),
         };
 
-        let user = self.claim_email(ctx, &email).await?;
+        let claim = self.claim_email(ctx, &email).await?;
+        // A claim may be taken over once it is older than its TTL and its user does not exist.
+        // Appending the user long after claiming could then create a second user with this
+        // address, so past the deadline (well inside the TTL) this attempt gives up instead.
+        if !claim.user_exists && self.now() >= claim.claimed_at + CLAIM_DEADLINE {
+            return Err(AppError::Unavailable(
+                "creating the user took too long after claiming its email address; retry".into(),
+            ));
+        }
+        let user = claim.user;
         let key = user_key(user);
         let mut outcome = match self
             .execute::<UserAggregate>(ctx, &key, "user", command)
@@ -227,9 +236,9 @@ impl App {
         Ok(outcome)
     }
 
-    /// Claims a normalised email address for a new user and returns that user's id; or the id
-    /// claimed by an earlier attempt of the same request.
-    async fn claim_email(&self, ctx: &CommandContext, email: &str) -> Result<UserId, AppError> {
+    /// Claims a normalised email address for a new user; or finds the claim of an earlier
+    /// attempt of the same request.
+    async fn claim_email(&self, ctx: &CommandContext, email: &str) -> Result<Claim, AppError> {
         let key = StreamKey::new(None, AggregateType::Email, email::claim_id(email));
         let request = ctx.request_hash();
         for _ in 0..CLAIM_ATTEMPTS {
@@ -251,7 +260,11 @@ impl App {
                 }
                 if same_request {
                     if holder_exists || now < holder.claimed_at + CLAIM_DEADLINE {
-                        return Ok(holder.user);
+                        return Ok(Claim {
+                            user: holder.user,
+                            claimed_at: holder.claimed_at,
+                            user_exists: holder_exists,
+                        });
                     }
                     if holder.claimed_at + email::CLAIM_TTL > now {
                         return Err(AppError::Unavailable(
@@ -289,7 +302,13 @@ impl App {
                 .append(envelopes, Expected::from_last(last), None)
                 .await
             {
-                Ok(_) => return Ok(user),
+                Ok(_) => {
+                    return Ok(Claim {
+                        user,
+                        claimed_at: now,
+                        user_exists: false,
+                    });
+                }
                 Err(AppendError::WrongExpectedSequence { .. }) => continue,
                 Err(AppendError::Unavailable(why)) => return Err(AppError::Unavailable(why)),
                 Err(AppendError::Invalid(why)) => return Err(AppError::Internal(why)),
@@ -405,6 +424,14 @@ impl App {
     pub fn applied_position(&self) -> Position {
         self.inner.read_models.min_position()
     }
+}
+
+/// An email claim held for a user being created.
+struct Claim {
+    user: UserId,
+    claimed_at: OffsetDateTime,
+    /// Whether the user already exists (an earlier attempt of the same request created it).
+    user_exists: bool,
 }
 
 fn user_not_found(e: AppError) -> AppError {
