@@ -270,13 +270,7 @@ impl App {
         let Some(key) = idempotency else {
             return Ok(None);
         };
-        let end = self
-            .inner
-            .log
-            .last_position()
-            .await
-            .map_err(|e| AppError::Unavailable(e.to_string()))?;
-        self.wait_for(end).await?;
+        self.catch_up().await?;
         let record = self
             .inner
             .directory

@@ -95,6 +95,18 @@ impl App {
         self.inner.consistency_timeout
     }
 
+    /// Waits until every read model has applied everything the log holds now, so that a lookup
+    /// that follows sees what any replica wrote before this call.
+    pub async fn catch_up(&self) -> Result<(), AppError> {
+        let end = self
+            .inner
+            .log
+            .last_position()
+            .await
+            .map_err(|e| AppError::Unavailable(e.to_string()))?;
+        self.wait_for(end).await
+    }
+
     /// Waits until every read model has applied `min` (a client's consistency token).
     pub async fn wait_for(&self, min: Position) -> Result<(), AppError> {
         self.inner

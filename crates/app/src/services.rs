@@ -75,15 +75,9 @@ impl App {
         if let Some(found) = lookup(self)? {
             return Ok(Some(found));
         }
-        let end = self
-            .inner
-            .log
-            .last_position()
-            .await
-            .map_err(|e| AppError::Unavailable(e.to_string()))?;
         // Always look again after the wait (which returns at once if the read models are there
         // already): they may have applied the thing between the first look and now.
-        self.wait_for(end).await?;
+        self.catch_up().await?;
         lookup(self)
     }
 
