@@ -49,6 +49,11 @@ async fn with_nats_down_commands_fail_fast_queries_keep_answering_and_the_servic
     );
     let ready = svc.get("/readyz").await;
     assert_eq!(ready.body["log"], "unavailable", "{ready:?}");
+    // A token the read models have not reached cannot be checked against the log now: the
+    // query waits its bounded time, then says so with Retry-After.
+    let stale = svc.get_at(&format!("/v1/users/{ada}"), position + 1).await;
+    stale.assert_problem(503, "not_caught_up");
+    assert_eq!(stale.header("retry-after"), Some("1"));
 
     nats.start();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

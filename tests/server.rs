@@ -339,12 +339,17 @@ async fn malformed_requests_get_problems_and_change_nothing() {
 }
 
 #[tokio::test]
-async fn a_query_that_asks_for_a_future_position_waits_then_answers_503_with_retry_after() {
+async fn a_consistency_token_beyond_the_end_of_the_log_is_refused() {
     let (_dir, svc) = service().await;
     let position = svc.create_tenant("acme").await;
-    let stale = svc.get_at("/v1/tenants/acme", position + 1_000).await;
-    stale.assert_problem(503, "not_caught_up");
-    assert_eq!(stale.header("retry-after"), Some("1"));
+    svc.get_at("/v1/tenants/acme", position + 1_000)
+        .await
+        .assert_problem(400, "invalid_min_position");
+    svc.get(&format!("/v1/tenants/acme?min_position={}", u64::MAX))
+        .await
+        .assert_problem(400, "invalid_min_position");
+    let current = svc.get_at("/v1/tenants/acme", position).await;
+    assert_eq!(current.status, 200, "{current:?}");
 }
 
 #[tokio::test]

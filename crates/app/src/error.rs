@@ -30,6 +30,10 @@ pub enum AppError {
     Unavailable(String),
     #[error("the read models have not reached position {wanted} yet (at {current})")]
     Stale { wanted: Position, current: Position },
+    #[error(
+        "position {wanted} is beyond the end of the event log ({end}); it was not issued by this service"
+    )]
+    PositionBeyondLog { wanted: Position, end: Position },
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -107,6 +107,21 @@ impl App {
         self.wait_for(end).await
     }
 
+    /// Honours a client's consistency token: waits (bounded) until every read model has applied
+    /// `min`. A token beyond the end of the log was never issued by it (the log is shared by all
+    /// replicas, so no replica can be behind it) and is refused rather than waited for.
+    pub async fn wait_for_token(&self, min: Position) -> Result<(), AppError> {
+        if self.inner.read_models.min_position() >= min {
+            return Ok(());
+        }
+        if let Ok(end) = self.inner.log.last_position().await
+            && min > end
+        {
+            return Err(AppError::PositionBeyondLog { wanted: min, end });
+        }
+        self.wait_for(min).await
+    }
+
     /// Waits until every read model has applied `min` (a client's consistency token).
     pub async fn wait_for(&self, min: Position) -> Result<(), AppError> {
         self.inner

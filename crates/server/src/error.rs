@@ -125,6 +125,9 @@ impl ApiError {
                         "read models are at position {current}, not yet at {wanted}; retry shortly"
                     ),
                 ),
+                AppError::PositionBeyondLog { .. } => {
+                    (S::BAD_REQUEST, "invalid_min_position", shown(e))
+                }
                 AppError::Internal(_) => (
                     S::INTERNAL_SERVER_ERROR,
                     "internal",

@@ -83,7 +83,7 @@ impl AppState {
     /// Honours a query's consistency token: waits (bounded) until the read models reach it.
     pub async fn consistent(&self, min: MinPosition) -> Result<(), ApiError> {
         let Some(min) = min.0 else { return Ok(()) };
-        let result = self.app.wait_for(min).await;
+        let result = self.app.wait_for_token(min).await;
         let kind = if result.is_ok() {
             "reached"
         } else {

@@ -59,7 +59,7 @@ impl From<idstream_directory::TenantView> for Tenant {
 /// Create a tenant.
 #[utoipa::path(post, path = "/v1/tenants", request_body = CreateTenantBody, tag = "tenants",
     params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key return the first result")),
-    responses((status = 201, body = CommandAccepted), (status = 409, body = Problem, description = "tenant_exists"),
+    responses((status = 201, body = CommandAccepted), (status = 200, body = CommandAccepted, description = "a retry with the same Idempotency-Key: the first result, nothing appended"), (status = 409, body = Problem, description = "tenant_exists"),
         (status = 422, body = Problem), (status = 503, body = Problem, description = "log_unavailable")),
     security(("bearer" = [])))]
 pub async fn create_tenant(

@@ -112,7 +112,7 @@ impl User {
 /// Create a user in a tenant (active, or invited), with roles in that tenant.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/users", request_body = CreateUserBody, tag = "users",
     params(("tenant" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 201, body = CommandAccepted), (status = 404, body = Problem, description = "tenant_not_found"),
+    responses((status = 201, body = CommandAccepted), (status = 200, body = CommandAccepted, description = "a retry with the same Idempotency-Key: the first result, nothing appended"), (status = 404, body = Problem, description = "tenant_not_found"),
         (status = 409, body = Problem, description = "email_taken"), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 pub async fn create_user(
