@@ -142,6 +142,19 @@ async fn read_stream(log: &SharedLog, stream: &StreamKey) -> Vec<RecordedEvent> 
     log.read_stream(stream).await.expect("read_stream")
 }
 
+/// The names carried by `events`, in order.
+fn names(events: &[RecordedEvent]) -> Vec<&str> {
+    events.iter().map(name_of).collect()
+}
+
+/// The names carried by one aggregate's events, in order.
+async fn stream_names(log: &SharedLog, stream: &StreamKey) -> Vec<String> {
+    names(&read_stream(log, stream).await)
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Everything after `after`, paged through `read_after` in small pages so paging is exercised.
 async fn read_all_after(log: &SharedLog, after: Position) -> Vec<RecordedEvent> {
     let mut all = Vec::new();
@@ -350,10 +363,7 @@ pub async fn read_stream_returns_only_that_aggregates_events_in_order(b: &mut dy
     append(&log, vec![renamed(&a, "a3")], Expected::Any).await;
 
     let of_a = read_stream(&log, &a).await;
-    assert_eq!(
-        of_a.iter().map(name_of).collect::<Vec<_>>(),
-        ["a0", "a1", "a2", "a3"]
-    );
+    assert_eq!(names(&of_a), ["a0", "a1", "a2", "a3"]);
     assert!(
         of_a.windows(2).all(|w| w[0].position < w[1].position),
         "in position order"
@@ -361,10 +371,7 @@ pub async fn read_stream_returns_only_that_aggregates_events_in_order(b: &mut dy
     assert!(of_a.iter().all(|e| e.envelope.stream_key() == a));
 
     let of_other = read_stream(&log, &other).await;
-    assert_eq!(
-        of_other.iter().map(name_of).collect::<Vec<_>>(),
-        ["b0", "b1"]
-    );
+    assert_eq!(names(&of_other), ["b0", "b1"]);
 
     let of_user = read_stream(&log, &user).await;
     assert_eq!(of_user.len(), 1);
@@ -441,14 +448,7 @@ pub async fn a_wrong_expected_position_is_rejected_with_the_real_last_position(
         two.last,
         "rejected appends store nothing"
     );
-    assert_eq!(
-        read_stream(&log, &stream)
-            .await
-            .iter()
-            .map(name_of)
-            .collect::<Vec<_>>(),
-        ["0", "1"]
-    );
+    assert_eq!(stream_names(&log, &stream).await, ["0", "1"]);
     assert!(read_stream(&log, &empty).await.is_empty());
 }
 
@@ -666,14 +666,7 @@ pub async fn a_repeated_idempotency_key_is_a_duplicate_whatever_the_expectation(
         );
     }
     assert_eq!(last_position(&log).await, moved.last);
-    assert_eq!(
-        read_stream(&log, &stream)
-            .await
-            .iter()
-            .map(name_of)
-            .collect::<Vec<_>>(),
-        ["0", "1"]
-    );
+    assert_eq!(stream_names(&log, &stream).await, ["0", "1"]);
 }
 
 pub async fn different_idempotency_keys_both_append(b: &mut dyn Backend) {
@@ -820,10 +813,7 @@ pub async fn subscribing_from_the_middle_starts_right_after_that_position(b: &mu
         received.push(next_event(&mut subscription).await);
     }
     assert_contiguous(&received, middle);
-    assert_eq!(
-        received.iter().map(name_of).collect::<Vec<_>>(),
-        ["3", "4", "5"]
-    );
+    assert_eq!(names(&received), ["3", "4", "5"]);
 
     // Subscribing at the very end delivers only what comes next.
     let mut at_end = subscribe(&log, last).await;
@@ -1013,14 +1003,7 @@ pub async fn after_a_restart_appends_continue_and_concurrency_and_dedup_still_ho
         "appends continue at the next position"
     );
     assert_eq!(next_event(&mut subscription).await.position, next.first);
-    assert_eq!(
-        read_stream(&log, &stream)
-            .await
-            .iter()
-            .map(name_of)
-            .collect::<Vec<_>>(),
-        ["0", "1"]
-    );
+    assert_eq!(stream_names(&log, &stream).await, ["0", "1"]);
 }
 
 // ---------------------------------------------------------------------------------------------
