@@ -193,10 +193,11 @@ async fn run(knobs: Knobs) -> anyhow::Result<()> {
     // The log layer before any read model consumes the stream, to tell its cost from theirs.
     log_layer_alone(&knobs, &log, baseline).await?;
 
+    let access_cache = Arc::new(idstream_access::FactCache::default());
     let read_models = ReadModels::start(
         &scratch.path().join("readmodels"),
         log.clone(),
-        projections(),
+        idstream_app::projections(access_cache.clone()),
     )
     .await?;
     read_models
@@ -205,8 +206,12 @@ async fn run(knobs: Knobs) -> anyhow::Result<()> {
     let app = App::new(
         log.clone(),
         read_models.clone(),
+        access_cache,
         Arc::new(SystemClock),
         Duration::from_secs(30),
+        idstream_app::IdentityServices::local(&scratch.path().join("identity"))
+            .await
+            .map_err(|e| anyhow!("identity services: {e}"))?,
     );
     command_throughput(&knobs, &app, baseline, &mut table).await?;
     command_latency(&knobs, &raw, &app, &mut table).await?;

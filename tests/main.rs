@@ -2,10 +2,14 @@
 //! `support` spawns real processes: nats-server on a free port with a temporary store, and the
 //! `idstream` binary on port 0 with a temporary data directory.
 
+mod access_admin;
+mod access_check;
 mod conformance;
 mod embedded_faults;
 mod faults;
+mod identity;
 mod jetstream;
+mod keys;
 mod replicas;
 mod server;
 mod support;

@@ -433,14 +433,16 @@ async fn read_models_rebuilt_online_or_offline_have_the_same_digest_as_the_live_
     svc.create_tenant("acme").await;
     let mut last = 0;
     for i in 0..20 {
-        let (user, _) = svc
+        let (user, created) = svc
             .create_user("acme", &format!("user{i}@example.com"), &["user"])
             .await;
+        last = last.max(created);
         if i % 3 == 0 {
-            last = svc
+            let suspended = svc
                 .post(&format!("/v1/users/{user}/suspend"), json!({}))
                 .await
                 .position();
+            last = last.max(suspended);
         }
     }
     svc.get_at("/v1/tenants/acme", last).await;

@@ -18,6 +18,9 @@ pub struct Service {
     pub data_dir: PathBuf,
     nats_url: Option<String>,
     client: reqwest::Client,
+    /// Where the process's stdout and stderr go, and at which log level, when captured (see
+    /// [`Service::embedded_capturing`]); inherited otherwise.
+    capture: Option<(PathBuf, String)>,
 }
 
 /// An HTTP answer: status, headers and the body parsed as JSON (Null when empty or not JSON).
@@ -70,7 +73,21 @@ impl Service {
         Self::start(data_dir, Some(nats_url.to_owned())).await
     }
 
+    /// Starts a service on the embedded log whose stdout and stderr are appended to `output`,
+    /// logging at `level` (an `IDSTREAM_LOG` filter), so that a test can read what it logged.
+    pub async fn embedded_capturing(data_dir: &Path, output: &Path, level: &str) -> Service {
+        Self::start_with(data_dir, None, Some((output.to_owned(), level.to_owned()))).await
+    }
+
     async fn start(data_dir: &Path, nats_url: Option<String>) -> Service {
+        Self::start_with(data_dir, nats_url, None).await
+    }
+
+    async fn start_with(
+        data_dir: &Path,
+        nats_url: Option<String>,
+        capture: Option<(PathBuf, String)>,
+    ) -> Service {
         let mut service = Service {
             child: None,
             base: String::new(),
@@ -80,6 +97,7 @@ impl Service {
                 .timeout(Duration::from_secs(15))
                 .build()
                 .unwrap(),
+            capture,
         };
         service.spawn().await;
         service
@@ -105,11 +123,29 @@ impl Service {
         if let Some(url) = &self.nats_url {
             command.env("IDSTREAM_NATS_URL", url);
         }
+        let output = self.capture.as_ref().map(|(path, level)| {
+            command.env("IDSTREAM_LOG", level);
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("open the captured output file");
+            command.stderr(Stdio::from(file.try_clone().expect("clone a file handle")));
+            file
+        });
         let mut child = command.spawn().expect("spawn idstream");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
+        let mut output = output;
+        let mut keep = move |line: &str| {
+            if let Some(file) = output.as_mut() {
+                use std::io::Write;
+                let _ = writeln!(file, "{line}");
+            }
+        };
         let base = tokio::time::timeout(Duration::from_secs(60), async {
             while let Some(line) = lines.next_line().await.unwrap() {
+                keep(&line);
                 if let Some(url) = line.strip_prefix("idstream listening on ") {
                     return url.to_owned();
                 }
@@ -118,8 +154,13 @@ impl Service {
         })
         .await
         .expect("idstream did not start listening within 60 s");
-        // Keep draining stdout so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        // Keep draining stdout so the child never blocks on a full pipe (into the captured
+        // output, when there is one).
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                keep(&line);
+            }
+        });
         self.base = base;
         self.child = Some(child);
     }
@@ -269,4 +310,183 @@ impl Service {
             .filter_map(|l| l.split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned())))
             .collect()
     }
+}
+
+/// Helpers for the access administration tests.
+impl Service {
+    pub async fn put(&self, path: &str, body: Value) -> Answer {
+        self.send(self.request(reqwest::Method::PUT, path).json(&body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str) -> Answer {
+        self.send(self.request(reqwest::Method::DELETE, path)).await
+    }
+
+    /// The position of the last event in the log (from `/readyz`): proves that a request
+    /// appended nothing when it is the same before and after.
+    pub async fn log_position(&self) -> u64 {
+        let answer = self.get("/readyz").await;
+        answer.body["log_position"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no log position in {answer:?}"))
+    }
+}
+
+/// Helpers for the identity tests: bootstrap, sign-in, other bearers, mail and the raw log.
+impl Service {
+    /// Runs `idstream bootstrap` on `data_dir` (and the JetStream stream at `nats_url`, if any)
+    /// before any service runs there: the first tenant and its administrator with `password`
+    /// (given on standard input). Returns what it printed.
+    pub async fn bootstrap(
+        data_dir: &Path,
+        nats_url: Option<&str>,
+        tenant: &str,
+        email: &str,
+        password: &str,
+    ) -> String {
+        use tokio::io::AsyncWriteExt;
+        let mut command = Command::new(env!("CARGO_BIN_EXE_idstream"));
+        command
+            .args(["bootstrap", "--tenant", tenant, "--email", email])
+            .args([
+                "--first-name",
+                "Ada",
+                "--last-name",
+                "Admin",
+                "--password-stdin",
+            ])
+            .env("IDSTREAM_LISTEN", "127.0.0.1:0")
+            .env("IDSTREAM_DATA_DIR", data_dir)
+            .env("IDSTREAM_LOG", "warn")
+            .env_remove("IDSTREAM_NATS_URL")
+            .env_remove("IDSTREAM_CONFIG")
+            .env_remove("IDSTREAM_BOOTSTRAP_PASSWORD")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(url) = nats_url {
+            command.env("IDSTREAM_NATS_URL", url);
+        }
+        let mut child = command.spawn().expect("spawn idstream bootstrap");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(format!("{password}\n").as_bytes())
+            .await
+            .unwrap();
+        drop(stdin);
+        let output = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+            .await
+            .expect("bootstrap finishes")
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "bootstrap failed: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    }
+
+    /// A request with no credentials.
+    pub fn anonymous(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    /// A request with `bearer` (an access token or API key) instead of the operator token.
+    pub fn request_as(
+        &self,
+        bearer: &str,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        self.anonymous(method, path).bearer_auth(bearer)
+    }
+
+    /// A client whose connections come from `source` (any 127.0.0.0/8 address on Linux): the
+    /// service's rate limits count per source address.
+    pub fn client_from(source: std::net::IpAddr) -> reqwest::Client {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .local_address(source)
+            .build()
+            .unwrap()
+    }
+
+    /// POSTs `body` without credentials.
+    pub async fn post_anonymous(&self, path: &str, body: Value) -> Answer {
+        self.send(self.anonymous(reqwest::Method::POST, path).json(&body))
+            .await
+    }
+
+    /// GET with `bearer`.
+    pub async fn get_as(&self, bearer: &str, path: &str) -> Answer {
+        self.send(self.request_as(bearer, reqwest::Method::GET, path))
+            .await
+    }
+
+    /// POST `body` with `bearer`.
+    pub async fn post_as(&self, bearer: &str, path: &str, body: Value) -> Answer {
+        self.send(
+            self.request_as(bearer, reqwest::Method::POST, path)
+                .json(&body),
+        )
+        .await
+    }
+
+    /// Signs in with a password and returns the tokens (panics on anything but tokens).
+    pub async fn sign_in(&self, email: &str, password: &str) -> Value {
+        let answer = self
+            .post_anonymous(
+                "/v1/auth/sign-in",
+                serde_json::json!({"email": email, "password": password}),
+            )
+            .await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        assert!(answer.body["access_token"].is_string(), "{answer:?}");
+        answer.body
+    }
+
+    /// The messages the file mailer wrote so far, oldest first.
+    pub fn mail(&self) -> Vec<idstream_mailer::ParsedEml> {
+        mail(&self.data_dir)
+    }
+
+    /// Every event in the log, from the first. With the embedded log the service must be stopped
+    /// (the log allows one process at a time).
+    pub async fn events(&self) -> Vec<idstream_eventlog::RecordedEvent> {
+        use idstream_eventlog::EventLog;
+        match &self.nats_url {
+            Some(url) => {
+                let log = idstream_eventlog::jetstream::JetStreamLog::connect(
+                    idstream_eventlog::jetstream::JetStreamOptions::new(url.clone()),
+                )
+                .await
+                .expect("connect to the stream");
+                log.read_after(0, usize::MAX).await.expect("read the log")
+            }
+            None => {
+                assert!(
+                    self.child.is_none(),
+                    "stop the service before reading its log"
+                );
+                let log = idstream_eventlog::embedded::EmbeddedLog::open(
+                    &self.data_dir.join("log"),
+                    idstream_eventlog::embedded::EmbeddedOptions::default(),
+                )
+                .await
+                .expect("open the embedded log");
+                log.read_after(0, usize::MAX).await.expect("read the log")
+            }
+        }
+    }
+}
+
+/// The messages the file mailer wrote into `<data_dir>/mail`, oldest first.
+pub fn mail(data_dir: &Path) -> Vec<idstream_mailer::ParsedEml> {
+    idstream_mailer::FileMailer::messages(&data_dir.join("mail"))
+        .expect("list the mail folder")
+        .iter()
+        .map(|path| idstream_mailer::read_eml(path).expect("read an .eml"))
+        .collect()
 }

@@ -180,6 +180,23 @@ impl App {
     where
         AppError: From<A::Error>,
     {
+        self.execute_to_state::<A>(ctx, key, step, command)
+            .await
+            .map(|(outcome, _)| outcome)
+    }
+
+    /// [`App::execute`] that also returns the aggregate's state after the command, for callers
+    /// whose answer depends on what was decided (a refresh that turned out to be a reuse).
+    pub(crate) async fn execute_to_state<A: Aggregate>(
+        &self,
+        ctx: &CommandContext,
+        key: &StreamKey,
+        step: &str,
+        command: A::Command,
+    ) -> Result<(Outcome, A::State), AppError>
+    where
+        AppError: From<A::Error>,
+    {
         let subject = key.subject();
         let idempotency = ctx.step_key(step);
         // An aggregate never seen is assumed empty: a creating command then appends with
@@ -201,17 +218,27 @@ impl App {
                     // A retried command whose first attempt succeeded now fails its rules
                     // ("already suspended"): answer it with the first result instead.
                     if let Some(outcome) = self.replayed(idempotency.as_deref()).await? {
-                        return Ok(outcome);
+                        return Ok((outcome, state));
                     }
                     return Err(error.into());
                 }
             };
+            // Nothing to do, by a state that may be stale (or assumed empty): make sure on the
+            // log's state before answering, as for a refusal.
+            if events.is_empty() && source == Source::Cached {
+                (state, last) = self.load::<A>(key).await?;
+                source = Source::Log;
+                continue;
+            }
             if events.is_empty() {
-                return Ok(Outcome {
-                    position: last,
-                    id: key.aggregate.id.clone(),
-                    replayed: false,
-                });
+                return Ok((
+                    Outcome {
+                        position: last,
+                        id: key.aggregate.id.clone(),
+                        replayed: false,
+                    },
+                    state,
+                ));
             }
             let meta = Metadata {
                 actor: ctx.actor.clone(),
@@ -232,19 +259,28 @@ impl App {
             {
                 Ok(appended) if appended.duplicate => {
                     self.inner.cache.forget(&subject);
-                    return Ok(Outcome {
-                        position: appended.last,
-                        id: key.aggregate.id.clone(),
-                        replayed: true,
-                    });
+                    let (state, _) = self.load::<A>(key).await?;
+                    return Ok((
+                        Outcome {
+                            position: appended.last,
+                            id: key.aggregate.id.clone(),
+                            replayed: true,
+                        },
+                        state,
+                    ));
                 }
                 Ok(appended) => {
-                    self.inner.cache.put::<A>(subject, new_state, appended.last);
-                    return Ok(Outcome {
-                        position: appended.last,
-                        id: key.aggregate.id.clone(),
-                        replayed: false,
-                    });
+                    self.inner
+                        .cache
+                        .put::<A>(subject, new_state.clone(), appended.last);
+                    return Ok((
+                        Outcome {
+                            position: appended.last,
+                            id: key.aggregate.id.clone(),
+                            replayed: false,
+                        },
+                        new_state,
+                    ));
                 }
                 Err(AppendError::WrongExpectedSequence { .. }) => {
                     (state, last) = self.load::<A>(key).await?;

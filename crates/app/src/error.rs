@@ -1,4 +1,11 @@
 use idstream_domain::RoleName;
+use idstream_domain::access::entity::EntityError;
+use idstream_domain::access::record::RecordError;
+use idstream_domain::access::role::RoleError;
+use idstream_domain::identity::api_key::ApiKeyError;
+use idstream_domain::identity::credentials::CredentialsError;
+use idstream_domain::identity::invitation::InvitationError;
+use idstream_domain::identity::session::SessionError;
 use idstream_domain::membership::MembershipError;
 use idstream_domain::tenant::TenantError;
 use idstream_domain::user::UserError;
@@ -14,6 +21,70 @@ pub enum AppError {
     User(#[from] UserError),
     #[error(transparent)]
     Membership(#[from] MembershipError),
+    #[error(transparent)]
+    Role(#[from] RoleError),
+    #[error(transparent)]
+    Entity(#[from] EntityError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error(transparent)]
+    EmailClaim(#[from] idstream_domain::email::EmailClaimError),
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error(transparent)]
+    Invitation(#[from] InvitationError),
+    #[error(transparent)]
+    ApiKey(#[from] ApiKeyError),
+    /// Unknown account, wrong password or second factor, no password, or locked: one answer.
+    #[error("the email address or password is wrong")]
+    InvalidCredentials,
+    /// A refresh token or sign-in challenge that is unknown, used, expired or revoked.
+    #[error("the token is invalid or has expired")]
+    InvalidToken,
+    /// An emailed link (invitation, password reset) that is unknown, used or expired.
+    #[error("the link is invalid, was already used or has expired")]
+    InvalidOrExpiredLink,
+    /// No usable bearer credential.
+    #[error("authentication is required")]
+    Unauthenticated,
+    #[error("the account is suspended or deactivated")]
+    AccountDisabled,
+    #[error(
+        "this tenant requires two-factor authentication: set up TOTP first (/v1/auth/totp/setup, then /v1/auth/totp/confirm)"
+    )]
+    SecondFactorEnrolmentRequired,
+    #[error("a tenant of this user requires two-factor authentication; it cannot be turned off")]
+    SecondFactorRequiredByTenant,
+    #[error("the email address is not verified yet: follow the link that was sent to it")]
+    EmailNotVerified,
+    #[error("this tenant does not allow self-registration")]
+    SelfRegistrationDisabled,
+    #[error("the password is longer than 4096 bytes")]
+    PasswordTooLong,
+    #[error("the password does not meet the policy: {}", .0.join("; "))]
+    WeakPassword(Vec<String>),
+    #[error("a password is required")]
+    PasswordRequired,
+    #[error("give either a TOTP code or a recovery code")]
+    SecondFactorMissing,
+    #[error("too many requests; retry in {0} s")]
+    RateLimited(u64),
+    #[error("this needs a signed-in session, not an API key")]
+    SessionOnly,
+    #[error("no such session")]
+    SessionNotFound,
+    #[error("the user already has an open invitation to this tenant; resend it instead")]
+    InvitationPending,
+    #[error("the service is bootstrapped already: a tenant exists")]
+    AlreadyBootstrapped,
+    #[error("an API key needs an owner")]
+    OwnerRequired,
+    #[error("the user may not use API keys (their api_access flag is off)")]
+    ApiAccessDisabled,
+    #[error("the key would have permissions its owner does not hold: {}", .0.join(", "))]
+    RestrictionBeyondOwner(Vec<String>),
     #[error("this email address belongs to another user")]
     EmailTaken,
     #[error("no such tenant")]
@@ -22,6 +93,26 @@ pub enum AppError {
     UserNotFound,
     #[error("the role {0} does not exist in this tenant")]
     UnknownRole(RoleName),
+    #[error("no such entity in this tenant")]
+    EntityNotFound,
+    #[error("the user is not a member of this tenant")]
+    NotAMember,
+    #[error("only an owner of this tenant may give or take the owner role")]
+    OwnerOnly,
+    #[error("nobody can remove themselves from a tenant or give up their own owner role")]
+    CannotRemoveSelf,
+    #[error(
+        "this would leave the tenant without an administrator: the last holder of admin or owner cannot be removed, demoted or deactivated"
+    )]
+    LastAdmin,
+    #[error("the role {0} is held by members of this tenant or is its default role")]
+    RoleInUse(RoleName),
+    #[error("the owner role cannot be the role self-registered users get")]
+    ProtectedDefaultRole,
+    #[error("only platform administrators may do this")]
+    PlatformAdminOnly,
+    #[error("the caller lacks the permission {0} in this tenant")]
+    Forbidden(idstream_domain::access::Permission),
     #[error("the Idempotency-Key must be 1 to 255 visible ASCII characters")]
     InvalidIdempotencyKey,
     #[error("the aggregate kept changing while the command was retried; try again")]

@@ -11,23 +11,43 @@
 //! **Invariant:** nothing here writes to a read model; the log is the only thing written.
 //! Read models are consulted for existence checks and for answering retried commands.
 
+mod access;
+mod authz;
 mod engine;
 mod error;
+pub mod identity;
 mod services;
 #[cfg(test)]
 mod tests;
 
+pub use access::{NewEntityRequest, RoleRequest};
+pub use authz::CheckQuery;
 pub use engine::{CommandContext, Outcome};
 pub use error::AppError;
+pub use identity::{Authenticated, Credential, IdentityConfig, IdentityServices};
 pub use services::{NewUserRequest, SuspendRequest};
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use idstream_access::AccessProjection;
+use idstream_access::{Access, FactCache};
 use idstream_directory::Directory;
+use idstream_directory::DirectoryProjection;
 use idstream_eventlog::{Position, SharedLog};
-use idstream_projection_runtime::ReadModels;
+use idstream_identity::{Identity, IdentityProjection};
+use idstream_projection_runtime::{Projection, ReadModels};
 use time::OffsetDateTime;
+
+/// Every read model the service maintains, the access projection sharing `access_cache` with
+/// [`App::new`]. Offline rebuilds may pass a fresh cache.
+pub fn projections(access_cache: Arc<FactCache>) -> Vec<Arc<dyn Projection>> {
+    vec![
+        Arc::new(DirectoryProjection),
+        Arc::new(AccessProjection::new(access_cache)),
+        Arc::new(IdentityProjection),
+    ]
+}
 
 /// Where the application gets the time from; tests can pin it.
 pub trait Clock: Send + Sync + 'static {
@@ -53,26 +73,39 @@ struct Inner {
     log: SharedLog,
     read_models: ReadModels,
     directory: Directory,
+    access: Access,
     cache: engine::StateCache,
+    identity: identity::IdentityParts,
     clock: Arc<dyn Clock>,
     /// How long a query or an existence check waits for read models to reach a position.
     consistency_timeout: Duration,
 }
 
 impl App {
+    /// `access_cache` must be the cache given to the access projection among `read_models`
+    /// (see [`projections`]), so that every change drops the facts it touched.
     pub fn new(
         log: SharedLog,
         read_models: ReadModels,
+        access_cache: Arc<FactCache>,
         clock: Arc<dyn Clock>,
         consistency_timeout: Duration,
+        identity: IdentityServices,
     ) -> App {
         let directory = Directory::new(read_models.tree("directory"));
+        let identity = identity::IdentityParts::new(
+            Identity::new(read_models.tree(idstream_identity::NAME)),
+            identity,
+        );
+        let access = Access::new(read_models.tree(idstream_access::NAME), access_cache);
         App {
             inner: Arc::new(Inner {
                 log,
                 read_models,
                 directory,
+                access,
                 cache: engine::StateCache::new(100_000),
+                identity,
                 clock,
                 consistency_timeout,
             }),

@@ -15,10 +15,7 @@ use time::OffsetDateTime;
 use ulid::Ulid;
 
 use crate::{App, AppError, CommandContext, Outcome};
-
-/// Roles every tenant has. Custom roles arrive with the access-control work; until then a role
-/// outside this list does not exist.
-pub const BUILT_IN_ROLES: &[&str] = &["admin", "user"];
+use idstream_domain::access::Action;
 
 /// How often a claim is retried when other writers keep racing for the same address.
 const CLAIM_ATTEMPTS: usize = 8;
@@ -40,15 +37,15 @@ pub struct SuspendRequest {
     pub reason: Option<String>,
 }
 
-fn tenant_key(tenant: &TenantId) -> StreamKey {
+pub(crate) fn tenant_key(tenant: &TenantId) -> StreamKey {
     StreamKey::new(Some(tenant.clone()), AggregateType::Tenant, tenant.as_str())
 }
 
-fn user_key(user: UserId) -> StreamKey {
+pub(crate) fn user_key(user: UserId) -> StreamKey {
     StreamKey::new(None, AggregateType::User, user.to_string())
 }
 
-fn membership_key(tenant: &TenantId, user: UserId) -> StreamKey {
+pub(crate) fn membership_key(tenant: &TenantId, user: UserId) -> StreamKey {
     StreamKey::new(
         Some(tenant.clone()),
         AggregateType::Membership,
@@ -56,19 +53,24 @@ fn membership_key(tenant: &TenantId, user: UserId) -> StreamKey {
     )
 }
 
-fn internal(e: impl std::fmt::Display) -> AppError {
+/// The claim aggregate of a normalised email address.
+pub(crate) fn claim_key(email: &str) -> StreamKey {
+    StreamKey::new(None, AggregateType::Email, email::claim_id(email))
+}
+
+pub(crate) fn internal(e: impl std::fmt::Display) -> AppError {
     AppError::Internal(e.to_string())
 }
 
 impl App {
-    fn now(&self) -> OffsetDateTime {
+    pub(crate) fn now(&self) -> OffsetDateTime {
         self.inner.clock.now()
     }
 
     /// Looks something up in the directory; if it is missing, waits for the read models to reach
     /// the end of the log (it may have been created a moment ago, maybe on another replica) and
     /// looks again.
-    async fn find<T>(
+    pub(crate) async fn find<T>(
         &self,
         lookup: impl Fn(&App) -> Result<Option<T>, AppError>,
     ) -> Result<Option<T>, AppError> {
@@ -81,24 +83,26 @@ impl App {
         lookup(self)
     }
 
-    async fn require_tenant(&self, tenant: &TenantId) -> Result<TenantView, AppError> {
+    /// The user with this address (any case or Unicode form), looking again after catching up
+    /// with the log if absent.
+    pub(crate) async fn find_user_by_email(
+        &self,
+        email: &str,
+    ) -> Result<Option<UserView>, AppError> {
+        self.find(|app| app.inner.directory.user_by_email(email).map_err(internal))
+            .await
+    }
+
+    pub(crate) async fn require_tenant(&self, tenant: &TenantId) -> Result<TenantView, AppError> {
         self.find(|app| app.inner.directory.tenant(tenant).map_err(internal))
             .await?
             .ok_or(AppError::TenantNotFound)
     }
 
-    async fn require_user(&self, user: UserId) -> Result<UserView, AppError> {
+    pub(crate) async fn require_user(&self, user: UserId) -> Result<UserView, AppError> {
         self.find(|app| app.inner.directory.user(&user).map_err(internal))
             .await?
             .ok_or(AppError::UserNotFound)
-    }
-
-    fn require_role(role: &RoleName) -> Result<(), AppError> {
-        if BUILT_IN_ROLES.contains(&role.as_str()) {
-            Ok(())
-        } else {
-            Err(AppError::UnknownRole(role.clone()))
-        }
     }
 
     // ----- tenants -----
@@ -109,6 +113,7 @@ impl App {
         tenant: TenantId,
         name: String,
     ) -> Result<Outcome, AppError> {
+        self.authorize_platform_admin(ctx).await?;
         self.execute::<TenantAggregate>(
             ctx,
             &tenant_key(&tenant),
@@ -124,6 +129,8 @@ impl App {
         tenant: TenantId,
         name: String,
     ) -> Result<Outcome, AppError> {
+        self.authorize_named(ctx, &tenant, "settings", Action::Update)
+            .await?;
         self.execute::<TenantAggregate>(
             ctx,
             &tenant_key(&tenant),
@@ -165,9 +172,12 @@ impl App {
         tenant: TenantId,
         request: NewUserRequest,
     ) -> Result<Outcome, AppError> {
+        self.authorize_named(ctx, &tenant, "users", Action::Create)
+            .await?;
         self.require_tenant(&tenant).await?;
         for role in &request.roles {
-            Self::require_role(role)?;
+            self.require_role(&tenant, role).await?;
+            self.check_owner_only(ctx, &tenant, role).await?;
         }
         let new_user = NewUser {
             email: request.email,
@@ -233,7 +243,7 @@ impl App {
     /// Claims a normalised email address for a new user; or finds the claim of an earlier
     /// attempt of the same request.
     async fn claim_email(&self, ctx: &CommandContext, email: &str) -> Result<Claim, AppError> {
-        let key = StreamKey::new(None, AggregateType::Email, email::claim_id(email));
+        let key = claim_key(email);
         let request = ctx.request_hash();
         for _ in 0..CLAIM_ATTEMPTS {
             // Claims are always read from the log: they are rare, and a stale view would only
@@ -317,6 +327,7 @@ impl App {
         user: UserId,
         request: SuspendRequest,
     ) -> Result<Outcome, AppError> {
+        self.authorize_user_admin(ctx, &user).await?;
         let command = UserCommand::Suspend {
             until: request.until,
             reason: request.reason,
@@ -332,6 +343,7 @@ impl App {
         ctx: &CommandContext,
         user: UserId,
     ) -> Result<Outcome, AppError> {
+        self.authorize_user_admin(ctx, &user).await?;
         self.execute::<UserAggregate>(ctx, &user_key(user), "", UserCommand::Reinstate)
             .await
             .map_err(user_not_found)
@@ -352,6 +364,10 @@ impl App {
 
     // ----- memberships -----
 
+    /// Gives a user a role in a tenant: a built-in role or one defined there. Only owners give
+    /// the owner role (F-AZ-7).
+    ///
+    /// Needs: role.<role>:assign
     pub async fn assign_role(
         &self,
         ctx: &CommandContext,
@@ -359,9 +375,12 @@ impl App {
         user: UserId,
         role: RoleName,
     ) -> Result<Outcome, AppError> {
-        Self::require_role(&role)?;
+        self.authorize_role(ctx, &tenant, &role, Action::Assign)
+            .await?;
         self.require_tenant(&tenant).await?;
+        self.require_role(&tenant, &role).await?;
         self.require_user(user).await?;
+        self.check_owner_only(ctx, &tenant, &role).await?;
         self.execute::<MembershipAggregate>(
             ctx,
             &membership_key(&tenant, user),
@@ -371,6 +390,10 @@ impl App {
         .await
     }
 
+    /// Takes a role from a user in a tenant, keeping the admin rules of F-AZ-7: nobody gives up
+    /// their own owner role, only owners take it, and the last admin stays one.
+    ///
+    /// Needs: role.<role>:revoke
     pub async fn revoke_role(
         &self,
         ctx: &CommandContext,
@@ -378,7 +401,11 @@ impl App {
         user: UserId,
         role: RoleName,
     ) -> Result<Outcome, AppError> {
+        self.authorize_role(ctx, &tenant, &role, Action::Revoke)
+            .await?;
         self.require_tenant(&tenant).await?;
+        self.check_role_revocation(ctx, &tenant, user, &role)
+            .await?;
         self.execute::<MembershipAggregate>(
             ctx,
             &membership_key(&tenant, user),
@@ -428,7 +455,7 @@ struct Claim {
     user_exists: bool,
 }
 
-fn user_not_found(e: AppError) -> AppError {
+pub(crate) fn user_not_found(e: AppError) -> AppError {
     match e {
         AppError::User(UserError::NotFound) => AppError::UserNotFound,
         other => other,

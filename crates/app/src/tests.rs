@@ -4,7 +4,6 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use idstream_directory::DirectoryProjection;
 use idstream_domain::Actor;
 use idstream_eventlog::SharedLog;
 use idstream_eventlog::embedded::{EmbeddedLog, EmbeddedOptions};
@@ -40,16 +39,24 @@ async fn app(dir: &std::path::Path) -> (App, Arc<ScriptedClock>) {
     let log: SharedLog = EmbeddedLog::open(&dir.join("log"), EmbeddedOptions::default())
         .await
         .unwrap();
+    let access_cache = Arc::new(idstream_access::FactCache::default());
     let read_models = ReadModels::start(
         &dir.join("readmodels"),
         log.clone(),
-        vec![Arc::new(DirectoryProjection)],
+        crate::projections(access_cache.clone()),
     )
     .await
     .unwrap();
     let clock = Arc::new(ScriptedClock(Mutex::new(VecDeque::from([T0]))));
     (
-        App::new(log, read_models, clock.clone(), Duration::from_secs(5)),
+        App::new(
+            log,
+            read_models,
+            access_cache,
+            clock.clone(),
+            Duration::from_secs(5),
+            crate::IdentityServices::local(dir).await.unwrap(),
+        ),
         clock,
     )
 }

@@ -1,8 +1,36 @@
-//! Credentials: random secret tokens stored only as hashes, constant-time comparison, and argon2id
-//! password hashing off the async runtime with bounded concurrency.
+//! Credentials: random secret tokens stored only as hashes, constant-time comparison, argon2id
+//! password hashing off the async runtime with bounded concurrency, and the primitives of sign-in,
+//! sessions, two-factor authentication and API keys:
 //!
-//! **Invariant:** no function here logs, returns or stores a secret in the clear except
-//! [`SecretToken::reveal`], which exists to show a freshly minted token to its owner once.
+//! - [`jwt`]: EdDSA access tokens (RFC 9068), the signing key ring and its JWK Set;
+//! - [`totp`]: RFC 6238 one-time codes with replay protection;
+//! - [`recovery`]: single-use recovery codes;
+//! - [`password_policy`]: length, character-class and common-password rules;
+//! - [`api_key`] and [`opaque`]: prefixed bearer secrets stored only as digests.
+//!
+//! **Invariant:** no function here logs, returns or stores a secret in the clear except the
+//! `reveal`/`to_*` functions that exist to show a freshly minted secret to its owner once or to
+//! persist key material; every type holding a secret redacts its `Debug` output.
+//!
+//! **Invariant:** nothing here reads the clock. Whatever depends on time takes `now` as an argument,
+//! so that tests and replays decide what time it is. Only [`PasswordHasherPool`] is async.
+
+pub mod api_key;
+pub mod jwt;
+pub mod opaque;
+pub mod password_policy;
+pub mod recovery;
+pub mod totp;
+
+pub use api_key::{ApiKeySecret, PresentedApiKey};
+pub use jwt::{
+    AccessClaims, AccessSubject, CLOCK_LEEWAY, Issuer, KeyRing, KeyRingError, SigningKey,
+    TokenError,
+};
+pub use opaque::{OpaqueToken, TokenKind};
+pub use password_policy::{PasswordPolicy, PolicyBoundsError, PolicyViolation};
+pub use recovery::RecoveryCode;
+pub use totp::{TotpError, TotpSecret};
 
 use std::sync::Arc;
 
@@ -45,7 +73,7 @@ impl std::fmt::Debug for SecretToken {
 
 /// The SHA-256 of a token: what is stored and compared instead of the token. High-entropy random
 /// tokens need no salt or slow hash; passwords do (see [`PasswordHasherPool`]).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct TokenDigest([u8; 32]);
 
 impl TokenDigest {
@@ -59,9 +87,48 @@ impl TokenDigest {
         self.0.ct_eq(&presented[..]).into()
     }
 
+    /// Constant-time comparison of two digests, for checking one presented token against several
+    /// stored digests without revealing which one matched.
+    pub fn ct_eq(&self, other: &TokenDigest) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
+
+    /// A digest read back from [`TokenDigest::to_hex`]; `None` unless it is 64 hex digits.
+    pub fn from_hex(text: &str) -> Option<TokenDigest> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(text, &mut bytes).ok()?;
+        Some(TokenDigest(bytes))
+    }
+}
+
+/// A uniformly random code of `digits` decimal digits (for codes a person types from an email).
+pub fn numeric_code(digits: usize) -> zeroize::Zeroizing<String> {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    zeroize::Zeroizing::new(
+        (0..digits)
+            .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
+            .collect(),
+    )
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.ct_eq(b).into()
+}
+
+/// `bytes` random bytes as lower-case unpadded base32 (RFC 4648 alphabet): case-insensitive, free
+/// of `_` and `-`, so it sits unambiguously after a `xxx_` prefix.
+pub(crate) fn random_base32(bytes: usize) -> String {
+    let mut buf = zeroize::Zeroizing::new(vec![0u8; bytes]);
+    rand::rng().fill_bytes(&mut buf);
+    data_encoding::BASE32_NOPAD
+        .encode(&buf)
+        .to_ascii_lowercase()
 }
 
 impl std::fmt::Debug for TokenDigest {
@@ -84,6 +151,8 @@ pub enum PasswordError {
 pub struct PasswordHasherPool {
     permits: Arc<Semaphore>,
     params: Params,
+    /// Hashes and verifications run so far (for metrics and tests).
+    runs: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl PasswordHasherPool {
@@ -92,7 +161,13 @@ impl PasswordHasherPool {
         PasswordHasherPool {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             params: Params::default(),
+            runs: Arc::default(),
         }
+    }
+
+    /// How many argon2 computations (hashes and verifications) this pool has run.
+    pub fn runs(&self) -> u64 {
+        self.runs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn argon2(&self) -> Argon2<'static> {
@@ -107,6 +182,7 @@ impl PasswordHasherPool {
             .await
             .map_err(|_| PasswordError::PoolClosed)?;
         let argon2 = self.argon2();
+        self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tokio::task::spawn_blocking(move || {
             // A random 16-byte salt is drawn from the OS by `hash_password`.
             argon2
@@ -126,6 +202,7 @@ impl PasswordHasherPool {
             .await
             .map_err(|_| PasswordError::PoolClosed)?;
         let argon2 = self.argon2();
+        self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tokio::task::spawn_blocking(move || match PasswordHash::new(&phc) {
             Ok(parsed) => argon2.verify_password(password.as_bytes(), &parsed).is_ok(),
             Err(_) => false,
@@ -158,6 +235,19 @@ mod tests {
         assert!(digest.matches(token.reveal()));
         assert!(!digest.matches("something else"));
         assert!(!digest.matches(""));
+    }
+
+    #[test]
+    fn a_digest_survives_hex() {
+        let digest = SecretToken::generate(32).digest();
+        assert_eq!(
+            TokenDigest::from_hex(&digest.to_hex()),
+            Some(digest.clone())
+        );
+        assert!(digest.ct_eq(&digest.clone()));
+        assert!(!digest.ct_eq(&TokenDigest::of("other")));
+        assert_eq!(TokenDigest::from_hex("abc"), None);
+        assert_eq!(TokenDigest::from_hex(&"zz".repeat(32)), None);
     }
 
     #[tokio::test]

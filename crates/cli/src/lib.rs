@@ -30,6 +30,32 @@ enum Command {
     /// Drop the read models and rebuild them from position 0, then print their digests.
     /// Stop the service that uses this data directory first.
     Replay(Common),
+    /// Create the first tenant and its administrator, then print how to sign in. With the
+    /// embedded log, stop the service that uses this data directory first.
+    Bootstrap(BootstrapArgs),
+}
+
+#[derive(Args)]
+struct BootstrapArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The tenant's id (lower-case letters, digits and dashes).
+    #[arg(long)]
+    tenant: String,
+    /// The tenant's display name [default: the id].
+    #[arg(long)]
+    tenant_name: Option<String>,
+    /// The administrator's email address.
+    #[arg(long)]
+    email: String,
+    #[arg(long, default_value = "")]
+    first_name: String,
+    #[arg(long, default_value = "")]
+    last_name: String,
+    /// Read the administrator's password from the first line of standard input instead of the
+    /// environment variable IDSTREAM_BOOTSTRAP_PASSWORD.
+    #[arg(long)]
+    password_stdin: bool,
 }
 
 #[derive(Args)]
@@ -37,7 +63,7 @@ struct Common {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "IDSTREAM_LISTEN")]
     listen: Option<std::net::SocketAddr>,
-    /// Data directory: embedded log, read models, generated admin token [default: ./data].
+    /// Data directory: embedded log, read models, keys, mail [default: ./data].
     #[arg(long, env = "IDSTREAM_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// NATS URL; when set, the event log is the JetStream stream there.
@@ -52,12 +78,17 @@ struct Common {
     /// TOML configuration file.
     #[arg(long, env = "IDSTREAM_CONFIG")]
     config: Option<PathBuf>,
-    /// Bootstrap admin token (at least 16 characters). Prefer the environment variable.
+    /// Operator token for automation (at least 16 characters); none unless set. Prefer the
+    /// environment variable.
     #[arg(long, env = "IDSTREAM_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
     /// How long a query waits for its minimum position, in milliseconds [default: 2000].
     #[arg(long, env = "IDSTREAM_CONSISTENCY_TIMEOUT_MS")]
     consistency_timeout_ms: Option<u64>,
+    /// The service's public base URL: token issuer and base of links in emails
+    /// [default: http://<listen>].
+    #[arg(long, env = "IDSTREAM_PUBLIC_URL")]
+    public_url: Option<String>,
 }
 
 impl Common {
@@ -79,6 +110,10 @@ impl Common {
             admin_token: self.admin_token,
             consistency_timeout_ms: self.consistency_timeout_ms,
             max_body_bytes: None,
+            public_url: self.public_url,
+            access_token_ttl_seconds: None,
+            hash_concurrency: None,
+            mail: None,
         };
         Ok(flags.apply(config))
     }
@@ -108,6 +143,7 @@ pub fn main() -> ExitCode {
                 idstream_server::startup::serve(common.config()?, shutdown_signal()).await
             }
             Command::Replay(common) => replay(common.config()?).await,
+            Command::Bootstrap(args) => bootstrap(args).await,
         }
     });
     match result {
@@ -135,6 +171,52 @@ async fn shutdown_signal() {
         _ = terminate => {},
     }
     tracing::info!("shutdown requested");
+}
+
+async fn bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
+    let password = if args.password_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("reading the password from standard input")?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    } else {
+        std::env::var("IDSTREAM_BOOTSTRAP_PASSWORD").context(
+            "set IDSTREAM_BOOTSTRAP_PASSWORD or pass --password-stdin with the administrator's password",
+        )?
+    };
+    let config = args.common.config()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let tenant: idstream_domain::TenantId = args
+        .tenant
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
+    let log = idstream_server::startup::open_log(&config).await?;
+    let (app, read_models, _) = idstream_server::startup::open_app(&config, log).await?;
+    let result = app
+        .bootstrap(idstream_app::identity::Bootstrap {
+            tenant_name: args.tenant_name.unwrap_or_else(|| tenant.to_string()),
+            tenant: tenant.clone(),
+            email: args.email.clone(),
+            first_name: args.first_name,
+            last_name: args.last_name,
+            password,
+        })
+        .await;
+    read_models.shutdown().await;
+    let (user, _) = result.map_err(|e| anyhow::anyhow!("bootstrap refused: {e}"))?;
+    let url = config.public_url();
+    println!(
+        "Bootstrapped tenant {tenant} with administrator {} (user {user}).",
+        args.email
+    );
+    println!("Start the service (idstream serve), then sign in:");
+    println!(
+        "  curl -s -X POST {url}/v1/auth/sign-in -H 'content-type: application/json' \\\n    -d '{{\"email\":\"{}\",\"password\":\"<your password>\"}}'",
+        args.email
+    );
+    Ok(())
 }
 
 async fn replay(config: Config) -> anyhow::Result<()> {

@@ -1,9 +1,20 @@
 //! One interface over every aggregate so that the application layer can load, decide, append and
 //! retry generically.
 
+use crate::access::entity::{self, Entity, EntityCommand, EntityError, EntityEvent};
+use crate::access::record::{self, Record, RecordCommand, RecordError, RecordEvent};
+use crate::access::role::{self, Role, RoleCommand, RoleError, RoleEvent};
 use crate::email::{self, EmailClaim, EmailClaimCommand, EmailClaimError, EmailClaimEvent};
 use crate::envelope::AggregateType;
 use crate::events::DomainEvent;
+use crate::identity::api_key::{self, ApiKey, ApiKeyCommand, ApiKeyError, ApiKeyEvent};
+use crate::identity::credentials::{
+    self, Credentials, CredentialsCommand, CredentialsError, CredentialsEvent,
+};
+use crate::identity::invitation::{
+    self, Invitation, InvitationCommand, InvitationError, InvitationEvent,
+};
+use crate::identity::session::{self, Session, SessionCommand, SessionError, SessionEvent};
 use crate::membership::{self, Membership, MembershipCommand, MembershipError, MembershipEvent};
 use crate::tenant::{self, Tenant, TenantCommand, TenantError, TenantEvent};
 use crate::user::{self, User, UserCommand, UserError, UserEvent};
@@ -58,14 +69,46 @@ macro_rules! aggregate {
 }
 
 aggregate!(TenantAggregate, Tenant, tenant, Tenant, TenantCommand, TenantEvent, TenantError, {
-    Created => TenantCreated, Renamed => TenantRenamed,
+    Created => TenantCreated, Renamed => TenantRenamed, SettingsChanged => TenantSettingsChanged,
 });
 aggregate!(UserAggregate, User, user, User, UserCommand, UserEvent, UserError, {
     Registered => UserRegistered, Invited => UserInvited, Suspended => UserSuspended, Reinstated => UserReinstated,
+    Deactivated => UserDeactivated, Reactivated => UserReactivated, FlagsChanged => UserFlagsChanged,
+    Activated => UserActivated, EmailVerified => EmailVerified, ProfileChanged => UserProfileChanged,
+    EmailChangeRequested => EmailChangeRequested, EmailChanged => EmailChanged,
 });
 aggregate!(MembershipAggregate, Membership, membership, Membership, MembershipCommand, MembershipEvent, MembershipError, {
-    Assigned => RoleAssigned, Revoked => RoleRevoked,
+    Assigned => RoleAssigned, Revoked => RoleRevoked, PermissionsGranted => PermissionsGranted,
+    PermissionsRevoked => PermissionsRevoked, Removed => MemberRemoved,
 });
 aggregate!(EmailClaimAggregate, Email, email, EmailClaim, EmailClaimCommand, EmailClaimEvent, EmailClaimError, {
-    Claimed => EmailClaimed,
+    Claimed => EmailClaimed, Released => EmailReleased,
+});
+aggregate!(RoleAggregate, Role, role, Role, RoleCommand, RoleEvent, RoleError, {
+    Defined => RoleDefined, Updated => RoleUpdated, MenuSet => RoleMenuSet, Deleted => RoleDeleted,
+});
+aggregate!(EntityAggregate, Entity, entity, Entity, EntityCommand, EntityEvent, EntityError, {
+    Registered => EntityRegistered, FieldsChanged => EntityFieldsChanged, RlsChanged => EntityRlsChanged,
+    PolicyChanged => EntityPolicyChanged, FieldRulesChanged => FieldRulesChanged,
+});
+aggregate!(RecordAggregate, Record, record, Record, RecordCommand, RecordEvent, RecordError, {
+    OwnerSet => RecordOwnerSet, Granted => RecordGranted, Revoked => RecordRevoked,
+    LocalRoleAssigned => LocalRoleAssigned, LocalRoleRevoked => LocalRoleRevoked,
+});
+aggregate!(CredentialsAggregate, Credentials, credentials, Credentials, CredentialsCommand, CredentialsEvent, CredentialsError, {
+    PasswordSet => PasswordSet, SignInFailed => SignInFailed, AccountLocked => AccountLocked,
+    FailuresCleared => SignInFailuresCleared, Unlocked => AccountUnlocked, TokenIssued => SecretTokenIssued,
+    TokenRedeemed => SecretTokenRedeemed, TotpEnrolmentStarted => TotpEnrolmentStarted, TotpEnabled => TotpEnabled,
+    TotpCodeUsed => TotpCodeUsed, RecoveryCodesGenerated => RecoveryCodesGenerated, RecoveryCodeUsed => RecoveryCodeUsed,
+    TotpDisabled => TotpDisabled,
+});
+aggregate!(SessionAggregate, Session, session, Session, SessionCommand, SessionEvent, SessionError, {
+    Started => SessionStarted, Refreshed => SessionRefreshed, TenantSwitched => SessionTenantSwitched,
+    Revoked => SessionRevoked,
+});
+aggregate!(InvitationAggregate, Invitation, invitation, Invitation, InvitationCommand, InvitationEvent, InvitationError, {
+    Sent => InvitationSent, Resent => InvitationResent, Accepted => InvitationAccepted, Revoked => InvitationRevoked,
+});
+aggregate!(ApiKeyAggregate, ApiKey, api_key, ApiKey, ApiKeyCommand, ApiKeyEvent, ApiKeyError, {
+    Issued => ApiKeyIssued, Revoked => ApiKeyRevoked, Used => ApiKeyUsed,
 });

@@ -10,7 +10,7 @@
 use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 
-use crate::events::EmailClaimed;
+use crate::events::{EmailClaimed, EmailReleased};
 use crate::ids::UserId;
 
 /// After this long without its user, a claim may be taken over.
@@ -45,11 +45,14 @@ pub enum EmailClaimCommand {
         /// Whether the current holder's user exists in the log (read by the application).
         holder_exists: bool,
     },
+    /// The holder gave the address up (changed their email): anyone may claim it now.
+    Release { user: UserId },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EmailClaimEvent {
     Claimed(EmailClaimed),
+    Released(EmailReleased),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -70,6 +73,11 @@ pub fn decide(
             holder_exists,
         } => {
             if let Some(holder) = &state.holder {
+                // An existing user claiming an address they hold already (an email change
+                // retried): nothing to do.
+                if holder.user == user {
+                    return Ok(vec![]);
+                }
                 let stale = !holder_exists && now >= holder.claimed_at + CLAIM_TTL;
                 if !stale {
                     return Err(EmailClaimError::Taken {
@@ -83,6 +91,12 @@ pub fn decide(
                 request,
             })])
         }
+        EmailClaimCommand::Release { user } => match &state.holder {
+            Some(holder) if holder.user == user => {
+                Ok(vec![EmailClaimEvent::Released(EmailReleased { user })])
+            }
+            _ => Ok(vec![]),
+        },
     }
 }
 
@@ -95,6 +109,7 @@ pub fn evolve(mut state: EmailClaim, event: &EmailClaimEvent) -> EmailClaim {
                 request: e.request.clone(),
             })
         }
+        EmailClaimEvent::Released(_) => state.holder = None,
     }
     state
 }
@@ -181,5 +196,26 @@ mod tests {
     #[test]
     fn the_deadline_is_well_inside_the_ttl() {
         assert!(CLAIM_DEADLINE * 2 < CLAIM_TTL);
+    }
+
+    #[test]
+    fn a_released_address_is_free_and_a_holder_claims_again_idempotently() {
+        check(&[claimed(1, T0)], claim(1, T0, true), Ok(vec![]));
+        let released = EmailClaimEvent::Released(EmailReleased { user: user(1) });
+        check(
+            &[claimed(1, T0)],
+            EmailClaimCommand::Release { user: user(1) },
+            Ok(vec![released.clone()]),
+        );
+        check(
+            &[claimed(1, T0)],
+            EmailClaimCommand::Release { user: user(2) },
+            Ok(vec![]),
+        );
+        check(
+            &[claimed(1, T0), released],
+            claim(2, T0, true),
+            Ok(vec![claimed(2, T0)]),
+        );
     }
 }

@@ -25,6 +25,13 @@ pub enum AggregateType {
     User,
     Membership,
     Email,
+    Role,
+    Entity,
+    Record,
+    Credentials,
+    Session,
+    Invitation,
+    ApiKey,
 }
 
 impl AggregateType {
@@ -34,6 +41,13 @@ impl AggregateType {
             AggregateType::User => "user",
             AggregateType::Membership => "membership",
             AggregateType::Email => "email",
+            AggregateType::Role => "role",
+            AggregateType::Entity => "entity",
+            AggregateType::Record => "record",
+            AggregateType::Credentials => "credentials",
+            AggregateType::Session => "session",
+            AggregateType::Invitation => "invitation",
+            AggregateType::ApiKey => "api_key",
         }
     }
 }

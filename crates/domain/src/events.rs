@@ -4,12 +4,22 @@
 //! for every (type, version) into `schemas/` and checked in; see [`crate::schema`].
 
 use schemars::JsonSchema;
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use time::OffsetDateTime;
 use ulid::Ulid;
 
+use crate::access::model::{
+    EntityName, EntityPolicy, FieldName, MenuItem, Permission, RecordAccess, RecordId,
+};
 use crate::envelope::{AggregateType, EventEnvelope, Metadata, StreamKey};
+use crate::identity::credentials::{PasswordReason, TokenPurpose};
+use crate::identity::session::{RevocationReason, SignInMethod};
 use crate::ids::{RoleName, TenantId, UserId};
+use crate::secret::{BlindIndex, Sealed};
+use crate::tenant::TenantSettings;
+use crate::user::UserFlags;
 
 /// A tenant was created with its display name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -98,19 +108,435 @@ pub struct EmailClaimed {
     pub request: Option<String>,
 }
 
-/// Every event idstream writes, as a closed set. Decoding from an envelope goes through
-/// [`DomainEvent::decode`], which is where old versions are upcast.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DomainEvent {
-    TenantCreated(TenantCreated),
-    TenantRenamed(TenantRenamed),
-    UserRegistered(UserRegistered),
-    UserInvited(UserInvited),
-    UserSuspended(UserSuspended),
-    UserReinstated(UserReinstated),
-    RoleAssigned(RoleAssigned),
-    RoleRevoked(RoleRevoked),
-    EmailClaimed(EmailClaimed),
+/// The holder of an email address gave it up (they changed their email); it may be claimed again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailReleased {
+    pub user: UserId,
+}
+
+/// A tenant's settings changed (the whole set is recorded, not a patch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSettingsChanged {
+    pub settings: TenantSettings,
+}
+
+/// A user was deactivated: like a suspension without an end, for people who left.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserDeactivated {}
+
+/// A deactivated user was made active again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserReactivated {}
+
+/// A user's system-level flags changed (the whole set is recorded).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserFlagsChanged {
+    pub flags: UserFlags,
+}
+
+/// Custom permissions were given to a user in a tenant, on top of their roles.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionsGranted {
+    pub user: UserId,
+    pub permissions: BTreeSet<Permission>,
+}
+
+/// Custom permissions were taken from a user in a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionsRevoked {
+    pub user: UserId,
+    pub permissions: BTreeSet<Permission>,
+}
+
+/// A user was removed from a tenant: every role and custom permission there is gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MemberRemoved {
+    pub user: UserId,
+}
+
+/// A custom role was defined in a tenant (the aggregate id is the role name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleDefined {
+    pub description: String,
+    pub permissions: BTreeSet<Permission>,
+    /// Global access: every permission, bypassing row- and field-level security.
+    pub global_access: bool,
+}
+
+/// A role's definition was replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleUpdated {
+    pub description: String,
+    pub permissions: BTreeSet<Permission>,
+    pub global_access: bool,
+}
+
+/// A role's menu layout was set (an empty menu removes it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleMenuSet {
+    pub menu: Vec<MenuItem>,
+}
+
+/// A custom role was deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleDeleted {}
+
+/// An entity was registered in a tenant (the aggregate id is the entity name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EntityRegistered {
+    pub fields: Vec<FieldName>,
+    /// Row-level security: records are private unless granted, owned or reached by a local role.
+    pub rls: bool,
+    pub policy: EntityPolicy,
+}
+
+/// An entity's field list was replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EntityFieldsChanged {
+    pub fields: Vec<FieldName>,
+}
+
+/// Row-level security was turned on or off for an entity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EntityRlsChanged {
+    pub enabled: bool,
+}
+
+/// An entity's policy (pseudo-roles and roles per action) was replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EntityPolicyChanged {
+    pub policy: EntityPolicy,
+}
+
+/// The fields of an entity hidden from one role were set (empty: none hidden).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FieldRulesChanged {
+    pub role: RoleName,
+    pub hidden: BTreeSet<FieldName>,
+}
+
+/// A record got an owner (`_CREATOR`), or changed hands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecordOwnerSet {
+    pub entity: EntityName,
+    pub record: RecordId,
+    pub owner: UserId,
+}
+
+/// A user was granted access to one record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecordGranted {
+    pub entity: EntityName,
+    pub record: RecordId,
+    pub user: UserId,
+    pub access: RecordAccess,
+}
+
+/// A user's grant on one record was withdrawn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecordRevoked {
+    pub entity: EntityName,
+    pub record: RecordId,
+    pub user: UserId,
+}
+
+/// A user was given a role on one record only (a local role).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocalRoleAssigned {
+    pub entity: EntityName,
+    pub record: RecordId,
+    pub user: UserId,
+    pub role: RoleName,
+}
+
+/// A user's local role on one record was taken away.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocalRoleRevoked {
+    pub entity: EntityName,
+    pub record: RecordId,
+    pub user: UserId,
+    pub role: RoleName,
+}
+
+// ---- identity: users' credentials, sessions, invitations and API keys -------------------------
+//
+// Secrets appear only sealed (`Sealed`) or blind-indexed (`BlindIndex`): see `crate::secret`.
+
+/// An invited user accepted their invitation: they are active and their email is verified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserActivated {}
+
+/// A user's profile changed (the whole profile is recorded, not a patch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserProfileChanged {
+    pub first_name: String,
+    pub last_name: String,
+    /// An `https://` (or `http://`) URL of the user's picture.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<String>,
+    /// Notification topics the user wants (`true`) or not (`false`), e.g. `security_alerts`.
+    #[serde(default)]
+    pub notifications: std::collections::BTreeMap<String, bool>,
+}
+
+/// A user asked to change their email address to `email`; until they confirm from that
+/// address, the old one stays theirs and keeps working.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailChangeRequested {
+    /// Normalised.
+    pub email: String,
+}
+
+/// A user's email address changed (confirmed from the new address, which is thereby verified).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailChanged {
+    /// The new address, normalised.
+    pub email: String,
+}
+
+/// A user proved they receive mail at their address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailVerified {}
+
+/// A password was set; the argon2id PHC string is sealed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordSet {
+    pub password: Sealed,
+    pub reason: PasswordReason,
+}
+
+/// A sign-in failed for this account (wrong password or second factor). `failures` counts the
+/// consecutive failures in the current window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignInFailed {
+    pub failures: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub at: OffsetDateTime,
+}
+
+/// Too many failures: the account refuses sign-in until `until`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccountLocked {
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub until: OffsetDateTime,
+    pub failures: u32,
+}
+
+/// A successful sign-in cleared the failure count and lock-out history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignInFailuresCleared {}
+
+/// An administrator lifted a lock-out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccountUnlocked {}
+
+/// A single-use token was emailed (reset link, magic link, email code, verification link). Any
+/// earlier token of the same purpose is dead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretTokenIssued {
+    pub purpose: TokenPurpose,
+    pub index: BlindIndex,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// The live token of `purpose` was used up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretTokenRedeemed {
+    pub purpose: TokenPurpose,
+}
+
+/// TOTP set-up began; the secret is sealed and waits for a first code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TotpEnrolmentStarted {
+    pub secret: Sealed,
+}
+
+/// The first code matched: sign-in now needs a second step. `step` is the code's time step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TotpEnabled {
+    pub step: u64,
+}
+
+/// A TOTP code of time step `step` was used; it and earlier steps are spent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TotpCodeUsed {
+    pub step: u64,
+}
+
+/// Two-factor authentication was turned off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TotpDisabled {}
+
+/// A new set of recovery codes replaced the old one (blind indexes only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecoveryCodesGenerated {
+    pub codes: Vec<BlindIndex>,
+}
+
+/// A recovery code was used in place of a TOTP code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecoveryCodeUsed {
+    pub code: BlindIndex,
+}
+
+/// A user signed in: a session (the aggregate) started in `tenant`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionStarted {
+    pub user: UserId,
+    pub tenant: TenantId,
+    pub method: SignInMethod,
+    /// Blind index of the session's refresh token.
+    pub refresh: BlindIndex,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub at: OffsetDateTime,
+    /// Absolute end of the session.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub expires_at: OffsetDateTime,
+    /// The session ends after this long without a refresh.
+    pub idle_timeout_seconds: i64,
+}
+
+/// The refresh token was rotated: `refresh` is the only live one now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionRefreshed {
+    pub refresh: BlindIndex,
+    pub generation: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub at: OffsetDateTime,
+}
+
+/// The session moved to another tenant of the user (its refresh token rotated with it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionTenantSwitched {
+    pub tenant: TenantId,
+    pub refresh: BlindIndex,
+    pub generation: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub at: OffsetDateTime,
+}
+
+/// The session ended before its time; its tokens stop working.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionRevoked {
+    pub reason: RevocationReason,
+}
+
+/// A user was invited to the tenant with `roles`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InvitationSent {
+    pub user: UserId,
+    pub roles: BTreeSet<RoleName>,
+    pub token: BlindIndex,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// The invitation was sent again with a new token; the old one is dead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InvitationResent {
+    pub token: BlindIndex,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// The invitation was accepted (once).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InvitationAccepted {}
+
+/// The invitation was withdrawn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InvitationRevoked {}
+
+/// An API key was issued to `owner` in the tenant. Only its secret's blind index is recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyIssued {
+    pub owner: UserId,
+    pub name: String,
+    pub secret: BlindIndex,
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// The permissions the key is limited to (never more than its owner holds at the time of a
+    /// check); absent for the owner's full permissions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restriction: Option<BTreeSet<Permission>>,
+}
+
+/// An API key was revoked; it stops working at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyRevoked {}
+
+/// An API key was used (recorded at most once a minute per key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyUsed {
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub at: OffsetDateTime,
 }
 
 /// Why an envelope could not be turned into a [`DomainEvent`].
@@ -132,65 +558,145 @@ pub enum DecodeError {
     },
 }
 
-/// (type, current version, aggregate type) of every event: the catalogue the schemas and the
-/// subscriber contract are generated from.
-pub const CATALOGUE: &[(&str, u32, AggregateType)] = &[
-    ("TenantCreated", 1, AggregateType::Tenant),
-    ("TenantRenamed", 1, AggregateType::Tenant),
-    ("UserRegistered", 1, AggregateType::User),
-    ("UserInvited", 1, AggregateType::User),
-    ("UserSuspended", 1, AggregateType::User),
-    ("UserReinstated", 1, AggregateType::User),
-    ("RoleAssigned", 1, AggregateType::Membership),
-    ("RoleRevoked", 1, AggregateType::Membership),
-    ("EmailClaimed", 1, AggregateType::Email),
-];
+/// Declares the closed set of events: the enum, the catalogue, names, payload encoding, decoding
+/// and schema generation all come from this one list of (type, version, aggregate type).
+macro_rules! catalogue {
+    ($($name:ident => $version:literal, $aggregate:ident;)*) => {
+        /// Every event idstream writes, as a closed set. Decoding from an envelope goes through
+        /// [`DomainEvent::decode`], which is where old versions are upcast.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum DomainEvent {
+            $($name($name),)*
+        }
+
+        /// (type, current version, aggregate type) of every event: the catalogue the schemas and
+        /// the subscriber contract are generated from.
+        pub const CATALOGUE: &[(&str, u32, AggregateType)] = &[
+            $((stringify!($name), $version, AggregateType::$aggregate),)*
+        ];
+
+        impl DomainEvent {
+            pub fn event_type(&self) -> &'static str {
+                match self {
+                    $(DomainEvent::$name(_) => stringify!($name),)*
+                }
+            }
+
+            /// The schema version this build writes.
+            pub fn version(&self) -> u32 {
+                match self {
+                    $(DomainEvent::$name(_) => $version,)*
+                }
+            }
+
+            pub fn aggregate_type(&self) -> AggregateType {
+                match self {
+                    $(DomainEvent::$name(_) => AggregateType::$aggregate,)*
+                }
+            }
+
+            fn data(&self) -> serde_json::Value {
+                let value = match self {
+                    $(DomainEvent::$name(e) => serde_json::to_value(e),)*
+                };
+                // Serialising these plain structs cannot fail: no maps with non-string keys.
+                value.expect("event payloads serialise to JSON")
+            }
+
+            fn decode_payload(envelope: &EventEnvelope) -> Result<DomainEvent, DecodeError> {
+                fn payload<T: DeserializeOwned>(e: &EventEnvelope) -> Result<T, DecodeError> {
+                    T::deserialize(&e.data).map_err(|source| DecodeError::Payload {
+                        event_type: e.event_type.clone(),
+                        version: e.version,
+                        source,
+                    })
+                }
+                Ok(match (envelope.event_type.as_str(), envelope.version) {
+                    $((stringify!($name), $version) => DomainEvent::$name(payload(envelope)?),)*
+                    (t, v) => {
+                        return Err(DecodeError::Unknown {
+                            event_type: t.to_owned(),
+                            version: v,
+                        });
+                    }
+                })
+            }
+        }
+
+        /// The JSON Schema of a catalogued (type, version), if there is one.
+        pub fn schema_of(event_type: &str, version: u32) -> Option<schemars::Schema> {
+            match (event_type, version) {
+                $((stringify!($name), $version) => Some(schemars::schema_for!($name)),)*
+                _ => None,
+            }
+        }
+    };
+}
+
+catalogue! {
+    TenantCreated => 1, Tenant;
+    TenantRenamed => 1, Tenant;
+    TenantSettingsChanged => 1, Tenant;
+    UserRegistered => 1, User;
+    UserInvited => 1, User;
+    UserSuspended => 1, User;
+    UserReinstated => 1, User;
+    UserDeactivated => 1, User;
+    UserReactivated => 1, User;
+    UserFlagsChanged => 1, User;
+    RoleAssigned => 1, Membership;
+    RoleRevoked => 1, Membership;
+    PermissionsGranted => 1, Membership;
+    PermissionsRevoked => 1, Membership;
+    MemberRemoved => 1, Membership;
+    EmailClaimed => 1, Email;
+    EmailReleased => 1, Email;
+    RoleDefined => 1, Role;
+    RoleUpdated => 1, Role;
+    RoleMenuSet => 1, Role;
+    RoleDeleted => 1, Role;
+    EntityRegistered => 1, Entity;
+    EntityFieldsChanged => 1, Entity;
+    EntityRlsChanged => 1, Entity;
+    EntityPolicyChanged => 1, Entity;
+    FieldRulesChanged => 1, Entity;
+    RecordOwnerSet => 1, Record;
+    RecordGranted => 1, Record;
+    RecordRevoked => 1, Record;
+    LocalRoleAssigned => 1, Record;
+    LocalRoleRevoked => 1, Record;
+    UserActivated => 1, User;
+    EmailVerified => 1, User;
+    UserProfileChanged => 1, User;
+    EmailChangeRequested => 1, User;
+    EmailChanged => 1, User;
+    PasswordSet => 1, Credentials;
+    SignInFailed => 1, Credentials;
+    AccountLocked => 1, Credentials;
+    SignInFailuresCleared => 1, Credentials;
+    AccountUnlocked => 1, Credentials;
+    SecretTokenIssued => 1, Credentials;
+    SecretTokenRedeemed => 1, Credentials;
+    TotpEnrolmentStarted => 1, Credentials;
+    TotpEnabled => 1, Credentials;
+    TotpCodeUsed => 1, Credentials;
+    TotpDisabled => 1, Credentials;
+    RecoveryCodesGenerated => 1, Credentials;
+    RecoveryCodeUsed => 1, Credentials;
+    SessionStarted => 1, Session;
+    SessionRefreshed => 1, Session;
+    SessionTenantSwitched => 1, Session;
+    SessionRevoked => 1, Session;
+    InvitationSent => 1, Invitation;
+    InvitationResent => 1, Invitation;
+    InvitationAccepted => 1, Invitation;
+    InvitationRevoked => 1, Invitation;
+    ApiKeyIssued => 1, ApiKey;
+    ApiKeyRevoked => 1, ApiKey;
+    ApiKeyUsed => 1, ApiKey;
+}
 
 impl DomainEvent {
-    pub fn event_type(&self) -> &'static str {
-        match self {
-            DomainEvent::TenantCreated(_) => "TenantCreated",
-            DomainEvent::TenantRenamed(_) => "TenantRenamed",
-            DomainEvent::UserRegistered(_) => "UserRegistered",
-            DomainEvent::UserInvited(_) => "UserInvited",
-            DomainEvent::UserSuspended(_) => "UserSuspended",
-            DomainEvent::UserReinstated(_) => "UserReinstated",
-            DomainEvent::RoleAssigned(_) => "RoleAssigned",
-            DomainEvent::RoleRevoked(_) => "RoleRevoked",
-            DomainEvent::EmailClaimed(_) => "EmailClaimed",
-        }
-    }
-
-    /// The schema version this build writes.
-    pub fn version(&self) -> u32 {
-        1
-    }
-
-    pub fn aggregate_type(&self) -> AggregateType {
-        let t = self.event_type();
-        CATALOGUE
-            .iter()
-            .find(|(name, _, _)| *name == t)
-            .map(|(_, _, a)| *a)
-            .expect("every event is catalogued")
-    }
-
-    fn data(&self) -> serde_json::Value {
-        let value = match self {
-            DomainEvent::TenantCreated(e) => serde_json::to_value(e),
-            DomainEvent::TenantRenamed(e) => serde_json::to_value(e),
-            DomainEvent::UserRegistered(e) => serde_json::to_value(e),
-            DomainEvent::UserInvited(e) => serde_json::to_value(e),
-            DomainEvent::UserSuspended(e) => serde_json::to_value(e),
-            DomainEvent::UserReinstated(e) => serde_json::to_value(e),
-            DomainEvent::RoleAssigned(e) => serde_json::to_value(e),
-            DomainEvent::RoleRevoked(e) => serde_json::to_value(e),
-            DomainEvent::EmailClaimed(e) => serde_json::to_value(e),
-        };
-        // Serialising these plain structs into a Value cannot fail: no maps with non-string keys.
-        value.expect("event payloads serialise to JSON")
-    }
-
     /// Wraps this event for the log. The stream key must be of this event's aggregate type.
     pub fn into_envelope(self, id: Ulid, stream: &StreamKey, meta: &Metadata) -> EventEnvelope {
         debug_assert_eq!(stream.aggregate.kind, self.aggregate_type());
@@ -210,30 +716,7 @@ impl DomainEvent {
 
     /// Reads an envelope's payload, upcasting older versions to the current one.
     pub fn decode(envelope: &EventEnvelope) -> Result<DomainEvent, DecodeError> {
-        fn payload<T: DeserializeOwned>(e: &EventEnvelope) -> Result<T, DecodeError> {
-            T::deserialize(&e.data).map_err(|source| DecodeError::Payload {
-                event_type: e.event_type.clone(),
-                version: e.version,
-                source,
-            })
-        }
-        let event = match (envelope.event_type.as_str(), envelope.version) {
-            ("TenantCreated", 1) => DomainEvent::TenantCreated(payload(envelope)?),
-            ("TenantRenamed", 1) => DomainEvent::TenantRenamed(payload(envelope)?),
-            ("UserRegistered", 1) => DomainEvent::UserRegistered(payload(envelope)?),
-            ("UserInvited", 1) => DomainEvent::UserInvited(payload(envelope)?),
-            ("UserSuspended", 1) => DomainEvent::UserSuspended(payload(envelope)?),
-            ("UserReinstated", 1) => DomainEvent::UserReinstated(payload(envelope)?),
-            ("RoleAssigned", 1) => DomainEvent::RoleAssigned(payload(envelope)?),
-            ("RoleRevoked", 1) => DomainEvent::RoleRevoked(payload(envelope)?),
-            ("EmailClaimed", 1) => DomainEvent::EmailClaimed(payload(envelope)?),
-            (t, v) => {
-                return Err(DecodeError::Unknown {
-                    event_type: t.to_owned(),
-                    version: v,
-                });
-            }
-        };
+        let event = DomainEvent::decode_payload(envelope)?;
         if event.aggregate_type() != envelope.aggregate.kind {
             return Err(DecodeError::WrongAggregate {
                 event_type: envelope.event_type.clone(),

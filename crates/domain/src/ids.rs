@@ -134,6 +134,11 @@ impl RoleName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The built-in `user` role.
+    pub fn user() -> RoleName {
+        RoleName("user".to_owned())
+    }
 }
 
 impl FromStr for RoleName {

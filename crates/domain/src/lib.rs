@@ -7,13 +7,16 @@
 //! **API boundary:** the types in [`events`] and [`envelope`] are a public, versioned format that
 //! subscribers rely on. Never change a published version; add a new version and upcast.
 
+pub mod access;
 pub mod aggregate;
 pub mod email;
 pub mod envelope;
 pub mod events;
+pub mod identity;
 pub mod ids;
 pub mod membership;
 pub mod schema;
+pub mod secret;
 pub mod tenant;
 pub mod user;
 

@@ -1,13 +1,108 @@
 //! The tenant aggregate: an isolated data context with a display name.
 
-use crate::events::{TenantCreated, TenantRenamed};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::events::{TenantCreated, TenantRenamed, TenantSettingsChanged};
+use crate::ids::RoleName;
 
 /// Longest display name accepted, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
 
+/// Password rules of a tenant (enforced by sign-up, invitation acceptance, change and reset).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordPolicySettings {
+    /// At least 8.
+    pub min_length: u32,
+    /// At least 64 (so pass phrases fit), at most 1024.
+    pub max_length: u32,
+    pub require_lowercase: bool,
+    pub require_uppercase: bool,
+    pub require_digit: bool,
+    pub require_symbol: bool,
+    /// Refuse passwords on the shipped list of common passwords.
+    pub deny_common: bool,
+}
+
+impl Default for PasswordPolicySettings {
+    fn default() -> Self {
+        PasswordPolicySettings {
+            min_length: 8,
+            max_length: 128,
+            require_lowercase: false,
+            require_uppercase: false,
+            require_digit: false,
+            require_symbol: false,
+            deny_common: true,
+        }
+    }
+}
+
+/// A tenant's settings. Defaults follow common practice (Keycloak's session defaults: 30 minutes
+/// idle, 10 hours at most).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSettings {
+    /// People may sign themselves up.
+    pub self_registration: bool,
+    /// The role self-registered users get.
+    pub default_role: RoleName,
+    /// Self-registered users must verify their email before signing in.
+    pub require_email_verification: bool,
+    pub password_policy: PasswordPolicySettings,
+    /// How long an invitation stays valid, in hours (1 to 720).
+    pub invitation_ttl_hours: u32,
+    /// A session without activity ends after this many minutes (1 to 43200).
+    pub session_idle_minutes: u32,
+    /// A session ends this many hours after sign-in whatever happens (1 to 8760).
+    pub session_max_hours: u32,
+    /// How long a magic link or emailed one-time code stays valid, in minutes (1 to 60).
+    pub magic_link_ttl_minutes: u32,
+    /// Members must use a second factor.
+    pub mfa_required: bool,
+}
+
+impl Default for TenantSettings {
+    fn default() -> Self {
+        TenantSettings {
+            self_registration: false,
+            default_role: RoleName::user(),
+            require_email_verification: true,
+            password_policy: PasswordPolicySettings::default(),
+            invitation_ttl_hours: 168,
+            session_idle_minutes: 30,
+            session_max_hours: 10,
+            magic_link_ttl_minutes: 10,
+            mfa_required: false,
+        }
+    }
+}
+
+impl TenantSettings {
+    /// Checks the bounds documented on each field.
+    pub fn validate(&self) -> Result<(), TenantError> {
+        let p = &self.password_policy;
+        let ok = p.min_length >= 8
+            && p.max_length >= 64
+            && p.max_length <= 1024
+            && p.min_length <= p.max_length
+            && (1..=720).contains(&self.invitation_ttl_hours)
+            && (1..=43_200).contains(&self.session_idle_minutes)
+            && (1..=8760).contains(&self.session_max_hours)
+            && (1..=60).contains(&self.magic_link_ttl_minutes);
+        if ok {
+            Ok(())
+        } else {
+            Err(TenantError::InvalidSettings)
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tenant {
     pub name: Option<String>,
+    pub settings: TenantSettings,
 }
 
 impl Tenant {
@@ -20,12 +115,14 @@ impl Tenant {
 pub enum TenantCommand {
     Create { name: String },
     Rename { name: String },
+    ChangeSettings { settings: TenantSettings },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TenantEvent {
     Created(TenantCreated),
     Renamed(TenantRenamed),
+    SettingsChanged(TenantSettingsChanged),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +133,10 @@ pub enum TenantError {
     NotFound,
     #[error("a tenant name is 1 to {MAX_NAME_CHARS} characters and not blank")]
     InvalidName,
+    #[error(
+        "invalid settings: password length bounds need min >= 8, max >= 64, max <= 1024, min <= max; invitation TTL 1-720 hours; session idle 1-43200 minutes; session max 1-8760 hours; magic link TTL 1-60 minutes"
+    )]
+    InvalidSettings,
 }
 
 fn valid_name(name: &str) -> Result<String, TenantError> {
@@ -69,6 +170,18 @@ pub fn decide(state: &Tenant, command: TenantCommand) -> Result<Vec<TenantEvent>
             }
             Ok(vec![TenantEvent::Renamed(TenantRenamed { name })])
         }
+        TenantCommand::ChangeSettings { settings } => {
+            if !state.exists() {
+                return Err(TenantError::NotFound);
+            }
+            settings.validate()?;
+            if settings == state.settings {
+                return Ok(vec![]);
+            }
+            Ok(vec![TenantEvent::SettingsChanged(TenantSettingsChanged {
+                settings,
+            })])
+        }
     }
 }
 
@@ -76,6 +189,7 @@ pub fn evolve(mut state: Tenant, event: &TenantEvent) -> Tenant {
     match event {
         TenantEvent::Created(e) => state.name = Some(e.name.clone()),
         TenantEvent::Renamed(e) => state.name = Some(e.name.clone()),
+        TenantEvent::SettingsChanged(e) => state.settings = e.settings.clone(),
     }
     state
 }
@@ -144,6 +258,34 @@ mod tests {
                 name: "Acme".into(),
             },
             Ok(vec![]),
+        );
+    }
+
+    #[test]
+    fn settings_are_validated_and_recorded_only_when_they_change() {
+        let mut settings = TenantSettings::default();
+        check(
+            &[created("Acme")],
+            TenantCommand::ChangeSettings {
+                settings: settings.clone(),
+            },
+            Ok(vec![]),
+        );
+        settings.self_registration = true;
+        check(
+            &[created("Acme")],
+            TenantCommand::ChangeSettings {
+                settings: settings.clone(),
+            },
+            Ok(vec![TenantEvent::SettingsChanged(TenantSettingsChanged {
+                settings: settings.clone(),
+            })]),
+        );
+        settings.password_policy.min_length = 6;
+        check(
+            &[created("Acme")],
+            TenantCommand::ChangeSettings { settings },
+            Err(TenantError::InvalidSettings),
         );
     }
 

@@ -1,9 +1,15 @@
 //! The user aggregate: one identity across tenants and its lifecycle
 //! (invited → active, suspended optionally until a time, reinstated).
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::events::{UserInvited, UserRegistered, UserReinstated, UserSuspended};
+use crate::events::{
+    EmailChangeRequested, EmailChanged, EmailVerified, UserActivated, UserDeactivated,
+    UserFlagsChanged, UserInvited, UserProfileChanged, UserReactivated, UserRegistered,
+    UserReinstated, UserSuspended,
+};
 use crate::ids::TenantId;
 
 /// Longest first or last name accepted, in characters.
@@ -21,12 +27,42 @@ pub enum Status {
     Suspended {
         until: Option<OffsetDateTime>,
     },
+    /// Deactivated (left the organisation): no sign-in, no access, until reactivated.
+    Inactive,
+}
+
+/// System-level flags of a user (F-AZ-6), the same in every tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserFlags {
+    /// May use the dashboard (the interactive front end).
+    pub dashboard_access: bool,
+    /// May use the API with API keys.
+    pub api_access: bool,
+    /// Manages the platform: tenants and every tenant's administration.
+    pub platform_admin: bool,
+}
+
+impl Default for UserFlags {
+    fn default() -> Self {
+        UserFlags {
+            dashboard_access: true,
+            api_access: true,
+            platform_admin: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct User {
     pub status: Status,
     pub email: String,
+    pub flags: UserFlags,
+    /// Registered, or invited and accepted: where a lifted suspension returns to.
+    pub activated: bool,
+    pub email_verified: bool,
+    /// A requested new address waiting for confirmation.
+    pub pending_email: Option<String>,
 }
 
 impl User {
@@ -56,6 +92,35 @@ pub enum UserCommand {
         now: OffsetDateTime,
     },
     Reinstate,
+    Deactivate,
+    Reactivate,
+    SetFlags(UserFlags),
+    /// An invited user accepted an invitation (which also proves their address).
+    Activate,
+    VerifyEmail,
+    ChangeProfile(Profile),
+    /// Ask to move to another address (confirmed later from it).
+    RequestEmailChange {
+        email: String,
+    },
+    /// Confirm the pending address (the application checked the emailed token).
+    ConfirmEmailChange {
+        email: String,
+    },
+}
+
+/// Longest profile image URL accepted.
+pub const MAX_IMAGE_URL_LEN: usize = 2048;
+/// Most notification topics a user may set.
+pub const MAX_NOTIFICATION_TOPICS: usize = 32;
+
+/// What a user may change about themselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    pub first_name: String,
+    pub last_name: String,
+    pub image_url: Option<String>,
+    pub notifications: std::collections::BTreeMap<String, bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +129,14 @@ pub enum UserEvent {
     Invited(UserInvited),
     Suspended(UserSuspended),
     Reinstated(UserReinstated),
+    Deactivated(UserDeactivated),
+    Reactivated(UserReactivated),
+    FlagsChanged(UserFlagsChanged),
+    Activated(UserActivated),
+    EmailVerified(EmailVerified),
+    ProfileChanged(UserProfileChanged),
+    EmailChangeRequested(EmailChangeRequested),
+    EmailChanged(EmailChanged),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -86,13 +159,29 @@ pub enum UserError {
     SuspensionInThePast,
     #[error("a suspension reason is at most 500 characters")]
     InvalidReason,
+    #[error("the user is deactivated")]
+    Inactive,
+    #[error("the user is not deactivated")]
+    NotInactive,
+    #[error("the new address is the current one")]
+    SameEmail,
+    #[error("no change to this address is pending")]
+    NoEmailChangePending,
+    #[error("the image URL must be an http(s) URL of at most 2048 characters without spaces")]
+    InvalidImageUrl,
+    #[error("notification topics are at most 32 names of 1 to 40 characters a-z, 0-9 and _")]
+    InvalidNotifications,
 }
 
 /// Normalises an email address (trimmed, lower-case) and checks its shape. Deliverability is
 /// proven by verification, not by parsing, so the check is deliberately plain: one `@`, a
 /// non-empty local part, a dotted domain, no whitespace or control characters.
+///
+/// Unicode is brought to NFC first, so an address typed with a decomposed `é` (e + combining
+/// accent) is the same address as one with the precomposed character.
 pub fn normalize_email(raw: &str) -> Result<String, UserError> {
-    let email = raw.trim().to_lowercase();
+    use unicode_normalization::UnicodeNormalization;
+    let email: String = raw.trim().nfc().collect::<String>().to_lowercase();
     let Some((local, domain)) = email.split_once('@') else {
         return Err(UserError::InvalidEmail);
     };
@@ -168,6 +257,9 @@ pub fn decide(state: &User, command: UserCommand) -> Result<Vec<UserEvent>, User
             if !state.exists() {
                 return Err(UserError::NotFound);
             }
+            if state.status == Status::Inactive {
+                return Err(UserError::Inactive);
+            }
             if is_suspended_at(state.status, now) {
                 return Err(UserError::AlreadySuspended);
             }
@@ -191,6 +283,98 @@ pub fn decide(state: &User, command: UserCommand) -> Result<Vec<UserEvent>, User
             Status::Suspended { .. } => Ok(vec![UserEvent::Reinstated(UserReinstated {})]),
             _ => Err(UserError::NotSuspended),
         },
+        UserCommand::Deactivate => match state.status {
+            Status::Absent => Err(UserError::NotFound),
+            Status::Inactive => Ok(vec![]),
+            _ => Ok(vec![UserEvent::Deactivated(UserDeactivated {})]),
+        },
+        UserCommand::Reactivate => match state.status {
+            Status::Absent => Err(UserError::NotFound),
+            Status::Inactive => Ok(vec![UserEvent::Reactivated(UserReactivated {})]),
+            _ => Err(UserError::NotInactive),
+        },
+        UserCommand::SetFlags(flags) => {
+            if !state.exists() {
+                return Err(UserError::NotFound);
+            }
+            if flags == state.flags {
+                return Ok(vec![]);
+            }
+            Ok(vec![UserEvent::FlagsChanged(UserFlagsChanged { flags })])
+        }
+        UserCommand::Activate => match state.status {
+            Status::Absent => Err(UserError::NotFound),
+            Status::Inactive => Err(UserError::Inactive),
+            _ if state.activated => Ok(vec![]),
+            _ => Ok(vec![UserEvent::Activated(UserActivated {})]),
+        },
+        UserCommand::ChangeProfile(profile) => {
+            if !state.exists() {
+                return Err(UserError::NotFound);
+            }
+            let image_url = profile
+                .image_url
+                .map(|u| u.trim().to_owned())
+                .filter(|u| !u.is_empty());
+            if let Some(url) = &image_url {
+                let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+                if !scheme_ok
+                    || url.len() > MAX_IMAGE_URL_LEN
+                    || url.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
+                    return Err(UserError::InvalidImageUrl);
+                }
+            }
+            let topics_ok = profile.notifications.len() <= MAX_NOTIFICATION_TOPICS
+                && profile.notifications.keys().all(|k| {
+                    (1..=40).contains(&k.len())
+                        && k.bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                });
+            if !topics_ok {
+                return Err(UserError::InvalidNotifications);
+            }
+            Ok(vec![UserEvent::ProfileChanged(UserProfileChanged {
+                first_name: valid_name(&profile.first_name)?,
+                last_name: valid_name(&profile.last_name)?,
+                image_url,
+                notifications: profile.notifications,
+            })])
+        }
+        UserCommand::RequestEmailChange { email } => {
+            if !state.exists() {
+                return Err(UserError::NotFound);
+            }
+            let email = normalize_email(&email)?;
+            if email == state.email {
+                return Err(UserError::SameEmail);
+            }
+            Ok(vec![UserEvent::EmailChangeRequested(
+                EmailChangeRequested { email },
+            )])
+        }
+        UserCommand::ConfirmEmailChange { email } => {
+            if !state.exists() {
+                return Err(UserError::NotFound);
+            }
+            let email = normalize_email(&email)?;
+            if state.email == email {
+                return Ok(vec![]);
+            }
+            if state.pending_email.as_deref() != Some(email.as_str()) {
+                return Err(UserError::NoEmailChangePending);
+            }
+            Ok(vec![UserEvent::EmailChanged(EmailChanged { email })])
+        }
+        UserCommand::VerifyEmail => {
+            if !state.exists() {
+                return Err(UserError::NotFound);
+            }
+            if state.email_verified {
+                return Ok(vec![]);
+            }
+            Ok(vec![UserEvent::EmailVerified(EmailVerified {})])
+        }
     }
 }
 
@@ -199,16 +383,39 @@ pub fn evolve(mut state: User, event: &UserEvent) -> User {
         UserEvent::Registered(e) => {
             state.status = Status::Active;
             state.email = e.email.clone();
+            state.activated = true;
         }
         UserEvent::Invited(e) => {
             state.status = Status::Invited;
             state.email = e.email.clone();
         }
         UserEvent::Suspended(e) => state.status = Status::Suspended { until: e.until },
-        // Reinstating returns the user to active; an invited user who was suspended before
-        // accepting is active afterwards only once the invitation flow activates them, which the
-        // identity issue adds. Until then reinstatement means active.
-        UserEvent::Reinstated(_) => state.status = Status::Active,
+        // Lifting a suspension or deactivation returns an invited user who never accepted to
+        // invited, everyone else to active.
+        UserEvent::Reinstated(_) | UserEvent::Reactivated(_) => {
+            state.status = if state.activated {
+                Status::Active
+            } else {
+                Status::Invited
+            }
+        }
+        UserEvent::Deactivated(_) => state.status = Status::Inactive,
+        UserEvent::FlagsChanged(e) => state.flags = e.flags,
+        UserEvent::Activated(_) => {
+            state.activated = true;
+            state.email_verified = true;
+            if state.status == Status::Invited {
+                state.status = Status::Active;
+            }
+        }
+        UserEvent::EmailVerified(_) => state.email_verified = true,
+        UserEvent::ProfileChanged(_) => {}
+        UserEvent::EmailChangeRequested(e) => state.pending_email = Some(e.email.clone()),
+        UserEvent::EmailChanged(e) => {
+            state.email = e.email.clone();
+            state.pending_email = None;
+            state.email_verified = true;
+        }
     }
     state
 }
@@ -363,6 +570,52 @@ mod tests {
     }
 
     #[test]
+    fn a_deactivated_user_is_neither_suspended_nor_reinstated_until_reactivated() {
+        let deactivated = UserEvent::Deactivated(UserDeactivated {});
+        check(
+            &[registered(), deactivated.clone()],
+            suspend(None),
+            Err(UserError::Inactive),
+        );
+        check(
+            &[registered(), deactivated.clone()],
+            UserCommand::Deactivate,
+            Ok(vec![]),
+        );
+        check(
+            &[registered(), deactivated],
+            UserCommand::Reactivate,
+            Ok(vec![UserEvent::Reactivated(UserReactivated {})]),
+        );
+        check(
+            &[registered()],
+            UserCommand::Reactivate,
+            Err(UserError::NotInactive),
+        );
+    }
+
+    #[test]
+    fn flags_change_only_when_they_differ() {
+        let admin = UserFlags {
+            platform_admin: true,
+            ..UserFlags::default()
+        };
+        check(
+            &[registered()],
+            UserCommand::SetFlags(UserFlags::default()),
+            Ok(vec![]),
+        );
+        check(
+            &[registered()],
+            UserCommand::SetFlags(admin),
+            Ok(vec![UserEvent::FlagsChanged(UserFlagsChanged {
+                flags: admin,
+            })]),
+        );
+        check(&[], UserCommand::SetFlags(admin), Err(UserError::NotFound));
+    }
+
+    #[test]
     fn a_missing_user_cannot_be_suspended() {
         check(&[], suspend(None), Err(UserError::NotFound));
     }
@@ -374,5 +627,139 @@ mod tests {
         };
         assert!(is_suspended_at(status, NOW));
         assert!(!is_suspended_at(status, datetime!(2026-03-02 0:00 UTC)));
+    }
+
+    #[test]
+    fn accepting_an_invitation_activates_once_and_survives_a_suspension() {
+        let invited = UserEvent::Invited(UserInvited {
+            email: "ada@example.com".into(),
+            first_name: "Ada".into(),
+            last_name: "Lovelace".into(),
+            tenant: "acme".parse().unwrap(),
+        });
+        let activated = UserEvent::Activated(UserActivated {});
+        check(
+            std::slice::from_ref(&invited),
+            UserCommand::Activate,
+            Ok(vec![activated.clone()]),
+        );
+        check(
+            &[invited.clone(), activated.clone()],
+            UserCommand::Activate,
+            Ok(vec![]),
+        );
+        check(&[registered()], UserCommand::Activate, Ok(vec![]));
+        check(&[], UserCommand::Activate, Err(UserError::NotFound));
+        // Suspended before accepting: lifting the suspension returns to invited…
+        let state = [
+            invited.clone(),
+            suspended(None),
+            UserEvent::Reinstated(UserReinstated {}),
+        ]
+        .iter()
+        .fold(User::default(), evolve);
+        assert_eq!(state.status, Status::Invited);
+        // …and after accepting, to active, with the address verified.
+        let state = [
+            invited,
+            activated,
+            suspended(None),
+            UserEvent::Reinstated(UserReinstated {}),
+        ]
+        .iter()
+        .fold(User::default(), evolve);
+        assert_eq!(state.status, Status::Active);
+        assert!(state.email_verified);
+        check(
+            &[registered()],
+            UserCommand::VerifyEmail,
+            Ok(vec![UserEvent::EmailVerified(EmailVerified {})]),
+        );
+    }
+
+    #[test]
+    fn emails_are_compared_in_unicode_normal_form() {
+        let composed = normalize_email("Jos\u{e9}@example.com").unwrap();
+        let decomposed = normalize_email("JOSE\u{301}@Example.com").unwrap();
+        assert_eq!(composed, decomposed);
+        assert_eq!(composed, "jos\u{e9}@example.com");
+    }
+
+    #[test]
+    fn a_profile_change_is_validated_and_recorded_whole() {
+        let profile = |image_url: Option<&str>, topic: &str| {
+            UserCommand::ChangeProfile(Profile {
+                first_name: " Ada ".into(),
+                last_name: "King".into(),
+                image_url: image_url.map(str::to_owned),
+                notifications: [(topic.to_owned(), true)].into(),
+            })
+        };
+        check(
+            &[registered()],
+            profile(Some("https://example.com/ada.png"), "security_alerts"),
+            Ok(vec![UserEvent::ProfileChanged(UserProfileChanged {
+                first_name: "Ada".into(),
+                last_name: "King".into(),
+                image_url: Some("https://example.com/ada.png".into()),
+                notifications: [("security_alerts".to_owned(), true)].into(),
+            })]),
+        );
+        for bad in ["javascript:alert(1)", "https://a b", "ftp://x"] {
+            check(
+                &[registered()],
+                profile(Some(bad), "security_alerts"),
+                Err(UserError::InvalidImageUrl),
+            );
+        }
+        check(
+            &[registered()],
+            profile(None, "Not A Topic"),
+            Err(UserError::InvalidNotifications),
+        );
+        check(&[], profile(None, "x"), Err(UserError::NotFound));
+    }
+
+    #[test]
+    fn an_email_change_waits_for_confirmation_of_the_new_address() {
+        check(
+            &[registered()],
+            UserCommand::RequestEmailChange {
+                email: " Ada@Example.COM ".into(),
+            },
+            Err(UserError::SameEmail),
+        );
+        let requested = UserEvent::EmailChangeRequested(EmailChangeRequested {
+            email: "ada@new.example".into(),
+        });
+        check(
+            &[registered()],
+            UserCommand::RequestEmailChange {
+                email: "Ada@New.example".into(),
+            },
+            Ok(vec![requested.clone()]),
+        );
+        check(
+            &[registered()],
+            UserCommand::ConfirmEmailChange {
+                email: "ada@new.example".into(),
+            },
+            Err(UserError::NoEmailChangePending),
+        );
+        let changed = UserEvent::EmailChanged(EmailChanged {
+            email: "ada@new.example".into(),
+        });
+        check(
+            &[registered(), requested.clone()],
+            UserCommand::ConfirmEmailChange {
+                email: "ada@new.example".into(),
+            },
+            Ok(vec![changed.clone()]),
+        );
+        let state = [registered(), requested, changed]
+            .iter()
+            .fold(User::default(), evolve);
+        assert_eq!(state.email, "ada@new.example");
+        assert!(state.email_verified && state.pending_email.is_none());
     }
 }

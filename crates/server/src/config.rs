@@ -15,11 +15,30 @@ pub struct Config {
     pub nats_url: Option<String>,
     pub stream: String,
     pub stream_replicas: usize,
-    /// The bootstrap admin token. When absent, one is generated into `data_dir/admin-token`.
+    /// The operator token: a system credential for automation, accepted only when configured.
     pub admin_token: Option<String>,
     /// How long a query waits for its minimum position.
     pub consistency_timeout: Duration,
     pub max_body_bytes: usize,
+    /// The service's public base URL: the `iss` of access tokens and the base of links in
+    /// emails. Defaults to `http://<listen>`.
+    pub public_url: Option<String>,
+    /// Lifetime of access tokens.
+    pub access_token_ttl: Duration,
+    /// argon2 hashes run at once (each holds 19 MiB). Defaults to the number of cores.
+    pub hash_concurrency: Option<usize>,
+    /// Mail delivery: a file per message in `data_dir/mail` unless configured otherwise.
+    pub mail: idstream_mailer::MailerConfig,
+}
+
+impl Config {
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .trim_end_matches('/')
+            .to_owned()
+    }
 }
 
 impl Default for Config {
@@ -33,6 +52,10 @@ impl Default for Config {
             admin_token: None,
             consistency_timeout: Duration::from_secs(2),
             max_body_bytes: 64 * 1024,
+            public_url: None,
+            access_token_ttl: Duration::from_secs(300),
+            hash_concurrency: None,
+            mail: Default::default(),
         }
     }
 }
@@ -49,6 +72,10 @@ pub struct FileConfig {
     pub admin_token: Option<String>,
     pub consistency_timeout_ms: Option<u64>,
     pub max_body_bytes: Option<usize>,
+    pub public_url: Option<String>,
+    pub access_token_ttl_seconds: Option<u64>,
+    pub hash_concurrency: Option<usize>,
+    pub mail: Option<idstream_mailer::MailerConfig>,
 }
 
 impl FileConfig {
@@ -81,6 +108,18 @@ impl FileConfig {
         }
         if let Some(v) = self.max_body_bytes {
             config.max_body_bytes = v;
+        }
+        if self.public_url.is_some() {
+            config.public_url = self.public_url;
+        }
+        if let Some(v) = self.access_token_ttl_seconds {
+            config.access_token_ttl = Duration::from_secs(v);
+        }
+        if self.hash_concurrency.is_some() {
+            config.hash_concurrency = self.hash_concurrency;
+        }
+        if let Some(v) = self.mail {
+            config.mail = v;
         }
         config
     }

@@ -8,6 +8,13 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use idstream_app::AppError;
+use idstream_domain::access::entity::EntityError;
+use idstream_domain::access::record::RecordError;
+use idstream_domain::access::role::RoleError;
+use idstream_domain::identity::api_key::ApiKeyError;
+use idstream_domain::identity::credentials::CredentialsError;
+use idstream_domain::identity::invitation::InvitationError;
+use idstream_domain::identity::session::SessionError;
 use idstream_domain::membership::MembershipError;
 use idstream_domain::tenant::TenantError;
 use idstream_domain::user::UserError;
@@ -84,6 +91,9 @@ impl ApiError {
                     TenantError::InvalidName => {
                         (S::UNPROCESSABLE_ENTITY, "invalid_tenant_name", shown(t))
                     }
+                    TenantError::InvalidSettings => {
+                        (S::UNPROCESSABLE_ENTITY, "invalid_settings", shown(t))
+                    }
                 },
                 AppError::User(u) => match u {
                     UserError::AlreadyExists => (S::CONFLICT, "user_exists", shown(u)),
@@ -98,17 +108,173 @@ impl ApiError {
                     UserError::InvalidReason => {
                         (S::UNPROCESSABLE_ENTITY, "invalid_reason", shown(u))
                     }
+                    UserError::Inactive => (S::CONFLICT, "user_inactive", shown(u)),
+                    UserError::NotInactive => (S::CONFLICT, "user_not_inactive", shown(u)),
+                    UserError::SameEmail => (S::UNPROCESSABLE_ENTITY, "same_email", shown(u)),
+                    UserError::NoEmailChangePending => {
+                        (S::CONFLICT, "no_email_change_pending", shown(u))
+                    }
+                    UserError::InvalidImageUrl => {
+                        (S::UNPROCESSABLE_ENTITY, "invalid_image_url", shown(u))
+                    }
+                    UserError::InvalidNotifications => {
+                        (S::UNPROCESSABLE_ENTITY, "invalid_notifications", shown(u))
+                    }
                 },
                 AppError::Membership(m) => match m {
                     MembershipError::AlreadyAssigned => {
                         (S::CONFLICT, "role_already_assigned", shown(m))
                     }
                     MembershipError::NotAssigned => (S::CONFLICT, "role_not_assigned", shown(m)),
+                    MembershipError::NotAMember => (S::NOT_FOUND, "not_a_member", shown(m)),
+                    MembershipError::TooManyPermissions => {
+                        (S::UNPROCESSABLE_ENTITY, "too_many_permissions", shown(m))
+                    }
                 },
+                AppError::Role(r) => match r {
+                    RoleError::AlreadyExists => (S::CONFLICT, "role_exists", shown(r)),
+                    RoleError::NotFound => (S::NOT_FOUND, "role_not_found", shown(r)),
+                    RoleError::BuiltIn => (S::UNPROCESSABLE_ENTITY, "built_in_role", shown(r)),
+                    RoleError::InvalidDescription => {
+                        (S::UNPROCESSABLE_ENTITY, "invalid_description", shown(r))
+                    }
+                    RoleError::TooManyPermissions => {
+                        (S::UNPROCESSABLE_ENTITY, "too_many_permissions", shown(r))
+                    }
+                    RoleError::InvalidMenu(_) => {
+                        (S::UNPROCESSABLE_ENTITY, "invalid_menu", shown(r))
+                    }
+                },
+                AppError::Entity(x) => match x {
+                    EntityError::AlreadyExists => (S::CONFLICT, "entity_exists", shown(x)),
+                    EntityError::NotFound => (S::NOT_FOUND, "entity_not_found", shown(x)),
+                    EntityError::InvalidFields => {
+                        (S::UNPROCESSABLE_ENTITY, "invalid_fields", shown(x))
+                    }
+                    EntityError::InvalidHiddenField => {
+                        (S::UNPROCESSABLE_ENTITY, "invalid_hidden_field", shown(x))
+                    }
+                },
+                AppError::Record(r) => match r {
+                    RecordError::NotGranted => (S::CONFLICT, "not_granted", shown(r)),
+                    RecordError::LocalRoleNotHeld => (S::CONFLICT, "local_role_not_held", shown(r)),
+                },
+                AppError::EntityNotFound => (S::NOT_FOUND, "entity_not_found", shown(e)),
+                AppError::NotAMember => (S::UNPROCESSABLE_ENTITY, "not_a_member", shown(e)),
+                AppError::OwnerOnly => (S::FORBIDDEN, "owner_only", shown(e)),
+                AppError::CannotRemoveSelf => {
+                    (S::UNPROCESSABLE_ENTITY, "cannot_remove_self", shown(e))
+                }
+                AppError::LastAdmin => (S::UNPROCESSABLE_ENTITY, "last_admin", shown(e)),
+                AppError::RoleInUse(_) => (S::CONFLICT, "role_in_use", shown(e)),
+                AppError::ProtectedDefaultRole => {
+                    (S::UNPROCESSABLE_ENTITY, "invalid_default_role", shown(e))
+                }
                 AppError::EmailTaken => (S::CONFLICT, "email_taken", shown(e)),
+                AppError::EmailClaim(_) => (S::CONFLICT, "email_taken", shown(e)),
+                AppError::Credentials(c) => match c {
+                    CredentialsError::InvalidToken => {
+                        (S::BAD_REQUEST, "invalid_or_expired_link", shown(e))
+                    }
+                    CredentialsError::TotpReplayed => {
+                        (S::UNAUTHORIZED, "invalid_credentials", shown(e))
+                    }
+                    CredentialsError::NoTotpEnrolment => {
+                        (S::CONFLICT, "totp_not_being_set_up", shown(e))
+                    }
+                    CredentialsError::TotpNotEnabled => (S::CONFLICT, "totp_not_enabled", shown(e)),
+                    CredentialsError::TotpAlreadyEnabled => {
+                        (S::CONFLICT, "totp_already_enabled", shown(e))
+                    }
+                    CredentialsError::InvalidRecoveryCode => {
+                        (S::UNAUTHORIZED, "invalid_credentials", shown(e))
+                    }
+                    CredentialsError::NotLocked => (S::CONFLICT, "not_locked", shown(e)),
+                },
+                AppError::Session(s) => match s {
+                    SessionError::AlreadyExists => (S::CONFLICT, "session_exists", shown(e)),
+                    SessionError::Ended => (S::UNAUTHORIZED, "invalid_token", shown(e)),
+                    SessionError::InvalidLifetime => (
+                        S::UNPROCESSABLE_ENTITY,
+                        "invalid_session_lifetime",
+                        shown(e),
+                    ),
+                },
+                AppError::Invitation(i) => match i {
+                    InvitationError::AlreadyExists => (S::CONFLICT, "invitation_exists", shown(e)),
+                    InvitationError::NotFound => (S::NOT_FOUND, "invitation_not_found", shown(e)),
+                    InvitationError::InvalidToken => {
+                        (S::BAD_REQUEST, "invalid_or_expired_link", shown(e))
+                    }
+                    InvitationError::AlreadyAccepted => {
+                        (S::CONFLICT, "invitation_accepted", shown(e))
+                    }
+                    InvitationError::Revoked => (S::CONFLICT, "invitation_revoked", shown(e)),
+                    InvitationError::InvalidLifetime => (
+                        S::UNPROCESSABLE_ENTITY,
+                        "invalid_invitation_lifetime",
+                        shown(e),
+                    ),
+                    InvitationError::NoRoles => (S::UNPROCESSABLE_ENTITY, "no_roles", shown(e)),
+                },
+                AppError::ApiKey(k) => match k {
+                    ApiKeyError::AlreadyExists => (S::CONFLICT, "api_key_exists", shown(e)),
+                    ApiKeyError::NotFound => (S::NOT_FOUND, "api_key_not_found", shown(e)),
+                    ApiKeyError::InvalidName => {
+                        (S::UNPROCESSABLE_ENTITY, "invalid_api_key_name", shown(e))
+                    }
+                    ApiKeyError::ExpiryInThePast => {
+                        (S::UNPROCESSABLE_ENTITY, "expiry_in_the_past", shown(e))
+                    }
+                },
+                AppError::InvalidCredentials => (S::UNAUTHORIZED, "invalid_credentials", shown(e)),
+                AppError::InvalidToken => (S::UNAUTHORIZED, "invalid_token", shown(e)),
+                AppError::InvalidOrExpiredLink => {
+                    (S::BAD_REQUEST, "invalid_or_expired_link", shown(e))
+                }
+                AppError::Unauthenticated => (
+                    S::UNAUTHORIZED,
+                    "unauthorized",
+                    "a valid bearer token is required".into(),
+                ),
+                AppError::AccountDisabled => (S::FORBIDDEN, "account_disabled", shown(e)),
+                AppError::EmailNotVerified => (S::FORBIDDEN, "email_not_verified", shown(e)),
+                AppError::SecondFactorEnrolmentRequired => {
+                    (S::FORBIDDEN, "second_factor_enrollment_required", shown(e))
+                }
+                AppError::SecondFactorRequiredByTenant => {
+                    (S::FORBIDDEN, "second_factor_required_by_tenant", shown(e))
+                }
+                AppError::SelfRegistrationDisabled => {
+                    (S::FORBIDDEN, "self_registration_disabled", shown(e))
+                }
+                AppError::PasswordTooLong => {
+                    (S::UNPROCESSABLE_ENTITY, "password_too_long", shown(e))
+                }
+                AppError::WeakPassword(_) => (S::UNPROCESSABLE_ENTITY, "weak_password", shown(e)),
+                AppError::PasswordRequired => {
+                    (S::UNPROCESSABLE_ENTITY, "password_required", shown(e))
+                }
+                AppError::SecondFactorMissing => {
+                    (S::UNPROCESSABLE_ENTITY, "second_factor_missing", shown(e))
+                }
+                AppError::RateLimited(_) => (S::TOO_MANY_REQUESTS, "rate_limited", shown(e)),
+                AppError::SessionOnly => (S::FORBIDDEN, "session_required", shown(e)),
+                AppError::SessionNotFound => (S::NOT_FOUND, "session_not_found", shown(e)),
+                AppError::InvitationPending => (S::CONFLICT, "invitation_pending", shown(e)),
+                AppError::OwnerRequired => (S::UNPROCESSABLE_ENTITY, "owner_required", shown(e)),
+                AppError::ApiAccessDisabled => (S::FORBIDDEN, "api_access_disabled", shown(e)),
+                AppError::RestrictionBeyondOwner(_) => (
+                    S::UNPROCESSABLE_ENTITY,
+                    "restriction_beyond_owner",
+                    shown(e),
+                ),
+                AppError::AlreadyBootstrapped => (S::CONFLICT, "already_bootstrapped", shown(e)),
                 AppError::TenantNotFound => (S::NOT_FOUND, "tenant_not_found", shown(e)),
                 AppError::UserNotFound => (S::NOT_FOUND, "user_not_found", shown(e)),
                 AppError::UnknownRole(_) => (S::UNPROCESSABLE_ENTITY, "unknown_role", shown(e)),
+                AppError::Forbidden(_) => (S::FORBIDDEN, "forbidden", shown(e)),
+                AppError::PlatformAdminOnly => (S::FORBIDDEN, "platform_admin_only", shown(e)),
                 AppError::InvalidIdempotencyKey => {
                     (S::BAD_REQUEST, "invalid_idempotency_key", shown(e))
                 }
@@ -169,6 +335,9 @@ impl IntoResponse for ApiError {
         );
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let ApiError::App(AppError::RateLimited(seconds)) = &self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
         }
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

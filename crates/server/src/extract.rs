@@ -5,8 +5,8 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use idstream_app::CommandContext;
-use idstream_domain::{Actor, ActorKind};
+use idstream_app::{AppError, Authenticated, CommandContext};
+use idstream_domain::{Actor, ActorKind, UserId};
 use idstream_eventlog::Position;
 use serde::de::DeserializeOwned;
 
@@ -88,44 +88,90 @@ fn query_rejection(rejection: QueryRejection) -> ApiError {
     ApiError::bad_request("invalid_query", rejection.body_text())
 }
 
-/// The authenticated caller of an admin endpoint, with the context its commands carry.
+/// The authenticated caller, with the context its commands carry.
 ///
-/// Until sign-in exists the only credential is the bootstrap admin token from configuration,
-/// presented as `Authorization: Bearer <token>` and compared in constant time.
+/// `Authorization: Bearer <credential>` where the credential is an access token (a JWT from
+/// sign-in), an API key (`ids_…`), or the operator's admin token from configuration (a system
+/// actor, compared in constant time). Anything else is 401 with no hint of why.
 pub struct Caller {
     pub ctx: CommandContext,
+    /// Who the caller is when they used an access token or API key (None for the admin token).
+    pub auth: Option<Authenticated>,
+}
+
+impl Caller {
+    /// The signed-in user (session or API key owner), if any.
+    pub fn user(&self) -> Option<UserId> {
+        self.auth.as_ref().map(|a| a.user)
+    }
+
+    /// The caller's authentication, for endpoints only users (not the admin token) may use.
+    pub fn authenticated(&self) -> Result<&Authenticated, ApiError> {
+        self.auth
+            .as_ref()
+            .ok_or(ApiError::App(AppError::SessionOnly))
+    }
+}
+
+/// The bearer credential of a request, if it has one.
+pub fn bearer(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
 }
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let presented = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .ok_or(ApiError::Unauthorized)?;
-        if !state.admin_token.matches(presented.trim()) {
-            return Err(ApiError::Unauthorized);
-        }
+        let presented = bearer(parts).ok_or(ApiError::Unauthorized)?;
+        let (actor, auth) = match &state.admin_token {
+            Some(admin) if admin.matches(presented) => (
+                Actor {
+                    kind: ActorKind::System,
+                    id: "bootstrap-admin".into(),
+                },
+                None,
+            ),
+            _ => {
+                let auth = state
+                    .app
+                    .authenticate(presented)
+                    .await
+                    .map_err(|e| match e {
+                        AppError::Unauthenticated => ApiError::Unauthorized,
+                        other => ApiError::App(other),
+                    })?;
+                // A session that must set up a second factor first may do only that.
+                const ENROLMENT: [&str; 4] = [
+                    "/v1/auth/totp/setup",
+                    "/v1/auth/totp/confirm",
+                    "/v1/auth/me",
+                    "/v1/auth/sign-out",
+                ];
+                if auth.must_enrol_second_factor && !ENROLMENT.contains(&parts.uri.path()) {
+                    return Err(ApiError::App(AppError::SecondFactorEnrolmentRequired));
+                }
+                (auth.actor(), Some(auth))
+            }
+        };
         let correlation_id = correlation_id(parts);
         let idempotency_key = match parts.headers.get(IDEMPOTENCY_HEADER) {
             None => None,
             Some(v) => Some(
                 v.to_str()
-                    .map_err(|_| ApiError::App(idstream_app::AppError::InvalidIdempotencyKey))?,
+                    .map_err(|_| ApiError::App(AppError::InvalidIdempotencyKey))?,
             ),
         };
-        let actor = Actor {
-            kind: ActorKind::System,
-            id: "bootstrap-admin".into(),
-        };
         let ctx = CommandContext::new(actor, correlation_id, idempotency_key)?;
-        Ok(Caller { ctx })
+        Ok(Caller { ctx, auth })
     }
 }
 

@@ -37,7 +37,8 @@ use crate::routes::ops::{ReadModelState, ReadModelsReport};
 #[derive(Clone)]
 pub struct AppState {
     pub app: App,
-    pub admin_token: Arc<TokenDigest>,
+    /// The operator token, when configured.
+    pub admin_token: Option<Arc<TokenDigest>>,
     pub metrics: Arc<Metrics>,
     /// The log position at start; the service is ready once its read models have reached it.
     pub startup_target: Position,
@@ -145,9 +146,19 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(routes::tenants::router())
         .merge(routes::users::router())
         .merge(routes::memberships::router())
+        .merge(routes::access_admin::router())
+        .merge(routes::access_check::router())
+        .merge(routes::auth::router())
+        .merge(routes::invitations::router())
+        .merge(routes::api_keys::router())
+        .merge(routes::email_sign_in::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            max_body_bytes,
+            refuse_large_bodies,
+        ))
         .layer(middleware::from_fn(correlate))
         .layer(CatchPanicLayer::custom(
             |_panic: Box<dyn std::any::Any + Send>| {
@@ -155,6 +166,39 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             },
         ))
         .with_state(state)
+}
+
+/// Bodies up to this size are read and discarded before a 413 answer, so the client gets the
+/// problem instead of a connection reset (closing a connection with unread data makes the kernel
+/// reset it, and the client may lose the answer). Larger ones are refused without reading.
+const DRAIN_LIMIT: u64 = 1024 * 1024;
+
+/// Refuses a request whose declared `Content-Length` exceeds the body limit with a 413 problem
+/// before any handler runs. (Chunked bodies are still limited by `DefaultBodyLimit`.)
+async fn refuse_large_bodies(
+    axum::extract::State(max): axum::extract::State<usize>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(length) if length > max as u64 => {
+            if length <= DRAIN_LIMIT {
+                let _ = axum::body::to_bytes(request.into_body(), DRAIN_LIMIT as usize).await;
+            }
+            ApiError::BadRequest {
+                status: axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                code: "payload_too_large",
+                detail: format!("the request body is larger than {max} bytes"),
+            }
+            .into_response()
+        }
+        _ => next.run(request).await,
+    }
 }
 
 /// Gives every request a correlation id (the client's `X-Correlation-Id` or a new ULID), runs it

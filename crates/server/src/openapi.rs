@@ -21,11 +21,39 @@ use crate::routes::{self, CommandAccepted};
         routes::users::create_user, routes::users::list_members, routes::users::get_user,
         routes::users::suspend_user, routes::users::reinstate_user,
         routes::memberships::get_roles, routes::memberships::assign_role, routes::memberships::revoke_role,
+        routes::access_admin::get_settings, routes::access_admin::put_settings,
+        routes::access_admin::define_role, routes::access_admin::update_role, routes::access_admin::delete_role,
+        routes::access_admin::set_role_menu,
+        routes::access_admin::register_entity, routes::access_admin::change_entity_fields, routes::access_admin::set_entity_rls,
+        routes::access_admin::set_entity_policy, routes::access_admin::set_field_rules,
+        routes::access_admin::set_record_owner, routes::access_admin::grant_record_access, routes::access_admin::revoke_record_access,
+        routes::access_admin::assign_local_role, routes::access_admin::revoke_local_role,
+        routes::access_admin::remove_member, routes::access_admin::grant_permissions, routes::access_admin::revoke_permissions,
+        routes::access_admin::deactivate_user, routes::access_admin::reactivate_user, routes::access_admin::set_user_flags,
+        routes::access_check::check, routes::access_check::check_batch, routes::access_check::explain,
+        routes::access_check::readable_records, routes::access_check::visible_fields,
+        routes::access_check::entity_permissions, routes::access_check::list_roles, routes::access_check::get_role,
+        routes::access_check::list_entities, routes::access_check::get_entity,
+        routes::access_check::effective_permissions, routes::access_check::menu,
+        routes::auth::sign_in, routes::auth::second_factor, routes::auth::refresh, routes::auth::switch_tenant,
+        routes::auth::sign_out, routes::auth::me, routes::auth::my_sessions, routes::auth::revoke_my_session,
+        routes::auth::change_password, routes::auth::request_reset, routes::auth::reset_password,
+        routes::auth::totp_setup, routes::auth::totp_confirm, routes::auth::totp_disable,
+        routes::auth::revoke_user_sessions, routes::auth::unlock_user, routes::auth::jwks,
+        routes::invitations::invite, routes::invitations::list_invitations, routes::invitations::resend_invitation,
+        routes::invitations::revoke_invitation, routes::invitations::accept_invitation,
+        routes::api_keys::issue_api_key, routes::api_keys::list_api_keys, routes::api_keys::revoke_api_key,
+        routes::email_sign_in::request_magic_link, routes::email_sign_in::magic_link_sign_in,
+        routes::email_sign_in::request_email_code, routes::email_sign_in::email_code_sign_in,
+        routes::email_sign_in::register, routes::email_sign_in::verify_email, routes::email_sign_in::change_profile,
+        routes::email_sign_in::request_email_change, routes::email_sign_in::confirm_email_change,
     ),
     components(schemas(Problem, CommandAccepted)),
     modifiers(&BearerAuth, &Problems),
     tags(
-        (name = "tenants"), (name = "users"), (name = "roles"), (name = "operations"),
+        (name = "auth", description = "Sign-in, sessions, passwords and two-factor authentication of the caller"),
+        (name = "invitations"), (name = "api-keys"),
+        (name = "tenants"), (name = "users"), (name = "roles"), (name = "entities"), (name = "records"), (name = "permissions"), (name = "access"), (name = "operations"),
     )
 )]
 pub struct ApiDoc;
@@ -38,7 +66,8 @@ impl Modify for BearerAuth {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some(
-                "The bootstrap admin token (configuration `admin_token`, or the file `admin-token` in the data directory)",
+                "An access token (the JWT from sign-in, refresh or invitation acceptance), an API key (`ids_…`), \
+                 or the operator token (configuration `admin_token`)",
             )).build()),
         );
     }

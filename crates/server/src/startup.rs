@@ -1,26 +1,26 @@
 //! Wiring: open the log, start the read models, build the app, serve HTTP until shutdown.
 
 use std::io::Write;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use idstream_app::{App, SystemClock};
-use idstream_auth::{SecretToken, TokenDigest};
-use idstream_directory::DirectoryProjection;
+use idstream_app::{App, IdentityConfig, IdentityServices, SystemClock};
+use idstream_auth::{PasswordHasherPool, TokenDigest};
 use idstream_eventlog::SharedLog;
 use idstream_eventlog::embedded::{EmbeddedLog, EmbeddedOptions};
 use idstream_eventlog::jetstream::{JetStreamLog, JetStreamOptions};
+use idstream_keys::{FileKeyStore, JetStreamKeyStore, JetStreamKeyStoreOptions, KeyStore, Keys};
 use idstream_projection_runtime::{Projection, ReadModels};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::{AppState, router};
 
-/// Every read model the service maintains.
+/// Every read model the service maintains, with a cache of their own (for offline rebuilds and
+/// benchmarks; the service shares one cache with its [`App`], see [`serve`]).
 pub fn projections() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(DirectoryProjection)]
+    idstream_app::projections(Arc::default())
 }
 
 /// Opens the configured log. JetStream is retried until it answers or `give_up` resolves, so a
@@ -61,37 +61,103 @@ pub async fn open_log(config: &Config) -> anyhow::Result<SharedLog> {
     }
 }
 
-/// The admin token's digest: from configuration, else from `data_dir/admin-token`, which is
-/// created with a new random token (mode 0600) on first start. The token itself is never logged.
-pub fn admin_token(config: &Config) -> anyhow::Result<TokenDigest> {
-    if let Some(token) = &config.admin_token {
-        anyhow::ensure!(
-            token.len() >= 16,
-            "admin_token must be at least 16 characters"
-        );
-        return Ok(TokenDigest::of(token));
+/// The key store: the data directory's `keys/` with the embedded log, a JetStream KV bucket
+/// (shared by every replica) with JetStream.
+pub async fn key_store(config: &Config) -> anyhow::Result<Arc<dyn KeyStore>> {
+    match &config.nats_url {
+        None => {
+            let dir = config.data_dir.join("keys");
+            let store = FileKeyStore::open(&dir)
+                .with_context(|| format!("opening the key store in {}", dir.display()))?;
+            Ok(Arc::new(store))
+        }
+        Some(url) => {
+            let options = JetStreamKeyStoreOptions {
+                replicas: config.stream_replicas,
+                ..Default::default()
+            };
+            let store = JetStreamKeyStore::connect(url, &options)
+                .await
+                .context("opening the JetStream key store")?;
+            Ok(Arc::new(store))
+        }
     }
-    let path = config.data_dir.join("admin-token");
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        tracing::info!(file = %path.display(), "bootstrap admin token read from file");
-        return Ok(TokenDigest::of(text.trim()));
-    }
-    let token = SecretToken::generate(32);
-    write_private(&path, token.reveal()).with_context(|| format!("writing {}", path.display()))?;
-    tracing::warn!(file = %path.display(), "generated a bootstrap admin token; read it from this file");
-    Ok(token.digest())
 }
 
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(text.as_bytes())?;
-    file.write_all(b"\n")?;
-    file.sync_all()
+/// Keys, mailer, password hashing and token settings for identity.
+pub async fn identity_services(config: &Config) -> anyhow::Result<IdentityServices> {
+    let access_ttl = time::Duration::try_from(config.access_token_ttl)
+        .context("access_token_ttl is out of range")?;
+    anyhow::ensure!(
+        access_ttl >= time::Duration::seconds(30) && access_ttl <= time::Duration::hours(1),
+        "access_token_ttl_seconds must be between 30 and 3600"
+    );
+    let keys = Keys::load_or_create(
+        key_store(config).await?,
+        time::OffsetDateTime::now_utc(),
+        access_ttl,
+    )
+    .await
+    .context("loading the service keys")?;
+    let mailer = idstream_mailer::build(&config.mail, &config.data_dir)
+        .context("configuring mail delivery")?;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let public_url = config.public_url();
+    Ok(IdentityServices {
+        keys: Arc::new(keys),
+        mailer,
+        hasher: PasswordHasherPool::new(config.hash_concurrency.unwrap_or(cores)),
+        config: IdentityConfig {
+            issuer: public_url.clone(),
+            audience: "idstream".into(),
+            access_ttl,
+            public_url,
+            ..IdentityConfig::default()
+        },
+    })
+}
+
+/// The operator token's digest, if one is configured (`admin_token`): a system credential for
+/// automation. Without it, people sign in (see `idstream bootstrap`). Never logged.
+pub fn admin_token(config: &Config) -> anyhow::Result<Option<TokenDigest>> {
+    match &config.admin_token {
+        None => Ok(None),
+        Some(token) => {
+            anyhow::ensure!(
+                token.len() >= 16,
+                "admin_token must be at least 16 characters"
+            );
+            Ok(Some(TokenDigest::of(token)))
+        }
+    }
+}
+
+/// Starts the read models over `log` and builds the application on them; also returns the
+/// read models' names. Stop the read models with [`ReadModels::shutdown`] when done.
+pub async fn open_app(
+    config: &Config,
+    log: SharedLog,
+) -> anyhow::Result<(App, ReadModels, Vec<&'static str>)> {
+    let access_cache = Arc::new(idstream_access::FactCache::default());
+    let projections = idstream_app::projections(access_cache.clone());
+    let names: Vec<&'static str> = projections.iter().map(|p| p.name()).collect();
+    let read_models = ReadModels::start(
+        &config.data_dir.join("readmodels"),
+        log.clone(),
+        projections,
+    )
+    .await
+    .context("starting the read models")?;
+    let identity = identity_services(config).await?;
+    let app = App::new(
+        log,
+        read_models.clone(),
+        access_cache,
+        Arc::new(SystemClock),
+        config.consistency_timeout,
+        identity,
+    );
+    Ok((app, read_models, names))
 }
 
 /// Runs the service until `shutdown` resolves, then drains requests and stops the read models.
@@ -111,24 +177,23 @@ pub async fn serve(
             0
         }
     };
-    let projections = projections();
-    let names: Vec<&'static str> = projections.iter().map(|p| p.name()).collect();
-    let read_models = ReadModels::start(
-        &config.data_dir.join("readmodels"),
-        log.clone(),
-        projections,
-    )
-    .await
-    .context("starting the read models")?;
-    let app = App::new(
-        log,
-        read_models.clone(),
-        Arc::new(SystemClock),
-        config.consistency_timeout,
-    );
+    let (app, read_models, names) = open_app(&config, log).await?;
+    let upkeep = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(error) = app.maintain_keys().await {
+                    tracing::warn!(%error, "key upkeep failed; retrying in a minute");
+                }
+            }
+        })
+    };
     let state = AppState {
         app,
-        admin_token: Arc::new(admin_token),
+        admin_token: admin_token.map(Arc::new),
         metrics: Arc::new(Metrics::new()),
         startup_target,
         read_model_names: Arc::new(names),
@@ -140,9 +205,14 @@ pub async fn serve(
     tracing::info!(%addr, "listening");
     println!("idstream listening on http://{addr}");
     let _ = std::io::stdout().flush();
-    axum::serve(listener, router(state, config.max_body_bytes))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    axum::serve(
+        listener,
+        router(state, config.max_body_bytes)
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
+    upkeep.abort();
     tracing::info!("HTTP server stopped; stopping read models");
     read_models.shutdown().await;
     Ok(())

@@ -1,8 +1,9 @@
 //! The fold: how each event changes the directory.
 
 use idstream_domain::events::{
-    RoleAssigned, RoleRevoked, TenantCreated, TenantRenamed, UserInvited, UserRegistered,
-    UserSuspended,
+    MemberRemoved, PermissionsGranted, PermissionsRevoked, RoleAssigned, RoleRevoked,
+    TenantCreated, TenantRenamed, TenantSettingsChanged, UserFlagsChanged, UserInvited,
+    UserRegistered, UserSuspended,
 };
 use idstream_domain::{DomainEvent, TenantId, UserId};
 use idstream_eventlog::RecordedEvent;
@@ -22,7 +23,7 @@ impl Projection for DirectoryProjection {
     }
 
     fn version(&self) -> u32 {
-        1
+        5
     }
 
     fn apply(&self, state: &mut Staged<'_>, event: &RecordedEvent) -> Result<(), ApplyError> {
@@ -75,8 +76,101 @@ impl Projection for DirectoryProjection {
             DomainEvent::UserReinstated(_) => user_reinstated(state, event),
             DomainEvent::RoleAssigned(e) => role_assigned(state, event, e),
             DomainEvent::RoleRevoked(e) => role_revoked(state, event, e),
+            DomainEvent::TenantSettingsChanged(e) => tenant_settings_changed(state, event, e),
+            DomainEvent::UserDeactivated(_) => update_user(state, event, |view| UserView {
+                status: UserStatus::Inactive,
+                suspended_until: None,
+                suspension_reason: None,
+                ..view
+            }),
+            DomainEvent::UserReactivated(_) => update_user(state, event, |view| UserView {
+                status: back_from_leave(&view),
+                ..view
+            }),
+            DomainEvent::UserActivated(_) => update_user(state, event, |view| UserView {
+                status: match view.status {
+                    UserStatus::Invited => UserStatus::Active,
+                    other => other,
+                },
+                activated: true,
+                email_verified: true,
+                ..view
+            }),
+            DomainEvent::EmailVerified(_) => update_user(state, event, |view| UserView {
+                email_verified: true,
+                ..view
+            }),
+            DomainEvent::UserProfileChanged(e) => update_user(state, event, |view| UserView {
+                first_name: e.first_name,
+                last_name: e.last_name,
+                image_url: e.image_url,
+                notifications: e.notifications,
+                ..view
+            }),
+            DomainEvent::UserFlagsChanged(UserFlagsChanged { flags }) => {
+                update_user(state, event, |view| UserView { flags, ..view })
+            }
+            DomainEvent::PermissionsGranted(PermissionsGranted { user, permissions }) => {
+                change_membership(state, event, user, |view| {
+                    view.custom_permissions.extend(permissions)
+                })
+            }
+            DomainEvent::PermissionsRevoked(PermissionsRevoked { user, permissions }) => {
+                change_membership(state, event, user, |view| {
+                    view.custom_permissions.retain(|p| !permissions.contains(p))
+                })
+            }
+            DomainEvent::MemberRemoved(MemberRemoved { user }) => {
+                change_membership(state, event, user, |view| {
+                    view.roles.clear();
+                    view.custom_permissions.clear();
+                })
+            }
             // Claims only guard uniqueness on the write side; the email index comes from users.
-            DomainEvent::EmailClaimed(_) => Ok(()),
+            DomainEvent::EmailClaimed(_) | DomainEvent::EmailReleased(_) => Ok(()),
+            // The address changes only once confirmed.
+            DomainEvent::EmailChangeRequested(_) => Ok(()),
+            DomainEvent::EmailChanged(e) => email_changed(state, event, &e.email),
+            // Roles, entities and records are the access read model's business.
+            DomainEvent::RoleDefined(_)
+            | DomainEvent::RoleUpdated(_)
+            | DomainEvent::RoleMenuSet(_)
+            | DomainEvent::RoleDeleted(_)
+            | DomainEvent::EntityRegistered(_)
+            | DomainEvent::EntityFieldsChanged(_)
+            | DomainEvent::EntityRlsChanged(_)
+            | DomainEvent::EntityPolicyChanged(_)
+            | DomainEvent::FieldRulesChanged(_)
+            | DomainEvent::RecordOwnerSet(_)
+            | DomainEvent::RecordGranted(_)
+            | DomainEvent::RecordRevoked(_)
+            | DomainEvent::LocalRoleAssigned(_)
+            | DomainEvent::LocalRoleRevoked(_) => Ok(()),
+            // Credentials, sessions, invitations and API keys are the identity read model's.
+            DomainEvent::PasswordSet(_)
+            | DomainEvent::SignInFailed(_)
+            | DomainEvent::AccountLocked(_)
+            | DomainEvent::SignInFailuresCleared(_)
+            | DomainEvent::AccountUnlocked(_)
+            | DomainEvent::SecretTokenIssued(_)
+            | DomainEvent::SecretTokenRedeemed(_)
+            | DomainEvent::TotpEnrolmentStarted(_)
+            | DomainEvent::TotpEnabled(_)
+            | DomainEvent::TotpCodeUsed(_)
+            | DomainEvent::TotpDisabled(_)
+            | DomainEvent::RecoveryCodesGenerated(_)
+            | DomainEvent::RecoveryCodeUsed(_)
+            | DomainEvent::SessionStarted(_)
+            | DomainEvent::SessionRefreshed(_)
+            | DomainEvent::SessionTenantSwitched(_)
+            | DomainEvent::SessionRevoked(_)
+            | DomainEvent::InvitationSent(_)
+            | DomainEvent::InvitationResent(_)
+            | DomainEvent::InvitationAccepted(_)
+            | DomainEvent::InvitationRevoked(_)
+            | DomainEvent::ApiKeyIssued(_)
+            | DomainEvent::ApiKeyRevoked(_)
+            | DomainEvent::ApiKeyUsed(_) => Ok(()),
         }
     }
 }
@@ -127,6 +221,7 @@ fn tenant_created(
         None => TenantView {
             id,
             name: e.name,
+            settings: Default::default(),
             created_at: event.envelope.occurred_at,
             created_position: event.position,
             updated_position: event.position,
@@ -140,6 +235,29 @@ fn tenant_renamed(
     event: &RecordedEvent,
     e: TenantRenamed,
 ) -> Result<(), ApplyError> {
+    update_tenant(state, event, |view| TenantView {
+        name: e.name,
+        ..view
+    })
+}
+
+fn tenant_settings_changed(
+    state: &mut Staged<'_>,
+    event: &RecordedEvent,
+    e: TenantSettingsChanged,
+) -> Result<(), ApplyError> {
+    update_tenant(state, event, |view| TenantView {
+        settings: e.settings,
+        ..view
+    })
+}
+
+fn update_tenant(
+    state: &mut Staged<'_>,
+    event: &RecordedEvent,
+    change: impl FnOnce(TenantView) -> TenantView,
+) -> Result<(), ApplyError> {
+    let event_type = &event.envelope.event_type;
     let Some(key) = event
         .envelope
         .aggregate
@@ -149,27 +267,23 @@ fn tenant_renamed(
         .map(|id| keys::tenant(&id))
     else {
         state.skip(format!(
-            "TenantRenamed with an invalid tenant id {:?}",
+            "{event_type} with an invalid tenant id {:?}",
             event.envelope.aggregate.id
         ));
         return Ok(());
     };
     let Some(existing) = load::<TenantView>(state, &key)? else {
         state.skip(format!(
-            "TenantRenamed of tenant {} that was never created",
+            "{event_type} of tenant {} that was never created",
             event.envelope.aggregate.id
         ));
         return Ok(());
     };
-    save(
-        state,
-        key,
-        &TenantView {
-            name: e.name,
-            updated_position: event.position,
-            ..existing
-        },
-    )
+    let changed = TenantView {
+        updated_position: event.position,
+        ..change(existing)
+    };
+    save(state, key, &changed)
 }
 
 struct Profile {
@@ -200,9 +314,14 @@ fn user_created(
         email: email.clone(),
         first_name: profile.first_name,
         last_name: profile.last_name,
+        image_url: None,
+        notifications: Default::default(),
         status,
         suspended_until: None,
         suspension_reason: None,
+        flags: Default::default(),
+        email_verified: false,
+        activated: status == UserStatus::Active,
         created_at: event.envelope.occurred_at,
         created_in: profile.tenant,
         position: event.position,
@@ -227,11 +346,20 @@ fn user_suspended(
 
 fn user_reinstated(state: &mut Staged<'_>, event: &RecordedEvent) -> Result<(), ApplyError> {
     update_user(state, event, |view| UserView {
-        status: UserStatus::Active,
+        status: back_from_leave(&view),
         suspended_until: None,
         suspension_reason: None,
         ..view
     })
+}
+
+/// Where lifting a suspension or deactivation returns a user.
+fn back_from_leave(view: &UserView) -> UserStatus {
+    if view.activated {
+        UserStatus::Active
+    } else {
+        UserStatus::Invited
+    }
 }
 
 fn update_user(
@@ -270,6 +398,7 @@ fn role_assigned(
         tenant: tenant.clone(),
         user: e.user,
         roles: Default::default(),
+        custom_permissions: Default::default(),
         position: event.position,
     });
     view.roles.insert(e.role);
@@ -284,25 +413,49 @@ fn role_revoked(
     event: &RecordedEvent,
     e: RoleRevoked,
 ) -> Result<(), ApplyError> {
+    change_membership(state, event, e.user, |view| {
+        view.roles.remove(&e.role);
+    })
+}
+
+/// Changes an existing membership; one left without roles and custom permissions is removed.
+fn change_membership(
+    state: &mut Staged<'_>,
+    event: &RecordedEvent,
+    user: UserId,
+    change: impl FnOnce(&mut MembershipView),
+) -> Result<(), ApplyError> {
     let Some(tenant) = membership_tenant(state, event) else {
         return Ok(());
     };
-    let key = keys::member(&tenant, &e.user);
-    let Some(mut view) = load::<MembershipView>(state, &key)? else {
-        state.skip(format!(
-            "RoleRevoked for user {} who holds no role in tenant {tenant}",
-            e.user
-        ));
-        return Ok(());
+    let key = keys::member(&tenant, &user);
+    let mut view = match load::<MembershipView>(state, &key)? {
+        Some(view) => view,
+        None if event.envelope.event_type == "PermissionsGranted" => MembershipView {
+            tenant: tenant.clone(),
+            user,
+            roles: Default::default(),
+            custom_permissions: Default::default(),
+            position: event.position,
+        },
+        None => {
+            state.skip(format!(
+                "{} for user {user} who is not a member of tenant {tenant}",
+                event.envelope.event_type
+            ));
+            return Ok(());
+        }
     };
-    view.roles.remove(&e.role);
-    if view.roles.is_empty() {
+    change(&mut view);
+    if view.roles.is_empty() && view.custom_permissions.is_empty() {
         state.remove(key);
-        state.remove(keys::user_tenant(&e.user, &tenant));
+        state.remove(keys::user_tenant(&user, &tenant));
         return Ok(());
     }
     view.position = event.position;
-    save(state, key, &view)
+    save(state, key, &view)?;
+    state.insert(keys::user_tenant(&user, &tenant), Vec::new());
+    Ok(())
 }
 
 /// The user an event of the user aggregate belongs to; skips the event if the id is invalid.
@@ -327,6 +480,28 @@ fn membership_tenant(state: &mut Staged<'_>, event: &RecordedEvent) -> Option<Te
 }
 
 /// Removes a user's old email from the index, if it still points to them.
+fn email_changed(
+    state: &mut Staged<'_>,
+    event: &RecordedEvent,
+    email: &str,
+) -> Result<(), ApplyError> {
+    let Some(id) = user_id(state, event) else {
+        return Ok(());
+    };
+    let Some(earlier) = load::<UserView>(state, &keys::user(&id))? else {
+        state.skip(format!("EmailChanged of user {id} who was never created"));
+        return Ok(());
+    };
+    unindex_email(state, &earlier)?;
+    let email = normalize_email(email);
+    state.insert(keys::email(&email), id.to_string());
+    update_user(state, event, |view| UserView {
+        email,
+        email_verified: true,
+        ..view
+    })
+}
+
 fn unindex_email(state: &mut Staged<'_>, earlier: &UserView) -> Result<(), ApplyError> {
     let key = keys::email(&earlier.email);
     if state
@@ -339,26 +514,9 @@ fn unindex_email(state: &mut Staged<'_>, earlier: &UserView) -> Result<(), Apply
 }
 
 fn load<T: DeserializeOwned>(state: &Staged<'_>, key: &[u8]) -> Result<Option<T>, ApplyError> {
-    state
-        .get(key)?
-        .map(|bytes| {
-            serde_json::from_slice(&bytes).map_err(|error| ApplyError::Corrupt {
-                key: String::from_utf8_lossy(key).into_owned(),
-                reason: error.to_string(),
-            })
-        })
-        .transpose()
+    state.get_json(key)
 }
 
 fn save<T: Serialize>(state: &mut Staged<'_>, key: Vec<u8>, value: &T) -> Result<(), ApplyError> {
-    // Only a time outside RFC 3339's range could fail to serialise, and every time here was parsed
-    // from RFC 3339; refusing the event is still better than a panic.
-    let json = serde_json::to_vec(value).map_err(|error| {
-        ApplyError::Rejected(format!(
-            "cannot encode {}: {error}",
-            String::from_utf8_lossy(&key)
-        ))
-    })?;
-    state.insert(key, json);
-    Ok(())
+    state.put_json(key, value)
 }

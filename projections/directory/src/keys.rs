@@ -43,5 +43,5 @@ pub(crate) fn idempotency(key: &str) -> Vec<u8> {
 
 /// How emails are compared: the domain normalises them the same way before they reach the log.
 pub(crate) fn normalize_email(email: &str) -> String {
-    email.trim().to_lowercase()
+    idstream_domain::user::normalize_email(email).unwrap_or_else(|_| email.trim().to_lowercase())
 }

@@ -18,6 +18,9 @@ mod query;
 
 use std::collections::BTreeSet;
 
+use idstream_domain::access::Permission;
+use idstream_domain::tenant::TenantSettings;
+use idstream_domain::user::UserFlags;
 use idstream_domain::{AggregateRef, RoleName, TenantId, UserId};
 use idstream_eventlog::Position;
 use serde::{Deserialize, Serialize};
@@ -34,6 +37,7 @@ pub const NAME: &str = "directory";
 pub struct TenantView {
     pub id: TenantId,
     pub name: String,
+    pub settings: TenantSettings,
     /// When the tenant was created (the creating event's `occurred_at`), RFC 3339.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -50,6 +54,8 @@ pub enum UserStatus {
     Invited,
     Active,
     Suspended,
+    /// Deactivated: no sign-in and no access until reactivated.
+    Inactive,
 }
 
 /// A user: one identity across tenants.
@@ -60,6 +66,12 @@ pub struct UserView {
     pub email: String,
     pub first_name: String,
     pub last_name: String,
+    /// The user's picture, if they gave one.
+    #[serde(default)]
+    pub image_url: Option<String>,
+    /// Notification topics the user wants (`true`) or not (`false`).
+    #[serde(default)]
+    pub notifications: std::collections::BTreeMap<String, bool>,
     /// As recorded; a timed suspension that has ended still reads `suspended` here until the user
     /// is reinstated; [`UserView::status_at`] tells the effective status.
     pub status: UserStatus,
@@ -68,6 +80,15 @@ pub struct UserView {
     #[serde(with = "time::serde::rfc3339::option")]
     pub suspended_until: Option<OffsetDateTime>,
     pub suspension_reason: Option<String>,
+    /// System-level flags: dashboard access, API access, platform administrator.
+    pub flags: UserFlags,
+    /// Whether the user proved they receive mail at `email` (an accepted invitation does).
+    #[serde(default)]
+    pub email_verified: bool,
+    /// Registered, or invited and accepted. A suspension or deactivation lifted from someone who
+    /// never accepted returns them to `invited`.
+    #[serde(default)]
+    pub activated: bool,
     /// RFC 3339.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -87,12 +108,15 @@ impl UserView {
     }
 }
 
-/// The roles one user holds in one tenant. A membership without roles does not exist.
+/// The roles and custom permissions one user holds in one tenant. A membership without either
+/// does not exist.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MembershipView {
     pub tenant: TenantId,
     pub user: UserId,
     pub roles: BTreeSet<RoleName>,
+    /// Custom permissions, in addition to the roles' permissions.
+    pub custom_permissions: BTreeSet<Permission>,
     /// Log position of the membership's last event.
     pub position: Position,
 }

@@ -171,6 +171,7 @@ fn a_created_tenant_is_listed_with_its_creation_and_a_rename_keeps_it() {
     assert_eq!(
         directory.tenant(&t("acme")).unwrap(),
         Some(TenantView {
+            settings: Default::default(),
             id: t("acme"),
             name: "Acme Corp".into(),
             created_at: at(1),
@@ -238,10 +239,15 @@ fn a_registered_user_is_active_and_found_by_email_in_any_case() {
         &[At(2).registered(u(1), "ada@example.com", "acme")],
     );
     let expected = UserView {
+        flags: Default::default(),
+        email_verified: false,
+        activated: true,
         id: u(1),
         email: "ada@example.com".into(),
         first_name: "Ada".into(),
         last_name: "Lovelace".into(),
+        image_url: None,
+        notifications: Default::default(),
         status: UserStatus::Active,
         suspended_until: None,
         suspension_reason: None,
@@ -331,6 +337,7 @@ fn assigned_roles_accumulate_per_tenant_and_are_indexed_by_user() {
     assert_eq!(
         directory.membership(&t("acme"), &u(1)).unwrap(),
         Some(MembershipView {
+            custom_permissions: Default::default(),
             tenant: t("acme"),
             user: u(1),
             roles: roles(&["admin", "user"]),
@@ -506,9 +513,14 @@ fn views_serialise_as_snake_case_json_with_rfc3339_times() {
             "email": "ada@example.com",
             "first_name": "Ada",
             "last_name": "Lovelace",
+            "image_url": null,
+            "notifications": {},
             "status": "suspended",
             "suspended_until": "2026-03-01T13:00:00Z",
             "suspension_reason": null,
+            "flags": {"dashboard_access": true, "api_access": true, "platform_admin": false},
+            "email_verified": false,
+            "activated": true,
             "created_at": "2026-03-01T12:01:00Z",
             "created_in": "acme",
             "position": 2

@@ -62,6 +62,40 @@ impl<'a> Staged<'a> {
         }
     }
 
+    /// The JSON value at `key`, decoded; a value that does not decode is [`ApplyError::Corrupt`].
+    pub fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, ApplyError> {
+        self.get(key)?
+            .map(|bytes| {
+                serde_json::from_slice(&bytes).map_err(|error| ApplyError::Corrupt {
+                    key: String::from_utf8_lossy(key).into_owned(),
+                    reason: error.to_string(),
+                })
+            })
+            .transpose()
+    }
+
+    /// Stages `value` as JSON at `key`. Struct fields serialise in declaration order, so equal
+    /// values give equal bytes (what digests and rebuilds rely on).
+    pub fn put_json<T: serde::Serialize>(
+        &mut self,
+        key: Vec<u8>,
+        value: &T,
+    ) -> Result<(), ApplyError> {
+        // Only a time outside RFC 3339's range could fail to serialise, and every time here was
+        // parsed from RFC 3339; refusing the event is still better than a panic.
+        let json = serde_json::to_vec(value).map_err(|error| {
+            ApplyError::Rejected(format!(
+                "cannot encode {}: {error}",
+                String::from_utf8_lossy(&key)
+            ))
+        })?;
+        self.insert(key, json);
+        Ok(())
+    }
+
     /// The value at `key`, as staged so far.
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, ApplyError> {
         let key = key.as_ref();
@@ -241,6 +275,7 @@ pub fn apply_events(
         Ok(staged) => {
             let (overlay, skipped) = staged.into_parts();
             commit(tree, &overlay, last).map_err(storage)?;
+            projection.committed(&mut overlay.iter().map(|(k, v)| (k.as_slice(), v.as_deref())));
             Ok(Applied {
                 checkpoint: last,
                 applied: fresh.len(),
@@ -256,7 +291,10 @@ pub fn apply_events(
                 && let Ok(staged) = stage(projection, tree, None, None, &fresh[..index])
             {
                 let prefix_end = fresh[index - 1].position;
-                commit(tree, &staged.into_parts().0, prefix_end).map_err(storage)?;
+                let overlay = staged.into_parts().0;
+                commit(tree, &overlay, prefix_end).map_err(storage)?;
+                projection
+                    .committed(&mut overlay.iter().map(|(k, v)| (k.as_slice(), v.as_deref())));
                 committed = prefix_end;
             }
             let failed = fresh[index];

@@ -51,6 +51,20 @@ pub trait Projection: Send + Sync + 'static {
     /// understand are skipped (return `Ok(())`, optionally noting why with [`Staged::skip`]).
     /// An `Err` means the event cannot be applied now; the runtime will not move past it.
     fn apply(&self, state: &mut Staged<'_>, event: &RecordedEvent) -> Result<(), ApplyError>;
+
+    /// Called after a batch is committed with every key it wrote (with the value) or removed
+    /// (`None`), so that a cache or in-memory index over the tree (kept by the projection's query
+    /// side) can follow. Runs on the runner's thread right after the commit and before the new
+    /// position is published; must be quick and must not fail.
+    fn committed(&self, _writes: &mut dyn Iterator<Item = (&[u8], Option<&[u8]>)>) {}
+
+    /// Called when the runtime clears the tree (rebuilds, self-healing), for the same caches.
+    fn cleared(&self) {}
+
+    /// Called by each runner, under the write gate, once the stored tree has been checked against
+    /// the log and before anything is applied: the moment to load an in-memory index from the
+    /// tree, as no commit can happen meanwhile. Called again when a runner restarts.
+    fn opened(&self, _tree: &sled::Tree) {}
 }
 
 /// Why a projection could not apply an event.

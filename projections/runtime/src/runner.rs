@@ -53,7 +53,10 @@ impl Shared {
         _gate: &MutexGuard<'_, u64>,
         log_id: Option<&str>,
     ) -> Result<(), sled::Error> {
-        meta::reset(&self.tree, self.projection.version(), log_id)?;
+        let cleared = meta::reset(&self.tree, self.projection.version(), log_id);
+        // Even a failed reset may have removed some keys: caches over the tree start over.
+        self.projection.cleared();
+        cleared?;
         self.position.send_replace(0);
         Ok(())
     }
@@ -218,6 +221,7 @@ async fn validate(
                 shared.reset(&gate, Some(&log_id))?;
             }
         }
+        shared.projection.opened(&shared.tree);
         Ok(Some(()))
     })
     .await;

@@ -2,6 +2,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::RuntimeError;
 
@@ -30,7 +31,7 @@ pub(crate) fn open_healing<T>(
     dir: &Path,
     mut prepare: impl FnMut(&sled::Db) -> Result<T, sled::Error>,
 ) -> Result<(sled::Db, T), RuntimeError> {
-    let reason = match attempt(dir, &mut prepare) {
+    let reason = match attempt_patiently(dir, &mut prepare) {
         Ok(opened) => return Ok(opened),
         Err(Broken::Locked(reason)) => {
             return Err(RuntimeError::Locked {
@@ -47,7 +48,7 @@ pub(crate) fn open_healing<T>(
         %reason,
         "the read-model store could not be opened; it was moved aside and every read model is rebuilt from the event log"
     );
-    attempt(dir, &mut prepare).map_err(|broken| match broken {
+    attempt_patiently(dir, &mut prepare).map_err(|broken| match broken {
         Broken::Locked(reason) => RuntimeError::Locked {
             path: dir.to_owned(),
             reason,
@@ -59,6 +60,27 @@ pub(crate) fn open_healing<T>(
             )),
         },
     })
+}
+
+/// How long a lock on the store is waited for before it counts as held by another process. A
+/// store closed a moment ago (by this process's previous read models, or by a process that is
+/// exiting) releases its lock only when sled's last background thread lets go of it.
+const LOCK_PATIENCE: Duration = Duration::from_secs(5);
+
+/// [`attempt`], waiting up to [`LOCK_PATIENCE`] for a lock that is about to be released.
+fn attempt_patiently<T>(
+    dir: &Path,
+    prepare: &mut impl FnMut(&sled::Db) -> Result<T, sled::Error>,
+) -> Result<(sled::Db, T), Broken> {
+    let started = Instant::now();
+    loop {
+        match attempt(dir, prepare) {
+            Err(Broken::Locked(_)) if started.elapsed() < LOCK_PATIENCE => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn attempt<T>(

@@ -1,6 +1,12 @@
 //! One module per resource, each with its `router()`. Handlers are thin: extract, call the
 //! application, shape the answer.
 
+pub mod access_admin;
+pub mod access_check;
+pub mod api_keys;
+pub mod auth;
+pub mod email_sign_in;
+pub mod invitations;
 pub mod memberships;
 pub mod ops;
 pub mod tenants;

@@ -65,7 +65,7 @@ pub struct User {
     pub email: String,
     pub first_name: String,
     pub last_name: String,
-    /// `invited`, `active` or `suspended`
+    /// `invited`, `active`, `suspended` or `inactive`
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suspended_until: Option<String>,
@@ -96,6 +96,7 @@ impl User {
                 idstream_directory::UserStatus::Invited => "invited",
                 idstream_directory::UserStatus::Active => "active",
                 idstream_directory::UserStatus::Suspended => "suspended",
+                idstream_directory::UserStatus::Inactive => "inactive",
             }
             .to_owned(),
             suspended_until: view

@@ -1,0 +1,877 @@
+//! The write side of access control: tenant settings, roles and their menus, entities with
+//! their fields, row-level security, policies and field rules, records (owners, grants, local
+//! roles), custom permissions, removing members, deactivating users and their flags. It also
+//! holds the admin rules of F-AZ-7 that depend on what roles mean.
+//!
+//! Every change is a command run through [`App::execute`] on its aggregate's stream:
+//! roles at `<tenant>.role.<name>`, entities at `<tenant>.entity.<name>`, records at
+//! `<tenant>.record.<entity>:<record>`, memberships and users as in `services`.
+//!
+//! Existence checks read what decides them best:
+//! - roles and entities are read from their own streams in the log ([`App::load`]), which is
+//!   authoritative and needs no read model;
+//! - tenants, users and memberships come from the directory, waiting for it to reach the end of
+//!   the log before answering "missing" (see [`App::find`]).
+//!
+//! **What is not race-free:** every rule here that looks at a *different* aggregate than the one
+//! the command appends to (a role exists, a member holds a role, another admin is left) is
+//! checked before the append, not inside its expected-sequence check. Two concurrent commands can
+//! both pass such a check: a role deleted while it is being assigned, or the last two admins
+//! demoting each other at the same moment. Closing that would need the rule's facts to live in
+//! the appended aggregate (or a claim aggregate, as email uniqueness does).
+//!
+//! Permission checks ("defining a role needs `roles:create`") are not done here: each service
+//! names the permission it needs in a `Needs:` line of its documentation, and the authorization
+//! layer checks it before the service runs.
+
+use std::collections::BTreeSet;
+
+use idstream_directory::UserStatus;
+use idstream_domain::access::entity::{EntityCommand, EntityError};
+use idstream_domain::access::record::{self, RecordCommand, RecordRef};
+use idstream_domain::access::role::{self, RoleCommand, RoleError};
+use idstream_domain::access::{
+    EntityName, EntityPolicy, FieldName, MenuItem, Permission, Principal, RecordAccess, RecordId,
+};
+use idstream_domain::aggregate::{
+    EntityAggregate, MembershipAggregate, RecordAggregate, RoleAggregate, TenantAggregate,
+    UserAggregate,
+};
+use idstream_domain::envelope::AggregateType;
+use idstream_domain::membership::MembershipCommand;
+use idstream_domain::tenant::{TenantCommand, TenantError, TenantSettings};
+use idstream_domain::user::{UserCommand, UserFlags};
+use idstream_domain::{ActorKind, RoleName, StreamKey, TenantId, UserId};
+
+use crate::services::{internal, membership_key, tenant_key, user_key, user_not_found};
+use crate::{App, AppError, CommandContext, Outcome};
+use idstream_domain::access::Action;
+
+#[cfg(test)]
+#[path = "access_tests.rs"]
+mod tests;
+
+/// How many members one page of a tenant scan reads from the directory.
+const MEMBER_PAGE: usize = 500;
+
+/// The definition of a custom role: `POST /v1/tenants/{tenant}/roles`,
+/// `PUT /v1/tenants/{tenant}/roles/{role}`.
+#[derive(Debug, Clone)]
+pub struct RoleRequest {
+    pub description: String,
+    pub permissions: BTreeSet<Permission>,
+    /// Every permission, bypassing row- and field-level security.
+    pub global_access: bool,
+}
+
+/// `POST /v1/tenants/{tenant}/entities`
+#[derive(Debug, Clone)]
+pub struct NewEntityRequest {
+    pub fields: Vec<FieldName>,
+    pub rls: bool,
+    /// None: the default policy (owners read, update and delete their own records).
+    pub policy: Option<EntityPolicy>,
+}
+
+pub(crate) fn role_key(tenant: &TenantId, role: &RoleName) -> StreamKey {
+    StreamKey::new(Some(tenant.clone()), AggregateType::Role, role.as_str())
+}
+
+pub(crate) fn entity_key(tenant: &TenantId, entity: &EntityName) -> StreamKey {
+    StreamKey::new(Some(tenant.clone()), AggregateType::Entity, entity.as_str())
+}
+
+pub(crate) fn record_key(tenant: &TenantId, at: &RecordRef) -> StreamKey {
+    StreamKey::new(
+        Some(tenant.clone()),
+        AggregateType::Record,
+        record::aggregate_id(&at.entity, &at.record),
+    )
+}
+
+/// Who sends a command, as far as the admin rules are concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    /// A system actor (the operator token, bootstrap): a platform administrator, above the rules.
+    Platform,
+    /// A signed-in user.
+    User(UserId),
+    /// An actor the rules cannot tie to a user (an API key, whose actor does not name its owner
+    /// yet, or a malformed user id): held to the rules as a caller who holds no role.
+    Unknown,
+}
+
+fn standing(ctx: &CommandContext) -> Standing {
+    match ctx.actor.kind {
+        ActorKind::System => Standing::Platform,
+        ActorKind::User => ctx
+            .actor
+            .id
+            .parse()
+            .map_or(Standing::Unknown, Standing::User),
+        ActorKind::ApiKey => Standing::Unknown,
+    }
+}
+
+/// `admin` and `owner`: the roles that make their holder an administrator of the tenant for the
+/// last-admin rule.
+fn is_admin_role(role: &RoleName) -> bool {
+    matches!(role.as_str(), role::ADMIN | role::OWNER)
+}
+
+fn tenant_not_found(e: AppError) -> AppError {
+    match e {
+        AppError::Tenant(TenantError::NotFound) => AppError::TenantNotFound,
+        other => other,
+    }
+}
+
+fn entity_not_found(e: AppError) -> AppError {
+    match e {
+        AppError::Entity(EntityError::NotFound) => AppError::EntityNotFound,
+        other => other,
+    }
+}
+
+impl App {
+    // ----- existence checks -----
+
+    /// A role exists in a tenant if it is built in, or defined there and not deleted. Read from
+    /// the role's stream in the log: authoritative, and no read model is needed.
+    pub(crate) async fn require_role(
+        &self,
+        tenant: &TenantId,
+        role: &RoleName,
+    ) -> Result<(), AppError> {
+        if role::builtin(role.as_str()).is_some() {
+            return Ok(());
+        }
+        let (state, _) = self.load::<RoleAggregate>(&role_key(tenant, role)).await?;
+        match state.current(role) {
+            Some(_) => Ok(()),
+            None => Err(AppError::UnknownRole(role.clone())),
+        }
+    }
+
+    /// Every role named in a policy must exist (pseudo-roles always do).
+    async fn require_policy_roles(
+        &self,
+        tenant: &TenantId,
+        policy: &EntityPolicy,
+    ) -> Result<(), AppError> {
+        let roles: BTreeSet<&RoleName> =
+            [&policy.read, &policy.create, &policy.update, &policy.delete]
+                .into_iter()
+                .flatten()
+                .filter_map(|p| match p {
+                    Principal::Role(r) => Some(r),
+                    Principal::Pseudo(_) => None,
+                })
+                .collect();
+        for role in roles {
+            self.require_role(tenant, role).await?;
+        }
+        Ok(())
+    }
+
+    /// The entity is registered in the tenant, read from its stream in the log.
+    async fn require_entity(&self, tenant: &TenantId, entity: &EntityName) -> Result<(), AppError> {
+        let (state, _) = self
+            .load::<EntityAggregate>(&entity_key(tenant, entity))
+            .await?;
+        if state.registered {
+            Ok(())
+        } else {
+            Err(AppError::EntityNotFound)
+        }
+    }
+
+    /// The user is a member of the tenant (holds a role or a custom permission there).
+    async fn require_member(&self, tenant: &TenantId, user: UserId) -> Result<(), AppError> {
+        self.find(|app| {
+            app.inner
+                .directory
+                .membership(tenant, &user)
+                .map_err(internal)
+        })
+        .await?
+        .map(|_| ())
+        .ok_or(AppError::NotAMember)
+    }
+
+    // ----- the admin rules (F-AZ-7) -----
+
+    /// The roles a user holds in a tenant, read from their membership's stream in the log.
+    async fn roles_held(
+        &self,
+        tenant: &TenantId,
+        user: UserId,
+    ) -> Result<BTreeSet<RoleName>, AppError> {
+        let (membership, _) = self
+            .load::<MembershipAggregate>(&membership_key(tenant, user))
+            .await?;
+        Ok(membership.roles)
+    }
+
+    /// Whether some member of the tenant other than `except`, and not deactivated, holds `admin`
+    /// or `owner`.
+    ///
+    /// This reads the directory's member listing after catching up with the log, so it sees
+    /// every change appended before the call, but nothing appended while the command that asked
+    /// is being decided. Two concurrent demotions (or removals, or deactivations) of the last two
+    /// admins can therefore both see "another admin is left" and both succeed, leaving the tenant
+    /// without one. A platform administrator can always repair that.
+    async fn another_admin_exists(
+        &self,
+        tenant: &TenantId,
+        except: UserId,
+    ) -> Result<bool, AppError> {
+        self.catch_up().await?;
+        let mut after = None;
+        loop {
+            let page = self
+                .inner
+                .directory
+                .members(tenant, after, MEMBER_PAGE)
+                .map_err(internal)?;
+            for (user, membership) in &page {
+                if user.id != except
+                    && user.status != UserStatus::Inactive
+                    && membership.roles.iter().any(is_admin_role)
+                {
+                    return Ok(true);
+                }
+            }
+            if page.len() < MEMBER_PAGE {
+                return Ok(false);
+            }
+            after = page.last().map(|(user, _)| user.id);
+        }
+    }
+
+    /// Whether any member of the tenant holds `role`, from the directory after catching up (the
+    /// same caveat as [`App::another_admin_exists`]: an assignment racing the question is not
+    /// seen).
+    async fn role_held_by_anyone(
+        &self,
+        tenant: &TenantId,
+        role: &RoleName,
+    ) -> Result<bool, AppError> {
+        self.catch_up().await?;
+        let mut after = None;
+        loop {
+            let page = self
+                .inner
+                .directory
+                .members(tenant, after, MEMBER_PAGE)
+                .map_err(internal)?;
+            if page.iter().any(|(_, m)| m.roles.contains(role)) {
+                return Ok(true);
+            }
+            if page.len() < MEMBER_PAGE {
+                return Ok(false);
+            }
+            after = page.last().map(|(user, _)| user.id);
+        }
+    }
+
+    /// The owner role is given and taken only by a caller who holds it in the tenant. Other
+    /// roles pass. Platform administrators pass.
+    pub(crate) async fn check_owner_only(
+        &self,
+        ctx: &CommandContext,
+        tenant: &TenantId,
+        role: &RoleName,
+    ) -> Result<(), AppError> {
+        if !role::is_protected(role) {
+            return Ok(());
+        }
+        match standing(ctx) {
+            Standing::Platform => Ok(()),
+            Standing::User(me) if self.roles_held(tenant, me).await?.contains(role) => Ok(()),
+            Standing::User(_) | Standing::Unknown => Err(AppError::OwnerOnly),
+        }
+    }
+
+    /// Taking `role` from `user`: nobody gives up their own owner role; only owners take the
+    /// owner role; and the last administrator (holder of `admin` or `owner`) keeps being one.
+    pub(crate) async fn check_role_revocation(
+        &self,
+        ctx: &CommandContext,
+        tenant: &TenantId,
+        user: UserId,
+        role: &RoleName,
+    ) -> Result<(), AppError> {
+        let caller = standing(ctx);
+        if caller == Standing::Platform {
+            return Ok(());
+        }
+        if role::is_protected(role) && caller == Standing::User(user) {
+            return Err(AppError::CannotRemoveSelf);
+        }
+        self.check_owner_only(ctx, tenant, role).await?;
+        if is_admin_role(role) {
+            let held = self.roles_held(tenant, user).await?;
+            let stays_admin = held.iter().any(|r| r != role && is_admin_role(r));
+            if held.contains(role)
+                && !stays_admin
+                && !self.another_admin_exists(tenant, user).await?
+            {
+                return Err(AppError::LastAdmin);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removing `user` from the tenant: nobody removes themselves; removing an owner takes the
+    /// owner role, so only owners do it; and the last administrator stays.
+    async fn check_member_removal(
+        &self,
+        ctx: &CommandContext,
+        tenant: &TenantId,
+        user: UserId,
+    ) -> Result<(), AppError> {
+        let caller = standing(ctx);
+        if caller == Standing::Platform {
+            return Ok(());
+        }
+        if caller == Standing::User(user) {
+            return Err(AppError::CannotRemoveSelf);
+        }
+        let held = self.roles_held(tenant, user).await?;
+        for role in held.iter().filter(|r| role::is_protected(r)) {
+            self.check_owner_only(ctx, tenant, role).await?;
+        }
+        if held.iter().any(is_admin_role) && !self.another_admin_exists(tenant, user).await? {
+            return Err(AppError::LastAdmin);
+        }
+        Ok(())
+    }
+
+    /// Deactivating `user`: they must not be the last administrator of any tenant they belong
+    /// to.
+    async fn check_deactivation(&self, ctx: &CommandContext, user: UserId) -> Result<(), AppError> {
+        if standing(ctx) == Standing::Platform {
+            return Ok(());
+        }
+        self.catch_up().await?;
+        let tenants = self.inner.directory.user_tenants(&user).map_err(internal)?;
+        for tenant in tenants {
+            let held = self.roles_held(&tenant, user).await?;
+            if held.iter().any(is_admin_role) && !self.another_admin_exists(&tenant, user).await? {
+                return Err(AppError::LastAdmin);
+            }
+        }
+        Ok(())
+    }
+
+    // ----- tenant settings -----
+
+    /// A tenant's settings, from the directory.
+    ///
+    /// Needs: settings:read
+    pub fn tenant_settings(&self, tenant: &TenantId) -> Result<TenantSettings, AppError> {
+        Ok(self.tenant(tenant)?.settings)
+    }
+
+    /// Replaces a tenant's settings. The default role must exist in the tenant and must not be
+    /// `owner` (self-registration would hand out the role only owners may give).
+    ///
+    /// Needs: settings:update
+    pub async fn change_tenant_settings(
+        &self,
+        ctx: &CommandContext,
+        tenant: TenantId,
+        settings: TenantSettings,
+    ) -> Result<Outcome, AppError> {
+        self.authorize_named(ctx, &tenant, "settings", Action::Update)
+            .await?;
+        self.require_tenant(&tenant).await?;
+        settings.validate()?;
+        if role::is_protected(&settings.default_role) {
+            return Err(AppError::ProtectedDefaultRole);
+        }
+        self.require_role(&tenant, &settings.default_role).await?;
+        self.execute::<TenantAggregate>(
+            ctx,
+            &tenant_key(&tenant),
+            "",
+            TenantCommand::ChangeSettings { settings },
+        )
+        .await
+        .map_err(tenant_not_found)
+    }
+
+    // ----- roles -----
+
+    /// Defines a custom role in a tenant. Names are unique per tenant, the built-in ones
+    /// included; a deleted role's name can be defined again.
+    ///
+    /// Needs: roles:create
+    pub async fn define_role(
+        &self,
+        ctx: &CommandContext,
+        tenant: TenantId,
+        name: RoleName,
+        request: RoleRequest,
+    ) -> Result<Outcome, AppError> {
+        self.authorize_named(ctx, &tenant, "roles", Action::Create)
+            .await?;
+        self.require_tenant(&tenant).await?;
+        let key = role_key(&tenant, &name);
+        let command = RoleCommand::Define {
+            name,
+            description: request.description,
+            permissions: request.permissions,
+            global_access: request.global_access,
+        };
+        self.execute::<RoleAggregate>(ctx, &key, "", command).await
+    }
+
+    /// Replaces a role's definition (`owner` and `admin` cannot change; `user` can).
+    ///
+    /// Needs: roles:update
+    pub async fn update_role(
+        &self,
+        ctx: &CommandContext,
+        tenant: TenantId,
+        name: RoleName,
+        request: RoleRequest,
+    ) -> Result<Outcome, AppError> {
+        self.authorize_named(ctx, &tenant, "roles", Action::Update)
+            .await?;
+        self.require_tenant(&tenant).await?;
+        let key = role_key(&tenant, &name);
+        let command = RoleCommand::Update {
+            name,
+            description: request.description,
+            permissions: request.permissions,
+            global_access: request.global_access,
+        };
+        self.execute::<RoleAggregate>(ctx, &key, "", command).await
+    }
+
+    /// Deletes a custom role. Built-in roles are never deleted; a role is refused while any
+    /// member holds it or while it is the tenant's default role. Local roles on records, entity
+    /// policies and field rules that name it are left as they are: a deleted role grants nothing,
+    /// and they start to apply again if a role of that name is defined again.
+    ///
+    /// Needs: roles:delete
+    pub async fn delete_role(
+        &self,
+        ctx: &CommandContext,
+        tenant: TenantId,
+        name: RoleName,
+    ) -> Result<Outcome, AppError> {
+        self.authorize_named(ctx, &tenant, "roles", Action::Delete)
+            .await?;
+        self.require_tenant(&tenant).await?;
+        if role::builtin(name.as_str()).is_some() {
+            return Err(RoleError::BuiltIn.into());
+        }
+        let key = role_key(&tenant, &name);
+        let (state, _) = self.load::<RoleAggregate>(&key).await?;
+        if state.current(&name).is_none() {
+            return Err(RoleError::NotFound.into());
+        }
+        let (settings, _) = self.load::<TenantAggregate>(&tenant_key(&tenant)).await?;
+        if settings.settings.default_role == name
+            || self.role_held_by_anyone(&tenant, &name).await?
+        {
+            return Err(AppError::RoleInUse(name));
+        }
+        self.execute::<RoleAggregate>(ctx, &key, "", RoleCommand::Delete { name })
+            .await
+    }
+
+    /// Sets the menu of a role (an empty list removes it).
+    ///
+    /// Needs: menus:update
+    pub async fn set_role_menu(
+        &self,
+        ctx: &CommandContext,
+        tenant: TenantId,
+        name: RoleName,
+        menu: Vec<MenuItem>,
+    ) -> Result<Outcome, AppError> {
+        self.authorize_named(ctx, &tenant, "menus", Action::Update)
+            .await?;
+        self.require_tenant(&tenant).await?;
+        let key = role_key(&tenant, &name);
+        self.execute::<RoleAggregate>(ctx, &key, "", RoleCommand::SetMenu { name, menu })
+            .await
+    }
+
+    // ----- entities -----
+
+    /// Registers an entity (a data type) in a tenant. Roles named in the policy must exist.
+    ///
+    /// Needs: entities:create
+    pub async fn register_entity(
+        &self,
+        ctx: &CommandContext,
+        tenant: TenantId,
+        entity: EntityName,
+        request: NewEntityRequest,
+    ) -> Result<Outcome, AppError> {
+        self.authorize_named(ctx, &tenant, "entities", Action::Create)
+            .await?;
+        self.require_tenant(&tenant).await?;
+        if let Some(policy) = &request.policy {
+            self.require_policy_roles(&tenant, policy).await?;
+        }
+        let command = EntityCommand::Register {
+            fields: request.fields,
+            rls: request.rls,
+            policy: request.policy,
+        };
+        self.execute::<EntityAggregate>(ctx, &entity_key(&tenant, &entity), "", command)
+            .await
+    }
+
+    /// Replaces an entity's field list; field rules on removed fields lapse.
+    ///
+    /// Needs: fields:update
+    pub async fn change_entity_fields(
+        &self,
+        ctx: &CommandContext,
+        tenant: TenantId,
+        entity: EntityName,
+        fields: Vec<FieldName>,
+    ) -> Result<Outcome, AppError> {
+        self.authorize_named(ctx, &tenant, "fields", Action::Update)
+            .await?;
+        self.require_tenant(&tenant).await?;
+        self.change_entity(
+            ctx,
+            &tenant,
+            &entity,
+            EntityCommand::ChangeFields { fields },
+        )
+        .await
+    }
+
+    /// Sends a command to an existing entity of an existing tenant (checked by the caller).
+    async fn change_entity(
+        &self,
+        ctx: &CommandContext,
+        tenant: &TenantId,
+        entity: &EntityName,
+        command: EntityCommand,
+    ) -> Result<Outcome, AppError> {
+        self.execute::<EntityAggregate>(ctx, &entity_key(tenant, entity), "", command)
+            .await
+            .map_err(entity_not_found)
+    }
+
+    /// Turns row-level security of an entity on or off.
+    ///
+    /// Needs: entities:update
+    pub async fn set_entity_rls(
+        &self,
+        ctx: &CommandContext,
+        tenant: TenantId,
+        entity: EntityName,
+        enabled: bool,
+    ) -> Result<Outcome, AppError> {
+        self.authorize_named(ctx, &tenant, "entities", Action::Update)
+            .await?;
+        self.require_tenant(&tenant).await?;
+        self.change_entity(ctx, &tenant, &entity, EntityCommand::SetRls { enabled })
+            .await
+    }
+
+    /// Replaces an entity's policy. Roles named in it must exist.
+    ///
+    /// Needs: entities:update
+    pub async fn set_entity_policy(
+        &self,
+        ctx: &CommandContext,
+        tenant: TenantId,
+        entity: EntityName,
+        policy: EntityPolicy,
+    ) -> Result<Outcome, AppError> {
+        self.authorize_named(ctx, &tenant, "entities", Action::Update)
+            .await?;
+        self.require_tenant(&tenant).await?;
+        self.require_entity(&tenant, &entity).await?;
+        self.require_policy_roles(&tenant, &policy).await?;
+        self.change_entity(ctx, &tenant, &entity, EntityCommand::SetPolicy { policy })
+            .await
+    }
+
+    /// Hides exactly `hidden` fields of an entity from a role (an empty set shows them all
+    /// again). The role must exist to hide anything; clearing the rules of a deleted role is
+    /// allowed.
+    ///
+    /// Needs: fields:update
+    pub async fn set_field_rules(
+        &self,
+        ctx: &CommandContext,
+        tenant: TenantId,
+        entity: EntityName,
+        role: RoleName,
+        hidden: BTreeSet<FieldName>,
+    ) -> Result<Outcome, AppError> {
+        self.authorize_named(ctx, &tenant, "fields", Action::Update)
+            .await?;
+        self.require_tenant(&tenant).await?;
+        self.require_entity(&tenant, &entity).await?;
+        if !hidden.is_empty() {
+            self.require_role(&tenant, &role).await?;
+        }
+        self.change_entity(
+            ctx,
+            &tenant,
+            &entity,
+            EntityCommand::HideFields { role, hidden },
+        )
+        .await
+    }
+
+    // ----- records -----
+
+    /// Checks what every record command needs: the tenant exists and the entity is registered.
+    async fn record_at(
+        &self,
+        tenant: &TenantId,
+        entity: EntityName,
+        record: RecordId,
+    ) -> Result<RecordRef, AppError> {
+        self.require_tenant(tenant).await?;
+        self.require_entity(tenant, &entity).await?;
+        Ok(RecordRef { entity, record })
+    }
+
+    /// Sets the owner (`_CREATOR`) of a record; the owner must be a member of the tenant.
+    ///
+    /// Needs: entity.<entity>:update
+    pub async fn set_record_owner(
+        &self,
+        ctx: &CommandContext,
+        tenant: TenantId,
+        entity: EntityName,
+        record: RecordId,
+        owner: UserId,
+    ) -> Result<Outcome, AppError> {
+        self.authorize_entity(ctx, &tenant, &entity, Action::Update)
+            .await?;
+        let at = self.record_at(&tenant, entity, record).await?;
+        self.require_member(&tenant, owner).await?;
+        let key = record_key(&tenant, &at);
+        self.execute::<RecordAggregate>(ctx, &key, "", RecordCommand::SetOwner { at, owner })
+            .await
+    }
+
+    /// Grants a member read-only or read-write access to one record (a repeat changes nothing).
+    ///
+    /// Needs: entity.<entity>:update
+    pub async fn grant_record_access(
+        &self,
+        ctx: &CommandContext,
+        tenant: TenantId,
+        entity: EntityName,
+        record: RecordId,
+        user: UserId,
+        access: RecordAccess,
+    ) -> Result<Outcome, AppError> {
+        self.authorize_entity(ctx, &tenant, &entity, Action::Update)
+            .await?;
+        let at = self.record_at(&tenant, entity, record).await?;
+        self.require_member(&tenant, user).await?;
+        let key = record_key(&tenant, &at);
+        let command = RecordCommand::Grant { at, user, access };
+        self.execute::<RecordAggregate>(ctx, &key, "", command)
+            .await
+    }
+
+    /// Withdraws a user's grant on one record. The user need not be a member any more: grants of
+    /// people who left can be cleaned up.
+    ///
+    /// Needs: entity.<entity>:update
+    pub async fn revoke_record_access(
+        &self,
+        ctx: &CommandContext,
+        tenant: TenantId,
+        entity: EntityName,
+        record: RecordId,
+        user: UserId,
+    ) -> Result<Outcome, AppError> {
+        self.authorize_entity(ctx, &tenant, &entity, Action::Update)
+            .await?;
+        let at = self.record_at(&tenant, entity, record).await?;
+        let key = record_key(&tenant, &at);
+        self.execute::<RecordAggregate>(ctx, &key, "", RecordCommand::Revoke { at, user })
+            .await
+    }
+
+    /// Gives a member a role on one record only (a local role). The role must exist, and only
+    /// owners give the owner role, locally too.
+    ///
+    /// Needs: role.<role>:assign
+    pub async fn assign_local_role(
+        &self,
+        ctx: &CommandContext,
+        tenant: TenantId,
+        entity: EntityName,
+        record: RecordId,
+        user: UserId,
+        role: RoleName,
+    ) -> Result<Outcome, AppError> {
+        self.authorize_role(ctx, &tenant, &role, Action::Assign)
+            .await?;
+        let at = self.record_at(&tenant, entity, record).await?;
+        self.require_member(&tenant, user).await?;
+        self.require_role(&tenant, &role).await?;
+        self.check_owner_only(ctx, &tenant, &role).await?;
+        let key = record_key(&tenant, &at);
+        let command = RecordCommand::AssignLocalRole { at, user, role };
+        self.execute::<RecordAggregate>(ctx, &key, "", command)
+            .await
+    }
+
+    /// Takes a local role from a user on one record. Neither membership nor the role's existence
+    /// is required, so that what is left of deleted roles and departed members can be removed;
+    /// only owners take the owner role.
+    ///
+    /// Needs: role.<role>:revoke
+    pub async fn revoke_local_role(
+        &self,
+        ctx: &CommandContext,
+        tenant: TenantId,
+        entity: EntityName,
+        record: RecordId,
+        user: UserId,
+        role: RoleName,
+    ) -> Result<Outcome, AppError> {
+        self.authorize_role(ctx, &tenant, &role, Action::Revoke)
+            .await?;
+        let at = self.record_at(&tenant, entity, record).await?;
+        self.check_owner_only(ctx, &tenant, &role).await?;
+        let key = record_key(&tenant, &at);
+        let command = RecordCommand::RevokeLocalRole { at, user, role };
+        self.execute::<RecordAggregate>(ctx, &key, "", command)
+            .await
+    }
+
+    // ----- custom permissions and membership -----
+
+    /// Gives a user custom permissions in a tenant, on top of their roles (those held already
+    /// are ignored). A user who was not a member becomes one.
+    ///
+    /// Needs: permissions:create
+    pub async fn grant_permissions(
+        &self,
+        ctx: &CommandContext,
+        tenant: TenantId,
+        user: UserId,
+        permissions: BTreeSet<Permission>,
+    ) -> Result<Outcome, AppError> {
+        self.authorize_named(ctx, &tenant, "permissions", Action::Create)
+            .await?;
+        self.require_tenant(&tenant).await?;
+        self.require_user(user).await?;
+        self.execute::<MembershipAggregate>(
+            ctx,
+            &membership_key(&tenant, user),
+            "",
+            MembershipCommand::GrantPermissions { user, permissions },
+        )
+        .await
+    }
+
+    /// Takes custom permissions from a user in a tenant (those not held are ignored).
+    ///
+    /// Needs: permissions:delete
+    pub async fn revoke_permissions(
+        &self,
+        ctx: &CommandContext,
+        tenant: TenantId,
+        user: UserId,
+        permissions: BTreeSet<Permission>,
+    ) -> Result<Outcome, AppError> {
+        self.authorize_named(ctx, &tenant, "permissions", Action::Delete)
+            .await?;
+        self.require_tenant(&tenant).await?;
+        self.require_user(user).await?;
+        self.execute::<MembershipAggregate>(
+            ctx,
+            &membership_key(&tenant, user),
+            "",
+            MembershipCommand::RevokePermissions { user, permissions },
+        )
+        .await
+    }
+
+    /// Removes a user from a tenant: every role and custom permission there. The user's
+    /// identity and their other tenants are untouched. Keeps the admin rules of F-AZ-7.
+    ///
+    /// Needs: users:delete
+    pub async fn remove_member(
+        &self,
+        ctx: &CommandContext,
+        tenant: TenantId,
+        user: UserId,
+    ) -> Result<Outcome, AppError> {
+        self.authorize_named(ctx, &tenant, "users", Action::Delete)
+            .await?;
+        self.require_tenant(&tenant).await?;
+        self.check_member_removal(ctx, &tenant, user).await?;
+        self.execute::<MembershipAggregate>(
+            ctx,
+            &membership_key(&tenant, user),
+            "",
+            MembershipCommand::Remove { user },
+        )
+        .await
+    }
+
+    // ----- user lifecycle and flags -----
+
+    /// Deactivates a user (they left): no sign-in and no access anywhere until reactivated.
+    /// The last administrator of a tenant cannot be deactivated. Deactivating an inactive user
+    /// changes nothing.
+    ///
+    /// Needs: users:update
+    pub async fn deactivate_user(
+        &self,
+        ctx: &CommandContext,
+        user: UserId,
+    ) -> Result<Outcome, AppError> {
+        self.authorize_user_admin(ctx, &user).await?;
+        self.check_deactivation(ctx, user).await?;
+        self.execute::<UserAggregate>(ctx, &user_key(user), "", UserCommand::Deactivate)
+            .await
+            .map_err(user_not_found)
+    }
+
+    /// Makes a deactivated user active again.
+    ///
+    /// Needs: users:update
+    pub async fn reactivate_user(
+        &self,
+        ctx: &CommandContext,
+        user: UserId,
+    ) -> Result<Outcome, AppError> {
+        self.authorize_user_admin(ctx, &user).await?;
+        self.execute::<UserAggregate>(ctx, &user_key(user), "", UserCommand::Reactivate)
+            .await
+            .map_err(user_not_found)
+    }
+
+    /// Replaces a user's system-level flags (the same in every tenant).
+    ///
+    /// Needs: platform administrator (a system actor, or a user with the `platform_admin` flag);
+    /// no tenant permission suffices, since the flags reach beyond any one tenant.
+    pub async fn set_user_flags(
+        &self,
+        ctx: &CommandContext,
+        user: UserId,
+        flags: UserFlags,
+    ) -> Result<Outcome, AppError> {
+        self.authorize_platform_admin(ctx).await?;
+        self.execute::<UserAggregate>(ctx, &user_key(user), "", UserCommand::SetFlags(flags))
+            .await
+            .map_err(user_not_found)
+    }
+}

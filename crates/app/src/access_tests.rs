@@ -1,0 +1,479 @@
+//! The admin rules of F-AZ-7 and role existence, on the real embedded log and read models, with
+//! commands sent by users (sign-in does not exist yet, so these cannot be driven over HTTP).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use idstream_domain::access::RecordAccess;
+use idstream_domain::{Actor, ActorKind, RoleName, TenantId, UserId};
+use idstream_eventlog::SharedLog;
+use idstream_eventlog::embedded::{EmbeddedLog, EmbeddedOptions};
+use idstream_projection_runtime::ReadModels;
+
+use crate::{App, AppError, CommandContext, NewUserRequest, RoleRequest, SystemClock};
+
+async fn app(dir: &std::path::Path) -> App {
+    let log: SharedLog = EmbeddedLog::open(&dir.join("log"), EmbeddedOptions::default())
+        .await
+        .unwrap();
+    let access_cache = Arc::new(idstream_access::FactCache::default());
+    let read_models = ReadModels::start(
+        &dir.join("readmodels"),
+        log.clone(),
+        crate::projections(access_cache.clone()),
+    )
+    .await
+    .unwrap();
+    App::new(
+        log,
+        read_models,
+        access_cache,
+        Arc::new(SystemClock),
+        Duration::from_secs(5),
+        crate::IdentityServices::local(dir).await.unwrap(),
+    )
+}
+
+fn system() -> CommandContext {
+    CommandContext::new(Actor::system("test"), "c".into(), None).unwrap()
+}
+
+fn as_user(user: UserId) -> CommandContext {
+    let actor = Actor {
+        kind: ActorKind::User,
+        id: user.to_string(),
+    };
+    CommandContext::new(actor, "c".into(), None).unwrap()
+}
+
+fn role(name: &str) -> RoleName {
+    name.parse().unwrap()
+}
+
+fn acme() -> TenantId {
+    "acme".parse().unwrap()
+}
+
+/// A tenant `acme` whose members are created by the platform administrator with these roles, in
+/// order; returns their ids.
+async fn tenant_with(app: &App, members: &[&[&str]]) -> Vec<UserId> {
+    app.create_tenant(&system(), acme(), "Acme".into())
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for (i, roles) in members.iter().enumerate() {
+        let request = NewUserRequest {
+            email: format!("member{i}@example.com"),
+            first_name: "M".into(),
+            last_name: String::new(),
+            roles: roles.iter().map(|r| role(r)).collect(),
+            invite: false,
+        };
+        let created = app.create_user(&system(), acme(), request).await.unwrap();
+        ids.push(created.id.parse().unwrap());
+    }
+    ids
+}
+
+/// Gives `user` custom permissions in acme (as the platform administrator).
+async fn grant(app: &App, user: UserId, permissions: &[&str]) {
+    app.grant_permissions(
+        &system(),
+        acme(),
+        user,
+        permissions.iter().map(|p| p.parse().unwrap()).collect(),
+    )
+    .await
+    .unwrap();
+}
+
+#[track_caller]
+fn assert_err(result: Result<crate::Outcome, AppError>, expected: &str) {
+    match result {
+        Err(e) => assert_eq!(format!("{e:?}"), expected),
+        Ok(o) => panic!("expected {expected}, got {o:?}"),
+    }
+}
+
+#[tokio::test]
+async fn only_owners_give_and_take_the_owner_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    let [owner, admin, user] = tenant_with(&app, &[&["owner"], &["admin"], &["user"]]).await[..]
+    else {
+        unreachable!()
+    };
+
+    // An admin may neither give the owner role nor take it from an owner.
+    assert_err(
+        app.assign_role(&as_user(admin), acme(), user, role("owner"))
+            .await,
+        "OwnerOnly",
+    );
+    assert_err(
+        app.revoke_role(&as_user(admin), acme(), owner, role("owner"))
+            .await,
+        "OwnerOnly",
+    );
+    // Nor create a user who is an owner; the address is not even claimed.
+    let request = |email: &str| NewUserRequest {
+        email: email.into(),
+        first_name: String::new(),
+        last_name: String::new(),
+        roles: vec![role("owner")],
+        invite: true,
+    };
+    assert_err(
+        app.create_user(&as_user(admin), acme(), request("new@example.com"))
+            .await,
+        "OwnerOnly",
+    );
+    // Nor remove an owner from the tenant.
+    assert_err(
+        app.remove_member(&as_user(admin), acme(), owner).await,
+        "OwnerOnly",
+    );
+
+    // An owner may do all of it.
+    app.assign_role(&as_user(owner), acme(), user, role("owner"))
+        .await
+        .unwrap();
+    app.create_user(&as_user(owner), acme(), request("new@example.com"))
+        .await
+        .unwrap();
+    app.revoke_role(&as_user(owner), acme(), user, role("owner"))
+        .await
+        .unwrap();
+    // Other roles are not the owner's business.
+    app.assign_role(&as_user(admin), acme(), user, role("admin"))
+        .await
+        .unwrap();
+
+    // An API key cannot be tied to an owner yet, so it is not one.
+    let key = CommandContext::new(
+        Actor {
+            kind: ActorKind::ApiKey,
+            id: "key-1".into(),
+        },
+        "c".into(),
+        None,
+    )
+    .unwrap();
+    // An API-key actor that names no issued key is granted nothing.
+    assert_err(
+        app.assign_role(&key, acme(), user, role("owner")).await,
+        "Forbidden(Permission { text: \"role.owner:assign\" })",
+    );
+}
+
+#[tokio::test]
+async fn the_owner_role_is_guarded_on_records_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    let [owner, admin] = tenant_with(&app, &[&["owner"], &["admin"]]).await[..] else {
+        unreachable!()
+    };
+    app.register_entity(
+        &system(),
+        acme(),
+        "project".parse().unwrap(),
+        crate::NewEntityRequest {
+            fields: vec!["title".parse().unwrap()],
+            rls: true,
+            policy: None,
+        },
+    )
+    .await
+    .unwrap();
+    let local = |ctx: CommandContext| {
+        let app = app.clone();
+        async move {
+            app.assign_local_role(
+                &ctx,
+                acme(),
+                "project".parse().unwrap(),
+                "P-1".parse().unwrap(),
+                admin,
+                role("owner"),
+            )
+            .await
+        }
+    };
+    assert_err(local(as_user(admin)).await, "OwnerOnly");
+    local(as_user(owner)).await.unwrap();
+    // Record grants are no admin-rule matter.
+    app.grant_record_access(
+        &as_user(admin),
+        acme(),
+        "project".parse().unwrap(),
+        "P-1".parse().unwrap(),
+        owner,
+        RecordAccess::ReadOnly,
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn nobody_removes_themselves_or_gives_up_their_own_owner_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    let [first, second, user] = tenant_with(&app, &[&["owner"], &["owner"], &["user"]]).await[..]
+    else {
+        unreachable!()
+    };
+    // The rules hold even for someone with the permissions.
+    grant(&app, user, &["users:delete", "role.user:revoke"]).await;
+    assert_err(
+        app.revoke_role(&as_user(first), acme(), first, role("owner"))
+            .await,
+        "CannotRemoveSelf",
+    );
+    assert_err(
+        app.remove_member(&as_user(user), acme(), user).await,
+        "CannotRemoveSelf",
+    );
+    assert_err(
+        app.remove_member(&as_user(first), acme(), first).await,
+        "CannotRemoveSelf",
+    );
+    // Another owner may take it.
+    app.revoke_role(&as_user(second), acme(), first, role("owner"))
+        .await
+        .unwrap();
+    // A plain role of one's own may be given up.
+    app.revoke_role(&as_user(user), acme(), user, role("user"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_last_admin_cannot_be_demoted_removed_or_deactivated() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    let [admin, user] = tenant_with(&app, &[&["admin", "user"], &["user"]]).await[..] else {
+        unreachable!()
+    };
+    // The rules hold even for someone with the permissions.
+    grant(
+        &app,
+        user,
+        &["users:update", "users:delete", "role.admin:revoke"],
+    )
+    .await;
+
+    for ctx in [as_user(admin), as_user(user)] {
+        assert_err(
+            app.revoke_role(&ctx, acme(), admin, role("admin")).await,
+            "LastAdmin",
+        );
+        assert_err(app.deactivate_user(&ctx, admin).await, "LastAdmin");
+    }
+    assert_err(
+        app.remove_member(&as_user(user), acme(), admin).await,
+        "LastAdmin",
+    );
+
+    // A deactivated admin does not count as another one.
+    let other = app
+        .create_user(
+            &system(),
+            acme(),
+            NewUserRequest {
+                email: "other@example.com".into(),
+                first_name: String::new(),
+                last_name: String::new(),
+                roles: vec![role("admin")],
+                invite: false,
+            },
+        )
+        .await
+        .unwrap();
+    let other: UserId = other.id.parse().unwrap();
+    app.deactivate_user(&as_user(user), other).await.unwrap();
+    assert_err(
+        app.revoke_role(&as_user(user), acme(), admin, role("admin"))
+            .await,
+        "LastAdmin",
+    );
+
+    // Once another active admin exists, the first may step down.
+    app.reactivate_user(&as_user(user), other).await.unwrap();
+    app.revoke_role(&as_user(admin), acme(), admin, role("admin"))
+        .await
+        .unwrap();
+    // Now `other` is the last one. (Asked by `user`, who holds the permission: `admin` just
+    // gave up theirs, and whether a refusal reads Forbidden or LastAdmin would depend on how far
+    // the read models have got.)
+    assert_err(
+        app.remove_member(&as_user(user), acme(), other).await,
+        "LastAdmin",
+    );
+
+    // Revoking the admin role from someone who also holds owner leaves them an administrator.
+    app.assign_role(&system(), acme(), other, role("owner"))
+        .await
+        .unwrap();
+    app.revoke_role(&as_user(other), acme(), other, role("admin"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_platform_administrator_is_above_the_admin_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    let [owner] = tenant_with(&app, &[&["owner"]]).await[..] else {
+        unreachable!()
+    };
+    app.deactivate_user(&system(), owner).await.unwrap();
+    app.reactivate_user(&system(), owner).await.unwrap();
+    app.revoke_role(&system(), acme(), owner, role("owner"))
+        .await
+        .unwrap();
+    app.assign_role(&system(), acme(), owner, role("owner"))
+        .await
+        .unwrap();
+    app.remove_member(&system(), acme(), owner).await.unwrap();
+}
+
+#[tokio::test]
+async fn custom_roles_exist_between_their_definition_and_their_deletion() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    let [user] = tenant_with(&app, &[&["user"]]).await[..] else {
+        unreachable!()
+    };
+    let editor = role("editor");
+    assert_err(
+        app.assign_role(&system(), acme(), user, editor.clone())
+            .await,
+        "UnknownRole(RoleName(\"editor\"))",
+    );
+    let definition = RoleRequest {
+        description: "Edits".into(),
+        permissions: ["entity.invoice:update".parse().unwrap()].into(),
+        global_access: false,
+    };
+    app.define_role(&system(), acme(), editor.clone(), definition.clone())
+        .await
+        .unwrap();
+    // The role's existence is read from the log, not from a read model that may lag.
+    app.assign_role(&system(), acme(), user, editor.clone())
+        .await
+        .unwrap();
+    assert_err(
+        app.delete_role(&system(), acme(), editor.clone()).await,
+        "RoleInUse(RoleName(\"editor\"))",
+    );
+    app.revoke_role(&system(), acme(), user, editor.clone())
+        .await
+        .unwrap();
+    app.delete_role(&system(), acme(), editor.clone())
+        .await
+        .unwrap();
+    assert_err(
+        app.assign_role(&system(), acme(), user, editor.clone())
+            .await,
+        "UnknownRole(RoleName(\"editor\"))",
+    );
+    // Another tenant never sees it.
+    app.define_role(&system(), acme(), editor.clone(), definition)
+        .await
+        .unwrap();
+    app.create_tenant(&system(), "globex".parse().unwrap(), "Globex".into())
+        .await
+        .unwrap();
+    assert_err(
+        app.assign_role(&system(), "globex".parse().unwrap(), user, editor)
+            .await,
+        "UnknownRole(RoleName(\"editor\"))",
+    );
+}
+
+#[tokio::test]
+async fn every_command_needs_its_permission_and_each_role_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    // 0: a plain user, 1: the target, 2: an admin of another tenant only.
+    let ids = tenant_with(&app, &[&["user"], &["user"]]).await;
+    let (ada, bob) = (ids[0], ids[1]);
+    let perm = |p: &str| -> idstream_domain::access::Permission { p.parse().unwrap() };
+
+    // Without users:create or role.editor:assign, nothing happens.
+    let request = NewUserRequest {
+        email: "new@example.com".into(),
+        first_name: "N".into(),
+        last_name: String::new(),
+        roles: vec![role("user")],
+        invite: false,
+    };
+    assert_err(
+        app.create_user(&as_user(ada), acme(), request.clone())
+            .await,
+        "Forbidden(Permission { text: \"users:create\" })",
+    );
+    app.define_role(
+        &system(),
+        acme(),
+        role("editor"),
+        RoleRequest {
+            description: "Edits".into(),
+            permissions: [perm("files:update")].into(),
+            global_access: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert_err(
+        app.assign_role(&as_user(ada), acme(), bob, role("editor"))
+            .await,
+        "Forbidden(Permission { text: \"role.editor:assign\" })",
+    );
+
+    // Custom permissions open exactly what they name.
+    app.grant_permissions(
+        &system(),
+        acme(),
+        ada,
+        [perm("users:create"), perm("role.editor:assign")].into(),
+    )
+    .await
+    .unwrap();
+    app.create_user(&as_user(ada), acme(), request)
+        .await
+        .unwrap();
+    app.assign_role(&as_user(ada), acme(), bob, role("editor"))
+        .await
+        .unwrap();
+    // role.editor:assign is not role.admin:assign.
+    assert_err(
+        app.assign_role(&as_user(ada), acme(), bob, role("admin"))
+            .await,
+        "Forbidden(Permission { text: \"role.admin:assign\" })",
+    );
+    // Lifecycle changes need users:update; tenants and flags need a platform administrator.
+    assert_err(
+        app.deactivate_user(&as_user(ada), bob).await,
+        "Forbidden(Permission { text: \"users:update\" })",
+    );
+    assert_err(
+        app.create_tenant(&as_user(ada), "other".parse().unwrap(), "Other".into())
+            .await,
+        "PlatformAdminOnly",
+    );
+    app.set_user_flags(
+        &system(),
+        ada,
+        idstream_domain::user::UserFlags {
+            platform_admin: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    app.create_tenant(&as_user(ada), "other".parse().unwrap(), "Other".into())
+        .await
+        .unwrap();
+    app.deactivate_user(&as_user(ada), bob).await.unwrap();
+}

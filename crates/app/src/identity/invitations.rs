@@ -1,0 +1,360 @@
+//! Invitations: an emailed single-use link that lets someone join a tenant with the roles chosen
+//! when inviting. Accepting sets the password (for a new user), verifies the address, activates
+//! the user, gives the roles and signs them in.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use idstream_auth::{OpaqueToken, TokenKind};
+use idstream_directory::UserStatus;
+use idstream_domain::access::Action;
+use idstream_domain::aggregate::{InvitationAggregate, MembershipAggregate, UserAggregate};
+use idstream_domain::identity::invitation::{InvitationCommand, InvitationError};
+use idstream_domain::identity::session::SignInMethod;
+use idstream_domain::membership::{MembershipCommand, MembershipError};
+use idstream_domain::user::{UserCommand, UserError, normalize_email};
+use idstream_domain::{RoleName, TenantId, UserId};
+use idstream_eventlog::Position;
+use idstream_identity::{InvitationStatus, InvitationView};
+use time::{Duration, OffsetDateTime};
+use ulid::Ulid;
+
+use super::signin::{Tokens, user_ctx};
+use super::{identity_storage, invitation_key};
+use crate::services::{internal, membership_key, user_key};
+use crate::{App, AppError, CommandContext, NewUserRequest};
+
+/// `POST /v1/tenants/{tenant}/invitations`
+#[derive(Debug, Clone)]
+pub struct InvitationRequest {
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    /// The roles the invitee gets on accepting; the tenant's default role if empty.
+    pub roles: Vec<RoleName>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentInvitation {
+    pub id: Ulid,
+    pub user: UserId,
+    pub expires_at: OffsetDateTime,
+    pub position: Position,
+    /// Whether the email went out (if not, resend).
+    pub email_sent: bool,
+}
+
+/// `POST /v1/invitations/accept`. `Debug` redacts the token and password.
+#[derive(Clone)]
+pub struct AcceptInvitation {
+    pub token: String,
+    /// Required when the invitee has no password yet; ignored otherwise (they sign in with theirs).
+    pub password: Option<String>,
+}
+
+impl App {
+    /// Invites someone (a new address, or an existing user of another tenant) to `tenant`.
+    ///
+    /// Needs: users:create and role.<role>:assign for every role.
+    pub async fn invite(
+        &self,
+        ctx: &CommandContext,
+        tenant: TenantId,
+        request: InvitationRequest,
+    ) -> Result<SentInvitation, AppError> {
+        self.authorize_named(ctx, &tenant, "users", Action::Create)
+            .await?;
+        let view = self.require_tenant(&tenant).await?;
+        let roles: BTreeSet<RoleName> = if request.roles.is_empty() {
+            [view.settings.default_role.clone()].into()
+        } else {
+            request.roles.iter().cloned().collect()
+        };
+        for role in &roles {
+            self.require_role(&tenant, role).await?;
+            self.authorize_role(ctx, &tenant, role, Action::Assign)
+                .await?;
+            self.check_owner_only(ctx, &tenant, role).await?;
+        }
+        let email = normalize_email(&request.email)?;
+        let existing = self.find_user_by_email(&email).await?;
+        let user = match existing {
+            Some(user) => user.id,
+            None => {
+                let created = self
+                    .create_user(
+                        ctx,
+                        tenant.clone(),
+                        NewUserRequest {
+                            email: email.clone(),
+                            first_name: request.first_name,
+                            last_name: request.last_name,
+                            roles: vec![],
+                            invite: true,
+                        },
+                    )
+                    .await?;
+                created.id.parse().map_err(internal)?
+            }
+        };
+        if self
+            .identity()
+            .open_invitation_of(&tenant, &user)
+            .map_err(identity_storage)?
+            .is_some_and(|i| i.status_at(self.now()) == InvitationStatus::Sent)
+        {
+            return Err(AppError::InvitationPending);
+        }
+        let id = Ulid::new();
+        let token = OpaqueToken::generate(TokenKind::Invitation);
+        let now = self.now();
+        let lifetime = Duration::hours(i64::from(view.settings.invitation_ttl_hours));
+        let outcome = self
+            .execute::<InvitationAggregate>(
+                ctx,
+                &invitation_key(&tenant, id),
+                "invitation",
+                InvitationCommand::Send {
+                    user,
+                    roles,
+                    token: self.invitation_index(token.reveal()),
+                    now,
+                    lifetime,
+                },
+            )
+            .await?;
+        let expires_at = now + lifetime;
+        let email_sent = self
+            .mail_invitation(&email, &view.name, token.reveal(), expires_at)
+            .await;
+        Ok(SentInvitation {
+            id,
+            user,
+            expires_at,
+            position: outcome.position,
+            email_sent,
+        })
+    }
+
+    fn invitation_index(&self, token: &str) -> idstream_domain::secret::BlindIndex {
+        self.id().keys.vault().blind_index("invitation", token)
+    }
+
+    async fn mail_invitation(
+        &self,
+        email: &str,
+        tenant_name: &str,
+        token: &str,
+        expires_at: OffsetDateTime,
+    ) -> bool {
+        let link = self.link(&format!("/accept-invitation?token={token}"));
+        let message =
+            idstream_mailer::templates::invitation(email, tenant_name, None, &link, expires_at);
+        self.send_mail(message).await
+    }
+
+    /// Sends an open invitation again with a new token (the old link dies) and a new expiry.
+    ///
+    /// Needs: users:create
+    pub async fn resend_invitation(
+        &self,
+        ctx: &CommandContext,
+        tenant: TenantId,
+        id: Ulid,
+    ) -> Result<SentInvitation, AppError> {
+        self.authorize_named(ctx, &tenant, "users", Action::Create)
+            .await?;
+        let view = self.require_tenant(&tenant).await?;
+        let invitation = self.require_invitation(&tenant, id).await?;
+        let user = self.require_user(invitation.user).await?;
+        let token = OpaqueToken::generate(TokenKind::Invitation);
+        let now = self.now();
+        let lifetime = Duration::hours(i64::from(view.settings.invitation_ttl_hours));
+        let outcome = self
+            .execute::<InvitationAggregate>(
+                ctx,
+                &invitation_key(&tenant, id),
+                "",
+                InvitationCommand::Resend {
+                    token: self.invitation_index(token.reveal()),
+                    now,
+                    lifetime,
+                },
+            )
+            .await?;
+        let expires_at = now + lifetime;
+        let email_sent = self
+            .mail_invitation(&user.email, &view.name, token.reveal(), expires_at)
+            .await;
+        Ok(SentInvitation {
+            id,
+            user: user.id,
+            expires_at,
+            position: outcome.position,
+            email_sent,
+        })
+    }
+
+    /// Withdraws an open invitation.
+    ///
+    /// Needs: users:create
+    pub async fn revoke_invitation(
+        &self,
+        ctx: &CommandContext,
+        tenant: TenantId,
+        id: Ulid,
+    ) -> Result<crate::Outcome, AppError> {
+        self.authorize_named(ctx, &tenant, "users", Action::Create)
+            .await?;
+        self.require_invitation(&tenant, id).await?;
+        self.execute::<InvitationAggregate>(
+            ctx,
+            &invitation_key(&tenant, id),
+            "",
+            InvitationCommand::Revoke,
+        )
+        .await
+    }
+
+    async fn require_invitation(
+        &self,
+        tenant: &TenantId,
+        id: Ulid,
+    ) -> Result<InvitationView, AppError> {
+        self.find(|app| {
+            app.identity()
+                .invitation(tenant, &id)
+                .map_err(identity_storage)
+        })
+        .await?
+        .ok_or(AppError::Invitation(InvitationError::NotFound))
+    }
+
+    /// A tenant's invitations with their status now, oldest first.
+    ///
+    /// Needs: users:read
+    pub async fn invitations(
+        &self,
+        ctx: &CommandContext,
+        tenant: &TenantId,
+        after: Option<Ulid>,
+        limit: usize,
+    ) -> Result<Vec<InvitationView>, AppError> {
+        self.authorize_named(ctx, tenant, "users", Action::Read)
+            .await?;
+        self.require_tenant(tenant).await?;
+        let now = self.now();
+        Ok(self
+            .identity()
+            .invitations(tenant, after, limit)
+            .map_err(identity_storage)?
+            .into_iter()
+            .map(|mut v| {
+                v.status = v.status_at(now);
+                v
+            })
+            .collect())
+    }
+
+    /// Accepts an invitation with its emailed token: at most once, however many try at once.
+    pub async fn accept_invitation(
+        &self,
+        request: AcceptInvitation,
+        source: Option<IpAddr>,
+    ) -> Result<Tokens, AppError> {
+        self.rate_limit("accept-invitation", source)?;
+        let text = OpaqueToken::normalize_presented(TokenKind::Invitation, &request.token)
+            .ok_or(AppError::InvalidOrExpiredLink)?;
+        let index = self.invitation_index(&text);
+        let (tenant, id) = self
+            .find(|app| {
+                app.identity()
+                    .invitation_by_token(&index)
+                    .map_err(identity_storage)
+            })
+            .await?
+            .ok_or(AppError::InvalidOrExpiredLink)?;
+        let invitation = self.require_invitation(&tenant, id).await?;
+        let now = self.now();
+        if invitation.status_at(now) != InvitationStatus::Sent || invitation.token != index {
+            return Err(AppError::InvalidOrExpiredLink);
+        }
+        let user = self.require_user(invitation.user).await?;
+        if matches!(
+            user.status_at(now),
+            UserStatus::Suspended | UserStatus::Inactive
+        ) {
+            return Err(AppError::AccountDisabled);
+        }
+        let has_password = self
+            .credentials_view(user.id)?
+            .is_some_and(|c| c.password.is_some());
+        let sealed = if has_password {
+            None
+        } else {
+            let password = request.password.ok_or(AppError::PasswordRequired)?;
+            self.check_password(user.id, Some(&tenant), &password)?;
+            Some(self.seal_password(user.id, password).await?)
+        };
+        let ctx = user_ctx(user.id);
+        // The gate: of concurrent acceptances exactly one appends.
+        self.execute::<InvitationAggregate>(
+            &ctx,
+            &invitation_key(&tenant, id),
+            "",
+            InvitationCommand::Accept { token: index, now },
+        )
+        .await
+        .map_err(|e| match e {
+            AppError::Invitation(InvitationError::InvalidToken) => AppError::InvalidOrExpiredLink,
+            other => other,
+        })?;
+        if let Some(sealed) = sealed {
+            self.execute::<idstream_domain::aggregate::CredentialsAggregate>(
+                &ctx,
+                &super::credentials_key(user.id),
+                "",
+                idstream_domain::identity::credentials::CredentialsCommand::SetPassword {
+                    password: sealed,
+                    reason: idstream_domain::identity::credentials::PasswordReason::Initial,
+                },
+            )
+            .await?;
+        }
+        match self
+            .execute::<UserAggregate>(&ctx, &user_key(user.id), "", UserCommand::Activate)
+            .await
+        {
+            Ok(_) => {}
+            Err(AppError::User(UserError::Inactive)) => return Err(AppError::AccountDisabled),
+            Err(e) => return Err(e),
+        }
+        for role in invitation.roles {
+            match self
+                .execute::<MembershipAggregate>(
+                    &ctx,
+                    &membership_key(&tenant, user.id),
+                    "",
+                    MembershipCommand::Assign {
+                        user: user.id,
+                        role,
+                    },
+                )
+                .await
+            {
+                Ok(_) | Err(AppError::Membership(MembershipError::AlreadyAssigned)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // The session's tenant must show the membership just given.
+        self.catch_up().await?;
+        self.start_session(user.id, tenant, SignInMethod::Invitation)
+            .await
+    }
+}
+
+impl std::fmt::Debug for AcceptInvitation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AcceptInvitation(<redacted>)")
+    }
+}

@@ -1,0 +1,260 @@
+//! Identity: sign-in, sessions and tokens, invitations, passwords, two-factor authentication and
+//! API keys.
+//!
+//! Everything here is a command on an aggregate of `idstream_domain::identity` (or the user
+//! aggregate) plus the work that needs keys, time or randomness, which the pure domain cannot do:
+//! hashing and checking passwords (argon2id on the bounded [`PasswordHasherPool`]), sealing and
+//! opening secrets and blind-indexing tokens (the [`Vault`](idstream_keys::Vault)), signing
+//! access tokens, sending mail.
+//!
+//! **Invariants:**
+//! - A secret is shown once, to its owner, in the response (or email) that created it; the log
+//!   and read models hold it only sealed or blind-indexed; no error or log line carries one.
+//! - An email is sent only after the event it announces is in the log.
+//! - Sign-in, password reset and registration answer the same for unknown and known accounts
+//!   (same status and body, an argon2 check either way so the timing is alike).
+//! - Sign-in attempts on one account are serialised within a replica and counted in the log,
+//!   so a flood of guesses runs at most a handful of argon2 checks before the lock-out holds.
+
+mod api_keys;
+mod email_flows;
+mod invitations;
+mod limits;
+mod passwords;
+mod sessions;
+mod signin;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use idstream_auth::{Issuer, PasswordHasherPool, PasswordPolicy};
+use idstream_domain::access::Permission;
+use idstream_domain::envelope::AggregateType;
+use idstream_domain::identity::credentials::LockoutPolicy;
+use idstream_domain::tenant::PasswordPolicySettings;
+use idstream_domain::{Actor, ActorKind, StreamKey, TenantId, UserId};
+use idstream_eventlog::Position;
+use idstream_identity::Identity;
+use idstream_keys::Keys;
+use idstream_mailer::Mailer;
+use time::Duration;
+use ulid::Ulid;
+
+pub use api_keys::{ApiKeyRequest, IssuedApiKey};
+pub use email_flows::Registration;
+pub use invitations::{AcceptInvitation, InvitationRequest, SentInvitation};
+pub use limits::{AccountLocks, RateLimiter};
+pub use passwords::{Bootstrap, TotpSetup};
+pub use signin::{SignIn, Tokens};
+
+use crate::AppError;
+
+/// Identity settings that are the service's, not a tenant's.
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    /// `iss` of access tokens: the service's public URL.
+    pub issuer: String,
+    /// `aud` of access tokens.
+    pub audience: String,
+    /// Lifetime of an access token (5 minutes by default; never more than the signing key ring
+    /// allows).
+    pub access_ttl: Duration,
+    /// Where links in emails point: `<public_url>/accept-invitation?token=…` and so on.
+    pub public_url: String,
+    pub lockout: LockoutPolicy,
+    /// Credential requests (sign-in, second factor, refresh, reset, acceptance) per source
+    /// address and minute, per endpoint.
+    pub attempts_per_source_per_minute: u32,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            issuer: "http://127.0.0.1:8080".into(),
+            audience: "idstream".into(),
+            access_ttl: Duration::minutes(5),
+            public_url: "http://127.0.0.1:8080".into(),
+            lockout: LockoutPolicy::default(),
+            attempts_per_source_per_minute: 60,
+        }
+    }
+}
+
+/// What identity needs besides the log and read models.
+pub struct IdentityServices {
+    pub keys: Arc<Keys>,
+    pub mailer: Arc<dyn Mailer>,
+    pub hasher: PasswordHasherPool,
+    pub config: IdentityConfig,
+}
+
+impl IdentityServices {
+    /// Everything in the directory `dir`: keys in `dir/keys`, mail as `.eml` files in
+    /// `dir/mail`, two argon2 hashes at a time, default settings. For a single machine, tests and
+    /// benchmarks; the server builds its own from configuration.
+    pub async fn local(dir: &std::path::Path) -> Result<IdentityServices, String> {
+        let config = IdentityConfig::default();
+        let store =
+            idstream_keys::FileKeyStore::open(dir.join("keys")).map_err(|e| e.to_string())?;
+        let keys = Keys::load_or_create(
+            Arc::new(store),
+            time::OffsetDateTime::now_utc(),
+            config.access_ttl,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let from: idstream_mailer::Mailbox = "idstream <no-reply@localhost>"
+            .parse()
+            .map_err(|e| format!("invalid sender: {e}"))?;
+        Ok(IdentityServices {
+            keys: Arc::new(keys),
+            mailer: Arc::new(idstream_mailer::FileMailer::new(dir.join("mail"), from)),
+            hasher: PasswordHasherPool::new(2),
+            config,
+        })
+    }
+}
+
+pub(crate) struct IdentityParts {
+    pub(crate) read: Identity,
+    pub(crate) keys: Arc<Keys>,
+    pub(crate) mailer: Arc<dyn Mailer>,
+    pub(crate) hasher: PasswordHasherPool,
+    pub(crate) config: IdentityConfig,
+    pub(crate) issuer: Issuer,
+    pub(crate) locks: AccountLocks,
+    pub(crate) limiter: RateLimiter,
+    /// A hash of a random password, checked when the account does not exist so that the answer
+    /// takes as long as for one that does.
+    pub(crate) decoy: tokio::sync::OnceCell<String>,
+}
+
+impl IdentityParts {
+    pub(crate) fn new(read: Identity, services: IdentityServices) -> IdentityParts {
+        let issuer = Issuer::new(
+            services.config.issuer.clone(),
+            services.config.audience.clone(),
+            services.config.access_ttl,
+        );
+        let limiter = RateLimiter::new(services.config.attempts_per_source_per_minute);
+        IdentityParts {
+            read,
+            keys: services.keys,
+            mailer: services.mailer,
+            hasher: services.hasher,
+            config: services.config,
+            issuer,
+            locks: AccountLocks::default(),
+            limiter,
+            decoy: tokio::sync::OnceCell::new(),
+        }
+    }
+}
+
+/// Who a bearer credential speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    pub user: UserId,
+    pub tenant: TenantId,
+    pub via: Credential,
+    /// The tenant requires a second factor (`mfa_required`) and this session was opened
+    /// without one by a user who has none: until they set TOTP up, the session may only do that
+    /// (the server allows the TOTP set-up endpoints, `me` and sign-out).
+    pub must_enrol_second_factor: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// An access token of a session.
+    Session(Ulid),
+    /// An API key, with its restriction.
+    ApiKey {
+        id: Ulid,
+        restriction: Option<BTreeSet<Permission>>,
+    },
+}
+
+impl Authenticated {
+    /// The actor recorded on the events this caller causes: the user, or the API key (whose
+    /// owner the audit trail finds through the key's `ApiKeyIssued`).
+    pub fn actor(&self) -> Actor {
+        match &self.via {
+            Credential::Session(_) => Actor {
+                kind: ActorKind::User,
+                id: self.user.to_string(),
+            },
+            Credential::ApiKey { id, .. } => Actor {
+                kind: ActorKind::ApiKey,
+                id: id.to_string(),
+            },
+        }
+    }
+
+    pub fn session(&self) -> Option<Ulid> {
+        match self.via {
+            Credential::Session(id) => Some(id),
+            Credential::ApiKey { .. } => None,
+        }
+    }
+}
+
+/// What a command that creates a secret returns: the position and the id of what it created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Created {
+    pub id: String,
+    pub position: Position,
+}
+
+impl crate::App {
+    /// A link into the service's public URL for an email: `path_and_query` starts with `/`.
+    pub(crate) fn link(&self, path_and_query: &str) -> String {
+        format!(
+            "{}{path_and_query}",
+            self.id().config.public_url.trim_end_matches('/')
+        )
+    }
+}
+
+pub(crate) fn credentials_key(user: UserId) -> StreamKey {
+    StreamKey::new(None, AggregateType::Credentials, user.to_string())
+}
+
+pub(crate) fn session_key(session: Ulid) -> StreamKey {
+    StreamKey::new(None, AggregateType::Session, session.to_string())
+}
+
+pub(crate) fn invitation_key(tenant: &TenantId, invitation: Ulid) -> StreamKey {
+    StreamKey::new(
+        Some(tenant.clone()),
+        AggregateType::Invitation,
+        invitation.to_string(),
+    )
+}
+
+pub(crate) fn api_key_key(tenant: &TenantId, key: Ulid) -> StreamKey {
+    StreamKey::new(Some(tenant.clone()), AggregateType::ApiKey, key.to_string())
+}
+
+/// The tenant's password policy in the form the checker takes.
+pub(crate) fn password_policy(settings: &PasswordPolicySettings) -> PasswordPolicy {
+    PasswordPolicy {
+        min_length: settings.min_length as usize,
+        max_length: settings.max_length as usize,
+        require_lowercase: settings.require_lowercase,
+        require_uppercase: settings.require_uppercase,
+        require_digit: settings.require_digit,
+        require_symbol: settings.require_symbol,
+        deny_common: settings.deny_common,
+    }
+}
+
+/// Longest password accepted anywhere before any policy is looked at: argon2 of a huge input
+/// is cheap, but reading and holding one is not.
+pub const MAX_PASSWORD_BYTES: usize = 4096;
+
+pub(crate) fn identity_storage(e: idstream_identity::IdentityError) -> AppError {
+    AppError::Internal(e.to_string())
+}
+
+#[cfg(test)]
+mod tests;

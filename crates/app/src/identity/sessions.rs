@@ -1,0 +1,319 @@
+//! Sessions after sign-in: refresh with rotation and reuse detection, tenant switch, listing,
+//! sign-out and revocation, and `me`.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use idstream_auth::{OpaqueToken, TokenKind};
+use idstream_directory::UserView;
+use idstream_domain::access::Permission;
+use idstream_domain::aggregate::SessionAggregate;
+use idstream_domain::identity::session::{
+    RevocationReason, SessionCommand, SessionError, SessionStatus,
+};
+use idstream_domain::{RoleName, TenantId, UserId};
+use idstream_identity::SessionView;
+use ulid::Ulid;
+
+use super::signin::{Tokens, user_ctx};
+use super::{Authenticated, identity_storage, session_key};
+use crate::{App, AppError, CommandContext};
+
+/// `GET /v1/auth/me`
+#[derive(Debug, Clone)]
+pub struct Me {
+    pub user: UserView,
+    pub tenant: TenantId,
+    pub roles: BTreeSet<RoleName>,
+    pub global_access: bool,
+    pub permissions: BTreeSet<Permission>,
+    pub session: Option<Ulid>,
+    pub last_sign_in: Option<time::OffsetDateTime>,
+}
+
+impl App {
+    /// Exchanges a refresh token for new tokens. The presented token dies; presenting it again
+    /// revokes the session (whoever holds a copy loses it too).
+    pub async fn refresh(
+        &self,
+        presented: &str,
+        source: Option<IpAddr>,
+    ) -> Result<Tokens, AppError> {
+        self.rate_limit("refresh", source)?;
+        let (view, index) = self.session_of_refresh(presented).await?;
+        let next = OpaqueToken::generate(TokenKind::Refresh);
+        let now = self.now();
+        let command = SessionCommand::Refresh {
+            presented: index,
+            next: self.refresh_index(next.reveal()),
+            now,
+        };
+        let (outcome, state) = self
+            .execute_to_state::<SessionAggregate>(
+                &user_ctx(view.user),
+                &session_key(view.id),
+                "",
+                command,
+            )
+            .await
+            .map_err(ended)?;
+        if state.status != SessionStatus::Active {
+            // The token had been rotated already: the session was just revoked. Wait until the
+            // read models show it, so its access tokens stop working before this answer leaves.
+            tracing::warn!(session = %view.id, "a rotated refresh token was presented again; the session is revoked");
+            self.wait_for(outcome.position).await?;
+            return Err(AppError::InvalidToken);
+        }
+        self.require_active(view.user, now)?;
+        let tenant = state.tenant.unwrap_or(view.tenant);
+        Ok(self.tokens(
+            view.user,
+            tenant,
+            view.id,
+            next.reveal().to_owned(),
+            outcome.position,
+            now,
+        ))
+    }
+
+    /// The session a refresh token belongs to, and the token's blind index.
+    async fn session_of_refresh(
+        &self,
+        presented: &str,
+    ) -> Result<(SessionView, idstream_domain::secret::BlindIndex), AppError> {
+        let text = OpaqueToken::normalize_presented(TokenKind::Refresh, presented)
+            .ok_or(AppError::InvalidToken)?;
+        let index = self.refresh_index(&text);
+        let session = self
+            .find(|app| {
+                app.identity()
+                    .session_by_refresh(&index)
+                    .map_err(identity_storage)
+            })
+            .await?
+            .ok_or(AppError::InvalidToken)?;
+        let view = self
+            .find(|app| app.identity().session(&session).map_err(identity_storage))
+            .await?
+            .ok_or(AppError::InvalidToken)?;
+        Ok((view, index))
+    }
+
+    /// Moves the caller's session to another tenant of theirs, rotating its refresh token.
+    pub async fn switch_tenant(
+        &self,
+        caller: &Authenticated,
+        tenant: TenantId,
+        refresh_token: &str,
+    ) -> Result<Tokens, AppError> {
+        let session = caller.session().ok_or(AppError::SessionOnly)?;
+        if !self.user_tenants(&caller.user)?.contains(&tenant) {
+            return Err(AppError::NotAMember);
+        }
+        let (view, index) = self.session_of_refresh(refresh_token).await?;
+        if view.id != session {
+            return Err(AppError::InvalidToken);
+        }
+        let next = OpaqueToken::generate(TokenKind::Refresh);
+        let now = self.now();
+        let command = SessionCommand::SwitchTenant {
+            tenant: tenant.clone(),
+            presented: index,
+            next: self.refresh_index(next.reveal()),
+            now,
+        };
+        let (outcome, state) = self
+            .execute_to_state::<SessionAggregate>(
+                &user_ctx(caller.user),
+                &session_key(session),
+                "",
+                command,
+            )
+            .await
+            .map_err(ended)?;
+        if state.status != SessionStatus::Active {
+            return Err(AppError::InvalidToken);
+        }
+        Ok(self.tokens(
+            caller.user,
+            tenant,
+            session,
+            next.reveal().to_owned(),
+            outcome.position,
+            now,
+        ))
+    }
+
+    /// Ends the caller's session.
+    pub async fn sign_out(&self, caller: &Authenticated) -> Result<crate::Outcome, AppError> {
+        let session = caller.session().ok_or(AppError::SessionOnly)?;
+        self.revoke_session_as(&user_ctx(caller.user), session, RevocationReason::SignedOut)
+            .await
+    }
+
+    /// The caller's live sessions, newest first.
+    pub fn my_sessions(&self, caller: &Authenticated) -> Result<Vec<SessionView>, AppError> {
+        self.live_sessions(caller.user)
+    }
+
+    pub(crate) fn live_sessions(&self, user: UserId) -> Result<Vec<SessionView>, AppError> {
+        let now = self.now();
+        Ok(self
+            .identity()
+            .sessions_of(&user)
+            .map_err(identity_storage)?
+            .into_iter()
+            .filter(|s| s.is_live_at(now))
+            .collect())
+    }
+
+    /// Revokes one of the caller's own sessions (another device, or this one).
+    pub async fn revoke_my_session(
+        &self,
+        caller: &Authenticated,
+        session: Ulid,
+    ) -> Result<crate::Outcome, AppError> {
+        let view = self
+            .find(|app| app.identity().session(&session).map_err(identity_storage))
+            .await?
+            .filter(|v| v.user == caller.user)
+            .ok_or(AppError::SessionNotFound)?;
+        self.revoke_session_as(
+            &user_ctx(caller.user),
+            view.id,
+            RevocationReason::RevokedByUser,
+        )
+        .await
+    }
+
+    /// An administrator ends every session of a user (needs `users:update` in every tenant of
+    /// the user, like other lifecycle changes).
+    pub async fn revoke_user_sessions(
+        &self,
+        ctx: &CommandContext,
+        user: UserId,
+    ) -> Result<crate::Outcome, AppError> {
+        self.authorize_user_admin(ctx, &user).await?;
+        self.require_user(user).await?;
+        self.revoke_all_sessions(ctx, user, RevocationReason::RevokedByAdmin, None)
+            .await
+    }
+
+    /// Revokes every live session of `user` but `except`; the outcome's position covers all.
+    pub(crate) async fn revoke_all_sessions(
+        &self,
+        ctx: &CommandContext,
+        user: UserId,
+        reason: RevocationReason,
+        except: Option<Ulid>,
+    ) -> Result<crate::Outcome, AppError> {
+        self.catch_up().await?;
+        let mut position = self.applied_position();
+        for session in self.live_sessions(user)? {
+            if Some(session.id) == except {
+                continue;
+            }
+            let outcome = self.revoke_session_as(ctx, session.id, reason).await?;
+            position = position.max(outcome.position);
+        }
+        Ok(crate::Outcome {
+            position,
+            id: user.to_string(),
+            replayed: false,
+        })
+    }
+
+    async fn revoke_session_as(
+        &self,
+        ctx: &CommandContext,
+        session: Ulid,
+        reason: RevocationReason,
+    ) -> Result<crate::Outcome, AppError> {
+        let outcome = self
+            .execute::<SessionAggregate>(
+                ctx,
+                &session_key(session),
+                "",
+                SessionCommand::Revoke { reason },
+            )
+            .await
+            .map_err(|e| match e {
+                AppError::Session(SessionError::Ended) => AppError::SessionNotFound,
+                other => other,
+            })?;
+        // Revocation is immediate: its tokens stop working on this replica before we answer.
+        self.wait_for(outcome.position).await?;
+        Ok(outcome)
+    }
+
+    /// The caller: their profile, current tenant, roles there and effective permissions.
+    pub fn me(&self, caller: &Authenticated) -> Result<Me, AppError> {
+        let user = self.user(&caller.user)?;
+        let roles = self
+            .directory()
+            .membership(&caller.tenant, &caller.user)
+            .map_err(crate::services::internal)?
+            .map(|m| m.roles)
+            .unwrap_or_default();
+        let (mut global_access, mut permissions) =
+            self.effective_permissions(&caller.tenant, &caller.user)?;
+        // A restricted key has its restriction, within what its owner holds.
+        if let super::Credential::ApiKey {
+            restriction: Some(restriction),
+            ..
+        } = &caller.via
+        {
+            if global_access {
+                permissions = restriction.clone();
+            } else {
+                permissions.retain(|p| restriction.contains(p));
+            }
+            global_access = false;
+        }
+        Ok(Me {
+            last_sign_in: self
+                .identity()
+                .last_sign_in(&caller.user)
+                .map_err(identity_storage)?,
+            user,
+            tenant: caller.tenant.clone(),
+            roles,
+            global_access,
+            permissions,
+            session: caller.session(),
+        })
+    }
+}
+
+/// A refresh or switch on a session that has ended reads as an invalid token.
+fn ended(e: AppError) -> AppError {
+    match e {
+        AppError::Session(SessionError::Ended) => AppError::InvalidToken,
+        other => other,
+    }
+}
+
+impl App {
+    /// Changes a user's profile: their own, or anyone's with users:update in every tenant of
+    /// theirs (like other changes to a person).
+    pub async fn change_profile(
+        &self,
+        ctx: &CommandContext,
+        user: UserId,
+        profile: idstream_domain::user::Profile,
+    ) -> Result<crate::Outcome, AppError> {
+        let own =
+            ctx.actor.kind == idstream_domain::ActorKind::User && ctx.actor.id == user.to_string();
+        if !own {
+            self.authorize_user_admin(ctx, &user).await?;
+        }
+        self.execute::<idstream_domain::aggregate::UserAggregate>(
+            ctx,
+            &crate::services::user_key(user),
+            "",
+            idstream_domain::user::UserCommand::ChangeProfile(profile),
+        )
+        .await
+        .map_err(crate::services::user_not_found)
+    }
+}

@@ -1,0 +1,597 @@
+//! Sign-in with a password (and a second factor), the start of a session, and the
+//! authentication of bearer credentials on every request.
+
+use std::net::IpAddr;
+
+use idstream_auth::{AccessSubject, OpaqueToken, TokenKind, TotpSecret, recovery};
+use idstream_directory::{UserStatus, UserView};
+use idstream_domain::aggregate::{CredentialsAggregate, SessionAggregate};
+use idstream_domain::identity::credentials::{Credentials, CredentialsCommand, CredentialsError};
+use idstream_domain::identity::session::{SessionCommand, SignInMethod};
+use idstream_domain::secret::Sealed;
+use idstream_domain::{Actor, ActorKind, TenantId, UserId};
+use idstream_eventlog::Position;
+use idstream_identity::CredentialsView;
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+use ulid::Ulid;
+use zeroize::Zeroizing;
+
+use super::{
+    Authenticated, Credential, IdentityParts, MAX_PASSWORD_BYTES, credentials_key,
+    identity_storage, session_key,
+};
+use crate::services::internal;
+use crate::{App, AppError, CommandContext};
+
+/// The age at which the access-token signing key is replaced.
+pub const SIGNING_KEY_AGE: Duration = Duration::days(30);
+
+/// How long the second step of a sign-in may take.
+pub const CHALLENGE_TTL: Duration = Duration::minutes(5);
+
+/// A signed-in session's tokens. `Debug` redacts them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Tokens {
+    /// The access token (a JWT) for `Authorization: Bearer`.
+    pub access_token: String,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+    /// The opaque refresh token (`idr_…`), single use: each refresh returns a new one.
+    pub refresh_token: String,
+    pub session: Ulid,
+    pub user: UserId,
+    pub tenant: TenantId,
+    /// Position of the session's last event (the consistency token).
+    pub position: Position,
+}
+
+/// The answer to the first step of a sign-in. `Debug` redacts the tokens and the challenge.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SignIn {
+    Complete(Tokens),
+    /// The password was right and the account has two-factor authentication: present a code
+    /// (or a recovery code) with this challenge within [`CHALLENGE_TTL`].
+    SecondFactorRequired {
+        challenge: String,
+        expires_in: i64,
+    },
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("access_token", &"<redacted>")
+            .field("refresh_token", &"<redacted>")
+            .field("session", &self.session)
+            .field("user", &self.user)
+            .field("tenant", &self.tenant)
+            .field("position", &self.position)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for SignIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SignIn::Complete(tokens) => f.debug_tuple("Complete").field(tokens).finish(),
+            SignIn::SecondFactorRequired { expires_in, .. } => f
+                .debug_struct("SecondFactorRequired")
+                .field("challenge", &"<redacted>")
+                .field("expires_in", expires_in)
+                .finish(),
+        }
+    }
+}
+
+/// The content of a second-factor challenge, sealed (so it cannot be forged or read).
+#[derive(Serialize, Deserialize)]
+struct Challenge {
+    user: UserId,
+    tenant: TenantId,
+    /// Unix seconds.
+    expires: i64,
+}
+
+const CHALLENGE_CONTEXT: &str = "sign-in-challenge";
+
+pub(crate) fn password_context(user: UserId) -> String {
+    format!("password:{user}")
+}
+
+pub(crate) fn totp_context(user: UserId) -> String {
+    format!("totp:{user}")
+}
+
+pub(crate) fn recovery_purpose(user: UserId) -> String {
+    format!("recovery:{user}")
+}
+
+pub(crate) fn user_ctx(user: UserId) -> CommandContext {
+    CommandContext::new(
+        Actor {
+            kind: ActorKind::User,
+            id: user.to_string(),
+        },
+        Ulid::new().to_string(),
+        None,
+    )
+    .expect("no idempotency key to validate")
+}
+
+pub(crate) fn system_ctx(what: &str) -> CommandContext {
+    CommandContext::new(Actor::system(what), Ulid::new().to_string(), None)
+        .expect("no idempotency key to validate")
+}
+
+impl App {
+    pub(crate) fn id(&self) -> &IdentityParts {
+        &self.inner.identity
+    }
+
+    /// The identity read model.
+    pub fn identity(&self) -> &idstream_identity::Identity {
+        &self.inner.identity.read
+    }
+
+    /// The JSON Web Key Set of the access-token signing keys (current and retired-but-valid).
+    pub fn jwks(&self) -> serde_json::Value {
+        self.id().keys.signing().jwks()
+    }
+
+    /// Periodic key upkeep (the server runs it every minute): picks up keys another replica
+    /// rotated, and starts a new signing key once the current one is [`SIGNING_KEY_AGE`] old
+    /// (the old one keeps verifying, and stays in the JWKS, until its tokens have expired).
+    pub async fn maintain_keys(&self) -> Result<(), AppError> {
+        let keys = &self.id().keys;
+        keys.reload()
+            .await
+            .map_err(|e| AppError::Unavailable(e.to_string()))?;
+        keys.rotate_signing_if_older_than(SIGNING_KEY_AGE, self.now())
+            .await
+            .map_err(|e| AppError::Unavailable(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Takes one request from the budget of `endpoint` for `source`.
+    pub fn rate_limit(&self, endpoint: &str, source: Option<IpAddr>) -> Result<(), AppError> {
+        let key = match source {
+            Some(ip) => format!("{endpoint}:{ip}"),
+            None => format!("{endpoint}:-"),
+        };
+        self.id()
+            .limiter
+            .take(&key)
+            .map_err(|wait| AppError::RateLimited(wait.as_secs().max(1)))
+    }
+
+    pub(crate) fn credentials_view(
+        &self,
+        user: UserId,
+    ) -> Result<Option<CredentialsView>, AppError> {
+        self.identity().credentials(&user).map_err(identity_storage)
+    }
+
+    /// An argon2 check against a throw-away hash, so that an unknown account costs the same.
+    pub(crate) async fn decoy_check(&self, password: String) {
+        let parts = self.id();
+        let decoy = parts
+            .decoy
+            .get_or_try_init(|| async {
+                let random = idstream_auth::SecretToken::generate(32);
+                parts.hasher.hash(random.reveal().to_owned()).await
+            })
+            .await;
+        if let Ok(phc) = decoy {
+            let _ = parts.hasher.verify(password, phc.clone()).await;
+        }
+    }
+
+    /// Whether `password` is the user's (false when they have none).
+    pub(crate) async fn password_matches(
+        &self,
+        user: UserId,
+        sealed: Option<&Sealed>,
+        password: String,
+    ) -> Result<bool, AppError> {
+        let Some(sealed) = sealed else {
+            self.decoy_check(password).await;
+            return Ok(false);
+        };
+        let phc = self
+            .id()
+            .keys
+            .vault()
+            .open(sealed, &password_context(user))
+            .map_err(|e| AppError::Internal(format!("cannot open a stored password: {e}")))?;
+        let phc = String::from_utf8(phc.to_vec()).map_err(internal)?;
+        self.id()
+            .hasher
+            .verify(password, phc)
+            .await
+            .map_err(internal)
+    }
+
+    /// A user's TOTP secret from its sealed form (pending or confirmed).
+    pub(crate) fn open_totp(&self, user: UserId, sealed: &Sealed) -> Result<TotpSecret, AppError> {
+        let text = self
+            .id()
+            .keys
+            .vault()
+            .open(sealed, &totp_context(user))
+            .map_err(internal)?;
+        let text = Zeroizing::new(String::from_utf8(text.to_vec()).map_err(internal)?);
+        TotpSecret::from_base32(&text).map_err(internal)
+    }
+
+    /// The argon2id hash of a new password, sealed for `user`.
+    pub(crate) async fn seal_password(
+        &self,
+        user: UserId,
+        password: String,
+    ) -> Result<Sealed, AppError> {
+        let phc = Zeroizing::new(self.id().hasher.hash(password).await.map_err(internal)?);
+        self.id()
+            .keys
+            .vault()
+            .try_seal(phc.as_bytes(), &password_context(user))
+            .map_err(internal)
+    }
+
+    /// Records a failed attempt (and the lock-out it may cause, which the user is told about by
+    /// email), then waits until the read models show it, so that the next attempt in line sees it.
+    pub(crate) async fn record_failure(&self, user: &UserView) -> Result<(), AppError> {
+        let now = self.now();
+        let command = CredentialsCommand::RecordFailure {
+            now,
+            policy: self.id().config.lockout,
+        };
+        let (outcome, state): (_, Credentials) = self
+            .execute_to_state::<CredentialsAggregate>(
+                &system_ctx("sign-in"),
+                &credentials_key(user.id),
+                "",
+                command,
+            )
+            .await?;
+        self.wait_for(outcome.position).await?;
+        if let Some(until) = state.locked_until
+            && until > now
+            && state.failures == 0
+        {
+            let message = idstream_mailer::templates::account_locked(&user.email, until);
+            self.send_mail(message).await;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn record_success(
+        &self,
+        user: UserId,
+        creds: Option<&CredentialsView>,
+    ) -> Result<(), AppError> {
+        if creds.is_none_or(|c| c.failures == 0 && c.lockouts == 0) {
+            return Ok(());
+        }
+        self.execute::<CredentialsAggregate>(
+            &user_ctx(user),
+            &credentials_key(user),
+            "",
+            CredentialsCommand::RecordSuccess,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Sends a message whose event is already in the log. A failure is logged, not returned:
+    /// what the message announces has happened, and the caller can ask for it again.
+    pub(crate) async fn send_mail(&self, message: idstream_mailer::Message) -> bool {
+        match self.id().mailer.send(&message).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%error, "an email could not be sent");
+                false
+            }
+        }
+    }
+
+    /// The tenant a sign-in lands in: the one asked for if the user belongs to it, else the
+    /// first the user belongs to.
+    pub(crate) fn sign_in_tenant(
+        &self,
+        user: UserId,
+        wanted: Option<TenantId>,
+    ) -> Result<TenantId, AppError> {
+        let tenants = self.user_tenants(&user)?;
+        match wanted {
+            Some(tenant) if tenants.contains(&tenant) => Ok(tenant),
+            Some(_) => Err(AppError::NotAMember),
+            None => tenants.into_iter().next().ok_or(AppError::NotAMember),
+        }
+    }
+
+    /// Step one of a sign-in: email and password.
+    ///
+    /// Unknown addresses, wrong passwords, accounts without a password and locked accounts all
+    /// get [`AppError::InvalidCredentials`] after an argon2 check (except the locked ones, which
+    /// are refused before it). A right password of a suspended or deactivated account gets
+    /// [`AppError::AccountDisabled`].
+    pub async fn sign_in_password(
+        &self,
+        email: &str,
+        password: String,
+        tenant: Option<TenantId>,
+        source: Option<IpAddr>,
+    ) -> Result<SignIn, AppError> {
+        self.rate_limit("sign-in", source)?;
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Err(AppError::PasswordTooLong);
+        }
+        let Some(user) = self.find_user_by_email(email).await? else {
+            self.decoy_check(password).await;
+            return Err(AppError::InvalidCredentials);
+        };
+        let _turn = self.id().locks.lock(user.id).await;
+        // The password (or the user's status) may have changed a moment ago, maybe on another
+        // replica.
+        self.catch_up().await?;
+        let user = self.require_user(user.id).await?;
+        let creds = self.credentials_view(user.id)?;
+        let now = self.now();
+        if creds.as_ref().is_some_and(|c| c.is_locked_at(now)) {
+            return Err(AppError::InvalidCredentials);
+        }
+        let sealed = creds.as_ref().and_then(|c| c.password.as_ref());
+        if !self.password_matches(user.id, sealed, password).await? {
+            if sealed.is_some() {
+                self.record_failure(&user).await?;
+            }
+            return Err(AppError::InvalidCredentials);
+        }
+        match user.status_at(now) {
+            UserStatus::Active => {}
+            UserStatus::Invited => return Err(AppError::EmailNotVerified),
+            _ => return Err(AppError::AccountDisabled),
+        }
+        let tenant = self.sign_in_tenant(user.id, tenant)?;
+        self.first_factor_passed(user.id, creds.as_ref(), tenant, SignInMethod::Password)
+            .await
+    }
+
+    /// After a first factor (password, magic link, emailed code): a second-factor challenge if
+    /// the account has TOTP, else a session.
+    pub(crate) async fn first_factor_passed(
+        &self,
+        user: UserId,
+        creds: Option<&CredentialsView>,
+        tenant: TenantId,
+        method: SignInMethod,
+    ) -> Result<SignIn, AppError> {
+        let now = self.now();
+        if creds.is_some_and(CredentialsView::totp_enabled) {
+            let challenge = Challenge {
+                user,
+                tenant,
+                expires: (now + CHALLENGE_TTL).unix_timestamp(),
+            };
+            let json = Zeroizing::new(serde_json::to_vec(&challenge).map_err(internal)?);
+            let sealed = self
+                .id()
+                .keys
+                .vault()
+                .try_seal(&json, CHALLENGE_CONTEXT)
+                .map_err(internal)?;
+            return Ok(SignIn::SecondFactorRequired {
+                challenge: sealed.as_str().to_owned(),
+                expires_in: CHALLENGE_TTL.whole_seconds(),
+            });
+        }
+        self.record_success(user, creds).await?;
+        self.start_session(user, tenant, method)
+            .await
+            .map(SignIn::Complete)
+    }
+
+    /// Step two: a TOTP code or a recovery code with the challenge of step one.
+    pub async fn sign_in_second_factor(
+        &self,
+        challenge: &str,
+        code: Option<&str>,
+        recovery_code: Option<&str>,
+        source: Option<IpAddr>,
+    ) -> Result<Tokens, AppError> {
+        self.rate_limit("sign-in", source)?;
+        let now = self.now();
+        let challenge = Sealed::parse(challenge.trim())
+            .ok()
+            .and_then(|sealed| self.id().keys.vault().open(&sealed, CHALLENGE_CONTEXT).ok())
+            .and_then(|json| serde_json::from_slice::<Challenge>(&json).ok())
+            .filter(|c| now.unix_timestamp() < c.expires)
+            .ok_or(AppError::InvalidToken)?;
+        let user = self.require_user(challenge.user).await?;
+        let _turn = self.id().locks.lock(user.id).await;
+        self.catch_up().await?;
+        let user = self.require_user(user.id).await?;
+        let creds = self
+            .credentials_view(user.id)?
+            .ok_or(AppError::InvalidCredentials)?;
+        if creds.is_locked_at(now) {
+            return Err(AppError::InvalidCredentials);
+        }
+        if user.status_at(now) != UserStatus::Active {
+            return Err(AppError::AccountDisabled);
+        }
+        let command = match (code, recovery_code) {
+            (Some(code), None) => {
+                let sealed = creds.totp.as_ref().ok_or(AppError::InvalidCredentials)?;
+                let secret = self.open_totp(user.id, sealed)?;
+                match secret.verify(code, now, Some(creds.totp_last_step)) {
+                    Some(step) => CredentialsCommand::UseTotp { step },
+                    None => {
+                        self.record_failure(&user).await?;
+                        return Err(AppError::InvalidCredentials);
+                    }
+                }
+            }
+            (None, Some(recovery_code)) => CredentialsCommand::UseRecoveryCode {
+                index: self.id().keys.vault().blind_index(
+                    &recovery_purpose(user.id),
+                    &recovery::normalise(recovery_code),
+                ),
+            },
+            _ => return Err(AppError::SecondFactorMissing),
+        };
+        match self
+            .execute::<CredentialsAggregate>(
+                &user_ctx(user.id),
+                &credentials_key(user.id),
+                "",
+                command,
+            )
+            .await
+        {
+            Ok(_) => {}
+            // Two requests with one code: the other one won.
+            Err(AppError::Credentials(CredentialsError::TotpReplayed)) => {
+                return Err(AppError::InvalidCredentials);
+            }
+            Err(AppError::Credentials(CredentialsError::InvalidRecoveryCode)) => {
+                self.record_failure(&user).await?;
+                return Err(AppError::InvalidCredentials);
+            }
+            Err(other) => return Err(other),
+        }
+        self.record_success(user.id, Some(&creds)).await?;
+        self.start_session(user.id, challenge.tenant, SignInMethod::PasswordAndTotp)
+            .await
+    }
+
+    /// Starts a session in `tenant` and mints its first tokens.
+    pub(crate) async fn start_session(
+        &self,
+        user: UserId,
+        tenant: TenantId,
+        method: SignInMethod,
+    ) -> Result<Tokens, AppError> {
+        let settings = self.require_tenant(&tenant).await?.settings;
+        let session = Ulid::new();
+        let refresh = OpaqueToken::generate(TokenKind::Refresh);
+        let now = self.now();
+        let command = SessionCommand::Start {
+            user,
+            tenant: tenant.clone(),
+            method,
+            refresh: self.refresh_index(refresh.reveal()),
+            now,
+            lifetime: Duration::hours(i64::from(settings.session_max_hours)),
+            idle_timeout: Duration::minutes(i64::from(settings.session_idle_minutes)),
+        };
+        let outcome = self
+            .execute::<SessionAggregate>(&user_ctx(user), &session_key(session), "", command)
+            .await?;
+        Ok(self.tokens(
+            user,
+            tenant,
+            session,
+            refresh.reveal().to_owned(),
+            outcome.position,
+            now,
+        ))
+    }
+
+    pub(crate) fn refresh_index(&self, token: &str) -> idstream_domain::secret::BlindIndex {
+        self.id().keys.vault().blind_index("refresh", token)
+    }
+
+    pub(crate) fn tokens(
+        &self,
+        user: UserId,
+        tenant: TenantId,
+        session: Ulid,
+        refresh_token: String,
+        position: Position,
+        now: OffsetDateTime,
+    ) -> Tokens {
+        let parts = self.id();
+        let ring = parts.keys.signing();
+        let access_token = parts.issuer.sign(
+            &ring,
+            &AccessSubject {
+                sub: user.to_string(),
+                tid: tenant.to_string(),
+                sid: session.to_string(),
+            },
+            now,
+        );
+        Tokens {
+            access_token,
+            expires_in: parts.issuer.ttl.min(ring.max_token_ttl()).whole_seconds(),
+            refresh_token,
+            session,
+            user,
+            tenant,
+            position,
+        }
+    }
+
+    /// Who `Authorization: Bearer <credential>` speaks for: an access token of a live session of
+    /// an active user, or a usable API key (`ids_…`). Anything else is
+    /// [`AppError::Unauthenticated`], with no hint of why.
+    pub async fn authenticate(&self, credential: &str) -> Result<Authenticated, AppError> {
+        let credential = credential.trim();
+        if credential.starts_with(idstream_auth::api_key::API_KEY_PREFIX) {
+            return self.authenticate_api_key(credential).await;
+        }
+        let now = self.now();
+        let claims = self
+            .id()
+            .issuer
+            .verify(&self.id().keys.signing(), credential, now)
+            .map_err(|_| AppError::Unauthenticated)?;
+        let (Ok(user), Ok(tenant), Ok(session)) = (
+            claims.sub.parse::<UserId>(),
+            claims.tid.parse::<TenantId>(),
+            claims.sid.parse::<Ulid>(),
+        ) else {
+            return Err(AppError::Unauthenticated);
+        };
+        // A token minted a moment ago, maybe by another replica: wait for its session.
+        let view = self
+            .find(|app| app.identity().session(&session).map_err(identity_storage))
+            .await?
+            .ok_or(AppError::Unauthenticated)?;
+        if view.user != user || view.tenant != tenant || !view.is_live_at(now) {
+            return Err(AppError::Unauthenticated);
+        }
+        self.require_active(user, now)?;
+        let must_enrol_second_factor = view.method != SignInMethod::PasswordAndTotp
+            && self
+                .directory()
+                .tenant(&tenant)
+                .map_err(internal)?
+                .is_some_and(|t| t.settings.mfa_required)
+            && !self
+                .credentials_view(user)?
+                .is_some_and(|c| c.totp_enabled());
+        Ok(Authenticated {
+            user,
+            tenant,
+            via: Credential::Session(session),
+            must_enrol_second_factor,
+        })
+    }
+
+    /// Refuses users who may not act now (suspended, deactivated, not yet activated).
+    pub(crate) fn require_active(&self, user: UserId, now: OffsetDateTime) -> Result<(), AppError> {
+        let active = self
+            .directory()
+            .user(&user)
+            .map_err(internal)?
+            .is_some_and(|u| u.status_at(now) == UserStatus::Active);
+        if active {
+            Ok(())
+        } else {
+            Err(AppError::Unauthenticated)
+        }
+    }
+}

@@ -1,0 +1,926 @@
+//! Identity flows against a real embedded log, real read models, real argon2 and the file mailer.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use idstream_auth::TotpSecret;
+use idstream_domain::{Actor, RoleName, TenantId, UserId};
+use idstream_eventlog::SharedLog;
+use idstream_eventlog::embedded::{EmbeddedLog, EmbeddedOptions};
+use idstream_projection_runtime::ReadModels;
+
+use super::signin::{SignIn, Tokens};
+use super::{AcceptInvitation, ApiKeyRequest, Bootstrap, IdentityServices, InvitationRequest};
+use crate::{App, AppError, CommandContext, SuspendRequest, SystemClock};
+
+const ADMIN_PASSWORD: &str = "correct horse battery staple";
+
+async fn app(dir: &Path) -> App {
+    let log: SharedLog = EmbeddedLog::open(&dir.join("log"), EmbeddedOptions::default())
+        .await
+        .unwrap();
+    let access_cache = Arc::new(idstream_access::FactCache::default());
+    let read_models = ReadModels::start(
+        &dir.join("readmodels"),
+        log.clone(),
+        crate::projections(access_cache.clone()),
+    )
+    .await
+    .unwrap();
+    let mut services = IdentityServices::local(dir).await.unwrap();
+    // These tests make many attempts from one (unknown) source on purpose.
+    services.config.attempts_per_source_per_minute = 100_000;
+    App::new(
+        log,
+        read_models,
+        access_cache,
+        Arc::new(SystemClock),
+        Duration::from_secs(5),
+        services,
+    )
+}
+
+fn acme() -> TenantId {
+    "acme".parse().unwrap()
+}
+
+fn system() -> CommandContext {
+    CommandContext::new(Actor::system("test"), "c".into(), None).unwrap()
+}
+
+async fn bootstrap(app: &App) -> UserId {
+    app.bootstrap(Bootstrap {
+        tenant: acme(),
+        tenant_name: "Acme".into(),
+        email: "admin@example.com".into(),
+        first_name: "Ada".into(),
+        last_name: "Admin".into(),
+        password: ADMIN_PASSWORD.into(),
+    })
+    .await
+    .unwrap()
+    .0
+}
+
+async fn sign_in(app: &App, email: &str, password: &str) -> Result<Tokens, AppError> {
+    match app
+        .sign_in_password(email, password.into(), None, None)
+        .await?
+    {
+        SignIn::Complete(tokens) => Ok(tokens),
+        other => panic!("expected tokens, got {other:?}"),
+    }
+}
+
+/// The token with `prefix` in the newest email to `to`.
+async fn mailed_token(dir: &Path, to: &str, prefix: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let messages = idstream_mailer::FileMailer::messages(&dir.join("mail")).unwrap();
+        for path in messages.iter().rev() {
+            let mail = idstream_mailer::read_eml(path).unwrap();
+            if mail.to.contains(to)
+                && let Some(at) = mail.text.find(prefix)
+            {
+                let token: String = mail.text[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                return token;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no mail to {to} with a {prefix} token"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn assert_err<T: std::fmt::Debug>(result: Result<T, AppError>, expected: &str) {
+    match result {
+        Err(e) => assert_eq!(format!("{e:?}"), expected),
+        Ok(v) => panic!("expected {expected}, got {v:?}"),
+    }
+}
+
+/// Invites `email` into acme with `roles` and accepts with `password`.
+async fn invited_member(
+    app: &App,
+    dir: &Path,
+    email: &str,
+    password: &str,
+    roles: &[&str],
+) -> UserId {
+    let sent = app
+        .invite(
+            &system(),
+            acme(),
+            InvitationRequest {
+                email: email.into(),
+                first_name: "Bob".into(),
+                last_name: "Member".into(),
+                roles: roles.iter().map(|r| r.parse().unwrap()).collect(),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(sent.email_sent);
+    let token = mailed_token(dir, email, "idi_").await;
+    app.accept_invitation(
+        AcceptInvitation {
+            token,
+            password: Some(password.into()),
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    sent.user
+}
+
+#[tokio::test]
+async fn bootstrap_creates_an_administrator_who_signs_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    let admin = bootstrap(&app).await;
+    let tokens = sign_in(&app, " Admin@Example.com ", ADMIN_PASSWORD)
+        .await
+        .unwrap();
+    assert_eq!((tokens.user, tokens.tenant.clone()), (admin, acme()));
+    assert!(tokens.refresh_token.starts_with("idr_"));
+    let caller = app.authenticate(&tokens.access_token).await.unwrap();
+    let me = app.me(&caller).unwrap();
+    assert_eq!(
+        me.roles,
+        [
+            RoleName::user(),
+            "admin".parse().unwrap(),
+            "owner".parse().unwrap()
+        ]
+        .into_iter()
+        .filter(|r| r != &RoleName::user())
+        .collect()
+    );
+    assert!(me.global_access);
+    assert!(me.user.flags.platform_admin);
+    assert!(me.last_sign_in.is_some());
+
+    // Once is enough.
+    assert_err(
+        app.bootstrap(Bootstrap {
+            tenant: "other".parse().unwrap(),
+            tenant_name: "Other".into(),
+            email: "x@example.com".into(),
+            first_name: String::new(),
+            last_name: String::new(),
+            password: ADMIN_PASSWORD.into(),
+        })
+        .await,
+        "AlreadyBootstrapped",
+    );
+}
+
+#[tokio::test]
+async fn wrong_passwords_and_unknown_accounts_get_one_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    bootstrap(&app).await;
+    assert_err(
+        sign_in(&app, "admin@example.com", "wrong password").await,
+        "InvalidCredentials",
+    );
+    assert_err(
+        sign_in(&app, "nobody@example.com", ADMIN_PASSWORD).await,
+        "InvalidCredentials",
+    );
+    assert_err(
+        sign_in(&app, "not an address", ADMIN_PASSWORD).await,
+        "InvalidCredentials",
+    );
+    assert_err(
+        sign_in(&app, "admin@example.com", &"x".repeat(5000)).await,
+        "PasswordTooLong",
+    );
+    assert_err(app.authenticate("garbage").await, "Unauthenticated");
+}
+
+#[tokio::test]
+async fn a_flood_of_wrong_passwords_runs_a_handful_of_argon2_checks_then_locks() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    let admin = bootstrap(&app).await;
+    let before = app.id().hasher.runs();
+    let attempts: Vec<_> = (0..200)
+        .map(|i| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                app.sign_in_password("admin@example.com", format!("wrong {i}"), None, None)
+                    .await
+            })
+        })
+        .collect();
+    for attempt in attempts {
+        assert_err(attempt.await.unwrap(), "InvalidCredentials");
+    }
+    let runs = app.id().hasher.runs() - before;
+    assert!(
+        runs <= 6,
+        "200 wrong passwords ran {runs} argon2 checks; the lock-out after 5 should stop them"
+    );
+    // Locked: even the right password is refused, without a hint.
+    assert_err(
+        sign_in(&app, "admin@example.com", ADMIN_PASSWORD).await,
+        "InvalidCredentials",
+    );
+    // The user is told by email.
+    let mails = idstream_mailer::FileMailer::messages(&dir.path().join("mail")).unwrap();
+    assert!(mails.iter().any(|p| {
+        idstream_mailer::read_eml(p)
+            .unwrap()
+            .subject
+            .to_lowercase()
+            .contains("lock")
+    }));
+    // An administrator lifts the lock.
+    app.unlock_user(&system(), admin).await.unwrap();
+    sign_in(&app, "admin@example.com", ADMIN_PASSWORD)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn refresh_rotates_and_a_reused_token_revokes_the_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    bootstrap(&app).await;
+    let first = sign_in(&app, "admin@example.com", ADMIN_PASSWORD)
+        .await
+        .unwrap();
+    let second = app.refresh(&first.refresh_token, None).await.unwrap();
+    assert_eq!(second.session, first.session);
+    assert_ne!(second.refresh_token, first.refresh_token);
+    app.authenticate(&second.access_token).await.unwrap();
+
+    // The first token again: someone kept a copy. The whole session ends.
+    assert_err(
+        app.refresh(&first.refresh_token, None).await,
+        "InvalidToken",
+    );
+    assert_err(
+        app.refresh(&second.refresh_token, None).await,
+        "InvalidToken",
+    );
+    assert_err(
+        app.authenticate(&second.access_token).await,
+        "Unauthenticated",
+    );
+    assert_err(app.refresh("idr_nonsense", None).await, "InvalidToken");
+}
+
+#[tokio::test]
+async fn concurrent_refreshes_with_one_token_yield_at_most_one_successor() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    bootstrap(&app).await;
+    let tokens = sign_in(&app, "admin@example.com", ADMIN_PASSWORD)
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let app = app.clone();
+            let token = tokens.refresh_token.clone();
+            tokio::spawn(async move { app.refresh(&token, None).await })
+        })
+        .collect();
+    let mut successes = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => successes += 1,
+            Err(AppError::InvalidToken) => {}
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(successes <= 1, "{successes} successors");
+}
+
+#[tokio::test]
+async fn an_invitation_is_accepted_once_even_concurrently() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    bootstrap(&app).await;
+    let sent = app
+        .invite(
+            &system(),
+            acme(),
+            InvitationRequest {
+                email: "bob@example.com".into(),
+                first_name: "Bob".into(),
+                last_name: String::new(),
+                roles: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    let token = mailed_token(dir.path(), "bob@example.com", "idi_").await;
+
+    // A weak password changes nothing.
+    assert!(matches!(
+        app.accept_invitation(
+            AcceptInvitation {
+                token: token.clone(),
+                password: Some("password".into()),
+            },
+            None,
+        )
+        .await,
+        Err(AppError::WeakPassword(_))
+    ));
+
+    let accept = |password: &'static str| {
+        let app = app.clone();
+        let token = token.clone();
+        tokio::spawn(async move {
+            app.accept_invitation(
+                AcceptInvitation {
+                    token,
+                    password: Some(password.into()),
+                },
+                None,
+            )
+            .await
+        })
+    };
+    let (a, b) = (
+        accept("first pass phrase 1"),
+        accept("second pass phrase 2"),
+    );
+    let results = [a.await.unwrap(), b.await.unwrap()];
+    let winners: Vec<_> = results.iter().filter(|r| r.is_ok()).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    let winner = if results[0].is_ok() {
+        "first pass phrase 1"
+    } else {
+        "second pass phrase 2"
+    };
+    let loser = if results[0].is_ok() {
+        "second pass phrase 2"
+    } else {
+        "first pass phrase 1"
+    };
+    let tokens = sign_in(&app, "bob@example.com", winner).await.unwrap();
+    assert_eq!(tokens.user, sent.user);
+    assert_err(
+        sign_in(&app, "bob@example.com", loser).await,
+        "InvalidCredentials",
+    );
+    // The invitee holds the tenant's default role, and the email is verified.
+    let caller = app.authenticate(&tokens.access_token).await.unwrap();
+    let me = app.me(&caller).unwrap();
+    assert_eq!(me.roles, [RoleName::user()].into());
+    assert!(me.user.email_verified);
+    // The token is spent.
+    assert_err(
+        app.accept_invitation(
+            AcceptInvitation {
+                token,
+                password: Some("third pass phrase 3".into()),
+            },
+            None,
+        )
+        .await,
+        "InvalidOrExpiredLink",
+    );
+}
+
+#[tokio::test]
+async fn a_password_reset_ends_every_session_but_keeps_the_second_factor() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    bootstrap(&app).await;
+    let bob = invited_member(&app, dir.path(), "bob@example.com", "bobs pass phrase", &[]).await;
+    let tokens = sign_in(&app, "bob@example.com", "bobs pass phrase")
+        .await
+        .unwrap();
+    let caller = app.authenticate(&tokens.access_token).await.unwrap();
+
+    // Two-factor authentication on.
+    let setup = app.start_totp(&caller).await.unwrap();
+    let secret = TotpSecret::from_base32(&setup.secret).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let (codes, _) = app
+        .confirm_totp(&caller, &secret.code_at(now))
+        .await
+        .unwrap();
+    assert_eq!(codes.len(), 10);
+
+    // Unknown addresses get the same answer and no mail.
+    app.request_password_reset("nobody@example.com", None)
+        .unwrap();
+    app.request_password_reset("bob@example.com", None).unwrap();
+    let token = mailed_token(dir.path(), "bob@example.com", "idp_").await;
+    assert_err(
+        app.reset_password(bob, "idp_wrong", "a new pass phrase".into(), None)
+            .await,
+        "InvalidOrExpiredLink",
+    );
+    app.reset_password(bob, &token, "a new pass phrase".into(), None)
+        .await
+        .unwrap();
+    // Single use.
+    assert_err(
+        app.reset_password(bob, &token, "another pass phrase".into(), None)
+            .await,
+        "InvalidOrExpiredLink",
+    );
+    // Every session ended.
+    assert_err(
+        app.authenticate(&tokens.access_token).await,
+        "Unauthenticated",
+    );
+    assert_err(
+        app.refresh(&tokens.refresh_token, None).await,
+        "InvalidToken",
+    );
+    assert_err(
+        sign_in(&app, "bob@example.com", "bobs pass phrase").await,
+        "InvalidCredentials",
+    );
+    // The new password works, and still asks for the second factor.
+    let challenge = match app
+        .sign_in_password("bob@example.com", "a new pass phrase".into(), None, None)
+        .await
+        .unwrap()
+    {
+        SignIn::SecondFactorRequired { challenge, .. } => challenge,
+        other => panic!("expected a second step, got {other:?}"),
+    };
+    // A wrong code fails; a recovery code works once.
+    assert_err(
+        app.sign_in_second_factor(&challenge, Some("000000"), None, None)
+            .await,
+        "InvalidCredentials",
+    );
+    app.sign_in_second_factor(&challenge, None, Some(&codes[0]), None)
+        .await
+        .unwrap();
+    assert_err(
+        app.sign_in_second_factor(&challenge, None, Some(&codes[0]), None)
+            .await,
+        "InvalidCredentials",
+    );
+    // The next time step's code works; the same code twice does not.
+    let next = secret.code_at(now + time::Duration::seconds(30));
+    app.sign_in_second_factor(&challenge, Some(&next), None, None)
+        .await
+        .unwrap();
+    assert_err(
+        app.sign_in_second_factor(&challenge, Some(&next), None, None)
+            .await,
+        "InvalidCredentials",
+    );
+    assert_err(
+        app.sign_in_second_factor("v1.k.forged", Some(&next), None, None)
+            .await,
+        "InvalidToken",
+    );
+}
+
+#[tokio::test]
+async fn suspension_stops_sessions_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    bootstrap(&app).await;
+    let bob = invited_member(&app, dir.path(), "bob@example.com", "bobs pass phrase", &[]).await;
+    let tokens = sign_in(&app, "bob@example.com", "bobs pass phrase")
+        .await
+        .unwrap();
+    let suspended = app
+        .suspend_user(
+            &system(),
+            bob,
+            SuspendRequest {
+                until: None,
+                reason: None,
+            },
+        )
+        .await
+        .unwrap();
+    app.wait_for(suspended.position).await.unwrap();
+    assert_err(
+        app.authenticate(&tokens.access_token).await,
+        "Unauthenticated",
+    );
+    assert_err(
+        app.refresh(&tokens.refresh_token, None).await,
+        "Unauthenticated",
+    );
+    assert_err(
+        sign_in(&app, "bob@example.com", "bobs pass phrase").await,
+        "AccountDisabled",
+    );
+}
+
+#[tokio::test]
+async fn an_api_key_acts_for_its_owner_within_its_restriction_until_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    let admin = bootstrap(&app).await;
+    let tokens = sign_in(&app, "admin@example.com", ADMIN_PASSWORD)
+        .await
+        .unwrap();
+    let caller = app.authenticate(&tokens.access_token).await.unwrap();
+    let ctx = CommandContext::new(caller.actor(), "c".into(), None).unwrap();
+    let issued = app
+        .issue_api_key(
+            &ctx,
+            acme(),
+            ApiKeyRequest {
+                name: "reporting".into(),
+                owner: None,
+                expires_at: None,
+                permissions: Some(["users:read".parse().unwrap()].into()),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(issued.key.starts_with("ids_"));
+    app.wait_for(issued.position).await.unwrap();
+    let key_caller = app.authenticate(&issued.key).await.unwrap();
+    assert_eq!(key_caller.user, admin);
+    let key_ctx = CommandContext::new(key_caller.actor(), "c".into(), None).unwrap();
+    // Within the restriction: reading invitations needs users:read.
+    app.invitations(&key_ctx, &acme(), None, 10).await.unwrap();
+    // Outside it, even though the owner is an administrator.
+    assert_err(
+        app.invite(
+            &key_ctx,
+            acme(),
+            InvitationRequest {
+                email: "eve@example.com".into(),
+                first_name: String::new(),
+                last_name: String::new(),
+                roles: vec![],
+            },
+        )
+        .await,
+        "Forbidden(Permission { text: \"users:create\" })",
+    );
+    // A key cannot mint keys.
+    assert_err(
+        app.issue_api_key(
+            &key_ctx,
+            acme(),
+            ApiKeyRequest {
+                name: "child".into(),
+                owner: Some(admin),
+                expires_at: None,
+                permissions: None,
+            },
+        )
+        .await,
+        "SessionOnly",
+    );
+    // A tampered key fails like an unknown one.
+    let mut tampered = issued.key.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'a' { 'b' } else { 'a' });
+    assert_err(app.authenticate(&tampered).await, "Unauthenticated");
+
+    let revoked = app.revoke_api_key(&ctx, acme(), issued.id).await.unwrap();
+    app.wait_for(revoked.position).await.unwrap();
+    assert_err(app.authenticate(&issued.key).await, "Unauthenticated");
+}
+
+#[tokio::test]
+async fn a_key_never_gets_more_than_its_owner_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    bootstrap(&app).await;
+    let bob = invited_member(&app, dir.path(), "bob@example.com", "bobs pass phrase", &[]).await;
+    let bob_ctx = CommandContext::new(
+        Actor {
+            kind: idstream_domain::ActorKind::User,
+            id: bob.to_string(),
+        },
+        "c".into(),
+        None,
+    )
+    .unwrap();
+    assert!(matches!(
+        app.issue_api_key(
+            &bob_ctx,
+            acme(),
+            ApiKeyRequest {
+                name: "too much".into(),
+                owner: None,
+                expires_at: None,
+                permissions: Some(["users:delete".parse().unwrap()].into()),
+            },
+        )
+        .await,
+        Err(AppError::RestrictionBeyondOwner(p)) if p == ["users:delete"]
+    ));
+}
+
+/// The newest email to `to`, waiting for it.
+async fn newest_mail(dir: &Path, to: &str, after: usize) -> idstream_mailer::ParsedEml {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let messages = idstream_mailer::FileMailer::messages(&dir.join("mail")).unwrap();
+        if messages.len() > after
+            && let Some(mail) = messages
+                .iter()
+                .skip(after)
+                .rev()
+                .map(|p| idstream_mailer::read_eml(p).unwrap())
+                .find(|m| m.to.contains(to))
+        {
+            return mail;
+        }
+        assert!(std::time::Instant::now() < deadline, "no new mail to {to}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn mail_count(dir: &Path) -> usize {
+    idstream_mailer::FileMailer::messages(&dir.join("mail"))
+        .unwrap()
+        .len()
+}
+
+#[tokio::test]
+async fn a_magic_link_signs_in_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    let admin = bootstrap(&app).await;
+    let before = mail_count(dir.path());
+    app.request_magic_link("nobody@example.com", None).unwrap();
+    app.request_magic_link("ADMIN@example.com", None).unwrap();
+    let mail = newest_mail(dir.path(), "admin@example.com", before).await;
+    let at = mail.text.find("idm_").unwrap();
+    let token: String = mail.text[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    assert!(mail.text.contains(&format!("user={admin}")));
+    let signed_in = app
+        .sign_in_magic_link(admin, &token, None, None)
+        .await
+        .unwrap();
+    assert!(matches!(signed_in, SignIn::Complete(_)));
+    assert_err(
+        app.sign_in_magic_link(admin, &token, None, None).await,
+        "InvalidOrExpiredLink",
+    );
+    assert_err(
+        app.sign_in_magic_link(admin, "idm_garbage", None, None)
+            .await,
+        "InvalidOrExpiredLink",
+    );
+    // Only the address with an account got mail.
+    assert_eq!(mail_count(dir.path()), before + 1);
+}
+
+#[tokio::test]
+async fn an_emailed_code_signs_in_once_and_wrong_codes_count_as_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    bootstrap(&app).await;
+    let before = mail_count(dir.path());
+    app.request_email_code("admin@example.com", None).unwrap();
+    let mail = newest_mail(dir.path(), "admin@example.com", before).await;
+    let code: String = mail
+        .text
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|w| w.len() == 6)
+        .unwrap()
+        .to_owned();
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    assert_err(
+        app.sign_in_email_code("admin@example.com", wrong, None, None)
+            .await,
+        "InvalidCredentials",
+    );
+    let creds = app.credentials_view(bootstrap_user(&app)).unwrap().unwrap();
+    assert_eq!(creds.failures, 1);
+    assert!(matches!(
+        app.sign_in_email_code("admin@example.com", &code, None, None)
+            .await
+            .unwrap(),
+        SignIn::Complete(_)
+    ));
+    assert_err(
+        app.sign_in_email_code("admin@example.com", &code, None, None)
+            .await,
+        "InvalidCredentials",
+    );
+}
+
+fn bootstrap_user(app: &App) -> UserId {
+    app.directory()
+        .user_by_email("admin@example.com")
+        .unwrap()
+        .unwrap()
+        .id
+}
+
+#[tokio::test]
+async fn self_registration_with_verification() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    bootstrap(&app).await;
+    let registration = |email: &str| super::Registration {
+        email: email.into(),
+        password: "a good long pass phrase".into(),
+        first_name: "Reg".into(),
+        last_name: "Istered".into(),
+    };
+    assert_err(
+        app.register(acme(), registration("reg@example.com"), None)
+            .await,
+        "SelfRegistrationDisabled",
+    );
+    let settings = idstream_domain::tenant::TenantSettings {
+        self_registration: true,
+        ..Default::default()
+    };
+    let changed = app
+        .change_tenant_settings(&system(), acme(), settings)
+        .await
+        .unwrap();
+    app.wait_for(changed.position).await.unwrap();
+
+    let before = mail_count(dir.path());
+    app.register(acme(), registration("reg@example.com"), None)
+        .await
+        .unwrap();
+    // A taken address gets the same answer and nothing changes for its owner.
+    app.register(acme(), registration("admin@example.com"), None)
+        .await
+        .unwrap();
+    sign_in(&app, "admin@example.com", ADMIN_PASSWORD)
+        .await
+        .unwrap();
+
+    assert_err(
+        app.sign_in_password(
+            "reg@example.com",
+            "a good long pass phrase".into(),
+            None,
+            None,
+        )
+        .await,
+        "EmailNotVerified",
+    );
+    let mail = newest_mail(dir.path(), "reg@example.com", before).await;
+    let at = mail.text.find("ide_").unwrap();
+    let token: String = mail.text[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    let user: UserId = app
+        .directory()
+        .user_by_email("reg@example.com")
+        .unwrap()
+        .unwrap()
+        .id;
+    app.verify_email(user, &token, None).await.unwrap();
+    assert_err(
+        app.verify_email(user, &token, None).await,
+        "InvalidOrExpiredLink",
+    );
+    let tokens = sign_in(&app, "reg@example.com", "a good long pass phrase")
+        .await
+        .unwrap();
+    let me = app
+        .me(&app.authenticate(&tokens.access_token).await.unwrap())
+        .unwrap();
+    assert_eq!(me.roles, [RoleName::user()].into());
+    assert!(me.user.email_verified);
+}
+
+#[tokio::test]
+async fn people_change_their_own_profile_and_only_admins_change_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    let admin = bootstrap(&app).await;
+    let bob = invited_member(&app, dir.path(), "bob@example.com", "bobs pass phrase", &[]).await;
+    let as_user = |user: UserId| {
+        CommandContext::new(
+            Actor {
+                kind: idstream_domain::ActorKind::User,
+                id: user.to_string(),
+            },
+            "c".into(),
+            None,
+        )
+        .unwrap()
+    };
+    let profile = |first: &str| idstream_domain::user::Profile {
+        first_name: first.into(),
+        last_name: "Member".into(),
+        image_url: Some("https://example.com/bob.png".into()),
+        notifications: [("security_alerts".to_owned(), true)].into(),
+    };
+    let changed = app
+        .change_profile(&as_user(bob), bob, profile("Robert"))
+        .await
+        .unwrap();
+    app.wait_for(changed.position).await.unwrap();
+    let view = app.user(&bob).unwrap();
+    assert_eq!(view.first_name, "Robert");
+    assert_eq!(
+        view.image_url.as_deref(),
+        Some("https://example.com/bob.png")
+    );
+    assert_eq!(view.notifications.get("security_alerts"), Some(&true));
+    assert_err(
+        app.change_profile(&as_user(bob), admin, profile("Mallory"))
+            .await,
+        "Forbidden(Permission { text: \"users:update\" })",
+    );
+    app.change_profile(&as_user(admin), bob, profile("Bob"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_email_change_takes_effect_when_the_new_address_confirms_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    bootstrap(&app).await;
+    let bob = invited_member(&app, dir.path(), "bob@example.com", "bobs pass phrase", &[]).await;
+    let tokens = sign_in(&app, "bob@example.com", "bobs pass phrase")
+        .await
+        .unwrap();
+    let caller = app.authenticate(&tokens.access_token).await.unwrap();
+    assert_err(
+        app.request_email_change(&caller, "robert@example.com", Some("wrong".into()))
+            .await,
+        "InvalidCredentials",
+    );
+    assert_err(
+        app.request_email_change(
+            &caller,
+            "admin@example.com",
+            Some("bobs pass phrase".into()),
+        )
+        .await,
+        "EmailTaken",
+    );
+    let before = mail_count(dir.path());
+    app.request_email_change(
+        &caller,
+        "Robert@Example.com",
+        Some("bobs pass phrase".into()),
+    )
+    .await
+    .unwrap();
+    // The old address is told and keeps working until the new one confirms.
+    let notice = newest_mail(dir.path(), "bob@example.com", before).await;
+    assert!(notice.text.contains("robert@example.com"));
+    let mail = newest_mail(dir.path(), "robert@example.com", before).await;
+    let at = mail.text.find("ide_").unwrap();
+    let token: String = mail.text[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    sign_in(&app, "bob@example.com", "bobs pass phrase")
+        .await
+        .unwrap();
+    assert_err(
+        app.confirm_email_change(bob, "ide_wrong", None).await,
+        "InvalidOrExpiredLink",
+    );
+    let changed = app.confirm_email_change(bob, &token, None).await.unwrap();
+    app.wait_for(changed.position).await.unwrap();
+    assert_err(
+        app.confirm_email_change(bob, &token, None).await,
+        "InvalidOrExpiredLink",
+    );
+    sign_in(&app, "robert@example.com", "bobs pass phrase")
+        .await
+        .unwrap();
+    assert_err(
+        sign_in(&app, "bob@example.com", "bobs pass phrase").await,
+        "InvalidCredentials",
+    );
+    assert_eq!(app.user(&bob).unwrap().email, "robert@example.com");
+    // The old address is free for someone else.
+    let sent = app
+        .invite(
+            &system(),
+            acme(),
+            InvitationRequest {
+                email: "bob@example.com".into(),
+                first_name: "Another".into(),
+                last_name: "Bob".into(),
+                roles: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    assert_ne!(sent.user, bob);
+}

@@ -1,0 +1,1228 @@
+//! Access tokens: short-lived EdDSA (Ed25519) JWTs in the RFC 9068 profile, the key ring that signs
+//! and verifies them, and the JWK Set (RFC 7517, RFC 8037) that publishes the public keys.
+//!
+//! Why Ed25519: signatures are small and deterministic (no per-signature randomness to get wrong),
+//! keys are 32 bytes, and there is exactly one algorithm to accept, which makes algorithm-confusion
+//! attacks (`alg: none`, HS256 keyed with the public key) impossible by construction: the verifier
+//! looks at `alg` before anything else and accepts `EdDSA` only.
+//!
+//! Time never comes from the system clock here. `jsonwebtoken` would check `exp` against the
+//! system clock, so that check is switched off and [`Issuer::verify`] compares `exp`, `nbf` and
+//! `iat` with the `now` it is given, allowing [`CLOCK_LEEWAY`] for skew between nodes.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek as ed;
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use time::{Duration, OffsetDateTime};
+use ulid::Ulid;
+use zeroize::Zeroizing;
+
+/// How far `exp`, `nbf` and `iat` may be off before a token is refused: 30 seconds, enough for
+/// the clock skew between the nodes of one deployment and small next to any sensible token
+/// lifetime (minutes).
+pub const CLOCK_LEEWAY: Duration = Duration::seconds(30);
+
+/// The JOSE header `typ` of an access token (RFC 9068 §2.1). Compared case-insensitively, and the
+/// long form `application/at+jwt` is accepted too (RFC 7515 §4.1.9).
+pub const ACCESS_TOKEN_HEADER_TYPE: &str = "at+jwt";
+
+/// The `typ` claim of an access token. A second, claim-level type keeps a token minted for another
+/// purpose by the same keys (should there ever be one) from being accepted as an access token.
+pub const ACCESS_TOKEN_CLAIM_TYPE: &str = "access";
+
+/// The longest lifetime a key ring allows for its tokens. Access tokens should live minutes; this
+/// bound only keeps a hand-edited key-ring document from pushing dates out of range.
+pub const MAX_TOKEN_TTL: Duration = Duration::days(31);
+
+/// Tokens longer than this are refused before any parsing; ours are a few hundred bytes.
+const MAX_TOKEN_LEN: usize = 8 * 1024;
+
+/// The version of the persisted key-ring document written by [`KeyRing::to_json`].
+const KEY_RING_FORMAT: u32 = 1;
+
+/// Why a token was refused. Variants are meant for logs and metrics; none of them carries the
+/// token or any part of it. Clients should be told only "invalid token".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token is not a well-formed JWS compact serialisation with the expected claims")]
+    Malformed,
+    #[error("the token names no key, or a key this service does not hold")]
+    UnknownKey,
+    #[error("the token's signature does not verify")]
+    BadSignature,
+    #[error("the token is not signed with EdDSA")]
+    WrongAlgorithm,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    #[error("the token is meant for another audience")]
+    WrongAudience,
+    #[error("the token was issued by another issuer")]
+    WrongIssuer,
+    #[error("the token is not an access token")]
+    WrongType,
+}
+
+/// Why a key or a persisted key ring could not be loaded. Never carries key material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyRingError {
+    #[error(
+        "the key ring document is not valid JSON of the expected shape (line {line}, column {column})"
+    )]
+    Malformed { line: usize, column: usize },
+    #[error("unsupported key ring format {0}")]
+    UnsupportedFormat(u32),
+    #[error("key id {0:?} is empty, too long or not printable ASCII")]
+    InvalidKid(String),
+    #[error("key {kid:?} is not a PKCS#8 Ed25519 private key")]
+    InvalidPrivateKey { kid: String },
+    #[error("key {kid:?} is not a base64url Ed25519 public key")]
+    InvalidPublicKey { kid: String },
+    #[error("key id {0:?} appears twice in the key ring")]
+    DuplicateKid(String),
+}
+
+/// An Ed25519 private key with its key id (`kid`) and creation time. `Debug` shows the kid only.
+#[derive(Clone)]
+pub struct SigningKey {
+    kid: String,
+    created_at: OffsetDateTime,
+    key: ed::SigningKey,
+    /// The same key in the form `jsonwebtoken` signs with (PKCS#8 DER), built once.
+    encoding: EncodingKey,
+}
+
+impl SigningKey {
+    /// A new random key whose kid is its RFC 7638 JWK thumbprint, so that a kid can never be
+    /// reused for a different key.
+    pub fn generate(now: OffsetDateTime) -> SigningKey {
+        let mut seed = Zeroizing::new([0u8; ed::SECRET_KEY_LENGTH]);
+        rand::rng().fill_bytes(&mut seed[..]);
+        let key = ed::SigningKey::from_bytes(&seed);
+        let kid = thumbprint(&key.verifying_key());
+        SigningKey::from_parts(kid, now, key)
+    }
+
+    /// A key read back from the PEM written by [`SigningKey::to_pkcs8_pem`] (or by
+    /// `openssl genpkey -algorithm ed25519`).
+    pub fn from_pkcs8_pem(
+        kid: impl Into<String>,
+        created_at: OffsetDateTime,
+        pem: &str,
+    ) -> Result<SigningKey, KeyRingError> {
+        let kid = valid_kid(kid.into())?;
+        let key = ed::SigningKey::from_pkcs8_pem(pem)
+            .map_err(|_| KeyRingError::InvalidPrivateKey { kid: kid.clone() })?;
+        Ok(SigningKey::from_parts(kid, created_at, key))
+    }
+
+    fn from_parts(kid: String, created_at: OffsetDateTime, key: ed::SigningKey) -> SigningKey {
+        let encoding = EncodingKey::from_ed_der(pkcs8_der(&key).as_bytes());
+        SigningKey {
+            kid,
+            created_at,
+            key,
+            encoding,
+        }
+    }
+
+    /// The private key as PKCS#8 PEM, for a file only the server can read (mode 0600).
+    pub fn to_pkcs8_pem(&self) -> Zeroizing<String> {
+        pkcs8_der(&self.key)
+            .to_pem("PRIVATE KEY", LineEnding::LF)
+            // Only a DER document longer than the PEM encoder's limits could fail, and a PKCS#8
+            // Ed25519 key is 83 bytes.
+            .expect("a PKCS#8 Ed25519 key always encodes as PEM")
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    pub fn created_at(&self) -> OffsetDateTime {
+        self.created_at
+    }
+
+    fn verifying_key(&self) -> ed::VerifyingKey {
+        self.key.verifying_key()
+    }
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("created_at", &self.created_at)
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+fn pkcs8_der(key: &ed::SigningKey) -> ed::pkcs8::SecretDocument {
+    // Encoding a 32-byte seed and its public key into a fixed-shape ASN.1 structure cannot fail.
+    key.to_pkcs8_der()
+        .expect("an Ed25519 key always encodes as PKCS#8")
+}
+
+/// The RFC 7638 thumbprint of an Ed25519 public key: base64url(SHA-256) of the JWK's required
+/// members in lexicographic order.
+fn thumbprint(key: &ed::VerifyingKey) -> String {
+    let canonical = format!(
+        r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
+        URL_SAFE_NO_PAD.encode(key.as_bytes())
+    );
+    URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
+}
+
+/// Kids travel in token headers and JWKS documents: keep them short and printable.
+fn valid_kid(kid: String) -> Result<String, KeyRingError> {
+    let printable = kid.bytes().all(|b| b.is_ascii_graphic());
+    if kid.is_empty() || kid.len() > 128 || !printable {
+        return Err(KeyRingError::InvalidKid(kid));
+    }
+    Ok(kid)
+}
+
+/// A key that no longer signs but still verifies tokens it signed before it was retired. Only its
+/// public half is kept.
+#[derive(Debug, Clone)]
+struct RetiredKey {
+    kid: String,
+    created_at: OffsetDateTime,
+    retired_at: OffsetDateTime,
+    public: ed::VerifyingKey,
+}
+
+/// The signing key in use plus the retired keys that must still verify. A retired key is kept until
+/// every token it can have signed has expired: `retired_at + max_token_ttl` (plus the leeway).
+///
+/// `Debug` shows kids only. The document from [`KeyRing::to_json`] holds the private key: store it
+/// like one (mode 0600), never in an event.
+#[derive(Clone)]
+pub struct KeyRing {
+    current: SigningKey,
+    retired: Vec<RetiredKey>,
+    max_token_ttl: Duration,
+}
+
+impl KeyRing {
+    /// A ring around `current`. `max_token_ttl` is the longest lifetime of any token these keys
+    /// sign; [`Issuer::sign`] never issues a token that outlives it. It is clamped to between zero
+    /// and [`MAX_TOKEN_TTL`], which keeps the date arithmetic far from overflow.
+    pub fn new(current: SigningKey, max_token_ttl: Duration) -> KeyRing {
+        KeyRing {
+            current,
+            retired: Vec::new(),
+            max_token_ttl: max_token_ttl.clamp(Duration::ZERO, MAX_TOKEN_TTL),
+        }
+    }
+
+    /// A ring with a freshly generated key.
+    pub fn generate(now: OffsetDateTime, max_token_ttl: Duration) -> KeyRing {
+        KeyRing::new(SigningKey::generate(now), max_token_ttl)
+    }
+
+    /// The key that signs new tokens.
+    pub fn current(&self) -> &SigningKey {
+        &self.current
+    }
+
+    pub fn max_token_ttl(&self) -> Duration {
+        self.max_token_ttl
+    }
+
+    /// The kids of every key that verifies, current first.
+    pub fn kids(&self) -> Vec<&str> {
+        std::iter::once(self.current.kid.as_str())
+            .chain(self.retired.iter().map(|k| k.kid.as_str()))
+            .collect()
+    }
+
+    /// Starts signing with a new key; the old one is retired at `now` and verifies until pruned.
+    pub fn rotate(&mut self, now: OffsetDateTime) -> &SigningKey {
+        let next = SigningKey::generate(now);
+        let old = std::mem::replace(&mut self.current, next);
+        self.retired.push(RetiredKey {
+            public: old.verifying_key(),
+            kid: old.kid,
+            created_at: old.created_at,
+            retired_at: now,
+        });
+        &self.current
+    }
+
+    /// Drops the retired keys that can no longer have a valid token outstanding; returns how many.
+    pub fn prune(&mut self, now: OffsetDateTime) -> usize {
+        let before = self.retired.len();
+        let keep_for = self.max_token_ttl + CLOCK_LEEWAY;
+        self.retired
+            .retain(|k| now < k.retired_at.saturating_add(keep_for));
+        before - self.retired.len()
+    }
+
+    /// The public keys as a JWK Set (RFC 7517 §5, OKP keys per RFC 8037 §2), for
+    /// `/.well-known/jwks.json`.
+    pub fn jwks(&self) -> serde_json::Value {
+        let keys: Vec<serde_json::Value> = self
+            .verifying_keys()
+            .map(|(kid, key)| {
+                serde_json::json!({
+                    "kty": "OKP",
+                    "crv": "Ed25519",
+                    "x": URL_SAFE_NO_PAD.encode(key.as_bytes()),
+                    "kid": kid,
+                    "alg": "EdDSA",
+                    "use": "sig",
+                })
+            })
+            .collect();
+        serde_json::json!({ "keys": keys })
+    }
+
+    fn verifying_keys(&self) -> impl Iterator<Item = (&str, ed::VerifyingKey)> {
+        std::iter::once((self.current.kid.as_str(), self.current.verifying_key()))
+            .chain(self.retired.iter().map(|k| (k.kid.as_str(), k.public)))
+    }
+
+    fn decoding_key(&self, kid: &str) -> Option<DecodingKey> {
+        self.verifying_keys()
+            .find(|(k, _)| *k == kid)
+            .map(|(_, key)| DecodingKey::from_ed_der(key.as_bytes()))
+    }
+
+    /// The ring as a JSON document for persistence. It contains the current private key as PEM
+    /// (retired keys are stored by their public key only): it is a secret.
+    pub fn to_json(&self) -> Zeroizing<String> {
+        let document = KeyRingDocument {
+            format: KEY_RING_FORMAT,
+            max_token_ttl_seconds: self.max_token_ttl.whole_seconds(),
+            current: StoredSigningKey {
+                kid: self.current.kid.clone(),
+                created_at: self.current.created_at,
+                private_key_pem: self.current.to_pkcs8_pem().to_string(),
+            },
+            retired: self
+                .retired
+                .iter()
+                .map(|k| StoredRetiredKey {
+                    kid: k.kid.clone(),
+                    created_at: k.created_at,
+                    retired_at: k.retired_at,
+                    public_key: URL_SAFE_NO_PAD.encode(k.public.as_bytes()),
+                })
+                .collect(),
+        };
+        // Strings, integers and RFC 3339 dates always serialise.
+        Zeroizing::new(
+            serde_json::to_string_pretty(&document).expect("a key ring always serialises"),
+        )
+    }
+
+    /// Reads a document written by [`KeyRing::to_json`]. Errors never quote the document.
+    pub fn from_json(document: &str) -> Result<KeyRing, KeyRingError> {
+        let document: KeyRingDocument =
+            serde_json::from_str(document).map_err(|e| KeyRingError::Malformed {
+                line: e.line(),
+                column: e.column(),
+            })?;
+        if document.format != KEY_RING_FORMAT {
+            return Err(KeyRingError::UnsupportedFormat(document.format));
+        }
+        let current = SigningKey::from_pkcs8_pem(
+            document.current.kid,
+            document.current.created_at,
+            &document.current.private_key_pem,
+        )?;
+        let mut seen = HashSet::from([current.kid.clone()]);
+        let mut retired = Vec::with_capacity(document.retired.len());
+        for stored in document.retired {
+            let kid = valid_kid(stored.kid)?;
+            if !seen.insert(kid.clone()) {
+                return Err(KeyRingError::DuplicateKid(kid));
+            }
+            let public = URL_SAFE_NO_PAD
+                .decode(&stored.public_key)
+                .ok()
+                .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+                .and_then(|bytes| ed::VerifyingKey::from_bytes(&bytes).ok())
+                .ok_or_else(|| KeyRingError::InvalidPublicKey { kid: kid.clone() })?;
+            retired.push(RetiredKey {
+                kid,
+                created_at: stored.created_at,
+                retired_at: stored.retired_at,
+                public,
+            });
+        }
+        let mut ring = KeyRing::new(current, Duration::seconds(document.max_token_ttl_seconds));
+        ring.retired = retired;
+        Ok(ring)
+    }
+}
+
+impl fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("kids", &self.kids())
+            .field("max_token_ttl", &self.max_token_ttl)
+            .finish()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeyRingDocument {
+    format: u32,
+    max_token_ttl_seconds: i64,
+    current: StoredSigningKey,
+    retired: Vec<StoredRetiredKey>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredSigningKey {
+    kid: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    private_key_pem: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredRetiredKey {
+    kid: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    retired_at: OffsetDateTime,
+    /// base64url of the 32-byte public key, as in a JWK's `x`.
+    public_key: String,
+}
+
+/// The claims of an access token (RFC 9068 §2.2 plus `tid`, `sid` and `typ`). Times are unix
+/// seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: String,
+    /// The user.
+    pub sub: String,
+    /// The tenant the token acts in.
+    pub tid: String,
+    /// The session the token was minted for, so that revoking a session can be checked.
+    pub sid: String,
+    pub exp: i64,
+    pub iat: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    /// A unique id (ULID) for this token.
+    pub jti: String,
+    /// Always [`ACCESS_TOKEN_CLAIM_TYPE`].
+    pub typ: String,
+}
+
+/// Who an access token is for: the input to [`Issuer::sign`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessSubject {
+    pub sub: String,
+    pub tid: String,
+    pub sid: String,
+}
+
+/// Signs and verifies access tokens for one issuer and one audience.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issuer {
+    pub iss: String,
+    pub aud: String,
+    /// The lifetime of a new token; capped at the key ring's `max_token_ttl`.
+    pub ttl: Duration,
+}
+
+/// The part of the JOSE header looked at before the signature is checked. Parsed by hand rather
+/// than through `jsonwebtoken::Header` so that `alg: none` and unknown algorithms are reported as
+/// [`TokenError::WrongAlgorithm`] instead of an opaque parse failure.
+#[derive(Deserialize)]
+struct RawHeader {
+    alg: Option<String>,
+    kid: Option<String>,
+    typ: Option<String>,
+    crit: Option<serde_json::Value>,
+}
+
+impl Issuer {
+    pub fn new(iss: impl Into<String>, aud: impl Into<String>, ttl: Duration) -> Issuer {
+        Issuer {
+            iss: iss.into(),
+            aud: aud.into(),
+            ttl,
+        }
+    }
+
+    /// A signed access token for `subject`, valid from `now` for `min(ttl, ring.max_token_ttl())`.
+    pub fn sign(&self, ring: &KeyRing, subject: &AccessSubject, now: OffsetDateTime) -> String {
+        let ttl = self.ttl.min(ring.max_token_ttl).max(Duration::ZERO);
+        let iat = now.unix_timestamp();
+        let claims = AccessClaims {
+            iss: self.iss.clone(),
+            aud: self.aud.clone(),
+            sub: subject.sub.clone(),
+            tid: subject.tid.clone(),
+            sid: subject.sid.clone(),
+            exp: now.saturating_add(ttl).unix_timestamp(),
+            iat,
+            nbf: None,
+            jti: new_jti(now),
+            typ: ACCESS_TOKEN_CLAIM_TYPE.to_owned(),
+        };
+        let key = ring.current();
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = Some(ACCESS_TOKEN_HEADER_TYPE.to_owned());
+        header.kid = Some(key.kid.clone());
+        // The key was encoded by ed25519-dalek and is decoded by it again; the claims are strings
+        // and integers. Neither step can fail.
+        jsonwebtoken::encode(&header, &claims, &key.encoding)
+            .expect("signing with a valid Ed25519 key cannot fail")
+    }
+
+    /// The claims of `token` if it is an access token from this issuer for this audience, signed
+    /// by a key in `ring` with EdDSA, and valid at `now` (± [`CLOCK_LEEWAY`]).
+    pub fn verify(
+        &self,
+        ring: &KeyRing,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<AccessClaims, TokenError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::Malformed);
+        }
+        let mut parts = token.split('.');
+        let (Some(header), Some(_), Some(_), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::Malformed);
+        };
+        let header: RawHeader = URL_SAFE_NO_PAD
+            .decode(header)
+            .ok()
+            .and_then(|json| serde_json::from_slice(&json).ok())
+            .ok_or(TokenError::Malformed)?;
+
+        // The algorithm is pinned before a key is even looked up.
+        if header.alg.as_deref() != Some("EdDSA") {
+            return Err(TokenError::WrongAlgorithm);
+        }
+        // `crit` names extensions the verifier must understand (RFC 7515 §4.1.11); we know none.
+        if header.crit.is_some() {
+            return Err(TokenError::Malformed);
+        }
+        let key = header
+            .kid
+            .as_deref()
+            .and_then(|kid| ring.decoding_key(kid))
+            .ok_or(TokenError::UnknownKey)?;
+
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        // Every time and audience check below is ours, against `now`, not the system clock.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims = HashSet::new();
+        validation.leeway = 0;
+        let claims = jsonwebtoken::decode::<AccessClaims>(token, &key, &validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::InvalidSignature => TokenError::BadSignature,
+                ErrorKind::InvalidAlgorithm
+                | ErrorKind::MissingAlgorithm
+                | ErrorKind::InvalidAlgorithmName
+                | ErrorKind::UnsupportedAlgorithm => TokenError::WrongAlgorithm,
+                _ => TokenError::Malformed,
+            })?
+            .claims;
+
+        if !header
+            .typ
+            .as_deref()
+            .is_some_and(is_access_token_header_type)
+        {
+            return Err(TokenError::WrongType);
+        }
+        if claims.typ != ACCESS_TOKEN_CLAIM_TYPE {
+            return Err(TokenError::WrongType);
+        }
+        if claims.iss != self.iss {
+            return Err(TokenError::WrongIssuer);
+        }
+        if claims.aud != self.aud {
+            return Err(TokenError::WrongAudience);
+        }
+        let now = now.unix_timestamp();
+        let leeway = CLOCK_LEEWAY.whole_seconds();
+        if now >= claims.exp.saturating_add(leeway) {
+            return Err(TokenError::Expired);
+        }
+        let not_before = claims.nbf.unwrap_or(claims.iat).max(claims.iat);
+        if not_before > now.saturating_add(leeway) {
+            return Err(TokenError::NotYetValid);
+        }
+        Ok(claims)
+    }
+}
+
+fn is_access_token_header_type(typ: &str) -> bool {
+    typ.eq_ignore_ascii_case(ACCESS_TOKEN_HEADER_TYPE)
+        || typ.eq_ignore_ascii_case("application/at+jwt")
+}
+
+/// A ULID from `now` and 80 random bits.
+fn new_jti(now: OffsetDateTime) -> String {
+    let millis = u64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    let mut random = [0u8; 16];
+    rand::rng().fill_bytes(&mut random);
+    Ulid::from_parts(millis, u128::from_le_bytes(random)).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hmac::{Hmac, Mac};
+    use time::macros::datetime;
+
+    const T0: OffsetDateTime = datetime!(2026-03-01 12:00 UTC);
+
+    fn issuer() -> Issuer {
+        Issuer::new("https://id.example.test", "idstream", Duration::minutes(15))
+    }
+
+    fn subject() -> AccessSubject {
+        AccessSubject {
+            sub: "01J0USER".into(),
+            tid: "acme".into(),
+            sid: "01J0SESSION".into(),
+        }
+    }
+
+    fn ring() -> KeyRing {
+        KeyRing::generate(T0, Duration::hours(1))
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    fn claims_at(now: OffsetDateTime) -> AccessClaims {
+        AccessClaims {
+            iss: "https://id.example.test".into(),
+            aud: "idstream".into(),
+            sub: "01J0USER".into(),
+            tid: "acme".into(),
+            sid: "01J0SESSION".into(),
+            exp: (now + Duration::minutes(15)).unix_timestamp(),
+            iat: now.unix_timestamp(),
+            nbf: None,
+            jti: new_jti(now),
+            typ: ACCESS_TOKEN_CLAIM_TYPE.into(),
+        }
+    }
+
+    /// A token signed properly by `key` with any header `typ` and any claims.
+    fn signed(key: &SigningKey, typ: Option<&str>, claims: &AccessClaims) -> String {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = typ.map(str::to_owned);
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&header, claims, &key.encoding).unwrap()
+    }
+
+    /// `header.payload.` plus a signature computed by hand.
+    fn hand_made(
+        header: serde_json::Value,
+        claims: &AccessClaims,
+        sign: impl Fn(&[u8]) -> Vec<u8>,
+    ) -> String {
+        let input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(serde_json::to_string(claims).unwrap().as_bytes())
+        );
+        let signature = sign(input.as_bytes());
+        format!("{input}.{}", b64(&signature))
+    }
+
+    #[test]
+    fn a_signed_token_verifies_and_carries_its_claims() {
+        let ring = ring();
+        let token = issuer().sign(&ring, &subject(), T0);
+        let claims = issuer()
+            .verify(&ring, &token, T0 + Duration::minutes(5))
+            .unwrap();
+        assert_eq!(claims.iss, "https://id.example.test");
+        assert_eq!(claims.aud, "idstream");
+        assert_eq!(claims.sub, "01J0USER");
+        assert_eq!(claims.tid, "acme");
+        assert_eq!(claims.sid, "01J0SESSION");
+        assert_eq!(claims.iat, T0.unix_timestamp());
+        assert_eq!(claims.exp, (T0 + Duration::minutes(15)).unix_timestamp());
+        assert_eq!(claims.typ, "access");
+        assert!(Ulid::from_string(&claims.jti).is_ok());
+
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.alg, Algorithm::EdDSA);
+        assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+        assert_eq!(header.kid.as_deref(), Some(ring.current().kid()));
+    }
+
+    #[test]
+    fn each_token_gets_its_own_jti() {
+        let ring = ring();
+        let a = issuer()
+            .verify(&ring, &issuer().sign(&ring, &subject(), T0), T0)
+            .unwrap();
+        let b = issuer()
+            .verify(&ring, &issuer().sign(&ring, &subject(), T0), T0)
+            .unwrap();
+        assert_ne!(a.jti, b.jti);
+    }
+
+    #[test]
+    fn a_token_expires_after_its_ttl_plus_the_leeway_and_not_before() {
+        let ring = ring();
+        let token = issuer().sign(&ring, &subject(), T0);
+        let exp = T0 + Duration::minutes(15);
+        assert!(
+            issuer()
+                .verify(&ring, &token, exp + CLOCK_LEEWAY - Duration::seconds(1))
+                .is_ok()
+        );
+        assert_eq!(
+            issuer().verify(&ring, &token, exp + CLOCK_LEEWAY),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            issuer().verify(&ring, &token, exp + Duration::days(365)),
+            Err(TokenError::Expired)
+        );
+    }
+
+    #[test]
+    fn the_token_lifetime_never_exceeds_what_the_ring_keeps_retired_keys_for() {
+        let ring = KeyRing::generate(T0, Duration::minutes(5));
+        let token = issuer().sign(&ring, &subject(), T0);
+        let claims = issuer().verify(&ring, &token, T0).unwrap();
+        assert_eq!(claims.exp, (T0 + Duration::minutes(5)).unix_timestamp());
+    }
+
+    #[test]
+    fn absurd_lifetimes_are_clamped_instead_of_overflowing() {
+        assert_eq!(
+            KeyRing::generate(T0, Duration::seconds(-5)).max_token_ttl(),
+            Duration::ZERO
+        );
+        let mut ring = KeyRing::generate(T0, Duration::MAX);
+        assert_eq!(ring.max_token_ttl(), MAX_TOKEN_TTL);
+        let forever = Issuer::new("https://id.example.test", "idstream", Duration::MAX);
+        let token = forever.sign(&ring, &subject(), T0);
+        let claims = forever.verify(&ring, &token, T0).unwrap();
+        assert_eq!(claims.exp, (T0 + MAX_TOKEN_TTL).unix_timestamp());
+        ring.rotate(OffsetDateTime::new_utc(
+            time::Date::MAX,
+            time::Time::MIDNIGHT,
+        ));
+        assert_eq!(ring.prune(T0), 0);
+    }
+
+    #[test]
+    fn a_token_from_the_future_is_not_valid_yet() {
+        let ring = ring();
+        let token = issuer().sign(&ring, &subject(), T0);
+        assert!(issuer().verify(&ring, &token, T0 - CLOCK_LEEWAY).is_ok());
+        assert_eq!(
+            issuer().verify(&ring, &token, T0 - CLOCK_LEEWAY - Duration::seconds(1)),
+            Err(TokenError::NotYetValid)
+        );
+
+        let mut claims = claims_at(T0);
+        claims.nbf = Some((T0 + Duration::minutes(2)).unix_timestamp());
+        let token = signed(ring.current(), Some("at+jwt"), &claims);
+        assert_eq!(
+            issuer().verify(&ring, &token, T0),
+            Err(TokenError::NotYetValid)
+        );
+        assert!(
+            issuer()
+                .verify(&ring, &token, T0 + Duration::minutes(2))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_rotated_out_key_still_verifies_until_it_is_pruned() {
+        let mut ring = ring();
+        let old_token = issuer().sign(&ring, &subject(), T0);
+        let old_kid = ring.current().kid().to_owned();
+
+        let rotated_at = T0 + Duration::minutes(1);
+        let new_kid = ring.rotate(rotated_at).kid().to_owned();
+        assert_ne!(old_kid, new_kid);
+        assert_eq!(ring.kids(), vec![new_kid.as_str(), old_kid.as_str()]);
+
+        let new_token = issuer().sign(&ring, &subject(), rotated_at);
+        let header = jsonwebtoken::decode_header(&new_token).unwrap();
+        assert_eq!(header.kid.as_deref(), Some(new_kid.as_str()));
+        assert!(issuer().verify(&ring, &old_token, rotated_at).is_ok());
+        assert!(issuer().verify(&ring, &new_token, rotated_at).is_ok());
+
+        // Still needed: a token signed just before the rotation may be outstanding.
+        let keep_until = rotated_at + ring.max_token_ttl() + CLOCK_LEEWAY;
+        assert_eq!(ring.prune(keep_until - Duration::seconds(1)), 0);
+        assert_eq!(ring.prune(keep_until), 1);
+        assert_eq!(ring.kids(), vec![new_kid.as_str()]);
+        assert_eq!(
+            issuer().verify(&ring, &old_token, rotated_at),
+            Err(TokenError::UnknownKey)
+        );
+        assert!(issuer().verify(&ring, &new_token, rotated_at).is_ok());
+    }
+
+    #[test]
+    fn a_token_signed_by_a_foreign_key_is_refused() {
+        let ours = ring();
+        let theirs = ring();
+        let token = issuer().sign(&theirs, &subject(), T0);
+        assert_eq!(
+            issuer().verify(&ours, &token, T0),
+            Err(TokenError::UnknownKey)
+        );
+    }
+
+    #[test]
+    fn a_token_without_a_kid_is_refused() {
+        let ring = ring();
+        let token = hand_made(
+            serde_json::json!({"alg": "EdDSA", "typ": "at+jwt"}),
+            &claims_at(T0),
+            |input| {
+                use ed::Signer;
+                ring.current().key.sign(input).to_bytes().to_vec()
+            },
+        );
+        assert_eq!(
+            issuer().verify(&ring, &token, T0),
+            Err(TokenError::UnknownKey)
+        );
+    }
+
+    #[test]
+    fn a_foreign_key_claiming_our_kid_fails_the_signature_check() {
+        let ring = ring();
+        let impostor = SigningKey::generate(T0);
+        let token = hand_made(
+            serde_json::json!({"alg": "EdDSA", "typ": "at+jwt", "kid": ring.current().kid()}),
+            &claims_at(T0),
+            |input| {
+                use ed::Signer;
+                impostor.key.sign(input).to_bytes().to_vec()
+            },
+        );
+        assert_eq!(
+            issuer().verify(&ring, &token, T0),
+            Err(TokenError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn a_tampered_payload_or_signature_fails_the_signature_check() {
+        let ring = ring();
+        let token = issuer().sign(&ring, &subject(), T0);
+        let parts: Vec<&str> = token.split('.').collect();
+
+        let mut claims = claims_at(T0);
+        claims.sub = "someone-else".into();
+        let forged_payload = b64(serde_json::to_string(&claims).unwrap().as_bytes());
+        let forged = format!("{}.{}.{}", parts[0], forged_payload, parts[2]);
+        assert_eq!(
+            issuer().verify(&ring, &forged, T0),
+            Err(TokenError::BadSignature)
+        );
+
+        let mut signature = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+        signature[0] ^= 1;
+        let flipped = format!("{}.{}.{}", parts[0], parts[1], b64(&signature));
+        assert_eq!(
+            issuer().verify(&ring, &flipped, T0),
+            Err(TokenError::BadSignature)
+        );
+
+        let truncated = format!("{}.{}.{}", parts[0], parts[1], b64(&signature[..10]));
+        assert_eq!(
+            issuer().verify(&ring, &truncated, T0),
+            Err(TokenError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn an_unsigned_alg_none_token_is_refused() {
+        let ring = ring();
+        let kid = ring.current().kid().to_owned();
+        for alg in ["none", "None", "NONE"] {
+            let token = hand_made(
+                serde_json::json!({"alg": alg, "typ": "at+jwt", "kid": kid}),
+                &claims_at(T0),
+                |_| Vec::new(),
+            );
+            assert!(token.ends_with('.'));
+            assert_eq!(
+                issuer().verify(&ring, &token, T0),
+                Err(TokenError::WrongAlgorithm),
+                "{alg}"
+            );
+        }
+        let no_alg = hand_made(
+            serde_json::json!({"typ": "at+jwt", "kid": kid}),
+            &claims_at(T0),
+            |_| Vec::new(),
+        );
+        assert_eq!(
+            issuer().verify(&ring, &no_alg, T0),
+            Err(TokenError::WrongAlgorithm)
+        );
+    }
+
+    #[test]
+    fn an_hs256_token_keyed_with_our_public_key_is_refused() {
+        // The classic algorithm-confusion attack: the attacker knows the public key from the JWKS
+        // and uses it as an HMAC secret, hoping the verifier feeds "the key" to HS256.
+        let ring = ring();
+        let public = ring.current().verifying_key();
+        let kid = ring.current().kid().to_owned();
+        for secret in [
+            public.as_bytes().to_vec(),
+            ring.jwks().to_string().into_bytes(),
+        ] {
+            let token = hand_made(
+                serde_json::json!({"alg": "HS256", "typ": "at+jwt", "kid": kid}),
+                &claims_at(T0),
+                |input| {
+                    let mut mac = Hmac::<Sha256>::new_from_slice(&secret).unwrap();
+                    mac.update(input);
+                    mac.finalize().into_bytes().to_vec()
+                },
+            );
+            assert_eq!(
+                issuer().verify(&ring, &token, T0),
+                Err(TokenError::WrongAlgorithm)
+            );
+        }
+    }
+
+    #[test]
+    fn an_rs256_or_es256_token_is_refused() {
+        let ring = ring();
+        let kid = ring.current().kid().to_owned();
+        for alg in ["RS256", "ES256", "PS256", "Ed25519", "eddsa"] {
+            let token = hand_made(
+                serde_json::json!({"alg": alg, "typ": "at+jwt", "kid": kid}),
+                &claims_at(T0),
+                |_| vec![0u8; 64],
+            );
+            assert_eq!(
+                issuer().verify(&ring, &token, T0),
+                Err(TokenError::WrongAlgorithm),
+                "{alg}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_token_with_critical_extensions_is_refused() {
+        let ring = ring();
+        let token = hand_made(
+            serde_json::json!({"alg": "EdDSA", "typ": "at+jwt", "kid": ring.current().kid(), "crit": ["exp"]}),
+            &claims_at(T0),
+            |input| {
+                use ed::Signer;
+                ring.current().key.sign(input).to_bytes().to_vec()
+            },
+        );
+        assert_eq!(
+            issuer().verify(&ring, &token, T0),
+            Err(TokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn a_token_for_another_audience_or_from_another_issuer_is_refused() {
+        let ring = ring();
+        let token = issuer().sign(&ring, &subject(), T0);
+
+        let mut other_audience = issuer();
+        other_audience.aud = "billing".into();
+        assert_eq!(
+            other_audience.verify(&ring, &token, T0),
+            Err(TokenError::WrongAudience)
+        );
+
+        let mut other_issuer = issuer();
+        other_issuer.iss = "https://evil.example.test".into();
+        assert_eq!(
+            other_issuer.verify(&ring, &token, T0),
+            Err(TokenError::WrongIssuer)
+        );
+    }
+
+    #[test]
+    fn a_token_of_another_type_is_refused() {
+        let ring = ring();
+        let key = ring.current();
+
+        // A properly signed token with the generic JWT header type, or none at all.
+        for typ in [Some("JWT"), Some("at+jwt+x"), None] {
+            let token = signed(key, typ, &claims_at(T0));
+            assert_eq!(
+                issuer().verify(&ring, &token, T0),
+                Err(TokenError::WrongType),
+                "{typ:?}"
+            );
+        }
+        // The long media type form is the same type.
+        let token = signed(key, Some("application/AT+JWT"), &claims_at(T0));
+        assert!(issuer().verify(&ring, &token, T0).is_ok());
+
+        // The right header but a different claim type.
+        let mut claims = claims_at(T0);
+        claims.typ = "refresh".into();
+        let token = signed(key, Some("at+jwt"), &claims);
+        assert_eq!(
+            issuer().verify(&ring, &token, T0),
+            Err(TokenError::WrongType)
+        );
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        let ring = ring();
+        let token = issuer().sign(&ring, &subject(), T0);
+        let parts: Vec<&str> = token.split('.').collect();
+        let too_long = format!("{token}{}", "a".repeat(MAX_TOKEN_LEN));
+        let header_not_json = format!("{}.{}.{}", b64(b"not json"), parts[1], parts[2]);
+        let payload_not_json = format!("{}.{}.{}", parts[0], b64(b"not json"), parts[2]);
+        for garbage in [
+            "",
+            "abc",
+            "a.b",
+            "a.b.c.d",
+            "!!!.???.###",
+            &format!("{token}.extra"),
+            &too_long,
+            &header_not_json,
+            // The signature covers the bytes as sent, so this fails there first.
+            &payload_not_json,
+        ] {
+            let err = issuer().verify(&ring, garbage, T0).unwrap_err();
+            assert!(
+                matches!(err, TokenError::Malformed | TokenError::BadSignature),
+                "{garbage:.40}: {err:?}"
+            );
+        }
+
+        // Signed properly but missing required claims.
+        let header =
+            serde_json::json!({"alg": "EdDSA", "typ": "at+jwt", "kid": ring.current().kid()});
+        let input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(br#"{"sub":"x"}"#)
+        );
+        let signature = {
+            use ed::Signer;
+            ring.current().key.sign(input.as_bytes()).to_bytes()
+        };
+        let token = format!("{input}.{}", b64(&signature));
+        assert_eq!(
+            issuer().verify(&ring, &token, T0),
+            Err(TokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn errors_never_echo_the_token() {
+        let ring = ring();
+        let token = issuer().sign(&ring, &subject(), T0);
+        let err = issuer()
+            .verify(&ring, &token, T0 + Duration::days(1))
+            .unwrap_err();
+        for part in token.split('.') {
+            assert!(!format!("{err} {err:?}").contains(part));
+        }
+    }
+
+    #[test]
+    fn the_jwks_lists_every_verifying_key_in_rfc_8037_shape() {
+        let mut ring = ring();
+        ring.rotate(T0 + Duration::minutes(1));
+        let jwks = ring.jwks();
+        let keys = jwks["keys"].as_array().unwrap();
+        assert_eq!(keys.len(), 2);
+        for (jwk, kid) in keys.iter().zip(ring.kids()) {
+            let object = jwk.as_object().unwrap();
+            let mut members: Vec<&str> = object.keys().map(String::as_str).collect();
+            members.sort_unstable();
+            assert_eq!(members, ["alg", "crv", "kid", "kty", "use", "x"]);
+            assert_eq!(jwk["kty"], "OKP");
+            assert_eq!(jwk["crv"], "Ed25519");
+            assert_eq!(jwk["alg"], "EdDSA");
+            assert_eq!(jwk["use"], "sig");
+            assert_eq!(jwk["kid"], kid);
+            let x = URL_SAFE_NO_PAD.decode(jwk["x"].as_str().unwrap()).unwrap();
+            assert_eq!(x.len(), 32);
+            // Generated kids are RFC 7638 thumbprints of the key.
+            let public = ed::VerifyingKey::from_bytes(&x.try_into().unwrap()).unwrap();
+            assert_eq!(thumbprint(&public), kid);
+        }
+        // No private member (`d`) anywhere.
+        assert!(!jwks.to_string().contains("\"d\""));
+
+        // A relying party can verify with nothing but the JWKS, through jsonwebtoken's own parser.
+        let token = issuer().sign(&ring, &subject(), T0 + Duration::minutes(1));
+        let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(jwks).unwrap();
+        let kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
+        let key = DecodingKey::from_jwk(set.find(&kid).unwrap()).unwrap();
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.validate_exp = false;
+        validation.set_audience(&["idstream"]);
+        assert!(jsonwebtoken::decode::<AccessClaims>(&token, &key, &validation).is_ok());
+    }
+
+    #[test]
+    fn the_rfc_7638_thumbprint_matches_the_published_ed25519_example() {
+        // RFC 8037 §A.3: the thumbprint of the Ed25519 key in §A.2.
+        let x = URL_SAFE_NO_PAD
+            .decode("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo")
+            .unwrap();
+        let key = ed::VerifyingKey::from_bytes(&x.try_into().unwrap()).unwrap();
+        assert_eq!(
+            thumbprint(&key),
+            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+        );
+    }
+
+    #[test]
+    fn a_signing_key_survives_pem_and_its_debug_is_redacted() {
+        let key = SigningKey::generate(T0);
+        let pem = key.to_pkcs8_pem();
+        assert!(
+            pem.starts_with("-----BEGIN PRIVATE KEY-----\n"),
+            "{}",
+            &pem[..30]
+        );
+        let back = SigningKey::from_pkcs8_pem(key.kid(), T0, &pem).unwrap();
+        assert_eq!(back.key.to_bytes(), key.key.to_bytes());
+        assert_eq!(back.kid(), key.kid());
+
+        let debug = format!("{key:?}");
+        assert!(debug.contains("<redacted>") && debug.contains(key.kid()));
+        assert!(!debug.contains(&b64(&key.key.to_bytes())));
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        assert!(!debug.contains(&body));
+
+        assert_eq!(
+            SigningKey::from_pkcs8_pem("k", T0, "not a pem").unwrap_err(),
+            KeyRingError::InvalidPrivateKey { kid: "k".into() }
+        );
+        assert!(matches!(
+            SigningKey::from_pkcs8_pem("", T0, &pem),
+            Err(KeyRingError::InvalidKid(_))
+        ));
+        assert!(matches!(
+            SigningKey::from_pkcs8_pem("has space", T0, &pem),
+            Err(KeyRingError::InvalidKid(_))
+        ));
+    }
+
+    #[test]
+    fn a_key_ring_survives_its_json_document() {
+        let mut ring = ring();
+        let before_rotation = issuer().sign(&ring, &subject(), T0);
+        ring.rotate(T0 + Duration::minutes(1));
+        let after_rotation = issuer().sign(&ring, &subject(), T0 + Duration::minutes(1));
+
+        let document = ring.to_json();
+        let back = KeyRing::from_json(&document).unwrap();
+        assert_eq!(back.kids(), ring.kids());
+        assert_eq!(back.max_token_ttl(), ring.max_token_ttl());
+        assert_eq!(back.jwks(), ring.jwks());
+        let now = T0 + Duration::minutes(2);
+        assert!(issuer().verify(&back, &before_rotation, now).is_ok());
+        assert!(issuer().verify(&back, &after_rotation, now).is_ok());
+        // The restored ring signs with the same key.
+        let token = issuer().sign(&back, &subject(), now);
+        assert!(issuer().verify(&ring, &token, now).is_ok());
+
+        let value: serde_json::Value = serde_json::from_str(&document).unwrap();
+        assert_eq!(value["format"], 1);
+        assert!(
+            value["current"]["private_key_pem"]
+                .as_str()
+                .unwrap()
+                .contains("PRIVATE KEY")
+        );
+        assert!(value["retired"][0].get("private_key_pem").is_none());
+        assert!(format!("{back:?}").contains(ring.current().kid()));
+        assert!(!format!("{back:?}").contains("PRIVATE"));
+    }
+
+    #[test]
+    fn a_broken_key_ring_document_is_refused_without_quoting_it() {
+        let ring = ring();
+        let document: serde_json::Value = serde_json::from_str(&ring.to_json()).unwrap();
+        let pem = document["current"]["private_key_pem"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+
+        let err = KeyRing::from_json(&pem).unwrap_err();
+        assert!(matches!(err, KeyRingError::Malformed { .. }));
+        assert!(!err.to_string().contains("PRIVATE"));
+
+        // A private key where a number is expected must not be echoed by serde's message.
+        let mut wrong_type = document.clone();
+        wrong_type["max_token_ttl_seconds"] = pem.clone().into();
+        let err = KeyRing::from_json(&wrong_type.to_string()).unwrap_err();
+        assert!(!format!("{err} {err:?}").contains("PRIVATE"));
+
+        let mut future = document.clone();
+        future["format"] = 2.into();
+        assert_eq!(
+            KeyRing::from_json(&future.to_string()).unwrap_err(),
+            KeyRingError::UnsupportedFormat(2)
+        );
+
+        let mut bad_pem = document.clone();
+        bad_pem["current"]["private_key_pem"] = "garbage".into();
+        assert!(matches!(
+            KeyRing::from_json(&bad_pem.to_string()),
+            Err(KeyRingError::InvalidPrivateKey { .. })
+        ));
+
+        let mut rotated = ring.clone();
+        rotated.rotate(T0);
+        let mut duplicate: serde_json::Value = serde_json::from_str(&rotated.to_json()).unwrap();
+        duplicate["retired"][0]["kid"] = rotated.current().kid().into();
+        assert!(matches!(
+            KeyRing::from_json(&duplicate.to_string()),
+            Err(KeyRingError::DuplicateKid(_))
+        ));
+
+        let mut bad_public: serde_json::Value = serde_json::from_str(&rotated.to_json()).unwrap();
+        bad_public["retired"][0]["public_key"] = "AAAA".into();
+        assert!(matches!(
+            KeyRing::from_json(&bad_public.to_string()),
+            Err(KeyRingError::InvalidPublicKey { .. })
+        ));
+    }
+}

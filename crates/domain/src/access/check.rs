@@ -1,0 +1,396 @@
+//! The access decision: may this subject do this to this resource (or record), and why.
+//!
+//! [`check`] is a pure function over [`AccessFacts`], the few lookups a decision needs (an
+//! account, a membership, roles, an entity, one user's access to one record, a record's owner).
+//! The access read model implements the facts over sled; tests implement them over plain maps.
+//! The rules, in the order they are applied:
+//!
+//! 1. The subject must be an existing, active account (invited, suspended or deactivated accounts
+//!    are denied everything). Anonymous callers are only ever `_EVERYONE`.
+//! 2. An `entity.<E>:…` permission needs `E` registered in the tenant, or it is denied for all.
+//! 3. Global roles (held tenant-wide) are checked first: a role with global access allows
+//!    everything, bypassing row- and field-level security.
+//! 4. Type-level permissions: the held roles' permissions, the user's custom permissions (a union),
+//!    and the entity policy's `_EVERYONE`, `_AUTHENTICATED_USER` and role entries. They decide a
+//!    check without a record, and a check on a record of an entity without row-level security.
+//! 5. On a record: an explicit grant (read-only allows read; read-write allows read, update and
+//!    delete), ownership when the policy lists `_CREATOR` for the action, then local roles held
+//!    on that record (their permissions, or global access, on that record only).
+//! 6. An API key's restriction, if any, must also contain the permission (never more than the
+//!    owner has now: the owner's decision above is computed first).
+//!
+//! Members of another tenant are anonymous here: tenants are isolated.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::access::model::{
+    Action, EntityName, EntityPolicy, FieldName, Permission, Principal, PseudoRole, RecordAccess,
+    RecordId, SYSTEM_FIELDS,
+};
+use crate::ids::{RoleName, TenantId, UserId};
+
+/// An account's lifecycle state as far as access is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountStatus {
+    Invited,
+    Active,
+    Suspended,
+    Inactive,
+}
+
+/// What access needs to know about an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Account {
+    pub status: AccountStatus,
+    /// End of a timed suspension.
+    pub suspended_until: Option<OffsetDateTime>,
+}
+
+impl Account {
+    /// The status in effect at `now` (a timed suspension lapses by itself).
+    pub fn status_at(&self, now: OffsetDateTime) -> AccountStatus {
+        match (self.status, self.suspended_until) {
+            (AccountStatus::Suspended, Some(end)) if now >= end => AccountStatus::Active,
+            (status, _) => status,
+        }
+    }
+}
+
+/// A user's membership of one tenant: the global roles held there and custom permissions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Member {
+    pub roles: BTreeSet<RoleName>,
+    pub custom: BTreeSet<Permission>,
+}
+
+/// A role as checks see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoleFacts {
+    pub permissions: BTreeSet<Permission>,
+    pub global_access: bool,
+}
+
+/// An entity as checks see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntityFacts {
+    pub fields: Vec<FieldName>,
+    pub rls: bool,
+    pub policy: EntityPolicy,
+    pub hidden: std::collections::BTreeMap<RoleName, BTreeSet<FieldName>>,
+}
+
+/// One user's standing on one record: a grant and/or local roles.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordStanding {
+    pub grant: Option<RecordAccess>,
+    pub local_roles: BTreeSet<RoleName>,
+}
+
+/// The lookups a decision needs. Implementations answer from a read model (never from the log).
+pub trait AccessFacts {
+    type Error;
+    fn account(&self, user: &UserId) -> Result<Option<Account>, Self::Error>;
+    fn member(&self, tenant: &TenantId, user: &UserId) -> Result<Option<Arc<Member>>, Self::Error>;
+    fn role(
+        &self,
+        tenant: &TenantId,
+        role: &RoleName,
+    ) -> Result<Option<Arc<RoleFacts>>, Self::Error>;
+    fn entity(
+        &self,
+        tenant: &TenantId,
+        entity: &EntityName,
+    ) -> Result<Option<Arc<EntityFacts>>, Self::Error>;
+    fn standing(
+        &self,
+        tenant: &TenantId,
+        entity: &EntityName,
+        record: &RecordId,
+        user: &UserId,
+    ) -> Result<Option<RecordStanding>, Self::Error>;
+    fn owner(
+        &self,
+        tenant: &TenantId,
+        entity: &EntityName,
+        record: &RecordId,
+    ) -> Result<Option<UserId>, Self::Error>;
+}
+
+/// Who is asking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    /// Nobody signed in: only `_EVERYONE` applies.
+    Anonymous,
+    User(UserId),
+}
+
+/// One access question.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckRequest<'a> {
+    pub tenant: &'a TenantId,
+    pub subject: Subject,
+    pub permission: &'a Permission,
+    pub record: Option<&'a RecordId>,
+    /// An API key's restriction: the permissions the key may use at most.
+    pub restriction: Option<&'a BTreeSet<Permission>>,
+    pub now: OffsetDateTime,
+}
+
+/// What decided a check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reason {
+    /// A held role has global access.
+    GlobalAccess { role: RoleName },
+    /// A held role has the permission.
+    Role { role: RoleName },
+    /// The user's custom permissions contain it.
+    CustomPermission,
+    /// The entity policy allows the action to a pseudo-role or role.
+    Policy { principal: Principal },
+    /// An explicit grant on the record.
+    Grant { access: RecordAccess },
+    /// The subject owns the record and the policy lets `_CREATOR` do the action.
+    Owner,
+    /// A role held on this record has the permission (or global access).
+    LocalRole { role: RoleName },
+    /// Denied: no such account.
+    UnknownUser,
+    /// Denied: the account is not active.
+    AccountNotActive { status: AccountStatus },
+    /// Denied: the entity is not registered in the tenant.
+    UnknownEntity,
+    /// Denied: the API key's restriction does not include the permission.
+    KeyRestriction,
+    /// Denied: row-level security is on and nothing grants this record (type-level permission
+    /// alone does not open private records).
+    RowLevelSecurity,
+    /// Denied: nothing grants it.
+    NoPermission,
+}
+
+/// A decision and its reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    pub allowed: bool,
+    pub reason: Reason,
+}
+
+impl Decision {
+    fn allow(reason: Reason) -> Decision {
+        Decision {
+            allowed: true,
+            reason,
+        }
+    }
+    fn deny(reason: Reason) -> Decision {
+        Decision {
+            allowed: false,
+            reason,
+        }
+    }
+}
+
+/// The member record of an active user of the tenant, or None for anyone the tenant sees as
+/// anonymous; Err(decision) when the account denies everything.
+fn active_member<F: AccessFacts>(
+    facts: &F,
+    tenant: &TenantId,
+    subject: Subject,
+    now: OffsetDateTime,
+) -> Result<Result<Option<Arc<Member>>, Decision>, F::Error> {
+    let Subject::User(user) = subject else {
+        return Ok(Ok(None));
+    };
+    let Some(account) = facts.account(&user)? else {
+        return Ok(Err(Decision::deny(Reason::UnknownUser)));
+    };
+    let status = account.status_at(now);
+    if status != AccountStatus::Active {
+        return Ok(Err(Decision::deny(Reason::AccountNotActive { status })));
+    }
+    facts.member(tenant, &user).map(Ok)
+}
+
+/// Decides one request. See the module documentation for the rules.
+pub fn check<F: AccessFacts>(facts: &F, request: CheckRequest<'_>) -> Result<Decision, F::Error> {
+    let decision = decide_for_owner(facts, &request)?;
+    if decision.allowed
+        && let Some(restriction) = request.restriction
+        && !restriction.contains(request.permission)
+    {
+        return Ok(Decision::deny(Reason::KeyRestriction));
+    }
+    Ok(decision)
+}
+
+fn decide_for_owner<F: AccessFacts>(
+    facts: &F,
+    request: &CheckRequest<'_>,
+) -> Result<Decision, F::Error> {
+    let tenant = request.tenant;
+    let permission = request.permission;
+    let action = permission.action();
+    let member = match active_member(facts, tenant, request.subject, request.now)? {
+        Ok(member) => member,
+        Err(denied) => return Ok(denied),
+    };
+    let entity_name = permission.entity_name();
+    let entity = match &entity_name {
+        Some(name) => match facts.entity(tenant, name)? {
+            Some(entity) => Some(entity),
+            None => return Ok(Decision::deny(Reason::UnknownEntity)),
+        },
+        None => None,
+    };
+
+    // Global roles: global access first, then the first role with the permission.
+    let mut type_level: Option<Reason> = None;
+    if let Some(member) = &member {
+        for role in &member.roles {
+            let Some(facts) = facts.role(tenant, role)? else {
+                continue;
+            };
+            if facts.global_access {
+                return Ok(Decision::allow(Reason::GlobalAccess { role: role.clone() }));
+            }
+            if type_level.is_none() && facts.permissions.contains(permission) {
+                type_level = Some(Reason::Role { role: role.clone() });
+            }
+        }
+        if type_level.is_none() && member.custom.contains(permission) {
+            type_level = Some(Reason::CustomPermission);
+        }
+    }
+    if type_level.is_none()
+        && let Some(entity) = &entity
+    {
+        type_level = policy_reason(&entity.policy, action, member.as_deref());
+    }
+
+    let rls = entity.as_ref().is_some_and(|e| e.rls);
+    let record = match (request.record, &entity_name) {
+        (Some(record), Some(name)) => Some((record, name)),
+        _ => None,
+    };
+    if (record.is_none() || !rls)
+        && let Some(reason) = type_level
+    {
+        return Ok(Decision::allow(reason));
+    }
+    let Some((record, entity_name)) = record else {
+        return Ok(Decision::deny(Reason::NoPermission));
+    };
+    let (Subject::User(user), Some(_)) = (request.subject, &member) else {
+        // Grants, ownership and local roles belong to members.
+        return Ok(Decision::deny(denial(rls, &type_level)));
+    };
+
+    let standing = facts.standing(tenant, entity_name, record, &user)?;
+    if let Some(access) = standing.as_ref().and_then(|s| s.grant)
+        && access.allows(action)
+    {
+        return Ok(Decision::allow(Reason::Grant { access }));
+    }
+    let policy = &entity
+        .as_ref()
+        .expect("entity permissions have an entity")
+        .policy;
+    if policy.allows(action, &Principal::Pseudo(PseudoRole::Creator))
+        && facts.owner(tenant, entity_name, record)? == Some(user)
+    {
+        return Ok(Decision::allow(Reason::Owner));
+    }
+    if let Some(standing) = &standing {
+        for role in &standing.local_roles {
+            if let Some(facts) = facts.role(tenant, role)?
+                && (facts.global_access || facts.permissions.contains(permission))
+            {
+                return Ok(Decision::allow(Reason::LocalRole { role: role.clone() }));
+            }
+        }
+    }
+    Ok(Decision::deny(denial(rls, &type_level)))
+}
+
+fn denial(rls: bool, type_level: &Option<Reason>) -> Reason {
+    if rls && type_level.is_some() {
+        Reason::RowLevelSecurity
+    } else {
+        Reason::NoPermission
+    }
+}
+
+/// The policy entry (other than `_CREATOR`) that allows `action` to this member, if any.
+fn policy_reason(policy: &EntityPolicy, action: Action, member: Option<&Member>) -> Option<Reason> {
+    let principals = policy.principals(action);
+    if principals.is_empty() {
+        return None;
+    }
+    let found = principals.iter().find(|p| match p {
+        Principal::Pseudo(PseudoRole::Everyone) => true,
+        Principal::Pseudo(PseudoRole::AuthenticatedUser) => member.is_some(),
+        Principal::Pseudo(PseudoRole::Creator) => false,
+        Principal::Role(role) => member.is_some_and(|m| m.roles.contains(role)),
+    })?;
+    Some(Reason::Policy {
+        principal: found.clone(),
+    })
+}
+
+/// The fields of `entity` the subject may see, in the entity's order, system fields first.
+/// Fields are visible by default; a field is hidden only if every global role the member holds
+/// hides it (any role that shows it wins). Global access sees everything. Accounts that are not
+/// active, and unknown entities, see nothing (`None` for an unknown entity).
+pub fn visible_fields<F: AccessFacts>(
+    facts: &F,
+    tenant: &TenantId,
+    subject: Subject,
+    entity: &EntityName,
+    now: OffsetDateTime,
+) -> Result<Option<Vec<String>>, F::Error> {
+    let Some(definition) = facts.entity(tenant, entity)? else {
+        return Ok(None);
+    };
+    let member = match active_member(facts, tenant, subject, now)? {
+        Ok(member) => member,
+        Err(_) => return Ok(Some(Vec::new())),
+    };
+    let mut hidden: Option<BTreeSet<&FieldName>> = None;
+    if let Some(member) = &member {
+        for role in &member.roles {
+            let Some(role_facts) = facts.role(tenant, role)? else {
+                continue;
+            };
+            if role_facts.global_access {
+                hidden = Some(BTreeSet::new());
+                break;
+            }
+            let by_role: BTreeSet<&FieldName> = definition
+                .hidden
+                .get(role)
+                .map(|set| set.iter().collect())
+                .unwrap_or_default();
+            hidden = Some(match hidden {
+                None => by_role,
+                Some(so_far) => so_far.intersection(&by_role).copied().collect(),
+            });
+        }
+    }
+    let hidden = hidden.unwrap_or_default();
+    let mut out: Vec<String> = SYSTEM_FIELDS.iter().map(|f| (*f).to_owned()).collect();
+    for field in &definition.fields {
+        if !hidden.contains(field) && !SYSTEM_FIELDS.contains(&field.as_str()) {
+            out.push(field.as_str().to_owned());
+        }
+    }
+    Ok(Some(out))
+}
+
+#[cfg(test)]
+mod tests;

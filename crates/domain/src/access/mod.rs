@@ -1,0 +1,17 @@
+//! Access control: the permission model, the role, entity and record aggregates, and the pure
+//! access decision ([`check::check`]) that the access read model answers from.
+
+pub mod check;
+pub mod entity;
+pub mod model;
+pub mod record;
+pub mod role;
+
+pub use check::{
+    AccessFacts, Account, AccountStatus, CheckRequest, Decision, EntityFacts, Member, Reason,
+    RecordStanding, RoleFacts, Subject, check, visible_fields,
+};
+pub use model::{
+    AccessIdError, Action, EntityName, EntityPolicy, FieldName, MenuItem, Permission, Principal,
+    PseudoRole, RecordAccess, RecordId, Resource,
+};

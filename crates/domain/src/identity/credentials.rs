@@ -1,0 +1,651 @@
+//! The credentials aggregate: one per user (its id is the user's id; global, like the user).
+//!
+//! It holds what proves who someone is: the sealed password hash, TOTP, recovery codes, the
+//! single-use emailed tokens (password reset, magic link, email code) and the failure count behind
+//! brute-force lock-out. It is apart from the user aggregate so that sign-in traffic does not
+//! contend with profile and lifecycle changes, and every single-use rule here (a reset token, a
+//! TOTP time step, a recovery code) is enforced by the log's expected sequence: of two concurrent
+//! redemptions exactly one appends.
+//!
+//! Secrets arrive already sealed or blind-indexed (see [`crate::secret`]): checking a password or
+//! a TOTP code needs the key holder and happens in the application, which passes the outcome here.
+
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+
+use crate::events::{
+    AccountLocked, AccountUnlocked, PasswordSet, RecoveryCodeUsed, RecoveryCodesGenerated,
+    SecretTokenIssued, SecretTokenRedeemed, SignInFailed, SignInFailuresCleared, TotpCodeUsed,
+    TotpDisabled, TotpEnabled, TotpEnrolmentStarted,
+};
+use crate::secret::{BlindIndex, Sealed};
+
+/// Why a password was set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PasswordReason {
+    /// First password, chosen when accepting an invitation or at bootstrap/registration.
+    Initial,
+    /// Changed by the user, who proved the current one.
+    Changed,
+    /// Reset through an emailed single-use link.
+    Reset,
+}
+
+/// What an emailed single-use token is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenPurpose {
+    PasswordReset,
+    MagicLink,
+    EmailCode,
+    EmailVerification,
+    /// Confirms a new address (the token is mailed to it).
+    EmailChange,
+}
+
+/// Brute-force protection settings (per tenant settings may tighten them; see the application).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutPolicy {
+    /// Consecutive failures that lock the account.
+    pub max_failures: u32,
+    /// Length of the first lock-out; each further lock-out doubles it…
+    pub base_lock: Duration,
+    /// …up to this.
+    pub max_lock: Duration,
+    /// Failures older than this are forgotten (a fresh window starts).
+    pub failure_window: Duration,
+}
+
+impl Default for LockoutPolicy {
+    /// Keycloak-like: 5 failures, 1 minute lock-out doubling up to 15 minutes, failures
+    /// forgotten after 12 hours without any.
+    fn default() -> Self {
+        LockoutPolicy {
+            max_failures: 5,
+            base_lock: Duration::minutes(1),
+            max_lock: Duration::minutes(15),
+            failure_window: Duration::hours(12),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutstandingToken {
+    pub purpose: TokenPurpose,
+    pub index: BlindIndex,
+    pub expires_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    pub password: Option<Sealed>,
+    /// TOTP secret waiting for its first code.
+    pub totp_pending: Option<Sealed>,
+    /// Confirmed TOTP secret: sign-in needs a second step.
+    pub totp: Option<Sealed>,
+    /// Highest TOTP time step used; a code of that step or earlier is refused (RFC 6238 §5.2).
+    pub totp_last_step: u64,
+    /// Unused recovery codes.
+    pub recovery_codes: Vec<BlindIndex>,
+    /// At most one live token per purpose: issuing a new one kills the old.
+    pub tokens: Vec<OutstandingToken>,
+    /// Consecutive failures since the last success, lock-out or unlock.
+    pub failures: u32,
+    pub last_failure_at: Option<OffsetDateTime>,
+    pub locked_until: Option<OffsetDateTime>,
+    /// Lock-outs since the last successful sign-in (each doubles the next one).
+    pub lockouts: u32,
+}
+
+impl Credentials {
+    pub fn is_locked_at(&self, now: OffsetDateTime) -> bool {
+        self.locked_until.is_some_and(|until| now < until)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialsCommand {
+    SetPassword {
+        password: Sealed,
+        reason: PasswordReason,
+    },
+    /// A wrong password (or second factor) was presented.
+    RecordFailure {
+        now: OffsetDateTime,
+        policy: LockoutPolicy,
+    },
+    /// A sign-in succeeded: the failure count starts over.
+    RecordSuccess,
+    /// An administrator lifts a lock-out.
+    Unlock,
+    IssueToken {
+        purpose: TokenPurpose,
+        index: BlindIndex,
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    },
+    /// Uses up an emailed token (magic link, email code, email verification).
+    RedeemToken {
+        purpose: TokenPurpose,
+        index: BlindIndex,
+        now: OffsetDateTime,
+    },
+    /// Uses up a password-reset token and sets the new password, in one append.
+    ResetPassword {
+        index: BlindIndex,
+        password: Sealed,
+        now: OffsetDateTime,
+    },
+    StartTotp {
+        secret: Sealed,
+    },
+    /// The application verified a code against the pending secret at time step `step`.
+    ConfirmTotp {
+        step: u64,
+        recovery_codes: Vec<BlindIndex>,
+    },
+    /// The application verified a code against the active secret at time step `step`.
+    UseTotp {
+        step: u64,
+    },
+    UseRecoveryCode {
+        index: BlindIndex,
+    },
+    DisableTotp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialsEvent {
+    PasswordSet(PasswordSet),
+    SignInFailed(SignInFailed),
+    AccountLocked(AccountLocked),
+    FailuresCleared(SignInFailuresCleared),
+    Unlocked(AccountUnlocked),
+    TokenIssued(SecretTokenIssued),
+    TokenRedeemed(SecretTokenRedeemed),
+    TotpEnrolmentStarted(TotpEnrolmentStarted),
+    TotpEnabled(TotpEnabled),
+    TotpCodeUsed(TotpCodeUsed),
+    RecoveryCodesGenerated(RecoveryCodesGenerated),
+    RecoveryCodeUsed(RecoveryCodeUsed),
+    TotpDisabled(TotpDisabled),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialsError {
+    /// Deliberately one error for unknown, expired, used and superseded tokens.
+    #[error("the link or code is invalid or has expired")]
+    InvalidToken,
+    #[error("a TOTP code can be used only once")]
+    TotpReplayed,
+    #[error("two-factor authentication is not being set up")]
+    NoTotpEnrolment,
+    #[error("two-factor authentication is not enabled")]
+    TotpNotEnabled,
+    #[error("two-factor authentication is already enabled")]
+    TotpAlreadyEnabled,
+    #[error("the recovery code is invalid or was used")]
+    InvalidRecoveryCode,
+    #[error("the account is not locked")]
+    NotLocked,
+}
+
+fn live_token(
+    state: &Credentials,
+    purpose: TokenPurpose,
+    index: &BlindIndex,
+    now: OffsetDateTime,
+) -> Result<(), CredentialsError> {
+    state
+        .tokens
+        .iter()
+        .find(|t| t.purpose == purpose && &t.index == index && now < t.expires_at)
+        .map(|_| ())
+        .ok_or(CredentialsError::InvalidToken)
+}
+
+pub fn decide(
+    state: &Credentials,
+    command: CredentialsCommand,
+) -> Result<Vec<CredentialsEvent>, CredentialsError> {
+    use CredentialsEvent as E;
+    match command {
+        CredentialsCommand::SetPassword { password, reason } => {
+            Ok(vec![E::PasswordSet(PasswordSet { password, reason })])
+        }
+        CredentialsCommand::RecordFailure { now, policy } => {
+            // A failure long after the previous one starts a new window.
+            let previous = match state.last_failure_at {
+                Some(at) if now - at <= policy.failure_window => state.failures,
+                _ => 0,
+            };
+            let failures = previous + 1;
+            let mut events = vec![E::SignInFailed(SignInFailed { failures, at: now })];
+            if failures >= policy.max_failures.max(1) {
+                let doubling = 2i32.saturating_pow(state.lockouts.min(16));
+                let lock = (policy.base_lock * doubling).min(policy.max_lock);
+                events.push(E::AccountLocked(AccountLocked {
+                    until: now + lock,
+                    failures,
+                }));
+            }
+            Ok(events)
+        }
+        CredentialsCommand::RecordSuccess => {
+            if state.failures == 0 && state.lockouts == 0 {
+                Ok(vec![])
+            } else {
+                Ok(vec![E::FailuresCleared(SignInFailuresCleared {})])
+            }
+        }
+        CredentialsCommand::Unlock => {
+            if state.locked_until.is_none() && state.failures == 0 {
+                return Err(CredentialsError::NotLocked);
+            }
+            Ok(vec![E::Unlocked(AccountUnlocked {})])
+        }
+        CredentialsCommand::IssueToken {
+            purpose,
+            index,
+            expires_at,
+            now,
+        } => {
+            if expires_at <= now {
+                return Err(CredentialsError::InvalidToken);
+            }
+            Ok(vec![E::TokenIssued(SecretTokenIssued {
+                purpose,
+                index,
+                expires_at,
+            })])
+        }
+        CredentialsCommand::RedeemToken {
+            purpose,
+            index,
+            now,
+        } => {
+            live_token(state, purpose, &index, now)?;
+            Ok(vec![E::TokenRedeemed(SecretTokenRedeemed { purpose })])
+        }
+        CredentialsCommand::ResetPassword {
+            index,
+            password,
+            now,
+        } => {
+            live_token(state, TokenPurpose::PasswordReset, &index, now)?;
+            Ok(vec![
+                E::TokenRedeemed(SecretTokenRedeemed {
+                    purpose: TokenPurpose::PasswordReset,
+                }),
+                E::PasswordSet(PasswordSet {
+                    password,
+                    reason: PasswordReason::Reset,
+                }),
+            ])
+        }
+        CredentialsCommand::StartTotp { secret } => {
+            if state.totp.is_some() {
+                return Err(CredentialsError::TotpAlreadyEnabled);
+            }
+            Ok(vec![E::TotpEnrolmentStarted(TotpEnrolmentStarted {
+                secret,
+            })])
+        }
+        CredentialsCommand::ConfirmTotp {
+            step,
+            recovery_codes,
+        } => {
+            if state.totp.is_some() {
+                return Err(CredentialsError::TotpAlreadyEnabled);
+            }
+            if state.totp_pending.is_none() {
+                return Err(CredentialsError::NoTotpEnrolment);
+            }
+            Ok(vec![
+                E::TotpEnabled(TotpEnabled { step }),
+                E::RecoveryCodesGenerated(RecoveryCodesGenerated {
+                    codes: recovery_codes,
+                }),
+            ])
+        }
+        CredentialsCommand::UseTotp { step } => {
+            if state.totp.is_none() {
+                return Err(CredentialsError::TotpNotEnabled);
+            }
+            if step <= state.totp_last_step {
+                return Err(CredentialsError::TotpReplayed);
+            }
+            Ok(vec![E::TotpCodeUsed(TotpCodeUsed { step })])
+        }
+        CredentialsCommand::UseRecoveryCode { index } => {
+            if state.totp.is_none() {
+                return Err(CredentialsError::TotpNotEnabled);
+            }
+            if !state.recovery_codes.contains(&index) {
+                return Err(CredentialsError::InvalidRecoveryCode);
+            }
+            Ok(vec![E::RecoveryCodeUsed(RecoveryCodeUsed { code: index })])
+        }
+        CredentialsCommand::DisableTotp => {
+            if state.totp.is_none() && state.totp_pending.is_none() {
+                return Err(CredentialsError::TotpNotEnabled);
+            }
+            Ok(vec![E::TotpDisabled(TotpDisabled {})])
+        }
+    }
+}
+
+pub fn evolve(mut state: Credentials, event: &CredentialsEvent) -> Credentials {
+    match event {
+        CredentialsEvent::PasswordSet(e) => {
+            state.password = Some(e.password.clone());
+            // A new password kills outstanding reset links.
+            state
+                .tokens
+                .retain(|t| t.purpose != TokenPurpose::PasswordReset);
+        }
+        CredentialsEvent::SignInFailed(e) => {
+            state.failures = e.failures;
+            state.last_failure_at = Some(e.at);
+        }
+        CredentialsEvent::AccountLocked(e) => {
+            state.locked_until = Some(e.until);
+            state.lockouts += 1;
+            state.failures = 0;
+        }
+        CredentialsEvent::FailuresCleared(_) => {
+            state.failures = 0;
+            state.lockouts = 0;
+            state.locked_until = None;
+        }
+        CredentialsEvent::Unlocked(_) => {
+            state.failures = 0;
+            state.locked_until = None;
+        }
+        CredentialsEvent::TokenIssued(e) => {
+            state.tokens.retain(|t| t.purpose != e.purpose);
+            state.tokens.push(OutstandingToken {
+                purpose: e.purpose,
+                index: e.index.clone(),
+                expires_at: e.expires_at,
+            });
+        }
+        CredentialsEvent::TokenRedeemed(e) => state.tokens.retain(|t| t.purpose != e.purpose),
+        CredentialsEvent::TotpEnrolmentStarted(e) => state.totp_pending = Some(e.secret.clone()),
+        CredentialsEvent::TotpEnabled(e) => {
+            state.totp = state.totp_pending.take();
+            state.totp_last_step = e.step;
+        }
+        CredentialsEvent::TotpCodeUsed(e) => state.totp_last_step = e.step,
+        CredentialsEvent::RecoveryCodesGenerated(e) => state.recovery_codes = e.codes.clone(),
+        CredentialsEvent::RecoveryCodeUsed(e) => state.recovery_codes.retain(|c| c != &e.code),
+        CredentialsEvent::TotpDisabled(_) => {
+            state.totp = None;
+            state.totp_pending = None;
+            state.recovery_codes.clear();
+        }
+    }
+    state
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-03-01 12:00 UTC);
+
+    fn sealed(tag: char) -> Sealed {
+        Sealed::parse(format!("v1.k1.{}", tag.to_string().repeat(48))).unwrap()
+    }
+
+    fn index(byte: u8) -> BlindIndex {
+        BlindIndex::from_bytes(&[byte; 32])
+    }
+
+    #[track_caller]
+    fn check(
+        given: &[CredentialsEvent],
+        when: CredentialsCommand,
+        then: Result<Vec<CredentialsEvent>, CredentialsError>,
+    ) {
+        let state = given.iter().fold(Credentials::default(), evolve);
+        assert_eq!(decide(&state, when), then);
+    }
+
+    fn issued(purpose: TokenPurpose, byte: u8) -> CredentialsEvent {
+        CredentialsEvent::TokenIssued(SecretTokenIssued {
+            purpose,
+            index: index(byte),
+            expires_at: NOW + Duration::minutes(10),
+        })
+    }
+
+    #[test]
+    fn a_reset_token_sets_the_password_once() {
+        let reset = CredentialsCommand::ResetPassword {
+            index: index(1),
+            password: sealed('B'),
+            now: NOW,
+        };
+        let given = [issued(TokenPurpose::PasswordReset, 1)];
+        check(
+            &given,
+            reset.clone(),
+            Ok(vec![
+                CredentialsEvent::TokenRedeemed(SecretTokenRedeemed {
+                    purpose: TokenPurpose::PasswordReset,
+                }),
+                CredentialsEvent::PasswordSet(PasswordSet {
+                    password: sealed('B'),
+                    reason: PasswordReason::Reset,
+                }),
+            ]),
+        );
+        let state = given.iter().fold(Credentials::default(), evolve);
+        let events = decide(&state, reset.clone()).unwrap();
+        let used = events.iter().fold(state, evolve);
+        assert_eq!(decide(&used, reset), Err(CredentialsError::InvalidToken));
+    }
+
+    #[test]
+    fn expired_superseded_and_foreign_tokens_are_refused_alike() {
+        let given = [
+            issued(TokenPurpose::PasswordReset, 1),
+            issued(TokenPurpose::PasswordReset, 2),
+        ];
+        let reset = |byte, now| CredentialsCommand::ResetPassword {
+            index: index(byte),
+            password: sealed('B'),
+            now,
+        };
+        check(&given, reset(1, NOW), Err(CredentialsError::InvalidToken));
+        check(
+            &given,
+            reset(2, NOW + Duration::minutes(10)),
+            Err(CredentialsError::InvalidToken),
+        );
+        check(
+            &[issued(TokenPurpose::MagicLink, 3)],
+            reset(3, NOW),
+            Err(CredentialsError::InvalidToken),
+        );
+    }
+
+    #[test]
+    fn a_new_password_kills_outstanding_reset_links() {
+        let given = [
+            issued(TokenPurpose::PasswordReset, 1),
+            CredentialsEvent::PasswordSet(PasswordSet {
+                password: sealed('C'),
+                reason: PasswordReason::Changed,
+            }),
+        ];
+        check(
+            &given,
+            CredentialsCommand::ResetPassword {
+                index: index(1),
+                password: sealed('B'),
+                now: NOW,
+            },
+            Err(CredentialsError::InvalidToken),
+        );
+    }
+
+    #[test]
+    fn the_fifth_failure_locks_and_lockouts_grow() {
+        let policy = LockoutPolicy::default();
+        let fail = |now| CredentialsCommand::RecordFailure { now, policy };
+        let four: Vec<_> = (1..=4)
+            .map(|failures| CredentialsEvent::SignInFailed(SignInFailed { failures, at: NOW }))
+            .collect();
+        let state = four.iter().fold(Credentials::default(), evolve);
+        assert_eq!(
+            decide(&state, fail(NOW)),
+            Ok(vec![
+                CredentialsEvent::SignInFailed(SignInFailed {
+                    failures: 5,
+                    at: NOW
+                }),
+                CredentialsEvent::AccountLocked(AccountLocked {
+                    until: NOW + Duration::minutes(1),
+                    failures: 5,
+                }),
+            ])
+        );
+        let locked = decide(&state, fail(NOW))
+            .unwrap()
+            .iter()
+            .fold(state, evolve);
+        assert!(locked.is_locked_at(NOW));
+        assert!(!locked.is_locked_at(NOW + Duration::minutes(1)));
+        // The next lock-out is twice as long.
+        let again = four.iter().fold(locked, evolve);
+        let events = decide(&again, fail(NOW)).unwrap();
+        assert_eq!(
+            events[1],
+            CredentialsEvent::AccountLocked(AccountLocked {
+                until: NOW + Duration::minutes(2),
+                failures: 5,
+            })
+        );
+        // A success starts over.
+        let cleared = events.iter().fold(again, evolve);
+        let success = decide(&cleared, CredentialsCommand::RecordSuccess).unwrap();
+        let cleared = success.iter().fold(cleared, evolve);
+        assert_eq!((cleared.failures, cleared.lockouts), (0, 0));
+        assert!(!cleared.is_locked_at(NOW));
+        assert_eq!(
+            decide(&cleared, CredentialsCommand::RecordSuccess),
+            Ok(vec![])
+        );
+    }
+
+    #[test]
+    fn failures_outside_the_window_start_over() {
+        let policy = LockoutPolicy::default();
+        let state = [CredentialsEvent::SignInFailed(SignInFailed {
+            failures: 4,
+            at: NOW,
+        })]
+        .iter()
+        .fold(Credentials::default(), evolve);
+        assert_eq!(
+            decide(
+                &state,
+                CredentialsCommand::RecordFailure {
+                    now: NOW + Duration::hours(13),
+                    policy
+                }
+            ),
+            Ok(vec![CredentialsEvent::SignInFailed(SignInFailed {
+                failures: 1,
+                at: NOW + Duration::hours(13)
+            })])
+        );
+    }
+
+    #[test]
+    fn totp_needs_confirmation_and_refuses_replayed_steps() {
+        let started = CredentialsEvent::TotpEnrolmentStarted(TotpEnrolmentStarted {
+            secret: sealed('T'),
+        });
+        check(
+            &[],
+            CredentialsCommand::UseTotp { step: 10 },
+            Err(CredentialsError::TotpNotEnabled),
+        );
+        check(
+            &[],
+            CredentialsCommand::ConfirmTotp {
+                step: 10,
+                recovery_codes: vec![],
+            },
+            Err(CredentialsError::NoTotpEnrolment),
+        );
+        let enabled = [
+            started.clone(),
+            CredentialsEvent::TotpEnabled(TotpEnabled { step: 10 }),
+            CredentialsEvent::RecoveryCodesGenerated(RecoveryCodesGenerated {
+                codes: vec![index(7), index(8)],
+            }),
+        ];
+        let state = enabled.iter().fold(Credentials::default(), evolve);
+        assert_eq!(state.totp, Some(sealed('T')));
+        check(
+            &enabled,
+            CredentialsCommand::UseTotp { step: 10 },
+            Err(CredentialsError::TotpReplayed),
+        );
+        check(
+            &enabled,
+            CredentialsCommand::UseTotp { step: 11 },
+            Ok(vec![CredentialsEvent::TotpCodeUsed(TotpCodeUsed {
+                step: 11,
+            })]),
+        );
+        check(
+            &enabled,
+            CredentialsCommand::StartTotp {
+                secret: sealed('U'),
+            },
+            Err(CredentialsError::TotpAlreadyEnabled),
+        );
+    }
+
+    #[test]
+    fn a_recovery_code_works_once() {
+        let given = [
+            CredentialsEvent::TotpEnrolmentStarted(TotpEnrolmentStarted {
+                secret: sealed('T'),
+            }),
+            CredentialsEvent::TotpEnabled(TotpEnabled { step: 1 }),
+            CredentialsEvent::RecoveryCodesGenerated(RecoveryCodesGenerated {
+                codes: vec![index(7), index(8)],
+            }),
+            CredentialsEvent::RecoveryCodeUsed(RecoveryCodeUsed { code: index(7) }),
+        ];
+        check(
+            &given,
+            CredentialsCommand::UseRecoveryCode { index: index(7) },
+            Err(CredentialsError::InvalidRecoveryCode),
+        );
+        check(
+            &given,
+            CredentialsCommand::UseRecoveryCode { index: index(8) },
+            Ok(vec![CredentialsEvent::RecoveryCodeUsed(RecoveryCodeUsed {
+                code: index(8),
+            })]),
+        );
+    }
+
+    #[test]
+    fn unlocking_an_unlocked_account_is_refused() {
+        check(
+            &[],
+            CredentialsCommand::Unlock,
+            Err(CredentialsError::NotLocked),
+        );
+    }
+}

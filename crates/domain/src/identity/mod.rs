@@ -1,0 +1,7 @@
+//! Identity: the aggregates behind sign-in. Users themselves are in [`crate::user`]; here are
+//! their [`credentials`], signed-in [`session`]s, [`invitation`]s and [`api_key`]s.
+
+pub mod api_key;
+pub mod credentials;
+pub mod invitation;
+pub mod session;

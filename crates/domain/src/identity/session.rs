@@ -1,0 +1,400 @@
+//! The session aggregate: one signed-in device (global; its id is a ULID, its current tenant is
+//! data so that switching tenant keeps the session).
+//!
+//! A session holds one live refresh token, identified by its [`BlindIndex`]. Every refresh
+//! replaces it (rotation). Presenting a token that this session rotated away is *reuse*: someone
+//! holds a copy, so the whole session is revoked (OAuth 2.0 Security BCP, refresh token rotation).
+//! Because a refresh is an append with the session's expected sequence, N concurrent refreshes
+//! with one token produce at most one successor: the first appends, every other one re-decides
+//! against the new state, sees a rotated token and revokes the session.
+
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+
+use crate::events::{SessionRefreshed, SessionRevoked, SessionStarted, SessionTenantSwitched};
+use crate::ids::{TenantId, UserId};
+use crate::secret::BlindIndex;
+
+/// How the user proved who they are when the session started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SignInMethod {
+    Password,
+    /// Password and a second factor (TOTP or a recovery code).
+    PasswordAndTotp,
+    MagicLink,
+    EmailCode,
+    /// The invitation's acceptance signed the user in.
+    Invitation,
+}
+
+/// Why a session ended before its time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RevocationReason {
+    SignedOut,
+    /// The user revoked it from another session.
+    RevokedByUser,
+    RevokedByAdmin,
+    /// A rotated refresh token was presented again.
+    RefreshTokenReused,
+    PasswordReset,
+    PasswordChanged,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SessionStatus {
+    #[default]
+    Absent,
+    Active,
+    Revoked,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Session {
+    pub status: SessionStatus,
+    pub user: Option<UserId>,
+    pub tenant: Option<TenantId>,
+    pub refresh: Option<BlindIndex>,
+    /// Number of rotations so far.
+    pub generation: u32,
+    pub started_at: Option<OffsetDateTime>,
+    pub last_active_at: Option<OffsetDateTime>,
+    pub expires_at: Option<OffsetDateTime>,
+    pub idle_timeout: Duration,
+}
+
+impl Session {
+    /// Whether the session may still be used at `now` (active, within its absolute lifetime and
+    /// its idle timeout).
+    pub fn is_live_at(&self, now: OffsetDateTime) -> bool {
+        self.status == SessionStatus::Active
+            && self.expires_at.is_some_and(|end| now < end)
+            && self
+                .last_active_at
+                .is_some_and(|at| now < at + self.idle_timeout)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionCommand {
+    Start {
+        user: UserId,
+        tenant: TenantId,
+        method: SignInMethod,
+        refresh: BlindIndex,
+        now: OffsetDateTime,
+        /// Absolute lifetime.
+        lifetime: Duration,
+        idle_timeout: Duration,
+    },
+    /// Exchange `presented` for `next`.
+    Refresh {
+        presented: BlindIndex,
+        next: BlindIndex,
+        now: OffsetDateTime,
+    },
+    SwitchTenant {
+        tenant: TenantId,
+        /// The token presented with the request is rotated too, so the old tenant's refresh
+        /// token stops working.
+        presented: BlindIndex,
+        next: BlindIndex,
+        now: OffsetDateTime,
+    },
+    Revoke {
+        reason: RevocationReason,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    Started(SessionStarted),
+    Refreshed(SessionRefreshed),
+    TenantSwitched(SessionTenantSwitched),
+    Revoked(SessionRevoked),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    #[error("this session already exists")]
+    AlreadyExists,
+    /// Unknown, expired, idle too long or revoked: one answer for all.
+    #[error("the session has ended")]
+    Ended,
+    #[error("a session's lifetime and idle timeout must be positive")]
+    InvalidLifetime,
+}
+
+pub fn decide(state: &Session, command: SessionCommand) -> Result<Vec<SessionEvent>, SessionError> {
+    match command {
+        SessionCommand::Start {
+            user,
+            tenant,
+            method,
+            refresh,
+            now,
+            lifetime,
+            idle_timeout,
+        } => {
+            if state.status != SessionStatus::Absent {
+                return Err(SessionError::AlreadyExists);
+            }
+            if !lifetime.is_positive() || !idle_timeout.is_positive() {
+                return Err(SessionError::InvalidLifetime);
+            }
+            Ok(vec![SessionEvent::Started(SessionStarted {
+                user,
+                tenant,
+                method,
+                refresh,
+                at: now,
+                expires_at: now + lifetime,
+                idle_timeout_seconds: idle_timeout.whole_seconds(),
+            })])
+        }
+        SessionCommand::Refresh {
+            presented,
+            next,
+            now,
+        } => rotate(state, presented, now, |generation| {
+            SessionEvent::Refreshed(SessionRefreshed {
+                refresh: next,
+                generation,
+                at: now,
+            })
+        }),
+        SessionCommand::SwitchTenant {
+            tenant,
+            presented,
+            next,
+            now,
+        } => rotate(state, presented, now, |generation| {
+            SessionEvent::TenantSwitched(SessionTenantSwitched {
+                tenant,
+                refresh: next,
+                generation,
+                at: now,
+            })
+        }),
+        SessionCommand::Revoke { reason } => match state.status {
+            SessionStatus::Absent => Err(SessionError::Ended),
+            SessionStatus::Revoked => Ok(vec![]),
+            SessionStatus::Active => Ok(vec![SessionEvent::Revoked(SessionRevoked { reason })]),
+        },
+    }
+}
+
+/// The common rule of refresh and tenant switch: the presented token must be the live one; a
+/// rotated one revokes the session (returned as the only event: the caller reports failure).
+fn rotate(
+    state: &Session,
+    presented: BlindIndex,
+    now: OffsetDateTime,
+    successor: impl FnOnce(u32) -> SessionEvent,
+) -> Result<Vec<SessionEvent>, SessionError> {
+    if !state.is_live_at(now) {
+        return Err(SessionError::Ended);
+    }
+    if state.refresh.as_ref() != Some(&presented) {
+        return Ok(vec![SessionEvent::Revoked(SessionRevoked {
+            reason: RevocationReason::RefreshTokenReused,
+        })]);
+    }
+    Ok(vec![successor(state.generation + 1)])
+}
+
+pub fn evolve(mut state: Session, event: &SessionEvent) -> Session {
+    match event {
+        SessionEvent::Started(e) => {
+            state.status = SessionStatus::Active;
+            state.user = Some(e.user);
+            state.tenant = Some(e.tenant.clone());
+            state.refresh = Some(e.refresh.clone());
+            state.started_at = Some(e.at);
+            state.last_active_at = Some(e.at);
+            state.expires_at = Some(e.expires_at);
+            state.idle_timeout = Duration::seconds(e.idle_timeout_seconds);
+        }
+        SessionEvent::Refreshed(e) => {
+            state.refresh = Some(e.refresh.clone());
+            state.generation = e.generation;
+            state.last_active_at = Some(e.at);
+        }
+        SessionEvent::TenantSwitched(e) => {
+            state.tenant = Some(e.tenant.clone());
+            state.refresh = Some(e.refresh.clone());
+            state.generation = e.generation;
+            state.last_active_at = Some(e.at);
+        }
+        SessionEvent::Revoked(_) => state.status = SessionStatus::Revoked,
+    }
+    state
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-03-01 12:00 UTC);
+
+    fn index(byte: u8) -> BlindIndex {
+        BlindIndex::from_bytes(&[byte; 32])
+    }
+
+    fn user() -> UserId {
+        "01J00000000000000000000001".parse().unwrap()
+    }
+
+    fn started() -> SessionEvent {
+        SessionEvent::Started(SessionStarted {
+            user: user(),
+            tenant: "acme".parse().unwrap(),
+            method: SignInMethod::Password,
+            refresh: index(1),
+            at: NOW,
+            expires_at: NOW + Duration::days(30),
+            idle_timeout_seconds: 3600,
+        })
+    }
+
+    fn state(given: &[SessionEvent]) -> Session {
+        given.iter().fold(Session::default(), evolve)
+    }
+
+    fn refresh(presented: u8, next: u8, now: OffsetDateTime) -> SessionCommand {
+        SessionCommand::Refresh {
+            presented: index(presented),
+            next: index(next),
+            now,
+        }
+    }
+
+    #[test]
+    fn starting_records_the_lifetimes() {
+        assert_eq!(
+            decide(
+                &Session::default(),
+                SessionCommand::Start {
+                    user: user(),
+                    tenant: "acme".parse().unwrap(),
+                    method: SignInMethod::Password,
+                    refresh: index(1),
+                    now: NOW,
+                    lifetime: Duration::days(30),
+                    idle_timeout: Duration::hours(1),
+                }
+            ),
+            Ok(vec![started()])
+        );
+    }
+
+    #[test]
+    fn the_live_token_is_rotated() {
+        assert_eq!(
+            decide(&state(&[started()]), refresh(1, 2, NOW)),
+            Ok(vec![SessionEvent::Refreshed(SessionRefreshed {
+                refresh: index(2),
+                generation: 1,
+                at: NOW,
+            })])
+        );
+    }
+
+    #[test]
+    fn a_rotated_token_presented_again_revokes_the_session() {
+        let given = [
+            started(),
+            SessionEvent::Refreshed(SessionRefreshed {
+                refresh: index(2),
+                generation: 1,
+                at: NOW,
+            }),
+        ];
+        let revoked = SessionEvent::Revoked(SessionRevoked {
+            reason: RevocationReason::RefreshTokenReused,
+        });
+        assert_eq!(
+            decide(&state(&given), refresh(1, 3, NOW)),
+            Ok(vec![revoked.clone()])
+        );
+        // After that, even the live token is dead.
+        let mut after = given.to_vec();
+        after.push(revoked);
+        assert_eq!(
+            decide(&state(&after), refresh(2, 3, NOW)),
+            Err(SessionError::Ended)
+        );
+    }
+
+    #[test]
+    fn idle_and_absolute_timeouts_end_the_session() {
+        let s = state(&[started()]);
+        assert!(s.is_live_at(NOW + Duration::minutes(59)));
+        assert_eq!(
+            decide(&s, refresh(1, 2, NOW + Duration::hours(1))),
+            Err(SessionError::Ended)
+        );
+        // Activity keeps it alive, but not past its absolute end.
+        let mut s = s;
+        for day in 1..=30 {
+            let at = NOW + Duration::days(day) - Duration::minutes(1);
+            s.last_active_at = Some(at - Duration::minutes(1));
+            assert_eq!(s.is_live_at(at), day < 30 || at < NOW + Duration::days(30));
+        }
+        s.last_active_at = Some(NOW + Duration::days(30) - Duration::seconds(1));
+        assert!(!s.is_live_at(NOW + Duration::days(30)));
+    }
+
+    #[test]
+    fn switching_tenant_rotates_the_token() {
+        let given = [started()];
+        let events = decide(
+            &state(&given),
+            SessionCommand::SwitchTenant {
+                tenant: "globex".parse().unwrap(),
+                presented: index(1),
+                next: index(2),
+                now: NOW,
+            },
+        )
+        .unwrap();
+        let after = events.iter().fold(state(&given), evolve);
+        assert_eq!(after.tenant, Some("globex".parse().unwrap()));
+        assert_eq!(
+            decide(&after, refresh(1, 3, NOW)),
+            Ok(vec![SessionEvent::Revoked(SessionRevoked {
+                reason: RevocationReason::RefreshTokenReused
+            })])
+        );
+    }
+
+    #[test]
+    fn revoking_twice_changes_nothing() {
+        let given = [
+            started(),
+            SessionEvent::Revoked(SessionRevoked {
+                reason: RevocationReason::SignedOut,
+            }),
+        ];
+        assert_eq!(
+            decide(
+                &state(&given),
+                SessionCommand::Revoke {
+                    reason: RevocationReason::RevokedByAdmin
+                }
+            ),
+            Ok(vec![])
+        );
+        assert_eq!(
+            decide(
+                &Session::default(),
+                SessionCommand::Revoke {
+                    reason: RevocationReason::SignedOut
+                }
+            ),
+            Err(SessionError::Ended)
+        );
+    }
+}

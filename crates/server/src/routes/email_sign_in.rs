@@ -1,0 +1,365 @@
+//! Sign-in by email and self-service account routes:
+//!
+//! - `/v1/auth/magic-link` (request) and `/v1/auth/magic-link/sign-in`
+//! - `/v1/auth/email-code` (request) and `/v1/auth/email-code/sign-in`
+//! - `/v1/tenants/{tenant}/register` (self-registration) and `/v1/auth/verify-email`
+//! - `/v1/users/{user}/profile` (the user or an administrator)
+//! - `/v1/auth/email` (ask to change one's address) and `/v1/auth/email/confirm`
+//!
+//! Requests that send mail answer `202 {}` whether or not the address has an account.
+
+use std::fmt;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{post, put};
+use idstream_app::identity::Registration;
+use idstream_domain::{TenantId, UserId};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+use super::CommandAccepted;
+use super::auth::{ClientAddr, Empty, Redacted, SignInAnswer, sign_in_response};
+use crate::AppState;
+use crate::error::{ApiError, Problem};
+use crate::extract::{ApiJson, ApiPath, Caller};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/auth/magic-link", post(request_magic_link))
+        .route("/v1/auth/magic-link/sign-in", post(magic_link_sign_in))
+        .route("/v1/auth/email-code", post(request_email_code))
+        .route("/v1/auth/email-code/sign-in", post(email_code_sign_in))
+        .route("/v1/tenants/{tenant}/register", post(register))
+        .route("/v1/auth/verify-email", post(verify_email))
+        .route("/v1/users/{user}/profile", put(change_profile))
+        .route("/v1/auth/email", post(request_email_change))
+        .route("/v1/auth/email/confirm", post(confirm_email_change))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailBody {
+    #[schema(example = "ada@example.com")]
+    pub email: String,
+}
+
+/// Email a single-use sign-in link (valid for the tenant's `magic_link_ttl_minutes`, 10 by
+/// default) if the address belongs to an active account. The answer is the same either way.
+#[utoipa::path(post, path = "/v1/auth/magic-link", request_body = EmailBody, tag = "auth",
+    responses((status = 202, body = Empty), (status = 429, body = Problem, description = "rate_limited")))]
+pub async fn request_magic_link(
+    State(state): State<AppState>,
+    ClientAddr(source): ClientAddr,
+    ApiJson(body): ApiJson<EmailBody>,
+) -> Result<(StatusCode, Json<Empty>), ApiError> {
+    state.app.request_magic_link(&body.email, source)?;
+    Ok((StatusCode::ACCEPTED, Json(Empty {})))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MagicLinkBody {
+    /// The `user` of the emailed link.
+    #[schema(value_type = String)]
+    pub user: UserId,
+    /// The `token` of the emailed link (`idm_…`).
+    pub token: String,
+    /// The tenant to sign in to (default: the user's first).
+    #[schema(value_type = Option<String>)]
+    pub tenant: Option<TenantId>,
+}
+
+impl fmt::Debug for MagicLinkBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MagicLinkBody")
+            .field("user", &self.user)
+            .field("token", &Redacted)
+            .finish()
+    }
+}
+
+/// Sign in with an emailed link (single use). Two-factor authentication still asks for its step.
+#[utoipa::path(post, path = "/v1/auth/magic-link/sign-in", request_body = MagicLinkBody, tag = "auth",
+    responses((status = 200, body = SignInAnswer),
+        (status = 400, body = Problem, description = "invalid_or_expired_link"),
+        (status = 403, body = Problem, description = "account_disabled"),
+        (status = 429, body = Problem, description = "rate_limited")))]
+pub async fn magic_link_sign_in(
+    State(state): State<AppState>,
+    ClientAddr(source): ClientAddr,
+    ApiJson(body): ApiJson<MagicLinkBody>,
+) -> Result<Response, ApiError> {
+    let answer = state
+        .timed(
+            "sign_in_magic_link",
+            state
+                .app
+                .sign_in_magic_link(body.user, &body.token, body.tenant, source),
+        )
+        .await?;
+    Ok(sign_in_response(answer))
+}
+
+/// Email a six-digit sign-in code if the address belongs to an active account. The answer is
+/// the same either way.
+#[utoipa::path(post, path = "/v1/auth/email-code", request_body = EmailBody, tag = "auth",
+    responses((status = 202, body = Empty), (status = 429, body = Problem, description = "rate_limited")))]
+pub async fn request_email_code(
+    State(state): State<AppState>,
+    ClientAddr(source): ClientAddr,
+    ApiJson(body): ApiJson<EmailBody>,
+) -> Result<(StatusCode, Json<Empty>), ApiError> {
+    state.app.request_email_code(&body.email, source)?;
+    Ok((StatusCode::ACCEPTED, Json(Empty {})))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailCodeBody {
+    pub email: String,
+    #[schema(example = "123456")]
+    pub code: String,
+    #[schema(value_type = Option<String>)]
+    pub tenant: Option<TenantId>,
+}
+
+impl fmt::Debug for EmailCodeBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmailCodeBody")
+            .field("email", &self.email)
+            .field("code", &Redacted)
+            .finish()
+    }
+}
+
+/// Sign in with an emailed code (single use; a wrong code counts as a failed sign-in).
+#[utoipa::path(post, path = "/v1/auth/email-code/sign-in", request_body = EmailCodeBody, tag = "auth",
+    responses((status = 200, body = SignInAnswer),
+        (status = 401, body = Problem, description = "invalid_credentials"),
+        (status = 403, body = Problem, description = "account_disabled"),
+        (status = 429, body = Problem, description = "rate_limited")))]
+pub async fn email_code_sign_in(
+    State(state): State<AppState>,
+    ClientAddr(source): ClientAddr,
+    ApiJson(body): ApiJson<EmailCodeBody>,
+) -> Result<Response, ApiError> {
+    let answer = state
+        .timed(
+            "sign_in_email_code",
+            state
+                .app
+                .sign_in_email_code(&body.email, &body.code, body.tenant, source),
+        )
+        .await?;
+    Ok(sign_in_response(answer))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterBody {
+    pub email: String,
+    pub password: String,
+    #[serde(default)]
+    pub first_name: String,
+    #[serde(default)]
+    pub last_name: String,
+}
+
+impl fmt::Debug for RegisterBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegisterBody")
+            .field("email", &self.email)
+            .field("password", &Redacted)
+            .finish()
+    }
+}
+
+/// Sign up in a tenant that allows self-registration. `202 {}` whether the address is new or
+/// taken. With email verification on (the default), a link is emailed and sign-in waits for it.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/register", request_body = RegisterBody, tag = "auth",
+    params(("tenant" = String, Path)),
+    responses((status = 202, body = Empty),
+        (status = 403, body = Problem, description = "self_registration_disabled"),
+        (status = 404, body = Problem, description = "tenant_not_found"),
+        (status = 422, body = Problem, description = "invalid_email, weak_password, password_too_long"),
+        (status = 429, body = Problem, description = "rate_limited")))]
+pub async fn register(
+    State(state): State<AppState>,
+    ClientAddr(source): ClientAddr,
+    ApiPath(tenant): ApiPath<TenantId>,
+    ApiJson(body): ApiJson<RegisterBody>,
+) -> Result<(StatusCode, Json<Empty>), ApiError> {
+    let RegisterBody {
+        email,
+        password,
+        first_name,
+        last_name,
+    } = body;
+    state
+        .timed(
+            "register",
+            state.app.register(
+                tenant,
+                Registration {
+                    email,
+                    password,
+                    first_name,
+                    last_name,
+                },
+                source,
+            ),
+        )
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(Empty {})))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyEmailBody {
+    #[schema(value_type = String)]
+    pub user: UserId,
+    /// The `token` of the emailed link (`ide_…`).
+    pub token: String,
+}
+
+impl fmt::Debug for VerifyEmailBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyEmailBody")
+            .field("user", &self.user)
+            .field("token", &Redacted)
+            .finish()
+    }
+}
+
+/// Follow an email verification link: the address is verified and a self-registered account
+/// becomes active.
+#[utoipa::path(post, path = "/v1/auth/verify-email", request_body = VerifyEmailBody, tag = "auth",
+    responses((status = 200, body = CommandAccepted),
+        (status = 400, body = Problem, description = "invalid_or_expired_link"),
+        (status = 429, body = Problem, description = "rate_limited")))]
+pub async fn verify_email(
+    State(state): State<AppState>,
+    ClientAddr(source): ClientAddr,
+    ApiJson(body): ApiJson<VerifyEmailBody>,
+) -> Result<CommandAccepted, ApiError> {
+    let outcome = state
+        .timed(
+            "verify_email",
+            state.app.verify_email(body.user, &body.token, source),
+        )
+        .await?;
+    Ok(CommandAccepted::ok(outcome))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileBody {
+    pub first_name: String,
+    pub last_name: String,
+    /// An http(s) URL of the user's picture; absent or empty for none.
+    pub image_url: Option<String>,
+    /// Notification topics (`a-z`, `0-9`, `_`) the user wants or not.
+    #[serde(default)]
+    pub notifications: BTreeMap<String, bool>,
+}
+
+/// Replace a user's profile: the user themselves, or an administrator with `users:update` in
+/// every tenant of theirs.
+#[utoipa::path(put, path = "/v1/users/{user}/profile", request_body = ProfileBody, tag = "users",
+    params(("user" = String, Path)),
+    responses((status = 200, body = CommandAccepted),
+        (status = 401, body = Problem, description = "unauthorized"),
+        (status = 403, body = Problem, description = "forbidden"),
+        (status = 404, body = Problem, description = "user_not_found"),
+        (status = 422, body = Problem, description = "invalid_name, invalid_image_url, invalid_notifications")))]
+pub async fn change_profile(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(user): ApiPath<UserId>,
+    ApiJson(body): ApiJson<ProfileBody>,
+) -> Result<CommandAccepted, ApiError> {
+    let outcome = state
+        .timed(
+            "change_profile",
+            state.app.change_profile(
+                &caller.ctx,
+                user,
+                idstream_domain::user::Profile {
+                    first_name: body.first_name,
+                    last_name: body.last_name,
+                    image_url: body.image_url,
+                    notifications: body.notifications,
+                },
+            ),
+        )
+        .await?;
+    Ok(CommandAccepted::ok(outcome))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailChangeBody {
+    pub new_email: String,
+    /// The current password (required when the account has one).
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for EmailChangeBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmailChangeBody")
+            .field("new_email", &self.new_email)
+            .field("password", &Redacted)
+            .finish()
+    }
+}
+
+/// Ask to change the caller's email address: a confirmation link goes to the new address, a
+/// notice to the old one, which keeps working until the change is confirmed.
+#[utoipa::path(post, path = "/v1/auth/email", request_body = EmailChangeBody, tag = "auth",
+    responses((status = 200, body = CommandAccepted),
+        (status = 401, body = Problem, description = "unauthorized, invalid_credentials"),
+        (status = 409, body = Problem, description = "email_taken"),
+        (status = 422, body = Problem, description = "invalid_email, same_email")))]
+pub async fn request_email_change(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<EmailChangeBody>,
+) -> Result<CommandAccepted, ApiError> {
+    let auth = caller.authenticated()?;
+    let outcome = state
+        .timed(
+            "request_email_change",
+            state
+                .app
+                .request_email_change(auth, &body.new_email, body.password),
+        )
+        .await?;
+    Ok(CommandAccepted::ok(outcome))
+}
+
+/// Confirm a new email address with the link mailed to it.
+#[utoipa::path(post, path = "/v1/auth/email/confirm", request_body = VerifyEmailBody, tag = "auth",
+    responses((status = 200, body = CommandAccepted),
+        (status = 400, body = Problem, description = "invalid_or_expired_link"),
+        (status = 409, body = Problem, description = "email_taken (claimed by someone else meanwhile)"),
+        (status = 429, body = Problem, description = "rate_limited")))]
+pub async fn confirm_email_change(
+    State(state): State<AppState>,
+    ClientAddr(source): ClientAddr,
+    ApiJson(body): ApiJson<VerifyEmailBody>,
+) -> Result<CommandAccepted, ApiError> {
+    let outcome = state
+        .timed(
+            "confirm_email_change",
+            state
+                .app
+                .confirm_email_change(body.user, &body.token, source),
+        )
+        .await?;
+    Ok(CommandAccepted::ok(outcome))
+}

@@ -1,0 +1,274 @@
+//! Invitations: `/v1/tenants/{tenant}/invitations`, `…/invitations/{id}`,
+//! `…/invitations/{id}/resend`, and `/v1/invitations/accept`.
+//!
+//! The invitation's token goes to the invitee by email only: no answer here carries it.
+
+use std::fmt;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{delete, post};
+use idstream_app::identity::{AcceptInvitation, InvitationRequest, SentInvitation};
+use idstream_domain::{RoleName, TenantId};
+use idstream_identity::{InvitationStatus, InvitationView};
+use serde::{Deserialize, Serialize};
+use ulid::Ulid;
+use utoipa::ToSchema;
+
+use super::auth::{ClientAddr, Positioned, TokensBody, tokens_response};
+use super::{CommandAccepted, Page, PageQuery, rfc3339};
+use crate::AppState;
+use crate::error::{ApiError, Problem};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller, MinPosition};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/tenants/{tenant}/invitations",
+            post(invite).get(list_invitations),
+        )
+        .route(
+            "/v1/tenants/{tenant}/invitations/{id}",
+            delete(revoke_invitation),
+        )
+        .route(
+            "/v1/tenants/{tenant}/invitations/{id}/resend",
+            post(resend_invitation),
+        )
+        .route("/v1/invitations/accept", post(accept_invitation))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InviteBody {
+    #[schema(example = "grace@example.com")]
+    pub email: String,
+    /// For a new user; an existing one keeps their name.
+    #[serde(default)]
+    pub first_name: String,
+    #[serde(default)]
+    pub last_name: String,
+    /// The roles the invitee gets on accepting; absent or empty: the tenant's default role.
+    #[serde(default)]
+    #[schema(value_type = Vec<String>, example = json!(["user"]))]
+    pub roles: Vec<RoleName>,
+}
+
+/// A sent invitation (the link went to the invitee by email).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SentInvitationBody {
+    pub id: String,
+    /// The invited user (created as `invited` if the address was new).
+    pub user: String,
+    /// RFC 3339 end of the link.
+    pub expires_at: String,
+    /// Whether the email went out; if not, resend.
+    pub email_sent: bool,
+    pub position: u64,
+}
+
+fn sent(status: StatusCode, sent: SentInvitation) -> Positioned<SentInvitationBody> {
+    Positioned {
+        status,
+        position: Some(sent.position),
+        secret: false,
+        body: SentInvitationBody {
+            id: sent.id.to_string(),
+            user: sent.user.to_string(),
+            expires_at: rfc3339(sent.expires_at),
+            email_sent: sent.email_sent,
+            position: sent.position,
+        },
+    }
+}
+
+/// Invite someone (a new address, or a user of another tenant) to the tenant. Needs
+/// `users:create` and `role.<role>:assign` for every role.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/invitations", request_body = InviteBody, tag = "invitations",
+    params(("tenant" = String, Path)),
+    responses((status = 201, body = SentInvitationBody), (status = 403, body = Problem),
+        (status = 404, body = Problem, description = "tenant_not_found"),
+        (status = 409, body = Problem, description = "invitation_pending"),
+        (status = 422, body = Problem, description = "invalid_email, unknown_role")),
+    security(("bearer" = [])))]
+pub async fn invite(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(tenant): ApiPath<TenantId>,
+    ApiJson(body): ApiJson<InviteBody>,
+) -> Result<Positioned<SentInvitationBody>, ApiError> {
+    let request = InvitationRequest {
+        email: body.email,
+        first_name: body.first_name,
+        last_name: body.last_name,
+        roles: body.roles,
+    };
+    let outcome = state
+        .timed("invite", state.app.invite(&caller.ctx, tenant, request))
+        .await?;
+    Ok(sent(StatusCode::CREATED, outcome))
+}
+
+/// An invitation as administrators see it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvitationBody {
+    pub id: String,
+    pub user: String,
+    pub roles: Vec<String>,
+    /// `sent`, `accepted`, `revoked` or `expired`
+    pub status: String,
+    pub sent_at: String,
+    pub expires_at: String,
+    /// How many times it was sent again.
+    pub resent: u32,
+    pub accepted_at: Option<String>,
+    pub revoked_at: Option<String>,
+    pub position: u64,
+}
+
+impl From<InvitationView> for InvitationBody {
+    fn from(v: InvitationView) -> Self {
+        InvitationBody {
+            id: v.id.to_string(),
+            user: v.user.to_string(),
+            roles: v.roles.into_iter().map(String::from).collect(),
+            status: match v.status {
+                InvitationStatus::Sent => "sent",
+                InvitationStatus::Accepted => "accepted",
+                InvitationStatus::Revoked => "revoked",
+                InvitationStatus::Expired => "expired",
+            }
+            .to_owned(),
+            sent_at: rfc3339(v.sent_at),
+            expires_at: rfc3339(v.expires_at),
+            resent: v.resent,
+            accepted_at: v.accepted_at.map(rfc3339),
+            revoked_at: v.revoked_at.map(rfc3339),
+            position: v.position,
+        }
+    }
+}
+
+/// The tenant's invitations with their status now, oldest first (needs `users:read`).
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/invitations", tag = "invitations",
+    params(("tenant" = String, Path), PageQuery),
+    responses((status = 200, body = Page<InvitationBody>), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn list_invitations(
+    State(state): State<AppState>,
+    caller: Caller,
+    min: MinPosition,
+    ApiPath(tenant): ApiPath<TenantId>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<Page<InvitationBody>>, ApiError> {
+    state.consistent(min).await?;
+    let limit = query.limit()?;
+    let after = query
+        .after
+        .as_deref()
+        .map(str::parse::<Ulid>)
+        .transpose()
+        .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
+    let items: Vec<InvitationBody> = state
+        .app
+        .invitations(&caller.ctx, &tenant, after, limit)
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    let next = if items.len() == limit {
+        items.last().map(|i| i.id.clone())
+    } else {
+        None
+    };
+    Ok(Json(Page { items, next }))
+}
+
+/// Send an open invitation again with a new link (the old one dies) and a new expiry. Needs
+/// `users:create`.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/invitations/{id}/resend", tag = "invitations",
+    params(("tenant" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = SentInvitationBody), (status = 403, body = Problem),
+        (status = 404, body = Problem, description = "invitation_not_found"),
+        (status = 409, body = Problem, description = "invitation_accepted, invitation_revoked")),
+    security(("bearer" = [])))]
+pub async fn resend_invitation(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((tenant, id)): ApiPath<(TenantId, Ulid)>,
+) -> Result<Positioned<SentInvitationBody>, ApiError> {
+    let outcome = state
+        .timed(
+            "resend_invitation",
+            state.app.resend_invitation(&caller.ctx, tenant, id),
+        )
+        .await?;
+    Ok(sent(StatusCode::OK, outcome))
+}
+
+/// Withdraw an open invitation (needs `users:create`).
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/invitations/{id}", tag = "invitations",
+    params(("tenant" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = CommandAccepted), (status = 403, body = Problem),
+        (status = 404, body = Problem, description = "invitation_not_found"),
+        (status = 409, body = Problem, description = "invitation_accepted, invitation_revoked")),
+    security(("bearer" = [])))]
+pub async fn revoke_invitation(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((tenant, id)): ApiPath<(TenantId, Ulid)>,
+) -> Result<CommandAccepted, ApiError> {
+    let outcome = state
+        .timed(
+            "revoke_invitation",
+            state.app.revoke_invitation(&caller.ctx, tenant, id),
+        )
+        .await?;
+    Ok(CommandAccepted::ok(outcome))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptBody {
+    /// The `token` of the emailed link (`idi_…`).
+    pub token: String,
+    /// The new account's password; not needed (and ignored) when the invitee already has one.
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for AcceptBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AcceptBody")
+            .field("token", &"<redacted>")
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Accept an invitation with its emailed token: sets the password of a new account, verifies the
+/// address, gives the roles and signs the invitee in. Works at most once.
+#[utoipa::path(post, path = "/v1/invitations/accept", request_body = AcceptBody, tag = "invitations",
+    responses((status = 200, body = TokensBody),
+        (status = 400, body = Problem, description = "invalid_or_expired_link"),
+        (status = 403, body = Problem, description = "account_disabled"),
+        (status = 422, body = Problem, description = "password_required, weak_password, password_too_long"),
+        (status = 429, body = Problem, description = "rate_limited")))]
+pub async fn accept_invitation(
+    State(state): State<AppState>,
+    ClientAddr(source): ClientAddr,
+    ApiJson(body): ApiJson<AcceptBody>,
+) -> Result<Positioned<TokensBody>, ApiError> {
+    let request = AcceptInvitation {
+        token: body.token,
+        password: body.password,
+    };
+    let tokens = state
+        .timed(
+            "accept_invitation",
+            state.app.accept_invitation(request, source),
+        )
+        .await?;
+    Ok(tokens_response(tokens))
+}

@@ -1,0 +1,556 @@
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use idstream_domain::access::{
+    Action, CheckRequest, EntityPolicy, MenuItem, Permission, Principal, PseudoRole, RecordAccess,
+    RecordId, Subject,
+};
+use idstream_domain::events::*;
+use idstream_domain::user::UserFlags;
+use idstream_domain::{Actor, DomainEvent, Metadata, StreamKey, TenantId, UserId};
+use idstream_eventlog::RecordedEvent;
+use idstream_projection_runtime::apply_events;
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+use ulid::Ulid;
+
+use super::*;
+
+const T0: OffsetDateTime = datetime!(2026-05-01 9:00 UTC);
+
+fn u(n: u64) -> UserId {
+    UserId::new(Ulid::from_parts(n, 1))
+}
+fn p<T: std::str::FromStr>(s: &str) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    s.parse().unwrap()
+}
+
+/// Builds recorded events at consecutive positions, the aggregate type taken from the event.
+#[derive(Default)]
+pub(crate) struct Log {
+    pub(crate) events: Vec<RecordedEvent>,
+}
+
+impl Log {
+    pub(crate) fn push(
+        &mut self,
+        tenant: Option<&str>,
+        id: impl Into<String>,
+        event: DomainEvent,
+    ) -> &mut Log {
+        let position = self.events.len() as u64 + 1;
+        let stream = StreamKey::new(tenant.map(p), event.aggregate_type(), id);
+        let meta = Metadata {
+            actor: Actor::system("test"),
+            occurred_at: T0 + Duration::minutes(position as i64),
+            correlation_id: format!("c{position}"),
+            causation_id: None,
+        };
+        self.events.push(RecordedEvent {
+            position,
+            envelope: event.into_envelope(Ulid::from_parts(position, 0), &stream, &meta),
+            msg_id: None,
+        });
+        self
+    }
+    fn tenant(&mut self, t: &str) -> &mut Log {
+        self.push(
+            Some(t),
+            t,
+            DomainEvent::TenantCreated(TenantCreated { name: t.into() }),
+        )
+    }
+    fn user(&mut self, n: u64) -> &mut Log {
+        self.push(
+            None,
+            u(n).to_string(),
+            DomainEvent::UserRegistered(UserRegistered {
+                email: format!("u{n}@example.com"),
+                first_name: "F".into(),
+                last_name: "L".into(),
+                tenant: p("acme"),
+            }),
+        )
+    }
+    fn assign(&mut self, t: &str, n: u64, role: &str) -> &mut Log {
+        self.push(
+            Some(t),
+            u(n).to_string(),
+            DomainEvent::RoleAssigned(RoleAssigned {
+                user: u(n),
+                role: p(role),
+            }),
+        )
+    }
+    fn entity(&mut self, t: &str, name: &str, rls: bool) -> &mut Log {
+        self.push(
+            Some(t),
+            name,
+            DomainEvent::EntityRegistered(EntityRegistered {
+                fields: vec![p("title"), p("budget")],
+                rls,
+                policy: EntityPolicy::default(),
+            }),
+        )
+    }
+    fn grant(
+        &mut self,
+        t: &str,
+        entity: &str,
+        record: &str,
+        n: u64,
+        access: RecordAccess,
+    ) -> &mut Log {
+        self.push(
+            Some(t),
+            format!("{entity}:{record}"),
+            DomainEvent::RecordGranted(RecordGranted {
+                entity: p(entity),
+                record: p(record),
+                user: u(n),
+                access,
+            }),
+        )
+    }
+}
+
+struct World {
+    tree: sled::Tree,
+    projection: AccessProjection,
+    access: Access,
+}
+
+impl World {
+    fn new() -> World {
+        let tree = sled::Config::new()
+            .temporary(true)
+            .open()
+            .unwrap()
+            .open_tree(NAME)
+            .unwrap();
+        let cache = Arc::new(FactCache::default());
+        World {
+            projection: AccessProjection::new(cache.clone()),
+            access: Access::new(tree.clone(), cache),
+            tree,
+        }
+    }
+
+    fn apply(&self, log: &Log) {
+        apply_events(&self.projection, &self.tree, &log.events).unwrap();
+    }
+
+    fn ask(&self, tenant: &str, user: u64, permission: &str, record: Option<&str>) -> Decision {
+        let tenant: TenantId = p(tenant);
+        let permission: Permission = p(permission);
+        let record: Option<RecordId> = record.map(p);
+        self.access
+            .check(CheckRequest {
+                tenant: &tenant,
+                subject: Subject::User(u(user)),
+                permission: &permission,
+                record: record.as_ref(),
+                restriction: None,
+                now: T0 + Duration::days(1),
+            })
+            .unwrap()
+    }
+}
+
+use idstream_domain::access::{Decision, Reason};
+
+fn base() -> Log {
+    let mut log = Log::default();
+    log.tenant("acme")
+        .tenant("globex")
+        .user(1)
+        .user(2)
+        .assign("acme", 1, "user")
+        .assign("acme", 2, "admin")
+        .entity("acme", "project", true);
+    log
+}
+
+#[test]
+fn built_in_roles_exist_in_every_new_tenant() {
+    let world = World::new();
+    world.apply(&base());
+    let roles: Vec<String> = world
+        .access
+        .roles(&p("globex"))
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name.to_string())
+        .collect();
+    assert_eq!(roles, ["admin", "owner", "user"]);
+    assert!(world.ask("acme", 1, "files:read", None).allowed);
+    assert!(!world.ask("acme", 1, "users:read", None).allowed);
+    assert_eq!(
+        world.ask("acme", 2, "users:delete", None).reason,
+        Reason::GlobalAccess { role: p("admin") }
+    );
+}
+
+#[test]
+fn a_grant_takes_effect_on_the_next_check_and_its_revocation_too() {
+    let world = World::new();
+    let mut log = base();
+    world.apply(&log);
+    // Warm the cache with the denial first: the cache must not keep it past the grant.
+    assert!(
+        !world
+            .ask("acme", 1, "entity.project:read", Some("P1"))
+            .allowed
+    );
+    log.grant("acme", "project", "P1", 1, RecordAccess::ReadOnly);
+    world.apply(&log);
+    assert_eq!(
+        world.ask("acme", 1, "entity.project:read", Some("P1")),
+        Decision {
+            allowed: true,
+            reason: Reason::Grant {
+                access: RecordAccess::ReadOnly
+            }
+        }
+    );
+    log.push(
+        Some("acme"),
+        "project:P1",
+        DomainEvent::RecordRevoked(RecordRevoked {
+            entity: p("project"),
+            record: p("P1"),
+            user: u(1),
+        }),
+    );
+    world.apply(&log);
+    assert!(
+        !world
+            .ask("acme", 1, "entity.project:read", Some("P1"))
+            .allowed
+    );
+}
+
+#[test]
+fn role_changes_and_suspensions_invalidate_cached_facts() {
+    let world = World::new();
+    let mut log = base();
+    world.apply(&log);
+    assert!(!world.ask("acme", 1, "users:read", None).allowed);
+    let mut perms = idstream_domain::access::role::default_user_permissions();
+    perms.insert(p("users:read"));
+    log.push(
+        Some("acme"),
+        "user",
+        DomainEvent::RoleUpdated(RoleUpdated {
+            description: "x".into(),
+            permissions: perms,
+            global_access: false,
+        }),
+    );
+    world.apply(&log);
+    assert!(world.ask("acme", 1, "users:read", None).allowed);
+    log.push(
+        None,
+        u(1).to_string(),
+        DomainEvent::UserSuspended(UserSuspended {
+            until: None,
+            reason: None,
+        }),
+    );
+    world.apply(&log);
+    assert!(!world.ask("acme", 1, "users:read", None).allowed);
+}
+
+#[test]
+fn explain_names_the_deciding_event() {
+    let world = World::new();
+    let mut log = base();
+    log.grant("acme", "project", "P1", 1, RecordAccess::ReadWrite);
+    world.apply(&log);
+    let tenant: TenantId = p("acme");
+    let permission: Permission = p("entity.project:update");
+    let record: RecordId = p("P1");
+    let explained = world
+        .access
+        .explain(CheckRequest {
+            tenant: &tenant,
+            subject: Subject::User(u(1)),
+            permission: &permission,
+            record: Some(&record),
+            restriction: None,
+            now: T0,
+        })
+        .unwrap();
+    assert!(explained.decision.allowed);
+    assert_eq!(explained.sources.len(), 1);
+    assert_eq!(explained.sources[0].source.position, 8);
+    assert_eq!(explained.sources[0].source.event_type, "RecordGranted");
+
+    let admin = world
+        .access
+        .explain(CheckRequest {
+            tenant: &tenant,
+            subject: Subject::User(u(2)),
+            permission: &permission,
+            record: Some(&record),
+            restriction: None,
+            now: T0,
+        })
+        .unwrap();
+    let facts: Vec<(&str, u64)> = admin
+        .sources
+        .iter()
+        .map(|s| (s.source.event_type.as_str(), s.source.position))
+        .collect();
+    assert_eq!(facts, [("RoleAssigned", 6), ("TenantCreated", 1)]);
+}
+
+#[test]
+fn readable_records_are_listed_in_pages() {
+    let world = World::new();
+    let mut log = base();
+    for r in ["A", "B", "C", "D"] {
+        log.grant("acme", "project", r, 1, RecordAccess::ReadOnly);
+    }
+    log.push(
+        Some("acme"),
+        "project:E",
+        DomainEvent::RecordOwnerSet(RecordOwnerSet {
+            entity: p("project"),
+            record: p("E"),
+            owner: u(1),
+        }),
+    );
+    world.apply(&log);
+    let list = |after: Option<&str>| {
+        let after: Option<RecordId> = after.map(p);
+        world
+            .access
+            .readable_records(
+                &p("acme"),
+                Subject::User(u(1)),
+                &p("project"),
+                after.as_ref(),
+                3,
+                T0,
+            )
+            .unwrap()
+            .unwrap()
+    };
+    let first = list(None);
+    assert_eq!(first.records, [p::<RecordId>("A"), p("B"), p("C")]);
+    assert_eq!(first.next, Some(p("C")));
+    let second = list(Some("C"));
+    assert_eq!(second.records, [p::<RecordId>("D"), p("E")]);
+    assert_eq!(second.next, None);
+    let admin = world
+        .access
+        .readable_records(&p("acme"), Subject::User(u(2)), &p("project"), None, 3, T0)
+        .unwrap()
+        .unwrap();
+    assert!(admin.all);
+}
+
+#[test]
+fn menus_merge_by_role_and_hide_what_the_member_cannot_use() {
+    let world = World::new();
+    let mut log = base();
+    let item = |id: &str, permission: Option<&str>| MenuItem {
+        id: id.into(),
+        label: id.to_uppercase(),
+        href: Some(format!("/{id}")),
+        icon: None,
+        permission: permission.map(p),
+        children: vec![],
+    };
+    log.push(
+        Some("acme"),
+        "user",
+        DomainEvent::RoleMenuSet(RoleMenuSet {
+            menu: vec![
+                item("docs", Some("documentation:read")),
+                item("users", Some("users:read")),
+            ],
+        }),
+    );
+    world.apply(&log);
+    let menu = world.access.menu(&p("acme"), &u(1), T0).unwrap();
+    assert_eq!(
+        menu.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+        ["docs"]
+    );
+}
+
+#[test]
+fn flags_and_entity_summaries_are_read_back() {
+    let world = World::new();
+    let mut log = base();
+    log.push(
+        None,
+        u(1).to_string(),
+        DomainEvent::UserFlagsChanged(UserFlagsChanged {
+            flags: UserFlags {
+                platform_admin: true,
+                ..UserFlags::default()
+            },
+        }),
+    );
+    let mut policy = EntityPolicy::default();
+    policy
+        .create
+        .insert(Principal::Pseudo(PseudoRole::AuthenticatedUser));
+    log.push(
+        Some("acme"),
+        "project",
+        DomainEvent::EntityPolicyChanged(EntityPolicyChanged { policy }),
+    );
+    world.apply(&log);
+    assert!(
+        world
+            .access
+            .account_record(&u(1))
+            .unwrap()
+            .unwrap()
+            .flags
+            .platform_admin
+    );
+    let summary = world
+        .access
+        .entity_permissions(&p("acme"), Subject::User(u(1)), &p("project"), T0)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (summary.read, summary.create, summary.update, summary.delete),
+        (false, true, false, false)
+    );
+    assert_eq!(
+        Permission::entity(&p("project"), Action::Read)
+            .unwrap()
+            .as_str(),
+        "entity.project:read"
+    );
+}
+
+#[test]
+fn member_removal_drops_roles_permissions_and_their_provenance() {
+    let world = World::new();
+    let mut log = base();
+    log.push(
+        Some("acme"),
+        u(1).to_string(),
+        DomainEvent::PermissionsGranted(PermissionsGranted {
+            user: u(1),
+            permissions: BTreeSet::from([p("users:read")]),
+        }),
+    );
+    world.apply(&log);
+    assert_eq!(
+        world.ask("acme", 1, "users:read", None).reason,
+        Reason::CustomPermission
+    );
+    log.push(
+        Some("acme"),
+        u(1).to_string(),
+        DomainEvent::MemberRemoved(MemberRemoved { user: u(1) }),
+    );
+    world.apply(&log);
+    assert!(!world.ask("acme", 1, "users:read", None).allowed);
+    assert!(!world.ask("acme", 1, "files:read", None).allowed);
+    let leftovers = world
+        .tree
+        .scan_prefix(format!("p/m/acme/{}/", u(1)))
+        .count();
+    assert_eq!(leftovers, 0);
+}
+
+#[test]
+fn folding_in_one_batch_or_event_by_event_gives_the_same_bytes() {
+    let mut log = base();
+    log.grant("acme", "project", "P1", 1, RecordAccess::ReadOnly)
+        .grant("acme", "project", "P1", 2, RecordAccess::ReadWrite);
+    let dump = |tree: &sled::Tree| {
+        tree.iter()
+            .map(|e| e.unwrap())
+            .collect::<Vec<(sled::IVec, sled::IVec)>>()
+    };
+    let one = World::new();
+    one.apply(&log);
+    let many = World::new();
+    for event in &log.events {
+        apply_events(&many.projection, &many.tree, std::slice::from_ref(event)).unwrap();
+    }
+    assert_eq!(dump(&one.tree), dump(&many.tree));
+}
+
+#[test]
+fn the_record_index_loaded_from_a_tree_answers_like_the_tree() {
+    let world = World::new();
+    let mut log = base();
+    log.grant("acme", "project", "P1", 1, RecordAccess::ReadOnly)
+        .grant("acme", "project", "P2", 1, RecordAccess::ReadWrite)
+        .push(
+            Some("acme"),
+            "project:P3",
+            DomainEvent::RecordOwnerSet(RecordOwnerSet {
+                entity: p("project"),
+                record: p("P3"),
+                owner: u(1),
+            }),
+        )
+        .push(
+            Some("acme"),
+            "project:P4",
+            DomainEvent::LocalRoleAssigned(LocalRoleAssigned {
+                entity: p("project"),
+                record: p("P4"),
+                user: u(1),
+                role: p("admin"),
+            }),
+        );
+    world.apply(&log);
+    // A second handle over the same tree whose index is loaded from it, then follows commits.
+    let cache = Arc::new(FactCache::default());
+    let projection = AccessProjection::new(cache.clone());
+    use idstream_projection_runtime::Projection;
+    projection.opened(&world.tree);
+    let indexed = World {
+        tree: world.tree.clone(),
+        projection,
+        access: Access::new(world.tree.clone(), cache),
+    };
+    for record in ["P1", "P2", "P3", "P4", "P5"] {
+        for action in ["read", "update", "delete"] {
+            let permission = format!("entity.project:{action}");
+            assert_eq!(
+                indexed.ask("acme", 1, &permission, Some(record)),
+                world.ask("acme", 1, &permission, Some(record)),
+                "{permission} on {record}"
+            );
+        }
+    }
+    assert_eq!(
+        indexed
+            .ask("acme", 1, "entity.project:delete", Some("P4"))
+            .reason,
+        Reason::LocalRole { role: p("admin") }
+    );
+    // The loaded index follows later commits.
+    log.push(
+        Some("acme"),
+        "project:P1",
+        DomainEvent::RecordRevoked(RecordRevoked {
+            entity: p("project"),
+            record: p("P1"),
+            user: u(1),
+        }),
+    );
+    indexed.apply(&log);
+    assert!(
+        !indexed
+            .ask("acme", 1, "entity.project:read", Some("P1"))
+            .allowed
+    );
+}

@@ -1,0 +1,220 @@
+//! The identity read model: each user's credentials, the signed-in sessions with an index from
+//! refresh tokens to sessions, invitations with an index from invitation tokens, and API keys,
+//! folded from the event log by [`IdentityProjection`] and queried through [`Identity`].
+//!
+//! It lives in one sled tree (named [`NAME`]) with a key prefix per table; values are the views'
+//! JSON, whose field order is fixed by the structs, so a rebuild gives identical bytes.
+//!
+//! **The views hold secrets.** A [`CredentialsView`] carries the sealed password hash and TOTP
+//! secret, and every view carries blind indexes of bearer tokens (refresh tokens, invitation
+//! tokens, recovery codes, API key secrets). They are for the application's checks only: the
+//! server must never return them as they are, but map them to response types without those
+//! fields.
+//!
+//! **Invariant:** the fold is deterministic and reads nothing but the event and the tree: no
+//! clock, no IO, no logging. A time comes from the event's data where it has one, else from the
+//! envelope's `occurred_at`, both of which are in the log. Whatever depends on the time of a query
+//! (is the session still live? has the invitation expired?) is answered at query time, e.g.
+//! [`SessionView::is_live_at`]. The fold never decides anything: the log already holds decisions,
+//! so it applies each event the way the aggregate's `evolve` does, and an event it cannot place (a
+//! refresh of an unknown session, an invalid id, a newer event version) is skipped with a note.
+
+mod fold;
+mod keys;
+mod query;
+
+use std::collections::BTreeSet;
+
+use idstream_domain::access::Permission;
+use idstream_domain::identity::session::{RevocationReason, SignInMethod};
+use idstream_domain::secret::{BlindIndex, Sealed};
+use idstream_domain::{Actor, RoleName, TenantId, UserId};
+use idstream_eventlog::Position;
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+use ulid::Ulid;
+
+pub use fold::IdentityProjection;
+pub use query::{Identity, IdentityError};
+
+/// The name of the projection and of its sled tree.
+pub const NAME: &str = "identity";
+
+/// What proves who a user is: the credentials aggregate as of its last event, without the
+/// outstanding emailed tokens (the write side keeps those in the aggregate's own state).
+///
+/// Its fields change exactly as `idstream_domain::identity::credentials::evolve` changes the
+/// aggregate's fields of the same names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialsView {
+    pub user: UserId,
+    /// The sealed argon2id PHC string.
+    pub password: Option<Sealed>,
+    /// When the password was last set (that event's `occurred_at`), RFC 3339.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub password_set_at: Option<OffsetDateTime>,
+    /// TOTP secret waiting for its first code.
+    pub totp_pending: Option<Sealed>,
+    /// Confirmed TOTP secret: sign-in needs a second step.
+    pub totp: Option<Sealed>,
+    /// Highest TOTP time step used; a code of that step or earlier is refused.
+    pub totp_last_step: u64,
+    /// Blind indexes of the unused recovery codes.
+    pub recovery_codes: Vec<BlindIndex>,
+    /// Consecutive failures since the last success, lock-out or unlock.
+    pub failures: u32,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_failure_at: Option<OffsetDateTime>,
+    /// End of the current or last lock-out, RFC 3339; see [`CredentialsView::is_locked_at`].
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub locked_until: Option<OffsetDateTime>,
+    /// Lock-outs since the last successful sign-in (each doubles the next one).
+    pub lockouts: u32,
+    /// Log position of the credentials aggregate's last event.
+    pub position: Position,
+}
+
+impl CredentialsView {
+    /// Whether sign-in is refused at `now` because of a lock-out.
+    pub fn is_locked_at(&self, now: OffsetDateTime) -> bool {
+        self.locked_until.is_some_and(|until| now < until)
+    }
+
+    /// Whether sign-in needs a second step (a confirmed TOTP secret).
+    pub fn totp_enabled(&self) -> bool {
+        self.totp.is_some()
+    }
+}
+
+/// One signed-in device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionView {
+    pub id: Ulid,
+    pub user: UserId,
+    /// The tenant the session is in now (a switch moves it).
+    pub tenant: TenantId,
+    pub method: SignInMethod,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    /// The start, or the last refresh or tenant switch.
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_active_at: OffsetDateTime,
+    /// Absolute end of the session.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// The session ends after this long without a refresh.
+    pub idle_timeout_seconds: i64,
+    /// Number of rotations so far.
+    pub generation: u32,
+    /// Blind index of the live refresh token.
+    pub refresh: BlindIndex,
+    /// Why the session was revoked, if it was (the first revocation; later ones change nothing).
+    pub revoked: Option<RevocationReason>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+    /// Log position of the session's last event.
+    pub position: Position,
+}
+
+impl SessionView {
+    /// Whether the session may still be used at `now`: not revoked, within its absolute lifetime
+    /// and within its idle timeout (the rule of the domain's `Session::is_live_at`).
+    pub fn is_live_at(&self, now: OffsetDateTime) -> bool {
+        let idle_end = self
+            .last_active_at
+            .checked_add(Duration::seconds(self.idle_timeout_seconds));
+        self.revoked.is_none()
+            && now < self.expires_at
+            // A timeout too large to add to a date never runs out; one too negative always has.
+            && idle_end.map_or(self.idle_timeout_seconds > 0, |end| now < end)
+    }
+}
+
+/// An invitation's status. Only `sent`, `accepted` and `revoked` are recorded; `expired` is what
+/// [`InvitationView::status_at`] answers for a sent invitation read after its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvitationStatus {
+    Sent,
+    Accepted,
+    Revoked,
+    Expired,
+}
+
+/// An invitation of a user to a tenant with roles.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvitationView {
+    pub id: Ulid,
+    pub tenant: TenantId,
+    pub user: UserId,
+    /// The roles the user gets on accepting.
+    pub roles: BTreeSet<RoleName>,
+    /// As recorded: never `expired` here; see [`InvitationView::status_at`].
+    pub status: InvitationStatus,
+    /// Blind index of the live token (the last one sent).
+    pub token: BlindIndex,
+    /// When the invitation was first sent (that event's `occurred_at`), RFC 3339.
+    #[serde(with = "time::serde::rfc3339")]
+    pub sent_at: OffsetDateTime,
+    /// End of the live token; a resend restarts it.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// How many times it was sent again.
+    pub resent: u32,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub accepted_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+    /// Who sent it: the actor of the first send.
+    pub invited_by: Actor,
+    /// Log position of the invitation's last event.
+    pub position: Position,
+}
+
+impl InvitationView {
+    /// The status in effect at `now`: a sent invitation past its end has expired.
+    pub fn status_at(&self, now: OffsetDateTime) -> InvitationStatus {
+        match self.status {
+            InvitationStatus::Sent if now >= self.expires_at => InvitationStatus::Expired,
+            status => status,
+        }
+    }
+}
+
+/// An API key: acts for its owner in its tenant, optionally restricted to some permissions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyView {
+    pub id: Ulid,
+    pub tenant: TenantId,
+    pub owner: UserId,
+    pub name: String,
+    /// Blind index of the key's secret.
+    pub secret: BlindIndex,
+    /// The permissions the key is limited to; `None` for the owner's full permissions.
+    pub restriction: Option<BTreeSet<Permission>>,
+    /// When it was issued (that event's `occurred_at`), RFC 3339.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// When it was revoked (the first revocation), RFC 3339.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+    /// The last recorded use (recorded at most once a minute), RFC 3339.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+    /// Who issued it: the actor of the issuing event.
+    pub created_by: Actor,
+    /// Log position of the key's last event.
+    pub position: Position,
+}
+
+impl ApiKeyView {
+    /// Whether the key may be used at `now`: not revoked and not expired.
+    pub fn is_usable_at(&self, now: OffsetDateTime) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|end| now < end)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,2364 @@
+//! Sign-in and identity over HTTP against the real binary: bootstrap, invitations, two-factor
+//! authentication, refresh-token rotation, sessions, API keys and password resets, plus the
+//! attacks they must withstand (forged tokens, races, brute force, enumeration) and a scan for
+//! leaked secrets in logs, answers and the event log.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use idstream_auth::{AccessSubject, Issuer, KeyRing, SigningKey, TotpSecret};
+use reqwest::Method;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::support::nats::NatsServer;
+use crate::support::service::{ADMIN_TOKEN, Answer, Service};
+
+const TENANT: &str = "acme";
+const ADMIN_EMAIL: &str = "ada@example.com";
+const ADMIN_PASSWORD: &str = "Analytical-Engine-1843";
+const INVITEE_EMAIL: &str = "grace@example.com";
+const INVITEE_PASSWORD: &str = "Compiler-A0-1952-Harvard";
+const NEW_PASSWORD: &str = "Nanoseconds-Are-30cm-Long";
+
+/// How long a condition that should hold "soon" (a read model catching up) may take.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+// ----- harness -----
+
+/// Bootstraps tenant `acme` with its administrator, then starts the service and waits until it
+/// is ready.
+async fn bootstrapped() -> (tempfile::TempDir, Service) {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = start_bootstrapped(dir.path(), None).await;
+    (dir, svc)
+}
+
+async fn start_bootstrapped(dir: &Path, output: Option<&Path>) -> Service {
+    let printed = Service::bootstrap(dir, None, TENANT, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    assert!(
+        printed.contains("Bootstrapped tenant acme") && printed.contains(ADMIN_EMAIL),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains(ADMIN_PASSWORD),
+        "bootstrap printed the password"
+    );
+    let svc = match output {
+        Some(output) => Service::embedded_capturing(dir, output, "debug").await,
+        None => Service::embedded(dir).await,
+    };
+    wait_ready(&svc).await;
+    svc
+}
+
+async fn wait_ready(svc: &Service) {
+    eventually("the service is ready", || async {
+        svc.get("/readyz").await.status == 200
+    })
+    .await;
+}
+
+/// Polls `condition` every 20 ms until it holds; fails the test after [`PATIENCE`].
+async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every answer a flow received, so that a test can check where secrets showed up.
+#[derive(Default)]
+struct Seen {
+    bodies: Mutex<Vec<String>>,
+}
+
+impl Seen {
+    async fn send(&self, svc: &Service, request: reqwest::RequestBuilder) -> Answer {
+        let answer = svc.send(request).await;
+        self.bodies.lock().unwrap().push(answer.body.to_string());
+        answer
+    }
+
+    fn bodies(&self) -> Vec<String> {
+        self.bodies.lock().unwrap().clone()
+    }
+}
+
+fn sign_in_request(svc: &Service, email: &str, password: &str) -> reqwest::RequestBuilder {
+    svc.anonymous(Method::POST, "/v1/auth/sign-in")
+        .json(&json!({"email": email, "password": password}))
+}
+
+#[track_caller]
+fn assert_tokens(answer: &Answer) {
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let body = &answer.body;
+    assert_eq!(body["token_type"], "Bearer", "{answer:?}");
+    assert!(body["access_token"].as_str().unwrap().split('.').count() == 3);
+    assert!(body["refresh_token"].as_str().unwrap().starts_with("idr_"));
+    assert!(body["expires_in"].as_i64().unwrap() > 0);
+    assert!(body["session"].is_string() && body["user"].is_string());
+    assert_eq!(
+        answer.header("x-idstream-position"),
+        Some(answer.position().to_string().as_str())
+    );
+    assert_eq!(answer.header("cache-control"), Some("no-store"));
+}
+
+fn access(tokens: &Value) -> &str {
+    tokens["access_token"].as_str().unwrap()
+}
+
+fn refresh_token(tokens: &Value) -> &str {
+    tokens["refresh_token"].as_str().unwrap()
+}
+
+/// The first `prefix…` token in `text`: the prefix and the characters of a token after it.
+fn token_in(text: &str, prefix: &str) -> String {
+    let start = text
+        .find(prefix)
+        .unwrap_or_else(|| panic!("no {prefix} token in the message"));
+    text[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect()
+}
+
+/// The value of `name=` in the first link of `text` that has it.
+fn link_param(text: &str, name: &str) -> String {
+    let key = format!("{name}=");
+    let start = text
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {name} in the link"));
+    text[start + key.len()..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect()
+}
+
+/// Waits for the `n`th message to `to` whose subject contains `subject` (counting from 1).
+async fn nth_mail(svc: &Service, to: &str, subject: &str, n: usize) -> idstream_mailer::ParsedEml {
+    let mut found = None;
+    eventually("the email arrives", || {
+        let messages: Vec<_> = svc
+            .mail()
+            .into_iter()
+            .filter(|m| m.to == to && m.subject.contains(subject))
+            .collect();
+        found = messages.get(n - 1).cloned();
+        std::future::ready(found.is_some())
+    })
+    .await;
+    found.unwrap()
+}
+
+/// TOTP codes for a secret, each for a later time step than the last one the service accepted
+/// (a step is used once), waiting for the clock only when no step within the skew is left.
+struct Authenticator {
+    secret: TotpSecret,
+    used: u64,
+}
+
+impl Authenticator {
+    fn new(secret: &str) -> Authenticator {
+        Authenticator {
+            secret: TotpSecret::from_base32(secret).expect("a base32 TOTP secret"),
+            used: 0,
+        }
+    }
+
+    async fn next_code(&mut self) -> String {
+        loop {
+            let current = idstream_auth::totp::time_step(OffsetDateTime::now_utc());
+            let step = (self.used + 1).max(current);
+            // The service accepts the step after its current one too (clock skew).
+            if step <= current + 1 {
+                self.used = step;
+                let at = OffsetDateTime::from_unix_timestamp((step * 30) as i64).unwrap();
+                return self.secret.code_at(at);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Whether `bearer` is refused by `GET /v1/auth/me`.
+async fn refused(svc: &Service, bearer: &str) -> bool {
+    let answer = svc.get_as(bearer, "/v1/auth/me").await;
+    if answer.status == 401 {
+        answer.assert_problem(401, "unauthorized");
+        true
+    } else {
+        false
+    }
+}
+
+/// Asserts that `bearer` is refused now: a revocation holds on the replica that answered it from
+/// its answer on.
+async fn assert_refused(svc: &Service, bearer: &str) {
+    assert!(
+        refused(svc, bearer).await,
+        "a revoked credential still works"
+    );
+}
+
+/// Waits until `bearer` is refused (a revocation on another replica reaches this one).
+async fn until_refused(svc: &Service, bearer: &str) {
+    eventually("the credential is refused", || refused(svc, bearer)).await;
+}
+
+// ----- 1. the newcomer flow -----
+
+/// What the newcomer flow handed out, for the leak scan.
+struct FlowSecrets {
+    passwords: Vec<String>,
+    /// Refresh, invitation, reset and API-key tokens, TOTP secret, recovery codes, access tokens.
+    tokens: Vec<String>,
+    /// Secrets that must appear in exactly one answer (the one that created them).
+    shown_once: Vec<String>,
+}
+
+/// Bootstrap → sign in → me → invite → accept → TOTP → second factor → refresh (and reuse) →
+/// sessions → API key → password reset. Every step asserts its outcome.
+async fn newcomer_flow(svc: &Service, seen: &Seen) -> FlowSecrets {
+    let mut tokens = Vec::new();
+    let mut shown_once = Vec::new();
+
+    // The administrator signs in and looks at themselves.
+    let admin = seen
+        .send(svc, sign_in_request(svc, ADMIN_EMAIL, ADMIN_PASSWORD))
+        .await;
+    assert_tokens(&admin);
+    let admin = admin.body;
+    assert_eq!(admin["tenant"], TENANT);
+    tokens.extend([access(&admin).to_owned(), refresh_token(&admin).to_owned()]);
+    shown_once.push(refresh_token(&admin).to_owned());
+    let me = seen
+        .send(
+            svc,
+            svc.request_as(access(&admin), Method::GET, "/v1/auth/me"),
+        )
+        .await;
+    assert_eq!(me.status, 200, "{me:?}");
+    assert_eq!(me.body["user"]["email"], ADMIN_EMAIL);
+    assert_eq!(me.body["user"]["id"], admin["user"]);
+    assert_eq!(me.body["user"]["status"], "active");
+    assert_eq!(me.body["user"]["platform_admin"], true);
+    assert_eq!(me.body["tenant"], TENANT);
+    assert_eq!(me.body["roles"], json!(["admin", "owner"]));
+    assert_eq!(me.body["global_access"], true);
+    assert!(me.body["permissions"].is_array(), "{me:?}");
+    assert_eq!(me.body["session"], admin["session"]);
+    assert!(me.body["last_sign_in"].is_string(), "{me:?}");
+
+    // An invitation goes out by email; the answer does not carry its token.
+    let invited = seen
+        .send(
+            svc,
+            svc.request_as(
+                access(&admin),
+                Method::POST,
+                "/v1/tenants/acme/invitations",
+            )
+            .json(&json!({"email": INVITEE_EMAIL, "first_name": "Grace", "last_name": "Hopper", "roles": ["user"]})),
+        )
+        .await;
+    assert_eq!(invited.status, 201, "{invited:?}");
+    assert_eq!(invited.body["email_sent"], true);
+    assert_eq!(
+        invited.header("x-idstream-position"),
+        Some(invited.position().to_string().as_str())
+    );
+    assert!(!invited.body.to_string().contains("idi_"), "{invited:?}");
+    let grace = invited.body["user"].as_str().unwrap().to_owned();
+    let invitation = invited.body["id"].as_str().unwrap().to_owned();
+    let mail = nth_mail(svc, INVITEE_EMAIL, "Invitation", 1).await;
+    assert!(mail.text.contains("/accept-invitation?token=idi_"));
+    let invitation_token = token_in(&mail.text, "idi_");
+    tokens.push(invitation_token.clone());
+    let listed = seen
+        .send(
+            svc,
+            svc.request_as(access(&admin), Method::GET, "/v1/tenants/acme/invitations")
+                .header("x-idstream-min-position", invited.position()),
+        )
+        .await;
+    assert_eq!(listed.status, 200, "{listed:?}");
+    let item = &listed.body["items"][0];
+    assert_eq!(item["id"], invitation.as_str());
+    assert_eq!(item["user"], grace.as_str());
+    assert_eq!(item["status"], "sent");
+    assert_eq!(item["roles"], json!(["user"]));
+    assert!(item.get("token").is_none(), "{listed:?}");
+
+    // Accepting sets the password and signs the invitee in.
+    let accepted = seen
+        .send(
+            svc,
+            svc.anonymous(Method::POST, "/v1/invitations/accept")
+                .json(&json!({"token": invitation_token, "password": INVITEE_PASSWORD})),
+        )
+        .await;
+    assert_tokens(&accepted);
+    let from_invitation = accepted.body;
+    assert_eq!(from_invitation["user"], grace.as_str());
+    assert_eq!(from_invitation["tenant"], TENANT);
+    tokens.extend([
+        access(&from_invitation).to_owned(),
+        refresh_token(&from_invitation).to_owned(),
+    ]);
+    shown_once.push(refresh_token(&from_invitation).to_owned());
+    let me = seen
+        .send(
+            svc,
+            svc.request_as(access(&from_invitation), Method::GET, "/v1/auth/me"),
+        )
+        .await;
+    assert_eq!(me.status, 200, "{me:?}");
+    assert_eq!(me.body["user"]["email_verified"], true);
+    assert_eq!(me.body["roles"], json!(["user"]));
+    assert_eq!(me.body["global_access"], false);
+    // The built-in `user` role: read on the standard resources, nothing administrative.
+    let permissions = me.body["permissions"].as_array().unwrap();
+    assert!(permissions.contains(&json!("entities:read")), "{me:?}");
+    assert!(!permissions.contains(&json!("users:create")), "{me:?}");
+
+    // The invitee signs in with the password they chose.
+    let with_password = seen
+        .send(svc, sign_in_request(svc, INVITEE_EMAIL, INVITEE_PASSWORD))
+        .await;
+    assert_tokens(&with_password);
+    let with_password = with_password.body;
+    tokens.extend([
+        access(&with_password).to_owned(),
+        refresh_token(&with_password).to_owned(),
+    ]);
+    shown_once.push(refresh_token(&with_password).to_owned());
+
+    // Two-factor authentication: set up, confirm, and from then on sign-in asks for a code.
+    let setup = seen
+        .send(
+            svc,
+            svc.request_as(access(&with_password), Method::POST, "/v1/auth/totp/setup"),
+        )
+        .await;
+    assert_eq!(setup.status, 200, "{setup:?}");
+    assert_eq!(setup.header("cache-control"), Some("no-store"));
+    let secret = setup.body["secret"].as_str().unwrap().to_owned();
+    assert!(
+        setup.body["otpauth_uri"]
+            .as_str()
+            .unwrap()
+            .starts_with("otpauth://totp/")
+    );
+    tokens.push(secret.clone());
+    shown_once.push(secret.clone());
+    let mut authenticator = Authenticator::new(&secret);
+    let confirmed = seen
+        .send(
+            svc,
+            svc.request_as(
+                access(&with_password),
+                Method::POST,
+                "/v1/auth/totp/confirm",
+            )
+            .json(&json!({"code": authenticator.next_code().await})),
+        )
+        .await;
+    assert_eq!(confirmed.status, 200, "{confirmed:?}");
+    assert_eq!(
+        confirmed.header("x-idstream-position"),
+        Some(confirmed.position().to_string().as_str())
+    );
+    let recovery: Vec<String> = confirmed.body["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(recovery.len(), 10);
+    tokens.extend(recovery.iter().cloned());
+    shown_once.extend(recovery.iter().cloned());
+
+    let challenged = seen
+        .send(svc, sign_in_request(svc, INVITEE_EMAIL, INVITEE_PASSWORD))
+        .await;
+    assert_eq!(challenged.status, 200, "{challenged:?}");
+    assert_eq!(challenged.body["second_factor_required"], true);
+    assert!(challenged.body.get("access_token").is_none());
+    let challenge = challenged.body["challenge"].as_str().unwrap().to_owned();
+    // A wrong code is refused…
+    let stale = TotpSecret::from_base32(&secret)
+        .unwrap()
+        .code_at(OffsetDateTime::now_utc() - time::Duration::hours(3));
+    seen.send(
+        svc,
+        svc.anonymous(Method::POST, "/v1/auth/sign-in/second-factor")
+            .json(&json!({"challenge": challenge, "code": stale})),
+    )
+    .await
+    .assert_problem(401, "invalid_credentials");
+    // …a right one completes the sign-in.
+    let completed = seen
+        .send(
+            svc,
+            svc.anonymous(Method::POST, "/v1/auth/sign-in/second-factor")
+                .json(&json!({"challenge": challenge, "code": authenticator.next_code().await})),
+        )
+        .await;
+    assert_tokens(&completed);
+    let two_factor = completed.body;
+    tokens.extend([
+        access(&two_factor).to_owned(),
+        refresh_token(&two_factor).to_owned(),
+    ]);
+    shown_once.push(refresh_token(&two_factor).to_owned());
+
+    // Refresh rotates the refresh token; presenting the old one again ends the session.
+    let refreshed = seen
+        .send(
+            svc,
+            svc.anonymous(Method::POST, "/v1/auth/refresh")
+                .json(&json!({"refresh_token": refresh_token(&two_factor)})),
+        )
+        .await;
+    assert_tokens(&refreshed);
+    let refreshed = refreshed.body;
+    assert_eq!(refreshed["session"], two_factor["session"]);
+    assert_ne!(refresh_token(&refreshed), refresh_token(&two_factor));
+    tokens.extend([
+        access(&refreshed).to_owned(),
+        refresh_token(&refreshed).to_owned(),
+    ]);
+    shown_once.push(refresh_token(&refreshed).to_owned());
+    assert!(!refused(svc, access(&refreshed)).await);
+    seen.send(
+        svc,
+        svc.anonymous(Method::POST, "/v1/auth/refresh")
+            .json(&json!({"refresh_token": refresh_token(&two_factor)})),
+    )
+    .await
+    .assert_problem(401, "invalid_token");
+    seen.send(
+        svc,
+        svc.anonymous(Method::POST, "/v1/auth/refresh")
+            .json(&json!({"refresh_token": refresh_token(&refreshed)})),
+    )
+    .await
+    .assert_problem(401, "invalid_token");
+    assert_refused(svc, access(&refreshed)).await;
+
+    // A new device signs in with a recovery code; the used code does not work twice.
+    let challenged = seen
+        .send(svc, sign_in_request(svc, INVITEE_EMAIL, INVITEE_PASSWORD))
+        .await;
+    let challenge = challenged.body["challenge"].as_str().unwrap().to_owned();
+    let completed = seen
+        .send(
+            svc,
+            svc.anonymous(Method::POST, "/v1/auth/sign-in/second-factor")
+                .json(&json!({"challenge": challenge, "recovery_code": recovery[0]})),
+        )
+        .await;
+    assert_tokens(&completed);
+    let current = completed.body;
+    tokens.extend([
+        access(&current).to_owned(),
+        refresh_token(&current).to_owned(),
+    ]);
+    shown_once.push(refresh_token(&current).to_owned());
+    seen.send(
+        svc,
+        svc.anonymous(Method::POST, "/v1/auth/sign-in/second-factor")
+            .json(&json!({"challenge": challenge, "recovery_code": recovery[0]})),
+    )
+    .await
+    .assert_problem(401, "invalid_credentials");
+
+    // The live sessions: the invitation's, the password one and this one; the reused one is gone.
+    let sessions = seen
+        .send(
+            svc,
+            svc.request_as(access(&current), Method::GET, "/v1/auth/sessions")
+                .header(
+                    "x-idstream-min-position",
+                    current["position"].as_u64().unwrap(),
+                ),
+        )
+        .await;
+    assert_eq!(sessions.status, 200, "{sessions:?}");
+    let items = sessions.body["items"].as_array().unwrap().clone();
+    let mut ids: Vec<&str> = items.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    ids.sort();
+    let mut expected = vec![
+        from_invitation["session"].as_str().unwrap(),
+        with_password["session"].as_str().unwrap(),
+        current["session"].as_str().unwrap(),
+    ];
+    expected.sort();
+    assert_eq!(ids, expected, "{sessions:?}");
+    for item in &items {
+        assert_eq!(item["current"], item["id"] == current["session"], "{item}");
+        assert_eq!(item["tenant"], TENANT);
+        assert!(item.get("refresh").is_none(), "{item}");
+        let method = match item["id"].as_str().unwrap() {
+            id if id == from_invitation["session"] => "invitation",
+            id if id == with_password["session"] => "password",
+            _ => "password_and_totp",
+        };
+        assert_eq!(item["method"], method, "{item}");
+    }
+    // Revoke the password session from this one.
+    let revoked = seen
+        .send(
+            svc,
+            svc.request_as(
+                access(&current),
+                Method::DELETE,
+                &format!(
+                    "/v1/auth/sessions/{}",
+                    with_password["session"].as_str().unwrap()
+                ),
+            ),
+        )
+        .await;
+    assert_eq!(revoked.status, 200, "{revoked:?}");
+    assert_refused(svc, access(&with_password)).await;
+    // Someone else's session is not found, nor is a made-up one.
+    seen.send(
+        svc,
+        svc.request_as(
+            access(&current),
+            Method::DELETE,
+            &format!("/v1/auth/sessions/{}", admin["session"].as_str().unwrap()),
+        ),
+    )
+    .await
+    .assert_problem(404, "session_not_found");
+    let sessions = seen
+        .send(
+            svc,
+            svc.request_as(access(&current), Method::GET, "/v1/auth/sessions")
+                .header("x-idstream-min-position", revoked.position()),
+        )
+        .await;
+    assert_eq!(
+        sessions.body["items"].as_array().unwrap().len(),
+        2,
+        "{sessions:?}"
+    );
+
+    // An API key restricted to users:read acts for the administrator within that restriction.
+    let issued = seen
+        .send(
+            svc,
+            svc.request_as(access(&admin), Method::POST, "/v1/tenants/acme/api-keys")
+                .json(&json!({"name": "reporting", "permissions": ["users:read"]})),
+        )
+        .await;
+    assert_eq!(issued.status, 201, "{issued:?}");
+    assert_eq!(issued.header("cache-control"), Some("no-store"));
+    assert_eq!(issued.body["owner"], admin["user"]);
+    let key = issued.body["key"].as_str().unwrap().to_owned();
+    let key_id = issued.body["id"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("ids_"), "{issued:?}");
+    tokens.push(key.clone());
+    shown_once.push(key.clone());
+    let me = seen
+        .send(svc, svc.request_as(&key, Method::GET, "/v1/auth/me"))
+        .await;
+    assert_eq!(me.status, 200, "{me:?}");
+    assert_eq!(me.body["user"]["id"], admin["user"]);
+    assert_eq!(me.body["session"], Value::Null);
+    assert!(
+        me.body["permissions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p == "users:read"),
+        "{me:?}"
+    );
+    // Within the restriction: listing the tenant's keys (users:read).
+    let keys = seen
+        .send(
+            svc,
+            svc.request_as(&key, Method::GET, "/v1/tenants/acme/api-keys")
+                .header("x-idstream-min-position", issued.position()),
+        )
+        .await;
+    assert_eq!(keys.status, 200, "{keys:?}");
+    let listed = &keys.body["items"][0];
+    assert_eq!(listed["id"], key_id.as_str());
+    assert_eq!(listed["permissions"], json!(["users:read"]));
+    assert!(listed.get("key").is_none() && listed.get("secret").is_none());
+    // Outside it: creating a user (users:create), which the owner may do, is forbidden.
+    seen.send(
+        svc,
+        svc.request_as(&key, Method::POST, "/v1/tenants/acme/users")
+            .json(&json!({"email": "eve@example.com"})),
+    )
+    .await
+    .assert_problem(403, "forbidden");
+    // And it cannot mint keys (see also `an_api_key_cannot_issue_api_keys`).
+    let child = seen
+        .send(
+            svc,
+            svc.request_as(&key, Method::POST, "/v1/tenants/acme/api-keys")
+                .json(&json!({"name": "child", "owner": admin["user"]})),
+        )
+        .await;
+    assert_eq!(child.status, 403, "{child:?}");
+    // Neither was done. (The log itself may have grown: a key's use is recorded.)
+    let members = seen
+        .send(svc, svc.request(Method::GET, "/v1/tenants/acme/users"))
+        .await;
+    assert!(
+        !members.body.to_string().contains("eve@example.com"),
+        "{members:?}"
+    );
+    let keys = seen
+        .send(svc, svc.request(Method::GET, "/v1/tenants/acme/api-keys"))
+        .await;
+    assert_eq!(keys.body["items"].as_array().unwrap().len(), 1, "{keys:?}");
+    // Revoked, the key is refused by the very next request.
+    let revoked = seen
+        .send(
+            svc,
+            svc.request_as(
+                access(&admin),
+                Method::DELETE,
+                &format!("/v1/tenants/acme/api-keys/{key_id}"),
+            ),
+        )
+        .await;
+    assert_eq!(revoked.status, 200, "{revoked:?}");
+    assert!(refused(svc, &key).await, "a revoked API key still works");
+
+    // Password reset: the same answer for a known and an unknown address.
+    let known = seen
+        .send(
+            svc,
+            svc.anonymous(Method::POST, "/v1/auth/password/reset-request")
+                .json(&json!({"email": INVITEE_EMAIL})),
+        )
+        .await;
+    let unknown = seen
+        .send(
+            svc,
+            svc.anonymous(Method::POST, "/v1/auth/password/reset-request")
+                .json(&json!({"email": "nobody@example.com"})),
+        )
+        .await;
+    assert_eq!(known.status, 202, "{known:?}");
+    assert_eq!((known.status, &known.body), (unknown.status, &unknown.body));
+    assert_eq!(known.body, json!({}));
+    let mail = nth_mail(svc, INVITEE_EMAIL, "Reset your password", 1).await;
+    let reset_token = token_in(&mail.text, "idp_");
+    let user_in_link = link_param(&mail.text, "user");
+    assert_eq!(user_in_link, grace);
+    tokens.push(reset_token.clone());
+    let reset = seen
+        .send(
+            svc,
+            svc.anonymous(Method::POST, "/v1/auth/password/reset").json(
+                &json!({"user": user_in_link, "token": reset_token, "password": NEW_PASSWORD}),
+            ),
+        )
+        .await;
+    assert_eq!(reset.status, 200, "{reset:?}");
+    assert_eq!(
+        reset.header("x-idstream-position"),
+        Some(reset.position().to_string().as_str())
+    );
+    // The link works once.
+    seen.send(
+        svc,
+        svc.anonymous(Method::POST, "/v1/auth/password/reset").json(
+            &json!({"user": grace, "token": reset_token, "password": "Another-Pass-Phrase-9"}),
+        ),
+    )
+    .await
+    .assert_problem(400, "invalid_or_expired_link");
+    // Every session of the user is dead.
+    for tokens in [&from_invitation, &current] {
+        assert_refused(svc, access(tokens)).await;
+        seen.send(
+            svc,
+            svc.anonymous(Method::POST, "/v1/auth/refresh")
+                .json(&json!({"refresh_token": refresh_token(tokens)})),
+        )
+        .await
+        .assert_problem(401, "invalid_token");
+    }
+    // The old password fails; the new one works and still asks for the second factor.
+    seen.send(svc, sign_in_request(svc, INVITEE_EMAIL, INVITEE_PASSWORD))
+        .await
+        .assert_problem(401, "invalid_credentials");
+    let challenged = seen
+        .send(svc, sign_in_request(svc, INVITEE_EMAIL, NEW_PASSWORD))
+        .await;
+    assert_eq!(challenged.status, 200, "{challenged:?}");
+    assert_eq!(challenged.body["second_factor_required"], true);
+    let completed = seen
+        .send(
+            svc,
+            svc.anonymous(Method::POST, "/v1/auth/sign-in/second-factor").json(
+                &json!({"challenge": challenged.body["challenge"], "recovery_code": recovery[1]}),
+            ),
+        )
+        .await;
+    assert_tokens(&completed);
+    tokens.extend([
+        access(&completed.body).to_owned(),
+        refresh_token(&completed.body).to_owned(),
+    ]);
+    shown_once.push(refresh_token(&completed.body).to_owned());
+    assert!(!refused(svc, access(&completed.body)).await);
+
+    FlowSecrets {
+        passwords: vec![
+            ADMIN_PASSWORD.to_owned(),
+            INVITEE_PASSWORD.to_owned(),
+            NEW_PASSWORD.to_owned(),
+        ],
+        tokens,
+        shown_once,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_newcomer_is_invited_signs_in_with_two_factors_and_resets_the_password() {
+    let (_dir, svc) = bootstrapped().await;
+    let seen = Seen::default();
+    newcomer_flow(&svc, &seen).await;
+}
+
+// ----- 2. forged access tokens -----
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn json_part(value: &Value) -> String {
+    b64(value.to_string().as_bytes())
+}
+
+fn decode_part(part: &str) -> Value {
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forged_expired_and_mistyped_access_tokens_are_refused() {
+    let (dir, svc) = bootstrapped().await;
+    let tokens = svc.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let genuine = access(&tokens).to_owned();
+    assert!(!refused(&svc, &genuine).await);
+    let parts: Vec<&str> = genuine.split('.').collect();
+    let header = decode_part(parts[0]);
+    let claims = decode_part(parts[1]);
+    let kid = header["kid"].as_str().unwrap().to_owned();
+    assert_eq!(header["alg"], "EdDSA");
+
+    // The service's own keys, to mint tokens that differ from a genuine one in one respect only.
+    let keys = idstream_keys::Keys::load_or_create(
+        std::sync::Arc::new(idstream_keys::FileKeyStore::open(dir.path().join("keys")).unwrap()),
+        OffsetDateTime::now_utc(),
+        time::Duration::minutes(5),
+    )
+    .await
+    .unwrap();
+    let ring = keys.signing();
+    assert_eq!(ring.current().kid(), kid);
+    let issuer = Issuer::new(
+        claims["iss"].as_str().unwrap(),
+        claims["aud"].as_str().unwrap(),
+        time::Duration::minutes(5),
+    );
+    let subject = AccessSubject {
+        sub: claims["sub"].as_str().unwrap().to_owned(),
+        tid: claims["tid"].as_str().unwrap().to_owned(),
+        sid: claims["sid"].as_str().unwrap().to_owned(),
+    };
+    // Control: a token minted here with the service's key now is accepted, so each refusal below
+    // is for the one thing that is wrong with it.
+    let control = issuer.sign(&ring, &subject, OffsetDateTime::now_utc());
+    assert!(
+        !refused(&svc, &control).await,
+        "the control token is refused"
+    );
+
+    let mut forged: Vec<(&str, String)> = Vec::new();
+
+    // The payload changed after signing: another tenant.
+    let mut tampered = claims.clone();
+    tampered["tid"] = json!("globex");
+    forged.push((
+        "tampered payload",
+        format!("{}.{}.{}", parts[0], json_part(&tampered), parts[2]),
+    ));
+    // The payload changed after signing: a later expiry.
+    let mut extended = claims.clone();
+    extended["exp"] = json!(claims["exp"].as_i64().unwrap() + 86_400);
+    forged.push((
+        "extended expiry",
+        format!("{}.{}.{}", parts[0], json_part(&extended), parts[2]),
+    ));
+    // `alg: none`, with and without the signature.
+    let none = json!({"alg": "none", "typ": "at+jwt", "kid": kid});
+    forged.push((
+        "alg none, empty signature",
+        format!("{}.{}.", json_part(&none), parts[1]),
+    ));
+    forged.push((
+        "alg none, old signature",
+        format!("{}.{}.{}", json_part(&none), parts[1], parts[2]),
+    ));
+    // HS256 keyed with the public key (the classic algorithm confusion), in two encodings.
+    let jwks = svc
+        .send(svc.anonymous(Method::GET, "/.well-known/jwks.json"))
+        .await;
+    assert_eq!(jwks.status, 200, "{jwks:?}");
+    assert_eq!(jwks.header("cache-control"), Some("public, max-age=300"));
+    let jwk = jwks.body["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .expect("the signing key is published")
+        .clone();
+    assert!(jwk.get("d").is_none(), "the JWKS publishes a private key");
+    let x = jwk["x"].as_str().unwrap();
+    for (what, secret) in [
+        (
+            "HS256 with the raw public key",
+            URL_SAFE_NO_PAD.decode(x).unwrap(),
+        ),
+        ("HS256 with the JWK's x", x.as_bytes().to_vec()),
+    ] {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        header.typ = Some("at+jwt".into());
+        header.kid = Some(kid.clone());
+        let token = jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(&secret),
+        )
+        .unwrap();
+        forged.push((what, token));
+    }
+    // Signed by a key the service does not hold: under its own kid, and under the service's kid.
+    let stranger = KeyRing::new(
+        SigningKey::generate(OffsetDateTime::now_utc()),
+        time::Duration::minutes(15),
+    );
+    let foreign = issuer.sign(&stranger, &subject, OffsetDateTime::now_utc());
+    forged.push(("a foreign kid", foreign.clone()));
+    let mut stolen_kid = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    stolen_kid.typ = Some("at+jwt".into());
+    stolen_kid.kid = Some(kid.clone());
+    let stranger_pem = stranger.current().to_pkcs8_pem();
+    let signature = jsonwebtoken::encode(
+        &stolen_kid,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_ed_pem(stranger_pem.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    forged.push(("a foreign key under the service's kid", signature));
+    // Genuinely signed, but expired an hour ago (well past the clock leeway).
+    forged.push((
+        "expired",
+        issuer.sign(
+            &ring,
+            &subject,
+            OffsetDateTime::now_utc() - time::Duration::hours(1),
+        ),
+    ));
+    // Genuinely signed, but not an access token: the header's typ, or the claim's.
+    let pem = ring.current().to_pkcs8_pem();
+    let service_key = jsonwebtoken::EncodingKey::from_ed_pem(pem.as_bytes()).unwrap();
+    let mut plain = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    plain.typ = Some("JWT".into());
+    plain.kid = Some(kid.clone());
+    forged.push((
+        "typ JWT",
+        jsonwebtoken::encode(&plain, &claims, &service_key).unwrap(),
+    ));
+    let mut typed = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    typed.typ = Some("at+jwt".into());
+    typed.kid = Some(kid.clone());
+    let mut id_token = claims.clone();
+    id_token["typ"] = json!("id");
+    forged.push((
+        "claim typ id",
+        jsonwebtoken::encode(&typed, &id_token, &service_key).unwrap(),
+    ));
+    // Genuinely signed for another audience.
+    let mut other_audience = claims.clone();
+    other_audience["aud"] = json!("someone-else");
+    forged.push((
+        "another audience",
+        jsonwebtoken::encode(&typed, &other_audience, &service_key).unwrap(),
+    ));
+
+    for (what, token) in &forged {
+        let answer = svc.get_as(token, "/v1/auth/me").await;
+        assert_eq!(answer.status, 401, "{what}: {answer:?}");
+        answer.assert_problem(401, "unauthorized");
+        assert_eq!(answer.header("www-authenticate"), Some("Bearer"), "{what}");
+        // Commands too.
+        svc.post_as(token, "/v1/auth/sign-out", json!({}))
+            .await
+            .assert_problem(401, "unauthorized");
+    }
+    // The genuine token still works; signed out, it does not.
+    assert!(!refused(&svc, &genuine).await);
+    let out = svc
+        .send(svc.request_as(&genuine, Method::POST, "/v1/auth/sign-out"))
+        .await;
+    assert_eq!(out.status, 200, "{out:?}");
+    assert_refused(&svc, &genuine).await;
+    assert!(
+        refused(&svc, &control).await,
+        "a token of an ended session works"
+    );
+}
+
+// ----- 3. concurrent refreshes -----
+
+/// A client on its own loopback address, so that each one has its own rate-limit budget and the
+/// race below is decided by the session, not by the limiter.
+fn client(n: u8) -> reqwest::Client {
+    Service::client_from(IpAddr::V4(Ipv4Addr::new(127, 0, 1, n)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn a_hundred_concurrent_refreshes_with_one_token_yield_at_most_one_new_token() {
+    let (_dir, svc) = bootstrapped().await;
+    let tokens = svc.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let token = refresh_token(&tokens).to_owned();
+    let url = svc.url("/v1/auth/refresh");
+    let attempts = (1..=100u8).map(|n| {
+        let (url, token) = (url.clone(), token.clone());
+        async move {
+            let response = client(n)
+                .post(url)
+                .json(&json!({"refresh_token": token}))
+                .send()
+                .await
+                .expect("HTTP request");
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            (status, body)
+        }
+    });
+    let answers = futures::future::join_all(attempts).await;
+    let winners: Vec<&Value> = answers
+        .iter()
+        .filter(|(status, _)| *status == 200)
+        .map(|(_, body)| body)
+        .collect();
+    assert!(winners.len() <= 1, "{} refreshes succeeded", winners.len());
+    for (status, body) in answers.iter().filter(|(status, _)| *status != 200) {
+        assert_eq!(*status, 401, "{body}");
+        assert_eq!(body["code"], "invalid_token", "{body}");
+    }
+    // The losers presented a rotated token: the session is revoked, the winner's tokens with it.
+    if let Some(winner) = winners.first() {
+        let again = svc
+            .post_anonymous(
+                "/v1/auth/refresh",
+                json!({"refresh_token": refresh_token(winner)}),
+            )
+            .await;
+        again.assert_problem(401, "invalid_token");
+        assert_refused(&svc, access(winner)).await;
+    }
+    assert_refused(&svc, access(&tokens)).await;
+}
+
+// ----- 4. concurrent acceptances -----
+
+/// Invites `email` to acme as the operator and returns (invitation id, user id, token).
+async fn invite(svc: &Service, email: &str) -> (String, String, String) {
+    let before = svc
+        .mail()
+        .iter()
+        .filter(|m| m.to == email && m.subject.contains("Invitation"))
+        .count();
+    let invited = svc
+        .post(
+            "/v1/tenants/acme/invitations",
+            json!({"email": email, "roles": ["user"]}),
+        )
+        .await;
+    assert_eq!(invited.status, 201, "{invited:?}");
+    let mail = nth_mail(svc, email, "Invitation", before + 1).await;
+    (
+        invited.body["id"].as_str().unwrap().to_owned(),
+        invited.body["user"].as_str().unwrap().to_owned(),
+        token_in(&mail.text, "idi_"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_invitation_is_accepted_exactly_once_however_many_try() {
+    let (_dir, svc) = bootstrapped().await;
+    let (_, _, token) = invite(&svc, "lin@example.com").await;
+    let accept = |n: u8, password: &'static str| {
+        let (url, token) = (svc.url("/v1/invitations/accept"), token.clone());
+        async move {
+            let response = client(n)
+                .post(url)
+                .json(&json!({"token": token, "password": password}))
+                .send()
+                .await
+                .expect("HTTP request");
+            let status = response.status().as_u16();
+            (
+                status,
+                password,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (first, second) = tokio::join!(
+        accept(1, "First-Racer-Password-1"),
+        accept(2, "Second-Racer-Password-2")
+    );
+    let mut answers = [first, second];
+    answers.sort_by_key(|(status, _, _)| *status);
+    let [(won, winner, _), (lost, loser, body)] = answers;
+    assert_eq!(won, 200, "{lost} {body}");
+    assert_eq!(lost, 400, "{body}");
+    assert_eq!(body["code"], "invalid_or_expired_link", "{body}");
+
+    // Replayed, or malformed: the same refusal, and nothing is appended.
+    let before = svc.log_position().await;
+    for presented in [
+        token.clone(),
+        token.to_uppercase(),
+        "idi_not-a-token".to_owned(),
+        format!("{}x", token),
+        token.replace("idi_", "idr_"),
+        String::new(),
+    ] {
+        svc.post_anonymous(
+            "/v1/invitations/accept",
+            json!({"token": presented, "password": "Yet-Another-Password-3"}),
+        )
+        .await
+        .assert_problem(400, "invalid_or_expired_link");
+    }
+    assert_eq!(
+        svc.log_position().await,
+        before,
+        "a refused acceptance appended"
+    );
+    // The winner's password is the account's; the loser's is not.
+    svc.sign_in("lin@example.com", winner).await;
+    svc.post_anonymous(
+        "/v1/auth/sign-in",
+        json!({"email": "lin@example.com", "password": loser}),
+    )
+    .await
+    .assert_problem(401, "invalid_credentials");
+}
+
+// ----- 5. brute force -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn a_flood_of_wrong_passwords_is_rate_limited_and_locks_the_account_after_few_checks() {
+    let (_dir, mut svc) = bootstrapped().await;
+    let admin = svc.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let user = admin["user"].as_str().unwrap().to_owned();
+    let guesses = (0..200).map(|i| {
+        let svc = &svc;
+        async move {
+            svc.send(sign_in_request(
+                svc,
+                ADMIN_EMAIL,
+                &format!("wrong-guess-{i}"),
+            ))
+            .await
+        }
+    });
+    let answers = futures::future::join_all(guesses).await;
+    let mut limited = 0;
+    for answer in &answers {
+        match answer.status {
+            401 => answer.assert_problem(401, "invalid_credentials"),
+            429 => {
+                answer.assert_problem(429, "rate_limited");
+                assert!(answer.header("retry-after").is_some(), "{answer:?}");
+                limited += 1;
+            }
+            _ => panic!("unexpected answer to a wrong password: {answer:?}"),
+        }
+    }
+    assert!(
+        limited > 0,
+        "200 guesses from one address were not rate limited"
+    );
+
+    // From another address (its own budget) the right password is refused while locked…
+    let other = Service::client_from(IpAddr::V4(Ipv4Addr::new(127, 0, 2, 1)));
+    let answer = svc
+        .send(
+            other
+                .post(svc.url("/v1/auth/sign-in"))
+                .json(&json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})),
+        )
+        .await;
+    answer.assert_problem(401, "invalid_credentials");
+    // …and works once an administrator lifts the lock-out.
+    let unlocked = svc
+        .post(&format!("/v1/users/{user}/unlock"), json!({}))
+        .await;
+    assert_eq!(unlocked.status, 200, "{unlocked:?}");
+    let another = Service::client_from(IpAddr::V4(Ipv4Addr::new(127, 0, 2, 2)));
+    let answer = svc
+        .send(
+            another
+                .post(svc.url("/v1/auth/sign-in"))
+                .json(&json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    // The user was told by email.
+    nth_mail(&svc, ADMIN_EMAIL, "", 1).await;
+
+    // The log shows the bound on argon2 checks: a handful of recorded failures, one lock-out.
+    svc.stop().await;
+    let events = svc.events().await;
+    let of_user = |kind: &str| {
+        events
+            .iter()
+            .filter(|e| e.envelope.event_type == kind && e.envelope.aggregate.id == user)
+            .count()
+    };
+    let failures = of_user("SignInFailed");
+    assert!(
+        (1..=10).contains(&failures),
+        "{failures} SignInFailed events for 200 guesses"
+    );
+    assert_eq!(of_user("AccountLocked"), 1);
+}
+
+// ----- 6. enumeration -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unknown_and_known_accounts_get_the_same_answers() {
+    let (_dir, svc) = bootstrapped().await;
+    let unknown = svc
+        .send(sign_in_request(
+            &svc,
+            "nobody@example.com",
+            "Some-Password-123",
+        ))
+        .await;
+    let wrong = svc
+        .send(sign_in_request(&svc, ADMIN_EMAIL, "Some-Password-123"))
+        .await;
+    unknown.assert_problem(401, "invalid_credentials");
+    assert_eq!((unknown.status, &unknown.body), (wrong.status, &wrong.body));
+    let malformed = svc
+        .send(sign_in_request(&svc, "not an address", "Some-Password-123"))
+        .await;
+    assert_eq!(
+        (malformed.status, &malformed.body),
+        (wrong.status, &wrong.body)
+    );
+
+    let known = svc
+        .post_anonymous(
+            "/v1/auth/password/reset-request",
+            json!({"email": ADMIN_EMAIL}),
+        )
+        .await;
+    let unknown = svc
+        .post_anonymous(
+            "/v1/auth/password/reset-request",
+            json!({"email": "nobody@example.com"}),
+        )
+        .await;
+    assert_eq!(known.status, 202);
+    assert_eq!((known.status, &known.body), (unknown.status, &unknown.body));
+    assert_eq!(known.header("content-type"), unknown.header("content-type"));
+    // Only the known address gets mail.
+    nth_mail(&svc, ADMIN_EMAIL, "Reset your password", 1).await;
+    assert!(
+        svc.mail().iter().all(|m| m.to != "nobody@example.com"),
+        "mail to an unknown address"
+    );
+}
+
+// ----- 7. password rules -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oversized_and_weak_passwords_are_refused_without_spending_the_invitation() {
+    let (_dir, svc) = bootstrapped().await;
+    let huge = "x".repeat(5000);
+    svc.send(sign_in_request(&svc, ADMIN_EMAIL, &huge))
+        .await
+        .assert_problem(422, "password_too_long");
+
+    let (invitation, user, token) = invite(&svc, "weak@example.com").await;
+    let before = svc.log_position().await;
+    for (password, code) in [
+        (huge.as_str(), "password_too_long"),
+        ("password", "weak_password"),
+        ("short", "weak_password"),
+        ("weak@example.com", "weak_password"),
+    ] {
+        svc.post_anonymous(
+            "/v1/invitations/accept",
+            json!({"token": token, "password": password}),
+        )
+        .await
+        .assert_problem(422, code);
+    }
+    svc.post_anonymous("/v1/invitations/accept", json!({"token": token}))
+        .await
+        .assert_problem(422, "password_required");
+    assert_eq!(
+        svc.log_position().await,
+        before,
+        "a refused acceptance appended"
+    );
+    let listed = svc.get("/v1/tenants/acme/invitations").await;
+    let item = listed.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == invitation.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(item["status"], "sent", "{listed:?}");
+    // Still acceptable with a good password.
+    let accepted = svc
+        .post_anonymous(
+            "/v1/invitations/accept",
+            json!({"token": token, "password": "A-Much-Better-Phrase-7"}),
+        )
+        .await;
+    assert_tokens(&accepted);
+    assert_eq!(accepted.body["user"], user.as_str());
+
+    // A reset refuses the same passwords, and keeps its link usable.
+    svc.post_anonymous(
+        "/v1/auth/password/reset-request",
+        json!({"email": "weak@example.com"}),
+    )
+    .await;
+    let mail = nth_mail(&svc, "weak@example.com", "Reset your password", 1).await;
+    let reset_token = token_in(&mail.text, "idp_");
+    for (password, code) in [
+        (huge.as_str(), "password_too_long"),
+        ("password", "weak_password"),
+    ] {
+        svc.post_anonymous(
+            "/v1/auth/password/reset",
+            json!({"user": user, "token": reset_token, "password": password}),
+        )
+        .await
+        .assert_problem(422, code);
+    }
+    let reset = svc
+        .post_anonymous(
+            "/v1/auth/password/reset",
+            json!({"user": user, "token": reset_token, "password": "Yet-Better-Phrase-8"}),
+        )
+        .await;
+    assert_eq!(reset.status, 200, "{reset:?}");
+    svc.sign_in("weak@example.com", "Yet-Better-Phrase-8").await;
+}
+
+// ----- 8. no secret leaks -----
+
+/// Every `prefix` + 32 base32 characters token in `text`.
+fn opaque_tokens<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
+    text.match_indices(prefix)
+        .filter_map(|(at, _)| {
+            let rest = &text[at + prefix.len()..];
+            let secret: String = rest.chars().take(33).collect();
+            let body = &secret[..secret.len().min(32)];
+            let boundary = secret.chars().nth(32);
+            (body.len() == 32
+                && body
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || ('2'..='7').contains(&c))
+                && boundary.is_none_or(|c| !c.is_ascii_alphanumeric()))
+            .then(|| &text[at..at + prefix.len() + 32])
+        })
+        .collect()
+}
+
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return files;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_password_token_or_totp_secret_leaks_into_logs_answers_or_the_event_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let output_dir = tempfile::tempdir().unwrap();
+    let output = output_dir.path().join("idstream.log");
+    let mut svc = start_bootstrapped(dir.path(), Some(&output)).await;
+    let seen = Seen::default();
+    let secrets = newcomer_flow(&svc, &seen).await;
+    svc.stop().await;
+
+    // The process's output (debug level): no secret at all.
+    let logged = std::fs::read_to_string(&output).unwrap();
+    assert!(
+        logged.contains("idstream listening on") && logged.contains("elapsed_ms"),
+        "the output was not captured"
+    );
+    assert!(
+        logged.lines().count() > 100,
+        "too little was logged for the scan to mean much"
+    );
+    for secret in secrets.passwords.iter().chain(&secrets.tokens) {
+        assert!(
+            !logged.contains(secret.as_str()),
+            "a secret ({}…) is in the service's output",
+            &secret[..4]
+        );
+    }
+    for prefix in ["idr_", "idi_", "idp_", "idm_"] {
+        assert!(
+            opaque_tokens(&logged, prefix).is_empty(),
+            "an {prefix} token is in the service's output"
+        );
+    }
+    assert!(
+        !logged.contains("$argon2"),
+        "a password hash is in the output"
+    );
+
+    // Answers: no password ever; each secret only in the answer that created it.
+    let bodies = seen.bodies();
+    for password in &secrets.passwords {
+        assert!(
+            bodies.iter().all(|b| !b.contains(password.as_str())),
+            "a password was echoed"
+        );
+    }
+    for secret in &secrets.shown_once {
+        let shown = bodies
+            .iter()
+            .filter(|b| b.contains(secret.as_str()))
+            .count();
+        assert_eq!(
+            shown,
+            1,
+            "a secret ({}…) was shown {shown} times",
+            &secret[..4]
+        );
+    }
+    for body in &bodies {
+        assert!(!body.contains("$argon2"), "{body}");
+    }
+
+    // The event log: every event, as JSON, holds no secret, no hash and no token.
+    let events = svc.events().await;
+    assert!(events.len() > 20, "{} events", events.len());
+    for event in &events {
+        let text = serde_json::to_string(&event.envelope).unwrap();
+        for secret in secrets.passwords.iter().chain(&secrets.tokens) {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{} holds a secret",
+                event.envelope.event_type
+            );
+        }
+        assert!(!text.contains("$argon2"), "{text}");
+        for prefix in ["idr_", "idi_", "idp_", "idm_", "ids_"] {
+            assert!(
+                !text.contains(&format!("\"{prefix}")) && opaque_tokens(&text, prefix).is_empty(),
+                "{text}"
+            );
+        }
+    }
+    // The files of the log and the read models, byte for byte.
+    for file in files_under(&dir.path().join("log"))
+        .into_iter()
+        .chain(files_under(&dir.path().join("readmodels")))
+    {
+        let bytes = std::fs::read(&file).unwrap();
+        for secret in secrets.passwords.iter().chain(&secrets.tokens) {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{} holds a secret ({}…)",
+                file.display(),
+                &secret[..4]
+            );
+        }
+        assert!(
+            !bytes.windows(7).any(|w| w == b"$argon2"),
+            "{} holds a password hash",
+            file.display()
+        );
+    }
+}
+
+// ----- 9. JetStream -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_jetstream_a_second_replica_honours_tokens_and_keys_minted_by_the_first() {
+    let nats = NatsServer::spawn();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let printed = Service::bootstrap(
+        dir_a.path(),
+        Some(&nats.url()),
+        TENANT,
+        ADMIN_EMAIL,
+        ADMIN_PASSWORD,
+    )
+    .await;
+    assert!(printed.contains("Bootstrapped tenant acme"), "{printed}");
+    let a = Service::jetstream(dir_a.path(), &nats.url()).await;
+    let b = Service::jetstream(dir_b.path(), &nats.url()).await;
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+
+    let tokens = a.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    // Both replicas publish the same keys.
+    let (jwks_a, jwks_b) = (
+        a.send(a.anonymous(Method::GET, "/.well-known/jwks.json"))
+            .await,
+        b.send(b.anonymous(Method::GET, "/.well-known/jwks.json"))
+            .await,
+    );
+    assert_eq!(jwks_a.body, jwks_b.body);
+    // B accepts A's access token, and refreshes A's refresh token.
+    let me = b.get_as(access(&tokens), "/v1/auth/me").await;
+    assert_eq!(me.status, 200, "{me:?}");
+    assert_eq!(me.body["user"]["email"], ADMIN_EMAIL);
+    let refreshed = b
+        .post_anonymous(
+            "/v1/auth/refresh",
+            json!({"refresh_token": refresh_token(&tokens)}),
+        )
+        .await;
+    assert_tokens(&refreshed);
+    assert_eq!(refreshed.body["session"], tokens["session"]);
+    // A honours B's new tokens; the old refresh token is spent on A too.
+    let me = a.get_as(access(&refreshed.body), "/v1/auth/me").await;
+    assert_eq!(me.status, 200, "{me:?}");
+
+    // An API key issued on A works on B, and its revocation on A reaches B.
+    let issued = a
+        .post_as(
+            access(&refreshed.body),
+            "/v1/tenants/acme/api-keys",
+            json!({"name": "replicated", "permissions": ["users:read"]}),
+        )
+        .await;
+    assert_eq!(issued.status, 201, "{issued:?}");
+    let key = issued.body["key"].as_str().unwrap().to_owned();
+    let me = b.get_as(&key, "/v1/auth/me").await;
+    assert_eq!(me.status, 200, "{me:?}");
+    assert_eq!(me.body["user"]["id"], tokens["user"]);
+    let revoked = a
+        .send(a.request_as(
+            access(&refreshed.body),
+            Method::DELETE,
+            &format!(
+                "/v1/tenants/acme/api-keys/{}",
+                issued.body["id"].as_str().unwrap()
+            ),
+        ))
+        .await;
+    assert_eq!(revoked.status, 200, "{revoked:?}");
+    assert_refused(&a, &key).await;
+    until_refused(&b, &key).await;
+
+    // Reuse of the spent refresh token on A revokes the session everywhere.
+    a.post_anonymous(
+        "/v1/auth/refresh",
+        json!({"refresh_token": refresh_token(&tokens)}),
+    )
+    .await
+    .assert_problem(401, "invalid_token");
+    until_refused(&b, access(&refreshed.body)).await;
+}
+
+// ----- the rest of the account endpoints -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_user_changes_password_switches_tenant_and_turns_two_factor_off() {
+    let (_dir, svc) = bootstrapped().await;
+    let here = svc.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let elsewhere = svc.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let user = here["user"].as_str().unwrap().to_owned();
+
+    // A second tenant the administrator belongs to, and a switch of this session into it.
+    svc.create_tenant("globex").await;
+    let assigned = svc
+        .post(
+            &format!("/v1/tenants/globex/users/{user}/roles"),
+            json!({"role": "user"}),
+        )
+        .await;
+    assert_eq!(assigned.status, 200, "{assigned:?}");
+    svc.post_as(
+        access(&here),
+        "/v1/auth/switch-tenant",
+        json!({"tenant": "nowhere", "refresh_token": refresh_token(&here)}),
+    )
+    .await
+    .assert_problem(422, "not_a_member");
+    svc.post_as(
+        access(&here),
+        "/v1/auth/switch-tenant",
+        json!({"tenant": "globex", "refresh_token": refresh_token(&elsewhere)}),
+    )
+    .await
+    .assert_problem(401, "invalid_token");
+    let switched = svc
+        .post_as(
+            access(&here),
+            "/v1/auth/switch-tenant",
+            json!({"tenant": "globex", "refresh_token": refresh_token(&here)}),
+        )
+        .await;
+    assert_tokens(&switched);
+    assert_eq!(switched.body["tenant"], "globex");
+    assert_eq!(switched.body["session"], here["session"]);
+    let me = svc.get_as(access(&switched.body), "/v1/auth/me").await;
+    assert_eq!(me.body["tenant"], "globex", "{me:?}");
+    assert_eq!(me.body["roles"], json!(["user"]), "{me:?}");
+    let here = switched.body;
+
+    // Changing the password needs the current one and a good new one; other sessions end.
+    svc.post_as(
+        access(&here),
+        "/v1/auth/password",
+        json!({"current_password": "not-the-password", "new_password": NEW_PASSWORD}),
+    )
+    .await
+    .assert_problem(401, "invalid_credentials");
+    svc.post_as(
+        access(&here),
+        "/v1/auth/password",
+        json!({"current_password": ADMIN_PASSWORD, "new_password": "password"}),
+    )
+    .await
+    .assert_problem(422, "weak_password");
+    let changed = svc
+        .post_as(
+            access(&here),
+            "/v1/auth/password",
+            json!({"current_password": ADMIN_PASSWORD, "new_password": NEW_PASSWORD}),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{changed:?}");
+    assert_eq!(
+        changed.header("x-idstream-position"),
+        Some(changed.position().to_string().as_str())
+    );
+    assert_refused(&svc, access(&elsewhere)).await;
+    assert!(
+        !refused(&svc, access(&here)).await,
+        "the changing session ended"
+    );
+    svc.send(sign_in_request(&svc, ADMIN_EMAIL, ADMIN_PASSWORD))
+        .await
+        .assert_problem(401, "invalid_credentials");
+
+    // TOTP on, then off with the password; sign-in stops asking for a code.
+    svc.post_as(
+        access(&here),
+        "/v1/auth/totp/disable",
+        json!({"password": NEW_PASSWORD}),
+    )
+    .await
+    .assert_problem(409, "totp_not_enabled");
+    svc.post_as(
+        access(&here),
+        "/v1/auth/totp/confirm",
+        json!({"code": "123456"}),
+    )
+    .await
+    .assert_problem(409, "totp_not_being_set_up");
+    let setup = svc
+        .post_as(access(&here), "/v1/auth/totp/setup", json!({}))
+        .await;
+    assert_eq!(setup.status, 200, "{setup:?}");
+    let mut authenticator = Authenticator::new(setup.body["secret"].as_str().unwrap());
+    let confirmed = svc
+        .post_as(
+            access(&here),
+            "/v1/auth/totp/confirm",
+            json!({"code": authenticator.next_code().await}),
+        )
+        .await;
+    assert_eq!(confirmed.status, 200, "{confirmed:?}");
+    svc.post_as(access(&here), "/v1/auth/totp/setup", json!({}))
+        .await
+        .assert_problem(409, "totp_already_enabled");
+    let challenged = svc
+        .send(sign_in_request(&svc, ADMIN_EMAIL, NEW_PASSWORD))
+        .await;
+    assert_eq!(
+        challenged.body["second_factor_required"], true,
+        "{challenged:?}"
+    );
+    svc.post_anonymous(
+        "/v1/auth/sign-in/second-factor",
+        json!({"challenge": challenged.body["challenge"]}),
+    )
+    .await
+    .assert_problem(422, "second_factor_missing");
+    svc.post_anonymous(
+        "/v1/auth/sign-in/second-factor",
+        json!({"challenge": "v1.forged.challenge", "code": "123456"}),
+    )
+    .await
+    .assert_problem(401, "invalid_token");
+    svc.post_as(
+        access(&here),
+        "/v1/auth/totp/disable",
+        json!({"password": "wrong-password"}),
+    )
+    .await
+    .assert_problem(401, "invalid_credentials");
+    let disabled = svc
+        .post_as(
+            access(&here),
+            "/v1/auth/totp/disable",
+            json!({"password": NEW_PASSWORD}),
+        )
+        .await;
+    assert_eq!(disabled.status, 200, "{disabled:?}");
+    let plain = svc
+        .send(sign_in_request(&svc, ADMIN_EMAIL, NEW_PASSWORD))
+        .await;
+    assert_tokens(&plain);
+
+    // Signing out ends this session only.
+    let out = svc
+        .send(svc.request_as(access(&here), Method::POST, "/v1/auth/sign-out"))
+        .await;
+    assert_eq!(out.status, 200, "{out:?}");
+    assert_refused(&svc, access(&here)).await;
+    assert!(!refused(&svc, access(&plain.body)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_administrator_resends_and_withdraws_invitations_and_ends_a_users_sessions() {
+    let (_dir, svc) = bootstrapped().await;
+    let admin = svc.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+
+    // Resending: a new link, the old one dead.
+    let (invitation, user, first) = invite(&svc, "resend@example.com").await;
+    svc.post(
+        "/v1/tenants/acme/invitations",
+        json!({"email": "resend@example.com"}),
+    )
+    .await
+    .assert_problem(409, "invitation_pending");
+    let resent = svc
+        .post_as(
+            access(&admin),
+            &format!("/v1/tenants/acme/invitations/{invitation}/resend"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(resent.status, 200, "{resent:?}");
+    assert_eq!(resent.body["id"], invitation.as_str());
+    assert_eq!(resent.body["email_sent"], true);
+    let second = token_in(
+        &nth_mail(&svc, "resend@example.com", "Invitation", 2)
+            .await
+            .text,
+        "idi_",
+    );
+    assert_ne!(first, second);
+    svc.post_anonymous(
+        "/v1/invitations/accept",
+        json!({"token": first, "password": "Resent-Invitation-Pass-1"}),
+    )
+    .await
+    .assert_problem(400, "invalid_or_expired_link");
+    let accepted = svc
+        .post_anonymous(
+            "/v1/invitations/accept",
+            json!({"token": second, "password": "Resent-Invitation-Pass-1"}),
+        )
+        .await;
+    assert_tokens(&accepted);
+    let listed = svc
+        .get_at("/v1/tenants/acme/invitations", accepted.position())
+        .await;
+    let item = listed.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == invitation.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(item["status"], "accepted", "{item}");
+    assert_eq!(item["resent"], 1, "{item}");
+    assert!(item["accepted_at"].is_string(), "{item}");
+
+    // Withdrawing: the link dies.
+    let (withdrawn, _, token) = invite(&svc, "withdrawn@example.com").await;
+    let deleted = svc
+        .send(svc.request_as(
+            access(&admin),
+            Method::DELETE,
+            &format!("/v1/tenants/acme/invitations/{withdrawn}"),
+        ))
+        .await;
+    assert_eq!(deleted.status, 200, "{deleted:?}");
+    svc.post_anonymous(
+        "/v1/invitations/accept",
+        json!({"token": token, "password": "Withdrawn-Invitation-1"}),
+    )
+    .await
+    .assert_problem(400, "invalid_or_expired_link");
+    let listed = svc
+        .get_at("/v1/tenants/acme/invitations?limit=1", deleted.position())
+        .await;
+    assert_eq!(
+        listed.body["items"].as_array().unwrap().len(),
+        1,
+        "{listed:?}"
+    );
+    let next = listed.body["next"].as_str().unwrap();
+    let rest = svc
+        .get(&format!("/v1/tenants/acme/invitations?after={next}"))
+        .await;
+    assert_eq!(rest.body["items"][0]["status"], "revoked", "{rest:?}");
+    // Someone without users:create cannot see or send invitations.
+    let member = svc
+        .sign_in("resend@example.com", "Resent-Invitation-Pass-1")
+        .await;
+    svc.get_as(access(&member), "/v1/tenants/acme/invitations")
+        .await
+        .assert_problem(403, "forbidden");
+    svc.post_as(
+        access(&member),
+        "/v1/tenants/acme/invitations",
+        json!({"email": "friend@example.com"}),
+    )
+    .await
+    .assert_problem(403, "forbidden");
+
+    // An administrator ends every session of a user; a member may not.
+    svc.post_as(
+        access(&member),
+        &format!(
+            "/v1/users/{}/sessions/revoke",
+            admin["user"].as_str().unwrap()
+        ),
+        json!({}),
+    )
+    .await
+    .assert_problem(403, "forbidden");
+    let ended = svc
+        .post_as(
+            access(&admin),
+            &format!("/v1/users/{user}/sessions/revoke"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(ended.status, 200, "{ended:?}");
+    assert_refused(&svc, access(&member)).await;
+    assert_refused(&svc, access(&accepted.body)).await;
+    svc.post_anonymous(
+        "/v1/auth/refresh",
+        json!({"refresh_token": refresh_token(&member)}),
+    )
+    .await
+    .assert_problem(401, "invalid_token");
+    // Not locked: nothing to unlock.
+    svc.post(&format!("/v1/users/{user}/unlock"), json!({}))
+        .await
+        .assert_problem(409, "not_locked");
+}
+
+// ----- revocation takes effect at once -----
+
+/// Issues `keys` keys, then revokes them all at once, each presented again right after its
+/// revocation's answer: the replica that answered must refuse it from then on. (Revoking them
+/// together keeps the read model busy, as a loaded service would be.) Each key is used on
+/// `elsewhere` too before, if given: another replica, as keys are used on any of them.
+async fn revoke_and_use_at_once(svc: &Service, elsewhere: Option<&Service>, keys: usize) {
+    let admin = svc.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let mut issued = Vec::new();
+    for n in 0..keys {
+        let answer = svc
+            .post_as(
+                access(&admin),
+                "/v1/tenants/acme/api-keys",
+                json!({"name": format!("key {n}")}),
+            )
+            .await;
+        assert_eq!(answer.status, 201, "{answer:?}");
+        let key = answer.body["key"].as_str().unwrap().to_owned();
+        assert!(!refused(svc, &key).await, "a new key is refused");
+        if let Some(other) = elsewhere {
+            assert!(
+                !refused(other, &key).await,
+                "a new key is refused elsewhere"
+            );
+        }
+        issued.push((answer.body["id"].as_str().unwrap().to_owned(), key));
+    }
+    let revocations = issued.iter().map(|(id, key)| {
+        let admin = &admin;
+        async move {
+            let revoked = svc
+                .send(svc.request_as(
+                    access(admin),
+                    Method::DELETE,
+                    &format!("/v1/tenants/acme/api-keys/{id}"),
+                ))
+                .await;
+            assert_eq!(revoked.status, 200, "{revoked:?}");
+            refused(svc, key).await
+        }
+    });
+    let refusals = futures::future::join_all(revocations).await;
+    let still_working = refusals.iter().filter(|refused| !**refused).count();
+    for (_, key) in &issued {
+        until_refused(svc, key).await;
+    }
+    assert_eq!(
+        still_working, 0,
+        "{still_working} of {keys} revoked keys still worked for the next request"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revoked_api_key_is_refused_by_the_next_request() {
+    let (_dir, svc) = bootstrapped().await;
+    revoke_and_use_at_once(&svc, None, 20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_jetstream_a_revoked_api_key_is_refused_by_the_next_request() {
+    let nats = NatsServer::spawn();
+    let dir = tempfile::tempdir().unwrap();
+    Service::bootstrap(
+        dir.path(),
+        Some(&nats.url()),
+        TENANT,
+        ADMIN_EMAIL,
+        ADMIN_PASSWORD,
+    )
+    .await;
+    let other_dir = tempfile::tempdir().unwrap();
+    let svc = Service::jetstream(dir.path(), &nats.url()).await;
+    let other = Service::jetstream(other_dir.path(), &nats.url()).await;
+    wait_ready(&svc).await;
+    wait_ready(&other).await;
+    revoke_and_use_at_once(&svc, Some(&other), 10).await;
+}
+
+// ----- the API-key subject of the check API, and the OpenAPI document -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_api_key_checks_as_its_owner_within_its_restriction() {
+    let (_dir, svc) = bootstrapped().await;
+    let admin = svc.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let issued = svc
+        .post_as(
+            access(&admin),
+            "/v1/tenants/acme/api-keys",
+            json!({"name": "checker", "permissions": ["users:read"]}),
+        )
+        .await;
+    assert_eq!(issued.status, 201, "{issued:?}");
+    let key = issued.body["key"].as_str().unwrap().to_owned();
+    let check = |bearer: String, permission: &'static str| {
+        let svc = &svc;
+        async move {
+            svc.post_as(
+                &bearer,
+                "/v1/tenants/acme/access/check",
+                json!({"permission": permission}),
+            )
+            .await
+        }
+    };
+    // The key, omitting the subject, is its owner narrowed to its restriction.
+    let inside = check(key.clone(), "users:read").await;
+    assert_eq!(inside.status, 200, "{inside:?}");
+    assert_eq!(inside.body["allowed"], true, "{inside:?}");
+    let outside = check(key.clone(), "users:create").await;
+    assert_eq!(outside.status, 200, "{outside:?}");
+    assert_eq!(outside.body["allowed"], false, "{outside:?}");
+    assert_eq!(
+        outside.body["reason"]["kind"], "key_restriction",
+        "{outside:?}"
+    );
+    let explained = svc
+        .post_as(
+            &key,
+            "/v1/tenants/acme/access/explain",
+            json!({"permission": "users:create"}),
+        )
+        .await;
+    assert_eq!(explained.body["allowed"], false, "{explained:?}");
+    assert_eq!(explained.body["reason"]["kind"], "key_restriction");
+    // The owner's session, omitting the subject, is the owner: global access.
+    let owner = check(access(&admin).to_owned(), "users:create").await;
+    assert_eq!(owner.body["allowed"], true, "{owner:?}");
+    // The key asking about someone else needs permissions:read, which it lacks.
+    let someone = svc
+        .create_user(TENANT, "someone@example.com", &["user"])
+        .await
+        .0;
+    svc.post_as(
+        &key,
+        "/v1/tenants/acme/access/check",
+        json!({"subject": format!("user:{someone}"), "permission": "users:read"}),
+    )
+    .await
+    .assert_problem(403, "forbidden");
+    // An unrestricted key is its owner.
+    let unrestricted = svc
+        .post_as(
+            access(&admin),
+            "/v1/tenants/acme/api-keys",
+            json!({"name": "everything"}),
+        )
+        .await;
+    let full = unrestricted.body["key"].as_str().unwrap().to_owned();
+    let answer = check(full, "users:create").await;
+    assert_eq!(answer.body["allowed"], true, "{answer:?}");
+    // Its `me` is the owner narrowed to the restriction: exactly users:read, no global access.
+    let me = svc.get_as(&key, "/v1/auth/me").await;
+    assert_eq!(me.status, 200, "{me:?}");
+    assert_eq!(me.body["permissions"], json!(["users:read"]), "{me:?}");
+    assert_eq!(me.body["global_access"], false, "{me:?}");
+}
+
+/// Keys cannot mint keys: a key's holder could otherwise outlive its revocation. Even a key with
+/// all of its owner's powers is refused, whether or not it names an owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_api_key_cannot_issue_api_keys() {
+    let (_dir, svc) = bootstrapped().await;
+    let admin = svc.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let issued = svc
+        .post_as(
+            access(&admin),
+            "/v1/tenants/acme/api-keys",
+            json!({"name": "everything"}),
+        )
+        .await;
+    assert_eq!(issued.status, 201, "{issued:?}");
+    let key = issued.body["key"].as_str().unwrap().to_owned();
+    svc.post_as(
+        &key,
+        "/v1/tenants/acme/api-keys",
+        json!({"name": "child", "owner": admin["user"]}),
+    )
+    .await
+    .assert_problem(403, "session_required");
+    // Without an owner the key's own owner is meant; the answer must be the same refusal.
+    svc.post_as(&key, "/v1/tenants/acme/api-keys", json!({"name": "child"}))
+        .await
+        .assert_problem(403, "session_required");
+    let keys = svc.get("/v1/tenants/acme/api-keys").await;
+    assert_eq!(keys.body["items"].as_array().unwrap().len(), 1, "{keys:?}");
+}
+
+#[tokio::test]
+async fn the_identity_endpoints_are_in_the_openapi_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::embedded(dir.path()).await;
+    let openapi = svc.get("/openapi.json").await;
+    assert_eq!(openapi.status, 200);
+    for (path, method) in [
+        ("/v1/auth/sign-in", "post"),
+        ("/v1/auth/sign-in/second-factor", "post"),
+        ("/v1/auth/refresh", "post"),
+        ("/v1/auth/switch-tenant", "post"),
+        ("/v1/auth/sign-out", "post"),
+        ("/v1/auth/me", "get"),
+        ("/v1/auth/sessions", "get"),
+        ("/v1/auth/sessions/{id}", "delete"),
+        ("/v1/auth/password", "post"),
+        ("/v1/auth/password/reset-request", "post"),
+        ("/v1/auth/password/reset", "post"),
+        ("/v1/auth/totp/setup", "post"),
+        ("/v1/auth/totp/confirm", "post"),
+        ("/v1/auth/totp/disable", "post"),
+        ("/v1/users/{user}/sessions/revoke", "post"),
+        ("/v1/users/{user}/unlock", "post"),
+        ("/v1/tenants/{tenant}/invitations", "post"),
+        ("/v1/tenants/{tenant}/invitations", "get"),
+        ("/v1/tenants/{tenant}/invitations/{id}", "delete"),
+        ("/v1/tenants/{tenant}/invitations/{id}/resend", "post"),
+        ("/v1/invitations/accept", "post"),
+        ("/v1/tenants/{tenant}/api-keys", "post"),
+        ("/v1/tenants/{tenant}/api-keys", "get"),
+        ("/v1/tenants/{tenant}/api-keys/{id}", "delete"),
+        ("/.well-known/jwks.json", "get"),
+    ] {
+        let operation = &openapi.body["paths"][path][method];
+        assert!(operation.is_object(), "{method} {path} is missing");
+        if path.starts_with("/v1/") {
+            assert_eq!(
+                operation["responses"]["500"]["content"]["application/problem+json"]["schema"]["$ref"],
+                "#/components/schemas/Problem",
+                "{method} {path}"
+            );
+        }
+    }
+    let schemas = &openapi.body["components"]["schemas"];
+    for schema in [
+        "SignInBody",
+        "SignInAnswer",
+        "TokensBody",
+        "MeBody",
+        "SessionList",
+        "InviteBody",
+        "InvitationBody",
+        "AcceptBody",
+        "IssueApiKeyBody",
+        "IssuedApiKeyBody",
+        "ApiKeyList",
+    ] {
+        assert!(schemas[schema].is_object(), "schema {schema} is missing");
+    }
+    let description = openapi.body["components"]["securitySchemes"]["bearer"]["description"]
+        .as_str()
+        .unwrap();
+    assert!(
+        description.contains("access token") && description.contains("API key"),
+        "{description}"
+    );
+    // Nothing secret-bearing is described on a listing.
+    for listed in ["InvitationBody", "ApiKeyBody", "SessionBody"] {
+        let properties = schemas[listed]["properties"].as_object().unwrap();
+        for field in ["token", "secret", "key", "refresh", "password"] {
+            assert!(!properties.contains_key(field), "{listed}.{field}");
+        }
+    }
+}
+
+/// `ADMIN_TOKEN` is the operator: a system actor, not a user, so user-only endpoints refuse it.
+#[tokio::test]
+async fn the_operator_token_is_nobody_for_the_endpoints_of_a_signed_in_user() {
+    let (_dir, svc) = bootstrapped().await;
+    svc.get("/v1/auth/me")
+        .await
+        .assert_problem(403, "session_required");
+    svc.post("/v1/auth/sign-out", json!({}))
+        .await
+        .assert_problem(403, "session_required");
+    // An operator token in the body of a sign-in is not a password.
+    svc.post_anonymous(
+        "/v1/auth/sign-in",
+        json!({"email": ADMIN_EMAIL, "password": ADMIN_TOKEN}),
+    )
+    .await
+    .assert_problem(401, "invalid_credentials");
+    // Unknown fields are refused.
+    svc.post_anonymous(
+        "/v1/auth/sign-in",
+        json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD, "remember": true}),
+    )
+    .await
+    .assert_problem(422, "invalid_body");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn magic_links_emailed_codes_self_registration_and_profiles_over_http() {
+    let (_dir, svc) = bootstrapped().await;
+
+    // A magic link: 202 for any address, mail only for the known one, single use.
+    let unknown = svc
+        .post_anonymous(
+            "/v1/auth/magic-link",
+            json!({"email": "nobody@example.com"}),
+        )
+        .await;
+    let known = svc
+        .post_anonymous("/v1/auth/magic-link", json!({"email": ADMIN_EMAIL}))
+        .await;
+    assert_eq!((unknown.status, known.status), (202, 202));
+    assert_eq!(unknown.body, known.body);
+    let mail = nth_mail(&svc, ADMIN_EMAIL, "sign-in link", 1).await;
+    let body =
+        json!({"user": link_param(&mail.text, "user"), "token": token_in(&mail.text, "idm_")});
+    let tokens = svc
+        .post_anonymous("/v1/auth/magic-link/sign-in", body.clone())
+        .await;
+    assert_tokens(&tokens);
+    svc.post_anonymous("/v1/auth/magic-link/sign-in", body)
+        .await
+        .assert_problem(400, "invalid_or_expired_link");
+
+    // An emailed code: a wrong one is 401, the right one signs in once.
+    svc.post_anonymous("/v1/auth/email-code", json!({"email": ADMIN_EMAIL}))
+        .await;
+    let mail = nth_mail(&svc, ADMIN_EMAIL, "code", 1).await;
+    let code: String = mail
+        .text
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|w| w.len() == 6)
+        .unwrap()
+        .to_owned();
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    svc.post_anonymous(
+        "/v1/auth/email-code/sign-in",
+        json!({"email": ADMIN_EMAIL, "code": wrong}),
+    )
+    .await
+    .assert_problem(401, "invalid_credentials");
+    let signed_in = svc
+        .post_anonymous(
+            "/v1/auth/email-code/sign-in",
+            json!({"email": ADMIN_EMAIL, "code": code}),
+        )
+        .await;
+    assert_tokens(&signed_in);
+
+    // Self-registration: off by default, then on with verification.
+    let admin = svc.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let admin_token = access(&admin).to_owned();
+    let registration = json!({"email": "reg@example.com", "password": "a good long pass phrase"});
+    svc.post_anonymous("/v1/tenants/acme/register", registration.clone())
+        .await
+        .assert_problem(403, "self_registration_disabled");
+    let settings = svc.get_as(&admin_token, "/v1/tenants/acme/settings").await;
+    let mut settings = settings.body.clone();
+    settings["self_registration"] = json!(true);
+    let changed = svc
+        .send(
+            svc.request_as(&admin_token, Method::PUT, "/v1/tenants/acme/settings")
+                .json(&settings),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{changed:?}");
+    let first = svc
+        .post_anonymous("/v1/tenants/acme/register", registration.clone())
+        .await;
+    let taken = svc
+        .post_anonymous(
+            "/v1/tenants/acme/register",
+            json!({"email": ADMIN_EMAIL, "password": "a good long pass phrase"}),
+        )
+        .await;
+    assert_eq!((first.status, taken.status), (202, 202));
+    assert_eq!(first.body, taken.body);
+    svc.send(sign_in_request(
+        &svc,
+        "reg@example.com",
+        "a good long pass phrase",
+    ))
+    .await
+    .assert_problem(403, "email_not_verified");
+    let mail = nth_mail(&svc, "reg@example.com", "Verify", 1).await;
+    let verified = svc
+        .post_anonymous(
+            "/v1/auth/verify-email",
+            json!({"user": link_param(&mail.text, "user"), "token": token_in(&mail.text, "ide_")}),
+        )
+        .await;
+    assert_eq!(verified.status, 200, "{verified:?}");
+    let reg = svc
+        .sign_in("reg@example.com", "a good long pass phrase")
+        .await;
+    let reg_user = reg["user"].as_str().unwrap().to_owned();
+
+    // Profiles: one's own, not someone else's.
+    let profile = json!({
+        "first_name": "Reggie",
+        "last_name": "Stered",
+        "image_url": "https://example.com/reg.png",
+        "notifications": {"security_alerts": true}
+    });
+    let changed = svc
+        .send(
+            svc.request_as(
+                access(&reg),
+                Method::PUT,
+                &format!("/v1/users/{reg_user}/profile"),
+            )
+            .json(&profile),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{changed:?}");
+    let me = svc
+        .get_as(
+            access(&reg),
+            &format!("/v1/auth/me?min_position={}", changed.position()),
+        )
+        .await;
+    assert_eq!(me.body["user"]["first_name"], "Reggie", "{me:?}");
+    let admin_id = admin["user"].as_str().unwrap();
+    svc.send(
+        svc.request_as(
+            access(&reg),
+            Method::PUT,
+            &format!("/v1/users/{admin_id}/profile"),
+        )
+        .json(&profile),
+    )
+    .await
+    .assert_problem(403, "forbidden");
+    svc.send(
+        svc.request_as(
+            access(&reg),
+            Method::PUT,
+            &format!("/v1/users/{reg_user}/profile"),
+        )
+        .json(&json!({"first_name": "x", "last_name": "y", "image_url": "javascript:alert(1)"})),
+    )
+    .await
+    .assert_problem(422, "invalid_image_url");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_email_change_over_http_waits_for_the_new_address() {
+    let (_dir, svc) = bootstrapped().await;
+    let tokens = svc.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let bearer = access(&tokens).to_owned();
+    let asked = svc
+        .post_as(
+            &bearer,
+            "/v1/auth/email",
+            json!({"new_email": "ada@new.example", "password": ADMIN_PASSWORD}),
+        )
+        .await;
+    assert_eq!(asked.status, 200, "{asked:?}");
+    let notice = nth_mail(&svc, ADMIN_EMAIL, "", 1).await;
+    let link = nth_mail(&svc, "ada@new.example", "Verify", 1).await;
+    assert!(notice.text.contains("ada@new.example"), "{}", notice.text);
+    // Until confirmed, the old address signs in.
+    svc.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let confirmed = svc
+        .post_anonymous(
+            "/v1/auth/email/confirm",
+            json!({"user": link_param(&link.text, "user"), "token": token_in(&link.text, "ide_")}),
+        )
+        .await;
+    assert_eq!(confirmed.status, 200, "{confirmed:?}");
+    svc.sign_in("ada@new.example", ADMIN_PASSWORD).await;
+    svc.send(sign_in_request(&svc, ADMIN_EMAIL, ADMIN_PASSWORD))
+        .await
+        .assert_problem(401, "invalid_credentials");
+    svc.post_anonymous(
+        "/v1/auth/email/confirm",
+        json!({"user": link_param(&link.text, "user"), "token": token_in(&link.text, "ide_")}),
+    )
+    .await
+    .assert_problem(400, "invalid_or_expired_link");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tenant_that_requires_two_factors_makes_members_set_totp_up_first() {
+    let (_dir, svc) = bootstrapped().await;
+    let tokens = svc.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let bearer = access(&tokens).to_owned();
+    let settings = svc.get_as(&bearer, "/v1/tenants/acme/settings").await;
+    let mut settings = settings.body.clone();
+    settings["mfa_required"] = json!(true);
+    let changed = svc
+        .send(
+            svc.request_as(&bearer, Method::PUT, "/v1/tenants/acme/settings")
+                .json(&settings),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{changed:?}");
+    let listing = format!(
+        "/v1/tenants/acme/invitations?min_position={}",
+        changed.position()
+    );
+    svc.get_as(&bearer, &listing)
+        .await
+        .assert_problem(403, "second_factor_enrollment_required");
+    assert_eq!(svc.get_as(&bearer, "/v1/auth/me").await.status, 200);
+
+    let setup = svc.post_as(&bearer, "/v1/auth/totp/setup", json!({})).await;
+    assert_eq!(setup.status, 200, "{setup:?}");
+    let secret = TotpSecret::from_base32(setup.body["secret"].as_str().unwrap()).unwrap();
+    let confirmed = svc
+        .post_as(
+            &bearer,
+            "/v1/auth/totp/confirm",
+            json!({"code": secret.code_at(OffsetDateTime::now_utc())}),
+        )
+        .await;
+    assert_eq!(confirmed.status, 200, "{confirmed:?}");
+    let listing = format!(
+        "/v1/tenants/acme/invitations?min_position={}",
+        confirmed.position()
+    );
+    assert_eq!(svc.get_as(&bearer, &listing).await.status, 200);
+    svc.post_as(
+        &bearer,
+        "/v1/auth/totp/disable",
+        json!({"password": ADMIN_PASSWORD}),
+    )
+    .await
+    .assert_problem(403, "second_factor_required_by_tenant");
+    let again = svc
+        .send(sign_in_request(&svc, ADMIN_EMAIL, ADMIN_PASSWORD))
+        .await;
+    assert_eq!(again.body["second_factor_required"], true, "{again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn entity_permissions_default_to_the_callers_tenant() {
+    let (_dir, svc) = bootstrapped().await;
+    let tokens = svc.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let bearer = access(&tokens).to_owned();
+    let registered = svc
+        .post_as(
+            &bearer,
+            "/v1/tenants/acme/entities",
+            json!({"name": "project", "fields": ["title"], "rls": true}),
+        )
+        .await;
+    assert_eq!(registered.status, 201, "{registered:?}");
+    let answer = svc
+        .get_as(
+            &bearer,
+            &format!(
+                "/v1/permissions/entity/project?min_position={}",
+                registered.position()
+            ),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(
+        answer.body,
+        json!({"read": true, "create": true, "update": true, "delete": true})
+    );
+    svc.get_as(ADMIN_TOKEN, "/v1/permissions/entity/project")
+        .await
+        .assert_problem(400, "invalid_query");
+}
