@@ -18,6 +18,7 @@ macro_rules! conformance_suite {
         conformance_suite!(@module $module, $make_backend;
             appends_get_contiguous_positions_and_read_after_pages_through_them_in_order,
             read_stream_returns_only_that_aggregates_events_in_order,
+            raw_reads_return_every_event_as_the_bytes_it_was_appended_as,
             no_events_succeeds_on_a_fresh_aggregate_and_fails_once_it_has_events,
             a_wrong_expected_position_is_rejected_with_the_real_last_position,
             the_right_expected_position_and_expected_any_are_accepted,

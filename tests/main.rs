@@ -4,12 +4,16 @@
 
 mod access_admin;
 mod access_check;
+mod audit;
+mod chain;
 mod conformance;
 mod embedded_faults;
+mod erasure;
 mod faults;
 mod identity;
 mod jetstream;
 mod keys;
 mod replicas;
 mod server;
+mod subscribers;
 mod support;

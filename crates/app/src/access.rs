@@ -34,16 +34,17 @@ use idstream_domain::access::{
     EntityName, EntityPolicy, FieldName, MenuItem, Permission, Principal, RecordAccess, RecordId,
 };
 use idstream_domain::aggregate::{
-    EntityAggregate, MembershipAggregate, RecordAggregate, RoleAggregate, TenantAggregate,
-    UserAggregate,
+    EmailClaimAggregate, EntityAggregate, MembershipAggregate, RecordAggregate, RoleAggregate,
+    TenantAggregate, UserAggregate,
 };
+use idstream_domain::email::EmailClaimCommand;
 use idstream_domain::envelope::AggregateType;
 use idstream_domain::membership::MembershipCommand;
 use idstream_domain::tenant::{TenantCommand, TenantError, TenantSettings};
 use idstream_domain::user::{UserCommand, UserFlags};
 use idstream_domain::{ActorKind, RoleName, StreamKey, TenantId, UserId};
 
-use crate::services::{internal, membership_key, tenant_key, user_key, user_not_found};
+use crate::services::{claim_key, internal, membership_key, tenant_key, user_key, user_not_found};
 use crate::{App, AppError, CommandContext, Outcome};
 use idstream_domain::access::Action;
 
@@ -236,7 +237,7 @@ impl App {
                 .map_err(internal)?;
             for (user, membership) in &page {
                 if user.id != except
-                    && user.status != UserStatus::Inactive
+                    && !matches!(user.status, UserStatus::Inactive | UserStatus::Erased)
                     && membership.roles.iter().any(is_admin_role)
                 {
                     return Ok(true);
@@ -857,6 +858,55 @@ impl App {
         self.execute::<UserAggregate>(ctx, &user_key(user), "", UserCommand::Reactivate)
             .await
             .map_err(user_not_found)
+    }
+
+    /// Erases a user (right to erasure, F-AU-4): records `UserErased`, which destroys the user's
+    /// personal-data key (see `idstream_keys::PersonalDataLog`), so their email, names and
+    /// picture can no longer be read in any event, read model, replay or export; then releases
+    /// the addresses they held, so they can be used again. The user's id stays in the log and
+    /// the audit trail keeps its structure. Nobody erases themselves, and the last administrator
+    /// of a tenant cannot be erased. Erasing an erased user changes nothing.
+    ///
+    /// Needs: users:delete in every tenant the user belongs to (or platform administrator).
+    pub async fn erase_user(
+        &self,
+        ctx: &CommandContext,
+        user: UserId,
+    ) -> Result<Outcome, AppError> {
+        if ctx.actor.kind == ActorKind::User && ctx.actor.id == user.to_string() {
+            return Err(AppError::CannotRemoveSelf);
+        }
+        self.authorize_user_deletion(ctx, &user).await?;
+        let (before, _) = self.load::<UserAggregate>(&user_key(user)).await?;
+        if !before.exists() {
+            return Err(AppError::UserNotFound);
+        }
+        if before.status != idstream_domain::user::Status::Erased {
+            self.check_deactivation(ctx, user).await?;
+        }
+        let outcome = self
+            .execute::<UserAggregate>(ctx, &user_key(user), "", UserCommand::Erase)
+            .await
+            .map_err(user_not_found)?;
+        // Were this interrupted, the claims would still be free: a claim held by an erased user
+        // is taken over like one whose user never came to exist.
+        let held = [Some(before.email), before.pending_email];
+        let mut last = outcome.position;
+        for email in held.into_iter().flatten().filter(|e| !e.is_empty()) {
+            let released = self
+                .execute::<EmailClaimAggregate>(
+                    ctx,
+                    &claim_key(&email),
+                    "",
+                    EmailClaimCommand::Release { user },
+                )
+                .await?;
+            last = last.max(released.position);
+        }
+        Ok(Outcome {
+            position: last,
+            ..outcome
+        })
     }
 
     /// Replaces a user's system-level flags (the same in every tenant).

@@ -167,19 +167,37 @@ impl App {
         ctx: &CommandContext,
         user: &UserId,
     ) -> Result<(), AppError> {
+        self.authorize_on_user(ctx, user, Action::Update).await
+    }
+
+    /// Like [`App::authorize_user_admin`], for erasing a user: `users:delete` in every tenant
+    /// the user belongs to, or platform administrator.
+    pub async fn authorize_user_deletion(
+        &self,
+        ctx: &CommandContext,
+        user: &UserId,
+    ) -> Result<(), AppError> {
+        self.authorize_on_user(ctx, user, Action::Delete).await
+    }
+
+    async fn authorize_on_user(
+        &self,
+        ctx: &CommandContext,
+        user: &UserId,
+        action: Action,
+    ) -> Result<(), AppError> {
         if self.authorize_platform_admin(ctx).await.is_ok() {
             return Ok(());
         }
         let tenants = self.user_tenants(user)?;
         if tenants.is_empty() {
             return Err(AppError::Forbidden(
-                Permission::new(Resource::Named("users"), Action::Update)
+                Permission::new(Resource::Named("users"), action)
                     .map_err(|e| AppError::Internal(e.to_string()))?,
             ));
         }
         for tenant in &tenants {
-            self.authorize_named(ctx, tenant, "users", Action::Update)
-                .await?;
+            self.authorize_named(ctx, tenant, "users", action).await?;
         }
         Ok(())
     }

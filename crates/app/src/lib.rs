@@ -12,10 +12,12 @@
 //! Read models are consulted for existence checks and for answering retried commands.
 
 mod access;
+mod audit;
 mod authz;
 mod engine;
 mod error;
 pub mod identity;
+pub mod replay;
 mod services;
 #[cfg(test)]
 mod tests;
@@ -46,6 +48,7 @@ pub fn projections(access_cache: Arc<FactCache>) -> Vec<Arc<dyn Projection>> {
         Arc::new(DirectoryProjection),
         Arc::new(AccessProjection::new(access_cache)),
         Arc::new(IdentityProjection),
+        Arc::new(idstream_audit::AuditProjection),
     ]
 }
 

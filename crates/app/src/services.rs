@@ -260,7 +260,7 @@ impl App {
                         .load::<UserAggregate>(&user_key(holder.user))
                         .await?
                         .0
-                        .exists();
+                        .holds_identity();
                 }
                 if same_request {
                     if holder_exists || now < holder.claimed_at + CLAIM_DEADLINE {

@@ -12,6 +12,9 @@ use clap::{Args, Parser, Subcommand};
 use idstream_server::config::{Config, FileConfig};
 use tracing_subscriber::EnvFilter;
 
+mod audit_events;
+mod verify;
+
 #[derive(Parser)]
 #[command(
     name = "idstream",
@@ -33,6 +36,21 @@ enum Command {
     /// Create the first tenant and its administrator, then print how to sign in. With the
     /// embedded log, stop the service that uses this data directory first.
     Bootstrap(BootstrapArgs),
+    /// Audit the log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute the tamper-evidence hash chain over the whole log, check every signed
+    /// checkpoint, and name the first position that does not match (exit status 2). With the
+    /// embedded log, stop the service first or verify a copy of its data directory.
+    Verify(verify::VerifyArgs),
+    /// The audit trail: events filtered by tenant, actor, subject user, aggregate, type and time,
+    /// a page at a time. Reads the audit read model of the data directory (caught up with the log
+    /// first), or a temporary one while a service holds it.
+    Events(audit_events::EventsArgs),
 }
 
 #[derive(Args)]
@@ -89,6 +107,13 @@ struct Common {
     /// [default: http://<listen>].
     #[arg(long, env = "IDSTREAM_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Tamper evidence: write a signed chain checkpoint once this many events follow the last
+    /// one [default: 1000].
+    #[arg(long, env = "IDSTREAM_CHAIN_CHECKPOINT_EVENTS")]
+    chain_checkpoint_events: Option<u64>,
+    /// …or once this many seconds have passed since it, if anything was appended [default: 60].
+    #[arg(long, env = "IDSTREAM_CHAIN_CHECKPOINT_SECONDS")]
+    chain_checkpoint_seconds: Option<u64>,
 }
 
 impl Common {
@@ -114,6 +139,8 @@ impl Common {
             access_token_ttl_seconds: None,
             hash_concurrency: None,
             mail: None,
+            chain_checkpoint_events: self.chain_checkpoint_events,
+            chain_checkpoint_seconds: self.chain_checkpoint_seconds,
         };
         Ok(flags.apply(config))
     }
@@ -144,10 +171,14 @@ pub fn main() -> ExitCode {
             }
             Command::Replay(common) => replay(common.config()?).await,
             Command::Bootstrap(args) => bootstrap(args).await,
+            Command::Audit(AuditCommand::Verify(args)) => verify::run(args).await,
+            Command::Audit(AuditCommand::Events(args)) => audit_events::run(args).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A verification that found tampering has printed its finding: a status of its own.
+        Err(e) if e.is::<verify::NotVerified>() => ExitCode::from(2),
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("error: {e:#}");

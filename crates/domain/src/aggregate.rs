@@ -75,7 +75,7 @@ aggregate!(UserAggregate, User, user, User, UserCommand, UserEvent, UserError, {
     Registered => UserRegistered, Invited => UserInvited, Suspended => UserSuspended, Reinstated => UserReinstated,
     Deactivated => UserDeactivated, Reactivated => UserReactivated, FlagsChanged => UserFlagsChanged,
     Activated => UserActivated, EmailVerified => EmailVerified, ProfileChanged => UserProfileChanged,
-    EmailChangeRequested => EmailChangeRequested, EmailChanged => EmailChanged,
+    EmailChangeRequested => EmailChangeRequested, EmailChanged => EmailChanged, Erased => UserErased,
 });
 aggregate!(MembershipAggregate, Membership, membership, Membership, MembershipCommand, MembershipEvent, MembershipError, {
     Assigned => RoleAssigned, Revoked => RoleRevoked, PermissionsGranted => PermissionsGranted,

@@ -32,6 +32,8 @@ pub enum AggregateType {
     Session,
     Invitation,
     ApiKey,
+    // The tamper-evidence hash chain over the whole log (one global aggregate, id `log`).
+    Chain,
 }
 
 impl AggregateType {
@@ -48,6 +50,7 @@ impl AggregateType {
             AggregateType::Session => "session",
             AggregateType::Invitation => "invitation",
             AggregateType::ApiKey => "api_key",
+            AggregateType::Chain => "chain",
         }
     }
 }

@@ -132,6 +132,40 @@ pub struct UserDeactivated {}
 #[serde(deny_unknown_fields)]
 pub struct UserReactivated {}
 
+/// A user was erased (right to erasure): their personal-data key was destroyed, so the personal
+/// data in their earlier events (see [`PERSONAL_DATA`]) can no longer be read by anyone. The user
+/// id stays in the log, so the audit trail keeps its structure. Final: nothing happens to an
+/// erased user afterwards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserErased {}
+
+/// The fields of `data` that hold personal data, per event type. All of them belong to the
+/// user whose aggregate the event is on (`aggregate.id`), and every one is a string (or null).
+///
+/// The service stores these values encrypted with a key of that user's own (`pd1.` followed by
+/// the ciphertext), held outside the log; erasing the user destroys the key (crypto-shredding).
+/// Readers of the raw log see the ciphertext; the service's own readers see the clear text, or
+/// neutral placeholders once the user is erased.
+pub const PERSONAL_DATA: &[(&str, &[&str])] = &[
+    ("UserRegistered", &["email", "first_name", "last_name"]),
+    ("UserInvited", &["email", "first_name", "last_name"]),
+    (
+        "UserProfileChanged",
+        &["first_name", "last_name", "image_url"],
+    ),
+    ("EmailChangeRequested", &["email"]),
+    ("EmailChanged", &["email"]),
+];
+
+/// The personal-data fields of events of `event_type` (empty for most types).
+pub fn personal_fields(event_type: &str) -> &'static [&'static str] {
+    PERSONAL_DATA
+        .iter()
+        .find(|(t, _)| *t == event_type)
+        .map_or(&[], |(_, fields)| fields)
+}
+
 /// A user's system-level flags changed (the whole set is recorded).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -539,6 +573,31 @@ pub struct ApiKeyUsed {
     pub at: OffsetDateTime,
 }
 
+/// The tamper-evidence chain was checkpointed (aggregate `chain`, id `log`, no tenant).
+///
+/// `link` is the hash chain's value after the event at position `to`; `digests` holds the first
+/// eight bytes of the digest of every event in `from..=to`, so a verifier can name the first
+/// event that changed. The service's signing key signs all of it. How links, digests and the
+/// signed statement are computed is specified in the `idstream-chain` crate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChainCheckpointed {
+    /// The first position covered: one after the previous checkpoint's `to` (1 for the first).
+    pub from: u64,
+    /// The last position covered; always before this event's own position.
+    pub to: u64,
+    /// The chain link after position `to`: SHA-256, 64 lower-case hex digits.
+    pub link: String,
+    /// The 8-byte digest prefixes of positions `from..=to`, concatenated, in standard base64.
+    pub digests: String,
+    /// The id (RFC 7638 thumbprint) of the Ed25519 key that signed.
+    pub key: String,
+    /// That key's public half, base64url without padding (a JWK's `x`).
+    pub public_key: String,
+    /// The Ed25519 signature over the checkpoint statement, base64url without padding.
+    pub signature: String,
+}
+
 /// Why an envelope could not be turned into a [`DomainEvent`].
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -643,6 +702,7 @@ catalogue! {
     UserReinstated => 1, User;
     UserDeactivated => 1, User;
     UserReactivated => 1, User;
+    UserErased => 1, User;
     UserFlagsChanged => 1, User;
     RoleAssigned => 1, Membership;
     RoleRevoked => 1, Membership;
@@ -694,6 +754,7 @@ catalogue! {
     ApiKeyIssued => 1, ApiKey;
     ApiKeyRevoked => 1, ApiKey;
     ApiKeyUsed => 1, ApiKey;
+    ChainCheckpointed => 1, Chain;
 }
 
 impl DomainEvent {

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::events::{
-    EmailChangeRequested, EmailChanged, EmailVerified, UserActivated, UserDeactivated,
+    EmailChangeRequested, EmailChanged, EmailVerified, UserActivated, UserDeactivated, UserErased,
     UserFlagsChanged, UserInvited, UserProfileChanged, UserReactivated, UserRegistered,
     UserReinstated, UserSuspended,
 };
@@ -29,6 +29,8 @@ pub enum Status {
     },
     /// Deactivated (left the organisation): no sign-in, no access, until reactivated.
     Inactive,
+    /// Erased: personal data destroyed, no sign-in, no access, for good.
+    Erased,
 }
 
 /// System-level flags of a user (F-AZ-6), the same in every tenant.
@@ -69,6 +71,11 @@ impl User {
     pub fn exists(&self) -> bool {
         self.status != Status::Absent
     }
+
+    /// Exists and is not erased: the user can still hold an email address.
+    pub fn holds_identity(&self) -> bool {
+        self.exists() && self.status != Status::Erased
+    }
 }
 
 /// The profile given when a user is created.
@@ -107,6 +114,8 @@ pub enum UserCommand {
     ConfirmEmailChange {
         email: String,
     },
+    /// Erase the user's personal data for good (the application destroys their key).
+    Erase,
 }
 
 /// Longest profile image URL accepted.
@@ -137,10 +146,13 @@ pub enum UserEvent {
     ProfileChanged(UserProfileChanged),
     EmailChangeRequested(EmailChangeRequested),
     EmailChanged(EmailChanged),
+    Erased(UserErased),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UserError {
+    #[error("the user has been erased")]
+    Erased,
     #[error("this user already exists")]
     AlreadyExists,
     #[error("no such user")]
@@ -228,7 +240,20 @@ pub fn is_suspended_at(status: Status, now: OffsetDateTime) -> bool {
 }
 
 pub fn decide(state: &User, command: UserCommand) -> Result<Vec<UserEvent>, UserError> {
+    if state.status == Status::Erased {
+        return match command {
+            UserCommand::Register(_) | UserCommand::Invite(_) => Err(UserError::AlreadyExists),
+            UserCommand::Erase => Ok(vec![]),
+            _ => Err(UserError::Erased),
+        };
+    }
     match command {
+        UserCommand::Erase => {
+            if !state.exists() {
+                return Err(UserError::NotFound);
+            }
+            Ok(vec![UserEvent::Erased(UserErased {})])
+        }
         UserCommand::Register(new) => {
             if state.exists() {
                 return Err(UserError::AlreadyExists);
@@ -415,6 +440,12 @@ pub fn evolve(mut state: User, event: &UserEvent) -> User {
             state.email = e.email.clone();
             state.pending_email = None;
             state.email_verified = true;
+        }
+        // Nothing personal survives in the state either.
+        UserEvent::Erased(_) => {
+            state.status = Status::Erased;
+            state.email = String::new();
+            state.pending_email = None;
         }
     }
     state
@@ -613,6 +644,75 @@ mod tests {
             })]),
         );
         check(&[], UserCommand::SetFlags(admin), Err(UserError::NotFound));
+    }
+
+    #[test]
+    fn any_existing_user_can_be_erased_once() {
+        let erased = UserEvent::Erased(UserErased {});
+        check(
+            &[registered()],
+            UserCommand::Erase,
+            Ok(vec![erased.clone()]),
+        );
+        check(
+            &[registered(), UserEvent::Deactivated(UserDeactivated {})],
+            UserCommand::Erase,
+            Ok(vec![erased.clone()]),
+        );
+        check(
+            &[registered(), erased.clone()],
+            UserCommand::Erase,
+            Ok(vec![]),
+        );
+        check(&[], UserCommand::Erase, Err(UserError::NotFound));
+    }
+
+    #[test]
+    fn an_erased_user_keeps_nothing_personal_and_accepts_no_command() {
+        let given = [
+            registered(),
+            UserEvent::EmailChangeRequested(EmailChangeRequested {
+                email: "new@example.com".into(),
+            }),
+            UserEvent::Erased(UserErased {}),
+        ];
+        let state = given.iter().fold(User::default(), evolve);
+        assert_eq!(state.status, Status::Erased);
+        assert_eq!(state.email, "");
+        assert_eq!(state.pending_email, None);
+        check(&given, UserCommand::Reactivate, Err(UserError::Erased));
+        check(
+            &given,
+            UserCommand::Suspend {
+                until: None,
+                reason: None,
+                now: NOW,
+            },
+            Err(UserError::Erased),
+        );
+        check(&given, UserCommand::VerifyEmail, Err(UserError::Erased));
+        check(
+            &given,
+            UserCommand::Register(new_user("ada@example.com")),
+            Err(UserError::AlreadyExists),
+        );
+    }
+
+    #[test]
+    fn personal_data_fields_are_declared_for_the_user_events_that_carry_them() {
+        use crate::events::{CATALOGUE, PERSONAL_DATA, personal_fields};
+        for (event_type, _) in PERSONAL_DATA {
+            let found = CATALOGUE.iter().find(|(t, _, _)| t == event_type);
+            assert!(
+                matches!(found, Some((_, _, crate::AggregateType::User))),
+                "{event_type} must be a catalogued user event"
+            );
+        }
+        assert_eq!(
+            personal_fields("UserInvited"),
+            ["email", "first_name", "last_name"]
+        );
+        assert!(personal_fields("RoleAssigned").is_empty());
     }
 
     #[test]

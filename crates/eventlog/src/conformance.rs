@@ -26,7 +26,9 @@ use tokio::sync::Barrier;
 use tokio::time::timeout;
 use ulid::Ulid;
 
-use crate::{AppendError, Appended, EventStream, Expected, Position, RecordedEvent, SharedLog};
+use crate::{
+    AppendError, Appended, EventStream, Expected, Position, RawEvent, RecordedEvent, SharedLog,
+};
 
 /// Re-exported so that implementations of [`Backend`] outside this crate (the integration tests)
 /// need no dependency of their own on `async-trait`: `#[idstream_eventlog::conformance::async_trait]`.
@@ -338,6 +340,91 @@ pub async fn appends_get_contiguous_positions_and_read_after_pages_through_them_
             .is_empty(),
         "nothing past the end"
     );
+}
+
+/// Everything after `after` through `read_raw_after`, in pages of 3.
+async fn read_all_raw_after(log: &SharedLog, after: Position) -> Vec<RawEvent> {
+    let mut all = Vec::new();
+    let mut cursor = after;
+    loop {
+        let page = log.read_raw_after(cursor, 3).await.expect("read_raw_after");
+        assert!(
+            page.len() <= 3,
+            "read_raw_after returned {} events for max 3",
+            page.len()
+        );
+        let Some(last) = page.last() else { return all };
+        cursor = last.position;
+        all.extend(page);
+    }
+}
+
+pub async fn raw_reads_return_every_event_as_the_bytes_it_was_appended_as(b: &mut dyn Backend) {
+    let log = b.open().await;
+    let before = last_position(&log).await;
+    let (tenant, user) = (fresh_tenant(), fresh_user());
+    let mut sent = vec![created(&tenant, "0")];
+    append(&log, sent.clone(), Expected::NoEvents).await;
+    let user_events = vec![
+        registered(&user, "raw@example.com"),
+        registered(&user, "raw2@example.com"),
+    ];
+    append_keyed(&log, user_events.clone(), Expected::NoEvents, "raw-key").await;
+    sent.extend(user_events);
+    for i in 1..6 {
+        let event = renamed(&tenant, &format!("name {i}"));
+        append(&log, vec![event.clone()], Expected::Any).await;
+        sent.push(event);
+    }
+    let last = last_position(&log).await;
+
+    let check = |raw: &[RawEvent]| {
+        let positions: Vec<Position> = raw.iter().map(|e| e.position).collect();
+        let wanted: Vec<Position> = (before + 1..=last).collect();
+        assert_eq!(
+            positions, wanted,
+            "raw reads see every position once, in order"
+        );
+        for (raw, envelope) in raw.iter().zip(&sent) {
+            assert_eq!(
+                raw.bytes.as_ref(),
+                serde_json::to_vec(envelope).expect("serialise").as_slice(),
+                "the stored bytes at {} are the envelope's JSON as appended",
+                raw.position
+            );
+            assert_eq!(raw.subject, envelope.subject(), "the stored subject");
+        }
+    };
+    let raw = read_all_raw_after(&log, before).await;
+    check(&raw);
+    let parsed = read_all_after(&log, before).await;
+    for (raw, event) in raw.iter().zip(&parsed) {
+        let envelope: EventEnvelope = serde_json::from_slice(&raw.bytes).expect("an envelope");
+        assert_eq!((raw.position, &envelope), (event.position, &event.envelope));
+    }
+
+    let middle = log
+        .read_raw_after(before + 2, 2)
+        .await
+        .expect("read_raw_after");
+    assert_eq!(
+        middle.iter().map(|e| e.position).collect::<Vec<_>>(),
+        vec![before + 3, before + 4]
+    );
+    for (after, max) in [(before, 0), (last, 10), (last + 1000, 10)] {
+        assert!(
+            log.read_raw_after(after, max)
+                .await
+                .expect("read_raw_after")
+                .is_empty(),
+            "nothing to read after {after} with max {max}"
+        );
+    }
+
+    // The bytes are what is stored, so they survive a restart unchanged.
+    drop(log);
+    let log = b.restart().await;
+    check(&read_all_raw_after(&log, before).await);
 }
 
 pub async fn read_stream_returns_only_that_aggregates_events_in_order(b: &mut dyn Backend) {

@@ -41,7 +41,8 @@ use idstream_domain::{EventEnvelope, StreamKey};
 use time::OffsetDateTime;
 
 use crate::{
-    AppendError, Appended, EventLog, EventStream, Expected, LogError, Position, RecordedEvent,
+    AppendError, Appended, EventLog, EventStream, Expected, LogError, Position, RawEvent,
+    RecordedEvent,
 };
 
 /// The subject space of the log: every event subject matches it.
@@ -296,6 +297,18 @@ impl JetStreamLog {
         start: Position,
         max: usize,
     ) -> Result<Vec<RecordedEvent>, LogError> {
+        self.consume(filter, start, max, decode).await
+    }
+
+    /// [`JetStreamLog::read_consumer`] with each message turned into a `T` by `convert`, which
+    /// returns the message's stream sequence beside it.
+    async fn consume<T>(
+        &self,
+        filter: String,
+        start: Position,
+        max: usize,
+        convert: impl Fn(&async_nats::jetstream::Message) -> (Position, Result<T, LogError>),
+    ) -> Result<Vec<T>, LogError> {
         self.ensure_connected().map_err(LogError::Unavailable)?;
         let (mut messages, pending, name) = self.ordered(filter, start).await?;
         let wanted = usize::try_from(pending).unwrap_or(usize::MAX).min(max);
@@ -325,7 +338,7 @@ impl JetStreamLog {
                 }
                 Ok(Some(Ok(message))) => message,
             };
-            let (position, event) = decode(&message);
+            let (position, event) = convert(&message);
             // A recreated ordered consumer may start over from the beginning: skip what we have.
             if position <= last {
                 continue;
@@ -594,6 +607,27 @@ fn decode(message: &async_nats::jetstream::Message) -> (Position, Result<Recorde
     }
 }
 
+/// The stream sequence of a delivered message and its payload as stored.
+fn decode_raw(message: &async_nats::jetstream::Message) -> (Position, Result<RawEvent, LogError>) {
+    match message.info() {
+        Ok(info) => {
+            let position = info.stream_sequence;
+            let event = RawEvent {
+                position,
+                subject: message.subject.to_string(),
+                bytes: message.payload.clone(),
+            };
+            (position, Ok(event))
+        }
+        Err(e) => (
+            0,
+            Err(LogError::Corrupt(format!(
+                "a delivered message has no sequence: {e}"
+            ))),
+        ),
+    }
+}
+
 /// The event stored at `position`; corrupt if it is no envelope or sits on the wrong subject.
 fn decode_event(
     position: Position,
@@ -759,6 +793,19 @@ impl EventLog for JetStreamLog {
         }
         self.read_consumer(self.events_filter.clone(), after.saturating_add(1), max)
             .await
+    }
+
+    async fn read_raw_after(&self, after: Position, max: usize) -> Result<Vec<RawEvent>, LogError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        self.consume(
+            self.events_filter.clone(),
+            after.saturating_add(1),
+            max,
+            decode_raw,
+        )
+        .await
     }
 
     async fn subscribe(&self, after: Position) -> Result<EventStream, LogError> {

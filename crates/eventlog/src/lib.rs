@@ -58,6 +58,17 @@ pub struct RecordedEvent {
     pub msg_id: Option<String>,
 }
 
+/// An event exactly as the backend stores it: the bytes of its envelope JSON (the JetStream
+/// message payload; the embedded record's envelope) and the subject it is stored under. The
+/// tamper-evidence chain (`idstream-chain`) hashes these bytes, so they must never be
+/// re-serialised on the way out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEvent {
+    pub position: Position,
+    pub subject: String,
+    pub bytes: bytes::Bytes,
+}
+
 /// The result of an append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
@@ -130,6 +141,12 @@ pub trait EventLog: Send + Sync + 'static {
     /// Up to `max` events with position greater than `after`, in order.
     async fn read_after(&self, after: Position, max: usize)
     -> Result<Vec<RecordedEvent>, LogError>;
+
+    /// Up to `max` events with position greater than `after`, in order, as stored: the bytes
+    /// are not parsed, so an event that is no valid envelope is returned rather than refused.
+    /// Positions are not checked for gaps either (a message deleted from a JetStream stream
+    /// leaves one); finding gaps and changed bytes is the verifier's job.
+    async fn read_raw_after(&self, after: Position, max: usize) -> Result<Vec<RawEvent>, LogError>;
 
     /// Every event with position greater than `after`, then each new one as it is appended.
     /// The stream does not end by itself; it yields an error (and may end) if the log fails, and

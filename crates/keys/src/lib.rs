@@ -18,6 +18,11 @@
 //! restrict it with NATS account permissions so that only the service's own user can read or
 //! write it, and subscribers of the events cannot (see [`jetstream`] for the subjects).
 //!
+//! - Per-user personal-data keys ([`personal`]): the fields of events that hold personal data
+//!   are encrypted with a key of their user's own, and [`PersonalDataLog`] wraps the event log to
+//!   encrypt them on append and decrypt them on read; erasing a user destroys that key
+//!   (crypto-shredding).
+//!
 //! **Threat model.** Someone who reads the whole log sees only sealed values and blind indexes:
 //! without the keys they can neither open the first nor test guesses against the second. Access
 //! to the key store is the ability to read every secret in the log (and to mint access tokens),
@@ -32,11 +37,15 @@
 pub mod file;
 pub mod jetstream;
 pub mod keys;
+pub mod personal;
+pub mod personal_log;
 pub mod store;
 pub mod vault;
 
 pub use file::FileKeyStore;
 pub use jetstream::{DEFAULT_BUCKET, JetStreamKeyStore, JetStreamKeyStoreOptions};
 pub use keys::{Keys, KeysError, Rotation};
+pub use personal::{PersonalDataError, PersonalKeys};
+pub use personal_log::PersonalDataLog;
 pub use store::{KeyStore, KeyStoreError};
 pub use vault::{MAX_PLAINTEXT_LEN, Vault, VaultError};

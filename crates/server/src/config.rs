@@ -29,6 +29,10 @@ pub struct Config {
     pub hash_concurrency: Option<usize>,
     /// Mail delivery: a file per message in `data_dir/mail` unless configured otherwise.
     pub mail: idstream_mailer::MailerConfig,
+    /// Tamper evidence: a signed chain checkpoint once this many events follow the last one…
+    pub chain_checkpoint_events: u64,
+    /// …or once this long has passed since it, if anything was appended.
+    pub chain_checkpoint_interval: Duration,
 }
 
 impl Config {
@@ -56,6 +60,8 @@ impl Default for Config {
             access_token_ttl: Duration::from_secs(300),
             hash_concurrency: None,
             mail: Default::default(),
+            chain_checkpoint_events: 1000,
+            chain_checkpoint_interval: Duration::from_secs(60),
         }
     }
 }
@@ -76,6 +82,8 @@ pub struct FileConfig {
     pub access_token_ttl_seconds: Option<u64>,
     pub hash_concurrency: Option<usize>,
     pub mail: Option<idstream_mailer::MailerConfig>,
+    pub chain_checkpoint_events: Option<u64>,
+    pub chain_checkpoint_seconds: Option<u64>,
 }
 
 impl FileConfig {
@@ -120,6 +128,12 @@ impl FileConfig {
         }
         if let Some(v) = self.mail {
             config.mail = v;
+        }
+        if let Some(v) = self.chain_checkpoint_events {
+            config.chain_checkpoint_events = v;
+        }
+        if let Some(v) = self.chain_checkpoint_seconds {
+            config.chain_checkpoint_interval = Duration::from_secs(v);
         }
         config
     }

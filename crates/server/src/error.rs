@@ -109,6 +109,7 @@ impl ApiError {
                         (S::UNPROCESSABLE_ENTITY, "invalid_reason", shown(u))
                     }
                     UserError::Inactive => (S::CONFLICT, "user_inactive", shown(u)),
+                    UserError::Erased => (S::CONFLICT, "user_erased", shown(u)),
                     UserError::NotInactive => (S::CONFLICT, "user_not_inactive", shown(u)),
                     UserError::SameEmail => (S::UNPROCESSABLE_ENTITY, "same_email", shown(u)),
                     UserError::NoEmailChangePending => {

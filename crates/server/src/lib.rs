@@ -44,6 +44,8 @@ pub struct AppState {
     pub startup_target: Position,
     /// Names of the running read models.
     pub read_model_names: Arc<Vec<&'static str>>,
+    /// Point-in-time replays for auditors (`<data dir>/replays`).
+    pub replays: Arc<idstream_app::replay::Replays>,
 }
 
 impl AppState {
@@ -151,7 +153,9 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(routes::auth::router())
         .merge(routes::invitations::router())
         .merge(routes::api_keys::router())
+        .merge(routes::audit::router())
         .merge(routes::email_sign_in::router())
+        .merge(routes::audit_replay::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body_bytes))

@@ -29,7 +29,8 @@ use crate::routes::{self, CommandAccepted};
         routes::access_admin::set_record_owner, routes::access_admin::grant_record_access, routes::access_admin::revoke_record_access,
         routes::access_admin::assign_local_role, routes::access_admin::revoke_local_role,
         routes::access_admin::remove_member, routes::access_admin::grant_permissions, routes::access_admin::revoke_permissions,
-        routes::access_admin::deactivate_user, routes::access_admin::reactivate_user, routes::access_admin::set_user_flags,
+        routes::access_admin::deactivate_user, routes::access_admin::reactivate_user, routes::access_admin::erase_user, routes::access_admin::set_user_flags,
+        routes::audit_replay::explain_as_of, routes::audit_replay::holders_as_of, routes::audit_replay::access_review,
         routes::access_check::check, routes::access_check::check_batch, routes::access_check::explain,
         routes::access_check::readable_records, routes::access_check::visible_fields,
         routes::access_check::entity_permissions, routes::access_check::list_roles, routes::access_check::get_role,
@@ -43,6 +44,7 @@ use crate::routes::{self, CommandAccepted};
         routes::invitations::invite, routes::invitations::list_invitations, routes::invitations::resend_invitation,
         routes::invitations::revoke_invitation, routes::invitations::accept_invitation,
         routes::api_keys::issue_api_key, routes::api_keys::list_api_keys, routes::api_keys::revoke_api_key,
+        routes::audit::audit_events,
         routes::email_sign_in::request_magic_link, routes::email_sign_in::magic_link_sign_in,
         routes::email_sign_in::request_email_code, routes::email_sign_in::email_code_sign_in,
         routes::email_sign_in::register, routes::email_sign_in::verify_email, routes::email_sign_in::change_profile,
@@ -53,6 +55,7 @@ use crate::routes::{self, CommandAccepted};
     tags(
         (name = "auth", description = "Sign-in, sessions, passwords and two-factor authentication of the caller"),
         (name = "invitations"), (name = "api-keys"),
+        (name = "audit", description = "The audit trail: every event, filtered, without personal data"),
         (name = "tenants"), (name = "users"), (name = "roles"), (name = "entities"), (name = "records"), (name = "permissions"), (name = "access"), (name = "operations"),
     )
 )]

@@ -10,7 +10,10 @@ use idstream_auth::{PasswordHasherPool, TokenDigest};
 use idstream_eventlog::SharedLog;
 use idstream_eventlog::embedded::{EmbeddedLog, EmbeddedOptions};
 use idstream_eventlog::jetstream::{JetStreamLog, JetStreamOptions};
-use idstream_keys::{FileKeyStore, JetStreamKeyStore, JetStreamKeyStoreOptions, KeyStore, Keys};
+use idstream_keys::{
+    FileKeyStore, JetStreamKeyStore, JetStreamKeyStoreOptions, KeyStore, Keys, PersonalDataLog,
+    PersonalKeys,
+};
 use idstream_projection_runtime::{Projection, ReadModels};
 
 use crate::config::Config;
@@ -23,9 +26,19 @@ pub fn projections() -> Vec<Arc<dyn Projection>> {
     idstream_app::projections(Arc::default())
 }
 
-/// Opens the configured log. JetStream is retried until it answers or `give_up` resolves, so a
-/// service started before its NATS cluster waits for it instead of failing.
+/// Opens the configured log as the service uses it: personal data in events is encrypted with
+/// per-user keys from the key store on the way in and decrypted on the way out
+/// ([`PersonalDataLog`]). JetStream is retried until it answers, so a service started before its
+/// NATS cluster waits for it instead of failing.
 pub async fn open_log(config: &Config) -> anyhow::Result<SharedLog> {
+    let log = open_raw_log(config).await?;
+    let keys = Arc::new(PersonalKeys::new(key_store(config).await?));
+    Ok(PersonalDataLog::wrap(log, keys))
+}
+
+/// The configured log exactly as stored: personal data stays encrypted. For tools that look at
+/// the stored bytes (tamper evidence), never for projections.
+pub async fn open_raw_log(config: &Config) -> anyhow::Result<SharedLog> {
     match &config.nats_url {
         None => {
             let dir = config.data_dir.join("log");
@@ -160,6 +173,37 @@ pub async fn open_app(
     Ok((app, read_models, names))
 }
 
+/// Starts the task that records signed tamper-evidence checkpoints in the log
+/// (`idstream_chain::Checkpointer`). It loads the signing keys from the key store itself and
+/// re-reads them every minute, so it sees the rotations of this replica's key upkeep and of others.
+pub async fn start_chain_checkpoints(
+    config: &Config,
+    log: SharedLog,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let ttl = time::Duration::try_from(config.access_token_ttl)
+        .context("access_token_ttl is out of range")?;
+    let keys = Keys::load_or_create(
+        key_store(config).await?,
+        time::OffsetDateTime::now_utc(),
+        ttl,
+    )
+    .await
+    .context("loading the signing keys for chain checkpoints")?;
+    let defaults = idstream_chain::CheckpointPolicy::default();
+    let policy = idstream_chain::CheckpointPolicy {
+        every_events: config.chain_checkpoint_events.max(1),
+        every: config.chain_checkpoint_interval,
+        poll: defaults.poll.min(
+            config
+                .chain_checkpoint_interval
+                .max(Duration::from_millis(100)),
+        ),
+        ..defaults
+    };
+    let writer = idstream_chain::Checkpointer::new(log, Arc::new(keys), policy);
+    Ok(tokio::spawn(writer.run()))
+}
+
 /// Runs the service until `shutdown` resolves, then drains requests and stops the read models.
 /// Prints `idstream listening on http://ADDR` on stdout once the socket is bound.
 pub async fn serve(
@@ -191,7 +235,13 @@ pub async fn serve(
             }
         })
     };
+    let chain = start_chain_checkpoints(&config, app.log().clone()).await?;
+    let replays = Arc::new(idstream_app::replay::Replays::new(
+        config.data_dir.join("replays"),
+        app.log().clone(),
+    ));
     let state = AppState {
+        replays,
         app,
         admin_token: admin_token.map(Arc::new),
         metrics: Arc::new(Metrics::new()),
@@ -213,6 +263,7 @@ pub async fn serve(
     .with_graceful_shutdown(shutdown)
     .await?;
     upkeep.abort();
+    chain.abort();
     tracing::info!("HTTP server stopped; stopping read models");
     read_models.shutdown().await;
     Ok(())

@@ -64,6 +64,7 @@ impl Projection for AccessProjection {
                 None,
             ),
             DomainEvent::UserDeactivated(_) => fold.account(|_| AccountStatus::Inactive, None),
+            DomainEvent::UserErased(_) => fold.account(|_| AccountStatus::Erased, None),
             DomainEvent::UserFlagsChanged(e) => fold.flags(e.flags),
             DomainEvent::RoleAssigned(RoleAssigned { user, role }) => fold.member(
                 user,
@@ -185,7 +186,8 @@ impl Projection for AccessProjection {
             | DomainEvent::InvitationRevoked(_)
             | DomainEvent::ApiKeyIssued(_)
             | DomainEvent::ApiKeyRevoked(_)
-            | DomainEvent::ApiKeyUsed(_) => Ok(()),
+            | DomainEvent::ApiKeyUsed(_)
+            | DomainEvent::ChainCheckpointed(_) => Ok(()),
         }
     }
 

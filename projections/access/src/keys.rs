@@ -38,6 +38,21 @@ pub fn member(tenant: &TenantId, user: &UserId) -> Vec<u8> {
     key(&["m", tenant.as_str(), &user.to_string()])
 }
 
+/// Every membership of a tenant.
+pub fn member_prefix(tenant: &TenantId) -> Vec<u8> {
+    key(&["m", tenant.as_str(), ""])
+}
+
+/// Every record standing (grants, local roles) of a tenant.
+pub fn standings_prefix(tenant: &TenantId) -> Vec<u8> {
+    key(&["g", tenant.as_str(), ""])
+}
+
+/// Every record owner of a tenant.
+pub fn owners_prefix(tenant: &TenantId) -> Vec<u8> {
+    key(&["o", tenant.as_str(), ""])
+}
+
 pub fn role(tenant: &TenantId, role: &RoleName) -> Vec<u8> {
     key(&["r", tenant.as_str(), role.as_str()])
 }

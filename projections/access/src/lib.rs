@@ -17,6 +17,7 @@ mod fold;
 mod index;
 mod keys;
 mod query;
+mod review;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -32,6 +33,7 @@ use time::OffsetDateTime;
 pub use cache::FactCache;
 pub use fold::AccessProjection;
 pub use query::{Access, AccessError, EntityPermissions, Explanation, ReadableRecords};
+pub use review::{AccessReview, Holding, RecordHolding, ReviewedMember};
 
 /// The name of the projection and of its sled tree.
 pub const NAME: &str = "access";

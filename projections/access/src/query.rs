@@ -92,6 +92,23 @@ impl Access {
             .transpose()
     }
 
+    pub(crate) fn tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+
+    pub(crate) fn decode_value<T: DeserializeOwned>(
+        &self,
+        key: &[u8],
+        bytes: &[u8],
+    ) -> Result<T, AccessError> {
+        decode(key, bytes)
+    }
+
+    /// The event that established the fact whose provenance key is `key`.
+    pub(crate) fn source(&self, key: &[u8]) -> Result<Option<Source>, AccessError> {
+        self.json(key)
+    }
+
     fn scan<T: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>, AccessError> {
         self.tree
             .scan_prefix(prefix)

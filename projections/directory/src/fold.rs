@@ -23,7 +23,7 @@ impl Projection for DirectoryProjection {
     }
 
     fn version(&self) -> u32 {
-        5
+        6
     }
 
     fn apply(&self, state: &mut Staged<'_>, event: &RecordedEvent) -> Result<(), ApplyError> {
@@ -83,6 +83,7 @@ impl Projection for DirectoryProjection {
                 suspension_reason: None,
                 ..view
             }),
+            DomainEvent::UserErased(_) => user_erased(state, event),
             DomainEvent::UserReactivated(_) => update_user(state, event, |view| UserView {
                 status: back_from_leave(&view),
                 ..view
@@ -170,7 +171,8 @@ impl Projection for DirectoryProjection {
             | DomainEvent::InvitationRevoked(_)
             | DomainEvent::ApiKeyIssued(_)
             | DomainEvent::ApiKeyRevoked(_)
-            | DomainEvent::ApiKeyUsed(_) => Ok(()),
+            | DomainEvent::ApiKeyUsed(_)
+            | DomainEvent::ChainCheckpointed(_) => Ok(()),
         }
     }
 }
@@ -498,6 +500,30 @@ fn email_changed(
     update_user(state, event, |view| UserView {
         email,
         email_verified: true,
+        ..view
+    })
+}
+
+/// Nothing personal stays: not the address (nor its index entry), names, picture, notification
+/// choices or a suspension reason. Applied the same whether the earlier events were read in the
+/// clear (live) or as placeholders (a rebuild after the erasure), so both end byte-identical.
+fn user_erased(state: &mut Staged<'_>, event: &RecordedEvent) -> Result<(), ApplyError> {
+    let Some(id) = user_id(state, event) else {
+        return Ok(());
+    };
+    if let Some(earlier) = load::<UserView>(state, &keys::user(&id))? {
+        unindex_email(state, &earlier)?;
+    }
+    save(state, keys::LAST_ERASURE.to_vec(), &event.position)?;
+    update_user(state, event, |view| UserView {
+        email: String::new(),
+        first_name: String::new(),
+        last_name: String::new(),
+        image_url: None,
+        notifications: Default::default(),
+        status: UserStatus::Erased,
+        suspended_until: None,
+        suspension_reason: None,
         ..view
     })
 }

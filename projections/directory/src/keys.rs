@@ -14,6 +14,9 @@ pub(crate) fn user(id: &UserId) -> Vec<u8> {
     format!("user/{id}").into_bytes()
 }
 
+/// The position of the last erasure (`UserErased`), as JSON.
+pub(crate) const LAST_ERASURE: &[u8] = b"erasure/last";
+
 /// Normalised email → user id.
 pub(crate) fn email(normalized: &str) -> Vec<u8> {
     format!("email/{normalized}").into_bytes()

@@ -56,6 +56,8 @@ pub enum UserStatus {
     Suspended,
     /// Deactivated: no sign-in and no access until reactivated.
     Inactive,
+    /// Erased: personal data destroyed (the view keeps the id, dates and memberships only).
+    Erased,
 }
 
 /// A user: one identity across tenants.

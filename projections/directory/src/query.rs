@@ -60,6 +60,12 @@ impl Directory {
         Ok(tenants)
     }
 
+    /// The log position of the last erasure (0 if nobody was ever erased): anything derived
+    /// from the log before it (a point-in-time replay) may hold personal data it shredded.
+    pub fn last_erasure(&self) -> Result<u64, DirectoryError> {
+        Ok(self.get::<u64>(keys::LAST_ERASURE)?.unwrap_or(0))
+    }
+
     pub fn user(&self, id: &UserId) -> Result<Option<UserView>, DirectoryError> {
         self.get(&keys::user(id))
     }

@@ -195,6 +195,7 @@ impl Projection for IdentityProjection {
             | DomainEvent::UserSuspended(_)
             | DomainEvent::UserReinstated(_)
             | DomainEvent::UserDeactivated(_)
+            | DomainEvent::UserErased(_)
             | DomainEvent::UserReactivated(_)
             | DomainEvent::UserFlagsChanged(_)
             | DomainEvent::UserActivated(_)
@@ -222,7 +223,8 @@ impl Projection for IdentityProjection {
             | DomainEvent::RecordGranted(_)
             | DomainEvent::RecordRevoked(_)
             | DomainEvent::LocalRoleAssigned(_)
-            | DomainEvent::LocalRoleRevoked(_) => Ok(()),
+            | DomainEvent::LocalRoleRevoked(_)
+            | DomainEvent::ChainCheckpointed(_) => Ok(()),
         }
     }
 }

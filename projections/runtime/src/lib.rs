@@ -31,7 +31,7 @@ mod store;
 pub use apply::{Applied, ApplyFailure, FailureCause, KeyValue, Staged, apply_events};
 pub use idstream_eventlog::{Position, RecordedEvent};
 pub use models::{ReadModels, Stale};
-pub use offline::rebuild_offline;
+pub use offline::{open_rebuilt, rebuild_offline, rebuild_offline_until};
 
 use idstream_eventlog::LogError;
 

@@ -38,11 +38,25 @@ pub async fn rebuild_offline(
     dir: &Path,
     log: SharedLog,
     projections: Vec<Arc<dyn Projection>>,
+    progress: impl FnMut(Position, Position),
+) -> Result<BTreeMap<String, String>, RuntimeError> {
+    rebuild_offline_until(dir, log, projections, None, progress).await
+}
+
+/// [`rebuild_offline`], stopping at position `until` (or the log's end, if that comes first):
+/// the read models as they were when the event at `until` had just been applied. This is
+/// point-in-time replay: `dir` must be a store of its own, never the live one.
+pub async fn rebuild_offline_until(
+    dir: &Path,
+    log: SharedLog,
+    projections: Vec<Arc<dyn Projection>>,
+    until: Option<Position>,
     mut progress: impl FnMut(Position, Position),
 ) -> Result<BTreeMap<String, String>, RuntimeError> {
     check_names(&projections)?;
     let log_id = log.log_id().await?;
-    let target = log.last_position().await?;
+    let end = log.last_position().await?;
+    let target = until.map_or(end, |until| until.min(end));
     let names: Vec<&'static str> = projections.iter().map(|p| p.name()).collect();
     tracing::info!(path = %dir.display(), target, projections = ?names, "rebuilding read models from the event log");
 
@@ -125,6 +139,14 @@ pub async fn rebuild_offline(
         "read models rebuilt"
     );
     Ok(digests)
+}
+
+/// Opens a store that [`rebuild_offline_until`] built, for reading (waiting briefly for the lock
+/// the rebuild just released).
+pub async fn open_rebuilt(dir: &Path) -> Result<sled::Db, RuntimeError> {
+    let path = dir.to_owned();
+    let (db, ()) = blocking(move || open_healing(&path, |_| Ok(()))).await?;
+    Ok(db)
 }
 
 /// Reads the log from position 0 to `target` in pages and hands each page to every projection.

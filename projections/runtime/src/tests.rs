@@ -8,7 +8,7 @@ use idstream_eventlog::embedded::{EmbeddedLog, EmbeddedOptions};
 use idstream_eventlog::{Expected, Position, SharedLog};
 
 use crate::test_support::{Counter, counts, envelope};
-use crate::{Projection, ReadModels, Stale, rebuild_offline};
+use crate::{Projection, ReadModels, Stale, rebuild_offline, rebuild_offline_until};
 
 /// Long enough never to be reached when things work; a wait ends as soon as its condition holds.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -201,6 +201,49 @@ async fn an_online_rebuild_and_an_offline_rebuild_give_the_live_digest() {
     assert_eq!(offline.get("counter"), Some(&live));
     assert_eq!(reported.first(), Some(&(0, last)));
     assert_eq!(reported.last(), Some(&(last, last)));
+    models.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_rebuild_until_a_position_gives_the_digest_the_live_models_had_there() {
+    let d = dirs();
+    let log = open_log(&d.log).await;
+    let early = append(&log, &["acme", "globex", "acme"]).await;
+    let models = ReadModels::start(&d.models, log.clone(), counter(1))
+        .await
+        .unwrap();
+    models.wait_for(early, PATIENCE).await.unwrap();
+    let (_, then) = models.digest("counter").await.unwrap();
+    let last = append(&log, &["initech", "acme"]).await;
+    models.wait_for(last, PATIENCE).await.unwrap();
+    let (_, now) = models.digest("counter").await.unwrap();
+    assert_ne!(then, now);
+
+    let mut reported = Vec::new();
+    let past = rebuild_offline_until(
+        &d.models.with_extension("past"),
+        log.clone(),
+        counter(1),
+        Some(early),
+        |done, target| reported.push((done, target)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(past.get("counter"), Some(&then));
+    assert_eq!(reported.last(), Some(&(early, early)));
+    // A bound beyond the end is the end.
+    let beyond = rebuild_offline_until(
+        &d.models.with_extension("beyond"),
+        log.clone(),
+        counter(1),
+        Some(last + 100),
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(beyond.get("counter"), Some(&now));
+    // The live store was not touched.
+    assert_eq!(models.digest("counter").await.unwrap(), (last, now));
     models.shutdown().await;
 }
 

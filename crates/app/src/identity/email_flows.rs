@@ -570,7 +570,7 @@ impl App {
                 .load::<UserAggregate>(&user_key(holder.user))
                 .await?
                 .0
-                .exists(),
+                .holds_identity(),
             _ => true,
         };
         self.execute::<EmailClaimAggregate>(

@@ -282,7 +282,7 @@ impl App {
         let user = self.require_user(invitation.user).await?;
         if matches!(
             user.status_at(now),
-            UserStatus::Suspended | UserStatus::Inactive
+            UserStatus::Suspended | UserStatus::Inactive | UserStatus::Erased
         ) {
             return Err(AppError::AccountDisabled);
         }

@@ -41,6 +41,8 @@ pub enum AccountStatus {
     Active,
     Suspended,
     Inactive,
+    /// Erased for good: no access, ever.
+    Erased,
 }
 
 /// What access needs to know about an account.

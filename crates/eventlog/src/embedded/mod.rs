@@ -34,7 +34,8 @@ use tokio::sync::{oneshot, watch};
 use self::format::{FRAME_HEADER_LEN, FrameCheck, MAX_KEY_LEN, MAX_SUBJECT_LEN};
 use self::writer::{Dedup, Request, Writer};
 use crate::{
-    AppendError, Appended, EventLog, EventStream, Expected, LogError, Position, RecordedEvent,
+    AppendError, Appended, EventLog, EventStream, Expected, LogError, Position, RawEvent,
+    RecordedEvent,
 };
 
 /// Reads bigger than this many bytes run on the blocking pool rather than on the caller's task.
@@ -220,6 +221,60 @@ fn read_runs_blocking(runs: &[Run]) -> Result<Vec<RecordedEvent>, LogError> {
     Ok(events)
 }
 
+async fn read_raw_runs(runs: Vec<Run>) -> Result<Vec<RawEvent>, LogError> {
+    let bytes: usize = runs.iter().map(|r| r.len).sum();
+    if bytes <= INLINE_READ_BYTES {
+        return read_raw_runs_blocking(&runs);
+    }
+    tokio::task::spawn_blocking(move || read_raw_runs_blocking(&runs))
+        .await
+        .map_err(|e| LogError::Unavailable(format!("a log read panicked: {e}")))?
+}
+
+/// Like [`read_runs_blocking`], but hands out each record's envelope bytes as stored, unparsed.
+/// Frames are still checked (magic, length, CRC, position): bytes the log itself considers
+/// damaged are an error, never data.
+fn read_raw_runs_blocking(runs: &[Run]) -> Result<Vec<RawEvent>, LogError> {
+    let mut events = Vec::with_capacity(runs.iter().map(|r| r.count).sum());
+    for run in runs {
+        let mut buf = vec![0; run.len];
+        run.file
+            .read_exact_at(&mut buf, run.offset)
+            .map_err(|e| io_error("read", &run.path, e))?;
+        let buf = bytes::Bytes::from(buf);
+        let mut at = 0;
+        for i in 0..run.count {
+            let position = run.first + i as u64;
+            let damaged = |why: &str| {
+                LogError::Corrupt(format!(
+                    "segment {} at offset {}: the record at position {position} {why}",
+                    run.path.display(),
+                    run.offset + at as u64
+                ))
+            };
+            let len = match format::check_frame(&buf[at..]) {
+                FrameCheck::Complete { len } => len,
+                FrameCheck::Truncated => return Err(damaged("is cut short")),
+                FrameCheck::Bad(why) => return Err(damaged(&format!("is damaged ({why})"))),
+            };
+            let payload = &buf[at + FRAME_HEADER_LEN..at + len];
+            let record = format::decode_payload(payload).map_err(&damaged)?;
+            if record.position != position {
+                return Err(damaged(&format!("holds position {}", record.position)));
+            }
+            // The envelope is the payload's tail: slice it out of the shared buffer, no copy.
+            let json_start = at + len - record.json.len();
+            events.push(RawEvent {
+                position,
+                subject: record.subject.to_owned(),
+                bytes: buf.slice(json_start..at + len),
+            });
+            at += len;
+        }
+    }
+    Ok(events)
+}
+
 impl EmbeddedLog {
     /// Opens the log in `dir` (created if missing), recovering from a crash if needed.
     ///
@@ -396,6 +451,19 @@ impl EventLog for EmbeddedLog {
         max: usize,
     ) -> Result<Vec<RecordedEvent>, LogError> {
         self.shared.read_after(after, max).await
+    }
+
+    async fn read_raw_after(&self, after: Position, max: usize) -> Result<Vec<RawEvent>, LogError> {
+        let runs = {
+            let index = self.shared.read_index();
+            let last = index.entries.len() as u64;
+            if after >= last || max == 0 {
+                return Ok(Vec::new());
+            }
+            let end = last.min(after.saturating_add(max as u64));
+            plan(&index, after + 1..=end)
+        };
+        read_raw_runs(runs).await
     }
 
     async fn subscribe(&self, after: Position) -> Result<EventStream, LogError> {

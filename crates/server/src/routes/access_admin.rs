@@ -6,7 +6,7 @@
 //!   `…/entities/{entity}/field-rules/{role}`
 //! - `/v1/tenants/{tenant}/entities/{entity}/records/{record}/{owner,grants/{user},local-roles/{user}/{role}}`
 //! - `/v1/tenants/{tenant}/users/{user}` (removal), `…/users/{user}/permissions[/revoke]`
-//! - `/v1/users/{user}/{deactivate,reactivate,flags}`
+//! - `/v1/users/{user}/{deactivate,reactivate,erase,flags}`
 //!
 //! Request types mirror the domain's types so the OpenAPI document describes them; each converts
 //! into the domain type exhaustively, so a field added there fails to compile here until it is
@@ -78,6 +78,7 @@ pub fn router() -> Router<AppState> {
             post(revoke_permissions),
         )
         .route("/v1/users/{user}/deactivate", post(deactivate_user))
+        .route("/v1/users/{user}/erase", post(erase_user))
         .route("/v1/users/{user}/reactivate", post(reactivate_user))
         .route("/v1/users/{user}/flags", put(set_user_flags))
 }
@@ -885,6 +886,27 @@ pub async fn deactivate_user(
             "deactivate_user",
             state.app.deactivate_user(&caller.ctx, user),
         )
+        .await?;
+    Ok(CommandAccepted::ok(outcome))
+}
+
+/// Erase a user (right to erasure): their personal-data key is destroyed, so their email,
+/// names and picture are unreadable everywhere from now on (log, read models, replays, exports);
+/// their addresses become free. The user id and the audit trail stay.
+#[utoipa::path(post, path = "/v1/users/{user}/erase", tag = "users",
+    params(("user" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = CommandAccepted, description = "erased, or already so (nothing appended)"),
+        (status = 403, body = Problem, description = "forbidden (users:delete in each of the user's tenants), cannot_remove_self"),
+        (status = 404, body = Problem, description = "user_not_found"),
+        (status = 422, body = Problem, description = "last_admin")),
+    security(("bearer" = [])))]
+pub async fn erase_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(user): ApiPath<UserId>,
+) -> Result<CommandAccepted, ApiError> {
+    let outcome = state
+        .timed("erase_user", state.app.erase_user(&caller.ctx, user))
         .await?;
     Ok(CommandAccepted::ok(outcome))
 }

@@ -422,6 +422,7 @@ fn status_text(status: UserStatus) -> &'static str {
         UserStatus::Active => "active",
         UserStatus::Suspended => "suspended",
         UserStatus::Inactive => "inactive",
+        UserStatus::Erased => "erased",
     }
 }
 

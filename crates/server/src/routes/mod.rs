@@ -4,6 +4,8 @@
 pub mod access_admin;
 pub mod access_check;
 pub mod api_keys;
+pub mod audit;
+pub mod audit_replay;
 pub mod auth;
 pub mod email_sign_in;
 pub mod invitations;

@@ -97,6 +97,7 @@ impl User {
                 idstream_directory::UserStatus::Active => "active",
                 idstream_directory::UserStatus::Suspended => "suspended",
                 idstream_directory::UserStatus::Inactive => "inactive",
+                idstream_directory::UserStatus::Erased => "erased",
             }
             .to_owned(),
             suspended_until: view

@@ -1,0 +1,236 @@
+//! Tamper evidence: the rate of hash-chain verification against raw SHA-256 over the same bytes,
+//! measured side by side in one run.
+//!
+//! ```text
+//! cargo bench --bench chain
+//! IDSTREAM_BENCH_CHAIN_EVENTS=1000000 cargo bench --bench chain
+//! ```
+//!
+//! It fills an embedded log (temporary directory) with realistic events (user registrations,
+//! role assignments, tenant renames; about 400 bytes of envelope JSON each), with a signed
+//! checkpoint after every 1000 of them written by the real checkpoint writer, then reads the
+//! stored bytes of every event into memory and times, in alternating rounds:
+//!
+//! - **chain verification**: [`Verifier`] over every event: the per-event digest, the link,
+//!   parsing and checking every checkpoint (signature, digests, link);
+//! - **raw SHA-256 (baseline)**: one SHA-256 over the same bytes as one stream, the fastest
+//!   hashing of them there is;
+//! - (info) one SHA-256 per event, which is the chain's hashing without chaining or checkpoints.
+//!
+//! The ratio is chain bytes/s ÷ raw bytes/s; the target is ≥ 0.5×. Also (info): `verify_log`
+//! end to end over the embedded log (reading included), and the checkpoint writer's rate.
+//! Knobs: `IDSTREAM_BENCH_CHAIN_EVENTS` (200000), `IDSTREAM_BENCH_CHAIN_ROUNDS` (5).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use idstream_chain::{CheckpointPolicy, Checkpointer, TrustedKeys, Verifier, verify_log};
+use idstream_domain::events::{RoleAssigned, TenantRenamed, UserRegistered};
+use idstream_domain::{Actor, AggregateType, DomainEvent, EventEnvelope, Metadata, StreamKey};
+use idstream_eventlog::embedded::{EmbeddedLog, EmbeddedOptions};
+use idstream_eventlog::{Expected, RawEvent, SharedLog};
+use idstream_keys::{FileKeyStore, Keys};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use ulid::Ulid;
+
+fn knob(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// 100 events of one aggregate: the batch appended at once.
+fn batch(i: u64) -> Vec<EventEnvelope> {
+    let meta = Metadata {
+        actor: Actor::system("bench"),
+        occurred_at: OffsetDateTime::now_utc(),
+        correlation_id: Ulid::new().to_string(),
+        causation_id: Some(Ulid::new().to_string()),
+    };
+    let tenant: idstream_domain::TenantId = "acme".parse().unwrap();
+    match i % 3 {
+        0 => {
+            let user = idstream_domain::UserId::new(Ulid::new());
+            let stream = StreamKey::new(None, AggregateType::User, user.to_string());
+            (0..100)
+                .map(|n| {
+                    DomainEvent::UserRegistered(UserRegistered {
+                        email: format!("user-{i}-{n}@example.com"),
+                        first_name: "Ada".into(),
+                        last_name: "Lovelace".into(),
+                        tenant: tenant.clone(),
+                    })
+                    .into_envelope(Ulid::new(), &stream, &meta)
+                })
+                .collect()
+        }
+        1 => {
+            let user = idstream_domain::UserId::new(Ulid::new());
+            let stream = StreamKey::new(
+                Some(tenant.clone()),
+                AggregateType::Membership,
+                user.to_string(),
+            );
+            (0..100)
+                .map(|n| {
+                    DomainEvent::RoleAssigned(RoleAssigned {
+                        user,
+                        role: format!("role-{n}").parse().unwrap(),
+                    })
+                    .into_envelope(Ulid::new(), &stream, &meta)
+                })
+                .collect()
+        }
+        _ => {
+            let stream = StreamKey::new(Some(tenant.clone()), AggregateType::Tenant, "acme");
+            (0..100)
+                .map(|n| {
+                    DomainEvent::TenantRenamed(TenantRenamed {
+                        name: format!("Acme Incorporated, renamed for the {n}th time in batch {i}"),
+                    })
+                    .into_envelope(Ulid::new(), &stream, &meta)
+                })
+                .collect()
+        }
+    }
+}
+
+fn rate(n: u64, elapsed: Duration) -> f64 {
+    n as f64 / elapsed.as_secs_f64()
+}
+
+fn main() -> anyhow::Result<()> {
+    let events = knob("IDSTREAM_BENCH_CHAIN_EVENTS", 200_000).max(1000) / 100 * 100;
+    let rounds = knob("IDSTREAM_BENCH_CHAIN_ROUNDS", 5).max(1);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let scratch = tempfile::tempdir()?;
+    runtime.block_on(async {
+        let log: SharedLog =
+            EmbeddedLog::open(&scratch.path().join("log"), EmbeddedOptions::default()).await?;
+        let store = Arc::new(FileKeyStore::open(scratch.path().join("keys"))?);
+        let keys = Arc::new(
+            Keys::load_or_create(store, OffsetDateTime::now_utc(), time::Duration::minutes(5))
+                .await?,
+        );
+
+        // --- the log, with a checkpoint after every 1000 events ---
+        let policy = CheckpointPolicy {
+            every_events: 1000,
+            every: Duration::from_secs(3600),
+            ..CheckpointPolicy::default()
+        };
+        let mut writer = Checkpointer::new(log.clone(), keys.clone(), policy);
+        let mut writing = Duration::ZERO;
+        for i in 0..events / 100 {
+            log.append(batch(i), Expected::Any, None).await?;
+            if (i + 1) % 10 == 0 {
+                let start = Instant::now();
+                writer.tick().await?;
+                writing += start.elapsed();
+            }
+        }
+        let start = Instant::now();
+        writer.checkpoint_now().await?;
+        writing += start.elapsed();
+
+        let mut raw: Vec<RawEvent> = Vec::new();
+        loop {
+            let after = raw.last().map_or(0, |e| e.position);
+            let page = log.read_raw_after(after, 4096).await?;
+            if page.is_empty() {
+                break;
+            }
+            raw.extend(page);
+        }
+        let bytes: u64 = raw.iter().map(|e| e.bytes.len() as u64).sum();
+        let checkpoints = raw
+            .iter()
+            .filter(|e| e.subject == idstream_chain::CHAIN_SUBJECT)
+            .count();
+        let trusted = TrustedKeys::from_ring(&keys.signing());
+        println!(
+            "chain benchmark: {} events ({checkpoints} checkpoints), {:.1} MB of envelopes, {:.0} bytes per event on average, {rounds} rounds",
+            raw.len(),
+            bytes as f64 / 1e6,
+            bytes as f64 / raw.len() as f64
+        );
+
+        // --- alternating rounds: chain verification, raw SHA-256 (one stream), per event ---
+        let (mut chain_best, mut raw_best, mut each_best) =
+            (Duration::MAX, Duration::MAX, Duration::MAX);
+        let mut sink = 0u8;
+        for _ in 0..rounds {
+            let start = Instant::now();
+            let mut verifier = Verifier::new(trusted.clone());
+            for e in &raw {
+                verifier
+                    .push(e.position, &e.subject, &e.bytes)
+                    .map_err(|m| anyhow::anyhow!("the benchmark log does not verify: {m}"))?;
+            }
+            let summary = verifier
+                .finish(raw.len() as u64)
+                .map_err(|m| anyhow::anyhow!("the benchmark log does not verify: {m}"))?;
+            chain_best = chain_best.min(start.elapsed());
+            anyhow::ensure!(summary.checkpoints as usize == checkpoints);
+
+            let start = Instant::now();
+            let mut hasher = Sha256::new();
+            for e in &raw {
+                hasher.update(&e.bytes);
+            }
+            sink ^= hasher.finalize()[0];
+            raw_best = raw_best.min(start.elapsed());
+
+            let start = Instant::now();
+            for e in &raw {
+                sink ^= Sha256::digest(&e.bytes)[0];
+            }
+            each_best = each_best.min(start.elapsed());
+        }
+        std::hint::black_box(sink);
+
+        let n = raw.len() as u64;
+        let chain_bps = rate(bytes, chain_best);
+        let raw_bps = rate(bytes, raw_best);
+        println!(
+            "chain verification (best of {rounds}):   {:>9.0} events/s  {:>7.1} MB/s",
+            rate(n, chain_best),
+            chain_bps / 1e6
+        );
+        println!(
+            "raw SHA-256, one stream (baseline):  {:>9.0} events/s  {:>7.1} MB/s",
+            rate(n, raw_best),
+            raw_bps / 1e6
+        );
+        println!(
+            "(info) SHA-256 per event:            {:>9.0} events/s  {:>7.1} MB/s",
+            rate(n, each_best),
+            rate(bytes, each_best) / 1e6
+        );
+        let ratio = chain_bps / raw_bps;
+        println!(
+            "ratio chain / raw SHA-256: {ratio:.2}× (target ≥ 0.5×: {})",
+            if ratio >= 0.5 { "met" } else { "missed" }
+        );
+
+        // --- end to end, and the writer ---
+        let start = Instant::now();
+        let summary = verify_log(log.clone(), trusted, |_, _| {}).await?;
+        let elapsed = start.elapsed();
+        println!(
+            "(info) verify_log over the embedded log, reading included: {:.0} events/s ({} events, {} checkpoints)",
+            rate(summary.events, elapsed),
+            summary.events,
+            summary.checkpoints
+        );
+        println!(
+            "(info) checkpoint writer, reading, hashing, signing and appending: {:.0} events/s",
+            rate(n, writing)
+        );
+        anyhow::Ok(())
+    })
+}

@@ -1,0 +1,356 @@
+//! Checkpoints: what a `ChainCheckpointed` event records, the statement the service signs, and
+//! the keys that sign and verify it.
+//!
+//! The signed statement is
+//!
+//! ```text
+//! "idstream.chain.checkpoint.v1" 0x00 ‖ from u64 BE ‖ to u64 BE ‖ link (32 bytes)
+//!   ‖ SHA-256(the short digests of from..=to, concatenated) ‖ len(key id) u16 BE ‖ key id
+//! ```
+//!
+//! signed with Ed25519 by the service's current signing key, the one that signs access tokens
+//! (`Keys::signing()`). Reusing that key is safe: a JWS signature covers `base64url(header) "."
+//! base64url(payload)`, which never starts with the statement's domain prefix, so neither kind
+//! of signature can be passed off as the other.
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use ed25519_dalek::pkcs8::DecodePrivateKey;
+use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use idstream_auth::KeyRing;
+use idstream_domain::events::ChainCheckpointed;
+use idstream_domain::{AggregateType, DomainEvent, EventEnvelope, StreamKey};
+use sha2::{Digest, Sha256};
+
+use crate::link::{Hash, SHORT_DIGEST_LEN, ShortDigest};
+use idstream_eventlog::Position;
+
+/// The id of the one chain aggregate.
+pub const CHAIN_ID: &str = "log";
+
+/// The subject checkpoints are stored under (`idstream.events._.chain.log`).
+pub const CHAIN_SUBJECT: &str = "idstream.events._.chain.log";
+
+/// The aggregate checkpoints are appended to, with the expected sequence of its last event so
+/// that of two replicas checkpointing at once exactly one succeeds.
+pub fn chain_stream() -> StreamKey {
+    StreamKey::new(None, AggregateType::Chain, CHAIN_ID)
+}
+
+const STATEMENT_DOMAIN: &[u8] = b"idstream.chain.checkpoint.v1\0";
+
+/// A checkpoint, decoded: the chain's link after `to` and the short digests of `from..=to`,
+/// signed by the key `key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub from: Position,
+    pub to: Position,
+    pub link: Hash,
+    pub digests: Vec<ShortDigest>,
+    pub key: String,
+    pub public_key: VerifyingKey,
+    pub signature: Signature,
+}
+
+impl Checkpoint {
+    /// The bytes the signature covers.
+    pub fn statement(
+        from: Position,
+        to: Position,
+        link: &Hash,
+        digests: &[ShortDigest],
+        key: &str,
+    ) -> Vec<u8> {
+        let mut hasher = Sha256::new();
+        for digest in digests {
+            hasher.update(digest);
+        }
+        let digests_hash: Hash = hasher.finalize().into();
+        let key_len = u16::try_from(key.len()).unwrap_or(u16::MAX);
+        let mut out = Vec::with_capacity(STATEMENT_DOMAIN.len() + 16 + 64 + 2 + key.len());
+        out.extend_from_slice(STATEMENT_DOMAIN);
+        out.extend_from_slice(&from.to_be_bytes());
+        out.extend_from_slice(&to.to_be_bytes());
+        out.extend_from_slice(link);
+        out.extend_from_slice(&digests_hash);
+        out.extend_from_slice(&key_len.to_be_bytes());
+        out.extend_from_slice(key.as_bytes());
+        out
+    }
+
+    /// Whether the signature verifies with the public key the checkpoint carries. Whether that
+    /// key is one to trust is the verifier's question ([`TrustedKeys`]).
+    pub fn signature_is_valid(&self) -> bool {
+        let statement =
+            Checkpoint::statement(self.from, self.to, &self.link, &self.digests, &self.key);
+        self.public_key
+            .verify_strict(&statement, &self.signature)
+            .is_ok()
+    }
+
+    /// The event payload that records this checkpoint.
+    pub fn to_event(&self) -> ChainCheckpointed {
+        ChainCheckpointed {
+            from: self.from,
+            to: self.to,
+            link: hex::encode(self.link),
+            digests: STANDARD.encode(self.digests.concat()),
+            key: self.key.clone(),
+            public_key: URL_SAFE_NO_PAD.encode(self.public_key.as_bytes()),
+            signature: URL_SAFE_NO_PAD.encode(self.signature.to_bytes()),
+        }
+    }
+
+    /// Reads a checkpoint from its event payload. Checks the shape (lengths, encodings, the
+    /// range), not the signature.
+    pub fn from_event(event: &ChainCheckpointed) -> Result<Checkpoint, String> {
+        if event.from == 0 || event.to < event.from {
+            return Err(format!(
+                "it covers the impossible range {}..={}",
+                event.from, event.to
+            ));
+        }
+        let link: Hash = hex::decode(&event.link)
+            .ok()
+            .and_then(|bytes| bytes.try_into().ok())
+            .ok_or("its link is not 64 hex digits")?;
+        let packed = STANDARD
+            .decode(&event.digests)
+            .map_err(|_| "its digests are not base64")?;
+        let count = event.to - event.from + 1;
+        if packed.len() as u64 != count.saturating_mul(SHORT_DIGEST_LEN as u64) {
+            return Err(format!(
+                "it holds {} bytes of digests for {count} events; {SHORT_DIGEST_LEN} per event were expected",
+                packed.len()
+            ));
+        }
+        let digests = packed
+            .chunks_exact(SHORT_DIGEST_LEN)
+            .map(|chunk| chunk.try_into().expect("chunks of the digest length"))
+            .collect();
+        let public_key = URL_SAFE_NO_PAD
+            .decode(&event.public_key)
+            .ok()
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .and_then(|bytes| VerifyingKey::from_bytes(&bytes).ok())
+            .ok_or("its public key is not a base64url Ed25519 key")?;
+        let signature = URL_SAFE_NO_PAD
+            .decode(&event.signature)
+            .ok()
+            .and_then(|bytes| <[u8; 64]>::try_from(bytes).ok())
+            .map(|bytes| Signature::from_bytes(&bytes))
+            .ok_or("its signature is not a base64url Ed25519 signature")?;
+        Ok(Checkpoint {
+            from: event.from,
+            to: event.to,
+            link,
+            digests,
+            key: event.key.clone(),
+            public_key,
+            signature,
+        })
+    }
+
+    /// Reads a checkpoint from the stored bytes of an event on [`CHAIN_SUBJECT`].
+    pub fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
+        let envelope: EventEnvelope = serde_json::from_slice(bytes)
+            .map_err(|e| format!("it is not an event envelope ({e})"))?;
+        if envelope.tenant.is_some()
+            || envelope.aggregate.kind != AggregateType::Chain
+            || envelope.aggregate.id != CHAIN_ID
+        {
+            return Err(format!(
+                "it belongs to the aggregate {}, not to the chain",
+                envelope.subject()
+            ));
+        }
+        match DomainEvent::decode(&envelope) {
+            Ok(DomainEvent::ChainCheckpointed(event)) => Checkpoint::from_event(&event),
+            Ok(other) => Err(format!(
+                "it is a {} event, not a checkpoint",
+                other.event_type()
+            )),
+            Err(e) => Err(format!("it cannot be decoded ({e})")),
+        }
+    }
+}
+
+/// The service's current signing key, as the checkpoint writer uses it.
+pub struct Signer {
+    kid: String,
+    key: SigningKey,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    /// The current key of `ring`.
+    pub fn from_ring(ring: &KeyRing) -> Result<Signer, String> {
+        let current = ring.current();
+        let pem = current.to_pkcs8_pem();
+        let key = SigningKey::from_pkcs8_pem(&pem)
+            .map_err(|_| format!("signing key {} cannot be read", current.kid()))?;
+        Ok(Signer {
+            kid: current.kid().to_owned(),
+            key,
+        })
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// Signs the checkpoint of `from..=to` whose link after `to` is `link`.
+    pub fn sign(
+        &self,
+        from: Position,
+        to: Position,
+        link: Hash,
+        digests: Vec<ShortDigest>,
+    ) -> Checkpoint {
+        let statement = Checkpoint::statement(from, to, &link, &digests, &self.kid);
+        Checkpoint {
+            from,
+            to,
+            link,
+            digests,
+            key: self.kid.clone(),
+            public_key: self.key.verifying_key(),
+            signature: self.key.sign(&statement),
+        }
+    }
+}
+
+/// The public keys a verifier trusts, by key id: the signing key ring's (current and retired,
+/// from the key store) or a JWK Set the operator hands over (such as a saved copy of
+/// `/.well-known/jwks.json`).
+#[derive(Debug, Clone, Default)]
+pub struct TrustedKeys {
+    keys: HashMap<String, VerifyingKey>,
+}
+
+impl TrustedKeys {
+    /// Every key of a key ring.
+    pub fn from_ring(ring: &KeyRing) -> TrustedKeys {
+        TrustedKeys::from_jwks(&ring.jwks()).expect("a key ring's JWKS holds Ed25519 keys")
+    }
+
+    /// The Ed25519 keys (`kty` `OKP`, `crv` `Ed25519`) of a JWK Set; other keys are refused.
+    pub fn from_jwks(jwks: &serde_json::Value) -> Result<TrustedKeys, String> {
+        let keys = jwks["keys"]
+            .as_array()
+            .ok_or("a JWK Set is an object with a \"keys\" array")?;
+        let mut trusted = TrustedKeys::default();
+        for key in keys {
+            let kid = key["kid"].as_str().ok_or("a key without \"kid\"")?;
+            if key["kty"] != "OKP" || key["crv"] != "Ed25519" {
+                return Err(format!("key {kid:?} is not an Ed25519 (OKP) key"));
+            }
+            let public = key["x"]
+                .as_str()
+                .and_then(|x| URL_SAFE_NO_PAD.decode(x).ok())
+                .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+                .and_then(|bytes| VerifyingKey::from_bytes(&bytes).ok())
+                .ok_or_else(|| format!("key {kid:?} has no valid \"x\""))?;
+            trusted.keys.insert(kid.to_owned(), public);
+        }
+        Ok(trusted)
+    }
+
+    /// Adds one key.
+    pub fn insert(&mut self, kid: impl Into<String>, key: VerifyingKey) {
+        self.keys.insert(kid.into(), key);
+    }
+
+    pub fn get(&self, kid: &str) -> Option<&VerifyingKey> {
+        self.keys.get(kid)
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn ring() -> KeyRing {
+        KeyRing::generate(datetime!(2026-01-01 00:00 UTC), time::Duration::minutes(5))
+    }
+
+    #[test]
+    fn the_chain_subject_is_the_chain_aggregates() {
+        assert_eq!(chain_stream().subject(), CHAIN_SUBJECT);
+    }
+
+    #[test]
+    fn a_signed_checkpoint_survives_its_event_and_verifies() {
+        let ring = ring();
+        let signer = Signer::from_ring(&ring).unwrap();
+        let checkpoint = signer.sign(3, 5, [7; 32], vec![[1; 8], [2; 8], [3; 8]]);
+        assert!(checkpoint.signature_is_valid());
+        assert_eq!(checkpoint.key, ring.current().kid());
+        let back = Checkpoint::from_event(&checkpoint.to_event()).unwrap();
+        assert_eq!(back, checkpoint);
+        let trusted = TrustedKeys::from_ring(&ring);
+        assert_eq!(trusted.get(&checkpoint.key), Some(&checkpoint.public_key));
+    }
+
+    #[test]
+    fn any_change_to_a_signed_field_breaks_the_signature() {
+        let signer = Signer::from_ring(&ring()).unwrap();
+        let original = signer.sign(1, 2, [7; 32], vec![[1; 8], [2; 8]]);
+        let mut changes = vec![original.clone(); 5];
+        changes[0].from = 2;
+        changes[1].to = 3;
+        changes[2].link[0] ^= 1;
+        changes[3].digests[1][7] ^= 1;
+        changes[4].key = "another".into();
+        for changed in changes {
+            assert!(!changed.signature_is_valid(), "{changed:?}");
+        }
+        let mut other_key = original.clone();
+        other_key.public_key = Signer::from_ring(&ring()).unwrap().key.verifying_key();
+        assert!(!other_key.signature_is_valid());
+    }
+
+    #[test]
+    fn malformed_checkpoint_events_are_refused_with_a_reason() {
+        let signer = Signer::from_ring(&ring()).unwrap();
+        let good = signer.sign(1, 2, [7; 32], vec![[1; 8], [2; 8]]).to_event();
+        let mut bad = vec![good.clone(); 5];
+        bad[0].to = 0;
+        bad[1].link = "zz".into();
+        bad[2].digests = STANDARD.encode([0u8; 9]);
+        bad[3].public_key = "AAAA".into();
+        bad[4].signature = "!".into();
+        for event in bad {
+            assert!(Checkpoint::from_event(&event).is_err(), "{event:?}");
+        }
+    }
+
+    #[test]
+    fn a_jwks_yields_its_ed25519_keys_and_refuses_others() {
+        let ring = ring();
+        let trusted = TrustedKeys::from_jwks(&ring.jwks()).unwrap();
+        assert_eq!(trusted.len(), 1);
+        assert!(trusted.get(ring.current().kid()).is_some());
+        let rsa = serde_json::json!({"keys": [{"kid": "r", "kty": "RSA", "n": "x", "e": "AQAB"}]});
+        assert!(TrustedKeys::from_jwks(&rsa).is_err());
+        assert!(TrustedKeys::from_jwks(&serde_json::json!({})).is_err());
+    }
+}

@@ -1,0 +1,488 @@
+//! Personal data in events, encrypted per user so that erasing a user is destroying one key
+//! (crypto-shredding, F-AU-4).
+//!
+//! The fields listed in [`idstream_domain::events::PERSONAL_DATA`] (emails, names, image URLs)
+//! are stored in the log as `pd1.<base64url(nonce ‖ ciphertext ‖ tag)>`: XChaCha20-Poly1305 under
+//! a 256-bit key of the user the event is about, with `pd1|<user>|<event id>|<field>` as
+//! associated data, so a value copied into another event, field or user does not open.
+//!
+//! Each user's key is one document in the [`KeyStore`] (`pd-<user id>`), apart from the log. To
+//! erase a user its document is replaced by a tombstone: from then on nobody, this service
+//! included, can read the user's personal data in any copy of the log, and the tombstone keeps a
+//! later write from giving the user a fresh key. Readers then see neutral placeholders
+//! ([`placeholder`]) in place of the values.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chacha20poly1305::aead::AeadInOut;
+use chacha20poly1305::{Key, KeyInit, XChaCha20Poly1305, XNonce};
+use idstream_domain::events::personal_fields;
+use idstream_domain::{AggregateType, EventEnvelope};
+use rand::TryRngCore;
+use rand::rngs::OsRng;
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+use crate::store::{KeyStore, KeyStoreError};
+
+/// What every encrypted personal value starts with.
+pub const PERSONAL_PREFIX: &str = "pd1.";
+
+/// What a user's key document holds once the user is erased.
+const TOMBSTONE: &[u8] = b"erased";
+
+const KEY_LEN: usize = 32;
+const NONCE_LEN: usize = 24;
+const TAG_LEN: usize = 16;
+
+/// Keys held in memory at most; past this the cache starts over (keys are re-read on demand).
+const CACHE_LIMIT: usize = 100_000;
+
+/// How many compare-and-swap attempts an erasure makes.
+const MAX_ERASE_ATTEMPTS: u32 = 8;
+
+/// Why personal data could not be encrypted or its key handled. Never carries a key or a value.
+#[derive(Debug, thiserror::Error)]
+pub enum PersonalDataError {
+    #[error(transparent)]
+    Store(#[from] KeyStoreError),
+    #[error("user {0} is erased: no personal data can be written for them")]
+    Erased(String),
+    #[error("{0:?} is not a user id that can name a key")]
+    InvalidUser(String),
+    #[error("the operating system's random number generator failed")]
+    RandomSource,
+    #[error("a personal value is too long to encrypt")]
+    TooLong,
+    #[error("gave up erasing the key of user {0} after repeated conflicting writes")]
+    Contention(String),
+}
+
+type UserKey = Arc<Zeroizing<[u8; KEY_LEN]>>;
+
+#[derive(Clone)]
+enum Slot {
+    Key(UserKey),
+    /// Erased, or no key exists although encrypted data does (a lost key store): unreadable.
+    Gone,
+}
+
+/// The per-user keys, read through a small cache.
+pub struct PersonalKeys {
+    store: Arc<dyn KeyStore>,
+    cache: Mutex<HashMap<String, Slot>>,
+}
+
+impl std::fmt::Debug for PersonalKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PersonalKeys").finish_non_exhaustive()
+    }
+}
+
+impl PersonalKeys {
+    pub fn new(store: Arc<dyn KeyStore>) -> PersonalKeys {
+        PersonalKeys {
+            store,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cached(&self, user: &str) -> Option<Slot> {
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(user)
+            .cloned()
+    }
+
+    fn remember(&self, user: &str, slot: Slot) {
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(user.to_owned(), slot);
+    }
+
+    /// The user's key, created if they have none yet. Refused once the user is erased.
+    pub async fn for_writing(&self, user: &str) -> Result<UserKey, PersonalDataError> {
+        if let Some(Slot::Key(key)) = self.cached(user) {
+            return Ok(key);
+        }
+        let name = key_name(user)?;
+        let slot = match self.store.get(&name).await? {
+            Some(stored) => parse(&stored),
+            None => {
+                let mut fresh = Zeroizing::new([0u8; KEY_LEN]);
+                OsRng
+                    .try_fill_bytes(&mut fresh[..])
+                    .map_err(|_| PersonalDataError::RandomSource)?;
+                if self.store.create(&name, &fresh[..]).await? {
+                    Slot::Key(Arc::new(fresh))
+                } else {
+                    // Another writer created it first: use theirs.
+                    match self.store.get(&name).await? {
+                        Some(stored) => parse(&stored),
+                        None => Slot::Gone,
+                    }
+                }
+            }
+        };
+        self.remember(user, slot.clone());
+        match slot {
+            Slot::Key(key) => Ok(key),
+            Slot::Gone => Err(PersonalDataError::Erased(user.to_owned())),
+        }
+    }
+
+    /// The user's key, or `None` if it no longer exists (erased).
+    pub async fn for_reading(&self, user: &str) -> Result<Option<UserKey>, PersonalDataError> {
+        let slot = match self.cached(user) {
+            Some(slot) => slot,
+            None => {
+                let name = key_name(user)?;
+                let slot = match self.store.get(&name).await? {
+                    Some(stored) => parse(&stored),
+                    None => Slot::Gone,
+                };
+                self.remember(user, slot.clone());
+                slot
+            }
+        };
+        Ok(match slot {
+            Slot::Key(key) => Some(key),
+            Slot::Gone => None,
+        })
+    }
+
+    /// Whether this process already knows the user's key to be gone.
+    pub fn known_erased(&self, user: &str) -> bool {
+        matches!(self.cached(user), Some(Slot::Gone))
+    }
+
+    /// Destroys the user's key for good (idempotent): the stored key is replaced by a tombstone,
+    /// so it cannot be read again and no new key can be created for the user.
+    pub async fn erase(&self, user: &str) -> Result<(), PersonalDataError> {
+        let name = key_name(user)?;
+        for _ in 0..MAX_ERASE_ATTEMPTS {
+            let done = match self.store.get(&name).await? {
+                Some(stored) if stored.as_slice() == TOMBSTONE => true,
+                Some(stored) => self.store.replace(&name, &stored, TOMBSTONE).await?,
+                None => self.store.create(&name, TOMBSTONE).await?,
+            };
+            if done {
+                self.remember(user, Slot::Gone);
+                return Ok(());
+            }
+        }
+        Err(PersonalDataError::Contention(user.to_owned()))
+    }
+}
+
+fn parse(stored: &[u8]) -> Slot {
+    match <[u8; KEY_LEN]>::try_from(stored) {
+        Ok(key) => Slot::Key(Arc::new(Zeroizing::new(key))),
+        // The tombstone, or anything else that is not a key: nothing can be read with it.
+        Err(_) => Slot::Gone,
+    }
+}
+
+/// `pd-<user id in lower case>`: user ids are ULIDs, which fit the key store's names.
+fn key_name(user: &str) -> Result<String, PersonalDataError> {
+    let valid =
+        !user.is_empty() && user.len() <= 60 && user.bytes().all(|b| b.is_ascii_alphanumeric());
+    if !valid {
+        return Err(PersonalDataError::InvalidUser(user.to_owned()));
+    }
+    Ok(format!("pd-{}", user.to_ascii_lowercase()))
+}
+
+fn associated_data(user: &str, event_id: &str, field: &str) -> String {
+    format!("pd1|{user}|{event_id}|{field}")
+}
+
+fn cipher(key: &[u8; KEY_LEN]) -> XChaCha20Poly1305 {
+    XChaCha20Poly1305::new(&Key::from(*key))
+}
+
+/// Encrypts one personal value.
+pub fn encrypt(
+    key: &[u8; KEY_LEN],
+    user: &str,
+    event_id: &str,
+    field: &str,
+    plaintext: &str,
+) -> Result<String, PersonalDataError> {
+    let mut nonce = [0u8; NONCE_LEN];
+    OsRng
+        .try_fill_bytes(&mut nonce)
+        .map_err(|_| PersonalDataError::RandomSource)?;
+    let mut buffer = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
+    buffer.extend_from_slice(plaintext.as_bytes());
+    cipher(key)
+        .encrypt_in_place(
+            &XNonce::from(nonce),
+            associated_data(user, event_id, field).as_bytes(),
+            &mut buffer,
+        )
+        .map_err(|_| PersonalDataError::TooLong)?;
+    buffer.splice(0..0, nonce);
+    Ok(format!(
+        "{PERSONAL_PREFIX}{}",
+        URL_SAFE_NO_PAD.encode(&buffer)
+    ))
+}
+
+/// Decrypts one value made by [`encrypt`]; `None` if it does not open (wrong key, user, event or
+/// field, or altered).
+pub fn decrypt(
+    key: &[u8; KEY_LEN],
+    user: &str,
+    event_id: &str,
+    field: &str,
+    value: &str,
+) -> Option<String> {
+    let payload = value.strip_prefix(PERSONAL_PREFIX)?;
+    let raw = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    if raw.len() < NONCE_LEN + TAG_LEN {
+        return None;
+    }
+    let (nonce, ciphertext) = raw.split_at(NONCE_LEN);
+    let nonce = <&XNonce>::try_from(nonce).ok()?;
+    let mut buffer = Zeroizing::new(ciphertext.to_vec());
+    cipher(key)
+        .decrypt_in_place(
+            nonce,
+            associated_data(user, event_id, field).as_bytes(),
+            &mut *buffer,
+        )
+        .ok()?;
+    String::from_utf8(buffer.to_vec()).ok()
+}
+
+/// What a reader sees in place of a personal value that can no longer be read: an address of
+/// the reserved `.invalid` domain, unique per user (so indexes of addresses never collide), and
+/// empty names and no image otherwise.
+pub fn placeholder(user: &str, field: &str) -> Value {
+    match field {
+        "email" => Value::String(format!(
+            "erased-{}@erased.invalid",
+            user.to_ascii_lowercase()
+        )),
+        "image_url" => Value::Null,
+        _ => Value::String(String::new()),
+    }
+}
+
+/// The user whose personal data `envelope` carries, with the fields that hold it; `None` for
+/// events without personal data.
+pub fn personal_subject(envelope: &EventEnvelope) -> Option<(&str, &'static [&'static str])> {
+    if envelope.aggregate.kind != AggregateType::User {
+        return None;
+    }
+    let fields = personal_fields(&envelope.event_type);
+    (!fields.is_empty()).then_some((envelope.aggregate.id.as_str(), fields))
+}
+
+/// Encrypts the personal values of `envelope` in place (values already encrypted are kept).
+pub async fn seal_envelope(
+    keys: &PersonalKeys,
+    envelope: &mut EventEnvelope,
+) -> Result<(), PersonalDataError> {
+    let Some((user, fields)) = personal_subject(envelope) else {
+        return Ok(());
+    };
+    let user = user.to_owned();
+    let event_id = envelope.id.to_string();
+    let Value::Object(data) = &mut envelope.data else {
+        return Ok(());
+    };
+    let clear: Vec<&str> = fields
+        .iter()
+        .copied()
+        .filter(
+            |f| matches!(data.get(*f), Some(Value::String(s)) if !s.starts_with(PERSONAL_PREFIX)),
+        )
+        .collect();
+    if clear.is_empty() {
+        return Ok(());
+    }
+    let key = keys.for_writing(&user).await?;
+    for field in clear {
+        if let Some(Value::String(plain)) = data.get(field) {
+            let sealed = encrypt(&key, &user, &event_id, field, plain)?;
+            data.insert(field.to_owned(), Value::String(sealed));
+        }
+    }
+    Ok(())
+}
+
+/// Decrypts the personal values of `envelope` in place, or puts [`placeholder`]s where they can
+/// no longer be read. Fails only if the key store cannot be asked.
+pub async fn open_envelope(
+    keys: &PersonalKeys,
+    envelope: &mut EventEnvelope,
+) -> Result<(), PersonalDataError> {
+    let Some((user, fields)) = personal_subject(envelope) else {
+        return Ok(());
+    };
+    let user = user.to_owned();
+    let event_id = envelope.id.to_string();
+    let Value::Object(data) = &mut envelope.data else {
+        return Ok(());
+    };
+    let sealed: Vec<&str> = fields
+        .iter()
+        .copied()
+        .filter(
+            |f| matches!(data.get(*f), Some(Value::String(s)) if s.starts_with(PERSONAL_PREFIX)),
+        )
+        .collect();
+    if sealed.is_empty() {
+        return Ok(());
+    }
+    let key = keys.for_reading(&user).await?;
+    for field in sealed {
+        let opened = match (&key, data.get(field)) {
+            (Some(key), Some(Value::String(value))) => {
+                decrypt(key, &user, &event_id, field, value).map(Value::String)
+            }
+            _ => None,
+        };
+        let value = opened.unwrap_or_else(|| placeholder(&user, field));
+        data.insert(field.to_owned(), value);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FileKeyStore;
+    use idstream_domain::{Actor, AggregateRef};
+    use serde_json::json;
+
+    const USER: &str = "01J00000000000000000000USR";
+
+    fn keys(dir: &std::path::Path) -> PersonalKeys {
+        PersonalKeys::new(Arc::new(FileKeyStore::open(dir).unwrap()))
+    }
+
+    fn registered(email: &str) -> EventEnvelope {
+        EventEnvelope {
+            id: ulid::Ulid::new(),
+            event_type: "UserRegistered".into(),
+            version: 1,
+            tenant: None,
+            aggregate: AggregateRef {
+                kind: AggregateType::User,
+                id: USER.into(),
+            },
+            actor: Actor::system("test"),
+            occurred_at: time::OffsetDateTime::UNIX_EPOCH,
+            correlation_id: "c".into(),
+            causation_id: None,
+            data: json!({"email": email, "first_name": "Ada", "last_name": "Lovelace", "tenant": "acme"}),
+        }
+    }
+
+    #[tokio::test]
+    async fn personal_values_are_encrypted_and_open_again_with_the_users_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = keys(dir.path());
+        let mut event = registered("ada@example.com");
+        seal_envelope(&keys, &mut event).await.unwrap();
+        let stored = serde_json::to_string(&event).unwrap();
+        assert!(!stored.contains("ada@example.com") && !stored.contains("Lovelace"));
+        assert_eq!(event.data["tenant"], "acme");
+        assert!(
+            event.data["email"]
+                .as_str()
+                .unwrap()
+                .starts_with(PERSONAL_PREFIX)
+        );
+
+        // A fresh reader (another replica) with the same store opens it.
+        let mut read = event.clone();
+        open_envelope(&self::keys(dir.path()), &mut read)
+            .await
+            .unwrap();
+        assert_eq!(read.data["email"], "ada@example.com");
+        assert_eq!(read.data["last_name"], "Lovelace");
+    }
+
+    #[tokio::test]
+    async fn after_erasure_nobody_reads_the_values_and_no_new_key_is_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = keys(dir.path());
+        let mut event = registered("ada@example.com");
+        seal_envelope(&writer, &mut event).await.unwrap();
+        writer.erase(USER).await.unwrap();
+        writer.erase(USER).await.unwrap();
+
+        let reader = keys(dir.path());
+        let mut read = event.clone();
+        open_envelope(&reader, &mut read).await.unwrap();
+        assert_eq!(
+            read.data["email"],
+            format!("erased-{}@erased.invalid", USER.to_ascii_lowercase())
+        );
+        assert_eq!(read.data["first_name"], "");
+        assert!(matches!(
+            reader.for_writing(USER).await,
+            Err(PersonalDataError::Erased(_))
+        ));
+        // The key file holds only the tombstone.
+        let file = std::fs::read(
+            dir.path()
+                .join(format!("pd-{}.key", USER.to_ascii_lowercase())),
+        )
+        .unwrap();
+        assert_eq!(file, TOMBSTONE);
+    }
+
+    #[tokio::test]
+    async fn a_value_moved_to_another_field_or_event_does_not_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = keys(dir.path());
+        let mut event = registered("ada@example.com");
+        seal_envelope(&keys, &mut event).await.unwrap();
+        let key = keys.for_reading(USER).await.unwrap().unwrap();
+        let email = event.data["email"].as_str().unwrap();
+        let id = event.id.to_string();
+        assert_eq!(
+            decrypt(&key, USER, &id, "email", email).as_deref(),
+            Some("ada@example.com")
+        );
+        assert_eq!(decrypt(&key, USER, &id, "first_name", email), None);
+        assert_eq!(
+            decrypt(&key, USER, "01J0000000000000000000000X", "email", email),
+            None
+        );
+        assert_eq!(
+            decrypt(&key, "01J00000000000000000000OTH", &id, "email", email),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn events_without_personal_data_are_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = keys(dir.path());
+        let mut event = registered("ada@example.com");
+        event.event_type = "UserSuspended".into();
+        event.data = json!({"reason": "x"});
+        let before = event.clone();
+        seal_envelope(&keys, &mut event).await.unwrap();
+        assert_eq!(event, before);
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().all(|e| !e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("pd-"))
+        );
+    }
+}

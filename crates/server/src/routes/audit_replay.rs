@@ -1,0 +1,275 @@
+//! Point-in-time replay and access review for auditors (F-AU-2, F-AU-6):
+//!
+//! - `GET /v1/audit/as-of/explain`: a check as it would have been decided at a past moment, with
+//!   what decided it and the event behind that;
+//! - `GET /v1/audit/as-of/holders`: who could read (or update…) one record then, and why;
+//! - `GET /v1/audit/access-review`: who holds which roles, custom permissions, record grants,
+//!   local roles and records, now or at a past moment, as JSON or CSV.
+//!
+//! A past moment is `position=<log position>` or `at=<RFC 3339 time>`. The first question about
+//! a moment rebuilds the read models up to it into a store of their own (the live ones are never
+//! touched); later questions about it reuse that store. For very long logs, `idstream replay
+//! --as-of` does the same from the command line with a progress bar.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use idstream_app::replay::{AsOf, ExplainedHolder, ReplayInfo, review_csv};
+use idstream_domain::access::{Permission, RecordId};
+use idstream_domain::{TenantId, UserId};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::AppState;
+use crate::error::{ApiError, Problem};
+use crate::extract::{ApiQuery, Caller};
+
+pub fn router() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/v1/audit/as-of/explain", get(explain_as_of))
+        .route("/v1/audit/as-of/holders", get(holders_as_of))
+        .route("/v1/audit/access-review", get(access_review))
+}
+
+/// `position` or `at`, exactly one (for the review: at most one).
+fn as_of(position: Option<u64>, at: Option<&str>) -> Result<Option<AsOf>, ApiError> {
+    match (position, at) {
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "invalid_as_of",
+            "give either position or at, not both",
+        )),
+        (Some(position), None) => Ok(Some(AsOf::Position(position))),
+        (None, Some(at)) => {
+            OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+                .map(|time| Some(AsOf::Time(time)))
+                .map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_as_of",
+                        "at must be an RFC 3339 time, e.g. 2026-03-01T12:00:00Z",
+                    )
+                })
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+fn required(as_of: Option<AsOf>) -> Result<AsOf, ApiError> {
+    as_of.ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_as_of",
+            "give the moment: position=<n> or at=<RFC 3339 time>",
+        )
+    })
+}
+
+/// The moment a replayed answer shows.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AsOfBody {
+    /// The last event applied.
+    pub position: u64,
+    /// When that event happened.
+    pub time: Option<String>,
+    /// Digest of each replayed read model: a replay to the current position has the live
+    /// digests (`GET /v1/admin/read-models`).
+    pub digests: std::collections::BTreeMap<String, String>,
+}
+
+impl From<ReplayInfo> for AsOfBody {
+    fn from(info: ReplayInfo) -> Self {
+        AsOfBody {
+            position: info.position,
+            time: info.time.and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            }),
+            digests: info.digests,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ExplainAsOfQuery {
+    #[param(value_type = String)]
+    pub tenant: TenantId,
+    /// The user whose access is asked about.
+    #[param(value_type = String)]
+    pub user: UserId,
+    /// `resource:action`, e.g. `entity.invoice:read`.
+    #[param(value_type = String)]
+    pub permission: Permission,
+    #[param(value_type = Option<String>)]
+    pub record: Option<RecordId>,
+    /// Log position of the moment.
+    pub position: Option<u64>,
+    /// Time of the moment (RFC 3339).
+    pub at: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExplainAsOfBody {
+    pub as_of: AsOfBody,
+    pub allowed: bool,
+    #[schema(value_type = Object)]
+    pub reason: serde_json::Value,
+    #[schema(value_type = Vec<Object>)]
+    pub sources: serde_json::Value,
+}
+
+/// Explain a check as it would have been decided at a past moment.
+#[utoipa::path(get, path = "/v1/audit/as-of/explain", tag = "audit", params(ExplainAsOfQuery),
+    responses((status = 200, body = ExplainAsOfBody), (status = 400, body = Problem),
+        (status = 403, body = Problem, description = "needs audit:read in the tenant")),
+    security(("bearer" = [])))]
+pub async fn explain_as_of(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ExplainAsOfQuery>,
+) -> Result<Json<ExplainAsOfBody>, ApiError> {
+    let as_of = required(as_of(q.position, q.at.as_deref())?)?;
+    let (info, explained) = state
+        .app
+        .explain_as_of(
+            &caller.ctx,
+            &state.replays,
+            as_of,
+            q.tenant,
+            q.user,
+            q.permission,
+            q.record,
+        )
+        .await?;
+    Ok(Json(ExplainAsOfBody {
+        as_of: info.into(),
+        allowed: explained.decision.allowed,
+        reason: serde_json::to_value(&explained.decision.reason).unwrap_or_default(),
+        sources: serde_json::to_value(&explained.sources).unwrap_or_default(),
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HoldersAsOfQuery {
+    #[param(value_type = String)]
+    pub tenant: TenantId,
+    /// An entity permission, e.g. `entity.invoice:read`.
+    #[param(value_type = String)]
+    pub permission: Permission,
+    #[param(value_type = String)]
+    pub record: RecordId,
+    pub position: Option<u64>,
+    pub at: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HoldersAsOfBody {
+    pub as_of: AsOfBody,
+    /// Everyone who could, each with the decision's reason and sources.
+    #[schema(value_type = Vec<Object>)]
+    pub holders: Vec<ExplainedHolder>,
+}
+
+/// Who could use a permission on one record at a past moment, and why.
+#[utoipa::path(get, path = "/v1/audit/as-of/holders", tag = "audit", params(HoldersAsOfQuery),
+    responses((status = 200, body = HoldersAsOfBody), (status = 400, body = Problem),
+        (status = 403, body = Problem, description = "needs audit:read in the tenant")),
+    security(("bearer" = [])))]
+pub async fn holders_as_of(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<HoldersAsOfQuery>,
+) -> Result<Json<HoldersAsOfBody>, ApiError> {
+    let as_of = required(as_of(q.position, q.at.as_deref())?)?;
+    if q.permission.entity_name().is_none() {
+        return Err(ApiError::bad_request(
+            "invalid_permission",
+            "holders of a record are asked for an entity permission, e.g. entity.invoice:read",
+        ));
+    }
+    let (info, holders) = state
+        .app
+        .record_holders_as_of(
+            &caller.ctx,
+            &state.replays,
+            as_of,
+            q.tenant,
+            q.permission,
+            q.record,
+        )
+        .await?;
+    Ok(Json(HoldersAsOfBody {
+        as_of: info.into(),
+        holders,
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReviewQuery {
+    #[param(value_type = String)]
+    pub tenant: TenantId,
+    /// `json` (default) or `csv`.
+    pub format: Option<String>,
+    /// A past moment; neither: now.
+    pub position: Option<u64>,
+    pub at: Option<String>,
+}
+
+/// The access review of a tenant (JSON or CSV), now or at a past moment.
+#[utoipa::path(get, path = "/v1/audit/access-review", tag = "audit", params(ReviewQuery),
+    responses((status = 200, description = "JSON: {as_of, tenant, members:[{user, email, status, roles, custom_permissions, records}]}; CSV: one row per holding"),
+        (status = 400, body = Problem), (status = 403, body = Problem, description = "needs audit:read in the tenant")),
+    security(("bearer" = [])))]
+pub async fn access_review(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ReviewQuery>,
+) -> Result<Response, ApiError> {
+    let csv = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_format",
+                "format is json or csv",
+            ));
+        }
+    };
+    let as_of = as_of(q.position, q.at.as_deref())?;
+    let (info, review) = state
+        .app
+        .access_review(&caller.ctx, &state.replays, as_of, q.tenant)
+        .await?;
+    if csv {
+        return Ok((
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            review_csv(&review),
+        )
+            .into_response());
+    }
+    let mut members = serde_json::to_value(&review.review.members).unwrap_or_default();
+    if let Some(list) = members.as_array_mut() {
+        for member in list {
+            let email = member
+                .get("user")
+                .and_then(|u| u.as_str())
+                .and_then(|u| u.parse::<UserId>().ok())
+                .and_then(|u| review.emails.get(&u).cloned());
+            if let Some(object) = member.as_object_mut() {
+                object.insert("email".into(), email.into());
+            }
+        }
+    }
+    Ok(Json(serde_json::json!({
+        "as_of": info.map(AsOfBody::from),
+        "tenant": review.review.tenant,
+        "members": members,
+    }))
+    .into_response())
+}

@@ -1,0 +1,190 @@
+//! Access review (F-AU-6): who holds what in one tenant, each holding with the event that
+//! established it. Read from one access tree, so the same code reviews the live read model and a
+//! point-in-time replay.
+
+use std::collections::BTreeMap;
+
+use idstream_domain::access::{AccountStatus, Permission, RecordAccess};
+use idstream_domain::{RoleName, TenantId, UserId};
+use serde::Serialize;
+
+use crate::fold::decode_standing;
+use crate::query::AccessError;
+use crate::{Access, AccountRecord, MemberRecord, Source, keys};
+
+/// Everything one member holds in a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReviewedMember {
+    pub user: UserId,
+    /// The account's status (absent if the account is unknown to the read model).
+    pub status: Option<AccountStatus>,
+    pub roles: Vec<Holding>,
+    pub custom_permissions: Vec<Holding>,
+    /// Record grants and local roles, per record.
+    pub records: Vec<RecordHolding>,
+}
+
+/// One role or permission held, and the event that gave it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Holding {
+    pub name: String,
+    /// For roles: whether the role bypasses row- and field-level security.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub global_access: Option<bool>,
+    pub source: Option<Source>,
+}
+
+/// What a member holds on one record: a direct grant, local roles, ownership.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecordHolding {
+    pub entity: String,
+    pub record: String,
+    /// `read_only` or `read_write`, with the event that granted it.
+    pub grant: Option<(RecordAccess, Option<Source>)>,
+    pub local_roles: Vec<Holding>,
+    /// Set when the member owns (created) the record.
+    pub owner: Option<Option<Source>>,
+}
+
+/// The access review of one tenant, members in user-id order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccessReview {
+    pub tenant: TenantId,
+    pub members: Vec<ReviewedMember>,
+}
+
+impl Access {
+    /// Who holds which roles, custom permissions, record grants, local roles and record
+    /// ownership in `tenant`. Members without any holding (removed) are left out.
+    pub fn access_review(&self, tenant: &TenantId) -> Result<AccessReview, AccessError> {
+        let mut members: BTreeMap<UserId, ReviewedMember> = BTreeMap::new();
+        let member_prefix = keys::member_prefix(tenant);
+        for entry in self.tree().scan_prefix(&member_prefix) {
+            let (key, value) = entry?;
+            let Some(user) = last_part(&key).and_then(|u| u.parse::<UserId>().ok()) else {
+                continue;
+            };
+            let record: MemberRecord = self.decode_value(&key, &value)?;
+            let mut reviewed = self.blank(user)?;
+            for role in &record.roles {
+                let global = self
+                    .role_record(tenant, role)?
+                    .map(|definition| definition.global_access);
+                reviewed.roles.push(Holding {
+                    name: role.to_string(),
+                    global_access: global,
+                    source: self.source(&keys::provenance(&key, &keys::held_role(role)))?,
+                });
+            }
+            for permission in &record.custom {
+                reviewed
+                    .custom_permissions
+                    .push(self.permission(&key, permission)?);
+            }
+            members.insert(user, reviewed);
+        }
+
+        let mut records: BTreeMap<(UserId, String, String), RecordHolding> = BTreeMap::new();
+        for entry in self.tree().scan_prefix(keys::standings_prefix(tenant)) {
+            let (key, value) = entry?;
+            let parts: Vec<&str> = std::str::from_utf8(&key).unwrap_or("").split('/').collect();
+            let [_, _, entity, record, user] = parts[..] else {
+                continue;
+            };
+            let (Ok(user), Some(standing)) = (user.parse::<UserId>(), decode_standing(&value))
+            else {
+                continue;
+            };
+            let holding = records
+                .entry((user, entity.to_owned(), record.to_owned()))
+                .or_insert_with(|| empty_holding(entity, record));
+            if let Some(access) = standing.grant {
+                holding.grant = Some((access, self.source(&keys::provenance(&key, "grant"))?));
+            }
+            for role in &standing.local_roles {
+                holding.local_roles.push(self.local_role(&key, role)?);
+            }
+        }
+        for entry in self.tree().scan_prefix(keys::owners_prefix(tenant)) {
+            let (key, value) = entry?;
+            let parts: Vec<&str> = std::str::from_utf8(&key).unwrap_or("").split('/').collect();
+            let [_, _, entity, record] = parts[..] else {
+                continue;
+            };
+            let Ok(user) = std::str::from_utf8(&value).unwrap_or("").parse::<UserId>() else {
+                continue;
+            };
+            let source = self.source(&keys::provenance(&key, ""))?;
+            records
+                .entry((user, entity.to_owned(), record.to_owned()))
+                .or_insert_with(|| empty_holding(entity, record))
+                .owner = Some(source);
+        }
+        for ((user, _, _), holding) in records {
+            if holding.grant.is_none() && holding.local_roles.is_empty() && holding.owner.is_none()
+            {
+                continue;
+            }
+            if !members.contains_key(&user) {
+                let blank = self.blank(user)?;
+                members.insert(user, blank);
+            }
+            if let Some(member) = members.get_mut(&user) {
+                member.records.push(holding);
+            }
+        }
+        members.retain(|_, m| {
+            !(m.roles.is_empty() && m.custom_permissions.is_empty() && m.records.is_empty())
+        });
+        Ok(AccessReview {
+            tenant: tenant.clone(),
+            members: members.into_values().collect(),
+        })
+    }
+
+    fn blank(&self, user: UserId) -> Result<ReviewedMember, AccessError> {
+        let status = self
+            .account_record(&user)?
+            .map(|account: AccountRecord| account.status);
+        Ok(ReviewedMember {
+            user,
+            status,
+            roles: Vec::new(),
+            custom_permissions: Vec::new(),
+            records: Vec::new(),
+        })
+    }
+
+    fn permission(&self, member: &[u8], permission: &Permission) -> Result<Holding, AccessError> {
+        Ok(Holding {
+            name: permission.to_string(),
+            global_access: None,
+            source: self.source(&keys::provenance(
+                member,
+                &keys::held_permission(permission),
+            ))?,
+        })
+    }
+
+    fn local_role(&self, standing: &[u8], role: &RoleName) -> Result<Holding, AccessError> {
+        Ok(Holding {
+            name: role.to_string(),
+            global_access: None,
+            source: self.source(&keys::provenance(standing, &keys::local_role(role)))?,
+        })
+    }
+}
+
+fn empty_holding(entity: &str, record: &str) -> RecordHolding {
+    RecordHolding {
+        entity: entity.to_owned(),
+        record: record.to_owned(),
+        grant: None,
+        local_roles: Vec::new(),
+        owner: None,
+    }
+}
+
+fn last_part(key: &[u8]) -> Option<&str> {
+    std::str::from_utf8(key).ok()?.rsplit('/').next()
+}
