@@ -444,6 +444,31 @@ async fn an_auditor_sees_the_trail_of_their_tenant_and_nothing_of_another() {
         .await
         .assert_problem(404, "tenant_not_found");
 
+    // ---- an erasure renames the user in every entry, old and new, and keeps the structure
+    let erased = svc
+        .post(&format!("/v1/users/{carol}/erase"), json!(null))
+        .await;
+    assert_eq!(erased.status, 200, "{erased:?}");
+    let of_carol = trail(
+        &svc,
+        ADMIN_TOKEN,
+        &format!("tenant=globex&subject={carol}&order=oldest"),
+    )
+    .await;
+    let of_carol = items(&of_carol);
+    assert_eq!(of_carol[0]["type"], "UserRegistered");
+    assert!(
+        of_carol.iter().any(|i| i["type"] == "UserErased"),
+        "{of_carol:?}"
+    );
+    for item in of_carol {
+        let summary = item["summary"].as_str().unwrap();
+        assert!(
+            summary.contains(&format!("erased user {carol}")),
+            "{summary}"
+        );
+    }
+
     // ---- bad parameters
     for (query, code) in [
         ("tenant=acme&limit=0", "invalid_query"),

@@ -503,22 +503,38 @@ async fn deleting_purging_or_rewriting_jetstream_messages_is_named_at_the_first_
     let js = async_nats::jetstream::new(client);
     let mut stream = js.get_stream("IDSTREAM").await.unwrap();
     let original = messages(&stream, events).await;
-
-    // Lift the stream's protections, as an administrator could.
     let protected = stream.info().await.unwrap().config.clone();
-    let mut config = protected.clone();
-    config.deny_delete = false;
-    config.deny_purge = false;
-    js.update_stream(config.clone()).await.unwrap();
+    assert!(protected.deny_delete && protected.deny_purge);
+    // The server refuses to lift those protections on a stream; an administrator deletes the
+    // stream and creates it again without them instead.
+    let mut unprotected = protected.clone();
+    unprotected.deny_delete = false;
+    unprotected.deny_purge = false;
+    let recreate = async |config: &async_nats::jetstream::stream::Config,
+                          content: &[(String, bytes::Bytes)]| {
+        js.delete_stream("IDSTREAM").await.unwrap();
+        let stream = js.create_stream(config.clone()).await.unwrap();
+        republish(&js, content).await;
+        stream
+    };
 
-    // 1. One message deleted: its position is missing.
+    // 1. Republished faithfully into a new stream: still verifies (the chain is over content
+    //    and positions, not over the stream's identity).
+    stream = recreate(&unprotected, &original).await;
+    assert_eq!(
+        verify(data.path(), Some(&url)).await.verified(),
+        (events, checkpoints, uncovered)
+    );
+
+    // 2. One message deleted: its position is missing.
     let victim = covered / 2;
     assert!(stream.delete_message(victim).await.unwrap());
     let verdict = verify(data.path(), Some(&url)).await;
     assert_eq!(verdict.first_mismatch(), victim, "{verdict:#?}");
     assert!(verdict.stdout.contains("missing"), "{verdict:#?}");
 
-    // 2. Purged and republished, one event altered: the positions restart after the old end.
+    // 3. Purged and republished with one event altered: the positions continue after the old
+    //    end, so position 1 is missing.
     stream.purge().await.unwrap();
     let mut altered = original.clone();
     let mut json = altered[4].1.to_vec();
@@ -527,24 +543,23 @@ async fn deleting_purging_or_rewriting_jetstream_messages_is_named_at_the_first_
     republish(&js, &altered).await;
     assert_eq!(verify(data.path(), Some(&url)).await.first_mismatch(), 1);
 
-    // 3. The stream deleted and recreated with the same settings, every event republished in
-    //    order but two swapped: positions are contiguous again, and the swap is named.
-    js.delete_stream("IDSTREAM").await.unwrap();
-    js.create_stream(protected.clone()).await.unwrap();
+    // 4. A new stream with the original's settings and every event but one republished in
+    //    order: positions are contiguous, and the first one that differs is named.
+    let mut removed = original.clone();
+    removed.remove(victim as usize - 1);
+    recreate(&protected, &removed).await;
+    assert_eq!(
+        verify(data.path(), Some(&url)).await.first_mismatch(),
+        victim
+    );
+
+    // 5. The same with one event altered, and with two events swapped.
+    recreate(&protected, &altered).await;
+    assert_eq!(verify(data.path(), Some(&url)).await.first_mismatch(), 5);
     let mut swapped = original.clone();
     let (a, b) = (2, covered - 1);
     swapped.swap(a as usize - 1, b as usize - 1);
-    republish(&js, &swapped).await;
+    recreate(&protected, &swapped).await;
     let verdict = verify(data.path(), Some(&url)).await;
     assert_eq!(verdict.first_mismatch(), a, "{verdict:#?}");
-
-    // 4. The same, republished faithfully: verifies again (the chain is over content and
-    //    position, not over the stream's identity).
-    js.delete_stream("IDSTREAM").await.unwrap();
-    js.create_stream(protected).await.unwrap();
-    republish(&js, &original).await;
-    assert_eq!(
-        verify(data.path(), Some(&url)).await.verified(),
-        (events, checkpoints, uncovered)
-    );
 }

@@ -18,6 +18,26 @@ async fn put(svc: &Service, path: &str, body: Value) -> Answer {
     svc.send(svc.request(Method::PUT, path).json(&body)).await
 }
 
+/// Runs `idstream <args>` on the embedded data directory `data`; returns its standard output.
+async fn idstream(data: &Path, args: &[&str]) -> String {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_idstream"))
+        .args(args)
+        .env("IDSTREAM_DATA_DIR", data)
+        .env("IDSTREAM_LOG", "warn")
+        .env_remove("IDSTREAM_NATS_URL")
+        .env_remove("IDSTREAM_CONFIG")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "idstream {args:?} failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
 /// Every file under `dir` whose bytes contain `needle`.
 fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
     let mut found = Vec::new();
@@ -328,6 +348,29 @@ async fn on_the_embedded_log_erasure_shreds_personal_data_and_replays_answer_who
     the_raw_log_never_holds_personal_data_in_the_clear(&svc).await;
     let rebuilt = svc.replay().await;
     assert!(rebuilt.contains_key("directory"));
+
+    // The same questions from the command line.
+    let granted_at = w.granted_at.to_string();
+    let who = idstream(
+        &data,
+        &["audit", "who-could", "--tenant", "acme", "--permission", "entity.project:read",
+          "--record", "P1", "--as-of", &granted_at],
+    )
+    .await;
+    let who: Value = serde_json::from_str(&who).unwrap();
+    assert_eq!(who["as_of"]["position"], w.granted_at);
+    assert!(who["holders"].as_array().unwrap().iter().any(|h| h["user"] == w.ada.as_str()), "{who}");
+    let csv = idstream(&data, &["audit", "export", "--tenant", "acme", "--as-of", &granted_at]).await;
+    assert!(csv.starts_with("tenant,user,email,status,kind"), "{csv}");
+    assert!(csv.contains(&format!("acme,{},", w.ada)) && csv.contains(",record_grant,"), "{csv}");
+    assert!(!csv.contains(CANARY), "{csv}");
+    let out = data.join("past");
+    let digests = idstream(
+        &data,
+        &["replay", "--as-of", &granted_at, "--out", out.to_str().unwrap()],
+    )
+    .await;
+    assert!(digests.contains("access ") && digests.contains("directory "), "{digests}");
     for kept in ["log", "keys", "replays"] {
         assert_eq!(
             files_containing(&data.join(kept), CANARY),

@@ -820,6 +820,18 @@ async fn a_python_subscriber_resumes_its_durable_consumer_and_finds_every_event_
     accept(&svc, "grace@example.com").await;
     svc.create_tenant("beta").await;
 
+    // Personal data is in the stream only encrypted per user (`pd1.…`), never in the clear.
+    secrets.extend(
+        [
+            "ada@example.com",
+            "grace@example.com",
+            "Lovelace",
+            "Hopper",
+            "example.com/ada.png",
+        ]
+        .map(String::from),
+    );
+
     let end = svc.log_position().await;
     let mut command = tokio::process::Command::new(&python);
     command

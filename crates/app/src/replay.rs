@@ -304,27 +304,7 @@ impl App {
         let replay = replays
             .at(as_of, self.last_erasure().await?, |_, _| {})
             .await?;
-        let review = replay.access.access_review(&tenant).map_err(internal)?;
-        let mut holders = Vec::new();
-        for member in &review.members {
-            let explanation = replay
-                .access
-                .explain(CheckRequest {
-                    tenant: &tenant,
-                    subject: Subject::User(member.user),
-                    permission: &permission,
-                    record: Some(&record),
-                    restriction: None,
-                    now: replay.now(),
-                })
-                .map_err(internal)?;
-            if explanation.decision.allowed {
-                holders.push(ExplainedHolder {
-                    user: member.user,
-                    explanation,
-                });
-            }
-        }
+        let holders = holders(&replay, &tenant, &permission, &record)?;
         Ok((replay.info.clone(), holders))
     }
 
@@ -357,6 +337,44 @@ impl App {
             }
         }
     }
+}
+
+/// Everyone in `tenant` who could use `permission` on `record` in `replay`, with why.
+pub fn holders(
+    replay: &Replay,
+    tenant: &TenantId,
+    permission: &Permission,
+    record: &RecordId,
+) -> Result<Vec<ExplainedHolder>, AppError> {
+    let review = replay.access.access_review(tenant).map_err(internal)?;
+    let mut holders = Vec::new();
+    for member in &review.members {
+        let explanation = replay
+            .access
+            .explain(CheckRequest {
+                tenant,
+                subject: Subject::User(member.user),
+                permission,
+                record: Some(record),
+                restriction: None,
+                now: replay.now(),
+            })
+            .map_err(internal)?;
+        if explanation.decision.allowed {
+            holders.push(ExplainedHolder {
+                user: member.user,
+                explanation,
+            });
+        }
+    }
+    Ok(holders)
+}
+
+/// The access review of `tenant` in `replay`, with the addresses as they were then.
+pub fn review_of(replay: &Replay, tenant: &TenantId) -> Result<Review, AppError> {
+    let review = replay.access.access_review(tenant).map_err(internal)?;
+    let emails = emails(&replay.directory, &review)?;
+    Ok(Review { review, emails })
 }
 
 /// The members' addresses in `directory`.

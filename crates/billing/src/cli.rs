@@ -169,6 +169,11 @@ fn show(path: &std::path::Path) -> anyhow::Result<()> {
         "consumer": state.consumer,
         "tenants": state.seats.counts(now),
     });
-    println!("{}", serde_json::to_string_pretty(&body)?);
+    writeln!(
+        std::io::stdout(),
+        "{}",
+        serde_json::to_string_pretty(&body)?
+    )
+    .context("writing to standard output")?;
     Ok(())
 }

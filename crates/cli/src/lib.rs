@@ -13,6 +13,7 @@ use idstream_server::config::{Config, FileConfig};
 use tracing_subscriber::EnvFilter;
 
 mod audit_events;
+mod past;
 mod verify;
 
 #[derive(Parser)]
@@ -31,8 +32,10 @@ enum Command {
     /// Run the HTTP service (embedded log in ./data unless a NATS URL is configured).
     Serve(Common),
     /// Drop the read models and rebuild them from position 0, then print their digests.
-    /// Stop the service that uses this data directory first.
-    Replay(Common),
+    /// Stop the service that uses this data directory first. With --as-of, rebuild them as
+    /// they were at a past moment into a store of their own (--out) instead, never touching the
+    /// live ones.
+    Replay(ReplayArgs),
     /// Create the first tenant and its administrator, then print how to sign in. With the
     /// embedded log, stop the service that uses this data directory first.
     Bootstrap(BootstrapArgs),
@@ -41,8 +44,23 @@ enum Command {
     Audit(AuditCommand),
 }
 
+#[derive(Args)]
+struct ReplayArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    moment: past::AsOfArgs,
+}
+
 #[derive(Subcommand)]
 enum AuditCommand {
+    /// The access review of a tenant (who holds which roles, custom permissions, record grants,
+    /// local roles and records, with the events that gave them), now or --as-of a past moment,
+    /// as CSV or JSON on standard output.
+    Export(past::ExportArgs),
+    /// Who could use an entity permission on one record at a past moment (--as-of), and why:
+    /// the deciding role, grant, ownership, local role or global access and its event.
+    WhoCould(past::WhoCouldArgs),
     /// Recompute the tamper-evidence hash chain over the whole log, check every signed
     /// checkpoint, and name the first position that does not match (exit status 2). With the
     /// embedded log, stop the service first or verify a copy of its data directory.
@@ -169,7 +187,12 @@ pub fn main() -> ExitCode {
             Command::Serve(common) => {
                 idstream_server::startup::serve(common.config()?, shutdown_signal()).await
             }
-            Command::Replay(common) => replay(common.config()?).await,
+            Command::Replay(args) if args.moment.as_of.is_some() || args.moment.out.is_some() => {
+                past::replay_as_of(args.common, args.moment).await
+            }
+            Command::Replay(args) => replay(args.common.config()?).await,
+            Command::Audit(AuditCommand::Export(args)) => past::export(args).await,
+            Command::Audit(AuditCommand::WhoCould(args)) => past::who_could(args).await,
             Command::Bootstrap(args) => bootstrap(args).await,
             Command::Audit(AuditCommand::Verify(args)) => verify::run(args).await,
             Command::Audit(AuditCommand::Events(args)) => audit_events::run(args).await,

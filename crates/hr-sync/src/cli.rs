@@ -1,5 +1,6 @@
 //! The `idstream-hr-sync` command line.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -96,32 +97,29 @@ fn run(cli: Cli) -> Result<Report, String> {
     let report = runtime
         .block_on(sync::run(&mut api, &employees, &options))
         .map_err(|e| e.to_string())?;
-    if cli.json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).expect("reports serialise")
-        );
+    let text = if cli.json {
+        serde_json::to_string(&report).expect("reports serialise")
     } else {
-        print_text(&report);
-    }
+        text_report(&report)
+    };
+    // A closed standard output (`| head`) is not a reason to fail a run that made its changes.
+    let _ = writeln!(std::io::stdout(), "{text}");
     Ok(report)
 }
 
-fn print_text(report: &Report) {
+fn text_report(report: &Report) -> String {
     let verb = if report.dry_run { "would make" } else { "made" };
-    for action in &report.actions {
-        println!("{action}");
-    }
+    let mut lines: Vec<String> = report.actions.clone();
     for failure in &report.failures {
-        println!(
+        lines.push(format!(
             "FAILED {} {}: {} {} ({})",
             failure.action, failure.email, failure.status, failure.code, failure.detail
-        );
+        ));
     }
     for note in &report.notes {
-        println!("note: {note}");
+        lines.push(format!("note: {note}"));
     }
-    println!(
+    lines.push(format!(
         "tenant {}: {} employees, {} members; {verb} {} changes (invited {}, invitations sent {}, \
          adopted {}, renamed {}, invitations revoked {}, deactivated {}, removed {}, roles \
          defined {}); {} failed",
@@ -138,5 +136,6 @@ fn print_text(report: &Report) {
         report.removed,
         report.defined_roles,
         report.failed
-    );
+    ));
+    lines.join("\n")
 }

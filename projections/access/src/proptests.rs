@@ -796,6 +796,7 @@ impl Writer {
                 UserEvent::ProfileChanged(e) => DomainEvent::UserProfileChanged(e),
                 UserEvent::EmailChangeRequested(e) => DomainEvent::EmailChangeRequested(e),
                 UserEvent::EmailChanged(e) => DomainEvent::EmailChanged(e),
+                UserEvent::Erased(e) => DomainEvent::UserErased(e),
             };
             self.log.push(None, user.to_string(), event);
         }
@@ -1056,6 +1057,9 @@ impl Reference {
             }
             DomainEvent::UserDeactivated(_) => {
                 self.accounts.insert(p(id), (AccountStatus::Inactive, None));
+            }
+            DomainEvent::UserErased(_) => {
+                self.accounts.insert(p(id), (AccountStatus::Erased, None));
             }
             DomainEvent::RoleAssigned(e) => {
                 self.members

@@ -1,0 +1,237 @@
+//! The past from the command line: `replay --as-of`, `audit export` and `audit who-could`.
+//!
+//! Each builds the read models up to the moment into a store of its own (`--out`, or a
+//! temporary directory), reading the log as the service does (personal data decrypted where its
+//! key still exists), so it works while the service runs on JetStream, and on a stopped
+//! service's (or a copied) embedded data directory.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Args;
+use idstream_app::replay::{AsOf, Replays, holders, review_csv, review_of};
+use idstream_domain::TenantId;
+use idstream_domain::access::{Permission, RecordId};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::Common;
+
+/// `--as-of`: a log position or an RFC 3339 time.
+fn parse_as_of(text: &str) -> anyhow::Result<AsOf> {
+    if let Ok(position) = text.parse::<u64>() {
+        return Ok(AsOf::Position(position));
+    }
+    OffsetDateTime::parse(text, &Rfc3339)
+        .map(AsOf::Time)
+        .map_err(|_| anyhow::anyhow!("--as-of takes a log position or an RFC 3339 time (2026-03-01T12:00:00Z), not {text:?}"))
+}
+
+/// A progress bar on standard error (plain lines when it is not a terminal).
+struct Progress {
+    label: &'static str,
+    started: Instant,
+    last: Instant,
+    terminal: bool,
+}
+
+impl Progress {
+    fn new(label: &'static str) -> Progress {
+        Progress {
+            label,
+            started: Instant::now(),
+            last: Instant::now(),
+            terminal: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn report(&mut self, done: u64, target: u64) {
+        let finished = done == target;
+        if !finished && self.last.elapsed().as_millis() < 200 {
+            return;
+        }
+        self.last = Instant::now();
+        let share = if target == 0 { 1.0 } else { done as f64 / target as f64 };
+        let rate = done as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
+        let filled = (share * 30.0).round() as usize;
+        let bar = format!("[{}{}]", "#".repeat(filled), ".".repeat(30 - filled.min(30)));
+        let line = format!(
+            "{}: {bar} {done}/{target} events ({:.1}%, {rate:.0}/s)",
+            self.label,
+            share * 100.0
+        );
+        let mut err = std::io::stderr();
+        if self.terminal {
+            let _ = write!(err, "\r{line}");
+            if finished {
+                let _ = writeln!(err);
+            }
+        } else if finished || self.started.elapsed().as_secs() % 2 == 0 {
+            let _ = writeln!(err, "{line}");
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct AsOfArgs {
+    /// The moment: a log position, or an RFC 3339 time (the last event at or before it).
+    #[arg(long)]
+    pub as_of: Option<String>,
+    /// Where to build the replayed read models [default: a temporary directory, removed after].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+async fn replay(
+    common: Common,
+    args: &AsOfArgs,
+) -> anyhow::Result<(std::sync::Arc<idstream_app::replay::Replay>, Option<tempfile::TempDir>)> {
+    let config = common.config()?;
+    let as_of = match &args.as_of {
+        Some(text) => parse_as_of(text)?,
+        None => AsOf::Position(u64::MAX),
+    };
+    let log = idstream_server::startup::open_log(&config).await?;
+    let (dir, temporary) = match &args.out {
+        Some(dir) => (dir.clone(), None),
+        None => {
+            let temporary = tempfile::tempdir().context("creating a temporary directory")?;
+            (temporary.path().to_owned(), Some(temporary))
+        }
+    };
+    let replays = Replays::new(dir, log);
+    let mut progress = Progress::new("replay");
+    let replay = replays
+        .at(as_of, u64::MAX, |done, target| progress.report(done, target))
+        .await
+        .map_err(|e| anyhow::anyhow!("replaying the log: {e}"))?;
+    Ok((replay, temporary))
+}
+
+fn describe(info: &idstream_app::replay::ReplayInfo) -> String {
+    let time = info
+        .time
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| "(empty log)".into());
+    format!("as of position {} ({time})", info.position)
+}
+
+/// `idstream replay --as-of …`: the read models at a past moment, into `--out`; prints digests.
+pub async fn replay_as_of(common: Common, args: AsOfArgs) -> anyhow::Result<()> {
+    let (replay, temporary) = replay(common, &args).await?;
+    eprintln!("replayed {}", describe(&replay.info));
+    for (name, digest) in &replay.info.digests {
+        println!("{name} {digest}");
+    }
+    if let Some(out) = &args.out {
+        eprintln!("the replayed read models are in {}", out.display());
+    }
+    drop(replay);
+    drop(temporary);
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub moment: AsOfArgs,
+    /// The tenant to review.
+    #[arg(long)]
+    pub tenant: String,
+    /// `csv` or `json`.
+    #[arg(long, default_value = "csv")]
+    pub format: String,
+}
+
+/// `idstream audit export`: the access review of a tenant (now, or `--as-of`), on stdout.
+pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let tenant: TenantId = args
+        .tenant
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
+    anyhow::ensure!(
+        matches!(args.format.as_str(), "csv" | "json"),
+        "--format is csv or json"
+    );
+    let (replay, temporary) = replay(args.common, &args.moment).await?;
+    eprintln!("access review of {tenant} {}", describe(&replay.info));
+    let review = review_of(&replay, &tenant).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if args.format == "csv" {
+        print!("{}", review_csv(&review));
+    } else {
+        let mut members = serde_json::to_value(&review.review.members)?;
+        if let Some(list) = members.as_array_mut() {
+            for member in list {
+                let email = member["user"]
+                    .as_str()
+                    .and_then(|u| u.parse().ok())
+                    .and_then(|u| review.emails.get(&u).cloned());
+                member["email"] = email.into();
+            }
+        }
+        let body = serde_json::json!({
+            "as_of": {"position": replay.info.position,
+                      "time": replay.info.time.and_then(|t| t.format(&Rfc3339).ok())},
+            "tenant": tenant,
+            "members": members,
+        });
+        println!("{}", serde_json::to_string_pretty(&body)?);
+    }
+    drop(replay);
+    drop(temporary);
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct WhoCouldArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub moment: AsOfArgs,
+    #[arg(long)]
+    pub tenant: String,
+    /// An entity permission, e.g. entity.invoice:read.
+    #[arg(long)]
+    pub permission: String,
+    /// The record's id.
+    #[arg(long)]
+    pub record: String,
+}
+
+/// `idstream audit who-could`: who could use a permission on a record at a moment, and why.
+pub async fn who_could(args: WhoCouldArgs) -> anyhow::Result<()> {
+    let tenant: TenantId = args
+        .tenant
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
+    let permission: Permission = args
+        .permission
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--permission: {e}"))?;
+    anyhow::ensure!(
+        permission.entity_name().is_some(),
+        "--permission must be an entity permission, e.g. entity.invoice:read"
+    );
+    let record: RecordId = args
+        .record
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--record: {e}"))?;
+    let (replay, temporary) = replay(args.common, &args.moment).await?;
+    let found = holders(&replay, &tenant, &permission, &record).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let body = serde_json::json!({
+        "as_of": {"position": replay.info.position,
+                  "time": replay.info.time.and_then(|t| t.format(&Rfc3339).ok())},
+        "tenant": tenant,
+        "permission": permission.to_string(),
+        "record": record.to_string(),
+        "holders": found,
+    });
+    println!("{}", serde_json::to_string_pretty(&body)?);
+    drop(replay);
+    drop(temporary);
+    Ok(())
+}
