@@ -42,7 +42,8 @@ use time::macros::datetime;
 use ulid::Ulid;
 
 const TENANTS: u64 = 20;
-const USERS: u64 = 50_000;
+/// Users: one per 20 events (50k for 1M), so that setup is a tenth of the trail.
+static USERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(50_000);
 /// Administrators per tenant: the actors of grants, role and status changes.
 const ADMINS: u64 = 5;
 const BATCH: usize = 1024;
@@ -65,6 +66,10 @@ impl Rng {
         self.0 ^= self.0 >> 27;
         (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) % n
     }
+}
+
+fn users() -> u64 {
+    USERS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 fn user(n: u64) -> UserId {
@@ -161,7 +166,7 @@ impl World {
             );
         }
         let setup = p - TENANTS;
-        if setup < 2 * USERS {
+        if setup < 2 * users() {
             let n = setup / 2;
             return if setup % 2 == 0 {
                 self.event(
@@ -194,7 +199,7 @@ impl World {
                 )
             };
         }
-        let n = self.rng.below(USERS);
+        let n = self.rng.below(users());
         let tenant = tenant_of(n);
         let admin = user_actor(admin_of(n, self.rng.below(ADMINS)));
         let at = self.at();
@@ -249,16 +254,16 @@ impl World {
                     }),
                 )
             }
-            55..63 => self.event(
-                None,
-                AggregateType::Credentials,
-                user(n).to_string(),
-                Actor::system("sign-in"),
-                DomainEvent::SignInFailed(SignInFailed {
-                    failures: 1 + self.rng.below(4) as u32,
-                    at,
-                }),
-            ),
+            55..63 => {
+                let failures = 1 + self.rng.below(4) as u32;
+                self.event(
+                    None,
+                    AggregateType::Credentials,
+                    user(n).to_string(),
+                    Actor::system("sign-in"),
+                    DomainEvent::SignInFailed(SignInFailed { failures, at }),
+                )
+            }
             63 => self.event(
                 None,
                 AggregateType::Credentials,
@@ -395,6 +400,10 @@ struct Kind {
 fn main() {
     let events = env("AUDIT_BENCH_EVENTS", 1_000_000) as u64;
     let samples = env("AUDIT_BENCH_SAMPLES", 2000);
+    USERS.store(
+        (events / 20).max(1000),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let dir = tempfile::tempdir().expect("a temporary directory");
     // The runtime's settings for read models (see projections/runtime/src/store.rs).
     let db = sled::Config::new()
@@ -483,7 +492,7 @@ fn main() {
         Kind {
             name: "tenant + subject user",
             filter: Box::new(|rng| {
-                let n = rng.below(USERS);
+                let n = rng.below(users());
                 AuditFilter {
                     subject: Some(user(n)),
                     ..AuditFilter::scope(Scope::Tenant(tenant_of(n)))

@@ -258,6 +258,7 @@ impl App {
     /// Explains a check as it would have been decided at `as_of`.
     ///
     /// Needs: audit:read
+    #[allow(clippy::too_many_arguments)]
     pub async fn explain_as_of(
         &self,
         ctx: &CommandContext,

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! "idstream.chain.checkpoint.v1" 0x00 ‖ from u64 BE ‖ to u64 BE ‖ link (32 bytes)
-//!   ‖ SHA-256(the short digests of from..=to, concatenated) ‖ len(key id) u16 BE ‖ key id
+//!   ‖ SHA-256(the short links of from..=to, concatenated) ‖ len(key id) u16 BE ‖ key id
 //! ```
 //!
 //! signed with Ed25519 by the service's current signing key, the one that signs access tokens
@@ -24,7 +24,7 @@ use idstream_domain::events::ChainCheckpointed;
 use idstream_domain::{AggregateType, DomainEvent, EventEnvelope, StreamKey};
 use sha2::{Digest, Sha256};
 
-use crate::link::{Hash, SHORT_DIGEST_LEN, ShortDigest};
+use crate::link::{Hash, SHORT_LINK_LEN, ShortLink};
 use idstream_eventlog::Position;
 
 /// The id of the one chain aggregate.
@@ -41,14 +41,14 @@ pub fn chain_stream() -> StreamKey {
 
 const STATEMENT_DOMAIN: &[u8] = b"idstream.chain.checkpoint.v1\0";
 
-/// A checkpoint, decoded: the chain's link after `to` and the short digests of `from..=to`,
+/// A checkpoint, decoded: the chain's link after `to` and the short links after each of `from..=to`,
 /// signed by the key `key`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
     pub from: Position,
     pub to: Position,
     pub link: Hash,
-    pub digests: Vec<ShortDigest>,
+    pub links: Vec<ShortLink>,
     pub key: String,
     pub public_key: VerifyingKey,
     pub signature: Signature,
@@ -60,21 +60,21 @@ impl Checkpoint {
         from: Position,
         to: Position,
         link: &Hash,
-        digests: &[ShortDigest],
+        links: &[ShortLink],
         key: &str,
     ) -> Vec<u8> {
         let mut hasher = Sha256::new();
-        for digest in digests {
-            hasher.update(digest);
+        for short in links {
+            hasher.update(short);
         }
-        let digests_hash: Hash = hasher.finalize().into();
+        let links_hash: Hash = hasher.finalize().into();
         let key_len = u16::try_from(key.len()).unwrap_or(u16::MAX);
         let mut out = Vec::with_capacity(STATEMENT_DOMAIN.len() + 16 + 64 + 2 + key.len());
         out.extend_from_slice(STATEMENT_DOMAIN);
         out.extend_from_slice(&from.to_be_bytes());
         out.extend_from_slice(&to.to_be_bytes());
         out.extend_from_slice(link);
-        out.extend_from_slice(&digests_hash);
+        out.extend_from_slice(&links_hash);
         out.extend_from_slice(&key_len.to_be_bytes());
         out.extend_from_slice(key.as_bytes());
         out
@@ -84,7 +84,7 @@ impl Checkpoint {
     /// key is one to trust is the verifier's question ([`TrustedKeys`]).
     pub fn signature_is_valid(&self) -> bool {
         let statement =
-            Checkpoint::statement(self.from, self.to, &self.link, &self.digests, &self.key);
+            Checkpoint::statement(self.from, self.to, &self.link, &self.links, &self.key);
         self.public_key
             .verify_strict(&statement, &self.signature)
             .is_ok()
@@ -96,7 +96,7 @@ impl Checkpoint {
             from: self.from,
             to: self.to,
             link: hex::encode(self.link),
-            digests: STANDARD.encode(self.digests.concat()),
+            links: STANDARD.encode(self.links.concat()),
             key: self.key.clone(),
             public_key: URL_SAFE_NO_PAD.encode(self.public_key.as_bytes()),
             signature: URL_SAFE_NO_PAD.encode(self.signature.to_bytes()),
@@ -117,18 +117,18 @@ impl Checkpoint {
             .and_then(|bytes| bytes.try_into().ok())
             .ok_or("its link is not 64 hex digits")?;
         let packed = STANDARD
-            .decode(&event.digests)
-            .map_err(|_| "its digests are not base64")?;
+            .decode(&event.links)
+            .map_err(|_| "its short links are not base64")?;
         let count = event.to - event.from + 1;
-        if packed.len() as u64 != count.saturating_mul(SHORT_DIGEST_LEN as u64) {
+        if packed.len() as u64 != count.saturating_mul(SHORT_LINK_LEN as u64) {
             return Err(format!(
-                "it holds {} bytes of digests for {count} events; {SHORT_DIGEST_LEN} per event were expected",
+                "it holds {} bytes of short links for {count} events; {SHORT_LINK_LEN} per event were expected",
                 packed.len()
             ));
         }
-        let digests = packed
-            .chunks_exact(SHORT_DIGEST_LEN)
-            .map(|chunk| chunk.try_into().expect("chunks of the digest length"))
+        let links = packed
+            .chunks_exact(SHORT_LINK_LEN)
+            .map(|chunk| chunk.try_into().expect("chunks of the short link length"))
             .collect();
         let public_key = URL_SAFE_NO_PAD
             .decode(&event.public_key)
@@ -146,7 +146,7 @@ impl Checkpoint {
             from: event.from,
             to: event.to,
             link,
-            digests,
+            links,
             key: event.key.clone(),
             public_key,
             signature,
@@ -208,20 +208,21 @@ impl Signer {
         &self.kid
     }
 
-    /// Signs the checkpoint of `from..=to` whose link after `to` is `link`.
+    /// Signs the checkpoint of `from..=to` whose link after `to` is `link`, with `links` the
+    /// short links after each of those positions.
     pub fn sign(
         &self,
         from: Position,
         to: Position,
         link: Hash,
-        digests: Vec<ShortDigest>,
+        links: Vec<ShortLink>,
     ) -> Checkpoint {
-        let statement = Checkpoint::statement(from, to, &link, &digests, &self.kid);
+        let statement = Checkpoint::statement(from, to, &link, &links, &self.kid);
         Checkpoint {
             from,
             to,
             link,
-            digests,
+            links,
             key: self.kid.clone(),
             public_key: self.key.verifying_key(),
             signature: self.key.sign(&statement),
@@ -318,7 +319,7 @@ mod tests {
         changes[0].from = 2;
         changes[1].to = 3;
         changes[2].link[0] ^= 1;
-        changes[3].digests[1][7] ^= 1;
+        changes[3].links[1][7] ^= 1;
         changes[4].key = "another".into();
         for changed in changes {
             assert!(!changed.signature_is_valid(), "{changed:?}");
@@ -335,7 +336,7 @@ mod tests {
         let mut bad = vec![good.clone(); 5];
         bad[0].to = 0;
         bad[1].link = "zz".into();
-        bad[2].digests = STANDARD.encode([0u8; 9]);
+        bad[2].links = STANDARD.encode([0u8; 9]);
         bad[3].public_key = "AAAA".into();
         bad[4].signature = "!".into();
         for event in bad {

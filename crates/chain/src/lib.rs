@@ -19,7 +19,7 @@ pub mod verify;
 pub mod writer;
 
 pub use checkpoint::{CHAIN_SUBJECT, Checkpoint, Signer, TrustedKeys, chain_stream};
-pub use link::{Chain, GENESIS, event_digest, next_link};
+pub use link::{Chain, GENESIS, next_link};
 pub use verify::{Mismatch, Summary, Verifier, VerifyError, verify_log};
 pub use writer::{CheckpointPolicy, Checkpointer, WriterError};
 

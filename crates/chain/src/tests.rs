@@ -14,7 +14,7 @@ use ulid::Ulid;
 use crate::{CheckpointPolicy, Checkpointer, Summary, TrustedKeys, verify_log};
 
 struct World {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     log: SharedLog,
     keys: Arc<Keys>,
 }
@@ -29,7 +29,7 @@ async fn world() -> World {
         .await
         .unwrap();
     World {
-        _dir: dir,
+        dir,
         log,
         keys: Arc::new(keys),
     }
@@ -161,4 +161,34 @@ async fn a_new_writer_resumes_from_the_last_checkpoint() {
     assert_eq!(second.checkpoint_now().await.unwrap(), vec![17]);
     let summary = verify(&w).await;
     assert_eq!((summary.checkpoints, summary.covered_to), (2, 16));
+}
+
+#[tokio::test]
+async fn a_replica_that_has_not_seen_a_rotation_yet_does_not_re_sign_the_new_key() {
+    let w = world().await;
+    // Replica B: its own key snapshot from the same store, not reloaded after A rotates.
+    let store = Arc::new(FileKeyStore::open(w.dir.path().join("keys")).unwrap());
+    let b_keys = Keys::load_or_create(store, OffsetDateTime::now_utc(), time::Duration::minutes(5))
+        .await
+        .unwrap();
+    let mut a = Checkpointer::new(w.log.clone(), w.keys.clone(), policy(10));
+    let mut b = Checkpointer::new(w.log.clone(), Arc::new(b_keys), policy(10));
+    append(&w.log, 10).await;
+    assert_eq!(a.tick().await.unwrap(), vec![11]);
+    assert_eq!(b.tick().await.unwrap(), Vec::<u64>::new());
+
+    w.keys
+        .rotate_signing(OffsetDateTime::now_utc() + time::Duration::days(40))
+        .await
+        .unwrap();
+    assert_eq!(
+        a.tick().await.unwrap(),
+        vec![12],
+        "A re-signs with its new key"
+    );
+    // B meets a key it does not know, reloads instead of re-signing with its old one.
+    assert_eq!(b.tick().await.unwrap(), Vec::<u64>::new());
+    assert_eq!(a.tick().await.unwrap(), Vec::<u64>::new());
+    let summary = verify(&w).await;
+    assert_eq!(summary.checkpoints, 2);
 }

@@ -2,7 +2,7 @@
 //!
 //! [`Verifier`] is pure: it is fed events in position order and says where the log first stops
 //! matching. [`verify_log`] drives it over a whole log. Memory is bounded by the events not yet
-//! covered by a checkpoint (40 bytes each), which the checkpoint writer keeps to about
+//! covered by a checkpoint (32 bytes each), which the checkpoint writer keeps to about
 //! [`crate::writer::CheckpointPolicy::every_events`].
 //!
 //! What is checked, in order, as events arrive:
@@ -11,7 +11,8 @@
 //! - its signature verifies with the public key it carries, and if its key id is a trusted one,
 //!   that key is the trusted key;
 //! - it starts right after the range of the previous checkpoint;
-//! - each event in its range has the digest it recorded (this names the first changed event);
+//! - the short link after each event in its range is the one it recorded (this names the first
+//!   event that was changed, removed, inserted or moved);
 //! - the chain link after its last position is the one it recorded (this proves the whole
 //!   prefix, through the previous links).
 //!
@@ -27,7 +28,7 @@ use std::collections::VecDeque;
 use idstream_eventlog::{LogError, Position, SharedLog};
 
 use crate::checkpoint::{CHAIN_SUBJECT, Checkpoint, TrustedKeys};
-use crate::link::{Chain, Hash, ShortDigest, short};
+use crate::link::{Chain, Hash, short};
 
 /// How many events [`verify_log`] reads at a time.
 pub const PAGE: usize = 4096;
@@ -67,18 +68,12 @@ impl Summary {
     }
 }
 
-/// One event after the last checkpoint's range.
-struct Pending {
-    digest: ShortDigest,
-    link: Hash,
-}
-
 /// Checks a log fed to it event by event, in position order.
 pub struct Verifier {
     trusted: TrustedKeys,
     chain: Chain,
-    /// Positions `covered_to + 1 ..= chain.position`.
-    pending: VecDeque<Pending>,
+    /// The links after positions `covered_to + 1 ..= chain.position`.
+    pending: VecDeque<Hash>,
     covered_to: Position,
     checkpoints: u64,
     last_checkpoint: Option<Position>,
@@ -138,11 +133,8 @@ impl Verifier {
                 ),
             });
         }
-        let digest = self.chain.push(position, subject, bytes);
-        self.pending.push_back(Pending {
-            digest: short(&digest),
-            link: self.chain.link,
-        });
+        let link = self.chain.push(position, subject, bytes);
+        self.pending.push_back(link);
         if subject == CHAIN_SUBJECT {
             self.checkpoint(position, bytes)?;
         }
@@ -194,12 +186,12 @@ impl Verifier {
         let base = self.covered_to + 1;
         // Compare what is here (the checkpoint may have moved earlier, if events before it were
         // removed), so that the first event that differs is named rather than the checkpoint.
-        for (i, recorded) in checkpoint.digests.iter().enumerate() {
+        for (i, recorded) in checkpoint.links.iter().enumerate() {
             let position = from + i as u64;
             if position >= at {
                 break;
             }
-            if self.pending[(position - base) as usize].digest != *recorded {
+            if short(&self.pending[(position - base) as usize]) != *recorded {
                 return Err(mismatch(
                     position,
                     format!(
@@ -226,11 +218,11 @@ impl Verifier {
                 ),
             ));
         }
-        if self.pending[(to - base) as usize].link != checkpoint.link {
+        if self.pending[(to - base) as usize] != checkpoint.link {
             return Err(mismatch(
                 at,
                 format!(
-                    "the chain link after position {to} differs from the one the checkpoint at position {at} signed, although each of its events matches its recorded digest"
+                    "the chain link after position {to} differs from the one the checkpoint at position {at} signed, although its first bytes match"
                 ),
             ));
         }
@@ -368,7 +360,7 @@ mod tests {
     struct Log {
         events: Vec<Stored>,
         chain: Chain,
-        pending: Vec<(ShortDigest, Hash)>,
+        pending: Vec<Hash>,
         covered_to: Position,
     }
 
@@ -384,8 +376,8 @@ mod tests {
 
         fn push(&mut self, subject: String, bytes: Vec<u8>) -> Position {
             let position = self.chain.position + 1;
-            let digest = self.chain.push(position, &subject, &bytes);
-            self.pending.push((short(&digest), self.chain.link));
+            let link = self.chain.push(position, &subject, &bytes);
+            self.pending.push(link);
             self.events.push(Stored {
                 position,
                 subject,
@@ -405,9 +397,9 @@ mod tests {
         fn checkpoint(&mut self, signer: &Signer) -> Position {
             let from = self.covered_to + 1;
             let to = self.chain.position;
-            let digests = self.pending.iter().map(|p| p.0).collect();
-            let link = self.pending.last().unwrap().1;
-            let checkpoint = signer.sign(from, to, link, digests);
+            let links = self.pending.iter().map(short).collect();
+            let link = *self.pending.last().unwrap();
+            let checkpoint = signer.sign(from, to, link, links);
             let envelope = DomainEvent::ChainCheckpointed(checkpoint.to_event()).into_envelope(
                 Ulid::new(),
                 &chain_stream(),
@@ -550,7 +542,7 @@ mod tests {
         let trusted = TrustedKeys::from_ring(&ring);
         let original = sample(&Signer::from_ring(&ring).unwrap());
 
-        // An attacker changes event 5 and rewrites the checkpoint's digests and link to match,
+        // An attacker changes event 5 and rewrites the checkpoint's links to match,
         // but cannot sign: the checkpoint at 11 is named.
         let mut events = original.clone();
         events[4].bytes.push(b' ');

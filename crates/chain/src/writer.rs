@@ -2,10 +2,11 @@
 //!
 //! Each round ([`Checkpointer::tick`]) it reads the events appended since its last round (their
 //! stored bytes), extends its copy of the chain, and notes the checkpoints other replicas wrote.
-//! A checkpoint is due when [`CheckpointPolicy::every_events`] events follow the last one, when
-//! [`CheckpointPolicy::every`] has passed since the last one and anything was appended, or when
-//! the signing key has changed since the last one (so that the newest checkpoint is always
-//! signed by a key the key ring still holds; see [`crate::verify`] on trust). A checkpoint covers
+//! A checkpoint is due when [`CheckpointPolicy::every_events`] events are not covered yet, when
+//! [`CheckpointPolicy::every`] has passed since the last checkpoint and anything was appended, or
+//! when the last checkpoint is signed by another key than the current one (so that the newest
+//! checkpoint is always signed by a key the key ring still holds; see [`crate::verify`] on
+//! trust). Checkpoints themselves do not count as new events. A checkpoint covers
 //! everything after the previous one up to the end of the log as the round found it, in pieces
 //! of at most [`CheckpointPolicy::max_events`].
 //!
@@ -28,7 +29,7 @@ use time::OffsetDateTime;
 use ulid::Ulid;
 
 use crate::checkpoint::{CHAIN_SUBJECT, Checkpoint, Signer, chain_stream};
-use crate::link::{Chain, Hash, ShortDigest, short};
+use crate::link::{Chain, Hash, ShortLink, short};
 
 /// How many events the writer reads at a time.
 const PAGE: usize = 4096;
@@ -96,8 +97,9 @@ pub struct Checkpointer {
     policy: CheckpointPolicy,
     resumed: bool,
     chain: Chain,
-    /// (short digest, link) of positions `covered_to + 1 ..= chain.position`.
-    pending: VecDeque<(ShortDigest, Hash)>,
+    /// The links after positions `covered_to + 1 ..= chain.position`, and whether the event at
+    /// each is a checkpoint.
+    pending: VecDeque<(Hash, bool)>,
     covered_to: Position,
     head: Option<Head>,
     /// When the last checkpoint was written or seen (or the writer started).
@@ -227,13 +229,6 @@ impl Checkpointer {
             self.resume().await?;
             self.resumed = true;
         }
-        if self.keys_loaded_at.elapsed() >= self.policy.key_reload {
-            self.keys
-                .reload()
-                .await
-                .map_err(|e| WriterError::Keys(e.to_string()))?;
-            self.keys_loaded_at = Instant::now();
-        }
         let end = self.log.last_position().await?;
         while self.chain.position < end {
             let page = self.log.read_raw_after(self.chain.position, PAGE).await?;
@@ -248,14 +243,34 @@ impl Checkpointer {
                         found: event.position,
                     });
                 }
-                let digest = self
+                let link = self
                     .chain
                     .push(event.position, &event.subject, &event.bytes);
-                self.pending.push_back((short(&digest), self.chain.link));
-                if event.subject == CHAIN_SUBJECT {
+                let is_checkpoint = event.subject == CHAIN_SUBJECT;
+                self.pending.push_back((link, is_checkpoint));
+                if is_checkpoint {
                     self.seen(event.position, &event.bytes);
                 }
             }
+        }
+        // Re-read the keys every `key_reload`, and at once (once per checkpoint seen) when the
+        // last checkpoint names a key this writer does not know: another replica may have
+        // rotated. Without that, a replica that has not seen a rotation yet would re-sign the
+        // other's checkpoint with its old key, and the other re-sign that, until both reloaded.
+        // A key still unknown after the reload (pruned long ago, or foreign) is re-signed.
+        let unknown = self
+            .head
+            .as_ref()
+            .and_then(|h| h.key.as_deref())
+            .is_some_and(|key| !self.keys.signing().kids().contains(&key));
+        if self.keys_loaded_at.elapsed() >= self.policy.key_reload
+            || (unknown && self.keys_loaded_at < self.last_checkpoint_at)
+        {
+            self.keys
+                .reload()
+                .await
+                .map_err(|e| WriterError::Keys(e.to_string()))?;
+            self.keys_loaded_at = Instant::now();
         }
         Ok(())
     }
@@ -280,7 +295,7 @@ impl Checkpointer {
         // `pending` holds exactly the positions `base..=position` (catch_up stops at any gap).
         let matches = checkpoint.from == base
             && checkpoint.to < position
-            && self.pending[(checkpoint.to - base) as usize].1 == checkpoint.link;
+            && self.pending[(checkpoint.to - base) as usize].0 == checkpoint.link;
         if !matches {
             tracing::error!(
                 position,
@@ -302,19 +317,22 @@ impl Checkpointer {
     }
 
     fn due(&self) -> bool {
-        let end = self.chain.position;
-        if end == self.covered_to {
-            return false;
-        }
-        let since = end - self.head.as_ref().map_or(0, |h| h.position);
+        // Events not covered yet, checkpoints aside: the newest checkpoint is never covered by
+        // itself, and re-signing it alone would loop. Counting from the last checkpoint's
+        // position instead would miss events appended between its round and its append.
+        let new = self
+            .pending
+            .iter()
+            .filter(|(_, checkpoint)| !checkpoint)
+            .count() as u64;
         let current = self.keys.signing();
         let key_changed = self
             .head
             .as_ref()
             .is_some_and(|h| h.key.as_deref() != Some(current.current().kid()));
-        since >= self.policy.every_events
-            || (since > 0 && self.last_checkpoint_at.elapsed() >= self.policy.every)
-            || key_changed
+        new >= self.policy.every_events
+            || (new > 0 && self.last_checkpoint_at.elapsed() >= self.policy.every)
+            || (key_changed && !self.pending.is_empty())
     }
 
     /// Appends checkpoints covering `covered_to + 1 ..= chain.position`.
@@ -332,9 +350,14 @@ impl Checkpointer {
                 .position
                 .min(self.covered_to + self.policy.max_events.max(1));
             let count = (to - self.covered_to) as usize;
-            let digests: Vec<ShortDigest> = self.pending.iter().take(count).map(|p| p.0).collect();
-            let link = self.pending[count - 1].1;
-            let checkpoint = signer.sign(from, to, link, digests);
+            let links: Vec<ShortLink> = self
+                .pending
+                .iter()
+                .take(count)
+                .map(|p| short(&p.0))
+                .collect();
+            let link = self.pending[count - 1].0;
+            let checkpoint = signer.sign(from, to, link, links);
             let meta = Metadata {
                 actor: Actor::system("chain"),
                 occurred_at: OffsetDateTime::now_utc(),

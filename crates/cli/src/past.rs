@@ -49,7 +49,8 @@ impl Progress {
 
     fn report(&mut self, done: u64, target: u64) {
         let finished = done == target;
-        if !finished && self.last.elapsed().as_millis() < 200 {
+        let every = if self.terminal { 200 } else { 2000 };
+        if !finished && self.last.elapsed().as_millis() < every {
             return;
         }
         self.last = Instant::now();
@@ -68,7 +69,7 @@ impl Progress {
             if finished {
                 let _ = writeln!(err);
             }
-        } else if finished || self.started.elapsed().as_secs() % 2 == 0 {
+        } else {
             let _ = writeln!(err, "{line}");
         }
     }

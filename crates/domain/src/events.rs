@@ -575,10 +575,10 @@ pub struct ApiKeyUsed {
 
 /// The tamper-evidence chain was checkpointed (aggregate `chain`, id `log`, no tenant).
 ///
-/// `link` is the hash chain's value after the event at position `to`; `digests` holds the first
-/// eight bytes of the digest of every event in `from..=to`, so a verifier can name the first
-/// event that changed. The service's signing key signs all of it. How links, digests and the
-/// signed statement are computed is specified in the `idstream-chain` crate.
+/// `link` is the hash chain's value after the event at position `to`; `links` holds the first
+/// eight bytes of the chain's value after every event in `from..=to`, so a verifier can name the
+/// first event that changed. The service's signing key signs all of it. How links and the signed
+/// statement are computed is specified in the `idstream-chain` crate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChainCheckpointed {
@@ -588,8 +588,9 @@ pub struct ChainCheckpointed {
     pub to: u64,
     /// The chain link after position `to`: SHA-256, 64 lower-case hex digits.
     pub link: String,
-    /// The 8-byte digest prefixes of positions `from..=to`, concatenated, in standard base64.
-    pub digests: String,
+    /// The first 8 bytes of the link after each of positions `from..=to`, concatenated, in
+    /// standard base64.
+    pub links: String,
     /// The id (RFC 7638 thumbprint) of the Ed25519 key that signed.
     pub key: String,
     /// That key's public half, base64url without padding (a JWK's `x`).

@@ -125,9 +125,8 @@ impl Access {
             {
                 continue;
             }
-            if !members.contains_key(&user) {
-                let blank = self.blank(user)?;
-                members.insert(user, blank);
+            if let std::collections::btree_map::Entry::Vacant(slot) = members.entry(user) {
+                slot.insert(self.blank(user)?);
             }
             if let Some(member) = members.get_mut(&user) {
                 member.records.push(holding);

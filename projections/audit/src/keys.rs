@@ -8,13 +8,13 @@
 //! | key | value | |
 //! | --- | --- | --- |
 //! | `e/<pos>` | the entry (JSON) | |
-//! | `t/<scope>/<pos>` | – | a tenant's entries; scope `_`: events without a tenant |
-//! | `T/<scope>/<type>/<pos>` | – | a tenant's entries of one event type |
+//! | `t/<tenant>/<pos>` | – | a tenant's entries |
+//! | `T/<tenant>/<type>/<pos>` | – | a tenant's entries of one event type |
 //! | `y/<type>/<pos>` | – | every entry of one event type |
 //! | `a/<actor kind>/<actor id>/<pos>` | – | by actor |
 //! | `s/<user>/<pos>` | – | by subject user |
-//! | `g/<aggregate type>/<aggregate id>/<pos>` | – | by aggregate |
-//! | `m/<ms>` | position | time index: first position whose high-water time reached `ms` |
+//! | `g/<aggregate type>/<aggregate id>/<pos>` | – | by aggregate, except those named by their subject user (see [`user_keyed`]) |
+//! | `m/<second>` | position | time index: first position whose high-water time reached that second |
 //! | `c/clock` | [`crate::fold::Clock`] | high-water time and the largest step back in time |
 //! | `mb/<user>/<tenant>` | membership | the tenants whose auditors see the user's global events |
 //! | `ses/<session>` | user and tenant | |
@@ -34,8 +34,15 @@ pub(crate) const TIME: &[u8] = b"m/";
 pub(crate) const CLOCK: &[u8] = b"c/clock";
 /// The prefix of the erased users.
 pub(crate) const ERASED: &[u8] = b"x/";
-/// The scope of events that have no tenant of their own.
-pub(crate) const GLOBAL_SCOPE: &str = "_";
+
+/// Aggregates whose id is the user their events are about: the subject index lists them, so
+/// the aggregate index leaves out the events whose subject is that user.
+pub(crate) fn user_keyed(kind: AggregateType) -> bool {
+    matches!(
+        kind,
+        AggregateType::User | AggregateType::Credentials | AggregateType::Membership
+    )
+}
 
 fn push_part(key: &mut Vec<u8>, part: &str) {
     for byte in part.bytes() {
@@ -108,10 +115,10 @@ pub(crate) fn aggregate(kind: AggregateType, id: &str) -> Vec<u8> {
     prefix("g", &[kind.as_str(), id])
 }
 
-/// Milliseconds since the epoch, ordered as unsigned big-endian bytes.
-pub(crate) fn time(ms: i64) -> Vec<u8> {
+/// A time bucket (see `fold::bucket`), ordered as unsigned big-endian bytes.
+pub(crate) fn time(bucket: i64) -> Vec<u8> {
     let mut key = TIME.to_vec();
-    key.extend_from_slice(&((ms as u64) ^ (1 << 63)).to_be_bytes());
+    key.extend_from_slice(&((bucket as u64) ^ (1 << 63)).to_be_bytes());
     key
 }
 

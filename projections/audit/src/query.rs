@@ -14,7 +14,7 @@ use idstream_domain::events::CATALOGUE;
 use idstream_domain::{ActorKind, AggregateType, UserId};
 use idstream_eventlog::Position;
 
-use crate::fold::{Clock, Stored, USER_ERASED, millis, nanos};
+use crate::fold::{Clock, Stored, USER_ERASED, bucket, nanos};
 use crate::keys;
 use crate::{
     AuditError, AuditFilter, AuditPage, AuditQuery, Cursor, MAX_LIMIT, Order, SCAN_BUDGET, Scope,
@@ -262,24 +262,24 @@ impl Audit {
         if filter.from.is_none() && filter.to.is_none() {
             return Ok(Some((lo, hi)));
         }
-        let clock: Clock = match self.tree.get(keys::CLOCK)? {
+        let clock = match self.tree.get(keys::CLOCK)? {
             None => Clock::default(),
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| AuditError::Corrupt {
+            Some(bytes) => Clock::decode(&bytes).ok_or_else(|| AuditError::Corrupt {
                 key: "c/clock".into(),
-                reason: e.to_string(),
+                reason: format!("{} bytes, not a clock", bytes.len()),
             })?,
         };
         if let Some(from) = filter.from {
-            match self.first_reaching(millis(nanos(from)))? {
+            match self.first_reaching(bucket(nanos(from)))? {
                 Some(position) => lo = lo.max(position),
                 None => return Ok(None),
             }
         }
         if let Some(to) = filter.to {
             let limit = nanos(to).saturating_add(clock.max_skew_ns);
-            let last_ms = millis(limit.saturating_sub(1));
-            if last_ms < i64::MAX
-                && let Some(position) = self.first_reaching(last_ms + 1)?
+            let last = bucket(limit.saturating_sub(1));
+            if last < i64::MAX
+                && let Some(position) = self.first_reaching(last + 1)?
             {
                 hi = hi.min(position.saturating_sub(1));
             }
@@ -287,9 +287,9 @@ impl Audit {
         Ok((lo <= hi).then_some((lo, hi)))
     }
 
-    /// The first position whose high-water time reached `ms`.
-    fn first_reaching(&self, ms: i64) -> Result<Option<Position>, AuditError> {
-        match self.tree.range(keys::time(ms)..).next() {
+    /// The first position whose high-water time reached the bucket.
+    fn first_reaching(&self, bucket: i64) -> Result<Option<Position>, AuditError> {
+        match self.tree.range(keys::time(bucket)..).next() {
             Some(found) => {
                 let (key, value) = found?;
                 if !key.starts_with(keys::TIME) {
@@ -438,9 +438,10 @@ fn paths(filter: &AuditFilter) -> Option<Vec<Path>> {
             Some(types)
         }
     };
+    // The global scope has no index of its own: its events are found through the others (or
+    // the entries), and the scope is checked on each.
     let scope = match &filter.scope {
-        Scope::All => None,
-        Scope::Global => Some(keys::GLOBAL_SCOPE),
+        Scope::All | Scope::Global => None,
         Scope::Tenant(tenant) => Some(tenant.as_str()),
     };
     let mut paths: Vec<Path> = Vec::new();
@@ -459,7 +460,14 @@ fn paths(filter: &AuditFilter) -> Option<Vec<Path>> {
         paths.push(vec![keys::subject(subject)]);
     }
     if let (Some(kind), Some(id)) = (filter.aggregate_type, &filter.aggregate_id) {
-        paths.push(vec![keys::aggregate(kind, id)]);
+        let mut path = vec![keys::aggregate(kind, id)];
+        // The events of an aggregate named by its user are listed under that subject.
+        if keys::user_keyed(kind)
+            && let Ok(user) = id.parse::<UserId>()
+        {
+            path.push(keys::subject(&user));
+        }
+        paths.push(path);
     }
     if paths.is_empty() {
         paths.push(vec![keys::ENTRIES.to_vec()]);
