@@ -622,6 +622,16 @@ async fn hr_sync_invites_joiners_renames_and_deactivates_leavers_and_a_second_ru
         .to_string(),
     )
     .unwrap();
+    // Ada has a picture: a rename by the sync keeps it.
+    let ada_id = now["ada@example.com"]["user"]["id"].as_str().unwrap().to_owned();
+    let picture = svc
+        .send(
+            svc.request(reqwest::Method::PUT, &format!("/v1/users/{ada_id}/profile"))
+                .json(&json!({"first_name": "Ada", "last_name": "Lovelace",
+                              "image_url": "https://example.com/ada.png"})),
+        )
+        .await;
+    assert_eq!(picture.status, 200, "{picture:?}");
     let (code, report) = hr_sync(&svc, &key, &feed).await;
     assert_eq!(code, 0, "{report}");
     assert_eq!(report["failed"], 0, "{report}");
@@ -633,6 +643,10 @@ async fn hr_sync_invites_joiners_renames_and_deactivates_leavers_and_a_second_ru
     assert_eq!(report["changes"], 6, "{report}");
     let now = members(&svc).await;
     assert_eq!(now["ada@example.com"]["user"]["last_name"], "King");
+    assert_eq!(
+        now["ada@example.com"]["user"]["image_url"], "https://example.com/ada.png",
+        "{now:?}"
+    );
     assert_eq!(now["bob@example.com"]["user"]["status"], "inactive");
     assert_eq!(now["carl@example.com"]["user"]["status"], "inactive");
     assert_eq!(

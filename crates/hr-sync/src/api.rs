@@ -330,19 +330,28 @@ impl Api {
         .map(drop)
     }
 
-    /// Replaces the user's names. The profile endpoint replaces the whole profile, and the API
-    /// shows administrators neither the picture URL nor the notification choices, so those are
-    /// reset (see the crate documentation).
+    /// Replaces the user's names. The profile endpoint replaces the whole profile, so the
+    /// picture URL and notification choices are read first and sent back unchanged.
     pub async fn rename(
         &self,
         user: &str,
         first_name: &str,
         last_name: &str,
     ) -> Result<(), ApiError> {
+        let (_, current) = self
+            .send(Method::GET, &format!("/v1/users/{user}"), None)
+            .await?;
+        let mut profile = json!({"first_name": first_name, "last_name": last_name});
+        if let Some(url) = current.get("image_url").filter(|v| v.is_string()) {
+            profile["image_url"] = url.clone();
+        }
+        if let Some(notifications) = current.get("notifications").filter(|v| v.is_object()) {
+            profile["notifications"] = notifications.clone();
+        }
         self.send(
             Method::PUT,
             &format!("/v1/users/{user}/profile"),
-            Some(json!({"first_name": first_name, "last_name": last_name})),
+            Some(profile),
         )
         .await
         .map(drop)

@@ -11,8 +11,8 @@
 //! It must never read the event log or write anything but through the public HTTP API, so every
 //! rule of the service (permissions, the last-administrator rule, idempotency) applies to it.
 //!
-//! Known limit: the profile endpoint replaces the whole profile and administrators cannot read a
-//! user's picture URL or notification choices, so a rename resets those two.
+//! A rename keeps the user's picture URL and notification choices: the profile endpoint replaces
+//! the whole profile, so they are read and sent back unchanged.
 
 pub mod api;
 pub mod cli;

@@ -1008,6 +1008,22 @@ fn filtered_pages_list_exactly_what_a_plain_filter_finds_in_both_orders_and_both
             to: Some(late),
             ..AuditFilter::scope(Scope::All)
         },
+        // Aggregates named by their user are found through the subject index.
+        AuditFilter {
+            aggregate_type: Some(AggregateType::Credentials),
+            aggregate_id: Some(u(5).to_string()),
+            ..AuditFilter::scope(Scope::All)
+        },
+        AuditFilter {
+            aggregate_type: Some(AggregateType::Membership),
+            aggregate_id: Some(u(9).to_string()),
+            ..tenant_scope("acme")
+        },
+        AuditFilter {
+            aggregate_type: Some(AggregateType::Session),
+            subject: Some(u(4)),
+            ..AuditFilter::scope(Scope::Global)
+        },
     ];
     let mut non_empty = 0;
     for filter in filters {
@@ -1038,7 +1054,7 @@ fn filtered_pages_list_exactly_what_a_plain_filter_finds_in_both_orders_and_both
     }
     // Three find nothing on purpose: u(7) was never in acme, sessions have no SignInFailed, and
     // an empty time range.
-    assert_eq!(non_empty, 15, "the other filters find something");
+    assert_eq!(non_empty, 18, "the other filters find something");
 }
 
 #[test]

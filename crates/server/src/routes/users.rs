@@ -65,7 +65,12 @@ pub struct User {
     pub email: String,
     pub first_name: String,
     pub last_name: String,
-    /// `invited`, `active`, `suspended` or `inactive`
+    /// The user's picture (an http(s) URL), if they gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<String>,
+    /// Notification topics the user wants (`true`) or not (`false`).
+    pub notifications: std::collections::BTreeMap<String, bool>,
+    /// `invited`, `active`, `suspended`, `inactive` or `erased`
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suspended_until: Option<String>,
@@ -92,6 +97,8 @@ impl User {
             email: view.email,
             first_name: view.first_name,
             last_name: view.last_name,
+            image_url: view.image_url,
+            notifications: view.notifications,
             status: match status {
                 idstream_directory::UserStatus::Invited => "invited",
                 idstream_directory::UserStatus::Active => "active",
