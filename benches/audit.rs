@@ -18,7 +18,7 @@
 //! taken in alternating rounds after an untimed warm-up round.
 //!
 //! ```text
-//! cargo bench --bench audit                        # 1M events; about 2 minutes to fold
+//! cargo bench --bench audit                        # 1M events; about 3 minutes
 //! AUDIT_BENCH_EVENTS=200000 cargo bench --bench audit
 //! ```
 //! `AUDIT_BENCH_SAMPLES` (default 2000) sets the samples per kind.
@@ -168,7 +168,7 @@ impl World {
         let setup = p - TENANTS;
         if setup < 2 * users() {
             let n = setup / 2;
-            return if setup % 2 == 0 {
+            return if setup.is_multiple_of(2) {
                 self.event(
                     None,
                     AggregateType::User,

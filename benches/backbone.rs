@@ -752,11 +752,18 @@ async fn rebuild_rate(
     let rss_before = peak_rss_kib();
     let started = Instant::now();
     let replayed = replays
-        .at(idstream_app::replay::AsOf::Position(middle), u64::MAX, |_, _| {})
+        .at(
+            idstream_app::replay::AsOf::Position(middle),
+            u64::MAX,
+            |_, _| {},
+        )
         .await
         .map_err(|e| anyhow!("replaying: {e}"))?;
     let replay_elapsed = started.elapsed();
-    ensure!(replayed.info.position == middle, "the replay stops at the middle");
+    ensure!(
+        replayed.info.position == middle,
+        "the replay stops at the middle"
+    );
     drop(replayed);
     let past = middle as f64 / replay_elapsed.as_secs_f64();
     let rss_after = peak_rss_kib();

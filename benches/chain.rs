@@ -8,8 +8,9 @@
 //!
 //! It fills an embedded log (temporary directory) with realistic events (user registrations,
 //! role assignments, tenant renames; about 400 bytes of envelope JSON each), with a signed
-//! checkpoint after every 1000 of them written by the real checkpoint writer, then reads the
-//! stored bytes of every event into memory and times, in alternating rounds:
+//! checkpoint after every 1000 of them (the service's default) written by the real checkpoint
+//! writer, then reads the stored bytes of every event into memory and times, in alternating
+//! rounds:
 //!
 //! - **chain verification**: [`Verifier`] over every event: the per-event digest, the link,
 //!   parsing and checking every checkpoint (signature, digests, link);
@@ -20,12 +21,15 @@
 //!
 //! The ratio is chain bytes/s ÷ raw bytes/s; the target is ≥ 0.5×. Also (info): `verify_log`
 //! end to end over the embedded log (reading included), and the checkpoint writer's rate.
-//! Knobs: `IDSTREAM_BENCH_CHAIN_EVENTS` (200000), `IDSTREAM_BENCH_CHAIN_ROUNDS` (5).
+//! Knobs: `IDSTREAM_BENCH_CHAIN_EVENTS` (200000), `IDSTREAM_BENCH_CHAIN_ROUNDS` (5),
+//! `IDSTREAM_BENCH_CHAIN_EVERY` (1000 events per checkpoint).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use idstream_chain::{CheckpointPolicy, Checkpointer, TrustedKeys, Verifier, verify_log};
+use idstream_chain::{
+    Checkpoint, CheckpointPolicy, Checkpointer, TrustedKeys, Verifier, verify_log,
+};
 use idstream_domain::events::{RoleAssigned, TenantRenamed, UserRegistered};
 use idstream_domain::{Actor, AggregateType, DomainEvent, EventEnvelope, Metadata, StreamKey};
 use idstream_eventlog::embedded::{EmbeddedLog, EmbeddedOptions};
@@ -105,6 +109,7 @@ fn rate(n: u64, elapsed: Duration) -> f64 {
 fn main() -> anyhow::Result<()> {
     let events = knob("IDSTREAM_BENCH_CHAIN_EVENTS", 200_000).max(1000) / 100 * 100;
     let rounds = knob("IDSTREAM_BENCH_CHAIN_ROUNDS", 5).max(1);
+    let every = knob("IDSTREAM_BENCH_CHAIN_EVERY", 1000).max(100) / 100 * 100;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -118,9 +123,9 @@ fn main() -> anyhow::Result<()> {
                 .await?,
         );
 
-        // --- the log, with a checkpoint after every 1000 events ---
+        // --- the log, with a checkpoint after every `every` events ---
         let policy = CheckpointPolicy {
-            every_events: 1000,
+            every_events: every,
             every: Duration::from_secs(3600),
             ..CheckpointPolicy::default()
         };
@@ -128,7 +133,7 @@ fn main() -> anyhow::Result<()> {
         let mut writing = Duration::ZERO;
         for i in 0..events / 100 {
             log.append(batch(i), Expected::Any, None).await?;
-            if (i + 1) % 10 == 0 {
+            if (i + 1) % (every / 100) == 0 {
                 let start = Instant::now();
                 writer.tick().await?;
                 writing += start.elapsed();
@@ -224,6 +229,25 @@ fn main() -> anyhow::Result<()> {
             "(info) the links alone, no checks:   {:>9.0} events/s  {:>7.1} MB/s",
             rate(n, links_best),
             rate(bytes, links_best) / 1e6
+        );
+        // What one checkpoint costs the verifier: decoding it, and checking its signature.
+        let stored: Vec<&RawEvent> = raw
+            .iter()
+            .filter(|e| e.subject == idstream_chain::CHAIN_SUBJECT)
+            .collect();
+        let start = Instant::now();
+        let decoded: Vec<Checkpoint> = stored
+            .iter()
+            .map(|e| Checkpoint::decode(&e.bytes).map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<_>>()?;
+        let decoding = start.elapsed() / decoded.len() as u32;
+        let start = Instant::now();
+        anyhow::ensure!(decoded.iter().all(Checkpoint::signature_is_valid));
+        let signing = start.elapsed() / decoded.len() as u32;
+        println!(
+            "(info) per checkpoint: decoding {:.0} µs, signature {:.0} µs",
+            decoding.as_secs_f64() * 1e6,
+            signing.as_secs_f64() * 1e6
         );
         let ratio = chain_bps / raw_bps;
         println!(

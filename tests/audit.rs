@@ -568,3 +568,58 @@ async fn an_auditor_sees_the_trail_of_their_tenant_and_nothing_of_another() {
         assert_no_personal_data(line);
     }
 }
+
+/// On JetStream the command answers while the service runs and holds its read models: it folds
+/// the stream into a temporary store, and gives the same entries as the HTTP API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_jetstream_the_command_line_reads_the_trail_while_the_service_runs() {
+    let nats = crate::support::nats::NatsServer::spawn();
+    let dir = tempfile::tempdir().unwrap();
+    Service::bootstrap(
+        dir.path(),
+        Some(&nats.url()),
+        "acme",
+        ADMIN_EMAIL,
+        ADMIN_PASSWORD,
+    )
+    .await;
+    let svc = Service::jetstream(dir.path(), &nats.url()).await;
+    let (bob, _) = svc.create_user("acme", BOB_EMAIL, &["user"]).await;
+    svc.post(&format!("/v1/users/{bob}/suspend"), json!({}))
+        .await;
+    let http = trail(&svc, ADMIN_TOKEN, "tenant=acme&order=oldest&limit=500").await;
+    let http_positions: Vec<u64> = items(&http)
+        .iter()
+        .map(|i| i["position"].as_u64().unwrap())
+        .collect();
+
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_idstream"))
+        .args(["audit", "events", "--tenant", "acme", "--order", "oldest"])
+        .args(["--limit", "500", "--json"])
+        .env("IDSTREAM_DATA_DIR", dir.path())
+        .env("IDSTREAM_NATS_URL", nats.url())
+        .env("IDSTREAM_LOG", "warn")
+        .env_remove("IDSTREAM_CONFIG")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("are in use"), "{stderr}");
+    let page: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let cli_positions: Vec<u64> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["position"].as_u64().unwrap())
+        .collect();
+    assert_eq!(cli_positions, http_positions);
+    assert!(
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["type"] == "UserSuspended" && i["subject"] == bob.as_str())
+    );
+    assert_no_personal_data(&page.to_string());
+}

@@ -194,9 +194,14 @@ impl Verdict {
 }
 
 async fn verify(data_dir: &Path, nats_url: Option<&str>) -> Verdict {
+    verify_with(data_dir, nats_url, &[]).await
+}
+
+async fn verify_with(data_dir: &Path, nats_url: Option<&str>, args: &[&str]) -> Verdict {
     let mut command = Command::new(env!("CARGO_BIN_EXE_idstream"));
     command
         .args(["audit", "verify"])
+        .args(args)
         .env("IDSTREAM_DATA_DIR", data_dir)
         .env("IDSTREAM_LOG", "warn")
         .env_remove("IDSTREAM_NATS_URL")
@@ -434,6 +439,8 @@ async fn a_log_verifies_across_signing_key_rotations_after_the_old_keys_are_prun
         .await
         .unwrap();
     let first = keys.signing().current().kid().to_owned();
+    let first_jwks = data.path().join("first-jwks.json");
+    std::fs::write(&first_jwks, keys.signing().jwks().to_string()).unwrap();
     for days in [40, 80] {
         let rotated = keys
             .rotate_signing(now + time::Duration::days(days))
@@ -450,11 +457,30 @@ async fn a_log_verifies_across_signing_key_rotations_after_the_old_keys_are_prun
     svc.checkpointed_after(last).await;
     svc.stop().await;
 
-    let (events, after, _) = verify(data.path(), None).await.verified();
+    let summary = verify(data.path(), None).await.verified();
+    let (events, after, _) = summary;
     assert!(
         after > before,
         "{before} → {after} checkpoints in {events} events"
     );
+
+    // The same with the service's published keys handed over as a JWK Set…
+    let keys = Keys::load_or_create(
+        std::sync::Arc::new(FileKeyStore::open(data.path().join("keys")).unwrap()),
+        now,
+        time::Duration::minutes(5),
+    )
+    .await
+    .unwrap();
+    let jwks = data.path().join("jwks.json");
+    std::fs::write(&jwks, keys.signing().jwks().to_string()).unwrap();
+    let with_jwks = verify_with(data.path(), None, &["--jwks", jwks.to_str().unwrap()]).await;
+    assert_eq!(with_jwks.verified(), summary);
+    // …while trusting only the first, long pruned key vouches for nothing after the last
+    // checkpoint it signed.
+    let stale = verify_with(data.path(), None, &["--jwks", first_jwks.to_str().unwrap()]).await;
+    assert!(stale.first_mismatch() > 1, "{stale:#?}");
+    assert!(stale.stdout.contains("not a trusted key"), "{stale:#?}");
 }
 
 // ---------------------------------------------------------------------------------------------

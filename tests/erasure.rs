@@ -220,7 +220,9 @@ async fn who_could_read_p1_then_and_why(svc: &Service, w: &World) {
     for name in ["directory", "access"] {
         let position = live[name]["position"].as_u64().unwrap();
         let replayed = svc
-            .get(&format!("/v1/audit/access-review?tenant=acme&position={position}"))
+            .get(&format!(
+                "/v1/audit/access-review?tenant=acme&position={position}"
+            ))
             .await;
         assert_eq!(replayed.status, 200, "{replayed:?}");
         assert_eq!(replayed.body["as_of"]["position"], position);
@@ -349,24 +351,64 @@ async fn on_the_embedded_log_erasure_shreds_personal_data_and_replays_answer_who
     let granted_at = w.granted_at.to_string();
     let who = idstream(
         &data,
-        &["audit", "who-could", "--tenant", "acme", "--permission", "entity.project:read",
-          "--record", "P1", "--as-of", &granted_at],
+        &[
+            "audit",
+            "who-could",
+            "--tenant",
+            "acme",
+            "--permission",
+            "entity.project:read",
+            "--record",
+            "P1",
+            "--as-of",
+            &granted_at,
+        ],
     )
     .await;
     let who: Value = serde_json::from_str(&who).unwrap();
     assert_eq!(who["as_of"]["position"], w.granted_at);
-    assert!(who["holders"].as_array().unwrap().iter().any(|h| h["user"] == w.ada.as_str()), "{who}");
-    let csv = idstream(&data, &["audit", "export", "--tenant", "acme", "--as-of", &granted_at]).await;
+    assert!(
+        who["holders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["user"] == w.ada.as_str()),
+        "{who}"
+    );
+    let csv = idstream(
+        &data,
+        &[
+            "audit",
+            "export",
+            "--tenant",
+            "acme",
+            "--as-of",
+            &granted_at,
+        ],
+    )
+    .await;
     assert!(csv.starts_with("tenant,user,email,status,kind"), "{csv}");
-    assert!(csv.contains(&format!("acme,{},", w.ada)) && csv.contains(",record_grant,"), "{csv}");
+    assert!(
+        csv.contains(&format!("acme,{},", w.ada)) && csv.contains(",record_grant,"),
+        "{csv}"
+    );
     assert!(!csv.contains(CANARY), "{csv}");
     let out = data.join("past");
     let digests = idstream(
         &data,
-        &["replay", "--as-of", &granted_at, "--out", out.to_str().unwrap()],
+        &[
+            "replay",
+            "--as-of",
+            &granted_at,
+            "--out",
+            out.to_str().unwrap(),
+        ],
     )
     .await;
-    assert!(digests.contains("access ") && digests.contains("directory "), "{digests}");
+    assert!(
+        digests.contains("access ") && digests.contains("directory "),
+        "{digests}"
+    );
     for kept in ["log", "keys", "replays"] {
         assert_eq!(
             files_containing(&data.join(kept), CANARY),

@@ -623,7 +623,10 @@ async fn hr_sync_invites_joiners_renames_and_deactivates_leavers_and_a_second_ru
     )
     .unwrap();
     // Ada has a picture: a rename by the sync keeps it.
-    let ada_id = now["ada@example.com"]["user"]["id"].as_str().unwrap().to_owned();
+    let ada_id = now["ada@example.com"]["user"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let picture = svc
         .send(
             svc.request(reqwest::Method::PUT, &format!("/v1/users/{ada_id}/profile"))

@@ -110,6 +110,11 @@ impl Service {
             .env("IDSTREAM_LISTEN", "127.0.0.1:0")
             .env("IDSTREAM_DATA_DIR", &self.data_dir)
             .env("IDSTREAM_ADMIN_TOKEN", ADMIN_TOKEN)
+            // No chain checkpoint appears by itself in the middle of a test (one every thousand
+            // events or minute by default): tests count events and compare positions. The
+            // chain tests (tests/chain.rs) set their own policy.
+            .env("IDSTREAM_CHAIN_CHECKPOINT_EVENTS", "1000000000")
+            .env("IDSTREAM_CHAIN_CHECKPOINT_SECONDS", "86400")
             // IDSTREAM_TEST_LOG=debug shows the service's logs of a failing test.
             .env(
                 "IDSTREAM_LOG",

@@ -54,10 +54,18 @@ impl Progress {
             return;
         }
         self.last = Instant::now();
-        let share = if target == 0 { 1.0 } else { done as f64 / target as f64 };
+        let share = if target == 0 {
+            1.0
+        } else {
+            done as f64 / target as f64
+        };
         let rate = done as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
         let filled = (share * 30.0).round() as usize;
-        let bar = format!("[{}{}]", "#".repeat(filled), ".".repeat(30 - filled.min(30)));
+        let bar = format!(
+            "[{}{}]",
+            "#".repeat(filled),
+            ".".repeat(30 - filled.min(30))
+        );
         let line = format!(
             "{}: {bar} {done}/{target} events ({:.1}%, {rate:.0}/s)",
             self.label,
@@ -88,7 +96,10 @@ pub struct AsOfArgs {
 async fn replay(
     common: Common,
     args: &AsOfArgs,
-) -> anyhow::Result<(std::sync::Arc<idstream_app::replay::Replay>, Option<tempfile::TempDir>)> {
+) -> anyhow::Result<(
+    std::sync::Arc<idstream_app::replay::Replay>,
+    Option<tempfile::TempDir>,
+)> {
     let config = common.config()?;
     let as_of = match &args.as_of {
         Some(text) => parse_as_of(text)?,
@@ -105,7 +116,9 @@ async fn replay(
     let replays = Replays::new(dir, log);
     let mut progress = Progress::new("replay");
     let replay = replays
-        .at(as_of, u64::MAX, |done, target| progress.report(done, target))
+        .at(as_of, u64::MAX, |done, target| {
+            progress.report(done, target)
+        })
         .await
         .map_err(|e| anyhow::anyhow!("replaying the log: {e}"))?;
     Ok((replay, temporary))
@@ -222,7 +235,8 @@ pub async fn who_could(args: WhoCouldArgs) -> anyhow::Result<()> {
         .parse()
         .map_err(|e| anyhow::anyhow!("--record: {e}"))?;
     let (replay, temporary) = replay(args.common, &args.moment).await?;
-    let found = holders(&replay, &tenant, &permission, &record).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let found =
+        holders(&replay, &tenant, &permission, &record).map_err(|e| anyhow::anyhow!("{e}"))?;
     let body = serde_json::json!({
         "as_of": {"position": replay.info.position,
                   "time": replay.info.time.and_then(|t| t.format(&Rfc3339).ok())},
