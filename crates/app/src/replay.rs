@@ -392,6 +392,26 @@ pub fn emails(
     Ok(emails)
 }
 
+/// The review's members as JSON, each with their address as the directory had it.
+pub fn review_members_json(review: &Review) -> serde_json::Value {
+    let members = review
+        .review
+        .members
+        .iter()
+        .map(|member| {
+            let mut value = serde_json::to_value(member).unwrap_or_default();
+            if let Some(object) = value.as_object_mut() {
+                object.insert(
+                    "email".into(),
+                    review.emails.get(&member.user).cloned().into(),
+                );
+            }
+            value
+        })
+        .collect();
+    serde_json::Value::Array(members)
+}
+
 /// The review as CSV: one row per holding, with the event that established it.
 pub fn review_csv(review: &Review) -> String {
     let mut out = String::from(

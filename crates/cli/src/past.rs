@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use idstream_app::replay::{AsOf, Replays, holders, review_csv, review_of};
+use idstream_app::replay::{AsOf, Replays, holders, review_csv, review_members_json, review_of};
 use idstream_domain::TenantId;
 use idstream_domain::access::{Permission, RecordId};
 use time::OffsetDateTime;
@@ -177,16 +177,7 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
     if args.format == "csv" {
         print!("{}", review_csv(&review));
     } else {
-        let mut members = serde_json::to_value(&review.review.members)?;
-        if let Some(list) = members.as_array_mut() {
-            for member in list {
-                let email = member["user"]
-                    .as_str()
-                    .and_then(|u| u.parse().ok())
-                    .and_then(|u| review.emails.get(&u).cloned());
-                member["email"] = email.into();
-            }
-        }
+        let members = review_members_json(&review);
         let body = serde_json::json!({
             "as_of": {"position": replay.info.position,
                       "time": replay.info.time.and_then(|t| t.format(&Rfc3339).ok())},

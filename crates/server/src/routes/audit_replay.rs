@@ -16,7 +16,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use idstream_app::replay::{AsOf, ExplainedHolder, ReplayInfo, review_csv};
+use idstream_app::replay::{AsOf, ExplainedHolder, ReplayInfo, review_csv, review_members_json};
 use idstream_domain::access::{Permission, RecordId};
 use idstream_domain::{TenantId, UserId};
 use serde::{Deserialize, Serialize};
@@ -253,19 +253,7 @@ pub async fn access_review(
         )
             .into_response());
     }
-    let mut members = serde_json::to_value(&review.review.members).unwrap_or_default();
-    if let Some(list) = members.as_array_mut() {
-        for member in list {
-            let email = member
-                .get("user")
-                .and_then(|u| u.as_str())
-                .and_then(|u| u.parse::<UserId>().ok())
-                .and_then(|u| review.emails.get(&u).cloned());
-            if let Some(object) = member.as_object_mut() {
-                object.insert("email".into(), email.into());
-            }
-        }
-    }
+    let members = review_members_json(&review);
     Ok(Json(serde_json::json!({
         "as_of": info.map(AsOfBody::from),
         "tenant": review.review.tenant,
