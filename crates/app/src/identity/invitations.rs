@@ -97,6 +97,9 @@ impl App {
                 created.id.parse().map_err(internal)?
             }
         };
+        // The read model must hold every invitation the log holds, or one sent a moment ago
+        // would be missed and a second one sent.
+        self.catch_up().await?;
         if self
             .identity()
             .open_invitation_of(&tenant, &user)
