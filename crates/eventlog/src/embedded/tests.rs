@@ -211,8 +211,17 @@ async fn damage_followed_by_a_later_batch_refuses_to_open() {
         .unwrap();
     drop(log);
 
-    let file = OpenOptions::new().write(true).open(&path).unwrap();
-    file.write_all_at(b"X", damaged_at + 30).unwrap();
+    // Flip a byte (writing a fixed one would change nothing when the random ids put that very
+    // byte there already).
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, damaged_at + 30).unwrap();
+    file.write_all_at(&[byte[0] ^ 0x01], damaged_at + 30)
+        .unwrap();
     match EmbeddedLog::open(dir.path(), EmbeddedOptions::default()).await {
         Err(LogError::Corrupt(message)) => {
             assert!(message.contains(&segment_file_name(1)), "{message}");
