@@ -10,7 +10,6 @@
 //! lifecycle) is decided by the audit projection: see `idstream_audit`.
 
 use idstream_audit::{Audit, AuditPage, AuditQuery, Scope};
-use idstream_domain::access::Action;
 
 use crate::{App, AppError, CommandContext};
 
@@ -32,9 +31,7 @@ impl App {
         match &query.filter.scope {
             Scope::Tenant(tenant) => {
                 // Authorised first, so that nobody learns from the answer which tenants exist.
-                self.authorize_named(ctx, tenant, "audit", Action::Read)
-                    .await?;
-                self.require_tenant(tenant).await?;
+                self.authorize_audit_read(ctx, tenant).await?;
             }
             Scope::All | Scope::Global => self.authorize_platform_admin(ctx).await?,
         }

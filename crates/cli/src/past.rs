@@ -124,6 +124,15 @@ async fn replay(
     Ok((replay, temporary))
 }
 
+/// The moment a replayed answer shows, as the HTTP endpoints give it.
+fn as_of_json(info: &idstream_app::replay::ReplayInfo) -> serde_json::Value {
+    serde_json::json!({
+        "position": info.position,
+        "time": info.time.and_then(|t| t.format(&Rfc3339).ok()),
+        "digests": info.digests,
+    })
+}
+
 fn describe(info: &idstream_app::replay::ReplayInfo) -> String {
     let time = info
         .time
@@ -179,8 +188,7 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
     } else {
         let members = review_members_json(&review);
         let body = serde_json::json!({
-            "as_of": {"position": replay.info.position,
-                      "time": replay.info.time.and_then(|t| t.format(&Rfc3339).ok())},
+            "as_of": as_of_json(&replay.info),
             "tenant": tenant,
             "members": members,
         });
@@ -229,8 +237,7 @@ pub async fn who_could(args: WhoCouldArgs) -> anyhow::Result<()> {
     let found =
         holders(&replay, &tenant, &permission, &record).map_err(|e| anyhow::anyhow!("{e}"))?;
     let body = serde_json::json!({
-        "as_of": {"position": replay.info.position,
-                  "time": replay.info.time.and_then(|t| t.format(&Rfc3339).ok())},
+        "as_of": as_of_json(&replay.info),
         "tenant": tenant,
         "permission": permission.to_string(),
         "record": record.to_string(),

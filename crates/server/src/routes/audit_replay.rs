@@ -123,7 +123,8 @@ pub struct ExplainAsOfBody {
 /// Explain a check as it would have been decided at a past moment.
 #[utoipa::path(get, path = "/v1/audit/as-of/explain", tag = "audit", params(ExplainAsOfQuery),
     responses((status = 200, body = ExplainAsOfBody), (status = 400, body = Problem),
-        (status = 403, body = Problem, description = "needs audit:read in the tenant")),
+        (status = 403, body = Problem, description = "needs audit:read in the tenant"),
+        (status = 404, body = Problem, description = "tenant_not_found")),
     security(("bearer" = [])))]
 pub async fn explain_as_of(
     State(state): State<AppState>,
@@ -177,7 +178,8 @@ pub struct HoldersAsOfBody {
 /// Who could use a permission on one record at a past moment, and why.
 #[utoipa::path(get, path = "/v1/audit/as-of/holders", tag = "audit", params(HoldersAsOfQuery),
     responses((status = 200, body = HoldersAsOfBody), (status = 400, body = Problem),
-        (status = 403, body = Problem, description = "needs audit:read in the tenant")),
+        (status = 403, body = Problem, description = "needs audit:read in the tenant"),
+        (status = 404, body = Problem, description = "tenant_not_found")),
     security(("bearer" = [])))]
 pub async fn holders_as_of(
     State(state): State<AppState>,
@@ -224,7 +226,8 @@ pub struct ReviewQuery {
 /// The access review of a tenant (JSON or CSV), now or at a past moment.
 #[utoipa::path(get, path = "/v1/audit/access-review", tag = "audit", params(ReviewQuery),
     responses((status = 200, description = "JSON: {as_of, tenant, members:[{user, email, status, roles, custom_permissions, records}]}; CSV: one row per holding"),
-        (status = 400, body = Problem), (status = 403, body = Problem, description = "needs audit:read in the tenant")),
+        (status = 400, body = Problem), (status = 403, body = Problem, description = "needs audit:read in the tenant"),
+        (status = 404, body = Problem, description = "tenant_not_found")),
     security(("bearer" = [])))]
 pub async fn access_review(
     State(state): State<AppState>,
