@@ -31,6 +31,10 @@
 //! (the load average is printed at the start and the end); the ratios, measured side by side, less
 //! so.
 
+/// The allocator of the `idstream` binary, so that what runs in process here runs as it does there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write as _};
@@ -803,23 +807,34 @@ async fn rebuild_rate(
     );
     drop(log);
     let apply_dir = scratch.join("apply-only");
-    let apply_elapsed = tokio::task::spawn_blocking(move || -> anyhow::Result<Duration> {
-        let db = sled::Config::new().path(&apply_dir).open()?;
-        let started = Instant::now();
-        for projection in projections() {
-            let tree = db.open_tree(projection.name())?;
-            for page in &pages {
-                apply_events(projection.as_ref(), &tree, page)?;
+    let (apply_elapsed, each) = tokio::task::spawn_blocking(
+        move || -> anyhow::Result<(Duration, Vec<(&'static str, Duration)>)> {
+            let db = sled::Config::new().path(&apply_dir).open()?;
+            let started = Instant::now();
+            let mut each = Vec::new();
+            for projection in projections() {
+                let tree = db.open_tree(projection.name())?;
+                let one = Instant::now();
+                for page in &pages {
+                    apply_events(projection.as_ref(), &tree, page)?;
+                }
+                each.push((projection.name(), one.elapsed()));
             }
-        }
-        db.flush()?;
-        Ok(started.elapsed())
-    })
+            db.flush()?;
+            Ok((started.elapsed(), each))
+        },
+    )
     .await??;
     println!(
         "  (info) breakdown: apply_events of those pages from memory into a fresh store, flushed: {}/s",
         rate(n as f64 / apply_elapsed.as_secs_f64())
     );
+    for (name, elapsed) in each {
+        println!(
+            "  (info)   {name} alone, one after the other on one thread: {}/s",
+            rate(n as f64 / elapsed.as_secs_f64())
+        );
+    }
 
     // (b) Raw sled: as many rows as events, of the mean key and value size the projections wrote.
     let rows = stored_rows(&dir).await?;

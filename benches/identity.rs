@@ -16,11 +16,15 @@
 //! Everything runs in this process on the embedded log in a temporary directory (fsync per
 //! group commit, as in production on one machine).
 
+/// The allocator of the `idstream` binary, so that what runs in process here runs as it does there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use idstream_app::identity::{AcceptInvitation, Bootstrap, InvitationRequest, SignIn};
-use idstream_app::{App, IdentityServices, SystemClock};
+use idstream_app::{App, Client, IdentityServices, SystemClock};
 use idstream_auth::{AccessSubject, Issuer, KeyRing, PasswordHasherPool};
 use idstream_eventlog::SharedLog;
 use idstream_eventlog::embedded::{EmbeddedLog, EmbeddedOptions};
@@ -130,7 +134,7 @@ async fn members(app: &App, dir: &std::path::Path, n: usize) -> anyhow::Result<V
                 token,
                 password: Some(PASSWORD.into()),
             },
-            None,
+            &Client::default(),
         )
         .await?;
         emails.push(email);
@@ -182,7 +186,7 @@ fn main() -> anyhow::Result<()> {
                 let emails = emails.clone();
                 async move {
                     let r = app
-                        .sign_in_password(&emails[w], PASSWORD.into(), None, None)
+                        .sign_in_password(&emails[w], PASSWORD.into(), None, &Client::default())
                         .await;
                     assert!(matches!(r, Ok(SignIn::Complete(_))), "{r:?}");
                 }
@@ -197,7 +201,7 @@ fn main() -> anyhow::Result<()> {
 
         // --- access-token authentication, one core ---
         let tokens = match app
-            .sign_in_password("admin@example.com", PASSWORD.into(), None, None)
+            .sign_in_password("admin@example.com", PASSWORD.into(), None, &Client::default())
             .await?
         {
             SignIn::Complete(t) => t,
@@ -255,7 +259,7 @@ fn main() -> anyhow::Result<()> {
         let mut sessions = Vec::new();
         for _ in 0..cores * 16 {
             match app
-                .sign_in_password("admin@example.com", PASSWORD.into(), None, None)
+                .sign_in_password("admin@example.com", PASSWORD.into(), None, &Client::default())
                 .await?
             {
                 SignIn::Complete(t) => sessions.push(t.refresh_token),

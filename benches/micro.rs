@@ -16,6 +16,10 @@
 //! After criterion's report, the ratios of the medians are printed. The medians are taken over
 //! criterion's own samples (every routine is timed with `iter_custom`, which records them).
 
+/// The allocator of the `idstream` binary, so that what runs in process here runs as it does there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::{Arc, Mutex};

@@ -11,8 +11,12 @@ use serde_json::{Value, json};
 use crate::support::nats::NatsServer;
 use crate::support::service::{Answer, Service};
 
-/// Appears only in the erased user's email, names and picture.
+/// Appears only in the erased user's email, names and picture, in the user agent of her
+/// sign-ins (the other personal data of a sign-in, the address, is 127.0.0.1 for everyone here),
+/// and in the mail the service spooled for her.
 const CANARY: &str = "zq7canary";
+
+const ADA_PASSWORD: &str = "Canary-Reset-Pass-1";
 
 async fn put(svc: &Service, path: &str, body: Value) -> Answer {
     svc.send(svc.request(Method::PUT, path).json(&body)).await
@@ -233,7 +237,79 @@ async fn who_could_read_p1_then_and_why(svc: &Service, w: &World) {
     }
 }
 
+/// Waits until the file mailer has written a message to `to`; returns its text.
+async fn mail_to(svc: &Service, to: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        if let Some(mail) = svc.mail().into_iter().find(|m| m.to == to) {
+            return mail.text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no mail to {to} arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Ada resets her password by email (so the spool holds mail to her address), mistypes it once
+/// and signs in, both from a browser whose user agent carries the canary; her sessions list it.
+async fn ada_signs_in_from_a_canary_browser(svc: &Service, w: &World) {
+    let email = format!("ada.{CANARY}@example.com");
+    let asked = svc
+        .post_anonymous("/v1/auth/password/reset-request", json!({ "email": email }))
+        .await;
+    assert_eq!(asked.status, 202, "{asked:?}");
+    let text = mail_to(svc, &email).await;
+    let start = text.find("idp_").expect("a reset token in the mail");
+    let token: String = text[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    let reset = svc
+        .post_anonymous(
+            "/v1/auth/password/reset",
+            json!({"user": w.ada, "token": token, "password": ADA_PASSWORD}),
+        )
+        .await;
+    assert_eq!(reset.status, 200, "{reset:?}");
+    let agent = format!("CanaryBrowser/{CANARY}");
+    let sign_in = |password: &str| {
+        svc.anonymous(Method::POST, "/v1/auth/sign-in")
+            .header("user-agent", &agent)
+            .json(&json!({"email": email, "password": password}))
+    };
+    svc.send(sign_in("wrong password"))
+        .await
+        .assert_problem(401, "invalid_credentials");
+    let tokens = svc.send(sign_in(ADA_PASSWORD)).await;
+    assert_eq!(tokens.status, 200, "{tokens:?}");
+    let access = tokens.body["access_token"].as_str().unwrap();
+    let own = svc
+        .send(
+            svc.request_as(access, Method::GET, "/v1/auth/sessions")
+                .header("X-Idstream-Min-Position", tokens.position()),
+        )
+        .await;
+    assert_eq!(
+        own.body["items"][0]["user_agent"],
+        agent.as_str(),
+        "{own:?}"
+    );
+    let listed = svc
+        .get_at(&format!("/v1/users/{}/sessions", w.ada), tokens.position())
+        .await;
+    assert_eq!(listed.status, 200, "{listed:?}");
+    assert_eq!(listed.body["items"][0]["user_agent"], agent.as_str());
+    assert_eq!(listed.body["items"][0]["ip"], "127.0.0.1");
+    assert!(
+        !files_containing(&svc.data_dir.join("mail"), CANARY).is_empty(),
+        "the spool holds mail to Ada"
+    );
+}
+
 async fn erasure_leaves_the_structure_and_nothing_personal(svc: &Service, w: &World) {
+    ada_signs_in_from_a_canary_browser(svc, w).await;
     let before = svc.get(&format!("/v1/users/{}", w.ada)).await;
     assert!(before.body.to_string().contains(CANARY), "{before:?}");
     let review = svc
@@ -255,6 +331,16 @@ async fn erasure_leaves_the_structure_and_nothing_personal(svc: &Service, w: &Wo
     assert_eq!(user.status, 200, "{user:?}");
     assert_eq!(user.body["status"], "erased", "{user:?}");
     assert!(!user.body.to_string().contains(CANARY), "{user:?}");
+    // Her sessions no longer say where she signed in from, and the mail spooled for her is gone.
+    let sessions = svc
+        .get_at(&format!("/v1/users/{}/sessions", w.ada), at)
+        .await;
+    assert!(!sessions.body.to_string().contains(CANARY), "{sessions:?}");
+    assert_eq!(
+        files_containing(&svc.data_dir.join("mail"), CANARY),
+        Vec::<String>::new(),
+        "the mail spool"
+    );
 
     // Nothing can be done to an erased user; their address is free again.
     let suspend = svc
@@ -339,9 +425,9 @@ async fn on_the_embedded_log_erasure_shreds_personal_data_and_replays_answer_who
     let w = world(&svc).await;
     who_could_read_p1_then_and_why(&svc, &w).await;
     erasure_leaves_the_structure_and_nothing_personal(&svc, &w).await;
-    // Not in the log, the keys or the replays the service keeps, not in its output, and not in
-    // read models rebuilt from the log. (The live sled store may keep superseded bytes until
-    // sled reuses the space, and the outgoing mail spool is not a record: both are excluded.)
+    // Not in the log, the keys, the replays or the mail spool the service keeps, not in its
+    // output, and not in read models rebuilt from the log. (The live sled store may keep
+    // superseded bytes until sled reuses the space: it is excluded.)
     svc.stop().await;
     the_raw_log_never_holds_personal_data_in_the_clear(&svc).await;
     let rebuilt = svc.replay().await;
@@ -409,7 +495,7 @@ async fn on_the_embedded_log_erasure_shreds_personal_data_and_replays_answer_who
         digests.contains("access ") && digests.contains("directory "),
         "{digests}"
     );
-    for kept in ["log", "keys", "replays"] {
+    for kept in ["log", "keys", "replays", "mail"] {
         assert_eq!(
             files_containing(&data.join(kept), CANARY),
             Vec::<String>::new(),
@@ -429,10 +515,13 @@ async fn on_jetstream_erasure_shreds_personal_data_and_replays_answer_who_could_
     the_raw_log_never_holds_personal_data_in_the_clear(&svc).await;
     who_could_read_p1_then_and_why(&svc, &w).await;
     erasure_leaves_the_structure_and_nothing_personal(&svc, &w).await;
-    assert_eq!(
-        files_containing(&dir.path().join("replays"), CANARY),
-        Vec::<String>::new()
-    );
+    for kept in ["replays", "mail"] {
+        assert_eq!(
+            files_containing(&dir.path().join(kept), CANARY),
+            Vec::<String>::new(),
+            "{kept}"
+        );
+    }
 }
 
 #[tokio::test]

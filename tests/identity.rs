@@ -1804,7 +1804,158 @@ async fn an_administrator_resends_and_withdraws_invitations_and_ends_a_users_ses
         .assert_problem(409, "not_locked");
 }
 
-// ----- revocation takes effect at once -----
+// ----- where sign-ins come from -----
+
+/// `GET path` with `bearer`, once the read models have reached `position`.
+async fn get_as_at(svc: &Service, bearer: &str, path: &str, position: u64) -> Answer {
+    svc.send(
+        svc.request_as(bearer, Method::GET, path)
+            .header("X-Idstream-Min-Position", position),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn sign_ins_and_failures_record_their_source_and_session_listings_show_it() {
+    let (dir, mut svc) = bootstrapped().await;
+    let admin = svc.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let (_, user, token) = invite(&svc, "source@example.com").await;
+    let long_agent = format!("SourceTest/1.0 {}", "y".repeat(400));
+    // No proxy is trusted by default: a forwarded address is the client's claim, and ignored.
+    let accepted = svc
+        .send(
+            svc.anonymous(Method::POST, "/v1/invitations/accept")
+                .header("user-agent", &long_agent)
+                .header("x-forwarded-for", "203.0.113.9")
+                .json(&json!({"token": token, "password": "Source-Test-Pass-1"})),
+        )
+        .await;
+    assert_tokens(&accepted);
+    let sign_in = |agent: &'static str, password: &'static str| {
+        svc.anonymous(Method::POST, "/v1/auth/sign-in")
+            .header("user-agent", agent)
+            .json(&json!({"email": "source@example.com", "password": password}))
+    };
+    svc.send(sign_in("Guesser/2.0", "not the password"))
+        .await
+        .assert_problem(401, "invalid_credentials");
+    let laptop = svc.send(sign_in("Laptop/3.0", "Source-Test-Pass-1")).await;
+    assert_tokens(&laptop);
+
+    // The user sees their sessions, newest first, with where each began.
+    let mine = get_as_at(
+        &svc,
+        access(&laptop.body),
+        "/v1/auth/sessions",
+        laptop.position(),
+    )
+    .await;
+    assert_eq!(mine.status, 200, "{mine:?}");
+    let items = mine.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{mine:?}");
+    assert_eq!(items[0]["user_agent"], "Laptop/3.0");
+    assert_eq!(items[0]["ip"], "127.0.0.1");
+    assert_eq!(items[0]["current"], true);
+    assert_eq!(
+        items[1]["ip"], "127.0.0.1",
+        "X-Forwarded-For is not believed"
+    );
+    let cut: String = long_agent.chars().take(256).collect();
+    assert_eq!(items[1]["user_agent"], cut.as_str());
+
+    // An administrator sees them too; a member may not see the administrator's.
+    let listed = get_as_at(
+        &svc,
+        access(&admin),
+        &format!("/v1/users/{user}/sessions"),
+        laptop.position(),
+    )
+    .await;
+    assert_eq!(listed.status, 200, "{listed:?}");
+    assert_eq!(listed.body["items"].as_array().unwrap().len(), 2);
+    assert_eq!(listed.body["items"][0]["user_agent"], "Laptop/3.0");
+    assert_eq!(listed.body["items"][0]["current"], false);
+    svc.get_as(
+        access(&laptop.body),
+        &format!("/v1/users/{}/sessions", admin["user"].as_str().unwrap()),
+    )
+    .await
+    .assert_problem(403, "forbidden");
+    svc.get(&format!("/v1/users/{}/sessions", ulid::Ulid::new()))
+        .await
+        .assert_problem(404, "user_not_found");
+
+    // Behind a trusted proxy, the right-most address it did not add itself is the client.
+    let other = tempfile::tempdir().unwrap();
+    Service::bootstrap(other.path(), None, TENANT, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let proxied = Service::embedded_with_env(
+        other.path(),
+        &[("IDSTREAM_TRUSTED_PROXIES", "127.0.0.0/8,::1")],
+    )
+    .await;
+    wait_ready(&proxied).await;
+    let tokens = proxied
+        .send(
+            proxied
+                .anonymous(Method::POST, "/v1/auth/sign-in")
+                .header("x-forwarded-for", "198.51.100.1, 203.0.113.9")
+                .json(&json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})),
+        )
+        .await;
+    assert_tokens(&tokens);
+    let sessions = get_as_at(
+        &proxied,
+        access(&tokens.body),
+        "/v1/auth/sessions",
+        tokens.position(),
+    )
+    .await;
+    assert_eq!(
+        sessions.body["items"][0]["ip"], "203.0.113.9",
+        "{sessions:?}"
+    );
+    assert_eq!(sessions.body["items"][0]["user_agent"], Value::Null);
+
+    // In the log the sources are there, encrypted with the user's key.
+    svc.stop().await;
+    let events = svc.events().await;
+    let of = |event_type: &str| -> Vec<Value> {
+        events
+            .iter()
+            .filter(|e| e.envelope.event_type == event_type)
+            .map(|e| {
+                assert_eq!(e.envelope.version, 2, "{e:?}");
+                e.envelope.data.clone()
+            })
+            .collect()
+    };
+    let failures = of("SignInFailed");
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    let sessions: Vec<Value> = of("SessionStarted")
+        .into_iter()
+        .filter(|data| data["user"] == user.as_str())
+        .collect();
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+    for data in failures.iter().chain(&sessions) {
+        for field in ["ip", "user_agent"] {
+            assert!(
+                data[field].as_str().is_some_and(|v| v.starts_with("pd1.")),
+                "{field} is stored encrypted: {data}"
+            );
+        }
+    }
+    let stored =
+        serde_json::to_string(&events.iter().map(|e| &e.envelope).collect::<Vec<_>>()).unwrap();
+    for clear in ["Guesser", "Laptop", "SourceTest", "127.0.0.1"] {
+        assert!(
+            !stored.contains(clear),
+            "{clear} is in the log in the clear"
+        );
+    }
+    drop(dir);
+}
+
+// ----- revocation takes effect at once -----// ----- revocation takes effect at once -----
 
 /// Issues `keys` keys, then revokes them all at once, each presented again right after its
 /// revocation's answer: the replica that answered must refuse it from then on. (Revoking them
@@ -2013,6 +2164,7 @@ async fn the_identity_endpoints_are_in_the_openapi_document() {
         ("/v1/auth/totp/setup", "post"),
         ("/v1/auth/totp/confirm", "post"),
         ("/v1/auth/totp/disable", "post"),
+        ("/v1/users/{user}/sessions", "get"),
         ("/v1/users/{user}/sessions/revoke", "post"),
         ("/v1/users/{user}/unlock", "post"),
         ("/v1/tenants/{tenant}/invitations", "post"),

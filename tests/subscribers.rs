@@ -47,7 +47,9 @@ fn subject_pattern(aggregate: &str) -> Option<&'static str> {
         "tenant" => "idstream.events.<tenant>.tenant.<tenant>",
         "user" => "idstream.events._.user.<user id>",
         "membership" => "idstream.events.<tenant>.membership.<user id>",
-        "email" => "idstream.events._.email.<claim id: hex of SHA-256(address)[..16]>",
+        "email" => {
+            "idstream.events._.email.<claim id: hex of HMAC-SHA-256(service key, address)[..16]>"
+        }
         "role" => "idstream.events.<tenant>.role.<role name>",
         "entity" => "idstream.events.<tenant>.entity.<entity>",
         "record" => "idstream.events.<tenant>.record.<entity>:<record id>",

@@ -21,6 +21,8 @@ pub struct Service {
     /// Where the process's stdout and stderr go, and at which log level, when captured (see
     /// [`Service::embedded_capturing`]); inherited otherwise.
     capture: Option<(PathBuf, String)>,
+    /// Extra environment variables (configuration) of the process.
+    env: Vec<(String, String)>,
 }
 
 /// An HTTP answer: status, headers and the body parsed as JSON (Null when empty or not JSON).
@@ -76,17 +78,33 @@ impl Service {
     /// Starts a service on the embedded log whose stdout and stderr are appended to `output`,
     /// logging at `level` (an `IDSTREAM_LOG` filter), so that a test can read what it logged.
     pub async fn embedded_capturing(data_dir: &Path, output: &Path, level: &str) -> Service {
-        Self::start_with(data_dir, None, Some((output.to_owned(), level.to_owned()))).await
+        Self::start_with(
+            data_dir,
+            None,
+            Some((output.to_owned(), level.to_owned())),
+            Vec::new(),
+        )
+        .await
+    }
+
+    /// Starts a service on the embedded log with extra `IDSTREAM_…` settings.
+    pub async fn embedded_with_env(data_dir: &Path, env: &[(&str, &str)]) -> Service {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::start_with(data_dir, None, None, env).await
     }
 
     async fn start(data_dir: &Path, nats_url: Option<String>) -> Service {
-        Self::start_with(data_dir, nats_url, None).await
+        Self::start_with(data_dir, nats_url, None, Vec::new()).await
     }
 
     async fn start_with(
         data_dir: &Path,
         nats_url: Option<String>,
         capture: Option<(PathBuf, String)>,
+        env: Vec<(String, String)>,
     ) -> Service {
         let mut service = Service {
             child: None,
@@ -98,6 +116,7 @@ impl Service {
                 .build()
                 .unwrap(),
             capture,
+            env,
         };
         service.spawn().await;
         service
@@ -128,6 +147,7 @@ impl Service {
         if let Some(url) = &self.nats_url {
             command.env("IDSTREAM_NATS_URL", url);
         }
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         let output = self.capture.as_ref().map(|(path, level)| {
             command.env("IDSTREAM_LOG", level);
             let file = std::fs::OpenOptions::new()
@@ -300,6 +320,7 @@ impl Service {
         if let Some(url) = &self.nats_url {
             command.env("IDSTREAM_NATS_URL", url);
         }
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         let output = tokio::time::timeout(Duration::from_secs(120), command.output())
             .await
             .expect("replay finishes")

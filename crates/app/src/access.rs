@@ -34,17 +34,16 @@ use idstream_domain::access::{
     EntityName, EntityPolicy, FieldName, MenuItem, Permission, Principal, RecordAccess, RecordId,
 };
 use idstream_domain::aggregate::{
-    EmailClaimAggregate, EntityAggregate, MembershipAggregate, RecordAggregate, RoleAggregate,
-    TenantAggregate, UserAggregate,
+    EntityAggregate, MembershipAggregate, RecordAggregate, RoleAggregate, TenantAggregate,
+    UserAggregate,
 };
-use idstream_domain::email::EmailClaimCommand;
 use idstream_domain::envelope::AggregateType;
 use idstream_domain::membership::MembershipCommand;
 use idstream_domain::tenant::{TenantCommand, TenantError, TenantSettings};
 use idstream_domain::user::{UserCommand, UserFlags};
 use idstream_domain::{ActorKind, RoleName, StreamKey, TenantId, UserId};
 
-use crate::services::{claim_key, internal, membership_key, tenant_key, user_key, user_not_found};
+use crate::services::{internal, membership_key, tenant_key, user_key, user_not_found};
 use crate::{App, AppError, CommandContext, Outcome};
 use idstream_domain::access::Action;
 
@@ -861,11 +860,14 @@ impl App {
     }
 
     /// Erases a user (right to erasure, F-AU-4): records `UserErased`, which destroys the user's
-    /// personal-data key (see `idstream_keys::PersonalDataLog`), so their email, names and
-    /// picture can no longer be read in any event, read model, replay or export; then releases
-    /// the addresses they held, so they can be used again. The user's id stays in the log and
-    /// the audit trail keeps its structure. Nobody erases themselves, and the last administrator
-    /// of a tenant cannot be erased. Erasing an erased user changes nothing.
+    /// personal-data key (see `idstream_keys::PersonalDataLog`), so their email, names,
+    /// picture and the sources of their sign-ins can no longer be read in any event, read model,
+    /// replay or export; then releases the addresses they held, so they can be used again. The
+    /// mail the service still keeps for those addresses (the file transport's spool) is deleted
+    /// first, while the addresses can still be read, and once more after the erasure for a
+    /// message sent meanwhile. The user's id stays in the log and the audit trail keeps its
+    /// structure. Nobody erases themselves, and the last administrator of a tenant cannot be
+    /// erased. Erasing an erased user changes nothing.
     ///
     /// Needs: users:delete in every tenant the user belongs to (or platform administrator).
     pub async fn erase_user(
@@ -881,32 +883,64 @@ impl App {
         if !before.exists() {
             return Err(AppError::UserNotFound);
         }
+        let mut spooled = Vec::new();
         if before.status != idstream_domain::user::Status::Erased {
             self.check_deactivation(ctx, user).await?;
+            spooled = self.spooled_addresses(user, &before)?;
+            // Without the addresses (gone with the key) this could never be done later.
+            self.id()
+                .mailer
+                .forget(&spooled)
+                .await
+                .map_err(|e| AppError::Unavailable(format!("the mail spool: {e}")))?;
         }
         let outcome = self
             .execute::<UserAggregate>(ctx, &user_key(user), "", UserCommand::Erase)
             .await
             .map_err(user_not_found)?;
+        if let Err(error) = self.id().mailer.forget(&spooled).await {
+            tracing::warn!(%user, %error, "mail sent to an erased user while they were being erased could not be deleted");
+        }
         // Were this interrupted, the claims would still be free: a claim held by an erased user
         // is taken over like one whose user never came to exist.
         let held = [Some(before.email), before.pending_email];
         let mut last = outcome.position;
-        for email in held.into_iter().flatten().filter(|e| !e.is_empty()) {
-            let released = self
-                .execute::<EmailClaimAggregate>(
-                    ctx,
-                    &claim_key(&email),
-                    "",
-                    EmailClaimCommand::Release { user },
-                )
-                .await?;
-            last = last.max(released.position);
+        for (i, email) in held.into_iter().flatten().enumerate() {
+            if !email.is_empty() {
+                let released = self
+                    .release_email(ctx, user, &email, &format!("release-{i}"))
+                    .await?;
+                last = last.max(released);
+            }
         }
         Ok(Outcome {
             position: last,
             ..outcome
         })
+    }
+
+    /// The addresses whose kept mail an erasure deletes: the user's address, and the one they
+    /// asked to move to unless another user holds it by now (its mail would be theirs).
+    fn spooled_addresses(
+        &self,
+        user: UserId,
+        state: &idstream_domain::user::User,
+    ) -> Result<Vec<String>, AppError> {
+        let mut addresses = Vec::new();
+        if !state.email.is_empty() {
+            addresses.push(state.email.clone());
+        }
+        if let Some(pending) = state.pending_email.as_ref().filter(|e| !e.is_empty()) {
+            let other = self
+                .directory()
+                .user_by_email(pending)
+                .map_err(internal)?
+                .is_some_and(|holder| holder.id != user);
+            if !other {
+                addresses.push(pending.clone());
+            }
+        }
+        Ok(addresses)
     }
 
     /// Replaces a user's system-level flags (the same in every tenant).

@@ -26,7 +26,7 @@ pub use access::{NewEntityRequest, RoleRequest};
 pub use authz::CheckQuery;
 pub use engine::{CommandContext, Outcome};
 pub use error::AppError;
-pub use identity::{Authenticated, Credential, IdentityConfig, IdentityServices};
+pub use identity::{Authenticated, Client, Credential, IdentityConfig, IdentityServices};
 pub use services::{NewUserRequest, SuspendRequest};
 
 use std::sync::Arc;

@@ -53,8 +53,9 @@ pub(crate) fn membership_key(tenant: &TenantId, user: UserId) -> StreamKey {
     )
 }
 
-/// The claim aggregate of a normalised email address.
-pub(crate) fn claim_key(email: &str) -> StreamKey {
+/// The legacy claim aggregate of a normalised email address, named by its unkeyed hash: claims
+/// made before claims were keyed (see `idstream_domain::email`). Only read and released.
+pub(crate) fn legacy_claim_key(email: &str) -> StreamKey {
     StreamKey::new(None, AggregateType::Email, email::claim_id(email))
 }
 
@@ -65,6 +66,102 @@ pub(crate) fn internal(e: impl std::fmt::Display) -> AppError {
 impl App {
     pub(crate) fn now(&self) -> OffsetDateTime {
         self.inner.clock.now()
+    }
+
+    /// The claim aggregate of a normalised email address, named by a keyed hash of it (the
+    /// vault's blind index, whose key is not in the log), so the log does not let anyone confirm
+    /// a guessed address.
+    pub(crate) fn claim_key(&self, email: &str) -> StreamKey {
+        let index = self
+            .id()
+            .keys
+            .vault()
+            .blind_index(email::CLAIM_INDEX_PURPOSE, email);
+        StreamKey::new(None, AggregateType::Email, email::keyed_claim_id(&index))
+    }
+
+    /// What a legacy claim of `email` says about claiming it for `claimant` (an existing user,
+    /// or `None` for one about to be created by `request`): [`AppError::EmailTaken`] while
+    /// someone else holds it by the rules of any claim (not stale), the claim itself when it is
+    /// an earlier attempt of `request`, nothing otherwise. Nothing appends to a legacy claim but
+    /// its release, so once free it stays free, and checking it before claiming is race-free.
+    async fn legacy_claim(
+        &self,
+        email: &str,
+        claimant: Option<UserId>,
+        request: Option<&str>,
+    ) -> Result<Option<Claim>, AppError> {
+        let (state, _) = self
+            .load::<EmailClaimAggregate>(&legacy_claim_key(email))
+            .await?;
+        let Some(holder) = state.holder else {
+            return Ok(None);
+        };
+        if Some(holder.user) == claimant {
+            return Ok(None);
+        }
+        let holder_exists = self
+            .load::<UserAggregate>(&user_key(holder.user))
+            .await?
+            .0
+            .holds_identity();
+        let now = self.now();
+        let stale = !holder_exists && now >= holder.claimed_at + email::CLAIM_TTL;
+        if request.is_some() && holder.request.as_deref() == request && !stale {
+            if holder_exists || now < holder.claimed_at + CLAIM_DEADLINE {
+                return Ok(Some(Claim {
+                    user: holder.user,
+                    claimed_at: holder.claimed_at,
+                    user_exists: holder_exists,
+                }));
+            }
+            return Err(AppError::Unavailable(
+                "an earlier attempt of this request is still settling; retry in a few seconds"
+                    .into(),
+            ));
+        }
+        if stale {
+            Ok(None)
+        } else {
+            Err(AppError::EmailTaken)
+        }
+    }
+
+    /// Whether another user holds `email` by a legacy claim (see [`App::legacy_claim`]).
+    pub(crate) async fn check_legacy_claim(
+        &self,
+        email: &str,
+        claimant: UserId,
+    ) -> Result<(), AppError> {
+        self.legacy_claim(email, Some(claimant), None)
+            .await
+            .map(drop)
+    }
+
+    /// `user` gives `email` up: its claim, and the legacy claim if they hold that. `step` names
+    /// the appends for the request's idempotency key. Returns the last position written (or the
+    /// claim's, if there was nothing to release).
+    pub(crate) async fn release_email(
+        &self,
+        ctx: &CommandContext,
+        user: UserId,
+        email: &str,
+        step: &str,
+    ) -> Result<Position, AppError> {
+        let release = || EmailClaimCommand::Release { user };
+        let mut position = self
+            .execute::<EmailClaimAggregate>(ctx, &self.claim_key(email), step, release())
+            .await?
+            .position;
+        let legacy = legacy_claim_key(email);
+        let (state, _) = self.load::<EmailClaimAggregate>(&legacy).await?;
+        if state.holder.is_some_and(|holder| holder.user == user) {
+            let released = self
+                .execute::<EmailClaimAggregate>(ctx, &legacy, &format!("{step}-legacy"), release())
+                .await?;
+            position = position.max(released.position);
+        }
+        Ok(position)
     }
 
     /// Looks something up in the directory; if it is missing, waits for the read models to reach
@@ -243,8 +340,11 @@ impl App {
     /// Claims a normalised email address for a new user; or finds the claim of an earlier
     /// attempt of the same request.
     async fn claim_email(&self, ctx: &CommandContext, email: &str) -> Result<Claim, AppError> {
-        let key = claim_key(email);
+        let key = self.claim_key(email);
         let request = ctx.request_hash();
+        if let Some(claim) = self.legacy_claim(email, None, request.as_deref()).await? {
+            return Ok(claim);
+        }
         for _ in 0..CLAIM_ATTEMPTS {
             // Claims are always read from the log: they are rare, and a stale view would only
             // cost a conflict anyway.

@@ -111,3 +111,136 @@ async fn a_claim_not_followed_by_its_user_in_time_is_abandoned_then_taken_over_o
         .await;
     assert!(matches!(again, Err(AppError::EmailTaken)), "{again:?}");
 }
+
+fn person(email: &str) -> NewUserRequest {
+    NewUserRequest {
+        email: email.into(),
+        first_name: "Some".into(),
+        last_name: "One".into(),
+        roles: vec![],
+        invite: false,
+    }
+}
+
+#[tokio::test]
+async fn claims_are_keyed_and_a_held_legacy_claim_blocks_its_address_until_released() {
+    use idstream_domain::email;
+    use idstream_domain::envelope::{AggregateType, Metadata, StreamKey};
+    use idstream_domain::events::{EmailClaimed, UserRegistered};
+    use idstream_domain::{DomainEvent, UserId};
+    use idstream_eventlog::Expected;
+    use ulid::Ulid;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (app, clock) = app(dir.path()).await;
+    let acme: idstream_domain::TenantId = "acme".parse().unwrap();
+    app.create_tenant(&ctx(), acme.clone(), "Acme".into())
+        .await
+        .unwrap();
+
+    // A user created by an earlier version, whose claim is named by the unkeyed hash.
+    let old = UserId::new(Ulid::new());
+    let meta = Metadata {
+        actor: Actor::system("earlier-version"),
+        occurred_at: T0,
+        correlation_id: "earlier".into(),
+        causation_id: None,
+    };
+    let legacy = StreamKey::new(
+        None,
+        AggregateType::Email,
+        email::claim_id("old@example.com"),
+    );
+    let claimed = DomainEvent::EmailClaimed(EmailClaimed {
+        user: old,
+        claimed_at: T0,
+        request: None,
+    });
+    app.log()
+        .append(
+            vec![claimed.into_envelope(Ulid::new(), &legacy, &meta)],
+            Expected::NoEvents,
+            None,
+        )
+        .await
+        .unwrap();
+    let registered = DomainEvent::UserRegistered(UserRegistered {
+        email: "old@example.com".into(),
+        first_name: "Old".into(),
+        last_name: "Timer".into(),
+        tenant: acme.clone(),
+    });
+    let user_stream = StreamKey::new(None, AggregateType::User, old.to_string());
+    let appended = app
+        .log()
+        .append(
+            vec![registered.into_envelope(Ulid::new(), &user_stream, &meta)],
+            Expected::NoEvents,
+            None,
+        )
+        .await
+        .unwrap();
+    app.wait_for(appended.last).await.unwrap();
+
+    // A day later (its user exists, so the claim never goes stale) the address is still taken,
+    // for a new user and for an email change of another user alike.
+    clock.set(&[T0 + time::Duration::days(1)]);
+    let taken = app
+        .create_user(&ctx(), acme.clone(), person("old@example.com"))
+        .await;
+    assert!(matches!(taken, Err(AppError::EmailTaken)), "{taken:?}");
+
+    // New claims are named by the keyed hash, not the one anyone can compute from a guess.
+    let created = app.create_user(&ctx(), acme.clone(), ada()).await.unwrap();
+    let ada_id: UserId = created.id.parse().unwrap();
+    assert!(matches!(
+        app.check_legacy_claim("old@example.com", ada_id).await,
+        Err(AppError::EmailTaken)
+    ));
+    app.check_legacy_claim("old@example.com", old)
+        .await
+        .unwrap();
+    let keyed = email::keyed_claim_id(
+        &app.id()
+            .keys
+            .vault()
+            .blind_index(email::CLAIM_INDEX_PURPOSE, "ada@example.com"),
+    );
+    assert_ne!(keyed, email::claim_id("ada@example.com"));
+    let claims = |events: &[idstream_eventlog::RecordedEvent]| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e.envelope.event_type == "EmailClaimed")
+            .map(|e| e.envelope.aggregate.id.clone())
+            .collect()
+    };
+    let events = app.log().read_after(0, usize::MAX).await.unwrap();
+    assert_eq!(
+        claims(&events),
+        [legacy.aggregate.id.clone(), keyed.clone()]
+    );
+    // The keyed claim holds like any other.
+    let twice = app.create_user(&ctx(), acme.clone(), ada()).await;
+    assert!(matches!(twice, Err(AppError::EmailTaken)), "{twice:?}");
+
+    // Erasing the old user releases their legacy claim: the address is free again.
+    let erased = app.erase_user(&ctx(), old).await.unwrap();
+    app.wait_for(erased.position).await.unwrap();
+    let events = app.log().read_after(0, usize::MAX).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.envelope.event_type == "EmailReleased"
+                && e.envelope.aggregate.id == legacy.aggregate.id),
+        "the legacy claim is released"
+    );
+    let reused = app
+        .create_user(&ctx(), acme, person("old@example.com"))
+        .await
+        .unwrap();
+    app.wait_for(reused.position).await.unwrap();
+    assert_eq!(
+        app.user(&reused.id.parse().unwrap()).unwrap().email,
+        "old@example.com"
+    );
+}

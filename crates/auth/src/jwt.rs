@@ -295,6 +295,11 @@ impl KeyRing {
             .chain(self.retired.iter().map(|k| (k.kid.as_str(), k.public)))
     }
 
+    /// Whether a key with this id verifies.
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.current.kid == kid || self.retired.iter().any(|k| k.kid == kid)
+    }
+
     fn decoding_key(&self, kid: &str) -> Option<DecodingKey> {
         self.verifying_keys()
             .find(|(k, _)| *k == kid)
@@ -499,6 +504,53 @@ impl Issuer {
         token: &str,
         now: OffsetDateTime,
     ) -> Result<AccessClaims, TokenError> {
+        self.verify_signed(ring, token, now)
+            .map(|(claims, _)| claims)
+    }
+
+    /// [`Issuer::verify`] through a cache of tokens verified before: a token seen before (the
+    /// same bytes: the cache is keyed by their SHA-256) skips the signature check and the
+    /// decoding, but is still refused once it has expired or once the key that signed it is no
+    /// longer in `ring`. Only tokens that verified are cached. Revocation and suspension are the
+    /// caller's to check on every request, cached or not, as with `verify`.
+    pub fn verify_cached(
+        &self,
+        ring: &KeyRing,
+        cache: &VerifiedTokens,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<AccessClaims, TokenError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::Malformed);
+        }
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(hit) = cache.get(&digest) {
+            if !ring.has_kid(&hit.kid) {
+                cache.remove(&digest);
+                return Err(TokenError::UnknownKey);
+            }
+            check_times(&hit.claims, now)?;
+            return Ok(hit.claims.clone());
+        }
+        let (claims, kid) = self.verify_signed(ring, token, now)?;
+        cache.insert(
+            digest,
+            Verified {
+                claims: claims.clone(),
+                kid,
+            },
+            now,
+        );
+        Ok(claims)
+    }
+
+    /// The claims and the signing key's id of a valid token.
+    fn verify_signed(
+        &self,
+        ring: &KeyRing,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<(AccessClaims, String), TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Malformed);
         }
@@ -562,17 +614,105 @@ impl Issuer {
         if claims.aud != self.aud {
             return Err(TokenError::WrongAudience);
         }
-        let now = now.unix_timestamp();
-        let leeway = CLOCK_LEEWAY.whole_seconds();
-        if now >= claims.exp.saturating_add(leeway) {
-            return Err(TokenError::Expired);
-        }
-        let not_before = claims.nbf.unwrap_or(claims.iat).max(claims.iat);
-        if not_before > now.saturating_add(leeway) {
-            return Err(TokenError::NotYetValid);
-        }
-        Ok(claims)
+        check_times(&claims, now)?;
+        let kid = header.kid.unwrap_or_default();
+        Ok((claims, kid))
     }
+}
+
+/// Whether a token's claims are valid at `now` (± [`CLOCK_LEEWAY`]).
+fn check_times(claims: &AccessClaims, now: OffsetDateTime) -> Result<(), TokenError> {
+    let now = now.unix_timestamp();
+    let leeway = CLOCK_LEEWAY.whole_seconds();
+    if now >= claims.exp.saturating_add(leeway) {
+        return Err(TokenError::Expired);
+    }
+    let not_before = claims.nbf.unwrap_or(claims.iat).max(claims.iat);
+    if not_before > now.saturating_add(leeway) {
+        return Err(TokenError::NotYetValid);
+    }
+    Ok(())
+}
+
+/// A token that verified: its claims and the id of the key that signed it.
+#[derive(Debug)]
+pub struct Verified {
+    claims: AccessClaims,
+    kid: String,
+}
+
+/// Shards of [`VerifiedTokens`], so that concurrent requests rarely wait on one lock.
+const SHARDS: usize = 16;
+
+/// A bounded cache of verified access tokens for [`Issuer::verify_cached`], keyed by the
+/// SHA-256 of the token (never the token itself). A full shard first drops its expired tokens and,
+/// if that frees nothing, is emptied: the cache never holds more than its capacity, and a miss
+/// costs one signature check.
+pub struct VerifiedTokens {
+    shards: Vec<std::sync::Mutex<std::collections::HashMap<[u8; 32], std::sync::Arc<Verified>>>>,
+    per_shard: usize,
+}
+
+impl VerifiedTokens {
+    /// A cache of at most `capacity` tokens (at least one per shard).
+    pub fn new(capacity: usize) -> VerifiedTokens {
+        VerifiedTokens {
+            shards: (0..SHARDS).map(|_| Default::default()).collect(),
+            per_shard: capacity.div_ceil(SHARDS).max(1),
+        }
+    }
+
+    /// How many tokens are cached.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn shard(
+        &self,
+        digest: &[u8; 32],
+    ) -> &std::sync::Mutex<std::collections::HashMap<[u8; 32], std::sync::Arc<Verified>>> {
+        &self.shards[usize::from(digest[0]) % SHARDS]
+    }
+
+    fn get(&self, digest: &[u8; 32]) -> Option<std::sync::Arc<Verified>> {
+        lock(self.shard(digest)).get(digest).cloned()
+    }
+
+    fn remove(&self, digest: &[u8; 32]) {
+        lock(self.shard(digest)).remove(digest);
+    }
+
+    fn insert(&self, digest: [u8; 32], verified: Verified, now: OffsetDateTime) {
+        let mut shard = lock(self.shard(&digest));
+        if shard.len() >= self.per_shard {
+            shard.retain(|_, v| check_times(&v.claims, now).is_ok());
+            if shard.len() >= self.per_shard {
+                shard.clear();
+            }
+        }
+        shard.insert(digest, std::sync::Arc::new(verified));
+    }
+}
+
+impl fmt::Debug for VerifiedTokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifiedTokens")
+            .field("len", &self.len())
+            .field("capacity", &(self.per_shard * SHARDS))
+            .finish()
+    }
+}
+
+/// A poisoned shard only means another thread panicked while holding it; its map is still a
+/// valid cache.
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn is_access_token_header_type(typ: &str) -> bool {
@@ -652,6 +792,87 @@ mod tests {
         );
         let signature = sign(input.as_bytes());
         format!("{input}.{}", b64(&signature))
+    }
+
+    #[test]
+    fn a_cached_verification_answers_like_a_full_one_until_the_token_expires() {
+        let ring = ring();
+        let cache = VerifiedTokens::new(64);
+        let token = issuer().sign(&ring, &subject(), T0);
+        let first = issuer().verify_cached(&ring, &cache, &token, T0).unwrap();
+        assert_eq!(cache.len(), 1);
+        let again = issuer()
+            .verify_cached(&ring, &cache, &token, T0 + Duration::minutes(5))
+            .unwrap();
+        assert_eq!(first, again);
+        assert_eq!(first, issuer().verify(&ring, &token, T0).unwrap());
+        // Past its expiry (and the leeway) the cached token is refused like any other.
+        let late = T0 + Duration::minutes(15) + CLOCK_LEEWAY;
+        assert_eq!(
+            issuer().verify_cached(&ring, &cache, &token, late),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            issuer().verify(&ring, &token, late),
+            Err(TokenError::Expired)
+        );
+    }
+
+    #[test]
+    fn the_cache_never_serves_a_token_it_did_not_verify() {
+        let ring = ring();
+        let cache = VerifiedTokens::new(64);
+        let token = issuer().sign(&ring, &subject(), T0);
+        issuer().verify_cached(&ring, &cache, &token, T0).unwrap();
+        // The same claims with another signature, and a token of another ring: both checked.
+        let (input, _) = token.rsplit_once('.').unwrap();
+        let forged = format!("{input}.{}", b64(&[7u8; 64]));
+        assert_eq!(
+            issuer().verify_cached(&ring, &cache, &forged, T0),
+            Err(TokenError::BadSignature)
+        );
+        let other_ring = KeyRing::generate(T0, Duration::hours(1));
+        let foreign = issuer().sign(&other_ring, &subject(), T0);
+        assert_eq!(
+            issuer().verify_cached(&ring, &cache, &foreign, T0),
+            Err(TokenError::UnknownKey)
+        );
+        // Failures are not cached.
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn a_cached_token_dies_with_the_key_that_signed_it() {
+        let mut ring = ring();
+        let cache = VerifiedTokens::new(64);
+        let token = issuer().sign(&ring, &subject(), T0);
+        issuer().verify_cached(&ring, &cache, &token, T0).unwrap();
+        ring.rotate(T0);
+        // Retired but not pruned: still verifies.
+        issuer().verify_cached(&ring, &cache, &token, T0).unwrap();
+        let pruned_at = T0 + ring.max_token_ttl() + CLOCK_LEEWAY;
+        assert_eq!(ring.prune(pruned_at), 1);
+        assert_eq!(
+            issuer().verify_cached(&ring, &cache, &token, T0),
+            Err(TokenError::UnknownKey)
+        );
+        assert_eq!(cache.len(), 0, "the dead entry was dropped");
+    }
+
+    #[test]
+    fn the_cache_holds_no_more_than_its_capacity() {
+        let ring = ring();
+        let cache = VerifiedTokens::new(32);
+        for n in 0..500 {
+            let subject = AccessSubject {
+                sub: format!("01J0USER{n}"),
+                ..subject()
+            };
+            let token = issuer().sign(&ring, &subject, T0);
+            issuer().verify_cached(&ring, &cache, &token, T0).unwrap();
+            assert!(cache.len() <= 32, "{} cached", cache.len());
+        }
+        assert!(!cache.is_empty());
     }
 
     #[test]

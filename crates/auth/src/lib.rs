@@ -25,7 +25,7 @@ pub mod totp;
 pub use api_key::{ApiKeySecret, PresentedApiKey};
 pub use jwt::{
     AccessClaims, AccessSubject, CLOCK_LEEWAY, Issuer, KeyRing, KeyRingError, SigningKey,
-    TokenError,
+    TokenError, VerifiedTokens,
 };
 pub use opaque::{OpaqueToken, TokenKind};
 pub use password_policy::{PasswordPolicy, PolicyBoundsError, PolicyViolation};

@@ -132,6 +132,10 @@ struct Common {
     /// …or once this many seconds have passed since it, if anything was appended [default: 60].
     #[arg(long, env = "IDSTREAM_CHAIN_CHECKPOINT_SECONDS")]
     chain_checkpoint_seconds: Option<u64>,
+    /// Proxies whose X-Forwarded-For names the client: addresses or CIDR blocks, comma-separated
+    /// [default: none, the socket peer is the client].
+    #[arg(long, env = "IDSTREAM_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Option<Vec<idstream_server::client::IpNet>>,
 }
 
 impl Common {
@@ -159,6 +163,7 @@ impl Common {
             mail: None,
             chain_checkpoint_events: self.chain_checkpoint_events,
             chain_checkpoint_seconds: self.chain_checkpoint_seconds,
+            trusted_proxies: self.trusted_proxies,
         };
         Ok(flags.apply(config))
     }

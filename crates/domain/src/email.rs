@@ -1,7 +1,11 @@
 //! The email-claim aggregate: makes "one user per email address" hold across service replicas.
 //!
-//! Its id is a hash of the normalised address, so concurrent claims of one address meet on one log
-//! subject and optimistic concurrency lets exactly one win. A claim is taken first, then the user
+//! Its id is a keyed hash of the normalised address ([`keyed_claim_id`]: HMAC-SHA-256 under the
+//! service's index key, which is not in the log), so concurrent claims of one address meet on one
+//! log subject and optimistic concurrency lets exactly one win, while someone who reads the log
+//! cannot confirm a guessed address (not even of an erased user). Claims made before were named by
+//! an unkeyed hash ([`claim_id`]); the service no longer makes such claims, but one that is still
+//! held keeps its address taken, and is released like a keyed one. A claim is taken first, then the user
 //! is created. If a process dies between the two, the claim is *stale*: older than [`CLAIM_TTL`]
 //! and its user never created. A stale claim may be taken over, so the address is not lost.
 //! The claimer must create its user within [`CLAIM_DEADLINE`] of its claim, well before anyone
@@ -12,16 +16,29 @@ use time::{Duration, OffsetDateTime};
 
 use crate::events::{EmailClaimed, EmailReleased};
 use crate::ids::UserId;
+use crate::secret::BlindIndex;
 
 /// After this long without its user, a claim may be taken over.
 pub const CLAIM_TTL: Duration = Duration::seconds(30);
 /// The claimer gives up if it cannot append its user event within this time of claiming.
 pub const CLAIM_DEADLINE: Duration = Duration::seconds(10);
 
-/// The aggregate id of the claim for a normalised email address.
+/// The legacy aggregate id of the claim for a normalised email address: the first 16 bytes of
+/// its SHA-256, in hex. Anyone can compute it, so the service names new claims with
+/// [`keyed_claim_id`] instead and only reads (and releases) these.
 pub fn claim_id(normalized_email: &str) -> String {
     let digest = Sha256::digest(normalized_email.as_bytes());
     hex::encode(&digest[..16])
+}
+
+/// The purpose under which the service blind-indexes a normalised address to name its claim.
+pub const CLAIM_INDEX_PURPOSE: &str = "email-claim";
+
+/// The aggregate id of the claim for an address, from the address's blind index under
+/// [`CLAIM_INDEX_PURPOSE`] (HMAC-SHA-256 under the service's index key): its first 16 bytes, in
+/// hex, the same shape as a legacy [`claim_id`].
+pub fn keyed_claim_id(index: &BlindIndex) -> String {
+    index.as_str()[..32].to_owned()
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -191,6 +208,13 @@ mod tests {
         assert_eq!(claim_id("ada@example.com"), claim_id("ada@example.com"));
         assert_ne!(claim_id("ada@example.com"), claim_id("bob@example.com"));
         assert_eq!(claim_id("ada@example.com").len(), 32);
+    }
+
+    #[test]
+    fn keyed_claim_ids_are_the_start_of_the_blind_index() {
+        let index = BlindIndex::from_bytes(&[0xab; 32]);
+        assert_eq!(keyed_claim_id(&index), "ab".repeat(16));
+        assert_eq!(keyed_claim_id(&index).len(), claim_id("a@b.c").len());
     }
 
     #[test]

@@ -140,8 +140,9 @@ pub struct UserReactivated {}
 #[serde(deny_unknown_fields)]
 pub struct UserErased {}
 
-/// The fields of `data` that hold personal data, per event type. All of them belong to the
-/// user whose aggregate the event is on (`aggregate.id`), and every one is a string (or null).
+/// The fields of `data` that hold personal data, per event type (in every version of the type
+/// that has them). All of them belong to one user, the event's [`personal_data_owner`], and
+/// every one is a string (or null).
 ///
 /// The service stores these values encrypted with a key of that user's own (`pd1.` followed by
 /// the ciphertext), held outside the log; erasing the user destroys the key (crypto-shredding).
@@ -156,6 +157,8 @@ pub const PERSONAL_DATA: &[(&str, &[&str])] = &[
     ),
     ("EmailChangeRequested", &["email"]),
     ("EmailChanged", &["email"]),
+    ("SignInFailed", &["ip", "user_agent"]),
+    ("SessionStarted", &["ip", "user_agent"]),
 ];
 
 /// The personal-data fields of events of `event_type` (empty for most types).
@@ -164,6 +167,21 @@ pub fn personal_fields(event_type: &str) -> &'static [&'static str] {
         .iter()
         .find(|(t, _)| *t == event_type)
         .map_or(&[], |(_, fields)| fields)
+}
+
+/// The user whose personal data `envelope` carries, whose key encrypts it: the aggregate's id
+/// for user and credentials events (a credentials aggregate is named by its user), the `user`
+/// field of `data` for session events. `None` for an event without personal-data fields, or
+/// one whose owner cannot be told (which the service refuses to write).
+pub fn personal_data_owner(envelope: &EventEnvelope) -> Option<&str> {
+    if personal_fields(&envelope.event_type).is_empty() {
+        return None;
+    }
+    match envelope.aggregate.kind {
+        AggregateType::User | AggregateType::Credentials => Some(envelope.aggregate.id.as_str()),
+        AggregateType::Session => envelope.data.get("user").and_then(|user| user.as_str()),
+        _ => None,
+    }
 }
 
 /// A user's system-level flags changed (the whole set is recorded).
@@ -367,8 +385,10 @@ pub struct PasswordSet {
     pub reason: PasswordReason,
 }
 
-/// A sign-in failed for this account (wrong password or second factor). `failures` counts the
-/// consecutive failures in the current window.
+/// A sign-in failed for this account (wrong password, second factor, emailed code or link, or
+/// the current password of a signed-in user). `failures` counts the consecutive failures in the
+/// current window. `ip` and `user_agent` say where the attempt came from (personal data: see
+/// [`PERSONAL_DATA`]); a lock-out it causes is the `AccountLocked` appended right after it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignInFailed {
@@ -376,6 +396,12 @@ pub struct SignInFailed {
     #[serde(with = "time::serde::rfc3339")]
     #[schemars(with = "String")]
     pub at: OffsetDateTime,
+    /// The client's IP address, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// The client's `User-Agent` header, at most 256 characters, when sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
 }
 
 /// Too many failures: the account refuses sign-in until `until`.
@@ -457,7 +483,8 @@ pub struct RecoveryCodeUsed {
     pub code: BlindIndex,
 }
 
-/// A user signed in: a session (the aggregate) started in `tenant`.
+/// A user signed in: a session (the aggregate) started in `tenant`. `ip` and `user_agent` say
+/// where from (personal data: see [`PERSONAL_DATA`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SessionStarted {
@@ -475,6 +502,12 @@ pub struct SessionStarted {
     pub expires_at: OffsetDateTime,
     /// The session ends after this long without a refresh.
     pub idle_timeout_seconds: i64,
+    /// The IP address the user signed in from, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// The `User-Agent` header of the sign-in, at most 256 characters, when sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
 }
 
 /// The refresh token was rotated: `refresh` is the only live one now.
@@ -599,6 +632,74 @@ pub struct ChainCheckpointed {
     pub signature: String,
 }
 
+// ---- earlier versions, still in logs: read and upcast to the current one ----------------------
+//
+// Each keeps the name, documentation and fields it was published with, so that its checked-in
+// schema (`<type>.v<version>.json`) stays what it was; `From` says how it reads as the current
+// version. They are listed in the `upcast` part of the catalogue below.
+
+/// A sign-in failed for this account (wrong password or second factor). `failures` counts the
+/// consecutive failures in the current window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "SignInFailed")]
+pub struct SignInFailedV1 {
+    pub failures: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub at: OffsetDateTime,
+}
+
+/// Version 1 recorded no source: it reads as a failure from an unknown client.
+impl From<SignInFailedV1> for SignInFailed {
+    fn from(v1: SignInFailedV1) -> SignInFailed {
+        SignInFailed {
+            failures: v1.failures,
+            at: v1.at,
+            ip: None,
+            user_agent: None,
+        }
+    }
+}
+
+/// A user signed in: a session (the aggregate) started in `tenant`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "SessionStarted")]
+pub struct SessionStartedV1 {
+    pub user: UserId,
+    pub tenant: TenantId,
+    pub method: SignInMethod,
+    /// Blind index of the session's refresh token.
+    pub refresh: BlindIndex,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub at: OffsetDateTime,
+    /// Absolute end of the session.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub expires_at: OffsetDateTime,
+    /// The session ends after this long without a refresh.
+    pub idle_timeout_seconds: i64,
+}
+
+/// Version 1 recorded no source: it reads as a sign-in from an unknown client.
+impl From<SessionStartedV1> for SessionStarted {
+    fn from(v1: SessionStartedV1) -> SessionStarted {
+        SessionStarted {
+            user: v1.user,
+            tenant: v1.tenant,
+            method: v1.method,
+            refresh: v1.refresh,
+            at: v1.at,
+            expires_at: v1.expires_at,
+            idle_timeout_seconds: v1.idle_timeout_seconds,
+            ip: None,
+            user_agent: None,
+        }
+    }
+}
+
 /// Why an envelope could not be turned into a [`DomainEvent`].
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -619,9 +720,18 @@ pub enum DecodeError {
 }
 
 /// Declares the closed set of events: the enum, the catalogue, names, payload encoding, decoding
-/// and schema generation all come from this one list of (type, version, aggregate type).
+/// and schema generation all come from this one list of (type, current version, aggregate type),
+/// followed by the earlier versions still read (`upcast`: type, version, the payload type that
+/// reads it and converts `Into` the current one).
 macro_rules! catalogue {
-    ($($name:ident => $version:literal, $aggregate:ident;)*) => {
+    (
+        current {
+            $($name:ident => $version:literal, $aggregate:ident;)*
+        }
+        upcast {
+            $($old:ident => $old_version:literal, $old_type:ident;)*
+        }
+    ) => {
         /// Every event idstream writes, as a closed set. Decoding from an envelope goes through
         /// [`DomainEvent::decode`], which is where old versions are upcast.
         #[derive(Debug, Clone, PartialEq, Eq)]
@@ -633,6 +743,12 @@ macro_rules! catalogue {
         /// the subscriber contract are generated from.
         pub const CATALOGUE: &[(&str, u32, AggregateType)] = &[
             $((stringify!($name), $version, AggregateType::$aggregate),)*
+        ];
+
+        /// (type, version) of every earlier version that is still read, upcast to the current
+        /// one by [`DomainEvent::decode`]. Their schemas stay published.
+        pub const EARLIER_VERSIONS: &[(&str, u32)] = &[
+            $((stringify!($old), $old_version),)*
         ];
 
         impl DomainEvent {
@@ -673,6 +789,9 @@ macro_rules! catalogue {
                 }
                 Ok(match (envelope.event_type.as_str(), envelope.version) {
                     $((stringify!($name), $version) => DomainEvent::$name(payload(envelope)?),)*
+                    $((stringify!($old), $old_version) => {
+                        DomainEvent::$old(payload::<$old_type>(envelope)?.into())
+                    })*
                     (t, v) => {
                         return Err(DecodeError::Unknown {
                             event_type: t.to_owned(),
@@ -687,6 +806,7 @@ macro_rules! catalogue {
         pub fn schema_of(event_type: &str, version: u32) -> Option<schemars::Schema> {
             match (event_type, version) {
                 $((stringify!($name), $version) => Some(schemars::schema_for!($name)),)*
+                $((stringify!($old), $old_version) => Some(schemars::schema_for!($old_type)),)*
                 _ => None,
             }
         }
@@ -694,68 +814,75 @@ macro_rules! catalogue {
 }
 
 catalogue! {
-    TenantCreated => 1, Tenant;
-    TenantRenamed => 1, Tenant;
-    TenantSettingsChanged => 1, Tenant;
-    UserRegistered => 1, User;
-    UserInvited => 1, User;
-    UserSuspended => 1, User;
-    UserReinstated => 1, User;
-    UserDeactivated => 1, User;
-    UserReactivated => 1, User;
-    UserErased => 1, User;
-    UserFlagsChanged => 1, User;
-    RoleAssigned => 1, Membership;
-    RoleRevoked => 1, Membership;
-    PermissionsGranted => 1, Membership;
-    PermissionsRevoked => 1, Membership;
-    MemberRemoved => 1, Membership;
-    EmailClaimed => 1, Email;
-    EmailReleased => 1, Email;
-    RoleDefined => 1, Role;
-    RoleUpdated => 1, Role;
-    RoleMenuSet => 1, Role;
-    RoleDeleted => 1, Role;
-    EntityRegistered => 1, Entity;
-    EntityFieldsChanged => 1, Entity;
-    EntityRlsChanged => 1, Entity;
-    EntityPolicyChanged => 1, Entity;
-    FieldRulesChanged => 1, Entity;
-    RecordOwnerSet => 1, Record;
-    RecordGranted => 1, Record;
-    RecordRevoked => 1, Record;
-    LocalRoleAssigned => 1, Record;
-    LocalRoleRevoked => 1, Record;
-    UserActivated => 1, User;
-    EmailVerified => 1, User;
-    UserProfileChanged => 1, User;
-    EmailChangeRequested => 1, User;
-    EmailChanged => 1, User;
-    PasswordSet => 1, Credentials;
-    SignInFailed => 1, Credentials;
-    AccountLocked => 1, Credentials;
-    SignInFailuresCleared => 1, Credentials;
-    AccountUnlocked => 1, Credentials;
-    SecretTokenIssued => 1, Credentials;
-    SecretTokenRedeemed => 1, Credentials;
-    TotpEnrolmentStarted => 1, Credentials;
-    TotpEnabled => 1, Credentials;
-    TotpCodeUsed => 1, Credentials;
-    TotpDisabled => 1, Credentials;
-    RecoveryCodesGenerated => 1, Credentials;
-    RecoveryCodeUsed => 1, Credentials;
-    SessionStarted => 1, Session;
-    SessionRefreshed => 1, Session;
-    SessionTenantSwitched => 1, Session;
-    SessionRevoked => 1, Session;
-    InvitationSent => 1, Invitation;
-    InvitationResent => 1, Invitation;
-    InvitationAccepted => 1, Invitation;
-    InvitationRevoked => 1, Invitation;
-    ApiKeyIssued => 1, ApiKey;
-    ApiKeyRevoked => 1, ApiKey;
-    ApiKeyUsed => 1, ApiKey;
-    ChainCheckpointed => 1, Chain;
+    current {
+        TenantCreated => 1, Tenant;
+        TenantRenamed => 1, Tenant;
+        TenantSettingsChanged => 1, Tenant;
+        UserRegistered => 1, User;
+        UserInvited => 1, User;
+        UserSuspended => 1, User;
+        UserReinstated => 1, User;
+        UserDeactivated => 1, User;
+        UserReactivated => 1, User;
+        UserErased => 1, User;
+        UserFlagsChanged => 1, User;
+        RoleAssigned => 1, Membership;
+        RoleRevoked => 1, Membership;
+        PermissionsGranted => 1, Membership;
+        PermissionsRevoked => 1, Membership;
+        MemberRemoved => 1, Membership;
+        EmailClaimed => 1, Email;
+        EmailReleased => 1, Email;
+        RoleDefined => 1, Role;
+        RoleUpdated => 1, Role;
+        RoleMenuSet => 1, Role;
+        RoleDeleted => 1, Role;
+        EntityRegistered => 1, Entity;
+        EntityFieldsChanged => 1, Entity;
+        EntityRlsChanged => 1, Entity;
+        EntityPolicyChanged => 1, Entity;
+        FieldRulesChanged => 1, Entity;
+        RecordOwnerSet => 1, Record;
+        RecordGranted => 1, Record;
+        RecordRevoked => 1, Record;
+        LocalRoleAssigned => 1, Record;
+        LocalRoleRevoked => 1, Record;
+        UserActivated => 1, User;
+        EmailVerified => 1, User;
+        UserProfileChanged => 1, User;
+        EmailChangeRequested => 1, User;
+        EmailChanged => 1, User;
+        PasswordSet => 1, Credentials;
+        SignInFailed => 2, Credentials;
+        AccountLocked => 1, Credentials;
+        SignInFailuresCleared => 1, Credentials;
+        AccountUnlocked => 1, Credentials;
+        SecretTokenIssued => 1, Credentials;
+        SecretTokenRedeemed => 1, Credentials;
+        TotpEnrolmentStarted => 1, Credentials;
+        TotpEnabled => 1, Credentials;
+        TotpCodeUsed => 1, Credentials;
+        TotpDisabled => 1, Credentials;
+        RecoveryCodesGenerated => 1, Credentials;
+        RecoveryCodeUsed => 1, Credentials;
+        SessionStarted => 2, Session;
+        SessionRefreshed => 1, Session;
+        SessionTenantSwitched => 1, Session;
+        SessionRevoked => 1, Session;
+        InvitationSent => 1, Invitation;
+        InvitationResent => 1, Invitation;
+        InvitationAccepted => 1, Invitation;
+        InvitationRevoked => 1, Invitation;
+        ApiKeyIssued => 1, ApiKey;
+        ApiKeyRevoked => 1, ApiKey;
+        ApiKeyUsed => 1, ApiKey;
+        ChainCheckpointed => 1, Chain;
+    }
+
+    upcast {
+        SignInFailed => 1, SignInFailedV1;
+        SessionStarted => 1, SessionStartedV1;
+    }
 }
 
 impl DomainEvent {
@@ -824,6 +951,89 @@ mod tests {
         assert_eq!(
             back.subject(),
             format!("idstream.events.acme.membership.{user}")
+        );
+    }
+
+    #[test]
+    fn earlier_versions_are_upcast_and_the_owner_of_personal_data_is_found() {
+        let user = UserId::new(Ulid::from_parts(7, 7));
+        let meta = Metadata {
+            actor: Actor::system("test"),
+            occurred_at: datetime!(2026-03-01 12:00 UTC),
+            correlation_id: "c1".into(),
+            causation_id: None,
+        };
+        let session = StreamKey::new(
+            None,
+            AggregateType::Session,
+            Ulid::from_parts(9, 9).to_string(),
+        );
+        let current = DomainEvent::SessionStarted(SessionStarted {
+            user,
+            tenant: "acme".parse().unwrap(),
+            method: SignInMethod::Password,
+            refresh: BlindIndex::from_bytes(&[1; 32]),
+            at: meta.occurred_at,
+            expires_at: meta.occurred_at,
+            idle_timeout_seconds: 60,
+            ip: Some("192.0.2.1".into()),
+            user_agent: None,
+        });
+        let mut envelope = current.clone().into_envelope(Ulid::nil(), &session, &meta);
+        assert_eq!(envelope.version, 2);
+        assert_eq!(
+            personal_data_owner(&envelope),
+            Some(user.to_string().as_str())
+        );
+
+        // Version 1, as written before sources were recorded, reads as version 2 without one.
+        envelope.version = 1;
+        envelope.data.as_object_mut().unwrap().remove("ip");
+        let DomainEvent::SessionStarted(upcast) = DomainEvent::decode(&envelope).unwrap() else {
+            panic!("not a SessionStarted");
+        };
+        assert_eq!((upcast.ip, upcast.user_agent), (None, None));
+        assert_eq!(upcast.user, user);
+        // …and version 1 knows no source fields.
+        envelope.data["ip"] = "192.0.2.1".into();
+        assert!(matches!(
+            DomainEvent::decode(&envelope),
+            Err(DecodeError::Payload { .. })
+        ));
+
+        let credentials = StreamKey::new(None, AggregateType::Credentials, user.to_string());
+        let mut failed = DomainEvent::SignInFailed(SignInFailed {
+            failures: 1,
+            at: meta.occurred_at,
+            ip: None,
+            user_agent: Some("curl/8".into()),
+        })
+        .into_envelope(Ulid::nil(), &credentials, &meta);
+        assert_eq!(
+            personal_data_owner(&failed),
+            Some(user.to_string().as_str())
+        );
+        failed.version = 1;
+        failed.data = serde_json::json!({"failures": 3, "at": "2026-03-01T12:00:00Z"});
+        assert!(matches!(
+            DomainEvent::decode(&failed),
+            Ok(DomainEvent::SignInFailed(SignInFailed {
+                failures: 3,
+                ip: None,
+                ..
+            }))
+        ));
+        // Events without personal data have no owner.
+        let tenant = StreamKey::new(None, AggregateType::Tenant, "acme");
+        let created = DomainEvent::TenantCreated(TenantCreated { name: "A".into() }).into_envelope(
+            Ulid::nil(),
+            &tenant,
+            &meta,
+        );
+        assert_eq!(personal_data_owner(&created), None);
+        assert!(EARLIER_VERSIONS.contains(&("SessionStarted", 1)));
+        assert!(
+            schema_of("SessionStarted", 1).is_some() && schema_of("SessionStarted", 3).is_none()
         );
     }
 

@@ -7,7 +7,7 @@
 use schemars::{Schema, schema_for};
 
 use crate::envelope::EventEnvelope;
-use crate::events::{CATALOGUE, schema_of};
+use crate::events::{CATALOGUE, EARLIER_VERSIONS, schema_of};
 
 /// Objects with their keys in sorted order, whatever `serde_json`'s map type: a dependency may
 /// turn on its `preserve_order` feature (cedar-policy does, in the benchmarks), which would
@@ -33,14 +33,19 @@ fn pretty(schema: Schema) -> String {
     text
 }
 
-/// (file name, schema text) for the envelope and every catalogued event version.
+/// (file name, schema text) for the envelope and every catalogued event version, current and
+/// earlier (earlier versions are still in logs, so their schemas stay published and unchanged).
 pub fn all() -> Vec<(String, String)> {
     let mut out = vec![(
         "envelope.v1.json".to_owned(),
         pretty(schema_for!(EventEnvelope)),
     )];
-    for (name, version, _) in CATALOGUE {
-        let schema = schema_of(name, *version).expect("every catalogued event has a schema");
+    let versions = CATALOGUE
+        .iter()
+        .map(|(name, version, _)| (*name, *version))
+        .chain(EARLIER_VERSIONS.iter().copied());
+    for (name, version) in versions {
+        let schema = schema_of(name, version).expect("every catalogued event has a schema");
         out.push((format!("{name}.v{version}.json"), pretty(schema)));
     }
     out

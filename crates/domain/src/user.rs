@@ -699,14 +699,32 @@ mod tests {
     }
 
     #[test]
-    fn personal_data_fields_are_declared_for_the_user_events_that_carry_them() {
-        use crate::events::{CATALOGUE, PERSONAL_DATA, personal_fields};
-        for (event_type, _) in PERSONAL_DATA {
+    fn personal_data_fields_are_declared_for_events_whose_owner_can_be_told() {
+        use crate::AggregateType;
+        use crate::events::{CATALOGUE, PERSONAL_DATA, personal_fields, schema_of};
+        for (event_type, fields) in PERSONAL_DATA {
             let found = CATALOGUE.iter().find(|(t, _, _)| t == event_type);
+            let Some((_, version, aggregate)) = found else {
+                panic!("{event_type} is not catalogued");
+            };
+            // The owner is the aggregate (users, credentials) or `data.user` (sessions).
             assert!(
-                matches!(found, Some((_, _, crate::AggregateType::User))),
-                "{event_type} must be a catalogued user event"
+                matches!(
+                    aggregate,
+                    AggregateType::User | AggregateType::Credentials | AggregateType::Session
+                ),
+                "{event_type}: the owner of its personal data cannot be told"
             );
+            let schema = serde_json::to_value(schema_of(event_type, *version).unwrap()).unwrap();
+            for field in *fields {
+                assert!(
+                    schema["properties"].get(*field).is_some(),
+                    "{event_type} has no field {field}"
+                );
+            }
+            if *aggregate == AggregateType::Session {
+                assert!(schema["required"].to_string().contains("\"user\""));
+            }
         }
         assert_eq!(
             personal_fields("UserInvited"),

@@ -1,9 +1,10 @@
 //! Personal data in events, encrypted per user so that erasing a user is destroying one key
 //! (crypto-shredding, F-AU-4).
 //!
-//! The fields listed in [`idstream_domain::events::PERSONAL_DATA`] (emails, names, image URLs)
-//! are stored in the log as `pd1.<base64url(nonce ‖ ciphertext ‖ tag)>`: XChaCha20-Poly1305 under
-//! a 256-bit key of the user the event is about, with `pd1|<user>|<event id>|<field>` as
+//! The fields listed in [`idstream_domain::events::PERSONAL_DATA`] (emails, names, image URLs,
+//! the IP address and user agent of sign-ins and failed attempts) are stored in the log as
+//! `pd1.<base64url(nonce ‖ ciphertext ‖ tag)>`: XChaCha20-Poly1305 under a 256-bit key of the
+//! user the event is about ([`personal_data_owner`]), with `pd1|<user>|<event id>|<field>` as
 //! associated data, so a value copied into another event, field or user does not open.
 //!
 //! Each user's key is one document in the [`KeyStore`] (`pd-<user id>`), apart from the log. To
@@ -19,8 +20,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chacha20poly1305::aead::AeadInOut;
 use chacha20poly1305::{Key, KeyInit, XChaCha20Poly1305, XNonce};
-use idstream_domain::events::personal_fields;
-use idstream_domain::{AggregateType, EventEnvelope};
+use idstream_domain::EventEnvelope;
+use idstream_domain::events::{personal_data_owner, personal_fields};
 use rand::TryRngCore;
 use rand::rngs::OsRng;
 use serde_json::Value;
@@ -53,6 +54,8 @@ pub enum PersonalDataError {
     Erased(String),
     #[error("{0:?} is not a user id that can name a key")]
     InvalidUser(String),
+    #[error("a {0} event carries personal data but names no user whose key could encrypt it")]
+    NoOwner(String),
     #[error("the operating system's random number generator failed")]
     RandomSource,
     #[error("a personal value is too long to encrypt")]
@@ -263,35 +266,44 @@ pub fn decrypt(
 }
 
 /// What a reader sees in place of a personal value that can no longer be read: an address of
-/// the reserved `.invalid` domain, unique per user (so indexes of addresses never collide), and
-/// empty names and no image otherwise.
+/// the reserved `.invalid` domain, unique per user (so indexes of addresses never collide), empty
+/// names, and nothing (null) for the optional fields (image, source address, user agent).
 pub fn placeholder(user: &str, field: &str) -> Value {
     match field {
         "email" => Value::String(format!(
             "erased-{}@erased.invalid",
             user.to_ascii_lowercase()
         )),
-        "image_url" => Value::Null,
+        "image_url" | "ip" | "user_agent" => Value::Null,
         _ => Value::String(String::new()),
     }
 }
 
 /// The user whose personal data `envelope` carries, with the fields that hold it; `None` for
-/// events without personal data.
+/// events without personal data, or whose owner cannot be told (see [`personal_data_owner`]).
 pub fn personal_subject(envelope: &EventEnvelope) -> Option<(&str, &'static [&'static str])> {
-    if envelope.aggregate.kind != AggregateType::User {
+    let fields = personal_fields(&envelope.event_type);
+    if fields.is_empty() {
         return None;
     }
-    let fields = personal_fields(&envelope.event_type);
-    (!fields.is_empty()).then_some((envelope.aggregate.id.as_str(), fields))
+    personal_data_owner(envelope).map(|user| (user, fields))
 }
 
 /// Encrypts the personal values of `envelope` in place (values already encrypted are kept).
+/// An event with personal values in the clear whose owner cannot be told is refused rather than
+/// stored readable for good.
 pub async fn seal_envelope(
     keys: &PersonalKeys,
     envelope: &mut EventEnvelope,
 ) -> Result<(), PersonalDataError> {
     let Some((user, fields)) = personal_subject(envelope) else {
+        let fields = personal_fields(&envelope.event_type);
+        let clear = fields.iter().any(|f| {
+            matches!(envelope.data.get(*f), Some(Value::String(s)) if !s.starts_with(PERSONAL_PREFIX))
+        });
+        if clear {
+            return Err(PersonalDataError::NoOwner(envelope.event_type.clone()));
+        }
         return Ok(());
     };
     let user = user.to_owned();
@@ -361,7 +373,7 @@ pub async fn open_envelope(
 mod tests {
     use super::*;
     use crate::FileKeyStore;
-    use idstream_domain::{Actor, AggregateRef};
+    use idstream_domain::{Actor, AggregateRef, AggregateType};
     use serde_json::json;
 
     const USER: &str = "01J00000000000000000000USR";
@@ -465,6 +477,64 @@ mod tests {
             decrypt(&key, "01J00000000000000000000OTH", &id, "email", email),
             None
         );
+    }
+
+    fn session_started(data: Value) -> EventEnvelope {
+        let mut event = registered("unused@example.com");
+        event.event_type = "SessionStarted".into();
+        event.version = 2;
+        event.aggregate = AggregateRef {
+            kind: AggregateType::Session,
+            id: "01J0000000000000000000SESS".into(),
+        };
+        event.data = data;
+        event
+    }
+
+    #[tokio::test]
+    async fn a_sign_in_source_is_sealed_with_the_key_of_the_user_who_signed_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = keys(dir.path());
+        let mut event = session_started(json!({
+            "user": USER, "tenant": "acme", "ip": "198.51.100.23", "user_agent": "Canary/1.0",
+        }));
+        seal_envelope(&keys, &mut event).await.unwrap();
+        let stored = serde_json::to_string(&event).unwrap();
+        assert!(
+            !stored.contains("198.51.100.23") && !stored.contains("Canary"),
+            "{stored}"
+        );
+        // The user's own key, not one named after the session.
+        let key = keys.for_reading(USER).await.unwrap().unwrap();
+        let id = event.id.to_string();
+        let ip = event.data["ip"].as_str().unwrap();
+        assert_eq!(
+            decrypt(&key, USER, &id, "ip", ip).as_deref(),
+            Some("198.51.100.23")
+        );
+
+        keys.erase(USER).await.unwrap();
+        let mut read = event.clone();
+        open_envelope(&self::keys(dir.path()), &mut read)
+            .await
+            .unwrap();
+        assert_eq!(read.data["ip"], Value::Null);
+        assert_eq!(read.data["user_agent"], Value::Null);
+        assert_eq!(read.data["user"], USER);
+    }
+
+    #[tokio::test]
+    async fn personal_data_whose_owner_cannot_be_told_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = keys(dir.path());
+        let mut event = session_started(json!({"tenant": "acme", "ip": "198.51.100.23"}));
+        assert!(matches!(
+            seal_envelope(&keys, &mut event).await,
+            Err(PersonalDataError::NoOwner(_))
+        ));
+        // Without personal values there is nothing to protect.
+        let mut event = session_started(json!({"tenant": "acme"}));
+        seal_envelope(&keys, &mut event).await.unwrap();
     }
 
     #[tokio::test]

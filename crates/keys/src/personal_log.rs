@@ -73,6 +73,7 @@ impl EventLog for PersonalDataLog {
                 .map_err(|error| match error {
                     PersonalDataError::Erased(_)
                     | PersonalDataError::InvalidUser(_)
+                    | PersonalDataError::NoOwner(_)
                     | PersonalDataError::TooLong => AppendError::Invalid(error.to_string()),
                     other => AppendError::Unavailable(other.to_string()),
                 })?;

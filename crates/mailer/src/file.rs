@@ -6,6 +6,9 @@
 //! they were written. Each is written to a hidden temporary file and then renamed, so a reader
 //! never sees half a message. The folder is created owner-only (0700) and each file is 0600,
 //! because bodies carry secrets.
+//!
+//! The folder is a spool of personal data (addresses, names): erasing a user deletes the files
+//! sent to or mentioning their addresses ([`Mailer::forget`]).
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -74,6 +77,102 @@ impl Mailer for FileMailer {
         tracing::info!(path = %path.display(), subject = %message.subject, "email written to a file");
         Ok(())
     }
+
+    async fn forget(&self, addresses: &[String]) -> Result<usize, MailError> {
+        let dir = self.dir.clone();
+        let addresses: Vec<String> = addresses
+            .iter()
+            .map(|a| a.trim().to_lowercase())
+            .filter(|a| !a.is_empty())
+            .collect();
+        if addresses.is_empty() {
+            return Ok(0);
+        }
+        let deleted = tokio::task::spawn_blocking(move || forget_in(&dir, &addresses))
+            .await
+            .map_err(|e| MailError::Forget {
+                path: self.dir.clone(),
+                source: io::Error::other(format!("the deleting task failed: {e}")),
+            })??;
+        if deleted > 0 {
+            tracing::info!(dir = %self.dir.display(), deleted, "emails of an erased user deleted");
+        }
+        Ok(deleted)
+    }
+}
+
+/// Deletes the files in `dir` (finished messages and leftover temporary files) sent to or
+/// mentioning one of `addresses` (lower case). A folder that does not exist holds none.
+fn forget_in(dir: &Path, addresses: &[String]) -> Result<usize, MailError> {
+    let failed = |source| MailError::Forget {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(failed(e)),
+    };
+    let mut deleted = 0;
+    for entry in entries {
+        let entry = entry.map_err(failed)?;
+        if !entry.file_type().map_err(failed)?.is_file() {
+            continue;
+        }
+        let path = entry.path();
+        let raw = match fs::read(&path) {
+            Ok(raw) => raw,
+            // Renamed or deleted meanwhile (a temporary file becoming its message, which the
+            // listing may show next time round): nothing of it is left here to delete.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(failed(e)),
+        };
+        if concerns(&raw, addresses) {
+            match fs::remove_file(&path) {
+                Ok(()) => deleted += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(failed(e)),
+            }
+        }
+    }
+    if deleted > 0 {
+        sync_dir(dir).map_err(failed)?;
+    }
+    Ok(deleted)
+}
+
+/// Whether a stored message was sent to, or mentions, one of `addresses` (lower case): in its
+/// raw bytes, or in its decoded headers and bodies (an encoded body hides them from the first).
+fn concerns(raw: &[u8], addresses: &[String]) -> bool {
+    let raw_text = String::from_utf8_lossy(raw).to_lowercase();
+    if addresses.iter().any(|a| raw_text.contains(a.as_str())) {
+        return true;
+    }
+    let Some(parsed) = mail_parser::MessageParser::default().parse(raw) else {
+        return false;
+    };
+    let mut decoded = String::new();
+    if let Some(to) = parsed.to() {
+        for address in to.iter() {
+            if let Some(address) = address.address() {
+                decoded.push_str(address);
+                decoded.push('\n');
+            }
+        }
+    }
+    decoded.push_str(parsed.subject().unwrap_or_default());
+    for part in 0..parsed.text_body_count() {
+        if let Some(text) = parsed.body_text(part) {
+            decoded.push_str(&text);
+        }
+    }
+    for part in 0..parsed.html_body_count() {
+        if let Some(html) = parsed.body_html(part) {
+            decoded.push_str(&html);
+        }
+    }
+    let decoded = decoded.to_lowercase();
+    addresses.iter().any(|a| decoded.contains(a.as_str()))
 }
 
 /// `20250102T030405.123456789Z-01JG….eml`: fixed width, so names sort by time.
@@ -378,6 +477,63 @@ mod tests {
         );
         assert!(a.starts_with("20231114T221320.000000001Z-"), "{a}");
         assert!(a < b);
+    }
+
+    #[tokio::test]
+    async fn forgetting_addresses_deletes_the_messages_sent_to_or_mentioning_them_only() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mailer = FileMailer::new(dir.path().join("mail"), from());
+        assert_eq!(
+            mailer.forget(&["nobody@example.com".into()]).await.unwrap(),
+            0,
+            "no folder yet"
+        );
+        mailer
+            .send(&message("Ada@Example.com", "Reset", "https://x/reset?t=1"))
+            .await
+            .unwrap();
+        // The body of this one is encoded (a line too long for 8bit) and mentions the new
+        // address, which only decoding finds.
+        let long = format!("new address: ada.new@example.com {}", "x".repeat(1200));
+        mailer
+            .send(&message("ada@example.com", "Changed", &long))
+            .await
+            .unwrap();
+        mailer
+            .send(&message("zoë@example.com", "Hello", "for Zoë"))
+            .await
+            .unwrap();
+        mailer
+            .send(&message("bob@example.com", "Code", "123456"))
+            .await
+            .unwrap();
+        fs::write(
+            mailer.dir().join(".00000000T000000.000000000Z-x.eml.tmp"),
+            "To: ada@example.com\r\n\r\npartial",
+        )
+        .unwrap();
+
+        let deleted = mailer
+            .forget(&[" ada@example.com ".into(), "ZOË@example.com".into()])
+            .await
+            .unwrap();
+        assert_eq!(deleted, 4);
+        let left: Vec<String> = FileMailer::messages(mailer.dir())
+            .unwrap()
+            .iter()
+            .map(|p| read_eml(p).unwrap().to)
+            .collect();
+        assert_eq!(left, ["bob@example.com"]);
+        assert_eq!(fs::read_dir(mailer.dir()).unwrap().count(), 1);
+
+        let deleted = mailer
+            .forget(&["ada.new@example.com".into()])
+            .await
+            .unwrap();
+        assert_eq!(
+            deleted, 0,
+            "already gone with the message that mentioned it"
+        );
     }
 
     #[test]

@@ -66,6 +66,15 @@ pub trait Mailer: Send + Sync {
     /// Delivers `message`, or hands it to a relay that accepted it. Callers invoke this only
     /// after the message's event is in the log.
     async fn send(&self, message: &Message) -> Result<(), MailError>;
+
+    /// Deletes every message this transport still keeps that was sent to one of `addresses`
+    /// or mentions one (compared without regard to case), so that erasing a person leaves no
+    /// copy of their address behind; returns how many were deleted. A transport that keeps
+    /// nothing (SMTP hands each message on) has nothing to delete.
+    async fn forget(&self, addresses: &[String]) -> Result<usize, MailError> {
+        let _ = addresses;
+        Ok(0)
+    }
 }
 
 /// Why a message was not delivered. No variant carries the message body, so this error may be
@@ -85,6 +94,11 @@ pub enum MailError {
     Smtp(lettre::transport::smtp::Error),
     #[error("the SMTP relay did not take the message within {0:?}")]
     Timeout(Duration),
+    #[error("the kept messages in {path} could not be deleted: {source}")]
+    Forget {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl MailError {
@@ -94,7 +108,7 @@ impl MailError {
         match self {
             MailError::InvalidRecipient(_) | MailError::Assemble(_) => true,
             MailError::Smtp(e) => e.is_permanent(),
-            MailError::Write { .. } | MailError::Timeout(_) => false,
+            MailError::Write { .. } | MailError::Timeout(_) | MailError::Forget { .. } => false,
         }
     }
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::client::{IpNet, TrustedProxies};
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -33,6 +35,9 @@ pub struct Config {
     pub chain_checkpoint_events: u64,
     /// …or once this long has passed since it, if anything was appended.
     pub chain_checkpoint_interval: Duration,
+    /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` names the client; none by
+    /// default, so the socket peer is the client (see [`crate::client`]).
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Config {
@@ -62,6 +67,7 @@ impl Default for Config {
             mail: Default::default(),
             chain_checkpoint_events: 1000,
             chain_checkpoint_interval: Duration::from_secs(60),
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }
@@ -84,6 +90,8 @@ pub struct FileConfig {
     pub mail: Option<idstream_mailer::MailerConfig>,
     pub chain_checkpoint_events: Option<u64>,
     pub chain_checkpoint_seconds: Option<u64>,
+    /// `["10.0.0.0/8", "192.0.2.7"]`
+    pub trusted_proxies: Option<Vec<IpNet>>,
 }
 
 impl FileConfig {
@@ -135,6 +143,9 @@ impl FileConfig {
         if let Some(v) = self.chain_checkpoint_seconds {
             config.chain_checkpoint_interval = Duration::from_secs(v);
         }
+        if let Some(v) = self.trusted_proxies {
+            config.trusted_proxies = TrustedProxies(v);
+        }
         config
     }
 }
@@ -151,6 +162,16 @@ mod tests {
         assert_eq!(config.nats_url.as_deref(), Some("nats://127.0.0.1:4222"));
         assert_eq!(config.stream_replicas, 3);
         assert_eq!(config.listen, Config::default().listen);
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_blocks_and_none_by_default() {
+        assert_eq!(Config::default().trusted_proxies, TrustedProxies::default());
+        let config = FileConfig::parse("trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n")
+            .unwrap()
+            .apply(Config::default());
+        assert_eq!(config.trusted_proxies.0.len(), 2);
+        assert!(FileConfig::parse("trusted_proxies = [\"10.0.0.0/40\"]\n").is_err());
     }
 
     #[test]

@@ -131,6 +131,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let min = MinPosition::from_request_parts(parts, state).await?;
         let presented = bearer(parts).ok_or(ApiError::Unauthorized)?;
         let (actor, auth) = match &state.admin_token {
             Some(admin) if admin.matches(presented) => (
@@ -141,6 +142,12 @@ impl FromRequestParts<AppState> for Caller {
                 None,
             ),
             _ => {
+                // A consistency token covers who the caller is, too (a second factor just set
+                // up, a tenant setting just changed, a session just started): honour it first.
+                // (The handler honours it again, for the metric; by then it is reached.)
+                if let Some(min) = min.0 {
+                    state.app.wait_for_token(min).await?;
+                }
                 let auth = state
                     .app
                     .authenticate(presented)

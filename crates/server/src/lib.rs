@@ -5,6 +5,7 @@
 //! and authenticate, call `idstream_app::App`, and shape the answer. Every error leaves through
 //! [`error::ApiError`].
 
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub read_model_names: Arc<Vec<&'static str>>,
     /// Point-in-time replays for auditors (`<data dir>/replays`).
     pub replays: Arc<idstream_app::replay::Replays>,
+    /// The proxies whose `X-Forwarded-For` names the client (see [`client`]).
+    pub trusted_proxies: Arc<client::TrustedProxies>,
 }
 
 impl AppState {

@@ -40,7 +40,7 @@ use crate::routes::{self, CommandAccepted};
         routes::auth::sign_out, routes::auth::me, routes::auth::my_sessions, routes::auth::revoke_my_session,
         routes::auth::change_password, routes::auth::request_reset, routes::auth::reset_password,
         routes::auth::totp_setup, routes::auth::totp_confirm, routes::auth::totp_disable,
-        routes::auth::revoke_user_sessions, routes::auth::unlock_user, routes::auth::jwks,
+        routes::auth::user_sessions, routes::auth::revoke_user_sessions, routes::auth::unlock_user, routes::auth::jwks,
         routes::invitations::invite, routes::invitations::list_invitations, routes::invitations::resend_invitation,
         routes::invitations::revoke_invitation, routes::invitations::accept_invitation,
         routes::api_keys::issue_api_key, routes::api_keys::list_api_keys, routes::api_keys::revoke_api_key,

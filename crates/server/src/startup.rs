@@ -247,6 +247,7 @@ pub async fn serve(
         metrics: Arc::new(Metrics::new()),
         startup_target,
         read_model_names: Arc::new(names),
+        trusted_proxies: Arc::new(config.trusted_proxies.clone()),
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -24,6 +24,10 @@
 //!
 //! Targets: check p50 ≤ 2× raw get p50; check p99 ≤ 10 µs.
 
+/// The allocator of the `idstream` binary, so that what runs in process here runs as it does there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod common;
 
 use std::collections::BTreeMap;

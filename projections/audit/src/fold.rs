@@ -128,7 +128,8 @@ impl Projection for AuditProjection {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: indexes as blocks of positions; one user index for actors and subjects.
+        2
     }
 
     fn apply(&self, state: &mut Staged<'_>, event: &RecordedEvent) -> Result<(), ApplyError> {
@@ -170,26 +171,47 @@ impl Projection for AuditProjection {
             _ => Some(envelope.aggregate.id.clone()),
         };
 
-        // Every index key costs a sled insert, the bulk of the fold's time, so there are only
-        // as many as the queries need: the global scope is found through the other indexes and
-        // the entries themselves, and an aggregate named by its user (user, credentials,
-        // membership) through the subject index.
+        // Every key written costs a sled insert, the bulk of the fold's time, so there are only
+        // as many indexes as the queries need (the global scope is found through the others and
+        // the entries themselves; actor and subject users share one index; an aggregate found
+        // through its user is read from the user's index), and each is a list of positions in
+        // blocks (see `keys`), which a batch writes once however many of its events it lists.
         let event_type = envelope.event_type.as_str();
-        let mut index = |prefix: Vec<u8>| state.insert(keys::at(&prefix, position), Vec::new());
         for tenant in &tenants {
-            index(keys::scope(tenant.as_str()));
-            index(keys::scope_type(tenant.as_str(), event_type));
+            list(state, &keys::scope(tenant.as_str()), position)?;
+            list(
+                state,
+                &keys::scope_type(tenant.as_str(), event_type),
+                position,
+            )?;
         }
-        index(keys::event_type(event_type));
-        index(keys::actor(envelope.actor.kind, &envelope.actor.id));
-        if let Some(subject) = &about.subject {
-            index(keys::subject(subject));
+        list(state, &keys::event_type(event_type), position)?;
+        let actor_user = match envelope.actor.kind {
+            ActorKind::User => envelope.actor.id.parse::<UserId>().ok(),
+            _ => None,
+        };
+        match actor_user {
+            Some(user) => list(state, &keys::user(&user), position)?,
+            None => list(
+                state,
+                &keys::actor(envelope.actor.kind, &envelope.actor.id),
+                position,
+            )?,
         }
-        if let Some(id) = &aggregate_id
-            && !(keys::user_keyed(envelope.aggregate.kind)
-                && about.subject.is_some_and(|s| s.to_string() == *id))
+        if let Some(subject) = about.subject
+            && actor_user != Some(subject)
         {
-            index(keys::aggregate(envelope.aggregate.kind, id));
+            list(state, &keys::user(&subject), position)?;
+        }
+        if let Some(id) = &aggregate_id {
+            let kind = envelope.aggregate.kind;
+            let found_through_user = match (keys::through_user(kind), &about.subject) {
+                (true, Some(subject)) => aggregate_user(state, kind, id, subject)?,
+                _ => false,
+            };
+            if !found_through_user {
+                list(state, &keys::aggregate(kind, id), position)?;
+            }
         }
 
         let stored = Stored {
@@ -207,9 +229,47 @@ impl Projection for AuditProjection {
             aggregate_id,
             facts: about.facts,
         };
-        state.put_json(keys::entry(position), &stored)?;
+        let json = serde_json::to_vec(&stored).map_err(|error| {
+            ApplyError::Rejected(format!("cannot encode the entry of {position}: {error}"))
+        })?;
+        let key = keys::entry_block(position);
+        let mut block = state.get(&key)?.unwrap_or_default();
+        keys::push_entry(&mut block, position, &json);
+        state.insert(key, block);
         advance_clock(state, position, envelope.occurred_at)
     }
+}
+
+/// Adds `position` to the index `prefix` (to the block that holds it).
+fn list(state: &mut Staged<'_>, prefix: &[u8], position: Position) -> Result<(), ApplyError> {
+    let key = keys::block(prefix, position);
+    let mut value = state.get(&key)?.unwrap_or_default();
+    keys::push_offset(&mut value, position);
+    state.insert(key, value);
+    Ok(())
+}
+
+/// Whether a query for the aggregate finds `subject` as its user (see [`keys::through_user`]):
+/// the aggregate's id for user-keyed ones, the `ses/`, `inv/` or `key/` table for the others.
+/// Those tables are written by the aggregate's first event and never change their user, and the
+/// fold reads an event's subject from them, so this holds for every event of the aggregate whose
+/// subject was known.
+fn aggregate_user(
+    state: &Staged<'_>,
+    kind: AggregateType,
+    id: &str,
+    subject: &UserId,
+) -> Result<bool, ApplyError> {
+    Ok(match kind {
+        AggregateType::Session => state
+            .get_json::<SessionFacts>(&keys::session(id))?
+            .is_some_and(|facts| facts.user == *subject),
+        AggregateType::Invitation => {
+            stored_user(state, keys::invitation(id))?.as_ref() == Some(subject)
+        }
+        AggregateType::ApiKey => key_owner(state, id)?.as_ref() == Some(subject),
+        _ => subject.to_string() == id,
+    })
 }
 
 /// The user an event of a user-keyed aggregate (user, credentials) is about.

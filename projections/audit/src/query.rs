@@ -49,12 +49,87 @@ enum Dir {
     Down,
 }
 
-/// A union of index prefixes whose keys end in positions.
+/// A union of indexes (prefixes of blocks of positions, see `keys`), or the entries themselves
+/// (`keys::ENTRIES`, blocks of entries).
 type Path = Vec<Vec<u8>>;
 
-/// The positions of a path in a window, in one direction, merged across its prefixes.
+/// One index of a path, read block by block in one direction within a window.
+struct Head {
+    blocks: sled::Iter,
+    /// The current block's positions within the window, in reading order, reversed so that
+    /// the next one is popped from the end.
+    pending: Vec<Position>,
+    /// The blocks are blocks of entries, not of an index.
+    entries: bool,
+    lo: Position,
+    hi: Position,
+    dir: Dir,
+}
+
+impl Head {
+    fn new(tree: &sled::Tree, prefix: &[u8], lo: Position, hi: Position, dir: Dir) -> Head {
+        let entries = prefix == keys::ENTRIES;
+        let (first, last) = if entries {
+            (lo / keys::ENTRY_SPAN, hi / keys::ENTRY_SPAN)
+        } else {
+            (keys::block_of(lo), keys::block_of(hi))
+        };
+        Head {
+            blocks: tree.range(keys::at(prefix, first)..=keys::at(prefix, last)),
+            pending: Vec::new(),
+            entries,
+            lo,
+            hi,
+            dir,
+        }
+    }
+
+    fn next(&mut self) -> Result<Option<Position>, AuditError> {
+        loop {
+            if let Some(position) = self.pending.pop() {
+                return Ok(Some(position));
+            }
+            let item = match self.dir {
+                Dir::Up => self.blocks.next(),
+                Dir::Down => self.blocks.next_back(),
+            };
+            let (key, value) = match item {
+                None => return Ok(None),
+                Some(item) => item?,
+            };
+            let corrupt = |reason: &str| AuditError::Corrupt {
+                key: String::from_utf8_lossy(&key).into_owned(),
+                reason: reason.to_owned(),
+            };
+            let mut positions = if self.entries {
+                entries_of(&key, &value)?
+                    .into_iter()
+                    .map(|(p, _)| p)
+                    .collect()
+            } else {
+                keys::block_positions(&key, &value)
+                    .ok_or_else(|| corrupt("an index block that is not a list of positions"))?
+            };
+            positions.retain(|p| (self.lo..=self.hi).contains(p));
+            if self.dir == Dir::Up {
+                positions.reverse();
+            }
+            self.pending = positions;
+        }
+    }
+}
+
+/// The entries of a block of entries (see `keys`).
+fn entries_of<'v>(key: &[u8], value: &'v [u8]) -> Result<Vec<(Position, &'v [u8])>, AuditError> {
+    keys::block_entries(key, value).ok_or_else(|| AuditError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: "not a block of entries".into(),
+    })
+}
+
+/// The positions of a path in a window, in one direction, merged across its indexes.
 struct Positions {
-    heads: Vec<(sled::Iter, Option<Position>)>,
+    heads: Vec<(Head, Option<Position>)>,
     dir: Dir,
 }
 
@@ -68,9 +143,9 @@ impl Positions {
     ) -> Result<Self, AuditError> {
         let mut heads = Vec::with_capacity(path.len());
         for prefix in path {
-            let mut iter = tree.range(keys::at(prefix, lo)..=keys::at(prefix, hi));
-            let head = pull(&mut iter, dir)?;
-            heads.push((iter, head));
+            let mut head = Head::new(tree, prefix, lo, hi, dir);
+            let first = head.next()?;
+            heads.push((head, first));
         }
         Ok(Positions { heads, dir })
     }
@@ -87,30 +162,12 @@ impl Positions {
         let Some(position) = best else {
             return Ok(None);
         };
-        for (iter, head) in &mut self.heads {
-            if *head == Some(position) {
-                *head = pull(iter, self.dir)?;
+        for (head, current) in &mut self.heads {
+            if *current == Some(position) {
+                *current = head.next()?;
             }
         }
         Ok(Some(position))
-    }
-}
-
-fn pull(iter: &mut sled::Iter, dir: Dir) -> Result<Option<Position>, AuditError> {
-    let item = match dir {
-        Dir::Up => iter.next(),
-        Dir::Down => iter.next_back(),
-    };
-    match item {
-        None => Ok(None),
-        Some(Err(error)) => Err(error.into()),
-        Some(Ok((key, _))) => match keys::position_of(&key) {
-            Some(position) => Ok(Some(position)),
-            None => Err(AuditError::Corrupt {
-                key: String::from_utf8_lossy(&key).into_owned(),
-                reason: "an index key without a position".into(),
-            }),
-        },
     }
 }
 
@@ -159,7 +216,7 @@ impl Audit {
             partial: false,
         };
         let filter = &query.filter;
-        let Some(paths) = paths(filter) else {
+        let Some(paths) = paths(&self.tree, filter)? else {
             return Ok(empty);
         };
         let Some((window_lo, window_hi)) = self.window(filter)? else {
@@ -256,7 +313,13 @@ impl Audit {
     fn window(&self, filter: &AuditFilter) -> Result<Option<(Position, Position)>, AuditError> {
         let last = match self.tree.scan_prefix(keys::ENTRIES).next_back() {
             None => return Ok(None),
-            Some(entry) => keys::position_of(&entry?.0).unwrap_or(0),
+            Some(block) => {
+                let (key, value) = block?;
+                match entries_of(&key, &value)?.last() {
+                    Some((position, _)) => *position,
+                    None => return Ok(None),
+                }
+            }
         };
         let (mut lo, mut hi) = (1, last);
         if filter.from.is_none() && filter.to.is_none() {
@@ -363,6 +426,8 @@ impl Audit {
             partial: false,
         };
         let mut examined = 0;
+        // The block of entries read last: consecutive candidates often share one.
+        let mut block: Option<(Vec<u8>, sled::IVec)> = None;
         while let Some(position) = positions.next()? {
             if examined == self.budget {
                 scanned.partial = true;
@@ -370,20 +435,25 @@ impl Audit {
             }
             examined += 1;
             scanned.last = Some(position);
-            let key = keys::entry(position);
-            let Some(bytes) = self.tree.get(&key)? else {
-                // Index keys and entries are committed in one batch: an index key without an
-                // entry is damage.
-                return Err(AuditError::Corrupt {
-                    key: format!("e/{position}"),
-                    reason: "indexed but missing".into(),
-                });
+            let key = keys::entry_block(position);
+            if block.as_ref().is_none_or(|(k, _)| *k != key) {
+                block = self.tree.get(&key)?.map(|value| (key, value));
+            }
+            // Index keys and entries are committed in one batch: an index key without an entry
+            // is damage.
+            let missing = || AuditError::Corrupt {
+                key: format!("e/{position}"),
+                reason: "indexed but missing".into(),
             };
-            let stored: Stored =
-                serde_json::from_slice(&bytes).map_err(|e| AuditError::Corrupt {
-                    key: format!("e/{position}"),
-                    reason: e.to_string(),
-                })?;
+            let (key, value) = block.as_ref().ok_or_else(missing)?;
+            let json = entries_of(key, value)?
+                .into_iter()
+                .find_map(|(p, json)| (p == position).then_some(json))
+                .ok_or_else(missing)?;
+            let stored: Stored = serde_json::from_slice(json).map_err(|e| AuditError::Corrupt {
+                key: format!("e/{position}"),
+                reason: e.to_string(),
+            })?;
             if matches(filter, &stored) {
                 scanned.matched.push(stored);
                 if scanned.matched.len() >= want {
@@ -421,7 +491,7 @@ impl Audit {
 
 /// The candidate index paths of a filter (always at least one); `None` when no event type can
 /// match.
-fn paths(filter: &AuditFilter) -> Option<Vec<Path>> {
+fn paths(tree: &sled::Tree, filter: &AuditFilter) -> Result<Option<Vec<Path>>, AuditError> {
     let types: Option<BTreeSet<String>> = match filter.aggregate_type {
         None if filter.event_types.is_empty() => None,
         None => Some(filter.event_types.clone()),
@@ -433,7 +503,7 @@ fn paths(filter: &AuditFilter) -> Option<Vec<Path>> {
                 of_kind.intersection(&filter.event_types).cloned().collect()
             };
             if types.is_empty() {
-                return None;
+                return Ok(None);
             }
             Some(types)
         }
@@ -454,25 +524,62 @@ fn paths(filter: &AuditFilter) -> Option<Vec<Path>> {
         (None, None) => {}
     }
     if let Some(actor) = &filter.actor {
-        paths.push(vec![keys::actor(actor.kind, &actor.id)]);
+        match actor.kind {
+            // The fold lists a user actor under the user's index, or, were its id not a user
+            // id, under the index of other actors.
+            ActorKind::User if let Ok(user) = actor.id.parse::<UserId>() => {
+                paths.push(vec![keys::user(&user)])
+            }
+            kind => paths.push(vec![keys::actor(kind, &actor.id)]),
+        }
     }
     if let Some(subject) = &filter.subject {
-        paths.push(vec![keys::subject(subject)]);
+        paths.push(vec![keys::user(subject)]);
     }
     if let (Some(kind), Some(id)) = (filter.aggregate_type, &filter.aggregate_id) {
         let mut path = vec![keys::aggregate(kind, id)];
-        // The events of an aggregate named by its user are listed under that subject.
-        if keys::user_keyed(kind)
-            && let Ok(user) = id.parse::<UserId>()
+        // The events of an aggregate found through its user are listed under that user.
+        if keys::through_user(kind)
+            && let Some(user) = aggregate_user(tree, kind, id)?
         {
-            path.push(keys::subject(&user));
+            path.push(keys::user(&user));
         }
         paths.push(path);
     }
     if paths.is_empty() {
         paths.push(vec![keys::ENTRIES.to_vec()]);
     }
-    Some(paths)
+    Ok(Some(paths))
+}
+
+/// The user the fold lists an aggregate's events under (see `keys::through_user`), if known.
+fn aggregate_user(
+    tree: &sled::Tree,
+    kind: AggregateType,
+    id: &str,
+) -> Result<Option<UserId>, AuditError> {
+    let key = match kind {
+        AggregateType::Session => keys::session(id),
+        AggregateType::Invitation => keys::invitation(id),
+        AggregateType::ApiKey => match id.parse::<ulid::Ulid>() {
+            Ok(id) => keys::api_key(&id),
+            Err(_) => return Ok(None),
+        },
+        _ => return Ok(id.parse().ok()),
+    };
+    let Some(bytes) = tree.get(&key)? else {
+        return Ok(None);
+    };
+    if kind == AggregateType::Session {
+        #[derive(serde::Deserialize)]
+        struct Facts {
+            user: UserId,
+        }
+        return Ok(serde_json::from_slice::<Facts>(&bytes).ok().map(|f| f.user));
+    }
+    Ok(std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|s| s.parse().ok()))
 }
 
 /// Whether an entry passes every filter.

@@ -5,6 +5,10 @@
 //!
 //! `cargo bench -p idstream-directory --bench rebuild` (IDSTREAM_BENCH_USERS sets the size).
 
+/// The allocator of the `idstream` binary, so that what runs in process here runs as it does there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -30,7 +30,7 @@ impl Projection for IdentityProjection {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn apply(&self, state: &mut Staged<'_>, event: &RecordedEvent) -> Result<(), ApplyError> {
@@ -176,6 +176,10 @@ impl Projection for IdentityProjection {
                 Ok(())
             }
 
+            // ---- erasure: the sources of the user's sessions are personal data. (Read again
+            // from the log they are already gone; this removes them from a tree built before.)
+            DomainEvent::UserErased(_) => forget_session_sources(state, event),
+
             // ---- API keys
             DomainEvent::ApiKeyIssued(e) => api_key_issued(state, event, e),
             DomainEvent::ApiKeyRevoked(_) => change_api_key(state, event, |view| {
@@ -195,7 +199,6 @@ impl Projection for IdentityProjection {
             | DomainEvent::UserSuspended(_)
             | DomainEvent::UserReinstated(_)
             | DomainEvent::UserDeactivated(_)
-            | DomainEvent::UserErased(_)
             | DomainEvent::UserReactivated(_)
             | DomainEvent::UserFlagsChanged(_)
             | DomainEvent::UserActivated(_)
@@ -291,6 +294,8 @@ fn session_started(
         refresh: e.refresh,
         revoked: None,
         revoked_at: None,
+        ip: e.ip,
+        user_agent: e.user_agent,
         position: event.position,
     };
     save(state, key, &view)?;
@@ -308,6 +313,35 @@ fn session_started(
             ApplyError::Rejected(format!("cannot encode the sign-in time: {error}"))
         })?;
         state.insert(last_key, text);
+    }
+    Ok(())
+}
+
+/// Removes the IP address and user agent from every session of an erased user. The sessions'
+/// positions stay: an erasure is not an event of theirs.
+fn forget_session_sources(state: &mut Staged<'_>, event: &RecordedEvent) -> Result<(), ApplyError> {
+    let Ok(user) = event.envelope.aggregate.id.parse::<UserId>() else {
+        state.skip(format!(
+            "UserErased with an invalid user id {:?}",
+            event.envelope.aggregate.id
+        ));
+        return Ok(());
+    };
+    for (_, value) in state.scan_prefix(keys::sessions_of(&user))? {
+        let Some(id) = std::str::from_utf8(&value)
+            .ok()
+            .and_then(|text| Ulid::from_string(text).ok())
+        else {
+            continue;
+        };
+        let key = keys::session(&id);
+        if let Some(mut view) = load::<SessionView>(state, &key)?
+            && (view.ip.is_some() || view.user_agent.is_some())
+        {
+            view.ip = None;
+            view.user_agent = None;
+            save(state, key, &view)?;
+        }
     }
     Ok(())
 }

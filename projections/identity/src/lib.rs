@@ -112,6 +112,11 @@ pub struct SessionView {
     pub revoked: Option<RevocationReason>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub revoked_at: Option<OffsetDateTime>,
+    /// The IP address the session was started from, if recorded. Personal data: gone once the
+    /// user is erased.
+    pub ip: Option<String>,
+    /// The `User-Agent` of the sign-in, if recorded. Personal data, like `ip`.
+    pub user_agent: Option<String>,
     /// Log position of the session's last event.
     pub position: Position,
 }

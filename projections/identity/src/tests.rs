@@ -9,7 +9,7 @@ use idstream_domain::events::{
     InvitationResent, InvitationRevoked, InvitationSent, PasswordSet, RecoveryCodeUsed,
     RecoveryCodesGenerated, SecretTokenIssued, SecretTokenRedeemed, SessionRefreshed,
     SessionRevoked, SessionStarted, SessionTenantSwitched, SignInFailed, SignInFailuresCleared,
-    TenantCreated, TotpCodeUsed, TotpDisabled, TotpEnabled, TotpEnrolmentStarted,
+    TenantCreated, TotpCodeUsed, TotpDisabled, TotpEnabled, TotpEnrolmentStarted, UserErased,
 };
 use idstream_domain::identity::credentials::{
     self, Credentials, CredentialsEvent, PasswordReason, TokenPurpose,
@@ -72,8 +72,17 @@ impl At {
             at: at(self.0),
             expires_at: at(self.0) + Duration::days(30),
             idle_timeout_seconds: 3600,
+            ip: Some(format!("192.0.2.{refresh}")),
+            user_agent: Some(format!("Browser/{refresh}")),
         };
         self.record(session_key(session), DomainEvent::SessionStarted(e))
+    }
+
+    fn erased(self, user: UserId) -> RecordedEvent {
+        self.record(
+            StreamKey::new(None, AggregateType::User, user.to_string()),
+            DomainEvent::UserErased(UserErased {}),
+        )
     }
 
     fn refreshed(self, session: Ulid, refresh: u8, generation: u32) -> RecordedEvent {
@@ -255,6 +264,8 @@ fn failed(failures: u32, position: Position) -> CredentialsEvent {
     CredentialsEvent::SignInFailed(SignInFailed {
         failures,
         at: at(position),
+        ip: None,
+        user_agent: None,
     })
 }
 
@@ -493,6 +504,8 @@ fn arbitrary_credentials_events(count: usize) -> Vec<CredentialsEvent> {
                 1 => CredentialsEvent::SignInFailed(SignInFailed {
                     failures: next(7) as u32,
                     at: when,
+                    ip: Some("192.0.2.1".into()),
+                    user_agent: None,
                 }),
                 2 => CredentialsEvent::AccountLocked(AccountLocked {
                     until: when + Duration::minutes(next(16) as i64),
@@ -619,6 +632,8 @@ fn a_started_session_is_found_by_id_refresh_token_and_user() {
         refresh: index(1),
         revoked: None,
         revoked_at: None,
+        ip: Some("192.0.2.1".into()),
+        user_agent: Some("Browser/1".into()),
         position: 1,
     };
     assert_eq!(identity.session(&id(1)).unwrap(), Some(expected.clone()));
@@ -716,6 +731,44 @@ fn a_session_ends_after_its_idle_timeout_or_its_absolute_end() {
         forever.is_live_at(at(60)),
         "an unaddable timeout never runs out"
     );
+}
+
+#[test]
+fn erasing_a_user_forgets_where_their_sessions_came_from_and_nothing_else() {
+    let given = [
+        At(1).started(id(1), u(1), "acme", 1),
+        At(2).started(id(2), u(1), "globex", 2),
+        At(3).started(id(3), u(2), "acme", 3),
+    ];
+    let before = given_when(&given, &[]).session(&id(1)).unwrap().unwrap();
+    let identity = given_when(&given, &[At(4).erased(u(1))]);
+    for session in [id(1), id(2)] {
+        let view = identity.session(&session).unwrap().unwrap();
+        assert_eq!((view.ip, view.user_agent), (None, None), "{session}");
+        assert_eq!(view.user, u(1));
+    }
+    let kept = identity.session(&id(1)).unwrap().unwrap();
+    assert_eq!(
+        kept,
+        SessionView {
+            ip: None,
+            user_agent: None,
+            ..before
+        }
+    );
+    // Another user's sessions keep theirs.
+    let other = identity.session(&id(3)).unwrap().unwrap();
+    assert_eq!(other.ip.as_deref(), Some("192.0.2.3"));
+    // A session started before sources were recorded (version 1) has none.
+    let mut old = At(5).started(id(5), u(3), "acme", 5);
+    old.envelope.version = 1;
+    let data = old.envelope.data.as_object_mut().unwrap();
+    data.remove("ip");
+    data.remove("user_agent");
+    let identity = given_when(&[], &[old]);
+    let view = identity.session(&id(5)).unwrap().unwrap();
+    assert_eq!((view.ip, view.user_agent), (None, None));
+    assert_eq!(view.user, u(3));
 }
 
 #[test]
@@ -1058,7 +1111,7 @@ fn a_key_event_in_another_tenants_stream_is_skipped() {
 #[test]
 fn events_the_identity_cannot_place_are_skipped_with_a_note_and_write_nothing() {
     let mut newer = At(1).started(id(1), u(1), "acme", 1);
-    newer.envelope.version = 2;
+    newer.envelope.version = 3;
     let mut unknown = At(2).started(id(2), u(1), "acme", 2);
     unknown.envelope.event_type = "SessionTeleported".into();
     let mut garbage = At(3).started(id(3), u(1), "acme", 3);
@@ -1151,6 +1204,8 @@ fn views_serialise_as_snake_case_json_with_rfc3339_times() {
             "refresh": "01".repeat(32),
             "revoked": "password_reset",
             "revoked_at": "2026-03-01T12:02:00Z",
+            "ip": "192.0.2.1",
+            "user_agent": "Browser/1",
             "position": 2
         })
     );

@@ -18,10 +18,10 @@ use idstream_domain::user::{UserCommand, normalize_email};
 use idstream_domain::{TenantId, UserId};
 use time::Duration;
 
-use super::MAX_PASSWORD_BYTES;
 use super::credentials_key;
 use super::signin::{SignIn, system_ctx, user_ctx};
-use crate::services::{claim_key, internal, user_key};
+use super::{Client, MAX_PASSWORD_BYTES};
+use crate::services::{internal, user_key};
 use crate::{App, AppError, NewUserRequest};
 
 /// Digits of an emailed sign-in code.
@@ -167,9 +167,9 @@ impl App {
         user: UserId,
         token: &str,
         tenant: Option<TenantId>,
-        source: Option<IpAddr>,
+        client: &Client,
     ) -> Result<SignIn, AppError> {
-        self.rate_limit("sign-in", source)?;
+        self.rate_limit("sign-in", client.ip())?;
         let text = OpaqueToken::normalize_presented(TokenKind::MagicLink, token)
             .ok_or(AppError::InvalidOrExpiredLink)?;
         let view = self
@@ -183,6 +183,7 @@ impl App {
             &text,
             tenant,
             SignInMethod::MagicLink,
+            client,
         )
         .await
         .map_err(|e| match e {
@@ -226,9 +227,9 @@ impl App {
         email: &str,
         code: &str,
         tenant: Option<TenantId>,
-        source: Option<IpAddr>,
+        client: &Client,
     ) -> Result<SignIn, AppError> {
-        self.rate_limit("sign-in", source)?;
+        self.rate_limit("sign-in", client.ip())?;
         let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
         let Some(user) = self.find_user_by_email(email).await? else {
             return Err(AppError::InvalidCredentials);
@@ -242,6 +243,7 @@ impl App {
             &code,
             tenant,
             SignInMethod::EmailCode,
+            client,
         )
         .await
     }
@@ -255,6 +257,7 @@ impl App {
         token: &str,
         tenant: Option<TenantId>,
         method: SignInMethod,
+        client: &Client,
     ) -> Result<SignIn, AppError> {
         let _turn = self.id().locks.lock(user.id).await;
         self.catch_up().await?;
@@ -279,7 +282,7 @@ impl App {
         match redeemed {
             Ok(_) => {}
             Err(AppError::Credentials(CredentialsError::InvalidToken)) => {
-                self.record_failure(user).await?;
+                self.record_failure(user, client).await?;
                 return Err(AppError::InvalidCredentials);
             }
             Err(e) => return Err(e),
@@ -288,7 +291,7 @@ impl App {
             return Err(AppError::AccountDisabled);
         }
         let tenant = self.sign_in_tenant(user.id, tenant)?;
-        self.first_factor_passed(user.id, creds.as_ref(), tenant, method)
+        self.first_factor_passed(user.id, creds.as_ref(), tenant, method, client)
             .await
     }
 
@@ -431,6 +434,7 @@ impl App {
         caller: &super::Authenticated,
         new_email: &str,
         password: Option<String>,
+        client: &Client,
     ) -> Result<crate::Outcome, AppError> {
         caller.session().ok_or(AppError::SessionOnly)?;
         let user = self.require_user(caller.user).await?;
@@ -446,7 +450,7 @@ impl App {
                         .password_matches(user.id, Some(sealed), password)
                         .await?
                 {
-                    self.record_failure(&user).await?;
+                    self.record_failure(&user, client).await?;
                     return Err(AppError::InvalidCredentials);
                 }
             }
@@ -546,13 +550,8 @@ impl App {
                 UserCommand::ConfirmEmailChange { email: new_email },
             )
             .await?;
-        self.execute::<EmailClaimAggregate>(
-            &ctx,
-            &claim_key(&old_email),
-            "",
-            EmailClaimCommand::Release { user },
-        )
-        .await?;
+        self.release_email(&ctx, user, &old_email, "release")
+            .await?;
         Ok(outcome)
     }
 
@@ -563,7 +562,8 @@ impl App {
         user: UserId,
         email: &str,
     ) -> Result<(), AppError> {
-        let key = claim_key(email);
+        self.check_legacy_claim(email, user).await?;
+        let key = self.claim_key(email);
         let (claim, _) = self.load::<EmailClaimAggregate>(&key).await?;
         let holder_exists = match &claim.holder {
             Some(holder) if holder.user != user => self

@@ -3,7 +3,6 @@
 //! the user, gives the roles and signs them in.
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
 
 use idstream_auth::{OpaqueToken, TokenKind};
 use idstream_directory::UserStatus;
@@ -20,7 +19,7 @@ use time::{Duration, OffsetDateTime};
 use ulid::Ulid;
 
 use super::signin::{Tokens, user_ctx};
-use super::{identity_storage, invitation_key};
+use super::{Client, identity_storage, invitation_key};
 use crate::services::{internal, membership_key, user_key};
 use crate::{App, AppError, CommandContext, NewUserRequest};
 
@@ -263,9 +262,9 @@ impl App {
     pub async fn accept_invitation(
         &self,
         request: AcceptInvitation,
-        source: Option<IpAddr>,
+        client: &Client,
     ) -> Result<Tokens, AppError> {
-        self.rate_limit("accept-invitation", source)?;
+        self.rate_limit("accept-invitation", client.ip())?;
         let text = OpaqueToken::normalize_presented(TokenKind::Invitation, &request.token)
             .ok_or(AppError::InvalidOrExpiredLink)?;
         let index = self.invitation_index(&text);
@@ -351,7 +350,7 @@ impl App {
         }
         // The session's tenant must show the membership just given.
         self.catch_up().await?;
-        self.start_session(user.id, tenant, SignInMethod::Invitation)
+        self.start_session(user.id, tenant, SignInMethod::Invitation, client)
             .await
     }
 }

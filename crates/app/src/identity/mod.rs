@@ -25,9 +25,10 @@ mod sessions;
 mod signin;
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use idstream_auth::{Issuer, PasswordHasherPool, PasswordPolicy};
+use idstream_auth::{Issuer, PasswordHasherPool, PasswordPolicy, VerifiedTokens};
 use idstream_domain::access::Permission;
 use idstream_domain::envelope::AggregateType;
 use idstream_domain::identity::credentials::LockoutPolicy;
@@ -115,6 +116,9 @@ impl IdentityServices {
     }
 }
 
+/// How many verified access tokens are remembered (about 300 bytes each).
+const VERIFIED_TOKENS: usize = 65_536;
+
 pub(crate) struct IdentityParts {
     pub(crate) read: Identity,
     pub(crate) keys: Arc<Keys>,
@@ -122,6 +126,8 @@ pub(crate) struct IdentityParts {
     pub(crate) hasher: PasswordHasherPool,
     pub(crate) config: IdentityConfig,
     pub(crate) issuer: Issuer,
+    /// Access tokens whose signature was checked already (see `Issuer::verify_cached`).
+    pub(crate) verified_tokens: VerifiedTokens,
     pub(crate) locks: AccountLocks,
     pub(crate) limiter: RateLimiter,
     /// A hash of a random password, checked when the account does not exist so that the answer
@@ -144,6 +150,7 @@ impl IdentityParts {
             hasher: services.hasher,
             config: services.config,
             issuer,
+            verified_tokens: VerifiedTokens::new(VERIFIED_TOKENS),
             locks: AccountLocks::default(),
             limiter,
             decoy: tokio::sync::OnceCell::new(),
@@ -195,6 +202,71 @@ impl Authenticated {
             Credential::Session(id) => Some(id),
             Credential::ApiKey { .. } => None,
         }
+    }
+}
+
+/// Where a credential request came from: the client's IP address (the socket peer, or the
+/// address a trusted proxy reports) and its `User-Agent`. Recorded on the events of sign-ins and
+/// failed attempts as personal data of the account's user (encrypted with their key, gone when
+/// they are erased), and the address is the source that rate limits count by. `Debug` shows
+/// neither, so that no log line carries them.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Client {
+    ip: Option<IpAddr>,
+    user_agent: Option<String>,
+}
+
+/// The longest `User-Agent` recorded, in characters; longer ones are cut.
+pub const MAX_USER_AGENT_CHARS: usize = 256;
+
+impl Client {
+    /// A client at `ip` that sent `user_agent` (cut to [`MAX_USER_AGENT_CHARS`], control
+    /// characters dropped; empty counts as absent).
+    pub fn new(ip: Option<IpAddr>, user_agent: Option<&str>) -> Client {
+        let user_agent = user_agent
+            .map(|text| {
+                text.chars()
+                    .filter(|c| !c.is_control())
+                    .take(MAX_USER_AGENT_CHARS)
+                    .collect::<String>()
+                    .trim()
+                    .to_owned()
+            })
+            .filter(|text| !text.is_empty());
+        Client { ip, user_agent }
+    }
+
+    /// A client known only by its address (or not at all).
+    pub fn at(ip: Option<IpAddr>) -> Client {
+        Client {
+            ip,
+            user_agent: None,
+        }
+    }
+
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.ip
+    }
+
+    pub fn user_agent(&self) -> Option<&str> {
+        self.user_agent.as_deref()
+    }
+
+    /// The address as events record it.
+    pub(crate) fn ip_text(&self) -> Option<String> {
+        self.ip.map(|ip| ip.to_canonical().to_string())
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("ip", &self.ip.map(|_| "<personal>"))
+            .field(
+                "user_agent",
+                &self.user_agent.as_ref().map(|_| "<personal>"),
+            )
+            .finish()
     }
 }
 

@@ -14,7 +14,7 @@ use idstream_domain::{TenantId, UserId};
 use time::Duration;
 
 use super::signin::{recovery_purpose, system_ctx, totp_context, user_ctx};
-use super::{Authenticated, MAX_PASSWORD_BYTES, credentials_key, password_policy};
+use super::{Authenticated, Client, MAX_PASSWORD_BYTES, credentials_key, password_policy};
 use crate::services::internal;
 use crate::{App, AppError, CommandContext, Outcome};
 
@@ -109,6 +109,7 @@ impl App {
         caller: &Authenticated,
         current: String,
         new: String,
+        client: &Client,
     ) -> Result<Outcome, AppError> {
         let session = caller.session().ok_or(AppError::SessionOnly)?;
         let user = self.require_user(caller.user).await?;
@@ -125,7 +126,7 @@ impl App {
         let sealed = creds.as_ref().and_then(|c| c.password.as_ref());
         if !self.password_matches(user.id, sealed, current).await? {
             if sealed.is_some() {
-                self.record_failure(&user).await?;
+                self.record_failure(&user, client).await?;
             }
             return Err(AppError::InvalidCredentials);
         }
@@ -343,6 +344,10 @@ impl App {
                 },
             )
             .await?;
+        // A session restricted until its user sets TOTP up (a tenant's `mfa_required`) is let
+        // through by the read model: make sure it is, on this replica, before answering. (The
+        // restriction is checked when a request authenticates, before its consistency token.)
+        self.wait_for(outcome.position).await?;
         Ok((
             codes.iter().map(|c| c.reveal().to_owned()).collect(),
             outcome,
@@ -354,6 +359,7 @@ impl App {
         &self,
         caller: &Authenticated,
         password: String,
+        client: &Client,
     ) -> Result<Outcome, AppError> {
         caller.session().ok_or(AppError::SessionOnly)?;
         let user = self.require_user(caller.user).await?;
@@ -375,7 +381,7 @@ impl App {
             || !self.password_matches(user.id, sealed, password).await?
         {
             if sealed.is_some() {
-                self.record_failure(&user).await?;
+                self.record_failure(&user, client).await?;
             }
             return Err(AppError::InvalidCredentials);
         }

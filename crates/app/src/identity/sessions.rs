@@ -186,6 +186,18 @@ impl App {
         .await
     }
 
+    /// A user's live sessions, newest first, for an administrator (needs `users:update` in
+    /// every tenant of the user, like ending them), with where each was started from.
+    pub async fn user_sessions(
+        &self,
+        ctx: &CommandContext,
+        user: UserId,
+    ) -> Result<Vec<SessionView>, AppError> {
+        self.authorize_user_admin(ctx, &user).await?;
+        self.require_user(user).await?;
+        self.live_sessions(user)
+    }
+
     /// An administrator ends every session of a user (needs `users:update` in every tenant of
     /// the user, like other lifecycle changes).
     pub async fn revoke_user_sessions(

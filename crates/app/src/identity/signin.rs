@@ -18,7 +18,7 @@ use ulid::Ulid;
 use zeroize::Zeroizing;
 
 use super::{
-    Authenticated, Credential, IdentityParts, MAX_PASSWORD_BYTES, credentials_key,
+    Authenticated, Client, Credential, IdentityParts, MAX_PASSWORD_BYTES, credentials_key,
     identity_storage, session_key,
 };
 use crate::services::internal;
@@ -238,13 +238,20 @@ impl App {
             .map_err(internal)
     }
 
-    /// Records a failed attempt (and the lock-out it may cause, which the user is told about by
-    /// email), then waits until the read models show it, so that the next attempt in line sees it.
-    pub(crate) async fn record_failure(&self, user: &UserView) -> Result<(), AppError> {
+    /// Records a failed attempt by `client` (and the lock-out it may cause, which the user is
+    /// told about by email), then waits until the read models show it, so that the next attempt
+    /// in line sees it.
+    pub(crate) async fn record_failure(
+        &self,
+        user: &UserView,
+        client: &Client,
+    ) -> Result<(), AppError> {
         let now = self.now();
         let command = CredentialsCommand::RecordFailure {
             now,
             policy: self.id().config.lockout,
+            ip: client.ip_text(),
+            user_agent: client.user_agent().map(str::to_owned),
         };
         let (outcome, state): (_, Credentials) = self
             .execute_to_state::<CredentialsAggregate>(
@@ -321,9 +328,9 @@ impl App {
         email: &str,
         password: String,
         tenant: Option<TenantId>,
-        source: Option<IpAddr>,
+        client: &Client,
     ) -> Result<SignIn, AppError> {
-        self.rate_limit("sign-in", source)?;
+        self.rate_limit("sign-in", client.ip())?;
         if password.len() > MAX_PASSWORD_BYTES {
             return Err(AppError::PasswordTooLong);
         }
@@ -344,7 +351,7 @@ impl App {
         let sealed = creds.as_ref().and_then(|c| c.password.as_ref());
         if !self.password_matches(user.id, sealed, password).await? {
             if sealed.is_some() {
-                self.record_failure(&user).await?;
+                self.record_failure(&user, client).await?;
             }
             return Err(AppError::InvalidCredentials);
         }
@@ -354,8 +361,14 @@ impl App {
             _ => return Err(AppError::AccountDisabled),
         }
         let tenant = self.sign_in_tenant(user.id, tenant)?;
-        self.first_factor_passed(user.id, creds.as_ref(), tenant, SignInMethod::Password)
-            .await
+        self.first_factor_passed(
+            user.id,
+            creds.as_ref(),
+            tenant,
+            SignInMethod::Password,
+            client,
+        )
+        .await
     }
 
     /// After a first factor (password, magic link, emailed code): a second-factor challenge if
@@ -366,6 +379,7 @@ impl App {
         creds: Option<&CredentialsView>,
         tenant: TenantId,
         method: SignInMethod,
+        client: &Client,
     ) -> Result<SignIn, AppError> {
         let now = self.now();
         if creds.is_some_and(CredentialsView::totp_enabled) {
@@ -387,7 +401,7 @@ impl App {
             });
         }
         self.record_success(user, creds).await?;
-        self.start_session(user, tenant, method)
+        self.start_session(user, tenant, method, client)
             .await
             .map(SignIn::Complete)
     }
@@ -398,9 +412,9 @@ impl App {
         challenge: &str,
         code: Option<&str>,
         recovery_code: Option<&str>,
-        source: Option<IpAddr>,
+        client: &Client,
     ) -> Result<Tokens, AppError> {
-        self.rate_limit("sign-in", source)?;
+        self.rate_limit("sign-in", client.ip())?;
         let now = self.now();
         let challenge = Sealed::parse(challenge.trim())
             .ok()
@@ -428,7 +442,7 @@ impl App {
                 match secret.verify(code, now, Some(creds.totp_last_step)) {
                     Some(step) => CredentialsCommand::UseTotp { step },
                     None => {
-                        self.record_failure(&user).await?;
+                        self.record_failure(&user, client).await?;
                         return Err(AppError::InvalidCredentials);
                     }
                 }
@@ -456,22 +470,28 @@ impl App {
                 return Err(AppError::InvalidCredentials);
             }
             Err(AppError::Credentials(CredentialsError::InvalidRecoveryCode)) => {
-                self.record_failure(&user).await?;
+                self.record_failure(&user, client).await?;
                 return Err(AppError::InvalidCredentials);
             }
             Err(other) => return Err(other),
         }
         self.record_success(user.id, Some(&creds)).await?;
-        self.start_session(user.id, challenge.tenant, SignInMethod::PasswordAndTotp)
-            .await
+        self.start_session(
+            user.id,
+            challenge.tenant,
+            SignInMethod::PasswordAndTotp,
+            client,
+        )
+        .await
     }
 
-    /// Starts a session in `tenant` and mints its first tokens.
+    /// Starts a session in `tenant` for a sign-in by `client` and mints its first tokens.
     pub(crate) async fn start_session(
         &self,
         user: UserId,
         tenant: TenantId,
         method: SignInMethod,
+        client: &Client,
     ) -> Result<Tokens, AppError> {
         let settings = self.require_tenant(&tenant).await?.settings;
         let session = Ulid::new();
@@ -485,6 +505,8 @@ impl App {
             now,
             lifetime: Duration::hours(i64::from(settings.session_max_hours)),
             idle_timeout: Duration::minutes(i64::from(settings.session_idle_minutes)),
+            ip: client.ip_text(),
+            user_agent: client.user_agent().map(str::to_owned),
         };
         let outcome = self
             .execute::<SessionAggregate>(&user_ctx(user), &session_key(session), "", command)
@@ -546,7 +568,12 @@ impl App {
         let claims = self
             .id()
             .issuer
-            .verify(&self.id().keys.signing(), credential, now)
+            .verify_cached(
+                &self.id().keys.signing(),
+                &self.id().verified_tokens,
+                credential,
+                now,
+            )
             .map_err(|_| AppError::Unauthenticated)?;
         let (Ok(user), Ok(tenant), Ok(session)) = (
             claims.sub.parse::<UserId>(),

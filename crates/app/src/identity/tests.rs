@@ -11,7 +11,9 @@ use idstream_eventlog::embedded::{EmbeddedLog, EmbeddedOptions};
 use idstream_projection_runtime::ReadModels;
 
 use super::signin::{SignIn, Tokens};
-use super::{AcceptInvitation, ApiKeyRequest, Bootstrap, IdentityServices, InvitationRequest};
+use super::{
+    AcceptInvitation, ApiKeyRequest, Bootstrap, Client, IdentityServices, InvitationRequest,
+};
 use crate::{App, AppError, CommandContext, SuspendRequest, SystemClock};
 
 const ADMIN_PASSWORD: &str = "correct horse battery staple";
@@ -65,7 +67,7 @@ async fn bootstrap(app: &App) -> UserId {
 
 async fn sign_in(app: &App, email: &str, password: &str) -> Result<Tokens, AppError> {
     match app
-        .sign_in_password(email, password.into(), None, None)
+        .sign_in_password(email, password.into(), None, &Client::default())
         .await?
     {
         SignIn::Complete(tokens) => Ok(tokens),
@@ -133,7 +135,7 @@ async fn invited_member(
             token,
             password: Some(password.into()),
         },
-        None,
+        &Client::default(),
     )
     .await
     .unwrap();
@@ -183,6 +185,66 @@ async fn bootstrap_creates_an_administrator_who_signs_in() {
 }
 
 #[tokio::test]
+async fn sign_ins_and_failures_record_where_they_came_from() {
+    use idstream_domain::DomainEvent;
+
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    let admin = bootstrap(&app).await;
+    let ip: std::net::IpAddr = "::ffff:192.0.2.9".parse().unwrap();
+    let agent = format!("Mozilla/5.0\u{7}\n{}", "x".repeat(400));
+    let client = Client::new(Some(ip), Some(&agent));
+    assert_eq!(client.user_agent().unwrap().chars().count(), 256);
+    assert!(client.user_agent().unwrap().starts_with("Mozilla/5.0x"));
+    assert!(!format!("{client:?}").contains("192.0.2.9"), "{client:?}");
+    assert_eq!(Client::new(None, Some(" \t ")).user_agent(), None);
+
+    assert_err(
+        app.sign_in_password("admin@example.com", "wrong".into(), None, &client)
+            .await,
+        "InvalidCredentials",
+    );
+    let SignIn::Complete(tokens) = app
+        .sign_in_password("admin@example.com", ADMIN_PASSWORD.into(), None, &client)
+        .await
+        .unwrap()
+    else {
+        panic!("no second factor here")
+    };
+    app.wait_for(tokens.position).await.unwrap();
+    let session = app.identity().session(&tokens.session).unwrap().unwrap();
+    // An IPv4 address mapped into IPv6 is recorded as the IPv4 address.
+    assert_eq!(session.ip.as_deref(), Some("192.0.2.9"));
+    assert_eq!(session.user_agent.as_deref(), client.user_agent());
+
+    let events = app.log().read_after(0, usize::MAX).await.unwrap();
+    let failed = events
+        .iter()
+        .find_map(|e| match DomainEvent::decode(&e.envelope) {
+            Ok(DomainEvent::SignInFailed(failed)) => Some(failed),
+            _ => None,
+        })
+        .expect("the failure is recorded");
+    assert_eq!(failed.ip.as_deref(), Some("192.0.2.9"));
+    assert_eq!(failed.user_agent.as_deref(), client.user_agent());
+
+    // The administrator sees the sessions of a user with their sources; nobody else does.
+    let listed = app.user_sessions(&system(), admin).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].ip.as_deref(), Some("192.0.2.9"));
+    let stranger = CommandContext::new(
+        Actor {
+            kind: idstream_domain::ActorKind::User,
+            id: UserId::new(ulid::Ulid::new()).to_string(),
+        },
+        "c".into(),
+        None,
+    )
+    .unwrap();
+    assert!(app.user_sessions(&stranger, admin).await.is_err());
+}
+
+#[tokio::test]
 async fn wrong_passwords_and_unknown_accounts_get_one_answer() {
     let dir = tempfile::tempdir().unwrap();
     let app = app(dir.path()).await;
@@ -216,8 +278,13 @@ async fn a_flood_of_wrong_passwords_runs_a_handful_of_argon2_checks_then_locks()
         .map(|i| {
             let app = app.clone();
             tokio::spawn(async move {
-                app.sign_in_password("admin@example.com", format!("wrong {i}"), None, None)
-                    .await
+                app.sign_in_password(
+                    "admin@example.com",
+                    format!("wrong {i}"),
+                    None,
+                    &Client::default(),
+                )
+                .await
             })
         })
         .collect();
@@ -332,7 +399,7 @@ async fn an_invitation_is_accepted_once_even_concurrently() {
                 token: token.clone(),
                 password: Some("password".into()),
             },
-            None,
+            &Client::default(),
         )
         .await,
         Err(AppError::WeakPassword(_))
@@ -347,7 +414,7 @@ async fn an_invitation_is_accepted_once_even_concurrently() {
                     token,
                     password: Some(password.into()),
                 },
-                None,
+                &Client::default(),
             )
             .await
         })
@@ -387,7 +454,7 @@ async fn an_invitation_is_accepted_once_even_concurrently() {
                 token,
                 password: Some("third pass phrase 3".into()),
             },
-            None,
+            &Client::default(),
         )
         .await,
         "InvalidOrExpiredLink",
@@ -449,7 +516,12 @@ async fn a_password_reset_ends_every_session_but_keeps_the_second_factor() {
     );
     // The new password works, and still asks for the second factor.
     let challenge = match app
-        .sign_in_password("bob@example.com", "a new pass phrase".into(), None, None)
+        .sign_in_password(
+            "bob@example.com",
+            "a new pass phrase".into(),
+            None,
+            &Client::default(),
+        )
         .await
         .unwrap()
     {
@@ -458,30 +530,30 @@ async fn a_password_reset_ends_every_session_but_keeps_the_second_factor() {
     };
     // A wrong code fails; a recovery code works once.
     assert_err(
-        app.sign_in_second_factor(&challenge, Some("000000"), None, None)
+        app.sign_in_second_factor(&challenge, Some("000000"), None, &Client::default())
             .await,
         "InvalidCredentials",
     );
-    app.sign_in_second_factor(&challenge, None, Some(&codes[0]), None)
+    app.sign_in_second_factor(&challenge, None, Some(&codes[0]), &Client::default())
         .await
         .unwrap();
     assert_err(
-        app.sign_in_second_factor(&challenge, None, Some(&codes[0]), None)
+        app.sign_in_second_factor(&challenge, None, Some(&codes[0]), &Client::default())
             .await,
         "InvalidCredentials",
     );
     // The next time step's code works; the same code twice does not.
     let next = secret.code_at(now + time::Duration::seconds(30));
-    app.sign_in_second_factor(&challenge, Some(&next), None, None)
+    app.sign_in_second_factor(&challenge, Some(&next), None, &Client::default())
         .await
         .unwrap();
     assert_err(
-        app.sign_in_second_factor(&challenge, Some(&next), None, None)
+        app.sign_in_second_factor(&challenge, Some(&next), None, &Client::default())
             .await,
         "InvalidCredentials",
     );
     assert_err(
-        app.sign_in_second_factor("v1.k.forged", Some(&next), None, None)
+        app.sign_in_second_factor("v1.k.forged", Some(&next), None, &Client::default())
             .await,
         "InvalidToken",
     );
@@ -666,16 +738,17 @@ async fn a_magic_link_signs_in_once() {
         .collect();
     assert!(mail.text.contains(&format!("user={admin}")));
     let signed_in = app
-        .sign_in_magic_link(admin, &token, None, None)
+        .sign_in_magic_link(admin, &token, None, &Client::default())
         .await
         .unwrap();
     assert!(matches!(signed_in, SignIn::Complete(_)));
     assert_err(
-        app.sign_in_magic_link(admin, &token, None, None).await,
+        app.sign_in_magic_link(admin, &token, None, &Client::default())
+            .await,
         "InvalidOrExpiredLink",
     );
     assert_err(
-        app.sign_in_magic_link(admin, "idm_garbage", None, None)
+        app.sign_in_magic_link(admin, "idm_garbage", None, &Client::default())
             .await,
         "InvalidOrExpiredLink",
     );
@@ -699,20 +772,20 @@ async fn an_emailed_code_signs_in_once_and_wrong_codes_count_as_failures() {
         .to_owned();
     let wrong = if code == "000000" { "111111" } else { "000000" };
     assert_err(
-        app.sign_in_email_code("admin@example.com", wrong, None, None)
+        app.sign_in_email_code("admin@example.com", wrong, None, &Client::default())
             .await,
         "InvalidCredentials",
     );
     let creds = app.credentials_view(bootstrap_user(&app)).unwrap().unwrap();
     assert_eq!(creds.failures, 1);
     assert!(matches!(
-        app.sign_in_email_code("admin@example.com", &code, None, None)
+        app.sign_in_email_code("admin@example.com", &code, None, &Client::default())
             .await
             .unwrap(),
         SignIn::Complete(_)
     ));
     assert_err(
-        app.sign_in_email_code("admin@example.com", &code, None, None)
+        app.sign_in_email_code("admin@example.com", &code, None, &Client::default())
             .await,
         "InvalidCredentials",
     );
@@ -769,7 +842,7 @@ async fn self_registration_with_verification() {
             "reg@example.com",
             "a good long pass phrase".into(),
             None,
-            None,
+            &Client::default(),
         )
         .await,
         "EmailNotVerified",
@@ -857,8 +930,13 @@ async fn an_email_change_takes_effect_when_the_new_address_confirms_it() {
         .unwrap();
     let caller = app.authenticate(&tokens.access_token).await.unwrap();
     assert_err(
-        app.request_email_change(&caller, "robert@example.com", Some("wrong".into()))
-            .await,
+        app.request_email_change(
+            &caller,
+            "robert@example.com",
+            Some("wrong".into()),
+            &Client::default(),
+        )
+        .await,
         "InvalidCredentials",
     );
     assert_err(
@@ -866,6 +944,7 @@ async fn an_email_change_takes_effect_when_the_new_address_confirms_it() {
             &caller,
             "admin@example.com",
             Some("bobs pass phrase".into()),
+            &Client::default(),
         )
         .await,
         "EmailTaken",
@@ -875,6 +954,7 @@ async fn an_email_change_takes_effect_when_the_new_address_confirms_it() {
         &caller,
         "Robert@Example.com",
         Some("bobs pass phrase".into()),
+        &Client::default(),
     )
     .await
     .unwrap();

@@ -110,10 +110,13 @@ pub enum CredentialsCommand {
         password: Sealed,
         reason: PasswordReason,
     },
-    /// A wrong password (or second factor) was presented.
+    /// A wrong password (or second factor) was presented, from `ip` with `user_agent` (personal
+    /// data, recorded as given).
     RecordFailure {
         now: OffsetDateTime,
         policy: LockoutPolicy,
+        ip: Option<String>,
+        user_agent: Option<String>,
     },
     /// A sign-in succeeded: the failure count starts over.
     RecordSuccess,
@@ -214,14 +217,24 @@ pub fn decide(
         CredentialsCommand::SetPassword { password, reason } => {
             Ok(vec![E::PasswordSet(PasswordSet { password, reason })])
         }
-        CredentialsCommand::RecordFailure { now, policy } => {
+        CredentialsCommand::RecordFailure {
+            now,
+            policy,
+            ip,
+            user_agent,
+        } => {
             // A failure long after the previous one starts a new window.
             let previous = match state.last_failure_at {
                 Some(at) if now - at <= policy.failure_window => state.failures,
                 _ => 0,
             };
             let failures = previous + 1;
-            let mut events = vec![E::SignInFailed(SignInFailed { failures, at: now })];
+            let mut events = vec![E::SignInFailed(SignInFailed {
+                failures,
+                at: now,
+                ip,
+                user_agent,
+            })];
             if failures >= policy.max_failures.max(1) {
                 let doubling = 2i32.saturating_pow(state.lockouts.min(16));
                 let lock = (policy.base_lock * doubling).min(policy.max_lock);
@@ -493,12 +506,26 @@ mod tests {
         );
     }
 
+    fn failed(failures: u32, at: OffsetDateTime) -> SignInFailed {
+        SignInFailed {
+            failures,
+            at,
+            ip: None,
+            user_agent: None,
+        }
+    }
+
     #[test]
     fn the_fifth_failure_locks_and_lockouts_grow() {
         let policy = LockoutPolicy::default();
-        let fail = |now| CredentialsCommand::RecordFailure { now, policy };
+        let fail = |now| CredentialsCommand::RecordFailure {
+            now,
+            policy,
+            ip: Some("192.0.2.7".into()),
+            user_agent: None,
+        };
         let four: Vec<_> = (1..=4)
-            .map(|failures| CredentialsEvent::SignInFailed(SignInFailed { failures, at: NOW }))
+            .map(|failures| CredentialsEvent::SignInFailed(failed(failures, NOW)))
             .collect();
         let state = four.iter().fold(Credentials::default(), evolve);
         assert_eq!(
@@ -506,7 +533,9 @@ mod tests {
             Ok(vec![
                 CredentialsEvent::SignInFailed(SignInFailed {
                     failures: 5,
-                    at: NOW
+                    at: NOW,
+                    ip: Some("192.0.2.7".into()),
+                    user_agent: None,
                 }),
                 CredentialsEvent::AccountLocked(AccountLocked {
                     until: NOW + Duration::minutes(1),
@@ -545,24 +574,23 @@ mod tests {
     #[test]
     fn failures_outside_the_window_start_over() {
         let policy = LockoutPolicy::default();
-        let state = [CredentialsEvent::SignInFailed(SignInFailed {
-            failures: 4,
-            at: NOW,
-        })]
-        .iter()
-        .fold(Credentials::default(), evolve);
+        let state = [CredentialsEvent::SignInFailed(failed(4, NOW))]
+            .iter()
+            .fold(Credentials::default(), evolve);
         assert_eq!(
             decide(
                 &state,
                 CredentialsCommand::RecordFailure {
                     now: NOW + Duration::hours(13),
-                    policy
+                    policy,
+                    ip: None,
+                    user_agent: None,
                 }
             ),
-            Ok(vec![CredentialsEvent::SignInFailed(SignInFailed {
-                failures: 1,
-                at: NOW + Duration::hours(13)
-            })])
+            Ok(vec![CredentialsEvent::SignInFailed(failed(
+                1,
+                NOW + Duration::hours(13)
+            ))])
         );
     }
 

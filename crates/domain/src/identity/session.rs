@@ -87,6 +87,9 @@ pub enum SessionCommand {
         /// Absolute lifetime.
         lifetime: Duration,
         idle_timeout: Duration,
+        /// Where the sign-in came from (personal data, recorded as given).
+        ip: Option<String>,
+        user_agent: Option<String>,
     },
     /// Exchange `presented` for `next`.
     Refresh {
@@ -136,6 +139,8 @@ pub fn decide(state: &Session, command: SessionCommand) -> Result<Vec<SessionEve
             now,
             lifetime,
             idle_timeout,
+            ip,
+            user_agent,
         } => {
             if state.status != SessionStatus::Absent {
                 return Err(SessionError::AlreadyExists);
@@ -151,6 +156,8 @@ pub fn decide(state: &Session, command: SessionCommand) -> Result<Vec<SessionEve
                 at: now,
                 expires_at: now + lifetime,
                 idle_timeout_seconds: idle_timeout.whole_seconds(),
+                ip,
+                user_agent,
             })])
         }
         SessionCommand::Refresh {
@@ -256,6 +263,8 @@ mod tests {
             at: NOW,
             expires_at: NOW + Duration::days(30),
             idle_timeout_seconds: 3600,
+            ip: Some("192.0.2.7".into()),
+            user_agent: Some("Firefox".into()),
         })
     }
 
@@ -272,7 +281,7 @@ mod tests {
     }
 
     #[test]
-    fn starting_records_the_lifetimes() {
+    fn starting_records_the_lifetimes_and_where_the_sign_in_came_from() {
         assert_eq!(
             decide(
                 &Session::default(),
@@ -284,6 +293,8 @@ mod tests {
                     now: NOW,
                     lifetime: Duration::days(30),
                     idle_timeout: Duration::hours(1),
+                    ip: Some("192.0.2.7".into()),
+                    user_agent: Some("Firefox".into()),
                 }
             ),
             Ok(vec![started()])

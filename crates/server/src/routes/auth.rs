@@ -4,7 +4,8 @@
 //! - `/v1/auth/me`, `/v1/auth/sessions`, `/v1/auth/sessions/{id}`
 //! - `/v1/auth/password`, `…/password/reset-request`, `…/password/reset`
 //! - `/v1/auth/totp/{setup,confirm,disable}`
-//! - `/v1/users/{user}/sessions/revoke`, `/v1/users/{user}/unlock` (administrators)
+//! - `/v1/users/{user}/sessions`, `/v1/users/{user}/sessions/revoke`, `/v1/users/{user}/unlock`
+//!   (administrators)
 //! - `/.well-known/jwks.json`
 //!
 //! Secrets (tokens, TOTP secrets, recovery codes) appear only in the answer that creates them,
@@ -13,14 +14,11 @@
 //! sealed values, so every answer maps them into a response type of its own instead of
 //! serialising a view.
 
-use std::convert::Infallible;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{ConnectInfo, FromRequestParts, State};
-use axum::http::request::Parts;
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -52,6 +50,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/auth/totp/setup", post(totp_setup))
         .route("/v1/auth/totp/confirm", post(totp_confirm))
         .route("/v1/auth/totp/disable", post(totp_disable))
+        .route("/v1/users/{user}/sessions", get(user_sessions))
         .route(
             "/v1/users/{user}/sessions/revoke",
             post(revoke_user_sessions),
@@ -62,23 +61,7 @@ pub fn router() -> Router<AppState> {
 
 // ----- shared pieces -----
 
-/// The client's address, the source that credential endpoints are rate-limited by. Present when
-/// the service is served with connection info (as `idstream serve` is); absent when the router is
-/// driven directly, in which case all such requests share one budget.
-pub struct ClientAddr(pub Option<IpAddr>);
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
-        Ok(ClientAddr(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|info| info.0.ip()),
-        ))
-    }
-}
+pub use crate::client::{ClientAddr, ClientInfo};
 
 /// A JSON answer to a command that is not a plain [`CommandAccepted`]: the body carries
 /// `position` and the answer the `X-Idstream-Position` header. Answers holding a secret are
@@ -226,7 +209,7 @@ pub enum SignInAnswer {
         (status = 429, body = Problem, description = "rate_limited; see Retry-After")))]
 pub async fn sign_in(
     State(state): State<AppState>,
-    ClientAddr(source): ClientAddr,
+    ClientInfo(client): ClientInfo,
     ApiJson(body): ApiJson<SignInBody>,
 ) -> Result<Response, ApiError> {
     let SignInBody {
@@ -237,7 +220,9 @@ pub async fn sign_in(
     let answer = state
         .timed(
             "sign_in",
-            state.app.sign_in_password(&email, password, tenant, source),
+            state
+                .app
+                .sign_in_password(&email, password, tenant, &client),
         )
         .await?;
     Ok(sign_in_response(answer))
@@ -295,7 +280,7 @@ impl fmt::Debug for SecondFactorBody {
         (status = 429, body = Problem, description = "rate_limited")))]
 pub async fn second_factor(
     State(state): State<AppState>,
-    ClientAddr(source): ClientAddr,
+    ClientInfo(client): ClientInfo,
     ApiJson(body): ApiJson<SecondFactorBody>,
 ) -> Result<Positioned<TokensBody>, ApiError> {
     let tokens = state
@@ -305,7 +290,7 @@ pub async fn second_factor(
                 &body.challenge,
                 body.code.as_deref(),
                 body.recovery_code.as_deref(),
-                source,
+                &client,
             ),
         )
         .await?;
@@ -480,7 +465,7 @@ pub async fn me(
     }))
 }
 
-/// One of the caller's live sessions.
+/// One live session.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SessionBody {
     pub id: String,
@@ -491,8 +476,33 @@ pub struct SessionBody {
     pub last_active_at: String,
     /// The absolute end (the idle timeout may end it sooner).
     pub expires_at: String,
+    /// The IP address the session was started from (behind trusted proxies, the client's
+    /// address they report); null when unknown, or once the user is erased.
+    #[schema(example = "192.0.2.7")]
+    pub ip: Option<String>,
+    /// The `User-Agent` of the sign-in (at most 256 characters); null when none was sent.
+    pub user_agent: Option<String>,
     /// The session of the access token of this request.
     pub current: bool,
+}
+
+impl SessionBody {
+    fn of(view: idstream_identity::SessionView, current: Option<Ulid>) -> SessionBody {
+        SessionBody {
+            id: view.id.to_string(),
+            tenant: view.tenant.to_string(),
+            method: serde_json::to_value(view.method)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            started_at: rfc3339(view.started_at),
+            last_active_at: rfc3339(view.last_active_at),
+            expires_at: rfc3339(view.expires_at),
+            ip: view.ip,
+            user_agent: view.user_agent,
+            current: Some(view.id) == current,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -517,18 +527,7 @@ pub async fn my_sessions(
         .app
         .my_sessions(auth)?
         .into_iter()
-        .map(|s| SessionBody {
-            id: s.id.to_string(),
-            tenant: s.tenant.to_string(),
-            method: serde_json::to_value(s.method)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
-            started_at: rfc3339(s.started_at),
-            last_active_at: rfc3339(s.last_active_at),
-            expires_at: rfc3339(s.expires_at),
-            current: Some(s.id) == current,
-        })
+        .map(|s| SessionBody::of(s, current))
         .collect();
     Ok(Json(SessionList { items }))
 }
@@ -579,6 +578,7 @@ impl fmt::Debug for ChangePasswordBody {
 pub async fn change_password(
     State(state): State<AppState>,
     caller: Caller,
+    ClientInfo(client): ClientInfo,
     ApiJson(body): ApiJson<ChangePasswordBody>,
 ) -> Result<CommandAccepted, ApiError> {
     let auth = caller.authenticated()?;
@@ -591,7 +591,7 @@ pub async fn change_password(
             "change_password",
             state
                 .app
-                .change_password(auth, current_password, new_password),
+                .change_password(auth, current_password, new_password, &client),
         )
         .await?;
     Ok(CommandAccepted::ok(outcome))
@@ -786,16 +786,44 @@ impl fmt::Debug for TotpDisableBody {
 pub async fn totp_disable(
     State(state): State<AppState>,
     caller: Caller,
+    ClientInfo(client): ClientInfo,
     ApiJson(body): ApiJson<TotpDisableBody>,
 ) -> Result<CommandAccepted, ApiError> {
     let auth = caller.authenticated()?;
     let outcome = state
-        .timed("disable_totp", state.app.disable_totp(auth, body.password))
+        .timed(
+            "disable_totp",
+            state.app.disable_totp(auth, body.password, &client),
+        )
         .await?;
     Ok(CommandAccepted::ok(outcome))
 }
 
 // ----- administrators -----
+
+/// A user's live sessions, newest first, with where each was started from (needs
+/// `users:update` in every tenant of the user, like ending them).
+#[utoipa::path(get, path = "/v1/users/{user}/sessions", tag = "users",
+    params(("user" = String, Path), ("X-Idstream-Min-Position" = Option<u64>, Header)),
+    responses((status = 200, body = SessionList), (status = 403, body = Problem), (status = 404, body = Problem, description = "user_not_found")),
+    security(("bearer" = [])))]
+pub async fn user_sessions(
+    State(state): State<AppState>,
+    caller: Caller,
+    min: MinPosition,
+    ApiPath(user): ApiPath<UserId>,
+) -> Result<Json<SessionList>, ApiError> {
+    state.consistent(min).await?;
+    let current = caller.auth.as_ref().and_then(|a| a.session());
+    let items = state
+        .app
+        .user_sessions(&caller.ctx, user)
+        .await?
+        .into_iter()
+        .map(|s| SessionBody::of(s, current))
+        .collect();
+    Ok(Json(SessionList { items }))
+}
 
 /// End every session of a user (needs `users:update` in every tenant of the user).
 #[utoipa::path(post, path = "/v1/users/{user}/sessions/revoke", tag = "users",

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
 use super::CommandAccepted;
-use super::auth::{ClientAddr, Empty, Redacted, SignInAnswer, sign_in_response};
+use super::auth::{ClientAddr, ClientInfo, Empty, Redacted, SignInAnswer, sign_in_response};
 use crate::AppState;
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiPath, Caller};
@@ -91,7 +91,7 @@ impl fmt::Debug for MagicLinkBody {
         (status = 429, body = Problem, description = "rate_limited")))]
 pub async fn magic_link_sign_in(
     State(state): State<AppState>,
-    ClientAddr(source): ClientAddr,
+    ClientInfo(client): ClientInfo,
     ApiJson(body): ApiJson<MagicLinkBody>,
 ) -> Result<Response, ApiError> {
     let answer = state
@@ -99,7 +99,7 @@ pub async fn magic_link_sign_in(
             "sign_in_magic_link",
             state
                 .app
-                .sign_in_magic_link(body.user, &body.token, body.tenant, source),
+                .sign_in_magic_link(body.user, &body.token, body.tenant, &client),
         )
         .await?;
     Ok(sign_in_response(answer))
@@ -145,7 +145,7 @@ impl fmt::Debug for EmailCodeBody {
         (status = 429, body = Problem, description = "rate_limited")))]
 pub async fn email_code_sign_in(
     State(state): State<AppState>,
-    ClientAddr(source): ClientAddr,
+    ClientInfo(client): ClientInfo,
     ApiJson(body): ApiJson<EmailCodeBody>,
 ) -> Result<Response, ApiError> {
     let answer = state
@@ -153,7 +153,7 @@ pub async fn email_code_sign_in(
             "sign_in_email_code",
             state
                 .app
-                .sign_in_email_code(&body.email, &body.code, body.tenant, source),
+                .sign_in_email_code(&body.email, &body.code, body.tenant, &client),
         )
         .await?;
     Ok(sign_in_response(answer))
@@ -328,6 +328,7 @@ impl fmt::Debug for EmailChangeBody {
 pub async fn request_email_change(
     State(state): State<AppState>,
     caller: Caller,
+    ClientInfo(client): ClientInfo,
     ApiJson(body): ApiJson<EmailChangeBody>,
 ) -> Result<CommandAccepted, ApiError> {
     let auth = caller.authenticated()?;
@@ -336,7 +337,7 @@ pub async fn request_email_change(
             "request_email_change",
             state
                 .app
-                .request_email_change(auth, &body.new_email, body.password),
+                .request_email_change(auth, &body.new_email, body.password, &client),
         )
         .await?;
     Ok(CommandAccepted::ok(outcome))

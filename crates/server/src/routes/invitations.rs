@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 use utoipa::ToSchema;
 
-use super::auth::{ClientAddr, Positioned, TokensBody, tokens_response};
+use super::auth::{ClientInfo, Positioned, TokensBody, tokens_response};
 use super::{CommandAccepted, Page, PageQuery, rfc3339};
 use crate::AppState;
 use crate::error::{ApiError, Problem};
@@ -257,7 +257,7 @@ impl fmt::Debug for AcceptBody {
         (status = 429, body = Problem, description = "rate_limited")))]
 pub async fn accept_invitation(
     State(state): State<AppState>,
-    ClientAddr(source): ClientAddr,
+    ClientInfo(client): ClientInfo,
     ApiJson(body): ApiJson<AcceptBody>,
 ) -> Result<Positioned<TokensBody>, ApiError> {
     let request = AcceptInvitation {
@@ -267,7 +267,7 @@ pub async fn accept_invitation(
     let tokens = state
         .timed(
             "accept_invitation",
-            state.app.accept_invitation(request, source),
+            state.app.accept_invitation(request, &client),
         )
         .await?;
     Ok(tokens_response(tokens))

@@ -13,17 +13,21 @@
 //! - one tenant + one subject user (a user's whole story: fewer than 100 entries);
 //! - every tenant + a rare type (`AccountLocked`, platform administrators).
 //!
-//! The baseline is what a page costs at the least: 100 `sled::Tree::get`s of random entry keys
-//! of the same tree (no index scan, no decoding). Samples of every kind and of the baseline are
+//! The baseline is what a page costs at the least: 100 `sled::Tree::get`s of random keys that
+//! hold entries, in the same tree (no index scan, no decoding). Samples of every kind and of the baseline are
 //! taken in alternating rounds after an untimed warm-up round.
 //!
 //! ```text
-//! cargo bench --bench audit                        # 1M events; about 3 minutes
-//! AUDIT_BENCH_EVENTS=200000 cargo bench --bench audit
+//! cargo bench -p idstream-audit --bench query                      # 1M events; about 3 minutes
+//! AUDIT_BENCH_EVENTS=200000 cargo bench -p idstream-audit --bench query
 //! ```
 //! `AUDIT_BENCH_SAMPLES` (default 2000) sets the samples per kind.
 
 use std::time::{Duration, Instant};
+
+/// The allocator of the `idstream` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use idstream_audit::{Audit, AuditFilter, AuditProjection, AuditQuery, Cursor, Order, Scope};
 use idstream_domain::access::RecordAccess;
@@ -223,6 +227,8 @@ impl World {
                         at,
                         expires_at: at + Duration::from_secs(36_000),
                         idle_timeout_seconds: 1800,
+                        ip: None,
+                        user_agent: None,
                     }),
                 )
             }
@@ -261,7 +267,12 @@ impl World {
                     AggregateType::Credentials,
                     user(n).to_string(),
                     Actor::system("sign-in"),
-                    DomainEvent::SignInFailed(SignInFailed { failures, at }),
+                    DomainEvent::SignInFailed(SignInFailed {
+                        failures,
+                        at,
+                        ip: None,
+                        user_agent: None,
+                    }),
                 )
             }
             63 => self.event(
@@ -512,6 +523,8 @@ fn main() {
         },
     ];
     let mut baseline = Vec::with_capacity(samples);
+    // The keys that hold entries (blocks of consecutive positions): the baseline reads random ones.
+    let entry_keys: Vec<sled::IVec> = tree.scan_prefix(b"e/").keys().map(|k| k.unwrap()).collect();
     let mut rng = Rng(0xD1B5_4A32_D192_ED03);
     let mut sink = 0usize;
     for round in 0..=samples {
@@ -532,12 +545,8 @@ fn main() {
                 kind.entries += page.entries.len();
             }
         }
-        let keys: Vec<Vec<u8>> = (0..100)
-            .map(|_| {
-                let mut key = b"e/".to_vec();
-                key.extend_from_slice(&(1 + rng.below(events)).to_be_bytes());
-                key
-            })
+        let keys: Vec<&sled::IVec> = (0..100)
+            .map(|_| &entry_keys[rng.below(entry_keys.len() as u64) as usize])
             .collect();
         let started = Instant::now();
         for key in &keys {
