@@ -6,7 +6,8 @@
 //! - [`link`]: the chain, as pure functions (the formula is documented there).
 //! - [`checkpoint`]: the `ChainCheckpointed` event decoded, the signed statement, the signing key
 //!   and the trusted public keys.
-//! - [`verify`]: [`Verifier`] (pure, fed event by event) and [`verify_log`] over a whole log.
+//! - [`verify`]: [`Verifier`] (fed event by event, no IO; checkpoint signatures checked in place or
+//!   on a thread of its own) and [`verify_log`] over a whole log.
 //! - [`writer`]: [`Checkpointer`], the background task that writes checkpoints.
 //!
 //! **What this crate must never do:** re-serialise an event before hashing it (the chain is over

@@ -192,3 +192,15 @@ async fn a_replica_that_has_not_seen_a_rotation_yet_does_not_re_sign_the_new_key
     let summary = verify(&w).await;
     assert_eq!(summary.checkpoints, 2);
 }
+
+#[tokio::test]
+async fn the_checkpoints_the_writer_stores_are_read_in_one_pass() {
+    let w = world().await;
+    let mut writer = Checkpointer::new(w.log.clone(), w.keys.clone(), policy(10));
+    append(&w.log, 10).await;
+    assert_eq!(writer.tick().await.unwrap(), vec![11]);
+    let stored = w.log.read_raw_after(10, 1).await.unwrap();
+    assert_eq!(stored[0].subject, crate::CHAIN_SUBJECT);
+    let direct = crate::Checkpoint::decode_directly(&stored[0].bytes, None);
+    assert!(matches!(direct, Some(Ok(_))), "{direct:?}");
+}

@@ -1,9 +1,15 @@
 //! The verifier: recomputes the chain from the log's stored bytes and checks every checkpoint.
 //!
-//! [`Verifier`] is pure: it is fed events in position order and says where the log first stops
-//! matching. [`verify_log`] drives it over a whole log. Memory is bounded by the events not yet
-//! covered by a checkpoint (32 bytes each), which the checkpoint writer keeps to about
+//! [`Verifier`] is fed events in position order and says where the log first stops matching;
+//! it does no IO. [`verify_log`] drives it over a whole log. Memory is bounded by the events not
+//! yet covered by a checkpoint (32 bytes each), which the checkpoint writer keeps to about
 //! [`crate::writer::CheckpointPolicy::every_events`].
+//!
+//! A checkpoint's Ed25519 signature costs about as much as linking 120 events, an eighth of the
+//! verifier's time at one checkpoint per 1000 events. [`Verifier::with_signature_thread`] (what
+//! [`verify_log`] uses) checks signatures on a second thread, in order, while the chain goes on;
+//! [`Verifier::new`] checks them in place. Both report the same first mismatch: see
+//! [`Verifier::push`].
 //!
 //! What is checked, in order, as events arrive:
 //! - positions run 1, 2, 3, … with none missing and none repeated;
@@ -24,7 +30,10 @@
 //! is not trusted, nothing after the last trusted checkpoint can be shown to be unchanged.
 
 use std::collections::VecDeque;
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::thread::JoinHandle;
 
+use ed25519_dalek::VerifyingKey;
 use idstream_eventlog::{LogError, Position, SharedLog};
 
 use crate::checkpoint::{CHAIN_SUBJECT, Checkpoint, TrustedKeys};
@@ -32,6 +41,11 @@ use crate::link::{Chain, Hash, short};
 
 /// How many events [`verify_log`] reads at a time.
 pub const PAGE: usize = 4096;
+
+/// How many checkpoints may wait for the signature thread. When that many do, the thread is not
+/// keeping up (the machine is busy), and the verifier checks the next signature itself rather
+/// than wait for it.
+const SIGNATURE_QUEUE: usize = 4;
 
 /// The first position at which the log does not match its chain, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,10 +95,28 @@ pub struct Verifier {
     last_trusted_to: Option<Position>,
     /// The first checkpoint after the last trusted one that is signed by an untrusted key.
     untrusted_since: Option<(Position, String)>,
+    signatures: Signatures,
+    /// The public key of the last checkpoint, which the next one most likely carries too.
+    last_key: Option<VerifyingKey>,
+    /// The mismatch already reported, if any: the verifier stops there.
+    failed: Option<Mismatch>,
 }
 
 impl Verifier {
+    /// A verifier that checks every checkpoint's signature in place, on the calling thread.
     pub fn new(trusted: TrustedKeys) -> Verifier {
+        Verifier::with(trusted, Signatures::Inline)
+    }
+
+    /// A verifier that checks checkpoint signatures on a thread of its own, in the order of the
+    /// checkpoints, while the caller goes on hashing. When that thread falls behind (the
+    /// machine is busy), the verifier checks signatures in place instead of waiting for it. The
+    /// thread ends with the verifier.
+    pub fn with_signature_thread(trusted: TrustedKeys) -> Verifier {
+        Verifier::with(trusted, Signatures::Thread(SignatureThread::start()))
+    }
+
+    fn with(trusted: TrustedKeys, signatures: Signatures) -> Verifier {
         Verifier {
             trusted,
             chain: Chain::default(),
@@ -94,6 +126,9 @@ impl Verifier {
             last_checkpoint: None,
             last_trusted_to: None,
             untrusted_since: None,
+            signatures,
+            last_key: None,
+            failed: None,
         }
     }
 
@@ -103,12 +138,35 @@ impl Verifier {
     }
 
     /// Feeds the event stored at `position` under `subject` as `bytes`.
+    ///
+    /// The mismatch is always the first one in the order of the checks listed in the module
+    /// documentation, the same whether signatures are checked in place or on their own thread.
+    /// With the thread, a bad signature is reported by a later call (at the latest by
+    /// [`Verifier::finish`]), still naming its checkpoint; any other mismatch waits for the
+    /// signatures of the checkpoints before it, so that an earlier bad one is named instead.
+    /// Once a mismatch is reported, every later call reports it again.
     pub fn push(
         &mut self,
         position: Position,
         subject: &str,
         bytes: &[u8],
     ) -> Result<(), Mismatch> {
+        if let Some(found) = &self.failed {
+            return Err(found.clone());
+        }
+        self.step(position, subject, bytes)
+            .map_err(|found| self.fail(found))
+    }
+
+    /// Records the verifier's result: `found`, unless a signature checked behind fails, whose
+    /// checkpoint came first.
+    fn fail(&mut self, found: Mismatch) -> Mismatch {
+        let first = self.signatures.settle().err().unwrap_or(found);
+        self.failed = Some(first.clone());
+        first
+    }
+
+    fn step(&mut self, position: Position, subject: &str, bytes: &[u8]) -> Result<(), Mismatch> {
         let expected = self.chain.position + 1;
         if position < expected {
             return Err(Mismatch {
@@ -142,38 +200,50 @@ impl Verifier {
     }
 
     fn checkpoint(&mut self, at: Position, bytes: &[u8]) -> Result<(), Mismatch> {
-        let mismatch = |position: Position, reason: String| Mismatch { position, reason };
-        let checkpoint = Checkpoint::decode(bytes).map_err(|why| {
-            mismatch(
-                at,
-                format!("the event at position {at} is stored under the chain's subject but is no valid checkpoint: {why}"),
-            )
+        let checkpoint = Checkpoint::decode_with(bytes, self.last_key.as_ref()).map_err(|why| {
+            Mismatch {
+                position: at,
+                reason: format!("the event at position {at} is stored under the chain's subject but is no valid checkpoint: {why}"),
+            }
         })?;
-        let Checkpoint { from, to, .. } = checkpoint;
-        // The signature first: a checkpoint that is not what its signer signed cannot be used to
-        // locate anything.
+        self.last_key = Some(checkpoint.public_key);
         let trusted = match self.trusted.get(&checkpoint.key) {
             Some(key) if *key != checkpoint.public_key => {
-                return Err(mismatch(
-                    at,
-                    format!(
+                return Err(Mismatch {
+                    position: at,
+                    reason: format!(
                         "the checkpoint at position {at} names the trusted key {} but carries another public key",
                         checkpoint.key
                     ),
-                ));
+                });
             }
             Some(_) => true,
             None => false,
         };
-        if !checkpoint.signature_is_valid() {
-            return Err(mismatch(
-                at,
-                format!(
-                    "the signature of the checkpoint at position {at} (key {}) does not verify: the checkpoint was altered or forged",
-                    checkpoint.key
-                ),
-            ));
+        // The signature comes first in meaning: a checkpoint that is not what its signer signed
+        // cannot be used to locate anything, so when it fails, that is the mismatch. It comes
+        // last in time (or on the signature thread) because it is most of a checkpoint's cost.
+        if let Err(found) = self.compare(at, &checkpoint) {
+            return Err(signature(at, &checkpoint).err().unwrap_or(found));
         }
+        let to = checkpoint.to;
+        self.pending.drain(..(to - self.covered_to) as usize);
+        self.covered_to = to;
+        self.checkpoints += 1;
+        self.last_checkpoint = Some(at);
+        if trusted {
+            self.last_trusted_to = Some(to);
+            self.untrusted_since = None;
+        } else if self.untrusted_since.is_none() {
+            self.untrusted_since = Some((at, checkpoint.key.clone()));
+        }
+        self.signatures.check(at, checkpoint)
+    }
+
+    /// Everything about the checkpoint at `at` but its signature, against the chain here.
+    fn compare(&self, at: Position, checkpoint: &Checkpoint) -> Result<(), Mismatch> {
+        let mismatch = |position: Position, reason: String| Mismatch { position, reason };
+        let Checkpoint { from, to, .. } = *checkpoint;
         if from <= self.covered_to {
             return Err(mismatch(
                 at,
@@ -226,21 +296,15 @@ impl Verifier {
                 ),
             ));
         }
-        self.pending.drain(..(to - self.covered_to) as usize);
-        self.covered_to = to;
-        self.checkpoints += 1;
-        self.last_checkpoint = Some(at);
-        if trusted {
-            self.last_trusted_to = Some(to);
-            self.untrusted_since = None;
-        } else if self.untrusted_since.is_none() {
-            self.untrusted_since = Some((at, checkpoint.key));
-        }
         Ok(())
     }
 
     /// Ends the verification of a log whose last position is `end`.
-    pub fn finish(self, end: Position) -> Result<Summary, Mismatch> {
+    pub fn finish(mut self, end: Position) -> Result<Summary, Mismatch> {
+        if let Some(found) = self.failed.take() {
+            return Err(found);
+        }
+        self.signatures.settle()?;
         if self.chain.position < end {
             let first = self.chain.position + 1;
             return Err(Mismatch {
@@ -251,7 +315,7 @@ impl Verifier {
                 ),
             });
         }
-        if let Some((at, key)) = self.untrusted_since {
+        if let Some((at, key)) = self.untrusted_since.take() {
             let from = self.last_trusted_to.map_or(1, |to| to + 1);
             return Err(Mismatch {
                 position: from,
@@ -267,6 +331,164 @@ impl Verifier {
             covered_to: self.covered_to,
             last_checkpoint: self.last_checkpoint,
         })
+    }
+}
+
+/// Checks the signature of the checkpoint at `at`.
+fn signature(at: Position, checkpoint: &Checkpoint) -> Result<(), Mismatch> {
+    if checkpoint.signature_is_valid() {
+        return Ok(());
+    }
+    let reason = if checkpoint.signed_in_format_v1() {
+        format!(
+            "the checkpoint at position {at} (key {}) was signed for version 1 of the chain format, written by an earlier build of idstream; this build computes version 2 and cannot check it",
+            checkpoint.key
+        )
+    } else {
+        format!(
+            "the signature of the checkpoint at position {at} (key {}) does not verify: the checkpoint was altered or forged",
+            checkpoint.key
+        )
+    };
+    Err(Mismatch {
+        position: at,
+        reason,
+    })
+}
+
+/// Where a verifier checks checkpoint signatures.
+enum Signatures {
+    Inline,
+    Thread(SignatureThread),
+}
+
+impl Signatures {
+    /// Checks the signature of the checkpoint at `at`, or queues it. A queued check that failed
+    /// meanwhile is reported here: every check queued before it has passed, and every check
+    /// made in place before this one too, so it is the first.
+    fn check(&mut self, at: Position, checkpoint: Checkpoint) -> Result<(), Mismatch> {
+        match self {
+            Signatures::Inline => signature(at, &checkpoint),
+            Signatures::Thread(thread) => {
+                thread.poll()?;
+                if thread.outstanding < SIGNATURE_QUEUE {
+                    thread.queue(at, checkpoint);
+                    Ok(())
+                } else {
+                    // A failure here is reported after the queued checks (see `Verifier::fail`).
+                    signature(at, &checkpoint)
+                }
+            }
+        }
+    }
+
+    /// Waits for every queued check; the first that failed, if any.
+    fn settle(&mut self) -> Result<(), Mismatch> {
+        match self {
+            Signatures::Inline => Ok(()),
+            Signatures::Thread(thread) => thread.settle(),
+        }
+    }
+}
+
+/// A thread that checks signatures in the order they are queued, and answers in that order.
+struct SignatureThread {
+    jobs: Option<SyncSender<(Position, Checkpoint)>>,
+    verdicts: Receiver<Result<(), Mismatch>>,
+    /// Checks queued and not answered yet.
+    outstanding: usize,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl SignatureThread {
+    fn start() -> SignatureThread {
+        let (jobs, queue) = sync_channel::<(Position, Checkpoint)>(SIGNATURE_QUEUE);
+        let (answer, verdicts) = sync_channel(SIGNATURE_QUEUE);
+        let handle = std::thread::Builder::new()
+            .name("chain-signatures".into())
+            .spawn(move || {
+                for (at, checkpoint) in queue {
+                    if answer.send(signature(at, &checkpoint)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .expect("a thread can be started");
+        SignatureThread {
+            jobs: Some(jobs),
+            verdicts,
+            outstanding: 0,
+            handle: Some(handle),
+        }
+    }
+
+    /// Queues a check; there is room (fewer than `SIGNATURE_QUEUE` are outstanding, and both
+    /// channels hold that many), so neither thread ever waits for the other here.
+    fn queue(&mut self, at: Position, checkpoint: Checkpoint) {
+        let jobs = self.jobs.as_ref().expect("open until dropped");
+        if jobs.send((at, checkpoint)).is_err() {
+            self.resume_panic();
+            unreachable!("the signature thread ends only when the verifier does");
+        }
+        self.outstanding += 1;
+    }
+
+    /// Takes the answers that are in, without waiting.
+    fn poll(&mut self) -> Result<(), Mismatch> {
+        while self.outstanding > 0 {
+            match self.verdicts.try_recv() {
+                Ok(verdict) => self.take(verdict)?,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => self.resume_panic(),
+            }
+        }
+        Ok(())
+    }
+
+    fn settle(&mut self) -> Result<(), Mismatch> {
+        while self.outstanding > 0 {
+            self.answer()?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the next answer.
+    fn answer(&mut self) -> Result<(), Mismatch> {
+        match self.verdicts.recv() {
+            Ok(verdict) => self.take(verdict),
+            Err(_) => {
+                self.resume_panic();
+                unreachable!("the signature thread ends only when the verifier does");
+            }
+        }
+    }
+
+    fn take(&mut self, verdict: Result<(), Mismatch>) -> Result<(), Mismatch> {
+        self.outstanding -= 1;
+        if verdict.is_err() {
+            // The first failure; later answers cannot come before it.
+            self.outstanding = 0;
+        }
+        verdict
+    }
+
+    /// The thread stopped answering: it can only have panicked. The panic goes on here.
+    fn resume_panic(&mut self) {
+        if let Some(handle) = self.handle.take()
+            && let Err(panic) = handle.join()
+        {
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+impl Drop for SignatureThread {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread after the check it is on.
+        self.jobs = None;
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
     }
 }
 
@@ -292,7 +514,7 @@ pub async fn verify_log(
     mut progress: impl FnMut(Position, Position),
 ) -> Result<Summary, VerifyError> {
     let end = log.last_position().await?;
-    let mut verifier = Verifier::new(trusted);
+    let mut verifier = Verifier::with_signature_thread(trusted);
     let read = |after: Position| {
         let log = log.clone();
         tokio::spawn(async move { log.read_raw_after(after, PAGE).await })
@@ -415,12 +637,34 @@ mod tests {
         KeyRing::generate(datetime!(2026-01-01 00:00 UTC), time::Duration::minutes(5))
     }
 
-    fn run(events: &[Stored], trusted: &TrustedKeys, end: Position) -> Result<Summary, Mismatch> {
-        let mut verifier = Verifier::new(trusted.clone());
+    fn run_one(
+        mut verifier: Verifier,
+        events: &[Stored],
+        end: Position,
+    ) -> Result<Summary, Mismatch> {
         for e in events {
-            verifier.push(e.position, &e.subject, &e.bytes)?;
+            if let Err(found) = verifier.push(e.position, &e.subject, &e.bytes) {
+                // The verifier stops at its first mismatch.
+                assert_eq!(
+                    verifier.push(e.position + 1, &e.subject, &e.bytes),
+                    Err(found.clone())
+                );
+                return Err(found);
+            }
         }
         verifier.finish(end)
+    }
+
+    /// Verifies with signatures checked in place and on their own thread: the same result.
+    fn run(events: &[Stored], trusted: &TrustedKeys, end: Position) -> Result<Summary, Mismatch> {
+        let inline = run_one(Verifier::new(trusted.clone()), events, end);
+        let threaded = run_one(
+            Verifier::with_signature_thread(trusted.clone()),
+            events,
+            end,
+        );
+        assert_eq!(inline, threaded);
+        inline
     }
 
     /// Renumbers events 1, 2, 3… as an attacker who rewrites a log must to keep it readable.
@@ -588,6 +832,107 @@ mod tests {
         let mut events = original.clone();
         events[10].bytes = tenant_event(99).1;
         assert_eq!(at(run(&events, &trusted, 25)), 11);
+    }
+
+    /// A log of `checkpoints` checkpoints after every 3 events, and the position of each.
+    fn long_log(signer: &Signer, checkpoints: usize) -> (Vec<Stored>, Vec<Position>) {
+        let mut log = Log::new();
+        let at = (0..checkpoints)
+            .map(|_| {
+                log.events(3);
+                log.checkpoint(signer)
+            })
+            .collect();
+        (log.events, at)
+    }
+
+    /// The checkpoint stored as `bytes`, its signature replaced by one that does not verify.
+    fn unsigned(bytes: &[u8]) -> Vec<u8> {
+        let mut value: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+        let other = Signer::from_ring(&ring())
+            .unwrap()
+            .sign(1, 1, [0; 32], vec![[0; 8]]);
+        value["data"]["signature"] = other.to_event().signature.into();
+        serde_json::to_vec(&value).unwrap()
+    }
+
+    #[test]
+    fn the_first_bad_signature_is_named_however_many_checkpoints_wait_for_theirs() {
+        let ring = ring();
+        let trusted = TrustedKeys::from_ring(&ring);
+        // More checkpoints than the signature thread queues.
+        let (original, stored_at) =
+            long_log(&Signer::from_ring(&ring).unwrap(), 2 * SIGNATURE_QUEUE + 8);
+        let end = original.len() as Position;
+        assert!(run(&original, &trusted, end).is_ok());
+        for k in [
+            1,
+            SIGNATURE_QUEUE - 1,
+            SIGNATURE_QUEUE,
+            2 * SIGNATURE_QUEUE + 5,
+        ] {
+            let victim = stored_at[k];
+            let mut events = original.clone();
+            let i = victim as usize - 1;
+            events[i].bytes = unsigned(&events[i].bytes);
+            let found = run(&events, &trusted, end).unwrap_err();
+            assert_eq!(found.position, victim, "{found}");
+            assert!(found.reason.contains("does not verify"), "{found}");
+
+            // Also when later checkpoints are bad too, and when events are changed after it:
+            // its checkpoint is read first.
+            let later = stored_at[(k + 7).min(stored_at.len() - 1)];
+            let j = later as usize - 1;
+            events[j].bytes = unsigned(&events[j].bytes);
+            events[j - 2].bytes.push(b' ');
+            let found = run(&events, &trusted, end).unwrap_err();
+            assert_eq!(found.position, victim, "{found}");
+
+            // An event changed in its own range is named after the signature: a checkpoint
+            // that is not what its signer signed cannot locate anything.
+            let mut events = original.clone();
+            events[i].bytes = unsigned(&events[i].bytes);
+            events[i - 2].bytes.push(b' ');
+            assert_eq!(at(run(&events, &trusted, end)), victim);
+        }
+        // Only an event changed: named, after every signature before it has been checked.
+        let mut events = original.clone();
+        events[stored_at[2 * SIGNATURE_QUEUE] as usize - 3]
+            .bytes
+            .push(b' ');
+        assert_eq!(
+            at(run(&events, &trusted, end)),
+            stored_at[2 * SIGNATURE_QUEUE] - 2
+        );
+        // A tail cut off after a bad signature: the signature comes first.
+        let mut events = original.clone();
+        let i = stored_at[3] as usize - 1;
+        events[i].bytes = unsigned(&events[i].bytes);
+        events.truncate(i + 3);
+        assert_eq!(at(run(&events, &trusted, end)), stored_at[3]);
+    }
+
+    #[test]
+    fn a_checkpoint_of_the_first_chain_format_is_named_as_such() {
+        // What an earlier build wrote: the same fields, signed for chain format version 1.
+        let ring = ring();
+        let trusted = TrustedKeys::from_ring(&ring);
+        let signer = Signer::from_ring(&ring).unwrap();
+        let mut log = Log::new();
+        log.events(3);
+        let position = log.checkpoint(&signer);
+        let i = position as usize - 1;
+        let mut checkpoint = Checkpoint::decode(&log.events[i].bytes).unwrap();
+        checkpoint.signature = signer.sign_in_format_v1(&checkpoint);
+        let mut value: serde_json::Value = serde_json::from_slice(&log.events[i].bytes).unwrap();
+        value["data"]["signature"] = checkpoint.to_event().signature.into();
+        log.events[i].bytes = serde_json::to_vec(&value).unwrap();
+        let found = run(&log.events, &trusted, position).unwrap_err();
+        assert_eq!(found.position, position);
+        assert!(
+            found.reason.contains("version 1 of the chain format"),
+            "{found}"
+        );
     }
 
     #[test]

@@ -208,6 +208,10 @@ impl Checkpointer {
                 // checkpoint be judged by `idstream audit verify`.
                 let why = match other {
                     Err(why) => why,
+                    Ok(checkpoint) if checkpoint.signed_in_format_v1() => {
+                        "it was signed for version 1 of the chain format by an earlier build"
+                            .to_owned()
+                    }
                     Ok(_) => "its signature or range is wrong".to_owned(),
                 };
                 tracing::error!(
