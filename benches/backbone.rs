@@ -198,9 +198,10 @@ async fn run(knobs: Knobs) -> anyhow::Result<()> {
     log_layer_alone(&knobs, &log, baseline).await?;
 
     let access_cache = Arc::new(idstream_access::FactCache::default());
+    // As the service does (`startup::open_app`): the read models share one subscription.
     let read_models = ReadModels::start(
         &scratch.path().join("readmodels"),
-        log.clone(),
+        idstream_eventlog::FanOutLog::wrap(log.clone()),
         idstream_app::projections(access_cache.clone()),
     )
     .await?;

@@ -90,8 +90,143 @@ impl idstream_eventlog::conformance::Backend for EmbeddedBackend {
     }
 }
 
+/// Any backend behind [`idstream_eventlog::FanOutLog`], with a ring of `capacity` events: the
+/// decorator must keep every promise of the log it wraps. A tiny ring makes subscribers fall
+/// behind it and back to subscriptions of their own all the time, so those switches are checked
+/// by every subscription check too.
+pub struct FanOutBackend<B> {
+    inner: B,
+    capacity: usize,
+}
+
+impl<B> FanOutBackend<B> {
+    pub async fn start(inner: impl Future<Output = B>, capacity: usize) -> FanOutBackend<B> {
+        FanOutBackend {
+            inner: inner.await,
+            capacity,
+        }
+    }
+}
+
+#[idstream_eventlog::conformance::async_trait]
+impl<B: idstream_eventlog::conformance::Backend> idstream_eventlog::conformance::Backend
+    for FanOutBackend<B>
+{
+    async fn open(&mut self) -> idstream_eventlog::SharedLog {
+        let inner = self.inner.open().await;
+        std::sync::Arc::new(idstream_eventlog::FanOutLog::with_capacity(
+            inner,
+            self.capacity,
+        ))
+    }
+
+    async fn restart(&mut self) -> idstream_eventlog::SharedLog {
+        let inner = self.inner.restart().await;
+        std::sync::Arc::new(idstream_eventlog::FanOutLog::with_capacity(
+            inner,
+            self.capacity,
+        ))
+    }
+}
+
 // One line per backend.
 conformance_suite!(embedded, EmbeddedBackend::start());
 conformance_suite!(jetstream, async {
     crate::support::nats::JetStreamBackend::new()
 });
+conformance_suite!(
+    fanout_embedded,
+    FanOutBackend::start(
+        EmbeddedBackend::start(),
+        idstream_eventlog::FanOutLog::DEFAULT_CAPACITY
+    )
+);
+conformance_suite!(
+    fanout_embedded_tiny_ring,
+    FanOutBackend::start(EmbeddedBackend::start(), 2)
+);
+conformance_suite!(
+    fanout_jetstream,
+    FanOutBackend::start(
+        async { crate::support::nats::JetStreamBackend::new() },
+        idstream_eventlog::FanOutLog::DEFAULT_CAPACITY
+    )
+);
+
+/// What the suite cannot express for [`idstream_eventlog::FanOutLog`]: its shared feed rides out
+/// nats-server restarts the way a JetStream subscription of one's own does.
+mod fanout_across_restarts {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use futures::StreamExt;
+    use idstream_eventlog::conformance::{PATIENCE, created, fresh_tenant, renamed};
+    use idstream_eventlog::{
+        AppendError, EventLog, EventStream, Expected, FanOutLog, Position, SharedLog,
+    };
+
+    use crate::support::nats::{NatsServer, connect};
+
+    async fn next_position(subscription: &mut EventStream) -> Position {
+        match tokio::time::timeout(PATIENCE, subscription.next()).await {
+            Ok(Some(Ok(event))) => event.position,
+            other => panic!("expected the next event, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn subscribers_on_the_shared_feed_get_every_event_once_across_nats_server_restarts() {
+        let mut nats = NatsServer::spawn();
+        let inner: SharedLog = Arc::new(connect(&nats).await);
+        let log = FanOutLog::new(inner);
+        let tenant = fresh_tenant();
+        let first = log
+            .append(vec![created(&tenant, "0")], Expected::NoEvents, None)
+            .await
+            .unwrap();
+        // One from the start (it catches up on its own, then joins), one at the end.
+        let mut from_start = log.subscribe(0).await.unwrap();
+        let mut at_end = log.subscribe(first.last).await.unwrap();
+        let mut expected = vec![first.last];
+        assert_eq!(next_position(&mut from_start).await, first.last);
+
+        // A crash, then a graceful restart; appends retried with their key until NATS is back.
+        for (round, disrupt) in [NatsServer::kill as fn(&mut NatsServer), NatsServer::stop]
+            .into_iter()
+            .enumerate()
+        {
+            disrupt(&mut nats);
+            nats.start();
+            for n in 0..3 {
+                let key = format!("fanout-{round}-{n}");
+                let deadline = Instant::now() + PATIENCE;
+                let appended = loop {
+                    let event = renamed(&tenant, &key);
+                    match log.append(vec![event], Expected::Any, Some(&key)).await {
+                        Ok(appended) => break appended,
+                        Err(AppendError::Unavailable(_)) if Instant::now() < deadline => {
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await
+                        }
+                        Err(e) => panic!("the log did not accept appends again: {e}"),
+                    }
+                };
+                expected.push(appended.last);
+            }
+        }
+
+        let mut got_start = vec![first.last];
+        let mut got_end = Vec::new();
+        for _ in 1..expected.len() {
+            got_start.push(next_position(&mut from_start).await);
+            got_end.push(next_position(&mut at_end).await);
+        }
+        assert_eq!(got_start, expected, "every event once, in order");
+        assert_eq!(got_end, expected[1..]);
+        let stats = log.stats();
+        assert_eq!(
+            stats.feeds_started, 1,
+            "the feed itself rode out the restarts"
+        );
+        assert_eq!((stats.shared, stats.own), (2, 0));
+    }
+}

@@ -3,7 +3,8 @@
 //! One trait, [`EventLog`], with two real backends: [`jetstream`] (NATS JetStream through
 //! async-nats, for production and several replicas) and [`embedded`] (an append-only segment file
 //! in the data directory, the zero-setup default for one machine). Both pass the same
-//! conformance suite (`conformance`, behind the feature of that name).
+//! conformance suite (`conformance`, behind the feature of that name). [`fanout`] is a
+//! decorator that serves many subscribers from one shared live subscription (the read models').
 //!
 //! Positions are the log's global sequence: 1 for the first event, contiguous, never reused; 0
 //! means "before the first event". The optimistic-concurrency token of an aggregate is the
@@ -22,7 +23,10 @@ use idstream_domain::{EventEnvelope, StreamKey};
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod embedded;
+pub mod fanout;
 pub mod jetstream;
+
+pub use fanout::{FanOutLog, FanOutStats};
 
 /// A position in the log: 1-based global sequence; 0 is "before the first event".
 pub type Position = u64;

@@ -7,9 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 use idstream_app::{App, IdentityConfig, IdentityServices, SystemClock};
 use idstream_auth::{PasswordHasherPool, TokenDigest};
-use idstream_eventlog::SharedLog;
 use idstream_eventlog::embedded::{EmbeddedLog, EmbeddedOptions};
 use idstream_eventlog::jetstream::{JetStreamLog, JetStreamOptions};
+use idstream_eventlog::{FanOutLog, SharedLog};
 use idstream_keys::{
     FileKeyStore, JetStreamKeyStore, JetStreamKeyStoreOptions, KeyStore, Keys, PersonalDataLog,
     PersonalKeys,
@@ -147,6 +147,10 @@ pub fn admin_token(config: &Config) -> anyhow::Result<Option<TokenDigest>> {
 
 /// Starts the read models over `log` and builds the application on them; also returns the
 /// read models' names. Stop the read models with [`ReadModels::shutdown`] when done.
+///
+/// The read models subscribe through one [`FanOutLog`] around `log` (which is the decrypting
+/// [`PersonalDataLog`] in the service), so the backend delivers and the decorator decrypts each
+/// event once for all of them; commands use `log` itself.
 pub async fn open_app(
     config: &Config,
     log: SharedLog,
@@ -156,7 +160,7 @@ pub async fn open_app(
     let names: Vec<&'static str> = projections.iter().map(|p| p.name()).collect();
     let read_models = ReadModels::start(
         &config.data_dir.join("readmodels"),
-        log.clone(),
+        FanOutLog::wrap(log.clone()),
         projections,
     )
     .await
