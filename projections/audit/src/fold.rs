@@ -98,16 +98,21 @@ impl Member {
     }
 }
 
+/// What the `ses/` table holds for a session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct SessionFacts {
-    user: UserId,
-    tenant: TenantId,
+pub(crate) struct SessionFacts {
+    pub user: UserId,
+    pub tenant: TenantId,
 }
 
 /// What the fold learns about an event beyond its envelope.
 #[derive(Default)]
 struct About {
     subject: Option<UserId>,
+    /// The subject is the user that the `ses/`, `inv/` or `key/` table names for the event's
+    /// session, invitation or API key: a query for that aggregate finds the event under the
+    /// user's index (see [`keys::through_user`]).
+    named_by_table: bool,
     /// For global events that name their tenants themselves (sessions); otherwise the subject's.
     tenants: Option<Vec<TenantId>>,
     facts: BTreeMap<String, String>,
@@ -205,9 +210,10 @@ impl Projection for AuditProjection {
         }
         if let Some(id) = &aggregate_id {
             let kind = envelope.aggregate.kind;
-            let found_through_user = match (keys::through_user(kind), &about.subject) {
-                (true, Some(subject)) => aggregate_user(state, kind, id, subject)?,
-                _ => false,
+            let found_through_user = if keys::user_keyed(kind) {
+                about.subject.is_some_and(|s| s.to_string() == *id)
+            } else {
+                keys::through_user(kind) && about.named_by_table
             };
             if !found_through_user {
                 list(state, &keys::aggregate(kind, id), position)?;
@@ -247,29 +253,6 @@ fn list(state: &mut Staged<'_>, prefix: &[u8], position: Position) -> Result<(),
     keys::push_offset(&mut value, position);
     state.insert(key, value);
     Ok(())
-}
-
-/// Whether a query for the aggregate finds `subject` as its user (see [`keys::through_user`]):
-/// the aggregate's id for user-keyed ones, the `ses/`, `inv/` or `key/` table for the others.
-/// Those tables are written by the aggregate's first event and never change their user, and the
-/// fold reads an event's subject from them, so this holds for every event of the aggregate whose
-/// subject was known.
-fn aggregate_user(
-    state: &Staged<'_>,
-    kind: AggregateType,
-    id: &str,
-    subject: &UserId,
-) -> Result<bool, ApplyError> {
-    Ok(match kind {
-        AggregateType::Session => state
-            .get_json::<SessionFacts>(&keys::session(id))?
-            .is_some_and(|facts| facts.user == *subject),
-        AggregateType::Invitation => {
-            stored_user(state, keys::invitation(id))?.as_ref() == Some(subject)
-        }
-        AggregateType::ApiKey => key_owner(state, id)?.as_ref() == Some(subject),
-        _ => subject.to_string() == id,
-    })
 }
 
 /// The user an event of a user-keyed aggregate (user, credentials) is about.
@@ -501,6 +484,7 @@ fn describe(
 
         E::SessionStarted(e) => {
             about.subject = Some(e.user);
+            about.named_by_table = true;
             about.tenants = Some(vec![e.tenant.clone()]);
             about.fact("method", serde_name(&e.method));
             about.fact("tenant", e.tenant.as_str());
@@ -514,6 +498,7 @@ fn describe(
             about.fact("generation", e.generation.to_string());
             if let Some(session) = session(state, envelope)? {
                 about.subject = Some(session.user);
+                about.named_by_table = true;
                 about.tenants = Some(vec![session.tenant]);
             }
         }
@@ -521,6 +506,7 @@ fn describe(
             about.fact("to", e.tenant.as_str());
             if let Some(mut session) = session(state, envelope)? {
                 about.subject = Some(session.user);
+                about.named_by_table = true;
                 about.fact("from", session.tenant.as_str());
                 about.tenants = Some(vec![session.tenant.clone(), e.tenant.clone()]);
                 session.tenant = e.tenant;
@@ -531,12 +517,14 @@ fn describe(
             about.fact("reason", serde_name(&e.reason));
             if let Some(session) = session(state, envelope)? {
                 about.subject = Some(session.user);
+                about.named_by_table = true;
                 about.tenants = Some(vec![session.tenant]);
             }
         }
 
         E::InvitationSent(e) => {
             about.subject = Some(e.user);
+            about.named_by_table = true;
             about.fact("roles", joined(&e.roles));
             state.insert(
                 keys::invitation(&envelope.aggregate.id),
@@ -545,6 +533,7 @@ fn describe(
         }
         E::InvitationResent(_) | E::InvitationAccepted(_) | E::InvitationRevoked(_) => {
             about.subject = stored_user(state, keys::invitation(&envelope.aggregate.id))?;
+            about.named_by_table = about.subject.is_some();
         }
 
         E::ApiKeyIssued(e) => {
@@ -558,10 +547,12 @@ fn describe(
             }
             if let Ok(id) = envelope.aggregate.id.parse::<Ulid>() {
                 state.insert(keys::api_key(&id), e.owner.to_string().into_bytes());
+                about.named_by_table = true;
             }
         }
         E::ApiKeyRevoked(_) | E::ApiKeyUsed(_) => {
             about.subject = key_owner(state, &envelope.aggregate.id)?;
+            about.named_by_table = about.subject.is_some();
         }
 
         // Events added to the catalogue after this fold was written are recorded from their

@@ -14,7 +14,7 @@ use idstream_domain::events::CATALOGUE;
 use idstream_domain::{ActorKind, AggregateType, UserId};
 use idstream_eventlog::Position;
 
-use crate::fold::{Clock, Stored, USER_ERASED, bucket, nanos};
+use crate::fold::{Clock, SessionFacts, Stored, USER_ERASED, bucket, nanos};
 use crate::keys;
 use crate::{
     AuditError, AuditFilter, AuditPage, AuditQuery, Cursor, MAX_LIMIT, Order, SCAN_BUDGET, Scope,
@@ -571,11 +571,9 @@ fn aggregate_user(
         return Ok(None);
     };
     if kind == AggregateType::Session {
-        #[derive(serde::Deserialize)]
-        struct Facts {
-            user: UserId,
-        }
-        return Ok(serde_json::from_slice::<Facts>(&bytes).ok().map(|f| f.user));
+        return Ok(serde_json::from_slice::<SessionFacts>(&bytes)
+            .ok()
+            .map(|facts| facts.user));
     }
     Ok(std::str::from_utf8(&bytes)
         .ok()
