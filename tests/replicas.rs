@@ -138,3 +138,99 @@ async fn a_claim_orphaned_by_a_crash_does_not_make_the_email_unusable() {
     .await
     .assert_problem(409, "email_taken");
 }
+
+/// The last-admin rule across replicas (F-AZ-7): two replicas each taking the admin role from
+/// one of the tenant's last two administrators at the same moment never both succeed; the tenant
+/// keeps an administrator every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_demoting_the_last_two_admins_at_once_leave_one() {
+    const PASSWORD: &str = "correct horse battery staple";
+    let nats = NatsServer::spawn();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    Service::bootstrap(
+        dir_a.path(),
+        Some(&nats.url()),
+        "acme",
+        "ada@example.com",
+        PASSWORD,
+    )
+    .await;
+    let a = Service::jetstream(dir_a.path(), &nats.url()).await;
+    let b = Service::jetstream(dir_b.path(), &nats.url()).await;
+    let tokens = a.sign_in("ada@example.com", PASSWORD).await;
+    let token = tokens["access_token"].as_str().unwrap().to_owned();
+    let ada = tokens["user"].as_str().unwrap().to_owned();
+    let (bob, _) = a.create_user("acme", "bob@example.com", &["admin"]).await;
+    // Bootstrap made Ada owner and admin; as only an admin, the admin role is her standing.
+    let roles = a.get(&format!("/v1/tenants/acme/users/{ada}/roles")).await;
+    for role in roles.body["roles"].as_array().unwrap() {
+        if role != "admin" {
+            let taken = a
+                .delete(&format!(
+                    "/v1/tenants/acme/users/{ada}/roles/{}",
+                    role.as_str().unwrap()
+                ))
+                .await;
+            assert_eq!(taken.status, 200, "{taken:?}");
+        }
+    }
+
+    let mut one_succeeded = 0;
+    for round in 0..8 {
+        // Ada, an administrator, takes the admin role from herself on A and from Bob on B.
+        let (path_a, path_b) = (
+            format!("/v1/tenants/acme/users/{ada}/roles/admin"),
+            format!("/v1/tenants/acme/users/{bob}/roles/admin"),
+        );
+        let (first, second) = tokio::join!(
+            a.send(a.request_as(&token, reqwest::Method::DELETE, &path_a)),
+            b.send(b.request_as(&token, reqwest::Method::DELETE, &path_b)),
+        );
+        let succeeded = [&first, &second].iter().filter(|x| x.status == 200).count();
+        assert!(
+            succeeded <= 1,
+            "round {round}: both demotions went through: {first:?} {second:?}"
+        );
+        for refused in [&first, &second].into_iter().filter(|x| x.status != 200) {
+            // Refused by the rule, or (once Ada is no longer an administrator) for want of the
+            // permission; never by an error.
+            let code = refused.body["code"].as_str().unwrap_or_default();
+            assert!(
+                matches!(code, "last_admin" | "forbidden"),
+                "round {round}: {refused:?}"
+            );
+        }
+        one_succeeded += succeeded;
+
+        // Whatever happened, the tenant still has an administrator, on both replicas.
+        let newest = a.log_position().await;
+        let mut admins = 0;
+        for user in [&ada, &bob] {
+            let path = format!("/v1/tenants/acme/users/{user}/roles");
+            let (on_a, on_b) = (a.get_at(&path, newest).await, b.get_at(&path, newest).await);
+            assert_eq!(on_a.body, on_b.body);
+            if on_a.body["roles"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("admin"))
+            {
+                admins += 1;
+                continue;
+            }
+            // Give the role back for the next round (as the platform administrator).
+            let assigned = a
+                .post(
+                    &format!("/v1/tenants/acme/users/{user}/roles"),
+                    json!({"role": "admin"}),
+                )
+                .await;
+            assert_eq!(assigned.status, 200, "{assigned:?}");
+        }
+        assert!(
+            admins >= 1,
+            "round {round}: the tenant lost every administrator"
+        );
+    }
+    // Not every round was refused outright: the rule lets one of the two through.
+    assert!(one_succeeded >= 1, "no demotion ever went through");
+}

@@ -58,6 +58,7 @@ fn subject_pattern(aggregate: &str) -> Option<&'static str> {
         "invitation" => "idstream.events.<tenant>.invitation.<invitation id>",
         "api_key" => "idstream.events.<tenant>.api_key.<key id>",
         "chain" => "idstream.events._.chain.log",
+        "admin_guard" => "idstream.events.<tenant>.admin_guard.<tenant>",
         _ => return None,
     })
 }

@@ -13,12 +13,14 @@
 //! - tenants, users and memberships come from the directory, waiting for it to reach the end of
 //!   the log before answering "missing" (see [`App::find`]).
 //!
-//! **What is not race-free:** every rule here that looks at a *different* aggregate than the one
-//! the command appends to (a role exists, a member holds a role, another admin is left) is
-//! checked before the append, not inside its expected-sequence check. Two concurrent commands can
-//! both pass such a check: a role deleted while it is being assigned, or the last two admins
-//! demoting each other at the same moment. Closing that would need the rule's facts to live in
-//! the appended aggregate (or a claim aggregate, as email uniqueness does).
+//! **Rules that look at other aggregates.** The last-admin rule depends on every membership and
+//! user of a tenant, so no one expected sequence can hold it. Every command that takes an
+//! administrator's standing away therefore goes through the tenant's admin guard
+//! ([`idstream_domain::access::admin_guard`]): it reserves the removal there first, with the
+//! guard's expected sequence, so two such commands racing on two replicas are ordered and the
+//! second decides again seeing the first. A role assigned while it is being deleted is caught
+//! after the fact by both commands (see [`App::delete_role`] and `assign_role`): whichever of the
+//! two events is later in the log, its command sees the other and takes the assignment back.
 //!
 //! Permission checks ("defining a role needs `roles:create`") are not done here: each service
 //! names the permission it needs in a `Needs:` line of its documentation, and the authorization
@@ -27,6 +29,7 @@
 use std::collections::BTreeSet;
 
 use idstream_directory::UserStatus;
+use idstream_domain::access::admin_guard::{AdminGuardCommand, RESERVATION_DEADLINE};
 use idstream_domain::access::entity::{EntityCommand, EntityError};
 use idstream_domain::access::record::{self, RecordCommand, RecordRef};
 use idstream_domain::access::role::{self, RoleCommand, RoleError};
@@ -34,14 +37,15 @@ use idstream_domain::access::{
     EntityName, EntityPolicy, FieldName, MenuItem, Permission, Principal, RecordAccess, RecordId,
 };
 use idstream_domain::aggregate::{
-    EntityAggregate, MembershipAggregate, RecordAggregate, RoleAggregate, TenantAggregate,
-    UserAggregate,
+    AdminGuardAggregate, EntityAggregate, MembershipAggregate, RecordAggregate, RoleAggregate,
+    TenantAggregate, UserAggregate,
 };
 use idstream_domain::envelope::AggregateType;
 use idstream_domain::membership::MembershipCommand;
 use idstream_domain::tenant::{TenantCommand, TenantError, TenantSettings};
 use idstream_domain::user::{UserCommand, UserFlags};
 use idstream_domain::{ActorKind, RoleName, StreamKey, TenantId, UserId};
+use idstream_eventlog::Position;
 
 use crate::services::{internal, membership_key, tenant_key, user_key, user_not_found};
 use crate::{App, AppError, CommandContext, Outcome};
@@ -72,6 +76,19 @@ pub struct NewEntityRequest {
     /// None: the default policy (owners read, update and delete their own records).
     pub policy: Option<EntityPolicy>,
 }
+
+/// A tenant's admin guard: `idstream.events.<tenant>.admin_guard.<tenant>`.
+pub(crate) fn admin_guard_key(tenant: &TenantId) -> StreamKey {
+    StreamKey::new(
+        Some(tenant.clone()),
+        AggregateType::AdminGuard,
+        tenant.as_str(),
+    )
+}
+
+/// How many times a reservation on the admin guard is decided again after another one came
+/// first.
+const GUARD_ATTEMPTS: usize = 16;
 
 pub(crate) fn role_key(tenant: &TenantId, role: &RoleName) -> StreamKey {
     StreamKey::new(Some(tenant.clone()), AggregateType::Role, role.as_str())
@@ -213,20 +230,16 @@ impl App {
         Ok(membership.roles)
     }
 
-    /// Whether some member of the tenant other than `except`, and not deactivated, holds `admin`
-    /// or `owner`.
-    ///
-    /// This reads the directory's member listing after catching up with the log, so it sees
-    /// every change appended before the call, but nothing appended while the command that asked
-    /// is being decided. Two concurrent demotions (or removals, or deactivations) of the last two
-    /// admins can therefore both see "another admin is left" and both succeed, leaving the tenant
-    /// without one. A platform administrator can always repair that.
-    async fn another_admin_exists(
+    /// Up to `limit` members of the tenant other than `except`, not deactivated or erased, who
+    /// hold `admin` or `owner`: read from the directory after catching up with the log.
+    async fn other_admins(
         &self,
         tenant: &TenantId,
         except: UserId,
-    ) -> Result<bool, AppError> {
+        limit: usize,
+    ) -> Result<BTreeSet<UserId>, AppError> {
         self.catch_up().await?;
+        let mut found = BTreeSet::new();
         let mut after = None;
         loop {
             let page = self
@@ -239,25 +252,130 @@ impl App {
                     && !matches!(user.status, UserStatus::Inactive | UserStatus::Erased)
                     && membership.roles.iter().any(is_admin_role)
                 {
-                    return Ok(true);
+                    found.insert(user.id);
+                    if found.len() >= limit {
+                        return Ok(found);
+                    }
                 }
             }
             if page.len() < MEMBER_PAGE {
-                return Ok(false);
+                return Ok(found);
             }
             after = page.last().map(|(user, _)| user.id);
         }
     }
 
-    /// Whether any member of the tenant holds `role`, from the directory after catching up (the
-    /// same caveat as [`App::another_admin_exists`]: an assignment racing the question is not
-    /// seen).
-    async fn role_held_by_anyone(
+    /// Reserves taking `user`'s administrator standing away in `tenant` on the tenant's admin
+    /// guard, or refuses with [`AppError::LastAdmin`] when no other administrator would stay.
+    /// Returns when the reservation was made. The other administrators are read from the
+    /// directory after the guard, so every removal reserved before is either still in flight
+    /// (and not counted) or settled (and visible in the directory); a reservation that comes
+    /// first on another replica makes the append fail, and it is all read and decided again.
+    async fn reserve_admin_removal(
+        &self,
+        ctx: &CommandContext,
+        tenant: &TenantId,
+        user: UserId,
+    ) -> Result<time::OffsetDateTime, AppError> {
+        let key = admin_guard_key(tenant);
+        for _ in 0..GUARD_ATTEMPTS {
+            let (guard, _) = self.load::<AdminGuardAggregate>(&key).await?;
+            let now = self.inner.clock.now();
+            // One more than are in flight: then at least one of them is staying.
+            let limit = guard.in_flight(now).len() + 1;
+            let others = self.other_admins(tenant, user, limit).await?;
+            let command = AdminGuardCommand::Reserve {
+                user,
+                now,
+                seen: guard.version,
+                others,
+            };
+            match self
+                .execute::<AdminGuardAggregate>(ctx, &key, "", command)
+                .await
+            {
+                Ok(_) => return Ok(now),
+                Err(AppError::Conflict) => continue,
+                Err(error) => return Err(error),
+            }
+        }
+        Err(AppError::Conflict)
+    }
+
+    /// Settles a reservation made by [`App::reserve_admin_removal`]. A failure is only logged:
+    /// the reservation then expires by itself, and until it does it only makes the rule stricter.
+    async fn settle_admin_removal(&self, ctx: &CommandContext, tenant: &TenantId, user: UserId) {
+        let command = AdminGuardCommand::Settle { user };
+        if let Err(error) = self
+            .execute::<AdminGuardAggregate>(ctx, &admin_guard_key(tenant), "", command)
+            .await
+        {
+            tracing::warn!(%tenant, %user, %error, "could not settle a reserved administrator removal; it expires by itself");
+        }
+    }
+
+    /// Runs `removal`, a command that takes `user`'s administrator standing away in `tenants`
+    /// (none: it takes nothing away, and runs as it is), under those tenants' admin guards:
+    /// reserves the removal in each, refusing with [`AppError::LastAdmin`] where nobody else
+    /// would stay; runs the command, which must append within the reservation's deadline (it is
+    /// abandoned otherwise, so a reservation never outlives the command it covers); then settles
+    /// every reservation made, whatever the outcome.
+    pub(crate) async fn guarded_admin_removal<T>(
+        &self,
+        ctx: &CommandContext,
+        tenants: &[TenantId],
+        user: UserId,
+        removal: impl std::future::Future<Output = Result<T, AppError>>,
+    ) -> Result<T, AppError> {
+        if tenants.is_empty() {
+            return removal.await;
+        }
+        let guard_ctx = ctx.without_idempotency();
+        let mut reserved = Vec::new();
+        let mut first = None;
+        let mut refused = None;
+        for tenant in tenants {
+            match self.reserve_admin_removal(&guard_ctx, tenant, user).await {
+                Ok(at) => {
+                    first.get_or_insert(at);
+                    reserved.push(tenant);
+                }
+                Err(error) => {
+                    refused = Some(error);
+                    break;
+                }
+            }
+        }
+        let result = match (refused, first) {
+            (Some(error), _) => Err(error),
+            (None, first) => {
+                let elapsed = first.map_or(time::Duration::ZERO, |at| self.inner.clock.now() - at);
+                let left = std::time::Duration::try_from(RESERVATION_DEADLINE - elapsed)
+                    .unwrap_or_default();
+                match tokio::time::timeout(left, removal).await {
+                    Ok(result) => result,
+                    Err(_) => Err(AppError::Unavailable(
+                        "the command could not be carried out in time; nothing was changed".into(),
+                    )),
+                }
+            }
+        };
+        for tenant in reserved {
+            self.settle_admin_removal(&guard_ctx, tenant, user).await;
+        }
+        result
+    }
+
+    /// Up to `limit` members of the tenant who hold `role`, from the directory after catching
+    /// up with the log.
+    async fn holders_of(
         &self,
         tenant: &TenantId,
         role: &RoleName,
-    ) -> Result<bool, AppError> {
+        limit: usize,
+    ) -> Result<Vec<UserId>, AppError> {
         self.catch_up().await?;
+        let mut holders = Vec::new();
         let mut after = None;
         loop {
             let page = self
@@ -265,13 +383,82 @@ impl App {
                 .directory
                 .members(tenant, after, MEMBER_PAGE)
                 .map_err(internal)?;
-            if page.iter().any(|(_, m)| m.roles.contains(role)) {
-                return Ok(true);
+            for (user, membership) in &page {
+                if membership.roles.contains(role) {
+                    holders.push(user.id);
+                    if holders.len() >= limit {
+                        return Ok(holders);
+                    }
+                }
             }
             if page.len() < MEMBER_PAGE {
-                return Ok(false);
+                return Ok(holders);
             }
             after = page.last().map(|(user, _)| user.id);
+        }
+    }
+
+    /// Takes a role that no longer exists from every member who still holds it: assignments that
+    /// raced its deletion (see [`App::delete_role`]), or that a process stopped before taking
+    /// back. Returns the position of the last revocation, if any.
+    async fn revoke_leftover_holders(
+        &self,
+        ctx: &CommandContext,
+        tenant: &TenantId,
+        role: &RoleName,
+    ) -> Result<Option<Position>, AppError> {
+        let mut last = None;
+        for user in self.holders_of(tenant, role, usize::MAX).await? {
+            let command = MembershipCommand::Revoke {
+                user,
+                role: role.clone(),
+            };
+            let step = format!("leftover-{user}");
+            match self
+                .execute::<MembershipAggregate>(ctx, &membership_key(tenant, user), &step, command)
+                .await
+            {
+                Ok(outcome) => last = last.max(Some(outcome.position)),
+                // Taken back meanwhile by the assigner itself.
+                Err(AppError::Membership(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(last)
+    }
+
+    /// After assigning `role`, which existed when the command was decided: if it was deleted
+    /// meanwhile, takes the assignment back and answers that the role is unknown. Together with
+    /// the check after a deletion ([`App::delete_role`]) this leaves no member holding a deleted
+    /// role, whichever of the two events comes first in the log.
+    pub(crate) async fn confirm_assigned_role(
+        &self,
+        ctx: &CommandContext,
+        tenant: &TenantId,
+        user: UserId,
+        role: &RoleName,
+    ) -> Result<(), AppError> {
+        match self.require_role(tenant, role).await {
+            Err(AppError::UnknownRole(_)) => {
+                let command = MembershipCommand::Revoke {
+                    user,
+                    role: role.clone(),
+                };
+                match self
+                    .execute::<MembershipAggregate>(
+                        ctx,
+                        &membership_key(tenant, user),
+                        "undo",
+                        command,
+                    )
+                    .await
+                {
+                    Ok(_) | Err(AppError::Membership(_)) => {}
+                    Err(error) => return Err(error),
+                }
+                Err(AppError::UnknownRole(role.clone()))
+            }
+            other => other,
         }
     }
 
@@ -294,17 +481,19 @@ impl App {
     }
 
     /// Taking `role` from `user`: nobody gives up their own owner role; only owners take the
-    /// owner role; and the last administrator (holder of `admin` or `owner`) keeps being one.
+    /// owner role. Returns whether it takes `user`'s administrator standing (`admin` or `owner`)
+    /// away, so that the revocation must run under the tenant's admin guard, which keeps the
+    /// last administrator ([`App::guarded_admin_removal`]).
     pub(crate) async fn check_role_revocation(
         &self,
         ctx: &CommandContext,
         tenant: &TenantId,
         user: UserId,
         role: &RoleName,
-    ) -> Result<(), AppError> {
+    ) -> Result<bool, AppError> {
         let caller = standing(ctx);
         if caller == Standing::Platform {
-            return Ok(());
+            return Ok(false);
         }
         if role::is_protected(role) && caller == Standing::User(user) {
             return Err(AppError::CannotRemoveSelf);
@@ -313,27 +502,23 @@ impl App {
         if is_admin_role(role) {
             let held = self.roles_held(tenant, user).await?;
             let stays_admin = held.iter().any(|r| r != role && is_admin_role(r));
-            if held.contains(role)
-                && !stays_admin
-                && !self.another_admin_exists(tenant, user).await?
-            {
-                return Err(AppError::LastAdmin);
-            }
+            return Ok(held.contains(role) && !stays_admin);
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Removing `user` from the tenant: nobody removes themselves; removing an owner takes the
-    /// owner role, so only owners do it; and the last administrator stays.
+    /// owner role, so only owners do it. Returns whether `user` is an administrator there, so
+    /// that the removal must run under the tenant's admin guard.
     async fn check_member_removal(
         &self,
         ctx: &CommandContext,
         tenant: &TenantId,
         user: UserId,
-    ) -> Result<(), AppError> {
+    ) -> Result<bool, AppError> {
         let caller = standing(ctx);
         if caller == Standing::Platform {
-            return Ok(());
+            return Ok(false);
         }
         if caller == Standing::User(user) {
             return Err(AppError::CannotRemoveSelf);
@@ -342,27 +527,32 @@ impl App {
         for role in held.iter().filter(|r| role::is_protected(r)) {
             self.check_owner_only(ctx, tenant, role).await?;
         }
-        if held.iter().any(is_admin_role) && !self.another_admin_exists(tenant, user).await? {
-            return Err(AppError::LastAdmin);
-        }
-        Ok(())
+        Ok(held.iter().any(is_admin_role))
     }
 
-    /// Deactivating `user`: they must not be the last administrator of any tenant they belong
-    /// to.
-    async fn check_deactivation(&self, ctx: &CommandContext, user: UserId) -> Result<(), AppError> {
+    /// Deactivating (or erasing) `user`: the tenants where they are an administrator, under
+    /// whose admin guards it must run. Refuses at once where no other administrator is listed,
+    /// before the command does anything else; the guard decides for good.
+    async fn check_deactivation(
+        &self,
+        ctx: &CommandContext,
+        user: UserId,
+    ) -> Result<Vec<TenantId>, AppError> {
         if standing(ctx) == Standing::Platform {
-            return Ok(());
+            return Ok(Vec::new());
         }
         self.catch_up().await?;
-        let tenants = self.inner.directory.user_tenants(&user).map_err(internal)?;
-        for tenant in tenants {
+        let mut guarded = Vec::new();
+        for tenant in self.inner.directory.user_tenants(&user).map_err(internal)? {
             let held = self.roles_held(&tenant, user).await?;
-            if held.iter().any(is_admin_role) && !self.another_admin_exists(&tenant, user).await? {
-                return Err(AppError::LastAdmin);
+            if held.iter().any(is_admin_role) {
+                if self.other_admins(&tenant, user, 1).await?.is_empty() {
+                    return Err(AppError::LastAdmin);
+                }
+                guarded.push(tenant);
             }
         }
-        Ok(())
+        Ok(guarded)
     }
 
     // ----- tenant settings -----
@@ -419,6 +609,12 @@ impl App {
             .await?;
         self.require_tenant(&tenant).await?;
         let key = role_key(&tenant, &name);
+        // Defining again a name that was deleted: nobody may hold the new role by an assignment
+        // of the old one that outlived it.
+        let (state, _) = self.load::<RoleAggregate>(&key).await?;
+        if state.deleted {
+            self.revoke_leftover_holders(ctx, &tenant, &name).await?;
+        }
         let command = RoleCommand::Define {
             name,
             description: request.description,
@@ -476,12 +672,21 @@ impl App {
         }
         let (settings, _) = self.load::<TenantAggregate>(&tenant_key(&tenant)).await?;
         if settings.settings.default_role == name
-            || self.role_held_by_anyone(&tenant, &name).await?
+            || !self.holders_of(&tenant, &name, 1).await?.is_empty()
         {
             return Err(AppError::RoleInUse(name));
         }
-        self.execute::<RoleAggregate>(ctx, &key, "", RoleCommand::Delete { name })
-            .await
+        let outcome = self
+            .execute::<RoleAggregate>(ctx, &key, "", RoleCommand::Delete { name: name.clone() })
+            .await?;
+        // An assignment that raced this deletion (decided before it, appended after the holders
+        // were read above) is taken back now; one appended after the deletion is taken back by
+        // its own command, which checks the role still exists.
+        let cleaned = self.revoke_leftover_holders(ctx, &tenant, &name).await?;
+        Ok(Outcome {
+            position: cleaned.map_or(outcome.position, |p| p.max(outcome.position)),
+            ..outcome
+        })
     }
 
     /// Sets the menu of a role (an empty list removes it).
@@ -816,14 +1021,16 @@ impl App {
         self.authorize_named(ctx, &tenant, "users", Action::Delete)
             .await?;
         self.require_tenant(&tenant).await?;
-        self.check_member_removal(ctx, &tenant, user).await?;
-        self.execute::<MembershipAggregate>(
-            ctx,
-            &membership_key(&tenant, user),
-            "",
-            MembershipCommand::Remove { user },
-        )
-        .await
+        let guarded = if self.check_member_removal(ctx, &tenant, user).await? {
+            vec![tenant.clone()]
+        } else {
+            Vec::new()
+        };
+        let key = membership_key(&tenant, user);
+        let removal =
+            self.execute::<MembershipAggregate>(ctx, &key, "", MembershipCommand::Remove { user });
+        self.guarded_admin_removal(ctx, &guarded, user, removal)
+            .await
     }
 
     // ----- user lifecycle and flags -----
@@ -839,8 +1046,10 @@ impl App {
         user: UserId,
     ) -> Result<Outcome, AppError> {
         self.authorize_user_admin(ctx, &user).await?;
-        self.check_deactivation(ctx, user).await?;
-        self.execute::<UserAggregate>(ctx, &user_key(user), "", UserCommand::Deactivate)
+        let guarded = self.check_deactivation(ctx, user).await?;
+        let key = user_key(user);
+        let deactivation = self.execute::<UserAggregate>(ctx, &key, "", UserCommand::Deactivate);
+        self.guarded_admin_removal(ctx, &guarded, user, deactivation)
             .await
             .map_err(user_not_found)
     }
@@ -884,8 +1093,9 @@ impl App {
             return Err(AppError::UserNotFound);
         }
         let mut spooled = Vec::new();
+        let mut guarded = Vec::new();
         if before.status != idstream_domain::user::Status::Erased {
-            self.check_deactivation(ctx, user).await?;
+            guarded = self.check_deactivation(ctx, user).await?;
             spooled = self.spooled_addresses(user, &before)?;
             // Without the addresses (gone with the key) this could never be done later.
             self.id()
@@ -894,8 +1104,10 @@ impl App {
                 .await
                 .map_err(|e| AppError::Unavailable(format!("the mail spool: {e}")))?;
         }
+        let key = user_key(user);
+        let erasure = self.execute::<UserAggregate>(ctx, &key, "", UserCommand::Erase);
         let outcome = self
-            .execute::<UserAggregate>(ctx, &user_key(user), "", UserCommand::Erase)
+            .guarded_admin_removal(ctx, &guarded, user, erasure)
             .await
             .map_err(user_not_found)?;
         if let Err(error) = self.id().mailer.forget(&spooled).await {

@@ -13,6 +13,21 @@ use idstream_projection_runtime::ReadModels;
 use crate::{App, AppError, CommandContext, NewUserRequest, RoleRequest, SystemClock};
 
 async fn app(dir: &std::path::Path) -> App {
+    app_with_clock(dir, Arc::new(SystemClock)).await
+}
+
+/// The wall clock moved forward by a number of seconds the test sets.
+#[derive(Default)]
+struct LaterClock(std::sync::atomic::AtomicI64);
+
+impl crate::Clock for LaterClock {
+    fn now(&self) -> time::OffsetDateTime {
+        let ahead = self.0.load(std::sync::atomic::Ordering::SeqCst);
+        time::OffsetDateTime::now_utc() + time::Duration::seconds(ahead)
+    }
+}
+
+async fn app_with_clock(dir: &std::path::Path, clock: Arc<dyn crate::Clock>) -> App {
     let log: SharedLog = EmbeddedLog::open(&dir.join("log"), EmbeddedOptions::default())
         .await
         .unwrap();
@@ -28,7 +43,7 @@ async fn app(dir: &std::path::Path) -> App {
         log,
         read_models,
         access_cache,
-        Arc::new(SystemClock),
+        clock,
         Duration::from_secs(5),
         crate::IdentityServices::local(dir).await.unwrap(),
     )
@@ -317,6 +332,172 @@ async fn the_last_admin_cannot_be_demoted_removed_or_deactivated() {
     app.revoke_role(&as_user(other), acme(), other, role("admin"))
         .await
         .unwrap();
+}
+
+/// Whether `user` holds `role` in acme, read from the membership's stream in the log.
+async fn holds(app: &App, user: UserId, name: &str) -> bool {
+    app.roles_held(&acme(), user)
+        .await
+        .unwrap()
+        .contains(&role(name))
+}
+
+#[tokio::test]
+async fn concurrent_demotions_of_the_last_two_admins_leave_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    let [first, second, user] = tenant_with(&app, &[&["admin"], &["admin"], &["user"]]).await[..]
+    else {
+        unreachable!()
+    };
+    grant(&app, user, &["role.admin:revoke", "role.admin:assign"]).await;
+    let ctx = as_user(user);
+    for round in 0..10 {
+        // Each demotion, decided alone, would see the other administrator stay.
+        let (a, b) = tokio::join!(
+            app.revoke_role(&ctx, acme(), first, role("admin")),
+            app.revoke_role(&ctx, acme(), second, role("admin")),
+        );
+        let outcomes = [&a, &b];
+        assert_eq!(
+            outcomes.iter().filter(|r| r.is_ok()).count(),
+            1,
+            "round {round}: {a:?} {b:?}"
+        );
+        let refused = outcomes.into_iter().find_map(|r| r.as_ref().err()).unwrap();
+        assert!(matches!(refused, AppError::LastAdmin), "{refused:?}");
+        // The rule holds in the log, not just in the answers.
+        let left = [
+            holds(&app, first, "admin").await,
+            holds(&app, second, "admin").await,
+        ];
+        assert_eq!(
+            left.iter().filter(|held| **held).count(),
+            1,
+            "round {round}"
+        );
+        let demoted = if left[0] { second } else { first };
+        app.assign_role(&ctx, acme(), demoted, role("admin"))
+            .await
+            .unwrap();
+    }
+    // Every reservation was settled: nothing is left in flight.
+    let (guard, _) = app
+        .load::<idstream_domain::aggregate::AdminGuardAggregate>(&crate::access::admin_guard_key(
+            &acme(),
+        ))
+        .await
+        .unwrap();
+    assert!(guard.pending.is_empty(), "{guard:?}");
+    assert!(guard.version >= 20, "{guard:?}");
+}
+
+#[tokio::test]
+async fn a_removal_interrupted_after_its_reservation_counts_until_it_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(LaterClock::default());
+    let app = app_with_clock(dir.path(), clock.clone()).await;
+    let [first, second, user] = tenant_with(&app, &[&["admin"], &["admin"], &["user"]]).await[..]
+    else {
+        unreachable!()
+    };
+    grant(&app, user, &["role.admin:revoke", "users:update"]).await;
+    let ctx = as_user(user);
+    // A replica reserved taking `first`'s admin role, then died before revoking it.
+    app.reserve_admin_removal(&ctx, &acme(), first)
+        .await
+        .unwrap();
+    assert!(holds(&app, first, "admin").await);
+    // Until the reservation expires, `second` is treated as the last administrator...
+    assert_err(
+        app.revoke_role(&ctx, acme(), second, role("admin")).await,
+        "LastAdmin",
+    );
+    assert_err(app.deactivate_user(&ctx, second).await, "LastAdmin");
+    // ...and then `first`, who kept the role, counts again.
+    clock.0.store(
+        idstream_domain::access::admin_guard::RESERVATION_TTL.whole_seconds(),
+        std::sync::atomic::Ordering::SeqCst,
+    );
+    app.revoke_role(&ctx, acme(), second, role("admin"))
+        .await
+        .unwrap();
+    assert!(holds(&app, first, "admin").await);
+    assert!(!holds(&app, second, "admin").await);
+}
+
+#[tokio::test]
+async fn a_role_assigned_while_it_is_deleted_is_not_left_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    let [user] = tenant_with(&app, &[&["user"]]).await[..] else {
+        unreachable!()
+    };
+    let definition = RoleRequest {
+        description: "Edits".into(),
+        permissions: ["entity.invoice:update".parse().unwrap()].into(),
+        global_access: false,
+    };
+    for round in 0..10 {
+        let name = role(&format!("editor{round}"));
+        app.define_role(&system(), acme(), name.clone(), definition.clone())
+            .await
+            .unwrap();
+        let ctx = system();
+        let (assigned, deleted) = tokio::join!(
+            app.assign_role(&ctx, acme(), user, name.clone()),
+            app.delete_role(&ctx, acme(), name.clone()),
+        );
+        let exists = app.require_role(&acme(), &name).await.is_ok();
+        let held = holds(&app, user, name.as_str()).await;
+        // Either the deletion was refused because the role is held, or it went through and
+        // nobody holds the deleted role, whatever the assignment answered.
+        match (&assigned, &deleted) {
+            (Ok(_), Err(AppError::RoleInUse(_))) => assert!(exists && held, "round {round}"),
+            (_, Ok(_)) => assert!(!exists && !held, "round {round}: {assigned:?}"),
+            other => panic!("round {round}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_deleted_role_defined_again_is_not_held_by_a_leftover_assignment() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    let [user] = tenant_with(&app, &[&["user"]]).await[..] else {
+        unreachable!()
+    };
+    let editor = role("editor");
+    let definition = RoleRequest {
+        description: "Edits".into(),
+        permissions: ["entity.invoice:update".parse().unwrap()].into(),
+        global_access: false,
+    };
+    app.define_role(&system(), acme(), editor.clone(), definition.clone())
+        .await
+        .unwrap();
+    app.delete_role(&system(), acme(), editor.clone())
+        .await
+        .unwrap();
+    // An assignment of the old role that outlived it, as a process stopped between appending an
+    // assignment that raced the deletion and taking it back leaves it.
+    app.execute::<idstream_domain::aggregate::MembershipAggregate>(
+        &system(),
+        &crate::services::membership_key(&acme(), user),
+        "",
+        idstream_domain::membership::MembershipCommand::Assign {
+            user,
+            role: editor.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(holds(&app, user, "editor").await);
+    // The new role starts with no holders.
+    app.define_role(&system(), acme(), editor.clone(), definition)
+        .await
+        .unwrap();
+    assert!(!holds(&app, user, "editor").await);
 }
 
 #[tokio::test]

@@ -67,6 +67,15 @@ impl CommandContext {
         })
     }
 
+    /// The same actor and correlation, without the client's idempotency key: for bookkeeping
+    /// steps that must be decided afresh on every attempt of a command.
+    pub(crate) fn without_idempotency(&self) -> Self {
+        CommandContext {
+            idempotency: None,
+            ..self.clone()
+        }
+    }
+
     pub(crate) fn request_hash(&self) -> Option<String> {
         self.idempotency.clone()
     }

@@ -128,3 +128,15 @@ pub enum AppError {
     #[error("internal error: {0}")]
     Internal(String),
 }
+
+/// The admin guard's refusal is the last-admin rule; its "look again" is handled by the caller
+/// (see `App::reserve_admin_removal`) and otherwise reads as a lost race.
+impl From<idstream_domain::access::admin_guard::AdminGuardError> for AppError {
+    fn from(error: idstream_domain::access::admin_guard::AdminGuardError) -> Self {
+        use idstream_domain::access::admin_guard::AdminGuardError;
+        match error {
+            AdminGuardError::LastAdmin => AppError::LastAdmin,
+            AdminGuardError::Moved => AppError::Conflict,
+        }
+    }
+}

@@ -481,13 +481,20 @@ impl App {
         self.require_role(&tenant, &role).await?;
         self.require_user(user).await?;
         self.check_owner_only(ctx, &tenant, &role).await?;
-        self.execute::<MembershipAggregate>(
-            ctx,
-            &membership_key(&tenant, user),
-            "",
-            MembershipCommand::Assign { user, role },
-        )
-        .await
+        let outcome = self
+            .execute::<MembershipAggregate>(
+                ctx,
+                &membership_key(&tenant, user),
+                "",
+                MembershipCommand::Assign {
+                    user,
+                    role: role.clone(),
+                },
+            )
+            .await?;
+        self.confirm_assigned_role(ctx, &tenant, user, &role)
+            .await?;
+        Ok(outcome)
     }
 
     /// Takes a role from a user in a tenant, keeping the admin rules of F-AZ-7: nobody gives up
@@ -504,15 +511,23 @@ impl App {
         self.authorize_role(ctx, &tenant, &role, Action::Revoke)
             .await?;
         self.require_tenant(&tenant).await?;
-        self.check_role_revocation(ctx, &tenant, user, &role)
-            .await?;
-        self.execute::<MembershipAggregate>(
+        let guarded = if self
+            .check_role_revocation(ctx, &tenant, user, &role)
+            .await?
+        {
+            vec![tenant.clone()]
+        } else {
+            Vec::new()
+        };
+        let key = membership_key(&tenant, user);
+        let revocation = self.execute::<MembershipAggregate>(
             ctx,
-            &membership_key(&tenant, user),
+            &key,
             "",
             MembershipCommand::Revoke { user, role },
-        )
-        .await
+        );
+        self.guarded_admin_removal(ctx, &guarded, user, revocation)
+            .await
     }
 
     pub fn membership(

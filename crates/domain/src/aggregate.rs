@@ -1,6 +1,9 @@
 //! One interface over every aggregate so that the application layer can load, decide, append and
 //! retry generically.
 
+use crate::access::admin_guard::{
+    self, AdminGuard, AdminGuardCommand, AdminGuardError, AdminGuardEvent,
+};
 use crate::access::entity::{self, Entity, EntityCommand, EntityError, EntityEvent};
 use crate::access::record::{self, Record, RecordCommand, RecordError, RecordEvent};
 use crate::access::role::{self, Role, RoleCommand, RoleError, RoleEvent};
@@ -111,4 +114,7 @@ aggregate!(InvitationAggregate, Invitation, invitation, Invitation, InvitationCo
 });
 aggregate!(ApiKeyAggregate, ApiKey, api_key, ApiKey, ApiKeyCommand, ApiKeyEvent, ApiKeyError, {
     Issued => ApiKeyIssued, Revoked => ApiKeyRevoked, Used => ApiKeyUsed,
+});
+aggregate!(AdminGuardAggregate, AdminGuard, admin_guard, AdminGuard, AdminGuardCommand, AdminGuardEvent, AdminGuardError, {
+    Reserved => AdminRemovalReserved, Settled => AdminRemovalSettled,
 });

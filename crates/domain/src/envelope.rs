@@ -34,6 +34,9 @@ pub enum AggregateType {
     ApiKey,
     // The tamper-evidence hash chain over the whole log (one global aggregate, id `log`).
     Chain,
+    // One per tenant (id: the tenant's id): orders the commands that take an administrator's
+    // standing away, so the last administrator stays (see `access::admin_guard`).
+    AdminGuard,
 }
 
 impl AggregateType {
@@ -51,6 +54,7 @@ impl AggregateType {
             AggregateType::Invitation => "invitation",
             AggregateType::ApiKey => "api_key",
             AggregateType::Chain => "chain",
+            AggregateType::AdminGuard => "admin_guard",
         }
     }
 }

@@ -115,6 +115,28 @@ pub struct EmailReleased {
     pub user: UserId,
 }
 
+/// A command is about to take `user`'s administrator standing in the tenant away: revoke their
+/// `admin` or `owner` role, remove them from the tenant, deactivate or erase them. Recorded on the
+/// tenant's admin guard before that command's own event, so that such commands on any replica meet
+/// on one subject and the tenant keeps at least one administrator. Coordination only: no read
+/// model changes with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminRemovalReserved {
+    pub user: UserId,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub reserved_at: OffsetDateTime,
+}
+
+/// The command that reserved the removal of `user`'s administrator standing is over: its own event
+/// is in the log, or it failed and appended nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminRemovalSettled {
+    pub user: UserId,
+}
+
 /// A tenant's settings changed (the whole set is recorded, not a patch).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -877,6 +899,8 @@ catalogue! {
         ApiKeyRevoked => 1, ApiKey;
         ApiKeyUsed => 1, ApiKey;
         ChainCheckpointed => 1, Chain;
+        AdminRemovalReserved => 1, AdminGuard;
+        AdminRemovalSettled => 1, AdminGuard;
     }
 
     upcast {

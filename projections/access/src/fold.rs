@@ -187,7 +187,9 @@ impl Projection for AccessProjection {
             | DomainEvent::ApiKeyIssued(_)
             | DomainEvent::ApiKeyRevoked(_)
             | DomainEvent::ApiKeyUsed(_)
-            | DomainEvent::ChainCheckpointed(_) => Ok(()),
+            | DomainEvent::ChainCheckpointed(_)
+            | DomainEvent::AdminRemovalReserved(_)
+            | DomainEvent::AdminRemovalSettled(_) => Ok(()),
         }
     }
 

@@ -403,6 +403,8 @@ fn describe(
         }
         E::EmailClaimed(e) => about.subject = Some(e.user),
         E::EmailReleased(e) => about.subject = Some(e.user),
+        E::AdminRemovalReserved(e) => about.subject = Some(e.user),
+        E::AdminRemovalSettled(e) => about.subject = Some(e.user),
 
         E::RoleDefined(e) => {
             about.fact("permissions", joined(&e.permissions));

@@ -159,6 +159,12 @@ fn summarize(e: &Stored, erased: &HashSet<UserId>) -> String {
         "MemberRemoved" => format!("{subject} was removed from tenant {tenant}{by}"),
         "EmailClaimed" => format!("an email address was claimed for {subject}{by}"),
         "EmailReleased" => format!("an email address of {subject} was released{by}"),
+        "AdminRemovalReserved" => format!(
+            "taking away the administrator standing of {subject} in tenant {tenant} was reserved{by}"
+        ),
+        "AdminRemovalSettled" => format!(
+            "the reserved removal of the administrator standing of {subject} in tenant {tenant} is over{by}"
+        ),
         "RoleDefined" => {
             let global = if fact("global_access") == "true" {
                 " with global access"

@@ -172,7 +172,9 @@ impl Projection for DirectoryProjection {
             | DomainEvent::ApiKeyIssued(_)
             | DomainEvent::ApiKeyRevoked(_)
             | DomainEvent::ApiKeyUsed(_)
-            | DomainEvent::ChainCheckpointed(_) => Ok(()),
+            | DomainEvent::ChainCheckpointed(_)
+            | DomainEvent::AdminRemovalReserved(_)
+            | DomainEvent::AdminRemovalSettled(_) => Ok(()),
         }
     }
 }

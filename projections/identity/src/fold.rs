@@ -227,7 +227,9 @@ impl Projection for IdentityProjection {
             | DomainEvent::RecordRevoked(_)
             | DomainEvent::LocalRoleAssigned(_)
             | DomainEvent::LocalRoleRevoked(_)
-            | DomainEvent::ChainCheckpointed(_) => Ok(()),
+            | DomainEvent::ChainCheckpointed(_)
+            | DomainEvent::AdminRemovalReserved(_)
+            | DomainEvent::AdminRemovalSettled(_) => Ok(()),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Access control: the permission model, the role, entity and record aggregates, and the pure
 //! access decision ([`check::check`]) that the access read model answers from.
 
+pub mod admin_guard;
 pub mod check;
 pub mod entity;
 pub mod model;
