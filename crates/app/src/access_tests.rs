@@ -334,6 +334,15 @@ async fn the_last_admin_cannot_be_demoted_removed_or_deactivated() {
         .unwrap();
 }
 
+/// A custom role that edits invoices.
+fn editor_definition() -> RoleRequest {
+    RoleRequest {
+        description: "Edits".into(),
+        permissions: ["entity.invoice:update".parse().unwrap()].into(),
+        global_access: false,
+    }
+}
+
 /// Whether `user` holds `role` in acme, read from the membership's stream in the log.
 async fn holds(app: &App, user: UserId, name: &str) -> bool {
     app.roles_held(&acme(), user)
@@ -433,11 +442,7 @@ async fn a_role_assigned_while_it_is_deleted_is_not_left_behind() {
     let [user] = tenant_with(&app, &[&["user"]]).await[..] else {
         unreachable!()
     };
-    let definition = RoleRequest {
-        description: "Edits".into(),
-        permissions: ["entity.invoice:update".parse().unwrap()].into(),
-        global_access: false,
-    };
+    let definition = editor_definition();
     for round in 0..10 {
         let name = role(&format!("editor{round}"));
         app.define_role(&system(), acme(), name.clone(), definition.clone())
@@ -468,11 +473,7 @@ async fn a_deleted_role_defined_again_is_not_held_by_a_leftover_assignment() {
         unreachable!()
     };
     let editor = role("editor");
-    let definition = RoleRequest {
-        description: "Edits".into(),
-        permissions: ["entity.invoice:update".parse().unwrap()].into(),
-        global_access: false,
-    };
+    let definition = editor_definition();
     app.define_role(&system(), acme(), editor.clone(), definition.clone())
         .await
         .unwrap();
@@ -531,11 +532,7 @@ async fn custom_roles_exist_between_their_definition_and_their_deletion() {
             .await,
         "UnknownRole(RoleName(\"editor\"))",
     );
-    let definition = RoleRequest {
-        description: "Edits".into(),
-        permissions: ["entity.invoice:update".parse().unwrap()].into(),
-        global_access: false,
-    };
+    let definition = editor_definition();
     app.define_role(&system(), acme(), editor.clone(), definition.clone())
         .await
         .unwrap();
