@@ -404,13 +404,17 @@ async fn newcomer_flow(svc: &Service, seen: &Seen) -> FlowSecrets {
     let stale = TotpSecret::from_base32(&secret)
         .unwrap()
         .code_at(OffsetDateTime::now_utc() - time::Duration::hours(3));
-    seen.send(
-        svc,
-        svc.anonymous(Method::POST, "/v1/auth/sign-in/second-factor")
-            .json(&json!({"challenge": challenge, "code": stale})),
-    )
-    .await
-    .assert_problem(401, "invalid_credentials");
+    let wrong = seen
+        .send(
+            svc,
+            svc.anonymous(Method::POST, "/v1/auth/sign-in/second-factor")
+                .json(&json!({"challenge": challenge, "code": stale})),
+        )
+        .await;
+    wrong.assert_problem(401, "invalid_credentials");
+    // The password was right: the answer says the code was not, and what to do.
+    let detail = wrong.body["detail"].as_str().unwrap();
+    assert!(detail.contains("next code"), "{detail}");
     // …a right one completes the sign-in.
     let completed = seen
         .send(
@@ -2513,4 +2517,326 @@ async fn entity_permissions_default_to_the_callers_tenant() {
     svc.get_as(ADMIN_TOKEN, "/v1/permissions/entity/project")
         .await
         .assert_problem(400, "invalid_query");
+}
+
+// ----- accounts that are not active -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn suspending_or_deactivating_a_user_stops_their_sessions_refresh_tokens_and_keys_at_once() {
+    const EMAIL: &str = "paused@example.com";
+    const PASSWORD: &str = "Paused-Member-Pass-1";
+    let (_dir, mut svc) = bootstrapped().await;
+    let (_, user, token) = invite(&svc, EMAIL).await;
+    let accepted = svc
+        .post_anonymous(
+            "/v1/invitations/accept",
+            json!({"token": token, "password": PASSWORD}),
+        )
+        .await;
+    assert_tokens(&accepted);
+    for (stop, resume) in [("suspend", "reinstate"), ("deactivate", "reactivate")] {
+        let tokens = svc.sign_in(EMAIL, PASSWORD).await;
+        let issued = svc
+            .post_as(
+                access(&tokens),
+                "/v1/tenants/acme/api-keys",
+                json!({"name": format!("before {stop}")}),
+            )
+            .await;
+        assert_eq!(issued.status, 201, "{issued:?}");
+        let key = issued.body["key"].as_str().unwrap().to_owned();
+        assert!(!refused(&svc, access(&tokens)).await, "{stop}");
+        assert!(!refused(&svc, &key).await, "{stop}");
+
+        let stopped = svc
+            .post(&format!("/v1/users/{user}/{stop}"), json!({}))
+            .await;
+        assert_eq!(stopped.status, 200, "{stopped:?}");
+        // The very next requests: the access token, the API key and the refresh token are dead.
+        assert_refused(&svc, access(&tokens)).await;
+        assert_refused(&svc, &key).await;
+        svc.post_anonymous(
+            "/v1/auth/refresh",
+            json!({"refresh_token": refresh_token(&tokens)}),
+        )
+        .await
+        .assert_problem(401, "invalid_token");
+        // The right password does not sign in; a wrong one gets the usual answer.
+        svc.send(sign_in_request(&svc, EMAIL, PASSWORD))
+            .await
+            .assert_problem(403, "account_disabled");
+        svc.send(sign_in_request(&svc, EMAIL, "Not-The-Password-1"))
+            .await
+            .assert_problem(401, "invalid_credentials");
+
+        let resumed = svc
+            .post(&format!("/v1/users/{user}/{resume}"), json!(null))
+            .await;
+        assert_eq!(resumed.status, 200, "{resumed:?}");
+        let again = svc
+            .send(
+                sign_in_request(&svc, EMAIL, PASSWORD)
+                    .header("x-idstream-min-position", resumed.position()),
+            )
+            .await;
+        assert_tokens(&again);
+    }
+    // The refused refreshes rotated nothing (a rotation handed to nobody would have spent the
+    // token, and presenting it again would have revoked the session).
+    svc.stop().await;
+    let refreshes = svc
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e.envelope.event_type == "SessionRefreshed")
+        .count();
+    assert_eq!(refreshes, 0, "a refused refresh rotated its token");
+}
+
+// ----- garbage and budgets at every credential endpoint -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_credential_endpoint_refuses_garbage_changes_nothing_and_limits_each_source() {
+    let (_dir, svc) = bootstrapped().await;
+    let tokens = svc.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let admin = tokens["user"].as_str().unwrap().to_owned();
+    let stranger = ulid::Ulid::new().to_string();
+    let refresh = refresh_token(&tokens).to_owned();
+    let password = "Some-Long-Pass-Phrase-1";
+    // (path, body, status, code): malformed, made-up and mistyped tokens (a live refresh token
+    // presented where another kind is expected), an unknown user, an empty string.
+    let cases: Vec<(&str, Value, u16, &str)> = vec![
+        (
+            "/v1/auth/refresh",
+            json!({"refresh_token": "idr_garbage"}),
+            401,
+            "invalid_token",
+        ),
+        (
+            "/v1/auth/refresh",
+            json!({"refresh_token": ""}),
+            401,
+            "invalid_token",
+        ),
+        (
+            "/v1/auth/refresh",
+            json!({"refresh_token": refresh.replace("idr_", "idi_")}),
+            401,
+            "invalid_token",
+        ),
+        (
+            "/v1/invitations/accept",
+            json!({"token": refresh, "password": password}),
+            400,
+            "invalid_or_expired_link",
+        ),
+        (
+            "/v1/auth/password/reset",
+            json!({"user": admin, "token": "idp_garbage", "password": password}),
+            400,
+            "invalid_or_expired_link",
+        ),
+        (
+            "/v1/auth/password/reset",
+            json!({"user": stranger, "token": refresh, "password": password}),
+            400,
+            "invalid_or_expired_link",
+        ),
+        (
+            "/v1/auth/magic-link/sign-in",
+            json!({"user": admin, "token": "idm_garbage"}),
+            400,
+            "invalid_or_expired_link",
+        ),
+        (
+            "/v1/auth/magic-link/sign-in",
+            json!({"user": stranger, "token": refresh}),
+            400,
+            "invalid_or_expired_link",
+        ),
+        (
+            "/v1/auth/verify-email",
+            json!({"user": admin, "token": "ide_garbage"}),
+            400,
+            "invalid_or_expired_link",
+        ),
+        (
+            "/v1/auth/email/confirm",
+            json!({"user": admin, "token": refresh}),
+            400,
+            "invalid_or_expired_link",
+        ),
+        (
+            "/v1/auth/email-code/sign-in",
+            json!({"email": "nobody@example.com", "code": "123456"}),
+            401,
+            "invalid_credentials",
+        ),
+        (
+            "/v1/auth/sign-in/second-factor",
+            json!({"challenge": "v1.garbage", "code": "123456"}),
+            401,
+            "invalid_token",
+        ),
+        (
+            "/v1/auth/sign-in/second-factor",
+            json!({"challenge": refresh, "recovery_code": "abcde-fghjk"}),
+            401,
+            "invalid_token",
+        ),
+    ];
+    let before = svc.log_position().await;
+    for (path, body, status, code) in &cases {
+        let answer = svc.post_anonymous(path, body.clone()).await;
+        assert_eq!(answer.status, *status, "{path} {body}: {answer:?}");
+        answer.assert_problem(*status, code);
+        assert!(
+            !answer.body.to_string().contains(&refresh),
+            "{path} echoed a token"
+        );
+    }
+    // Bearer credentials of the wrong kind or shape.
+    for bearer in [
+        refresh.as_str(),
+        "ids_garbage",
+        "ids_01ARZ3NDEKTSV4RRFFQ69G5FAV_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        "eyJhbGciOiJFZERTQSJ9.e30.",
+        "not a token at all",
+    ] {
+        assert_refused(&svc, bearer).await;
+    }
+    assert_eq!(
+        svc.log_position().await,
+        before,
+        "a refused credential appended"
+    );
+    // The refresh token presented where it did not belong is still the session's.
+    let refreshed = svc
+        .post_anonymous("/v1/auth/refresh", json!({"refresh_token": refresh}))
+        .await;
+    assert_tokens(&refreshed);
+
+    // Each credential endpoint has a budget per source address: a burst, then 429.
+    let endpoints: Vec<(&str, Value)> = vec![
+        (
+            "/v1/auth/sign-in",
+            json!({"email": "nobody@example.com", "password": password}),
+        ),
+        (
+            "/v1/auth/sign-in/second-factor",
+            json!({"challenge": "v1.garbage", "code": "123456"}),
+        ),
+        ("/v1/auth/refresh", json!({"refresh_token": "idr_garbage"})),
+        (
+            "/v1/invitations/accept",
+            json!({"token": "idi_garbage", "password": password}),
+        ),
+        (
+            "/v1/auth/password/reset-request",
+            json!({"email": "nobody@example.com"}),
+        ),
+        (
+            "/v1/auth/password/reset",
+            json!({"user": stranger, "token": "idp_garbage", "password": password}),
+        ),
+        (
+            "/v1/auth/magic-link",
+            json!({"email": "nobody@example.com"}),
+        ),
+        (
+            "/v1/auth/magic-link/sign-in",
+            json!({"user": stranger, "token": "idm_garbage"}),
+        ),
+        (
+            "/v1/auth/email-code",
+            json!({"email": "nobody@example.com"}),
+        ),
+        (
+            "/v1/auth/email-code/sign-in",
+            json!({"email": "nobody@example.com", "code": "123456"}),
+        ),
+        (
+            "/v1/tenants/acme/register",
+            json!({"email": "nobody@example.com", "password": password}),
+        ),
+        (
+            "/v1/auth/verify-email",
+            json!({"user": stranger, "token": "ide_garbage"}),
+        ),
+    ];
+    for (n, (path, body)) in endpoints.iter().enumerate() {
+        let from = Service::client_from(IpAddr::V4(Ipv4Addr::new(127, 0, 3, n as u8 + 1)));
+        let mut limited = None;
+        for _ in 0..100 {
+            let answer = svc.send(from.post(svc.url(path)).json(body)).await;
+            if answer.status == 429 {
+                limited = Some(answer);
+                break;
+            }
+            assert!(
+                (400..500).contains(&answer.status) || answer.status == 202,
+                "{path}: {answer:?}"
+            );
+        }
+        let limited = limited.unwrap_or_else(|| panic!("{path} has no budget per source"));
+        limited.assert_problem(429, "rate_limited");
+        assert!(limited.header("retry-after").is_some(), "{path}");
+    }
+}
+
+// ----- email addresses are one address however they are typed -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_address_typed_in_another_case_or_unicode_form_is_the_same_account() {
+    // "josé" with the precomposed é (U+00E9), and with e + a combining acute accent (U+0301).
+    const COMPOSED: &str = "jos\u{e9}@example.com";
+    const DECOMPOSED: &str = "  JOSE\u{301}@Example.COM ";
+    const PASSWORD: &str = "Unicode-Normal-Form-C-1";
+    let (_dir, svc) = bootstrapped().await;
+    let (invitation, user, token) = invite(&svc, COMPOSED).await;
+    // The other form is the same address: no second invitation, no second user.
+    svc.post(
+        "/v1/tenants/acme/invitations",
+        json!({"email": DECOMPOSED, "roles": ["user"]}),
+    )
+    .await
+    .assert_problem(409, "invitation_pending");
+    svc.post(
+        "/v1/tenants/acme/users",
+        json!({"email": DECOMPOSED, "first_name": "J"}),
+    )
+    .await
+    .assert_problem(409, "email_taken");
+    let accepted = svc
+        .post_anonymous(
+            "/v1/invitations/accept",
+            json!({"token": token, "password": PASSWORD}),
+        )
+        .await;
+    assert_tokens(&accepted);
+    assert_eq!(accepted.body["user"], user.as_str());
+    // Signing in with either form is signing in to that account.
+    let signed_in = svc.sign_in(DECOMPOSED, PASSWORD).await;
+    assert_eq!(signed_in["user"], user.as_str());
+    let me = svc.get_as(access(&signed_in), "/v1/auth/me").await;
+    assert_eq!(me.body["user"]["email"], COMPOSED, "{me:?}");
+    // A reset asked for with the other form reaches the account's address.
+    let asked = svc
+        .post_anonymous(
+            "/v1/auth/password/reset-request",
+            json!({"email": DECOMPOSED}),
+        )
+        .await;
+    assert_eq!(asked.status, 202, "{asked:?}");
+    let mail = nth_mail(&svc, COMPOSED, "Reset your password", 1).await;
+    assert_eq!(link_param(&mail.text, "user"), user);
+    let listed = svc.get("/v1/tenants/acme/invitations").await;
+    let count = listed.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["user"] == user.as_str())
+        .count();
+    assert_eq!(count, 1, "{listed:?}");
+    let _ = invitation;
 }

@@ -1049,9 +1049,13 @@ impl App {
         let guarded = self.check_deactivation(ctx, user).await?;
         let key = user_key(user);
         let deactivation = self.execute::<UserAggregate>(ctx, &key, "", UserCommand::Deactivate);
-        self.guarded_admin_removal(ctx, &guarded, user, deactivation)
+        let outcome = self
+            .guarded_admin_removal(ctx, &guarded, user, deactivation)
             .await
-            .map_err(user_not_found)
+            .map_err(user_not_found)?;
+        // In force on this replica when it answers: the user's credentials stop working at once.
+        self.wait_for(outcome.position).await?;
+        Ok(outcome)
     }
 
     /// Makes a deactivated user active again.
@@ -1063,9 +1067,12 @@ impl App {
         user: UserId,
     ) -> Result<Outcome, AppError> {
         self.authorize_user_admin(ctx, &user).await?;
-        self.execute::<UserAggregate>(ctx, &user_key(user), "", UserCommand::Reactivate)
+        let outcome = self
+            .execute::<UserAggregate>(ctx, &user_key(user), "", UserCommand::Reactivate)
             .await
-            .map_err(user_not_found)
+            .map_err(user_not_found)?;
+        self.wait_for(outcome.position).await?;
+        Ok(outcome)
     }
 
     /// Erases a user (right to erasure, F-AU-4): records `UserErased`, which destroys the user's
@@ -1125,6 +1132,7 @@ impl App {
                 last = last.max(released);
             }
         }
+        self.wait_for(last).await?;
         Ok(Outcome {
             position: last,
             ..outcome

@@ -421,6 +421,9 @@ impl App {
         Err(AppError::Conflict)
     }
 
+    /// Suspends a user (until a time, or until reinstated). Answers once this replica's read
+    /// models hold the suspension, so the user's access tokens, refresh tokens and API keys are
+    /// refused from the next request on.
     pub async fn suspend_user(
         &self,
         ctx: &CommandContext,
@@ -433,20 +436,27 @@ impl App {
             reason: request.reason,
             now: self.now(),
         };
-        self.execute::<UserAggregate>(ctx, &user_key(user), "", command)
+        let outcome = self
+            .execute::<UserAggregate>(ctx, &user_key(user), "", command)
             .await
-            .map_err(user_not_found)
+            .map_err(user_not_found)?;
+        self.wait_for(outcome.position).await?;
+        Ok(outcome)
     }
 
+    /// Ends a suspension. Like a suspension, it is in force on this replica when it answers.
     pub async fn reinstate_user(
         &self,
         ctx: &CommandContext,
         user: UserId,
     ) -> Result<Outcome, AppError> {
         self.authorize_user_admin(ctx, &user).await?;
-        self.execute::<UserAggregate>(ctx, &user_key(user), "", UserCommand::Reinstate)
+        let outcome = self
+            .execute::<UserAggregate>(ctx, &user_key(user), "", UserCommand::Reinstate)
             .await
-            .map_err(user_not_found)
+            .map_err(user_not_found)?;
+        self.wait_for(outcome.position).await?;
+        Ok(outcome)
     }
 
     pub fn user(&self, user: &UserId) -> Result<UserView, AppError> {

@@ -176,36 +176,44 @@ impl PasswordHasherPool {
 
     /// The PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`) of a new salted hash.
     pub async fn hash(&self, password: String) -> Result<String, PasswordError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| PasswordError::PoolClosed)?;
         let argon2 = self.argon2();
-        self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tokio::task::spawn_blocking(move || {
+        self.run(move || {
             // A random 16-byte salt is drawn from the OS by `hash_password`.
             argon2
                 .hash_password(password.as_bytes())
                 .map(|h| h.to_string())
                 .map_err(|_| PasswordError::Hashing)
         })
-        .await
-        .map_err(|_| PasswordError::Hashing)?
+        .await?
     }
 
     /// Whether `password` matches the stored PHC string. A malformed stored hash never matches.
     pub async fn verify(&self, password: String, phc: String) -> Result<bool, PasswordError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| PasswordError::PoolClosed)?;
         let argon2 = self.argon2();
-        self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tokio::task::spawn_blocking(move || match PasswordHash::new(&phc) {
+        self.run(move || match PasswordHash::new(&phc) {
             Ok(parsed) => argon2.verify_password(password.as_bytes(), &parsed).is_ok(),
             Err(_) => false,
+        })
+        .await
+    }
+
+    /// Runs `work` on a blocking thread once a permit is free. The permit goes with the work, not
+    /// with the caller: a request abandoned while its hash runs (a client that hangs up) frees
+    /// its permit only when the hash is done, so the bound holds however many callers give up.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, PasswordError> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| PasswordError::PoolClosed)?;
+        self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
         })
         .await
         .map_err(|_| PasswordError::Hashing)
@@ -270,5 +278,38 @@ mod tests {
                 .await
                 .unwrap()
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_abandoned_caller_leaves_its_permit_with_the_running_work() {
+        let pool = PasswordHasherPool::new(1);
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+        let caller = {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                pool.run(move || {
+                    let _ = started_tx.send(());
+                    // Stands for a long argon2 run: busy until the test lets it go.
+                    let _ = held.recv();
+                })
+                .await
+            })
+        };
+        started.await.unwrap();
+        assert_eq!(pool.permits.available_permits(), 0);
+        // The caller gives up (its client hung up); the work it started is still running.
+        caller.abort();
+        assert!(caller.await.unwrap_err().is_cancelled());
+        assert_eq!(
+            pool.permits.available_permits(),
+            0,
+            "the permit was freed while its work still ran"
+        );
+        release.send(()).unwrap();
+        // Once the work is done the permit is free again, and the next hash runs.
+        let phc = pool.hash("another pass phrase".into()).await.unwrap();
+        assert!(phc.starts_with("$argon2id$"), "{phc}");
+        assert_eq!(pool.runs(), 2);
     }
 }

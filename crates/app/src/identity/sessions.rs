@@ -41,8 +41,13 @@ impl App {
     ) -> Result<Tokens, AppError> {
         self.rate_limit("refresh", source)?;
         let (view, index) = self.session_of_refresh(presented).await?;
-        let next = OpaqueToken::generate(TokenKind::Refresh);
         let now = self.now();
+        // A suspended or deactivated user's token is refused like a dead one, before it is
+        // rotated: the refusal changes nothing.
+        if self.require_active(view.user, now).is_err() {
+            return Err(AppError::InvalidToken);
+        }
+        let next = OpaqueToken::generate(TokenKind::Refresh);
         let command = SessionCommand::Refresh {
             presented: index,
             next: self.refresh_index(next.reveal()),
@@ -64,7 +69,9 @@ impl App {
             self.wait_for(outcome.position).await?;
             return Err(AppError::InvalidToken);
         }
-        self.require_active(view.user, now)?;
+        // Suspended between the check above and the rotation: the new token is not handed out.
+        self.require_active(view.user, now)
+            .map_err(|_| AppError::InvalidToken)?;
         let tenant = state.tenant.unwrap_or(view.tenant);
         Ok(self.tokens(
             view.user,

@@ -19,6 +19,28 @@ use crate::{App, AppError, CommandContext, SuspendRequest, SystemClock};
 const ADMIN_PASSWORD: &str = "correct horse battery staple";
 
 async fn app(dir: &Path) -> App {
+    app_with_clock(dir, Arc::new(SystemClock)).await
+}
+
+/// The wall clock moved forward by what a test says: for lifetimes measured in minutes or days.
+#[derive(Default)]
+struct ShiftedClock(std::sync::atomic::AtomicI64);
+
+impl ShiftedClock {
+    fn advance(&self, by: time::Duration) {
+        self.0
+            .fetch_add(by.whole_seconds(), std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl crate::Clock for ShiftedClock {
+    fn now(&self) -> time::OffsetDateTime {
+        time::OffsetDateTime::now_utc()
+            + time::Duration::seconds(self.0.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
+async fn app_with_clock(dir: &Path, clock: Arc<dyn crate::Clock>) -> App {
     let log: SharedLog = EmbeddedLog::open(&dir.join("log"), EmbeddedOptions::default())
         .await
         .unwrap();
@@ -37,7 +59,7 @@ async fn app(dir: &Path) -> App {
         log,
         read_models,
         access_cache,
-        Arc::new(SystemClock),
+        clock,
         Duration::from_secs(5),
         services,
     )
@@ -586,7 +608,7 @@ async fn suspension_stops_sessions_at_once() {
     );
     assert_err(
         app.refresh(&tokens.refresh_token, None).await,
-        "Unauthenticated",
+        "InvalidToken",
     );
     assert_err(
         sign_in(&app, "bob@example.com", "bobs pass phrase").await,
@@ -1003,4 +1025,94 @@ async fn an_email_change_takes_effect_when_the_new_address_confirms_it() {
         .await
         .unwrap();
     assert_ne!(sent.user, bob);
+}
+
+#[tokio::test]
+async fn links_keys_sessions_and_invitations_expire_by_the_tenants_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ShiftedClock::default());
+    let app = app_with_clock(dir.path(), clock.clone()).await;
+    let admin = bootstrap(&app).await;
+    // Shorter lifetimes than the defaults, so that each refusal below is the tenant's setting.
+    let settings = idstream_domain::tenant::TenantSettings {
+        invitation_ttl_hours: 2,
+        session_idle_minutes: 15,
+        magic_link_ttl_minutes: 5,
+        ..Default::default()
+    };
+    let changed = app
+        .change_tenant_settings(&system(), acme(), settings)
+        .await
+        .unwrap();
+    app.wait_for(changed.position).await.unwrap();
+
+    let sent = app
+        .invite(
+            &system(),
+            acme(),
+            InvitationRequest {
+                email: "late@example.com".into(),
+                first_name: String::new(),
+                last_name: String::new(),
+                roles: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    let invitation = mailed_token(dir.path(), "late@example.com", "idi_").await;
+    let key = app
+        .issue_api_key(
+            &system(),
+            acme(),
+            ApiKeyRequest {
+                name: "an hour".into(),
+                owner: Some(admin),
+                expires_at: Some(crate::Clock::now(clock.as_ref()) + time::Duration::hours(1)),
+                permissions: None,
+            },
+        )
+        .await
+        .unwrap();
+    app.wait_for(key.position).await.unwrap();
+    app.authenticate(&key.key).await.unwrap();
+    let tokens = sign_in(&app, "admin@example.com", ADMIN_PASSWORD)
+        .await
+        .unwrap();
+    let before = mail_count(dir.path());
+    app.request_magic_link("admin@example.com", None).unwrap();
+    let magic = mailed_token(dir.path(), "admin@example.com", "idm_").await;
+    assert_eq!(mail_count(dir.path()), before + 1);
+
+    // Six minutes on: the magic link (five) is dead; the session (fifteen idle) lives on.
+    clock.advance(time::Duration::minutes(6));
+    assert_err(
+        app.sign_in_magic_link(admin, &magic, None, &Client::default())
+            .await,
+        "InvalidOrExpiredLink",
+    );
+    let tokens = app.refresh(&tokens.refresh_token, None).await.unwrap();
+    // Sixteen idle minutes later the session has ended.
+    clock.advance(time::Duration::minutes(16));
+    assert!(
+        app.refresh(&tokens.refresh_token, None).await.is_err(),
+        "an idle session was refreshed"
+    );
+
+    // Two hours on: the key has expired and the invitation is expired, listed as such.
+    clock.advance(time::Duration::hours(2));
+    assert_err(app.authenticate(&key.key).await, "Unauthenticated");
+    assert_err(
+        app.accept_invitation(
+            AcceptInvitation {
+                token: invitation,
+                password: Some("late but long pass phrase".into()),
+            },
+            &Client::default(),
+        )
+        .await,
+        "InvalidOrExpiredLink",
+    );
+    let listed = app.invitations(&system(), &acme(), None, 10).await.unwrap();
+    let late = listed.iter().find(|i| i.id == sent.id).unwrap();
+    assert_eq!(late.status, idstream_identity::InvitationStatus::Expired);
 }

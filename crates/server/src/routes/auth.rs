@@ -293,7 +293,19 @@ pub async fn second_factor(
                 &client,
             ),
         )
-        .await?;
+        .await
+        .map_err(|e| match e {
+            // The password (or link) was right: say what was wrong with this step. A code
+            // works once, so the one just used to confirm the set-up is refused until the next.
+            idstream_app::AppError::InvalidCredentials => ApiError::BadRequest {
+                status: StatusCode::UNAUTHORIZED,
+                code: "invalid_credentials",
+                detail: "the code is wrong or was used already: enter the next code of the \
+                         authenticator app, or a recovery code"
+                    .into(),
+            },
+            other => other.into(),
+        })?;
     Ok(tokens_response(tokens))
 }
 
