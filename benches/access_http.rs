@@ -4,6 +4,7 @@
 //! ```text
 //! cargo bench --bench access_http
 //! ACCESS_HTTP_SECONDS=20 ACCESS_HTTP_CONNECTIONS=64 cargo bench --bench access_http
+//! ACCESS_HTTP_BIN=/tmp/older/idstream cargo bench --bench access_http   # another build
 //! ```
 //!
 //! It starts the release `idstream` binary on the embedded log in a temporary directory, fills it
@@ -18,7 +19,10 @@
 //! operator token, and with the access token (EdDSA JWT) of a tenant administrator signed in with
 //! a password (created by `idstream bootstrap`), the way an application calls it. Every request
 //! authenticates: a token's signature is checked once and remembered in a bounded cache keyed by
-//! its SHA-256, while its expiry, its session and its user's status are checked every time.
+//! its SHA-256, while its expiry, its session and its user's status are checked every time (from
+//! an in-memory cache of those facts that the first request after any change of the read models
+//! reads again). `ACCESS_HTTP_BIN` measures another build of `idstream` (a copy of an older
+//! binary, say) in the same harness.
 
 /// The allocator of the `idstream` binary, so that what runs in process here runs as it does there.
 #[global_allocator]
@@ -183,10 +187,16 @@ impl Drop for Idstream {
 const ADMIN_EMAIL: &str = "admin@example.com";
 const ADMIN_PASSWORD: &str = "bench-Passw0rd-correct-horse";
 
+/// The `idstream` binary measured: `ACCESS_HTTP_BIN` (to compare another build in the same
+/// harness), else the one built with this bench.
+fn idstream_bin() -> String {
+    std::env::var("ACCESS_HTTP_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_idstream").to_owned())
+}
+
 /// `idstream bootstrap`: the tenant `acme` and its administrator, with a password.
 fn bootstrap(dir: &std::path::Path) -> anyhow::Result<()> {
     use std::io::Write as _;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_idstream"))
+    let mut child = Command::new(idstream_bin())
         .args(["bootstrap", "--tenant", "acme", "--email", ADMIN_EMAIL])
         .args([
             "--first-name",
@@ -215,7 +225,7 @@ fn bootstrap(dir: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn start_idstream(dir: &std::path::Path) -> anyhow::Result<Idstream> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_idstream"))
+    let mut child = Command::new(idstream_bin())
         .arg("serve")
         .env("IDSTREAM_LISTEN", "127.0.0.1:0")
         .env("IDSTREAM_DATA_DIR", dir)
@@ -239,6 +249,7 @@ fn start_idstream(dir: &std::path::Path) -> anyhow::Result<Idstream> {
         }
     };
     std::thread::spawn(move || for _ in lines {});
+    println!("idstream (pid {}) listening on {base}", child.id());
     Ok(Idstream { child, base })
 }
 

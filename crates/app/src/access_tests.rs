@@ -2,13 +2,9 @@
 //! commands sent by users (sign-in does not exist yet, so these cannot be driven over HTTP).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use idstream_domain::access::RecordAccess;
 use idstream_domain::{Actor, ActorKind, RoleName, TenantId, UserId};
-use idstream_eventlog::SharedLog;
-use idstream_eventlog::embedded::{EmbeddedLog, EmbeddedOptions};
-use idstream_projection_runtime::ReadModels;
 
 use crate::{App, AppError, CommandContext, NewUserRequest, RoleRequest, SystemClock};
 
@@ -16,37 +12,9 @@ async fn app(dir: &std::path::Path) -> App {
     app_with_clock(dir, Arc::new(SystemClock)).await
 }
 
-/// The wall clock moved forward by a number of seconds the test sets.
-#[derive(Default)]
-struct LaterClock(std::sync::atomic::AtomicI64);
-
-impl crate::Clock for LaterClock {
-    fn now(&self) -> time::OffsetDateTime {
-        let ahead = self.0.load(std::sync::atomic::Ordering::SeqCst);
-        time::OffsetDateTime::now_utc() + time::Duration::seconds(ahead)
-    }
-}
-
 async fn app_with_clock(dir: &std::path::Path, clock: Arc<dyn crate::Clock>) -> App {
-    let log: SharedLog = EmbeddedLog::open(&dir.join("log"), EmbeddedOptions::default())
-        .await
-        .unwrap();
-    let access_cache = Arc::new(idstream_access::FactCache::default());
-    let read_models = ReadModels::start(
-        &dir.join("readmodels"),
-        log.clone(),
-        crate::projections(access_cache.clone()),
-    )
-    .await
-    .unwrap();
-    App::new(
-        log,
-        read_models,
-        access_cache,
-        clock,
-        Duration::from_secs(5),
-        crate::IdentityServices::local(dir).await.unwrap(),
-    )
+    let services = crate::IdentityServices::local(dir).await.unwrap();
+    crate::tests::app_in(dir, clock, services).await
 }
 
 fn system() -> CommandContext {
@@ -404,7 +372,7 @@ async fn concurrent_demotions_of_the_last_two_admins_leave_one() {
 #[tokio::test]
 async fn a_removal_interrupted_after_its_reservation_counts_until_it_expires() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(LaterClock::default());
+    let clock = Arc::new(crate::tests::ShiftedClock::default());
     let app = app_with_clock(dir.path(), clock.clone()).await;
     let [first, second, user] = tenant_with(&app, &[&["admin"], &["admin"], &["user"]]).await[..]
     else {
@@ -424,10 +392,7 @@ async fn a_removal_interrupted_after_its_reservation_counts_until_it_expires() {
     );
     assert_err(app.deactivate_user(&ctx, second).await, "LastAdmin");
     // ...and then `first`, who kept the role, counts again.
-    clock.0.store(
-        idstream_domain::access::admin_guard::RESERVATION_TTL.whole_seconds(),
-        std::sync::atomic::Ordering::SeqCst,
-    );
+    clock.advance(idstream_domain::access::admin_guard::RESERVATION_TTL);
     app.revoke_role(&ctx, acme(), second, role("admin"))
         .await
         .unwrap();

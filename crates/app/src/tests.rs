@@ -1,6 +1,7 @@
 //! The application layer over the real embedded log and read models, with a scripted clock.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,7 +36,28 @@ impl Clock for ScriptedClock {
     }
 }
 
-async fn app(dir: &std::path::Path) -> (App, Arc<ScriptedClock>) {
+/// The wall clock moved forward by what a test says: for lifetimes measured in minutes or days.
+#[derive(Default)]
+pub(crate) struct ShiftedClock(AtomicI64);
+
+impl ShiftedClock {
+    pub(crate) fn advance(&self, by: time::Duration) {
+        self.0.fetch_add(by.whole_seconds(), Ordering::SeqCst);
+    }
+}
+
+impl Clock for ShiftedClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc() + time::Duration::seconds(self.0.load(Ordering::SeqCst))
+    }
+}
+
+/// An app over a new embedded log and read models in `dir`, with `clock` and `services`.
+pub(crate) async fn app_in(
+    dir: &std::path::Path,
+    clock: Arc<dyn Clock>,
+    services: crate::IdentityServices,
+) -> App {
     let log: SharedLog = EmbeddedLog::open(&dir.join("log"), EmbeddedOptions::default())
         .await
         .unwrap();
@@ -47,18 +69,20 @@ async fn app(dir: &std::path::Path) -> (App, Arc<ScriptedClock>) {
     )
     .await
     .unwrap();
-    let clock = Arc::new(ScriptedClock(Mutex::new(VecDeque::from([T0]))));
-    (
-        App::new(
-            log,
-            read_models,
-            access_cache,
-            clock.clone(),
-            Duration::from_secs(5),
-            crate::IdentityServices::local(dir).await.unwrap(),
-        ),
+    App::new(
+        log,
+        read_models,
+        access_cache,
         clock,
+        Duration::from_secs(5),
+        services,
     )
+}
+
+async fn app(dir: &std::path::Path) -> (App, Arc<ScriptedClock>) {
+    let clock = Arc::new(ScriptedClock(Mutex::new(VecDeque::from([T0]))));
+    let services = crate::IdentityServices::local(dir).await.unwrap();
+    (app_in(dir, clock.clone(), services).await, clock)
 }
 
 fn ctx() -> CommandContext {

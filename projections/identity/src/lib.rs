@@ -19,6 +19,7 @@
 //! so it applies each event the way the aggregate's `evolve` does, and an event it cannot place (a
 //! refresh of an unknown session, an invalid id, a newer event version) is skipped with a note.
 
+mod cache;
 mod fold;
 mod keys;
 mod query;
@@ -34,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 use ulid::Ulid;
 
+pub use cache::ViewCache;
 pub use fold::IdentityProjection;
 pub use query::{Identity, IdentityError};
 
@@ -125,14 +127,80 @@ impl SessionView {
     /// Whether the session may still be used at `now`: not revoked, within its absolute lifetime
     /// and within its idle timeout (the rule of the domain's `Session::is_live_at`).
     pub fn is_live_at(&self, now: OffsetDateTime) -> bool {
-        let idle_end = self
-            .last_active_at
-            .checked_add(Duration::seconds(self.idle_timeout_seconds));
-        self.revoked.is_none()
-            && now < self.expires_at
-            // A timeout too large to add to a date never runs out; one too negative always has.
-            && idle_end.map_or(self.idle_timeout_seconds > 0, |end| now < end)
+        is_live_at(
+            self.revoked.is_some(),
+            self.expires_at,
+            self.last_active_at,
+            self.idle_timeout_seconds,
+            now,
+        )
     }
+}
+
+/// What the check of an access token needs of its session, and nothing else: no refresh-token
+/// index, no personal data (IP address, user agent). Small enough to keep in memory for every
+/// session in use (see [`ViewCache`]); read with [`Identity::session_standing`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SessionStanding {
+    pub user: UserId,
+    /// The tenant the session is in now.
+    pub tenant: TenantId,
+    pub method: SignInMethod,
+    #[serde(with = "time::serde::rfc3339")]
+    last_active_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: OffsetDateTime,
+    idle_timeout_seconds: i64,
+    #[serde(deserialize_with = "is_some")]
+    revoked: bool,
+}
+
+impl SessionStanding {
+    /// [`SessionView::is_live_at`] of its session.
+    pub fn is_live_at(&self, now: OffsetDateTime) -> bool {
+        is_live_at(
+            self.revoked,
+            self.expires_at,
+            self.last_active_at,
+            self.idle_timeout_seconds,
+            now,
+        )
+    }
+}
+
+impl From<&SessionView> for SessionStanding {
+    fn from(view: &SessionView) -> SessionStanding {
+        SessionStanding {
+            user: view.user,
+            tenant: view.tenant.clone(),
+            method: view.method,
+            last_active_at: view.last_active_at,
+            expires_at: view.expires_at,
+            idle_timeout_seconds: view.idle_timeout_seconds,
+            revoked: view.revoked.is_some(),
+        }
+    }
+}
+
+/// Whether a session may be used at `now`: not revoked, within its absolute lifetime and within
+/// its idle timeout (the rule of the domain's `Session::is_live_at`).
+fn is_live_at(
+    revoked: bool,
+    expires_at: OffsetDateTime,
+    last_active_at: OffsetDateTime,
+    idle_timeout_seconds: i64,
+    now: OffsetDateTime,
+) -> bool {
+    let idle_end = last_active_at.checked_add(Duration::seconds(idle_timeout_seconds));
+    !revoked
+        && now < expires_at
+        // A timeout too large to add to a date never runs out; one too negative always has.
+        && idle_end.map_or(idle_timeout_seconds > 0, |end| now < end)
+}
+
+/// Whether an optional field holds a value, without keeping it.
+fn is_some<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    Option::<serde::de::IgnoredAny>::deserialize(deserializer).map(|value| value.is_some())
 }
 
 /// An invitation's status. Only `sent`, `accepted` and `revoked` are recorded; `expired` is what

@@ -8,7 +8,9 @@ use time::format_description::well_known::Rfc3339;
 use ulid::Ulid;
 
 use crate::keys;
-use crate::{ApiKeyView, CredentialsView, InvitationStatus, InvitationView, SessionView};
+use crate::{
+    ApiKeyView, CredentialsView, InvitationStatus, InvitationView, SessionStanding, SessionView,
+};
 
 /// Why a query failed: only ever storage.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,24 @@ impl Identity {
 
     pub fn session(&self, id: &Ulid) -> Result<Option<SessionView>, IdentityError> {
         self.get(&keys::session(id))
+    }
+
+    /// What the check of an access token needs of the session (decoding only that).
+    pub fn session_standing(&self, id: &Ulid) -> Result<Option<SessionStanding>, IdentityError> {
+        self.get(&keys::session(id))
+    }
+
+    /// Whether the user has confirmed a TOTP secret ([`CredentialsView::totp_enabled`]), decoding
+    /// only that; `None` if the credentials aggregate has no event yet.
+    pub fn totp_enabled(&self, user: &UserId) -> Result<Option<bool>, IdentityError> {
+        #[derive(serde::Deserialize)]
+        struct Totp {
+            #[serde(deserialize_with = "crate::is_some")]
+            totp: bool,
+        }
+        Ok(self
+            .get::<Totp>(&keys::credentials(user))?
+            .map(|view| view.totp))
     }
 
     /// Every session of the user, newest first (by session id, a ULID minted at sign-in). Revoked

@@ -27,7 +27,7 @@ use ulid::Ulid;
 
 use crate::{
     ApiKeyView, CredentialsView, Identity, IdentityProjection, InvitationStatus, InvitationView,
-    SessionView,
+    SessionStanding, SessionView,
 };
 
 const T0: OffsetDateTime = datetime!(2026-03-01 12:00 UTC);
@@ -1239,6 +1239,56 @@ fn a_day_of_events() -> Vec<RecordedEvent> {
     events
 }
 
+/// The standing of every session and the TOTP flag of every user agree with the full views,
+/// after every event of a day (the standing is decoded from the same JSON, skipping the rest).
+#[test]
+fn a_sessions_standing_and_a_users_totp_flag_agree_with_their_views_after_every_event() {
+    let mut events = a_day_of_events();
+    events.extend(
+        totp_enabled_with_codes(&[1, 2])
+            .into_iter()
+            .zip(100..)
+            .map(|(event, position)| At(position).credentials(u(1), event)),
+    );
+    events.push(At(110).credentials(u(1), CredentialsEvent::TotpDisabled(TotpDisabled {})));
+    events.push(At(111).session_revoked(id(2), RevocationReason::RevokedByAdmin));
+    let tree = open();
+    let identity = Identity::new(tree.clone());
+    let mut totp_seen = false;
+    for event in &events {
+        apply_events(&IdentityProjection, &tree, std::slice::from_ref(event)).unwrap();
+        for session in [id(1), id(2), id(9)] {
+            let view = identity.session(&session).unwrap();
+            let standing = identity.session_standing(&session).unwrap();
+            assert_eq!(standing, view.as_ref().map(SessionStanding::from));
+            if let (Some(view), Some(standing)) = (view, standing) {
+                for later in [0, 30, 59, 60, 61, 60 * 24 * 31] {
+                    let now = view.last_active_at + Duration::minutes(later);
+                    assert_eq!(
+                        standing.is_live_at(now),
+                        view.is_live_at(now),
+                        "{view:?} {now}"
+                    );
+                }
+            }
+        }
+        for user in [u(1), u(2), u(3)] {
+            let view = identity.credentials(&user).unwrap();
+            let enabled = identity.totp_enabled(&user).unwrap();
+            assert_eq!(enabled, view.as_ref().map(CredentialsView::totp_enabled));
+            totp_seen |= enabled == Some(true);
+        }
+    }
+    assert!(totp_seen, "a user had TOTP on at some point");
+    assert!(
+        !identity
+            .session_standing(&id(2))
+            .unwrap()
+            .unwrap()
+            .is_live_at(at(112))
+    );
+}
+
 fn dump(tree: &sled::Tree) -> Vec<(sled::IVec, sled::IVec)> {
     tree.iter().map(|entry| entry.unwrap()).collect()
 }
@@ -1274,6 +1324,97 @@ mod live {
 
     fn projections() -> Vec<Arc<dyn Projection>> {
         vec![Arc::new(IdentityProjection)]
+    }
+
+    /// The session's standing through `cache`, tagged with the position the model has
+    /// published (read first), and whether the tree had to be read.
+    fn cached_standing(
+        cache: &crate::ViewCache<Ulid, SessionStanding>,
+        models: &ReadModels,
+        identity: &Identity,
+        session: Ulid,
+    ) -> (Option<SessionStanding>, bool) {
+        let position = models.position(crate::NAME);
+        let mut read = false;
+        let standing = cache
+            .get_or_load(&session, position, || {
+                read = true;
+                identity.session_standing(&session)
+            })
+            .unwrap();
+        (standing, read)
+    }
+
+    async fn append(log: &SharedLog, models: &ReadModels, event: RecordedEvent) {
+        let last = log
+            .append(vec![event.envelope], Expected::Any, None)
+            .await
+            .unwrap()
+            .last;
+        models.wait_for(last, PATIENCE).await.unwrap();
+    }
+
+    /// A cache of standings tagged with the published position answers exactly what the model
+    /// holds once it has applied a refresh, a tenant switch, a revocation, an unrelated event
+    /// or a rebuild, and from memory in between.
+    #[tokio::test]
+    async fn cached_standings_follow_every_change_the_live_model_applies() {
+        let root = tempfile::tempdir().unwrap();
+        let log: SharedLog =
+            EmbeddedLog::open(&root.path().join("log"), EmbeddedOptions::default())
+                .await
+                .unwrap();
+        let models = ReadModels::start(&root.path().join("models"), log.clone(), projections())
+            .await
+            .unwrap();
+        let identity = Identity::new(models.tree(crate::NAME));
+        let cache = crate::ViewCache::new(1024);
+        let standing = |session| cached_standing(&cache, &models, &identity, session);
+
+        assert_eq!(standing(id(1)), (None, true));
+        append(&log, &models, At(1).started(id(1), u(1), "acme", 1)).await;
+        let (first, read) = standing(id(1));
+        let first = first.unwrap();
+        assert!(read);
+        assert!(first.is_live_at(at(2)));
+        assert_eq!(first.tenant, t("acme"));
+        assert_eq!(standing(id(1)), (Some(first.clone()), false), "from memory");
+
+        // A refresh moves the idle deadline: a standing read before it would end too early.
+        append(&log, &models, At(50).refreshed(id(1), 2, 1)).await;
+        let (refreshed, read) = standing(id(1));
+        assert!(read);
+        assert!(refreshed.as_ref().unwrap().is_live_at(at(100)));
+        assert!(!first.is_live_at(at(100)));
+
+        append(&log, &models, At(51).switched(id(1), "globex", 3, 2)).await;
+        assert_eq!(standing(id(1)).0.unwrap().tenant, t("globex"));
+
+        // Another session's start, or a user's credentials, change nothing of this one, but it
+        // is read again (once) all the same.
+        append(&log, &models, At(52).started(id(2), u(2), "acme", 4)).await;
+        let (unrelated, read) = standing(id(1));
+        assert!(read);
+        assert_eq!(standing(id(1)), (unrelated.clone(), false));
+
+        append(
+            &log,
+            &models,
+            At(53).session_revoked(id(1), RevocationReason::SignedOut),
+        )
+        .await;
+        let (revoked, read) = standing(id(1));
+        assert!(read);
+        assert!(!revoked.unwrap().is_live_at(at(53)));
+        assert!(standing(id(2)).0.unwrap().is_live_at(at(53)));
+
+        // A rebuild clears the tree and goes through every position again.
+        let last = models.position(crate::NAME);
+        models.rebuild(crate::NAME).await.unwrap();
+        models.wait_for(last, PATIENCE).await.unwrap();
+        let (rebuilt, _) = standing(id(1));
+        assert!(!rebuilt.unwrap().is_live_at(at(53)));
+        models.shutdown().await;
     }
 
     #[tokio::test]

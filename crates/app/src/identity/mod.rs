@@ -128,6 +128,9 @@ pub(crate) struct IdentityParts {
     pub(crate) issuer: Issuer,
     /// Access tokens whose signature was checked already (see `Issuer::verify_cached`).
     pub(crate) verified_tokens: VerifiedTokens,
+    /// The session, user, tenant and credential facts each request checks, decoded once per
+    /// change of their read models (see `signin::AuthChecks`).
+    pub(crate) auth_checks: signin::AuthChecks,
     pub(crate) locks: AccountLocks,
     pub(crate) limiter: RateLimiter,
     /// A hash of a random password, checked when the account does not exist so that the answer
@@ -151,6 +154,7 @@ impl IdentityParts {
             config: services.config,
             issuer,
             verified_tokens: VerifiedTokens::new(VERIFIED_TOKENS),
+            auth_checks: signin::AuthChecks::default(),
             locks: AccountLocks::default(),
             limiter,
             decoy: tokio::sync::OnceCell::new(),

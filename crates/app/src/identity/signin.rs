@@ -2,6 +2,7 @@
 //! authentication of bearer credentials on every request.
 
 use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
 
 use idstream_auth::{AccessSubject, OpaqueToken, TokenKind, TotpSecret, recovery};
 use idstream_directory::{UserStatus, UserView};
@@ -11,7 +12,8 @@ use idstream_domain::identity::session::{SessionCommand, SignInMethod};
 use idstream_domain::secret::Sealed;
 use idstream_domain::{Actor, ActorKind, TenantId, UserId};
 use idstream_eventlog::Position;
-use idstream_identity::CredentialsView;
+use idstream_identity::{CredentialsView, SessionStanding, ViewCache};
+use idstream_projection_runtime::ReadModels;
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 use ulid::Ulid;
@@ -559,18 +561,23 @@ impl App {
     /// Who `Authorization: Bearer <credential>` speaks for: an access token of a live session of
     /// an active user, or a usable API key (`ids_…`). Anything else is
     /// [`AppError::Unauthenticated`], with no hint of why.
+    ///
+    /// The session, the user's status, the tenant's `mfa_required` and the user's second factor
+    /// are checked on every request, through [`AuthChecks`]: as fresh as reading the read models
+    /// themselves, so a sign-out, a revoked session, a suspension or a deactivation refuses the
+    /// next request once the read models have applied it.
     pub async fn authenticate(&self, credential: &str) -> Result<Authenticated, AppError> {
         let credential = credential.trim();
         if credential.starts_with(idstream_auth::api_key::API_KEY_PREFIX) {
             return self.authenticate_api_key(credential).await;
         }
         let now = self.now();
-        let claims = self
-            .id()
+        let parts = self.id();
+        let claims = parts
             .issuer
             .verify_cached(
-                &self.id().keys.signing(),
-                &self.id().verified_tokens,
+                &parts.keys.signing(),
+                &parts.verified_tokens,
                 credential,
                 now,
             )
@@ -584,28 +591,87 @@ impl App {
         };
         // A token minted a moment ago, maybe by another replica: wait for its session.
         let view = self
-            .find(|app| app.identity().session(&session).map_err(identity_storage))
+            .find(|app| app.session_standing(&session))
             .await?
             .ok_or(AppError::Unauthenticated)?;
         if view.user != user || view.tenant != tenant || !view.is_live_at(now) {
             return Err(AppError::Unauthenticated);
         }
-        self.require_active(user, now)?;
+        if !self.user_active_at(user, now)? {
+            return Err(AppError::Unauthenticated);
+        }
         let must_enrol_second_factor = view.method != SignInMethod::PasswordAndTotp
-            && self
-                .directory()
-                .tenant(&tenant)
-                .map_err(internal)?
-                .is_some_and(|t| t.settings.mfa_required)
-            && !self
-                .credentials_view(user)?
-                .is_some_and(|c| c.totp_enabled());
+            && self.tenant_requires_mfa(&tenant)?
+            && !self.totp_enabled(user)?;
         Ok(Authenticated {
             user,
             tenant,
             via: Credential::Session(session),
             must_enrol_second_factor,
         })
+    }
+
+    /// The session's standing, from [`AuthChecks`] or the identity read model.
+    fn session_standing(&self, session: &Ulid) -> Result<Option<Arc<SessionStanding>>, AppError> {
+        let load = || {
+            self.identity()
+                .session_standing(session)
+                .map(|found| found.map(Arc::new))
+                .map_err(identity_storage)
+        };
+        let checks = &self.id().auth_checks;
+        match checks.position(self.read_models(), idstream_identity::NAME) {
+            Some(position) => checks.sessions.get_or_load(session, position, load),
+            None => load(),
+        }
+    }
+
+    /// Whether the user may act at `now` (the rule of [`App::require_active`]), from
+    /// [`AuthChecks`] or the directory.
+    fn user_active_at(&self, user: UserId, now: OffsetDateTime) -> Result<bool, AppError> {
+        let load = || {
+            self.directory()
+                .user(&user)
+                .map(|found| found.map(|view| UserStanding::of(&view)))
+                .map_err(internal)
+        };
+        let checks = &self.id().auth_checks;
+        let standing = match checks.position(self.read_models(), idstream_directory::NAME) {
+            Some(position) => checks.users.get_or_load(&user, position, load)?,
+            None => load()?,
+        };
+        Ok(standing.is_some_and(|standing| standing.is_active_at(now)))
+    }
+
+    /// Whether the tenant requires a second factor (false for an unknown tenant).
+    fn tenant_requires_mfa(&self, tenant: &TenantId) -> Result<bool, AppError> {
+        let load = || {
+            self.directory()
+                .tenant(tenant)
+                .map(|found| found.map(|view| view.settings.mfa_required))
+                .map_err(internal)
+        };
+        let checks = &self.id().auth_checks;
+        let required = match checks.position(self.read_models(), idstream_directory::NAME) {
+            Some(position) => checks.tenants.get_or_load(tenant, position, load)?,
+            None => load()?,
+        };
+        Ok(required.unwrap_or(false))
+    }
+
+    /// Whether the user has a confirmed TOTP secret.
+    fn totp_enabled(&self, user: UserId) -> Result<bool, AppError> {
+        let load = || {
+            self.identity()
+                .totp_enabled(&user)
+                .map_err(identity_storage)
+        };
+        let checks = &self.id().auth_checks;
+        let enabled = match checks.position(self.read_models(), idstream_identity::NAME) {
+            Some(position) => checks.totp.get_or_load(&user, position, load)?,
+            None => load()?,
+        };
+        Ok(enabled.unwrap_or(false))
     }
 
     /// Refuses users who may not act now (suspended, deactivated, not yet activated).
@@ -620,5 +686,346 @@ impl App {
         } else {
             Err(AppError::Unauthenticated)
         }
+    }
+}
+
+/// Entries per cache of [`AuthChecks`] (a session about 170 bytes with its tenant's name, a user
+/// or a second-factor flag under 64: at most about 11 MiB for the sessions).
+const AUTH_CHECK_ENTRIES: usize = 65_536;
+/// Tenants whose `mfa_required` is kept.
+const AUTH_CHECK_TENANTS: usize = 4_096;
+
+/// What [`App::authenticate`] checks on every request, kept decoded in memory: each entry is
+/// tagged with the position its read model had published when it was read and answers only
+/// while that model is still there (see [`ViewCache`]), so it is exactly as fresh as reading the
+/// model. Bounded, and without personal data (sessions keep no IP address or user agent, users
+/// only their status).
+pub(crate) struct AuthChecks {
+    /// Session → its standing (identity read model).
+    sessions: ViewCache<Ulid, Arc<SessionStanding>>,
+    /// User → status (directory).
+    users: ViewCache<UserId, UserStanding>,
+    /// Tenant → `mfa_required` (directory).
+    tenants: ViewCache<TenantId, bool>,
+    /// User → has a confirmed TOTP secret (identity read model).
+    totp: ViewCache<UserId, bool>,
+    /// Whether the read models include the identity and directory models, whose positions
+    /// tag the entries; without them nothing is cached.
+    tagged: OnceLock<bool>,
+}
+
+impl Default for AuthChecks {
+    fn default() -> Self {
+        AuthChecks {
+            sessions: ViewCache::new(AUTH_CHECK_ENTRIES),
+            users: ViewCache::new(AUTH_CHECK_ENTRIES),
+            tenants: ViewCache::new(AUTH_CHECK_TENANTS),
+            totp: ViewCache::new(AUTH_CHECK_ENTRIES),
+            tagged: OnceLock::new(),
+        }
+    }
+}
+
+impl AuthChecks {
+    /// The position read model `name` has published, to tag what is read from it next; `None`
+    /// if the read models lack it (then nothing is cached).
+    fn position(&self, models: &ReadModels, name: &str) -> Option<Position> {
+        let tagged = *self.tagged.get_or_init(|| {
+            let names = models.names();
+            names.contains(&idstream_identity::NAME) && names.contains(&idstream_directory::NAME)
+        });
+        tagged.then(|| models.position(name))
+    }
+}
+
+/// What [`App::authenticate`] needs of a user: whether they may act, and from when if a timed
+/// suspension ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UserStanding {
+    Active,
+    /// Suspended until then: active from then on ([`UserView::status_at`]).
+    SuspendedUntil(OffsetDateTime),
+    /// Invited, suspended indefinitely, deactivated or erased.
+    Inactive,
+}
+
+impl UserStanding {
+    fn of(view: &UserView) -> UserStanding {
+        match (view.status, view.suspended_until) {
+            (UserStatus::Active, _) => UserStanding::Active,
+            (UserStatus::Suspended, Some(end)) => UserStanding::SuspendedUntil(end),
+            _ => UserStanding::Inactive,
+        }
+    }
+
+    /// `view.status_at(now) == UserStatus::Active` of the view it was made of.
+    fn is_active_at(self, now: OffsetDateTime) -> bool {
+        match self {
+            UserStanding::Active => true,
+            UserStanding::SuspendedUntil(end) => now >= end,
+            UserStanding::Inactive => false,
+        }
+    }
+}
+
+/// The cached checks of [`App::authenticate`] against a real embedded log and real read models:
+/// every change a request must see is seen by the first request after the read models applied
+/// it, even when the previous requests were answered from memory.
+#[cfg(test)]
+mod auth_check_tests {
+    use std::path::Path;
+
+    use idstream_auth::TotpSecret;
+
+    use super::*;
+    use crate::identity::{AcceptInvitation, Bootstrap, IdentityServices, InvitationRequest};
+    use crate::tests::ShiftedClock;
+    use crate::{Clock, SuspendRequest};
+
+    const ADMIN: &str = "admin@example.com";
+    const ADMIN_PASSWORD: &str = "correct horse battery staple";
+    const BOB: &str = "bob@example.com";
+    const BOB_PASSWORD: &str = "bobs pass phrase";
+
+    async fn app(dir: &Path, clock: Arc<dyn Clock>) -> App {
+        let services = IdentityServices::local(dir).await.unwrap();
+        let app = crate::tests::app_in(dir, clock, services).await;
+        app.bootstrap(Bootstrap {
+            tenant: acme(),
+            tenant_name: "Acme".into(),
+            email: ADMIN.into(),
+            first_name: "Ada".into(),
+            last_name: "Admin".into(),
+            password: ADMIN_PASSWORD.into(),
+        })
+        .await
+        .unwrap();
+        app
+    }
+
+    fn acme() -> TenantId {
+        "acme".parse().unwrap()
+    }
+
+    fn system() -> CommandContext {
+        CommandContext::new(Actor::system("test"), "c".into(), None).unwrap()
+    }
+
+    async fn sign_in(app: &App, email: &str, password: &str) -> Tokens {
+        match app
+            .sign_in_password(email, password.into(), None, &Client::default())
+            .await
+            .unwrap()
+        {
+            SignIn::Complete(tokens) => tokens,
+            other => panic!("expected tokens, got {other:?}"),
+        }
+    }
+
+    /// Invites Bob into acme (no roles) and accepts with his password.
+    async fn bob(app: &App, dir: &Path) -> UserId {
+        let sent = app
+            .invite(
+                &system(),
+                acme(),
+                InvitationRequest {
+                    email: BOB.into(),
+                    first_name: "Bob".into(),
+                    last_name: "Member".into(),
+                    roles: Vec::new(),
+                },
+            )
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let token = loop {
+            let found = idstream_mailer::FileMailer::messages(&dir.join("mail"))
+                .unwrap()
+                .iter()
+                .map(|path| idstream_mailer::read_eml(path).unwrap())
+                .find(|mail| mail.to.contains(BOB))
+                .and_then(|mail| {
+                    let at = mail.text.find("idi_")?;
+                    Some(
+                        mail.text[at..]
+                            .chars()
+                            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                            .collect::<String>(),
+                    )
+                });
+            if let Some(token) = found {
+                break token;
+            }
+            assert!(std::time::Instant::now() < deadline, "no invitation mail");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        app.accept_invitation(
+            AcceptInvitation {
+                token,
+                password: Some(BOB_PASSWORD.into()),
+            },
+            &Client::default(),
+        )
+        .await
+        .unwrap();
+        sent.user
+    }
+
+    /// Authenticates twice, so that the second answer comes from memory.
+    async fn accepted(app: &App, tokens: &Tokens) -> Authenticated {
+        eprintln!(
+            "DEBUG accepted? session {:?} user {:?}",
+            app.identity().session(&tokens.session).unwrap().map(|v| (
+                v.revoked,
+                v.last_active_at,
+                v.expires_at
+            )),
+            app.directory()
+                .user(&tokens.user)
+                .unwrap()
+                .map(|u| (u.status, u.suspended_until))
+        );
+        let first = app.authenticate(&tokens.access_token).await.unwrap();
+        let again = app.authenticate(&tokens.access_token).await.unwrap();
+        assert_eq!(first, again);
+        assert_eq!(first.via, Credential::Session(tokens.session));
+        first
+    }
+
+    /// A new access token for the same session, as of the (shifted) clock: the session's own
+    /// standing decides, not the first token's five minutes.
+    fn reminted(app: &App, tokens: &Tokens) -> Tokens {
+        app.tokens(
+            tokens.user,
+            tokens.tenant.clone(),
+            tokens.session,
+            tokens.refresh_token.clone(),
+            tokens.position,
+            app.now(),
+        )
+    }
+
+    async fn refused(app: &App, tokens: &Tokens) {
+        match app.authenticate(&tokens.access_token).await {
+            Err(AppError::Unauthenticated) => {}
+            other => panic!("expected Unauthenticated, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_is_refused_once_signed_out_revoked_or_idle_for_too_long() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ShiftedClock::default());
+        let app = app(dir.path(), clock.clone()).await;
+        let one = sign_in(&app, ADMIN, ADMIN_PASSWORD).await;
+        let two = sign_in(&app, ADMIN, ADMIN_PASSWORD).await;
+        let three = sign_in(&app, ADMIN, ADMIN_PASSWORD).await;
+        let caller = accepted(&app, &one).await;
+        accepted(&app, &two).await;
+        accepted(&app, &three).await;
+
+        let signed_out = app.sign_out(&caller).await.unwrap();
+        app.wait_for(signed_out.position).await.unwrap();
+        refused(&app, &one).await;
+        let caller = accepted(&app, &two).await;
+
+        let revoked = app.revoke_my_session(&caller, three.session).await.unwrap();
+        app.wait_for(revoked.position).await.unwrap();
+        refused(&app, &three).await;
+        accepted(&app, &two).await;
+
+        // No event at all: the cached session runs out of idle time (30 minutes by default).
+        clock.advance(Duration::minutes(29));
+        let two = reminted(&app, &two);
+        accepted(&app, &two).await;
+        clock.advance(Duration::minutes(2));
+        refused(&app, &reminted(&app, &two)).await;
+    }
+
+    #[tokio::test]
+    async fn a_user_is_refused_while_suspended_or_deactivated_and_once_erased() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ShiftedClock::default());
+        let app = app(dir.path(), clock.clone()).await;
+        let bob = bob(&app, dir.path()).await;
+        let tokens = sign_in(&app, BOB, BOB_PASSWORD).await;
+        accepted(&app, &tokens).await;
+
+        // Only the user changes, not the session: the same token works again once reinstated.
+        let suspend = |until| SuspendRequest {
+            until,
+            reason: None,
+        };
+        let suspended = app
+            .suspend_user(&system(), bob, suspend(None))
+            .await
+            .unwrap();
+        app.wait_for(suspended.position).await.unwrap();
+        refused(&app, &tokens).await;
+        refused(&app, &tokens).await;
+        let reinstated = app.reinstate_user(&system(), bob).await.unwrap();
+        app.wait_for(reinstated.position).await.unwrap();
+        accepted(&app, &tokens).await;
+
+        // A timed suspension ends by itself, with no event.
+        let until = clock.now() + Duration::minutes(10);
+        let suspended = app
+            .suspend_user(&system(), bob, suspend(Some(until)))
+            .await
+            .unwrap();
+        app.wait_for(suspended.position).await.unwrap();
+        refused(&app, &tokens).await;
+        clock.advance(Duration::minutes(11));
+        let tokens = reminted(&app, &tokens);
+        accepted(&app, &tokens).await;
+
+        let deactivated = app.deactivate_user(&system(), bob).await.unwrap();
+        app.wait_for(deactivated.position).await.unwrap();
+        refused(&app, &tokens).await;
+        let reactivated = app.reactivate_user(&system(), bob).await.unwrap();
+        app.wait_for(reactivated.position).await.unwrap();
+        accepted(&app, &tokens).await;
+
+        let erased = app.erase_user(&system(), bob).await.unwrap();
+        app.wait_for(erased.position).await.unwrap();
+        refused(&app, &tokens).await;
+    }
+
+    #[tokio::test]
+    async fn a_tenant_requiring_a_second_factor_restricts_sessions_until_totp_is_set_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(dir.path(), Arc::new(crate::SystemClock)).await;
+        let tokens = sign_in(&app, ADMIN, ADMIN_PASSWORD).await;
+        assert!(!accepted(&app, &tokens).await.must_enrol_second_factor);
+
+        let settings = idstream_domain::tenant::TenantSettings {
+            mfa_required: true,
+            ..Default::default()
+        };
+        let changed = app
+            .change_tenant_settings(&system(), acme(), settings)
+            .await
+            .unwrap();
+        app.wait_for(changed.position).await.unwrap();
+        let caller = accepted(&app, &tokens).await;
+        assert!(caller.must_enrol_second_factor);
+
+        let setup = app.start_totp(&caller).await.unwrap();
+        assert!(accepted(&app, &tokens).await.must_enrol_second_factor);
+        let secret = TotpSecret::from_base32(&setup.secret).unwrap();
+        let (_, confirmed) = app
+            .confirm_totp(&caller, &secret.code_at(OffsetDateTime::now_utc()))
+            .await
+            .unwrap();
+        app.wait_for(confirmed.position).await.unwrap();
+        assert!(!accepted(&app, &tokens).await.must_enrol_second_factor);
+
+        let settings = idstream_domain::tenant::TenantSettings::default();
+        let changed = app
+            .change_tenant_settings(&system(), acme(), settings)
+            .await
+            .unwrap();
+        app.wait_for(changed.position).await.unwrap();
+        assert!(!accepted(&app, &tokens).await.must_enrol_second_factor);
     }
 }

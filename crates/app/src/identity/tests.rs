@@ -6,9 +6,6 @@ use std::time::Duration;
 
 use idstream_auth::TotpSecret;
 use idstream_domain::{Actor, RoleName, TenantId, UserId};
-use idstream_eventlog::SharedLog;
-use idstream_eventlog::embedded::{EmbeddedLog, EmbeddedOptions};
-use idstream_projection_runtime::ReadModels;
 
 use super::signin::{SignIn, Tokens};
 use super::{
@@ -22,47 +19,13 @@ async fn app(dir: &Path) -> App {
     app_with_clock(dir, Arc::new(SystemClock)).await
 }
 
-/// The wall clock moved forward by what a test says: for lifetimes measured in minutes or days.
-#[derive(Default)]
-struct ShiftedClock(std::sync::atomic::AtomicI64);
-
-impl ShiftedClock {
-    fn advance(&self, by: time::Duration) {
-        self.0
-            .fetch_add(by.whole_seconds(), std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl crate::Clock for ShiftedClock {
-    fn now(&self) -> time::OffsetDateTime {
-        time::OffsetDateTime::now_utc()
-            + time::Duration::seconds(self.0.load(std::sync::atomic::Ordering::SeqCst))
-    }
-}
+use crate::tests::ShiftedClock;
 
 async fn app_with_clock(dir: &Path, clock: Arc<dyn crate::Clock>) -> App {
-    let log: SharedLog = EmbeddedLog::open(&dir.join("log"), EmbeddedOptions::default())
-        .await
-        .unwrap();
-    let access_cache = Arc::new(idstream_access::FactCache::default());
-    let read_models = ReadModels::start(
-        &dir.join("readmodels"),
-        log.clone(),
-        crate::projections(access_cache.clone()),
-    )
-    .await
-    .unwrap();
     let mut services = IdentityServices::local(dir).await.unwrap();
     // These tests make many attempts from one (unknown) source on purpose.
     services.config.attempts_per_source_per_minute = 100_000;
-    App::new(
-        log,
-        read_models,
-        access_cache,
-        clock,
-        Duration::from_secs(5),
-        services,
-    )
+    crate::tests::app_in(dir, clock, services).await
 }
 
 fn acme() -> TenantId {
