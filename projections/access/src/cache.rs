@@ -6,10 +6,10 @@
 //! between its read of the tree and its insert (a per-shard generation counter), so a value read
 //! before a commit can never be cached after the commit's invalidation.
 
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 
 use foldhash::fast::RandomState;
+use hashbrown::HashTable;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -34,9 +34,49 @@ pub(crate) enum Fact {
     Entity(Option<Arc<EntityFacts>>),
 }
 
+/// Bytes of a key kept in the entry itself: every account key (28 bytes), and the membership
+/// keys of tenants of up to 17 characters. A lookup then compares the key in the table's own
+/// memory instead of following a pointer to a separate allocation, a cache miss per lookup.
+const INLINE_KEY: usize = 46;
+
+/// A cached fact's sled key, compared in full on every lookup (the cache is exact).
+enum CacheKey {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Heap(Box<[u8]>),
+}
+
+impl CacheKey {
+    fn new(key: &[u8]) -> CacheKey {
+        if key.len() <= INLINE_KEY {
+            let mut bytes = [0u8; INLINE_KEY];
+            bytes[..key.len()].copy_from_slice(key);
+            CacheKey::Inline {
+                len: key.len() as u8,
+                bytes,
+            }
+        } else {
+            CacheKey::Heap(key.into())
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            CacheKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            CacheKey::Heap(bytes) => bytes,
+        }
+    }
+}
+
+struct Entry {
+    /// The key's hash, for the table to grow without hashing again.
+    hash: u64,
+    key: CacheKey,
+    fact: Fact,
+}
+
 struct Shard {
     generation: AtomicU64,
-    map: RwLock<HashMap<Box<[u8]>, Fact, RandomState>>,
+    table: RwLock<HashTable<Entry>>,
 }
 
 /// The in-memory state the access queries share with the access projection: the fact cache and
@@ -54,7 +94,7 @@ impl Default for FactCache {
             shards: (0..SHARDS)
                 .map(|_| Shard {
                     generation: AtomicU64::new(0),
-                    map: RwLock::new(HashMap::with_hasher(RandomState::default())),
+                    table: RwLock::new(HashTable::new()),
                 })
                 .collect(),
             index: RecordIndex::default(),
@@ -63,9 +103,11 @@ impl Default for FactCache {
 }
 
 impl FactCache {
-    fn shard(&self, key: &[u8]) -> &Shard {
-        let hash = self.hasher.hash_one(key) as usize;
-        &self.shards[hash % SHARDS]
+    /// The key's hash (computed once per lookup) and its shard. The shard is chosen by bits the
+    /// table does not use: it places entries by the low bits and tags them with the top seven.
+    fn locate(&self, key: &[u8]) -> (u64, &Shard) {
+        let hash = self.hasher.hash_one(key);
+        (hash, &self.shards[(hash >> 32) as usize % SHARDS])
     }
 
     /// The cached fact at `key`, or `load()`'s answer, cached unless the key was invalidated
@@ -75,36 +117,129 @@ impl FactCache {
         key: &[u8],
         load: impl FnOnce() -> Result<Fact, E>,
     ) -> Result<Fact, E> {
-        let shard = self.shard(key);
-        if let Some(fact) = shard.map.read().unwrap_or_else(|e| e.into_inner()).get(key) {
-            return Ok(fact.clone());
+        let (hash, shard) = self.locate(key);
+        if let Some(entry) = shard
+            .table
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .find(hash, |e| e.hash == hash && e.key.as_bytes() == key)
+        {
+            return Ok(entry.fact.clone());
         }
         let generation = shard.generation.load(Ordering::Acquire);
         let fact = load()?;
-        let mut map = shard.map.write().unwrap_or_else(|e| e.into_inner());
+        let mut table = shard.table.write().unwrap_or_else(|e| e.into_inner());
         if shard.generation.load(Ordering::Acquire) == generation {
-            if map.len() >= SHARD_CAPACITY {
-                map.clear();
+            if table.len() >= SHARD_CAPACITY {
+                table.clear();
             }
-            map.insert(key.into(), fact.clone());
+            match table.find_mut(hash, |e| e.hash == hash && e.key.as_bytes() == key) {
+                // Another reader filled it meanwhile, from the same state of the tree.
+                Some(entry) => entry.fact = fact.clone(),
+                None => {
+                    table.insert_unique(
+                        hash,
+                        Entry {
+                            hash,
+                            key: CacheKey::new(key),
+                            fact: fact.clone(),
+                        },
+                        |e| e.hash,
+                    );
+                }
+            }
         }
         Ok(fact)
     }
 
     pub(crate) fn invalidate(&self, key: &[u8]) {
-        let shard = self.shard(key);
+        let (hash, shard) = self.locate(key);
         shard.generation.fetch_add(1, Ordering::AcqRel);
-        shard
-            .map
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
+        let mut table = shard.table.write().unwrap_or_else(|e| e.into_inner());
+        if let Ok(entry) = table.find_entry(hash, |e| e.hash == hash && e.key.as_bytes() == key) {
+            entry.remove();
+        }
     }
 
     pub(crate) fn clear(&self) {
         for shard in &self.shards {
             shard.generation.fetch_add(1, Ordering::AcqRel);
-            shard.map.write().unwrap_or_else(|e| e.into_inner()).clear();
+            shard
+                .table
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(status: idstream_domain::access::AccountStatus) -> Fact {
+        Fact::Account(Some(Account {
+            status,
+            suspended_until: None,
+        }))
+    }
+
+    fn status(fact: Fact) -> Option<idstream_domain::access::AccountStatus> {
+        match fact {
+            Fact::Account(account) => account.map(|a| a.status),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn short_and_long_keys_are_cached_apart_and_invalidated_exactly() {
+        use idstream_domain::access::AccountStatus::{Active, Suspended};
+        let cache = FactCache::default();
+        let short = b"a/01ARZ3NDEKTSV4RRFFQ69G5FAV".to_vec();
+        let long = [
+            b"m/".as_slice(),
+            &[b'x'; 80],
+            b"/01ARZ3NDEKTSV4RRFFQ69G5FAV",
+        ]
+        .concat();
+        // A key that is a prefix of another is a different key.
+        let prefix = short[..short.len() - 1].to_vec();
+        for key in [&short, &long, &prefix] {
+            let fact = cache.get_or_load(key, || Ok::<_, ()>(account(Active)));
+            assert_eq!(status(fact.expect("loads")), Some(Active));
+        }
+        // Cached: the loader is not asked again.
+        for key in [&short, &long, &prefix] {
+            let fact = cache.get_or_load(key, || Err(()));
+            assert_eq!(status(fact.expect("cached")), Some(Active));
+        }
+        // Invalidating one key drops that key only.
+        cache.invalidate(&long);
+        assert!(cache.get_or_load(&long, || Err(())).is_err());
+        assert_eq!(
+            status(cache.get_or_load(&short, || Err(())).expect("cached")),
+            Some(Active)
+        );
+        let fact = cache.get_or_load(&long, || Ok::<_, ()>(account(Suspended)));
+        assert_eq!(status(fact.expect("loads")), Some(Suspended));
+        cache.clear();
+        for key in [&short, &long, &prefix] {
+            assert!(cache.get_or_load(key, || Err(())).is_err());
+        }
+    }
+
+    #[test]
+    fn a_value_read_before_an_invalidation_is_not_cached() {
+        use idstream_domain::access::AccountStatus::{Active, Inactive};
+        let cache = FactCache::default();
+        let key = b"a/01ARZ3NDEKTSV4RRFFQ69G5FAV";
+        // The load reads the old value, then a commit invalidates the key before the insert.
+        let fact = cache.get_or_load(key, || {
+            cache.invalidate(key);
+            Ok::<_, ()>(account(Active))
+        });
+        assert_eq!(status(fact.expect("loads")), Some(Active));
+        let fact = cache.get_or_load(key, || Ok::<_, ()>(account(Inactive)));
+        assert_eq!(status(fact.expect("reloads")), Some(Inactive));
     }
 }

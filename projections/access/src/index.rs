@@ -3,20 +3,21 @@
 //!
 //! Entries are keyed by a 128-bit hash (XXH3-128) of the sled key, so an entry is about 40 bytes
 //! whatever the ids' lengths (1M grants ≈ 40 MB). A standing keeps its grant and whether the user
-//! holds local roles on the record; the role names themselves (rare) are read from sled.
+//! holds local roles on the record; the role names of the (rare) standings with local roles are
+//! kept in a second map, so that a local-role check reads no sled page either.
 //!
 //! The index is loaded from the tree by [`RecordIndex::load`] when a runner opens the tree (no
 //! commit can run meanwhile) and follows every commit through the projection's `committed` hook,
 //! which runs before the new position is published, so a query honouring a consistency token
 //! sees the index at least at that position. Until it is loaded, queries read sled.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use idstream_domain::UserId;
-use idstream_domain::access::RecordAccess;
+use idstream_domain::access::{RecordAccess, RecordStanding};
+use idstream_domain::{RoleName, UserId};
 
 const SHARDS: usize = 64;
 const STANDING: &[u8] = b"g/";
@@ -43,16 +44,19 @@ impl Hasher for PassThrough {
 
 type Map<V> = HashMap<u128, V, BuildHasherDefault<PassThrough>>;
 
-/// What the index knows of one user's standing on one record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct IndexedStanding {
-    pub grant: Option<RecordAccess>,
-    pub has_local_roles: bool,
+/// One shard of the standings: both maps change under one lock, so a reader sees a code and
+/// its roles from the same write.
+#[derive(Default)]
+struct Standings {
+    codes: Map<u8>,
+    /// The local roles of the standings whose code has [`HAS_LOCAL_ROLES`] (a standing whose
+    /// role names do not decode has none here, and is read from sled).
+    local_roles: Map<BTreeSet<RoleName>>,
 }
 
 pub struct RecordIndex {
     loaded: AtomicBool,
-    standings: Vec<RwLock<Map<u8>>>,
+    standings: Vec<RwLock<Standings>>,
     owners: Vec<RwLock<Map<UserId>>>,
 }
 
@@ -82,28 +86,50 @@ fn encode(value: &[u8]) -> Option<u8> {
     Some(grant | if rest.is_empty() { 0 } else { HAS_LOCAL_ROLES })
 }
 
+/// The local roles of a standing's value (as `fold::decode_standing` reads them), or None if
+/// there are none or they do not decode.
+fn local_roles(value: &[u8]) -> Option<BTreeSet<RoleName>> {
+    let rest = value.get(1..).filter(|rest| !rest.is_empty())?;
+    rest.split(|b| *b == b'\n')
+        .map(|part| std::str::from_utf8(part).ok()?.parse().ok())
+        .collect()
+}
+
+fn grant(code: u8) -> Option<RecordAccess> {
+    match code & 0x03 {
+        1 => Some(RecordAccess::ReadOnly),
+        2 => Some(RecordAccess::ReadWrite),
+        _ => None,
+    }
+}
+
 impl RecordIndex {
     pub(crate) fn is_loaded(&self) -> bool {
         self.loaded.load(Ordering::Acquire)
     }
 
-    /// The standing under the sled key `key`: `None` if the index is not loaded yet,
-    /// `Some(None)` if there is none.
-    pub(crate) fn standing(&self, key: &[u8]) -> Option<Option<IndexedStanding>> {
+    /// The standing under the sled key `key`: `None` if the index is not loaded yet (or the
+    /// standing's local roles did not decode: sled says what is wrong with them), `Some(None)` if
+    /// there is none.
+    pub(crate) fn standing(&self, key: &[u8]) -> Option<Option<RecordStanding>> {
         if !self.is_loaded() {
             return None;
         }
         let h = hash(key);
-        let map = self.standings[shard(h)]
+        let shard = self.standings[shard(h)]
             .read()
             .unwrap_or_else(|e| e.into_inner());
-        Some(map.get(&h).map(|&code| IndexedStanding {
-            grant: match code & 0x03 {
-                1 => Some(RecordAccess::ReadOnly),
-                2 => Some(RecordAccess::ReadWrite),
-                _ => None,
-            },
-            has_local_roles: code & HAS_LOCAL_ROLES != 0,
+        let Some(&code) = shard.codes.get(&h) else {
+            return Some(None);
+        };
+        let local_roles = if code & HAS_LOCAL_ROLES == 0 {
+            BTreeSet::new()
+        } else {
+            shard.local_roles.get(&h)?.clone()
+        };
+        Some(Some(RecordStanding {
+            grant: grant(code),
+            local_roles,
         }))
     }
 
@@ -123,13 +149,22 @@ impl RecordIndex {
     pub(crate) fn apply(&self, key: &[u8], value: Option<&[u8]>) {
         if key.starts_with(STANDING) {
             let h = hash(key);
-            let mut map = self.standings[shard(h)]
+            let mut shard = self.standings[shard(h)]
                 .write()
                 .unwrap_or_else(|e| e.into_inner());
             match value.and_then(encode) {
-                Some(code) => map.insert(h, code),
-                None => map.remove(&h),
-            };
+                Some(code) => {
+                    shard.codes.insert(h, code);
+                    match value.and_then(local_roles) {
+                        Some(roles) => shard.local_roles.insert(h, roles),
+                        None => shard.local_roles.remove(&h),
+                    };
+                }
+                None => {
+                    shard.codes.remove(&h);
+                    shard.local_roles.remove(&h);
+                }
+            }
         } else if key.starts_with(OWNER) {
             let h = hash(key);
             let mut map = self.owners[shard(h)]
@@ -172,7 +207,7 @@ impl RecordIndex {
 
     fn reset_maps(&self) {
         for shard in &self.standings {
-            shard.write().unwrap_or_else(|e| e.into_inner()).clear();
+            *shard.write().unwrap_or_else(|e| e.into_inner()) = Standings::default();
         }
         for shard in &self.owners {
             shard.write().unwrap_or_else(|e| e.into_inner()).clear();

@@ -12,6 +12,8 @@
 //! | `x/<tenant>/<entity>/<user>/<record>` | index: records a user has any standing on or owns |
 //! | `p/<fact>` | provenance of a fact: the event that established it (JSON) |
 
+use std::ops::Deref;
+
 use idstream_domain::access::{EntityName, Permission, RecordId};
 use idstream_domain::{RoleName, TenantId, UserId};
 
@@ -27,15 +29,114 @@ fn key(parts: &[&str]) -> Vec<u8> {
     out
 }
 
+/// A user id's text form (the canonical upper-case ULID), without allocating.
+fn user_text<'b>(user: &UserId, buf: &'b mut [u8; ulid::ULID_LEN]) -> &'b str {
+    user.ulid().array_to_str(buf)
+}
+
+/// Room for the keys of the check path on the stack: the usual ones are well under 128 bytes
+/// (the longest possible, a standing, is 286: `g/` + tenant (63) + entity (64) + record (128) +
+/// user (26) and three `/`; such a key goes to the heap).
+const STACK_KEY: usize = 128;
+
+/// A key of the check path, built on the stack (or, if longer than [`STACK_KEY`], on the heap):
+/// a check allocates no key.
+pub(crate) enum Key {
+    Stack { len: u8, bytes: [u8; STACK_KEY] },
+    Heap(Vec<u8>),
+}
+
+impl Key {
+    /// `parts` joined with `/`.
+    #[inline]
+    fn join(parts: &[&str]) -> Key {
+        let len = parts.iter().map(|p| p.len() + 1).sum::<usize>() - 1;
+        if len > STACK_KEY {
+            return Key::Heap(key(parts));
+        }
+        let mut bytes = [0u8; STACK_KEY];
+        let mut at = 0;
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                bytes[at] = b'/';
+                at += 1;
+            }
+            bytes[at..at + part.len()].copy_from_slice(part.as_bytes());
+            at += part.len();
+        }
+        Key::Stack {
+            len: len as u8,
+            bytes,
+        }
+    }
+}
+
+impl AsRef<[u8]> for Key {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Deref for Key {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Key::Stack { len, bytes } => &bytes[..usize::from(*len)],
+            Key::Heap(bytes) => bytes,
+        }
+    }
+}
+
+/// [`account`] on the stack.
+pub(crate) fn account_key(user: &UserId) -> Key {
+    let mut buf = [0u8; ulid::ULID_LEN];
+    Key::join(&["a", user_text(user, &mut buf)])
+}
+
+/// [`member`] on the stack.
+pub(crate) fn member_key(tenant: &TenantId, user: &UserId) -> Key {
+    let mut buf = [0u8; ulid::ULID_LEN];
+    Key::join(&["m", tenant.as_str(), user_text(user, &mut buf)])
+}
+
+/// [`role`] on the stack.
+pub(crate) fn role_key(tenant: &TenantId, role: &RoleName) -> Key {
+    Key::join(&["r", tenant.as_str(), role.as_str()])
+}
+
+/// [`entity`] on the stack.
+pub(crate) fn entity_key(tenant: &TenantId, entity: &EntityName) -> Key {
+    Key::join(&["e", tenant.as_str(), entity.as_str()])
+}
+
+/// [`standing`] on the stack.
+pub(crate) fn standing_key(
+    tenant: &TenantId,
+    entity: &EntityName,
+    record: &RecordId,
+    user: &UserId,
+) -> Key {
+    let mut buf = [0u8; ulid::ULID_LEN];
+    Key::join(&[
+        "g",
+        tenant.as_str(),
+        entity.as_str(),
+        record.as_str(),
+        user_text(user, &mut buf),
+    ])
+}
+
+/// [`owner`] on the stack.
+pub(crate) fn owner_key(tenant: &TenantId, entity: &EntityName, record: &RecordId) -> Key {
+    Key::join(&["o", tenant.as_str(), entity.as_str(), record.as_str()])
+}
+
 pub fn account(user: &UserId) -> Vec<u8> {
-    let mut out = Vec::with_capacity(28);
-    out.extend_from_slice(b"a/");
-    out.extend_from_slice(user.to_string().as_bytes());
-    out
+    account_key(user).to_vec()
 }
 
 pub fn member(tenant: &TenantId, user: &UserId) -> Vec<u8> {
-    key(&["m", tenant.as_str(), &user.to_string()])
+    member_key(tenant, user).to_vec()
 }
 
 /// Every membership of a tenant.
@@ -54,7 +155,7 @@ pub fn owners_prefix(tenant: &TenantId) -> Vec<u8> {
 }
 
 pub fn role(tenant: &TenantId, role: &RoleName) -> Vec<u8> {
-    key(&["r", tenant.as_str(), role.as_str()])
+    role_key(tenant, role).to_vec()
 }
 
 pub fn roles_of(tenant: &TenantId) -> Vec<u8> {
@@ -62,7 +163,7 @@ pub fn roles_of(tenant: &TenantId) -> Vec<u8> {
 }
 
 pub fn entity(tenant: &TenantId, entity: &EntityName) -> Vec<u8> {
-    key(&["e", tenant.as_str(), entity.as_str()])
+    entity_key(tenant, entity).to_vec()
 }
 
 pub fn entities_of(tenant: &TenantId) -> Vec<u8> {
@@ -75,17 +176,11 @@ pub fn standing(
     record: &RecordId,
     user: &UserId,
 ) -> Vec<u8> {
-    key(&[
-        "g",
-        tenant.as_str(),
-        entity.as_str(),
-        record.as_str(),
-        &user.to_string(),
-    ])
+    standing_key(tenant, entity, record, user).to_vec()
 }
 
 pub fn owner(tenant: &TenantId, entity: &EntityName, record: &RecordId) -> Vec<u8> {
-    key(&["o", tenant.as_str(), entity.as_str(), record.as_str()])
+    owner_key(tenant, entity, record).to_vec()
 }
 
 pub fn index(tenant: &TenantId, entity: &EntityName, user: &UserId, record: &RecordId) -> Vec<u8> {
@@ -127,4 +222,51 @@ pub fn held_permission(permission: &Permission) -> String {
 /// Suffix of the provenance of a local role.
 pub fn local_role(role: &RoleName) -> String {
     format!("local/{role}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_built_on_the_stack_are_the_keys_joined_with_slashes() {
+        let user: UserId = "01ARZ3NDEKTSV4RRFFQ69G5FAV".parse().expect("a user id");
+        let tenant: TenantId = "acme".parse().expect("a tenant");
+        let name: RoleName = "project_manager".parse().expect("a role");
+        let kind: EntityName = "invoice".parse().expect("an entity");
+        let record: RecordId = "INV-7".parse().expect("a record");
+        assert_eq!(account(&user), b"a/01ARZ3NDEKTSV4RRFFQ69G5FAV");
+        assert_eq!(member(&tenant, &user), b"m/acme/01ARZ3NDEKTSV4RRFFQ69G5FAV");
+        assert_eq!(role(&tenant, &name), b"r/acme/project_manager");
+        assert_eq!(entity(&tenant, &kind), b"e/acme/invoice");
+        assert_eq!(
+            standing(&tenant, &kind, &record, &user),
+            b"g/acme/invoice/INV-7/01ARZ3NDEKTSV4RRFFQ69G5FAV"
+        );
+        assert_eq!(owner(&tenant, &kind, &record), b"o/acme/invoice/INV-7");
+        assert_eq!(
+            index(&tenant, &kind, &user, &record),
+            b"x/acme/invoice/01ARZ3NDEKTSV4RRFFQ69G5FAV/INV-7"
+        );
+    }
+
+    #[test]
+    fn long_keys_go_to_the_heap_unchanged() {
+        let user: UserId = "01ARZ3NDEKTSV4RRFFQ69G5FAV".parse().expect("a user id");
+        let tenant: TenantId = "t".repeat(63).parse().expect("a tenant");
+        let entity: EntityName = "e".repeat(64).parse().expect("an entity");
+        let record: RecordId = "R".repeat(128).parse().expect("a record");
+        let key = standing_key(&tenant, &entity, &record, &user);
+        assert!(matches!(key, Key::Heap(_)));
+        let joined = format!("g/{tenant}/{entity}/{record}/{user}");
+        assert_eq!(&*key, joined.as_bytes());
+        let fits = "x".repeat(STACK_KEY - 2);
+        let key = Key::join(&["g", &fits]);
+        assert!(matches!(key, Key::Stack { .. }));
+        assert_eq!(&*key, format!("g/{fits}").as_bytes());
+        let over = "x".repeat(STACK_KEY - 1);
+        let key = Key::join(&["g", &over]);
+        assert!(matches!(key, Key::Heap(_)));
+        assert_eq!(&*key, format!("g/{over}").as_bytes());
+    }
 }

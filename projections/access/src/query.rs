@@ -477,7 +477,7 @@ impl AccessFacts for Access {
     type Error = AccessError;
 
     fn account(&self, user: &UserId) -> Result<Option<Account>, AccessError> {
-        let key = keys::account(user);
+        let key = keys::account_key(user);
         let fact = self.cache.get_or_load(&key, || {
             let record: Option<AccountRecord> = self.json(&key)?;
             Ok::<_, AccessError>(Fact::Account(record.map(|r| Account {
@@ -492,13 +492,13 @@ impl AccessFacts for Access {
     }
 
     fn member(&self, tenant: &TenantId, user: &UserId) -> Result<Option<Arc<Member>>, AccessError> {
-        let key = keys::member(tenant, user);
+        let key = keys::member_key(tenant, user);
         let fact = self.cache.get_or_load(&key, || {
             let record: Option<MemberRecord> = self.json(&key)?;
             Ok::<_, AccessError>(Fact::Member(record.map(|r| {
                 Arc::new(Member {
                     roles: r.roles,
-                    custom: r.custom,
+                    custom: r.custom.into(),
                 })
             })))
         })?;
@@ -513,12 +513,12 @@ impl AccessFacts for Access {
         tenant: &TenantId,
         role: &RoleName,
     ) -> Result<Option<Arc<RoleFacts>>, AccessError> {
-        let key = keys::role(tenant, role);
+        let key = keys::role_key(tenant, role);
         let fact = self.cache.get_or_load(&key, || {
             let record: Option<RoleRecord> = self.json(&key)?;
             Ok::<_, AccessError>(Fact::Role(record.map(|r| {
                 Arc::new(RoleFacts {
-                    permissions: r.permissions,
+                    permissions: r.permissions.into(),
                     global_access: r.global_access,
                 })
             })))
@@ -534,7 +534,7 @@ impl AccessFacts for Access {
         tenant: &TenantId,
         entity: &EntityName,
     ) -> Result<Option<Arc<EntityFacts>>, AccessError> {
-        let key = keys::entity(tenant, entity);
+        let key = keys::entity_key(tenant, entity);
         let fact = self.cache.get_or_load(&key, || {
             let record: Option<EntityRecord> = self.json(&key)?;
             Ok::<_, AccessError>(Fact::Entity(record.map(|r| {
@@ -559,18 +559,11 @@ impl AccessFacts for Access {
         record: &RecordId,
         user: &UserId,
     ) -> Result<Option<RecordStanding>, AccessError> {
-        let key = keys::standing(tenant, entity, record, user);
-        match self.cache.index.standing(&key) {
-            Some(None) => return Ok(None),
-            Some(Some(known)) if !known.has_local_roles => {
-                return Ok(Some(RecordStanding {
-                    grant: known.grant,
-                    local_roles: Default::default(),
-                }));
-            }
-            // Local role names, or an index not loaded yet: read the tree.
-            _ => {}
+        let key = keys::standing_key(tenant, entity, record, user);
+        if let Some(known) = self.cache.index.standing(&key) {
+            return Ok(known);
         }
+        // An index not loaded yet, or local role names it could not decode: read the tree.
         match self.tree.get(&key)? {
             None => Ok(None),
             Some(bytes) => decode_standing(&bytes)
@@ -588,7 +581,7 @@ impl AccessFacts for Access {
         entity: &EntityName,
         record: &RecordId,
     ) -> Result<Option<UserId>, AccessError> {
-        let key = keys::owner(tenant, entity, record);
+        let key = keys::owner_key(tenant, entity, record);
         if let Some(known) = self.cache.index.owner(&key) {
             return Ok(known);
         }

@@ -67,14 +67,101 @@ impl Account {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Member {
     pub roles: BTreeSet<RoleName>,
-    pub custom: BTreeSet<Permission>,
+    pub custom: PermissionSet,
 }
 
 /// A role as checks see it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RoleFacts {
-    pub permissions: BTreeSet<Permission>,
+    pub permissions: PermissionSet,
     pub global_access: bool,
+}
+
+/// A set of permissions made for membership tests: the permissions with a hash of their text,
+/// sorted by hash. A check hashes the permission it asks about once ([`HashedPermission`]) and
+/// then tests each held role's set with a binary search over the hashes, comparing text only
+/// where a hash matches, instead of comparing strings along a B-tree.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PermissionSet {
+    entries: Vec<(u64, Permission)>,
+}
+
+/// A permission and its hash, computed once for the tests of one check.
+#[derive(Debug, Clone, Copy)]
+pub struct HashedPermission<'a> {
+    hash: u64,
+    permission: &'a Permission,
+}
+
+impl<'a> HashedPermission<'a> {
+    pub fn new(permission: &'a Permission) -> HashedPermission<'a> {
+        HashedPermission {
+            hash: text_hash(permission.as_str()),
+            permission,
+        }
+    }
+}
+
+/// FNV-1a, 64 bits: deterministic and fast on short texts. A collision only costs a text
+/// comparison.
+fn text_hash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl PermissionSet {
+    pub fn contains(&self, permission: &Permission) -> bool {
+        self.contains_hashed(HashedPermission::new(permission))
+    }
+
+    pub fn contains_hashed(&self, wanted: HashedPermission<'_>) -> bool {
+        let start = self
+            .entries
+            .partition_point(|(hash, _)| *hash < wanted.hash);
+        self.entries[start..]
+            .iter()
+            .take_while(|(hash, _)| *hash == wanted.hash)
+            .any(|(_, permission)| permission == wanted.permission)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The permissions, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Permission> {
+        self.entries.iter().map(|(_, permission)| permission)
+    }
+}
+
+impl FromIterator<Permission> for PermissionSet {
+    fn from_iter<I: IntoIterator<Item = Permission>>(permissions: I) -> PermissionSet {
+        let mut entries: Vec<(u64, Permission)> = permissions
+            .into_iter()
+            .map(|p| (text_hash(p.as_str()), p))
+            .collect();
+        entries.sort_unstable();
+        entries.dedup();
+        entries.shrink_to_fit();
+        PermissionSet { entries }
+    }
+}
+
+impl From<BTreeSet<Permission>> for PermissionSet {
+    fn from(permissions: BTreeSet<Permission>) -> PermissionSet {
+        permissions.into_iter().collect()
+    }
+}
+
+impl<const N: usize> From<[Permission; N]> for PermissionSet {
+    fn from(permissions: [Permission; N]) -> PermissionSet {
+        permissions.into_iter().collect()
+    }
 }
 
 /// An entity as checks see it.
@@ -237,6 +324,7 @@ fn decide_for_owner<F: AccessFacts>(
 ) -> Result<Decision, F::Error> {
     let tenant = request.tenant;
     let permission = request.permission;
+    let wanted = HashedPermission::new(permission);
     let action = permission.action();
     let member = match active_member(facts, tenant, request.subject, request.now)? {
         Ok(member) => member,
@@ -261,11 +349,11 @@ fn decide_for_owner<F: AccessFacts>(
             if facts.global_access {
                 return Ok(Decision::allow(Reason::GlobalAccess { role: role.clone() }));
             }
-            if type_level.is_none() && facts.permissions.contains(permission) {
+            if type_level.is_none() && facts.permissions.contains_hashed(wanted) {
                 type_level = Some(Reason::Role { role: role.clone() });
             }
         }
-        if type_level.is_none() && member.custom.contains(permission) {
+        if type_level.is_none() && member.custom.contains_hashed(wanted) {
             type_level = Some(Reason::CustomPermission);
         }
     }
@@ -311,7 +399,7 @@ fn decide_for_owner<F: AccessFacts>(
     if let Some(standing) = &standing {
         for role in &standing.local_roles {
             if let Some(facts) = facts.role(tenant, role)?
-                && (facts.global_access || facts.permissions.contains(permission))
+                && (facts.global_access || facts.permissions.contains_hashed(wanted))
             {
                 return Ok(Decision::allow(Reason::LocalRole { role: role.clone() }));
             }

@@ -34,7 +34,7 @@ impl AccessFacts for MapFacts {
             .or_else(|| {
                 role::builtin(r.as_str()).map(|d| {
                     Arc::new(RoleFacts {
-                        permissions: d.permissions,
+                        permissions: d.permissions.into(),
                         global_access: d.global_access,
                     })
                 })
@@ -198,7 +198,7 @@ fn a_private_record_needs_a_grant_ownership_or_a_local_role() {
         (acme(), user(1)),
         Arc::new(Member {
             roles: [name("user"), name("pm")].into(),
-            custom: BTreeSet::new(),
+            custom: PermissionSet::default(),
         }),
     );
     // Type-level read through `pm`, but RLS keeps the record private.
@@ -366,7 +366,7 @@ fn fields_are_visible_unless_every_role_hides_them() {
         (acme(), user(1)),
         Arc::new(Member {
             roles: [name("user"), name("pm")].into(),
-            custom: BTreeSet::new(),
+            custom: PermissionSet::default(),
         }),
     );
     assert_eq!(
@@ -374,4 +374,25 @@ fn fields_are_visible_unless_every_role_hides_them() {
         ["id", "created_at", "updated_at", "title", "budget"]
     );
     assert!(fields(&f, 3).is_empty());
+}
+
+#[test]
+fn a_permission_set_contains_exactly_what_it_was_built_from() {
+    let held: Vec<Permission> = ["entity.project:read", "users:read", "entity.doc:update"]
+        .iter()
+        .map(|p| name(p))
+        .collect();
+    // Duplicates collapse; the order of construction does not matter.
+    let set: PermissionSet = held.iter().rev().chain(&held).cloned().collect();
+    assert_eq!(set.len(), 3);
+    assert_eq!(set, held.iter().cloned().collect::<PermissionSet>());
+    for p in &held {
+        assert!(set.contains(p));
+        assert!(set.contains_hashed(HashedPermission::new(p)));
+    }
+    for other in ["entity.project:update", "users:create", "entity.doc:read"] {
+        assert!(!set.contains(&name(other)));
+    }
+    assert!(!PermissionSet::default().contains(&held[0]));
+    assert!(PermissionSet::default().is_empty());
 }
