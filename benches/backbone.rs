@@ -11,10 +11,12 @@
 //! 1. **Command throughput**: many concurrent clients creating tenants through [`App`] on the
 //!    JetStream log with the real read models running, against raw pipelined JetStream publishes
 //!    of payloads of the same size.
-//! 2. **Single-command latency**: suspend/reinstate of one warm user, one command at a time,
+//! 2. **Single-command latency**: granting and revoking one custom permission of one warm member
+//!    (a command that answers once its event is in the log, as most do), one command at a time,
 //!    against one awaited raw publish carrying the same headers (`Nats-Msg-Id`,
 //!    `Nats-Expected-Last-Subject-Sequence`). The two are interleaved in rounds so that a change
-//!    in machine load hits both alike.
+//!    in machine load hits both alike. An `(info)` line adds suspend/reinstate, which answer only
+//!    once the replica's read models hold them (so a suspension stops the user's tokens at once).
 //! 3. **Projection rebuild rate**: `rebuild_offline` with the service's projections over a stream
 //!    of realistic events, against a raw ordered-consumer replay of that stream and raw batched
 //!    sled inserts of as many rows of the same average size as the projections write.
@@ -55,10 +57,11 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use idstream_app::{App, AppError, CommandContext, NewUserRequest, SuspendRequest, SystemClock};
+use idstream_domain::access::Permission;
 use idstream_domain::envelope::{Actor, AggregateType, Metadata};
 use idstream_domain::events::{
-    EmailClaimed, RoleAssigned, TenantCreated, TenantRenamed, UserRegistered, UserReinstated,
-    UserSuspended,
+    EmailClaimed, PermissionsGranted, PermissionsRevoked, RoleAssigned, TenantCreated,
+    TenantRenamed, UserRegistered, UserReinstated, UserSuspended,
 };
 use idstream_domain::{DomainEvent, EventEnvelope, StreamKey, TenantId, UserId, email};
 use idstream_eventlog::embedded::{EmbeddedLog, EmbeddedOptions};
@@ -282,7 +285,7 @@ async fn log_layer_alone(knobs: &Knobs, log: &SharedLog, baseline: f64) -> anyho
         rate(throughput),
         throughput / baseline
     );
-    let mut appender = LogAppender::new();
+    let mut appender = LogAppender::new(&"alone".parse()?)?;
     for _ in 0..200 {
         appender.once(log).await?;
     }
@@ -451,9 +454,37 @@ async fn raw_pipelined(
 // 2. Single-command latency
 
 const SUSPENSION_REASON: &str = "latency benchmark";
+/// The custom permission the latency benchmark grants and revokes.
+const LATENCY_PERMISSION: &str = "entity.invoice:read";
 
-/// Suspends and reinstates one user of its own through `JetStreamLog::append` directly, with the
-/// headers a command with an Idempotency-Key sends: the log layer's share of a command.
+/// The two events of the latency benchmark's command pair, for `user` in `tenant`.
+fn permission_events(tenant: &TenantId, user: UserId) -> anyhow::Result<[EventEnvelope; 2]> {
+    let key = StreamKey::new(
+        Some(tenant.clone()),
+        AggregateType::Membership,
+        user.to_string(),
+    );
+    let permissions: std::collections::BTreeSet<Permission> = [LATENCY_PERMISSION.parse()?].into();
+    Ok([
+        envelope(
+            DomainEvent::PermissionsGranted(PermissionsGranted {
+                user,
+                permissions: permissions.clone(),
+            }),
+            &key,
+            0,
+        ),
+        envelope(
+            DomainEvent::PermissionsRevoked(PermissionsRevoked { user, permissions }),
+            &key,
+            0,
+        ),
+    ])
+}
+
+/// Grants and revokes a permission of a member of its own through `JetStreamLog::append`
+/// directly, with the headers a command with an Idempotency-Key sends: the log layer's share of
+/// a command.
 struct LogAppender {
     events: [EventEnvelope; 2],
     last: u64,
@@ -461,24 +492,12 @@ struct LogAppender {
 }
 
 impl LogAppender {
-    fn new() -> LogAppender {
-        let key = StreamKey::new(
-            None,
-            AggregateType::User,
-            UserId::new(Ulid::new()).to_string(),
-        );
-        let suspended = UserSuspended {
-            until: None,
-            reason: Some(SUSPENSION_REASON.into()),
-        };
-        LogAppender {
-            events: [
-                envelope(DomainEvent::UserSuspended(suspended), &key, 0),
-                envelope(DomainEvent::UserReinstated(UserReinstated {}), &key, 0),
-            ],
+    fn new(tenant: &TenantId) -> anyhow::Result<LogAppender> {
+        Ok(LogAppender {
+            events: permission_events(tenant, UserId::new(Ulid::new()))?,
             last: 0,
             done: 0,
-        }
+        })
     }
 
     async fn once(&mut self, log: &SharedLog) -> anyhow::Result<Duration> {
@@ -503,7 +522,7 @@ async fn command_latency(
     table: &mut Table,
 ) -> anyhow::Result<()> {
     println!(
-        "== single-command latency: suspend/reinstate one warm user, {} commands, read models running ==",
+        "== single-command latency: grant/revoke a permission of one warm member, {} commands, read models running ==",
         knobs.latency_samples
     );
     let tenant: TenantId = "latency".parse()?;
@@ -518,7 +537,7 @@ async fn command_latency(
         invite: false,
     };
     let created = app
-        .create_user(&command_context(None)?, tenant, request)
+        .create_user(&command_context(None)?, tenant.clone(), request)
         .await
         .map_err(app_error)?;
     let user: UserId = created
@@ -527,28 +546,14 @@ async fn command_latency(
         .map_err(|e| anyhow!("create_user returned id {:?}: {e}", created.id))?;
 
     // The baseline carries bodies of exactly the sizes of the two events.
-    let user_key = StreamKey::new(None, AggregateType::User, user.to_string());
-    let suspended = UserSuspended {
-        until: None,
-        reason: Some(SUSPENSION_REASON.into()),
-    };
+    let events = permission_events(&tenant, user)?;
     let sizes = [
-        serde_json::to_vec(&envelope(
-            DomainEvent::UserSuspended(suspended),
-            &user_key,
-            0,
-        ))?
-        .len(),
-        serde_json::to_vec(&envelope(
-            DomainEvent::UserReinstated(UserReinstated {}),
-            &user_key,
-            0,
-        ))?
-        .len(),
+        serde_json::to_vec(&events[0])?.len(),
+        serde_json::to_vec(&events[1])?.len(),
     ];
     let bodies = sizes.map(|size| Bytes::from(vec![b'x'; size]));
     create_raw_stream(raw).await?;
-    let raw_subject = format!("{RAW_PREFIX}._.user.{user}");
+    let raw_subject = format!("{RAW_PREFIX}.{tenant}.membership.{user}");
     let mut raw_last = 0u64;
     let mut raw_once = async |i: usize| -> anyhow::Result<Duration> {
         let started = Instant::now();
@@ -564,7 +569,8 @@ async fn command_latency(
         raw_last = ack.sequence;
         Ok(took)
     };
-    let mut appender = LogAppender::new();
+    let mut appender = LogAppender::new(&tenant)?;
+    let permissions: std::collections::BTreeSet<Permission> = [LATENCY_PERMISSION.parse()?].into();
     let mut command = 0usize;
     let mut app_once = async || -> anyhow::Result<Duration> {
         // Every command carries an Idempotency-Key, as the HTTP API's clients send, so the app's
@@ -572,13 +578,11 @@ async fn command_latency(
         let ctx = command_context(Some(&format!("latency-{}", Ulid::new())))?;
         let started = Instant::now();
         let outcome = if command.is_multiple_of(2) {
-            let request = SuspendRequest {
-                until: None,
-                reason: Some(SUSPENSION_REASON.into()),
-            };
-            app.suspend_user(&ctx, user, request).await
+            app.grant_permissions(&ctx, tenant.clone(), user, permissions.clone())
+                .await
         } else {
-            app.reinstate_user(&ctx, user).await
+            app.revoke_permissions(&ctx, tenant.clone(), user, permissions.clone())
+                .await
         };
         let took = started.elapsed();
         let outcome = outcome.map_err(app_error)?;
@@ -610,6 +614,24 @@ async fn command_latency(
             app_samples.push(app_once().await?);
         }
     }
+    // Suspend/reinstate answer once this replica's read models hold them: their latency includes
+    // the read models' fold of the event.
+    let mut held_samples = Vec::new();
+    for i in 0..per_round.max(10) {
+        let ctx = command_context(Some(&format!("latency-{}", Ulid::new())))?;
+        let started = Instant::now();
+        if i % 2 == 0 {
+            let request = SuspendRequest {
+                until: None,
+                reason: Some(SUSPENSION_REASON.into()),
+            };
+            app.suspend_user(&ctx, user, request).await
+        } else {
+            app.reinstate_user(&ctx, user).await
+        }
+        .map_err(app_error)?;
+        held_samples.push(started.elapsed());
+    }
     delete_raw_stream(raw).await?;
     let (raw_p50, raw_p99) = (
         percentile(&mut raw_samples, 0.50),
@@ -629,12 +651,17 @@ async fn command_latency(
         sizes[0], sizes[1]
     );
     println!(
-        "  idstream: App::suspend_user / reinstate_user: p50 {app_p50:.1?}, p99 {app_p99:.1?}"
+        "  idstream: App::grant_permissions / revoke_permissions: p50 {app_p50:.1?}, p99 {app_p99:.1?}"
     );
     let ratio = app_p50.as_secs_f64() / raw_p50.as_secs_f64();
     println!(
         "  (info) p99 ratio {:.2}×",
         app_p99.as_secs_f64() / raw_p99.as_secs_f64()
+    );
+    println!(
+        "  (info) App::suspend_user / reinstate_user, which answer once the read models hold them: p50 {:.1?}, p99 {:.1?}",
+        percentile(&mut held_samples, 0.50),
+        percentile(&mut held_samples, 0.99)
     );
     println!(
         "  (info) breakdown: JetStreamLog::append alone, same headers, read models running: p50 {log_p50:.1?} \
