@@ -975,7 +975,7 @@ impl App {
         self.authorize_named(ctx, &tenant, "permissions", Action::Create)
             .await?;
         self.require_tenant(&tenant).await?;
-        self.require_user(user).await?;
+        self.require_user_exists(user).await?;
         self.execute::<MembershipAggregate>(
             ctx,
             &membership_key(&tenant, user),
@@ -998,7 +998,7 @@ impl App {
         self.authorize_named(ctx, &tenant, "permissions", Action::Delete)
             .await?;
         self.require_tenant(&tenant).await?;
-        self.require_user(user).await?;
+        self.require_user_exists(user).await?;
         self.execute::<MembershipAggregate>(
             ctx,
             &membership_key(&tenant, user),

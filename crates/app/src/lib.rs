@@ -78,6 +78,8 @@ struct Inner {
     directory: Directory,
     access: Access,
     cache: engine::StateCache,
+    /// Tenants and users seen to exist (see [`services::KnownIds`]).
+    known: services::KnownIds,
     identity: identity::IdentityParts,
     clock: Arc<dyn Clock>,
     /// How long a query or an existence check waits for read models to reach a position.
@@ -108,6 +110,7 @@ impl App {
                 directory,
                 access,
                 cache: engine::StateCache::new(100_000),
+                known: services::KnownIds::default(),
                 identity,
                 clock,
                 consistency_timeout,

@@ -63,6 +63,57 @@ pub(crate) fn internal(e: impl std::fmt::Display) -> AppError {
     AppError::Internal(e.to_string())
 }
 
+/// Tenants and users seen to exist. Neither is ever deleted (an erased user keeps its id and its
+/// view), so a positive answer stays true, and the existence checks of the command path need not
+/// read the directory again: sled 0.34 makes every read wait while any read model applies a batch
+/// (one lock for the whole process), which put the folds of earlier commands into the latency of
+/// the next. Bounded: a full set starts over.
+#[derive(Default)]
+pub(crate) struct KnownIds {
+    tenants: std::sync::RwLock<std::collections::HashSet<TenantId>>,
+    users: std::sync::RwLock<std::collections::HashSet<UserId>>,
+}
+
+impl KnownIds {
+    const CAPACITY: usize = 1 << 20;
+
+    fn has_tenant(&self, tenant: &TenantId) -> bool {
+        self.tenants
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(tenant)
+    }
+
+    fn has_user(&self, user: &UserId) -> bool {
+        self.users
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(user)
+    }
+
+    fn tenant_exists(&self, tenant: &TenantId) {
+        let mut tenants = self
+            .tenants
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if tenants.len() >= Self::CAPACITY {
+            tenants.clear();
+        }
+        tenants.insert(tenant.clone());
+    }
+
+    fn user_exists(&self, user: UserId) {
+        let mut users = self
+            .users
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if users.len() >= Self::CAPACITY {
+            users.clear();
+        }
+        users.insert(user);
+    }
+}
+
 impl App {
     pub(crate) fn now(&self) -> OffsetDateTime {
         self.inner.clock.now()
@@ -190,16 +241,41 @@ impl App {
             .await
     }
 
-    pub(crate) async fn require_tenant(&self, tenant: &TenantId) -> Result<TenantView, AppError> {
-        self.find(|app| app.inner.directory.tenant(tenant).map_err(internal))
+    /// The tenant's view from the directory, looking again after catching up if absent.
+    pub(crate) async fn tenant_view(&self, tenant: &TenantId) -> Result<TenantView, AppError> {
+        let view = self
+            .find(|app| app.inner.directory.tenant(tenant).map_err(internal))
             .await?
-            .ok_or(AppError::TenantNotFound)
+            .ok_or(AppError::TenantNotFound)?;
+        self.inner.known.tenant_exists(tenant);
+        Ok(view)
     }
 
+    /// The tenant exists. Answered from memory once seen: tenants are never deleted.
+    pub(crate) async fn require_tenant(&self, tenant: &TenantId) -> Result<(), AppError> {
+        if self.inner.known.has_tenant(tenant) {
+            return Ok(());
+        }
+        self.tenant_view(tenant).await.map(drop)
+    }
+
+    /// The user's view from the directory, looking again after catching up if absent.
     pub(crate) async fn require_user(&self, user: UserId) -> Result<UserView, AppError> {
-        self.find(|app| app.inner.directory.user(&user).map_err(internal))
+        let view = self
+            .find(|app| app.inner.directory.user(&user).map_err(internal))
             .await?
-            .ok_or(AppError::UserNotFound)
+            .ok_or(AppError::UserNotFound)?;
+        self.inner.known.user_exists(user);
+        Ok(view)
+    }
+
+    /// The user exists (an erased user still does). Answered from memory once seen: users are
+    /// never deleted.
+    pub(crate) async fn require_user_exists(&self, user: UserId) -> Result<(), AppError> {
+        if self.inner.known.has_user(&user) {
+            return Ok(());
+        }
+        self.require_user(user).await.map(drop)
     }
 
     // ----- tenants -----
@@ -489,7 +565,7 @@ impl App {
             .await?;
         self.require_tenant(&tenant).await?;
         self.require_role(&tenant, &role).await?;
-        self.require_user(user).await?;
+        self.require_user_exists(user).await?;
         self.check_owner_only(ctx, &tenant, &role).await?;
         let outcome = self
             .execute::<MembershipAggregate>(

@@ -309,7 +309,7 @@ impl App {
         self.rate_limit("register", source)?;
         // Settings changed a moment ago (self-registration turned on) must count.
         self.catch_up().await?;
-        let view = self.require_tenant(&tenant).await?;
+        let view = self.tenant_view(&tenant).await?;
         if !view.settings.self_registration {
             return Err(AppError::SelfRegistrationDisabled);
         }

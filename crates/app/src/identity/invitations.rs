@@ -63,7 +63,7 @@ impl App {
     ) -> Result<SentInvitation, AppError> {
         self.authorize_named(ctx, &tenant, "users", Action::Create)
             .await?;
-        let view = self.require_tenant(&tenant).await?;
+        let view = self.tenant_view(&tenant).await?;
         let roles: BTreeSet<RoleName> = if request.roles.is_empty() {
             [view.settings.default_role.clone()].into()
         } else {
@@ -166,7 +166,7 @@ impl App {
     ) -> Result<SentInvitation, AppError> {
         self.authorize_named(ctx, &tenant, "users", Action::Create)
             .await?;
-        let view = self.require_tenant(&tenant).await?;
+        let view = self.tenant_view(&tenant).await?;
         let invitation = self.require_invitation(&tenant, id).await?;
         let user = self.require_user(invitation.user).await?;
         let token = OpaqueToken::generate(TokenKind::Invitation);

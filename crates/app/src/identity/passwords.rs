@@ -270,7 +270,7 @@ impl App {
         user: UserId,
     ) -> Result<Outcome, AppError> {
         self.authorize_user_admin(ctx, &user).await?;
-        self.require_user(user).await?;
+        self.require_user_exists(user).await?;
         self.execute::<CredentialsAggregate>(
             ctx,
             &credentials_key(user),

@@ -201,7 +201,7 @@ impl App {
         user: UserId,
     ) -> Result<Vec<SessionView>, AppError> {
         self.authorize_user_admin(ctx, &user).await?;
-        self.require_user(user).await?;
+        self.require_user_exists(user).await?;
         self.live_sessions(user)
     }
 
@@ -213,7 +213,7 @@ impl App {
         user: UserId,
     ) -> Result<crate::Outcome, AppError> {
         self.authorize_user_admin(ctx, &user).await?;
-        self.require_user(user).await?;
+        self.require_user_exists(user).await?;
         self.revoke_all_sessions(ctx, user, RevocationReason::RevokedByAdmin, None)
             .await
     }

@@ -495,7 +495,7 @@ impl App {
         method: SignInMethod,
         client: &Client,
     ) -> Result<Tokens, AppError> {
-        let settings = self.require_tenant(&tenant).await?.settings;
+        let settings = self.tenant_view(&tenant).await?.settings;
         let session = Ulid::new();
         let refresh = OpaqueToken::generate(TokenKind::Refresh);
         let now = self.now();
