@@ -57,11 +57,7 @@ impl App {
                     return Ok(false);
                 };
                 let access = &self.inner.access;
-                if access
-                    .account_record(&user)
-                    .map_err(storage)?
-                    .is_some_and(|a| a.flags.platform_admin)
-                {
+                if access.is_platform_admin(&user).map_err(storage)? {
                     return Ok(true);
                 }
                 let decision = access
@@ -225,12 +221,7 @@ impl App {
                 let Ok(user) = ctx.actor.id.parse::<UserId>() else {
                     return Ok(false);
                 };
-                Ok(self
-                    .inner
-                    .access
-                    .account_record(&user)
-                    .map_err(storage)?
-                    .is_some_and(|a| a.flags.platform_admin))
+                self.inner.access.is_platform_admin(&user).map_err(storage)
             }
             ActorKind::ApiKey => Ok(false),
         }

@@ -28,7 +28,8 @@ const SHARD_CAPACITY: usize = 65_536;
 /// A decoded value (or a cached absence).
 #[derive(Clone)]
 pub(crate) enum Fact {
-    Account(Option<Account>),
+    /// A user's account, and whether they are a platform administrator.
+    Account(Option<(Account, bool)>),
     Member(Option<Arc<Member>>),
     Role(Option<Arc<RoleFacts>>),
     Entity(Option<Arc<EntityFacts>>),
@@ -178,15 +179,18 @@ mod tests {
     use super::*;
 
     fn account(status: idstream_domain::access::AccountStatus) -> Fact {
-        Fact::Account(Some(Account {
-            status,
-            suspended_until: None,
-        }))
+        Fact::Account(Some((
+            Account {
+                status,
+                suspended_until: None,
+            },
+            false,
+        )))
     }
 
     fn status(fact: Fact) -> Option<idstream_domain::access::AccountStatus> {
         match fact {
-            Fact::Account(account) => account.map(|a| a.status),
+            Fact::Account(account) => account.map(|(a, _)| a.status),
             _ => None,
         }
     }

@@ -396,6 +396,33 @@ impl Access {
         self.json(&keys::account(user))
     }
 
+    /// Whether the user is a platform administrator, from the fact cache (a sled read only when
+    /// the account is not cached; the projection drops it when the account changes).
+    pub fn is_platform_admin(&self, user: &UserId) -> Result<bool, AccessError> {
+        Ok(self
+            .cached_account(user)?
+            .is_some_and(|(_, platform_admin)| platform_admin))
+    }
+
+    /// The account and its platform-administrator flag, through the fact cache.
+    fn cached_account(&self, user: &UserId) -> Result<Option<(Account, bool)>, AccessError> {
+        let key = keys::account_key(user);
+        let fact = self.cache.get_or_load(&key, || {
+            let record: Option<AccountRecord> = self.json(&key)?;
+            Ok::<_, AccessError>(Fact::Account(record.map(|r| {
+                let account = Account {
+                    status: r.status,
+                    suspended_until: r.suspended_until,
+                };
+                (account, r.flags.platform_admin)
+            })))
+        })?;
+        Ok(match fact {
+            Fact::Account(account) => account,
+            _ => None,
+        })
+    }
+
     /// A member's effective permissions in a tenant: whether a held role has global access, and
     /// the union of the held roles' permissions and the custom ones.
     pub fn effective_permissions(
@@ -477,18 +504,7 @@ impl AccessFacts for Access {
     type Error = AccessError;
 
     fn account(&self, user: &UserId) -> Result<Option<Account>, AccessError> {
-        let key = keys::account_key(user);
-        let fact = self.cache.get_or_load(&key, || {
-            let record: Option<AccountRecord> = self.json(&key)?;
-            Ok::<_, AccessError>(Fact::Account(record.map(|r| Account {
-                status: r.status,
-                suspended_until: r.suspended_until,
-            })))
-        })?;
-        Ok(match fact {
-            Fact::Account(account) => account,
-            _ => None,
-        })
+        Ok(self.cached_account(user)?.map(|(account, _)| account))
     }
 
     fn member(&self, tenant: &TenantId, user: &UserId) -> Result<Option<Arc<Member>>, AccessError> {

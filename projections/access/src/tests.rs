@@ -265,6 +265,31 @@ fn role_changes_and_suspensions_invalidate_cached_facts() {
 }
 
 #[test]
+fn the_platform_administrator_flag_is_cached_and_dropped_when_it_changes() {
+    let world = World::new();
+    let mut log = base();
+    world.apply(&log);
+    let flags = |platform_admin| {
+        DomainEvent::UserFlagsChanged(UserFlagsChanged {
+            flags: UserFlags {
+                platform_admin,
+                ..UserFlags::default()
+            },
+        })
+    };
+    // Asked first while unset, so the account is cached without the flag.
+    assert!(!world.access.is_platform_admin(&u(1)).unwrap());
+    log.push(None, u(1).to_string(), flags(true));
+    world.apply(&log);
+    assert!(world.access.is_platform_admin(&u(1)).unwrap());
+    log.push(None, u(1).to_string(), flags(false));
+    world.apply(&log);
+    assert!(!world.access.is_platform_admin(&u(1)).unwrap());
+    // Nobody unknown is one.
+    assert!(!world.access.is_platform_admin(&u(99)).unwrap());
+}
+
+#[test]
 fn explain_names_the_deciding_event() {
     let world = World::new();
     let mut log = base();
