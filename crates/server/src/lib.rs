@@ -34,9 +34,27 @@ use crate::extract::{CORRELATION_HEADER, MinPosition};
 use crate::metrics::{KindLabels, Metrics};
 use crate::routes::ops::{ReadModelState, ReadModelsReport};
 
-/// What every handler gets.
+/// What every handler gets: one shared [`StateParts`], so that the clones axum makes for every
+/// request cost one reference count, not one per part.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<StateParts>);
+
+impl AppState {
+    pub fn new(parts: StateParts) -> AppState {
+        AppState(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = StateParts;
+
+    fn deref(&self) -> &StateParts {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct StateParts {
     pub app: App,
     /// The operator token, when configured.
     pub admin_token: Option<Arc<TokenDigest>>,

@@ -244,7 +244,7 @@ pub async fn serve(
         config.data_dir.join("replays"),
         app.log().clone(),
     ));
-    let state = AppState {
+    let state = AppState::new(crate::StateParts {
         replays,
         app,
         admin_token: admin_token.map(Arc::new),
@@ -252,7 +252,7 @@ pub async fn serve(
         startup_target,
         read_model_names: Arc::new(names),
         trusted_proxies: Arc::new(config.trusted_proxies.clone()),
-    };
+    });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
