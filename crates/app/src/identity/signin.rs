@@ -778,7 +778,7 @@ mod auth_check_tests {
     use idstream_auth::TotpSecret;
 
     use super::*;
-    use crate::identity::{AcceptInvitation, Bootstrap, IdentityServices, InvitationRequest};
+    use crate::identity::{Bootstrap, IdentityServices};
     use crate::tests::ShiftedClock;
     use crate::{Clock, SuspendRequest};
 
@@ -824,51 +824,7 @@ mod auth_check_tests {
 
     /// Invites Bob into acme (no roles) and accepts with his password.
     async fn bob(app: &App, dir: &Path) -> UserId {
-        let sent = app
-            .invite(
-                &system(),
-                acme(),
-                InvitationRequest {
-                    email: BOB.into(),
-                    first_name: "Bob".into(),
-                    last_name: "Member".into(),
-                    roles: Vec::new(),
-                },
-            )
-            .await
-            .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let token = loop {
-            let found = idstream_mailer::FileMailer::messages(&dir.join("mail"))
-                .unwrap()
-                .iter()
-                .map(|path| idstream_mailer::read_eml(path).unwrap())
-                .find(|mail| mail.to.contains(BOB))
-                .and_then(|mail| {
-                    let at = mail.text.find("idi_")?;
-                    Some(
-                        mail.text[at..]
-                            .chars()
-                            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                            .collect::<String>(),
-                    )
-                });
-            if let Some(token) = found {
-                break token;
-            }
-            assert!(std::time::Instant::now() < deadline, "no invitation mail");
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        };
-        app.accept_invitation(
-            AcceptInvitation {
-                token,
-                password: Some(BOB_PASSWORD.into()),
-            },
-            &Client::default(),
-        )
-        .await
-        .unwrap();
-        sent.user
+        crate::identity::tests::invited_member(app, dir, BOB, BOB_PASSWORD, &[]).await
     }
 
     /// Authenticates twice, so that the second answer comes from memory.

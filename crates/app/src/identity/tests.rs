@@ -93,7 +93,7 @@ fn assert_err<T: std::fmt::Debug>(result: Result<T, AppError>, expected: &str) {
 }
 
 /// Invites `email` into acme with `roles` and accepts with `password`.
-async fn invited_member(
+pub(crate) async fn invited_member(
     app: &App,
     dir: &Path,
     email: &str,
