@@ -1326,6 +1326,18 @@ mod live {
         vec![Arc::new(IdentityProjection)]
     }
 
+    /// An embedded log in `root` with the identity read model running live over it.
+    async fn live(root: &std::path::Path) -> (SharedLog, ReadModels, Identity) {
+        let log: SharedLog = EmbeddedLog::open(&root.join("log"), EmbeddedOptions::default())
+            .await
+            .unwrap();
+        let models = ReadModels::start(&root.join("models"), log.clone(), projections())
+            .await
+            .unwrap();
+        let identity = Identity::new(models.tree(crate::NAME));
+        (log, models, identity)
+    }
+
     /// The session's standing through `cache`, tagged with the position the model has
     /// published (read first), and whether the tree had to be read.
     fn cached_standing(
@@ -1360,14 +1372,7 @@ mod live {
     #[tokio::test]
     async fn cached_standings_follow_every_change_the_live_model_applies() {
         let root = tempfile::tempdir().unwrap();
-        let log: SharedLog =
-            EmbeddedLog::open(&root.path().join("log"), EmbeddedOptions::default())
-                .await
-                .unwrap();
-        let models = ReadModels::start(&root.path().join("models"), log.clone(), projections())
-            .await
-            .unwrap();
-        let identity = Identity::new(models.tree(crate::NAME));
+        let (log, models, identity) = live(root.path()).await;
         let cache = crate::ViewCache::new(1024);
         let standing = |session| cached_standing(&cache, &models, &identity, session);
 
@@ -1420,14 +1425,7 @@ mod live {
     #[tokio::test]
     async fn the_live_identity_answers_queries_and_rebuilds_to_the_same_digest() {
         let root = tempfile::tempdir().unwrap();
-        let log: SharedLog =
-            EmbeddedLog::open(&root.path().join("log"), EmbeddedOptions::default())
-                .await
-                .unwrap();
-        let models = ReadModels::start(&root.path().join("models"), log.clone(), projections())
-            .await
-            .unwrap();
-        let identity = Identity::new(models.tree(crate::NAME));
+        let (log, models, identity) = live(root.path()).await;
 
         let mut last = 0;
         for event in a_day_of_events() {

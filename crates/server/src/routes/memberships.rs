@@ -86,7 +86,9 @@ pub async fn assign_role(
 /// Revoke a role from a user in a tenant.
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}/users/{user}/roles/{role}", tag = "roles",
     params(("tenant" = String, Path), ("user" = String, Path), ("role" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = CommandAccepted), (status = 404, body = Problem), (status = 409, body = Problem, description = "role_not_assigned")),
+    responses((status = 200, body = CommandAccepted), (status = 403, body = Problem, description = "owner_only"), (status = 404, body = Problem),
+        (status = 409, body = Problem, description = "role_not_assigned"),
+        (status = 422, body = Problem, description = "cannot_remove_self, last_admin")),
     security(("bearer" = [])))]
 pub async fn revoke_role(
     State(state): State<AppState>,
