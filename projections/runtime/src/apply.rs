@@ -192,6 +192,20 @@ pub(crate) fn commit(
     tree.apply_batch(batch)
 }
 
+/// Writes `overlay` into `tree` key by key, in key order, without a batch and without a
+/// checkpoint. Only for a tree no one reads until it is sealed (the offline rebuild): plain
+/// writes take sled's process-wide lock shared, so several trees fill at once and reads of the
+/// stage running beside them are not held up.
+pub(crate) fn write_unbatched(tree: &sled::Tree, overlay: &Overlay) -> Result<(), sled::Error> {
+    for (key, staged) in overlay {
+        match staged {
+            Some(value) => tree.insert(key.as_slice(), value.as_slice())?,
+            None => tree.remove(key.as_slice())?,
+        };
+    }
+    Ok(())
+}
+
 /// The outcome of [`apply_events`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {

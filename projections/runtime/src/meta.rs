@@ -198,6 +198,37 @@ pub(crate) fn reset(
     init(tree, version, log_id)
 }
 
+/// Empties a tree and leaves it without metadata, for an offline rebuild that writes it key by
+/// key: until [`seal`] records the version, a tree holding any key is judged
+/// [`RebuildReason::Unversioned`] and rebuilt again, so a rebuild interrupted at any point is
+/// never mistaken for a finished one.
+pub(crate) fn clear_unversioned(tree: &sled::Tree) -> Result<(), sled::Error> {
+    let mut batch = sled::Batch::default();
+    batch.remove(VERSION);
+    batch.remove(CHECKPOINT);
+    batch.remove(LOG_ID);
+    tree.apply_batch(batch)?;
+    tree.clear()
+}
+
+/// Records, in one atomic batch, that a tree cleared by [`clear_unversioned`] now holds the state
+/// at `checkpoint` built by `version` from the log `log_id`. The caller flushes the tree's data
+/// first, so that the batch can only ever be recovered after everything it vouches for.
+pub(crate) fn seal(
+    tree: &sled::Tree,
+    version: u32,
+    log_id: Option<&str>,
+    checkpoint: Position,
+) -> Result<(), sled::Error> {
+    let mut batch = sled::Batch::default();
+    batch.insert(VERSION, &version.to_be_bytes());
+    batch.insert(CHECKPOINT, &checkpoint.to_be_bytes());
+    if let Some(id) = log_id {
+        batch.insert(LOG_ID, id.as_bytes());
+    }
+    tree.apply_batch(batch)
+}
+
 /// Hex SHA-256 over every key and value of the tree in key order, each prefixed with its length
 /// (u64, big-endian) so that no two different trees hash the same bytes. The checkpoint is
 /// included: equal digests mean equal state *at the same position*. The version and the log id are

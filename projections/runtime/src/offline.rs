@@ -1,9 +1,18 @@
 //! Rebuilding every read model from the whole log, without live tails (`idstream replay`).
 //!
 //! Three stages run at once: one task reads the log in pages; per projection, one thread stages
-//! each page (runs `apply`) while another commits the page staged before it. Staging page N+1
-//! reads through page N's writes while they are being committed, so both stages stay correct
-//! and busy. Each commit is one atomic sled batch with its checkpoint, as in the live runners.
+//! each page (runs `apply`) while another writes the page staged before it. Staging page N+1
+//! reads through page N's writes while they are being written, so both stages stay correct and
+//! busy.
+//!
+//! Unlike the live runners, the pages are written key by key, not as one batch with a
+//! checkpoint: in sled 0.34 every batch takes a process-wide lock exclusively, which would make
+//! the four read models' writers and every read of their stages wait for one another, while
+//! plain writes share it. Atomicity comes from the metadata instead: the trees are cleared
+//! *without* a version at the start, and only once every page is written and flushed does one
+//! batch per tree record its version and checkpoint (`meta::seal`). A tree interrupted before
+//! that holds keys but no version, so whoever opens it next rebuilds it
+//! (`RebuildReason::Unversioned`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,7 +28,7 @@ use crate::runner::{check_names, log_skips};
 use crate::store::{blocking, open_healing};
 use crate::{Projection, RuntimeError, meta};
 
-/// Events read from the log per page; each projection commits one sled batch per page.
+/// Events read from the log per page; each projection writes one page at a time.
 const PAGE: usize = 8192;
 /// Pages queued ahead of each projection, so that reading runs ahead of applying.
 const READ_AHEAD: usize = 2;
@@ -30,10 +39,10 @@ type Page = Arc<Vec<RecordedEvent>>;
 /// Clears the read models in `dir` and rebuilds them from position 0 up to the log's last position
 /// at the time of the call, then flushes them and returns their digests by name.
 ///
-/// `progress(done, target)` is called whenever every projection has committed further. Nothing
+/// `progress(done, target)` is called whenever every projection has written further. Nothing
 /// else may use `dir` meanwhile (sled's lock makes sure). If an event cannot be applied, the
-/// rebuild stops with [`RuntimeError::Apply`] naming it; that projection's tree is left
-/// consistent at the position before it.
+/// rebuild stops with [`RuntimeError::Apply`] naming it; that projection's tree is sealed at the
+/// position before it, the others where they got, so a runtime started on them resumes there.
 pub async fn rebuild_offline(
     dir: &Path,
     log: SharedLog,
@@ -68,7 +77,7 @@ pub async fn rebuild_offline_until(
                 .iter()
                 .map(|projection| {
                     let tree = db.open_tree(projection.name())?;
-                    meta::reset(&tree, projection.version(), Some(&log_id))?;
+                    meta::clear_unversioned(&tree)?;
                     Ok(tree)
                 })
                 .collect::<Result<Vec<_>, sled::Error>>()
@@ -96,7 +105,7 @@ pub async fn rebuild_offline_until(
     drop(committed_tx);
     let mut reader = AbortOnDrop(tokio::spawn(read_pages(log, target, page_senders)));
 
-    // Progress is what every projection has committed. The loop ends when every pipeline has
+    // Progress is what every projection has written. The loop ends when every pipeline has
     // finished (they drop their senders), whether because the reader is done or one failed.
     let mut committed = vec![0; work.len()];
     let mut done = 0;
@@ -113,18 +122,39 @@ pub async fn rebuild_offline_until(
             }
         }
     }
+    let mut outcomes = Vec::with_capacity(pipelines.len());
     for pipeline in pipelines {
         match pipeline.await {
-            Ok(result) => result?,
+            Ok(outcome) => outcomes.push(outcome),
             Err(panicked) => std::panic::resume_unwind(panicked.into_panic()),
         }
     }
-    match (&mut reader.0).await {
-        Ok(result) => result?,
+    let read = match (&mut reader.0).await {
+        Ok(result) => result,
         Err(panicked) => std::panic::resume_unwind(panicked.into_panic()),
-    }
+    };
 
+    // Every tree now holds its events up to where its pipeline got. Once that is durable, each
+    // is sealed with its version and that checkpoint in one batch; a tree a storage failure may
+    // have left half-written stays unversioned and is rebuilt again when next opened.
     db.flush_async().await?;
+    let sealing = work.clone();
+    let sealed_at: Vec<Option<Position>> = outcomes.iter().map(|o| o.written).collect();
+    let sealed_log_id = log_id.clone();
+    blocking(move || {
+        for ((projection, tree), written) in sealing.iter().zip(sealed_at) {
+            if let Some(checkpoint) = written {
+                meta::seal(tree, projection.version(), Some(&sealed_log_id), checkpoint)?;
+            }
+        }
+        Ok::<_, sled::Error>(())
+    })
+    .await?;
+    db.flush_async().await?;
+    if let Some(error) = outcomes.into_iter().find_map(|outcome| outcome.error) {
+        return Err(error);
+    }
+    read?;
     let digests = blocking(move || {
         work.iter()
             .map(|(projection, tree)| Ok((projection.name().to_owned(), meta::digest(tree)?)))
@@ -179,14 +209,22 @@ async fn read_pages(
     Ok(())
 }
 
-/// One projection's stage-while-committing loop; runs on a blocking thread and commits on
-/// another. `committed` is told each checkpoint once its batch is durable in the tree.
+/// How far a pipeline got: the position its tree holds every event up to and nothing beyond
+/// (`None` when a storage failure may have left a page half-written), and why it stopped early,
+/// if it did.
+struct Outcome {
+    written: Option<Position>,
+    error: Option<RuntimeError>,
+}
+
+/// One projection's stage-while-writing loop; runs on a blocking thread and writes on another.
+/// `written` is told each position once the page up to it is in the tree.
 fn pipeline(
     projection: &dyn Projection,
     tree: &sled::Tree,
     mut pages: mpsc::Receiver<Page>,
-    committed: impl Fn(Position),
-) -> Result<(), RuntimeError> {
+    written: impl Fn(Position),
+) -> Outcome {
     let name = projection.name();
     let storage = |source| {
         RuntimeError::Apply(ApplyFailure::Storage {
@@ -195,67 +233,100 @@ fn pipeline(
         })
     };
     std::thread::scope(|scope| {
-        // The overlay being committed, its checkpoint, and the thread committing it.
+        // The overlay being written, the position it ends at, and the thread writing it.
         type Pending<'s> = (
             Arc<Overlay>,
             Position,
             std::thread::ScopedJoinHandle<'s, Result<(), sled::Error>>,
         );
-        let finish = |pending: Option<Pending<'_>>| -> Result<(), RuntimeError> {
-            if let Some((_, checkpoint, handle)) = pending {
-                match handle.join() {
-                    Ok(result) => result.map_err(storage)?,
+        let finish = |pending: Option<Pending<'_>>,
+                      last: &mut Option<Position>|
+         -> Result<(), RuntimeError> {
+            if let Some((_, end, handle)) = pending {
+                let result = match handle.join() {
+                    Ok(result) => result,
                     Err(panicked) => std::panic::resume_unwind(panicked),
+                };
+                if let Err(error) = result {
+                    *last = None;
+                    return Err(storage(error));
                 }
-                committed(checkpoint);
+                *last = Some(end);
+                written(end);
             }
             Ok(())
         };
         let mut pending: Option<Pending<'_>> = None;
+        let mut done = Some(0);
         // Every key written so far: the tree started empty, so no other key can be in it.
         let mut known = Some(KeyFilter::new());
-        let mut last = 0;
-        while let Some(page) = pages.blocking_recv() {
-            let fresh: Vec<&RecordedEvent> =
-                page.iter().filter(|event| event.position > last).collect();
-            let Some(end) = fresh.last().map(|event| event.position) else {
-                continue;
-            };
-            let base = pending.as_ref().map(|(overlay, _, _)| overlay.clone());
-            match apply::stage(projection, tree, base, known.as_ref(), &fresh) {
-                Ok(staged) => {
-                    let (overlay, skipped) = staged.into_parts();
-                    log_skips(name, &skipped);
-                    if let Some(known) = &mut known {
-                        for (key, value) in &overlay {
-                            if value.is_some() {
-                                known.insert(key);
+        let mut staged_to = 0;
+        let result = (|| {
+            while let Some(page) = pages.blocking_recv() {
+                let fresh: Vec<&RecordedEvent> = page
+                    .iter()
+                    .filter(|event| event.position > staged_to)
+                    .collect();
+                let Some(end) = fresh.last().map(|event| event.position) else {
+                    continue;
+                };
+                let base = pending.as_ref().map(|(overlay, _, _)| overlay.clone());
+                match apply::stage(projection, tree, base, known.as_ref(), &fresh) {
+                    Ok(staged) => {
+                        let (overlay, skipped) = staged.into_parts();
+                        log_skips(name, &skipped);
+                        if let Some(known) = &mut known {
+                            for (key, value) in &overlay {
+                                if value.is_some() {
+                                    known.insert(key);
+                                }
                             }
                         }
+                        // The tree must hold everything before this page before its writes go in.
+                        finish(pending.take(), &mut done)?;
+                        let overlay = Arc::new(overlay);
+                        let writing = overlay.clone();
+                        let handle = scope.spawn(move || apply::write_unbatched(tree, &writing));
+                        pending = Some((overlay, end, handle));
+                        staged_to = end;
                     }
-                    // The tree must hold everything before this page before its batch goes in.
-                    finish(pending.take())?;
-                    let overlay = Arc::new(overlay);
-                    let writing = overlay.clone();
-                    let handle = scope.spawn(move || apply::commit(tree, &writing, end));
-                    pending = Some((overlay, end, handle));
-                    last = end;
-                }
-                Err(_) => {
-                    // Once the previous page is in, the ordinary path commits what precedes the
-                    // failing event and names it.
-                    finish(pending.take())?;
-                    let applied = apply_events(projection, tree, &page)?;
-                    log_skips(name, &applied.skipped);
-                    // What that commit wrote is not in the filter; reading through sled from
-                    // here on keeps the answers exact.
-                    known = None;
-                    committed(applied.checkpoint);
-                    last = applied.checkpoint;
+                    Err(_) => {
+                        // Once the previous page is in, the ordinary path commits what precedes
+                        // the failing event and names it.
+                        finish(pending.take(), &mut done)?;
+                        let applied = match apply_events(projection, tree, &page) {
+                            Ok(applied) => applied,
+                            Err(failure) => {
+                                done = match &failure {
+                                    ApplyFailure::Event { committed, .. } => Some(*committed),
+                                    ApplyFailure::Storage { .. } => None,
+                                };
+                                return Err(RuntimeError::Apply(failure));
+                            }
+                        };
+                        log_skips(name, &applied.skipped);
+                        // What that commit wrote is not in the filter; reading through sled from
+                        // here on keeps the answers exact.
+                        known = None;
+                        done = Some(applied.checkpoint);
+                        written(applied.checkpoint);
+                        staged_to = applied.checkpoint;
+                    }
                 }
             }
+            finish(pending.take(), &mut done)
+        })();
+        // A page still being written when staging failed is waited for, so that the tree is
+        // left as the outcome says.
+        let error = result.err();
+        if error.is_some() && pending.is_some() {
+            // Its error, if any, leaves `done` at None.
+            let _ = finish(pending.take(), &mut done);
         }
-        finish(pending.take())
+        Outcome {
+            written: done,
+            error,
+        }
     })
 }
 

@@ -270,6 +270,45 @@ async fn an_offline_rebuild_replaces_whatever_the_store_held() {
 }
 
 #[tokio::test]
+async fn an_offline_rebuild_interrupted_before_it_is_sealed_is_redone_when_opened() {
+    let d = dirs();
+    let log = open_log(&d.log).await;
+    let last = append(&log, &["acme", "globex", "acme"]).await;
+    let offline = rebuild_offline(&d.models, log.clone(), counter(1), |_, _| {})
+        .await
+        .unwrap();
+
+    // What a rebuild leaves behind when it stops after writing some pages and before sealing:
+    // the tree cleared without a version, then written key by key.
+    {
+        let db = crate::open_rebuilt(&d.models).await.unwrap();
+        let tree = db.open_tree("counter").unwrap();
+        assert_eq!(crate::meta::read(&tree).unwrap().version, Some(1));
+        crate::meta::clear_unversioned(&tree).unwrap();
+        let mut half = crate::apply::Overlay::new();
+        half.insert(b"count/acme".to_vec(), Some(1u64.to_be_bytes().to_vec()));
+        crate::apply::write_unbatched(&tree, &half).unwrap();
+        let stored = crate::meta::read(&tree).unwrap();
+        assert_eq!((stored.version, stored.empty), (None, false));
+        db.flush().unwrap();
+    }
+
+    let models = ReadModels::start(&d.models, log.clone(), counter(1))
+        .await
+        .unwrap();
+    models.wait_for(last, PATIENCE).await.unwrap();
+    assert_eq!(
+        counts(&models.tree("counter")),
+        vec![c("acme", 2), c("globex", 1)]
+    );
+    assert_eq!(
+        models.digest("counter").await.unwrap(),
+        (last, offline["counter"].clone())
+    );
+    models.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_new_projection_version_rebuilds_the_read_model() {
     let d = dirs();
     let log = open_log(&d.log).await;
