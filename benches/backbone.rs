@@ -224,6 +224,19 @@ async fn run(knobs: Knobs) -> anyhow::Result<()> {
         rate(backlog as f64 / caught_up.as_secs_f64()),
         cpu.as_secs_f64() * 1e6 / backlog.max(1) as f64
     );
+    // What those events left in each read model (tenants, plus the idempotency records of the
+    // appends that carried a key): the rows each has to write per event.
+    let mut held = Vec::new();
+    for name in read_models.names() {
+        let tree = read_models.tree(name);
+        let rows = tree
+            .iter()
+            .keys()
+            .filter(|key| matches!(key, Ok(k) if k.first() != Some(&0)))
+            .count();
+        held.push(format!("{name} {:.2}", rows as f64 / backlog.max(1) as f64));
+    }
+    println!("  (info) rows per event they hold: {}", held.join(", "));
     println!();
     let app = App::new(
         log.clone(),
