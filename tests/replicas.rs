@@ -234,3 +234,56 @@ async fn two_replicas_demoting_the_last_two_admins_at_once_leave_one() {
     // Not every round was refused outright: the rule lets one of the two through.
     assert!(one_succeeded >= 1, "no demotion ever went through");
 }
+
+/// One open invitation per person and tenant across replicas: the same person invited to one
+/// tenant on two replicas at the same moment gets one invitation and one email; the other request
+/// answers `invitation_pending` and leaves nothing open behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_inviting_one_person_at_once_send_one_invitation() {
+    let nats = NatsServer::spawn();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Service::jetstream(dir_a.path(), &nats.url()).await;
+    let b = Service::jetstream(dir_b.path(), &nats.url()).await;
+    a.create_tenant("acme").await;
+    a.create_tenant("globex").await;
+    for round in 0..6 {
+        // Someone who already exists (in another tenant), so both invitations are about them.
+        let email = format!("round{round}@example.com");
+        let (user, _) = a.create_user("globex", &email, &["user"]).await;
+        let body =
+            json!({"email": email, "first_name": "Rita", "last_name": "Round", "roles": ["user"]});
+        let path = "/v1/tenants/acme/invitations";
+        let (first, second) = tokio::join!(
+            a.send(a.request(reqwest::Method::POST, path).json(&body)),
+            b.send(b.request(reqwest::Method::POST, path).json(&body)),
+        );
+        let answers = [&first, &second];
+        let sent: Vec<_> = answers.iter().filter(|x| x.status == 201).collect();
+        assert_eq!(sent.len(), 1, "round {round}: {first:?} {second:?}");
+        for refused in answers.iter().filter(|x| x.status != 201) {
+            refused.assert_problem(409, "invitation_pending");
+        }
+
+        // Both replicas list exactly one open invitation for them: the one that was answered.
+        let newest = a.log_position().await;
+        for replica in [&a, &b] {
+            let listed = replica.get_at(path, newest).await;
+            assert_eq!(listed.status, 200, "{listed:?}");
+            let open: Vec<_> = listed.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|item| item["user"] == json!(user) && item["status"] == "sent")
+                .collect();
+            assert_eq!(open.len(), 1, "round {round}: {listed:?}");
+            assert_eq!(open[0]["id"], sent[0].body["id"], "round {round}");
+        }
+        // One email, from whichever replica answered.
+        let mails = [&a, &b]
+            .iter()
+            .flat_map(|replica| replica.mail())
+            .filter(|mail| mail.to == email)
+            .count();
+        assert_eq!(mails, 1, "round {round}");
+    }
+}

@@ -30,7 +30,7 @@ impl Projection for IdentityProjection {
     }
 
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn apply(&self, state: &mut Staged<'_>, event: &RecordedEvent) -> Result<(), ApplyError> {
@@ -400,6 +400,7 @@ fn invitation_sent(
         revoked_at: None,
         invited_by: event.envelope.actor.clone(),
         position: event.position,
+        sent_position: event.position,
     };
     save(state, key, &view)?;
     state.insert(keys::invitation_token(&view.token), token_target(&view));

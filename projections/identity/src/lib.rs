@@ -242,6 +242,9 @@ pub struct InvitationView {
     pub invited_by: Actor,
     /// Log position of the invitation's last event.
     pub position: Position,
+    /// Log position of its first send: of two invitations of one user to one tenant sent at
+    /// once, the one sent first in the log stands.
+    pub sent_position: Position,
 }
 
 impl InvitationView {

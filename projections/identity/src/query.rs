@@ -170,8 +170,19 @@ impl Identity {
         tenant: &TenantId,
         user: &UserId,
     ) -> Result<Option<InvitationView>, IdentityError> {
+        Ok(self.open_invitations_of(tenant, user)?.pop())
+    }
+
+    /// Every open (recorded status `sent`) invitation of a user in a tenant, in id order. There
+    /// is one at most, except for a moment when two were sent at once (see `App::invite`).
+    pub fn open_invitations_of(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+    ) -> Result<Vec<InvitationView>, IdentityError> {
         let prefix = keys::open_invitations_of(tenant, user);
-        for key in self.tree.scan_prefix(prefix.as_bytes()).keys().rev() {
+        let mut open = Vec::new();
+        for key in self.tree.scan_prefix(prefix.as_bytes()).keys() {
             let key = key?;
             let id = std::str::from_utf8(&key[prefix.len()..])
                 .ok()
@@ -183,10 +194,10 @@ impl Identity {
                 .invitation(tenant, &id)?
                 .filter(|view| view.status == InvitationStatus::Sent)
             {
-                return Ok(Some(view));
+                open.push(view);
             }
         }
-        Ok(None)
+        Ok(open)
     }
 
     pub fn api_key(&self, id: &Ulid) -> Result<Option<ApiKeyView>, IdentityError> {

@@ -846,6 +846,7 @@ fn a_sent_invitation_is_found_by_id_token_and_as_the_users_open_invitation() {
         revoked_at: None,
         invited_by: admin(),
         position: 1,
+        sent_position: 1,
     };
     assert_eq!(
         identity.invitation(&t("acme"), &id(1)).unwrap(),

@@ -125,6 +125,28 @@ impl App {
                 },
             )
             .await?;
+        // Two invitations of this user to this tenant may have passed the check above at once
+        // (two replicas, or two requests on one). Once this replica's read model holds this one,
+        // it holds every invitation appended before it: if one of them is still open, it stands
+        // and this one withdraws before any email goes out. Of racing invitations, each sees the
+        // ones before it in the log, so exactly the first stands.
+        self.wait_for(outcome.position).await?;
+        let earlier_open = self
+            .identity()
+            .open_invitations_of(&tenant, &user)
+            .map_err(identity_storage)?
+            .into_iter()
+            .any(|open| open.id != id && open.sent_position < outcome.position);
+        if earlier_open {
+            self.execute::<InvitationAggregate>(
+                &ctx.without_idempotency(),
+                &invitation_key(&tenant, id),
+                "",
+                InvitationCommand::Revoke,
+            )
+            .await?;
+            return Err(AppError::InvitationPending);
+        }
         let expires_at = now + lifetime;
         let email_sent = self
             .mail_invitation(&email, &view.name, token.reveal(), expires_at)

@@ -1079,3 +1079,72 @@ async fn links_keys_sessions_and_invitations_expire_by_the_tenants_settings() {
     let late = listed.iter().find(|i| i.id == sent.id).unwrap();
     assert_eq!(late.status, idstream_identity::InvitationStatus::Expired);
 }
+
+#[tokio::test]
+async fn concurrent_invitations_of_one_user_to_one_tenant_leave_one_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    bootstrap(&app).await;
+    let globex: TenantId = "globex".parse().unwrap();
+    app.create_tenant(&system(), globex.clone(), "Globex".into())
+        .await
+        .unwrap();
+    for round in 0..8 {
+        // Someone who already exists (in another tenant), so both invitations are about them.
+        let email = format!("round{round}@example.com");
+        let user: UserId = app
+            .create_user(
+                &system(),
+                globex.clone(),
+                crate::NewUserRequest {
+                    email: email.clone(),
+                    first_name: "Rita".into(),
+                    last_name: format!("Round {round}"),
+                    roles: vec![],
+                    invite: false,
+                },
+            )
+            .await
+            .unwrap()
+            .id
+            .parse()
+            .unwrap();
+        let invite = || {
+            let (app, email) = (app.clone(), email.clone());
+            tokio::spawn(async move {
+                app.invite(
+                    &system(),
+                    acme(),
+                    InvitationRequest {
+                        email,
+                        first_name: "Rita".into(),
+                        last_name: String::new(),
+                        roles: vec![],
+                    },
+                )
+                .await
+            })
+        };
+        let (a, b) = (invite(), invite());
+        let results = [a.await.unwrap(), b.await.unwrap()];
+        let sent: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(sent.len(), 1, "round {round}: {results:?}");
+        assert!(
+            results
+                .iter()
+                .any(|r| matches!(r, Err(AppError::InvitationPending))),
+            "round {round}: {results:?}"
+        );
+        // Exactly one invitation is open, the one that was answered, and one email went out.
+        app.catch_up().await.unwrap();
+        let open = app.identity().open_invitations_of(&acme(), &user).unwrap();
+        assert_eq!(open.len(), 1, "round {round}: {open:?}");
+        assert_eq!(open[0].id, sent[0].id, "round {round}");
+        let mails = idstream_mailer::FileMailer::messages(&dir.path().join("mail"))
+            .unwrap()
+            .iter()
+            .filter(|path| idstream_mailer::read_eml(path).unwrap().to.contains(&email))
+            .count();
+        assert_eq!(mails, 1, "round {round}");
+    }
+}
