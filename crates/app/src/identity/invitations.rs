@@ -129,15 +129,23 @@ impl App {
         // (two replicas, or two requests on one). Once this replica's read model holds this one,
         // it holds every invitation appended before it: if one of them is still open, it stands
         // and this one withdraws before any email goes out. Of racing invitations, each sees the
-        // ones before it in the log, so exactly the first stands.
-        self.wait_for(outcome.position).await?;
-        let earlier_open = self
-            .identity()
-            .open_invitations_of(&tenant, &user)
-            .map_err(identity_storage)?
-            .into_iter()
-            .any(|open| open.id != id && open.sent_position < outcome.position);
-        if earlier_open {
+        // ones before it in the log, so exactly the first stands. If that cannot be known (the
+        // read model does not get there in time), this one withdraws too and the error is
+        // answered, so that a retry starts from a clean slate rather than finding an open
+        // invitation no email announced.
+        let settled = match self.wait_for(outcome.position).await {
+            Ok(()) => self
+                .identity()
+                .open_invitations_of(&tenant, &user)
+                .map_err(identity_storage)
+                .map(|open| {
+                    !open
+                        .iter()
+                        .any(|open| open.id != id && open.sent_position < outcome.position)
+                }),
+            Err(error) => Err(error),
+        };
+        if !matches!(settled, Ok(true)) {
             self.execute::<InvitationAggregate>(
                 &ctx.without_idempotency(),
                 &invitation_key(&tenant, id),
@@ -145,7 +153,7 @@ impl App {
                 InvitationCommand::Revoke,
             )
             .await?;
-            return Err(AppError::InvitationPending);
+            return Err(settled.err().unwrap_or(AppError::InvitationPending));
         }
         let expires_at = now + lifetime;
         let email_sent = self
