@@ -1083,6 +1083,57 @@ async fn an_invitation_is_accepted_exactly_once_however_many_try() {
 
 // ----- 5. brute force -----
 
+/// Failed sign-ins are events of the account's credentials, not counters in memory: four wrong
+/// passwords before a restart and one after it lock the account, as five in a row would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_sign_ins_counted_before_a_restart_still_count_after_it() {
+    let (_dir, mut svc) = bootstrapped().await;
+    // Each attempt from its own address, so that no per-source budget gets in the way.
+    let attempt = |svc: &Service, n: u8, password: &str| {
+        let client = Service::client_from(IpAddr::V4(Ipv4Addr::new(127, 0, 3, n)));
+        client
+            .post(svc.url("/v1/auth/sign-in"))
+            .json(&json!({"email": ADMIN_EMAIL, "password": password}))
+    };
+    for n in 1..=4 {
+        svc.send(attempt(&svc, n, "not the password"))
+            .await
+            .assert_problem(401, "invalid_credentials");
+    }
+    // The restart, with a look at the log in between: four failures, no lock-out yet.
+    svc.stop().await;
+    let count = |events: &[idstream_eventlog::RecordedEvent], kind: &str| {
+        events
+            .iter()
+            .filter(|e| e.envelope.event_type == kind)
+            .count()
+    };
+    let before = svc.events().await;
+    assert_eq!(
+        (
+            count(&before, "SignInFailed"),
+            count(&before, "AccountLocked")
+        ),
+        (4, 0)
+    );
+    svc.start_again().await;
+    // The fifth failure, after the restart, locks the account: the right password is refused.
+    svc.send(attempt(&svc, 5, "still not the password"))
+        .await
+        .assert_problem(401, "invalid_credentials");
+    svc.send(attempt(&svc, 6, ADMIN_PASSWORD))
+        .await
+        .assert_problem(401, "invalid_credentials");
+    svc.stop().await;
+    let after = svc.events().await;
+    let locked: Vec<_> = after
+        .iter()
+        .filter(|e| e.envelope.event_type == "AccountLocked")
+        .collect();
+    assert_eq!(locked.len(), 1, "{locked:?}");
+    assert_eq!(locked[0].envelope.data["failures"], 5);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
 async fn a_flood_of_wrong_passwords_is_rate_limited_and_locks_the_account_after_few_checks() {
     let (_dir, mut svc) = bootstrapped().await;
