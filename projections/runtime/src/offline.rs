@@ -29,7 +29,7 @@ use crate::store::{blocking, open_healing};
 use crate::{Projection, RuntimeError, meta};
 
 /// Events read from the log per page; each projection writes one page at a time.
-const PAGE: usize = 8192;
+pub(crate) const PAGE: usize = 8192;
 /// Pages queued ahead of each projection, so that reading runs ahead of applying.
 const READ_AHEAD: usize = 2;
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
@@ -292,8 +292,16 @@ fn pipeline(
                     }
                     Err(_) => {
                         // Once the previous page is in, the ordinary path commits what precedes
-                        // the failing event and names it.
+                        // the failing event and names it. It starts from the tree's checkpoint,
+                        // which the pages written key by key did not advance: record where they
+                        // got first (the tree stays unversioned until sealed, so this vouches
+                        // for nothing yet).
                         finish(pending.take(), &mut done)?;
+                        if let Err(error) = tree.insert(meta::CHECKPOINT, &staged_to.to_be_bytes())
+                        {
+                            done = None;
+                            return Err(storage(error));
+                        }
                         let applied = match apply_events(projection, tree, &page) {
                             Ok(applied) => applied,
                             Err(failure) => {
@@ -316,13 +324,8 @@ fn pipeline(
             }
             finish(pending.take(), &mut done)
         })();
-        // A page still being written when staging failed is waited for, so that the tree is
-        // left as the outcome says.
+        // Every path that ends in an error has waited for the page being written already.
         let error = result.err();
-        if error.is_some() && pending.is_some() {
-            // Its error, if any, leaves `done` at None.
-            let _ = finish(pending.take(), &mut done);
-        }
         Outcome {
             written: done,
             error,

@@ -429,10 +429,22 @@ async fn two_projections_with_one_name_are_refused() {
 
 #[tokio::test]
 async fn an_offline_rebuild_stops_at_an_event_it_cannot_apply_and_names_it() {
+    offline_rebuild_stopped_at(12_346).await;
+}
+
+#[tokio::test]
+async fn an_offline_rebuild_stopped_by_the_first_event_of_a_page_keeps_the_pages_before() {
+    // The first event of the second page: nothing of that page is applied, all of the first is.
+    offline_rebuild_stopped_at(crate::offline::PAGE as Position + 1).await;
+}
+
+/// A rebuild over 20,000 events whose event at `poison` cannot be applied stops there and names
+/// it; the store it leaves is consistent right before that event.
+async fn offline_rebuild_stopped_at(poison: Position) {
     let d = dirs();
     let log = open_log(&d.log).await;
-    let tenants: Vec<&str> = (0..20_000)
-        .map(|i| if i == 12_345 { "poison" } else { "acme" })
+    let tenants: Vec<&str> = (1..=20_000)
+        .map(|p| if p == poison { "poison" } else { "acme" })
         .collect();
     append_many(&log, &tenants).await;
     let failing: Vec<Arc<dyn Projection>> = vec![Arc::new(Counter {
@@ -443,17 +455,17 @@ async fn an_offline_rebuild_stops_at_an_event_it_cannot_apply_and_names_it() {
     let result = rebuild_offline(&d.models, log.clone(), failing, |_, _| {}).await;
     match result {
         Err(crate::RuntimeError::Apply(crate::ApplyFailure::Event {
-            position: 12_346,
-            committed: 12_345,
+            position,
+            committed,
             ..
-        })) => {}
+        })) if position == poison && committed == poison - 1 => {}
         other => panic!("unexpected {other:?}"),
     }
     // What was committed is consistent: a runtime started on it resumes right before the event.
     let models = ReadModels::start(&d.models, log.clone(), counter(0))
         .await
         .unwrap();
-    assert_eq!(models.position("counter"), 12_345);
+    assert_eq!(models.position("counter"), poison - 1);
     models.wait_for(20_000, PATIENCE).await.unwrap();
     assert_eq!(
         counts(&models.tree("counter")),
