@@ -23,6 +23,9 @@ use super::{Client, identity_storage, invitation_key};
 use crate::services::{internal, membership_key, user_key};
 use crate::{App, AppError, CommandContext, NewUserRequest};
 
+/// The step of [`App::invite`] that appends the invitation (its idempotency key's suffix).
+const INVITATION_STEP: &str = "invitation";
+
 /// `POST /v1/tenants/{tenant}/invitations`
 #[derive(Debug, Clone)]
 pub struct InvitationRequest {
@@ -63,6 +66,14 @@ impl App {
     ) -> Result<SentInvitation, AppError> {
         self.authorize_named(ctx, &tenant, "users", Action::Create)
             .await?;
+        // A retry of an invitation already carried out (same idempotency key) gets the first
+        // answer, not a refusal by the one-open-invitation rule below, and sends no second email.
+        if let Some(first) = self
+            .replayed(ctx.step_key(INVITATION_STEP).as_deref())
+            .await?
+        {
+            return self.first_invitation_answer(&tenant, &first).await;
+        }
         let view = self.tenant_view(&tenant).await?;
         let roles: BTreeSet<RoleName> = if request.roles.is_empty() {
             [view.settings.default_role.clone()].into()
@@ -105,7 +116,14 @@ impl App {
             .map_err(identity_storage)?
             .is_some_and(|i| i.status_at(self.now()) == InvitationStatus::Sent)
         {
-            return Err(AppError::InvitationPending);
+            // Perhaps the open one is this very request's, sent by a copy of it a moment ago.
+            return match self
+                .replayed(ctx.step_key(INVITATION_STEP).as_deref())
+                .await?
+            {
+                Some(first) => self.first_invitation_answer(&tenant, &first).await,
+                None => Err(AppError::InvitationPending),
+            };
         }
         let id = Ulid::new();
         let token = OpaqueToken::generate(TokenKind::Invitation);
@@ -115,7 +133,7 @@ impl App {
             .execute::<InvitationAggregate>(
                 ctx,
                 &invitation_key(&tenant, id),
-                "invitation",
+                INVITATION_STEP,
                 InvitationCommand::Send {
                     user,
                     roles,
@@ -125,23 +143,37 @@ impl App {
                 },
             )
             .await?;
+        if outcome.replayed {
+            // The same request, in flight twice at once: the other copy appended first and
+            // sends the email; this one answers as it does.
+            return match self
+                .replayed(ctx.step_key(INVITATION_STEP).as_deref())
+                .await?
+            {
+                Some(first) => self.first_invitation_answer(&tenant, &first).await,
+                None => Err(AppError::InvitationPending),
+            };
+        }
         // Two invitations of this user to this tenant may have passed the check above at once
-        // (two replicas, or two requests on one). Once this replica's read model holds this one,
-        // it holds every invitation appended before it: if one of them is still open, it stands
-        // and this one withdraws before any email goes out. Of racing invitations, each sees the
-        // ones before it in the log, so exactly the first stands. If that cannot be known (the
-        // read model does not get there in time), this one withdraws too and the error is
-        // answered, so that a retry starts from a clean slate rather than finding an open
-        // invitation no email announced.
+        // (two replicas, or two requests on one). Once this replica's read models hold this one,
+        // they hold every invitation appended before it: if one of them is still open (and not
+        // expired), it stands and this one withdraws before any email goes out. Each sees the
+        // invitations before it in the log, so at most one stands, normally the first. If that
+        // cannot be known (the read models do not get there in time), this one withdraws too
+        // and the error is answered, so that a retry finds no open invitation no email
+        // announced (unless the withdrawal itself fails: then an administrator resends or
+        // revokes it).
         let settled = match self.wait_for(outcome.position).await {
             Ok(()) => self
                 .identity()
                 .open_invitations_of(&tenant, &user)
                 .map_err(identity_storage)
                 .map(|open| {
-                    !open
-                        .iter()
-                        .any(|open| open.id != id && open.sent_position < outcome.position)
+                    !open.iter().any(|open| {
+                        open.id != id
+                            && open.sent_position < outcome.position
+                            && open.status_at(now) == InvitationStatus::Sent
+                    })
                 }),
             Err(error) => Err(error),
         };
@@ -165,6 +197,33 @@ impl App {
             expires_at,
             position: outcome.position,
             email_sent,
+        })
+    }
+
+    /// The answer an invitation request carried out before (`first`, found by its idempotency
+    /// key) gave: the invitation it sent, without a second email; or, if it was withdrawn
+    /// (another invitation stood, or an administrator revoked it since), `invitation_pending`.
+    async fn first_invitation_answer(
+        &self,
+        tenant: &TenantId,
+        first: &crate::Outcome,
+    ) -> Result<SentInvitation, AppError> {
+        let id = Ulid::from_string(&first.id).map_err(internal)?;
+        self.wait_for(first.position).await?;
+        let view = self
+            .identity()
+            .invitation(tenant, &id)
+            .map_err(identity_storage)?
+            .ok_or(AppError::Invitation(InvitationError::NotFound))?;
+        if view.status == InvitationStatus::Revoked {
+            return Err(AppError::InvitationPending);
+        }
+        Ok(SentInvitation {
+            id,
+            user: view.user,
+            expires_at: view.expires_at,
+            position: first.position,
+            email_sent: false,
         })
     }
 

@@ -1148,3 +1148,121 @@ async fn concurrent_invitations_of_one_user_to_one_tenant_leave_one_open() {
         assert_eq!(mails, 1, "round {round}");
     }
 }
+
+fn rita() -> InvitationRequest {
+    InvitationRequest {
+        email: "rita@example.com".into(),
+        first_name: "Rita".into(),
+        last_name: "Repeat".into(),
+        roles: vec![],
+    }
+}
+
+fn mails_to(dir: &Path, to: &str) -> usize {
+    idstream_mailer::FileMailer::messages(&dir.join("mail"))
+        .unwrap()
+        .iter()
+        .filter(|path| idstream_mailer::read_eml(path).unwrap().to.contains(to))
+        .count()
+}
+
+#[tokio::test]
+async fn someone_whose_invitation_expired_can_be_invited_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ShiftedClock::default());
+    let app = app_with_clock(dir.path(), clock.clone()).await;
+    bootstrap(&app).await;
+    let first = app.invite(&system(), acme(), rita()).await.unwrap();
+    // While it is open, a second one is refused…
+    assert_err(
+        app.invite(&system(), acme(), rita()).await,
+        "InvitationPending",
+    );
+    // …once it has expired (an expiry records no event), a new one goes out.
+    clock.advance(time::Duration::days(30));
+    let second = app.invite(&system(), acme(), rita()).await.unwrap();
+    assert_ne!(second.id, first.id);
+    assert!(second.email_sent);
+    assert_eq!(mails_to(dir.path(), "rita@example.com"), 2);
+    let open = app
+        .identity()
+        .open_invitations_of(&acme(), &second.user)
+        .unwrap();
+    let live: Vec<_> = open
+        .iter()
+        .filter(|view| view.status_at(app.now()) == idstream_identity::InvitationStatus::Sent)
+        .map(|view| view.id)
+        .collect();
+    assert_eq!(live, vec![second.id]);
+}
+
+#[tokio::test]
+async fn a_retried_invitation_gets_the_first_answer_and_no_second_email() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    bootstrap(&app).await;
+    let keyed =
+        CommandContext::new(Actor::system("test"), "c".into(), Some("invite-rita-1")).unwrap();
+    let first = app.invite(&keyed, acme(), rita()).await.unwrap();
+    assert!(first.email_sent);
+    // Retried one after the other, and twice at once: the same invitation, no second email.
+    let again = app.invite(&keyed, acme(), rita()).await.unwrap();
+    let (a, b) = tokio::join!(
+        app.invite(&keyed, acme(), rita()),
+        app.invite(&keyed, acme(), rita())
+    );
+    for retried in [again, a.unwrap(), b.unwrap()] {
+        assert_eq!(
+            (
+                retried.id,
+                retried.user,
+                retried.position,
+                retried.email_sent
+            ),
+            (first.id, first.user, first.position, false)
+        );
+    }
+    assert_eq!(mails_to(dir.path(), "rita@example.com"), 1);
+    // A new request (another key) is refused by the one-open-invitation rule.
+    let other =
+        CommandContext::new(Actor::system("test"), "c".into(), Some("invite-rita-2")).unwrap();
+    assert_err(
+        app.invite(&other, acme(), rita()).await,
+        "InvitationPending",
+    );
+}
+
+#[tokio::test]
+async fn two_copies_of_one_invitation_request_in_flight_at_once_send_one_email() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    bootstrap(&app).await;
+    for round in 0..6 {
+        let email = format!("copy{round}@example.com");
+        let key = format!("invite-copy-{round}");
+        let keyed = CommandContext::new(Actor::system("test"), "c".into(), Some(&key)).unwrap();
+        let request = InvitationRequest {
+            email: email.clone(),
+            ..rita()
+        };
+        let (a, b) = tokio::join!(
+            app.invite(&keyed, acme(), request.clone()),
+            app.invite(&keyed, acme(), request.clone())
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(
+            (a.id, a.user, a.position),
+            (b.id, b.user, b.position),
+            "round {round}"
+        );
+        assert_eq!(
+            [a.email_sent, b.email_sent]
+                .iter()
+                .filter(|sent| **sent)
+                .count(),
+            1,
+            "round {round}"
+        );
+        assert_eq!(mails_to(dir.path(), &email), 1, "round {round}");
+    }
+}
