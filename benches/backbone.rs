@@ -964,20 +964,17 @@ async fn rebuild_rate(
     Ok(())
 }
 
-/// The CPU time (user and system) this process has used so far; zero where /proc is missing.
+/// The CPU time (user and system) this process has used so far.
 fn process_cpu() -> Duration {
-    // Fields 14 and 15 of /proc/self/stat, in clock ticks (100 per second on Linux); the
-    // command name in field 2 may hold spaces, so count from its closing parenthesis.
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|stat| {
-            let rest = &stat[stat.rfind(')')? + 2..];
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let ticks =
-                fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-            Some(Duration::from_millis(ticks * 10))
-        })
-        .unwrap_or_default()
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return Duration::ZERO;
+    }
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 /// The process's peak resident set (VmHWM), in KiB; 0 where /proc is missing.
