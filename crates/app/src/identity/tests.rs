@@ -1140,12 +1140,7 @@ async fn concurrent_invitations_of_one_user_to_one_tenant_leave_one_open() {
         let open = app.identity().open_invitations_of(&acme(), &user).unwrap();
         assert_eq!(open.len(), 1, "round {round}: {open:?}");
         assert_eq!(open[0].id, sent[0].id, "round {round}");
-        let mails = idstream_mailer::FileMailer::messages(&dir.path().join("mail"))
-            .unwrap()
-            .iter()
-            .filter(|path| idstream_mailer::read_eml(path).unwrap().to.contains(&email))
-            .count();
-        assert_eq!(mails, 1, "round {round}");
+        assert_eq!(mails_to(dir.path(), &email), 1, "round {round}");
     }
 }
 
