@@ -201,8 +201,10 @@ impl App {
     }
 
     /// The answer an invitation request carried out before (`first`, found by its idempotency
-    /// key) gave: the invitation it sent, without a second email; or, if it was withdrawn
-    /// (another invitation stood, or an administrator revoked it since), `invitation_pending`.
+    /// key) gave: the invitation it sent, without a second email. If that invitation was
+    /// withdrawn or revoked since: `invitation_pending` while another one of the same person is
+    /// open (the invitation that stood), else `invitation_revoked` (a new request, with a new
+    /// idempotency key, may send one).
     async fn first_invitation_answer(
         &self,
         tenant: &TenantId,
@@ -216,7 +218,18 @@ impl App {
             .map_err(identity_storage)?
             .ok_or(AppError::Invitation(InvitationError::NotFound))?;
         if view.status == InvitationStatus::Revoked {
-            return Err(AppError::InvitationPending);
+            let now = self.now();
+            let other_open = self
+                .identity()
+                .open_invitations_of(tenant, &view.user)
+                .map_err(identity_storage)?
+                .iter()
+                .any(|open| open.status_at(now) == InvitationStatus::Sent);
+            return Err(if other_open {
+                AppError::InvitationPending
+            } else {
+                AppError::Invitation(InvitationError::Revoked)
+            });
         }
         Ok(SentInvitation {
             id,

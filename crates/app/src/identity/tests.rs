@@ -1225,6 +1225,19 @@ async fn a_retried_invitation_gets_the_first_answer_and_no_second_email() {
         app.invite(&other, acme(), rita()).await,
         "InvitationPending",
     );
+    // Once revoked, a retry of the first request says so, and a new request sends a new one.
+    app.revoke_invitation(&system(), acme(), first.id)
+        .await
+        .unwrap();
+    assert_err(
+        app.invite(&keyed, acme(), rita()).await,
+        "Invitation(Revoked)",
+    );
+    let third =
+        CommandContext::new(Actor::system("test"), "c".into(), Some("invite-rita-3")).unwrap();
+    let renewed = app.invite(&third, acme(), rita()).await.unwrap();
+    assert!(renewed.email_sent && renewed.id != first.id);
+    assert_eq!(mails_to(dir.path(), "rita@example.com"), 2);
 }
 
 #[tokio::test]

@@ -90,7 +90,7 @@ fn sent(status: StatusCode, sent: SentInvitation) -> Positioned<SentInvitationBo
     params(("tenant" = String, Path)),
     responses((status = 201, body = SentInvitationBody), (status = 403, body = Problem),
         (status = 404, body = Problem, description = "tenant_not_found"),
-        (status = 409, body = Problem, description = "invitation_pending"),
+        (status = 409, body = Problem, description = "invitation_pending; invitation_revoked (a retry, by its idempotency key, of an invitation since revoked)"),
         (status = 422, body = Problem, description = "invalid_email, unknown_role")),
     security(("bearer" = [])))]
 pub async fn invite(
