@@ -102,6 +102,14 @@ fn sign_in_request(svc: &Service, email: &str, password: &str) -> reqwest::Reque
         .json(&json!({"email": email, "password": password}))
 }
 
+/// Issues an API key in acme as `bearer` with the request `body`; its id and its secret.
+async fn issue_key(svc: &Service, bearer: &str, body: Value) -> (String, String) {
+    let issued = svc.post_as(bearer, "/v1/tenants/acme/api-keys", body).await;
+    assert_eq!(issued.status, 201, "{issued:?}");
+    let field = |name: &str| issued.body[name].as_str().unwrap().to_owned();
+    (field("id"), field("key"))
+}
+
 #[track_caller]
 fn assert_tokens(answer: &Answer) {
     assert_eq!(answer.status, 200, "{answer:?}");
@@ -1527,15 +1535,12 @@ async fn on_jetstream_a_second_replica_honours_tokens_and_keys_minted_by_the_fir
     assert_eq!(me.status, 200, "{me:?}");
 
     // An API key issued on A works on B, and its revocation on A reaches B.
-    let issued = a
-        .post_as(
-            access(&refreshed.body),
-            "/v1/tenants/acme/api-keys",
-            json!({"name": "replicated", "permissions": ["users:read"]}),
-        )
-        .await;
-    assert_eq!(issued.status, 201, "{issued:?}");
-    let key = issued.body["key"].as_str().unwrap().to_owned();
+    let (key_id, key) = issue_key(
+        &a,
+        access(&refreshed.body),
+        json!({"name": "replicated", "permissions": ["users:read"]}),
+    )
+    .await;
     let me = b.get_as(&key, "/v1/auth/me").await;
     assert_eq!(me.status, 200, "{me:?}");
     assert_eq!(me.body["user"]["id"], tokens["user"]);
@@ -1543,10 +1548,7 @@ async fn on_jetstream_a_second_replica_honours_tokens_and_keys_minted_by_the_fir
         .send(a.request_as(
             access(&refreshed.body),
             Method::DELETE,
-            &format!(
-                "/v1/tenants/acme/api-keys/{}",
-                issued.body["id"].as_str().unwrap()
-            ),
+            &format!("/v1/tenants/acme/api-keys/{key_id}"),
         ))
         .await;
     assert_eq!(revoked.status, 200, "{revoked:?}");
@@ -2020,15 +2022,8 @@ async fn revoke_and_use_at_once(svc: &Service, elsewhere: Option<&Service>, keys
     let admin = svc.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
     let mut issued = Vec::new();
     for n in 0..keys {
-        let answer = svc
-            .post_as(
-                access(&admin),
-                "/v1/tenants/acme/api-keys",
-                json!({"name": format!("key {n}")}),
-            )
-            .await;
-        assert_eq!(answer.status, 201, "{answer:?}");
-        let key = answer.body["key"].as_str().unwrap().to_owned();
+        let (key_id, key) =
+            issue_key(svc, access(&admin), json!({"name": format!("key {n}")})).await;
         assert!(!refused(svc, &key).await, "a new key is refused");
         if let Some(other) = elsewhere {
             assert!(
@@ -2036,7 +2031,7 @@ async fn revoke_and_use_at_once(svc: &Service, elsewhere: Option<&Service>, keys
                 "a new key is refused elsewhere"
             );
         }
-        issued.push((answer.body["id"].as_str().unwrap().to_owned(), key));
+        issued.push((key_id, key));
     }
     let revocations = issued.iter().map(|(id, key)| {
         let admin = &admin;
@@ -2095,15 +2090,12 @@ async fn on_jetstream_a_revoked_api_key_is_refused_by_the_next_request() {
 async fn an_api_key_checks_as_its_owner_within_its_restriction() {
     let (_dir, svc) = bootstrapped().await;
     let admin = svc.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
-    let issued = svc
-        .post_as(
-            access(&admin),
-            "/v1/tenants/acme/api-keys",
-            json!({"name": "checker", "permissions": ["users:read"]}),
-        )
-        .await;
-    assert_eq!(issued.status, 201, "{issued:?}");
-    let key = issued.body["key"].as_str().unwrap().to_owned();
+    let (_, key) = issue_key(
+        &svc,
+        access(&admin),
+        json!({"name": "checker", "permissions": ["users:read"]}),
+    )
+    .await;
     let check = |bearer: String, permission: &'static str| {
         let svc = &svc;
         async move {
@@ -2174,15 +2166,7 @@ async fn an_api_key_checks_as_its_owner_within_its_restriction() {
 async fn an_api_key_cannot_issue_api_keys() {
     let (_dir, svc) = bootstrapped().await;
     let admin = svc.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
-    let issued = svc
-        .post_as(
-            access(&admin),
-            "/v1/tenants/acme/api-keys",
-            json!({"name": "everything"}),
-        )
-        .await;
-    assert_eq!(issued.status, 201, "{issued:?}");
-    let key = issued.body["key"].as_str().unwrap().to_owned();
+    let (_, key) = issue_key(&svc, access(&admin), json!({"name": "everything"})).await;
     svc.post_as(
         &key,
         "/v1/tenants/acme/api-keys",
@@ -2587,15 +2571,12 @@ async fn suspending_or_deactivating_a_user_stops_their_sessions_refresh_tokens_a
     assert_tokens(&accepted);
     for (stop, resume) in [("suspend", "reinstate"), ("deactivate", "reactivate")] {
         let tokens = svc.sign_in(EMAIL, PASSWORD).await;
-        let issued = svc
-            .post_as(
-                access(&tokens),
-                "/v1/tenants/acme/api-keys",
-                json!({"name": format!("before {stop}")}),
-            )
-            .await;
-        assert_eq!(issued.status, 201, "{issued:?}");
-        let key = issued.body["key"].as_str().unwrap().to_owned();
+        let (_, key) = issue_key(
+            &svc,
+            access(&tokens),
+            json!({"name": format!("before {stop}")}),
+        )
+        .await;
         assert!(!refused(&svc, access(&tokens)).await, "{stop}");
         assert!(!refused(&svc, &key).await, "{stop}");
 

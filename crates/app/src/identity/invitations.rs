@@ -68,11 +68,8 @@ impl App {
             .await?;
         // A retry of an invitation already carried out (same idempotency key) gets the first
         // answer, not a refusal by the one-open-invitation rule below, and sends no second email.
-        if let Some(first) = self
-            .replayed(ctx.step_key(INVITATION_STEP).as_deref())
-            .await?
-        {
-            return self.first_invitation_answer(&tenant, &first).await;
+        if let Some(first) = self.first_invitation_answer(ctx, &tenant).await? {
+            return Ok(first);
         }
         let view = self.tenant_view(&tenant).await?;
         let roles: BTreeSet<RoleName> = if request.roles.is_empty() {
@@ -117,13 +114,10 @@ impl App {
             .is_some_and(|i| i.status_at(self.now()) == InvitationStatus::Sent)
         {
             // Perhaps the open one is this very request's, sent by a copy of it a moment ago.
-            return match self
-                .replayed(ctx.step_key(INVITATION_STEP).as_deref())
+            return self
+                .first_invitation_answer(ctx, &tenant)
                 .await?
-            {
-                Some(first) => self.first_invitation_answer(&tenant, &first).await,
-                None => Err(AppError::InvitationPending),
-            };
+                .ok_or(AppError::InvitationPending);
         }
         let id = Ulid::new();
         let token = OpaqueToken::generate(TokenKind::Invitation);
@@ -146,13 +140,10 @@ impl App {
         if outcome.replayed {
             // The same request, in flight twice at once: the other copy appended first and
             // sends the email; this one answers as it does.
-            return match self
-                .replayed(ctx.step_key(INVITATION_STEP).as_deref())
+            return self
+                .first_invitation_answer(ctx, &tenant)
                 .await?
-            {
-                Some(first) => self.first_invitation_answer(&tenant, &first).await,
-                None => Err(AppError::InvitationPending),
-            };
+                .ok_or(AppError::InvitationPending);
         }
         // Two invitations of this user to this tenant may have passed the check above at once
         // (two replicas, or two requests on one). Once this replica's read models hold this one,
@@ -200,16 +191,22 @@ impl App {
         })
     }
 
-    /// The answer an invitation request carried out before (`first`, found by its idempotency
-    /// key) gave: the invitation it sent, without a second email. If that invitation was
-    /// withdrawn or revoked since: `invitation_pending` while another one of the same person is
+    /// If this request (by its idempotency key) was carried out before, the answer it gave: the
+    /// invitation it sent, without a second email. If that invitation was withdrawn or revoked
+    /// since, that is the error: `invitation_pending` while another one of the same person is
     /// open (the invitation that stood), else `invitation_revoked` (a new request, with a new
-    /// idempotency key, may send one).
+    /// idempotency key, may send one). `None` for a request not seen before.
     async fn first_invitation_answer(
         &self,
+        ctx: &CommandContext,
         tenant: &TenantId,
-        first: &crate::Outcome,
-    ) -> Result<SentInvitation, AppError> {
+    ) -> Result<Option<SentInvitation>, AppError> {
+        let Some(first) = self
+            .replayed(ctx.step_key(INVITATION_STEP).as_deref())
+            .await?
+        else {
+            return Ok(None);
+        };
         let id = Ulid::from_string(&first.id).map_err(internal)?;
         self.wait_for(first.position).await?;
         let view = self
@@ -231,13 +228,13 @@ impl App {
                 AppError::Invitation(InvitationError::Revoked)
             });
         }
-        Ok(SentInvitation {
+        Ok(Some(SentInvitation {
             id,
             user: view.user,
             expires_at: view.expires_at,
             position: first.position,
             email_sent: false,
-        })
+        }))
     }
 
     fn invitation_index(&self, token: &str) -> idstream_domain::secret::BlindIndex {

@@ -958,11 +958,7 @@ mod auth_check_tests {
             mfa_required: true,
             ..Default::default()
         };
-        let changed = app
-            .change_tenant_settings(&system(), acme(), settings)
-            .await
-            .unwrap();
-        app.wait_for(changed.position).await.unwrap();
+        crate::identity::tests::change_settings(&app, settings).await;
         let caller = accepted(&app, &tokens).await;
         assert!(caller.must_enrol_second_factor);
 
@@ -977,11 +973,7 @@ mod auth_check_tests {
         assert!(!accepted(&app, &tokens).await.must_enrol_second_factor);
 
         let settings = idstream_domain::tenant::TenantSettings::default();
-        let changed = app
-            .change_tenant_settings(&system(), acme(), settings)
-            .await
-            .unwrap();
-        app.wait_for(changed.position).await.unwrap();
+        crate::identity::tests::change_settings(&app, settings).await;
         assert!(!accepted(&app, &tokens).await.must_enrol_second_factor);
     }
 }

@@ -60,6 +60,15 @@ async fn sign_in(app: &App, email: &str, password: &str) -> Result<Tokens, AppEr
     }
 }
 
+/// Changes acme's settings and waits until the read models hold the change.
+pub(crate) async fn change_settings(app: &App, settings: idstream_domain::tenant::TenantSettings) {
+    let changed = app
+        .change_tenant_settings(&system(), acme(), settings)
+        .await
+        .unwrap();
+    app.wait_for(changed.position).await.unwrap();
+}
+
 /// The token with `prefix` in the newest email to `to`.
 async fn mailed_token(dir: &Path, to: &str, prefix: &str) -> String {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -804,11 +813,7 @@ async fn self_registration_with_verification() {
         self_registration: true,
         ..Default::default()
     };
-    let changed = app
-        .change_tenant_settings(&system(), acme(), settings)
-        .await
-        .unwrap();
-    app.wait_for(changed.position).await.unwrap();
+    change_settings(&app, settings).await;
 
     let before = mail_count(dir.path());
     app.register(acme(), registration("reg@example.com"), None)
@@ -1003,11 +1008,7 @@ async fn links_keys_sessions_and_invitations_expire_by_the_tenants_settings() {
         magic_link_ttl_minutes: 5,
         ..Default::default()
     };
-    let changed = app
-        .change_tenant_settings(&system(), acme(), settings)
-        .await
-        .unwrap();
-    app.wait_for(changed.position).await.unwrap();
+    change_settings(&app, settings).await;
 
     let sent = app
         .invite(
