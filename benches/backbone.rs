@@ -4,6 +4,7 @@
 //! ```text
 //! cargo bench --bench backbone
 //! IDSTREAM_BENCH_EVENTS=500000 IDSTREAM_BENCH_SECONDS=10 cargo bench --bench backbone
+//! IDSTREAM_BENCH_ONLY=rebuild cargo bench --bench backbone    # one part: commands, rebuild, embedded
 //! ```
 //!
 //! It spawns its own nats-server (free port, temporary store; killed at the end) and measures:
@@ -99,6 +100,16 @@ struct Knobs {
     appenders: usize,
     /// `IDSTREAM_NATS_SERVER`: the nats-server binary.
     nats_server: PathBuf,
+    /// `IDSTREAM_BENCH_ONLY`: run one part only (`commands`, `rebuild` or `embedded`), to
+    /// profile it; all of them when unset.
+    only: Option<String>,
+}
+
+impl Knobs {
+    /// Whether the part `part` runs.
+    fn runs(&self, part: &str) -> bool {
+        self.only.as_deref().is_none_or(|only| only == part)
+    }
 }
 
 impl Knobs {
@@ -122,7 +133,15 @@ impl Knobs {
             nats_server: std::env::var_os("IDSTREAM_NATS_SERVER")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("/usr/sbin/nats-server")),
+            only: std::env::var("IDSTREAM_BENCH_ONLY").ok(),
         };
+        ensure!(
+            knobs
+                .only
+                .as_deref()
+                .is_none_or(|only| ["commands", "rebuild", "embedded"].contains(&only)),
+            "IDSTREAM_BENCH_ONLY must be commands, rebuild or embedded"
+        );
         ensure!(
             !knobs.seconds.is_zero(),
             "IDSTREAM_BENCH_SECONDS must be at least 1"
@@ -191,6 +210,35 @@ async fn run(knobs: Knobs) -> anyhow::Result<()> {
     let raw = async_nats::jetstream::new(client.clone());
     let mut table = Table::default();
 
+    if knobs.runs("commands") {
+        commands(&knobs, &nats, &raw, scratch.path(), &mut table).await?;
+    }
+    if knobs.runs("rebuild") {
+        rebuild_rate(&knobs, &nats, &raw, scratch.path(), &mut table).await?;
+    }
+    drop(raw);
+    drop(client);
+    drop(nats);
+
+    if knobs.runs("embedded") {
+        embedded_append(&knobs, scratch.path(), &mut table).await?;
+    }
+
+    println!();
+    println!("load average at the end: {}", load_average());
+    println!();
+    table.print();
+    Ok(())
+}
+
+/// Parts 1 and 2: the command path on the JetStream log with the real read models running.
+async fn commands(
+    knobs: &Knobs,
+    nats: &NatsServer,
+    raw: &Context,
+    scratch: &Path,
+    table: &mut Table,
+) -> anyhow::Result<()> {
     let log: SharedLog = Arc::new(
         JetStreamLog::connect(JetStreamOptions {
             stream: APP_STREAM.to_owned(),
@@ -198,14 +246,14 @@ async fn run(knobs: Knobs) -> anyhow::Result<()> {
         })
         .await?,
     );
-    let baseline = throughput_baseline(&knobs, &raw).await?;
+    let baseline = throughput_baseline(knobs, raw).await?;
     // The log layer before any read model consumes the stream, to tell its cost from theirs.
-    log_layer_alone(&knobs, &log, baseline).await?;
+    log_layer_alone(knobs, &log, baseline).await?;
 
     let access_cache = Arc::new(idstream_access::FactCache::default());
     // As the service does (`startup::open_app`): the read models share one subscription.
     let read_models = ReadModels::start(
-        &scratch.path().join("readmodels"),
+        &scratch.join("readmodels"),
         idstream_eventlog::FanOutLog::wrap(log.clone()),
         idstream_app::projections(access_cache.clone()),
     )
@@ -244,12 +292,12 @@ async fn run(knobs: Knobs) -> anyhow::Result<()> {
         access_cache,
         Arc::new(SystemClock),
         Duration::from_secs(30),
-        idstream_app::IdentityServices::local(&scratch.path().join("identity"))
+        idstream_app::IdentityServices::local(&scratch.join("identity"))
             .await
             .map_err(|e| anyhow!("identity services: {e}"))?,
     );
-    command_throughput(&knobs, &app, baseline, &mut table).await?;
-    command_latency(&knobs, &raw, &app, &mut table).await?;
+    command_throughput(knobs, &app, baseline, table).await?;
+    command_latency(knobs, raw, &app, table).await?;
     drop(app);
     read_models.shutdown().await;
     drop(log);
@@ -257,17 +305,6 @@ async fn run(knobs: Knobs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow!("deleting stream {APP_STREAM}: {e}"))?;
 
-    rebuild_rate(&knobs, &nats, &raw, scratch.path(), &mut table).await?;
-    drop(raw);
-    drop(client);
-    drop(nats);
-
-    embedded_append(&knobs, scratch.path(), &mut table).await?;
-
-    println!();
-    println!("load average at the end: {}", load_average());
-    println!();
-    table.print();
     Ok(())
 }
 
@@ -1056,7 +1093,12 @@ fn raw_sled_same_rows(
     dir: &Path,
     trees: Vec<(&'static str, Vec<(sled::IVec, sled::IVec)>)>,
 ) -> anyhow::Result<Duration> {
-    let db = sled::Config::new().path(dir).open()?;
+    // The configuration the service's read-model store uses (`idstream-projection-runtime`).
+    let db = sled::Config::new()
+        .path(dir)
+        .mode(sled::Mode::HighThroughput)
+        .flush_every_ms(Some(1000))
+        .open()?;
     let started = Instant::now();
     for (name, rows) in trees {
         let tree = db.open_tree(name)?;
