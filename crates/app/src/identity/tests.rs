@@ -1275,3 +1275,82 @@ async fn two_copies_of_one_invitation_request_in_flight_at_once_send_one_email()
         assert_eq!(mails_to(dir.path(), &email), 1, "round {round}");
     }
 }
+
+#[tokio::test]
+async fn an_invitation_the_read_models_do_not_reach_in_time_is_withdrawn_without_an_email() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    bootstrap(&app).await;
+    let rita_request = rita();
+    let created = app
+        .create_user(
+            &system(),
+            acme(),
+            crate::NewUserRequest {
+                email: rita_request.email.clone(),
+                first_name: rita_request.first_name.clone(),
+                last_name: rita_request.last_name.clone(),
+                roles: vec![],
+                invite: true,
+            },
+        )
+        .await
+        .unwrap();
+    let user: UserId = created.id.parse().unwrap();
+    // A replica whose read models hold everything so far and then stop: whatever it appends
+    // next, they never reach.
+    let end = app.log().last_position().await.unwrap();
+    let access_cache = Arc::new(idstream_access::FactCache::default());
+    let stopped = idstream_projection_runtime::ReadModels::start(
+        &dir.path().join("stopped-readmodels"),
+        app.log().clone(),
+        crate::projections(access_cache.clone()),
+    )
+    .await
+    .unwrap();
+    stopped
+        .wait_for(end, Duration::from_secs(30))
+        .await
+        .unwrap();
+    stopped.clone().shutdown().await;
+    let late = App::new(
+        app.log().clone(),
+        stopped,
+        access_cache,
+        Arc::new(SystemClock),
+        Duration::from_millis(300),
+        IdentityServices::local(dir.path()).await.unwrap(),
+    );
+
+    let keyed =
+        CommandContext::new(Actor::system("test"), "c".into(), Some("invite-rita-late")).unwrap();
+    let answer = late.invite(&keyed, acme(), rita()).await;
+    assert!(matches!(answer, Err(AppError::Stale { .. })), "{answer:?}");
+    // The invitation was appended and withdrawn at once, and no email went out.
+    app.catch_up().await.unwrap();
+    let invitations = app.identity().open_invitations_of(&acme(), &user).unwrap();
+    assert!(
+        invitations
+            .iter()
+            .all(|view| view.status_at(app.now()) != idstream_identity::InvitationStatus::Sent),
+        "{invitations:?}"
+    );
+    let events = app.log().read_after(end, 100).await.unwrap();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|event| event.envelope.event_type.as_str())
+        .collect();
+    assert_eq!(kinds, ["InvitationSent", "InvitationRevoked"]);
+    assert_eq!(mails_to(dir.path(), "rita@example.com"), 0);
+    // A retry of that request cannot send again (the log has its key): it says the invitation
+    // was revoked. A new request sends one.
+    assert_err(
+        app.invite(&keyed, acme(), rita()).await,
+        "Invitation(Revoked)",
+    );
+    let fresh =
+        CommandContext::new(Actor::system("test"), "c".into(), Some("invite-rita-new")).unwrap();
+    let sent = app.invite(&fresh, acme(), rita()).await.unwrap();
+    assert!(sent.email_sent);
+    assert_eq!(mails_to(dir.path(), "rita@example.com"), 1);
+}
