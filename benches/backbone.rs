@@ -133,7 +133,9 @@ impl Knobs {
             nats_server: std::env::var_os("IDSTREAM_NATS_SERVER")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("/usr/sbin/nats-server")),
-            only: std::env::var("IDSTREAM_BENCH_ONLY").ok(),
+            only: std::env::var("IDSTREAM_BENCH_ONLY")
+                .ok()
+                .filter(|only| !only.trim().is_empty()),
         };
         ensure!(
             knobs
