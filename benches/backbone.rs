@@ -233,6 +233,16 @@ async fn run(knobs: Knobs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The service's log layer on `stream` of the harness's nats-server.
+async fn service_log(nats: &NatsServer, stream: &str) -> anyhow::Result<SharedLog> {
+    let log = JetStreamLog::connect(JetStreamOptions {
+        stream: stream.to_owned(),
+        ..JetStreamOptions::new(nats.url())
+    })
+    .await?;
+    Ok(Arc::new(log))
+}
+
 /// Parts 1 and 2: the command path on the JetStream log with the real read models running.
 async fn commands(
     knobs: &Knobs,
@@ -241,13 +251,7 @@ async fn commands(
     scratch: &Path,
     table: &mut Table,
 ) -> anyhow::Result<()> {
-    let log: SharedLog = Arc::new(
-        JetStreamLog::connect(JetStreamOptions {
-            stream: APP_STREAM.to_owned(),
-            ..JetStreamOptions::new(nats.url())
-        })
-        .await?,
-    );
+    let log = service_log(nats, APP_STREAM).await?;
     let baseline = throughput_baseline(knobs, raw).await?;
     // The log layer before any read model consumes the stream, to tell its cost from theirs.
     log_layer_alone(knobs, &log, baseline).await?;
@@ -758,13 +762,7 @@ async fn rebuild_rate(
 ) -> anyhow::Result<()> {
     let n = knobs.events;
     println!("== projection rebuild: {n} realistic events ==");
-    let log: SharedLog = Arc::new(
-        JetStreamLog::connect(JetStreamOptions {
-            stream: REBUILD_STREAM.to_owned(),
-            ..JetStreamOptions::new(nats.url())
-        })
-        .await?,
-    );
+    let log = service_log(nats, REBUILD_STREAM).await?;
     let filling = Instant::now();
     let mut inflight = FuturesUnordered::new();
     let mut payload_bytes = 0usize;
