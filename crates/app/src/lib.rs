@@ -52,6 +52,16 @@ pub fn projections(access_cache: Arc<FactCache>) -> Vec<Arc<dyn Projection>> {
     ]
 }
 
+/// The read models that commands, sign-in and every query except the audit trail's read. Their
+/// waits (read-your-writes after a command, a client's consistency token) cover only these, so a
+/// stuck audit read model (an event it cannot apply) does not stop the rest of the service; the
+/// audit trail's own queries wait for it as well ([`App::wait_for_audit_token`]).
+pub const SERVING_READ_MODELS: [&str; 3] = [
+    idstream_directory::NAME,
+    idstream_access::NAME,
+    idstream_identity::NAME,
+];
+
 /// Where the application gets the time from; tests can pin it.
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> OffsetDateTime;
@@ -134,8 +144,8 @@ impl App {
         self.inner.consistency_timeout
     }
 
-    /// Waits until every read model has applied everything the log holds now, so that a lookup
-    /// that follows sees what any replica wrote before this call.
+    /// Waits until the serving read models ([`SERVING_READ_MODELS`]) have applied everything the
+    /// log holds now, so that a lookup that follows sees what any replica wrote before this call.
     pub async fn catch_up(&self) -> Result<(), AppError> {
         let end = self
             .inner
@@ -146,11 +156,23 @@ impl App {
         self.wait_for(end).await
     }
 
-    /// Honours a client's consistency token: waits (bounded) until every read model has applied
-    /// `min`. A token beyond the end of the log was never issued by it (the log is shared by all
-    /// replicas, so no replica can be behind it) and is refused rather than waited for.
+    /// Honours a client's consistency token for a query of the serving read models: waits
+    /// (bounded) until they have applied `min`. A token beyond the end of the log was never
+    /// issued by it (the log is shared by all replicas, so no replica can be behind it) and is
+    /// refused rather than waited for.
     pub async fn wait_for_token(&self, min: Position) -> Result<(), AppError> {
-        if self.inner.read_models.min_position() >= min {
+        self.honour_token(min, &SERVING_READ_MODELS).await
+    }
+
+    /// [`App::wait_for_token`] for a query of the audit trail: the audit read model too.
+    pub async fn wait_for_audit_token(&self, min: Position) -> Result<(), AppError> {
+        let mut models = SERVING_READ_MODELS.to_vec();
+        models.push(idstream_audit::NAME);
+        self.honour_token(min, &models).await
+    }
+
+    async fn honour_token(&self, min: Position, models: &[&str]) -> Result<(), AppError> {
+        if self.inner.read_models.min_position_of(models) >= min {
             return Ok(());
         }
         if let Ok(end) = self.inner.log.last_position().await
@@ -158,14 +180,25 @@ impl App {
         {
             return Err(AppError::PositionBeyondLog { wanted: min, end });
         }
-        self.wait_for(min).await
+        self.wait_for_models(min, models).await
     }
 
-    /// Waits until every read model has applied `min` (a client's consistency token).
+    /// Waits until the serving read models ([`SERVING_READ_MODELS`]) have applied `min`: what a
+    /// command does before it answers when its answer must already hold for the next request.
     pub async fn wait_for(&self, min: Position) -> Result<(), AppError> {
+        self.wait_for_models(min, &SERVING_READ_MODELS).await
+    }
+
+    /// Waits until every read model, the audit trail's included, has applied `min`.
+    pub async fn wait_for_every_model(&self, min: Position) -> Result<(), AppError> {
+        let names = self.inner.read_models.names();
+        self.wait_for_models(min, &names).await
+    }
+
+    async fn wait_for_models(&self, min: Position, models: &[&str]) -> Result<(), AppError> {
         self.inner
             .read_models
-            .wait_for(min, self.inner.consistency_timeout)
+            .wait_for_some(models, min, self.inner.consistency_timeout)
             .await
             .map_err(|stale| AppError::Stale {
                 wanted: min,

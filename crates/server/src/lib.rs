@@ -104,10 +104,20 @@ impl AppState {
         result
     }
 
-    /// Honours a query's consistency token: waits (bounded) until the read models reach it.
+    /// Honours a query's consistency token: waits (bounded) until the serving read models (all
+    /// but the audit trail's) reach it.
     pub async fn consistent(&self, min: MinPosition) -> Result<(), ApiError> {
         let Some(min) = min.0 else { return Ok(()) };
-        let result = self.app.wait_for_token(min).await;
+        self.count_wait(self.app.wait_for_token(min).await)
+    }
+
+    /// [`AppState::consistent`] for a query of the audit trail: its read model too.
+    pub async fn consistent_audit(&self, min: MinPosition) -> Result<(), ApiError> {
+        let Some(min) = min.0 else { return Ok(()) };
+        self.count_wait(self.app.wait_for_audit_token(min).await)
+    }
+
+    fn count_wait(&self, result: Result<(), AppError>) -> Result<(), ApiError> {
         let kind = if result.is_ok() {
             "reached"
         } else {
@@ -158,7 +168,7 @@ impl AppState {
                 .await
                 .map_err(|e| AppError::Internal(e.to_string()))?;
         }
-        Ok(self.app.wait_for(end).await?)
+        Ok(self.app.wait_for_every_model(end).await?)
     }
 }
 

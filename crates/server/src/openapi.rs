@@ -12,7 +12,8 @@ use crate::routes::{self, CommandAccepted};
 #[openapi(
     info(title = "idstream", description = "Event-sourced identity and access service. Commands answer with the log \
         position of their last event (`position`, `X-Idstream-Position`); queries accept `X-Idstream-Min-Position` \
-        or `min_position` and wait for it (bounded), then answer 503 `not_caught_up` with Retry-After. \
+        or `min_position` and wait for it (bounded), then answer 503 `not_caught_up` with Retry-After; only the \
+        audit trail's queries wait for the audit read model. \
         Errors are RFC 9457 problem+json with a stable `code`."),
     paths(
         routes::ops::healthz, routes::ops::readyz, routes::ops::metrics, routes::ops::openapi,

@@ -133,21 +133,62 @@ impl ReadModels {
             .unwrap_or(0)
     }
 
+    /// The least position reached by the projections named in `names` (names this handle does
+    /// not know are left out). 0 when none is named.
+    pub fn min_position_of(&self, names: &[&str]) -> Position {
+        self.named(names)
+            .map(|slot| *slot.shared.position.borrow())
+            .min()
+            .unwrap_or(0)
+    }
+
     /// Waits until every projection has reached `min` (read-your-writes), at most `timeout`.
     pub async fn wait_for(&self, min: Position, timeout: Duration) -> Result<(), Stale> {
+        self.wait_for_slots(self.inner.slots.iter(), min, timeout)
+            .await
+            .map_err(|_| Stale {
+                current: self.min_position(),
+            })
+    }
+
+    /// Waits until the projections named in `names` have reached `min`, at most `timeout`; the
+    /// others are not waited for (a read that needs only some read models is not held up by a
+    /// stuck one it does not read). Names this handle does not know are left out.
+    pub async fn wait_for_some(
+        &self,
+        names: &[&str],
+        min: Position,
+        timeout: Duration,
+    ) -> Result<(), Stale> {
+        self.wait_for_slots(self.named(names), min, timeout)
+            .await
+            .map_err(|_| Stale {
+                current: self.min_position_of(names),
+            })
+    }
+
+    fn named<'a>(&'a self, names: &'a [&str]) -> impl Iterator<Item = &'a Slot> + 'a {
+        self.inner
+            .slots
+            .iter()
+            .filter(move |slot| names.contains(&slot.shared.name()))
+    }
+
+    async fn wait_for_slots(
+        &self,
+        slots: impl Iterator<Item = &Slot>,
+        min: Position,
+        timeout: Duration,
+    ) -> Result<(), ()> {
         let deadline = tokio::time::Instant::now() + timeout;
-        for slot in &self.inner.slots {
+        for slot in slots {
             let mut position = slot.shared.position.subscribe();
             match tokio::time::timeout_at(deadline, position.wait_for(|reached| *reached >= min))
                 .await
             {
                 Ok(Ok(_)) => {}
                 // The sender lives as long as `self`, so only the deadline ends the wait.
-                Ok(Err(_)) | Err(_) => {
-                    return Err(Stale {
-                        current: self.min_position(),
-                    });
-                }
+                Ok(Err(_)) | Err(_) => return Err(()),
             }
         }
         Ok(())

@@ -9,11 +9,13 @@ use ulid::Ulid;
 
 use crate::{ApplyError, Projection, Staged};
 
-/// Counts events per tenant under `count/<tenant>` (u64, big-endian). Deterministic ways to
+/// Counts events per tenant under `count/<tenant>` (u64, big-endian); named `counter` unless
+/// `name` says otherwise. Deterministic ways to
 /// misbehave, keyed on the tenant of the event: `fail_on` returns an error, `panic_on` panics,
 /// and the tenant `skip-me` is skipped with a note.
 #[derive(Default)]
 pub(crate) struct Counter {
+    pub name: Option<&'static str>,
     pub version: u32,
     pub fail_on: Option<&'static str>,
     pub panic_on: Option<&'static str>,
@@ -21,7 +23,7 @@ pub(crate) struct Counter {
 
 impl Projection for Counter {
     fn name(&self) -> &'static str {
-        "counter"
+        self.name.unwrap_or("counter")
     }
 
     fn version(&self) -> u32 {

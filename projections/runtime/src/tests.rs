@@ -120,6 +120,46 @@ async fn waiting_for_a_position_the_log_has_not_reached_times_out_with_the_curre
 }
 
 #[tokio::test]
+async fn a_wait_for_some_read_models_is_not_held_up_by_a_stuck_other() {
+    let d = dirs();
+    let log = open_log(&d.log).await;
+    let projections: Vec<Arc<dyn Projection>> = vec![
+        Arc::new(Counter {
+            version: 1,
+            ..Counter::default()
+        }),
+        Arc::new(Counter {
+            name: Some("stuck"),
+            version: 1,
+            fail_on: Some("poison"),
+            ..Counter::default()
+        }),
+    ];
+    let models = ReadModels::start(&d.models, log.clone(), projections)
+        .await
+        .unwrap();
+    let last = append(&log, &["acme", "poison", "acme"]).await;
+
+    models
+        .wait_for_some(&["counter"], last, PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(models.min_position_of(&["counter"]), last);
+    assert_eq!(models.min_position_of(&["stuck"]), 1);
+    assert_eq!(
+        models
+            .wait_for_some(&["counter", "stuck"], last, Duration::from_millis(50))
+            .await,
+        Err(Stale { current: 1 })
+    );
+    assert_eq!(
+        models.wait_for(last, Duration::from_millis(50)).await,
+        Err(Stale { current: 1 })
+    );
+    models.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_wait_ends_when_the_awaited_event_is_applied() {
     let d = dirs();
     let log = open_log(&d.log).await;

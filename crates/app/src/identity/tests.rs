@@ -1354,3 +1354,52 @@ async fn an_invitation_the_read_models_do_not_reach_in_time_is_withdrawn_without
     assert!(sent.email_sent);
     assert_eq!(mails_to(dir.path(), "rita@example.com"), 1);
 }
+
+#[tokio::test]
+async fn a_stuck_audit_trail_stops_neither_commands_nor_sign_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    bootstrap(&app).await;
+    let end = app.log().last_position().await.unwrap();
+    app.wait_for_audit_token(end).await.unwrap();
+    // Damage the audit trail's copy of acme's settings: it cannot fold the next change of them,
+    // so it stops right before that event (loudly) and stays there.
+    app.read_models()
+        .tree(idstream_audit::NAME)
+        .insert(b"set/acme/", b"not json".as_slice())
+        .unwrap();
+    let changed = app
+        .change_tenant_settings(
+            &system(),
+            acme(),
+            idstream_domain::tenant::TenantSettings {
+                session_idle_minutes: 45,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(changed.position > end, "the change is an event");
+
+    // Commands, sign-in and queries of the other read models go on.
+    app.wait_for_token(changed.position).await.unwrap();
+    let tokens = sign_in(&app, "admin@example.com", ADMIN_PASSWORD)
+        .await
+        .unwrap();
+    assert!(!tokens.access_token.is_empty());
+    let invited = app.invite(&system(), acme(), rita()).await.unwrap();
+    assert!(invited.email_sent);
+    app.wait_for_token(invited.position).await.unwrap();
+    // Only the audit trail's own queries wait for it, and say it is behind.
+    assert_eq!(
+        app.read_models().position(idstream_audit::NAME),
+        changed.position - 1
+    );
+    assert!(
+        matches!(
+            app.wait_for_audit_token(changed.position).await,
+            Err(AppError::Stale { current, .. }) if current == changed.position - 1
+        ),
+        "the audit trail is stuck before the settings change"
+    );
+}

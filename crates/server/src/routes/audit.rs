@@ -285,7 +285,7 @@ pub async fn audit_events(
     ApiQuery(params): ApiQuery<AuditEventsQuery>,
 ) -> Result<Json<AuditEventsPage>, ApiError> {
     let query = audit_query(&params)?;
-    state.consistent(min).await?;
+    state.consistent_audit(min).await?;
     let page = state.app.audit_events(&caller.ctx, query).await?;
     Ok(Json(page.into()))
 }
