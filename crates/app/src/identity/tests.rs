@@ -36,6 +36,11 @@ fn system() -> CommandContext {
     CommandContext::new(Actor::system("test"), "c".into(), None).unwrap()
 }
 
+/// [`system`] with the idempotency key `key`.
+fn with_key(key: &str) -> CommandContext {
+    CommandContext::new(Actor::system("test"), "c".into(), Some(key)).unwrap()
+}
+
 async fn bootstrap(app: &App) -> UserId {
     app.bootstrap(Bootstrap {
         tenant: acme(),
@@ -1197,8 +1202,7 @@ async fn a_retried_invitation_gets_the_first_answer_and_no_second_email() {
     let dir = tempfile::tempdir().unwrap();
     let app = app(dir.path()).await;
     bootstrap(&app).await;
-    let keyed =
-        CommandContext::new(Actor::system("test"), "c".into(), Some("invite-rita-1")).unwrap();
+    let keyed = with_key("invite-rita-1");
     let first = app.invite(&keyed, acme(), rita()).await.unwrap();
     assert!(first.email_sent);
     // Retried one after the other, and twice at once: the same invitation, no second email.
@@ -1220,8 +1224,7 @@ async fn a_retried_invitation_gets_the_first_answer_and_no_second_email() {
     }
     assert_eq!(mails_to(dir.path(), "rita@example.com"), 1);
     // A new request (another key) is refused by the one-open-invitation rule.
-    let other =
-        CommandContext::new(Actor::system("test"), "c".into(), Some("invite-rita-2")).unwrap();
+    let other = with_key("invite-rita-2");
     assert_err(
         app.invite(&other, acme(), rita()).await,
         "InvitationPending",
@@ -1234,8 +1237,7 @@ async fn a_retried_invitation_gets_the_first_answer_and_no_second_email() {
         app.invite(&keyed, acme(), rita()).await,
         "Invitation(Revoked)",
     );
-    let third =
-        CommandContext::new(Actor::system("test"), "c".into(), Some("invite-rita-3")).unwrap();
+    let third = with_key("invite-rita-3");
     let renewed = app.invite(&third, acme(), rita()).await.unwrap();
     assert!(renewed.email_sent && renewed.id != first.id);
     assert_eq!(mails_to(dir.path(), "rita@example.com"), 2);
@@ -1249,7 +1251,7 @@ async fn two_copies_of_one_invitation_request_in_flight_at_once_send_one_email()
     for round in 0..6 {
         let email = format!("copy{round}@example.com");
         let key = format!("invite-copy-{round}");
-        let keyed = CommandContext::new(Actor::system("test"), "c".into(), Some(&key)).unwrap();
+        let keyed = with_key(&key);
         let request = InvitationRequest {
             email: email.clone(),
             ..rita()
@@ -1322,8 +1324,7 @@ async fn an_invitation_the_read_models_do_not_reach_in_time_is_withdrawn_without
         IdentityServices::local(dir.path()).await.unwrap(),
     );
 
-    let keyed =
-        CommandContext::new(Actor::system("test"), "c".into(), Some("invite-rita-late")).unwrap();
+    let keyed = with_key("invite-rita-late");
     let answer = late.invite(&keyed, acme(), rita()).await;
     assert!(matches!(answer, Err(AppError::Stale { .. })), "{answer:?}");
     // The invitation was appended and withdrawn at once, and no email went out.
@@ -1348,8 +1349,7 @@ async fn an_invitation_the_read_models_do_not_reach_in_time_is_withdrawn_without
         app.invite(&keyed, acme(), rita()).await,
         "Invitation(Revoked)",
     );
-    let fresh =
-        CommandContext::new(Actor::system("test"), "c".into(), Some("invite-rita-new")).unwrap();
+    let fresh = with_key("invite-rita-new");
     let sent = app.invite(&fresh, acme(), rita()).await.unwrap();
     assert!(sent.email_sent);
     assert_eq!(mails_to(dir.path(), "rita@example.com"), 1);
