@@ -59,7 +59,7 @@ use async_nats::jetstream::stream::{self, StorageType};
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use idstream_app::{App, AppError, CommandContext, NewUserRequest, SuspendRequest, SystemClock};
+use idstream_app::{App, AppError, Caller, NewUserRequest, SuspendRequest, SystemClock};
 use idstream_domain::access::Permission;
 use idstream_domain::envelope::{Actor, AggregateType, Metadata};
 use idstream_domain::events::{
@@ -301,8 +301,9 @@ async fn commands(
         idstream_app::IdentityServices::local(&scratch.join("identity"))
             .await
             .map_err(|e| anyhow!("identity services: {e}"))?,
+        idstream_app::replay::Replays::new(scratch.join("replays"), log.clone()),
     );
-    command_throughput(knobs, &app, baseline, table).await?;
+    command_throughput(knobs, &app, &read_models, baseline, table).await?;
     command_latency(knobs, raw, &app, table).await?;
     drop(app);
     read_models.shutdown().await;
@@ -375,6 +376,7 @@ async fn log_layer_alone(knobs: &Knobs, log: &SharedLog, baseline: f64) -> anyho
 async fn command_throughput(
     knobs: &Knobs,
     app: &App,
+    read_models: &ReadModels,
     baseline: f64,
     table: &mut Table,
 ) -> anyhow::Result<()> {
@@ -382,7 +384,7 @@ async fn command_throughput(
         "== command throughput: {} clients creating tenants for {:?}, read models running ==",
         knobs.clients, knobs.seconds
     );
-    let before = app.log().last_position().await?;
+    let before = app.operations.log().last_position().await?;
     let counter = Arc::new(AtomicU64::new(0));
     let deadline = tokio::time::Instant::now() + knobs.seconds;
     let started = Instant::now();
@@ -395,7 +397,8 @@ async fn command_throughput(
                     let n = counter.fetch_add(1, Ordering::Relaxed);
                     let ctx = command_context(None)?;
                     let tenant: TenantId = format!("t-{n}").parse()?;
-                    app.create_tenant(&ctx, tenant, format!("Tenant {n}"))
+                    app.tenants
+                        .create(&ctx, tenant, format!("Tenant {n}"))
                         .await
                         .map_err(app_error)?;
                     done += 1;
@@ -409,7 +412,7 @@ async fn command_throughput(
         commands += client.await??;
     }
     let elapsed = started.elapsed();
-    let last = app.log().last_position().await?;
+    let last = app.operations.log().last_position().await?;
     let events = last - before;
     ensure!(
         events == commands,
@@ -425,22 +428,23 @@ async fn command_throughput(
         rate(baseline)
     );
     let waited = Instant::now();
-    app.read_models()
-        .wait_for(last, Duration::from_secs(120))
-        .await?;
+    read_models.wait_for(last, Duration::from_secs(120)).await?;
     println!(
         "  (info) the read models reached the last event {:.2?} after the last command returned",
         waited.elapsed()
     );
 
-    let log_only = log_append_throughput(knobs, app.log(), "b").await?;
+    let log_only = log_append_throughput(knobs, app.operations.log(), "b").await?;
     println!(
         "  (info) breakdown: JetStreamLog::append alone, same clients and events, read models running: {}/s ({:.2}× raw)",
         rate(log_only),
         log_only / baseline
     );
-    app.read_models()
-        .wait_for(app.log().last_position().await?, Duration::from_secs(120))
+    read_models
+        .wait_for(
+            app.operations.log().last_position().await?,
+            Duration::from_secs(120),
+        )
         .await?;
 
     table.push(Row {
@@ -596,7 +600,8 @@ async fn command_latency(
         knobs.latency_samples
     );
     let tenant: TenantId = "latency".parse()?;
-    app.create_tenant(&command_context(None)?, tenant.clone(), "Latency".into())
+    app.tenants
+        .create(&command_context(None)?, tenant.clone(), "Latency".into())
         .await
         .map_err(app_error)?;
     let request = NewUserRequest {
@@ -607,7 +612,8 @@ async fn command_latency(
         invite: false,
     };
     let created = app
-        .create_user(&command_context(None)?, tenant.clone(), request)
+        .users
+        .create(&command_context(None)?, tenant.clone(), request)
         .await
         .map_err(app_error)?;
     let user: UserId = created
@@ -648,10 +654,12 @@ async fn command_latency(
         let ctx = command_context(Some(&format!("latency-{}", Ulid::new())))?;
         let started = Instant::now();
         let outcome = if command.is_multiple_of(2) {
-            app.grant_permissions(&ctx, tenant.clone(), user, permissions.clone())
+            app.memberships
+                .grant_permissions(&ctx, tenant.clone(), user, permissions.clone())
                 .await
         } else {
-            app.revoke_permissions(&ctx, tenant.clone(), user, permissions.clone())
+            app.memberships
+                .revoke_permissions(&ctx, tenant.clone(), user, permissions.clone())
                 .await
         };
         let took = started.elapsed();
@@ -667,7 +675,7 @@ async fn command_latency(
     // Interleaved in rounds, so that a change in machine load hits all three alike.
     for i in 0..200 {
         raw_once(i).await?;
-        appender.once(app.log()).await?;
+        appender.once(app.operations.log()).await?;
         app_once().await?;
     }
     let rounds = 10;
@@ -678,7 +686,7 @@ async fn command_latency(
             raw_samples.push(raw_once(i).await?);
         }
         for _ in 0..per_round {
-            log_samples.push(appender.once(app.log()).await?);
+            log_samples.push(appender.once(app.operations.log()).await?);
         }
         for _ in 0..per_round {
             app_samples.push(app_once().await?);
@@ -695,9 +703,9 @@ async fn command_latency(
                 until: None,
                 reason: Some(SUSPENSION_REASON.into()),
             };
-            app.suspend_user(&ctx, user, request).await
+            app.users.suspend(&ctx, user, request).await
         } else {
-            app.reinstate_user(&ctx, user).await
+            app.users.reinstate(&ctx, user).await
         }
         .map_err(app_error)?;
         held_samples.push(started.elapsed());
@@ -1384,13 +1392,13 @@ fn raw_group_commit(
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-fn command_context(idempotency_key: Option<&str>) -> anyhow::Result<CommandContext> {
-    CommandContext::new(
-        Actor::system("bench"),
-        Ulid::new().to_string(),
-        idempotency_key,
-    )
-    .map_err(app_error)
+/// The operator (a system actor, above every rule) with an optional idempotency key.
+fn command_context(idempotency_key: Option<&str>) -> anyhow::Result<Caller> {
+    let caller = Caller::system("bench");
+    match idempotency_key {
+        None => Ok(caller),
+        Some(key) => caller.with_idempotency_key(key).map_err(app_error),
+    }
 }
 
 fn app_error(e: AppError) -> anyhow::Error {

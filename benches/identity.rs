@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use idstream_app::identity::{AcceptInvitation, Bootstrap, InvitationRequest, SignIn};
-use idstream_app::{App, Client, IdentityServices, SystemClock};
+use idstream_app::{App, Caller, IdentityServices, SystemClock};
 use idstream_auth::{AccessSubject, Issuer, KeyRing, PasswordHasherPool};
 use idstream_eventlog::SharedLog;
 use idstream_eventlog::embedded::{EmbeddedLog, EmbeddedOptions};
@@ -55,6 +55,7 @@ async fn app(dir: &std::path::Path, cores: usize) -> anyhow::Result<App> {
         .map_err(anyhow::Error::msg)?;
     services.hasher = PasswordHasherPool::new(cores);
     services.config.attempts_per_source_per_minute = u32::MAX;
+    let replays = idstream_app::replay::Replays::new(dir.join("replays"), log.clone());
     Ok(App::new(
         log,
         read_models,
@@ -62,6 +63,7 @@ async fn app(dir: &std::path::Path, cores: usize) -> anyhow::Result<App> {
         Arc::new(SystemClock),
         Duration::from_secs(30),
         services,
+        replays,
     ))
 }
 
@@ -95,25 +97,22 @@ where
 /// `n` members with the bench password, invited and accepted through the application (the
 /// invitation token is read from the file mailer's message).
 async fn members(app: &App, dir: &std::path::Path, n: usize) -> anyhow::Result<Vec<String>> {
-    let system = idstream_app::CommandContext::new(
-        idstream_domain::Actor::system("bench"),
-        "b".into(),
-        None,
-    )?;
+    let system = Caller::system("bench");
     let mut emails = Vec::new();
     for i in 0..n {
         let email = format!("member{i}@example.com");
-        app.invite(
-            &system,
-            "acme".parse().map_err(anyhow::Error::msg)?,
-            InvitationRequest {
-                email: email.clone(),
-                first_name: String::new(),
-                last_name: String::new(),
-                roles: vec![],
-            },
-        )
-        .await?;
+        app.identity
+            .invite(
+                &system,
+                "acme".parse().map_err(anyhow::Error::msg)?,
+                InvitationRequest {
+                    email: email.clone(),
+                    first_name: String::new(),
+                    last_name: String::new(),
+                    roles: vec![],
+                },
+            )
+            .await?;
         let mut token = None;
         for path in idstream_mailer::FileMailer::messages(&dir.join("mail"))? {
             let mail = idstream_mailer::read_eml(&path)?;
@@ -129,14 +128,15 @@ async fn members(app: &App, dir: &std::path::Path, n: usize) -> anyhow::Result<V
             }
         }
         let token = token.ok_or_else(|| anyhow::anyhow!("no invitation mail for {email}"))?;
-        app.accept_invitation(
-            AcceptInvitation {
-                token,
-                password: Some(PASSWORD.into()),
-            },
-            &Client::default(),
-        )
-        .await?;
+        app.identity
+            .accept_invitation(
+                &Caller::anonymous(),
+                AcceptInvitation {
+                    token,
+                    password: Some(PASSWORD.into()),
+                },
+            )
+            .await?;
         emails.push(email);
     }
     Ok(emails)
@@ -152,7 +152,7 @@ fn main() -> anyhow::Result<()> {
     let scratch = tempfile::tempdir()?;
     runtime.block_on(async {
         let app = app(scratch.path(), cores).await?;
-        app.bootstrap(Bootstrap {
+        app.identity.bootstrap(&Caller::system("bootstrap"), Bootstrap {
             tenant: "acme".parse().map_err(anyhow::Error::msg)?,
             tenant_name: "Acme".into(),
             email: "admin@example.com".into(),
@@ -186,7 +186,7 @@ fn main() -> anyhow::Result<()> {
                 let emails = emails.clone();
                 async move {
                     let r = app
-                        .sign_in_password(&emails[w], PASSWORD.into(), None, &Client::default())
+                        .identity.sign_in(&Caller::anonymous(), &emails[w], PASSWORD.into(), None)
                         .await;
                     assert!(matches!(r, Ok(SignIn::Complete(_))), "{r:?}");
                 }
@@ -201,7 +201,7 @@ fn main() -> anyhow::Result<()> {
 
         // --- access-token authentication, one core ---
         let tokens = match app
-            .sign_in_password("admin@example.com", PASSWORD.into(), None, &Client::default())
+            .identity.sign_in(&Caller::anonymous(), "admin@example.com", PASSWORD.into(), None)
             .await?
         {
             SignIn::Complete(t) => t,
@@ -215,7 +215,7 @@ fn main() -> anyhow::Result<()> {
                 let app = app.clone();
                 let access = access.clone();
                 async move {
-                    app.authenticate(&access).await.expect("valid token");
+                    app.identity.authenticate(&access).await.expect("valid token");
                 }
             })
             .await
@@ -250,7 +250,7 @@ fn main() -> anyhow::Result<()> {
         let start = Instant::now();
         let mut refreshes = 0u64;
         while start.elapsed() < duration {
-            let next = app.refresh(&refresh_token, None).await?;
+            let next = app.identity.refresh(&Caller::anonymous(), &refresh_token).await?;
             refresh_token = next.refresh_token;
             refreshes += 1;
         }
@@ -259,7 +259,7 @@ fn main() -> anyhow::Result<()> {
         let mut sessions = Vec::new();
         for _ in 0..cores * 16 {
             match app
-                .sign_in_password("admin@example.com", PASSWORD.into(), None, &Client::default())
+                .identity.sign_in(&Caller::anonymous(), "admin@example.com", PASSWORD.into(), None)
                 .await?
             {
                 SignIn::Complete(t) => sessions.push(t.refresh_token),
@@ -276,7 +276,7 @@ fn main() -> anyhow::Result<()> {
                 let slots = slots.clone();
                 async move {
                     let mut token = slots[w].lock().await;
-                    let next = app.refresh(&token, None).await.expect("refresh");
+                    let next = app.identity.refresh(&Caller::anonymous(), &token).await.expect("refresh");
                     *token = next.refresh_token;
                 }
             })

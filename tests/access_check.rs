@@ -290,7 +290,7 @@ async fn roles_entities_permissions_and_menus_are_read_back() {
     );
     svc.get_at("/v1/tenants/acme/roles/ghost", at)
         .await
-        .assert_problem(404, "not_found");
+        .assert_problem(404, "role_not_found");
 
     let entities = svc.get_at("/v1/tenants/acme/entities", at).await;
     assert_eq!(entities.body["items"][0]["name"], "project");

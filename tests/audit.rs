@@ -392,10 +392,11 @@ async fn an_auditor_sees_the_trail_of_their_tenant_and_nothing_of_another() {
     assert_eq!(back.len(), pages.len() - 1);
     assert_eq!(back.last().unwrap(), &pages[0]["items"]);
 
-    // Nothing of globex, nor everything, nor the global events.
+    // Nothing of globex (which answers as if it did not exist), nor everything, nor the global
+    // events.
     trail(&svc, &auditor, "tenant=globex")
         .await
-        .assert_problem(403, "forbidden");
+        .assert_problem(404, "tenant_not_found");
     trail(&svc, &auditor, "")
         .await
         .assert_problem(403, "platform_admin_only");

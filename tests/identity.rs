@@ -2336,13 +2336,14 @@ async fn magic_links_emailed_codes_self_registration_and_profiles_over_http() {
         .await;
     assert_tokens(&signed_in);
 
-    // Self-registration: off by default, then on with verification.
+    // Self-registration: off by default (the tenant then answers as if it did not exist), then
+    // on with verification.
     let admin = svc.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
     let admin_token = access(&admin).to_owned();
     let registration = json!({"email": "reg@example.com", "password": "a good long pass phrase"});
     svc.post_anonymous("/v1/tenants/acme/register", registration.clone())
         .await
-        .assert_problem(403, "self_registration_disabled");
+        .assert_problem(404, "tenant_not_found");
     let settings = svc.get_as(&admin_token, "/v1/tenants/acme/settings").await;
     let mut settings = settings.body.clone();
     settings["self_registration"] = json!(true);

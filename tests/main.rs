@@ -14,6 +14,7 @@ mod identity;
 mod jetstream;
 mod keys;
 mod replicas;
+mod routes;
 mod server;
 mod subscribers;
 mod support;

@@ -1,45 +1,153 @@
-//! The audit trail query (F-AU-1): who may read which part of it.
+//! Audit: the audit trail (F-AU-1), point-in-time explanations and holders (F-AU-2), and the
+//! access review (F-AU-6).
 //!
-//! - A tenant's trail (`Scope::Tenant`) needs `audit:read` in that tenant. Platform
-//!   administrators (and system actors) have it everywhere; an API key has it if its owner does
-//!   and its restriction allows it, in its own tenant only (see [`App::authorize`]).
-//! - Every tenant at once (`Scope::All`) and the events without a tenant (`Scope::Global`) are
-//!   for platform administrators only.
+//! - A tenant's trail, its past and its review need `audit:read` in that tenant. Platform
+//!   administrators have it everywhere; an API key has it if its owner does and its restriction
+//!   allows it, in its own tenant only.
+//! - Every tenant's trail at once and the events without a tenant are for platform
+//!   administrators only.
 //!
 //! What a tenant's trail includes of global events (sign-ins, failures, lock-outs, user
 //! lifecycle) is decided by the audit projection: see `idstream_audit`.
 
-use idstream_audit::{Audit, AuditPage, AuditQuery, Scope};
+use idstream_access::Explanation;
+use idstream_audit::{AuditPage, AuditQuery, Scope};
+use idstream_domain::access::{Action, CheckRequest, Permission, RecordId, Subject};
+use idstream_domain::{TenantId, UserId};
+use idstream_eventlog::Position;
 
-use crate::{App, AppError, CommandContext};
+use crate::core::internal;
+use crate::policy::Caller;
+use crate::replay::{AsOf, ExplainedHolder, ReplayInfo, Review, emails, holders};
+use crate::{AppError, service};
 
-impl App {
+service!(
+    /// The audit trail, the past and access reviews.
+    Audit
+);
+
+impl Audit {
     /// The audit read model's query side.
-    pub fn audit(&self) -> Audit {
-        Audit::new(self.inner.read_models.tree(idstream_audit::NAME))
+    fn trail(&self) -> idstream_audit::Audit {
+        idstream_audit::Audit::new(self.read_models.tree(idstream_audit::NAME))
     }
 
-    /// One page of the audit trail, if the caller may read that part of it.
+    /// Honours a consistency token for a query of the audit trail: the audit read model too.
+    pub async fn wait_for_token(&self, min: Position) -> Result<(), AppError> {
+        self.wait_for_audit_token(min).await
+    }
+
+    /// One page of the audit trail.
     ///
-    /// Needs: audit:read in the tenant, or platform administrator for every tenant or the global
-    /// events.
-    pub async fn audit_events(
-        &self,
-        ctx: &CommandContext,
-        query: AuditQuery,
-    ) -> Result<AuditPage, AppError> {
+    /// Who: `audit:read` in the tenant; platform administrators for every tenant or the
+    /// global events.
+    pub async fn events(&self, caller: &Caller, query: AuditQuery) -> Result<AuditPage, AppError> {
         match &query.filter.scope {
-            Scope::Tenant(tenant) => {
-                // Authorised first, so that nobody learns from the answer which tenants exist.
-                self.authorize_audit_read(ctx, tenant).await?;
-            }
-            Scope::All | Scope::Global => self.authorize_platform_admin(ctx).await?,
+            Scope::Tenant(tenant) => self.auditor(caller, tenant).await?,
+            Scope::All | Scope::Global => self.platform_admin(caller).await?,
         }
-        let audit = self.audit();
+        let audit = self.trail();
         // A page may read thousands of index keys: off the async workers.
         tokio::task::spawn_blocking(move || audit.query(&query))
             .await
             .map_err(|e| AppError::Internal(format!("the audit query did not finish: {e}")))?
             .map_err(|e| AppError::Internal(e.to_string()))
+    }
+
+    /// Auditors hold `audit:read` in the tenant; a tenant that does not exist is not found.
+    async fn auditor(&self, caller: &Caller, tenant: &TenantId) -> Result<(), AppError> {
+        self.named_permission(caller, tenant, "audit", Action::Read)
+            .await?;
+        self.require_tenant(tenant).await
+    }
+
+    /// The position of the last erasure in the log (the read models catch up with the log
+    /// first, so an erasure just made is never missed).
+    async fn last_erasure(&self) -> Result<Position, AppError> {
+        self.catch_up().await?;
+        self.directory.last_erasure().map_err(internal)
+    }
+
+    /// Explains a check as it would have been decided at `as_of`.
+    ///
+    /// Who: `audit:read` in the tenant.
+    pub async fn explain_as_of(
+        &self,
+        caller: &Caller,
+        as_of: AsOf,
+        tenant: TenantId,
+        user: UserId,
+        permission: Permission,
+        record: Option<RecordId>,
+    ) -> Result<(ReplayInfo, Explanation), AppError> {
+        self.auditor(caller, &tenant).await?;
+        let replay = self
+            .replays
+            .at(as_of, self.last_erasure().await?, |_, _| {})
+            .await?;
+        let explanation = replay
+            .access
+            .explain(CheckRequest {
+                tenant: &tenant,
+                subject: Subject::User(user),
+                permission: &permission,
+                record: record.as_ref(),
+                restriction: None,
+                now: replay.now(),
+            })
+            .map_err(internal)?;
+        Ok((replay.info.clone(), explanation))
+    }
+
+    /// Who could use `permission` (of an entity) on `record` at `as_of`, each with the
+    /// decision's explanation (the role, grant, ownership, local role or global access, and the
+    /// event that established it). Everyone holding anything in the tenant then is considered.
+    ///
+    /// Who: `audit:read` in the tenant.
+    pub async fn holders_as_of(
+        &self,
+        caller: &Caller,
+        as_of: AsOf,
+        tenant: TenantId,
+        permission: Permission,
+        record: RecordId,
+    ) -> Result<(ReplayInfo, Vec<ExplainedHolder>), AppError> {
+        self.auditor(caller, &tenant).await?;
+        let replay = self
+            .replays
+            .at(as_of, self.last_erasure().await?, |_, _| {})
+            .await?;
+        let holders = holders(&replay, &tenant, &permission, &record)?;
+        Ok((replay.info.clone(), holders))
+    }
+
+    /// The access review of a tenant now (the live read models, caught up with the log) or at
+    /// `as_of`.
+    ///
+    /// Who: `audit:read` in the tenant.
+    pub async fn access_review(
+        &self,
+        caller: &Caller,
+        as_of: Option<AsOf>,
+        tenant: TenantId,
+    ) -> Result<(Option<ReplayInfo>, Review), AppError> {
+        self.auditor(caller, &tenant).await?;
+        match as_of {
+            None => {
+                self.catch_up().await?;
+                let review = self.access.access_review(&tenant).map_err(internal)?;
+                let emails = emails(&self.directory, &review)?;
+                Ok((None, Review { review, emails }))
+            }
+            Some(as_of) => {
+                let replay = self
+                    .replays
+                    .at(as_of, self.last_erasure().await?, |_, _| {})
+                    .await?;
+                let review = replay.access.access_review(&tenant).map_err(internal)?;
+                let emails = emails(&replay.directory, &review)?;
+                Ok((Some(replay.info.clone()), Review { review, emails }))
+            }
+        }
     }
 }

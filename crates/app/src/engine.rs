@@ -10,7 +10,8 @@ use idstream_eventlog::{AppendError, Expected, Position};
 use sha2::{Digest, Sha256};
 use ulid::Ulid;
 
-use crate::{App, AppError};
+use crate::AppError;
+use crate::core::Core;
 
 /// How many times a command is re-decided after losing an optimistic-concurrency race.
 const MAX_ATTEMPTS: usize = 8;
@@ -149,14 +150,13 @@ enum Source {
     Cached,
 }
 
-impl App {
+impl Core {
     /// Reads an aggregate's state and the position of its last event from the log.
     pub(crate) async fn load<A: Aggregate>(
         &self,
         key: &StreamKey,
     ) -> Result<(A::State, Position), AppError> {
         let records = self
-            .inner
             .log
             .read_stream(key)
             .await
@@ -171,9 +171,7 @@ impl App {
             }
             last = record.position;
         }
-        self.inner
-            .cache
-            .put::<A>(key.subject(), state.clone(), last);
+        self.cache.put::<A>(key.subject(), state.clone(), last);
         Ok((state, last))
     }
 
@@ -194,7 +192,7 @@ impl App {
             .map(|(outcome, _)| outcome)
     }
 
-    /// [`App::execute`] that also returns the aggregate's state after the command, for callers
+    /// [`Core::execute`] that also returns the aggregate's state after the command, for callers
     /// whose answer depends on what was decided (a refresh that turned out to be a reuse).
     pub(crate) async fn execute_to_state<A: Aggregate>(
         &self,
@@ -211,7 +209,7 @@ impl App {
         // An aggregate never seen is assumed empty: a creating command then appends with
         // `NoEvents`, and if the aggregate did exist the append fails and we reload. That makes
         // creations cost one round trip instead of two.
-        let (mut state, mut last, mut source) = match self.inner.cache.get::<A>(&subject) {
+        let (mut state, mut last, mut source) = match self.cache.get::<A>(&subject) {
             Some((state, last)) => (state, last, Source::Cached),
             None => (A::State::default(), 0, Source::Cached),
         };
@@ -251,7 +249,7 @@ impl App {
             }
             let meta = Metadata {
                 actor: ctx.actor.clone(),
-                occurred_at: self.inner.clock.now(),
+                occurred_at: self.clock.now(),
                 correlation_id: ctx.correlation_id.clone(),
                 causation_id: None,
             };
@@ -261,13 +259,12 @@ impl App {
                 .map(|e| Into::<DomainEvent>::into(e).into_envelope(Ulid::new(), key, &meta))
                 .collect();
             match self
-                .inner
                 .log
                 .append(envelopes, Expected::from_last(last), idempotency.as_deref())
                 .await
             {
                 Ok(appended) if appended.duplicate => {
-                    self.inner.cache.forget(&subject);
+                    self.cache.forget(&subject);
                     let (state, _) = self.load::<A>(key).await?;
                     return Ok((
                         Outcome {
@@ -279,8 +276,7 @@ impl App {
                     ));
                 }
                 Ok(appended) => {
-                    self.inner
-                        .cache
+                    self.cache
                         .put::<A>(subject, new_state.clone(), appended.last);
                     return Ok((
                         Outcome {
@@ -296,7 +292,7 @@ impl App {
                     source = Source::Log;
                 }
                 Err(AppendError::Unavailable(why)) => {
-                    self.inner.cache.forget(&subject);
+                    self.cache.forget(&subject);
                     return Err(AppError::Unavailable(why));
                 }
                 Err(AppendError::Invalid(why)) => return Err(AppError::Internal(why)),
@@ -317,7 +313,6 @@ impl App {
         };
         self.catch_up().await?;
         let record = self
-            .inner
             .directory
             .idempotency(key)
             .map_err(|e| AppError::Internal(e.to_string()))?;

@@ -59,8 +59,6 @@ pub enum AppError {
     SecondFactorRequiredByTenant,
     #[error("the email address is not verified yet: follow the link that was sent to it")]
     EmailNotVerified,
-    #[error("this tenant does not allow self-registration")]
-    SelfRegistrationDisabled,
     #[error("the password is longer than 4096 bytes")]
     PasswordTooLong,
     #[error("the password does not meet the policy: {}", .0.join("; "))]
@@ -99,7 +97,9 @@ pub enum AppError {
     NotAMember,
     #[error("only an owner of this tenant may give or take the owner role")]
     OwnerOnly,
-    #[error("nobody can remove themselves from a tenant or give up their own owner role")]
+    #[error(
+        "nobody can remove, suspend, deactivate or erase themselves, or give up their own owner role"
+    )]
     CannotRemoveSelf,
     #[error(
         "this would leave the tenant without an administrator: the last holder of admin or owner cannot be removed, demoted or deactivated"
@@ -113,6 +113,16 @@ pub enum AppError {
     PlatformAdminOnly,
     #[error("the caller lacks the permission {0} in this tenant")]
     Forbidden(idstream_domain::access::Permission),
+    /// A change would give someone a permission its caller does not hold.
+    #[error(
+        "nobody gives a permission they do not hold; the caller lacks: {}",
+        .0.join(", ")
+    )]
+    BeyondCallerPermissions(Vec<String>),
+    #[error("the caller is not a user: name the subject (`user:<id>` or `anonymous`)")]
+    SubjectRequired,
+    #[error("tenant is required when the caller has no tenant (the operator token)")]
+    TenantRequired,
     #[error("the Idempotency-Key must be 1 to 255 visible ASCII characters")]
     InvalidIdempotencyKey,
     #[error("the aggregate kept changing while the command was retried; try again")]
@@ -130,7 +140,7 @@ pub enum AppError {
 }
 
 /// The admin guard's refusal is the last-admin rule; its "look again" is handled by the caller
-/// (see `App::reserve_admin_removal`) and otherwise reads as a lost race.
+/// (see `Core::reserve_admin_removal`) and otherwise reads as a lost race.
 impl From<idstream_domain::access::admin_guard::AdminGuardError> for AppError {
     fn from(error: idstream_domain::access::admin_guard::AdminGuardError) -> Self {
         use idstream_domain::access::admin_guard::AdminGuardError;

@@ -1,6 +1,12 @@
-//! Application services: the write path of idstream.
+//! Application services: the operations of idstream, each authorized, then carried out on the
+//! log.
 //!
-//! A service loads an aggregate's state and the position of its last event, calls the pure
+//! [`App`] is a set of services over one shared core: [`Tenants`], [`Users`], [`Memberships`],
+//! [`AccessAdmin`], [`AccessQueries`], [`Identity`], [`Audit`] and [`Operations`]. Every public
+//! operation takes the [`Caller`] first and asks the [policy](policy) whether it may go on
+//! before it reads anything; the policy module is the only place that decides who may do what.
+//!
+//! A command loads an aggregate's state and the position of its last event, calls the pure
 //! `decide`, and appends the events with that position as the expected sequence. On a conflict
 //! it reloads from the log and retries a bounded number of times, then reports a conflict. The
 //! result carries the log position of the last event, the client's consistency token.
@@ -11,35 +17,48 @@
 //! **Invariant:** nothing here writes to a read model; the log is the only thing written.
 //! Read models are consulted for existence checks and for answering retried commands.
 
-mod access;
+mod access_admin;
+mod access_queries;
+#[cfg(test)]
+mod access_tests;
+mod admin_rules;
 mod audit;
-mod authz;
+mod core;
 mod engine;
 mod error;
 pub mod identity;
+mod memberships;
+mod operations;
+pub mod policy;
 pub mod replay;
-mod services;
+mod tenants;
 #[cfg(test)]
 mod tests;
+mod users;
 
-pub use access::{NewEntityRequest, RoleRequest};
-pub use authz::CheckQuery;
+pub use access_admin::{AccessAdmin, NewEntityRequest, RoleRequest};
+pub use access_queries::{AccessQueries, CheckQuery};
+pub use audit::Audit;
 pub use engine::{CommandContext, Outcome};
 pub use error::AppError;
-pub use identity::{Authenticated, Client, Credential, IdentityConfig, IdentityServices};
-pub use services::{NewUserRequest, SuspendRequest};
+pub use identity::{Authenticated, Client, Credential, Identity, IdentityConfig, IdentityServices};
+pub use memberships::{Member, Memberships};
+pub use operations::{Operations, ReadModelState, ReadModelsReport, Readiness};
+pub use policy::{Caller, Principal};
+pub use tenants::Tenants;
+pub use users::{NewUserRequest, SuspendRequest, Users};
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use idstream_access::AccessProjection;
-use idstream_access::{Access, FactCache};
-use idstream_directory::Directory;
-use idstream_directory::DirectoryProjection;
-use idstream_eventlog::{Position, SharedLog};
-use idstream_identity::{Identity, IdentityProjection};
+use idstream_access::{Access, AccessProjection, FactCache};
+use idstream_directory::{Directory, DirectoryProjection};
+use idstream_eventlog::SharedLog;
+use idstream_identity::IdentityProjection;
 use idstream_projection_runtime::{Projection, ReadModels};
 use time::OffsetDateTime;
+
+use crate::core::Core;
 
 /// Every read model the service maintains, the access projection sharing `access_cache` with
 /// [`App::new`]. Offline rebuilds may pass a fresh cache.
@@ -55,7 +74,7 @@ pub fn projections(access_cache: Arc<FactCache>) -> Vec<Arc<dyn Projection>> {
 /// The read models that commands, sign-in and every query except the audit trail's read. Their
 /// waits (read-your-writes after a command, a client's consistency token) cover only these, so a
 /// stuck audit read model (an event it cannot apply) does not stop the rest of the service; the
-/// audit trail's own queries wait for it as well ([`App::wait_for_audit_token`]).
+/// audit trail's own queries wait for it as well.
 pub const SERVING_READ_MODELS: [&str; 3] = [
     idstream_directory::NAME,
     idstream_access::NAME,
@@ -76,29 +95,42 @@ impl Clock for SystemClock {
     }
 }
 
-/// The application: cheap to clone, shared by every request.
+/// Declares a service: a handle on the shared core (cheap to clone) that reaches the core's
+/// helpers through `Deref`.
+macro_rules! service {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone)]
+        pub struct $name(pub(crate) std::sync::Arc<crate::core::Core>);
+
+        impl std::ops::Deref for $name {
+            type Target = crate::core::Core;
+
+            fn deref(&self) -> &crate::core::Core {
+                &self.0
+            }
+        }
+    };
+}
+pub(crate) use service;
+
+/// The application: every service, over one shared core. Cheap to clone.
 #[derive(Clone)]
 pub struct App {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    log: SharedLog,
-    read_models: ReadModels,
-    directory: Directory,
-    access: Access,
-    cache: engine::StateCache,
-    /// Tenants and users seen to exist (see [`services::KnownIds`]).
-    known: services::KnownIds,
-    identity: identity::IdentityParts,
-    clock: Arc<dyn Clock>,
-    /// How long a query or an existence check waits for read models to reach a position.
-    consistency_timeout: Duration,
+    pub tenants: Tenants,
+    pub users: Users,
+    pub memberships: Memberships,
+    pub access_admin: AccessAdmin,
+    pub access: AccessQueries,
+    pub identity: Identity,
+    pub audit: Audit,
+    pub operations: Operations,
 }
 
 impl App {
     /// `access_cache` must be the cache given to the access projection among `read_models`
-    /// (see [`projections`]), so that every change drops the facts it touched.
+    /// (see [`projections`]), so that every change drops the facts it touched. Point-in-time
+    /// replays are kept in `replays` (see [`replay::Replays`]).
     pub fn new(
         log: SharedLog,
         read_models: ReadModels,
@@ -106,103 +138,43 @@ impl App {
         clock: Arc<dyn Clock>,
         consistency_timeout: Duration,
         identity: IdentityServices,
+        replays: replay::Replays,
     ) -> App {
-        let directory = Directory::new(read_models.tree("directory"));
+        let directory = Directory::new(read_models.tree(idstream_directory::NAME));
         let identity = identity::IdentityParts::new(
-            Identity::new(read_models.tree(idstream_identity::NAME)),
+            idstream_identity::Identity::new(read_models.tree(idstream_identity::NAME)),
             identity,
         );
         let access = Access::new(read_models.tree(idstream_access::NAME), access_cache);
+        let core = Arc::new(Core {
+            log,
+            read_models,
+            directory,
+            access,
+            cache: engine::StateCache::new(100_000),
+            known: core::KnownIds::default(),
+            identity,
+            replays: Arc::new(replays),
+            clock,
+            consistency_timeout,
+        });
         App {
-            inner: Arc::new(Inner {
-                log,
-                read_models,
-                directory,
-                access,
-                cache: engine::StateCache::new(100_000),
-                known: services::KnownIds::default(),
-                identity,
-                clock,
-                consistency_timeout,
-            }),
+            tenants: Tenants(core.clone()),
+            users: Users(core.clone()),
+            memberships: Memberships(core.clone()),
+            access_admin: AccessAdmin(core.clone()),
+            access: AccessQueries(core.clone()),
+            identity: Identity(core.clone()),
+            audit: Audit(core.clone()),
+            operations: Operations(core),
         }
     }
+}
 
-    pub fn log(&self) -> &SharedLog {
-        &self.inner.log
-    }
-
-    pub fn read_models(&self) -> &ReadModels {
-        &self.inner.read_models
-    }
-
-    pub fn directory(&self) -> &Directory {
-        &self.inner.directory
-    }
-
-    pub fn consistency_timeout(&self) -> Duration {
-        self.inner.consistency_timeout
-    }
-
-    /// Waits until the serving read models ([`SERVING_READ_MODELS`]) have applied everything the
-    /// log holds now, so that a lookup that follows sees what any replica wrote before this call.
-    pub async fn catch_up(&self) -> Result<(), AppError> {
-        let end = self
-            .inner
-            .log
-            .last_position()
-            .await
-            .map_err(|e| AppError::Unavailable(e.to_string()))?;
-        self.wait_for(end).await
-    }
-
-    /// Honours a client's consistency token for a query of the serving read models: waits
-    /// (bounded) until they have applied `min`. A token beyond the end of the log was never
-    /// issued by it (the log is shared by all replicas, so no replica can be behind it) and is
-    /// refused rather than waited for.
-    pub async fn wait_for_token(&self, min: Position) -> Result<(), AppError> {
-        self.honour_token(min, &SERVING_READ_MODELS).await
-    }
-
-    /// [`App::wait_for_token`] for a query of the audit trail: the audit read model too.
-    pub async fn wait_for_audit_token(&self, min: Position) -> Result<(), AppError> {
-        let mut models = SERVING_READ_MODELS.to_vec();
-        models.push(idstream_audit::NAME);
-        self.honour_token(min, &models).await
-    }
-
-    async fn honour_token(&self, min: Position, models: &[&str]) -> Result<(), AppError> {
-        if self.inner.read_models.min_position_of(models) >= min {
-            return Ok(());
-        }
-        if let Ok(end) = self.inner.log.last_position().await
-            && min > end
-        {
-            return Err(AppError::PositionBeyondLog { wanted: min, end });
-        }
-        self.wait_for_models(min, models).await
-    }
-
-    /// Waits until the serving read models ([`SERVING_READ_MODELS`]) have applied `min`: what a
-    /// command does before it answers when its answer must already hold for the next request.
-    pub async fn wait_for(&self, min: Position) -> Result<(), AppError> {
-        self.wait_for_models(min, &SERVING_READ_MODELS).await
-    }
-
-    /// Waits until every read model, the audit trail's included, has applied `min`.
-    pub async fn wait_for_every_model(&self, min: Position) -> Result<(), AppError> {
-        let names = self.inner.read_models.names();
-        self.wait_for_models(min, &names).await
-    }
-
-    async fn wait_for_models(&self, min: Position, models: &[&str]) -> Result<(), AppError> {
-        self.inner
-            .read_models
-            .wait_for_some(models, min, self.inner.consistency_timeout)
-            .await
-            .map_err(|stale| AppError::Stale {
-                wanted: min,
-                current: stale.current,
-            })
+#[cfg(test)]
+impl App {
+    /// The shared core, for tests that look behind the services.
+    pub(crate) fn core(&self) -> &Core {
+        &self.operations
     }
 }

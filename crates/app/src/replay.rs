@@ -12,15 +12,15 @@ use std::sync::Arc;
 
 use idstream_access::{Access, AccessProjection, AccessReview, Explanation, FactCache};
 use idstream_directory::{Directory, DirectoryProjection};
-use idstream_domain::access::{Action, CheckRequest, Permission, RecordId, Subject};
+use idstream_domain::access::{CheckRequest, Permission, RecordId, Subject};
 use idstream_domain::{TenantId, UserId};
 use idstream_eventlog::{Position, SharedLog};
 use idstream_projection_runtime::{Projection, open_rebuilt, rebuild_offline_until};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::services::internal;
-use crate::{App, AppError, CommandContext};
+use crate::AppError;
+use crate::core::internal;
 
 /// Replay stores kept on disk and open.
 pub const KEEP: usize = 4;
@@ -232,111 +232,6 @@ pub struct ExplainedHolder {
 pub struct Review {
     pub review: AccessReview,
     pub emails: BTreeMap<UserId, String>,
-}
-
-impl App {
-    /// The position of the last erasure in the log (the read models catch up with the log
-    /// first, so an erasure just made is never missed).
-    async fn last_erasure(&self) -> Result<Position, AppError> {
-        self.catch_up().await?;
-        self.inner.directory.last_erasure().map_err(internal)
-    }
-
-    /// Auditors hold `audit:read` in the tenant (platform administrators everywhere, as for
-    /// every permission); a tenant that does not exist is not found, as for the audit trail.
-    pub(crate) async fn authorize_audit_read(
-        &self,
-        ctx: &CommandContext,
-        tenant: &TenantId,
-    ) -> Result<(), AppError> {
-        self.authorize_named(ctx, tenant, "audit", Action::Read)
-            .await?;
-        self.require_tenant(tenant).await.map(drop)
-    }
-
-    /// Explains a check as it would have been decided at `as_of`.
-    ///
-    /// Needs: audit:read
-    #[allow(clippy::too_many_arguments)]
-    pub async fn explain_as_of(
-        &self,
-        ctx: &CommandContext,
-        replays: &Replays,
-        as_of: AsOf,
-        tenant: TenantId,
-        user: UserId,
-        permission: Permission,
-        record: Option<RecordId>,
-    ) -> Result<(ReplayInfo, Explanation), AppError> {
-        self.authorize_audit_read(ctx, &tenant).await?;
-        let replay = replays
-            .at(as_of, self.last_erasure().await?, |_, _| {})
-            .await?;
-        let explanation = replay
-            .access
-            .explain(CheckRequest {
-                tenant: &tenant,
-                subject: Subject::User(user),
-                permission: &permission,
-                record: record.as_ref(),
-                restriction: None,
-                now: replay.now(),
-            })
-            .map_err(internal)?;
-        Ok((replay.info.clone(), explanation))
-    }
-
-    /// Who could use `permission` (of an entity) on `record` at `as_of`, each with the
-    /// decision's explanation (the role, grant, ownership, local role or global access, and the
-    /// event that established it). Everyone holding anything in the tenant then is considered.
-    ///
-    /// Needs: audit:read
-    pub async fn record_holders_as_of(
-        &self,
-        ctx: &CommandContext,
-        replays: &Replays,
-        as_of: AsOf,
-        tenant: TenantId,
-        permission: Permission,
-        record: RecordId,
-    ) -> Result<(ReplayInfo, Vec<ExplainedHolder>), AppError> {
-        self.authorize_audit_read(ctx, &tenant).await?;
-        let replay = replays
-            .at(as_of, self.last_erasure().await?, |_, _| {})
-            .await?;
-        let holders = holders(&replay, &tenant, &permission, &record)?;
-        Ok((replay.info.clone(), holders))
-    }
-
-    /// The access review of a tenant now (the live read models, caught up with the log) or at
-    /// `as_of`.
-    ///
-    /// Needs: audit:read
-    pub async fn access_review(
-        &self,
-        ctx: &CommandContext,
-        replays: &Replays,
-        as_of: Option<AsOf>,
-        tenant: TenantId,
-    ) -> Result<(Option<ReplayInfo>, Review), AppError> {
-        self.authorize_audit_read(ctx, &tenant).await?;
-        match as_of {
-            None => {
-                self.catch_up().await?;
-                let review = self.inner.access.access_review(&tenant).map_err(internal)?;
-                let emails = emails(&self.inner.directory, &review)?;
-                Ok((None, Review { review, emails }))
-            }
-            Some(as_of) => {
-                let replay = replays
-                    .at(as_of, self.last_erasure().await?, |_, _| {})
-                    .await?;
-                let review = replay.access.access_review(&tenant).map_err(internal)?;
-                let emails = emails(&replay.directory, &review)?;
-                Ok((Some(replay.info.clone()), Review { review, emails }))
-            }
-        }
-    }
 }
 
 /// Everyone in `tenant` who could use `permission` on `record` in `replay`, with why.

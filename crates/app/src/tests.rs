@@ -5,14 +5,13 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use idstream_domain::Actor;
 use idstream_eventlog::SharedLog;
 use idstream_eventlog::embedded::{EmbeddedLog, EmbeddedOptions};
 use idstream_projection_runtime::ReadModels;
 use time::OffsetDateTime;
 use time::macros::datetime;
 
-use crate::{App, AppError, Clock, CommandContext, NewUserRequest};
+use crate::{App, AppError, Caller, Clock, NewUserRequest};
 
 const T0: OffsetDateTime = datetime!(2026-03-01 12:00 UTC);
 
@@ -69,6 +68,7 @@ pub(crate) async fn app_in(
     )
     .await
     .unwrap();
+    let replays = crate::replay::Replays::new(dir.join("replays"), log.clone());
     App::new(
         log,
         read_models,
@@ -76,6 +76,7 @@ pub(crate) async fn app_in(
         clock,
         Duration::from_secs(5),
         services,
+        replays,
     )
 }
 
@@ -85,8 +86,18 @@ async fn app(dir: &std::path::Path) -> (App, Arc<ScriptedClock>) {
     (app_in(dir, clock.clone(), services).await, clock)
 }
 
-fn ctx() -> CommandContext {
-    CommandContext::new(Actor::system("test"), "c".into(), None).unwrap()
+fn ctx() -> Caller {
+    Caller::system("test")
+}
+
+/// A signed-in user of `tenant` (through a session that authentication would have found).
+pub(crate) fn as_user(user: idstream_domain::UserId, tenant: &str) -> Caller {
+    Caller::user(crate::Authenticated {
+        user,
+        tenant: tenant.parse().unwrap(),
+        via: crate::Credential::Session(ulid::Ulid::new()),
+        must_enrol_second_factor: false,
+    })
 }
 
 fn ada() -> NewUserRequest {
@@ -103,35 +114,40 @@ fn ada() -> NewUserRequest {
 async fn a_claim_not_followed_by_its_user_in_time_is_abandoned_then_taken_over_once_stale() {
     let dir = tempfile::tempdir().unwrap();
     let (app, clock) = app(dir.path()).await;
-    app.create_tenant(&ctx(), "acme".parse().unwrap(), "Acme".into())
+    app.tenants
+        .create(&ctx(), "acme".parse().unwrap(), "Acme".into())
         .await
         .unwrap();
 
     // The claim is taken at T0, but by the time the user would be appended the deadline passed.
     clock.set(&[T0, T0 + idstream_domain::email::CLAIM_DEADLINE]);
     let late = app
-        .create_user(&ctx(), "acme".parse().unwrap(), ada())
+        .users
+        .create(&ctx(), "acme".parse().unwrap(), ada())
         .await;
     assert!(matches!(late, Err(AppError::Unavailable(_))), "{late:?}");
 
     // Within the TTL the orphaned claim is still respected.
     clock.set(&[T0 + time::Duration::seconds(20)]);
     let early = app
-        .create_user(&ctx(), "acme".parse().unwrap(), ada())
+        .users
+        .create(&ctx(), "acme".parse().unwrap(), ada())
         .await;
     assert!(matches!(early, Err(AppError::EmailTaken)), "{early:?}");
 
     // Once stale, it is taken over and the user is created.
     clock.set(&[T0 + idstream_domain::email::CLAIM_TTL]);
     let created = app
-        .create_user(&ctx(), "acme".parse().unwrap(), ada())
+        .users
+        .create(&ctx(), "acme".parse().unwrap(), ada())
         .await
         .unwrap();
-    app.wait_for(created.position).await.unwrap();
-    let user = app.user(&created.id.parse().unwrap()).unwrap();
+    app.core().wait_for(created.position).await.unwrap();
+    let user = app.core().user_now(&created.id.parse().unwrap()).unwrap();
     assert_eq!(user.email, "ada@example.com");
     let again = app
-        .create_user(&ctx(), "acme".parse().unwrap(), ada())
+        .users
+        .create(&ctx(), "acme".parse().unwrap(), ada())
         .await;
     assert!(matches!(again, Err(AppError::EmailTaken)), "{again:?}");
 }
@@ -158,14 +174,15 @@ async fn claims_are_keyed_and_a_held_legacy_claim_blocks_its_address_until_relea
     let dir = tempfile::tempdir().unwrap();
     let (app, clock) = app(dir.path()).await;
     let acme: idstream_domain::TenantId = "acme".parse().unwrap();
-    app.create_tenant(&ctx(), acme.clone(), "Acme".into())
+    app.tenants
+        .create(&ctx(), acme.clone(), "Acme".into())
         .await
         .unwrap();
 
     // A user created by an earlier version, whose claim is named by the unkeyed hash.
     let old = UserId::new(Ulid::new());
     let meta = Metadata {
-        actor: Actor::system("earlier-version"),
+        actor: idstream_domain::Actor::system("earlier-version"),
         occurred_at: T0,
         correlation_id: "earlier".into(),
         causation_id: None,
@@ -180,7 +197,8 @@ async fn claims_are_keyed_and_a_held_legacy_claim_blocks_its_address_until_relea
         claimed_at: T0,
         request: None,
     });
-    app.log()
+    app.core()
+        .log()
         .append(
             vec![claimed.into_envelope(Ulid::new(), &legacy, &meta)],
             Expected::NoEvents,
@@ -196,6 +214,7 @@ async fn claims_are_keyed_and_a_held_legacy_claim_blocks_its_address_until_relea
     });
     let user_stream = StreamKey::new(None, AggregateType::User, old.to_string());
     let appended = app
+        .core()
         .log()
         .append(
             vec![registered.into_envelope(Ulid::new(), &user_stream, &meta)],
@@ -204,28 +223,33 @@ async fn claims_are_keyed_and_a_held_legacy_claim_blocks_its_address_until_relea
         )
         .await
         .unwrap();
-    app.wait_for(appended.last).await.unwrap();
+    app.core().wait_for(appended.last).await.unwrap();
 
     // A day later (its user exists, so the claim never goes stale) the address is still taken,
     // for a new user and for an email change of another user alike.
     clock.set(&[T0 + time::Duration::days(1)]);
     let taken = app
-        .create_user(&ctx(), acme.clone(), person("old@example.com"))
+        .users
+        .create(&ctx(), acme.clone(), person("old@example.com"))
         .await;
     assert!(matches!(taken, Err(AppError::EmailTaken)), "{taken:?}");
 
     // New claims are named by the keyed hash, not the one anyone can compute from a guess.
-    let created = app.create_user(&ctx(), acme.clone(), ada()).await.unwrap();
+    let created = app.users.create(&ctx(), acme.clone(), ada()).await.unwrap();
     let ada_id: UserId = created.id.parse().unwrap();
     assert!(matches!(
-        app.check_legacy_claim("old@example.com", ada_id).await,
+        app.core()
+            .check_legacy_claim("old@example.com", ada_id)
+            .await,
         Err(AppError::EmailTaken)
     ));
-    app.check_legacy_claim("old@example.com", old)
+    app.core()
+        .check_legacy_claim("old@example.com", old)
         .await
         .unwrap();
     let keyed = email::keyed_claim_id(
-        &app.id()
+        &app.core()
+            .id()
             .keys
             .vault()
             .blind_index(email::CLAIM_INDEX_PURPOSE, "ada@example.com"),
@@ -238,19 +262,19 @@ async fn claims_are_keyed_and_a_held_legacy_claim_blocks_its_address_until_relea
             .map(|e| e.envelope.aggregate.id.clone())
             .collect()
     };
-    let events = app.log().read_after(0, usize::MAX).await.unwrap();
+    let events = app.core().log().read_after(0, usize::MAX).await.unwrap();
     assert_eq!(
         claims(&events),
         [legacy.aggregate.id.clone(), keyed.clone()]
     );
     // The keyed claim holds like any other.
-    let twice = app.create_user(&ctx(), acme.clone(), ada()).await;
+    let twice = app.users.create(&ctx(), acme.clone(), ada()).await;
     assert!(matches!(twice, Err(AppError::EmailTaken)), "{twice:?}");
 
     // Erasing the old user releases their legacy claim: the address is free again.
-    let erased = app.erase_user(&ctx(), old).await.unwrap();
-    app.wait_for(erased.position).await.unwrap();
-    let events = app.log().read_after(0, usize::MAX).await.unwrap();
+    let erased = app.users.erase(&ctx(), old).await.unwrap();
+    app.core().wait_for(erased.position).await.unwrap();
+    let events = app.core().log().read_after(0, usize::MAX).await.unwrap();
     assert!(
         events
             .iter()
@@ -259,12 +283,16 @@ async fn claims_are_keyed_and_a_held_legacy_claim_blocks_its_address_until_relea
         "the legacy claim is released"
     );
     let reused = app
-        .create_user(&ctx(), acme, person("old@example.com"))
+        .users
+        .create(&ctx(), acme, person("old@example.com"))
         .await
         .unwrap();
-    app.wait_for(reused.position).await.unwrap();
+    app.core().wait_for(reused.position).await.unwrap();
     assert_eq!(
-        app.user(&reused.id.parse().unwrap()).unwrap().email,
+        app.core()
+            .user_now(&reused.id.parse().unwrap())
+            .unwrap()
+            .email,
         "old@example.com"
     );
 }

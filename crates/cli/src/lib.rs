@@ -254,14 +254,18 @@ async fn bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
     let log = idstream_server::startup::open_log(&config).await?;
     let (app, read_models, _) = idstream_server::startup::open_app(&config, log).await?;
     let result = app
-        .bootstrap(idstream_app::identity::Bootstrap {
-            tenant_name: args.tenant_name.unwrap_or_else(|| tenant.to_string()),
-            tenant: tenant.clone(),
-            email: args.email.clone(),
-            first_name: args.first_name,
-            last_name: args.last_name,
-            password,
-        })
+        .identity
+        .bootstrap(
+            &idstream_app::Caller::system("bootstrap"),
+            idstream_app::identity::Bootstrap {
+                tenant_name: args.tenant_name.unwrap_or_else(|| tenant.to_string()),
+                tenant: tenant.clone(),
+                email: args.email.clone(),
+                first_name: args.first_name,
+                last_name: args.last_name,
+                password,
+            },
+        )
         .await;
     read_models.shutdown().await;
     let (user, _) = result.map_err(|e| anyhow::anyhow!("bootstrap refused: {e}"))?;

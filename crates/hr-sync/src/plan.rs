@@ -14,7 +14,9 @@
 //! - a **leaver** is a member holding the marker role whose address the feed no longer lists.
 //!   A leaver who belongs to no other tenant is deactivated (deactivation is global); one who also
 //!   belongs to another tenant is only removed from this one, because the feed says nothing about
-//!   the others. Their open invitations here are revoked. A leaver already deactivated needs
+//!   the others. (The member listing shows a member's other tenants only to a caller who may read
+//!   users there; when it does not, the deactivation is refused, and the leaver is removed from
+//!   this tenant instead: see `sync.rs`.) Their open invitations here are revoked. A leaver already deactivated needs
 //!   nothing;
 //! - **never touched**: members without the marker role who are not in the feed (administrators,
 //!   service accounts, contractors added by hand), and the account the sync runs as, whatever

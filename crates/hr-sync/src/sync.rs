@@ -100,8 +100,9 @@ pub async fn run(api: &mut Api, feed: &[Employee], options: &Options) -> Result<
             continue;
         }
         match apply(api, tenant, &options.marker, action).await {
-            Ok(true) => report.count(action),
-            Ok(false) => {}
+            Ok(Applied::Done) => report.count(action),
+            Ok(Applied::Removed { user, email }) => report.count(&Action::Remove { user, email }),
+            Ok(Applied::NotNeeded) => {}
             Err(error) => {
                 report.failed += 1;
                 report.failures.push(Failure {
@@ -143,9 +144,37 @@ impl Report {
     }
 }
 
-/// Carries out one action. `Ok(false)` when the service shows it was not needed after all (an
-/// invitation already open).
-async fn apply(api: &Api, tenant: &str, marker: &str, action: &Action) -> Result<bool, ApiError> {
+/// What carrying out an action did.
+enum Applied {
+    Done,
+    /// The service showed it was not needed after all (an invitation already open).
+    NotNeeded,
+    /// A leaver whom the caller may not deactivate (they belong to another tenant, which the
+    /// service does not show to this tenant's administrators) was removed from this tenant
+    /// instead.
+    Removed {
+        user: String,
+        email: String,
+    },
+}
+
+impl From<bool> for Applied {
+    fn from(done: bool) -> Applied {
+        if done {
+            Applied::Done
+        } else {
+            Applied::NotNeeded
+        }
+    }
+}
+
+/// Carries out one action.
+async fn apply(
+    api: &Api,
+    tenant: &str,
+    marker: &str,
+    action: &Action,
+) -> Result<Applied, ApiError> {
     match action {
         Action::DefineMarker => {
             api.define_role(
@@ -154,7 +183,7 @@ async fn apply(api: &Api, tenant: &str, marker: &str, action: &Action) -> Result
                 "Managed by idstream-hr-sync: people the HR feed lists. Grants nothing.",
             )
             .await?;
-            Ok(true)
+            Ok(Applied::Done)
         }
         Action::Invite {
             email,
@@ -168,14 +197,14 @@ async fn apply(api: &Api, tenant: &str, marker: &str, action: &Action) -> Result
             let sent = api
                 .invite(tenant, email, first_name, last_name, roles)
                 .await?;
-            Ok(created.is_some() || sent)
+            Ok((created.is_some() || sent).into())
         }
         Action::SendInvitation { email, roles, .. } => {
-            api.invite(tenant, email, "", "", roles).await
+            Ok(api.invite(tenant, email, "", "", roles).await?.into())
         }
         Action::Adopt { user, .. } => {
             api.assign_role(tenant, user, marker).await?;
-            Ok(true)
+            Ok(Applied::Done)
         }
         Action::Rename {
             user,
@@ -184,19 +213,29 @@ async fn apply(api: &Api, tenant: &str, marker: &str, action: &Action) -> Result
             ..
         } => {
             api.rename(user, first_name, last_name).await?;
-            Ok(true)
+            Ok(Applied::Done)
         }
         Action::RevokeInvitation { invitation, .. } => {
             api.revoke_invitation(tenant, invitation).await?;
-            Ok(true)
+            Ok(Applied::Done)
         }
-        Action::Deactivate { user, .. } => {
-            api.deactivate(user).await?;
-            Ok(true)
-        }
+        Action::Deactivate { user, email } => match api.deactivate(user).await {
+            Ok(()) => Ok(Applied::Done),
+            // Deactivation reaches every tenant of the person, so it needs users:update in all
+            // of them: a refusal means they belong to another tenant too, which this tenant's
+            // administrators are not shown. They leave this tenant only.
+            Err(error) if error.status == 403 && error.code == "forbidden" => {
+                api.remove_member(tenant, user).await?;
+                Ok(Applied::Removed {
+                    user: user.clone(),
+                    email: email.clone(),
+                })
+            }
+            Err(error) => Err(error),
+        },
         Action::Remove { user, .. } => {
             api.remove_member(tenant, user).await?;
-            Ok(true)
+            Ok(Applied::Done)
         }
     }
 }

@@ -12,11 +12,10 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::ConnectInfo;
 use axum::http::HeaderMap;
 use axum::http::header::USER_AGENT;
 use axum::http::request::Parts;
-use std::convert::Infallible;
 
 use crate::AppState;
 
@@ -153,36 +152,15 @@ fn client_ip(parts: &Parts, state: &AppState) -> Option<IpAddr> {
     peer(parts).map(|peer| state.trusted_proxies.client_ip(peer, &parts.headers))
 }
 
-/// The client's address, the source that credential endpoints are rate-limited by. Present when
-/// the service is served with connection info (as `idstream serve` is); absent when the router is
-/// driven directly, in which case all such requests share one budget.
-pub struct ClientAddr(pub Option<IpAddr>);
-
-impl FromRequestParts<AppState> for ClientAddr {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Infallible> {
-        Ok(ClientAddr(client_ip(parts, state)))
-    }
-}
-
-/// The client's address and `User-Agent` (cut to 256 characters), for requests that may start
-/// a session or record a failed attempt.
-pub struct ClientInfo(pub idstream_app::Client);
-
-impl FromRequestParts<AppState> for ClientInfo {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Infallible> {
-        let agent = parts
-            .headers
-            .get(USER_AGENT)
-            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
-        Ok(ClientInfo(idstream_app::Client::new(
-            client_ip(parts, state),
-            agent.as_deref(),
-        )))
-    }
+/// The client of a request: its address (the source that credential endpoints are
+/// rate-limited by; absent when the router is driven without connection info, in which case all
+/// such requests share one budget) and `User-Agent` (cut to 256 characters).
+pub fn client(parts: &Parts, state: &AppState) -> idstream_app::Client {
+    let agent = parts
+        .headers
+        .get(USER_AGENT)
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+    idstream_app::Client::new(client_ip(parts, state), agent.as_deref())
 }
 
 #[cfg(test)]

@@ -246,9 +246,6 @@ impl ApiError {
                 AppError::SecondFactorRequiredByTenant => {
                     (S::FORBIDDEN, "second_factor_required_by_tenant", shown(e))
                 }
-                AppError::SelfRegistrationDisabled => {
-                    (S::FORBIDDEN, "self_registration_disabled", shown(e))
-                }
                 AppError::PasswordTooLong => {
                     (S::UNPROCESSABLE_ENTITY, "password_too_long", shown(e))
                 }
@@ -275,6 +272,11 @@ impl ApiError {
                 AppError::UserNotFound => (S::NOT_FOUND, "user_not_found", shown(e)),
                 AppError::UnknownRole(_) => (S::UNPROCESSABLE_ENTITY, "unknown_role", shown(e)),
                 AppError::Forbidden(_) => (S::FORBIDDEN, "forbidden", shown(e)),
+                AppError::BeyondCallerPermissions(_) => {
+                    (S::FORBIDDEN, "beyond_caller_permissions", shown(e))
+                }
+                AppError::SubjectRequired => (S::BAD_REQUEST, "subject_required", shown(e)),
+                AppError::TenantRequired => (S::BAD_REQUEST, "invalid_query", shown(e)),
                 AppError::PlatformAdminOnly => (S::FORBIDDEN, "platform_admin_only", shown(e)),
                 AppError::InvalidIdempotencyKey => {
                     (S::BAD_REQUEST, "invalid_idempotency_key", shown(e))

@@ -1,12 +1,11 @@
 //! Extractors that turn every malformed request into an [`ApiError`] problem instead of axum's
-//! plain-text rejections, and that authenticate the caller.
+//! plain-text rejections, and that authenticate the caller (authorizing is the application's).
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use idstream_app::{AppError, Authenticated, CommandContext};
-use idstream_domain::{Actor, ActorKind, UserId};
+use idstream_app::{AppError, Principal};
 use idstream_eventlog::Position;
 use serde::de::DeserializeOwned;
 
@@ -88,28 +87,23 @@ fn query_rejection(rejection: QueryRejection) -> ApiError {
     ApiError::bad_request("invalid_query", rejection.body_text())
 }
 
-/// The authenticated caller, with the context its commands carry.
+/// Who is calling, as the application sees it ([`idstream_app::Caller`]): authenticated here,
+/// authorized by the application.
 ///
 /// `Authorization: Bearer <credential>` where the credential is an access token (a JWT from
-/// sign-in), an API key (`ids_…`), or the operator's admin token from configuration (a system
-/// actor, compared in constant time). Anything else is 401 with no hint of why.
-pub struct Caller {
-    pub ctx: CommandContext,
-    /// Who the caller is when they used an access token or API key (None for the admin token).
-    pub auth: Option<Authenticated>,
-}
+/// sign-in), an API key (`ids_…`), or the operator token from configuration (a system actor,
+/// compared in constant time). No credential makes an anonymous caller, a credential that is not
+/// valid a refused one: each operation of the application decides what such a caller may do (the
+/// operations open to anyone, such as sign-in, ignore it; every other answers 401 with no hint of
+/// why). The caller also carries the client's address and `User-Agent` (see [`crate::client`]),
+/// the correlation id and the `Idempotency-Key`.
+pub struct Caller(pub idstream_app::Caller);
 
-impl Caller {
-    /// The signed-in user (session or API key owner), if any.
-    pub fn user(&self) -> Option<UserId> {
-        self.auth.as_ref().map(|a| a.user)
-    }
+impl std::ops::Deref for Caller {
+    type Target = idstream_app::Caller;
 
-    /// The caller's authentication, for endpoints only users (not the admin token) may use.
-    pub fn authenticated(&self) -> Result<&Authenticated, ApiError> {
-        self.auth
-            .as_ref()
-            .ok_or(ApiError::App(AppError::SessionOnly))
+    fn deref(&self) -> &idstream_app::Caller {
+        &self.0
     }
 }
 
@@ -132,44 +126,26 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let min = MinPosition::from_request_parts(parts, state).await?;
-        let presented = bearer(parts).ok_or(ApiError::Unauthorized)?;
-        let (actor, auth) = match &state.admin_token {
-            Some(admin) if admin.matches(presented) => (
-                Actor {
-                    kind: ActorKind::System,
-                    id: "bootstrap-admin".into(),
-                },
-                None,
-            ),
-            _ => {
-                // A consistency token covers who the caller is, too (a second factor just set
-                // up, a tenant setting just changed, a session just started): honour it first.
-                // (The handler honours it again, for the metric; by then it is reached.)
-                if let Some(min) = min.0 {
-                    state.app.wait_for_token(min).await?;
+        let principal = match bearer(parts) {
+            None => Principal::Anonymous,
+            Some(presented) => match &state.admin_token {
+                Some(admin) if admin.matches(presented) => Principal::Operator,
+                _ => {
+                    // A consistency token covers who the caller is, too (a second factor just
+                    // set up, a tenant setting just changed, a session just started): honour it
+                    // first. (The handler honours it again, for the metric; by then it is
+                    // reached.)
+                    if let Some(min) = min.0 {
+                        state.app.operations.wait_for_token(min).await?;
+                    }
+                    match state.app.identity.authenticate(presented).await {
+                        Ok(auth) => Principal::User(auth),
+                        Err(AppError::Unauthenticated) => Principal::Refused,
+                        Err(other) => return Err(ApiError::App(other)),
+                    }
                 }
-                let auth = state
-                    .app
-                    .authenticate(presented)
-                    .await
-                    .map_err(|e| match e {
-                        AppError::Unauthenticated => ApiError::Unauthorized,
-                        other => ApiError::App(other),
-                    })?;
-                // A session that must set up a second factor first may do only that.
-                const ENROLMENT: [&str; 4] = [
-                    "/v1/auth/totp/setup",
-                    "/v1/auth/totp/confirm",
-                    "/v1/auth/me",
-                    "/v1/auth/sign-out",
-                ];
-                if auth.must_enrol_second_factor && !ENROLMENT.contains(&parts.uri.path()) {
-                    return Err(ApiError::App(AppError::SecondFactorEnrolmentRequired));
-                }
-                (auth.actor(), Some(auth))
-            }
+            },
         };
-        let correlation_id = correlation_id(parts);
         let idempotency_key = match parts.headers.get(IDEMPOTENCY_HEADER) {
             None => None,
             Some(v) => Some(
@@ -177,8 +153,13 @@ impl FromRequestParts<AppState> for Caller {
                     .map_err(|_| ApiError::App(AppError::InvalidIdempotencyKey))?,
             ),
         };
-        let ctx = CommandContext::new(actor, correlation_id, idempotency_key)?;
-        Ok(Caller { ctx, auth })
+        let caller = idstream_app::Caller::new(
+            principal,
+            correlation_id(parts),
+            idempotency_key,
+            crate::client::client(parts, state),
+        )?;
+        Ok(Caller(caller))
     }
 }
 

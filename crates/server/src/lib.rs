@@ -1,9 +1,10 @@
 //! The HTTP layer of idstream: axum routes, problem+json errors, health, readiness, metrics and
 //! the OpenAPI document, plus the startup that wires the log, the read models and the app.
 //!
-//! **Architecture invariant:** handlers hold no business rule and touch no storage: they extract
-//! and authenticate, call `idstream_app::App`, and shape the answer. Every error leaves through
-//! [`error::ApiError`].
+//! **Architecture invariant:** handlers hold no business rule, no authorization and no storage
+//! call: they extract and authenticate, call one operation of one service of `idstream_app::App`
+//! (which authorizes the caller first), and shape the answer. Route modules match the services
+//! one to one. Every error leaves through [`error::ApiError`].
 
 pub mod client;
 pub mod config;
@@ -14,7 +15,6 @@ pub mod openapi;
 pub mod routes;
 pub mod startup;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -32,7 +32,6 @@ use tracing::Instrument;
 use crate::error::ApiError;
 use crate::extract::{CORRELATION_HEADER, MinPosition};
 use crate::metrics::{KindLabels, Metrics};
-use crate::routes::ops::{ReadModelState, ReadModelsReport};
 
 /// What every handler gets: one shared [`StateParts`], so that the clones axum makes for every
 /// request cost one reference count, not one per part.
@@ -61,10 +60,6 @@ pub struct StateParts {
     pub metrics: Arc<Metrics>,
     /// The log position at start; the service is ready once its read models have reached it.
     pub startup_target: Position,
-    /// Names of the running read models.
-    pub read_model_names: Arc<Vec<&'static str>>,
-    /// Point-in-time replays for auditors (`<data dir>/replays`).
-    pub replays: Arc<idstream_app::replay::Replays>,
     /// The proxies whose `X-Forwarded-For` names the client (see [`client`]).
     pub trusted_proxies: Arc<client::TrustedProxies>,
 }
@@ -108,13 +103,13 @@ impl AppState {
     /// but the audit trail's) reach it.
     pub async fn consistent(&self, min: MinPosition) -> Result<(), ApiError> {
         let Some(min) = min.0 else { return Ok(()) };
-        self.count_wait(self.app.wait_for_token(min).await)
+        self.count_wait(self.app.operations.wait_for_token(min).await)
     }
 
     /// [`AppState::consistent`] for a query of the audit trail: its read model too.
     pub async fn consistent_audit(&self, min: MinPosition) -> Result<(), ApiError> {
         let Some(min) = min.0 else { return Ok(()) };
-        self.count_wait(self.app.wait_for_audit_token(min).await)
+        self.count_wait(self.app.audit.wait_for_token(min).await)
     }
 
     fn count_wait(&self, result: Result<(), AppError>) -> Result<(), ApiError> {
@@ -129,64 +124,19 @@ impl AppState {
             .inc();
         Ok(result?)
     }
-
-    pub fn positions(&self) -> BTreeMap<String, u64> {
-        self.read_model_names
-            .iter()
-            .map(|name| (name.to_string(), self.app.read_models().position(name)))
-            .collect()
-    }
-
-    pub async fn read_models_report(&self) -> Result<ReadModelsReport, ApiError> {
-        let mut read_models = BTreeMap::new();
-        for name in self.read_model_names.iter() {
-            let (position, digest) = self
-                .app
-                .read_models()
-                .digest(name)
-                .await
-                .map_err(|e| AppError::Internal(e.to_string()))?;
-            read_models.insert(name.to_string(), ReadModelState { position, digest });
-        }
-        Ok(ReadModelsReport {
-            backend: self.app.log().backend().to_owned(),
-            read_models,
-        })
-    }
-
-    pub async fn rebuild_read_models(&self) -> Result<(), ApiError> {
-        let end = self
-            .app
-            .log()
-            .last_position()
-            .await
-            .map_err(|e| AppError::Unavailable(e.to_string()))?;
-        for name in self.read_model_names.iter() {
-            self.app
-                .read_models()
-                .rebuild(name)
-                .await
-                .map_err(|e| AppError::Internal(e.to_string()))?;
-        }
-        Ok(self.app.wait_for_every_model(end).await?)
-    }
 }
 
 /// The whole HTTP API.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
-        .merge(routes::ops::router())
+        .merge(routes::operations::router())
         .merge(routes::tenants::router())
         .merge(routes::users::router())
         .merge(routes::memberships::router())
         .merge(routes::access_admin::router())
-        .merge(routes::access_check::router())
-        .merge(routes::auth::router())
-        .merge(routes::invitations::router())
-        .merge(routes::api_keys::router())
+        .merge(routes::access_queries::router())
+        .merge(routes::identity::router())
         .merge(routes::audit::router())
-        .merge(routes::email_sign_in::router())
-        .merge(routes::audit_replay::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body_bytes))

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use idstream_app::{App, IdentityConfig, IdentityServices, SystemClock};
+use idstream_app::{App, Caller, IdentityConfig, IdentityServices, SystemClock};
 use idstream_auth::{PasswordHasherPool, TokenDigest};
 use idstream_eventlog::embedded::{EmbeddedLog, EmbeddedOptions};
 use idstream_eventlog::jetstream::{JetStreamLog, JetStreamOptions};
@@ -166,6 +166,7 @@ pub async fn open_app(
     .await
     .context("starting the read models")?;
     let identity = identity_services(config).await?;
+    let replays = idstream_app::replay::Replays::new(config.data_dir.join("replays"), log.clone());
     let app = App::new(
         log,
         read_models.clone(),
@@ -173,6 +174,7 @@ pub async fn open_app(
         Arc::new(SystemClock),
         config.consistency_timeout,
         identity,
+        replays,
     );
     Ok((app, read_models, names))
 }
@@ -225,32 +227,27 @@ pub async fn serve(
             0
         }
     };
-    let (app, read_models, names) = open_app(&config, log).await?;
+    let (app, read_models, _) = open_app(&config, log).await?;
     let upkeep = {
-        let app = app.clone();
+        let operations = app.operations.clone();
         tokio::spawn(async move {
+            let upkeep = Caller::system("key-upkeep");
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                if let Err(error) = app.maintain_keys().await {
+                if let Err(error) = operations.maintain_keys(&upkeep).await {
                     tracing::warn!(%error, "key upkeep failed; retrying in a minute");
                 }
             }
         })
     };
-    let chain = start_chain_checkpoints(&config, app.log().clone()).await?;
-    let replays = Arc::new(idstream_app::replay::Replays::new(
-        config.data_dir.join("replays"),
-        app.log().clone(),
-    ));
+    let chain = start_chain_checkpoints(&config, app.operations.log().clone()).await?;
     let state = AppState::new(crate::StateParts {
-        replays,
         app,
         admin_token: admin_token.map(Arc::new),
         metrics: Arc::new(Metrics::new()),
         startup_target,
-        read_model_names: Arc::new(names),
         trusted_proxies: Arc::new(config.trusted_proxies.clone()),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)

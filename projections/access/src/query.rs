@@ -392,6 +392,15 @@ impl Access {
         self.json(&keys::member(tenant, user))
     }
 
+    /// Whether the user is a member of the tenant (holds a role or a custom permission there),
+    /// from the fact cache: what the checks read anyway, so asking costs no sled read once
+    /// cached.
+    pub fn is_member(&self, tenant: &TenantId, user: &UserId) -> Result<bool, AccessError> {
+        Ok(self
+            .member(tenant, user)?
+            .is_some_and(|member| !member.roles.is_empty() || !member.custom.is_empty()))
+    }
+
     pub fn account_record(&self, user: &UserId) -> Result<Option<AccountRecord>, AccessError> {
         self.json(&keys::account(user))
     }

@@ -4,18 +4,21 @@
 use std::collections::BTreeSet;
 
 use idstream_auth::ApiKeySecret;
+use idstream_domain::access::role;
 use idstream_domain::access::{Action, Permission};
 use idstream_domain::aggregate::ApiKeyAggregate;
 use idstream_domain::identity::api_key::{ApiKeyCommand, ApiKeyError, USE_RECORD_INTERVAL};
-use idstream_domain::{ActorKind, TenantId, UserId};
+use idstream_domain::{RoleName, TenantId, UserId};
 use idstream_eventlog::Position;
 use idstream_identity::ApiKeyView;
 use time::OffsetDateTime;
 use ulid::Ulid;
 
 use super::signin::system_ctx;
-use super::{Authenticated, Credential, api_key_key, identity_storage};
-use crate::{App, AppError, CommandContext};
+use super::{Authenticated, Credential, Identity, api_key_key, identity_storage};
+use crate::AppError;
+use crate::core::{Core, internal};
+use crate::policy::{Caller, Principal};
 
 /// `POST /v1/tenants/{tenant}/api-keys`
 #[derive(Debug, Clone)]
@@ -38,42 +41,51 @@ pub struct IssuedApiKey {
     pub position: Position,
 }
 
-/// What an API-key actor stands for: its owner, its tenant and its restriction.
-pub(crate) type KeyActor = (UserId, TenantId, Option<BTreeSet<Permission>>);
-
-fn caller_user(ctx: &CommandContext) -> Option<UserId> {
-    match ctx.actor.kind {
-        ActorKind::User => ctx.actor.id.parse().ok(),
-        _ => None,
-    }
-}
-
-impl App {
+impl Core {
     fn api_key_index(&self, canonical: &str) -> idstream_domain::secret::BlindIndex {
         self.id().keys.vault().blind_index("api-key", canonical)
     }
+}
 
+impl Identity {
+    /// Issues a key acting for its owner in the tenant, within its restriction (at most what
+    /// the owner holds at the time of each request). The key is shown once.
+    ///
+    /// Who: through a session (a key cannot mint keys, or its holder could outlive its
+    /// revocation). A key for oneself: any member whose `api_access` flag is on. A key for
+    /// another member: `users:update` in the tenant, holding every permission the key will
+    /// carry (an unrestricted key carries its owner's future permissions too, so only a caller
+    /// with global access issues one), and never for an owner by a non-owner.
     pub async fn issue_api_key(
         &self,
-        ctx: &CommandContext,
+        caller: &Caller,
         tenant: TenantId,
         request: ApiKeyRequest,
     ) -> Result<IssuedApiKey, AppError> {
-        // API keys cannot mint API keys: a key's holder could otherwise outlive its revocation.
-        if ctx.actor.kind == ActorKind::ApiKey {
-            return Err(AppError::SessionOnly);
-        }
-        self.require_tenant(&tenant).await?;
-        let caller = caller_user(ctx);
-        let owner = match (request.owner, caller) {
-            (Some(owner), _) => owner,
-            (None, Some(caller)) => caller,
-            (None, None) => return Err(AppError::OwnerRequired),
+        let me = match caller.principal() {
+            Principal::User(auth) if auth.session().is_some() => Some(auth.user),
+            Principal::User(_) => {
+                // Another tenant's key learns nothing of this one: not found before refused.
+                self.tenant_standing(caller, &tenant).await?;
+                return Err(AppError::SessionOnly);
+            }
+            _ => None,
         };
-        if caller != Some(owner) {
-            self.authorize_named(ctx, &tenant, "users", Action::Update)
+        let owner = match (request.owner, me) {
+            (Some(owner), _) => owner,
+            (None, Some(me)) => me,
+            (None, None) => {
+                self.any_signed_in(caller)?;
+                return Err(AppError::OwnerRequired);
+            }
+        };
+        if me == Some(owner) {
+            self.tenant_standing(caller, &tenant).await?;
+        } else {
+            self.named_permission(caller, &tenant, "users", Action::Update)
                 .await?;
         }
+        self.require_tenant(&tenant).await?;
         let account = self.require_user(owner).await?;
         if !account.flags.api_access {
             return Err(AppError::ApiAccessDisabled);
@@ -81,22 +93,46 @@ impl App {
         if !self.user_tenants(&owner)?.contains(&tenant) {
             return Err(AppError::NotAMember);
         }
+        let (owner_global, owner_holds) = self
+            .access
+            .effective_permissions(&tenant, &owner)
+            .map_err(internal)?;
         if let Some(wanted) = &request.permissions {
-            let (global, held) = self.effective_permissions(&tenant, &owner)?;
             let beyond: Vec<String> = wanted
                 .iter()
-                .filter(|p| !global && !held.contains(*p))
+                .filter(|p| !owner_global && !owner_holds.contains(*p))
                 .map(|p| p.to_string())
                 .collect();
             if !beyond.is_empty() {
                 return Err(AppError::RestrictionBeyondOwner(beyond));
             }
         }
+        if me != Some(owner) {
+            // What the key will carry: its restriction, or everything its owner holds, now and
+            // later.
+            match &request.permissions {
+                Some(wanted) => self.require_held(caller, &tenant, false, wanted).await?,
+                None => {
+                    self.require_held(caller, &tenant, true, &owner_holds)
+                        .await?
+                }
+            }
+            let owner_role: RoleName = role::OWNER.parse().map_err(internal)?;
+            let owner_is_owner = self
+                .directory
+                .membership(&tenant, &owner)
+                .map_err(internal)?
+                .is_some_and(|m| m.roles.contains(&owner_role));
+            if owner_is_owner {
+                self.check_owner_only(caller, &tenant, &owner_role, false)
+                    .await?;
+            }
+        }
         let id = Ulid::new();
         let secret = ApiKeySecret::generate(id);
         let outcome = self
             .execute::<ApiKeyAggregate>(
-                ctx,
+                caller.ctx(),
                 &api_key_key(&tenant, id),
                 "",
                 ApiKeyCommand::Issue {
@@ -117,40 +153,50 @@ impl App {
         })
     }
 
-    /// Revokes a key at once: its owner, or someone with users:update in its tenant.
+    /// Revokes a key at once: it stops working on this replica before the answer.
+    ///
+    /// Who: its owner, or `users:update` in its tenant.
     pub async fn revoke_api_key(
         &self,
-        ctx: &CommandContext,
+        caller: &Caller,
         tenant: TenantId,
         id: Ulid,
     ) -> Result<crate::Outcome, AppError> {
+        self.tenant_standing(caller, &tenant).await?;
         let view = self
-            .find(|app| app.identity().api_key(&id).map_err(identity_storage))
+            .find(|core| core.identity().api_key(&id).map_err(identity_storage))
             .await?
             .filter(|k| k.tenant == tenant)
             .ok_or(AppError::ApiKey(ApiKeyError::NotFound))?;
-        if caller_user(ctx) != Some(view.owner) {
-            self.authorize_named(ctx, &tenant, "users", Action::Update)
+        if caller.user_id() != Some(view.owner) {
+            self.named_permission(caller, &tenant, "users", Action::Update)
                 .await?;
         }
         let outcome = self
-            .execute::<ApiKeyAggregate>(ctx, &api_key_key(&tenant, id), "", ApiKeyCommand::Revoke)
+            .execute::<ApiKeyAggregate>(
+                caller.ctx(),
+                &api_key_key(&tenant, id),
+                "",
+                ApiKeyCommand::Revoke,
+            )
             .await?;
-        // Revocation is immediate: the key stops working on this replica before we answer.
         self.wait_for(outcome.position).await?;
         Ok(outcome)
     }
 
-    /// A tenant's keys: the caller's own, or everyone's (or `owner`'s) with users:read.
+    /// A tenant's keys: everyone's, or `owner`'s.
+    ///
+    /// Who: `?owner=<the caller>`: any member; anyone else's: `users:read` in the tenant.
     pub async fn api_keys(
         &self,
-        ctx: &CommandContext,
+        caller: &Caller,
         tenant: &TenantId,
         owner: Option<UserId>,
     ) -> Result<Vec<ApiKeyView>, AppError> {
-        let caller = caller_user(ctx);
-        if owner.is_none() || owner != caller {
-            self.authorize_named(ctx, tenant, "users", Action::Read)
+        if owner.is_some() && owner == caller.user_id() {
+            self.tenant_standing(caller, tenant).await?;
+        } else {
+            self.named_permission(caller, tenant, "users", Action::Read)
                 .await?;
         }
         self.require_tenant(tenant).await?;
@@ -160,14 +206,14 @@ impl App {
     }
 
     /// Authenticates `ids_…`: a live key whose owner is active and may use the API.
-    pub(crate) async fn authenticate_api_key(
+    pub(super) async fn authenticate_api_key(
         &self,
         presented: &str,
     ) -> Result<Authenticated, AppError> {
         let presented = ApiKeySecret::parse(presented).ok_or(AppError::Unauthenticated)?;
         let id = presented.key_id();
         let view = self
-            .find(|app| app.identity().api_key(&id).map_err(identity_storage))
+            .find(|core| core.identity().api_key(&id).map_err(identity_storage))
             .await?
             .ok_or(AppError::Unauthenticated)?;
         let index = self.api_key_index(presented.canonical());
@@ -180,7 +226,11 @@ impl App {
             return Err(AppError::Unauthenticated);
         }
         self.require_active(view.owner, now)?;
-        let owner = self.user(&view.owner)?;
+        let owner = self
+            .directory
+            .user(&view.owner)
+            .map_err(internal)?
+            .ok_or(AppError::Unauthenticated)?;
         if !owner.flags.api_access {
             return Err(AppError::Unauthenticated);
         }
@@ -189,10 +239,10 @@ impl App {
             .is_none_or(|at| now - at >= USE_RECORD_INTERVAL)
         {
             // Recording the use must not slow the request down or fail it.
-            let app = self.clone();
+            let core = self.0.clone();
             let (tenant, key) = (view.tenant.clone(), view.id);
             tokio::spawn(async move {
-                let _ = app
+                let _ = core
                     .execute::<ApiKeyAggregate>(
                         &system_ctx("api-key-use"),
                         &api_key_key(&tenant, key),
@@ -211,20 +261,6 @@ impl App {
             },
             must_enrol_second_factor: false,
         })
-    }
-
-    /// The key an API-key actor stands for, if it is usable: (owner, tenant, restriction).
-    pub(crate) fn api_key_actor(&self, id: &str) -> Result<Option<KeyActor>, AppError> {
-        let Ok(id) = id.parse::<Ulid>() else {
-            return Ok(None);
-        };
-        let now = self.now();
-        Ok(self
-            .identity()
-            .api_key(&id)
-            .map_err(identity_storage)?
-            .filter(|k| k.is_usable_at(now))
-            .map(|k| (k.owner, k.tenant, k.restriction)))
     }
 }
 

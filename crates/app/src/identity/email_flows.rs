@@ -6,8 +6,6 @@
 //! short-lived (the tenant's `magic_link_ttl_minutes`, 10 by default) and kills the previous one
 //! of its kind; at most one such email per account and minute is sent.
 
-use std::net::IpAddr;
-
 use idstream_auth::{OpaqueToken, TokenKind};
 use idstream_directory::{UserStatus, UserView};
 use idstream_domain::aggregate::{CredentialsAggregate, EmailClaimAggregate, UserAggregate};
@@ -20,9 +18,11 @@ use time::Duration;
 
 use super::credentials_key;
 use super::signin::{SignIn, system_ctx, user_ctx};
-use super::{Client, MAX_PASSWORD_BYTES};
-use crate::services::{internal, user_key};
-use crate::{App, AppError, NewUserRequest};
+use super::{Client, Identity, MAX_PASSWORD_BYTES};
+use crate::core::Core;
+use crate::core::{internal, user_key};
+use crate::policy::Caller;
+use crate::{AppError, NewUserRequest};
 
 /// Digits of an emailed sign-in code.
 pub const EMAIL_CODE_DIGITS: usize = 6;
@@ -57,7 +57,7 @@ fn purpose_name(purpose: TokenPurpose) -> &'static str {
     }
 }
 
-impl App {
+impl Core {
     fn email_token_index(
         &self,
         purpose: TokenPurpose,
@@ -128,20 +128,6 @@ impl App {
         Ok(user.filter(|u| u.status_at(now) == UserStatus::Active))
     }
 
-    /// Emails a single-use sign-in link to `email` if it belongs to an active user. Answers the
-    /// same either way.
-    pub fn request_magic_link(&self, email: &str, source: Option<IpAddr>) -> Result<(), AppError> {
-        self.rate_limit("magic-link", source)?;
-        let email = email.to_owned();
-        let app = self.clone();
-        tokio::spawn(async move {
-            if let Err(error) = app.send_magic_link(&email).await {
-                tracing::warn!(%error, "a magic link could not be sent");
-            }
-        });
-        Ok(())
-    }
-
     async fn send_magic_link(&self, email: &str) -> Result<(), AppError> {
         let Some(user) = self.active_user_by_email(email).await? else {
             return Ok(());
@@ -160,52 +146,6 @@ impl App {
         .await
     }
 
-    /// Signs in with a magic link's user and token (single use). Two-factor authentication, if
-    /// enabled, still asks for its second step.
-    pub async fn sign_in_magic_link(
-        &self,
-        user: UserId,
-        token: &str,
-        tenant: Option<TenantId>,
-        client: &Client,
-    ) -> Result<SignIn, AppError> {
-        self.rate_limit("sign-in", client.ip())?;
-        let text = OpaqueToken::normalize_presented(TokenKind::MagicLink, token)
-            .ok_or(AppError::InvalidOrExpiredLink)?;
-        let view = self
-            .directory()
-            .user(&user)
-            .map_err(internal)?
-            .ok_or(AppError::InvalidOrExpiredLink)?;
-        self.redeem_and_sign_in(
-            &view,
-            TokenPurpose::MagicLink,
-            &text,
-            tenant,
-            SignInMethod::MagicLink,
-            client,
-        )
-        .await
-        .map_err(|e| match e {
-            AppError::InvalidCredentials => AppError::InvalidOrExpiredLink,
-            other => other,
-        })
-    }
-
-    /// Emails a one-time sign-in code to `email` if it belongs to an active user. Answers the
-    /// same either way.
-    pub fn request_email_code(&self, email: &str, source: Option<IpAddr>) -> Result<(), AppError> {
-        self.rate_limit("email-code", source)?;
-        let email = email.to_owned();
-        let app = self.clone();
-        tokio::spawn(async move {
-            if let Err(error) = app.send_email_code(&email).await {
-                tracing::warn!(%error, "a sign-in code could not be sent");
-            }
-        });
-        Ok(())
-    }
-
     async fn send_email_code(&self, email: &str) -> Result<(), AppError> {
         let Some(user) = self.active_user_by_email(email).await? else {
             return Ok(());
@@ -217,34 +157,6 @@ impl App {
         self.issue_email_token(&user, TokenPurpose::EmailCode, &code, ttl, |exp| {
             idstream_mailer::templates::email_code(&to, &shown, exp)
         })
-        .await
-    }
-
-    /// Signs in with an emailed code. A wrong code counts as a failed sign-in (lock-out after
-    /// the usual number), so the million possible codes cannot be tried.
-    pub async fn sign_in_email_code(
-        &self,
-        email: &str,
-        code: &str,
-        tenant: Option<TenantId>,
-        client: &Client,
-    ) -> Result<SignIn, AppError> {
-        self.rate_limit("sign-in", client.ip())?;
-        let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
-        let Some(user) = self.find_user_by_email(email).await? else {
-            return Err(AppError::InvalidCredentials);
-        };
-        if code.len() != EMAIL_CODE_DIGITS || !code.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(AppError::InvalidCredentials);
-        }
-        self.redeem_and_sign_in(
-            &user,
-            TokenPurpose::EmailCode,
-            &code,
-            tenant,
-            SignInMethod::EmailCode,
-            client,
-        )
         .await
     }
 
@@ -294,24 +206,174 @@ impl App {
         self.first_factor_passed(user.id, creds.as_ref(), tenant, method, client)
             .await
     }
+}
+
+/// How long the link confirming a new address lives.
+pub const EMAIL_CHANGE_TTL: Duration = Duration::hours(24);
+
+impl Core {
+    /// Claims `email` for an existing user (see `idstream_domain::email`).
+    async fn claim_email_for(
+        &self,
+        ctx: &crate::CommandContext,
+        user: UserId,
+        email: &str,
+    ) -> Result<(), AppError> {
+        self.check_legacy_claim(email, user).await?;
+        let key = self.claim_key(email);
+        let (claim, _) = self.load::<EmailClaimAggregate>(&key).await?;
+        let holder_exists = match &claim.holder {
+            Some(holder) if holder.user != user => self
+                .load::<UserAggregate>(&user_key(holder.user))
+                .await?
+                .0
+                .holds_identity(),
+            _ => true,
+        };
+        self.execute::<EmailClaimAggregate>(
+            ctx,
+            &key,
+            "",
+            EmailClaimCommand::Claim {
+                user,
+                request: None,
+                now: self.now(),
+                holder_exists,
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            AppError::EmailClaim(_) => AppError::EmailTaken,
+            other => other,
+        })?;
+        Ok(())
+    }
+}
+
+impl Identity {
+    /// Emails a single-use sign-in link to `email` if it belongs to an active user. Answers the
+    /// same either way.
+    ///
+    /// Who: anyone.
+    pub fn request_magic_link(&self, caller: &Caller, email: &str) -> Result<(), AppError> {
+        self.open_to_anyone(caller);
+        self.rate_limit("magic-link", caller.client().ip())?;
+        let email = email.to_owned();
+        let core = self.0.clone();
+        tokio::spawn(async move {
+            if let Err(error) = core.send_magic_link(&email).await {
+                tracing::warn!(%error, "a magic link could not be sent");
+            }
+        });
+        Ok(())
+    }
+
+    /// Signs in with a magic link's user and token (single use). Two-factor authentication, if
+    /// enabled, still asks for its second step.
+    ///
+    /// Who: anyone (holding the link).
+    pub async fn sign_in_magic_link(
+        &self,
+        caller: &Caller,
+        user: UserId,
+        token: &str,
+        tenant: Option<TenantId>,
+    ) -> Result<SignIn, AppError> {
+        self.open_to_anyone(caller);
+        let client = caller.client();
+        self.rate_limit("sign-in", client.ip())?;
+        let text = OpaqueToken::normalize_presented(TokenKind::MagicLink, token)
+            .ok_or(AppError::InvalidOrExpiredLink)?;
+        let view = self
+            .directory()
+            .user(&user)
+            .map_err(internal)?
+            .ok_or(AppError::InvalidOrExpiredLink)?;
+        self.redeem_and_sign_in(
+            &view,
+            TokenPurpose::MagicLink,
+            &text,
+            tenant,
+            SignInMethod::MagicLink,
+            client,
+        )
+        .await
+        .map_err(|e| match e {
+            AppError::InvalidCredentials => AppError::InvalidOrExpiredLink,
+            other => other,
+        })
+    }
+
+    /// Emails a one-time sign-in code to `email` if it belongs to an active user. Answers the
+    /// same either way.
+    ///
+    /// Who: anyone.
+    pub fn request_email_code(&self, caller: &Caller, email: &str) -> Result<(), AppError> {
+        self.open_to_anyone(caller);
+        self.rate_limit("email-code", caller.client().ip())?;
+        let email = email.to_owned();
+        let core = self.0.clone();
+        tokio::spawn(async move {
+            if let Err(error) = core.send_email_code(&email).await {
+                tracing::warn!(%error, "a sign-in code could not be sent");
+            }
+        });
+        Ok(())
+    }
+
+    /// Signs in with an emailed code. A wrong code counts as a failed sign-in (lock-out after
+    /// the usual number), so the million possible codes cannot be tried.
+    ///
+    /// Who: anyone (holding the code).
+    pub async fn sign_in_email_code(
+        &self,
+        caller: &Caller,
+        email: &str,
+        code: &str,
+        tenant: Option<TenantId>,
+    ) -> Result<SignIn, AppError> {
+        self.open_to_anyone(caller);
+        let client = caller.client();
+        self.rate_limit("sign-in", client.ip())?;
+        let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
+        let Some(user) = self.find_user_by_email(email).await? else {
+            return Err(AppError::InvalidCredentials);
+        };
+        if code.len() != EMAIL_CODE_DIGITS || !code.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(AppError::InvalidCredentials);
+        }
+        self.redeem_and_sign_in(
+            &user,
+            TokenPurpose::EmailCode,
+            &code,
+            tenant,
+            SignInMethod::EmailCode,
+            client,
+        )
+        .await
+    }
 
     /// Self-registration in a tenant that allows it. Answers the same whether the address is new
     /// or taken (a taken address gets no account and no hint; its owner can reset their
     /// password). When the tenant requires verification, the new user stays invited until they
     /// follow the emailed link; otherwise they can sign in at once. They get the tenant's
     /// default role.
+    ///
+    /// Who: anyone, in a tenant that allows it. A tenant that does not answers as if it did not
+    /// exist, so tenant ids cannot be probed here either.
     pub async fn register(
         &self,
+        caller: &Caller,
         tenant: TenantId,
         registration: Registration,
-        source: Option<IpAddr>,
     ) -> Result<(), AppError> {
-        self.rate_limit("register", source)?;
+        self.open_to_anyone(caller);
+        self.rate_limit("register", caller.client().ip())?;
         // Settings changed a moment ago (self-registration turned on) must count.
         self.catch_up().await?;
         let view = self.tenant_view(&tenant).await?;
         if !view.settings.self_registration {
-            return Err(AppError::SelfRegistrationDisabled);
+            return Err(AppError::TenantNotFound);
         }
         if registration.password.len() > MAX_PASSWORD_BYTES {
             return Err(AppError::PasswordTooLong);
@@ -329,7 +391,7 @@ impl App {
             ));
         }
         let existing = self
-            .find(|app| app.directory().user_by_email(&email).map_err(internal))
+            .find(|core| core.directory().user_by_email(&email).map_err(internal))
             .await?;
         if existing.is_some() {
             // Cost the same as creating one.
@@ -383,13 +445,16 @@ impl App {
 
     /// Follows an email verification link: the address is verified and a self-registered user
     /// waiting for it becomes active.
+    ///
+    /// Who: anyone (holding the link).
     pub async fn verify_email(
         &self,
+        caller: &Caller,
         user: UserId,
         token: &str,
-        source: Option<IpAddr>,
     ) -> Result<crate::Outcome, AppError> {
-        self.rate_limit("verify-email", source)?;
+        self.open_to_anyone(caller);
+        self.rate_limit("verify-email", caller.client().ip())?;
         let text = OpaqueToken::normalize_presented(TokenKind::EmailVerification, token)
             .ok_or(AppError::InvalidOrExpiredLink)?;
         if self.directory().user(&user).map_err(internal)?.is_none() {
@@ -421,23 +486,20 @@ impl App {
         self.execute::<UserAggregate>(&ctx, &user_key(user), "", command)
             .await
     }
-}
 
-/// How long the link confirming a new address lives.
-pub const EMAIL_CHANGE_TTL: Duration = Duration::hours(24);
-
-impl App {
     /// The caller asks to move to `new_email`, proving their password if they have one. The new
     /// address gets a confirmation link; the old one is told, and keeps working until then.
+    ///
+    /// Who: the signed-in user, through a session.
     pub async fn request_email_change(
         &self,
-        caller: &super::Authenticated,
+        caller: &Caller,
         new_email: &str,
         password: Option<String>,
-        client: &Client,
     ) -> Result<crate::Outcome, AppError> {
-        caller.session().ok_or(AppError::SessionOnly)?;
-        let user = self.require_user(caller.user).await?;
+        let me = self.own_session(caller)?;
+        let client = caller.client();
+        let user = self.require_user(me.user).await?;
         let new_email = normalize_email(new_email)?;
         {
             let _turn = self.id().locks.lock(user.id).await;
@@ -510,13 +572,16 @@ impl App {
 
     /// Confirms a new address with the link mailed to it: the address is claimed (it may have
     /// been taken meanwhile: `EmailTaken`), becomes the user's, and the old one is released.
+    ///
+    /// Who: anyone (holding the link).
     pub async fn confirm_email_change(
         &self,
+        caller: &Caller,
         user: UserId,
         token: &str,
-        source: Option<IpAddr>,
     ) -> Result<crate::Outcome, AppError> {
-        self.rate_limit("verify-email", source)?;
+        self.open_to_anyone(caller);
+        self.rate_limit("verify-email", caller.client().ip())?;
         let text = OpaqueToken::normalize_presented(TokenKind::EmailVerification, token)
             .ok_or(AppError::InvalidOrExpiredLink)?;
         let (state, _) = self.load::<UserAggregate>(&user_key(user)).await?;
@@ -553,42 +618,5 @@ impl App {
         self.release_email(&ctx, user, &old_email, "release")
             .await?;
         Ok(outcome)
-    }
-
-    /// Claims `email` for an existing user (see `idstream_domain::email`).
-    async fn claim_email_for(
-        &self,
-        ctx: &crate::CommandContext,
-        user: UserId,
-        email: &str,
-    ) -> Result<(), AppError> {
-        self.check_legacy_claim(email, user).await?;
-        let key = self.claim_key(email);
-        let (claim, _) = self.load::<EmailClaimAggregate>(&key).await?;
-        let holder_exists = match &claim.holder {
-            Some(holder) if holder.user != user => self
-                .load::<UserAggregate>(&user_key(holder.user))
-                .await?
-                .0
-                .holds_identity(),
-            _ => true,
-        };
-        self.execute::<EmailClaimAggregate>(
-            ctx,
-            &key,
-            "",
-            EmailClaimCommand::Claim {
-                user,
-                request: None,
-                now: self.now(),
-                holder_exists,
-            },
-        )
-        .await
-        .map_err(|e| match e {
-            AppError::EmailClaim(_) => AppError::EmailTaken,
-            other => other,
-        })?;
-        Ok(())
     }
 }

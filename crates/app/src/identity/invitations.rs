@@ -19,11 +19,12 @@ use time::{Duration, OffsetDateTime};
 use ulid::Ulid;
 
 use super::signin::{Tokens, user_ctx};
-use super::{Client, identity_storage, invitation_key};
-use crate::services::{internal, membership_key, user_key};
-use crate::{App, AppError, CommandContext, NewUserRequest};
+use super::{Identity, identity_storage, invitation_key};
+use crate::core::{Core, internal, membership_key, user_key};
+use crate::policy::Caller;
+use crate::{AppError, CommandContext, NewUserRequest};
 
-/// The step of [`App::invite`] that appends the invitation (its idempotency key's suffix).
+/// The step of [`Identity::invite`] that appends the invitation (its idempotency key's suffix).
 const INVITATION_STEP: &str = "invitation";
 
 /// `POST /v1/tenants/{tenant}/invitations`
@@ -54,18 +55,105 @@ pub struct AcceptInvitation {
     pub password: Option<String>,
 }
 
-impl App {
-    /// Invites someone (a new address, or an existing user of another tenant) to `tenant`.
-    ///
-    /// Needs: users:create and role.<role>:assign for every role.
-    pub async fn invite(
+impl Core {
+    /// If this request (by its idempotency key) was carried out before, the answer it gave: the
+    /// invitation it sent, without a second email. If that invitation was withdrawn or revoked
+    /// since, that is the error: `invitation_pending` while another one of the same person is
+    /// open (the invitation that stood), else `invitation_revoked` (a new request, with a new
+    /// idempotency key, may send one). `None` for a request not seen before.
+    async fn first_invitation_answer(
         &self,
         ctx: &CommandContext,
+        tenant: &TenantId,
+    ) -> Result<Option<SentInvitation>, AppError> {
+        let Some(first) = self
+            .replayed(ctx.step_key(INVITATION_STEP).as_deref())
+            .await?
+        else {
+            return Ok(None);
+        };
+        let id = Ulid::from_string(&first.id).map_err(internal)?;
+        self.wait_for(first.position).await?;
+        let view = self
+            .identity()
+            .invitation(tenant, &id)
+            .map_err(identity_storage)?
+            .ok_or(AppError::Invitation(InvitationError::NotFound))?;
+        if view.status == InvitationStatus::Revoked {
+            let now = self.now();
+            let other_open = self
+                .identity()
+                .open_invitations_of(tenant, &view.user)
+                .map_err(identity_storage)?
+                .iter()
+                .any(|open| open.status_at(now) == InvitationStatus::Sent);
+            return Err(if other_open {
+                AppError::InvitationPending
+            } else {
+                AppError::Invitation(InvitationError::Revoked)
+            });
+        }
+        Ok(Some(SentInvitation {
+            id,
+            user: view.user,
+            expires_at: view.expires_at,
+            position: first.position,
+            email_sent: false,
+        }))
+    }
+
+    fn invitation_index(&self, token: &str) -> idstream_domain::secret::BlindIndex {
+        self.id().keys.vault().blind_index("invitation", token)
+    }
+
+    async fn mail_invitation(
+        &self,
+        email: &str,
+        tenant_name: &str,
+        token: &str,
+        expires_at: OffsetDateTime,
+    ) -> bool {
+        let link = self.link(&format!("/accept-invitation?token={token}"));
+        let message =
+            idstream_mailer::templates::invitation(email, tenant_name, None, &link, expires_at);
+        self.send_mail(message).await
+    }
+
+    async fn require_invitation(
+        &self,
+        tenant: &TenantId,
+        id: Ulid,
+    ) -> Result<InvitationView, AppError> {
+        self.find(|core| {
+            core.identity()
+                .invitation(tenant, &id)
+                .map_err(identity_storage)
+        })
+        .await?
+        .ok_or(AppError::Invitation(InvitationError::NotFound))
+    }
+}
+
+impl std::fmt::Debug for AcceptInvitation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AcceptInvitation(<redacted>)")
+    }
+}
+
+impl Identity {
+    /// Invites someone (a new address, or an existing user of another tenant) to `tenant`.
+    ///
+    /// Who: `users:create` in the tenant, and for every role what giving it needs
+    /// (`role.<role>:assign` and every permission of the role).
+    pub async fn invite(
+        &self,
+        caller: &Caller,
         tenant: TenantId,
         request: InvitationRequest,
     ) -> Result<SentInvitation, AppError> {
-        self.authorize_named(ctx, &tenant, "users", Action::Create)
+        self.named_permission(caller, &tenant, "users", Action::Create)
             .await?;
+        let ctx = caller.ctx();
         // A retry of an invitation already carried out (same idempotency key) gets the first
         // answer, not a refusal by the one-open-invitation rule below, and sends no second email.
         if let Some(first) = self.first_invitation_answer(ctx, &tenant).await? {
@@ -78,10 +166,7 @@ impl App {
             request.roles.iter().cloned().collect()
         };
         for role in &roles {
-            self.require_role(&tenant, role).await?;
-            self.authorize_role(ctx, &tenant, role, Action::Assign)
-                .await?;
-            self.check_owner_only(ctx, &tenant, role).await?;
+            self.may_give_role(caller, &tenant, role).await?;
         }
         let email = normalize_email(&request.email)?;
         let existing = self.find_user_by_email(&email).await?;
@@ -191,80 +276,18 @@ impl App {
         })
     }
 
-    /// If this request (by its idempotency key) was carried out before, the answer it gave: the
-    /// invitation it sent, without a second email. If that invitation was withdrawn or revoked
-    /// since, that is the error: `invitation_pending` while another one of the same person is
-    /// open (the invitation that stood), else `invitation_revoked` (a new request, with a new
-    /// idempotency key, may send one). `None` for a request not seen before.
-    async fn first_invitation_answer(
-        &self,
-        ctx: &CommandContext,
-        tenant: &TenantId,
-    ) -> Result<Option<SentInvitation>, AppError> {
-        let Some(first) = self
-            .replayed(ctx.step_key(INVITATION_STEP).as_deref())
-            .await?
-        else {
-            return Ok(None);
-        };
-        let id = Ulid::from_string(&first.id).map_err(internal)?;
-        self.wait_for(first.position).await?;
-        let view = self
-            .identity()
-            .invitation(tenant, &id)
-            .map_err(identity_storage)?
-            .ok_or(AppError::Invitation(InvitationError::NotFound))?;
-        if view.status == InvitationStatus::Revoked {
-            let now = self.now();
-            let other_open = self
-                .identity()
-                .open_invitations_of(tenant, &view.user)
-                .map_err(identity_storage)?
-                .iter()
-                .any(|open| open.status_at(now) == InvitationStatus::Sent);
-            return Err(if other_open {
-                AppError::InvitationPending
-            } else {
-                AppError::Invitation(InvitationError::Revoked)
-            });
-        }
-        Ok(Some(SentInvitation {
-            id,
-            user: view.user,
-            expires_at: view.expires_at,
-            position: first.position,
-            email_sent: false,
-        }))
-    }
-
-    fn invitation_index(&self, token: &str) -> idstream_domain::secret::BlindIndex {
-        self.id().keys.vault().blind_index("invitation", token)
-    }
-
-    async fn mail_invitation(
-        &self,
-        email: &str,
-        tenant_name: &str,
-        token: &str,
-        expires_at: OffsetDateTime,
-    ) -> bool {
-        let link = self.link(&format!("/accept-invitation?token={token}"));
-        let message =
-            idstream_mailer::templates::invitation(email, tenant_name, None, &link, expires_at);
-        self.send_mail(message).await
-    }
-
     /// Sends an open invitation again with a new token (the old link dies) and a new expiry.
     ///
-    /// Needs: users:create
+    /// Who: `users:create` in the tenant.
     pub async fn resend_invitation(
         &self,
-        ctx: &CommandContext,
+        caller: &Caller,
         tenant: TenantId,
         id: Ulid,
     ) -> Result<SentInvitation, AppError> {
-        self.authorize_named(ctx, &tenant, "users", Action::Create)
+        self.named_permission(caller, &tenant, "users", Action::Create)
             .await?;
+        let ctx = caller.ctx();
         let view = self.tenant_view(&tenant).await?;
         let invitation = self.require_invitation(&tenant, id).await?;
         let user = self.require_user(invitation.user).await?;
@@ -298,15 +321,16 @@ impl App {
 
     /// Withdraws an open invitation.
     ///
-    /// Needs: users:create
+    /// Who: `users:create` in the tenant.
     pub async fn revoke_invitation(
         &self,
-        ctx: &CommandContext,
+        caller: &Caller,
         tenant: TenantId,
         id: Ulid,
     ) -> Result<crate::Outcome, AppError> {
-        self.authorize_named(ctx, &tenant, "users", Action::Create)
+        self.named_permission(caller, &tenant, "users", Action::Create)
             .await?;
+        let ctx = caller.ctx();
         self.require_invitation(&tenant, id).await?;
         self.execute::<InvitationAggregate>(
             ctx,
@@ -317,31 +341,17 @@ impl App {
         .await
     }
 
-    async fn require_invitation(
-        &self,
-        tenant: &TenantId,
-        id: Ulid,
-    ) -> Result<InvitationView, AppError> {
-        self.find(|app| {
-            app.identity()
-                .invitation(tenant, &id)
-                .map_err(identity_storage)
-        })
-        .await?
-        .ok_or(AppError::Invitation(InvitationError::NotFound))
-    }
-
     /// A tenant's invitations with their status now, oldest first.
     ///
-    /// Needs: users:read
+    /// Who: `users:read` in the tenant.
     pub async fn invitations(
         &self,
-        ctx: &CommandContext,
+        caller: &Caller,
         tenant: &TenantId,
         after: Option<Ulid>,
         limit: usize,
     ) -> Result<Vec<InvitationView>, AppError> {
-        self.authorize_named(ctx, tenant, "users", Action::Read)
+        self.named_permission(caller, tenant, "users", Action::Read)
             .await?;
         self.require_tenant(tenant).await?;
         let now = self.now();
@@ -358,18 +368,22 @@ impl App {
     }
 
     /// Accepts an invitation with its emailed token: at most once, however many try at once.
+    ///
+    /// Who: anyone (holding the link).
     pub async fn accept_invitation(
         &self,
+        caller: &Caller,
         request: AcceptInvitation,
-        client: &Client,
     ) -> Result<Tokens, AppError> {
+        self.open_to_anyone(caller);
+        let client = caller.client();
         self.rate_limit("accept-invitation", client.ip())?;
         let text = OpaqueToken::normalize_presented(TokenKind::Invitation, &request.token)
             .ok_or(AppError::InvalidOrExpiredLink)?;
         let index = self.invitation_index(&text);
         let (tenant, id) = self
-            .find(|app| {
-                app.identity()
+            .find(|core| {
+                core.identity()
                     .invitation_by_token(&index)
                     .map_err(identity_storage)
             })
@@ -451,11 +465,5 @@ impl App {
         self.catch_up().await?;
         self.start_session(user.id, tenant, SignInMethod::Invitation, client)
             .await
-    }
-}
-
-impl std::fmt::Debug for AcceptInvitation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AcceptInvitation(<redacted>)")
     }
 }

@@ -35,7 +35,6 @@ use idstream_domain::identity::credentials::LockoutPolicy;
 use idstream_domain::tenant::PasswordPolicySettings;
 use idstream_domain::{Actor, ActorKind, StreamKey, TenantId, UserId};
 use idstream_eventlog::Position;
-use idstream_identity::Identity;
 use idstream_keys::Keys;
 use idstream_mailer::Mailer;
 use time::Duration;
@@ -46,9 +45,16 @@ pub use email_flows::Registration;
 pub use invitations::{AcceptInvitation, InvitationRequest, SentInvitation};
 pub use limits::{AccountLocks, RateLimiter};
 pub use passwords::{Bootstrap, TotpSetup};
+pub(crate) use signin::system_ctx;
 pub use signin::{SignIn, Tokens};
 
-use crate::AppError;
+use crate::core::Core;
+use crate::{AppError, service};
+
+service!(
+    /// Identity: sign-in, sessions, passwords, two factors, email flows, invitations, API keys.
+    Identity
+);
 
 /// Identity settings that are the service's, not a tenant's.
 #[derive(Debug, Clone)]
@@ -120,7 +126,7 @@ impl IdentityServices {
 const VERIFIED_TOKENS: usize = 65_536;
 
 pub(crate) struct IdentityParts {
-    pub(crate) read: Identity,
+    pub(crate) read: idstream_identity::Identity,
     pub(crate) keys: Arc<Keys>,
     pub(crate) mailer: Arc<dyn Mailer>,
     pub(crate) hasher: PasswordHasherPool,
@@ -139,7 +145,10 @@ pub(crate) struct IdentityParts {
 }
 
 impl IdentityParts {
-    pub(crate) fn new(read: Identity, services: IdentityServices) -> IdentityParts {
+    pub(crate) fn new(
+        read: idstream_identity::Identity,
+        services: IdentityServices,
+    ) -> IdentityParts {
         let issuer = Issuer::new(
             services.config.issuer.clone(),
             services.config.audience.clone(),
@@ -170,7 +179,7 @@ pub struct Authenticated {
     pub via: Credential,
     /// The tenant requires a second factor (`mfa_required`) and this session was opened
     /// without one by a user who has none: until they set TOTP up, the session may only do that
-    /// (the server allows the TOTP set-up endpoints, `me` and sign-out).
+    /// (the policy lets it set TOTP up, read `me` and sign out).
     pub must_enrol_second_factor: bool,
 }
 
@@ -281,7 +290,7 @@ pub struct Created {
     pub position: Position,
 }
 
-impl crate::App {
+impl Core {
     /// A link into the service's public URL for an email: `path_and_query` starts with `/`.
     pub(crate) fn link(&self, path_and_query: &str) -> String {
         format!(

@@ -1,7 +1,5 @@
 //! Passwords (policy, change, reset by email), two-factor authentication set-up, and unlocking.
 
-use std::net::IpAddr;
-
 use idstream_auth::{OpaqueToken, TokenKind, TotpSecret, recovery};
 use idstream_directory::UserStatus;
 use idstream_domain::aggregate::CredentialsAggregate;
@@ -11,12 +9,14 @@ use idstream_domain::identity::credentials::{
 use idstream_domain::identity::session::RevocationReason;
 use idstream_domain::user::normalize_email;
 use idstream_domain::{TenantId, UserId};
+use idstream_eventlog::Position;
 use time::Duration;
 
 use super::signin::{recovery_purpose, system_ctx, totp_context, user_ctx};
-use super::{Authenticated, Client, MAX_PASSWORD_BYTES, credentials_key, password_policy};
-use crate::services::internal;
-use crate::{App, AppError, CommandContext, Outcome};
+use super::{Identity, MAX_PASSWORD_BYTES, credentials_key, password_policy};
+use crate::core::{Core, internal};
+use crate::policy::Caller;
+use crate::{AppError, CommandContext, Outcome};
 
 /// How long a password-reset link lives.
 pub const RESET_TTL: Duration = Duration::minutes(30);
@@ -29,9 +29,11 @@ pub struct TotpSetup {
     pub secret: String,
     /// `otpauth://totp/…`, for a QR code.
     pub uri: String,
+    /// The position of the set-up's event (the consistency token).
+    pub position: Position,
 }
 
-impl App {
+impl Core {
     /// Checks a new password against the policy of every tenant the user belongs to (the
     /// strictest wins), or the default policy if none. `context` words (the email address,
     /// names) may not be the password.
@@ -103,14 +105,91 @@ impl App {
         .await
     }
 
+    async fn send_reset_link(&self, email: &str) -> Result<(), AppError> {
+        let Some(user) = self.find_user_by_email(email).await? else {
+            return Ok(());
+        };
+        if user.status_at(self.now()) != UserStatus::Active {
+            return Ok(());
+        }
+        // At most one reset email per account and minute, whatever the sources.
+        if self
+            .id()
+            .limiter
+            .take(&format!("reset-mail:{}", user.id))
+            .is_err()
+        {
+            return Ok(());
+        }
+        let token = OpaqueToken::generate(TokenKind::PasswordReset);
+        let now = self.now();
+        let expires_at = now + RESET_TTL;
+        self.execute::<CredentialsAggregate>(
+            &system_ctx("password-reset"),
+            &credentials_key(user.id),
+            "",
+            CredentialsCommand::IssueToken {
+                purpose: TokenPurpose::PasswordReset,
+                index: self.reset_index(token.reveal()),
+                expires_at,
+                now,
+            },
+        )
+        .await?;
+        let link = self.link(&format!(
+            "/reset-password?user={}&token={}",
+            user.id,
+            token.reveal()
+        ));
+        let message = idstream_mailer::templates::password_reset(&user.email, &link, expires_at);
+        self.send_mail(message).await;
+        Ok(())
+    }
+
+    fn reset_index(&self, token: &str) -> idstream_domain::secret::BlindIndex {
+        self.id().keys.vault().blind_index("password-reset", token)
+    }
+}
+
+/// `idstream bootstrap`: the first tenant and its administrator. `Debug` redacts the password.
+#[derive(Clone)]
+pub struct Bootstrap {
+    pub tenant: TenantId,
+    pub tenant_name: String,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for TotpSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TotpSetup(<redacted>)")
+    }
+}
+
+impl std::fmt::Debug for Bootstrap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bootstrap")
+            .field("tenant", &self.tenant)
+            .field("email", &self.email)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Identity {
     /// The caller changes their password, proving the current one. Their other sessions end.
+    ///
+    /// Who: the signed-in user, through a session.
     pub async fn change_password(
         &self,
-        caller: &Authenticated,
+        caller: &Caller,
         current: String,
         new: String,
-        client: &Client,
     ) -> Result<Outcome, AppError> {
+        let client = caller.client();
+        let caller = self.own_session(caller)?;
         let session = caller.session().ok_or(AppError::SessionOnly)?;
         let user = self.require_user(caller.user).await?;
         if current.len() > MAX_PASSWORD_BYTES {
@@ -156,80 +235,37 @@ impl App {
 
     /// Emails a reset link if `email` belongs to an active user. Answers the same either way
     /// (the caller learns nothing); the work happens in the background so the timing is alike.
-    pub fn request_password_reset(
-        &self,
-        email: &str,
-        source: Option<IpAddr>,
-    ) -> Result<(), AppError> {
-        self.rate_limit("password-reset", source)?;
+    ///
+    /// Who: anyone.
+    pub fn request_password_reset(&self, caller: &Caller, email: &str) -> Result<(), AppError> {
+        self.open_to_anyone(caller);
+        self.rate_limit("password-reset", caller.client().ip())?;
         let Ok(email) = normalize_email(email) else {
             return Ok(());
         };
-        let app = self.clone();
+        let core = self.0.clone();
         tokio::spawn(async move {
-            if let Err(error) = app.send_reset_link(&email).await {
+            if let Err(error) = core.send_reset_link(&email).await {
                 tracing::warn!(%error, "a password reset could not be started");
             }
         });
         Ok(())
     }
 
-    async fn send_reset_link(&self, email: &str) -> Result<(), AppError> {
-        let Some(user) = self.find_user_by_email(email).await? else {
-            return Ok(());
-        };
-        if user.status_at(self.now()) != UserStatus::Active {
-            return Ok(());
-        }
-        // At most one reset email per account and minute, whatever the sources.
-        if self
-            .id()
-            .limiter
-            .take(&format!("reset-mail:{}", user.id))
-            .is_err()
-        {
-            return Ok(());
-        }
-        let token = OpaqueToken::generate(TokenKind::PasswordReset);
-        let now = self.now();
-        let expires_at = now + RESET_TTL;
-        self.execute::<CredentialsAggregate>(
-            &system_ctx("password-reset"),
-            &credentials_key(user.id),
-            "",
-            CredentialsCommand::IssueToken {
-                purpose: TokenPurpose::PasswordReset,
-                index: self.reset_index(token.reveal()),
-                expires_at,
-                now,
-            },
-        )
-        .await?;
-        let link = self.link(&format!(
-            "/reset-password?user={}&token={}",
-            user.id,
-            token.reveal()
-        ));
-        let message = idstream_mailer::templates::password_reset(&user.email, &link, expires_at);
-        self.send_mail(message).await;
-        Ok(())
-    }
-
-    fn reset_index(&self, token: &str) -> idstream_domain::secret::BlindIndex {
-        self.id().keys.vault().blind_index("password-reset", token)
-    }
-
     /// Sets a new password with an emailed reset token (single use) and ends every session of
     /// the user. A lock-out is lifted; two-factor authentication is not: the next sign-in still
     /// asks for the second factor.
+    ///
+    /// Who: anyone (holding the link).
     pub async fn reset_password(
         &self,
+        caller: &Caller,
         user: UserId,
         token: &str,
         password: String,
-        source: Option<IpAddr>,
     ) -> Result<Outcome, AppError> {
-        self.rate_limit("password-reset", source)?;
+        self.open_to_anyone(caller);
+        self.rate_limit("password-reset", caller.client().ip())?;
         let text = OpaqueToken::normalize_presented(TokenKind::PasswordReset, token)
             .ok_or(AppError::InvalidOrExpiredLink)?;
         let index = self.reset_index(&text);
@@ -263,26 +299,11 @@ impl App {
         Ok(outcome)
     }
 
-    /// An administrator lifts a lock-out (needs `users:update` in every tenant of the user).
-    pub async fn unlock_user(
-        &self,
-        ctx: &CommandContext,
-        user: UserId,
-    ) -> Result<Outcome, AppError> {
-        self.authorize_user_admin(ctx, &user).await?;
-        self.require_user_exists(user).await?;
-        self.execute::<CredentialsAggregate>(
-            ctx,
-            &credentials_key(user),
-            "",
-            CredentialsCommand::Unlock,
-        )
-        .await
-    }
-
     /// Begins TOTP set-up for the caller: a new secret, shown once, waiting for a first code.
-    pub async fn start_totp(&self, caller: &Authenticated) -> Result<TotpSetup, AppError> {
-        caller.session().ok_or(AppError::SessionOnly)?;
+    ///
+    /// Who: the signed-in user, through a session (also while a second factor must be set up).
+    pub async fn start_totp(&self, caller: &Caller) -> Result<TotpSetup, AppError> {
+        let caller = self.own_session_while_enrolling(caller)?;
         let user = self.require_user(caller.user).await?;
         let secret = TotpSecret::generate();
         let base32 = secret.to_base32();
@@ -292,27 +313,31 @@ impl App {
             .vault()
             .try_seal(base32.as_bytes(), &totp_context(user.id))
             .map_err(internal)?;
-        self.execute::<CredentialsAggregate>(
-            &user_ctx(user.id),
-            &credentials_key(user.id),
-            "",
-            CredentialsCommand::StartTotp { secret: sealed },
-        )
-        .await?;
+        let outcome = self
+            .execute::<CredentialsAggregate>(
+                &user_ctx(user.id),
+                &credentials_key(user.id),
+                "",
+                CredentialsCommand::StartTotp { secret: sealed },
+            )
+            .await?;
         let issuer = self.id().config.audience.clone();
         Ok(TotpSetup {
             secret: base32.to_string(),
             uri: secret.provisioning_uri(&issuer, &user.email).to_string(),
+            position: outcome.position,
         })
     }
 
     /// Confirms TOTP with a first code; returns the recovery codes, shown once.
+    ///
+    /// Who: the signed-in user, through a session (also while a second factor must be set up).
     pub async fn confirm_totp(
         &self,
-        caller: &Authenticated,
+        caller: &Caller,
         code: &str,
     ) -> Result<(Vec<String>, Outcome), AppError> {
-        caller.session().ok_or(AppError::SessionOnly)?;
+        let caller = self.own_session_while_enrolling(caller)?;
         let user = caller.user;
         // Read the pending secret from the log: it was set a moment ago.
         self.catch_up().await?;
@@ -355,13 +380,15 @@ impl App {
     }
 
     /// Turns two-factor authentication off; the caller proves their password.
+    ///
+    /// Who: the signed-in user, through a session.
     pub async fn disable_totp(
         &self,
-        caller: &Authenticated,
+        caller: &Caller,
         password: String,
-        client: &Client,
     ) -> Result<Outcome, AppError> {
-        caller.session().ok_or(AppError::SessionOnly)?;
+        let client = caller.client();
+        let caller = self.own_session(caller)?;
         let user = self.require_user(caller.user).await?;
         for tenant in self.user_tenants(&user.id)? {
             if self
@@ -393,37 +420,37 @@ impl App {
         )
         .await
     }
-}
 
-/// `idstream bootstrap`: the first tenant and its administrator. `Debug` redacts the password.
-#[derive(Clone)]
-pub struct Bootstrap {
-    pub tenant: TenantId,
-    pub tenant_name: String,
-    pub email: String,
-    pub first_name: String,
-    pub last_name: String,
-    pub password: String,
-}
-
-impl App {
     /// Creates the first tenant and its administrator (roles owner and admin, platform
     /// administrator flag, the given password). Refused once any tenant exists: from then on
     /// administrators invite people.
-    pub async fn bootstrap(&self, request: Bootstrap) -> Result<(UserId, Outcome), AppError> {
-        let ctx = system_ctx("bootstrap");
+    ///
+    /// Who: the operator (the `idstream bootstrap` command).
+    pub async fn bootstrap(
+        &self,
+        caller: &Caller,
+        request: Bootstrap,
+    ) -> Result<(UserId, Outcome), AppError> {
+        self.platform_admin(caller).await?;
+        let ctx = caller.ctx();
         self.catch_up().await?;
-        if !self.tenants(None, 1)?.is_empty() {
+        if !self
+            .directory
+            .tenants(None, 1)
+            .map_err(internal)?
+            .is_empty()
+        {
             return Err(AppError::AlreadyBootstrapped);
         }
         // Check the password against the default policy before anything is written.
         self.check_password(UserId::new(ulid::Ulid::new()), None, &request.password)?;
-        self.create_tenant(&ctx, request.tenant.clone(), request.tenant_name)
+        crate::Tenants(self.0.clone())
+            .create(caller, request.tenant.clone(), request.tenant_name)
             .await?;
         self.catch_up().await?;
         let created = self
             .create_user(
-                &ctx,
+                ctx,
                 request.tenant.clone(),
                 crate::NewUserRequest {
                     email: request.email,
@@ -438,35 +465,20 @@ impl App {
             )
             .await?;
         let user: UserId = created.id.parse().map_err(internal)?;
-        self.set_user_flags(
-            &ctx,
-            user,
-            idstream_domain::user::UserFlags {
-                platform_admin: true,
-                ..Default::default()
-            },
-        )
-        .await?;
+        crate::Users(self.0.clone())
+            .set_flags(
+                caller,
+                user,
+                idstream_domain::user::UserFlags {
+                    platform_admin: true,
+                    ..Default::default()
+                },
+            )
+            .await?;
         self.catch_up().await?;
         let outcome = self
-            .set_initial_password(&ctx, user, Some(&request.tenant), request.password)
+            .set_initial_password(ctx, user, Some(&request.tenant), request.password)
             .await?;
         Ok((user, outcome))
-    }
-}
-
-impl std::fmt::Debug for TotpSetup {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TotpSetup(<redacted>)")
-    }
-}
-
-impl std::fmt::Debug for Bootstrap {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bootstrap")
-            .field("tenant", &self.tenant)
-            .field("email", &self.email)
-            .field("password", &"<redacted>")
-            .finish()
     }
 }

@@ -2,7 +2,6 @@
 //! sign-out and revocation, and `me`.
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
 
 use idstream_auth::{OpaqueToken, TokenKind};
 use idstream_directory::UserView;
@@ -16,8 +15,10 @@ use idstream_identity::SessionView;
 use ulid::Ulid;
 
 use super::signin::{Tokens, user_ctx};
-use super::{Authenticated, identity_storage, session_key};
-use crate::{App, AppError, CommandContext};
+use super::{Identity, identity_storage, session_key};
+use crate::core::{Core, internal};
+use crate::policy::Caller;
+use crate::{AppError, CommandContext};
 
 /// `GET /v1/auth/me`
 #[derive(Debug, Clone)]
@@ -31,15 +32,105 @@ pub struct Me {
     pub last_sign_in: Option<time::OffsetDateTime>,
 }
 
-impl App {
-    /// Exchanges a refresh token for new tokens. The presented token dies; presenting it again
-    /// revokes the session (whoever holds a copy loses it too).
-    pub async fn refresh(
+impl Core {
+    /// The session a refresh token belongs to, and the token's blind index.
+    async fn session_of_refresh(
         &self,
         presented: &str,
-        source: Option<IpAddr>,
-    ) -> Result<Tokens, AppError> {
-        self.rate_limit("refresh", source)?;
+    ) -> Result<(SessionView, idstream_domain::secret::BlindIndex), AppError> {
+        let text = OpaqueToken::normalize_presented(TokenKind::Refresh, presented)
+            .ok_or(AppError::InvalidToken)?;
+        let index = self.refresh_index(&text);
+        let session = self
+            .find(|core| {
+                core.identity()
+                    .session_by_refresh(&index)
+                    .map_err(identity_storage)
+            })
+            .await?
+            .ok_or(AppError::InvalidToken)?;
+        let view = self
+            .find(|core| core.identity().session(&session).map_err(identity_storage))
+            .await?
+            .ok_or(AppError::InvalidToken)?;
+        Ok((view, index))
+    }
+
+    pub(crate) fn live_sessions(&self, user: UserId) -> Result<Vec<SessionView>, AppError> {
+        let now = self.now();
+        Ok(self
+            .identity()
+            .sessions_of(&user)
+            .map_err(identity_storage)?
+            .into_iter()
+            .filter(|s| s.is_live_at(now))
+            .collect())
+    }
+
+    /// Revokes every live session of `user` but `except`; the outcome's position covers all.
+    pub(crate) async fn revoke_all_sessions(
+        &self,
+        ctx: &CommandContext,
+        user: UserId,
+        reason: RevocationReason,
+        except: Option<Ulid>,
+    ) -> Result<crate::Outcome, AppError> {
+        self.catch_up().await?;
+        let mut position = self.read_models.min_position();
+        for session in self.live_sessions(user)? {
+            if Some(session.id) == except {
+                continue;
+            }
+            let outcome = self.revoke_session_as(ctx, session.id, reason).await?;
+            position = position.max(outcome.position);
+        }
+        Ok(crate::Outcome {
+            position,
+            id: user.to_string(),
+            replayed: false,
+        })
+    }
+
+    async fn revoke_session_as(
+        &self,
+        ctx: &CommandContext,
+        session: Ulid,
+        reason: RevocationReason,
+    ) -> Result<crate::Outcome, AppError> {
+        let outcome = self
+            .execute::<SessionAggregate>(
+                ctx,
+                &session_key(session),
+                "",
+                SessionCommand::Revoke { reason },
+            )
+            .await
+            .map_err(|e| match e {
+                AppError::Session(SessionError::Ended) => AppError::SessionNotFound,
+                other => other,
+            })?;
+        // Revocation is immediate: its tokens stop working on this replica before we answer.
+        self.wait_for(outcome.position).await?;
+        Ok(outcome)
+    }
+}
+
+/// A refresh or switch on a session that has ended reads as an invalid token.
+fn ended(e: AppError) -> AppError {
+    match e {
+        AppError::Session(SessionError::Ended) => AppError::InvalidToken,
+        other => other,
+    }
+}
+
+impl Identity {
+    /// Exchanges a refresh token for new tokens. The presented token dies; presenting it again
+    /// revokes the session (whoever holds a copy loses it too).
+    ///
+    /// Who: anyone (holding the refresh token).
+    pub async fn refresh(&self, caller: &Caller, presented: &str) -> Result<Tokens, AppError> {
+        self.open_to_anyone(caller);
+        self.rate_limit("refresh", caller.client().ip())?;
         let (view, index) = self.session_of_refresh(presented).await?;
         let now = self.now();
         // A suspended or deactivated user's token is refused like a dead one, before it is
@@ -83,36 +174,16 @@ impl App {
         ))
     }
 
-    /// The session a refresh token belongs to, and the token's blind index.
-    async fn session_of_refresh(
-        &self,
-        presented: &str,
-    ) -> Result<(SessionView, idstream_domain::secret::BlindIndex), AppError> {
-        let text = OpaqueToken::normalize_presented(TokenKind::Refresh, presented)
-            .ok_or(AppError::InvalidToken)?;
-        let index = self.refresh_index(&text);
-        let session = self
-            .find(|app| {
-                app.identity()
-                    .session_by_refresh(&index)
-                    .map_err(identity_storage)
-            })
-            .await?
-            .ok_or(AppError::InvalidToken)?;
-        let view = self
-            .find(|app| app.identity().session(&session).map_err(identity_storage))
-            .await?
-            .ok_or(AppError::InvalidToken)?;
-        Ok((view, index))
-    }
-
     /// Moves the caller's session to another tenant of theirs, rotating its refresh token.
+    ///
+    /// Who: the signed-in user, through a session.
     pub async fn switch_tenant(
         &self,
-        caller: &Authenticated,
+        caller: &Caller,
         tenant: TenantId,
         refresh_token: &str,
     ) -> Result<Tokens, AppError> {
+        let caller = self.own_session(caller)?;
         let session = caller.session().ok_or(AppError::SessionOnly)?;
         if !self.user_tenants(&caller.user)?.contains(&tenant) {
             return Err(AppError::NotAMember);
@@ -152,36 +223,34 @@ impl App {
     }
 
     /// Ends the caller's session.
-    pub async fn sign_out(&self, caller: &Authenticated) -> Result<crate::Outcome, AppError> {
+    ///
+    /// Who: the signed-in user, through a session (also while a second factor must be set up).
+    pub async fn sign_out(&self, caller: &Caller) -> Result<crate::Outcome, AppError> {
+        let caller = self.own_session_while_enrolling(caller)?;
         let session = caller.session().ok_or(AppError::SessionOnly)?;
         self.revoke_session_as(&user_ctx(caller.user), session, RevocationReason::SignedOut)
             .await
     }
 
     /// The caller's live sessions, newest first.
-    pub fn my_sessions(&self, caller: &Authenticated) -> Result<Vec<SessionView>, AppError> {
+    ///
+    /// Who: the signed-in user, through a session.
+    pub fn my_sessions(&self, caller: &Caller) -> Result<Vec<SessionView>, AppError> {
+        let caller = self.own_session(caller)?;
         self.live_sessions(caller.user)
     }
 
-    pub(crate) fn live_sessions(&self, user: UserId) -> Result<Vec<SessionView>, AppError> {
-        let now = self.now();
-        Ok(self
-            .identity()
-            .sessions_of(&user)
-            .map_err(identity_storage)?
-            .into_iter()
-            .filter(|s| s.is_live_at(now))
-            .collect())
-    }
-
     /// Revokes one of the caller's own sessions (another device, or this one).
+    ///
+    /// Who: the signed-in user, through a session.
     pub async fn revoke_my_session(
         &self,
-        caller: &Authenticated,
+        caller: &Caller,
         session: Ulid,
     ) -> Result<crate::Outcome, AppError> {
+        let caller = self.own_session(caller)?;
         let view = self
-            .find(|app| app.identity().session(&session).map_err(identity_storage))
+            .find(|core| core.identity().session(&session).map_err(identity_storage))
             .await?
             .filter(|v| v.user == caller.user)
             .ok_or(AppError::SessionNotFound)?;
@@ -193,89 +262,23 @@ impl App {
         .await
     }
 
-    /// A user's live sessions, newest first, for an administrator (needs `users:update` in
-    /// every tenant of the user, like ending them), with where each was started from.
-    pub async fn user_sessions(
-        &self,
-        ctx: &CommandContext,
-        user: UserId,
-    ) -> Result<Vec<SessionView>, AppError> {
-        self.authorize_user_admin(ctx, &user).await?;
-        self.require_user_exists(user).await?;
-        self.live_sessions(user)
-    }
-
-    /// An administrator ends every session of a user (needs `users:update` in every tenant of
-    /// the user, like other lifecycle changes).
-    pub async fn revoke_user_sessions(
-        &self,
-        ctx: &CommandContext,
-        user: UserId,
-    ) -> Result<crate::Outcome, AppError> {
-        self.authorize_user_admin(ctx, &user).await?;
-        self.require_user_exists(user).await?;
-        self.revoke_all_sessions(ctx, user, RevocationReason::RevokedByAdmin, None)
-            .await
-    }
-
-    /// Revokes every live session of `user` but `except`; the outcome's position covers all.
-    pub(crate) async fn revoke_all_sessions(
-        &self,
-        ctx: &CommandContext,
-        user: UserId,
-        reason: RevocationReason,
-        except: Option<Ulid>,
-    ) -> Result<crate::Outcome, AppError> {
-        self.catch_up().await?;
-        let mut position = self.applied_position();
-        for session in self.live_sessions(user)? {
-            if Some(session.id) == except {
-                continue;
-            }
-            let outcome = self.revoke_session_as(ctx, session.id, reason).await?;
-            position = position.max(outcome.position);
-        }
-        Ok(crate::Outcome {
-            position,
-            id: user.to_string(),
-            replayed: false,
-        })
-    }
-
-    async fn revoke_session_as(
-        &self,
-        ctx: &CommandContext,
-        session: Ulid,
-        reason: RevocationReason,
-    ) -> Result<crate::Outcome, AppError> {
-        let outcome = self
-            .execute::<SessionAggregate>(
-                ctx,
-                &session_key(session),
-                "",
-                SessionCommand::Revoke { reason },
-            )
-            .await
-            .map_err(|e| match e {
-                AppError::Session(SessionError::Ended) => AppError::SessionNotFound,
-                other => other,
-            })?;
-        // Revocation is immediate: its tokens stop working on this replica before we answer.
-        self.wait_for(outcome.position).await?;
-        Ok(outcome)
-    }
-
     /// The caller: their profile, current tenant, roles there and effective permissions.
-    pub fn me(&self, caller: &Authenticated) -> Result<Me, AppError> {
-        let user = self.user(&caller.user)?;
+    ///
+    /// Who: the signed-in user (a session, also while a second factor must be set up, or an API
+    /// key: its owner, within its restriction).
+    pub fn me(&self, caller: &Caller) -> Result<Me, AppError> {
+        let caller = self.own_account_while_enrolling(caller)?;
+        let user = self.user_now(&caller.user)?;
         let roles = self
             .directory()
             .membership(&caller.tenant, &caller.user)
-            .map_err(crate::services::internal)?
+            .map_err(internal)?
             .map(|m| m.roles)
             .unwrap_or_default();
-        let (mut global_access, mut permissions) =
-            self.effective_permissions(&caller.tenant, &caller.user)?;
+        let (mut global_access, mut permissions) = self
+            .access
+            .effective_permissions(&caller.tenant, &caller.user)
+            .map_err(internal)?;
         // A restricted key has its restriction, within what its owner holds.
         if let super::Credential::ApiKey {
             restriction: Some(restriction),
@@ -301,38 +304,5 @@ impl App {
             permissions,
             session: caller.session(),
         })
-    }
-}
-
-/// A refresh or switch on a session that has ended reads as an invalid token.
-fn ended(e: AppError) -> AppError {
-    match e {
-        AppError::Session(SessionError::Ended) => AppError::InvalidToken,
-        other => other,
-    }
-}
-
-impl App {
-    /// Changes a user's profile: their own, or anyone's with users:update in every tenant of
-    /// theirs (like other changes to a person).
-    pub async fn change_profile(
-        &self,
-        ctx: &CommandContext,
-        user: UserId,
-        profile: idstream_domain::user::Profile,
-    ) -> Result<crate::Outcome, AppError> {
-        let own =
-            ctx.actor.kind == idstream_domain::ActorKind::User && ctx.actor.id == user.to_string();
-        if !own {
-            self.authorize_user_admin(ctx, &user).await?;
-        }
-        self.execute::<idstream_domain::aggregate::UserAggregate>(
-            ctx,
-            &crate::services::user_key(user),
-            "",
-            idstream_domain::user::UserCommand::ChangeProfile(profile),
-        )
-        .await
-        .map_err(crate::services::user_not_found)
     }
 }

@@ -20,11 +20,13 @@ use ulid::Ulid;
 use zeroize::Zeroizing;
 
 use super::{
-    Authenticated, Client, Credential, IdentityParts, MAX_PASSWORD_BYTES, credentials_key,
-    identity_storage, session_key,
+    Authenticated, Client, Credential, Identity, IdentityParts, MAX_PASSWORD_BYTES,
+    credentials_key, identity_storage, session_key,
 };
-use crate::services::internal;
-use crate::{App, AppError, CommandContext};
+use crate::core::Core;
+use crate::core::internal;
+use crate::policy::Caller;
+use crate::{AppError, CommandContext};
 
 /// The age at which the access-token signing key is replaced.
 pub const SIGNING_KEY_AGE: Duration = Duration::days(30);
@@ -126,25 +128,20 @@ pub(crate) fn system_ctx(what: &str) -> CommandContext {
         .expect("no idempotency key to validate")
 }
 
-impl App {
+impl Core {
     pub(crate) fn id(&self) -> &IdentityParts {
-        &self.inner.identity
+        &self.identity
     }
 
     /// The identity read model.
-    pub fn identity(&self) -> &idstream_identity::Identity {
-        &self.inner.identity.read
-    }
-
-    /// The JSON Web Key Set of the access-token signing keys (current and retired-but-valid).
-    pub fn jwks(&self) -> serde_json::Value {
-        self.id().keys.signing().jwks()
+    pub(crate) fn identity(&self) -> &idstream_identity::Identity {
+        &self.identity.read
     }
 
     /// Periodic key upkeep (the server runs it every minute): picks up keys another replica
     /// rotated, and starts a new signing key once the current one is [`SIGNING_KEY_AGE`] old
     /// (the old one keeps verifying, and stays in the JWKS, until its tokens have expired).
-    pub async fn maintain_keys(&self) -> Result<(), AppError> {
+    pub(crate) async fn maintain_signing_keys(&self) -> Result<(), AppError> {
         let keys = &self.id().keys;
         keys.reload()
             .await
@@ -156,7 +153,11 @@ impl App {
     }
 
     /// Takes one request from the budget of `endpoint` for `source`.
-    pub fn rate_limit(&self, endpoint: &str, source: Option<IpAddr>) -> Result<(), AppError> {
+    pub(crate) fn rate_limit(
+        &self,
+        endpoint: &str,
+        source: Option<IpAddr>,
+    ) -> Result<(), AppError> {
         let key = match source {
             Some(ip) => format!("{endpoint}:{ip}"),
             None => format!("{endpoint}:-"),
@@ -319,60 +320,6 @@ impl App {
         }
     }
 
-    /// Step one of a sign-in: email and password.
-    ///
-    /// Unknown addresses, wrong passwords, accounts without a password and locked accounts all
-    /// get [`AppError::InvalidCredentials`] after an argon2 check (except the locked ones, which
-    /// are refused before it). A right password of a suspended or deactivated account gets
-    /// [`AppError::AccountDisabled`].
-    pub async fn sign_in_password(
-        &self,
-        email: &str,
-        password: String,
-        tenant: Option<TenantId>,
-        client: &Client,
-    ) -> Result<SignIn, AppError> {
-        self.rate_limit("sign-in", client.ip())?;
-        if password.len() > MAX_PASSWORD_BYTES {
-            return Err(AppError::PasswordTooLong);
-        }
-        let Some(user) = self.find_user_by_email(email).await? else {
-            self.decoy_check(password).await;
-            return Err(AppError::InvalidCredentials);
-        };
-        let _turn = self.id().locks.lock(user.id).await;
-        // The password (or the user's status) may have changed a moment ago, maybe on another
-        // replica.
-        self.catch_up().await?;
-        let user = self.require_user(user.id).await?;
-        let creds = self.credentials_view(user.id)?;
-        let now = self.now();
-        if creds.as_ref().is_some_and(|c| c.is_locked_at(now)) {
-            return Err(AppError::InvalidCredentials);
-        }
-        let sealed = creds.as_ref().and_then(|c| c.password.as_ref());
-        if !self.password_matches(user.id, sealed, password).await? {
-            if sealed.is_some() {
-                self.record_failure(&user, client).await?;
-            }
-            return Err(AppError::InvalidCredentials);
-        }
-        match user.status_at(now) {
-            UserStatus::Active => {}
-            UserStatus::Invited => return Err(AppError::EmailNotVerified),
-            _ => return Err(AppError::AccountDisabled),
-        }
-        let tenant = self.sign_in_tenant(user.id, tenant)?;
-        self.first_factor_passed(
-            user.id,
-            creds.as_ref(),
-            tenant,
-            SignInMethod::Password,
-            client,
-        )
-        .await
-    }
-
     /// After a first factor (password, magic link, emailed code): a second-factor challenge if
     /// the account has TOTP, else a session.
     pub(crate) async fn first_factor_passed(
@@ -406,85 +353,6 @@ impl App {
         self.start_session(user, tenant, method, client)
             .await
             .map(SignIn::Complete)
-    }
-
-    /// Step two: a TOTP code or a recovery code with the challenge of step one.
-    pub async fn sign_in_second_factor(
-        &self,
-        challenge: &str,
-        code: Option<&str>,
-        recovery_code: Option<&str>,
-        client: &Client,
-    ) -> Result<Tokens, AppError> {
-        self.rate_limit("sign-in", client.ip())?;
-        let now = self.now();
-        let challenge = Sealed::parse(challenge.trim())
-            .ok()
-            .and_then(|sealed| self.id().keys.vault().open(&sealed, CHALLENGE_CONTEXT).ok())
-            .and_then(|json| serde_json::from_slice::<Challenge>(&json).ok())
-            .filter(|c| now.unix_timestamp() < c.expires)
-            .ok_or(AppError::InvalidToken)?;
-        let user = self.require_user(challenge.user).await?;
-        let _turn = self.id().locks.lock(user.id).await;
-        self.catch_up().await?;
-        let user = self.require_user(user.id).await?;
-        let creds = self
-            .credentials_view(user.id)?
-            .ok_or(AppError::InvalidCredentials)?;
-        if creds.is_locked_at(now) {
-            return Err(AppError::InvalidCredentials);
-        }
-        if user.status_at(now) != UserStatus::Active {
-            return Err(AppError::AccountDisabled);
-        }
-        let command = match (code, recovery_code) {
-            (Some(code), None) => {
-                let sealed = creds.totp.as_ref().ok_or(AppError::InvalidCredentials)?;
-                let secret = self.open_totp(user.id, sealed)?;
-                match secret.verify(code, now, Some(creds.totp_last_step)) {
-                    Some(step) => CredentialsCommand::UseTotp { step },
-                    None => {
-                        self.record_failure(&user, client).await?;
-                        return Err(AppError::InvalidCredentials);
-                    }
-                }
-            }
-            (None, Some(recovery_code)) => CredentialsCommand::UseRecoveryCode {
-                index: self.id().keys.vault().blind_index(
-                    &recovery_purpose(user.id),
-                    &recovery::normalise(recovery_code),
-                ),
-            },
-            _ => return Err(AppError::SecondFactorMissing),
-        };
-        match self
-            .execute::<CredentialsAggregate>(
-                &user_ctx(user.id),
-                &credentials_key(user.id),
-                "",
-                command,
-            )
-            .await
-        {
-            Ok(_) => {}
-            // Two requests with one code: the other one won.
-            Err(AppError::Credentials(CredentialsError::TotpReplayed)) => {
-                return Err(AppError::InvalidCredentials);
-            }
-            Err(AppError::Credentials(CredentialsError::InvalidRecoveryCode)) => {
-                self.record_failure(&user, client).await?;
-                return Err(AppError::InvalidCredentials);
-            }
-            Err(other) => return Err(other),
-        }
-        self.record_success(user.id, Some(&creds)).await?;
-        self.start_session(
-            user.id,
-            challenge.tenant,
-            SignInMethod::PasswordAndTotp,
-            client,
-        )
-        .await
     }
 
     /// Starts a session in `tenant` for a sign-in by `client` and mints its first tokens.
@@ -556,59 +424,6 @@ impl App {
             tenant,
             position,
         }
-    }
-
-    /// Who `Authorization: Bearer <credential>` speaks for: an access token of a live session of
-    /// an active user, or a usable API key (`ids_…`). Anything else is
-    /// [`AppError::Unauthenticated`], with no hint of why.
-    ///
-    /// The session, the user's status, the tenant's `mfa_required` and the user's second factor
-    /// are checked on every request, through [`AuthChecks`]: as fresh as reading the read models
-    /// themselves, so a sign-out, a revoked session, a suspension or a deactivation refuses the
-    /// next request once the read models have applied it.
-    pub async fn authenticate(&self, credential: &str) -> Result<Authenticated, AppError> {
-        let credential = credential.trim();
-        if credential.starts_with(idstream_auth::api_key::API_KEY_PREFIX) {
-            return self.authenticate_api_key(credential).await;
-        }
-        let now = self.now();
-        let parts = self.id();
-        let claims = parts
-            .issuer
-            .verify_cached(
-                &parts.keys.signing(),
-                &parts.verified_tokens,
-                credential,
-                now,
-            )
-            .map_err(|_| AppError::Unauthenticated)?;
-        let (Ok(user), Ok(tenant), Ok(session)) = (
-            claims.sub.parse::<UserId>(),
-            claims.tid.parse::<TenantId>(),
-            claims.sid.parse::<Ulid>(),
-        ) else {
-            return Err(AppError::Unauthenticated);
-        };
-        // A token minted a moment ago, maybe by another replica: wait for its session.
-        let view = self
-            .find(|app| app.session_standing(&session))
-            .await?
-            .ok_or(AppError::Unauthenticated)?;
-        if view.user != user || view.tenant != tenant || !view.is_live_at(now) {
-            return Err(AppError::Unauthenticated);
-        }
-        if !self.user_active_at(user, now)? {
-            return Err(AppError::Unauthenticated);
-        }
-        let must_enrol_second_factor = view.method != SignInMethod::PasswordAndTotp
-            && self.tenant_requires_mfa(&tenant)?
-            && !self.totp_enabled(user)?;
-        Ok(Authenticated {
-            user,
-            tenant,
-            via: Credential::Session(session),
-            must_enrol_second_factor,
-        })
     }
 
     /// The session's standing, from [`AuthChecks`] or the identity read model.
@@ -768,7 +583,212 @@ impl UserStanding {
     }
 }
 
-/// The cached checks of [`App::authenticate`] against a real embedded log and real read models:
+impl Identity {
+    /// The JSON Web Key Set of the access-token signing keys (current and retired-but-valid).
+    ///
+    /// Who: anyone.
+    pub fn jwks(&self, caller: &Caller) -> serde_json::Value {
+        self.open_to_anyone(caller);
+        self.id().keys.signing().jwks()
+    }
+
+    /// Step one of a sign-in: email and password.
+    ///
+    /// Unknown addresses, wrong passwords, accounts without a password and locked accounts all
+    /// get [`AppError::InvalidCredentials`] after an argon2 check (except the locked ones, which
+    /// are refused before it). A right password of a suspended or deactivated account gets
+    /// [`AppError::AccountDisabled`].
+    ///
+    /// Who: anyone.
+    pub async fn sign_in(
+        &self,
+        caller: &Caller,
+        email: &str,
+        password: String,
+        tenant: Option<TenantId>,
+    ) -> Result<SignIn, AppError> {
+        self.open_to_anyone(caller);
+        let client = caller.client();
+        self.rate_limit("sign-in", client.ip())?;
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Err(AppError::PasswordTooLong);
+        }
+        let Some(user) = self.find_user_by_email(email).await? else {
+            self.decoy_check(password).await;
+            return Err(AppError::InvalidCredentials);
+        };
+        let _turn = self.id().locks.lock(user.id).await;
+        // The password (or the user's status) may have changed a moment ago, maybe on another
+        // replica.
+        self.catch_up().await?;
+        let user = self.require_user(user.id).await?;
+        let creds = self.credentials_view(user.id)?;
+        let now = self.now();
+        if creds.as_ref().is_some_and(|c| c.is_locked_at(now)) {
+            return Err(AppError::InvalidCredentials);
+        }
+        let sealed = creds.as_ref().and_then(|c| c.password.as_ref());
+        if !self.password_matches(user.id, sealed, password).await? {
+            if sealed.is_some() {
+                self.record_failure(&user, client).await?;
+            }
+            return Err(AppError::InvalidCredentials);
+        }
+        match user.status_at(now) {
+            UserStatus::Active => {}
+            UserStatus::Invited => return Err(AppError::EmailNotVerified),
+            _ => return Err(AppError::AccountDisabled),
+        }
+        let tenant = self.sign_in_tenant(user.id, tenant)?;
+        self.first_factor_passed(
+            user.id,
+            creds.as_ref(),
+            tenant,
+            SignInMethod::Password,
+            client,
+        )
+        .await
+    }
+
+    /// Step two: a TOTP code or a recovery code with the challenge of step one.
+    ///
+    /// Who: anyone (holding the challenge).
+    pub async fn sign_in_second_factor(
+        &self,
+        caller: &Caller,
+        challenge: &str,
+        code: Option<&str>,
+        recovery_code: Option<&str>,
+    ) -> Result<Tokens, AppError> {
+        self.open_to_anyone(caller);
+        let client = caller.client();
+        self.rate_limit("sign-in", client.ip())?;
+        let now = self.now();
+        let challenge = Sealed::parse(challenge.trim())
+            .ok()
+            .and_then(|sealed| self.id().keys.vault().open(&sealed, CHALLENGE_CONTEXT).ok())
+            .and_then(|json| serde_json::from_slice::<Challenge>(&json).ok())
+            .filter(|c| now.unix_timestamp() < c.expires)
+            .ok_or(AppError::InvalidToken)?;
+        let user = self.require_user(challenge.user).await?;
+        let _turn = self.id().locks.lock(user.id).await;
+        self.catch_up().await?;
+        let user = self.require_user(user.id).await?;
+        let creds = self
+            .credentials_view(user.id)?
+            .ok_or(AppError::InvalidCredentials)?;
+        if creds.is_locked_at(now) {
+            return Err(AppError::InvalidCredentials);
+        }
+        if user.status_at(now) != UserStatus::Active {
+            return Err(AppError::AccountDisabled);
+        }
+        let command = match (code, recovery_code) {
+            (Some(code), None) => {
+                let sealed = creds.totp.as_ref().ok_or(AppError::InvalidCredentials)?;
+                let secret = self.open_totp(user.id, sealed)?;
+                match secret.verify(code, now, Some(creds.totp_last_step)) {
+                    Some(step) => CredentialsCommand::UseTotp { step },
+                    None => {
+                        self.record_failure(&user, client).await?;
+                        return Err(AppError::InvalidCredentials);
+                    }
+                }
+            }
+            (None, Some(recovery_code)) => CredentialsCommand::UseRecoveryCode {
+                index: self.id().keys.vault().blind_index(
+                    &recovery_purpose(user.id),
+                    &recovery::normalise(recovery_code),
+                ),
+            },
+            _ => return Err(AppError::SecondFactorMissing),
+        };
+        match self
+            .execute::<CredentialsAggregate>(
+                &user_ctx(user.id),
+                &credentials_key(user.id),
+                "",
+                command,
+            )
+            .await
+        {
+            Ok(_) => {}
+            // Two requests with one code: the other one won.
+            Err(AppError::Credentials(CredentialsError::TotpReplayed)) => {
+                return Err(AppError::InvalidCredentials);
+            }
+            Err(AppError::Credentials(CredentialsError::InvalidRecoveryCode)) => {
+                self.record_failure(&user, client).await?;
+                return Err(AppError::InvalidCredentials);
+            }
+            Err(other) => return Err(other),
+        }
+        self.record_success(user.id, Some(&creds)).await?;
+        self.start_session(
+            user.id,
+            challenge.tenant,
+            SignInMethod::PasswordAndTotp,
+            client,
+        )
+        .await
+    }
+
+    /// Who `Authorization: Bearer <credential>` speaks for (the authentication that makes a
+    /// [`Caller`]; it authorizes nothing, so it takes none): an access token of a live session of
+    /// an active user, or a usable API key (`ids_…`). Anything else is
+    /// [`AppError::Unauthenticated`], with no hint of why.
+    ///
+    /// The session, the user's status, the tenant's `mfa_required` and the user's second factor
+    /// are checked on every request, through [`AuthChecks`]: as fresh as reading the read models
+    /// themselves, so a sign-out, a revoked session, a suspension or a deactivation refuses the
+    /// next request once the read models have applied it.
+    pub async fn authenticate(&self, credential: &str) -> Result<Authenticated, AppError> {
+        let credential = credential.trim();
+        if credential.starts_with(idstream_auth::api_key::API_KEY_PREFIX) {
+            return self.authenticate_api_key(credential).await;
+        }
+        let now = self.now();
+        let parts = self.id();
+        let claims = parts
+            .issuer
+            .verify_cached(
+                &parts.keys.signing(),
+                &parts.verified_tokens,
+                credential,
+                now,
+            )
+            .map_err(|_| AppError::Unauthenticated)?;
+        let (Ok(user), Ok(tenant), Ok(session)) = (
+            claims.sub.parse::<UserId>(),
+            claims.tid.parse::<TenantId>(),
+            claims.sid.parse::<Ulid>(),
+        ) else {
+            return Err(AppError::Unauthenticated);
+        };
+        // A token minted a moment ago, maybe by another replica: wait for its session.
+        let view = self
+            .find(|core| core.session_standing(&session))
+            .await?
+            .ok_or(AppError::Unauthenticated)?;
+        if view.user != user || view.tenant != tenant || !view.is_live_at(now) {
+            return Err(AppError::Unauthenticated);
+        }
+        if !self.user_active_at(user, now)? {
+            return Err(AppError::Unauthenticated);
+        }
+        let must_enrol_second_factor = view.method != SignInMethod::PasswordAndTotp
+            && self.tenant_requires_mfa(&tenant)?
+            && !self.totp_enabled(user)?;
+        Ok(Authenticated {
+            user,
+            tenant,
+            via: Credential::Session(session),
+            must_enrol_second_factor,
+        })
+    }
+}
+
+/// The cached checks of [`Identity::authenticate`] against a real embedded log and real read models:
 /// every change a request must see is seen by the first request after the read models applied
 /// it, even when the previous requests were answered from memory.
 #[cfg(test)]
@@ -780,7 +800,7 @@ mod auth_check_tests {
     use super::*;
     use crate::identity::{Bootstrap, IdentityServices};
     use crate::tests::ShiftedClock;
-    use crate::{Clock, SuspendRequest};
+    use crate::{App, Clock, SuspendRequest};
 
     const ADMIN: &str = "admin@example.com";
     const ADMIN_PASSWORD: &str = "correct horse battery staple";
@@ -790,16 +810,20 @@ mod auth_check_tests {
     async fn app(dir: &Path, clock: Arc<dyn Clock>) -> App {
         let services = IdentityServices::local(dir).await.unwrap();
         let app = crate::tests::app_in(dir, clock, services).await;
-        app.bootstrap(Bootstrap {
-            tenant: acme(),
-            tenant_name: "Acme".into(),
-            email: ADMIN.into(),
-            first_name: "Ada".into(),
-            last_name: "Admin".into(),
-            password: ADMIN_PASSWORD.into(),
-        })
-        .await
-        .unwrap();
+        app.identity
+            .bootstrap(
+                &system(),
+                Bootstrap {
+                    tenant: acme(),
+                    tenant_name: "Acme".into(),
+                    email: ADMIN.into(),
+                    first_name: "Ada".into(),
+                    last_name: "Admin".into(),
+                    password: ADMIN_PASSWORD.into(),
+                },
+            )
+            .await
+            .unwrap();
         app
     }
 
@@ -807,13 +831,14 @@ mod auth_check_tests {
         "acme".parse().unwrap()
     }
 
-    fn system() -> CommandContext {
-        CommandContext::new(Actor::system("test"), "c".into(), None).unwrap()
+    fn system() -> Caller {
+        Caller::system("test")
     }
 
     async fn sign_in(app: &App, email: &str, password: &str) -> Tokens {
         match app
-            .sign_in_password(email, password.into(), None, &Client::default())
+            .identity
+            .sign_in(&Caller::anonymous(), email, password.into(), None)
             .await
             .unwrap()
         {
@@ -831,18 +856,27 @@ mod auth_check_tests {
     async fn accepted(app: &App, tokens: &Tokens) -> Authenticated {
         eprintln!(
             "DEBUG accepted? session {:?} user {:?}",
-            app.identity().session(&tokens.session).unwrap().map(|v| (
-                v.revoked,
-                v.last_active_at,
-                v.expires_at
-            )),
-            app.directory()
+            app.core()
+                .identity()
+                .session(&tokens.session)
+                .unwrap()
+                .map(|v| (v.revoked, v.last_active_at, v.expires_at)),
+            app.core()
+                .directory()
                 .user(&tokens.user)
                 .unwrap()
                 .map(|u| (u.status, u.suspended_until))
         );
-        let first = app.authenticate(&tokens.access_token).await.unwrap();
-        let again = app.authenticate(&tokens.access_token).await.unwrap();
+        let first = app
+            .identity
+            .authenticate(&tokens.access_token)
+            .await
+            .unwrap();
+        let again = app
+            .identity
+            .authenticate(&tokens.access_token)
+            .await
+            .unwrap();
         assert_eq!(first, again);
         assert_eq!(first.via, Credential::Session(tokens.session));
         first
@@ -851,18 +885,18 @@ mod auth_check_tests {
     /// A new access token for the same session, as of the (shifted) clock: the session's own
     /// standing decides, not the first token's five minutes.
     fn reminted(app: &App, tokens: &Tokens) -> Tokens {
-        app.tokens(
+        app.core().tokens(
             tokens.user,
             tokens.tenant.clone(),
             tokens.session,
             tokens.refresh_token.clone(),
             tokens.position,
-            app.now(),
+            app.core().now(),
         )
     }
 
     async fn refused(app: &App, tokens: &Tokens) {
-        match app.authenticate(&tokens.access_token).await {
+        match app.identity.authenticate(&tokens.access_token).await {
             Err(AppError::Unauthenticated) => {}
             other => panic!("expected Unauthenticated, got {other:?}"),
         }
@@ -880,13 +914,21 @@ mod auth_check_tests {
         accepted(&app, &two).await;
         accepted(&app, &three).await;
 
-        let signed_out = app.sign_out(&caller).await.unwrap();
-        app.wait_for(signed_out.position).await.unwrap();
+        let signed_out = app
+            .identity
+            .sign_out(&Caller::user(caller.clone()))
+            .await
+            .unwrap();
+        app.core().wait_for(signed_out.position).await.unwrap();
         refused(&app, &one).await;
         let caller = accepted(&app, &two).await;
 
-        let revoked = app.revoke_my_session(&caller, three.session).await.unwrap();
-        app.wait_for(revoked.position).await.unwrap();
+        let revoked = app
+            .identity
+            .revoke_my_session(&Caller::user(caller.clone()), three.session)
+            .await
+            .unwrap();
+        app.core().wait_for(revoked.position).await.unwrap();
         refused(&app, &three).await;
         accepted(&app, &two).await;
 
@@ -913,37 +955,39 @@ mod auth_check_tests {
             reason: None,
         };
         let suspended = app
-            .suspend_user(&system(), bob, suspend(None))
+            .users
+            .suspend(&system(), bob, suspend(None))
             .await
             .unwrap();
-        app.wait_for(suspended.position).await.unwrap();
+        app.core().wait_for(suspended.position).await.unwrap();
         refused(&app, &tokens).await;
         refused(&app, &tokens).await;
-        let reinstated = app.reinstate_user(&system(), bob).await.unwrap();
-        app.wait_for(reinstated.position).await.unwrap();
+        let reinstated = app.users.reinstate(&system(), bob).await.unwrap();
+        app.core().wait_for(reinstated.position).await.unwrap();
         accepted(&app, &tokens).await;
 
         // A timed suspension ends by itself, with no event.
         let until = clock.now() + Duration::minutes(10);
         let suspended = app
-            .suspend_user(&system(), bob, suspend(Some(until)))
+            .users
+            .suspend(&system(), bob, suspend(Some(until)))
             .await
             .unwrap();
-        app.wait_for(suspended.position).await.unwrap();
+        app.core().wait_for(suspended.position).await.unwrap();
         refused(&app, &tokens).await;
         clock.advance(Duration::minutes(11));
         let tokens = reminted(&app, &tokens);
         accepted(&app, &tokens).await;
 
-        let deactivated = app.deactivate_user(&system(), bob).await.unwrap();
-        app.wait_for(deactivated.position).await.unwrap();
+        let deactivated = app.users.deactivate(&system(), bob).await.unwrap();
+        app.core().wait_for(deactivated.position).await.unwrap();
         refused(&app, &tokens).await;
-        let reactivated = app.reactivate_user(&system(), bob).await.unwrap();
-        app.wait_for(reactivated.position).await.unwrap();
+        let reactivated = app.users.reactivate(&system(), bob).await.unwrap();
+        app.core().wait_for(reactivated.position).await.unwrap();
         accepted(&app, &tokens).await;
 
-        let erased = app.erase_user(&system(), bob).await.unwrap();
-        app.wait_for(erased.position).await.unwrap();
+        let erased = app.users.erase(&system(), bob).await.unwrap();
+        app.core().wait_for(erased.position).await.unwrap();
         refused(&app, &tokens).await;
     }
 
@@ -962,14 +1006,22 @@ mod auth_check_tests {
         let caller = accepted(&app, &tokens).await;
         assert!(caller.must_enrol_second_factor);
 
-        let setup = app.start_totp(&caller).await.unwrap();
+        let setup = app
+            .identity
+            .start_totp(&Caller::user(caller.clone()))
+            .await
+            .unwrap();
         assert!(accepted(&app, &tokens).await.must_enrol_second_factor);
         let secret = TotpSecret::from_base32(&setup.secret).unwrap();
         let (_, confirmed) = app
-            .confirm_totp(&caller, &secret.code_at(OffsetDateTime::now_utc()))
+            .identity
+            .confirm_totp(
+                &Caller::user(caller.clone()),
+                &secret.code_at(OffsetDateTime::now_utc()),
+            )
             .await
             .unwrap();
-        app.wait_for(confirmed.position).await.unwrap();
+        app.core().wait_for(confirmed.position).await.unwrap();
         assert!(!accepted(&app, &tokens).await.must_enrol_second_factor);
 
         let settings = idstream_domain::tenant::TenantSettings::default();

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use idstream_auth::TotpSecret;
-use idstream_domain::{Actor, RoleName, TenantId, UserId};
+use idstream_domain::{RoleName, TenantId, UserId};
 
 use super::signin::{SignIn, Tokens};
 use super::{
     AcceptInvitation, ApiKeyRequest, Bootstrap, Client, IdentityServices, InvitationRequest,
 };
-use crate::{App, AppError, CommandContext, SuspendRequest, SystemClock};
+use crate::{App, AppError, Caller, SuspendRequest, SystemClock};
 
 const ADMIN_PASSWORD: &str = "correct horse battery staple";
 
@@ -32,32 +32,37 @@ fn acme() -> TenantId {
     "acme".parse().unwrap()
 }
 
-fn system() -> CommandContext {
-    CommandContext::new(Actor::system("test"), "c".into(), None).unwrap()
+fn system() -> Caller {
+    Caller::system("test")
 }
 
 /// [`system`] with the idempotency key `key`.
-fn with_key(key: &str) -> CommandContext {
-    CommandContext::new(Actor::system("test"), "c".into(), Some(key)).unwrap()
+fn with_key(key: &str) -> Caller {
+    Caller::system("test").with_idempotency_key(key).unwrap()
 }
 
 async fn bootstrap(app: &App) -> UserId {
-    app.bootstrap(Bootstrap {
-        tenant: acme(),
-        tenant_name: "Acme".into(),
-        email: "admin@example.com".into(),
-        first_name: "Ada".into(),
-        last_name: "Admin".into(),
-        password: ADMIN_PASSWORD.into(),
-    })
-    .await
-    .unwrap()
-    .0
+    app.identity
+        .bootstrap(
+            &system(),
+            Bootstrap {
+                tenant: acme(),
+                tenant_name: "Acme".into(),
+                email: "admin@example.com".into(),
+                first_name: "Ada".into(),
+                last_name: "Admin".into(),
+                password: ADMIN_PASSWORD.into(),
+            },
+        )
+        .await
+        .unwrap()
+        .0
 }
 
 async fn sign_in(app: &App, email: &str, password: &str) -> Result<Tokens, AppError> {
     match app
-        .sign_in_password(email, password.into(), None, &Client::default())
+        .identity
+        .sign_in(&Caller::anonymous(), email, password.into(), None)
         .await?
     {
         SignIn::Complete(tokens) => Ok(tokens),
@@ -68,10 +73,11 @@ async fn sign_in(app: &App, email: &str, password: &str) -> Result<Tokens, AppEr
 /// Changes acme's settings and waits until the read models hold the change.
 pub(crate) async fn change_settings(app: &App, settings: idstream_domain::tenant::TenantSettings) {
     let changed = app
-        .change_tenant_settings(&system(), acme(), settings)
+        .tenants
+        .change_settings(&system(), acme(), settings)
         .await
         .unwrap();
-    app.wait_for(changed.position).await.unwrap();
+    app.core().wait_for(changed.position).await.unwrap();
 }
 
 /// The token with `prefix` in the newest email to `to`.
@@ -115,6 +121,7 @@ pub(crate) async fn invited_member(
     roles: &[&str],
 ) -> UserId {
     let sent = app
+        .identity
         .invite(
             &system(),
             acme(),
@@ -129,15 +136,16 @@ pub(crate) async fn invited_member(
         .unwrap();
     assert!(sent.email_sent);
     let token = mailed_token(dir, email, "idi_").await;
-    app.accept_invitation(
-        AcceptInvitation {
-            token,
-            password: Some(password.into()),
-        },
-        &Client::default(),
-    )
-    .await
-    .unwrap();
+    app.identity
+        .accept_invitation(
+            &Caller::anonymous(),
+            AcceptInvitation {
+                token,
+                password: Some(password.into()),
+            },
+        )
+        .await
+        .unwrap();
     sent.user
 }
 
@@ -151,8 +159,12 @@ async fn bootstrap_creates_an_administrator_who_signs_in() {
         .unwrap();
     assert_eq!((tokens.user, tokens.tenant.clone()), (admin, acme()));
     assert!(tokens.refresh_token.starts_with("idr_"));
-    let caller = app.authenticate(&tokens.access_token).await.unwrap();
-    let me = app.me(&caller).unwrap();
+    let caller = app
+        .identity
+        .authenticate(&tokens.access_token)
+        .await
+        .unwrap();
+    let me = app.identity.me(&Caller::user(caller.clone())).unwrap();
     assert_eq!(
         me.roles,
         [
@@ -170,15 +182,19 @@ async fn bootstrap_creates_an_administrator_who_signs_in() {
 
     // Once is enough.
     assert_err(
-        app.bootstrap(Bootstrap {
-            tenant: "other".parse().unwrap(),
-            tenant_name: "Other".into(),
-            email: "x@example.com".into(),
-            first_name: String::new(),
-            last_name: String::new(),
-            password: ADMIN_PASSWORD.into(),
-        })
-        .await,
+        app.identity
+            .bootstrap(
+                &system(),
+                Bootstrap {
+                    tenant: "other".parse().unwrap(),
+                    tenant_name: "Other".into(),
+                    email: "x@example.com".into(),
+                    first_name: String::new(),
+                    last_name: String::new(),
+                    password: ADMIN_PASSWORD.into(),
+                },
+            )
+            .await,
         "AlreadyBootstrapped",
     );
 }
@@ -199,24 +215,41 @@ async fn sign_ins_and_failures_record_where_they_came_from() {
     assert_eq!(Client::new(None, Some(" \t ")).user_agent(), None);
 
     assert_err(
-        app.sign_in_password("admin@example.com", "wrong".into(), None, &client)
+        app.identity
+            .sign_in(
+                &Caller::anonymous().from_client(client.clone()),
+                "admin@example.com",
+                "wrong".into(),
+                None,
+            )
             .await,
         "InvalidCredentials",
     );
     let SignIn::Complete(tokens) = app
-        .sign_in_password("admin@example.com", ADMIN_PASSWORD.into(), None, &client)
+        .identity
+        .sign_in(
+            &Caller::anonymous().from_client(client.clone()),
+            "admin@example.com",
+            ADMIN_PASSWORD.into(),
+            None,
+        )
         .await
         .unwrap()
     else {
         panic!("no second factor here")
     };
-    app.wait_for(tokens.position).await.unwrap();
-    let session = app.identity().session(&tokens.session).unwrap().unwrap();
+    app.core().wait_for(tokens.position).await.unwrap();
+    let session = app
+        .core()
+        .identity()
+        .session(&tokens.session)
+        .unwrap()
+        .unwrap();
     // An IPv4 address mapped into IPv6 is recorded as the IPv4 address.
     assert_eq!(session.ip.as_deref(), Some("192.0.2.9"));
     assert_eq!(session.user_agent.as_deref(), client.user_agent());
 
-    let events = app.log().read_after(0, usize::MAX).await.unwrap();
+    let events = app.core().log().read_after(0, usize::MAX).await.unwrap();
     let failed = events
         .iter()
         .find_map(|e| match DomainEvent::decode(&e.envelope) {
@@ -228,19 +261,11 @@ async fn sign_ins_and_failures_record_where_they_came_from() {
     assert_eq!(failed.user_agent.as_deref(), client.user_agent());
 
     // The administrator sees the sessions of a user with their sources; nobody else does.
-    let listed = app.user_sessions(&system(), admin).await.unwrap();
+    let listed = app.users.sessions(&system(), admin).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].ip.as_deref(), Some("192.0.2.9"));
-    let stranger = CommandContext::new(
-        Actor {
-            kind: idstream_domain::ActorKind::User,
-            id: UserId::new(ulid::Ulid::new()).to_string(),
-        },
-        "c".into(),
-        None,
-    )
-    .unwrap();
-    assert!(app.user_sessions(&stranger, admin).await.is_err());
+    let stranger = crate::tests::as_user(UserId::new(ulid::Ulid::new()), "acme");
+    assert!(app.users.sessions(&stranger, admin).await.is_err());
 }
 
 #[tokio::test]
@@ -264,7 +289,10 @@ async fn wrong_passwords_and_unknown_accounts_get_one_answer() {
         sign_in(&app, "admin@example.com", &"x".repeat(5000)).await,
         "PasswordTooLong",
     );
-    assert_err(app.authenticate("garbage").await, "Unauthenticated");
+    assert_err(
+        app.identity.authenticate("garbage").await,
+        "Unauthenticated",
+    );
 }
 
 #[tokio::test]
@@ -272,25 +300,26 @@ async fn a_flood_of_wrong_passwords_runs_a_handful_of_argon2_checks_then_locks()
     let dir = tempfile::tempdir().unwrap();
     let app = app(dir.path()).await;
     let admin = bootstrap(&app).await;
-    let before = app.id().hasher.runs();
+    let before = app.core().id().hasher.runs();
     let attempts: Vec<_> = (0..200)
         .map(|i| {
             let app = app.clone();
             tokio::spawn(async move {
-                app.sign_in_password(
-                    "admin@example.com",
-                    format!("wrong {i}"),
-                    None,
-                    &Client::default(),
-                )
-                .await
+                app.identity
+                    .sign_in(
+                        &Caller::anonymous(),
+                        "admin@example.com",
+                        format!("wrong {i}"),
+                        None,
+                    )
+                    .await
             })
         })
         .collect();
     for attempt in attempts {
         assert_err(attempt.await.unwrap(), "InvalidCredentials");
     }
-    let runs = app.id().hasher.runs() - before;
+    let runs = app.core().id().hasher.runs() - before;
     assert!(
         runs <= 6,
         "200 wrong passwords ran {runs} argon2 checks; the lock-out after 5 should stop them"
@@ -310,7 +339,7 @@ async fn a_flood_of_wrong_passwords_runs_a_handful_of_argon2_checks_then_locks()
             .contains("lock")
     }));
     // An administrator lifts the lock.
-    app.unlock_user(&system(), admin).await.unwrap();
+    app.users.unlock(&system(), admin).await.unwrap();
     sign_in(&app, "admin@example.com", ADMIN_PASSWORD)
         .await
         .unwrap();
@@ -324,25 +353,41 @@ async fn refresh_rotates_and_a_reused_token_revokes_the_session() {
     let first = sign_in(&app, "admin@example.com", ADMIN_PASSWORD)
         .await
         .unwrap();
-    let second = app.refresh(&first.refresh_token, None).await.unwrap();
+    let second = app
+        .identity
+        .refresh(&Caller::anonymous(), &first.refresh_token)
+        .await
+        .unwrap();
     assert_eq!(second.session, first.session);
     assert_ne!(second.refresh_token, first.refresh_token);
-    app.authenticate(&second.access_token).await.unwrap();
+    app.identity
+        .authenticate(&second.access_token)
+        .await
+        .unwrap();
 
     // The first token again: someone kept a copy. The whole session ends.
     assert_err(
-        app.refresh(&first.refresh_token, None).await,
+        app.identity
+            .refresh(&Caller::anonymous(), &first.refresh_token)
+            .await,
         "InvalidToken",
     );
     assert_err(
-        app.refresh(&second.refresh_token, None).await,
+        app.identity
+            .refresh(&Caller::anonymous(), &second.refresh_token)
+            .await,
         "InvalidToken",
     );
     assert_err(
-        app.authenticate(&second.access_token).await,
+        app.identity.authenticate(&second.access_token).await,
         "Unauthenticated",
     );
-    assert_err(app.refresh("idr_nonsense", None).await, "InvalidToken");
+    assert_err(
+        app.identity
+            .refresh(&Caller::anonymous(), "idr_nonsense")
+            .await,
+        "InvalidToken",
+    );
 }
 
 #[tokio::test]
@@ -357,7 +402,7 @@ async fn concurrent_refreshes_with_one_token_yield_at_most_one_successor() {
         .map(|_| {
             let app = app.clone();
             let token = tokens.refresh_token.clone();
-            tokio::spawn(async move { app.refresh(&token, None).await })
+            tokio::spawn(async move { app.identity.refresh(&Caller::anonymous(), &token).await })
         })
         .collect();
     let mut successes = 0;
@@ -377,6 +422,7 @@ async fn an_invitation_is_accepted_once_even_concurrently() {
     let app = app(dir.path()).await;
     bootstrap(&app).await;
     let sent = app
+        .identity
         .invite(
             &system(),
             acme(),
@@ -393,14 +439,15 @@ async fn an_invitation_is_accepted_once_even_concurrently() {
 
     // A weak password changes nothing.
     assert!(matches!(
-        app.accept_invitation(
-            AcceptInvitation {
-                token: token.clone(),
-                password: Some("password".into()),
-            },
-            &Client::default(),
-        )
-        .await,
+        app.identity
+            .accept_invitation(
+                &Caller::anonymous(),
+                AcceptInvitation {
+                    token: token.clone(),
+                    password: Some("password".into()),
+                }
+            )
+            .await,
         Err(AppError::WeakPassword(_))
     ));
 
@@ -408,14 +455,15 @@ async fn an_invitation_is_accepted_once_even_concurrently() {
         let app = app.clone();
         let token = token.clone();
         tokio::spawn(async move {
-            app.accept_invitation(
-                AcceptInvitation {
-                    token,
-                    password: Some(password.into()),
-                },
-                &Client::default(),
-            )
-            .await
+            app.identity
+                .accept_invitation(
+                    &Caller::anonymous(),
+                    AcceptInvitation {
+                        token,
+                        password: Some(password.into()),
+                    },
+                )
+                .await
         })
     };
     let (a, b) = (
@@ -442,20 +490,25 @@ async fn an_invitation_is_accepted_once_even_concurrently() {
         "InvalidCredentials",
     );
     // The invitee holds the tenant's default role, and the email is verified.
-    let caller = app.authenticate(&tokens.access_token).await.unwrap();
-    let me = app.me(&caller).unwrap();
+    let caller = app
+        .identity
+        .authenticate(&tokens.access_token)
+        .await
+        .unwrap();
+    let me = app.identity.me(&Caller::user(caller.clone())).unwrap();
     assert_eq!(me.roles, [RoleName::user()].into());
     assert!(me.user.email_verified);
     // The token is spent.
     assert_err(
-        app.accept_invitation(
-            AcceptInvitation {
-                token,
-                password: Some("third pass phrase 3".into()),
-            },
-            &Client::default(),
-        )
-        .await,
+        app.identity
+            .accept_invitation(
+                &Caller::anonymous(),
+                AcceptInvitation {
+                    token,
+                    password: Some("third pass phrase 3".into()),
+                },
+            )
+            .await,
         "InvalidOrExpiredLink",
     );
 }
@@ -469,44 +522,76 @@ async fn a_password_reset_ends_every_session_but_keeps_the_second_factor() {
     let tokens = sign_in(&app, "bob@example.com", "bobs pass phrase")
         .await
         .unwrap();
-    let caller = app.authenticate(&tokens.access_token).await.unwrap();
+    let caller = app
+        .identity
+        .authenticate(&tokens.access_token)
+        .await
+        .unwrap();
 
     // Two-factor authentication on.
-    let setup = app.start_totp(&caller).await.unwrap();
+    let setup = app
+        .identity
+        .start_totp(&Caller::user(caller.clone()))
+        .await
+        .unwrap();
     let secret = TotpSecret::from_base32(&setup.secret).unwrap();
     let now = time::OffsetDateTime::now_utc();
     let (codes, _) = app
-        .confirm_totp(&caller, &secret.code_at(now))
+        .identity
+        .confirm_totp(&Caller::user(caller.clone()), &secret.code_at(now))
         .await
         .unwrap();
     assert_eq!(codes.len(), 10);
 
     // Unknown addresses get the same answer and no mail.
-    app.request_password_reset("nobody@example.com", None)
+    app.identity
+        .request_password_reset(&Caller::anonymous(), "nobody@example.com")
         .unwrap();
-    app.request_password_reset("bob@example.com", None).unwrap();
+    app.identity
+        .request_password_reset(&Caller::anonymous(), "bob@example.com")
+        .unwrap();
     let token = mailed_token(dir.path(), "bob@example.com", "idp_").await;
     assert_err(
-        app.reset_password(bob, "idp_wrong", "a new pass phrase".into(), None)
+        app.identity
+            .reset_password(
+                &Caller::anonymous(),
+                bob,
+                "idp_wrong",
+                "a new pass phrase".into(),
+            )
             .await,
         "InvalidOrExpiredLink",
     );
-    app.reset_password(bob, &token, "a new pass phrase".into(), None)
+    app.identity
+        .reset_password(
+            &Caller::anonymous(),
+            bob,
+            &token,
+            "a new pass phrase".into(),
+        )
         .await
         .unwrap();
     // Single use.
     assert_err(
-        app.reset_password(bob, &token, "another pass phrase".into(), None)
+        app.identity
+            .reset_password(
+                &Caller::anonymous(),
+                bob,
+                &token,
+                "another pass phrase".into(),
+            )
             .await,
         "InvalidOrExpiredLink",
     );
     // Every session ended.
     assert_err(
-        app.authenticate(&tokens.access_token).await,
+        app.identity.authenticate(&tokens.access_token).await,
         "Unauthenticated",
     );
     assert_err(
-        app.refresh(&tokens.refresh_token, None).await,
+        app.identity
+            .refresh(&Caller::anonymous(), &tokens.refresh_token)
+            .await,
         "InvalidToken",
     );
     assert_err(
@@ -515,11 +600,12 @@ async fn a_password_reset_ends_every_session_but_keeps_the_second_factor() {
     );
     // The new password works, and still asks for the second factor.
     let challenge = match app
-        .sign_in_password(
+        .identity
+        .sign_in(
+            &Caller::anonymous(),
             "bob@example.com",
             "a new pass phrase".into(),
             None,
-            &Client::default(),
         )
         .await
         .unwrap()
@@ -529,30 +615,36 @@ async fn a_password_reset_ends_every_session_but_keeps_the_second_factor() {
     };
     // A wrong code fails; a recovery code works once.
     assert_err(
-        app.sign_in_second_factor(&challenge, Some("000000"), None, &Client::default())
+        app.identity
+            .sign_in_second_factor(&Caller::anonymous(), &challenge, Some("000000"), None)
             .await,
         "InvalidCredentials",
     );
-    app.sign_in_second_factor(&challenge, None, Some(&codes[0]), &Client::default())
+    app.identity
+        .sign_in_second_factor(&Caller::anonymous(), &challenge, None, Some(&codes[0]))
         .await
         .unwrap();
     assert_err(
-        app.sign_in_second_factor(&challenge, None, Some(&codes[0]), &Client::default())
+        app.identity
+            .sign_in_second_factor(&Caller::anonymous(), &challenge, None, Some(&codes[0]))
             .await,
         "InvalidCredentials",
     );
     // The next time step's code works; the same code twice does not.
     let next = secret.code_at(now + time::Duration::seconds(30));
-    app.sign_in_second_factor(&challenge, Some(&next), None, &Client::default())
+    app.identity
+        .sign_in_second_factor(&Caller::anonymous(), &challenge, Some(&next), None)
         .await
         .unwrap();
     assert_err(
-        app.sign_in_second_factor(&challenge, Some(&next), None, &Client::default())
+        app.identity
+            .sign_in_second_factor(&Caller::anonymous(), &challenge, Some(&next), None)
             .await,
         "InvalidCredentials",
     );
     assert_err(
-        app.sign_in_second_factor("v1.k.forged", Some(&next), None, &Client::default())
+        app.identity
+            .sign_in_second_factor(&Caller::anonymous(), "v1.k.forged", Some(&next), None)
             .await,
         "InvalidToken",
     );
@@ -568,7 +660,8 @@ async fn suspension_stops_sessions_at_once() {
         .await
         .unwrap();
     let suspended = app
-        .suspend_user(
+        .users
+        .suspend(
             &system(),
             bob,
             SuspendRequest {
@@ -578,13 +671,15 @@ async fn suspension_stops_sessions_at_once() {
         )
         .await
         .unwrap();
-    app.wait_for(suspended.position).await.unwrap();
+    app.core().wait_for(suspended.position).await.unwrap();
     assert_err(
-        app.authenticate(&tokens.access_token).await,
+        app.identity.authenticate(&tokens.access_token).await,
         "Unauthenticated",
     );
     assert_err(
-        app.refresh(&tokens.refresh_token, None).await,
+        app.identity
+            .refresh(&Caller::anonymous(), &tokens.refresh_token)
+            .await,
         "InvalidToken",
     );
     assert_err(
@@ -601,9 +696,14 @@ async fn an_api_key_acts_for_its_owner_within_its_restriction_until_revoked() {
     let tokens = sign_in(&app, "admin@example.com", ADMIN_PASSWORD)
         .await
         .unwrap();
-    let caller = app.authenticate(&tokens.access_token).await.unwrap();
-    let ctx = CommandContext::new(caller.actor(), "c".into(), None).unwrap();
+    let caller = app
+        .identity
+        .authenticate(&tokens.access_token)
+        .await
+        .unwrap();
+    let ctx = Caller::user(caller.clone());
     let issued = app
+        .identity
         .issue_api_key(
             &ctx,
             acme(),
@@ -617,51 +717,66 @@ async fn an_api_key_acts_for_its_owner_within_its_restriction_until_revoked() {
         .await
         .unwrap();
     assert!(issued.key.starts_with("ids_"));
-    app.wait_for(issued.position).await.unwrap();
-    let key_caller = app.authenticate(&issued.key).await.unwrap();
+    app.core().wait_for(issued.position).await.unwrap();
+    let key_caller = app.identity.authenticate(&issued.key).await.unwrap();
     assert_eq!(key_caller.user, admin);
-    let key_ctx = CommandContext::new(key_caller.actor(), "c".into(), None).unwrap();
+    let key_ctx = Caller::user(key_caller.clone());
     // Within the restriction: reading invitations needs users:read.
-    app.invitations(&key_ctx, &acme(), None, 10).await.unwrap();
+    app.identity
+        .invitations(&key_ctx, &acme(), None, 10)
+        .await
+        .unwrap();
     // Outside it, even though the owner is an administrator.
     assert_err(
-        app.invite(
-            &key_ctx,
-            acme(),
-            InvitationRequest {
-                email: "eve@example.com".into(),
-                first_name: String::new(),
-                last_name: String::new(),
-                roles: vec![],
-            },
-        )
-        .await,
+        app.identity
+            .invite(
+                &key_ctx,
+                acme(),
+                InvitationRequest {
+                    email: "eve@example.com".into(),
+                    first_name: String::new(),
+                    last_name: String::new(),
+                    roles: vec![],
+                },
+            )
+            .await,
         "Forbidden(Permission { text: \"users:create\" })",
     );
     // A key cannot mint keys.
     assert_err(
-        app.issue_api_key(
-            &key_ctx,
-            acme(),
-            ApiKeyRequest {
-                name: "child".into(),
-                owner: Some(admin),
-                expires_at: None,
-                permissions: None,
-            },
-        )
-        .await,
+        app.identity
+            .issue_api_key(
+                &key_ctx,
+                acme(),
+                ApiKeyRequest {
+                    name: "child".into(),
+                    owner: Some(admin),
+                    expires_at: None,
+                    permissions: None,
+                },
+            )
+            .await,
         "SessionOnly",
     );
     // A tampered key fails like an unknown one.
     let mut tampered = issued.key.clone();
     let last = tampered.pop().unwrap();
     tampered.push(if last == 'a' { 'b' } else { 'a' });
-    assert_err(app.authenticate(&tampered).await, "Unauthenticated");
+    assert_err(
+        app.identity.authenticate(&tampered).await,
+        "Unauthenticated",
+    );
 
-    let revoked = app.revoke_api_key(&ctx, acme(), issued.id).await.unwrap();
-    app.wait_for(revoked.position).await.unwrap();
-    assert_err(app.authenticate(&issued.key).await, "Unauthenticated");
+    let revoked = app
+        .identity
+        .revoke_api_key(&ctx, acme(), issued.id)
+        .await
+        .unwrap();
+    app.core().wait_for(revoked.position).await.unwrap();
+    assert_err(
+        app.identity.authenticate(&issued.key).await,
+        "Unauthenticated",
+    );
 }
 
 #[tokio::test]
@@ -670,17 +785,9 @@ async fn a_key_never_gets_more_than_its_owner_holds() {
     let app = app(dir.path()).await;
     bootstrap(&app).await;
     let bob = invited_member(&app, dir.path(), "bob@example.com", "bobs pass phrase", &[]).await;
-    let bob_ctx = CommandContext::new(
-        Actor {
-            kind: idstream_domain::ActorKind::User,
-            id: bob.to_string(),
-        },
-        "c".into(),
-        None,
-    )
-    .unwrap();
+    let bob_ctx = crate::tests::as_user(bob, "acme");
     assert!(matches!(
-        app.issue_api_key(
+        app.identity.issue_api_key(
             &bob_ctx,
             acme(),
             ApiKeyRequest {
@@ -727,8 +834,12 @@ async fn a_magic_link_signs_in_once() {
     let app = app(dir.path()).await;
     let admin = bootstrap(&app).await;
     let before = mail_count(dir.path());
-    app.request_magic_link("nobody@example.com", None).unwrap();
-    app.request_magic_link("ADMIN@example.com", None).unwrap();
+    app.identity
+        .request_magic_link(&Caller::anonymous(), "nobody@example.com")
+        .unwrap();
+    app.identity
+        .request_magic_link(&Caller::anonymous(), "ADMIN@example.com")
+        .unwrap();
     let mail = newest_mail(dir.path(), "admin@example.com", before).await;
     let at = mail.text.find("idm_").unwrap();
     let token: String = mail.text[at..]
@@ -737,17 +848,20 @@ async fn a_magic_link_signs_in_once() {
         .collect();
     assert!(mail.text.contains(&format!("user={admin}")));
     let signed_in = app
-        .sign_in_magic_link(admin, &token, None, &Client::default())
+        .identity
+        .sign_in_magic_link(&Caller::anonymous(), admin, &token, None)
         .await
         .unwrap();
     assert!(matches!(signed_in, SignIn::Complete(_)));
     assert_err(
-        app.sign_in_magic_link(admin, &token, None, &Client::default())
+        app.identity
+            .sign_in_magic_link(&Caller::anonymous(), admin, &token, None)
             .await,
         "InvalidOrExpiredLink",
     );
     assert_err(
-        app.sign_in_magic_link(admin, "idm_garbage", None, &Client::default())
+        app.identity
+            .sign_in_magic_link(&Caller::anonymous(), admin, "idm_garbage", None)
             .await,
         "InvalidOrExpiredLink",
     );
@@ -761,7 +875,9 @@ async fn an_emailed_code_signs_in_once_and_wrong_codes_count_as_failures() {
     let app = app(dir.path()).await;
     bootstrap(&app).await;
     let before = mail_count(dir.path());
-    app.request_email_code("admin@example.com", None).unwrap();
+    app.identity
+        .request_email_code(&Caller::anonymous(), "admin@example.com")
+        .unwrap();
     let mail = newest_mail(dir.path(), "admin@example.com", before).await;
     let code: String = mail
         .text
@@ -771,27 +887,35 @@ async fn an_emailed_code_signs_in_once_and_wrong_codes_count_as_failures() {
         .to_owned();
     let wrong = if code == "000000" { "111111" } else { "000000" };
     assert_err(
-        app.sign_in_email_code("admin@example.com", wrong, None, &Client::default())
+        app.identity
+            .sign_in_email_code(&Caller::anonymous(), "admin@example.com", wrong, None)
             .await,
         "InvalidCredentials",
     );
-    let creds = app.credentials_view(bootstrap_user(&app)).unwrap().unwrap();
+    let creds = app
+        .core()
+        .credentials_view(bootstrap_user(&app))
+        .unwrap()
+        .unwrap();
     assert_eq!(creds.failures, 1);
     assert!(matches!(
-        app.sign_in_email_code("admin@example.com", &code, None, &Client::default())
+        app.identity
+            .sign_in_email_code(&Caller::anonymous(), "admin@example.com", &code, None)
             .await
             .unwrap(),
         SignIn::Complete(_)
     ));
     assert_err(
-        app.sign_in_email_code("admin@example.com", &code, None, &Client::default())
+        app.identity
+            .sign_in_email_code(&Caller::anonymous(), "admin@example.com", &code, None)
             .await,
         "InvalidCredentials",
     );
 }
 
 fn bootstrap_user(app: &App) -> UserId {
-    app.directory()
+    app.core()
+        .directory()
         .user_by_email("admin@example.com")
         .unwrap()
         .unwrap()
@@ -809,10 +933,16 @@ async fn self_registration_with_verification() {
         first_name: "Reg".into(),
         last_name: "Istered".into(),
     };
+    // A tenant that does not allow it answers as if it did not exist.
     assert_err(
-        app.register(acme(), registration("reg@example.com"), None)
+        app.identity
+            .register(
+                &Caller::anonymous(),
+                acme(),
+                registration("reg@example.com"),
+            )
             .await,
-        "SelfRegistrationDisabled",
+        "TenantNotFound",
     );
     let settings = idstream_domain::tenant::TenantSettings {
         self_registration: true,
@@ -821,11 +951,21 @@ async fn self_registration_with_verification() {
     change_settings(&app, settings).await;
 
     let before = mail_count(dir.path());
-    app.register(acme(), registration("reg@example.com"), None)
+    app.identity
+        .register(
+            &Caller::anonymous(),
+            acme(),
+            registration("reg@example.com"),
+        )
         .await
         .unwrap();
     // A taken address gets the same answer and nothing changes for its owner.
-    app.register(acme(), registration("admin@example.com"), None)
+    app.identity
+        .register(
+            &Caller::anonymous(),
+            acme(),
+            registration("admin@example.com"),
+        )
         .await
         .unwrap();
     sign_in(&app, "admin@example.com", ADMIN_PASSWORD)
@@ -833,13 +973,14 @@ async fn self_registration_with_verification() {
         .unwrap();
 
     assert_err(
-        app.sign_in_password(
-            "reg@example.com",
-            "a good long pass phrase".into(),
-            None,
-            &Client::default(),
-        )
-        .await,
+        app.identity
+            .sign_in(
+                &Caller::anonymous(),
+                "reg@example.com",
+                "a good long pass phrase".into(),
+                None,
+            )
+            .await,
         "EmailNotVerified",
     );
     let mail = newest_mail(dir.path(), "reg@example.com", before).await;
@@ -849,21 +990,34 @@ async fn self_registration_with_verification() {
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
         .collect();
     let user: UserId = app
+        .core()
         .directory()
         .user_by_email("reg@example.com")
         .unwrap()
         .unwrap()
         .id;
-    app.verify_email(user, &token, None).await.unwrap();
+    app.identity
+        .verify_email(&Caller::anonymous(), user, &token)
+        .await
+        .unwrap();
     assert_err(
-        app.verify_email(user, &token, None).await,
+        app.identity
+            .verify_email(&Caller::anonymous(), user, &token)
+            .await,
         "InvalidOrExpiredLink",
     );
     let tokens = sign_in(&app, "reg@example.com", "a good long pass phrase")
         .await
         .unwrap();
     let me = app
-        .me(&app.authenticate(&tokens.access_token).await.unwrap())
+        .identity
+        .me(&Caller::user(
+            app.identity
+                .authenticate(&tokens.access_token)
+                .await
+                .unwrap()
+                .clone(),
+        ))
         .unwrap();
     assert_eq!(me.roles, [RoleName::user()].into());
     assert!(me.user.email_verified);
@@ -875,17 +1029,7 @@ async fn people_change_their_own_profile_and_only_admins_change_others() {
     let app = app(dir.path()).await;
     let admin = bootstrap(&app).await;
     let bob = invited_member(&app, dir.path(), "bob@example.com", "bobs pass phrase", &[]).await;
-    let as_user = |user: UserId| {
-        CommandContext::new(
-            Actor {
-                kind: idstream_domain::ActorKind::User,
-                id: user.to_string(),
-            },
-            "c".into(),
-            None,
-        )
-        .unwrap()
-    };
+    let as_user = |user: UserId| crate::tests::as_user(user, "acme");
     let profile = |first: &str| idstream_domain::user::Profile {
         first_name: first.into(),
         last_name: "Member".into(),
@@ -893,11 +1037,12 @@ async fn people_change_their_own_profile_and_only_admins_change_others() {
         notifications: [("security_alerts".to_owned(), true)].into(),
     };
     let changed = app
+        .users
         .change_profile(&as_user(bob), bob, profile("Robert"))
         .await
         .unwrap();
-    app.wait_for(changed.position).await.unwrap();
-    let view = app.user(&bob).unwrap();
+    app.core().wait_for(changed.position).await.unwrap();
+    let view = app.core().user_now(&bob).unwrap();
     assert_eq!(view.first_name, "Robert");
     assert_eq!(
         view.image_url.as_deref(),
@@ -905,11 +1050,13 @@ async fn people_change_their_own_profile_and_only_admins_change_others() {
     );
     assert_eq!(view.notifications.get("security_alerts"), Some(&true));
     assert_err(
-        app.change_profile(&as_user(bob), admin, profile("Mallory"))
+        app.users
+            .change_profile(&as_user(bob), admin, profile("Mallory"))
             .await,
         "Forbidden(Permission { text: \"users:update\" })",
     );
-    app.change_profile(&as_user(admin), bob, profile("Bob"))
+    app.users
+        .change_profile(&as_user(admin), bob, profile("Bob"))
         .await
         .unwrap();
 }
@@ -923,36 +1070,40 @@ async fn an_email_change_takes_effect_when_the_new_address_confirms_it() {
     let tokens = sign_in(&app, "bob@example.com", "bobs pass phrase")
         .await
         .unwrap();
-    let caller = app.authenticate(&tokens.access_token).await.unwrap();
+    let caller = app
+        .identity
+        .authenticate(&tokens.access_token)
+        .await
+        .unwrap();
     assert_err(
-        app.request_email_change(
-            &caller,
-            "robert@example.com",
-            Some("wrong".into()),
-            &Client::default(),
-        )
-        .await,
+        app.identity
+            .request_email_change(
+                &Caller::user(caller.clone()),
+                "robert@example.com",
+                Some("wrong".into()),
+            )
+            .await,
         "InvalidCredentials",
     );
     assert_err(
-        app.request_email_change(
-            &caller,
-            "admin@example.com",
-            Some("bobs pass phrase".into()),
-            &Client::default(),
-        )
-        .await,
+        app.identity
+            .request_email_change(
+                &Caller::user(caller.clone()),
+                "admin@example.com",
+                Some("bobs pass phrase".into()),
+            )
+            .await,
         "EmailTaken",
     );
     let before = mail_count(dir.path());
-    app.request_email_change(
-        &caller,
-        "Robert@Example.com",
-        Some("bobs pass phrase".into()),
-        &Client::default(),
-    )
-    .await
-    .unwrap();
+    app.identity
+        .request_email_change(
+            &Caller::user(caller.clone()),
+            "Robert@Example.com",
+            Some("bobs pass phrase".into()),
+        )
+        .await
+        .unwrap();
     // The old address is told and keeps working until the new one confirms.
     let notice = newest_mail(dir.path(), "bob@example.com", before).await;
     assert!(notice.text.contains("robert@example.com"));
@@ -966,13 +1117,21 @@ async fn an_email_change_takes_effect_when_the_new_address_confirms_it() {
         .await
         .unwrap();
     assert_err(
-        app.confirm_email_change(bob, "ide_wrong", None).await,
+        app.identity
+            .confirm_email_change(&Caller::anonymous(), bob, "ide_wrong")
+            .await,
         "InvalidOrExpiredLink",
     );
-    let changed = app.confirm_email_change(bob, &token, None).await.unwrap();
-    app.wait_for(changed.position).await.unwrap();
+    let changed = app
+        .identity
+        .confirm_email_change(&Caller::anonymous(), bob, &token)
+        .await
+        .unwrap();
+    app.core().wait_for(changed.position).await.unwrap();
     assert_err(
-        app.confirm_email_change(bob, &token, None).await,
+        app.identity
+            .confirm_email_change(&Caller::anonymous(), bob, &token)
+            .await,
         "InvalidOrExpiredLink",
     );
     sign_in(&app, "robert@example.com", "bobs pass phrase")
@@ -982,9 +1141,13 @@ async fn an_email_change_takes_effect_when_the_new_address_confirms_it() {
         sign_in(&app, "bob@example.com", "bobs pass phrase").await,
         "InvalidCredentials",
     );
-    assert_eq!(app.user(&bob).unwrap().email, "robert@example.com");
+    assert_eq!(
+        app.core().user_now(&bob).unwrap().email,
+        "robert@example.com"
+    );
     // The old address is free for someone else.
     let sent = app
+        .identity
         .invite(
             &system(),
             acme(),
@@ -1016,6 +1179,7 @@ async fn links_keys_sessions_and_invitations_expire_by_the_tenants_settings() {
     change_settings(&app, settings).await;
 
     let sent = app
+        .identity
         .invite(
             &system(),
             acme(),
@@ -1030,6 +1194,7 @@ async fn links_keys_sessions_and_invitations_expire_by_the_tenants_settings() {
         .unwrap();
     let invitation = mailed_token(dir.path(), "late@example.com", "idi_").await;
     let key = app
+        .identity
         .issue_api_key(
             &system(),
             acme(),
@@ -1042,46 +1207,61 @@ async fn links_keys_sessions_and_invitations_expire_by_the_tenants_settings() {
         )
         .await
         .unwrap();
-    app.wait_for(key.position).await.unwrap();
-    app.authenticate(&key.key).await.unwrap();
+    app.core().wait_for(key.position).await.unwrap();
+    app.identity.authenticate(&key.key).await.unwrap();
     let tokens = sign_in(&app, "admin@example.com", ADMIN_PASSWORD)
         .await
         .unwrap();
     let before = mail_count(dir.path());
-    app.request_magic_link("admin@example.com", None).unwrap();
+    app.identity
+        .request_magic_link(&Caller::anonymous(), "admin@example.com")
+        .unwrap();
     let magic = mailed_token(dir.path(), "admin@example.com", "idm_").await;
     assert_eq!(mail_count(dir.path()), before + 1);
 
     // Six minutes on: the magic link (five) is dead; the session (fifteen idle) lives on.
     clock.advance(time::Duration::minutes(6));
     assert_err(
-        app.sign_in_magic_link(admin, &magic, None, &Client::default())
+        app.identity
+            .sign_in_magic_link(&Caller::anonymous(), admin, &magic, None)
             .await,
         "InvalidOrExpiredLink",
     );
-    let tokens = app.refresh(&tokens.refresh_token, None).await.unwrap();
+    let tokens = app
+        .identity
+        .refresh(&Caller::anonymous(), &tokens.refresh_token)
+        .await
+        .unwrap();
     // Sixteen idle minutes later the session has ended.
     clock.advance(time::Duration::minutes(16));
     assert!(
-        app.refresh(&tokens.refresh_token, None).await.is_err(),
+        app.identity
+            .refresh(&Caller::anonymous(), &tokens.refresh_token)
+            .await
+            .is_err(),
         "an idle session was refreshed"
     );
 
     // Two hours on: the key has expired and the invitation is expired, listed as such.
     clock.advance(time::Duration::hours(2));
-    assert_err(app.authenticate(&key.key).await, "Unauthenticated");
+    assert_err(app.identity.authenticate(&key.key).await, "Unauthenticated");
     assert_err(
-        app.accept_invitation(
-            AcceptInvitation {
-                token: invitation,
-                password: Some("late but long pass phrase".into()),
-            },
-            &Client::default(),
-        )
-        .await,
+        app.identity
+            .accept_invitation(
+                &Caller::anonymous(),
+                AcceptInvitation {
+                    token: invitation,
+                    password: Some("late but long pass phrase".into()),
+                },
+            )
+            .await,
         "InvalidOrExpiredLink",
     );
-    let listed = app.invitations(&system(), &acme(), None, 10).await.unwrap();
+    let listed = app
+        .identity
+        .invitations(&system(), &acme(), None, 10)
+        .await
+        .unwrap();
     let late = listed.iter().find(|i| i.id == sent.id).unwrap();
     assert_eq!(late.status, idstream_identity::InvitationStatus::Expired);
 }
@@ -1092,14 +1272,16 @@ async fn concurrent_invitations_of_one_user_to_one_tenant_leave_one_open() {
     let app = app(dir.path()).await;
     bootstrap(&app).await;
     let globex: TenantId = "globex".parse().unwrap();
-    app.create_tenant(&system(), globex.clone(), "Globex".into())
+    app.tenants
+        .create(&system(), globex.clone(), "Globex".into())
         .await
         .unwrap();
     for round in 0..8 {
         // Someone who already exists (in another tenant), so both invitations are about them.
         let email = format!("round{round}@example.com");
         let user: UserId = app
-            .create_user(
+            .users
+            .create(
                 &system(),
                 globex.clone(),
                 crate::NewUserRequest {
@@ -1118,17 +1300,18 @@ async fn concurrent_invitations_of_one_user_to_one_tenant_leave_one_open() {
         let invite = || {
             let (app, email) = (app.clone(), email.clone());
             tokio::spawn(async move {
-                app.invite(
-                    &system(),
-                    acme(),
-                    InvitationRequest {
-                        email,
-                        first_name: "Rita".into(),
-                        last_name: String::new(),
-                        roles: vec![],
-                    },
-                )
-                .await
+                app.identity
+                    .invite(
+                        &system(),
+                        acme(),
+                        InvitationRequest {
+                            email,
+                            first_name: "Rita".into(),
+                            last_name: String::new(),
+                            roles: vec![],
+                        },
+                    )
+                    .await
             })
         };
         let (a, b) = (invite(), invite());
@@ -1142,8 +1325,12 @@ async fn concurrent_invitations_of_one_user_to_one_tenant_leave_one_open() {
             "round {round}: {results:?}"
         );
         // Exactly one invitation is open, the one that was answered, and one email went out.
-        app.catch_up().await.unwrap();
-        let open = app.identity().open_invitations_of(&acme(), &user).unwrap();
+        app.core().catch_up().await.unwrap();
+        let open = app
+            .core()
+            .identity()
+            .open_invitations_of(&acme(), &user)
+            .unwrap();
         assert_eq!(open.len(), 1, "round {round}: {open:?}");
         assert_eq!(open[0].id, sent[0].id, "round {round}");
         assert_eq!(mails_to(dir.path(), &email), 1, "round {round}");
@@ -1173,25 +1360,36 @@ async fn someone_whose_invitation_expired_can_be_invited_again() {
     let clock = Arc::new(ShiftedClock::default());
     let app = app_with_clock(dir.path(), clock.clone()).await;
     bootstrap(&app).await;
-    let first = app.invite(&system(), acme(), rita()).await.unwrap();
+    let first = app
+        .identity
+        .invite(&system(), acme(), rita())
+        .await
+        .unwrap();
     // While it is open, a second one is refused…
     assert_err(
-        app.invite(&system(), acme(), rita()).await,
+        app.identity.invite(&system(), acme(), rita()).await,
         "InvitationPending",
     );
     // …once it has expired (an expiry records no event), a new one goes out.
     clock.advance(time::Duration::days(30));
-    let second = app.invite(&system(), acme(), rita()).await.unwrap();
+    let second = app
+        .identity
+        .invite(&system(), acme(), rita())
+        .await
+        .unwrap();
     assert_ne!(second.id, first.id);
     assert!(second.email_sent);
     assert_eq!(mails_to(dir.path(), "rita@example.com"), 2);
     let open = app
+        .core()
         .identity()
         .open_invitations_of(&acme(), &second.user)
         .unwrap();
     let live: Vec<_> = open
         .iter()
-        .filter(|view| view.status_at(app.now()) == idstream_identity::InvitationStatus::Sent)
+        .filter(|view| {
+            view.status_at(app.core().now()) == idstream_identity::InvitationStatus::Sent
+        })
         .map(|view| view.id)
         .collect();
     assert_eq!(live, vec![second.id]);
@@ -1203,13 +1401,13 @@ async fn a_retried_invitation_gets_the_first_answer_and_no_second_email() {
     let app = app(dir.path()).await;
     bootstrap(&app).await;
     let keyed = with_key("invite-rita-1");
-    let first = app.invite(&keyed, acme(), rita()).await.unwrap();
+    let first = app.identity.invite(&keyed, acme(), rita()).await.unwrap();
     assert!(first.email_sent);
     // Retried one after the other, and twice at once: the same invitation, no second email.
-    let again = app.invite(&keyed, acme(), rita()).await.unwrap();
+    let again = app.identity.invite(&keyed, acme(), rita()).await.unwrap();
     let (a, b) = tokio::join!(
-        app.invite(&keyed, acme(), rita()),
-        app.invite(&keyed, acme(), rita())
+        app.identity.invite(&keyed, acme(), rita()),
+        app.identity.invite(&keyed, acme(), rita())
     );
     for retried in [again, a.unwrap(), b.unwrap()] {
         assert_eq!(
@@ -1226,19 +1424,20 @@ async fn a_retried_invitation_gets_the_first_answer_and_no_second_email() {
     // A new request (another key) is refused by the one-open-invitation rule.
     let other = with_key("invite-rita-2");
     assert_err(
-        app.invite(&other, acme(), rita()).await,
+        app.identity.invite(&other, acme(), rita()).await,
         "InvitationPending",
     );
     // Once revoked, a retry of the first request says so, and a new request sends a new one.
-    app.revoke_invitation(&system(), acme(), first.id)
+    app.identity
+        .revoke_invitation(&system(), acme(), first.id)
         .await
         .unwrap();
     assert_err(
-        app.invite(&keyed, acme(), rita()).await,
+        app.identity.invite(&keyed, acme(), rita()).await,
         "Invitation(Revoked)",
     );
     let third = with_key("invite-rita-3");
-    let renewed = app.invite(&third, acme(), rita()).await.unwrap();
+    let renewed = app.identity.invite(&third, acme(), rita()).await.unwrap();
     assert!(renewed.email_sent && renewed.id != first.id);
     assert_eq!(mails_to(dir.path(), "rita@example.com"), 2);
 }
@@ -1257,8 +1456,8 @@ async fn two_copies_of_one_invitation_request_in_flight_at_once_send_one_email()
             ..rita()
         };
         let (a, b) = tokio::join!(
-            app.invite(&keyed, acme(), request.clone()),
-            app.invite(&keyed, acme(), request.clone())
+            app.identity.invite(&keyed, acme(), request.clone()),
+            app.identity.invite(&keyed, acme(), request.clone())
         );
         let (a, b) = (a.unwrap(), b.unwrap());
         assert_eq!(
@@ -1285,7 +1484,8 @@ async fn an_invitation_the_read_models_do_not_reach_in_time_is_withdrawn_without
     bootstrap(&app).await;
     let rita_request = rita();
     let created = app
-        .create_user(
+        .users
+        .create(
             &system(),
             acme(),
             crate::NewUserRequest {
@@ -1301,11 +1501,11 @@ async fn an_invitation_the_read_models_do_not_reach_in_time_is_withdrawn_without
     let user: UserId = created.id.parse().unwrap();
     // A replica whose read models hold everything so far and then stop: whatever it appends
     // next, they never reach.
-    let end = app.log().last_position().await.unwrap();
+    let end = app.core().log().last_position().await.unwrap();
     let access_cache = Arc::new(idstream_access::FactCache::default());
     let stopped = idstream_projection_runtime::ReadModels::start(
         &dir.path().join("stopped-readmodels"),
-        app.log().clone(),
+        app.core().log().clone(),
         crate::projections(access_cache.clone()),
     )
     .await
@@ -1316,27 +1516,33 @@ async fn an_invitation_the_read_models_do_not_reach_in_time_is_withdrawn_without
         .unwrap();
     stopped.clone().shutdown().await;
     let late = App::new(
-        app.log().clone(),
+        app.core().log().clone(),
         stopped,
         access_cache,
         Arc::new(SystemClock),
         Duration::from_millis(300),
         IdentityServices::local(dir.path()).await.unwrap(),
+        crate::replay::Replays::new(dir.path().join("replays-late"), app.core().log().clone()),
     );
 
     let keyed = with_key("invite-rita-late");
-    let answer = late.invite(&keyed, acme(), rita()).await;
+    let answer = late.identity.invite(&keyed, acme(), rita()).await;
     assert!(matches!(answer, Err(AppError::Stale { .. })), "{answer:?}");
     // The invitation was appended and withdrawn at once, and no email went out.
-    app.catch_up().await.unwrap();
-    let invitations = app.identity().open_invitations_of(&acme(), &user).unwrap();
+    app.core().catch_up().await.unwrap();
+    let invitations = app
+        .core()
+        .identity()
+        .open_invitations_of(&acme(), &user)
+        .unwrap();
     assert!(
         invitations
             .iter()
-            .all(|view| view.status_at(app.now()) != idstream_identity::InvitationStatus::Sent),
+            .all(|view| view.status_at(app.core().now())
+                != idstream_identity::InvitationStatus::Sent),
         "{invitations:?}"
     );
-    let events = app.log().read_after(end, 100).await.unwrap();
+    let events = app.core().log().read_after(end, 100).await.unwrap();
     let kinds: Vec<&str> = events
         .iter()
         .map(|event| event.envelope.event_type.as_str())
@@ -1346,11 +1552,11 @@ async fn an_invitation_the_read_models_do_not_reach_in_time_is_withdrawn_without
     // A retry of that request cannot send again (the log has its key): it says the invitation
     // was revoked. A new request sends one.
     assert_err(
-        app.invite(&keyed, acme(), rita()).await,
+        app.identity.invite(&keyed, acme(), rita()).await,
         "Invitation(Revoked)",
     );
     let fresh = with_key("invite-rita-new");
-    let sent = app.invite(&fresh, acme(), rita()).await.unwrap();
+    let sent = app.identity.invite(&fresh, acme(), rita()).await.unwrap();
     assert!(sent.email_sent);
     assert_eq!(mails_to(dir.path(), "rita@example.com"), 1);
 }
@@ -1360,16 +1566,18 @@ async fn a_stuck_audit_trail_stops_neither_commands_nor_sign_in() {
     let dir = tempfile::tempdir().unwrap();
     let app = app(dir.path()).await;
     bootstrap(&app).await;
-    let end = app.log().last_position().await.unwrap();
-    app.wait_for_audit_token(end).await.unwrap();
+    let end = app.core().log().last_position().await.unwrap();
+    app.audit.wait_for_token(end).await.unwrap();
     // Damage the audit trail's copy of acme's settings: it cannot fold the next change of them,
     // so it stops right before that event (loudly) and stays there.
-    app.read_models()
+    app.core()
+        .read_models()
         .tree(idstream_audit::NAME)
         .insert(b"set/acme/", b"not json".as_slice())
         .unwrap();
     let changed = app
-        .change_tenant_settings(
+        .tenants
+        .change_settings(
             &system(),
             acme(),
             idstream_domain::tenant::TenantSettings {
@@ -1382,22 +1590,32 @@ async fn a_stuck_audit_trail_stops_neither_commands_nor_sign_in() {
     assert!(changed.position > end, "the change is an event");
 
     // Commands, sign-in and queries of the other read models go on.
-    app.wait_for_token(changed.position).await.unwrap();
+    app.operations
+        .wait_for_token(changed.position)
+        .await
+        .unwrap();
     let tokens = sign_in(&app, "admin@example.com", ADMIN_PASSWORD)
         .await
         .unwrap();
     assert!(!tokens.access_token.is_empty());
-    let invited = app.invite(&system(), acme(), rita()).await.unwrap();
+    let invited = app
+        .identity
+        .invite(&system(), acme(), rita())
+        .await
+        .unwrap();
     assert!(invited.email_sent);
-    app.wait_for_token(invited.position).await.unwrap();
+    app.operations
+        .wait_for_token(invited.position)
+        .await
+        .unwrap();
     // Only the audit trail's own queries wait for it, and say it is behind.
     assert_eq!(
-        app.read_models().position(idstream_audit::NAME),
+        app.core().read_models().position(idstream_audit::NAME),
         changed.position - 1
     );
     assert!(
         matches!(
-            app.wait_for_audit_token(changed.position).await,
+            app.audit.wait_for_token(changed.position).await,
             Err(AppError::Stale { current, .. }) if current == changed.position - 1
         ),
         "the audit trail is stuck before the settings change"

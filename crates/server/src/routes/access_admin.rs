@@ -1,12 +1,10 @@
-//! Administration of access control (the commands; the reads live beside the access checks):
+//! Access administration (the `AccessAdmin` service; the reads are the `AccessQueries`
+//! service's, in `access_queries`):
 //!
-//! - `/v1/tenants/{tenant}/settings`
 //! - `/v1/tenants/{tenant}/roles`, `…/roles/{role}`, `…/roles/{role}/menu`
 //! - `/v1/tenants/{tenant}/entities`, `…/entities/{entity}/{fields,rls,policy}`,
 //!   `…/entities/{entity}/field-rules/{role}`
 //! - `/v1/tenants/{tenant}/entities/{entity}/records/{record}/{owner,grants/{user},local-roles/{user}/{role}}`
-//! - `/v1/tenants/{tenant}/users/{user}` (removal), `…/users/{user}/permissions[/revoke]`
-//! - `/v1/users/{user}/{deactivate,reactivate,erase,flags}`
 //!
 //! Request types mirror the domain's types so the OpenAPI document describes them; each converts
 //! into the domain type exhaustively, so a field added there fails to compile here until it is
@@ -14,34 +12,27 @@
 
 use std::collections::BTreeSet;
 
-use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::routing::{get, post, put};
+use axum::routing::{post, put};
 use idstream_app::{NewEntityRequest, RoleRequest};
 use idstream_domain::access::{
     EntityName, EntityPolicy, FieldName, MenuItem, Permission, Principal, RecordAccess, RecordId,
 };
-use idstream_domain::tenant::{PasswordPolicySettings, TenantSettings};
-use idstream_domain::user::UserFlags;
 use idstream_domain::{RoleName, TenantId, UserId};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::CommandAccepted;
 use crate::AppState;
 use crate::error::{ApiError, Problem};
-use crate::extract::{ApiJson, ApiPath, Caller, MinPosition};
+use crate::extract::{ApiJson, ApiPath, Caller};
 
 pub fn router() -> Router<AppState> {
     let tenant = "/v1/tenants/{tenant}";
     let entity = "/v1/tenants/{tenant}/entities/{entity}";
     let record = "/v1/tenants/{tenant}/entities/{entity}/records/{record}";
     Router::new()
-        .route(
-            &format!("{tenant}/settings"),
-            get(get_settings).put(put_settings),
-        )
         .route(&format!("{tenant}/roles"), post(define_role))
         .route(
             &format!("{tenant}/roles/{{role}}"),
@@ -65,121 +56,9 @@ pub fn router() -> Router<AppState> {
             &format!("{record}/local-roles/{{user}}/{{role}}"),
             put(assign_local_role).delete(revoke_local_role),
         )
-        .route(
-            &format!("{tenant}/users/{{user}}"),
-            axum::routing::delete(remove_member),
-        )
-        .route(
-            &format!("{tenant}/users/{{user}}/permissions"),
-            post(grant_permissions),
-        )
-        .route(
-            &format!("{tenant}/users/{{user}}/permissions/revoke"),
-            post(revoke_permissions),
-        )
-        .route("/v1/users/{user}/deactivate", post(deactivate_user))
-        .route("/v1/users/{user}/erase", post(erase_user))
-        .route("/v1/users/{user}/reactivate", post(reactivate_user))
-        .route("/v1/users/{user}/flags", put(set_user_flags))
 }
 
 // ----- request and response types -----
-
-/// Password rules of a tenant.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PasswordPolicy {
-    /// At least 8.
-    #[schema(example = 8)]
-    pub min_length: u32,
-    /// At least 64, at most 1024.
-    #[schema(example = 128)]
-    pub max_length: u32,
-    pub require_lowercase: bool,
-    pub require_uppercase: bool,
-    pub require_digit: bool,
-    pub require_symbol: bool,
-    /// Refuse passwords on the shipped list of common passwords.
-    pub deny_common: bool,
-}
-
-/// A tenant's settings; `PUT` replaces all of them.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Settings {
-    /// People may sign themselves up.
-    pub self_registration: bool,
-    /// The role self-registered users get: an existing role of the tenant other than `owner`.
-    #[schema(value_type = String, example = "user")]
-    pub default_role: RoleName,
-    /// Self-registered users must verify their email before signing in.
-    pub require_email_verification: bool,
-    pub password_policy: PasswordPolicy,
-    /// 1 to 720.
-    #[schema(example = 168)]
-    pub invitation_ttl_hours: u32,
-    /// 1 to 43200.
-    #[schema(example = 30)]
-    pub session_idle_minutes: u32,
-    /// 1 to 8760.
-    #[schema(example = 10)]
-    pub session_max_hours: u32,
-    /// 1 to 60.
-    #[schema(example = 10)]
-    pub magic_link_ttl_minutes: u32,
-    /// Members must use a second factor.
-    pub mfa_required: bool,
-}
-
-impl From<TenantSettings> for Settings {
-    fn from(s: TenantSettings) -> Settings {
-        let p = s.password_policy;
-        Settings {
-            self_registration: s.self_registration,
-            default_role: s.default_role,
-            require_email_verification: s.require_email_verification,
-            password_policy: PasswordPolicy {
-                min_length: p.min_length,
-                max_length: p.max_length,
-                require_lowercase: p.require_lowercase,
-                require_uppercase: p.require_uppercase,
-                require_digit: p.require_digit,
-                require_symbol: p.require_symbol,
-                deny_common: p.deny_common,
-            },
-            invitation_ttl_hours: s.invitation_ttl_hours,
-            session_idle_minutes: s.session_idle_minutes,
-            session_max_hours: s.session_max_hours,
-            magic_link_ttl_minutes: s.magic_link_ttl_minutes,
-            mfa_required: s.mfa_required,
-        }
-    }
-}
-
-impl From<Settings> for TenantSettings {
-    fn from(s: Settings) -> TenantSettings {
-        let p = s.password_policy;
-        TenantSettings {
-            self_registration: s.self_registration,
-            default_role: s.default_role,
-            require_email_verification: s.require_email_verification,
-            password_policy: PasswordPolicySettings {
-                min_length: p.min_length,
-                max_length: p.max_length,
-                require_lowercase: p.require_lowercase,
-                require_uppercase: p.require_uppercase,
-                require_digit: p.require_digit,
-                require_symbol: p.require_symbol,
-                deny_common: p.deny_common,
-            },
-            invitation_ttl_hours: s.invitation_ttl_hours,
-            session_idle_minutes: s.session_idle_minutes,
-            session_max_hours: s.session_max_hours,
-            magic_link_ttl_minutes: s.magic_link_ttl_minutes,
-            mfa_required: s.mfa_required,
-        }
-    }
-}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -352,86 +231,6 @@ pub struct GrantBody {
     pub access: Access,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PermissionsBody {
-    /// `resource:action` permissions; at most 2000 held per user and tenant.
-    #[schema(value_type = Vec<String>, example = json!(["users:read", "entity.invoice:update"]))]
-    pub permissions: BTreeSet<Permission>,
-}
-
-/// A user's system-level flags, the same in every tenant; `PUT` replaces all of them.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Flags {
-    /// May use the dashboard (the interactive front end).
-    pub dashboard_access: bool,
-    /// May use the API with API keys.
-    pub api_access: bool,
-    /// Manages the platform: tenants and every tenant's administration.
-    pub platform_admin: bool,
-}
-
-impl From<Flags> for UserFlags {
-    fn from(f: Flags) -> UserFlags {
-        UserFlags {
-            dashboard_access: f.dashboard_access,
-            api_access: f.api_access,
-            platform_admin: f.platform_admin,
-        }
-    }
-}
-
-// ----- tenant settings -----
-
-/// Read a tenant's settings.
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/settings", tag = "tenants",
-    params(("tenant" = String, Path), ("X-Idstream-Min-Position" = Option<u64>, Header)),
-    responses((status = 200, body = Settings), (status = 404, body = Problem, description = "tenant_not_found")),
-    security(("bearer" = [])))]
-pub async fn get_settings(
-    State(state): State<AppState>,
-    caller: Caller,
-    min: MinPosition,
-    ApiPath(tenant): ApiPath<TenantId>,
-) -> Result<Json<Settings>, ApiError> {
-    state.consistent(min).await?;
-    state
-        .app
-        .authorize_named(
-            &caller.ctx,
-            &tenant,
-            "settings",
-            idstream_domain::access::Action::Read,
-        )
-        .await?;
-    Ok(Json(state.app.tenant_settings(&tenant)?.into()))
-}
-
-/// Replace a tenant's settings.
-#[utoipa::path(put, path = "/v1/tenants/{tenant}/settings", request_body = Settings, tag = "tenants",
-    params(("tenant" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = CommandAccepted, description = "changed, or already so (nothing appended)"),
-        (status = 404, body = Problem, description = "tenant_not_found"),
-        (status = 422, body = Problem, description = "invalid_settings, unknown_role, invalid_default_role (`owner`), invalid_body")),
-    security(("bearer" = [])))]
-pub async fn put_settings(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(tenant): ApiPath<TenantId>,
-    ApiJson(body): ApiJson<Settings>,
-) -> Result<CommandAccepted, ApiError> {
-    let outcome = state
-        .timed(
-            "change_tenant_settings",
-            state
-                .app
-                .change_tenant_settings(&caller.ctx, tenant, body.into()),
-        )
-        .await?;
-    Ok(CommandAccepted::ok(outcome))
-}
-
 // ----- roles -----
 
 /// Define a custom role.
@@ -457,7 +256,8 @@ pub async fn define_role(
             "define_role",
             state
                 .app
-                .define_role(&caller.ctx, tenant, body.name, request),
+                .access_admin
+                .define_role(&caller, tenant, body.name, request),
         )
         .await?;
     Ok(CommandAccepted::created(outcome))
@@ -484,7 +284,10 @@ pub async fn update_role(
     let outcome = state
         .timed(
             "update_role",
-            state.app.update_role(&caller.ctx, tenant, role, request),
+            state
+                .app
+                .access_admin
+                .update_role(&caller, tenant, role, request),
         )
         .await?;
     Ok(CommandAccepted::ok(outcome))
@@ -504,7 +307,7 @@ pub async fn delete_role(
     let outcome = state
         .timed(
             "delete_role",
-            state.app.delete_role(&caller.ctx, tenant, role),
+            state.app.access_admin.delete_role(&caller, tenant, role),
         )
         .await?;
     Ok(CommandAccepted::ok(outcome))
@@ -527,7 +330,10 @@ pub async fn set_role_menu(
     let outcome = state
         .timed(
             "set_role_menu",
-            state.app.set_role_menu(&caller.ctx, tenant, role, menu),
+            state
+                .app
+                .access_admin
+                .set_role_menu(&caller, tenant, role, menu),
         )
         .await?;
     Ok(CommandAccepted::ok(outcome))
@@ -558,7 +364,8 @@ pub async fn register_entity(
             "register_entity",
             state
                 .app
-                .register_entity(&caller.ctx, tenant, body.name, request),
+                .access_admin
+                .register_entity(&caller, tenant, body.name, request),
         )
         .await?;
     Ok(CommandAccepted::created(outcome))
@@ -582,7 +389,8 @@ pub async fn change_entity_fields(
             "change_entity_fields",
             state
                 .app
-                .change_entity_fields(&caller.ctx, tenant, entity, body.fields),
+                .access_admin
+                .change_entity_fields(&caller, tenant, entity, body.fields),
         )
         .await?;
     Ok(CommandAccepted::ok(outcome))
@@ -605,7 +413,8 @@ pub async fn set_entity_rls(
             "set_entity_rls",
             state
                 .app
-                .set_entity_rls(&caller.ctx, tenant, entity, body.enabled),
+                .access_admin
+                .set_entity_rls(&caller, tenant, entity, body.enabled),
         )
         .await?;
     Ok(CommandAccepted::ok(outcome))
@@ -629,7 +438,8 @@ pub async fn set_entity_policy(
             "set_entity_policy",
             state
                 .app
-                .set_entity_policy(&caller.ctx, tenant, entity, body.into()),
+                .access_admin
+                .set_entity_policy(&caller, tenant, entity, body.into()),
         )
         .await?;
     Ok(CommandAccepted::ok(outcome))
@@ -653,7 +463,8 @@ pub async fn set_field_rules(
             "set_field_rules",
             state
                 .app
-                .set_field_rules(&caller.ctx, tenant, entity, role, body.hidden),
+                .access_admin
+                .set_field_rules(&caller, tenant, entity, role, body.hidden),
         )
         .await?;
     Ok(CommandAccepted::ok(outcome))
@@ -679,7 +490,8 @@ pub async fn set_record_owner(
             "set_record_owner",
             state
                 .app
-                .set_record_owner(&caller.ctx, tenant, entity, record, body.user),
+                .access_admin
+                .set_record_owner(&caller, tenant, entity, record, body.user),
         )
         .await?;
     Ok(CommandAccepted::ok(outcome))
@@ -701,8 +513,8 @@ pub async fn grant_record_access(
     let outcome = state
         .timed(
             "grant_record_access",
-            state.app.grant_record_access(
-                &caller.ctx,
+            state.app.access_admin.grant_record_access(
+                &caller,
                 tenant,
                 entity,
                 record,
@@ -730,7 +542,8 @@ pub async fn revoke_record_access(
             "revoke_record_access",
             state
                 .app
-                .revoke_record_access(&caller.ctx, tenant, entity, record, user),
+                .access_admin
+                .revoke_record_access(&caller, tenant, entity, record, user),
         )
         .await?;
     Ok(CommandAccepted::ok(outcome))
@@ -760,7 +573,8 @@ pub async fn assign_local_role(
             "assign_local_role",
             state
                 .app
-                .assign_local_role(&caller.ctx, tenant, entity, record, user, role),
+                .access_admin
+                .assign_local_role(&caller, tenant, entity, record, user, role),
         )
         .await?;
     Ok(CommandAccepted::ok(outcome))
@@ -789,164 +603,8 @@ pub async fn revoke_local_role(
             "revoke_local_role",
             state
                 .app
-                .revoke_local_role(&caller.ctx, tenant, entity, record, user, role),
-        )
-        .await?;
-    Ok(CommandAccepted::ok(outcome))
-}
-
-// ----- members and custom permissions -----
-
-/// Remove a user from a tenant: every role and custom permission there.
-#[utoipa::path(delete, path = "/v1/tenants/{tenant}/users/{user}", tag = "users",
-    params(("tenant" = String, Path), ("user" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = CommandAccepted), (status = 403, body = Problem, description = "owner_only"),
-        (status = 404, body = Problem, description = "tenant_not_found, not_a_member"),
-        (status = 422, body = Problem, description = "cannot_remove_self, last_admin")),
-    security(("bearer" = [])))]
-pub async fn remove_member(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((tenant, user)): ApiPath<(TenantId, UserId)>,
-) -> Result<CommandAccepted, ApiError> {
-    let outcome = state
-        .timed(
-            "remove_member",
-            state.app.remove_member(&caller.ctx, tenant, user),
-        )
-        .await?;
-    Ok(CommandAccepted::ok(outcome))
-}
-
-/// Give a user custom permissions in a tenant, on top of their roles (held ones are ignored).
-#[utoipa::path(post, path = "/v1/tenants/{tenant}/users/{user}/permissions", request_body = PermissionsBody, tag = "permissions",
-    params(("tenant" = String, Path), ("user" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = CommandAccepted, description = "granted, or all held already (nothing appended)"),
-        (status = 404, body = Problem, description = "tenant_not_found, user_not_found"),
-        (status = 422, body = Problem, description = "invalid_body (e.g. an unknown permission), too_many_permissions")),
-    security(("bearer" = [])))]
-pub async fn grant_permissions(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((tenant, user)): ApiPath<(TenantId, UserId)>,
-    ApiJson(body): ApiJson<PermissionsBody>,
-) -> Result<CommandAccepted, ApiError> {
-    let outcome = state
-        .timed(
-            "grant_permissions",
-            state
-                .app
-                .grant_permissions(&caller.ctx, tenant, user, body.permissions),
-        )
-        .await?;
-    Ok(CommandAccepted::ok(outcome))
-}
-
-/// Take custom permissions from a user in a tenant (those not held are ignored). A POST rather
-/// than a DELETE with a body, which many clients and proxies drop.
-#[utoipa::path(post, path = "/v1/tenants/{tenant}/users/{user}/permissions/revoke", request_body = PermissionsBody, tag = "permissions",
-    params(("tenant" = String, Path), ("user" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = CommandAccepted, description = "revoked, or none held (nothing appended)"),
-        (status = 404, body = Problem, description = "tenant_not_found, user_not_found"),
-        (status = 422, body = Problem, description = "invalid_body")),
-    security(("bearer" = [])))]
-pub async fn revoke_permissions(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiPath((tenant, user)): ApiPath<(TenantId, UserId)>,
-    ApiJson(body): ApiJson<PermissionsBody>,
-) -> Result<CommandAccepted, ApiError> {
-    let outcome = state
-        .timed(
-            "revoke_permissions",
-            state
-                .app
-                .revoke_permissions(&caller.ctx, tenant, user, body.permissions),
-        )
-        .await?;
-    Ok(CommandAccepted::ok(outcome))
-}
-
-// ----- user lifecycle and flags -----
-
-/// Deactivate a user (they left): no sign-in and no access until reactivated.
-#[utoipa::path(post, path = "/v1/users/{user}/deactivate", tag = "users",
-    params(("user" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = CommandAccepted, description = "deactivated, or already so (nothing appended)"),
-        (status = 404, body = Problem, description = "user_not_found"),
-        (status = 422, body = Problem, description = "last_admin")),
-    security(("bearer" = [])))]
-pub async fn deactivate_user(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(user): ApiPath<UserId>,
-) -> Result<CommandAccepted, ApiError> {
-    let outcome = state
-        .timed(
-            "deactivate_user",
-            state.app.deactivate_user(&caller.ctx, user),
-        )
-        .await?;
-    Ok(CommandAccepted::ok(outcome))
-}
-
-/// Erase a user (right to erasure): their personal-data key is destroyed, so their email,
-/// names and picture are unreadable everywhere from now on (log, read models, replays, exports);
-/// their addresses become free. The user id and the audit trail stay.
-#[utoipa::path(post, path = "/v1/users/{user}/erase", tag = "users",
-    params(("user" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = CommandAccepted, description = "erased, or already so (nothing appended)"),
-        (status = 403, body = Problem, description = "forbidden (users:delete in each of the user's tenants), cannot_remove_self"),
-        (status = 404, body = Problem, description = "user_not_found"),
-        (status = 422, body = Problem, description = "last_admin")),
-    security(("bearer" = [])))]
-pub async fn erase_user(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(user): ApiPath<UserId>,
-) -> Result<CommandAccepted, ApiError> {
-    let outcome = state
-        .timed("erase_user", state.app.erase_user(&caller.ctx, user))
-        .await?;
-    Ok(CommandAccepted::ok(outcome))
-}
-
-/// Reactivate a deactivated user.
-#[utoipa::path(post, path = "/v1/users/{user}/reactivate", tag = "users",
-    params(("user" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = CommandAccepted), (status = 404, body = Problem, description = "user_not_found"),
-        (status = 409, body = Problem, description = "user_not_inactive")),
-    security(("bearer" = [])))]
-pub async fn reactivate_user(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(user): ApiPath<UserId>,
-) -> Result<CommandAccepted, ApiError> {
-    let outcome = state
-        .timed(
-            "reactivate_user",
-            state.app.reactivate_user(&caller.ctx, user),
-        )
-        .await?;
-    Ok(CommandAccepted::ok(outcome))
-}
-
-/// Replace a user's system-level flags.
-#[utoipa::path(put, path = "/v1/users/{user}/flags", request_body = Flags, tag = "users",
-    params(("user" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = CommandAccepted, description = "changed, or already so (nothing appended)"),
-        (status = 404, body = Problem, description = "user_not_found")),
-    security(("bearer" = [])))]
-pub async fn set_user_flags(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(user): ApiPath<UserId>,
-    ApiJson(body): ApiJson<Flags>,
-) -> Result<CommandAccepted, ApiError> {
-    let outcome = state
-        .timed(
-            "set_user_flags",
-            state.app.set_user_flags(&caller.ctx, user, body.into()),
+                .access_admin
+                .revoke_local_role(&caller, tenant, entity, record, user, role),
         )
         .await?;
     Ok(CommandAccepted::ok(outcome))

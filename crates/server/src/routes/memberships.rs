@@ -1,20 +1,27 @@
-//! `/v1/tenants/{tenant}/users/{user}/roles`
+//! Memberships (the `Memberships` service): a tenant's members (`GET /v1/tenants/{tenant}/users`),
+//! their roles (`…/users/{user}/roles`), custom permissions (`…/users/{user}/permissions`,
+//! `…/permissions/revoke`) and removal (`DELETE /v1/tenants/{tenant}/users/{user}`).
 
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
+use idstream_domain::access::Permission;
 use idstream_domain::{RoleName, TenantId, UserId};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use utoipa::ToSchema;
 
-use super::CommandAccepted;
+use super::users::User;
+use super::{CommandAccepted, Page, PageQuery};
 use crate::AppState;
 use crate::error::{ApiError, Problem};
-use crate::extract::{ApiJson, ApiPath, Caller, MinPosition};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller, MinPosition};
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/v1/tenants/{tenant}/users", get(list_members))
+        .route("/v1/tenants/{tenant}/users/{user}", delete(remove_member))
         .route(
             "/v1/tenants/{tenant}/users/{user}/roles",
             get(get_roles).post(assign_role),
@@ -22,6 +29,14 @@ pub fn router() -> Router<AppState> {
         .route(
             "/v1/tenants/{tenant}/users/{user}/roles/{role}",
             delete(revoke_role),
+        )
+        .route(
+            "/v1/tenants/{tenant}/users/{user}/permissions",
+            post(grant_permissions),
+        )
+        .route(
+            "/v1/tenants/{tenant}/users/{user}/permissions/revoke",
+            post(revoke_permissions),
         )
 }
 
@@ -39,22 +54,26 @@ pub struct Roles {
     pub roles: Vec<String>,
 }
 
-/// The roles a user holds in a tenant (empty when they hold none).
+/// The roles a user holds in a tenant (empty when they hold none): the user themselves, or
+/// `users:read` or `permissions:read` in the tenant.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/users/{user}/roles", tag = "roles",
     params(("tenant" = String, Path), ("user" = String, Path), ("X-Idstream-Min-Position" = Option<u64>, Header)),
     responses((status = 200, body = Roles), (status = 404, body = Problem)), security(("bearer" = [])))]
 pub async fn get_roles(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     min: MinPosition,
     ApiPath((tenant, user)): ApiPath<(TenantId, UserId)>,
 ) -> Result<Json<Roles>, ApiError> {
     state.consistent(min).await?;
     let roles = state
         .app
-        .membership(&tenant, &user)?
-        .map(|m| m.roles.into_iter().map(String::from).collect())
-        .unwrap_or_default();
+        .memberships
+        .roles(&caller, &tenant, user)
+        .await?
+        .into_iter()
+        .map(String::from)
+        .collect();
     Ok(Json(Roles {
         tenant: tenant.to_string(),
         user: user.to_string(),
@@ -77,7 +96,10 @@ pub async fn assign_role(
     let outcome = state
         .timed(
             "assign_role",
-            state.app.assign_role(&caller.ctx, tenant, user, body.role),
+            state
+                .app
+                .memberships
+                .assign_role(&caller, tenant, user, body.role),
         )
         .await?;
     Ok(CommandAccepted::ok(outcome))
@@ -98,7 +120,140 @@ pub async fn revoke_role(
     let outcome = state
         .timed(
             "revoke_role",
-            state.app.revoke_role(&caller.ctx, tenant, user, role),
+            state
+                .app
+                .memberships
+                .revoke_role(&caller, tenant, user, role),
+        )
+        .await?;
+    Ok(CommandAccepted::ok(outcome))
+}
+
+/// List a tenant's members with their roles, ordered by user id (needs `users:read`). Each
+/// member's `tenants` lists only the tenants where the caller holds `users:read` too.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/users", tag = "users", params(("tenant" = String, Path), PageQuery),
+    responses((status = 200, body = Page<Member>), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn list_members(
+    State(state): State<AppState>,
+    caller: Caller,
+    min: MinPosition,
+    ApiPath(tenant): ApiPath<TenantId>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<Page<Member>>, ApiError> {
+    state.consistent(min).await?;
+    let limit = query.limit()?;
+    let after = match &query.after {
+        Some(a) => Some(
+            a.parse::<UserId>()
+                .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?,
+        ),
+        None => None,
+    };
+    let items: Vec<Member> = state
+        .app
+        .memberships
+        .list(&caller, &tenant, after, limit)
+        .await?
+        .into_iter()
+        .map(|member| Member {
+            user: User::from_view(member.user, member.tenants),
+            roles: member
+                .membership
+                .roles
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        })
+        .collect();
+    let next = if items.len() == limit {
+        items.last().map(|m| m.user.id.clone())
+    } else {
+        None
+    };
+    Ok(Json(Page { items, next }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Member {
+    pub user: User,
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionsBody {
+    /// `resource:action` permissions; at most 2000 held per user and tenant.
+    #[schema(value_type = Vec<String>, example = json!(["users:read", "entity.invoice:update"]))]
+    pub permissions: BTreeSet<Permission>,
+}
+
+/// Remove a user from a tenant: every role and custom permission there.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/users/{user}", tag = "users",
+    params(("tenant" = String, Path), ("user" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = CommandAccepted), (status = 403, body = Problem, description = "owner_only"),
+        (status = 404, body = Problem, description = "tenant_not_found, not_a_member"),
+        (status = 422, body = Problem, description = "cannot_remove_self, last_admin")),
+    security(("bearer" = [])))]
+pub async fn remove_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((tenant, user)): ApiPath<(TenantId, UserId)>,
+) -> Result<CommandAccepted, ApiError> {
+    let outcome = state
+        .timed(
+            "remove_member",
+            state.app.memberships.remove(&caller, tenant, user),
+        )
+        .await?;
+    Ok(CommandAccepted::ok(outcome))
+}
+
+/// Give a user custom permissions in a tenant, on top of their roles (held ones are ignored).
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/users/{user}/permissions", request_body = PermissionsBody, tag = "permissions",
+    params(("tenant" = String, Path), ("user" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = CommandAccepted, description = "granted, or all held already (nothing appended)"),
+        (status = 404, body = Problem, description = "tenant_not_found, user_not_found"),
+        (status = 422, body = Problem, description = "invalid_body (e.g. an unknown permission), too_many_permissions")),
+    security(("bearer" = [])))]
+pub async fn grant_permissions(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((tenant, user)): ApiPath<(TenantId, UserId)>,
+    ApiJson(body): ApiJson<PermissionsBody>,
+) -> Result<CommandAccepted, ApiError> {
+    let outcome = state
+        .timed(
+            "grant_permissions",
+            state
+                .app
+                .memberships
+                .grant_permissions(&caller, tenant, user, body.permissions),
+        )
+        .await?;
+    Ok(CommandAccepted::ok(outcome))
+}
+
+/// Take custom permissions from a user in a tenant (those not held are ignored). A POST rather
+/// than a DELETE with a body, which many clients and proxies drop.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/users/{user}/permissions/revoke", request_body = PermissionsBody, tag = "permissions",
+    params(("tenant" = String, Path), ("user" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = CommandAccepted, description = "revoked, or none held (nothing appended)"),
+        (status = 404, body = Problem, description = "tenant_not_found, user_not_found"),
+        (status = 422, body = Problem, description = "invalid_body")),
+    security(("bearer" = [])))]
+pub async fn revoke_permissions(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((tenant, user)): ApiPath<(TenantId, UserId)>,
+    ApiJson(body): ApiJson<PermissionsBody>,
+) -> Result<CommandAccepted, ApiError> {
+    let outcome = state
+        .timed(
+            "revoke_permissions",
+            state
+                .app
+                .memberships
+                .revoke_permissions(&caller, tenant, user, body.permissions),
         )
         .await?;
     Ok(CommandAccepted::ok(outcome))

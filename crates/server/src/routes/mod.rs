@@ -1,16 +1,14 @@
-//! One module per resource, each with its `router()`. Handlers are thin: extract, call the
-//! application, shape the answer.
+//! One module per service of the application, each with its `router()`: `tenants`, `users`,
+//! `memberships`, `access_admin`, `access_queries`, `identity`, `audit` and `operations`.
+//! Handlers are thin: extract, call one operation of their service (which authorizes the
+//! caller), shape the answer.
 
 pub mod access_admin;
-pub mod access_check;
-pub mod api_keys;
+pub mod access_queries;
 pub mod audit;
-pub mod audit_replay;
-pub mod auth;
-pub mod email_sign_in;
-pub mod invitations;
+pub mod identity;
 pub mod memberships;
-pub mod ops;
+pub mod operations;
 pub mod tenants;
 pub mod users;
 

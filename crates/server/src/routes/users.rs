@@ -1,29 +1,43 @@
-//! `/v1/tenants/{tenant}/users` and `/v1/users/{user}`
+//! Users (the `Users` service): creating them in a tenant (`POST /v1/tenants/{tenant}/users`)
+//! and everything under `/v1/users/{user}`: reading, lifecycle, flags, profile, and what
+//! administrators do to a user's sessions and lock-out.
 
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use idstream_app::{NewUserRequest, SuspendRequest};
+use idstream_domain::user::UserFlags;
 use idstream_domain::{RoleName, TenantId, UserId};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use super::{CommandAccepted, Page, PageQuery};
+use super::CommandAccepted;
+use super::identity::account::{SessionBody, SessionList};
 use crate::AppState;
 use crate::error::{ApiError, Problem};
-use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller, MinPosition};
+use crate::extract::{ApiJson, ApiPath, Caller, MinPosition};
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route(
-            "/v1/tenants/{tenant}/users",
-            post(create_user).get(list_members),
-        )
+        .route("/v1/tenants/{tenant}/users", post(create_user))
         .route("/v1/users/{user}", get(get_user))
         .route("/v1/users/{user}/suspend", post(suspend_user))
         .route("/v1/users/{user}/reinstate", post(reinstate_user))
+        .route("/v1/users/{user}/deactivate", post(deactivate_user))
+        .route("/v1/users/{user}/reactivate", post(reactivate_user))
+        .route("/v1/users/{user}/erase", post(erase_user))
+        .route("/v1/users/{user}/flags", put(set_user_flags))
+        .route("/v1/users/{user}/profile", put(change_profile))
+        .route("/v1/users/{user}/sessions", get(user_sessions))
+        .route(
+            "/v1/users/{user}/sessions/revoke",
+            post(revoke_user_sessions),
+        )
+        .route("/v1/users/{user}/unlock", post(unlock_user))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -80,16 +94,10 @@ pub struct User {
     pub position: u64,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Member {
-    pub user: User,
-    pub roles: Vec<String>,
-}
-
 impl User {
     /// The API shape of a user; `status` is the one in effect now (a lapsed timed suspension
     /// reads `active`).
-    fn from_view(view: idstream_directory::UserView, tenants: Vec<TenantId>) -> User {
+    pub(crate) fn from_view(view: idstream_directory::UserView, tenants: Vec<TenantId>) -> User {
         let status = view.status_at(OffsetDateTime::now_utc());
         let suspended = status == idstream_directory::UserStatus::Suspended;
         User {
@@ -140,46 +148,10 @@ pub async fn create_user(
     let outcome = state
         .timed(
             "create_user",
-            state.app.create_user(&caller.ctx, tenant, request),
+            state.app.users.create(&caller, tenant, request),
         )
         .await?;
     Ok(CommandAccepted::created(outcome))
-}
-
-/// List a tenant's members with their roles, ordered by user id.
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/users", tag = "users", params(("tenant" = String, Path), PageQuery),
-    responses((status = 200, body = Page<Member>), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn list_members(
-    State(state): State<AppState>,
-    _caller: Caller,
-    min: MinPosition,
-    ApiPath(tenant): ApiPath<TenantId>,
-    ApiQuery(query): ApiQuery<PageQuery>,
-) -> Result<Json<Page<Member>>, ApiError> {
-    state.consistent(min).await?;
-    let limit = query.limit()?;
-    let after = match &query.after {
-        Some(a) => Some(
-            a.parse::<UserId>()
-                .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?,
-        ),
-        None => None,
-    };
-    let members = state.app.members(&tenant, after, limit)?;
-    let mut items = Vec::with_capacity(members.len());
-    for (user, membership) in members {
-        let tenants = state.app.user_tenants(&user.id)?;
-        items.push(Member {
-            user: User::from_view(user, tenants),
-            roles: membership.roles.into_iter().map(String::from).collect(),
-        });
-    }
-    let next = if items.len() == limit {
-        items.last().map(|m| m.user.id.clone())
-    } else {
-        None
-    };
-    Ok(Json(Page { items, next }))
 }
 
 /// Read a user.
@@ -189,13 +161,12 @@ pub async fn list_members(
     security(("bearer" = [])))]
 pub async fn get_user(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     min: MinPosition,
     ApiPath(user): ApiPath<UserId>,
 ) -> Result<Json<User>, ApiError> {
     state.consistent(min).await?;
-    let view = state.app.user(&user)?;
-    let tenants = state.app.user_tenants(&user)?;
+    let (view, tenants) = state.app.users.get(&caller, user).await?;
     Ok(Json(User::from_view(view, tenants)))
 }
 
@@ -217,7 +188,7 @@ pub async fn suspend_user(
     let outcome = state
         .timed(
             "suspend_user",
-            state.app.suspend_user(&caller.ctx, user, request),
+            state.app.users.suspend(&caller, user, request),
         )
         .await?;
     Ok(CommandAccepted::ok(outcome))
@@ -234,9 +205,214 @@ pub async fn reinstate_user(
     ApiPath(user): ApiPath<UserId>,
 ) -> Result<CommandAccepted, ApiError> {
     let outcome = state
+        .timed("reinstate_user", state.app.users.reinstate(&caller, user))
+        .await?;
+    Ok(CommandAccepted::ok(outcome))
+}
+
+// ----- lifecycle, flags and profile -----
+
+/// A user's system-level flags, the same in every tenant; `PUT` replaces all of them.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Flags {
+    /// May use the dashboard (the interactive front end).
+    pub dashboard_access: bool,
+    /// May use the API with API keys.
+    pub api_access: bool,
+    /// Manages the platform: tenants and every tenant's administration.
+    pub platform_admin: bool,
+}
+
+impl From<Flags> for UserFlags {
+    fn from(f: Flags) -> UserFlags {
+        UserFlags {
+            dashboard_access: f.dashboard_access,
+            api_access: f.api_access,
+            platform_admin: f.platform_admin,
+        }
+    }
+}
+
+/// Deactivate a user (they left): no sign-in and no access until reactivated.
+#[utoipa::path(post, path = "/v1/users/{user}/deactivate", tag = "users",
+    params(("user" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = CommandAccepted, description = "deactivated, or already so (nothing appended)"),
+        (status = 404, body = Problem, description = "user_not_found"),
+        (status = 422, body = Problem, description = "last_admin")),
+    security(("bearer" = [])))]
+pub async fn deactivate_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(user): ApiPath<UserId>,
+) -> Result<CommandAccepted, ApiError> {
+    let outcome = state
+        .timed("deactivate_user", state.app.users.deactivate(&caller, user))
+        .await?;
+    Ok(CommandAccepted::ok(outcome))
+}
+
+/// Erase a user (right to erasure): their personal-data key is destroyed, so their email,
+/// names and picture are unreadable everywhere from now on (log, read models, replays, exports);
+/// their addresses become free. The user id and the audit trail stay.
+#[utoipa::path(post, path = "/v1/users/{user}/erase", tag = "users",
+    params(("user" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = CommandAccepted, description = "erased, or already so (nothing appended)"),
+        (status = 403, body = Problem, description = "forbidden (users:delete in each of the user's tenants), cannot_remove_self"),
+        (status = 404, body = Problem, description = "user_not_found"),
+        (status = 422, body = Problem, description = "last_admin")),
+    security(("bearer" = [])))]
+pub async fn erase_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(user): ApiPath<UserId>,
+) -> Result<CommandAccepted, ApiError> {
+    let outcome = state
+        .timed("erase_user", state.app.users.erase(&caller, user))
+        .await?;
+    Ok(CommandAccepted::ok(outcome))
+}
+
+/// Reactivate a deactivated user.
+#[utoipa::path(post, path = "/v1/users/{user}/reactivate", tag = "users",
+    params(("user" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = CommandAccepted), (status = 404, body = Problem, description = "user_not_found"),
+        (status = 409, body = Problem, description = "user_not_inactive")),
+    security(("bearer" = [])))]
+pub async fn reactivate_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(user): ApiPath<UserId>,
+) -> Result<CommandAccepted, ApiError> {
+    let outcome = state
+        .timed("reactivate_user", state.app.users.reactivate(&caller, user))
+        .await?;
+    Ok(CommandAccepted::ok(outcome))
+}
+
+/// Replace a user's system-level flags.
+#[utoipa::path(put, path = "/v1/users/{user}/flags", request_body = Flags, tag = "users",
+    params(("user" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = CommandAccepted, description = "changed, or already so (nothing appended)"),
+        (status = 404, body = Problem, description = "user_not_found")),
+    security(("bearer" = [])))]
+pub async fn set_user_flags(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(user): ApiPath<UserId>,
+    ApiJson(body): ApiJson<Flags>,
+) -> Result<CommandAccepted, ApiError> {
+    let outcome = state
         .timed(
-            "reinstate_user",
-            state.app.reinstate_user(&caller.ctx, user),
+            "set_user_flags",
+            state.app.users.set_flags(&caller, user, body.into()),
+        )
+        .await?;
+    Ok(CommandAccepted::ok(outcome))
+}
+
+/// A user's live sessions, newest first, with where each was started from (needs
+/// `users:update` in every tenant of the user, like ending them).
+#[utoipa::path(get, path = "/v1/users/{user}/sessions", tag = "users",
+    params(("user" = String, Path), ("X-Idstream-Min-Position" = Option<u64>, Header)),
+    responses((status = 200, body = SessionList), (status = 403, body = Problem), (status = 404, body = Problem, description = "user_not_found")),
+    security(("bearer" = [])))]
+pub async fn user_sessions(
+    State(state): State<AppState>,
+    caller: Caller,
+    min: MinPosition,
+    ApiPath(user): ApiPath<UserId>,
+) -> Result<Json<SessionList>, ApiError> {
+    state.consistent(min).await?;
+    let current = caller.session();
+    let items = state
+        .app
+        .users
+        .sessions(&caller, user)
+        .await?
+        .into_iter()
+        .map(|s| SessionBody::of(s, current))
+        .collect();
+    Ok(Json(SessionList { items }))
+}
+
+/// End every session of a user (needs `users:update` in every tenant of the user).
+#[utoipa::path(post, path = "/v1/users/{user}/sessions/revoke", tag = "users",
+    params(("user" = String, Path)),
+    responses((status = 200, body = CommandAccepted), (status = 403, body = Problem), (status = 404, body = Problem, description = "user_not_found")),
+    security(("bearer" = [])))]
+pub async fn revoke_user_sessions(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(user): ApiPath<UserId>,
+) -> Result<CommandAccepted, ApiError> {
+    let outcome = state
+        .timed(
+            "revoke_user_sessions",
+            state.app.users.revoke_sessions(&caller, user),
+        )
+        .await?;
+    Ok(CommandAccepted::ok(outcome))
+}
+
+/// Lift a user's lock-out after failed sign-ins (needs `users:update` in every tenant of the
+/// user).
+#[utoipa::path(post, path = "/v1/users/{user}/unlock", tag = "users",
+    params(("user" = String, Path)),
+    responses((status = 200, body = CommandAccepted), (status = 403, body = Problem), (status = 404, body = Problem, description = "user_not_found"),
+        (status = 409, body = Problem, description = "not_locked")),
+    security(("bearer" = [])))]
+pub async fn unlock_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(user): ApiPath<UserId>,
+) -> Result<CommandAccepted, ApiError> {
+    let outcome = state
+        .timed("unlock_user", state.app.users.unlock(&caller, user))
+        .await?;
+    Ok(CommandAccepted::ok(outcome))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileBody {
+    pub first_name: String,
+    pub last_name: String,
+    /// An http(s) URL of the user's picture; absent or empty for none.
+    pub image_url: Option<String>,
+    /// Notification topics (`a-z`, `0-9`, `_`) the user wants or not.
+    #[serde(default)]
+    pub notifications: BTreeMap<String, bool>,
+}
+
+/// Replace a user's profile: the user themselves, or an administrator with `users:update` in
+/// every tenant of theirs.
+#[utoipa::path(put, path = "/v1/users/{user}/profile", request_body = ProfileBody, tag = "users",
+    params(("user" = String, Path)),
+    responses((status = 200, body = CommandAccepted),
+        (status = 401, body = Problem, description = "unauthorized"),
+        (status = 403, body = Problem, description = "forbidden"),
+        (status = 404, body = Problem, description = "user_not_found"),
+        (status = 422, body = Problem, description = "invalid_name, invalid_image_url, invalid_notifications")))]
+pub async fn change_profile(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(user): ApiPath<UserId>,
+    ApiJson(body): ApiJson<ProfileBody>,
+) -> Result<CommandAccepted, ApiError> {
+    let outcome = state
+        .timed(
+            "change_profile",
+            state.app.users.change_profile(
+                &caller,
+                user,
+                idstream_domain::user::Profile {
+                    first_name: body.first_name,
+                    last_name: body.last_name,
+                    image_url: body.image_url,
+                    notifications: body.notifications,
+                },
+            ),
         )
         .await?;
     Ok(CommandAccepted::ok(outcome))

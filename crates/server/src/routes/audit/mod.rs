@@ -2,7 +2,7 @@
 //!
 //! Every event of the log as an entry with its actor, time, position, type and a summary in
 //! words, filtered and paged by cursor both ways. Entries name users by id only; the trail holds
-//! no personal data. Who sees what is decided by `App::audit_events` (`audit:read` in the tenant;
+//! no personal data. Who sees what is decided by the `Audit` service (`audit:read` in the tenant;
 //! platform administrators for every tenant and the global events).
 
 use std::collections::BTreeMap;
@@ -24,8 +24,12 @@ use crate::AppState;
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiQuery, Caller, MinPosition};
 
+pub mod past;
+
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/audit/events", get(audit_events))
+    Router::new()
+        .route("/v1/audit/events", get(audit_events))
+        .merge(past::router())
 }
 
 /// The filters and paging of `GET /v1/audit/events`. Every given filter must hold.
@@ -286,6 +290,6 @@ pub async fn audit_events(
 ) -> Result<Json<AuditEventsPage>, ApiError> {
     let query = audit_query(&params)?;
     state.consistent_audit(min).await?;
-    let page = state.app.audit_events(&caller.ctx, query).await?;
+    let page = state.app.audit.events(&caller, query).await?;
     Ok(Json(page.into()))
 }

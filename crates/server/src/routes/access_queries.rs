@@ -1,24 +1,20 @@
-//! The check API and the access read side: checks, batch checks, explanations, readable records,
-//! visible fields, the entity CRUD summary, roles, entities, effective permissions and menus.
+//! Access queries (the `AccessQueries` service): checks, batch checks, explanations, readable
+//! records, visible fields, the entity CRUD summary, roles, entities, effective permissions and
+//! menus.
 //!
 //! Every query accepts a consistency token (`X-Idstream-Min-Position` or `min_position`), so
-//! "grant, then check" is never stale. The subject of a check is `user:<id>` or `anonymous`.
-//! Asking about another subject than oneself needs `permissions:read` in the tenant (the
-//! operator token and platform administrators may ask anything). An API key acts for its owner,
-//! so an omitted subject is the owner; a key asking about its owner in its own tenant asks about
-//! itself, and checks, batch checks and explanations narrow the answer to the key's restriction.
-
-use std::collections::BTreeSet;
+//! "grant, then check" is never stale. The subject of a check is `user:<id>` or `anonymous`;
+//! omitted, the caller (an API key's owner). Who may ask what is the service's to decide: about
+//! oneself with standing in the tenant, about anyone else with `permissions:read` there; a key
+//! asking about its own owner is answered within its restriction.
 
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post};
-use idstream_app::{CheckQuery, Credential};
-use idstream_domain::access::{
-    Action, EntityName, MenuItem, Permission, RecordId, Resource, Subject,
-};
-use idstream_domain::{ActorKind, RoleName, TenantId, UserId};
+use idstream_app::CheckQuery;
+use idstream_domain::access::{EntityName, MenuItem, Permission, RecordId, Subject};
+use idstream_domain::{RoleName, TenantId, UserId};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -55,72 +51,37 @@ pub fn router() -> Router<AppState> {
 }
 
 /// `user:<id>` or `anonymous`; absent means the caller (for an API key, its owner).
-fn subject(caller: &Caller, text: Option<&str>) -> Result<Subject, ApiError> {
-    let invalid = || {
-        ApiError::bad_request(
-            "invalid_subject",
-            "subject is `user:<user id>` or `anonymous` (it may be omitted when the caller is a user)",
-        )
-    };
+fn subject(text: Option<&str>) -> Result<Option<Subject>, ApiError> {
     match text {
-        Some("anonymous") => Ok(Subject::Anonymous),
+        None => Ok(None),
+        Some("anonymous") => Ok(Some(Subject::Anonymous)),
         Some(text) => text
             .strip_prefix("user:")
             .and_then(|id| id.parse::<UserId>().ok())
-            .map(Subject::User)
-            .ok_or_else(invalid),
-        None => match caller.ctx.actor.kind {
-            ActorKind::ApiKey => caller.user().map(Subject::User).ok_or_else(invalid),
-            ActorKind::User => caller
-                .ctx
-                .actor
-                .id
-                .parse::<UserId>()
-                .map(Subject::User)
-                .map_err(|_| invalid()),
-            _ => Err(ApiError::bad_request(
-                "subject_required",
-                "the caller is not a user: name the subject (`user:<id>` or `anonymous`)",
-            )),
-        },
+            .map(|user| Some(Subject::User(user)))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_subject",
+                    "subject is `user:<user id>` or `anonymous` (it may be omitted when the caller is a user)",
+                )
+            }),
     }
 }
 
-/// When the caller is an API key asking about its own owner in its own tenant: the key's
-/// restriction (`Some(None)` for an unrestricted key). Such a question needs no
-/// `permissions:read`, and its answer is what the key itself may do: the owner's decision
-/// narrowed to the restriction. None for every other caller or question.
-fn own_key<'a>(
-    caller: &'a Caller,
-    tenant: &TenantId,
-    subject: Subject,
-) -> Option<Option<&'a BTreeSet<Permission>>> {
-    let auth = caller.auth.as_ref()?;
-    let Credential::ApiKey { restriction, .. } = &auth.via else {
-        return None;
-    };
-    (subject == Subject::User(auth.user) && &auth.tenant == tenant).then_some(restriction.as_ref())
-}
-
-/// Asking about someone else needs `permissions:read` in the tenant.
-async fn may_ask(
-    state: &AppState,
-    caller: &Caller,
-    tenant: &TenantId,
-    subject: Subject,
-) -> Result<(), ApiError> {
-    let own = matches!(subject, Subject::User(user) if caller.ctx.actor.kind == ActorKind::User
-        && caller.ctx.actor.id == user.to_string());
-    if own {
-        return Ok(());
+fn query(tenant: TenantId, body: CheckBody) -> Result<CheckQuery, ApiError> {
+    let subject = subject(body.subject.as_deref())?;
+    if body.record.is_some() && body.permission.entity_name().is_none() {
+        return Err(ApiError::bad_request(
+            "invalid_check",
+            "a record can only be checked with an `entity.<name>:<action>` permission",
+        ));
     }
-    let permission = Permission::new(Resource::Named("permissions"), Action::Read)
-        .expect("permissions:read is valid");
-    state
-        .app
-        .authorize(&caller.ctx, tenant, &permission)
-        .await
-        .map_err(ApiError::from)
+    Ok(CheckQuery {
+        tenant,
+        subject,
+        permission: body.permission,
+        record: body.record,
+    })
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -157,23 +118,6 @@ impl From<idstream_domain::access::Decision> for DecisionBody {
     }
 }
 
-fn query(caller: &Caller, tenant: TenantId, body: CheckBody) -> Result<CheckQuery, ApiError> {
-    let subject = subject(caller, body.subject.as_deref())?;
-    if body.record.is_some() && body.permission.entity_name().is_none() {
-        return Err(ApiError::bad_request(
-            "invalid_check",
-            "a record can only be checked with an `entity.<name>:<action>` permission",
-        ));
-    }
-    Ok(CheckQuery {
-        tenant,
-        subject,
-        permission: body.permission,
-        record: body.record,
-        restriction: None,
-    })
-}
-
 /// Decide one check: may the subject do `permission` (on `record`) in the tenant?
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/access/check", request_body = CheckBody, tag = "access",
     params(("tenant" = String, Path), ("X-Idstream-Min-Position" = Option<u64>, Header)),
@@ -187,12 +131,8 @@ pub async fn check(
     ApiJson(body): ApiJson<CheckBody>,
 ) -> Result<Json<DecisionBody>, ApiError> {
     state.consistent(min).await?;
-    let mut query = query(&caller, tenant, body)?;
-    match own_key(&caller, &query.tenant, query.subject) {
-        Some(restriction) => query.restriction = restriction.cloned(),
-        None => may_ask(&state, &caller, &query.tenant, query.subject).await?,
-    }
-    let decision = state.app.check(&query)?;
+    let query = query(tenant, body)?;
+    let decision = state.app.access.check(&caller, &query).await?;
     Ok(Json(decision.into()))
 }
 
@@ -240,8 +180,7 @@ pub async fn check_batch(
         ));
     }
     let records = body.records;
-    let mut query = query(
-        &caller,
+    let query = query(
         tenant,
         CheckBody {
             subject: body.subject,
@@ -249,11 +188,11 @@ pub async fn check_batch(
             record: records.first().cloned(),
         },
     )?;
-    match own_key(&caller, &query.tenant, query.subject) {
-        Some(restriction) => query.restriction = restriction.cloned(),
-        None => may_ask(&state, &caller, &query.tenant, query.subject).await?,
-    }
-    let decisions = state.app.check_many(&query, &records)?;
+    let decisions = state
+        .app
+        .access
+        .check_many(&caller, &query, &records)
+        .await?;
     Ok(Json(BatchDecisions {
         results: records
             .into_iter()
@@ -291,12 +230,8 @@ pub async fn explain(
     ApiJson(body): ApiJson<CheckBody>,
 ) -> Result<Json<ExplanationBody>, ApiError> {
     state.consistent(min).await?;
-    let mut query = query(&caller, tenant, body)?;
-    match own_key(&caller, &query.tenant, query.subject) {
-        Some(restriction) => query.restriction = restriction.cloned(),
-        None => may_ask(&state, &caller, &query.tenant, query.subject).await?,
-    }
-    let explained = state.app.explain(&query)?;
+    let query = query(tenant, body)?;
+    let explained = state.app.access.explain(&caller, &query).await?;
     let decision = explained.decision.clone();
     // When the key's restriction decided, no fact of the owner's did: the sources are empty.
     let sources = serde_json::to_value(&explained.sources).unwrap_or_default();
@@ -343,8 +278,7 @@ pub async fn readable_records(
     ApiQuery(q): ApiQuery<SubjectQuery>,
 ) -> Result<Json<ReadableRecordsBody>, ApiError> {
     state.consistent(min).await?;
-    let subject = subject(&caller, q.subject.as_deref())?;
-    may_ask(&state, &caller, &tenant, subject).await?;
+    let subject = subject(q.subject.as_deref())?;
     let limit = match q.limit {
         None => 100,
         Some(n) if (1..=500).contains(&n) => n,
@@ -363,7 +297,9 @@ pub async fn readable_records(
         .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
     let page = state
         .app
-        .readable_records(&tenant, subject, &entity, after.as_ref(), limit)?;
+        .access
+        .readable_records(&caller, &tenant, subject, &entity, after.as_ref(), limit)
+        .await?;
     Ok(Json(ReadableRecordsBody {
         all: page.all,
         records: page.records.into_iter().map(String::from).collect(),
@@ -390,10 +326,13 @@ pub async fn visible_fields(
     ApiQuery(q): ApiQuery<SubjectQuery>,
 ) -> Result<Json<VisibleFields>, ApiError> {
     state.consistent(min).await?;
-    let subject = subject(&caller, q.subject.as_deref())?;
-    may_ask(&state, &caller, &tenant, subject).await?;
+    let subject = subject(q.subject.as_deref())?;
     Ok(Json(VisibleFields {
-        fields: state.app.visible_fields(&tenant, subject, &entity)?,
+        fields: state
+            .app
+            .access
+            .visible_fields(&caller, &tenant, subject, &entity)
+            .await?,
     }))
 }
 
@@ -432,21 +371,18 @@ pub async fn entity_permissions(
     ApiQuery(q): ApiQuery<EntityPermissionsQuery>,
 ) -> Result<Json<EntityPermissionsBody>, ApiError> {
     state.consistent(min).await?;
-    let tenant: TenantId = match (&q.tenant, &caller.auth) {
-        (Some(text), _) => text.parse().map_err(|e: idstream_domain::IdError| {
-            ApiError::bad_request("invalid_query", e.to_string())
-        })?,
-        (None, Some(auth)) => auth.tenant.clone(),
-        (None, None) => {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                "tenant is required when the caller has no tenant (the operator token)",
-            ));
-        }
-    };
-    let subject = subject(&caller, q.subject.as_deref())?;
-    may_ask(&state, &caller, &tenant, subject).await?;
-    let p = state.app.entity_permissions(&tenant, subject, &entity)?;
+    let tenant = q
+        .tenant
+        .as_deref()
+        .map(str::parse::<TenantId>)
+        .transpose()
+        .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
+    let subject = subject(q.subject.as_deref())?;
+    let p = state
+        .app
+        .access
+        .entity_permissions(&caller, tenant, subject, &entity)
+        .await?;
     Ok(Json(EntityPermissionsBody {
         read: p.read,
         create: p.create,
@@ -486,21 +422,6 @@ pub struct RoleList {
     pub items: Vec<RoleBody>,
 }
 
-async fn may_read(
-    state: &AppState,
-    caller: &Caller,
-    tenant: &TenantId,
-    resource: &'static str,
-) -> Result<(), ApiError> {
-    let permission =
-        Permission::new(Resource::Named(resource), Action::Read).expect("named read is valid");
-    state
-        .app
-        .authorize(&caller.ctx, tenant, &permission)
-        .await
-        .map_err(ApiError::from)
-}
-
 /// The roles of a tenant (needs `roles:read`).
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/roles", tag = "roles",
     params(("tenant" = String, Path), ("X-Idstream-Min-Position" = Option<u64>, Header)),
@@ -513,11 +434,12 @@ pub async fn list_roles(
     ApiPath(tenant): ApiPath<TenantId>,
 ) -> Result<Json<RoleList>, ApiError> {
     state.consistent(min).await?;
-    may_read(&state, &caller, &tenant, "roles").await?;
     Ok(Json(RoleList {
         items: state
             .app
-            .roles(&tenant)?
+            .access
+            .roles(&caller, &tenant)
+            .await?
             .into_iter()
             .map(Into::into)
             .collect(),
@@ -536,12 +458,8 @@ pub async fn get_role(
     ApiPath((tenant, role)): ApiPath<(TenantId, RoleName)>,
 ) -> Result<Json<RoleBody>, ApiError> {
     state.consistent(min).await?;
-    may_read(&state, &caller, &tenant, "roles").await?;
-    match state.app.role(&tenant, &role) {
-        Ok(role) => Ok(Json(role.into())),
-        Err(idstream_app::AppError::UnknownRole(_)) => Err(ApiError::NotFound),
-        Err(e) => Err(e.into()),
-    }
+    let role = state.app.access.role(&caller, &tenant, &role).await?;
+    Ok(Json(role.into()))
 }
 
 /// A registered entity.
@@ -586,11 +504,12 @@ pub async fn list_entities(
     ApiPath(tenant): ApiPath<TenantId>,
 ) -> Result<Json<EntityList>, ApiError> {
     state.consistent(min).await?;
-    may_read(&state, &caller, &tenant, "entities").await?;
     Ok(Json(EntityList {
         items: state
             .app
-            .entities(&tenant)?
+            .access
+            .entities(&caller, &tenant)
+            .await?
             .into_iter()
             .map(Into::into)
             .collect(),
@@ -609,8 +528,14 @@ pub async fn get_entity(
     ApiPath((tenant, entity)): ApiPath<(TenantId, EntityName)>,
 ) -> Result<Json<EntityBody>, ApiError> {
     state.consistent(min).await?;
-    may_read(&state, &caller, &tenant, "entities").await?;
-    Ok(Json(state.app.entity(&tenant, &entity)?.into()))
+    Ok(Json(
+        state
+            .app
+            .access
+            .entity(&caller, &tenant, &entity)
+            .await?
+            .into(),
+    ))
 }
 
 /// A member's effective permissions in a tenant.
@@ -634,8 +559,11 @@ pub async fn effective_permissions(
     ApiPath((tenant, user)): ApiPath<(TenantId, UserId)>,
 ) -> Result<Json<EffectivePermissions>, ApiError> {
     state.consistent(min).await?;
-    may_ask(&state, &caller, &tenant, Subject::User(user)).await?;
-    let (global_access, permissions) = state.app.effective_permissions(&tenant, &user)?;
+    let (global_access, permissions) = state
+        .app
+        .access
+        .effective_permissions(&caller, &tenant, user)
+        .await?;
     Ok(Json(EffectivePermissions {
         global_access,
         permissions: permissions.into_iter().map(String::from).collect(),
@@ -661,8 +589,6 @@ pub async fn menu(
     ApiPath((tenant, user)): ApiPath<(TenantId, UserId)>,
 ) -> Result<Json<MenuBody>, ApiError> {
     state.consistent(min).await?;
-    may_ask(&state, &caller, &tenant, Subject::User(user)).await?;
-    Ok(Json(MenuBody {
-        items: state.app.menu(&tenant, &user)?,
-    }))
+    let items = state.app.access.menu(&caller, &tenant, user).await?;
+    Ok(Json(MenuBody { items }))
 }

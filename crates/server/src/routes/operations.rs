@@ -1,5 +1,5 @@
-//! Operational endpoints: `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, and the read-model
-//! state for operators (`/v1/admin/read-models`).
+//! Operations (the `Operations` service): `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, and
+//! the read-model state for platform administrators (`/v1/admin/read-models`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -47,26 +47,23 @@ pub struct Readiness {
 /// unreachable the service stays ready, because queries keep answering from the read models.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness, description = "still catching up")))]
-pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let read_models = state.positions();
-    let log_position =
-        tokio::time::timeout(Duration::from_secs(2), state.app.log().last_position())
-            .await
-            .ok()
-            .and_then(Result::ok);
-    let applied = state.app.applied_position();
-    let ready = applied >= state.startup_target;
+pub async fn readyz(State(state): State<AppState>, caller: Caller) -> impl IntoResponse {
+    let readiness = state
+        .app
+        .operations
+        .readiness(&caller, state.startup_target)
+        .await;
     let body = Readiness {
-        ready,
-        log: if log_position.is_some() {
+        ready: readiness.ready,
+        log: if readiness.log_position.is_some() {
             "ok".into()
         } else {
             "unavailable".into()
         },
-        log_position,
-        read_models,
+        log_position: readiness.log_position,
+        read_models: readiness.read_models,
     };
-    let status = if ready {
+    let status = if readiness.ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -76,13 +73,12 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 
 /// Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format")))]
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let log_position =
-        tokio::time::timeout(Duration::from_secs(1), state.app.log().last_position())
-            .await
-            .ok()
-            .and_then(Result::ok);
-    for (name, position) in state.positions() {
+pub async fn metrics(State(state): State<AppState>, caller: Caller) -> impl IntoResponse {
+    let operations = &state.app.operations;
+    let log_position = operations
+        .log_position(&caller, Duration::from_secs(1))
+        .await;
+    for (name, position) in operations.positions(&caller) {
         let labels = crate::metrics::ProjectionLabels { projection: name };
         state
             .metrics
@@ -129,24 +125,49 @@ pub struct ReadModelsReport {
     pub read_models: BTreeMap<String, ReadModelState>,
 }
 
-/// Positions and state digests of the read models.
-#[utoipa::path(get, path = "/v1/admin/read-models", tag = "operations",
-    responses((status = 200, body = ReadModelsReport), (status = 401, body = Problem)), security(("bearer" = [])))]
-pub async fn read_models(
-    State(state): State<AppState>,
-    _caller: Caller,
-) -> Result<Json<ReadModelsReport>, ApiError> {
-    Ok(Json(state.read_models_report().await?))
+impl From<idstream_app::ReadModelsReport> for ReadModelsReport {
+    fn from(report: idstream_app::ReadModelsReport) -> ReadModelsReport {
+        ReadModelsReport {
+            backend: report.backend,
+            read_models: report
+                .read_models
+                .into_iter()
+                .map(|(name, state)| {
+                    let state = ReadModelState {
+                        position: state.position,
+                        digest: state.digest,
+                    };
+                    (name, state)
+                })
+                .collect(),
+        }
+    }
 }
 
-/// Drops every read model and rebuilds it from position 0 while the service keeps running.
-/// Answers once the rebuilt read models have caught up with the log as it was when asked.
+/// Positions and state digests of the read models (platform administrators).
+#[utoipa::path(get, path = "/v1/admin/read-models", tag = "operations",
+    responses((status = 200, body = ReadModelsReport), (status = 401, body = Problem), (status = 403, body = Problem, description = "platform_admin_only")),
+    security(("bearer" = [])))]
+pub async fn read_models(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<ReadModelsReport>, ApiError> {
+    let report = state.app.operations.read_models(&caller).await?;
+    Ok(Json(report.into()))
+}
+
+/// Drops every read model and rebuilds it from position 0 while the service keeps running
+/// (platform administrators). Answers once the rebuilt read models have caught up with the log
+/// as it was when asked.
 #[utoipa::path(post, path = "/v1/admin/read-models/rebuild", tag = "operations",
-    responses((status = 200, body = ReadModelsReport), (status = 401, body = Problem), (status = 503, body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = ReadModelsReport), (status = 401, body = Problem), (status = 403, body = Problem, description = "platform_admin_only"), (status = 503, body = Problem)),
+    security(("bearer" = [])))]
 pub async fn rebuild(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
 ) -> Result<Json<ReadModelsReport>, ApiError> {
-    state.rebuild_read_models().await?;
-    Ok(Json(state.read_models_report().await?))
+    let report = state
+        .timed("rebuild_read_models", state.app.operations.rebuild(&caller))
+        .await?;
+    Ok(Json(report.into()))
 }

@@ -3,7 +3,6 @@
 //! - `/v1/auth/magic-link` (request) and `/v1/auth/magic-link/sign-in`
 //! - `/v1/auth/email-code` (request) and `/v1/auth/email-code/sign-in`
 //! - `/v1/tenants/{tenant}/register` (self-registration) and `/v1/auth/verify-email`
-//! - `/v1/users/{user}/profile` (the user or an administrator)
 //! - `/v1/auth/email` (ask to change one's address) and `/v1/auth/email/confirm`
 //!
 //! Requests that send mail answer `202 {}` whether or not the address has an account.
@@ -15,18 +14,17 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{post, put};
+use axum::routing::post;
 use idstream_app::identity::Registration;
 use idstream_domain::{TenantId, UserId};
 use serde::Deserialize;
-use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
-use super::CommandAccepted;
-use super::auth::{ClientAddr, ClientInfo, Empty, Redacted, SignInAnswer, sign_in_response};
+use super::account::{Empty, Redacted, SignInAnswer, sign_in_response};
 use crate::AppState;
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiPath, Caller};
+use crate::routes::CommandAccepted;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -36,7 +34,6 @@ pub fn router() -> Router<AppState> {
         .route("/v1/auth/email-code/sign-in", post(email_code_sign_in))
         .route("/v1/tenants/{tenant}/register", post(register))
         .route("/v1/auth/verify-email", post(verify_email))
-        .route("/v1/users/{user}/profile", put(change_profile))
         .route("/v1/auth/email", post(request_email_change))
         .route("/v1/auth/email/confirm", post(confirm_email_change))
 }
@@ -54,10 +51,13 @@ pub struct EmailBody {
     responses((status = 202, body = Empty), (status = 429, body = Problem, description = "rate_limited")))]
 pub async fn request_magic_link(
     State(state): State<AppState>,
-    ClientAddr(source): ClientAddr,
+    caller: Caller,
     ApiJson(body): ApiJson<EmailBody>,
 ) -> Result<(StatusCode, Json<Empty>), ApiError> {
-    state.app.request_magic_link(&body.email, source)?;
+    state
+        .app
+        .identity
+        .request_magic_link(&caller, &body.email)?;
     Ok((StatusCode::ACCEPTED, Json(Empty {})))
 }
 
@@ -91,7 +91,7 @@ impl fmt::Debug for MagicLinkBody {
         (status = 429, body = Problem, description = "rate_limited")))]
 pub async fn magic_link_sign_in(
     State(state): State<AppState>,
-    ClientInfo(client): ClientInfo,
+    caller: Caller,
     ApiJson(body): ApiJson<MagicLinkBody>,
 ) -> Result<Response, ApiError> {
     let answer = state
@@ -99,7 +99,8 @@ pub async fn magic_link_sign_in(
             "sign_in_magic_link",
             state
                 .app
-                .sign_in_magic_link(body.user, &body.token, body.tenant, &client),
+                .identity
+                .sign_in_magic_link(&caller, body.user, &body.token, body.tenant),
         )
         .await?;
     Ok(sign_in_response(answer))
@@ -111,10 +112,13 @@ pub async fn magic_link_sign_in(
     responses((status = 202, body = Empty), (status = 429, body = Problem, description = "rate_limited")))]
 pub async fn request_email_code(
     State(state): State<AppState>,
-    ClientAddr(source): ClientAddr,
+    caller: Caller,
     ApiJson(body): ApiJson<EmailBody>,
 ) -> Result<(StatusCode, Json<Empty>), ApiError> {
-    state.app.request_email_code(&body.email, source)?;
+    state
+        .app
+        .identity
+        .request_email_code(&caller, &body.email)?;
     Ok((StatusCode::ACCEPTED, Json(Empty {})))
 }
 
@@ -145,7 +149,7 @@ impl fmt::Debug for EmailCodeBody {
         (status = 429, body = Problem, description = "rate_limited")))]
 pub async fn email_code_sign_in(
     State(state): State<AppState>,
-    ClientInfo(client): ClientInfo,
+    caller: Caller,
     ApiJson(body): ApiJson<EmailCodeBody>,
 ) -> Result<Response, ApiError> {
     let answer = state
@@ -153,7 +157,8 @@ pub async fn email_code_sign_in(
             "sign_in_email_code",
             state
                 .app
-                .sign_in_email_code(&body.email, &body.code, body.tenant, &client),
+                .identity
+                .sign_in_email_code(&caller, &body.email, &body.code, body.tenant),
         )
         .await?;
     Ok(sign_in_response(answer))
@@ -184,13 +189,12 @@ impl fmt::Debug for RegisterBody {
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/register", request_body = RegisterBody, tag = "auth",
     params(("tenant" = String, Path)),
     responses((status = 202, body = Empty),
-        (status = 403, body = Problem, description = "self_registration_disabled"),
-        (status = 404, body = Problem, description = "tenant_not_found"),
+        (status = 404, body = Problem, description = "tenant_not_found (also a tenant that does not allow self-registration)"),
         (status = 422, body = Problem, description = "invalid_email, weak_password, password_too_long"),
         (status = 429, body = Problem, description = "rate_limited")))]
 pub async fn register(
     State(state): State<AppState>,
-    ClientAddr(source): ClientAddr,
+    caller: Caller,
     ApiPath(tenant): ApiPath<TenantId>,
     ApiJson(body): ApiJson<RegisterBody>,
 ) -> Result<(StatusCode, Json<Empty>), ApiError> {
@@ -203,7 +207,8 @@ pub async fn register(
     state
         .timed(
             "register",
-            state.app.register(
+            state.app.identity.register(
+                &caller,
                 tenant,
                 Registration {
                     email,
@@ -211,7 +216,6 @@ pub async fn register(
                     first_name,
                     last_name,
                 },
-                source,
             ),
         )
         .await?;
@@ -244,58 +248,16 @@ impl fmt::Debug for VerifyEmailBody {
         (status = 429, body = Problem, description = "rate_limited")))]
 pub async fn verify_email(
     State(state): State<AppState>,
-    ClientAddr(source): ClientAddr,
+    caller: Caller,
     ApiJson(body): ApiJson<VerifyEmailBody>,
 ) -> Result<CommandAccepted, ApiError> {
     let outcome = state
         .timed(
             "verify_email",
-            state.app.verify_email(body.user, &body.token, source),
-        )
-        .await?;
-    Ok(CommandAccepted::ok(outcome))
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ProfileBody {
-    pub first_name: String,
-    pub last_name: String,
-    /// An http(s) URL of the user's picture; absent or empty for none.
-    pub image_url: Option<String>,
-    /// Notification topics (`a-z`, `0-9`, `_`) the user wants or not.
-    #[serde(default)]
-    pub notifications: BTreeMap<String, bool>,
-}
-
-/// Replace a user's profile: the user themselves, or an administrator with `users:update` in
-/// every tenant of theirs.
-#[utoipa::path(put, path = "/v1/users/{user}/profile", request_body = ProfileBody, tag = "users",
-    params(("user" = String, Path)),
-    responses((status = 200, body = CommandAccepted),
-        (status = 401, body = Problem, description = "unauthorized"),
-        (status = 403, body = Problem, description = "forbidden"),
-        (status = 404, body = Problem, description = "user_not_found"),
-        (status = 422, body = Problem, description = "invalid_name, invalid_image_url, invalid_notifications")))]
-pub async fn change_profile(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(user): ApiPath<UserId>,
-    ApiJson(body): ApiJson<ProfileBody>,
-) -> Result<CommandAccepted, ApiError> {
-    let outcome = state
-        .timed(
-            "change_profile",
-            state.app.change_profile(
-                &caller.ctx,
-                user,
-                idstream_domain::user::Profile {
-                    first_name: body.first_name,
-                    last_name: body.last_name,
-                    image_url: body.image_url,
-                    notifications: body.notifications,
-                },
-            ),
+            state
+                .app
+                .identity
+                .verify_email(&caller, body.user, &body.token),
         )
         .await?;
     Ok(CommandAccepted::ok(outcome))
@@ -328,16 +290,15 @@ impl fmt::Debug for EmailChangeBody {
 pub async fn request_email_change(
     State(state): State<AppState>,
     caller: Caller,
-    ClientInfo(client): ClientInfo,
     ApiJson(body): ApiJson<EmailChangeBody>,
 ) -> Result<CommandAccepted, ApiError> {
-    let auth = caller.authenticated()?;
     let outcome = state
         .timed(
             "request_email_change",
             state
                 .app
-                .request_email_change(auth, &body.new_email, body.password, &client),
+                .identity
+                .request_email_change(&caller, &body.new_email, body.password),
         )
         .await?;
     Ok(CommandAccepted::ok(outcome))
@@ -351,7 +312,7 @@ pub async fn request_email_change(
         (status = 429, body = Problem, description = "rate_limited")))]
 pub async fn confirm_email_change(
     State(state): State<AppState>,
-    ClientAddr(source): ClientAddr,
+    caller: Caller,
     ApiJson(body): ApiJson<VerifyEmailBody>,
 ) -> Result<CommandAccepted, ApiError> {
     let outcome = state
@@ -359,7 +320,8 @@ pub async fn confirm_email_change(
             "confirm_email_change",
             state
                 .app
-                .confirm_email_change(body.user, &body.token, source),
+                .identity
+                .confirm_email_change(&caller, body.user, &body.token),
         )
         .await?;
     Ok(CommandAccepted::ok(outcome))

@@ -19,11 +19,11 @@ use time::OffsetDateTime;
 use ulid::Ulid;
 use utoipa::{IntoParams, ToSchema};
 
-use super::auth::Positioned;
-use super::{CommandAccepted, rfc3339};
+use super::account::Positioned;
 use crate::AppState;
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller, MinPosition};
+use crate::routes::{CommandAccepted, rfc3339};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -97,7 +97,7 @@ pub async fn issue_api_key(
     let issued = state
         .timed(
             "issue_api_key",
-            state.app.issue_api_key(&caller.ctx, tenant, request),
+            state.app.identity.issue_api_key(&caller, tenant, request),
         )
         .await?;
     Ok(Positioned {
@@ -183,7 +183,8 @@ pub async fn list_api_keys(
         .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
     let items = state
         .app
-        .api_keys(&caller.ctx, &tenant, owner)
+        .identity
+        .api_keys(&caller, &tenant, owner)
         .await?
         .into_iter()
         .map(Into::into)
@@ -205,7 +206,7 @@ pub async fn revoke_api_key(
     let outcome = state
         .timed(
             "revoke_api_key",
-            state.app.revoke_api_key(&caller.ctx, tenant, id),
+            state.app.identity.revoke_api_key(&caller, tenant, id),
         )
         .await?;
     Ok(CommandAccepted::ok(outcome))

@@ -17,11 +17,11 @@ use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 use utoipa::ToSchema;
 
-use super::auth::{ClientInfo, Positioned, TokensBody, tokens_response};
-use super::{CommandAccepted, Page, PageQuery, rfc3339};
+use super::account::{Positioned, TokensBody, tokens_response};
 use crate::AppState;
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller, MinPosition};
+use crate::routes::{CommandAccepted, Page, PageQuery, rfc3339};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -106,7 +106,10 @@ pub async fn invite(
         roles: body.roles,
     };
     let outcome = state
-        .timed("invite", state.app.invite(&caller.ctx, tenant, request))
+        .timed(
+            "invite",
+            state.app.identity.invite(&caller, tenant, request),
+        )
         .await?;
     Ok(sent(StatusCode::CREATED, outcome))
 }
@@ -173,7 +176,8 @@ pub async fn list_invitations(
         .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
     let items: Vec<InvitationBody> = state
         .app
-        .invitations(&caller.ctx, &tenant, after, limit)
+        .identity
+        .invitations(&caller, &tenant, after, limit)
         .await?
         .into_iter()
         .map(Into::into)
@@ -202,7 +206,7 @@ pub async fn resend_invitation(
     let outcome = state
         .timed(
             "resend_invitation",
-            state.app.resend_invitation(&caller.ctx, tenant, id),
+            state.app.identity.resend_invitation(&caller, tenant, id),
         )
         .await?;
     Ok(sent(StatusCode::OK, outcome))
@@ -223,7 +227,7 @@ pub async fn revoke_invitation(
     let outcome = state
         .timed(
             "revoke_invitation",
-            state.app.revoke_invitation(&caller.ctx, tenant, id),
+            state.app.identity.revoke_invitation(&caller, tenant, id),
         )
         .await?;
     Ok(CommandAccepted::ok(outcome))
@@ -257,7 +261,7 @@ impl fmt::Debug for AcceptBody {
         (status = 429, body = Problem, description = "rate_limited")))]
 pub async fn accept_invitation(
     State(state): State<AppState>,
-    ClientInfo(client): ClientInfo,
+    caller: Caller,
     ApiJson(body): ApiJson<AcceptBody>,
 ) -> Result<Positioned<TokensBody>, ApiError> {
     let request = AcceptInvitation {
@@ -267,7 +271,7 @@ pub async fn accept_invitation(
     let tokens = state
         .timed(
             "accept_invitation",
-            state.app.accept_invitation(request, &client),
+            state.app.identity.accept_invitation(&caller, request),
         )
         .await?;
     Ok(tokens_response(tokens))

@@ -4,8 +4,6 @@
 //! - `/v1/auth/me`, `/v1/auth/sessions`, `/v1/auth/sessions/{id}`
 //! - `/v1/auth/password`, `…/password/reset-request`, `…/password/reset`
 //! - `/v1/auth/totp/{setup,confirm,disable}`
-//! - `/v1/users/{user}/sessions`, `/v1/users/{user}/sessions/revoke`, `/v1/users/{user}/unlock`
-//!   (administrators)
 //! - `/.well-known/jwks.json`
 //!
 //! Secrets (tokens, TOTP secrets, recovery codes) appear only in the answer that creates them,
@@ -29,10 +27,10 @@ use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 use utoipa::ToSchema;
 
-use super::{CommandAccepted, rfc3339};
 use crate::AppState;
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiPath, Caller, MinPosition, POSITION_HEADER};
+use crate::routes::{CommandAccepted, rfc3339};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -50,18 +48,10 @@ pub fn router() -> Router<AppState> {
         .route("/v1/auth/totp/setup", post(totp_setup))
         .route("/v1/auth/totp/confirm", post(totp_confirm))
         .route("/v1/auth/totp/disable", post(totp_disable))
-        .route("/v1/users/{user}/sessions", get(user_sessions))
-        .route(
-            "/v1/users/{user}/sessions/revoke",
-            post(revoke_user_sessions),
-        )
-        .route("/v1/users/{user}/unlock", post(unlock_user))
         .route("/.well-known/jwks.json", get(jwks))
 }
 
 // ----- shared pieces -----
-
-pub use crate::client::{ClientAddr, ClientInfo};
 
 /// A JSON answer to a command that is not a plain [`CommandAccepted`]: the body carries
 /// `position` and the answer the `X-Idstream-Position` header. Answers holding a secret are
@@ -209,7 +199,7 @@ pub enum SignInAnswer {
         (status = 429, body = Problem, description = "rate_limited; see Retry-After")))]
 pub async fn sign_in(
     State(state): State<AppState>,
-    ClientInfo(client): ClientInfo,
+    caller: Caller,
     ApiJson(body): ApiJson<SignInBody>,
 ) -> Result<Response, ApiError> {
     let SignInBody {
@@ -222,7 +212,8 @@ pub async fn sign_in(
             "sign_in",
             state
                 .app
-                .sign_in_password(&email, password, tenant, &client),
+                .identity
+                .sign_in(&caller, &email, password, tenant),
         )
         .await?;
     Ok(sign_in_response(answer))
@@ -280,17 +271,17 @@ impl fmt::Debug for SecondFactorBody {
         (status = 429, body = Problem, description = "rate_limited")))]
 pub async fn second_factor(
     State(state): State<AppState>,
-    ClientInfo(client): ClientInfo,
+    caller: Caller,
     ApiJson(body): ApiJson<SecondFactorBody>,
 ) -> Result<Positioned<TokensBody>, ApiError> {
     let tokens = state
         .timed(
             "sign_in_second_factor",
-            state.app.sign_in_second_factor(
+            state.app.identity.sign_in_second_factor(
+                &caller,
                 &body.challenge,
                 body.code.as_deref(),
                 body.recovery_code.as_deref(),
-                &client,
             ),
         )
         .await
@@ -331,11 +322,14 @@ impl fmt::Debug for RefreshBody {
         (status = 429, body = Problem, description = "rate_limited")))]
 pub async fn refresh(
     State(state): State<AppState>,
-    ClientAddr(source): ClientAddr,
+    caller: Caller,
     ApiJson(body): ApiJson<RefreshBody>,
 ) -> Result<Positioned<TokensBody>, ApiError> {
     let tokens = state
-        .timed("refresh", state.app.refresh(&body.refresh_token, source))
+        .timed(
+            "refresh",
+            state.app.identity.refresh(&caller, &body.refresh_token),
+        )
         .await?;
     Ok(tokens_response(tokens))
 }
@@ -370,13 +364,13 @@ pub async fn switch_tenant(
     caller: Caller,
     ApiJson(body): ApiJson<SwitchTenantBody>,
 ) -> Result<Positioned<TokensBody>, ApiError> {
-    let auth = caller.authenticated()?;
     let tokens = state
         .timed(
             "switch_tenant",
             state
                 .app
-                .switch_tenant(auth, body.tenant, &body.refresh_token),
+                .identity
+                .switch_tenant(&caller, body.tenant, &body.refresh_token),
         )
         .await?;
     Ok(tokens_response(tokens))
@@ -390,8 +384,9 @@ pub async fn sign_out(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<CommandAccepted, ApiError> {
-    let auth = caller.authenticated()?;
-    let outcome = state.timed("sign_out", state.app.sign_out(auth)).await?;
+    let outcome = state
+        .timed("sign_out", state.app.identity.sign_out(&caller))
+        .await?;
     Ok(CommandAccepted::ok(outcome))
 }
 
@@ -451,8 +446,7 @@ pub async fn me(
     min: MinPosition,
 ) -> Result<Json<MeBody>, ApiError> {
     state.consistent(min).await?;
-    let auth = caller.authenticated()?;
-    let me = state.app.me(auth)?;
+    let me = state.app.identity.me(&caller)?;
     let now = time::OffsetDateTime::now_utc();
     let user = me.user;
     Ok(Json(MeBody {
@@ -499,7 +493,7 @@ pub struct SessionBody {
 }
 
 impl SessionBody {
-    fn of(view: idstream_identity::SessionView, current: Option<Ulid>) -> SessionBody {
+    pub(crate) fn of(view: idstream_identity::SessionView, current: Option<Ulid>) -> SessionBody {
         SessionBody {
             id: view.id.to_string(),
             tenant: view.tenant.to_string(),
@@ -533,11 +527,11 @@ pub async fn my_sessions(
     min: MinPosition,
 ) -> Result<Json<SessionList>, ApiError> {
     state.consistent(min).await?;
-    let auth = caller.authenticated()?;
-    let current = auth.session();
+    let current = caller.session();
     let items = state
         .app
-        .my_sessions(auth)?
+        .identity
+        .my_sessions(&caller)?
         .into_iter()
         .map(|s| SessionBody::of(s, current))
         .collect();
@@ -555,9 +549,11 @@ pub async fn revoke_my_session(
     caller: Caller,
     ApiPath(id): ApiPath<Ulid>,
 ) -> Result<CommandAccepted, ApiError> {
-    let auth = caller.authenticated()?;
     let outcome = state
-        .timed("revoke_session", state.app.revoke_my_session(auth, id))
+        .timed(
+            "revoke_session",
+            state.app.identity.revoke_my_session(&caller, id),
+        )
         .await?;
     Ok(CommandAccepted::ok(outcome))
 }
@@ -590,10 +586,8 @@ impl fmt::Debug for ChangePasswordBody {
 pub async fn change_password(
     State(state): State<AppState>,
     caller: Caller,
-    ClientInfo(client): ClientInfo,
     ApiJson(body): ApiJson<ChangePasswordBody>,
 ) -> Result<CommandAccepted, ApiError> {
-    let auth = caller.authenticated()?;
     let ChangePasswordBody {
         current_password,
         new_password,
@@ -603,7 +597,8 @@ pub async fn change_password(
             "change_password",
             state
                 .app
-                .change_password(auth, current_password, new_password, &client),
+                .identity
+                .change_password(&caller, current_password, new_password),
         )
         .await?;
     Ok(CommandAccepted::ok(outcome))
@@ -626,10 +621,13 @@ pub struct Empty {}
     responses((status = 202, body = Empty), (status = 429, body = Problem, description = "rate_limited")))]
 pub async fn request_reset(
     State(state): State<AppState>,
-    ClientAddr(source): ClientAddr,
+    caller: Caller,
     ApiJson(body): ApiJson<ResetRequestBody>,
 ) -> Result<(StatusCode, Json<Empty>), ApiError> {
-    state.app.request_password_reset(&body.email, source)?;
+    state
+        .app
+        .identity
+        .request_password_reset(&caller, &body.email)?;
     Ok((StatusCode::ACCEPTED, Json(Empty {})))
 }
 
@@ -664,7 +662,7 @@ impl fmt::Debug for ResetPasswordBody {
         (status = 429, body = Problem, description = "rate_limited")))]
 pub async fn reset_password(
     State(state): State<AppState>,
-    ClientAddr(source): ClientAddr,
+    caller: Caller,
     ApiJson(body): ApiJson<ResetPasswordBody>,
 ) -> Result<CommandAccepted, ApiError> {
     let ResetPasswordBody {
@@ -675,7 +673,10 @@ pub async fn reset_password(
     let outcome = state
         .timed(
             "reset_password",
-            state.app.reset_password(user, &token, password, source),
+            state
+                .app
+                .identity
+                .reset_password(&caller, user, &token, password),
         )
         .await?;
     Ok(CommandAccepted::ok(outcome))
@@ -704,13 +705,12 @@ pub async fn totp_setup(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Positioned<TotpSetupBody>, ApiError> {
-    let auth = caller.authenticated()?;
     let setup = state
-        .timed("start_totp", state.app.start_totp(auth))
+        .timed("start_totp", state.app.identity.start_totp(&caller))
         .await?;
     // The application does not hand back the event's position; the log's end right after the
     // command is at or after it, which is all a consistency token needs.
-    let position = state.app.log().last_position().await.ok();
+    let position = Some(setup.position);
     Ok(Positioned {
         status: StatusCode::OK,
         position,
@@ -758,9 +758,11 @@ pub async fn totp_confirm(
     caller: Caller,
     ApiJson(body): ApiJson<TotpConfirmBody>,
 ) -> Result<Positioned<RecoveryCodesBody>, ApiError> {
-    let auth = caller.authenticated()?;
     let (recovery_codes, outcome) = state
-        .timed("confirm_totp", state.app.confirm_totp(auth, &body.code))
+        .timed(
+            "confirm_totp",
+            state.app.identity.confirm_totp(&caller, &body.code),
+        )
         .await?;
     Ok(Positioned {
         status: StatusCode::OK,
@@ -798,14 +800,12 @@ impl fmt::Debug for TotpDisableBody {
 pub async fn totp_disable(
     State(state): State<AppState>,
     caller: Caller,
-    ClientInfo(client): ClientInfo,
     ApiJson(body): ApiJson<TotpDisableBody>,
 ) -> Result<CommandAccepted, ApiError> {
-    let auth = caller.authenticated()?;
     let outcome = state
         .timed(
             "disable_totp",
-            state.app.disable_totp(auth, body.password, &client),
+            state.app.identity.disable_totp(&caller, body.password),
         )
         .await?;
     Ok(CommandAccepted::ok(outcome))
@@ -813,73 +813,12 @@ pub async fn totp_disable(
 
 // ----- administrators -----
 
-/// A user's live sessions, newest first, with where each was started from (needs
-/// `users:update` in every tenant of the user, like ending them).
-#[utoipa::path(get, path = "/v1/users/{user}/sessions", tag = "users",
-    params(("user" = String, Path), ("X-Idstream-Min-Position" = Option<u64>, Header)),
-    responses((status = 200, body = SessionList), (status = 403, body = Problem), (status = 404, body = Problem, description = "user_not_found")),
-    security(("bearer" = [])))]
-pub async fn user_sessions(
-    State(state): State<AppState>,
-    caller: Caller,
-    min: MinPosition,
-    ApiPath(user): ApiPath<UserId>,
-) -> Result<Json<SessionList>, ApiError> {
-    state.consistent(min).await?;
-    let current = caller.auth.as_ref().and_then(|a| a.session());
-    let items = state
-        .app
-        .user_sessions(&caller.ctx, user)
-        .await?
-        .into_iter()
-        .map(|s| SessionBody::of(s, current))
-        .collect();
-    Ok(Json(SessionList { items }))
-}
-
-/// End every session of a user (needs `users:update` in every tenant of the user).
-#[utoipa::path(post, path = "/v1/users/{user}/sessions/revoke", tag = "users",
-    params(("user" = String, Path)),
-    responses((status = 200, body = CommandAccepted), (status = 403, body = Problem), (status = 404, body = Problem, description = "user_not_found")),
-    security(("bearer" = [])))]
-pub async fn revoke_user_sessions(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(user): ApiPath<UserId>,
-) -> Result<CommandAccepted, ApiError> {
-    let outcome = state
-        .timed(
-            "revoke_user_sessions",
-            state.app.revoke_user_sessions(&caller.ctx, user),
-        )
-        .await?;
-    Ok(CommandAccepted::ok(outcome))
-}
-
-/// Lift a user's lock-out after failed sign-ins (needs `users:update` in every tenant of the
-/// user).
-#[utoipa::path(post, path = "/v1/users/{user}/unlock", tag = "users",
-    params(("user" = String, Path)),
-    responses((status = 200, body = CommandAccepted), (status = 403, body = Problem), (status = 404, body = Problem, description = "user_not_found"),
-        (status = 409, body = Problem, description = "not_locked")),
-    security(("bearer" = [])))]
-pub async fn unlock_user(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(user): ApiPath<UserId>,
-) -> Result<CommandAccepted, ApiError> {
-    let outcome = state
-        .timed("unlock_user", state.app.unlock_user(&caller.ctx, user))
-        .await?;
-    Ok(CommandAccepted::ok(outcome))
-}
-
 /// The public keys that verify access tokens (current and retired-but-valid), as a JWK Set.
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth",
     responses((status = 200, description = "RFC 7517 JWK Set", body = Object)))]
-pub async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
+pub async fn jwks(State(state): State<AppState>, caller: Caller) -> impl IntoResponse {
     (
         [(header::CACHE_CONTROL, "public, max-age=300")],
-        Json(state.app.jwks()),
+        Json(state.app.identity.jwks(&caller)),
     )
 }

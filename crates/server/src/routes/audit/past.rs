@@ -134,15 +134,8 @@ pub async fn explain_as_of(
     let as_of = required(as_of(q.position, q.at.as_deref())?)?;
     let (info, explained) = state
         .app
-        .explain_as_of(
-            &caller.ctx,
-            &state.replays,
-            as_of,
-            q.tenant,
-            q.user,
-            q.permission,
-            q.record,
-        )
+        .audit
+        .explain_as_of(&caller, as_of, q.tenant, q.user, q.permission, q.record)
         .await?;
     Ok(Json(ExplainAsOfBody {
         as_of: info.into(),
@@ -195,14 +188,8 @@ pub async fn holders_as_of(
     }
     let (info, holders) = state
         .app
-        .record_holders_as_of(
-            &caller.ctx,
-            &state.replays,
-            as_of,
-            q.tenant,
-            q.permission,
-            q.record,
-        )
+        .audit
+        .holders_as_of(&caller, as_of, q.tenant, q.permission, q.record)
         .await?;
     Ok(Json(HoldersAsOfBody {
         as_of: info.into(),
@@ -247,7 +234,8 @@ pub async fn access_review(
     let as_of = as_of(q.position, q.at.as_deref())?;
     let (info, review) = state
         .app
-        .access_review(&caller.ctx, &state.replays, as_of, q.tenant)
+        .audit
+        .access_review(&caller, as_of, q.tenant)
         .await?;
     if csv {
         return Ok((

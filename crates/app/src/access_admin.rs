@@ -1,0 +1,491 @@
+//! Access administration: roles and their menus, entities with their fields, row-level
+//! security, policies and field rules, and records (owners, grants, local roles).
+//!
+//! Every change is a command run through [`Core::execute`](crate::core::Core) on its
+//! aggregate's stream: roles at `<tenant>.role.<name>`, entities at `<tenant>.entity.<name>`,
+//! records at `<tenant>.record.<entity>:<record>`. Existence checks of roles and entities read
+//! their own streams in the log (authoritative, no read model needed).
+//!
+//! Nobody gives a permission they do not hold (see `admin_rules`): a role may only be defined
+//! or changed with permissions its author holds, a policy may only open to others what its
+//! author may do, and a local role is given like a role.
+
+use std::collections::BTreeSet;
+
+use idstream_domain::access::entity::{EntityCommand, EntityError};
+use idstream_domain::access::record::{RecordCommand, RecordRef};
+use idstream_domain::access::role::{self, RoleCommand, RoleError};
+use idstream_domain::access::{
+    Action, EntityName, EntityPolicy, FieldName, MenuItem, Permission, PseudoRole, RecordAccess,
+    RecordId, Resource,
+};
+use idstream_domain::aggregate::{
+    EntityAggregate, RecordAggregate, RoleAggregate, TenantAggregate,
+};
+use idstream_domain::{RoleName, TenantId, UserId};
+
+use crate::admin_rules::{entity_key, record_key, role_key};
+use crate::core::{internal, tenant_key};
+use crate::policy::Caller;
+use crate::{AppError, Outcome, service};
+
+service!(
+    /// Access administration: roles, entities, records.
+    AccessAdmin
+);
+
+/// The definition of a custom role: `POST /v1/tenants/{tenant}/roles`,
+/// `PUT /v1/tenants/{tenant}/roles/{role}`.
+#[derive(Debug, Clone)]
+pub struct RoleRequest {
+    pub description: String,
+    pub permissions: BTreeSet<Permission>,
+    /// Every permission, bypassing row- and field-level security.
+    pub global_access: bool,
+}
+
+/// `POST /v1/tenants/{tenant}/entities`
+#[derive(Debug, Clone)]
+pub struct NewEntityRequest {
+    pub fields: Vec<FieldName>,
+    pub rls: bool,
+    /// None: the default policy (owners read, update and delete their own records).
+    pub policy: Option<EntityPolicy>,
+}
+
+fn entity_not_found(e: AppError) -> AppError {
+    match e {
+        AppError::Entity(EntityError::NotFound) => AppError::EntityNotFound,
+        other => other,
+    }
+}
+
+/// The permissions a policy opens to others than a record's owner: `entity.<entity>:<action>`
+/// for every action whose principals include a role or a pseudo-role other than `_CREATOR`.
+fn opened_by(entity: &EntityName, policy: &EntityPolicy) -> Result<Vec<Permission>, AppError> {
+    let actions = [
+        (Action::Read, &policy.read),
+        (Action::Create, &policy.create),
+        (Action::Update, &policy.update),
+        (Action::Delete, &policy.delete),
+    ];
+    let mut opened = Vec::new();
+    for (action, principals) in actions {
+        let to_others = principals.iter().any(|p| {
+            !matches!(
+                p,
+                idstream_domain::access::Principal::Pseudo(PseudoRole::Creator)
+            )
+        });
+        if to_others {
+            opened.push(Permission::entity(entity, action).map_err(internal)?);
+        }
+    }
+    Ok(opened)
+}
+
+impl AccessAdmin {
+    /// Defines a custom role in a tenant. Names are unique per tenant, the built-in ones
+    /// included; a deleted role's name can be defined again.
+    ///
+    /// Who: `roles:create`, holding every permission given to the role (and global access to
+    /// give it).
+    pub async fn define_role(
+        &self,
+        caller: &Caller,
+        tenant: TenantId,
+        name: RoleName,
+        request: RoleRequest,
+    ) -> Result<Outcome, AppError> {
+        self.named_permission(caller, &tenant, "roles", Action::Create)
+            .await?;
+        self.require_tenant(&tenant).await?;
+        self.require_held(caller, &tenant, request.global_access, &request.permissions)
+            .await?;
+        let key = role_key(&tenant, &name);
+        // Defining again a name that was deleted: nobody may hold the new role by an assignment
+        // of the old one that outlived it.
+        let (state, _) = self.load::<RoleAggregate>(&key).await?;
+        if state.deleted {
+            self.revoke_leftover_holders(caller.ctx(), &tenant, &name)
+                .await?;
+        }
+        let command = RoleCommand::Define {
+            name,
+            description: request.description,
+            permissions: request.permissions,
+            global_access: request.global_access,
+        };
+        self.execute::<RoleAggregate>(caller.ctx(), &key, "", command)
+            .await
+    }
+
+    /// Replaces a role's definition (`owner` and `admin` cannot change; `user` can).
+    ///
+    /// Who: `roles:update`, holding every permission given to the role (and global access to
+    /// give it): the role's holders get them.
+    pub async fn update_role(
+        &self,
+        caller: &Caller,
+        tenant: TenantId,
+        name: RoleName,
+        request: RoleRequest,
+    ) -> Result<Outcome, AppError> {
+        self.named_permission(caller, &tenant, "roles", Action::Update)
+            .await?;
+        self.require_tenant(&tenant).await?;
+        self.require_held(caller, &tenant, request.global_access, &request.permissions)
+            .await?;
+        let key = role_key(&tenant, &name);
+        let command = RoleCommand::Update {
+            name,
+            description: request.description,
+            permissions: request.permissions,
+            global_access: request.global_access,
+        };
+        self.execute::<RoleAggregate>(caller.ctx(), &key, "", command)
+            .await
+    }
+
+    /// Deletes a custom role. Built-in roles are never deleted; a role is refused while any
+    /// member holds it or while it is the tenant's default role. Local roles on records, entity
+    /// policies and field rules that name it are left as they are: a deleted role grants nothing,
+    /// and they start to apply again if a role of that name is defined again.
+    ///
+    /// Who: roles:delete
+    pub async fn delete_role(
+        &self,
+        caller: &Caller,
+        tenant: TenantId,
+        name: RoleName,
+    ) -> Result<Outcome, AppError> {
+        self.named_permission(caller, &tenant, "roles", Action::Delete)
+            .await?;
+        self.require_tenant(&tenant).await?;
+        if role::builtin(name.as_str()).is_some() {
+            return Err(RoleError::BuiltIn.into());
+        }
+        let key = role_key(&tenant, &name);
+        let (state, _) = self.load::<RoleAggregate>(&key).await?;
+        if state.current(&name).is_none() {
+            return Err(RoleError::NotFound.into());
+        }
+        let (settings, _) = self.load::<TenantAggregate>(&tenant_key(&tenant)).await?;
+        if settings.settings.default_role == name
+            || !self.holders_of(&tenant, &name, 1).await?.is_empty()
+        {
+            return Err(AppError::RoleInUse(name));
+        }
+        let outcome = self
+            .execute::<RoleAggregate>(
+                caller.ctx(),
+                &key,
+                "",
+                RoleCommand::Delete { name: name.clone() },
+            )
+            .await?;
+        // An assignment that raced this deletion (decided before it, appended after the holders
+        // were read above) is taken back now; one appended after the deletion is taken back by
+        // its own command, which checks the role still exists.
+        let cleaned = self
+            .revoke_leftover_holders(caller.ctx(), &tenant, &name)
+            .await?;
+        Ok(Outcome {
+            position: cleaned.map_or(outcome.position, |p| p.max(outcome.position)),
+            ..outcome
+        })
+    }
+
+    /// Sets the menu of a role (an empty list removes it).
+    ///
+    /// Who: menus:update
+    pub async fn set_role_menu(
+        &self,
+        caller: &Caller,
+        tenant: TenantId,
+        name: RoleName,
+        menu: Vec<MenuItem>,
+    ) -> Result<Outcome, AppError> {
+        self.named_permission(caller, &tenant, "menus", Action::Update)
+            .await?;
+        self.require_tenant(&tenant).await?;
+        let key = role_key(&tenant, &name);
+        self.execute::<RoleAggregate>(caller.ctx(), &key, "", RoleCommand::SetMenu { name, menu })
+            .await
+    }
+
+    /// Registers an entity (a data type) in a tenant. Roles named in the policy must exist.
+    ///
+    /// Who: `entities:create`; a policy that opens an action to others than a record's owner
+    /// needs that action on the entity.
+    pub async fn register_entity(
+        &self,
+        caller: &Caller,
+        tenant: TenantId,
+        entity: EntityName,
+        request: NewEntityRequest,
+    ) -> Result<Outcome, AppError> {
+        self.named_permission(caller, &tenant, "entities", Action::Create)
+            .await?;
+        self.require_tenant(&tenant).await?;
+        if let Some(policy) = &request.policy {
+            self.require_held(caller, &tenant, false, &opened_by(&entity, policy)?)
+                .await?;
+            self.require_policy_roles(&tenant, policy).await?;
+        }
+        let command = EntityCommand::Register {
+            fields: request.fields,
+            rls: request.rls,
+            policy: request.policy,
+        };
+        self.execute::<EntityAggregate>(caller.ctx(), &entity_key(&tenant, &entity), "", command)
+            .await
+    }
+
+    /// Replaces an entity's field list; field rules on removed fields lapse.
+    ///
+    /// Who: fields:update
+    pub async fn change_entity_fields(
+        &self,
+        caller: &Caller,
+        tenant: TenantId,
+        entity: EntityName,
+        fields: Vec<FieldName>,
+    ) -> Result<Outcome, AppError> {
+        self.named_permission(caller, &tenant, "fields", Action::Update)
+            .await?;
+        self.require_tenant(&tenant).await?;
+        self.change_entity(
+            caller,
+            &tenant,
+            &entity,
+            EntityCommand::ChangeFields { fields },
+        )
+        .await
+    }
+
+    /// Sends a command to an existing entity of an existing tenant (checked by the caller).
+    async fn change_entity(
+        &self,
+        caller: &Caller,
+        tenant: &TenantId,
+        entity: &EntityName,
+        command: EntityCommand,
+    ) -> Result<Outcome, AppError> {
+        self.execute::<EntityAggregate>(caller.ctx(), &entity_key(tenant, entity), "", command)
+            .await
+            .map_err(entity_not_found)
+    }
+
+    /// Turns row-level security of an entity on or off.
+    ///
+    /// Who: entities:update
+    pub async fn set_entity_rls(
+        &self,
+        caller: &Caller,
+        tenant: TenantId,
+        entity: EntityName,
+        enabled: bool,
+    ) -> Result<Outcome, AppError> {
+        self.named_permission(caller, &tenant, "entities", Action::Update)
+            .await?;
+        self.require_tenant(&tenant).await?;
+        self.change_entity(caller, &tenant, &entity, EntityCommand::SetRls { enabled })
+            .await
+    }
+
+    /// Replaces an entity's policy. Roles named in it must exist.
+    ///
+    /// Who: `entities:update`; opening an action to others than a record's owner needs that
+    /// action on the entity.
+    pub async fn set_entity_policy(
+        &self,
+        caller: &Caller,
+        tenant: TenantId,
+        entity: EntityName,
+        policy: EntityPolicy,
+    ) -> Result<Outcome, AppError> {
+        self.named_permission(caller, &tenant, "entities", Action::Update)
+            .await?;
+        self.require_tenant(&tenant).await?;
+        self.require_entity(&tenant, &entity).await?;
+        self.require_held(caller, &tenant, false, &opened_by(&entity, &policy)?)
+            .await?;
+        self.require_policy_roles(&tenant, &policy).await?;
+        self.change_entity(
+            caller,
+            &tenant,
+            &entity,
+            EntityCommand::SetPolicy { policy },
+        )
+        .await
+    }
+
+    /// Hides exactly `hidden` fields of an entity from a role (an empty set shows them all
+    /// again). The role must exist to hide anything; clearing the rules of a deleted role is
+    /// allowed.
+    ///
+    /// Who: fields:update
+    pub async fn set_field_rules(
+        &self,
+        caller: &Caller,
+        tenant: TenantId,
+        entity: EntityName,
+        role: RoleName,
+        hidden: BTreeSet<FieldName>,
+    ) -> Result<Outcome, AppError> {
+        self.named_permission(caller, &tenant, "fields", Action::Update)
+            .await?;
+        self.require_tenant(&tenant).await?;
+        self.require_entity(&tenant, &entity).await?;
+        if !hidden.is_empty() {
+            self.require_role(&tenant, &role).await?;
+        }
+        self.change_entity(
+            caller,
+            &tenant,
+            &entity,
+            EntityCommand::HideFields { role, hidden },
+        )
+        .await
+    }
+
+    /// Checks what every record command needs: the tenant exists and the entity is registered.
+    async fn record_at(
+        &self,
+        tenant: &TenantId,
+        entity: EntityName,
+        record: RecordId,
+    ) -> Result<RecordRef, AppError> {
+        self.require_tenant(tenant).await?;
+        self.require_entity(tenant, &entity).await?;
+        Ok(RecordRef { entity, record })
+    }
+
+    /// Sets the owner (`_CREATOR`) of a record; the owner must be a member of the tenant.
+    ///
+    /// Who: entity.<entity>:update
+    pub async fn set_record_owner(
+        &self,
+        caller: &Caller,
+        tenant: TenantId,
+        entity: EntityName,
+        record: RecordId,
+        owner: UserId,
+    ) -> Result<Outcome, AppError> {
+        self.permission(
+            caller,
+            &tenant,
+            &Permission::entity(&entity, Action::Update).map_err(internal)?,
+        )
+        .await?;
+        let at = self.record_at(&tenant, entity, record).await?;
+        self.require_member(&tenant, owner).await?;
+        let key = record_key(&tenant, &at);
+        self.execute::<RecordAggregate>(
+            caller.ctx(),
+            &key,
+            "",
+            RecordCommand::SetOwner { at, owner },
+        )
+        .await
+    }
+
+    /// Grants a member read-only or read-write access to one record (a repeat changes nothing).
+    ///
+    /// Who: entity.<entity>:update
+    pub async fn grant_record_access(
+        &self,
+        caller: &Caller,
+        tenant: TenantId,
+        entity: EntityName,
+        record: RecordId,
+        user: UserId,
+        access: RecordAccess,
+    ) -> Result<Outcome, AppError> {
+        self.permission(
+            caller,
+            &tenant,
+            &Permission::entity(&entity, Action::Update).map_err(internal)?,
+        )
+        .await?;
+        let at = self.record_at(&tenant, entity, record).await?;
+        self.require_member(&tenant, user).await?;
+        let key = record_key(&tenant, &at);
+        let command = RecordCommand::Grant { at, user, access };
+        self.execute::<RecordAggregate>(caller.ctx(), &key, "", command)
+            .await
+    }
+
+    /// Withdraws a user's grant on one record. The user need not be a member any more: grants of
+    /// people who left can be cleaned up.
+    ///
+    /// Who: entity.<entity>:update
+    pub async fn revoke_record_access(
+        &self,
+        caller: &Caller,
+        tenant: TenantId,
+        entity: EntityName,
+        record: RecordId,
+        user: UserId,
+    ) -> Result<Outcome, AppError> {
+        self.permission(
+            caller,
+            &tenant,
+            &Permission::entity(&entity, Action::Update).map_err(internal)?,
+        )
+        .await?;
+        let at = self.record_at(&tenant, entity, record).await?;
+        let key = record_key(&tenant, &at);
+        self.execute::<RecordAggregate>(caller.ctx(), &key, "", RecordCommand::Revoke { at, user })
+            .await
+    }
+
+    /// Gives a member a role on one record only (a local role). The role must exist, and only
+    /// owners give the owner role, locally too.
+    ///
+    /// Who: as for giving the role in the tenant: `role.<role>:assign` and every permission
+    /// of the role.
+    pub async fn assign_local_role(
+        &self,
+        caller: &Caller,
+        tenant: TenantId,
+        entity: EntityName,
+        record: RecordId,
+        user: UserId,
+        role: RoleName,
+    ) -> Result<Outcome, AppError> {
+        self.may_give_role(caller, &tenant, &role).await?;
+        let at = self.record_at(&tenant, entity, record).await?;
+        self.require_member(&tenant, user).await?;
+        let key = record_key(&tenant, &at);
+        let command = RecordCommand::AssignLocalRole { at, user, role };
+        self.execute::<RecordAggregate>(caller.ctx(), &key, "", command)
+            .await
+    }
+
+    /// Takes a local role from a user on one record. Neither membership nor the role's existence
+    /// is required, so that what is left of deleted roles and departed members can be removed;
+    /// only owners take the owner role.
+    ///
+    /// Who: role.<role>:revoke
+    pub async fn revoke_local_role(
+        &self,
+        caller: &Caller,
+        tenant: TenantId,
+        entity: EntityName,
+        record: RecordId,
+        user: UserId,
+        role: RoleName,
+    ) -> Result<Outcome, AppError> {
+        let permission =
+            Permission::new(Resource::Role(role.clone()), Action::Revoke).map_err(internal)?;
+        self.permission(caller, &tenant, &permission).await?;
+        let at = self.record_at(&tenant, entity, record).await?;
+        self.check_owner_only(caller, &tenant, &role, false).await?;
+        let key = record_key(&tenant, &at);
+        let command = RecordCommand::RevokeLocalRole { at, user, role };
+        self.execute::<RecordAggregate>(caller.ctx(), &key, "", command)
+            .await
+    }
+}

@@ -1,0 +1,302 @@
+//! Access queries, answered by the access read model: checks, batch checks, explanations,
+//! readable records, visible fields, the entity CRUD summary, roles, entities, a member's
+//! effective permissions and menu.
+//!
+//! The subject of a question is a user or `anonymous`; omitted, it is the caller (an API key's
+//! owner). Asking about oneself needs standing in the tenant; asking about anyone else needs
+//! `permissions:read` there. An API key asking about its own owner asks about itself: checks,
+//! batch checks and explanations are narrowed to its restriction.
+
+use std::collections::BTreeSet;
+
+use idstream_access::{EntityPermissions, EntityRecord, Explanation, ReadableRecords, RoleRecord};
+use idstream_domain::access::role::RoleError;
+use idstream_domain::access::{
+    Action, CheckRequest, Decision, EntityName, MenuItem, Permission, RecordId, Subject,
+};
+use idstream_domain::{RoleName, TenantId, UserId};
+
+use crate::core::internal;
+use crate::policy::{Caller, named};
+use crate::{AppError, service};
+
+service!(
+    /// Access queries: checks, explanations, roles, entities, effective permissions.
+    AccessQueries
+);
+
+/// One check as the API receives it.
+#[derive(Debug, Clone)]
+pub struct CheckQuery {
+    pub tenant: TenantId,
+    /// `None`: the caller (an API key's owner).
+    pub subject: Option<Subject>,
+    pub permission: Permission,
+    pub record: Option<RecordId>,
+}
+
+/// A question's subject and the restriction its answer is narrowed to.
+struct Asked {
+    subject: Subject,
+    restriction: Option<BTreeSet<Permission>>,
+}
+
+impl AccessQueries {
+    /// The subject (the caller when omitted) and the restriction, if the caller may ask.
+    async fn asked(
+        &self,
+        caller: &Caller,
+        tenant: &TenantId,
+        subject: Option<Subject>,
+    ) -> Result<Asked, AppError> {
+        self.any_signed_in(caller)?;
+        let subject = match subject {
+            Some(subject) => subject,
+            None => Subject::User(caller.user_id().ok_or(AppError::SubjectRequired)?),
+        };
+        let restriction = self.subject(caller, tenant, subject).await?.flatten();
+        self.require_known_tenant(tenant)?;
+        Ok(Asked {
+            subject,
+            restriction,
+        })
+    }
+
+    /// The tenant must exist; answered from the access model's cached facts, so a check pays no
+    /// read-model lookup for it.
+    fn require_known_tenant(&self, tenant: &TenantId) -> Result<(), AppError> {
+        if self.access.tenant_exists(tenant).map_err(internal)? {
+            Ok(())
+        } else {
+            Err(AppError::TenantNotFound)
+        }
+    }
+
+    fn request<'a>(
+        &self,
+        query: &'a CheckQuery,
+        asked: &'a Asked,
+        record: Option<&'a RecordId>,
+    ) -> CheckRequest<'a> {
+        CheckRequest {
+            tenant: &query.tenant,
+            subject: asked.subject,
+            permission: &query.permission,
+            record,
+            restriction: asked.restriction.as_ref(),
+            now: self.now(),
+        }
+    }
+
+    /// Decides one check.
+    ///
+    /// Who: see the module documentation.
+    pub async fn check(&self, caller: &Caller, query: &CheckQuery) -> Result<Decision, AppError> {
+        let asked = self.asked(caller, &query.tenant, query.subject).await?;
+        self.access
+            .check(self.request(query, &asked, query.record.as_ref()))
+            .map_err(internal)
+    }
+
+    /// Decides one permission on many records of an entity.
+    ///
+    /// Who: see the module documentation.
+    pub async fn check_many(
+        &self,
+        caller: &Caller,
+        query: &CheckQuery,
+        records: &[RecordId],
+    ) -> Result<Vec<Decision>, AppError> {
+        let asked = self.asked(caller, &query.tenant, query.subject).await?;
+        records
+            .iter()
+            .map(|record| {
+                self.access
+                    .check(self.request(query, &asked, Some(record)))
+                    .map_err(internal)
+            })
+            .collect()
+    }
+
+    /// Decides one check and names the facts and events that decided it.
+    ///
+    /// Who: see the module documentation.
+    pub async fn explain(
+        &self,
+        caller: &Caller,
+        query: &CheckQuery,
+    ) -> Result<Explanation, AppError> {
+        let asked = self.asked(caller, &query.tenant, query.subject).await?;
+        self.access
+            .explain(self.request(query, &asked, query.record.as_ref()))
+            .map_err(internal)
+    }
+
+    /// `{"read","create","update","delete"}` of an entity for a subject. Without a tenant, the
+    /// caller's own (a session's or an API key's tenant).
+    ///
+    /// Who: see the module documentation.
+    pub async fn entity_permissions(
+        &self,
+        caller: &Caller,
+        tenant: Option<TenantId>,
+        subject: Option<Subject>,
+        entity: &EntityName,
+    ) -> Result<EntityPermissions, AppError> {
+        self.any_signed_in(caller)?;
+        let tenant = match tenant {
+            Some(tenant) => tenant,
+            None => caller
+                .authenticated()
+                .map(|auth| auth.tenant.clone())
+                .ok_or(AppError::TenantRequired)?,
+        };
+        let asked = self.asked(caller, &tenant, subject).await?;
+        self.access
+            .entity_permissions(&tenant, asked.subject, entity, self.now())
+            .map_err(internal)?
+            .ok_or(AppError::EntityNotFound)
+    }
+
+    /// The records of an entity a subject may read, a page at a time.
+    ///
+    /// Who: see the module documentation.
+    pub async fn readable_records(
+        &self,
+        caller: &Caller,
+        tenant: &TenantId,
+        subject: Option<Subject>,
+        entity: &EntityName,
+        after: Option<&RecordId>,
+        limit: usize,
+    ) -> Result<ReadableRecords, AppError> {
+        let asked = self.asked(caller, tenant, subject).await?;
+        self.access
+            .readable_records(tenant, asked.subject, entity, after, limit, self.now())
+            .map_err(internal)?
+            .ok_or(AppError::EntityNotFound)
+    }
+
+    /// The fields of an entity a subject may see.
+    ///
+    /// Who: see the module documentation.
+    pub async fn visible_fields(
+        &self,
+        caller: &Caller,
+        tenant: &TenantId,
+        subject: Option<Subject>,
+        entity: &EntityName,
+    ) -> Result<Vec<String>, AppError> {
+        let asked = self.asked(caller, tenant, subject).await?;
+        self.access
+            .visible_fields(tenant, asked.subject, entity, self.now())
+            .map_err(internal)?
+            .ok_or(AppError::EntityNotFound)
+    }
+
+    /// The roles of a tenant.
+    ///
+    /// Who: `roles:read` in the tenant.
+    pub async fn roles(
+        &self,
+        caller: &Caller,
+        tenant: &TenantId,
+    ) -> Result<Vec<RoleRecord>, AppError> {
+        self.named_permission(caller, tenant, "roles", Action::Read)
+            .await?;
+        self.require_known_tenant(tenant)?;
+        self.access.roles(tenant).map_err(internal)
+    }
+
+    /// One role of a tenant.
+    ///
+    /// Who: `roles:read` in the tenant.
+    pub async fn role(
+        &self,
+        caller: &Caller,
+        tenant: &TenantId,
+        role: &RoleName,
+    ) -> Result<RoleRecord, AppError> {
+        self.named_permission(caller, tenant, "roles", Action::Read)
+            .await?;
+        self.require_known_tenant(tenant)?;
+        self.access
+            .role_record(tenant, role)
+            .map_err(internal)?
+            .ok_or(AppError::Role(RoleError::NotFound))
+    }
+
+    /// The entities of a tenant.
+    ///
+    /// Who: `entities:read` in the tenant.
+    pub async fn entities(
+        &self,
+        caller: &Caller,
+        tenant: &TenantId,
+    ) -> Result<Vec<EntityRecord>, AppError> {
+        self.named_permission(caller, tenant, "entities", Action::Read)
+            .await?;
+        self.require_known_tenant(tenant)?;
+        self.access.entities(tenant).map_err(internal)
+    }
+
+    /// One entity of a tenant.
+    ///
+    /// Who: `entities:read` in the tenant.
+    pub async fn entity(
+        &self,
+        caller: &Caller,
+        tenant: &TenantId,
+        entity: &EntityName,
+    ) -> Result<EntityRecord, AppError> {
+        self.named_permission(caller, tenant, "entities", Action::Read)
+            .await?;
+        self.require_known_tenant(tenant)?;
+        self.access
+            .entity_record(tenant, entity)
+            .map_err(internal)?
+            .ok_or(AppError::EntityNotFound)
+    }
+
+    /// A member's effective permissions: global access, and the union of role and custom
+    /// permissions (nothing for anyone who is not a member).
+    ///
+    /// Who: the user themselves, or `permissions:read` or `users:read` in the tenant.
+    pub async fn effective_permissions(
+        &self,
+        caller: &Caller,
+        tenant: &TenantId,
+        user: UserId,
+    ) -> Result<(bool, BTreeSet<Permission>), AppError> {
+        self.about_member(caller, tenant, user, &Self::about_members())
+            .await?;
+        self.require_known_tenant(tenant)?;
+        self.access
+            .effective_permissions(tenant, &user)
+            .map_err(internal)
+    }
+
+    /// A member's menu, merged from their roles' menus.
+    ///
+    /// Who: the user themselves, or `permissions:read` or `users:read` in the tenant.
+    pub async fn menu(
+        &self,
+        caller: &Caller,
+        tenant: &TenantId,
+        user: UserId,
+    ) -> Result<Vec<MenuItem>, AppError> {
+        self.about_member(caller, tenant, user, &Self::about_members())
+            .await?;
+        self.require_known_tenant(tenant)?;
+        self.access
+            .menu(tenant, &user, self.now())
+            .map_err(internal)
+    }
+
+    fn about_members() -> [Permission; 2] {
+        [
+            named("permissions", Action::Read),
+            named("users", Action::Read),
+        ]
+    }
+}

@@ -1,0 +1,234 @@
+//! Memberships: who belongs to a tenant and with what: roles, custom permissions, removal.
+
+use std::collections::BTreeSet;
+
+use idstream_directory::{MembershipView, UserView};
+use idstream_domain::access::{Action, Permission, Resource};
+use idstream_domain::aggregate::MembershipAggregate;
+use idstream_domain::membership::MembershipCommand;
+use idstream_domain::{RoleName, TenantId, UserId};
+
+use crate::core::{internal, membership_key};
+use crate::policy::{Caller, TenantScope, named};
+use crate::{AppError, Outcome, service};
+
+service!(
+    /// Memberships of tenants: roles, custom permissions, removal, member listings.
+    Memberships
+);
+
+/// A member of a tenant, as its listing shows them.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub user: UserView,
+    pub membership: MembershipView,
+    /// The member's tenants the caller may see.
+    pub tenants: Vec<TenantId>,
+}
+
+impl Memberships {
+    /// Members of a tenant ordered by user id, `limit` after the cursor `after`, each with the
+    /// tenants of theirs the caller may see (those where it holds `users:read`; all of them for
+    /// platform administrators), never the others.
+    ///
+    /// Who: `users:read` in the tenant.
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        tenant: &TenantId,
+        after: Option<UserId>,
+        limit: usize,
+    ) -> Result<Vec<Member>, AppError> {
+        let read = named("users", Action::Read);
+        self.permission(caller, tenant, &read).await?;
+        self.tenant_now(tenant)?;
+        let visible = self.tenants_with(caller, &read)?;
+        self.directory
+            .members(tenant, after, limit)
+            .map_err(internal)?
+            .into_iter()
+            .map(|(user, membership)| {
+                let mut tenants = self.user_tenants(&user.id)?;
+                if let TenantScope::Only(visible) = &visible {
+                    tenants.retain(|t| visible.contains(t));
+                }
+                Ok(Member {
+                    user,
+                    membership,
+                    tenants,
+                })
+            })
+            .collect()
+    }
+
+    /// The roles `user` holds in the tenant (none for anyone who is not a member, whether or not
+    /// such a user exists).
+    ///
+    /// Who: the user themselves, or `users:read` or `permissions:read` in the tenant.
+    pub async fn roles(
+        &self,
+        caller: &Caller,
+        tenant: &TenantId,
+        user: UserId,
+    ) -> Result<BTreeSet<RoleName>, AppError> {
+        self.about_member(
+            caller,
+            tenant,
+            user,
+            &[
+                named("users", Action::Read),
+                named("permissions", Action::Read),
+            ],
+        )
+        .await?;
+        self.tenant_now(tenant)?;
+        Ok(self
+            .directory
+            .membership(tenant, &user)
+            .map_err(internal)?
+            .map(|m| m.roles)
+            .unwrap_or_default())
+    }
+
+    /// Gives a user a role in a tenant: a built-in role or one defined there. Only owners give
+    /// the owner role (a platform administrator too, where the tenant has no owner), and nobody
+    /// gives a role with a permission they do not hold (F-AZ-7).
+    ///
+    /// Who: `role.<role>:assign` in the tenant and every permission of the role.
+    pub async fn assign_role(
+        &self,
+        caller: &Caller,
+        tenant: TenantId,
+        user: UserId,
+        role: RoleName,
+    ) -> Result<Outcome, AppError> {
+        self.may_give_role(caller, &tenant, &role).await?;
+        self.require_user_exists(user).await?;
+        let outcome = self
+            .execute::<MembershipAggregate>(
+                caller.ctx(),
+                &membership_key(&tenant, user),
+                "",
+                MembershipCommand::Assign {
+                    user,
+                    role: role.clone(),
+                },
+            )
+            .await?;
+        self.confirm_assigned_role(caller.ctx(), &tenant, user, &role)
+            .await?;
+        Ok(outcome)
+    }
+
+    /// Takes a role from a user in a tenant, keeping the admin rules of F-AZ-7: nobody gives up
+    /// their own owner role, only owners take it, and the last admin stays one.
+    ///
+    /// Who: `role.<role>:revoke` in the tenant.
+    pub async fn revoke_role(
+        &self,
+        caller: &Caller,
+        tenant: TenantId,
+        user: UserId,
+        role: RoleName,
+    ) -> Result<Outcome, AppError> {
+        let permission =
+            Permission::new(Resource::Role(role.clone()), Action::Revoke).map_err(internal)?;
+        self.permission(caller, &tenant, &permission).await?;
+        self.require_tenant(&tenant).await?;
+        let guarded = if self
+            .check_role_revocation(caller, &tenant, user, &role)
+            .await?
+        {
+            vec![tenant.clone()]
+        } else {
+            Vec::new()
+        };
+        let key = membership_key(&tenant, user);
+        let revocation = self.execute::<MembershipAggregate>(
+            caller.ctx(),
+            &key,
+            "",
+            MembershipCommand::Revoke { user, role },
+        );
+        self.guarded_admin_removal(caller.ctx(), &guarded, user, revocation)
+            .await
+    }
+
+    /// Gives a user custom permissions in a tenant, on top of their roles (those held already
+    /// are ignored). A user who was not a member becomes one.
+    ///
+    /// Who: `permissions:create` in the tenant, holding every permission given.
+    pub async fn grant_permissions(
+        &self,
+        caller: &Caller,
+        tenant: TenantId,
+        user: UserId,
+        permissions: BTreeSet<Permission>,
+    ) -> Result<Outcome, AppError> {
+        self.named_permission(caller, &tenant, "permissions", Action::Create)
+            .await?;
+        self.require_tenant(&tenant).await?;
+        self.require_held(caller, &tenant, false, &permissions)
+            .await?;
+        self.require_user_exists(user).await?;
+        self.execute::<MembershipAggregate>(
+            caller.ctx(),
+            &membership_key(&tenant, user),
+            "",
+            MembershipCommand::GrantPermissions { user, permissions },
+        )
+        .await
+    }
+
+    /// Takes custom permissions from a user in a tenant (those not held are ignored).
+    ///
+    /// Who: `permissions:delete` in the tenant.
+    pub async fn revoke_permissions(
+        &self,
+        caller: &Caller,
+        tenant: TenantId,
+        user: UserId,
+        permissions: BTreeSet<Permission>,
+    ) -> Result<Outcome, AppError> {
+        self.named_permission(caller, &tenant, "permissions", Action::Delete)
+            .await?;
+        self.require_tenant(&tenant).await?;
+        self.require_user_exists(user).await?;
+        self.execute::<MembershipAggregate>(
+            caller.ctx(),
+            &membership_key(&tenant, user),
+            "",
+            MembershipCommand::RevokePermissions { user, permissions },
+        )
+        .await
+    }
+
+    /// Removes a user from a tenant: every role and custom permission there. The user's
+    /// identity and their other tenants are untouched. Keeps the admin rules of F-AZ-7.
+    ///
+    /// Who: `users:delete` in the tenant.
+    pub async fn remove(
+        &self,
+        caller: &Caller,
+        tenant: TenantId,
+        user: UserId,
+    ) -> Result<Outcome, AppError> {
+        self.named_permission(caller, &tenant, "users", Action::Delete)
+            .await?;
+        self.require_tenant(&tenant).await?;
+        let guarded = if self.check_member_removal(caller, &tenant, user).await? {
+            vec![tenant.clone()]
+        } else {
+            Vec::new()
+        };
+        let key = membership_key(&tenant, user);
+        let removal = self.execute::<MembershipAggregate>(
+            caller.ctx(),
+            &key,
+            "",
+            MembershipCommand::Remove { user },
+        );
+        self.guarded_admin_removal(caller.ctx(), &guarded, user, removal)
+            .await
+    }
+}

@@ -1,0 +1,403 @@
+//! Users: one identity across tenants. Creating them, reading them, their lifecycle
+//! (suspension, deactivation, erasure), their system flags and profile, and what administrators
+//! do to their sessions and lock-outs.
+//!
+//! Changing a person reaches every tenant they belong to, so it needs `users:update` (erasure:
+//! `users:delete`) in every one of them: an administrator of one tenant cannot lock someone out
+//! of another. Taking someone's standing away (suspension, deactivation, erasure) keeps the admin
+//! rules: not oneself, owners only by owners, never the last administrator.
+
+use idstream_directory::UserView;
+use idstream_domain::access::Action;
+use idstream_domain::aggregate::{CredentialsAggregate, MembershipAggregate, UserAggregate};
+use idstream_domain::email::CLAIM_DEADLINE;
+use idstream_domain::identity::credentials::CredentialsCommand;
+use idstream_domain::identity::session::RevocationReason;
+use idstream_domain::membership::{MembershipCommand, MembershipError};
+use idstream_domain::user::{self, NewUser, Profile, User, UserCommand, UserError, UserFlags};
+use idstream_domain::{RoleName, TenantId, UserId};
+use idstream_identity::SessionView;
+use time::OffsetDateTime;
+
+use crate::core::{Core, internal, membership_key, user_key, user_not_found};
+use crate::identity::credentials_key;
+use crate::policy::{Caller, TenantScope};
+use crate::{AppError, CommandContext, Outcome, service};
+
+service!(
+    /// Users: one identity across tenants.
+    Users
+);
+
+/// `POST /v1/tenants/{tenant}/users`
+#[derive(Debug, Clone)]
+pub struct NewUserRequest {
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub roles: Vec<RoleName>,
+    /// Create the user as invited rather than active.
+    pub invite: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct SuspendRequest {
+    pub until: Option<OffsetDateTime>,
+    pub reason: Option<String>,
+}
+
+impl Users {
+    /// A user, with the tenants of theirs the caller may see: all of them for the user
+    /// themselves and platform administrators, else those where the caller holds `users:read`.
+    ///
+    /// Who: the user themselves, or `users:read` in a tenant the user belongs to.
+    pub async fn get(
+        &self,
+        caller: &Caller,
+        user: UserId,
+    ) -> Result<(UserView, Vec<TenantId>), AppError> {
+        let scope = self.user_scope(caller, user).await?;
+        let view = self.user_now(&user)?;
+        let tenants = match scope {
+            TenantScope::Every => self.user_tenants(&user)?,
+            TenantScope::Only(visible) => {
+                let mut tenants = self.user_tenants(&user)?;
+                tenants.retain(|t| visible.contains(t));
+                tenants
+            }
+        };
+        Ok((view, tenants))
+    }
+
+    /// Creates a user in a tenant (active, or invited) with roles there.
+    ///
+    /// Who: `users:create` in the tenant, and for each role what giving it needs
+    /// (`role.<role>:assign` and every permission of the role).
+    pub async fn create(
+        &self,
+        caller: &Caller,
+        tenant: TenantId,
+        request: NewUserRequest,
+    ) -> Result<Outcome, AppError> {
+        self.named_permission(caller, &tenant, "users", Action::Create)
+            .await?;
+        self.require_tenant(&tenant).await?;
+        for role in &request.roles {
+            self.may_give_role(caller, &tenant, role).await?;
+        }
+        self.create_user(caller.ctx(), tenant, request).await
+    }
+
+    /// Suspends a user (until a time, or until reinstated). Answers once this replica's read
+    /// models hold the suspension, so the user's access tokens, refresh tokens and API keys are
+    /// refused from the next request on.
+    pub async fn suspend(
+        &self,
+        caller: &Caller,
+        user: UserId,
+        request: SuspendRequest,
+    ) -> Result<Outcome, AppError> {
+        self.over_user(caller, user, Action::Update).await?;
+        let guarded = self.check_deactivation(caller, user).await?;
+        let command = UserCommand::Suspend {
+            until: request.until,
+            reason: request.reason,
+            now: self.now(),
+        };
+        let key = user_key(user);
+        let suspension = self.execute::<UserAggregate>(caller.ctx(), &key, "", command);
+        let outcome = self
+            .guarded_admin_removal(caller.ctx(), &guarded, user, suspension)
+            .await
+            .map_err(user_not_found)?;
+        self.wait_for(outcome.position).await?;
+        Ok(outcome)
+    }
+
+    /// Ends a suspension. Like a suspension, it is in force on this replica when it answers.
+    pub async fn reinstate(&self, caller: &Caller, user: UserId) -> Result<Outcome, AppError> {
+        self.over_user(caller, user, Action::Update).await?;
+        let outcome = self
+            .execute::<UserAggregate>(caller.ctx(), &user_key(user), "", UserCommand::Reinstate)
+            .await
+            .map_err(user_not_found)?;
+        self.wait_for(outcome.position).await?;
+        Ok(outcome)
+    }
+
+    /// Deactivates a user (they left): no sign-in and no access anywhere until reactivated.
+    /// The last administrator of a tenant cannot be deactivated. Deactivating an inactive user
+    /// changes nothing.
+    ///
+    /// Who: users:update
+    pub async fn deactivate(&self, caller: &Caller, user: UserId) -> Result<Outcome, AppError> {
+        self.over_user(caller, user, Action::Update).await?;
+        let guarded = self.check_deactivation(caller, user).await?;
+        let key = user_key(user);
+        let deactivation =
+            self.execute::<UserAggregate>(caller.ctx(), &key, "", UserCommand::Deactivate);
+        let outcome = self
+            .guarded_admin_removal(caller.ctx(), &guarded, user, deactivation)
+            .await
+            .map_err(user_not_found)?;
+        // In force on this replica when it answers: the user's credentials stop working at once.
+        self.wait_for(outcome.position).await?;
+        Ok(outcome)
+    }
+
+    /// Makes a deactivated user active again.
+    ///
+    /// Who: users:update
+    pub async fn reactivate(&self, caller: &Caller, user: UserId) -> Result<Outcome, AppError> {
+        self.over_user(caller, user, Action::Update).await?;
+        let outcome = self
+            .execute::<UserAggregate>(caller.ctx(), &user_key(user), "", UserCommand::Reactivate)
+            .await
+            .map_err(user_not_found)?;
+        self.wait_for(outcome.position).await?;
+        Ok(outcome)
+    }
+
+    /// Erases a user (right to erasure, F-AU-4): records `UserErased`, which destroys the user's
+    /// personal-data key (see `idstream_keys::PersonalDataLog`), so their email, names,
+    /// picture and the sources of their sign-ins can no longer be read in any event, read model,
+    /// replay or export; then releases the addresses they held, so they can be used again. The
+    /// mail the service still keeps for those addresses (the file transport's spool) is deleted
+    /// first, while the addresses can still be read, and once more after the erasure for a
+    /// message sent meanwhile. The user's id stays in the log and the audit trail keeps its
+    /// structure. Nobody erases themselves, and the last administrator of a tenant cannot be
+    /// erased. Erasing an erased user changes nothing.
+    ///
+    /// Who: users:delete in every tenant the user belongs to (or platform administrator).
+    pub async fn erase(&self, caller: &Caller, user: UserId) -> Result<Outcome, AppError> {
+        self.over_user(caller, user, Action::Delete).await?;
+        if caller.user_id() == Some(user) {
+            return Err(AppError::CannotRemoveSelf);
+        }
+        let (before, _) = self.load::<UserAggregate>(&user_key(user)).await?;
+        if !before.exists() {
+            return Err(AppError::UserNotFound);
+        }
+        let mut spooled = Vec::new();
+        let mut guarded = Vec::new();
+        if before.status != idstream_domain::user::Status::Erased {
+            guarded = self.check_deactivation(caller, user).await?;
+            spooled = self.spooled_addresses(user, &before)?;
+            // Without the addresses (gone with the key) this could never be done later.
+            self.id()
+                .mailer
+                .forget(&spooled)
+                .await
+                .map_err(|e| AppError::Unavailable(format!("the mail spool: {e}")))?;
+        }
+        let key = user_key(user);
+        let erasure = self.execute::<UserAggregate>(caller.ctx(), &key, "", UserCommand::Erase);
+        let outcome = self
+            .guarded_admin_removal(caller.ctx(), &guarded, user, erasure)
+            .await
+            .map_err(user_not_found)?;
+        if let Err(error) = self.id().mailer.forget(&spooled).await {
+            tracing::warn!(%user, %error, "mail sent to an erased user while they were being erased could not be deleted");
+        }
+        // Were this interrupted, the claims would still be free: a claim held by an erased user
+        // is taken over like one whose user never came to exist.
+        let held = [Some(before.email), before.pending_email];
+        let mut last = outcome.position;
+        for (i, email) in held.into_iter().flatten().enumerate() {
+            if !email.is_empty() {
+                let released = self
+                    .release_email(caller.ctx(), user, &email, &format!("release-{i}"))
+                    .await?;
+                last = last.max(released);
+            }
+        }
+        self.wait_for(last).await?;
+        Ok(Outcome {
+            position: last,
+            ..outcome
+        })
+    }
+
+    /// The addresses whose kept mail an erasure deletes: the user's address, and the one they
+    /// asked to move to unless another user holds it by now (its mail would be theirs).
+    fn spooled_addresses(
+        &self,
+        user: UserId,
+        state: &idstream_domain::user::User,
+    ) -> Result<Vec<String>, AppError> {
+        let mut addresses = Vec::new();
+        if !state.email.is_empty() {
+            addresses.push(state.email.clone());
+        }
+        if let Some(pending) = state.pending_email.as_ref().filter(|e| !e.is_empty()) {
+            let other = self
+                .directory()
+                .user_by_email(pending)
+                .map_err(internal)?
+                .is_some_and(|holder| holder.id != user);
+            if !other {
+                addresses.push(pending.clone());
+            }
+        }
+        Ok(addresses)
+    }
+
+    /// Replaces a user's system-level flags (the same in every tenant).
+    ///
+    /// Who: platform administrators (the operator, or a user with the `platform_admin` flag); no
+    /// tenant permission suffices, since the flags reach beyond any one tenant.
+    pub async fn set_flags(
+        &self,
+        caller: &Caller,
+        user: UserId,
+        flags: UserFlags,
+    ) -> Result<Outcome, AppError> {
+        self.platform_admin_over_user(caller, user).await?;
+        self.execute::<UserAggregate>(
+            caller.ctx(),
+            &user_key(user),
+            "",
+            UserCommand::SetFlags(flags),
+        )
+        .await
+        .map_err(user_not_found)
+    }
+
+    /// Changes a user's profile (names, picture, notification preferences).
+    ///
+    /// Who: the user themselves through a session, or `users:update` in every tenant of theirs
+    /// (like other changes to a person).
+    pub async fn change_profile(
+        &self,
+        caller: &Caller,
+        user: UserId,
+        profile: Profile,
+    ) -> Result<Outcome, AppError> {
+        self.self_or_over_user(caller, user).await?;
+        self.execute::<UserAggregate>(
+            caller.ctx(),
+            &user_key(user),
+            "",
+            UserCommand::ChangeProfile(profile),
+        )
+        .await
+        .map_err(user_not_found)
+    }
+
+    /// A user's live sessions, newest first, with where each was started from.
+    ///
+    /// Who: `users:update` in every tenant of the user, like ending them.
+    pub async fn sessions(
+        &self,
+        caller: &Caller,
+        user: UserId,
+    ) -> Result<Vec<SessionView>, AppError> {
+        self.over_user(caller, user, Action::Update).await?;
+        self.require_user_exists(user).await?;
+        self.live_sessions(user)
+    }
+
+    /// Ends every session of a user.
+    ///
+    /// Who: `users:update` in every tenant of the user, like other lifecycle changes.
+    pub async fn revoke_sessions(
+        &self,
+        caller: &Caller,
+        user: UserId,
+    ) -> Result<Outcome, AppError> {
+        self.over_user(caller, user, Action::Update).await?;
+        self.require_user_exists(user).await?;
+        self.revoke_all_sessions(caller.ctx(), user, RevocationReason::RevokedByAdmin, None)
+            .await
+    }
+
+    /// Lifts a lock-out.
+    ///
+    /// Who: `users:update` in every tenant of the user.
+    pub async fn unlock(&self, caller: &Caller, user: UserId) -> Result<Outcome, AppError> {
+        self.over_user(caller, user, Action::Update).await?;
+        self.require_user_exists(user).await?;
+        self.execute::<CredentialsAggregate>(
+            caller.ctx(),
+            &credentials_key(user),
+            "",
+            CredentialsCommand::Unlock,
+        )
+        .await
+    }
+}
+
+impl Core {
+    /// Creates a user in a tenant with the given roles. The email address is claimed first so
+    /// that two replicas creating the same address at once yield exactly one user.
+    pub(crate) async fn create_user(
+        &self,
+        ctx: &CommandContext,
+        tenant: TenantId,
+        request: NewUserRequest,
+    ) -> Result<Outcome, AppError> {
+        self.require_tenant(&tenant).await?;
+        for role in &request.roles {
+            self.require_role(&tenant, role).await?;
+        }
+        let new_user = NewUser {
+            email: request.email,
+            first_name: request.first_name,
+            last_name: request.last_name,
+            tenant: tenant.clone(),
+        };
+        let command = if request.invite {
+            UserCommand::Invite(new_user)
+        } else {
+            UserCommand::Register(new_user)
+        };
+        // Validate the profile before claiming, so a malformed request never holds an address.
+        let validated = user::decide(&User::default(), command.clone())?;
+        let email = match validated.first() {
+            Some(user::UserEvent::Registered(e)) => e.email.clone(),
+            Some(user::UserEvent::Invited(e)) => e.email.clone(),
+            _ => return Err(internal("creating a user yields its creation event")),
+        };
+
+        let claim = self.claim_email(ctx, &email).await?;
+        // A claim may be taken over once it is older than its TTL and its user does not exist.
+        // Appending the user long after claiming could then create a second user with this
+        // address, so past the deadline (well inside the TTL) this attempt gives up instead.
+        if !claim.user_exists && self.now() >= claim.claimed_at + CLAIM_DEADLINE {
+            return Err(AppError::Unavailable(
+                "creating the user took too long after claiming its email address; retry".into(),
+            ));
+        }
+        let user = claim.user;
+        let key = user_key(user);
+        let mut outcome = match self
+            .execute::<UserAggregate>(ctx, &key, "user", command)
+            .await
+        {
+            Ok(outcome) => outcome,
+            // Our own claim from an earlier attempt whose user was created already.
+            Err(AppError::User(UserError::AlreadyExists)) => {
+                let (_, last) = self.load::<UserAggregate>(&key).await?;
+                Outcome {
+                    position: last,
+                    id: user.to_string(),
+                    replayed: true,
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        for role in request.roles {
+            let step = format!("role-{role}");
+            let command = MembershipCommand::Assign { user, role };
+            match self
+                .execute::<MembershipAggregate>(ctx, &membership_key(&tenant, user), &step, command)
+                .await
+            {
+                Ok(assigned) => outcome.position = outcome.position.max(assigned.position),
+                Err(AppError::Membership(MembershipError::AlreadyAssigned)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(outcome)
+    }
+}

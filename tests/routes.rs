@@ -1,0 +1,2061 @@
+//! Route-by-route authorization: every operation of the OpenAPI document has one row in
+//! [`table`], saying what kind of route it is (public, the caller's own account, a tenant's, a
+//! user's, the platform's) and how to call it. Each row is called by the caller it is for and by
+//! every caller it is not for, against one service holding a small world of two tenants, and the
+//! answers are checked against the authorization rules (`authz-rules.md`, the target behaviour,
+//! which the code does not fully implement yet):
+//!
+//! - nobody (no credentials) gets `401 unauthorized` everywhere but on public routes;
+//! - a member of another tenant gets exactly the answer a tenant (or user) that was never created
+//!   gets, so that nothing tells them it exists;
+//! - a member of the tenant without the permission, and an API key restricted to an unrelated
+//!   permission, get `403`;
+//! - every refusal is an RFC 9457 problem that carries no data, and a refused command appends
+//!   nothing to the log;
+//! - the rightful caller succeeds and, for queries, gets data.
+//!
+//! All failures are collected and reported together, so one run shows every deviation. A route
+//! added to the API without a row here fails the test: decide who may call it, then add its row.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::support::service::{Answer, Service};
+
+const ACME: &str = "acme";
+const BETA: &str = "beta";
+/// A tenant that is never created: a caller without standing in acme must get, for acme, exactly
+/// the answer it gets for this one.
+const NOWHERE: &str = "nonexistent-tenant";
+const PASSWORD: &str = "Route-Table-Passphrase-2026";
+/// The only permission of admin_a's restricted key: one that no row needs.
+const KEY_RESTRICTION: &str = "documentation:read";
+/// The entity and record the record rows act on.
+const ENTITY: &str = "doc";
+const RECORD: &str = "r1";
+/// How long a condition that should hold soon (a mail arriving) may take.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+// ----- who calls -----
+
+/// The callers of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    /// No `Authorization` header.
+    Nobody,
+    /// The operator token: a platform administrator.
+    Operator,
+    /// A session of an admin of acme.
+    AdminA,
+    /// A session of an admin of beta who is not a member of acme: a member of another tenant.
+    AdminB,
+    /// A session of a member of acme whose only role has no permission.
+    BareA,
+    /// admin_a's API key in acme, restricted to [`KEY_RESTRICTION`].
+    Key,
+    /// The session of the account a self-service row acts on ([`Call::own`]); admin_a's when the
+    /// row has none.
+    Own,
+}
+
+impl Who {
+    fn label(self) -> &'static str {
+        match self {
+            Who::Nobody => "nobody",
+            Who::Operator => "operator",
+            Who::AdminA => "admin_a (admin of acme)",
+            Who::AdminB => "admin_b (admin of beta, not in acme)",
+            Who::BareA => "bare_a (acme member without permissions)",
+            Who::Key => "key_a (admin_a's acme key restricted to documentation:read)",
+            Who::Own => "the account's own session",
+        }
+    }
+}
+
+// ----- what is called -----
+
+/// One concrete request.
+#[derive(Debug, Clone)]
+struct Call {
+    method: Method,
+    /// Path and query string.
+    path: String,
+    body: Option<Value>,
+    /// For self-service rows: the session of the fresh account the row acts on (the rows sign
+    /// out, change passwords, switch tenants…, so none may use an account another row needs).
+    own: Option<String>,
+}
+
+impl Call {
+    fn new(method: Method, path: impl Into<String>, body: Option<Value>) -> Call {
+        Call {
+            method,
+            path: path.into(),
+            body,
+            own: None,
+        }
+    }
+
+    fn get(path: impl Into<String>) -> Call {
+        Call::new(Method::GET, path, None)
+    }
+
+    fn post(path: impl Into<String>, body: Value) -> Call {
+        Call::new(Method::POST, path, Some(body))
+    }
+
+    /// A POST of a route that takes no body.
+    fn post_empty(path: impl Into<String>) -> Call {
+        Call::new(Method::POST, path, None)
+    }
+
+    fn put(path: impl Into<String>, body: Value) -> Call {
+        Call::new(Method::PUT, path, Some(body))
+    }
+
+    fn patch(path: impl Into<String>, body: Value) -> Call {
+        Call::new(Method::PATCH, path, Some(body))
+    }
+
+    fn delete(path: impl Into<String>) -> Call {
+        Call::new(Method::DELETE, path, None)
+    }
+
+    /// The call made by the account whose session this is ([`Who::Own`]).
+    fn by(mut self, session: &str) -> Call {
+        self.own = Some(session.to_owned());
+        self
+    }
+
+    /// Whether the call may change state: then a refusal must leave the log as it was.
+    fn is_command(&self) -> bool {
+        self.method != Method::GET
+    }
+
+    fn split(&self) -> (&str, Option<&str>) {
+        match self.path.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (&self.path, None),
+        }
+    }
+
+    /// The path segment after `/v1/<collection>/`, if the path has one.
+    fn path_id(&self, collection: &str) -> Option<&str> {
+        let segments: Vec<&str> = self.split().0.split('/').collect();
+        (segments.len() > 3 && segments[1] == "v1" && segments[2] == collection)
+            .then(|| segments[3])
+    }
+
+    /// The query parameter `name`, if any.
+    fn query(&self, name: &str) -> Option<&str> {
+        self.split()
+            .1?
+            .split('&')
+            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+    }
+
+    /// The tenant the call is about: in the path, or as the `tenant` query parameter.
+    fn tenant(&self) -> Option<&str> {
+        self.path_id("tenants").or_else(|| self.query("tenant"))
+    }
+
+    /// The same call with `/v1/<collection>/<from>` (and `?tenant=<from>` for tenants) naming
+    /// `to` instead.
+    fn replacing(&self, collection: &str, from: &str, to: &str) -> Call {
+        let (path, query) = self.split();
+        let mut segments: Vec<String> = path.split('/').map(str::to_owned).collect();
+        if segments.len() > 3
+            && segments[1] == "v1"
+            && segments[2] == collection
+            && segments[3] == from
+        {
+            segments[3] = to.to_owned();
+        }
+        let mut replaced = segments.join("/");
+        if let Some(query) = query {
+            let pairs: Vec<String> = query
+                .split('&')
+                .map(|pair| {
+                    if collection == "tenants" && pair == format!("tenant={from}") {
+                        format!("tenant={to}")
+                    } else {
+                        pair.to_owned()
+                    }
+                })
+                .collect();
+            replaced = format!("{replaced}?{}", pairs.join("&"));
+        }
+        Call {
+            path: replaced,
+            ..self.clone()
+        }
+    }
+}
+
+/// Builds the call of a row (or of an extra check) in the world, creating what it acts on.
+type Prepare = Box<dyn Fn(Arc<World>) -> Pin<Box<dyn Future<Output = Call>>>>;
+
+/// A call that needs nothing created.
+fn prepared(call: impl Fn(&World) -> Call + 'static) -> Prepare {
+    Box::new(move |w| {
+        let call = call(&w);
+        Box::pin(std::future::ready(call))
+    })
+}
+
+/// A call whose preparation creates something (a fresh user, role, invitation…).
+fn preparing<F, Fut>(call: F) -> Prepare
+where
+    F: Fn(Arc<World>) -> Fut + 'static,
+    Fut: Future<Output = Call> + 'static,
+{
+    Box::new(move |w| Box::pin(call(w)))
+}
+
+/// When a row's call is prepared.
+enum Target {
+    /// Once for the row: every caller makes the same call. For calls that change nothing a later
+    /// call needs, and for self-service rows, whose fresh account is expensive (a password).
+    Shared(Prepare),
+    /// Once for every caller: destructive rows (erase, delete, revoke…) act on a fresh target
+    /// each time, so that a wrong caller who is let through does not spoil the rightful call,
+    /// and no row depends on another's order.
+    PerCall(Prepare),
+}
+
+fn fixed(call: impl Fn(&World) -> Call + 'static) -> Target {
+    Target::Shared(prepared(call))
+}
+
+fn shared<F, Fut>(call: F) -> Target
+where
+    F: Fn(Arc<World>) -> Fut + 'static,
+    Fut: Future<Output = Call> + 'static,
+{
+    Target::Shared(preparing(call))
+}
+
+fn fresh<F, Fut>(call: F) -> Target
+where
+    F: Fn(Arc<World>) -> Fut + 'static,
+    Fut: Future<Output = Call> + 'static,
+{
+    Target::PerCall(preparing(call))
+}
+
+// ----- what is expected -----
+
+/// What kind of route a row is: decides who calls it and what each caller must get.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// Works for anyone: nobody's call gets `status` (never `unauthorized`).
+    Public { status: u16 },
+    /// The caller's own account: a session; API keys get `403 session_required` unless
+    /// `keys_too`.
+    SelfService { keys_too: bool },
+    /// Under `/v1/tenants/{tenant}`, or about the tenant of the `tenant` query parameter:
+    /// standing in acme and the permission `needs` (None: standing is enough).
+    Tenant { needs: Option<&'static str> },
+    /// `/v1/users/{user}/…`: standing over the user and the permission `needs`.
+    User { needs: &'static str },
+    /// Platform administrators only.
+    Platform,
+    /// Platform administrators only, on `/v1/users/{user}/…`: without standing over the user
+    /// the user is not shown to exist.
+    PlatformOverUser,
+    /// Any authenticated caller, who sees only its own tenants.
+    AnyAuthenticated,
+}
+
+/// What a caller without standing must not learn exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Absent {
+    Tenant,
+    User,
+}
+
+/// What one caller must get.
+#[derive(Debug, Clone)]
+enum Expect {
+    /// Works for anyone: this status, never `unauthorized`.
+    Public(u16),
+    /// A 2xx; for a query, with data.
+    Succeeds,
+    /// A 2xx: the rules let this caller in (an extra check; the answer may be empty).
+    Allowed,
+    /// A problem with this status (and code, when one is required).
+    Refused(u16, Option<&'static str>),
+    /// Exactly the answer (status and body) the same caller gets when the tenant (or user) is
+    /// replaced by one that was never created, and that answer is a refusal.
+    Hidden(Absent),
+    /// [`Expect::Hidden`] for the same call moved from acme into this tenant, where the caller
+    /// has no standing.
+    HiddenIn(&'static str),
+    /// `GET /v1/tenants`: a 200 listing these tenants and none of those (and nothing else when
+    /// `only`).
+    Lists {
+        sees: &'static [&'static str],
+        not: &'static [&'static str],
+        only: bool,
+    },
+}
+
+const UNAUTHORIZED: Expect = Expect::Refused(401, Some("unauthorized"));
+const FORBIDDEN: Expect = Expect::Refused(403, None);
+const PLATFORM_ONLY: Expect = Expect::Refused(403, Some("platform_admin_only"));
+
+/// One operation of the API and how it is checked.
+struct Row {
+    method: Method,
+    /// The path template exactly as `/openapi.json` has it.
+    template: &'static str,
+    kind: Kind,
+    rightful: Who,
+    target: Target,
+    /// Further calls the rules single out (oneself, other tenants' scopes…), each checked too.
+    extra: Vec<(Who, Prepare, Expect)>,
+}
+
+impl Row {
+    fn also(mut self, who: Who, call: Prepare, expect: Expect) -> Row {
+        self.extra.push((who, call, expect));
+        self
+    }
+
+    fn key(&self) -> (String, String) {
+        (self.method.to_string(), self.template.to_owned())
+    }
+
+    /// The wrong callers first (a wrong caller let through must not come after the rightful
+    /// call it could spoil), then the rightful caller.
+    fn expectations(&self) -> Vec<(Who, Expect)> {
+        use Who::*;
+        let mut list = match self.kind {
+            Kind::Public { status } => return vec![(Nobody, Expect::Public(status))],
+            Kind::SelfService { keys_too } => vec![
+                (Nobody, UNAUTHORIZED),
+                (
+                    Key,
+                    if keys_too {
+                        Expect::Succeeds
+                    } else {
+                        Expect::Refused(403, Some("session_required"))
+                    },
+                ),
+            ],
+            // The key of acme has no standing in beta: it is checked there too, as a member of
+            // another tenant is in acme.
+            Kind::Tenant { needs: Some(_) } => vec![
+                (Nobody, UNAUTHORIZED),
+                (AdminB, Expect::Hidden(Absent::Tenant)),
+                (Key, Expect::HiddenIn(BETA)),
+                (BareA, FORBIDDEN),
+                (Key, FORBIDDEN),
+            ],
+            // Standing is enough: the member without permissions and the key of the tenant
+            // are let in.
+            Kind::Tenant { needs: None } => vec![
+                (Nobody, UNAUTHORIZED),
+                (AdminB, Expect::Hidden(Absent::Tenant)),
+                (Key, Expect::HiddenIn(BETA)),
+                (BareA, Expect::Succeeds),
+                (Key, Expect::Succeeds),
+            ],
+            Kind::User { .. } => vec![
+                (Nobody, UNAUTHORIZED),
+                (AdminB, Expect::Hidden(Absent::User)),
+                (BareA, FORBIDDEN),
+                (Key, FORBIDDEN),
+            ],
+            Kind::Platform => vec![
+                (Nobody, UNAUTHORIZED),
+                (AdminA, PLATFORM_ONLY),
+                (AdminB, PLATFORM_ONLY),
+                (BareA, PLATFORM_ONLY),
+                (Key, PLATFORM_ONLY),
+            ],
+            // spec: the standing rule hides the user from admin_b (404 user_not_found) before
+            // the platform rule refuses the others with 403 platform_admin_only.
+            Kind::PlatformOverUser => vec![
+                (Nobody, UNAUTHORIZED),
+                (AdminA, PLATFORM_ONLY),
+                (AdminB, Expect::Hidden(Absent::User)),
+                (BareA, PLATFORM_ONLY),
+                (Key, PLATFORM_ONLY),
+            ],
+            Kind::AnyAuthenticated => vec![
+                (Nobody, UNAUTHORIZED),
+                (
+                    AdminB,
+                    Expect::Lists {
+                        sees: &[BETA],
+                        not: &[ACME],
+                        only: false,
+                    },
+                ),
+                (
+                    BareA,
+                    Expect::Lists {
+                        sees: &[ACME],
+                        not: &[BETA],
+                        only: false,
+                    },
+                ),
+                (
+                    Key,
+                    Expect::Lists {
+                        sees: &[ACME],
+                        not: &[],
+                        only: true,
+                    },
+                ),
+                (
+                    Operator,
+                    Expect::Lists {
+                        sees: &[ACME, BETA],
+                        not: &[],
+                        only: false,
+                    },
+                ),
+            ],
+        };
+        let rightful = match self.kind {
+            Kind::AnyAuthenticated => Expect::Lists {
+                sees: &[ACME],
+                not: &[BETA],
+                only: false,
+            },
+            _ => Expect::Succeeds,
+        };
+        list.push((self.rightful, rightful));
+        list
+    }
+
+    /// The permission a refused member lacks, for the failure message.
+    fn needs(&self) -> Option<&'static str> {
+        match self.kind {
+            Kind::Tenant { needs } => needs,
+            Kind::User { needs } => Some(needs),
+            _ => None,
+        }
+    }
+}
+
+// ----- the world -----
+
+/// An account with a session.
+struct Account {
+    id: String,
+    email: String,
+    token: String,
+    refresh: String,
+    session: String,
+}
+
+/// The service and everything the rows act on.
+struct World {
+    _dir: tempfile::TempDir,
+    svc: Service,
+    admin_a: Account,
+    admin_b: Account,
+    bare_a: Account,
+    /// An ordinary member of acme (role `user`, with a session) that the non-destructive rows
+    /// act on.
+    target: Account,
+    /// admin_a's restricted key.
+    key: String,
+    /// A log position once the world was built, for the point-in-time audit rows.
+    as_of: u64,
+    /// Makes names unique.
+    counter: AtomicUsize,
+}
+
+/// Polls `condition` every 20 ms until it holds; panics after [`PATIENCE`].
+async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[track_caller]
+fn created(answer: &Answer, what: &str) {
+    assert!(
+        (200..300).contains(&answer.status),
+        "building the world: {what}: {answer:?}"
+    );
+}
+
+fn text(value: &Value) -> String {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a string: {value}"))
+        .to_owned()
+}
+
+fn settings() -> Value {
+    // Self-registration on, for the register row; no second factor required, or every session
+    // of the world would have to enrol first.
+    json!({
+        "self_registration": true,
+        "default_role": "user",
+        "require_email_verification": true,
+        "password_policy": {
+            "min_length": 12, "max_length": 128, "require_lowercase": false,
+            "require_uppercase": false, "require_digit": false, "require_symbol": false,
+            "deny_common": true
+        },
+        "invitation_ttl_hours": 72,
+        "session_idle_minutes": 60,
+        "session_max_hours": 10,
+        "magic_link_ttl_minutes": 10,
+        "mfa_required": false
+    })
+}
+
+impl World {
+    /// Two tenants, their members with sessions, a restricted key, roles, an entity and a record.
+    async fn build() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = Service::embedded(dir.path()).await;
+        eventually("the service is ready", || async {
+            svc.get("/readyz").await.status == 200
+        })
+        .await;
+        for tenant in [ACME, BETA] {
+            svc.create_tenant(tenant).await;
+        }
+        for (name, permissions) in [("bare", json!([])), ("editor", json!([KEY_RESTRICTION]))] {
+            let defined = svc
+                .post(
+                    &format!("/v1/tenants/{ACME}/roles"),
+                    json!({"name": name, "permissions": permissions, "global_access": false}),
+                )
+                .await;
+            created(&defined, "a role");
+        }
+        created(
+            &svc.put(&format!("/v1/tenants/{ACME}/settings"), settings())
+                .await,
+            "acme's settings",
+        );
+        let counter = AtomicUsize::new(0);
+        let (admin_a, admin_b, bare_a, target) = tokio::join!(
+            join(&svc, &counter, ACME, &["admin"]),
+            join(&svc, &counter, BETA, &["admin"]),
+            join(&svc, &counter, ACME, &["bare"]),
+            join(&svc, &counter, ACME, &["user"]),
+        );
+        let issued = svc
+            .post_as(
+                &admin_a.token,
+                &format!("/v1/tenants/{ACME}/api-keys"),
+                json!({"name": "restricted", "permissions": [KEY_RESTRICTION]}),
+            )
+            .await;
+        created(&issued, "admin_a's restricted key");
+        let key = text(&issued.body["key"]);
+        let key_id = text(&issued.body["id"]);
+        // A key's first use is recorded in the log (then at most once a minute), in the
+        // background: use it now and wait for the record, so that it does not land in the
+        // middle of a row.
+        created(
+            &svc.get_as(&key, "/v1/auth/me").await,
+            "the key's first use",
+        );
+        eventually("the key's use is recorded", || async {
+            let keys = svc.get(&format!("/v1/tenants/{ACME}/api-keys")).await;
+            keys.body["items"].as_array().is_some_and(|items| {
+                items
+                    .iter()
+                    .any(|k| k["id"] == key_id.as_str() && k["last_used_at"].is_string())
+            })
+        })
+        .await;
+        let entity = svc
+            .post(
+                &format!("/v1/tenants/{ACME}/entities"),
+                json!({"name": ENTITY, "fields": ["title", "body"], "rls": false}),
+            )
+            .await;
+        created(&entity, "the entity");
+        created(
+            &svc.put(
+                &format!("/v1/tenants/{ACME}/entities/{ENTITY}/records/{RECORD}/owner"),
+                json!({"user": target.id}),
+            )
+            .await,
+            "the record",
+        );
+        // A menu on the role `user`, so that the target's menu has items to show.
+        created(
+            &svc.put(
+                &format!("/v1/tenants/{ACME}/roles/user/menu"),
+                json!([{"id": "docs", "label": "Docs", "permission": KEY_RESTRICTION}]),
+            )
+            .await,
+            "the menu of the role user",
+        );
+        let as_of = svc.log_position().await;
+        World {
+            _dir: dir,
+            svc,
+            admin_a,
+            admin_b,
+            bare_a,
+            target,
+            key,
+            as_of,
+            counter,
+        }
+    }
+
+    /// `prefix-<n>`, unique in the world.
+    fn unique(&self, prefix: &str) -> String {
+        unique(&self.counter, prefix)
+    }
+
+    /// A new member of acme holding `roles`, created by the operator (no session).
+    async fn fresh_user(&self, roles: &[&str]) -> String {
+        let email = format!("{}@example.com", self.unique("fresh"));
+        self.svc.create_user(ACME, &email, roles).await.0
+    }
+
+    /// A new member of acme holding `roles`, with a password and a session.
+    async fn fresh_account(&self, roles: &[&str]) -> Account {
+        join(&self.svc, &self.counter, ACME, roles).await
+    }
+
+    /// An open invitation to acme for a new address, sent by the operator: (id, email).
+    async fn fresh_invitation(&self) -> (String, String) {
+        let email = format!("{}@example.com", self.unique("invitee"));
+        let invited = self
+            .svc
+            .post(
+                &format!("/v1/tenants/{ACME}/invitations"),
+                json!({"email": email, "roles": ["user"]}),
+            )
+            .await;
+        created(&invited, "an invitation");
+        (text(&invited.body["id"]), email)
+    }
+
+    /// A second factor set up (not confirmed) for `account`: its secret.
+    async fn totp_secret(&self, account: &Account) -> String {
+        let setup = self
+            .svc
+            .post_as(&account.token, "/v1/auth/totp/setup", json!({}))
+            .await;
+        created(&setup, "a TOTP set-up");
+        text(&setup.body["secret"])
+    }
+
+    fn bearer<'a>(&'a self, who: Who, call: &'a Call) -> &'a str {
+        match who {
+            Who::AdminA => &self.admin_a.token,
+            Who::AdminB => &self.admin_b.token,
+            Who::BareA => &self.bare_a.token,
+            Who::Key => &self.key,
+            Who::Own => call.own.as_deref().unwrap_or(&self.admin_a.token),
+            Who::Nobody | Who::Operator => unreachable!("{who:?} has no bearer of its own"),
+        }
+    }
+
+    /// Makes `call` as `who`, at least as fresh as log position `at` (what was just created is
+    /// seen).
+    async fn send(&self, who: Who, call: &Call, at: u64) -> Answer {
+        let svc = &self.svc;
+        let method = call.method.clone();
+        let request = match who {
+            Who::Nobody => svc.anonymous(method, &call.path),
+            Who::Operator => svc.request(method, &call.path),
+            _ => svc.request_as(self.bearer(who, call), method, &call.path),
+        }
+        .header("x-idstream-min-position", at);
+        let request = match &call.body {
+            Some(body) => request.json(body),
+            None => request,
+        };
+        svc.send(request).await
+    }
+
+    /// The types of the events appended after `before`, apart from records of API-key uses
+    /// (appended in the background, at most once a minute per key, whoever is refused).
+    async fn appended_since(&self, before: u64) -> Vec<String> {
+        let after = self.svc.log_position().await;
+        if after == before {
+            return Vec::new();
+        }
+        let trail = self
+            .svc
+            .send(
+                self.svc
+                    .request(
+                        Method::GET,
+                        &format!(
+                            "/v1/audit/events?order=newest&limit={}",
+                            (after - before).min(500)
+                        ),
+                    )
+                    .header("x-idstream-min-position", after),
+            )
+            .await;
+        let Some(items) = trail.body["items"].as_array() else {
+            return vec![format!("(the audit trail answered {trail:?})")];
+        };
+        items
+            .iter()
+            .filter(|e| e["position"].as_u64().is_some_and(|p| p > before))
+            .map(|e| e["type"].as_str().unwrap_or("?").to_owned())
+            .filter(|t| t != "ApiKeyUsed")
+            .collect()
+    }
+}
+
+fn unique(counter: &AtomicUsize, prefix: &str) -> String {
+    format!("{prefix}-{}", counter.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The latest invitation token mailed to `email`.
+async fn invitation_token(svc: &Service, email: &str) -> String {
+    let mut token = None;
+    eventually("the invitation arrives", || {
+        token = svc
+            .mail()
+            .into_iter()
+            .rev()
+            .find(|m| m.to == email && m.text.contains("idi_"))
+            .map(|m| {
+                let start = m.text.find("idi_").unwrap();
+                m.text[start..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect::<String>()
+            });
+        std::future::ready(token.is_some())
+    })
+    .await;
+    token.unwrap()
+}
+
+/// A new member of `tenant` with `roles`: invited by the operator, accepted with [`PASSWORD`]
+/// (as the identity tests do), which signs them in.
+async fn join(svc: &Service, counter: &AtomicUsize, tenant: &str, roles: &[&str]) -> Account {
+    let email = format!("{}@example.com", unique(counter, "member"));
+    let invited = svc
+        .post(
+            &format!("/v1/tenants/{tenant}/invitations"),
+            json!({"email": email, "first_name": "Ada", "last_name": "Lovelace", "roles": roles}),
+        )
+        .await;
+    created(&invited, "an invitation");
+    let token = invitation_token(svc, &email).await;
+    let accepted = svc
+        .post_anonymous(
+            "/v1/invitations/accept",
+            json!({"token": token, "password": PASSWORD}),
+        )
+        .await;
+    created(&accepted, "an accepted invitation");
+    Account {
+        id: text(&accepted.body["user"]),
+        email,
+        token: text(&accepted.body["access_token"]),
+        refresh: text(&accepted.body["refresh_token"]),
+        session: text(&accepted.body["session"]),
+    }
+}
+
+// ----- checking -----
+
+/// `status N code C` of an answer.
+fn got(answer: &Answer) -> String {
+    format!(
+        "status {} code {}",
+        answer.status,
+        answer.body["code"].as_str().unwrap_or("-")
+    )
+}
+
+/// What is wrong with `answer` as a refusal: an RFC 9457 problem of `status` with nothing but
+/// the problem's fields (no data).
+fn problem_flaws(answer: &Answer) -> Vec<String> {
+    let mut flaws = Vec::new();
+    if answer.header("content-type") != Some("application/problem+json") {
+        flaws.push(format!(
+            "content-type {:?}, not application/problem+json",
+            answer.header("content-type")
+        ));
+    }
+    let fields: BTreeSet<&str> = answer
+        .body
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    let problem: BTreeSet<&str> = ["type", "title", "status", "detail", "code"].into();
+    if fields != problem {
+        flaws.push(format!(
+            "body fields {fields:?}, not exactly type/title/status/detail/code"
+        ));
+    }
+    if answer.body["status"] != answer.status {
+        flaws.push("the body's status is not the answer's".into());
+    }
+    flaws
+}
+
+/// Why a successful query's answer carries no data, if it does not.
+fn missing_data(answer: &Answer) -> Option<&'static str> {
+    match &answer.body {
+        Value::Null => Some("no JSON body"),
+        Value::Object(fields) if fields.is_empty() => Some("an empty object"),
+        Value::Object(fields) => match fields.get("items") {
+            Some(Value::Array(items)) if items.is_empty() => Some("no items"),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// What a hidden resource's answer must be, and what it is compared with: the same call about a
+/// tenant (or user) that was never created.
+fn absent_twin(
+    call: &Call,
+    absent: Absent,
+) -> (Call, &'static [(u16, Option<&'static str>)], String) {
+    match absent {
+        Absent::Tenant => {
+            let tenant = call.tenant().expect("a tenant row names a tenant");
+            let twin = call.replacing("tenants", tenant, NOWHERE);
+            let what = format!("tenant {NOWHERE}");
+            // spec: under /v1/tenants/{tenant} the rules say 404 tenant_not_found; a tenant given
+            // as a query parameter is only said to be refused as one that does not exist would
+            // be (403 or 404).
+            if call.path_id("tenants").is_some() {
+                (twin, &[(404, Some("tenant_not_found"))], what)
+            } else {
+                (twin, &[(403, None), (404, None)], what)
+            }
+        }
+        Absent::User => {
+            let user = call.path_id("users").expect("a user row names a user");
+            let twin = call.replacing("users", user, &ulid::Ulid::new().to_string());
+            let what = "a user id that does not exist".to_owned();
+            (twin, &[(404, Some("user_not_found"))], what)
+        }
+    }
+}
+
+/// Checks one call by one caller against what it must get, and records at most one line.
+async fn check(
+    w: &World,
+    row: &Row,
+    who: Who,
+    call: &Call,
+    expect: &Expect,
+    extra: bool,
+) -> Option<String> {
+    // A caller without standing in acme is also checked on the other tenant's copy of the call.
+    let moved;
+    let (call, expect, shown) = match expect {
+        Expect::HiddenIn(tenant) => {
+            moved = call.replacing("tenants", ACME, tenant);
+            (&moved, &Expect::Hidden(Absent::Tenant), true)
+        }
+        _ => (call, expect, extra),
+    };
+    let before = w.svc.log_position().await;
+    let answer = w.send(who, call, before).await;
+    let code = answer.body["code"].as_str();
+    let success = (200..300).contains(&answer.status);
+    // What was expected, whether the answer is it, and what the failure line should show of
+    // the answer besides its status and code.
+    let (expected, right, context): (String, bool, Option<String>) = match expect {
+        Expect::Public(status) => (
+            format!("{status} for anyone (public)"),
+            answer.status == *status && code != Some("unauthorized"),
+            None,
+        ),
+        Expect::Allowed => ("success".into(), success, None),
+        Expect::Succeeds => {
+            let missing = (success && call.method == Method::GET)
+                .then(|| missing_data(&answer))
+                .flatten();
+            (
+                "success with data".into(),
+                success && missing.is_none(),
+                missing.map(|why| format!("with {why}")),
+            )
+        }
+        Expect::Lists { sees, not, only } => {
+            let listed: BTreeSet<String> = answer.body["items"]
+                .as_array()
+                .map(|items| items.iter().map(|t| text(&t["id"])).collect())
+                .unwrap_or_default();
+            let wanted: BTreeSet<String> = sees.iter().map(|t| t.to_string()).collect();
+            let right = answer.status == 200
+                && wanted.is_subset(&listed)
+                && !not.iter().any(|t| listed.contains(*t))
+                && (!*only || listed == wanted);
+            let only = if *only { "only " } else { "" };
+            (
+                format!("200 listing {only}{sees:?} and none of {not:?}"),
+                right,
+                Some(format!("listing {listed:?}")),
+            )
+        }
+        Expect::Refused(status, wanted) => {
+            let needs = row
+                .needs()
+                .filter(|_| *status == 403)
+                .map(|n| format!(" (lacks {n})"))
+                .unwrap_or_default();
+            (
+                format!("{status} {}{needs}", wanted.unwrap_or("(any code)")),
+                answer.status == *status && wanted.is_none_or(|c| code == Some(c)),
+                None,
+            )
+        }
+        Expect::Hidden(absent) => {
+            let (twin, wanted, what) = absent_twin(call, *absent);
+            let there = w.send(who, &twin, before).await;
+            let fits = wanted.iter().any(|(status, code)| {
+                answer.status == *status && code.is_none_or(|c| answer.body["code"] == c)
+            });
+            let same = there.status == answer.status && there.body == answer.body;
+            let statuses: Vec<String> = wanted
+                .iter()
+                .map(|(s, c)| format!("{s} {}", c.unwrap_or("(any code)")))
+                .collect();
+            let note = if there.status == answer.status && !same {
+                format!(
+                    "the same status, but a different body there: {} here, {} there",
+                    answer.body, there.body
+                )
+            } else {
+                format!("{} for {what}", got(&there))
+            };
+            (
+                format!("{} exactly as for {what}", statuses.join(" or ")),
+                fits && same,
+                Some(note),
+            )
+        }
+        Expect::HiddenIn(_) => unreachable!("turned into Hidden above"),
+    };
+    // A refusal is a problem without data (when the caller was let through, its status says
+    // enough), and a refused command changed nothing.
+    let refusal = matches!(expect, Expect::Refused(..) | Expect::Hidden(_));
+    let mut flaws = Vec::new();
+    if refusal && answer.status >= 400 {
+        flaws.extend(problem_flaws(&answer));
+    }
+    if refusal && call.is_command() {
+        let appended = w.appended_since(before).await;
+        if !appended.is_empty() {
+            flaws.push(format!("the log moved: {}", appended.join(", ")));
+        }
+    }
+    if right && flaws.is_empty() {
+        return None;
+    }
+    let concrete = if shown {
+        format!(" [{} {}]", call.method, call.path)
+    } else {
+        String::new()
+    };
+    let notes: Vec<String> = context.into_iter().chain(flaws).collect();
+    let notes = if notes.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", notes.join("; "))
+    };
+    Some(format!(
+        "{} {} {}{concrete}: expected {expected}, got {}{notes}",
+        row.method,
+        row.template,
+        who.label(),
+        got(&answer)
+    ))
+}
+
+/// A failure: the rule it breaks, and its line.
+type Failure = (&'static str, String);
+
+/// The authorization rule an expectation checks, for the summary.
+fn rule(expect: &Expect, who: Who) -> &'static str {
+    match expect {
+        Expect::Public(_) => "public routes work for anyone",
+        Expect::Succeeds | Expect::Allowed => "the rightful caller is let in",
+        Expect::Lists { .. } => "GET /v1/tenants lists the caller's own tenants only",
+        Expect::Hidden(Absent::Tenant) if who == Who::Nobody => {
+            "a tenant without self-registration answers as if it did not exist"
+        }
+        Expect::Hidden(Absent::Tenant) => {
+            "no standing in the tenant: answered as a tenant never created"
+        }
+        Expect::HiddenIn(_) => {
+            "an API key has no standing in another tenant: answered as a tenant never created"
+        }
+        Expect::Hidden(Absent::User) => {
+            "no standing over the user: answered as a user that does not exist"
+        }
+        Expect::Refused(401, _) => "nobody gets 401",
+        Expect::Refused(_, Some("platform_admin_only")) => "platform administrators only",
+        Expect::Refused(_, Some("session_required")) => "API keys get 403 session_required",
+        Expect::Refused(_, Some("session_not_found")) => "one's own sessions only",
+        Expect::Refused(..) => "standing without the permission: 403",
+    }
+}
+
+/// Runs every expectation of a row, then its extra checks, the rightful call last.
+async fn run(w: &Arc<World>, row: &Row, failures: &mut Vec<Failure>) {
+    let mut expectations = row.expectations();
+    let rightful = expectations.pop();
+    let shared = match &row.target {
+        Target::Shared(prepare) => Some(prepare(w.clone()).await),
+        Target::PerCall(_) => None,
+    };
+    for (who, expect) in &expectations {
+        let call = call_for(w, &row.target, &shared).await;
+        let line = check(w, row, *who, &call, expect, false).await;
+        failures.extend(line.map(|line| (rule(expect, *who), line)));
+    }
+    for (who, prepare, expect) in &row.extra {
+        let call = prepare(w.clone()).await;
+        let line = check(w, row, *who, &call, expect, true).await;
+        failures.extend(line.map(|line| (rule(expect, *who), line)));
+    }
+    if let Some((who, expect)) = rightful {
+        let call = call_for(w, &row.target, &shared).await;
+        let line = check(w, row, who, &call, &expect, false).await;
+        failures.extend(line.map(|line| (rule(&expect, who), line)));
+    }
+}
+
+/// The row's call for the next caller: the shared one, or a fresh one.
+async fn call_for(w: &Arc<World>, target: &Target, shared: &Option<Call>) -> Call {
+    match (target, shared) {
+        (_, Some(call)) => call.clone(),
+        (Target::PerCall(prepare), None) => prepare(w.clone()).await,
+        (Target::Shared(_), None) => unreachable!("a shared call is prepared once, first"),
+    }
+}
+
+/// Every (METHOD, path template) of the OpenAPI document.
+async fn operations(svc: &Service) -> BTreeSet<(String, String)> {
+    let document = svc.send(svc.anonymous(Method::GET, "/openapi.json")).await;
+    assert_eq!(document.status, 200, "{document:?}");
+    let mut operations = BTreeSet::new();
+    for (path, item) in document.body["paths"].as_object().expect("paths") {
+        for method in [
+            "get", "put", "post", "delete", "patch", "head", "options", "trace",
+        ] {
+            if item.get(method).is_some() {
+                operations.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    operations
+}
+
+// ----- the table -----
+
+fn acme(rest: &str) -> String {
+    format!("/v1/tenants/{ACME}{rest}")
+}
+
+fn entity(rest: &str) -> String {
+    acme(&format!("/entities/{ENTITY}{rest}"))
+}
+
+fn record(rest: &str) -> String {
+    entity(&format!("/records/{RECORD}{rest}"))
+}
+
+/// `/v1/users/{user}{rest}`
+fn user_path(user: &str, rest: &str) -> String {
+    format!("/v1/users/{user}{rest}")
+}
+
+/// The target as the subject of a check: someone else than every caller but the operator.
+fn about_target(w: &World) -> String {
+    format!("user:{}", w.target.id)
+}
+
+fn check_body(w: &World) -> Value {
+    json!({
+        "subject": about_target(w),
+        "permission": format!("entity.{ENTITY}:read"),
+        "record": RECORD,
+    })
+}
+
+/// A fresh address.
+fn email(w: &World, prefix: &str) -> String {
+    format!("{}@example.com", w.unique(prefix))
+}
+
+/// The current code of a TOTP secret.
+fn totp_code(secret: &str) -> String {
+    idstream_auth::TotpSecret::from_base32(secret)
+        .expect("a base32 TOTP secret")
+        .code_at(OffsetDateTime::now_utc())
+}
+
+/// A user id no account has, for public links that must be refused as invalid.
+fn stranger() -> String {
+    ulid::Ulid::new().to_string()
+}
+
+/// A row: `operation` is `METHOD /path/template` exactly as in `/openapi.json`.
+fn row(operation: &'static str, kind: Kind, rightful: Who, target: Target) -> Row {
+    let (method, template) = operation.split_once(' ').expect("METHOD /path");
+    Row {
+        method: Method::from_bytes(method.as_bytes()).expect("an HTTP method"),
+        template,
+        kind,
+        rightful,
+        target,
+        extra: Vec::new(),
+    }
+}
+
+/// A public POST of a fixed body.
+fn public_post(operation: &'static str, status: u16, body: Value) -> Row {
+    let path = operation.split_once(' ').expect("METHOD /path").1;
+    let target = fixed(move |_| Call::post(path, body.clone()));
+    row(operation, Kind::Public { status }, Who::Nobody, target)
+}
+
+/// A public GET.
+fn public_get(operation: &'static str) -> Row {
+    let path = operation.split_once(' ').expect("METHOD /path").1;
+    let target = fixed(move |_| Call::get(path));
+    row(operation, Kind::Public { status: 200 }, Who::Nobody, target)
+}
+
+/// One row per operation of `/openapi.json`, in the document's order.
+fn table() -> Vec<Row> {
+    use Kind::*;
+    use Who::*;
+    let tenant = |needs: &'static str| Tenant { needs: Some(needs) };
+    let user = |needs: &'static str| User { needs };
+    let own = SelfService { keys_too: false };
+    // Asking about someone else than oneself needs permissions:read in the tenant.
+    let asking = tenant("permissions:read (the subject is someone else)");
+    let reading_member = tenant("users:read or permissions:read (not oneself)");
+    let nobody = json!({"email": "nobody@example.com"});
+    vec![
+        // ----- operations -----
+        public_get("GET /.well-known/jwks.json"),
+        public_get("GET /healthz"),
+        public_get("GET /metrics"),
+        public_get("GET /openapi.json"),
+        public_get("GET /readyz"),
+        row(
+            "GET /v1/admin/read-models",
+            Platform,
+            Operator,
+            fixed(|_| Call::get("/v1/admin/read-models")),
+        ),
+        row(
+            "POST /v1/admin/read-models/rebuild",
+            Platform,
+            Operator,
+            fixed(|_| Call::post_empty("/v1/admin/read-models/rebuild")),
+        ),
+        // ----- the audit trail: the tenant is a query parameter -----
+        row(
+            "GET /v1/audit/access-review",
+            tenant("audit:read"),
+            AdminA,
+            fixed(|_| Call::get(format!("/v1/audit/access-review?tenant={ACME}"))),
+        ),
+        row(
+            "GET /v1/audit/as-of/explain",
+            tenant("audit:read"),
+            AdminA,
+            fixed(|w| {
+                let permission = format!("permission=entity.{ENTITY}:read&record={RECORD}");
+                let moment = format!("position={}", w.as_of);
+                let user = &w.target.id;
+                Call::get(format!(
+                    "/v1/audit/as-of/explain?tenant={ACME}&user={user}&{permission}&{moment}"
+                ))
+            }),
+        ),
+        row(
+            "GET /v1/audit/as-of/holders",
+            tenant("audit:read"),
+            AdminA,
+            fixed(|w| {
+                let permission = format!("permission=entity.{ENTITY}:read&record={RECORD}");
+                let moment = format!("position={}", w.as_of);
+                Call::get(format!(
+                    "/v1/audit/as-of/holders?tenant={ACME}&{permission}&{moment}"
+                ))
+            }),
+        ),
+        row(
+            "GET /v1/audit/events",
+            tenant("audit:read"),
+            AdminA,
+            fixed(|_| Call::get(format!("/v1/audit/events?tenant={ACME}"))),
+        )
+        // Every tenant's trail, and the events of no tenant, are the platform's.
+        .also(
+            AdminA,
+            prepared(|_| Call::get("/v1/audit/events")),
+            PLATFORM_ONLY,
+        )
+        .also(
+            AdminA,
+            prepared(|_| Call::get("/v1/audit/events?tenant=_")),
+            PLATFORM_ONLY,
+        ),
+        // ----- sign-in and the caller's own account -----
+        row(
+            "POST /v1/auth/email",
+            own,
+            Own,
+            shared(|w| async move {
+                let me = w.fresh_account(&["user"]).await;
+                let body = json!({"new_email": email(&w, "renamed"), "password": PASSWORD});
+                Call::post("/v1/auth/email", body).by(&me.token)
+            }),
+        ),
+        public_post("POST /v1/auth/email-code", 202, nobody.clone()),
+        public_post(
+            "POST /v1/auth/email-code/sign-in",
+            401,
+            json!({"email": "nobody@example.com", "code": "000000"}),
+        ),
+        public_post(
+            "POST /v1/auth/email/confirm",
+            400,
+            json!({"user": stranger(), "token": "ide_not_a_real_token"}),
+        ),
+        public_post("POST /v1/auth/magic-link", 202, nobody.clone()),
+        public_post(
+            "POST /v1/auth/magic-link/sign-in",
+            400,
+            json!({"user": stranger(), "token": "idm_not_a_real_token"}),
+        ),
+        row(
+            "GET /v1/auth/me",
+            SelfService { keys_too: true },
+            Own,
+            fixed(|_| Call::get("/v1/auth/me")),
+        ),
+        row(
+            "POST /v1/auth/password",
+            own,
+            Own,
+            shared(|w| async move {
+                let me = w.fresh_account(&["user"]).await;
+                let body = json!({
+                    "current_password": PASSWORD,
+                    "new_password": "Another-Route-Passphrase-77",
+                });
+                Call::post("/v1/auth/password", body).by(&me.token)
+            }),
+        ),
+        public_post(
+            "POST /v1/auth/password/reset",
+            400,
+            json!({"user": stranger(), "token": "idp_not_a_real_token", "password": PASSWORD}),
+        ),
+        public_post("POST /v1/auth/password/reset-request", 202, nobody),
+        public_post(
+            "POST /v1/auth/refresh",
+            401,
+            json!({"refresh_token": "idr_not_a_real_token"}),
+        ),
+        row(
+            "GET /v1/auth/sessions",
+            own,
+            Own,
+            fixed(|_| Call::get("/v1/auth/sessions")),
+        ),
+        row(
+            "DELETE /v1/auth/sessions/{id}",
+            own,
+            Own,
+            shared(|w| async move {
+                let me = w.fresh_account(&["user"]).await;
+                Call::delete(format!("/v1/auth/sessions/{}", me.session)).by(&me.token)
+            }),
+        )
+        // spec: one's own sessions only; someone else's is answered as an unknown one.
+        .also(
+            AdminB,
+            prepared(|w| Call::delete(format!("/v1/auth/sessions/{}", w.target.session))),
+            Expect::Refused(404, Some("session_not_found")),
+        ),
+        row(
+            "POST /v1/auth/sign-in",
+            Public { status: 200 },
+            Nobody,
+            fixed(|w| {
+                let body = json!({"email": w.admin_a.email, "password": PASSWORD});
+                Call::post("/v1/auth/sign-in", body)
+            }),
+        ),
+        public_post(
+            "POST /v1/auth/sign-in/second-factor",
+            401,
+            json!({"challenge": "not-a-real-challenge", "code": "123456"}),
+        ),
+        row(
+            "POST /v1/auth/sign-out",
+            own,
+            Own,
+            shared(|w| async move {
+                let me = w.fresh_account(&["user"]).await;
+                Call::post_empty("/v1/auth/sign-out").by(&me.token)
+            }),
+        ),
+        row(
+            "POST /v1/auth/switch-tenant",
+            own,
+            Own,
+            shared(|w| async move {
+                let me = w.fresh_account(&["user"]).await;
+                let joined = w
+                    .svc
+                    .post(
+                        &format!("/v1/tenants/{BETA}/users/{}/roles", me.id),
+                        json!({"role": "user"}),
+                    )
+                    .await;
+                created(&joined, "a second tenant to switch to");
+                let body = json!({"tenant": BETA, "refresh_token": me.refresh});
+                Call::post("/v1/auth/switch-tenant", body).by(&me.token)
+            }),
+        ),
+        row(
+            "POST /v1/auth/totp/confirm",
+            own,
+            Own,
+            shared(|w| async move {
+                let me = w.fresh_account(&["user"]).await;
+                let code = totp_code(&w.totp_secret(&me).await);
+                Call::post("/v1/auth/totp/confirm", json!({"code": code})).by(&me.token)
+            }),
+        ),
+        row(
+            "POST /v1/auth/totp/disable",
+            own,
+            Own,
+            shared(|w| async move {
+                let me = w.fresh_account(&["user"]).await;
+                let code = totp_code(&w.totp_secret(&me).await);
+                let confirmed = w
+                    .svc
+                    .post_as(&me.token, "/v1/auth/totp/confirm", json!({"code": code}))
+                    .await;
+                created(&confirmed, "a confirmed second factor");
+                let body = json!({"password": PASSWORD});
+                Call::post("/v1/auth/totp/disable", body).by(&me.token)
+            }),
+        ),
+        row(
+            "POST /v1/auth/totp/setup",
+            own,
+            Own,
+            shared(|w| async move {
+                let me = w.fresh_account(&["user"]).await;
+                Call::post_empty("/v1/auth/totp/setup").by(&me.token)
+            }),
+        ),
+        public_post(
+            "POST /v1/auth/verify-email",
+            400,
+            json!({"user": stranger(), "token": "ide_not_a_real_token"}),
+        ),
+        row(
+            "POST /v1/invitations/accept",
+            Public { status: 200 },
+            Nobody,
+            shared(|w| async move {
+                let (_, email) = w.fresh_invitation().await;
+                let token = invitation_token(&w.svc, &email).await;
+                let body = json!({"token": token, "password": PASSWORD});
+                Call::post("/v1/invitations/accept", body)
+            }),
+        ),
+        // ----- the check API with the tenant as a query parameter -----
+        row(
+            "GET /v1/permissions/entity/{entity}",
+            asking,
+            AdminA,
+            fixed(|w| {
+                let subject = about_target(w);
+                Call::get(format!(
+                    "/v1/permissions/entity/{ENTITY}?tenant={ACME}&subject={subject}"
+                ))
+            }),
+        ),
+        // ----- tenants -----
+        row(
+            "GET /v1/tenants",
+            AnyAuthenticated,
+            AdminA,
+            fixed(|_| Call::get("/v1/tenants")),
+        ),
+        row(
+            "POST /v1/tenants",
+            Platform,
+            Operator,
+            fresh(|w| async move {
+                let body = json!({"id": w.unique("made"), "name": "Made by the route table"});
+                Call::post("/v1/tenants", body)
+            }),
+        ),
+        row(
+            "GET /v1/tenants/{tenant}",
+            Tenant { needs: None },
+            AdminA,
+            fixed(|_| Call::get(acme(""))),
+        ),
+        row(
+            "PATCH /v1/tenants/{tenant}",
+            tenant("settings:update"),
+            AdminA,
+            fixed(|_| Call::patch(acme(""), json!({"name": "Acme Renamed"}))),
+        ),
+        row(
+            "POST /v1/tenants/{tenant}/access/check",
+            asking,
+            AdminA,
+            fixed(|w| Call::post(acme("/access/check"), check_body(w))),
+        )
+        // About oneself: standing is enough.
+        .also(
+            BareA,
+            prepared(|_| {
+                let body = json!({"permission": format!("entity.{ENTITY}:read")});
+                Call::post(acme("/access/check"), body)
+            }),
+            Expect::Allowed,
+        ),
+        row(
+            "POST /v1/tenants/{tenant}/access/check-batch",
+            asking,
+            AdminA,
+            fixed(|w| {
+                let body = json!({
+                    "subject": about_target(w),
+                    "permission": format!("entity.{ENTITY}:read"),
+                    "records": [RECORD],
+                });
+                Call::post(acme("/access/check-batch"), body)
+            }),
+        ),
+        row(
+            "POST /v1/tenants/{tenant}/access/explain",
+            asking,
+            AdminA,
+            fixed(|w| Call::post(acme("/access/explain"), check_body(w))),
+        ),
+        // ----- API keys -----
+        row(
+            "GET /v1/tenants/{tenant}/api-keys",
+            tenant("users:read"),
+            AdminA,
+            fixed(|_| Call::get(acme("/api-keys"))),
+        )
+        // One's own keys: any member.
+        .also(
+            BareA,
+            prepared(|w| Call::get(acme(&format!("/api-keys?owner={}", w.bare_a.id)))),
+            Expect::Allowed,
+        ),
+        row(
+            "POST /v1/tenants/{tenant}/api-keys",
+            tenant("users:update (a key for another member)"),
+            AdminA,
+            fixed(|w| {
+                let body = json!({
+                    "name": "for the target",
+                    "owner": w.target.id,
+                    "permissions": [KEY_RESTRICTION],
+                });
+                Call::post(acme("/api-keys"), body)
+            }),
+        ),
+        row(
+            "DELETE /v1/tenants/{tenant}/api-keys/{id}",
+            tenant("users:update (someone else's key)"),
+            AdminA,
+            fresh(|w| async move {
+                let body = json!({"name": "to revoke", "owner": w.target.id});
+                let issued = w.svc.post(&acme("/api-keys"), body).await;
+                created(&issued, "a key to revoke");
+                Call::delete(acme(&format!("/api-keys/{}", text(&issued.body["id"]))))
+            }),
+        ),
+        // ----- entities and records -----
+        row(
+            "GET /v1/tenants/{tenant}/entities",
+            tenant("entities:read"),
+            AdminA,
+            fixed(|_| Call::get(acme("/entities"))),
+        ),
+        row(
+            "POST /v1/tenants/{tenant}/entities",
+            tenant("entities:create"),
+            AdminA,
+            fresh(|w| async move {
+                let name = w.unique("ent").replace('-', "_");
+                let body = json!({"name": name, "fields": ["title"], "rls": true});
+                Call::post(acme("/entities"), body)
+            }),
+        ),
+        row(
+            "GET /v1/tenants/{tenant}/entities/{entity}",
+            tenant("entities:read"),
+            AdminA,
+            fixed(|_| Call::get(entity(""))),
+        ),
+        row(
+            "PUT /v1/tenants/{tenant}/entities/{entity}/field-rules/{role}",
+            tenant("fields:update"),
+            AdminA,
+            fixed(|_| Call::put(entity("/field-rules/user"), json!({"hidden": ["body"]}))),
+        ),
+        row(
+            "PUT /v1/tenants/{tenant}/entities/{entity}/fields",
+            tenant("fields:update"),
+            AdminA,
+            // Only adds a field: the field-rules row hides one of the others.
+            fixed(|_| {
+                let body = json!({"fields": ["title", "body", "notes"]});
+                Call::put(entity("/fields"), body)
+            }),
+        ),
+        row(
+            "PUT /v1/tenants/{tenant}/entities/{entity}/policy",
+            tenant("entities:update"),
+            AdminA,
+            fixed(|_| {
+                let body = json!({
+                    "read": ["_CREATOR", "user"],
+                    "update": ["_CREATOR"],
+                    "delete": ["_CREATOR"],
+                });
+                Call::put(entity("/policy"), body)
+            }),
+        ),
+        row(
+            "GET /v1/tenants/{tenant}/entities/{entity}/readable-records",
+            asking,
+            AdminA,
+            fixed(|w| {
+                let subject = about_target(w);
+                Call::get(entity(&format!("/readable-records?subject={subject}")))
+            }),
+        ),
+        row(
+            "PUT /v1/tenants/{tenant}/entities/{entity}/records/{record}/grants/{user}",
+            tenant("entity.doc:update"),
+            AdminA,
+            fixed(|w| {
+                let body = json!({"access": "read_only"});
+                Call::put(record(&format!("/grants/{}", w.target.id)), body)
+            }),
+        ),
+        row(
+            "DELETE /v1/tenants/{tenant}/entities/{entity}/records/{record}/grants/{user}",
+            tenant("entity.doc:update"),
+            AdminA,
+            fresh(|w| async move {
+                let granted = w.unique("granted");
+                let path = entity(&format!("/records/{granted}/grants/{}", w.target.id));
+                let grant = w.svc.put(&path, json!({"access": "read_write"})).await;
+                created(&grant, "a grant to withdraw");
+                Call::delete(path)
+            }),
+        ),
+        row(
+            "PUT /v1/tenants/{tenant}/entities/{entity}/records/{record}/local-roles/{user}/{role}",
+            tenant("role.user:assign"),
+            AdminA,
+            fixed(|w| {
+                let path = record(&format!("/local-roles/{}/user", w.target.id));
+                Call::put(path, json!({}))
+            }),
+        ),
+        row(
+            "DELETE /v1/tenants/{tenant}/entities/{entity}/records/{record}/local-roles/{user}/{role}",
+            tenant("role.user:revoke"),
+            AdminA,
+            fresh(|w| async move {
+                let local = w.unique("local");
+                let member = &w.target.id;
+                let path = entity(&format!("/records/{local}/local-roles/{member}/user"));
+                created(&w.svc.put(&path, json!({})).await, "a local role to take");
+                Call::delete(path)
+            }),
+        ),
+        row(
+            "PUT /v1/tenants/{tenant}/entities/{entity}/records/{record}/owner",
+            tenant("entity.doc:update"),
+            AdminA,
+            fixed(|w| Call::put(record("/owner"), json!({"user": w.target.id}))),
+        ),
+        row(
+            "PUT /v1/tenants/{tenant}/entities/{entity}/rls",
+            tenant("entities:update"),
+            AdminA,
+            fixed(|_| Call::put(entity("/rls"), json!({"enabled": true}))),
+        ),
+        row(
+            "GET /v1/tenants/{tenant}/entities/{entity}/visible-fields",
+            asking,
+            AdminA,
+            fixed(|w| {
+                let subject = about_target(w);
+                Call::get(entity(&format!("/visible-fields?subject={subject}")))
+            }),
+        ),
+        // ----- invitations and registration -----
+        row(
+            "GET /v1/tenants/{tenant}/invitations",
+            tenant("users:read"),
+            AdminA,
+            fixed(|_| Call::get(acme("/invitations"))),
+        ),
+        row(
+            "POST /v1/tenants/{tenant}/invitations",
+            tenant("users:create and role.user:assign"),
+            AdminA,
+            fresh(|w| async move {
+                let body = json!({"email": email(&w, "invited"), "roles": ["user"]});
+                Call::post(acme("/invitations"), body)
+            }),
+        ),
+        row(
+            "DELETE /v1/tenants/{tenant}/invitations/{id}",
+            tenant("users:create"),
+            AdminA,
+            fresh(|w| async move {
+                let (id, _) = w.fresh_invitation().await;
+                Call::delete(acme(&format!("/invitations/{id}")))
+            }),
+        ),
+        row(
+            "POST /v1/tenants/{tenant}/invitations/{id}/resend",
+            tenant("users:create"),
+            AdminA,
+            shared(|w| async move {
+                let (id, _) = w.fresh_invitation().await;
+                Call::post_empty(acme(&format!("/invitations/{id}/resend")))
+            }),
+        ),
+        row(
+            "POST /v1/tenants/{tenant}/register",
+            Public { status: 202 },
+            Nobody,
+            fresh(|w| async move {
+                let body = json!({"email": email(&w, "registered"), "password": PASSWORD});
+                Call::post(acme("/register"), body)
+            }),
+        )
+        // A tenant without self-registration (beta) answers as if it did not exist.
+        .also(
+            Nobody,
+            preparing(|w| async move {
+                let body = json!({"email": email(&w, "registered"), "password": PASSWORD});
+                Call::post(format!("/v1/tenants/{BETA}/register"), body)
+            }),
+            Expect::Hidden(Absent::Tenant),
+        ),
+        // ----- roles -----
+        row(
+            "GET /v1/tenants/{tenant}/roles",
+            tenant("roles:read"),
+            AdminA,
+            fixed(|_| Call::get(acme("/roles"))),
+        ),
+        row(
+            "POST /v1/tenants/{tenant}/roles",
+            tenant("roles:create"),
+            AdminA,
+            fresh(|w| async move {
+                let body = json!({
+                    "name": w.unique("role"),
+                    "permissions": [KEY_RESTRICTION],
+                    "global_access": false,
+                });
+                Call::post(acme("/roles"), body)
+            }),
+        ),
+        row(
+            "GET /v1/tenants/{tenant}/roles/{role}",
+            tenant("roles:read"),
+            AdminA,
+            fixed(|_| Call::get(acme("/roles/editor"))),
+        ),
+        row(
+            "PUT /v1/tenants/{tenant}/roles/{role}",
+            tenant("roles:update"),
+            AdminA,
+            fixed(|_| {
+                let body = json!({
+                    "description": "Edits",
+                    "permissions": [KEY_RESTRICTION, "files:read"],
+                    "global_access": false,
+                });
+                Call::put(acme("/roles/editor"), body)
+            }),
+        ),
+        row(
+            "DELETE /v1/tenants/{tenant}/roles/{role}",
+            tenant("roles:delete"),
+            AdminA,
+            fresh(|w| async move {
+                let name = w.unique("doomed");
+                let body = json!({"name": name, "permissions": [], "global_access": false});
+                created(&w.svc.post(&acme("/roles"), body).await, "a role to delete");
+                Call::delete(acme(&format!("/roles/{name}")))
+            }),
+        ),
+        row(
+            "PUT /v1/tenants/{tenant}/roles/{role}/menu",
+            tenant("menus:update"),
+            AdminA,
+            fixed(|_| {
+                let item = json!({"id": "docs", "label": "Docs", "permission": KEY_RESTRICTION});
+                Call::put(acme("/roles/editor/menu"), json!([item]))
+            }),
+        ),
+        // ----- settings -----
+        row(
+            "GET /v1/tenants/{tenant}/settings",
+            tenant("settings:read"),
+            AdminA,
+            fixed(|_| Call::get(acme("/settings"))),
+        ),
+        row(
+            "PUT /v1/tenants/{tenant}/settings",
+            tenant("settings:update"),
+            AdminA,
+            fixed(|_| Call::put(acme("/settings"), settings())),
+        ),
+        // ----- members -----
+        row(
+            "GET /v1/tenants/{tenant}/users",
+            tenant("users:read"),
+            AdminA,
+            fixed(|_| Call::get(acme("/users"))),
+        ),
+        row(
+            "POST /v1/tenants/{tenant}/users",
+            tenant("users:create and role.user:assign"),
+            AdminA,
+            fresh(|w| async move {
+                let body = json!({"email": email(&w, "created"), "roles": ["user"]});
+                Call::post(acme("/users"), body)
+            }),
+        ),
+        row(
+            "DELETE /v1/tenants/{tenant}/users/{user}",
+            tenant("users:delete"),
+            AdminA,
+            fresh(|w| async move {
+                let member = w.fresh_user(&["user"]).await;
+                Call::delete(acme(&format!("/users/{member}")))
+            }),
+        ),
+        row(
+            "GET /v1/tenants/{tenant}/users/{user}/menu",
+            reading_member,
+            AdminA,
+            fixed(|w| Call::get(acme(&format!("/users/{}/menu", w.target.id)))),
+        ),
+        row(
+            "GET /v1/tenants/{tenant}/users/{user}/permissions",
+            reading_member,
+            AdminA,
+            fixed(|w| Call::get(acme(&format!("/users/{}/permissions", w.target.id)))),
+        )
+        // One's own permissions: standing is enough.
+        .also(
+            BareA,
+            prepared(|w| Call::get(acme(&format!("/users/{}/permissions", w.bare_a.id)))),
+            Expect::Allowed,
+        ),
+        row(
+            "POST /v1/tenants/{tenant}/users/{user}/permissions",
+            tenant("permissions:create"),
+            AdminA,
+            fixed(|w| {
+                let body = json!({"permissions": ["workflows:update"]});
+                Call::post(acme(&format!("/users/{}/permissions", w.target.id)), body)
+            }),
+        ),
+        row(
+            "POST /v1/tenants/{tenant}/users/{user}/permissions/revoke",
+            tenant("permissions:delete"),
+            AdminA,
+            shared(|w| async move {
+                let path = acme(&format!("/users/{}/permissions", w.target.id));
+                let body = json!({"permissions": ["workflows:delete"]});
+                let granted = w.svc.post(&path, body.clone()).await;
+                created(&granted, "a permission to revoke");
+                Call::post(format!("{path}/revoke"), body)
+            }),
+        ),
+        row(
+            "GET /v1/tenants/{tenant}/users/{user}/roles",
+            reading_member,
+            AdminA,
+            fixed(|w| Call::get(acme(&format!("/users/{}/roles", w.target.id)))),
+        )
+        .also(
+            BareA,
+            prepared(|w| Call::get(acme(&format!("/users/{}/roles", w.bare_a.id)))),
+            Expect::Allowed,
+        ),
+        row(
+            "POST /v1/tenants/{tenant}/users/{user}/roles",
+            tenant("role.user:assign"),
+            AdminA,
+            fresh(|w| async move {
+                let member = w.fresh_user(&["bare"]).await;
+                let body = json!({"role": "user"});
+                Call::post(acme(&format!("/users/{member}/roles")), body)
+            }),
+        ),
+        row(
+            "DELETE /v1/tenants/{tenant}/users/{user}/roles/{role}",
+            tenant("role.user:revoke"),
+            AdminA,
+            fresh(|w| async move {
+                let member = w.fresh_user(&["user", "bare"]).await;
+                Call::delete(acme(&format!("/users/{member}/roles/user")))
+            }),
+        ),
+        // ----- users -----
+        row(
+            "GET /v1/users/{user}",
+            user("users:read"),
+            AdminA,
+            fixed(|w| Call::get(user_path(&w.target.id, ""))),
+        )
+        // Oneself: always.
+        .also(
+            BareA,
+            prepared(|w| Call::get(user_path(&w.bare_a.id, ""))),
+            Expect::Allowed,
+        ),
+        row(
+            "POST /v1/users/{user}/deactivate",
+            user("users:update"),
+            AdminA,
+            fresh(|w| async move {
+                let member = w.fresh_user(&["user"]).await;
+                Call::post_empty(user_path(&member, "/deactivate"))
+            }),
+        ),
+        row(
+            "POST /v1/users/{user}/erase",
+            user("users:delete"),
+            AdminA,
+            fresh(|w| async move {
+                let member = w.fresh_user(&["user"]).await;
+                Call::post_empty(user_path(&member, "/erase"))
+            }),
+        ),
+        row(
+            "PUT /v1/users/{user}/flags",
+            PlatformOverUser,
+            Operator,
+            fresh(|w| async move {
+                let member = w.fresh_user(&["user"]).await;
+                let body = json!({
+                    "dashboard_access": true,
+                    "api_access": false,
+                    "platform_admin": false,
+                });
+                Call::put(user_path(&member, "/flags"), body)
+            }),
+        ),
+        row(
+            "PUT /v1/users/{user}/profile",
+            user("users:update"),
+            AdminA,
+            fixed(|w| {
+                let body = json!({"first_name": "Grace", "last_name": "Hopper"});
+                Call::put(user_path(&w.target.id, "/profile"), body)
+            }),
+        )
+        // Oneself: always (with a session).
+        .also(
+            BareA,
+            prepared(|w| {
+                let body = json!({"first_name": "Bare", "last_name": "Member"});
+                Call::put(user_path(&w.bare_a.id, "/profile"), body)
+            }),
+            Expect::Allowed,
+        ),
+        row(
+            "POST /v1/users/{user}/reactivate",
+            user("users:update"),
+            AdminA,
+            fresh(|w| async move {
+                let member = w.fresh_user(&["user"]).await;
+                let deactivated = w
+                    .svc
+                    .post(&user_path(&member, "/deactivate"), json!({}))
+                    .await;
+                created(&deactivated, "a deactivated user");
+                Call::post_empty(user_path(&member, "/reactivate"))
+            }),
+        ),
+        row(
+            "POST /v1/users/{user}/reinstate",
+            user("users:update"),
+            AdminA,
+            fresh(|w| async move {
+                let member = w.fresh_user(&["user"]).await;
+                let body = json!({"reason": "route table"});
+                let suspended = w.svc.post(&user_path(&member, "/suspend"), body).await;
+                created(&suspended, "a suspended user");
+                Call::post_empty(user_path(&member, "/reinstate"))
+            }),
+        ),
+        row(
+            "GET /v1/users/{user}/sessions",
+            user("users:update"),
+            AdminA,
+            fixed(|w| Call::get(user_path(&w.target.id, "/sessions"))),
+        ),
+        row(
+            "POST /v1/users/{user}/sessions/revoke",
+            user("users:update"),
+            AdminA,
+            fresh(|w| async move {
+                let member = w.fresh_user(&["user"]).await;
+                Call::post_empty(user_path(&member, "/sessions/revoke"))
+            }),
+        ),
+        row(
+            "POST /v1/users/{user}/suspend",
+            user("users:update"),
+            AdminA,
+            fresh(|w| async move {
+                let member = w.fresh_user(&["user"]).await;
+                let body = json!({"reason": "route table"});
+                Call::post(user_path(&member, "/suspend"), body)
+            }),
+        ),
+        row(
+            "POST /v1/users/{user}/unlock",
+            user("users:update"),
+            AdminA,
+            shared(|w| async move {
+                // Locked out by wrong passwords (5 in a row by default).
+                let locked = w.fresh_account(&["user"]).await;
+                let wrong = json!({"email": locked.email, "password": "not-the-password-at-all"});
+                for _ in 0..5 {
+                    let refused = w
+                        .svc
+                        .post_anonymous("/v1/auth/sign-in", wrong.clone())
+                        .await;
+                    assert_eq!(refused.status, 401, "building the world: {refused:?}");
+                }
+                Call::post_empty(user_path(&locked.id, "/unlock"))
+            }),
+        ),
+    ]
+}
+
+// ----- the test -----
+
+const COVERAGE: &str = "every operation of /openapi.json has exactly one row";
+
+/// The failures, counted by rule, then one line each in the order the rows ran.
+fn report(failures: &[Failure]) -> String {
+    let mut by_rule: BTreeMap<&str, usize> = BTreeMap::new();
+    for (rule, _) in failures {
+        *by_rule.entry(rule).or_default() += 1;
+    }
+    let mut text = format!("{} authorization failures, by rule:\n", failures.len());
+    for (rule, count) in &by_rule {
+        text += &format!("{count:5}  {rule}\n");
+    }
+    text += "\nMETHOD path caller: expected …, got …\n";
+    for (_, line) in failures {
+        text += &format!("{line}\n");
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_each_caller_as_the_authorization_rules_say() {
+    let started = Instant::now();
+    let w = Arc::new(World::build().await);
+    let built = started.elapsed();
+    let mut failures: Vec<Failure> = Vec::new();
+
+    // The table covers the document, no more and no less.
+    let operations = operations(&w.svc).await;
+    let table = table();
+    let mut rows: BTreeMap<(String, String), &Row> = BTreeMap::new();
+    for row in &table {
+        if rows.insert(row.key(), row).is_some() {
+            let line = format!(
+                "{} {}: two rows in tests/routes.rs",
+                row.method, row.template
+            );
+            failures.push((COVERAGE, line));
+        }
+    }
+    for (method, path) in &operations {
+        if !rows.contains_key(&(method.clone(), path.clone())) {
+            let line = format!("{method} {path}: a new route needs a row in tests/routes.rs");
+            failures.push((COVERAGE, line));
+        }
+    }
+    for (method, path) in rows.keys() {
+        if !operations.contains(&(method.clone(), path.clone())) {
+            let line = format!("{method} {path}: a row without an operation in /openapi.json");
+            failures.push((COVERAGE, line));
+        }
+    }
+
+    // Public rows last: what anyone may do (sign in, register…) appends to the log, and must
+    // not land in the window where another row's refusal is checked to have appended nothing.
+    let mut order: Vec<&Row> = table
+        .iter()
+        .filter(|r| operations.contains(&r.key()))
+        .collect();
+    order.sort_by_key(|r| matches!(r.kind, Kind::Public { .. }));
+    for row in order {
+        run(&w, row, &mut failures).await;
+    }
+
+    eprintln!(
+        "routes: {} operations, {} rows; world built in {built:.1?}, table run in {:.1?}",
+        operations.len(),
+        table.len(),
+        started.elapsed() - built
+    );
+    assert!(failures.is_empty(), "{}", report(&failures));
+}
