@@ -101,7 +101,7 @@ aggregate!(RecordAggregate, Record, record, Record, RecordCommand, RecordEvent, 
 aggregate!(CredentialsAggregate, Credentials, credentials, Credentials, CredentialsCommand, CredentialsEvent, CredentialsError, {
     PasswordSet => PasswordSet, SignInFailed => SignInFailed, AccountLocked => AccountLocked,
     FailuresCleared => SignInFailuresCleared, Unlocked => AccountUnlocked, TokenIssued => SecretTokenIssued,
-    TokenRedeemed => SecretTokenRedeemed, TotpEnrolmentStarted => TotpEnrolmentStarted, TotpEnabled => TotpEnabled,
+    TokenRedeemed => SecretTokenRedeemed, TokenMissed => SecretTokenMissed, TotpEnrolmentStarted => TotpEnrolmentStarted, TotpEnabled => TotpEnabled,
     TotpCodeUsed => TotpCodeUsed, RecoveryCodesGenerated => RecoveryCodesGenerated, RecoveryCodeUsed => RecoveryCodeUsed,
     TotpDisabled => TotpDisabled,
 });

@@ -465,6 +465,17 @@ pub struct SecretTokenRedeemed {
     pub purpose: TokenPurpose,
 }
 
+/// A wrong code was presented while a live token of `purpose` (an emailed sign-in code) was
+/// waiting: the `misses`-th. At the limit the token dies (see
+/// `idstream_domain::identity::credentials::MAX_TOKEN_MISSES`). Not a password failure: it never
+/// counts toward a lock-out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretTokenMissed {
+    pub purpose: TokenPurpose,
+    pub misses: u32,
+}
+
 /// TOTP set-up began; the secret is sealed and waits for a first code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -881,6 +892,7 @@ catalogue! {
         AccountUnlocked => 1, Credentials;
         SecretTokenIssued => 1, Credentials;
         SecretTokenRedeemed => 1, Credentials;
+        SecretTokenMissed => 1, Credentials;
         TotpEnrolmentStarted => 1, Credentials;
         TotpEnabled => 1, Credentials;
         TotpCodeUsed => 1, Credentials;

@@ -170,6 +170,7 @@ impl Projection for AccessProjection {
             | DomainEvent::AccountUnlocked(_)
             | DomainEvent::SecretTokenIssued(_)
             | DomainEvent::SecretTokenRedeemed(_)
+            | DomainEvent::SecretTokenMissed(_)
             | DomainEvent::TotpEnrolmentStarted(_)
             | DomainEvent::TotpEnabled(_)
             | DomainEvent::TotpCodeUsed(_)

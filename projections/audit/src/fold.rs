@@ -475,6 +475,11 @@ fn describe(
             about.subject = own_user;
             about.fact("purpose", serde_name(&e.purpose));
         }
+        E::SecretTokenMissed(e) => {
+            about.subject = own_user;
+            about.fact("purpose", serde_name(&e.purpose));
+            about.fact("misses", e.misses.to_string());
+        }
         E::SignInFailuresCleared(_)
         | E::AccountUnlocked(_)
         | E::TotpEnrolmentStarted(_)

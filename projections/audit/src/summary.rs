@@ -231,6 +231,11 @@ fn summarize(e: &Stored, erased: &HashSet<UserId>) -> String {
             format!("a {} was emailed to {subject}", purpose(fact("purpose")))
         }
         "SecretTokenRedeemed" => format!("{subject} used their {}", purpose(fact("purpose"))),
+        "SecretTokenMissed" => format!(
+            "a wrong {} was presented for {subject} ({} so far)",
+            purpose(fact("purpose")),
+            fact("misses")
+        ),
         "TotpEnrolmentStarted" => {
             format!("{subject} started setting up two-factor authentication")
         }

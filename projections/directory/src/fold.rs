@@ -155,6 +155,7 @@ impl Projection for DirectoryProjection {
             | DomainEvent::AccountUnlocked(_)
             | DomainEvent::SecretTokenIssued(_)
             | DomainEvent::SecretTokenRedeemed(_)
+            | DomainEvent::SecretTokenMissed(_)
             | DomainEvent::TotpEnrolmentStarted(_)
             | DomainEvent::TotpEnabled(_)
             | DomainEvent::TotpCodeUsed(_)

@@ -68,9 +68,9 @@ impl Projection for IdentityProjection {
             }),
             // Outstanding emailed tokens are the write side's business (it reads them from the
             // aggregate's stream); here they only move the aggregate's position.
-            DomainEvent::SecretTokenIssued(_) | DomainEvent::SecretTokenRedeemed(_) => {
-                change_credentials(state, event, |_| {})
-            }
+            DomainEvent::SecretTokenIssued(_)
+            | DomainEvent::SecretTokenRedeemed(_)
+            | DomainEvent::SecretTokenMissed(_) => change_credentials(state, event, |_| {}),
             DomainEvent::TotpEnrolmentStarted(e) => change_credentials(state, event, |view| {
                 view.totp_pending = Some(e.secret);
             }),

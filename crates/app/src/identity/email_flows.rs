@@ -193,8 +193,19 @@ impl Core {
             .await;
         match redeemed {
             Ok(_) => {}
+            // A used, expired or unknown token is no password guess: it never counts toward a
+            // lock-out. A wrong emailed code while one is live counts against that code, which
+            // dies after a few (`MAX_TOKEN_MISSES`), so its million values cannot be tried.
             Err(AppError::Credentials(CredentialsError::InvalidToken)) => {
-                self.record_failure(user, client).await?;
+                if purpose == TokenPurpose::EmailCode {
+                    self.execute::<CredentialsAggregate>(
+                        &system_ctx("sign-in"),
+                        &credentials_key(user.id),
+                        "",
+                        CredentialsCommand::MissToken { purpose, now },
+                    )
+                    .await?;
+                }
                 return Err(AppError::InvalidCredentials);
             }
             Err(e) => return Err(e),
@@ -321,8 +332,9 @@ impl Identity {
         Ok(())
     }
 
-    /// Signs in with an emailed code. A wrong code counts as a failed sign-in (lock-out after
-    /// the usual number), so the million possible codes cannot be tried.
+    /// Signs in with an emailed code. A wrong code counts against the live code, which dies after
+    /// a few, so the million possible codes cannot be tried; it is no password failure and never
+    /// locks the account.
     ///
     /// Who: anyone (holding the code).
     pub async fn sign_in_email_code(

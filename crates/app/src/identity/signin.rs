@@ -595,9 +595,11 @@ impl Identity {
     /// Step one of a sign-in: email and password.
     ///
     /// Unknown addresses, wrong passwords, accounts without a password and locked accounts all
-    /// get [`AppError::InvalidCredentials`] after an argon2 check (except the locked ones, which
-    /// are refused before it). A right password of a suspended or deactivated account gets
-    /// [`AppError::AccountDisabled`].
+    /// get [`AppError::InvalidCredentials`] after one argon2 check, and nothing else that takes
+    /// long: a wrong password's failure is recorded after the answer (by
+    /// [`Identity::record_failure_behind`]), so that the four cost the same and timing tells
+    /// nothing about the account (`benches/signin_timing.rs` measures it). A right password of a
+    /// suspended or deactivated account gets [`AppError::AccountDisabled`].
     ///
     /// Who: anyone.
     pub async fn sign_in(
@@ -617,7 +619,7 @@ impl Identity {
             self.decoy_check(password).await;
             return Err(AppError::InvalidCredentials);
         };
-        let _turn = self.id().locks.lock(user.id).await;
+        let turn = self.id().locks.lock(user.id).await;
         // The password (or the user's status) may have changed a moment ago, maybe on another
         // replica.
         self.catch_up().await?;
@@ -625,12 +627,14 @@ impl Identity {
         let creds = self.credentials_view(user.id)?;
         let now = self.now();
         if creds.as_ref().is_some_and(|c| c.is_locked_at(now)) {
+            // As long as a wrong password takes: a lock-out must not show in the timing.
+            self.decoy_check(password).await;
             return Err(AppError::InvalidCredentials);
         }
         let sealed = creds.as_ref().and_then(|c| c.password.as_ref());
         if !self.password_matches(user.id, sealed, password).await? {
             if sealed.is_some() {
-                self.record_failure(&user, client).await?;
+                self.record_failure_behind(user, client.clone(), turn);
             }
             return Err(AppError::InvalidCredentials);
         }
@@ -785,6 +789,28 @@ impl Identity {
             via: Credential::Session(session),
             must_enrol_second_factor,
         })
+    }
+}
+
+impl Identity {
+    /// Records a wrong password's failure after the answer has gone, still holding the account's
+    /// turn (`turn`): the next attempt on the account waits for it and sees the failure, so the
+    /// count and the lock-out are exact, while the answer costs no more than for an unknown
+    /// address. If the log cannot take the failure it is logged and lost: the attempt was
+    /// refused anyway, and the source's rate limit still holds.
+    fn record_failure_behind(
+        &self,
+        user: UserView,
+        client: Client,
+        turn: tokio::sync::OwnedMutexGuard<()>,
+    ) {
+        let core = self.0.clone();
+        tokio::spawn(async move {
+            if let Err(error) = core.record_failure(&user, &client).await {
+                tracing::warn!(user = %user.id, %error, "a failed sign-in could not be recorded");
+            }
+            drop(turn);
+        });
     }
 }
 

@@ -15,8 +15,8 @@ use time::{Duration, OffsetDateTime};
 
 use crate::events::{
     AccountLocked, AccountUnlocked, PasswordSet, RecoveryCodeUsed, RecoveryCodesGenerated,
-    SecretTokenIssued, SecretTokenRedeemed, SignInFailed, SignInFailuresCleared, TotpCodeUsed,
-    TotpDisabled, TotpEnabled, TotpEnrolmentStarted,
+    SecretTokenIssued, SecretTokenMissed, SecretTokenRedeemed, SignInFailed, SignInFailuresCleared,
+    TotpCodeUsed, TotpDisabled, TotpEnabled, TotpEnrolmentStarted,
 };
 use crate::secret::{BlindIndex, Sealed};
 
@@ -70,11 +70,18 @@ impl Default for LockoutPolicy {
     }
 }
 
+/// Wrong codes a live token survives: the next one kills it, so the million six-digit email
+/// codes cannot be tried (each new code allows as many tries again, and codes are sent at most
+/// once a minute per account).
+pub const MAX_TOKEN_MISSES: u32 = 5;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutstandingToken {
     pub purpose: TokenPurpose,
     pub index: BlindIndex,
     pub expires_at: OffsetDateTime,
+    /// Wrong codes presented while it lived.
+    pub misses: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -134,6 +141,13 @@ pub enum CredentialsCommand {
         index: BlindIndex,
         now: OffsetDateTime,
     },
+    /// A code that matched no live token of `purpose` was presented. Counted against the live
+    /// token of that purpose, if there is one (an unknown, used or expired token leaves nothing
+    /// to count); never a password failure.
+    MissToken {
+        purpose: TokenPurpose,
+        now: OffsetDateTime,
+    },
     /// Uses up a password-reset token and sets the new password, in one append.
     ResetPassword {
         index: BlindIndex,
@@ -167,6 +181,7 @@ pub enum CredentialsEvent {
     Unlocked(AccountUnlocked),
     TokenIssued(SecretTokenIssued),
     TokenRedeemed(SecretTokenRedeemed),
+    TokenMissed(SecretTokenMissed),
     TotpEnrolmentStarted(TotpEnrolmentStarted),
     TotpEnabled(TotpEnabled),
     TotpCodeUsed(TotpCodeUsed),
@@ -281,6 +296,17 @@ pub fn decide(
             live_token(state, purpose, &index, now)?;
             Ok(vec![E::TokenRedeemed(SecretTokenRedeemed { purpose })])
         }
+        CredentialsCommand::MissToken { purpose, now } => Ok(state
+            .tokens
+            .iter()
+            .find(|t| t.purpose == purpose && now < t.expires_at)
+            .map(|t| {
+                vec![E::TokenMissed(SecretTokenMissed {
+                    purpose,
+                    misses: t.misses + 1,
+                })]
+            })
+            .unwrap_or_default()),
         CredentialsCommand::ResetPassword {
             index,
             password,
@@ -382,9 +408,17 @@ pub fn evolve(mut state: Credentials, event: &CredentialsEvent) -> Credentials {
                 purpose: e.purpose,
                 index: e.index.clone(),
                 expires_at: e.expires_at,
+                misses: 0,
             });
         }
         CredentialsEvent::TokenRedeemed(e) => state.tokens.retain(|t| t.purpose != e.purpose),
+        CredentialsEvent::TokenMissed(e) => {
+            if e.misses >= MAX_TOKEN_MISSES {
+                state.tokens.retain(|t| t.purpose != e.purpose);
+            } else if let Some(token) = state.tokens.iter_mut().find(|t| t.purpose == e.purpose) {
+                token.misses = e.misses;
+            }
+        }
         CredentialsEvent::TotpEnrolmentStarted(e) => state.totp_pending = Some(e.secret.clone()),
         CredentialsEvent::TotpEnabled(e) => {
             state.totp = state.totp_pending.take();
@@ -460,6 +494,95 @@ mod tests {
         let events = decide(&state, reset.clone()).unwrap();
         let used = events.iter().fold(state, evolve);
         assert_eq!(decide(&used, reset), Err(CredentialsError::InvalidToken));
+    }
+
+    fn missed(misses: u32) -> CredentialsEvent {
+        CredentialsEvent::TokenMissed(SecretTokenMissed {
+            purpose: TokenPurpose::EmailCode,
+            misses,
+        })
+    }
+
+    fn miss(now: OffsetDateTime) -> CredentialsCommand {
+        CredentialsCommand::MissToken {
+            purpose: TokenPurpose::EmailCode,
+            now,
+        }
+    }
+
+    fn redeem_code(byte: u8) -> CredentialsCommand {
+        CredentialsCommand::RedeemToken {
+            purpose: TokenPurpose::EmailCode,
+            index: index(byte),
+            now: NOW,
+        }
+    }
+
+    #[test]
+    fn a_wrong_code_counts_against_the_live_code_only() {
+        check(
+            &[issued(TokenPurpose::EmailCode, 1)],
+            miss(NOW),
+            Ok(vec![missed(1)]),
+        );
+        check(
+            &[issued(TokenPurpose::EmailCode, 1), missed(1)],
+            miss(NOW),
+            Ok(vec![missed(2)]),
+        );
+    }
+
+    #[test]
+    fn an_unknown_used_or_expired_code_leaves_nothing_to_count() {
+        check(&[], miss(NOW), Ok(vec![]));
+        check(
+            &[issued(TokenPurpose::EmailCode, 1)],
+            miss(NOW + Duration::minutes(10)),
+            Ok(vec![]),
+        );
+        let used = [
+            issued(TokenPurpose::EmailCode, 1),
+            CredentialsEvent::TokenRedeemed(SecretTokenRedeemed {
+                purpose: TokenPurpose::EmailCode,
+            }),
+        ];
+        check(&used, miss(NOW), Ok(vec![]));
+        // A live magic link is another purpose: a wrong code does not touch it.
+        check(&[issued(TokenPurpose::MagicLink, 1)], miss(NOW), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_code_survives_fewer_misses_than_the_limit_and_dies_at_it() {
+        let mut given = vec![issued(TokenPurpose::EmailCode, 1)];
+        given.extend((1..MAX_TOKEN_MISSES).map(missed));
+        check(
+            &given,
+            redeem_code(1),
+            Ok(vec![CredentialsEvent::TokenRedeemed(SecretTokenRedeemed {
+                purpose: TokenPurpose::EmailCode,
+            })]),
+        );
+        given.push(missed(MAX_TOKEN_MISSES));
+        check(&given, redeem_code(1), Err(CredentialsError::InvalidToken));
+        check(&given, miss(NOW), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_missed_code_is_no_password_failure() {
+        let given = [issued(TokenPurpose::EmailCode, 1), missed(1), missed(2)];
+        let state = given.iter().fold(Credentials::default(), evolve);
+        assert_eq!(state.failures, 0);
+        assert_eq!(state.locked_until, None);
+    }
+
+    #[test]
+    fn a_new_code_starts_without_misses() {
+        let given = [
+            issued(TokenPurpose::EmailCode, 1),
+            missed(4),
+            issued(TokenPurpose::EmailCode, 2),
+        ];
+        check(&given, miss(NOW), Ok(vec![missed(1)]));
     }
 
     #[test]
