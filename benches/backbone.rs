@@ -71,7 +71,7 @@ use idstream_eventlog::embedded::{EmbeddedLog, EmbeddedOptions};
 use idstream_eventlog::jetstream::{JetStreamLog, JetStreamOptions};
 use idstream_eventlog::{Expected, SharedLog};
 use idstream_projection_runtime::{ReadModels, apply_events, rebuild_offline};
-use idstream_server::startup::projections;
+
 use time::OffsetDateTime;
 use ulid::Ulid;
 
@@ -841,7 +841,13 @@ async fn rebuild_rate(
     let dir = scratch.join("rebuild");
     let started = Instant::now();
     let cpu_before = process_cpu();
-    let digests = rebuild_offline(&dir, log.clone(), projections(), |_, _| {}).await?;
+    let digests = rebuild_offline(
+        &dir,
+        log.clone(),
+        idstream_app::projections(Default::default()),
+        |_, _| {},
+    )
+    .await?;
     let rebuild_elapsed = started.elapsed();
     let cpu = process_cpu().saturating_sub(cpu_before);
     let rebuild = n as f64 / rebuild_elapsed.as_secs_f64();
@@ -917,7 +923,7 @@ async fn rebuild_rate(
             let db = sled::Config::new().path(&apply_dir).open()?;
             let started = Instant::now();
             let mut each = Vec::new();
-            for projection in projections() {
+            for projection in idstream_app::projections(Default::default()) {
                 let tree = db.open_tree(projection.name())?;
                 let one = Instant::now();
                 for page in &pages {
@@ -1069,7 +1075,7 @@ async fn stored_rows(dir: &Path) -> anyhow::Result<Rows> {
             by_prefix: BTreeMap::new(),
             trees: Vec::new(),
         };
-        for projection in projections() {
+        for projection in idstream_app::projections(Default::default()) {
             let mut kept = Vec::new();
             for entry in db.open_tree(projection.name())?.iter() {
                 let (key, value) = entry?;

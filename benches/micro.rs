@@ -275,7 +275,7 @@ fn codec(criterion: &mut Criterion, recorder: &Recorder, fixture: &Fixture) {
 }
 
 fn project(criterion: &mut Criterion, recorder: &Recorder) {
-    let directory = idstream_server::startup::projections()
+    let directory = idstream_app::projections(Default::default())
         .into_iter()
         .find(|p| p.name() == "directory")
         .expect("the service registers the directory projection");

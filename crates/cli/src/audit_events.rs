@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
+use idstream_audit::text::{PageView, QueryText};
 use idstream_audit::{Audit, AuditProjection, NAME};
 use idstream_projection_runtime::{Projection, ReadModels, RuntimeError};
-use idstream_server::routes::audit::{AuditEventsPage, AuditEventsQuery, audit_query};
 
 #[derive(Args)]
 pub(crate) struct EventsArgs {
@@ -67,7 +67,7 @@ pub(crate) struct EventsArgs {
 const STALL: Duration = Duration::from_secs(60);
 
 pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<()> {
-    let params = AuditEventsQuery {
+    let params = QueryText {
         tenant: args.tenant,
         actor: args.actor,
         subject: args.subject,
@@ -79,27 +79,19 @@ pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<()> {
         cursor: args.cursor,
         order: args.order,
         limit: args.limit,
-        min_position: None,
     };
-    let query = audit_query(&params).map_err(|p| anyhow::anyhow!("{} ({})", p.detail, p.code))?;
+    let query = params.parse()?;
     let config = args.common.config()?;
     if config.nats_url.is_none() {
         // Opening an embedded log creates one where there is none.
         let dir = config.data_dir.join("log");
-        let has_segments = std::fs::read_dir(&dir)
-            .map(|entries| {
-                entries
-                    .filter_map(Result::ok)
-                    .any(|e| e.file_name().to_string_lossy().ends_with(".seg"))
-            })
-            .unwrap_or(false);
         anyhow::ensure!(
-            has_segments,
+            idstream_eventlog::embedded::EmbeddedLog::exists(&dir),
             "there is no embedded log in {}",
             dir.display()
         );
     }
-    let log = idstream_server::startup::open_log(&config).await?;
+    let log = crate::startup::open_log(&config).await?;
     let projections = || -> Vec<Arc<dyn Projection>> { vec![Arc::new(AuditProjection)] };
 
     let store = config.data_dir.join("readmodels");
@@ -137,7 +129,7 @@ pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<()> {
     if let Some(scratch) = scratch {
         let _ = std::fs::remove_dir_all(scratch);
     }
-    let page = AuditEventsPage::from(result?);
+    let page = PageView::from(result?);
 
     if args.json {
         println!("{}", serde_json::to_string_pretty(&page)?);

@@ -7,13 +7,15 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::config::{Config, FileConfig};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use idstream_server::config::{Config, FileConfig};
 use tracing_subscriber::EnvFilter;
 
 mod audit_events;
+pub mod config;
 mod past;
+pub mod startup;
 mod verify;
 
 #[derive(Parser)]
@@ -190,7 +192,7 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(common) => {
-                idstream_server::startup::serve(common.config()?, shutdown_signal()).await
+                crate::startup::serve(common.config()?, shutdown_signal()).await
             }
             Command::Replay(args) if args.moment.as_of.is_some() || args.moment.out.is_some() => {
                 past::replay_as_of(args.common, args.moment).await
@@ -251,8 +253,8 @@ async fn bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
         .tenant
         .parse()
         .map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
-    let log = idstream_server::startup::open_log(&config).await?;
-    let (app, read_models, _) = idstream_server::startup::open_app(&config, log).await?;
+    let log = crate::startup::open_log(&config).await?;
+    let (app, read_models, _) = crate::startup::open_app(&config, log).await?;
     let result = app
         .identity
         .bootstrap(
@@ -283,14 +285,14 @@ async fn bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
 }
 
 async fn replay(config: Config) -> anyhow::Result<()> {
-    let log = idstream_server::startup::open_log(&config).await?;
+    let log = crate::startup::open_log(&config).await?;
     let dir = config.data_dir.join("readmodels");
     let started = std::time::Instant::now();
     let mut last_report = std::time::Instant::now();
     let digests = idstream_projection_runtime::rebuild_offline(
         &dir,
         log,
-        idstream_server::startup::projections(),
+        idstream_app::projections(Default::default()),
         |done, target| {
             if last_report.elapsed().as_millis() >= 500 || done == target {
                 last_report = std::time::Instant::now();

@@ -105,7 +105,7 @@ async fn replay(
         Some(text) => parse_as_of(text)?,
         None => AsOf::Position(u64::MAX),
     };
-    let log = idstream_server::startup::open_log(&config).await?;
+    let log = crate::startup::open_log(&config).await?;
     let (dir, temporary) = match &args.out {
         Some(dir) => (dir.clone(), None),
         None => {

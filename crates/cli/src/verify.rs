@@ -48,15 +48,8 @@ pub(crate) async fn run(args: VerifyArgs) -> anyhow::Result<()> {
     if config.nats_url.is_none() {
         // Opening an embedded log creates one where there is none: refuse to "verify" that.
         let dir = config.data_dir.join("log");
-        let has_segments = std::fs::read_dir(&dir)
-            .map(|entries| {
-                entries
-                    .filter_map(Result::ok)
-                    .any(|e| e.file_name().to_string_lossy().ends_with(".seg"))
-            })
-            .unwrap_or(false);
         anyhow::ensure!(
-            has_segments,
+            idstream_eventlog::embedded::EmbeddedLog::exists(&dir),
             "there is no embedded log in {}",
             dir.display()
         );
@@ -67,7 +60,7 @@ pub(crate) async fn run(args: VerifyArgs) -> anyhow::Result<()> {
         "no trusted keys to verify signatures with"
     );
 
-    let log = match idstream_server::startup::open_raw_log(&config).await {
+    let log = match crate::startup::open_raw_log(&config).await {
         Ok(log) => log,
         Err(e) => {
             // An embedded log whose acknowledged records are damaged refuses to open.
@@ -124,7 +117,7 @@ fn not_verified(finding: String) -> anyhow::Result<()> {
 }
 
 async fn trusted_keys(
-    config: &idstream_server::config::Config,
+    config: &crate::config::Config,
     jwks: Option<&std::path::Path>,
 ) -> anyhow::Result<TrustedKeys> {
     if let Some(path) = jwks {
@@ -135,7 +128,7 @@ async fn trusted_keys(
         return TrustedKeys::from_jwks(&value)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()));
     }
-    let store = idstream_server::startup::key_store(config).await?;
+    let store = crate::startup::key_store(config).await?;
     let document = store
         .get(idstream_keys::keys::SIGNING_DOCUMENT)
         .await

@@ -1,5 +1,7 @@
 //! The HTTP layer of idstream: axum routes, problem+json errors, health, readiness, metrics and
-//! the OpenAPI document, plus the startup that wires the log, the read models and the app.
+//! the OpenAPI document. It authenticates requests and hands them to the application, which
+//! authorizes; the composition root (opening the log, the keys, the read models and the app, and
+//! serving) is the `idstream` command's (`idstream_cli::startup`).
 //!
 //! **Architecture invariant:** handlers hold no business rule, no authorization and no storage
 //! call: they extract and authenticate, call one operation of one service of `idstream_app::App`
@@ -7,13 +9,11 @@
 //! one to one. Every error leaves through [`error::ApiError`].
 
 pub mod client;
-pub mod config;
 pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
-pub mod startup;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -124,6 +124,22 @@ impl AppState {
             .inc();
         Ok(result?)
     }
+}
+
+/// Serves the HTTP API on `listener` until `shutdown` resolves, then drains the requests in
+/// flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    max_body_bytes: usize,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(state, max_body_bytes).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// The whole HTTP API.

@@ -33,6 +33,7 @@ mod fold;
 mod keys;
 mod query;
 mod summary;
+pub mod text;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

@@ -276,6 +276,19 @@ fn read_raw_runs_blocking(runs: &[Run]) -> Result<Vec<RawEvent>, LogError> {
 }
 
 impl EmbeddedLog {
+    /// Whether `dir` holds an embedded log (at least one segment). [`EmbeddedLog::open`]
+    /// creates a log where there is none; tools that must not (verifying, reading the trail)
+    /// ask this first.
+    pub fn exists(dir: &Path) -> bool {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries.filter_map(Result::ok).any(|entry| {
+                    format::parse_segment_file_name(&entry.file_name().to_string_lossy()).is_some()
+                })
+            })
+            .unwrap_or(false)
+    }
+
     /// Opens the log in `dir` (created if missing), recovering from a crash if needed.
     ///
     /// Fails with [`LogError::Unavailable`] if another process or another `EmbeddedLog` in this

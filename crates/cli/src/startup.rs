@@ -1,4 +1,6 @@
-//! Wiring: open the log, start the read models, build the app, serve HTTP until shutdown.
+//! The composition root: open the log (decrypting personal data) and the key store, start the
+//! read models, build the app, start the tasks that run beside it (key upkeep, tamper-evidence
+//! checkpoints), and serve HTTP until shutdown.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -14,17 +16,12 @@ use idstream_keys::{
     FileKeyStore, JetStreamKeyStore, JetStreamKeyStoreOptions, KeyStore, Keys, PersonalDataLog,
     PersonalKeys,
 };
-use idstream_projection_runtime::{Projection, ReadModels};
+use idstream_projection_runtime::ReadModels;
+
+use idstream_server::metrics::Metrics;
+use idstream_server::{AppState, StateParts};
 
 use crate::config::Config;
-use crate::metrics::Metrics;
-use crate::{AppState, router};
-
-/// Every read model the service maintains, with a cache of their own (for offline rebuilds and
-/// benchmarks; the service shares one cache with its [`App`], see [`serve`]).
-pub fn projections() -> Vec<Arc<dyn Projection>> {
-    idstream_app::projections(Arc::default())
-}
 
 /// Opens the configured log as the service uses it: personal data in events is encrypted with
 /// per-user keys from the key store on the way in and decrypted on the way out
@@ -243,7 +240,7 @@ pub async fn serve(
         })
     };
     let chain = start_chain_checkpoints(&config, app.operations.log().clone()).await?;
-    let state = AppState::new(crate::StateParts {
+    let state = AppState::new(StateParts {
         app,
         admin_token: admin_token.map(Arc::new),
         metrics: Arc::new(Metrics::new()),
@@ -257,13 +254,7 @@ pub async fn serve(
     tracing::info!(%addr, "listening");
     println!("idstream listening on http://{addr}");
     let _ = std::io::stdout().flush();
-    axum::serve(
-        listener,
-        router(state, config.max_body_bytes)
-            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await?;
+    idstream_server::serve(listener, state, config.max_body_bytes, shutdown).await?;
     upkeep.abort();
     chain.abort();
     tracing::info!("HTTP server stopped; stopping read models");

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::client::{IpNet, TrustedProxies};
+use idstream_server::client::{IpNet, TrustedProxies};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -36,7 +36,7 @@ pub struct Config {
     /// …or once this long has passed since it, if anything was appended.
     pub chain_checkpoint_interval: Duration,
     /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` names the client; none by
-    /// default, so the socket peer is the client (see [`crate::client`]).
+    /// default, so the socket peer is the client (see [`idstream_server::client`]).
     pub trusted_proxies: TrustedProxies,
 }
 
