@@ -23,6 +23,7 @@ use super::rfc3339;
 use crate::AppState;
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiQuery, Caller, MinPosition};
+use crate::openapi::formats;
 
 pub mod past;
 
@@ -41,35 +42,70 @@ pub struct AuditEventsQuery {
     /// (its sessions; sign-in failures, lock-outs and lifecycle events of its members). `_`:
     /// the events without a tenant. Absent: every tenant. Both of those are for platform
     /// administrators only.
-    #[param(example = "acme")]
+    #[param(value_type = Option<formats::AuditScope>)]
     pub tenant: Option<String>,
-    /// Who caused the event: `user:<id>`, `api_key:<id>` or `system:<name>`.
-    #[param(example = "user:01ARZ3NDEKTSV4RRFFQ69G5FAV")]
+    /// Who caused the event.
+    #[param(value_type = Option<formats::AuditActor>)]
     pub actor: Option<String>,
-    /// The user the event is about (a user id).
+    /// The user the event is about.
+    #[param(value_type = Option<formats::UserId>)]
     pub subject: Option<String>,
-    /// `tenant`, `user`, `membership`, `email`, `role`, `entity`, `record`, `credentials`,
-    /// `session`, `invitation`, `api_key`, …
+    /// The kind of aggregate the event belongs to.
+    #[param(value_type = Option<AggregateTypeParam>)]
     pub aggregate_type: Option<String>,
     /// Needs `aggregate_type`.
     pub aggregate_id: Option<String>,
     /// Event types, comma-separated (any of them).
     #[serde(rename = "type")]
-    #[param(rename = "type", example = "SessionStarted,SignInFailed")]
+    #[param(rename = "type", value_type = Option<Vec<formats::EventType>>, example = "SessionStarted,SignInFailed")]
     pub event_type: Option<String>,
     /// RFC 3339, inclusive.
-    #[param(example = "2026-03-01T00:00:00Z")]
+    #[param(value_type = Option<String>, format = DateTime, example = "2026-03-01T00:00:00Z")]
     pub from: Option<String>,
     /// RFC 3339, exclusive.
+    #[param(value_type = Option<String>, format = DateTime)]
     pub to: Option<String>,
     /// `next` or `prev` of an earlier page.
+    #[param(value_type = Option<formats::AuditCursor>)]
     pub cursor: Option<String>,
-    /// `newest` (default) or `oldest` first.
+    /// Newest (default) or oldest first.
+    #[param(value_type = Option<OrderParam>)]
     pub order: Option<String>,
     /// Page size, 1 to 500 (default 50).
+    #[param(value_type = Option<formats::PageLimit>)]
     pub limit: Option<usize>,
     /// Consistency token; also accepted as the `X-Idstream-Min-Position` header.
+    #[param(minimum = 0)]
     pub min_position: Option<u64>,
+}
+
+/// The kinds of aggregate, for the `aggregate_type` filter.
+#[derive(utoipa::ToSchema)]
+#[schema(as = AggregateType, rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum AggregateTypeParam {
+    Tenant,
+    User,
+    Membership,
+    Email,
+    Role,
+    Entity,
+    Record,
+    Credentials,
+    Session,
+    Invitation,
+    ApiKey,
+    Chain,
+    AdminGuard,
+}
+
+/// The order of a page of the trail.
+#[derive(utoipa::ToSchema)]
+#[schema(as = AuditOrder, rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum OrderParam {
+    Newest,
+    Oldest,
 }
 
 /// A query parameter that cannot be used, with the problem code it is answered with.
@@ -93,13 +129,19 @@ impl From<QueryProblem> for ApiError {
 
 /// The parameters as a query, or what is wrong with them (shared with `idstream audit events`).
 pub fn audit_query(params: &AuditEventsQuery) -> Result<AuditQuery, QueryProblem> {
-    let invalid = |e: idstream_audit::QueryError| QueryProblem {
-        code: "invalid_query",
-        detail: e.to_string(),
-    };
+    fn invalid(name: &'static str) -> impl Fn(idstream_audit::QueryError) -> QueryProblem {
+        move |e| {
+            let text = e.to_string();
+            let rule = text.strip_prefix(&format!("{name}: ")).unwrap_or(&text);
+            QueryProblem {
+                code: "invalid_query",
+                detail: format!("query parameter `{name}`: {rule}"),
+            }
+        }
+    }
     let scope = match params.tenant.as_deref() {
         None => Scope::All,
-        Some(tenant) => tenant.parse().map_err(invalid)?,
+        Some(tenant) => tenant.parse().map_err(invalid("tenant"))?,
     };
     let mut filter = AuditFilter::scope(scope);
     filter.actor = params
@@ -107,7 +149,7 @@ pub fn audit_query(params: &AuditEventsQuery) -> Result<AuditQuery, QueryProblem
         .as_deref()
         .map(idstream_audit::parse_actor)
         .transpose()
-        .map_err(invalid)?;
+        .map_err(invalid("actor"))?;
     filter.subject = params
         .subject
         .as_deref()
@@ -115,46 +157,46 @@ pub fn audit_query(params: &AuditEventsQuery) -> Result<AuditQuery, QueryProblem
         .transpose()
         .map_err(|e| QueryProblem {
             code: "invalid_query",
-            detail: format!("subject: {e}"),
+            detail: format!("query parameter `subject`: {e}"),
         })?;
     filter.aggregate_type = params
         .aggregate_type
         .as_deref()
         .map(idstream_audit::parse_aggregate_type)
         .transpose()
-        .map_err(invalid)?;
+        .map_err(invalid("aggregate_type"))?;
     filter.aggregate_id = params.aggregate_id.clone();
     if let Some(types) = params.event_type.as_deref() {
-        filter.event_types = idstream_audit::parse_event_types(types).map_err(invalid)?;
+        filter.event_types = idstream_audit::parse_event_types(types).map_err(invalid("type"))?;
     }
     filter.from = params
         .from
         .as_deref()
         .map(|t| idstream_audit::parse_time("from", t))
         .transpose()
-        .map_err(invalid)?;
+        .map_err(invalid("from"))?;
     filter.to = params
         .to
         .as_deref()
         .map(|t| idstream_audit::parse_time("to", t))
         .transpose()
-        .map_err(invalid)?;
-    filter.validate().map_err(invalid)?;
+        .map_err(invalid("to"))?;
+    filter.validate().map_err(|e| QueryProblem {
+        code: "invalid_query",
+        detail: format!("query: {e}"),
+    })?;
     let cursor = params
         .cursor
         .as_deref()
         .map(str::parse::<Cursor>)
         .transpose()
-        .map_err(|e| QueryProblem {
-            code: "invalid_cursor",
-            detail: e.to_string(),
-        })?;
+        .map_err(invalid("cursor"))?;
     let order = params
         .order
         .as_deref()
         .map(str::parse::<Order>)
         .transpose()
-        .map_err(invalid)?
+        .map_err(invalid("order"))?
         .unwrap_or_default();
     let limit = match params.limit {
         None => DEFAULT_LIMIT,
@@ -162,7 +204,9 @@ pub fn audit_query(params: &AuditEventsQuery) -> Result<AuditQuery, QueryProblem
         Some(_) => {
             return Err(QueryProblem {
                 code: "invalid_query",
-                detail: format!("limit must be between 1 and {MAX_LIMIT}"),
+                detail: format!(
+                    "query parameter `limit`: a page size is an integer from 1 to {MAX_LIMIT}"
+                ),
             });
         }
     };
@@ -278,9 +322,7 @@ impl From<AuditPage> for AuditEventsPage {
 #[utoipa::path(get, path = "/v1/audit/events", tag = "audit",
     params(AuditEventsQuery),
     responses((status = 200, body = AuditEventsPage),
-        (status = 400, body = Problem, description = "invalid_query, invalid_cursor, invalid_min_position"),
-        (status = 403, body = Problem, description = "forbidden (no audit:read in the tenant), platform_admin_only (no tenant, or `_`)"),
-        (status = 404, body = Problem, description = "tenant_not_found")),
+        (status = 403, body = Problem, description = "`forbidden` (no audit:read in the tenant), `platform_admin_only` (no tenant, or the events of no tenant)")),
     security(("bearer" = [])))]
 pub async fn audit_events(
     State(state): State<AppState>,
