@@ -336,13 +336,13 @@ async fn bad_checks_get_clear_problems() {
         .assert_problem(422, "invalid_body");
     ask(json!({"subject": "someone", "permission": "files:read"}))
         .await
-        .assert_problem(400, "invalid_subject");
+        .assert_problem(422, "invalid_body");
     ask(json!({"permission": "files:read"}))
         .await
         .assert_problem(400, "subject_required");
     ask(json!({"subject": format!("user:{ada}"), "permission": "files:read", "record": "R1"}))
         .await
-        .assert_problem(400, "invalid_check");
+        .assert_problem(422, "invalid_body");
     ask(json!({"subject": format!("user:{ada}"), "permission": "entity.project:read", "record": "bad id!"}))
         .await
         .assert_problem(422, "invalid_body");
@@ -357,7 +357,7 @@ async fn bad_checks_get_clear_problems() {
         json!({"subject": "anonymous", "permission": "entity.project:read", "records": []}),
     )
     .await
-    .assert_problem(400, "invalid_batch");
+    .assert_problem(422, "invalid_body");
     svc.get("/v1/tenants/acme/entities/ghost/visible-fields?subject=anonymous")
         .await
         .assert_problem(404, "entity_not_found");

@@ -2219,9 +2219,16 @@ async fn the_identity_endpoints_are_in_the_openapi_document() {
         let operation = &openapi.body["paths"][path][method];
         assert!(operation.is_object(), "{method} {path} is missing");
         if path.starts_with("/v1/") {
+            // A Problem whose `code` is one of those listed (see tests/contract.rs).
+            let schema =
+                &operation["responses"]["500"]["content"]["application/problem+json"]["schema"];
             assert_eq!(
-                operation["responses"]["500"]["content"]["application/problem+json"]["schema"]["$ref"],
-                "#/components/schemas/Problem",
+                schema["allOf"][0]["$ref"], "#/components/schemas/Problem",
+                "{method} {path}"
+            );
+            assert_eq!(
+                schema["allOf"][1]["properties"]["code"]["enum"],
+                json!(["internal"]),
                 "{method} {path}"
             );
         }

@@ -7,6 +7,7 @@ mod access_check;
 mod audit;
 mod chain;
 mod conformance;
+mod contract;
 mod embedded_faults;
 mod erasure;
 mod faults;

@@ -1980,6 +1980,20 @@ fn table() -> Vec<Row> {
                         .await;
                     assert_eq!(refused.status, 401, "building the world: {refused:?}");
                 }
+                // A wrong password's failure is recorded after its answer: wait for the lock-out
+                // in the log, so that it does not land in the middle of a refused call's check.
+                let trail = format!(
+                    "/v1/audit/events?tenant=_&subject={}&type=AccountLocked",
+                    locked.id
+                );
+                eventually("the lock-out is recorded", || async {
+                    let position = w.svc.log_position().await;
+                    let page = w.svc.get_at(&trail, position).await;
+                    page.body["items"]
+                        .as_array()
+                        .is_some_and(|items| !items.is_empty())
+                })
+                .await;
                 Call::post_empty(user_path(&locked.id, "/unlock"))
             }),
         ),

@@ -14,7 +14,9 @@ pub enum IdError {
         "a tenant id is 1 to 63 characters of a-z, 0-9 and '-', starting with a letter or digit"
     )]
     Tenant,
-    #[error("a user id is a ULID (26 characters of Crockford base32)")]
+    #[error(
+        "a user id is a ULID in its canonical form: 26 characters of upper-case Crockford base32 (0-9, A-Z without I, L, O and U), the first 0 to 7"
+    )]
     User,
     #[error("a role name is 1 to 64 characters of a-z, 0-9, '_' and '-', starting with a letter")]
     Role,
@@ -80,6 +82,8 @@ impl fmt::Display for TenantId {
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
 )]
 #[serde(try_from = "String", into = "String")]
+// The published event schemas keep their pattern: every id the service ever wrote matches the
+// stricter form too (the first character of a ULID it generates is at most 7).
 #[schemars(with = "String", extend("pattern" = r"^[0-9A-HJKMNP-TV-Z]{26}$"))]
 pub struct UserId(Ulid);
 
@@ -95,8 +99,10 @@ impl UserId {
 impl FromStr for UserId {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, IdError> {
-        // Only the canonical upper-case form is accepted so that one user has one subject.
-        if s.len() != 26 || s.bytes().any(|b| b.is_ascii_lowercase()) {
+        // Only the canonical form is accepted so that one user has one subject: upper case, and
+        // no first character above 7 (the decoder drops the bits that overflow 128, so such a
+        // text would name the same user as another).
+        if s.len() != 26 || s.bytes().any(|b| b.is_ascii_lowercase()) || s.as_bytes()[0] > b'7' {
             return Err(IdError::User);
         }
         Ulid::from_string(s).map(UserId).map_err(|_| IdError::User)
@@ -200,6 +206,17 @@ mod tests {
         assert!(id.parse::<UserId>().is_ok());
         assert_eq!(id.to_lowercase().parse::<UserId>(), Err(IdError::User));
         assert_eq!("not-a-ulid".parse::<UserId>(), Err(IdError::User));
+        // The largest ULID starts with 7; an 8 overflows and would alias a smaller id.
+        assert!("7ZZZZZZZZZZZZZZZZZZZZZZZZZ".parse::<UserId>().is_ok());
+        assert_eq!(
+            "8ZZZZZZZZZZZZZZZZZZZZZZZZZ".parse::<UserId>(),
+            Err(IdError::User)
+        );
+        // Crockford's excluded letters are not digits here.
+        assert_eq!(
+            "01ARZ3NDEKTSV4RRFFQ69G5FAI".parse::<UserId>(),
+            Err(IdError::User)
+        );
     }
 
     #[test]

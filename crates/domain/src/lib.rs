@@ -18,6 +18,7 @@ pub mod membership;
 pub mod schema;
 pub mod secret;
 pub mod tenant;
+pub mod text;
 pub mod user;
 
 pub use aggregate::Aggregate;

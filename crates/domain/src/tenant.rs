@@ -131,7 +131,9 @@ pub enum TenantError {
     AlreadyExists,
     #[error("no such tenant")]
     NotFound,
-    #[error("a tenant name is 1 to {MAX_NAME_CHARS} characters and not blank")]
+    #[error(
+        "a tenant name is 1 to {MAX_NAME_CHARS} characters (surrounding whitespace trimmed) that show something, without control or bidirectional-formatting characters (U+202A-U+202E, U+2066-U+2069)"
+    )]
     InvalidName,
     #[error(
         "invalid settings: password length bounds need min >= 8, max >= 64, max <= 1024, min <= max; invitation TTL 1-720 hours; session idle 1-43200 minutes; session max 1-8760 hours; magic link TTL 1-60 minutes"
@@ -141,9 +143,9 @@ pub enum TenantError {
 
 fn valid_name(name: &str) -> Result<String, TenantError> {
     let name = name.trim();
-    if name.is_empty()
+    if !crate::text::shows_something(name)
         || name.chars().count() > MAX_NAME_CHARS
-        || name.chars().any(char::is_control)
+        || !crate::text::is_displayable(name)
     {
         return Err(TenantError::InvalidName);
     }
@@ -248,6 +250,34 @@ mod tests {
             },
             Err(TenantError::InvalidName),
         );
+    }
+
+    #[test]
+    fn given_no_tenant_when_created_with_a_bidi_override_or_an_invisible_name_then_refused() {
+        for name in [
+            "\u{202E}",
+            "Acme\u{202E}cni",
+            "\u{2066}Acme\u{2069}",
+            "\u{200B}",
+            " \u{200B}\u{FEFF} ",
+        ] {
+            check(
+                &[],
+                TenantCommand::Create { name: name.into() },
+                Err(TenantError::InvalidName),
+            );
+        }
+    }
+
+    #[test]
+    fn given_a_tenant_when_renamed_to_a_bidi_override_or_an_invisible_name_then_refused() {
+        for name in ["\u{202E}", "\u{2060}"] {
+            check(
+                &[created("Acme")],
+                TenantCommand::Rename { name: name.into() },
+                Err(TenantError::InvalidName),
+            );
+        }
     }
 
     #[test]

@@ -160,7 +160,7 @@ pub enum UserError {
     #[error("the email address is not valid")]
     InvalidEmail,
     #[error(
-        "first and last names are at most {MAX_NAME_CHARS} characters without control characters"
+        "first and last names are at most {MAX_NAME_CHARS} characters (surrounding whitespace trimmed), empty or showing something, without control or bidirectional-formatting characters (U+202A-U+202E, U+2066-U+2069)"
     )]
     InvalidName,
     #[error("the user is already suspended")]
@@ -215,7 +215,7 @@ pub fn normalize_email(raw: &str) -> Result<String, UserError> {
 
 fn valid_name(name: &str) -> Result<String, UserError> {
     let name = name.trim();
-    if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+    if name.chars().count() > MAX_NAME_CHARS || !crate::text::is_displayable(name) {
         return Err(UserError::InvalidName);
     }
     Ok(name.to_owned())
@@ -793,6 +793,64 @@ mod tests {
             UserCommand::VerifyEmail,
             Ok(vec![UserEvent::EmailVerified(EmailVerified {})]),
         );
+    }
+
+    #[test]
+    fn given_no_user_when_registered_with_a_bidi_override_or_an_invisible_name_then_refused() {
+        for (first, last) in [
+            ("\u{202E}", "Lovelace"),
+            ("Ada", "ecalevoL\u{202E}"),
+            ("\u{2068}Ada", "Lovelace"),
+            ("\u{200B}", "Lovelace"),
+            ("Ada", "\u{FEFF} \u{2060}"),
+        ] {
+            let user = NewUser {
+                first_name: first.into(),
+                last_name: last.into(),
+                ..new_user("ada@example.com")
+            };
+            check(
+                &[],
+                UserCommand::Register(user.clone()),
+                Err(UserError::InvalidName),
+            );
+            check(&[], UserCommand::Invite(user), Err(UserError::InvalidName));
+        }
+    }
+
+    #[test]
+    fn given_no_user_when_registered_without_names_then_registered_with_empty_names() {
+        let user = NewUser {
+            first_name: " ".into(),
+            last_name: String::new(),
+            ..new_user("ada@example.com")
+        };
+        check(
+            &[],
+            UserCommand::Register(user),
+            Ok(vec![UserEvent::Registered(UserRegistered {
+                email: "ada@example.com".into(),
+                first_name: String::new(),
+                last_name: String::new(),
+                tenant: "acme".parse().unwrap(),
+            })]),
+        );
+    }
+
+    #[test]
+    fn given_a_user_when_the_profile_names_hold_a_bidi_override_or_only_invisibles_then_refused() {
+        for name in ["\u{202E}", "Ada\u{202A}", "\u{200D}"] {
+            check(
+                &[registered()],
+                UserCommand::ChangeProfile(Profile {
+                    first_name: name.into(),
+                    last_name: "King".into(),
+                    image_url: None,
+                    notifications: Default::default(),
+                }),
+                Err(UserError::InvalidName),
+            );
+        }
     }
 
     #[test]

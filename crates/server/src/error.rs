@@ -63,6 +63,21 @@ impl ApiError {
         }
     }
 
+    /// 422 `invalid_body`: a JSON body of the wrong shape, or a field of it breaking its format;
+    /// `place` names the field (`body field `roles[1]``).
+    pub fn invalid_body(place: impl std::fmt::Display, rule: impl std::fmt::Display) -> ApiError {
+        ApiError::BadRequest {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid_body",
+            detail: format!("{place}: {rule}"),
+        }
+    }
+
+    /// 400 `invalid_query`: a query parameter breaking its format; the detail names it.
+    pub fn invalid_query(detail: impl Into<String>) -> ApiError {
+        ApiError::bad_request("invalid_query", detail)
+    }
+
     /// Status, stable code and the detail shown to the client.
     fn parts(&self) -> (StatusCode, &'static str, String) {
         use StatusCode as S;

@@ -1,9 +1,13 @@
 //! The OpenAPI 3.1 document of the whole HTTP API, served at `/openapi.json`.
 
-use utoipa::openapi::path::Operation;
+pub mod formats;
+pub mod problems;
+
+use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn, ParameterStyle};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{Content, Ref, RefOr, Response, ResponseBuilder, Schema};
-use utoipa::{Modify, OpenApi};
+use utoipa::openapi::{Ref, RefOr, Required};
+use utoipa::{Modify, OpenApi, PartialSchema};
 
 use crate::error::Problem;
 use crate::routes::{self, CommandAccepted};
@@ -14,7 +18,14 @@ use crate::routes::{self, CommandAccepted};
         position of their last event (`position`, `X-Idstream-Position`); queries accept `X-Idstream-Min-Position` \
         or `min_position` and wait for it (bounded), then answer 503 `not_caught_up` with Retry-After; only the \
         audit trail's queries wait for the audit read model. \
-        Errors are RFC 9457 problem+json with a stable `code`."),
+        Errors are RFC 9457 problem+json with a stable `code`; every operation lists, for each status, the codes \
+        it can answer (the `enum` of `code`). One code per kind of mistake: a body that is not JSON is 400 \
+        `malformed_json`; a JSON body of the wrong shape, or with a field breaking its declared format (pattern, \
+        length, range), 422 `invalid_body`; a path parameter breaking its format 400 `invalid_path`; a query \
+        parameter breaking its format (or unknown) 400 `invalid_query`; well-formed input breaking a rule of the \
+        service 422 (or 409) with the rule's own code (`invalid_tenant_name`, `invalid_name`, `weak_password`, …). \
+        `detail` names the parameter or field and the rule. Any request with a body larger than the limit gets 413 \
+        `payload_too_large`, an unknown path 404 `not_found`, an unknown method 405 `method_not_allowed`."),
     paths(
         routes::operations::healthz, routes::operations::readyz, routes::operations::metrics, routes::operations::openapi,
         routes::operations::read_models, routes::operations::rebuild,
@@ -55,7 +66,7 @@ use crate::routes::{self, CommandAccepted};
         routes::audit::past::explain_as_of, routes::audit::past::holders_as_of, routes::audit::past::access_review,
     ),
     components(schemas(Problem, CommandAccepted)),
-    modifiers(&BearerAuth, &Problems),
+    modifiers(&BearerAuth, &Formats, &Operations),
     tags(
         (name = "auth", description = "Sign-in, sessions, passwords and two-factor authentication of the caller"),
         (name = "invitations"), (name = "api-keys"),
@@ -80,87 +91,322 @@ impl Modify for BearerAuth {
     }
 }
 
-/// Errors are `application/problem+json`, and every operation lists the problems any request can
-/// get besides its own: malformed input, missing credentials, bodies that are too large or not
-/// JSON, and the service-side 500 and 503. Declared once here rather than on every handler.
-struct Problems;
+/// The formats ([`formats`]) as components, and every path parameter typed by its name.
+struct Formats;
 
-const PROBLEM_JSON: &str = "application/problem+json";
-
-fn problem_response(description: &str) -> RefOr<Response> {
-    let schema: RefOr<Schema> = Ref::from_schema_name("Problem").into();
-    RefOr::T(
-        ResponseBuilder::new()
-            .description(description)
-            .content(PROBLEM_JSON, Content::new(Some(schema)))
-            .build(),
-    )
-}
-
-fn is_problem(content: &Content) -> bool {
-    matches!(&content.schema, Some(RefOr::Ref(r)) if r.ref_location.ends_with("/Problem"))
-}
-
-fn add_problems(operation: &mut Operation, path: &str) {
-    for response in operation.responses.responses.values_mut() {
-        if let RefOr::T(response) = response
-            && response
-                .content
-                .get("application/json")
-                .is_some_and(is_problem)
-            && let Some(content) = response.content.shift_remove("application/json")
-        {
-            response.content.insert(PROBLEM_JSON.to_owned(), content);
+impl Modify for Formats {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for format in formats::ALL {
+            components
+                .schemas
+                .insert(format.name.to_owned(), RefOr::T(format.schema()));
+        }
+        for (name, schema) in [
+            ("PageLimit", formats::PageLimit::schema()),
+            ("EventType", formats::EventType::schema()),
+        ] {
+            components.schemas.insert(name.to_owned(), schema);
         }
     }
-    if !path.starts_with("/v1/") {
-        return;
-    }
-    let mut standard = vec![
-        (
-            "400",
-            "malformed path, query or header (`invalid_path`, `invalid_query`, `invalid_min_position`, `invalid_idempotency_key`)",
-        ),
-        ("401", "missing or wrong bearer token (`unauthorized`)"),
-        ("500", "internal error (`internal`)"),
-        (
-            "503",
-            "event log unavailable or read models not caught up (`log_unavailable`, `not_caught_up`); see Retry-After",
-        ),
-    ];
-    if operation.request_body.is_some() {
-        standard.push(("413", "body too large (`payload_too_large`)"));
-        standard.push(("415", "body is not JSON (`unsupported_media_type`)"));
-        standard.push((
-            "422",
-            "body of the wrong shape (`invalid_body`) or breaking a rule",
-        ));
-    }
-    if path.contains('{') {
-        standard.push(("404", "no such resource"));
-    }
-    for (status, description) in standard {
-        operation
-            .responses
-            .responses
-            .entry(status.to_owned())
-            .or_insert_with(|| problem_response(description));
+}
+
+/// The names of a path template's parameters, in order.
+pub fn path_parameters(path: &str) -> Vec<&str> {
+    path.split('{')
+        .skip(1)
+        .filter_map(|rest| rest.split_once('}').map(|(name, _)| name))
+        .collect()
+}
+
+fn is_authenticated(operation: &Operation) -> bool {
+    operation.security.as_ref().is_some_and(|requirements| {
+        requirements.iter().any(|r| {
+            serde_json::to_value(r).is_ok_and(|v| v.as_object().is_some_and(|o| !o.is_empty()))
+        })
+    })
+}
+
+/// Sets a parameter, replacing one of the same name and place.
+fn set_parameter(operation: &mut Operation, parameter: Parameter) {
+    let parameters = operation.parameters.get_or_insert_with(Vec::new);
+    match parameters
+        .iter_mut()
+        .find(|p| p.name == parameter.name && p.parameter_in == parameter.parameter_in)
+    {
+        Some(existing) => {
+            let description = existing.description.take();
+            *existing = parameter;
+            if existing.description.is_none() {
+                existing.description = description;
+            }
+        }
+        // Path parameters first, in the path's order; the rest after what the handler declared.
+        None if parameter.parameter_in == ParameterIn::Path => {
+            let at = parameters
+                .iter()
+                .take_while(|p| p.parameter_in == ParameterIn::Path)
+                .count();
+            parameters.insert(at, parameter);
+        }
+        None => parameters.push(parameter),
     }
 }
 
-impl Modify for Problems {
+/// The parameters every operation of a kind has, declared here once: its path parameters (by
+/// [`formats::path_parameter`]), the consistency token every operation that knows its caller
+/// honours, and the idempotency key of every command.
+fn add_parameters(operation: &mut Operation, path: &str, shape: &problems::Shape) {
+    for name in path_parameters(path) {
+        let format = formats::path_parameter(name)
+            .unwrap_or_else(|| panic!("the path parameter {{{name}}} of {path} has no format"));
+        set_parameter(
+            operation,
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Path)
+                .required(Required::True)
+                .schema(Some(Ref::from_schema_name(format.name)))
+                .build(),
+        );
+    }
+    // The query strings the server reads hold each parameter once: a list is comma-separated.
+    for parameter in operation.parameters.iter_mut().flatten() {
+        let is_list = matches!(&parameter.schema, Some(RefOr::T(Schema::Array(_))))
+            || matches!(&parameter.schema, Some(RefOr::T(Schema::OneOf(one)))
+                if one.items.iter().any(|s| matches!(s, RefOr::T(Schema::Array(_)))));
+        if parameter.parameter_in == ParameterIn::Query && is_list {
+            parameter.style = Some(ParameterStyle::Form);
+            parameter.explode = Some(false);
+        }
+    }
+    if problems::WITHOUT_CALLER.contains(&shape.operation_id) {
+        return;
+    }
+    set_parameter(
+        operation,
+        ParameterBuilder::new()
+            .name("X-Idstream-Min-Position")
+            .parameter_in(ParameterIn::Header)
+            .required(Required::False)
+            .description(Some(
+                "Consistency token: the `position` of an earlier command. A query waits (bounded) until the \
+                 read models reach it, then answers 503 `not_caught_up`; a command waits before authenticating.",
+            ))
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::new(Type::Integer))
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                    .minimum(Some(0)),
+            ))
+            .build(),
+    );
+    let queries = operation
+        .parameters
+        .iter()
+        .flatten()
+        .any(|p| p.parameter_in == ParameterIn::Query);
+    if shape.is_get && !queries {
+        set_parameter(
+            operation,
+            ParameterBuilder::new()
+                .name("min_position")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some("The consistency token as a query parameter."))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(SchemaType::new(Type::Integer))
+                        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                        .minimum(Some(0)),
+                ))
+                .build(),
+        );
+    }
+    if problems::appends(shape) {
+        set_parameter(
+            operation,
+            ParameterBuilder::new()
+                .name("Idempotency-Key")
+                .parameter_in(ParameterIn::Header)
+                .required(Required::False)
+                .schema(Some(Ref::from_schema_name(formats::IDEMPOTENCY_KEY.name)))
+                .build(),
+        );
+    }
+}
+
+/// Gives every operation the parameters and problems of its kind (see [`add_parameters`] and
+/// [`problems`]).
+struct Operations;
+
+impl Modify for Operations {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for (path, item) in openapi.paths.paths.iter_mut() {
             let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
+                (&mut item.get, true),
+                (&mut item.put, false),
+                (&mut item.post, false),
+                (&mut item.delete, false),
+                (&mut item.patch, false),
             ];
-            for operation in operations.into_iter().flatten() {
-                add_problems(operation, path);
+            for (operation, is_get) in operations {
+                let Some(operation) = operation else { continue };
+                let operation_id = operation.operation_id.clone().unwrap_or_default();
+                let shape = problems::Shape {
+                    path,
+                    operation_id: &operation_id,
+                    is_get,
+                    authenticated: is_authenticated(operation),
+                };
+                add_parameters(operation, path, &shape);
+                problems::add(operation, &shape);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+
+    fn document() -> Value {
+        let doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serialises");
+        if let Some(path) = std::env::var_os("OPENAPI_OUT") {
+            std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+        }
+        doc
+    }
+
+    fn operations(doc: &Value) -> Vec<(String, String, &Value)> {
+        let mut out = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                out.push((method.to_uppercase(), path.clone(), operation));
+            }
+        }
+        out
+    }
+
+    /// The codes a problem response lists.
+    fn codes(response: &Value) -> Option<Vec<String>> {
+        let schema = &response["content"][problems::PROBLEM_JSON]["schema"];
+        let listed = schema["allOf"][1]["properties"]["code"]["enum"].as_array()?;
+        Some(
+            listed
+                .iter()
+                .map(|c| c.as_str().unwrap().to_owned())
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn every_problem_response_lists_its_codes_and_each_is_one_the_server_answers() {
+        let doc = document();
+        let mut wrong = Vec::new();
+        for (method, path, operation) in operations(&doc) {
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                let is_problem = response["content"].get(problems::PROBLEM_JSON).is_some();
+                if status.starts_with('2') {
+                    continue;
+                }
+                match (is_problem, codes(response)) {
+                    (true, Some(codes)) if !codes.is_empty() => {
+                        for code in codes {
+                            if !problems::CODES.contains(&code.as_str()) {
+                                wrong.push(format!("{method} {path} {status}: unknown `{code}`"));
+                            }
+                        }
+                    }
+                    _ => wrong.push(format!("{method} {path} {status}: no codes")),
+                }
+                for code in problems::codes_in(response["description"].as_str().unwrap_or("")) {
+                    if !problems::CODES.contains(&code.as_str()) {
+                        wrong.push(format!(
+                            "{method} {path} {status}: `{code}` in the description"
+                        ));
+                    }
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+    }
+
+    #[test]
+    fn every_authenticated_operation_answers_401_and_403_and_those_about_a_tenant_404() {
+        let doc = document();
+        let mut wrong = Vec::new();
+        for (method, path, operation) in operations(&doc) {
+            let authenticated = operation["security"].as_array().is_some_and(|s| {
+                s.iter()
+                    .any(|r| r.as_object().is_some_and(|o| !o.is_empty()))
+            });
+            if !authenticated {
+                continue;
+            }
+            let listed = |status: &str| codes(&operation["responses"][status]).unwrap_or_default();
+            if !listed("401").contains(&"unauthorized".to_owned()) {
+                wrong.push(format!("{method} {path}: no 401"));
+            }
+            if listed("403").is_empty() {
+                wrong.push(format!("{method} {path}: no 403"));
+            }
+            if path.contains("{tenant}") && !listed("404").contains(&"tenant_not_found".to_owned())
+            {
+                wrong.push(format!("{method} {path}: no 404 tenant_not_found"));
+            }
+            if path.starts_with("/v1/users/{user}")
+                && !listed("404").contains(&"user_not_found".to_owned())
+            {
+                wrong.push(format!("{method} {path}: no 404 user_not_found"));
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+    }
+
+    /// A schema, through references.
+    fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+        match schema["$ref"].as_str() {
+            Some(r) => resolve(
+                doc,
+                &doc["components"]["schemas"][r.rsplit('/').next().unwrap()],
+            ),
+            None => schema,
+        }
+    }
+
+    #[test]
+    fn every_string_parameter_has_a_format_and_limit_its_range() {
+        let doc = document();
+        let free = ["aggregate_id"];
+        let mut wrong = Vec::new();
+        for (method, path, operation) in operations(&doc) {
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                let name = parameter["name"].as_str().unwrap();
+                let place = parameter["in"].as_str().unwrap();
+                let mut schema = resolve(&doc, &parameter["schema"]);
+                if let Some(one) = schema["oneOf"].as_array() {
+                    schema = resolve(&doc, one.iter().find(|s| s["type"] != "null").unwrap());
+                }
+                if schema["type"] == "array" {
+                    schema = resolve(&doc, &schema["items"]);
+                }
+                let constrained = schema.get("pattern").is_some()
+                    || schema.get("enum").is_some()
+                    || schema.get("format").is_some()
+                    || schema["type"] != "string";
+                if place != "header" && !constrained && !free.contains(&name) {
+                    wrong.push(format!(
+                        "{method} {path}: {place} parameter {name} is any string"
+                    ));
+                }
+                if name == "limit" && (schema["minimum"] != 1 || schema["maximum"] != 500) {
+                    wrong.push(format!("{method} {path}: limit is not 1 to 500: {schema}"));
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
     }
 }

@@ -38,18 +38,37 @@ pub struct QueryText {
     pub limit: Option<usize>,
 }
 
-/// Why a [`QueryText`] cannot be used: a bad cursor, or any other parameter.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TextError {
-    #[error("{0}")]
-    Cursor(String),
-    #[error("{0}")]
-    Parameter(String),
+/// Why a [`QueryText`] cannot be used: the parameter (none when the combination is the
+/// problem) and the rule it breaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextError {
+    pub parameter: Option<&'static str>,
+    pub rule: String,
 }
 
-impl From<QueryError> for TextError {
-    fn from(error: QueryError) -> TextError {
-        TextError::Parameter(error.0)
+impl std::fmt::Display for TextError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.parameter {
+            Some(name) => write!(f, "query parameter `{name}`: {}", self.rule),
+            None => write!(f, "query: {}", self.rule),
+        }
+    }
+}
+
+impl std::error::Error for TextError {}
+
+/// The refusal of parameter `name`, its rule taken from `error` (without a repeated name).
+fn invalid(name: &'static str) -> impl Fn(QueryError) -> TextError {
+    move |error| {
+        let rule = error
+            .0
+            .strip_prefix(&format!("{name}: "))
+            .unwrap_or(&error.0)
+            .to_owned();
+        TextError {
+            parameter: Some(name),
+            rule,
+        }
     }
 }
 
@@ -58,55 +77,71 @@ impl QueryText {
     pub fn parse(&self) -> Result<AuditQuery, TextError> {
         let scope = match self.tenant.as_deref() {
             None => Scope::All,
-            Some(tenant) => tenant.parse()?,
+            Some(tenant) => tenant.parse().map_err(invalid("tenant"))?,
         };
         let mut filter = AuditFilter::scope(scope);
-        filter.actor = self.actor.as_deref().map(crate::parse_actor).transpose()?;
+        filter.actor = self
+            .actor
+            .as_deref()
+            .map(crate::parse_actor)
+            .transpose()
+            .map_err(invalid("actor"))?;
         filter.subject = self
             .subject
             .as_deref()
             .map(str::parse::<UserId>)
             .transpose()
-            .map_err(|e| TextError::Parameter(format!("subject: {e}")))?;
+            .map_err(|e| TextError {
+                parameter: Some("subject"),
+                rule: e.to_string(),
+            })?;
         filter.aggregate_type = self
             .aggregate_type
             .as_deref()
             .map(crate::parse_aggregate_type)
-            .transpose()?;
+            .transpose()
+            .map_err(invalid("aggregate_type"))?;
         filter.aggregate_id = self.aggregate_id.clone();
         if let Some(types) = self.event_type.as_deref() {
-            filter.event_types = crate::parse_event_types(types)?;
+            filter.event_types = crate::parse_event_types(types).map_err(invalid("type"))?;
         }
         filter.from = self
             .from
             .as_deref()
             .map(|t| crate::parse_time("from", t))
-            .transpose()?;
+            .transpose()
+            .map_err(invalid("from"))?;
         filter.to = self
             .to
             .as_deref()
             .map(|t| crate::parse_time("to", t))
-            .transpose()?;
-        filter.validate()?;
+            .transpose()
+            .map_err(invalid("to"))?;
+        filter.validate().map_err(|e| TextError {
+            parameter: None,
+            rule: e.0,
+        })?;
         let cursor = self
             .cursor
             .as_deref()
             .map(str::parse::<Cursor>)
             .transpose()
-            .map_err(|e| TextError::Cursor(e.to_string()))?;
+            .map_err(invalid("cursor"))?;
         let order = self
             .order
             .as_deref()
             .map(str::parse::<Order>)
-            .transpose()?
+            .transpose()
+            .map_err(invalid("order"))?
             .unwrap_or_default();
         let limit = match self.limit {
             None => DEFAULT_LIMIT,
             Some(n) if (1..=MAX_LIMIT).contains(&n) => n,
             Some(_) => {
-                return Err(TextError::Parameter(format!(
-                    "limit must be between 1 and {MAX_LIMIT}"
-                )));
+                return Err(TextError {
+                    parameter: Some("limit"),
+                    rule: format!("a page size is an integer from 1 to {MAX_LIMIT}"),
+                });
             }
         };
         Ok(AuditQuery {

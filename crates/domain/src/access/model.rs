@@ -464,7 +464,7 @@ pub const MAX_MENU_DEPTH: usize = 4;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MenuError {
     #[error(
-        "a menu holds at most {MAX_MENU_ITEMS} items nested at most {MAX_MENU_DEPTH} deep, each with a unique id of 1 to 64 characters and a label of 1 to 200 characters"
+        "a menu holds at most {MAX_MENU_ITEMS} items nested at most {MAX_MENU_DEPTH} deep, each with a unique id of 1 to 64 characters and a label of 1 to 200 characters (both showing something, without control or bidirectional-formatting characters), an href of at most 2000 and an icon of at most 200 characters"
     )]
     Invalid,
 }
@@ -485,13 +485,14 @@ pub fn validate_menu(items: &[MenuItem]) -> Result<(), MenuError> {
             let label = item.label.trim();
             *count <= MAX_MENU_ITEMS
                 && !item.id.is_empty()
-                && item.id.len() <= 64
-                && !item.id.chars().any(char::is_control)
-                && !label.is_empty()
+                && item.id.chars().count() <= 64
+                && crate::text::shows_something(&item.id)
+                && crate::text::is_displayable(&item.id)
+                && crate::text::shows_something(label)
                 && item.label.chars().count() <= 200
-                && !item.label.chars().any(char::is_control)
-                && item.href.as_ref().is_none_or(|h| h.len() <= 2000)
-                && item.icon.as_ref().is_none_or(|i| i.len() <= 200)
+                && crate::text::is_displayable(&item.label)
+                && item.href.as_ref().is_none_or(|h| h.chars().count() <= 2000)
+                && item.icon.as_ref().is_none_or(|i| i.chars().count() <= 200)
                 && ids.insert(item.id.clone())
                 && walk(&item.children, depth + 1, ids, count)
         })
@@ -587,5 +588,34 @@ mod tests {
             }])
             .is_err()
         );
+    }
+
+    #[test]
+    fn given_a_menu_item_with_a_bidi_override_or_an_invisible_label_or_id_when_validated_then_refused()
+     {
+        let item = |id: &str, label: &str| MenuItem {
+            id: id.into(),
+            label: label.into(),
+            href: None,
+            icon: None,
+            permission: None,
+            children: vec![],
+        };
+        for (id, label) in [
+            ("a", "\u{202E}"),
+            ("a", "Projects\u{2066}"),
+            ("a", "\u{200B}"),
+            ("\u{200B}", "Projects"),
+            ("a\u{202E}", "Projects"),
+        ] {
+            assert_eq!(
+                validate_menu(&[item(id, label)]),
+                Err(MenuError::Invalid),
+                "{id:?} {label:?}"
+            );
+        }
+        // An id of 64 characters is within bounds whatever their width in bytes.
+        assert!(validate_menu(&[item(&"é".repeat(64), "Projects")]).is_ok());
+        assert!(validate_menu(&[item(&"é".repeat(65), "Projects")]).is_err());
     }
 }

@@ -136,7 +136,7 @@ pub enum RoleError {
     )]
     BuiltIn,
     #[error(
-        "a role description is at most {MAX_DESCRIPTION_CHARS} characters without control characters"
+        "a role description is at most {MAX_DESCRIPTION_CHARS} characters (surrounding whitespace trimmed), empty or showing something, without control or bidirectional-formatting characters (U+202A-U+202E, U+2066-U+2069)"
     )]
     InvalidDescription,
     #[error("a role holds at most {MAX_PERMISSIONS} permissions")]
@@ -147,7 +147,7 @@ pub enum RoleError {
 
 fn description(text: &str) -> Result<String, RoleError> {
     let text = text.trim();
-    if text.chars().count() > MAX_DESCRIPTION_CHARS || text.chars().any(char::is_control) {
+    if text.chars().count() > MAX_DESCRIPTION_CHARS || !crate::text::is_displayable(text) {
         return Err(RoleError::InvalidDescription);
     }
     Ok(text.to_owned())
@@ -282,6 +282,40 @@ mod tests {
             permissions: perms(list),
             global_access: false,
         })
+    }
+
+    #[test]
+    fn given_no_role_when_defined_with_a_bidi_override_or_an_invisible_description_then_refused() {
+        for description in ["\u{202E}", "Edits \u{202B}invoices", "\u{200B}\u{2060}"] {
+            check(
+                &[],
+                RoleCommand::Define {
+                    name: name("editor"),
+                    description: description.into(),
+                    permissions: perms(&[]),
+                    global_access: false,
+                },
+                Err(RoleError::InvalidDescription),
+            );
+        }
+    }
+
+    #[test]
+    fn given_no_role_when_defined_without_a_description_then_it_is_defined() {
+        check(
+            &[],
+            RoleCommand::Define {
+                name: name("editor"),
+                description: "  ".into(),
+                permissions: perms(&[]),
+                global_access: false,
+            },
+            Ok(vec![RoleEvent::Defined(RoleDefined {
+                description: String::new(),
+                permissions: perms(&[]),
+                global_access: false,
+            })]),
+        );
     }
 
     #[test]

@@ -65,7 +65,9 @@ pub enum ApiKeyError {
     AlreadyExists,
     #[error("no such API key")]
     NotFound,
-    #[error("an API key name is 1 to {MAX_NAME_CHARS} characters without control characters")]
+    #[error(
+        "an API key name is 1 to {MAX_NAME_CHARS} characters (surrounding whitespace trimmed) that show something, without control or bidirectional-formatting characters (U+202A-U+202E, U+2066-U+2069)"
+    )]
     InvalidName,
     #[error("an API key must expire in the future")]
     ExpiryInThePast,
@@ -85,9 +87,9 @@ pub fn decide(state: &ApiKey, command: ApiKeyCommand) -> Result<Vec<ApiKeyEvent>
                 return Err(ApiKeyError::AlreadyExists);
             }
             let name = name.trim().to_owned();
-            if name.is_empty()
+            if !crate::text::shows_something(&name)
                 || name.chars().count() > MAX_NAME_CHARS
-                || name.chars().any(char::is_control)
+                || !crate::text::is_displayable(&name)
             {
                 return Err(ApiKeyError::InvalidName);
             }
@@ -190,6 +192,19 @@ mod tests {
             issue("ci", None),
             Err(ApiKeyError::AlreadyExists),
         );
+    }
+
+    #[test]
+    fn given_no_key_when_issued_with_a_bidi_override_or_an_invisible_name_then_refused() {
+        for name in [
+            "\u{202E}",
+            "ci\u{202D}",
+            "\u{2067}ci",
+            "\u{200B}",
+            "\u{200C} \u{200D}",
+        ] {
+            check(&[], issue(name, None), Err(ApiKeyError::InvalidName));
+        }
     }
 
     #[test]

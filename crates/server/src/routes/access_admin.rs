@@ -27,6 +27,7 @@ use super::CommandAccepted;
 use crate::AppState;
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiPath, Caller};
+use crate::openapi::formats;
 
 pub fn router() -> Router<AppState> {
     let tenant = "/v1/tenants/{tenant}";
@@ -63,18 +64,16 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DefineRoleBody {
-    /// 1–64 of a-z, 0-9, '_' and '-', starting with a letter; unique in the tenant (the built-in
-    /// `owner`, `admin` and `user` included).
-    #[schema(value_type = String, example = "project_manager")]
+    /// Unique in the tenant (the built-in `owner`, `admin` and `user` included).
+    #[schema(value_type = formats::RoleName)]
     pub name: RoleName,
-    /// At most 500 characters.
     #[serde(default)]
-    #[schema(example = "Manages projects")]
+    #[schema(value_type = formats::RoleDescription)]
     pub description: String,
     /// `resource:action` permissions, e.g. `users:read`, `entity.invoice:update`,
     /// `role.editor:assign`; at most 2000.
     #[serde(default)]
-    #[schema(value_type = Vec<String>, example = json!(["entity.project:read", "entity.project:update"]))]
+    #[schema(value_type = Vec<formats::Permission>, max_items = 2000, example = json!(["entity.project:read", "entity.project:update"]))]
     pub permissions: BTreeSet<Permission>,
     /// Every permission, bypassing row- and field-level security.
     #[serde(default)]
@@ -86,8 +85,10 @@ pub struct DefineRoleBody {
 #[serde(deny_unknown_fields)]
 pub struct UpdateRoleBody {
     #[serde(default)]
+    #[schema(value_type = formats::RoleDescription)]
     pub description: String,
-    #[schema(value_type = Vec<String>, example = json!(["entity.project:read"]))]
+    /// At most 2000.
+    #[schema(value_type = Vec<formats::Permission>, max_items = 2000, example = json!(["entity.project:read"]))]
     pub permissions: BTreeSet<Permission>,
     pub global_access: bool,
 }
@@ -96,18 +97,18 @@ pub struct UpdateRoleBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MenuEntry {
-    /// 1 to 64 characters, unique within the menu.
-    #[schema(example = "projects")]
+    #[schema(value_type = formats::MenuItemId)]
     pub id: String,
-    /// 1 to 200 characters.
-    #[schema(example = "Projects")]
+    #[schema(value_type = formats::MenuLabel)]
     pub label: String,
     #[serde(default)]
+    #[schema(max_length = 2000)]
     pub href: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 200)]
     pub icon: Option<String>,
     #[serde(default)]
-    #[schema(value_type = Option<String>, example = "entity.project:read")]
+    #[schema(value_type = Option<formats::Permission>)]
     pub permission: Option<Permission>,
     /// Sub-items; a menu nests at most 4 deep and holds at most 500 items.
     #[serde(default)]
@@ -135,16 +136,16 @@ impl From<MenuEntry> for MenuItem {
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     #[serde(default)]
-    #[schema(value_type = Vec<String>, example = json!(["_CREATOR", "auditor"]))]
+    #[schema(value_type = Vec<formats::Principal>, example = json!(["_CREATOR"]))]
     pub read: BTreeSet<Principal>,
     #[serde(default)]
-    #[schema(value_type = Vec<String>, example = json!(["_AUTHENTICATED_USER"]))]
+    #[schema(value_type = Vec<formats::Principal>, example = json!(["_AUTHENTICATED_USER"]))]
     pub create: BTreeSet<Principal>,
     #[serde(default)]
-    #[schema(value_type = Vec<String>, example = json!(["_CREATOR"]))]
+    #[schema(value_type = Vec<formats::Principal>, example = json!(["_CREATOR"]))]
     pub update: BTreeSet<Principal>,
     #[serde(default)]
-    #[schema(value_type = Vec<String>, example = json!(["_CREATOR"]))]
+    #[schema(value_type = Vec<formats::Principal>, example = json!(["_CREATOR"]))]
     pub delete: BTreeSet<Principal>,
 }
 
@@ -162,11 +163,11 @@ impl From<Policy> for EntityPolicy {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterEntityBody {
-    /// 1–64 of a-z, 0-9 and '_', starting with a letter; unique in the tenant.
-    #[schema(value_type = String, example = "project")]
+    /// Unique in the tenant.
+    #[schema(value_type = formats::EntityName)]
     pub name: EntityName,
-    /// Field names (1–64 of a-z, 0-9 and '_', starting with a letter), each once, at most 500.
-    #[schema(value_type = Vec<String>, example = json!(["id", "title", "budget"]))]
+    /// Field names, each once, at most 500.
+    #[schema(value_type = Vec<formats::FieldName>, max_items = 500, example = json!(["title", "budget"]))]
     pub fields: Vec<FieldName>,
     /// Row-level security: records are private unless granted, owned or reached by a local role.
     pub rls: bool,
@@ -178,8 +179,9 @@ pub struct RegisterEntityBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FieldsBody {
-    /// The entity's whole field list; rules hiding removed fields lapse.
-    #[schema(value_type = Vec<String>, example = json!(["id", "title"]))]
+    /// The entity's whole field list (each once, at most 500); rules hiding removed fields
+    /// lapse.
+    #[schema(value_type = Vec<formats::FieldName>, max_items = 500, example = json!(["title", "budget"]))]
     pub fields: Vec<FieldName>,
 }
 
@@ -194,7 +196,7 @@ pub struct RlsBody {
 pub struct FieldRulesBody {
     /// Exactly the fields hidden from the role (empty: none). Only fields of the entity, never
     /// `id`, `created_at` or `updated_at`.
-    #[schema(value_type = Vec<String>, example = json!(["budget"]))]
+    #[schema(value_type = Vec<formats::FieldName>, example = json!(["budget"]))]
     pub hidden: BTreeSet<FieldName>,
 }
 
@@ -202,7 +204,7 @@ pub struct FieldRulesBody {
 #[serde(deny_unknown_fields)]
 pub struct OwnerBody {
     /// A member of the tenant.
-    #[schema(value_type = String, example = "01ARZ3NDEKTSV4RRFFQ69G5FAV")]
+    #[schema(value_type = formats::UserId)]
     pub user: UserId,
 }
 
@@ -235,10 +237,10 @@ pub struct GrantBody {
 
 /// Define a custom role.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/roles", request_body = DefineRoleBody, tag = "roles",
-    params(("tenant" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, body = CommandAccepted), (status = 200, body = CommandAccepted, description = "a retry with the same Idempotency-Key: the first result, nothing appended"),
-        (status = 404, body = Problem, description = "tenant_not_found"), (status = 409, body = Problem, description = "role_exists"),
-        (status = 422, body = Problem, description = "invalid_body (e.g. an unknown permission), invalid_description, too_many_permissions")),
+        (status = 403, body = Problem, description = "`forbidden` (needs roles:create), `beyond_caller_permissions` (a permission, or global access, the caller lacks)"),
+        (status = 409, body = Problem, description = "`role_exists`"),
+        (status = 422, body = Problem, description = "`invalid_description`, `too_many_permissions`")),
     security(("bearer" = [])))]
 pub async fn define_role(
     State(state): State<AppState>,
@@ -265,10 +267,10 @@ pub async fn define_role(
 
 /// Replace a role's definition (`owner` and `admin` cannot change).
 #[utoipa::path(put, path = "/v1/tenants/{tenant}/roles/{role}", request_body = UpdateRoleBody, tag = "roles",
-    params(("tenant" = String, Path), ("role" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = CommandAccepted, description = "changed, or already so (nothing appended)"),
-        (status = 404, body = Problem, description = "tenant_not_found, role_not_found"),
-        (status = 422, body = Problem, description = "built_in_role, invalid_body, invalid_description, too_many_permissions")),
+        (status = 403, body = Problem, description = "`forbidden` (needs roles:update), `beyond_caller_permissions` (a permission, or global access, the caller lacks)"),
+        (status = 404, body = Problem, description = "`role_not_found`"),
+        (status = 422, body = Problem, description = "`built_in_role` (owner and admin), `invalid_description`, `too_many_permissions`")),
     security(("bearer" = [])))]
 pub async fn update_role(
     State(state): State<AppState>,
@@ -295,9 +297,11 @@ pub async fn update_role(
 
 /// Delete a custom role. Refused while a member holds it or it is the tenant's default role.
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}/roles/{role}", tag = "roles",
-    params(("tenant" = String, Path), ("role" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = CommandAccepted), (status = 404, body = Problem, description = "tenant_not_found, role_not_found"),
-        (status = 409, body = Problem, description = "role_in_use"), (status = 422, body = Problem, description = "built_in_role")),
+    responses((status = 200, body = CommandAccepted),
+        (status = 403, body = Problem, description = "`forbidden` (needs roles:delete)"),
+        (status = 404, body = Problem, description = "`role_not_found`"),
+        (status = 409, body = Problem, description = "`role_in_use` (held by a member, or the default role)"),
+        (status = 422, body = Problem, description = "`built_in_role`")),
     security(("bearer" = [])))]
 pub async fn delete_role(
     State(state): State<AppState>,
@@ -315,10 +319,10 @@ pub async fn delete_role(
 
 /// Set a role's menu (the whole list; empty removes it).
 #[utoipa::path(put, path = "/v1/tenants/{tenant}/roles/{role}/menu", request_body = Vec<MenuEntry>, tag = "roles",
-    params(("tenant" = String, Path), ("role" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = CommandAccepted, description = "changed, or already so (nothing appended)"),
-        (status = 404, body = Problem, description = "tenant_not_found, role_not_found"),
-        (status = 422, body = Problem, description = "invalid_menu, invalid_body")),
+        (status = 403, body = Problem, description = "`forbidden` (needs menus:update)"),
+        (status = 404, body = Problem, description = "`role_not_found`"),
+        (status = 422, body = Problem, description = "`invalid_menu` (at most 500 items, 4 deep, ids unique)")),
     security(("bearer" = [])))]
 pub async fn set_role_menu(
     State(state): State<AppState>,
@@ -343,10 +347,10 @@ pub async fn set_role_menu(
 
 /// Register an entity (a data type) with its fields, row-level security and policy.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/entities", request_body = RegisterEntityBody, tag = "entities",
-    params(("tenant" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, body = CommandAccepted), (status = 200, body = CommandAccepted, description = "a retry with the same Idempotency-Key: the first result, nothing appended"),
-        (status = 404, body = Problem, description = "tenant_not_found"), (status = 409, body = Problem, description = "entity_exists"),
-        (status = 422, body = Problem, description = "invalid_body, invalid_fields, unknown_role (in the policy)")),
+        (status = 403, body = Problem, description = "`forbidden` (needs entities:create), `beyond_caller_permissions` (a policy opening what the caller may not do)"),
+        (status = 409, body = Problem, description = "`entity_exists`"),
+        (status = 422, body = Problem, description = "`invalid_fields` (more than 500, or one twice), `unknown_role` (in the policy)")),
     security(("bearer" = [])))]
 pub async fn register_entity(
     State(state): State<AppState>,
@@ -373,10 +377,10 @@ pub async fn register_entity(
 
 /// Replace an entity's field list.
 #[utoipa::path(put, path = "/v1/tenants/{tenant}/entities/{entity}/fields", request_body = FieldsBody, tag = "entities",
-    params(("tenant" = String, Path), ("entity" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = CommandAccepted, description = "changed, or already so (nothing appended)"),
-        (status = 404, body = Problem, description = "tenant_not_found, entity_not_found"),
-        (status = 422, body = Problem, description = "invalid_fields, invalid_body")),
+        (status = 403, body = Problem, description = "`forbidden` (needs fields:update)"),
+        (status = 404, body = Problem, description = "`entity_not_found`"),
+        (status = 422, body = Problem, description = "`invalid_fields` (more than 500, or one twice)")),
     security(("bearer" = [])))]
 pub async fn change_entity_fields(
     State(state): State<AppState>,
@@ -398,9 +402,9 @@ pub async fn change_entity_fields(
 
 /// Turn an entity's row-level security on or off.
 #[utoipa::path(put, path = "/v1/tenants/{tenant}/entities/{entity}/rls", request_body = RlsBody, tag = "entities",
-    params(("tenant" = String, Path), ("entity" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = CommandAccepted, description = "changed, or already so (nothing appended)"),
-        (status = 404, body = Problem, description = "tenant_not_found, entity_not_found")),
+        (status = 403, body = Problem, description = "`forbidden` (needs entities:update)"),
+        (status = 404, body = Problem, description = "`entity_not_found`")),
     security(("bearer" = [])))]
 pub async fn set_entity_rls(
     State(state): State<AppState>,
@@ -422,10 +426,10 @@ pub async fn set_entity_rls(
 
 /// Replace an entity's policy.
 #[utoipa::path(put, path = "/v1/tenants/{tenant}/entities/{entity}/policy", request_body = Policy, tag = "entities",
-    params(("tenant" = String, Path), ("entity" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = CommandAccepted, description = "changed, or already so (nothing appended)"),
-        (status = 404, body = Problem, description = "tenant_not_found, entity_not_found"),
-        (status = 422, body = Problem, description = "unknown_role, invalid_body")),
+        (status = 403, body = Problem, description = "`forbidden` (needs entities:update), `beyond_caller_permissions` (opening what the caller may not do)"),
+        (status = 404, body = Problem, description = "`entity_not_found`"),
+        (status = 422, body = Problem, description = "`unknown_role`")),
     security(("bearer" = [])))]
 pub async fn set_entity_policy(
     State(state): State<AppState>,
@@ -447,10 +451,10 @@ pub async fn set_entity_policy(
 
 /// Hide exactly these fields of an entity from a role.
 #[utoipa::path(put, path = "/v1/tenants/{tenant}/entities/{entity}/field-rules/{role}", request_body = FieldRulesBody, tag = "entities",
-    params(("tenant" = String, Path), ("entity" = String, Path), ("role" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = CommandAccepted, description = "changed, or already so (nothing appended)"),
-        (status = 404, body = Problem, description = "tenant_not_found, entity_not_found"),
-        (status = 422, body = Problem, description = "invalid_hidden_field, unknown_role, invalid_body")),
+        (status = 403, body = Problem, description = "`forbidden` (needs fields:update)"),
+        (status = 404, body = Problem, description = "`entity_not_found`"),
+        (status = 422, body = Problem, description = "`invalid_hidden_field` (not a field of the entity, or a system field), `unknown_role`")),
     security(("bearer" = [])))]
 pub async fn set_field_rules(
     State(state): State<AppState>,
@@ -474,10 +478,10 @@ pub async fn set_field_rules(
 
 /// Set a record's owner (`_CREATOR` in policies).
 #[utoipa::path(put, path = "/v1/tenants/{tenant}/entities/{entity}/records/{record}/owner", request_body = OwnerBody, tag = "records",
-    params(("tenant" = String, Path), ("entity" = String, Path), ("record" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = CommandAccepted, description = "changed, or already so (nothing appended)"),
-        (status = 404, body = Problem, description = "tenant_not_found, entity_not_found"),
-        (status = 422, body = Problem, description = "not_a_member, invalid_body")),
+        (status = 403, body = Problem, description = "`forbidden` (needs entity.<entity>:update)"),
+        (status = 404, body = Problem, description = "`entity_not_found`"),
+        (status = 422, body = Problem, description = "`not_a_member`")),
     security(("bearer" = [])))]
 pub async fn set_record_owner(
     State(state): State<AppState>,
@@ -499,10 +503,10 @@ pub async fn set_record_owner(
 
 /// Grant a member access to one record.
 #[utoipa::path(put, path = "/v1/tenants/{tenant}/entities/{entity}/records/{record}/grants/{user}", request_body = GrantBody, tag = "records",
-    params(("tenant" = String, Path), ("entity" = String, Path), ("record" = String, Path), ("user" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = CommandAccepted, description = "granted, or already so (nothing appended)"),
-        (status = 404, body = Problem, description = "tenant_not_found, entity_not_found"),
-        (status = 422, body = Problem, description = "not_a_member, invalid_body")),
+        (status = 403, body = Problem, description = "`forbidden` (needs entity.<entity>:update)"),
+        (status = 404, body = Problem, description = "`entity_not_found`"),
+        (status = 422, body = Problem, description = "`not_a_member`")),
     security(("bearer" = [])))]
 pub async fn grant_record_access(
     State(state): State<AppState>,
@@ -528,9 +532,10 @@ pub async fn grant_record_access(
 
 /// Withdraw a user's grant on one record.
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}/entities/{entity}/records/{record}/grants/{user}", tag = "records",
-    params(("tenant" = String, Path), ("entity" = String, Path), ("record" = String, Path), ("user" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = CommandAccepted), (status = 404, body = Problem, description = "tenant_not_found, entity_not_found"),
-        (status = 409, body = Problem, description = "not_granted")),
+    responses((status = 200, body = CommandAccepted),
+        (status = 403, body = Problem, description = "`forbidden` (needs entity.<entity>:update)"),
+        (status = 404, body = Problem, description = "`entity_not_found`"),
+        (status = 409, body = Problem, description = "`not_granted`")),
     security(("bearer" = [])))]
 pub async fn revoke_record_access(
     State(state): State<AppState>,
@@ -551,11 +556,10 @@ pub async fn revoke_record_access(
 
 /// Give a member a role on one record only (a local role).
 #[utoipa::path(put, path = "/v1/tenants/{tenant}/entities/{entity}/records/{record}/local-roles/{user}/{role}", tag = "records",
-    params(("tenant" = String, Path), ("entity" = String, Path), ("record" = String, Path), ("user" = String, Path), ("role" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = CommandAccepted, description = "assigned, or already so (nothing appended)"),
-        (status = 403, body = Problem, description = "owner_only"),
-        (status = 404, body = Problem, description = "tenant_not_found, entity_not_found"),
-        (status = 422, body = Problem, description = "not_a_member, unknown_role")),
+        (status = 403, body = Problem, description = "`forbidden` (needs role.<role>:assign), `owner_only` (the owner role, by a non-owner), `beyond_caller_permissions` (a role with permissions the caller lacks)"),
+        (status = 404, body = Problem, description = "`entity_not_found`"),
+        (status = 422, body = Problem, description = "`not_a_member`, `unknown_role`")),
     security(("bearer" = [])))]
 pub async fn assign_local_role(
     State(state): State<AppState>,
@@ -582,10 +586,10 @@ pub async fn assign_local_role(
 
 /// Take a local role from a user on one record.
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}/entities/{entity}/records/{record}/local-roles/{user}/{role}", tag = "records",
-    params(("tenant" = String, Path), ("entity" = String, Path), ("record" = String, Path), ("user" = String, Path), ("role" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = CommandAccepted), (status = 403, body = Problem, description = "owner_only"),
-        (status = 404, body = Problem, description = "tenant_not_found, entity_not_found"),
-        (status = 409, body = Problem, description = "local_role_not_held")),
+    responses((status = 200, body = CommandAccepted),
+        (status = 403, body = Problem, description = "`forbidden` (needs role.<role>:revoke), `owner_only` (the owner role, by a non-owner)"),
+        (status = 404, body = Problem, description = "`entity_not_found`"),
+        (status = 409, body = Problem, description = "`local_role_not_held`")),
     security(("bearer" = [])))]
 pub async fn revoke_local_role(
     State(state): State<AppState>,

@@ -18,9 +18,11 @@ use idstream_domain::{RoleName, TenantId, UserId};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::Limit;
 use crate::AppState;
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller, MinPosition};
+use crate::openapi::formats;
 
 /// Most records in one batch check.
 pub const MAX_BATCH: usize = 1000;
@@ -50,35 +52,36 @@ pub fn router() -> Router<AppState> {
         .route("/v1/tenants/{tenant}/users/{user}/menu", get(menu))
 }
 
-/// `user:<id>` or `anonymous`; absent means the caller (for an API key, its owner).
-fn subject(text: Option<&str>) -> Result<Option<Subject>, ApiError> {
-    match text {
-        None => Ok(None),
-        Some("anonymous") => Ok(Some(Subject::Anonymous)),
-        Some(text) => text
-            .strip_prefix("user:")
+/// The subject of an access question, `user:<id>` or `anonymous` (the `Subject` format),
+/// parsed where the query string or body is, so that a malformed one is that place's mistake.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "String")]
+pub struct SubjectParam(pub Subject);
+
+impl TryFrom<String> for SubjectParam {
+    type Error = &'static str;
+
+    fn try_from(text: String) -> Result<SubjectParam, &'static str> {
+        if text == "anonymous" {
+            return Ok(SubjectParam(Subject::Anonymous));
+        }
+        text.strip_prefix("user:")
             .and_then(|id| id.parse::<UserId>().ok())
-            .map(|user| Some(Subject::User(user)))
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_subject",
-                    "subject is `user:<user id>` or `anonymous` (it may be omitted when the caller is a user)",
-                )
-            }),
+            .map(|user| SubjectParam(Subject::User(user)))
+            .ok_or("a subject is `user:<user id>` or `anonymous` (or absent: the caller)")
     }
 }
 
 fn query(tenant: TenantId, body: CheckBody) -> Result<CheckQuery, ApiError> {
-    let subject = subject(body.subject.as_deref())?;
     if body.record.is_some() && body.permission.entity_name().is_none() {
-        return Err(ApiError::bad_request(
-            "invalid_check",
+        return Err(ApiError::invalid_body(
+            "body field `record`",
             "a record can only be checked with an `entity.<name>:<action>` permission",
         ));
     }
     Ok(CheckQuery {
         tenant,
-        subject,
+        subject: body.subject.map(|s| s.0),
         permission: body.permission,
         record: body.record,
     })
@@ -87,14 +90,13 @@ fn query(tenant: TenantId, body: CheckBody) -> Result<CheckQuery, ApiError> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckBody {
-    /// `user:<id>` or `anonymous`; omitted: the caller.
-    #[schema(example = "user:01J0Z6Y8V3M4Q1W2E3R4T5Y6U7")]
-    pub subject: Option<String>,
-    /// `resource:action`, e.g. `entity.invoice:read`.
-    #[schema(value_type = String, example = "entity.invoice:read")]
+    /// Omitted: the caller (for an API key, its owner).
+    #[schema(value_type = Option<formats::Subject>)]
+    pub subject: Option<SubjectParam>,
+    #[schema(value_type = formats::Permission)]
     pub permission: Permission,
-    /// A record of the permission's entity.
-    #[schema(value_type = Option<String>, example = "INV-42")]
+    /// A record of the permission's entity (an `entity.<name>:<action>` permission).
+    #[schema(value_type = Option<formats::RecordId>)]
     pub record: Option<RecordId>,
 }
 
@@ -120,8 +122,9 @@ impl From<idstream_domain::access::Decision> for DecisionBody {
 
 /// Decide one check: may the subject do `permission` (on `record`) in the tenant?
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/access/check", request_body = CheckBody, tag = "access",
-    params(("tenant" = String, Path), ("X-Idstream-Min-Position" = Option<u64>, Header)),
-    responses((status = 200, body = DecisionBody), (status = 403, body = Problem), (status = 404, body = Problem)),
+    responses((status = 200, body = DecisionBody),
+        (status = 400, body = Problem, description = "`subject_required` (the operator token must name the subject)"),
+        (status = 403, body = Problem, description = "`forbidden` (asking about someone else needs permissions:read)")),
     security(("bearer" = [])))]
 pub async fn check(
     State(state): State<AppState>,
@@ -139,11 +142,14 @@ pub async fn check(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchBody {
-    pub subject: Option<String>,
-    #[schema(value_type = String, example = "entity.invoice:read")]
+    /// Omitted: the caller (for an API key, its owner).
+    #[schema(value_type = Option<formats::Subject>)]
+    pub subject: Option<SubjectParam>,
+    /// An `entity.<name>:<action>` permission.
+    #[schema(value_type = formats::EntityPermission)]
     pub permission: Permission,
     /// 1 to 1000 records of the permission's entity.
-    #[schema(value_type = Vec<String>)]
+    #[schema(value_type = Vec<formats::RecordId>, min_items = 1, max_items = 1000)]
     pub records: Vec<RecordId>,
 }
 
@@ -162,8 +168,9 @@ pub struct BatchDecisions {
 
 /// Decide one permission on many records at once (in the order given).
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/access/check-batch", request_body = BatchBody, tag = "access",
-    params(("tenant" = String, Path), ("X-Idstream-Min-Position" = Option<u64>, Header)),
-    responses((status = 200, body = BatchDecisions), (status = 403, body = Problem), (status = 404, body = Problem)),
+    responses((status = 200, body = BatchDecisions),
+        (status = 400, body = Problem, description = "`subject_required` (the operator token must name the subject)"),
+        (status = 403, body = Problem, description = "`forbidden` (asking about someone else needs permissions:read)")),
     security(("bearer" = [])))]
 pub async fn check_batch(
     State(state): State<AppState>,
@@ -174,9 +181,15 @@ pub async fn check_batch(
 ) -> Result<Json<BatchDecisions>, ApiError> {
     state.consistent(min).await?;
     if body.records.is_empty() || body.records.len() > MAX_BATCH {
-        return Err(ApiError::bad_request(
-            "invalid_batch",
+        return Err(ApiError::invalid_body(
+            "body field `records`",
             format!("a batch holds 1 to {MAX_BATCH} records"),
+        ));
+    }
+    if body.permission.entity_name().is_none() {
+        return Err(ApiError::invalid_body(
+            "body field `permission`",
+            "records are checked with an `entity.<name>:<action>` permission",
         ));
     }
     let records = body.records;
@@ -219,8 +232,9 @@ pub struct ExplanationBody {
 
 /// Explain a check: the decision, the deciding fact and the event behind it.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/access/explain", request_body = CheckBody, tag = "access",
-    params(("tenant" = String, Path), ("X-Idstream-Min-Position" = Option<u64>, Header)),
-    responses((status = 200, body = ExplanationBody), (status = 403, body = Problem), (status = 404, body = Problem)),
+    responses((status = 200, body = ExplanationBody),
+        (status = 400, body = Problem, description = "`subject_required` (the operator token must name the subject)"),
+        (status = 403, body = Problem, description = "`forbidden` (asking about someone else needs permissions:read)")),
     security(("bearer" = [])))]
 pub async fn explain(
     State(state): State<AppState>,
@@ -245,14 +259,30 @@ pub async fn explain(
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct SubjectQuery {
-    /// `user:<id>` or `anonymous`; omitted: the caller.
-    pub subject: Option<String>,
+pub struct RecordsQuery {
+    /// Omitted: the caller (for an API key, its owner).
+    #[param(value_type = Option<formats::Subject>)]
+    pub subject: Option<SubjectParam>,
     /// Return records after this one (the `next` of the previous page).
-    pub after: Option<String>,
+    #[param(value_type = Option<formats::RecordId>)]
+    pub after: Option<RecordId>,
     /// Page size, 1 to 500 (default 100).
-    pub limit: Option<usize>,
+    #[param(value_type = Option<formats::PageLimit>)]
+    pub limit: Option<Limit>,
     /// Consistency token; also accepted as the `X-Idstream-Min-Position` header.
+    #[param(minimum = 0)]
+    pub min_position: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SubjectQuery {
+    /// Omitted: the caller (for an API key, its owner).
+    #[param(value_type = Option<formats::Subject>)]
+    pub subject: Option<SubjectParam>,
+    /// Consistency token; also accepted as the `X-Idstream-Min-Position` header.
+    #[param(minimum = 0)]
     pub min_position: Option<u64>,
 }
 
@@ -266,35 +296,23 @@ pub struct ReadableRecordsBody {
 }
 
 /// The records of an entity the subject may read, for filtering responses; paginated.
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/entities/{entity}/readable-records", tag = "access",
-    params(("tenant" = String, Path), ("entity" = String, Path), SubjectQuery),
-    responses((status = 200, body = ReadableRecordsBody), (status = 403, body = Problem), (status = 404, body = Problem)),
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/entities/{entity}/readable-records", tag = "access", params(RecordsQuery),
+    responses((status = 200, body = ReadableRecordsBody),
+        (status = 400, body = Problem, description = "`subject_required` (the operator token must name the subject)"),
+        (status = 403, body = Problem, description = "`forbidden` (asking about someone else needs permissions:read)"),
+        (status = 404, body = Problem, description = "`entity_not_found`")),
     security(("bearer" = [])))]
 pub async fn readable_records(
     State(state): State<AppState>,
     caller: Caller,
     min: MinPosition,
     ApiPath((tenant, entity)): ApiPath<(TenantId, EntityName)>,
-    ApiQuery(q): ApiQuery<SubjectQuery>,
+    ApiQuery(q): ApiQuery<RecordsQuery>,
 ) -> Result<Json<ReadableRecordsBody>, ApiError> {
     state.consistent(min).await?;
-    let subject = subject(q.subject.as_deref())?;
-    let limit = match q.limit {
-        None => 100,
-        Some(n) if (1..=500).contains(&n) => n,
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                "limit must be between 1 and 500",
-            ));
-        }
-    };
-    let after = q
-        .after
-        .as_deref()
-        .map(str::parse::<RecordId>)
-        .transpose()
-        .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
+    let subject = q.subject.map(|s| s.0);
+    let limit = Limit::or(q.limit, 100);
+    let after = q.after;
     let page = state
         .app
         .access
@@ -314,9 +332,11 @@ pub struct VisibleFields {
 }
 
 /// The fields of an entity the subject may see (field-level security).
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/entities/{entity}/visible-fields", tag = "access",
-    params(("tenant" = String, Path), ("entity" = String, Path), SubjectQuery),
-    responses((status = 200, body = VisibleFields), (status = 403, body = Problem), (status = 404, body = Problem)),
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/entities/{entity}/visible-fields", tag = "access", params(SubjectQuery),
+    responses((status = 200, body = VisibleFields),
+        (status = 400, body = Problem, description = "`subject_required` (the operator token must name the subject)"),
+        (status = 403, body = Problem, description = "`forbidden` (asking about someone else needs permissions:read)"),
+        (status = 404, body = Problem, description = "`entity_not_found`")),
     security(("bearer" = [])))]
 pub async fn visible_fields(
     State(state): State<AppState>,
@@ -326,7 +346,7 @@ pub async fn visible_fields(
     ApiQuery(q): ApiQuery<SubjectQuery>,
 ) -> Result<Json<VisibleFields>, ApiError> {
     state.consistent(min).await?;
-    let subject = subject(q.subject.as_deref())?;
+    let subject = q.subject.map(|s| s.0);
     Ok(Json(VisibleFields {
         fields: state
             .app
@@ -340,10 +360,15 @@ pub async fn visible_fields(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct EntityPermissionsQuery {
-    /// The tenant; omitted: the caller's (the tenant of their access token or API key).
-    pub tenant: Option<String>,
-    /// `user:<id>` or `anonymous`; omitted: the caller.
-    pub subject: Option<String>,
+    /// The tenant; omitted: the caller's (the tenant of their access token or API key; the
+    /// operator token must name it).
+    #[param(value_type = Option<formats::TenantId>)]
+    pub tenant: Option<TenantId>,
+    /// Omitted: the caller (for an API key, its owner).
+    #[param(value_type = Option<formats::Subject>)]
+    pub subject: Option<SubjectParam>,
+    /// Consistency token; also accepted as the `X-Idstream-Min-Position` header.
+    #[param(minimum = 0)]
     pub min_position: Option<u64>,
 }
 
@@ -359,9 +384,11 @@ pub struct EntityPermissionsBody {
 /// What the subject may do with an entity, record-independent: the shape clients use to show or
 /// hide actions. On an entity with row-level security `read` means "reads every record"; see
 /// readable-records for the records it may read.
-#[utoipa::path(get, path = "/v1/permissions/entity/{entity}", tag = "access",
-    params(("entity" = String, Path), EntityPermissionsQuery),
-    responses((status = 200, body = EntityPermissionsBody), (status = 403, body = Problem), (status = 404, body = Problem)),
+#[utoipa::path(get, path = "/v1/permissions/entity/{entity}", tag = "access", params(EntityPermissionsQuery),
+    responses((status = 200, body = EntityPermissionsBody),
+        (status = 400, body = Problem, description = "`subject_required` (the operator token must name the subject), `invalid_query` (the operator token must name the tenant)"),
+        (status = 403, body = Problem, description = "`forbidden` (asking about someone else needs permissions:read)"),
+        (status = 404, body = Problem, description = "`entity_not_found`")),
     security(("bearer" = [])))]
 pub async fn entity_permissions(
     State(state): State<AppState>,
@@ -371,13 +398,8 @@ pub async fn entity_permissions(
     ApiQuery(q): ApiQuery<EntityPermissionsQuery>,
 ) -> Result<Json<EntityPermissionsBody>, ApiError> {
     state.consistent(min).await?;
-    let tenant = q
-        .tenant
-        .as_deref()
-        .map(str::parse::<TenantId>)
-        .transpose()
-        .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
-    let subject = subject(q.subject.as_deref())?;
+    let tenant = q.tenant;
+    let subject = q.subject.map(|s| s.0);
     let p = state
         .app
         .access
@@ -424,8 +446,8 @@ pub struct RoleList {
 
 /// The roles of a tenant (needs `roles:read`).
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/roles", tag = "roles",
-    params(("tenant" = String, Path), ("X-Idstream-Min-Position" = Option<u64>, Header)),
-    responses((status = 200, body = RoleList), (status = 403, body = Problem), (status = 404, body = Problem)),
+    responses((status = 200, body = RoleList),
+        (status = 403, body = Problem, description = "`forbidden` (needs roles:read)")),
     security(("bearer" = [])))]
 pub async fn list_roles(
     State(state): State<AppState>,
@@ -448,8 +470,9 @@ pub async fn list_roles(
 
 /// One role of a tenant with its permissions and menu (needs `roles:read`).
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/roles/{role}", tag = "roles",
-    params(("tenant" = String, Path), ("role" = String, Path), ("X-Idstream-Min-Position" = Option<u64>, Header)),
-    responses((status = 200, body = RoleBody), (status = 403, body = Problem), (status = 404, body = Problem)),
+    responses((status = 200, body = RoleBody),
+        (status = 403, body = Problem, description = "`forbidden` (needs roles:read)"),
+        (status = 404, body = Problem, description = "`role_not_found`")),
     security(("bearer" = [])))]
 pub async fn get_role(
     State(state): State<AppState>,
@@ -494,8 +517,8 @@ pub struct EntityList {
 
 /// The entities of a tenant (needs `entities:read`).
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/entities", tag = "entities",
-    params(("tenant" = String, Path), ("X-Idstream-Min-Position" = Option<u64>, Header)),
-    responses((status = 200, body = EntityList), (status = 403, body = Problem), (status = 404, body = Problem)),
+    responses((status = 200, body = EntityList),
+        (status = 403, body = Problem, description = "`forbidden` (needs entities:read)")),
     security(("bearer" = [])))]
 pub async fn list_entities(
     State(state): State<AppState>,
@@ -518,8 +541,9 @@ pub async fn list_entities(
 
 /// One entity (needs `entities:read`).
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/entities/{entity}", tag = "entities",
-    params(("tenant" = String, Path), ("entity" = String, Path), ("X-Idstream-Min-Position" = Option<u64>, Header)),
-    responses((status = 200, body = EntityBody), (status = 403, body = Problem), (status = 404, body = Problem)),
+    responses((status = 200, body = EntityBody),
+        (status = 403, body = Problem, description = "`forbidden` (needs entities:read)"),
+        (status = 404, body = Problem, description = "`entity_not_found`")),
     security(("bearer" = [])))]
 pub async fn get_entity(
     State(state): State<AppState>,
@@ -549,8 +573,8 @@ pub struct EffectivePermissions {
 
 /// A user's effective permissions in a tenant (their own, or with `permissions:read`).
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/users/{user}/permissions", tag = "access",
-    params(("tenant" = String, Path), ("user" = String, Path), ("X-Idstream-Min-Position" = Option<u64>, Header)),
-    responses((status = 200, body = EffectivePermissions), (status = 403, body = Problem), (status = 404, body = Problem)),
+    responses((status = 200, body = EffectivePermissions),
+        (status = 403, body = Problem, description = "`forbidden` (someone else's needs permissions:read or users:read)")),
     security(("bearer" = [])))]
 pub async fn effective_permissions(
     State(state): State<AppState>,
@@ -579,8 +603,8 @@ pub struct MenuBody {
 /// A user's menu: their roles' menus merged by item id, without items they lack the permission
 /// for.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/users/{user}/menu", tag = "access",
-    params(("tenant" = String, Path), ("user" = String, Path), ("X-Idstream-Min-Position" = Option<u64>, Header)),
-    responses((status = 200, body = MenuBody), (status = 403, body = Problem), (status = 404, body = Problem)),
+    responses((status = 200, body = MenuBody),
+        (status = 403, body = Problem, description = "`forbidden` (someone else's needs permissions:read or users:read)")),
     security(("bearer" = [])))]
 pub async fn menu(
     State(state): State<AppState>,

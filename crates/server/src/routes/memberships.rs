@@ -13,10 +13,18 @@ use std::collections::BTreeSet;
 use utoipa::ToSchema;
 
 use super::users::User;
-use super::{CommandAccepted, Page, PageQuery};
+use super::{CommandAccepted, Page, page_query};
 use crate::AppState;
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller, MinPosition};
+use crate::openapi::formats;
+
+page_query!(
+    /// A page of members, in user id order.
+    MemberPage,
+    UserId,
+    formats::UserId
+);
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -43,7 +51,7 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AssignRoleBody {
-    #[schema(value_type = String, example = "admin")]
+    #[schema(value_type = formats::RoleName)]
     pub role: RoleName,
 }
 
@@ -57,8 +65,9 @@ pub struct Roles {
 /// The roles a user holds in a tenant (empty when they hold none): the user themselves, or
 /// `users:read` or `permissions:read` in the tenant.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/users/{user}/roles", tag = "roles",
-    params(("tenant" = String, Path), ("user" = String, Path), ("X-Idstream-Min-Position" = Option<u64>, Header)),
-    responses((status = 200, body = Roles), (status = 404, body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = Roles),
+        (status = 403, body = Problem, description = "`forbidden` (someone else's roles need users:read or permissions:read)")),
+    security(("bearer" = [])))]
 pub async fn get_roles(
     State(state): State<AppState>,
     caller: Caller,
@@ -83,9 +92,11 @@ pub async fn get_roles(
 
 /// Assign a role to a user in a tenant.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/users/{user}/roles", request_body = AssignRoleBody, tag = "roles",
-    params(("tenant" = String, Path), ("user" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = CommandAccepted), (status = 404, body = Problem), (status = 409, body = Problem, description = "role_already_assigned"),
-        (status = 422, body = Problem, description = "unknown_role")),
+    responses((status = 200, body = CommandAccepted),
+        (status = 403, body = Problem, description = "`forbidden` (needs role.<role>:assign), `owner_only` (the owner role, by a non-owner), `beyond_caller_permissions` (a role with permissions the caller lacks)"),
+        (status = 404, body = Problem, description = "`user_not_found`"),
+        (status = 409, body = Problem, description = "`role_already_assigned`"),
+        (status = 422, body = Problem, description = "`unknown_role`")),
     security(("bearer" = [])))]
 pub async fn assign_role(
     State(state): State<AppState>,
@@ -107,10 +118,10 @@ pub async fn assign_role(
 
 /// Revoke a role from a user in a tenant.
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}/users/{user}/roles/{role}", tag = "roles",
-    params(("tenant" = String, Path), ("user" = String, Path), ("role" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = CommandAccepted), (status = 403, body = Problem, description = "owner_only"), (status = 404, body = Problem),
-        (status = 409, body = Problem, description = "role_not_assigned"),
-        (status = 422, body = Problem, description = "cannot_remove_self, last_admin")),
+    responses((status = 200, body = CommandAccepted),
+        (status = 403, body = Problem, description = "`forbidden` (needs role.<role>:revoke), `owner_only` (the owner role, by a non-owner)"),
+        (status = 409, body = Problem, description = "`role_not_assigned`"),
+        (status = 422, body = Problem, description = "`cannot_remove_self` (one's own owner role), `last_admin`")),
     security(("bearer" = [])))]
 pub async fn revoke_role(
     State(state): State<AppState>,
@@ -131,24 +142,20 @@ pub async fn revoke_role(
 
 /// List a tenant's members with their roles, ordered by user id (needs `users:read`). Each
 /// member's `tenants` lists only the tenants where the caller holds `users:read` too.
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/users", tag = "users", params(("tenant" = String, Path), PageQuery),
-    responses((status = 200, body = Page<Member>), (status = 404, body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/users", tag = "users", params(MemberPage),
+    responses((status = 200, body = Page<Member>),
+        (status = 403, body = Problem, description = "`forbidden` (needs users:read)")),
+    security(("bearer" = [])))]
 pub async fn list_members(
     State(state): State<AppState>,
     caller: Caller,
     min: MinPosition,
     ApiPath(tenant): ApiPath<TenantId>,
-    ApiQuery(query): ApiQuery<PageQuery>,
+    ApiQuery(query): ApiQuery<MemberPage>,
 ) -> Result<Json<Page<Member>>, ApiError> {
     state.consistent(min).await?;
-    let limit = query.limit()?;
-    let after = match &query.after {
-        Some(a) => Some(
-            a.parse::<UserId>()
-                .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?,
-        ),
-        None => None,
-    };
+    let limit = query.limit();
+    let after = query.after;
     let items: Vec<Member> = state
         .app
         .memberships
@@ -183,16 +190,16 @@ pub struct Member {
 #[serde(deny_unknown_fields)]
 pub struct PermissionsBody {
     /// `resource:action` permissions; at most 2000 held per user and tenant.
-    #[schema(value_type = Vec<String>, example = json!(["users:read", "entity.invoice:update"]))]
+    #[schema(value_type = Vec<formats::Permission>, example = json!(["users:read", "entity.invoice:update"]))]
     pub permissions: BTreeSet<Permission>,
 }
 
 /// Remove a user from a tenant: every role and custom permission there.
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}/users/{user}", tag = "users",
-    params(("tenant" = String, Path), ("user" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = CommandAccepted), (status = 403, body = Problem, description = "owner_only"),
-        (status = 404, body = Problem, description = "tenant_not_found, not_a_member"),
-        (status = 422, body = Problem, description = "cannot_remove_self, last_admin")),
+    responses((status = 200, body = CommandAccepted),
+        (status = 403, body = Problem, description = "`forbidden` (needs users:delete), `owner_only` (an owner, by a non-owner)"),
+        (status = 404, body = Problem, description = "`not_a_member`"),
+        (status = 422, body = Problem, description = "`cannot_remove_self`, `last_admin`")),
     security(("bearer" = [])))]
 pub async fn remove_member(
     State(state): State<AppState>,
@@ -210,10 +217,10 @@ pub async fn remove_member(
 
 /// Give a user custom permissions in a tenant, on top of their roles (held ones are ignored).
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/users/{user}/permissions", request_body = PermissionsBody, tag = "permissions",
-    params(("tenant" = String, Path), ("user" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = CommandAccepted, description = "granted, or all held already (nothing appended)"),
-        (status = 404, body = Problem, description = "tenant_not_found, user_not_found"),
-        (status = 422, body = Problem, description = "invalid_body (e.g. an unknown permission), too_many_permissions")),
+        (status = 403, body = Problem, description = "`forbidden` (needs permissions:create), `beyond_caller_permissions` (a permission the caller lacks)"),
+        (status = 404, body = Problem, description = "`user_not_found`"),
+        (status = 422, body = Problem, description = "`too_many_permissions`")),
     security(("bearer" = [])))]
 pub async fn grant_permissions(
     State(state): State<AppState>,
@@ -236,10 +243,9 @@ pub async fn grant_permissions(
 /// Take custom permissions from a user in a tenant (those not held are ignored). A POST rather
 /// than a DELETE with a body, which many clients and proxies drop.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/users/{user}/permissions/revoke", request_body = PermissionsBody, tag = "permissions",
-    params(("tenant" = String, Path), ("user" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = CommandAccepted, description = "revoked, or none held (nothing appended)"),
-        (status = 404, body = Problem, description = "tenant_not_found, user_not_found"),
-        (status = 422, body = Problem, description = "invalid_body")),
+        (status = 403, body = Problem, description = "`forbidden` (needs permissions:delete)"),
+        (status = 404, body = Problem, description = "`user_not_found`")),
     security(("bearer" = [])))]
 pub async fn revoke_permissions(
     State(state): State<AppState>,

@@ -17,7 +17,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use idstream_app::Outcome;
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 use crate::extract::POSITION_HEADER;
 
@@ -74,31 +74,60 @@ impl IntoResponse for CommandAccepted {
     }
 }
 
-/// Cursor pagination shared by list endpoints.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct PageQuery {
-    /// Return items after this id (the `next` of the previous page).
-    pub after: Option<String>,
-    /// Page size, 1 to 500 (default 100).
-    pub limit: Option<usize>,
-    /// Consistency token; also accepted as the `X-Idstream-Min-Position` header.
-    pub min_position: Option<u64>,
-}
+/// The largest page of a list.
+pub const MAX_PAGE: usize = 500;
 
-impl PageQuery {
-    pub fn limit(&self) -> Result<usize, crate::error::ApiError> {
-        match self.limit {
-            None => Ok(100),
-            Some(n) if (1..=500).contains(&n) => Ok(n),
-            Some(_) => Err(crate::error::ApiError::bad_request(
-                "invalid_query",
-                "limit must be between 1 and 500",
-            )),
+/// A page size from a query string: 1 to [`MAX_PAGE`] (the `PageLimit` format of the document).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Limit(usize);
+
+impl TryFrom<String> for Limit {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Limit, String> {
+        match text.parse::<usize>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => Ok(Limit(n)),
+            _ => Err(format!("a page size is an integer from 1 to {MAX_PAGE}")),
         }
     }
 }
+
+impl Limit {
+    /// The size asked for, or `default`.
+    pub fn or(limit: Option<Limit>, default: usize) -> usize {
+        limit.map_or(default, |l| l.0)
+    }
+}
+
+/// Declares the query of a list: `after` (the `next` of the previous page, of the list's id
+/// format), `limit` and `min_position`.
+macro_rules! page_query {
+    ($(#[$doc:meta])* $name:ident, $after:ty, $format:ty) => {
+        $(#[$doc])*
+        #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+        #[serde(deny_unknown_fields)]
+        #[into_params(parameter_in = Query)]
+        pub struct $name {
+            /// Return items after this one (the `next` of the previous page).
+            #[param(value_type = Option<$format>)]
+            pub after: Option<$after>,
+            /// Page size, 1 to 500 (default 100).
+            #[param(value_type = Option<crate::openapi::formats::PageLimit>)]
+            pub limit: Option<crate::routes::Limit>,
+            /// Consistency token; also accepted as the `X-Idstream-Min-Position` header.
+            #[param(minimum = 0)]
+            pub min_position: Option<u64>,
+        }
+
+        impl $name {
+            pub fn limit(&self) -> usize {
+                crate::routes::Limit::or(self.limit, 100)
+            }
+        }
+    };
+}
+pub(crate) use page_query;
 
 /// A page of items with the cursor of the next page (absent on the last page).
 #[derive(Debug, Serialize, ToSchema)]

@@ -146,7 +146,7 @@ impl From<idstream_app::ReadModelsReport> for ReadModelsReport {
 
 /// Positions and state digests of the read models (platform administrators).
 #[utoipa::path(get, path = "/v1/admin/read-models", tag = "operations",
-    responses((status = 200, body = ReadModelsReport), (status = 401, body = Problem), (status = 403, body = Problem, description = "platform_admin_only")),
+    responses((status = 200, body = ReadModelsReport), (status = 403, body = Problem, description = "`platform_admin_only`")),
     security(("bearer" = [])))]
 pub async fn read_models(
     State(state): State<AppState>,
@@ -160,7 +160,7 @@ pub async fn read_models(
 /// (platform administrators). Answers once the rebuilt read models have caught up with the log
 /// as it was when asked.
 #[utoipa::path(post, path = "/v1/admin/read-models/rebuild", tag = "operations",
-    responses((status = 200, body = ReadModelsReport), (status = 401, body = Problem), (status = 403, body = Problem, description = "platform_admin_only"), (status = 503, body = Problem)),
+    responses((status = 200, body = ReadModelsReport), (status = 403, body = Problem, description = "`platform_admin_only`")),
     security(("bearer" = [])))]
 pub async fn rebuild(
     State(state): State<AppState>,

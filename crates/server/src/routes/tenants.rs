@@ -11,10 +11,18 @@ use idstream_domain::tenant::{PasswordPolicySettings, TenantSettings};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{CommandAccepted, Page, PageQuery};
+use super::{CommandAccepted, Page, page_query};
 use crate::AppState;
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller, MinPosition};
+use crate::openapi::formats;
+
+page_query!(
+    /// A page of tenants, in id order.
+    TenantPage,
+    TenantId,
+    formats::TenantId
+);
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -29,16 +37,16 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenantBody {
-    /// Slug: 1–63 of a-z, 0-9 and '-', starting with a letter or digit.
-    #[schema(value_type = String, example = "acme")]
+    #[schema(value_type = formats::TenantId)]
     pub id: TenantId,
-    #[schema(example = "Acme Inc")]
+    #[schema(value_type = formats::TenantName)]
     pub name: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenameTenantBody {
+    #[schema(value_type = formats::TenantName)]
     pub name: String,
 }
 
@@ -65,9 +73,10 @@ impl From<idstream_directory::TenantView> for Tenant {
 
 /// Create a tenant.
 #[utoipa::path(post, path = "/v1/tenants", request_body = CreateTenantBody, tag = "tenants",
-    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key return the first result")),
-    responses((status = 201, body = CommandAccepted), (status = 200, body = CommandAccepted, description = "a retry with the same Idempotency-Key: the first result, nothing appended"), (status = 409, body = Problem, description = "tenant_exists"),
-        (status = 422, body = Problem), (status = 503, body = Problem, description = "log_unavailable")),
+    responses((status = 201, body = CommandAccepted), (status = 200, body = CommandAccepted, description = "a retry with the same Idempotency-Key: the first result, nothing appended"),
+        (status = 403, body = Problem, description = "`platform_admin_only`"),
+        (status = 409, body = Problem, description = "`tenant_exists`"),
+        (status = 422, body = Problem, description = "`invalid_tenant_name`")),
     security(("bearer" = [])))]
 pub async fn create_tenant(
     State(state): State<AppState>,
@@ -85,8 +94,9 @@ pub async fn create_tenant(
 
 /// Rename a tenant.
 #[utoipa::path(patch, path = "/v1/tenants/{tenant}", request_body = RenameTenantBody, tag = "tenants",
-    params(("tenant" = String, Path)),
-    responses((status = 200, body = CommandAccepted), (status = 404, body = Problem), (status = 422, body = Problem)),
+    responses((status = 200, body = CommandAccepted, description = "renamed, or named so already (nothing appended)"),
+        (status = 403, body = Problem, description = "`forbidden` (needs settings:update)"),
+        (status = 422, body = Problem, description = "`invalid_tenant_name`")),
     security(("bearer" = [])))]
 pub async fn rename_tenant(
     State(state): State<AppState>,
@@ -105,8 +115,7 @@ pub async fn rename_tenant(
 
 /// Read a tenant.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}", tag = "tenants",
-    params(("tenant" = String, Path), ("X-Idstream-Min-Position" = Option<u64>, Header)),
-    responses((status = 200, body = Tenant), (status = 404, body = Problem), (status = 503, body = Problem, description = "not_caught_up")),
+    responses((status = 200, body = Tenant)),
     security(("bearer" = [])))]
 pub async fn get_tenant(
     State(state): State<AppState>,
@@ -119,27 +128,20 @@ pub async fn get_tenant(
 }
 
 /// The caller's tenants (every tenant for platform administrators), ordered by id.
-#[utoipa::path(get, path = "/v1/tenants", tag = "tenants", params(PageQuery),
+#[utoipa::path(get, path = "/v1/tenants", tag = "tenants", params(TenantPage),
     responses((status = 200, body = Page<Tenant>)), security(("bearer" = [])))]
 pub async fn list_tenants(
     State(state): State<AppState>,
     caller: Caller,
     min: MinPosition,
-    ApiQuery(query): ApiQuery<PageQuery>,
+    ApiQuery(query): ApiQuery<TenantPage>,
 ) -> Result<Json<Page<Tenant>>, ApiError> {
     state.consistent(min).await?;
-    let limit = query.limit()?;
-    let after = match &query.after {
-        Some(a) => Some(
-            a.parse::<TenantId>()
-                .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?,
-        ),
-        None => None,
-    };
+    let limit = query.limit();
     let items: Vec<Tenant> = state
         .app
         .tenants
-        .list(&caller, after.as_ref(), limit)?
+        .list(&caller, query.after.as_ref(), limit)?
         .into_iter()
         .map(Tenant::from)
         .collect();
@@ -157,11 +159,11 @@ pub async fn list_tenants(
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordPolicy {
-    /// At least 8.
-    #[schema(example = 8)]
+    /// 8 to 1024, at most `max_length`.
+    #[schema(example = 8, minimum = 8, maximum = 1024)]
     pub min_length: u32,
-    /// At least 64, at most 1024.
-    #[schema(example = 128)]
+    /// 64 to 1024.
+    #[schema(example = 128, minimum = 64, maximum = 1024)]
     pub max_length: u32,
     pub require_lowercase: bool,
     pub require_uppercase: bool,
@@ -178,22 +180,22 @@ pub struct Settings {
     /// People may sign themselves up.
     pub self_registration: bool,
     /// The role self-registered users get: an existing role of the tenant other than `owner`.
-    #[schema(value_type = String, example = "user")]
+    #[schema(value_type = formats::RoleName)]
     pub default_role: RoleName,
     /// Self-registered users must verify their email before signing in.
     pub require_email_verification: bool,
     pub password_policy: PasswordPolicy,
     /// 1 to 720.
-    #[schema(example = 168)]
+    #[schema(example = 168, minimum = 1, maximum = 720)]
     pub invitation_ttl_hours: u32,
     /// 1 to 43200.
-    #[schema(example = 30)]
+    #[schema(example = 30, minimum = 1, maximum = 43200)]
     pub session_idle_minutes: u32,
     /// 1 to 8760.
-    #[schema(example = 10)]
+    #[schema(example = 10, minimum = 1, maximum = 8760)]
     pub session_max_hours: u32,
     /// 1 to 60.
-    #[schema(example = 10)]
+    #[schema(example = 10, minimum = 1, maximum = 60)]
     pub magic_link_ttl_minutes: u32,
     /// Members must use a second factor.
     pub mfa_required: bool,
@@ -251,8 +253,8 @@ impl From<Settings> for TenantSettings {
 
 /// Read a tenant's settings.
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/settings", tag = "tenants",
-    params(("tenant" = String, Path), ("X-Idstream-Min-Position" = Option<u64>, Header)),
-    responses((status = 200, body = Settings), (status = 404, body = Problem, description = "tenant_not_found")),
+    responses((status = 200, body = Settings),
+        (status = 403, body = Problem, description = "`forbidden` (needs settings:read)")),
     security(("bearer" = [])))]
 pub async fn get_settings(
     State(state): State<AppState>,
@@ -267,10 +269,9 @@ pub async fn get_settings(
 
 /// Replace a tenant's settings.
 #[utoipa::path(put, path = "/v1/tenants/{tenant}/settings", request_body = Settings, tag = "tenants",
-    params(("tenant" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = CommandAccepted, description = "changed, or already so (nothing appended)"),
-        (status = 404, body = Problem, description = "tenant_not_found"),
-        (status = 422, body = Problem, description = "invalid_settings, unknown_role, invalid_default_role (`owner`), invalid_body")),
+        (status = 403, body = Problem, description = "`forbidden` (needs settings:update, and role.<default role>:assign to change the default role), `beyond_caller_permissions` (a default role with permissions the caller lacks)"),
+        (status = 422, body = Problem, description = "`invalid_settings` (a number out of its range, or min_length above max_length), `invalid_default_role` (owner), `unknown_role`")),
     security(("bearer" = [])))]
 pub async fn put_settings(
     State(state): State<AppState>,

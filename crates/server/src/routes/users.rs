@@ -20,6 +20,7 @@ use super::identity::account::{SessionBody, SessionList};
 use crate::AppState;
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiPath, Caller, MinPosition};
+use crate::openapi::formats;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -43,16 +44,18 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserBody {
-    #[schema(example = "ada@example.com")]
+    #[schema(value_type = formats::Email)]
     pub email: String,
     #[serde(default)]
+    #[schema(value_type = formats::PersonName)]
     pub first_name: String,
     #[serde(default)]
+    #[schema(value_type = formats::PersonName)]
     pub last_name: String,
     /// Roles in this tenant (`admin`, `user`). Absent: `["user"]`. An empty list creates the
     /// identity without making it a member of the tenant (a member holds at least one role).
     #[serde(default = "default_roles")]
-    #[schema(value_type = Vec<String>)]
+    #[schema(value_type = Vec<formats::RoleName>)]
     pub roles: Vec<RoleName>,
     /// Create the user as invited instead of active.
     #[serde(default)]
@@ -68,8 +71,9 @@ fn default_roles() -> Vec<RoleName> {
 pub struct SuspendBody {
     /// RFC 3339 end of the suspension; absent for an open-ended one.
     #[serde(default, with = "time::serde::rfc3339::option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub until: Option<OffsetDateTime>,
+    #[schema(value_type = Option<formats::SuspensionReason>)]
     pub reason: Option<String>,
 }
 
@@ -128,9 +132,10 @@ impl User {
 
 /// Create a user in a tenant (active, or invited), with roles in that tenant.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/users", request_body = CreateUserBody, tag = "users",
-    params(("tenant" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 201, body = CommandAccepted), (status = 200, body = CommandAccepted, description = "a retry with the same Idempotency-Key: the first result, nothing appended"), (status = 404, body = Problem, description = "tenant_not_found"),
-        (status = 409, body = Problem, description = "email_taken"), (status = 422, body = Problem)),
+    responses((status = 201, body = CommandAccepted), (status = 200, body = CommandAccepted, description = "a retry with the same Idempotency-Key: the first result, nothing appended"),
+        (status = 403, body = Problem, description = "`forbidden` (needs users:create and role.<role>:assign for each role), `owner_only` (the owner role, by a non-owner), `beyond_caller_permissions` (a role with permissions the caller lacks)"),
+        (status = 409, body = Problem, description = "`email_taken`"),
+        (status = 422, body = Problem, description = "`invalid_email`, `invalid_name`, `unknown_role`")),
     security(("bearer" = [])))]
 pub async fn create_user(
     State(state): State<AppState>,
@@ -156,8 +161,8 @@ pub async fn create_user(
 
 /// Read a user.
 #[utoipa::path(get, path = "/v1/users/{user}", tag = "users",
-    params(("user" = String, Path), ("X-Idstream-Min-Position" = Option<u64>, Header)),
-    responses((status = 200, body = User), (status = 400, body = Problem, description = "invalid_path"), (status = 404, body = Problem)),
+    responses((status = 200, body = User),
+        (status = 403, body = Problem, description = "`forbidden` (needs users:read in a tenant of the user)")),
     security(("bearer" = [])))]
 pub async fn get_user(
     State(state): State<AppState>,
@@ -172,8 +177,10 @@ pub async fn get_user(
 
 /// Suspend a user, optionally until a time.
 #[utoipa::path(post, path = "/v1/users/{user}/suspend", request_body = SuspendBody, tag = "users",
-    params(("user" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = CommandAccepted), (status = 404, body = Problem), (status = 409, body = Problem, description = "already_suspended")),
+    responses((status = 200, body = CommandAccepted),
+        (status = 403, body = Problem, description = "`forbidden` (needs users:update in every tenant of the user), `owner_only` (an owner, by a non-owner)"),
+        (status = 409, body = Problem, description = "`already_suspended`, `user_inactive` (deactivated), `user_erased`"),
+        (status = 422, body = Problem, description = "`suspension_in_past`, `invalid_reason`, `cannot_remove_self`, `last_admin`")),
     security(("bearer" = [])))]
 pub async fn suspend_user(
     State(state): State<AppState>,
@@ -196,8 +203,9 @@ pub async fn suspend_user(
 
 /// Lift a user's suspension.
 #[utoipa::path(post, path = "/v1/users/{user}/reinstate", tag = "users",
-    params(("user" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = CommandAccepted), (status = 404, body = Problem), (status = 409, body = Problem, description = "not_suspended")),
+    responses((status = 200, body = CommandAccepted),
+        (status = 403, body = Problem, description = "`forbidden` (needs users:update in every tenant of the user)"),
+        (status = 409, body = Problem, description = "`not_suspended`, `user_erased`")),
     security(("bearer" = [])))]
 pub async fn reinstate_user(
     State(state): State<AppState>,
@@ -236,10 +244,10 @@ impl From<Flags> for UserFlags {
 
 /// Deactivate a user (they left): no sign-in and no access until reactivated.
 #[utoipa::path(post, path = "/v1/users/{user}/deactivate", tag = "users",
-    params(("user" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = CommandAccepted, description = "deactivated, or already so (nothing appended)"),
-        (status = 404, body = Problem, description = "user_not_found"),
-        (status = 422, body = Problem, description = "last_admin")),
+        (status = 403, body = Problem, description = "`forbidden` (needs users:update in every tenant of the user), `owner_only` (an owner, by a non-owner)"),
+        (status = 409, body = Problem, description = "`user_erased`"),
+        (status = 422, body = Problem, description = "`cannot_remove_self`, `last_admin`")),
     security(("bearer" = [])))]
 pub async fn deactivate_user(
     State(state): State<AppState>,
@@ -256,11 +264,9 @@ pub async fn deactivate_user(
 /// names and picture are unreadable everywhere from now on (log, read models, replays, exports);
 /// their addresses become free. The user id and the audit trail stay.
 #[utoipa::path(post, path = "/v1/users/{user}/erase", tag = "users",
-    params(("user" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = CommandAccepted, description = "erased, or already so (nothing appended)"),
-        (status = 403, body = Problem, description = "forbidden (users:delete in each of the user's tenants), cannot_remove_self"),
-        (status = 404, body = Problem, description = "user_not_found"),
-        (status = 422, body = Problem, description = "last_admin")),
+        (status = 403, body = Problem, description = "`forbidden` (needs users:delete in every tenant of the user), `owner_only` (an owner, by a non-owner)"),
+        (status = 422, body = Problem, description = "`cannot_remove_self`, `last_admin`")),
     security(("bearer" = [])))]
 pub async fn erase_user(
     State(state): State<AppState>,
@@ -275,9 +281,9 @@ pub async fn erase_user(
 
 /// Reactivate a deactivated user.
 #[utoipa::path(post, path = "/v1/users/{user}/reactivate", tag = "users",
-    params(("user" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = CommandAccepted), (status = 404, body = Problem, description = "user_not_found"),
-        (status = 409, body = Problem, description = "user_not_inactive")),
+    responses((status = 200, body = CommandAccepted),
+        (status = 403, body = Problem, description = "`forbidden` (needs users:update in every tenant of the user)"),
+        (status = 409, body = Problem, description = "`user_not_inactive`, `user_erased`")),
     security(("bearer" = [])))]
 pub async fn reactivate_user(
     State(state): State<AppState>,
@@ -292,9 +298,9 @@ pub async fn reactivate_user(
 
 /// Replace a user's system-level flags.
 #[utoipa::path(put, path = "/v1/users/{user}/flags", request_body = Flags, tag = "users",
-    params(("user" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = CommandAccepted, description = "changed, or already so (nothing appended)"),
-        (status = 404, body = Problem, description = "user_not_found")),
+        (status = 403, body = Problem, description = "`platform_admin_only`"),
+        (status = 409, body = Problem, description = "`user_erased`")),
     security(("bearer" = [])))]
 pub async fn set_user_flags(
     State(state): State<AppState>,
@@ -314,8 +320,8 @@ pub async fn set_user_flags(
 /// A user's live sessions, newest first, with where each was started from (needs
 /// `users:update` in every tenant of the user, like ending them).
 #[utoipa::path(get, path = "/v1/users/{user}/sessions", tag = "users",
-    params(("user" = String, Path), ("X-Idstream-Min-Position" = Option<u64>, Header)),
-    responses((status = 200, body = SessionList), (status = 403, body = Problem), (status = 404, body = Problem, description = "user_not_found")),
+    responses((status = 200, body = SessionList),
+        (status = 403, body = Problem, description = "`forbidden` (needs users:update in every tenant of the user)")),
     security(("bearer" = [])))]
 pub async fn user_sessions(
     State(state): State<AppState>,
@@ -338,8 +344,8 @@ pub async fn user_sessions(
 
 /// End every session of a user (needs `users:update` in every tenant of the user).
 #[utoipa::path(post, path = "/v1/users/{user}/sessions/revoke", tag = "users",
-    params(("user" = String, Path)),
-    responses((status = 200, body = CommandAccepted), (status = 403, body = Problem), (status = 404, body = Problem, description = "user_not_found")),
+    responses((status = 200, body = CommandAccepted),
+        (status = 403, body = Problem, description = "`forbidden` (needs users:update in every tenant of the user)")),
     security(("bearer" = [])))]
 pub async fn revoke_user_sessions(
     State(state): State<AppState>,
@@ -358,9 +364,9 @@ pub async fn revoke_user_sessions(
 /// Lift a user's lock-out after failed sign-ins (needs `users:update` in every tenant of the
 /// user).
 #[utoipa::path(post, path = "/v1/users/{user}/unlock", tag = "users",
-    params(("user" = String, Path)),
-    responses((status = 200, body = CommandAccepted), (status = 403, body = Problem), (status = 404, body = Problem, description = "user_not_found"),
-        (status = 409, body = Problem, description = "not_locked")),
+    responses((status = 200, body = CommandAccepted),
+        (status = 403, body = Problem, description = "`forbidden` (needs users:update in every tenant of the user)"),
+        (status = 409, body = Problem, description = "`not_locked`")),
     security(("bearer" = [])))]
 pub async fn unlock_user(
     State(state): State<AppState>,
@@ -376,24 +382,47 @@ pub async fn unlock_user(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileBody {
+    #[schema(value_type = formats::PersonName)]
     pub first_name: String,
+    #[schema(value_type = formats::PersonName)]
     pub last_name: String,
     /// An http(s) URL of the user's picture; absent or empty for none.
+    #[schema(value_type = Option<formats::ImageUrl>)]
     pub image_url: Option<String>,
-    /// Notification topics (`a-z`, `0-9`, `_`) the user wants or not.
+    /// Notification topics the user wants (`true`) or not: at most 32, each 1 to 40 of a-z,
+    /// 0-9 and `_`.
     #[serde(default)]
+    #[schema(schema_with = notifications_schema)]
     pub notifications: BTreeMap<String, bool>,
+}
+
+fn notifications_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Schema, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::new(Type::Object))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::new(Type::String))
+                .pattern(Some("^[a-z0-9_]{1,40}$")),
+        ))
+        .additional_properties(Some(AdditionalProperties::RefOr(RefOr::T(Schema::Object(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::new(Type::Boolean))
+                .build(),
+        )))))
+        .max_properties(Some(idstream_domain::user::MAX_NOTIFICATION_TOPICS))
+        .build()
 }
 
 /// Replace a user's profile: the user themselves, or an administrator with `users:update` in
 /// every tenant of theirs.
 #[utoipa::path(put, path = "/v1/users/{user}/profile", request_body = ProfileBody, tag = "users",
-    params(("user" = String, Path)),
-    responses((status = 200, body = CommandAccepted),
-        (status = 401, body = Problem, description = "unauthorized"),
-        (status = 403, body = Problem, description = "forbidden"),
-        (status = 404, body = Problem, description = "user_not_found"),
-        (status = 422, body = Problem, description = "invalid_name, invalid_image_url, invalid_notifications")))]
+    responses((status = 200, body = CommandAccepted, description = "changed, or already so (nothing appended)"),
+        (status = 403, body = Problem, description = "`forbidden` (someone else's profile needs users:update in every tenant of the user)"),
+        (status = 409, body = Problem, description = "`user_erased`"),
+        (status = 422, body = Problem, description = "`invalid_name`, `invalid_image_url`, `invalid_notifications`")),
+    security(("bearer" = [])))]
 pub async fn change_profile(
     State(state): State<AppState>,
     caller: Caller,

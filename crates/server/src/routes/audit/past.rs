@@ -26,6 +26,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AppState;
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiQuery, Caller};
+use crate::openapi::formats;
 
 pub fn router() -> axum::Router<AppState> {
     axum::Router::new()
@@ -37,18 +38,16 @@ pub fn router() -> axum::Router<AppState> {
 /// `position` or `at`, exactly one (for the review: at most one).
 fn as_of(position: Option<u64>, at: Option<&str>) -> Result<Option<AsOf>, ApiError> {
     match (position, at) {
-        (Some(_), Some(_)) => Err(ApiError::bad_request(
-            "invalid_as_of",
-            "give either position or at, not both",
+        (Some(_), Some(_)) => Err(ApiError::invalid_query(
+            "query parameters `position` and `at`: give either, not both",
         )),
         (Some(position), None) => Ok(Some(AsOf::Position(position))),
         (None, Some(at)) => {
             OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
                 .map(|time| Some(AsOf::Time(time)))
                 .map_err(|_| {
-                    ApiError::bad_request(
-                        "invalid_as_of",
-                        "at must be an RFC 3339 time, e.g. 2026-03-01T12:00:00Z",
+                    ApiError::invalid_query(
+                        "query parameter `at`: an RFC 3339 time, e.g. 2026-03-01T12:00:00Z",
                     )
                 })
         }
@@ -58,9 +57,8 @@ fn as_of(position: Option<u64>, at: Option<&str>) -> Result<Option<AsOf>, ApiErr
 
 fn required(as_of: Option<AsOf>) -> Result<AsOf, ApiError> {
     as_of.ok_or_else(|| {
-        ApiError::bad_request(
-            "invalid_as_of",
-            "give the moment: position=<n> or at=<RFC 3339 time>",
+        ApiError::invalid_query(
+            "query parameters `position` and `at`: give the moment, position=<n> or at=<RFC 3339 time>",
         )
     })
 }
@@ -94,19 +92,21 @@ impl From<ReplayInfo> for AsOfBody {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ExplainAsOfQuery {
-    #[param(value_type = String)]
+    #[param(value_type = formats::TenantId)]
     pub tenant: TenantId,
     /// The user whose access is asked about.
-    #[param(value_type = String)]
+    #[param(value_type = formats::UserId)]
     pub user: UserId,
-    /// `resource:action`, e.g. `entity.invoice:read`.
-    #[param(value_type = String)]
+    #[param(value_type = formats::Permission)]
     pub permission: Permission,
-    #[param(value_type = Option<String>)]
+    /// A record of the permission's entity.
+    #[param(value_type = Option<formats::RecordId>)]
     pub record: Option<RecordId>,
-    /// Log position of the moment.
+    /// Log position of the moment (exactly one of `position` and `at`).
+    #[param(minimum = 0)]
     pub position: Option<u64>,
-    /// Time of the moment (RFC 3339).
+    /// Time of the moment (exactly one of `position` and `at`).
+    #[param(value_type = Option<String>, format = DateTime)]
     pub at: Option<String>,
 }
 
@@ -122,9 +122,8 @@ pub struct ExplainAsOfBody {
 
 /// Explain a check as it would have been decided at a past moment.
 #[utoipa::path(get, path = "/v1/audit/as-of/explain", tag = "audit", params(ExplainAsOfQuery),
-    responses((status = 200, body = ExplainAsOfBody), (status = 400, body = Problem),
-        (status = 403, body = Problem, description = "needs audit:read in the tenant"),
-        (status = 404, body = Problem, description = "tenant_not_found")),
+    responses((status = 200, body = ExplainAsOfBody),
+        (status = 403, body = Problem, description = "`forbidden` (needs audit:read in the tenant)")),
     security(("bearer" = [])))]
 pub async fn explain_as_of(
     State(state): State<AppState>,
@@ -149,14 +148,17 @@ pub async fn explain_as_of(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct HoldersAsOfQuery {
-    #[param(value_type = String)]
+    #[param(value_type = formats::TenantId)]
     pub tenant: TenantId,
-    /// An entity permission, e.g. `entity.invoice:read`.
-    #[param(value_type = String)]
+    #[param(value_type = formats::EntityPermission)]
     pub permission: Permission,
-    #[param(value_type = String)]
+    #[param(value_type = formats::RecordId)]
     pub record: RecordId,
+    /// Log position of the moment (exactly one of `position` and `at`).
+    #[param(minimum = 0)]
     pub position: Option<u64>,
+    /// Time of the moment (exactly one of `position` and `at`).
+    #[param(value_type = Option<String>, format = DateTime)]
     pub at: Option<String>,
 }
 
@@ -170,9 +172,8 @@ pub struct HoldersAsOfBody {
 
 /// Who could use a permission on one record at a past moment, and why.
 #[utoipa::path(get, path = "/v1/audit/as-of/holders", tag = "audit", params(HoldersAsOfQuery),
-    responses((status = 200, body = HoldersAsOfBody), (status = 400, body = Problem),
-        (status = 403, body = Problem, description = "needs audit:read in the tenant"),
-        (status = 404, body = Problem, description = "tenant_not_found")),
+    responses((status = 200, body = HoldersAsOfBody),
+        (status = 403, body = Problem, description = "`forbidden` (needs audit:read in the tenant)")),
     security(("bearer" = [])))]
 pub async fn holders_as_of(
     State(state): State<AppState>,
@@ -181,9 +182,8 @@ pub async fn holders_as_of(
 ) -> Result<Json<HoldersAsOfBody>, ApiError> {
     let as_of = required(as_of(q.position, q.at.as_deref())?)?;
     if q.permission.entity_name().is_none() {
-        return Err(ApiError::bad_request(
-            "invalid_permission",
-            "holders of a record are asked for an entity permission, e.g. entity.invoice:read",
+        return Err(ApiError::invalid_query(
+            "query parameter `permission`: holders of a record are asked for an entity permission, e.g. entity.invoice:read",
         ));
     }
     let (info, holders) = state
@@ -201,20 +201,33 @@ pub async fn holders_as_of(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ReviewQuery {
-    #[param(value_type = String)]
+    #[param(value_type = formats::TenantId)]
     pub tenant: TenantId,
-    /// `json` (default) or `csv`.
+    /// JSON (default) or CSV.
+    #[param(value_type = Option<ReviewFormat>)]
     pub format: Option<String>,
-    /// A past moment; neither: now.
+    /// Log position of a past moment (at most one of `position` and `at`; neither: now).
+    #[param(minimum = 0)]
     pub position: Option<u64>,
+    /// Time of a past moment (at most one of `position` and `at`; neither: now).
+    #[param(value_type = Option<String>, format = DateTime)]
     pub at: Option<String>,
+}
+
+/// The format of an access review.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum ReviewFormat {
+    Json,
+    Csv,
 }
 
 /// The access review of a tenant (JSON or CSV), now or at a past moment.
 #[utoipa::path(get, path = "/v1/audit/access-review", tag = "audit", params(ReviewQuery),
-    responses((status = 200, description = "JSON: {as_of, tenant, members:[{user, email, status, roles, custom_permissions, records}]}; CSV: one row per holding"),
-        (status = 400, body = Problem), (status = 403, body = Problem, description = "needs audit:read in the tenant"),
-        (status = 404, body = Problem, description = "tenant_not_found")),
+    responses((status = 200, description = "JSON: {as_of, tenant, members:[{user, email, status, roles, custom_permissions, records}]}; CSV: one row per holding",
+            content((Object = "application/json"), (String = "text/csv"))),
+        (status = 403, body = Problem, description = "`forbidden` (needs audit:read in the tenant)")),
     security(("bearer" = [])))]
 pub async fn access_review(
     State(state): State<AppState>,
@@ -225,9 +238,8 @@ pub async fn access_review(
         None | Some("json") => false,
         Some("csv") => true,
         Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_format",
-                "format is json or csv",
+            return Err(ApiError::invalid_query(
+                "query parameter `format`: json or csv",
             ));
         }
     };

@@ -30,6 +30,7 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiPath, Caller, MinPosition, POSITION_HEADER};
+use crate::openapi::formats;
 use crate::routes::{CommandAccepted, rfc3339};
 
 pub fn router() -> Router<AppState> {
@@ -152,11 +153,15 @@ pub fn tokens_response(tokens: Tokens) -> Positioned<TokensBody> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignInBody {
+    /// The account's address (any text: an unknown or malformed one fails like a wrong
+    /// password).
     #[schema(example = "ada@example.com")]
     pub email: String,
+    /// At most 4096 bytes of UTF-8.
+    #[schema(max_length = 4096)]
     pub password: String,
     /// The tenant to sign in to; absent: the first the user belongs to.
-    #[schema(value_type = Option<String>, example = "acme")]
+    #[schema(value_type = Option<formats::TenantId>)]
     pub tenant: Option<TenantId>,
 }
 
@@ -193,10 +198,10 @@ pub enum SignInAnswer {
 /// get the same 401 `invalid_credentials`.
 #[utoipa::path(post, path = "/v1/auth/sign-in", request_body = SignInBody, tag = "auth",
     responses((status = 200, body = SignInAnswer, description = "tokens, or `second_factor_required` with a challenge"),
-        (status = 401, body = Problem, description = "invalid_credentials"),
-        (status = 403, body = Problem, description = "account_disabled"),
-        (status = 422, body = Problem, description = "password_too_long, not_a_member"),
-        (status = 429, body = Problem, description = "rate_limited; see Retry-After")))]
+        (status = 401, body = Problem, description = "`invalid_credentials` (unknown address, wrong password, no password, or locked)"),
+        (status = 403, body = Problem, description = "`account_disabled` (suspended or deactivated), `email_not_verified`"),
+        (status = 422, body = Problem, description = "`password_too_long`, `not_a_member` (of the tenant asked for, or of none)"),
+        (status = 429, body = Problem, description = "`rate_limited`; see Retry-After")))]
 pub async fn sign_in(
     State(state): State<AppState>,
     caller: Caller,
@@ -265,10 +270,10 @@ impl fmt::Debug for SecondFactorBody {
 /// Complete a sign-in with a TOTP code or a recovery code.
 #[utoipa::path(post, path = "/v1/auth/sign-in/second-factor", request_body = SecondFactorBody, tag = "auth",
     responses((status = 200, body = TokensBody),
-        (status = 401, body = Problem, description = "invalid_credentials, invalid_token (challenge expired or forged)"),
-        (status = 403, body = Problem, description = "account_disabled"),
-        (status = 422, body = Problem, description = "second_factor_missing (exactly one of code and recovery_code)"),
-        (status = 429, body = Problem, description = "rate_limited")))]
+        (status = 401, body = Problem, description = "`invalid_credentials` (wrong or used code), `invalid_token` (the challenge expired or is forged)"),
+        (status = 403, body = Problem, description = "`account_disabled`"),
+        (status = 422, body = Problem, description = "`second_factor_missing` (exactly one of code and recovery_code)"),
+        (status = 429, body = Problem, description = "`rate_limited`; see Retry-After")))]
 pub async fn second_factor(
     State(state): State<AppState>,
     caller: Caller,
@@ -318,8 +323,8 @@ impl fmt::Debug for RefreshBody {
 /// the session.
 #[utoipa::path(post, path = "/v1/auth/refresh", request_body = RefreshBody, tag = "auth",
     responses((status = 200, body = TokensBody),
-        (status = 401, body = Problem, description = "invalid_token"),
-        (status = 429, body = Problem, description = "rate_limited")))]
+        (status = 401, body = Problem, description = "`invalid_token` (unknown, used, expired or revoked; a used one also ends its session)"),
+        (status = 429, body = Problem, description = "`rate_limited`; see Retry-After")))]
 pub async fn refresh(
     State(state): State<AppState>,
     caller: Caller,
@@ -337,7 +342,7 @@ pub async fn refresh(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SwitchTenantBody {
-    #[schema(value_type = String, example = "globex")]
+    #[schema(value_type = formats::TenantId)]
     pub tenant: TenantId,
     /// The session's current refresh token (it is rotated).
     pub refresh_token: String,
@@ -355,9 +360,9 @@ impl fmt::Debug for SwitchTenantBody {
 /// Move the caller's session to another tenant of theirs; answers new tokens.
 #[utoipa::path(post, path = "/v1/auth/switch-tenant", request_body = SwitchTenantBody, tag = "auth",
     responses((status = 200, body = TokensBody),
-        (status = 401, body = Problem, description = "invalid_token"),
-        (status = 403, body = Problem, description = "session_required"),
-        (status = 422, body = Problem, description = "not_a_member")),
+        (status = 401, body = Problem, description = "`invalid_token` (not this session's refresh token)"),
+        (status = 403, body = Problem, description = "`session_required`"),
+        (status = 422, body = Problem, description = "`not_a_member`")),
     security(("bearer" = [])))]
 pub async fn switch_tenant(
     State(state): State<AppState>,
@@ -378,7 +383,8 @@ pub async fn switch_tenant(
 
 /// End the caller's session.
 #[utoipa::path(post, path = "/v1/auth/sign-out", tag = "auth",
-    responses((status = 200, body = CommandAccepted), (status = 403, body = Problem, description = "session_required")),
+    responses((status = 200, body = CommandAccepted),
+        (status = 403, body = Problem, description = "`session_required`")),
     security(("bearer" = [])))]
 pub async fn sign_out(
     State(state): State<AppState>,
@@ -437,8 +443,8 @@ pub struct MeBody {
 
 /// The caller: profile, current tenant, roles and effective permissions there.
 #[utoipa::path(get, path = "/v1/auth/me", tag = "auth",
-    params(("X-Idstream-Min-Position" = Option<u64>, Header)),
-    responses((status = 200, body = MeBody), (status = 403, body = Problem, description = "session_required (the operator token is nobody)")),
+    responses((status = 200, body = MeBody),
+        (status = 403, body = Problem, description = "`session_required` (the operator token is nobody)")),
     security(("bearer" = [])))]
 pub async fn me(
     State(state): State<AppState>,
@@ -518,8 +524,8 @@ pub struct SessionList {
 
 /// The caller's live sessions, newest first.
 #[utoipa::path(get, path = "/v1/auth/sessions", tag = "auth",
-    params(("X-Idstream-Min-Position" = Option<u64>, Header)),
-    responses((status = 200, body = SessionList), (status = 403, body = Problem, description = "session_required")),
+    responses((status = 200, body = SessionList),
+        (status = 403, body = Problem, description = "`session_required`")),
     security(("bearer" = [])))]
 pub async fn my_sessions(
     State(state): State<AppState>,
@@ -540,9 +546,9 @@ pub async fn my_sessions(
 
 /// End one of the caller's own sessions (another device, or this one).
 #[utoipa::path(delete, path = "/v1/auth/sessions/{id}", tag = "auth",
-    params(("id" = String, Path)),
-    responses((status = 200, body = CommandAccepted), (status = 403, body = Problem, description = "session_required"),
-        (status = 404, body = Problem, description = "session_not_found")),
+    responses((status = 200, body = CommandAccepted),
+        (status = 403, body = Problem, description = "`session_required`"),
+        (status = 404, body = Problem, description = "`session_not_found`")),
     security(("bearer" = [])))]
 pub async fn revoke_my_session(
     State(state): State<AppState>,
@@ -564,6 +570,8 @@ pub async fn revoke_my_session(
 #[serde(deny_unknown_fields)]
 pub struct ChangePasswordBody {
     pub current_password: String,
+    /// At most 4096 bytes of UTF-8, and what the policies of the user's tenants ask.
+    #[schema(max_length = 4096)]
     pub new_password: String,
 }
 
@@ -579,9 +587,9 @@ impl fmt::Debug for ChangePasswordBody {
 /// Change the caller's password, proving the current one. Their other sessions end.
 #[utoipa::path(post, path = "/v1/auth/password", request_body = ChangePasswordBody, tag = "auth",
     responses((status = 200, body = CommandAccepted),
-        (status = 401, body = Problem, description = "invalid_credentials"),
-        (status = 403, body = Problem, description = "session_required"),
-        (status = 422, body = Problem, description = "weak_password, password_too_long")),
+        (status = 401, body = Problem, description = "`invalid_credentials` (wrong current password)"),
+        (status = 403, body = Problem, description = "`session_required`"),
+        (status = 422, body = Problem, description = "`weak_password`, `password_too_long`")),
     security(("bearer" = [])))]
 pub async fn change_password(
     State(state): State<AppState>,
@@ -607,6 +615,7 @@ pub async fn change_password(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResetRequestBody {
+    /// Any text: the answer is the same whether or not it is an account's address.
     #[schema(example = "ada@example.com")]
     pub email: String,
 }
@@ -618,7 +627,8 @@ pub struct Empty {}
 /// Email a password-reset link if the address belongs to an active account. The answer is the
 /// same either way.
 #[utoipa::path(post, path = "/v1/auth/password/reset-request", request_body = ResetRequestBody, tag = "auth",
-    responses((status = 202, body = Empty), (status = 429, body = Problem, description = "rate_limited")))]
+    responses((status = 202, body = Empty),
+        (status = 429, body = Problem, description = "`rate_limited`; see Retry-After")))]
 pub async fn request_reset(
     State(state): State<AppState>,
     caller: Caller,
@@ -635,11 +645,13 @@ pub async fn request_reset(
 #[serde(deny_unknown_fields)]
 pub struct ResetPasswordBody {
     /// The `user` of the emailed link.
-    #[schema(value_type = String)]
+    #[schema(value_type = formats::UserId)]
     pub user: UserId,
     /// The `token` of the emailed link (`idp_…`).
     pub token: String,
-    /// The new password.
+    /// The new password: at most 4096 bytes of UTF-8, and what the policies of the user's
+    /// tenants ask.
+    #[schema(max_length = 4096)]
     pub password: String,
 }
 
@@ -657,9 +669,9 @@ impl fmt::Debug for ResetPasswordBody {
 /// two-factor authentication stays on.
 #[utoipa::path(post, path = "/v1/auth/password/reset", request_body = ResetPasswordBody, tag = "auth",
     responses((status = 200, body = CommandAccepted),
-        (status = 400, body = Problem, description = "invalid_or_expired_link"),
-        (status = 422, body = Problem, description = "weak_password, password_too_long"),
-        (status = 429, body = Problem, description = "rate_limited")))]
+        (status = 400, body = Problem, description = "`invalid_or_expired_link`"),
+        (status = 422, body = Problem, description = "`weak_password`, `password_too_long`"),
+        (status = 429, body = Problem, description = "`rate_limited`; see Retry-After")))]
 pub async fn reset_password(
     State(state): State<AppState>,
     caller: Caller,
@@ -698,8 +710,9 @@ pub struct TotpSetupBody {
 
 /// Begin setting up TOTP for the caller (replaces a set-up not yet confirmed).
 #[utoipa::path(post, path = "/v1/auth/totp/setup", tag = "auth",
-    responses((status = 200, body = TotpSetupBody), (status = 403, body = Problem, description = "session_required"),
-        (status = 409, body = Problem, description = "totp_already_enabled")),
+    responses((status = 200, body = TotpSetupBody),
+        (status = 403, body = Problem, description = "`session_required`"),
+        (status = 409, body = Problem, description = "`totp_already_enabled`")),
     security(("bearer" = [])))]
 pub async fn totp_setup(
     State(state): State<AppState>,
@@ -749,9 +762,9 @@ pub struct RecoveryCodesBody {
 /// Turn TOTP on with a first code of the secret from set-up.
 #[utoipa::path(post, path = "/v1/auth/totp/confirm", request_body = TotpConfirmBody, tag = "auth",
     responses((status = 200, body = RecoveryCodesBody),
-        (status = 401, body = Problem, description = "invalid_credentials (wrong code)"),
-        (status = 403, body = Problem, description = "session_required"),
-        (status = 409, body = Problem, description = "totp_not_being_set_up, totp_already_enabled")),
+        (status = 401, body = Problem, description = "`invalid_credentials` (wrong code)"),
+        (status = 403, body = Problem, description = "`session_required`"),
+        (status = 409, body = Problem, description = "`totp_not_being_set_up`, `totp_already_enabled`")),
     security(("bearer" = [])))]
 pub async fn totp_confirm(
     State(state): State<AppState>,
@@ -793,9 +806,9 @@ impl fmt::Debug for TotpDisableBody {
 /// Turn TOTP off, proving the password.
 #[utoipa::path(post, path = "/v1/auth/totp/disable", request_body = TotpDisableBody, tag = "auth",
     responses((status = 200, body = CommandAccepted),
-        (status = 401, body = Problem, description = "invalid_credentials"),
-        (status = 403, body = Problem, description = "session_required"),
-        (status = 409, body = Problem, description = "totp_not_enabled")),
+        (status = 401, body = Problem, description = "`invalid_credentials`"),
+        (status = 403, body = Problem, description = "`session_required`, `second_factor_required_by_tenant`"),
+        (status = 409, body = Problem, description = "`totp_not_enabled`")),
     security(("bearer" = [])))]
 pub async fn totp_disable(
     State(state): State<AppState>,

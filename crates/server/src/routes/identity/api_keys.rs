@@ -23,6 +23,7 @@ use super::account::Positioned;
 use crate::AppState;
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller, MinPosition};
+use crate::openapi::formats;
 use crate::routes::{CommandAccepted, rfc3339};
 
 pub fn router() -> Router<AppState> {
@@ -37,19 +38,19 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssueApiKeyBody {
-    /// 1 to 100 printable characters.
-    #[schema(example = "CI deploys")]
+    #[schema(value_type = formats::ApiKeyName)]
     pub name: String,
-    /// Whose permissions the key uses; absent: the caller. Another owner needs `users:update`.
-    #[schema(value_type = Option<String>)]
+    /// Whose permissions the key uses; absent: the caller (the operator token must name one).
+    /// Another owner needs `users:update`.
+    #[schema(value_type = Option<formats::UserId>)]
     pub owner: Option<UserId>,
-    /// RFC 3339; absent: the key does not expire.
+    /// RFC 3339, in the future; absent: the key does not expire.
     #[serde(default, with = "time::serde::rfc3339::option")]
-    #[schema(value_type = Option<String>, example = "2030-01-01T00:00:00Z")]
+    #[schema(value_type = Option<String>, format = DateTime, example = "2030-01-01T00:00:00Z")]
     pub expires_at: Option<OffsetDateTime>,
     /// Limits the key to these permissions (each must be held by the owner now); absent: all of
     /// the owner's.
-    #[schema(value_type = Option<Vec<String>>, example = json!(["users:read"]))]
+    #[schema(value_type = Option<Vec<formats::Permission>>, example = json!(["users:read"]))]
     pub permissions: Option<BTreeSet<Permission>>,
 }
 
@@ -76,11 +77,10 @@ impl fmt::Debug for IssuedApiKeyBody {
 
 /// Issue an API key acting for its owner in this tenant. Sessions only: a key cannot issue keys.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/api-keys", request_body = IssueApiKeyBody, tag = "api-keys",
-    params(("tenant" = String, Path)),
     responses((status = 201, body = IssuedApiKeyBody),
-        (status = 403, body = Problem, description = "forbidden, session_required, api_access_disabled"),
-        (status = 404, body = Problem, description = "tenant_not_found, user_not_found"),
-        (status = 422, body = Problem, description = "invalid_api_key_name, expiry_in_the_past, restriction_beyond_owner, owner_required, not_a_member")),
+        (status = 403, body = Problem, description = "`forbidden` (a key for another member needs users:update), `session_required` (an API key cannot issue keys), `api_access_disabled` (the owner may not use API keys), `beyond_caller_permissions` (a key for another carrying what the caller lacks), `owner_only` (a key for an owner, by a non-owner)"),
+        (status = 404, body = Problem, description = "`user_not_found` (the owner)"),
+        (status = 422, body = Problem, description = "`invalid_api_key_name`, `expiry_in_the_past`, `restriction_beyond_owner`, `owner_required` (the operator token must name the owner), `not_a_member` (the owner, of this tenant)")),
     security(("bearer" = [])))]
 pub async fn issue_api_key(
     State(state): State<AppState>,
@@ -118,7 +118,8 @@ pub async fn issue_api_key(
 #[into_params(parameter_in = Query)]
 pub struct ApiKeysQuery {
     /// Only this user's keys. Absent, or someone else: needs `users:read`.
-    pub owner: Option<String>,
+    #[param(value_type = Option<formats::UserId>)]
+    pub owner: Option<UserId>,
     /// Consistency token; also accepted as the `X-Idstream-Min-Position` header.
     pub min_position: Option<u64>,
 }
@@ -163,9 +164,9 @@ pub struct ApiKeyList {
 }
 
 /// The tenant's API keys: the caller's own with `?owner=<caller>`, anyone's with `users:read`.
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/api-keys", tag = "api-keys",
-    params(("tenant" = String, Path), ApiKeysQuery),
-    responses((status = 200, body = ApiKeyList), (status = 403, body = Problem), (status = 404, body = Problem)),
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/api-keys", tag = "api-keys", params(ApiKeysQuery),
+    responses((status = 200, body = ApiKeyList),
+        (status = 403, body = Problem, description = "`forbidden` (keys other than one's own need users:read)")),
     security(("bearer" = [])))]
 pub async fn list_api_keys(
     State(state): State<AppState>,
@@ -175,12 +176,7 @@ pub async fn list_api_keys(
     ApiQuery(query): ApiQuery<ApiKeysQuery>,
 ) -> Result<Json<ApiKeyList>, ApiError> {
     state.consistent(min).await?;
-    let owner = query
-        .owner
-        .as_deref()
-        .map(str::parse::<UserId>)
-        .transpose()
-        .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
+    let owner = query.owner;
     let items = state
         .app
         .identity
@@ -194,9 +190,9 @@ pub async fn list_api_keys(
 
 /// Revoke a key at once: its owner, or someone with `users:update` in the tenant.
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}/api-keys/{id}", tag = "api-keys",
-    params(("tenant" = String, Path), ("id" = String, Path)),
-    responses((status = 200, body = CommandAccepted), (status = 403, body = Problem),
-        (status = 404, body = Problem, description = "api_key_not_found")),
+    responses((status = 200, body = CommandAccepted, description = "revoked, or already so (nothing appended)"),
+        (status = 403, body = Problem, description = "`forbidden` (someone else's key needs users:update)"),
+        (status = 404, body = Problem, description = "`api_key_not_found`")),
     security(("bearer" = [])))]
 pub async fn revoke_api_key(
     State(state): State<AppState>,

@@ -24,6 +24,7 @@ use super::account::{Empty, Redacted, SignInAnswer, sign_in_response};
 use crate::AppState;
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiPath, Caller};
+use crate::openapi::formats;
 use crate::routes::CommandAccepted;
 
 pub fn router() -> Router<AppState> {
@@ -41,6 +42,7 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmailBody {
+    /// Any text: the answer is the same whether or not it is an account's address.
     #[schema(example = "ada@example.com")]
     pub email: String,
 }
@@ -48,7 +50,8 @@ pub struct EmailBody {
 /// Email a single-use sign-in link (valid for the tenant's `magic_link_ttl_minutes`, 10 by
 /// default) if the address belongs to an active account. The answer is the same either way.
 #[utoipa::path(post, path = "/v1/auth/magic-link", request_body = EmailBody, tag = "auth",
-    responses((status = 202, body = Empty), (status = 429, body = Problem, description = "rate_limited")))]
+    responses((status = 202, body = Empty),
+        (status = 429, body = Problem, description = "`rate_limited`; see Retry-After")))]
 pub async fn request_magic_link(
     State(state): State<AppState>,
     caller: Caller,
@@ -65,12 +68,12 @@ pub async fn request_magic_link(
 #[serde(deny_unknown_fields)]
 pub struct MagicLinkBody {
     /// The `user` of the emailed link.
-    #[schema(value_type = String)]
+    #[schema(value_type = formats::UserId)]
     pub user: UserId,
     /// The `token` of the emailed link (`idm_…`).
     pub token: String,
     /// The tenant to sign in to (default: the user's first).
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<formats::TenantId>)]
     pub tenant: Option<TenantId>,
 }
 
@@ -85,10 +88,11 @@ impl fmt::Debug for MagicLinkBody {
 
 /// Sign in with an emailed link (single use). Two-factor authentication still asks for its step.
 #[utoipa::path(post, path = "/v1/auth/magic-link/sign-in", request_body = MagicLinkBody, tag = "auth",
-    responses((status = 200, body = SignInAnswer),
-        (status = 400, body = Problem, description = "invalid_or_expired_link"),
-        (status = 403, body = Problem, description = "account_disabled"),
-        (status = 429, body = Problem, description = "rate_limited")))]
+    responses((status = 200, body = SignInAnswer, description = "tokens, or `second_factor_required` with a challenge"),
+        (status = 400, body = Problem, description = "`invalid_or_expired_link`"),
+        (status = 403, body = Problem, description = "`account_disabled`"),
+        (status = 422, body = Problem, description = "`not_a_member` (of the tenant asked for, or of none)"),
+        (status = 429, body = Problem, description = "`rate_limited`; see Retry-After")))]
 pub async fn magic_link_sign_in(
     State(state): State<AppState>,
     caller: Caller,
@@ -109,7 +113,8 @@ pub async fn magic_link_sign_in(
 /// Email a six-digit sign-in code if the address belongs to an active account. The answer is
 /// the same either way.
 #[utoipa::path(post, path = "/v1/auth/email-code", request_body = EmailBody, tag = "auth",
-    responses((status = 202, body = Empty), (status = 429, body = Problem, description = "rate_limited")))]
+    responses((status = 202, body = Empty),
+        (status = 429, body = Problem, description = "`rate_limited`; see Retry-After")))]
 pub async fn request_email_code(
     State(state): State<AppState>,
     caller: Caller,
@@ -125,10 +130,14 @@ pub async fn request_email_code(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmailCodeBody {
+    /// The address the code went to (any text: an unknown one fails like a wrong code).
+    #[schema(example = "ada@example.com")]
     pub email: String,
+    /// The six digits (whitespace ignored; anything else fails like a wrong code).
     #[schema(example = "123456")]
     pub code: String,
-    #[schema(value_type = Option<String>)]
+    /// The tenant to sign in to (default: the user's first).
+    #[schema(value_type = Option<formats::TenantId>)]
     pub tenant: Option<TenantId>,
 }
 
@@ -143,10 +152,11 @@ impl fmt::Debug for EmailCodeBody {
 
 /// Sign in with an emailed code (single use; a wrong code counts as a failed sign-in).
 #[utoipa::path(post, path = "/v1/auth/email-code/sign-in", request_body = EmailCodeBody, tag = "auth",
-    responses((status = 200, body = SignInAnswer),
-        (status = 401, body = Problem, description = "invalid_credentials"),
-        (status = 403, body = Problem, description = "account_disabled"),
-        (status = 429, body = Problem, description = "rate_limited")))]
+    responses((status = 200, body = SignInAnswer, description = "tokens, or `second_factor_required` with a challenge"),
+        (status = 401, body = Problem, description = "`invalid_credentials` (unknown address, wrong or used code, or locked)"),
+        (status = 403, body = Problem, description = "`account_disabled`"),
+        (status = 422, body = Problem, description = "`not_a_member` (of the tenant asked for, or of none)"),
+        (status = 429, body = Problem, description = "`rate_limited`; see Retry-After")))]
 pub async fn email_code_sign_in(
     State(state): State<AppState>,
     caller: Caller,
@@ -167,11 +177,16 @@ pub async fn email_code_sign_in(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterBody {
+    #[schema(value_type = formats::Email)]
     pub email: String,
+    /// At most 4096 bytes of UTF-8, and what the tenant's policy asks.
+    #[schema(max_length = 4096)]
     pub password: String,
     #[serde(default)]
+    #[schema(value_type = formats::PersonName)]
     pub first_name: String,
     #[serde(default)]
+    #[schema(value_type = formats::PersonName)]
     pub last_name: String,
 }
 
@@ -187,11 +202,11 @@ impl fmt::Debug for RegisterBody {
 /// Sign up in a tenant that allows self-registration. `202 {}` whether the address is new or
 /// taken. With email verification on (the default), a link is emailed and sign-in waits for it.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/register", request_body = RegisterBody, tag = "auth",
-    params(("tenant" = String, Path)),
-    responses((status = 202, body = Empty),
-        (status = 404, body = Problem, description = "tenant_not_found (also a tenant that does not allow self-registration)"),
-        (status = 422, body = Problem, description = "invalid_email, weak_password, password_too_long"),
-        (status = 429, body = Problem, description = "rate_limited")))]
+    responses((status = 202, body = Empty, description = "the same whether the address is new or taken"),
+        (status = 404, body = Problem, description = "`tenant_not_found` (also a tenant that does not allow self-registration)"),
+        (status = 409, body = Problem, description = "`email_taken` (claimed by another a moment ago, as this request was under way)"),
+        (status = 422, body = Problem, description = "`invalid_email`, `invalid_name`, `weak_password`, `password_too_long`"),
+        (status = 429, body = Problem, description = "`rate_limited`; see Retry-After")))]
 pub async fn register(
     State(state): State<AppState>,
     caller: Caller,
@@ -225,7 +240,8 @@ pub async fn register(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyEmailBody {
-    #[schema(value_type = String)]
+    /// The `user` of the emailed link.
+    #[schema(value_type = formats::UserId)]
     pub user: UserId,
     /// The `token` of the emailed link (`ide_…`).
     pub token: String,
@@ -244,8 +260,9 @@ impl fmt::Debug for VerifyEmailBody {
 /// becomes active.
 #[utoipa::path(post, path = "/v1/auth/verify-email", request_body = VerifyEmailBody, tag = "auth",
     responses((status = 200, body = CommandAccepted),
-        (status = 400, body = Problem, description = "invalid_or_expired_link"),
-        (status = 429, body = Problem, description = "rate_limited")))]
+        (status = 400, body = Problem, description = "`invalid_or_expired_link`"),
+        (status = 409, body = Problem, description = "`user_inactive` (deactivated), `user_erased`"),
+        (status = 429, body = Problem, description = "`rate_limited`; see Retry-After")))]
 pub async fn verify_email(
     State(state): State<AppState>,
     caller: Caller,
@@ -266,6 +283,7 @@ pub async fn verify_email(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmailChangeBody {
+    #[schema(value_type = formats::Email)]
     pub new_email: String,
     /// The current password (required when the account has one).
     pub password: Option<String>,
@@ -284,9 +302,11 @@ impl fmt::Debug for EmailChangeBody {
 /// notice to the old one, which keeps working until the change is confirmed.
 #[utoipa::path(post, path = "/v1/auth/email", request_body = EmailChangeBody, tag = "auth",
     responses((status = 200, body = CommandAccepted),
-        (status = 401, body = Problem, description = "unauthorized, invalid_credentials"),
-        (status = 409, body = Problem, description = "email_taken"),
-        (status = 422, body = Problem, description = "invalid_email, same_email")))]
+        (status = 401, body = Problem, description = "`invalid_credentials` (the password is missing or wrong)"),
+        (status = 403, body = Problem, description = "`session_required`"),
+        (status = 409, body = Problem, description = "`email_taken`"),
+        (status = 422, body = Problem, description = "`invalid_email`, `same_email`")),
+    security(("bearer" = [])))]
 pub async fn request_email_change(
     State(state): State<AppState>,
     caller: Caller,
@@ -307,9 +327,9 @@ pub async fn request_email_change(
 /// Confirm a new email address with the link mailed to it.
 #[utoipa::path(post, path = "/v1/auth/email/confirm", request_body = VerifyEmailBody, tag = "auth",
     responses((status = 200, body = CommandAccepted),
-        (status = 400, body = Problem, description = "invalid_or_expired_link"),
-        (status = 409, body = Problem, description = "email_taken (claimed by someone else meanwhile)"),
-        (status = 429, body = Problem, description = "rate_limited")))]
+        (status = 400, body = Problem, description = "`invalid_or_expired_link`"),
+        (status = 409, body = Problem, description = "`email_taken` (claimed by someone else meanwhile)"),
+        (status = 429, body = Problem, description = "`rate_limited`; see Retry-After")))]
 pub async fn confirm_email_change(
     State(state): State<AppState>,
     caller: Caller,

@@ -21,7 +21,15 @@ use super::account::{Positioned, TokensBody, tokens_response};
 use crate::AppState;
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller, MinPosition};
-use crate::routes::{CommandAccepted, Page, PageQuery, rfc3339};
+use crate::openapi::formats;
+use crate::routes::{CommandAccepted, Page, page_query, rfc3339};
+
+page_query!(
+    /// A page of invitations, oldest first.
+    InvitationPage,
+    Ulid,
+    formats::Ulid
+);
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -43,16 +51,18 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InviteBody {
-    #[schema(example = "grace@example.com")]
+    #[schema(value_type = formats::Email)]
     pub email: String,
     /// For a new user; an existing one keeps their name.
     #[serde(default)]
+    #[schema(value_type = formats::PersonName)]
     pub first_name: String,
     #[serde(default)]
+    #[schema(value_type = formats::PersonName)]
     pub last_name: String,
     /// The roles the invitee gets on accepting; absent or empty: the tenant's default role.
     #[serde(default)]
-    #[schema(value_type = Vec<String>, example = json!(["user"]))]
+    #[schema(value_type = Vec<formats::RoleName>, example = json!(["user"]))]
     pub roles: Vec<RoleName>,
 }
 
@@ -87,11 +97,10 @@ fn sent(status: StatusCode, sent: SentInvitation) -> Positioned<SentInvitationBo
 /// Invite someone (a new address, or a user of another tenant) to the tenant. Needs
 /// `users:create` and `role.<role>:assign` for every role.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/invitations", request_body = InviteBody, tag = "invitations",
-    params(("tenant" = String, Path)),
-    responses((status = 201, body = SentInvitationBody), (status = 403, body = Problem),
-        (status = 404, body = Problem, description = "tenant_not_found"),
-        (status = 409, body = Problem, description = "invitation_pending; invitation_revoked (a retry, by its idempotency key, of an invitation since revoked)"),
-        (status = 422, body = Problem, description = "invalid_email, unknown_role")),
+    responses((status = 201, body = SentInvitationBody, description = "sent; a retry with the same Idempotency-Key answers the first result and sends nothing"),
+        (status = 403, body = Problem, description = "`forbidden` (needs users:create and role.<role>:assign for each role), `owner_only` (the owner role, by a non-owner), `beyond_caller_permissions` (a role with permissions the caller lacks)"),
+        (status = 409, body = Problem, description = "`invitation_pending` (the invitee has an open invitation: resend it), `invitation_revoked` (a retry, by its idempotency key, of an invitation since revoked), `email_taken` (a new address claimed by another a moment ago)"),
+        (status = 422, body = Problem, description = "`invalid_email`, `invalid_name`, `unknown_role`")),
     security(("bearer" = [])))]
 pub async fn invite(
     State(state): State<AppState>,
@@ -155,25 +164,20 @@ impl From<InvitationView> for InvitationBody {
 }
 
 /// The tenant's invitations with their status now, oldest first (needs `users:read`).
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/invitations", tag = "invitations",
-    params(("tenant" = String, Path), PageQuery),
-    responses((status = 200, body = Page<InvitationBody>), (status = 403, body = Problem), (status = 404, body = Problem)),
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/invitations", tag = "invitations", params(InvitationPage),
+    responses((status = 200, body = Page<InvitationBody>),
+        (status = 403, body = Problem, description = "`forbidden` (needs users:read)")),
     security(("bearer" = [])))]
 pub async fn list_invitations(
     State(state): State<AppState>,
     caller: Caller,
     min: MinPosition,
     ApiPath(tenant): ApiPath<TenantId>,
-    ApiQuery(query): ApiQuery<PageQuery>,
+    ApiQuery(query): ApiQuery<InvitationPage>,
 ) -> Result<Json<Page<InvitationBody>>, ApiError> {
     state.consistent(min).await?;
-    let limit = query.limit()?;
-    let after = query
-        .after
-        .as_deref()
-        .map(str::parse::<Ulid>)
-        .transpose()
-        .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
+    let limit = query.limit();
+    let after = query.after;
     let items: Vec<InvitationBody> = state
         .app
         .identity
@@ -193,10 +197,10 @@ pub async fn list_invitations(
 /// Send an open invitation again with a new link (the old one dies) and a new expiry. Needs
 /// `users:create`.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/invitations/{id}/resend", tag = "invitations",
-    params(("tenant" = String, Path), ("id" = String, Path)),
-    responses((status = 200, body = SentInvitationBody), (status = 403, body = Problem),
-        (status = 404, body = Problem, description = "invitation_not_found"),
-        (status = 409, body = Problem, description = "invitation_accepted, invitation_revoked")),
+    responses((status = 200, body = SentInvitationBody),
+        (status = 403, body = Problem, description = "`forbidden` (needs users:create)"),
+        (status = 404, body = Problem, description = "`invitation_not_found`"),
+        (status = 409, body = Problem, description = "`invitation_accepted`, `invitation_revoked`")),
     security(("bearer" = [])))]
 pub async fn resend_invitation(
     State(state): State<AppState>,
@@ -214,10 +218,10 @@ pub async fn resend_invitation(
 
 /// Withdraw an open invitation (needs `users:create`).
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}/invitations/{id}", tag = "invitations",
-    params(("tenant" = String, Path), ("id" = String, Path)),
-    responses((status = 200, body = CommandAccepted), (status = 403, body = Problem),
-        (status = 404, body = Problem, description = "invitation_not_found"),
-        (status = 409, body = Problem, description = "invitation_accepted, invitation_revoked")),
+    responses((status = 200, body = CommandAccepted, description = "revoked, or already so (nothing appended)"),
+        (status = 403, body = Problem, description = "`forbidden` (needs users:create)"),
+        (status = 404, body = Problem, description = "`invitation_not_found`"),
+        (status = 409, body = Problem, description = "`invitation_accepted`")),
     security(("bearer" = [])))]
 pub async fn revoke_invitation(
     State(state): State<AppState>,
@@ -238,7 +242,9 @@ pub async fn revoke_invitation(
 pub struct AcceptBody {
     /// The `token` of the emailed link (`idi_…`).
     pub token: String,
-    /// The new account's password; not needed (and ignored) when the invitee already has one.
+    /// The new account's password (at most 4096 bytes of UTF-8, and what the tenant's policy
+    /// asks); not needed (and ignored) when the invitee already has one.
+    #[schema(max_length = 4096)]
     pub password: Option<String>,
 }
 
@@ -255,10 +261,10 @@ impl fmt::Debug for AcceptBody {
 /// address, gives the roles and signs the invitee in. Works at most once.
 #[utoipa::path(post, path = "/v1/invitations/accept", request_body = AcceptBody, tag = "invitations",
     responses((status = 200, body = TokensBody),
-        (status = 400, body = Problem, description = "invalid_or_expired_link"),
-        (status = 403, body = Problem, description = "account_disabled"),
-        (status = 422, body = Problem, description = "password_required, weak_password, password_too_long"),
-        (status = 429, body = Problem, description = "rate_limited")))]
+        (status = 400, body = Problem, description = "`invalid_or_expired_link`"),
+        (status = 403, body = Problem, description = "`account_disabled`"),
+        (status = 422, body = Problem, description = "`password_required`, `weak_password`, `password_too_long`"),
+        (status = 429, body = Problem, description = "`rate_limited`; see Retry-After")))]
 pub async fn accept_invitation(
     State(state): State<AppState>,
     caller: Caller,
