@@ -36,6 +36,30 @@ pub trait Aggregate: 'static {
     fn from_domain(event: DomainEvent) -> Option<Self::Event>;
 }
 
+/// What a command is decided by: lets [`check`] find the aggregate from the command alone.
+pub trait Command: Clone {
+    type Aggregate: Aggregate<Command = Self>;
+}
+
+/// The given/when/then of every aggregate's tests: the state the `given` events fold into
+/// decides `when`, which must answer `then`.
+#[cfg(test)]
+#[track_caller]
+pub(crate) fn check<C: Command>(
+    given: &[<C::Aggregate as Aggregate>::Event],
+    when: C,
+    then: Result<Vec<<C::Aggregate as Aggregate>::Event>, <C::Aggregate as Aggregate>::Error>,
+) where
+    <C::Aggregate as Aggregate>::Event: PartialEq + std::fmt::Debug,
+    <C::Aggregate as Aggregate>::Error: PartialEq,
+{
+    let state = given.iter().fold(
+        <C::Aggregate as Aggregate>::State::default(),
+        |state, event| <C::Aggregate as Aggregate>::evolve(state, event),
+    );
+    assert_eq!(<C::Aggregate as Aggregate>::decide(&state, when), then);
+}
+
 macro_rules! aggregate {
     ($marker:ident, $kind:ident, $module:ident, $state:ty, $command:ty, $event:ident, $error:ty, { $($variant:ident => $domain:ident),* $(,)? }) => {
         pub struct $marker;
@@ -59,6 +83,10 @@ macro_rules! aggregate {
                     _ => None,
                 }
             }
+        }
+
+        impl Command for $command {
+            type Aggregate = $marker;
         }
 
         impl From<$event> for DomainEvent {

@@ -134,20 +134,11 @@ pub fn evolve(mut state: EmailClaim, event: &EmailClaimEvent) -> EmailClaim {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregate::check;
     use time::macros::datetime;
     use ulid::Ulid;
 
     const T0: OffsetDateTime = datetime!(2026-03-01 12:00 UTC);
-
-    #[track_caller]
-    fn check(
-        given: &[EmailClaimEvent],
-        when: EmailClaimCommand,
-        then: Result<Vec<EmailClaimEvent>, EmailClaimError>,
-    ) {
-        let state = given.iter().fold(EmailClaim::default(), evolve);
-        assert_eq!(decide(&state, when), then);
-    }
 
     fn user(n: u64) -> UserId {
         UserId::new(Ulid::from_parts(n, n as u128))

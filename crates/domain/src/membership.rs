@@ -148,17 +148,8 @@ pub fn evolve(mut state: Membership, event: &MembershipEvent) -> Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregate::check;
     use ulid::Ulid;
-
-    #[track_caller]
-    fn check(
-        given: &[MembershipEvent],
-        when: MembershipCommand,
-        then: Result<Vec<MembershipEvent>, MembershipError>,
-    ) {
-        let state = given.iter().fold(Membership::default(), evolve);
-        assert_eq!(decide(&state, when), then);
-    }
 
     fn ada() -> UserId {
         UserId::new(Ulid::from_parts(1, 1))

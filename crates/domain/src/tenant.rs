@@ -199,16 +199,7 @@ pub fn evolve(mut state: Tenant, event: &TenantEvent) -> Tenant {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[track_caller]
-    fn check(
-        given: &[TenantEvent],
-        when: TenantCommand,
-        then: Result<Vec<TenantEvent>, TenantError>,
-    ) {
-        let state = given.iter().fold(Tenant::default(), evolve);
-        assert_eq!(decide(&state, when), then);
-    }
+    use crate::aggregate::check;
 
     fn created(name: &str) -> TenantEvent {
         TenantEvent::Created(TenantCreated { name: name.into() })

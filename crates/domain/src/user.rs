@@ -454,15 +454,10 @@ pub fn evolve(mut state: User, event: &UserEvent) -> User {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregate::check;
     use time::macros::datetime;
 
     const NOW: OffsetDateTime = datetime!(2026-03-01 12:00 UTC);
-
-    #[track_caller]
-    fn check(given: &[UserEvent], when: UserCommand, then: Result<Vec<UserEvent>, UserError>) {
-        let state = given.iter().fold(User::default(), evolve);
-        assert_eq!(decide(&state, when), then);
-    }
 
     fn new_user(email: &str) -> NewUser {
         NewUser {

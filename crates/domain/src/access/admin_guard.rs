@@ -142,6 +142,7 @@ pub fn evolve(mut state: AdminGuard, event: &AdminGuardEvent) -> AdminGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregate::check;
     use time::macros::datetime;
     use ulid::Ulid;
 
@@ -169,16 +170,6 @@ mod tests {
             seen,
             others: others.iter().copied().map(user).collect(),
         }
-    }
-
-    #[track_caller]
-    fn check(
-        given: &[AdminGuardEvent],
-        when: AdminGuardCommand,
-        then: Result<Vec<AdminGuardEvent>, AdminGuardError>,
-    ) {
-        let state = given.iter().fold(AdminGuard::default(), evolve);
-        assert_eq!(decide(&state, when), then);
     }
 
     #[test]

@@ -158,16 +158,7 @@ pub fn evolve(mut state: Entity, event: &EntityEvent) -> Entity {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[track_caller]
-    fn check(
-        given: &[EntityEvent],
-        when: EntityCommand,
-        then: Result<Vec<EntityEvent>, EntityError>,
-    ) {
-        let state = given.iter().fold(Entity::default(), evolve);
-        assert_eq!(decide(&state, when), then);
-    }
+    use crate::aggregate::check;
 
     fn f(list: &[&str]) -> Vec<FieldName> {
         list.iter().map(|f| f.parse().unwrap()).collect()

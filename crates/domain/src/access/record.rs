@@ -168,17 +168,8 @@ pub fn evolve(mut state: Record, event: &RecordEvent) -> Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregate::check;
     use ulid::Ulid;
-
-    #[track_caller]
-    fn check(
-        given: &[RecordEvent],
-        when: RecordCommand,
-        then: Result<Vec<RecordEvent>, RecordError>,
-    ) {
-        let state = given.iter().fold(Record::default(), evolve);
-        assert_eq!(decide(&state, when), then);
-    }
 
     fn at() -> RecordRef {
         RecordRef {

@@ -252,12 +252,7 @@ pub fn evolve(mut state: Role, event: &RoleEvent) -> Role {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[track_caller]
-    fn check(given: &[RoleEvent], when: RoleCommand, then: Result<Vec<RoleEvent>, RoleError>) {
-        let state = given.iter().fold(Role::default(), evolve);
-        assert_eq!(decide(&state, when), then);
-    }
+    use crate::aggregate::check;
 
     fn name(s: &str) -> RoleName {
         s.parse().unwrap()

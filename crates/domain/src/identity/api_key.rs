@@ -141,6 +141,7 @@ pub fn evolve(mut state: ApiKey, event: &ApiKeyEvent) -> ApiKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregate::check;
     use time::Duration;
     use time::macros::datetime;
 
@@ -165,16 +166,6 @@ mod tests {
             expires_at: None,
             restriction: None,
         })
-    }
-
-    #[track_caller]
-    fn check(
-        given: &[ApiKeyEvent],
-        when: ApiKeyCommand,
-        then: Result<Vec<ApiKeyEvent>, ApiKeyError>,
-    ) {
-        let state = given.iter().fold(ApiKey::default(), evolve);
-        assert_eq!(decide(&state, when), then);
     }
 
     #[test]

@@ -439,6 +439,7 @@ pub fn evolve(mut state: Credentials, event: &CredentialsEvent) -> Credentials {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregate::check;
     use time::macros::datetime;
 
     const NOW: OffsetDateTime = datetime!(2026-03-01 12:00 UTC);
@@ -449,16 +450,6 @@ mod tests {
 
     fn index(byte: u8) -> BlindIndex {
         BlindIndex::from_bytes(&[byte; 32])
-    }
-
-    #[track_caller]
-    fn check(
-        given: &[CredentialsEvent],
-        when: CredentialsCommand,
-        then: Result<Vec<CredentialsEvent>, CredentialsError>,
-    ) {
-        let state = given.iter().fold(Credentials::default(), evolve);
-        assert_eq!(decide(&state, when), then);
     }
 
     fn issued(purpose: TokenPurpose, byte: u8) -> CredentialsEvent {

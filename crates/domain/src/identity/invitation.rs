@@ -175,6 +175,7 @@ pub fn evolve(mut state: Invitation, event: &InvitationEvent) -> Invitation {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregate::check;
     use time::macros::datetime;
 
     const NOW: OffsetDateTime = datetime!(2026-03-01 12:00 UTC);
@@ -190,16 +191,6 @@ mod tests {
             token: index(1),
             expires_at: NOW + Duration::days(7),
         })
-    }
-
-    #[track_caller]
-    fn check(
-        given: &[InvitationEvent],
-        when: InvitationCommand,
-        then: Result<Vec<InvitationEvent>, InvitationError>,
-    ) {
-        let state = given.iter().fold(Invitation::default(), evolve);
-        assert_eq!(decide(&state, when), then);
     }
 
     fn accept(byte: u8, now: OffsetDateTime) -> InvitationCommand {
