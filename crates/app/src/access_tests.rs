@@ -705,3 +705,170 @@ async fn every_command_needs_its_permission_and_each_role_its_own() {
         .unwrap();
     app.users.deactivate(&as_user(ada), bob).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_platform_administrator_gives_the_owner_role_only_in_a_tenant_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    // A tenant created through the API has no owner: only administrators.
+    let [admin, other, platform] = tenant_with(&app, &[&["admin"], &["user"], &["user"]]).await[..]
+    else {
+        unreachable!()
+    };
+    app.users
+        .set_flags(
+            &system(),
+            platform,
+            idstream_domain::user::UserFlags {
+                platform_admin: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    // A tenant administrator is no owner.
+    assert_err(
+        app.memberships
+            .assign_role(&as_user(admin), acme(), admin, role("owner"))
+            .await,
+        "OwnerOnly",
+    );
+    // The platform administrator gives it where there is none…
+    app.memberships
+        .assign_role(&as_user(platform), acme(), admin, role("owner"))
+        .await
+        .unwrap();
+    // …and then it is the owners' to give.
+    assert_err(
+        app.memberships
+            .assign_role(&as_user(platform), acme(), other, role("owner"))
+            .await,
+        "OwnerOnly",
+    );
+    app.memberships
+        .assign_role(&as_user(admin), acme(), other, role("owner"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn nobody_suspends_themselves_the_last_administrator_or_an_owner_without_being_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    let [admin, manager, owner] = tenant_with(&app, &[&["admin"], &["user"], &["owner"]]).await[..]
+    else {
+        unreachable!()
+    };
+    grant(&app, manager, &["users:update"]).await;
+    let request = || crate::SuspendRequest {
+        until: None,
+        reason: None,
+    };
+    assert_err(
+        app.users.suspend(&as_user(admin), admin, request()).await,
+        "CannotRemoveSelf",
+    );
+    // The owner is not the manager's to suspend, nor to deactivate or erase.
+    assert_err(
+        app.users.suspend(&as_user(manager), owner, request()).await,
+        "OwnerOnly",
+    );
+    assert_err(
+        app.users.deactivate(&as_user(manager), owner).await,
+        "OwnerOnly",
+    );
+    grant(&app, manager, &["users:delete"]).await;
+    assert_err(app.users.erase(&as_user(manager), owner).await, "OwnerOnly");
+    // With the owner gone from the tenant, the admin is its last administrator.
+    app.memberships
+        .remove(&system(), acme(), owner)
+        .await
+        .unwrap();
+    assert_err(
+        app.users.suspend(&as_user(manager), admin, request()).await,
+        "LastAdmin",
+    );
+}
+
+#[tokio::test]
+async fn a_user_is_shown_with_only_the_tenants_the_caller_may_read_users_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    let [admin, plain] = tenant_with(&app, &[&["admin"], &["user"]]).await[..] else {
+        unreachable!()
+    };
+    for tenant in ["beta", "gamma"] {
+        app.tenants
+            .create(&system(), tenant.parse().unwrap(), tenant.into())
+            .await
+            .unwrap();
+    }
+    // Someone in acme and beta, and a stranger in gamma only.
+    let both = NewUserRequest {
+        email: "both@example.com".into(),
+        first_name: "B".into(),
+        last_name: String::new(),
+        roles: vec![role("user")],
+        invite: false,
+    };
+    let both: UserId = app
+        .users
+        .create(&system(), acme(), both)
+        .await
+        .unwrap()
+        .id
+        .parse()
+        .unwrap();
+    let assigned = app
+        .memberships
+        .assign_role(&system(), "beta".parse().unwrap(), both, role("user"))
+        .await
+        .unwrap();
+    let stranger = NewUserRequest {
+        email: "stranger@example.com".into(),
+        first_name: "S".into(),
+        last_name: String::new(),
+        roles: vec![role("admin")],
+        invite: false,
+    };
+    let stranger: UserId = app
+        .users
+        .create(&system(), "gamma".parse().unwrap(), stranger)
+        .await
+        .unwrap()
+        .id
+        .parse()
+        .unwrap();
+    app.core().wait_for(assigned.position).await.unwrap();
+
+    let tenants = |caller: Caller| {
+        let app = app.clone();
+        async move {
+            app.users
+                .get(&caller, both)
+                .await
+                .map(|(_, tenants)| tenants.iter().map(|t| t.to_string()).collect::<Vec<_>>())
+        }
+    };
+    // acme's administrator sees acme only; the person themselves and the operator see both.
+    assert_eq!(tenants(as_user(admin)).await.unwrap(), ["acme"]);
+    assert_eq!(tenants(as_user(both)).await.unwrap(), ["acme", "beta"]);
+    assert_eq!(tenants(system()).await.unwrap(), ["acme", "beta"]);
+    // A member of acme without users:read is refused; a member of gamma finds no such user.
+    assert!(matches!(
+        tenants(as_user(plain)).await,
+        Err(AppError::Forbidden(_))
+    ));
+    assert!(matches!(
+        tenants(crate::tests::as_user(stranger, "gamma")).await,
+        Err(AppError::UserNotFound)
+    ));
+    // acme's member list shows the same: acme only.
+    let members = app
+        .memberships
+        .list(&as_user(admin), &acme(), None, 100)
+        .await
+        .unwrap();
+    let listed = members.iter().find(|m| m.user.id == both).unwrap();
+    assert_eq!(listed.tenants, [acme()]);
+}
