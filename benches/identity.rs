@@ -17,18 +17,18 @@
 //! group commit, as in production on one machine).
 
 /// The allocator of the `idstream` binary, so that what runs in process here runs as it does there.
+#[path = "support/mod.rs"]
+mod support;
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use idstream_app::identity::{AcceptInvitation, Bootstrap, InvitationRequest, SignIn};
-use idstream_app::{App, Caller, IdentityServices, SystemClock};
+use idstream_app::Caller;
+use idstream_app::identity::{Bootstrap, SignIn};
 use idstream_auth::{AccessSubject, Issuer, KeyRing, PasswordHasherPool};
-use idstream_eventlog::SharedLog;
-use idstream_eventlog::embedded::{EmbeddedLog, EmbeddedOptions};
-use idstream_projection_runtime::ReadModels;
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -39,32 +39,6 @@ fn seconds() -> Duration {
             .and_then(|v| v.parse().ok())
             .unwrap_or(5),
     )
-}
-
-async fn app(dir: &std::path::Path, cores: usize) -> anyhow::Result<App> {
-    let log: SharedLog = EmbeddedLog::open(&dir.join("log"), EmbeddedOptions::default()).await?;
-    let access_cache = Arc::new(idstream_access::FactCache::default());
-    let read_models = ReadModels::start(
-        &dir.join("readmodels"),
-        log.clone(),
-        idstream_app::projections(access_cache.clone()),
-    )
-    .await?;
-    let mut services = IdentityServices::local(dir)
-        .await
-        .map_err(anyhow::Error::msg)?;
-    services.hasher = PasswordHasherPool::new(cores);
-    services.config.attempts_per_source_per_minute = u32::MAX;
-    let replays = idstream_app::replay::Replays::new(dir.join("replays"), log.clone());
-    Ok(App::new(
-        log,
-        read_models,
-        access_cache,
-        Arc::new(SystemClock),
-        Duration::from_secs(30),
-        services,
-        replays,
-    ))
 }
 
 /// Runs `op` from `workers` tasks for `duration`; operations per second.
@@ -94,54 +68,6 @@ where
     total as f64 / start.elapsed().as_secs_f64()
 }
 
-/// `n` members with the bench password, invited and accepted through the application (the
-/// invitation token is read from the file mailer's message).
-async fn members(app: &App, dir: &std::path::Path, n: usize) -> anyhow::Result<Vec<String>> {
-    let system = Caller::system("bench");
-    let mut emails = Vec::new();
-    for i in 0..n {
-        let email = format!("member{i}@example.com");
-        app.identity
-            .invite(
-                &system,
-                "acme".parse().map_err(anyhow::Error::msg)?,
-                InvitationRequest {
-                    email: email.clone(),
-                    first_name: String::new(),
-                    last_name: String::new(),
-                    roles: vec![],
-                },
-            )
-            .await?;
-        let mut token = None;
-        for path in idstream_mailer::FileMailer::messages(&dir.join("mail"))? {
-            let mail = idstream_mailer::read_eml(&path)?;
-            if mail.to.contains(&email)
-                && let Some(at) = mail.text.find("idi_")
-            {
-                token = Some(
-                    mail.text[at..]
-                        .chars()
-                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                        .collect::<String>(),
-                );
-            }
-        }
-        let token = token.ok_or_else(|| anyhow::anyhow!("no invitation mail for {email}"))?;
-        app.identity
-            .accept_invitation(
-                &Caller::anonymous(),
-                AcceptInvitation {
-                    token,
-                    password: Some(PASSWORD.into()),
-                },
-            )
-            .await?;
-        emails.push(email);
-    }
-    Ok(emails)
-}
-
 fn main() -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -151,7 +77,7 @@ fn main() -> anyhow::Result<()> {
     let duration = seconds();
     let scratch = tempfile::tempdir()?;
     runtime.block_on(async {
-        let app = app(scratch.path(), cores).await?;
+        let app = support::app(scratch.path(), cores).await?;
         app.identity.bootstrap(&Caller::system("bootstrap"), Bootstrap {
             tenant: "acme".parse().map_err(anyhow::Error::msg)?,
             tenant_name: "Acme".into(),
@@ -177,7 +103,12 @@ fn main() -> anyhow::Result<()> {
         // --- sign-in through the application, one account per worker (attempts on one account
         // take turns by design) ---
         let workers = cores * 4;
-        let emails = members(&app, scratch.path(), workers).await?;
+        let mut emails = Vec::new();
+        for i in 0..workers {
+            let email = format!("member{i}@example.com");
+            support::member(&app, scratch.path(), &email, PASSWORD).await?;
+            emails.push(email);
+        }
         let signin = {
             let app = app.clone();
             let emails = Arc::new(emails);

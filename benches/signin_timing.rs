@@ -26,20 +26,18 @@
 //! who waits for each answer).
 
 /// The allocator of the `idstream` binary, so that what runs in process here runs as it does there.
+#[path = "support/mod.rs"]
+mod support;
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use idstream_app::identity::{AcceptInvitation, Bootstrap, InvitationRequest};
-use idstream_app::{App, AppError, Caller, IdentityServices, NewUserRequest, SystemClock};
-use idstream_auth::PasswordHasherPool;
+use idstream_app::identity::Bootstrap;
+use idstream_app::{App, AppError, Caller, NewUserRequest};
 use idstream_domain::{TenantId, UserId};
-use idstream_eventlog::SharedLog;
-use idstream_eventlog::embedded::{EmbeddedLog, EmbeddedOptions};
-use idstream_projection_runtime::ReadModels;
 use rand::seq::SliceRandom;
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -103,78 +101,6 @@ fn tries() -> usize {
 
 fn acme() -> TenantId {
     "acme".parse().expect("a valid tenant id")
-}
-
-async fn app(dir: &std::path::Path) -> anyhow::Result<App> {
-    let log: SharedLog = EmbeddedLog::open(&dir.join("log"), EmbeddedOptions::default()).await?;
-    let access_cache = Arc::new(idstream_access::FactCache::default());
-    let read_models = ReadModels::start(
-        &dir.join("readmodels"),
-        log.clone(),
-        idstream_app::projections(access_cache.clone()),
-    )
-    .await?;
-    let mut services = IdentityServices::local(dir)
-        .await
-        .map_err(anyhow::Error::msg)?;
-    // One argon2 computation at a time: the tries run one after the other anyway, and a pool of
-    // one keeps the machine's other core out of the measurement.
-    services.hasher = PasswordHasherPool::new(1);
-    // The tries all come from this process: no source budget in the way.
-    services.config.attempts_per_source_per_minute = u32::MAX;
-    let replays = idstream_app::replay::Replays::new(dir.join("replays"), log.clone());
-    Ok(App::new(
-        log,
-        read_models,
-        access_cache,
-        Arc::new(SystemClock),
-        Duration::from_secs(30),
-        services,
-        replays,
-    ))
-}
-
-/// A member of acme with the bench password, invited and accepted through the application (the
-/// invitation token is read from the file mailer's message).
-async fn member(app: &App, dir: &std::path::Path, email: &str) -> anyhow::Result<UserId> {
-    let sent = app
-        .identity
-        .invite(
-            &Caller::system("bench"),
-            acme(),
-            InvitationRequest {
-                email: email.to_owned(),
-                first_name: String::new(),
-                last_name: String::new(),
-                roles: vec![],
-            },
-        )
-        .await?;
-    let mut token = None;
-    for path in idstream_mailer::FileMailer::messages(&dir.join("mail"))? {
-        let mail = idstream_mailer::read_eml(&path)?;
-        if mail.to.contains(email)
-            && let Some(at) = mail.text.find("idi_")
-        {
-            token = Some(
-                mail.text[at..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect::<String>(),
-            );
-        }
-    }
-    let token = token.ok_or_else(|| anyhow::anyhow!("no invitation mail for {email}"))?;
-    app.identity
-        .accept_invitation(
-            &Caller::anonymous(),
-            AcceptInvitation {
-                token,
-                password: Some(PASSWORD.into()),
-            },
-        )
-        .await?;
-    Ok(sent.user)
 }
 
 /// A member of acme without a password: created active by an administrator, never set up.
@@ -293,7 +219,9 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let scratch = tempfile::tempdir()?;
     runtime.block_on(async {
-        let app = app(scratch.path()).await?;
+        // One argon2 computation at a time: the tries run one after the other anyway, and a
+        // pool of one keeps the machine's other core out of the measurement.
+        let app = support::app(scratch.path(), 1).await?;
         app.identity
             .bootstrap(
                 &Caller::system("bootstrap"),
@@ -315,10 +243,10 @@ fn main() -> anyhow::Result<()> {
         let mut locked_users = Vec::new();
         for i in 0..ACCOUNTS {
             let wrong = format!("wrong{i}@example.com");
-            wrong_users.push(member(&app, scratch.path(), &wrong).await?);
+            wrong_users.push(support::member(&app, scratch.path(), &wrong, PASSWORD).await?);
             emails.entry(Kind::WrongPassword).or_default().push(wrong);
             let locked = format!("locked{i}@example.com");
-            locked_users.push(member(&app, scratch.path(), &locked).await?);
+            locked_users.push(support::member(&app, scratch.path(), &locked, PASSWORD).await?);
             emails.entry(Kind::Locked).or_default().push(locked);
             let bare = format!("bare{i}@example.com");
             without_password(&app, &bare).await?;

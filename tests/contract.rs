@@ -25,19 +25,19 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
 use crate::support::service::{Answer, Service};
+use crate::support::world::{Account, created, eventually, invitation_token, join, text};
 
 const ACME: &str = "acme";
 const PASSWORD: &str = "Contract-Passphrase-2026";
 const ROLE: &str = "editor";
 const ENTITY: &str = "project";
 const RECORD: &str = "R1";
-const PATIENCE: Duration = Duration::from_secs(10);
 
 /// Operations whose valid request needs a secret the document cannot give (an emailed token or
 /// code, a TOTP code, a second-factor challenge), or a state the world does not have (a locked
@@ -177,14 +177,6 @@ fn keeps_string_rules(schema: &Value, value: &str) -> bool {
 
 // ----- the world -----
 
-#[derive(Clone)]
-struct Account {
-    id: String,
-    email: String,
-    token: String,
-    refresh: String,
-}
-
 struct World {
     _dir: tempfile::TempDir,
     svc: Service,
@@ -209,55 +201,6 @@ struct World {
     counter: AtomicUsize,
 }
 
-async fn eventually<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + PATIENCE;
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-#[track_caller]
-fn made(answer: &Answer, what: &str) {
-    assert!(
-        (200..300).contains(&answer.status),
-        "building the world: {what}: {answer:?}"
-    );
-}
-
-fn text(value: &Value) -> String {
-    value
-        .as_str()
-        .unwrap_or_else(|| panic!("not a string: {value}"))
-        .to_owned()
-}
-
-/// The latest invitation token mailed to `email`.
-async fn invitation_token(svc: &Service, email: &str) -> String {
-    let mut token = None;
-    eventually("the invitation arrives", || {
-        token = svc
-            .mail()
-            .into_iter()
-            .rev()
-            .find(|m| m.to == email && m.text.contains("idi_"))
-            .map(|m| {
-                let start = m.text.find("idi_").unwrap();
-                m.text[start..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect::<String>()
-            });
-        std::future::ready(token.is_some())
-    })
-    .await;
-    token.unwrap()
-}
-
 impl World {
     async fn build() -> World {
         let dir = tempfile::tempdir().unwrap();
@@ -277,12 +220,12 @@ impl World {
             "invitation_ttl_hours": 72, "session_idle_minutes": 60, "session_max_hours": 10,
             "magic_link_ttl_minutes": 10, "mfa_required": false
         });
-        made(
+        created(
             &svc.put("/v1/tenants/acme/settings", settings).await,
             "settings",
         );
         for role in [ROLE, "bare"] {
-            made(
+            created(
                 &svc.post(
                     "/v1/tenants/acme/roles",
                     json!({"name": role, "permissions": []}),
@@ -292,7 +235,7 @@ impl World {
             );
         }
         svc.create_tenant("beta").await;
-        made(
+        created(
             &svc.post(
                 "/v1/tenants/acme/entities",
                 json!({"name": ENTITY, "fields": ["title", "budget"], "rls": false}),
@@ -303,29 +246,14 @@ impl World {
         let mut world = World {
             _dir: dir,
             svc,
-            ada: Account {
-                id: String::new(),
-                email: String::new(),
-                token: String::new(),
-                refresh: String::new(),
-            },
+            ada: Account::default(),
             other_session: String::new(),
             target: String::new(),
             invitation: String::new(),
             accept_token: String::new(),
             api_key: String::new(),
-            bare: Account {
-                id: String::new(),
-                email: String::new(),
-                token: String::new(),
-                refresh: String::new(),
-            },
-            stranger: Account {
-                id: String::new(),
-                email: String::new(),
-                token: String::new(),
-                refresh: String::new(),
-            },
+            bare: Account::default(),
+            stranger: Account::default(),
             as_of: 0,
             counter: AtomicUsize::new(0),
         };
@@ -334,7 +262,7 @@ impl World {
         world.stranger = world.join("beta", &["admin"]).await;
         world.target = world.join(ACME, &["user"]).await.id;
         let svc = &world.svc;
-        made(
+        created(
             &svc.put(
                 &format!("/v1/tenants/acme/entities/{ENTITY}/records/{RECORD}/owner"),
                 json!({"user": world.target}),
@@ -356,7 +284,7 @@ impl World {
                 json!({"name": "fixture"}),
             )
             .await;
-        made(&issued, "an API key");
+        created(&issued, "an API key");
         world.api_key = text(&issued.body["id"]);
         world.as_of = world.svc.log_position().await;
         world
@@ -380,36 +308,13 @@ impl World {
                 json!({"email": email, "roles": ["user"]}),
             )
             .await;
-        made(&invited, "an invitation");
+        created(&invited, "an invitation");
         (text(&invited.body["id"]), email)
     }
 
     /// A new member of `tenant` with `roles`, signed in through the invitation they accepted.
     async fn join(&self, tenant: &str, roles: &[&str]) -> Account {
-        let email = self.fresh_email();
-        let invited = self
-            .svc
-            .post(
-                &format!("/v1/tenants/{tenant}/invitations"),
-                json!({"email": email, "first_name": "Ada", "last_name": "Lovelace", "roles": roles}),
-            )
-            .await;
-        made(&invited, "an invitation");
-        let token = invitation_token(&self.svc, &email).await;
-        let accepted = self
-            .svc
-            .post_anonymous(
-                "/v1/invitations/accept",
-                json!({"token": token, "password": PASSWORD}),
-            )
-            .await;
-        made(&accepted, "an accepted invitation");
-        Account {
-            id: text(&accepted.body["user"]),
-            email,
-            token: text(&accepted.body["access_token"]),
-            refresh: text(&accepted.body["refresh_token"]),
-        }
+        join(&self.svc, &self.fresh_email(), tenant, roles, PASSWORD).await
     }
 
     /// The value of a path parameter.

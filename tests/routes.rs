@@ -22,13 +22,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use reqwest::Method;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::support::service::{Answer, Service};
+use crate::support::world::{self, Account, created, eventually, invitation_token, text};
 
 const ACME: &str = "acme";
 const BETA: &str = "beta";
@@ -41,8 +42,6 @@ const KEY_RESTRICTION: &str = "documentation:read";
 /// The entity and record the record rows act on.
 const ENTITY: &str = "doc";
 const RECORD: &str = "r1";
-/// How long a condition that should hold soon (a mail arriving) may take.
-const PATIENCE: Duration = Duration::from_secs(10);
 
 // ----- who calls -----
 
@@ -451,15 +450,6 @@ impl Row {
 
 // ----- the world -----
 
-/// An account with a session.
-struct Account {
-    id: String,
-    email: String,
-    token: String,
-    refresh: String,
-    session: String,
-}
-
 /// The service and everything the rows act on.
 struct World {
     _dir: tempfile::TempDir,
@@ -476,34 +466,6 @@ struct World {
     as_of: u64,
     /// Makes names unique.
     counter: AtomicUsize,
-}
-
-/// Polls `condition` every 20 ms until it holds; panics after [`PATIENCE`].
-async fn eventually<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + PATIENCE;
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-#[track_caller]
-fn created(answer: &Answer, what: &str) {
-    assert!(
-        (200..300).contains(&answer.status),
-        "building the world: {what}: {answer:?}"
-    );
-}
-
-fn text(value: &Value) -> String {
-    value
-        .as_str()
-        .unwrap_or_else(|| panic!("not a string: {value}"))
-        .to_owned()
 }
 
 fn settings() -> Value {
@@ -729,54 +691,11 @@ fn unique(counter: &AtomicUsize, prefix: &str) -> String {
     format!("{prefix}-{}", counter.fetch_add(1, Ordering::Relaxed))
 }
 
-/// The latest invitation token mailed to `email`.
-async fn invitation_token(svc: &Service, email: &str) -> String {
-    let mut token = None;
-    eventually("the invitation arrives", || {
-        token = svc
-            .mail()
-            .into_iter()
-            .rev()
-            .find(|m| m.to == email && m.text.contains("idi_"))
-            .map(|m| {
-                let start = m.text.find("idi_").unwrap();
-                m.text[start..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect::<String>()
-            });
-        std::future::ready(token.is_some())
-    })
-    .await;
-    token.unwrap()
-}
-
-/// A new member of `tenant` with `roles`: invited by the operator, accepted with [`PASSWORD`]
-/// (as the identity tests do), which signs them in.
+/// A new member of `tenant` with `roles`: invited by the operator, accepted with [`PASSWORD`],
+/// which signs them in.
 async fn join(svc: &Service, counter: &AtomicUsize, tenant: &str, roles: &[&str]) -> Account {
     let email = format!("{}@example.com", unique(counter, "member"));
-    let invited = svc
-        .post(
-            &format!("/v1/tenants/{tenant}/invitations"),
-            json!({"email": email, "first_name": "Ada", "last_name": "Lovelace", "roles": roles}),
-        )
-        .await;
-    created(&invited, "an invitation");
-    let token = invitation_token(svc, &email).await;
-    let accepted = svc
-        .post_anonymous(
-            "/v1/invitations/accept",
-            json!({"token": token, "password": PASSWORD}),
-        )
-        .await;
-    created(&accepted, "an accepted invitation");
-    Account {
-        id: text(&accepted.body["user"]),
-        email,
-        token: text(&accepted.body["access_token"]),
-        refresh: text(&accepted.body["refresh_token"]),
-        session: text(&accepted.body["session"]),
-    }
+    world::join(svc, &email, tenant, roles, PASSWORD).await
 }
 
 // ----- checking -----

@@ -2,3 +2,4 @@
 
 pub mod nats;
 pub mod service;
+pub mod world;

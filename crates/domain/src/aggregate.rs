@@ -55,7 +55,7 @@ pub(crate) fn check<C: Command>(
 {
     let state = given.iter().fold(
         <C::Aggregate as Aggregate>::State::default(),
-        |state, event| <C::Aggregate as Aggregate>::evolve(state, event),
+        <C::Aggregate as Aggregate>::evolve,
     );
     assert_eq!(<C::Aggregate as Aggregate>::decide(&state, when), then);
 }
