@@ -816,6 +816,76 @@ async fn a_key_never_gets_more_than_its_owner_holds() {
     ));
 }
 
+#[tokio::test]
+async fn a_key_for_another_member_carries_only_what_its_issuer_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    let owner = bootstrap(&app).await;
+    let manager = invited_member(
+        &app,
+        dir.path(),
+        "mia@example.com",
+        "mias pass phrase",
+        &["user"],
+    )
+    .await;
+    let bob = invited_member(
+        &app,
+        dir.path(),
+        "bob@example.com",
+        "bobs pass phrase",
+        &["admin"],
+    )
+    .await;
+    let granted = app
+        .memberships
+        .grant_permissions(
+            &system(),
+            acme(),
+            manager,
+            [
+                "users:update".parse().unwrap(),
+                "users:read".parse().unwrap(),
+            ]
+            .into(),
+        )
+        .await
+        .unwrap();
+    app.core().wait_for(granted.position).await.unwrap();
+    let key = |owner: UserId, permissions: Option<&[&str]>| ApiKeyRequest {
+        name: "for someone else".into(),
+        owner: Some(owner),
+        expires_at: None,
+        permissions: permissions.map(|p| p.iter().map(|p| p.parse().unwrap()).collect()),
+    };
+    let as_manager = crate::tests::as_user(manager, "acme");
+    // Unrestricted, Bob's key would carry his global access, now and later.
+    assert_err(
+        app.identity
+            .issue_api_key(&as_manager, acme(), key(bob, None))
+            .await,
+        "BeyondCallerPermissions([\"global access\"])",
+    );
+    // Restricted to what the manager holds, it may be issued; beyond that, not.
+    app.identity
+        .issue_api_key(&as_manager, acme(), key(bob, Some(&["users:read"])))
+        .await
+        .unwrap();
+    assert_err(
+        app.identity
+            .issue_api_key(&as_manager, acme(), key(bob, Some(&["users:delete"])))
+            .await,
+        "BeyondCallerPermissions([\"users:delete\"])",
+    );
+    // Never a key of an owner by someone who is not one.
+    assert_err(
+        app.identity
+            .issue_api_key(&as_manager, acme(), key(owner, Some(&["users:read"])))
+            .await,
+        "OwnerOnly",
+    );
+}
+
 /// The newest email to `to`, waiting for it.
 async fn newest_mail(dir: &Path, to: &str, after: usize) -> idstream_mailer::ParsedEml {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
