@@ -26,6 +26,8 @@ mod audit;
 mod core;
 mod engine;
 mod error;
+#[cfg(test)]
+mod escalation_tests;
 pub mod identity;
 mod memberships;
 mod operations;
