@@ -1,4 +1,4 @@
-//! The one integration-test binary (see GUIDE.md §8). Each module is one area; the harness in
+//! The one integration-test binary. Each module is one area; the harness in
 //! `support` spawns real processes: nats-server on a free port with a temporary store, and the
 //! `idstream` binary on port 0 with a temporary data directory.
 

@@ -175,8 +175,9 @@ impl Core {
         Ok((state, last))
     }
 
-    /// Runs one command against one aggregate: the loop of GUIDE.md §1. `step` names the step of
-    /// a multi-step command so each step has its own idempotency key.
+    /// Runs one command against one aggregate: load its state (cached, or folded from its
+    /// events), decide, append with the expected sequence, retry on a conflict. `step` names the
+    /// step of a multi-step command so each step has its own idempotency key.
     pub(crate) async fn execute<A: Aggregate>(
         &self,
         ctx: &CommandContext,
