@@ -36,6 +36,7 @@ const TENANTS: [&str; 3] = ["acme", "beta", "gamma"];
 /// The permissions commands choose from: administrative ones (so that callers can try to hand
 /// out what they lack) and plain ones.
 const PERMISSIONS: [&str; 18] = [
+    // The first `ADMINISTRATIVE` are over users, permissions and roles.
     "users:create",
     "users:read",
     "users:update",
@@ -55,6 +56,8 @@ const PERMISSIONS: [&str; 18] = [
     "role.grantor:assign",
     "role.owner:assign",
 ];
+
+const ADMINISTRATIVE: usize = 8;
 
 /// What a user (or key) holds in a tenant, as the access read model says.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -212,24 +215,22 @@ impl World {
         let custom = [
             (
                 "grantor",
-                permissions(&[
-                    "users:create",
-                    "users:read",
-                    "users:update",
-                    "users:delete",
-                    "permissions:create",
-                    "permissions:delete",
-                    "roles:create",
-                    "roles:update",
-                    "role.editor:assign",
-                    "role.viewer:assign",
-                    "role.admin:assign",
-                    "role.grantor:assign",
-                    "role.owner:assign",
-                    "role.editor:revoke",
-                    "role.admin:revoke",
-                    "documentation:read",
-                ]),
+                permissions(
+                    &[
+                        &PERMISSIONS[..ADMINISTRATIVE],
+                        &[
+                            "role.editor:assign",
+                            "role.viewer:assign",
+                            "role.admin:assign",
+                            "role.grantor:assign",
+                            "role.owner:assign",
+                            "role.editor:revoke",
+                            "role.admin:revoke",
+                            "documentation:read",
+                        ],
+                    ]
+                    .concat(),
+                ),
             ),
             (
                 "editor",
