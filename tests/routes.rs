@@ -2,8 +2,8 @@
 //! [`table`], saying what kind of route it is (public, the caller's own account, a tenant's, a
 //! user's, the platform's) and how to call it. Each row is called by the caller it is for and by
 //! every caller it is not for, against one service holding a small world of two tenants, and the
-//! answers are checked against the authorization rules (`authz-rules.md`, the target behaviour,
-//! which the code does not fully implement yet):
+//! answers are checked against the authorization rules (the policy of `idstream_app::policy`,
+//! written down in ARCHITECTURE.md, *Authorization*):
 //!
 //! - nobody (no credentials) gets `401 unauthorized` everywhere but on public routes;
 //! - a member of another tenant gets exactly the answer a tenant (or user) that was never created
