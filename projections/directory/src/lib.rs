@@ -15,6 +15,7 @@
 mod fold;
 mod keys;
 mod query;
+pub mod text;
 
 use std::collections::BTreeSet;
 
