@@ -23,7 +23,7 @@ impl Projection for DirectoryProjection {
     }
 
     fn version(&self) -> u32 {
-        6
+        7
     }
 
     fn apply(&self, state: &mut Staged<'_>, event: &RecordedEvent) -> Result<(), ApplyError> {
@@ -108,6 +108,18 @@ impl Projection for DirectoryProjection {
                 notifications: e.notifications,
                 ..view
             }),
+            // What the user directory shows of sign-in: the last one, and the second factor.
+            DomainEvent::SessionStarted(e) => note_on_user(state, event, e.user, |view| {
+                view.last_sign_in = Some(view.last_sign_in.map_or(e.at, |last| last.max(e.at)));
+            }),
+            DomainEvent::TotpEnabled(_) => match user_id(state, event) {
+                Some(user) => note_on_user(state, event, user, |view| view.two_factor = true),
+                None => Ok(()),
+            },
+            DomainEvent::TotpDisabled(_) => match user_id(state, event) {
+                Some(user) => note_on_user(state, event, user, |view| view.two_factor = false),
+                None => Ok(()),
+            },
             DomainEvent::UserFlagsChanged(UserFlagsChanged { flags }) => {
                 update_user(state, event, |view| UserView { flags, ..view })
             }
@@ -157,12 +169,9 @@ impl Projection for DirectoryProjection {
             | DomainEvent::SecretTokenRedeemed(_)
             | DomainEvent::SecretTokenMissed(_)
             | DomainEvent::TotpEnrolmentStarted(_)
-            | DomainEvent::TotpEnabled(_)
             | DomainEvent::TotpCodeUsed(_)
-            | DomainEvent::TotpDisabled(_)
             | DomainEvent::RecoveryCodesGenerated(_)
             | DomainEvent::RecoveryCodeUsed(_)
-            | DomainEvent::SessionStarted(_)
             | DomainEvent::SessionRefreshed(_)
             | DomainEvent::SessionTenantSwitched(_)
             | DomainEvent::SessionRevoked(_)
@@ -328,6 +337,8 @@ fn user_created(
         email_verified: false,
         activated: status == UserStatus::Active,
         created_at: event.envelope.occurred_at,
+        last_sign_in: None,
+        two_factor: false,
         created_in: profile.tenant,
         position: event.position,
     };
@@ -388,6 +399,26 @@ fn update_user(
         ..change(view)
     };
     save(state, key, &changed)
+}
+
+/// Records on `user`'s view a fact that an event of another aggregate (a session, the
+/// credentials) tells about them, leaving the user aggregate's position as it is.
+fn note_on_user(
+    state: &mut Staged<'_>,
+    event: &RecordedEvent,
+    user: UserId,
+    change: impl FnOnce(&mut UserView),
+) -> Result<(), ApplyError> {
+    let key = keys::user(&user);
+    let Some(mut view) = load::<UserView>(state, &key)? else {
+        state.skip(format!(
+            "{} of user {user} who was never created",
+            event.envelope.event_type
+        ));
+        return Ok(());
+    };
+    change(&mut view);
+    save(state, key, &view)
 }
 
 fn role_assigned(

@@ -95,9 +95,16 @@ pub struct UserView {
     /// RFC 3339.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// When the user last signed in (started a session), RFC 3339; `null` if never.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_sign_in: Option<OffsetDateTime>,
+    /// Whether sign-in asks for a second factor (TOTP is on).
+    #[serde(default)]
+    pub two_factor: bool,
     /// The tenant the user was created (registered or invited) in.
     pub created_in: TenantId,
-    /// Log position of the user's last event: the consistency token of the user aggregate.
+    /// Log position of the user aggregate's last event: its consistency token. (Sign-ins and
+    /// second-factor changes, events of other aggregates, leave it as it is.)
     pub position: Position,
 }
 

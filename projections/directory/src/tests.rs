@@ -4,9 +4,11 @@
 use std::collections::BTreeSet;
 
 use idstream_domain::events::{
-    EmailClaimed, RoleAssigned, RoleRevoked, TenantCreated, TenantRenamed, UserInvited,
-    UserRegistered, UserReinstated, UserSuspended,
+    EmailClaimed, RoleAssigned, RoleRevoked, SessionStarted, TenantCreated, TenantRenamed,
+    TotpDisabled, TotpEnabled, UserInvited, UserRegistered, UserReinstated, UserSuspended,
 };
+use idstream_domain::identity::session::SignInMethod;
+use idstream_domain::secret::BlindIndex;
 use idstream_domain::{
     Actor, AggregateRef, AggregateType, DomainEvent, Metadata, StreamKey, TenantId, UserId,
 };
@@ -105,6 +107,37 @@ impl At {
             role: role.parse().unwrap(),
         };
         self.record(membership_key(tenant, user), DomainEvent::RoleAssigned(e))
+    }
+
+    fn signed_in(self, user: UserId, tenant: &str) -> RecordedEvent {
+        let at = T0 + Duration::minutes(self.0 as i64);
+        let e = SessionStarted {
+            user,
+            tenant: t(tenant),
+            method: SignInMethod::Password,
+            refresh: BlindIndex::parse("0".repeat(64)).unwrap(),
+            at,
+            expires_at: at + Duration::hours(10),
+            idle_timeout_seconds: 1800,
+            ip: None,
+            user_agent: None,
+        };
+        let session = StreamKey::new(
+            None,
+            AggregateType::Session,
+            Ulid::from_parts(self.0, 7).to_string(),
+        );
+        self.record(session, DomainEvent::SessionStarted(e))
+    }
+
+    fn totp(self, user: UserId, on: bool) -> RecordedEvent {
+        let credentials = StreamKey::new(None, AggregateType::Credentials, user.to_string());
+        let event = if on {
+            DomainEvent::TotpEnabled(TotpEnabled { step: 1 })
+        } else {
+            DomainEvent::TotpDisabled(TotpDisabled {})
+        };
+        self.record(credentials, event)
     }
 
     fn revoked(self, tenant: &str, user: UserId, role: &str) -> RecordedEvent {
@@ -252,6 +285,8 @@ fn a_registered_user_is_active_and_found_by_email_in_any_case() {
         suspended_until: None,
         suspension_reason: None,
         created_at: at(2),
+        last_sign_in: None,
+        two_factor: false,
         created_in: t("acme"),
         position: 2,
     };
@@ -261,6 +296,37 @@ fn a_registered_user_is_active_and_found_by_email_in_any_case() {
         Some(expected)
     );
     assert_eq!(directory.user_by_email("bob@example.com").unwrap(), None);
+}
+
+#[test]
+fn the_last_sign_in_and_the_second_factor_are_noted_without_moving_the_users_position() {
+    let directory = given_when(
+        &[
+            At(1).tenant_created("acme", "Acme"),
+            At(2).registered(u(1), "ada@example.com", "acme"),
+        ],
+        &[
+            At(3).signed_in(u(1), "acme"),
+            At(4).totp(u(1), true),
+            At(5).signed_in(u(1), "acme"),
+        ],
+    );
+    let user = directory.user(&u(1)).unwrap().unwrap();
+    assert_eq!(user.last_sign_in, Some(at(5)));
+    assert!(user.two_factor);
+    assert_eq!(user.position, 2);
+
+    let directory = given_when(
+        &[
+            At(1).tenant_created("acme", "Acme"),
+            At(2).registered(u(1), "ada@example.com", "acme"),
+            At(3).totp(u(1), true),
+        ],
+        &[At(4).totp(u(1), false)],
+    );
+    let user = directory.user(&u(1)).unwrap().unwrap();
+    assert_eq!(user.last_sign_in, None);
+    assert!(!user.two_factor);
 }
 
 #[test]
@@ -522,6 +588,8 @@ fn views_serialise_as_snake_case_json_with_rfc3339_times() {
             "email_verified": false,
             "activated": true,
             "created_at": "2026-03-01T12:01:00Z",
+            "last_sign_in": null,
+            "two_factor": false,
             "created_in": "acme",
             "position": 2
         })
