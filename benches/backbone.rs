@@ -256,12 +256,12 @@ async fn commands(
     // The log layer before any read model consumes the stream, to tell its cost from theirs.
     log_layer_alone(knobs, &log, baseline).await?;
 
-    let access_cache = Arc::new(idstream_access::FactCache::default());
+    let caches = idstream_app::Caches::default();
     // As the service does (`startup::open_app`): the read models share one subscription.
     let read_models = ReadModels::start(
         &scratch.join("readmodels"),
         idstream_eventlog::FanOutLog::wrap(log.clone()),
-        idstream_app::projections(access_cache.clone()),
+        idstream_app::projections(caches.clone()),
     )
     .await?;
     let backlog = log.last_position().await?;
@@ -295,7 +295,7 @@ async fn commands(
     let app = App::new(
         log.clone(),
         read_models.clone(),
-        access_cache,
+        caches,
         Arc::new(SystemClock),
         Duration::from_secs(30),
         idstream_app::IdentityServices::local(&scratch.join("identity"))

@@ -17,11 +17,11 @@ use idstream_projection_runtime::ReadModels;
 /// passwords at once, with no per-source budget in the way (every request comes from here).
 pub async fn app(dir: &std::path::Path, hashers: usize) -> anyhow::Result<App> {
     let log: SharedLog = EmbeddedLog::open(&dir.join("log"), EmbeddedOptions::default()).await?;
-    let access_cache = Arc::new(idstream_access::FactCache::default());
+    let caches = idstream_app::Caches::default();
     let read_models = ReadModels::start(
         &dir.join("readmodels"),
         log.clone(),
-        idstream_app::projections(access_cache.clone()),
+        idstream_app::projections(caches.clone()),
     )
     .await?;
     let mut services = IdentityServices::local(dir)
@@ -33,7 +33,7 @@ pub async fn app(dir: &std::path::Path, hashers: usize) -> anyhow::Result<App> {
     Ok(App::new(
         log,
         read_models,
-        access_cache,
+        caches,
         Arc::new(SystemClock),
         Duration::from_secs(30),
         services,

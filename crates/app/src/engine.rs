@@ -68,6 +68,14 @@ impl CommandContext {
         })
     }
 
+    /// The same actor and correlation, with the idempotency key (if any) extended by `part`.
+    pub(crate) fn scoped(&self, part: &str) -> Self {
+        CommandContext {
+            idempotency: self.step_key(part),
+            ..self.clone()
+        }
+    }
+
     /// The same actor and correlation, without the client's idempotency key: for bookkeeping
     /// steps that must be decided afresh on every attempt of a command.
     pub(crate) fn without_idempotency(&self) -> Self {

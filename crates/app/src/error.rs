@@ -135,6 +135,10 @@ pub enum AppError {
         "position {wanted} is beyond the end of the event log ({end}); it was not issued by this service"
     )]
     PositionBeyondLog { wanted: Position, end: Position },
+    /// A query the service cannot answer as asked (a cursor it did not issue, a filter that does
+    /// not apply); the text says which.
+    #[error("{0}")]
+    InvalidQuery(String),
     #[error("internal error: {0}")]
     Internal(String),
 }

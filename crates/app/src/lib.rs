@@ -31,6 +31,7 @@ mod escalation_tests;
 pub mod identity;
 mod memberships;
 mod operations;
+mod people;
 pub mod policy;
 pub mod replay;
 mod tenants;
@@ -46,6 +47,9 @@ pub use error::AppError;
 pub use identity::{Authenticated, Client, Credential, Identity, IdentityConfig, IdentityServices};
 pub use memberships::{Member, Memberships};
 pub use operations::{Operations, ReadModelState, ReadModelsReport, Readiness};
+pub use people::{
+    BulkResult, People, PeoplePage, PeopleQuery, PersonRow, Suggestion, TenantAccess,
+};
 pub use policy::{Caller, Principal};
 pub use tenants::Tenants;
 pub use users::{NewUserRequest, SuspendRequest, Users};
@@ -54,6 +58,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use idstream_access::{Access, AccessProjection, FactCache};
+use idstream_directory::search::PeopleIndex;
 use idstream_directory::{Directory, DirectoryProjection};
 use idstream_eventlog::SharedLog;
 use idstream_identity::IdentityProjection;
@@ -62,12 +67,20 @@ use time::OffsetDateTime;
 
 use crate::core::Core;
 
-/// Every read model the service maintains, the access projection sharing `access_cache` with
-/// [`App::new`]. Offline rebuilds may pass a fresh cache.
-pub fn projections(access_cache: Arc<FactCache>) -> Vec<Arc<dyn Projection>> {
+/// The in-memory structures that read models keep beside their trees and that the services
+/// read: the access facts cache, and the directory's search index. The same `Caches` goes to
+/// [`projections`] and to [`App::new`]; offline rebuilds may pass fresh ones.
+#[derive(Clone, Default)]
+pub struct Caches {
+    pub access: Arc<FactCache>,
+    pub people: Arc<PeopleIndex>,
+}
+
+/// Every read model the service maintains, each keeping its part of `caches` up to date.
+pub fn projections(caches: Caches) -> Vec<Arc<dyn Projection>> {
     vec![
-        Arc::new(DirectoryProjection),
-        Arc::new(AccessProjection::new(access_cache)),
+        Arc::new(DirectoryProjection::new(caches.people)),
+        Arc::new(AccessProjection::new(caches.access)),
         Arc::new(IdentityProjection),
         Arc::new(idstream_audit::AuditProjection),
     ]
@@ -127,27 +140,28 @@ pub struct App {
     pub identity: Identity,
     pub audit: Audit,
     pub operations: Operations,
+    pub people: People,
 }
 
 impl App {
-    /// `access_cache` must be the cache given to the access projection among `read_models`
-    /// (see [`projections`]), so that every change drops the facts it touched. Point-in-time
+    /// `caches` must be those given to the projections among `read_models` (see
+    /// [`projections`]), so that every change reaches what the services read. Point-in-time
     /// replays are kept in `replays` (see [`replay::Replays`]).
     pub fn new(
         log: SharedLog,
         read_models: ReadModels,
-        access_cache: Arc<FactCache>,
+        caches: Caches,
         clock: Arc<dyn Clock>,
         consistency_timeout: Duration,
         identity: IdentityServices,
         replays: replay::Replays,
     ) -> App {
-        let directory = Directory::new(read_models.tree(idstream_directory::NAME));
+        let directory = Directory::new(read_models.tree(idstream_directory::NAME), caches.people);
         let identity = identity::IdentityParts::new(
             idstream_identity::Identity::new(read_models.tree(idstream_identity::NAME)),
             identity,
         );
-        let access = Access::new(read_models.tree(idstream_access::NAME), access_cache);
+        let access = Access::new(read_models.tree(idstream_access::NAME), caches.access);
         let core = Arc::new(Core {
             log,
             read_models,
@@ -168,7 +182,8 @@ impl App {
             access: AccessQueries(core.clone()),
             identity: Identity(core.clone()),
             audit: Audit(core.clone()),
-            operations: Operations(core),
+            operations: Operations(core.clone()),
+            people: People(core),
         }
     }
 }

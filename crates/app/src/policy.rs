@@ -127,6 +127,16 @@ impl Caller {
         Ok(self)
     }
 
+    /// The same caller for one part of a request that makes several independent changes (one
+    /// user of a bulk change): its idempotency key, if any, is extended by `part`, so that each
+    /// part is deduplicated on its own.
+    pub(crate) fn scoped(&self, part: &str) -> Caller {
+        Caller {
+            ctx: self.ctx.scoped(part),
+            ..self.clone()
+        }
+    }
+
     /// The same caller at `client` (address and user agent).
     pub fn from_client(mut self, client: Client) -> Caller {
         self.client = client;

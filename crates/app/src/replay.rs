@@ -83,7 +83,7 @@ pub struct Replays {
 /// The read models a replay rebuilds.
 pub fn replay_projections() -> Vec<Arc<dyn Projection>> {
     vec![
-        Arc::new(DirectoryProjection),
+        Arc::new(DirectoryProjection::without_search()),
         Arc::new(AccessProjection::new(Arc::default())),
     ]
 }
@@ -202,7 +202,7 @@ impl Replays {
                 digests,
             },
             access: Access::new(access_tree, Arc::new(FactCache::default())),
-            directory: Directory::new(directory_tree),
+            directory: Directory::new(directory_tree, Default::default()),
             _db: db,
         });
         open.push(replay.clone());

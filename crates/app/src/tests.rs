@@ -60,11 +60,11 @@ pub(crate) async fn app_in(
     let log: SharedLog = EmbeddedLog::open(&dir.join("log"), EmbeddedOptions::default())
         .await
         .unwrap();
-    let access_cache = Arc::new(idstream_access::FactCache::default());
+    let caches = crate::Caches::default();
     let read_models = ReadModels::start(
         &dir.join("readmodels"),
         log.clone(),
-        crate::projections(access_cache.clone()),
+        crate::projections(caches.clone()),
     )
     .await
     .unwrap();
@@ -72,7 +72,7 @@ pub(crate) async fn app_in(
     App::new(
         log,
         read_models,
-        access_cache,
+        caches,
         clock,
         Duration::from_secs(5),
         services,

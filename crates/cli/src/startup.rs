@@ -152,8 +152,8 @@ pub async fn open_app(
     config: &Config,
     log: SharedLog,
 ) -> anyhow::Result<(App, ReadModels, Vec<&'static str>)> {
-    let access_cache = Arc::new(idstream_access::FactCache::default());
-    let projections = idstream_app::projections(access_cache.clone());
+    let caches = idstream_app::Caches::default();
+    let projections = idstream_app::projections(caches.clone());
     let names: Vec<&'static str> = projections.iter().map(|p| p.name()).collect();
     let read_models = ReadModels::start(
         &config.data_dir.join("readmodels"),
@@ -167,7 +167,7 @@ pub async fn open_app(
     let app = App::new(
         log,
         read_models.clone(),
-        access_cache,
+        caches,
         Arc::new(SystemClock),
         config.consistency_timeout,
         identity,

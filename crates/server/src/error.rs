@@ -292,6 +292,7 @@ impl ApiError {
                 }
                 AppError::SubjectRequired => (S::BAD_REQUEST, "subject_required", shown(e)),
                 AppError::TenantRequired => (S::BAD_REQUEST, "invalid_query", shown(e)),
+                AppError::InvalidQuery(_) => (S::BAD_REQUEST, "invalid_query", shown(e)),
                 AppError::PlatformAdminOnly => (S::FORBIDDEN, "platform_admin_only", shown(e)),
                 AppError::InvalidIdempotencyKey => {
                     (S::BAD_REQUEST, "invalid_idempotency_key", shown(e))

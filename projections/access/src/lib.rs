@@ -33,7 +33,9 @@ use time::OffsetDateTime;
 pub use cache::FactCache;
 pub use fold::AccessProjection;
 pub use query::{Access, AccessError, EntityPermissions, Explanation, ReadableRecords};
-pub use review::{AccessReview, Holding, RecordHolding, ReviewedMember};
+pub use review::{
+    AccessReview, EntityHoldings, Holding, MemberHoldings, RecordHolding, ReviewedMember,
+};
 
 /// The name of the projection and of its sled tree.
 pub const NAME: &str = "access";

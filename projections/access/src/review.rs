@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use idstream_domain::access::{AccountStatus, Permission, RecordAccess};
+use idstream_domain::access::{AccountStatus, EntityName, Permission, RecordAccess, RecordId};
 use idstream_domain::{RoleName, TenantId, UserId};
 use serde::Serialize;
 
@@ -53,7 +53,80 @@ pub struct AccessReview {
     pub members: Vec<ReviewedMember>,
 }
 
+/// How much one member holds on the records of one tenant: for a summary of their access, with
+/// the access review as its detail.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MemberHoldings {
+    /// Records on which the member holds a direct grant.
+    pub record_grants: u64,
+    /// Local roles the member holds, over all records.
+    pub local_roles: u64,
+    /// Records the member owns.
+    pub owned_records: u64,
+    /// The same, per entity (entities where the member holds nothing are left out).
+    pub entities: Vec<EntityHoldings>,
+}
+
+/// [`MemberHoldings`] on one entity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EntityHoldings {
+    pub entity: EntityName,
+    pub record_grants: u64,
+    pub local_roles: u64,
+    pub owned_records: u64,
+}
+
 impl Access {
+    /// How many record grants, local roles and owned records `user` holds in `tenant`, read
+    /// from the per-user record index (no scan of the tenant's other members).
+    pub fn member_holdings(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+    ) -> Result<MemberHoldings, AccessError> {
+        let mut holdings = MemberHoldings::default();
+        for entity in self.entities(tenant)? {
+            let mut counts = EntityHoldings {
+                entity: entity.name.clone(),
+                record_grants: 0,
+                local_roles: 0,
+                owned_records: 0,
+            };
+            let prefix = keys::index_of(tenant, &entity.name, user);
+            for key in self.tree().scan_prefix(&prefix).keys() {
+                let key = key?;
+                let Some(record) = std::str::from_utf8(&key[prefix.len()..])
+                    .ok()
+                    .and_then(|r| r.parse::<RecordId>().ok())
+                else {
+                    continue;
+                };
+                let standing = keys::standing_key(tenant, &entity.name, &record, user);
+                if let Some(standing) = self
+                    .tree()
+                    .get(&*standing)?
+                    .and_then(|value| decode_standing(&value))
+                {
+                    counts.record_grants += u64::from(standing.grant.is_some());
+                    counts.local_roles += standing.local_roles.len() as u64;
+                }
+                let owner = self
+                    .tree()
+                    .get(keys::owner(tenant, &entity.name, &record))?;
+                if owner.is_some_and(|o| o.as_ref() == user.to_string().as_bytes()) {
+                    counts.owned_records += 1;
+                }
+            }
+            if counts.record_grants + counts.local_roles + counts.owned_records > 0 {
+                holdings.record_grants += counts.record_grants;
+                holdings.local_roles += counts.local_roles;
+                holdings.owned_records += counts.owned_records;
+                holdings.entities.push(counts);
+            }
+        }
+        Ok(holdings)
+    }
+
     /// Who holds which roles, custom permissions, record grants, local roles and record
     /// ownership in `tenant`. Members without any holding (removed) are left out.
     pub fn access_review(&self, tenant: &TenantId) -> Result<AccessReview, AccessError> {

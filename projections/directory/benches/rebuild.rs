@@ -227,7 +227,9 @@ fn main() {
         }
         println!("read_after in pages of 8192:     {}", rate(last, started));
 
-        let projections = || -> Vec<Arc<dyn Projection>> { vec![Arc::new(DirectoryProjection)] };
+        let projections = || -> Vec<Arc<dyn Projection>> {
+            vec![Arc::new(DirectoryProjection::new(Default::default()))]
+        };
         let started = phase();
         let offline = rebuild_offline(
             &root.path().join("offline"),

@@ -11,11 +11,32 @@ use idstream_projection_runtime::{ApplyError, Projection, Staged};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use std::sync::Arc;
+
 use crate::keys::{self, normalize_email};
+use crate::search::PeopleIndex;
 use crate::{IdempotencyRecord, MembershipView, NAME, TenantView, UserStatus, UserView};
 
 /// The directory's [`Projection`]. Bump [`Projection::version`] when the layout or the fold changes.
-pub struct DirectoryProjection;
+pub struct DirectoryProjection {
+    /// The search index kept beside the tree, if this instance serves queries.
+    people: Option<Arc<PeopleIndex>>,
+}
+
+impl DirectoryProjection {
+    /// The projection of a serving read model, keeping `people` (the search index that the
+    /// [`Directory`](crate::Directory) over the same tree reads) up to date.
+    pub fn new(people: Arc<PeopleIndex>) -> DirectoryProjection {
+        DirectoryProjection {
+            people: Some(people),
+        }
+    }
+
+    /// The projection alone, for rebuilds that serve no search (offline replays).
+    pub fn without_search() -> DirectoryProjection {
+        DirectoryProjection { people: None }
+    }
+}
 
 impl Projection for DirectoryProjection {
     fn name(&self) -> &'static str {
@@ -24,6 +45,24 @@ impl Projection for DirectoryProjection {
 
     fn version(&self) -> u32 {
         7
+    }
+
+    fn committed(&self, writes: &mut dyn Iterator<Item = (&[u8], Option<&[u8]>)>) {
+        if let Some(people) = &self.people {
+            people.apply(writes);
+        }
+    }
+
+    fn cleared(&self) {
+        if let Some(people) = &self.people {
+            people.clear();
+        }
+    }
+
+    fn opened(&self, tree: &sled::Tree) {
+        if let Some(people) = &self.people {
+            people.load(tree);
+        }
     }
 
     fn apply(&self, state: &mut Staged<'_>, event: &RecordedEvent) -> Result<(), ApplyError> {

@@ -31,6 +31,13 @@ pub(crate) fn member(tenant: &TenantId, user: &UserId) -> Vec<u8> {
     format!("{}{user}", members_of(tenant)).into_bytes()
 }
 
+/// The tenant and user of a membership key (`member/<tenant>/<user>`).
+pub(crate) fn parse_member(key: &[u8]) -> Option<(TenantId, UserId)> {
+    let rest = std::str::from_utf8(key).ok()?.strip_prefix("member/")?;
+    let (tenant, user) = rest.split_once('/')?;
+    Some((tenant.parse().ok()?, user.parse().ok()?))
+}
+
 /// The prefix of the reverse index user → tenants.
 pub(crate) fn tenants_of(user: &UserId) -> String {
     format!("user-tenant/{user}/")

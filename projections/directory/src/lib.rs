@@ -15,6 +15,7 @@
 mod fold;
 mod keys;
 mod query;
+pub mod search;
 pub mod text;
 
 use std::collections::BTreeSet;
@@ -142,5 +143,7 @@ pub struct IdempotencyRecord {
     pub tenant: Option<TenantId>,
 }
 
+#[cfg(test)]
+mod search_tests;
 #[cfg(test)]
 mod tests;

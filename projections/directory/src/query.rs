@@ -1,9 +1,12 @@
 //! Queries over the directory tree.
 
+use std::sync::Arc;
+
 use idstream_domain::{TenantId, UserId};
 use serde::de::DeserializeOwned;
 
 use crate::keys::{self, normalize_email};
+use crate::search::PeopleIndex;
 use crate::{IdempotencyRecord, MembershipView, TenantView, UserView};
 
 /// Why a query failed: only ever storage.
@@ -23,12 +26,19 @@ pub enum DirectoryError {
 #[derive(Debug, Clone)]
 pub struct Directory {
     tree: sled::Tree,
+    people: Arc<PeopleIndex>,
 }
 
 impl Directory {
-    /// Queries the tree of the `directory` projection (`ReadModels::tree("directory")`).
-    pub fn new(tree: sled::Tree) -> Directory {
-        Directory { tree }
+    /// Queries the tree of the `directory` projection (`ReadModels::tree("directory")`) and the
+    /// search index its projection keeps ([`DirectoryProjection::new`](crate::DirectoryProjection::new)).
+    pub fn new(tree: sled::Tree, people: Arc<PeopleIndex>) -> Directory {
+        Directory { tree, people }
+    }
+
+    /// The search index over users and memberships.
+    pub fn people(&self) -> &PeopleIndex {
+        &self.people
     }
 
     pub fn tenant(&self, id: &TenantId) -> Result<Option<TenantView>, DirectoryError> {

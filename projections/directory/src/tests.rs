@@ -2,6 +2,7 @@
 //! the runtime's commit path into a temporary sled tree, then the query API is asked.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use idstream_domain::events::{
     EmailClaimed, RoleAssigned, RoleRevoked, SessionStarted, TenantCreated, TenantRenamed,
@@ -18,6 +19,7 @@ use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 use ulid::Ulid;
 
+use crate::search::PeopleIndex;
 use crate::{
     Directory, DirectoryProjection, IdempotencyRecord, MembershipView, TenantView, UserStatus,
     UserView,
@@ -186,9 +188,11 @@ fn given_when(given: &[RecordedEvent], when: &[RecordedEvent]) -> Directory {
         .unwrap()
         .open_tree(crate::NAME)
         .unwrap();
-    apply_events(&DirectoryProjection, &tree, given).unwrap();
-    apply_events(&DirectoryProjection, &tree, when).unwrap();
-    Directory::new(tree)
+    let people = Arc::new(PeopleIndex::new());
+    let projection = DirectoryProjection::new(people.clone());
+    apply_events(&projection, &tree, given).unwrap();
+    apply_events(&projection, &tree, when).unwrap();
+    Directory::new(tree, people)
 }
 
 fn roles(names: &[&str]) -> BTreeSet<idstream_domain::RoleName> {
@@ -252,7 +256,7 @@ fn a_rename_of_a_tenant_that_was_never_created_is_skipped() {
         .open_tree(crate::NAME)
         .unwrap();
     let applied = apply_events(
-        &DirectoryProjection,
+        &DirectoryProjection::without_search(),
         &tree,
         &[At(1).tenant_renamed("ghost", "Ghost")],
     )
@@ -262,7 +266,12 @@ fn a_rename_of_a_tenant_that_was_never_created_is_skipped() {
         "skipping is applying: the checkpoint moves on"
     );
     assert_eq!(applied.skipped.len(), 1);
-    assert_eq!(Directory::new(tree).tenant(&t("ghost")).unwrap(), None);
+    assert_eq!(
+        Directory::new(tree, Default::default())
+            .tenant(&t("ghost"))
+            .unwrap(),
+        None
+    );
 }
 
 #[test]
@@ -534,7 +543,7 @@ fn email_claims_change_nothing_in_the_directory() {
         .unwrap()
         .open_tree(crate::NAME)
         .unwrap();
-    let applied = apply_events(&DirectoryProjection, &tree, &[claim]).unwrap();
+    let applied = apply_events(&DirectoryProjection::without_search(), &tree, &[claim]).unwrap();
     assert_eq!((applied.checkpoint, applied.skipped.len()), (1, 0));
     assert!(
         tree.iter().all(|entry| entry.unwrap().0.starts_with(b"\0")),
@@ -552,14 +561,19 @@ fn an_event_of_an_unknown_version_is_skipped_with_a_note() {
         .unwrap()
         .open_tree(crate::NAME)
         .unwrap();
-    let applied = apply_events(&DirectoryProjection, &tree, &[newer]).unwrap();
+    let applied = apply_events(&DirectoryProjection::without_search(), &tree, &[newer]).unwrap();
     assert_eq!(applied.checkpoint, 1);
     assert!(
         applied.skipped[0].1.contains("TenantCreated"),
         "{:?}",
         applied.skipped
     );
-    assert_eq!(Directory::new(tree).tenant(&t("acme")).unwrap(), None);
+    assert_eq!(
+        Directory::new(tree, Default::default())
+            .tenant(&t("acme"))
+            .unwrap(),
+        None
+    );
 }
 
 #[test]
@@ -618,10 +632,15 @@ fn one_batch_or_event_by_event_the_fold_gives_the_same_bytes() {
     };
 
     let batched = open();
-    apply_events(&DirectoryProjection, &batched, &events).unwrap();
+    apply_events(&DirectoryProjection::without_search(), &batched, &events).unwrap();
     let stepwise = open();
     for event in &events {
-        apply_events(&DirectoryProjection, &stepwise, std::slice::from_ref(event)).unwrap();
+        apply_events(
+            &DirectoryProjection::without_search(),
+            &stepwise,
+            std::slice::from_ref(event),
+        )
+        .unwrap();
     }
     assert_eq!(dump(&batched), dump(&stepwise));
 }
@@ -640,7 +659,7 @@ mod live {
     const PATIENCE: Duration = Duration::from_secs(20);
 
     fn projections() -> Vec<Arc<dyn Projection>> {
-        vec![Arc::new(DirectoryProjection)]
+        vec![Arc::new(DirectoryProjection::without_search())]
     }
 
     #[tokio::test]
@@ -654,7 +673,7 @@ mod live {
         let models = ReadModels::start(&root.path().join("models"), log.clone(), projections())
             .await
             .unwrap();
-        let directory = Directory::new(models.tree(crate::NAME));
+        let directory = Directory::new(models.tree(crate::NAME), Default::default());
 
         let append = |event: RecordedEvent, key: Option<&'static str>| {
             let log = log.clone();

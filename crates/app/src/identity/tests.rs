@@ -1641,11 +1641,11 @@ async fn an_invitation_the_read_models_do_not_reach_in_time_is_withdrawn_without
     // A replica whose read models hold everything so far and then stop: whatever it appends
     // next, they never reach.
     let end = app.core().log().last_position().await.unwrap();
-    let access_cache = Arc::new(idstream_access::FactCache::default());
+    let caches = crate::Caches::default();
     let stopped = idstream_projection_runtime::ReadModels::start(
         &dir.path().join("stopped-readmodels"),
         app.core().log().clone(),
-        crate::projections(access_cache.clone()),
+        crate::projections(caches.clone()),
     )
     .await
     .unwrap();
@@ -1657,7 +1657,7 @@ async fn an_invitation_the_read_models_do_not_reach_in_time_is_withdrawn_without
     let late = App::new(
         app.core().log().clone(),
         stopped,
-        access_cache,
+        caches,
         Arc::new(SystemClock),
         Duration::from_millis(300),
         IdentityServices::local(dir.path()).await.unwrap(),

@@ -1,0 +1,425 @@
+//! The user directory: searching and listing a tenant's members (and, for platform
+//! administrators, every user), autocomplete for pickers, a role's members and changing them in
+//! bulk, and one person's access across their tenants.
+//!
+//! The searches run on the directory's in-memory index (`idstream_directory::search`), which
+//! holds ids only in its answers; each row is then read from the directory tree, the source of
+//! truth, so a row always shows the user as the read model has them.
+
+use std::collections::BTreeSet;
+
+use idstream_directory::search::{Cursor, Scope, Search, SearchError, Sort};
+use idstream_directory::{UserStatus, UserView};
+use idstream_domain::access::role::RoleError;
+use idstream_domain::access::{Action, Permission, Resource, role};
+use idstream_domain::{RoleName, TenantId, UserId};
+use time::OffsetDateTime;
+
+use crate::core::internal;
+use crate::policy::{Caller, TenantScope};
+use crate::{AppError, Outcome, service};
+
+service!(
+    /// The user directory: search, autocomplete, role members, one person's access.
+    People
+);
+
+/// The most rows of one page.
+pub const MAX_ROWS: usize = 500;
+
+/// The most users one bulk change of a role's members names.
+pub const MAX_BULK: usize = 500;
+
+/// A search of the directory, as a client asks it. Every filter given must hold.
+#[derive(Debug, Clone, Default)]
+pub struct PeopleQuery {
+    /// Anywhere in the email, first or last name or full name (case-, accent- and
+    /// width-insensitive), or a user's exact id.
+    pub text: Option<String>,
+    /// Any of these roles (a tenant's listing only).
+    pub roles: Vec<RoleName>,
+    /// Any of these statuses, as in effect now.
+    pub statuses: Vec<UserStatus>,
+    pub created_from: Option<OffsetDateTime>,
+    pub created_to: Option<OffsetDateTime>,
+    pub last_sign_in_from: Option<OffsetDateTime>,
+    pub last_sign_in_to: Option<OffsetDateTime>,
+    pub verified: Option<bool>,
+    pub sort: Sort,
+    /// The `next` of the previous page, as [`Cursor::encode`] made it.
+    pub cursor: Option<String>,
+    /// 1 to [`MAX_ROWS`].
+    pub limit: usize,
+}
+
+/// One row of a listing.
+#[derive(Debug, Clone)]
+pub struct PersonRow {
+    pub user: UserView,
+    /// The status in effect now (a lapsed timed suspension reads active).
+    pub status: UserStatus,
+    /// The user's roles in the listed tenant (empty in the platform directory).
+    pub roles: BTreeSet<RoleName>,
+    /// The user's tenants the caller may see (the platform directory only; empty otherwise).
+    pub tenants: Vec<TenantId>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct PeoplePage {
+    pub rows: Vec<PersonRow>,
+    /// The cursor of the next page, if there is one.
+    pub next: Option<String>,
+    /// How many users match; a lower bound when `total_exact` is false (see
+    /// `idstream_directory::search::EXACT_TOTAL_CHECKS`).
+    pub total: u64,
+    pub total_exact: bool,
+}
+
+/// A picker's suggestion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suggestion {
+    pub id: UserId,
+    /// "First Last <email>", or the email alone when the user has no name.
+    pub label: String,
+}
+
+/// What one bulk change of a role's members did to one user.
+#[derive(Debug, Clone)]
+pub struct BulkResult {
+    pub user: UserId,
+    /// `true`: adding; `false`: removing.
+    pub add: bool,
+    /// The change made (or, when nothing needed changing, `Ok(None)`), or why it was refused.
+    pub outcome: Result<Option<Outcome>, AppError>,
+}
+
+/// What one person holds in one tenant.
+#[derive(Debug, Clone)]
+pub struct TenantAccess {
+    pub tenant: TenantId,
+    pub roles: BTreeSet<RoleName>,
+    pub custom_permissions: BTreeSet<Permission>,
+    pub holdings: idstream_access::MemberHoldings,
+}
+
+impl People {
+    /// A page of the members of `tenant` matching `query`.
+    ///
+    /// Who: `users:read` in the tenant.
+    pub async fn search(
+        &self,
+        caller: &Caller,
+        tenant: &TenantId,
+        query: &PeopleQuery,
+    ) -> Result<PeoplePage, AppError> {
+        self.named_permission(caller, tenant, "users", Action::Read)
+            .await?;
+        self.tenant_now(tenant)?;
+        self.page(Scope::Tenant(tenant), &query.roles, query, None)
+    }
+
+    /// A page of the members of `tenant` who hold `role`, matching `query` (whose own roles
+    /// are ignored).
+    ///
+    /// Who: `users:read` in the tenant.
+    pub async fn role_members(
+        &self,
+        caller: &Caller,
+        tenant: &TenantId,
+        role: &RoleName,
+        query: &PeopleQuery,
+    ) -> Result<PeoplePage, AppError> {
+        self.named_permission(caller, tenant, "users", Action::Read)
+            .await?;
+        self.tenant_now(tenant)?;
+        self.require_role_exists(tenant, role)?;
+        self.page(
+            Scope::Tenant(tenant),
+            std::slice::from_ref(role),
+            query,
+            None,
+        )
+    }
+
+    /// A page of every user matching `query` (roles are not a filter here), each with their
+    /// tenants.
+    ///
+    /// Who: platform administrators.
+    pub async fn search_everyone(
+        &self,
+        caller: &Caller,
+        query: &PeopleQuery,
+    ) -> Result<PeoplePage, AppError> {
+        self.platform_admin(caller).await?;
+        if !query.roles.is_empty() {
+            return Err(AppError::InvalidQuery(
+                "`role` filters a tenant's listing; the platform directory has none".into(),
+            ));
+        }
+        self.page(Scope::Everyone, &[], query, Some(TenantScope::Every))
+    }
+
+    /// The best `limit` members of `tenant` for `text`, for a picker: a word of theirs starting
+    /// with the text first, then those containing it; each group by full name.
+    ///
+    /// Who: `users:read` in the tenant.
+    pub async fn autocomplete(
+        &self,
+        caller: &Caller,
+        tenant: &TenantId,
+        text: &str,
+        limit: usize,
+    ) -> Result<Vec<Suggestion>, AppError> {
+        self.named_permission(caller, tenant, "users", Action::Read)
+            .await?;
+        self.tenant_now(tenant)?;
+        let ids = self.directory().people().autocomplete(tenant, text, limit);
+        let mut suggestions = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(user) = self.directory().user(&id).map_err(internal)? {
+                suggestions.push(Suggestion {
+                    id,
+                    label: label(&user),
+                });
+            }
+        }
+        Ok(suggestions)
+    }
+
+    /// Adds `add` to the members holding `role` and takes it from `remove`, one user at a time,
+    /// each with the rules of a single assignment or revocation (the owner rule, the last
+    /// administrator, nobody gives a permission they do not hold). A user who holds it already
+    /// (or does not hold it) is left as they are. The whole request is refused when the caller
+    /// may not give (or take) the role at all, and then changes nothing.
+    ///
+    /// Who: `role.<role>:assign` in the tenant and every permission of the role to add,
+    /// `role.<role>:revoke` to remove.
+    pub async fn change_role_members(
+        &self,
+        caller: &Caller,
+        tenant: &TenantId,
+        role: &RoleName,
+        add: &[UserId],
+        remove: &[UserId],
+    ) -> Result<Vec<BulkResult>, AppError> {
+        if add.len() + remove.len() > MAX_BULK {
+            return Err(AppError::InvalidQuery(format!(
+                "at most {MAX_BULK} users per request"
+            )));
+        }
+        let both: BTreeSet<&UserId> = add.iter().collect();
+        if let Some(user) = remove.iter().find(|u| both.contains(u)) {
+            return Err(AppError::InvalidQuery(format!(
+                "user {user} is both added and removed"
+            )));
+        }
+        if !add.is_empty() {
+            self.may_give_role(caller, tenant, role).await?;
+        }
+        if !remove.is_empty() {
+            let permission =
+                Permission::new(Resource::Role(role.clone()), Action::Revoke).map_err(internal)?;
+            self.permission(caller, tenant, &permission).await?;
+            self.require_tenant(tenant).await?;
+            self.require_role_exists(tenant, role)?;
+        }
+        let memberships = crate::Memberships(self.0.clone());
+        let mut results = Vec::with_capacity(add.len() + remove.len());
+        let mut seen = BTreeSet::new();
+        for (&user, adding) in add
+            .iter()
+            .map(|u| (u, true))
+            .chain(remove.iter().map(|u| (u, false)))
+        {
+            if !seen.insert(user) {
+                continue;
+            }
+            // Each user's change has its own idempotency key, derived from the request's.
+            let scoped =
+                caller.scoped(&format!("{}-{user}", if adding { "add" } else { "remove" }));
+            let outcome = if adding {
+                match memberships
+                    .assign_role(&scoped, tenant.clone(), user, role.clone())
+                    .await
+                {
+                    Err(AppError::Membership(
+                        idstream_domain::membership::MembershipError::AlreadyAssigned,
+                    )) => Ok(None),
+                    other => other.map(Some),
+                }
+            } else {
+                match memberships
+                    .revoke_role(&scoped, tenant.clone(), user, role.clone())
+                    .await
+                {
+                    Err(AppError::Membership(
+                        idstream_domain::membership::MembershipError::NotAssigned,
+                    )) => Ok(None),
+                    other => other.map(Some),
+                }
+            };
+            results.push(BulkResult {
+                user,
+                add: adding,
+                outcome,
+            });
+        }
+        if let Some(last) = results
+            .iter()
+            .filter_map(|r| match &r.outcome {
+                Ok(Some(outcome)) => Some(outcome.position),
+                _ => None,
+            })
+            .max()
+        {
+            self.wait_for(last).await?;
+        }
+        Ok(results)
+    }
+
+    /// Every tenant `user` belongs to that the caller may see (all of them for platform
+    /// administrators and the user themselves through a session; else those where the caller
+    /// holds `users:read`), each with the roles, custom permissions, record grants and local
+    /// roles the user holds there.
+    ///
+    /// Who: the user themselves, platform administrators, `users:read` in a tenant of the user.
+    pub async fn access(
+        &self,
+        caller: &Caller,
+        user: UserId,
+    ) -> Result<Vec<TenantAccess>, AppError> {
+        let scope = self.user_scope(caller, user).await?;
+        self.user_now(&user)?;
+        let mut tenants = self.user_tenants(&user)?;
+        if let TenantScope::Only(visible) = &scope {
+            tenants.retain(|t| visible.contains(t));
+        }
+        let mut answer = Vec::with_capacity(tenants.len());
+        for tenant in tenants {
+            let membership = self
+                .directory()
+                .membership(&tenant, &user)
+                .map_err(internal)?;
+            let (roles, custom_permissions) = membership
+                .map(|m| (m.roles, m.custom_permissions))
+                .unwrap_or_default();
+            let holdings = self
+                .access
+                .member_holdings(&tenant, &user)
+                .map_err(internal)?;
+            answer.push(TenantAccess {
+                tenant,
+                roles,
+                custom_permissions,
+                holdings,
+            });
+        }
+        Ok(answer)
+    }
+
+    /// A role that exists in the tenant (built in, or defined there).
+    fn require_role_exists(&self, tenant: &TenantId, role: &RoleName) -> Result<(), AppError> {
+        if role::builtin(role.as_str()).is_some()
+            || self
+                .access
+                .role_record(tenant, role)
+                .map_err(internal)?
+                .is_some()
+        {
+            Ok(())
+        } else {
+            Err(AppError::Role(RoleError::NotFound))
+        }
+    }
+
+    /// One page from the index, each row read from the tree.
+    fn page(
+        &self,
+        scope: Scope<'_>,
+        roles: &[RoleName],
+        query: &PeopleQuery,
+        tenants: Option<TenantScope>,
+    ) -> Result<PeoplePage, AppError> {
+        let cursor = match &query.cursor {
+            Some(token) => Some(Cursor::decode(token).map_err(search_error)?),
+            None => None,
+        };
+        let now = self.now();
+        let text = query
+            .text
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
+        let page = self
+            .directory()
+            .people()
+            .search(&Search {
+                scope,
+                text,
+                roles,
+                statuses: &query.statuses,
+                created: (query.created_from, query.created_to),
+                last_sign_in: (query.last_sign_in_from, query.last_sign_in_to),
+                verified: query.verified,
+                sort: query.sort,
+                after: cursor.as_ref(),
+                limit: query.limit.clamp(1, MAX_ROWS),
+                now,
+            })
+            .map_err(search_error)?;
+        let mut rows = Vec::with_capacity(page.users.len());
+        for id in page.users {
+            let Some(user) = self.directory().user(&id).map_err(internal)? else {
+                continue;
+            };
+            let roles = match scope {
+                Scope::Tenant(tenant) => self
+                    .directory()
+                    .membership(tenant, &id)
+                    .map_err(internal)?
+                    .map(|m| m.roles)
+                    .unwrap_or_default(),
+                Scope::Everyone => BTreeSet::new(),
+            };
+            let tenants = match &tenants {
+                Some(_) => self.user_tenants(&id)?,
+                None => Vec::new(),
+            };
+            rows.push(PersonRow {
+                status: user.status_at(now),
+                user,
+                roles,
+                tenants,
+            });
+        }
+        Ok(PeoplePage {
+            rows,
+            next: page.next.map(|c| c.encode()),
+            total: page.total,
+            total_exact: page.total_exact,
+        })
+    }
+}
+
+/// A picker's label for a user.
+fn label(user: &UserView) -> String {
+    let name = format!("{} {}", user.first_name, user.last_name);
+    let name = name.trim();
+    match (name.is_empty(), user.email.is_empty()) {
+        (true, _) => user.email.clone(),
+        (false, true) => name.to_owned(),
+        (false, false) => format!("{name} <{}>", user.email),
+    }
+}
+
+fn search_error(error: SearchError) -> AppError {
+    AppError::InvalidQuery(match error {
+        SearchError::CursorOfAnotherSort => {
+            "`cursor` belongs to another sort order: start again without it".into()
+        }
+        SearchError::MalformedCursor => {
+            "`cursor` is not one this service issued (use the `next` of the previous page)".into()
+        }
+    })
+}

@@ -1,0 +1,1035 @@
+//! The user directory's search index: who matches a text, a role, a status, a date range, in
+//! which order. It is kept in memory only, beside the directory tree: built from the tree when
+//! the directory's runner opens it, and changed by every batch the runner commits, so it never
+//! holds anything the tree does not (and writes nothing to disk, so no copy of a name or address
+//! outlives an erasure there).
+//!
+//! **Structure.** Each user gets an ordinal (a slot). Text is [folded](crate::text::fold) and
+//! indexed by its n-grams of one, two and three characters, within each field (the email, and
+//! the full name "first last"), as Roaring bitmaps of ordinals: a query of up to three
+//! characters is answered by one bitmap exactly, a longer one by intersecting the bitmaps of its
+//! trigrams and checking each candidate's text. Word-start n-grams (at the start of a field or
+//! after a character that is not a letter or digit) serve autocomplete's prefix matches. A
+//! tenant's members, each of its roles, each status and "verified" are bitmaps too. Each sort
+//! column is an ordered set of (key, user id, ordinal).
+//!
+//! **Queries.** The filters that are bitmaps are intersected into the candidates; the rest (a
+//! long text, date ranges) are checked one candidate at a time. A page is then found one of two
+//! ways, whichever is cheaper: walking the sort column from the cursor and keeping candidates
+//! (when they are dense), or sorting the candidates (when they are few). Cursors are the sort
+//! key and user id of the last row (keyset pagination), so rows added between two pages are
+//! neither skipped nor repeated; a row whose sort key changes between pages may move.
+//!
+//! **Totals** are exact when the candidates needed no one-by-one check, or at most
+//! [`EXACT_TOTAL_CHECKS`] of them; past that, `total` counts the matches among those checked
+//! and is a lower bound (`total_exact: false`).
+
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use idstream_domain::{RoleName, TenantId, UserId};
+use roaring::RoaringBitmap;
+use time::OffsetDateTime;
+
+use crate::text::fold;
+use crate::{MembershipView, UserStatus, UserView, keys};
+
+/// How many candidates a query checks one by one to count its matches exactly.
+pub const EXACT_TOTAL_CHECKS: u64 = 50_000;
+
+/// Separates the fields of a slot's folded text; [`fold`] drops control characters, so no
+/// query contains it.
+const FIELD_SEPARATOR: char = '\u{1}';
+
+/// A column a directory listing is sorted by. Ties are broken by user id, in the same direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SortColumn {
+    Email,
+    FirstName,
+    LastName,
+    CreatedAt,
+    /// Users who never signed in sort before everyone who did (they are the "oldest").
+    LastSignIn,
+    /// In the order invited, active, suspended, inactive, erased.
+    Status,
+}
+
+impl SortColumn {
+    pub const ALL: [SortColumn; 6] = [
+        SortColumn::Email,
+        SortColumn::FirstName,
+        SortColumn::LastName,
+        SortColumn::CreatedAt,
+        SortColumn::LastSignIn,
+        SortColumn::Status,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SortColumn::Email => "email",
+            SortColumn::FirstName => "first_name",
+            SortColumn::LastName => "last_name",
+            SortColumn::CreatedAt => "created_at",
+            SortColumn::LastSignIn => "last_sign_in",
+            SortColumn::Status => "status",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<SortColumn> {
+        SortColumn::ALL.into_iter().find(|c| c.name() == name)
+    }
+}
+
+/// An order: a column and a direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sort {
+    pub column: SortColumn,
+    pub descending: bool,
+}
+
+impl Default for Sort {
+    /// By email, ascending.
+    fn default() -> Sort {
+        Sort {
+            column: SortColumn::Email,
+            descending: false,
+        }
+    }
+}
+
+/// The sort key of the last row of a page, and its user: where the next page starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub sort: Sort,
+    pub key: CursorKey,
+    pub user: UserId,
+}
+
+impl Cursor {
+    /// The cursor as an opaque token for clients: URL-safe base64 of
+    /// `1|<column>|<a or d>|<user>|<key>`, the key being `t<text>`, `n` (no time), `T<unix
+    /// nanoseconds>` or `s<status rank>`.
+    pub fn encode(&self) -> String {
+        use base64::Engine;
+        let key = match &self.key {
+            CursorKey::Text(text) => format!("t{text}"),
+            CursorKey::Time(None) => "n".to_owned(),
+            CursorKey::Time(Some(time)) => format!("T{}", time.unix_timestamp_nanos()),
+            CursorKey::Status(rank) => format!("s{rank}"),
+        };
+        let direction = if self.sort.descending { "d" } else { "a" };
+        let plain = format!(
+            "1|{}|{direction}|{}|{key}",
+            self.sort.column.name(),
+            self.user
+        );
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(plain)
+    }
+
+    /// A token made by [`Cursor::encode`]; anything else is [`SearchError::MalformedCursor`].
+    pub fn decode(token: &str) -> Result<Cursor, SearchError> {
+        use base64::Engine;
+        let malformed = SearchError::MalformedCursor;
+        if token.len() > 2048 {
+            return Err(malformed);
+        }
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token)
+            .map_err(|_| malformed.clone())?;
+        let plain = String::from_utf8(bytes).map_err(|_| malformed.clone())?;
+        let mut parts = plain.splitn(5, '|');
+        let (Some("1"), Some(column), Some(direction), Some(user), Some(key)) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(malformed);
+        };
+        let column = SortColumn::parse(column).ok_or(malformed.clone())?;
+        let descending = match direction {
+            "a" => false,
+            "d" => true,
+            _ => return Err(malformed),
+        };
+        let user = user.parse::<UserId>().map_err(|_| malformed.clone())?;
+        let mut chars = key.chars();
+        let key = match (chars.next(), chars.as_str()) {
+            (Some('t'), text) => CursorKey::Text(text.to_owned()),
+            (Some('n'), "") => CursorKey::Time(None),
+            (Some('T'), nanos) => {
+                let nanos = nanos.parse::<i128>().map_err(|_| malformed.clone())?;
+                let time = OffsetDateTime::from_unix_timestamp_nanos(nanos)
+                    .map_err(|_| malformed.clone())?;
+                CursorKey::Time(Some(time))
+            }
+            (Some('s'), rank) => CursorKey::Status(rank.parse().map_err(|_| malformed.clone())?),
+            _ => return Err(malformed),
+        };
+        let cursor = Cursor {
+            sort: Sort { column, descending },
+            key,
+            user,
+        };
+        let fits = matches!(
+            (column, &cursor.key),
+            (
+                SortColumn::Email | SortColumn::FirstName | SortColumn::LastName,
+                CursorKey::Text(_)
+            ) | (SortColumn::CreatedAt, CursorKey::Time(Some(_)))
+                | (SortColumn::LastSignIn, CursorKey::Time(_))
+                | (SortColumn::Status, CursorKey::Status(_))
+        );
+        if fits { Ok(cursor) } else { Err(malformed) }
+    }
+}
+
+/// A sort key as a cursor carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CursorKey {
+    Text(String),
+    Time(Option<OffsetDateTime>),
+    Status(u8),
+}
+
+/// Whom a search looks among.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// The members of one tenant.
+    Tenant(&'a TenantId),
+    /// Every user (the platform directory).
+    Everyone,
+}
+
+/// A search of the directory. Every filter given must hold.
+#[derive(Debug, Clone)]
+pub struct Search<'a> {
+    pub scope: Scope<'a>,
+    /// Matches anywhere in the email or the full name (folded), or the exact user id.
+    pub text: Option<&'a str>,
+    /// Any of these roles in the scope's tenant (ignored for [`Scope::Everyone`]).
+    pub roles: &'a [RoleName],
+    /// Any of these statuses, in effect at `now`.
+    pub statuses: &'a [UserStatus],
+    /// Created at or after, and before.
+    pub created: (Option<OffsetDateTime>, Option<OffsetDateTime>),
+    /// Last signed in at or after, and before (users who never signed in do not match a range).
+    pub last_sign_in: (Option<OffsetDateTime>, Option<OffsetDateTime>),
+    pub verified: Option<bool>,
+    pub sort: Sort,
+    pub after: Option<&'a Cursor>,
+    pub limit: usize,
+    pub now: OffsetDateTime,
+}
+
+/// One page of a search.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchPage {
+    pub users: Vec<UserId>,
+    /// Where the next page starts, if there are more rows.
+    pub next: Option<Cursor>,
+    pub total: u64,
+    pub total_exact: bool,
+}
+
+/// Why a search cannot be answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SearchError {
+    #[error("the cursor belongs to another sort order")]
+    CursorOfAnotherSort,
+    #[error("the cursor does not fit its sort column")]
+    MalformedCursor,
+}
+
+/// The index. Cheap to share (`Arc`); reads take a shared lock for the length of one query.
+#[derive(Debug, Default)]
+pub struct PeopleIndex {
+    inner: RwLock<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    slots: Vec<Slot>,
+    ordinals: HashMap<UserId, u32>,
+    grams: HashMap<u64, RoaringBitmap>,
+    word_starts: HashMap<u64, RoaringBitmap>,
+    everyone: RoaringBitmap,
+    tenants: HashMap<TenantId, Members>,
+    statuses: HashMap<u8, RoaringBitmap>,
+    verified: RoaringBitmap,
+    /// Suspensions with an end, by end: when it passes, the user counts as active.
+    lapsing: BTreeSet<(OffsetDateTime, u32)>,
+    by_email: BTreeSet<(Arc<str>, UserId, u32)>,
+    by_first: BTreeSet<(Arc<str>, UserId, u32)>,
+    by_last: BTreeSet<(Arc<str>, UserId, u32)>,
+    by_name: BTreeSet<(Arc<str>, UserId, u32)>,
+    by_created: BTreeSet<(OffsetDateTime, UserId, u32)>,
+    by_sign_in: BTreeSet<(Option<OffsetDateTime>, UserId, u32)>,
+    by_status: BTreeSet<(u8, UserId, u32)>,
+}
+
+#[derive(Debug, Default)]
+struct Members {
+    all: RoaringBitmap,
+    roles: HashMap<RoleName, RoaringBitmap>,
+}
+
+/// What the index knows of one user.
+#[derive(Debug)]
+struct Slot {
+    id: UserId,
+    /// Folded email, separator, folded "first last"; empty once erased.
+    text: Box<str>,
+    email: Arc<str>,
+    first: Arc<str>,
+    last: Arc<str>,
+    name: Arc<str>,
+    created: OffsetDateTime,
+    sign_in: Option<OffsetDateTime>,
+    /// The status in effect (a lapsed timed suspension reads active).
+    status: u8,
+    suspended_until: Option<OffsetDateTime>,
+    verified: bool,
+}
+
+fn status_rank(status: UserStatus) -> u8 {
+    match status {
+        UserStatus::Invited => 0,
+        UserStatus::Active => 1,
+        UserStatus::Suspended => 2,
+        UserStatus::Inactive => 3,
+        UserStatus::Erased => 4,
+    }
+}
+
+/// Packs up to three characters into one key; characters are never NUL after folding, so
+/// n-grams of different lengths never share a key.
+fn pack(chars: &[char]) -> u64 {
+    chars
+        .iter()
+        .fold(0u64, |key, c| (key << 21) | u64::from(u32::from(*c)))
+}
+
+/// Every n-gram of one to three characters of each field, and those at word starts.
+fn ngrams(text: &str, mut gram: impl FnMut(u64, bool)) {
+    for field in text.split(FIELD_SEPARATOR) {
+        let chars: Vec<char> = field.chars().collect();
+        for start in 0..chars.len() {
+            let word_start = start == 0 || !chars[start - 1].is_alphanumeric();
+            for len in 1..=3 {
+                if start + len > chars.len() {
+                    break;
+                }
+                gram(pack(&chars[start..start + len]), word_start);
+            }
+        }
+    }
+}
+
+impl PeopleIndex {
+    pub fn new() -> PeopleIndex {
+        PeopleIndex::default()
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Forgets everything (the tree was cleared).
+    pub fn clear(&self) {
+        *self.write() = Inner::default();
+    }
+
+    /// Loads the index from the directory tree (its users and memberships).
+    pub fn load(&self, tree: &sled::Tree) {
+        let mut inner = Inner::default();
+        for (prefix, member) in [("user/", false), ("member/", true)] {
+            for entry in tree.scan_prefix(prefix.as_bytes()) {
+                let Ok((key, value)) = entry else { continue };
+                if member {
+                    inner.apply_member(&key, Some(&value));
+                } else {
+                    inner.apply_user(&value);
+                }
+            }
+        }
+        *self.write() = inner;
+    }
+
+    /// Follows a committed batch of the directory: every key it wrote or removed.
+    pub fn apply(&self, writes: &mut dyn Iterator<Item = (&[u8], Option<&[u8]>)>) {
+        let mut writes = writes
+            .filter(|(key, _)| key.starts_with(b"user/") || key.starts_with(b"member/"))
+            .peekable();
+        if writes.peek().is_none() {
+            return;
+        }
+        let mut inner = self.write();
+        for (key, value) in writes {
+            if key.starts_with(b"member/") {
+                inner.apply_member(key, value);
+            } else if let Some(value) = value {
+                inner.apply_user(value);
+            }
+        }
+    }
+
+    /// How many users the index holds.
+    pub fn len(&self) -> usize {
+        self.read().slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// One page of users matching `search`, in its order.
+    pub fn search(&self, search: &Search<'_>) -> Result<SearchPage, SearchError> {
+        self.lapse(search.now);
+        let inner = self.read();
+        inner.search(search)
+    }
+
+    /// The best `limit` matches of `text` among the members of `tenant` for a picker: users
+    /// with a word that starts with the text first, then those who contain it elsewhere; each
+    /// group by full name (then email, then id).
+    pub fn autocomplete(&self, tenant: &TenantId, text: &str, limit: usize) -> Vec<UserId> {
+        let inner = self.read();
+        inner.autocomplete(tenant, text, limit)
+    }
+
+    /// Moves users whose timed suspension has ended to the active status.
+    fn lapse(&self, now: OffsetDateTime) {
+        let due = self
+            .read()
+            .lapsing
+            .first()
+            .is_some_and(|(end, _)| *end <= now);
+        if due {
+            self.write().lapse(now);
+        }
+    }
+}
+
+impl Inner {
+    fn slot_of(&mut self, id: UserId) -> u32 {
+        if let Some(ordinal) = self.ordinals.get(&id) {
+            return *ordinal;
+        }
+        let ordinal = u32::try_from(self.slots.len()).expect("fewer than 2^32 users");
+        let empty: Arc<str> = Arc::from("");
+        self.slots.push(Slot {
+            id,
+            text: Box::from(""),
+            email: empty.clone(),
+            first: empty.clone(),
+            last: empty.clone(),
+            name: empty,
+            created: OffsetDateTime::UNIX_EPOCH,
+            sign_in: None,
+            status: status_rank(UserStatus::Invited),
+            suspended_until: None,
+            verified: false,
+        });
+        self.ordinals.insert(id, ordinal);
+        self.everyone.insert(ordinal);
+        self.insert_orders(ordinal);
+        self.statuses
+            .entry(status_rank(UserStatus::Invited))
+            .or_default()
+            .insert(ordinal);
+        ordinal
+    }
+
+    fn remove_orders(&mut self, ordinal: u32) {
+        let slot = &self.slots[ordinal as usize];
+        let id = slot.id;
+        self.by_email.remove(&(slot.email.clone(), id, ordinal));
+        self.by_first.remove(&(slot.first.clone(), id, ordinal));
+        self.by_last.remove(&(slot.last.clone(), id, ordinal));
+        self.by_name.remove(&(slot.name.clone(), id, ordinal));
+        self.by_created.remove(&(slot.created, id, ordinal));
+        self.by_sign_in.remove(&(slot.sign_in, id, ordinal));
+        self.by_status.remove(&(slot.status, id, ordinal));
+    }
+
+    fn insert_orders(&mut self, ordinal: u32) {
+        let slot = &self.slots[ordinal as usize];
+        let id = slot.id;
+        self.by_email.insert((slot.email.clone(), id, ordinal));
+        self.by_first.insert((slot.first.clone(), id, ordinal));
+        self.by_last.insert((slot.last.clone(), id, ordinal));
+        self.by_name.insert((slot.name.clone(), id, ordinal));
+        self.by_created.insert((slot.created, id, ordinal));
+        self.by_sign_in.insert((slot.sign_in, id, ordinal));
+        self.by_status.insert((slot.status, id, ordinal));
+    }
+
+    fn apply_user(&mut self, value: &[u8]) {
+        let Ok(view) = serde_json::from_slice::<UserView>(value) else {
+            return;
+        };
+        let ordinal = self.slot_of(view.id);
+        let erased = view.status == UserStatus::Erased;
+        let (email, first, last) = if erased {
+            (String::new(), String::new(), String::new())
+        } else {
+            (
+                fold(&view.email),
+                fold(&view.first_name),
+                fold(&view.last_name),
+            )
+        };
+        let name = match (first.is_empty(), last.is_empty()) {
+            (false, false) => format!("{first} {last}"),
+            (false, true) => first.clone(),
+            (true, _) => last.clone(),
+        };
+        let text = format!("{email}{FIELD_SEPARATOR}{name}");
+
+        self.remove_orders(ordinal);
+        let old_text = std::mem::take(&mut self.slots[ordinal as usize].text);
+        if *old_text != *text {
+            self.unindex_text(&old_text, ordinal);
+            self.index_text(&text, ordinal);
+        }
+        let old = &self.slots[ordinal as usize];
+        let (old_status, old_until) = (old.status, old.suspended_until);
+        if let Some(until) = old_until {
+            self.lapsing.remove(&(until, ordinal));
+        }
+        if let Some(set) = self.statuses.get_mut(&old_status) {
+            set.remove(ordinal);
+        }
+        let slot = &mut self.slots[ordinal as usize];
+        slot.text = text.into_boxed_str();
+        slot.email = Arc::from(email);
+        slot.first = Arc::from(first);
+        slot.last = Arc::from(last);
+        slot.name = Arc::from(name);
+        slot.created = view.created_at;
+        slot.sign_in = view.last_sign_in;
+        slot.status = status_rank(view.status);
+        slot.suspended_until = match view.status {
+            UserStatus::Suspended => view.suspended_until,
+            _ => None,
+        };
+        slot.verified = view.email_verified;
+        let (status, until) = (slot.status, slot.suspended_until);
+        if let Some(until) = until {
+            self.lapsing.insert((until, ordinal));
+        }
+        self.statuses.entry(status).or_default().insert(ordinal);
+        if view.email_verified {
+            self.verified.insert(ordinal);
+        } else {
+            self.verified.remove(ordinal);
+        }
+        self.insert_orders(ordinal);
+    }
+
+    fn index_text(&mut self, text: &str, ordinal: u32) {
+        let (grams, starts) = (&mut self.grams, &mut self.word_starts);
+        ngrams(text, |gram, word_start| {
+            grams.entry(gram).or_default().insert(ordinal);
+            if word_start {
+                starts.entry(gram).or_default().insert(ordinal);
+            }
+        });
+    }
+
+    fn unindex_text(&mut self, text: &str, ordinal: u32) {
+        let (grams, starts) = (&mut self.grams, &mut self.word_starts);
+        ngrams(text, |gram, word_start| {
+            remove_from(grams, gram, ordinal);
+            if word_start {
+                remove_from(starts, gram, ordinal);
+            }
+        });
+    }
+
+    /// `member/<tenant>/<user>`: the membership, or `None` when it was removed.
+    fn apply_member(&mut self, key: &[u8], value: Option<&[u8]>) {
+        let Some((tenant, user)) = keys::parse_member(key) else {
+            return;
+        };
+        let ordinal = self.slot_of(user);
+        let members = self.tenants.entry(tenant.clone()).or_default();
+        for set in members.roles.values_mut() {
+            set.remove(ordinal);
+        }
+        let membership =
+            value.and_then(|value| serde_json::from_slice::<MembershipView>(value).ok());
+        match membership {
+            Some(membership) => {
+                members.all.insert(ordinal);
+                for role in membership.roles {
+                    members.roles.entry(role).or_default().insert(ordinal);
+                }
+            }
+            None => {
+                members.all.remove(ordinal);
+            }
+        }
+        members.roles.retain(|_, set| !set.is_empty());
+        if members.all.is_empty() {
+            self.tenants.remove(&tenant);
+        }
+    }
+
+    fn lapse(&mut self, now: OffsetDateTime) {
+        while let Some(&(end, ordinal)) = self.lapsing.first() {
+            if end > now {
+                break;
+            }
+            self.lapsing.pop_first();
+            self.remove_orders(ordinal);
+            let slot = &mut self.slots[ordinal as usize];
+            let old = slot.status;
+            slot.status = status_rank(UserStatus::Active);
+            slot.suspended_until = None;
+            if let Some(set) = self.statuses.get_mut(&old) {
+                set.remove(ordinal);
+            }
+            self.statuses
+                .entry(status_rank(UserStatus::Active))
+                .or_default()
+                .insert(ordinal);
+            self.insert_orders(ordinal);
+        }
+    }
+
+    /// The ordinals whose text contains `query` (folded, not empty), and whether each still
+    /// needs its text checked (queries longer than three characters).
+    fn text_matches(&self, query: &[char]) -> (RoaringBitmap, bool) {
+        if query.len() <= 3 {
+            let found = self.grams.get(&pack(query)).cloned().unwrap_or_default();
+            return (found, false);
+        }
+        let mut bitmaps: Vec<&RoaringBitmap> = Vec::new();
+        for window in query.windows(3) {
+            match self.grams.get(&pack(window)) {
+                Some(bitmap) => bitmaps.push(bitmap),
+                None => return (RoaringBitmap::new(), false),
+            }
+        }
+        bitmaps.sort_by_key(|b| b.len());
+        let mut found = bitmaps[0].clone();
+        for bitmap in &bitmaps[1..] {
+            if found.len() < 64 {
+                break;
+            }
+            found &= *bitmap;
+        }
+        (found, true)
+    }
+
+    fn search(&self, search: &Search<'_>) -> Result<SearchPage, SearchError> {
+        if let Some(cursor) = search.after
+            && cursor.sort != search.sort
+        {
+            return Err(SearchError::CursorOfAnotherSort);
+        }
+        let empty = RoaringBitmap::new();
+        let mut candidates = match search.scope {
+            Scope::Everyone => self.everyone.clone(),
+            Scope::Tenant(tenant) => match self.tenants.get(tenant) {
+                None => RoaringBitmap::new(),
+                Some(members) if search.roles.is_empty() => members.all.clone(),
+                Some(members) => search
+                    .roles
+                    .iter()
+                    .map(|role| members.roles.get(role).unwrap_or(&empty))
+                    .fold(RoaringBitmap::new(), |acc, set| acc | set),
+            },
+        };
+        if !search.statuses.is_empty() {
+            let wanted = search
+                .statuses
+                .iter()
+                .map(|s| self.statuses.get(&status_rank(*s)).unwrap_or(&empty))
+                .fold(RoaringBitmap::new(), |acc, set| acc | set);
+            candidates &= wanted;
+        }
+        match search.verified {
+            Some(true) => candidates &= &self.verified,
+            Some(false) => candidates -= &self.verified,
+            None => {}
+        }
+
+        // The text: its n-gram matches, and the user it names by id.
+        let query: Vec<char> = search
+            .text
+            .map(|t| fold(t.trim()).chars().collect())
+            .unwrap_or_default();
+        let mut check_text = false;
+        let mut by_id = None;
+        if !query.is_empty() {
+            let named = search
+                .text
+                .and_then(|t| t.trim().to_ascii_uppercase().parse::<UserId>().ok())
+                .and_then(|id| self.ordinals.get(&id).copied())
+                .filter(|ordinal| candidates.contains(*ordinal));
+            let (matches, check) = self.text_matches(&query);
+            candidates &= matches;
+            check_text = check;
+            if let Some(ordinal) = named {
+                candidates.insert(ordinal);
+                by_id = Some(ordinal);
+            }
+        }
+        let needle: String = query.iter().collect();
+        let checks_needed =
+            check_text || search.created != (None, None) || search.last_sign_in != (None, None);
+        let accept = |ordinal: u32| -> bool {
+            if !checks_needed {
+                return true;
+            }
+            let slot = &self.slots[ordinal as usize];
+            (!check_text || Some(ordinal) == by_id || slot.text.contains(needle.as_str()))
+                && in_range(Some(slot.created), search.created)
+                && (search.last_sign_in == (None, None)
+                    || in_range(slot.sign_in, search.last_sign_in))
+        };
+
+        let (total, total_exact) = if checks_needed {
+            let mut total = 0;
+            let mut exact = true;
+            for (checked, ordinal) in candidates.iter().enumerate() {
+                if checked as u64 == EXACT_TOTAL_CHECKS {
+                    exact = false;
+                    break;
+                }
+                if accept(ordinal) {
+                    total += 1;
+                }
+            }
+            (total, exact)
+        } else {
+            (candidates.len(), true)
+        };
+
+        let limit = search.limit.max(1);
+        let (users, more) = match search.sort.column {
+            SortColumn::Email => self.page(
+                &self.by_email,
+                |s| s.email.clone(),
+                search,
+                &candidates,
+                &accept,
+                limit,
+            )?,
+            SortColumn::FirstName => self.page(
+                &self.by_first,
+                |s| s.first.clone(),
+                search,
+                &candidates,
+                &accept,
+                limit,
+            )?,
+            SortColumn::LastName => self.page(
+                &self.by_last,
+                |s| s.last.clone(),
+                search,
+                &candidates,
+                &accept,
+                limit,
+            )?,
+            SortColumn::CreatedAt => self.page(
+                &self.by_created,
+                |s| s.created,
+                search,
+                &candidates,
+                &accept,
+                limit,
+            )?,
+            SortColumn::LastSignIn => self.page(
+                &self.by_sign_in,
+                |s| s.sign_in,
+                search,
+                &candidates,
+                &accept,
+                limit,
+            )?,
+            SortColumn::Status => self.page(
+                &self.by_status,
+                |s| s.status,
+                search,
+                &candidates,
+                &accept,
+                limit,
+            )?,
+        };
+        let next = match (more, users.last()) {
+            (true, Some(&last)) => Some(self.cursor_at(search.sort, last)),
+            _ => None,
+        };
+        Ok(SearchPage {
+            users: users
+                .iter()
+                .map(|ordinal| self.slots[*ordinal as usize].id)
+                .collect(),
+            next,
+            total,
+            total_exact,
+        })
+    }
+
+    fn cursor_at(&self, sort: Sort, ordinal: u32) -> Cursor {
+        let slot = &self.slots[ordinal as usize];
+        let key = match sort.column {
+            SortColumn::Email => CursorKey::Text(slot.email.to_string()),
+            SortColumn::FirstName => CursorKey::Text(slot.first.to_string()),
+            SortColumn::LastName => CursorKey::Text(slot.last.to_string()),
+            SortColumn::CreatedAt => CursorKey::Time(Some(slot.created)),
+            SortColumn::LastSignIn => CursorKey::Time(slot.sign_in),
+            SortColumn::Status => CursorKey::Status(slot.status),
+        };
+        Cursor {
+            sort,
+            key,
+            user: slot.id,
+        }
+    }
+
+    /// Up to `limit` ordinals after the search's cursor in `order`, among `candidates` that
+    /// `accept`; and whether more follow.
+    #[allow(clippy::too_many_arguments)]
+    fn page<K: SortKey>(
+        &self,
+        order: &BTreeSet<(K, UserId, u32)>,
+        key_of: fn(&Slot) -> K,
+        search: &Search<'_>,
+        candidates: &RoaringBitmap,
+        accept: &dyn Fn(u32) -> bool,
+        limit: usize,
+    ) -> Result<(Vec<u32>, bool), SearchError> {
+        let after = match search.after {
+            Some(cursor) => Some((
+                K::from_cursor(&cursor.key).ok_or(SearchError::MalformedCursor)?,
+                cursor.user,
+            )),
+            None => None,
+        };
+        let descending = search.sort.descending;
+        let mut rows = Vec::with_capacity(limit + 1);
+        // Walking the order visits about |order| × limit ÷ |candidates| entries; sorting the
+        // candidates costs about |candidates| × log |candidates|.
+        let dense = candidates.len().max(1);
+        let walk = order.len() as u64 * (limit as u64 + 1) / dense;
+        let sort = dense * u64::from(64 - dense.leading_zeros());
+        if walk <= sort {
+            let lower = match &after {
+                Some((key, user)) if !descending => Bound::Excluded((key.clone(), *user, u32::MAX)),
+                _ => Bound::Unbounded,
+            };
+            let upper = match &after {
+                Some((key, user)) if descending => Bound::Excluded((key.clone(), *user, 0)),
+                _ => Bound::Unbounded,
+            };
+            let range = order.range((lower, upper));
+            let mut visit = |&(_, _, ordinal): &(K, UserId, u32)| {
+                if candidates.contains(ordinal) && accept(ordinal) {
+                    rows.push(ordinal);
+                }
+                rows.len() > limit
+            };
+            if descending {
+                for entry in range.rev() {
+                    if visit(entry) {
+                        break;
+                    }
+                }
+            } else {
+                for entry in range {
+                    if visit(entry) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            let mut keyed: Vec<(K, UserId, u32)> = candidates
+                .iter()
+                .filter(|ordinal| accept(*ordinal))
+                .map(|ordinal| {
+                    let slot = &self.slots[ordinal as usize];
+                    (key_of(slot), slot.id, ordinal)
+                })
+                .filter(|(key, user, _)| match &after {
+                    None => true,
+                    Some((after_key, after_user)) => {
+                        let here = (key, user);
+                        let there = (after_key, after_user);
+                        if descending {
+                            here < there
+                        } else {
+                            here > there
+                        }
+                    }
+                })
+                .collect();
+            let take = (limit + 1).min(keyed.len());
+            let compare = |a: &(K, UserId, u32), b: &(K, UserId, u32)| {
+                let order = (&a.0, &a.1).cmp(&(&b.0, &b.1));
+                if descending { order.reverse() } else { order }
+            };
+            if take > 0 && take < keyed.len() {
+                keyed.select_nth_unstable_by(take - 1, compare);
+                keyed.truncate(take);
+            }
+            keyed.sort_unstable_by(compare);
+            rows.extend(keyed.into_iter().map(|(_, _, ordinal)| ordinal));
+        }
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        Ok((rows, more))
+    }
+
+    fn autocomplete(&self, tenant: &TenantId, text: &str, limit: usize) -> Vec<UserId> {
+        let query: Vec<char> = fold(text.trim()).chars().collect();
+        let Some(members) = self.tenants.get(tenant) else {
+            return Vec::new();
+        };
+        if query.is_empty() || limit == 0 {
+            return Vec::new();
+        }
+        let (mut matches, check) = self.text_matches(&query);
+        matches &= &members.all;
+        let needle: String = query.iter().collect();
+        let mut prefixed = self
+            .word_starts
+            .get(&pack(&query[..query.len().min(3)]))
+            .cloned()
+            .unwrap_or_default();
+        prefixed &= &matches;
+        let starts_a_word = |ordinal: u32| {
+            let text = &self.slots[ordinal as usize].text;
+            text.match_indices(needle.as_str()).any(|(at, _)| {
+                text[..at]
+                    .chars()
+                    .next_back()
+                    .is_none_or(|c| !c.is_alphanumeric())
+            })
+        };
+        let contains = |ordinal: u32| !check || self.slots[ordinal as usize].text.contains(&needle);
+        let by_name = Search {
+            scope: Scope::Everyone,
+            text: None,
+            roles: &[],
+            statuses: &[],
+            created: (None, None),
+            last_sign_in: (None, None),
+            verified: None,
+            sort: Sort::default(),
+            after: None,
+            limit,
+            now: OffsetDateTime::UNIX_EPOCH,
+        };
+        let name = |slot: &Slot| slot.name.clone();
+        // A word that starts with the text first; then the text anywhere else.
+        let (mut found, _) = self
+            .page(
+                &self.by_name,
+                name,
+                &by_name,
+                &prefixed,
+                &starts_a_word,
+                limit,
+            )
+            .unwrap_or_default();
+        if found.len() < limit {
+            let (rest, elsewhere): (RoaringBitmap, &dyn Fn(u32) -> bool) = if check {
+                (matches, &|ordinal| {
+                    contains(ordinal) && !starts_a_word(ordinal)
+                })
+            } else {
+                (&matches - &prefixed, &contains)
+            };
+            let (more, _) = self
+                .page(
+                    &self.by_name,
+                    name,
+                    &by_name,
+                    &rest,
+                    elsewhere,
+                    limit - found.len(),
+                )
+                .unwrap_or_default();
+            found.extend(more);
+        }
+        found
+            .into_iter()
+            .map(|ordinal| self.slots[ordinal as usize].id)
+            .collect()
+    }
+}
+
+fn remove_from(map: &mut HashMap<u64, RoaringBitmap>, gram: u64, ordinal: u32) {
+    if let Some(set) = map.get_mut(&gram) {
+        set.remove(ordinal);
+        if set.is_empty() {
+            map.remove(&gram);
+        }
+    }
+}
+
+fn in_range(
+    value: Option<OffsetDateTime>,
+    (from, to): (Option<OffsetDateTime>, Option<OffsetDateTime>),
+) -> bool {
+    match value {
+        None => from.is_none() && to.is_none(),
+        Some(value) => from.is_none_or(|from| value >= from) && to.is_none_or(|to| value < to),
+    }
+}
+
+/// A sort column's key type, as a cursor carries it.
+trait SortKey: Ord + Clone {
+    fn from_cursor(key: &CursorKey) -> Option<Self>;
+}
+
+impl SortKey for Arc<str> {
+    fn from_cursor(key: &CursorKey) -> Option<Self> {
+        match key {
+            CursorKey::Text(text) => Some(Arc::from(text.as_str())),
+            _ => None,
+        }
+    }
+}
+
+impl SortKey for OffsetDateTime {
+    fn from_cursor(key: &CursorKey) -> Option<Self> {
+        match key {
+            CursorKey::Time(time) => *time,
+            _ => None,
+        }
+    }
+}
+
+impl SortKey for Option<OffsetDateTime> {
+    fn from_cursor(key: &CursorKey) -> Option<Self> {
+        match key {
+            CursorKey::Time(time) => Some(*time),
+            _ => None,
+        }
+    }
+}
+
+impl SortKey for u8 {
+    fn from_cursor(key: &CursorKey) -> Option<Self> {
+        match key {
+            CursorKey::Status(status) => Some(*status),
+            _ => None,
+        }
+    }
+}
