@@ -1092,6 +1092,12 @@ fn table() -> Vec<Row> {
             fixed(|_| Call::get("/v1/admin/read-models")),
         ),
         row(
+            "GET /v1/users",
+            Platform,
+            Operator,
+            fixed(|_| Call::get("/v1/users?q=example&sort=last_sign_in:desc")),
+        ),
+        row(
             "POST /v1/admin/read-models/rebuild",
             Platform,
             Operator,
@@ -1684,6 +1690,27 @@ fn table() -> Vec<Row> {
             fixed(|_| Call::get(acme("/users"))),
         ),
         row(
+            "GET /v1/tenants/{tenant}/users/autocomplete",
+            tenant("users:read"),
+            AdminA,
+            fixed(|_| Call::get(acme("/users/autocomplete?q=ad"))),
+        ),
+        row(
+            "GET /v1/tenants/{tenant}/roles/{role}/members",
+            tenant("users:read"),
+            AdminA,
+            fixed(|_| Call::get(acme("/roles/admin/members?sort=created_at:desc"))),
+        ),
+        row(
+            "POST /v1/tenants/{tenant}/roles/{role}/members",
+            tenant("role.user:assign"),
+            AdminA,
+            fresh(|w| async move {
+                let member = w.fresh_user(&["bare"]).await;
+                Call::post(acme("/roles/user/members"), json!({"add": [member]}))
+            }),
+        ),
+        row(
             "POST /v1/tenants/{tenant}/users",
             tenant("users:create and role.user:assign"),
             AdminA,
@@ -1781,6 +1808,18 @@ fn table() -> Vec<Row> {
         .also(
             BareA,
             prepared(|w| Call::get(user_path(&w.bare_a.id, ""))),
+            Expect::Allowed,
+        ),
+        row(
+            "GET /v1/users/{user}/access",
+            user("users:read"),
+            AdminA,
+            fixed(|w| Call::get(user_path(&w.target.id, "/access"))),
+        )
+        // Oneself: always.
+        .also(
+            BareA,
+            prepared(|w| Call::get(user_path(&w.bare_a.id, "/access"))),
             Expect::Allowed,
         ),
         row(

@@ -77,7 +77,7 @@ async fn a_user_is_created_with_roles_and_listed_as_a_member() {
     let members = svc.get_at("/v1/tenants/acme/users", position).await;
     let items = members.body["items"].as_array().unwrap();
     assert_eq!(items.len(), 1);
-    assert_eq!(items[0]["user"]["id"], user.as_str());
+    assert_eq!(items[0]["id"], user.as_str());
     assert_eq!(items[0]["roles"], json!(["admin", "user"]));
 
     let invited = svc
@@ -102,7 +102,7 @@ async fn a_user_is_created_with_roles_and_listed_as_a_member() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|m| m["user"]["id"] == invited.body["id"])
+        .filter(|m| m["id"] == invited.body["id"])
         .map(|m| m["roles"].clone())
         .collect();
     assert_eq!(bob_roles, vec![json!(["user"])]);

@@ -267,10 +267,10 @@ async fn service_seats(svc: &Service, tenant: &str, position: u64) -> u64 {
             .as_array()
             .unwrap()
             .iter()
-            .filter(|m| m["user"]["status"] == "active")
+            .filter(|m| m["status"] == "active")
             .count() as u64;
         match answer.body["next"].as_str() {
-            Some(next) => after = format!("&after={next}"),
+            Some(next) => after = format!("&cursor={next}"),
             None => return count,
         }
     }
@@ -509,7 +509,7 @@ async fn members(svc: &Service) -> BTreeMap<String, Value> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| (m["user"]["email"].as_str().unwrap().to_owned(), m.clone()))
+        .map(|m| (m["email"].as_str().unwrap().to_owned(), m.clone()))
         .collect()
 }
 
@@ -597,17 +597,17 @@ async fn hr_sync_invites_joiners_renames_and_deactivates_leavers_and_a_second_ru
     );
     let now = members(&svc).await;
     for email in ["ada@example.com", "bob@example.com", "carl@example.com"] {
-        assert_eq!(now[email]["user"]["status"], "invited", "{now:?}");
+        assert_eq!(now[email]["status"], "invited", "{now:?}");
         assert_eq!(
             now[email]["roles"],
             json!(["hr_managed", "user"]),
             "{now:?}"
         );
     }
-    assert_eq!(now["ada@example.com"]["user"]["first_name"], "Ada");
+    assert_eq!(now["ada@example.com"]["first_name"], "Ada");
     assert!(!now.contains_key("mia@example.com"), "{now:?}");
     // The admin running the sync was left alone.
-    assert_eq!(now[ADMIN_EMAIL]["user"]["first_name"], "Ada");
+    assert_eq!(now[ADMIN_EMAIL]["first_name"], "Ada");
     accept(&svc, "bob@example.com").await;
     accept(&svc, "mia@example.com").await;
 
@@ -626,10 +626,7 @@ async fn hr_sync_invites_joiners_renames_and_deactivates_leavers_and_a_second_ru
     )
     .unwrap();
     // Ada has a picture: a rename by the sync keeps it.
-    let ada_id = now["ada@example.com"]["user"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let ada_id = now["ada@example.com"]["id"].as_str().unwrap().to_owned();
     let picture = svc
         .send(
             svc.request(reqwest::Method::PUT, &format!("/v1/users/{ada_id}/profile"))
@@ -648,13 +645,13 @@ async fn hr_sync_invites_joiners_renames_and_deactivates_leavers_and_a_second_ru
     assert_eq!(report["invitations_revoked"], 1, "{report}");
     assert_eq!(report["changes"], 6, "{report}");
     let now = members(&svc).await;
-    assert_eq!(now["ada@example.com"]["user"]["last_name"], "King");
+    assert_eq!(now["ada@example.com"]["last_name"], "King");
     assert_eq!(
-        now["ada@example.com"]["user"]["image_url"], "https://example.com/ada.png",
+        now["ada@example.com"]["image_url"], "https://example.com/ada.png",
         "{now:?}"
     );
-    assert_eq!(now["bob@example.com"]["user"]["status"], "inactive");
-    assert_eq!(now["carl@example.com"]["user"]["status"], "inactive");
+    assert_eq!(now["bob@example.com"]["status"], "inactive");
+    assert_eq!(now["carl@example.com"]["status"], "inactive");
     assert_eq!(
         now["dan@example.com"]["roles"],
         json!(["admin", "hr_managed"])
@@ -669,7 +666,7 @@ async fn hr_sync_invites_joiners_renames_and_deactivates_leavers_and_a_second_ru
     let invitations = svc
         .get_at("/v1/tenants/acme/invitations?limit=500", position)
         .await;
-    let carl = &now["carl@example.com"]["user"]["id"];
+    let carl = &now["carl@example.com"]["id"];
     assert!(
         invitations.body["items"]
             .as_array()
@@ -680,9 +677,9 @@ async fn hr_sync_invites_joiners_renames_and_deactivates_leavers_and_a_second_ru
         "{invitations:?}"
     );
     // Never touched: the contractor and the administrator.
-    assert_eq!(now["contractor@example.com"]["user"]["status"], "active");
-    assert_eq!(now[ADMIN_EMAIL]["user"]["status"], "active");
-    assert_eq!(now[ADMIN_EMAIL]["user"]["last_name"], "Admin");
+    assert_eq!(now["contractor@example.com"]["status"], "active");
+    assert_eq!(now[ADMIN_EMAIL]["status"], "active");
+    assert_eq!(now[ADMIN_EMAIL]["last_name"], "Admin");
 
     a_second_run_changes_nothing(&svc, &key, &feed).await;
 }

@@ -864,11 +864,15 @@ async fn a_user_is_shown_with_only_the_tenants_the_caller_may_read_users_in() {
         Err(AppError::UserNotFound)
     ));
     // acme's member list shows the same: acme only.
+    let query = crate::PeopleQuery {
+        limit: 100,
+        ..Default::default()
+    };
     let members = app
-        .memberships
-        .list(&as_user(admin), &acme(), None, 100)
+        .people
+        .search(&as_user(admin), &acme(), &query)
         .await
         .unwrap();
-    let listed = members.iter().find(|m| m.user.id == both).unwrap();
+    let listed = members.rows.iter().find(|m| m.user.id == both).unwrap();
     assert_eq!(listed.tenants, [acme()]);
 }

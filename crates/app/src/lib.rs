@@ -45,10 +45,10 @@ pub use audit::Audit;
 pub use engine::{CommandContext, Outcome};
 pub use error::AppError;
 pub use identity::{Authenticated, Client, Credential, Identity, IdentityConfig, IdentityServices};
-pub use memberships::{Member, Memberships};
+pub use memberships::Memberships;
 pub use operations::{Operations, ReadModelState, ReadModelsReport, Readiness};
 pub use people::{
-    BulkResult, People, PeoplePage, PeopleQuery, PersonRow, Suggestion, TenantAccess,
+    BulkResult, People, PeoplePage, PeopleQuery, PersonRow, Suggestion, TenantAccess, search_page,
 };
 pub use policy::{Caller, Principal};
 pub use tenants::Tenants;

@@ -2,14 +2,13 @@
 
 use std::collections::BTreeSet;
 
-use idstream_directory::{MembershipView, UserView};
 use idstream_domain::access::{Action, Permission, Resource};
 use idstream_domain::aggregate::MembershipAggregate;
 use idstream_domain::membership::MembershipCommand;
 use idstream_domain::{RoleName, TenantId, UserId};
 
 use crate::core::{internal, membership_key};
-use crate::policy::{Caller, TenantScope, named};
+use crate::policy::{Caller, named};
 use crate::{AppError, Outcome, service};
 
 service!(
@@ -17,50 +16,7 @@ service!(
     Memberships
 );
 
-/// A member of a tenant, as its listing shows them.
-#[derive(Debug, Clone)]
-pub struct Member {
-    pub user: UserView,
-    pub membership: MembershipView,
-    /// The member's tenants the caller may see.
-    pub tenants: Vec<TenantId>,
-}
-
 impl Memberships {
-    /// Members of a tenant ordered by user id, `limit` after the cursor `after`, each with the
-    /// tenants of theirs the caller may see (those where it holds `users:read`; all of them for
-    /// platform administrators), never the others.
-    ///
-    /// Who: `users:read` in the tenant.
-    pub async fn list(
-        &self,
-        caller: &Caller,
-        tenant: &TenantId,
-        after: Option<UserId>,
-        limit: usize,
-    ) -> Result<Vec<Member>, AppError> {
-        let read = named("users", Action::Read);
-        self.permission(caller, tenant, &read).await?;
-        self.tenant_now(tenant)?;
-        let visible = self.tenants_with(caller, &read)?;
-        self.directory
-            .members(tenant, after, limit)
-            .map_err(internal)?
-            .into_iter()
-            .map(|(user, membership)| {
-                let mut tenants = self.user_tenants(&user.id)?;
-                if let TenantScope::Only(visible) = &visible {
-                    tenants.retain(|t| visible.contains(t));
-                }
-                Ok(Member {
-                    user,
-                    membership,
-                    tenants,
-                })
-            })
-            .collect()
-    }
-
     /// The roles `user` holds in the tenant (none for anyone who is not a member, whether or not
     /// such a user exists).
     ///

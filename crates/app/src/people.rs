@@ -9,14 +9,14 @@
 use std::collections::BTreeSet;
 
 use idstream_directory::search::{Cursor, Scope, Search, SearchError, Sort};
-use idstream_directory::{UserStatus, UserView};
+use idstream_directory::{Directory, UserStatus, UserView};
 use idstream_domain::access::role::RoleError;
 use idstream_domain::access::{Action, Permission, Resource, role};
 use idstream_domain::{RoleName, TenantId, UserId};
 use time::OffsetDateTime;
 
 use crate::core::internal;
-use crate::policy::{Caller, TenantScope};
+use crate::policy::{Caller, TenantScope, named};
 use crate::{AppError, Outcome, service};
 
 service!(
@@ -60,7 +60,8 @@ pub struct PersonRow {
     pub status: UserStatus,
     /// The user's roles in the listed tenant (empty in the platform directory).
     pub roles: BTreeSet<RoleName>,
-    /// The user's tenants the caller may see (the platform directory only; empty otherwise).
+    /// The user's tenants the caller may see: those where it holds `users:read` (every one, for
+    /// platform administrators).
     pub tenants: Vec<TenantId>,
 }
 
@@ -116,7 +117,8 @@ impl People {
         self.named_permission(caller, tenant, "users", Action::Read)
             .await?;
         self.tenant_now(tenant)?;
-        self.page(Scope::Tenant(tenant), &query.roles, query, None)
+        let visible = self.tenants_with(caller, &named("users", Action::Read))?;
+        self.page(Scope::Tenant(tenant), &query.roles, query, &visible)
     }
 
     /// A page of the members of `tenant` who hold `role`, matching `query` (whose own roles
@@ -134,11 +136,12 @@ impl People {
             .await?;
         self.tenant_now(tenant)?;
         self.require_role_exists(tenant, role)?;
+        let visible = self.tenants_with(caller, &named("users", Action::Read))?;
         self.page(
             Scope::Tenant(tenant),
             std::slice::from_ref(role),
             query,
-            None,
+            &visible,
         )
     }
 
@@ -157,7 +160,7 @@ impl People {
                 "`role` filters a tenant's listing; the platform directory has none".into(),
             ));
         }
-        self.page(Scope::Everyone, &[], query, Some(TenantScope::Every))
+        self.page(Scope::Everyone, &[], query, &TenantScope::Every)
     }
 
     /// The best `limit` members of `tenant` for `text`, for a picker: a word of theirs starting
@@ -203,6 +206,18 @@ impl People {
         add: &[UserId],
         remove: &[UserId],
     ) -> Result<Vec<BulkResult>, AppError> {
+        // Authorized first: a caller who may not do this learns nothing about the request.
+        // (An empty request is judged as adding.)
+        if !add.is_empty() || remove.is_empty() {
+            self.may_give_role(caller, tenant, role).await?;
+        }
+        if !remove.is_empty() {
+            let permission =
+                Permission::new(Resource::Role(role.clone()), Action::Revoke).map_err(internal)?;
+            self.permission(caller, tenant, &permission).await?;
+            self.require_tenant(tenant).await?;
+            self.require_role_exists(tenant, role)?;
+        }
         if add.len() + remove.len() > MAX_BULK {
             return Err(AppError::InvalidQuery(format!(
                 "at most {MAX_BULK} users per request"
@@ -213,16 +228,6 @@ impl People {
             return Err(AppError::InvalidQuery(format!(
                 "user {user} is both added and removed"
             )));
-        }
-        if !add.is_empty() {
-            self.may_give_role(caller, tenant, role).await?;
-        }
-        if !remove.is_empty() {
-            let permission =
-                Permission::new(Resource::Role(role.clone()), Action::Revoke).map_err(internal)?;
-            self.permission(caller, tenant, &permission).await?;
-            self.require_tenant(tenant).await?;
-            self.require_role_exists(tenant, role)?;
         }
         let memberships = crate::Memberships(self.0.clone());
         let mut results = Vec::with_capacity(add.len() + remove.len());
@@ -318,6 +323,21 @@ impl People {
         Ok(answer)
     }
 
+    /// One page from the index, with the tenants of `visible`.
+    fn page(
+        &self,
+        scope: Scope<'_>,
+        roles: &[RoleName],
+        query: &PeopleQuery,
+        visible: &TenantScope,
+    ) -> Result<PeoplePage, AppError> {
+        let visible = match visible {
+            TenantScope::Every => None,
+            TenantScope::Only(tenants) => Some(tenants.as_slice()),
+        };
+        search_page(self.directory(), scope, roles, query, visible, self.now())
+    }
+
     /// A role that exists in the tenant (built in, or defined there).
     fn require_role_exists(&self, tenant: &TenantId, role: &RoleName) -> Result<(), AppError> {
         if role::builtin(role.as_str()).is_some()
@@ -332,74 +352,74 @@ impl People {
             Err(AppError::Role(RoleError::NotFound))
         }
     }
+}
 
-    /// One page from the index, each row read from the tree.
-    fn page(
-        &self,
-        scope: Scope<'_>,
-        roles: &[RoleName],
-        query: &PeopleQuery,
-        tenants: Option<TenantScope>,
-    ) -> Result<PeoplePage, AppError> {
-        let cursor = match &query.cursor {
-            Some(token) => Some(Cursor::decode(token).map_err(search_error)?),
-            None => None,
-        };
-        let now = self.now();
-        let text = query
-            .text
-            .as_deref()
-            .map(str::trim)
-            .filter(|t| !t.is_empty());
-        let page = self
-            .directory()
-            .people()
-            .search(&Search {
-                scope,
-                text,
-                roles,
-                statuses: &query.statuses,
-                created: (query.created_from, query.created_to),
-                last_sign_in: (query.last_sign_in_from, query.last_sign_in_to),
-                verified: query.verified,
-                sort: query.sort,
-                after: cursor.as_ref(),
-                limit: query.limit.clamp(1, MAX_ROWS),
-                now,
-            })
-            .map_err(search_error)?;
-        let mut rows = Vec::with_capacity(page.users.len());
-        for id in page.users {
-            let Some(user) = self.directory().user(&id).map_err(internal)? else {
-                continue;
-            };
-            let roles = match scope {
-                Scope::Tenant(tenant) => self
-                    .directory()
-                    .membership(tenant, &id)
-                    .map_err(internal)?
-                    .map(|m| m.roles)
-                    .unwrap_or_default(),
-                Scope::Everyone => BTreeSet::new(),
-            };
-            let tenants = match &tenants {
-                Some(_) => self.user_tenants(&id)?,
-                None => Vec::new(),
-            };
-            rows.push(PersonRow {
-                status: user.status_at(now),
-                user,
-                roles,
-                tenants,
-            });
-        }
-        Ok(PeoplePage {
-            rows,
-            next: page.next.map(|c| c.encode()),
-            total: page.total,
-            total_exact: page.total_exact,
+/// One page of `query` among `scope` (with `roles`, any of them) from the directory's index, each
+/// row read from the directory tree, with the tenants of `visible` (`None`: every one). For the
+/// service's own operations (which authorize first) and for operators' tools.
+pub fn search_page(
+    directory: &Directory,
+    scope: Scope<'_>,
+    roles: &[RoleName],
+    query: &PeopleQuery,
+    visible: Option<&[TenantId]>,
+    now: OffsetDateTime,
+) -> Result<PeoplePage, AppError> {
+    let cursor = match &query.cursor {
+        Some(token) => Some(Cursor::decode(token).map_err(search_error)?),
+        None => None,
+    };
+    let text = query
+        .text
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let page = directory
+        .people()
+        .search(&Search {
+            scope,
+            text,
+            roles,
+            statuses: &query.statuses,
+            created: (query.created_from, query.created_to),
+            last_sign_in: (query.last_sign_in_from, query.last_sign_in_to),
+            verified: query.verified,
+            sort: query.sort,
+            after: cursor.as_ref(),
+            limit: query.limit.clamp(1, MAX_ROWS),
+            now,
         })
+        .map_err(search_error)?;
+    let mut rows = Vec::with_capacity(page.users.len());
+    for id in page.users {
+        let Some(user) = directory.user(&id).map_err(internal)? else {
+            continue;
+        };
+        let roles = match scope {
+            Scope::Tenant(tenant) => directory
+                .membership(tenant, &id)
+                .map_err(internal)?
+                .map(|m| m.roles)
+                .unwrap_or_default(),
+            Scope::Everyone => BTreeSet::new(),
+        };
+        let mut tenants = directory.user_tenants(&id).map_err(internal)?;
+        if let Some(visible) = visible {
+            tenants.retain(|t| visible.contains(t));
+        }
+        rows.push(PersonRow {
+            status: user.status_at(now),
+            user,
+            roles,
+            tenants,
+        });
     }
+    Ok(PeoplePage {
+        rows,
+        next: page.next.map(|c| c.encode()),
+        total: page.total,
+        total_exact: page.total_exact,
+    })
 }
 
 /// A picker's label for a user.

@@ -82,16 +82,7 @@ pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<()> {
     };
     let query = params.parse()?;
     let config = args.common.config()?;
-    if config.nats_url.is_none() {
-        // Opening an embedded log creates one where there is none.
-        let dir = config.data_dir.join("log");
-        anyhow::ensure!(
-            idstream_eventlog::embedded::EmbeddedLog::exists(&dir),
-            "there is no embedded log in {}",
-            dir.display()
-        );
-    }
-    let log = crate::startup::open_log(&config).await?;
+    let log = open_existing_log(&config).await?;
     let projections = || -> Vec<Arc<dyn Projection>> { vec![Arc::new(AuditProjection)] };
 
     let store = config.data_dir.join("readmodels");
@@ -117,7 +108,7 @@ pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<()> {
     };
 
     let result = async {
-        catch_up(&models, log.last_position().await?).await?;
+        catch_up(&models, NAME, log.last_position().await?).await?;
         let audit = Audit::new(models.tree(NAME));
         let page = tokio::task::spawn_blocking(move || audit.query(&query))
             .await
@@ -160,21 +151,37 @@ pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits until the audit read model has applied `end`, reporting progress; gives up when it
+/// The configured log, which must exist already: opening an embedded log would create one
+/// where there is none.
+pub(crate) async fn open_existing_log(
+    config: &crate::config::Config,
+) -> anyhow::Result<idstream_eventlog::SharedLog> {
+    if config.nats_url.is_none() {
+        let dir = config.data_dir.join("log");
+        anyhow::ensure!(
+            idstream_eventlog::embedded::EmbeddedLog::exists(&dir),
+            "there is no embedded log in {}",
+            dir.display()
+        );
+    }
+    crate::startup::open_log(config).await
+}
+
+/// Waits until the read model `name` has applied `end`, reporting progress; gives up when it
 /// stops moving.
-async fn catch_up(models: &ReadModels, end: u64) -> anyhow::Result<()> {
-    let mut progress = (models.position(NAME), Instant::now());
+pub(crate) async fn catch_up(models: &ReadModels, name: &str, end: u64) -> anyhow::Result<()> {
+    let mut progress = (models.position(name), Instant::now());
     loop {
         match models.wait_for(end, Duration::from_secs(1)).await {
             Ok(()) => return Ok(()),
             Err(stale) => {
-                let now = models.position(NAME);
-                eprintln!("audit: catching up, {now}/{end} events");
+                let now = models.position(name);
+                eprintln!("{name}: catching up, {now}/{end} events");
                 if now > progress.0 {
                     progress = (now, Instant::now());
                 } else if progress.1.elapsed() > STALL {
                     anyhow::bail!(
-                        "the audit read model stopped at position {} of {end}; see the messages above",
+                        "the {name} read model stopped at position {} of {end}; see the messages above",
                         stale.current
                     );
                 }

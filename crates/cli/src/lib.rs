@@ -16,6 +16,7 @@ mod audit_events;
 pub mod config;
 mod past;
 pub mod startup;
+mod users;
 mod verify;
 
 #[derive(Parser)]
@@ -44,6 +45,18 @@ enum Command {
     /// Audit the log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The user directory.
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Search and list a tenant's members (--tenant), or every user: by text, role, status,
+    /// times and verification, sorted by any column, a page at a time, as a table or --json.
+    /// Reads the directory read model of the data directory (caught up with the log first), or
+    /// a temporary one while a service holds it.
+    List(users::ListArgs),
 }
 
 #[derive(Args)]
@@ -203,6 +216,7 @@ pub fn main() -> ExitCode {
             Command::Bootstrap(args) => bootstrap(args).await,
             Command::Audit(AuditCommand::Verify(args)) => verify::run(args).await,
             Command::Audit(AuditCommand::Events(args)) => audit_events::run(args).await,
+            Command::Users(UsersCommand::List(args)) => users::list(args).await,
         }
     });
     match result {

@@ -41,19 +41,15 @@ struct Page<T> {
     next: Option<String>,
 }
 
+/// A row of `GET /v1/tenants/{tenant}/users`.
 #[derive(Deserialize)]
 struct MemberBody {
-    user: UserBody,
-    roles: Vec<String>,
-}
-
-#[derive(Deserialize)]
-struct UserBody {
     id: String,
     email: String,
     first_name: String,
     last_name: String,
     status: String,
+    roles: Vec<String>,
     #[serde(default)]
     tenants: Vec<String>,
 }
@@ -175,22 +171,26 @@ impl Api {
     /// Every member of the tenant.
     pub async fn members(&self, tenant: &str) -> Result<Vec<Member>, ApiError> {
         let mut members = Vec::new();
-        let mut after: Option<String> = None;
+        let mut cursor: Option<String> = None;
         loop {
-            let path = page_path(&format!("/v1/tenants/{tenant}/users"), after.as_deref());
+            // The listing pages by a cursor (any sort would do; the default is by email).
+            let path = match &cursor {
+                Some(cursor) => format!("/v1/tenants/{tenant}/users?limit={PAGE}&cursor={cursor}"),
+                None => format!("/v1/tenants/{tenant}/users?limit={PAGE}"),
+            };
             let (_, body) = self.send(Method::GET, &path, None).await?;
             let page: Page<MemberBody> = Self::parse(&path, body)?;
             members.extend(page.items.into_iter().map(|m| Member {
-                id: m.user.id,
-                email: m.user.email,
-                first_name: m.user.first_name,
-                last_name: m.user.last_name,
-                status: m.user.status,
+                id: m.id,
+                email: m.email,
+                first_name: m.first_name,
+                last_name: m.last_name,
+                status: m.status,
                 roles: m.roles.into_iter().collect(),
-                tenants: m.user.tenants.into_iter().collect(),
+                tenants: m.tenants.into_iter().collect(),
             }));
             match page.next {
-                Some(next) => after = Some(next),
+                Some(next) => cursor = Some(next),
                 None => return Ok(members),
             }
         }

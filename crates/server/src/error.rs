@@ -323,13 +323,28 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The problem document of this error (for an answer that reports several, each its own).
+    pub fn problem(&self) -> Problem {
+        let (status, code, detail) = self.parts();
+        Problem {
+            problem_type: format!("urn:idstream:problem:{code}"),
+            title: title(status),
+            status: status.as_u16(),
+            detail,
+            code: code.to_owned(),
+        }
+    }
+}
+
 fn title(status: StatusCode) -> String {
     status.canonical_reason().unwrap_or("Error").to_owned()
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code, detail) = self.parts();
+        let problem = self.problem();
+        let (status, code) = (self.parts().0, problem.code.as_str());
         match &self {
             ApiError::App(AppError::Internal(cause)) => {
                 tracing::error!(code, %cause, "request failed")
@@ -339,13 +354,6 @@ impl IntoResponse for ApiError {
             }
             _ => tracing::debug!(code, status = status.as_u16(), "request rejected"),
         }
-        let problem = Problem {
-            problem_type: format!("urn:idstream:problem:{code}"),
-            title: title(status),
-            status: status.as_u16(),
-            detail,
-            code: code.to_owned(),
-        };
         let mut response = (status, Json(problem)).into_response();
         let headers = response.headers_mut();
         headers.insert(

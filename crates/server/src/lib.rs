@@ -149,6 +149,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(routes::tenants::router())
         .merge(routes::users::router())
         .merge(routes::memberships::router())
+        .merge(routes::people::router())
         .merge(routes::access_admin::router())
         .merge(routes::access_queries::router())
         .merge(routes::identity::router())

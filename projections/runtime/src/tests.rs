@@ -513,3 +513,120 @@ async fn offline_rebuild_stopped_at(poison: Position) {
     );
     models.shutdown().await;
 }
+
+/// The counter with an in-memory copy of its tree kept through the hooks, and how many times it
+/// was loaded from the tree.
+#[derive(Default)]
+struct Mirrored {
+    counter: crate::test_support::Counter,
+    copy: std::sync::Mutex<std::collections::BTreeMap<Vec<u8>, Vec<u8>>>,
+    loads: std::sync::atomic::AtomicUsize,
+}
+
+impl Projection for Mirrored {
+    fn name(&self) -> &'static str {
+        "counter"
+    }
+
+    fn version(&self) -> u32 {
+        self.counter.version
+    }
+
+    fn apply(
+        &self,
+        state: &mut crate::Staged<'_>,
+        event: &idstream_eventlog::RecordedEvent,
+    ) -> Result<(), crate::ApplyError> {
+        self.counter.apply(state, event)
+    }
+
+    fn committed(&self, writes: &mut dyn Iterator<Item = (&[u8], Option<&[u8]>)>) {
+        let mut copy = self.copy.lock().unwrap();
+        for (key, value) in writes {
+            match value {
+                Some(value) => copy.insert(key.to_vec(), value.to_vec()),
+                None => copy.remove(key),
+            };
+        }
+    }
+
+    fn cleared(&self) {
+        self.copy.lock().unwrap().clear();
+    }
+
+    fn opened(&self, tree: &sled::Tree) {
+        self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        *self.copy.lock().unwrap() = tree
+            .scan_prefix("count/")
+            .map(|entry| {
+                let (key, value) = entry.unwrap();
+                (key.to_vec(), value.to_vec())
+            })
+            .collect();
+    }
+}
+
+impl Mirrored {
+    fn copy(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let copy = self.copy.lock().unwrap();
+        copy.iter()
+            .filter(|(key, _)| key.starts_with(b"count/"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+fn stored(tree: &sled::Tree) -> Vec<(Vec<u8>, Vec<u8>)> {
+    tree.scan_prefix("count/")
+        .map(|entry| {
+            let (key, value) = entry.unwrap();
+            (key.to_vec(), value.to_vec())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn in_memory_state_is_loaded_before_the_stored_checkpoint_is_published_and_loaded_once() {
+    let d = dirs();
+    let log = open_log(&d.log).await;
+    append(&log, &["acme", "beta", "acme"]).await;
+    let first = Arc::new(Mirrored::default());
+    let models = ReadModels::start(&d.models, log.clone(), vec![first.clone()])
+        .await
+        .unwrap();
+    models.wait_for(3, PATIENCE).await.unwrap();
+    assert_eq!(first.copy(), stored(&models.tree("counter")));
+    models.shutdown().await;
+
+    // Started again on the stored tree: a query that waits for the stored checkpoint (reached
+    // at once) finds the copy loaded, and the runner's own check of the kept tree does not load
+    // it a second time.
+    let again = Arc::new(Mirrored::default());
+    let models = ReadModels::start(&d.models, log.clone(), vec![again.clone()])
+        .await
+        .unwrap();
+    models.wait_for(3, PATIENCE).await.unwrap();
+    assert_eq!(again.copy(), stored(&models.tree("counter")));
+    assert!(!again.copy().is_empty());
+    append(&log, &["gamma"]).await;
+    models.wait_for(4, PATIENCE).await.unwrap();
+    assert_eq!(again.copy(), stored(&models.tree("counter")));
+    assert_eq!(again.loads.load(std::sync::atomic::Ordering::SeqCst), 1);
+    models.shutdown().await;
+
+    // A new version rebuilds the tree; the copy follows it.
+    let rebuilt = Arc::new(Mirrored {
+        counter: crate::test_support::Counter {
+            version: 2,
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    let models = ReadModels::start(&d.models, log.clone(), vec![rebuilt.clone()])
+        .await
+        .unwrap();
+    models.wait_for(4, PATIENCE).await.unwrap();
+    assert_eq!(rebuilt.copy(), stored(&models.tree("counter")));
+    assert_eq!(rebuilt.copy().len(), 3);
+    models.shutdown().await;
+}

@@ -261,6 +261,27 @@ pub const AUDIT_CURSOR: Format = Format {
     check: None,
 };
 
+pub const SEARCH_TEXT: Format = Format {
+    name: "SearchText",
+    description: "Text to search for: at most 200 characters, without control characters or \
+        bidirectional embeddings, overrides and isolates.",
+    pattern: Some(concat!("^[^", forbidden!(), "]*$")),
+    min_length: None,
+    max_length: Some(200),
+    example: "ada",
+    check: None,
+};
+
+pub const DIRECTORY_CURSOR: Format = Format {
+    name: "DirectoryCursor",
+    description: "The `next` of an earlier page of the user directory (URL-safe base64).",
+    pattern: Some(r"^[A-Za-z0-9_-]{1,2048}$"),
+    min_length: Some(1),
+    max_length: Some(2048),
+    example: "MXxlbWFpbHxhfDAxQVJaM05ERUtUU1Y0UlJGRlE2OUc1RkFWfHRhZGFAZXhhbXBsZS5jb20",
+    check: None,
+};
+
 pub const EMAIL: Format = Format {
     name: "Email",
     description: "An email address: one '@' after 1 to 64 bytes, a dotted domain, no \
@@ -400,6 +421,8 @@ pub const ALL: &[&Format] = &[
     &AUDIT_SCOPE,
     &AUDIT_ACTOR,
     &AUDIT_CURSOR,
+    &SEARCH_TEXT,
+    &DIRECTORY_CURSOR,
     &EMAIL,
     &PERSON_NAME,
     &TENANT_NAME,
@@ -483,6 +506,10 @@ format_type! {
     AuditActor => AUDIT_ACTOR;
     /// [`AUDIT_CURSOR`]
     AuditCursor => AUDIT_CURSOR;
+    /// [`SEARCH_TEXT`]
+    SearchText => SEARCH_TEXT;
+    /// [`DIRECTORY_CURSOR`]
+    DirectoryCursor => DIRECTORY_CURSOR;
     /// [`EMAIL`]
     Email => EMAIL;
     /// [`PERSON_NAME`]

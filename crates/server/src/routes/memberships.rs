@@ -1,5 +1,4 @@
-//! Memberships (the `Memberships` service): a tenant's members (`GET /v1/tenants/{tenant}/users`),
-//! their roles (`…/users/{user}/roles`), custom permissions (`…/users/{user}/permissions`,
+//! Memberships (the `Memberships` service): the roles of a tenant's members (`…/users/{user}/roles`), custom permissions (`…/users/{user}/permissions`,
 //! `…/permissions/revoke`) and removal (`DELETE /v1/tenants/{tenant}/users/{user}`).
 
 use axum::Json;
@@ -12,23 +11,14 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use utoipa::ToSchema;
 
-use super::users::User;
-use super::{CommandAccepted, Page, page_query};
+use super::CommandAccepted;
 use crate::AppState;
 use crate::error::{ApiError, Problem};
-use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller, MinPosition};
+use crate::extract::{ApiJson, ApiPath, Caller, MinPosition};
 use crate::openapi::formats;
-
-page_query!(
-    /// A page of members, in user id order.
-    MemberPage,
-    UserId,
-    formats::UserId
-);
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/v1/tenants/{tenant}/users", get(list_members))
         .route("/v1/tenants/{tenant}/users/{user}", delete(remove_member))
         .route(
             "/v1/tenants/{tenant}/users/{user}/roles",
@@ -138,52 +128,6 @@ pub async fn revoke_role(
         )
         .await?;
     Ok(CommandAccepted::ok(outcome))
-}
-
-/// List a tenant's members with their roles, ordered by user id (needs `users:read`). Each
-/// member's `tenants` lists only the tenants where the caller holds `users:read` too.
-#[utoipa::path(get, path = "/v1/tenants/{tenant}/users", tag = "users", params(MemberPage),
-    responses((status = 200, body = Page<Member>),
-        (status = 403, body = Problem, description = "`forbidden` (needs users:read)")),
-    security(("bearer" = [])))]
-pub async fn list_members(
-    State(state): State<AppState>,
-    caller: Caller,
-    min: MinPosition,
-    ApiPath(tenant): ApiPath<TenantId>,
-    ApiQuery(query): ApiQuery<MemberPage>,
-) -> Result<Json<Page<Member>>, ApiError> {
-    state.consistent(min).await?;
-    let limit = query.limit();
-    let after = query.after;
-    let items: Vec<Member> = state
-        .app
-        .memberships
-        .list(&caller, &tenant, after, limit)
-        .await?
-        .into_iter()
-        .map(|member| Member {
-            user: User::from_view(member.user, member.tenants),
-            roles: member
-                .membership
-                .roles
-                .into_iter()
-                .map(String::from)
-                .collect(),
-        })
-        .collect();
-    let next = if items.len() == limit {
-        items.last().map(|m| m.user.id.clone())
-    } else {
-        None
-    };
-    Ok(Json(Page { items, next }))
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Member {
-    pub user: User,
-    pub roles: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

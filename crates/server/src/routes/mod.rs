@@ -9,6 +9,7 @@ pub mod audit;
 pub mod identity;
 pub mod memberships;
 pub mod operations;
+pub mod people;
 pub mod tenants;
 pub mod users;
 

@@ -203,6 +203,9 @@ pub async fn holders_as_of(
 pub struct ReviewQuery {
     #[param(value_type = formats::TenantId)]
     pub tenant: TenantId,
+    /// Only this member's holdings.
+    #[param(value_type = Option<formats::UserId>)]
+    pub user: Option<UserId>,
     /// JSON (default) or CSV.
     #[param(value_type = Option<ReviewFormat>)]
     pub format: Option<String>,
@@ -244,11 +247,14 @@ pub async fn access_review(
         }
     };
     let as_of = as_of(q.position, q.at.as_deref())?;
-    let (info, review) = state
+    let (info, mut review) = state
         .app
         .audit
         .access_review(&caller, as_of, q.tenant)
         .await?;
+    if let Some(user) = q.user {
+        review.review.members.retain(|m| m.user == user);
+    }
     if csv {
         return Ok((
             [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
