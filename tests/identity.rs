@@ -2882,3 +2882,92 @@ async fn an_address_typed_in_another_case_or_unicode_form_is_the_same_account() 
     assert_eq!(count, 1, "{listed:?}");
     let _ = invitation;
 }
+
+// ----- invitations delivered through the inviter's own channels -----
+
+#[tokio::test]
+async fn an_invitation_by_link_answers_its_link_once_and_sends_no_mail() {
+    let (_dir, mut svc) = bootstrapped().await;
+    let email = "linked@example.com";
+    let invited = svc
+        .post(
+            "/v1/tenants/acme/invitations",
+            json!({"email": email, "roles": ["user"], "delivery": "link"}),
+        )
+        .await;
+    assert_eq!(invited.status, 201, "{invited:?}");
+    assert_eq!(invited.body["email_sent"], false);
+    assert_eq!(invited.header("cache-control"), Some("no-store"));
+    let link = invited.body["link"].as_str().unwrap().to_owned();
+    assert!(link.contains("/accept-invitation?token=idi_"), "{link}");
+    let id = invited.body["id"].as_str().unwrap().to_owned();
+    // Listed as a link invitation; no mail went to the address.
+    let listed = svc
+        .get_at("/v1/tenants/acme/invitations", invited.position())
+        .await;
+    let item = listed.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(item["delivery"], "link", "{listed:?}");
+    assert!(item.get("link").is_none() && !listed.body.to_string().contains("idi_"));
+
+    // A resend answers a new link; the old one is dead.
+    let resent = svc
+        .post(
+            &format!("/v1/tenants/acme/invitations/{id}/resend"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(resent.status, 200, "{resent:?}");
+    let new_link = resent.body["link"].as_str().unwrap().to_owned();
+    assert_ne!(new_link, link);
+    assert!(svc.mail().iter().all(|m| m.to != email), "a mail was sent");
+    let old = svc
+        .post_anonymous(
+            "/v1/invitations/accept",
+            json!({"token": token_in(&link, "idi_"), "password": INVITEE_PASSWORD}),
+        )
+        .await;
+    old.assert_problem(400, "invalid_or_expired_link");
+    let accepted = svc
+        .post_anonymous(
+            "/v1/invitations/accept",
+            json!({"token": token_in(&new_link, "idi_"), "password": INVITEE_PASSWORD}),
+        )
+        .await;
+    assert_eq!(accepted.status, 200, "{accepted:?}");
+    // The link is single use.
+    svc.post_anonymous(
+        "/v1/invitations/accept",
+        json!({"token": token_in(&new_link, "idi_"), "password": INVITEE_PASSWORD}),
+    )
+    .await
+    .assert_problem(400, "invalid_or_expired_link");
+    // An unknown delivery is refused and changes nothing.
+    let before = svc.log_position().await;
+    svc.post(
+        "/v1/tenants/acme/invitations",
+        json!({"email": "pigeon@example.com", "delivery": "pigeon"}),
+    )
+    .await
+    .assert_problem(422, "invalid_body");
+    assert_eq!(svc.log_position().await, before);
+
+    // The event records the delivery; no token or link is in the log.
+    svc.stop().await;
+    let events = svc.events().await;
+    let sent = events
+        .iter()
+        .find(|e| e.envelope.event_type == "InvitationSent")
+        .unwrap();
+    assert_eq!(sent.envelope.version, 2);
+    assert_eq!(sent.envelope.data["delivery"], "link");
+    for event in &events {
+        let text = serde_json::to_string(&event.envelope).unwrap();
+        assert!(!text.contains("idi_"), "a token in the log: {text}");
+    }
+}

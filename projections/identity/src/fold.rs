@@ -30,7 +30,7 @@ impl Projection for IdentityProjection {
     }
 
     fn version(&self) -> u32 {
-        3
+        4
     }
 
     fn apply(&self, state: &mut Staged<'_>, event: &RecordedEvent) -> Result<(), ApplyError> {
@@ -396,6 +396,7 @@ fn invitation_sent(
         sent_at: event.envelope.occurred_at,
         expires_at: e.expires_at,
         resent: 0,
+        delivery: e.delivery,
         accepted_at: None,
         revoked_at: None,
         invited_by: event.envelope.actor.clone(),
