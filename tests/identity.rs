@@ -2971,3 +2971,68 @@ async fn an_invitation_by_link_answers_its_link_once_and_sends_no_mail() {
         assert!(!text.contains("idi_"), "a token in the log: {text}");
     }
 }
+
+#[tokio::test]
+async fn a_verification_link_can_be_asked_for_again_and_the_directory_shows_the_result() {
+    let (_dir, svc) = bootstrapped().await;
+    let (user, _) = svc
+        .create_user(TENANT, "unverified@example.com", &["user"])
+        .await;
+    // The same answer for an unverified, an unknown and a verified address; mail only for the
+    // first.
+    for email in ["unverified@example.com", "nobody@example.com", ADMIN_EMAIL] {
+        let asked = svc
+            .post_anonymous("/v1/auth/verify-email/resend", json!({"email": email}))
+            .await;
+        assert_eq!(asked.status, 202, "{asked:?}");
+        assert_eq!(asked.body, json!({}));
+    }
+    let mail = nth_mail(&svc, "unverified@example.com", "", 1).await;
+    let token = link_param(&mail.text, "token");
+    assert!(token.starts_with("ide_"), "{}", mail.text);
+    assert_eq!(link_param(&mail.text, "user"), user);
+    // Asked again: a new link, and the first one dies.
+    svc.post_anonymous(
+        "/v1/auth/verify-email/resend",
+        json!({"email": "Unverified@Example.com"}),
+    )
+    .await;
+    let second = nth_mail(&svc, "unverified@example.com", "", 2).await;
+    let newer = link_param(&second.text, "token");
+    assert_ne!(newer, token);
+    svc.post_anonymous(
+        "/v1/auth/verify-email",
+        json!({"user": user, "token": token}),
+    )
+    .await
+    .assert_problem(400, "invalid_or_expired_link");
+    let verified = svc
+        .post_anonymous(
+            "/v1/auth/verify-email",
+            json!({"user": user, "token": newer}),
+        )
+        .await;
+    assert_eq!(verified.status, 200, "{verified:?}");
+    let listed = svc
+        .get_at(
+            "/v1/tenants/acme/users?q=unverified&verified=true",
+            verified.position(),
+        )
+        .await;
+    assert_eq!(listed.body["items"][0]["id"], user.as_str(), "{listed:?}");
+    assert_eq!(listed.body["items"][0]["email_verified"], true);
+    // Verified: asking again sends nothing.
+    svc.post_anonymous(
+        "/v1/auth/verify-email/resend",
+        json!({"email": "unverified@example.com"}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = svc
+        .mail()
+        .iter()
+        .filter(|m| m.to == "unverified@example.com")
+        .count();
+    assert_eq!(sent, 2);
+    assert!(svc.mail().iter().all(|m| m.to != "nobody@example.com"));
+}

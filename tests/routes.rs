@@ -1175,6 +1175,7 @@ fn table() -> Vec<Row> {
             json!({"user": stranger(), "token": "ide_not_a_real_token"}),
         ),
         public_post("POST /v1/auth/magic-link", 202, nobody.clone()),
+        public_post("POST /v1/auth/verify-email/resend", 202, nobody.clone()),
         public_post(
             "POST /v1/auth/magic-link/sign-in",
             400,

@@ -58,7 +58,7 @@ use crate::routes::{self, CommandAccepted};
         routes::identity::account::jwks,
         routes::identity::email::request_magic_link, routes::identity::email::magic_link_sign_in,
         routes::identity::email::request_email_code, routes::identity::email::email_code_sign_in,
-        routes::identity::email::register, routes::identity::email::verify_email,
+        routes::identity::email::register, routes::identity::email::verify_email, routes::identity::email::resend_verification,
         routes::identity::email::request_email_change, routes::identity::email::confirm_email_change,
         routes::identity::invitations::invite, routes::identity::invitations::list_invitations,
         routes::identity::invitations::resend_invitation, routes::identity::invitations::revoke_invitation,
