@@ -3036,3 +3036,82 @@ async fn a_verification_link_can_be_asked_for_again_and_the_directory_shows_the_
     assert_eq!(sent, 2);
     assert!(svc.mail().iter().all(|m| m.to != "nobody@example.com"));
 }
+
+// ----- demo data -----
+
+#[tokio::test]
+async fn bootstrap_with_demo_data_gives_accounts_that_sign_in_and_records_they_reach() {
+    let dir = tempfile::tempdir().unwrap();
+    let printed = Service::bootstrap_with(
+        dir.path(),
+        None,
+        TENANT,
+        ADMIN_EMAIL,
+        ADMIN_PASSWORD,
+        &["--demo"],
+    )
+    .await;
+    assert!(!printed.contains(ADMIN_PASSWORD), "{printed}");
+    let svc = Service::embedded(dir.path()).await;
+    wait_ready(&svc).await;
+    // Each printed account signs in with its printed password.
+    let mut tokens = std::collections::BTreeMap::new();
+    for (name, person) in [
+        ("admin", "alan.turing"),
+        ("editor", "grace.hopper"),
+        ("user", "edsger.dijkstra"),
+    ] {
+        let email = format!("{person}@example.com");
+        let line = printed
+            .lines()
+            .find(|l| l.trim_start().starts_with(&email))
+            .unwrap_or_else(|| panic!("{email} is not printed: {printed}"));
+        let password = line.split_whitespace().nth(1).unwrap();
+        let signed_in = svc.sign_in(&email, password).await;
+        tokens.insert(name, signed_in["access_token"].as_str().unwrap().to_owned());
+    }
+    let check = |token: &str, record: &str| {
+        let token = token.to_owned();
+        let record = record.to_owned();
+        let svc = &svc;
+        async move {
+            let answer = svc
+                .post_as(
+                    &token,
+                    "/v1/tenants/acme/access/check",
+                    json!({"permission": "entity.project:read", "record": record}),
+                )
+                .await;
+            assert_eq!(answer.status, 200, "{answer:?}");
+            answer.body["allowed"].as_bool().unwrap()
+        }
+    };
+    // The editor: gemini (owner) and mercury (local role); the user: apollo (grant) and mercury
+    // (owner); neither reaches the other's private record.
+    assert!(check(&tokens["editor"], "gemini").await);
+    assert!(check(&tokens["editor"], "mercury").await);
+    assert!(!check(&tokens["editor"], "apollo").await);
+    assert!(check(&tokens["user"], "apollo").await);
+    assert!(check(&tokens["user"], "mercury").await);
+    assert!(!check(&tokens["user"], "gemini").await);
+    // The administrator lists everyone.
+    let listed = svc
+        .get_as(&tokens["admin"], "/v1/tenants/acme/users?sort=email")
+        .await;
+    let emails: Vec<&str> = listed.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["email"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        emails,
+        vec![
+            ADMIN_EMAIL,
+            "alan.turing@example.com",
+            "edsger.dijkstra@example.com",
+            "grace.hopper@example.com",
+        ],
+        "{listed:?}"
+    );
+}
