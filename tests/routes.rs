@@ -1632,6 +1632,12 @@ fn table() -> Vec<Row> {
             }),
         ),
         row(
+            "GET /v1/tenants/{tenant}/permissions",
+            tenant("roles:read"),
+            AdminA,
+            fixed(|_| Call::get(acme("/permissions"))),
+        ),
+        row(
             "GET /v1/tenants/{tenant}/roles/{role}",
             tenant("roles:read"),
             AdminA,

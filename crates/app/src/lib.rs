@@ -40,7 +40,7 @@ mod tests;
 mod users;
 
 pub use access_admin::{AccessAdmin, NewEntityRequest, RoleRequest};
-pub use access_queries::{AccessQueries, CheckQuery};
+pub use access_queries::{AccessQueries, CatalogueEntry, CheckQuery};
 pub use audit::Audit;
 pub use engine::{CommandContext, Outcome};
 pub use error::AppError;

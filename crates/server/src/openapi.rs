@@ -47,7 +47,7 @@ use crate::routes::{self, CommandAccepted};
         routes::access_admin::assign_local_role, routes::access_admin::revoke_local_role,
         routes::access_queries::check, routes::access_queries::check_batch, routes::access_queries::explain,
         routes::access_queries::readable_records, routes::access_queries::visible_fields,
-        routes::access_queries::entity_permissions, routes::access_queries::list_roles, routes::access_queries::get_role,
+        routes::access_queries::entity_permissions, routes::access_queries::list_roles, routes::access_queries::permission_catalogue, routes::access_queries::get_role,
         routes::access_queries::list_entities, routes::access_queries::get_entity,
         routes::access_queries::effective_permissions, routes::access_queries::menu,
         routes::identity::account::sign_in, routes::identity::account::second_factor, routes::identity::account::refresh,
