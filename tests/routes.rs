@@ -1718,6 +1718,18 @@ fn table() -> Vec<Row> {
             }),
         ),
         row(
+            "POST /v1/tenants/{tenant}/users/bulk",
+            tenant("users:update"),
+            AdminA,
+            fresh(|w| async move {
+                let member = w.fresh_user(&["bare"]).await;
+                let body = json!({"operations": [
+                    {"op": "assign_role", "user": member, "role": "user"},
+                ]});
+                Call::post(acme("/users/bulk"), body)
+            }),
+        ),
+        row(
             "POST /v1/tenants/{tenant}/users",
             tenant("users:create and role.user:assign"),
             AdminA,

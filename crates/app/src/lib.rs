@@ -48,7 +48,8 @@ pub use identity::{Authenticated, Client, Credential, Identity, IdentityConfig, 
 pub use memberships::Memberships;
 pub use operations::{Operations, ReadModelState, ReadModelsReport, Readiness};
 pub use people::{
-    BulkResult, People, PeoplePage, PeopleQuery, PersonRow, Suggestion, TenantAccess, search_page,
+    BulkOperation, BulkOutcome, BulkResult, MAX_BULK_OPERATIONS, People, PeoplePage, PeopleQuery,
+    PersonRow, Suggestion, TenantAccess, search_page,
 };
 pub use policy::{Caller, Principal};
 pub use tenants::Tenants;
