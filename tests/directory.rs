@@ -1093,3 +1093,28 @@ async fn bulk_operations_are_each_decided_on_their_own_with_a_result_per_operati
     .await
     .assert_problem(422, "invalid_body");
 }
+
+#[tokio::test]
+async fn right_after_a_restart_a_search_waits_for_the_index_instead_of_answering_empty() {
+    let (_dir, mut svc) = service().await;
+    svc.create_tenant("acme").await;
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let email = format!("restart{i:02}@example.com");
+        ids.push(
+            person(&svc, "acme", &email, "Re", "Start", &["user"])
+                .await
+                .0,
+        );
+    }
+    let position = svc.log_position().await;
+    svc.restart().await;
+    let found = svc
+        .get_at("/v1/tenants/acme/users?q=restart&limit=500", position)
+        .await;
+    assert_eq!(found.body["total"], 30, "{found:?}");
+    let mut listed = self::ids(&found);
+    listed.sort();
+    ids.sort();
+    assert_eq!(listed, ids);
+}

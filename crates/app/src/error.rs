@@ -135,6 +135,9 @@ pub enum AppError {
         "position {wanted} is beyond the end of the event log ({end}); it was not issued by this service"
     )]
     PositionBeyondLog { wanted: Position, end: Position },
+    /// The directory's search index is being loaded (after a start or a rebuild).
+    #[error("the directory's search index is still loading; retry shortly")]
+    SearchIndexLoading,
     /// A query the service cannot answer as asked (a cursor it did not issue, a filter that does
     /// not apply); the text says which.
     #[error("{0}")]

@@ -174,6 +174,7 @@ impl People {
         self.named_permission(caller, tenant, "users", Action::Read)
             .await?;
         self.tenant_now(tenant)?;
+        self.index_ready().await?;
         let visible = self.tenants_with(caller, &named("users", Action::Read))?;
         self.page(Scope::Tenant(tenant), &query.roles, query, &visible)
     }
@@ -193,6 +194,7 @@ impl People {
             .await?;
         self.tenant_now(tenant)?;
         self.require_role_exists(tenant, role)?;
+        self.index_ready().await?;
         let visible = self.tenants_with(caller, &named("users", Action::Read))?;
         self.page(
             Scope::Tenant(tenant),
@@ -217,6 +219,7 @@ impl People {
                 "`role` filters a tenant's listing; the platform directory has none".into(),
             ));
         }
+        self.index_ready().await?;
         self.page(Scope::Everyone, &[], query, &TenantScope::Every)
     }
 
@@ -234,6 +237,7 @@ impl People {
         self.named_permission(caller, tenant, "users", Action::Read)
             .await?;
         self.tenant_now(tenant)?;
+        self.index_ready().await?;
         let ids = self.directory().people().autocomplete(tenant, text, limit);
         let mut suggestions = Vec::with_capacity(ids.len());
         for id in ids {
@@ -485,6 +489,18 @@ impl People {
             });
         }
         Ok(answer)
+    }
+
+    /// Waits (up to the consistency timeout) until the directory's search index is loaded.
+    async fn index_ready(&self) -> Result<(), AppError> {
+        let deadline = tokio::time::Instant::now() + self.consistency_timeout;
+        while !self.directory().people().is_loaded() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(AppError::SearchIndexLoading);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Ok(())
     }
 
     /// One page from the index, with the tenants of `visible`.

@@ -134,6 +134,9 @@ pub(crate) async fn list(args: ListArgs) -> anyhow::Result<()> {
     let result = async {
         let end = log.last_position().await?;
         crate::audit_events::catch_up(&models, NAME, end).await?;
+        while !people.is_loaded() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         let directory = Directory::new(models.tree(NAME), people);
         if let Some(tenant) = &tenant {
             anyhow::ensure!(

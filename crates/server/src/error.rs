@@ -293,6 +293,7 @@ impl ApiError {
                 AppError::SubjectRequired => (S::BAD_REQUEST, "subject_required", shown(e)),
                 AppError::TenantRequired => (S::BAD_REQUEST, "invalid_query", shown(e)),
                 AppError::InvalidQuery(_) => (S::BAD_REQUEST, "invalid_query", shown(e)),
+                AppError::SearchIndexLoading => (S::SERVICE_UNAVAILABLE, "not_caught_up", shown(e)),
                 AppError::PlatformAdminOnly => (S::FORBIDDEN, "platform_admin_only", shown(e)),
                 AppError::InvalidIdempotencyKey => {
                     (S::BAD_REQUEST, "invalid_idempotency_key", shown(e))

@@ -255,6 +255,9 @@ pub struct PeopleIndex {
 
 #[derive(Debug, Default)]
 struct Inner {
+    /// Whether the index holds the tree it follows: false from [`PeopleIndex::new`] until the
+    /// first [`PeopleIndex::load`] (or [`PeopleIndex::clear`] of an emptied tree).
+    loaded: bool,
     slots: Vec<Slot>,
     ordinals: HashMap<UserId, u32>,
     grams: HashMap<u64, RoaringBitmap>,
@@ -373,9 +376,19 @@ impl PeopleIndex {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Forgets everything (the tree was cleared).
+    /// Forgets everything (the tree was cleared): the index holds the empty tree.
     pub fn clear(&self) {
-        *self.write() = Inner::default();
+        *self.write() = Inner {
+            loaded: true,
+            ..Inner::default()
+        };
+    }
+
+    /// Whether the index holds the tree it follows yet. The directory's runner loads it when it
+    /// opens the tree, in the background: a search that finds it not loaded must wait (an empty
+    /// answer would be wrong), while every other query of the read models is served.
+    pub fn is_loaded(&self) -> bool {
+        self.read().loaded
     }
 
     /// Loads the index from the directory tree (its users and memberships).
@@ -391,6 +404,7 @@ impl PeopleIndex {
                 }
             }
         }
+        inner.loaded = true;
         *self.write() = inner;
     }
 

@@ -620,3 +620,23 @@ fn candidates_gathered_at_one_end_of_the_order_are_paged_as_the_oracle_pages_the
         }
     }
 }
+
+#[test]
+fn an_index_is_loaded_once_it_holds_its_tree() {
+    let index = PeopleIndex::new();
+    assert!(!index.is_loaded());
+    let tree = sled::Config::new()
+        .temporary(true)
+        .open()
+        .unwrap()
+        .open_tree("directory")
+        .unwrap();
+    index.load(&tree);
+    assert!(index.is_loaded());
+    let cleared = PeopleIndex::new();
+    cleared.clear();
+    assert!(
+        cleared.is_loaded(),
+        "a cleared index holds its emptied tree"
+    );
+}

@@ -61,11 +61,9 @@ pub trait Projection: Send + Sync + 'static {
     /// Called when the runtime clears the tree (rebuilds, self-healing), for the same caches.
     fn cleared(&self) {}
 
-    /// The moment to load an in-memory index from the tree, as no commit can happen meanwhile:
-    /// called when [`ReadModels::start`] opens the tree, before its checkpoint is published (so
-    /// that no query waiting for a position finds the index empty), and again by a runner, under
-    /// the write gate, whenever its check of the stored tree against the log changed the tree
-    /// (a rebuild) or it restarts.
+    /// Called by each runner, under the write gate, once the stored tree has been checked against
+    /// the log and before anything is applied: the moment to load an in-memory index from the
+    /// tree, as no commit can happen meanwhile. Called again when a runner restarts.
     fn opened(&self, _tree: &sled::Tree) {}
 }
 

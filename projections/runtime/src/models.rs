@@ -93,7 +93,6 @@ impl ReadModels {
                     tree,
                     gate: Mutex::new(0),
                     position: watch::Sender::new(checkpoint),
-                    loaded: std::sync::atomic::AtomicBool::new(true),
                 });
                 let handle = runner::spawn(shared.clone(), log.clone(), 0);
                 Slot {
@@ -362,8 +361,5 @@ fn prepare(
             0
         }
     };
-    // In-memory state kept beside the tree (a search index) is loaded before the checkpoint is
-    // published, so that nothing waiting for a position reads it empty.
-    projection.opened(&tree);
     Ok((tree, checkpoint))
 }

@@ -31,10 +31,6 @@ pub(crate) struct Shared {
     pub gate: Mutex<u64>,
     /// The last applied position, published after every commit.
     pub position: watch::Sender<Position>,
-    /// Set while the projection's in-memory state is known to match the tree as opened (loaded
-    /// by `ReadModels::start` before any position was published): the runner's first check of
-    /// the tree then need not load it again if it keeps the tree.
-    pub loaded: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -210,8 +206,7 @@ async fn validate(
             return Ok(None);
         }
         let stored = meta::read(&shared.tree)?;
-        let verdict = meta::verdict(&stored, shared.projection.version(), Some((&log_id, last)));
-        match &verdict {
+        match meta::verdict(&stored, shared.projection.version(), Some((&log_id, last))) {
             Verdict::Fresh => {
                 meta::init(&shared.tree, shared.projection.version(), Some(&log_id))?;
                 shared.position.send_replace(0);
@@ -226,13 +221,7 @@ async fn validate(
                 shared.reset(&gate, Some(&log_id))?;
             }
         }
-        let kept = matches!(verdict, Verdict::Keep);
-        let loaded = shared
-            .loaded
-            .swap(false, std::sync::atomic::Ordering::SeqCst);
-        if !(kept && loaded) {
-            shared.projection.opened(&shared.tree);
-        }
+        shared.projection.opened(&shared.tree);
         Ok(Some(()))
     })
     .await;
