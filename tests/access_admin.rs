@@ -1197,3 +1197,92 @@ async fn the_permission_catalogue_lists_what_the_tenant_knows_to_who_may_read_ro
         .await
         .assert_problem(404, "tenant_not_found");
 }
+
+#[tokio::test]
+async fn a_platform_administrator_copies_a_role_to_other_tenants_with_a_result_per_tenant() {
+    let (_dir, svc) = service().await;
+    for tenant in ["acme", "beta", "gamma"] {
+        svc.create_tenant(tenant).await;
+    }
+    assert_status(
+        &svc.post(
+            "/v1/tenants/acme/roles",
+            role_body("reviewer", &["documentation:read", "files:read"]),
+        )
+        .await,
+        201,
+    );
+    let menu = json!([{"id": "docs", "label": "Documentation", "href": "/docs"}]);
+    assert_status(
+        &svc.put("/v1/tenants/acme/roles/reviewer/menu", menu.clone())
+            .await,
+        200,
+    );
+    assert_status(
+        &svc.post(
+            "/v1/tenants/gamma/roles",
+            role_body("reviewer", &["files:delete"]),
+        )
+        .await,
+        201,
+    );
+    let copied = svc
+        .post(
+            "/v1/tenants/acme/roles/reviewer/copy",
+            json!({"to": ["beta", "gamma", "nowhere"]}),
+        )
+        .await;
+    assert_status(&copied, 200);
+    let results = copied.body["results"].as_array().unwrap();
+    assert_eq!(results[0]["result"], "copied", "{copied:?}");
+    assert_eq!(results[1]["result"], "copied");
+    assert_eq!(results[2]["result"], "refused");
+    assert_eq!(results[2]["problem"]["code"], "tenant_not_found");
+    let position = copied.body["position"].as_u64().unwrap();
+    let source = svc
+        .get_at("/v1/tenants/acme/roles/reviewer", position)
+        .await;
+    for tenant in ["beta", "gamma"] {
+        let role = svc
+            .get_at(&format!("/v1/tenants/{tenant}/roles/reviewer"), position)
+            .await;
+        assert_status(&role, 200);
+        assert_eq!(
+            role.body["permissions"], source.body["permissions"],
+            "{tenant}"
+        );
+        assert_eq!(role.body["description"], source.body["description"]);
+        assert_eq!(role.body["menu"], source.body["menu"], "{tenant}: {role:?}");
+    }
+    refused(
+        &svc,
+        svc.post("/v1/tenants/acme/roles/admin/copy", json!({"to": ["beta"]})),
+        422,
+        "built_in_role",
+    )
+    .await;
+    refused(
+        &svc,
+        svc.post("/v1/tenants/acme/roles/ghost/copy", json!({"to": ["beta"]})),
+        404,
+        "role_not_found",
+    )
+    .await;
+    let admin = crate::support::world::join(
+        &svc,
+        "admin@example.com",
+        "acme",
+        &["admin"],
+        "Copy-Role-Admin-Passphrase-1",
+    )
+    .await;
+    let before = svc.log_position().await;
+    svc.post_as(
+        &admin.token,
+        "/v1/tenants/acme/roles/reviewer/copy",
+        json!({"to": ["beta"]}),
+    )
+    .await
+    .assert_problem(403, "platform_admin_only");
+    assert_eq!(svc.log_position().await, before);
+}

@@ -1092,6 +1092,12 @@ fn table() -> Vec<Row> {
             fixed(|_| Call::get("/v1/admin/read-models")),
         ),
         row(
+            "POST /v1/tenants/{tenant}/roles/{role}/copy",
+            Platform,
+            Operator,
+            fixed(|_| Call::post(acme("/roles/editor/copy"), json!({"to": [BETA]}))),
+        ),
+        row(
             "GET /v1/users",
             Platform,
             Operator,

@@ -196,6 +196,64 @@ impl AccessAdmin {
         })
     }
 
+    /// Copies a role's definition (description, permissions, global access and menu) from
+    /// `from` to each tenant of `to`: defined there when the tenant has no role of that name,
+    /// replaced when it has one (similar roles across tenants). Each tenant is decided on its
+    /// own, with a result per tenant; `owner` and `admin` never change, so they are not copied.
+    ///
+    /// Who: platform administrators (the copy reaches beyond any one tenant).
+    pub async fn copy_role(
+        &self,
+        caller: &Caller,
+        from: &TenantId,
+        name: &RoleName,
+        to: &[TenantId],
+    ) -> Result<Vec<(TenantId, Result<Outcome, AppError>)>, AppError> {
+        self.platform_admin(caller).await?;
+        self.require_tenant(from).await?;
+        if matches!(name.as_str(), role::OWNER | role::ADMIN) {
+            return Err(RoleError::BuiltIn.into());
+        }
+        let source = self
+            .access
+            .role_record(from, name)
+            .map_err(internal)?
+            .ok_or(AppError::Role(RoleError::NotFound))?;
+        let mut results = Vec::with_capacity(to.len());
+        for (i, tenant) in to.iter().enumerate() {
+            let caller = caller.scoped(&format!("copy{i}"));
+            let request = RoleRequest {
+                description: source.description.clone(),
+                permissions: source.permissions.clone(),
+                global_access: source.global_access,
+            };
+            let copied = async {
+                self.require_tenant(tenant).await?;
+                let (state, _) = self.load::<RoleAggregate>(&role_key(tenant, name)).await?;
+                let mut outcome = if state.current(name).is_some() {
+                    self.update_role(&caller, tenant.clone(), name.clone(), request)
+                        .await?
+                } else {
+                    self.define_role(&caller, tenant.clone(), name.clone(), request)
+                        .await?
+                };
+                let menu = self
+                    .set_role_menu(
+                        &caller.scoped("menu"),
+                        tenant.clone(),
+                        name.clone(),
+                        source.menu.clone(),
+                    )
+                    .await?;
+                outcome.position = outcome.position.max(menu.position);
+                Ok(outcome)
+            }
+            .await;
+            results.push((tenant.clone(), copied));
+        }
+        Ok(results)
+    }
+
     /// Sets the menu of a role (an empty list removes it).
     ///
     /// Who: menus:update

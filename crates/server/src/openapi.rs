@@ -40,7 +40,7 @@ use crate::routes::{self, CommandAccepted};
         routes::memberships::get_roles, routes::memberships::assign_role, routes::memberships::revoke_role,
         routes::memberships::remove_member, routes::memberships::grant_permissions, routes::memberships::revoke_permissions,
         routes::access_admin::define_role, routes::access_admin::update_role, routes::access_admin::delete_role,
-        routes::access_admin::set_role_menu,
+        routes::access_admin::set_role_menu, routes::access_admin::copy_role,
         routes::access_admin::register_entity, routes::access_admin::change_entity_fields, routes::access_admin::set_entity_rls,
         routes::access_admin::set_entity_policy, routes::access_admin::set_field_rules,
         routes::access_admin::set_record_owner, routes::access_admin::grant_record_access, routes::access_admin::revoke_record_access,

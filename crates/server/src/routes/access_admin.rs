@@ -20,7 +20,7 @@ use idstream_domain::access::{
     EntityName, EntityPolicy, FieldName, MenuItem, Permission, Principal, RecordAccess, RecordId,
 };
 use idstream_domain::{RoleName, TenantId, UserId};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::CommandAccepted;
@@ -40,6 +40,7 @@ pub fn router() -> Router<AppState> {
             put(update_role).delete(delete_role),
         )
         .route(&format!("{tenant}/roles/{{role}}/menu"), put(set_role_menu))
+        .route(&format!("{tenant}/roles/{{role}}/copy"), post(copy_role))
         .route(&format!("{tenant}/entities"), post(register_entity))
         .route(&format!("{entity}/fields"), put(change_entity_fields))
         .route(&format!("{entity}/rls"), put(set_entity_rls))
@@ -60,6 +61,105 @@ pub fn router() -> Router<AppState> {
 }
 
 // ----- request and response types -----
+
+/// The tenants to copy a role to (at most 100).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CopyRoleBody {
+    #[schema(value_type = Vec<formats::TenantId>, max_items = 100)]
+    pub to: Vec<TenantId>,
+}
+
+/// What copying did in one tenant.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CopiedRole {
+    pub tenant: String,
+    /// `copied` or `refused`.
+    pub result: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
+    /// Why it was refused there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<Problem>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CopiedRoles {
+    /// The log position of the last change (the consistency token); 0 if none.
+    pub position: u64,
+    pub results: Vec<CopiedRole>,
+}
+
+/// Copy a role's definition (description, permissions, global access, menu) to other tenants,
+/// defining it where they have no role of that name and replacing it where they do, with a
+/// result per tenant: similar roles across tenants. Platform administrators only; `owner` and
+/// `admin` are never copied (they never change).
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/roles/{role}/copy", request_body = CopyRoleBody, tag = "roles",
+    responses((status = 200, body = CopiedRoles),
+        (status = 403, body = Problem, description = "`platform_admin_only`"),
+        (status = 404, body = Problem, description = "`role_not_found`"),
+        (status = 422, body = Problem, description = "`built_in_role` (owner and admin)")),
+    security(("bearer" = [])))]
+pub async fn copy_role(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((tenant, role)): ApiPath<(TenantId, RoleName)>,
+    ApiJson(body): ApiJson<CopyRoleBody>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    if body.to.len() > 100 {
+        // Decided after the caller: the app refuses anyone else first.
+        state
+            .app
+            .access_admin
+            .copy_role(&caller, &tenant, &role, &[])
+            .await?;
+        return Err(ApiError::invalid_body(
+            "body field `to`",
+            "at most 100 tenants per copy",
+        ));
+    }
+    let results = state
+        .timed(
+            "copy_role",
+            state
+                .app
+                .access_admin
+                .copy_role(&caller, &tenant, &role, &body.to),
+        )
+        .await?;
+    let mut last = 0;
+    let results: Vec<CopiedRole> = results
+        .into_iter()
+        .map(|(tenant, outcome)| match outcome {
+            Ok(outcome) => {
+                last = last.max(outcome.position);
+                CopiedRole {
+                    tenant: tenant.to_string(),
+                    result: "copied".into(),
+                    position: Some(outcome.position),
+                    problem: None,
+                }
+            }
+            Err(error) => CopiedRole {
+                tenant: tenant.to_string(),
+                result: "refused".into(),
+                position: None,
+                problem: Some(ApiError::from(error).problem()),
+            },
+        })
+        .collect();
+    let mut response = axum::Json(CopiedRoles {
+        position: last,
+        results,
+    })
+    .into_response();
+    response.headers_mut().insert(
+        crate::extract::POSITION_HEADER,
+        axum::http::HeaderValue::from(last),
+    );
+    Ok(response)
+}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
