@@ -25,7 +25,12 @@ use crate::routes::{self, CommandAccepted};
         parameter breaking its format (or unknown) 400 `invalid_query`; well-formed input breaking a rule of the \
         service 422 (or 409) with the rule's own code (`invalid_tenant_name`, `invalid_name`, `weak_password`, …). \
         `detail` names the parameter or field and the rule. Any request with a body larger than the limit gets 413 \
-        `payload_too_large`, an unknown path 404 `not_found`, an unknown method 405 `method_not_allowed`."),
+        `payload_too_large`, an unknown path 404 `not_found`, an unknown method 405 `method_not_allowed`. \
+        \n\nBrowser front ends on other origins: CORS is off unless the operator lists origins (`cors_origins`); \
+        then requests from those origins may read every answer and the headers `X-Idstream-Position`, \
+        `Retry-After`, `Idempotent-Replayed` and `X-Correlation-Id`, and send `Authorization`, `Content-Type`, \
+        `Idempotency-Key`, `X-Idstream-Min-Position` and `X-Correlation-Id`; credentials (cookies) are not \
+        allowed."),
     paths(
         routes::operations::healthz, routes::operations::readyz, routes::operations::metrics, routes::operations::openapi,
         routes::operations::read_models, routes::operations::rebuild,
