@@ -30,7 +30,10 @@ use crate::routes::{self, CommandAccepted};
         then requests from those origins may read every answer and the headers `X-Idstream-Position`, \
         `Retry-After`, `Idempotent-Replayed` and `X-Correlation-Id`, and send `Authorization`, `Content-Type`, \
         `Idempotency-Key`, `X-Idstream-Min-Position` and `X-Correlation-Id`; credentials (cookies) are not \
-        allowed."),
+        allowed. \
+        \n\nRemember me: the sign-ins that start a session take `remember`; such a session ends the tenant's \
+        `remember_days` after sign-in (0 turns it off and `remember` is ignored) instead of `session_max_hours`, \
+        with the same idle timeout and refresh rotation; `remembered` in the tokens says what was given."),
     paths(
         routes::operations::healthz, routes::operations::readyz, routes::operations::metrics, routes::operations::openapi,
         routes::operations::read_models, routes::operations::rebuild,

@@ -168,9 +168,14 @@ impl Core {
         purpose: TokenPurpose,
         token: &str,
         tenant: Option<TenantId>,
-        method: SignInMethod,
+        remember: bool,
         client: &Client,
     ) -> Result<SignIn, AppError> {
+        let method = match purpose {
+            TokenPurpose::MagicLink => SignInMethod::MagicLink,
+            TokenPurpose::EmailCode => SignInMethod::EmailCode,
+            other => return Err(internal(format!("{other:?} tokens do not sign in"))),
+        };
         let _turn = self.id().locks.lock(user.id).await;
         self.catch_up().await?;
         let user = &self.require_user(user.id).await?;
@@ -214,7 +219,7 @@ impl Core {
             return Err(AppError::AccountDisabled);
         }
         let tenant = self.sign_in_tenant(user.id, tenant)?;
-        self.first_factor_passed(user.id, creds.as_ref(), tenant, method, client)
+        self.first_factor_passed(user.id, creds.as_ref(), tenant, method, client, remember)
             .await
     }
 }
@@ -289,6 +294,7 @@ impl Identity {
         user: UserId,
         token: &str,
         tenant: Option<TenantId>,
+        remember: bool,
     ) -> Result<SignIn, AppError> {
         self.open_to_anyone(caller);
         let client = caller.client();
@@ -305,7 +311,7 @@ impl Identity {
             TokenPurpose::MagicLink,
             &text,
             tenant,
-            SignInMethod::MagicLink,
+            remember,
             client,
         )
         .await
@@ -343,6 +349,7 @@ impl Identity {
         email: &str,
         code: &str,
         tenant: Option<TenantId>,
+        remember: bool,
     ) -> Result<SignIn, AppError> {
         self.open_to_anyone(caller);
         let client = caller.client();
@@ -359,7 +366,7 @@ impl Identity {
             TokenPurpose::EmailCode,
             &code,
             tenant,
-            SignInMethod::EmailCode,
+            remember,
             client,
         )
         .await
