@@ -3021,3 +3021,41 @@ async fn a_remembered_sign_in_lives_up_to_the_tenants_remember_days_and_says_so(
     .await
     .assert_problem(422, "invalid_body");
 }
+
+/// `api_access` governs API keys: with it off, the user's keys stop working at once and no key
+/// can be issued for them; their sessions are untouched. With it on again, the keys work again.
+#[tokio::test]
+async fn the_api_access_flag_governs_a_users_api_keys() {
+    let (_dir, svc) = bootstrapped().await;
+    let admin = svc.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let user = admin["user"].as_str().unwrap().to_owned();
+    let (_, key) = issue_key(&svc, access(&admin), json!({"name": "automation"})).await;
+    assert_eq!(svc.get_as(&key, "/v1/auth/me").await.status, 200);
+
+    let flags = |api_access: bool| json!({"dashboard_access": true, "api_access": api_access, "platform_admin": true});
+    let off = svc
+        .put(&format!("/v1/users/{user}/flags"), flags(false))
+        .await;
+    assert_eq!(off.status, 200, "{off:?}");
+    svc.get_at(&format!("/v1/users/{user}"), off.position())
+        .await;
+    svc.get_as(&key, "/v1/auth/me")
+        .await
+        .assert_problem(401, "unauthorized");
+    svc.post_as(
+        access(&admin),
+        "/v1/tenants/acme/api-keys",
+        json!({"name": "another"}),
+    )
+    .await
+    .assert_problem(403, "api_access_disabled");
+    assert_eq!(svc.get_as(access(&admin), "/v1/auth/me").await.status, 200);
+
+    let on = svc
+        .put(&format!("/v1/users/{user}/flags"), flags(true))
+        .await;
+    assert_eq!(on.status, 200, "{on:?}");
+    svc.get_at(&format!("/v1/users/{user}"), on.position())
+        .await;
+    assert_eq!(svc.get_as(&key, "/v1/auth/me").await.status, 200);
+}

@@ -425,7 +425,10 @@ pub struct Profile {
     pub status: String,
     pub email_verified: bool,
     pub created_at: String,
+    /// A front end shows its dashboard only to users with this flag (the API does not enforce
+    /// it; the hosted administration pages will require it to sign in).
     pub dashboard_access: bool,
+    /// The user's API keys work (without it they are refused, and none can be issued).
     pub api_access: bool,
     pub platform_admin: bool,
 }
