@@ -1105,3 +1105,95 @@ async fn access_administration_works_on_jetstream() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn the_permission_catalogue_lists_what_the_tenant_knows_to_who_may_read_roles() {
+    let (_dir, svc) = service().await;
+    svc.create_tenant("acme").await;
+    assert_status(
+        &svc.post(
+            "/v1/tenants/acme/roles",
+            role_body("auditor", &["permissions:read"]),
+        )
+        .await,
+        201,
+    );
+    let entity = svc
+        .post(
+            "/v1/tenants/acme/entities",
+            json!({"name": "invoice", "fields": ["amount"], "rls": false}),
+        )
+        .await;
+    assert_status(&entity, 201);
+    let catalogue = svc
+        .get_at("/v1/tenants/acme/permissions", entity.position())
+        .await;
+    assert_status(&catalogue, 200);
+    let items: std::collections::BTreeMap<String, (String, String)> = catalogue.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["permission"].as_str().unwrap().to_owned(),
+                (
+                    i["kind"].as_str().unwrap().to_owned(),
+                    i["description"].as_str().unwrap().to_owned(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(items["users:read"].0, "admin");
+    assert_eq!(items["files:delete"].0, "standard");
+    assert_eq!(items["audit:read"].0, "service");
+    assert_eq!(items["entity.invoice:update"].0, "entity");
+    assert!(items["entity.invoice:update"].1.contains("invoice"));
+    assert_eq!(items["role.auditor:assign"].0, "role");
+    assert_eq!(items["role.owner:revoke"].0, "role");
+    // 12 named resources × 4, one entity × 4, four roles × 2.
+    assert_eq!(items.len(), 12 * 4 + 4 + 4 * 2, "{items:?}");
+    // Every permission listed is one the service accepts: a role may carry them all.
+    let all: Vec<&str> = items.keys().map(String::as_str).collect();
+    let everything = svc
+        .post("/v1/tenants/acme/roles", role_body("everything", &all))
+        .await;
+    assert_status(&everything, 201);
+
+    // A member holding permissions:read may read it; one holding nothing may not; a member of
+    // another tenant finds no tenant.
+    let reader = crate::support::world::join(
+        &svc,
+        "reader@example.com",
+        "acme",
+        &["auditor"],
+        "Catalogue-Reader-Passphrase-1",
+    )
+    .await;
+    let read = svc
+        .get_as(&reader.token, "/v1/tenants/acme/permissions")
+        .await;
+    assert_status(&read, 200);
+    let bare = crate::support::world::join(
+        &svc,
+        "bare@example.com",
+        "acme",
+        &["user"],
+        "Catalogue-Bare-Passphrase-1",
+    )
+    .await;
+    svc.get_as(&bare.token, "/v1/tenants/acme/permissions")
+        .await
+        .assert_problem(403, "forbidden");
+    svc.create_tenant("beta").await;
+    let stranger = crate::support::world::join(
+        &svc,
+        "stranger@example.com",
+        "beta",
+        &["admin"],
+        "Catalogue-Stranger-Passphrase-1",
+    )
+    .await;
+    svc.get_as(&stranger.token, "/v1/tenants/acme/permissions")
+        .await
+        .assert_problem(404, "tenant_not_found");
+}

@@ -970,3 +970,126 @@ async fn the_command_line_lists_a_tenants_members_as_the_api_does() {
         assert!(!refused.status.success(), "{bad:?}");
     }
 }
+
+#[tokio::test]
+async fn bulk_operations_are_each_decided_on_their_own_with_a_result_per_operation() {
+    let (_dir, svc) = service().await;
+    svc.create_tenant("acme").await;
+    svc.create_tenant("beta").await;
+    let admin = join(&svc, "admin@example.com", "acme", &["admin"], PASSWORD).await;
+    let (member, _) = person(&svc, "acme", "member@example.com", "Mem", "Ber", &["user"]).await;
+    let (worker, _) = person(&svc, "acme", "worker@example.com", "Wor", "Ker", &["user"]).await;
+    let (outsider, _) = person(&svc, "beta", "out@example.com", "Out", "Sider", &["user"]).await;
+    let nobody = "01J0000000000000000000000Z";
+    let operations = json!({"operations": [
+        {"op": "create", "email": "new1@example.com", "first_name": "New", "roles": ["user"]},
+        {"op": "create", "email": "not an address", "roles": ["user"]},
+        {"op": "invite", "email": "invitee@example.com", "roles": ["user"], "delivery": "link"},
+        {"op": "assign_role", "user": member, "role": "admin"},
+        {"op": "assign_role", "user": member, "role": "admin"},
+        {"op": "revoke_role", "user": member, "role": "ghost"},
+        {"op": "assign_role", "user": nobody, "role": "user"},
+        {"op": "suspend", "user": worker, "reason": "audit"},
+        {"op": "reinstate", "user": worker},
+        {"op": "reinstate", "user": worker},
+        {"op": "deactivate", "user": outsider},
+        {"op": "assign_role", "user": member, "role": "owner"},
+    ]});
+    let answer = svc
+        .send(
+            svc.request_as(
+                &admin.token,
+                reqwest::Method::POST,
+                "/v1/tenants/acme/users/bulk",
+            )
+            .header("idempotency-key", "bulk-1")
+            .json(&operations),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let results = answer.body["results"].as_array().unwrap();
+    let got: Vec<(&str, Option<&str>)> = results
+        .iter()
+        .map(|r| (r["result"].as_str().unwrap(), r["problem"]["code"].as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("done", None),
+            ("refused", Some("invalid_email")),
+            ("done", None),
+            ("done", None),
+            ("unchanged", None),
+            ("unchanged", None),
+            ("refused", Some("user_not_found")),
+            ("done", None),
+            ("done", None),
+            ("unchanged", None),
+            ("refused", Some("not_a_member")),
+            ("refused", Some("owner_only")),
+        ],
+        "{answer:?}"
+    );
+    assert!(results[2]["link"].as_str().unwrap().contains("idi_"));
+    assert_eq!(answer.header("cache-control"), Some("no-store"));
+    let position = answer.body["position"].as_u64().unwrap();
+    let created = results[0]["id"].as_str().unwrap();
+    let listed = svc
+        .get_at(&format!("/v1/tenants/acme/users?q={created}"), position)
+        .await;
+    assert_eq!(
+        listed.body["items"][0]["roles"],
+        json!(["user"]),
+        "{listed:?}"
+    );
+    let roles = svc
+        .get_at(&format!("/v1/tenants/acme/users/{member}/roles"), position)
+        .await;
+    assert_eq!(roles.body["roles"], json!(["admin", "user"]));
+    let user = svc.get_at(&format!("/v1/users/{worker}"), position).await;
+    assert_eq!(user.body["status"], "active", "suspended, then reinstated");
+    let out = svc.get_at(&format!("/v1/users/{outsider}"), position).await;
+    assert_eq!(out.body["status"], "active", "not acme's to deactivate");
+
+    // The same request again with its key repeats nothing. (An operation refused or unchanged
+    // the first time is decided again, as a single request retried with its key is.)
+    let before = svc.log_position().await;
+    let again = svc
+        .send(
+            svc.request_as(
+                &admin.token,
+                reqwest::Method::POST,
+                "/v1/tenants/acme/users/bulk",
+            )
+            .header("idempotency-key", "bulk-1")
+            .json(&operations),
+        )
+        .await;
+    assert_eq!(again.status, 200, "{again:?}");
+    assert_eq!(svc.log_position().await, before, "a retry appended events");
+    assert_eq!(again.body["results"][0]["id"], results[0]["id"]);
+
+    // Too many operations, or a caller without users:update: refused whole, nothing appended.
+    let many: Vec<Value> = (0..1001)
+        .map(|_| json!({"op": "reinstate", "user": member}))
+        .collect();
+    svc.post("/v1/tenants/acme/users/bulk", json!({"operations": many}))
+        .await
+        .assert_problem(400, "invalid_query");
+    let bare = join(&svc, "bare@example.com", "acme", &["user"], PASSWORD).await;
+    let before = svc.log_position().await;
+    svc.post_as(
+        &bare.token,
+        "/v1/tenants/acme/users/bulk",
+        json!({"operations": [{"op": "create", "email": "x@example.com", "roles": ["user"]}]}),
+    )
+    .await
+    .assert_problem(403, "forbidden");
+    assert_eq!(svc.log_position().await, before);
+    svc.post(
+        "/v1/tenants/acme/users/bulk",
+        json!({"operations": [{"op": "teleport", "user": member}]}),
+    )
+    .await
+    .assert_problem(422, "invalid_body");
+}

@@ -2884,6 +2884,239 @@ async fn an_address_typed_in_another_case_or_unicode_form_is_the_same_account() 
     let _ = invitation;
 }
 
+// ----- invitations delivered through the inviter's own channels -----
+
+#[tokio::test]
+async fn an_invitation_by_link_answers_its_link_once_and_sends_no_mail() {
+    let (_dir, mut svc) = bootstrapped().await;
+    let email = "linked@example.com";
+    let invited = svc
+        .post(
+            "/v1/tenants/acme/invitations",
+            json!({"email": email, "roles": ["user"], "delivery": "link"}),
+        )
+        .await;
+    assert_eq!(invited.status, 201, "{invited:?}");
+    assert_eq!(invited.body["email_sent"], false);
+    assert_eq!(invited.header("cache-control"), Some("no-store"));
+    let link = invited.body["link"].as_str().unwrap().to_owned();
+    assert!(link.contains("/accept-invitation?token=idi_"), "{link}");
+    let id = invited.body["id"].as_str().unwrap().to_owned();
+    // Listed as a link invitation; no mail went to the address.
+    let listed = svc
+        .get_at("/v1/tenants/acme/invitations", invited.position())
+        .await;
+    let item = listed.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(item["delivery"], "link", "{listed:?}");
+    assert!(item.get("link").is_none() && !listed.body.to_string().contains("idi_"));
+
+    // A resend answers a new link; the old one is dead.
+    let resent = svc
+        .post(
+            &format!("/v1/tenants/acme/invitations/{id}/resend"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(resent.status, 200, "{resent:?}");
+    let new_link = resent.body["link"].as_str().unwrap().to_owned();
+    assert_ne!(new_link, link);
+    assert!(svc.mail().iter().all(|m| m.to != email), "a mail was sent");
+    let old = svc
+        .post_anonymous(
+            "/v1/invitations/accept",
+            json!({"token": token_in(&link, "idi_"), "password": INVITEE_PASSWORD}),
+        )
+        .await;
+    old.assert_problem(400, "invalid_or_expired_link");
+    let accepted = svc
+        .post_anonymous(
+            "/v1/invitations/accept",
+            json!({"token": token_in(&new_link, "idi_"), "password": INVITEE_PASSWORD}),
+        )
+        .await;
+    assert_eq!(accepted.status, 200, "{accepted:?}");
+    // The link is single use.
+    svc.post_anonymous(
+        "/v1/invitations/accept",
+        json!({"token": token_in(&new_link, "idi_"), "password": INVITEE_PASSWORD}),
+    )
+    .await
+    .assert_problem(400, "invalid_or_expired_link");
+    // An unknown delivery is refused and changes nothing.
+    let before = svc.log_position().await;
+    svc.post(
+        "/v1/tenants/acme/invitations",
+        json!({"email": "pigeon@example.com", "delivery": "pigeon"}),
+    )
+    .await
+    .assert_problem(422, "invalid_body");
+    assert_eq!(svc.log_position().await, before);
+
+    // The event records the delivery; no token or link is in the log.
+    svc.stop().await;
+    let events = svc.events().await;
+    let sent = events
+        .iter()
+        .find(|e| e.envelope.event_type == "InvitationSent")
+        .unwrap();
+    assert_eq!(sent.envelope.version, 2);
+    assert_eq!(sent.envelope.data["delivery"], "link");
+    for event in &events {
+        let text = serde_json::to_string(&event.envelope).unwrap();
+        assert!(!text.contains("idi_"), "a token in the log: {text}");
+    }
+}
+
+#[tokio::test]
+async fn a_verification_link_can_be_asked_for_again_and_the_directory_shows_the_result() {
+    let (_dir, svc) = bootstrapped().await;
+    let (user, _) = svc
+        .create_user(TENANT, "unverified@example.com", &["user"])
+        .await;
+    // The same answer for an unverified, an unknown and a verified address; mail only for the
+    // first.
+    for email in ["unverified@example.com", "nobody@example.com", ADMIN_EMAIL] {
+        let asked = svc
+            .post_anonymous("/v1/auth/verify-email/resend", json!({"email": email}))
+            .await;
+        assert_eq!(asked.status, 202, "{asked:?}");
+        assert_eq!(asked.body, json!({}));
+    }
+    let mail = nth_mail(&svc, "unverified@example.com", "", 1).await;
+    let token = link_param(&mail.text, "token");
+    assert!(token.starts_with("ide_"), "{}", mail.text);
+    assert_eq!(link_param(&mail.text, "user"), user);
+    // Asked again: a new link, and the first one dies.
+    svc.post_anonymous(
+        "/v1/auth/verify-email/resend",
+        json!({"email": "Unverified@Example.com"}),
+    )
+    .await;
+    let second = nth_mail(&svc, "unverified@example.com", "", 2).await;
+    let newer = link_param(&second.text, "token");
+    assert_ne!(newer, token);
+    svc.post_anonymous(
+        "/v1/auth/verify-email",
+        json!({"user": user, "token": token}),
+    )
+    .await
+    .assert_problem(400, "invalid_or_expired_link");
+    let verified = svc
+        .post_anonymous(
+            "/v1/auth/verify-email",
+            json!({"user": user, "token": newer}),
+        )
+        .await;
+    assert_eq!(verified.status, 200, "{verified:?}");
+    let listed = svc
+        .get_at(
+            "/v1/tenants/acme/users?q=unverified&verified=true",
+            verified.position(),
+        )
+        .await;
+    assert_eq!(listed.body["items"][0]["id"], user.as_str(), "{listed:?}");
+    assert_eq!(listed.body["items"][0]["email_verified"], true);
+    // Verified: asking again sends nothing.
+    svc.post_anonymous(
+        "/v1/auth/verify-email/resend",
+        json!({"email": "unverified@example.com"}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = svc
+        .mail()
+        .iter()
+        .filter(|m| m.to == "unverified@example.com")
+        .count();
+    assert_eq!(sent, 2);
+    assert!(svc.mail().iter().all(|m| m.to != "nobody@example.com"));
+}
+
+// ----- demo data -----
+
+#[tokio::test]
+async fn bootstrap_with_demo_data_gives_accounts_that_sign_in_and_records_they_reach() {
+    let dir = tempfile::tempdir().unwrap();
+    let printed = Service::bootstrap_with(
+        dir.path(),
+        None,
+        TENANT,
+        ADMIN_EMAIL,
+        ADMIN_PASSWORD,
+        &["--demo"],
+    )
+    .await;
+    assert!(!printed.contains(ADMIN_PASSWORD), "{printed}");
+    let svc = Service::embedded(dir.path()).await;
+    wait_ready(&svc).await;
+    // Each printed account signs in with its printed password.
+    let mut tokens = std::collections::BTreeMap::new();
+    for (name, person) in [
+        ("admin", "alan.turing"),
+        ("editor", "grace.hopper"),
+        ("user", "edsger.dijkstra"),
+    ] {
+        let email = format!("{person}@example.com");
+        let line = printed
+            .lines()
+            .find(|l| l.trim_start().starts_with(&email))
+            .unwrap_or_else(|| panic!("{email} is not printed: {printed}"));
+        let password = line.split_whitespace().nth(1).unwrap();
+        let signed_in = svc.sign_in(&email, password).await;
+        tokens.insert(name, signed_in["access_token"].as_str().unwrap().to_owned());
+    }
+    let check = |token: &str, record: &str| {
+        let token = token.to_owned();
+        let record = record.to_owned();
+        let svc = &svc;
+        async move {
+            let answer = svc
+                .post_as(
+                    &token,
+                    "/v1/tenants/acme/access/check",
+                    json!({"permission": "entity.project:read", "record": record}),
+                )
+                .await;
+            assert_eq!(answer.status, 200, "{answer:?}");
+            answer.body["allowed"].as_bool().unwrap()
+        }
+    };
+    // The editor: gemini (owner) and mercury (local role); the user: apollo (grant) and mercury
+    // (owner); neither reaches the other's private record.
+    assert!(check(&tokens["editor"], "gemini").await);
+    assert!(check(&tokens["editor"], "mercury").await);
+    assert!(!check(&tokens["editor"], "apollo").await);
+    assert!(check(&tokens["user"], "apollo").await);
+    assert!(check(&tokens["user"], "mercury").await);
+    assert!(!check(&tokens["user"], "gemini").await);
+    // The administrator lists everyone.
+    let listed = svc
+        .get_as(&tokens["admin"], "/v1/tenants/acme/users?sort=email")
+        .await;
+    let emails: Vec<&str> = listed.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["email"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        emails,
+        vec![
+            ADMIN_EMAIL,
+            "alan.turing@example.com",
+            "edsger.dijkstra@example.com",
+            "grace.hopper@example.com",
+        ],
+        "{listed:?}"
+    );
+}
+
 /// The length of a listed session's absolute lifetime, from its `started_at` and `expires_at`.
 fn listed_lifetime(session: &Value) -> time::Duration {
     let at = |field: &str| {

@@ -1175,6 +1175,7 @@ fn table() -> Vec<Row> {
             json!({"user": stranger(), "token": "ide_not_a_real_token"}),
         ),
         public_post("POST /v1/auth/magic-link", 202, nobody.clone()),
+        public_post("POST /v1/auth/verify-email/resend", 202, nobody.clone()),
         public_post(
             "POST /v1/auth/magic-link/sign-in",
             400,
@@ -1631,6 +1632,12 @@ fn table() -> Vec<Row> {
             }),
         ),
         row(
+            "GET /v1/tenants/{tenant}/permissions",
+            tenant("roles:read"),
+            AdminA,
+            fixed(|_| Call::get(acme("/permissions"))),
+        ),
+        row(
             "GET /v1/tenants/{tenant}/roles/{role}",
             tenant("roles:read"),
             AdminA,
@@ -1708,6 +1715,18 @@ fn table() -> Vec<Row> {
             fresh(|w| async move {
                 let member = w.fresh_user(&["bare"]).await;
                 Call::post(acme("/roles/user/members"), json!({"add": [member]}))
+            }),
+        ),
+        row(
+            "POST /v1/tenants/{tenant}/users/bulk",
+            tenant("users:update"),
+            AdminA,
+            fresh(|w| async move {
+                let member = w.fresh_user(&["bare"]).await;
+                let body = json!({"operations": [
+                    {"op": "assign_role", "user": member, "role": "user"},
+                ]});
+                Call::post(acme("/users/bulk"), body)
             }),
         ),
         row(

@@ -54,6 +54,7 @@ pub async fn member(
             &Caller::system("bench"),
             "acme".parse().map_err(anyhow::Error::msg)?,
             InvitationRequest {
+                delivery: Default::default(),
                 email: email.to_owned(),
                 first_name: String::new(),
                 last_name: String::new(),

@@ -371,10 +371,23 @@ impl Service {
         email: &str,
         password: &str,
     ) -> String {
+        Service::bootstrap_with(data_dir, nats_url, tenant, email, password, &[]).await
+    }
+
+    /// [`Service::bootstrap`] with more arguments (`--demo`).
+    pub async fn bootstrap_with(
+        data_dir: &Path,
+        nats_url: Option<&str>,
+        tenant: &str,
+        email: &str,
+        password: &str,
+        extra: &[&str],
+    ) -> String {
         use tokio::io::AsyncWriteExt;
         let mut command = Command::new(env!("CARGO_BIN_EXE_idstream"));
         command
             .args(["bootstrap", "--tenant", tenant, "--email", email])
+            .args(extra)
             .args([
                 "--first-name",
                 "Ada",

@@ -25,6 +25,45 @@ service!(
     AccessQueries
 );
 
+/// One permission a tenant knows, for a matrix editor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogueEntry {
+    pub permission: Permission,
+    /// `standard`, `admin`, `service`, `entity` or `role`.
+    pub kind: &'static str,
+    pub description: String,
+}
+
+/// What each named resource is about, for the catalogue's descriptions.
+fn resource_words(resource: &str) -> &'static str {
+    match resource {
+        "documentation" => "the documentation pages",
+        "entities" => "the entity registry (which entities exist, their fields and policies)",
+        "fields" => "entity fields and field rules",
+        "workflows" => "workflows",
+        "modules" => "modules",
+        "files" => "files",
+        "menus" => "role menus",
+        "roles" => "role definitions",
+        "permissions" => "members' custom permissions and effective permissions",
+        "users" => "users and memberships (the directory, inviting, suspending, removing)",
+        "settings" => "the tenant's settings",
+        "audit" => "the audit trail, access reviews and point-in-time replays",
+        _ => "this resource",
+    }
+}
+
+fn action_words(action: Action) -> &'static str {
+    match action {
+        Action::Read => "Read",
+        Action::Create => "Create",
+        Action::Update => "Update",
+        Action::Delete => "Delete",
+        Action::Assign => "Give",
+        Action::Revoke => "Take",
+    }
+}
+
 /// One check as the API receives it.
 #[derive(Debug, Clone)]
 pub struct CheckQuery {
@@ -206,6 +245,84 @@ impl AccessQueries {
             .await?;
         self.require_known_tenant(tenant)?;
         self.access.roles(tenant).map_err(internal)
+    }
+
+    /// Every permission the tenant knows, for editors of role and permission matrices: the
+    /// standard, administrative and service resources with their CRUD actions, each registered
+    /// entity's CRUD, and giving and taking each role (built in or defined here), each with a
+    /// description.
+    ///
+    /// Who: `roles:read` or `permissions:read` in the tenant.
+    pub async fn permission_catalogue(
+        &self,
+        caller: &Caller,
+        tenant: &TenantId,
+    ) -> Result<Vec<CatalogueEntry>, AppError> {
+        self.any_permission(
+            caller,
+            tenant,
+            &[
+                named("roles", Action::Read),
+                named("permissions", Action::Read),
+            ],
+        )
+        .await?;
+        self.require_known_tenant(tenant)?;
+        use idstream_domain::access::Resource;
+        use idstream_domain::access::model::{
+            ADMIN_RESOURCES, SERVICE_RESOURCES, STANDARD_RESOURCES,
+        };
+        let mut entries = Vec::new();
+        for (kind, resources) in [
+            ("standard", STANDARD_RESOURCES),
+            ("admin", ADMIN_RESOURCES),
+            ("service", SERVICE_RESOURCES),
+        ] {
+            for resource in resources {
+                for action in Action::CRUD {
+                    entries.push(CatalogueEntry {
+                        permission: Permission::new(Resource::Named(resource), action)
+                            .map_err(internal)?,
+                        kind,
+                        description: format!(
+                            "{} {}",
+                            action_words(action),
+                            resource_words(resource)
+                        ),
+                    });
+                }
+            }
+        }
+        for entity in self.access.entities(tenant).map_err(internal)? {
+            for action in Action::CRUD {
+                entries.push(CatalogueEntry {
+                    permission: Permission::new(Resource::Entity(entity.name.clone()), action)
+                        .map_err(internal)?,
+                    kind: "entity",
+                    description: format!(
+                        "{} records of the entity {} (row- and field-level security apply)",
+                        action_words(action),
+                        entity.name
+                    ),
+                });
+            }
+        }
+        for role in self.access.roles(tenant).map_err(internal)? {
+            for action in [Action::Assign, Action::Revoke] {
+                entries.push(CatalogueEntry {
+                    permission: Permission::new(Resource::Role(role.name.clone()), action)
+                        .map_err(internal)?,
+                    kind: "role",
+                    description: format!(
+                        "{} the role {} {} members (giving it also needs every permission it carries)",
+                        action_words(action),
+                        role.name,
+                        if action == Action::Assign { "to" } else { "from" }
+                    ),
+                });
+            }
+        }
+        Ok(entries)
     }
 
     /// One role of a tenant.

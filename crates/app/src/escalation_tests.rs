@@ -552,6 +552,7 @@ impl World {
             }
             Command::Invite(t, email, roles) => {
                 let request = InvitationRequest {
+                    delivery: Default::default(),
                     email,
                     first_name: String::new(),
                     last_name: String::new(),

@@ -40,7 +40,7 @@ mod tests;
 mod users;
 
 pub use access_admin::{AccessAdmin, NewEntityRequest, RoleRequest};
-pub use access_queries::{AccessQueries, CheckQuery};
+pub use access_queries::{AccessQueries, CatalogueEntry, CheckQuery};
 pub use audit::Audit;
 pub use engine::{CommandContext, Outcome};
 pub use error::AppError;
@@ -48,7 +48,8 @@ pub use identity::{Authenticated, Client, Credential, Identity, IdentityConfig, 
 pub use memberships::Memberships;
 pub use operations::{Operations, ReadModelState, ReadModelsReport, Readiness};
 pub use people::{
-    BulkResult, People, PeoplePage, PeopleQuery, PersonRow, Suggestion, TenantAccess, search_page,
+    BulkOperation, BulkOutcome, BulkResult, MAX_BULK_OPERATIONS, People, PeoplePage, PeopleQuery,
+    PersonRow, Suggestion, TenantAccess, search_page,
 };
 pub use policy::{Caller, Principal};
 pub use tenants::Tenants;

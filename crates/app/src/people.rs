@@ -95,6 +95,63 @@ pub struct BulkResult {
     pub outcome: Result<Option<Outcome>, AppError>,
 }
 
+/// The most operations of one bulk request.
+pub const MAX_BULK_OPERATIONS: usize = 1_000;
+
+/// One operation of a bulk request (`POST /v1/tenants/{tenant}/users/bulk`), in that tenant.
+#[derive(Debug, Clone)]
+pub enum BulkOperation {
+    /// Create a user (active, or invited without an email) with roles here.
+    Create(crate::NewUserRequest),
+    /// Invite someone by email (or by link) with roles here.
+    Invite(crate::identity::InvitationRequest),
+    AssignRole {
+        user: UserId,
+        role: RoleName,
+    },
+    RevokeRole {
+        user: UserId,
+        role: RoleName,
+    },
+    Suspend {
+        user: UserId,
+        request: crate::SuspendRequest,
+    },
+    Reinstate {
+        user: UserId,
+    },
+    Deactivate {
+        user: UserId,
+    },
+}
+
+/// What one operation of a bulk request did.
+#[derive(Debug, Clone)]
+pub enum BulkOutcome {
+    /// Carried out: the id of what it created or changed, and the position of its last event.
+    Done {
+        id: String,
+        position: u64,
+        /// An invitation by link: its link, given this once.
+        link: Option<String>,
+    },
+    /// Nothing needed doing (the role was held, the user suspended already, …).
+    Unchanged,
+    /// Refused, as the single operation would have been.
+    Refused(AppError),
+}
+
+/// Whether a refusal only says that the change is in place already.
+fn already(error: &AppError) -> bool {
+    use idstream_domain::membership::MembershipError;
+    use idstream_domain::user::UserError;
+    matches!(
+        error,
+        AppError::Membership(MembershipError::AlreadyAssigned | MembershipError::NotAssigned)
+            | AppError::User(UserError::AlreadySuspended | UserError::NotSuspended)
+    )
+}
+
 /// What one person holds in one tenant.
 #[derive(Debug, Clone)]
 pub struct TenantAccess {
@@ -281,6 +338,113 @@ impl People {
             self.wait_for(last).await?;
         }
         Ok(results)
+    }
+
+    /// Carries out up to [`MAX_BULK_OPERATIONS`] operations in `tenant`, one after the other,
+    /// each authorized and decided on its own exactly as the single operation is (its
+    /// permission, the admin rules, nobody gives what they do not hold), with a result per
+    /// operation in order. Each operation's idempotency key is the request's, extended by its
+    /// index, so a retry of the whole request with the same key repeats nothing.
+    ///
+    /// Who: `users:update` in the tenant to send a batch at all, then each operation's own rule.
+    pub async fn bulk(
+        &self,
+        caller: &Caller,
+        tenant: &TenantId,
+        operations: Vec<BulkOperation>,
+    ) -> Result<Vec<BulkOutcome>, AppError> {
+        self.named_permission(caller, tenant, "users", Action::Update)
+            .await?;
+        self.require_tenant(tenant).await?;
+        if operations.len() > MAX_BULK_OPERATIONS {
+            return Err(AppError::InvalidQuery(format!(
+                "at most {MAX_BULK_OPERATIONS} operations per request"
+            )));
+        }
+        let app_users = crate::Users(self.0.clone());
+        let memberships = crate::Memberships(self.0.clone());
+        let identity = crate::Identity(self.0.clone());
+        let mut outcomes = Vec::with_capacity(operations.len());
+        for (index, operation) in operations.into_iter().enumerate() {
+            let caller = caller.scoped(&format!("op{index}"));
+            let done = |outcome: Result<crate::Outcome, AppError>| match outcome {
+                Ok(outcome) => BulkOutcome::Done {
+                    id: outcome.id,
+                    position: outcome.position,
+                    link: None,
+                },
+                Err(error) if already(&error) => BulkOutcome::Unchanged,
+                Err(error) => BulkOutcome::Refused(error),
+            };
+            let outcome = match operation {
+                BulkOperation::Create(request) => {
+                    done(app_users.create(&caller, tenant.clone(), request).await)
+                }
+                BulkOperation::Invite(request) => {
+                    match identity.invite(&caller, tenant.clone(), request).await {
+                        Ok(sent) => BulkOutcome::Done {
+                            id: sent.id.to_string(),
+                            position: sent.position,
+                            link: sent.link,
+                        },
+                        Err(error) => BulkOutcome::Refused(error),
+                    }
+                }
+                BulkOperation::AssignRole { user, role } => done(
+                    memberships
+                        .assign_role(&caller, tenant.clone(), user, role)
+                        .await,
+                ),
+                BulkOperation::RevokeRole { user, role } => done(
+                    memberships
+                        .revoke_role(&caller, tenant.clone(), user, role)
+                        .await,
+                ),
+                BulkOperation::Suspend { user, request } => done(
+                    self.in_tenant(tenant, user, app_users.suspend(&caller, user, request))
+                        .await,
+                ),
+                BulkOperation::Reinstate { user } => done(
+                    self.in_tenant(tenant, user, app_users.reinstate(&caller, user))
+                        .await,
+                ),
+                BulkOperation::Deactivate { user } => done(
+                    self.in_tenant(tenant, user, app_users.deactivate(&caller, user))
+                        .await,
+                ),
+            };
+            outcomes.push(outcome);
+        }
+        if let Some(last) = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                BulkOutcome::Done { position, .. } => Some(*position),
+                _ => None,
+            })
+            .max()
+        {
+            self.wait_for(last).await?;
+        }
+        Ok(outcomes)
+    }
+
+    /// A lifecycle operation of a bulk request in `tenant`: only on a member of it (the batch
+    /// is about this tenant's people), then as the single operation.
+    async fn in_tenant(
+        &self,
+        tenant: &TenantId,
+        user: UserId,
+        operation: impl std::future::Future<Output = Result<crate::Outcome, AppError>>,
+    ) -> Result<crate::Outcome, AppError> {
+        if self
+            .directory()
+            .membership(tenant, &user)
+            .map_err(internal)?
+            .is_none()
+        {
+            return Err(AppError::NotAMember);
+        }
+        operation.await
     }
 
     /// Every tenant `user` belongs to that the caller may see (all of them for platform

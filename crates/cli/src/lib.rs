@@ -14,6 +14,7 @@ use tracing_subscriber::EnvFilter;
 
 mod audit_events;
 pub mod config;
+mod demo;
 mod past;
 pub mod startup;
 mod users;
@@ -107,6 +108,11 @@ struct BootstrapArgs {
     /// environment variable IDSTREAM_BOOTSTRAP_PASSWORD.
     #[arg(long)]
     password_stdin: bool,
+    /// Also create demo data in the tenant: an administrator, an editor (a custom role) and a
+    /// user, with generated passwords printed once, and a `project` entity with row-level
+    /// security, three records, a grant and a local role.
+    #[arg(long)]
+    demo: bool,
 }
 
 #[derive(Args)]
@@ -274,7 +280,7 @@ async fn bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
     let log = crate::startup::open_log(&config).await?;
     let (app, read_models, _) = crate::startup::open_app(&config, log).await?;
-    let result = app
+    let bootstrapped = app
         .identity
         .bootstrap(
             &idstream_app::Caller::system("bootstrap"),
@@ -288,8 +294,21 @@ async fn bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
             },
         )
         .await;
+    let result = match bootstrapped {
+        Ok((user, position)) if args.demo => {
+            let domain = args
+                .email
+                .rsplit_once('@')
+                .map_or("example.com", |(_, d)| d);
+            demo::fill(&app, &tenant, user, domain)
+                .await
+                .map(|accounts| ((user, position), accounts))
+        }
+        Ok(done) => Ok((done, Vec::new())),
+        Err(e) => Err(anyhow::anyhow!("bootstrap refused: {e}")),
+    };
     read_models.shutdown().await;
-    let (user, _) = result.map_err(|e| anyhow::anyhow!("bootstrap refused: {e}"))?;
+    let ((user, _), demo_accounts) = result?;
     let url = config.public_url();
     println!(
         "Bootstrapped tenant {tenant} with administrator {} (user {user}).",
@@ -300,6 +319,26 @@ async fn bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
         "  curl -s -X POST {url}/v1/auth/sign-in -H 'content-type: application/json' \\\n    -d '{{\"email\":\"{}\",\"password\":\"<your password>\"}}'",
         args.email
     );
+    if !demo_accounts.is_empty() {
+        println!();
+        println!("Demo accounts (passwords shown this once):");
+        for account in &demo_accounts {
+            println!(
+                "  {:<28} {:<40} {}  (user {})",
+                account.email,
+                account.password,
+                account.roles.join(","),
+                account.id
+            );
+        }
+        println!(
+            "and a `project` entity with row-level security: records apollo (owned by you, read-only for {}), gemini (owned by {}) and mercury (owned by {}, where {} holds the local role editor).",
+            demo_accounts[2].email,
+            demo_accounts[1].email,
+            demo_accounts[2].email,
+            demo_accounts[1].email
+        );
+    }
     Ok(())
 }
 

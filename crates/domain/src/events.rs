@@ -576,7 +576,8 @@ pub struct SessionRevoked {
     pub reason: RevocationReason,
 }
 
-/// A user was invited to the tenant with `roles`.
+/// A user was invited to the tenant with `roles`, the link sent by email or handed to the
+/// inviter (`delivery`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InvitationSent {
@@ -586,6 +587,45 @@ pub struct InvitationSent {
     #[serde(with = "time::serde::rfc3339")]
     #[schemars(with = "String")]
     pub expires_at: OffsetDateTime,
+    pub delivery: InvitationDelivery,
+}
+
+/// How an invitation's link reaches the invitee.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InvitationDelivery {
+    /// The service emails it.
+    #[default]
+    Email,
+    /// The inviter gets it in the answer (once) and passes it on through their own channels; no
+    /// mail is sent.
+    Link,
+}
+
+/// A user was invited to the tenant with `roles`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "InvitationSent")]
+pub struct InvitationSentV1 {
+    pub user: UserId,
+    pub roles: BTreeSet<RoleName>,
+    pub token: BlindIndex,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// Version 1 knew only email delivery.
+impl From<InvitationSentV1> for InvitationSent {
+    fn from(v1: InvitationSentV1) -> InvitationSent {
+        InvitationSent {
+            user: v1.user,
+            roles: v1.roles,
+            token: v1.token,
+            expires_at: v1.expires_at,
+            delivery: InvitationDelivery::Email,
+        }
+    }
 }
 
 /// The invitation was sent again with a new token; the old one is dead.
@@ -1010,7 +1050,7 @@ catalogue! {
         SessionRefreshed => 1, Session;
         SessionTenantSwitched => 1, Session;
         SessionRevoked => 1, Session;
-        InvitationSent => 1, Invitation;
+        InvitationSent => 2, Invitation;
         InvitationResent => 1, Invitation;
         InvitationAccepted => 1, Invitation;
         InvitationRevoked => 1, Invitation;
@@ -1027,6 +1067,7 @@ catalogue! {
         SessionStarted => 1, SessionStartedV1;
         SessionStarted => 2, SessionStartedV2;
         TenantSettingsChanged => 1, TenantSettingsChangedV1;
+        InvitationSent => 1, InvitationSentV1;
     }
 }
 

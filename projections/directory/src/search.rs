@@ -11,14 +11,18 @@
 //! trigrams and checking each candidate's text. Word-start n-grams (at the start of a field or
 //! after a character that is not a letter or digit) serve autocomplete's prefix matches. A
 //! tenant's members, each of its roles, each status and "verified" are bitmaps too. Each sort
-//! column is an ordered set of (key, user id, ordinal).
+//! column is an ordered set of (key, user id, ordinal), with each key's first eight bytes (or
+//! its whole value, for times and statuses) in a dense array by ordinal beside it.
 //!
 //! **Queries.** The filters that are bitmaps are intersected into the candidates; the rest (a
 //! long text, date ranges) are checked one candidate at a time. A page is then found one of two
 //! ways, whichever is cheaper: walking the sort column from the cursor and keeping candidates
-//! (when they are dense), or sorting the candidates (when they are few). Cursors are the sort
-//! key and user id of the last row (keyset pagination), so rows added between two pages are
-//! neither skipped nor repeated; a row whose sort key changes between pages may move.
+//! (when they are dense), or sorting the candidates by their key prefixes, reading a slot only
+//! to break a tie (when they are few). Text matches often cluster in one part of an order (the
+//! users of a name share the first letters of their addresses), so a walk that runs past four
+//! times its estimate gives up and sorts instead. Cursors are the sort key and user id of the
+//! last row (keyset pagination), so rows added between two pages are neither skipped nor
+//! repeated; a row whose sort key changes between pages may move.
 //!
 //! **Totals** are exact when the candidates needed no one-by-one check, or at most
 //! [`EXACT_TOTAL_CHECKS`] of them; past that, `total` counts the matches among those checked
@@ -268,6 +272,30 @@ struct Inner {
     by_created: BTreeSet<(OffsetDateTime, UserId, u32)>,
     by_sign_in: BTreeSet<(Option<OffsetDateTime>, UserId, u32)>,
     by_status: BTreeSet<(u8, UserId, u32)>,
+    /// Each order's key prefixes by ordinal, for sorting candidates without reading their slots.
+    prefixes: Prefixes,
+}
+
+/// A sort key's first eight bytes (or its whole value, for times and statuses) as a number, one
+/// per ordinal and order: when `a < b` as keys, `prefix(a) <= prefix(b)`, so candidates are
+/// ordered by these dense arrays first and read their slots only to break a tie.
+#[derive(Debug, Default)]
+struct Prefixes {
+    email: Vec<u64>,
+    first: Vec<u64>,
+    last: Vec<u64>,
+    name: Vec<u64>,
+    created: Vec<u64>,
+    sign_in: Vec<u64>,
+    status: Vec<u64>,
+}
+
+fn set_prefix(prefixes: &mut Vec<u64>, ordinal: u32, prefix: u64) {
+    let at = ordinal as usize;
+    if prefixes.len() <= at {
+        prefixes.resize(at + 1, 0);
+    }
+    prefixes[at] = prefix;
 }
 
 #[derive(Debug, Default)]
@@ -473,6 +501,14 @@ impl Inner {
         self.by_created.insert((slot.created, id, ordinal));
         self.by_sign_in.insert((slot.sign_in, id, ordinal));
         self.by_status.insert((slot.status, id, ordinal));
+        let prefixes = &mut self.prefixes;
+        set_prefix(&mut prefixes.email, ordinal, slot.email.prefix());
+        set_prefix(&mut prefixes.first, ordinal, slot.first.prefix());
+        set_prefix(&mut prefixes.last, ordinal, slot.last.prefix());
+        set_prefix(&mut prefixes.name, ordinal, slot.name.prefix());
+        set_prefix(&mut prefixes.created, ordinal, slot.created.prefix());
+        set_prefix(&mut prefixes.sign_in, ordinal, slot.sign_in.prefix());
+        set_prefix(&mut prefixes.status, ordinal, slot.status.prefix());
     }
 
     fn apply_user(&mut self, value: &[u8]) {
@@ -723,7 +759,8 @@ impl Inner {
         let (users, more) = match search.sort.column {
             SortColumn::Email => self.page(
                 &self.by_email,
-                |s| s.email.clone(),
+                &self.prefixes.email,
+                |s| &s.email,
                 search,
                 &candidates,
                 &accept,
@@ -731,7 +768,8 @@ impl Inner {
             )?,
             SortColumn::FirstName => self.page(
                 &self.by_first,
-                |s| s.first.clone(),
+                &self.prefixes.first,
+                |s| &s.first,
                 search,
                 &candidates,
                 &accept,
@@ -739,7 +777,8 @@ impl Inner {
             )?,
             SortColumn::LastName => self.page(
                 &self.by_last,
-                |s| s.last.clone(),
+                &self.prefixes.last,
+                |s| &s.last,
                 search,
                 &candidates,
                 &accept,
@@ -747,7 +786,8 @@ impl Inner {
             )?,
             SortColumn::CreatedAt => self.page(
                 &self.by_created,
-                |s| s.created,
+                &self.prefixes.created,
+                |s| &s.created,
                 search,
                 &candidates,
                 &accept,
@@ -755,7 +795,8 @@ impl Inner {
             )?,
             SortColumn::LastSignIn => self.page(
                 &self.by_sign_in,
-                |s| s.sign_in,
+                &self.prefixes.sign_in,
+                |s| &s.sign_in,
                 search,
                 &candidates,
                 &accept,
@@ -763,7 +804,8 @@ impl Inner {
             )?,
             SortColumn::Status => self.page(
                 &self.by_status,
-                |s| s.status,
+                &self.prefixes.status,
+                |s| &s.status,
                 search,
                 &candidates,
                 &accept,
@@ -803,12 +845,13 @@ impl Inner {
     }
 
     /// Up to `limit` ordinals after the search's cursor in `order`, among `candidates` that
-    /// `accept`; and whether more follow.
+    /// `accept`; and whether more follow. `prefixes` are the order's key prefixes by ordinal.
     #[allow(clippy::too_many_arguments)]
     fn page<K: SortKey>(
         &self,
         order: &BTreeSet<(K, UserId, u32)>,
-        key_of: fn(&Slot) -> K,
+        prefixes: &[u64],
+        key_of: fn(&Slot) -> &K,
         search: &Search<'_>,
         candidates: &RoaringBitmap,
         accept: &dyn Fn(u32) -> bool,
@@ -823,64 +866,93 @@ impl Inner {
         };
         let descending = search.sort.descending;
         let mut rows = Vec::with_capacity(limit + 1);
-        // Walking the order visits about |order| × limit ÷ |candidates| entries; sorting the
-        // candidates costs about |candidates| × log |candidates|.
+        // Walking the order visits about |order| × limit ÷ |candidates| entries when the
+        // candidates are spread evenly over it; sorting the candidates costs about
+        // |candidates| × log |candidates|. A text filter, though, often gathers its candidates
+        // in one part of the order (the users of a name share the first letters of their
+        // addresses), where an even spread would put them everywhere: so a walk gives up after
+        // four times its estimate, starts again at the least key among the candidates (from
+        // their prefixes), and if that fails too the candidates are sorted instead.
         let dense = candidates.len().max(1);
         let walk = order.len() as u64 * (limit as u64 + 1) / dense;
         let sort = dense * u64::from(64 - dense.leading_zeros());
+        let mut walked = false;
         if walk <= sort {
-            let lower = match &after {
-                Some((key, user)) if !descending => Bound::Excluded((key.clone(), *user, u32::MAX)),
-                _ => Bound::Unbounded,
-            };
-            let upper = match &after {
-                Some((key, user)) if descending => Bound::Excluded((key.clone(), *user, 0)),
-                _ => Bound::Unbounded,
-            };
-            let range = order.range((lower, upper));
-            let mut visit = |&(_, _, ordinal): &(K, UserId, u32)| {
-                if candidates.contains(ordinal) && accept(ordinal) {
-                    rows.push(ordinal);
-                }
-                rows.len() > limit
-            };
-            if descending {
-                for entry in range.rev() {
-                    if visit(entry) {
-                        break;
+            let budget = walk.saturating_mul(4).saturating_add(64);
+            let after_entry = after
+                .as_ref()
+                .map(|(key, user)| (key.clone(), *user, u32::MAX));
+            // Walks from `start` (or the cursor, whichever is later); whether the page is found.
+            let attempt = |start: Option<(K, UserId, u32)>, rows: &mut Vec<u32>| {
+                rows.clear();
+                let mut steps = 0;
+                // Whether to stop: the page is full, or the walk is over its budget.
+                let mut visit = |&(_, _, ordinal): &(K, UserId, u32)| {
+                    steps += 1;
+                    if candidates.contains(ordinal) && accept(ordinal) {
+                        rows.push(ordinal);
                     }
-                }
-            } else {
-                for entry in range {
-                    if visit(entry) {
-                        break;
-                    }
+                    rows.len() > limit || steps >= budget
+                };
+                let stopped = if descending {
+                    let upper = match &after {
+                        Some((key, user)) => Bound::Excluded((key.clone(), *user, 0)),
+                        None => Bound::Unbounded,
+                    };
+                    order.range((Bound::Unbounded, upper)).rev().any(&mut visit)
+                } else {
+                    let lower = match (start, &after_entry) {
+                        (Some(start), Some(after)) if start > *after => Bound::Included(start),
+                        (Some(start), None) => Bound::Included(start),
+                        (_, Some(after)) => Bound::Excluded(after.clone()),
+                        (None, None) => Bound::Unbounded,
+                    };
+                    order.range((lower, Bound::Unbounded)).any(&mut visit)
+                };
+                !stopped || rows.len() > limit
+            };
+            walked = attempt(None, &mut rows);
+            if !walked && !descending {
+                let least = candidates
+                    .iter()
+                    .map(|ordinal| prefixes[ordinal as usize])
+                    .min();
+                if let Some(floor) = least.and_then(K::floor) {
+                    walked = attempt(Some((floor, lowest_user(), 0)), &mut rows);
                 }
             }
-        } else {
-            let mut keyed: Vec<(K, UserId, u32)> = candidates
+        }
+        if !walked {
+            rows.clear();
+            let full = |ordinal: u32| {
+                let slot = &self.slots[ordinal as usize];
+                (key_of(slot), &slot.id)
+            };
+            let after = after
+                .as_ref()
+                .map(|(key, user)| (key.prefix(), (key, user)));
+            let mut keyed: Vec<(u64, u32)> = candidates
                 .iter()
-                .filter(|ordinal| accept(*ordinal))
-                .map(|ordinal| {
-                    let slot = &self.slots[ordinal as usize];
-                    (key_of(slot), slot.id, ordinal)
-                })
-                .filter(|(key, user, _)| match &after {
+                .filter(|&ordinal| match &after {
                     None => true,
-                    Some((after_key, after_user)) => {
-                        let here = (key, user);
-                        let there = (after_key, after_user);
+                    Some((prefix, there)) => {
+                        let here = prefixes[ordinal as usize]
+                            .cmp(prefix)
+                            .then_with(|| full(ordinal).cmp(there));
                         if descending {
-                            here < there
+                            here.is_lt()
                         } else {
-                            here > there
+                            here.is_gt()
                         }
                     }
                 })
+                .filter(|&ordinal| accept(ordinal))
+                .map(|ordinal| (prefixes[ordinal as usize], ordinal))
                 .collect();
             let take = (limit + 1).min(keyed.len());
-            let compare = |a: &(K, UserId, u32), b: &(K, UserId, u32)| {
-                let order = (&a.0, &a.1).cmp(&(&b.0, &b.1));
+            // Slots are read only where two prefixes tie.
+            let compare = |a: &(u64, u32), b: &(u64, u32)| {
+                let order = a.0.cmp(&b.0).then_with(|| full(a.1).cmp(&full(b.1)));
                 if descending { order.reverse() } else { order }
             };
             if take > 0 && take < keyed.len() {
@@ -888,7 +960,7 @@ impl Inner {
                 keyed.truncate(take);
             }
             keyed.sort_unstable_by(compare);
-            rows.extend(keyed.into_iter().map(|(_, _, ordinal)| ordinal));
+            rows.extend(keyed.into_iter().map(|(_, ordinal)| ordinal));
         }
         let more = rows.len() > limit;
         rows.truncate(limit);
@@ -935,15 +1007,19 @@ impl Inner {
             limit,
             now: OffsetDateTime::UNIX_EPOCH,
         };
-        let name = |slot: &Slot| slot.name.clone();
+        let name: fn(&Slot) -> &Arc<str> = |slot| &slot.name;
+        // Up to three characters, the word-start n-gram alone tells that a word starts with the
+        // text; a longer text is checked.
+        let prefix_match = |ordinal: u32| !check || starts_a_word(ordinal);
         // A word that starts with the text first; then the text anywhere else.
         let (mut found, _) = self
             .page(
                 &self.by_name,
+                &self.prefixes.name,
                 name,
                 &by_name,
                 &prefixed,
-                &starts_a_word,
+                &prefix_match,
                 limit,
             )
             .unwrap_or_default();
@@ -958,6 +1034,7 @@ impl Inner {
             let (more, _) = self
                 .page(
                     &self.by_name,
+                    &self.prefixes.name,
                     name,
                     &by_name,
                     &rest,
@@ -996,6 +1073,21 @@ fn in_range(
 /// A sort column's key type, as a cursor carries it.
 trait SortKey: Ord + Clone {
     fn from_cursor(key: &CursorKey) -> Option<Self>;
+
+    /// A number that orders as the key does, or ties: `a < b` implies
+    /// `a.prefix() <= b.prefix()`.
+    fn prefix(&self) -> u64;
+
+    /// A key at or before every key whose prefix is at least `prefix`, if there is one worth
+    /// starting a walk at.
+    fn floor(prefix: u64) -> Option<Self>;
+}
+
+/// The least user id, to start a walk at the first entry of a key.
+fn lowest_user() -> UserId {
+    "00000000000000000000000000"
+        .parse()
+        .expect("the nil ULID is a user id")
 }
 
 impl SortKey for Arc<str> {
@@ -1004,6 +1096,26 @@ impl SortKey for Arc<str> {
             CursorKey::Text(text) => Some(Arc::from(text.as_str())),
             _ => None,
         }
+    }
+
+    /// The first eight bytes, big-endian, padded with zeros (strings compare byte-wise).
+    fn prefix(&self) -> u64 {
+        let mut bytes = [0; 8];
+        let head = &self.as_bytes()[..self.len().min(8)];
+        bytes[..head.len()].copy_from_slice(head);
+        u64::from_be_bytes(bytes)
+    }
+
+    /// The prefix's bytes up to the padding, cut to whole characters: a prefix of every key
+    /// with this prefix, and before every key with a greater one.
+    fn floor(prefix: u64) -> Option<Self> {
+        let bytes = prefix.to_be_bytes();
+        let end = bytes.iter().position(|b| *b == 0).unwrap_or(8);
+        let text = match std::str::from_utf8(&bytes[..end]) {
+            Ok(text) => text,
+            Err(error) => std::str::from_utf8(&bytes[..error.valid_up_to()]).ok()?,
+        };
+        Some(Arc::from(text))
     }
 }
 
@@ -1014,6 +1126,24 @@ impl SortKey for OffsetDateTime {
             _ => None,
         }
     }
+
+    /// Unix nanoseconds (clamped to 64 bits), with the sign bit flipped so that they order
+    /// as unsigned numbers.
+    fn prefix(&self) -> u64 {
+        let nanos = self
+            .unix_timestamp_nanos()
+            .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+        (nanos as u64) ^ (1 << 63)
+    }
+
+    /// The time itself, unless the prefix was clamped.
+    fn floor(prefix: u64) -> Option<Self> {
+        let nanos = (prefix ^ (1 << 63)) as i64;
+        if nanos == i64::MIN || nanos == i64::MAX {
+            return None;
+        }
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos)).ok()
+    }
 }
 
 impl SortKey for Option<OffsetDateTime> {
@@ -1021,6 +1151,18 @@ impl SortKey for Option<OffsetDateTime> {
         match key {
             CursorKey::Time(time) => Some(*time),
             _ => None,
+        }
+    }
+
+    /// No time first.
+    fn prefix(&self) -> u64 {
+        self.map_or(0, |time| time.prefix().saturating_add(1))
+    }
+
+    fn floor(prefix: u64) -> Option<Self> {
+        match prefix {
+            0 => Some(None),
+            _ => OffsetDateTime::floor(prefix - 1).map(Some),
         }
     }
 }
@@ -1031,5 +1173,13 @@ impl SortKey for u8 {
             CursorKey::Status(status) => Some(*status),
             _ => None,
         }
+    }
+
+    fn prefix(&self) -> u64 {
+        u64::from(*self)
+    }
+
+    fn floor(prefix: u64) -> Option<Self> {
+        u8::try_from(prefix).ok()
     }
 }

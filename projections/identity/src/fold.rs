@@ -30,8 +30,8 @@ impl Projection for IdentityProjection {
     }
 
     fn version(&self) -> u32 {
-        // 4: sessions say whether they are remembered.
-        4
+        // 5: sessions say whether they are remembered.
+        5
     }
 
     fn apply(&self, state: &mut Staged<'_>, event: &RecordedEvent) -> Result<(), ApplyError> {
@@ -398,6 +398,7 @@ fn invitation_sent(
         sent_at: event.envelope.occurred_at,
         expires_at: e.expires_at,
         resent: 0,
+        delivery: e.delivery,
         accepted_at: None,
         revoked_at: None,
         invited_by: event.envelope.actor.clone(),

@@ -247,6 +247,9 @@ pub struct InvitationView {
     /// Log position of its first send: of two invitations of one user to one tenant sent at
     /// once, the one sent first in the log stands.
     pub sent_position: Position,
+    /// How its link reaches the invitee: by email, or handed to the inviter.
+    #[serde(default)]
+    pub delivery: idstream_domain::events::InvitationDelivery,
 }
 
 impl InvitationView {

@@ -6,10 +6,11 @@ use std::collections::BTreeSet;
 use idstream_domain::access::Permission;
 use idstream_domain::events::{
     AccountLocked, AccountUnlocked, ApiKeyIssued, ApiKeyRevoked, ApiKeyUsed, InvitationAccepted,
-    InvitationResent, InvitationRevoked, InvitationSent, PasswordSet, RecoveryCodeUsed,
-    RecoveryCodesGenerated, SecretTokenIssued, SecretTokenRedeemed, SessionRefreshed,
-    SessionRevoked, SessionStarted, SessionTenantSwitched, SignInFailed, SignInFailuresCleared,
-    TenantCreated, TotpCodeUsed, TotpDisabled, TotpEnabled, TotpEnrolmentStarted, UserErased,
+    InvitationDelivery, InvitationResent, InvitationRevoked, InvitationSent, PasswordSet,
+    RecoveryCodeUsed, RecoveryCodesGenerated, SecretTokenIssued, SecretTokenRedeemed,
+    SessionRefreshed, SessionRevoked, SessionStarted, SessionTenantSwitched, SignInFailed,
+    SignInFailuresCleared, TenantCreated, TotpCodeUsed, TotpDisabled, TotpEnabled,
+    TotpEnrolmentStarted, UserErased,
 };
 use idstream_domain::identity::credentials::{
     self, Credentials, CredentialsEvent, PasswordReason, TokenPurpose,
@@ -118,6 +119,7 @@ impl At {
             roles: roles(&["user"]),
             token: index(token),
             expires_at: at(self.0) + Duration::days(7),
+            delivery: InvitationDelivery::Email,
         };
         self.record_by(
             admin(),
@@ -870,6 +872,7 @@ fn a_sent_invitation_is_found_by_id_token_and_as_the_users_open_invitation() {
         invited_by: admin(),
         position: 1,
         sent_position: 1,
+        delivery: InvitationDelivery::Email,
     };
     assert_eq!(
         identity.invitation(&t("acme"), &id(1)).unwrap(),

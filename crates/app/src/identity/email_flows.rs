@@ -146,6 +146,57 @@ impl Core {
         .await
     }
 
+    /// Mails a new verification link to a user who has not verified `email` yet (the link of
+    /// self-registration, or of an address an administrator entered): nothing for an unknown,
+    /// verified, suspended, deactivated or erased one. Per user it is limited like every mailed
+    /// token, so the address cannot be flooded.
+    async fn send_verification(&self, email: &str) -> Result<(), AppError> {
+        let Some(user) = self.find_user_by_email(email).await? else {
+            return Ok(());
+        };
+        let now = self.now();
+        let waiting = match user.status_at(now) {
+            // Self-registered in a tenant that requires verification: waiting for the link.
+            UserStatus::Invited => {
+                let (state, _) = self.load::<UserAggregate>(&user_key(user.id)).await?;
+                state.activated || self.waiting_for_verification(user.id)?
+            }
+            UserStatus::Active => true,
+            _ => false,
+        };
+        if user.email_verified || !waiting {
+            return Ok(());
+        }
+        self.mail_verification(&user).await
+    }
+
+    /// Whether an invited user self-registered (holds a password) rather than waiting for an
+    /// invitation, whose acceptance verifies the address.
+    fn waiting_for_verification(&self, user: UserId) -> Result<bool, AppError> {
+        Ok(self
+            .credentials_view(user)?
+            .is_some_and(|c| c.password.is_some()))
+    }
+
+    /// Issues and mails a verification link for the user's address.
+    async fn mail_verification(&self, user: &UserView) -> Result<(), AppError> {
+        let token = OpaqueToken::generate(TokenKind::EmailVerification);
+        let link = self.link(&format!(
+            "/verify-email?user={}&token={}",
+            user.id,
+            token.reveal()
+        ));
+        let to = user.email.clone();
+        self.issue_email_token(
+            user,
+            TokenPurpose::EmailVerification,
+            token.reveal(),
+            VERIFICATION_TTL,
+            |exp| idstream_mailer::templates::email_verification(&to, &link, exp),
+        )
+        .await
+    }
+
     async fn send_email_code(&self, email: &str) -> Result<(), AppError> {
         let Some(user) = self.active_user_by_email(email).await? else {
             return Ok(());
@@ -444,21 +495,26 @@ impl Identity {
             .await?;
         if verify {
             let account = self.require_user(user).await?;
-            let token = OpaqueToken::generate(TokenKind::EmailVerification);
-            let link = self.link(&format!(
-                "/verify-email?user={user}&token={}",
-                token.reveal()
-            ));
-            let to = account.email.clone();
-            self.issue_email_token(
-                &account,
-                TokenPurpose::EmailVerification,
-                token.reveal(),
-                VERIFICATION_TTL,
-                |exp| idstream_mailer::templates::email_verification(&to, &link, exp),
-            )
-            .await?;
+            self.mail_verification(&account).await?;
         }
+        Ok(())
+    }
+
+    /// Asks for a new verification link for `email`. The answer is the same whether or not the
+    /// address belongs to anyone, or is verified already; the link goes out in the background
+    /// (see `send_verification`).
+    ///
+    /// Who: anyone; limited per source address, and the mail per user.
+    pub fn request_verification(&self, caller: &Caller, email: &str) -> Result<(), AppError> {
+        self.open_to_anyone(caller);
+        self.rate_limit("verify-email", caller.client().ip())?;
+        let email = email.to_owned();
+        let core = self.0.clone();
+        tokio::spawn(async move {
+            if let Err(error) = core.send_verification(&email).await {
+                tracing::warn!(%error, "a verification link could not be sent");
+            }
+        });
         Ok(())
     }
 

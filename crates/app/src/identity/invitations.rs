@@ -8,7 +8,9 @@ use idstream_auth::{OpaqueToken, TokenKind};
 use idstream_directory::UserStatus;
 use idstream_domain::access::Action;
 use idstream_domain::aggregate::{InvitationAggregate, MembershipAggregate, UserAggregate};
-use idstream_domain::identity::invitation::{InvitationCommand, InvitationError};
+use idstream_domain::identity::invitation::{
+    InvitationCommand, InvitationDelivery, InvitationError,
+};
 use idstream_domain::identity::session::SignInMethod;
 use idstream_domain::membership::{MembershipCommand, MembershipError};
 use idstream_domain::user::{UserCommand, UserError, normalize_email};
@@ -35,6 +37,9 @@ pub struct InvitationRequest {
     pub last_name: String,
     /// The roles the invitee gets on accepting; the tenant's default role if empty.
     pub roles: Vec<RoleName>,
+    /// By email (the service sends the link), or as a link in the answer for the inviter to pass
+    /// on through their own channels.
+    pub delivery: InvitationDelivery,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,8 +48,11 @@ pub struct SentInvitation {
     pub user: UserId,
     pub expires_at: OffsetDateTime,
     pub position: Position,
-    /// Whether the email went out (if not, resend).
+    /// Whether the email went out (if not, resend); always false for a `link` invitation.
     pub email_sent: bool,
+    /// The acceptance link of a `link` invitation, given this once (it is stored only as a
+    /// blind index); `None` for email delivery and for the replayed answer of a retry.
+    pub link: Option<String>,
 }
 
 /// `POST /v1/invitations/accept`. `Debug` redacts the token and password.
@@ -101,6 +109,7 @@ impl Core {
             expires_at: view.expires_at,
             position: first.position,
             email_sent: false,
+            link: None,
         }))
     }
 
@@ -108,17 +117,30 @@ impl Core {
         self.id().keys.vault().blind_index("invitation", token)
     }
 
-    async fn mail_invitation(
+    /// Delivers an invitation's link: mails it (whether that worked, and no link), or hands
+    /// it over (no mail, and the link).
+    async fn deliver_invitation(
         &self,
+        delivery: InvitationDelivery,
         email: &str,
         tenant_name: &str,
         token: &str,
         expires_at: OffsetDateTime,
-    ) -> bool {
+    ) -> (bool, Option<String>) {
         let link = self.link(&format!("/accept-invitation?token={token}"));
-        let message =
-            idstream_mailer::templates::invitation(email, tenant_name, None, &link, expires_at);
-        self.send_mail(message).await
+        match delivery {
+            InvitationDelivery::Link => (false, Some(link)),
+            InvitationDelivery::Email => {
+                let message = idstream_mailer::templates::invitation(
+                    email,
+                    tenant_name,
+                    None,
+                    &link,
+                    expires_at,
+                );
+                (self.send_mail(message).await, None)
+            }
+        }
     }
 
     async fn require_invitation(
@@ -221,6 +243,7 @@ impl Identity {
                     token: self.invitation_index(token.reveal()),
                     now,
                     lifetime,
+                    delivery: request.delivery,
                 },
             )
             .await?;
@@ -266,8 +289,14 @@ impl Identity {
             return Err(settled.err().unwrap_or(AppError::InvitationPending));
         }
         let expires_at = now + lifetime;
-        let email_sent = self
-            .mail_invitation(&email, &view.name, token.reveal(), expires_at)
+        let (email_sent, link) = self
+            .deliver_invitation(
+                request.delivery,
+                &email,
+                &view.name,
+                token.reveal(),
+                expires_at,
+            )
             .await;
         Ok(SentInvitation {
             id,
@@ -275,6 +304,7 @@ impl Identity {
             expires_at,
             position: outcome.position,
             email_sent,
+            link,
         })
     }
 
@@ -293,6 +323,9 @@ impl Identity {
         let view = self.tenant_view(&tenant).await?;
         let invitation = self.require_invitation(&tenant, id).await?;
         let user = self.require_user(invitation.user).await?;
+        let (state, _) = self
+            .load::<InvitationAggregate>(&invitation_key(&tenant, id))
+            .await?;
         let token = OpaqueToken::generate(TokenKind::Invitation);
         let now = self.now();
         let lifetime = Duration::hours(i64::from(view.settings.invitation_ttl_hours));
@@ -309,8 +342,14 @@ impl Identity {
             )
             .await?;
         let expires_at = now + lifetime;
-        let email_sent = self
-            .mail_invitation(&user.email, &view.name, token.reveal(), expires_at)
+        let (email_sent, link) = self
+            .deliver_invitation(
+                state.delivery,
+                &user.email,
+                &view.name,
+                token.reveal(),
+                expires_at,
+            )
             .await;
         Ok(SentInvitation {
             id,
@@ -318,6 +357,7 @@ impl Identity {
             expires_at,
             position: outcome.position,
             email_sent,
+            link,
         })
     }
 

@@ -126,6 +126,7 @@ pub(crate) async fn invited_member(
             &system(),
             acme(),
             InvitationRequest {
+                delivery: Default::default(),
                 email: email.into(),
                 first_name: "Bob".into(),
                 last_name: "Member".into(),
@@ -445,6 +446,7 @@ async fn an_invitation_is_accepted_once_even_concurrently() {
             &system(),
             acme(),
             InvitationRequest {
+                delivery: Default::default(),
                 email: "bob@example.com".into(),
                 first_name: "Bob".into(),
                 last_name: String::new(),
@@ -767,6 +769,7 @@ async fn an_api_key_acts_for_its_owner_within_its_restriction_until_revoked() {
                 &key_ctx,
                 acme(),
                 InvitationRequest {
+                    delivery: Default::default(),
                     email: "eve@example.com".into(),
                     first_name: String::new(),
                     last_name: String::new(),
@@ -1342,6 +1345,7 @@ async fn an_email_change_takes_effect_when_the_new_address_confirms_it() {
             &system(),
             acme(),
             InvitationRequest {
+                delivery: Default::default(),
                 email: "bob@example.com".into(),
                 first_name: "Another".into(),
                 last_name: "Bob".into(),
@@ -1374,6 +1378,7 @@ async fn links_keys_sessions_and_invitations_expire_by_the_tenants_settings() {
             &system(),
             acme(),
             InvitationRequest {
+                delivery: Default::default(),
                 email: "late@example.com".into(),
                 first_name: String::new(),
                 last_name: String::new(),
@@ -1496,6 +1501,7 @@ async fn concurrent_invitations_of_one_user_to_one_tenant_leave_one_open() {
                         &system(),
                         acme(),
                         InvitationRequest {
+                            delivery: Default::default(),
                             email,
                             first_name: "Rita".into(),
                             last_name: String::new(),
@@ -1530,6 +1536,7 @@ async fn concurrent_invitations_of_one_user_to_one_tenant_leave_one_open() {
 
 fn rita() -> InvitationRequest {
     InvitationRequest {
+        delivery: Default::default(),
         email: "rita@example.com".into(),
         first_name: "Rita".into(),
         last_name: "Repeat".into(),
@@ -1643,6 +1650,7 @@ async fn two_copies_of_one_invitation_request_in_flight_at_once_send_one_email()
         let key = format!("invite-copy-{round}");
         let keyed = with_key(&key);
         let request = InvitationRequest {
+            delivery: Default::default(),
             email: email.clone(),
             ..rita()
         };

@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 
 use time::{Duration, OffsetDateTime};
 
+pub use crate::events::InvitationDelivery;
 use crate::events::{InvitationAccepted, InvitationResent, InvitationRevoked, InvitationSent};
 use crate::ids::{RoleName, UserId};
 use crate::secret::BlindIndex;
@@ -34,6 +35,8 @@ pub struct Invitation {
     pub roles: BTreeSet<RoleName>,
     pub token: Option<BlindIndex>,
     pub expires_at: Option<OffsetDateTime>,
+    /// How its link reaches the invitee (a resend delivers the same way).
+    pub delivery: InvitationDelivery,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +47,7 @@ pub enum InvitationCommand {
         token: BlindIndex,
         now: OffsetDateTime,
         lifetime: Duration,
+        delivery: InvitationDelivery,
     },
     Resend {
         token: BlindIndex,
@@ -103,6 +107,7 @@ pub fn decide(
             token,
             now,
             lifetime,
+            delivery,
         } => {
             if state.status != InvitationStatus::Absent {
                 return Err(InvitationError::AlreadyExists);
@@ -116,6 +121,7 @@ pub fn decide(
                 roles,
                 token,
                 expires_at: now + lifetime,
+                delivery,
             })])
         }
         InvitationCommand::Resend {
@@ -161,6 +167,7 @@ pub fn evolve(mut state: Invitation, event: &InvitationEvent) -> Invitation {
             state.roles = e.roles.clone();
             state.token = Some(e.token.clone());
             state.expires_at = Some(e.expires_at);
+            state.delivery = e.delivery;
         }
         InvitationEvent::Resent(e) => {
             state.token = Some(e.token.clone());
@@ -190,6 +197,7 @@ mod tests {
             roles: [RoleName::user()].into(),
             token: index(1),
             expires_at: NOW + Duration::days(7),
+            delivery: InvitationDelivery::Email,
         })
     }
 
@@ -208,6 +216,7 @@ mod tests {
             token: index(1),
             now: NOW,
             lifetime,
+            delivery: InvitationDelivery::Email,
         };
         check(
             &[],
@@ -229,6 +238,38 @@ mod tests {
             send([RoleName::user()].into(), Duration::days(7)),
             Err(InvitationError::AlreadyExists),
         );
+    }
+
+    #[test]
+    fn an_invitation_remembers_how_its_link_is_delivered() {
+        let by_link = InvitationCommand::Send {
+            user: "01J00000000000000000000001".parse().unwrap(),
+            roles: [RoleName::user()].into(),
+            token: index(1),
+            now: NOW,
+            lifetime: Duration::days(7),
+            delivery: InvitationDelivery::Link,
+        };
+        let events = decide(&Invitation::default(), by_link).unwrap();
+        let InvitationEvent::Sent(sent) = &events[0] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(sent.delivery, InvitationDelivery::Link);
+        let state = events.iter().fold(Invitation::default(), evolve);
+        assert_eq!(state.delivery, InvitationDelivery::Link);
+        // A resend keeps the delivery (the resent event does not change it).
+        let resent = decide(
+            &state,
+            InvitationCommand::Resend {
+                token: index(2),
+                now: NOW,
+                lifetime: Duration::days(7),
+            },
+        )
+        .unwrap();
+        let state = resent.iter().fold(state, evolve);
+        assert_eq!(state.delivery, InvitationDelivery::Link);
+        assert_eq!(state.token, Some(index(2)));
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub fn router() -> Router<AppState> {
         )
         .route("/v1/permissions/entity/{entity}", get(entity_permissions))
         .route("/v1/tenants/{tenant}/roles", get(list_roles))
+        .route(
+            "/v1/tenants/{tenant}/permissions",
+            get(permission_catalogue),
+        )
         .route("/v1/tenants/{tenant}/roles/{role}", get(get_role))
         .route("/v1/tenants/{tenant}/entities", get(list_entities))
         .route("/v1/tenants/{tenant}/entities/{entity}", get(get_entity))
@@ -466,6 +470,51 @@ pub async fn list_roles(
             .map(Into::into)
             .collect(),
     }))
+}
+
+/// One permission of the catalogue.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CatalogueItem {
+    #[schema(value_type = formats::Permission)]
+    pub permission: String,
+    /// `standard`, `admin`, `service`, `entity` or `role`.
+    pub kind: String,
+    pub description: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Catalogue {
+    pub items: Vec<CatalogueItem>,
+}
+
+/// Every permission the tenant knows, with a description, for role and permission matrix
+/// editors: the standard, administrative and service resources' CRUD, each registered entity's
+/// CRUD, and `role.<role>:assign`/`revoke` for each role (needs `roles:read` or
+/// `permissions:read`).
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/permissions", tag = "permissions",
+    responses((status = 200, body = Catalogue),
+        (status = 403, body = Problem, description = "`forbidden` (needs roles:read or permissions:read)")),
+    security(("bearer" = [])))]
+pub async fn permission_catalogue(
+    State(state): State<AppState>,
+    caller: Caller,
+    min: MinPosition,
+    ApiPath(tenant): ApiPath<TenantId>,
+) -> Result<Json<Catalogue>, ApiError> {
+    state.consistent(min).await?;
+    let items = state
+        .app
+        .access
+        .permission_catalogue(&caller, &tenant)
+        .await?
+        .into_iter()
+        .map(|entry| CatalogueItem {
+            permission: entry.permission.to_string(),
+            kind: entry.kind.to_owned(),
+            description: entry.description,
+        })
+        .collect();
+    Ok(Json(Catalogue { items }))
 }
 
 /// One role of a tenant with its permissions and menu (needs `roles:read`).

@@ -10,8 +10,11 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use idstream_app::{PeoplePage, PeopleQuery, PersonRow};
+use axum::routing::{get, post};
+use idstream_app::identity::InvitationRequest;
+use idstream_app::{
+    BulkOperation, BulkOutcome, NewUserRequest, PeoplePage, PeopleQuery, PersonRow, SuspendRequest,
+};
 use idstream_directory::UserStatus;
 use idstream_directory::search::{Sort, SortColumn};
 use idstream_domain::{RoleName, TenantId, UserId};
@@ -38,6 +41,7 @@ pub fn router() -> Router<AppState> {
             "/v1/tenants/{tenant}/roles/{role}/members",
             get(role_members).post(change_role_members),
         )
+        .route("/v1/tenants/{tenant}/users/bulk", post(bulk_users))
         .route("/v1/users", get(search_everyone))
         .route("/v1/users/{user}/access", get(person_access))
 }
@@ -708,4 +712,236 @@ pub async fn person_access(
         user: user.to_string(),
         tenants,
     }))
+}
+
+/// One operation of a bulk request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BulkOperationBody {
+    /// Create a user with roles here (as `POST /v1/tenants/{tenant}/users`).
+    Create {
+        #[schema(value_type = formats::Email)]
+        email: String,
+        #[serde(default)]
+        #[schema(value_type = formats::PersonName)]
+        first_name: String,
+        #[serde(default)]
+        #[schema(value_type = formats::PersonName)]
+        last_name: String,
+        #[serde(default)]
+        #[schema(value_type = Vec<formats::RoleName>)]
+        roles: Vec<RoleName>,
+        /// Created as invited instead of active (no email).
+        #[serde(default)]
+        invite: bool,
+    },
+    /// Invite someone (as `POST /v1/tenants/{tenant}/invitations`).
+    Invite {
+        #[schema(value_type = formats::Email)]
+        email: String,
+        #[serde(default)]
+        #[schema(value_type = formats::PersonName)]
+        first_name: String,
+        #[serde(default)]
+        #[schema(value_type = formats::PersonName)]
+        last_name: String,
+        #[serde(default)]
+        #[schema(value_type = Vec<formats::RoleName>)]
+        roles: Vec<RoleName>,
+        #[serde(default)]
+        delivery: super::identity::invitations::DeliveryName,
+    },
+    /// Give a member a role.
+    AssignRole {
+        #[schema(value_type = formats::UserId)]
+        user: UserId,
+        #[schema(value_type = formats::RoleName)]
+        role: RoleName,
+    },
+    /// Take a role from a member.
+    RevokeRole {
+        #[schema(value_type = formats::UserId)]
+        user: UserId,
+        #[schema(value_type = formats::RoleName)]
+        role: RoleName,
+    },
+    /// Suspend a member (until a time, or until reinstated).
+    Suspend {
+        #[schema(value_type = formats::UserId)]
+        user: UserId,
+        #[serde(default, with = "time::serde::rfc3339::option")]
+        #[schema(value_type = Option<String>, format = DateTime)]
+        until: Option<OffsetDateTime>,
+        #[schema(value_type = Option<formats::SuspensionReason>)]
+        reason: Option<String>,
+    },
+    Reinstate {
+        #[schema(value_type = formats::UserId)]
+        user: UserId,
+    },
+    Deactivate {
+        #[schema(value_type = formats::UserId)]
+        user: UserId,
+    },
+}
+
+impl From<BulkOperationBody> for BulkOperation {
+    fn from(body: BulkOperationBody) -> BulkOperation {
+        match body {
+            BulkOperationBody::Create {
+                email,
+                first_name,
+                last_name,
+                roles,
+                invite,
+            } => BulkOperation::Create(NewUserRequest {
+                email,
+                first_name,
+                last_name,
+                roles,
+                invite,
+            }),
+            BulkOperationBody::Invite {
+                email,
+                first_name,
+                last_name,
+                roles,
+                delivery,
+            } => BulkOperation::Invite(InvitationRequest {
+                email,
+                first_name,
+                last_name,
+                roles,
+                delivery: delivery.into(),
+            }),
+            BulkOperationBody::AssignRole { user, role } => {
+                BulkOperation::AssignRole { user, role }
+            }
+            BulkOperationBody::RevokeRole { user, role } => {
+                BulkOperation::RevokeRole { user, role }
+            }
+            BulkOperationBody::Suspend {
+                user,
+                until,
+                reason,
+            } => BulkOperation::Suspend {
+                user,
+                request: SuspendRequest { until, reason },
+            },
+            BulkOperationBody::Reinstate { user } => BulkOperation::Reinstate { user },
+            BulkOperationBody::Deactivate { user } => BulkOperation::Deactivate { user },
+        }
+    }
+}
+
+/// Up to 1,000 operations.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkBody {
+    #[schema(max_items = 1000, example = json!([
+        {"op": "create", "email": "ada@example.com", "first_name": "Ada", "roles": ["user"]},
+        {"op": "suspend", "user": "01ARZ3NDEKTSV4RRFFQ69G5FAV", "reason": "left the project"}
+    ]))]
+    pub operations: Vec<BulkOperationBody>,
+}
+
+/// What one operation did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BulkResultBody {
+    /// The operation's index in the request.
+    pub index: usize,
+    /// `done`, `unchanged` (in place already) or `refused`.
+    pub result: String,
+    /// What it created or changed (a user, an invitation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
+    /// An invitation by link: its acceptance link, given this once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    /// Why it was refused: the problem the single operation would have answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<Problem>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BulkResults {
+    /// The log position of the last change made (the consistency token); 0 if none was.
+    pub position: u64,
+    pub results: Vec<BulkResultBody>,
+}
+
+/// Carry out up to 1,000 user operations in a tenant (create, invite, assign or revoke a role,
+/// suspend, reinstate, deactivate), one after the other, each authorized and decided on its own
+/// as the single operation is, with a result per operation. Needs `users:update` to send a batch
+/// at all. With an `Idempotency-Key`, a retry of the whole request repeats nothing.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/users/bulk", request_body = BulkBody, tag = "users",
+    responses((status = 200, body = BulkResults),
+        (status = 400, body = Problem, description = "`invalid_query` (more than 1,000 operations)"),
+        (status = 403, body = Problem, description = "`forbidden` (needs users:update)")),
+    security(("bearer" = [])))]
+pub async fn bulk_users(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(tenant): ApiPath<TenantId>,
+    ApiJson(body): ApiJson<BulkBody>,
+) -> Result<Response, ApiError> {
+    let operations = body.operations.into_iter().map(Into::into).collect();
+    let outcomes = state
+        .timed(
+            "bulk_users",
+            state.app.people.bulk(&caller, &tenant, operations),
+        )
+        .await?;
+    let mut last = 0;
+    let mut secret = false;
+    let results = outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(index, outcome)| match outcome {
+            BulkOutcome::Done { id, position, link } => {
+                last = last.max(position);
+                secret |= link.is_some();
+                BulkResultBody {
+                    index,
+                    result: "done".into(),
+                    id: Some(id),
+                    position: Some(position),
+                    link,
+                    problem: None,
+                }
+            }
+            BulkOutcome::Unchanged => BulkResultBody {
+                index,
+                result: "unchanged".into(),
+                id: None,
+                position: None,
+                link: None,
+                problem: None,
+            },
+            BulkOutcome::Refused(error) => BulkResultBody {
+                index,
+                result: "refused".into(),
+                id: None,
+                position: None,
+                link: None,
+                problem: Some(ApiError::from(error).problem()),
+            },
+        })
+        .collect();
+    let mut response = Json(BulkResults {
+        position: last,
+        results,
+    })
+    .into_response();
+    let headers = response.headers_mut();
+    headers.insert(POSITION_HEADER, HeaderValue::from(last));
+    if secret {
+        headers.insert(
+            axum::http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
+    }
+    Ok(response)
 }

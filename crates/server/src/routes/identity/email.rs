@@ -35,6 +35,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/auth/email-code/sign-in", post(email_code_sign_in))
         .route("/v1/tenants/{tenant}/register", post(register))
         .route("/v1/auth/verify-email", post(verify_email))
+        .route("/v1/auth/verify-email/resend", post(resend_verification))
         .route("/v1/auth/email", post(request_email_change))
         .route("/v1/auth/email/confirm", post(confirm_email_change))
 }
@@ -290,6 +291,24 @@ pub async fn verify_email(
         )
         .await?;
     Ok(CommandAccepted::ok(outcome))
+}
+
+/// Email a new verification link if the address belongs to an account that has not verified it
+/// yet (self-registered and waiting, or created by an administrator). The answer is the same
+/// either way; the previous link stops working when the new one is issued.
+#[utoipa::path(post, path = "/v1/auth/verify-email/resend", request_body = EmailBody, tag = "auth",
+    responses((status = 202, body = Empty),
+        (status = 429, body = Problem, description = "`rate_limited`; see Retry-After")))]
+pub async fn resend_verification(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<EmailBody>,
+) -> Result<(StatusCode, Json<Empty>), ApiError> {
+    state
+        .app
+        .identity
+        .request_verification(&caller, &body.email)?;
+    Ok((StatusCode::ACCEPTED, Json(Empty {})))
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -1,7 +1,8 @@
 //! Invitations: `/v1/tenants/{tenant}/invitations`, `…/invitations/{id}`,
 //! `…/invitations/{id}/resend`, and `/v1/invitations/accept`.
 //!
-//! The invitation's token goes to the invitee by email only: no answer here carries it.
+//! The invitation's token goes to the invitee by email, or, for an invitation sent with
+//! `"delivery": "link"`, to the inviter in the answer (once, marked not to be cached).
 
 use std::fmt;
 
@@ -11,6 +12,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, post};
 use idstream_app::identity::{AcceptInvitation, InvitationRequest, SentInvitation};
+use idstream_domain::events::InvitationDelivery;
 use idstream_domain::{RoleName, TenantId};
 use idstream_identity::{InvitationStatus, InvitationView};
 use serde::{Deserialize, Serialize};
@@ -64,6 +66,29 @@ pub struct InviteBody {
     #[serde(default)]
     #[schema(value_type = Vec<formats::RoleName>, example = json!(["user"]))]
     pub roles: Vec<RoleName>,
+    /// `email` (default): the service emails the link. `link`: no mail is sent; the answer
+    /// carries the link (`link`), once, for the inviter to pass on through their own channels
+    /// (a resend answers a new one).
+    #[serde(default)]
+    pub delivery: DeliveryName,
+}
+
+/// How an invitation's link reaches the invitee.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryName {
+    #[default]
+    Email,
+    Link,
+}
+
+impl From<DeliveryName> for InvitationDelivery {
+    fn from(d: DeliveryName) -> InvitationDelivery {
+        match d {
+            DeliveryName::Email => InvitationDelivery::Email,
+            DeliveryName::Link => InvitationDelivery::Link,
+        }
+    }
 }
 
 /// A sent invitation (the link went to the invitee by email).
@@ -74,8 +99,13 @@ pub struct SentInvitationBody {
     pub user: String,
     /// RFC 3339 end of the link.
     pub expires_at: String,
-    /// Whether the email went out; if not, resend.
+    /// Whether the email went out; if not, resend. Always false for `link` delivery.
     pub email_sent: bool,
+    /// The acceptance link of a `link` invitation: shown this once (the service keeps only a
+    /// blind index of its token); absent for email delivery and when a retry (same
+    /// Idempotency-Key) is answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
     pub position: u64,
 }
 
@@ -83,12 +113,13 @@ fn sent(status: StatusCode, sent: SentInvitation) -> Positioned<SentInvitationBo
     Positioned {
         status,
         position: Some(sent.position),
-        secret: false,
+        secret: sent.link.is_some(),
         body: SentInvitationBody {
             id: sent.id.to_string(),
             user: sent.user.to_string(),
             expires_at: rfc3339(sent.expires_at),
             email_sent: sent.email_sent,
+            link: sent.link,
             position: sent.position,
         },
     }
@@ -113,6 +144,7 @@ pub async fn invite(
         first_name: body.first_name,
         last_name: body.last_name,
         roles: body.roles,
+        delivery: body.delivery.into(),
     };
     let outcome = state
         .timed(
@@ -135,6 +167,8 @@ pub struct InvitationBody {
     pub expires_at: String,
     /// How many times it was sent again.
     pub resent: u32,
+    /// `email` or `link`.
+    pub delivery: DeliveryName,
     pub accepted_at: Option<String>,
     pub revoked_at: Option<String>,
     pub position: u64,
@@ -156,6 +190,10 @@ impl From<InvitationView> for InvitationBody {
             sent_at: rfc3339(v.sent_at),
             expires_at: rfc3339(v.expires_at),
             resent: v.resent,
+            delivery: match v.delivery {
+                InvitationDelivery::Email => DeliveryName::Email,
+                InvitationDelivery::Link => DeliveryName::Link,
+            },
             accepted_at: v.accepted_at.map(rfc3339),
             revoked_at: v.revoked_at.map(rfc3339),
             position: v.position,
