@@ -117,7 +117,7 @@ fn main() -> anyhow::Result<()> {
                 let emails = emails.clone();
                 async move {
                     let r = app
-                        .identity.sign_in(&Caller::anonymous(), &emails[w], PASSWORD.into(), None)
+                        .identity.sign_in(&Caller::anonymous(), &emails[w], PASSWORD.into(), None, false)
                         .await;
                     assert!(matches!(r, Ok(SignIn::Complete(_))), "{r:?}");
                 }
@@ -132,7 +132,7 @@ fn main() -> anyhow::Result<()> {
 
         // --- access-token authentication, one core ---
         let tokens = match app
-            .identity.sign_in(&Caller::anonymous(), "admin@example.com", PASSWORD.into(), None)
+            .identity.sign_in(&Caller::anonymous(), "admin@example.com", PASSWORD.into(), None, false)
             .await?
         {
             SignIn::Complete(t) => t,
@@ -190,7 +190,7 @@ fn main() -> anyhow::Result<()> {
         let mut sessions = Vec::new();
         for _ in 0..cores * 16 {
             match app
-                .identity.sign_in(&Caller::anonymous(), "admin@example.com", PASSWORD.into(), None)
+                .identity.sign_in(&Caller::anonymous(), "admin@example.com", PASSWORD.into(), None, false)
                 .await?
             {
                 SignIn::Complete(t) => sessions.push(t.refresh_token),

@@ -127,7 +127,13 @@ async fn try_once(app: &App, email: &str) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let answer = app
         .identity
-        .sign_in(&Caller::anonymous(), email, "a wrong password".into(), None)
+        .sign_in(
+            &Caller::anonymous(),
+            email,
+            "a wrong password".into(),
+            None,
+            false,
+        )
         .await;
     let took = started.elapsed();
     match answer {

@@ -51,7 +51,8 @@ fn settings(default_role: &str) -> Value {
         "session_idle_minutes": 30,
         "session_max_hours": 10,
         "magic_link_ttl_minutes": 10,
-        "mfa_required": false
+        "mfa_required": false,
+        "remember_days": 14
     })
 }
 

@@ -1981,7 +1981,8 @@ async fn sign_ins_and_failures_record_their_source_and_session_listings_show_it(
             .iter()
             .filter(|e| e.envelope.event_type == event_type)
             .map(|e| {
-                assert_eq!(e.envelope.version, 2, "{e:?}");
+                let current = if event_type == "SessionStarted" { 3 } else { 2 };
+                assert_eq!(e.envelope.version, current, "{e:?}");
                 e.envelope.data.clone()
             })
             .collect()
@@ -2285,7 +2286,7 @@ async fn the_operator_token_is_nobody_for_the_endpoints_of_a_signed_in_user() {
     // Unknown fields are refused.
     svc.post_anonymous(
         "/v1/auth/sign-in",
-        json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD, "remember": true}),
+        json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD, "remember_me": true}),
     )
     .await
     .assert_problem(422, "invalid_body");
@@ -3114,4 +3115,180 @@ async fn bootstrap_with_demo_data_gives_accounts_that_sign_in_and_records_they_r
         ],
         "{listed:?}"
     );
+}
+
+/// The length of a listed session's absolute lifetime, from its `started_at` and `expires_at`.
+fn listed_lifetime(session: &Value) -> time::Duration {
+    let at = |field: &str| {
+        OffsetDateTime::parse(
+            session[field].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+    };
+    at("expires_at") - at("started_at")
+}
+
+/// Remember me over HTTP. That a remembered session is refreshed past the ordinary lifetime
+/// needs the clock to move; the app's tests do that with a scripted clock
+/// (`a_remembered_session_is_refreshed_past_the_ordinary_lifetime_until_its_remembered_days`).
+#[tokio::test]
+async fn a_remembered_sign_in_lives_up_to_the_tenants_remember_days_and_says_so() {
+    let (_dir, svc) = bootstrapped().await;
+    let settings = svc.get("/v1/tenants/acme/settings").await;
+    assert_eq!(settings.body["remember_days"], 30, "{settings:?}");
+
+    let remembered = svc
+        .send(
+            svc.anonymous(Method::POST, "/v1/auth/sign-in")
+                .json(&json!({
+                    "email": ADMIN_EMAIL, "password": ADMIN_PASSWORD, "remember": true,
+                })),
+        )
+        .await;
+    assert_tokens(&remembered);
+    assert_eq!(remembered.body["remembered"], true, "{remembered:?}");
+    let ordinary = svc.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    assert_eq!(ordinary["remembered"], false, "{ordinary:?}");
+
+    // The session list says which is which, and their ends: thirty days, and ten hours.
+    let listed = get_as_at(
+        &svc,
+        access(&ordinary),
+        "/v1/auth/sessions",
+        ordinary["position"].as_u64().unwrap(),
+    )
+    .await;
+    assert_eq!(listed.status, 200, "{listed:?}");
+    let session = |id: &Value| {
+        listed.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == *id)
+            .unwrap_or_else(|| panic!("{id} not in {listed:?}"))
+            .clone()
+    };
+    let long = session(&remembered.body["session"]);
+    assert_eq!(long["remembered"], true, "{long:?}");
+    assert_eq!(listed_lifetime(&long), time::Duration::days(30));
+    let short = session(&ordinary["session"]);
+    assert_eq!(short["remembered"], false, "{short:?}");
+    assert_eq!(listed_lifetime(&short), time::Duration::hours(10));
+
+    // A refresh keeps the session remembered.
+    let refreshed = svc
+        .send(
+            svc.anonymous(Method::POST, "/v1/auth/refresh")
+                .json(&json!({"refresh_token": refresh_token(&remembered.body)})),
+        )
+        .await;
+    assert_tokens(&refreshed);
+    assert_eq!(refreshed.body["remembered"], true, "{refreshed:?}");
+
+    // The setting is bounded; absent from a PUT, it is the default.
+    let mut body = settings.body.clone();
+    body["remember_days"] = 366.into();
+    svc.put("/v1/tenants/acme/settings", body.clone())
+        .await
+        .assert_problem(422, "invalid_settings");
+    body.as_object_mut().unwrap().remove("remember_days");
+    body["session_idle_minutes"] = 45.into();
+    let changed = svc.put("/v1/tenants/acme/settings", body.clone()).await;
+    assert_eq!(changed.status, 200, "{changed:?}");
+    let read = svc
+        .get_at("/v1/tenants/acme/settings", changed.position())
+        .await;
+    assert_eq!(
+        (
+            &read.body["remember_days"],
+            &read.body["session_idle_minutes"]
+        ),
+        (&json!(30), &json!(45)),
+        "{read:?}"
+    );
+
+    // 0 turns remembering off: `remember` is ignored, and the answer says so.
+    body["remember_days"] = 0.into();
+    let off = svc.put("/v1/tenants/acme/settings", body).await;
+    assert_eq!(off.status, 200, "{off:?}");
+    svc.get_at("/v1/tenants/acme/settings", off.position())
+        .await;
+    let ignored = svc
+        .send(
+            svc.anonymous(Method::POST, "/v1/auth/sign-in")
+                .json(&json!({
+                    "email": ADMIN_EMAIL, "password": ADMIN_PASSWORD, "remember": true,
+                })),
+        )
+        .await;
+    assert_tokens(&ignored);
+    assert_eq!(ignored.body["remembered"], false, "{ignored:?}");
+    let listed = get_as_at(
+        &svc,
+        access(&ignored.body),
+        "/v1/auth/sessions",
+        ignored.position(),
+    )
+    .await;
+    let item = listed.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == ignored.body["session"])
+        .unwrap()
+        .clone();
+    assert_eq!(
+        listed_lifetime(&item),
+        time::Duration::hours(10),
+        "{item:?}"
+    );
+
+    // `remember` is a boolean.
+    svc.send(
+        svc.anonymous(Method::POST, "/v1/auth/sign-in")
+            .json(&json!({
+                "email": ADMIN_EMAIL, "password": ADMIN_PASSWORD, "remember": "yes",
+            })),
+    )
+    .await
+    .assert_problem(422, "invalid_body");
+}
+
+/// `api_access` governs API keys: with it off, the user's keys stop working at once and no key
+/// can be issued for them; their sessions are untouched. With it on again, the keys work again.
+#[tokio::test]
+async fn the_api_access_flag_governs_a_users_api_keys() {
+    let (_dir, svc) = bootstrapped().await;
+    let admin = svc.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let user = admin["user"].as_str().unwrap().to_owned();
+    let (_, key) = issue_key(&svc, access(&admin), json!({"name": "automation"})).await;
+    assert_eq!(svc.get_as(&key, "/v1/auth/me").await.status, 200);
+
+    let flags = |api_access: bool| json!({"dashboard_access": true, "api_access": api_access, "platform_admin": true});
+    let off = svc
+        .put(&format!("/v1/users/{user}/flags"), flags(false))
+        .await;
+    assert_eq!(off.status, 200, "{off:?}");
+    svc.get_at(&format!("/v1/users/{user}"), off.position())
+        .await;
+    svc.get_as(&key, "/v1/auth/me")
+        .await
+        .assert_problem(401, "unauthorized");
+    svc.post_as(
+        access(&admin),
+        "/v1/tenants/acme/api-keys",
+        json!({"name": "another"}),
+    )
+    .await
+    .assert_problem(403, "api_access_disabled");
+    assert_eq!(svc.get_as(access(&admin), "/v1/auth/me").await.status, 200);
+
+    let on = svc
+        .put(&format!("/v1/users/{user}/flags"), flags(true))
+        .await;
+    assert_eq!(on.status, 200, "{on:?}");
+    svc.get_at(&format!("/v1/users/{user}"), on.position())
+        .await;
+    assert_eq!(svc.get_as(&key, "/v1/auth/me").await.status, 200);
 }

@@ -8,6 +8,7 @@ mod audit;
 mod chain;
 mod conformance;
 mod contract;
+mod cors;
 mod directory;
 mod embedded_faults;
 mod erasure;

@@ -83,6 +83,7 @@ pub async fn member(
             AcceptInvitation {
                 token,
                 password: Some(password.to_owned()),
+                remember: false,
             },
         )
         .await?;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use idstream_server::client::{IpNet, TrustedProxies};
+use idstream_server::cors::{CorsOrigins, Origin};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -38,6 +39,9 @@ pub struct Config {
     /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` names the client; none by
     /// default, so the socket peer is the client (see [`idstream_server::client`]).
     pub trusted_proxies: TrustedProxies,
+    /// Origins (`https://app.example.com`) whose pages may call the API from a browser; none by
+    /// default, so no response carries CORS headers (see [`idstream_server::cors`]).
+    pub cors_origins: CorsOrigins,
 }
 
 impl Config {
@@ -68,6 +72,7 @@ impl Default for Config {
             chain_checkpoint_events: 1000,
             chain_checkpoint_interval: Duration::from_secs(60),
             trusted_proxies: TrustedProxies::default(),
+            cors_origins: CorsOrigins::default(),
         }
     }
 }
@@ -92,6 +97,8 @@ pub struct FileConfig {
     pub chain_checkpoint_seconds: Option<u64>,
     /// `["10.0.0.0/8", "192.0.2.7"]`
     pub trusted_proxies: Option<Vec<IpNet>>,
+    /// `["https://app.example.com", "http://localhost:5173"]`
+    pub cors_origins: Option<Vec<Origin>>,
 }
 
 impl FileConfig {
@@ -146,6 +153,9 @@ impl FileConfig {
         if let Some(v) = self.trusted_proxies {
             config.trusted_proxies = TrustedProxies(v);
         }
+        if let Some(v) = self.cors_origins {
+            config.cors_origins = CorsOrigins(v);
+        }
         config
     }
 }
@@ -172,6 +182,23 @@ mod tests {
             .apply(Config::default());
         assert_eq!(config.trusted_proxies.0.len(), 2);
         assert!(FileConfig::parse("trusted_proxies = [\"10.0.0.0/40\"]\n").is_err());
+    }
+
+    #[test]
+    fn cors_origins_are_origins_and_none_by_default() {
+        assert!(Config::default().cors_origins.is_empty());
+        let config = FileConfig::parse(
+            "cors_origins = [\"https://app.example.com/\", \"http://localhost:5173\"]\n",
+        )
+        .unwrap()
+        .apply(Config::default());
+        let origins: Vec<&str> = config.cors_origins.0.iter().map(|o| o.as_str()).collect();
+        assert_eq!(
+            origins,
+            ["https://app.example.com", "http://localhost:5173"]
+        );
+        assert!(FileConfig::parse("cors_origins = [\"*\"]\n").is_err());
+        assert!(FileConfig::parse("cors_origins = [\"https://app.example.com/x\"]\n").is_err());
     }
 
     #[test]

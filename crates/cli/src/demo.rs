@@ -108,6 +108,7 @@ pub(crate) async fn fill(
                 AcceptInvitation {
                     token,
                     password: Some(password.clone()),
+                    remember: false,
                 },
             )
             .await

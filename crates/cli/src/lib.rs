@@ -157,6 +157,10 @@ struct Common {
     /// [default: none, the socket peer is the client].
     #[arg(long, env = "IDSTREAM_TRUSTED_PROXIES", value_delimiter = ',')]
     trusted_proxies: Option<Vec<idstream_server::client::IpNet>>,
+    /// Origins whose pages may call the API from a browser (CORS), comma-separated, such as
+    /// https://app.example.com [default: none, no CORS headers].
+    #[arg(long, env = "IDSTREAM_CORS_ORIGINS", value_delimiter = ',')]
+    cors_origins: Option<Vec<idstream_server::cors::Origin>>,
 }
 
 impl Common {
@@ -185,6 +189,7 @@ impl Common {
             chain_checkpoint_events: self.chain_checkpoint_events,
             chain_checkpoint_seconds: self.chain_checkpoint_seconds,
             trusted_proxies: self.trusted_proxies,
+            cors_origins: self.cors_origins,
         };
         Ok(flags.apply(config))
     }

@@ -246,6 +246,7 @@ pub async fn serve(
         metrics: Arc::new(Metrics::new()),
         startup_target,
         trusted_proxies: Arc::new(config.trusted_proxies.clone()),
+        cors_origins: config.cors_origins.clone(),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

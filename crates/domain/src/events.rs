@@ -18,7 +18,7 @@ use crate::identity::credentials::{PasswordReason, TokenPurpose};
 use crate::identity::session::{RevocationReason, SignInMethod};
 use crate::ids::{RoleName, TenantId, UserId};
 use crate::secret::{BlindIndex, Sealed};
-use crate::tenant::TenantSettings;
+use crate::tenant::{PasswordPolicySettings, TenantSettings};
 use crate::user::UserFlags;
 
 /// A tenant was created with its display name.
@@ -541,6 +541,9 @@ pub struct SessionStarted {
     /// The `User-Agent` header of the sign-in, at most 256 characters, when sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
+    /// The user asked to be remembered and the tenant allows it (`remember_days` above 0):
+    /// `expires_at` is the remembered lifetime's end, not the ordinary one's.
+    pub remembered: bool,
 }
 
 /// The refresh token was rotated: `refresh` is the only live one now.
@@ -756,7 +759,8 @@ pub struct SessionStartedV1 {
     pub idle_timeout_seconds: i64,
 }
 
-/// Version 1 recorded no source: it reads as a sign-in from an unknown client.
+/// Version 1 recorded no source and knew no remembering: it reads as an ordinary sign-in from an
+/// unknown client.
 impl From<SessionStartedV1> for SessionStarted {
     fn from(v1: SessionStartedV1) -> SessionStarted {
         SessionStarted {
@@ -769,6 +773,109 @@ impl From<SessionStartedV1> for SessionStarted {
             idle_timeout_seconds: v1.idle_timeout_seconds,
             ip: None,
             user_agent: None,
+            remembered: false,
+        }
+    }
+}
+
+/// A user signed in: a session (the aggregate) started in `tenant`. `ip` and `user_agent` say
+/// where from (personal data: see [`PERSONAL_DATA`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "SessionStarted")]
+pub struct SessionStartedV2 {
+    pub user: UserId,
+    pub tenant: TenantId,
+    pub method: SignInMethod,
+    /// Blind index of the session's refresh token.
+    pub refresh: BlindIndex,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub at: OffsetDateTime,
+    /// Absolute end of the session.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub expires_at: OffsetDateTime,
+    /// The session ends after this long without a refresh.
+    pub idle_timeout_seconds: i64,
+    /// The IP address the user signed in from, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// The `User-Agent` header of the sign-in, at most 256 characters, when sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+}
+
+/// Version 2 knew no remembering: every session it records ends at its tenant's ordinary
+/// absolute lifetime.
+impl From<SessionStartedV2> for SessionStarted {
+    fn from(v2: SessionStartedV2) -> SessionStarted {
+        SessionStarted {
+            user: v2.user,
+            tenant: v2.tenant,
+            method: v2.method,
+            refresh: v2.refresh,
+            at: v2.at,
+            expires_at: v2.expires_at,
+            idle_timeout_seconds: v2.idle_timeout_seconds,
+            ip: v2.ip,
+            user_agent: v2.user_agent,
+            remembered: false,
+        }
+    }
+}
+
+/// A tenant's settings changed (the whole set is recorded, not a patch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "TenantSettingsChanged")]
+pub struct TenantSettingsChangedV1 {
+    pub settings: TenantSettingsV1,
+}
+
+/// A tenant's settings. Defaults follow common practice (Keycloak's session defaults: 30 minutes
+/// idle, 10 hours at most).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "TenantSettings")]
+pub struct TenantSettingsV1 {
+    /// People may sign themselves up.
+    pub self_registration: bool,
+    /// The role self-registered users get.
+    pub default_role: RoleName,
+    /// Self-registered users must verify their email before signing in.
+    pub require_email_verification: bool,
+    pub password_policy: PasswordPolicySettings,
+    /// How long an invitation stays valid, in hours (1 to 720).
+    pub invitation_ttl_hours: u32,
+    /// A session without activity ends after this many minutes (1 to 43200).
+    pub session_idle_minutes: u32,
+    /// A session ends this many hours after sign-in whatever happens (1 to 8760).
+    pub session_max_hours: u32,
+    /// How long a magic link or emailed one-time code stays valid, in minutes (1 to 60).
+    pub magic_link_ttl_minutes: u32,
+    /// Members must use a second factor.
+    pub mfa_required: bool,
+}
+
+/// Version 1 knew no remembering: its tenants remember sessions for the default
+/// `remember_days` (30) until their settings change again.
+impl From<TenantSettingsChangedV1> for TenantSettingsChanged {
+    fn from(v1: TenantSettingsChangedV1) -> TenantSettingsChanged {
+        let s = v1.settings;
+        TenantSettingsChanged {
+            settings: TenantSettings {
+                self_registration: s.self_registration,
+                default_role: s.default_role,
+                require_email_verification: s.require_email_verification,
+                password_policy: s.password_policy,
+                invitation_ttl_hours: s.invitation_ttl_hours,
+                session_idle_minutes: s.session_idle_minutes,
+                session_max_hours: s.session_max_hours,
+                magic_link_ttl_minutes: s.magic_link_ttl_minutes,
+                mfa_required: s.mfa_required,
+                remember_days: TenantSettings::default().remember_days,
+            },
         }
     }
 }
@@ -890,7 +997,7 @@ catalogue! {
     current {
         TenantCreated => 1, Tenant;
         TenantRenamed => 1, Tenant;
-        TenantSettingsChanged => 1, Tenant;
+        TenantSettingsChanged => 2, Tenant;
         UserRegistered => 1, User;
         UserInvited => 1, User;
         UserSuspended => 1, User;
@@ -939,7 +1046,7 @@ catalogue! {
         TotpDisabled => 1, Credentials;
         RecoveryCodesGenerated => 1, Credentials;
         RecoveryCodeUsed => 1, Credentials;
-        SessionStarted => 2, Session;
+        SessionStarted => 3, Session;
         SessionRefreshed => 1, Session;
         SessionTenantSwitched => 1, Session;
         SessionRevoked => 1, Session;
@@ -958,6 +1065,8 @@ catalogue! {
     upcast {
         SignInFailed => 1, SignInFailedV1;
         SessionStarted => 1, SessionStartedV1;
+        SessionStarted => 2, SessionStartedV2;
+        TenantSettingsChanged => 1, TenantSettingsChangedV1;
         InvitationSent => 1, InvitationSentV1;
     }
 }
@@ -1055,15 +1164,30 @@ mod tests {
             idle_timeout_seconds: 60,
             ip: Some("192.0.2.1".into()),
             user_agent: None,
+            remembered: true,
         });
         let mut envelope = current.clone().into_envelope(Ulid::nil(), &session, &meta);
-        assert_eq!(envelope.version, 2);
+        assert_eq!(envelope.version, 3);
         assert_eq!(
             personal_data_owner(&envelope),
             Some(user.to_string().as_str())
         );
 
-        // Version 1, as written before sources were recorded, reads as version 2 without one.
+        // Version 2, as written before sessions could be remembered, reads as an ordinary one.
+        envelope.version = 2;
+        assert!(matches!(
+            DomainEvent::decode(&envelope),
+            Err(DecodeError::Payload { .. })
+        ));
+        envelope.data.as_object_mut().unwrap().remove("remembered");
+        let DomainEvent::SessionStarted(upcast) = DomainEvent::decode(&envelope).unwrap() else {
+            panic!("not a SessionStarted");
+        };
+        assert_eq!(upcast.ip.as_deref(), Some("192.0.2.1"));
+        assert!(!upcast.remembered);
+
+        // Version 1, as written before sources were recorded, reads as the current version
+        // without one.
         envelope.version = 1;
         envelope.data.as_object_mut().unwrap().remove("ip");
         let DomainEvent::SessionStarted(upcast) = DomainEvent::decode(&envelope).unwrap() else {
@@ -1110,8 +1234,36 @@ mod tests {
         assert_eq!(personal_data_owner(&created), None);
         assert!(EARLIER_VERSIONS.contains(&("SessionStarted", 1)));
         assert!(
-            schema_of("SessionStarted", 1).is_some() && schema_of("SessionStarted", 3).is_none()
+            schema_of("SessionStarted", 1).is_some() && schema_of("SessionStarted", 4).is_none()
         );
+
+        // Tenant settings of version 1 knew no remembering: they read with its default.
+        let settings = StreamKey::new(Some("acme".parse().unwrap()), AggregateType::Tenant, "acme");
+        let mut changed = DomainEvent::TenantSettingsChanged(TenantSettingsChanged {
+            settings: TenantSettings {
+                mfa_required: true,
+                remember_days: 0,
+                ..TenantSettings::default()
+            },
+        })
+        .into_envelope(Ulid::nil(), &settings, &meta);
+        assert_eq!(changed.version, 2);
+        changed.version = 1;
+        changed.data["settings"]
+            .as_object_mut()
+            .unwrap()
+            .remove("remember_days");
+        let DomainEvent::TenantSettingsChanged(upcast) = DomainEvent::decode(&changed).unwrap()
+        else {
+            panic!("not a TenantSettingsChanged");
+        };
+        assert!(upcast.settings.mfa_required);
+        assert_eq!(upcast.settings.remember_days, 30);
+        changed.data["settings"]["remember_days"] = 7.into();
+        assert!(matches!(
+            DomainEvent::decode(&changed),
+            Err(DecodeError::Payload { .. })
+        ));
     }
 
     #[test]

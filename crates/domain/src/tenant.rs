@@ -55,12 +55,17 @@ pub struct TenantSettings {
     pub invitation_ttl_hours: u32,
     /// A session without activity ends after this many minutes (1 to 43200).
     pub session_idle_minutes: u32,
-    /// A session ends this many hours after sign-in whatever happens (1 to 8760).
+    /// A session ends this many hours after sign-in whatever happens, unless it is remembered
+    /// (see `remember_days`) (1 to 8760).
     pub session_max_hours: u32,
     /// How long a magic link or emailed one-time code stays valid, in minutes (1 to 60).
     pub magic_link_ttl_minutes: u32,
     /// Members must use a second factor.
     pub mfa_required: bool,
+    /// A sign-in with `remember` starts a session that ends this many days after sign-in instead
+    /// of `session_max_hours` after it (the longer of the two); the idle timeout still applies.
+    /// 0 turns remembering off, and `remember` is then ignored (0 to 365).
+    pub remember_days: u32,
 }
 
 impl Default for TenantSettings {
@@ -75,6 +80,7 @@ impl Default for TenantSettings {
             session_max_hours: 10,
             magic_link_ttl_minutes: 10,
             mfa_required: false,
+            remember_days: 30,
         }
     }
 }
@@ -90,7 +96,8 @@ impl TenantSettings {
             && (1..=720).contains(&self.invitation_ttl_hours)
             && (1..=43_200).contains(&self.session_idle_minutes)
             && (1..=8760).contains(&self.session_max_hours)
-            && (1..=60).contains(&self.magic_link_ttl_minutes);
+            && (1..=60).contains(&self.magic_link_ttl_minutes)
+            && self.remember_days <= 365;
         if ok {
             Ok(())
         } else {
@@ -136,7 +143,7 @@ pub enum TenantError {
     )]
     InvalidName,
     #[error(
-        "invalid settings: password length bounds need min >= 8, max >= 64, max <= 1024, min <= max; invitation TTL 1-720 hours; session idle 1-43200 minutes; session max 1-8760 hours; magic link TTL 1-60 minutes"
+        "invalid settings: password length bounds need min >= 8, max >= 64, max <= 1024, min <= max; invitation TTL 1-720 hours; session idle 1-43200 minutes; session max 1-8760 hours; magic link TTL 1-60 minutes; remember 0-365 days"
     )]
     InvalidSettings,
 }
@@ -306,6 +313,36 @@ mod tests {
         check(
             &[created("Acme")],
             TenantCommand::ChangeSettings { settings },
+            Err(TenantError::InvalidSettings),
+        );
+    }
+
+    #[test]
+    fn given_a_tenant_when_remembering_is_set_from_0_to_365_days_then_recorded_and_beyond_refused()
+    {
+        for days in [0, 1, 365] {
+            let settings = TenantSettings {
+                remember_days: days,
+                ..TenantSettings::default()
+            };
+            check(
+                &[created("Acme")],
+                TenantCommand::ChangeSettings {
+                    settings: settings.clone(),
+                },
+                Ok(vec![TenantEvent::SettingsChanged(TenantSettingsChanged {
+                    settings,
+                })]),
+            );
+        }
+        check(
+            &[created("Acme")],
+            TenantCommand::ChangeSettings {
+                settings: TenantSettings {
+                    remember_days: 366,
+                    ..TenantSettings::default()
+                },
+            },
             Err(TenantError::InvalidSettings),
         );
     }

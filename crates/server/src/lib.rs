@@ -9,6 +9,7 @@
 //! one to one. Every error leaves through [`error::ApiError`].
 
 pub mod client;
+pub mod cors;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -62,6 +63,8 @@ pub struct StateParts {
     pub startup_target: Position,
     /// The proxies whose `X-Forwarded-For` names the client (see [`client`]).
     pub trusted_proxies: Arc<client::TrustedProxies>,
+    /// The origins whose pages may call the API from a browser (see [`cors`]); none: CORS off.
+    pub cors_origins: cors::CorsOrigins,
 }
 
 impl AppState {
@@ -144,7 +147,9 @@ pub async fn serve(
 
 /// The whole HTTP API.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    Router::new()
+    let cors = (!state.cors_origins.is_empty())
+        .then(|| Arc::new(cors::Cors::new(state.cors_origins.clone())));
+    let router = Router::new()
         .merge(routes::operations::router())
         .merge(routes::tenants::router())
         .merge(routes::users::router())
@@ -167,7 +172,13 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
                 ApiError::App(AppError::Internal("a handler panicked".into())).into_response()
             },
         ))
-        .with_state(state)
+        .with_state(state);
+    // Outermost, so that every answer (a panic's too) carries the headers a browser needs to
+    // read it; a preflight it answers itself is not logged as a request.
+    match cors {
+        Some(cors) => router.layer(middleware::from_fn_with_state(cors, cors::cors)),
+        None => router,
+    }
 }
 
 /// Bodies up to this size are read and discarded before a 413 answer, so the client gets the

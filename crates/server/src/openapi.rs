@@ -25,7 +25,20 @@ use crate::routes::{self, CommandAccepted};
         parameter breaking its format (or unknown) 400 `invalid_query`; well-formed input breaking a rule of the \
         service 422 (or 409) with the rule's own code (`invalid_tenant_name`, `invalid_name`, `weak_password`, …). \
         `detail` names the parameter or field and the rule. Any request with a body larger than the limit gets 413 \
-        `payload_too_large`, an unknown path 404 `not_found`, an unknown method 405 `method_not_allowed`."),
+        `payload_too_large`, an unknown path 404 `not_found`, an unknown method 405 `method_not_allowed`. \
+        \n\nSystem flags of a user (`PUT /v1/users/{user}/flags`, shown by `GET /v1/auth/me` and the directory): \
+        `api_access` governs API keys: without it the user's keys are refused (401) on every request and none can \
+        be issued for them (403 `api_access_disabled`), while their sessions work as before. `dashboard_access` is \
+        for front ends: the API does not enforce it, and a front end shows its dashboard only to users who have it; \
+        the hosted administration pages will require it to sign in. `platform_admin` manages the platform. \
+        \n\nBrowser front ends on other origins: CORS is off unless the operator lists origins (`cors_origins`); \
+        then requests from those origins may read every answer and the headers `X-Idstream-Position`, \
+        `Retry-After`, `Idempotent-Replayed` and `X-Correlation-Id`, and send `Authorization`, `Content-Type`, \
+        `Idempotency-Key`, `X-Idstream-Min-Position` and `X-Correlation-Id`; credentials (cookies) are not \
+        allowed. \
+        \n\nRemember me: the sign-ins that start a session take `remember`; such a session ends the tenant's \
+        `remember_days` after sign-in (0 turns it off and `remember` is ignored) instead of `session_max_hours`, \
+        with the same idle timeout and refresh rotation; `remembered` in the tokens says what was given."),
     paths(
         routes::operations::healthz, routes::operations::readyz, routes::operations::metrics, routes::operations::openapi,
         routes::operations::read_models, routes::operations::rebuild,

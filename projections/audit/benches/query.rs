@@ -229,6 +229,7 @@ impl World {
                         idle_timeout_seconds: 1800,
                         ip: None,
                         user_agent: None,
+                        remembered: false,
                     }),
                 )
             }

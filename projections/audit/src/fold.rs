@@ -134,7 +134,8 @@ impl Projection for AuditProjection {
 
     fn version(&self) -> u32 {
         // 2: indexes as blocks of positions; one user index for actors and subjects.
-        2
+        // 3: tenant settings with `remember_days` (the state the next change is compared with).
+        3
     }
 
     fn apply(&self, state: &mut Staged<'_>, event: &RecordedEvent) -> Result<(), ApplyError> {

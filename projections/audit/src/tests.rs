@@ -187,6 +187,7 @@ fn started(user: UserId, tenant: &str, s: i64) -> DomainEvent {
         idle_timeout_seconds: 1800,
         ip: None,
         user_agent: None,
+        remembered: false,
     })
 }
 

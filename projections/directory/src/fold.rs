@@ -44,7 +44,8 @@ impl Projection for DirectoryProjection {
     }
 
     fn version(&self) -> u32 {
-        7
+        // 8: tenant settings with `remember_days`.
+        8
     }
 
     fn committed(&self, writes: &mut dyn Iterator<Item = (&[u8], Option<&[u8]>)>) {

@@ -123,6 +123,7 @@ impl At {
             idle_timeout_seconds: 1800,
             ip: None,
             user_agent: None,
+            remembered: false,
         };
         let session = StreamKey::new(
             None,

@@ -30,7 +30,8 @@ impl Projection for IdentityProjection {
     }
 
     fn version(&self) -> u32 {
-        4
+        // 5: sessions say whether they are remembered.
+        5
     }
 
     fn apply(&self, state: &mut Staged<'_>, event: &RecordedEvent) -> Result<(), ApplyError> {
@@ -292,6 +293,7 @@ fn session_started(
         last_active_at: e.at,
         expires_at: e.expires_at,
         idle_timeout_seconds: e.idle_timeout_seconds,
+        remembered: e.remembered,
         generation: 0,
         refresh: e.refresh,
         revoked: None,

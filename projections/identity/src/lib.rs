@@ -106,6 +106,8 @@ pub struct SessionView {
     pub expires_at: OffsetDateTime,
     /// The session ends after this long without a refresh.
     pub idle_timeout_seconds: i64,
+    /// Started with `remember`: `expires_at` is the tenant's remembered lifetime's end.
+    pub remembered: bool,
     /// Number of rotations so far.
     pub generation: u32,
     /// Blind index of the live refresh token.

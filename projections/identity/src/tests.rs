@@ -75,6 +75,7 @@ impl At {
             idle_timeout_seconds: 3600,
             ip: Some(format!("192.0.2.{refresh}")),
             user_agent: Some(format!("Browser/{refresh}")),
+            remembered: false,
         };
         self.record(session_key(session), DomainEvent::SessionStarted(e))
     }
@@ -630,6 +631,7 @@ fn a_started_session_is_found_by_id_refresh_token_and_user() {
         last_active_at: at(1),
         expires_at: at(1) + Duration::days(30),
         idle_timeout_seconds: 3600,
+        remembered: false,
         generation: 0,
         refresh: index(1),
         revoked: None,
@@ -767,10 +769,31 @@ fn erasing_a_user_forgets_where_their_sessions_came_from_and_nothing_else() {
     let data = old.envelope.data.as_object_mut().unwrap();
     data.remove("ip");
     data.remove("user_agent");
+    data.remove("remembered");
     let identity = given_when(&[], &[old]);
     let view = identity.session(&id(5)).unwrap().unwrap();
     assert_eq!((view.ip, view.user_agent), (None, None));
     assert_eq!(view.user, u(3));
+}
+
+#[test]
+fn a_remembered_session_says_so_and_one_started_before_remembering_existed_is_not() {
+    let mut remembered = At(1).started(id(1), u(1), "acme", 1);
+    remembered.envelope.data["remembered"] = true.into();
+    let mut older = At(2).started(id(2), u(1), "acme", 2);
+    older.envelope.version = 2;
+    older
+        .envelope
+        .data
+        .as_object_mut()
+        .unwrap()
+        .remove("remembered");
+    let identity = given_when(
+        &[],
+        &[remembered, older, At(3).started(id(3), u(1), "acme", 3)],
+    );
+    let of = |session| identity.session(&session).unwrap().unwrap().remembered;
+    assert_eq!((of(id(1)), of(id(2)), of(id(3))), (true, false, false));
 }
 
 #[test]
@@ -1115,7 +1138,7 @@ fn a_key_event_in_another_tenants_stream_is_skipped() {
 #[test]
 fn events_the_identity_cannot_place_are_skipped_with_a_note_and_write_nothing() {
     let mut newer = At(1).started(id(1), u(1), "acme", 1);
-    newer.envelope.version = 3;
+    newer.envelope.version = 4;
     let mut unknown = At(2).started(id(2), u(1), "acme", 2);
     unknown.envelope.event_type = "SessionTeleported".into();
     let mut garbage = At(3).started(id(3), u(1), "acme", 3);
@@ -1204,6 +1227,7 @@ fn views_serialise_as_snake_case_json_with_rfc3339_times() {
             "last_active_at": "2026-03-01T12:01:00Z",
             "expires_at": "2026-03-31T12:01:00Z",
             "idle_timeout_seconds": 3600,
+            "remembered": false,
             "generation": 0,
             "refresh": "01".repeat(32),
             "revoked": "password_reset",

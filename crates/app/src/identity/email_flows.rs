@@ -219,9 +219,14 @@ impl Core {
         purpose: TokenPurpose,
         token: &str,
         tenant: Option<TenantId>,
-        method: SignInMethod,
+        remember: bool,
         client: &Client,
     ) -> Result<SignIn, AppError> {
+        let method = match purpose {
+            TokenPurpose::MagicLink => SignInMethod::MagicLink,
+            TokenPurpose::EmailCode => SignInMethod::EmailCode,
+            other => return Err(internal(format!("{other:?} tokens do not sign in"))),
+        };
         let _turn = self.id().locks.lock(user.id).await;
         self.catch_up().await?;
         let user = &self.require_user(user.id).await?;
@@ -265,7 +270,7 @@ impl Core {
             return Err(AppError::AccountDisabled);
         }
         let tenant = self.sign_in_tenant(user.id, tenant)?;
-        self.first_factor_passed(user.id, creds.as_ref(), tenant, method, client)
+        self.first_factor_passed(user.id, creds.as_ref(), tenant, method, client, remember)
             .await
     }
 }
@@ -340,6 +345,7 @@ impl Identity {
         user: UserId,
         token: &str,
         tenant: Option<TenantId>,
+        remember: bool,
     ) -> Result<SignIn, AppError> {
         self.open_to_anyone(caller);
         let client = caller.client();
@@ -356,7 +362,7 @@ impl Identity {
             TokenPurpose::MagicLink,
             &text,
             tenant,
-            SignInMethod::MagicLink,
+            remember,
             client,
         )
         .await
@@ -394,6 +400,7 @@ impl Identity {
         email: &str,
         code: &str,
         tenant: Option<TenantId>,
+        remember: bool,
     ) -> Result<SignIn, AppError> {
         self.open_to_anyone(caller);
         let client = caller.client();
@@ -410,7 +417,7 @@ impl Identity {
             TokenPurpose::EmailCode,
             &code,
             tenant,
-            SignInMethod::EmailCode,
+            remember,
             client,
         )
         .await

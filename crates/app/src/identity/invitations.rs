@@ -61,6 +61,8 @@ pub struct AcceptInvitation {
     pub token: String,
     /// Required when the invitee has no password yet; ignored otherwise (they sign in with theirs).
     pub password: Option<String>,
+    /// Remember the session the acceptance starts (see `TenantSettings::remember_days`).
+    pub remember: bool,
 }
 
 impl Core {
@@ -503,7 +505,13 @@ impl Identity {
         }
         // The session's tenant must show the membership just given.
         self.catch_up().await?;
-        self.start_session(user.id, tenant, SignInMethod::Invitation, client)
-            .await
+        self.start_session(
+            user.id,
+            tenant,
+            SignInMethod::Invitation,
+            client,
+            request.remember,
+        )
+        .await
     }
 }

@@ -169,6 +169,7 @@ impl Identity {
             tenant,
             view.id,
             next.reveal().to_owned(),
+            state.remembered,
             outcome.position,
             now,
         ))
@@ -217,6 +218,7 @@ impl Identity {
             tenant,
             session,
             next.reveal().to_owned(),
+            state.remembered,
             outcome.position,
             now,
         ))

@@ -8,7 +8,7 @@ use idstream_auth::{AccessSubject, OpaqueToken, TokenKind, TotpSecret, recovery}
 use idstream_directory::{UserStatus, UserView};
 use idstream_domain::aggregate::{CredentialsAggregate, SessionAggregate};
 use idstream_domain::identity::credentials::{Credentials, CredentialsCommand, CredentialsError};
-use idstream_domain::identity::session::{SessionCommand, SignInMethod};
+use idstream_domain::identity::session::{SessionCommand, SessionLifetimes, SignInMethod};
 use idstream_domain::secret::Sealed;
 use idstream_domain::{Actor, ActorKind, TenantId, UserId};
 use idstream_eventlog::Position;
@@ -46,6 +46,8 @@ pub struct Tokens {
     pub session: Ulid,
     pub user: UserId,
     pub tenant: TenantId,
+    /// The session is remembered: it lives up to the tenant's `remember_days`.
+    pub remembered: bool,
     /// Position of the session's last event (the consistency token).
     pub position: Position,
 }
@@ -70,6 +72,7 @@ impl std::fmt::Debug for Tokens {
             .field("session", &self.session)
             .field("user", &self.user)
             .field("tenant", &self.tenant)
+            .field("remembered", &self.remembered)
             .field("position", &self.position)
             .finish()
     }
@@ -95,6 +98,9 @@ struct Challenge {
     tenant: TenantId,
     /// Unix seconds.
     expires: i64,
+    /// The first step asked to be remembered (the second may change its mind).
+    #[serde(default)]
+    remember: bool,
 }
 
 const CHALLENGE_CONTEXT: &str = "sign-in-challenge";
@@ -329,6 +335,7 @@ impl Core {
         tenant: TenantId,
         method: SignInMethod,
         client: &Client,
+        remember: bool,
     ) -> Result<SignIn, AppError> {
         let now = self.now();
         if creds.is_some_and(CredentialsView::totp_enabled) {
@@ -336,6 +343,7 @@ impl Core {
                 user,
                 tenant,
                 expires: (now + CHALLENGE_TTL).unix_timestamp(),
+                remember,
             };
             let json = Zeroizing::new(serde_json::to_vec(&challenge).map_err(internal)?);
             let sealed = self
@@ -350,18 +358,20 @@ impl Core {
             });
         }
         self.record_success(user, creds).await?;
-        self.start_session(user, tenant, method, client)
+        self.start_session(user, tenant, method, client, remember)
             .await
             .map(SignIn::Complete)
     }
 
-    /// Starts a session in `tenant` for a sign-in by `client` and mints its first tokens.
+    /// Starts a session in `tenant` for a sign-in by `client` and mints its first tokens. With
+    /// `remember`, the session lives up to the tenant's `remember_days` (when it allows that).
     pub(crate) async fn start_session(
         &self,
         user: UserId,
         tenant: TenantId,
         method: SignInMethod,
         client: &Client,
+        remember: bool,
     ) -> Result<Tokens, AppError> {
         let settings = self.tenant_view(&tenant).await?.settings;
         let session = Ulid::new();
@@ -373,19 +383,25 @@ impl Core {
             method,
             refresh: self.refresh_index(refresh.reveal()),
             now,
-            lifetime: Duration::hours(i64::from(settings.session_max_hours)),
-            idle_timeout: Duration::minutes(i64::from(settings.session_idle_minutes)),
+            lifetimes: SessionLifetimes::of(&settings),
+            remember,
             ip: client.ip_text(),
             user_agent: client.user_agent().map(str::to_owned),
         };
-        let outcome = self
-            .execute::<SessionAggregate>(&user_ctx(user), &session_key(session), "", command)
+        let (outcome, state) = self
+            .execute_to_state::<SessionAggregate>(
+                &user_ctx(user),
+                &session_key(session),
+                "",
+                command,
+            )
             .await?;
         Ok(self.tokens(
             user,
             tenant,
             session,
             refresh.reveal().to_owned(),
+            state.remembered,
             outcome.position,
             now,
         ))
@@ -395,12 +411,14 @@ impl Core {
         self.id().keys.vault().blind_index("refresh", token)
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn tokens(
         &self,
         user: UserId,
         tenant: TenantId,
         session: Ulid,
         refresh_token: String,
+        remembered: bool,
         position: Position,
         now: OffsetDateTime,
     ) -> Tokens {
@@ -422,6 +440,7 @@ impl Core {
             session,
             user,
             tenant,
+            remembered,
             position,
         }
     }
@@ -608,6 +627,7 @@ impl Identity {
         email: &str,
         password: String,
         tenant: Option<TenantId>,
+        remember: bool,
     ) -> Result<SignIn, AppError> {
         self.open_to_anyone(caller);
         let client = caller.client();
@@ -650,11 +670,13 @@ impl Identity {
             tenant,
             SignInMethod::Password,
             client,
+            remember,
         )
         .await
     }
 
-    /// Step two: a TOTP code or a recovery code with the challenge of step one.
+    /// Step two: a TOTP code or a recovery code with the challenge of step one. `remember`, when
+    /// given, replaces the choice made at step one.
     ///
     /// Who: anyone (holding the challenge).
     pub async fn sign_in_second_factor(
@@ -663,6 +685,7 @@ impl Identity {
         challenge: &str,
         code: Option<&str>,
         recovery_code: Option<&str>,
+        remember: Option<bool>,
     ) -> Result<Tokens, AppError> {
         self.open_to_anyone(caller);
         let client = caller.client();
@@ -733,6 +756,7 @@ impl Identity {
             challenge.tenant,
             SignInMethod::PasswordAndTotp,
             client,
+            remember.unwrap_or(challenge.remember),
         )
         .await
     }
@@ -864,7 +888,7 @@ mod auth_check_tests {
     async fn sign_in(app: &App, email: &str, password: &str) -> Tokens {
         match app
             .identity
-            .sign_in(&Caller::anonymous(), email, password.into(), None)
+            .sign_in(&Caller::anonymous(), email, password.into(), None, false)
             .await
             .unwrap()
         {
@@ -916,6 +940,7 @@ mod auth_check_tests {
             tokens.tenant.clone(),
             tokens.session,
             tokens.refresh_token.clone(),
+            tokens.remembered,
             tokens.position,
             app.core().now(),
         )

@@ -62,7 +62,7 @@ async fn bootstrap(app: &App) -> UserId {
 async fn sign_in(app: &App, email: &str, password: &str) -> Result<Tokens, AppError> {
     match app
         .identity
-        .sign_in(&Caller::anonymous(), email, password.into(), None)
+        .sign_in(&Caller::anonymous(), email, password.into(), None, false)
         .await?
     {
         SignIn::Complete(tokens) => Ok(tokens),
@@ -143,6 +143,7 @@ pub(crate) async fn invited_member(
             AcceptInvitation {
                 token,
                 password: Some(password.into()),
+                remember: false,
             },
         )
         .await
@@ -222,6 +223,7 @@ async fn sign_ins_and_failures_record_where_they_came_from() {
                 "admin@example.com",
                 "wrong".into(),
                 None,
+                false,
             )
             .await,
         "InvalidCredentials",
@@ -233,6 +235,7 @@ async fn sign_ins_and_failures_record_where_they_came_from() {
             "admin@example.com",
             ADMIN_PASSWORD.into(),
             None,
+            false,
         )
         .await
         .unwrap()
@@ -312,6 +315,7 @@ async fn a_flood_of_wrong_passwords_locks_after_five_and_every_answer_costs_one_
                         "admin@example.com",
                         format!("wrong {i}"),
                         None,
+                        false,
                     )
                     .await
             })
@@ -461,6 +465,7 @@ async fn an_invitation_is_accepted_once_even_concurrently() {
                 AcceptInvitation {
                     token: token.clone(),
                     password: Some("password".into()),
+                    remember: false,
                 }
             )
             .await,
@@ -477,6 +482,7 @@ async fn an_invitation_is_accepted_once_even_concurrently() {
                     AcceptInvitation {
                         token,
                         password: Some(password.into()),
+                        remember: false,
                     },
                 )
                 .await
@@ -522,6 +528,7 @@ async fn an_invitation_is_accepted_once_even_concurrently() {
                 AcceptInvitation {
                     token,
                     password: Some("third pass phrase 3".into()),
+                    remember: false,
                 },
             )
             .await,
@@ -622,6 +629,7 @@ async fn a_password_reset_ends_every_session_but_keeps_the_second_factor() {
             "bob@example.com",
             "a new pass phrase".into(),
             None,
+            false,
         )
         .await
         .unwrap()
@@ -632,35 +640,47 @@ async fn a_password_reset_ends_every_session_but_keeps_the_second_factor() {
     // A wrong code fails; a recovery code works once.
     assert_err(
         app.identity
-            .sign_in_second_factor(&Caller::anonymous(), &challenge, Some("000000"), None)
+            .sign_in_second_factor(&Caller::anonymous(), &challenge, Some("000000"), None, None)
             .await,
         "InvalidCredentials",
     );
     app.identity
-        .sign_in_second_factor(&Caller::anonymous(), &challenge, None, Some(&codes[0]))
+        .sign_in_second_factor(
+            &Caller::anonymous(),
+            &challenge,
+            None,
+            Some(&codes[0]),
+            None,
+        )
         .await
         .unwrap();
     assert_err(
         app.identity
-            .sign_in_second_factor(&Caller::anonymous(), &challenge, None, Some(&codes[0]))
+            .sign_in_second_factor(
+                &Caller::anonymous(),
+                &challenge,
+                None,
+                Some(&codes[0]),
+                None,
+            )
             .await,
         "InvalidCredentials",
     );
     // The next time step's code works; the same code twice does not.
     let next = secret.code_at(now + time::Duration::seconds(30));
     app.identity
-        .sign_in_second_factor(&Caller::anonymous(), &challenge, Some(&next), None)
+        .sign_in_second_factor(&Caller::anonymous(), &challenge, Some(&next), None, None)
         .await
         .unwrap();
     assert_err(
         app.identity
-            .sign_in_second_factor(&Caller::anonymous(), &challenge, Some(&next), None)
+            .sign_in_second_factor(&Caller::anonymous(), &challenge, Some(&next), None, None)
             .await,
         "InvalidCredentials",
     );
     assert_err(
         app.identity
-            .sign_in_second_factor(&Caller::anonymous(), "v1.k.forged", Some(&next), None)
+            .sign_in_second_factor(&Caller::anonymous(), "v1.k.forged", Some(&next), None, None)
             .await,
         "InvalidToken",
     );
@@ -936,19 +956,19 @@ async fn a_magic_link_signs_in_once() {
     assert!(mail.text.contains(&format!("user={admin}")));
     let signed_in = app
         .identity
-        .sign_in_magic_link(&Caller::anonymous(), admin, &token, None)
+        .sign_in_magic_link(&Caller::anonymous(), admin, &token, None, false)
         .await
         .unwrap();
     assert!(matches!(signed_in, SignIn::Complete(_)));
     assert_err(
         app.identity
-            .sign_in_magic_link(&Caller::anonymous(), admin, &token, None)
+            .sign_in_magic_link(&Caller::anonymous(), admin, &token, None, false)
             .await,
         "InvalidOrExpiredLink",
     );
     assert_err(
         app.identity
-            .sign_in_magic_link(&Caller::anonymous(), admin, "idm_garbage", None)
+            .sign_in_magic_link(&Caller::anonymous(), admin, "idm_garbage", None, false)
             .await,
         "InvalidOrExpiredLink",
     );
@@ -959,7 +979,7 @@ async fn a_magic_link_signs_in_once() {
     for _ in 0..10 {
         assert_err(
             app.identity
-                .sign_in_magic_link(&Caller::anonymous(), admin, &token, None)
+                .sign_in_magic_link(&Caller::anonymous(), admin, &token, None, false)
                 .await,
             "InvalidOrExpiredLink",
         );
@@ -990,7 +1010,13 @@ async fn an_emailed_code_signs_in_once_and_wrong_codes_wear_it_out_without_locki
     let wrong = if code == "000000" { "111111" } else { "000000" };
     assert_err(
         app.identity
-            .sign_in_email_code(&Caller::anonymous(), "admin@example.com", wrong, None)
+            .sign_in_email_code(
+                &Caller::anonymous(),
+                "admin@example.com",
+                wrong,
+                None,
+                false,
+            )
             .await,
         "InvalidCredentials",
     );
@@ -1003,7 +1029,13 @@ async fn an_emailed_code_signs_in_once_and_wrong_codes_wear_it_out_without_locki
     assert_eq!(creds.failures, 0);
     assert!(matches!(
         app.identity
-            .sign_in_email_code(&Caller::anonymous(), "admin@example.com", &code, None)
+            .sign_in_email_code(
+                &Caller::anonymous(),
+                "admin@example.com",
+                &code,
+                None,
+                false
+            )
             .await
             .unwrap(),
         SignIn::Complete(_)
@@ -1011,7 +1043,13 @@ async fn an_emailed_code_signs_in_once_and_wrong_codes_wear_it_out_without_locki
     // Used: refused, and still no failure counted.
     assert_err(
         app.identity
-            .sign_in_email_code(&Caller::anonymous(), "admin@example.com", &code, None)
+            .sign_in_email_code(
+                &Caller::anonymous(),
+                "admin@example.com",
+                &code,
+                None,
+                false,
+            )
             .await,
         "InvalidCredentials",
     );
@@ -1033,14 +1071,26 @@ async fn an_emailed_code_signs_in_once_and_wrong_codes_wear_it_out_without_locki
     for _ in 0..idstream_domain::identity::credentials::MAX_TOKEN_MISSES {
         assert_err(
             app.identity
-                .sign_in_email_code(&Caller::anonymous(), "admin@example.com", wrong, None)
+                .sign_in_email_code(
+                    &Caller::anonymous(),
+                    "admin@example.com",
+                    wrong,
+                    None,
+                    false,
+                )
                 .await,
             "InvalidCredentials",
         );
     }
     assert_err(
         app.identity
-            .sign_in_email_code(&Caller::anonymous(), "admin@example.com", &code, None)
+            .sign_in_email_code(
+                &Caller::anonymous(),
+                "admin@example.com",
+                &code,
+                None,
+                false,
+            )
             .await,
         "InvalidCredentials",
     );
@@ -1121,6 +1171,7 @@ async fn self_registration_with_verification() {
                 "reg@example.com",
                 "a good long pass phrase".into(),
                 None,
+                false,
             )
             .await,
         "EmailNotVerified",
@@ -1367,7 +1418,7 @@ async fn links_keys_sessions_and_invitations_expire_by_the_tenants_settings() {
     clock.advance(time::Duration::minutes(6));
     assert_err(
         app.identity
-            .sign_in_magic_link(&Caller::anonymous(), admin, &magic, None)
+            .sign_in_magic_link(&Caller::anonymous(), admin, &magic, None, false)
             .await,
         "InvalidOrExpiredLink",
     );
@@ -1396,6 +1447,7 @@ async fn links_keys_sessions_and_invitations_expire_by_the_tenants_settings() {
                 AcceptInvitation {
                     token: invitation,
                     password: Some("late but long pass phrase".into()),
+                    remember: false,
                 },
             )
             .await,
@@ -1767,4 +1819,235 @@ async fn a_stuck_audit_trail_stops_neither_commands_nor_sign_in() {
         ),
         "the audit trail is stuck before the settings change"
     );
+}
+
+/// Signs in with `remember` (no second factor expected).
+async fn sign_in_remembering(app: &App, email: &str, password: &str, remember: bool) -> Tokens {
+    match app
+        .identity
+        .sign_in(&Caller::anonymous(), email, password.into(), None, remember)
+        .await
+        .unwrap()
+    {
+        SignIn::Complete(tokens) => tokens,
+        other => panic!("expected tokens, got {other:?}"),
+    }
+}
+
+/// The absolute lifetime a session was given.
+fn lifetime_of(app: &App, tokens: &Tokens) -> time::Duration {
+    let view = app
+        .core()
+        .identity()
+        .session(&tokens.session)
+        .unwrap()
+        .expect("the session is in the read model");
+    view.expires_at - view.started_at
+}
+
+#[tokio::test]
+async fn a_remembered_session_is_refreshed_past_the_ordinary_lifetime_until_its_remembered_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ShiftedClock::default());
+    let app = app_with_clock(dir.path(), clock.clone()).await;
+    bootstrap(&app).await;
+    // Ten hours, two days when remembered, two idle hours: refreshed every ninety minutes, a
+    // session is never idle too long, so only its absolute end stops it.
+    let settings = idstream_domain::tenant::TenantSettings {
+        session_idle_minutes: 120,
+        session_max_hours: 10,
+        remember_days: 2,
+        ..Default::default()
+    };
+    change_settings(&app, settings.clone()).await;
+    let mut remembered = sign_in_remembering(&app, "admin@example.com", ADMIN_PASSWORD, true).await;
+    let mut ordinary = sign_in_remembering(&app, "admin@example.com", ADMIN_PASSWORD, false).await;
+    assert!(remembered.remembered && !ordinary.remembered);
+    app.core().wait_for(ordinary.position).await.unwrap();
+    assert_eq!(lifetime_of(&app, &remembered), time::Duration::days(2));
+    assert_eq!(lifetime_of(&app, &ordinary), time::Duration::hours(10));
+
+    // Every ninety minutes both are refreshed, while they live.
+    let (mut ordinary_ended, mut remembered_ended) = (None, None);
+    for step in 1..=40 {
+        clock.advance(time::Duration::minutes(90));
+        let minutes = step * 90;
+        if ordinary_ended.is_none() {
+            match app
+                .identity
+                .refresh(&Caller::anonymous(), &ordinary.refresh_token)
+                .await
+            {
+                Ok(next) => ordinary = next,
+                Err(AppError::InvalidToken) => ordinary_ended = Some(minutes),
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        match app
+            .identity
+            .refresh(&Caller::anonymous(), &remembered.refresh_token)
+            .await
+        {
+            Ok(next) => {
+                assert!(next.remembered, "a refresh keeps the session remembered");
+                remembered = next;
+                // Its access tokens work as any session's.
+                app.identity
+                    .authenticate(&remembered.access_token)
+                    .await
+                    .unwrap();
+            }
+            Err(AppError::InvalidToken) => {
+                remembered_ended = Some(minutes);
+                break;
+            }
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    // The first refresh at or after ten hours (600 minutes), and two days (2880 minutes).
+    assert_eq!(
+        ordinary_ended,
+        Some(630),
+        "the ordinary session ends at ten hours"
+    );
+    assert_eq!(
+        remembered_ended,
+        Some(2880),
+        "the remembered one at two days"
+    );
+
+    // Remembered sessions keep the idle timeout and the rotation rules.
+    let idle = sign_in_remembering(&app, "admin@example.com", ADMIN_PASSWORD, true).await;
+    clock.advance(time::Duration::minutes(121));
+    assert_err(
+        app.identity
+            .refresh(&Caller::anonymous(), &idle.refresh_token)
+            .await,
+        "InvalidToken",
+    );
+    let rotated = sign_in_remembering(&app, "admin@example.com", ADMIN_PASSWORD, true).await;
+    let next = app
+        .identity
+        .refresh(&Caller::anonymous(), &rotated.refresh_token)
+        .await
+        .unwrap();
+    assert_err(
+        app.identity
+            .refresh(&Caller::anonymous(), &rotated.refresh_token)
+            .await,
+        "InvalidToken",
+    );
+    assert_err(
+        app.identity
+            .refresh(&Caller::anonymous(), &next.refresh_token)
+            .await,
+        "InvalidToken",
+    );
+
+    // A tenant that turns remembering off gives the ordinary lifetime, and says so.
+    change_settings(
+        &app,
+        idstream_domain::tenant::TenantSettings {
+            remember_days: 0,
+            ..settings
+        },
+    )
+    .await;
+    let ignored = sign_in_remembering(&app, "admin@example.com", ADMIN_PASSWORD, true).await;
+    assert!(!ignored.remembered);
+    app.core().wait_for(ignored.position).await.unwrap();
+    assert_eq!(lifetime_of(&app, &ignored), time::Duration::hours(10));
+}
+
+#[tokio::test]
+async fn remember_is_carried_from_the_first_sign_in_step_to_the_second_which_may_change_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    bootstrap(&app).await;
+    invited_member(&app, dir.path(), "bob@example.com", "bobs pass phrase", &[]).await;
+    let tokens = sign_in(&app, "bob@example.com", "bobs pass phrase")
+        .await
+        .unwrap();
+    let caller = app
+        .identity
+        .authenticate(&tokens.access_token)
+        .await
+        .unwrap();
+    let setup = app
+        .identity
+        .start_totp(&Caller::user(caller.clone()))
+        .await
+        .unwrap();
+    let secret = TotpSecret::from_base32(&setup.secret).unwrap();
+    let (codes, _) = app
+        .identity
+        .confirm_totp(
+            &Caller::user(caller),
+            &secret.code_at(time::OffsetDateTime::now_utc()),
+        )
+        .await
+        .unwrap();
+
+    // (remember at step one, remember at step two) → remembered
+    let cases = [
+        (true, None, true),
+        (false, None, false),
+        (true, Some(false), false),
+        (false, Some(true), true),
+    ];
+    for (i, (first, second, expected)) in cases.into_iter().enumerate() {
+        let challenge = match app
+            .identity
+            .sign_in(
+                &Caller::anonymous(),
+                "bob@example.com",
+                "bobs pass phrase".into(),
+                None,
+                first,
+            )
+            .await
+            .unwrap()
+        {
+            SignIn::SecondFactorRequired { challenge, .. } => challenge,
+            other => panic!("expected a second step, got {other:?}"),
+        };
+        let tokens = app
+            .identity
+            .sign_in_second_factor(
+                &Caller::anonymous(),
+                &challenge,
+                None,
+                Some(&codes[i]),
+                second,
+            )
+            .await
+            .unwrap();
+        assert_eq!(tokens.remembered, expected, "case {i}");
+        app.core().wait_for(tokens.position).await.unwrap();
+        let lifetime = if expected {
+            time::Duration::days(30)
+        } else {
+            time::Duration::hours(10)
+        };
+        assert_eq!(lifetime_of(&app, &tokens), lifetime, "case {i}");
+    }
+
+    // The emailed sign-ins take it too (the administrator has no second factor).
+    let before = mail_count(dir.path());
+    app.identity
+        .request_email_code(&Caller::anonymous(), "admin@example.com")
+        .unwrap();
+    let mail = newest_mail(dir.path(), "admin@example.com", before).await;
+    let code: String = mail
+        .text
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|w| w.len() == 6)
+        .unwrap()
+        .to_owned();
+    let signed_in = app
+        .identity
+        .sign_in_email_code(&Caller::anonymous(), "admin@example.com", &code, None, true)
+        .await
+        .unwrap();
+    assert!(matches!(signed_in, SignIn::Complete(tokens) if tokens.remembered));
 }

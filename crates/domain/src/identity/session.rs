@@ -14,6 +14,7 @@ use time::{Duration, OffsetDateTime};
 use crate::events::{SessionRefreshed, SessionRevoked, SessionStarted, SessionTenantSwitched};
 use crate::ids::{TenantId, UserId};
 use crate::secret::BlindIndex;
+use crate::tenant::TenantSettings;
 
 /// How the user proved who they are when the session started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -62,6 +63,41 @@ pub struct Session {
     pub last_active_at: Option<OffsetDateTime>,
     pub expires_at: Option<OffsetDateTime>,
     pub idle_timeout: Duration,
+    /// Started with `remember` in a tenant that allows it: `expires_at` is the remembered end.
+    pub remembered: bool,
+}
+
+/// How long a tenant's sessions may live: its settings, as durations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLifetimes {
+    /// The absolute lifetime of an ordinary session (`session_max_hours`).
+    pub max: Duration,
+    /// The absolute lifetime of a remembered one (`remember_days`); zero: remembering is off.
+    pub remembered: Duration,
+    /// A session ends after this long without a refresh, remembered or not
+    /// (`session_idle_minutes`).
+    pub idle_timeout: Duration,
+}
+
+impl SessionLifetimes {
+    pub fn of(settings: &TenantSettings) -> SessionLifetimes {
+        SessionLifetimes {
+            max: Duration::hours(i64::from(settings.session_max_hours)),
+            remembered: Duration::days(i64::from(settings.remember_days)),
+            idle_timeout: Duration::minutes(i64::from(settings.session_idle_minutes)),
+        }
+    }
+
+    /// The absolute lifetime of a session started with (or without) `remember`, and whether it
+    /// is remembered. Remembering is ignored when the tenant has it off, and never shortens a
+    /// session: a tenant whose ordinary lifetime is the longer gives that.
+    pub fn decide(&self, remember: bool) -> (Duration, bool) {
+        if remember && self.remembered.is_positive() {
+            (self.max.max(self.remembered), true)
+        } else {
+            (self.max, false)
+        }
+    }
 }
 
 impl Session {
@@ -84,9 +120,10 @@ pub enum SessionCommand {
         method: SignInMethod,
         refresh: BlindIndex,
         now: OffsetDateTime,
-        /// Absolute lifetime.
-        lifetime: Duration,
-        idle_timeout: Duration,
+        /// The tenant's lifetimes.
+        lifetimes: SessionLifetimes,
+        /// The user asked to be remembered ("remember me").
+        remember: bool,
         /// Where the sign-in came from (personal data, recorded as given).
         ip: Option<String>,
         user_agent: Option<String>,
@@ -125,7 +162,9 @@ pub enum SessionError {
     /// Unknown, expired, idle too long or revoked: one answer for all.
     #[error("the session has ended")]
     Ended,
-    #[error("a session's lifetime and idle timeout must be positive")]
+    #[error(
+        "a session's lifetime and idle timeout must be positive, its remembered lifetime not negative"
+    )]
     InvalidLifetime,
 }
 
@@ -137,17 +176,21 @@ pub fn decide(state: &Session, command: SessionCommand) -> Result<Vec<SessionEve
             method,
             refresh,
             now,
-            lifetime,
-            idle_timeout,
+            lifetimes,
+            remember,
             ip,
             user_agent,
         } => {
             if state.status != SessionStatus::Absent {
                 return Err(SessionError::AlreadyExists);
             }
-            if !lifetime.is_positive() || !idle_timeout.is_positive() {
+            if !lifetimes.max.is_positive()
+                || !lifetimes.idle_timeout.is_positive()
+                || lifetimes.remembered.is_negative()
+            {
                 return Err(SessionError::InvalidLifetime);
             }
+            let (lifetime, remembered) = lifetimes.decide(remember);
             Ok(vec![SessionEvent::Started(SessionStarted {
                 user,
                 tenant,
@@ -155,9 +198,10 @@ pub fn decide(state: &Session, command: SessionCommand) -> Result<Vec<SessionEve
                 refresh,
                 at: now,
                 expires_at: now + lifetime,
-                idle_timeout_seconds: idle_timeout.whole_seconds(),
+                idle_timeout_seconds: lifetimes.idle_timeout.whole_seconds(),
                 ip,
                 user_agent,
+                remembered,
             })])
         }
         SessionCommand::Refresh {
@@ -222,6 +266,7 @@ pub fn evolve(mut state: Session, event: &SessionEvent) -> Session {
             state.last_active_at = Some(e.at);
             state.expires_at = Some(e.expires_at);
             state.idle_timeout = Duration::seconds(e.idle_timeout_seconds);
+            state.remembered = e.remembered;
         }
         SessionEvent::Refreshed(e) => {
             state.refresh = Some(e.refresh.clone());
@@ -242,6 +287,7 @@ pub fn evolve(mut state: Session, event: &SessionEvent) -> Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregate::check;
     use time::macros::datetime;
 
     const NOW: OffsetDateTime = datetime!(2026-03-01 12:00 UTC);
@@ -265,6 +311,45 @@ mod tests {
             idle_timeout_seconds: 3600,
             ip: Some("192.0.2.7".into()),
             user_agent: Some("Firefox".into()),
+            remembered: false,
+        })
+    }
+
+    /// Acme's lifetimes: 10 hours, 30 days when remembered, an hour idle.
+    fn lifetimes() -> SessionLifetimes {
+        SessionLifetimes {
+            max: Duration::hours(10),
+            remembered: Duration::days(30),
+            idle_timeout: Duration::hours(1),
+        }
+    }
+
+    fn start(lifetimes: SessionLifetimes, remember: bool) -> SessionCommand {
+        SessionCommand::Start {
+            user: user(),
+            tenant: "acme".parse().unwrap(),
+            method: SignInMethod::Password,
+            refresh: index(1),
+            now: NOW,
+            lifetimes,
+            remember,
+            ip: None,
+            user_agent: None,
+        }
+    }
+
+    fn started_until(expires_at: OffsetDateTime, remembered: bool) -> SessionEvent {
+        SessionEvent::Started(SessionStarted {
+            user: user(),
+            tenant: "acme".parse().unwrap(),
+            method: SignInMethod::Password,
+            refresh: index(1),
+            at: NOW,
+            expires_at,
+            idle_timeout_seconds: 3600,
+            ip: None,
+            user_agent: None,
+            remembered,
         })
     }
 
@@ -291,13 +376,140 @@ mod tests {
                     method: SignInMethod::Password,
                     refresh: index(1),
                     now: NOW,
-                    lifetime: Duration::days(30),
-                    idle_timeout: Duration::hours(1),
+                    lifetimes: SessionLifetimes {
+                        max: Duration::days(30),
+                        remembered: Duration::days(30),
+                        idle_timeout: Duration::hours(1),
+                    },
+                    remember: false,
                     ip: Some("192.0.2.7".into()),
                     user_agent: Some("Firefox".into()),
                 }
             ),
             Ok(vec![started()])
+        );
+    }
+
+    #[test]
+    fn given_no_session_when_started_without_remember_then_it_ends_at_the_ordinary_lifetime() {
+        check(
+            &[],
+            start(lifetimes(), false),
+            Ok(vec![started_until(NOW + Duration::hours(10), false)]),
+        );
+    }
+
+    #[test]
+    fn given_no_session_when_started_with_remember_then_it_ends_after_the_remembered_days() {
+        check(
+            &[],
+            start(lifetimes(), true),
+            Ok(vec![started_until(NOW + Duration::days(30), true)]),
+        );
+    }
+
+    #[test]
+    fn given_a_tenant_with_remembering_off_when_started_with_remember_then_it_is_ignored() {
+        let off = SessionLifetimes {
+            remembered: Duration::ZERO,
+            ..lifetimes()
+        };
+        check(
+            &[],
+            start(off, true),
+            Ok(vec![started_until(NOW + Duration::hours(10), false)]),
+        );
+    }
+
+    #[test]
+    fn given_an_ordinary_lifetime_longer_than_the_remembered_one_when_remembered_then_the_longer() {
+        let long = SessionLifetimes {
+            max: Duration::days(60),
+            ..lifetimes()
+        };
+        check(
+            &[],
+            start(long, true),
+            Ok(vec![started_until(NOW + Duration::days(60), true)]),
+        );
+    }
+
+    #[test]
+    fn given_lifetimes_that_are_not_positive_when_started_then_refused() {
+        for bad in [
+            SessionLifetimes {
+                max: Duration::ZERO,
+                ..lifetimes()
+            },
+            SessionLifetimes {
+                idle_timeout: Duration::ZERO,
+                ..lifetimes()
+            },
+            SessionLifetimes {
+                remembered: Duration::days(-1),
+                ..lifetimes()
+            },
+        ] {
+            check(&[], start(bad, true), Err(SessionError::InvalidLifetime));
+        }
+    }
+
+    #[test]
+    fn given_a_remembered_session_when_refreshed_past_the_ordinary_lifetime_then_rotated() {
+        // Refreshed every 50 minutes (within the idle hour) for 11 hours: past the ordinary 10.
+        let mut given = vec![started_until(NOW + Duration::days(30), true)];
+        let mut at = NOW;
+        for generation in 1..=13u8 {
+            at += Duration::minutes(50);
+            given.push(SessionEvent::Refreshed(SessionRefreshed {
+                refresh: index(generation + 1),
+                generation: u32::from(generation),
+                at,
+            }));
+        }
+        assert!(at > NOW + Duration::hours(10));
+        let now = at + Duration::minutes(50);
+        check(
+            &given,
+            refresh(14, 15, now),
+            Ok(vec![SessionEvent::Refreshed(SessionRefreshed {
+                refresh: index(15),
+                generation: 14,
+                at: now,
+            })]),
+        );
+        // The same refreshes of an ordinary session: it ended at ten hours.
+        given[0] = started_until(NOW + Duration::hours(10), false);
+        check(&given, refresh(14, 15, now), Err(SessionError::Ended));
+    }
+
+    #[test]
+    fn given_a_remembered_session_when_idle_too_long_then_it_has_ended() {
+        let given = [started_until(NOW + Duration::days(30), true)];
+        check(
+            &given,
+            refresh(1, 2, NOW + Duration::hours(1)),
+            Err(SessionError::Ended),
+        );
+        check(
+            &given,
+            refresh(1, 2, NOW + Duration::minutes(59)),
+            Ok(vec![SessionEvent::Refreshed(SessionRefreshed {
+                refresh: index(2),
+                generation: 1,
+                at: NOW + Duration::minutes(59),
+            })]),
+        );
+    }
+
+    #[test]
+    fn given_a_remembered_session_when_past_its_remembered_end_then_it_has_ended() {
+        let mut s = state(&[started_until(NOW + Duration::days(30), true)]);
+        assert!(s.remembered);
+        s.last_active_at = Some(NOW + Duration::days(30) - Duration::minutes(1));
+        assert_eq!(
+            decide(&s, refresh(1, 2, NOW + Duration::days(30))),
+            Err(SessionError::Ended)
         );
     }
 

@@ -191,7 +191,7 @@ pub struct Settings {
     /// 1 to 43200.
     #[schema(example = 30, minimum = 1, maximum = 43200)]
     pub session_idle_minutes: u32,
-    /// 1 to 8760.
+    /// 1 to 8760: a session ends this many hours after sign-in, unless remembered.
     #[schema(example = 10, minimum = 1, maximum = 8760)]
     pub session_max_hours: u32,
     /// 1 to 60.
@@ -199,6 +199,16 @@ pub struct Settings {
     pub magic_link_ttl_minutes: u32,
     /// Members must use a second factor.
     pub mfa_required: bool,
+    /// 0 to 365 (absent: 30). A sign-in with `remember` starts a session that ends this many days
+    /// after sign-in instead of `session_max_hours` (whichever is longer), with the same idle
+    /// timeout and refresh rotation. 0 turns remembering off: `remember` is then ignored.
+    #[serde(default = "default_remember_days")]
+    #[schema(example = 30, minimum = 0, maximum = 365, default = 30)]
+    pub remember_days: u32,
+}
+
+fn default_remember_days() -> u32 {
+    TenantSettings::default().remember_days
 }
 
 impl From<TenantSettings> for Settings {
@@ -222,6 +232,7 @@ impl From<TenantSettings> for Settings {
             session_max_hours: s.session_max_hours,
             magic_link_ttl_minutes: s.magic_link_ttl_minutes,
             mfa_required: s.mfa_required,
+            remember_days: s.remember_days,
         }
     }
 }
@@ -247,6 +258,7 @@ impl From<Settings> for TenantSettings {
             session_max_hours: s.session_max_hours,
             magic_link_ttl_minutes: s.magic_link_ttl_minutes,
             mfa_required: s.mfa_required,
+            remember_days: s.remember_days,
         }
     }
 }

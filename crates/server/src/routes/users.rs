@@ -224,9 +224,13 @@ pub async fn reinstate_user(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Flags {
-    /// May use the dashboard (the interactive front end).
+    /// May use the dashboard (the interactive front end). Not enforced by the API, whose
+    /// sessions work without it: front ends read it (`GET /v1/auth/me`) and keep people without
+    /// it out of their dashboards; the hosted administration pages will require it to sign in.
     pub dashboard_access: bool,
-    /// May use the API with API keys.
+    /// May use the API with API keys: without it, the user's keys are refused (401) on every
+    /// request and no key can be issued for them (403 `api_access_disabled`); their sessions
+    /// are not affected.
     pub api_access: bool,
     /// Manages the platform: tenants and every tenant's administration.
     pub platform_admin: bool,
@@ -296,7 +300,8 @@ pub async fn reactivate_user(
     Ok(CommandAccepted::ok(outcome))
 }
 
-/// Replace a user's system-level flags.
+/// Replace a user's system-level flags: `api_access` governs the user's API keys at once;
+/// `dashboard_access` is for front ends (and the hosted administration pages).
 #[utoipa::path(put, path = "/v1/users/{user}/flags", request_body = Flags, tag = "users",
     responses((status = 200, body = CommandAccepted, description = "changed, or already so (nothing appended)"),
         (status = 403, body = Problem, description = "`platform_admin_only`"),

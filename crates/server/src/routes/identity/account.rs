@@ -108,6 +108,10 @@ pub struct TokensBody {
     pub session: String,
     pub user: String,
     pub tenant: String,
+    /// The session is remembered: it ends the tenant's `remember_days` after sign-in rather
+    /// than `session_max_hours` (see `remember` at sign-in), so a front end may keep its refresh
+    /// token beyond the browser session.
+    pub remembered: bool,
     /// Position of the session's last event (the consistency token).
     pub position: u64,
 }
@@ -133,6 +137,7 @@ impl From<Tokens> for TokensBody {
             session: t.session.to_string(),
             user: t.user.to_string(),
             tenant: t.tenant.to_string(),
+            remembered: t.remembered,
             position: t.position,
         }
     }
@@ -163,6 +168,11 @@ pub struct SignInBody {
     /// The tenant to sign in to; absent: the first the user belongs to.
     #[schema(value_type = Option<formats::TenantId>)]
     pub tenant: Option<TenantId>,
+    /// Remember me: the session lives up to the tenant's `remember_days` instead of ending
+    /// `session_max_hours` after sign-in (the idle timeout still applies). Ignored where the tenant
+    /// has remembering off (`remember_days` 0); the answer's `remembered` says what was given.
+    #[serde(default)]
+    pub remember: bool,
 }
 
 impl fmt::Debug for SignInBody {
@@ -171,6 +181,7 @@ impl fmt::Debug for SignInBody {
             .field("email", &self.email)
             .field("password", &Redacted)
             .field("tenant", &self.tenant)
+            .field("remember", &self.remember)
             .finish()
     }
 }
@@ -211,6 +222,7 @@ pub async fn sign_in(
         email,
         password,
         tenant,
+        remember,
     } = body;
     let answer = state
         .timed(
@@ -218,7 +230,7 @@ pub async fn sign_in(
             state
                 .app
                 .identity
-                .sign_in(&caller, &email, password, tenant),
+                .sign_in(&caller, &email, password, tenant, remember),
         )
         .await?;
     Ok(sign_in_response(answer))
@@ -255,6 +267,8 @@ pub struct SecondFactorBody {
     pub code: Option<String>,
     /// …or one of the recovery codes (each works once).
     pub recovery_code: Option<String>,
+    /// Remember me (see the sign-in's `remember`); absent: as asked at the first step.
+    pub remember: Option<bool>,
 }
 
 impl fmt::Debug for SecondFactorBody {
@@ -263,6 +277,7 @@ impl fmt::Debug for SecondFactorBody {
             .field("challenge", &Redacted)
             .field("code", &redacted_option(&self.code))
             .field("recovery_code", &redacted_option(&self.recovery_code))
+            .field("remember", &self.remember)
             .finish()
     }
 }
@@ -287,6 +302,7 @@ pub async fn second_factor(
                 &body.challenge,
                 body.code.as_deref(),
                 body.recovery_code.as_deref(),
+                body.remember,
             ),
         )
         .await
@@ -409,7 +425,10 @@ pub struct Profile {
     pub status: String,
     pub email_verified: bool,
     pub created_at: String,
+    /// A front end shows its dashboard only to users with this flag (the API does not enforce
+    /// it; the hosted administration pages will require it to sign in).
     pub dashboard_access: bool,
+    /// The user's API keys work (without it they are refused, and none can be issued).
     pub api_access: bool,
     pub platform_admin: bool,
 }
@@ -488,6 +507,8 @@ pub struct SessionBody {
     pub last_active_at: String,
     /// The absolute end (the idle timeout may end it sooner).
     pub expires_at: String,
+    /// Signed in with `remember`: `expires_at` is the tenant's `remember_days` after the start.
+    pub remembered: bool,
     /// The IP address the session was started from (behind trusted proxies, the client's
     /// address they report); null when unknown, or once the user is erased.
     #[schema(example = "192.0.2.7")]
@@ -510,6 +531,7 @@ impl SessionBody {
             started_at: rfc3339(view.started_at),
             last_active_at: rfc3339(view.last_active_at),
             expires_at: rfc3339(view.expires_at),
+            remembered: view.remembered,
             ip: view.ip,
             user_agent: view.user_agent,
             current: Some(view.id) == current,

@@ -76,6 +76,9 @@ pub struct MagicLinkBody {
     /// The tenant to sign in to (default: the user's first).
     #[schema(value_type = Option<formats::TenantId>)]
     pub tenant: Option<TenantId>,
+    /// Remember me, as at `POST /v1/auth/sign-in`.
+    #[serde(default)]
+    pub remember: bool,
 }
 
 impl fmt::Debug for MagicLinkBody {
@@ -102,10 +105,13 @@ pub async fn magic_link_sign_in(
     let answer = state
         .timed(
             "sign_in_magic_link",
-            state
-                .app
-                .identity
-                .sign_in_magic_link(&caller, body.user, &body.token, body.tenant),
+            state.app.identity.sign_in_magic_link(
+                &caller,
+                body.user,
+                &body.token,
+                body.tenant,
+                body.remember,
+            ),
         )
         .await?;
     Ok(sign_in_response(answer))
@@ -140,6 +146,9 @@ pub struct EmailCodeBody {
     /// The tenant to sign in to (default: the user's first).
     #[schema(value_type = Option<formats::TenantId>)]
     pub tenant: Option<TenantId>,
+    /// Remember me, as at `POST /v1/auth/sign-in`.
+    #[serde(default)]
+    pub remember: bool,
 }
 
 impl fmt::Debug for EmailCodeBody {
@@ -166,10 +175,13 @@ pub async fn email_code_sign_in(
     let answer = state
         .timed(
             "sign_in_email_code",
-            state
-                .app
-                .identity
-                .sign_in_email_code(&caller, &body.email, &body.code, body.tenant),
+            state.app.identity.sign_in_email_code(
+                &caller,
+                &body.email,
+                &body.code,
+                body.tenant,
+                body.remember,
+            ),
         )
         .await?;
     Ok(sign_in_response(answer))

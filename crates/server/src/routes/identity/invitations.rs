@@ -284,6 +284,9 @@ pub struct AcceptBody {
     /// asks); not needed (and ignored) when the invitee already has one.
     #[schema(max_length = 4096)]
     pub password: Option<String>,
+    /// Remember the session the acceptance starts, as at `POST /v1/auth/sign-in`.
+    #[serde(default)]
+    pub remember: bool,
 }
 
 impl fmt::Debug for AcceptBody {
@@ -311,6 +314,7 @@ pub async fn accept_invitation(
     let request = AcceptInvitation {
         token: body.token,
         password: body.password,
+        remember: body.remember,
     };
     let tokens = state
         .timed(
