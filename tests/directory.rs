@@ -995,8 +995,8 @@ async fn bulk_operations_are_each_decided_on_their_own_with_a_result_per_operati
         {"op": "deactivate", "user": outsider},
         {"op": "assign_role", "user": member, "role": "owner"},
     ]});
-    let answer = svc
-        .send(
+    let send = || {
+        svc.send(
             svc.request_as(
                 &admin.token,
                 reqwest::Method::POST,
@@ -1005,7 +1005,8 @@ async fn bulk_operations_are_each_decided_on_their_own_with_a_result_per_operati
             .header("idempotency-key", "bulk-1")
             .json(&operations),
         )
-        .await;
+    };
+    let answer = send().await;
     assert_eq!(answer.status, 200, "{answer:?}");
     let results = answer.body["results"].as_array().unwrap();
     let got: Vec<(&str, Option<&str>)> = results
@@ -1054,17 +1055,7 @@ async fn bulk_operations_are_each_decided_on_their_own_with_a_result_per_operati
     // The same request again with its key repeats nothing. (An operation refused or unchanged
     // the first time is decided again, as a single request retried with its key is.)
     let before = svc.log_position().await;
-    let again = svc
-        .send(
-            svc.request_as(
-                &admin.token,
-                reqwest::Method::POST,
-                "/v1/tenants/acme/users/bulk",
-            )
-            .header("idempotency-key", "bulk-1")
-            .json(&operations),
-        )
-        .await;
+    let again = send().await;
     assert_eq!(again.status, 200, "{again:?}");
     assert_eq!(svc.log_position().await, before, "a retry appended events");
     assert_eq!(again.body["results"][0]["id"], results[0]["id"]);

@@ -214,6 +214,8 @@ impl AccessAdmin {
         if matches!(name.as_str(), role::OWNER | role::ADMIN) {
             return Err(RoleError::BuiltIn.into());
         }
+        // The definition as the log has it now: a change made a moment ago is copied too.
+        self.catch_up().await?;
         let source = self
             .access
             .role_record(from, name)

@@ -193,7 +193,7 @@ impl People {
         self.named_permission(caller, tenant, "users", Action::Read)
             .await?;
         self.tenant_now(tenant)?;
-        self.require_role_exists(tenant, role)?;
+        self.require_role_exists(tenant, role).await?;
         self.index_ready().await?;
         let visible = self.tenants_with(caller, &named("users", Action::Read))?;
         self.page(
@@ -277,7 +277,7 @@ impl People {
                 Permission::new(Resource::Role(role.clone()), Action::Revoke).map_err(internal)?;
             self.permission(caller, tenant, &permission).await?;
             self.require_tenant(tenant).await?;
-            self.require_role_exists(tenant, role)?;
+            self.require_role_exists(tenant, role).await?;
         }
         if add.len() + remove.len() > MAX_BULK {
             return Err(AppError::InvalidQuery(format!(
@@ -518,19 +518,20 @@ impl People {
         search_page(self.directory(), scope, roles, query, visible, self.now())
     }
 
-    /// A role that exists in the tenant (built in, or defined there).
-    fn require_role_exists(&self, tenant: &TenantId, role: &RoleName) -> Result<(), AppError> {
-        if role::builtin(role.as_str()).is_some()
-            || self
-                .access
-                .role_record(tenant, role)
-                .map_err(internal)?
-                .is_some()
-        {
-            Ok(())
-        } else {
-            Err(AppError::Role(RoleError::NotFound))
+    /// A role that exists in the tenant (built in, or defined there), looking again after
+    /// catching up with the log before answering that it does not.
+    async fn require_role_exists(
+        &self,
+        tenant: &TenantId,
+        role: &RoleName,
+    ) -> Result<(), AppError> {
+        if role::builtin(role.as_str()).is_some() {
+            return Ok(());
         }
+        self.find(|core| core.access.role_record(tenant, role).map_err(internal))
+            .await?
+            .map(|_| ())
+            .ok_or(AppError::Role(RoleError::NotFound))
     }
 }
 

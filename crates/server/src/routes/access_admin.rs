@@ -106,7 +106,6 @@ pub async fn copy_role(
     ApiPath((tenant, role)): ApiPath<(TenantId, RoleName)>,
     ApiJson(body): ApiJson<CopyRoleBody>,
 ) -> Result<axum::response::Response, ApiError> {
-    use axum::response::IntoResponse;
     if body.to.len() > 100 {
         // Decided after the caller: the app refuses anyone else first.
         state
@@ -149,16 +148,11 @@ pub async fn copy_role(
             },
         })
         .collect();
-    let mut response = axum::Json(CopiedRoles {
+    let body = CopiedRoles {
         position: last,
         results,
-    })
-    .into_response();
-    response.headers_mut().insert(
-        crate::extract::POSITION_HEADER,
-        axum::http::HeaderValue::from(last),
-    );
-    Ok(response)
+    };
+    Ok(super::results_answer(body, last, false))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -75,6 +75,22 @@ impl IntoResponse for CommandAccepted {
     }
 }
 
+/// The answer of a request that makes several changes with a result each (bulk changes, copies):
+/// `body` as JSON, the position of its last change as the consistency token in
+/// `X-Idstream-Position`, and `Cache-Control: no-store` when a result holds a secret (a link).
+pub fn results_answer<T: Serialize>(body: T, position: u64, secret: bool) -> Response {
+    let mut response = Json(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(POSITION_HEADER, HeaderValue::from(position));
+    if secret {
+        headers.insert(
+            axum::http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
+    }
+    response
+}
+
 /// The largest page of a list.
 pub const MAX_PAGE: usize = 500;
 

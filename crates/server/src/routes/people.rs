@@ -8,8 +8,7 @@ use std::collections::BTreeSet;
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::http::HeaderValue;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use idstream_app::identity::InvitationRequest;
 use idstream_app::{
@@ -22,12 +21,10 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{Limit, rfc3339};
+use super::{Limit, results_answer, rfc3339};
 use crate::AppState;
 use crate::error::{ApiError, Problem};
-use crate::extract::{
-    ApiJson, ApiPath, ApiQuery, Caller, MinPosition, POSITION_HEADER, parse_query,
-};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller, MinPosition, parse_query};
 use crate::openapi::formats;
 
 pub fn router() -> Router<AppState> {
@@ -595,15 +592,11 @@ pub async fn change_role_members(
             }
         })
         .collect();
-    let mut response = Json(MemberChanges {
+    let body = MemberChanges {
         position: last,
         results,
-    })
-    .into_response();
-    response
-        .headers_mut()
-        .insert(POSITION_HEADER, HeaderValue::from(last));
-    Ok(response)
+    };
+    Ok(results_answer(body, last, false))
 }
 
 /// A link to the detail of one part of a person's access.
@@ -930,18 +923,9 @@ pub async fn bulk_users(
             },
         })
         .collect();
-    let mut response = Json(BulkResults {
+    let body = BulkResults {
         position: last,
         results,
-    })
-    .into_response();
-    let headers = response.headers_mut();
-    headers.insert(POSITION_HEADER, HeaderValue::from(last));
-    if secret {
-        headers.insert(
-            axum::http::header::CACHE_CONTROL,
-            HeaderValue::from_static("no-store"),
-        );
-    }
-    Ok(response)
+    };
+    Ok(results_answer(body, last, secret))
 }
