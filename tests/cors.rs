@@ -145,7 +145,8 @@ async fn an_allowed_origin_gets_its_preflight_answered_and_may_read_answers() {
     let other = svc
         .send(
             svc.request(Method::GET, "/v1/tenants/acme")
-                .header("origin", EVIL),
+                .header("origin", EVIL)
+                .header("x-idstream-min-position", created.position().to_string()),
         )
         .await;
     assert_eq!(other.status, 200, "{other:?}");

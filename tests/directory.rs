@@ -391,19 +391,13 @@ async fn filters_hold_and_every_sort_pages_without_skipping_or_repeating_while_u
 async fn bad_listing_queries_are_refused_with_invalid_query() {
     let (_dir, svc) = service().await;
     svc.create_tenant("acme").await;
+    let mut position = 0;
     for i in 0..3 {
-        person(
-            &svc,
-            "acme",
-            &format!("u{i}@example.com"),
-            "U",
-            "Ser",
-            &["user"],
-        )
-        .await;
+        let email = format!("u{i}@example.com");
+        position = person(&svc, "acme", &email, "U", "Ser", &["user"]).await.1;
     }
     let first = svc
-        .get("/v1/tenants/acme/users?limit=1&sort=created_at")
+        .get_at("/v1/tenants/acme/users?limit=1&sort=created_at", position)
         .await;
     let cursor = text(&first.body["next"]);
     for bad in [
@@ -1108,4 +1102,118 @@ async fn right_after_a_restart_a_search_waits_for_the_index_instead_of_answering
     listed.sort();
     ids.sort();
     assert_eq!(listed, ids);
+}
+
+#[tokio::test]
+async fn a_csv_import_is_planned_by_a_dry_run_then_carried_out_row_by_row() {
+    let (_dir, svc) = service().await;
+    svc.create_tenant("acme").await;
+    svc.create_tenant("beta").await;
+    let admin = join(&svc, "admin@example.com", "acme", &["admin"], PASSWORD).await;
+    let (known, _) = person(&svc, "acme", "known@example.com", "Kno", "Wn", &["user"]).await;
+    let (elsewhere, _) = person(&svc, "beta", "beta@example.com", "Be", "Ta", &["user"]).await;
+    let csv = "email,first_name,last_name,roles\n\
+               new@example.com,Nía,Nueva,user;admin\n\
+               Known@Example.com,,,user\n\
+               known@example.com,,,admin\n\
+               beta@example.com,,,user\n\
+               not an address,,,user\n\
+               ghost@example.com,,,ghost\n\
+               owner@example.com,,,owner\n\
+               default@example.com,Dee,Fault,\n";
+    let before = svc.log_position().await;
+    let plan = svc
+        .post_as(
+            &admin.token,
+            "/v1/tenants/acme/users/import",
+            json!({"csv": csv, "dry_run": true}),
+        )
+        .await;
+    assert_eq!(plan.status, 200, "{plan:?}");
+    assert_eq!(
+        svc.log_position().await,
+        before,
+        "a dry run changed something"
+    );
+    let actions: Vec<(&str, Option<&str>)> = plan.body["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["action"].as_str().unwrap(), r["problem"]["code"].as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            ("create", None),
+            ("unchanged", None),
+            ("invalid", Some("invalid_query")),
+            ("assign_roles", None),
+            ("invalid", Some("invalid_email")),
+            ("invalid", Some("unknown_role")),
+            ("invalid", Some("owner_only")),
+            ("create", None),
+        ],
+        "{plan:?}"
+    );
+    assert_eq!(plan.body["rows"][3]["user"], elsewhere.as_str());
+    assert_eq!(plan.body["rows"][1]["user"], known.as_str());
+    assert_eq!(
+        plan.body["rows"][7]["roles"],
+        json!(["user"]),
+        "the default role"
+    );
+
+    let done = svc
+        .post_as(
+            &admin.token,
+            "/v1/tenants/acme/users/import",
+            json!({"csv": csv}),
+        )
+        .await;
+    assert_eq!(done.status, 200, "{done:?}");
+    let rows = done.body["rows"].as_array().unwrap();
+    assert_eq!(rows[0]["results"][0]["result"], "done", "{done:?}");
+    assert_eq!(rows[3]["results"][0]["result"], "done");
+    assert!(rows[4]["results"].is_null() || rows[4]["results"] == json!([]));
+    let position = done.body["position"].as_u64().unwrap();
+    let created = svc.get_at("/v1/tenants/acme/users?q=nueva", position).await;
+    assert_eq!(created.body["items"][0]["first_name"], "Nía", "{created:?}");
+    assert_eq!(created.body["items"][0]["roles"], json!(["admin", "user"]));
+    let beta_user = svc
+        .get_at(&format!("/v1/tenants/acme/users?q={elsewhere}"), position)
+        .await;
+    assert_eq!(beta_user.body["items"][0]["roles"], json!(["user"]));
+    // Importing the same file again: everyone is there.
+    let again = svc
+        .post_as(
+            &admin.token,
+            "/v1/tenants/acme/users/import",
+            json!({"csv": csv, "dry_run": true}),
+        )
+        .await;
+    assert_eq!(again.body["rows"][0]["action"], "unchanged", "{again:?}");
+    assert_eq!(again.body["rows"][3]["action"], "unchanged");
+
+    // Malformed files and unsupported columns are refused whole.
+    for bad in [
+        "name\nx\n",
+        "email,phone\nx@example.com,+441234567\n",
+        "email,first_name\n\"unterminated,x\n",
+    ] {
+        svc.post_as(
+            &admin.token,
+            "/v1/tenants/acme/users/import",
+            json!({"csv": bad}),
+        )
+        .await
+        .assert_problem(400, "invalid_query");
+    }
+    let bare = join(&svc, "bare@example.com", "acme", &["user"], PASSWORD).await;
+    svc.post_as(
+        &bare.token,
+        "/v1/tenants/acme/users/import",
+        json!({"csv": csv, "dry_run": true}),
+    )
+    .await
+    .assert_problem(403, "forbidden");
 }

@@ -1724,6 +1724,15 @@ fn table() -> Vec<Row> {
             }),
         ),
         row(
+            "POST /v1/tenants/{tenant}/users/import",
+            tenant("users:update"),
+            AdminA,
+            fixed(|_| {
+                let csv = "email,first_name,roles\nimported@example.com,Imp,user\n";
+                Call::post(acme("/users/import"), json!({"csv": csv, "dry_run": true}))
+            }),
+        ),
+        row(
             "POST /v1/tenants/{tenant}/users/bulk",
             tenant("users:update"),
             AdminA,

@@ -29,6 +29,7 @@ mod error;
 #[cfg(test)]
 mod escalation_tests;
 pub mod identity;
+mod import;
 mod memberships;
 mod operations;
 mod people;
@@ -45,6 +46,7 @@ pub use audit::Audit;
 pub use engine::{CommandContext, Outcome};
 pub use error::AppError;
 pub use identity::{Authenticated, Client, Credential, Identity, IdentityConfig, IdentityServices};
+pub use import::{ImportRow, RowPlan};
 pub use memberships::Memberships;
 pub use operations::{Operations, ReadModelState, ReadModelsReport, Readiness};
 pub use people::{

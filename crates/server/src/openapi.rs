@@ -49,7 +49,7 @@ use crate::routes::{self, CommandAccepted};
         routes::users::deactivate_user, routes::users::reactivate_user, routes::users::erase_user, routes::users::set_user_flags,
         routes::users::change_profile, routes::users::user_sessions, routes::users::revoke_user_sessions, routes::users::unlock_user,
         routes::people::search_users, routes::people::autocomplete_users, routes::people::role_members,
-        routes::people::change_role_members, routes::people::bulk_users, routes::people::search_everyone, routes::people::person_access,
+        routes::people::change_role_members, routes::people::bulk_users, routes::people::import_users, routes::people::search_everyone, routes::people::person_access,
         routes::memberships::get_roles, routes::memberships::assign_role, routes::memberships::revoke_role,
         routes::memberships::remove_member, routes::memberships::grant_permissions, routes::memberships::revoke_permissions,
         routes::access_admin::define_role, routes::access_admin::update_role, routes::access_admin::delete_role,

@@ -12,7 +12,8 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use idstream_app::identity::InvitationRequest;
 use idstream_app::{
-    BulkOperation, BulkOutcome, NewUserRequest, PeoplePage, PeopleQuery, PersonRow, SuspendRequest,
+    BulkOperation, BulkOutcome, NewUserRequest, PeoplePage, PeopleQuery, PersonRow, RowPlan,
+    SuspendRequest,
 };
 use idstream_directory::UserStatus;
 use idstream_directory::search::{Sort, SortColumn};
@@ -39,6 +40,7 @@ pub fn router() -> Router<AppState> {
             get(role_members).post(change_role_members),
         )
         .route("/v1/tenants/{tenant}/users/bulk", post(bulk_users))
+        .route("/v1/tenants/{tenant}/users/import", post(import_users))
         .route("/v1/users", get(search_everyone))
         .route("/v1/users/{user}/access", get(person_access))
 }
@@ -892,40 +894,161 @@ pub async fn bulk_users(
     let results = outcomes
         .into_iter()
         .enumerate()
-        .map(|(index, outcome)| match outcome {
-            BulkOutcome::Done { id, position, link } => {
-                last = last.max(position);
-                secret |= link.is_some();
-                BulkResultBody {
-                    index,
-                    result: "done".into(),
-                    id: Some(id),
-                    position: Some(position),
-                    link,
-                    problem: None,
-                }
-            }
-            BulkOutcome::Unchanged => BulkResultBody {
-                index,
-                result: "unchanged".into(),
-                id: None,
-                position: None,
-                link: None,
-                problem: None,
-            },
-            BulkOutcome::Refused(error) => BulkResultBody {
-                index,
-                result: "refused".into(),
-                id: None,
-                position: None,
-                link: None,
-                problem: Some(ApiError::from(error).problem()),
-            },
-        })
+        .map(|(index, outcome)| bulk_result(index, outcome, &mut last, &mut secret))
         .collect();
     let body = BulkResults {
         position: last,
         results,
+    };
+    Ok(results_answer(body, last, secret))
+}
+
+/// The API shape of one bulk outcome; `last` and `secret` gather the answer's position and
+/// whether it holds a link.
+fn bulk_result(
+    index: usize,
+    outcome: BulkOutcome,
+    last: &mut u64,
+    secret: &mut bool,
+) -> BulkResultBody {
+    let (result, id, position, link, problem) = match outcome {
+        BulkOutcome::Done { id, position, link } => {
+            *last = (*last).max(position);
+            *secret |= link.is_some();
+            ("done", Some(id), Some(position), link, None)
+        }
+        BulkOutcome::Unchanged => ("unchanged", None, None, None, None),
+        BulkOutcome::Refused(error) => (
+            "refused",
+            None,
+            None,
+            None,
+            Some(ApiError::from(error).problem()),
+        ),
+    };
+    BulkResultBody {
+        index,
+        result: result.into(),
+        id,
+        position,
+        link,
+        problem,
+    }
+}
+
+/// A CSV file to import, and whether only to plan it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportBody {
+    /// The CSV text: a header row naming the columns (`email` required; `first_name`,
+    /// `last_name`, `roles` separated by `;` or `|`), then at most 1,000 rows; at most 60,000
+    /// characters (a request body is at most 64 KiB).
+    #[schema(
+        max_length = 60000,
+        example = "email,first_name,last_name,roles\nada@example.com,Ada,Lovelace,user;admin\n"
+    )]
+    pub csv: String,
+    /// Plan only: answer what each row would do and change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What one row does (a dry run) or did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImportRowBody {
+    /// The row's number in the file (the header is row 1).
+    pub row: usize,
+    pub email: String,
+    /// `create`, `assign_roles`, `unchanged` or `invalid`.
+    pub action: String,
+    /// The user, when the address belongs to one already.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The roles created with or given.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    /// Why the row is invalid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<Problem>,
+    /// Carried out (not a dry run): the result of each operation of the row.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub results: Vec<BulkResultBody>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImportAnswer {
+    pub dry_run: bool,
+    /// The log position of the last change (the consistency token); 0 if none.
+    pub position: u64,
+    pub rows: Vec<ImportRowBody>,
+}
+
+/// Import users from CSV into a tenant: each new address becomes a user with the row's roles
+/// (the tenant's default role when none), each existing user gets the roles they lack here.
+/// With `dry_run`, answers the plan and changes nothing; otherwise the plan is carried out as
+/// one bulk request (each operation authorized and decided as the single one), and each row says
+/// what happened. Needs `users:update` (as bulk requests do).
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/users/import", request_body = ImportBody, tag = "users",
+    responses((status = 200, body = ImportAnswer),
+        (status = 400, body = Problem, description = "`invalid_query` (the CSV is malformed, has an unknown column, more than 1,000 rows, or phone numbers or attributes)"),
+        (status = 403, body = Problem, description = "`forbidden` (needs users:update)")),
+    security(("bearer" = [])))]
+pub async fn import_users(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(tenant): ApiPath<TenantId>,
+    ApiJson(body): ApiJson<ImportBody>,
+) -> Result<Response, ApiError> {
+    if body.csv.chars().count() > 60_000 {
+        return Err(ApiError::invalid_body(
+            "body field `csv`",
+            "at most 60000 characters",
+        ));
+    }
+    let rows = state
+        .timed(
+            "import_users",
+            state
+                .app
+                .people
+                .import(&caller, &tenant, &body.csv, body.dry_run),
+        )
+        .await?;
+    let (mut last, mut secret) = (0, false);
+    let rows = rows
+        .into_iter()
+        .map(|row| {
+            let (action, user, roles, problem) = match row.plan {
+                RowPlan::Create { roles } => ("create", None, roles, None),
+                RowPlan::AssignRoles { user, roles } => ("assign_roles", Some(user), roles, None),
+                RowPlan::Unchanged { user } => ("unchanged", Some(user), Vec::new(), None),
+                RowPlan::Invalid(error) => (
+                    "invalid",
+                    None,
+                    Vec::new(),
+                    Some(ApiError::from(error).problem()),
+                ),
+            };
+            ImportRowBody {
+                row: row.row,
+                email: row.email,
+                action: action.into(),
+                user: user.map(|u| u.to_string()),
+                roles: roles.into_iter().map(String::from).collect(),
+                problem,
+                results: row
+                    .outcomes
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, o)| bulk_result(i, o, &mut last, &mut secret))
+                    .collect(),
+            }
+        })
+        .collect();
+    let body = ImportAnswer {
+        dry_run: body.dry_run,
+        position: last,
+        rows,
     };
     Ok(results_answer(body, last, secret))
 }

@@ -1,0 +1,261 @@
+//! Importing users from CSV (`POST /v1/tenants/{tenant}/users/import`): each row becomes the bulk
+//! operations that make the tenant hold the person with their roles, planned first (a dry run
+//! shows the plan and changes nothing), then carried out by [`People::bulk`].
+//!
+//! Columns (a header row names them, in any order): `email` (required), `first_name`,
+//! `last_name`, `roles` (separated by `;` or `|`; none: the tenant's default role). A new
+//! address becomes a user created with those roles (active, no email sent); an existing user
+//! gets the roles they lack here. `phone` and `attributes` columns are refused while the service
+//! has no phone numbers or custom attributes.
+
+use std::collections::BTreeSet;
+
+use idstream_domain::access::Action;
+use idstream_domain::user::{self, NewUser, User, UserCommand, normalize_email};
+use idstream_domain::{RoleName, TenantId, UserId};
+
+use crate::core::internal;
+use crate::people::{BulkOperation, BulkOutcome, MAX_BULK_OPERATIONS};
+use crate::policy::Caller;
+use crate::{AppError, NewUserRequest, People};
+
+/// What importing one row does.
+#[derive(Debug, Clone)]
+pub enum RowPlan {
+    /// A new user with these roles.
+    Create { roles: Vec<RoleName> },
+    /// An existing user gets the roles they lack here.
+    AssignRoles { user: UserId, roles: Vec<RoleName> },
+    /// The user exists and holds every role here already.
+    Unchanged { user: UserId },
+    /// The row cannot be imported: why.
+    Invalid(AppError),
+}
+
+/// One row of an import: its number (the header is row 1), the address, and what it does (or,
+/// once carried out, did: each operation's outcome).
+#[derive(Debug, Clone)]
+pub struct ImportRow {
+    pub row: usize,
+    pub email: String,
+    pub plan: RowPlan,
+    pub outcomes: Vec<BulkOutcome>,
+}
+
+/// A row as read from the file.
+struct Parsed {
+    row: usize,
+    email: String,
+    first_name: String,
+    last_name: String,
+    roles: Vec<String>,
+}
+
+fn invalid(detail: impl Into<String>) -> AppError {
+    AppError::InvalidQuery(detail.into())
+}
+
+/// Reads the CSV: a header, then up to [`MAX_BULK_OPERATIONS`] rows.
+fn parse(text: &str) -> Result<Vec<Parsed>, AppError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .flexible(false)
+        .from_reader(text.as_bytes());
+    let headers = reader
+        .headers()
+        .map_err(|e| invalid(format!("the CSV header: {e}")))?
+        .clone();
+    let column = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
+    for header in headers.iter() {
+        let known = [
+            "email",
+            "first_name",
+            "last_name",
+            "roles",
+            "phone",
+            "attributes",
+        ];
+        if !known.iter().any(|k| header.eq_ignore_ascii_case(k)) {
+            return Err(invalid(format!(
+                "unknown CSV column `{header}` (known: {})",
+                known.join(", ")
+            )));
+        }
+    }
+    let email = column("email").ok_or_else(|| invalid("the CSV has no `email` column"))?;
+    let (first, last, roles) = (column("first_name"), column("last_name"), column("roles"));
+    let unsupported = [column("phone"), column("attributes")];
+    let mut rows = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let row = i + 2;
+        let record = record.map_err(|e| invalid(format!("CSV row {row}: {e}")))?;
+        if rows.len() == MAX_BULK_OPERATIONS {
+            return Err(invalid(format!(
+                "at most {MAX_BULK_OPERATIONS} rows per import"
+            )));
+        }
+        if unsupported
+            .iter()
+            .flatten()
+            .any(|c| !record.get(*c).unwrap_or("").is_empty())
+        {
+            return Err(invalid(format!(
+                "CSV row {row}: phone numbers and custom attributes cannot be imported yet"
+            )));
+        }
+        let field = |c: Option<usize>| c.and_then(|c| record.get(c)).unwrap_or("").to_owned();
+        rows.push(Parsed {
+            row,
+            email: field(Some(email)),
+            first_name: field(first),
+            last_name: field(last),
+            roles: field(roles)
+                .split([';', '|'])
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        });
+    }
+    Ok(rows)
+}
+
+impl People {
+    /// Plans an import of `csv` into `tenant` and, unless `dry_run`, carries it out as one bulk
+    /// request (each operation authorized and decided as the single one). The plan is decided
+    /// by the same rules: a malformed address or name, an unknown role, or a role the caller may
+    /// not give makes a row invalid, and an invalid row is not carried out.
+    ///
+    /// Who: `users:update` in the tenant (as for bulk requests), then each operation's rule.
+    pub async fn import(
+        &self,
+        caller: &Caller,
+        tenant: &TenantId,
+        csv: &str,
+        dry_run: bool,
+    ) -> Result<Vec<ImportRow>, AppError> {
+        self.named_permission(caller, tenant, "users", Action::Update)
+            .await?;
+        let view = self.tenant_view(tenant).await?;
+        let parsed = parse(csv)?;
+        let mut rows = Vec::with_capacity(parsed.len());
+        let mut names = Vec::with_capacity(parsed.len());
+        let mut seen = BTreeSet::new();
+        for row in parsed {
+            names.push((row.first_name.clone(), row.last_name.clone()));
+            let plan = self
+                .plan_row(caller, tenant, &view.settings.default_role, &row)
+                .await;
+            let plan = match plan {
+                Ok(plan) => plan,
+                Err(error) => RowPlan::Invalid(error),
+            };
+            let key = normalize_email(&row.email).unwrap_or_else(|_| row.email.clone());
+            let plan = if !matches!(plan, RowPlan::Invalid(_)) && !seen.insert(key) {
+                RowPlan::Invalid(invalid("the address is on an earlier row too"))
+            } else {
+                plan
+            };
+            rows.push(ImportRow {
+                row: row.row,
+                email: row.email,
+                plan,
+                outcomes: Vec::new(),
+            });
+        }
+        if dry_run {
+            return Ok(rows);
+        }
+        // The plan as bulk operations, remembering which row each belongs to.
+        let mut operations = Vec::new();
+        let mut owners = Vec::new();
+        for (index, row) in rows.iter().enumerate() {
+            match &row.plan {
+                RowPlan::Create { roles } => {
+                    let (first_name, last_name) = names[index].clone();
+                    operations.push(BulkOperation::Create(NewUserRequest {
+                        email: row.email.clone(),
+                        first_name,
+                        last_name,
+                        roles: roles.clone(),
+                        invite: false,
+                    }));
+                    owners.push(index);
+                }
+                RowPlan::AssignRoles { user, roles } => {
+                    for role in roles {
+                        operations.push(BulkOperation::AssignRole {
+                            user: *user,
+                            role: role.clone(),
+                        });
+                        owners.push(index);
+                    }
+                }
+                RowPlan::Unchanged { .. } | RowPlan::Invalid(_) => {}
+            }
+        }
+        let outcomes = self.bulk(caller, tenant, operations).await?;
+        for (outcome, index) in outcomes.into_iter().zip(owners) {
+            rows[index].outcomes.push(outcome);
+        }
+        Ok(rows)
+    }
+
+    /// What one row would do, decided by the rules of the operations it becomes.
+    async fn plan_row(
+        &self,
+        caller: &Caller,
+        tenant: &TenantId,
+        default_role: &RoleName,
+        row: &Parsed,
+    ) -> Result<RowPlan, AppError> {
+        let email = normalize_email(&row.email)?;
+        let roles: Vec<RoleName> = if row.roles.is_empty() {
+            vec![default_role.clone()]
+        } else {
+            row.roles
+                .iter()
+                .map(|r| {
+                    r.parse::<RoleName>()
+                        .map_err(|e| invalid(format!("role `{r}`: {e}")))
+                })
+                .collect::<Result<_, _>>()?
+        };
+        for role in &roles {
+            self.may_give_role(caller, tenant, role).await?;
+        }
+        match self.find_user_by_email(&email).await? {
+            None => {
+                // The profile is checked as creating the user would check it.
+                user::decide(
+                    &User::default(),
+                    UserCommand::Register(NewUser {
+                        email,
+                        first_name: row.first_name.clone(),
+                        last_name: row.last_name.clone(),
+                        tenant: tenant.clone(),
+                    }),
+                )?;
+                Ok(RowPlan::Create { roles })
+            }
+            Some(existing) => {
+                let held = self
+                    .directory()
+                    .membership(tenant, &existing.id)
+                    .map_err(internal)?
+                    .map(|m| m.roles)
+                    .unwrap_or_default();
+                let lacking: Vec<RoleName> =
+                    roles.into_iter().filter(|r| !held.contains(r)).collect();
+                if lacking.is_empty() {
+                    Ok(RowPlan::Unchanged { user: existing.id })
+                } else {
+                    Ok(RowPlan::AssignRoles {
+                        user: existing.id,
+                        roles: lacking,
+                    })
+                }
+            }
+        }
+    }
+}
