@@ -1217,3 +1217,82 @@ async fn a_csv_import_is_planned_by_a_dry_run_then_carried_out_row_by_row() {
     .await
     .assert_problem(403, "forbidden");
 }
+
+#[tokio::test]
+async fn the_command_line_imports_a_csv_file_after_a_dry_run() {
+    let (dir, mut svc) = service().await;
+    svc.create_tenant("acme").await;
+    person(&svc, "acme", "known@example.com", "Kno", "Wn", &["user"]).await;
+    svc.stop().await;
+    let file = dir.path().join("people.csv");
+    std::fs::write(
+        &file,
+        "email,first_name,last_name,roles\n\
+         cli@example.com,Cli,Ent,user\n\
+         known@example.com,,,admin\n\
+         broken,,,user\n",
+    )
+    .unwrap();
+    let run = |dry: bool| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_idstream"));
+        command
+            .args(["users", "import", "--tenant", "acme"])
+            .arg(&file)
+            .env("IDSTREAM_DATA_DIR", dir.path())
+            .env("IDSTREAM_LOG", "warn")
+            .env_remove("IDSTREAM_NATS_URL")
+            .env_remove("IDSTREAM_CONFIG");
+        if dry {
+            command.arg("--dry-run");
+        }
+        command.output()
+    };
+    let planned = run(true).await.unwrap();
+    let printed = String::from_utf8_lossy(&planned.stdout).into_owned();
+    assert!(
+        planned.status.success(),
+        "{}",
+        String::from_utf8_lossy(&planned.stderr)
+    );
+    let lines: Vec<&str> = printed.lines().collect();
+    assert!(
+        lines[0].contains("cli@example.com") && lines[0].contains("create"),
+        "{printed}"
+    );
+    assert!(
+        lines[1].contains("assign_roles") && lines[1].contains("admin"),
+        "{printed}"
+    );
+    assert!(lines[2].contains("invalid"), "{printed}");
+    assert!(String::from_utf8_lossy(&planned.stderr).contains("nothing changed"));
+
+    let done = run(false).await.unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(stderr.contains("2 changes made"), "{stderr}");
+
+    // The service sees what the command did.
+    svc.start_again().await;
+    let position = svc.log_position().await;
+    let listed = svc
+        .get_at("/v1/tenants/acme/users?sort=email", position)
+        .await;
+    let rows: Vec<(String, Value)> = listed.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (text(&r["email"]), r["roles"].clone()))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("cli@example.com".to_owned(), json!(["user"])),
+            ("known@example.com".to_owned(), json!(["admin", "user"])),
+        ],
+        "{listed:?}"
+    );
+}

@@ -57,7 +57,12 @@ enum UsersCommand {
     /// times and verification, sorted by any column, a page at a time, as a table or --json.
     /// Reads the directory read model of the data directory (caught up with the log first), or
     /// a temporary one while a service holds it.
-    List(users::ListArgs),
+    List(Box<users::ListArgs>),
+    /// Import users from a CSV file into a tenant (columns email, first_name, last_name, roles
+    /// separated by `;`), as `POST /v1/tenants/{tenant}/users/import` does, acting as the
+    /// operator: --dry-run prints the plan and changes nothing. With the embedded log, stop the
+    /// service first (or use the HTTP API).
+    Import(Box<users::ImportArgs>),
 }
 
 #[derive(Args)]
@@ -227,7 +232,8 @@ pub fn main() -> ExitCode {
             Command::Bootstrap(args) => bootstrap(args).await,
             Command::Audit(AuditCommand::Verify(args)) => verify::run(args).await,
             Command::Audit(AuditCommand::Events(args)) => audit_events::run(args).await,
-            Command::Users(UsersCommand::List(args)) => users::list(args).await,
+            Command::Users(UsersCommand::List(args)) => users::list(*args).await,
+            Command::Users(UsersCommand::Import(args)) => users::import(*args).await,
         }
     });
     match result {

@@ -228,3 +228,107 @@ fn print_table(page: &DirectoryPage, tenant_listing: bool) {
         eprintln!("next page: --cursor {next}");
     }
 }
+
+#[derive(Args)]
+pub(crate) struct ImportArgs {
+    #[command(flatten)]
+    common: crate::Common,
+    /// The tenant to import into.
+    #[arg(long)]
+    tenant: String,
+    /// Plan only: print what each row would do and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// The CSV file (`-`: standard input).
+    file: std::path::PathBuf,
+}
+
+/// `idstream users import`: plans (and unless --dry-run, carries out) a CSV import as the
+/// operator, printing one line per row: its number, address, action and each result.
+pub(crate) async fn import(args: ImportArgs) -> anyhow::Result<()> {
+    let csv = if args.file.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("reading the CSV from standard input")?;
+        text
+    } else {
+        std::fs::read_to_string(&args.file)
+            .with_context(|| format!("reading {}", args.file.display()))?
+    };
+    let tenant: TenantId = args
+        .tenant
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
+    let config = args.common.config()?;
+    let log = crate::audit_events::open_existing_log(&config).await?;
+    let (app, read_models, _) = crate::startup::open_app(&config, log).await?;
+    let caller = idstream_app::Caller::system("import");
+    let result = app
+        .people
+        .import(&caller, &tenant, &csv, args.dry_run)
+        .await;
+    read_models.shutdown().await;
+    let rows = result.map_err(|e| anyhow::anyhow!("import refused: {e}"))?;
+    let (mut changed, mut refused) = (0, 0);
+    for row in &rows {
+        let (action, detail) = match &row.plan {
+            idstream_app::RowPlan::Create { roles } => (
+                "create",
+                roles
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            idstream_app::RowPlan::AssignRoles { roles, .. } => (
+                "assign_roles",
+                roles
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            idstream_app::RowPlan::Unchanged { .. } => ("unchanged", String::new()),
+            idstream_app::RowPlan::Invalid(error) => ("invalid", error.to_string()),
+        };
+        let results: Vec<String> = row
+            .outcomes
+            .iter()
+            .map(|outcome| match outcome {
+                idstream_app::BulkOutcome::Done { .. } => {
+                    changed += 1;
+                    "done".to_owned()
+                }
+                idstream_app::BulkOutcome::Unchanged => "unchanged".to_owned(),
+                idstream_app::BulkOutcome::Refused(error) => {
+                    refused += 1;
+                    format!("refused: {error}")
+                }
+            })
+            .collect();
+        println!(
+            "{:>5}  {:<32} {:<13} {} {}",
+            row.row,
+            row.email,
+            action,
+            detail,
+            results.join("; ")
+        );
+    }
+    let invalid = rows
+        .iter()
+        .filter(|r| matches!(r.plan, idstream_app::RowPlan::Invalid(_)))
+        .count();
+    if args.dry_run {
+        eprintln!(
+            "dry run: {} rows, {invalid} invalid; nothing changed",
+            rows.len()
+        );
+    } else {
+        eprintln!(
+            "{} rows: {changed} changes made, {refused} refused, {invalid} invalid",
+            rows.len()
+        );
+    }
+    Ok(())
+}
