@@ -844,7 +844,7 @@ async fn rebuild_rate(
     let digests = rebuild_offline(
         &dir,
         log.clone(),
-        idstream_app::projections(Default::default()),
+        idstream_app::offline_projections(),
         |_, _| {},
     )
     .await?;
@@ -923,7 +923,7 @@ async fn rebuild_rate(
             let db = sled::Config::new().path(&apply_dir).open()?;
             let started = Instant::now();
             let mut each = Vec::new();
-            for projection in idstream_app::projections(Default::default()) {
+            for projection in idstream_app::offline_projections() {
                 let tree = db.open_tree(projection.name())?;
                 let one = Instant::now();
                 for page in &pages {
@@ -1075,7 +1075,7 @@ async fn stored_rows(dir: &Path) -> anyhow::Result<Rows> {
             by_prefix: BTreeMap::new(),
             trees: Vec::new(),
         };
-        for projection in idstream_app::projections(Default::default()) {
+        for projection in idstream_app::offline_projections() {
             let mut kept = Vec::new();
             for entry in db.open_tree(projection.name())?.iter() {
                 let (key, value) = entry?;

@@ -89,6 +89,18 @@ pub fn projections(caches: Caches) -> Vec<Arc<dyn Projection>> {
     ]
 }
 
+/// The same read models for offline rebuilds (`idstream replay`, benchmarks): the same folds and
+/// digests, without the in-memory structures that only serve queries (the directory's search
+/// index, which the serving process loads from the rebuilt tree when it opens it).
+pub fn offline_projections() -> Vec<Arc<dyn Projection>> {
+    vec![
+        Arc::new(DirectoryProjection::without_search()),
+        Arc::new(AccessProjection::new(Arc::default())),
+        Arc::new(IdentityProjection),
+        Arc::new(idstream_audit::AuditProjection),
+    ]
+}
+
 /// The read models that commands, sign-in and every query except the audit trail's read. Their
 /// waits (read-your-writes after a command, a client's consistency token) cover only these, so a
 /// stuck audit read model (an event it cannot apply) does not stop the rest of the service; the

@@ -356,7 +356,7 @@ async fn replay(config: Config) -> anyhow::Result<()> {
     let digests = idstream_projection_runtime::rebuild_offline(
         &dir,
         log,
-        idstream_app::projections(Default::default()),
+        idstream_app::offline_projections(),
         |done, target| {
             if last_report.elapsed().as_millis() >= 500 || done == target {
                 last_report = std::time::Instant::now();
