@@ -544,6 +544,7 @@ fn permission_events(tenant: &TenantId, user: UserId) -> anyhow::Result<[EventEn
             DomainEvent::PermissionsGranted(PermissionsGranted {
                 user,
                 permissions: permissions.clone(),
+                expires_at: None,
             }),
             &key,
             0,
@@ -655,7 +656,7 @@ async fn command_latency(
         let started = Instant::now();
         let outcome = if command.is_multiple_of(2) {
             app.memberships
-                .grant_permissions(&ctx, tenant.clone(), user, permissions.clone())
+                .grant_permissions(&ctx, tenant.clone(), user, permissions.clone(), None)
                 .await
         } else {
             app.memberships
@@ -1203,6 +1204,7 @@ fn population() -> impl Iterator<Item = EventEnvelope> {
         let role = |name: &str| RoleAssigned {
             user,
             role: name.parse().expect("a valid role"),
+            expires_at: None,
         };
         events.push(envelope(
             DomainEvent::RoleAssigned(role("user")),

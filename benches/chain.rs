@@ -90,6 +90,7 @@ fn batch(i: u64) -> Vec<EventEnvelope> {
                     DomainEvent::RoleAssigned(RoleAssigned {
                         user,
                         role: format!("role-{n}").parse().unwrap(),
+                        expires_at: None,
                     })
                     .into_envelope(Ulid::new(), &stream, &meta)
                 })

@@ -321,6 +321,7 @@ fn project(criterion: &mut Criterion, recorder: &Recorder) {
             DomainEvent::RoleAssigned(RoleAssigned {
                 user,
                 role: "user".parse().expect("a role"),
+                expires_at: None,
             }),
             &membership_key,
         ),

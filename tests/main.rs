@@ -21,3 +21,4 @@ mod routes;
 mod server;
 mod subscribers;
 mod support;
+mod temporary;

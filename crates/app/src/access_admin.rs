@@ -12,6 +12,7 @@
 
 use std::collections::BTreeSet;
 
+use idstream_access::DueLapse;
 use idstream_domain::access::entity::{EntityCommand, EntityError};
 use idstream_domain::access::record::{RecordCommand, RecordRef};
 use idstream_domain::access::role::{self, RoleCommand, RoleError};
@@ -20,12 +21,14 @@ use idstream_domain::access::{
     RecordId, Resource,
 };
 use idstream_domain::aggregate::{
-    EntityAggregate, RecordAggregate, RoleAggregate, TenantAggregate,
+    EntityAggregate, MembershipAggregate, RecordAggregate, RoleAggregate, TenantAggregate,
 };
+use idstream_domain::membership::MembershipCommand;
 use idstream_domain::{RoleName, TenantId, UserId};
+use time::OffsetDateTime;
 
 use crate::admin_rules::{entity_key, record_key, role_key};
-use crate::core::{internal, tenant_key};
+use crate::core::{internal, membership_key, tenant_key};
 use crate::policy::Caller;
 use crate::{AppError, Outcome, service};
 
@@ -451,9 +454,59 @@ impl AccessAdmin {
         .await
     }
 
-    /// Grants a member read-only or read-write access to one record (a repeat changes nothing).
+    /// Records the lapse of temporary access that has ended (roles, custom permissions, record
+    /// grants and local roles whose `expires_at` has passed): one `RoleLapsed`,
+    /// `PermissionsLapsed`, `RecordGrantLapsed` or `LocalRoleLapsed` per holding, carrying the
+    /// exact end. Checks stopped honouring the access at its end already; this is for the trail
+    /// and the listings. Safe on several replicas at once: each lapse is decided on its
+    /// aggregate, and a replica that comes second finds nothing left to record. Returns how many
+    /// aggregates were looked at (at most `limit`).
+    ///
+    /// Who: the operator (the service's own upkeep task).
+    pub async fn record_lapses(&self, caller: &Caller, limit: usize) -> Result<usize, AppError> {
+        self.platform_admin(caller).await?;
+        let now = self.now();
+        let due = self.access.due_lapses(now, limit).map_err(internal)?;
+        for lapse in &due {
+            match lapse {
+                DueLapse::Membership { tenant, user } => {
+                    let command = MembershipCommand::Lapse { user: *user, now };
+                    self.execute::<MembershipAggregate>(
+                        caller.ctx(),
+                        &membership_key(tenant, *user),
+                        "",
+                        command,
+                    )
+                    .await?;
+                }
+                DueLapse::Record {
+                    tenant,
+                    entity,
+                    record,
+                } => {
+                    let at = RecordRef {
+                        entity: entity.clone(),
+                        record: record.clone(),
+                    };
+                    let key = record_key(tenant, &at);
+                    self.execute::<RecordAggregate>(
+                        caller.ctx(),
+                        &key,
+                        "",
+                        RecordCommand::Lapse { at, now },
+                    )
+                    .await?;
+                }
+            }
+        }
+        Ok(due.len())
+    }
+
+    /// Grants a member read-only or read-write access to one record, for good or until
+    /// `expires_at` (a repeat changes nothing).
     ///
     /// Who: entity.<entity>:update
+    #[allow(clippy::too_many_arguments)]
     pub async fn grant_record_access(
         &self,
         caller: &Caller,
@@ -462,6 +515,7 @@ impl AccessAdmin {
         record: RecordId,
         user: UserId,
         access: RecordAccess,
+        expires_at: Option<OffsetDateTime>,
     ) -> Result<Outcome, AppError> {
         self.permission(
             caller,
@@ -472,7 +526,13 @@ impl AccessAdmin {
         let at = self.record_at(&tenant, entity, record).await?;
         self.require_member(&tenant, user).await?;
         let key = record_key(&tenant, &at);
-        let command = RecordCommand::Grant { at, user, access };
+        let command = RecordCommand::Grant {
+            at,
+            user,
+            access,
+            expires_at,
+            now: self.now(),
+        };
         self.execute::<RecordAggregate>(caller.ctx(), &key, "", command)
             .await
     }
@@ -506,6 +566,7 @@ impl AccessAdmin {
     ///
     /// Who: as for giving the role in the tenant: `role.<role>:assign` and every permission
     /// of the role.
+    #[allow(clippy::too_many_arguments)]
     pub async fn assign_local_role(
         &self,
         caller: &Caller,
@@ -514,12 +575,19 @@ impl AccessAdmin {
         record: RecordId,
         user: UserId,
         role: RoleName,
+        expires_at: Option<OffsetDateTime>,
     ) -> Result<Outcome, AppError> {
         self.may_give_role(caller, &tenant, &role).await?;
         let at = self.record_at(&tenant, entity, record).await?;
         self.require_member(&tenant, user).await?;
         let key = record_key(&tenant, &at);
-        let command = RecordCommand::AssignLocalRole { at, user, role };
+        let command = RecordCommand::AssignLocalRole {
+            at,
+            user,
+            role,
+            expires_at,
+            now: self.now(),
+        };
         self.execute::<RecordAggregate>(caller.ctx(), &key, "", command)
             .await
     }

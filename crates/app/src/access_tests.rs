@@ -63,6 +63,7 @@ async fn grant(app: &App, user: UserId, permissions: &[&str]) {
             acme(),
             user,
             permissions.iter().map(|p| p.parse().unwrap()).collect(),
+            None,
         )
         .await
         .unwrap();
@@ -88,7 +89,7 @@ async fn only_owners_give_and_take_the_owner_role() {
     // An admin may neither give the owner role nor take it from an owner.
     assert_err(
         app.memberships
-            .assign_role(&as_user(admin), acme(), user, role("owner"))
+            .assign_role(&as_user(admin), acme(), user, role("owner"), None)
             .await,
         "OwnerOnly",
     );
@@ -120,7 +121,7 @@ async fn only_owners_give_and_take_the_owner_role() {
 
     // An owner may do all of it.
     app.memberships
-        .assign_role(&as_user(owner), acme(), user, role("owner"))
+        .assign_role(&as_user(owner), acme(), user, role("owner"), None)
         .await
         .unwrap();
     app.users
@@ -133,7 +134,7 @@ async fn only_owners_give_and_take_the_owner_role() {
         .unwrap();
     // Other roles are not the owner's business.
     app.memberships
-        .assign_role(&as_user(admin), acme(), user, role("admin"))
+        .assign_role(&as_user(admin), acme(), user, role("admin"), None)
         .await
         .unwrap();
 
@@ -149,7 +150,7 @@ async fn only_owners_give_and_take_the_owner_role() {
     });
     assert_err(
         app.memberships
-            .assign_role(&key, acme(), user, role("user"))
+            .assign_role(&key, acme(), user, role("user"), None)
             .await,
         "Forbidden(Permission { text: \"role.user:assign\" })",
     );
@@ -186,6 +187,7 @@ async fn the_owner_role_is_guarded_on_records_too() {
                     "P-1".parse().unwrap(),
                     admin,
                     role("owner"),
+                    None,
                 )
                 .await
         }
@@ -201,6 +203,7 @@ async fn the_owner_role_is_guarded_on_records_too() {
             "P-1".parse().unwrap(),
             owner,
             RecordAccess::ReadOnly,
+            None,
         )
         .await
         .unwrap();
@@ -320,7 +323,7 @@ async fn the_last_admin_cannot_be_demoted_removed_or_deactivated() {
 
     // Revoking the admin role from someone who also holds owner leaves them an administrator.
     app.memberships
-        .assign_role(&system(), acme(), other, role("owner"))
+        .assign_role(&system(), acme(), other, role("owner"), None)
         .await
         .unwrap();
     app.memberships
@@ -386,7 +389,7 @@ async fn concurrent_demotions_of_the_last_two_admins_leave_one() {
         let demoted = if left[0] { second } else { first };
         // The user cannot give back what they do not hold (global access): the operator does.
         app.memberships
-            .assign_role(&system(), acme(), demoted, role("admin"))
+            .assign_role(&system(), acme(), demoted, role("admin"), None)
             .await
             .unwrap();
     }
@@ -454,7 +457,7 @@ async fn a_role_assigned_while_it_is_deleted_is_not_left_behind() {
         let ctx = system();
         let (assigned, deleted) = tokio::join!(
             app.memberships
-                .assign_role(&ctx, acme(), user, name.clone()),
+                .assign_role(&ctx, acme(), user, name.clone(), None),
             app.access_admin.delete_role(&ctx, acme(), name.clone()),
         );
         let exists = app.core().require_role(&acme(), &name).await.is_ok();
@@ -496,6 +499,8 @@ async fn a_deleted_role_defined_again_is_not_held_by_a_leftover_assignment() {
             idstream_domain::membership::MembershipCommand::Assign {
                 user,
                 role: editor.clone(),
+                expires_at: None,
+                now: app.core().now(),
             },
         )
         .await
@@ -523,7 +528,7 @@ async fn the_platform_administrator_is_above_the_admin_rules() {
         .await
         .unwrap();
     app.memberships
-        .assign_role(&system(), acme(), owner, role("owner"))
+        .assign_role(&system(), acme(), owner, role("owner"), None)
         .await
         .unwrap();
     app.memberships
@@ -542,7 +547,7 @@ async fn custom_roles_exist_between_their_definition_and_their_deletion() {
     let editor = role("editor");
     assert_err(
         app.memberships
-            .assign_role(&system(), acme(), user, editor.clone())
+            .assign_role(&system(), acme(), user, editor.clone(), None)
             .await,
         "UnknownRole(RoleName(\"editor\"))",
     );
@@ -553,7 +558,7 @@ async fn custom_roles_exist_between_their_definition_and_their_deletion() {
         .unwrap();
     // The role's existence is read from the log, not from a read model that may lag.
     app.memberships
-        .assign_role(&system(), acme(), user, editor.clone())
+        .assign_role(&system(), acme(), user, editor.clone(), None)
         .await
         .unwrap();
     assert_err(
@@ -572,7 +577,7 @@ async fn custom_roles_exist_between_their_definition_and_their_deletion() {
         .unwrap();
     assert_err(
         app.memberships
-            .assign_role(&system(), acme(), user, editor.clone())
+            .assign_role(&system(), acme(), user, editor.clone(), None)
             .await,
         "UnknownRole(RoleName(\"editor\"))",
     );
@@ -587,7 +592,7 @@ async fn custom_roles_exist_between_their_definition_and_their_deletion() {
         .unwrap();
     assert_err(
         app.memberships
-            .assign_role(&system(), "globex".parse().unwrap(), user, editor)
+            .assign_role(&system(), "globex".parse().unwrap(), user, editor, None)
             .await,
         "UnknownRole(RoleName(\"editor\"))",
     );
@@ -631,7 +636,7 @@ async fn every_command_needs_its_permission_and_each_role_its_own() {
         .unwrap();
     assert_err(
         app.memberships
-            .assign_role(&as_user(ada), acme(), bob, role("editor"))
+            .assign_role(&as_user(ada), acme(), bob, role("editor"), None)
             .await,
         "Forbidden(Permission { text: \"role.editor:assign\" })",
     );
@@ -648,6 +653,7 @@ async fn every_command_needs_its_permission_and_each_role_its_own() {
                 perm("role.user:assign"),
             ]
             .into(),
+            None,
         )
         .await
         .unwrap();
@@ -658,22 +664,22 @@ async fn every_command_needs_its_permission_and_each_role_its_own() {
     // Nobody gives a permission they do not hold: the editor role has files:update.
     assert_err(
         app.memberships
-            .assign_role(&as_user(ada), acme(), bob, role("editor"))
+            .assign_role(&as_user(ada), acme(), bob, role("editor"), None)
             .await,
         "BeyondCallerPermissions([\"files:update\"])",
     );
     app.memberships
-        .grant_permissions(&system(), acme(), ada, [perm("files:update")].into())
+        .grant_permissions(&system(), acme(), ada, [perm("files:update")].into(), None)
         .await
         .unwrap();
     app.memberships
-        .assign_role(&as_user(ada), acme(), bob, role("editor"))
+        .assign_role(&as_user(ada), acme(), bob, role("editor"), None)
         .await
         .unwrap();
     // role.editor:assign is not role.admin:assign.
     assert_err(
         app.memberships
-            .assign_role(&as_user(ada), acme(), bob, role("admin"))
+            .assign_role(&as_user(ada), acme(), bob, role("admin"), None)
             .await,
         "Forbidden(Permission { text: \"role.admin:assign\" })",
     );
@@ -729,24 +735,24 @@ async fn a_platform_administrator_gives_the_owner_role_only_in_a_tenant_without_
     // A tenant administrator is no owner.
     assert_err(
         app.memberships
-            .assign_role(&as_user(admin), acme(), admin, role("owner"))
+            .assign_role(&as_user(admin), acme(), admin, role("owner"), None)
             .await,
         "OwnerOnly",
     );
     // The platform administrator gives it where there is none…
     app.memberships
-        .assign_role(&as_user(platform), acme(), admin, role("owner"))
+        .assign_role(&as_user(platform), acme(), admin, role("owner"), None)
         .await
         .unwrap();
     // …and then it is the owners' to give.
     assert_err(
         app.memberships
-            .assign_role(&as_user(platform), acme(), other, role("owner"))
+            .assign_role(&as_user(platform), acme(), other, role("owner"), None)
             .await,
         "OwnerOnly",
     );
     app.memberships
-        .assign_role(&as_user(admin), acme(), other, role("owner"))
+        .assign_role(&as_user(admin), acme(), other, role("owner"), None)
         .await
         .unwrap();
 }
@@ -821,7 +827,7 @@ async fn a_user_is_shown_with_only_the_tenants_the_caller_may_read_users_in() {
         .unwrap();
     let assigned = app
         .memberships
-        .assign_role(&system(), "beta".parse().unwrap(), both, role("user"))
+        .assign_role(&system(), "beta".parse().unwrap(), both, role("user"), None)
         .await
         .unwrap();
     let stranger = NewUserRequest {

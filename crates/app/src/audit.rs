@@ -85,6 +85,7 @@ impl Audit {
             .replays
             .at(as_of, self.last_erasure().await?, |_, _| {})
             .await?;
+        let at = replay.moment(as_of);
         let explanation = replay
             .access
             .explain(CheckRequest {
@@ -93,10 +94,10 @@ impl Audit {
                 permission: &permission,
                 record: record.as_ref(),
                 restriction: None,
-                now: replay.now(),
+                now: at,
             })
             .map_err(internal)?;
-        Ok((replay.info.clone(), explanation))
+        Ok((replay.info_at(at), explanation))
     }
 
     /// Who could use `permission` (of an entity) on `record` at `as_of`, each with the
@@ -117,8 +118,9 @@ impl Audit {
             .replays
             .at(as_of, self.last_erasure().await?, |_, _| {})
             .await?;
-        let holders = holders(&replay, &tenant, &permission, &record)?;
-        Ok((replay.info.clone(), holders))
+        let at = replay.moment(as_of);
+        let holders = holders(&replay, at, &tenant, &permission, &record)?;
+        Ok((replay.info_at(at), holders))
     }
 
     /// The access review of a tenant now (the live read models, caught up with the log) or at
@@ -135,7 +137,10 @@ impl Audit {
         match as_of {
             None => {
                 self.catch_up().await?;
-                let review = self.access.access_review(&tenant).map_err(internal)?;
+                let review = self
+                    .access
+                    .access_review(&tenant, self.now())
+                    .map_err(internal)?;
                 let emails = emails(&self.directory, &review)?;
                 Ok((None, Review { review, emails }))
             }
@@ -144,9 +149,10 @@ impl Audit {
                     .replays
                     .at(as_of, self.last_erasure().await?, |_, _| {})
                     .await?;
-                let review = replay.access.access_review(&tenant).map_err(internal)?;
+                let at = replay.moment(as_of);
+                let review = replay.access.access_review(&tenant, at).map_err(internal)?;
                 let emails = emails(&replay.directory, &review)?;
-                Ok((Some(replay.info.clone()), Review { review, emails }))
+                Ok((Some(replay.info_at(at)), Review { review, emails }))
             }
         }
     }

@@ -298,7 +298,7 @@ impl World {
             world
                 .app
                 .memberships
-                .assign_role(&system, tenant(other), user, role(roles_other))
+                .assign_role(&system, tenant(other), user, role(roles_other), None)
                 .await
                 .unwrap();
             world.users.push(user);
@@ -564,7 +564,9 @@ impl World {
                 }
             }
             Command::AssignRole(t, user, r) => {
-                app.memberships.assign_role(&caller, t, user, r).await?;
+                app.memberships
+                    .assign_role(&caller, t, user, r, None)
+                    .await?;
             }
             Command::RevokeRole(t, user, r) => {
                 app.memberships.revoke_role(&caller, t, user, r).await?;
@@ -592,7 +594,7 @@ impl World {
             }
             Command::GrantPermissions(t, user, permissions) => {
                 app.memberships
-                    .grant_permissions(&caller, t, user, permissions)
+                    .grant_permissions(&caller, t, user, permissions, None)
                     .await?;
             }
             Command::IssueKey(t, owner, restriction) => {

@@ -187,6 +187,7 @@ impl People {
                         operations.push(BulkOperation::AssignRole {
                             user: *user,
                             role: role.clone(),
+                            expires_at: None,
                         });
                         owners.push(index);
                     }

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeSet;
 
+use time::OffsetDateTime;
+
 use idstream_domain::access::{Action, Permission, Resource};
 use idstream_domain::aggregate::MembershipAggregate;
 use idstream_domain::membership::MembershipCommand;
@@ -50,6 +52,10 @@ impl Memberships {
     /// the owner role (a platform administrator too, where the tenant has no owner), and nobody
     /// gives a role with a permission they do not hold (F-AZ-7).
     ///
+    /// With `expires_at`, the role is temporary: checks stop honouring it at that moment and
+    /// its lapse is recorded afterwards; giving a held role again with another end (or none)
+    /// changes its end.
+    ///
     /// Who: `role.<role>:assign` in the tenant and every permission of the role.
     pub async fn assign_role(
         &self,
@@ -57,6 +63,7 @@ impl Memberships {
         tenant: TenantId,
         user: UserId,
         role: RoleName,
+        expires_at: Option<OffsetDateTime>,
     ) -> Result<Outcome, AppError> {
         self.may_give_role(caller, &tenant, &role).await?;
         self.require_user_exists(user).await?;
@@ -68,6 +75,8 @@ impl Memberships {
                 MembershipCommand::Assign {
                     user,
                     role: role.clone(),
+                    expires_at,
+                    now: self.now(),
                 },
             )
             .await?;
@@ -111,7 +120,8 @@ impl Memberships {
     }
 
     /// Gives a user custom permissions in a tenant, on top of their roles (those held already
-    /// are ignored). A user who was not a member becomes one.
+    /// with the same end are ignored), for good or until `expires_at`. A user who was not a
+    /// member becomes one.
     ///
     /// Who: `permissions:create` in the tenant, holding every permission given.
     pub async fn grant_permissions(
@@ -120,6 +130,7 @@ impl Memberships {
         tenant: TenantId,
         user: UserId,
         permissions: BTreeSet<Permission>,
+        expires_at: Option<OffsetDateTime>,
     ) -> Result<Outcome, AppError> {
         self.named_permission(caller, &tenant, "permissions", Action::Create)
             .await?;
@@ -131,7 +142,12 @@ impl Memberships {
             caller.ctx(),
             &membership_key(&tenant, user),
             "",
-            MembershipCommand::GrantPermissions { user, permissions },
+            MembershipCommand::GrantPermissions {
+                user,
+                permissions,
+                expires_at,
+                now: self.now(),
+            },
         )
         .await
     }

@@ -108,6 +108,8 @@ pub enum BulkOperation {
     AssignRole {
         user: UserId,
         role: RoleName,
+        /// Temporary: until then.
+        expires_at: Option<time::OffsetDateTime>,
     },
     RevokeRole {
         user: UserId,
@@ -257,6 +259,8 @@ impl People {
     /// (or does not hold it) is left as they are. The whole request is refused when the caller
     /// may not give (or take) the role at all, and then changes nothing.
     ///
+    /// With `expires_at`, the role is given to `add` until then (temporary access).
+    ///
     /// Who: `role.<role>:assign` in the tenant and every permission of the role to add,
     /// `role.<role>:revoke` to remove.
     pub async fn change_role_members(
@@ -266,6 +270,7 @@ impl People {
         role: &RoleName,
         add: &[UserId],
         remove: &[UserId],
+        expires_at: Option<time::OffsetDateTime>,
     ) -> Result<Vec<BulkResult>, AppError> {
         // Authorized first: a caller who may not do this learns nothing about the request.
         // (An empty request is judged as adding.)
@@ -306,7 +311,7 @@ impl People {
                 caller.scoped(&format!("{}-{user}", if adding { "add" } else { "remove" }));
             let outcome = if adding {
                 match memberships
-                    .assign_role(&scoped, tenant.clone(), user, role.clone())
+                    .assign_role(&scoped, tenant.clone(), user, role.clone(), expires_at)
                     .await
                 {
                     Err(AppError::Membership(
@@ -394,9 +399,13 @@ impl People {
                         Err(error) => BulkOutcome::Refused(error),
                     }
                 }
-                BulkOperation::AssignRole { user, role } => done(
+                BulkOperation::AssignRole {
+                    user,
+                    role,
+                    expires_at,
+                } => done(
                     memberships
-                        .assign_role(&caller, tenant.clone(), user, role)
+                        .assign_role(&caller, tenant.clone(), user, role, expires_at)
                         .await,
                 ),
                 BulkOperation::RevokeRole { user, role } => done(
@@ -479,7 +488,7 @@ impl People {
                 .unwrap_or_default();
             let holdings = self
                 .access
-                .member_holdings(&tenant, &user)
+                .member_holdings(&tenant, &user, self.now())
                 .map_err(internal)?;
             answer.push(TenantAccess {
                 tenant,

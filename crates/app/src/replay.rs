@@ -54,6 +54,10 @@ pub struct ReplayInfo {
     pub time: Option<OffsetDateTime>,
     /// Digest of each replayed read model, comparable with the live digests at that position.
     pub digests: BTreeMap<String, String>,
+    /// The moment the answer's checks were decided at: the time asked for, or the replayed
+    /// event's time for a position (temporary access that ended before it does not count).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub decided_at: Option<OffsetDateTime>,
 }
 
 /// The read models as they were at one position.
@@ -70,6 +74,24 @@ impl Replay {
     /// suspensions lapse as they did then).
     pub fn now(&self) -> OffsetDateTime {
         self.info.time.unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    }
+
+    /// The moment checks are decided at for `as_of`: the time itself when a time was asked
+    /// for (so temporary access that ended between the last event and that time does not
+    /// count), the replayed event's time for a position.
+    pub fn moment(&self, as_of: AsOf) -> OffsetDateTime {
+        match as_of {
+            AsOf::Time(at) => at.max(self.now()),
+            AsOf::Position(_) => self.now(),
+        }
+    }
+
+    /// This replay's description for answers decided at `at`.
+    pub fn info_at(&self, at: OffsetDateTime) -> ReplayInfo {
+        ReplayInfo {
+            decided_at: Some(at),
+            ..self.info.clone()
+        }
     }
 }
 
@@ -200,6 +222,7 @@ impl Replays {
                 position,
                 time,
                 digests,
+                decided_at: None,
             },
             access: Access::new(access_tree, Arc::new(FactCache::default())),
             directory: Directory::new(directory_tree, Default::default()),
@@ -234,14 +257,15 @@ pub struct Review {
     pub emails: BTreeMap<UserId, String>,
 }
 
-/// Everyone in `tenant` who could use `permission` on `record` in `replay`, with why.
+/// Everyone in `tenant` who could use `permission` on `record` in `replay` at `at`, with why.
 pub fn holders(
     replay: &Replay,
+    at: OffsetDateTime,
     tenant: &TenantId,
     permission: &Permission,
     record: &RecordId,
 ) -> Result<Vec<ExplainedHolder>, AppError> {
-    let review = replay.access.access_review(tenant).map_err(internal)?;
+    let review = replay.access.access_review(tenant, at).map_err(internal)?;
     let mut holders = Vec::new();
     for member in &review.members {
         let explanation = replay
@@ -252,7 +276,7 @@ pub fn holders(
                 permission,
                 record: Some(record),
                 restriction: None,
-                now: replay.now(),
+                now: at,
             })
             .map_err(internal)?;
         if explanation.decision.allowed {
@@ -265,9 +289,13 @@ pub fn holders(
     Ok(holders)
 }
 
-/// The access review of `tenant` in `replay`, with the addresses as they were then.
-pub fn review_of(replay: &Replay, tenant: &TenantId) -> Result<Review, AppError> {
-    let review = replay.access.access_review(tenant).map_err(internal)?;
+/// The access review of `tenant` in `replay` at `at`, with the addresses as they were then.
+pub fn review_of(
+    replay: &Replay,
+    at: OffsetDateTime,
+    tenant: &TenantId,
+) -> Result<Review, AppError> {
+    let review = replay.access.access_review(tenant, at).map_err(internal)?;
     let emails = emails(&replay.directory, &review)?;
     Ok(Review { review, emails })
 }

@@ -388,7 +388,12 @@ impl Core {
         };
         for role in request.roles {
             let step = format!("role-{role}");
-            let command = MembershipCommand::Assign { user, role };
+            let command = MembershipCommand::Assign {
+                user,
+                role,
+                expires_at: None,
+                now: self.now(),
+            };
             match self
                 .execute::<MembershipAggregate>(ctx, &membership_key(&tenant, user), &step, command)
                 .await

@@ -18,7 +18,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use idstream_domain::events::{
-    MemberRemoved, PermissionsGranted, PermissionsRevoked, RoleAssigned, RoleRevoked, UserSuspended,
+    MemberRemoved, PermissionsGranted, PermissionsLapsed, PermissionsRevoked, RoleAssigned,
+    RoleLapsed, RoleRevoked, UserSuspended,
 };
 use idstream_domain::{DecodeError, DomainEvent, EventEnvelope};
 use serde::{Deserialize, Serialize};
@@ -178,22 +179,27 @@ impl Seats {
                 suspended_until: None,
                 ..account
             }),
-            DomainEvent::RoleAssigned(RoleAssigned { user, role }) => {
+            DomainEvent::RoleAssigned(RoleAssigned { user, role, .. }) => {
                 self.change_member(envelope, user.to_string(), true, |m| {
                     m.roles.insert(role.to_string());
                 })
             }
-            DomainEvent::RoleRevoked(RoleRevoked { user, role }) => {
+            DomainEvent::RoleRevoked(RoleRevoked { user, role })
+            | DomainEvent::RoleLapsed(RoleLapsed { user, role, .. }) => {
                 self.change_member(envelope, user.to_string(), false, |m| {
                     m.roles.remove(role.as_str());
                 })
             }
-            DomainEvent::PermissionsGranted(PermissionsGranted { user, permissions }) => self
-                .change_member(envelope, user.to_string(), true, |m| {
-                    m.custom_permissions
-                        .extend(permissions.iter().map(ToString::to_string));
-                }),
-            DomainEvent::PermissionsRevoked(PermissionsRevoked { user, permissions }) => {
+            DomainEvent::PermissionsGranted(PermissionsGranted {
+                user, permissions, ..
+            }) => self.change_member(envelope, user.to_string(), true, |m| {
+                m.custom_permissions
+                    .extend(permissions.iter().map(ToString::to_string));
+            }),
+            DomainEvent::PermissionsRevoked(PermissionsRevoked { user, permissions })
+            | DomainEvent::PermissionsLapsed(PermissionsLapsed {
+                user, permissions, ..
+            }) => {
                 let gone: BTreeSet<String> = permissions.iter().map(ToString::to_string).collect();
                 self.change_member(envelope, user.to_string(), false, |m| {
                     m.custom_permissions.retain(|p| !gone.contains(p));
@@ -293,6 +299,8 @@ const RELEVANT: &[&str] = &[
     "PermissionsGranted",
     "PermissionsRevoked",
     "MemberRemoved",
+    "RoleLapsed",
+    "PermissionsLapsed",
 ];
 
 #[cfg(test)]
@@ -355,6 +363,7 @@ mod tests {
         DomainEvent::RoleAssigned(RoleAssigned {
             user: user(n),
             role: name.parse().unwrap(),
+            expires_at: None,
         })
     }
 
@@ -469,6 +478,7 @@ mod tests {
                 DomainEvent::PermissionsGranted(PermissionsGranted {
                     user: user(1),
                     permissions: permission(),
+                    expires_at: None,
                 }),
             ),
             on_member(

@@ -1,7 +1,7 @@
 //! `idstream bootstrap --demo`: after bootstrapping the tenant and its owner, fills it with a
 //! small world to try things on: an administrator and two users with different roles, a custom
-//! role, an entity with row-level security, a few records with owners, a grant and a local role.
-//! Every piece is made through the application's own operations (as the owner), exactly as
+//! role, an entity with row-level security, a few records with owners, a temporary grant and a
+//! local role. Every piece is made through the application's own operations (as the owner), exactly as
 //! administrators make them over HTTP; the demo users join through invitations handed over as
 //! links, and accept them with generated passwords, which are printed once.
 
@@ -158,6 +158,8 @@ pub(crate) async fn fill(
             parse("apollo")?,
             edsger,
             RecordAccess::ReadOnly,
+            // Temporary access, as for a contractor: it ends by itself in 30 days.
+            Some(time::OffsetDateTime::now_utc() + time::Duration::days(30)),
         )
         .await
         .map_err(failed("a record grant"))?;
@@ -169,6 +171,7 @@ pub(crate) async fn fill(
             parse("mercury")?,
             grace,
             editor,
+            None,
         )
         .await
         .map_err(failed("a local role"))?;

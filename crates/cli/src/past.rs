@@ -93,11 +93,14 @@ pub struct AsOfArgs {
     pub out: Option<PathBuf>,
 }
 
+/// The replay for `--as-of` (the whole log without it), the moment its checks are decided at
+/// (now without `--as-of`), and the temporary directory it lives in, if any.
 async fn replay(
     common: Common,
     args: &AsOfArgs,
 ) -> anyhow::Result<(
     std::sync::Arc<idstream_app::replay::Replay>,
+    time::OffsetDateTime,
     Option<tempfile::TempDir>,
 )> {
     let config = common.config()?;
@@ -121,7 +124,11 @@ async fn replay(
         })
         .await
         .map_err(|e| anyhow::anyhow!("replaying the log: {e}"))?;
-    Ok((replay, temporary))
+    let at = match &args.as_of {
+        Some(_) => replay.moment(as_of),
+        None => time::OffsetDateTime::now_utc(),
+    };
+    Ok((replay, at, temporary))
 }
 
 /// The moment a replayed answer shows, as the HTTP endpoints give it.
@@ -129,6 +136,7 @@ fn as_of_json(info: &idstream_app::replay::ReplayInfo) -> serde_json::Value {
     serde_json::json!({
         "position": info.position,
         "time": info.time.and_then(|t| t.format(&Rfc3339).ok()),
+        "decided_at": info.decided_at.and_then(|t| t.format(&Rfc3339).ok()),
         "digests": info.digests,
     })
 }
@@ -143,7 +151,7 @@ fn describe(info: &idstream_app::replay::ReplayInfo) -> String {
 
 /// `idstream replay --as-of …`: the read models at a past moment, into `--out`; prints digests.
 pub async fn replay_as_of(common: Common, args: AsOfArgs) -> anyhow::Result<()> {
-    let (replay, temporary) = replay(common, &args).await?;
+    let (replay, _, temporary) = replay(common, &args).await?;
     eprintln!("replayed {}", describe(&replay.info));
     for (name, digest) in &replay.info.digests {
         println!("{name} {digest}");
@@ -180,15 +188,15 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
         matches!(args.format.as_str(), "csv" | "json"),
         "--format is csv or json"
     );
-    let (replay, temporary) = replay(args.common, &args.moment).await?;
+    let (replay, at, temporary) = replay(args.common, &args.moment).await?;
     eprintln!("access review of {tenant} {}", describe(&replay.info));
-    let review = review_of(&replay, &tenant).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let review = review_of(&replay, at, &tenant).map_err(|e| anyhow::anyhow!("{e}"))?;
     if args.format == "csv" {
         print!("{}", review_csv(&review));
     } else {
         let members = review_members_json(&review);
         let body = serde_json::json!({
-            "as_of": as_of_json(&replay.info),
+            "as_of": as_of_json(&replay.info_at(at)),
             "tenant": tenant,
             "members": members,
         });
@@ -233,11 +241,11 @@ pub async fn who_could(args: WhoCouldArgs) -> anyhow::Result<()> {
         .record
         .parse()
         .map_err(|e| anyhow::anyhow!("--record: {e}"))?;
-    let (replay, temporary) = replay(args.common, &args.moment).await?;
+    let (replay, at, temporary) = replay(args.common, &args.moment).await?;
     let found =
-        holders(&replay, &tenant, &permission, &record).map_err(|e| anyhow::anyhow!("{e}"))?;
+        holders(&replay, at, &tenant, &permission, &record).map_err(|e| anyhow::anyhow!("{e}"))?;
     let body = serde_json::json!({
-        "as_of": as_of_json(&replay.info),
+        "as_of": as_of_json(&replay.info_at(at)),
         "tenant": tenant,
         "permission": permission.to_string(),
         "record": record.to_string(),

@@ -239,6 +239,25 @@ pub async fn serve(
             }
         })
     };
+    let lapses = {
+        let access_admin = app.access_admin.clone();
+        tokio::spawn(async move {
+            // Temporary access stops counting at its end by itself; this records each lapse in
+            // the log within about a second of it, for the trail and the listings.
+            let upkeep = Caller::system("access-lapse");
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match access_admin.record_lapses(&upkeep, 100).await {
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "recording lapsed temporary access failed; retrying")
+                    }
+                }
+            }
+        })
+    };
     let chain = start_chain_checkpoints(&config, app.operations.log().clone()).await?;
     let state = AppState::new(StateParts {
         app,
@@ -257,6 +276,7 @@ pub async fn serve(
     let _ = std::io::stdout().flush();
     idstream_server::serve(listener, state, config.max_body_bytes, shutdown).await?;
     upkeep.abort();
+    lapses.abort();
     chain.abort();
     tracing::info!("HTTP server stopped; stopping read models");
     read_models.shutdown().await;

@@ -110,7 +110,8 @@ aggregate!(UserAggregate, User, user, User, UserCommand, UserEvent, UserError, {
 });
 aggregate!(MembershipAggregate, Membership, membership, Membership, MembershipCommand, MembershipEvent, MembershipError, {
     Assigned => RoleAssigned, Revoked => RoleRevoked, PermissionsGranted => PermissionsGranted,
-    PermissionsRevoked => PermissionsRevoked, Removed => MemberRemoved,
+    PermissionsRevoked => PermissionsRevoked, Removed => MemberRemoved, RoleLapsed => RoleLapsed,
+    PermissionsLapsed => PermissionsLapsed,
 });
 aggregate!(EmailClaimAggregate, Email, email, EmailClaim, EmailClaimCommand, EmailClaimEvent, EmailClaimError, {
     Claimed => EmailClaimed, Released => EmailReleased,
@@ -125,6 +126,7 @@ aggregate!(EntityAggregate, Entity, entity, Entity, EntityCommand, EntityEvent, 
 aggregate!(RecordAggregate, Record, record, Record, RecordCommand, RecordEvent, RecordError, {
     OwnerSet => RecordOwnerSet, Granted => RecordGranted, Revoked => RecordRevoked,
     LocalRoleAssigned => LocalRoleAssigned, LocalRoleRevoked => LocalRoleRevoked,
+    GrantLapsed => RecordGrantLapsed, LocalRoleLapsed => LocalRoleLapsed,
 });
 aggregate!(CredentialsAggregate, Credentials, credentials, Credentials, CredentialsCommand, CredentialsEvent, CredentialsError, {
     PasswordSet => PasswordSet, SignInFailed => SignInFailed, AccountLocked => AccountLocked,

@@ -78,12 +78,23 @@ pub struct UserSuspended {
 #[serde(deny_unknown_fields)]
 pub struct UserReinstated {}
 
-/// A user was given a role in a tenant (the envelope's tenant; the aggregate is the membership).
+/// A user was given a role in a tenant (the envelope's tenant; the aggregate is the membership),
+/// for good or until `expires_at`. Assigning a held role again with another `expires_at` changes
+/// when it ends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoleAssigned {
     pub user: UserId,
     pub role: RoleName,
+    /// Temporary access: the moment this stops counting (checks stop honouring it at once; a
+    /// lapse event records it for the trail afterwards). Absent: until taken away.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub expires_at: Option<OffsetDateTime>,
 }
 
 /// A role was taken from a user in a tenant.
@@ -213,12 +224,22 @@ pub struct UserFlagsChanged {
     pub flags: UserFlags,
 }
 
-/// Custom permissions were given to a user in a tenant, on top of their roles.
+/// Custom permissions were given to a user in a tenant, on top of their roles, for good or until
+/// `expires_at` (giving held permissions again with another `expires_at` changes when they end).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PermissionsGranted {
     pub user: UserId,
     pub permissions: BTreeSet<Permission>,
+    /// Temporary access: the moment this stops counting (checks stop honouring it at once; a
+    /// lapse event records it for the trail afterwards). Absent: until taken away.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub expires_at: Option<OffsetDateTime>,
 }
 
 /// Custom permissions were taken from a user in a tenant.
@@ -227,6 +248,30 @@ pub struct PermissionsGranted {
 pub struct PermissionsRevoked {
     pub user: UserId,
     pub permissions: BTreeSet<Permission>,
+}
+
+/// A temporary role's assignment ran out at `expired_at` (its `expires_at`). Checks stopped
+/// honouring it at that moment; this records the lapse for the trail and for the read models
+/// that list holdings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleLapsed {
+    pub user: UserId,
+    pub role: RoleName,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub expired_at: OffsetDateTime,
+}
+
+/// Temporary custom permissions ran out at `expired_at` (see [`RoleLapsed`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionsLapsed {
+    pub user: UserId,
+    pub permissions: BTreeSet<Permission>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub expired_at: OffsetDateTime,
 }
 
 /// A user was removed from a tenant: every role and custom permission there is gone.
@@ -315,7 +360,8 @@ pub struct RecordOwnerSet {
     pub owner: UserId,
 }
 
-/// A user was granted access to one record.
+/// A user was granted access to one record, for good or until `expires_at` (granting again
+/// with another `expires_at` changes when it ends).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecordGranted {
@@ -323,6 +369,15 @@ pub struct RecordGranted {
     pub record: RecordId,
     pub user: UserId,
     pub access: RecordAccess,
+    /// Temporary access: the moment this stops counting (checks stop honouring it at once; a
+    /// lapse event records it for the trail afterwards). Absent: until taken away.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub expires_at: Option<OffsetDateTime>,
 }
 
 /// A user's grant on one record was withdrawn.
@@ -334,7 +389,7 @@ pub struct RecordRevoked {
     pub user: UserId,
 }
 
-/// A user was given a role on one record only (a local role).
+/// A user was given a role on one record only (a local role), for good or until `expires_at`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LocalRoleAssigned {
@@ -342,6 +397,15 @@ pub struct LocalRoleAssigned {
     pub record: RecordId,
     pub user: UserId,
     pub role: RoleName,
+    /// Temporary access: the moment this stops counting (checks stop honouring it at once; a
+    /// lapse event records it for the trail afterwards). Absent: until taken away.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub expires_at: Option<OffsetDateTime>,
 }
 
 /// A user's local role on one record was taken away.
@@ -352,6 +416,31 @@ pub struct LocalRoleRevoked {
     pub record: RecordId,
     pub user: UserId,
     pub role: RoleName,
+}
+
+/// A temporary grant on one record ran out at `expired_at` (see [`RoleLapsed`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecordGrantLapsed {
+    pub entity: EntityName,
+    pub record: RecordId,
+    pub user: UserId,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub expired_at: OffsetDateTime,
+}
+
+/// A temporary local role on one record ran out at `expired_at` (see [`RoleLapsed`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocalRoleLapsed {
+    pub entity: EntityName,
+    pub record: RecordId,
+    pub user: UserId,
+    pub role: RoleName,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub expired_at: OffsetDateTime,
 }
 
 // ---- identity: users' credentials, sessions, invitations and API keys -------------------------
@@ -993,6 +1082,96 @@ macro_rules! catalogue {
     };
 }
 
+// ---- earlier versions of access events, upcast on reading -------------------------------------
+
+// Version 1 of `RoleAssigned`: every assignment was for good.
+/// A user was given a role in a tenant (the envelope's tenant; the aggregate is the membership).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "RoleAssigned")]
+pub struct RoleAssignedV1 {
+    pub user: UserId,
+    pub role: RoleName,
+}
+
+impl From<RoleAssignedV1> for RoleAssigned {
+    fn from(v1: RoleAssignedV1) -> RoleAssigned {
+        RoleAssigned {
+            user: v1.user,
+            role: v1.role,
+            expires_at: None,
+        }
+    }
+}
+
+// Version 1 of `PermissionsGranted`: every grant was for good.
+/// Custom permissions were given to a user in a tenant, on top of their roles.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "PermissionsGranted")]
+pub struct PermissionsGrantedV1 {
+    pub user: UserId,
+    pub permissions: BTreeSet<Permission>,
+}
+
+impl From<PermissionsGrantedV1> for PermissionsGranted {
+    fn from(v1: PermissionsGrantedV1) -> PermissionsGranted {
+        PermissionsGranted {
+            user: v1.user,
+            permissions: v1.permissions,
+            expires_at: None,
+        }
+    }
+}
+
+// Version 1 of `RecordGranted`: every grant was for good.
+/// A user was granted access to one record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "RecordGranted")]
+pub struct RecordGrantedV1 {
+    pub entity: EntityName,
+    pub record: RecordId,
+    pub user: UserId,
+    pub access: RecordAccess,
+}
+
+impl From<RecordGrantedV1> for RecordGranted {
+    fn from(v1: RecordGrantedV1) -> RecordGranted {
+        RecordGranted {
+            entity: v1.entity,
+            record: v1.record,
+            user: v1.user,
+            access: v1.access,
+            expires_at: None,
+        }
+    }
+}
+
+// Version 1 of `LocalRoleAssigned`: every local role was for good.
+/// A user was given a role on one record only (a local role).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "LocalRoleAssigned")]
+pub struct LocalRoleAssignedV1 {
+    pub entity: EntityName,
+    pub record: RecordId,
+    pub user: UserId,
+    pub role: RoleName,
+}
+
+impl From<LocalRoleAssignedV1> for LocalRoleAssigned {
+    fn from(v1: LocalRoleAssignedV1) -> LocalRoleAssigned {
+        LocalRoleAssigned {
+            entity: v1.entity,
+            record: v1.record,
+            user: v1.user,
+            role: v1.role,
+            expires_at: None,
+        }
+    }
+}
+
 catalogue! {
     current {
         TenantCreated => 1, Tenant;
@@ -1006,11 +1185,13 @@ catalogue! {
         UserReactivated => 1, User;
         UserErased => 1, User;
         UserFlagsChanged => 1, User;
-        RoleAssigned => 1, Membership;
+        RoleAssigned => 2, Membership;
         RoleRevoked => 1, Membership;
-        PermissionsGranted => 1, Membership;
+        PermissionsGranted => 2, Membership;
         PermissionsRevoked => 1, Membership;
         MemberRemoved => 1, Membership;
+        RoleLapsed => 1, Membership;
+        PermissionsLapsed => 1, Membership;
         EmailClaimed => 1, Email;
         EmailReleased => 1, Email;
         RoleDefined => 1, Role;
@@ -1023,10 +1204,12 @@ catalogue! {
         EntityPolicyChanged => 1, Entity;
         FieldRulesChanged => 1, Entity;
         RecordOwnerSet => 1, Record;
-        RecordGranted => 1, Record;
+        RecordGranted => 2, Record;
         RecordRevoked => 1, Record;
-        LocalRoleAssigned => 1, Record;
+        LocalRoleAssigned => 2, Record;
         LocalRoleRevoked => 1, Record;
+        RecordGrantLapsed => 1, Record;
+        LocalRoleLapsed => 1, Record;
         UserActivated => 1, User;
         EmailVerified => 1, User;
         UserProfileChanged => 1, User;
@@ -1068,6 +1251,10 @@ catalogue! {
         SessionStarted => 2, SessionStartedV2;
         TenantSettingsChanged => 1, TenantSettingsChangedV1;
         InvitationSent => 1, InvitationSentV1;
+        RoleAssigned => 1, RoleAssignedV1;
+        PermissionsGranted => 1, PermissionsGrantedV1;
+        RecordGranted => 1, RecordGrantedV1;
+        LocalRoleAssigned => 1, LocalRoleAssignedV1;
     }
 }
 
@@ -1115,6 +1302,7 @@ mod tests {
         let event = DomainEvent::RoleAssigned(RoleAssigned {
             user,
             role: "admin".parse().unwrap(),
+            expires_at: Some(datetime!(2026-04-01 12:00 UTC)),
         });
         let stream = StreamKey::new(
             Some("acme".parse().unwrap()),

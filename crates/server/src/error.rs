@@ -146,6 +146,12 @@ impl ApiError {
                     MembershipError::TooManyPermissions => {
                         (S::UNPROCESSABLE_ENTITY, "too_many_permissions", shown(m))
                     }
+                    MembershipError::InvalidExpiry => {
+                        (S::UNPROCESSABLE_ENTITY, "invalid_expiry", shown(m))
+                    }
+                    MembershipError::PermanentRole => {
+                        (S::UNPROCESSABLE_ENTITY, "permanent_role", shown(m))
+                    }
                 },
                 AppError::Role(r) => match r {
                     RoleError::AlreadyExists => (S::CONFLICT, "role_exists", shown(r)),
@@ -174,6 +180,9 @@ impl ApiError {
                 AppError::Record(r) => match r {
                     RecordError::NotGranted => (S::CONFLICT, "not_granted", shown(r)),
                     RecordError::LocalRoleNotHeld => (S::CONFLICT, "local_role_not_held", shown(r)),
+                    RecordError::InvalidExpiry => {
+                        (S::UNPROCESSABLE_ENTITY, "invalid_expiry", shown(r))
+                    }
                 },
                 AppError::EntityNotFound => (S::NOT_FOUND, "entity_not_found", shown(e)),
                 AppError::NotAMember => (S::UNPROCESSABLE_ENTITY, "not_a_member", shown(e)),

@@ -58,6 +58,41 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// Like [`ApiJson`], for a body that may be left out: no body at all (no `Content-Type`, no
+/// bytes) is `T::default()`; a body that is there must be JSON of the right shape.
+pub struct ApiJsonOrEmpty<T>(pub T);
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for ApiJsonOrEmpty<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let no_type = !req.headers().contains_key(axum::http::header::CONTENT_TYPE);
+        let empty_length = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .is_none_or(|v| v.as_bytes() == b"0");
+        if no_type && empty_length {
+            let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+                ApiError::bad_request(
+                    "malformed_json",
+                    format!("the body could not be read: {}", rejection.body_text()),
+                )
+            })?;
+            if bytes.is_empty() {
+                return Ok(ApiJsonOrEmpty(T::default()));
+            }
+            return Err(ApiError::BadRequest {
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                code: "unsupported_media_type",
+                detail: "the body must be JSON, with `Content-Type: application/json`".into(),
+            });
+        }
+        ApiJson::<T>::from_request(req, state)
+            .await
+            .map(|ApiJson(body)| ApiJsonOrEmpty(body))
+    }
+}
+
 /// `application/json`, or any `application/…+json`, with any parameters.
 fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
     let Some(value) = headers

@@ -6,15 +6,17 @@ use idstream_domain::access::entity::{self, Entity, EntityEvent};
 use idstream_domain::access::role::{self, BUILT_IN};
 use idstream_domain::access::{AccountStatus, EntityName, RecordAccess, RecordId, RecordStanding};
 use idstream_domain::events::{
-    EntityRegistered, LocalRoleAssigned, LocalRoleRevoked, PermissionsGranted, PermissionsRevoked,
-    RecordGranted, RecordOwnerSet, RecordRevoked, RoleAssigned, RoleRevoked, UserSuspended,
+    EntityRegistered, LocalRoleAssigned, LocalRoleLapsed, LocalRoleRevoked, PermissionsGranted,
+    PermissionsLapsed, PermissionsRevoked, RecordGrantLapsed, RecordGranted, RecordOwnerSet,
+    RecordRevoked, RoleAssigned, RoleLapsed, RoleRevoked, UserSuspended,
 };
 use idstream_domain::{DomainEvent, RoleName, TenantId, UserId};
 use idstream_eventlog::RecordedEvent;
 use idstream_projection_runtime::{ApplyError, Projection, Staged};
+use time::OffsetDateTime;
 
 use crate::cache::FactCache;
-use crate::{AccountRecord, EntityRecord, MemberRecord, NAME, RoleRecord, Source, keys};
+use crate::{AccountRecord, EntityRecord, MemberRecord, NAME, RoleRecord, Source, Timestamp, keys};
 
 /// The access [`Projection`]. It shares its [`FactCache`] with the [`crate::Access`] queries so
 /// that every committed change drops the cached facts it touched.
@@ -34,7 +36,7 @@ impl Projection for AccessProjection {
     }
 
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn apply(&self, state: &mut Staged<'_>, event: &RecordedEvent) -> Result<(), ApplyError> {
@@ -66,29 +68,67 @@ impl Projection for AccessProjection {
             DomainEvent::UserDeactivated(_) => fold.account(|_| AccountStatus::Inactive, None),
             DomainEvent::UserErased(_) => fold.account(|_| AccountStatus::Erased, None),
             DomainEvent::UserFlagsChanged(e) => fold.flags(e.flags),
-            DomainEvent::RoleAssigned(RoleAssigned { user, role }) => fold.member(
+            DomainEvent::RoleAssigned(RoleAssigned {
                 user,
-                |m| m.roles.insert(role.clone()),
+                role,
+                expires_at,
+            }) => fold.member(
+                user,
+                |m| {
+                    let changed = match expires_at {
+                        Some(end) => {
+                            m.role_expiry.insert(role.clone(), Timestamp(end))
+                                != Some(Timestamp(end))
+                        }
+                        None => m.role_expiry.remove(&role).is_some(),
+                    };
+                    m.roles.insert(role.clone()) | changed
+                },
                 &keys::held_role(&role),
                 true,
             ),
-            DomainEvent::RoleRevoked(RoleRevoked { user, role }) => fold.member(
+            DomainEvent::RoleRevoked(RoleRevoked { user, role })
+            | DomainEvent::RoleLapsed(RoleLapsed { user, role, .. }) => fold.member(
                 user,
-                |m| m.roles.remove(&role),
+                |m| {
+                    m.role_expiry.remove(&role);
+                    m.roles.remove(&role)
+                },
                 &keys::held_role(&role),
                 false,
             ),
-            DomainEvent::PermissionsGranted(PermissionsGranted { user, permissions }) => {
+            DomainEvent::PermissionsGranted(PermissionsGranted {
+                user,
+                permissions,
+                expires_at,
+            }) => {
                 for permission in permissions {
                     let suffix = keys::held_permission(&permission);
-                    fold.member(user, |m| m.custom.insert(permission), &suffix, true)?;
+                    let change = |m: &mut MemberRecord| {
+                        let changed = match expires_at {
+                            Some(end) => {
+                                m.custom_expiry.insert(permission.clone(), Timestamp(end))
+                                    != Some(Timestamp(end))
+                            }
+                            None => m.custom_expiry.remove(&permission).is_some(),
+                        };
+                        m.custom.insert(permission) | changed
+                    };
+                    fold.member(user, change, &suffix, true)?;
                 }
                 Ok(())
             }
-            DomainEvent::PermissionsRevoked(PermissionsRevoked { user, permissions }) => {
+            DomainEvent::PermissionsRevoked(PermissionsRevoked { user, permissions })
+            | DomainEvent::PermissionsLapsed(PermissionsLapsed {
+                user, permissions, ..
+            }) => {
                 for permission in permissions {
                     let suffix = keys::held_permission(&permission);
-                    fold.member(user, |m| m.custom.remove(&permission), &suffix, false)?;
+                    let change = |m: &mut MemberRecord| {
+                        m.custom_expiry.remove(&permission);
+                        m.custom.remove(&permission)
+                    };
+                    fold.member(user, change, &suffix, false)?;
                 }
                 Ok(())
             }
@@ -117,19 +157,31 @@ impl Projection for AccessProjection {
                 record,
                 user,
                 access,
+                expires_at,
             }) => fold.standing(&entity, &record, user, "grant", true, |s| {
-                s.grant = Some(access)
+                s.grant = Some(access);
+                s.grant_expires = expires_at;
             }),
             DomainEvent::RecordRevoked(RecordRevoked {
                 entity,
                 record,
                 user,
-            }) => fold.standing(&entity, &record, user, "grant", false, |s| s.grant = None),
+            })
+            | DomainEvent::RecordGrantLapsed(RecordGrantLapsed {
+                entity,
+                record,
+                user,
+                ..
+            }) => fold.standing(&entity, &record, user, "grant", false, |s| {
+                s.grant = None;
+                s.grant_expires = None;
+            }),
             DomainEvent::LocalRoleAssigned(LocalRoleAssigned {
                 entity,
                 record,
                 user,
                 role,
+                expires_at,
             }) => fold.standing(
                 &entity,
                 &record,
@@ -138,6 +190,10 @@ impl Projection for AccessProjection {
                 true,
                 |s| {
                     s.local_roles.insert(role.clone());
+                    match expires_at {
+                        Some(end) => s.local_role_expiry.insert(role.clone(), end),
+                        None => s.local_role_expiry.remove(&role),
+                    };
                 },
             ),
             DomainEvent::LocalRoleRevoked(LocalRoleRevoked {
@@ -145,6 +201,13 @@ impl Projection for AccessProjection {
                 record,
                 user,
                 role,
+            })
+            | DomainEvent::LocalRoleLapsed(LocalRoleLapsed {
+                entity,
+                record,
+                user,
+                role,
+                ..
             }) => fold.standing(
                 &entity,
                 &record,
@@ -153,6 +216,7 @@ impl Projection for AccessProjection {
                 false,
                 |s| {
                     s.local_roles.remove(&role);
+                    s.local_role_expiry.remove(&role);
                 },
             ),
             DomainEvent::TenantRenamed(_)
@@ -211,38 +275,112 @@ impl Projection for AccessProjection {
     }
 }
 
-/// Encodes a standing compactly: one byte for the grant (0 none, 1 read-only, 2 read-write), then
-/// the local roles separated by `\n`.
+/// A standing's grant byte with this bit set is followed by the grant's end (8 bytes).
+pub(crate) const GRANT_EXPIRES: u8 = 0x40;
+/// Separates a local role from its end in a standing's value.
+pub(crate) const LOCAL_ROLE_END: u8 = b'@';
+
+fn encode_time(at: OffsetDateTime) -> [u8; 8] {
+    // Ends are at most ten years ahead (domain rule), far inside i64 nanoseconds.
+    (at.unix_timestamp_nanos() as i64).to_be_bytes()
+}
+
+fn decode_time(nanos: i64) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos)).ok()
+}
+
+/// Encodes a standing compactly: one byte for the grant (0 none, 1 read-only, 2 read-write; with
+/// [`GRANT_EXPIRES`], the grant's end follows as big-endian Unix nanoseconds), then the local
+/// roles separated by `\n`, each a temporary one followed by `@` and its end in Unix nanoseconds.
 pub(crate) fn encode_standing(standing: &RecordStanding) -> Vec<u8> {
-    let mut out = vec![match standing.grant {
+    let code = match standing.grant {
         None => 0,
         Some(RecordAccess::ReadOnly) => 1,
         Some(RecordAccess::ReadWrite) => 2,
-    }];
+    };
+    let mut out = Vec::with_capacity(16);
+    match standing.grant_expires.filter(|_| standing.grant.is_some()) {
+        Some(end) => {
+            out.push(code | GRANT_EXPIRES);
+            out.extend_from_slice(&encode_time(end));
+        }
+        None => out.push(code),
+    }
     for (i, role) in standing.local_roles.iter().enumerate() {
         if i > 0 {
             out.push(b'\n');
         }
         out.extend_from_slice(role.as_str().as_bytes());
+        if let Some(end) = standing.local_role_expiry.get(role) {
+            out.push(LOCAL_ROLE_END);
+            out.extend_from_slice((end.unix_timestamp_nanos() as i64).to_string().as_bytes());
+        }
     }
     out
 }
 
 pub(crate) fn decode_standing(bytes: &[u8]) -> Option<RecordStanding> {
-    let (&grant, rest) = bytes.split_first()?;
-    let grant = match grant {
+    let (&code, mut rest) = bytes.split_first()?;
+    let grant = match code & !GRANT_EXPIRES {
         0 => None,
         1 => Some(RecordAccess::ReadOnly),
         2 => Some(RecordAccess::ReadWrite),
         _ => return None,
     };
+    let mut grant_expires = None;
+    if code & GRANT_EXPIRES != 0 {
+        let (end, tail) = rest.split_first_chunk::<8>()?;
+        grant_expires = Some(decode_time(i64::from_be_bytes(*end))?);
+        rest = tail;
+    }
     let mut local_roles = std::collections::BTreeSet::new();
+    let mut local_role_expiry = std::collections::BTreeMap::new();
     if !rest.is_empty() {
         for part in rest.split(|b| *b == b'\n') {
-            local_roles.insert(std::str::from_utf8(part).ok()?.parse().ok()?);
+            let text = std::str::from_utf8(part).ok()?;
+            let (name, end) = match text.split_once(LOCAL_ROLE_END as char) {
+                Some((name, end)) => (name, Some(decode_time(end.parse().ok()?)?)),
+                None => (text, None),
+            };
+            let role: RoleName = name.parse().ok()?;
+            if let Some(end) = end {
+                local_role_expiry.insert(role.clone(), end);
+            }
+            local_roles.insert(role);
         }
     }
-    Some(RecordStanding { grant, local_roles })
+    Some(RecordStanding {
+        grant,
+        grant_expires,
+        local_roles,
+        local_role_expiry,
+    })
+}
+
+/// The due keys of a membership's temporary roles and permissions.
+fn member_due(key: &[u8], record: &MemberRecord) -> Vec<Vec<u8>> {
+    let roles = record
+        .role_expiry
+        .iter()
+        .map(|(role, end)| keys::due(end.0, key, &keys::held_role(role)));
+    let permissions = record
+        .custom_expiry
+        .iter()
+        .map(|(permission, end)| keys::due(end.0, key, &keys::held_permission(permission)));
+    roles.chain(permissions).collect()
+}
+
+/// The due keys of a standing's temporary grant and local roles.
+fn standing_due(key: &[u8], standing: &RecordStanding) -> Vec<Vec<u8>> {
+    let grant = standing
+        .grant_expires
+        .filter(|_| standing.grant.is_some())
+        .map(|end| keys::due(end, key, "grant"));
+    let local = standing
+        .local_role_expiry
+        .iter()
+        .map(|(role, end)| keys::due(*end, key, &keys::local_role(role)));
+    grant.into_iter().chain(local).collect()
 }
 
 struct Fold<'s, 'a, 'e> {
@@ -268,6 +406,20 @@ impl Fold<'_, '_, '_> {
 
     fn forget(&mut self, fact: &[u8], suffix: &str) {
         self.state.remove(keys::provenance(fact, suffix));
+    }
+
+    /// Moves the due keys of one fact from `before` to `after`.
+    fn due(&mut self, before: Vec<Vec<u8>>, after: Vec<Vec<u8>>) {
+        for key in &before {
+            if !after.contains(key) {
+                self.state.remove(key.clone());
+            }
+        }
+        for key in after {
+            if !before.contains(&key) {
+                self.state.insert(key, Vec::new());
+            }
+        }
     }
 
     fn skip(&mut self, why: &str) -> Result<(), ApplyError> {
@@ -381,9 +533,11 @@ impl Fold<'_, '_, '_> {
             .state
             .get_json::<MemberRecord>(&key)?
             .unwrap_or_default();
+        let before = member_due(&key, &record);
         if !change(&mut record) {
             return Ok(());
         }
+        self.due(before, member_due(&key, &record));
         if record.roles.is_empty() && record.custom.is_empty() {
             self.state.remove(key.clone());
         } else {
@@ -402,6 +556,9 @@ impl Fold<'_, '_, '_> {
             return self.skip("no tenant");
         };
         let key = keys::member(&tenant, &user);
+        if let Some(record) = self.state.get_json::<MemberRecord>(&key)? {
+            self.due(member_due(&key, &record), Vec::new());
+        }
         self.state.remove(key.clone());
         let mut prefix = keys::provenance(&key, "");
         prefix.push(b'/');
@@ -552,7 +709,9 @@ impl Fold<'_, '_, '_> {
             })?,
             None => RecordStanding::default(),
         };
+        let before = standing_due(&key, &standing);
         change(&mut standing);
+        self.due(before, standing_due(&key, &standing));
         let index = keys::index(&tenant, entity, &user, record);
         if standing.grant.is_none() && standing.local_roles.is_empty() {
             self.state.remove(key.clone());

@@ -19,10 +19,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use idstream_domain::access::{RecordAccess, RecordStanding};
 use idstream_domain::{RoleName, UserId};
 
+use crate::fold::{GRANT_EXPIRES, LOCAL_ROLE_END};
+
 const SHARDS: usize = 64;
 const STANDING: &[u8] = b"g/";
 const OWNER: &[u8] = b"o/";
 const HAS_LOCAL_ROLES: u8 = 0x80;
+/// The standing has a temporary grant or local role: the (rare) temporary standings are read
+/// from sled, which keeps their ends.
+const TEMPORARY: u8 = 0x40;
 
 /// The keys are hashes already: use their low bits as they are.
 #[derive(Default)]
@@ -80,6 +85,9 @@ fn shard(h: u128) -> usize {
 
 fn encode(value: &[u8]) -> Option<u8> {
     let (&grant, rest) = value.split_first()?;
+    if grant & GRANT_EXPIRES != 0 || rest.contains(&LOCAL_ROLE_END) {
+        return Some(TEMPORARY);
+    }
     if grant > 2 {
         return None;
     }
@@ -122,6 +130,9 @@ impl RecordIndex {
         let Some(&code) = shard.codes.get(&h) else {
             return Some(None);
         };
+        if code & TEMPORARY != 0 {
+            return None;
+        }
         let local_roles = if code & HAS_LOCAL_ROLES == 0 {
             BTreeSet::new()
         } else {
@@ -130,6 +141,7 @@ impl RecordIndex {
         Some(Some(RecordStanding {
             grant: grant(code),
             local_roles,
+            ..RecordStanding::default()
         }))
     }
 

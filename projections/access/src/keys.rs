@@ -11,6 +11,7 @@
 //! | `o/<tenant>/<entity>/<record>` | the record's owner (user id) |
 //! | `x/<tenant>/<entity>/<user>/<record>` | index: records a user has any standing on or owns |
 //! | `p/<fact>` | provenance of a fact: the event that established it (JSON) |
+//! | `d/<end>/<fact>/<suffix>` | temporary access due to lapse at `<end>` (Unix nanoseconds, 20 digits): a held role, permission, grant or local role of the membership or standing `<fact>` |
 
 use std::ops::Deref;
 
@@ -207,6 +208,26 @@ pub fn provenance(fact: &[u8], suffix: &str) -> Vec<u8> {
         out.extend_from_slice(suffix.as_bytes());
     }
     out
+}
+
+/// The prefix of every temporary holding due to lapse.
+pub const DUE: &[u8] = b"d/";
+
+/// The key saying that `suffix` of `fact` (a membership or standing key) ends at `end`.
+pub fn due(end: time::OffsetDateTime, fact: &[u8], suffix: &str) -> Vec<u8> {
+    let mut out = due_until(end);
+    out.push(b'/');
+    out.extend_from_slice(fact);
+    out.push(b'/');
+    out.extend_from_slice(suffix.as_bytes());
+    out
+}
+
+/// `d/<end>`: the due keys of holdings that end before `end` sort before this, and those that
+/// end at `end` start with it.
+pub fn due_until(end: time::OffsetDateTime) -> Vec<u8> {
+    let nanos = end.unix_timestamp_nanos().max(0);
+    format!("d/{nanos:020}").into_bytes()
 }
 
 /// Suffix of the provenance of a held role.

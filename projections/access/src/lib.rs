@@ -32,7 +32,7 @@ use time::OffsetDateTime;
 
 pub use cache::FactCache;
 pub use fold::AccessProjection;
-pub use query::{Access, AccessError, EntityPermissions, Explanation, ReadableRecords};
+pub use query::{Access, AccessError, DueLapse, EntityPermissions, Explanation, ReadableRecords};
 pub use review::{
     AccessReview, EntityHoldings, Holding, MemberHoldings, RecordHolding, ReviewedMember,
 };
@@ -52,12 +52,22 @@ pub struct AccountRecord {
     pub activated: bool,
 }
 
-/// A membership: global roles and custom permissions in one tenant.
+/// A membership: global roles and custom permissions in one tenant, the temporary ones with
+/// their ends (until their lapse is recorded; checks stop honouring them at the end).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberRecord {
     pub roles: BTreeSet<RoleName>,
     pub custom: BTreeSet<Permission>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub role_expiry: BTreeMap<RoleName, Timestamp>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub custom_expiry: BTreeMap<Permission, Timestamp>,
 }
+
+/// A moment stored as RFC 3339 text (so that it can be a map value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(#[serde(with = "time::serde::rfc3339")] pub OffsetDateTime);
 
 /// A role of a tenant (built-in ones are written when the tenant is created).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

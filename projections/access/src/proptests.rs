@@ -20,7 +20,10 @@ use idstream_domain::access::{
     AccountStatus, Action, CheckRequest, Decision, EntityName, EntityPolicy, FieldName, Permission,
     Principal, PseudoRole, Reason, RecordAccess, RecordId, Subject,
 };
-use idstream_domain::events::TenantCreated;
+use idstream_domain::events::{
+    LocalRoleLapsed, LocalRoleRevoked, PermissionsLapsed, PermissionsRevoked, RecordGrantLapsed,
+    RecordRevoked, RoleLapsed, RoleRevoked, TenantCreated,
+};
 use idstream_domain::membership::{self, Membership, MembershipCommand, MembershipEvent};
 use idstream_domain::user::{self, NewUser, User, UserCommand, UserEvent};
 use idstream_domain::{DomainEvent, RoleName, TenantId, UserId};
@@ -49,6 +52,14 @@ const UNTILS: [OffsetDateTime; 3] = [
     datetime!(2026-05-03 9:00 UTC),
     datetime!(2026-05-11 9:00 UTC),
 ];
+
+/// When recorded lapses are decided: after the first two [`UNTILS`], between the two [`NOWS`].
+const LAPSE_AT: OffsetDateTime = datetime!(2026-05-04 9:00 UTC);
+
+/// The end of temporary access an `expiry` index names (one of [`UNTILS`]), or none.
+fn expiry(index: u8) -> Option<OffsetDateTime> {
+    UNTILS.get(usize::from(index)).copied()
+}
 
 const TENANTS: [&str; 3] = ["t0", "t1", "t2"];
 /// A tenant that is never created: everyone is anonymous there and no entity exists.
@@ -171,6 +182,8 @@ enum Cmd {
         tenant: u8,
         user: u8,
         role: u8,
+        /// An index into [`UNTILS`]: temporary; past its end: for good.
+        expiry: u8,
     },
     Revoke {
         tenant: u8,
@@ -181,6 +194,7 @@ enum Cmd {
         tenant: u8,
         user: u8,
         mask: u32,
+        expiry: u8,
     },
     RevokePermissions {
         tenant: u8,
@@ -249,6 +263,7 @@ enum Cmd {
         record: u8,
         user: u8,
         write: bool,
+        expiry: u8,
     },
     RevokeGrant {
         tenant: u8,
@@ -262,6 +277,18 @@ enum Cmd {
         record: u8,
         user: u8,
         role: u8,
+        expiry: u8,
+    },
+    /// Records the lapses of a membership's ended temporary access, at [`LAPSE_AT`].
+    Lapse {
+        tenant: u8,
+        user: u8,
+    },
+    /// Records the lapses of a record's ended temporary grants and local roles.
+    LapseRecord {
+        tenant: u8,
+        entity: u8,
+        record: u8,
     },
     RevokeLocal {
         tenant: u8,
@@ -293,10 +320,11 @@ fn cmd() -> impl Strategy<Value = Cmd> {
         1 => usr().prop_map(|user| Cmd::Reinstate { user }),
         1 => usr().prop_map(|user| Cmd::Deactivate { user }),
         1 => usr().prop_map(|user| Cmd::Reactivate { user }),
-        8 => (t(), usr(), role()).prop_map(|(tenant, user, role)| Cmd::Assign { tenant, user, role }),
+        8 => (t(), usr(), role(), 0..6u8)
+            .prop_map(|(tenant, user, role, expiry)| Cmd::Assign { tenant, user, role, expiry }),
         2 => (t(), usr(), role()).prop_map(|(tenant, user, role)| Cmd::Revoke { tenant, user, role }),
-        3 => (t(), usr(), sparse_mask())
-            .prop_map(|(tenant, user, mask)| Cmd::GrantPermissions { tenant, user, mask }),
+        3 => (t(), usr(), sparse_mask(), 0..6u8)
+            .prop_map(|(tenant, user, mask, expiry)| Cmd::GrantPermissions { tenant, user, mask, expiry }),
         1 => (t(), usr(), any::<u32>())
             .prop_map(|(tenant, user, mask)| Cmd::RevokePermissions { tenant, user, mask }),
         1 => (t(), usr()).prop_map(|(tenant, user)| Cmd::RemoveMember { tenant, user }),
@@ -319,12 +347,15 @@ fn cmd() -> impl Strategy<Value = Cmd> {
             .prop_map(|(tenant, entity, role, fields)| Cmd::HideFields { tenant, entity, role, fields }),
         6 => (t(), ent(), rec(), usr())
             .prop_map(|(tenant, entity, record, user)| Cmd::SetOwner { tenant, entity, record, user }),
-        12 => (t(), ent(), rec(), usr(), any::<bool>())
-            .prop_map(|(tenant, entity, record, user, write)| Cmd::Grant { tenant, entity, record, user, write }),
+        12 => (t(), ent(), rec(), usr(), any::<bool>(), 0..6u8)
+            .prop_map(|(tenant, entity, record, user, write, expiry)| Cmd::Grant { tenant, entity, record, user, write, expiry }),
         2 => (t(), ent(), rec(), usr())
             .prop_map(|(tenant, entity, record, user)| Cmd::RevokeGrant { tenant, entity, record, user }),
-        8 => (t(), ent(), rec(), usr(), role())
-            .prop_map(|(tenant, entity, record, user, role)| Cmd::AssignLocal { tenant, entity, record, user, role }),
+        8 => (t(), ent(), rec(), usr(), role(), 0..6u8)
+            .prop_map(|(tenant, entity, record, user, role, expiry)| Cmd::AssignLocal { tenant, entity, record, user, role, expiry }),
+        2 => (t(), usr()).prop_map(|(tenant, user)| Cmd::Lapse { tenant, user }),
+        2 => (t(), ent(), rec())
+            .prop_map(|(tenant, entity, record)| Cmd::LapseRecord { tenant, entity, record }),
         1 => (t(), ent(), rec(), usr(), role())
             .prop_map(|(tenant, entity, record, user, role)| Cmd::RevokeLocal { tenant, entity, record, user, role }),
     ]
@@ -400,15 +431,36 @@ fn world_spec(commands: std::ops::Range<usize>) -> impl Strategy<Value = WorldSp
     let role = prop_oneof![
         4 => Just(2u8), 9 => 3..6u8, 3 => Just(6u8), 1 => Just(0u8), 1 => Just(1u8)
     ];
-    let members =
-        prop::collection::vec((0..3u8, 0..USERS, role, sparse_mask()), 0..24).prop_map(|list| {
-            list.into_iter()
-                .map(|(tenant, user, role, mask)| match usize::from(role) {
-                    r if r == ROLES.len() => Cmd::GrantPermissions { tenant, user, mask },
-                    _ => Cmd::Assign { tenant, user, role },
-                })
-                .collect::<Vec<_>>()
-        });
+    let members = prop::collection::vec(
+        (
+            0..3u8,
+            0..USERS,
+            role,
+            sparse_mask(),
+            prop_oneof![4 => Just(9u8), 1 => 0..3u8],
+        ),
+        0..24,
+    )
+    .prop_map(|list| {
+        list.into_iter()
+            .map(
+                |(tenant, user, role, mask, expiry)| match usize::from(role) {
+                    r if r == ROLES.len() => Cmd::GrantPermissions {
+                        tenant,
+                        user,
+                        mask,
+                        expiry,
+                    },
+                    _ => Cmd::Assign {
+                        tenant,
+                        user,
+                        role,
+                        expiry,
+                    },
+                },
+            )
+            .collect::<Vec<_>>()
+    });
     (
         2..=3u8,
         (users, roles, entities, members),
@@ -527,11 +579,38 @@ impl Writer {
                 tenant: t,
                 user,
                 role,
+                expiry: end,
             } => {
                 let (t, role, user) = (tenant(t, tenants), role_name(role), uid(user));
                 if self.role_exists(&t, &role) && self.user_exists(user) {
-                    self.membership(&t, user, MembershipCommand::Assign { user, role });
+                    let now = self.next_time();
+                    let command = MembershipCommand::Assign {
+                        user,
+                        role,
+                        expires_at: expiry(end),
+                        now,
+                    };
+                    self.membership(&t, user, command);
                 }
+            }
+            Cmd::Lapse { tenant: t, user } => {
+                let (t, user) = (tenant(t, tenants), uid(user));
+                let command = MembershipCommand::Lapse {
+                    user,
+                    now: LAPSE_AT,
+                };
+                self.membership(&t, user, command);
+            }
+            Cmd::LapseRecord {
+                tenant: t,
+                entity,
+                record,
+            } => {
+                let t = tenant(t, tenants);
+                self.record(&t, entity, record, |at| RecordCommand::Lapse {
+                    at,
+                    now: LAPSE_AT,
+                });
             }
             Cmd::Revoke {
                 tenant: t,
@@ -545,15 +624,19 @@ impl Writer {
                 tenant: t,
                 user,
                 mask,
+                expiry: end,
             } => {
                 let (t, user) = (tenant(t, tenants), uid(user));
                 if self.user_exists(user) {
                     let permissions = permissions(mask);
-                    self.membership(
-                        &t,
+                    let now = self.next_time();
+                    let command = MembershipCommand::GrantPermissions {
                         user,
-                        MembershipCommand::GrantPermissions { user, permissions },
-                    );
+                        permissions,
+                        expires_at: expiry(end),
+                        now,
+                    };
+                    self.membership(&t, user, command);
                 }
             }
             Cmd::RevokePermissions {
@@ -706,6 +789,7 @@ impl Writer {
                 record,
                 user,
                 write,
+                expiry: end,
             } => {
                 let t = tenant(t, tenants);
                 let user = uid(user);
@@ -715,10 +799,13 @@ impl Writer {
                     RecordAccess::ReadOnly
                 };
                 if self.is_member(&t, user) {
+                    let now = self.next_time();
                     self.record(&t, entity, record, |at| RecordCommand::Grant {
                         at,
                         user,
                         access,
+                        expires_at: expiry(end),
+                        now,
                     });
                 }
             }
@@ -738,13 +825,17 @@ impl Writer {
                 record,
                 user,
                 role,
+                expiry: end,
             } => {
                 let (t, user, role) = (tenant(t, tenants), uid(user), role_name(role));
                 if self.is_member(&t, user) && self.role_exists(&t, &role) {
+                    let now = self.next_time();
                     self.record(&t, entity, record, |at| RecordCommand::AssignLocalRole {
                         at,
                         user,
                         role,
+                        expires_at: expiry(end),
+                        now,
                     });
                 }
             }
@@ -817,6 +908,8 @@ impl Writer {
                 MembershipEvent::PermissionsGranted(e) => DomainEvent::PermissionsGranted(e),
                 MembershipEvent::PermissionsRevoked(e) => DomainEvent::PermissionsRevoked(e),
                 MembershipEvent::Removed(e) => DomainEvent::MemberRemoved(e),
+                MembershipEvent::RoleLapsed(e) => DomainEvent::RoleLapsed(e),
+                MembershipEvent::PermissionsLapsed(e) => DomainEvent::PermissionsLapsed(e),
             };
             self.log
                 .push(Some(tenant.as_str()), user.to_string(), event);
@@ -894,6 +987,8 @@ impl Writer {
                 RecordEvent::Revoked(e) => DomainEvent::RecordRevoked(e),
                 RecordEvent::LocalRoleAssigned(e) => DomainEvent::LocalRoleAssigned(e),
                 RecordEvent::LocalRoleRevoked(e) => DomainEvent::LocalRoleRevoked(e),
+                RecordEvent::GrantLapsed(e) => DomainEvent::RecordGrantLapsed(e),
+                RecordEvent::LocalRoleLapsed(e) => DomainEvent::LocalRoleLapsed(e),
             };
             self.log.push(Some(tenant.as_str()), id.clone(), event);
         }
@@ -910,10 +1005,23 @@ fn build(spec: &WorldSpec) -> Log {
 
 // ----- the reference model -----
 
+/// Held things, each with its end (None: for good).
 #[derive(Debug, Clone, Default)]
 struct RefMember {
-    roles: BTreeSet<RoleName>,
-    custom: BTreeSet<Permission>,
+    roles: BTreeMap<RoleName, Option<OffsetDateTime>>,
+    custom: BTreeMap<Permission, Option<OffsetDateTime>>,
+}
+
+/// Whether something ending at `end` still counts at `now` (the end is exclusive).
+fn counts(end: &Option<OffsetDateTime>, now: OffsetDateTime) -> bool {
+    end.is_none_or(|end| now < end)
+}
+
+impl RefMember {
+    fn live(&self, now: OffsetDateTime) -> bool {
+        self.roles.values().any(|end| counts(end, now))
+            || self.custom.values().any(|end| counts(end, now))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -943,8 +1051,8 @@ struct Reference {
     members: BTreeMap<(TenantId, UserId), RefMember>,
     roles: BTreeMap<(TenantId, RoleName), RefRole>,
     entities: BTreeMap<(TenantId, EntityName), RefEntity>,
-    grants: BTreeMap<StandingKey, RecordAccess>,
-    local_roles: BTreeMap<StandingKey, BTreeSet<RoleName>>,
+    grants: BTreeMap<StandingKey, (RecordAccess, Option<OffsetDateTime>)>,
+    local_roles: BTreeMap<StandingKey, BTreeMap<RoleName, Option<OffsetDateTime>>>,
     owners: BTreeMap<RecordKey, UserId>,
 }
 
@@ -1066,23 +1174,26 @@ impl Reference {
                     .entry((t(), e.user))
                     .or_default()
                     .roles
-                    .insert(e.role);
+                    .insert(e.role, e.expires_at);
             }
-            DomainEvent::RoleRevoked(e) => {
-                if let Some(m) = self.members.get_mut(&(t(), e.user)) {
-                    m.roles.remove(&e.role);
+            DomainEvent::RoleRevoked(RoleRevoked { user, role })
+            | DomainEvent::RoleLapsed(RoleLapsed { user, role, .. }) => {
+                if let Some(m) = self.members.get_mut(&(t(), user)) {
+                    m.roles.remove(&role);
                 }
             }
             DomainEvent::PermissionsGranted(e) => {
-                self.members
-                    .entry((t(), e.user))
-                    .or_default()
-                    .custom
-                    .extend(e.permissions);
+                let member = self.members.entry((t(), e.user)).or_default();
+                for permission in e.permissions {
+                    member.custom.insert(permission, e.expires_at);
+                }
             }
-            DomainEvent::PermissionsRevoked(e) => {
-                if let Some(m) = self.members.get_mut(&(t(), e.user)) {
-                    for permission in &e.permissions {
+            DomainEvent::PermissionsRevoked(PermissionsRevoked { user, permissions })
+            | DomainEvent::PermissionsLapsed(PermissionsLapsed {
+                user, permissions, ..
+            }) => {
+                if let Some(m) = self.members.get_mut(&(t(), user)) {
+                    for permission in &permissions {
                         m.custom.remove(permission);
                     }
                 }
@@ -1150,21 +1261,43 @@ impl Reference {
             }
             DomainEvent::RecordGranted(e) => {
                 self.grants
-                    .insert((t(), e.entity, e.record, e.user), e.access);
+                    .insert((t(), e.entity, e.record, e.user), (e.access, e.expires_at));
             }
-            DomainEvent::RecordRevoked(e) => {
-                self.grants.remove(&(t(), e.entity, e.record, e.user));
+            DomainEvent::RecordRevoked(RecordRevoked {
+                entity,
+                record,
+                user,
+            })
+            | DomainEvent::RecordGrantLapsed(RecordGrantLapsed {
+                entity,
+                record,
+                user,
+                ..
+            }) => {
+                self.grants.remove(&(t(), entity, record, user));
             }
             DomainEvent::LocalRoleAssigned(e) => {
                 self.local_roles
                     .entry((t(), e.entity, e.record, e.user))
                     .or_default()
-                    .insert(e.role);
+                    .insert(e.role, e.expires_at);
             }
-            DomainEvent::LocalRoleRevoked(e) => {
-                let key = (t(), e.entity, e.record, e.user);
+            DomainEvent::LocalRoleRevoked(LocalRoleRevoked {
+                entity,
+                record,
+                user,
+                role,
+            })
+            | DomainEvent::LocalRoleLapsed(LocalRoleLapsed {
+                entity,
+                record,
+                user,
+                role,
+                ..
+            }) => {
+                let key = (t(), entity, record, user);
                 if let Some(roles) = self.local_roles.get_mut(&key) {
-                    roles.remove(&e.role);
+                    roles.remove(&role);
                 }
             }
             DomainEvent::UserFlagsChanged(_)
@@ -1199,22 +1332,25 @@ impl Reference {
         if status != AccountStatus::Active {
             return Err(Reason::AccountNotActive { status });
         }
+        // Someone whose temporary holdings have all ended is no member.
         Ok(self
             .members
             .get(&(tenant.clone(), user))
-            .filter(|m| !m.roles.is_empty() || !m.custom.is_empty()))
+            .filter(|m| m.live(now)))
     }
 
-    /// The roles a member holds tenant-wide that exist, in name order.
+    /// The roles a member holds tenant-wide at `now` that exist, in name order.
     fn held<'a>(
         &'a self,
         tenant: &TenantId,
         member: &'a RefMember,
+        now: OffsetDateTime,
     ) -> Vec<(&'a RoleName, &'a RefRole)> {
         member
             .roles
             .iter()
-            .filter_map(|name| Some((name, self.roles.get(&(tenant.clone(), name.clone()))?)))
+            .filter(|(_, end)| counts(end, now))
+            .filter_map(|(name, _)| Some((name, self.roles.get(&(tenant.clone(), name.clone()))?)))
             .collect()
     }
 
@@ -1256,7 +1392,9 @@ impl Reference {
             None => None,
         };
         let action = q.permission.action();
-        let held = member.map(|m| self.held(&q.tenant, m)).unwrap_or_default();
+        let held = member
+            .map(|m| self.held(&q.tenant, m, q.now))
+            .unwrap_or_default();
         // Rule 3.
         if let Some((role, _)) = held.iter().find(|(_, r)| r.global) {
             return allow(Reason::GlobalAccess {
@@ -1272,7 +1410,11 @@ impl Reference {
                 });
             }
         }
-        if member.is_some_and(|m| m.custom.contains(&q.permission)) {
+        if member.is_some_and(|m| {
+            m.custom
+                .get(&q.permission)
+                .is_some_and(|end| counts(end, q.now))
+        }) {
             type_level.push(Reason::CustomPermission);
         }
         if let Some(entity) = entity {
@@ -1319,7 +1461,12 @@ impl Reference {
             return deny(denial);
         };
         let key = (q.tenant.clone(), entity_name.clone(), record.clone(), user);
-        match self.grants.get(&key) {
+        let grant = self
+            .grants
+            .get(&key)
+            .filter(|(_, end)| counts(end, q.now))
+            .map(|(access, _)| access);
+        match grant {
             Some(RecordAccess::ReadOnly) if action == Action::Read => {
                 return allow(Reason::Grant {
                     access: RecordAccess::ReadOnly,
@@ -1344,7 +1491,8 @@ impl Reference {
         if creator_may && owner == Some(&user) {
             return allow(Reason::Owner);
         }
-        for role in self.local_roles.get(&key).into_iter().flatten() {
+        let local = self.local_roles.get(&key).into_iter().flatten();
+        for (role, _) in local.filter(|(_, end)| counts(end, q.now)) {
             if let Some(facts) = self.roles.get(&(q.tenant.clone(), role.clone()))
                 && (facts.global || facts.permissions.contains(&q.permission))
             {
@@ -1368,7 +1516,9 @@ impl Reference {
             Ok(member) => member,
             Err(_) => return Some(Vec::new()),
         };
-        let held = member.map(|m| self.held(tenant, m)).unwrap_or_default();
+        let held = member
+            .map(|m| self.held(tenant, m, now))
+            .unwrap_or_default();
         let global = held.iter().any(|(_, r)| r.global);
         let hidden_from_all = |field: &FieldName| {
             !global

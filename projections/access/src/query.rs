@@ -71,6 +71,30 @@ pub struct Access {
     cache: Arc<FactCache>,
 }
 
+/// An aggregate whose temporary access ended and awaits its lapse event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DueLapse {
+    Membership {
+        tenant: TenantId,
+        user: UserId,
+    },
+    Record {
+        tenant: TenantId,
+        entity: EntityName,
+        record: RecordId,
+    },
+}
+
+/// " until <end>" for temporary access, nothing otherwise.
+fn until(end: Option<OffsetDateTime>) -> String {
+    end.and_then(|end| {
+        end.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    })
+    .map(|end| format!(" until {end}"))
+    .unwrap_or_default()
+}
+
 fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, AccessError> {
     serde_json::from_slice(bytes).map_err(|e| AccessError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
@@ -119,6 +143,48 @@ impl Access {
             .collect()
     }
 
+    /// The memberships and records holding temporary access that ended at or before `now` and whose
+    /// lapse is not recorded yet (each once, earliest end first), at most `limit`.
+    pub fn due_lapses(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<DueLapse>, AccessError> {
+        let mut due: Vec<DueLapse> = Vec::new();
+        // Every key of an end at or before `now` (`d/<end>/…` sorts before `d/<now>0`).
+        let mut until = keys::due_until(now);
+        until.push(b'/' + 1);
+        for entry in self.tree.range(keys::DUE.to_vec()..until) {
+            let (key, _) = entry?;
+            let text = std::str::from_utf8(&key).unwrap_or("");
+            let parts: Vec<&str> = text.split('/').collect();
+            let lapse = match parts.get(2..) {
+                Some(["m", tenant, user, ..]) => match (tenant.parse(), user.parse()) {
+                    (Ok(tenant), Ok(user)) => DueLapse::Membership { tenant, user },
+                    _ => continue,
+                },
+                Some(["g", tenant, entity, record, ..]) => {
+                    match (tenant.parse(), entity.parse(), record.parse()) {
+                        (Ok(tenant), Ok(entity), Ok(record)) => DueLapse::Record {
+                            tenant,
+                            entity,
+                            record,
+                        },
+                        _ => continue,
+                    }
+                }
+                _ => continue,
+            };
+            if !due.contains(&lapse) {
+                if due.len() == limit {
+                    break;
+                }
+                due.push(lapse);
+            }
+        }
+        Ok(due)
+    }
+
     /// Decides one request.
     pub fn check(&self, request: CheckRequest<'_>) -> Result<Decision, AccessError> {
         access::check(self, request)
@@ -142,9 +208,11 @@ impl Access {
         };
         match (&decision.reason, user) {
             (Reason::GlobalAccess { role } | Reason::Role { role }, Some(user)) => {
+                let end = AccessFacts::member(self, tenant, &user)?
+                    .and_then(|m| m.role_expiry.get(role).copied());
                 let member = keys::member(tenant, &user);
                 add(
-                    format!("role {role} held by the user"),
+                    format!("role {role} held by the user{}", until(end)),
                     keys::provenance(&member, &keys::held_role(role)),
                 )?;
                 add(
@@ -153,9 +221,11 @@ impl Access {
                 )?;
             }
             (Reason::CustomPermission, Some(user)) => {
+                let end = AccessFacts::member(self, tenant, &user)?
+                    .and_then(|m| m.custom_expiry.get(request.permission).copied());
                 let member = keys::member(tenant, &user);
                 add(
-                    format!("custom permission {}", request.permission),
+                    format!("custom permission {}{}", request.permission, until(end)),
                     keys::provenance(&member, &keys::held_permission(request.permission)),
                 )?;
             }
@@ -169,12 +239,15 @@ impl Access {
             }
             (Reason::Grant { access }, Some(user)) => {
                 if let (Some(entity), Some(record)) = (&entity, request.record) {
+                    let end = AccessFacts::standing(self, tenant, entity, record, &user)?
+                        .and_then(|s| s.grant_expires);
                     let standing = keys::standing(tenant, entity, record, &user);
                     let access = serde_json::to_value(access).unwrap_or_default();
                     add(
                         format!(
-                            "{} grant on {entity} {record}",
-                            access.as_str().unwrap_or("")
+                            "{} grant on {entity} {record}{}",
+                            access.as_str().unwrap_or(""),
+                            until(end)
                         ),
                         keys::provenance(&standing, "grant"),
                     )?;
@@ -194,9 +267,11 @@ impl Access {
             }
             (Reason::LocalRole { role }, Some(user)) => {
                 if let (Some(entity), Some(record)) = (&entity, request.record) {
+                    let end = AccessFacts::standing(self, tenant, entity, record, &user)?
+                        .and_then(|s| s.local_role_expiry.get(role).copied());
                     let standing = keys::standing(tenant, entity, record, &user);
                     add(
-                        format!("local role {role} on {entity} {record}"),
+                        format!("local role {role} on {entity} {record}{}", until(end)),
                         keys::provenance(&standing, &keys::local_role(role)),
                     )?;
                     add(
@@ -524,6 +599,8 @@ impl AccessFacts for Access {
                 Arc::new(Member {
                     roles: r.roles,
                     custom: r.custom.into(),
+                    role_expiry: r.role_expiry.into_iter().map(|(k, v)| (k, v.0)).collect(),
+                    custom_expiry: r.custom_expiry.into_iter().map(|(k, v)| (k, v.0)).collect(),
                 })
             })))
         })?;

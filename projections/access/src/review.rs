@@ -4,9 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use idstream_domain::access::{AccountStatus, EntityName, Permission, RecordAccess, RecordId};
+use idstream_domain::access::{
+    AccountStatus, EntityName, Permission, RecordAccess, RecordId, live,
+};
 use idstream_domain::{RoleName, TenantId, UserId};
 use serde::Serialize;
+use time::OffsetDateTime;
 
 use crate::fold::decode_standing;
 use crate::query::AccessError;
@@ -32,6 +35,12 @@ pub struct Holding {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub global_access: Option<bool>,
     pub source: Option<Source>,
+    /// When temporary access ends (absent: held until taken away).
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub expires_at: Option<OffsetDateTime>,
 }
 
 /// What a member holds on one record: a direct grant, local roles, ownership.
@@ -41,6 +50,12 @@ pub struct RecordHolding {
     pub record: String,
     /// `read_only` or `read_write`, with the event that granted it.
     pub grant: Option<(RecordAccess, Option<Source>)>,
+    /// When a temporary grant ends.
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub grant_expires_at: Option<OffsetDateTime>,
     pub local_roles: Vec<Holding>,
     /// Set when the member owns (created) the record.
     pub owner: Option<Option<Source>>,
@@ -77,12 +92,13 @@ pub struct EntityHoldings {
 }
 
 impl Access {
-    /// How many record grants, local roles and owned records `user` holds in `tenant`, read
-    /// from the per-user record index (no scan of the tenant's other members).
+    /// How many record grants, local roles and owned records `user` holds in `tenant` at `now`,
+    /// read from the per-user record index (no scan of the tenant's other members).
     pub fn member_holdings(
         &self,
         tenant: &TenantId,
         user: &UserId,
+        now: OffsetDateTime,
     ) -> Result<MemberHoldings, AccessError> {
         let mut holdings = MemberHoldings::default();
         for entity in self.entities(tenant)? {
@@ -107,8 +123,8 @@ impl Access {
                     .get(&*standing)?
                     .and_then(|value| decode_standing(&value))
                 {
-                    counts.record_grants += u64::from(standing.grant.is_some());
-                    counts.local_roles += standing.local_roles.len() as u64;
+                    counts.record_grants += u64::from(standing.grant_at(now).is_some());
+                    counts.local_roles += standing.local_roles_at(now).count() as u64;
                 }
                 let owner = self
                     .tree()
@@ -128,8 +144,13 @@ impl Access {
     }
 
     /// Who holds which roles, custom permissions, record grants, local roles and record
-    /// ownership in `tenant`. Members without any holding (removed) are left out.
-    pub fn access_review(&self, tenant: &TenantId) -> Result<AccessReview, AccessError> {
+    /// ownership in `tenant` at `now` (temporary access that ended before `now` is left out,
+    /// whether or not its lapse was recorded). Members without any holding are left out.
+    pub fn access_review(
+        &self,
+        tenant: &TenantId,
+        now: OffsetDateTime,
+    ) -> Result<AccessReview, AccessError> {
         let mut members: BTreeMap<UserId, ReviewedMember> = BTreeMap::new();
         let member_prefix = keys::member_prefix(tenant);
         for entry in self.tree().scan_prefix(&member_prefix) {
@@ -140,6 +161,10 @@ impl Access {
             let record: MemberRecord = self.decode_value(&key, &value)?;
             let mut reviewed = self.blank(user)?;
             for role in &record.roles {
+                let end = record.role_expiry.get(role).map(|t| t.0);
+                if !live(end.as_ref(), now) {
+                    continue;
+                }
                 let global = self
                     .role_record(tenant, role)?
                     .map(|definition| definition.global_access);
@@ -147,12 +172,16 @@ impl Access {
                     name: role.to_string(),
                     global_access: global,
                     source: self.source(&keys::provenance(&key, &keys::held_role(role)))?,
+                    expires_at: end,
                 });
             }
             for permission in &record.custom {
-                reviewed
-                    .custom_permissions
-                    .push(self.permission(&key, permission)?);
+                let end = record.custom_expiry.get(permission).map(|t| t.0);
+                if live(end.as_ref(), now) {
+                    let mut holding = self.permission(&key, permission)?;
+                    holding.expires_at = end;
+                    reviewed.custom_permissions.push(holding);
+                }
             }
             members.insert(user, reviewed);
         }
@@ -171,11 +200,14 @@ impl Access {
             let holding = records
                 .entry((user, entity.to_owned(), record.to_owned()))
                 .or_insert_with(|| empty_holding(entity, record));
-            if let Some(access) = standing.grant {
+            if let Some(access) = standing.grant_at(now) {
                 holding.grant = Some((access, self.source(&keys::provenance(&key, "grant"))?));
+                holding.grant_expires_at = standing.grant_expires;
             }
-            for role in &standing.local_roles {
-                holding.local_roles.push(self.local_role(&key, role)?);
+            for role in standing.local_roles_at(now) {
+                let mut local = self.local_role(&key, role)?;
+                local.expires_at = standing.local_role_expiry.get(role).copied();
+                holding.local_roles.push(local);
             }
         }
         for entry in self.tree().scan_prefix(keys::owners_prefix(tenant)) {
@@ -235,6 +267,7 @@ impl Access {
                 member,
                 &keys::held_permission(permission),
             ))?,
+            expires_at: None,
         })
     }
 
@@ -243,6 +276,7 @@ impl Access {
             name: role.to_string(),
             global_access: None,
             source: self.source(&keys::provenance(standing, &keys::local_role(role)))?,
+            expires_at: None,
         })
     }
 }
@@ -252,6 +286,7 @@ fn empty_holding(entity: &str, record: &str) -> RecordHolding {
         entity: entity.to_owned(),
         record: record.to_owned(),
         grant: None,
+        grant_expires_at: None,
         local_roles: Vec::new(),
         owner: None,
     }

@@ -82,6 +82,7 @@ impl Log {
             DomainEvent::RoleAssigned(RoleAssigned {
                 user: u(n),
                 role: p(role),
+                expires_at: None,
             }),
         )
     }
@@ -112,6 +113,7 @@ impl Log {
                 record: p(record),
                 user: u(n),
                 access,
+                expires_at: None,
             }),
         )
     }
@@ -469,6 +471,7 @@ fn member_removal_drops_roles_permissions_and_their_provenance() {
         DomainEvent::PermissionsGranted(PermissionsGranted {
             user: u(1),
             permissions: BTreeSet::from([p("users:read")]),
+            expires_at: None,
         }),
     );
     world.apply(&log);
@@ -533,6 +536,7 @@ fn the_record_index_loaded_from_a_tree_answers_like_the_tree() {
                 record: p("P4"),
                 user: u(1),
                 role: p("admin"),
+                expires_at: None,
             }),
         );
     world.apply(&log);
@@ -578,4 +582,190 @@ fn the_record_index_loaded_from_a_tree_answers_like_the_tree() {
             .ask("acme", 1, "entity.project:read", Some("P1"))
             .allowed
     );
+}
+
+#[test]
+fn temporary_access_ends_at_its_end_is_listed_as_due_and_leaves_with_its_lapse() {
+    let world = World::new();
+    let mut log = base();
+    let end = T0 + Duration::hours(12);
+    let later = T0 + Duration::days(2);
+    log.push(
+        Some("acme"),
+        u(1).to_string(),
+        DomainEvent::RoleAssigned(RoleAssigned {
+            user: u(1),
+            role: p("admin"),
+            expires_at: Some(end),
+        }),
+    )
+    .push(
+        Some("acme"),
+        "project:P1",
+        DomainEvent::RecordGranted(RecordGranted {
+            entity: p("project"),
+            record: p("P1"),
+            user: u(1),
+            access: RecordAccess::ReadWrite,
+            expires_at: Some(later),
+        }),
+    )
+    .push(
+        Some("acme"),
+        "project:P1",
+        DomainEvent::LocalRoleAssigned(LocalRoleAssigned {
+            entity: p("project"),
+            record: p("P1"),
+            user: u(2),
+            role: p("user"),
+            expires_at: Some(end),
+        }),
+    );
+    world.apply(&log);
+    let tenant: TenantId = p("acme");
+    let permission: Permission = p("entity.project:delete");
+    let record: RecordId = p("P1");
+    let ask = |at: OffsetDateTime| {
+        world
+            .access
+            .check(CheckRequest {
+                tenant: &tenant,
+                subject: Subject::User(u(1)),
+                permission: &permission,
+                record: Some(&record),
+                restriction: None,
+                now: at,
+            })
+            .unwrap()
+    };
+    let before = end - Duration::seconds(1);
+    assert_eq!(
+        ask(before).reason,
+        Reason::GlobalAccess { role: p("admin") }
+    );
+    // From its end on, the role no longer counts; the grant still does until its own end.
+    assert_eq!(
+        ask(end).reason,
+        Reason::Grant {
+            access: RecordAccess::ReadWrite
+        }
+    );
+    assert!(!ask(later).allowed);
+    let explained = world
+        .access
+        .explain(CheckRequest {
+            tenant: &tenant,
+            subject: Subject::User(u(1)),
+            permission: &permission,
+            record: Some(&record),
+            restriction: None,
+            now: end,
+        })
+        .unwrap();
+    assert!(
+        explained.sources[0]
+            .fact
+            .ends_with(" until 2026-05-03T09:00:00Z"),
+        "{explained:?}"
+    );
+
+    // The review at a moment leaves out what has ended then, and says when the rest ends.
+    let review = world.access.access_review(&tenant, before).unwrap();
+    let ada = review.members.iter().find(|m| m.user == u(1)).unwrap();
+    let admin = ada.roles.iter().find(|h| h.name == "admin").unwrap();
+    assert_eq!(admin.expires_at, Some(end));
+    assert_eq!(ada.records[0].grant_expires_at, Some(later));
+    let review = world.access.access_review(&tenant, end).unwrap();
+    let ada = review.members.iter().find(|m| m.user == u(1)).unwrap();
+    assert!(ada.roles.iter().all(|h| h.name != "admin"));
+    let grace = review.members.iter().find(|m| m.user == u(2)).unwrap();
+    assert!(grace.records.is_empty(), "{grace:?}");
+
+    // Due for their lapse: nothing before the end, the membership and the record after it.
+    assert!(world.access.due_lapses(before, 10).unwrap().is_empty());
+    let due = world
+        .access
+        .due_lapses(end + Duration::seconds(1), 10)
+        .unwrap();
+    // Earliest end first; at the same end, in key order (records' standings before members).
+    assert_eq!(
+        due,
+        [
+            DueLapse::Record {
+                tenant: tenant.clone(),
+                entity: p("project"),
+                record: record.clone()
+            },
+            DueLapse::Membership {
+                tenant: tenant.clone(),
+                user: u(1)
+            }
+        ]
+    );
+    assert_eq!(world.access.due_lapses(later, 1).unwrap().len(), 1);
+
+    // Once the lapses are recorded, nothing is due and the facts are gone.
+    log.push(
+        Some("acme"),
+        u(1).to_string(),
+        DomainEvent::RoleLapsed(RoleLapsed {
+            user: u(1),
+            role: p("admin"),
+            expired_at: end,
+        }),
+    )
+    .push(
+        Some("acme"),
+        "project:P1",
+        DomainEvent::LocalRoleLapsed(LocalRoleLapsed {
+            entity: p("project"),
+            record: p("P1"),
+            user: u(2),
+            role: p("user"),
+            expired_at: end,
+        }),
+    );
+    world.apply(&log);
+    let due = world.access.due_lapses(later, 10).unwrap();
+    assert_eq!(
+        due,
+        [DueLapse::Record {
+            tenant: tenant.clone(),
+            entity: p("project"),
+            record: record.clone()
+        }]
+    );
+    let member = world.access.member_record(&tenant, &u(1)).unwrap().unwrap();
+    assert!(member.roles.contains(&p("user")) && member.role_expiry.is_empty());
+    // A revocation takes the due key with it.
+    log.push(
+        Some("acme"),
+        "project:P1",
+        DomainEvent::RecordRevoked(RecordRevoked {
+            entity: p("project"),
+            record: p("P1"),
+            user: u(1),
+        }),
+    );
+    world.apply(&log);
+    assert!(world.access.due_lapses(later, 10).unwrap().is_empty());
+}
+
+#[test]
+fn standings_with_ends_survive_encoding_and_are_read_from_the_tree() {
+    let standing = idstream_domain::access::RecordStanding {
+        grant: Some(RecordAccess::ReadOnly),
+        grant_expires: Some(datetime!(2026-06-01 12:30:15.5 UTC)),
+        local_roles: [p("user"), p("r1")].into(),
+        local_role_expiry: [(p("r1"), datetime!(2027-01-01 0:00 UTC))].into(),
+    };
+    let bytes = crate::fold::encode_standing(&standing);
+    assert_eq!(crate::fold::decode_standing(&bytes), Some(standing));
+    // Permanent standings keep their compact form.
+    let plain = idstream_domain::access::RecordStanding {
+        grant: Some(RecordAccess::ReadWrite),
+        local_roles: [p("user")].into(),
+        ..Default::default()
+    };
+    assert_eq!(crate::fold::encode_standing(&plain), b"\x02user");
 }

@@ -199,6 +199,7 @@ impl World {
                     DomainEvent::RoleAssigned(RoleAssigned {
                         user: user(n),
                         role: role.parse().unwrap(),
+                        expires_at: None,
                     }),
                 )
             };
@@ -339,6 +340,7 @@ impl World {
                         record: record.parse().unwrap(),
                         user: user(n),
                         access: RecordAccess::ReadOnly,
+                        expires_at: None,
                     }),
                 )
             }
@@ -350,6 +352,7 @@ impl World {
                     DomainEvent::RoleAssigned(RoleAssigned {
                         user: user(n),
                         role,
+                        expires_at: None,
                     })
                 } else {
                     DomainEvent::RoleRevoked(RoleRevoked {

@@ -359,6 +359,9 @@ fn describe(
         E::RoleAssigned(e) => {
             about.subject = Some(e.user);
             about.fact("role", e.role.as_str());
+            if let Some(end) = e.expires_at {
+                about.fact("until", rfc3339(end));
+            }
             if let Some(tenant) = &envelope.tenant {
                 change_member(state, &e.user, tenant, |m| {
                     m.roles.insert(e.role.to_string());
@@ -375,9 +378,34 @@ fn describe(
                 })?;
             }
         }
+        E::RoleLapsed(e) => {
+            about.subject = Some(e.user);
+            about.fact("role", e.role.as_str());
+            about.fact("expired_at", rfc3339(e.expired_at));
+            if let Some(tenant) = &envelope.tenant {
+                change_member(state, &e.user, tenant, |m| {
+                    m.roles.remove(e.role.as_str());
+                })?;
+            }
+        }
+        E::PermissionsLapsed(e) => {
+            about.subject = Some(e.user);
+            about.fact("permissions", joined(&e.permissions));
+            about.fact("expired_at", rfc3339(e.expired_at));
+            if let Some(tenant) = &envelope.tenant {
+                change_member(state, &e.user, tenant, |m| {
+                    for permission in &e.permissions {
+                        m.custom.remove(&permission.to_string());
+                    }
+                })?;
+            }
+        }
         E::PermissionsGranted(e) => {
             about.subject = Some(e.user);
             about.fact("permissions", joined(&e.permissions));
+            if let Some(end) = e.expires_at {
+                about.fact("until", rfc3339(end));
+            }
             if let Some(tenant) = &envelope.tenant {
                 change_member(state, &e.user, tenant, |m| {
                     m.custom.extend(e.permissions.iter().map(|p| p.to_string()));
@@ -436,6 +464,22 @@ fn describe(
             about.fact("entity", e.entity.as_str());
             about.fact("record", e.record.as_str());
             about.fact("access", serde_name(&e.access));
+            if let Some(end) = e.expires_at {
+                about.fact("until", rfc3339(end));
+            }
+        }
+        E::RecordGrantLapsed(e) => {
+            about.subject = Some(e.user);
+            about.fact("entity", e.entity.as_str());
+            about.fact("record", e.record.as_str());
+            about.fact("expired_at", rfc3339(e.expired_at));
+        }
+        E::LocalRoleLapsed(e) => {
+            about.subject = Some(e.user);
+            about.fact("entity", e.entity.as_str());
+            about.fact("record", e.record.as_str());
+            about.fact("role", e.role.as_str());
+            about.fact("expired_at", rfc3339(e.expired_at));
         }
         E::RecordRevoked(e) => {
             about.subject = Some(e.user);
@@ -447,6 +491,9 @@ fn describe(
             about.fact("entity", e.entity.as_str());
             about.fact("record", e.record.as_str());
             about.fact("role", e.role.as_str());
+            if let Some(end) = e.expires_at {
+                about.fact("until", rfc3339(end));
+            }
         }
         E::LocalRoleRevoked(e) => {
             about.subject = Some(e.user);

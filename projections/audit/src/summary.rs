@@ -141,16 +141,37 @@ fn summarize(e: &Stored, erased: &HashSet<UserId>) -> String {
         "EmailChanged" => format!("the email address of {subject} was changed{by}"),
         "UserErased" => format!("the personal data of {subject} was erased{by}"),
         "RoleAssigned" => format!(
-            "{subject} was given the role {} in tenant {tenant}{by}",
-            fact("role")
+            "{subject} was given the role {} in tenant {tenant}{}{by}",
+            fact("role"),
+            until(fact("until"))
+        ),
+        "RoleLapsed" => format!(
+            "the temporary role {} of {subject} in tenant {tenant} ended at {}",
+            fact("role"),
+            fact("expired_at")
+        ),
+        "PermissionsLapsed" => format!(
+            "the temporary permissions {} of {subject} in tenant {tenant} ended at {}",
+            fact("permissions"),
+            fact("expired_at")
+        ),
+        "RecordGrantLapsed" => format!(
+            "the temporary access of {subject} to {record} ended at {}",
+            fact("expired_at")
+        ),
+        "LocalRoleLapsed" => format!(
+            "the temporary local role {} of {subject} on {record} ended at {}",
+            fact("role"),
+            fact("expired_at")
         ),
         "RoleRevoked" => format!(
             "{subject} lost the role {} in tenant {tenant}{by}",
             fact("role")
         ),
         "PermissionsGranted" => format!(
-            "{subject} was granted the permissions {} in tenant {tenant}{by}",
-            fact("permissions")
+            "{subject} was granted the permissions {} in tenant {tenant}{}{by}",
+            fact("permissions"),
+            until(fact("until"))
         ),
         "PermissionsRevoked" => format!(
             "{subject} lost the permissions {} in tenant {tenant}{by}",
@@ -197,12 +218,16 @@ fn summarize(e: &Stored, erased: &HashSet<UserId>) -> String {
                 "read_only" => "read",
                 other => other,
             };
-            format!("{subject} was granted {access} on {record}{by}")
+            format!(
+                "{subject} was granted {access} on {record}{}{by}",
+                until(fact("until"))
+            )
         }
         "RecordRevoked" => format!("the access of {subject} to {record} was withdrawn{by}"),
         "LocalRoleAssigned" => format!(
-            "{subject} was given the local role {} on {record}{by}",
-            fact("role")
+            "{subject} was given the local role {} on {record}{}{by}",
+            fact("role"),
+            until(fact("until"))
         ),
         "LocalRoleRevoked" => format!(
             "{subject} lost the local role {} on {record}{by}",
@@ -289,5 +314,14 @@ fn summarize(e: &Stored, erased: &HashSet<UserId>) -> String {
             fact("to")
         ),
         other => format!("{other} on {} {aggregate}{by}", e.aggregate_type.as_str()),
+    }
+}
+
+/// " until <end>" when a fact gives an end.
+fn until(end: &str) -> String {
+    if end.is_empty() {
+        String::new()
+    } else {
+        format!(" until {end}")
     }
 }

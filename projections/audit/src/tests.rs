@@ -173,6 +173,7 @@ fn assigned(user: UserId, role: &str) -> DomainEvent {
     DomainEvent::RoleAssigned(RoleAssigned {
         user,
         role: role.parse().unwrap(),
+        expires_at: None,
     })
 }
 
@@ -319,6 +320,7 @@ fn acme_story() -> (Log, Ulid, Ulid) {
             record: "r1".parse().unwrap(),
             user: u(2),
             access: RecordAccess::ReadOnly,
+            expires_at: None,
         }),
     );
     let key = Ulid::from_parts(200, 1);
@@ -788,6 +790,7 @@ fn big_world(events: usize) -> Log {
                         record: "r1".parse().unwrap(),
                         user: u(n),
                         access: RecordAccess::ReadWrite,
+                        expires_at: None,
                     }),
                 );
             }
@@ -829,6 +832,7 @@ fn big_world(events: usize) -> Log {
                     DomainEvent::PermissionsGranted(PermissionsGranted {
                         user: u(n),
                         permissions: BTreeSet::from(["files:read".parse::<Permission>().unwrap()]),
+                        expires_at: None,
                     }),
                 );
             }

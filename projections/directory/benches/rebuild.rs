@@ -67,14 +67,17 @@ fn user_appends(n: u64) -> Vec<(Vec<EventEnvelope>, Option<String>)> {
         DomainEvent::RoleAssigned(RoleAssigned {
             user,
             role: role("user"),
+            expires_at: None,
         }),
         DomainEvent::RoleAssigned(RoleAssigned {
             user,
             role: role("admin"),
+            expires_at: None,
         }),
         DomainEvent::RoleAssigned(RoleAssigned {
             user,
             role: role("billing"),
+            expires_at: None,
         }),
         DomainEvent::RoleRevoked(RoleRevoked {
             user,
@@ -83,6 +86,7 @@ fn user_appends(n: u64) -> Vec<(Vec<EventEnvelope>, Option<String>)> {
         DomainEvent::RoleAssigned(RoleAssigned {
             user,
             role: role("auditor"),
+            expires_at: None,
         }),
         DomainEvent::RoleRevoked(RoleRevoked {
             user,
@@ -91,6 +95,7 @@ fn user_appends(n: u64) -> Vec<(Vec<EventEnvelope>, Option<String>)> {
         DomainEvent::RoleAssigned(RoleAssigned {
             user,
             role: role("support"),
+            expires_at: None,
         }),
         DomainEvent::RoleRevoked(RoleRevoked {
             user,

@@ -1,11 +1,11 @@
 //! The fold: how each event changes the directory.
 
 use idstream_domain::events::{
-    MemberRemoved, PermissionsGranted, PermissionsRevoked, RoleAssigned, RoleRevoked,
+    MemberRemoved, PermissionsGranted, PermissionsLapsed, PermissionsRevoked, RoleAssigned,
     TenantCreated, TenantRenamed, TenantSettingsChanged, UserFlagsChanged, UserInvited,
     UserRegistered, UserSuspended,
 };
-use idstream_domain::{DomainEvent, TenantId, UserId};
+use idstream_domain::{DomainEvent, RoleName, TenantId, UserId};
 use idstream_eventlog::RecordedEvent;
 use idstream_projection_runtime::{ApplyError, Projection, Staged};
 use serde::Serialize;
@@ -115,7 +115,10 @@ impl Projection for DirectoryProjection {
             DomainEvent::UserSuspended(e) => user_suspended(state, event, e),
             DomainEvent::UserReinstated(_) => user_reinstated(state, event),
             DomainEvent::RoleAssigned(e) => role_assigned(state, event, e),
-            DomainEvent::RoleRevoked(e) => role_revoked(state, event, e),
+            DomainEvent::RoleRevoked(e) => role_revoked(state, event, e.user, &e.role),
+            // The directory lists a temporary role until its lapse is recorded (checks stop
+            // honouring it at its end, see the access read model).
+            DomainEvent::RoleLapsed(e) => role_revoked(state, event, e.user, &e.role),
             DomainEvent::TenantSettingsChanged(e) => tenant_settings_changed(state, event, e),
             DomainEvent::UserDeactivated(_) => update_user(state, event, |view| UserView {
                 status: UserStatus::Inactive,
@@ -163,16 +166,17 @@ impl Projection for DirectoryProjection {
             DomainEvent::UserFlagsChanged(UserFlagsChanged { flags }) => {
                 update_user(state, event, |view| UserView { flags, ..view })
             }
-            DomainEvent::PermissionsGranted(PermissionsGranted { user, permissions }) => {
-                change_membership(state, event, user, |view| {
-                    view.custom_permissions.extend(permissions)
-                })
-            }
-            DomainEvent::PermissionsRevoked(PermissionsRevoked { user, permissions }) => {
-                change_membership(state, event, user, |view| {
-                    view.custom_permissions.retain(|p| !permissions.contains(p))
-                })
-            }
+            DomainEvent::PermissionsGranted(PermissionsGranted {
+                user, permissions, ..
+            }) => change_membership(state, event, user, |view| {
+                view.custom_permissions.extend(permissions)
+            }),
+            DomainEvent::PermissionsRevoked(PermissionsRevoked { user, permissions })
+            | DomainEvent::PermissionsLapsed(PermissionsLapsed {
+                user, permissions, ..
+            }) => change_membership(state, event, user, |view| {
+                view.custom_permissions.retain(|p| !permissions.contains(p))
+            }),
             DomainEvent::MemberRemoved(MemberRemoved { user }) => {
                 change_membership(state, event, user, |view| {
                     view.roles.clear();
@@ -198,7 +202,9 @@ impl Projection for DirectoryProjection {
             | DomainEvent::RecordGranted(_)
             | DomainEvent::RecordRevoked(_)
             | DomainEvent::LocalRoleAssigned(_)
-            | DomainEvent::LocalRoleRevoked(_) => Ok(()),
+            | DomainEvent::LocalRoleRevoked(_)
+            | DomainEvent::RecordGrantLapsed(_)
+            | DomainEvent::LocalRoleLapsed(_) => Ok(()),
             // Credentials, sessions, invitations and API keys are the identity read model's.
             DomainEvent::PasswordSet(_)
             | DomainEvent::SignInFailed(_)
@@ -487,10 +493,11 @@ fn role_assigned(
 fn role_revoked(
     state: &mut Staged<'_>,
     event: &RecordedEvent,
-    e: RoleRevoked,
+    user: UserId,
+    role: &RoleName,
 ) -> Result<(), ApplyError> {
-    change_membership(state, event, e.user, |view| {
-        view.roles.remove(&e.role);
+    change_membership(state, event, user, |view| {
+        view.roles.remove(role);
     })
 }
 

@@ -107,6 +107,7 @@ impl At {
         let e = RoleAssigned {
             user,
             role: role.parse().unwrap(),
+            expires_at: None,
         };
         self.record(membership_key(tenant, user), DomainEvent::RoleAssigned(e))
     }

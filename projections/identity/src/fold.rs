@@ -228,6 +228,10 @@ impl Projection for IdentityProjection {
             | DomainEvent::RecordRevoked(_)
             | DomainEvent::LocalRoleAssigned(_)
             | DomainEvent::LocalRoleRevoked(_)
+            | DomainEvent::RoleLapsed(_)
+            | DomainEvent::PermissionsLapsed(_)
+            | DomainEvent::RecordGrantLapsed(_)
+            | DomainEvent::LocalRoleLapsed(_)
             | DomainEvent::ChainCheckpointed(_)
             | DomainEvent::AdminRemovalReserved(_)
             | DomainEvent::AdminRemovalSettled(_) => Ok(()),

@@ -495,6 +495,8 @@ impl Identity {
                     MembershipCommand::Assign {
                         user: user.id,
                         role,
+                        expires_at: None,
+                        now: self.now(),
                     },
                 )
                 .await

@@ -871,6 +871,7 @@ async fn a_key_for_another_member_carries_only_what_its_issuer_holds() {
                 "users:read".parse().unwrap(),
             ]
             .into(),
+            None,
         )
         .await
         .unwrap();

@@ -19,9 +19,14 @@
 //! 6. An API key's restriction, if any, must also contain the permission (never more than the
 //!    owner has now: the owner's decision above is computed first).
 //!
+//! Temporary access: a role, custom permission, record grant or local role given with an end
+//! (`expires_at`) counts strictly before that end and not from it on, whether or not its lapse
+//! has been recorded in the log yet. A member whose holdings have all ended is no member (the
+//! tenant sees them as anonymous).
+//!
 //! Members of another tenant are anonymous here: tenants are isolated.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -64,10 +69,51 @@ impl Account {
 }
 
 /// A user's membership of one tenant: the global roles held there and custom permissions.
+/// Temporary ones stop counting at their end (`role_expiry`, `custom_expiry`), whether or not
+/// their lapse has been recorded yet.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Member {
     pub roles: BTreeSet<RoleName>,
     pub custom: PermissionSet,
+    pub role_expiry: BTreeMap<RoleName, OffsetDateTime>,
+    pub custom_expiry: BTreeMap<Permission, OffsetDateTime>,
+}
+
+impl Member {
+    /// The roles that count at `now`.
+    pub fn roles_at(&self, now: OffsetDateTime) -> impl Iterator<Item = &RoleName> {
+        self.roles
+            .iter()
+            .filter(move |role| live(self.role_expiry.get(*role), now))
+    }
+
+    /// Whether `role` is held and counts at `now`.
+    pub fn holds_role(&self, role: &RoleName, now: OffsetDateTime) -> bool {
+        self.roles.contains(role) && live(self.role_expiry.get(role), now)
+    }
+
+    /// Whether anything the member holds still counts at `now`: a member whose temporary roles
+    /// and permissions have all ended is no member any more (before their lapse is recorded).
+    pub fn is_live(&self, now: OffsetDateTime) -> bool {
+        self.roles_at(now).next().is_some()
+            || self.custom.len()
+                > self
+                    .custom_expiry
+                    .values()
+                    .filter(|end| now >= **end)
+                    .count()
+    }
+
+    fn holds_custom(&self, wanted: HashedPermission<'_>, now: OffsetDateTime) -> bool {
+        self.custom.contains_hashed(wanted)
+            && (self.custom_expiry.is_empty()
+                || live(self.custom_expiry.get(wanted.permission), now))
+    }
+}
+
+/// Whether something ending at `end` (None: never) still counts at `now`.
+pub fn live(end: Option<&OffsetDateTime>, now: OffsetDateTime) -> bool {
+    end.is_none_or(|end| now < *end)
 }
 
 /// A role as checks see it.
@@ -173,11 +219,29 @@ pub struct EntityFacts {
     pub hidden: std::collections::BTreeMap<RoleName, BTreeSet<FieldName>>,
 }
 
-/// One user's standing on one record: a grant and/or local roles.
+/// One user's standing on one record: a grant and/or local roles, each for good or until its
+/// end.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecordStanding {
     pub grant: Option<RecordAccess>,
+    pub grant_expires: Option<OffsetDateTime>,
     pub local_roles: BTreeSet<RoleName>,
+    pub local_role_expiry: BTreeMap<RoleName, OffsetDateTime>,
+}
+
+impl RecordStanding {
+    /// The grant, if it counts at `now`.
+    pub fn grant_at(&self, now: OffsetDateTime) -> Option<RecordAccess> {
+        self.grant
+            .filter(|_| live(self.grant_expires.as_ref(), now))
+    }
+
+    /// The local roles that count at `now`.
+    pub fn local_roles_at(&self, now: OffsetDateTime) -> impl Iterator<Item = &RoleName> {
+        self.local_roles
+            .iter()
+            .filter(move |role| live(self.local_role_expiry.get(*role), now))
+    }
 }
 
 /// The lookups a decision needs. Implementations answer from a read model (never from the log).
@@ -303,7 +367,8 @@ fn active_member<F: AccessFacts>(
     if status != AccountStatus::Active {
         return Ok(Err(Decision::deny(Reason::AccountNotActive { status })));
     }
-    facts.member(tenant, &user).map(Ok)
+    let member = facts.member(tenant, &user)?;
+    Ok(Ok(member.filter(|m| m.is_live(now))))
 }
 
 /// Decides one request. See the module documentation for the rules.
@@ -342,7 +407,7 @@ fn decide_for_owner<F: AccessFacts>(
     // Global roles: global access first, then the first role with the permission.
     let mut type_level: Option<Reason> = None;
     if let Some(member) = &member {
-        for role in &member.roles {
+        for role in member.roles_at(request.now) {
             let Some(facts) = facts.role(tenant, role)? else {
                 continue;
             };
@@ -353,14 +418,14 @@ fn decide_for_owner<F: AccessFacts>(
                 type_level = Some(Reason::Role { role: role.clone() });
             }
         }
-        if type_level.is_none() && member.custom.contains_hashed(wanted) {
+        if type_level.is_none() && member.holds_custom(wanted, request.now) {
             type_level = Some(Reason::CustomPermission);
         }
     }
     if type_level.is_none()
         && let Some(entity) = &entity
     {
-        type_level = policy_reason(&entity.policy, action, member.as_deref());
+        type_level = policy_reason(&entity.policy, action, member.as_deref(), request.now);
     }
 
     let rls = entity.as_ref().is_some_and(|e| e.rls);
@@ -382,7 +447,7 @@ fn decide_for_owner<F: AccessFacts>(
     };
 
     let standing = facts.standing(tenant, entity_name, record, &user)?;
-    if let Some(access) = standing.as_ref().and_then(|s| s.grant)
+    if let Some(access) = standing.as_ref().and_then(|s| s.grant_at(request.now))
         && access.allows(action)
     {
         return Ok(Decision::allow(Reason::Grant { access }));
@@ -397,7 +462,7 @@ fn decide_for_owner<F: AccessFacts>(
         return Ok(Decision::allow(Reason::Owner));
     }
     if let Some(standing) = &standing {
-        for role in &standing.local_roles {
+        for role in standing.local_roles_at(request.now) {
             if let Some(facts) = facts.role(tenant, role)?
                 && (facts.global_access || facts.permissions.contains_hashed(wanted))
             {
@@ -417,7 +482,12 @@ fn denial(rls: bool, type_level: &Option<Reason>) -> Reason {
 }
 
 /// The policy entry (other than `_CREATOR`) that allows `action` to this member, if any.
-fn policy_reason(policy: &EntityPolicy, action: Action, member: Option<&Member>) -> Option<Reason> {
+fn policy_reason(
+    policy: &EntityPolicy,
+    action: Action,
+    member: Option<&Member>,
+    now: OffsetDateTime,
+) -> Option<Reason> {
     let principals = policy.principals(action);
     if principals.is_empty() {
         return None;
@@ -426,7 +496,7 @@ fn policy_reason(policy: &EntityPolicy, action: Action, member: Option<&Member>)
         Principal::Pseudo(PseudoRole::Everyone) => true,
         Principal::Pseudo(PseudoRole::AuthenticatedUser) => member.is_some(),
         Principal::Pseudo(PseudoRole::Creator) => false,
-        Principal::Role(role) => member.is_some_and(|m| m.roles.contains(role)),
+        Principal::Role(role) => member.is_some_and(|m| m.holds_role(role, now)),
     })?;
     Some(Reason::Policy {
         principal: found.clone(),
@@ -453,7 +523,7 @@ pub fn visible_fields<F: AccessFacts>(
     };
     let mut hidden: Option<BTreeSet<&FieldName>> = None;
     if let Some(member) = &member {
-        for role in &member.roles {
+        for role in member.roles_at(now) {
             let Some(role_facts) = facts.role(tenant, role)? else {
                 continue;
             };

@@ -10,7 +10,7 @@ pub mod role;
 
 pub use check::{
     AccessFacts, Account, AccountStatus, CheckRequest, Decision, EntityFacts, Member, Reason,
-    RecordStanding, RoleFacts, Subject, check, visible_fields,
+    RecordStanding, RoleFacts, Subject, check, live, visible_fields,
 };
 pub use model::{
     AccessIdError, Action, EntityName, EntityPolicy, FieldName, MenuItem, Permission, Principal,

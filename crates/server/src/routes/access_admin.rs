@@ -26,7 +26,7 @@ use utoipa::ToSchema;
 use super::CommandAccepted;
 use crate::AppState;
 use crate::error::{ApiError, Problem};
-use crate::extract::{ApiJson, ApiPath, Caller};
+use crate::extract::{ApiJson, ApiJsonOrEmpty, ApiPath, Caller};
 use crate::openapi::formats;
 
 pub fn router() -> Router<AppState> {
@@ -325,6 +325,22 @@ impl From<Access> for RecordAccess {
 #[serde(deny_unknown_fields)]
 pub struct GrantBody {
     pub access: Access,
+    /// RFC 3339 end of temporary access: checks stop honouring it at that moment (at most ten
+    /// years ahead); absent for access until taken away.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<time::OffsetDateTime>,
+}
+
+/// The optional body of giving a local role.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocalRoleBody {
+    /// RFC 3339 end of temporary access: checks stop honouring it at that moment (at most ten
+    /// years ahead); absent for access until taken away.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<time::OffsetDateTime>,
 }
 
 // ----- roles -----
@@ -595,12 +611,12 @@ pub async fn set_record_owner(
     Ok(CommandAccepted::ok(outcome))
 }
 
-/// Grant a member access to one record.
+/// Grant a member access to one record, for good or until `expires_at`.
 #[utoipa::path(put, path = "/v1/tenants/{tenant}/entities/{entity}/records/{record}/grants/{user}", request_body = GrantBody, tag = "records",
     responses((status = 200, body = CommandAccepted, description = "granted, or already so (nothing appended)"),
         (status = 403, body = Problem, description = "`forbidden` (needs entity.<entity>:update)"),
         (status = 404, body = Problem, description = "`entity_not_found`"),
-        (status = 422, body = Problem, description = "`not_a_member`")),
+        (status = 422, body = Problem, description = "`not_a_member`, `invalid_expiry`")),
     security(("bearer" = [])))]
 pub async fn grant_record_access(
     State(state): State<AppState>,
@@ -618,6 +634,7 @@ pub async fn grant_record_access(
                 record,
                 user,
                 body.access.into(),
+                body.expires_at,
             ),
         )
         .await?;
@@ -648,12 +665,13 @@ pub async fn revoke_record_access(
     Ok(CommandAccepted::ok(outcome))
 }
 
-/// Give a member a role on one record only (a local role).
-#[utoipa::path(put, path = "/v1/tenants/{tenant}/entities/{entity}/records/{record}/local-roles/{user}/{role}", tag = "records",
+/// Give a member a role on one record only (a local role), for good or, with a body giving
+/// `expires_at`, until then. The body may be left out.
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/entities/{entity}/records/{record}/local-roles/{user}/{role}", request_body(content = Option<LocalRoleBody>), tag = "records",
     responses((status = 200, body = CommandAccepted, description = "assigned, or already so (nothing appended)"),
         (status = 403, body = Problem, description = "`forbidden` (needs role.<role>:assign), `owner_only` (the owner role, by a non-owner), `beyond_caller_permissions` (a role with permissions the caller lacks)"),
         (status = 404, body = Problem, description = "`entity_not_found`"),
-        (status = 422, body = Problem, description = "`not_a_member`, `unknown_role`")),
+        (status = 422, body = Problem, description = "`not_a_member`, `unknown_role`, `invalid_expiry`")),
     security(("bearer" = [])))]
 pub async fn assign_local_role(
     State(state): State<AppState>,
@@ -665,14 +683,20 @@ pub async fn assign_local_role(
         UserId,
         RoleName,
     )>,
+    ApiJsonOrEmpty(body): ApiJsonOrEmpty<LocalRoleBody>,
 ) -> Result<CommandAccepted, ApiError> {
     let outcome = state
         .timed(
             "assign_local_role",
-            state
-                .app
-                .access_admin
-                .assign_local_role(&caller, tenant, entity, record, user, role),
+            state.app.access_admin.assign_local_role(
+                &caller,
+                tenant,
+                entity,
+                record,
+                user,
+                role,
+                body.expires_at,
+            ),
         )
         .await?;
     Ok(CommandAccepted::ok(outcome))

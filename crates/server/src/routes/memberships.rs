@@ -43,6 +43,11 @@ pub fn router() -> Router<AppState> {
 pub struct AssignRoleBody {
     #[schema(value_type = formats::RoleName)]
     pub role: RoleName,
+    /// RFC 3339 end of temporary access: checks stop honouring it at that moment (at most ten
+    /// years ahead); absent for access until taken away.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<time::OffsetDateTime>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -80,13 +85,15 @@ pub async fn get_roles(
     }))
 }
 
-/// Assign a role to a user in a tenant.
+/// Assign a role to a user in a tenant, for good or until `expires_at` (temporary access:
+/// checks stop honouring it at that moment, and a `RoleLapsed` event records it). Assigning a
+/// held role with another end changes its end.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/users/{user}/roles", request_body = AssignRoleBody, tag = "roles",
     responses((status = 200, body = CommandAccepted),
         (status = 403, body = Problem, description = "`forbidden` (needs role.<role>:assign), `owner_only` (the owner role, by a non-owner), `beyond_caller_permissions` (a role with permissions the caller lacks)"),
         (status = 404, body = Problem, description = "`user_not_found`"),
-        (status = 409, body = Problem, description = "`role_already_assigned`"),
-        (status = 422, body = Problem, description = "`unknown_role`")),
+        (status = 409, body = Problem, description = "`role_already_assigned` (held already, with the same end)"),
+        (status = 422, body = Problem, description = "`unknown_role`, `invalid_expiry` (not in the future, or more than ten years ahead), `permanent_role` (owner and admin are given for good)")),
     security(("bearer" = [])))]
 pub async fn assign_role(
     State(state): State<AppState>,
@@ -100,7 +107,7 @@ pub async fn assign_role(
             state
                 .app
                 .memberships
-                .assign_role(&caller, tenant, user, body.role),
+                .assign_role(&caller, tenant, user, body.role, body.expires_at),
         )
         .await?;
     Ok(CommandAccepted::ok(outcome))
@@ -138,6 +145,19 @@ pub struct PermissionsBody {
     pub permissions: BTreeSet<Permission>,
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantPermissionsBody {
+    /// `resource:action` permissions; at most 2000 held per user and tenant.
+    #[schema(value_type = Vec<formats::Permission>, example = json!(["users:read", "entity.invoice:update"]))]
+    pub permissions: BTreeSet<Permission>,
+    /// RFC 3339 end of temporary access: checks stop honouring it at that moment (at most ten
+    /// years ahead); absent for access until taken away.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<time::OffsetDateTime>,
+}
+
 /// Remove a user from a tenant: every role and custom permission there.
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}/users/{user}", tag = "users",
     responses((status = 200, body = CommandAccepted),
@@ -159,26 +179,30 @@ pub async fn remove_member(
     Ok(CommandAccepted::ok(outcome))
 }
 
-/// Give a user custom permissions in a tenant, on top of their roles (held ones are ignored).
-#[utoipa::path(post, path = "/v1/tenants/{tenant}/users/{user}/permissions", request_body = PermissionsBody, tag = "permissions",
+/// Give a user custom permissions in a tenant, on top of their roles (held ones with the same
+/// end are ignored), for good or until `expires_at`.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/users/{user}/permissions", request_body = GrantPermissionsBody, tag = "permissions",
     responses((status = 200, body = CommandAccepted, description = "granted, or all held already (nothing appended)"),
         (status = 403, body = Problem, description = "`forbidden` (needs permissions:create), `beyond_caller_permissions` (a permission the caller lacks)"),
         (status = 404, body = Problem, description = "`user_not_found`"),
-        (status = 422, body = Problem, description = "`too_many_permissions`")),
+        (status = 422, body = Problem, description = "`too_many_permissions`, `invalid_expiry`")),
     security(("bearer" = [])))]
 pub async fn grant_permissions(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath((tenant, user)): ApiPath<(TenantId, UserId)>,
-    ApiJson(body): ApiJson<PermissionsBody>,
+    ApiJson(body): ApiJson<GrantPermissionsBody>,
 ) -> Result<CommandAccepted, ApiError> {
     let outcome = state
         .timed(
             "grant_permissions",
-            state
-                .app
-                .memberships
-                .grant_permissions(&caller, tenant, user, body.permissions),
+            state.app.memberships.grant_permissions(
+                &caller,
+                tenant,
+                user,
+                body.permissions,
+                body.expires_at,
+            ),
         )
         .await?;
     Ok(CommandAccepted::ok(outcome))

@@ -519,6 +519,10 @@ pub struct RoleMembersBody {
     #[serde(default)]
     #[schema(value_type = Vec<formats::UserId>)]
     pub remove: Vec<UserId>,
+    /// RFC 3339 end for the users added: they hold the role until then (temporary access).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<time::OffsetDateTime>,
 }
 
 /// What happened to one user of a bulk change.
@@ -565,10 +569,14 @@ pub async fn change_role_members(
     let results = state
         .timed(
             "change_role_members",
-            state
-                .app
-                .people
-                .change_role_members(&caller, &tenant, &role, &body.add, &body.remove),
+            state.app.people.change_role_members(
+                &caller,
+                &tenant,
+                &role,
+                &body.add,
+                &body.remove,
+                body.expires_at,
+            ),
         )
         .await?;
     let mut last = 0;
@@ -746,12 +754,16 @@ pub enum BulkOperationBody {
         #[serde(default)]
         delivery: super::identity::invitations::DeliveryName,
     },
-    /// Give a member a role.
+    /// Give a member a role, for good or until `expires_at`.
     AssignRole {
         #[schema(value_type = formats::UserId)]
         user: UserId,
         #[schema(value_type = formats::RoleName)]
         role: RoleName,
+        /// RFC 3339 end of temporary access (absent: for good).
+        #[serde(default, with = "time::serde::rfc3339::option")]
+        #[schema(value_type = Option<String>, format = DateTime)]
+        expires_at: Option<time::OffsetDateTime>,
     },
     /// Take a role from a member.
     RevokeRole {
@@ -809,9 +821,15 @@ impl From<BulkOperationBody> for BulkOperation {
                 roles,
                 delivery: delivery.into(),
             }),
-            BulkOperationBody::AssignRole { user, role } => {
-                BulkOperation::AssignRole { user, role }
-            }
+            BulkOperationBody::AssignRole {
+                user,
+                role,
+                expires_at,
+            } => BulkOperation::AssignRole {
+                user,
+                role,
+                expires_at,
+            },
             BulkOperationBody::RevokeRole { user, role } => {
                 BulkOperation::RevokeRole { user, role }
             }

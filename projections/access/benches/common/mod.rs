@@ -403,7 +403,11 @@ pub fn world_events(sizes: &Sizes, chunk: usize, mut sink: impl FnMut(&[Recorded
             recorder.record(None, uid.to_string(), registered),
         );
         for role in spec.roles {
-            let assigned = DomainEvent::RoleAssigned(RoleAssigned { user: uid, role });
+            let assigned = DomainEvent::RoleAssigned(RoleAssigned {
+                user: uid,
+                role,
+                expires_at: None,
+            });
             push(
                 &mut buffer,
                 recorder.record(Some(&tid), uid.to_string(), assigned),
@@ -413,6 +417,7 @@ pub fn world_events(sizes: &Sizes, chunk: usize, mut sink: impl FnMut(&[Recorded
             let granted = DomainEvent::PermissionsGranted(PermissionsGranted {
                 user: uid,
                 permissions: spec.custom,
+                expires_at: None,
             });
             push(
                 &mut buffer,
@@ -429,6 +434,7 @@ pub fn world_events(sizes: &Sizes, chunk: usize, mut sink: impl FnMut(&[Recorded
             record,
             user: user(g.user),
             access: g.access,
+            expires_at: None,
         });
         push(
             &mut buffer,
@@ -455,6 +461,7 @@ pub fn world_events(sizes: &Sizes, chunk: usize, mut sink: impl FnMut(&[Recorded
             record,
             user: user(i),
             role,
+            expires_at: None,
         });
         push(&mut buffer, recorder.record(Some(&tenant(t)), id, assigned));
     }

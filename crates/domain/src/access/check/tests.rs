@@ -107,6 +107,7 @@ fn world() -> MapFacts {
         Arc::new(Member {
             roles: roles.iter().map(|r| name(r)).collect(),
             custom: custom.iter().map(|p| name(p)).collect(),
+            ..Member::default()
         })
     };
     f.members
@@ -147,6 +148,17 @@ fn world() -> MapFacts {
 }
 
 fn ask(f: &MapFacts, tenant: TenantId, who: Subject, perm: &str, record: Option<&str>) -> Decision {
+    ask_at(f, tenant, who, perm, record, NOW)
+}
+
+fn ask_at(
+    f: &MapFacts,
+    tenant: TenantId,
+    who: Subject,
+    perm: &str,
+    record: Option<&str>,
+    now: OffsetDateTime,
+) -> Decision {
     let permission: Permission = name(perm);
     let record: Option<RecordId> = record.map(name);
     check(
@@ -157,7 +169,7 @@ fn ask(f: &MapFacts, tenant: TenantId, who: Subject, perm: &str, record: Option<
             permission: &permission,
             record: record.as_ref(),
             restriction: None,
-            now: NOW,
+            now,
         },
     )
     .unwrap()
@@ -199,6 +211,7 @@ fn a_private_record_needs_a_grant_ownership_or_a_local_role() {
         Arc::new(Member {
             roles: [name("user"), name("pm")].into(),
             custom: PermissionSet::default(),
+            ..Member::default()
         }),
     );
     // Type-level read through `pm`, but RLS keeps the record private.
@@ -212,7 +225,7 @@ fn a_private_record_needs_a_grant_ownership_or_a_local_role() {
         (acme(), name("project"), name("P1"), user(1)),
         RecordStanding {
             grant: Some(RecordAccess::ReadOnly),
-            local_roles: BTreeSet::new(),
+            ..RecordStanding::default()
         },
     );
     let d = ask(&f, acme(), u, "entity.project:read", Some("P1"));
@@ -241,8 +254,8 @@ fn a_local_role_gives_its_permissions_on_that_record_only() {
     f.standings.insert(
         (acme(), name("project"), name("P1"), user(1)),
         RecordStanding {
-            grant: None,
             local_roles: [name("pm")].into(),
+            ..RecordStanding::default()
         },
     );
     let d = ask(&f, acme(), u, "entity.project:update", Some("P1"));
@@ -367,6 +380,7 @@ fn fields_are_visible_unless_every_role_hides_them() {
         Arc::new(Member {
             roles: [name("user"), name("pm")].into(),
             custom: PermissionSet::default(),
+            ..Member::default()
         }),
     );
     assert_eq!(
@@ -395,4 +409,54 @@ fn a_permission_set_contains_exactly_what_it_was_built_from() {
     }
     assert!(!PermissionSet::default().contains(&held[0]));
     assert!(PermissionSet::default().is_empty());
+}
+
+#[test]
+fn temporary_roles_permissions_grants_and_local_roles_stop_counting_at_their_end() {
+    let mut f = world();
+    let u = Subject::User(user(1));
+    let end = NOW + time::Duration::hours(1);
+    f.members.insert(
+        (acme(), user(1)),
+        Arc::new(Member {
+            roles: [name("user"), name("pm")].into(),
+            custom: [name("users:read")].into(),
+            role_expiry: [(name("pm"), end)].into(),
+            custom_expiry: [(name("users:read"), end)].into(),
+        }),
+    );
+    let before = NOW + time::Duration::minutes(59);
+    let d = ask_at(&f, acme(), u, "entity.project:read", None, before);
+    assert_eq!(d, Decision::allow(Reason::Role { role: name("pm") }));
+    assert!(ask_at(&f, acme(), u, "users:read", None, before).allowed);
+    // At the end itself, not a moment later: the end is exclusive.
+    let d = ask_at(&f, acme(), u, "entity.project:read", None, end);
+    assert_eq!(d, Decision::deny(Reason::NoPermission));
+    assert!(!ask_at(&f, acme(), u, "users:read", None, end).allowed);
+    // The permanent role still counts.
+    assert!(ask_at(&f, acme(), u, "files:read", None, end).allowed);
+
+    f.standings.insert(
+        (acme(), name("project"), name("P1"), user(1)),
+        RecordStanding {
+            grant: Some(RecordAccess::ReadWrite),
+            grant_expires: Some(end),
+            local_roles: [name("pm")].into(),
+            local_role_expiry: [(name("pm"), end + time::Duration::hours(1))].into(),
+        },
+    );
+    let d = ask_at(&f, acme(), u, "entity.project:delete", Some("P1"), before);
+    assert_eq!(
+        d,
+        Decision::allow(Reason::Grant {
+            access: RecordAccess::ReadWrite
+        })
+    );
+    // After the grant's end the local role still opens the record, until its own end.
+    let d = ask_at(&f, acme(), u, "entity.project:update", Some("P1"), end);
+    assert_eq!(d, Decision::allow(Reason::LocalRole { role: name("pm") }));
+    let d = ask_at(&f, acme(), u, "entity.project:delete", Some("P1"), end);
+    assert!(!d.allowed);
+    let later = end + time::Duration::hours(1);
+    assert!(!ask_at(&f, acme(), u, "entity.project:update", Some("P1"), later).allowed);
 }

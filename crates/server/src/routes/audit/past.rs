@@ -73,6 +73,9 @@ pub struct AsOfBody {
     /// Digest of each replayed read model: a replay to the current position has the live
     /// digests (`GET /v1/admin/read-models`).
     pub digests: std::collections::BTreeMap<String, String>,
+    /// The moment the answer's checks were decided at: the time asked for (`at=`), or the
+    /// event's time for `position=`. Temporary access that ended before it does not count.
+    pub decided_at: Option<String>,
 }
 
 impl From<ReplayInfo> for AsOfBody {
@@ -84,6 +87,10 @@ impl From<ReplayInfo> for AsOfBody {
                     .ok()
             }),
             digests: info.digests,
+            decided_at: info.decided_at.and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            }),
         }
     }
 }
