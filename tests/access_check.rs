@@ -385,3 +385,98 @@ async fn bad_checks_get_clear_problems() {
         .await;
     anonymous.assert_problem(401, "unauthorized");
 }
+
+/// Search visibility (issue 15, item 7): per role, the fields it sees but may not search or
+/// filter by, answered beside readability; any held role that allows a field wins.
+#[tokio::test]
+async fn field_rules_keep_fields_from_search_per_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::embedded(dir.path()).await;
+    let (_, ada, _, _) = world(&svc).await;
+    let rules = "/v1/tenants/acme/entities/project/field-rules/user";
+    let set = put(
+        &svc,
+        rules,
+        json!({"hidden": ["budget"], "unsearchable": ["title", "budget"]}),
+    )
+    .await;
+    assert_eq!(set.status, 200, "{set:?}");
+    let fields = |at: u64| {
+        let svc = &svc;
+        let ada = ada.clone();
+        async move {
+            let answer = svc
+                .get_at(
+                    &format!("/v1/tenants/acme/entities/project/visible-fields?subject=user:{ada}"),
+                    at,
+                )
+                .await;
+            assert_eq!(answer.status, 200, "{answer:?}");
+            answer.body
+        }
+    };
+    let seen = fields(set.position()).await;
+    assert_eq!(
+        seen["fields"],
+        json!(["id", "created_at", "updated_at", "title"])
+    );
+    assert_eq!(
+        seen["searchable"],
+        json!(["id", "created_at", "updated_at"])
+    );
+    // Recorded once: budget as hidden (hidden fields are never searchable anyway).
+    let entity = svc
+        .get_at("/v1/tenants/acme/entities/project", set.position())
+        .await;
+    assert_eq!(entity.body["hidden"], json!({"user": ["budget"]}));
+    assert_eq!(entity.body["unsearchable"], json!({"user": ["title"]}));
+
+    // A second role without rules lets ada see and search everything.
+    let assigned = svc
+        .post(
+            &format!("/v1/tenants/acme/users/{ada}/roles"),
+            json!({"role": "pm"}),
+        )
+        .await;
+    assert_eq!(assigned.status, 200, "{assigned:?}");
+    let seen = fields(assigned.position()).await;
+    assert_eq!(seen["searchable"], seen["fields"]);
+    assert_eq!(seen["fields"].as_array().unwrap().len(), 5);
+
+    // Refused plainly, changing nothing: system fields, unknown fields, unknown roles.
+    for (path, body, code) in [
+        (
+            rules,
+            json!({"hidden": [], "unsearchable": ["id"]}),
+            "invalid_hidden_field",
+        ),
+        (
+            rules,
+            json!({"hidden": [], "unsearchable": ["ghost"]}),
+            "invalid_hidden_field",
+        ),
+        (
+            "/v1/tenants/acme/entities/project/field-rules/ghost",
+            json!({"hidden": [], "unsearchable": ["title"]}),
+            "unknown_role",
+        ),
+    ] {
+        let before = svc.log_position().await;
+        put(&svc, path, body).await.assert_problem(422, code);
+        assert_eq!(svc.log_position().await, before, "{code}");
+    }
+    let trail = svc
+        .get_at(
+            "/v1/audit/events?tenant=acme&type=FieldRulesChanged",
+            assigned.position(),
+        )
+        .await;
+    let summary = trail.body["items"][0]["summary"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        summary.contains("and those it may not search by to title"),
+        "{summary}"
+    );
+}

@@ -384,9 +384,9 @@ impl AccessAdmin {
         .await
     }
 
-    /// Hides exactly `hidden` fields of an entity from a role (an empty set shows them all
-    /// again). The role must exist to hide anything; clearing the rules of a deleted role is
-    /// allowed.
+    /// Sets a role's field rules on an entity: hides exactly `hidden` fields from it and keeps
+    /// it from searching or filtering by `unsearchable` ones (empty sets: no rule). The role
+    /// must exist to get a rule; clearing the rules of a deleted role is allowed.
     ///
     /// Who: fields:update
     pub async fn set_field_rules(
@@ -396,21 +396,21 @@ impl AccessAdmin {
         entity: EntityName,
         role: RoleName,
         hidden: BTreeSet<FieldName>,
+        unsearchable: BTreeSet<FieldName>,
     ) -> Result<Outcome, AppError> {
         self.named_permission(caller, &tenant, "fields", Action::Update)
             .await?;
         self.require_tenant(&tenant).await?;
         self.require_entity(&tenant, &entity).await?;
-        if !hidden.is_empty() {
+        if !hidden.is_empty() || !unsearchable.is_empty() {
             self.require_role(&tenant, &role).await?;
         }
-        self.change_entity(
-            caller,
-            &tenant,
-            &entity,
-            EntityCommand::HideFields { role, hidden },
-        )
-        .await
+        let command = EntityCommand::HideFields {
+            role,
+            hidden,
+            unsearchable,
+        };
+        self.change_entity(caller, &tenant, &entity, command).await
     }
 
     /// Checks what every record command needs: the tenant exists and the entity is registered.

@@ -12,7 +12,8 @@ use std::collections::BTreeSet;
 use idstream_access::{EntityPermissions, EntityRecord, Explanation, ReadableRecords, RoleRecord};
 use idstream_domain::access::role::RoleError;
 use idstream_domain::access::{
-    Action, CheckRequest, Decision, EntityName, MenuItem, Permission, RecordId, Subject,
+    Action, CheckRequest, Decision, EntityName, FieldVisibility, MenuItem, Permission, RecordId,
+    Subject,
 };
 use idstream_domain::{RoleName, TenantId, UserId};
 
@@ -226,9 +227,25 @@ impl AccessQueries {
         subject: Option<Subject>,
         entity: &EntityName,
     ) -> Result<Vec<String>, AppError> {
+        Ok(self
+            .field_visibility(caller, tenant, subject, entity)
+            .await?
+            .readable)
+    }
+
+    /// The fields of an entity the subject may see, and those it may search and filter by.
+    ///
+    /// Who: as for [`AccessQueries::visible_fields`].
+    pub async fn field_visibility(
+        &self,
+        caller: &Caller,
+        tenant: &TenantId,
+        subject: Option<Subject>,
+        entity: &EntityName,
+    ) -> Result<FieldVisibility, AppError> {
         let asked = self.asked(caller, tenant, subject).await?;
         self.access
-            .visible_fields(tenant, asked.subject, entity, self.now())
+            .field_visibility(tenant, asked.subject, entity, self.now())
             .map_err(internal)?
             .ok_or(AppError::EntityNotFound)
     }

@@ -343,12 +343,16 @@ pub struct EntityPolicyChanged {
     pub policy: EntityPolicy,
 }
 
-/// The fields of an entity hidden from one role were set (empty: none hidden).
+/// The field rules of an entity for one role were set: the fields hidden from it, and the fields
+/// it sees but may not search or filter by (both empty: no rule). A hidden field is never
+/// searchable either.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FieldRulesChanged {
     pub role: RoleName,
     pub hidden: BTreeSet<FieldName>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub unsearchable: BTreeSet<FieldName>,
 }
 
 /// A record got an owner (`_CREATOR`), or changed hands.
@@ -1084,6 +1088,26 @@ macro_rules! catalogue {
 
 // ---- earlier versions of access events, upcast on reading -------------------------------------
 
+// Version 1 of `FieldRulesChanged`: rules only hid fields.
+/// The fields of an entity hidden from one role were set (empty: none hidden).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "FieldRulesChanged")]
+pub struct FieldRulesChangedV1 {
+    pub role: RoleName,
+    pub hidden: BTreeSet<FieldName>,
+}
+
+impl From<FieldRulesChangedV1> for FieldRulesChanged {
+    fn from(v1: FieldRulesChangedV1) -> FieldRulesChanged {
+        FieldRulesChanged {
+            role: v1.role,
+            hidden: v1.hidden,
+            unsearchable: BTreeSet::new(),
+        }
+    }
+}
+
 // Version 1 of `RoleAssigned`: every assignment was for good.
 /// A user was given a role in a tenant (the envelope's tenant; the aggregate is the membership).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -1202,7 +1226,7 @@ catalogue! {
         EntityFieldsChanged => 1, Entity;
         EntityRlsChanged => 1, Entity;
         EntityPolicyChanged => 1, Entity;
-        FieldRulesChanged => 1, Entity;
+        FieldRulesChanged => 2, Entity;
         RecordOwnerSet => 1, Record;
         RecordGranted => 2, Record;
         RecordRevoked => 1, Record;
@@ -1255,6 +1279,7 @@ catalogue! {
         PermissionsGranted => 1, PermissionsGrantedV1;
         RecordGranted => 1, RecordGrantedV1;
         LocalRoleAssigned => 1, LocalRoleAssignedV1;
+        FieldRulesChanged => 1, FieldRulesChangedV1;
     }
 }
 

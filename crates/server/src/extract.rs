@@ -59,7 +59,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 }
 
 /// Like [`ApiJson`], for a body that may be left out: no body at all (no `Content-Type`, no
-/// bytes) is `T::default()`; a body that is there must be JSON of the right shape.
+/// bytes), or JSON `null`, is `T::default()`; a body that is there must be JSON of the right
+/// shape.
 pub struct ApiJsonOrEmpty<T>(pub T);
 
 impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for ApiJsonOrEmpty<T> {
@@ -87,9 +88,9 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for ApiJsonOr
                 detail: "the body must be JSON, with `Content-Type: application/json`".into(),
             });
         }
-        ApiJson::<T>::from_request(req, state)
+        ApiJson::<Option<T>>::from_request(req, state)
             .await
-            .map(|ApiJson(body)| ApiJsonOrEmpty(body))
+            .map(|ApiJson(body)| ApiJsonOrEmpty(body.unwrap_or_default()))
     }
 }
 

@@ -630,6 +630,7 @@ impl Fold<'_, '_, '_> {
                 rls: r.rls,
                 policy: r.policy,
                 hidden: r.hidden,
+                unsearchable: r.unsearchable,
             },
             None if matches!(event, EntityEvent::Registered(EntityRegistered { .. })) => {
                 Entity::default()
@@ -650,6 +651,7 @@ impl Fold<'_, '_, '_> {
             rls: next.rls,
             policy: next.policy,
             hidden: next.hidden,
+            unsearchable: next.unsearchable,
         };
         self.state.put_json(key.clone(), &record)?;
         if registering {

@@ -89,6 +89,9 @@ pub struct EntityRecord {
     pub policy: EntityPolicy,
     /// Fields hidden from each role.
     pub hidden: BTreeMap<RoleName, BTreeSet<FieldName>>,
+    /// Fields each role sees but may not search or filter by.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unsearchable: BTreeMap<RoleName, BTreeSet<FieldName>>,
 }
 
 /// The event that established a fact: what an explanation shows.

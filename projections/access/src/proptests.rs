@@ -250,6 +250,8 @@ enum Cmd {
         entity: u8,
         role: u8,
         fields: u8,
+        /// The fields kept from search (a mask like `fields`).
+        unsearchable: u8,
     },
     SetOwner {
         tenant: u8,
@@ -344,7 +346,11 @@ fn cmd() -> impl Strategy<Value = Cmd> {
         2 => (t(), ent(), policy_masks())
             .prop_map(|(tenant, entity, policy)| Cmd::SetPolicy { tenant, entity, policy }),
         2 => (t(), ent(), role(), any::<u8>())
-            .prop_map(|(tenant, entity, role, fields)| Cmd::HideFields { tenant, entity, role, fields }),
+            .prop_flat_map(|(tenant, entity, role, fields)| {
+                prop_oneof![Just(0u8), any::<u8>()].prop_map(move |unsearchable| Cmd::HideFields {
+                    tenant, entity, role, fields, unsearchable,
+                })
+            }),
         6 => (t(), ent(), rec(), usr())
             .prop_map(|(tenant, entity, record, user)| Cmd::SetOwner { tenant, entity, record, user }),
         12 => (t(), ent(), rec(), usr(), any::<bool>(), 0..6u8)
@@ -757,6 +763,7 @@ impl Writer {
                 entity,
                 role,
                 fields: f,
+                unsearchable: u,
             } => {
                 let (t, entity, role) = (
                     tenant(t, tenants),
@@ -764,8 +771,14 @@ impl Writer {
                     role_name(role),
                 );
                 let hidden: BTreeSet<FieldName> = fields(f, false).into_iter().collect();
-                if hidden.is_empty() || self.role_exists(&t, &role) {
-                    self.entity(&t, &entity, EntityCommand::HideFields { role, hidden });
+                let unsearchable: BTreeSet<FieldName> = fields(u, false).into_iter().collect();
+                if (hidden.is_empty() && unsearchable.is_empty()) || self.role_exists(&t, &role) {
+                    let command = EntityCommand::HideFields {
+                        role,
+                        hidden,
+                        unsearchable,
+                    };
+                    self.entity(&t, &entity, command);
                 }
             }
             Cmd::SetOwner {
@@ -1037,6 +1050,7 @@ struct RefEntity {
     /// Per CRUD action, the principals allowed.
     policy: BTreeMap<Action, BTreeSet<Principal>>,
     hidden: BTreeMap<RoleName, BTreeSet<FieldName>>,
+    unsearchable: BTreeMap<RoleName, BTreeSet<FieldName>>,
 }
 
 type RecordKey = (TenantId, EntityName, RecordId);
@@ -1224,16 +1238,19 @@ impl Reference {
                     rls: e.rls,
                     policy: policy_map(&e.policy),
                     hidden: BTreeMap::new(),
+                    unsearchable: BTreeMap::new(),
                 };
                 self.entities.insert((t(), p(id)), entity);
             }
             DomainEvent::EntityFieldsChanged(e) => {
                 let entity = self.entities.get_mut(&(t(), p(id))).expect("registered");
                 // Rules on fields that are gone hide nothing any more.
-                for hidden in entity.hidden.values_mut() {
-                    hidden.retain(|f| e.fields.contains(f));
+                for rules in [&mut entity.hidden, &mut entity.unsearchable] {
+                    for fields in rules.values_mut() {
+                        fields.retain(|f| e.fields.contains(f));
+                    }
+                    rules.retain(|_, fields| !fields.is_empty());
                 }
-                entity.hidden.retain(|_, hidden| !hidden.is_empty());
                 entity.fields = e.fields;
             }
             DomainEvent::EntityRlsChanged(e) => {
@@ -1253,7 +1270,12 @@ impl Reference {
                 if e.hidden.is_empty() {
                     entity.hidden.remove(&e.role);
                 } else {
-                    entity.hidden.insert(e.role, e.hidden);
+                    entity.hidden.insert(e.role.clone(), e.hidden);
+                }
+                if e.unsearchable.is_empty() {
+                    entity.unsearchable.remove(&e.role);
+                } else {
+                    entity.unsearchable.insert(e.role, e.unsearchable);
                 }
             }
             DomainEvent::RecordOwnerSet(e) => {
@@ -1504,40 +1526,48 @@ impl Reference {
 
     /// Visible fields: system fields first, then the entity's own in order, less those hidden
     /// from every role the member holds (global access hides nothing; no role hides nothing).
+    /// Searchable fields: the visible ones less those every held role hides or keeps from
+    /// search.
     fn visible_fields(
         &self,
         tenant: &TenantId,
         subject: Subject,
         entity: &EntityName,
         now: OffsetDateTime,
-    ) -> Option<Vec<String>> {
+    ) -> Option<(Vec<String>, Vec<String>)> {
         let definition = self.entities.get(&(tenant.clone(), entity.clone()))?;
         let member = match self.caller(tenant, subject, now) {
             Ok(member) => member,
-            Err(_) => return Some(Vec::new()),
+            Err(_) => return Some((Vec::new(), Vec::new())),
         };
         let held = member
             .map(|m| self.held(tenant, m, now))
             .unwrap_or_default();
         let global = held.iter().any(|(_, r)| r.global);
-        let hidden_from_all = |field: &FieldName| {
+        let by_all = |field: &FieldName, search: bool| {
             !global
                 && !held.is_empty()
                 && held.iter().all(|(name, _)| {
-                    definition
-                        .hidden
-                        .get(*name)
-                        .is_some_and(|hidden| hidden.contains(field))
+                    let in_rule = |rules: &BTreeMap<RoleName, BTreeSet<FieldName>>| {
+                        rules
+                            .get(*name)
+                            .is_some_and(|fields| fields.contains(field))
+                    };
+                    in_rule(&definition.hidden) || (search && in_rule(&definition.unsearchable))
                 })
         };
         let system = ["id", "created_at", "updated_at"];
-        let mut out: Vec<String> = system.iter().map(|s| (*s).to_owned()).collect();
+        let mut readable: Vec<String> = system.iter().map(|s| (*s).to_owned()).collect();
+        let mut searchable = readable.clone();
         for field in &definition.fields {
-            if !system.contains(&field.as_str()) && !hidden_from_all(field) {
-                out.push(field.to_string());
+            if !system.contains(&field.as_str()) && !by_all(field, false) {
+                readable.push(field.to_string());
+                if !by_all(field, true) {
+                    searchable.push(field.to_string());
+                }
             }
         }
-        Some(out)
+        Some((readable, searchable))
     }
 
     /// Whether the subject reads every record of the entity (global access, or type-level read
@@ -1782,8 +1812,9 @@ fn compare_all(spec: &WorldSpec, model: &Model, reference: &Reference) -> Vec<St
             for entity in entity_names() {
                 let got = model
                     .access
-                    .visible_fields(&tenant, subject, &entity, now)
-                    .expect("reads");
+                    .field_visibility(&tenant, subject, &entity, now)
+                    .expect("reads")
+                    .map(|v| (v.readable, v.searchable));
                 let want = reference.visible_fields(&tenant, subject, &entity, now);
                 if got != want {
                     out.push(format!(
@@ -1947,7 +1978,11 @@ proptest! {
                         }
                     }
                     let entity: EntityName = p("e0");
-                    let got = model.access.visible_fields(tenant, subject, &entity, now).expect("reads");
+                    let got = model
+                        .access
+                        .field_visibility(tenant, subject, &entity, now)
+                        .expect("reads")
+                        .map(|v| (v.readable, v.searchable));
                     let want = reference.visible_fields(tenant, subject, &entity, now);
                     if got != want {
                         problems.push(format!(

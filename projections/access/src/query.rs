@@ -424,6 +424,17 @@ impl Access {
         access::visible_fields(self, tenant, subject, entity, now)
     }
 
+    /// The visible fields and, of those, the searchable ones (None for an unknown entity).
+    pub fn field_visibility(
+        &self,
+        tenant: &TenantId,
+        subject: Subject,
+        entity: &EntityName,
+        now: OffsetDateTime,
+    ) -> Result<Option<access::FieldVisibility>, AccessError> {
+        access::field_visibility(self, tenant, subject, entity, now)
+    }
+
     /// Whether the tenant exists, from the cached facts: every tenant has the built-in `owner`
     /// role from its creation on, and built-in roles cannot be deleted.
     pub fn tenant_exists(&self, tenant: &TenantId) -> Result<bool, AccessError> {
@@ -645,6 +656,7 @@ impl AccessFacts for Access {
                     rls: r.rls,
                     policy: r.policy,
                     hidden: r.hidden,
+                    unsearchable: r.unsearchable,
                 })
             })))
         })?;

@@ -453,6 +453,9 @@ fn describe(
         E::FieldRulesChanged(e) => {
             about.fact("role", e.role.as_str());
             about.fact("hidden", joined(&e.hidden));
+            if !e.unsearchable.is_empty() {
+                about.fact("unsearchable", joined(&e.unsearchable));
+            }
         }
         E::RecordOwnerSet(e) => {
             about.subject = Some(e.owner);

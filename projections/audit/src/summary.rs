@@ -206,11 +206,17 @@ fn summarize(e: &Stored, erased: &HashSet<UserId>) -> String {
             format!("row-level security of entity {aggregate} was turned {state}{by}")
         }
         "EntityPolicyChanged" => format!("the policy of entity {aggregate} was changed{by}"),
-        "FieldRulesChanged" => format!(
-            "the fields of entity {aggregate} hidden from role {} were set to {}{by}",
-            fact("role"),
-            or_none(fact("hidden"))
-        ),
+        "FieldRulesChanged" => {
+            let search = match fact("unsearchable") {
+                "" => String::new(),
+                fields => format!(", and those it may not search by to {fields}"),
+            };
+            format!(
+                "the fields of entity {aggregate} hidden from role {} were set to {}{search}{by}",
+                fact("role"),
+                or_none(fact("hidden"))
+            )
+        }
         "RecordOwnerSet" => format!("{subject} became the owner of {record}{by}"),
         "RecordGranted" => {
             let access = match fact("access") {

@@ -217,6 +217,8 @@ pub struct EntityFacts {
     pub rls: bool,
     pub policy: EntityPolicy,
     pub hidden: std::collections::BTreeMap<RoleName, BTreeSet<FieldName>>,
+    /// Fields each role sees but may not search or filter by.
+    pub unsearchable: std::collections::BTreeMap<RoleName, BTreeSet<FieldName>>,
 }
 
 /// One user's standing on one record: a grant and/or local roles, each for good or until its
@@ -514,14 +516,40 @@ pub fn visible_fields<F: AccessFacts>(
     entity: &EntityName,
     now: OffsetDateTime,
 ) -> Result<Option<Vec<String>>, F::Error> {
+    Ok(field_visibility(facts, tenant, subject, entity, now)?.map(|v| v.readable))
+}
+
+/// What a subject may do with an entity's fields: read them, and search or filter by them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FieldVisibility {
+    /// The fields the subject may see ([`visible_fields`]).
+    pub readable: Vec<String>,
+    /// Of those, the ones the subject may search and filter by, in the same order.
+    pub searchable: Vec<String>,
+}
+
+/// [`visible_fields`], and which of them the subject may search by: a readable field is kept
+/// from search only if every global role the member holds hides it or marks it unsearchable (as
+/// for hiding, any role that allows it wins; global access searches everything; system fields
+/// are always searchable).
+pub fn field_visibility<F: AccessFacts>(
+    facts: &F,
+    tenant: &TenantId,
+    subject: Subject,
+    entity: &EntityName,
+    now: OffsetDateTime,
+) -> Result<Option<FieldVisibility>, F::Error> {
     let Some(definition) = facts.entity(tenant, entity)? else {
         return Ok(None);
     };
     let member = match active_member(facts, tenant, subject, now)? {
         Ok(member) => member,
-        Err(_) => return Ok(Some(Vec::new())),
+        Err(_) => return Ok(Some(FieldVisibility::default())),
     };
+    // Per held role, the fields it hides and the fields it keeps from search; the member's
+    // are those every role agrees on.
     let mut hidden: Option<BTreeSet<&FieldName>> = None;
+    let mut unsearchable: Option<BTreeSet<&FieldName>> = None;
     if let Some(member) = &member {
         for role in member.roles_at(now) {
             let Some(role_facts) = facts.role(tenant, role)? else {
@@ -529,6 +557,7 @@ pub fn visible_fields<F: AccessFacts>(
             };
             if role_facts.global_access {
                 hidden = Some(BTreeSet::new());
+                unsearchable = Some(BTreeSet::new());
                 break;
             }
             let by_role: BTreeSet<&FieldName> = definition
@@ -536,17 +565,36 @@ pub fn visible_fields<F: AccessFacts>(
                 .get(role)
                 .map(|set| set.iter().collect())
                 .unwrap_or_default();
+            let mut kept: BTreeSet<&FieldName> = definition
+                .unsearchable
+                .get(role)
+                .map(|set| set.iter().collect())
+                .unwrap_or_default();
+            kept.extend(by_role.iter().copied());
             hidden = Some(match hidden {
                 None => by_role,
                 Some(so_far) => so_far.intersection(&by_role).copied().collect(),
             });
+            unsearchable = Some(match unsearchable {
+                None => kept,
+                Some(so_far) => so_far.intersection(&kept).copied().collect(),
+            });
         }
     }
     let hidden = hidden.unwrap_or_default();
-    let mut out: Vec<String> = SYSTEM_FIELDS.iter().map(|f| (*f).to_owned()).collect();
+    let unsearchable = unsearchable.unwrap_or_default();
+    let mut out = FieldVisibility::default();
+    for field in SYSTEM_FIELDS {
+        out.readable.push((*field).to_owned());
+        out.searchable.push((*field).to_owned());
+    }
     for field in &definition.fields {
-        if !hidden.contains(field) && !SYSTEM_FIELDS.contains(&field.as_str()) {
-            out.push(field.as_str().to_owned());
+        if hidden.contains(field) || SYSTEM_FIELDS.contains(&field.as_str()) {
+            continue;
+        }
+        out.readable.push(field.as_str().to_owned());
+        if !unsearchable.contains(field) {
+            out.searchable.push(field.as_str().to_owned());
         }
     }
     Ok(Some(out))

@@ -21,6 +21,8 @@ pub struct Entity {
     pub policy: EntityPolicy,
     /// Fields hidden from each role.
     pub hidden: BTreeMap<RoleName, BTreeSet<FieldName>>,
+    /// Fields each role sees but may not search or filter by.
+    pub unsearchable: BTreeMap<RoleName, BTreeSet<FieldName>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,10 +41,12 @@ pub enum EntityCommand {
     SetPolicy {
         policy: EntityPolicy,
     },
-    /// Hide exactly these fields from `role` (an empty set shows every field again).
+    /// Set `role`'s field rules: hide exactly `hidden` from it, and keep it from searching or
+    /// filtering by `unsearchable` (empty sets: no rule).
     HideFields {
         role: RoleName,
         hidden: BTreeSet<FieldName>,
+        unsearchable: BTreeSet<FieldName>,
     },
 }
 
@@ -63,7 +67,9 @@ pub enum EntityError {
     NotFound,
     #[error("an entity has at most {MAX_FIELDS} fields, each named once")]
     InvalidFields,
-    #[error("only fields of the entity can be hidden, and never id, created_at or updated_at")]
+    #[error(
+        "only fields of the entity can be hidden or kept from search, and never id, created_at or updated_at"
+    )]
     InvalidHiddenField,
 }
 
@@ -107,17 +113,28 @@ pub fn decide(state: &Entity, command: EntityCommand) -> Result<Vec<EntityEvent>
         }
         EntityCommand::SetPolicy { policy } => (policy != state.policy)
             .then_some(EntityEvent::PolicyChanged(EntityPolicyChanged { policy })),
-        EntityCommand::HideFields { role, hidden } => {
+        EntityCommand::HideFields {
+            role,
+            hidden,
+            unsearchable,
+        } => {
             let hideable =
                 |f: &FieldName| state.fields.contains(f) && !SYSTEM_FIELDS.contains(&f.as_str());
-            if !hidden.iter().all(hideable) {
+            if !hidden.iter().chain(&unsearchable).all(hideable) {
                 return Err(EntityError::InvalidHiddenField);
             }
+            // A hidden field is unsearchable anyway: it is recorded once, as hidden.
+            let unsearchable: BTreeSet<FieldName> =
+                unsearchable.difference(&hidden).cloned().collect();
             let current = state.hidden.get(&role).cloned().unwrap_or_default();
-            (current != hidden).then_some(EntityEvent::FieldRulesChanged(FieldRulesChanged {
-                role,
-                hidden,
-            }))
+            let current_unsearchable = state.unsearchable.get(&role).cloned().unwrap_or_default();
+            (current != hidden || current_unsearchable != unsearchable).then_some(
+                EntityEvent::FieldRulesChanged(FieldRulesChanged {
+                    role,
+                    hidden,
+                    unsearchable,
+                }),
+            )
         }
     };
     Ok(event.into_iter().collect())
@@ -132,23 +149,31 @@ pub fn evolve(mut state: Entity, event: &EntityEvent) -> Entity {
                 rls: e.rls,
                 policy: e.policy.clone(),
                 hidden: BTreeMap::new(),
+                unsearchable: BTreeMap::new(),
             };
         }
         EntityEvent::FieldsChanged(e) => {
             state.fields = e.fields.clone();
             // Rules on fields that no longer exist no longer hide anything.
-            for hidden in state.hidden.values_mut() {
-                hidden.retain(|f| e.fields.contains(f));
+            for rules in [&mut state.hidden, &mut state.unsearchable] {
+                for fields in rules.values_mut() {
+                    fields.retain(|f| e.fields.contains(f));
+                }
+                rules.retain(|_, fields| !fields.is_empty());
             }
-            state.hidden.retain(|_, hidden| !hidden.is_empty());
         }
         EntityEvent::RlsChanged(e) => state.rls = e.enabled,
         EntityEvent::PolicyChanged(e) => state.policy = e.policy.clone(),
         EntityEvent::FieldRulesChanged(e) => {
-            if e.hidden.is_empty() {
-                state.hidden.remove(&e.role);
-            } else {
-                state.hidden.insert(e.role.clone(), e.hidden.clone());
+            for (rules, fields) in [
+                (&mut state.hidden, &e.hidden),
+                (&mut state.unsearchable, &e.unsearchable),
+            ] {
+                if fields.is_empty() {
+                    rules.remove(&e.role);
+                } else {
+                    rules.insert(e.role.clone(), fields.clone());
+                }
             }
         }
     }
@@ -213,6 +238,7 @@ mod tests {
         let hide = |list: &[&str]| EntityCommand::HideFields {
             role: role.clone(),
             hidden: f(list).into_iter().collect(),
+            unsearchable: BTreeSet::new(),
         };
         check(
             &[registered()],
@@ -220,6 +246,7 @@ mod tests {
             Ok(vec![EntityEvent::FieldRulesChanged(FieldRulesChanged {
                 role: role.clone(),
                 hidden: f(&["salary"]).into_iter().collect(),
+                unsearchable: BTreeSet::new(),
             })]),
         );
         check(
@@ -255,7 +282,13 @@ mod tests {
             registered(),
             EntityEvent::FieldRulesChanged(FieldRulesChanged {
                 role: role.clone(),
+                hidden: BTreeSet::new(),
+                unsearchable: f(&["salary"]).into_iter().collect(),
+            }),
+            EntityEvent::FieldRulesChanged(FieldRulesChanged {
+                role: role.clone(),
                 hidden: f(&["salary"]).into_iter().collect(),
+                unsearchable: f(&["title"]).into_iter().collect(),
             }),
             EntityEvent::FieldsChanged(EntityFieldsChanged {
                 fields: f(&["id", "title"]),
@@ -263,6 +296,51 @@ mod tests {
         ]
         .iter()
         .fold(Entity::default(), evolve);
+        assert!(state.hidden.is_empty());
+    }
+
+    #[test]
+    fn fields_can_be_kept_from_search_and_a_hidden_one_is_recorded_as_hidden_only() {
+        let role: RoleName = "intern".parse().unwrap();
+        let rules = |hidden: &[&str], unsearchable: &[&str]| EntityCommand::HideFields {
+            role: role.clone(),
+            hidden: f(hidden).into_iter().collect(),
+            unsearchable: f(unsearchable).into_iter().collect(),
+        };
+        let changed = |hidden: &[&str], unsearchable: &[&str]| {
+            EntityEvent::FieldRulesChanged(FieldRulesChanged {
+                role: role.clone(),
+                hidden: f(hidden).into_iter().collect(),
+                unsearchable: f(unsearchable).into_iter().collect(),
+            })
+        };
+        check(
+            &[registered()],
+            rules(&["salary"], &["salary", "title"]),
+            Ok(vec![changed(&["salary"], &["title"])]),
+        );
+        check(
+            &[registered(), changed(&["salary"], &["title"])],
+            rules(&["salary"], &["title"]),
+            Ok(vec![]),
+        );
+        check(
+            &[registered(), changed(&["salary"], &["title"])],
+            rules(&["salary"], &[]),
+            Ok(vec![changed(&["salary"], &[])]),
+        );
+        check(
+            &[registered()],
+            rules(&[], &["created_at"]),
+            Err(EntityError::InvalidHiddenField),
+        );
+        let state = [registered(), changed(&[], &["title"])]
+            .iter()
+            .fold(Entity::default(), evolve);
+        assert_eq!(
+            state.unsearchable[&role],
+            f(&["title"]).into_iter().collect()
+        );
         assert!(state.hidden.is_empty());
     }
 }

@@ -9,8 +9,9 @@ pub mod record;
 pub mod role;
 
 pub use check::{
-    AccessFacts, Account, AccountStatus, CheckRequest, Decision, EntityFacts, Member, Reason,
-    RecordStanding, RoleFacts, Subject, check, live, visible_fields,
+    AccessFacts, Account, AccountStatus, CheckRequest, Decision, EntityFacts, FieldVisibility,
+    Member, Reason, RecordStanding, RoleFacts, Subject, check, field_visibility, live,
+    visible_fields,
 };
 pub use model::{
     AccessIdError, Action, EntityName, EntityPolicy, FieldName, MenuItem, Permission, Principal,

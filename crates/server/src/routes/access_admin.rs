@@ -292,6 +292,11 @@ pub struct FieldRulesBody {
     /// `id`, `created_at` or `updated_at`.
     #[schema(value_type = Vec<formats::FieldName>, example = json!(["budget"]))]
     pub hidden: BTreeSet<FieldName>,
+    /// Fields the role sees but may not search or filter by (search visibility; empty or left
+    /// out: none). Same fields as `hidden` may name; a hidden field is unsearchable anyway.
+    #[serde(default)]
+    #[schema(value_type = Vec<formats::FieldName>, example = json!(["title"]))]
+    pub unsearchable: BTreeSet<FieldName>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -575,10 +580,14 @@ pub async fn set_field_rules(
     let outcome = state
         .timed(
             "set_field_rules",
-            state
-                .app
-                .access_admin
-                .set_field_rules(&caller, tenant, entity, role, body.hidden),
+            state.app.access_admin.set_field_rules(
+                &caller,
+                tenant,
+                entity,
+                role,
+                body.hidden,
+                body.unsearchable,
+            ),
         )
         .await?;
     Ok(CommandAccepted::ok(outcome))

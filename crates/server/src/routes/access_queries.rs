@@ -333,9 +333,13 @@ pub async fn readable_records(
 pub struct VisibleFields {
     /// System fields first, then the entity's fields the subject may see, in entity order.
     pub fields: Vec<String>,
+    /// Of `fields`, those the subject may search and filter by (search visibility: a field is
+    /// kept from search when every role the subject holds marks it unsearchable or hides it).
+    pub searchable: Vec<String>,
 }
 
-/// The fields of an entity the subject may see (field-level security).
+/// The fields of an entity the subject may see (field-level security), and those it may search
+/// and filter by (search visibility).
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/entities/{entity}/visible-fields", tag = "access", params(SubjectQuery),
     responses((status = 200, body = VisibleFields),
         (status = 400, body = Problem, description = "`subject_required` (the operator token must name the subject)"),
@@ -351,12 +355,14 @@ pub async fn visible_fields(
 ) -> Result<Json<VisibleFields>, ApiError> {
     state.consistent(min).await?;
     let subject = q.subject.map(|s| s.0);
+    let seen = state
+        .app
+        .access
+        .field_visibility(&caller, &tenant, subject, &entity)
+        .await?;
     Ok(Json(VisibleFields {
-        fields: state
-            .app
-            .access
-            .visible_fields(&caller, &tenant, subject, &entity)
-            .await?,
+        fields: seen.readable,
+        searchable: seen.searchable,
     }))
 }
 
@@ -545,6 +551,9 @@ pub struct EntityBody {
     /// Fields hidden from each role.
     #[schema(value_type = Object)]
     pub hidden: serde_json::Value,
+    /// Fields each role sees but may not search or filter by.
+    #[schema(value_type = Object)]
+    pub unsearchable: serde_json::Value,
 }
 
 impl From<idstream_access::EntityRecord> for EntityBody {
@@ -555,6 +564,7 @@ impl From<idstream_access::EntityRecord> for EntityBody {
             rls: e.rls,
             policy: serde_json::to_value(&e.policy).unwrap_or_default(),
             hidden: serde_json::to_value(&e.hidden).unwrap_or_default(),
+            unsearchable: serde_json::to_value(&e.unsearchable).unwrap_or_default(),
         }
     }
 }

@@ -130,6 +130,7 @@ fn world() -> MapFacts {
             rls: true,
             policy: EntityPolicy::default(),
             hidden: BTreeMap::from([(name("user"), [name("budget")].into())]),
+            unsearchable: BTreeMap::from([(name("pm"), [name("title")].into())]),
         }),
     );
     let mut open = EntityPolicy::default();
@@ -142,6 +143,7 @@ fn world() -> MapFacts {
             rls: false,
             policy: open,
             hidden: BTreeMap::new(),
+            unsearchable: BTreeMap::new(),
         }),
     );
     f
@@ -459,4 +461,48 @@ fn temporary_roles_permissions_grants_and_local_roles_stop_counting_at_their_end
     assert!(!d.allowed);
     let later = end + time::Duration::hours(1);
     assert!(!ask_at(&f, acme(), u, "entity.project:update", Some("P1"), later).allowed);
+}
+
+#[test]
+fn a_field_is_kept_from_search_only_when_every_held_role_keeps_it() {
+    let mut f = world();
+    let search = |f: &MapFacts, n: u64| {
+        field_visibility(f, &acme(), Subject::User(user(n)), &name("project"), NOW)
+            .unwrap()
+            .unwrap()
+    };
+    // `user` hides budget (so cannot search it) and says nothing of title.
+    let seen = search(&f, 1);
+    assert_eq!(seen.readable, ["id", "created_at", "updated_at", "title"]);
+    assert_eq!(seen.searchable, seen.readable);
+    // `pm` alone: sees both, searches budget but not title.
+    f.members.insert(
+        (acme(), user(1)),
+        Arc::new(Member {
+            roles: [name("pm")].into(),
+            ..Member::default()
+        }),
+    );
+    let seen = search(&f, 1);
+    assert_eq!(
+        seen.readable,
+        ["id", "created_at", "updated_at", "title", "budget"]
+    );
+    assert_eq!(
+        seen.searchable,
+        ["id", "created_at", "updated_at", "budget"]
+    );
+    // Both: each field is allowed by one of them, so both are searchable.
+    f.members.insert(
+        (acme(), user(1)),
+        Arc::new(Member {
+            roles: [name("user"), name("pm")].into(),
+            ..Member::default()
+        }),
+    );
+    let seen = search(&f, 1);
+    assert_eq!(seen.searchable, seen.readable);
+    // Global access searches everything; an inactive account nothing.
+    assert_eq!(search(&f, 2).searchable.len(), 5);
+    assert!(search(&f, 3).searchable.is_empty());
 }
