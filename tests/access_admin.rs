@@ -52,7 +52,8 @@ fn settings(default_role: &str) -> Value {
         "session_max_hours": 10,
         "magic_link_ttl_minutes": 10,
         "mfa_required": false,
-        "remember_days": 14
+        "remember_days": 14,
+        "verify_created_users": false
     })
 }
 

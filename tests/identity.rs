@@ -3292,3 +3292,96 @@ async fn the_api_access_flag_governs_a_users_api_keys() {
         .await;
     assert_eq!(svc.get_as(&key, "/v1/auth/me").await.status, 200);
 }
+
+/// Verification everywhere (issue 15, item 2): where the tenant verifies created users, a user
+/// an administrator creates waits for their verification link like a self-registered one, can
+/// ask for it again, and becomes active (and verified) by following it; users created before the
+/// setting, and invited ones, are as they were.
+#[tokio::test]
+async fn where_the_tenant_verifies_created_users_they_wait_for_their_link() {
+    let (_dir, svc) = bootstrapped().await;
+    let (before, _) = svc
+        .create_user(TENANT, "earlier@example.com", &["user"])
+        .await;
+    let settings = svc.get("/v1/tenants/acme/settings").await;
+    assert_eq!(settings.body["verify_created_users"], false);
+    let mut body = settings.body.clone();
+    body["verify_created_users"] = json!(true);
+    let saved = svc.put("/v1/tenants/acme/settings", body).await;
+    assert_eq!(saved.status, 200, "{saved:?}");
+
+    let (user, created) = svc
+        .create_user(TENANT, "Created@Example.com", &["user"])
+        .await;
+    let listed = svc
+        .get_at("/v1/tenants/acme/users?q=created%40", created)
+        .await;
+    let shown = &listed.body["items"][0];
+    assert_eq!(shown["id"], user.as_str(), "{listed:?}");
+    assert_eq!(shown["status"], "invited", "{listed:?}");
+    assert_eq!(shown["email_verified"], false);
+    let mail = nth_mail(&svc, "created@example.com", "", 1).await;
+    assert!(mail.text.contains("/verify-email?"), "{}", mail.text);
+    // Until then nobody signs in as them: no magic link for someone not active.
+    svc.post_anonymous(
+        "/v1/auth/magic-link",
+        json!({"email": "created@example.com"}),
+    )
+    .await;
+    // Asked again: a new link.
+    let asked = svc
+        .post_anonymous(
+            "/v1/auth/verify-email/resend",
+            json!({"email": "created@example.com"}),
+        )
+        .await;
+    assert_eq!(asked.status, 202);
+    let second = nth_mail(&svc, "created@example.com", "", 2).await;
+    assert!(second.text.contains("/verify-email?"), "{}", second.text);
+    assert!(
+        svc.mail().iter().all(|m| !m.text.contains("/magic-link?")),
+        "no magic link for someone waiting for verification"
+    );
+    let token = link_param(&second.text, "token");
+    let verified = svc
+        .post_anonymous(
+            "/v1/auth/verify-email",
+            json!({"user": user, "token": token}),
+        )
+        .await;
+    assert_eq!(verified.status, 200, "{verified:?}");
+    let listed = svc
+        .get_at("/v1/tenants/acme/users?q=created%40", verified.position())
+        .await;
+    let shown = &listed.body["items"][0];
+    assert_eq!(shown["status"], "active", "{listed:?}");
+    assert_eq!(shown["email_verified"], true);
+    // Now a magic link works.
+    svc.post_anonymous(
+        "/v1/auth/magic-link",
+        json!({"email": "created@example.com"}),
+    )
+    .await;
+    let magic = nth_mail(&svc, "created@example.com", "", 3).await;
+    assert!(magic.text.contains("/magic-link?"), "{}", magic.text);
+
+    // A user created before the setting stays active; one created as invited waits for an
+    // invitation, and gets no verification link.
+    let earlier = svc.get(&format!("/v1/users/{before}")).await;
+    assert_eq!(earlier.body["status"], "active");
+    let invited = svc
+        .post(
+            "/v1/tenants/acme/users",
+            json!({"email": "later@example.com", "first_name": "L", "last_name": "L",
+                   "roles": ["user"], "invite": true}),
+        )
+        .await;
+    assert_eq!(invited.status, 201, "{invited:?}");
+    svc.post_anonymous(
+        "/v1/auth/verify-email/resend",
+        json!({"email": "later@example.com"}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(svc.mail().iter().all(|m| m.to != "later@example.com"));
+}

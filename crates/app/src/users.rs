@@ -9,7 +9,9 @@
 
 use idstream_directory::UserView;
 use idstream_domain::access::Action;
-use idstream_domain::aggregate::{CredentialsAggregate, MembershipAggregate, UserAggregate};
+use idstream_domain::aggregate::{
+    CredentialsAggregate, MembershipAggregate, TenantAggregate, UserAggregate,
+};
 use idstream_domain::email::CLAIM_DEADLINE;
 use idstream_domain::identity::credentials::CredentialsCommand;
 use idstream_domain::identity::session::RevocationReason;
@@ -85,7 +87,8 @@ impl Users {
         for role in &request.roles {
             self.may_give_role(caller, &tenant, role).await?;
         }
-        self.create_user(caller.ctx(), tenant, request).await
+        self.create_verified_or_not(caller.ctx(), tenant, request)
+            .await
     }
 
     /// Suspends a user (until a time, or until reinstated). Answers once this replica's read
@@ -328,6 +331,33 @@ impl Users {
 }
 
 impl Core {
+    /// Creates a user as an administrator asked. Where the tenant verifies created users
+    /// (`verify_created_users`), one created active is created waiting for verification
+    /// instead, and mailed a verification link: they sign in once they have followed it.
+    pub(crate) async fn create_verified_or_not(
+        &self,
+        ctx: &CommandContext,
+        tenant: TenantId,
+        mut request: NewUserRequest,
+    ) -> Result<Outcome, AppError> {
+        // The settings as the log has them: a change made a moment ago counts.
+        let verify = !request.invite && {
+            let (state, _) = self
+                .load::<TenantAggregate>(&crate::core::tenant_key(&tenant))
+                .await?;
+            state.settings.verify_created_users
+        };
+        request.invite |= verify;
+        let created = self.create_user(ctx, tenant, request).await?;
+        if verify && !created.replayed {
+            let user: UserId = created.id.parse().map_err(internal)?;
+            self.wait_for(created.position).await?;
+            let account = self.require_user(user).await?;
+            self.mail_verification(&account).await?;
+        }
+        Ok(created)
+    }
+
     /// Creates a user in a tenant with the given roles. The email address is claimed first so
     /// that two replicas creating the same address at once yield exactly one user.
     pub(crate) async fn create_user(

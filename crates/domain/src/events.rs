@@ -968,6 +968,68 @@ impl From<TenantSettingsChangedV1> for TenantSettingsChanged {
                 magic_link_ttl_minutes: s.magic_link_ttl_minutes,
                 mfa_required: s.mfa_required,
                 remember_days: TenantSettings::default().remember_days,
+                verify_created_users: false,
+            },
+        }
+    }
+}
+
+// Version 2 of `TenantSettingsChanged`: no setting for administrator-created users.
+/// A tenant's settings changed (the whole set is recorded, not a patch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "TenantSettingsChanged")]
+pub struct TenantSettingsChangedV2 {
+    pub settings: TenantSettingsV2,
+}
+
+/// A tenant's settings. Defaults follow common practice (Keycloak's session defaults: 30 minutes
+/// idle, 10 hours at most).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "TenantSettings")]
+pub struct TenantSettingsV2 {
+    /// People may sign themselves up.
+    pub self_registration: bool,
+    /// The role self-registered users get.
+    pub default_role: RoleName,
+    /// Self-registered users must verify their email before signing in.
+    pub require_email_verification: bool,
+    pub password_policy: PasswordPolicySettings,
+    /// How long an invitation stays valid, in hours (1 to 720).
+    pub invitation_ttl_hours: u32,
+    /// A session without activity ends after this many minutes (1 to 43200).
+    pub session_idle_minutes: u32,
+    /// A session ends this many hours after sign-in whatever happens, unless it is remembered
+    /// (see `remember_days`) (1 to 8760).
+    pub session_max_hours: u32,
+    /// How long a magic link or emailed one-time code stays valid, in minutes (1 to 60).
+    pub magic_link_ttl_minutes: u32,
+    /// Members must use a second factor.
+    pub mfa_required: bool,
+    /// A sign-in with `remember` starts a session that ends this many days after sign-in instead
+    /// of `session_max_hours` after it (the longer of the two); the idle timeout still applies.
+    /// 0 turns remembering off, and `remember` is then ignored (0 to 365).
+    pub remember_days: u32,
+}
+
+/// Version 2 knew no verification of administrator-created users: they were active at once.
+impl From<TenantSettingsChangedV2> for TenantSettingsChanged {
+    fn from(v2: TenantSettingsChangedV2) -> TenantSettingsChanged {
+        let s = v2.settings;
+        TenantSettingsChanged {
+            settings: TenantSettings {
+                self_registration: s.self_registration,
+                default_role: s.default_role,
+                require_email_verification: s.require_email_verification,
+                password_policy: s.password_policy,
+                invitation_ttl_hours: s.invitation_ttl_hours,
+                session_idle_minutes: s.session_idle_minutes,
+                session_max_hours: s.session_max_hours,
+                magic_link_ttl_minutes: s.magic_link_ttl_minutes,
+                mfa_required: s.mfa_required,
+                remember_days: s.remember_days,
+                verify_created_users: false,
             },
         }
     }
@@ -1200,7 +1262,7 @@ catalogue! {
     current {
         TenantCreated => 1, Tenant;
         TenantRenamed => 1, Tenant;
-        TenantSettingsChanged => 2, Tenant;
+        TenantSettingsChanged => 3, Tenant;
         UserRegistered => 1, User;
         UserInvited => 1, User;
         UserSuspended => 1, User;
@@ -1274,6 +1336,7 @@ catalogue! {
         SessionStarted => 1, SessionStartedV1;
         SessionStarted => 2, SessionStartedV2;
         TenantSettingsChanged => 1, TenantSettingsChangedV1;
+        TenantSettingsChanged => 2, TenantSettingsChangedV2;
         InvitationSent => 1, InvitationSentV1;
         RoleAssigned => 1, RoleAssignedV1;
         PermissionsGranted => 1, PermissionsGrantedV1;

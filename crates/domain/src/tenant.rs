@@ -66,6 +66,12 @@ pub struct TenantSettings {
     /// of `session_max_hours` after it (the longer of the two); the idle timeout still applies.
     /// 0 turns remembering off, and `remember` is then ignored (0 to 365).
     pub remember_days: u32,
+    /// Users an administrator creates (rather than invites) must verify their address too:
+    /// they are created waiting for verification, are sent a verification link, and sign in
+    /// once they have followed it (as self-registered users do when
+    /// `require_email_verification` is on).
+    #[serde(default)]
+    pub verify_created_users: bool,
 }
 
 impl Default for TenantSettings {
@@ -81,6 +87,7 @@ impl Default for TenantSettings {
             magic_link_ttl_minutes: 10,
             mfa_required: false,
             remember_days: 30,
+            verify_created_users: false,
         }
     }
 }

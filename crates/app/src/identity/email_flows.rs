@@ -159,7 +159,7 @@ impl Core {
             // Self-registered in a tenant that requires verification: waiting for the link.
             UserStatus::Invited => {
                 let (state, _) = self.load::<UserAggregate>(&user_key(user.id)).await?;
-                state.activated || self.waiting_for_verification(user.id)?
+                state.activated || self.waiting_for_verification(user.id).await?
             }
             UserStatus::Active => true,
             _ => false,
@@ -170,16 +170,28 @@ impl Core {
         self.mail_verification(&user).await
     }
 
-    /// Whether an invited user self-registered (holds a password) rather than waiting for an
-    /// invitation, whose acceptance verifies the address.
-    fn waiting_for_verification(&self, user: UserId) -> Result<bool, AppError> {
-        Ok(self
+    /// Whether an invited user waits for a verification link rather than for an invitation
+    /// (whose acceptance verifies the address): they self-registered (hold a password), or an
+    /// administrator created them in a tenant that verifies created users (a verification link
+    /// was issued to them).
+    async fn waiting_for_verification(&self, user: UserId) -> Result<bool, AppError> {
+        if self
             .credentials_view(user)?
-            .is_some_and(|c| c.password.is_some()))
+            .is_some_and(|c| c.password.is_some())
+        {
+            return Ok(true);
+        }
+        let (credentials, _) = self
+            .load::<CredentialsAggregate>(&credentials_key(user))
+            .await?;
+        Ok(credentials
+            .tokens
+            .iter()
+            .any(|t| t.purpose == TokenPurpose::EmailVerification))
     }
 
     /// Issues and mails a verification link for the user's address.
-    async fn mail_verification(&self, user: &UserView) -> Result<(), AppError> {
+    pub(crate) async fn mail_verification(&self, user: &UserView) -> Result<(), AppError> {
         let token = OpaqueToken::generate(TokenKind::EmailVerification);
         let link = self.link(&format!(
             "/verify-email?user={}&token={}",

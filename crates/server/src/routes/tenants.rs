@@ -205,6 +205,11 @@ pub struct Settings {
     #[serde(default = "default_remember_days")]
     #[schema(example = 30, minimum = 0, maximum = 365, default = 30)]
     pub remember_days: u32,
+    /// Users an administrator creates (rather than invites) must verify their address too:
+    /// created waiting for verification and sent a verification link, they sign in once they
+    /// have followed it (absent: false).
+    #[serde(default)]
+    pub verify_created_users: bool,
 }
 
 fn default_remember_days() -> u32 {
@@ -233,6 +238,7 @@ impl From<TenantSettings> for Settings {
             magic_link_ttl_minutes: s.magic_link_ttl_minutes,
             mfa_required: s.mfa_required,
             remember_days: s.remember_days,
+            verify_created_users: s.verify_created_users,
         }
     }
 }
@@ -259,6 +265,7 @@ impl From<Settings> for TenantSettings {
             magic_link_ttl_minutes: s.magic_link_ttl_minutes,
             mfa_required: s.mfa_required,
             remember_days: s.remember_days,
+            verify_created_users: s.verify_created_users,
         }
     }
 }
