@@ -1523,12 +1523,26 @@ mod tests {
             },
         })
         .into_envelope(Ulid::nil(), &settings, &meta);
-        assert_eq!(changed.version, 2);
-        changed.version = 1;
-        changed.data["settings"]
+        assert_eq!(changed.version, 3);
+        // Version 2 knew no verification of created users: they read as not verified.
+        let mut v2 = changed.clone();
+        v2.version = 2;
+        assert!(matches!(
+            DomainEvent::decode(&v2),
+            Err(DecodeError::Payload { .. })
+        ));
+        v2.data["settings"]
             .as_object_mut()
             .unwrap()
-            .remove("remember_days");
+            .remove("verify_created_users");
+        let DomainEvent::TenantSettingsChanged(upcast) = DomainEvent::decode(&v2).unwrap() else {
+            panic!("not a TenantSettingsChanged");
+        };
+        assert!(!upcast.settings.verify_created_users && upcast.settings.mfa_required);
+        changed.version = 1;
+        let old = changed.data["settings"].as_object_mut().unwrap();
+        old.remove("remember_days");
+        old.remove("verify_created_users");
         let DomainEvent::TenantSettingsChanged(upcast) = DomainEvent::decode(&changed).unwrap()
         else {
             panic!("not a TenantSettingsChanged");
