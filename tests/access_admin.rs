@@ -1152,8 +1152,10 @@ async fn the_permission_catalogue_lists_what_the_tenant_knows_to_who_may_read_ro
     assert!(items["entity.invoice:update"].1.contains("invoice"));
     assert_eq!(items["role.auditor:assign"].0, "role");
     assert_eq!(items["role.owner:revoke"].0, "role");
-    // 12 named resources × 4, one entity × 4, four roles × 2.
-    assert_eq!(items.len(), 12 * 4 + 4 + 4 * 2, "{items:?}");
+    assert_eq!(items["members.auditor:update"].0, "members");
+    assert!(items["members.auditor:delete"].1.contains("auditor"));
+    // 12 named resources × 4, one entity × 4, four roles × (2 + 2).
+    assert_eq!(items.len(), 12 * 4 + 4 + 4 * 4, "{items:?}");
     // Every permission listed is one the service accepts: a role may carry them all.
     let all: Vec<&str> = items.keys().map(String::as_str).collect();
     let everything = svc
@@ -1287,4 +1289,110 @@ async fn a_platform_administrator_copies_a_role_to_other_tenants_with_a_result_p
     .await
     .assert_problem(403, "platform_admin_only");
     assert_eq!(svc.log_position().await, before);
+}
+
+/// Per-role administration rights (issue 15, item 4): `members.<role>:update|delete` lets a
+/// helpdesk administer the holders of given roles, and nobody else: not a member who also holds
+/// another role, nor one holding a custom permission the helpdesk lacks.
+#[tokio::test]
+async fn members_permissions_scope_user_administration_to_the_holders_of_given_roles() {
+    let (_dir, svc) = service().await;
+    svc.create_tenant("acme").await;
+    let helpdesk = json!({"name": "helpdesk", "description": "Resets members",
+        "permissions": ["users:read", "members.user:update", "members.user:delete"],
+        "global_access": false});
+    assert_status(&svc.post("/v1/tenants/acme/roles", helpdesk).await, 201);
+    // A `members` permission takes update and delete only.
+    let wrong = json!({"name": "odd", "description": "x", "permissions": ["members.user:read"],
+        "global_access": false});
+    svc.post("/v1/tenants/acme/roles", wrong)
+        .await
+        .assert_problem(422, "invalid_body");
+    let (desk, _) = svc
+        .create_user("acme", "desk@example.com", &["helpdesk"])
+        .await;
+    let (plain, _) = svc
+        .create_user("acme", "plain@example.com", &["user"])
+        .await;
+    let (admin, _) = svc
+        .create_user("acme", "boss@example.com", &["admin"])
+        .await;
+    let (both, _) = svc
+        .create_user("acme", "both@example.com", &["user", "helpdesk"])
+        .await;
+    let (powerful, _) = svc
+        .create_user("acme", "powerful@example.com", &["user"])
+        .await;
+    let granted = svc
+        .post(
+            &format!("/v1/tenants/acme/users/{powerful}/permissions"),
+            json!({"permissions": ["audit:read"]}),
+        )
+        .await;
+    assert_status(&granted, 200);
+    let key = svc
+        .post(
+            "/v1/tenants/acme/api-keys",
+            json!({"name": "desk", "owner": desk}),
+        )
+        .await;
+    assert_status(&key, 201);
+    let key = key.body["key"].as_str().unwrap().to_owned();
+    let at = svc.log_position().await;
+    let as_desk = |method: reqwest::Method, path: String| {
+        svc.request_as(&key, method, &path)
+            .header("x-idstream-min-position", at)
+    };
+
+    // A plain member: suspended, reinstated and removed by the helpdesk.
+    let suspended = svc
+        .send(as_desk(reqwest::Method::POST, format!("/v1/users/{plain}/suspend")).json(&json!({})))
+        .await;
+    assert_status(&suspended, 200);
+    let reinstated = svc
+        .send(as_desk(
+            reqwest::Method::POST,
+            format!("/v1/users/{plain}/reinstate"),
+        ))
+        .await;
+    assert_status(&reinstated, 200);
+
+    // Anyone holding a role the helpdesk does not cover, or a permission it lacks: refused,
+    // naming users:update, and nothing appended.
+    for target in [&admin, &both, &powerful] {
+        let before = svc.log_position().await;
+        svc.send(
+            as_desk(reqwest::Method::POST, format!("/v1/users/{target}/suspend")).json(&json!({})),
+        )
+        .await
+        .assert_problem(403, "forbidden");
+        svc.send(as_desk(
+            reqwest::Method::DELETE,
+            format!("/v1/tenants/acme/users/{target}"),
+        ))
+        .await
+        .assert_problem(403, "forbidden");
+        assert_eq!(svc.log_position().await, before);
+    }
+    let removed = svc
+        .send(as_desk(
+            reqwest::Method::DELETE,
+            format!("/v1/tenants/acme/users/{plain}"),
+        ))
+        .await;
+    assert_status(&removed, 200);
+
+    // The catalogue lists the scoped permissions per role.
+    let catalogue = svc
+        .get_at("/v1/tenants/acme/permissions", removed.position())
+        .await;
+    assert_status(&catalogue, 200);
+    let listed: Vec<&str> = catalogue.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["permission"].as_str())
+        .collect();
+    assert!(listed.contains(&"members.admin:delete"), "{listed:?}");
+    assert!(listed.contains(&"members.helpdesk:update"), "{listed:?}");
 }

@@ -338,6 +338,23 @@ impl AccessQueries {
                     ),
                 });
             }
+            for (action, words) in [
+                (
+                    Action::Update,
+                    "Administer (suspend, reinstate, deactivate, reactivate, end sessions, unlock, edit profiles)",
+                ),
+                (Action::Delete, "Remove from the tenant or erase"),
+            ] {
+                entries.push(CatalogueEntry {
+                    permission: Permission::new(Resource::Members(role.name.clone()), action)
+                        .map_err(internal)?,
+                    kind: "members",
+                    description: format!(
+                        "{words} the members who hold the role {} (those whose every role is covered so, and whose custom permissions the caller holds)",
+                        role.name
+                    ),
+                });
+            }
         }
         Ok(entries)
     }

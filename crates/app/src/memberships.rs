@@ -178,14 +178,15 @@ impl Memberships {
     /// Removes a user from a tenant: every role and custom permission there. The user's
     /// identity and their other tenants are untouched. Keeps the admin rules of F-AZ-7.
     ///
-    /// Who: `users:delete` in the tenant.
+    /// Who: `users:delete` in the tenant, or `members.<role>:delete` for every role the user holds
+    /// there (and every custom permission they hold there).
     pub async fn remove(
         &self,
         caller: &Caller,
         tenant: TenantId,
         user: UserId,
     ) -> Result<Outcome, AppError> {
-        self.named_permission(caller, &tenant, "users", Action::Delete)
+        self.over_member(caller, &tenant, user, Action::Delete)
             .await?;
         self.require_tenant(&tenant).await?;
         let guarded = if self.check_member_removal(caller, &tenant, user).await? {

@@ -34,7 +34,7 @@
 
 use std::collections::BTreeSet;
 
-use idstream_domain::access::{Action, CheckRequest, Permission, Resource, Subject};
+use idstream_domain::access::{Action, CheckRequest, Permission, Resource, Subject, live};
 use idstream_domain::{Actor, ActorKind, TenantId, UserId};
 
 use crate::core::{Core, internal};
@@ -321,6 +321,69 @@ impl Core {
         Ok(decision.allowed)
     }
 
+    /// Whether the caller may administer `user` in `tenant` with `action` (update or delete):
+    /// `users:<action>` there, or, scoped to the holders of given roles, `members.<role>:<action>`
+    /// for every role the user holds there now (at least one) while every custom permission the
+    /// user holds there is one the caller holds too (nobody administers someone above them).
+    fn permitted_over(
+        &self,
+        caller: &Caller,
+        tenant: &TenantId,
+        user: UserId,
+        action: Action,
+    ) -> Result<bool, AppError> {
+        if self.permitted(caller, tenant, &named("users", action))? {
+            return Ok(true);
+        }
+        let Some(member) = self.access.member_record(tenant, &user).map_err(internal)? else {
+            return Ok(false);
+        };
+        let now = self.now();
+        let mut roles = member
+            .roles
+            .iter()
+            .filter(|role| live(member.role_expiry.get(*role).map(|end| &end.0), now))
+            .peekable();
+        if roles.peek().is_none() {
+            return Ok(false);
+        }
+        for role in roles {
+            let scoped =
+                Permission::new(Resource::Members(role.clone()), action).map_err(internal)?;
+            if !self.permitted(caller, tenant, &scoped)? {
+                return Ok(false);
+            }
+        }
+        for permission in &member.custom {
+            let held_now = live(member.custom_expiry.get(permission).map(|end| &end.0), now);
+            if held_now && !self.permitted(caller, tenant, permission)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// `users:<action>` in the tenant, or the scoped `members.<role>:<action>` over `user` (see
+    /// [`Core::permitted_over`]): removing someone from a tenant. The refusal names
+    /// `users:<action>`.
+    pub(crate) async fn over_member(
+        &self,
+        caller: &Caller,
+        tenant: &TenantId,
+        user: UserId,
+        action: Action,
+    ) -> Result<(), AppError> {
+        self.signed_in(caller)?;
+        let allowed = |core: &Core| core.permitted_over(caller, tenant, user, action);
+        if self.fresh(allowed).await? {
+            return Ok(());
+        }
+        if !self.has_standing(caller, tenant)? {
+            return Err(AppError::TenantNotFound);
+        }
+        Err(AppError::Forbidden(named("users", action)))
+    }
+
     /// `decide` now; if it refuses, once more after the read models caught up with the log.
     async fn fresh(
         &self,
@@ -506,9 +569,10 @@ impl Core {
         Ok(false)
     }
 
-    /// Administering a user, who is one identity across tenants: `users:<action>` in every
-    /// tenant the user belongs to (an administrator of one tenant cannot lock someone out of
-    /// another), or a platform administrator. A caller who shares no tenant with the user finds
+    /// Administering a user, who is one identity across tenants: `users:<action>` (or the scoped
+    /// `members.<role>:<action>`, see [`Core::permitted_over`]) in every tenant the user belongs
+    /// to (an administrator of one tenant cannot lock someone out of another), or a platform
+    /// administrator. A caller who shares no tenant with the user finds
     /// no such user.
     pub(crate) async fn over_user(
         &self,
@@ -527,7 +591,7 @@ impl Core {
                 return Ok(false);
             }
             for tenant in &tenants {
-                if !core.permitted(caller, tenant, &permission)? {
+                if !core.permitted_over(caller, tenant, user, action)? {
                     return Ok(false);
                 }
             }

@@ -11,7 +11,8 @@ use time::OffsetDateTime;
 use ulid::Ulid;
 
 use crate::access::model::{
-    EntityName, EntityPolicy, FieldName, MenuItem, Permission, RecordAccess, RecordId,
+    EntityName, EntityPolicy, FieldName, MenuItem, PERMISSION_PATTERN_V1, Permission, RecordAccess,
+    RecordId,
 };
 use crate::envelope::{AggregateType, EventEnvelope, Metadata, StreamKey};
 use crate::identity::credentials::{PasswordReason, TokenPurpose};
@@ -1150,6 +1151,162 @@ macro_rules! catalogue {
 
 // ---- earlier versions of access events, upcast on reading -------------------------------------
 
+// ---- version 1 of the events that carry permissions (before `members.<role>`) -----------------
+
+/// A permission `resource:action`, validated. Its text form is what roles, users and API keys store.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+#[schemars(
+    rename = "Permission",
+    with = "String",
+    extend("pattern" = PERMISSION_PATTERN_V1)
+)]
+pub struct PermissionV1(pub Permission);
+
+fn upcast_permissions(v1: BTreeSet<PermissionV1>) -> BTreeSet<Permission> {
+    v1.into_iter().map(|p| p.0).collect()
+}
+
+/// One entry of a role's menu: a label, where it leads, optionally the permission it needs (items
+/// a user lacks the permission for are left out of their menu), and sub-items.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "MenuItem")]
+pub struct MenuItemV1 {
+    /// Stable id of the item, unique within a menu; menus of several roles merge by id.
+    pub id: String,
+    pub label: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub href: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icon: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission: Option<PermissionV1>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<MenuItemV1>,
+}
+
+impl From<MenuItemV1> for MenuItem {
+    fn from(v1: MenuItemV1) -> MenuItem {
+        MenuItem {
+            id: v1.id,
+            label: v1.label,
+            href: v1.href,
+            icon: v1.icon,
+            permission: v1.permission.map(|p| p.0),
+            children: v1.children.into_iter().map(MenuItem::from).collect(),
+        }
+    }
+}
+
+/// A custom role was defined in a tenant (the aggregate id is the role name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "RoleDefined")]
+pub struct RoleDefinedV1 {
+    pub description: String,
+    pub permissions: BTreeSet<PermissionV1>,
+    /// Global access: every permission, bypassing row- and field-level security.
+    pub global_access: bool,
+}
+
+impl From<RoleDefinedV1> for RoleDefined {
+    fn from(v1: RoleDefinedV1) -> RoleDefined {
+        RoleDefined {
+            description: v1.description,
+            permissions: upcast_permissions(v1.permissions),
+            global_access: v1.global_access,
+        }
+    }
+}
+
+/// A role's definition was replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "RoleUpdated")]
+pub struct RoleUpdatedV1 {
+    pub description: String,
+    pub permissions: BTreeSet<PermissionV1>,
+    pub global_access: bool,
+}
+
+impl From<RoleUpdatedV1> for RoleUpdated {
+    fn from(v1: RoleUpdatedV1) -> RoleUpdated {
+        RoleUpdated {
+            description: v1.description,
+            permissions: upcast_permissions(v1.permissions),
+            global_access: v1.global_access,
+        }
+    }
+}
+
+/// A role's menu layout was set (an empty menu removes it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "RoleMenuSet")]
+pub struct RoleMenuSetV1 {
+    pub menu: Vec<MenuItemV1>,
+}
+
+impl From<RoleMenuSetV1> for RoleMenuSet {
+    fn from(v1: RoleMenuSetV1) -> RoleMenuSet {
+        RoleMenuSet {
+            menu: v1.menu.into_iter().map(MenuItem::from).collect(),
+        }
+    }
+}
+
+/// Custom permissions were taken from a user in a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "PermissionsRevoked")]
+pub struct PermissionsRevokedV1 {
+    pub user: UserId,
+    pub permissions: BTreeSet<PermissionV1>,
+}
+
+impl From<PermissionsRevokedV1> for PermissionsRevoked {
+    fn from(v1: PermissionsRevokedV1) -> PermissionsRevoked {
+        PermissionsRevoked {
+            user: v1.user,
+            permissions: upcast_permissions(v1.permissions),
+        }
+    }
+}
+
+/// An API key was issued to `owner` in the tenant. Only its secret's blind index is recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "ApiKeyIssued")]
+pub struct ApiKeyIssuedV1 {
+    pub owner: UserId,
+    pub name: String,
+    pub secret: BlindIndex,
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// The permissions the key is limited to (never more than its owner holds at the time of a
+    /// check); absent for the owner's full permissions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restriction: Option<BTreeSet<PermissionV1>>,
+}
+
+impl From<ApiKeyIssuedV1> for ApiKeyIssued {
+    fn from(v1: ApiKeyIssuedV1) -> ApiKeyIssued {
+        ApiKeyIssued {
+            owner: v1.owner,
+            name: v1.name,
+            secret: v1.secret,
+            expires_at: v1.expires_at,
+            restriction: v1.restriction.map(upcast_permissions),
+        }
+    }
+}
+
 // Version 1 of `FieldRulesChanged`: rules only hid fields.
 /// The fields of an entity hidden from one role were set (empty: none hidden).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -1197,14 +1354,14 @@ impl From<RoleAssignedV1> for RoleAssigned {
 #[schemars(rename = "PermissionsGranted")]
 pub struct PermissionsGrantedV1 {
     pub user: UserId,
-    pub permissions: BTreeSet<Permission>,
+    pub permissions: BTreeSet<PermissionV1>,
 }
 
 impl From<PermissionsGrantedV1> for PermissionsGranted {
     fn from(v1: PermissionsGrantedV1) -> PermissionsGranted {
         PermissionsGranted {
             user: v1.user,
-            permissions: v1.permissions,
+            permissions: upcast_permissions(v1.permissions),
             expires_at: None,
         }
     }
@@ -1274,15 +1431,15 @@ catalogue! {
         RoleAssigned => 2, Membership;
         RoleRevoked => 1, Membership;
         PermissionsGranted => 2, Membership;
-        PermissionsRevoked => 1, Membership;
+        PermissionsRevoked => 2, Membership;
         MemberRemoved => 1, Membership;
         RoleLapsed => 1, Membership;
         PermissionsLapsed => 1, Membership;
         EmailClaimed => 1, Email;
         EmailReleased => 1, Email;
-        RoleDefined => 1, Role;
-        RoleUpdated => 1, Role;
-        RoleMenuSet => 1, Role;
+        RoleDefined => 2, Role;
+        RoleUpdated => 2, Role;
+        RoleMenuSet => 2, Role;
         RoleDeleted => 1, Role;
         EntityRegistered => 1, Entity;
         EntityFieldsChanged => 1, Entity;
@@ -1323,7 +1480,7 @@ catalogue! {
         InvitationResent => 1, Invitation;
         InvitationAccepted => 1, Invitation;
         InvitationRevoked => 1, Invitation;
-        ApiKeyIssued => 1, ApiKey;
+        ApiKeyIssued => 2, ApiKey;
         ApiKeyRevoked => 1, ApiKey;
         ApiKeyUsed => 1, ApiKey;
         ChainCheckpointed => 1, Chain;
@@ -1343,6 +1500,11 @@ catalogue! {
         RecordGranted => 1, RecordGrantedV1;
         LocalRoleAssigned => 1, LocalRoleAssignedV1;
         FieldRulesChanged => 1, FieldRulesChangedV1;
+        RoleDefined => 1, RoleDefinedV1;
+        RoleUpdated => 1, RoleUpdatedV1;
+        RoleMenuSet => 1, RoleMenuSetV1;
+        PermissionsRevoked => 1, PermissionsRevokedV1;
+        ApiKeyIssued => 1, ApiKeyIssuedV1;
     }
 }
 

@@ -80,7 +80,7 @@ pub const SERVICE_RESOURCES: &[&str] = &["settings", "audit"];
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AccessIdError {
     #[error(
-        "a permission is `resource:action`: a standard or admin resource (documentation, entities, fields, workflows, modules, files, menus, roles, permissions, users, settings, audit), `entity.<entity>` or `role.<role>`; actions are read, create, update, delete (assign and revoke for roles)"
+        "a permission is `resource:action`: a standard or admin resource (documentation, entities, fields, workflows, modules, files, menus, roles, permissions, users, settings, audit), `entity.<entity>`, `role.<role>` or `members.<role>`; actions are read, create, update, delete (assign and revoke for roles, update and delete for members)"
     )]
     Permission,
     #[error("an entity name is 1 to 64 characters of a-z, 0-9 and '_', starting with a letter")]
@@ -189,7 +189,20 @@ pub enum Resource {
     Entity(EntityName),
     /// `role.<name>`: giving and taking one role.
     Role(RoleName),
+    /// `members.<name>`: administering (`update`: suspend, reinstate, deactivate, reactivate,
+    /// sessions, lock-outs, profiles; `delete`: removal from the tenant, erasure) the members who
+    /// hold this role, without `users:update`/`users:delete` over everyone.
+    Members(RoleName),
 }
+
+/// The text of a permission, as the event schemas describe it: a resource (one of the named
+/// ones, `entity.<entity>`, or a lowercase name, room left for resources a tenant defines) with a
+/// CRUD action, `role.<role>` with `assign` or `revoke`, or `members.<role>` with `update` or
+/// `delete`. The service accepts only what [`Permission`]'s parser accepts, which is narrower.
+pub const PERMISSION_PATTERN: &str = r"^(([a-z][a-z0-9_]{0,63}|entity\.[a-z][a-z0-9_]{0,63}):(read|create|update|delete)|role\.[a-z][a-z0-9_-]{0,63}:(assign|revoke)|members\.[a-z][a-z0-9_-]{0,63}:(update|delete))$";
+
+/// The pattern of version 1 of the events that carry permissions (before `members.<role>`).
+pub const PERMISSION_PATTERN_V1: &str = r"^((documentation|entities|fields|workflows|modules|files|menus|roles|permissions|users|settings|audit|entity\.[a-z][a-z0-9_]{0,63}):(read|create|update|delete)|role\.[a-z][a-z0-9_-]{0,63}:(assign|revoke))$";
 
 /// A permission `resource:action`, validated. Its text form is what roles, users and API keys store.
 #[derive(
@@ -198,7 +211,7 @@ pub enum Resource {
 #[serde(try_from = "String", into = "String")]
 #[schemars(
     with = "String",
-    extend("pattern" = r"^((documentation|entities|fields|workflows|modules|files|menus|roles|permissions|users|settings|audit|entity\.[a-z][a-z0-9_]{0,63}):(read|create|update|delete)|role\.[a-z][a-z0-9_-]{0,63}:(assign|revoke))$")
+    extend("pattern" = PERMISSION_PATTERN)
 )]
 pub struct Permission {
     text: String,
@@ -208,6 +221,7 @@ impl Permission {
     pub fn new(resource: Resource, action: Action) -> Result<Permission, AccessIdError> {
         let ok = match &resource {
             Resource::Role(_) => matches!(action, Action::Assign | Action::Revoke),
+            Resource::Members(_) => matches!(action, Action::Update | Action::Delete),
             _ => Action::CRUD.contains(&action),
         };
         if !ok {
@@ -217,6 +231,7 @@ impl Permission {
             Resource::Named(name) => format!("{name}:{action}"),
             Resource::Entity(e) => format!("entity.{e}:{action}"),
             Resource::Role(r) => format!("role.{r}:{action}"),
+            Resource::Members(r) => format!("members.{r}:{action}"),
         };
         Ok(Permission { text })
     }
@@ -255,6 +270,9 @@ fn parse_resource(s: &str) -> Option<Resource> {
     }
     if let Some(role) = s.strip_prefix("role.") {
         return role.parse().ok().map(Resource::Role);
+    }
+    if let Some(role) = s.strip_prefix("members.") {
+        return role.parse().ok().map(Resource::Members);
     }
     STANDARD_RESOURCES
         .iter()
@@ -519,9 +537,14 @@ mod tests {
             "role.editor:assign",
             "role.owner:revoke",
             "settings:update",
+            "members.user:update",
+            "members.help-desk:delete",
         ] {
             let p: Permission = ok.parse().unwrap();
             assert_eq!(p.as_str(), ok);
+            // Everything the service accepts, the event schemas' pattern describes.
+            let pattern = regex::Regex::new(PERMISSION_PATTERN).unwrap();
+            assert!(pattern.is_match(ok), "{ok}");
         }
         for bad in [
             "",
@@ -533,12 +556,22 @@ mod tests {
             "role.editor:read",
             "users:assign",
             "entity.invoice:read:x",
+            "members.user:read",
+            "members.user:assign",
+            "members.:update",
         ] {
             assert!(bad.parse::<Permission>().is_err(), "{bad:?}");
         }
         let p: Permission = "entity.invoice:update".parse().unwrap();
         assert_eq!(p.action(), Action::Update);
         assert_eq!(p.entity_name().unwrap().as_str(), "invoice");
+        let p: Permission = "members.user:delete".parse().unwrap();
+        assert_eq!(p.resource(), Resource::Members("user".parse().unwrap()));
+        // Version 1's pattern knew no `members.<role>`; the current one knows both.
+        let v1 = regex::Regex::new(PERMISSION_PATTERN_V1).unwrap();
+        assert!(v1.is_match("role.editor:assign") && !v1.is_match("members.user:update"));
+        let now = regex::Regex::new(PERMISSION_PATTERN).unwrap();
+        assert!(!now.is_match("members.user:read") && !now.is_match("Users:read"));
     }
 
     #[test]

@@ -483,7 +483,7 @@ pub async fn list_roles(
 pub struct CatalogueItem {
     #[schema(value_type = formats::Permission)]
     pub permission: String,
-    /// `standard`, `admin`, `service`, `entity` or `role`.
+    /// `standard`, `admin`, `service`, `entity`, `role` or `members`.
     pub kind: String,
     pub description: String,
 }
