@@ -1396,3 +1396,148 @@ async fn members_permissions_scope_user_administration_to_the_holders_of_given_r
     assert!(listed.contains(&"members.admin:delete"), "{listed:?}");
     assert!(listed.contains(&"members.helpdesk:update"), "{listed:?}");
 }
+
+/// Custom resources (issue 15, item 10): a tenant defines `invoice_export`, roles and custom
+/// permissions name `invoice_export:<crud>`, checks honour them while the resource is defined;
+/// nobody gives a permission on a resource the tenant does not define.
+#[tokio::test]
+async fn a_tenant_defines_its_own_resources_for_its_permissions() {
+    let (_dir, svc) = service().await;
+    svc.create_tenant("acme").await;
+    svc.create_tenant("globex").await;
+    let (ada, _) = svc.create_user("acme", "ada@example.com", &["user"]).await;
+    let resource = "/v1/tenants/acme/resources/invoice_export";
+
+    // Not defined yet: giving it is refused, even to the operator, and changes nothing.
+    refused(
+        &svc,
+        svc.post(
+            "/v1/tenants/acme/roles",
+            role_body("exporter", &["invoice_export:read"]),
+        ),
+        422,
+        "unknown_resource",
+    )
+    .await;
+    refused(
+        &svc,
+        svc.post(
+            &format!("/v1/tenants/acme/users/{ada}/permissions"),
+            json!({"permissions": ["invoice_export:read"]}),
+        ),
+        422,
+        "unknown_resource",
+    )
+    .await;
+    // Bad names and descriptions are refused plainly.
+    svc.put(
+        "/v1/tenants/acme/resources/users",
+        json!({"description": "built in"}),
+    )
+    .await
+    .assert_problem(400, "invalid_path");
+    refused(
+        &svc,
+        svc.put(resource, json!({"description": "x".repeat(501)})),
+        422,
+        "invalid_body",
+    )
+    .await;
+    refused(&svc, svc.delete(resource), 404, "resource_not_found").await;
+
+    let defined = svc
+        .put(resource, json!({"description": "Exporting invoices"}))
+        .await;
+    assert_status(&defined, 200);
+    unchanged(
+        &svc,
+        svc.put(resource, json!({"description": "Exporting invoices"})),
+        defined.position(),
+    )
+    .await;
+    let listed = svc
+        .get_at("/v1/tenants/acme/resources", defined.position())
+        .await;
+    assert_eq!(
+        listed.body["items"],
+        json!([{"name": "invoice_export", "description": "Exporting invoices"}])
+    );
+    let elsewhere = svc
+        .get_at("/v1/tenants/globex/resources", defined.position())
+        .await;
+    assert_eq!(elsewhere.body["items"], json!([]));
+
+    let role = svc
+        .post(
+            "/v1/tenants/acme/roles",
+            role_body(
+                "exporter",
+                &["invoice_export:read", "invoice_export:create"],
+            ),
+        )
+        .await;
+    assert_status(&role, 201);
+    let assigned = svc
+        .post(
+            &format!("/v1/tenants/acme/users/{ada}/roles"),
+            json!({"role": "exporter"}),
+        )
+        .await;
+    assert_status(&assigned, 200);
+    let ask = |permission: &'static str, at: u64| {
+        let svc = &svc;
+        let ada = ada.clone();
+        async move {
+            let answer = svc
+                .send(
+                    svc.request(reqwest::Method::POST, "/v1/tenants/acme/access/check")
+                        .header("x-idstream-min-position", at)
+                        .json(&json!({"subject": format!("user:{ada}"), "permission": permission})),
+                )
+                .await;
+            assert_status(&answer, 200);
+            answer.body
+        }
+    };
+    let allowed = ask("invoice_export:read", assigned.position()).await;
+    assert_eq!(allowed["allowed"], true, "{allowed}");
+    assert_eq!(allowed["reason"]["role"], "exporter");
+    assert_eq!(
+        ask("invoice_export:delete", assigned.position()).await["allowed"],
+        false
+    );
+    let catalogue = svc
+        .get_at("/v1/tenants/acme/permissions", assigned.position())
+        .await;
+    let custom: Vec<&Value> = catalogue.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["kind"] == "custom")
+        .collect();
+    assert_eq!(custom.len(), 4, "{custom:?}");
+    assert!(
+        custom[0]["description"]
+            .as_str()
+            .unwrap()
+            .contains("Exporting invoices")
+    );
+
+    // Removed: denied to all, though the role still names it.
+    let removed = svc.delete(resource).await;
+    assert_status(&removed, 200);
+    let denied = ask("invoice_export:read", removed.position()).await;
+    assert_eq!(denied["allowed"], false);
+    assert_eq!(denied["reason"]["kind"], "unknown_resource");
+    let trail = svc
+        .get_at(
+            "/v1/audit/events?tenant=acme&type=ResourceRemoved",
+            removed.position(),
+        )
+        .await;
+    let summary = trail.body["items"][0]["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("the resource invoice_export was removed from tenant acme"),
+        "{summary}"
+    );
+}

@@ -331,9 +331,18 @@ async fn bad_checks_get_clear_problems() {
         let svc = &svc;
         async move { svc.post("/v1/tenants/acme/access/check", body).await }
     };
-    ask(json!({"subject": format!("user:{ada}"), "permission": "widgets:read"}))
+    ask(json!({"subject": format!("user:{ada}"), "permission": "widgets:write"}))
         .await
         .assert_problem(422, "invalid_body");
+    // A resource the tenant does not define is no mistake of form: it is denied to all.
+    let undefined =
+        ask(json!({"subject": format!("user:{ada}"), "permission": "widgets:read"})).await;
+    assert_eq!(undefined.status, 200, "{undefined:?}");
+    assert_eq!(undefined.body["allowed"], false);
+    assert_eq!(
+        undefined.body["reason"]["kind"], "unknown_resource",
+        "{undefined:?}"
+    );
     ask(json!({"subject": "someone", "permission": "files:read"}))
         .await
         .assert_problem(422, "invalid_body");

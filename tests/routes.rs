@@ -1644,6 +1644,41 @@ fn table() -> Vec<Row> {
             fixed(|_| Call::get(acme("/permissions"))),
         ),
         row(
+            "GET /v1/tenants/{tenant}/resources",
+            tenant("roles:read"),
+            AdminA,
+            fresh(|w| async move {
+                let body = json!({"description": "Listed"});
+                let defined = w.svc.put(&acme("/resources/listed"), body).await;
+                assert_eq!(defined.status, 200, "a resource to list: {defined:?}");
+                Call::get(acme("/resources"))
+            }),
+        ),
+        row(
+            "PUT /v1/tenants/{tenant}/resources/{resource}",
+            tenant("permissions:create"),
+            AdminA,
+            fixed(|_| {
+                Call::put(
+                    acme("/resources/invoice_export"),
+                    json!({"description": "Exporting invoices"}),
+                )
+            }),
+        ),
+        row(
+            "DELETE /v1/tenants/{tenant}/resources/{resource}",
+            tenant("permissions:delete"),
+            AdminA,
+            fresh(|w| async move {
+                let name = w.unique("doomed").replace('-', "_");
+                let body = json!({"description": "Short-lived"});
+                let path = acme(&format!("/resources/{name}"));
+                let defined = w.svc.put(&path, body).await;
+                assert_eq!(defined.status, 200, "a resource to remove: {defined:?}");
+                Call::delete(path)
+            }),
+        ),
+        row(
             "GET /v1/tenants/{tenant}/roles/{role}",
             tenant("roles:read"),
             AdminA,

@@ -18,12 +18,13 @@ use idstream_domain::access::record::{RecordCommand, RecordRef};
 use idstream_domain::access::role::{self, RoleCommand, RoleError};
 use idstream_domain::access::{
     Action, EntityName, EntityPolicy, FieldName, MenuItem, Permission, PseudoRole, RecordAccess,
-    RecordId, Resource,
+    RecordId, Resource, ResourceName,
 };
 use idstream_domain::aggregate::{
     EntityAggregate, MembershipAggregate, RecordAggregate, RoleAggregate, TenantAggregate,
 };
 use idstream_domain::membership::MembershipCommand;
+use idstream_domain::tenant::TenantCommand;
 use idstream_domain::{RoleName, TenantId, UserId};
 use time::OffsetDateTime;
 
@@ -197,6 +198,44 @@ impl AccessAdmin {
             position: cleaned.map_or(outcome.position, |p| p.max(outcome.position)),
             ..outcome
         })
+    }
+
+    /// Defines a resource of the tenant's own (`invoice_export`), which roles, custom
+    /// permissions, API keys and menus may then name with the CRUD actions; defining it again
+    /// changes its description.
+    ///
+    /// Who: `permissions:create` in the tenant.
+    pub async fn define_resource(
+        &self,
+        caller: &Caller,
+        tenant: TenantId,
+        name: ResourceName,
+        description: String,
+    ) -> Result<Outcome, AppError> {
+        self.named_permission(caller, &tenant, "permissions", Action::Create)
+            .await?;
+        self.require_tenant(&tenant).await?;
+        let command = TenantCommand::DefineResource { name, description };
+        self.execute::<TenantAggregate>(caller.ctx(), &tenant_key(&tenant), "", command)
+            .await
+    }
+
+    /// Removes a resource the tenant defined: its permissions, wherever they are still named,
+    /// are denied to everyone from then on (until it is defined again).
+    ///
+    /// Who: `permissions:delete` in the tenant.
+    pub async fn remove_resource(
+        &self,
+        caller: &Caller,
+        tenant: TenantId,
+        name: ResourceName,
+    ) -> Result<Outcome, AppError> {
+        self.named_permission(caller, &tenant, "permissions", Action::Delete)
+            .await?;
+        self.require_tenant(&tenant).await?;
+        let command = TenantCommand::RemoveResource { name };
+        self.execute::<TenantAggregate>(caller.ctx(), &tenant_key(&tenant), "", command)
+            .await
     }
 
     /// Copies a role's definition (description, permissions, global access and menu) from

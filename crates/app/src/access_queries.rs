@@ -270,6 +270,27 @@ impl AccessQueries {
     /// description.
     ///
     /// Who: `roles:read` or `permissions:read` in the tenant.
+    /// The resources the tenant defined for its own permissions.
+    ///
+    /// Who: `roles:read` or `permissions:read` in the tenant.
+    pub async fn resources(
+        &self,
+        caller: &Caller,
+        tenant: &TenantId,
+    ) -> Result<Vec<idstream_access::ResourceRecord>, AppError> {
+        self.any_permission(
+            caller,
+            tenant,
+            &[
+                named("roles", Action::Read),
+                named("permissions", Action::Read),
+            ],
+        )
+        .await?;
+        self.require_known_tenant(tenant)?;
+        self.access.resources(tenant).map_err(internal)
+    }
+
     pub async fn permission_catalogue(
         &self,
         caller: &Caller,
@@ -308,6 +329,21 @@ impl AccessQueries {
                         ),
                     });
                 }
+            }
+        }
+        for resource in self.access.resources(tenant).map_err(internal)? {
+            for action in Action::CRUD {
+                entries.push(CatalogueEntry {
+                    permission: Permission::new(Resource::Custom(resource.name.clone()), action)
+                        .map_err(internal)?,
+                    kind: "custom",
+                    description: format!(
+                        "{} {} (a resource of this tenant: {})",
+                        action_words(action),
+                        resource.name,
+                        resource.description
+                    ),
+                });
             }
         }
         for entity in self.access.entities(tenant).map_err(internal)? {

@@ -89,6 +89,10 @@ pub enum AppError {
     TenantNotFound,
     #[error("no such user")]
     UserNotFound,
+    #[error(
+        "the tenant defines no resource {0}: define it first (PUT /v1/tenants/{{tenant}}/resources/{0})"
+    )]
+    UnknownResource(idstream_domain::access::ResourceName),
     #[error("the role {0} does not exist in this tenant")]
     UnknownRole(RoleName),
     #[error("no such entity in this tenant")]

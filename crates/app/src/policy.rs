@@ -737,6 +737,8 @@ impl Core {
         global: bool,
         wanted: impl IntoIterator<Item = &'a Permission> + Clone,
     ) -> Result<(), AppError> {
+        self.require_defined_resources(tenant, wanted.clone())
+            .await?;
         if self
             .held(caller, tenant)?
             .require(global, wanted.clone())
@@ -746,6 +748,34 @@ impl Core {
         }
         self.catch_up().await?;
         self.held(caller, tenant)?.require(global, wanted)
+    }
+
+    /// Every resource the tenant defines that `permissions` name is defined (read after
+    /// catching up with the log when one seems missing): nobody gives a permission on a resource
+    /// that does not exist, not even a platform administrator.
+    pub(crate) async fn require_defined_resources<'a>(
+        &self,
+        tenant: &TenantId,
+        permissions: impl IntoIterator<Item = &'a Permission>,
+    ) -> Result<(), AppError> {
+        for permission in permissions {
+            let Some(name) = permission.custom_resource() else {
+                continue;
+            };
+            let defined = |core: &Core| {
+                idstream_domain::access::AccessFacts::resource_defined(&core.access, tenant, &name)
+                    .map_err(internal)
+            };
+            if !defined(self)?
+                && !{
+                    self.catch_up().await?;
+                    defined(self)?
+                }
+            {
+                return Err(AppError::UnknownResource(name));
+            }
+        }
+        Ok(())
     }
 
     /// What the caller holds in the tenant, for the escalation rules (see [`Held`]).

@@ -101,6 +101,7 @@ macro_rules! aggregate {
 
 aggregate!(TenantAggregate, Tenant, tenant, Tenant, TenantCommand, TenantEvent, TenantError, {
     Created => TenantCreated, Renamed => TenantRenamed, SettingsChanged => TenantSettingsChanged,
+    ResourceDefined => ResourceDefined, ResourceRemoved => ResourceRemoved,
 });
 aggregate!(UserAggregate, User, user, User, UserCommand, UserEvent, UserError, {
     Registered => UserRegistered, Invited => UserInvited, Suspended => UserSuspended, Reinstated => UserReinstated,

@@ -12,7 +12,7 @@ use ulid::Ulid;
 
 use crate::access::model::{
     EntityName, EntityPolicy, FieldName, MenuItem, PERMISSION_PATTERN_V1, Permission, RecordAccess,
-    RecordId,
+    RecordId, ResourceName,
 };
 use crate::envelope::{AggregateType, EventEnvelope, Metadata, StreamKey};
 use crate::identity::credentials::{PasswordReason, TokenPurpose};
@@ -34,6 +34,23 @@ pub struct TenantCreated {
 #[serde(deny_unknown_fields)]
 pub struct TenantRenamed {
     pub name: String,
+}
+
+/// A tenant defined a resource of its own (`invoice_export`, …), which roles, custom permissions
+/// and API keys may then name with the CRUD actions (`invoice_export:read`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceDefined {
+    pub name: ResourceName,
+    pub description: String,
+}
+
+/// A tenant's own resource was removed: its permissions, wherever they are still named, are
+/// denied to everyone (until it is defined again).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceRemoved {
+    pub name: ResourceName,
 }
 
 /// An administrator created a user who is active at once.
@@ -1420,6 +1437,8 @@ catalogue! {
         TenantCreated => 1, Tenant;
         TenantRenamed => 1, Tenant;
         TenantSettingsChanged => 3, Tenant;
+        ResourceDefined => 1, Tenant;
+        ResourceRemoved => 1, Tenant;
         UserRegistered => 1, User;
         UserInvited => 1, User;
         UserSuspended => 1, User;

@@ -1,9 +1,15 @@
-//! The tenant aggregate: an isolated data context with a display name.
+//! The tenant aggregate: an isolated data context with a display name, its settings and the
+//! resources it defines for its own permissions.
+
+use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::events::{TenantCreated, TenantRenamed, TenantSettingsChanged};
+use crate::access::model::ResourceName;
+use crate::events::{
+    ResourceDefined, ResourceRemoved, TenantCreated, TenantRenamed, TenantSettingsChanged,
+};
 use crate::ids::RoleName;
 
 /// Longest display name accepted, in characters.
@@ -117,7 +123,12 @@ impl TenantSettings {
 pub struct Tenant {
     pub name: Option<String>,
     pub settings: TenantSettings,
+    /// The resources the tenant defined, with their descriptions.
+    pub resources: BTreeMap<ResourceName, String>,
 }
+
+/// Most resources a tenant defines.
+pub const MAX_RESOURCES: usize = 200;
 
 impl Tenant {
     pub fn exists(&self) -> bool {
@@ -127,9 +138,23 @@ impl Tenant {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TenantCommand {
-    Create { name: String },
-    Rename { name: String },
-    ChangeSettings { settings: TenantSettings },
+    Create {
+        name: String,
+    },
+    Rename {
+        name: String,
+    },
+    ChangeSettings {
+        settings: TenantSettings,
+    },
+    /// Defines a resource of the tenant's own, or changes its description.
+    DefineResource {
+        name: ResourceName,
+        description: String,
+    },
+    RemoveResource {
+        name: ResourceName,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +162,8 @@ pub enum TenantEvent {
     Created(TenantCreated),
     Renamed(TenantRenamed),
     SettingsChanged(TenantSettingsChanged),
+    ResourceDefined(ResourceDefined),
+    ResourceRemoved(ResourceRemoved),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -153,6 +180,12 @@ pub enum TenantError {
         "invalid settings: password length bounds need min >= 8, max >= 64, max <= 1024, min <= max; invitation TTL 1-720 hours; session idle 1-43200 minutes; session max 1-8760 hours; magic link TTL 1-60 minutes; remember 0-365 days"
     )]
     InvalidSettings,
+    #[error("the tenant defines no such resource")]
+    ResourceNotFound,
+    #[error(
+        "a tenant defines at most {MAX_RESOURCES} resources; a resource description is at most 500 characters that show nothing odd (no control or bidirectional-formatting characters)"
+    )]
+    InvalidResource,
 }
 
 fn valid_name(name: &str) -> Result<String, TenantError> {
@@ -186,6 +219,32 @@ pub fn decide(state: &Tenant, command: TenantCommand) -> Result<Vec<TenantEvent>
             }
             Ok(vec![TenantEvent::Renamed(TenantRenamed { name })])
         }
+        TenantCommand::DefineResource { name, description } => {
+            if !state.exists() {
+                return Err(TenantError::NotFound);
+            }
+            let description = description.trim();
+            let fits = state.resources.contains_key(&name) || state.resources.len() < MAX_RESOURCES;
+            if !fits
+                || description.chars().count() > 500
+                || !crate::text::is_displayable(description)
+            {
+                return Err(TenantError::InvalidResource);
+            }
+            if state.resources.get(&name).map(String::as_str) == Some(description) {
+                return Ok(vec![]);
+            }
+            Ok(vec![TenantEvent::ResourceDefined(ResourceDefined {
+                name,
+                description: description.to_owned(),
+            })])
+        }
+        TenantCommand::RemoveResource { name } => {
+            if !state.resources.contains_key(&name) {
+                return Err(TenantError::ResourceNotFound);
+            }
+            Ok(vec![TenantEvent::ResourceRemoved(ResourceRemoved { name })])
+        }
         TenantCommand::ChangeSettings { settings } => {
             if !state.exists() {
                 return Err(TenantError::NotFound);
@@ -206,6 +265,14 @@ pub fn evolve(mut state: Tenant, event: &TenantEvent) -> Tenant {
         TenantEvent::Created(e) => state.name = Some(e.name.clone()),
         TenantEvent::Renamed(e) => state.name = Some(e.name.clone()),
         TenantEvent::SettingsChanged(e) => state.settings = e.settings.clone(),
+        TenantEvent::ResourceDefined(e) => {
+            state
+                .resources
+                .insert(e.name.clone(), e.description.clone());
+        }
+        TenantEvent::ResourceRemoved(e) => {
+            state.resources.remove(&e.name);
+        }
     }
     state
 }
@@ -376,5 +443,50 @@ mod tests {
                 name: "Acme Ltd".into(),
             })]),
         );
+    }
+
+    #[test]
+    fn a_tenant_defines_its_own_resources_and_removes_them() {
+        let name: ResourceName = "invoice_export".parse().unwrap();
+        let define = |description: &str| TenantCommand::DefineResource {
+            name: name.clone(),
+            description: description.into(),
+        };
+        let defined = TenantEvent::ResourceDefined(ResourceDefined {
+            name: name.clone(),
+            description: "Export invoices".into(),
+        });
+        check(&[], define("x"), Err(TenantError::NotFound));
+        check(
+            &[created("Acme")],
+            define("  Export invoices "),
+            Ok(vec![defined.clone()]),
+        );
+        check(
+            &[created("Acme"), defined.clone()],
+            define("Export invoices"),
+            Ok(vec![]),
+        );
+        check(
+            &[created("Acme")],
+            define("bad\u{202E}text"),
+            Err(TenantError::InvalidResource),
+        );
+        let remove = TenantCommand::RemoveResource { name: name.clone() };
+        check(
+            &[created("Acme")],
+            remove.clone(),
+            Err(TenantError::ResourceNotFound),
+        );
+        let removed = TenantEvent::ResourceRemoved(ResourceRemoved { name: name.clone() });
+        check(
+            &[created("Acme"), defined.clone()],
+            remove,
+            Ok(vec![removed.clone()]),
+        );
+        let state = [created("Acme"), defined, removed]
+            .iter()
+            .fold(Tenant::default(), evolve);
+        assert!(state.resources.is_empty());
     }
 }

@@ -109,6 +109,10 @@ impl ApiError {
                     TenantError::InvalidSettings => {
                         (S::UNPROCESSABLE_ENTITY, "invalid_settings", shown(t))
                     }
+                    TenantError::ResourceNotFound => (S::NOT_FOUND, "resource_not_found", shown(t)),
+                    TenantError::InvalidResource => {
+                        (S::UNPROCESSABLE_ENTITY, "invalid_resource", shown(t))
+                    }
                 },
                 AppError::User(u) => match u {
                     UserError::AlreadyExists => (S::CONFLICT, "user_exists", shown(u)),
@@ -295,6 +299,9 @@ impl ApiError {
                 AppError::TenantNotFound => (S::NOT_FOUND, "tenant_not_found", shown(e)),
                 AppError::UserNotFound => (S::NOT_FOUND, "user_not_found", shown(e)),
                 AppError::UnknownRole(_) => (S::UNPROCESSABLE_ENTITY, "unknown_role", shown(e)),
+                AppError::UnknownResource(_) => {
+                    (S::UNPROCESSABLE_ENTITY, "unknown_resource", shown(e))
+                }
                 AppError::Forbidden(_) => (S::FORBIDDEN, "forbidden", shown(e)),
                 AppError::BeyondCallerPermissions(_) => {
                     (S::FORBIDDEN, "beyond_caller_permissions", shown(e))

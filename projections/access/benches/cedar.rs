@@ -338,6 +338,7 @@ fn cedar_request(q: &Question) -> Request {
         (_, Resource::Named(n)) => uid("Type", &format!("{tenant}|{n}")),
         (_, Resource::Role(r)) => uid("Type", &format!("{tenant}|role.{r}")),
         (_, Resource::Members(r)) => uid("Type", &format!("{tenant}|members.{r}")),
+        (_, Resource::Custom(r)) => uid("Type", &format!("{tenant}|{r}")),
     };
     let context = Context::from_pairs([(
         "permission".to_owned(),

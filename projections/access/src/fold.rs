@@ -4,11 +4,13 @@ use std::sync::Arc;
 
 use idstream_domain::access::entity::{self, Entity, EntityEvent};
 use idstream_domain::access::role::{self, BUILT_IN};
-use idstream_domain::access::{AccountStatus, EntityName, RecordAccess, RecordId, RecordStanding};
+use idstream_domain::access::{
+    AccountStatus, EntityName, RecordAccess, RecordId, RecordStanding, ResourceName,
+};
 use idstream_domain::events::{
     EntityRegistered, LocalRoleAssigned, LocalRoleLapsed, LocalRoleRevoked, PermissionsGranted,
     PermissionsLapsed, PermissionsRevoked, RecordGrantLapsed, RecordGranted, RecordOwnerSet,
-    RecordRevoked, RoleAssigned, RoleLapsed, RoleRevoked, UserSuspended,
+    RecordRevoked, ResourceDefined, RoleAssigned, RoleLapsed, RoleRevoked, UserSuspended,
 };
 use idstream_domain::{DomainEvent, RoleName, TenantId, UserId};
 use idstream_eventlog::RecordedEvent;
@@ -16,7 +18,10 @@ use idstream_projection_runtime::{ApplyError, Projection, Staged};
 use time::OffsetDateTime;
 
 use crate::cache::FactCache;
-use crate::{AccountRecord, EntityRecord, MemberRecord, NAME, RoleRecord, Source, Timestamp, keys};
+use crate::{
+    AccountRecord, EntityRecord, MemberRecord, NAME, ResourceRecord, RoleRecord, Source, Timestamp,
+    keys,
+};
 
 /// The access [`Projection`]. It shares its [`FactCache`] with the [`crate::Access`] queries so
 /// that every committed change drops the cached facts it touched.
@@ -50,6 +55,8 @@ impl Projection for AccessProjection {
         let mut fold = Fold { state, event };
         match domain {
             DomainEvent::TenantCreated(_) => fold.tenant_created(),
+            DomainEvent::ResourceDefined(e) => fold.resource_defined(e),
+            DomainEvent::ResourceRemoved(e) => fold.resource_removed(&e.name),
             DomainEvent::UserRegistered(_) => fold.account(|_| AccountStatus::Active, None),
             DomainEvent::UserInvited(_) => fold.account(|_| AccountStatus::Invited, None),
             DomainEvent::UserSuspended(UserSuspended { until, .. }) => {
@@ -457,6 +464,29 @@ impl Fold<'_, '_, '_> {
             self.state.put_json(key.clone(), &record)?;
             self.remember(&key, "")?;
         }
+        Ok(())
+    }
+
+    fn resource_defined(&mut self, e: ResourceDefined) -> Result<(), ApplyError> {
+        let Ok(tenant) = self.event.envelope.aggregate.id.parse::<TenantId>() else {
+            return self.skip("invalid tenant id");
+        };
+        let key = keys::resource(&tenant, &e.name);
+        let record = ResourceRecord {
+            name: e.name,
+            description: e.description,
+        };
+        self.state.put_json(key.clone(), &record)?;
+        self.remember(&key, "")
+    }
+
+    fn resource_removed(&mut self, name: &ResourceName) -> Result<(), ApplyError> {
+        let Ok(tenant) = self.event.envelope.aggregate.id.parse::<TenantId>() else {
+            return self.skip("invalid tenant id");
+        };
+        let key = keys::resource(&tenant, name);
+        self.state.remove(key.clone());
+        self.forget(&key, "");
         Ok(())
     }
 

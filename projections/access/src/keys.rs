@@ -7,6 +7,7 @@
 //! | `m/<tenant>/<user>` | membership: global roles and custom permissions (JSON) |
 //! | `r/<tenant>/<role>` | role definition and menu (JSON) |
 //! | `e/<tenant>/<entity>` | entity: fields, RLS, policy, hidden fields per role (JSON) |
+//! | `c/<tenant>/<resource>` | a resource the tenant defined, with its description (JSON) |
 //! | `g/<tenant>/<entity>/<record>/<user>` | one user's standing on one record (compact binary) |
 //! | `o/<tenant>/<entity>/<record>` | the record's owner (user id) |
 //! | `x/<tenant>/<entity>/<user>/<record>` | index: records a user has any standing on or owns |
@@ -15,7 +16,7 @@
 
 use std::ops::Deref;
 
-use idstream_domain::access::{EntityName, Permission, RecordId};
+use idstream_domain::access::{EntityName, Permission, RecordId, ResourceName};
 use idstream_domain::{RoleName, TenantId, UserId};
 
 fn key(parts: &[&str]) -> Vec<u8> {
@@ -208,6 +209,16 @@ pub fn provenance(fact: &[u8], suffix: &str) -> Vec<u8> {
         out.extend_from_slice(suffix.as_bytes());
     }
     out
+}
+
+/// A resource the tenant defined.
+pub fn resource(tenant: &TenantId, name: &ResourceName) -> Vec<u8> {
+    key(&["c", tenant.as_str(), name.as_str()])
+}
+
+/// Every resource the tenant defined.
+pub fn resources_of(tenant: &TenantId) -> Vec<u8> {
+    key(&["c", tenant.as_str(), ""])
 }
 
 /// The prefix of every temporary holding due to lapse.

@@ -22,7 +22,7 @@ mod review;
 use std::collections::{BTreeMap, BTreeSet};
 
 use idstream_domain::access::{
-    AccountStatus, EntityName, EntityPolicy, FieldName, MenuItem, Permission,
+    AccountStatus, EntityName, EntityPolicy, FieldName, MenuItem, Permission, ResourceName,
 };
 use idstream_domain::user::UserFlags;
 use idstream_domain::{Actor, RoleName};
@@ -92,6 +92,13 @@ pub struct EntityRecord {
     /// Fields each role sees but may not search or filter by.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unsearchable: BTreeMap<RoleName, BTreeSet<FieldName>>,
+}
+
+/// A resource a tenant defined for its own permissions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceRecord {
+    pub name: ResourceName,
+    pub description: String,
 }
 
 /// The event that established a fact: what an explanation shows.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use idstream_domain::access::{
     self, AccessFacts, Account, Action, CheckRequest, Decision, EntityFacts, EntityName, Member,
-    MenuItem, Permission, Reason, RecordId, RecordStanding, RoleFacts, Subject,
+    MenuItem, Permission, Reason, RecordId, RecordStanding, ResourceName, RoleFacts, Subject,
 };
 use idstream_domain::{RoleName, TenantId, UserId};
 use serde::Serialize;
@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 
 use crate::cache::{Fact, FactCache};
 use crate::fold::decode_standing;
-use crate::{AccountRecord, EntityRecord, MemberRecord, RoleRecord, Source, keys};
+use crate::{AccountRecord, EntityRecord, MemberRecord, ResourceRecord, RoleRecord, Source, keys};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccessError {
@@ -444,6 +444,11 @@ impl Access {
         Ok(AccessFacts::role(self, tenant, &owner)?.is_some())
     }
 
+    /// The resources a tenant defined, by name.
+    pub fn resources(&self, tenant: &TenantId) -> Result<Vec<ResourceRecord>, AccessError> {
+        self.scan(&keys::resources_of(tenant))
+    }
+
     /// The roles of a tenant, by name.
     pub fn roles(&self, tenant: &TenantId) -> Result<Vec<RoleRecord>, AccessError> {
         self.scan(&keys::roles_of(tenant))
@@ -597,6 +602,14 @@ impl Access {
 
 impl AccessFacts for Access {
     type Error = AccessError;
+
+    fn resource_defined(
+        &self,
+        tenant: &TenantId,
+        name: &ResourceName,
+    ) -> Result<bool, AccessError> {
+        Ok(self.tree.contains_key(keys::resource(tenant, name))?)
+    }
 
     fn account(&self, user: &UserId) -> Result<Option<Account>, AccessError> {
         Ok(self.cached_account(user)?.map(|(account, _)| account))

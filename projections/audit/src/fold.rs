@@ -296,6 +296,8 @@ fn describe(
     let own_user = user_aggregate(envelope);
     match domain {
         E::TenantCreated(_) | E::TenantRenamed(_) => {}
+        E::ResourceDefined(e) => about.fact("resource", e.name.as_str()),
+        E::ResourceRemoved(e) => about.fact("resource", e.name.as_str()),
         E::TenantSettingsChanged(e) => {
             if let Some(tenant) = &envelope.tenant {
                 let key = keys::settings(tenant);

@@ -106,6 +106,14 @@ fn summarize(e: &Stored, erased: &HashSet<UserId>) -> String {
     match e.event_type.as_str() {
         "TenantCreated" => format!("tenant {tenant} was created{by}"),
         "TenantRenamed" => format!("tenant {tenant} was renamed{by}"),
+        "ResourceDefined" => format!(
+            "the resource {} was defined in tenant {tenant}{by}",
+            fact("resource")
+        ),
+        "ResourceRemoved" => format!(
+            "the resource {} was removed from tenant {tenant}{by}",
+            fact("resource")
+        ),
         "TenantSettingsChanged" => match fact("changes") {
             "" => format!("the settings of tenant {tenant} were saved unchanged{by}"),
             changes => format!("the settings of tenant {tenant} were changed{by}: {changes}"),

@@ -189,7 +189,9 @@ impl Projection for DirectoryProjection {
             DomainEvent::EmailChangeRequested(_) => Ok(()),
             DomainEvent::EmailChanged(e) => email_changed(state, event, &e.email),
             // Roles, entities and records are the access read model's business.
-            DomainEvent::RoleDefined(_)
+            DomainEvent::ResourceDefined(_)
+            | DomainEvent::ResourceRemoved(_)
+            | DomainEvent::RoleDefined(_)
             | DomainEvent::RoleUpdated(_)
             | DomainEvent::RoleMenuSet(_)
             | DomainEvent::RoleDeleted(_)

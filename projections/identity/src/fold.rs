@@ -214,6 +214,8 @@ impl Projection for IdentityProjection {
             | DomainEvent::PermissionsRevoked(_)
             | DomainEvent::MemberRemoved(_)
             | DomainEvent::EmailClaimed(_)
+            | DomainEvent::ResourceDefined(_)
+            | DomainEvent::ResourceRemoved(_)
             | DomainEvent::RoleDefined(_)
             | DomainEvent::RoleUpdated(_)
             | DomainEvent::RoleMenuSet(_)

@@ -7,7 +7,9 @@
 //!
 //! 1. The subject must be an existing, active account (invited, suspended or deactivated accounts
 //!    are denied everything). Anonymous callers are only ever `_EVERYONE`.
-//! 2. An `entity.<E>:…` permission needs `E` registered in the tenant, or it is denied for all.
+//! 2. An `entity.<E>:…` permission needs `E` registered in the tenant, and a permission on a
+//!    resource the tenant defines (`invoice_export:read`) needs it defined, or it is denied for
+//!    all.
 //! 3. Global roles (held tenant-wide) are checked first: a role with global access allows
 //!    everything, bypassing row- and field-level security.
 //! 4. Type-level permissions: the held roles' permissions, the user's custom permissions (a union),
@@ -34,7 +36,7 @@ use time::OffsetDateTime;
 
 use crate::access::model::{
     Action, EntityName, EntityPolicy, FieldName, Permission, Principal, PseudoRole, RecordAccess,
-    RecordId, SYSTEM_FIELDS,
+    RecordId, Resource, ResourceName, SYSTEM_FIELDS,
 };
 use crate::ids::{RoleName, TenantId, UserId};
 
@@ -274,6 +276,9 @@ pub trait AccessFacts {
         entity: &EntityName,
         record: &RecordId,
     ) -> Result<Option<UserId>, Self::Error>;
+    /// Whether the tenant defines the resource `name`.
+    fn resource_defined(&self, tenant: &TenantId, name: &ResourceName)
+    -> Result<bool, Self::Error>;
 }
 
 /// Who is asking.
@@ -320,6 +325,8 @@ pub enum Reason {
     AccountNotActive { status: AccountStatus },
     /// Denied: the entity is not registered in the tenant.
     UnknownEntity,
+    /// Denied: the tenant defines no such resource.
+    UnknownResource,
     /// Denied: the API key's restriction does not include the permission.
     KeyRestriction,
     /// Denied: row-level security is on and nothing grants this record (type-level permission
@@ -397,7 +404,16 @@ fn decide_for_owner<F: AccessFacts>(
         Ok(member) => member,
         Err(denied) => return Ok(denied),
     };
-    let entity_name = permission.entity_name();
+    let resource = permission.resource();
+    if let Resource::Custom(name) = &resource
+        && !facts.resource_defined(tenant, name)?
+    {
+        return Ok(Decision::deny(Reason::UnknownResource));
+    }
+    let entity_name = match resource {
+        Resource::Entity(name) => Some(name),
+        _ => None,
+    };
     let entity = match &entity_name {
         Some(name) => match facts.entity(tenant, name)? {
             Some(entity) => Some(entity),

@@ -15,5 +15,5 @@ pub use check::{
 };
 pub use model::{
     AccessIdError, Action, EntityName, EntityPolicy, FieldName, MenuItem, Permission, Principal,
-    PseudoRole, RecordAccess, RecordId, Resource,
+    PseudoRole, RecordAccess, RecordId, Resource, ResourceName,
 };

@@ -80,7 +80,7 @@ pub const SERVICE_RESOURCES: &[&str] = &["settings", "audit"];
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AccessIdError {
     #[error(
-        "a permission is `resource:action`: a standard or admin resource (documentation, entities, fields, workflows, modules, files, menus, roles, permissions, users, settings, audit), `entity.<entity>`, `role.<role>` or `members.<role>`; actions are read, create, update, delete (assign and revoke for roles, update and delete for members)"
+        "a permission is `resource:action`: a standard or admin resource (documentation, entities, fields, workflows, modules, files, menus, roles, permissions, users, settings, audit), `entity.<entity>`, a resource the tenant defines, `role.<role>` or `members.<role>`; actions are read, create, update, delete (assign and revoke for roles, update and delete for members)"
     )]
     Permission,
     #[error("an entity name is 1 to 64 characters of a-z, 0-9 and '_', starting with a letter")]
@@ -91,6 +91,10 @@ pub enum AccessIdError {
     Field,
     #[error("a principal is a role name or one of _EVERYONE, _AUTHENTICATED_USER, _CREATOR")]
     Principal,
+    #[error(
+        "a resource name is 1 to 64 characters of a-z, 0-9 and '_', starting with a letter, and not a built-in resource"
+    )]
+    Resource,
 }
 
 fn is_identifier(s: &str, max: usize) -> bool {
@@ -160,6 +164,24 @@ string_id!(
 );
 
 string_id!(
+    /// A resource a tenant defines for itself (`invoice_export`, …): it takes the CRUD actions,
+    /// like the built-in resources, whose names it cannot take.
+    ResourceName,
+    r"^[a-z][a-z0-9_]{0,63}$",
+    |s| is_identifier(s, 64) && !is_built_in_resource(s),
+    Resource
+);
+
+/// Whether `name` is a standard, admin or service resource.
+pub fn is_built_in_resource(name: &str) -> bool {
+    STANDARD_RESOURCES
+        .iter()
+        .chain(ADMIN_RESOURCES)
+        .chain(SERVICE_RESOURCES)
+        .any(|r| *r == name)
+}
+
+string_id!(
     /// A field of an entity.
     FieldName,
     r"^[a-z][a-z0-9_]{0,63}$",
@@ -189,6 +211,8 @@ pub enum Resource {
     Entity(EntityName),
     /// `role.<name>`: giving and taking one role.
     Role(RoleName),
+    /// A resource the tenant defined (`<name>`): denied to all while it is not defined.
+    Custom(ResourceName),
     /// `members.<name>`: administering (`update`: suspend, reinstate, deactivate, reactivate,
     /// sessions, lock-outs, profiles; `delete`: removal from the tenant, erasure) the members who
     /// hold this role, without `users:update`/`users:delete` over everyone.
@@ -232,6 +256,7 @@ impl Permission {
             Resource::Entity(e) => format!("entity.{e}:{action}"),
             Resource::Role(r) => format!("role.{r}:{action}"),
             Resource::Members(r) => format!("members.{r}:{action}"),
+            Resource::Custom(r) => format!("{r}:{action}"),
         };
         Ok(Permission { text })
     }
@@ -255,6 +280,14 @@ impl Permission {
         parse_resource(resource).expect("validated")
     }
 
+    /// The resource of a permission naming one the tenant defines.
+    pub fn custom_resource(&self) -> Option<ResourceName> {
+        match self.resource() {
+            Resource::Custom(name) => Some(name),
+            _ => None,
+        }
+    }
+
     /// The entity of an `entity.<name>:…` permission.
     pub fn entity_name(&self) -> Option<EntityName> {
         match self.resource() {
@@ -274,12 +307,15 @@ fn parse_resource(s: &str) -> Option<Resource> {
     if let Some(role) = s.strip_prefix("members.") {
         return role.parse().ok().map(Resource::Members);
     }
-    STANDARD_RESOURCES
+    if let Some(named) = STANDARD_RESOURCES
         .iter()
         .chain(ADMIN_RESOURCES)
         .chain(SERVICE_RESOURCES)
         .find(|r| **r == s)
-        .map(|r| Resource::Named(r))
+    {
+        return Some(Resource::Named(named));
+    }
+    s.parse().ok().map(Resource::Custom)
 }
 
 impl FromStr for Permission {
@@ -540,6 +576,7 @@ mod tests {
             "settings:update",
             "members.user:update",
             "members.help-desk:delete",
+            "invoice_export:read",
         ] {
             let p: Permission = ok.parse().unwrap();
             assert_eq!(p.as_str(), ok);
@@ -550,7 +587,8 @@ mod tests {
             "",
             "users",
             "users:write",
-            "widgets:read",
+            "widgets:assign",
+            "Widgets:read",
             "entity.:read",
             "entity.Invoice:read",
             "role.editor:read",
@@ -565,6 +603,9 @@ mod tests {
         let p: Permission = "entity.invoice:update".parse().unwrap();
         assert_eq!(p.action(), Action::Update);
         assert_eq!(p.entity_name().unwrap().as_str(), "invoice");
+        let p: Permission = "invoice_export:update".parse().unwrap();
+        assert_eq!(p.custom_resource().unwrap().as_str(), "invoice_export");
+        assert!("users".parse::<ResourceName>().is_err());
         let p: Permission = "members.user:delete".parse().unwrap();
         assert_eq!(p.resource(), Resource::Members("user".parse().unwrap()));
         // Version 1's pattern knew no `members.<role>`; the current one knows both.

@@ -163,6 +163,17 @@ pub const ENTITY_NAME: Format = Format {
     check: Some(parses::<domain_access::EntityName>),
 };
 
+pub const RESOURCE_NAME: Format = Format {
+    name: "ResourceName",
+    description: "A resource a tenant defines: 1 to 64 of a-z, 0-9 and '_', starting with a \
+        letter, not a built-in resource name.",
+    pattern: Some(r"^[a-z][a-z0-9_]{0,63}$"),
+    min_length: Some(1),
+    max_length: Some(64),
+    example: "invoice_export",
+    check: Some(parses::<domain_access::ResourceName>),
+};
+
 pub const FIELD_NAME: Format = Format {
     name: "FieldName",
     description: "A field name: 1 to 64 of a-z, 0-9 and '_', starting with a letter.",
@@ -187,11 +198,10 @@ pub const PERMISSION: Format = Format {
     name: "Permission",
     description: "A permission `resource:action`: a standard, admin or service resource \
         (documentation, entities, fields, workflows, modules, files, menus, roles, permissions, \
-        users, settings, audit) or `entity.<entity name>` with read, create, update or delete; \
-        or `role.<role name>` with assign or revoke.",
-    pattern: Some(
-        r"^((documentation|entities|fields|workflows|modules|files|menus|roles|permissions|users|settings|audit|entity\.[a-z][a-z0-9_]{0,63}):(read|create|update|delete)|role\.[a-z][a-z0-9_-]{0,63}:(assign|revoke))$",
-    ),
+        users, settings, audit), `entity.<entity name>` or a resource the tenant defines \
+        (`invoice_export`) with read, create, update or delete; `role.<role name>` with assign \
+        or revoke; or `members.<role name>` with update or delete.",
+    pattern: Some(domain_access::model::PERMISSION_PATTERN),
     min_length: None,
     max_length: None,
     example: "entity.project:read",
@@ -444,6 +454,7 @@ pub fn path_parameter(name: &str) -> Option<&'static Format> {
         "role" => &ROLE_NAME,
         "entity" => &ENTITY_NAME,
         "record" => &RECORD_ID,
+        "resource" => &RESOURCE_NAME,
         "id" => &ULID,
         _ => return None,
     })
@@ -490,6 +501,8 @@ format_type! {
     EntityName => ENTITY_NAME;
     /// [`FIELD_NAME`]
     FieldName => FIELD_NAME;
+    /// [`RESOURCE_NAME`]
+    ResourceName => RESOURCE_NAME;
     /// [`RECORD_ID`]
     RecordId => RECORD_ID;
     /// [`PERMISSION`]

@@ -18,6 +18,7 @@ use axum::routing::{post, put};
 use idstream_app::{NewEntityRequest, RoleRequest};
 use idstream_domain::access::{
     EntityName, EntityPolicy, FieldName, MenuItem, Permission, Principal, RecordAccess, RecordId,
+    ResourceName,
 };
 use idstream_domain::{RoleName, TenantId, UserId};
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,10 @@ pub fn router() -> Router<AppState> {
         )
         .route(&format!("{tenant}/roles/{{role}}/menu"), put(set_role_menu))
         .route(&format!("{tenant}/roles/{{role}}/copy"), post(copy_role))
+        .route(
+            &format!("{tenant}/resources/{{resource}}"),
+            put(define_resource).delete(remove_resource),
+        )
         .route(&format!("{tenant}/entities"), post(register_entity))
         .route(&format!("{entity}/fields"), put(change_entity_fields))
         .route(&format!("{entity}/rls"), put(set_entity_rls))
@@ -405,6 +410,74 @@ pub async fn update_role(
                 .app
                 .access_admin
                 .update_role(&caller, tenant, role, request),
+        )
+        .await?;
+    Ok(CommandAccepted::ok(outcome))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceDefinitionBody {
+    /// What the resource is, for matrix editors (at most 500 characters; may be empty).
+    #[serde(default)]
+    #[schema(
+        max_length = 500,
+        example = "Exporting invoices to the accounting system"
+    )]
+    pub description: String,
+}
+
+/// Define a resource of the tenant's own (`invoice_export`): roles, custom permissions and API
+/// keys may then name `invoice_export:read|create|update|delete`. Defining it again changes its
+/// description.
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/resources/{resource}", request_body = ResourceDefinitionBody, tag = "permissions",
+    responses((status = 200, body = CommandAccepted, description = "defined, or already so (nothing appended)"),
+        (status = 403, body = Problem, description = "`forbidden` (needs permissions:create)"),
+        (status = 422, body = Problem, description = "`invalid_resource` (at most 200 per tenant; the description at most 500 characters)")),
+    security(("bearer" = [])))]
+pub async fn define_resource(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((tenant, resource)): ApiPath<(TenantId, ResourceName)>,
+    ApiJson(body): ApiJson<ResourceDefinitionBody>,
+) -> Result<CommandAccepted, ApiError> {
+    if body.description.chars().count() > 500 {
+        return Err(ApiError::invalid_body(
+            "body field `description`",
+            "at most 500 characters",
+        ));
+    }
+    let outcome = state
+        .timed(
+            "define_resource",
+            state
+                .app
+                .access_admin
+                .define_resource(&caller, tenant, resource, body.description),
+        )
+        .await?;
+    Ok(CommandAccepted::ok(outcome))
+}
+
+/// Remove a resource the tenant defined: its permissions, wherever still named, are denied to
+/// everyone from then on.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/resources/{resource}", tag = "permissions",
+    responses((status = 200, body = CommandAccepted),
+        (status = 403, body = Problem, description = "`forbidden` (needs permissions:delete)"),
+        (status = 404, body = Problem, description = "`resource_not_found`")),
+    security(("bearer" = [])))]
+pub async fn remove_resource(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((tenant, resource)): ApiPath<(TenantId, ResourceName)>,
+) -> Result<CommandAccepted, ApiError> {
+    let outcome = state
+        .timed(
+            "remove_resource",
+            state
+                .app
+                .access_admin
+                .remove_resource(&caller, tenant, resource),
         )
         .await?;
     Ok(CommandAccepted::ok(outcome))

@@ -42,6 +42,7 @@ pub fn router() -> Router<AppState> {
         )
         .route("/v1/permissions/entity/{entity}", get(entity_permissions))
         .route("/v1/tenants/{tenant}/roles", get(list_roles))
+        .route("/v1/tenants/{tenant}/resources", get(list_resources))
         .route(
             "/v1/tenants/{tenant}/permissions",
             get(permission_catalogue),
@@ -449,6 +450,46 @@ impl From<idstream_access::RoleRecord> for RoleBody {
     }
 }
 
+/// A resource the tenant defined for its own permissions (`<name>:read|create|update|delete`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResourceBody {
+    #[schema(value_type = formats::ResourceName)]
+    pub name: String,
+    pub description: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResourceList {
+    pub items: Vec<ResourceBody>,
+}
+
+/// The resources a tenant defined for its own permissions, by name (needs `roles:read` or
+/// `permissions:read`).
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/resources", tag = "permissions",
+    responses((status = 200, body = ResourceList),
+        (status = 403, body = Problem, description = "`forbidden` (needs roles:read or permissions:read)")),
+    security(("bearer" = [])))]
+pub async fn list_resources(
+    State(state): State<AppState>,
+    caller: Caller,
+    min: MinPosition,
+    ApiPath(tenant): ApiPath<TenantId>,
+) -> Result<Json<ResourceList>, ApiError> {
+    state.consistent(min).await?;
+    let items = state
+        .app
+        .access
+        .resources(&caller, &tenant)
+        .await?
+        .into_iter()
+        .map(|r| ResourceBody {
+            name: r.name.to_string(),
+            description: r.description,
+        })
+        .collect();
+    Ok(Json(ResourceList { items }))
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RoleList {
     pub items: Vec<RoleBody>,
@@ -483,7 +524,8 @@ pub async fn list_roles(
 pub struct CatalogueItem {
     #[schema(value_type = formats::Permission)]
     pub permission: String,
-    /// `standard`, `admin`, `service`, `entity`, `role` or `members`.
+    /// `standard`, `admin`, `service`, `custom` (a resource the tenant defined), `entity`,
+    /// `role` or `members`.
     pub kind: String,
     pub description: String,
 }

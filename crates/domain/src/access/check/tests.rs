@@ -16,10 +16,18 @@ struct MapFacts {
     entities: HashMap<(TenantId, EntityName), Arc<EntityFacts>>,
     standings: HashMap<(TenantId, EntityName, RecordId, UserId), RecordStanding>,
     owners: HashMap<(TenantId, EntityName, RecordId), UserId>,
+    resources: std::collections::HashSet<(TenantId, crate::access::ResourceName)>,
 }
 
 impl AccessFacts for MapFacts {
     type Error = Infallible;
+    fn resource_defined(
+        &self,
+        t: &TenantId,
+        name: &crate::access::ResourceName,
+    ) -> Result<bool, Infallible> {
+        Ok(self.resources.contains(&(t.clone(), name.clone())))
+    }
     fn account(&self, user: &UserId) -> Result<Option<Account>, Infallible> {
         Ok(self.accounts.get(user).copied())
     }
@@ -505,4 +513,55 @@ fn a_field_is_kept_from_search_only_when_every_held_role_keeps_it() {
     // Global access searches everything; an inactive account nothing.
     assert_eq!(search(&f, 2).searchable.len(), 5);
     assert!(search(&f, 3).searchable.is_empty());
+}
+
+#[test]
+fn a_resource_the_tenant_defines_takes_permissions_only_while_defined() {
+    let mut f = world();
+    let u = Subject::User(user(1));
+    f.members.insert(
+        (acme(), user(1)),
+        Arc::new(Member {
+            roles: [name("user")].into(),
+            custom: [name("invoice_export:read")].into(),
+            ..Member::default()
+        }),
+    );
+    let d = ask(&f, acme(), u, "invoice_export:read", None);
+    assert_eq!(d, Decision::deny(Reason::UnknownResource));
+    // Not even global access opens an undefined resource.
+    let d = ask(
+        &f,
+        acme(),
+        Subject::User(user(2)),
+        "invoice_export:read",
+        None,
+    );
+    assert_eq!(d, Decision::deny(Reason::UnknownResource));
+    f.resources.insert((acme(), name("invoice_export")));
+    let d = ask(&f, acme(), u, "invoice_export:read", None);
+    assert_eq!(d, Decision::allow(Reason::CustomPermission));
+    assert!(!ask(&f, acme(), u, "invoice_export:delete", None).allowed);
+    let d = ask(
+        &f,
+        acme(),
+        Subject::User(user(2)),
+        "invoice_export:delete",
+        None,
+    );
+    assert_eq!(
+        d,
+        Decision::allow(Reason::GlobalAccess {
+            role: name("admin")
+        })
+    );
+    // Defined in acme only: another tenant does not know it.
+    let d = ask(
+        &f,
+        globex(),
+        Subject::User(user(4)),
+        "invoice_export:read",
+        None,
+    );
+    assert_eq!(d, Decision::deny(Reason::UnknownResource));
 }
