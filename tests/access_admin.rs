@@ -148,9 +148,17 @@ async fn custom_roles_are_defined_replaced_given_a_menu_and_deleted_when_unused(
     .await;
     refused(
         &svc,
-        svc.post(roles, role_body("viewer", &["widgets:read"])),
+        svc.post(roles, role_body("viewer", &["widgets:write"])),
         422,
         "invalid_body",
+    )
+    .await;
+    // A well-formed permission on a resource the tenant does not define.
+    refused(
+        &svc,
+        svc.post(roles, role_body("viewer", &["widgets:read"])),
+        422,
+        "unknown_resource",
     )
     .await;
     refused(
