@@ -1549,3 +1549,89 @@ async fn a_tenant_defines_its_own_resources_for_its_permissions() {
         "{summary}"
     );
 }
+
+/// Renaming a role for people (issue 15, item 10): a label shown beside the name, which stays
+/// the identifier permissions, policies and tokens use.
+#[tokio::test]
+async fn a_role_is_labelled_for_people_and_keeps_its_name() {
+    let (_dir, svc) = service().await;
+    svc.create_tenant("acme").await;
+    assert_status(
+        &svc.post(
+            "/v1/tenants/acme/roles",
+            role_body("helpdesk", &["users:read"]),
+        )
+        .await,
+        201,
+    );
+    let path = "/v1/tenants/acme/roles/helpdesk/label";
+    let set = svc.put(path, json!({"label": "Help desk"})).await;
+    assert_status(&set, 200);
+    unchanged(
+        &svc,
+        svc.put(path, json!({"label": " Help desk "})),
+        set.position(),
+    )
+    .await;
+    let role = svc
+        .get_at("/v1/tenants/acme/roles/helpdesk", set.position())
+        .await;
+    assert_eq!(role.body["name"], "helpdesk");
+    assert_eq!(role.body["label"], "Help desk");
+    assert_eq!(role.body["permissions"], json!(["users:read"]));
+    let listed = svc.get_at("/v1/tenants/acme/roles", set.position()).await;
+    let labels: Vec<&Value> = listed.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["label"].is_string())
+        .collect();
+    assert_eq!(labels.len(), 1, "{listed:?}");
+    // Built-in roles take a label too.
+    assert_status(
+        &svc.put(
+            "/v1/tenants/acme/roles/admin/label",
+            json!({"label": "Administrators"}),
+        )
+        .await,
+        200,
+    );
+    refused(
+        &svc,
+        svc.put(path, json!({"label": "x".repeat(101)})),
+        422,
+        "invalid_body",
+    )
+    .await;
+    refused(
+        &svc,
+        svc.put(path, json!({"label": "bad\u{202E}label"})),
+        422,
+        "invalid_label",
+    )
+    .await;
+    refused(
+        &svc,
+        svc.put(
+            "/v1/tenants/acme/roles/ghost/label",
+            json!({"label": "Ghosts"}),
+        ),
+        404,
+        "role_not_found",
+    )
+    .await;
+    let cleared = svc.put(path, json!({"label": ""})).await;
+    assert_status(&cleared, 200);
+    let role = svc
+        .get_at("/v1/tenants/acme/roles/helpdesk", cleared.position())
+        .await;
+    assert!(role.body.get("label").is_none(), "{role:?}");
+    let trail = svc
+        .get_at(
+            "/v1/audit/events?tenant=acme&type=RoleRelabelled&order=oldest",
+            cleared.position(),
+        )
+        .await;
+    let summary = trail.body["items"][0]["summary"].as_str().unwrap();
+    assert!(summary.contains("was labelled \"Help desk\""), "{summary}");
+}

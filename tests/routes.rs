@@ -1709,6 +1709,12 @@ fn table() -> Vec<Row> {
             }),
         ),
         row(
+            "PUT /v1/tenants/{tenant}/roles/{role}/label",
+            tenant("roles:update"),
+            AdminA,
+            fixed(|_| Call::put(acme("/roles/editor/label"), json!({"label": "Editors"}))),
+        ),
+        row(
             "PUT /v1/tenants/{tenant}/roles/{role}/menu",
             tenant("menus:update"),
             AdminA,

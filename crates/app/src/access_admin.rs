@@ -200,6 +200,26 @@ impl AccessAdmin {
         })
     }
 
+    /// Sets the label people see for a role (empty: none): renaming a role for people, while
+    /// its name, which permissions, policies, field rules and tokens use, stays as it is.
+    ///
+    /// Who: `roles:update` in the tenant.
+    pub async fn relabel_role(
+        &self,
+        caller: &Caller,
+        tenant: TenantId,
+        name: RoleName,
+        label: String,
+    ) -> Result<Outcome, AppError> {
+        self.named_permission(caller, &tenant, "roles", Action::Update)
+            .await?;
+        self.require_tenant(&tenant).await?;
+        let key = role_key(&tenant, &name);
+        let command = RoleCommand::Relabel { name, label };
+        self.execute::<RoleAggregate>(caller.ctx(), &key, "", command)
+            .await
+    }
+
     /// Defines a resource of the tenant's own (`invoice_export`), which roles, custom
     /// permissions, API keys and menus may then name with the CRUD actions; defining it again
     /// changes its description.

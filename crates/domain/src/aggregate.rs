@@ -119,6 +119,7 @@ aggregate!(EmailClaimAggregate, Email, email, EmailClaim, EmailClaimCommand, Ema
 });
 aggregate!(RoleAggregate, Role, role, Role, RoleCommand, RoleEvent, RoleError, {
     Defined => RoleDefined, Updated => RoleUpdated, MenuSet => RoleMenuSet, Deleted => RoleDeleted,
+    Relabelled => RoleRelabelled,
 });
 aggregate!(EntityAggregate, Entity, entity, Entity, EntityCommand, EntityEvent, EntityError, {
     Registered => EntityRegistered, FieldsChanged => EntityFieldsChanged, RlsChanged => EntityRlsChanged,

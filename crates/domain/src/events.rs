@@ -325,6 +325,14 @@ pub struct RoleMenuSet {
     pub menu: Vec<MenuItem>,
 }
 
+/// A role's label (the name people see; the role's name stays its identifier in permissions,
+/// policies and tokens) was set; empty: no label, the name shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleRelabelled {
+    pub label: String,
+}
+
 /// A custom role was deleted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -1460,6 +1468,7 @@ catalogue! {
         RoleUpdated => 2, Role;
         RoleMenuSet => 2, Role;
         RoleDeleted => 1, Role;
+        RoleRelabelled => 1, Role;
         EntityRegistered => 1, Entity;
         EntityFieldsChanged => 1, Entity;
         EntityRlsChanged => 1, Entity;

@@ -170,6 +170,7 @@ impl ApiError {
                     RoleError::InvalidMenu(_) => {
                         (S::UNPROCESSABLE_ENTITY, "invalid_menu", shown(r))
                     }
+                    RoleError::InvalidLabel => (S::UNPROCESSABLE_ENTITY, "invalid_label", shown(r)),
                 },
                 AppError::Entity(x) => match x {
                     EntityError::AlreadyExists => (S::CONFLICT, "entity_exists", shown(x)),

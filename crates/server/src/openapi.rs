@@ -57,6 +57,7 @@ use crate::routes::{self, CommandAccepted};
         routes::access_admin::register_entity, routes::access_admin::change_entity_fields, routes::access_admin::set_entity_rls,
         routes::access_admin::set_entity_policy, routes::access_admin::set_field_rules,
         routes::access_admin::define_resource, routes::access_admin::remove_resource,
+        routes::access_admin::relabel_role,
         routes::access_queries::list_resources,
         routes::access_admin::set_record_owner, routes::access_admin::grant_record_access, routes::access_admin::revoke_record_access,
         routes::access_admin::assign_local_role, routes::access_admin::revoke_local_role,

@@ -153,6 +153,9 @@ impl Projection for AccessProjection {
                 fold.role(|current, _| Some(role::evolve(current, &role::RoleEvent::MenuSet(e))))
             }
             DomainEvent::RoleDeleted(_) => fold.role(|_, _| None),
+            DomainEvent::RoleRelabelled(e) => {
+                fold.role(|current, _| Some(role::evolve(current, &role::RoleEvent::Relabelled(e))))
+            }
             DomainEvent::EntityRegistered(e) => fold.entity(EntityEvent::Registered(e)),
             DomainEvent::EntityFieldsChanged(e) => fold.entity(EntityEvent::FieldsChanged(e)),
             DomainEvent::EntityRlsChanged(e) => fold.entity(EntityEvent::RlsChanged(e)),
@@ -460,6 +463,7 @@ impl Fold<'_, '_, '_> {
                 global_access: definition.global_access,
                 built_in: true,
                 menu: Vec::new(),
+                label: None,
             };
             self.state.put_json(key.clone(), &record)?;
             self.remember(&key, "")?;
@@ -618,14 +622,15 @@ impl Fold<'_, '_, '_> {
                 permissions: r.permissions.clone(),
                 global_access: r.global_access,
             }),
+            label: stored.as_ref().and_then(|r| r.label.clone()),
             menu: stored.map(|r| r.menu).unwrap_or_default(),
             deleted: false,
         };
         match change(current, &name).and_then(|next| {
             let definition = next.current(&name)?;
-            Some((definition, next.menu))
+            Some((definition, next.menu, next.label))
         }) {
-            Some((definition, menu)) => {
+            Some((definition, menu, label)) => {
                 let record = RoleRecord {
                     name,
                     description: definition.description,
@@ -633,6 +638,7 @@ impl Fold<'_, '_, '_> {
                     global_access: definition.global_access,
                     built_in,
                     menu,
+                    label,
                 };
                 self.state.put_json(key.clone(), &record)?;
                 self.remember(&key, "")

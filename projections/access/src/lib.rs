@@ -78,6 +78,9 @@ pub struct RoleRecord {
     pub global_access: bool,
     pub built_in: bool,
     pub menu: Vec<MenuItem>,
+    /// The name people see, when set (`name` stays the identifier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 /// A registered entity.

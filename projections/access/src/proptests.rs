@@ -943,6 +943,7 @@ impl Writer {
                 RoleEvent::Updated(e) => DomainEvent::RoleUpdated(e),
                 RoleEvent::MenuSet(e) => DomainEvent::RoleMenuSet(e),
                 RoleEvent::Deleted(e) => DomainEvent::RoleDeleted(e),
+                RoleEvent::Relabelled(e) => DomainEvent::RoleRelabelled(e),
             };
             self.log.push(Some(tenant.as_str()), name.as_str(), event);
         }

@@ -446,6 +446,7 @@ fn describe(
             about.fact("global_access", e.global_access.to_string());
         }
         E::RoleMenuSet(_) | E::RoleDeleted(_) | E::EntityPolicyChanged(_) => {}
+        E::RoleRelabelled(e) => about.fact("label", e.label.as_str()),
         E::EntityRegistered(e) => {
             about.fact("fields", joined(&e.fields));
             about.fact("rls", e.rls.to_string());

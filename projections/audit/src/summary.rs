@@ -205,6 +205,10 @@ fn summarize(e: &Stored, erased: &HashSet<UserId>) -> String {
         "RoleUpdated" => format!("the role {aggregate} of tenant {tenant} was changed{by}"),
         "RoleMenuSet" => format!("the menu of role {aggregate} in tenant {tenant} was set{by}"),
         "RoleDeleted" => format!("the role {aggregate} was deleted from tenant {tenant}{by}"),
+        "RoleRelabelled" => match fact("label") {
+            "" => format!("the label of role {aggregate} in tenant {tenant} was removed{by}"),
+            label => format!("the role {aggregate} of tenant {tenant} was labelled {label:?}{by}"),
+        },
         "EntityRegistered" => {
             format!("the entity {aggregate} was registered in tenant {tenant}{by}")
         }

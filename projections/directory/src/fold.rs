@@ -195,6 +195,7 @@ impl Projection for DirectoryProjection {
             | DomainEvent::RoleUpdated(_)
             | DomainEvent::RoleMenuSet(_)
             | DomainEvent::RoleDeleted(_)
+            | DomainEvent::RoleRelabelled(_)
             | DomainEvent::EntityRegistered(_)
             | DomainEvent::EntityFieldsChanged(_)
             | DomainEvent::EntityRlsChanged(_)

@@ -220,6 +220,7 @@ impl Projection for IdentityProjection {
             | DomainEvent::RoleUpdated(_)
             | DomainEvent::RoleMenuSet(_)
             | DomainEvent::RoleDeleted(_)
+            | DomainEvent::RoleRelabelled(_)
             | DomainEvent::EntityRegistered(_)
             | DomainEvent::EntityFieldsChanged(_)
             | DomainEvent::EntityRlsChanged(_)

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 
 use crate::access::model::{Action, MenuItem, Permission, Resource, validate_menu};
-use crate::events::{RoleDefined, RoleDeleted, RoleMenuSet, RoleUpdated};
+use crate::events::{RoleDefined, RoleDeleted, RoleMenuSet, RoleRelabelled, RoleUpdated};
 use crate::ids::RoleName;
 
 /// The protected role: global access, assignable and removable only by owners.
@@ -21,6 +21,8 @@ pub const USER: &str = "user";
 /// The built-in roles, in the order listings show them.
 pub const BUILT_IN: &[&str] = &[OWNER, ADMIN, USER];
 
+/// Longest role label, in characters.
+pub const MAX_LABEL_CHARS: usize = 100;
 /// Longest role description, in characters.
 pub const MAX_DESCRIPTION_CHARS: usize = 500;
 /// Most permissions one role (or one user's custom set) may hold.
@@ -82,6 +84,8 @@ pub struct Role {
     pub definition: Option<RoleDefinition>,
     pub menu: Vec<MenuItem>,
     pub deleted: bool,
+    /// The name people see, when set (the role's name stays its identifier).
+    pub label: Option<String>,
 }
 
 impl Role {
@@ -115,6 +119,12 @@ pub enum RoleCommand {
     Delete {
         name: RoleName,
     },
+    /// Sets the label people see (empty: none). The name, which permissions, policies and
+    /// tokens use, does not change.
+    Relabel {
+        name: RoleName,
+        label: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +133,7 @@ pub enum RoleEvent {
     Updated(RoleUpdated),
     MenuSet(RoleMenuSet),
     Deleted(RoleDeleted),
+    Relabelled(RoleRelabelled),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -143,6 +154,10 @@ pub enum RoleError {
     TooManyPermissions,
     #[error("{0}")]
     InvalidMenu(String),
+    #[error(
+        "a role label is at most {MAX_LABEL_CHARS} characters (surrounding whitespace trimmed), empty or showing something, without control or bidirectional-formatting characters (U+202A-U+202E, U+2066-U+2069)"
+    )]
+    InvalidLabel,
 }
 
 fn description(text: &str) -> Result<String, RoleError> {
@@ -216,6 +231,22 @@ pub fn decide(state: &Role, command: RoleCommand) -> Result<Vec<RoleEvent>, Role
             }
             Ok(vec![RoleEvent::Deleted(RoleDeleted {})])
         }
+        RoleCommand::Relabel { name, label } => {
+            state.current(&name).ok_or(RoleError::NotFound)?;
+            let label = label.trim();
+            if label.chars().count() > MAX_LABEL_CHARS
+                || !crate::text::is_displayable(label)
+                || (!label.is_empty() && !crate::text::shows_something(label))
+            {
+                return Err(RoleError::InvalidLabel);
+            }
+            if state.label.as_deref().unwrap_or("") == label {
+                return Ok(vec![]);
+            }
+            Ok(vec![RoleEvent::Relabelled(RoleRelabelled {
+                label: label.to_owned(),
+            })])
+        }
     }
 }
 
@@ -230,6 +261,7 @@ pub fn evolve(mut state: Role, event: &RoleEvent) -> Role {
                 }),
                 menu: Vec::new(),
                 deleted: false,
+                label: None,
             };
         }
         RoleEvent::Updated(e) => {
@@ -244,6 +276,10 @@ pub fn evolve(mut state: Role, event: &RoleEvent) -> Role {
             state.definition = None;
             state.menu = Vec::new();
             state.deleted = true;
+            state.label = None;
+        }
+        RoleEvent::Relabelled(e) => {
+            state.label = (!e.label.is_empty()).then(|| e.label.clone());
         }
     }
     state
@@ -405,5 +441,48 @@ mod tests {
         assert!(!user.permissions.contains(&"users:read".parse().unwrap()));
         assert_eq!(user.permissions.len(), 8);
         assert!(builtin(ADMIN).unwrap().global_access);
+    }
+
+    #[test]
+    fn a_role_gets_a_label_and_keeps_its_name() {
+        let relabel = |role: &str, label: &str| RoleCommand::Relabel {
+            name: name(role),
+            label: label.into(),
+        };
+        let relabelled = |label: &str| {
+            RoleEvent::Relabelled(RoleRelabelled {
+                label: label.into(),
+            })
+        };
+        // Built-in roles too: a label changes nothing they allow.
+        check(
+            &[],
+            relabel("admin", " Administrators "),
+            Ok(vec![relabelled("Administrators")]),
+        );
+        check(
+            &[relabelled("Administrators")],
+            relabel("admin", "Administrators"),
+            Ok(vec![]),
+        );
+        check(
+            &[relabelled("Administrators")],
+            relabel("admin", ""),
+            Ok(vec![relabelled("")]),
+        );
+        check(&[], relabel("ghost", "Ghosts"), Err(RoleError::NotFound));
+        check(
+            &[],
+            relabel("user", &"x".repeat(101)),
+            Err(RoleError::InvalidLabel),
+        );
+        check(
+            &[],
+            relabel("user", "\u{200B}"),
+            Err(RoleError::InvalidLabel),
+        );
+        let state = [relabelled("Staff")].iter().fold(Role::default(), evolve);
+        assert_eq!(state.label.as_deref(), Some("Staff"));
+        assert!(state.current(&name("user")).is_some());
     }
 }

@@ -57,6 +57,7 @@ pub const CODES: &[&str] = &[
     "invalid_idempotency_key",
     "invalid_image_url",
     "invalid_invitation_lifetime",
+    "invalid_label",
     "invalid_menu",
     "invalid_min_position",
     "invalid_name",

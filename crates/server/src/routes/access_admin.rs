@@ -41,6 +41,7 @@ pub fn router() -> Router<AppState> {
             put(update_role).delete(delete_role),
         )
         .route(&format!("{tenant}/roles/{{role}}/menu"), put(set_role_menu))
+        .route(&format!("{tenant}/roles/{{role}}/label"), put(relabel_role))
         .route(&format!("{tenant}/roles/{{role}}/copy"), post(copy_role))
         .route(
             &format!("{tenant}/resources/{{resource}}"),
@@ -410,6 +411,46 @@ pub async fn update_role(
                 .app
                 .access_admin
                 .update_role(&caller, tenant, role, request),
+        )
+        .await?;
+    Ok(CommandAccepted::ok(outcome))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleLabelBody {
+    /// The name people see (at most 100 characters; empty removes it).
+    #[schema(max_length = 100, example = "Help desk")]
+    pub label: String,
+}
+
+/// Set the label people see for a role ("rename" it for people): the role's name stays its
+/// identifier in permissions, policies, field rules and tokens, so nothing that names it breaks.
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/roles/{role}/label", request_body = RoleLabelBody, tag = "roles",
+    responses((status = 200, body = CommandAccepted, description = "set, or already so (nothing appended)"),
+        (status = 403, body = Problem, description = "`forbidden` (needs roles:update)"),
+        (status = 404, body = Problem, description = "`role_not_found`"),
+        (status = 422, body = Problem, description = "`invalid_label`")),
+    security(("bearer" = [])))]
+pub async fn relabel_role(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((tenant, role)): ApiPath<(TenantId, RoleName)>,
+    ApiJson(body): ApiJson<RoleLabelBody>,
+) -> Result<CommandAccepted, ApiError> {
+    if body.label.chars().count() > 100 {
+        return Err(ApiError::invalid_body(
+            "body field `label`",
+            "at most 100 characters",
+        ));
+    }
+    let outcome = state
+        .timed(
+            "relabel_role",
+            state
+                .app
+                .access_admin
+                .relabel_role(&caller, tenant, role, body.label),
         )
         .await?;
     Ok(CommandAccepted::ok(outcome))

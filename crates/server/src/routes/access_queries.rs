@@ -435,6 +435,10 @@ pub struct RoleBody {
     pub built_in: bool,
     #[schema(value_type = Vec<Object>)]
     pub menu: serde_json::Value,
+    /// The name people see, when set; `name` stays the identifier permissions, policies and
+    /// tokens use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 impl From<idstream_access::RoleRecord> for RoleBody {
@@ -446,6 +450,7 @@ impl From<idstream_access::RoleRecord> for RoleBody {
             global_access: r.global_access,
             built_in: r.built_in,
             menu: serde_json::to_value(&r.menu).unwrap_or_default(),
+            label: r.label,
         }
     }
 }
