@@ -15,6 +15,8 @@ use crate::support::service::{Answer, Service};
 /// sign-ins (the other personal data of a sign-in, the address, is 127.0.0.1 for everyone here),
 /// and in the mail the service spooled for her.
 const CANARY: &str = "zq7canary";
+/// Ada's phone number (E.164), a canary too: its digits appear nowhere else.
+const PHONE: &str = "+447700900731";
 
 const ADA_PASSWORD: &str = "Canary-Reset-Pass-1";
 
@@ -92,6 +94,14 @@ async fn world(svc: &Service) -> World {
         .await;
     assert_eq!(created.status, 201, "{created:?}");
     let ada = created.body["id"].as_str().unwrap().to_owned();
+    let profile = put(
+        svc,
+        &format!("/v1/users/{ada}/profile"),
+        json!({"first_name": format!("Ada{CANARY}"), "last_name": format!("Love{CANARY}"),
+               "phone": "+44 7700 900731"}),
+    )
+    .await;
+    assert_eq!(profile.status, 200, "{profile:?}");
     let (bob, _) = svc.create_user("acme", "bob@example.com", &["user"]).await;
     let entity = svc
         .post(
@@ -312,6 +322,7 @@ async fn erasure_leaves_the_structure_and_nothing_personal(svc: &Service, w: &Wo
     ada_signs_in_from_a_canary_browser(svc, w).await;
     let before = svc.get(&format!("/v1/users/{}", w.ada)).await;
     assert!(before.body.to_string().contains(CANARY), "{before:?}");
+    assert_eq!(before.body["phone"], PHONE, "{before:?}");
     let review = svc
         .get("/v1/audit/access-review?tenant=acme&format=csv")
         .await;
@@ -331,6 +342,7 @@ async fn erasure_leaves_the_structure_and_nothing_personal(svc: &Service, w: &Wo
     assert_eq!(user.status, 200, "{user:?}");
     assert_eq!(user.body["status"], "erased", "{user:?}");
     assert!(!user.body.to_string().contains(CANARY), "{user:?}");
+    assert!(!user.body.to_string().contains(&PHONE[1..]), "{user:?}");
     // Her sessions no longer say where she signed in from, and the mail spooled for her is gone.
     let sessions = svc
         .get_at(&format!("/v1/users/{}/sessions", w.ada), at)
@@ -413,6 +425,7 @@ async fn the_raw_log_never_holds_personal_data_in_the_clear(svc: &Service) {
     for event in events {
         let text = serde_json::to_string(&event.envelope).unwrap();
         assert!(!text.contains(CANARY), "{text}");
+        assert!(!text.contains(&PHONE[1..]), "{text}");
     }
 }
 

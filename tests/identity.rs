@@ -3385,3 +3385,60 @@ async fn where_the_tenant_verifies_created_users_they_wait_for_their_link() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(svc.mail().iter().all(|m| m.to != "later@example.com"));
 }
+
+/// A phone number (issue 15, item 3, first part): set by the user themselves or an
+/// administrator, normalised to E.164, kept when a profile change leaves it out, shown in
+/// `/v1/auth/me` and the directory.
+#[tokio::test]
+async fn a_phone_number_is_part_of_the_profile() {
+    let (_dir, svc) = bootstrapped().await;
+    let tokens = svc.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let me = svc.get_as(access(&tokens), "/v1/auth/me").await;
+    let id = me.body["user"]["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/users/{id}/profile");
+    let put = |body: Value| {
+        let svc = &svc;
+        let path = path.clone();
+        let token = access(&tokens).to_owned();
+        async move {
+            svc.send(svc.request_as(&token, Method::PUT, &path).json(&body))
+                .await
+        }
+    };
+    let set =
+        put(json!({"first_name": "Ada", "last_name": "King", "phone": "+1 (415) 555-0100"})).await;
+    assert_eq!(set.status, 200, "{set:?}");
+    let me = svc
+        .send(
+            svc.request_as(access(&tokens), Method::GET, "/v1/auth/me")
+                .header("x-idstream-min-position", set.position()),
+        )
+        .await;
+    assert_eq!(me.body["user"]["phone"], "+14155550100", "{me:?}");
+    // Left out: kept.
+    let names = put(json!({"first_name": "Ada", "last_name": "Lovelace"})).await;
+    assert_eq!(names.status, 200);
+    let row = svc
+        .get_at("/v1/tenants/acme/users?q=ada%40", names.position())
+        .await;
+    assert_eq!(row.body["items"][0]["phone"], "+14155550100", "{row:?}");
+    assert_eq!(row.body["items"][0]["last_name"], "Lovelace");
+    // Refused plainly, changing nothing.
+    let before = svc.log_position().await;
+    put(json!({"first_name": "Ada", "last_name": "King", "phone": "555-0100"}))
+        .await
+        .assert_problem(422, "invalid_phone");
+    assert_eq!(svc.log_position().await, before);
+    // An administrator (the operator here) removes it with null.
+    let cleared = svc
+        .put(
+            &path,
+            json!({"first_name": "Ada", "last_name": "King", "phone": null}),
+        )
+        .await;
+    assert_eq!(cleared.status, 200, "{cleared:?}");
+    let shown = svc
+        .get_at(&format!("/v1/users/{id}"), cleared.position())
+        .await;
+    assert!(shown.body.get("phone").is_none(), "{shown:?}");
+}

@@ -204,7 +204,7 @@ pub const PERSONAL_DATA: &[(&str, &[&str])] = &[
     ("UserInvited", &["email", "first_name", "last_name"]),
     (
         "UserProfileChanged",
-        &["first_name", "last_name", "image_url"],
+        &["first_name", "last_name", "image_url", "phone"],
     ),
     ("EmailChangeRequested", &["email"]),
     ("EmailChanged", &["email"]),
@@ -494,6 +494,9 @@ pub struct UserProfileChanged {
     /// Notification topics the user wants (`true`) or not (`false`), e.g. `security_alerts`.
     #[serde(default)]
     pub notifications: std::collections::BTreeMap<String, bool>,
+    /// The user's phone number in E.164 form (`+` and up to 15 digits), when they gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
 }
 
 /// A user asked to change their email address to `email`; until they confirm from that
@@ -1332,6 +1335,34 @@ impl From<ApiKeyIssuedV1> for ApiKeyIssued {
     }
 }
 
+// Version 1 of `UserProfileChanged`: no phone number.
+/// A user's profile changed (the whole profile is recorded, not a patch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "UserProfileChanged")]
+pub struct UserProfileChangedV1 {
+    pub first_name: String,
+    pub last_name: String,
+    /// An `https://` (or `http://`) URL of the user's picture.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<String>,
+    /// Notification topics the user wants (`true`) or not (`false`), e.g. `security_alerts`.
+    #[serde(default)]
+    pub notifications: std::collections::BTreeMap<String, bool>,
+}
+
+impl From<UserProfileChangedV1> for UserProfileChanged {
+    fn from(v1: UserProfileChangedV1) -> UserProfileChanged {
+        UserProfileChanged {
+            first_name: v1.first_name,
+            last_name: v1.last_name,
+            image_url: v1.image_url,
+            notifications: v1.notifications,
+            phone: None,
+        }
+    }
+}
+
 // Version 1 of `FieldRulesChanged`: rules only hid fields.
 /// The fields of an entity hidden from one role were set (empty: none hidden).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -1483,7 +1514,7 @@ catalogue! {
         LocalRoleLapsed => 1, Record;
         UserActivated => 1, User;
         EmailVerified => 1, User;
-        UserProfileChanged => 1, User;
+        UserProfileChanged => 2, User;
         EmailChangeRequested => 1, User;
         EmailChanged => 1, User;
         PasswordSet => 1, Credentials;
@@ -1528,6 +1559,7 @@ catalogue! {
         RecordGranted => 1, RecordGrantedV1;
         LocalRoleAssigned => 1, LocalRoleAssignedV1;
         FieldRulesChanged => 1, FieldRulesChangedV1;
+        UserProfileChanged => 1, UserProfileChangedV1;
         RoleDefined => 1, RoleDefinedV1;
         RoleUpdated => 1, RoleUpdatedV1;
         RoleMenuSet => 1, RoleMenuSetV1;

@@ -65,6 +65,8 @@ pub struct User {
     pub email_verified: bool,
     /// A requested new address waiting for confirmation.
     pub pending_email: Option<String>,
+    /// The phone number of the last profile change, E.164.
+    pub phone: Option<String>,
 }
 
 impl User {
@@ -130,6 +132,39 @@ pub struct Profile {
     pub last_name: String,
     pub image_url: Option<String>,
     pub notifications: std::collections::BTreeMap<String, bool>,
+    /// The phone number: `None` keeps the one the user has, `Some(None)` (or an empty text)
+    /// removes it, `Some(Some(text))` sets it (normalised to E.164, see [`normalize_phone`]).
+    pub phone: Option<Option<String>>,
+}
+
+/// Most digits of an E.164 number.
+pub const MAX_PHONE_DIGITS: usize = 15;
+
+/// A phone number in E.164 form: `+`, then the country code and number, 8 to 15 digits in all,
+/// the first not 0. Spaces, dots, hyphens and parentheses between digits are dropped, and an
+/// international `00` prefix becomes `+`; a number without either is refused (its country
+/// cannot be told).
+pub fn normalize_phone(text: &str) -> Result<String, UserError> {
+    let text = text.trim();
+    let rest = if let Some(rest) = text.strip_prefix('+') {
+        rest
+    } else if let Some(rest) = text.strip_prefix("00") {
+        rest
+    } else {
+        return Err(UserError::InvalidPhone);
+    };
+    let mut digits = String::with_capacity(MAX_PHONE_DIGITS);
+    for c in rest.chars() {
+        match c {
+            '0'..='9' => digits.push(c),
+            ' ' | '.' | '-' | '(' | ')' => {}
+            _ => return Err(UserError::InvalidPhone),
+        }
+    }
+    if !(8..=MAX_PHONE_DIGITS).contains(&digits.len()) || digits.starts_with('0') {
+        return Err(UserError::InvalidPhone);
+    }
+    Ok(format!("+{digits}"))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,6 +218,10 @@ pub enum UserError {
     InvalidImageUrl,
     #[error("notification topics are at most 32 names of 1 to 40 characters a-z, 0-9 and _")]
     InvalidNotifications,
+    #[error(
+        "a phone number is in international form: + (or 00) and the country code, then the number, 8 to 15 digits in all (spaces, dots, hyphens and parentheses allowed between them)"
+    )]
+    InvalidPhone,
 }
 
 /// Normalises an email address (trimmed, lower-case) and checks its shape. Deliverability is
@@ -359,11 +398,18 @@ pub fn decide(state: &User, command: UserCommand) -> Result<Vec<UserEvent>, User
             if !topics_ok {
                 return Err(UserError::InvalidNotifications);
             }
+            let phone = match profile.phone {
+                None => state.phone.clone(),
+                Some(None) => None,
+                Some(Some(text)) if text.trim().is_empty() => None,
+                Some(Some(text)) => Some(normalize_phone(&text)?),
+            };
             Ok(vec![UserEvent::ProfileChanged(UserProfileChanged {
                 first_name: valid_name(&profile.first_name)?,
                 last_name: valid_name(&profile.last_name)?,
                 image_url,
                 notifications: profile.notifications,
+                phone,
             })])
         }
         UserCommand::RequestEmailChange { email } => {
@@ -434,7 +480,7 @@ pub fn evolve(mut state: User, event: &UserEvent) -> User {
             }
         }
         UserEvent::EmailVerified(_) => state.email_verified = true,
-        UserEvent::ProfileChanged(_) => {}
+        UserEvent::ProfileChanged(e) => state.phone = e.phone.clone(),
         UserEvent::EmailChangeRequested(e) => state.pending_email = Some(e.email.clone()),
         UserEvent::EmailChanged(e) => {
             state.email = e.email.clone();
@@ -446,6 +492,7 @@ pub fn evolve(mut state: User, event: &UserEvent) -> User {
             state.status = Status::Erased;
             state.email = String::new();
             state.pending_email = None;
+            state.phone = None;
         }
     }
     state
@@ -842,10 +889,82 @@ mod tests {
                     last_name: "King".into(),
                     image_url: None,
                     notifications: Default::default(),
+                    phone: None,
                 }),
                 Err(UserError::InvalidName),
             );
         }
+    }
+
+    #[test]
+    fn a_phone_number_is_normalised_to_e164_kept_when_left_out_and_removed_on_request() {
+        assert_eq!(
+            normalize_phone("+44 20 7946 0958").unwrap(),
+            "+442079460958"
+        );
+        assert_eq!(
+            normalize_phone("0049 (30) 123-456.78").unwrap(),
+            "+493012345678"
+        );
+        for bad in [
+            "020 7946 0958",
+            "+0 20 7946",
+            "+1234567",
+            "+1234567890123456",
+            "+44 20x7946",
+        ] {
+            assert_eq!(normalize_phone(bad), Err(UserError::InvalidPhone), "{bad}");
+        }
+        let change = |phone: Option<Option<&str>>| {
+            UserCommand::ChangeProfile(Profile {
+                first_name: "Ada".into(),
+                last_name: "King".into(),
+                image_url: None,
+                notifications: Default::default(),
+                phone: phone.map(|p| p.map(str::to_owned)),
+            })
+        };
+        let changed = |phone: Option<&str>| {
+            UserEvent::ProfileChanged(UserProfileChanged {
+                first_name: "Ada".into(),
+                last_name: "King".into(),
+                image_url: None,
+                notifications: Default::default(),
+                phone: phone.map(str::to_owned),
+            })
+        };
+        check(
+            &[registered()],
+            change(Some(Some("+1 (415) 555-0100"))),
+            Ok(vec![changed(Some("+14155550100"))]),
+        );
+        // Left out: kept; null or empty: removed; bad: refused.
+        let with_phone = [registered(), changed(Some("+14155550100"))];
+        check(
+            &with_phone,
+            change(None),
+            Ok(vec![changed(Some("+14155550100"))]),
+        );
+        check(&with_phone, change(Some(None)), Ok(vec![changed(None)]));
+        check(
+            &with_phone,
+            change(Some(Some(" "))),
+            Ok(vec![changed(None)]),
+        );
+        check(
+            &with_phone,
+            change(Some(Some("555-0100"))),
+            Err(UserError::InvalidPhone),
+        );
+        // Erasure forgets it.
+        let state = [
+            registered(),
+            changed(Some("+14155550100")),
+            UserEvent::Erased(UserErased {}),
+        ]
+        .iter()
+        .fold(User::default(), evolve);
+        assert_eq!(state.phone, None);
     }
 
     #[test]
@@ -864,6 +983,7 @@ mod tests {
                 last_name: "King".into(),
                 image_url: image_url.map(str::to_owned),
                 notifications: [(topic.to_owned(), true)].into(),
+                phone: None,
             })
         };
         check(
@@ -874,6 +994,7 @@ mod tests {
                 last_name: "King".into(),
                 image_url: Some("https://example.com/ada.png".into()),
                 notifications: [("security_alerts".to_owned(), true)].into(),
+                phone: None,
             })]),
         );
         for bad in ["javascript:alert(1)", "https://a b", "ftp://x"] {

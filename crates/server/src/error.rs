@@ -140,6 +140,7 @@ impl ApiError {
                     UserError::InvalidNotifications => {
                         (S::UNPROCESSABLE_ENTITY, "invalid_notifications", shown(u))
                     }
+                    UserError::InvalidPhone => (S::UNPROCESSABLE_ENTITY, "invalid_phone", shown(u)),
                 },
                 AppError::Membership(m) => match m {
                     MembershipError::AlreadyAssigned => {

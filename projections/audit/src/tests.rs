@@ -309,6 +309,7 @@ fn acme_story() -> (Log, Ulid, Ulid) {
             last_name: "Lovelace".into(),
             image_url: Some(IMAGE.into()),
             notifications: Default::default(),
+            phone: None,
         }),
     );
     log.record(

@@ -426,6 +426,7 @@ fn generate(users: usize, rng: &mut StdRng) -> Vec<Person> {
             last_name: if erased { "" } else { last.0 }.to_owned(),
             image_url: None,
             notifications: Default::default(),
+            phone: None,
             status,
             suspended_until,
             suspension_reason: None,

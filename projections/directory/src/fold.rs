@@ -149,6 +149,7 @@ impl Projection for DirectoryProjection {
                 last_name: e.last_name,
                 image_url: e.image_url,
                 notifications: e.notifications,
+                phone: e.phone,
                 ..view
             }),
             // What the user directory shows of sign-in: the last one, and the second factor.
@@ -379,6 +380,7 @@ fn user_created(
         last_name: profile.last_name,
         image_url: None,
         notifications: Default::default(),
+        phone: None,
         status,
         suspended_until: None,
         suspension_reason: None,
@@ -605,6 +607,7 @@ fn user_erased(state: &mut Staged<'_>, event: &RecordedEvent) -> Result<(), Appl
         last_name: String::new(),
         image_url: None,
         notifications: Default::default(),
+        phone: None,
         status: UserStatus::Erased,
         suspended_until: None,
         suspension_reason: None,

@@ -76,6 +76,9 @@ pub struct UserView {
     /// Notification topics the user wants (`true`) or not (`false`).
     #[serde(default)]
     pub notifications: std::collections::BTreeMap<String, bool>,
+    /// The user's phone number (E.164), if they gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
     /// As recorded; a timed suspension that has ended still reads `suspended` here until the user
     /// is reinstated; [`UserView::status_at`] tells the effective status.
     pub status: UserStatus,

@@ -137,6 +137,7 @@ impl World {
             last_name: last.into(),
             image_url: None,
             notifications: Default::default(),
+            phone: None,
             status,
             suspended_until: (status == UserStatus::Suspended && rng.random_bool(0.5))
                 .then(|| T0 + Duration::days(rng.random_range(1..60))),

@@ -292,6 +292,7 @@ fn a_registered_user_is_active_and_found_by_email_in_any_case() {
         last_name: "Lovelace".into(),
         image_url: None,
         notifications: Default::default(),
+        phone: None,
         status: UserStatus::Active,
         suspended_until: None,
         suspension_reason: None,

@@ -64,6 +64,7 @@ pub const CODES: &[&str] = &[
     "invalid_notifications",
     "invalid_or_expired_link",
     "invalid_path",
+    "invalid_phone",
     "invalid_query",
     "invalid_reason",
     "invalid_resource",

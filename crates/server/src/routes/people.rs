@@ -319,6 +319,9 @@ pub struct DirectoryRow {
     /// The user's picture (an http(s) URL), if they gave one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_url: Option<String>,
+    /// The user's phone number (E.164), if they gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
     /// `invited`, `active`, `suspended`, `inactive` or `erased`, as in effect now.
     pub status: String,
     /// The user's roles in the tenant listed (absent from the platform directory).
@@ -357,6 +360,7 @@ fn row(person: PersonRow, tenant_listing: bool) -> DirectoryRow {
         first_name: user.first_name,
         last_name: user.last_name,
         image_url: user.image_url,
+        phone: user.phone,
         status: status_name(person.status).to_owned(),
         roles: tenant_listing.then(|| person.roles.into_iter().map(String::from).collect()),
         tenants: person.tenants.iter().map(ToString::to_string).collect(),

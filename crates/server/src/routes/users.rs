@@ -86,6 +86,9 @@ pub struct User {
     /// The user's picture (an http(s) URL), if they gave one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_url: Option<String>,
+    /// The user's phone number (E.164), if they gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
     /// Notification topics the user wants (`true`) or not (`false`).
     pub notifications: std::collections::BTreeMap<String, bool>,
     /// `invited`, `active`, `suspended`, `inactive` or `erased`
@@ -110,6 +113,7 @@ impl User {
             first_name: view.first_name,
             last_name: view.last_name,
             image_url: view.image_url,
+            phone: view.phone,
             notifications: view.notifications,
             status: match status {
                 idstream_directory::UserStatus::Invited => "invited",
@@ -394,6 +398,11 @@ pub struct ProfileBody {
     /// An http(s) URL of the user's picture; absent or empty for none.
     #[schema(value_type = Option<formats::ImageUrl>)]
     pub image_url: Option<String>,
+    /// The phone number in international form (`+44 20 7946 0958`, stored as E.164
+    /// `+442079460958`): left out, the one the user has is kept; `null` or empty removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 32, example = "+44 20 7946 0958")]
+    pub phone: Option<Option<String>>,
     /// Notification topics the user wants (`true`) or not: at most 32, each 1 to 40 of a-z,
     /// 0-9 and `_`.
     #[serde(default)]
@@ -426,7 +435,7 @@ fn notifications_schema() -> utoipa::openapi::schema::Object {
     responses((status = 200, body = CommandAccepted, description = "changed, or already so (nothing appended)"),
         (status = 403, body = Problem, description = "`forbidden` (someone else's profile needs users:update in every tenant of the user)"),
         (status = 409, body = Problem, description = "`user_erased`"),
-        (status = 422, body = Problem, description = "`invalid_name`, `invalid_image_url`, `invalid_notifications`")),
+        (status = 422, body = Problem, description = "`invalid_name`, `invalid_image_url`, `invalid_notifications`, `invalid_phone`")),
     security(("bearer" = [])))]
 pub async fn change_profile(
     State(state): State<AppState>,
@@ -445,9 +454,15 @@ pub async fn change_profile(
                     last_name: body.last_name,
                     image_url: body.image_url,
                     notifications: body.notifications,
+                    phone: body.phone,
                 },
             ),
         )
         .await?;
     Ok(CommandAccepted::ok(outcome))
+}
+
+/// A field that may be left out (`None`), `null` (`Some(None)`) or given (`Some(Some(…))`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
 }

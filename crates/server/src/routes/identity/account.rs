@@ -421,6 +421,9 @@ pub struct Profile {
     pub email: String,
     pub first_name: String,
     pub last_name: String,
+    /// The user's phone number (E.164), if they gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
     /// `invited`, `active`, `suspended` or `inactive`
     pub status: String,
     pub email_verified: bool,
@@ -481,6 +484,7 @@ pub async fn me(
             email: user.email,
             first_name: user.first_name,
             last_name: user.last_name,
+            phone: user.phone,
             email_verified: user.email_verified,
             created_at: rfc3339(user.created_at),
             dashboard_access: user.flags.dashboard_access,
