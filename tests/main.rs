@@ -6,6 +6,7 @@ mod access_admin;
 mod access_check;
 mod audit;
 mod chain;
+mod cluster;
 mod conformance;
 mod contract;
 mod cors;

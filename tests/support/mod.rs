@@ -1,5 +1,6 @@
 //! Test harness: real processes only (nats-server, idstream), each on free ports with temp dirs.
 
+pub mod cluster;
 pub mod nats;
 pub mod service;
 pub mod world;
