@@ -96,6 +96,38 @@ impl Operations {
         }
     }
 
+    /// Whether this replica can take commands now: it is ready (see [`Operations::readiness`])
+    /// and the log answers within `within` (with JetStream: the client is connected and the
+    /// stream has a leader that answers). Returns the log's last position.
+    ///
+    /// Unlike readiness, this fails while the log is unreachable: it is the probe for a load
+    /// balancer that should send commands only to replicas that can append them.
+    ///
+    /// Who: anyone.
+    pub async fn write_readiness(
+        &self,
+        caller: &Caller,
+        startup_target: Position,
+        within: Duration,
+    ) -> Result<Position, AppError> {
+        self.open_to_anyone(caller);
+        let current = self.read_models.min_position();
+        if current < startup_target {
+            return Err(AppError::Stale {
+                wanted: startup_target,
+                current,
+            });
+        }
+        match tokio::time::timeout(within, self.log.last_position()).await {
+            Ok(Ok(position)) => Ok(position),
+            Ok(Err(e)) => Err(AppError::Unavailable(e.to_string())),
+            Err(_) => Err(AppError::Unavailable(format!(
+                "the log did not answer within {} ms",
+                within.as_millis()
+            ))),
+        }
+    }
+
     /// Every read model's position and digest.
     ///
     /// Who: platform administrators.
