@@ -7,6 +7,7 @@ mod access_check;
 mod audit;
 mod chain;
 mod cluster;
+mod config;
 mod conformance;
 mod contract;
 mod cors;

@@ -49,7 +49,9 @@ pub struct NatsCluster {
 pub struct StreamPeers {
     /// The index of the node leading the stream.
     pub leader: usize,
-    /// Every other replica is known, online and current.
+    /// How many copies the stream keeps (the leader's and its other replicas').
+    pub replicas: usize,
+    /// As many replicas as configured are known, and every other one is online and current.
     pub all_current: bool,
 }
 
@@ -197,13 +199,15 @@ impl NatsCluster {
         let js = async_nats::jetstream::new(client);
         let mut handle = js.get_stream(stream).await.ok()?;
         let info = handle.info().await.ok()?.clone();
+        let replicas = info.config.num_replicas;
         let cluster = info.cluster?;
         let leader = cluster.leader?;
         let leader = self.nodes.iter().position(|n| n.name == leader)?;
-        let all_current = cluster.replicas.len() == self.nodes.len() - 1
+        let all_current = cluster.replicas.len() + 1 == replicas
             && cluster.replicas.iter().all(|p| p.current && !p.offline);
         Some(StreamPeers {
             leader,
+            replicas,
             all_current,
         })
     }

@@ -242,6 +242,20 @@ impl KeyRing {
         self.max_token_ttl
     }
 
+    /// Lets these keys sign tokens that live `ttl` (clamped like [`KeyRing::new`]'s), raising
+    /// `max_token_ttl` if it is shorter; returns whether it changed. It is never lowered: retired
+    /// keys must keep verifying the longer-lived tokens already issued, and a shorter lifetime
+    /// is the [`Issuer`]'s to choose. (A retired key then stays published for up to the longest
+    /// lifetime ever allowed after its retirement, at most [`MAX_TOKEN_TTL`].)
+    pub fn allow_token_ttl(&mut self, ttl: Duration) -> bool {
+        let ttl = ttl.clamp(Duration::ZERO, MAX_TOKEN_TTL);
+        if ttl <= self.max_token_ttl {
+            return false;
+        }
+        self.max_token_ttl = ttl;
+        true
+    }
+
     /// The kids of every key that verifies, current first.
     pub fn kids(&self) -> Vec<&str> {
         std::iter::once(self.current.kid.as_str())

@@ -45,30 +45,80 @@ pub async fn open_raw_log(config: &Config) -> anyhow::Result<SharedLog> {
             tracing::info!(dir = %dir.display(), "embedded event log open");
             Ok(log)
         }
-        Some(url) => {
-            let options = JetStreamOptions {
-                url: url.clone(),
-                stream: config.stream.clone(),
-                replicas: config.stream_replicas,
-                ..JetStreamOptions::default()
-            };
-            let mut delay = Duration::from_millis(200);
-            loop {
-                match JetStreamLog::connect(options.clone()).await {
-                    Ok(log) => {
-                        tracing::info!(%url, stream = %config.stream, "JetStream event log connected");
-                        return Ok(Arc::new(log));
-                    }
-                    Err(idstream_eventlog::LogError::Unavailable(why)) => {
-                        tracing::warn!(%url, %why, retry_in_ms = delay.as_millis() as u64, "waiting for NATS");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(5));
-                    }
-                    Err(e) => return Err(e).context("opening the JetStream event log"),
-                }
+        Some(url) => Ok(Arc::new(connect_jetstream(config, url).await?)),
+    }
+}
+
+/// Connects to the configured JetStream stream, creating it if it does not exist, and retries
+/// until NATS answers.
+async fn connect_jetstream(config: &Config, url: &str) -> anyhow::Result<JetStreamLog> {
+    let options = JetStreamOptions {
+        url: url.to_owned(),
+        stream: config.stream.clone(),
+        replicas: config.stream_replicas,
+        ..JetStreamOptions::default()
+    };
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match JetStreamLog::connect(options.clone()).await {
+            Ok(log) => {
+                tracing::info!(%url, stream = %config.stream, "JetStream event log connected");
+                return Ok(log);
+            }
+            Err(idstream_eventlog::LogError::Unavailable(why)) => {
+                tracing::warn!(%url, %why, retry_in_ms = delay.as_millis() as u64, "waiting for NATS");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "opening the JetStream stream {} at {url} with stream_replicas = {} \
+                         (--stream-replicas, IDSTREAM_STREAM_REPLICAS or stream_replicas in the \
+                         configuration file)",
+                        config.stream, config.stream_replicas
+                    )
+                });
             }
         }
     }
+}
+
+/// Applies `stream_replicas` to the streams created with it: the event stream and the key
+/// bucket's stream (`KV_idstream_keys`, if it exists yet). A stream keeps the replica count it
+/// was created with unless something changes it, so the service does, when it starts; the other
+/// subcommands only warn about a difference, so that a tool run with other settings never
+/// changes a production stream. If the servers refuse (more replicas than servers), the
+/// service refuses to start and says where the count is stored and what to do.
+pub async fn apply_stream_replicas(config: &Config) -> anyhow::Result<()> {
+    let Some(url) = &config.nats_url else {
+        return Ok(());
+    };
+    let log = connect_jetstream(config, url).await?;
+    let bucket = format!("KV_{}", JetStreamKeyStoreOptions::default().bucket);
+    for stream in [config.stream.as_str(), bucket.as_str()] {
+        match log.apply_replicas(stream, config.stream_replicas).await {
+            Ok(Some(before)) => tracing::warn!(
+                %stream,
+                before,
+                replicas = config.stream_replicas,
+                "changed the stream's replica count to the configured stream_replicas"
+            ),
+            Ok(None) => {}
+            Err(idstream_eventlog::LogError::Misconfigured(why)) => anyhow::bail!(
+                "stream_replicas is {wanted} (--stream-replicas, IDSTREAM_STREAM_REPLICAS or \
+                 stream_replicas in the configuration file), but {why}. The replica count is \
+                 stored in the stream's configuration on the NATS servers at {url}; set \
+                 stream_replicas to the count the servers can hold (1 on a single server, at \
+                 most the number of servers in a cluster) and start again",
+                wanted = config.stream_replicas
+            ),
+            Err(e) => {
+                return Err(e).with_context(|| format!("applying stream_replicas to {stream}"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The key store: the data directory's `keys/` with the embedded log, a JetStream KV bucket
@@ -109,6 +159,11 @@ pub async fn identity_services(config: &Config) -> anyhow::Result<IdentityServic
     )
     .await
     .context("loading the service keys")?;
+    // The key ring was created with the lifetime configured then (by `bootstrap` or the first
+    // start); raise its limit to what is configured now, so the setting means what it says.
+    keys.allow_token_ttl(access_ttl)
+        .await
+        .context("applying access_token_ttl_seconds to the signing key ring")?;
     let mailer = idstream_mailer::build(&config.mail, &config.data_dir)
         .context("configuring mail delivery")?;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -216,6 +271,7 @@ pub async fn serve(
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let admin_token = admin_token(&config)?;
+    apply_stream_replicas(&config).await?;
     let log = open_log(&config).await?;
     let startup_target = match log.last_position().await {
         Ok(p) => p,

@@ -144,6 +144,35 @@ impl Keys {
             .await
     }
 
+    /// Makes the stored signing key ring allow access tokens that live `ttl` (the configured
+    /// lifetime), raising its limit if it is lower ([`KeyRing::allow_token_ttl`]: it is never
+    /// lowered). Compare-and-swap, so replicas starting together agree; returns whether this
+    /// call changed the store.
+    pub async fn allow_token_ttl(&self, ttl: Duration) -> Result<bool, KeysError> {
+        for _ in 0..MAX_ROTATION_ATTEMPTS {
+            let stored = self.read_document(SIGNING_DOCUMENT).await?;
+            let mut ring = parse_ring(&stored)?;
+            if !ring.allow_token_ttl(ttl) {
+                self.set_signing(ring);
+                return Ok(false);
+            }
+            let document = ring.to_json();
+            if self
+                .store
+                .replace(SIGNING_DOCUMENT, &stored, document.as_bytes())
+                .await?
+            {
+                tracing::info!(
+                    ttl_seconds = ttl.whole_seconds(),
+                    "the signing key ring now allows access tokens of the configured lifetime"
+                );
+                self.set_signing(ring);
+                return Ok(true);
+            }
+        }
+        Err(KeysError::Contention(SIGNING_DOCUMENT))
+    }
+
     /// Adds a new sealing key to the vault and makes it the one that seals. Values sealed under
     /// the older keys still open. If another replica rotated concurrently, its key is accepted.
     pub async fn rotate_sealing(&self) -> Result<Rotation, KeysError> {
@@ -303,6 +332,24 @@ mod tests {
         );
         assert_eq!(second.signing().current().created_at(), T0);
         assert_eq!(second.signing().max_token_ttl(), TTL);
+    }
+
+    #[tokio::test]
+    async fn a_longer_configured_token_lifetime_is_stored_and_a_shorter_one_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::load_or_create(store(dir.path()), T0, TTL)
+            .await
+            .unwrap();
+        assert!(keys.allow_token_ttl(Duration::hours(1)).await.unwrap());
+        assert_eq!(keys.signing().max_token_ttl(), Duration::hours(1));
+        // Stored: the next start (or another replica) reads it.
+        let again = Keys::load_or_create(store(dir.path()), T0, TTL)
+            .await
+            .unwrap();
+        assert_eq!(again.signing().max_token_ttl(), Duration::hours(1));
+        // Shorter: tokens signed for an hour may be outstanding, so the limit stays.
+        assert!(!again.allow_token_ttl(Duration::minutes(1)).await.unwrap());
+        assert_eq!(again.signing().max_token_ttl(), Duration::hours(1));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
