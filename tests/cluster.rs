@@ -152,6 +152,7 @@ async fn run(shape: Shape) {
         .max()
         .expect("acknowledged commands");
     for replica in [&a, &b] {
+        caught_up(replica, newest).await;
         let missing = missing_users(replica, &acked, newest).await;
         assert!(
             missing.is_empty(),
@@ -366,8 +367,9 @@ async fn outcome(request: reqwest::RequestBuilder, success: u16) -> Outcome {
     }
 }
 
-/// Prints, per phase: commands acknowledged, queries answered, errors by code, and seconds from
-/// the phase's start to its last failure and to the first acknowledgement after that.
+/// Prints, per phase: commands acknowledged, queries answered, errors by code, and for each
+/// replica the seconds from the phase's start to its last failed command and to the first
+/// acknowledgement after that.
 fn report(records: &[Record], phases: &[(String, Instant)]) {
     println!("cluster phases (seconds from the phase's start):");
     for (i, (what, at)) in phases.iter().enumerate() {
@@ -402,25 +404,66 @@ fn report(records: &[Record], phases: &[(String, Instant)]) {
             .into_iter()
             .map(|(what, (n, first, last))| format!("{n}× {what} ({}–{})", secs(first), secs(last)))
             .collect();
-        let last_failure = inside
+        // Per replica: when its last failed command was answered, and its first acknowledgement
+        // of a command sent after that.
+        let recovery: Vec<String> = ["A", "B"]
             .iter()
-            .filter(|r| r.command && matches!(r.outcome, Outcome::Failed(_)))
-            .map(|r| r.ended)
-            .max();
-        let recovered = last_failure.and_then(|failed| {
-            inside
-                .iter()
-                .filter(|r| r.started >= failed && matches!(r.outcome, Outcome::Acked { .. }))
-                .map(|r| r.ended)
-                .min()
-        });
+            .enumerate()
+            .map(|(replica, name)| {
+                let mine = || {
+                    inside
+                        .iter()
+                        .filter(move |r| r.replica == replica && r.command)
+                };
+                let last_failure = mine()
+                    .filter(|r| matches!(r.outcome, Outcome::Failed(_)))
+                    .map(|r| r.ended)
+                    .max();
+                match last_failure {
+                    None => format!("{name}: no failed command"),
+                    Some(failed) => {
+                        let again = mine()
+                            .filter(|r| {
+                                r.started >= failed && matches!(r.outcome, Outcome::Acked { .. })
+                            })
+                            .map(|r| r.ended)
+                            .min();
+                        format!(
+                            "{name}: last failed command {}, next acknowledged {}",
+                            secs(failed),
+                            again.map_or("in the next phase".into(), secs)
+                        )
+                    }
+                }
+            })
+            .collect();
         println!(
-            "  {what}: {acked} commands acknowledged, {answered} queries answered; errors [{}]; \
-             last command failure {}, commands succeed again {}",
+            "  {what}: {acked} commands acknowledged, {answered} queries answered; errors [{}]; {}",
             errors.join(", "),
-            last_failure.map_or("none".into(), secs),
-            recovered.map_or("-".into(), secs),
+            recovery.join("; "),
         );
+    }
+}
+
+/// Waits until `replica` is ready and its read models have applied `position` (a replica
+/// restarted a moment ago may still be catching up on a busy machine).
+async fn caught_up(replica: &Service, position: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = replica.get("/readyz").await;
+        if ready.status == 200
+            && ready.body["read_models"]
+                .as_object()
+                .is_some_and(|m| m.values().all(|p| p.as_u64() >= Some(position)))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not reach position {position}: {ready:?}",
+            replica.base
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -41,14 +41,18 @@ pub struct Readiness {
     /// `ok` or `unavailable`
     pub log: String,
     pub log_position: Option<u64>,
+    /// The directory's search index is loaded (in the background at start; until then
+    /// directory searches wait, and `ready` is false).
+    pub search_index_loaded: bool,
     /// Position each read model has applied.
     pub read_models: BTreeMap<String, u64>,
 }
 
-/// Readiness to serve: the read models have caught up with the log as it was at start. While
-/// the log is unreachable the service stays ready (`"log": "unavailable"`), because queries keep
-/// answering from the read models; commands then fail with `503 log_unavailable`. A load
-/// balancer that should route commands only to replicas that can append uses `/readyz/write`.
+/// Readiness to serve: the read models have caught up with the log as it was at start and the
+/// directory's search index is loaded. While the log is unreachable the service stays ready
+/// (`"log": "unavailable"`), because queries keep answering from the read models; commands then
+/// fail with `503 log_unavailable`. A load balancer that should route commands only to replicas
+/// that can append uses `/readyz/write`.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness, description = "still catching up")))]
 pub async fn readyz(State(state): State<AppState>, caller: Caller) -> impl IntoResponse {
@@ -65,6 +69,7 @@ pub async fn readyz(State(state): State<AppState>, caller: Caller) -> impl IntoR
             "unavailable".into()
         },
         log_position: readiness.log_position,
+        search_index_loaded: readiness.search_index_loaded,
         read_models: readiness.read_models,
     };
     let status = if readiness.ready {
