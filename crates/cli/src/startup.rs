@@ -14,7 +14,7 @@ use idstream_eventlog::jetstream::{JetStreamLog, JetStreamOptions};
 use idstream_eventlog::{FanOutLog, SharedLog};
 use idstream_keys::{
     FileKeyStore, JetStreamKeyStore, JetStreamKeyStoreOptions, KeyStore, Keys, PersonalDataLog,
-    PersonalKeys,
+    PersonalKeys, RotationPolicy,
 };
 use idstream_projection_runtime::ReadModels;
 
@@ -144,14 +144,49 @@ pub async fn key_store(config: &Config) -> anyhow::Result<Arc<dyn KeyStore>> {
     }
 }
 
-/// Keys, mailer, password hashing and token settings for identity.
-pub async fn identity_services(config: &Config) -> anyhow::Result<IdentityServices> {
+/// The configured access-token lifetime, checked.
+fn access_ttl(config: &Config) -> anyhow::Result<time::Duration> {
     let access_ttl = time::Duration::try_from(config.access_token_ttl)
         .context("access_token_ttl is out of range")?;
     anyhow::ensure!(
         access_ttl >= time::Duration::seconds(30) && access_ttl <= time::Duration::hours(1),
         "access_token_ttl_seconds must be between 30 and 3600"
     );
+    Ok(access_ttl)
+}
+
+/// The configured rotation of the signing keys, checked.
+fn rotation_policy(config: &Config) -> anyhow::Result<RotationPolicy> {
+    let lead = time::Duration::try_from(config.signing_key_lead)
+        .context("signing_key_lead_seconds is out of range")?;
+    anyhow::ensure!(
+        lead >= time::Duration::seconds(1) && lead <= time::Duration::days(7),
+        "signing_key_lead_seconds must be between 1 and 604800"
+    );
+    let period = config
+        .signing_key_rotation
+        .map(time::Duration::try_from)
+        .transpose()
+        .context("signing_key_rotation_days is out of range")?;
+    if let Some(period) = period {
+        anyhow::ensure!(
+            period > lead,
+            "signing_key_rotation_days must be longer than signing_key_lead_seconds"
+        );
+    }
+    Ok(RotationPolicy { period, lead })
+}
+
+/// How often the service re-reads its keys and runs their upkeep: every minute, and at least
+/// four times per lead time, so that every replica publishes a next key well before it signs.
+pub fn key_upkeep_interval(config: &Config) -> Duration {
+    (config.signing_key_lead / 4).clamp(Duration::from_millis(250), Duration::from_secs(60))
+}
+
+/// The service's keys from the configured key store (created if missing), the signing key
+/// ring allowing the configured access-token lifetime.
+pub async fn load_keys(config: &Config) -> anyhow::Result<Keys> {
+    let access_ttl = access_ttl(config)?;
     let keys = Keys::load_or_create(
         key_store(config).await?,
         time::OffsetDateTime::now_utc(),
@@ -164,6 +199,14 @@ pub async fn identity_services(config: &Config) -> anyhow::Result<IdentityServic
     keys.allow_token_ttl(access_ttl)
         .await
         .context("applying access_token_ttl_seconds to the signing key ring")?;
+    Ok(keys)
+}
+
+/// Keys, mailer, password hashing and token settings for identity.
+pub async fn identity_services(config: &Config) -> anyhow::Result<IdentityServices> {
+    let access_ttl = access_ttl(config)?;
+    let signing_keys = rotation_policy(config)?;
+    let keys = load_keys(config).await?;
     let mailer = idstream_mailer::build(&config.mail, &config.data_dir)
         .context("configuring mail delivery")?;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -177,6 +220,7 @@ pub async fn identity_services(config: &Config) -> anyhow::Result<IdentityServic
             audience: "idstream".into(),
             access_ttl,
             public_url,
+            signing_keys,
             ..IdentityConfig::default()
         },
     })
@@ -283,14 +327,15 @@ pub async fn serve(
     let (app, read_models, _) = open_app(&config, log).await?;
     let upkeep = {
         let operations = app.operations.clone();
+        let every = key_upkeep_interval(&config);
         tokio::spawn(async move {
             let upkeep = Caller::system("key-upkeep");
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 if let Err(error) = operations.maintain_keys(&upkeep).await {
-                    tracing::warn!(%error, "key upkeep failed; retrying in a minute");
+                    tracing::warn!(%error, "key upkeep failed; retrying");
                 }
             }
         })

@@ -54,6 +54,28 @@ pub enum Rotation {
     NotDue,
 }
 
+/// A staged next signing key ([`Keys::stage_signing`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staged {
+    /// The next key's id: in the JWK Set from now on.
+    pub kid: String,
+    /// When it starts signing.
+    pub signs_from: OffsetDateTime,
+    /// Whether this call staged it (otherwise it was staged before).
+    pub new: bool,
+}
+
+/// How the signing keys rotate by themselves ([`Keys::upkeep_signing`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RotationPolicy {
+    /// A signing key is replaced once it is this old (counted from when it was staged); `None`
+    /// rotates only when asked.
+    pub period: Option<Duration>,
+    /// How long a next key is published before it signs: longer than the replicas take to
+    /// re-read the key store, and than verifiers cache the JWK Set.
+    pub lead: Duration,
+}
+
 /// The service's keys: the [`Vault`] (sealing and blind indexes) and the signing [`KeyRing`].
 ///
 /// Readers take cheap snapshots ([`Keys::vault`], [`Keys::signing`]); [`Keys::reload`] and the
@@ -62,6 +84,8 @@ pub struct Keys {
     store: Arc<dyn KeyStore>,
     vault: RwLock<Arc<Vault>>,
     signing: RwLock<Arc<KeyRing>>,
+    /// When [`Keys::reload_if_not_since`] last re-read the store.
+    last_reload: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Keys {
@@ -89,6 +113,7 @@ impl Keys {
             store,
             vault: RwLock::new(Arc::new(vault)),
             signing: RwLock::new(Arc::new(signing)),
+            last_reload: std::sync::Mutex::new(None),
         })
     }
 
@@ -117,6 +142,116 @@ impl Keys {
         self.set_vault(vault);
         self.set_signing(signing);
         Ok(())
+    }
+
+    /// Re-reads the store unless this did so less than `interval` ago; returns whether it did.
+    /// For a token signed by a key this replica does not know yet: another replica may know it
+    /// from the store.
+    pub async fn reload_if_not_since(
+        &self,
+        interval: std::time::Duration,
+    ) -> Result<bool, KeysError> {
+        {
+            let mut last = self
+                .last_reload
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if last.is_some_and(|at| at.elapsed() < interval) {
+                return Ok(false);
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        self.reload().await?;
+        Ok(true)
+    }
+
+    /// Stages the next signing key: published (in the JWK Set, and verifying on every replica
+    /// that has re-read the store) from now on, signing from `signs_from`. If a next key is
+    /// staged already, it stays as it is. Compare-and-swap, like the rotations.
+    pub async fn stage_signing(
+        &self,
+        now: OffsetDateTime,
+        signs_from: OffsetDateTime,
+    ) -> Result<Staged, KeysError> {
+        for _ in 0..MAX_ROTATION_ATTEMPTS {
+            let stored = self.read_document(SIGNING_DOCUMENT).await?;
+            let mut ring = parse_ring(&stored)?;
+            if let Some((key, at)) = ring.next() {
+                let staged = Staged {
+                    kid: key.kid().to_owned(),
+                    signs_from: at,
+                    new: false,
+                };
+                self.set_signing(ring);
+                return Ok(staged);
+            }
+            let (key, at) = ring.stage_next(now, signs_from);
+            let staged = Staged {
+                kid: key.kid().to_owned(),
+                signs_from: at,
+                new: true,
+            };
+            let document = ring.to_json();
+            if self
+                .store
+                .replace(SIGNING_DOCUMENT, &stored, document.as_bytes())
+                .await?
+            {
+                tracing::info!(kid = %staged.kid, signs_from = %staged.signs_from, "staged the next signing key");
+                self.set_signing(ring);
+                return Ok(staged);
+            }
+        }
+        Err(KeysError::Contention(SIGNING_DOCUMENT))
+    }
+
+    /// The periodic upkeep of the signing keys, as stored: makes a staged key current once its
+    /// time has come (it signs from then on every replica anyway, see
+    /// [`KeyRing::signing_key`]), prunes retired keys whose tokens have all expired, and stages
+    /// the next key `policy.lead` before the current one is `policy.period` old. Writes the
+    /// store only when something changed.
+    pub async fn upkeep_signing(
+        &self,
+        now: OffsetDateTime,
+        policy: RotationPolicy,
+    ) -> Result<(), KeysError> {
+        for _ in 0..MAX_ROTATION_ATTEMPTS {
+            let stored = self.read_document(SIGNING_DOCUMENT).await?;
+            let mut ring = parse_ring(&stored)?;
+            let promoted = ring.promote_due(now);
+            let pruned = ring.prune(now);
+            let mut staged = false;
+            if let Some(period) = policy.period
+                && ring.next().is_none()
+            {
+                let due = ring.current().created_at() + period;
+                if now + policy.lead >= due {
+                    ring.stage_next(now, due.max(now + policy.lead));
+                    staged = true;
+                }
+            }
+            if !promoted && pruned == 0 && !staged {
+                self.set_signing(ring);
+                return Ok(());
+            }
+            let document = ring.to_json();
+            if self
+                .store
+                .replace(SIGNING_DOCUMENT, &stored, document.as_bytes())
+                .await?
+            {
+                tracing::info!(
+                    current = %ring.current().kid(),
+                    next = ?ring.next().map(|(k, at)| (k.kid().to_owned(), at)),
+                    promoted,
+                    pruned,
+                    "signing key upkeep"
+                );
+                self.set_signing(ring);
+                return Ok(());
+            }
+        }
+        Err(KeysError::Contention(SIGNING_DOCUMENT))
     }
 
     /// Starts signing with a new key. The old key is retired, not dropped: it stays in the JWKS
