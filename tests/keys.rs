@@ -214,8 +214,8 @@ mod rotation {
     /// Two replicas; `idstream keys rotate`; tokens refreshed on both replicas in turn while
     /// both JWK Sets are watched. Every token's key was published by both replicas before the
     /// token was issued, and tokens from before, during and after the rotation verify on both.
-    /// With `until_pruned`, also waits until the old key's tokens have expired and checks that
-    /// it is gone from the JWK Sets and its token is refused.
+    /// With `until_pruned`, also waits until the old key's tokens have expired, rotates again and
+    /// checks that the old key is gone from the JWK Sets and its tokens are refused.
     async fn rotation(until_pruned: bool) {
         let nats = NatsServer::spawn();
         let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -227,12 +227,15 @@ mod rotation {
         )
         .unwrap();
         let settings = [("IDSTREAM_CONFIG", config.to_str().unwrap())];
-        Service::bootstrap(
+        // Bootstrap creates the key ring with the configured token lifetime: a ring keeps its
+        // retired keys for the longest lifetime it ever allowed.
+        Service::bootstrap_with(
             dirs.0.path(),
             Some(&nats.url()),
             "acme",
             "ada@example.com",
             PASSWORD,
+            &["--config", config.to_str().unwrap()],
         )
         .await;
         let a = Service::jetstream_with_env(dirs.0.path(), &nats.url(), &settings).await;
@@ -292,23 +295,42 @@ mod rotation {
         if !until_pruned {
             return;
         }
-        // Once every token the old key signed has expired (30 s, plus the 30 s clock leeway),
-        // the key is dropped from both JWK Sets and its token is refused.
+        // A retired key goes at the first rotation after every token it signed has expired.
+        // Wait until the last token it signed is refused (expired: 30 s plus the 30 s clock
+        // leeway), rotate again, and once the newest key signs, the old one is gone from both
+        // JWK Sets and its tokens are refused.
+        let last_old = tokens.iter().rev().find(|t| kid(t) == old).unwrap().clone();
         let deadline = Instant::now() + Duration::from_secs(180);
+        while a.get_as(&last_old, "/v1/auth/me").await.status != 401 {
+            assert!(
+                Instant::now() < deadline,
+                "the old key's token never expired"
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let newest = keys_rotate(dirs.1.path(), &nats.url(), &config).await;
         loop {
             let (on_a, on_b) = (published(&a).await, published(&b).await);
             if !on_a.contains(&old) && !on_b.contains(&old) {
-                assert_eq!((on_a, on_b), (vec![next.clone()], vec![next.clone()]));
+                for on in [on_a, on_b] {
+                    assert_eq!(on.len(), 2, "{on:?}");
+                    assert!(on.contains(&next) && on.contains(&newest), "{on:?}");
+                }
                 break;
             }
-            assert!(Instant::now() < deadline, "the retired key was never pruned");
+            assert!(
+                Instant::now() < deadline,
+                "the retired key was never pruned"
+            );
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         for replica in [&a, &b] {
-            replica
-                .get_as(&before, "/v1/auth/me")
-                .await
-                .assert_problem(401, "unauthorized");
+            for token in [&before, &last_old] {
+                replica
+                    .get_as(token, "/v1/auth/me")
+                    .await
+                    .assert_problem(401, "unauthorized");
+            }
         }
     }
 
@@ -319,7 +341,7 @@ mod rotation {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "waits about a minute for the old key's tokens to expire: cargo test --test integration -- --ignored rotation_until_pruned"]
+    #[ignore = "waits over a minute for the old key's tokens to expire: cargo test --test integration -- --ignored rotation_until_pruned"]
     async fn rotation_until_pruned_drops_the_old_key_and_refuses_its_tokens() {
         rotation(true).await;
     }

@@ -1152,7 +1152,10 @@ mod tests {
         assert_eq!((again.kid(), again_at), (next_kid.as_str(), signs_from));
         // The stored ring keeps it.
         let stored = KeyRing::from_json(&ring.to_json()).unwrap();
-        assert_eq!(stored.next().map(|(k, t)| (k.kid(), t)), Some((next_kid.as_str(), signs_from)));
+        assert_eq!(
+            stored.next().map(|(k, t)| (k.kid(), t)),
+            Some((next_kid.as_str(), signs_from))
+        );
         // From its time it signs, before the ring records the switch.
         let during = issuer().sign(&ring, &subject(), signs_from);
         assert_eq!(kid_of(&during), next_kid);
@@ -1163,7 +1166,11 @@ mod tests {
         assert!(ring.next().is_none());
         let after = issuer().sign(&ring, &subject(), signs_from + Duration::minutes(1));
         for token in [&before, &waiting, &during, &after] {
-            assert!(issuer().verify(&ring, token, signs_from + Duration::minutes(2)).is_ok());
+            assert!(
+                issuer()
+                    .verify(&ring, token, signs_from + Duration::minutes(2))
+                    .is_ok()
+            );
         }
         // Retired as of the moment it stopped signing, and pruned once its tokens expired.
         let keep_until = signs_from + ring.max_token_ttl() + CLOCK_LEEWAY;

@@ -207,7 +207,7 @@ impl Keys {
 
     /// The periodic upkeep of the signing keys, as stored: makes a staged key current once its
     /// time has come (it signs from then on every replica anyway, see
-    /// [`KeyRing::signing_key`]), prunes retired keys whose tokens have all expired, and stages
+    /// [`KeyRing::signing_key`]) and then prunes retired keys whose tokens have all expired, and stages
     /// the next key `policy.lead` before the current one is `policy.period` old. Writes the
     /// store only when something changed.
     pub async fn upkeep_signing(
@@ -219,7 +219,10 @@ impl Keys {
             let stored = self.read_document(SIGNING_DOCUMENT).await?;
             let mut ring = parse_ring(&stored)?;
             let promoted = ring.promote_due(now);
-            let pruned = ring.prune(now);
+            // Retired keys go at a rotation, as with `rotate_signing`: a retired key stays in
+            // the ring (and trusted for the tamper-evidence checkpoints it signed) until the
+            // next rotation after its tokens have expired.
+            let pruned = if promoted { ring.prune(now) } else { 0 };
             let mut staged = false;
             if let Some(period) = policy.period
                 && ring.next().is_none()
