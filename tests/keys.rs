@@ -243,8 +243,8 @@ mod rotation {
         let first = a.sign_in("ada@example.com", PASSWORD).await;
         let before = first["access_token"].as_str().unwrap().to_owned();
         let old = kid(&before);
-        assert_eq!(published(&a).await, [old.clone()]);
-        assert_eq!(published(&b).await, [old.clone()]);
+        assert_eq!(published(&a).await, vec![old.clone()]);
+        assert_eq!(published(&b).await, vec![old.clone()]);
 
         let next = keys_rotate(dirs.1.path(), &nats.url(), &config).await;
         assert_ne!(next, old);
