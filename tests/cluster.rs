@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::support::cluster::NatsCluster;
+use crate::support::netns::NetnsCluster;
 use crate::support::service::{ADMIN_TOKEN, Service};
 
 const STREAM: &str = "IDSTREAM";
@@ -121,6 +122,13 @@ async fn run(shape: Shape) {
             load.phase_wait(&shape).await;
         }
     }
+    finish(load, &a, &b, dir_a.path(), &urls).await;
+    drop(cluster);
+}
+
+/// Stops the load and checks the end state: every HTTP error a coded problem, no acknowledged
+/// command lost on either replica, equal read models, and `audit verify` clean against `urls`.
+async fn finish(load: Load, a: &Service, b: &Service, data_dir: &Path, urls: &str) {
     let phases = load.phases();
     let records = load.stop().await;
     report(&records, &phases);
@@ -151,7 +159,7 @@ async fn run(shape: Shape) {
         .map(|(_, p)| *p)
         .max()
         .expect("acknowledged commands");
-    for replica in [&a, &b] {
+    for replica in [a, b] {
         caught_up(replica, newest).await;
         let missing = missing_users(replica, &acked, newest).await;
         assert!(
@@ -164,11 +172,11 @@ async fn run(shape: Shape) {
     }
 
     // Both replicas folded the same log into the same bytes.
-    let (on_a, on_b) = read_models_at_the_same_position(&a, &b).await;
+    let (on_a, on_b) = read_models_at_the_same_position(a, b).await;
     assert_eq!(on_a, on_b, "the replicas' read models differ");
 
     // The tamper-evidence chain is intact across every failover.
-    let verdict = audit_verify(dir_a.path(), &urls).await;
+    let verdict = audit_verify(data_dir, urls).await;
     assert!(
         verdict.0 == 0 && verdict.1.starts_with("verified "),
         "audit verify: {verdict:?}"
@@ -182,7 +190,83 @@ async fn run(shape: Shape) {
             .unwrap_or_default(),
         verdict.1.trim()
     );
-    drop(cluster);
+}
+
+/// A network partition: the stream's leader is cut off from the other two nodes (blackhole
+/// routes between network namespaces) while replica A stays attached to it and replica B to the
+/// other two. B goes on acknowledging commands (the majority elects a new leader); A cannot
+/// append until the partition heals, and its write probe says so; after the heal both go on.
+/// Asserted as for the faults above, plus the write probe; printed: what clients saw.
+///
+/// **It fails on Debian's nats-server 2.9.10**, so it is not in the suite: the cut-off leader
+/// goes on acknowledging A's appends, and after the heal the nodes serve different events at the
+/// same positions (the old leader's and the new one's), so A's and B's read models differ at the
+/// same position, an acknowledged user can be missing from one replica, and the chain
+/// checkpointers log that each other's checkpoints do not match. Run it by hand to see it:
+/// `cargo test --test integration -- --ignored --nocapture cut_off`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "fails on nats-server 2.9.10: after the partition heals, nodes serve different events at the same positions; see the doc comment"]
+async fn a_stream_leader_cut_off_from_the_other_nodes_loses_no_acknowledged_command() {
+    let shape = Shape {
+        rounds: 1,
+        acks_per_phase: 15,
+        command_workers: 2,
+        query_workers: 1,
+    };
+    let cluster = NetnsCluster::spawn();
+    cluster.wait_for_jetstream().await;
+    let all = (0..3).map(|i| cluster.url(i)).collect::<Vec<_>>().join(",");
+    // The event stream first, so that its leader is known before the replicas pick their nodes.
+    let options = idstream_eventlog::jetstream::JetStreamOptions {
+        replicas: 3,
+        ..idstream_eventlog::jetstream::JetStreamOptions::new(all.clone())
+    };
+    drop(
+        idstream_eventlog::jetstream::JetStreamLog::connect(options)
+            .await
+            .expect("create the R3 event stream"),
+    );
+    let leader = cluster.wait_until_stream_is_whole(STREAM).await;
+    let majority = (0..3)
+        .filter(|i| *i != leader)
+        .map(|i| cluster.url(i))
+        .collect::<Vec<_>>()
+        .join(",");
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Service::jetstream_with_env(dir_a.path(), &cluster.url(leader), SETTINGS).await;
+    let b = Service::jetstream_with_env(dir_b.path(), &majority, SETTINGS).await;
+    let created = a.create_tenant("acme").await;
+    let seen = b.get_at("/v1/tenants/acme", created).await;
+    assert_eq!(seen.status, 200, "{seen:?}");
+
+    let load = Load::start(&[&a, &b], &shape);
+    load.phase("steady load", &shape).await;
+    load.mark(format!(
+        "stream leader {} cut off from the other nodes, replica A attached to it",
+        cluster.name(leader)
+    ));
+    cluster.cut_off(leader);
+    load.phase_wait_on(&[1], &shape).await;
+    // A cannot append while its node is in the minority, and its write probe says so.
+    let write_probe = || a.send(a.anonymous(reqwest::Method::GET, "/readyz/write"));
+    let deadline = Instant::now() + PHASE_LIMIT;
+    loop {
+        let probe = write_probe().await;
+        if probe.status == 503 {
+            probe.assert_problem(503, "log_unavailable");
+            break;
+        }
+        if Instant::now() > deadline {
+            let records = load.records.lock().unwrap().clone();
+            report(&records, &load.phases());
+            panic!("A's write probe still passes while its node is cut off: {probe:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    load.mark(format!("partition of {} healed", cluster.name(leader)));
+    cluster.heal(leader);
+    load.phase_wait(&shape).await;
+    finish(load, &a, &b, dir_a.path(), &all).await;
 }
 
 /// What one request got.
@@ -297,6 +381,11 @@ impl Load {
     /// Waits until each replica has acknowledged `acks_per_phase` commands sent since the
     /// current phase began.
     async fn phase_wait(&self, shape: &Shape) {
+        self.phase_wait_on(&[0, 1], shape).await;
+    }
+
+    /// [`Load::phase_wait`] for the replicas `on` only.
+    async fn phase_wait_on(&self, on: &[usize], shape: &Shape) {
         let (what, since) = self.phases().last().cloned().expect("a phase");
         let deadline = Instant::now() + PHASE_LIMIT;
         loop {
@@ -310,7 +399,7 @@ impl Load {
                 }
                 counts
             };
-            if counts.iter().all(|&n| n >= shape.acks_per_phase) {
+            if on.iter().all(|&r| counts[r] >= shape.acks_per_phase) {
                 return;
             }
             if Instant::now() > deadline {

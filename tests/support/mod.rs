@@ -2,5 +2,6 @@
 
 pub mod cluster;
 pub mod nats;
+pub mod netns;
 pub mod service;
 pub mod world;

@@ -103,8 +103,10 @@ impl Operations {
     }
 
     /// Whether this replica can take commands now: it is ready (see [`Operations::readiness`])
-    /// and the log answers within `within` (with JetStream: the client is connected and the
-    /// stream has a leader that answers). Returns the log's last position.
+    /// and the log says within `within` that it could store an append
+    /// ([`idstream_eventlog::EventLog::write_check`]; with JetStream: the client is connected
+    /// and the stream's leader sees a quorum of current replicas). Returns the log's last
+    /// position.
     ///
     /// Unlike readiness, this fails while the log is unreachable: it is the probe for a load
     /// balancer that should send commands only to replicas that can append them.
@@ -127,7 +129,7 @@ impl Operations {
         if !self.directory().people().is_loaded() {
             return Err(AppError::SearchIndexLoading);
         }
-        match tokio::time::timeout(within, self.log.last_position()).await {
+        match tokio::time::timeout(within, self.log.write_check()).await {
             Ok(Ok(position)) => Ok(position),
             Ok(Err(e)) => Err(AppError::Unavailable(e.to_string())),
             Err(_) => Err(AppError::Unavailable(format!(

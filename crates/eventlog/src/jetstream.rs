@@ -911,6 +911,32 @@ impl EventLog for JetStreamLog {
         Ok(self.stream_info().await?.state.last_sequence)
     }
 
+    async fn write_check(&self) -> Result<Position, LogError> {
+        let info = self.stream_info().await?;
+        if let Some(cluster) = &info.cluster {
+            let Some(leader) = &cluster.leader else {
+                return Err(LogError::Unavailable(format!(
+                    "stream {} has no leader",
+                    self.stream_name
+                )));
+            };
+            // The leader counts itself; a quorum is a majority of the configured replicas.
+            let current = 1 + cluster
+                .replicas
+                .iter()
+                .filter(|p| p.current && !p.offline)
+                .count();
+            let quorum = info.config.num_replicas / 2 + 1;
+            if current < quorum {
+                return Err(LogError::Unavailable(format!(
+                    "stream {}: its leader {leader} sees {current} of {} replicas current, fewer than a quorum",
+                    self.stream_name, info.config.num_replicas
+                )));
+            }
+        }
+        Ok(info.state.last_sequence)
+    }
+
     async fn log_id(&self) -> Result<String, LogError> {
         let info = self.stream_info().await?;
         Ok(format!(
