@@ -382,7 +382,7 @@ pub async fn open_envelope(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::FileKeyStore;
+    use crate::{FileKeyStore, KeyStore};
     use idstream_domain::{Actor, AggregateRef, AggregateType};
     use serde_json::json;
 
@@ -408,6 +408,40 @@ mod tests {
             causation_id: None,
             data: json!({"email": email, "first_name": "Ada", "last_name": "Lovelace", "tenant": "acme"}),
         }
+    }
+
+    #[tokio::test]
+    async fn a_key_missing_from_the_store_is_not_taken_for_an_erasure() {
+        let (written, behind) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut event = registered("ada@example.com");
+        seal_envelope(&keys(written.path()), &mut event)
+            .await
+            .unwrap();
+        // A replica whose view of the store has not caught up: an error to retry, no
+        // placeholders, and nothing remembered.
+        let reader = keys(behind.path());
+        let mut read = event.clone();
+        assert!(matches!(
+            open_envelope(&reader, &mut read).await,
+            Err(PersonalDataError::KeyMissing(user)) if user == USER
+        ));
+        assert!(!reader.known_erased(USER));
+        // Once the key is there, the same reader opens the values.
+        let name = key_name(USER).unwrap();
+        let key = FileKeyStore::open(written.path())
+            .unwrap()
+            .get(&name)
+            .await
+            .unwrap()
+            .unwrap();
+        let copied = FileKeyStore::open(behind.path())
+            .unwrap()
+            .create(&name, &key)
+            .await
+            .unwrap();
+        assert!(copied);
+        open_envelope(&reader, &mut read).await.unwrap();
+        assert_eq!(read.data["email"], "ada@example.com");
     }
 
     #[tokio::test]
