@@ -132,7 +132,11 @@ async fn finish(load: Load, a: &Service, b: &Service, data_dir: &Path, urls: &st
     let phases = load.phases();
     let records = load.stop().await;
     report(&records, &phases);
+    check(&records, a, b, data_dir, urls).await;
+}
 
+/// The end-state checks of [`finish`] over what the clients saw.
+async fn check(records: &[Record], a: &Service, b: &Service, data_dir: &Path, urls: &str) {
     // Every HTTP error was a problem with a stable code.
     let uncoded: Vec<&String> = records
         .iter()
@@ -198,11 +202,14 @@ async fn finish(load: Load, a: &Service, b: &Service, data_dir: &Path, urls: &st
 /// append until the partition heals, and its write probe says so; after the heal both go on.
 /// Asserted as for the faults above, plus the write probe; printed: what clients saw.
 ///
-/// **It fails on Debian's nats-server 2.9.10**, so it is not in the suite: the cut-off leader
-/// goes on acknowledging A's appends, and after the heal the nodes serve different events at the
-/// same positions (the old leader's and the new one's), so A's and B's read models differ at the
-/// same position, an acknowledged user can be missing from one replica, and the chain
-/// checkpointers log that each other's checkpoints do not match. Run it by hand to see it:
+/// **It fails on Debian's nats-server 2.9.10** (four runs of five on the development machine),
+/// so it is not in the suite. Replica A, attached to the cut-off leader, gets some commands
+/// acknowledged and reads events that the majority never stored; after the heal either the
+/// old leader's store keeps them (the test prints each node's own stream state: the same last
+/// sequence with other byte counts) or it is repaired but A's read models have folded them. Seen:
+/// acknowledged users missing from one replica, read-model digests that differ at the same
+/// position, and `idstream audit verify` naming the first changed event (the chain's checkpoints
+/// were written over the other version). Run it by hand:
 /// `cargo test --test integration -- --ignored --nocapture cut_off`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "fails on nats-server 2.9.10: after the partition heals, nodes serve different events at the same positions; see the doc comment"]
@@ -266,7 +273,20 @@ async fn a_stream_leader_cut_off_from_the_other_nodes_loses_no_acknowledged_comm
     load.mark(format!("partition of {} healed", cluster.name(leader)));
     cluster.heal(leader);
     load.phase_wait(&shape).await;
-    finish(load, &a, &b, dir_a.path(), &all).await;
+    let phases = load.phases();
+    let records = load.stop().await;
+    report(&records, &phases);
+    // What each node holds once the stream is whole again (printed: replicas that agree hold
+    // the same messages and bytes up to the same last sequence).
+    cluster.wait_until_stream_is_whole(STREAM).await;
+    for i in 0..3 {
+        println!(
+            "  node {}: {}",
+            cluster.name(i),
+            cluster.local_stream_state(i, STREAM).await
+        );
+    }
+    check(&records, &a, &b, dir_a.path(), &all).await;
 }
 
 /// What one request got.

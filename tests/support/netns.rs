@@ -97,9 +97,10 @@ impl NetnsCluster {
             let store = dir.path().join("store");
             std::fs::create_dir(&store).expect("node store");
             let config = format!(
-                "server_name: \"n{}\"\nlisten: \"{}:4222\"\njetstream {{\n  store_dir: \"{}\"\n}}\n\
+                "server_name: \"n{}\"\nlisten: \"{}:4222\"\nhttp: \"{}:8222\"\njetstream {{\n  store_dir: \"{}\"\n}}\n\
                  cluster {{\n  name: \"idstream-netns\"\n  listen: \"{}:6222\"\n  routes: [{routes}]\n}}\n",
                 i + 1,
+                cluster.address(i),
                 cluster.address(i),
                 store.display(),
                 cluster.address(i),
@@ -166,6 +167,39 @@ impl NetnsCluster {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// What node `i` itself holds of `stream` (its monitoring endpoint, `/jsz`): messages, bytes,
+    /// first and last sequence, and whom it takes for the leader. For diagnosis: replicas that
+    /// agree hold the same messages and bytes up to the same last sequence.
+    pub async fn local_stream_state(&self, i: usize, stream: &str) -> String {
+        let url = format!(
+            "http://{}:8222/jsz?accounts=true&streams=true",
+            self.address(i)
+        );
+        let Ok(response) = reqwest::get(&url).await else {
+            return "monitoring endpoint unreachable".into();
+        };
+        let jsz: serde_json::Value = response.json().await.unwrap_or_default();
+        let streams = jsz["account_details"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|a| a["stream_detail"].as_array().into_iter().flatten());
+        for detail in streams {
+            if detail["name"] == stream {
+                let state = &detail["state"];
+                return format!(
+                    "messages {} bytes {} first {} last {} leader {}",
+                    state["messages"],
+                    state["bytes"],
+                    state["first_seq"],
+                    state["last_seq"],
+                    detail["cluster"]["leader"]
+                );
+            }
+        }
+        "no such stream here".into()
     }
 
     /// Cuts node `i` off from the other nodes (both directions); its clients stay attached.
