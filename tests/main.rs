@@ -6,6 +6,8 @@ mod access_admin;
 mod access_check;
 mod audit;
 mod chain;
+mod cluster;
+mod config;
 mod conformance;
 mod contract;
 mod cors;

@@ -1085,6 +1085,7 @@ fn table() -> Vec<Row> {
         public_get("GET /metrics"),
         public_get("GET /openapi.json"),
         public_get("GET /readyz"),
+        public_get("GET /readyz/write"),
         row(
             "GET /v1/admin/read-models",
             Platform,

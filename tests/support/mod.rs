@@ -1,5 +1,7 @@
 //! Test harness: real processes only (nats-server, idstream), each on free ports with temp dirs.
 
+pub mod cluster;
 pub mod nats;
+pub mod netns;
 pub mod service;
 pub mod world;

@@ -75,6 +75,19 @@ impl Service {
         Self::start(data_dir, Some(nats_url.to_owned())).await
     }
 
+    /// Starts a service on the JetStream stream at `nats_url` with extra `IDSTREAM_…` settings.
+    pub async fn jetstream_with_env(
+        data_dir: &Path,
+        nats_url: &str,
+        env: &[(&str, &str)],
+    ) -> Service {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::start_with(data_dir, Some(nats_url.to_owned()), None, env).await
+    }
+
     /// Starts a service on the embedded log whose stdout and stderr are appended to `output`,
     /// logging at `level` (an `IDSTREAM_LOG` filter), so that a test can read what it logged.
     pub async fn embedded_capturing(data_dir: &Path, output: &Path, level: &str) -> Service {

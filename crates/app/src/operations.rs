@@ -18,8 +18,12 @@ service!(
 /// Whether the service is ready, and where its read models and the log are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Readiness {
-    /// Every read model has applied the log as it was at start.
+    /// Every read model has applied the log as it was at start, and the directory's search
+    /// index is loaded.
     pub ready: bool,
+    /// The directory's search index is loaded (it loads in the background at start; until then
+    /// directory searches wait and may answer `not_caught_up`).
+    pub search_index_loaded: bool,
     /// The log's last position, if the log answered in time.
     pub log_position: Option<Position>,
     /// The position each read model has applied.
@@ -81,18 +85,57 @@ impl Operations {
             .and_then(Result::ok)
     }
 
-    /// Ready once every read model has applied `startup_target` (the log's end at start).
-    /// While the log is unreachable the service stays ready: queries keep answering from the
-    /// read models.
+    /// Ready once every read model has applied `startup_target` (the log's end at start) and
+    /// the directory's search index is loaded. While the log is unreachable the service stays
+    /// ready: queries keep answering from the read models.
     ///
     /// Who: anyone.
     pub async fn readiness(&self, caller: &Caller, startup_target: Position) -> Readiness {
         let read_models = self.positions(caller);
         let log_position = self.log_position(caller, Duration::from_secs(2)).await;
+        let search_index_loaded = self.directory().people().is_loaded();
         Readiness {
-            ready: self.read_models.min_position() >= startup_target,
+            ready: self.read_models.min_position() >= startup_target && search_index_loaded,
+            search_index_loaded,
             log_position,
             read_models,
+        }
+    }
+
+    /// Whether this replica can take commands now: it is ready (see [`Operations::readiness`])
+    /// and the log says within `within` that it could store an append
+    /// ([`idstream_eventlog::EventLog::write_check`]; with JetStream: the client is connected
+    /// and the stream's leader sees a quorum of current replicas). Returns the log's last
+    /// position.
+    ///
+    /// Unlike readiness, this fails while the log is unreachable: it is the probe for a load
+    /// balancer that should send commands only to replicas that can append them.
+    ///
+    /// Who: anyone.
+    pub async fn write_readiness(
+        &self,
+        caller: &Caller,
+        startup_target: Position,
+        within: Duration,
+    ) -> Result<Position, AppError> {
+        self.open_to_anyone(caller);
+        let current = self.read_models.min_position();
+        if current < startup_target {
+            return Err(AppError::Stale {
+                wanted: startup_target,
+                current,
+            });
+        }
+        if !self.directory().people().is_loaded() {
+            return Err(AppError::SearchIndexLoading);
+        }
+        match tokio::time::timeout(within, self.log.write_check()).await {
+            Ok(Ok(position)) => Ok(position),
+            Ok(Err(e)) => Err(AppError::Unavailable(e.to_string())),
+            Err(_) => Err(AppError::Unavailable(format!(
+                "the log did not answer within {} ms",
+                within.as_millis()
+            ))),
         }
     }
 

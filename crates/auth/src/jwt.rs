@@ -204,14 +204,24 @@ struct RetiredKey {
     public: ed::VerifyingKey,
 }
 
-/// The signing key in use plus the retired keys that must still verify. A retired key is kept until
-/// every token it can have signed has expired: `retired_at + max_token_ttl` (plus the leeway).
+/// The next signing key: published (in the JWK Set, and verifying) from the moment it is added,
+/// signing from `signs_from`.
+#[derive(Clone)]
+struct NextKey {
+    key: SigningKey,
+    signs_from: OffsetDateTime,
+}
+
+/// The signing key in use, the next one (published before it signs, so that every verifier knows
+/// it by then), and the retired keys that must still verify. A retired key is kept until every
+/// token it can have signed has expired: `retired_at + max_token_ttl` (plus the leeway).
 ///
-/// `Debug` shows kids only. The document from [`KeyRing::to_json`] holds the private key: store it
-/// like one (mode 0600), never in an event.
+/// `Debug` shows kids only. The document from [`KeyRing::to_json`] holds the private keys: store
+/// it like one (mode 0600), never in an event.
 #[derive(Clone)]
 pub struct KeyRing {
     current: SigningKey,
+    next: Option<NextKey>,
     retired: Vec<RetiredKey>,
     max_token_ttl: Duration,
 }
@@ -223,6 +233,7 @@ impl KeyRing {
     pub fn new(current: SigningKey, max_token_ttl: Duration) -> KeyRing {
         KeyRing {
             current,
+            next: None,
             retired: Vec::new(),
             max_token_ttl: max_token_ttl.clamp(Duration::ZERO, MAX_TOKEN_TTL),
         }
@@ -242,24 +253,90 @@ impl KeyRing {
         self.max_token_ttl
     }
 
-    /// The kids of every key that verifies, current first.
+    /// Lets these keys sign tokens that live `ttl` (clamped like [`KeyRing::new`]'s), raising
+    /// `max_token_ttl` if it is shorter; returns whether it changed. It is never lowered: retired
+    /// keys must keep verifying the longer-lived tokens already issued, and a shorter lifetime
+    /// is the [`Issuer`]'s to choose. (A retired key then stays published for up to the longest
+    /// lifetime ever allowed after its retirement, at most [`MAX_TOKEN_TTL`].)
+    pub fn allow_token_ttl(&mut self, ttl: Duration) -> bool {
+        let ttl = ttl.clamp(Duration::ZERO, MAX_TOKEN_TTL);
+        if ttl <= self.max_token_ttl {
+            return false;
+        }
+        self.max_token_ttl = ttl;
+        true
+    }
+
+    /// The kids of every key that verifies, current first, then the next one, then the retired.
     pub fn kids(&self) -> Vec<&str> {
         std::iter::once(self.current.kid.as_str())
+            .chain(self.next.iter().map(|n| n.key.kid.as_str()))
             .chain(self.retired.iter().map(|k| k.kid.as_str()))
             .collect()
     }
 
-    /// Starts signing with a new key; the old one is retired at `now` and verifies until pruned.
+    /// The key that signs at `now`: the next key once its time has come (even before
+    /// [`KeyRing::promote_due`] records that in the ring), the current one before.
+    pub fn signing_key(&self, now: OffsetDateTime) -> &SigningKey {
+        match &self.next {
+            Some(next) if now >= next.signs_from => &next.key,
+            _ => &self.current,
+        }
+    }
+
+    /// The next key and the moment it starts signing, if one is staged.
+    pub fn next(&self) -> Option<(&SigningKey, OffsetDateTime)> {
+        self.next.as_ref().map(|n| (&n.key, n.signs_from))
+    }
+
+    /// Stages a new key that is published from now on and signs from `signs_from`; if a key is
+    /// staged already, keeps it. Returns the staged key and when it signs.
+    pub fn stage_next(
+        &mut self,
+        now: OffsetDateTime,
+        signs_from: OffsetDateTime,
+    ) -> (&SigningKey, OffsetDateTime) {
+        let next = self.next.get_or_insert_with(|| NextKey {
+            key: SigningKey::generate(now),
+            signs_from: signs_from.max(now),
+        });
+        (&next.key, next.signs_from)
+    }
+
+    /// Makes the next key current once its time has come: the current one is retired as of the
+    /// moment the next one started signing. Returns whether it did.
+    pub fn promote_due(&mut self, now: OffsetDateTime) -> bool {
+        match self.next.take() {
+            Some(next) if now >= next.signs_from => {
+                self.retire_current(next.key, next.signs_from);
+                true
+            }
+            other => {
+                self.next = other;
+                false
+            }
+        }
+    }
+
+    /// Starts signing with a new key at once (the staged next key, if there is one); the old one
+    /// is retired at `now` and verifies until pruned.
     pub fn rotate(&mut self, now: OffsetDateTime) -> &SigningKey {
-        let next = SigningKey::generate(now);
+        let next = match self.next.take() {
+            Some(next) => next.key,
+            None => SigningKey::generate(now),
+        };
+        self.retire_current(next, now);
+        &self.current
+    }
+
+    fn retire_current(&mut self, next: SigningKey, retired_at: OffsetDateTime) {
         let old = std::mem::replace(&mut self.current, next);
         self.retired.push(RetiredKey {
             public: old.verifying_key(),
             kid: old.kid,
             created_at: old.created_at,
-            retired_at: now,
+            retired_at,
         });
-        &self.current
     }
 
     /// Drops the retired keys that can no longer have a valid token outstanding; returns how many.
@@ -292,12 +369,19 @@ impl KeyRing {
 
     fn verifying_keys(&self) -> impl Iterator<Item = (&str, ed::VerifyingKey)> {
         std::iter::once((self.current.kid.as_str(), self.current.verifying_key()))
+            .chain(
+                self.next
+                    .iter()
+                    .map(|n| (n.key.kid.as_str(), n.key.verifying_key())),
+            )
             .chain(self.retired.iter().map(|k| (k.kid.as_str(), k.public)))
     }
 
     /// Whether a key with this id verifies.
     pub fn has_kid(&self, kid: &str) -> bool {
-        self.current.kid == kid || self.retired.iter().any(|k| k.kid == kid)
+        self.current.kid == kid
+            || self.next.as_ref().is_some_and(|n| n.key.kid == kid)
+            || self.retired.iter().any(|k| k.kid == kid)
     }
 
     fn decoding_key(&self, kid: &str) -> Option<DecodingKey> {
@@ -317,6 +401,14 @@ impl KeyRing {
                 created_at: self.current.created_at,
                 private_key_pem: self.current.to_pkcs8_pem().to_string(),
             },
+            next: self.next.as_ref().map(|n| StoredNextKey {
+                key: StoredSigningKey {
+                    kid: n.key.kid.clone(),
+                    created_at: n.key.created_at,
+                    private_key_pem: n.key.to_pkcs8_pem().to_string(),
+                },
+                signs_from: n.signs_from,
+            }),
             retired: self
                 .retired
                 .iter()
@@ -350,6 +442,23 @@ impl KeyRing {
             &document.current.private_key_pem,
         )?;
         let mut seen = HashSet::from([current.kid.clone()]);
+        let next = match document.next {
+            None => None,
+            Some(stored) => {
+                let key = SigningKey::from_pkcs8_pem(
+                    stored.key.kid,
+                    stored.key.created_at,
+                    &stored.key.private_key_pem,
+                )?;
+                if !seen.insert(key.kid.clone()) {
+                    return Err(KeyRingError::DuplicateKid(key.kid));
+                }
+                Some(NextKey {
+                    key,
+                    signs_from: stored.signs_from,
+                })
+            }
+        };
         let mut retired = Vec::with_capacity(document.retired.len());
         for stored in document.retired {
             let kid = valid_kid(stored.kid)?;
@@ -371,6 +480,7 @@ impl KeyRing {
         }
         let mut ring = KeyRing::new(current, Duration::seconds(document.max_token_ttl_seconds));
         ring.retired = retired;
+        ring.next = next;
         Ok(ring)
     }
 }
@@ -389,7 +499,18 @@ struct KeyRingDocument {
     format: u32,
     max_token_ttl_seconds: i64,
     current: StoredSigningKey,
+    /// Absent in documents written before next keys existed (and when none is staged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    next: Option<StoredNextKey>,
     retired: Vec<StoredRetiredKey>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredNextKey {
+    #[serde(flatten)]
+    key: StoredSigningKey,
+    #[serde(with = "time::serde::rfc3339")]
+    signs_from: OffsetDateTime,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -486,7 +607,7 @@ impl Issuer {
             jti: new_jti(now),
             typ: ACCESS_TOKEN_CLAIM_TYPE.to_owned(),
         };
-        let key = ring.current();
+        let key = ring.signing_key(now);
         let mut header = Header::new(Algorithm::EdDSA);
         header.typ = Some(ACCESS_TOKEN_HEADER_TYPE.to_owned());
         header.kid = Some(key.kid.clone());
@@ -1008,6 +1129,58 @@ mod tests {
             Err(TokenError::UnknownKey)
         );
         assert!(issuer().verify(&ring, &new_token, rotated_at).is_ok());
+    }
+
+    #[test]
+    fn a_staged_key_is_published_before_it_signs_and_the_one_it_replaces_verifies_until_pruned() {
+        let mut ring = ring();
+        let kid_of = |token: &str| jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
+        let old_kid = ring.current().kid().to_owned();
+        let before = issuer().sign(&ring, &subject(), T0);
+
+        let signs_from = T0 + Duration::minutes(10);
+        let (next, at) = ring.stage_next(T0, signs_from);
+        let next_kid = next.kid().to_owned();
+        assert_eq!(at, signs_from);
+        // Published and verifying at once, signing only from its time.
+        assert_eq!(ring.kids(), vec![old_kid.as_str(), next_kid.as_str()]);
+        assert!(ring.jwks().to_string().contains(&next_kid));
+        let waiting = issuer().sign(&ring, &subject(), signs_from - Duration::seconds(1));
+        assert_eq!(kid_of(&waiting), old_kid);
+        // Staging again keeps the staged key and its time.
+        let (again, again_at) = ring.stage_next(T0 + Duration::minutes(1), T0 + Duration::hours(1));
+        assert_eq!((again.kid(), again_at), (next_kid.as_str(), signs_from));
+        // The stored ring keeps it.
+        let stored = KeyRing::from_json(&ring.to_json()).unwrap();
+        assert_eq!(
+            stored.next().map(|(k, t)| (k.kid(), t)),
+            Some((next_kid.as_str(), signs_from))
+        );
+        // From its time it signs, before the ring records the switch.
+        let during = issuer().sign(&ring, &subject(), signs_from);
+        assert_eq!(kid_of(&during), next_kid);
+
+        assert!(!ring.promote_due(signs_from - Duration::seconds(1)));
+        assert!(ring.promote_due(signs_from + Duration::minutes(1)));
+        assert_eq!(ring.current().kid(), next_kid);
+        assert!(ring.next().is_none());
+        let after = issuer().sign(&ring, &subject(), signs_from + Duration::minutes(1));
+        for token in [&before, &waiting, &during, &after] {
+            assert!(
+                issuer()
+                    .verify(&ring, token, signs_from + Duration::minutes(2))
+                    .is_ok()
+            );
+        }
+        // Retired as of the moment it stopped signing, and pruned once its tokens expired.
+        let keep_until = signs_from + ring.max_token_ttl() + CLOCK_LEEWAY;
+        assert_eq!(ring.prune(keep_until - Duration::seconds(1)), 0);
+        assert_eq!(ring.prune(keep_until), 1);
+        assert!(!ring.has_kid(&old_kid));
+        assert_eq!(
+            issuer().verify(&ring, &waiting, signs_from),
+            Err(TokenError::UnknownKey)
+        );
     }
 
     #[test]

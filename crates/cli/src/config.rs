@@ -28,6 +28,10 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Lifetime of access tokens.
     pub access_token_ttl: Duration,
+    /// The signing key is replaced after this long (`None`: only by `idstream keys rotate`).
+    pub signing_key_rotation: Option<Duration>,
+    /// How long a next signing key is published before it signs.
+    pub signing_key_lead: Duration,
     /// argon2 hashes run at once (each holds 19 MiB). Defaults to the number of cores.
     pub hash_concurrency: Option<usize>,
     /// Mail delivery: a file per message in `data_dir/mail` unless configured otherwise.
@@ -67,6 +71,8 @@ impl Default for Config {
             max_body_bytes: 64 * 1024,
             public_url: None,
             access_token_ttl: Duration::from_secs(300),
+            signing_key_rotation: Some(Duration::from_secs(30 * 24 * 3600)),
+            signing_key_lead: Duration::from_secs(3600),
             hash_concurrency: None,
             mail: Default::default(),
             chain_checkpoint_events: 1000,
@@ -91,6 +97,9 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     pub public_url: Option<String>,
     pub access_token_ttl_seconds: Option<u64>,
+    /// Days between automatic signing-key rotations; 0 turns them off.
+    pub signing_key_rotation_days: Option<u64>,
+    pub signing_key_lead_seconds: Option<u64>,
     pub hash_concurrency: Option<usize>,
     pub mail: Option<idstream_mailer::MailerConfig>,
     pub chain_checkpoint_events: Option<u64>,
@@ -137,6 +146,13 @@ impl FileConfig {
         }
         if let Some(v) = self.access_token_ttl_seconds {
             config.access_token_ttl = Duration::from_secs(v);
+        }
+        if let Some(days) = self.signing_key_rotation_days {
+            config.signing_key_rotation =
+                (days > 0).then(|| Duration::from_secs(days.saturating_mul(24 * 3600)));
+        }
+        if let Some(v) = self.signing_key_lead_seconds {
+            config.signing_key_lead = Duration::from_secs(v);
         }
         if self.hash_concurrency.is_some() {
             config.hash_concurrency = self.hash_concurrency;

@@ -49,6 +49,17 @@ enum Command {
     /// The user directory.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// The service's keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Stage the next access-token signing key: published in the JWK Set at once, signing from
+    /// signing_key_lead_seconds later (an hour by default) on every replica; the current key
+    /// keeps verifying until its last token has expired. Works while the service runs.
+    Rotate(Common),
 }
 
 #[derive(Subcommand)]
@@ -189,6 +200,8 @@ impl Common {
             max_body_bytes: None,
             public_url: self.public_url,
             access_token_ttl_seconds: None,
+            signing_key_rotation_days: None,
+            signing_key_lead_seconds: None,
             hash_concurrency: None,
             mail: None,
             chain_checkpoint_events: self.chain_checkpoint_events,
@@ -234,6 +247,7 @@ pub fn main() -> ExitCode {
             Command::Audit(AuditCommand::Events(args)) => audit_events::run(args).await,
             Command::Users(UsersCommand::List(args)) => users::list(*args).await,
             Command::Users(UsersCommand::Import(args)) => users::import(*args).await,
+            Command::Keys(KeysCommand::Rotate(common)) => rotate_keys(common.config()?).await,
         }
     });
     match result {
@@ -246,6 +260,35 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `idstream keys rotate`: stages the next signing key in the key store the service uses.
+async fn rotate_keys(config: Config) -> anyhow::Result<()> {
+    let now = time::OffsetDateTime::now_utc();
+    let lead = time::Duration::try_from(config.signing_key_lead)
+        .context("signing_key_lead_seconds is out of range")?;
+    let keys = crate::startup::load_keys(&config).await?;
+    let staged = keys
+        .stage_signing(now, now + lead)
+        .await
+        .context("staging the next signing key")?;
+    let when = staged
+        .signs_from
+        .format(&time::format_description::well_known::Rfc3339)
+        .context("formatting a time")?;
+    let current = keys.signing().current().kid().to_owned();
+    if staged.new {
+        println!(
+            "next signing key {} published; it signs from {when}, replacing {current}",
+            staged.kid
+        );
+    } else {
+        println!(
+            "next signing key {} was already published; it signs from {when}, replacing {current}",
+            staged.kid
+        );
+    }
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

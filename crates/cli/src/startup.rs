@@ -14,7 +14,7 @@ use idstream_eventlog::jetstream::{JetStreamLog, JetStreamOptions};
 use idstream_eventlog::{FanOutLog, SharedLog};
 use idstream_keys::{
     FileKeyStore, JetStreamKeyStore, JetStreamKeyStoreOptions, KeyStore, Keys, PersonalDataLog,
-    PersonalKeys,
+    PersonalKeys, RotationPolicy,
 };
 use idstream_projection_runtime::ReadModels;
 
@@ -45,30 +45,80 @@ pub async fn open_raw_log(config: &Config) -> anyhow::Result<SharedLog> {
             tracing::info!(dir = %dir.display(), "embedded event log open");
             Ok(log)
         }
-        Some(url) => {
-            let options = JetStreamOptions {
-                url: url.clone(),
-                stream: config.stream.clone(),
-                replicas: config.stream_replicas,
-                ..JetStreamOptions::default()
-            };
-            let mut delay = Duration::from_millis(200);
-            loop {
-                match JetStreamLog::connect(options.clone()).await {
-                    Ok(log) => {
-                        tracing::info!(%url, stream = %config.stream, "JetStream event log connected");
-                        return Ok(Arc::new(log));
-                    }
-                    Err(idstream_eventlog::LogError::Unavailable(why)) => {
-                        tracing::warn!(%url, %why, retry_in_ms = delay.as_millis() as u64, "waiting for NATS");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(5));
-                    }
-                    Err(e) => return Err(e).context("opening the JetStream event log"),
-                }
+        Some(url) => Ok(Arc::new(connect_jetstream(config, url).await?)),
+    }
+}
+
+/// Connects to the configured JetStream stream, creating it if it does not exist, and retries
+/// until NATS answers.
+async fn connect_jetstream(config: &Config, url: &str) -> anyhow::Result<JetStreamLog> {
+    let options = JetStreamOptions {
+        url: url.to_owned(),
+        stream: config.stream.clone(),
+        replicas: config.stream_replicas,
+        ..JetStreamOptions::default()
+    };
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match JetStreamLog::connect(options.clone()).await {
+            Ok(log) => {
+                tracing::info!(%url, stream = %config.stream, "JetStream event log connected");
+                return Ok(log);
+            }
+            Err(idstream_eventlog::LogError::Unavailable(why)) => {
+                tracing::warn!(%url, %why, retry_in_ms = delay.as_millis() as u64, "waiting for NATS");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "opening the JetStream stream {} at {url} with stream_replicas = {} \
+                         (--stream-replicas, IDSTREAM_STREAM_REPLICAS or stream_replicas in the \
+                         configuration file)",
+                        config.stream, config.stream_replicas
+                    )
+                });
             }
         }
     }
+}
+
+/// Applies `stream_replicas` to the streams created with it: the event stream and the key
+/// bucket's stream (`KV_idstream_keys`, if it exists yet). A stream keeps the replica count it
+/// was created with unless something changes it, so the service does, when it starts; the other
+/// subcommands only warn about a difference, so that a tool run with other settings never
+/// changes a production stream. If the servers refuse (more replicas than servers), the
+/// service refuses to start and says where the count is stored and what to do.
+pub async fn apply_stream_replicas(config: &Config) -> anyhow::Result<()> {
+    let Some(url) = &config.nats_url else {
+        return Ok(());
+    };
+    let log = connect_jetstream(config, url).await?;
+    let bucket = format!("KV_{}", JetStreamKeyStoreOptions::default().bucket);
+    for stream in [config.stream.as_str(), bucket.as_str()] {
+        match log.apply_replicas(stream, config.stream_replicas).await {
+            Ok(Some(before)) => tracing::warn!(
+                %stream,
+                before,
+                replicas = config.stream_replicas,
+                "changed the stream's replica count to the configured stream_replicas"
+            ),
+            Ok(None) => {}
+            Err(idstream_eventlog::LogError::Misconfigured(why)) => anyhow::bail!(
+                "stream_replicas is {wanted} (--stream-replicas, IDSTREAM_STREAM_REPLICAS or \
+                 stream_replicas in the configuration file), but {why}. The replica count is \
+                 stored in the stream's configuration on the NATS servers at {url}; set \
+                 stream_replicas to the count the servers can hold (1 on a single server, at \
+                 most the number of servers in a cluster) and start again",
+                wanted = config.stream_replicas
+            ),
+            Err(e) => {
+                return Err(e).with_context(|| format!("applying stream_replicas to {stream}"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The key store: the data directory's `keys/` with the embedded log, a JetStream KV bucket
@@ -94,14 +144,49 @@ pub async fn key_store(config: &Config) -> anyhow::Result<Arc<dyn KeyStore>> {
     }
 }
 
-/// Keys, mailer, password hashing and token settings for identity.
-pub async fn identity_services(config: &Config) -> anyhow::Result<IdentityServices> {
+/// The configured access-token lifetime, checked.
+fn access_ttl(config: &Config) -> anyhow::Result<time::Duration> {
     let access_ttl = time::Duration::try_from(config.access_token_ttl)
         .context("access_token_ttl is out of range")?;
     anyhow::ensure!(
         access_ttl >= time::Duration::seconds(30) && access_ttl <= time::Duration::hours(1),
         "access_token_ttl_seconds must be between 30 and 3600"
     );
+    Ok(access_ttl)
+}
+
+/// The configured rotation of the signing keys, checked.
+fn rotation_policy(config: &Config) -> anyhow::Result<RotationPolicy> {
+    let lead = time::Duration::try_from(config.signing_key_lead)
+        .context("signing_key_lead_seconds is out of range")?;
+    anyhow::ensure!(
+        lead >= time::Duration::seconds(1) && lead <= time::Duration::days(7),
+        "signing_key_lead_seconds must be between 1 and 604800"
+    );
+    let period = config
+        .signing_key_rotation
+        .map(time::Duration::try_from)
+        .transpose()
+        .context("signing_key_rotation_days is out of range")?;
+    if let Some(period) = period {
+        anyhow::ensure!(
+            period > lead,
+            "signing_key_rotation_days must be longer than signing_key_lead_seconds"
+        );
+    }
+    Ok(RotationPolicy { period, lead })
+}
+
+/// How often the service re-reads its keys and runs their upkeep: every minute, and at least
+/// four times per lead time, so that every replica publishes a next key well before it signs.
+pub fn key_upkeep_interval(config: &Config) -> Duration {
+    (config.signing_key_lead / 4).clamp(Duration::from_millis(250), Duration::from_secs(60))
+}
+
+/// The service's keys from the configured key store (created if missing), the signing key
+/// ring allowing the configured access-token lifetime.
+pub async fn load_keys(config: &Config) -> anyhow::Result<Keys> {
+    let access_ttl = access_ttl(config)?;
     let keys = Keys::load_or_create(
         key_store(config).await?,
         time::OffsetDateTime::now_utc(),
@@ -109,6 +194,19 @@ pub async fn identity_services(config: &Config) -> anyhow::Result<IdentityServic
     )
     .await
     .context("loading the service keys")?;
+    // The key ring was created with the lifetime configured then (by `bootstrap` or the first
+    // start); raise its limit to what is configured now, so the setting means what it says.
+    keys.allow_token_ttl(access_ttl)
+        .await
+        .context("applying access_token_ttl_seconds to the signing key ring")?;
+    Ok(keys)
+}
+
+/// Keys, mailer, password hashing and token settings for identity.
+pub async fn identity_services(config: &Config) -> anyhow::Result<IdentityServices> {
+    let access_ttl = access_ttl(config)?;
+    let signing_keys = rotation_policy(config)?;
+    let keys = load_keys(config).await?;
     let mailer = idstream_mailer::build(&config.mail, &config.data_dir)
         .context("configuring mail delivery")?;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -122,6 +220,7 @@ pub async fn identity_services(config: &Config) -> anyhow::Result<IdentityServic
             audience: "idstream".into(),
             access_ttl,
             public_url,
+            signing_keys,
             ..IdentityConfig::default()
         },
     })
@@ -216,6 +315,7 @@ pub async fn serve(
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let admin_token = admin_token(&config)?;
+    apply_stream_replicas(&config).await?;
     let log = open_log(&config).await?;
     let startup_target = match log.last_position().await {
         Ok(p) => p,
@@ -227,14 +327,15 @@ pub async fn serve(
     let (app, read_models, _) = open_app(&config, log).await?;
     let upkeep = {
         let operations = app.operations.clone();
+        let every = key_upkeep_interval(&config);
         tokio::spawn(async move {
             let upkeep = Caller::system("key-upkeep");
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 if let Err(error) = operations.maintain_keys(&upkeep).await {
-                    tracing::warn!(%error, "key upkeep failed; retrying in a minute");
+                    tracing::warn!(%error, "key upkeep failed; retrying");
                 }
             }
         })

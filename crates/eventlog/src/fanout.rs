@@ -524,6 +524,10 @@ impl EventLog for FanOutLog {
         self.core.inner.last_position().await
     }
 
+    async fn write_check(&self) -> Result<Position, LogError> {
+        self.core.inner.write_check().await
+    }
+
     async fn log_id(&self) -> Result<String, LogError> {
         self.core.inner.log_id().await
     }

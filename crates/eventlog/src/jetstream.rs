@@ -29,7 +29,9 @@ use async_nats::connection::State;
 use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig};
-use async_nats::jetstream::context::{Context, ContextBuilder, PublishErrorKind};
+use async_nats::jetstream::context::{
+    Context, ContextBuilder, CreateStreamErrorKind, PublishErrorKind,
+};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
 use async_nats::{Client, ConnectOptions, HeaderMap};
@@ -181,6 +183,14 @@ impl JetStreamLog {
                             options.stream
                         ))
                     })?,
+                // A single server refuses more than one replica: no retry changes that.
+                Err(e) if is_replicas_not_supported(&e.kind()) => {
+                    return Err(LogError::Misconfigured(format!(
+                        "stream {} is on a single NATS server, not a cluster, which cannot create it \
+                         with {} replicas: {e}",
+                        options.stream, options.replicas
+                    )));
+                }
                 Err(e) => {
                     return Err(LogError::Unavailable(format!(
                         "cannot create stream {}: {e}",
@@ -216,6 +226,61 @@ impl JetStreamLog {
             request_timeout: options.request_timeout,
             reconnected,
         })
+    }
+
+    /// Makes the stream `stream` (the event stream, or another such as a key bucket's) keep
+    /// `replicas` copies, updating its configuration on the servers when it differs. Returns the
+    /// earlier count when it changed it, `None` when it already matched or the stream does not
+    /// exist. A refusal by the servers (more replicas than a single server or the cluster can
+    /// hold) is `LogError::Misconfigured` with the server's reason.
+    ///
+    /// [`JetStreamLog::connect`] only warns about a different count, so that tools run with
+    /// other settings never change the stream; the service calls this when it starts.
+    pub async fn apply_replicas(
+        &self,
+        stream: &str,
+        replicas: usize,
+    ) -> Result<Option<usize>, LogError> {
+        let Some(mut handle) = open_stream(&self.context, stream).await? else {
+            return Ok(None);
+        };
+        let info = handle
+            .info()
+            .await
+            .map_err(|e| LogError::Unavailable(format!("cannot read stream {stream}: {e}")))?
+            .clone();
+        let before = info.config.num_replicas;
+        // A single server (not clustered) accepts any count and keeps one copy: refuse to
+        // pretend.
+        if replicas > 1 && info.cluster.is_none() {
+            return Err(LogError::Misconfigured(format!(
+                "stream {stream} is on a single NATS server, not a cluster, which keeps one copy \
+                 whatever the stream's configuration says (it says {before})"
+            )));
+        }
+        if before == replicas {
+            return Ok(None);
+        }
+        let mut config = info.config;
+        config.num_replicas = replicas;
+        match self.context.update_stream(&config).await {
+            Ok(info) if info.config.num_replicas == replicas => {
+                tracing::info!(%stream, before, replicas, "changed the stream's replica count");
+                Ok(Some(before))
+            }
+            Ok(info) => Err(LogError::Misconfigured(format!(
+                "stream {stream} has {before} replica(s) and the NATS servers kept {} when asked for {replicas}",
+                info.config.num_replicas
+            ))),
+            Err(e) if matches!(e.kind(), CreateStreamErrorKind::JetStream(_)) => {
+                Err(LogError::Misconfigured(format!(
+                    "stream {stream} has {before} replica(s) and the NATS servers refused to change it to {replicas}: {e}"
+                )))
+            }
+            Err(e) => Err(LogError::Unavailable(format!(
+                "cannot update stream {stream}: {e}"
+            ))),
+        }
     }
 
     /// The NATS client, for callers that want to share its connection (health checks, metrics).
@@ -430,6 +495,11 @@ async fn open_stream(context: &Context, name: &str) -> Result<Option<stream::Str
     }
 }
 
+fn is_replicas_not_supported(kind: &CreateStreamErrorKind) -> bool {
+    matches!(kind, CreateStreamErrorKind::JetStream(e)
+        if e.error_code() == ErrorCode::STREAM_REPLICAS_NOT_SUPPORTED)
+}
+
 fn stream_config(options: &JetStreamOptions) -> stream::Config {
     stream::Config {
         name: options.stream.clone(),
@@ -503,7 +573,7 @@ fn validate_stream(config: &stream::Config, options: &JetStreamOptions) -> Resul
         )));
     }
     if config.num_replicas != options.replicas {
-        tracing::warn!(stream = %name, configured = options.replicas, actual = config.num_replicas, "the event stream has a different replica count than configured");
+        tracing::warn!(stream = %name, configured = options.replicas, actual = config.num_replicas, "the event stream has a different replica count than configured; `idstream serve` applies stream_replicas when it starts");
     }
     if config.duplicate_window != options.duplicate_window {
         tracing::warn!(stream = %name, configured = ?options.duplicate_window, actual = ?config.duplicate_window, "the event stream has a different duplicate window than configured");
@@ -839,6 +909,32 @@ impl EventLog for JetStreamLog {
 
     async fn last_position(&self) -> Result<Position, LogError> {
         Ok(self.stream_info().await?.state.last_sequence)
+    }
+
+    async fn write_check(&self) -> Result<Position, LogError> {
+        let info = self.stream_info().await?;
+        if let Some(cluster) = &info.cluster {
+            let Some(leader) = &cluster.leader else {
+                return Err(LogError::Unavailable(format!(
+                    "stream {} has no leader",
+                    self.stream_name
+                )));
+            };
+            // The leader counts itself; a quorum is a majority of the configured replicas.
+            let current = 1 + cluster
+                .replicas
+                .iter()
+                .filter(|p| p.current && !p.offline)
+                .count();
+            let quorum = info.config.num_replicas / 2 + 1;
+            if current < quorum {
+                return Err(LogError::Unavailable(format!(
+                    "stream {}: its leader {leader} sees {current} of {} replicas current, fewer than a quorum",
+                    self.stream_name, info.config.num_replicas
+                )));
+            }
+        }
+        Ok(info.state.last_sequence)
     }
 
     async fn log_id(&self) -> Result<String, LogError> {

@@ -160,6 +160,15 @@ pub trait EventLog: Send + Sync + 'static {
     /// The position of the last event in the log (0 when empty).
     async fn last_position(&self) -> Result<Position, LogError>;
 
+    /// Whether an append could be stored now, as far as the backend can tell without appending:
+    /// the log's last position if so, else `LogError::Unavailable` saying why. By default, that
+    /// the log answers [`EventLog::last_position`]; JetStream also wants a stream leader that
+    /// sees a quorum of current replicas (a leader cut off from the others still answers, with
+    /// a stale position, but cannot store anything). Decorators pass it through.
+    async fn write_check(&self) -> Result<Position, LogError> {
+        self.last_position().await
+    }
+
     /// An identity of this log instance that changes if the log is recreated, so read models
     /// built from another log are detected and rebuilt.
     async fn log_id(&self) -> Result<String, LogError>;

@@ -54,6 +54,28 @@ pub enum Rotation {
     NotDue,
 }
 
+/// A staged next signing key ([`Keys::stage_signing`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staged {
+    /// The next key's id: in the JWK Set from now on.
+    pub kid: String,
+    /// When it starts signing.
+    pub signs_from: OffsetDateTime,
+    /// Whether this call staged it (otherwise it was staged before).
+    pub new: bool,
+}
+
+/// How the signing keys rotate by themselves ([`Keys::upkeep_signing`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RotationPolicy {
+    /// A signing key is replaced once it is this old (counted from when it was staged); `None`
+    /// rotates only when asked.
+    pub period: Option<Duration>,
+    /// How long a next key is published before it signs: longer than the replicas take to
+    /// re-read the key store, and than verifiers cache the JWK Set.
+    pub lead: Duration,
+}
+
 /// The service's keys: the [`Vault`] (sealing and blind indexes) and the signing [`KeyRing`].
 ///
 /// Readers take cheap snapshots ([`Keys::vault`], [`Keys::signing`]); [`Keys::reload`] and the
@@ -62,6 +84,8 @@ pub struct Keys {
     store: Arc<dyn KeyStore>,
     vault: RwLock<Arc<Vault>>,
     signing: RwLock<Arc<KeyRing>>,
+    /// When [`Keys::reload_if_not_since`] last re-read the store.
+    last_reload: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Keys {
@@ -89,6 +113,7 @@ impl Keys {
             store,
             vault: RwLock::new(Arc::new(vault)),
             signing: RwLock::new(Arc::new(signing)),
+            last_reload: std::sync::Mutex::new(None),
         })
     }
 
@@ -119,6 +144,119 @@ impl Keys {
         Ok(())
     }
 
+    /// Re-reads the store unless this did so less than `interval` ago; returns whether it did.
+    /// For a token signed by a key this replica does not know yet: another replica may know it
+    /// from the store.
+    pub async fn reload_if_not_since(
+        &self,
+        interval: std::time::Duration,
+    ) -> Result<bool, KeysError> {
+        {
+            let mut last = self
+                .last_reload
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if last.is_some_and(|at| at.elapsed() < interval) {
+                return Ok(false);
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        self.reload().await?;
+        Ok(true)
+    }
+
+    /// Stages the next signing key: published (in the JWK Set, and verifying on every replica
+    /// that has re-read the store) from now on, signing from `signs_from`. If a next key is
+    /// staged already, it stays as it is. Compare-and-swap, like the rotations.
+    pub async fn stage_signing(
+        &self,
+        now: OffsetDateTime,
+        signs_from: OffsetDateTime,
+    ) -> Result<Staged, KeysError> {
+        for _ in 0..MAX_ROTATION_ATTEMPTS {
+            let stored = self.read_document(SIGNING_DOCUMENT).await?;
+            let mut ring = parse_ring(&stored)?;
+            if let Some((key, at)) = ring.next() {
+                let staged = Staged {
+                    kid: key.kid().to_owned(),
+                    signs_from: at,
+                    new: false,
+                };
+                self.set_signing(ring);
+                return Ok(staged);
+            }
+            let (key, at) = ring.stage_next(now, signs_from);
+            let staged = Staged {
+                kid: key.kid().to_owned(),
+                signs_from: at,
+                new: true,
+            };
+            let document = ring.to_json();
+            if self
+                .store
+                .replace(SIGNING_DOCUMENT, &stored, document.as_bytes())
+                .await?
+            {
+                tracing::info!(kid = %staged.kid, signs_from = %staged.signs_from, "staged the next signing key");
+                self.set_signing(ring);
+                return Ok(staged);
+            }
+        }
+        Err(KeysError::Contention(SIGNING_DOCUMENT))
+    }
+
+    /// The periodic upkeep of the signing keys, as stored: makes a staged key current once its
+    /// time has come (it signs from then on every replica anyway, see
+    /// [`KeyRing::signing_key`]) and then prunes retired keys whose tokens have all expired, and stages
+    /// the next key `policy.lead` before the current one is `policy.period` old. Writes the
+    /// store only when something changed.
+    pub async fn upkeep_signing(
+        &self,
+        now: OffsetDateTime,
+        policy: RotationPolicy,
+    ) -> Result<(), KeysError> {
+        for _ in 0..MAX_ROTATION_ATTEMPTS {
+            let stored = self.read_document(SIGNING_DOCUMENT).await?;
+            let mut ring = parse_ring(&stored)?;
+            let promoted = ring.promote_due(now);
+            // Retired keys go at a rotation, as with `rotate_signing`: a retired key stays in
+            // the ring (and trusted for the tamper-evidence checkpoints it signed) until the
+            // next rotation after its tokens have expired.
+            let pruned = if promoted { ring.prune(now) } else { 0 };
+            let mut staged = false;
+            if let Some(period) = policy.period
+                && ring.next().is_none()
+            {
+                let due = ring.current().created_at() + period;
+                if now + policy.lead >= due {
+                    ring.stage_next(now, due.max(now + policy.lead));
+                    staged = true;
+                }
+            }
+            if !promoted && pruned == 0 && !staged {
+                self.set_signing(ring);
+                return Ok(());
+            }
+            let document = ring.to_json();
+            if self
+                .store
+                .replace(SIGNING_DOCUMENT, &stored, document.as_bytes())
+                .await?
+            {
+                tracing::info!(
+                    current = %ring.current().kid(),
+                    next = ?ring.next().map(|(k, at)| (k.kid().to_owned(), at)),
+                    promoted,
+                    pruned,
+                    "signing key upkeep"
+                );
+                self.set_signing(ring);
+                return Ok(());
+            }
+        }
+        Err(KeysError::Contention(SIGNING_DOCUMENT))
+    }
+
     /// Starts signing with a new key. The old key is retired, not dropped: it stays in the JWKS
     /// and keeps verifying until every token it signed has expired. Retired keys past that point
     /// are pruned.
@@ -142,6 +280,35 @@ impl Keys {
     ) -> Result<Rotation, KeysError> {
         self.rotate_signing_when(now, |ring, _| now - ring.current().created_at() >= age)
             .await
+    }
+
+    /// Makes the stored signing key ring allow access tokens that live `ttl` (the configured
+    /// lifetime), raising its limit if it is lower ([`KeyRing::allow_token_ttl`]: it is never
+    /// lowered). Compare-and-swap, so replicas starting together agree; returns whether this
+    /// call changed the store.
+    pub async fn allow_token_ttl(&self, ttl: Duration) -> Result<bool, KeysError> {
+        for _ in 0..MAX_ROTATION_ATTEMPTS {
+            let stored = self.read_document(SIGNING_DOCUMENT).await?;
+            let mut ring = parse_ring(&stored)?;
+            if !ring.allow_token_ttl(ttl) {
+                self.set_signing(ring);
+                return Ok(false);
+            }
+            let document = ring.to_json();
+            if self
+                .store
+                .replace(SIGNING_DOCUMENT, &stored, document.as_bytes())
+                .await?
+            {
+                tracing::info!(
+                    ttl_seconds = ttl.whole_seconds(),
+                    "the signing key ring now allows access tokens of the configured lifetime"
+                );
+                self.set_signing(ring);
+                return Ok(true);
+            }
+        }
+        Err(KeysError::Contention(SIGNING_DOCUMENT))
     }
 
     /// Adds a new sealing key to the vault and makes it the one that seals. Values sealed under
@@ -303,6 +470,24 @@ mod tests {
         );
         assert_eq!(second.signing().current().created_at(), T0);
         assert_eq!(second.signing().max_token_ttl(), TTL);
+    }
+
+    #[tokio::test]
+    async fn a_longer_configured_token_lifetime_is_stored_and_a_shorter_one_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::load_or_create(store(dir.path()), T0, TTL)
+            .await
+            .unwrap();
+        assert!(keys.allow_token_ttl(Duration::hours(1)).await.unwrap());
+        assert_eq!(keys.signing().max_token_ttl(), Duration::hours(1));
+        // Stored: the next start (or another replica) reads it.
+        let again = Keys::load_or_create(store(dir.path()), T0, TTL)
+            .await
+            .unwrap();
+        assert_eq!(again.signing().max_token_ttl(), Duration::hours(1));
+        // Shorter: tokens signed for an hour may be outstanding, so the limit stays.
+        assert!(!again.allow_token_ttl(Duration::minutes(1)).await.unwrap());
+        assert_eq!(again.signing().max_token_ttl(), Duration::hours(1));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

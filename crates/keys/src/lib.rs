@@ -44,7 +44,7 @@ pub mod vault;
 
 pub use file::FileKeyStore;
 pub use jetstream::{DEFAULT_BUCKET, JetStreamKeyStore, JetStreamKeyStoreOptions};
-pub use keys::{Keys, KeysError, Rotation};
+pub use keys::{Keys, KeysError, Rotation, RotationPolicy, Staged};
 pub use personal::{PersonalDataError, PersonalKeys};
 pub use personal_log::PersonalDataLog;
 pub use store::{KeyStore, KeyStoreError};

@@ -62,6 +62,14 @@ pub enum PersonalDataError {
     TooLong,
     #[error("gave up erasing the key of user {0} after repeated conflicting writes")]
     Contention(String),
+    /// Sealed values prove the key was created, so the store, or this replica's view of it (a
+    /// JetStream KV replica that has not caught up, a node cut off from the others), is behind:
+    /// try again later. Never read as an erasure, which leaves a tombstone.
+    #[error(
+        "the personal-data key of user {0} is not in the key store (yet); an erased user's key \
+         leaves a tombstone, so the key store is behind or incomplete"
+    )]
+    KeyMissing(String),
 }
 
 type UserKey = Arc<Zeroizing<[u8; KEY_LEN]>>;
@@ -125,10 +133,10 @@ impl PersonalKeys {
                 if self.store.create(&name, &fresh[..]).await? {
                     Slot::Key(Arc::new(fresh))
                 } else {
-                    // Another writer created it first: use theirs.
+                    // Another writer created it first: use theirs (once this replica sees it).
                     match self.store.get(&name).await? {
                         Some(stored) => parse(&stored),
-                        None => Slot::Gone,
+                        None => return Err(PersonalDataError::KeyMissing(user.to_owned())),
                     }
                 }
             }
@@ -140,7 +148,9 @@ impl PersonalKeys {
         }
     }
 
-    /// The user's key, or `None` if it no longer exists (erased).
+    /// The user's key, or `None` if it no longer exists (erased: a tombstone). Called for
+    /// sealed values, which prove the key was created: a key not in the store at all is
+    /// [`PersonalDataError::KeyMissing`], never taken for an erasure, and not remembered.
     pub async fn for_reading(&self, user: &str) -> Result<Option<UserKey>, PersonalDataError> {
         let slot = match self.cached(user) {
             Some(slot) => slot,
@@ -148,7 +158,7 @@ impl PersonalKeys {
                 let name = key_name(user)?;
                 let slot = match self.store.get(&name).await? {
                     Some(stored) => parse(&stored),
-                    None => Slot::Gone,
+                    None => return Err(PersonalDataError::KeyMissing(user.to_owned())),
                 };
                 self.remember(user, slot.clone());
                 slot
@@ -372,7 +382,7 @@ pub async fn open_envelope(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::FileKeyStore;
+    use crate::{FileKeyStore, KeyStore};
     use idstream_domain::{Actor, AggregateRef, AggregateType};
     use serde_json::json;
 
@@ -398,6 +408,40 @@ mod tests {
             causation_id: None,
             data: json!({"email": email, "first_name": "Ada", "last_name": "Lovelace", "tenant": "acme"}),
         }
+    }
+
+    #[tokio::test]
+    async fn a_key_missing_from_the_store_is_not_taken_for_an_erasure() {
+        let (written, behind) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut event = registered("ada@example.com");
+        seal_envelope(&keys(written.path()), &mut event)
+            .await
+            .unwrap();
+        // A replica whose view of the store has not caught up: an error to retry, no
+        // placeholders, and nothing remembered.
+        let reader = keys(behind.path());
+        let mut read = event.clone();
+        assert!(matches!(
+            open_envelope(&reader, &mut read).await,
+            Err(PersonalDataError::KeyMissing(user)) if user == USER
+        ));
+        assert!(!reader.known_erased(USER));
+        // Once the key is there, the same reader opens the values.
+        let name = key_name(USER).unwrap();
+        let key = FileKeyStore::open(written.path())
+            .unwrap()
+            .get(&name)
+            .await
+            .unwrap()
+            .unwrap();
+        let copied = FileKeyStore::open(behind.path())
+            .unwrap()
+            .create(&name, &key)
+            .await
+            .unwrap();
+        assert!(copied);
+        open_envelope(&reader, &mut read).await.unwrap();
+        assert_eq!(read.data["email"], "ada@example.com");
     }
 
     #[tokio::test]

@@ -137,6 +137,10 @@ impl EventLog for PersonalDataLog {
         self.inner.last_position().await
     }
 
+    async fn write_check(&self) -> Result<Position, LogError> {
+        self.inner.write_check().await
+    }
+
     async fn log_id(&self) -> Result<String, LogError> {
         self.inner.log_id().await
     }

@@ -40,7 +40,7 @@ use crate::routes::{self, CommandAccepted};
         `remember_days` after sign-in (0 turns it off and `remember` is ignored) instead of `session_max_hours`, \
         with the same idle timeout and refresh rotation; `remembered` in the tokens says what was given."),
     paths(
-        routes::operations::healthz, routes::operations::readyz, routes::operations::metrics, routes::operations::openapi,
+        routes::operations::healthz, routes::operations::readyz, routes::operations::readyz_write, routes::operations::metrics, routes::operations::openapi,
         routes::operations::read_models, routes::operations::rebuild,
         routes::tenants::create_tenant, routes::tenants::list_tenants, routes::tenants::get_tenant, routes::tenants::rename_tenant,
         routes::tenants::get_settings, routes::tenants::put_settings,

@@ -35,7 +35,7 @@ use idstream_domain::identity::credentials::LockoutPolicy;
 use idstream_domain::tenant::PasswordPolicySettings;
 use idstream_domain::{Actor, ActorKind, StreamKey, TenantId, UserId};
 use idstream_eventlog::Position;
-use idstream_keys::Keys;
+use idstream_keys::{Keys, RotationPolicy};
 use idstream_mailer::Mailer;
 use time::Duration;
 use ulid::Ulid;
@@ -72,6 +72,9 @@ pub struct IdentityConfig {
     /// Credential requests (sign-in, second factor, refresh, reset, acceptance) per source
     /// address and minute, per endpoint.
     pub attempts_per_source_per_minute: u32,
+    /// How the access-token signing keys rotate by themselves (every 30 days by default, each
+    /// next key published an hour before it signs).
+    pub signing_keys: RotationPolicy,
 }
 
 impl Default for IdentityConfig {
@@ -83,6 +86,10 @@ impl Default for IdentityConfig {
             public_url: "http://127.0.0.1:8080".into(),
             lockout: LockoutPolicy::default(),
             attempts_per_source_per_minute: 60,
+            signing_keys: RotationPolicy {
+                period: Some(signin::SIGNING_KEY_AGE),
+                lead: signin::SIGNING_KEY_LEAD,
+            },
         }
     }
 }

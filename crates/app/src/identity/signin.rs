@@ -31,6 +31,12 @@ use crate::{AppError, CommandContext};
 /// The age at which the access-token signing key is replaced.
 pub const SIGNING_KEY_AGE: Duration = Duration::days(30);
 
+/// How long a next signing key is published before it signs, by default.
+pub const SIGNING_KEY_LEAD: Duration = Duration::hours(1);
+
+/// How often at most a token signed by an unknown key makes a replica re-read the key store.
+const UNKNOWN_KEY_RELOAD: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How long the second step of a sign-in may take.
 pub const CHALLENGE_TTL: Duration = Duration::minutes(5);
 
@@ -144,15 +150,16 @@ impl Core {
         &self.identity.read
     }
 
-    /// Periodic key upkeep (the server runs it every minute): picks up keys another replica
-    /// rotated, and starts a new signing key once the current one is [`SIGNING_KEY_AGE`] old
-    /// (the old one keeps verifying, and stays in the JWKS, until its tokens have expired).
+    /// Periodic key upkeep (the server runs it at least every minute, and four times per lead
+    /// time): picks up keys another replica staged or rotated, and applies the rotation policy
+    /// ([`idstream_keys::Keys::upkeep_signing`]: a next key is published `lead` before it signs;
+    /// the old one keeps verifying, and stays in the JWKS, until its tokens have expired).
     pub(crate) async fn maintain_signing_keys(&self) -> Result<(), AppError> {
         let keys = &self.id().keys;
         keys.reload()
             .await
             .map_err(|e| AppError::Unavailable(e.to_string()))?;
-        keys.rotate_signing_if_older_than(SIGNING_KEY_AGE, self.now())
+        keys.upkeep_signing(self.now(), self.id().config.signing_keys)
             .await
             .map_err(|e| AppError::Unavailable(e.to_string()))?;
         Ok(())
@@ -777,15 +784,29 @@ impl Identity {
         }
         let now = self.now();
         let parts = self.id();
-        let claims = parts
-            .issuer
-            .verify_cached(
+        let verify = || {
+            parts.issuer.verify_cached(
                 &parts.keys.signing(),
                 &parts.verified_tokens,
                 credential,
                 now,
             )
-            .map_err(|_| AppError::Unauthenticated)?;
+        };
+        let claims = match verify() {
+            // Signed by a key this replica has not read from the key store yet (another replica
+            // staged it moments ago and this one has not re-read the store since): look again.
+            Err(idstream_auth::TokenError::UnknownKey)
+                if parts
+                    .keys
+                    .reload_if_not_since(UNKNOWN_KEY_RELOAD)
+                    .await
+                    .unwrap_or(false) =>
+            {
+                verify()
+            }
+            other => other,
+        }
+        .map_err(|_| AppError::Unauthenticated)?;
         let (Ok(user), Ok(tenant), Ok(session)) = (
             claims.sub.parse::<UserId>(),
             claims.tid.parse::<TenantId>(),

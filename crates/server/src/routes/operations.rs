@@ -1,4 +1,5 @@
-//! Operations (the `Operations` service): `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, and
+//! Operations (the `Operations` service): `/healthz`, `/readyz`, `/readyz/write`, `/metrics`,
+//! `/openapi.json`, and
 //! the read-model state for platform administrators (`/v1/admin/read-models`).
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/readyz/write", get(readyz_write))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .route("/v1/admin/read-models", get(read_models))
@@ -39,12 +41,18 @@ pub struct Readiness {
     /// `ok` or `unavailable`
     pub log: String,
     pub log_position: Option<u64>,
+    /// The directory's search index is loaded (in the background at start; until then
+    /// directory searches wait, and `ready` is false).
+    pub search_index_loaded: bool,
     /// Position each read model has applied.
     pub read_models: BTreeMap<String, u64>,
 }
 
-/// Readiness: the read models have caught up with the log as it was at start. While the log is
-/// unreachable the service stays ready, because queries keep answering from the read models.
+/// Readiness to serve: the read models have caught up with the log as it was at start and the
+/// directory's search index is loaded. While the log is unreachable the service stays ready
+/// (`"log": "unavailable"`), because queries keep answering from the read models; commands then
+/// fail with `503 log_unavailable`. A load balancer that should route commands only to replicas
+/// that can append uses `/readyz/write`.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness, description = "still catching up")))]
 pub async fn readyz(State(state): State<AppState>, caller: Caller) -> impl IntoResponse {
@@ -61,6 +69,7 @@ pub async fn readyz(State(state): State<AppState>, caller: Caller) -> impl IntoR
             "unavailable".into()
         },
         log_position: readiness.log_position,
+        search_index_loaded: readiness.search_index_loaded,
         read_models: readiness.read_models,
     };
     let status = if readiness.ready {
@@ -69,6 +78,40 @@ pub async fn readyz(State(state): State<AppState>, caller: Caller) -> impl IntoR
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body))
+}
+
+/// How long `/readyz/write` waits for the log's answer: shorter than a load balancer's probe
+/// timeout, longer than a healthy log takes by far.
+const WRITE_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WriteReadiness {
+    /// Always `true` in a 200 answer.
+    pub writable: bool,
+    /// The log's last position.
+    pub log_position: u64,
+}
+
+/// Readiness to take commands: 200 while this replica is ready (as `/readyz`) and its event log
+/// answers within a second (with JetStream: connected, and the stream has a leader); otherwise
+/// 503 `log_unavailable`, or `not_caught_up` while the read models still catch up at start.
+/// For load balancers that route commands; queries keep working when it fails.
+#[utoipa::path(get, path = "/readyz/write", tag = "operations",
+    responses((status = 200, body = WriteReadiness),
+        (status = 503, body = Problem, description = "`log_unavailable`, `not_caught_up`")))]
+pub async fn readyz_write(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<WriteReadiness>, ApiError> {
+    let log_position = state
+        .app
+        .operations
+        .write_readiness(&caller, state.startup_target, WRITE_PROBE_TIMEOUT)
+        .await?;
+    Ok(Json(WriteReadiness {
+        writable: true,
+        log_position,
+    }))
 }
 
 /// Prometheus text exposition.
