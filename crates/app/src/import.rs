@@ -5,8 +5,9 @@
 //! Columns (a header row names them, in any order): `email` (required), `first_name`,
 //! `last_name`, `roles` (separated by `;` or `|`; none: the tenant's default role). A new
 //! address becomes a user created with those roles (active, no email sent); an existing user
-//! gets the roles they lack here. `phone` and `attributes` columns are refused while the service
-//! has no phone numbers or custom attributes.
+//! gets the roles they lack here. Non-empty `phone` and `attributes` cells are refused: phone
+//! numbers are set through the profile (`PUT /v1/users/{user}/profile`) and not imported yet,
+//! and the service has no custom attributes yet.
 
 use std::collections::BTreeSet;
 
@@ -100,7 +101,7 @@ fn parse(text: &str) -> Result<Vec<Parsed>, AppError> {
             .any(|c| !record.get(*c).unwrap_or("").is_empty())
         {
             return Err(invalid(format!(
-                "CSV row {row}: phone numbers and custom attributes cannot be imported yet"
+                "CSV row {row}: phone numbers and custom attributes cannot be imported yet (set a phone number with PUT /v1/users/{{user}}/profile)"
             )));
         }
         let field = |c: Option<usize>| c.and_then(|c| record.get(c)).unwrap_or("").to_owned();
