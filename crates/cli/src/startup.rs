@@ -348,12 +348,21 @@ pub async fn serve(
             let upkeep = Caller::system("access-lapse");
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // While it fails (the log unreachable), it says so once a minute, not every second.
+            let mut last_warning: Option<tokio::time::Instant> = None;
             loop {
                 tick.tick().await;
                 match access_admin.record_lapses(&upkeep, 100).await {
-                    Ok(_) => {}
+                    Ok(_) => last_warning = None,
                     Err(error) => {
-                        tracing::warn!(%error, "recording lapsed temporary access failed; retrying")
+                        let due =
+                            last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(60));
+                        if due {
+                            last_warning = Some(tokio::time::Instant::now());
+                            tracing::warn!(%error, "recording lapsed temporary access failed; retrying every second");
+                        } else {
+                            tracing::debug!(%error, "recording lapsed temporary access failed again");
+                        }
                     }
                 }
             }
