@@ -264,12 +264,21 @@ impl AccessQueries {
         self.access.roles(tenant).map_err(internal)
     }
 
-    /// Every permission the tenant knows, for editors of role and permission matrices: the
-    /// standard, administrative and service resources with their CRUD actions, each registered
-    /// entity's CRUD, and giving and taking each role (built in or defined here), each with a
-    /// description.
-    ///
-    /// Who: `roles:read` or `permissions:read` in the tenant.
+    /// `roles:read` or `permissions:read` in the tenant, which exists: who reads what
+    /// permissions a tenant knows (its resources, the catalogue).
+    async fn permission_reader(&self, caller: &Caller, tenant: &TenantId) -> Result<(), AppError> {
+        self.any_permission(
+            caller,
+            tenant,
+            &[
+                named("roles", Action::Read),
+                named("permissions", Action::Read),
+            ],
+        )
+        .await?;
+        self.require_known_tenant(tenant)
+    }
+
     /// The resources the tenant defined for its own permissions.
     ///
     /// Who: `roles:read` or `permissions:read` in the tenant.
@@ -278,34 +287,22 @@ impl AccessQueries {
         caller: &Caller,
         tenant: &TenantId,
     ) -> Result<Vec<idstream_access::ResourceRecord>, AppError> {
-        self.any_permission(
-            caller,
-            tenant,
-            &[
-                named("roles", Action::Read),
-                named("permissions", Action::Read),
-            ],
-        )
-        .await?;
-        self.require_known_tenant(tenant)?;
+        self.permission_reader(caller, tenant).await?;
         self.access.resources(tenant).map_err(internal)
     }
 
+    /// Every permission the tenant knows, for editors of role and permission matrices: the
+    /// standard, administrative and service resources and the tenant's own with their CRUD
+    /// actions, each registered entity's CRUD, giving and taking each role (built in or defined
+    /// here) and administering its holders, each with a description.
+    ///
+    /// Who: `roles:read` or `permissions:read` in the tenant.
     pub async fn permission_catalogue(
         &self,
         caller: &Caller,
         tenant: &TenantId,
     ) -> Result<Vec<CatalogueEntry>, AppError> {
-        self.any_permission(
-            caller,
-            tenant,
-            &[
-                named("roles", Action::Read),
-                named("permissions", Action::Read),
-            ],
-        )
-        .await?;
-        self.require_known_tenant(tenant)?;
+        self.permission_reader(caller, tenant).await?;
         use idstream_domain::access::Resource;
         use idstream_domain::access::model::{
             ADMIN_RESOURCES, SERVICE_RESOURCES, STANDARD_RESOURCES,

@@ -125,14 +125,20 @@ pub enum MembershipError {
     PermanentRole,
 }
 
-/// Refuses an end that is not in the future or too far ahead.
-pub fn validate_expiry(
+/// Whether temporary access may end at `expires_at` (None: for good): in the future, and at
+/// most [`MAX_EXPIRY`] ahead. Memberships and records share the rule.
+pub fn expiry_is_valid(expires_at: Option<OffsetDateTime>, now: OffsetDateTime) -> bool {
+    expires_at.is_none_or(|end| end > now && end <= now + MAX_EXPIRY)
+}
+
+fn validate_expiry(
     expires_at: Option<OffsetDateTime>,
     now: OffsetDateTime,
 ) -> Result<(), MembershipError> {
-    match expires_at {
-        Some(end) if end <= now || end > now + MAX_EXPIRY => Err(MembershipError::InvalidExpiry),
-        _ => Ok(()),
+    if expiry_is_valid(expires_at, now) {
+        Ok(())
+    } else {
+        Err(MembershipError::InvalidExpiry)
     }
 }
 

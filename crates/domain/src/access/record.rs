@@ -17,7 +17,7 @@ use crate::events::{
     RecordOwnerSet, RecordRevoked,
 };
 use crate::ids::{RoleName, UserId};
-use crate::membership::{MembershipError, validate_expiry};
+use crate::membership::expiry_is_valid;
 
 /// The aggregate id of a record: `<entity>:<record id>` (both are subject-safe).
 pub fn aggregate_id(entity: &EntityName, record: &RecordId) -> String {
@@ -117,10 +117,11 @@ pub enum RecordError {
 }
 
 fn expiry(expires_at: Option<OffsetDateTime>, now: OffsetDateTime) -> Result<(), RecordError> {
-    validate_expiry(expires_at, now).map_err(|e| match e {
-        MembershipError::InvalidExpiry => RecordError::InvalidExpiry,
-        _ => unreachable!("validate_expiry only refuses the expiry"),
-    })
+    if expiry_is_valid(expires_at, now) {
+        Ok(())
+    } else {
+        Err(RecordError::InvalidExpiry)
+    }
 }
 
 pub fn decide(state: &Record, command: RecordCommand) -> Result<Vec<RecordEvent>, RecordError> {
