@@ -611,6 +611,8 @@ async fn command_latency(
         last_name: "Tency".into(),
         roles: vec!["user".parse()?],
         invite: false,
+        phone: None,
+        attributes: None,
     };
     let created = app
         .users

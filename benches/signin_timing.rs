@@ -116,6 +116,8 @@ async fn without_password(app: &App, email: &str) -> anyhow::Result<UserId> {
                 last_name: String::new(),
                 roles: vec!["user".parse().map_err(anyhow::Error::msg)?],
                 invite: false,
+                phone: None,
+                attributes: None,
             },
         )
         .await?;

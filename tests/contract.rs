@@ -56,6 +56,7 @@ const SECRET_NEEDED: &[&str] = &[
 
 /// The valid requests that undo or end what others use run last, in this order.
 const LAST: &[&str] = &[
+    "DELETE /v1/tenants/{tenant}/attributes/{attribute}",
     "DELETE /v1/tenants/{tenant}/resources/{resource}",
     "DELETE /v1/tenants/{tenant}/entities/{entity}/records/{record}/local-roles/{user}/{role}",
     "DELETE /v1/tenants/{tenant}/entities/{entity}/records/{record}/grants/{user}",
@@ -327,6 +328,7 @@ impl World {
             "entity" => ENTITY.into(),
             "record" => RECORD.into(),
             "resource" => "invoice_export".into(),
+            "attribute" => "department".into(),
             "id" if template.contains("/sessions/") => self.other_session.clone(),
             "id" if template.contains("/invitations/") => self.invitation.clone(),
             "id" if template.contains("/api-keys/") => self.api_key.clone(),

@@ -85,11 +85,20 @@ async fn world(svc: &Service) -> World {
     let (admin, _) = svc
         .create_user("acme", "admin@example.com", &["admin"])
         .await;
+    // An attribute of the tenant's own, whose value for Ada is a canary too.
+    let nickname = put(
+        svc,
+        "/v1/tenants/acme/attributes/nickname",
+        json!({"label": "Nickname", "type": "text"}),
+    )
+    .await;
+    assert_eq!(nickname.status, 200, "{nickname:?}");
     let created = svc
         .post(
             "/v1/tenants/acme/users",
             json!({"email": format!("ada.{CANARY}@example.com"), "first_name": format!("Ada{CANARY}"),
-                   "last_name": format!("Love{CANARY}"), "roles": ["user"]}),
+                   "last_name": format!("Love{CANARY}"), "roles": ["user"],
+                   "attributes": {"nickname": format!("Nick{CANARY}")}}),
         )
         .await;
     assert_eq!(created.status, 201, "{created:?}");
@@ -323,6 +332,13 @@ async fn erasure_leaves_the_structure_and_nothing_personal(svc: &Service, w: &Wo
     let before = svc.get(&format!("/v1/users/{}", w.ada)).await;
     assert!(before.body.to_string().contains(CANARY), "{before:?}");
     assert_eq!(before.body["phone"], PHONE, "{before:?}");
+    let attributes = format!("/v1/tenants/acme/users/{}/attributes", w.ada);
+    let before = svc.get(&attributes).await;
+    assert_eq!(
+        before.body["attributes"]["nickname"],
+        format!("Nick{CANARY}"),
+        "{before:?}"
+    );
     let review = svc
         .get("/v1/audit/access-review?tenant=acme&format=csv")
         .await;
@@ -343,6 +359,12 @@ async fn erasure_leaves_the_structure_and_nothing_personal(svc: &Service, w: &Wo
     assert_eq!(user.body["status"], "erased", "{user:?}");
     assert!(!user.body.to_string().contains(CANARY), "{user:?}");
     assert!(!user.body.to_string().contains(&PHONE[1..]), "{user:?}");
+    let values = svc.get_at(&attributes, at).await;
+    assert!(!values.body.to_string().contains(CANARY), "{values:?}");
+    let rows = svc
+        .get_at(&format!("/v1/tenants/acme/users?q={}", w.ada), at)
+        .await;
+    assert!(!rows.body.to_string().contains(CANARY), "{rows:?}");
     // Her sessions no longer say where she signed in from, and the mail spooled for her is gone.
     let sessions = svc
         .get_at(&format!("/v1/users/{}/sessions", w.ada), at)

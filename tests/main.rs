@@ -4,6 +4,7 @@
 
 mod access_admin;
 mod access_check;
+mod attributes;
 mod audit;
 mod chain;
 mod cluster;

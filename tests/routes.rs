@@ -1680,6 +1680,92 @@ fn table() -> Vec<Row> {
             }),
         ),
         row(
+            "GET /v1/tenants/{tenant}/attributes",
+            Tenant { needs: None },
+            AdminA,
+            fresh(|w| async move {
+                let body = json!({"label": "Listed", "type": "text"});
+                let defined = w.svc.put(&acme("/attributes/listed"), body).await;
+                assert_eq!(defined.status, 200, "an attribute to list: {defined:?}");
+                Call::get(acme("/attributes"))
+            }),
+        ),
+        row(
+            "PUT /v1/tenants/{tenant}/attributes/{attribute}",
+            tenant("settings:update"),
+            AdminA,
+            fixed(|_| {
+                Call::put(
+                    acme("/attributes/department"),
+                    json!({"label": "Department", "type": "text", "searchable": true}),
+                )
+            }),
+        ),
+        row(
+            "DELETE /v1/tenants/{tenant}/attributes/{attribute}",
+            tenant("settings:update"),
+            AdminA,
+            fresh(|w| async move {
+                let name = w.unique("doomed").replace('-', "_");
+                let path = acme(&format!("/attributes/{name}"));
+                let defined = w
+                    .svc
+                    .put(&path, json!({"label": "Short-lived", "type": "boolean"}))
+                    .await;
+                assert_eq!(defined.status, 200, "an attribute to remove: {defined:?}");
+                Call::delete(path)
+            }),
+        ),
+        row(
+            "GET /v1/tenants/{tenant}/users/{user}/attributes",
+            tenant("users:read (not oneself)"),
+            AdminA,
+            fresh(|w| async move {
+                let defined = w
+                    .svc
+                    .put(
+                        &acme("/attributes/nickname"),
+                        json!({"label": "Nickname", "type": "text", "user_editable": true}),
+                    )
+                    .await;
+                assert_eq!(defined.status, 200, "an attribute: {defined:?}");
+                let path = acme(&format!("/users/{}/attributes", w.target.id));
+                let set = w.svc.patch(&path, json!({"nickname": "Tee"})).await;
+                assert_eq!(set.status, 200, "a value to read: {set:?}");
+                Call::get(path)
+            }),
+        )
+        .also(
+            BareA,
+            prepared(|w| Call::get(acme(&format!("/users/{}/attributes", w.bare_a.id)))),
+            Expect::Allowed,
+        ),
+        row(
+            "PATCH /v1/tenants/{tenant}/users/{user}/attributes",
+            tenant("users:update (not oneself, for user-editable attributes)"),
+            AdminA,
+            fresh(|w| async move {
+                let defined = w
+                    .svc
+                    .put(
+                        &acme("/attributes/nickname"),
+                        json!({"label": "Nickname", "type": "text", "user_editable": true}),
+                    )
+                    .await;
+                assert_eq!(defined.status, 200, "an attribute: {defined:?}");
+                let path = acme(&format!("/users/{}/attributes", w.target.id));
+                Call::patch(path, json!({"nickname": "Tee"}))
+            }),
+        )
+        .also(
+            BareA,
+            prepared(|w| {
+                let path = acme(&format!("/users/{}/attributes", w.bare_a.id));
+                Call::patch(path, json!({"nickname": null}))
+            }),
+            Expect::Allowed,
+        ),
+        row(
             "GET /v1/tenants/{tenant}/roles/{role}",
             tenant("roles:read"),
             AdminA,

@@ -362,6 +362,11 @@ impl Service {
         self.send(self.request(reqwest::Method::DELETE, path)).await
     }
 
+    pub async fn patch(&self, path: &str, body: Value) -> Answer {
+        self.send(self.request(reqwest::Method::PATCH, path).json(&body))
+            .await
+    }
+
     /// The position of the last event in the log (from `/readyz`): proves that a request
     /// appended nothing when it is the same before and after.
     pub async fn log_position(&self) -> u64 {

@@ -48,6 +48,8 @@ async fn tenant_with(app: &App, members: &[&[&str]]) -> Vec<UserId> {
             last_name: String::new(),
             roles: roles.iter().map(|r| role(r)).collect(),
             invite: false,
+            phone: None,
+            attributes: None,
         };
         let created = app.users.create(&system(), acme(), request).await.unwrap();
         ids.push(created.id.parse().unwrap());
@@ -106,6 +108,8 @@ async fn only_owners_give_and_take_the_owner_role() {
         last_name: String::new(),
         roles: vec![role("owner")],
         invite: true,
+        phone: None,
+        attributes: None,
     };
     assert_err(
         app.users
@@ -294,6 +298,8 @@ async fn the_last_admin_cannot_be_demoted_removed_or_deactivated() {
                 last_name: String::new(),
                 roles: vec![role("admin")],
                 invite: false,
+                phone: None,
+                attributes: None,
             },
         )
         .await
@@ -614,6 +620,8 @@ async fn every_command_needs_its_permission_and_each_role_its_own() {
         last_name: String::new(),
         roles: vec![role("user")],
         invite: false,
+        phone: None,
+        attributes: None,
     };
     assert_err(
         app.users
@@ -816,6 +824,8 @@ async fn a_user_is_shown_with_only_the_tenants_the_caller_may_read_users_in() {
         last_name: String::new(),
         roles: vec![role("user")],
         invite: false,
+        phone: None,
+        attributes: None,
     };
     let both: UserId = app
         .users
@@ -836,6 +846,8 @@ async fn a_user_is_shown_with_only_the_tenants_the_caller_may_read_users_in() {
         last_name: String::new(),
         roles: vec![role("admin")],
         invite: false,
+        phone: None,
+        attributes: None,
     };
     let stranger: UserId = app
         .users

@@ -320,6 +320,8 @@ impl World {
             last_name: String::new(),
             roles,
             invite: false,
+            phone: None,
+            attributes: None,
         };
         let created = self
             .app

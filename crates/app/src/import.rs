@@ -3,17 +3,20 @@
 //! shows the plan and changes nothing), then carried out by [`People::bulk`].
 //!
 //! Columns (a header row names them, in any order): `email` (required), `first_name`,
-//! `last_name`, `roles` (separated by `;` or `|`; none: the tenant's default role). A new
-//! address becomes a user created with those roles (active, no email sent); an existing user
-//! gets the roles they lack here. Non-empty `phone` and `attributes` cells are refused: phone
-//! numbers are set through the profile (`PUT /v1/users/{user}/profile`) and not imported yet,
-//! and the service has no custom attributes yet.
+//! `last_name`, `roles` (separated by `;` or `|`; none: the tenant's default role), `phone`
+//! (international form) and `attributes` (`name=value` pairs separated by `;`, each value in the
+//! attribute's type: `department=Sales;employee_no=42;remote=true`; `name=` clears one). A new
+//! address becomes a user created with those roles, phone number and attribute values (active,
+//! no email sent); an existing user gets the roles they lack here and the row's attribute
+//! values. An existing user's phone number is theirs: a row giving another one is invalid.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use idstream_domain::access::Action;
-use idstream_domain::user::{self, NewUser, User, UserCommand, normalize_email};
+use idstream_domain::attributes::{self, AttributeDefinition, Editor};
+use idstream_domain::user::{self, NewUser, User, UserCommand, UserError, normalize_email};
 use idstream_domain::{RoleName, TenantId, UserId};
+use serde_json::Value;
 
 use crate::core::internal;
 use crate::people::{BulkOperation, BulkOutcome, MAX_BULK_OPERATIONS};
@@ -27,6 +30,9 @@ pub enum RowPlan {
     Create { roles: Vec<RoleName> },
     /// An existing user gets the roles they lack here.
     AssignRoles { user: UserId, roles: Vec<RoleName> },
+    /// An existing user gets the roles they lack here (perhaps none) and the row's attribute
+    /// values, some of which differ from theirs.
+    Update { user: UserId, roles: Vec<RoleName> },
     /// The user exists and holds every role here already.
     Unchanged { user: UserId },
     /// The row cannot be imported: why.
@@ -40,6 +46,8 @@ pub struct ImportRow {
     pub row: usize,
     pub email: String,
     pub plan: RowPlan,
+    /// The attribute values the row sets (`None`: clears), as read from its `attributes` cell.
+    pub attributes: BTreeMap<String, Option<Value>>,
     pub outcomes: Vec<BulkOutcome>,
 }
 
@@ -50,6 +58,8 @@ struct Parsed {
     first_name: String,
     last_name: String,
     roles: Vec<String>,
+    phone: String,
+    attributes: String,
 }
 
 fn invalid(detail: impl Into<String>) -> AppError {
@@ -85,7 +95,7 @@ fn parse(text: &str) -> Result<Vec<Parsed>, AppError> {
     }
     let email = column("email").ok_or_else(|| invalid("the CSV has no `email` column"))?;
     let (first, last, roles) = (column("first_name"), column("last_name"), column("roles"));
-    let unsupported = [column("phone"), column("attributes")];
+    let (phone, attributes) = (column("phone"), column("attributes"));
     let mut rows = Vec::new();
     for (i, record) in reader.records().enumerate() {
         let row = i + 2;
@@ -93,15 +103,6 @@ fn parse(text: &str) -> Result<Vec<Parsed>, AppError> {
         if rows.len() == MAX_BULK_OPERATIONS {
             return Err(invalid(format!(
                 "at most {MAX_BULK_OPERATIONS} rows per import"
-            )));
-        }
-        if unsupported
-            .iter()
-            .flatten()
-            .any(|c| !record.get(*c).unwrap_or("").is_empty())
-        {
-            return Err(invalid(format!(
-                "CSV row {row}: phone numbers and custom attributes cannot be imported yet (set a phone number with PUT /v1/users/{{user}}/profile)"
             )));
         }
         let field = |c: Option<usize>| c.and_then(|c| record.get(c)).unwrap_or("").to_owned();
@@ -116,9 +117,40 @@ fn parse(text: &str) -> Result<Vec<Parsed>, AppError> {
                 .filter(|r| !r.is_empty())
                 .map(str::to_owned)
                 .collect(),
+            phone: field(phone),
+            attributes: field(attributes),
         });
     }
     Ok(rows)
+}
+
+/// Reads an `attributes` cell (`name=value;name=value`, `name=` to clear) by the tenant's
+/// definitions.
+fn parse_attributes(
+    definitions: &BTreeMap<String, AttributeDefinition>,
+    cell: &str,
+) -> Result<BTreeMap<String, Option<Value>>, AppError> {
+    let mut values = BTreeMap::new();
+    for pair in cell.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((name, text)) = pair.split_once('=') else {
+            return Err(invalid(format!(
+                "attributes are name=value pairs separated by `;`, not `{pair}`"
+            )));
+        };
+        let name = name.trim();
+        let definition = definitions
+            .get(name)
+            .ok_or_else(|| UserError::from(attributes::AttributeError::Unknown(name.to_owned())))?;
+        let value = if text.trim().is_empty() {
+            None
+        } else {
+            Some(definition.parse(name, text).map_err(UserError::from)?)
+        };
+        if values.insert(name.to_owned(), value).is_some() {
+            return Err(invalid(format!("the attribute `{name}` is given twice")));
+        }
+    }
+    Ok(values)
 }
 
 impl People {
@@ -143,10 +175,16 @@ impl People {
         let mut names = Vec::with_capacity(parsed.len());
         let mut seen = BTreeSet::new();
         for row in parsed {
-            names.push((row.first_name.clone(), row.last_name.clone()));
-            let plan = self
-                .plan_row(caller, tenant, &view.settings.default_role, &row)
-                .await;
+            names.push((
+                row.first_name.clone(),
+                row.last_name.clone(),
+                row.phone.clone(),
+            ));
+            let values = parse_attributes(&view.attributes, &row.attributes);
+            let plan = match &values {
+                Ok(values) => self.plan_row(caller, tenant, &view, &row, values).await,
+                Err(error) => Err(error.clone()),
+            };
             let plan = match plan {
                 Ok(plan) => plan,
                 Err(error) => RowPlan::Invalid(error),
@@ -161,6 +199,7 @@ impl People {
                 row: row.row,
                 email: row.email,
                 plan,
+                attributes: values.unwrap_or_default(),
                 outcomes: Vec::new(),
             });
         }
@@ -173,22 +212,31 @@ impl People {
         for (index, row) in rows.iter().enumerate() {
             match &row.plan {
                 RowPlan::Create { roles } => {
-                    let (first_name, last_name) = names[index].clone();
+                    let (first_name, last_name, phone) = names[index].clone();
                     operations.push(BulkOperation::Create(NewUserRequest {
                         email: row.email.clone(),
                         first_name,
                         last_name,
                         roles: roles.clone(),
                         invite: false,
+                        phone: Some(phone),
+                        attributes: Some(row.attributes.clone()),
                     }));
                     owners.push(index);
                 }
-                RowPlan::AssignRoles { user, roles } => {
+                RowPlan::AssignRoles { user, roles } | RowPlan::Update { user, roles } => {
                     for role in roles {
                         operations.push(BulkOperation::AssignRole {
                             user: *user,
                             role: role.clone(),
                             expires_at: None,
+                        });
+                        owners.push(index);
+                    }
+                    if matches!(row.plan, RowPlan::Update { .. }) {
+                        operations.push(BulkOperation::SetAttributes {
+                            user: *user,
+                            attributes: row.attributes.clone(),
                         });
                         owners.push(index);
                     }
@@ -208,10 +256,16 @@ impl People {
         &self,
         caller: &Caller,
         tenant: &TenantId,
-        default_role: &RoleName,
+        view: &idstream_directory::TenantView,
         row: &Parsed,
+        values: &BTreeMap<String, Option<Value>>,
     ) -> Result<RowPlan, AppError> {
+        let default_role = &view.settings.default_role;
         let email = normalize_email(&row.email)?;
+        let phone = match row.phone.as_str() {
+            "" => None,
+            text => Some(user::normalize_phone(text)?),
+        };
         let roles: Vec<RoleName> = if row.roles.is_empty() {
             vec![default_role.clone()]
         } else {
@@ -238,9 +292,31 @@ impl People {
                         tenant: tenant.clone(),
                     }),
                 )?;
+                attributes::change(
+                    &view.attributes,
+                    &BTreeMap::new(),
+                    values,
+                    Editor::Administrator,
+                    true,
+                )
+                .map_err(UserError::from)?;
                 Ok(RowPlan::Create { roles })
             }
             Some(existing) => {
+                if phone.is_some() && phone != existing.phone {
+                    return Err(invalid(
+                        "the user exists with another phone number (or none); an import sets the phone numbers of the users it creates only (change it with PUT /v1/users/{user}/profile)",
+                    ));
+                }
+                let current = existing.attributes.get(tenant).cloned().unwrap_or_default();
+                let after = attributes::change(
+                    &view.attributes,
+                    &current,
+                    values,
+                    Editor::Administrator,
+                    false,
+                )
+                .map_err(UserError::from)?;
                 let held = self
                     .directory()
                     .membership(tenant, &existing.id)
@@ -249,7 +325,12 @@ impl People {
                     .unwrap_or_default();
                 let lacking: Vec<RoleName> =
                     roles.into_iter().filter(|r| !held.contains(r)).collect();
-                if lacking.is_empty() {
+                if after != current {
+                    Ok(RowPlan::Update {
+                        user: existing.id,
+                        roles: lacking,
+                    })
+                } else if lacking.is_empty() {
                     Ok(RowPlan::Unchanged { user: existing.id })
                 } else {
                     Ok(RowPlan::AssignRoles {

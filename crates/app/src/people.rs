@@ -45,6 +45,9 @@ pub struct PeopleQuery {
     pub last_sign_in_from: Option<OffsetDateTime>,
     pub last_sign_in_to: Option<OffsetDateTime>,
     pub verified: Option<bool>,
+    /// Attribute values, each `(name, value as text)`: only searchable attributes of the
+    /// tenant listed, matched exactly (text without regard to case). All must hold.
+    pub attributes: Vec<(String, String)>,
     pub sort: Sort,
     /// The `next` of the previous page, as [`Cursor::encode`] made it.
     pub cursor: Option<String>,
@@ -63,6 +66,9 @@ pub struct PersonRow {
     /// The user's tenants the caller may see: those where it holds `users:read` (every one, for
     /// platform administrators).
     pub tenants: Vec<TenantId>,
+    /// The user's attribute values in the tenant listed, those it defines now (empty in the
+    /// platform directory).
+    pub attributes: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// One page of a listing.
@@ -124,6 +130,11 @@ pub enum BulkOperation {
     },
     Deactivate {
         user: UserId,
+    },
+    /// Set (or, with `None`, clear) attribute values of a member here.
+    SetAttributes {
+        user: UserId,
+        attributes: std::collections::BTreeMap<String, Option<serde_json::Value>>,
     },
 }
 
@@ -425,6 +436,11 @@ impl People {
                     self.in_tenant(tenant, user, app_users.deactivate(&caller, user))
                         .await,
                 ),
+                BulkOperation::SetAttributes { user, attributes } => done(
+                    app_users
+                        .change_attributes(&caller, tenant.clone(), user, attributes)
+                        .await,
+                ),
             };
             outcomes.push(outcome);
         }
@@ -564,6 +580,37 @@ pub fn search_page(
         .as_deref()
         .map(str::trim)
         .filter(|t| !t.is_empty());
+    let definitions = match scope {
+        Scope::Tenant(tenant) => directory
+            .tenant(tenant)
+            .map_err(internal)?
+            .map(|view| view.attributes)
+            .unwrap_or_default(),
+        Scope::Everyone => Default::default(),
+    };
+    if matches!(scope, Scope::Everyone) && !query.attributes.is_empty() {
+        return Err(AppError::InvalidQuery(
+            "`attribute` filters a tenant's listing; the platform directory has none".into(),
+        ));
+    }
+    let mut attribute_keys = Vec::with_capacity(query.attributes.len());
+    for (name, text) in &query.attributes {
+        let definition = definitions
+            .get(name)
+            .filter(|d| d.searchable)
+            .ok_or_else(|| {
+                AppError::InvalidQuery(format!(
+                    "`attribute={name}:…`: the tenant defines no searchable attribute `{name}`"
+                ))
+            })?;
+        let value = definition
+            .parse(name, text)
+            .map_err(|e| AppError::InvalidQuery(format!("`attribute={name}:…`: {e}")))?;
+        attribute_keys.push((
+            name.clone(),
+            idstream_domain::attributes::search_key(&value),
+        ));
+    }
     let page = directory
         .people()
         .search(&Search {
@@ -574,6 +621,7 @@ pub fn search_page(
             created: (query.created_from, query.created_to),
             last_sign_in: (query.last_sign_in_from, query.last_sign_in_to),
             verified: query.verified,
+            attributes: &attribute_keys,
             sort: query.sort,
             after: cursor.as_ref(),
             limit: query.limit.clamp(1, MAX_ROWS),
@@ -597,11 +645,20 @@ pub fn search_page(
         if let Some(visible) = visible {
             tenants.retain(|t| visible.contains(t));
         }
+        let attributes = match scope {
+            Scope::Tenant(tenant) => user
+                .attributes
+                .get(tenant)
+                .map(|values| idstream_domain::attributes::visible(&definitions, values))
+                .unwrap_or_default(),
+            Scope::Everyone => Default::default(),
+        };
         rows.push(PersonRow {
             status: user.status_at(now),
             user,
             roles,
             tenants,
+            attributes,
         });
     }
     Ok(PeoplePage {

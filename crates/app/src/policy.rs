@@ -325,7 +325,7 @@ impl Core {
     /// `users:<action>` there, or, scoped to the holders of given roles, `members.<role>:<action>`
     /// for every role the user holds there now (at least one) while every custom permission the
     /// user holds there is one the caller holds too (nobody administers someone above them).
-    fn permitted_over(
+    pub(crate) fn permitted_over(
         &self,
         caller: &Caller,
         tenant: &TenantId,

@@ -1,10 +1,13 @@
 //! Tenants: creating and renaming them, reading them, and their settings.
 
+use std::collections::BTreeMap;
+
 use idstream_directory::TenantView;
 use idstream_domain::TenantId;
 use idstream_domain::access::Action;
 use idstream_domain::access::role;
 use idstream_domain::aggregate::TenantAggregate;
+use idstream_domain::attributes::AttributeDefinition;
 use idstream_domain::tenant::{TenantCommand, TenantError, TenantSettings};
 
 use crate::core::{internal, tenant_key};
@@ -94,6 +97,57 @@ impl Tenants {
                     .collect()
             }
         }
+    }
+
+    /// The user attributes the tenant defines, by name.
+    ///
+    /// Who: anyone with standing in the tenant (members see what they may fill in).
+    pub async fn attributes(
+        &self,
+        caller: &Caller,
+        tenant: &TenantId,
+    ) -> Result<BTreeMap<String, AttributeDefinition>, AppError> {
+        self.tenant_standing(caller, tenant).await?;
+        Ok(self.tenant_now(tenant)?.attributes)
+    }
+
+    /// Defines a user attribute of the tenant's own, or replaces its definition. Values already
+    /// held stay; those that do not fit a changed definition are no longer shown.
+    ///
+    /// Who: `settings:update` in the tenant.
+    pub async fn define_attribute(
+        &self,
+        caller: &Caller,
+        tenant: TenantId,
+        name: String,
+        definition: AttributeDefinition,
+    ) -> Result<Outcome, AppError> {
+        self.named_permission(caller, &tenant, "settings", Action::Update)
+            .await?;
+        self.require_tenant(&tenant).await?;
+        let command = TenantCommand::DefineAttribute { name, definition };
+        self.execute::<TenantAggregate>(caller.ctx(), &tenant_key(&tenant), "", command)
+            .await
+            .map_err(tenant_not_found)
+    }
+
+    /// Removes a user attribute: its values are no longer shown or searched anywhere (they stay
+    /// in the log, and show again if it is defined again with a type they fit).
+    ///
+    /// Who: `settings:update` in the tenant.
+    pub async fn remove_attribute(
+        &self,
+        caller: &Caller,
+        tenant: TenantId,
+        name: String,
+    ) -> Result<Outcome, AppError> {
+        self.named_permission(caller, &tenant, "settings", Action::Update)
+            .await?;
+        self.require_tenant(&tenant).await?;
+        let command = TenantCommand::RemoveAttribute { name };
+        self.execute::<TenantAggregate>(caller.ctx(), &tenant_key(&tenant), "", command)
+            .await
+            .map_err(tenant_not_found)
     }
 
     /// A tenant's settings.

@@ -107,6 +107,8 @@ fn ada() -> NewUserRequest {
         last_name: "Lovelace".into(),
         roles: vec!["user".parse().unwrap()],
         invite: false,
+        phone: None,
+        attributes: None,
     }
 }
 
@@ -159,6 +161,8 @@ fn person(email: &str) -> NewUserRequest {
         last_name: "One".into(),
         roles: vec![],
         invite: false,
+        phone: None,
+        attributes: None,
     }
 }
 

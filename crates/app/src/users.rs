@@ -7,11 +7,14 @@
 //! of another. Taking someone's standing away (suspension, deactivation, erasure) keeps the admin
 //! rules: not oneself, owners only by owners, never the last administrator.
 
+use std::collections::BTreeMap;
+
 use idstream_directory::UserView;
 use idstream_domain::access::Action;
 use idstream_domain::aggregate::{
     CredentialsAggregate, MembershipAggregate, TenantAggregate, UserAggregate,
 };
+use idstream_domain::attributes::{self, Editor};
 use idstream_domain::email::CLAIM_DEADLINE;
 use idstream_domain::identity::credentials::CredentialsCommand;
 use idstream_domain::identity::session::RevocationReason;
@@ -19,6 +22,7 @@ use idstream_domain::membership::{MembershipCommand, MembershipError};
 use idstream_domain::user::{self, NewUser, Profile, User, UserCommand, UserError, UserFlags};
 use idstream_domain::{RoleName, TenantId, UserId};
 use idstream_identity::SessionView;
+use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::core::{Core, internal, membership_key, user_key, user_not_found};
@@ -40,6 +44,12 @@ pub struct NewUserRequest {
     pub roles: Vec<RoleName>,
     /// Create the user as invited rather than active.
     pub invite: bool,
+    /// A phone number to record in the profile (see [`user::normalize_phone`]).
+    pub phone: Option<String>,
+    /// The user's attribute values in the tenant, given by the administrator creating them:
+    /// every required attribute must be among them. `None` where no administrator gives the
+    /// user's details (sign-up, invitation), which records none.
+    pub attributes: Option<BTreeMap<String, Option<Value>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -287,6 +297,88 @@ impl Users {
         .map_err(user_not_found)
     }
 
+    /// The values of a member's attributes in a tenant, those the tenant defines now (see
+    /// [`attributes::visible`]).
+    ///
+    /// Who: the member themselves, or `users:read` in the tenant.
+    pub async fn attributes(
+        &self,
+        caller: &Caller,
+        tenant: &TenantId,
+        user: UserId,
+    ) -> Result<BTreeMap<String, Value>, AppError> {
+        self.about_member(
+            caller,
+            tenant,
+            user,
+            &[crate::policy::named("users", Action::Read)],
+        )
+        .await?;
+        self.require_member(tenant, user).await?;
+        let definitions = self.tenant_now(tenant)?.attributes;
+        let view = self.user_now(&user)?;
+        Ok(view
+            .attributes
+            .get(tenant)
+            .map(|values| attributes::visible(&definitions, values))
+            .unwrap_or_default())
+    }
+
+    /// Changes the values of a member's attributes in a tenant: each attribute named is set to
+    /// its value, or cleared by `None`; the others keep theirs.
+    ///
+    /// Who: `users:update` in the tenant (or `members.<role>:update` over the member), who may
+    /// set every attribute; or the member themselves through a session, who may set those the
+    /// tenant made `user_editable`.
+    pub async fn change_attributes(
+        &self,
+        caller: &Caller,
+        tenant: TenantId,
+        user: UserId,
+        change: BTreeMap<String, Option<Value>>,
+    ) -> Result<Outcome, AppError> {
+        let own = caller.user_id() == Some(user) && caller.session().is_some();
+        let editor = if own && !self.permitted_over(caller, &tenant, user, Action::Update)? {
+            self.tenant_standing(caller, &tenant).await?;
+            Editor::User
+        } else {
+            self.over_member(caller, &tenant, user, Action::Update)
+                .await?;
+            Editor::Administrator
+        };
+        self.require_member(&tenant, user).await?;
+        // The definitions as the log has them: one made a moment ago counts.
+        let (state, _) = self
+            .load::<TenantAggregate>(&crate::core::tenant_key(&tenant))
+            .await?;
+        let command = UserCommand::ChangeAttributes {
+            tenant,
+            definitions: state.attributes,
+            change,
+            editor,
+            creating: false,
+        };
+        self.execute::<UserAggregate>(caller.ctx(), &user_key(user), "", command)
+            .await
+            .map_err(user_not_found)
+    }
+
+    /// Fails with "no such user" unless `user` is a member of `tenant`.
+    async fn require_member(&self, tenant: &TenantId, user: UserId) -> Result<(), AppError> {
+        let member = |core: &Users| -> Result<bool, AppError> {
+            Ok(core.user_tenants(&user)?.contains(tenant))
+        };
+        if member(self)? {
+            return Ok(());
+        }
+        self.catch_up().await?;
+        if member(self)? {
+            Ok(())
+        } else {
+            Err(AppError::UserNotFound)
+        }
+    }
+
     /// A user's live sessions, newest first, with where each was started from.
     ///
     /// Who: `users:update` in every tenant of the user, like ending them.
@@ -372,9 +464,32 @@ impl Core {
         }
         let new_user = NewUser {
             email: request.email,
-            first_name: request.first_name,
-            last_name: request.last_name,
+            first_name: request.first_name.clone(),
+            last_name: request.last_name.clone(),
             tenant: tenant.clone(),
+        };
+        // The phone number and attribute values are checked before anything is claimed too.
+        let phone = match request.phone.as_deref().map(str::trim) {
+            Some(text) if !text.is_empty() => Some(user::normalize_phone(text)?),
+            _ => None,
+        };
+        let attributes = match request.attributes {
+            Some(change) => {
+                let (state, _) = self
+                    .load::<TenantAggregate>(&crate::core::tenant_key(&tenant))
+                    .await?;
+                let definitions = state.attributes;
+                attributes::change(
+                    &definitions,
+                    &BTreeMap::new(),
+                    &change,
+                    Editor::Administrator,
+                    true,
+                )
+                .map_err(UserError::from)?;
+                Some((definitions, change))
+            }
+            None => None,
         };
         let command = if request.invite {
             UserCommand::Invite(new_user)
@@ -416,6 +531,32 @@ impl Core {
             }
             Err(e) => return Err(e),
         };
+        if let Some(phone) = phone {
+            let profile = Profile {
+                first_name: request.first_name,
+                last_name: request.last_name,
+                image_url: None,
+                notifications: Default::default(),
+                phone: Some(Some(phone)),
+            };
+            let step = self
+                .execute::<UserAggregate>(ctx, &key, "phone", UserCommand::ChangeProfile(profile))
+                .await?;
+            outcome.position = outcome.position.max(step.position);
+        }
+        if let Some((definitions, change)) = attributes.filter(|(_, change)| !change.is_empty()) {
+            let command = UserCommand::ChangeAttributes {
+                tenant: tenant.clone(),
+                definitions,
+                change,
+                editor: Editor::Administrator,
+                creating: true,
+            };
+            let step = self
+                .execute::<UserAggregate>(ctx, &key, "attributes", command)
+                .await?;
+            outcome.position = outcome.position.max(step.position);
+        }
         for role in request.roles {
             let step = format!("role-{role}");
             let command = MembershipCommand::Assign {

@@ -61,6 +61,10 @@ pub(crate) struct ListArgs {
     /// The `next` of an earlier page (of the same sort).
     #[arg(long)]
     cursor: Option<String>,
+    /// `<name>:<value>`: holds this value of a searchable attribute of the tenant (repeat for
+    /// several, all of which must hold; needs --tenant).
+    #[arg(long)]
+    attribute: Vec<String>,
     /// Rows per page, 1 to 500 [default: 50].
     #[arg(long)]
     limit: Option<usize>,
@@ -93,6 +97,10 @@ pub(crate) async fn list(args: ListArgs) -> anyhow::Result<()> {
         last_sign_in_from: args.last_sign_in_from,
         last_sign_in_to: args.last_sign_in_to,
         verified: args.verified,
+        attribute: (!args.attribute.is_empty()).then(|| {
+            args.attribute
+                .join(&idstream_server::routes::people::ATTRIBUTE_SEPARATOR.to_string())
+        }),
         sort: args.sort,
         cursor: args.cursor,
         limit,
@@ -285,6 +293,19 @@ pub(crate) async fn import(args: ImportArgs) -> anyhow::Result<()> {
                 roles
                     .iter()
                     .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            idstream_app::RowPlan::Update { roles, .. } => (
+                "update",
+                roles
+                    .iter()
+                    .map(ToString::to_string)
+                    .chain(
+                        row.attributes
+                            .keys()
+                            .map(|name| format!("attribute {name}")),
+                    )
                     .collect::<Vec<_>>()
                     .join(","),
             ),

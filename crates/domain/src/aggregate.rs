@@ -102,12 +102,14 @@ macro_rules! aggregate {
 aggregate!(TenantAggregate, Tenant, tenant, Tenant, TenantCommand, TenantEvent, TenantError, {
     Created => TenantCreated, Renamed => TenantRenamed, SettingsChanged => TenantSettingsChanged,
     ResourceDefined => ResourceDefined, ResourceRemoved => ResourceRemoved,
+    AttributeDefined => UserAttributeDefined, AttributeRemoved => UserAttributeRemoved,
 });
 aggregate!(UserAggregate, User, user, User, UserCommand, UserEvent, UserError, {
     Registered => UserRegistered, Invited => UserInvited, Suspended => UserSuspended, Reinstated => UserReinstated,
     Deactivated => UserDeactivated, Reactivated => UserReactivated, FlagsChanged => UserFlagsChanged,
     Activated => UserActivated, EmailVerified => EmailVerified, ProfileChanged => UserProfileChanged,
     EmailChangeRequested => EmailChangeRequested, EmailChanged => EmailChanged, Erased => UserErased,
+    AttributesChanged => UserAttributesChanged,
 });
 aggregate!(MembershipAggregate, Membership, membership, Membership, MembershipCommand, MembershipEvent, MembershipError, {
     Assigned => RoleAssigned, Revoked => RoleRevoked, PermissionsGranted => PermissionsGranted,

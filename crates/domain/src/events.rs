@@ -4,7 +4,7 @@
 //! for every (type, version) into `schemas/` and checked in; see [`crate::schema`].
 
 use schemars::JsonSchema;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use time::OffsetDateTime;
@@ -14,6 +14,7 @@ use crate::access::model::{
     EntityName, EntityPolicy, FieldName, MenuItem, PERMISSION_PATTERN_V1, Permission, RecordAccess,
     RecordId, ResourceName,
 };
+use crate::attributes::AttributeDefinition;
 use crate::envelope::{AggregateType, EventEnvelope, Metadata, StreamKey};
 use crate::identity::credentials::{PasswordReason, TokenPurpose};
 use crate::identity::session::{RevocationReason, SignInMethod};
@@ -51,6 +52,27 @@ pub struct ResourceDefined {
 #[serde(deny_unknown_fields)]
 pub struct ResourceRemoved {
     pub name: ResourceName,
+}
+
+/// A tenant defined a user attribute of its own (`department`, `employee_no`, …), or changed its
+/// definition (the whole definition is recorded). Its members' values are personal data, recorded
+/// by [`UserAttributesChanged`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserAttributeDefined {
+    /// 1 to 40 characters a-z, 0-9 and _, starting with a letter.
+    #[schemars(regex(pattern = "^[a-z][a-z0-9_]{0,39}$"))]
+    pub name: String,
+    pub definition: AttributeDefinition,
+}
+
+/// A tenant's user attribute was removed: its values are no longer shown anywhere (they stay in
+/// the users' events, and show again if the attribute is defined again with a type they fit).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserAttributeRemoved {
+    #[schemars(regex(pattern = "^[a-z][a-z0-9_]{0,39}$"))]
+    pub name: String,
 }
 
 /// An administrator created a user who is active at once.
@@ -193,7 +215,8 @@ pub struct UserErased {}
 
 /// The fields of `data` that hold personal data, per event type (in every version of the type
 /// that has them). All of them belong to one user, the event's [`personal_data_owner`], and
-/// every one is a string (or null).
+/// every one is a string (or null), except `values` of `UserAttributesChanged`, an object whose
+/// member values are sealed one by one.
 ///
 /// The service stores these values encrypted with a key of that user's own (`pd1.` followed by
 /// the ciphertext), held outside the log; erasing the user destroys the key (crypto-shredding).
@@ -206,6 +229,7 @@ pub const PERSONAL_DATA: &[(&str, &[&str])] = &[
         "UserProfileChanged",
         &["first_name", "last_name", "image_url", "phone"],
     ),
+    ("UserAttributesChanged", &["values"]),
     ("EmailChangeRequested", &["email"]),
     ("EmailChanged", &["email"]),
     ("SignInFailed", &["ip", "user_agent"]),
@@ -233,6 +257,17 @@ pub fn personal_data_owner(envelope: &EventEnvelope) -> Option<&str> {
         AggregateType::Session => envelope.data.get("user").and_then(|user| user.as_str()),
         _ => None,
     }
+}
+
+/// The values of a user's attributes in one tenant changed: `values` is the whole set after the
+/// change (attribute name to a string, number or boolean, as the tenant's definition says).
+/// Personal data: in the log each value is sealed with the user's key (a `pd1.` string in place
+/// of the value), and after erasure readers see `null`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserAttributesChanged {
+    pub tenant: TenantId,
+    pub values: BTreeMap<String, serde_json::Value>,
 }
 
 /// A user's system-level flags changed (the whole set is recorded).
@@ -1478,6 +1513,8 @@ catalogue! {
         TenantSettingsChanged => 3, Tenant;
         ResourceDefined => 1, Tenant;
         ResourceRemoved => 1, Tenant;
+        UserAttributeDefined => 1, Tenant;
+        UserAttributeRemoved => 1, Tenant;
         UserRegistered => 1, User;
         UserInvited => 1, User;
         UserSuspended => 1, User;
@@ -1515,6 +1552,7 @@ catalogue! {
         UserActivated => 1, User;
         EmailVerified => 1, User;
         UserProfileChanged => 2, User;
+        UserAttributesChanged => 1, User;
         EmailChangeRequested => 1, User;
         EmailChanged => 1, User;
         PasswordSet => 1, Credentials;

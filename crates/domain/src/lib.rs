@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod aggregate;
+pub mod attributes;
 pub mod email;
 pub mod envelope;
 pub mod events;

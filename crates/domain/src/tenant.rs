@@ -7,8 +7,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::access::model::ResourceName;
+use crate::attributes::{AttributeDefinition, AttributeError, MAX_ATTRIBUTES};
 use crate::events::{
     ResourceDefined, ResourceRemoved, TenantCreated, TenantRenamed, TenantSettingsChanged,
+    UserAttributeDefined, UserAttributeRemoved,
 };
 use crate::ids::RoleName;
 
@@ -125,6 +127,8 @@ pub struct Tenant {
     pub settings: TenantSettings,
     /// The resources the tenant defined, with their descriptions.
     pub resources: BTreeMap<ResourceName, String>,
+    /// The user attributes the tenant defined, by name.
+    pub attributes: BTreeMap<String, AttributeDefinition>,
 }
 
 /// Most resources a tenant defines.
@@ -155,6 +159,14 @@ pub enum TenantCommand {
     RemoveResource {
         name: ResourceName,
     },
+    /// Defines a user attribute, or changes its definition.
+    DefineAttribute {
+        name: String,
+        definition: AttributeDefinition,
+    },
+    RemoveAttribute {
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,6 +176,8 @@ pub enum TenantEvent {
     SettingsChanged(TenantSettingsChanged),
     ResourceDefined(ResourceDefined),
     ResourceRemoved(ResourceRemoved),
+    AttributeDefined(UserAttributeDefined),
+    AttributeRemoved(UserAttributeRemoved),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -186,6 +200,10 @@ pub enum TenantError {
         "a tenant defines at most {MAX_RESOURCES} resources; a resource description is at most 500 characters that show nothing odd (no control or bidirectional-formatting characters)"
     )]
     InvalidResource,
+    #[error("the tenant defines no such attribute")]
+    AttributeNotFound,
+    #[error(transparent)]
+    Attribute(#[from] AttributeError),
 }
 
 fn valid_name(name: &str) -> Result<String, TenantError> {
@@ -245,6 +263,32 @@ pub fn decide(state: &Tenant, command: TenantCommand) -> Result<Vec<TenantEvent>
             }
             Ok(vec![TenantEvent::ResourceRemoved(ResourceRemoved { name })])
         }
+        TenantCommand::DefineAttribute { name, definition } => {
+            if !state.exists() {
+                return Err(TenantError::NotFound);
+            }
+            let definition = definition.validated()?;
+            let fits =
+                state.attributes.contains_key(&name) || state.attributes.len() < MAX_ATTRIBUTES;
+            if !crate::attributes::valid_name(&name) || !fits {
+                return Err(AttributeError::InvalidDefinition.into());
+            }
+            if state.attributes.get(&name) == Some(&definition) {
+                return Ok(vec![]);
+            }
+            Ok(vec![TenantEvent::AttributeDefined(UserAttributeDefined {
+                name,
+                definition,
+            })])
+        }
+        TenantCommand::RemoveAttribute { name } => {
+            if !state.attributes.contains_key(&name) {
+                return Err(TenantError::AttributeNotFound);
+            }
+            Ok(vec![TenantEvent::AttributeRemoved(UserAttributeRemoved {
+                name,
+            })])
+        }
         TenantCommand::ChangeSettings { settings } => {
             if !state.exists() {
                 return Err(TenantError::NotFound);
@@ -272,6 +316,14 @@ pub fn evolve(mut state: Tenant, event: &TenantEvent) -> Tenant {
         }
         TenantEvent::ResourceRemoved(e) => {
             state.resources.remove(&e.name);
+        }
+        TenantEvent::AttributeDefined(e) => {
+            state
+                .attributes
+                .insert(e.name.clone(), e.definition.clone());
+        }
+        TenantEvent::AttributeRemoved(e) => {
+            state.attributes.remove(&e.name);
         }
     }
     state
@@ -488,5 +540,89 @@ mod tests {
             .iter()
             .fold(Tenant::default(), evolve);
         assert!(state.resources.is_empty());
+    }
+
+    #[test]
+    fn given_a_tenant_when_it_defines_and_removes_attributes_then_definitions_are_checked() {
+        use crate::attributes::{AttributeDefinition, AttributeError, AttributeType};
+        let definition = |label: &str| AttributeDefinition {
+            label: label.into(),
+            kind: AttributeType::Text,
+            options: vec![],
+            required: false,
+            user_editable: true,
+            searchable: true,
+        };
+        let define = |name: &str, label: &str| TenantCommand::DefineAttribute {
+            name: name.into(),
+            definition: definition(label),
+        };
+        let defined = TenantEvent::AttributeDefined(UserAttributeDefined {
+            name: "department".into(),
+            definition: definition("Department"),
+        });
+        check(
+            &[],
+            define("department", "Department"),
+            Err(TenantError::NotFound),
+        );
+        check(
+            &[created("Acme")],
+            define("department", " Department "),
+            Ok(vec![defined.clone()]),
+        );
+        check(
+            &[created("Acme"), defined.clone()],
+            define("department", "Department"),
+            Ok(vec![]),
+        );
+        for (name, label) in [("Department", "D"), ("department", "")] {
+            check(
+                &[created("Acme")],
+                define(name, label),
+                Err(TenantError::Attribute(AttributeError::InvalidDefinition)),
+            );
+        }
+        // At most MAX_ATTRIBUTES; redefining one of them still fits.
+        let mut full = vec![created("Acme")];
+        for i in 0..MAX_ATTRIBUTES {
+            full.push(TenantEvent::AttributeDefined(UserAttributeDefined {
+                name: format!("a{i}"),
+                definition: definition("A"),
+            }));
+        }
+        check(
+            &full,
+            define("one_more", "A"),
+            Err(TenantError::Attribute(AttributeError::InvalidDefinition)),
+        );
+        check(
+            &full,
+            define("a0", "Changed"),
+            Ok(vec![TenantEvent::AttributeDefined(UserAttributeDefined {
+                name: "a0".into(),
+                definition: definition("Changed"),
+            })]),
+        );
+        let remove = TenantCommand::RemoveAttribute {
+            name: "department".into(),
+        };
+        check(
+            &[created("Acme")],
+            remove.clone(),
+            Err(TenantError::AttributeNotFound),
+        );
+        let removed = TenantEvent::AttributeRemoved(UserAttributeRemoved {
+            name: "department".into(),
+        });
+        check(
+            &[created("Acme"), defined.clone()],
+            remove,
+            Ok(vec![removed.clone()]),
+        );
+        let state = [created("Acme"), defined, removed]
+            .iter()
+            .fold(Tenant::default(), evolve);
+        assert!(state.attributes.is_empty());
     }
 }

@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::events::{
-    EmailChangeRequested, EmailChanged, EmailVerified, UserActivated, UserDeactivated, UserErased,
-    UserFlagsChanged, UserInvited, UserProfileChanged, UserReactivated, UserRegistered,
-    UserReinstated, UserSuspended,
+    EmailChangeRequested, EmailChanged, EmailVerified, UserActivated, UserAttributesChanged,
+    UserDeactivated, UserErased, UserFlagsChanged, UserInvited, UserProfileChanged,
+    UserReactivated, UserRegistered, UserReinstated, UserSuspended,
 };
 use crate::ids::TenantId;
 
@@ -67,6 +67,9 @@ pub struct User {
     pub pending_email: Option<String>,
     /// The phone number of the last profile change, E.164.
     pub phone: Option<String>,
+    /// The values of the user's attributes, per tenant (see [`crate::attributes`]).
+    pub attributes:
+        std::collections::BTreeMap<TenantId, std::collections::BTreeMap<String, serde_json::Value>>,
 }
 
 impl User {
@@ -118,6 +121,16 @@ pub enum UserCommand {
     },
     /// Erase the user's personal data for good (the application destroys their key).
     Erase,
+    /// Change the values of the user's attributes in a tenant, decided against the tenant's
+    /// `definitions` by [`crate::attributes::change`] (the whole set after it is recorded).
+    ChangeAttributes {
+        tenant: TenantId,
+        definitions: std::collections::BTreeMap<String, crate::attributes::AttributeDefinition>,
+        change: std::collections::BTreeMap<String, Option<serde_json::Value>>,
+        editor: crate::attributes::Editor,
+        /// The user is being created: required attributes must be given.
+        creating: bool,
+    },
 }
 
 /// Longest profile image URL accepted.
@@ -182,6 +195,7 @@ pub enum UserEvent {
     EmailChangeRequested(EmailChangeRequested),
     EmailChanged(EmailChanged),
     Erased(UserErased),
+    AttributesChanged(UserAttributesChanged),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -222,6 +236,8 @@ pub enum UserError {
         "a phone number is in international form: + (or 00) and the country code, then the number, 8 to 15 digits in all (spaces, dots, hyphens and parentheses allowed between them)"
     )]
     InvalidPhone,
+    #[error(transparent)]
+    Attribute(#[from] crate::attributes::AttributeError),
 }
 
 /// Normalises an email address (trimmed, lower-case) and checks its shape. Deliverability is
@@ -437,6 +453,32 @@ pub fn decide(state: &User, command: UserCommand) -> Result<Vec<UserEvent>, User
             }
             Ok(vec![UserEvent::EmailChanged(EmailChanged { email })])
         }
+        UserCommand::ChangeAttributes {
+            tenant,
+            definitions,
+            change,
+            editor,
+            creating,
+        } => {
+            if !state.exists() {
+                return Err(UserError::NotFound);
+            }
+            let current = state.attributes.get(&tenant);
+            let values = crate::attributes::change(
+                &definitions,
+                current.unwrap_or(&Default::default()),
+                &change,
+                editor,
+                creating,
+            )?;
+            if current.map_or(values.is_empty(), |held| *held == values) {
+                return Ok(vec![]);
+            }
+            Ok(vec![UserEvent::AttributesChanged(UserAttributesChanged {
+                tenant,
+                values,
+            })])
+        }
         UserCommand::VerifyEmail => {
             if !state.exists() {
                 return Err(UserError::NotFound);
@@ -493,6 +535,14 @@ pub fn evolve(mut state: User, event: &UserEvent) -> User {
             state.email = String::new();
             state.pending_email = None;
             state.phone = None;
+            state.attributes.clear();
+        }
+        UserEvent::AttributesChanged(e) => {
+            if e.values.is_empty() {
+                state.attributes.remove(&e.tenant);
+            } else {
+                state.attributes.insert(e.tenant.clone(), e.values.clone());
+            }
         }
     }
     state
@@ -894,6 +944,81 @@ mod tests {
                 Err(UserError::InvalidName),
             );
         }
+    }
+
+    #[test]
+    fn given_attribute_values_when_changed_then_the_whole_set_is_recorded_per_tenant_once() {
+        use std::collections::BTreeMap;
+        let acme: TenantId = "acme".parse().unwrap();
+        let values = BTreeMap::from([("department".to_owned(), serde_json::json!("Sales"))]);
+        let definitions = BTreeMap::from([(
+            "department".to_owned(),
+            crate::attributes::AttributeDefinition {
+                label: "Department".into(),
+                kind: crate::attributes::AttributeType::Text,
+                options: vec![],
+                required: false,
+                user_editable: true,
+                searchable: true,
+            },
+        )]);
+        let set = |values: &BTreeMap<String, serde_json::Value>| UserCommand::ChangeAttributes {
+            tenant: acme.clone(),
+            definitions: definitions.clone(),
+            change: if values.is_empty() {
+                BTreeMap::from([("department".to_owned(), None)])
+            } else {
+                values
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Some(v.clone())))
+                    .collect()
+            },
+            editor: crate::attributes::Editor::User,
+            creating: false,
+        };
+        let changed = |values: &BTreeMap<String, serde_json::Value>| {
+            UserEvent::AttributesChanged(UserAttributesChanged {
+                tenant: acme.clone(),
+                values: values.clone(),
+            })
+        };
+        check(&[], set(&values), Err(UserError::NotFound));
+        let unknown = UserCommand::ChangeAttributes {
+            tenant: acme.clone(),
+            definitions: BTreeMap::new(),
+            change: BTreeMap::from([("department".to_owned(), None)]),
+            editor: crate::attributes::Editor::Administrator,
+            creating: false,
+        };
+        check(
+            &[registered()],
+            unknown,
+            Err(UserError::Attribute(
+                crate::attributes::AttributeError::Unknown("department".into()),
+            )),
+        );
+        check(&[registered()], set(&values), Ok(vec![changed(&values)]));
+        // The same values again change nothing; clearing them all is recorded.
+        check(&[registered(), changed(&values)], set(&values), Ok(vec![]));
+        check(&[registered()], set(&BTreeMap::new()), Ok(vec![]));
+        check(
+            &[registered(), changed(&values)],
+            set(&BTreeMap::new()),
+            Ok(vec![changed(&BTreeMap::new())]),
+        );
+        let state = [
+            registered(),
+            changed(&values),
+            UserEvent::Erased(UserErased {}),
+        ]
+        .iter()
+        .fold(User::default(), evolve);
+        assert!(state.attributes.is_empty());
+        check(
+            &[registered(), UserEvent::Erased(UserErased {})],
+            set(&values),
+            Err(UserError::Erased),
+        );
     }
 
     #[test]

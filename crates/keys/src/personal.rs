@@ -308,9 +308,9 @@ pub async fn seal_envelope(
 ) -> Result<(), PersonalDataError> {
     let Some((user, fields)) = personal_subject(envelope) else {
         let fields = personal_fields(&envelope.event_type);
-        let clear = fields.iter().any(|f| {
-            matches!(envelope.data.get(*f), Some(Value::String(s)) if !s.starts_with(PERSONAL_PREFIX))
-        });
+        let clear = fields
+            .iter()
+            .any(|f| envelope.data.get(*f).is_some_and(holds_clear_values));
         if clear {
             return Err(PersonalDataError::NoOwner(envelope.event_type.clone()));
         }
@@ -324,21 +324,52 @@ pub async fn seal_envelope(
     let clear: Vec<&str> = fields
         .iter()
         .copied()
-        .filter(
-            |f| matches!(data.get(*f), Some(Value::String(s)) if !s.starts_with(PERSONAL_PREFIX)),
-        )
+        .filter(|f| data.get(*f).is_some_and(holds_clear_values))
         .collect();
     if clear.is_empty() {
         return Ok(());
     }
     let key = keys.for_writing(&user).await?;
     for field in clear {
-        if let Some(Value::String(plain)) = data.get(field) {
-            let sealed = encrypt(&key, &user, &event_id, field, plain)?;
-            data.insert(field.to_owned(), Value::String(sealed));
+        match data.get_mut(field) {
+            Some(Value::String(plain)) => {
+                let sealed = encrypt(&key, &user, &event_id, field, plain)?;
+                data.insert(field.to_owned(), Value::String(sealed));
+            }
+            // An object's members are sealed one by one, each as its JSON text.
+            Some(Value::Object(members)) => {
+                for (name, value) in members.iter_mut() {
+                    if is_sealed(value) || value.is_null() {
+                        continue;
+                    }
+                    let member = member_field(field, name);
+                    let sealed = encrypt(&key, &user, &event_id, &member, &value.to_string())?;
+                    *value = Value::String(sealed);
+                }
+            }
+            _ => {}
         }
     }
     Ok(())
+}
+
+fn is_sealed(value: &Value) -> bool {
+    matches!(value, Value::String(s) if s.starts_with(PERSONAL_PREFIX))
+}
+
+/// Whether a personal field holds something not sealed yet: a clear string, or an object with a
+/// clear member.
+fn holds_clear_values(value: &Value) -> bool {
+    match value {
+        Value::String(_) => !is_sealed(value),
+        Value::Object(members) => members.values().any(|v| !v.is_null() && !is_sealed(v)),
+        _ => false,
+    }
+}
+
+/// The name a member of an object-valued personal field is sealed under (associated data).
+fn member_field(field: &str, member: &str) -> String {
+    format!("{field}.{member}")
 }
 
 /// Decrypts the personal values of `envelope` in place, or puts [`placeholder`]s where they can
@@ -358,15 +389,35 @@ pub async fn open_envelope(
     let sealed: Vec<&str> = fields
         .iter()
         .copied()
-        .filter(
-            |f| matches!(data.get(*f), Some(Value::String(s)) if s.starts_with(PERSONAL_PREFIX)),
-        )
+        .filter(|f| match data.get(*f) {
+            Some(Value::Object(members)) => members.values().any(is_sealed),
+            Some(value) => is_sealed(value),
+            None => false,
+        })
         .collect();
     if sealed.is_empty() {
         return Ok(());
     }
     let key = keys.for_reading(&user).await?;
     for field in sealed {
+        if let Some(Value::Object(members)) = data.get_mut(field) {
+            // Each member opens to the JSON value it was, or null once it cannot be read.
+            for (name, value) in members.iter_mut() {
+                let Value::String(text) = &*value else {
+                    continue;
+                };
+                if !text.starts_with(PERSONAL_PREFIX) {
+                    continue;
+                }
+                let member = member_field(field, name);
+                *value = key
+                    .as_ref()
+                    .and_then(|key| decrypt(key, &user, &event_id, &member, text))
+                    .and_then(|json| serde_json::from_str(&json).ok())
+                    .unwrap_or(Value::Null);
+            }
+            continue;
+        }
         let opened = match (&key, data.get(field)) {
             (Some(key), Some(Value::String(value))) => {
                 decrypt(key, &user, &event_id, field, value).map(Value::String)
@@ -467,6 +518,51 @@ mod tests {
             .unwrap();
         assert_eq!(read.data["email"], "ada@example.com");
         assert_eq!(read.data["last_name"], "Lovelace");
+    }
+
+    #[tokio::test]
+    async fn attribute_values_are_sealed_one_by_one_and_read_as_null_after_erasure() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = keys(dir.path());
+        let mut event = EventEnvelope {
+            event_type: "UserAttributesChanged".into(),
+            data: json!({"tenant": "acme", "values": {
+                "department": "Canary Sales", "employee_no": 4242, "remote": true}}),
+            ..registered("ada@example.com")
+        };
+        seal_envelope(&keys, &mut event).await.unwrap();
+        let stored = serde_json::to_string(&event).unwrap();
+        assert!(
+            !stored.contains("Canary") && !stored.contains("4242"),
+            "{stored}"
+        );
+        // Names stay readable (they are the tenant's schema); every value is sealed.
+        let values = event.data["values"].as_object().unwrap();
+        assert_eq!(values.len(), 3);
+        assert!(values.values().all(is_sealed), "{stored}");
+        // A value moved to another member does not open.
+        let mut moved = event.clone();
+        moved.data["values"]["remote"] = event.data["values"]["department"].clone();
+        open_envelope(&keys, &mut moved).await.unwrap();
+        assert_eq!(moved.data["values"]["remote"], Value::Null);
+
+        let mut read = event.clone();
+        open_envelope(&self::keys(dir.path()), &mut read)
+            .await
+            .unwrap();
+        assert_eq!(
+            read.data["values"],
+            json!({"department": "Canary Sales", "employee_no": 4242, "remote": true})
+        );
+        keys.erase(USER).await.unwrap();
+        let mut read = event.clone();
+        open_envelope(&self::keys(dir.path()), &mut read)
+            .await
+            .unwrap();
+        assert_eq!(
+            read.data["values"],
+            json!({"department": null, "employee_no": null, "remote": null})
+        );
     }
 
     #[tokio::test]

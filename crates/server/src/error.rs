@@ -11,6 +11,7 @@ use idstream_app::AppError;
 use idstream_domain::access::entity::EntityError;
 use idstream_domain::access::record::RecordError;
 use idstream_domain::access::role::RoleError;
+use idstream_domain::attributes::AttributeError;
 use idstream_domain::identity::api_key::ApiKeyError;
 use idstream_domain::identity::credentials::CredentialsError;
 use idstream_domain::identity::invitation::InvitationError;
@@ -113,6 +114,10 @@ impl ApiError {
                     TenantError::InvalidResource => {
                         (S::UNPROCESSABLE_ENTITY, "invalid_resource", shown(t))
                     }
+                    TenantError::AttributeNotFound => {
+                        (S::NOT_FOUND, "attribute_not_found", shown(t))
+                    }
+                    TenantError::Attribute(a) => attribute_error(a),
                 },
                 AppError::User(u) => match u {
                     UserError::AlreadyExists => (S::CONFLICT, "user_exists", shown(u)),
@@ -141,6 +146,7 @@ impl ApiError {
                         (S::UNPROCESSABLE_ENTITY, "invalid_notifications", shown(u))
                     }
                     UserError::InvalidPhone => (S::UNPROCESSABLE_ENTITY, "invalid_phone", shown(u)),
+                    UserError::Attribute(a) => attribute_error(a),
                 },
                 AppError::Membership(m) => match m {
                     MembershipError::AlreadyAssigned => {
@@ -390,4 +396,19 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// A refused attribute definition or value.
+fn attribute_error(e: &AttributeError) -> (StatusCode, &'static str, String) {
+    use StatusCode as S;
+    let code = match e {
+        AttributeError::InvalidDefinition => "invalid_attribute_definition",
+        AttributeError::Unknown(_) => "unknown_attribute",
+        AttributeError::Required(_) => "attribute_required",
+        AttributeError::Invalid(..) => "invalid_attribute_value",
+        AttributeError::NotEditable(_) => {
+            return (S::FORBIDDEN, "attribute_not_editable", e.to_string());
+        }
+    };
+    (S::UNPROCESSABLE_ENTITY, code, e.to_string())
 }

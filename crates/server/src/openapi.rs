@@ -44,6 +44,8 @@ use crate::routes::{self, CommandAccepted};
         routes::operations::read_models, routes::operations::rebuild,
         routes::tenants::create_tenant, routes::tenants::list_tenants, routes::tenants::get_tenant, routes::tenants::rename_tenant,
         routes::tenants::get_settings, routes::tenants::put_settings,
+        routes::tenants::list_attributes, routes::tenants::define_attribute, routes::tenants::remove_attribute,
+        routes::users::get_attributes, routes::users::change_attributes,
         routes::users::create_user, routes::users::get_user,
         routes::users::suspend_user, routes::users::reinstate_user,
         routes::users::deactivate_user, routes::users::reactivate_user, routes::users::erase_user, routes::users::set_user_flags,

@@ -901,6 +901,7 @@ impl Writer {
                 UserEvent::EmailChangeRequested(e) => DomainEvent::EmailChangeRequested(e),
                 UserEvent::EmailChanged(e) => DomainEvent::EmailChanged(e),
                 UserEvent::Erased(e) => DomainEvent::UserErased(e),
+                UserEvent::AttributesChanged(e) => DomainEvent::UserAttributesChanged(e),
             };
             self.log.push(None, user.to_string(), event);
         }

@@ -298,6 +298,14 @@ fn describe(
         E::TenantCreated(_) | E::TenantRenamed(_) => {}
         E::ResourceDefined(e) => about.fact("resource", e.name.as_str()),
         E::ResourceRemoved(e) => about.fact("resource", e.name.as_str()),
+        E::UserAttributeDefined(e) => about.fact("attribute", &e.name),
+        E::UserAttributeRemoved(e) => about.fact("attribute", &e.name),
+        // Only the tenant the values belong to sees the change.
+        E::UserAttributesChanged(e) => {
+            about.subject = own_user;
+            about.fact("tenant", e.tenant.as_str());
+            about.tenants = Some(vec![e.tenant]);
+        }
         E::TenantSettingsChanged(e) => {
             if let Some(tenant) = &envelope.tenant {
                 let key = keys::settings(tenant);

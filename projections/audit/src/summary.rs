@@ -145,6 +145,18 @@ fn summarize(e: &Stored, erased: &HashSet<UserId>) -> String {
         "UserActivated" => format!("{subject} accepted an invitation and became active"),
         "EmailVerified" => format!("{subject} verified their email address"),
         "UserProfileChanged" => format!("the profile of {subject} was changed{by}"),
+        "UserAttributesChanged" => format!(
+            "the attributes of {subject} in tenant {} were changed{by}",
+            fact("tenant")
+        ),
+        "UserAttributeDefined" => format!(
+            "the user attribute {} was defined in tenant {tenant}{by}",
+            fact("attribute")
+        ),
+        "UserAttributeRemoved" => format!(
+            "the user attribute {} was removed from tenant {tenant}{by}",
+            fact("attribute")
+        ),
         "EmailChangeRequested" => format!("{subject} asked to change their email address"),
         "EmailChanged" => format!("the email address of {subject} was changed{by}"),
         "UserErased" => format!("the personal data of {subject} was erased{by}"),

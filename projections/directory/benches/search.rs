@@ -427,6 +427,7 @@ fn generate(users: usize, rng: &mut StdRng) -> Vec<Person> {
             image_url: None,
             notifications: Default::default(),
             phone: None,
+            attributes: Default::default(),
             status,
             suspended_until,
             suspension_reason: None,
@@ -759,6 +760,7 @@ fn search_of<'a>(tenant: &'a TenantId, case: &'a Case) -> Search<'a> {
         created: (None, None),
         last_sign_in: (None, None),
         verified: None,
+        attributes: &[],
         sort: Sort {
             column: case.column,
             descending: false,

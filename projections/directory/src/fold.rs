@@ -152,6 +152,22 @@ impl Projection for DirectoryProjection {
                 phone: e.phone,
                 ..view
             }),
+            DomainEvent::UserAttributesChanged(e) => update_user(state, event, |mut view| {
+                if e.values.is_empty() {
+                    view.attributes.remove(&e.tenant);
+                } else {
+                    view.attributes.insert(e.tenant, e.values);
+                }
+                view
+            }),
+            DomainEvent::UserAttributeDefined(e) => update_tenant(state, event, |mut view| {
+                view.attributes.insert(e.name, e.definition);
+                view
+            }),
+            DomainEvent::UserAttributeRemoved(e) => update_tenant(state, event, |mut view| {
+                view.attributes.remove(&e.name);
+                view
+            }),
             // What the user directory shows of sign-in: the last one, and the second factor.
             DomainEvent::SessionStarted(e) => note_on_user(state, event, e.user, |view| {
                 view.last_sign_in = Some(view.last_sign_in.map_or(e.at, |last| last.max(e.at)));
@@ -286,6 +302,7 @@ fn tenant_created(
             id,
             name: e.name,
             settings: Default::default(),
+            attributes: Default::default(),
             created_at: event.envelope.occurred_at,
             created_position: event.position,
             updated_position: event.position,
@@ -381,6 +398,7 @@ fn user_created(
         image_url: None,
         notifications: Default::default(),
         phone: None,
+        attributes: Default::default(),
         status,
         suspended_until: None,
         suspension_reason: None,
@@ -608,6 +626,7 @@ fn user_erased(state: &mut Staged<'_>, event: &RecordedEvent) -> Result<(), Appl
         image_url: None,
         notifications: Default::default(),
         phone: None,
+        attributes: Default::default(),
         status: UserStatus::Erased,
         suspended_until: None,
         suspension_reason: None,

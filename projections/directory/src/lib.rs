@@ -21,6 +21,7 @@ pub mod text;
 use std::collections::BTreeSet;
 
 use idstream_domain::access::Permission;
+use idstream_domain::attributes::AttributeDefinition;
 use idstream_domain::tenant::TenantSettings;
 use idstream_domain::user::UserFlags;
 use idstream_domain::{AggregateRef, RoleName, TenantId, UserId};
@@ -40,6 +41,9 @@ pub struct TenantView {
     pub id: TenantId,
     pub name: String,
     pub settings: TenantSettings,
+    /// The user attributes the tenant defines, by name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub attributes: std::collections::BTreeMap<String, AttributeDefinition>,
     /// When the tenant was created (the creating event's `occurred_at`), RFC 3339.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -79,6 +83,11 @@ pub struct UserView {
     /// The user's phone number (E.164), if they gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone: Option<String>,
+    /// The values of the user's attributes per tenant, as recorded (those no longer defined or
+    /// no longer valid for their definition included: see `idstream_domain::attributes::visible`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub attributes:
+        std::collections::BTreeMap<TenantId, std::collections::BTreeMap<String, serde_json::Value>>,
     /// As recorded; a timed suspension that has ended still reads `suspended` here until the user
     /// is reinstated; [`UserView::status_at`] tells the effective status.
     pub status: UserStatus,

@@ -222,6 +222,9 @@ pub struct Search<'a> {
     /// Last signed in at or after, and before (users who never signed in do not match a range).
     pub last_sign_in: (Option<OffsetDateTime>, Option<OffsetDateTime>),
     pub verified: Option<bool>,
+    /// Attribute values in the scope's tenant: each `(name, key)` must hold, the key made by
+    /// `idstream_domain::attributes::search_key` (ignored for [`Scope::Everyone`]).
+    pub attributes: &'a [(String, String)],
     pub sort: Sort,
     pub after: Option<&'a Cursor>,
     pub limit: usize,
@@ -266,6 +269,10 @@ struct Inner {
     tenants: HashMap<TenantId, Members>,
     statuses: HashMap<u8, RoaringBitmap>,
     verified: RoaringBitmap,
+    /// Users by attribute value: (tenant, `name` NUL `search key`).
+    attributes: HashMap<(TenantId, Box<str>), RoaringBitmap>,
+    /// The attribute entries each user is in, to take them out when their values change.
+    held_attributes: HashMap<u32, Vec<(TenantId, Box<str>)>>,
     /// Suspensions with an end, by end: when it passes, the user counts as active.
     lapsing: BTreeSet<(OffsetDateTime, u32)>,
     by_email: BTreeSet<(Arc<str>, UserId, u32)>,
@@ -586,6 +593,44 @@ impl Inner {
             self.verified.remove(ordinal);
         }
         self.insert_orders(ordinal);
+        self.index_attributes(&view, ordinal);
+    }
+
+    /// Files the user under each attribute value they hold (none once erased).
+    fn index_attributes(&mut self, view: &UserView, ordinal: u32) {
+        let mut entries: Vec<(TenantId, Box<str>)> = Vec::new();
+        if view.status != UserStatus::Erased {
+            for (tenant, values) in &view.attributes {
+                for (name, value) in values.iter().filter(|(_, v)| !v.is_null()) {
+                    let key = idstream_domain::attributes::search_key(value);
+                    entries.push((tenant.clone(), format!("{name}\0{key}").into()));
+                }
+            }
+        }
+        let old = self.held_attributes.remove(&ordinal).unwrap_or_default();
+        if old == entries {
+            if !entries.is_empty() {
+                self.held_attributes.insert(ordinal, entries);
+            }
+            return;
+        }
+        for entry in old {
+            if let Some(set) = self.attributes.get_mut(&entry) {
+                set.remove(ordinal);
+                if set.is_empty() {
+                    self.attributes.remove(&entry);
+                }
+            }
+        }
+        for entry in &entries {
+            self.attributes
+                .entry(entry.clone())
+                .or_default()
+                .insert(ordinal);
+        }
+        if !entries.is_empty() {
+            self.held_attributes.insert(ordinal, entries);
+        }
     }
 
     fn index_text(&mut self, text: &str, ordinal: u32) {
@@ -715,6 +760,12 @@ impl Inner {
             Some(true) => candidates &= &self.verified,
             Some(false) => candidates -= &self.verified,
             None => {}
+        }
+        if let Scope::Tenant(tenant) = search.scope {
+            for (name, key) in search.attributes {
+                let entry = (tenant.clone(), Box::from(format!("{name}\0{key}")));
+                candidates &= self.attributes.get(&entry).unwrap_or(&empty);
+            }
         }
 
         // The text: its n-gram matches, and the user it names by id.
@@ -1016,6 +1067,7 @@ impl Inner {
             created: (None, None),
             last_sign_in: (None, None),
             verified: None,
+            attributes: &[],
             sort: Sort::default(),
             after: None,
             limit,

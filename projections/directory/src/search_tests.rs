@@ -138,6 +138,7 @@ impl World {
             image_url: None,
             notifications: Default::default(),
             phone: None,
+            attributes: Default::default(),
             status,
             suspended_until: (status == UserStatus::Suspended && rng.random_bool(0.5))
                 .then(|| T0 + Duration::days(rng.random_range(1..60))),
@@ -257,6 +258,7 @@ fn search<'a>(scope: Scope<'a>, sort: Sort, limit: usize) -> Search<'a> {
         created: (None, None),
         last_sign_in: (None, None),
         verified: None,
+        attributes: &[],
         sort,
         after: None,
         limit,

@@ -211,6 +211,7 @@ fn a_created_tenant_is_listed_with_its_creation_and_a_rename_keeps_it() {
         directory.tenant(&t("acme")).unwrap(),
         Some(TenantView {
             settings: Default::default(),
+            attributes: Default::default(),
             id: t("acme"),
             name: "Acme Corp".into(),
             created_at: at(1),
@@ -293,6 +294,7 @@ fn a_registered_user_is_active_and_found_by_email_in_any_case() {
         image_url: None,
         notifications: Default::default(),
         phone: None,
+        attributes: Default::default(),
         status: UserStatus::Active,
         suspended_until: None,
         suspension_reason: None,

@@ -492,6 +492,8 @@ impl Identity {
                     last_name: registration.last_name,
                     roles: vec![view.settings.default_role.clone()],
                     invite: verify,
+                    phone: None,
+                    attributes: None,
                 },
             )
             .await

@@ -207,6 +207,8 @@ impl Identity {
                             last_name: request.last_name,
                             roles: vec![],
                             invite: true,
+                            phone: None,
+                            attributes: None,
                         },
                     )
                     .await?;

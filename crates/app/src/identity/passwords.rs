@@ -461,6 +461,8 @@ impl Identity {
                         "admin".parse().map_err(internal)?,
                     ],
                     invite: false,
+                    phone: None,
+                    attributes: None,
                 },
             )
             .await?;

@@ -30,6 +30,8 @@ pub struct Me {
     pub permissions: BTreeSet<Permission>,
     pub session: Option<Ulid>,
     pub last_sign_in: Option<time::OffsetDateTime>,
+    /// The user's values of the attributes the current tenant defines.
+    pub attributes: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 impl Core {
@@ -294,7 +296,14 @@ impl Identity {
             }
             global_access = false;
         }
+        let definitions = self.tenant_now(&caller.tenant)?.attributes;
+        let attributes = user
+            .attributes
+            .get(&caller.tenant)
+            .map(|values| idstream_domain::attributes::visible(&definitions, values))
+            .unwrap_or_default();
         Ok(Me {
+            attributes,
             last_sign_in: self
                 .identity()
                 .last_sign_in(&caller.user)

@@ -1488,6 +1488,8 @@ async fn concurrent_invitations_of_one_user_to_one_tenant_leave_one_open() {
                     last_name: format!("Round {round}"),
                     roles: vec![],
                     invite: false,
+                    phone: None,
+                    attributes: None,
                 },
             )
             .await
@@ -1695,6 +1697,8 @@ async fn an_invitation_the_read_models_do_not_reach_in_time_is_withdrawn_without
                 last_name: rita_request.last_name.clone(),
                 roles: vec![],
                 invite: true,
+                phone: None,
+                attributes: None,
             },
         )
         .await

@@ -174,6 +174,25 @@ pub const RESOURCE_NAME: Format = Format {
     check: Some(parses::<domain_access::ResourceName>),
 };
 
+pub const ATTRIBUTE_NAME: Format = Format {
+    name: "AttributeName",
+    description: "A user attribute a tenant defines: 1 to 40 of a-z, 0-9 and '_', starting \
+        with a letter.",
+    pattern: Some(idstream_domain::attributes::ATTRIBUTE_NAME_PATTERN),
+    min_length: Some(1),
+    max_length: Some(40),
+    example: "department",
+    check: Some(attribute_name),
+};
+
+fn attribute_name(name: &str) -> Result<(), String> {
+    if idstream_domain::attributes::valid_name(name) {
+        Ok(())
+    } else {
+        Err("an attribute name is 1 to 40 of a-z, 0-9 and '_', starting with a letter".into())
+    }
+}
+
 pub const FIELD_NAME: Format = Format {
     name: "FieldName",
     description: "A field name: 1 to 64 of a-z, 0-9 and '_', starting with a letter.",
@@ -455,6 +474,7 @@ pub fn path_parameter(name: &str) -> Option<&'static Format> {
         "entity" => &ENTITY_NAME,
         "record" => &RECORD_ID,
         "resource" => &RESOURCE_NAME,
+        "attribute" => &ATTRIBUTE_NAME,
         "id" => &ULID,
         _ => return None,
     })
@@ -503,6 +523,8 @@ format_type! {
     FieldName => FIELD_NAME;
     /// [`RESOURCE_NAME`]
     ResourceName => RESOURCE_NAME;
+    /// [`ATTRIBUTE_NAME`]
+    AttributeName => ATTRIBUTE_NAME;
     /// [`RECORD_ID`]
     RecordId => RECORD_ID;
     /// [`PERMISSION`]

@@ -3,7 +3,7 @@
 //! in bulk, the platform directory (`GET /v1/users`) and one person's access
 //! (`GET /v1/users/{user}/access`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use axum::Json;
 use axum::Router;
@@ -79,6 +79,11 @@ pub struct SearchQuery {
     pub last_sign_in_to: Option<String>,
     /// Whether the email address is verified.
     pub verified: Option<bool>,
+    /// `<name>:<value>`: holds this value of a searchable attribute of the tenant (text and
+    /// options without regard to case; numbers, `true`/`false` and dates as written). May be
+    /// repeated: every one must hold.
+    #[param(value_type = Option<Vec<String>>, style = Form, explode = true)]
+    pub attribute: Option<String>,
     /// `<column>` or `<column>:asc` / `<column>:desc`, the column one of `email` (default),
     /// `first_name`, `last_name`, `created_at`, `last_sign_in` (never signed in sorts first
     /// ascending) and `status` (invited, active, suspended, inactive, erased). Ties are broken
@@ -117,6 +122,8 @@ pub struct MembersQuery {
     #[param(value_type = Option<String>, format = DateTime)]
     pub last_sign_in_to: Option<String>,
     pub verified: Option<bool>,
+    #[param(value_type = Option<Vec<String>>, style = Form, explode = true)]
+    pub attribute: Option<String>,
     #[param(
         pattern = "^(email|first_name|last_name|created_at|last_sign_in|status)(:(asc|desc))?$"
     )]
@@ -140,6 +147,7 @@ impl From<MembersQuery> for SearchQuery {
             last_sign_in_from: q.last_sign_in_from,
             last_sign_in_to: q.last_sign_in_to,
             verified: q.verified,
+            attribute: q.attribute,
             sort: q.sort,
             cursor: q.cursor,
             limit: q.limit,
@@ -160,8 +168,12 @@ pub enum StatusName {
     Erased,
 }
 
-/// The repeated parameters of a listing: their values joined with commas, as one.
-const LISTS: [&str; 2] = ["role", "status"];
+/// The repeated parameters of a listing: their values joined with commas, as one (attribute
+/// values, which may hold commas, with [`ATTRIBUTE_SEPARATOR`]).
+const LISTS: [&str; 3] = ["role", "status", "attribute"];
+
+/// Joins repeated `attribute` values: a control character, which no attribute value holds.
+pub const ATTRIBUTE_SEPARATOR: char = '\u{1f}';
 
 /// Reads a listing's query string, where `role` and `status` may be repeated.
 fn listing_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, ApiError> {
@@ -169,7 +181,11 @@ fn listing_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, ApiEr
     for (name, value) in form_urlencoded::parse(query.as_bytes()) {
         match joined.iter_mut().find(|(n, _)| *n == name) {
             Some((_, values)) if LISTS.contains(&name.as_ref()) => {
-                values.push(',');
+                values.push(if name == "attribute" {
+                    ATTRIBUTE_SEPARATOR
+                } else {
+                    ','
+                });
                 values.push_str(&value);
             }
             _ => joined.push((name.into_owned(), value.into_owned())),
@@ -287,6 +303,27 @@ fn sort_of(text: Option<&str>) -> Result<Sort, ApiError> {
     Ok(Sort { column, descending })
 }
 
+/// `attribute=<name>:<value>` filters, each checked for form (the application checks them
+/// against the tenant's attributes).
+fn attribute_filters(text: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    let Some(text) = text else {
+        return Ok(Vec::new());
+    };
+    text.split(ATTRIBUTE_SEPARATOR)
+        .map(|filter| {
+            let (name, value) = filter.split_once(':').ok_or_else(|| {
+                ApiError::invalid_query("query parameter `attribute`: `<name>:<value>`")
+            })?;
+            if !idstream_domain::attributes::valid_name(name) || value.chars().count() > 500 {
+                return Err(ApiError::invalid_query(
+                    "query parameter `attribute`: `<name>:<value>`, the name 1 to 40 of a-z, 0-9 and _, the value at most 500 characters",
+                ));
+            }
+            Ok((name.to_owned(), value.to_owned()))
+        })
+        .collect()
+}
+
 impl SearchQuery {
     /// The application's query, every parameter checked.
     pub fn to_query(&self) -> Result<PeopleQuery, ApiError> {
@@ -302,6 +339,7 @@ impl SearchQuery {
             last_sign_in_from: time("last_sign_in_from", self.last_sign_in_from.as_deref())?,
             last_sign_in_to: time("last_sign_in_to", self.last_sign_in_to.as_deref())?,
             verified: self.verified,
+            attributes: attribute_filters(self.attribute.as_deref())?,
             sort: sort_of(self.sort.as_deref())?,
             cursor: self.cursor.clone(),
             limit: Limit::or(self.limit, DEFAULT_ROWS),
@@ -337,6 +375,11 @@ pub struct DirectoryRow {
     pub email_verified: bool,
     /// Whether sign-in asks for a second factor.
     pub two_factor: bool,
+    /// The user's values of the attributes the tenant listed defines (absent from the platform
+    /// directory, and when the user has none).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = Object)]
+    pub attributes: BTreeMap<String, serde_json::Value>,
 }
 
 /// A page of a listing.
@@ -368,6 +411,7 @@ fn row(person: PersonRow, tenant_listing: bool) -> DirectoryRow {
         last_sign_in: user.last_sign_in.map(rfc3339),
         email_verified: user.email_verified,
         two_factor: user.two_factor,
+        attributes: person.attributes,
     }
 }
 
@@ -741,6 +785,14 @@ pub enum BulkOperationBody {
         /// Created as invited instead of active (no email).
         #[serde(default)]
         invite: bool,
+        /// A phone number in international form.
+        #[serde(default)]
+        #[schema(max_length = 32)]
+        phone: Option<String>,
+        /// Attribute values in this tenant; every required attribute must be given.
+        #[serde(default)]
+        #[schema(value_type = Object)]
+        attributes: BTreeMap<String, serde_json::Value>,
     },
     /// Invite someone (as `POST /v1/tenants/{tenant}/invitations`).
     Invite {
@@ -794,6 +846,14 @@ pub enum BulkOperationBody {
         #[schema(value_type = formats::UserId)]
         user: UserId,
     },
+    /// Set a member's attribute values (as `PATCH /v1/tenants/{tenant}/users/{user}/attributes`:
+    /// `null` clears one).
+    SetAttributes {
+        #[schema(value_type = formats::UserId)]
+        user: UserId,
+        #[schema(value_type = Object)]
+        attributes: BTreeMap<String, serde_json::Value>,
+    },
 }
 
 impl From<BulkOperationBody> for BulkOperation {
@@ -805,12 +865,16 @@ impl From<BulkOperationBody> for BulkOperation {
                 last_name,
                 roles,
                 invite,
+                phone,
+                attributes,
             } => BulkOperation::Create(NewUserRequest {
                 email,
                 first_name,
                 last_name,
                 roles,
                 invite,
+                phone,
+                attributes: Some(super::users::null_clears(attributes)),
             }),
             BulkOperationBody::Invite {
                 email,
@@ -847,6 +911,10 @@ impl From<BulkOperationBody> for BulkOperation {
             },
             BulkOperationBody::Reinstate { user } => BulkOperation::Reinstate { user },
             BulkOperationBody::Deactivate { user } => BulkOperation::Deactivate { user },
+            BulkOperationBody::SetAttributes { user, attributes } => BulkOperation::SetAttributes {
+                user,
+                attributes: super::users::null_clears(attributes),
+            },
         }
     }
 }
@@ -890,7 +958,7 @@ pub struct BulkResults {
 }
 
 /// Carry out up to 1,000 user operations in a tenant (create, invite, assign or revoke a role,
-/// suspend, reinstate, deactivate), one after the other, each authorized and decided on its own
+/// suspend, reinstate, deactivate, set attribute values), one after the other, each authorized and decided on its own
 /// as the single operation is, with a result per operation. Needs `users:update` to send a batch
 /// at all. With an `Idempotency-Key`, a retry of the whole request repeats nothing.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/users/bulk", request_body = BulkBody, tag = "users",
@@ -981,7 +1049,8 @@ pub struct ImportRowBody {
     /// The row's number in the file (the header is row 1).
     pub row: usize,
     pub email: String,
-    /// `create`, `assign_roles`, `unchanged` or `invalid`.
+    /// `create`, `assign_roles`, `update` (an existing user gets the roles they lack, perhaps
+    /// none, and the row's attribute values), `unchanged` or `invalid`.
     pub action: String,
     /// The user, when the address belongs to one already.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -989,6 +1058,10 @@ pub struct ImportRowBody {
     /// The roles created with or given.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
+    /// The attribute values the row sets (`null`: clears), from its `attributes` cell.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = Object)]
+    pub attributes: BTreeMap<String, serde_json::Value>,
     /// Why the row is invalid.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<Problem>,
@@ -1006,13 +1079,15 @@ pub struct ImportAnswer {
 }
 
 /// Import users from CSV into a tenant: each new address becomes a user with the row's roles
-/// (the tenant's default role when none), each existing user gets the roles they lack here.
+/// (the tenant's default role when none), phone number and attribute values; each existing user
+/// gets the roles they lack here and the row's attribute values. Columns: `email`, `first_name`,
+/// `last_name`, `roles` (`;`-separated), `phone`, `attributes` (`name=value;name=value`).
 /// With `dry_run`, answers the plan and changes nothing; otherwise the plan is carried out as
 /// one bulk request (each operation authorized and decided as the single one), and each row says
 /// what happened. Needs `users:update` (as bulk requests do).
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/users/import", request_body = ImportBody, tag = "users",
     responses((status = 200, body = ImportAnswer),
-        (status = 400, body = Problem, description = "`invalid_query` (the CSV is malformed, has an unknown column, more than 1,000 rows, or phone numbers or attributes)"),
+        (status = 400, body = Problem, description = "`invalid_query` (the CSV is malformed, has an unknown column, or more than 1,000 rows)"),
         (status = 403, body = Problem, description = "`forbidden` (needs users:update)")),
     security(("bearer" = [])))]
 pub async fn import_users(
@@ -1043,6 +1118,7 @@ pub async fn import_users(
             let (action, user, roles, problem) = match row.plan {
                 RowPlan::Create { roles } => ("create", None, roles, None),
                 RowPlan::AssignRoles { user, roles } => ("assign_roles", Some(user), roles, None),
+                RowPlan::Update { user, roles } => ("update", Some(user), roles, None),
                 RowPlan::Unchanged { user } => ("unchanged", Some(user), Vec::new(), None),
                 RowPlan::Invalid(error) => (
                     "invalid",
@@ -1057,6 +1133,11 @@ pub async fn import_users(
                 action: action.into(),
                 user: user.map(|u| u.to_string()),
                 roles: roles.into_iter().map(String::from).collect(),
+                attributes: row
+                    .attributes
+                    .into_iter()
+                    .map(|(name, value)| (name, value.unwrap_or(serde_json::Value::Null)))
+                    .collect(),
                 problem,
                 results: row
                     .outcomes

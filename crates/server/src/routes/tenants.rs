@@ -1,12 +1,13 @@
 //! Tenants (the `Tenants` service): `/v1/tenants`, `/v1/tenants/{tenant}`,
-//! `/v1/tenants/{tenant}/settings`.
+//! `/v1/tenants/{tenant}/settings`, `/v1/tenants/{tenant}/attributes[/{attribute}]`.
 
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use idstream_domain::RoleName;
 use idstream_domain::TenantId;
+use idstream_domain::attributes::{AttributeDefinition, AttributeType};
 use idstream_domain::tenant::{PasswordPolicySettings, TenantSettings};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -31,6 +32,11 @@ pub fn router() -> Router<AppState> {
         .route(
             "/v1/tenants/{tenant}/settings",
             get(get_settings).put(put_settings),
+        )
+        .route("/v1/tenants/{tenant}/attributes", get(list_attributes))
+        .route(
+            "/v1/tenants/{tenant}/attributes/{attribute}",
+            put(define_attribute).delete(remove_attribute),
         )
 }
 
@@ -305,6 +311,206 @@ pub async fn put_settings(
                 .app
                 .tenants
                 .change_settings(&caller, tenant, body.into()),
+        )
+        .await?;
+    Ok(CommandAccepted::ok(outcome))
+}
+
+/// An attribute name in a path: refused as `invalid_path` unless it is one.
+#[derive(Debug)]
+pub struct AttributeName(String);
+
+impl<'de> Deserialize<'de> for AttributeName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<AttributeName, D::Error> {
+        let name = String::deserialize(d)?;
+        if idstream_domain::attributes::valid_name(&name) {
+            Ok(AttributeName(name))
+        } else {
+            Err(serde::de::Error::custom(
+                "an attribute name is 1 to 40 of a-z, 0-9 and '_', starting with a letter",
+            ))
+        }
+    }
+}
+
+/// What values a user attribute takes.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttributeKind {
+    /// Text of 1 to 500 characters.
+    Text,
+    /// A number, integer or decimal (magnitude at most 2^53 - 1).
+    Number,
+    /// `true` or `false`.
+    Boolean,
+    /// A calendar date, `YYYY-MM-DD`.
+    Date,
+    /// One of `options`.
+    OneOf,
+}
+
+/// A user attribute a tenant defines.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttributeDefinitionBody {
+    /// What people are shown for it (1 to 100 characters).
+    #[schema(min_length = 1, max_length = 100, example = "Department")]
+    pub label: String,
+    #[serde(rename = "type")]
+    pub kind: AttributeKind,
+    /// The values a `one_of` attribute takes (1 to 100 distinct texts of 1 to 500 characters);
+    /// none for the other types.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 100)]
+    pub options: Vec<String>,
+    /// Users are created with a value (by `POST /v1/tenants/{tenant}/users`, bulk creation and
+    /// imports), and a value cannot be cleared (absent: false).
+    #[serde(default)]
+    pub required: bool,
+    /// The user may set it themselves; otherwise only administrators with `users:update` may
+    /// (absent: false).
+    #[serde(default)]
+    pub user_editable: bool,
+    /// Administrators may filter the directory by it: `attribute=<name>:<value>` (absent:
+    /// false).
+    #[serde(default)]
+    pub searchable: bool,
+}
+
+impl From<AttributeDefinitionBody> for AttributeDefinition {
+    fn from(b: AttributeDefinitionBody) -> AttributeDefinition {
+        AttributeDefinition {
+            label: b.label,
+            kind: match b.kind {
+                AttributeKind::Text => AttributeType::Text,
+                AttributeKind::Number => AttributeType::Number,
+                AttributeKind::Boolean => AttributeType::Boolean,
+                AttributeKind::Date => AttributeType::Date,
+                AttributeKind::OneOf => AttributeType::OneOf,
+            },
+            options: b.options,
+            required: b.required,
+            user_editable: b.user_editable,
+            searchable: b.searchable,
+        }
+    }
+}
+
+/// One attribute of the tenant's list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Attribute {
+    #[schema(value_type = formats::AttributeName)]
+    pub name: String,
+    #[serde(flatten)]
+    pub definition: AttributeDefinitionBody,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttributeList {
+    /// By name.
+    pub attributes: Vec<Attribute>,
+}
+
+fn definition_body(d: AttributeDefinition) -> AttributeDefinitionBody {
+    AttributeDefinitionBody {
+        label: d.label,
+        kind: match d.kind {
+            AttributeType::Text => AttributeKind::Text,
+            AttributeType::Number => AttributeKind::Number,
+            AttributeType::Boolean => AttributeKind::Boolean,
+            AttributeType::Date => AttributeKind::Date,
+            AttributeType::OneOf => AttributeKind::OneOf,
+        },
+        options: d.options,
+        required: d.required,
+        user_editable: d.user_editable,
+        searchable: d.searchable,
+    }
+}
+
+/// The user attributes the tenant defines (for forms: what a member may fill in, and of what
+/// type).
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/attributes", tag = "tenants",
+    responses((status = 200, body = AttributeList),
+        (status = 404, body = Problem, description = "`tenant_not_found` (also when the caller has no standing in it)")),
+    security(("bearer" = [])))]
+pub async fn list_attributes(
+    State(state): State<AppState>,
+    caller: Caller,
+    min: MinPosition,
+    ApiPath(tenant): ApiPath<TenantId>,
+) -> Result<Json<AttributeList>, ApiError> {
+    state.consistent(min).await?;
+    let attributes = state.app.tenants.attributes(&caller, &tenant).await?;
+    Ok(Json(AttributeList {
+        attributes: attributes
+            .into_iter()
+            .map(|(name, d)| Attribute {
+                name,
+                definition: definition_body(d),
+            })
+            .collect(),
+    }))
+}
+
+/// Define a user attribute of the tenant's own (`department`, `employee_no`, …), or replace its
+/// definition. Values its members hold stay; those that do not fit a changed definition are no
+/// longer shown (and show again if it changes back).
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/attributes/{attribute}", request_body = AttributeDefinitionBody, tag = "tenants",
+    responses((status = 200, body = CommandAccepted, description = "defined, or already so (nothing appended)"),
+        (status = 403, body = Problem, description = "`forbidden` (needs settings:update)"),
+        (status = 422, body = Problem, description = "`invalid_attribute_definition` (a label of 1 to 100 characters; options for one_of only, 1 to 100 distinct; at most 50 attributes per tenant)")),
+    security(("bearer" = [])))]
+pub async fn define_attribute(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((tenant, attribute)): ApiPath<(TenantId, AttributeName)>,
+    ApiJson(body): ApiJson<AttributeDefinitionBody>,
+) -> Result<CommandAccepted, ApiError> {
+    if body.label.chars().count() > 100 {
+        return Err(ApiError::invalid_body(
+            "body field `label`",
+            "at most 100 characters",
+        ));
+    }
+    if body.options.len() > 100 {
+        return Err(ApiError::invalid_body(
+            "body field `options`",
+            "at most 100 items",
+        ));
+    }
+    let outcome = state
+        .timed(
+            "define_attribute",
+            state
+                .app
+                .tenants
+                .define_attribute(&caller, tenant, attribute.0, body.into()),
+        )
+        .await?;
+    Ok(CommandAccepted::ok(outcome))
+}
+
+/// Remove a user attribute: its values are no longer shown or searched anywhere. They stay in
+/// the log (erasure still removes them), and show again if the attribute is defined again with
+/// a type they fit.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/attributes/{attribute}", tag = "tenants",
+    responses((status = 200, body = CommandAccepted),
+        (status = 403, body = Problem, description = "`forbidden` (needs settings:update)"),
+        (status = 404, body = Problem, description = "`attribute_not_found`")),
+    security(("bearer" = [])))]
+pub async fn remove_attribute(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((tenant, attribute)): ApiPath<(TenantId, AttributeName)>,
+) -> Result<CommandAccepted, ApiError> {
+    let outcome = state
+        .timed(
+            "remove_attribute",
+            state
+                .app
+                .tenants
+                .remove_attribute(&caller, tenant, attribute.0),
         )
         .await?;
     Ok(CommandAccepted::ok(outcome))

@@ -10,6 +10,7 @@ use idstream_app::{NewUserRequest, SuspendRequest};
 use idstream_domain::user::UserFlags;
 use idstream_domain::{RoleName, TenantId, UserId};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::collections::BTreeMap;
 
 use time::OffsetDateTime;
@@ -39,6 +40,88 @@ pub fn router() -> Router<AppState> {
             post(revoke_user_sessions),
         )
         .route("/v1/users/{user}/unlock", post(unlock_user))
+        .route(
+            "/v1/tenants/{tenant}/users/{user}/attributes",
+            get(get_attributes).patch(change_attributes),
+        )
+}
+
+/// Most attributes one request names (a tenant defines at most 50).
+const MAX_ATTRIBUTES_NAMED: usize = 50;
+
+/// Attribute values by name, each a string, number or boolean as the attribute's type says (a
+/// date is a `YYYY-MM-DD` string).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttributeValues {
+    #[schema(value_type = Object)]
+    pub attributes: BTreeMap<String, Value>,
+}
+
+/// A member's attribute values in the tenant (those it defines now).
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/users/{user}/attributes", tag = "users",
+    responses((status = 200, body = AttributeValues),
+        (status = 403, body = Problem, description = "`forbidden` (needs users:read, unless it is the caller's own)"),
+        (status = 404, body = Problem, description = "`user_not_found` (not a member of the tenant)")),
+    security(("bearer" = [])))]
+pub async fn get_attributes(
+    State(state): State<AppState>,
+    caller: Caller,
+    min: MinPosition,
+    ApiPath((tenant, user)): ApiPath<(TenantId, UserId)>,
+) -> Result<Json<AttributeValues>, ApiError> {
+    state.consistent(min).await?;
+    let attributes = state.app.users.attributes(&caller, &tenant, user).await?;
+    Ok(Json(AttributeValues { attributes }))
+}
+
+/// Change a member's attribute values in the tenant: the body names each attribute to set, with
+/// its value, or to clear, with `null` (JSON merge patch); the others keep theirs. The member may
+/// set those the tenant made `user_editable`; administrators with `users:update` (or
+/// `members.<role>:update` over the member) set every one.
+#[utoipa::path(patch, path = "/v1/tenants/{tenant}/users/{user}/attributes", tag = "users",
+    request_body(content = Object, description = "attribute name to its new value, or null to clear it (at most 50)"),
+    responses((status = 200, body = CommandAccepted, description = "changed, or already so (nothing appended)"),
+        (status = 403, body = Problem, description = "`forbidden` (needs users:update, unless it is the caller's own), `attribute_not_editable` (set by administrators only)"),
+        (status = 404, body = Problem, description = "`user_not_found` (not a member of the tenant)"),
+        (status = 422, body = Problem, description = "`unknown_attribute`, `invalid_attribute_value`, `attribute_required` (a required attribute cleared)")),
+    security(("bearer" = [])))]
+pub async fn change_attributes(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((tenant, user)): ApiPath<(TenantId, UserId)>,
+    ApiJson(body): ApiJson<BTreeMap<String, Value>>,
+) -> Result<CommandAccepted, ApiError> {
+    let change = attribute_change(body)?;
+    let outcome = state
+        .timed(
+            "change_attributes",
+            state
+                .app
+                .users
+                .change_attributes(&caller, tenant, user, change),
+        )
+        .await?;
+    Ok(CommandAccepted::ok(outcome))
+}
+
+/// A body's attribute values as a change: `null` clears.
+pub(crate) fn attribute_change(
+    body: BTreeMap<String, Value>,
+) -> Result<BTreeMap<String, Option<Value>>, ApiError> {
+    if body.len() > MAX_ATTRIBUTES_NAMED {
+        return Err(ApiError::invalid_body(
+            "the attributes",
+            "at most 50 attributes",
+        ));
+    }
+    Ok(null_clears(body))
+}
+
+/// Attribute values as a change: `null` clears an attribute.
+pub(crate) fn null_clears(body: BTreeMap<String, Value>) -> BTreeMap<String, Option<Value>> {
+    body.into_iter()
+        .map(|(name, value)| (name, (!value.is_null()).then_some(value)))
+        .collect()
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -60,6 +143,15 @@ pub struct CreateUserBody {
     /// Create the user as invited instead of active.
     #[serde(default)]
     pub invite: bool,
+    /// A phone number in international form (`+44 20 7946 0958`), stored as E.164.
+    #[serde(default)]
+    #[schema(max_length = 32, example = "+44 20 7946 0958")]
+    pub phone: Option<String>,
+    /// The user's attribute values in this tenant, by name (see
+    /// `GET /v1/tenants/{tenant}/attributes`); every required attribute must be given.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub attributes: BTreeMap<String, Value>,
 }
 
 fn default_roles() -> Vec<RoleName> {
@@ -139,7 +231,7 @@ impl User {
     responses((status = 201, body = CommandAccepted), (status = 200, body = CommandAccepted, description = "a retry with the same Idempotency-Key: the first result, nothing appended"),
         (status = 403, body = Problem, description = "`forbidden` (needs users:create and role.<role>:assign for each role), `owner_only` (the owner role, by a non-owner), `beyond_caller_permissions` (a role with permissions the caller lacks)"),
         (status = 409, body = Problem, description = "`email_taken`"),
-        (status = 422, body = Problem, description = "`invalid_email`, `invalid_name`, `unknown_role`")),
+        (status = 422, body = Problem, description = "`invalid_email`, `invalid_name`, `invalid_phone`, `unknown_role`, `unknown_attribute`, `invalid_attribute_value`, `attribute_required`")),
     security(("bearer" = [])))]
 pub async fn create_user(
     State(state): State<AppState>,
@@ -153,6 +245,8 @@ pub async fn create_user(
         last_name: body.last_name,
         roles: body.roles,
         invite: body.invite,
+        phone: body.phone,
+        attributes: Some(attribute_change(body.attributes)?),
     };
     let outcome = state
         .timed(

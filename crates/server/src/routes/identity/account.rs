@@ -424,6 +424,12 @@ pub struct Profile {
     /// The user's phone number (E.164), if they gave one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub phone: Option<String>,
+    /// The user's values of the attributes the current tenant defines (see
+    /// `GET /v1/tenants/{tenant}/attributes`; those `user_editable` they change with
+    /// `PATCH /v1/tenants/{tenant}/users/{user}/attributes`).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schema(value_type = Object)]
+    pub attributes: std::collections::BTreeMap<String, serde_json::Value>,
     /// `invited`, `active`, `suspended` or `inactive`
     pub status: String,
     pub email_verified: bool,
@@ -485,6 +491,7 @@ pub async fn me(
             first_name: user.first_name,
             last_name: user.last_name,
             phone: user.phone,
+            attributes: me.attributes,
             email_verified: user.email_verified,
             created_at: rfc3339(user.created_at),
             dashboard_access: user.flags.dashboard_access,
