@@ -326,7 +326,11 @@ async fn tenants_define_typed_attributes_that_members_hold_find_and_import() {
     );
     assert!(listing(&svc, "q=zoe%40", at).await.is_empty());
     // The filter follows changed values.
-    assert!(listing(&svc, "attribute=department:ops", at).await.is_empty());
+    assert!(
+        listing(&svc, "attribute=department:ops", at)
+            .await
+            .is_empty()
+    );
     let sales = listing(&svc, "attribute=department:SALES", at).await;
     assert_eq!(sales.len(), 1, "{sales:?}");
     assert_eq!(sales[0]["email"], "grace@example.com");
