@@ -1194,10 +1194,10 @@ async fn a_csv_import_is_planned_by_a_dry_run_then_carried_out_row_by_row() {
     assert_eq!(again.body["rows"][0]["action"], "unchanged", "{again:?}");
     assert_eq!(again.body["rows"][3]["action"], "unchanged");
 
-    // Malformed files and unsupported columns are refused whole.
+    // Malformed files and unknown columns are refused whole.
     for bad in [
         "name\nx\n",
-        "email,phone\nx@example.com,+441234567\n",
+        "email,department\nx@example.com,Sales\n",
         "email,first_name\n\"unterminated,x\n",
     ] {
         svc.post_as(
