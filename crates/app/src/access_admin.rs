@@ -25,7 +25,7 @@ use idstream_domain::aggregate::{
 };
 use idstream_domain::membership::MembershipCommand;
 use idstream_domain::tenant::TenantCommand;
-use idstream_domain::{RoleName, TenantId, UserId};
+use idstream_domain::{EventEnvelope, RoleName, TenantId, UserId};
 use time::OffsetDateTime;
 
 use crate::admin_rules::{entity_key, record_key, role_key};
@@ -88,7 +88,62 @@ fn opened_by(entity: &EntityName, policy: &EntityPolicy) -> Result<Vec<Permissio
     Ok(opened)
 }
 
+/// The access difference a previewed command would make in one tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantDifference {
+    pub tenant: TenantId,
+    /// The members whose access would change, by user id.
+    pub members: Vec<idstream_access::preview::MemberDifference>,
+}
+
 impl AccessAdmin {
+    /// What the caller's dry run decided: the events its command would append, and the access
+    /// difference they would make, per tenant they touch (a tenant's own events there, a user's
+    /// events in each tenant of the user). Decided on a copy of the access read model once it
+    /// holds the whole log, by the fold and the checks of the read model itself.
+    ///
+    /// Who: the caller of a dry run, after its command was decided (by the command's own rule):
+    /// the events are only those it was allowed to decide.
+    pub async fn preview(
+        &self,
+        caller: &Caller,
+    ) -> Result<(Vec<EventEnvelope>, Vec<TenantDifference>), AppError> {
+        let events = caller
+            .ctx()
+            .dry_run_events()
+            .ok_or_else(|| internal("a preview of a command that was not a dry run"))?;
+        self.catch_up().await?;
+        let mut tenants = BTreeSet::new();
+        for event in &events {
+            match &event.tenant {
+                Some(tenant) => {
+                    tenants.insert(tenant.clone());
+                }
+                None if event.aggregate.kind == idstream_domain::AggregateType::User => {
+                    if let Ok(user) = event.aggregate.id.parse::<UserId>() {
+                        tenants.extend(self.user_tenants(&user)?);
+                    }
+                }
+                None => {}
+            }
+        }
+        let now = self.now();
+        let mut differences = Vec::with_capacity(tenants.len());
+        for tenant in tenants {
+            let relevant: Vec<EventEnvelope> = events
+                .iter()
+                .filter(|e| e.tenant.as_ref().is_none_or(|t| *t == tenant))
+                .cloned()
+                .collect();
+            let members = self
+                .access
+                .preview(&tenant, &relevant, now)
+                .map_err(internal)?;
+            differences.push(TenantDifference { tenant, members });
+        }
+        Ok((events, differences))
+    }
+
     /// Defines a custom role in a tenant. Names are unique per tenant, the built-in ones
     /// included; a deleted role's name can be defined again.
     ///

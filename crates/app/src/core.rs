@@ -409,6 +409,10 @@ impl Core {
         ctx: &CommandContext,
         email: &str,
     ) -> Result<Claim, AppError> {
+        // A claim is appended outside the command loop: a dry run cannot take one.
+        if ctx.is_dry_run() {
+            return Err(AppError::DryRunUnsupported);
+        }
         let key = self.claim_key(email);
         let request = ctx.request_hash();
         if let Some(claim) = self.legacy_claim(email, None, request.as_deref()).await? {

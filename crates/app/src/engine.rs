@@ -2,7 +2,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use idstream_domain::envelope::Metadata;
 use idstream_domain::{Actor, Aggregate, DomainEvent, EventEnvelope, StreamKey};
@@ -23,6 +23,8 @@ pub struct CommandContext {
     pub correlation_id: String,
     /// The client's `Idempotency-Key`, validated by [`CommandContext::new`].
     idempotency: Option<String>,
+    /// Set for a dry run: decide every step, append nothing (see [`DryRun`]).
+    dry_run: Option<Arc<DryRun>>,
 }
 
 impl CommandContext {
@@ -54,7 +56,25 @@ impl CommandContext {
             actor,
             correlation_id,
             idempotency,
+            dry_run: None,
         })
+    }
+
+    /// The same context deciding without appending (`dry_run=true`): every step's events go to
+    /// `dry_run` instead of the log.
+    pub fn with_dry_run(mut self, dry_run: Arc<DryRun>) -> Self {
+        self.dry_run = Some(dry_run);
+        self
+    }
+
+    /// The events a dry run decided so far; `None` unless this is a dry run.
+    pub fn dry_run_events(&self) -> Option<Vec<EventEnvelope>> {
+        self.dry_run.as_ref().map(|d| d.events())
+    }
+
+    /// Whether commands of this context are only decided.
+    pub(crate) fn is_dry_run(&self) -> bool {
+        self.dry_run.is_some()
     }
 
     /// The scoped idempotency key for one step of a command (`None` without a client key).
@@ -87,6 +107,56 @@ impl CommandContext {
 
     pub(crate) fn request_hash(&self) -> Option<String> {
         self.idempotency.clone()
+    }
+}
+
+/// A command decided and not carried out (`dry_run=true`): the events each of its steps would
+/// append, in order, and each aggregate's state after them, so that a later step of the same
+/// command on the same aggregate decides on what the earlier ones would have appended.
+#[derive(Default)]
+pub struct DryRun {
+    events: Mutex<Vec<EventEnvelope>>,
+    states: Mutex<HashMap<String, Cached>>,
+}
+
+impl std::fmt::Debug for DryRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DryRun").finish_non_exhaustive()
+    }
+}
+
+impl DryRun {
+    /// The events the command would have appended, in order.
+    pub fn events(&self) -> Vec<EventEnvelope> {
+        self.events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn state<A: Aggregate>(&self, subject: &str) -> Option<(A::State, Position)> {
+        let states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
+        let (state, last) = states.get(subject)?;
+        state
+            .downcast_ref::<A::State>()
+            .map(|state| (state.clone(), *last))
+    }
+
+    fn record<A: Aggregate>(
+        &self,
+        subject: String,
+        state: A::State,
+        last: Position,
+        envelopes: Vec<EventEnvelope>,
+    ) {
+        self.events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(envelopes);
+        self.states
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(subject, (Box::new(state), last));
     }
 }
 
@@ -160,6 +230,49 @@ enum Source {
 
 impl Core {
     /// Reads an aggregate's state and the position of its last event from the log.
+    /// [`Core::execute_to_state`] for a dry run: decides on the log's state (or on what earlier
+    /// steps of the same command would have appended) and records the events instead of
+    /// appending them. The outcome's position is the aggregate's last, since nothing is appended.
+    async fn decide_only<A: Aggregate>(
+        &self,
+        ctx: &CommandContext,
+        dry_run: &DryRun,
+        key: &StreamKey,
+        command: A::Command,
+    ) -> Result<(Outcome, A::State), AppError>
+    where
+        AppError: From<A::Error>,
+    {
+        let subject = key.subject();
+        let (state, last) = match dry_run.state::<A>(&subject) {
+            Some(held) => held,
+            None => self.load::<A>(key).await?,
+        };
+        let events = A::decide(&state, command)?;
+        let new_state = events.iter().fold(state, A::evolve);
+        if !events.is_empty() {
+            let meta = Metadata {
+                actor: ctx.actor.clone(),
+                occurred_at: self.clock.now(),
+                correlation_id: ctx.correlation_id.clone(),
+                causation_id: None,
+            };
+            let envelopes = events
+                .into_iter()
+                .map(|e| Into::<DomainEvent>::into(e).into_envelope(Ulid::new(), key, &meta))
+                .collect();
+            dry_run.record::<A>(subject, new_state.clone(), last, envelopes);
+        }
+        Ok((
+            Outcome {
+                position: last,
+                id: key.aggregate.id.clone(),
+                replayed: false,
+            },
+            new_state,
+        ))
+    }
+
     pub(crate) async fn load<A: Aggregate>(
         &self,
         key: &StreamKey,
@@ -213,6 +326,9 @@ impl Core {
     where
         AppError: From<A::Error>,
     {
+        if let Some(dry_run) = &ctx.dry_run {
+            return self.decide_only::<A>(ctx, dry_run, key, command).await;
+        }
         let subject = key.subject();
         let idempotency = ctx.step_key(step);
         // An aggregate never seen is assumed empty: a creating command then appends with

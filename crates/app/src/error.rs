@@ -129,6 +129,10 @@ pub enum AppError {
     TenantRequired,
     #[error("the Idempotency-Key must be 1 to 255 visible ASCII characters")]
     InvalidIdempotencyKey,
+    #[error(
+        "this operation cannot be previewed with dry_run: it has effects beyond the log (mail, keys, secrets) or its own dry run"
+    )]
+    DryRunUnsupported,
     #[error("the aggregate kept changing while the command was retried; try again")]
     Conflict,
     #[error("the event log is unavailable")]

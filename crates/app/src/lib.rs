@@ -34,16 +34,18 @@ mod memberships;
 mod operations;
 mod people;
 pub mod policy;
+#[cfg(test)]
+mod preview_tests;
 pub mod replay;
 mod tenants;
 #[cfg(test)]
 mod tests;
 mod users;
 
-pub use access_admin::{AccessAdmin, NewEntityRequest, RoleRequest};
+pub use access_admin::{AccessAdmin, NewEntityRequest, RoleRequest, TenantDifference};
 pub use access_queries::{AccessQueries, CatalogueEntry, CheckQuery};
 pub use audit::Audit;
-pub use engine::{CommandContext, Outcome};
+pub use engine::{CommandContext, DryRun, Outcome};
 pub use error::AppError;
 pub use identity::{Authenticated, Client, Credential, Identity, IdentityConfig, IdentityServices};
 pub use import::{ImportRow, RowPlan};

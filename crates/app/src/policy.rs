@@ -121,6 +121,12 @@ impl Caller {
         }
     }
 
+    /// The same caller deciding its command without carrying it out (`dry_run=true`).
+    pub fn with_dry_run(mut self, dry_run: std::sync::Arc<crate::DryRun>) -> Caller {
+        self.ctx = self.ctx.with_dry_run(dry_run);
+        self
+    }
+
     /// The same caller sending `key` as its idempotency key.
     pub fn with_idempotency_key(mut self, key: &str) -> Result<Caller, AppError> {
         self.ctx = CommandContext::new(self.ctx.actor.clone(), self.ctx.correlation_id, Some(key))?;

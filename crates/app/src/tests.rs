@@ -35,6 +35,15 @@ impl Clock for ScriptedClock {
     }
 }
 
+/// Always the same instant.
+pub(crate) struct FixedClock(pub(crate) OffsetDateTime);
+
+impl Clock for FixedClock {
+    fn now(&self) -> OffsetDateTime {
+        self.0
+    }
+}
+
 /// The wall clock moved forward by what a test says: for lifetimes measured in minutes or days.
 #[derive(Default)]
 pub(crate) struct ShiftedClock(AtomicI64);

@@ -322,6 +322,7 @@ impl ApiError {
                 AppError::InvalidIdempotencyKey => {
                     (S::BAD_REQUEST, "invalid_idempotency_key", shown(e))
                 }
+                AppError::DryRunUnsupported => (S::BAD_REQUEST, "dry_run_unsupported", shown(e)),
                 AppError::Conflict => (S::CONFLICT, "concurrency_conflict", shown(e)),
                 AppError::Unavailable(_) => (
                     S::SERVICE_UNAVAILABLE,

@@ -279,12 +279,19 @@ impl FromRequestParts<AppState> for Caller {
                     .map_err(|_| ApiError::App(AppError::InvalidIdempotencyKey))?,
             ),
         };
-        let caller = idstream_app::Caller::new(
+        let mut caller = idstream_app::Caller::new(
             principal,
             correlation_id(parts),
             idempotency_key,
             crate::client::client(parts, state),
         )?;
+        // A dry run (see `crate::dry_run`): the command is decided, not carried out.
+        if let Some(dry_run) = parts
+            .extensions
+            .get::<std::sync::Arc<idstream_app::DryRun>>()
+        {
+            caller = caller.with_dry_run(dry_run.clone());
+        }
         Ok(Caller(caller))
     }
 }

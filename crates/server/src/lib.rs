@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod cors;
+pub mod dry_run;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -161,6 +162,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(routes::audit::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            dry_run::dry_run,
+        ))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(
             max_body_bytes,

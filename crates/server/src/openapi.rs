@@ -85,7 +85,7 @@ use crate::routes::{self, CommandAccepted};
         routes::audit::audit_events,
         routes::audit::past::explain_as_of, routes::audit::past::holders_as_of, routes::audit::past::access_review,
     ),
-    components(schemas(Problem, CommandAccepted)),
+    components(schemas(Problem, CommandAccepted, crate::dry_run::Preview)),
     modifiers(&BearerAuth, &Formats, &Operations),
     tags(
         (name = "auth", description = "Sign-in, sessions, passwords and two-factor authentication of the caller"),
@@ -260,24 +260,88 @@ fn add_parameters(operation: &mut Operation, path: &str, shape: &problems::Shape
 /// [`problems`]).
 struct Operations;
 
+/// The `dry_run` parameter of an operation that takes it, and its answer: the 200 of a command
+/// that answers 200 becomes a `CommandAccepted` or a `Preview`; one that answers 201 gets a 200
+/// with the `Preview`.
+fn add_dry_run(operation: &mut Operation) {
+    use utoipa::openapi::ResponseBuilder;
+    use utoipa::openapi::content::ContentBuilder;
+    use utoipa::openapi::schema::OneOfBuilder;
+    set_parameter(
+        operation,
+        ParameterBuilder::new()
+            .name("dry_run")
+            .parameter_in(ParameterIn::Query)
+            .required(Required::False)
+            .description(Some(
+                "What-if preview: `true` decides the command as usual (the same refusals) but appends \
+                 nothing, and answers the events it would append and the access difference they would \
+                 make (`Preview`).",
+            ))
+            .schema(Some(
+                ObjectBuilder::new().schema_type(SchemaType::new(Type::Boolean)),
+            ))
+            .build(),
+    );
+    let preview = Ref::from_schema_name("Preview");
+    let responses = &mut operation.responses.responses;
+    match responses.get_mut("200") {
+        Some(RefOr::T(response)) => {
+            if let Some(content) = response.content.get_mut("application/json")
+                && let Some(existing) = content.schema.take()
+            {
+                content.schema = Some(RefOr::T(Schema::OneOf(
+                    OneOfBuilder::new().item(existing).item(preview).build(),
+                )));
+            }
+            response.description = format!(
+                "{}; with `dry_run=true`, the `Preview` (nothing appended)",
+                response.description
+            );
+        }
+        _ => {
+            responses.insert(
+                "200".to_owned(),
+                RefOr::T(
+                    ResponseBuilder::new()
+                        .description("with `dry_run=true`: the `Preview` (nothing appended)")
+                        .content(
+                            "application/json",
+                            ContentBuilder::new().schema(Some(preview)).build(),
+                        )
+                        .build(),
+                ),
+            );
+        }
+    }
+}
+
 impl Modify for Operations {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for (path, item) in openapi.paths.paths.iter_mut() {
             let operations = [
-                (&mut item.get, true),
-                (&mut item.put, false),
-                (&mut item.post, false),
-                (&mut item.delete, false),
-                (&mut item.patch, false),
+                (&mut item.get, "GET"),
+                (&mut item.put, "PUT"),
+                (&mut item.post, "POST"),
+                (&mut item.delete, "DELETE"),
+                (&mut item.patch, "PATCH"),
             ];
-            for (operation, is_get) in operations {
+            for (operation, method) in operations {
                 let Some(operation) = operation else { continue };
+                let is_get = method == "GET";
                 let operation_id = operation.operation_id.clone().unwrap_or_default();
+                let dry_run = (!is_get).then(|| {
+                    crate::dry_run::DRY_RUN_ROUTES.contains(&format!("{method} {path}").as_str())
+                });
+                if dry_run == Some(true) {
+                    add_dry_run(operation);
+                }
                 let shape = problems::Shape {
                     path,
                     operation_id: &operation_id,
                     is_get,
                     authenticated: is_authenticated(operation),
+                    dry_run,
                 };
                 add_parameters(operation, path, &shape);
                 problems::add(operation, &shape);

@@ -16,6 +16,7 @@ mod cache;
 mod fold;
 mod index;
 mod keys;
+pub mod preview;
 mod query;
 mod review;
 

@@ -67,8 +67,8 @@ pub struct ReadableRecords {
 /// The handle for queries; cheap to clone.
 #[derive(Clone)]
 pub struct Access {
-    tree: sled::Tree,
-    cache: Arc<FactCache>,
+    pub(crate) tree: sled::Tree,
+    pub(crate) cache: Arc<FactCache>,
 }
 
 /// An aggregate whose temporary access ended and awaits its lapse event.

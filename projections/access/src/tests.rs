@@ -769,3 +769,56 @@ fn standings_with_ends_survive_encoding_and_are_read_from_the_tree() {
     };
     assert_eq!(crate::fold::encode_standing(&plain), b"\x02user");
 }
+
+#[test]
+fn a_preview_answers_the_difference_the_events_make_once_applied_and_writes_nothing() {
+    let world = World::new();
+    let mut log = Log::default();
+    log.tenant("acme")
+        .user(1)
+        .user(2)
+        .assign("acme", 1, "user")
+        .assign("acme", 2, "admin")
+        .entity("acme", "project", true)
+        .grant("acme", "project", "P1", 1, RecordAccess::ReadOnly);
+    world.apply(&log);
+    let acme: TenantId = p("acme");
+    let now = T0 + Duration::days(1);
+    let before_digest: Vec<_> = world.tree.iter().collect();
+
+    // User 1 becomes an admin; user 2 loses admin and keeps nothing.
+    let first = log.events.len();
+    log.assign("acme", 1, "admin").push(
+        Some("acme"),
+        u(2).to_string(),
+        DomainEvent::RoleRevoked(RoleRevoked {
+            user: u(2),
+            role: p("admin"),
+        }),
+    );
+    let events: Vec<_> = log.events[first..]
+        .iter()
+        .map(|e| e.envelope.clone())
+        .collect();
+    let previewed = preview::preview(&world.tree, &acme, &events, now).unwrap();
+    let after_preview: Vec<_> = world.tree.iter().collect();
+    assert_eq!(before_digest.len(), after_preview.len(), "nothing written");
+
+    let one = previewed.iter().find(|m| m.user == u(1)).unwrap();
+    assert_eq!(one.global_access, Some((false, true)));
+    let project = &one.entities[0];
+    assert_eq!(project.all_records, Some((false, true)));
+    let two = previewed.iter().find(|m| m.user == u(2)).unwrap();
+    assert_eq!(two.global_access, Some((true, false)));
+    // The admin role names no permission: losing it is losing global access, and with it
+    // every record of the project.
+    assert!(two.gained.is_empty() && two.lost.is_empty(), "{two:?}");
+    assert_eq!(two.entities[0].all_records, Some((true, false)), "{two:?}");
+
+    // Applied for real, the same difference.
+    let users = [u(1), u(2)].into_iter().collect();
+    let (_db, copy) = preview::copy_tenant(&world.tree, &acme, &users).unwrap();
+    world.apply(&log);
+    let actual = preview::difference_between(&copy, &world.access, &acme, &users, now).unwrap();
+    assert_eq!(actual, previewed);
+}

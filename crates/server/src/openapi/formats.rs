@@ -185,6 +185,18 @@ pub const ATTRIBUTE_NAME: Format = Format {
     check: Some(attribute_name),
 };
 
+pub const ATTRIBUTE_FILTER: Format = Format {
+    name: "AttributeFilter",
+    description: "`<attribute name>:<value>`: a searchable attribute of the tenant and the value \
+        to find (text and options without regard to case; numbers, `true`/`false` and \
+        `YYYY-MM-DD` dates as written), at most 500 characters of value.",
+    pattern: Some(r"^[a-z][a-z0-9_]{0,39}:"),
+    min_length: Some(2),
+    max_length: Some(541),
+    example: "department:Sales",
+    check: None,
+};
+
 fn attribute_name(name: &str) -> Result<(), String> {
     if idstream_domain::attributes::valid_name(name) {
         Ok(())
@@ -442,6 +454,7 @@ pub const ALL: &[&Format] = &[
     &ROLE_NAME,
     &ENTITY_NAME,
     &FIELD_NAME,
+    &ATTRIBUTE_FILTER,
     &RECORD_ID,
     &PERMISSION,
     &ENTITY_PERMISSION,
@@ -525,6 +538,8 @@ format_type! {
     ResourceName => RESOURCE_NAME;
     /// [`ATTRIBUTE_NAME`]
     AttributeName => ATTRIBUTE_NAME;
+    /// [`ATTRIBUTE_FILTER`]
+    AttributeFilter => ATTRIBUTE_FILTER;
     /// [`RECORD_ID`]
     RecordId => RECORD_ID;
     /// [`PERMISSION`]

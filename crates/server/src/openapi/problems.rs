@@ -41,6 +41,7 @@ pub const CODES: &[&str] = &[
     "built_in_role",
     "cannot_remove_self",
     "concurrency_conflict",
+    "dry_run_unsupported",
     "email_not_verified",
     "email_taken",
     "entity_exists",
@@ -179,6 +180,8 @@ pub struct Shape<'a> {
     pub operation_id: &'a str,
     pub is_get: bool,
     pub authenticated: bool,
+    /// For commands: whether the operation takes `dry_run` (see `crate::dry_run`).
+    pub dry_run: Option<bool>,
 }
 
 impl Shape<'_> {
@@ -238,6 +241,13 @@ fn general(
             "400",
             "invalid_query",
             "a query parameter breaks its format or is not one of this operation's",
+        ));
+    }
+    if shape.dry_run == Some(false) {
+        out.push((
+            "400",
+            "dry_run_unsupported",
+            "`dry_run=true` on an operation that cannot be previewed",
         ));
     }
     if operation.request_body.is_some() {

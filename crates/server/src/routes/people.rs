@@ -82,7 +82,7 @@ pub struct SearchQuery {
     /// `<name>:<value>`: holds this value of a searchable attribute of the tenant (text and
     /// options without regard to case; numbers, `true`/`false` and dates as written). May be
     /// repeated: every one must hold.
-    #[param(value_type = Option<Vec<String>>, style = Form, explode = true)]
+    #[param(value_type = Option<Vec<formats::AttributeFilter>>, style = Form, explode = true)]
     pub attribute: Option<String>,
     /// `<column>` or `<column>:asc` / `<column>:desc`, the column one of `email` (default),
     /// `first_name`, `last_name`, `created_at`, `last_sign_in` (never signed in sorts first
@@ -122,7 +122,7 @@ pub struct MembersQuery {
     #[param(value_type = Option<String>, format = DateTime)]
     pub last_sign_in_to: Option<String>,
     pub verified: Option<bool>,
-    #[param(value_type = Option<Vec<String>>, style = Form, explode = true)]
+    #[param(value_type = Option<Vec<formats::AttributeFilter>>, style = Form, explode = true)]
     pub attribute: Option<String>,
     #[param(
         pattern = "^(email|first_name|last_name|created_at|last_sign_in|status)(:(asc|desc))?$"
