@@ -134,6 +134,37 @@ async fn a_dry_run_decides_appends_nothing_and_previews_what_the_command_then_do
     let user = svc.get(&format!("/v1/users/{bob}")).await;
     assert_eq!(user.body["status"], "active", "not suspended: {user:?}");
 
+    // Creating a user: the address claimed, the user, the role; a new member gains the role's
+    // permissions. The address stays free.
+    let preview = svc
+        .post(
+            "/v1/tenants/acme/users?dry_run=true",
+            json!({"email": "cyd@example.com", "roles": ["reader"]}),
+        )
+        .await;
+    assert_eq!(preview.status, 200, "{preview:?}");
+    let types: Vec<&str> = preview.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        ["EmailClaimed", "UserRegistered", "RoleAssigned"],
+        "{preview:?}"
+    );
+    let created = members(&preview.body);
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert_eq!(created[0]["gained"], json!(["entity.project:read"]));
+    let real = svc
+        .post(
+            "/v1/tenants/acme/users",
+            json!({"email": "cyd@example.com", "roles": ["reader"]}),
+        )
+        .await;
+    assert_eq!(real.status, 201, "the address was not taken: {real:?}");
+
     // A command that would change nothing previews nothing (row-level security is still on);
     // one the rules refuse is refused as it would be.
     svc.post(&format!("{roles}?dry_run=true"), json!({"role": "reader"}))
@@ -171,7 +202,7 @@ async fn a_dry_run_decides_appends_nothing_and_previews_what_the_command_then_do
 
     // Operations with effects beyond the log cannot be previewed; a malformed flag is refused.
     svc.post(
-        "/v1/tenants/acme/users?dry_run=true",
+        "/v1/tenants/acme/invitations?dry_run=true",
         json!({"email": "new@example.com"}),
     )
     .await

@@ -409,10 +409,6 @@ impl Core {
         ctx: &CommandContext,
         email: &str,
     ) -> Result<Claim, AppError> {
-        // A claim is appended outside the command loop: a dry run cannot take one.
-        if ctx.is_dry_run() {
-            return Err(AppError::DryRunUnsupported);
-        }
         let key = self.claim_key(email);
         let request = ctx.request_hash();
         if let Some(claim) = self.legacy_claim(email, None, request.as_deref()).await? {
@@ -467,10 +463,20 @@ impl Core {
                 correlation_id: ctx.correlation_id.clone(),
                 causation_id: None,
             };
+            let new_state = events.iter().fold(state, EmailClaimAggregate::evolve);
             let envelopes = events
                 .into_iter()
                 .map(|e| DomainEvent::from(e).into_envelope(Ulid::new(), &key, &meta))
                 .collect();
+            // A dry run takes no claim: it records what it would append.
+            if let Some(dry_run) = ctx.dry_run() {
+                dry_run.record::<EmailClaimAggregate>(key.subject(), new_state, last, envelopes);
+                return Ok(Claim {
+                    user,
+                    claimed_at: now,
+                    user_exists: false,
+                });
+            }
             // No idempotency key here: the claim itself records the request, and a takeover by
             // the same request must not be mistaken for a duplicate of its first claim.
             match self

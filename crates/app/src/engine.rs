@@ -72,6 +72,11 @@ impl CommandContext {
         self.dry_run.as_ref().map(|d| d.events())
     }
 
+    /// The dry run this context records into, if it is one.
+    pub(crate) fn dry_run(&self) -> Option<&DryRun> {
+        self.dry_run.as_deref()
+    }
+
     /// Whether commands of this context are only decided.
     pub(crate) fn is_dry_run(&self) -> bool {
         self.dry_run.is_some()
@@ -142,7 +147,7 @@ impl DryRun {
             .map(|state| (state.clone(), *last))
     }
 
-    fn record<A: Aggregate>(
+    pub(crate) fn record<A: Aggregate>(
         &self,
         subject: String,
         state: A::State,

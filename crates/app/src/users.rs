@@ -441,7 +441,8 @@ impl Core {
         };
         request.invite |= verify;
         let created = self.create_user(ctx, tenant, request).await?;
-        if verify && !created.replayed {
+        // A dry run sends nothing.
+        if verify && !created.replayed && !ctx.is_dry_run() {
             let user: UserId = created.id.parse().map_err(internal)?;
             self.wait_for(created.position).await?;
             let account = self.require_user(user).await?;

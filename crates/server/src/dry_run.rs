@@ -8,7 +8,8 @@
 //! appending), removes `dry_run` from the query, runs the handler, and replaces a successful
 //! answer by the preview. A refusal is answered as it is, the same as without `dry_run`. Other
 //! routes refuse `dry_run=true` with `400 dry_run_unsupported`: their effects reach beyond the log
-//! (mail, keys, secrets, sessions) or they have a dry run of their own (`…/users/import`).
+//! (mail, keys, secrets, sessions), they decide each part on the read models' view of the earlier
+//! parts (bulk requests), or they have a dry run of their own (`…/users/import`).
 
 use std::sync::Arc;
 
@@ -33,6 +34,7 @@ pub const DRY_RUN_ROUTES: &[&str] = &[
     "PUT /v1/tenants/{tenant}/attributes/{attribute}",
     "DELETE /v1/tenants/{tenant}/attributes/{attribute}",
     "PATCH /v1/tenants/{tenant}/users/{user}/attributes",
+    "POST /v1/tenants/{tenant}/users",
     "POST /v1/tenants/{tenant}/users/{user}/roles",
     "DELETE /v1/tenants/{tenant}/users/{user}/roles/{role}",
     "POST /v1/tenants/{tenant}/users/{user}/permissions",
