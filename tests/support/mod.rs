@@ -1,5 +1,6 @@
 //! Test harness: real processes only (nats-server, idstream), each on free ports with temp dirs.
 
+pub mod browser;
 pub mod cluster;
 pub mod nats;
 pub mod netns;

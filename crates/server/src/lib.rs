@@ -15,6 +15,7 @@ pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod openapi;
+pub mod pages;
 pub mod routes;
 
 use std::sync::Arc;
@@ -160,6 +161,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(routes::access_queries::router())
         .merge(routes::identity::router())
         .merge(routes::audit::router())
+        .merge(pages::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(

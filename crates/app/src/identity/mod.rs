@@ -297,6 +297,13 @@ pub struct Created {
     pub position: Position,
 }
 
+impl Identity {
+    /// The service's public URL (where its pages and the links in its mails are).
+    pub fn public_url(&self) -> &str {
+        self.id().config.public_url.trim_end_matches('/')
+    }
+}
+
 impl Core {
     /// A link into the service's public URL for an email: `path_and_query` starts with `/`.
     pub(crate) fn link(&self, path_and_query: &str) -> String {

@@ -1,0 +1,1100 @@
+//! The hosted pages people use in a browser (issue 16, first part): sign-in (password, remember
+//! me, the second factor), the account page, sign-out, and the pages the service's mails link to
+//! (`/accept-invitation`, `/reset-password`, `/verify-email`, `/confirm-email`, `/magic-link`).
+//! Rendered on the server from templates compiled into the binary (minijinja, escaping HTML);
+//! plain HTML forms, no JavaScript, one stylesheet served from `/assets`.
+//!
+//! Every page calls the same application operations as the API, with a [`Caller`] built from the
+//! browser's session: the page layer decides nothing. The browser session is the API's session:
+//! signing in here starts the same session (the same events, lifetimes, rotation and revocation),
+//! its access and refresh tokens kept in `HttpOnly`, `SameSite=Lax` cookies (`__Host-` prefixed and
+//! `Secure` when the public URL is https); an expired access token is refreshed on the next page,
+//! rotating the refresh token. A remembered session's cookies outlive the browser; the others end
+//! with it.
+//!
+//! Browser safety: every form carries a CSRF token that must equal the one in its cookie; answers
+//! carry a Content-Security-Policy without inline script or style and `frame-ancestors 'none'`,
+//! `Referrer-Policy: no-referrer` and `Cache-Control: no-store`; a link's secret is moved from the
+//! address bar into a short-lived cookie at once; a return address must be a path of this service
+//! (no open redirect); failed sign-ins say nothing about whether an address has an account, and
+//! the API's budgets per source apply (the operations are the same).
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use axum::Form;
+use axum::Router;
+use axum::extract::State;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use idstream_app::identity::AcceptInvitation;
+use idstream_app::identity::SignIn;
+use idstream_app::{AppError, Caller, Principal, identity::Tokens};
+use idstream_domain::{TenantId, UserId};
+use minijinja::{Environment, context};
+use rand::TryRngCore;
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use crate::AppState;
+use crate::extract::correlation_id;
+
+/// The product name pages show.
+const PRODUCT: &str = "idstream";
+
+static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    let mut env = Environment::new();
+    for (name, source) in [
+        ("layout.html", include_str!("../templates/layout.html")),
+        ("sign_in.html", include_str!("../templates/sign_in.html")),
+        (
+            "second_factor.html",
+            include_str!("../templates/second_factor.html"),
+        ),
+        (
+            "set_password.html",
+            include_str!("../templates/set_password.html"),
+        ),
+        ("confirm.html", include_str!("../templates/confirm.html")),
+        ("message.html", include_str!("../templates/message.html")),
+        ("account.html", include_str!("../templates/account.html")),
+    ] {
+        env.add_template(name, source)
+            .expect("the page templates compile");
+    }
+    env
+});
+
+const STYLESHEET: &str = include_str!("../assets/idstream.css");
+
+/// The pages' routes (outside `/v1`, not part of the API document).
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/assets/idstream.css", get(stylesheet))
+        .route("/sign-in", get(sign_in_page).post(sign_in))
+        .route("/sign-in/second-factor", axum::routing::post(second_factor))
+        .route("/sign-out", axum::routing::post(sign_out))
+        .route("/account", get(account))
+        .route(
+            "/accept-invitation",
+            get(accept_invitation_page).post(accept_invitation),
+        )
+        .route(
+            "/reset-password",
+            get(reset_password_page).post(reset_password),
+        )
+        .route("/verify-email", get(verify_email_page).post(verify_email))
+        .route(
+            "/confirm-email",
+            get(confirm_email_page).post(confirm_email),
+        )
+        .route("/magic-link", get(magic_link_page).post(magic_link))
+}
+
+// ----- cookies -----
+
+/// Cookie names and attributes: `__Host-` prefixed and `Secure` when the public URL is https.
+struct Cookies {
+    secure: bool,
+    jar: HashMap<String, String>,
+}
+
+const ACCESS: &str = "ids_access";
+const REFRESH: &str = "ids_session";
+const CSRF: &str = "ids_csrf";
+const LINK: &str = "ids_link";
+
+impl Cookies {
+    fn of(state: &AppState, headers: &HeaderMap) -> Cookies {
+        let secure = state.app.identity.public_url().starts_with("https://");
+        let mut jar = HashMap::new();
+        for value in headers.get_all(header::COOKIE) {
+            let Ok(text) = value.to_str() else { continue };
+            for pair in text.split(';') {
+                if let Some((name, value)) = pair.trim().split_once('=') {
+                    jar.insert(name.to_owned(), value.to_owned());
+                }
+            }
+        }
+        Cookies { secure, jar }
+    }
+
+    fn name(&self, base: &str) -> String {
+        if self.secure {
+            format!("__Host-{base}")
+        } else {
+            base.to_owned()
+        }
+    }
+
+    fn get(&self, base: &str) -> Option<&str> {
+        self.jar
+            .get(&self.name(base))
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    /// A `Set-Cookie` value: `max_age` in seconds, `None` for a cookie that ends with the
+    /// browser, `Some(0)` to delete it.
+    fn set(&self, base: &str, value: &str, max_age: Option<i64>) -> HeaderValue {
+        let mut cookie = format!(
+            "{}={value}; Path=/; HttpOnly; SameSite=Lax",
+            self.name(base)
+        );
+        if self.secure {
+            cookie.push_str("; Secure");
+        }
+        if let Some(age) = max_age {
+            cookie.push_str(&format!("; Max-Age={age}"));
+        }
+        HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+}
+
+/// 128 random bits, URL-safe.
+fn random_token() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut bytes)
+        .expect("the operating system's random number generator works");
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+// ----- answers -----
+
+/// A page answer: HTML with the browser-safety headers, and cookies to set.
+struct Page {
+    status: StatusCode,
+    body: String,
+    cookies: Vec<HeaderValue>,
+    location: Option<String>,
+}
+
+impl Page {
+    fn html(status: StatusCode, template: &str, ctx: minijinja::Value) -> Page {
+        let body = TEMPLATES
+            .get_template(template)
+            .and_then(|t| t.render(ctx))
+            .unwrap_or_else(|error| {
+                tracing::error!(%error, template, "a page template failed to render");
+                "<!doctype html><title>Error</title><p>Something went wrong.</p>".to_owned()
+            });
+        Page {
+            status,
+            body,
+            cookies: Vec::new(),
+            location: None,
+        }
+    }
+
+    fn redirect(to: &str) -> Page {
+        Page {
+            status: StatusCode::SEE_OTHER,
+            body: String::new(),
+            cookies: Vec::new(),
+            location: Some(to.to_owned()),
+        }
+    }
+
+    fn cookie(mut self, cookie: HeaderValue) -> Page {
+        self.cookies.push(cookie);
+        self
+    }
+}
+
+/// The Content-Security-Policy of every page: nothing but this service's own stylesheet and
+/// forms posting to it; no script at all; never framed.
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' https: data:; \
+    form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+impl IntoResponse for Page {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, self.body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        );
+        headers.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(location) = self.location
+            && let Ok(value) = HeaderValue::from_str(&location)
+        {
+            headers.insert(header::LOCATION, value);
+        }
+        for cookie in self.cookies {
+            headers.append(header::SET_COOKIE, cookie);
+        }
+        response
+    }
+}
+
+async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        STYLESHEET,
+    )
+        .into_response()
+}
+
+/// The page context every template gets.
+fn base(title: &str) -> minijinja::Value {
+    context! { lang => "en", product => PRODUCT, title => title }
+}
+
+/// The CSRF token of the browser: its cookie's, or a new one (and the cookie to set).
+fn csrf_of(cookies: &Cookies) -> (String, Option<HeaderValue>) {
+    match cookies.get(CSRF) {
+        Some(token) => (token.to_owned(), None),
+        None => {
+            let token = random_token();
+            let cookie = cookies.set(CSRF, &token, None);
+            (token, Some(cookie))
+        }
+    }
+}
+
+/// Whether a posted form's CSRF token is the browser's.
+fn csrf_holds(cookies: &Cookies, presented: &str) -> bool {
+    cookies
+        .get(CSRF)
+        .is_some_and(|token| bool::from(token.as_bytes().ct_eq(presented.as_bytes())))
+}
+
+fn refused_form() -> Page {
+    Page::html(
+        StatusCode::FORBIDDEN,
+        "message.html",
+        context! { ..base("This form has expired"), ..context! {
+            message => "The form could not be accepted: it has expired or did not come from this page. Open the page again and retry.",
+        }},
+    )
+}
+
+/// A return address: a path of this service, never another origin (`//host`, `/\host`, a
+/// scheme), else the account page.
+fn local_path(return_to: Option<&str>) -> String {
+    match return_to {
+        Some(path)
+            if path.starts_with('/')
+                && !path.starts_with("//")
+                && !path.starts_with("/\\")
+                && !path.chars().any(|c| c.is_control() || c == '\\') =>
+        {
+            path.to_owned()
+        }
+        _ => "/account".to_owned(),
+    }
+}
+
+/// The anonymous caller of a page request (sign-in and the links), with its client address.
+fn anonymous(state: &AppState, parts: &Parts) -> Result<Caller, AppError> {
+    Caller::new(
+        Principal::Anonymous,
+        correlation_id(parts),
+        None,
+        crate::client::client(parts, state),
+    )
+}
+
+/// Cookies that hold a session's tokens: for good as long as a remembered session may live,
+/// else until the browser ends.
+fn session_cookies(cookies: &Cookies, tokens: &Tokens) -> [HeaderValue; 2] {
+    let lifetime = tokens.remembered.then_some(365 * 24 * 3600);
+    [
+        cookies.set(ACCESS, &tokens.access_token, lifetime),
+        cookies.set(REFRESH, &tokens.refresh_token, lifetime),
+    ]
+}
+
+/// The signed-in caller of a page: the access token in its cookie, refreshed (rotating the
+/// refresh token) once it has expired. `None`: not signed in (or the session ended).
+async fn signed_in(
+    state: &AppState,
+    parts: &Parts,
+    cookies: &Cookies,
+) -> Result<Option<(Caller, Vec<HeaderValue>)>, AppError> {
+    let client = crate::client::client(parts, state);
+    let with =
+        |principal: Principal| Caller::new(principal, correlation_id(parts), None, client.clone());
+    if let Some(access) = cookies.get(ACCESS) {
+        match state.app.identity.authenticate(access).await {
+            Ok(auth) => return Ok(Some((with(Principal::User(auth))?, Vec::new()))),
+            Err(AppError::Unauthenticated) => {}
+            Err(other) => return Err(other),
+        }
+    }
+    let Some(refresh) = cookies.get(REFRESH) else {
+        return Ok(None);
+    };
+    let tokens = match state
+        .app
+        .identity
+        .refresh(&with(Principal::Anonymous)?, refresh)
+        .await
+    {
+        Ok(tokens) => tokens,
+        Err(AppError::InvalidToken | AppError::Unauthenticated | AppError::AccountDisabled) => {
+            return Ok(None);
+        }
+        Err(other) => return Err(other),
+    };
+    let auth = state
+        .app
+        .identity
+        .authenticate(&tokens.access_token)
+        .await?;
+    Ok(Some((
+        with(Principal::User(auth))?,
+        session_cookies(cookies, &tokens).to_vec(),
+    )))
+}
+
+/// A failure to show as a page: the API's words for it, without detail that would help an
+/// attacker (the operations already keep their refusals generic).
+fn failure_page(title: &str, error: &AppError) -> Page {
+    let (status, message) = match error {
+        AppError::RateLimited(_) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many attempts from here. Wait a minute and try again.".to_owned(),
+        ),
+        AppError::Unavailable(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The service cannot complete this right now. Try again in a moment.".to_owned(),
+        ),
+        AppError::Internal(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Something went wrong on our side.".to_owned(),
+        ),
+        other => (StatusCode::UNPROCESSABLE_ENTITY, other.to_string()),
+    };
+    Page::html(
+        status,
+        "message.html",
+        context! { ..base(title), ..context! { message => message, link => "/sign-in", link_text => "Sign in" } },
+    )
+}
+
+// ----- sign-in -----
+
+#[derive(Deserialize)]
+struct ReturnTo {
+    return_to: Option<String>,
+}
+
+async fn sign_in_page(
+    State(state): State<AppState>,
+    parts: Parts,
+    axum::extract::Query(query): axum::extract::Query<ReturnTo>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    let (csrf, set) = csrf_of(&cookies);
+    let page = Page::html(
+        StatusCode::OK,
+        "sign_in.html",
+        context! { ..base("Sign in"), ..context! {
+            csrf => csrf, email => "", tenant => "",
+            return_to => local_path(query.return_to.as_deref()),
+        }},
+    );
+    match set {
+        Some(cookie) => page.cookie(cookie),
+        None => page,
+    }
+}
+
+#[derive(Deserialize)]
+struct SignInForm {
+    csrf: String,
+    email: String,
+    password: String,
+    #[serde(default)]
+    tenant: String,
+    #[serde(default)]
+    remember: Option<String>,
+    #[serde(default)]
+    return_to: Option<String>,
+}
+
+/// Where a completed sign-in goes: its cookies, then the return address.
+fn signed_in_page(cookies: &Cookies, tokens: &Tokens, return_to: Option<&str>) -> Page {
+    let [access, refresh] = session_cookies(cookies, tokens);
+    Page::redirect(&local_path(return_to))
+        .cookie(access)
+        .cookie(refresh)
+        .cookie(cookies.set(LINK, "", Some(0)))
+}
+
+async fn sign_in(
+    State(state): State<AppState>,
+    parts: Parts,
+    Form(form): Form<SignInForm>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    if !csrf_holds(&cookies, &form.csrf) {
+        return refused_form();
+    }
+    let again = |error: &str| {
+        Page::html(
+            StatusCode::UNAUTHORIZED,
+            "sign_in.html",
+            context! { ..base("Sign in"), ..context! {
+                csrf => form.csrf.clone(), email => form.email.clone(), tenant => form.tenant.clone(),
+                return_to => local_path(form.return_to.as_deref()), error => error,
+            }},
+        )
+    };
+    let tenant = match form.tenant.trim() {
+        "" => None,
+        text => match text.parse::<TenantId>() {
+            Ok(tenant) => Some(tenant),
+            Err(_) => return again("The email address or password is wrong."),
+        },
+    };
+    let caller = match anonymous(&state, &parts) {
+        Ok(caller) => caller,
+        Err(error) => return failure_page("Sign in", &error),
+    };
+    let remember = form.remember.is_some();
+    match state
+        .app
+        .identity
+        .sign_in(
+            &caller,
+            &form.email,
+            form.password.clone(),
+            tenant,
+            remember,
+        )
+        .await
+    {
+        Ok(SignIn::Complete(tokens)) => {
+            signed_in_page(&cookies, &tokens, form.return_to.as_deref())
+        }
+        Ok(SignIn::SecondFactorRequired { challenge, .. }) => Page::html(
+            StatusCode::OK,
+            "second_factor.html",
+            context! { ..base("Two-factor sign-in"), ..context! {
+                csrf => form.csrf.clone(), challenge => challenge,
+                return_to => local_path(form.return_to.as_deref()),
+                remember => if remember { "on" } else { "" },
+            }},
+        ),
+        Err(AppError::InvalidCredentials | AppError::AccountDisabled) => {
+            again("The email address or password is wrong.")
+        }
+        Err(error @ AppError::RateLimited(_)) => failure_page("Sign in", &error),
+        Err(AppError::TenantNotFound | AppError::NotAMember) => {
+            again("You cannot sign in to that organisation with this account.")
+        }
+        Err(error) => failure_page("Sign in", &error),
+    }
+}
+
+#[derive(Deserialize)]
+struct SecondFactorForm {
+    csrf: String,
+    challenge: String,
+    code: String,
+    #[serde(default)]
+    remember: Option<String>,
+    #[serde(default)]
+    return_to: Option<String>,
+}
+
+async fn second_factor(
+    State(state): State<AppState>,
+    parts: Parts,
+    Form(form): Form<SecondFactorForm>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    if !csrf_holds(&cookies, &form.csrf) {
+        return refused_form();
+    }
+    let caller = match anonymous(&state, &parts) {
+        Ok(caller) => caller,
+        Err(error) => return failure_page("Two-factor sign-in", &error),
+    };
+    let code = form.code.trim();
+    // Six digits are an authenticator code; anything else is taken for a recovery code.
+    let (totp, recovery) = if code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()) {
+        (Some(code), None)
+    } else {
+        (None, Some(code))
+    };
+    let remember = form.remember.as_deref() == Some("on");
+    match state
+        .app
+        .identity
+        .sign_in_second_factor(&caller, &form.challenge, totp, recovery, Some(remember))
+        .await
+    {
+        Ok(tokens) => signed_in_page(&cookies, &tokens, form.return_to.as_deref()),
+        Err(AppError::InvalidCredentials) => Page::html(
+            StatusCode::UNAUTHORIZED,
+            "second_factor.html",
+            context! { ..base("Two-factor sign-in"), ..context! {
+                csrf => form.csrf.clone(), challenge => form.challenge.clone(),
+                return_to => local_path(form.return_to.as_deref()),
+                remember => if remember { "on" } else { "" },
+                error => "The code is wrong or was used already: enter the next code of your authenticator app, or a recovery code.",
+            }},
+        ),
+        Err(AppError::InvalidToken) => Page::redirect("/sign-in"),
+        Err(error) => failure_page("Two-factor sign-in", &error),
+    }
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    csrf: String,
+}
+
+async fn sign_out(State(state): State<AppState>, parts: Parts, Form(form): Form<CsrfForm>) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    if !csrf_holds(&cookies, &form.csrf) {
+        return refused_form();
+    }
+    if let Ok(Some((caller, _))) = signed_in(&state, &parts, &cookies).await
+        && let Err(error) = state.app.identity.sign_out(&caller).await
+    {
+        return failure_page("Sign out", &error);
+    }
+    Page::redirect("/sign-in")
+        .cookie(cookies.set(ACCESS, "", Some(0)))
+        .cookie(cookies.set(REFRESH, "", Some(0)))
+}
+
+// ----- the account -----
+
+async fn account(State(state): State<AppState>, parts: Parts) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    let (caller, refreshed) = match signed_in(&state, &parts, &cookies).await {
+        Ok(Some(signed_in)) => signed_in,
+        Ok(None) => return Page::redirect("/sign-in?return_to=/account"),
+        Err(error) => return failure_page("Your account", &error),
+    };
+    let me = match state.app.identity.me(&caller) {
+        Ok(me) => me,
+        Err(error) => return failure_page("Your account", &error),
+    };
+    let labels = state
+        .app
+        .tenants
+        .attributes(&caller, &me.tenant)
+        .await
+        .unwrap_or_default();
+    let attributes: Vec<minijinja::Value> = me
+        .attributes
+        .iter()
+        .map(|(name, value)| {
+            let label = labels.get(name).map_or(name.as_str(), |d| d.label.as_str());
+            let value = match value {
+                serde_json::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            context! { label => label, value => value }
+        })
+        .collect();
+    let user = &me.user;
+    let name = format!("{} {}", user.first_name, user.last_name);
+    let (csrf, set) = csrf_of(&cookies);
+    let mut page = Page::html(
+        StatusCode::OK,
+        "account.html",
+        context! { ..base("Your account"), ..context! {
+            csrf => csrf, name => name.trim(), email => &user.email, verified => user.email_verified,
+            phone => &user.phone, tenant => me.tenant.as_str(),
+            roles => me.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "),
+            attributes => attributes, two_factor => user.two_factor,
+        }},
+    );
+    for cookie in refreshed.into_iter().chain(set) {
+        page = page.cookie(cookie);
+    }
+    page
+}
+
+// ----- the links in mails -----
+
+/// A link's query: the secret token and, for most, the user it is for.
+#[derive(Deserialize)]
+struct LinkQuery {
+    token: Option<String>,
+    user: Option<String>,
+}
+
+/// What a link page does with its secret.
+struct LinkPage {
+    path: &'static str,
+    title: &'static str,
+}
+
+/// The first step of every link page: a link arriving with its secret has it moved into a
+/// short-lived cookie and the browser sent to the same page without it, so the secret leaves the
+/// address bar (and history, and any `Referer`) before the page is shown.
+fn moved_from_address(cookies: &Cookies, link: &LinkPage, query: &LinkQuery) -> Option<Page> {
+    let token = query.token.as_deref()?;
+    let value = match &query.user {
+        Some(user) => format!("{user}.{token}"),
+        None => token.to_owned(),
+    };
+    // Only URL-safe characters are kept: the cookie holds nothing else.
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+    {
+        return Some(Page::redirect(link.path).cookie(cookies.set(LINK, "", Some(0))));
+    }
+    Some(Page::redirect(link.path).cookie(cookies.set(LINK, &value, Some(30 * 60))))
+}
+
+/// The link's secret from its cookie: the user (if the link names one) and the token.
+fn link_secret(cookies: &Cookies) -> Option<(Option<UserId>, String)> {
+    let value = cookies.get(LINK)?;
+    match value.split_once('.') {
+        Some((user, token)) => Some((user.parse().ok(), token.to_owned())),
+        None => Some((None, value.to_owned())),
+    }
+}
+
+fn link_missing(link: &LinkPage) -> Page {
+    Page::html(
+        StatusCode::BAD_REQUEST,
+        "message.html",
+        context! { ..base(link.title), ..context! {
+            message => "This page opens from the link in your email. Open the link again; if it has expired, ask for a new one.",
+            link => "/sign-in", link_text => "Sign in",
+        }},
+    )
+}
+
+/// GET of a page that asks for a new password (invitation, reset).
+fn password_form(
+    cookies: &Cookies,
+    link: &LinkPage,
+    intro: &str,
+    button: &str,
+    remember_offered: bool,
+    error: Option<&str>,
+) -> Page {
+    let (csrf, set) = csrf_of(cookies);
+    let page = Page::html(
+        if error.is_some() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::OK
+        },
+        "set_password.html",
+        context! { ..base(link.title), ..context! {
+            csrf => csrf, action => link.path, intro => intro, button => button,
+            remember_offered => remember_offered, error => error,
+        }},
+    );
+    match set {
+        Some(cookie) => page.cookie(cookie),
+        None => page,
+    }
+}
+
+/// GET of a page that asks to confirm with one button (verification, email change, magic link):
+/// opening a link never changes anything by itself (mail scanners open links too).
+fn confirm_form(cookies: &Cookies, link: &LinkPage, intro: &str, button: &str) -> Page {
+    let (csrf, set) = csrf_of(cookies);
+    let page = Page::html(
+        StatusCode::OK,
+        "confirm.html",
+        context! { ..base(link.title), ..context! {
+            csrf => csrf, action => link.path, intro => intro, button => button,
+        }},
+    );
+    match set {
+        Some(cookie) => page.cookie(cookie),
+        None => page,
+    }
+}
+
+fn done(cookies: &Cookies, title: &str, message: &str, link: &str, link_text: &str) -> Page {
+    Page::html(
+        StatusCode::OK,
+        "message.html",
+        context! { ..base(title), ..context! { message => message, link => link, link_text => link_text } },
+    )
+    .cookie(cookies.set(LINK, "", Some(0)))
+}
+
+#[derive(Deserialize)]
+struct PasswordForm {
+    csrf: String,
+    password: String,
+    confirm: String,
+    #[serde(default)]
+    remember: Option<String>,
+}
+
+const ACCEPT: LinkPage = LinkPage {
+    path: "/accept-invitation",
+    title: "Accept the invitation",
+};
+
+async fn accept_invitation_page(
+    State(state): State<AppState>,
+    parts: Parts,
+    axum::extract::Query(query): axum::extract::Query<LinkQuery>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    if let Some(moved) = moved_from_address(&cookies, &ACCEPT, &query) {
+        return moved;
+    }
+    if link_secret(&cookies).is_none() {
+        return link_missing(&ACCEPT);
+    }
+    password_form(
+        &cookies,
+        &ACCEPT,
+        "Choose a password for your account. (If you have one already, enter it here.)",
+        "Accept and sign in",
+        true,
+        None,
+    )
+}
+
+async fn accept_invitation(
+    State(state): State<AppState>,
+    parts: Parts,
+    Form(form): Form<PasswordForm>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    if !csrf_holds(&cookies, &form.csrf) {
+        return refused_form();
+    }
+    let Some((_, token)) = link_secret(&cookies) else {
+        return link_missing(&ACCEPT);
+    };
+    let retry = |error: &str| {
+        password_form(
+            &cookies,
+            &ACCEPT,
+            "Choose a password for your account.",
+            "Accept and sign in",
+            true,
+            Some(error),
+        )
+    };
+    if form.password != form.confirm {
+        return retry("The two passwords differ.");
+    }
+    let caller = match anonymous(&state, &parts) {
+        Ok(caller) => caller,
+        Err(error) => return failure_page(ACCEPT.title, &error),
+    };
+    let request = AcceptInvitation {
+        token,
+        password: Some(form.password),
+        remember: form.remember.is_some(),
+    };
+    match state.app.identity.accept_invitation(&caller, request).await {
+        Ok(tokens) => signed_in_page(&cookies, &tokens, Some("/account")),
+        Err(error @ (AppError::WeakPassword(_) | AppError::InvalidCredentials)) => {
+            retry(&error.to_string())
+        }
+        Err(error) => failure_page(ACCEPT.title, &error),
+    }
+}
+
+const RESET: LinkPage = LinkPage {
+    path: "/reset-password",
+    title: "Choose a new password",
+};
+
+async fn reset_password_page(
+    State(state): State<AppState>,
+    parts: Parts,
+    axum::extract::Query(query): axum::extract::Query<LinkQuery>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    if let Some(moved) = moved_from_address(&cookies, &RESET, &query) {
+        return moved;
+    }
+    if link_secret(&cookies).is_none() {
+        return link_missing(&RESET);
+    }
+    password_form(&cookies, &RESET, "", "Change the password", false, None)
+}
+
+async fn reset_password(
+    State(state): State<AppState>,
+    parts: Parts,
+    Form(form): Form<PasswordForm>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    if !csrf_holds(&cookies, &form.csrf) {
+        return refused_form();
+    }
+    let Some((Some(user), token)) = link_secret(&cookies) else {
+        return link_missing(&RESET);
+    };
+    if form.password != form.confirm {
+        let error = Some("The two passwords differ.");
+        return password_form(&cookies, &RESET, "", "Change the password", false, error);
+    }
+    let caller = match anonymous(&state, &parts) {
+        Ok(caller) => caller,
+        Err(error) => return failure_page(RESET.title, &error),
+    };
+    match state
+        .app
+        .identity
+        .reset_password(&caller, user, &token, form.password)
+        .await
+    {
+        Ok(_) => done(
+            &cookies,
+            RESET.title,
+            "Your password was changed, and every session of your account was ended.",
+            "/sign-in",
+            "Sign in",
+        ),
+        Err(error @ AppError::WeakPassword(_)) => password_form(
+            &cookies,
+            &RESET,
+            "",
+            "Change the password",
+            false,
+            Some(&error.to_string()),
+        ),
+        Err(error) => failure_page(RESET.title, &error),
+    }
+}
+
+const VERIFY: LinkPage = LinkPage {
+    path: "/verify-email",
+    title: "Verify your email address",
+};
+
+async fn verify_email_page(
+    State(state): State<AppState>,
+    parts: Parts,
+    axum::extract::Query(query): axum::extract::Query<LinkQuery>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    if let Some(moved) = moved_from_address(&cookies, &VERIFY, &query) {
+        return moved;
+    }
+    if link_secret(&cookies).is_none() {
+        return link_missing(&VERIFY);
+    }
+    confirm_form(
+        &cookies,
+        &VERIFY,
+        "Confirm that this address is yours.",
+        "Verify my address",
+    )
+}
+
+async fn verify_email(
+    State(state): State<AppState>,
+    parts: Parts,
+    Form(form): Form<CsrfForm>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    if !csrf_holds(&cookies, &form.csrf) {
+        return refused_form();
+    }
+    let Some((Some(user), token)) = link_secret(&cookies) else {
+        return link_missing(&VERIFY);
+    };
+    let caller = match anonymous(&state, &parts) {
+        Ok(caller) => caller,
+        Err(error) => return failure_page(VERIFY.title, &error),
+    };
+    match state.app.identity.verify_email(&caller, user, &token).await {
+        Ok(_) => done(
+            &cookies,
+            VERIFY.title,
+            "Your email address is verified.",
+            "/sign-in",
+            "Sign in",
+        ),
+        Err(error) => failure_page(VERIFY.title, &error),
+    }
+}
+
+const CONFIRM: LinkPage = LinkPage {
+    path: "/confirm-email",
+    title: "Confirm your new email address",
+};
+
+async fn confirm_email_page(
+    State(state): State<AppState>,
+    parts: Parts,
+    axum::extract::Query(query): axum::extract::Query<LinkQuery>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    if let Some(moved) = moved_from_address(&cookies, &CONFIRM, &query) {
+        return moved;
+    }
+    if link_secret(&cookies).is_none() {
+        return link_missing(&CONFIRM);
+    }
+    confirm_form(
+        &cookies,
+        &CONFIRM,
+        "Confirm that your account should use this address from now on.",
+        "Use this address",
+    )
+}
+
+async fn confirm_email(
+    State(state): State<AppState>,
+    parts: Parts,
+    Form(form): Form<CsrfForm>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    if !csrf_holds(&cookies, &form.csrf) {
+        return refused_form();
+    }
+    let Some((Some(user), token)) = link_secret(&cookies) else {
+        return link_missing(&CONFIRM);
+    };
+    let caller = match anonymous(&state, &parts) {
+        Ok(caller) => caller,
+        Err(error) => return failure_page(CONFIRM.title, &error),
+    };
+    match state
+        .app
+        .identity
+        .confirm_email_change(&caller, user, &token)
+        .await
+    {
+        Ok(_) => done(
+            &cookies,
+            CONFIRM.title,
+            "Your account uses the new address from now on.",
+            "/account",
+            "Your account",
+        ),
+        Err(error) => failure_page(CONFIRM.title, &error),
+    }
+}
+
+const MAGIC: LinkPage = LinkPage {
+    path: "/magic-link",
+    title: "Sign in with your link",
+};
+
+async fn magic_link_page(
+    State(state): State<AppState>,
+    parts: Parts,
+    axum::extract::Query(query): axum::extract::Query<LinkQuery>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    if let Some(moved) = moved_from_address(&cookies, &MAGIC, &query) {
+        return moved;
+    }
+    if link_secret(&cookies).is_none() {
+        return link_missing(&MAGIC);
+    }
+    confirm_form(&cookies, &MAGIC, "Sign in on this device?", "Sign in")
+}
+
+async fn magic_link(
+    State(state): State<AppState>,
+    parts: Parts,
+    Form(form): Form<CsrfForm>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    if !csrf_holds(&cookies, &form.csrf) {
+        return refused_form();
+    }
+    let Some((Some(user), token)) = link_secret(&cookies) else {
+        return link_missing(&MAGIC);
+    };
+    let caller = match anonymous(&state, &parts) {
+        Ok(caller) => caller,
+        Err(error) => return failure_page(MAGIC.title, &error),
+    };
+    match state
+        .app
+        .identity
+        .sign_in_magic_link(&caller, user, &token, None, false)
+        .await
+    {
+        Ok(SignIn::Complete(tokens)) => signed_in_page(&cookies, &tokens, None),
+        Ok(SignIn::SecondFactorRequired { challenge, .. }) => Page::html(
+            StatusCode::OK,
+            "second_factor.html",
+            context! { ..base("Two-factor sign-in"), ..context! {
+                csrf => form.csrf.clone(), challenge => challenge, return_to => "/account", remember => "",
+            }},
+        )
+        .cookie(cookies.set(LINK, "", Some(0))),
+        Err(error) => failure_page(MAGIC.title, &error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_return_addresses_when_checked_then_only_paths_of_this_service_are_kept() {
+        for kept in ["/account", "/account?tab=sessions", "/"] {
+            assert_eq!(local_path(Some(kept)), kept);
+        }
+        for foreign in [
+            "https://evil.example/",
+            "//evil.example/x",
+            "/\\evil.example",
+            "javascript:alert(1)",
+            "account",
+            "/a\r\nSet-Cookie: x=1",
+        ] {
+            assert_eq!(local_path(Some(foreign)), "/account", "{foreign:?}");
+        }
+        assert_eq!(local_path(None), "/account");
+    }
+
+    #[test]
+    fn every_template_renders() {
+        for name in [
+            "sign_in.html",
+            "second_factor.html",
+            "set_password.html",
+            "confirm.html",
+            "message.html",
+            "account.html",
+        ] {
+            let html = TEMPLATES
+                .get_template(name)
+                .unwrap()
+                .render(context! { ..base("T"), ..context! { csrf => "c", error => "<b>x</b>" } })
+                .unwrap();
+            assert!(html.contains("<h1 id=\"page-title\">T</h1>"), "{name}");
+            assert!(
+                html.contains("&lt;b&gt;x"),
+                "{name}: errors are escaped: {html}"
+            );
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! The hosted pages (issue 16, first part) in a real browser: headless Chromium driven through
+//! ChromeDriver. An invitation's link is accepted in the browser, which is then signed in;
+//! sign-out, a refused password, sign-in with and without "remember me" across a browser restart,
+//! and a password reset from its mailed link. The browser-safety rules are checked over plain
+//! HTTP: forms without their CSRF token are refused, return addresses to other origins are not
+//! followed, every page carries its Content-Security-Policy, and the account needs a session.
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::support::browser::Driver;
+use crate::support::service::Service;
+use crate::support::world::{PATIENCE, eventually, invitation_token};
+
+const PASSWORD: &str = "Browser-Pages-Passphrase-1";
+const NEW_PASSWORD: &str = "Browser-Pages-Passphrase-2";
+const EMAIL: &str = "ada@example.com";
+
+/// The path and query of the first link to the service in the latest mail to `to` whose subject
+/// contains `subject`.
+async fn mailed_link(svc: &Service, to: &str, subject: &str, path: &str) -> String {
+    let mut link = None;
+    eventually("the mail arrives", || {
+        link = svc
+            .mail()
+            .into_iter()
+            .rev()
+            .find(|m| m.to == to && m.subject.contains(subject))
+            .and_then(|m| {
+                let start = m.text.find(path)?;
+                Some(
+                    m.text[start..]
+                        .chars()
+                        .take_while(|c| !c.is_whitespace())
+                        .collect::<String>(),
+                )
+            });
+        std::future::ready(link.is_some())
+    })
+    .await;
+    link.unwrap()
+}
+
+/// A form body, URL-encoded.
+fn form(pairs: &[(&str, &str)]) -> String {
+    let encode = |text: &str| {
+        text.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[tokio::test]
+async fn a_colleague_accepts_an_invitation_signs_in_and_out_and_resets_a_password_in_a_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::embedded(dir.path()).await;
+    svc.create_tenant("acme").await;
+    let invited = svc
+        .post(
+            "/v1/tenants/acme/invitations",
+            json!({"email": EMAIL, "first_name": "Ada", "last_name": "Lovelace", "roles": ["user"]}),
+        )
+        .await;
+    assert_eq!(invited.status, 201, "{invited:?}");
+    let token = invitation_token(&svc, EMAIL).await;
+
+    let driver = Driver::start().await;
+    let profile = tempfile::tempdir().unwrap();
+    let browser = driver.browser(profile.path(), "invitation").await;
+
+    // The link's secret leaves the address bar before the page shows.
+    browser
+        .goto(&format!("{}/accept-invitation?token={token}", svc.base))
+        .await;
+    let url = browser
+        .wait_for_url(|u| u.ends_with("/accept-invitation"))
+        .await;
+    assert!(
+        url.ends_with("/accept-invitation") && !url.contains(&token),
+        "{url}"
+    );
+    browser.expect_text("Choose a password").await;
+    browser.fill("password", PASSWORD).await;
+    browser.fill("confirm", "something else").await;
+    browser.click("button[type=submit]").await;
+    browser.expect_text("The two passwords differ.").await;
+    browser.fill("password", PASSWORD).await;
+    browser.fill("confirm", PASSWORD).await;
+    browser.click("button[type=submit]").await;
+    browser.expect_text("Your account").await;
+    browser.expect_text(EMAIL).await;
+    browser.expect_text("Ada Lovelace").await;
+
+    // Sign out, a wrong password, then in again with "remember me".
+    browser.click("form[action='/sign-out'] button").await;
+    let url = browser.wait_for_url(|u| u.ends_with("/sign-in")).await;
+    assert!(url.ends_with("/sign-in"), "{url}");
+    browser.expect_text("Remember me").await;
+    browser.fill("email", EMAIL).await;
+    browser.fill("password", "not the password").await;
+    browser.click("button[type=submit]").await;
+    browser
+        .expect_text("The email address or password is wrong.")
+        .await;
+    browser.fill("password", PASSWORD).await;
+    browser.click("#remember").await;
+    browser.click("button[type=submit]").await;
+    browser.expect_text(EMAIL).await;
+    browser.close().await;
+
+    // A remembered session survives the browser's restart.
+    let browser = driver.browser(profile.path(), "remembered").await;
+    browser.goto(&format!("{}/account", svc.base)).await;
+    browser.expect_text(EMAIL).await;
+    browser.click("form[action='/sign-out'] button").await;
+    browser.expect_text("Remember me").await;
+    browser.fill("email", EMAIL).await;
+    browser.fill("password", PASSWORD).await;
+    browser.click("button[type=submit]").await;
+    browser.expect_text(EMAIL).await;
+    browser.close().await;
+
+    // One that is not remembered ends with the browser.
+    let browser = driver.browser(profile.path(), "forgotten").await;
+    browser.goto(&format!("{}/account", svc.base)).await;
+    let url = browser.wait_for_url(|u| u.contains("/sign-in")).await;
+    assert!(url.contains("/sign-in"), "{url}");
+    browser.expect_text("Sign in").await;
+
+    // Forgot the password: the mailed link, a new password, sign-in with it.
+    let requested = svc
+        .send(
+            svc.anonymous(Method::POST, "/v1/auth/password/reset-request")
+                .json(&json!({"email": EMAIL})),
+        )
+        .await;
+    assert_eq!(requested.status, 202, "{requested:?}");
+    let link = mailed_link(&svc, EMAIL, "Reset your password", "/reset-password?").await;
+    let path = &link[link.find("/reset-password?").unwrap()..];
+    browser.goto(&format!("{}{path}", svc.base)).await;
+    let url = browser
+        .wait_for_url(|u| u.ends_with("/reset-password"))
+        .await;
+    assert!(url.ends_with("/reset-password"), "{url}");
+    browser.fill("password", NEW_PASSWORD).await;
+    browser.fill("confirm", NEW_PASSWORD).await;
+    browser.click("button[type=submit]").await;
+    browser.expect_text("Your password was changed").await;
+    browser.goto(&format!("{}/sign-in", svc.base)).await;
+    browser.fill("email", EMAIL).await;
+    browser.fill("password", NEW_PASSWORD).await;
+    browser.click("button[type=submit]").await;
+    browser.expect_text(EMAIL).await;
+    browser.close().await;
+    let _ = PATIENCE;
+}
+
+#[tokio::test]
+async fn pages_refuse_forms_without_their_token_foreign_return_addresses_and_strangers() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::embedded(dir.path()).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let url = |path: &str| format!("{}{path}", svc.base);
+
+    // Every page has its policy; the sign-in page sets the form's token.
+    let page = client
+        .get(url("/sign-in?return_to=https://evil.example/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert_eq!(page.headers()["referrer-policy"], "no-referrer");
+    let cookie = page.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.starts_with("ids_csrf=")
+            && cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    let csrf = cookie["ids_csrf=".len()..]
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains(r#"name="return_to" value="&#x2f;account""#)
+            && !html.contains("evil.example"),
+        "a foreign return address is not kept: {html}"
+    );
+
+    // A form posted without the token (or with another) changes nothing.
+    for presented in ["", "forged"] {
+        let posted = client
+            .post(url("/sign-in"))
+            .header("cookie", format!("ids_csrf={csrf}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(&[
+                ("csrf", presented),
+                ("email", "x@example.com"),
+                ("password", "y"),
+            ]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(posted.status(), 403, "{presented:?}");
+    }
+    let posted = client
+        .post(url("/sign-in"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[
+            ("csrf", csrf.as_str()),
+            ("email", "x@example.com"),
+            ("password", "y"),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 403, "a token without its cookie");
+    // With both, a sign-in for an unknown address says what a wrong password says.
+    let posted = client
+        .post(url("/sign-in"))
+        .header("cookie", format!("ids_csrf={csrf}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[
+            ("csrf", csrf.as_str()),
+            ("email", "nobody@example.com"),
+            ("password", "y"),
+            ("return_to", "//evil.example"),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 401);
+    assert!(
+        posted
+            .text()
+            .await
+            .unwrap()
+            .contains("The email address or password is wrong.")
+    );
+
+    // The account needs a session; a link page without its link says how to get one.
+    let account = client.get(url("/account")).send().await.unwrap();
+    assert_eq!(account.status(), 303);
+    assert_eq!(account.headers()["location"], "/sign-in?return_to=/account");
+    let bare = client.get(url("/verify-email")).send().await.unwrap();
+    assert_eq!(bare.status(), 400);
+    let css = client
+        .get(url("/assets/idstream.css"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
+}

@@ -1,0 +1,165 @@
+//! A real browser for the page tests: Debian's Chromium, headless, driven through its
+//! ChromeDriver (WebDriver) with `fantoccini`. Each browser has a profile directory of its own,
+//! which outlives a restart of the browser (so cookies kept on disk can be seen to survive).
+//! A failed expectation saves a screenshot under `target/browser-failures/`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+use tokio::process::{Child, Command};
+
+/// ChromeDriver, started on a free port.
+pub struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Driver {
+    pub async fn start() -> Driver {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let child = Command::new("/usr/bin/chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromedriver (Debian package chromium-driver; .ci/test installs it)");
+        // Wait until it listens.
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        Driver { child, port }
+    }
+
+    /// A headless Chromium with the profile in `profile`.
+    pub async fn browser(&self, profile: &Path, name: &str) -> Browser {
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--window-size=900,900", format!("--user-data-dir={}", profile.display())],
+            }),
+        );
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let client = ClientBuilder::new(connector)
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("a Chromium session");
+        Browser {
+            client,
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// One browser window.
+pub struct Browser {
+    pub client: Client,
+    name: String,
+}
+
+impl Browser {
+    pub async fn goto(&self, url: &str) {
+        self.client.goto(url).await.expect("navigation");
+    }
+
+    pub async fn url(&self) -> String {
+        self.client.current_url().await.unwrap().to_string()
+    }
+
+    /// Waits (a few seconds at most) until the address satisfies `wanted`, and answers it.
+    pub async fn wait_for_url(&self, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let url = self.url().await;
+            if wanted(&url) || std::time::Instant::now() >= deadline {
+                return url;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Types `text` into the field with id `id`.
+    pub async fn fill(&self, id: &str, text: &str) {
+        let field = self
+            .client
+            .find(Locator::Id(id))
+            .await
+            .unwrap_or_else(|e| panic!("no field #{id}: {e}"));
+        field.clear().await.unwrap();
+        field.send_keys(text).await.unwrap();
+    }
+
+    pub async fn click(&self, css: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("nothing matches {css}: {e}"))
+            .click()
+            .await
+            .unwrap();
+    }
+
+    /// The page's text, or empty while a navigation replaces the page.
+    async fn text_now(&self) -> String {
+        match self.client.find(Locator::Css("body")).await {
+            Ok(body) => body.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Waits (a few seconds at most) until the page shows `text`, then fails with a screenshot.
+    pub async fn expect_text(&self, text: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut shown = self.text_now().await;
+        while !shown.contains(text) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            shown = self.text_now().await;
+        }
+        if !shown.contains(text) {
+            let path = self.screenshot("expect_text").await;
+            panic!(
+                "{}: the page at {} does not show {text:?} (screenshot {}): {shown}",
+                self.name,
+                self.url().await,
+                path.display()
+            );
+        }
+    }
+
+    /// Saves a screenshot under `target/browser-failures/`.
+    pub async fn screenshot(&self, what: &str) -> PathBuf {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser-failures");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{}-{what}.png", self.name));
+        if let Ok(png) = self.client.screenshot().await {
+            std::fs::write(&path, png).unwrap();
+        }
+        path
+    }
+
+    pub async fn close(self) {
+        let _ = self.client.close().await;
+    }
+}
