@@ -369,6 +369,7 @@ pub async fn serve(
         })
     };
     let chain = start_chain_checkpoints(&config, app.operations.log().clone()).await?;
+    let identity = app.identity.clone();
     let state = AppState::new(StateParts {
         app,
         admin_token: admin_token.map(Arc::new),
@@ -385,6 +386,10 @@ pub async fn serve(
     println!("idstream listening on http://{addr}");
     let _ = std::io::stdout().flush();
     idstream_server::serve(listener, state, config.max_body_bytes, shutdown).await?;
+    // Failures of wrong passwords are recorded after their answers: let them land.
+    if !identity.settle(Duration::from_secs(10)).await {
+        tracing::warn!("stopping before every failed sign-in was recorded");
+    }
     upkeep.abort();
     lapses.abort();
     chain.abort();

@@ -149,6 +149,54 @@ pub(crate) struct IdentityParts {
     /// A hash of a random password, checked when the account does not exist so that the answer
     /// takes as long as for one that does.
     pub(crate) decoy: tokio::sync::OnceCell<String>,
+    /// Work finished after its answer went (a wrong password's failure), which a graceful stop
+    /// waits for (see [`Identity::settle`]).
+    pub(crate) behind: Behind,
+}
+
+/// Counts work running after its answer.
+#[derive(Default)]
+pub(crate) struct Behind {
+    running: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+impl Behind {
+    pub(crate) fn start(&self) {
+        self.running
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub(crate) fn finish(&self) {
+        if self
+            .running
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            self.idle.notify_waiters();
+        }
+    }
+
+    async fn settled(&self) {
+        loop {
+            let idle = self.idle.notified();
+            if self.running.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+impl Identity {
+    /// Waits (at most `within`) for the work that finishes after its answer (recording a wrong
+    /// password's failure): a graceful stop calls it once the last request is answered, so no
+    /// failure answered before the stop is left unrecorded. Answers whether all of it finished.
+    pub async fn settle(&self, within: std::time::Duration) -> bool {
+        tokio::time::timeout(within, self.id().behind.settled())
+            .await
+            .is_ok()
+    }
 }
 
 impl IdentityParts {
@@ -174,6 +222,7 @@ impl IdentityParts {
             locks: AccountLocks::default(),
             limiter,
             decoy: tokio::sync::OnceCell::new(),
+            behind: Behind::default(),
         }
     }
 }

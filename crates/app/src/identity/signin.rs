@@ -850,11 +850,13 @@ impl Identity {
         turn: tokio::sync::OwnedMutexGuard<()>,
     ) {
         let core = self.0.clone();
+        core.id().behind.start();
         tokio::spawn(async move {
             if let Err(error) = core.record_failure(&user, &client).await {
                 tracing::warn!(user = %user.id, %error, "a failed sign-in could not be recorded");
             }
             drop(turn);
+            core.id().behind.finish();
         });
     }
 }
