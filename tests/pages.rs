@@ -165,6 +165,176 @@ async fn a_colleague_accepts_an_invitation_signs_in_and_out_and_resets_a_passwor
     let _ = PATIENCE;
 }
 
+/// The otpauth URI in a QR code image (a PNG screenshot of it).
+fn decode_qr(png: &[u8]) -> String {
+    let image = image::load_from_memory(png).expect("a PNG").to_luma8();
+    let mut prepared = rqrr::PreparedImage::prepare(image);
+    let grids = prepared.detect_grids();
+    assert_eq!(grids.len(), 1, "one QR code in the picture");
+    grids[0].decode().expect("a readable QR code").1
+}
+
+#[tokio::test]
+async fn two_factors_are_set_up_from_the_qr_code_and_sessions_are_managed_in_a_browser() {
+    use fantoccini::Locator;
+    use idstream_auth::TotpSecret;
+    use idstream_auth::totp::time_step;
+    use time::OffsetDateTime;
+
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::embedded(dir.path()).await;
+    svc.create_tenant("acme").await;
+    let invited = svc
+        .post(
+            "/v1/tenants/acme/invitations",
+            json!({"email": EMAIL, "first_name": "Ada", "last_name": "Lovelace", "roles": ["user"]}),
+        )
+        .await;
+    assert_eq!(invited.status, 201, "{invited:?}");
+    let token = invitation_token(&svc, EMAIL).await;
+    let accepted = svc
+        .post_anonymous(
+            "/v1/invitations/accept",
+            json!({"token": token, "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(accepted.status, 200, "{accepted:?}");
+
+    let driver = Driver::start().await;
+    let profile = tempfile::tempdir().unwrap();
+    let browser = driver.browser(profile.path(), "two-factor").await;
+    browser
+        .goto(&format!(
+            "{}/sign-in?return_to=/account/two-factor",
+            svc.base
+        ))
+        .await;
+    browser.fill("email", EMAIL).await;
+    browser.fill("password", PASSWORD).await;
+    browser.click("button[type=submit]").await;
+    browser.expect_text("Scan this code").await;
+
+    // The secret, read from the QR code as an authenticator app reads it.
+    let qr = browser
+        .client
+        .find(Locator::Css(".qr img"))
+        .await
+        .unwrap()
+        .screenshot()
+        .await
+        .unwrap();
+    let uri = decode_qr(&qr);
+    assert!(uri.starts_with("otpauth://totp/"), "{uri}");
+    let secret = uri
+        .split(['?', '&'])
+        .find_map(|p| p.strip_prefix("secret="))
+        .expect("a secret in the URI");
+    assert!(TotpSecret::from_base32(secret).is_ok(), "{uri}");
+    browser.fill("code", "000000").await;
+    browser
+        .click("form[action='/account/two-factor'] button")
+        .await;
+    browser.expect_text("did not match").await;
+    // A wrong code starts again with a new key.
+    let qr = browser
+        .client
+        .find(Locator::Css(".qr img"))
+        .await
+        .unwrap()
+        .screenshot()
+        .await
+        .unwrap();
+    let uri = decode_qr(&qr);
+    let secret = TotpSecret::from_base32(
+        uri.split(['?', '&'])
+            .find_map(|p| p.strip_prefix("secret="))
+            .unwrap(),
+    )
+    .unwrap();
+    let code_at = |step: u64| {
+        secret.code_at(OffsetDateTime::from_unix_timestamp((step * 30) as i64).unwrap())
+    };
+    let now = time_step(OffsetDateTime::now_utc());
+    browser.fill("code", &code_at(now)).await;
+    browser
+        .click("form[action='/account/two-factor'] button")
+        .await;
+    browser.expect_text("recovery codes").await;
+    let codes = browser
+        .client
+        .find_all(Locator::Css("#recovery-codes code"))
+        .await
+        .unwrap();
+    assert_eq!(codes.len(), 10);
+
+    // Signing in again asks for the second factor; the next step's code lets Ada in.
+    browser.goto(&format!("{}/account", svc.base)).await;
+    browser.click("form[action='/sign-out'] button").await;
+    browser.expect_text("Remember me").await;
+    browser.fill("email", EMAIL).await;
+    browser.fill("password", PASSWORD).await;
+    browser.click("button[type=submit]").await;
+    browser.expect_text("authenticator app").await;
+    browser.fill("code", &code_at(now + 1)).await;
+    browser.click("button[type=submit]").await;
+    browser.expect_text("Your account").await;
+    let state = browser
+        .client
+        .find(Locator::XPath(
+            "//dt[normalize-space()='Two-factor sign-in']/following-sibling::dd[1]",
+        ))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(state, "on");
+
+    // Sessions: this one (from this machine), and an API session started elsewhere, signed out
+    // from the page.
+    browser
+        .goto(&format!("{}/account/sessions", svc.base))
+        .await;
+    browser.expect_text("(this one)").await;
+    browser.expect_text("127.0.0.1").await;
+    let rows = browser
+        .client
+        .find_all(Locator::Css("table.sessions tbody tr"))
+        .await
+        .unwrap();
+    let before = rows.len();
+    assert!(before >= 2, "the acceptance's session and this one");
+    // Sign out a session that is not this one.
+    let others = browser
+        .client
+        .find_all(Locator::XPath(
+            "//tr[not(.//strong)]//form[@action='/account/sessions/sign-out']//button",
+        ))
+        .await
+        .unwrap();
+    others[0].click().await.unwrap();
+    browser
+        .wait_for_url(|u| u.ends_with("/account/sessions"))
+        .await;
+    browser.expect_text("(this one)").await;
+    let after = browser
+        .client
+        .find_all(Locator::Css("table.sessions tbody tr"))
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(after, before - 1);
+    // Signing out this one ends the page's session.
+    browser
+        .click("tr:has(strong) form[action='/account/sessions/sign-out'] button")
+        .await;
+    browser.wait_for_url(|u| u.contains("/sign-in")).await;
+    browser.goto(&format!("{}/account", svc.base)).await;
+    let url = browser.wait_for_url(|u| u.contains("/sign-in")).await;
+    assert!(url.contains("/sign-in"), "{url}");
+    browser.close().await;
+}
+
 #[tokio::test]
 async fn pages_refuse_forms_without_their_token_foreign_return_addresses_and_strangers() {
     let dir = tempfile::tempdir().unwrap();

@@ -62,6 +62,19 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("confirm.html", include_str!("../templates/confirm.html")),
         ("message.html", include_str!("../templates/message.html")),
         ("account.html", include_str!("../templates/account.html")),
+        (
+            "two_factor_setup.html",
+            include_str!("../templates/two_factor_setup.html"),
+        ),
+        (
+            "two_factor_on.html",
+            include_str!("../templates/two_factor_on.html"),
+        ),
+        ("sessions.html", include_str!("../templates/sessions.html")),
+        (
+            "change_password.html",
+            include_str!("../templates/change_password.html"),
+        ),
     ] {
         env.add_template(name, source)
             .expect("the page templates compile");
@@ -79,6 +92,23 @@ pub fn router() -> Router<AppState> {
         .route("/sign-in/second-factor", axum::routing::post(second_factor))
         .route("/sign-out", axum::routing::post(sign_out))
         .route("/account", get(account))
+        .route(
+            "/account/two-factor",
+            get(two_factor_page).post(two_factor_confirm),
+        )
+        .route(
+            "/account/two-factor/off",
+            axum::routing::post(two_factor_off),
+        )
+        .route("/account/sessions", get(sessions_page))
+        .route(
+            "/account/sessions/sign-out",
+            axum::routing::post(sessions_sign_out),
+        )
+        .route(
+            "/account/password",
+            get(password_page).post(change_password),
+        )
         .route(
             "/accept-invitation",
             get(accept_invitation_page).post(accept_invitation),
@@ -635,6 +665,328 @@ async fn account(State(state): State<AppState>, parts: Parts) -> Page {
     page
 }
 
+// ----- the account's own pages -----
+
+/// The signed-in caller of an account page, or the page to answer instead (sign-in first).
+async fn session_or_sign_in(
+    state: &AppState,
+    parts: &Parts,
+    cookies: &Cookies,
+    here: &str,
+) -> Result<(Caller, Vec<HeaderValue>), Page> {
+    match signed_in(state, parts, cookies).await {
+        Ok(Some(signed_in)) => Ok(signed_in),
+        Ok(None) => Err(Page::redirect(&format!("/sign-in?return_to={here}"))),
+        Err(error) => Err(failure_page("Your account", &error)),
+    }
+}
+
+/// `page` with the refreshed session's cookies, and the CSRF cookie if it was new.
+fn with_cookies(mut page: Page, refreshed: Vec<HeaderValue>, csrf: Option<HeaderValue>) -> Page {
+    for cookie in refreshed.into_iter().chain(csrf) {
+        page = page.cookie(cookie);
+    }
+    page
+}
+
+/// A QR code of `text` as an SVG data URI (the CSP allows `data:` images, nothing inline).
+fn qr_code(text: &str) -> String {
+    match qrcode::QrCode::new(text.as_bytes()) {
+        Ok(code) => {
+            let svg = code
+                .render::<qrcode::render::svg::Color<'_>>()
+                .min_dimensions(220, 220)
+                .quiet_zone(true)
+                .build();
+            format!(
+                "data:image/svg+xml;base64,{}",
+                base64::engine::general_purpose::STANDARD.encode(svg)
+            )
+        }
+        Err(_) => String::new(),
+    }
+}
+
+#[derive(Deserialize)]
+struct WrongCode {
+    wrong: Option<String>,
+}
+
+const TWO_FACTOR: &str = "Two-factor sign-in";
+
+async fn two_factor_page(
+    State(state): State<AppState>,
+    parts: Parts,
+    axum::extract::Query(query): axum::extract::Query<WrongCode>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    let (caller, refreshed) =
+        match session_or_sign_in(&state, &parts, &cookies, "/account/two-factor").await {
+            Ok(signed_in) => signed_in,
+            Err(page) => return page,
+        };
+    let (csrf, set) = csrf_of(&cookies);
+    let me = match state.app.identity.me(&caller) {
+        Ok(me) => me,
+        Err(error) => return failure_page(TWO_FACTOR, &error),
+    };
+    if me.user.two_factor {
+        let page = Page::html(
+            StatusCode::OK,
+            "two_factor_on.html",
+            context! { ..base(TWO_FACTOR), ..context! { csrf => csrf } },
+        );
+        return with_cookies(page, refreshed, set);
+    }
+    // Each visit starts a set-up with a new key: a key is shown once.
+    let setup = match state.app.identity.start_totp(&caller).await {
+        Ok(setup) => setup,
+        Err(error) => return failure_page(TWO_FACTOR, &error),
+    };
+    let error = query.wrong.is_some().then_some(
+        "That code did not match. Here is a new key: scan it again and enter the code it shows.",
+    );
+    // The key in groups of four, for typing it in by hand.
+    let grouped = setup
+        .secret
+        .as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let page = Page::html(
+        StatusCode::OK,
+        "two_factor_setup.html",
+        context! { ..base(TWO_FACTOR), ..context! {
+            csrf => csrf, qr => qr_code(&setup.uri), secret => grouped, error => error,
+        }},
+    );
+    with_cookies(page, refreshed, set)
+}
+
+#[derive(Deserialize)]
+struct CodeForm {
+    csrf: String,
+    code: String,
+}
+
+async fn two_factor_confirm(
+    State(state): State<AppState>,
+    parts: Parts,
+    Form(form): Form<CodeForm>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    if !csrf_holds(&cookies, &form.csrf) {
+        return refused_form();
+    }
+    let (caller, refreshed) =
+        match session_or_sign_in(&state, &parts, &cookies, "/account/two-factor").await {
+            Ok(signed_in) => signed_in,
+            Err(page) => return page,
+        };
+    match state
+        .app
+        .identity
+        .confirm_totp(&caller, form.code.trim())
+        .await
+    {
+        Ok((codes, _)) => {
+            let page = Page::html(
+                StatusCode::OK,
+                "two_factor_on.html",
+                context! { ..base(TWO_FACTOR), ..context! { csrf => form.csrf.clone(), codes => codes } },
+            );
+            with_cookies(page, refreshed, None)
+        }
+        Err(AppError::InvalidCredentials | AppError::InvalidToken) => with_cookies(
+            Page::redirect("/account/two-factor?wrong=1"),
+            refreshed,
+            None,
+        ),
+        Err(error) => failure_page(TWO_FACTOR, &error),
+    }
+}
+
+#[derive(Deserialize)]
+struct PasswordOnly {
+    csrf: String,
+    password: String,
+}
+
+async fn two_factor_off(
+    State(state): State<AppState>,
+    parts: Parts,
+    Form(form): Form<PasswordOnly>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    if !csrf_holds(&cookies, &form.csrf) {
+        return refused_form();
+    }
+    let (caller, refreshed) =
+        match session_or_sign_in(&state, &parts, &cookies, "/account/two-factor").await {
+            Ok(signed_in) => signed_in,
+            Err(page) => return page,
+        };
+    match state
+        .app
+        .identity
+        .disable_totp(&caller, form.password)
+        .await
+    {
+        Ok(_) => with_cookies(Page::redirect("/account"), refreshed, None),
+        Err(error) => failure_page(TWO_FACTOR, &error),
+    }
+}
+
+const SESSIONS: &str = "Your sessions";
+
+async fn sessions_page(State(state): State<AppState>, parts: Parts) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    let (caller, refreshed) =
+        match session_or_sign_in(&state, &parts, &cookies, "/account/sessions").await {
+            Ok(signed_in) => signed_in,
+            Err(page) => return page,
+        };
+    let sessions = match state.app.identity.my_sessions(&caller) {
+        Ok(sessions) => sessions,
+        Err(error) => return failure_page(SESSIONS, &error),
+    };
+    let current = caller.session();
+    let rows: Vec<minijinja::Value> = sessions
+        .iter()
+        .map(|s| {
+            let started = s
+                .started_at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            context! {
+                id => s.id.to_string(), started_at => started,
+                ip => s.ip.clone().unwrap_or_default(),
+                user_agent => s.user_agent.clone().unwrap_or_default(),
+                current => current == Some(s.id),
+            }
+        })
+        .collect();
+    let (csrf, set) = csrf_of(&cookies);
+    let page = Page::html(
+        StatusCode::OK,
+        "sessions.html",
+        context! { ..base(SESSIONS), ..context! { csrf => csrf, sessions => rows } },
+    );
+    with_cookies(page, refreshed, set)
+}
+
+#[derive(Deserialize)]
+struct SessionForm {
+    csrf: String,
+    session: String,
+}
+
+async fn sessions_sign_out(
+    State(state): State<AppState>,
+    parts: Parts,
+    Form(form): Form<SessionForm>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    if !csrf_holds(&cookies, &form.csrf) {
+        return refused_form();
+    }
+    let (caller, refreshed) =
+        match session_or_sign_in(&state, &parts, &cookies, "/account/sessions").await {
+            Ok(signed_in) => signed_in,
+            Err(page) => return page,
+        };
+    let Ok(session) = form.session.parse::<ulid::Ulid>() else {
+        return failure_page(SESSIONS, &AppError::InvalidToken);
+    };
+    match state.app.identity.revoke_my_session(&caller, session).await {
+        // Signing out this very session ends the page's session too.
+        Ok(_) if caller.session() == Some(session) => Page::redirect("/sign-in")
+            .cookie(cookies.set(ACCESS, "", Some(0)))
+            .cookie(cookies.set(REFRESH, "", Some(0))),
+        Ok(_) => with_cookies(Page::redirect("/account/sessions"), refreshed, None),
+        Err(error) => failure_page(SESSIONS, &error),
+    }
+}
+
+const PASSWORD: &str = "Change your password";
+
+async fn password_page(State(state): State<AppState>, parts: Parts) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    let (_, refreshed) =
+        match session_or_sign_in(&state, &parts, &cookies, "/account/password").await {
+            Ok(signed_in) => signed_in,
+            Err(page) => return page,
+        };
+    let (csrf, set) = csrf_of(&cookies);
+    let page = Page::html(
+        StatusCode::OK,
+        "change_password.html",
+        context! { ..base(PASSWORD), ..context! { csrf => csrf } },
+    );
+    with_cookies(page, refreshed, set)
+}
+
+#[derive(Deserialize)]
+struct ChangePasswordForm {
+    csrf: String,
+    current: String,
+    password: String,
+    confirm: String,
+}
+
+async fn change_password(
+    State(state): State<AppState>,
+    parts: Parts,
+    Form(form): Form<ChangePasswordForm>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    if !csrf_holds(&cookies, &form.csrf) {
+        return refused_form();
+    }
+    let (caller, refreshed) =
+        match session_or_sign_in(&state, &parts, &cookies, "/account/password").await {
+            Ok(signed_in) => signed_in,
+            Err(page) => return page,
+        };
+    let again = |error: &str| {
+        with_cookies(
+            Page::html(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "change_password.html",
+                context! { ..base(PASSWORD), ..context! { csrf => form.csrf.clone(), error => error } },
+            ),
+            refreshed.clone(),
+            None,
+        )
+    };
+    if form.password != form.confirm {
+        return again("The two new passwords differ.");
+    }
+    match state
+        .app
+        .identity
+        .change_password(&caller, form.current.clone(), form.password.clone())
+        .await
+    {
+        Ok(_) => with_cookies(
+            Page::html(
+                StatusCode::OK,
+                "message.html",
+                context! { ..base(PASSWORD), ..context! {
+                    message => "Your password was changed. Your other sessions were ended.",
+                    link => "/account", link_text => "Back to your account",
+                }},
+            ),
+            refreshed.clone(),
+            None,
+        ),
+        Err(AppError::InvalidCredentials) => again("The current password is wrong."),
+        Err(error @ AppError::WeakPassword(_)) => again(&error.to_string()),
+        Err(error) => failure_page(PASSWORD, &error),
+    }
+}
+
 // ----- the links in mails -----
 
 /// A link's query: the secret token and, for most, the user it is for.
@@ -1084,6 +1436,10 @@ mod tests {
             "confirm.html",
             "message.html",
             "account.html",
+            "two_factor_setup.html",
+            "two_factor_on.html",
+            "sessions.html",
+            "change_password.html",
         ] {
             let html = TEMPLATES
                 .get_template(name)
