@@ -441,3 +441,125 @@ async fn pages_refuse_forms_without_their_token_foreign_return_addresses_and_str
         .unwrap();
     assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
 }
+
+#[tokio::test]
+async fn people_sign_up_verify_sign_in_by_link_and_edit_their_profile_in_a_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::embedded(dir.path()).await;
+    svc.create_tenant("acme").await;
+    svc.create_tenant("beta").await;
+    let mut settings = svc.get("/v1/tenants/acme/settings").await.body;
+    settings["self_registration"] = json!(true);
+    settings["require_email_verification"] = json!(true);
+    let changed = svc.put("/v1/tenants/acme/settings", settings).await;
+    assert_eq!(changed.status, 200, "{changed:?}");
+    for (name, body) in [
+        (
+            "nickname",
+            json!({"label": "Nickname", "type": "text", "user_editable": true}),
+        ),
+        (
+            "shift",
+            json!({"label": "Shift", "type": "one_of", "options": ["Early", "Late"], "user_editable": true}),
+        ),
+        ("badge", json!({"label": "Badge", "type": "number"})),
+    ] {
+        let defined = svc
+            .put(&format!("/v1/tenants/acme/attributes/{name}"), body)
+            .await;
+        assert_eq!(defined.status, 200, "{defined:?}");
+    }
+    let email = "grace@example.com";
+
+    let driver = Driver::start().await;
+    let profile = tempfile::tempdir().unwrap();
+    let browser = driver.browser(profile.path(), "sign-up").await;
+
+    // A tenant that does not allow sign-up says so, without telling whether it exists.
+    browser
+        .goto(&format!("{}/sign-up?tenant=beta", svc.base))
+        .await;
+    browser.fill("email", email).await;
+    browser.fill("password", PASSWORD).await;
+    browser.fill("confirm", PASSWORD).await;
+    browser.click("button[type=submit]").await;
+    browser.expect_text("Sign-up is not open here").await;
+
+    browser
+        .goto(&format!("{}/sign-up?tenant=acme", svc.base))
+        .await;
+    browser.fill("first_name", "Grace").await;
+    browser.fill("last_name", "Hopper").await;
+    browser.fill("email", email).await;
+    browser.fill("password", PASSWORD).await;
+    browser.fill("confirm", PASSWORD).await;
+    browser.click("button[type=submit]").await;
+    browser.expect_text("Check your mail").await;
+
+    // Verification from the mailed link, then sign-in.
+    let link = mailed_link(&svc, email, "Verify your email address", "/verify-email?").await;
+    browser
+        .goto(&format!(
+            "{}{}",
+            svc.base,
+            &link[link.find("/verify-email?").unwrap()..]
+        ))
+        .await;
+    browser
+        .expect_text("Confirm that this address is yours")
+        .await;
+    browser.click("button[type=submit]").await;
+    browser.expect_text("Your email address is verified.").await;
+    browser.goto(&format!("{}/sign-in", svc.base)).await;
+    browser.fill("email", email).await;
+    browser.fill("password", PASSWORD).await;
+    browser.click("form[action='/sign-in'] button").await;
+    browser.expect_text("Grace Hopper").await;
+
+    // The profile: phone and the attributes Grace may set (not the badge).
+    browser.goto(&format!("{}/account/profile", svc.base)).await;
+    browser.expect_text("Nickname").await;
+    assert!(!browser.text_now().await.contains("Badge"));
+    browser.fill("phone", "+44 7700 900123").await;
+    browser.fill("attr-nickname", "Amazing Grace").await;
+    browser
+        .client
+        .find(fantoccini::Locator::Css("#attr-shift"))
+        .await
+        .unwrap()
+        .select_by_value("Late")
+        .await
+        .unwrap();
+    browser
+        .click("form[action='/account/profile'] button")
+        .await;
+    browser.expect_text("+447700900123").await;
+    browser.expect_text("Amazing Grace").await;
+    browser.expect_text("Late").await;
+    // A phone number of the wrong form is refused, and nothing changes.
+    browser.goto(&format!("{}/account/profile", svc.base)).await;
+    browser.fill("phone", "555-0100").await;
+    browser
+        .click("form[action='/account/profile'] button")
+        .await;
+    browser.expect_text("international form").await;
+
+    // Signed out, back in by a mailed link.
+    browser.goto(&format!("{}/account", svc.base)).await;
+    browser.click("form[action='/sign-out'] button").await;
+    browser.fill("link-email", email).await;
+    browser.click("form[action='/sign-in/link'] button").await;
+    browser.expect_text("a sign-in link is on its way").await;
+    let link = mailed_link(&svc, email, "Your sign-in link", "/magic-link?").await;
+    browser
+        .goto(&format!(
+            "{}{}",
+            svc.base,
+            &link[link.find("/magic-link?").unwrap()..]
+        ))
+        .await;
+    browser.expect_text("Sign in on this device?").await;
+    browser.click("button[type=submit]").await;
+    browser.expect_text("Grace Hopper").await;
+    browser.close().await;
+}

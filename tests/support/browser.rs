@@ -122,7 +122,7 @@ impl Browser {
     }
 
     /// The page's text, or empty while a navigation replaces the page.
-    async fn text_now(&self) -> String {
+    pub async fn text_now(&self) -> String {
         match self.client.find(Locator::Css("body")).await {
             Ok(body) => body.text().await.unwrap_or_default(),
             Err(_) => String::new(),

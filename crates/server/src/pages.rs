@@ -71,6 +71,8 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             include_str!("../templates/two_factor_on.html"),
         ),
         ("sessions.html", include_str!("../templates/sessions.html")),
+        ("sign_up.html", include_str!("../templates/sign_up.html")),
+        ("profile.html", include_str!("../templates/profile.html")),
         (
             "change_password.html",
             include_str!("../templates/change_password.html"),
@@ -91,6 +93,9 @@ pub fn router() -> Router<AppState> {
         .route("/sign-in", get(sign_in_page).post(sign_in))
         .route("/sign-in/second-factor", axum::routing::post(second_factor))
         .route("/sign-out", axum::routing::post(sign_out))
+        .route("/sign-in/link", axum::routing::post(sign_in_link))
+        .route("/sign-up", get(sign_up_page).post(sign_up))
+        .route("/account/profile", get(profile_page).post(save_profile))
         .route("/account", get(account))
         .route(
             "/account/two-factor",
@@ -987,6 +992,329 @@ async fn change_password(
     }
 }
 
+// ----- sign-up, links by mail, the profile -----
+
+#[derive(Deserialize)]
+struct TenantQuery {
+    tenant: Option<String>,
+}
+
+const SIGN_UP: &str = "Create an account";
+
+fn sign_up_form(csrf: &str, tenant: &str, form: Option<&SignUpForm>, error: Option<&str>) -> Page {
+    Page::html(
+        if error.is_some() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::OK
+        },
+        "sign_up.html",
+        context! { ..base(SIGN_UP), ..context! {
+            csrf => csrf, tenant => tenant, error => error,
+            email => form.map_or("", |f| f.email.as_str()),
+            first_name => form.map_or("", |f| f.first_name.as_str()),
+            last_name => form.map_or("", |f| f.last_name.as_str()),
+        }},
+    )
+}
+
+async fn sign_up_page(
+    State(state): State<AppState>,
+    parts: Parts,
+    axum::extract::Query(query): axum::extract::Query<TenantQuery>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    let Some(tenant) = query.tenant.filter(|t| t.parse::<TenantId>().is_ok()) else {
+        return Page::html(
+            StatusCode::BAD_REQUEST,
+            "message.html",
+            context! { ..base(SIGN_UP), ..context! {
+                message => "Sign up through your organisation's link (it names the organisation).",
+                link => "/sign-in", link_text => "Sign in",
+            }},
+        );
+    };
+    let (csrf, set) = csrf_of(&cookies);
+    with_cookies(sign_up_form(&csrf, &tenant, None, None), Vec::new(), set)
+}
+
+#[derive(Deserialize)]
+struct SignUpForm {
+    csrf: String,
+    tenant: String,
+    #[serde(default)]
+    first_name: String,
+    #[serde(default)]
+    last_name: String,
+    email: String,
+    password: String,
+    confirm: String,
+}
+
+async fn sign_up(
+    State(state): State<AppState>,
+    parts: Parts,
+    Form(form): Form<SignUpForm>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    if !csrf_holds(&cookies, &form.csrf) {
+        return refused_form();
+    }
+    let again = |error: &str| sign_up_form(&form.csrf, &form.tenant, Some(&form), Some(error));
+    if form.password != form.confirm {
+        return again("The two passwords differ.");
+    }
+    let closed = || {
+        Page::html(
+            StatusCode::NOT_FOUND,
+            "message.html",
+            context! { ..base(SIGN_UP), ..context! {
+                message => "Sign-up is not open here. Ask your organisation for an invitation.",
+                link => "/sign-in", link_text => "Sign in",
+            }},
+        )
+    };
+    let Ok(tenant) = form.tenant.parse::<TenantId>() else {
+        return closed();
+    };
+    let caller = match anonymous(&state, &parts) {
+        Ok(caller) => caller,
+        Err(error) => return failure_page(SIGN_UP, &error),
+    };
+    let registration = idstream_app::identity::Registration {
+        email: form.email.clone(),
+        password: form.password.clone(),
+        first_name: form.first_name.clone(),
+        last_name: form.last_name.clone(),
+    };
+    match state
+        .app
+        .identity
+        .register(&caller, tenant, registration)
+        .await
+    {
+        // The same answer whether or not the address had an account already.
+        Ok(()) => Page::html(
+            StatusCode::OK,
+            "message.html",
+            context! { ..base(SIGN_UP), ..context! {
+                message => "Thank you. Check your mail: when the organisation asks for it, follow the link we sent to confirm your address, then sign in.",
+                link => "/sign-in", link_text => "Sign in",
+            }},
+        ),
+        Err(AppError::TenantNotFound) => closed(),
+        Err(error @ (AppError::WeakPassword(_) | AppError::User(_))) => again(&error.to_string()),
+        Err(error) => failure_page(SIGN_UP, &error),
+    }
+}
+
+#[derive(Deserialize)]
+struct EmailForm {
+    csrf: String,
+    email: String,
+}
+
+async fn sign_in_link(
+    State(state): State<AppState>,
+    parts: Parts,
+    Form(form): Form<EmailForm>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    if !csrf_holds(&cookies, &form.csrf) {
+        return refused_form();
+    }
+    let caller = match anonymous(&state, &parts) {
+        Ok(caller) => caller,
+        Err(error) => return failure_page("Sign in", &error),
+    };
+    match state.app.identity.request_magic_link(&caller, &form.email) {
+        Ok(()) => Page::html(
+            StatusCode::OK,
+            "message.html",
+            context! { ..base("Check your mail"), ..context! {
+                message => "If this address has an account, a sign-in link is on its way. It works once, for a few minutes.",
+            }},
+        ),
+        Err(error) => failure_page("Sign in", &error),
+    }
+}
+
+const PROFILE: &str = "Your profile";
+
+async fn profile_page(State(state): State<AppState>, parts: Parts) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    let (caller, refreshed) =
+        match session_or_sign_in(&state, &parts, &cookies, "/account/profile").await {
+            Ok(signed_in) => signed_in,
+            Err(page) => return page,
+        };
+    let (csrf, set) = csrf_of(&cookies);
+    match profile_form(&state, &caller, &csrf, None, None).await {
+        Ok(page) => with_cookies(page, refreshed, set),
+        Err(error) => failure_page(PROFILE, &error),
+    }
+}
+
+/// The profile form: names, phone, and the attributes the person may set, filled from `given`
+/// (a refused form) or from what they hold.
+async fn profile_form(
+    state: &AppState,
+    caller: &Caller,
+    csrf: &str,
+    given: Option<&HashMap<String, String>>,
+    error: Option<&str>,
+) -> Result<Page, AppError> {
+    use idstream_domain::attributes::AttributeType;
+    let me = state.app.identity.me(caller)?;
+    let definitions = state.app.tenants.attributes(caller, &me.tenant).await?;
+    let value = |key: &str, held: String| given.and_then(|g| g.get(key).cloned()).unwrap_or(held);
+    let attributes: Vec<minijinja::Value> = definitions
+        .iter()
+        .filter(|(_, d)| d.user_editable)
+        .map(|(name, d)| {
+            let held = match me.attributes.get(name) {
+                Some(serde_json::Value::String(text)) => text.clone(),
+                Some(other) => other.to_string(),
+                None => String::new(),
+            };
+            let options = match d.kind {
+                AttributeType::OneOf => d.options.clone(),
+                AttributeType::Boolean => vec!["true".into(), "false".into()],
+                _ => Vec::new(),
+            };
+            let input = match d.kind {
+                AttributeType::Number => "number",
+                AttributeType::Date => "date",
+                _ => "text",
+            };
+            context! {
+                name => name, label => &d.label, options => options, input => input,
+                value => value(&format!("attr.{name}"), held),
+            }
+        })
+        .collect();
+    Ok(Page::html(
+        if error.is_some() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::OK
+        },
+        "profile.html",
+        context! { ..base(PROFILE), ..context! {
+            csrf => csrf, error => error, attributes => attributes,
+            first_name => value("first_name", me.user.first_name.clone()),
+            last_name => value("last_name", me.user.last_name.clone()),
+            phone => value("phone", me.user.phone.clone().unwrap_or_default()),
+        }},
+    ))
+}
+
+async fn save_profile(
+    State(state): State<AppState>,
+    parts: Parts,
+    Form(fields): Form<Vec<(String, String)>>,
+) -> Page {
+    let fields: HashMap<String, String> = fields.into_iter().collect();
+    let cookies = Cookies::of(&state, &parts.headers);
+    let csrf = fields.get("csrf").cloned().unwrap_or_default();
+    if !csrf_holds(&cookies, &csrf) {
+        return refused_form();
+    }
+    let (caller, refreshed) =
+        match session_or_sign_in(&state, &parts, &cookies, "/account/profile").await {
+            Ok(signed_in) => signed_in,
+            Err(page) => return page,
+        };
+    let (state_ref, caller_ref, csrf_ref, fields_ref, refreshed_ref) =
+        (&state, &caller, &csrf, &fields, &refreshed);
+    let refused = |error: &AppError| {
+        let message = error.to_string();
+        async move {
+            let page = profile_form(
+                state_ref,
+                caller_ref,
+                csrf_ref,
+                Some(fields_ref),
+                Some(&message),
+            );
+            match page.await {
+                Ok(page) => with_cookies(page, refreshed_ref.clone(), None),
+                Err(error) => failure_page(PROFILE, &error),
+            }
+        }
+    };
+    let me = match state.app.identity.me(&caller) {
+        Ok(me) => me,
+        Err(error) => return failure_page(PROFILE, &error),
+    };
+    let definitions = match state.app.tenants.attributes(&caller, &me.tenant).await {
+        Ok(definitions) => definitions,
+        Err(error) => return failure_page(PROFILE, &error),
+    };
+    // The attributes first: a value of the wrong form is refused before anything changes.
+    let mut change = std::collections::BTreeMap::new();
+    for (name, definition) in definitions.iter().filter(|(_, d)| d.user_editable) {
+        let Some(text) = fields.get(&format!("attr.{name}")) else {
+            continue;
+        };
+        let value = if text.trim().is_empty() {
+            None
+        } else {
+            match definition.parse(name, text) {
+                Ok(value) => Some(value),
+                Err(error) => {
+                    return refused(&AppError::User(error.into())).await;
+                }
+            }
+        };
+        let held = me.attributes.get(name).cloned();
+        if held != value {
+            change.insert(name.clone(), value);
+        }
+    }
+    let field = |key: &str| fields.get(key).cloned().unwrap_or_default();
+    // The phone number's form too, before anything changes.
+    let phone = field("phone");
+    if !phone.trim().is_empty()
+        && let Err(error) = idstream_domain::user::normalize_phone(&phone)
+    {
+        return refused(&AppError::User(error)).await;
+    }
+    let profile = idstream_domain::user::Profile {
+        first_name: field("first_name"),
+        last_name: field("last_name"),
+        image_url: me.user.image_url.clone(),
+        notifications: me.user.notifications.clone(),
+        phone: Some(Some(field("phone"))),
+    };
+    let mut last = 0;
+    if !change.is_empty() {
+        match state
+            .app
+            .users
+            .change_attributes(&caller, me.tenant.clone(), me.user.id, change)
+            .await
+        {
+            Ok(outcome) => last = outcome.position,
+            Err(error) => return refused(&error).await,
+        }
+    }
+    match state
+        .app
+        .users
+        .change_profile(&caller, me.user.id, profile)
+        .await
+    {
+        Ok(outcome) => last = last.max(outcome.position),
+        Err(error) => return refused(&error).await,
+    }
+    // The account page shows what was just saved.
+    if let Err(error) = state.app.operations.wait_for_token(last).await {
+        return failure_page(PROFILE, &error);
+    }
+    with_cookies(Page::redirect("/account"), refreshed.clone(), None)
+}
+
 // ----- the links in mails -----
 
 /// A link's query: the secret token and, for most, the user it is for.
@@ -1440,6 +1768,8 @@ mod tests {
             "two_factor_on.html",
             "sessions.html",
             "change_password.html",
+            "sign_up.html",
+            "profile.html",
         ] {
             let html = TEMPLATES
                 .get_template(name)
