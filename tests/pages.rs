@@ -90,6 +90,7 @@ async fn a_colleague_accepts_an_invitation_signs_in_and_out_and_resets_a_passwor
         "{url}"
     );
     browser.expect_text("Choose a password").await;
+    browser.check_accessibility().await;
     browser.fill("password", PASSWORD).await;
     browser.fill("confirm", "something else").await;
     browser.click("button[type=submit]").await;
@@ -100,18 +101,21 @@ async fn a_colleague_accepts_an_invitation_signs_in_and_out_and_resets_a_passwor
     browser.expect_text("Your account").await;
     browser.expect_text(EMAIL).await;
     browser.expect_text("Ada Lovelace").await;
+    browser.check_accessibility().await;
 
     // Sign out, a wrong password, then in again with "remember me".
     browser.click("form[action='/sign-out'] button").await;
     let url = browser.wait_for_url(|u| u.ends_with("/sign-in")).await;
     assert!(url.ends_with("/sign-in"), "{url}");
     browser.expect_text("Remember me").await;
+    browser.check_accessibility().await;
     browser.fill("email", EMAIL).await;
     browser.fill("password", "not the password").await;
     browser.click("button[type=submit]").await;
     browser
         .expect_text("The email address or password is wrong.")
         .await;
+    browser.check_accessibility().await;
     browser.fill("password", PASSWORD).await;
     browser.click("#remember").await;
     browser.click("button[type=submit]").await;
@@ -152,6 +156,7 @@ async fn a_colleague_accepts_an_invitation_signs_in_and_out_and_resets_a_passwor
         .wait_for_url(|u| u.ends_with("/reset-password"))
         .await;
     assert!(url.ends_with("/reset-password"), "{url}");
+    browser.check_accessibility().await;
     browser.fill("password", NEW_PASSWORD).await;
     browser.fill("confirm", NEW_PASSWORD).await;
     browser.click("button[type=submit]").await;
@@ -213,6 +218,7 @@ async fn two_factors_are_set_up_from_the_qr_code_and_sessions_are_managed_in_a_b
     browser.fill("password", PASSWORD).await;
     browser.click("button[type=submit]").await;
     browser.expect_text("Scan this code").await;
+    browser.check_accessibility().await;
 
     // The secret, read from the QR code as an authenticator app reads it.
     let qr = browser
@@ -260,6 +266,7 @@ async fn two_factors_are_set_up_from_the_qr_code_and_sessions_are_managed_in_a_b
         .click("form[action='/account/two-factor'] button")
         .await;
     browser.expect_text("recovery codes").await;
+    browser.check_accessibility().await;
     let codes = browser
         .client
         .find_all(Locator::Css("#recovery-codes code"))
@@ -275,6 +282,7 @@ async fn two_factors_are_set_up_from_the_qr_code_and_sessions_are_managed_in_a_b
     browser.fill("password", PASSWORD).await;
     browser.click("button[type=submit]").await;
     browser.expect_text("authenticator app").await;
+    browser.check_accessibility().await;
     browser.fill("code", &code_at(now + 1)).await;
     browser.click("button[type=submit]").await;
     browser.expect_text("Your account").await;
@@ -297,6 +305,7 @@ async fn two_factors_are_set_up_from_the_qr_code_and_sessions_are_managed_in_a_b
         .await;
     browser.expect_text("(this one)").await;
     browser.expect_text("127.0.0.1").await;
+    browser.check_accessibility().await;
     let rows = browser
         .client
         .find_all(Locator::Css("table.sessions tbody tr"))
@@ -484,6 +493,7 @@ async fn people_sign_up_verify_sign_in_by_link_and_edit_their_profile_in_a_brows
     browser.fill("confirm", PASSWORD).await;
     browser.click("button[type=submit]").await;
     browser.expect_text("Sign-up is not open here").await;
+    browser.check_accessibility().await;
 
     browser
         .goto(&format!("{}/sign-up?tenant=acme", svc.base))
@@ -495,6 +505,7 @@ async fn people_sign_up_verify_sign_in_by_link_and_edit_their_profile_in_a_brows
     browser.fill("confirm", PASSWORD).await;
     browser.click("button[type=submit]").await;
     browser.expect_text("Check your mail").await;
+    browser.check_accessibility().await;
 
     // Verification from the mailed link, then sign-in.
     let link = mailed_link(&svc, email, "Verify your email address", "/verify-email?").await;
@@ -508,6 +519,7 @@ async fn people_sign_up_verify_sign_in_by_link_and_edit_their_profile_in_a_brows
     browser
         .expect_text("Confirm that this address is yours")
         .await;
+    browser.check_accessibility().await;
     browser.click("button[type=submit]").await;
     browser.expect_text("Your email address is verified.").await;
     browser.goto(&format!("{}/sign-in", svc.base)).await;
@@ -519,6 +531,7 @@ async fn people_sign_up_verify_sign_in_by_link_and_edit_their_profile_in_a_brows
     // The profile: phone and the attributes Grace may set (not the badge).
     browser.goto(&format!("{}/account/profile", svc.base)).await;
     browser.expect_text("Nickname").await;
+    browser.check_accessibility().await;
     assert!(!browser.text_now().await.contains("Badge"));
     browser.fill("phone", "+44 7700 900123").await;
     browser.fill("attr-nickname", "Amazing Grace").await;
@@ -543,6 +556,7 @@ async fn people_sign_up_verify_sign_in_by_link_and_edit_their_profile_in_a_brows
         .click("form[action='/account/profile'] button")
         .await;
     browser.expect_text("international form").await;
+    browser.check_accessibility().await;
 
     // Signed out, back in by a mailed link.
     browser.goto(&format!("{}/account", svc.base)).await;
@@ -561,5 +575,23 @@ async fn people_sign_up_verify_sign_in_by_link_and_edit_their_profile_in_a_brows
     browser.expect_text("Sign in on this device?").await;
     browser.click("button[type=submit]").await;
     browser.expect_text("Grace Hopper").await;
+    browser.close().await;
+}
+
+/// The accessibility check finds what it should: a page with an unlabelled field and an image
+/// without a text alternative fails it.
+#[tokio::test]
+async fn the_accessibility_check_finds_violations_where_there_are_some() {
+    let driver = Driver::start().await;
+    let profile = tempfile::tempdir().unwrap();
+    let browser = driver.browser(profile.path(), "axe-self-test").await;
+    browser
+        .goto("data:text/html,<!doctype html><html><title>t</title><body><img src='x.png'><input type='text'></body></html>")
+        .await;
+    let violations = browser.serious_violations().await;
+    assert!(
+        violations.iter().any(|v| v.contains("image-alt")),
+        "{violations:?}"
+    );
     browser.close().await;
 }

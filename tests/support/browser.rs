@@ -159,6 +159,53 @@ impl Browser {
         path
     }
 
+    /// Runs axe-core (the npm package that `.ci/test` installs under `target/axe`) in the page
+    /// and fails, with a screenshot, on any serious or critical violation.
+    pub async fn check_accessibility(&self) {
+        let violations = self.serious_violations().await;
+        if !violations.is_empty() {
+            let shot = self.screenshot("accessibility").await;
+            panic!(
+                "{}: {} has accessibility violations (screenshot {}):\n{}",
+                self.name,
+                self.url().await,
+                shot.display(),
+                violations.join("\n")
+            );
+        }
+    }
+
+    /// axe-core's serious and critical violations on the page.
+    pub async fn serious_violations(&self) -> Vec<String> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target/axe/node_modules/axe-core/axe.min.js");
+        let axe = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "axe-core is not at {} ({e}): run ./.ci/test, or `npm install --prefix target/axe axe-core@4`",
+                path.display()
+            )
+        });
+        self.client
+            .execute(&axe, Vec::new())
+            .await
+            .expect("axe-core loads in the page");
+        let found = self
+            .client
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 axe.run(document, { resultTypes: ['violations'] })
+                   .then(r => done(r.violations
+                     .filter(v => v.impact === 'serious' || v.impact === 'critical')
+                     .map(v => v.impact + ' ' + v.id + ': ' + v.help + ' at '
+                          + v.nodes.map(n => n.target.join(' ')).join(', '))))
+                   .catch(e => done(['axe failed: ' + e]));",
+                Vec::new(),
+            )
+            .await
+            .expect("axe-core runs");
+        serde_json::from_value(found).expect("axe-core answers a list of violations")
+    }
+
     pub async fn close(self) {
         let _ = self.client.close().await;
     }
