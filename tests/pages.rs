@@ -595,3 +595,64 @@ async fn the_accessibility_check_finds_violations_where_there_are_some() {
     );
     browser.close().await;
 }
+
+/// Regenerates the screenshots README shows (`docs/screenshots/*.png`): run
+/// `cargo test --test integration pages::screenshots_for_the_readme -- --ignored`.
+#[tokio::test]
+#[ignore = "writes docs/screenshots; run by hand when the pages change"]
+async fn screenshots_for_the_readme() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::embedded(dir.path()).await;
+    svc.create_tenant("acme").await;
+    let nickname = json!({"label": "Nickname", "type": "text", "user_editable": true});
+    let defined = svc
+        .put("/v1/tenants/acme/attributes/nickname", nickname)
+        .await;
+    assert_eq!(defined.status, 200, "{defined:?}");
+    svc.post(
+        "/v1/tenants/acme/invitations",
+        json!({"email": EMAIL, "first_name": "Ada", "last_name": "Lovelace", "roles": ["user"]}),
+    )
+    .await;
+    let token = invitation_token(&svc, EMAIL).await;
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+    std::fs::create_dir_all(&out).unwrap();
+    let driver = Driver::start().await;
+    let profile = tempfile::tempdir().unwrap();
+    let browser = driver.browser(profile.path(), "screenshots").await;
+    let shoot = |name: &'static str| {
+        let browser = &browser;
+        let path = out.join(format!("{name}.png"));
+        async move {
+            let png = browser.client.screenshot().await.unwrap();
+            std::fs::write(&path, png).unwrap();
+        }
+    };
+    browser
+        .goto(&format!("{}/accept-invitation?token={token}", svc.base))
+        .await;
+    browser.expect_text("Choose a password").await;
+    shoot("accept-invitation").await;
+    browser.fill("password", PASSWORD).await;
+    browser.fill("confirm", PASSWORD).await;
+    browser.click("button[type=submit]").await;
+    browser.expect_text(EMAIL).await;
+    browser.goto(&format!("{}/account/profile", svc.base)).await;
+    browser.fill("phone", "+44 20 7946 0958").await;
+    browser.fill("attr-nickname", "Ada").await;
+    browser
+        .click("form[action='/account/profile'] button")
+        .await;
+    browser.expect_text("Nickname").await;
+    shoot("account").await;
+    browser
+        .goto(&format!("{}/account/two-factor", svc.base))
+        .await;
+    browser.expect_text("Scan this code").await;
+    shoot("two-factor").await;
+    browser.goto(&format!("{}/account", svc.base)).await;
+    browser.click("form[action='/sign-out'] button").await;
+    browser.expect_text("Remember me").await;
+    shoot("sign-in").await;
+    browser.close().await;
+}
