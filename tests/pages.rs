@@ -575,6 +575,41 @@ async fn people_sign_up_verify_sign_in_by_link_and_edit_their_profile_in_a_brows
     browser.expect_text("Sign in on this device?").await;
     browser.click("button[type=submit]").await;
     browser.expect_text("Grace Hopper").await;
+
+    // Signed out, back in with a mailed code: a wrong one is refused, the right one lets in.
+    browser.click("form[action='/sign-out'] button").await;
+    browser.fill("link-email", email).await;
+    browser
+        .click("button[formaction='/sign-in/code-request']")
+        .await;
+    browser.expect_text("six-digit code is on its way").await;
+    browser.check_accessibility().await;
+    let mut code = None;
+    eventually("the code arrives", || {
+        code = svc
+            .mail()
+            .into_iter()
+            .rev()
+            .find(|m| m.to == email && m.subject.contains("code"))
+            .and_then(|m| {
+                m.text
+                    .split(|c: char| !c.is_ascii_digit())
+                    .find(|w| w.len() == 6)
+                    .map(str::to_owned)
+            });
+        std::future::ready(code.is_some())
+    })
+    .await;
+    let code = code.unwrap();
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    browser.fill("code", wrong).await;
+    browser.click("form[action='/sign-in/code'] button").await;
+    browser
+        .expect_text("The code is wrong or has expired")
+        .await;
+    browser.fill("code", &code).await;
+    browser.click("form[action='/sign-in/code'] button").await;
+    browser.expect_text("Grace Hopper").await;
     browser.close().await;
 }
 

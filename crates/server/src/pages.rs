@@ -74,6 +74,10 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("sign_up.html", include_str!("../templates/sign_up.html")),
         ("profile.html", include_str!("../templates/profile.html")),
         (
+            "email_code.html",
+            include_str!("../templates/email_code.html"),
+        ),
+        (
             "change_password.html",
             include_str!("../templates/change_password.html"),
         ),
@@ -94,6 +98,11 @@ pub fn router() -> Router<AppState> {
         .route("/sign-in/second-factor", axum::routing::post(second_factor))
         .route("/sign-out", axum::routing::post(sign_out))
         .route("/sign-in/link", axum::routing::post(sign_in_link))
+        .route(
+            "/sign-in/code-request",
+            axum::routing::post(sign_in_code_request),
+        )
+        .route("/sign-in/code", axum::routing::post(sign_in_code))
         .route("/sign-up", get(sign_up_page).post(sign_up))
         .route("/account/profile", get(profile_page).post(save_profile))
         .route("/account", get(account))
@@ -1139,6 +1148,81 @@ async fn sign_in_link(
     }
 }
 
+const EMAIL_CODE: &str = "Sign in with a code";
+
+async fn sign_in_code_request(
+    State(state): State<AppState>,
+    parts: Parts,
+    Form(form): Form<EmailForm>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    if !csrf_holds(&cookies, &form.csrf) {
+        return refused_form();
+    }
+    let caller = match anonymous(&state, &parts) {
+        Ok(caller) => caller,
+        Err(error) => return failure_page(EMAIL_CODE, &error),
+    };
+    match state.app.identity.request_email_code(&caller, &form.email) {
+        Ok(()) => Page::html(
+            StatusCode::OK,
+            "email_code.html",
+            context! { ..base(EMAIL_CODE), ..context! { csrf => form.csrf.clone(), email => form.email.clone() } },
+        ),
+        Err(error) => failure_page(EMAIL_CODE, &error),
+    }
+}
+
+#[derive(Deserialize)]
+struct EmailCodeForm {
+    csrf: String,
+    email: String,
+    code: String,
+    #[serde(default)]
+    remember: Option<String>,
+}
+
+async fn sign_in_code(
+    State(state): State<AppState>,
+    parts: Parts,
+    Form(form): Form<EmailCodeForm>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    if !csrf_holds(&cookies, &form.csrf) {
+        return refused_form();
+    }
+    let caller = match anonymous(&state, &parts) {
+        Ok(caller) => caller,
+        Err(error) => return failure_page(EMAIL_CODE, &error),
+    };
+    let remember = form.remember.is_some();
+    match state
+        .app
+        .identity
+        .sign_in_email_code(&caller, &form.email, &form.code, None, remember)
+        .await
+    {
+        Ok(SignIn::Complete(tokens)) => signed_in_page(&cookies, &tokens, None),
+        Ok(SignIn::SecondFactorRequired { challenge, .. }) => Page::html(
+            StatusCode::OK,
+            "second_factor.html",
+            context! { ..base("Two-factor sign-in"), ..context! {
+                csrf => form.csrf.clone(), challenge => challenge, return_to => "/account",
+                remember => if remember { "on" } else { "" },
+            }},
+        ),
+        Err(AppError::InvalidCredentials | AppError::InvalidOrExpiredLink) => Page::html(
+            StatusCode::UNAUTHORIZED,
+            "email_code.html",
+            context! { ..base(EMAIL_CODE), ..context! {
+                csrf => form.csrf.clone(), email => form.email.clone(),
+                error => "The code is wrong or has expired. Ask for a new one if it keeps failing.",
+            }},
+        ),
+        Err(error) => failure_page(EMAIL_CODE, &error),
+    }
+}
+
 const PROFILE: &str = "Your profile";
 
 async fn profile_page(State(state): State<AppState>, parts: Parts) -> Page {
@@ -1770,6 +1854,7 @@ mod tests {
             "change_password.html",
             "sign_up.html",
             "profile.html",
+            "email_code.html",
         ] {
             let html = TEMPLATES
                 .get_template(name)
