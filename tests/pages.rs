@@ -558,6 +558,35 @@ async fn people_sign_up_verify_sign_in_by_link_and_edit_their_profile_in_a_brows
     browser.expect_text("international form").await;
     browser.check_accessibility().await;
 
+    // A new email address, confirmed from the link sent to it.
+    let moved = "grace.h@example.com";
+    browser.goto(&format!("{}/account/email", svc.base)).await;
+    browser.expect_text("Your address now").await;
+    browser.check_accessibility().await;
+    browser.fill("email", moved).await;
+    browser.fill("password", "not the password").await;
+    browser.click("form[action='/account/email'] button").await;
+    browser.expect_text("The password is wrong.").await;
+    browser.fill("email", moved).await;
+    browser.fill("password", PASSWORD).await;
+    browser.click("form[action='/account/email'] button").await;
+    browser.expect_text("Check the new address").await;
+    let link = mailed_link(&svc, moved, "Verify your email address", "/confirm-email?").await;
+    browser
+        .goto(&format!(
+            "{}{}",
+            svc.base,
+            &link[link.find("/confirm-email?").unwrap()..]
+        ))
+        .await;
+    browser.click("button[type=submit]").await;
+    browser
+        .expect_text("uses the new address from now on")
+        .await;
+    browser.goto(&format!("{}/account", svc.base)).await;
+    browser.expect_text(moved).await;
+    let email = moved;
+
     // Signed out, back in by a mailed link.
     browser.goto(&format!("{}/account", svc.base)).await;
     browser.click("form[action='/sign-out'] button").await;

@@ -78,6 +78,10 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             include_str!("../templates/email_code.html"),
         ),
         (
+            "change_email.html",
+            include_str!("../templates/change_email.html"),
+        ),
+        (
             "change_password.html",
             include_str!("../templates/change_password.html"),
         ),
@@ -123,6 +127,7 @@ pub fn router() -> Router<AppState> {
             "/account/password",
             get(password_page).post(change_password),
         )
+        .route("/account/email", get(email_page).post(change_email))
         .route(
             "/accept-invitation",
             get(accept_invitation_page).post(accept_invitation),
@@ -1148,6 +1153,94 @@ async fn sign_in_link(
     }
 }
 
+const CHANGE_EMAIL: &str = "Change your email address";
+
+async fn email_page(State(state): State<AppState>, parts: Parts) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    let (caller, refreshed) =
+        match session_or_sign_in(&state, &parts, &cookies, "/account/email").await {
+            Ok(signed_in) => signed_in,
+            Err(page) => return page,
+        };
+    let me = match state.app.identity.me(&caller) {
+        Ok(me) => me,
+        Err(error) => return failure_page(CHANGE_EMAIL, &error),
+    };
+    let (csrf, set) = csrf_of(&cookies);
+    let page = Page::html(
+        StatusCode::OK,
+        "change_email.html",
+        context! { ..base(CHANGE_EMAIL), ..context! { csrf => csrf, email => &me.user.email } },
+    );
+    with_cookies(page, refreshed, set)
+}
+
+#[derive(Deserialize)]
+struct ChangeEmailForm {
+    csrf: String,
+    email: String,
+    #[serde(default)]
+    password: String,
+}
+
+async fn change_email(
+    State(state): State<AppState>,
+    parts: Parts,
+    Form(form): Form<ChangeEmailForm>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    if !csrf_holds(&cookies, &form.csrf) {
+        return refused_form();
+    }
+    let (caller, refreshed) =
+        match session_or_sign_in(&state, &parts, &cookies, "/account/email").await {
+            Ok(signed_in) => signed_in,
+            Err(page) => return page,
+        };
+    let password = (!form.password.is_empty()).then(|| form.password.clone());
+    let again = |error: &str| {
+        let email = state
+            .app
+            .identity
+            .me(&caller)
+            .map(|me| me.user.email)
+            .unwrap_or_default();
+        with_cookies(
+            Page::html(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "change_email.html",
+                context! { ..base(CHANGE_EMAIL), ..context! {
+                    csrf => form.csrf.clone(), email => email, error => error,
+                }},
+            ),
+            refreshed.clone(),
+            None,
+        )
+    };
+    match state
+        .app
+        .identity
+        .request_email_change(&caller, &form.email, password)
+        .await
+    {
+        Ok(_) => with_cookies(
+            Page::html(
+                StatusCode::OK,
+                "message.html",
+                context! { ..base(CHANGE_EMAIL), ..context! {
+                    message => "Check the new address: follow the link we sent there to start using it.",
+                    link => "/account", link_text => "Back to your account",
+                }},
+            ),
+            refreshed.clone(),
+            None,
+        ),
+        Err(AppError::InvalidCredentials) => again("The password is wrong."),
+        Err(error @ (AppError::User(_) | AppError::EmailTaken)) => again(&error.to_string()),
+        Err(error) => failure_page(CHANGE_EMAIL, &error),
+    }
+}
+
 const EMAIL_CODE: &str = "Sign in with a code";
 
 async fn sign_in_code_request(
@@ -1855,6 +1948,7 @@ mod tests {
             "sign_up.html",
             "profile.html",
             "email_code.html",
+            "change_email.html",
         ] {
             let html = TEMPLATES
                 .get_template(name)
