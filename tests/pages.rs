@@ -120,6 +120,44 @@ async fn a_colleague_accepts_an_invitation_signs_in_and_out_and_resets_a_passwor
     browser.click("#remember").await;
     browser.click("button[type=submit]").await;
     browser.expect_text(EMAIL).await;
+
+    // An API key: a malformed restriction refused; the key shown once, working, then revoked.
+    browser
+        .goto(&format!("{}/account/api-keys", svc.base))
+        .await;
+    browser.check_accessibility().await;
+    browser.fill("name", "laptop script").await;
+    browser.fill("permissions", "not a permission").await;
+    browser
+        .click("form[action='/account/api-keys'] button")
+        .await;
+    browser.expect_text("is not a permission").await;
+    browser.fill("name", "laptop script").await;
+    browser.fill("permissions", "").await;
+    browser
+        .click("form[action='/account/api-keys'] button")
+        .await;
+    browser.expect_text("shown only now").await;
+    let key = browser
+        .client
+        .find(fantoccini::Locator::Id("new-key"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(key.starts_with("ids_"), "{key}");
+    let me = svc.get_as(&key, "/v1/auth/me").await;
+    assert_eq!(me.status, 200, "{me:?}");
+    browser.expect_text("laptop script").await;
+    browser
+        .click("form[action='/account/api-keys/revoke'] button")
+        .await;
+    browser
+        .wait_for_url(|u| u.ends_with("/account/api-keys"))
+        .await;
+    let refused = svc.get_as(&key, "/v1/auth/me").await;
+    assert_eq!(refused.status, 401, "a revoked key: {refused:?}");
     browser.close().await;
 
     // A remembered session survives the browser's restart.

@@ -81,6 +81,7 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             "change_email.html",
             include_str!("../templates/change_email.html"),
         ),
+        ("api_keys.html", include_str!("../templates/api_keys.html")),
         (
             "change_password.html",
             include_str!("../templates/change_password.html"),
@@ -128,6 +129,11 @@ pub fn router() -> Router<AppState> {
             get(password_page).post(change_password),
         )
         .route("/account/email", get(email_page).post(change_email))
+        .route("/account/api-keys", get(api_keys_page).post(issue_api_key))
+        .route(
+            "/account/api-keys/revoke",
+            axum::routing::post(revoke_api_key),
+        )
         .route(
             "/accept-invitation",
             get(accept_invitation_page).post(accept_invitation),
@@ -1241,6 +1247,204 @@ async fn change_email(
     }
 }
 
+const API_KEYS: &str = "API keys";
+
+/// The API-key page of the signed-in person in their current tenant, with a key just issued.
+async fn api_keys_view(
+    state: &AppState,
+    caller: &Caller,
+    csrf: &str,
+    issued: Option<&str>,
+    error: Option<&str>,
+    permissions: &str,
+) -> Result<Page, AppError> {
+    let me = state.app.identity.me(caller)?;
+    let keys = state
+        .app
+        .identity
+        .api_keys(caller, &me.tenant, Some(me.user.id))
+        .await?;
+    let now = time::OffsetDateTime::now_utc();
+    let rows: Vec<minijinja::Value> = keys
+        .iter()
+        .filter(|k| k.revoked_at.is_none() && k.expires_at.is_none_or(|end| end > now))
+        .map(|k| {
+            let restriction = match &k.restriction {
+                Some(set) => set
+                    .iter()
+                    .map(|p| p.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                None => "everything you may do".to_owned(),
+            };
+            let last_used = k
+                .last_used_at
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_else(|| "never".to_owned());
+            context! {
+                id => k.id.to_string(), name => &k.name, restriction => restriction,
+                last_used => last_used,
+            }
+        })
+        .collect();
+    Ok(Page::html(
+        if error.is_some() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::OK
+        },
+        "api_keys.html",
+        context! { ..base(API_KEYS), ..context! {
+            csrf => csrf, keys => rows, tenant => me.tenant.as_str(), issued => issued,
+            error => error, permissions => permissions,
+        }},
+    ))
+}
+
+async fn api_keys_page(State(state): State<AppState>, parts: Parts) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    let (caller, refreshed) =
+        match session_or_sign_in(&state, &parts, &cookies, "/account/api-keys").await {
+            Ok(signed_in) => signed_in,
+            Err(page) => return page,
+        };
+    let (csrf, set) = csrf_of(&cookies);
+    match api_keys_view(&state, &caller, &csrf, None, None, "").await {
+        Ok(page) => with_cookies(page, refreshed, set),
+        Err(error) => failure_page(API_KEYS, &error),
+    }
+}
+
+#[derive(Deserialize)]
+struct NewKeyForm {
+    csrf: String,
+    name: String,
+    #[serde(default)]
+    permissions: String,
+}
+
+async fn issue_api_key(
+    State(state): State<AppState>,
+    parts: Parts,
+    Form(form): Form<NewKeyForm>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    if !csrf_holds(&cookies, &form.csrf) {
+        return refused_form();
+    }
+    let (caller, refreshed) =
+        match session_or_sign_in(&state, &parts, &cookies, "/account/api-keys").await {
+            Ok(signed_in) => signed_in,
+            Err(page) => return page,
+        };
+    let shown = |issued: Option<&str>, error: Option<&str>| {
+        let state = &state;
+        let caller = &caller;
+        let csrf = form.csrf.clone();
+        let permissions = form.permissions.clone();
+        let refreshed = refreshed.clone();
+        let issued = issued.map(str::to_owned);
+        let error = error.map(str::to_owned);
+        async move {
+            let page = api_keys_view(
+                state,
+                caller,
+                &csrf,
+                issued.as_deref(),
+                error.as_deref(),
+                &permissions,
+            );
+            match page.await {
+                Ok(page) => with_cookies(page, refreshed, None),
+                Err(error) => failure_page(API_KEYS, &error),
+            }
+        }
+    };
+    let mut restriction = std::collections::BTreeSet::new();
+    for text in form
+        .permissions
+        .split([' ', ','])
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
+        match text.parse() {
+            Ok(permission) => {
+                restriction.insert(permission);
+            }
+            Err(_) => {
+                let error = format!("{text:?} is not a permission (resource:action).");
+                return shown(None, Some(&error)).await;
+            }
+        }
+    }
+    let me = match state.app.identity.me(&caller) {
+        Ok(me) => me,
+        Err(error) => return failure_page(API_KEYS, &error),
+    };
+    let request = idstream_app::identity::ApiKeyRequest {
+        name: form.name.clone(),
+        owner: None,
+        expires_at: None,
+        permissions: (!restriction.is_empty()).then_some(restriction),
+    };
+    match state
+        .app
+        .identity
+        .issue_api_key(&caller, me.tenant.clone(), request)
+        .await
+    {
+        Ok(issued) => shown(Some(&issued.key), None).await,
+        Err(
+            error @ (AppError::ApiKey(_)
+            | AppError::Forbidden(_)
+            | AppError::BeyondCallerPermissions(_)
+            | AppError::ApiAccessDisabled),
+        ) => shown(None, Some(&error.to_string())).await,
+        Err(error) => failure_page(API_KEYS, &error),
+    }
+}
+
+#[derive(Deserialize)]
+struct RevokeKeyForm {
+    csrf: String,
+    key: String,
+}
+
+async fn revoke_api_key(
+    State(state): State<AppState>,
+    parts: Parts,
+    Form(form): Form<RevokeKeyForm>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    if !csrf_holds(&cookies, &form.csrf) {
+        return refused_form();
+    }
+    let (caller, refreshed) =
+        match session_or_sign_in(&state, &parts, &cookies, "/account/api-keys").await {
+            Ok(signed_in) => signed_in,
+            Err(page) => return page,
+        };
+    let Ok(id) = form.key.parse::<ulid::Ulid>() else {
+        return failure_page(API_KEYS, &AppError::InvalidToken);
+    };
+    let me = match state.app.identity.me(&caller) {
+        Ok(me) => me,
+        Err(error) => return failure_page(API_KEYS, &error),
+    };
+    match state
+        .app
+        .identity
+        .revoke_api_key(&caller, me.tenant.clone(), id)
+        .await
+    {
+        Ok(_) => with_cookies(Page::redirect("/account/api-keys"), refreshed, None),
+        Err(error) => failure_page(API_KEYS, &error),
+    }
+}
+
 const EMAIL_CODE: &str = "Sign in with a code";
 
 async fn sign_in_code_request(
@@ -1949,6 +2153,7 @@ mod tests {
             "profile.html",
             "email_code.html",
             "change_email.html",
+            "api_keys.html",
         ] {
             let html = TEMPLATES
                 .get_template(name)
