@@ -148,6 +148,23 @@ impl Browser {
         }
     }
 
+    /// Waits (a few seconds at most) until the page no longer shows `text`, then fails.
+    pub async fn expect_no_text(&self, text: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.text_now().await.contains(text) {
+            if std::time::Instant::now() >= deadline {
+                let path = self.screenshot("expect_no_text").await;
+                panic!(
+                    "{}: the page at {} still shows {text:?} (screenshot {})",
+                    self.name,
+                    self.url().await,
+                    path.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Saves a screenshot under `target/browser-failures/`.
     pub async fn screenshot(&self, what: &str) -> PathBuf {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser-failures");

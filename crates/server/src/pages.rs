@@ -1396,7 +1396,13 @@ async fn issue_api_key(
         .issue_api_key(&caller, me.tenant.clone(), request)
         .await
     {
-        Ok(issued) => shown(Some(&issued.key), None).await,
+        Ok(issued) => {
+            // The list below shows the new key.
+            if let Err(error) = state.app.operations.wait_for_token(issued.position).await {
+                return failure_page(API_KEYS, &error);
+            }
+            shown(Some(&issued.key), None).await
+        }
         Err(
             error @ (AppError::ApiKey(_)
             | AppError::Forbidden(_)
