@@ -492,9 +492,11 @@ async fn pages_refuse_forms_without_their_token_foreign_return_addresses_and_str
 async fn people_sign_up_verify_sign_in_by_link_and_edit_their_profile_in_a_browser() {
     let dir = tempfile::tempdir().unwrap();
     let svc = Service::embedded(dir.path()).await;
-    svc.create_tenant("acme").await;
+    let created = svc.create_tenant("acme").await;
     svc.create_tenant("beta").await;
-    let mut settings = svc.get("/v1/tenants/acme/settings").await.body;
+    let settings = svc.get_at("/v1/tenants/acme/settings", created).await;
+    assert_eq!(settings.status, 200, "{settings:?}");
+    let mut settings = settings.body;
     settings["self_registration"] = json!(true);
     settings["require_email_verification"] = json!(true);
     let changed = svc.put("/v1/tenants/acme/settings", settings).await;
