@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::support::browser::Driver;
 use crate::support::service::Service;
-use crate::support::world::{PATIENCE, eventually, invitation_token};
+use crate::support::world::{PATIENCE, eventually, invitation_token, text};
 
 const PASSWORD: &str = "Browser-Pages-Passphrase-1";
 const NEW_PASSWORD: &str = "Browser-Pages-Passphrase-2";
@@ -758,4 +758,201 @@ async fn screenshots_for_the_readme() {
     browser.expect_text("Remember me").await;
     shoot("sign-in").await;
     browser.close().await;
+}
+
+/// A browser's cookies, kept as a browser keeps them: set by each answer, sent with each request.
+#[derive(Clone, Default)]
+struct Jar(std::collections::BTreeMap<String, String>);
+
+impl Jar {
+    fn take(&mut self, answer: &reqwest::Response) {
+        for cookie in answer.headers().get_all("set-cookie") {
+            let cookie = cookie.to_str().unwrap();
+            let pair = cookie.split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            if value.is_empty() || cookie.contains("Max-Age=0") {
+                self.0.remove(name);
+            } else {
+                self.0.insert(name.to_owned(), value.to_owned());
+            }
+        }
+    }
+
+    fn header(&self) -> String {
+        self.0
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn get(&self, name: &str) -> &str {
+        &self.0[name]
+    }
+}
+
+/// Sends `request` with the jar's cookies and keeps the ones the answer sets.
+async fn browse(jar: &mut Jar, request: reqwest::RequestBuilder) -> reqwest::Response {
+    let answer = request.header("cookie", jar.header()).send().await.unwrap();
+    jar.take(&answer);
+    answer
+}
+
+#[tokio::test]
+async fn a_person_of_two_organisations_chooses_one_and_a_browser_refreshing_twice_at_once_stays_signed_in()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::embedded(dir.path()).await;
+    svc.create_tenant("acme").await;
+    svc.create_tenant("beta").await;
+    let ada = crate::support::world::join(&svc, EMAIL, "acme", &["user"], PASSWORD).await;
+    let joined = svc
+        .post(
+            &format!("/v1/tenants/beta/users/{}/roles", ada.id),
+            json!({"role": "user"}),
+        )
+        .await;
+    assert_eq!(joined.status, 200, "{joined:?}");
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let url = |path: &str| format!("{}{path}", svc.base);
+    let form_post = |path: &str, body: String| {
+        client
+            .post(url(path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+    };
+
+    // Signing in without naming an organisation leads to the choice, which lists both by name.
+    let mut jar = Jar::default();
+    browse(&mut jar, client.get(url("/sign-in"))).await;
+    let csrf = jar.get("ids_csrf").to_owned();
+    let signed_in = browse(
+        &mut jar,
+        form_post(
+            "/sign-in",
+            form(&[("csrf", &csrf), ("email", EMAIL), ("password", PASSWORD)]),
+        ),
+    )
+    .await;
+    assert_eq!(signed_in.status(), 303);
+    assert_eq!(
+        signed_in.headers()["location"],
+        "/account/organisation?return_to=%2Faccount"
+    );
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let html = loop {
+        let page = browse(
+            &mut jar,
+            client.get(url("/account/organisation?return_to=%2Faccount")),
+        )
+        .await;
+        assert_eq!(page.status(), 200);
+        let html = page.text().await.unwrap();
+        if html.contains("Tenant beta") {
+            break html;
+        }
+        assert!(std::time::Instant::now() < deadline, "{html}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(
+        html.contains(r#"value="acme" class="current" aria-current="true">Tenant acme"#),
+        "{html}"
+    );
+    // Another person's organisation cannot be chosen.
+    let refused = browse(
+        &mut jar,
+        form_post(
+            "/account/organisation",
+            form(&[
+                ("csrf", &csrf),
+                ("tenant", "gamma"),
+                ("return_to", "/account"),
+            ]),
+        ),
+    )
+    .await;
+    assert_eq!(refused.status(), 422);
+    // Choosing one moves the session there; the API says the same.
+    let chosen = browse(
+        &mut jar,
+        form_post(
+            "/account/organisation",
+            form(&[
+                ("csrf", &csrf),
+                ("tenant", "beta"),
+                ("return_to", "/account"),
+            ]),
+        ),
+    )
+    .await;
+    assert_eq!(chosen.status(), 303);
+    assert_eq!(chosen.headers()["location"], "/account");
+    let account = browse(&mut jar, client.get(url("/account"))).await;
+    let html = account.text().await.unwrap();
+    assert!(
+        html.contains("Tenant beta") && html.contains("Change organisation"),
+        "{html}"
+    );
+    let tenants = svc.get_as(jar.get("ids_access"), "/v1/auth/tenants").await;
+    assert_eq!(tenants.status, 200, "{tenants:?}");
+    let listed: Vec<(String, bool)> = tenants.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (text(&t["id"]), t["current"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(
+        listed,
+        [("acme".to_owned(), false), ("beta".to_owned(), true)]
+    );
+
+    // The access token has expired (its cookie is gone): four pages at once all refresh with the
+    // same refresh token, and the session survives.
+    jar.0.remove("ids_access");
+    let pages = futures::future::join_all((0..4).map(|_| {
+        let mut jar = jar.clone();
+        let request = client.get(url("/account"));
+        async move {
+            let page = browse(&mut jar, request).await;
+            (page.status(), jar)
+        }
+    }))
+    .await;
+    for (status, _) in &pages {
+        assert_eq!(*status, 200, "a concurrent refresh ended the session");
+    }
+    let newer = pages[0].1.clone();
+    assert_ne!(newer.get("ids_session"), jar.get("ids_session"));
+    let mut newer_jar = newer.clone();
+    let again = browse(&mut newer_jar, client.get(url("/account"))).await;
+    assert_eq!(again.status(), 200);
+
+    // Another browser (not holding this one's CSRF cookie) presenting the rotated token is taken
+    // for a thief: the session ends, for this browser too.
+    let mut thief = Jar::default();
+    thief
+        .0
+        .insert("ids_session".into(), jar.get("ids_session").to_owned());
+    let stolen = browse(&mut thief, client.get(url("/account"))).await;
+    assert_eq!(stolen.status(), 303);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    newer_jar.0.remove("ids_access");
+    loop {
+        let mut attempt = newer_jar.clone();
+        if browse(&mut attempt, client.get(url("/account")))
+            .await
+            .status()
+            == 303
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session did not end"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

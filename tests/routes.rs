@@ -1281,6 +1281,12 @@ fn table() -> Vec<Row> {
             }),
         ),
         row(
+            "GET /v1/auth/tenants",
+            own,
+            Own,
+            fixed(|_| Call::get("/v1/auth/tenants")),
+        ),
+        row(
             "POST /v1/auth/totp/confirm",
             own,
             Own,
@@ -2192,4 +2198,193 @@ async fn every_route_answers_each_caller_as_the_authorization_rules_say() {
         started.elapsed() - built
     );
     assert!(failures.is_empty(), "{}", report(&failures));
+}
+
+// ----- the hosted pages -----
+
+/// The CSRF cookie and token a page hands a browser.
+async fn page_csrf(client: &reqwest::Client, svc: &Service) -> String {
+    let page = client.get(svc.url("/sign-in")).send().await.unwrap();
+    let cookie = page.headers()["set-cookie"].to_str().unwrap();
+    cookie["ids_csrf=".len()..]
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// Every page route of `idstream_server::pages::table`, called as each kind of browser: with no
+/// session, with a form that lacks its CSRF token, and (for session pages) signed in. The pages
+/// are not in the API document, so they have their own table, read from the server itself: a
+/// page route added without saying who may use it does not compile.
+///
+/// - a form posted without its CSRF token is refused (403) and appends nothing;
+/// - a session page without a session sends the browser to sign in (303 to `/sign-in`), its
+///   form too, and appends nothing;
+/// - a link page without its link says how to get one (400) and appends nothing;
+/// - public pages answer, and a public form with made-up input appends nothing;
+/// - with a session, every session page answers 200;
+/// - every answer carries the pages' Content-Security-Policy and `no-store`;
+/// - sign-up for a tenant that was never created looks exactly like sign-up for one that exists
+///   and does not allow it.
+#[tokio::test]
+async fn every_page_route_answers_each_browser_as_its_access_says() {
+    use idstream_server::pages::{PageAccess, table};
+
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::embedded(dir.path()).await;
+    svc.create_tenant(ACME).await;
+    let member = world::join(&svc, "pages@example.com", ACME, &["user"], PASSWORD).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let csrf = page_csrf(&client, &svc).await;
+    let mut failures: Vec<String> = Vec::new();
+    let made_up = [
+        ("email", "nobody@example.com"),
+        ("password", "Not-The-Password-1"),
+        ("new_password", "Not-The-Password-2"),
+        ("confirm", "Not-The-Password-2"),
+        ("current", "Not-The-Password-1"),
+        ("code", "123456"),
+        ("challenge", "not-a-challenge"),
+        ("tenant", NOWHERE),
+        ("first_name", "No"),
+        ("last_name", "Body"),
+        ("session", "01ARZ3NDEKTSV4RRFFQ69G5FAV"),
+        ("key", "01ARZ3NDEKTSV4RRFFQ69G5FAV"),
+        ("name", "made up"),
+    ];
+    let encode = |pairs: &[(&str, &str)]| {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in pairs {
+            form.append_pair(k, v);
+        }
+        form.finish()
+    };
+    let routes = table();
+    assert!(routes.len() > 30, "{routes:?}");
+    for route in &routes {
+        let label = format!("{} {} ({:?})", route.method, route.path, route.access);
+        let before = svc.log_position().await;
+        // A browser without a session (but with its CSRF cookie).
+        let request = |with_csrf: bool, session: Option<&world::Account>| {
+            let mut cookies = format!("ids_csrf={csrf}");
+            if let Some(account) = session {
+                cookies += &format!(
+                    "; ids_access={}; ids_session={}",
+                    account.token, account.refresh
+                );
+            }
+            let builder = if route.method == "GET" {
+                client.get(svc.url(route.path))
+            } else {
+                let mut pairs = made_up.to_vec();
+                if with_csrf {
+                    pairs.push(("csrf", csrf.as_str()));
+                }
+                client
+                    .post(svc.url(route.path))
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(encode(&pairs))
+            };
+            builder.header("cookie", cookies)
+        };
+        let answer = request(true, None).send().await.unwrap();
+        let status = answer.status().as_u16();
+        let location = answer
+            .headers()
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        if route.path != "/assets/idstream.css" {
+            let csp = answer
+                .headers()
+                .get("content-security-policy")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            if !csp.contains("frame-ancestors 'none'")
+                || answer
+                    .headers()
+                    .get("cache-control")
+                    .map(|v| v.to_str().unwrap())
+                    != Some("no-store")
+            {
+                failures.push(format!("{label}: without its security headers"));
+            }
+        }
+        match route.access {
+            PageAccess::Session => {
+                if status != 303 || !location.starts_with("/sign-in") {
+                    failures.push(format!(
+                        "{label} without a session: expected 303 to /sign-in, got {status} {location}"
+                    ));
+                }
+            }
+            PageAccess::Link => {
+                if status != 400 {
+                    failures.push(format!(
+                        "{label} without its link: expected 400, got {status}"
+                    ));
+                }
+            }
+            PageAccess::Public => {
+                if !(200..500).contains(&status) || status == 404 || status == 405 {
+                    failures.push(format!("{label}: expected an answer, got {status}"));
+                }
+            }
+        }
+        if route.method == "POST" {
+            let forged = request(false, Some(&member)).send().await.unwrap();
+            if forged.status() != 403 {
+                failures.push(format!(
+                    "{label} without its CSRF token: expected 403, got {}",
+                    forged.status()
+                ));
+            }
+        }
+        let after = svc.log_position().await;
+        if after != before {
+            failures.push(format!(
+                "{label}: a refused or made-up request appended to the log ({before} → {after})"
+            ));
+        }
+        if route.access == PageAccess::Session && route.method == "GET" {
+            let page = request(true, Some(&member)).send().await.unwrap();
+            let onwards = page
+                .headers()
+                .get("location")
+                .is_some_and(|l| !l.to_str().unwrap().starts_with("/sign-in"));
+            // The choice of organisation passes a person of one organisation straight on.
+            if page.status() != 200 && !(page.status() == 303 && onwards) {
+                failures.push(format!(
+                    "{label} signed in: expected 200, got {}",
+                    page.status()
+                ));
+            }
+        }
+    }
+
+    // Sign-up names no tenant's existence: one never created reads like one that is closed.
+    let page_of = |tenant: &'static str| {
+        let client = client.clone();
+        let url = svc.url(&format!("/sign-up?tenant={tenant}"));
+        let csrf = csrf.clone();
+        async move {
+            let answer = client
+                .get(url)
+                .header("cookie", format!("ids_csrf={csrf}"))
+                .send()
+                .await
+                .unwrap();
+            let status = answer.status();
+            let body = answer.text().await.unwrap().replace(tenant, "T");
+            (status, body)
+        }
+    };
+    if page_of(ACME).await != page_of(NOWHERE).await {
+        failures.push("GET /sign-up tells a closed tenant from one never created".into());
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

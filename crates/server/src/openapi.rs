@@ -71,6 +71,7 @@ use crate::routes::{self, CommandAccepted};
         routes::identity::account::sign_in, routes::identity::account::second_factor, routes::identity::account::refresh,
         routes::identity::account::switch_tenant, routes::identity::account::sign_out, routes::identity::account::me,
         routes::identity::account::my_sessions, routes::identity::account::revoke_my_session,
+        routes::identity::account::my_tenants,
         routes::identity::account::change_password, routes::identity::account::request_reset, routes::identity::account::reset_password,
         routes::identity::account::totp_setup, routes::identity::account::totp_confirm, routes::identity::account::totp_disable,
         routes::identity::account::jwks,

@@ -20,7 +20,8 @@
 //! the API's budgets per source apply (the operations are the same).
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
+use std::time::Instant;
 
 use axum::Form;
 use axum::Router;
@@ -83,6 +84,10 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ),
         ("api_keys.html", include_str!("../templates/api_keys.html")),
         (
+            "organisation.html",
+            include_str!("../templates/organisation.html"),
+        ),
+        (
             "change_password.html",
             include_str!("../templates/change_password.html"),
         ),
@@ -95,59 +100,182 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
 
 const STYLESHEET: &str = include_str!("../assets/idstream.css");
 
+/// Who may use a page route. The route-by-route authorization test (`tests/routes.rs`) calls
+/// every route of [`table`] as each kind of caller and checks the answer against this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageAccess {
+    /// Anyone: the page needs nothing, or is itself a sign-in (whose operation checks the
+    /// credentials, with the API's budgets).
+    Public,
+    /// Anyone holding the secret of a mailed link (`/accept-invitation`, `/reset-password`…);
+    /// without it the page says how to get one.
+    Link,
+    /// A signed-in browser session; anyone else is sent to sign in.
+    Session,
+}
+
+/// One method of one page route, and who may use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRoute {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub access: PageAccess,
+}
+
+/// A route: its path, the access of its GET and of its POST, and its handlers.
+type RouteEntry = (
+    &'static str,
+    Option<PageAccess>,
+    Option<PageAccess>,
+    axum::routing::MethodRouter<AppState>,
+);
+
+fn routes() -> Vec<RouteEntry> {
+    use PageAccess::{Link, Public, Session};
+    use axum::routing::post;
+    vec![
+        ("/assets/idstream.css", Some(Public), None, get(stylesheet)),
+        (
+            "/sign-in",
+            Some(Public),
+            Some(Public),
+            get(sign_in_page).post(sign_in),
+        ),
+        (
+            "/sign-in/second-factor",
+            None,
+            Some(Public),
+            post(second_factor),
+        ),
+        ("/sign-in/link", None, Some(Public), post(sign_in_link)),
+        (
+            "/sign-in/code-request",
+            None,
+            Some(Public),
+            post(sign_in_code_request),
+        ),
+        ("/sign-in/code", None, Some(Public), post(sign_in_code)),
+        ("/sign-out", None, Some(Session), post(sign_out)),
+        (
+            "/sign-up",
+            Some(Public),
+            Some(Public),
+            get(sign_up_page).post(sign_up),
+        ),
+        ("/account", Some(Session), None, get(account)),
+        (
+            ORGANISATION,
+            Some(Session),
+            Some(Session),
+            get(organisation_page).post(choose_organisation),
+        ),
+        (
+            "/account/profile",
+            Some(Session),
+            Some(Session),
+            get(profile_page).post(save_profile),
+        ),
+        (
+            "/account/two-factor",
+            Some(Session),
+            Some(Session),
+            get(two_factor_page).post(two_factor_confirm),
+        ),
+        (
+            "/account/two-factor/off",
+            None,
+            Some(Session),
+            post(two_factor_off),
+        ),
+        ("/account/sessions", Some(Session), None, get(sessions_page)),
+        (
+            "/account/sessions/sign-out",
+            None,
+            Some(Session),
+            post(sessions_sign_out),
+        ),
+        (
+            "/account/password",
+            Some(Session),
+            Some(Session),
+            get(password_page).post(change_password),
+        ),
+        (
+            "/account/email",
+            Some(Session),
+            Some(Session),
+            get(email_page).post(change_email),
+        ),
+        (
+            "/account/api-keys",
+            Some(Session),
+            Some(Session),
+            get(api_keys_page).post(issue_api_key),
+        ),
+        (
+            "/account/api-keys/revoke",
+            None,
+            Some(Session),
+            post(revoke_api_key),
+        ),
+        (
+            "/accept-invitation",
+            Some(Link),
+            Some(Link),
+            get(accept_invitation_page).post(accept_invitation),
+        ),
+        (
+            "/reset-password",
+            Some(Link),
+            Some(Link),
+            get(reset_password_page).post(reset_password),
+        ),
+        (
+            "/verify-email",
+            Some(Link),
+            Some(Link),
+            get(verify_email_page).post(verify_email),
+        ),
+        (
+            "/confirm-email",
+            Some(Link),
+            Some(Link),
+            get(confirm_email_page).post(confirm_email),
+        ),
+        (
+            "/magic-link",
+            Some(Link),
+            Some(Link),
+            get(magic_link_page).post(magic_link),
+        ),
+    ]
+}
+
+/// Every method of every page route, with who may use it.
+pub fn table() -> Vec<PageRoute> {
+    routes()
+        .into_iter()
+        .flat_map(|(path, get, post, _)| {
+            [("GET", get), ("POST", post)]
+                .into_iter()
+                .filter_map(move |(method, access)| {
+                    access.map(|access| PageRoute {
+                        method,
+                        path,
+                        access,
+                    })
+                })
+        })
+        .collect()
+}
+
 /// The pages' routes (outside `/v1`, not part of the API document).
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/assets/idstream.css", get(stylesheet))
-        .route("/sign-in", get(sign_in_page).post(sign_in))
-        .route("/sign-in/second-factor", axum::routing::post(second_factor))
-        .route("/sign-out", axum::routing::post(sign_out))
-        .route("/sign-in/link", axum::routing::post(sign_in_link))
-        .route(
-            "/sign-in/code-request",
-            axum::routing::post(sign_in_code_request),
-        )
-        .route("/sign-in/code", axum::routing::post(sign_in_code))
-        .route("/sign-up", get(sign_up_page).post(sign_up))
-        .route("/account/profile", get(profile_page).post(save_profile))
-        .route("/account", get(account))
-        .route(
-            "/account/two-factor",
-            get(two_factor_page).post(two_factor_confirm),
-        )
-        .route(
-            "/account/two-factor/off",
-            axum::routing::post(two_factor_off),
-        )
-        .route("/account/sessions", get(sessions_page))
-        .route(
-            "/account/sessions/sign-out",
-            axum::routing::post(sessions_sign_out),
-        )
-        .route(
-            "/account/password",
-            get(password_page).post(change_password),
-        )
-        .route("/account/email", get(email_page).post(change_email))
-        .route("/account/api-keys", get(api_keys_page).post(issue_api_key))
-        .route(
-            "/account/api-keys/revoke",
-            axum::routing::post(revoke_api_key),
-        )
-        .route(
-            "/accept-invitation",
-            get(accept_invitation_page).post(accept_invitation),
-        )
-        .route(
-            "/reset-password",
-            get(reset_password_page).post(reset_password),
-        )
-        .route("/verify-email", get(verify_email_page).post(verify_email))
-        .route(
-            "/confirm-email",
-            get(confirm_email_page).post(confirm_email),
-        )
-        .route("/magic-link", get(magic_link_page).post(magic_link))
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, (path, _, _, handlers)| {
+            router.route(path, handlers)
+        })
 }
 
 // ----- cookies -----
@@ -329,6 +457,25 @@ fn csrf_of(cookies: &Cookies) -> (String, Option<HeaderValue>) {
     }
 }
 
+/// A posted form. One that cannot be read (a field missing, such as its CSRF token, or not a
+/// form at all) did not come from these pages: it is refused like a form without its token.
+struct PageForm<T>(T);
+
+impl<T, S> axum::extract::FromRequest<S> for PageForm<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Page;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Page> {
+        match Form::<T>::from_request(request, state).await {
+            Ok(Form(form)) => Ok(PageForm(form)),
+            Err(_) => Err(refused_form()),
+        }
+    }
+}
+
 /// Whether a posted form's CSRF token is the browser's.
 fn csrf_holds(cookies: &Cookies, presented: &str) -> bool {
     cookies
@@ -389,40 +536,130 @@ async fn signed_in(
     parts: &Parts,
     cookies: &Cookies,
 ) -> Result<Option<(Caller, Vec<HeaderValue>)>, AppError> {
+    Ok(browser_session(state, parts, cookies)
+        .await?
+        .map(|session| (session.caller, session.cookies)))
+}
+
+/// A browser's signed-in session: its caller, the cookies to set when its tokens were just
+/// refreshed, and its refresh token as it is now (after that refresh).
+struct BrowserSession {
+    caller: Caller,
+    cookies: Vec<HeaderValue>,
+    refresh_token: Option<String>,
+}
+
+async fn browser_session(
+    state: &AppState,
+    parts: &Parts,
+    cookies: &Cookies,
+) -> Result<Option<BrowserSession>, AppError> {
     let client = crate::client::client(parts, state);
     let with =
         |principal: Principal| Caller::new(principal, correlation_id(parts), None, client.clone());
+    let refresh = cookies.get(REFRESH);
     if let Some(access) = cookies.get(ACCESS) {
         match state.app.identity.authenticate(access).await {
-            Ok(auth) => return Ok(Some((with(Principal::User(auth))?, Vec::new()))),
+            Ok(auth) => {
+                return Ok(Some(BrowserSession {
+                    caller: with(Principal::User(auth))?,
+                    cookies: Vec::new(),
+                    refresh_token: refresh.map(str::to_owned),
+                }));
+            }
             Err(AppError::Unauthenticated) => {}
             Err(other) => return Err(other),
         }
     }
-    let Some(refresh) = cookies.get(REFRESH) else {
+    let Some(refresh) = refresh else {
         return Ok(None);
     };
-    let tokens = match state
-        .app
-        .identity
-        .refresh(&with(Principal::Anonymous)?, refresh)
-        .await
-    {
-        Ok(tokens) => tokens,
-        Err(AppError::InvalidToken | AppError::Unauthenticated | AppError::AccountDisabled) => {
-            return Ok(None);
-        }
-        Err(other) => return Err(other),
+    let Some(tokens) = refresh_once(state, cookies, refresh, with(Principal::Anonymous)?).await?
+    else {
+        return Ok(None);
     };
     let auth = state
         .app
         .identity
         .authenticate(&tokens.access_token)
         .await?;
-    Ok(Some((
-        with(Principal::User(auth))?,
-        session_cookies(cookies, &tokens).to_vec(),
-    )))
+    Ok(Some(BrowserSession {
+        caller: with(Principal::User(auth))?,
+        cookies: session_cookies(cookies, &tokens).to_vec(),
+        refresh_token: Some(tokens.refresh_token.clone()),
+    }))
+}
+
+/// How long the tokens of a browser's refresh are handed to that browser's other requests that
+/// present the same, now rotated, refresh token.
+const REFRESH_LEEWAY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Refreshes in flight or just done, by a hash of (refresh token, CSRF cookie).
+type RefreshSlot = Arc<tokio::sync::OnceCell<Option<Tokens>>>;
+type Refreshes = HashMap<[u8; 32], (Instant, RefreshSlot)>;
+static REFRESHES: LazyLock<std::sync::Mutex<Refreshes>> = LazyLock::new(Default::default);
+
+/// Refreshes the browser's session once, however many of its requests need it at the same time.
+///
+/// A browser whose access token has expired sends several requests with the same refresh token
+/// (a page and its form, two tabs): the first rotates it; without this, the next would present a
+/// rotated token, which the service takes for a stolen one and ends the session. So the requests
+/// of one browser (the same refresh token *and* the same CSRF cookie, which only that browser
+/// holds) that arrive while a refresh is under way or within [`REFRESH_LEEWAY`] after it share
+/// its tokens. A request from anywhere else presenting a rotated token still ends the session.
+/// The sharing is per process: with several replicas, a load balancer with sticky sessions keeps
+/// a browser's requests on one.
+async fn refresh_once(
+    state: &AppState,
+    cookies: &Cookies,
+    refresh: &str,
+    anonymous: Caller,
+) -> Result<Option<Tokens>, AppError> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(refresh.as_bytes());
+    hasher.update([0]);
+    hasher.update(cookies.get(CSRF).unwrap_or("").as_bytes());
+    let key: [u8; 32] = hasher.finalize().into();
+    let slot = {
+        let mut refreshes = REFRESHES.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        refreshes.retain(|_, (at, _)| now.duration_since(*at) < REFRESH_LEEWAY);
+        refreshes
+            .entry(key)
+            .or_insert_with(|| (now, Arc::default()))
+            .1
+            .clone()
+    };
+    let mut failure = None;
+    let tokens = slot
+        .get_or_init(|| async {
+            match state.app.identity.refresh(&anonymous, refresh).await {
+                Ok(tokens) => Some(tokens),
+                Err(error) => {
+                    failure = Some(error);
+                    None
+                }
+            }
+        })
+        .await
+        .clone();
+    match (tokens, failure) {
+        (Some(tokens), _) => Ok(Some(tokens)),
+        (
+            None,
+            Some(AppError::InvalidToken | AppError::Unauthenticated | AppError::AccountDisabled),
+        )
+        | (None, None) => Ok(None),
+        (None, Some(other)) => {
+            // A failure that may pass (the log unavailable): let the next request try again.
+            REFRESHES
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+            Err(other)
+        }
+    }
 }
 
 /// A failure to show as a page: the API's words for it, without detail that would help an
@@ -457,18 +694,29 @@ struct ReturnTo {
     return_to: Option<String>,
 }
 
+#[derive(Deserialize)]
+struct SignInQuery {
+    return_to: Option<String>,
+    /// The organisation to sign in to, for links that name it (else it is chosen afterwards).
+    tenant: Option<String>,
+}
+
 async fn sign_in_page(
     State(state): State<AppState>,
     parts: Parts,
-    axum::extract::Query(query): axum::extract::Query<ReturnTo>,
+    axum::extract::Query(query): axum::extract::Query<SignInQuery>,
 ) -> Page {
     let cookies = Cookies::of(&state, &parts.headers);
     let (csrf, set) = csrf_of(&cookies);
+    let tenant = query
+        .tenant
+        .filter(|t| t.parse::<TenantId>().is_ok())
+        .unwrap_or_default();
     let page = Page::html(
         StatusCode::OK,
         "sign_in.html",
         context! { ..base("Sign in"), ..context! {
-            csrf => csrf, email => "", tenant => "",
+            csrf => csrf, email => "", tenant => tenant,
             return_to => local_path(query.return_to.as_deref()),
         }},
     );
@@ -491,10 +739,23 @@ struct SignInForm {
     return_to: Option<String>,
 }
 
-/// Where a completed sign-in goes: its cookies, then the return address.
-fn signed_in_page(cookies: &Cookies, tokens: &Tokens, return_to: Option<&str>) -> Page {
+/// Where a completed sign-in goes: its cookies, then the return address, by way of the choice
+/// of organisation when the sign-in named none (`choose`; the choice goes straight on for a
+/// person who belongs to one).
+fn signed_in_page(
+    cookies: &Cookies,
+    tokens: &Tokens,
+    return_to: Option<&str>,
+    choose: bool,
+) -> Page {
     let [access, refresh] = session_cookies(cookies, tokens);
-    Page::redirect(&local_path(return_to))
+    let next = local_path(return_to);
+    let next = if choose {
+        format!("{ORGANISATION}?return_to={}", encoded(&next))
+    } else {
+        next
+    };
+    Page::redirect(&next)
         .cookie(access)
         .cookie(refresh)
         .cookie(cookies.set(LINK, "", Some(0)))
@@ -503,7 +764,7 @@ fn signed_in_page(cookies: &Cookies, tokens: &Tokens, return_to: Option<&str>) -
 async fn sign_in(
     State(state): State<AppState>,
     parts: Parts,
-    Form(form): Form<SignInForm>,
+    PageForm(form): PageForm<SignInForm>,
 ) -> Page {
     let cookies = Cookies::of(&state, &parts.headers);
     if !csrf_holds(&cookies, &form.csrf) {
@@ -531,6 +792,7 @@ async fn sign_in(
         Err(error) => return failure_page("Sign in", &error),
     };
     let remember = form.remember.is_some();
+    let named = tenant.is_some();
     match state
         .app
         .identity
@@ -544,7 +806,7 @@ async fn sign_in(
         .await
     {
         Ok(SignIn::Complete(tokens)) => {
-            signed_in_page(&cookies, &tokens, form.return_to.as_deref())
+            signed_in_page(&cookies, &tokens, form.return_to.as_deref(), !named)
         }
         Ok(SignIn::SecondFactorRequired { challenge, .. }) => Page::html(
             StatusCode::OK,
@@ -553,6 +815,7 @@ async fn sign_in(
                 csrf => form.csrf.clone(), challenge => challenge,
                 return_to => local_path(form.return_to.as_deref()),
                 remember => if remember { "on" } else { "" },
+                chosen => if named { "on" } else { "" },
             }},
         ),
         Err(AppError::InvalidCredentials | AppError::AccountDisabled) => {
@@ -573,6 +836,9 @@ struct SecondFactorForm {
     code: String,
     #[serde(default)]
     remember: Option<String>,
+    /// `on` when step one named the organisation (no choice to offer afterwards).
+    #[serde(default)]
+    chosen: String,
     #[serde(default)]
     return_to: Option<String>,
 }
@@ -580,7 +846,7 @@ struct SecondFactorForm {
 async fn second_factor(
     State(state): State<AppState>,
     parts: Parts,
-    Form(form): Form<SecondFactorForm>,
+    PageForm(form): PageForm<SecondFactorForm>,
 ) -> Page {
     let cookies = Cookies::of(&state, &parts.headers);
     if !csrf_holds(&cookies, &form.csrf) {
@@ -604,7 +870,12 @@ async fn second_factor(
         .sign_in_second_factor(&caller, &form.challenge, totp, recovery, Some(remember))
         .await
     {
-        Ok(tokens) => signed_in_page(&cookies, &tokens, form.return_to.as_deref()),
+        Ok(tokens) => signed_in_page(
+            &cookies,
+            &tokens,
+            form.return_to.as_deref(),
+            form.chosen.is_empty(),
+        ),
         Err(AppError::InvalidCredentials) => Page::html(
             StatusCode::UNAUTHORIZED,
             "second_factor.html",
@@ -612,6 +883,7 @@ async fn second_factor(
                 csrf => form.csrf.clone(), challenge => form.challenge.clone(),
                 return_to => local_path(form.return_to.as_deref()),
                 remember => if remember { "on" } else { "" },
+                chosen => form.chosen.clone(),
                 error => "The code is wrong or was used already: enter the next code of your authenticator app, or a recovery code.",
             }},
         ),
@@ -625,7 +897,11 @@ struct CsrfForm {
     csrf: String,
 }
 
-async fn sign_out(State(state): State<AppState>, parts: Parts, Form(form): Form<CsrfForm>) -> Page {
+async fn sign_out(
+    State(state): State<AppState>,
+    parts: Parts,
+    PageForm(form): PageForm<CsrfForm>,
+) -> Page {
     let cookies = Cookies::of(&state, &parts.headers);
     if !csrf_holds(&cookies, &form.csrf) {
         return refused_form();
@@ -671,6 +947,11 @@ async fn account(State(state): State<AppState>, parts: Parts) -> Page {
             context! { label => label, value => value }
         })
         .collect();
+    let organisations = state.app.identity.my_tenants(&caller).unwrap_or_default();
+    let organisation = organisations
+        .iter()
+        .find(|t| t.current)
+        .map_or_else(|| me.tenant.as_str().to_owned(), |t| t.name.clone());
     let user = &me.user;
     let name = format!("{} {}", user.first_name, user.last_name);
     let (csrf, set) = csrf_of(&cookies);
@@ -679,7 +960,7 @@ async fn account(State(state): State<AppState>, parts: Parts) -> Page {
         "account.html",
         context! { ..base("Your account"), ..context! {
             csrf => csrf, name => name.trim(), email => &user.email, verified => user.email_verified,
-            phone => &user.phone, tenant => me.tenant.as_str(),
+            phone => &user.phone, tenant => organisation, several => organisations.len() > 1,
             roles => me.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "),
             attributes => attributes, two_factor => user.two_factor,
         }},
@@ -688,6 +969,136 @@ async fn account(State(state): State<AppState>, parts: Parts) -> Page {
         page = page.cookie(cookie);
     }
     page
+}
+
+// ----- the organisation -----
+
+/// The choice of organisation.
+const ORGANISATION: &str = "/account/organisation";
+
+/// `text` as one component of a query string.
+fn encoded(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// The organisations the person belongs to, to work in one of them: shown after a sign-in that
+/// named none (and passed straight through for a person who belongs to one), and from the
+/// account page.
+async fn organisation_page(
+    State(state): State<AppState>,
+    parts: Parts,
+    axum::extract::Query(query): axum::extract::Query<ReturnTo>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    let return_to = local_path(query.return_to.as_deref());
+    let here = encoded(&format!("{ORGANISATION}?return_to={return_to}"));
+    let (caller, refreshed) = match session_or_sign_in(&state, &parts, &cookies, &here).await {
+        Ok(signed_in) => signed_in,
+        Err(page) => return page,
+    };
+    let tenants = match state.app.identity.my_tenants(&caller) {
+        Ok(tenants) => tenants,
+        Err(error) => return failure_page("Your organisation", &error),
+    };
+    if tenants.len() <= 1 {
+        return with_cookies(Page::redirect(&return_to), refreshed, None);
+    }
+    let (csrf, set) = csrf_of(&cookies);
+    with_cookies(
+        organisation_list(&csrf, &return_to, &tenants, None),
+        refreshed,
+        set,
+    )
+}
+
+fn organisation_list(
+    csrf: &str,
+    return_to: &str,
+    tenants: &[idstream_app::identity::MyTenant],
+    error: Option<&str>,
+) -> Page {
+    let tenants: Vec<minijinja::Value> = tenants
+        .iter()
+        .map(|t| context! { id => t.id.as_str(), name => &t.name, current => t.current })
+        .collect();
+    Page::html(
+        if error.is_some() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::OK
+        },
+        "organisation.html",
+        context! { ..base("Choose an organisation"), ..context! {
+            csrf => csrf, return_to => return_to, tenants => tenants, error => error,
+        }},
+    )
+}
+
+#[derive(Deserialize)]
+struct OrganisationForm {
+    csrf: String,
+    tenant: String,
+    #[serde(default)]
+    return_to: Option<String>,
+}
+
+/// Moves the browser's session to the chosen organisation (rotating its refresh token).
+async fn choose_organisation(
+    State(state): State<AppState>,
+    parts: Parts,
+    PageForm(form): PageForm<OrganisationForm>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    if !csrf_holds(&cookies, &form.csrf) {
+        return refused_form();
+    }
+    let return_to = local_path(form.return_to.as_deref());
+    let session = match browser_session(&state, &parts, &cookies).await {
+        Ok(Some(session)) => session,
+        Ok(None) => {
+            return Page::redirect(&format!(
+                "/sign-in?return_to={}",
+                encoded(&format!("{ORGANISATION}?return_to={return_to}"))
+            ));
+        }
+        Err(error) => return failure_page("Your organisation", &error),
+    };
+    let switched = match (form.tenant.parse::<TenantId>(), &session.refresh_token) {
+        (Ok(tenant), Some(refresh)) => {
+            state
+                .app
+                .identity
+                .switch_tenant(&session.caller, tenant, refresh)
+                .await
+        }
+        (Err(_), _) => Err(AppError::NotAMember),
+        (_, None) => Err(AppError::InvalidToken),
+    };
+    match switched {
+        Ok(tokens) => {
+            let [access, refresh] = session_cookies(&cookies, &tokens);
+            Page::redirect(&return_to).cookie(access).cookie(refresh)
+        }
+        Err(AppError::NotAMember) => {
+            let tenants = state
+                .app
+                .identity
+                .my_tenants(&session.caller)
+                .unwrap_or_default();
+            with_cookies(
+                organisation_list(
+                    &form.csrf,
+                    &return_to,
+                    &tenants,
+                    Some("You are not a member of that organisation."),
+                ),
+                session.cookies,
+                None,
+            )
+        }
+        Err(AppError::InvalidToken) => Page::redirect("/sign-in"),
+        Err(error) => failure_page("Your organisation", &error),
+    }
 }
 
 // ----- the account's own pages -----
@@ -798,7 +1209,7 @@ struct CodeForm {
 async fn two_factor_confirm(
     State(state): State<AppState>,
     parts: Parts,
-    Form(form): Form<CodeForm>,
+    PageForm(form): PageForm<CodeForm>,
 ) -> Page {
     let cookies = Cookies::of(&state, &parts.headers);
     if !csrf_holds(&cookies, &form.csrf) {
@@ -841,7 +1252,7 @@ struct PasswordOnly {
 async fn two_factor_off(
     State(state): State<AppState>,
     parts: Parts,
-    Form(form): Form<PasswordOnly>,
+    PageForm(form): PageForm<PasswordOnly>,
 ) -> Page {
     let cookies = Cookies::of(&state, &parts.headers);
     if !csrf_holds(&cookies, &form.csrf) {
@@ -910,7 +1321,7 @@ struct SessionForm {
 async fn sessions_sign_out(
     State(state): State<AppState>,
     parts: Parts,
-    Form(form): Form<SessionForm>,
+    PageForm(form): PageForm<SessionForm>,
 ) -> Page {
     let cookies = Cookies::of(&state, &parts.headers);
     if !csrf_holds(&cookies, &form.csrf) {
@@ -963,7 +1374,7 @@ struct ChangePasswordForm {
 async fn change_password(
     State(state): State<AppState>,
     parts: Parts,
-    Form(form): Form<ChangePasswordForm>,
+    PageForm(form): PageForm<ChangePasswordForm>,
 ) -> Page {
     let cookies = Cookies::of(&state, &parts.headers);
     if !csrf_holds(&cookies, &form.csrf) {
@@ -1074,7 +1485,7 @@ struct SignUpForm {
 async fn sign_up(
     State(state): State<AppState>,
     parts: Parts,
-    Form(form): Form<SignUpForm>,
+    PageForm(form): PageForm<SignUpForm>,
 ) -> Page {
     let cookies = Cookies::of(&state, &parts.headers);
     if !csrf_holds(&cookies, &form.csrf) {
@@ -1137,7 +1548,7 @@ struct EmailForm {
 async fn sign_in_link(
     State(state): State<AppState>,
     parts: Parts,
-    Form(form): Form<EmailForm>,
+    PageForm(form): PageForm<EmailForm>,
 ) -> Page {
     let cookies = Cookies::of(&state, &parts.headers);
     if !csrf_holds(&cookies, &form.csrf) {
@@ -1192,7 +1603,7 @@ struct ChangeEmailForm {
 async fn change_email(
     State(state): State<AppState>,
     parts: Parts,
-    Form(form): Form<ChangeEmailForm>,
+    PageForm(form): PageForm<ChangeEmailForm>,
 ) -> Page {
     let cookies = Cookies::of(&state, &parts.headers);
     if !csrf_holds(&cookies, &form.csrf) {
@@ -1329,7 +1740,7 @@ struct NewKeyForm {
 async fn issue_api_key(
     State(state): State<AppState>,
     parts: Parts,
-    Form(form): Form<NewKeyForm>,
+    PageForm(form): PageForm<NewKeyForm>,
 ) -> Page {
     let cookies = Cookies::of(&state, &parts.headers);
     if !csrf_holds(&cookies, &form.csrf) {
@@ -1422,7 +1833,7 @@ struct RevokeKeyForm {
 async fn revoke_api_key(
     State(state): State<AppState>,
     parts: Parts,
-    Form(form): Form<RevokeKeyForm>,
+    PageForm(form): PageForm<RevokeKeyForm>,
 ) -> Page {
     let cookies = Cookies::of(&state, &parts.headers);
     if !csrf_holds(&cookies, &form.csrf) {
@@ -1456,7 +1867,7 @@ const EMAIL_CODE: &str = "Sign in with a code";
 async fn sign_in_code_request(
     State(state): State<AppState>,
     parts: Parts,
-    Form(form): Form<EmailForm>,
+    PageForm(form): PageForm<EmailForm>,
 ) -> Page {
     let cookies = Cookies::of(&state, &parts.headers);
     if !csrf_holds(&cookies, &form.csrf) {
@@ -1488,7 +1899,7 @@ struct EmailCodeForm {
 async fn sign_in_code(
     State(state): State<AppState>,
     parts: Parts,
-    Form(form): Form<EmailCodeForm>,
+    PageForm(form): PageForm<EmailCodeForm>,
 ) -> Page {
     let cookies = Cookies::of(&state, &parts.headers);
     if !csrf_holds(&cookies, &form.csrf) {
@@ -1505,7 +1916,7 @@ async fn sign_in_code(
         .sign_in_email_code(&caller, &form.email, &form.code, None, remember)
         .await
     {
-        Ok(SignIn::Complete(tokens)) => signed_in_page(&cookies, &tokens, None),
+        Ok(SignIn::Complete(tokens)) => signed_in_page(&cookies, &tokens, None, true),
         Ok(SignIn::SecondFactorRequired { challenge, .. }) => Page::html(
             StatusCode::OK,
             "second_factor.html",
@@ -1599,7 +2010,7 @@ async fn profile_form(
 async fn save_profile(
     State(state): State<AppState>,
     parts: Parts,
-    Form(fields): Form<Vec<(String, String)>>,
+    PageForm(fields): PageForm<Vec<(String, String)>>,
 ) -> Page {
     let fields: HashMap<String, String> = fields.into_iter().collect();
     let cookies = Cookies::of(&state, &parts.headers);
@@ -1849,7 +2260,7 @@ async fn accept_invitation_page(
 async fn accept_invitation(
     State(state): State<AppState>,
     parts: Parts,
-    Form(form): Form<PasswordForm>,
+    PageForm(form): PageForm<PasswordForm>,
 ) -> Page {
     let cookies = Cookies::of(&state, &parts.headers);
     if !csrf_holds(&cookies, &form.csrf) {
@@ -1881,7 +2292,7 @@ async fn accept_invitation(
         remember: form.remember.is_some(),
     };
     match state.app.identity.accept_invitation(&caller, request).await {
-        Ok(tokens) => signed_in_page(&cookies, &tokens, Some("/account")),
+        Ok(tokens) => signed_in_page(&cookies, &tokens, Some("/account"), false),
         Err(error @ (AppError::WeakPassword(_) | AppError::InvalidCredentials)) => {
             retry(&error.to_string())
         }
@@ -1912,7 +2323,7 @@ async fn reset_password_page(
 async fn reset_password(
     State(state): State<AppState>,
     parts: Parts,
-    Form(form): Form<PasswordForm>,
+    PageForm(form): PageForm<PasswordForm>,
 ) -> Page {
     let cookies = Cookies::of(&state, &parts.headers);
     if !csrf_holds(&cookies, &form.csrf) {
@@ -1982,7 +2393,7 @@ async fn verify_email_page(
 async fn verify_email(
     State(state): State<AppState>,
     parts: Parts,
-    Form(form): Form<CsrfForm>,
+    PageForm(form): PageForm<CsrfForm>,
 ) -> Page {
     let cookies = Cookies::of(&state, &parts.headers);
     if !csrf_holds(&cookies, &form.csrf) {
@@ -2035,7 +2446,7 @@ async fn confirm_email_page(
 async fn confirm_email(
     State(state): State<AppState>,
     parts: Parts,
-    Form(form): Form<CsrfForm>,
+    PageForm(form): PageForm<CsrfForm>,
 ) -> Page {
     let cookies = Cookies::of(&state, &parts.headers);
     if !csrf_holds(&cookies, &form.csrf) {
@@ -2088,7 +2499,7 @@ async fn magic_link_page(
 async fn magic_link(
     State(state): State<AppState>,
     parts: Parts,
-    Form(form): Form<CsrfForm>,
+    PageForm(form): PageForm<CsrfForm>,
 ) -> Page {
     let cookies = Cookies::of(&state, &parts.headers);
     if !csrf_holds(&cookies, &form.csrf) {
@@ -2107,7 +2518,7 @@ async fn magic_link(
         .sign_in_magic_link(&caller, user, &token, None, false)
         .await
     {
-        Ok(SignIn::Complete(tokens)) => signed_in_page(&cookies, &tokens, None),
+        Ok(SignIn::Complete(tokens)) => signed_in_page(&cookies, &tokens, None, true),
         Ok(SignIn::SecondFactorRequired { challenge, .. }) => Page::html(
             StatusCode::OK,
             "second_factor.html",
@@ -2160,6 +2571,7 @@ mod tests {
             "email_code.html",
             "change_email.html",
             "api_keys.html",
+            "organisation.html",
         ] {
             let html = TEMPLATES
                 .get_template(name)

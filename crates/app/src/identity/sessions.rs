@@ -34,6 +34,15 @@ pub struct Me {
     pub attributes: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
+/// One of the caller's organisations (`GET /v1/auth/tenants`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MyTenant {
+    pub id: TenantId,
+    pub name: String,
+    /// The caller's session is in this tenant now.
+    pub current: bool,
+}
+
 impl Core {
     /// The session a refresh token belongs to, and the token's blind index.
     async fn session_of_refresh(
@@ -224,6 +233,30 @@ impl Identity {
             outcome.position,
             now,
         ))
+    }
+
+    /// The caller's organisations (the tenants they are a member of), by name, the current
+    /// one marked: what a person chooses from after signing in when they belong to several.
+    ///
+    /// Who: the signed-in user, through a session.
+    pub fn my_tenants(&self, caller: &Caller) -> Result<Vec<MyTenant>, AppError> {
+        let caller = self.own_session(caller)?;
+        let mut tenants = Vec::new();
+        for tenant in self.user_tenants(&caller.user)? {
+            // A tenant being created may not be in the directory yet: leave it out for now.
+            let Some(view) = self.directory().tenant(&tenant).map_err(internal)? else {
+                continue;
+            };
+            tenants.push(MyTenant {
+                current: tenant == caller.tenant,
+                id: tenant,
+                name: view.name,
+            });
+        }
+        tenants.sort_by(|a, b| {
+            (a.name.to_lowercase(), a.id.as_str()).cmp(&(b.name.to_lowercase(), b.id.as_str()))
+        });
+        Ok(tenants)
     }
 
     /// Ends the caller's session.

@@ -39,6 +39,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/auth/sign-in/second-factor", post(second_factor))
         .route("/v1/auth/refresh", post(refresh))
         .route("/v1/auth/switch-tenant", post(switch_tenant))
+        .route("/v1/auth/tenants", get(my_tenants))
         .route("/v1/auth/sign-out", post(sign_out))
         .route("/v1/auth/me", get(me))
         .route("/v1/auth/sessions", get(my_sessions))
@@ -575,6 +576,47 @@ pub async fn my_sessions(
         .map(|s| SessionBody::of(s, current))
         .collect();
     Ok(Json(SessionList { items }))
+}
+
+/// One of the caller's organisations.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MyTenantBody {
+    #[schema(value_type = String, example = "acme")]
+    pub id: TenantId,
+    pub name: String,
+    /// The caller's session is in this tenant now.
+    pub current: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MyTenantList {
+    pub items: Vec<MyTenantBody>,
+}
+
+/// The caller's organisations (the tenants they are a member of), by name, the current one
+/// marked; `POST /v1/auth/switch-tenant` moves the session to another.
+#[utoipa::path(get, path = "/v1/auth/tenants", tag = "auth",
+    responses((status = 200, body = MyTenantList),
+        (status = 403, body = Problem, description = "`session_required`")),
+    security(("bearer" = [])))]
+pub async fn my_tenants(
+    State(state): State<AppState>,
+    caller: Caller,
+    min: MinPosition,
+) -> Result<Json<MyTenantList>, ApiError> {
+    state.consistent(min).await?;
+    let items = state
+        .app
+        .identity
+        .my_tenants(&caller)?
+        .into_iter()
+        .map(|t| MyTenantBody {
+            id: t.id,
+            name: t.name,
+            current: t.current,
+        })
+        .collect();
+    Ok(Json(MyTenantList { items }))
 }
 
 /// End one of the caller's own sessions (another device, or this one).
