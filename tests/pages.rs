@@ -629,6 +629,7 @@ async fn people_sign_up_verify_sign_in_by_link_and_edit_their_profile_in_a_brows
     // Signed out, back in by a mailed link.
     browser.goto(&format!("{}/account", svc.base)).await;
     browser.click("form[action='/sign-out'] button").await;
+    browser.expect_text("Remember me").await;
     browser.fill("link-email", email).await;
     browser.click("form[action='/sign-in/link'] button").await;
     browser.expect_text("a sign-in link is on its way").await;
@@ -646,6 +647,7 @@ async fn people_sign_up_verify_sign_in_by_link_and_edit_their_profile_in_a_brows
 
     // Signed out, back in with a mailed code: a wrong one is refused, the right one lets in.
     browser.click("form[action='/sign-out'] button").await;
+    browser.expect_text("Remember me").await;
     browser.fill("link-email", email).await;
     browser
         .click("button[formaction='/sign-in/code-request']")

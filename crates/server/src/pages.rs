@@ -925,21 +925,14 @@ async fn account(State(state): State<AppState>, parts: Parts) -> Page {
         Ok(None) => return Page::redirect("/sign-in?return_to=/account"),
         Err(error) => return failure_page("Your account", &error),
     };
-    let me = match state.app.identity.me(&caller) {
-        Ok(me) => me,
+    let overview = match state.app.identity.account_overview(&caller) {
+        Ok(overview) => overview,
         Err(error) => return failure_page("Your account", &error),
     };
-    let labels = state
-        .app
-        .tenants
-        .attributes(&caller, &me.tenant)
-        .await
-        .unwrap_or_default();
-    let attributes: Vec<minijinja::Value> = me
+    let attributes: Vec<minijinja::Value> = overview
         .attributes
         .iter()
-        .map(|(name, value)| {
-            let label = labels.get(name).map_or(name.as_str(), |d| d.label.as_str());
+        .map(|(label, value)| {
             let value = match value {
                 serde_json::Value::String(text) => text.clone(),
                 other => other.to_string(),
@@ -947,12 +940,7 @@ async fn account(State(state): State<AppState>, parts: Parts) -> Page {
             context! { label => label, value => value }
         })
         .collect();
-    let organisations = state.app.identity.my_tenants(&caller).unwrap_or_default();
-    let organisation = organisations
-        .iter()
-        .find(|t| t.current)
-        .map_or_else(|| me.tenant.as_str().to_owned(), |t| t.name.clone());
-    let user = &me.user;
+    let user = &overview.user;
     let name = format!("{} {}", user.first_name, user.last_name);
     let (csrf, set) = csrf_of(&cookies);
     let mut page = Page::html(
@@ -960,8 +948,9 @@ async fn account(State(state): State<AppState>, parts: Parts) -> Page {
         "account.html",
         context! { ..base("Your account"), ..context! {
             csrf => csrf, name => name.trim(), email => &user.email, verified => user.email_verified,
-            phone => &user.phone, tenant => organisation, several => organisations.len() > 1,
-            roles => me.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "),
+            phone => &user.phone, tenant => &overview.organisation,
+            several => overview.organisations > 1,
+            roles => overview.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "),
             attributes => attributes, two_factor => user.two_factor,
         }},
     );

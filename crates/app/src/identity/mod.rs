@@ -45,7 +45,7 @@ pub use email_flows::Registration;
 pub use invitations::{AcceptInvitation, InvitationRequest, SentInvitation};
 pub use limits::{AccountLocks, RateLimiter};
 pub use passwords::{Bootstrap, TotpSetup};
-pub use sessions::MyTenant;
+pub use sessions::{AccountOverview, MyTenant};
 pub(crate) use signin::system_ctx;
 pub use signin::{SignIn, Tokens};
 

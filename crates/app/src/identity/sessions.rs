@@ -34,6 +34,20 @@ pub struct Me {
     pub attributes: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
+/// What the account page shows of the signed-in person: [`Identity::me`] without the effective
+/// permissions, with the names a person reads (the organisation's, the attributes' labels).
+#[derive(Debug, Clone)]
+pub struct AccountOverview {
+    pub user: UserView,
+    /// The current organisation's display name.
+    pub organisation: String,
+    /// How many organisations the person belongs to.
+    pub organisations: usize,
+    pub roles: BTreeSet<RoleName>,
+    /// The person's values of the attributes the current tenant defines: (label, value).
+    pub attributes: Vec<(String, serde_json::Value)>,
+}
+
 /// One of the caller's organisations (`GET /v1/auth/tenants`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MyTenant {
@@ -257,6 +271,42 @@ impl Identity {
             (a.name.to_lowercase(), a.id.as_str()).cmp(&(b.name.to_lowercase(), b.id.as_str()))
         });
         Ok(tenants)
+    }
+
+    /// The signed-in person's account at a glance, read once from each read model it needs.
+    ///
+    /// Who: the signed-in user (also while a second factor must be set up).
+    pub fn account_overview(&self, caller: &Caller) -> Result<AccountOverview, AppError> {
+        let caller = self.own_account_while_enrolling(caller)?;
+        let user = self.user_now(&caller.user)?;
+        let roles = self
+            .directory()
+            .membership(&caller.tenant, &caller.user)
+            .map_err(internal)?
+            .map(|m| m.roles)
+            .unwrap_or_default();
+        let tenant = self.tenant_now(&caller.tenant)?;
+        let attributes = user
+            .attributes
+            .get(&caller.tenant)
+            .map(|values| idstream_domain::attributes::visible(&tenant.attributes, values))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, value)| {
+                let label = tenant
+                    .attributes
+                    .get(&name)
+                    .map_or_else(|| name.clone(), |d| d.label.clone());
+                (label, value)
+            })
+            .collect();
+        Ok(AccountOverview {
+            organisations: self.user_tenants(&caller.user)?.len(),
+            organisation: tenant.name,
+            roles,
+            attributes,
+            user,
+        })
     }
 
     /// Ends the caller's session.
