@@ -169,9 +169,15 @@ impl Access {
                 else {
                     continue;
                 };
-                let fields = self
-                    .visible_fields(tenant, subject, &entity, now)?
-                    .unwrap_or_default();
+                // Fields are seen only on records one can read: with none, which fields would
+                // be visible makes no difference (a non-member sees every field of an entity
+                // without rules and reads no record of it).
+                let fields = if readable.all || !readable.records.is_empty() {
+                    self.visible_fields(tenant, subject, &entity, now)?
+                        .unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
                 views.insert(
                     entity,
                     EntityView {
