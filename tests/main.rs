@@ -19,6 +19,7 @@ mod faults;
 mod identity;
 mod jetstream;
 mod keys;
+mod mail;
 mod pages;
 mod preview;
 mod replicas;

@@ -446,7 +446,8 @@ impl Core {
             let user: UserId = created.id.parse().map_err(internal)?;
             self.wait_for(created.position).await?;
             let account = self.require_user(user).await?;
-            self.mail_verification(&account).await?;
+            // On an administrator's behalf: in the tenant's language, not their browser's.
+            self.mail_verification(&account, None).await?;
         }
         Ok(created)
     }

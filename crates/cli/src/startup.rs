@@ -209,11 +209,15 @@ pub async fn identity_services(config: &Config) -> anyhow::Result<IdentityServic
     let keys = load_keys(config).await?;
     let mailer = idstream_mailer::build(&config.mail, &config.data_dir)
         .context("configuring mail delivery")?;
+    let mail_templates =
+        idstream_mailer::templates::MailTemplates::load(config.mail.templates.as_deref())
+            .context("loading the mail templates")?;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let public_url = config.public_url();
     Ok(IdentityServices {
         keys: Arc::new(keys),
         mailer,
+        mail_templates: Arc::new(mail_templates),
         hasher: PasswordHasherPool::new(config.hash_concurrency.unwrap_or(cores)),
         config: IdentityConfig {
             issuer: public_url.clone(),

@@ -1033,6 +1033,7 @@ impl From<TenantSettingsChangedV1> for TenantSettingsChanged {
                 mfa_required: s.mfa_required,
                 remember_days: TenantSettings::default().remember_days,
                 verify_created_users: false,
+                ..TenantSettings::default()
             },
         }
     }
@@ -1094,6 +1095,76 @@ impl From<TenantSettingsChangedV2> for TenantSettingsChanged {
                 mfa_required: s.mfa_required,
                 remember_days: s.remember_days,
                 verify_created_users: false,
+                ..TenantSettings::default()
+            },
+        }
+    }
+}
+
+// Version 3 of `TenantSettingsChanged`: no branding (logo, colour) and no language.
+/// A tenant's settings changed (the whole set is recorded, not a patch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "TenantSettingsChanged")]
+pub struct TenantSettingsChangedV3 {
+    pub settings: TenantSettingsV3,
+}
+
+/// A tenant's settings. Defaults follow common practice (Keycloak's session defaults: 30 minutes
+/// idle, 10 hours at most).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "TenantSettings")]
+pub struct TenantSettingsV3 {
+    /// People may sign themselves up.
+    pub self_registration: bool,
+    /// The role self-registered users get.
+    pub default_role: RoleName,
+    /// Self-registered users must verify their email before signing in.
+    pub require_email_verification: bool,
+    pub password_policy: PasswordPolicySettings,
+    /// How long an invitation stays valid, in hours (1 to 720).
+    pub invitation_ttl_hours: u32,
+    /// A session without activity ends after this many minutes (1 to 43200).
+    pub session_idle_minutes: u32,
+    /// A session ends this many hours after sign-in whatever happens, unless it is remembered
+    /// (see `remember_days`) (1 to 8760).
+    pub session_max_hours: u32,
+    /// How long a magic link or emailed one-time code stays valid, in minutes (1 to 60).
+    pub magic_link_ttl_minutes: u32,
+    /// Members must use a second factor.
+    pub mfa_required: bool,
+    /// A sign-in with `remember` starts a session that ends this many days after sign-in instead
+    /// of `session_max_hours` after it (the longer of the two); the idle timeout still applies.
+    /// 0 turns remembering off, and `remember` is then ignored (0 to 365).
+    pub remember_days: u32,
+    /// Users an administrator creates (rather than invites) must verify their address too:
+    /// they are created waiting for verification, are sent a verification link, and sign in
+    /// once they have followed it (as self-registered users do when
+    /// `require_email_verification` is on).
+    #[serde(default)]
+    pub verify_created_users: bool,
+}
+
+/// Version 3 knew no branding and no language: its tenants' mails have no logo, the default
+/// colour, and English.
+impl From<TenantSettingsChangedV3> for TenantSettingsChanged {
+    fn from(v3: TenantSettingsChangedV3) -> TenantSettingsChanged {
+        let s = v3.settings;
+        TenantSettingsChanged {
+            settings: TenantSettings {
+                self_registration: s.self_registration,
+                default_role: s.default_role,
+                require_email_verification: s.require_email_verification,
+                password_policy: s.password_policy,
+                invitation_ttl_hours: s.invitation_ttl_hours,
+                session_idle_minutes: s.session_idle_minutes,
+                session_max_hours: s.session_max_hours,
+                magic_link_ttl_minutes: s.magic_link_ttl_minutes,
+                mfa_required: s.mfa_required,
+                remember_days: s.remember_days,
+                verify_created_users: s.verify_created_users,
+                ..TenantSettings::default()
             },
         }
     }
@@ -1510,7 +1581,7 @@ catalogue! {
     current {
         TenantCreated => 1, Tenant;
         TenantRenamed => 1, Tenant;
-        TenantSettingsChanged => 3, Tenant;
+        TenantSettingsChanged => 4, Tenant;
         ResourceDefined => 1, Tenant;
         ResourceRemoved => 1, Tenant;
         UserAttributeDefined => 1, Tenant;
@@ -1591,6 +1662,7 @@ catalogue! {
         SessionStarted => 2, SessionStartedV2;
         TenantSettingsChanged => 1, TenantSettingsChangedV1;
         TenantSettingsChanged => 2, TenantSettingsChangedV2;
+        TenantSettingsChanged => 3, TenantSettingsChangedV3;
         InvitationSent => 1, InvitationSentV1;
         RoleAssigned => 1, RoleAssignedV1;
         PermissionsGranted => 1, PermissionsGrantedV1;
@@ -1783,7 +1855,28 @@ mod tests {
             },
         })
         .into_envelope(Ulid::nil(), &settings, &meta);
-        assert_eq!(changed.version, 3);
+        assert_eq!(changed.version, 4);
+        // Version 3 knew no branding and no language: English, no logo, the default colour.
+        let mut v3 = changed.clone();
+        v3.version = 3;
+        assert!(matches!(
+            DomainEvent::decode(&v3),
+            Err(DecodeError::Payload { .. })
+        ));
+        v3.data["settings"]
+            .as_object_mut()
+            .unwrap()
+            .remove("language");
+        let DomainEvent::TenantSettingsChanged(upcast) = DomainEvent::decode(&v3).unwrap() else {
+            panic!("not a TenantSettingsChanged");
+        };
+        assert_eq!(upcast.settings.language, "en");
+        assert_eq!(upcast.settings.logo_url, None);
+        assert!(upcast.settings.mfa_required && upcast.settings.remember_days == 0);
+        changed.data["settings"]
+            .as_object_mut()
+            .unwrap()
+            .remove("language");
         // Version 2 knew no verification of created users: they read as not verified.
         let mut v2 = changed.clone();
         v2.version = 2;

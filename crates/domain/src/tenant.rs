@@ -80,6 +80,28 @@ pub struct TenantSettings {
     /// `require_email_verification` is on).
     #[serde(default)]
     pub verify_created_users: bool,
+    /// The address of the tenant's logo, shown at the top of its mails: `https:`, at most
+    /// 2048 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logo_url: Option<String>,
+    /// The colour of the tenant's mails (their top border and buttons), `#rrggbb`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brand_colour: Option<String>,
+    /// The language (one of [`LANGUAGES`]) of the mails sent on an administrator's behalf
+    /// (invitations, verification of created users), and of the others when neither the
+    /// person nor their browser names one of [`LANGUAGES`].
+    #[serde(default = "default_language")]
+    pub language: String,
+}
+
+/// The languages idstream writes its mails and pages in, as BCP 47 primary tags.
+pub const LANGUAGES: [&str; 2] = ["en", "fr"];
+
+/// The longest logo address of a tenant, in characters.
+pub const MAX_LOGO_URL_CHARS: usize = 2048;
+
+fn default_language() -> String {
+    LANGUAGES[0].to_owned()
 }
 
 impl Default for TenantSettings {
@@ -96,6 +118,9 @@ impl Default for TenantSettings {
             mfa_required: false,
             remember_days: 30,
             verify_created_users: false,
+            logo_url: None,
+            brand_colour: None,
+            language: default_language(),
         }
     }
 }
@@ -112,7 +137,19 @@ impl TenantSettings {
             && (1..=43_200).contains(&self.session_idle_minutes)
             && (1..=8760).contains(&self.session_max_hours)
             && (1..=60).contains(&self.magic_link_ttl_minutes)
-            && self.remember_days <= 365;
+            && self.remember_days <= 365
+            && self.logo_url.as_deref().is_none_or(|url| {
+                url.starts_with("https://")
+                    && url.len() > "https://".len()
+                    && url.chars().count() <= MAX_LOGO_URL_CHARS
+                    && !url.chars().any(|c| c.is_whitespace() || c.is_control())
+            })
+            && self.brand_colour.as_deref().is_none_or(|colour| {
+                colour.len() == 7
+                    && colour.starts_with('#')
+                    && colour[1..].bytes().all(|b| b.is_ascii_hexdigit())
+            })
+            && LANGUAGES.contains(&self.language.as_str());
         if ok {
             Ok(())
         } else {
@@ -471,6 +508,75 @@ mod tests {
             },
             Err(TenantError::InvalidSettings),
         );
+    }
+
+    #[test]
+    fn given_a_tenant_when_its_branding_and_language_are_set_then_only_https_logos_hex_colours_and_written_languages_are_recorded()
+     {
+        let branded = TenantSettings {
+            logo_url: Some("https://cdn.example.com/acme.png".into()),
+            brand_colour: Some("#AA3300".into()),
+            language: "fr".into(),
+            ..TenantSettings::default()
+        };
+        check(
+            &[created("Acme")],
+            TenantCommand::ChangeSettings {
+                settings: branded.clone(),
+            },
+            Ok(vec![TenantEvent::SettingsChanged(TenantSettingsChanged {
+                settings: branded.clone(),
+            })]),
+        );
+        let refused = [
+            TenantSettings {
+                logo_url: Some("http://cdn.example.com/a.png".into()),
+                ..branded.clone()
+            },
+            TenantSettings {
+                logo_url: Some("javascript:alert(1)".into()),
+                ..branded.clone()
+            },
+            TenantSettings {
+                logo_url: Some("https://".into()),
+                ..branded.clone()
+            },
+            TenantSettings {
+                logo_url: Some("https://a.example/ b.png".into()),
+                ..branded.clone()
+            },
+            TenantSettings {
+                logo_url: Some(format!("https://a.example/{}", "x".repeat(2048))),
+                ..branded.clone()
+            },
+            TenantSettings {
+                brand_colour: Some("red".into()),
+                ..branded.clone()
+            },
+            TenantSettings {
+                brand_colour: Some("#12345".into()),
+                ..branded.clone()
+            },
+            TenantSettings {
+                brand_colour: Some("#12345g".into()),
+                ..branded.clone()
+            },
+            TenantSettings {
+                language: "de".into(),
+                ..branded.clone()
+            },
+            TenantSettings {
+                language: "FR".into(),
+                ..branded
+            },
+        ];
+        for settings in refused {
+            check(
+                &[created("Acme")],
+                TenantCommand::ChangeSettings { settings },
+                Err(TenantError::InvalidSettings),
+            );
+        }
     }
 
     #[test]

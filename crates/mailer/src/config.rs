@@ -4,6 +4,7 @@
 //! transport = "smtp"                       # or "file", the default
 //! from = "Example <no-reply@example.com>"  # default "idstream <no-reply@localhost>"
 //! dir = "/var/lib/idstream/mail"           # file transport only; default <data dir>/mail
+//! templates = "/etc/idstream/mail"         # optional: en/<mail>.mail, fr/<mail>.mail replace built-in ones
 //!
 //! [smtp]                                   # needed by the smtp transport only
 //! host = "smtp.example.com"
@@ -43,6 +44,10 @@ pub struct MailerConfig {
     pub from: String,
     #[serde(default)]
     pub smtp: Option<SmtpConfig>,
+    /// A folder whose `en/<mail>.mail` and `fr/<mail>.mail` replace the built-in templates of
+    /// the same name (see [`crate::templates`]).
+    #[serde(default)]
+    pub templates: Option<PathBuf>,
 }
 
 fn default_from() -> String {
@@ -56,6 +61,7 @@ impl Default for MailerConfig {
             dir: None,
             from: default_from(),
             smtp: None,
+            templates: None,
         }
     }
 }

@@ -364,12 +364,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("a temp dir");
         let mailer = FileMailer::new(dir.path(), from());
         let link = "https://id.example.com/accept-invitation?token=Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0&tenant=acme";
-        let sent = crate::templates::invitation(
+        let sent = crate::templates::MailTemplates::built_in().render(
             "bob@example.com",
-            "Müller & Söhne",
-            Some("Zoë"),
-            link,
-            OffsetDateTime::UNIX_EPOCH,
+            crate::templates::Lang::En,
+            &crate::templates::Branding::named("Müller & Söhne"),
+            crate::templates::Mail::Invitation {
+                inviter: Some("Zoë"),
+                link,
+                expires_at: OffsetDateTime::UNIX_EPOCH,
+            },
         );
         mailer.send(&sent).await.expect("written");
         let files = FileMailer::messages(dir.path()).expect("listed");

@@ -154,13 +154,18 @@ fn client_ip(parts: &Parts, state: &AppState) -> Option<IpAddr> {
 
 /// The client of a request: its address (the source that credential endpoints are
 /// rate-limited by; absent when the router is driven without connection info, in which case all
-/// such requests share one budget) and `User-Agent` (cut to 256 characters).
+/// such requests share one budget), `User-Agent` (cut to 256 characters) and the language its
+/// `Accept-Language` asks for (that mails are written in).
 pub fn client(parts: &Parts, state: &AppState) -> idstream_app::Client {
     let agent = parts
         .headers
         .get(USER_AGENT)
         .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
-    idstream_app::Client::new(client_ip(parts, state), agent.as_deref())
+    let accept_language = parts
+        .headers
+        .get(axum::http::header::ACCEPT_LANGUAGE)
+        .and_then(|value| value.to_str().ok());
+    idstream_app::Client::new(client_ip(parts, state), agent.as_deref()).accepting(accept_language)
 }
 
 #[cfg(test)]

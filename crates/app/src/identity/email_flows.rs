@@ -87,13 +87,14 @@ impl Core {
 
     /// Records a token of `purpose` for `user`, then mails what `message` makes of it. Nothing is
     /// sent when the account already got such an email within the minute.
-    async fn issue_email_token(
+    async fn issue_email_token<'m>(
         &self,
         user: &UserView,
         purpose: TokenPurpose,
         token: &str,
         ttl: Duration,
-        message: impl FnOnce(time::OffsetDateTime) -> idstream_mailer::Message,
+        asked: Option<idstream_mailer::templates::Lang>,
+        mail: impl FnOnce(time::OffsetDateTime) -> idstream_mailer::templates::Mail<'m>,
     ) -> Result<(), AppError> {
         if self
             .id()
@@ -117,7 +118,8 @@ impl Core {
             },
         )
         .await?;
-        self.send_mail(message(expires_at)).await;
+        self.mail(&user.email, Some(user.id), None, asked, mail(expires_at))
+            .await;
         Ok(())
     }
 
@@ -128,7 +130,11 @@ impl Core {
         Ok(user.filter(|u| u.status_at(now) == UserStatus::Active))
     }
 
-    async fn send_magic_link(&self, email: &str) -> Result<(), AppError> {
+    async fn send_magic_link(
+        &self,
+        email: &str,
+        asked: Option<idstream_mailer::templates::Lang>,
+    ) -> Result<(), AppError> {
         let Some(user) = self.active_user_by_email(email).await? else {
             return Ok(());
         };
@@ -139,10 +145,17 @@ impl Core {
             token.reveal()
         ));
         let ttl = self.magic_ttl(user.id)?;
-        let to = user.email.clone();
-        self.issue_email_token(&user, TokenPurpose::MagicLink, token.reveal(), ttl, |exp| {
-            idstream_mailer::templates::magic_link(&to, &link, exp)
-        })
+        self.issue_email_token(
+            &user,
+            TokenPurpose::MagicLink,
+            token.reveal(),
+            ttl,
+            asked,
+            |expires_at| idstream_mailer::templates::Mail::MagicLink {
+                link: &link,
+                expires_at,
+            },
+        )
         .await
     }
 
@@ -150,7 +163,11 @@ impl Core {
     /// self-registration, or of an address an administrator entered): nothing for an unknown,
     /// verified, suspended, deactivated or erased one. Per user it is limited like every mailed
     /// token, so the address cannot be flooded.
-    async fn send_verification(&self, email: &str) -> Result<(), AppError> {
+    async fn send_verification(
+        &self,
+        email: &str,
+        asked: Option<idstream_mailer::templates::Lang>,
+    ) -> Result<(), AppError> {
         let Some(user) = self.find_user_by_email(email).await? else {
             return Ok(());
         };
@@ -167,7 +184,7 @@ impl Core {
         if user.email_verified || !waiting {
             return Ok(());
         }
-        self.mail_verification(&user).await
+        self.mail_verification(&user, asked).await
     }
 
     /// Whether an invited user waits for a verification link rather than for an invitation
@@ -190,36 +207,54 @@ impl Core {
             .any(|t| t.purpose == TokenPurpose::EmailVerification))
     }
 
-    /// Issues and mails a verification link for the user's address.
-    pub(crate) async fn mail_verification(&self, user: &UserView) -> Result<(), AppError> {
+    /// Issues and mails a verification link for the user's address, in `asked` (see
+    /// [`Core::mail`]).
+    pub(crate) async fn mail_verification(
+        &self,
+        user: &UserView,
+        asked: Option<idstream_mailer::templates::Lang>,
+    ) -> Result<(), AppError> {
         let token = OpaqueToken::generate(TokenKind::EmailVerification);
         let link = self.link(&format!(
             "/verify-email?user={}&token={}",
             user.id,
             token.reveal()
         ));
-        let to = user.email.clone();
         self.issue_email_token(
             user,
             TokenPurpose::EmailVerification,
             token.reveal(),
             VERIFICATION_TTL,
-            |exp| idstream_mailer::templates::email_verification(&to, &link, exp),
+            asked,
+            |expires_at| idstream_mailer::templates::Mail::EmailVerification {
+                link: &link,
+                expires_at,
+            },
         )
         .await
     }
 
-    async fn send_email_code(&self, email: &str) -> Result<(), AppError> {
+    async fn send_email_code(
+        &self,
+        email: &str,
+        asked: Option<idstream_mailer::templates::Lang>,
+    ) -> Result<(), AppError> {
         let Some(user) = self.active_user_by_email(email).await? else {
             return Ok(());
         };
         let code = idstream_auth::numeric_code(EMAIL_CODE_DIGITS);
         let ttl = self.magic_ttl(user.id)?;
-        let to = user.email.clone();
-        let shown = code.clone();
-        self.issue_email_token(&user, TokenPurpose::EmailCode, &code, ttl, |exp| {
-            idstream_mailer::templates::email_code(&to, &shown, exp)
-        })
+        self.issue_email_token(
+            &user,
+            TokenPurpose::EmailCode,
+            &code,
+            ttl,
+            asked,
+            |expires_at| idstream_mailer::templates::Mail::EmailCode {
+                code: &code,
+                expires_at,
+            },
+        )
         .await
     }
 
@@ -339,8 +374,9 @@ impl Identity {
         self.rate_limit("magic-link", caller.client().ip())?;
         let email = email.to_owned();
         let core = self.0.clone();
+        let asked = caller.client().lang();
         tokio::spawn(async move {
-            if let Err(error) = core.send_magic_link(&email).await {
+            if let Err(error) = core.send_magic_link(&email, asked).await {
                 tracing::warn!(%error, "a magic link could not be sent");
             }
         });
@@ -393,8 +429,9 @@ impl Identity {
         self.rate_limit("email-code", caller.client().ip())?;
         let email = email.to_owned();
         let core = self.0.clone();
+        let asked = caller.client().lang();
         tokio::spawn(async move {
-            if let Err(error) = core.send_email_code(&email).await {
+            if let Err(error) = core.send_email_code(&email, asked).await {
                 tracing::warn!(%error, "a sign-in code could not be sent");
             }
         });
@@ -509,7 +546,8 @@ impl Identity {
             .await?;
         if verify {
             let account = self.require_user(user).await?;
-            self.mail_verification(&account).await?;
+            self.mail_verification(&account, caller.client().lang())
+                .await?;
         }
         Ok(())
     }
@@ -524,8 +562,9 @@ impl Identity {
         self.rate_limit("verify-email", caller.client().ip())?;
         let email = email.to_owned();
         let core = self.0.clone();
+        let asked = caller.client().lang();
         tokio::spawn(async move {
-            if let Err(error) = core.send_verification(&email).await {
+            if let Err(error) = core.send_verification(&email, asked).await {
                 tracing::warn!(%error, "a verification link could not be sent");
             }
         });
@@ -645,16 +684,26 @@ impl Identity {
             },
         )
         .await?;
-        self.send_mail(idstream_mailer::templates::email_verification(
+        self.mail(
             &new_email,
-            &link,
-            now + EMAIL_CHANGE_TTL,
-        ))
+            Some(user.id),
+            None,
+            client.lang(),
+            idstream_mailer::templates::Mail::EmailVerification {
+                link: &link,
+                expires_at: now + EMAIL_CHANGE_TTL,
+            },
+        )
         .await;
-        self.send_mail(idstream_mailer::templates::email_change_notice(
+        self.mail(
             &user.email,
-            &new_email,
-        ))
+            Some(user.id),
+            None,
+            client.lang(),
+            idstream_mailer::templates::Mail::EmailChangeNotice {
+                new_address: &new_email,
+            },
+        )
         .await;
         Ok(outcome)
     }

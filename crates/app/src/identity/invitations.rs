@@ -119,11 +119,15 @@ impl Core {
 
     /// Delivers an invitation's link: mails it (whether that worked, and no link), or hands
     /// it over (no mail, and the link).
+    ///
+    /// The mail comes from the tenant, in its language (not in the inviting administrator's
+    /// browser's), and names the administrator when the invitation is theirs.
     async fn deliver_invitation(
         &self,
+        caller: &Caller,
         delivery: InvitationDelivery,
         email: &str,
-        tenant_name: &str,
+        tenant: &TenantId,
         token: &str,
         expires_at: OffsetDateTime,
     ) -> (bool, Option<String>) {
@@ -131,14 +135,16 @@ impl Core {
         match delivery {
             InvitationDelivery::Link => (false, Some(link)),
             InvitationDelivery::Email => {
-                let message = idstream_mailer::templates::invitation(
-                    email,
-                    tenant_name,
-                    None,
-                    &link,
+                let inviter = caller
+                    .user_id()
+                    .and_then(|user| self.directory().user(&user).ok().flatten())
+                    .map(|view| format!("{} {}", view.first_name, view.last_name));
+                let mail = idstream_mailer::templates::Mail::Invitation {
+                    inviter: inviter.as_deref().map(str::trim),
+                    link: &link,
                     expires_at,
-                );
-                (self.send_mail(message).await, None)
+                };
+                (self.mail(email, None, Some(tenant), None, mail).await, None)
             }
         }
     }
@@ -293,9 +299,10 @@ impl Identity {
         let expires_at = now + lifetime;
         let (email_sent, link) = self
             .deliver_invitation(
+                caller,
                 request.delivery,
                 &email,
-                &view.name,
+                &tenant,
                 token.reveal(),
                 expires_at,
             )
@@ -346,9 +353,10 @@ impl Identity {
         let expires_at = now + lifetime;
         let (email_sent, link) = self
             .deliver_invitation(
+                caller,
                 state.delivery,
                 &user.email,
-                &view.name,
+                &tenant,
                 token.reveal(),
                 expires_at,
             )

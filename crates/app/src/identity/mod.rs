@@ -99,6 +99,8 @@ impl Default for IdentityConfig {
 pub struct IdentityServices {
     pub keys: Arc<Keys>,
     pub mailer: Arc<dyn Mailer>,
+    /// The mails' templates (the built-in ones, or a deployment's replacements).
+    pub mail_templates: Arc<idstream_mailer::templates::MailTemplates>,
     pub hasher: PasswordHasherPool,
     pub config: IdentityConfig,
 }
@@ -124,6 +126,9 @@ impl IdentityServices {
         Ok(IdentityServices {
             keys: Arc::new(keys),
             mailer: Arc::new(idstream_mailer::FileMailer::new(dir.join("mail"), from)),
+            mail_templates: Arc::new(
+                idstream_mailer::templates::MailTemplates::load(None).map_err(|e| e.to_string())?,
+            ),
             hasher: PasswordHasherPool::new(2),
             config,
         })
@@ -137,6 +142,7 @@ pub(crate) struct IdentityParts {
     pub(crate) read: idstream_identity::Identity,
     pub(crate) keys: Arc<Keys>,
     pub(crate) mailer: Arc<dyn Mailer>,
+    pub(crate) mail_templates: Arc<idstream_mailer::templates::MailTemplates>,
     pub(crate) hasher: PasswordHasherPool,
     pub(crate) config: IdentityConfig,
     pub(crate) issuer: Issuer,
@@ -215,6 +221,7 @@ impl IdentityParts {
             read,
             keys: services.keys,
             mailer: services.mailer,
+            mail_templates: services.mail_templates,
             hasher: services.hasher,
             config: services.config,
             issuer,
@@ -284,6 +291,8 @@ impl Authenticated {
 pub struct Client {
     ip: Option<IpAddr>,
     user_agent: Option<String>,
+    /// The language the client's `Accept-Language` asks for, among those mails are written in.
+    lang: Option<idstream_mailer::templates::Lang>,
 }
 
 /// The longest `User-Agent` recorded, in characters; longer ones are cut.
@@ -303,7 +312,22 @@ impl Client {
                     .to_owned()
             })
             .filter(|text| !text.is_empty());
-        Client { ip, user_agent }
+        Client {
+            ip,
+            user_agent,
+            lang: None,
+        }
+    }
+
+    /// The same client, whose `Accept-Language` header was `accept_language`.
+    pub fn accepting(mut self, accept_language: Option<&str>) -> Client {
+        self.lang = accept_language.and_then(idstream_mailer::templates::Lang::negotiate);
+        self
+    }
+
+    /// The language the client asked for, if mails are written in it.
+    pub fn lang(&self) -> Option<idstream_mailer::templates::Lang> {
+        self.lang
     }
 
     /// A client known only by its address (or not at all).
@@ -311,6 +335,7 @@ impl Client {
         Client {
             ip,
             user_agent: None,
+            lang: None,
         }
     }
 

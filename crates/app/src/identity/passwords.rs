@@ -105,7 +105,11 @@ impl Core {
         .await
     }
 
-    async fn send_reset_link(&self, email: &str) -> Result<(), AppError> {
+    async fn send_reset_link(
+        &self,
+        email: &str,
+        asked: Option<idstream_mailer::templates::Lang>,
+    ) -> Result<(), AppError> {
         let Some(user) = self.find_user_by_email(email).await? else {
             return Ok(());
         };
@@ -141,8 +145,17 @@ impl Core {
             user.id,
             token.reveal()
         ));
-        let message = idstream_mailer::templates::password_reset(&user.email, &link, expires_at);
-        self.send_mail(message).await;
+        self.mail(
+            &user.email,
+            Some(user.id),
+            None,
+            asked,
+            idstream_mailer::templates::Mail::PasswordReset {
+                link: &link,
+                expires_at,
+            },
+        )
+        .await;
         Ok(())
     }
 
@@ -244,8 +257,9 @@ impl Identity {
             return Ok(());
         };
         let core = self.0.clone();
+        let asked = caller.client().lang();
         tokio::spawn(async move {
-            if let Err(error) = core.send_reset_link(&email).await {
+            if let Err(error) = core.send_reset_link(&email, asked).await {
                 tracing::warn!(%error, "a password reset could not be started");
             }
         });

@@ -282,8 +282,14 @@ impl Core {
             && until > now
             && state.failures == 0
         {
-            let message = idstream_mailer::templates::account_locked(&user.email, until);
-            self.send_mail(message).await;
+            self.mail(
+                &user.email,
+                Some(user.id),
+                None,
+                client.lang(),
+                idstream_mailer::templates::Mail::AccountLocked { until },
+            )
+            .await;
         }
         Ok(())
     }
@@ -308,6 +314,44 @@ impl Core {
 
     /// Sends a message whose event is already in the log. A failure is logged, not returned:
     /// what the message announces has happened, and the caller can ask for it again.
+    /// Mails `mail` to `to` from a tenant: `tenant`, else the one tenant `user` belongs to (a
+    /// person of several gets idstream's neutral frame). It is written in `asked` (the language
+    /// the person's request asked for), else in the tenant's language, else in English; a mail
+    /// sent on an administrator's behalf passes no `asked`, so that the administrator's
+    /// browser does not choose the invitee's language. Whether it was handed over.
+    pub(crate) async fn mail(
+        &self,
+        to: &str,
+        user: Option<UserId>,
+        tenant: Option<&TenantId>,
+        asked: Option<idstream_mailer::templates::Lang>,
+        mail: idstream_mailer::templates::Mail<'_>,
+    ) -> bool {
+        use idstream_mailer::templates::{Branding, Lang};
+        let tenant = match tenant {
+            Some(tenant) => Some(tenant.clone()),
+            None => user
+                .and_then(|user| self.user_tenants(&user).ok())
+                .filter(|tenants| tenants.len() == 1)
+                .and_then(|mut tenants| tenants.pop()),
+        };
+        let view = tenant.and_then(|tenant| self.directory().tenant(&tenant).ok().flatten());
+        let (brand, tenant_lang) = match view {
+            Some(view) => (
+                Branding {
+                    name: view.name,
+                    logo_url: view.settings.logo_url,
+                    colour: view.settings.brand_colour,
+                },
+                Lang::from_tag(&view.settings.language),
+            ),
+            None => (Branding::neutral(), None),
+        };
+        let lang = asked.or(tenant_lang).unwrap_or_default();
+        let message = self.id().mail_templates.render(to, lang, &brand, mail);
+        self.send_mail(message).await
+    }
+
     pub(crate) async fn send_mail(&self, message: idstream_mailer::Message) -> bool {
         match self.id().mailer.send(&message).await {
             Ok(()) => true,

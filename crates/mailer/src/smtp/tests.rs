@@ -151,10 +151,14 @@ async fn messages_reach_a_real_smtp_server() {
     // Long lines and `=` make lettre choose quoted-printable, which must decode to the same link.
     let link =
         "https://id.example.com/reset-password?token=Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0&x=1";
-    let plain = crate::templates::password_reset(
+    let plain = crate::templates::MailTemplates::built_in().render(
         "alice@example.com",
-        link,
-        time::OffsetDateTime::UNIX_EPOCH,
+        crate::templates::Lang::En,
+        &crate::templates::Branding::neutral(),
+        crate::templates::Mail::PasswordReset {
+            link,
+            expires_at: time::OffsetDateTime::UNIX_EPOCH,
+        },
     );
     let rich = Message {
         to: "bob@example.com".into(),

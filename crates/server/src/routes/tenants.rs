@@ -216,6 +216,25 @@ pub struct Settings {
     /// have followed it (absent: false).
     #[serde(default)]
     pub verify_created_users: bool,
+    /// The address of the tenant's logo, shown at the top of its mails: `https:`, at most 2048
+    /// characters (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "https://cdn.example.com/acme.png", max_length = 2048)]
+    pub logo_url: Option<String>,
+    /// The colour of the tenant's mails, `#rrggbb` (absent: idstream's blue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "#aa3300", pattern = "^#[0-9A-Fa-f]{6}$")]
+    pub brand_colour: Option<String>,
+    /// `en` or `fr` (absent: `en`): the language of mails sent on an administrator's behalf
+    /// (invitations, verification of created users), and of the others when neither the person
+    /// nor their browser names one of these.
+    #[serde(default = "default_language")]
+    #[schema(example = "en")]
+    pub language: String,
+}
+
+fn default_language() -> String {
+    TenantSettings::default().language
 }
 
 fn default_remember_days() -> u32 {
@@ -245,6 +264,9 @@ impl From<TenantSettings> for Settings {
             mfa_required: s.mfa_required,
             remember_days: s.remember_days,
             verify_created_users: s.verify_created_users,
+            logo_url: s.logo_url,
+            brand_colour: s.brand_colour,
+            language: s.language,
         }
     }
 }
@@ -272,6 +294,9 @@ impl From<Settings> for TenantSettings {
             mfa_required: s.mfa_required,
             remember_days: s.remember_days,
             verify_created_users: s.verify_created_users,
+            logo_url: s.logo_url,
+            brand_colour: s.brand_colour,
+            language: s.language,
         }
     }
 }
@@ -296,7 +321,7 @@ pub async fn get_settings(
 #[utoipa::path(put, path = "/v1/tenants/{tenant}/settings", request_body = Settings, tag = "tenants",
     responses((status = 200, body = CommandAccepted, description = "changed, or already so (nothing appended)"),
         (status = 403, body = Problem, description = "`forbidden` (needs settings:update, and role.<default role>:assign to change the default role), `beyond_caller_permissions` (a default role with permissions the caller lacks)"),
-        (status = 422, body = Problem, description = "`invalid_settings` (a number out of its range, or min_length above max_length), `invalid_default_role` (owner), `unknown_role`")),
+        (status = 422, body = Problem, description = "`invalid_settings` (a number out of its range, min_length above max_length, a logo address not `https:`, a colour not `#rrggbb`, a language other than en and fr), `invalid_default_role` (owner), `unknown_role`")),
     security(("bearer" = [])))]
 pub async fn put_settings(
     State(state): State<AppState>,

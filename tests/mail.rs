@@ -1,0 +1,217 @@
+//! The mails a tenant's people get, from the real binary: in HTML and plain text, signed with the
+//! tenant's name, logo and colour, in the language the person's browser asked for (else the
+//! tenant's), and with a deployment's own template where its configuration names a folder.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::support::service::{Answer, Service};
+use crate::support::world::{eventually, join};
+
+/// The latest mail to `to` whose subject is `subject`, once it arrives.
+async fn mail_to(svc: &Service, to: &str, subject: &str) -> idstream_mailer::ParsedEml {
+    let mut found = None;
+    eventually(&format!("a mail '{subject}' to {to}"), || {
+        found = svc
+            .mail()
+            .into_iter()
+            .rev()
+            .find(|m| m.to == to && m.subject == subject);
+        std::future::ready(found.is_some())
+    })
+    .await;
+    found.unwrap()
+}
+
+/// The settings, read once the log's position `at` is in the read models.
+async fn settings(svc: &Service, at: u64) -> Value {
+    let answer = svc.get_at("/v1/tenants/acme/settings", at).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    answer.body
+}
+
+async fn reset_request(svc: &Service, email: &str, language: Option<&str>) -> Answer {
+    let mut request = svc
+        .anonymous(Method::POST, "/v1/auth/password/reset-request")
+        .json(&json!({ "email": email }));
+    if let Some(language) = language {
+        request = request.header("accept-language", language);
+    }
+    svc.send(request).await
+}
+
+#[tokio::test]
+async fn a_tenants_mail_carries_its_brand_and_language_and_a_deployment_replaces_a_template() {
+    let dir = tempfile::tempdir().unwrap();
+    // The deployment replaces the English reset mail, and only that one.
+    let templates = dir.path().join("mail-templates");
+    std::fs::create_dir_all(templates.join("en")).unwrap();
+    std::fs::write(
+        templates.join("en/password_reset.mail"),
+        "{% extends layout %}\n{% block subject %}{{ tenant }} password help{% endblock %}\n\
+         {% block body %}Hello from our help desk.\n\n{{ action(link, \"Reset\") }}\n\n\
+         Valid until {{ expires }}.{% endblock %}\n",
+    )
+    .unwrap();
+    let config = dir.path().join("idstream.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[mail]\ntemplates = {:?}\n",
+            templates.display().to_string()
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let svc =
+        Service::embedded_with_env(&data, &[("IDSTREAM_CONFIG", config.to_str().unwrap())]).await;
+    let created = svc
+        .post("/v1/tenants", json!({"id": "acme", "name": "Acme & Co"}))
+        .await;
+    assert_eq!(created.status, 201, "{created:?}");
+
+    // Branding that is not https, not #rrggbb or not a written language is refused, and
+    // changes nothing.
+    let before = settings(&svc, created.position()).await;
+    assert_eq!(before["language"], "en");
+    assert!(before.get("logo_url").is_none(), "{before}");
+    for (field, value) in [
+        ("logo_url", json!("http://cdn.example.com/acme.png")),
+        ("logo_url", json!("javascript:alert(1)")),
+        ("brand_colour", json!("crimson")),
+        ("language", json!("de")),
+    ] {
+        let mut bad = before.clone();
+        bad[field] = value;
+        let answer = svc.put("/v1/tenants/acme/settings", bad).await;
+        answer.assert_problem(422, "invalid_settings");
+    }
+    assert_eq!(settings(&svc, svc.log_position().await).await, before);
+
+    // Acme brands its mails and writes them in French by default.
+    let mut branded = before.clone();
+    branded["logo_url"] = json!("https://cdn.example.com/acme.png");
+    branded["brand_colour"] = json!("#aa3300");
+    branded["language"] = json!("fr");
+    let changed = svc.put("/v1/tenants/acme/settings", branded.clone()).await;
+    assert_eq!(changed.status, 200, "{changed:?}");
+    let read = svc
+        .get_at("/v1/tenants/acme/settings", changed.position())
+        .await;
+    assert_eq!(read.body, branded);
+
+    // An invitation goes out in the tenant's language (whatever the inviter's browser asks),
+    // in text and HTML, with the tenant's name, logo and colour.
+    let invited = svc
+        .send(
+            svc.request(Method::POST, "/v1/tenants/acme/invitations")
+                .header("accept-language", "en")
+                .json(&json!({"email": "grace@example.com", "first_name": "Grace",
+                    "last_name": "Hopper", "roles": ["user"]})),
+        )
+        .await;
+    assert_eq!(invited.status, 201, "{invited:?}");
+    let invitation = mail_to(
+        &svc,
+        "grace@example.com",
+        "Invitation à rejoindre Acme & Co",
+    )
+    .await;
+    assert!(
+        invitation
+            .text
+            .starts_with("Vous êtes invité à rejoindre Acme & Co."),
+        "{}",
+        invitation.text
+    );
+    assert!(invitation.text.contains("/accept-invitation?token=idi_"));
+    assert!(invitation.text.contains("Envoyé par Acme & Co."));
+    let html = invitation.html.expect("an HTML part");
+    assert!(html.contains("<html lang=\"fr\">"), "{html}");
+    assert!(html.contains("Acme &amp; Co"), "{html}");
+    assert!(html.contains("#aa3300"), "{html}");
+    assert!(html.contains("cdn.example.com&#x2f;acme.png"), "{html}");
+    assert!(html.contains("/accept-invitation?token=idi_"), "{html}");
+
+    // Password resets: the language the browser asks for, else the tenant's; the deployment's
+    // own English template replaces the built-in one.
+    join(
+        &svc,
+        "bob@example.com",
+        "acme",
+        &["user"],
+        "Bobs-Long-Passphrase-42",
+    )
+    .await;
+    join(
+        &svc,
+        "carol@example.com",
+        "acme",
+        &["user"],
+        "Carols-Long-Passphrase-42",
+    )
+    .await;
+    join(
+        &svc,
+        "dan@example.com",
+        "acme",
+        &["user"],
+        "Dans-Long-Passphrase-42",
+    )
+    .await;
+    for (email, language) in [
+        ("bob@example.com", Some("en-GB,en;q=0.9")),
+        ("carol@example.com", Some("de-DE, fr;q=0.5, en;q=0.4")),
+        ("dan@example.com", None),
+    ] {
+        let answer = reset_request(&svc, email, language).await;
+        assert_eq!(answer.status, 202, "{answer:?}");
+    }
+    let english = mail_to(&svc, "bob@example.com", "Acme & Co password help").await;
+    assert!(
+        english.text.starts_with("Hello from our help desk.\n\n"),
+        "{}",
+        english.text
+    );
+    assert!(english.text.contains("/reset-password?user="));
+    assert!(english.html.expect("html").contains(">Reset</a>"));
+    let french = mail_to(
+        &svc,
+        "carol@example.com",
+        "Réinitialisez votre mot de passe",
+    )
+    .await;
+    assert!(french.text.contains("/reset-password?user="));
+    let by_tenant = mail_to(&svc, "dan@example.com", "Réinitialisez votre mot de passe").await;
+    assert!(by_tenant.text.contains("Envoyé par Acme & Co."));
+}
+
+#[tokio::test]
+async fn a_broken_template_in_the_configured_folder_stops_the_service_at_startup_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let templates = dir.path().join("mail-templates");
+    std::fs::create_dir_all(templates.join("fr")).unwrap();
+    std::fs::write(templates.join("fr/magic_link.mail"), "{% if %}").unwrap();
+    let config = dir.path().join("idstream.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[mail]\ntemplates = {:?}\n",
+            templates.display().to_string()
+        ),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_idstream"))
+        .arg("serve")
+        .env("IDSTREAM_LISTEN", "127.0.0.1:0")
+        .env("IDSTREAM_DATA_DIR", dir.path().join("data"))
+        .env("IDSTREAM_CONFIG", &config)
+        .env("IDSTREAM_LOG", "warn")
+        .env_remove("IDSTREAM_NATS_URL")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("fr/magic_link.mail"), "{stderr}");
+    assert!(stderr.contains("mail template"), "{stderr}");
+}
