@@ -53,7 +53,8 @@ fn settings(default_role: &str) -> Value {
         "magic_link_ttl_minutes": 10,
         "mfa_required": false,
         "remember_days": 14,
-        "verify_created_users": false
+        "verify_created_users": false,
+        "language": "en"
     })
 }
 
