@@ -159,10 +159,40 @@ async fn a_tenants_mail_carries_its_brand_and_language_and_a_deployment_replaces
         "Dans-Long-Passphrase-42",
     )
     .await;
+    let erin = join(
+        &svc,
+        "erin@example.com",
+        "acme",
+        &["user"],
+        "Erins-Long-Passphrase-42",
+    )
+    .await;
+    // Erin chooses English in her profile: it wins over her browser and her tenant.
+    let profile = |language: Value| json!({"first_name": "Erin", "last_name": "Example", "language": language});
+    let path = format!("/v1/users/{}/profile", erin.id);
+    let refused = svc
+        .send(
+            svc.request_as(&erin.token, Method::PUT, &path)
+                .json(&profile(json!("de"))),
+        )
+        .await;
+    refused.assert_problem(422, "invalid_language");
+    let chosen = svc
+        .send(
+            svc.request_as(&erin.token, Method::PUT, &path)
+                .json(&profile(json!("en"))),
+        )
+        .await;
+    assert_eq!(chosen.status, 200, "{chosen:?}");
+    let read = svc
+        .get_at(&format!("/v1/users/{}", erin.id), chosen.position())
+        .await;
+    assert_eq!(read.body["language"], "en", "{read:?}");
     for (email, language) in [
         ("bob@example.com", Some("en-GB,en;q=0.9")),
         ("carol@example.com", Some("de-DE, fr;q=0.5, en;q=0.4")),
         ("dan@example.com", None),
+        ("erin@example.com", Some("fr")),
     ] {
         let answer = reset_request(&svc, email, language).await;
         assert_eq!(answer.status, 202, "{answer:?}");
@@ -184,6 +214,8 @@ async fn a_tenants_mail_carries_its_brand_and_language_and_a_deployment_replaces
     assert!(french.text.contains("/reset-password?user="));
     let by_tenant = mail_to(&svc, "dan@example.com", "Réinitialisez votre mot de passe").await;
     assert!(by_tenant.text.contains("Envoyé par Acme & Co."));
+    let by_choice = mail_to(&svc, "erin@example.com", "Acme & Co password help").await;
+    assert!(by_choice.text.contains("/reset-password?user="));
 }
 
 #[tokio::test]

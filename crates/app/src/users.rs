@@ -540,6 +540,7 @@ impl Core {
                 image_url: None,
                 notifications: Default::default(),
                 phone: Some(Some(phone)),
+                language: None,
             };
             let step = self
                 .execute::<UserAggregate>(ctx, &key, "phone", UserCommand::ChangeProfile(profile))

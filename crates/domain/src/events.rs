@@ -532,6 +532,9 @@ pub struct UserProfileChanged {
     /// The user's phone number in E.164 form (`+` and up to 15 digits), when they gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone: Option<String>,
+    /// The language the user chose for mails and pages (`en`, `fr`), when they chose one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
 }
 
 /// A user asked to change their email address to `email`; until they confirm from that
@@ -1465,6 +1468,40 @@ impl From<UserProfileChangedV1> for UserProfileChanged {
             image_url: v1.image_url,
             notifications: v1.notifications,
             phone: None,
+            language: None,
+        }
+    }
+}
+
+// Version 2 of `UserProfileChanged`: no language.
+/// A user's profile changed (the whole profile is recorded, not a patch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "UserProfileChanged")]
+pub struct UserProfileChangedV2 {
+    pub first_name: String,
+    pub last_name: String,
+    /// An `https://` (or `http://`) URL of the user's picture.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<String>,
+    /// Notification topics the user wants (`true`) or not (`false`), e.g. `security_alerts`.
+    #[serde(default)]
+    pub notifications: std::collections::BTreeMap<String, bool>,
+    /// The user's phone number in E.164 form (`+` and up to 15 digits), when they gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+}
+
+/// Version 2 knew no language: its users chose none.
+impl From<UserProfileChangedV2> for UserProfileChanged {
+    fn from(v2: UserProfileChangedV2) -> UserProfileChanged {
+        UserProfileChanged {
+            first_name: v2.first_name,
+            last_name: v2.last_name,
+            image_url: v2.image_url,
+            notifications: v2.notifications,
+            phone: v2.phone,
+            language: None,
         }
     }
 }
@@ -1622,7 +1659,7 @@ catalogue! {
         LocalRoleLapsed => 1, Record;
         UserActivated => 1, User;
         EmailVerified => 1, User;
-        UserProfileChanged => 2, User;
+        UserProfileChanged => 3, User;
         UserAttributesChanged => 1, User;
         EmailChangeRequested => 1, User;
         EmailChanged => 1, User;
@@ -1670,6 +1707,7 @@ catalogue! {
         LocalRoleAssigned => 1, LocalRoleAssignedV1;
         FieldRulesChanged => 1, FieldRulesChangedV1;
         UserProfileChanged => 1, UserProfileChangedV1;
+        UserProfileChanged => 2, UserProfileChangedV2;
         RoleDefined => 1, RoleDefinedV1;
         RoleUpdated => 1, RoleUpdatedV1;
         RoleMenuSet => 1, RoleMenuSetV1;

@@ -67,6 +67,8 @@ pub struct User {
     pub pending_email: Option<String>,
     /// The phone number of the last profile change, E.164.
     pub phone: Option<String>,
+    /// The language the user chose for mails and pages (one of [`crate::tenant::LANGUAGES`]).
+    pub language: Option<String>,
     /// The values of the user's attributes, per tenant (see [`crate::attributes`]).
     pub attributes:
         std::collections::BTreeMap<TenantId, std::collections::BTreeMap<String, serde_json::Value>>,
@@ -148,6 +150,9 @@ pub struct Profile {
     /// The phone number: `None` keeps the one the user has, `Some(None)` (or an empty text)
     /// removes it, `Some(Some(text))` sets it (normalised to E.164, see [`normalize_phone`]).
     pub phone: Option<Option<String>>,
+    /// The language the user chose (one of [`crate::tenant::LANGUAGES`]): `None` keeps the one
+    /// chosen, `Some(None)` (or an empty text) removes the choice, `Some(Some(tag))` sets it.
+    pub language: Option<Option<String>>,
 }
 
 /// Most digits of an E.164 number.
@@ -236,6 +241,8 @@ pub enum UserError {
         "a phone number is in international form: + (or 00) and the country code, then the number, 8 to 15 digits in all (spaces, dots, hyphens and parentheses allowed between them)"
     )]
     InvalidPhone,
+    #[error("the language is one of en, fr")]
+    InvalidLanguage,
     #[error(transparent)]
     Attribute(#[from] crate::attributes::AttributeError),
 }
@@ -420,12 +427,25 @@ pub fn decide(state: &User, command: UserCommand) -> Result<Vec<UserEvent>, User
                 Some(Some(text)) if text.trim().is_empty() => None,
                 Some(Some(text)) => Some(normalize_phone(&text)?),
             };
+            let language = match profile.language {
+                None => state.language.clone(),
+                Some(None) => None,
+                Some(Some(tag)) if tag.trim().is_empty() => None,
+                Some(Some(tag)) => {
+                    let tag = tag.trim().to_ascii_lowercase();
+                    if !crate::tenant::LANGUAGES.contains(&tag.as_str()) {
+                        return Err(UserError::InvalidLanguage);
+                    }
+                    Some(tag)
+                }
+            };
             Ok(vec![UserEvent::ProfileChanged(UserProfileChanged {
                 first_name: valid_name(&profile.first_name)?,
                 last_name: valid_name(&profile.last_name)?,
                 image_url,
                 notifications: profile.notifications,
                 phone,
+                language,
             })])
         }
         UserCommand::RequestEmailChange { email } => {
@@ -522,7 +542,10 @@ pub fn evolve(mut state: User, event: &UserEvent) -> User {
             }
         }
         UserEvent::EmailVerified(_) => state.email_verified = true,
-        UserEvent::ProfileChanged(e) => state.phone = e.phone.clone(),
+        UserEvent::ProfileChanged(e) => {
+            state.phone = e.phone.clone();
+            state.language = e.language.clone();
+        }
         UserEvent::EmailChangeRequested(e) => state.pending_email = Some(e.email.clone()),
         UserEvent::EmailChanged(e) => {
             state.email = e.email.clone();
@@ -940,6 +963,7 @@ mod tests {
                     image_url: None,
                     notifications: Default::default(),
                     phone: None,
+                    language: None,
                 }),
                 Err(UserError::InvalidName),
             );
@@ -1047,6 +1071,7 @@ mod tests {
                 image_url: None,
                 notifications: Default::default(),
                 phone: phone.map(|p| p.map(str::to_owned)),
+                language: None,
             })
         };
         let changed = |phone: Option<&str>| {
@@ -1056,6 +1081,7 @@ mod tests {
                 image_url: None,
                 notifications: Default::default(),
                 phone: phone.map(str::to_owned),
+                language: None,
             })
         };
         check(
@@ -1101,6 +1127,49 @@ mod tests {
     }
 
     #[test]
+    fn given_a_user_when_they_choose_a_language_then_it_is_kept_until_changed_or_removed() {
+        let change = |language: Option<Option<&str>>| {
+            UserCommand::ChangeProfile(Profile {
+                first_name: "Ada".into(),
+                last_name: "King".into(),
+                image_url: None,
+                notifications: Default::default(),
+                phone: None,
+                language: language.map(|l| l.map(str::to_owned)),
+            })
+        };
+        let changed = |language: Option<&str>| {
+            UserEvent::ProfileChanged(UserProfileChanged {
+                first_name: "Ada".into(),
+                last_name: "King".into(),
+                image_url: None,
+                notifications: Default::default(),
+                phone: None,
+                language: language.map(str::to_owned),
+            })
+        };
+        check(
+            &[registered()],
+            change(Some(Some(" FR "))),
+            Ok(vec![changed(Some("fr"))]),
+        );
+        let chosen = [registered(), changed(Some("fr"))];
+        // Left out, it is kept; null or empty removes it.
+        check(&chosen, change(None), Ok(vec![changed(Some("fr"))]));
+        check(&chosen, change(Some(None)), Ok(vec![changed(None)]));
+        check(&chosen, change(Some(Some(""))), Ok(vec![changed(None)]));
+        for bad in ["de", "français", "en-GB"] {
+            check(
+                &chosen,
+                change(Some(Some(bad))),
+                Err(UserError::InvalidLanguage),
+            );
+        }
+        let state = chosen.iter().fold(User::default(), evolve);
+        assert_eq!(state.language.as_deref(), Some("fr"));
+    }
+
+    #[test]
     fn a_profile_change_is_validated_and_recorded_whole() {
         let profile = |image_url: Option<&str>, topic: &str| {
             UserCommand::ChangeProfile(Profile {
@@ -1109,6 +1178,7 @@ mod tests {
                 image_url: image_url.map(str::to_owned),
                 notifications: [(topic.to_owned(), true)].into(),
                 phone: None,
+                language: None,
             })
         };
         check(
@@ -1120,6 +1190,7 @@ mod tests {
                 image_url: Some("https://example.com/ada.png".into()),
                 notifications: [("security_alerts".to_owned(), true)].into(),
                 phone: None,
+                language: None,
             })]),
         );
         for bad in ["javascript:alert(1)", "https://a b", "ftp://x"] {

@@ -146,6 +146,9 @@ impl ApiError {
                         (S::UNPROCESSABLE_ENTITY, "invalid_notifications", shown(u))
                     }
                     UserError::InvalidPhone => (S::UNPROCESSABLE_ENTITY, "invalid_phone", shown(u)),
+                    UserError::InvalidLanguage => {
+                        (S::UNPROCESSABLE_ENTITY, "invalid_language", shown(u))
+                    }
                     UserError::Attribute(a) => attribute_error(a),
                 },
                 AppError::Membership(m) => match m {

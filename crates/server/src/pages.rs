@@ -1992,6 +1992,7 @@ async fn profile_form(
             first_name => value("first_name", me.user.first_name.clone()),
             last_name => value("last_name", me.user.last_name.clone()),
             phone => value("phone", me.user.phone.clone().unwrap_or_default()),
+            language => value("language", me.user.language.clone().unwrap_or_default()),
         }},
     ))
 }
@@ -2073,6 +2074,7 @@ async fn save_profile(
         image_url: me.user.image_url.clone(),
         notifications: me.user.notifications.clone(),
         phone: Some(Some(field("phone"))),
+        language: Some(Some(field("language"))),
     };
     let mut last = 0;
     if !change.is_empty() {

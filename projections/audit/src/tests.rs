@@ -310,6 +310,7 @@ fn acme_story() -> (Log, Ulid, Ulid) {
             image_url: Some(IMAGE.into()),
             notifications: Default::default(),
             phone: None,
+            language: None,
         }),
     );
     log.record(

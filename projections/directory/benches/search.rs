@@ -427,6 +427,7 @@ fn generate(users: usize, rng: &mut StdRng) -> Vec<Person> {
             image_url: None,
             notifications: Default::default(),
             phone: None,
+            language: None,
             attributes: Default::default(),
             status,
             suspended_until,

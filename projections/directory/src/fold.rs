@@ -150,6 +150,7 @@ impl Projection for DirectoryProjection {
                 image_url: e.image_url,
                 notifications: e.notifications,
                 phone: e.phone,
+                language: e.language,
                 ..view
             }),
             DomainEvent::UserAttributesChanged(e) => update_user(state, event, |mut view| {
@@ -398,6 +399,7 @@ fn user_created(
         image_url: None,
         notifications: Default::default(),
         phone: None,
+        language: None,
         attributes: Default::default(),
         status,
         suspended_until: None,

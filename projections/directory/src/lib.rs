@@ -83,6 +83,9 @@ pub struct UserView {
     /// The user's phone number (E.164), if they gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone: Option<String>,
+    /// The language the user chose for mails and pages (`en`, `fr`), if they chose one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
     /// The values of the user's attributes per tenant, as recorded (those no longer defined or
     /// no longer valid for their definition included: see `idstream_domain::attributes::visible`).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]

@@ -138,6 +138,7 @@ impl World {
             image_url: None,
             notifications: Default::default(),
             phone: None,
+            language: None,
             attributes: Default::default(),
             status,
             suspended_until: (status == UserStatus::Suspended && rng.random_bool(0.5))

@@ -294,6 +294,7 @@ fn a_registered_user_is_active_and_found_by_email_in_any_case() {
         image_url: None,
         notifications: Default::default(),
         phone: None,
+        language: None,
         attributes: Default::default(),
         status: UserStatus::Active,
         suspended_until: None,

@@ -315,10 +315,11 @@ impl Core {
     /// Sends a message whose event is already in the log. A failure is logged, not returned:
     /// what the message announces has happened, and the caller can ask for it again.
     /// Mails `mail` to `to` from a tenant: `tenant`, else the one tenant `user` belongs to (a
-    /// person of several gets idstream's neutral frame). It is written in `asked` (the language
-    /// the person's request asked for), else in the tenant's language, else in English; a mail
-    /// sent on an administrator's behalf passes no `asked`, so that the administrator's
-    /// browser does not choose the invitee's language. Whether it was handed over.
+    /// person of several gets idstream's neutral frame). It is written in the language `user`
+    /// chose in their profile, else in `asked` (the language the person's request asked for),
+    /// else in the tenant's language, else in English; a mail sent on an administrator's behalf
+    /// passes no `asked`, so that the administrator's browser does not choose the invitee's
+    /// language. Whether it was handed over.
     pub(crate) async fn mail(
         &self,
         to: &str,
@@ -347,7 +348,11 @@ impl Core {
             ),
             None => (Branding::neutral(), None),
         };
-        let lang = asked.or(tenant_lang).unwrap_or_default();
+        let chosen = user
+            .and_then(|user| self.directory().user(&user).ok().flatten())
+            .and_then(|view| view.language)
+            .and_then(|tag| Lang::from_tag(&tag));
+        let lang = chosen.or(asked).or(tenant_lang).unwrap_or_default();
         let message = self.id().mail_templates.render(to, lang, &brand, mail);
         self.send_mail(message).await
     }

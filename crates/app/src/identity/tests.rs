@@ -1230,6 +1230,7 @@ async fn people_change_their_own_profile_and_only_admins_change_others() {
         image_url: Some("https://example.com/bob.png".into()),
         notifications: [("security_alerts".to_owned(), true)].into(),
         phone: None,
+        language: None,
     };
     let changed = app
         .users

@@ -64,6 +64,7 @@ pub const CODES: &[&str] = &[
     "invalid_image_url",
     "invalid_invitation_lifetime",
     "invalid_label",
+    "invalid_language",
     "invalid_menu",
     "invalid_min_position",
     "invalid_name",

@@ -181,6 +181,9 @@ pub struct User {
     /// The user's phone number (E.164), if they gave one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub phone: Option<String>,
+    /// The language the user chose for their mails (`en`, `fr`), if they chose one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
     /// Notification topics the user wants (`true`) or not (`false`).
     pub notifications: std::collections::BTreeMap<String, bool>,
     /// `invited`, `active`, `suspended`, `inactive` or `erased`
@@ -206,6 +209,7 @@ impl User {
             last_name: view.last_name,
             image_url: view.image_url,
             phone: view.phone,
+            language: view.language,
             notifications: view.notifications,
             status: match status {
                 idstream_directory::UserStatus::Invited => "invited",
@@ -497,6 +501,12 @@ pub struct ProfileBody {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, max_length = 32, example = "+44 20 7946 0958")]
     pub phone: Option<Option<String>>,
+    /// The language of the user's mails, `en` or `fr`: left out, the one chosen is kept; `null`
+    /// or empty removes the choice (their browser's `Accept-Language` chooses, else their
+    /// tenant's language).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, example = "fr")]
+    pub language: Option<Option<String>>,
     /// Notification topics the user wants (`true`) or not: at most 32, each 1 to 40 of a-z,
     /// 0-9 and `_`.
     #[serde(default)]
@@ -529,7 +539,7 @@ fn notifications_schema() -> utoipa::openapi::schema::Object {
     responses((status = 200, body = CommandAccepted, description = "changed, or already so (nothing appended)"),
         (status = 403, body = Problem, description = "`forbidden` (someone else's profile needs users:update in every tenant of the user)"),
         (status = 409, body = Problem, description = "`user_erased`"),
-        (status = 422, body = Problem, description = "`invalid_name`, `invalid_image_url`, `invalid_notifications`, `invalid_phone`")),
+        (status = 422, body = Problem, description = "`invalid_name`, `invalid_image_url`, `invalid_notifications`, `invalid_phone`, `invalid_language`")),
     security(("bearer" = [])))]
 pub async fn change_profile(
     State(state): State<AppState>,
@@ -549,6 +559,7 @@ pub async fn change_profile(
                     image_url: body.image_url,
                     notifications: body.notifications,
                     phone: body.phone,
+                    language: body.language,
                 },
             ),
         )

@@ -425,6 +425,9 @@ pub struct Profile {
     /// The user's phone number (E.164), if they gave one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub phone: Option<String>,
+    /// The language the user chose for their mails (`en`, `fr`), if they chose one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
     /// The user's values of the attributes the current tenant defines (see
     /// `GET /v1/tenants/{tenant}/attributes`; those `user_editable` they change with
     /// `PATCH /v1/tenants/{tenant}/users/{user}/attributes`).
@@ -492,6 +495,7 @@ pub async fn me(
             first_name: user.first_name,
             last_name: user.last_name,
             phone: user.phone,
+            language: user.language,
             attributes: me.attributes,
             email_verified: user.email_verified,
             created_at: rfc3339(user.created_at),
