@@ -582,6 +582,15 @@ async fn people_sign_up_verify_sign_in_by_link_and_edit_their_profile_in_a_brows
         .select_by_value("Late")
         .await
         .unwrap();
+    // And French for her mails (below, the address change and the sign-in link come in French).
+    browser
+        .client
+        .find(fantoccini::Locator::Css("#language"))
+        .await
+        .unwrap()
+        .select_by_value("fr")
+        .await
+        .unwrap();
     browser
         .click("form[action='/account/profile'] button")
         .await;
@@ -610,7 +619,13 @@ async fn people_sign_up_verify_sign_in_by_link_and_edit_their_profile_in_a_brows
     browser.fill("password", PASSWORD).await;
     browser.click("form[action='/account/email'] button").await;
     browser.expect_text("Check the new address").await;
-    let link = mailed_link(&svc, moved, "Verify your email address", "/confirm-email?").await;
+    let link = mailed_link(
+        &svc,
+        moved,
+        "Vérifiez votre adresse e-mail",
+        "/confirm-email?",
+    )
+    .await;
     browser
         .goto(&format!(
             "{}{}",
@@ -633,7 +648,7 @@ async fn people_sign_up_verify_sign_in_by_link_and_edit_their_profile_in_a_brows
     browser.fill("link-email", email).await;
     browser.click("form[action='/sign-in/link'] button").await;
     browser.expect_text("a sign-in link is on its way").await;
-    let link = mailed_link(&svc, email, "Your sign-in link", "/magic-link?").await;
+    let link = mailed_link(&svc, email, "Votre lien de connexion", "/magic-link?").await;
     browser
         .goto(&format!(
             "{}{}",
