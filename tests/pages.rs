@@ -609,16 +609,17 @@ async fn people_sign_up_verify_sign_in_by_link_and_edit_their_profile_in_a_brows
     // A new email address, confirmed from the link sent to it.
     let moved = "grace.h@example.com";
     browser.goto(&format!("{}/account/email", svc.base)).await;
-    browser.expect_text("Your address now").await;
+    // Her pages are in French now, as she chose.
+    browser.expect_text("Votre adresse actuelle").await;
     browser.check_accessibility().await;
     browser.fill("email", moved).await;
     browser.fill("password", "not the password").await;
     browser.click("form[action='/account/email'] button").await;
-    browser.expect_text("The password is wrong.").await;
+    browser.expect_text("Le mot de passe est incorrect.").await;
     browser.fill("email", moved).await;
     browser.fill("password", PASSWORD).await;
     browser.click("form[action='/account/email'] button").await;
-    browser.expect_text("Check the new address").await;
+    browser.expect_text("Consultez la nouvelle adresse").await;
     let link = mailed_link(
         &svc,
         moved,
@@ -972,4 +973,115 @@ async fn a_person_of_two_organisations_chooses_one_and_a_browser_refreshing_twic
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn pages_speak_the_language_the_browser_asks_for_unless_the_person_chose_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::embedded(dir.path()).await;
+    svc.create_tenant("acme").await;
+    let ada = crate::support::world::join(&svc, EMAIL, "acme", &["user"], PASSWORD).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let url = |path: &str| format!("{}{path}", svc.base);
+
+    // French for a browser that prefers it, English otherwise (German is not written).
+    for (accept, lang, words) in [
+        (
+            "fr-CA, fr;q=0.9, en;q=0.5",
+            "fr",
+            "Se souvenir de moi sur cet appareil",
+        ),
+        ("de-DE, de;q=0.9", "en", "Remember me on this device"),
+        ("", "en", "Remember me on this device"),
+    ] {
+        let page = client
+            .get(url("/sign-in"))
+            .header("accept-language", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200);
+        assert_eq!(page.headers()["content-language"], lang);
+        let html = page.text().await.unwrap();
+        assert!(html.contains(&format!("<html lang=\"{lang}\">")), "{html}");
+        assert!(html.contains(words), "{html}");
+    }
+
+    // A refused form says so in French too.
+    let mut jar = Jar::default();
+    let refused = browse(
+        &mut jar,
+        client
+            .post(url("/sign-in"))
+            .header("accept-language", "fr")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(&[
+                ("csrf", "forged"),
+                ("email", EMAIL),
+                ("password", PASSWORD),
+            ])),
+    )
+    .await;
+    assert_eq!(refused.status(), 403);
+    let html = refused.text().await.unwrap();
+    assert!(html.contains("Ce formulaire a expiré"), "{html}");
+
+    // Signed in, the account page follows the browser until Ada chooses English in her profile.
+    browse(&mut jar, client.get(url("/sign-in"))).await;
+    let csrf = jar.get("ids_csrf").to_owned();
+    let signed_in = browse(
+        &mut jar,
+        client
+            .post(url("/sign-in"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(&[
+                ("csrf", &csrf),
+                ("email", EMAIL),
+                ("password", PASSWORD),
+            ])),
+    )
+    .await;
+    assert_eq!(signed_in.status(), 303);
+    let account = |jar: &mut Jar| {
+        let request = client.get(url("/account")).header("accept-language", "fr");
+        let cookie = jar.header();
+        async move {
+            request
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let french = account(&mut jar).await;
+    assert!(
+        french.contains("<h1 id=\"page-title\">Votre compte</h1>"),
+        "{french}"
+    );
+    assert!(french.contains("Se déconnecter"), "{french}");
+    let chosen = svc
+        .send(
+            svc.request_as(
+                &ada.token,
+                reqwest::Method::PUT,
+                &format!("/v1/users/{}/profile", ada.id),
+            )
+            .json(&json!({"first_name": "Ada", "last_name": "Lovelace", "language": "en"})),
+        )
+        .await;
+    assert_eq!(chosen.status, 200, "{chosen:?}");
+    svc.get_at(&format!("/v1/users/{}", ada.id), chosen.position())
+        .await;
+    let english = account(&mut jar).await;
+    assert!(
+        english.contains("<h1 id=\"page-title\">Your account</h1>"),
+        "{english}"
+    );
+    assert!(english.contains("<html lang=\"en\">"), "{english}");
 }

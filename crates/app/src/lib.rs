@@ -48,6 +48,8 @@ pub use audit::Audit;
 pub use engine::{CommandContext, DryRun, Outcome};
 pub use error::AppError;
 pub use identity::{Authenticated, Client, Credential, Identity, IdentityConfig, IdentityServices};
+/// The languages mails and pages are written in.
+pub use idstream_mailer::templates::Lang;
 pub use import::{ImportRow, RowPlan};
 pub use memberships::Memberships;
 pub use operations::{Operations, ReadModelState, ReadModelsReport, Readiness};

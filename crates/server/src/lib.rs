@@ -15,6 +15,7 @@ pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod openapi;
+mod page_text;
 pub mod pages;
 pub mod routes;
 

@@ -43,12 +43,51 @@ use subtle::ConstantTimeEq;
 
 use crate::AppState;
 use crate::extract::correlation_id;
+use idstream_app::Lang;
 
 /// The product name pages show.
 const PRODUCT: &str = "idstream";
 
+tokio::task_local! {
+    /// The language of the page being answered: the signed-in person's choice, else the one
+    /// the browser's `Accept-Language` prefers among those written, else English.
+    static PAGE_LANG: std::cell::Cell<Lang>;
+}
+
+/// The language of the page being answered (see [`PAGE_LANG`]).
+fn page_lang() -> Lang {
+    PAGE_LANG.try_with(|lang| lang.get()).unwrap_or_default()
+}
+
+/// Answers a page request in the language its browser asks for (the handler may then switch to
+/// the signed-in person's choice).
+async fn in_language(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let lang = request
+        .headers()
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(Lang::negotiate)
+        .unwrap_or_default();
+    PAGE_LANG
+        .scope(std::cell::Cell::new(lang), next.run(request))
+        .await
+}
+
+/// The template function `t`: a text in the page's language (see [`crate::page_text`]).
+fn translated(state: &minijinja::State, text: minijinja::Value) -> minijinja::Value {
+    let lang = state
+        .lookup("lang")
+        .and_then(|lang| lang.as_str().and_then(Lang::from_tag))
+        .unwrap_or_default();
+    match text.as_str() {
+        Some(english) => minijinja::Value::from(crate::page_text::translate(lang, english)),
+        None => text,
+    }
+}
+
 static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     let mut env = Environment::new();
+    env.add_function("t", translated);
     for (name, source) in [
         ("layout.html", include_str!("../templates/layout.html")),
         ("sign_in.html", include_str!("../templates/sign_in.html")),
@@ -276,6 +315,7 @@ pub fn router() -> Router<AppState> {
         .fold(Router::new(), |router, (path, _, _, handlers)| {
             router.route(path, handlers)
         })
+        .layer(axum::middleware::from_fn(in_language))
 }
 
 // ----- cookies -----
@@ -416,6 +456,10 @@ impl IntoResponse for Page {
         );
         headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(
+            header::CONTENT_LANGUAGE,
+            HeaderValue::from_static(page_lang().tag()),
+        );
         if let Some(location) = self.location
             && let Ok(value) = HeaderValue::from_str(&location)
         {
@@ -442,7 +486,7 @@ async fn stylesheet() -> Response {
 
 /// The page context every template gets.
 fn base(title: &str) -> minijinja::Value {
-    context! { lang => "en", product => PRODUCT, title => title }
+    context! { lang => page_lang().tag(), product => PRODUCT, title => title }
 }
 
 /// The CSRF token of the browser: its cookie's, or a new one (and the cookie to set).
@@ -549,7 +593,23 @@ struct BrowserSession {
     refresh_token: Option<String>,
 }
 
+/// [`signed_in_session`], and the page then speaks the language the person chose, if any.
 async fn browser_session(
+    state: &AppState,
+    parts: &Parts,
+    cookies: &Cookies,
+) -> Result<Option<BrowserSession>, AppError> {
+    let session = signed_in_session(state, parts, cookies).await?;
+    if let Some(lang) = session
+        .as_ref()
+        .and_then(|session| state.app.identity.chosen_language(&session.caller))
+    {
+        let _ = PAGE_LANG.try_with(|page| page.set(lang));
+    }
+    Ok(session)
+}
+
+async fn signed_in_session(
     state: &AppState,
     parts: &Parts,
     cookies: &Cookies,

@@ -309,6 +309,16 @@ impl Identity {
         })
     }
 
+    /// The language the signed-in person chose for mails and pages, if they chose one.
+    ///
+    /// Who: the signed-in user (also while a second factor must be set up); `None` for anyone
+    /// else.
+    pub fn chosen_language(&self, caller: &Caller) -> Option<idstream_mailer::templates::Lang> {
+        let caller = self.own_account_while_enrolling(caller).ok()?;
+        let user = self.directory().user(&caller.user).ok().flatten()?;
+        idstream_mailer::templates::Lang::from_tag(user.language.as_deref()?)
+    }
+
     /// Ends the caller's session.
     ///
     /// Who: the signed-in user, through a session (also while a second factor must be set up).

@@ -1,0 +1,339 @@
+//! The words of the pages in the languages other than English, keyed by the English text.
+//!
+//! Templates write `{{ t("Sign in") }}` (and `{{ t(title) }}`, `{{ t(message) }}`… for the texts
+//! the handlers pass): [`translate`] gives the text in the page's language, or the English one
+//! when the catalogue has none (a value the person typed, an error worded by the service's
+//! domain). A unit test checks that every `t("…")` of every template has its French.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use idstream_app::Lang;
+
+/// English → French.
+const FRENCH: &[(&str, &str)] = &[
+    // Words of the templates.
+    ("(current)", "(actuelle)"),
+    (
+        "(international form, +44 20 7946 0958)",
+        "(forme internationale, +33 1 23 45 67 89)",
+    ),
+    ("(not verified yet)", "(pas encore vérifiée)"),
+    (
+        "(separated by spaces or commas; none: all of yours)",
+        "(séparées par des espaces ou des virgules ; aucune : toutes les vôtres)",
+    ),
+    ("(this one)", "(celle-ci)"),
+    ("API keys", "Clés d’API"),
+    ("As your browser asks", "Celle que demande votre navigateur"),
+    ("Back to your account", "Retour à votre compte"),
+    ("Change organisation", "Changer d’organisation"),
+    ("Change the password", "Changer le mot de passe"),
+    ("Change your email address", "Changer votre adresse e-mail"),
+    ("Change your password", "Changer votre mot de passe"),
+    ("Code from the app", "Code de l’application"),
+    ("Code from the email", "Code reçu par e-mail"),
+    (
+        "Code from your authenticator app, or a recovery code",
+        "Code de votre application d’authentification, ou un code de secours",
+    ),
+    ("Continue", "Continuer"),
+    ("Create the account", "Créer le compte"),
+    ("Create the key", "Créer la clé"),
+    ("Current password", "Mot de passe actuel"),
+    ("Device", "Appareil"),
+    ("Edit your profile", "Modifier votre profil"),
+    ("Email address", "Adresse e-mail"),
+    ("Email me a code", "M’envoyer un code"),
+    ("Email me a link", "M’envoyer un lien"),
+    ("First name", "Prénom"),
+    ("From", "Depuis"),
+    ("I have an account", "J’ai déjà un compte"),
+    (
+        "If this address has an account, a six-digit code is on its way. Enter it here; it works once, for a few minutes.",
+        "Si cette adresse a un compte, un code à six chiffres est en route. Saisissez-le ici ; il ne sert qu’une fois, pendant quelques minutes.",
+    ),
+    ("Key:", "Clé :"),
+    (
+        "Your language (emails and pages)",
+        "Votre langue (e-mails et pages)",
+    ),
+    ("Last name", "Nom"),
+    ("Last used", "Dernière utilisation"),
+    (
+        "Limit it to these permissions",
+        "La limiter à ces permissions",
+    ),
+    ("Limited to", "Limitée à"),
+    ("Name of a new key", "Nom d’une nouvelle clé"),
+    ("Name", "Nom"),
+    ("New email address", "Nouvelle adresse e-mail"),
+    ("New password", "Nouveau mot de passe"),
+    (
+        "Or sign in with your email alone",
+        "Ou connectez-vous avec votre seule adresse e-mail",
+    ),
+    ("Organisation", "Organisation"),
+    ("Password", "Mot de passe"),
+    ("Phone", "Téléphone"),
+    (
+        "QR code of your two-factor set-up key",
+        "QR code de votre clé de double authentification",
+    ),
+    (
+        "Remember me on this device",
+        "Se souvenir de moi sur cet appareil",
+    ),
+    ("Revoke the key", "Révoquer la clé"),
+    ("Revoke", "Révoquer"),
+    ("Roles", "Rôles"),
+    ("Save", "Enregistrer"),
+    (
+        "Scan this code with an authenticator app, or enter the key below, then type the six-digit code it shows.",
+        "Scannez ce code avec une application d’authentification, ou saisissez la clé ci-dessous, puis tapez le code à six chiffres qu’elle affiche.",
+    ),
+    ("Send the link", "Envoyer le lien"),
+    ("Sessions and devices", "Sessions et appareils"),
+    ("Sign in", "Se connecter"),
+    (
+        "Sign out the session started",
+        "Fermer la session ouverte le",
+    ),
+    ("Sign out", "Se déconnecter"),
+    ("Started", "Ouverte le"),
+    (
+        "The same new password again",
+        "Le même nouveau mot de passe, à nouveau",
+    ),
+    ("The same password again", "Le même mot de passe, à nouveau"),
+    (
+        "Turn two-factor sign-in off",
+        "Désactiver la double authentification",
+    ),
+    (
+        "Turn two-factor sign-in on",
+        "Activer la double authentification",
+    ),
+    (
+        "Two-factor sign-in is on. Keep these recovery codes somewhere safe: each signs you in once if you lose your app. They are shown only now.",
+        "La double authentification est activée. Gardez ces codes de secours en lieu sûr : chacun vous connecte une fois si vous perdez votre application. Ils ne sont affichés que maintenant.",
+    ),
+    (
+        "Two-factor sign-in is on.",
+        "La double authentification est activée.",
+    ),
+    ("Two-factor sign-in", "Double authentification"),
+    (
+        "We send a link to the new address; it takes over once you follow the link, and the current one is told.",
+        "Nous envoyons un lien à la nouvelle adresse ; elle prend le relais dès que vous suivez le lien, et l’adresse actuelle en est avertie.",
+    ),
+    ("Where you are signed in", "Où vous êtes connecté"),
+    (
+        "You belong to several organisations. Choose the one to work in; you can change it later from your account.",
+        "Vous faites partie de plusieurs organisations. Choisissez celle où travailler ; vous pourrez en changer depuis votre compte.",
+    ),
+    ("Your API keys in", "Vos clés d’API dans"),
+    ("Your account", "Votre compte"),
+    ("Your address now:", "Votre adresse actuelle :"),
+    (
+        "Your new key, shown only now: copy it somewhere safe.",
+        "Votre nouvelle clé, affichée seulement maintenant : copiez-la en lieu sûr.",
+    ),
+    ("Your password", "Votre mot de passe"),
+    (
+        "Your password, to turn it off",
+        "Votre mot de passe, pour la désactiver",
+    ),
+    ("off", "désactivée"),
+    ("on", "activée"),
+    ("everything you may do", "tout ce que vous pouvez faire"),
+    ("never", "jamais"),
+    // Titles, messages and errors the handlers pass.
+    ("This form has expired", "Ce formulaire a expiré"),
+    (
+        "The form could not be accepted: it has expired or did not come from this page. Open the page again and retry.",
+        "Le formulaire n’a pas pu être accepté : il a expiré ou ne vient pas de cette page. Rouvrez la page et réessayez.",
+    ),
+    (
+        "Too many attempts from here. Wait a minute and try again.",
+        "Trop de tentatives depuis cet endroit. Attendez une minute et réessayez.",
+    ),
+    (
+        "The service cannot complete this right now. Try again in a moment.",
+        "Le service ne peut pas terminer cette opération pour l’instant. Réessayez dans un moment.",
+    ),
+    (
+        "Something went wrong on our side.",
+        "Un problème est survenu de notre côté.",
+    ),
+    (
+        "The email address or password is wrong.",
+        "L’adresse e-mail ou le mot de passe est incorrect.",
+    ),
+    (
+        "You cannot sign in to that organisation with this account.",
+        "Vous ne pouvez pas vous connecter à cette organisation avec ce compte.",
+    ),
+    (
+        "The code is wrong or was used already: enter the next code of your authenticator app, or a recovery code.",
+        "Le code est incorrect ou a déjà servi : saisissez le code suivant de votre application d’authentification, ou un code de secours.",
+    ),
+    ("Your organisation", "Votre organisation"),
+    ("Choose an organisation", "Choisissez une organisation"),
+    (
+        "You are not a member of that organisation.",
+        "Vous n’êtes pas membre de cette organisation.",
+    ),
+    (
+        "That code did not match. Here is a new key: scan it again and enter the code it shows.",
+        "Ce code ne correspond pas. Voici une nouvelle clé : scannez-la et saisissez le code qu’elle affiche.",
+    ),
+    ("Your sessions", "Vos sessions"),
+    (
+        "The two new passwords differ.",
+        "Les deux nouveaux mots de passe diffèrent.",
+    ),
+    (
+        "Your password was changed. Your other sessions were ended.",
+        "Votre mot de passe a été changé. Vos autres sessions ont été fermées.",
+    ),
+    (
+        "The current password is wrong.",
+        "Le mot de passe actuel est incorrect.",
+    ),
+    ("Create an account", "Créer un compte"),
+    (
+        "Sign up through your organisation's link (it names the organisation).",
+        "Inscrivez-vous par le lien de votre organisation (il la désigne).",
+    ),
+    (
+        "The two passwords differ.",
+        "Les deux mots de passe diffèrent.",
+    ),
+    (
+        "Sign-up is not open here. Ask your organisation for an invitation.",
+        "L’inscription n’est pas ouverte ici. Demandez une invitation à votre organisation.",
+    ),
+    (
+        "Thank you. Check your mail: when the organisation asks for it, follow the link we sent to confirm your address, then sign in.",
+        "Merci. Consultez vos e-mails : si l’organisation le demande, suivez le lien envoyé pour confirmer votre adresse, puis connectez-vous.",
+    ),
+    ("Check your mail", "Consultez vos e-mails"),
+    (
+        "If this address has an account, a sign-in link is on its way. It works once, for a few minutes.",
+        "Si cette adresse a un compte, un lien de connexion est en route. Il ne sert qu’une fois, pendant quelques minutes.",
+    ),
+    (
+        "Check the new address: follow the link we sent there to start using it.",
+        "Consultez la nouvelle adresse : suivez le lien que nous y avons envoyé pour commencer à l’utiliser.",
+    ),
+    ("The password is wrong.", "Le mot de passe est incorrect."),
+    ("Sign in with a code", "Se connecter avec un code"),
+    (
+        "The code is wrong or has expired. Ask for a new one if it keeps failing.",
+        "Le code est incorrect ou a expiré. Demandez-en un nouveau si l’échec se répète.",
+    ),
+    ("Your profile", "Votre profil"),
+    (
+        "This page opens from the link in your email. Open the link again; if it has expired, ask for a new one.",
+        "Cette page s’ouvre depuis le lien de votre e-mail. Rouvrez le lien ; s’il a expiré, demandez-en un nouveau.",
+    ),
+    ("Accept the invitation", "Accepter l’invitation"),
+    (
+        "Choose a password for your account. (If you have one already, enter it here.)",
+        "Choisissez un mot de passe pour votre compte. (Si vous en avez déjà un, saisissez-le ici.)",
+    ),
+    ("Accept and sign in", "Accepter et se connecter"),
+    (
+        "Choose a password for your account.",
+        "Choisissez un mot de passe pour votre compte.",
+    ),
+    (
+        "Choose a new password",
+        "Choisissez un nouveau mot de passe",
+    ),
+    (
+        "Your password was changed, and every session of your account was ended.",
+        "Votre mot de passe a été changé, et toutes les sessions de votre compte ont été fermées.",
+    ),
+    ("Verify your email address", "Vérifiez votre adresse e-mail"),
+    (
+        "Confirm that this address is yours.",
+        "Confirmez que cette adresse est bien la vôtre.",
+    ),
+    ("Verify my address", "Vérifier mon adresse"),
+    (
+        "Your email address is verified.",
+        "Votre adresse e-mail est vérifiée.",
+    ),
+    (
+        "Confirm your new email address",
+        "Confirmez votre nouvelle adresse e-mail",
+    ),
+    (
+        "Confirm that your account should use this address from now on.",
+        "Confirmez que votre compte doit utiliser cette adresse désormais.",
+    ),
+    ("Use this address", "Utiliser cette adresse"),
+    (
+        "Your account uses the new address from now on.",
+        "Votre compte utilise désormais la nouvelle adresse.",
+    ),
+    ("Sign in with your link", "Se connecter avec votre lien"),
+    ("Sign in on this device?", "Se connecter sur cet appareil ?"),
+    // Refusals of the service the pages show as they are worded.
+    (
+        "this email address belongs to another user",
+        "cette adresse e-mail appartient à un autre utilisateur",
+    ),
+    (
+        "the email address is not valid",
+        "l’adresse e-mail n’est pas valide",
+    ),
+    ("the language is one of en, fr", "la langue est en ou fr"),
+];
+
+static CATALOGUES: LazyLock<HashMap<&'static str, &'static str>> =
+    LazyLock::new(|| FRENCH.iter().copied().collect());
+
+/// `english` in `lang`: the catalogue's words, or the English ones when it has none.
+pub fn translate(lang: Lang, english: &str) -> &str {
+    match lang {
+        Lang::En => english,
+        Lang::Fr => CATALOGUES.get(english).copied().unwrap_or(english),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_word_of_the_templates_has_its_french_and_the_catalogue_has_no_key_twice() {
+        let mut keys = std::collections::BTreeSet::new();
+        for (english, _) in FRENCH {
+            assert!(keys.insert(*english), "{english} is in the catalogue twice");
+        }
+        let templates = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/templates"))
+            .expect("the templates folder");
+        let mut missing = Vec::new();
+        for entry in templates {
+            let path = entry.expect("an entry").path();
+            let text = std::fs::read_to_string(&path).expect("a template");
+            for piece in text.split("t(\"").skip(1) {
+                let english = &piece[..piece.find("\")").expect("a closed t(\"…\")")];
+                if !keys.contains(english) {
+                    missing.push(format!("{}: {english}", path.display()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "without French: {missing:#?}");
+    }
+
+    #[test]
+    fn english_stays_and_unknown_text_passes_through() {
+        assert_eq!(translate(Lang::En, "Sign in"), "Sign in");
+        assert_eq!(translate(Lang::Fr, "Sign in"), "Se connecter");
+        assert_eq!(translate(Lang::Fr, "Ada Lovelace"), "Ada Lovelace");
+    }
+}
