@@ -296,6 +296,51 @@ const FRENCH: &[(&str, &str)] = &[
 static CATALOGUES: LazyLock<HashMap<&'static str, &'static str>> =
     LazyLock::new(|| FRENCH.iter().copied().collect());
 
+/// A page template's source in `lang`: each `{{ t("…") }}` of a literal text replaced by its
+/// words in `lang` (HTML-escaped), and the layout it extends by the layout in `lang`. What is
+/// left to translate while rendering is `t(…)` of a value (a title, a message).
+pub fn localise(lang: Lang, source: &str) -> String {
+    let mut out = String::with_capacity(source.len());
+    let mut rest = source;
+    while let Some(at) = rest.find("{{ t(\"") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + "{{ t(\"".len()..];
+        match after.find("\") }}") {
+            Some(end) => {
+                out.push_str(&escape(translate(lang, &after[..end])));
+                rest = &after[end + "\") }}".len()..];
+            }
+            None => {
+                out.push_str(&rest[at..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out.replace(
+        "{% extends \"layout.html\" %}",
+        &format!("{{% extends \"{}/layout.html\" %}}", lang.tag()),
+    )
+}
+
+/// HTML-escapes text put into a template as it is.
+fn escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&#x27;"),
+            '{' => escaped.push_str("&#123;"),
+            '}' => escaped.push_str("&#125;"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
 /// `english` in `lang`: the catalogue's words, or the English ones when it has none.
 pub fn translate(lang: Lang, english: &str) -> &str {
     match lang {
@@ -328,6 +373,20 @@ mod tests {
             }
         }
         assert!(missing.is_empty(), "without French: {missing:#?}");
+    }
+
+    #[test]
+    fn a_template_is_localised_once_its_literal_texts_translated_and_escaped() {
+        let source = "{% extends \"layout.html\" %}<a title=\"{{ t(\"Revoke the key\") }} {{ name }}\">{{ t(\"Sign in\") }}</a>{{ t(title) }}";
+        assert_eq!(
+            localise(Lang::Fr, source),
+            "{% extends \"fr/layout.html\" %}<a title=\"Révoquer la clé {{ name }}\">Se connecter</a>{{ t(title) }}"
+        );
+        assert!(localise(Lang::En, "{{ t(\"Phone\") }} & {{ t(\"x\") }}").starts_with("Phone & x"));
+        assert_eq!(
+            escape("l’a \"b\" <c> {d}"),
+            "l’a &quot;b&quot; &lt;c&gt; &#123;d&#125;"
+        );
     }
 
     #[test]

@@ -37,7 +37,6 @@ use idstream_app::identity::SignIn;
 use idstream_app::{AppError, Caller, Principal, identity::Tokens};
 use idstream_domain::{TenantId, UserId};
 use minijinja::{Environment, context};
-use rand::TryRngCore;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
@@ -80,8 +79,10 @@ fn translated(state: &minijinja::State, text: minijinja::Value) -> minijinja::Va
         .and_then(|lang| lang.as_str().and_then(Lang::from_tag))
         .unwrap_or_default();
     match text.as_str() {
-        Some(english) => minijinja::Value::from(crate::page_text::translate(lang, english)),
-        None => text,
+        Some(english) if lang != Lang::En => {
+            minijinja::Value::from(crate::page_text::translate(lang, english))
+        }
+        _ => text,
     }
 }
 
@@ -131,8 +132,13 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             include_str!("../templates/change_password.html"),
         ),
     ] {
-        env.add_template(name, source)
+        for lang in Lang::ALL {
+            env.add_template_owned(
+                format!("{}/{name}", lang.tag()),
+                crate::page_text::localise(lang, source),
+            )
             .expect("the page templates compile");
+        }
     }
     env
 });
@@ -378,12 +384,13 @@ impl Cookies {
     }
 }
 
-/// 128 random bits, URL-safe.
+/// 128 random bits, URL-safe, from the thread's cryptographically secure generator (rand's
+/// `ThreadRng`: ChaCha12 seeded, and reseeded every 64 KiB, from the operating system), which
+/// spares each page a system call.
 fn random_token() -> String {
+    use rand::RngCore;
     let mut bytes = [0u8; 16];
-    rand::rngs::OsRng
-        .try_fill_bytes(&mut bytes)
-        .expect("the operating system's random number generator works");
+    rand::rng().fill_bytes(&mut bytes);
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
@@ -400,7 +407,7 @@ struct Page {
 impl Page {
     fn html(status: StatusCode, template: &str, ctx: minijinja::Value) -> Page {
         let body = TEMPLATES
-            .get_template(template)
+            .get_template(&format!("{}/{template}", page_lang().tag()))
             .and_then(|t| t.render(ctx))
             .unwrap_or_else(|error| {
                 tracing::error!(%error, template, "a page template failed to render");
@@ -2624,16 +2631,26 @@ mod tests {
             "api_keys.html",
             "organisation.html",
         ] {
-            let html = TEMPLATES
-                .get_template(name)
-                .unwrap()
-                .render(context! { ..base("T"), ..context! { csrf => "c", error => "<b>x</b>" } })
-                .unwrap();
-            assert!(html.contains("<h1 id=\"page-title\">T</h1>"), "{name}");
-            assert!(
-                html.contains("&lt;b&gt;x"),
-                "{name}: errors are escaped: {html}"
-            );
+            for lang in Lang::ALL {
+                let html = TEMPLATES
+                    .get_template(&format!("{}/{name}", lang.tag()))
+                    .unwrap()
+                    .render(context! {
+                        lang => lang.tag(), product => PRODUCT, title => "T",
+                        csrf => "c", error => "<b>x</b>",
+                    })
+                    .unwrap();
+                assert!(html.contains("<h1 id=\"page-title\">T</h1>"), "{name}");
+                assert!(
+                    html.contains(&format!("<html lang=\"{}\">", lang.tag())),
+                    "{name}"
+                );
+                assert!(
+                    html.contains("&lt;b&gt;x"),
+                    "{name}: errors are escaped: {html}"
+                );
+                assert!(!html.contains("t(\""), "{name}: {html}");
+            }
         }
     }
 }

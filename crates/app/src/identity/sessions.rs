@@ -285,7 +285,9 @@ impl Identity {
             .map_err(internal)?
             .map(|m| m.roles)
             .unwrap_or_default();
-        let tenant = self.tenant_now(&caller.tenant)?;
+        let tenant = self
+            .tenant_view_now(&caller.tenant)?
+            .ok_or(AppError::TenantNotFound)?;
         let attributes = user
             .attributes
             .get(&caller.tenant)
@@ -302,7 +304,7 @@ impl Identity {
             .collect();
         Ok(AccountOverview {
             organisations: self.user_tenants(&caller.user)?.len(),
-            organisation: tenant.name,
+            organisation: tenant.name.clone(),
             roles,
             attributes,
             user,
@@ -315,8 +317,7 @@ impl Identity {
     /// else.
     pub fn chosen_language(&self, caller: &Caller) -> Option<idstream_mailer::templates::Lang> {
         let caller = self.own_account_while_enrolling(caller).ok()?;
-        let user = self.directory().user(&caller.user).ok().flatten()?;
-        idstream_mailer::templates::Lang::from_tag(user.language.as_deref()?)
+        self.user_language(caller.user).ok().flatten()
     }
 
     /// Ends the caller's session.

@@ -348,10 +348,7 @@ impl Core {
             ),
             None => (Branding::neutral(), None),
         };
-        let chosen = user
-            .and_then(|user| self.directory().user(&user).ok().flatten())
-            .and_then(|view| view.language)
-            .and_then(|tag| Lang::from_tag(&tag));
+        let chosen = user.and_then(|user| self.user_language(user).ok().flatten());
         let lang = chosen.or(asked).or(tenant_lang).unwrap_or_default();
         let message = self.id().mail_templates.render(to, lang, &brand, mail);
         self.send_mail(message).await
@@ -519,34 +516,68 @@ impl Core {
     /// Whether the user may act at `now` (the rule of [`App::require_active`]), from
     /// [`AuthChecks`] or the directory.
     fn user_active_at(&self, user: UserId, now: OffsetDateTime) -> Result<bool, AppError> {
+        Ok(self
+            .user_facts(user)?
+            .is_some_and(|(standing, _)| standing.is_active_at(now)))
+    }
+
+    /// The language `user` chose, from [`AuthChecks`] or the directory.
+    pub(crate) fn user_language(
+        &self,
+        user: UserId,
+    ) -> Result<Option<idstream_mailer::templates::Lang>, AppError> {
+        Ok(self.user_facts(user)?.and_then(|(_, language)| language))
+    }
+
+    fn user_facts(
+        &self,
+        user: UserId,
+    ) -> Result<Option<(UserStanding, Option<idstream_mailer::templates::Lang>)>, AppError> {
         let load = || {
             self.directory()
                 .user(&user)
-                .map(|found| found.map(|view| UserStanding::of(&view)))
+                .map(|found| {
+                    found.map(|view| {
+                        let language = view
+                            .language
+                            .as_deref()
+                            .and_then(idstream_mailer::templates::Lang::from_tag);
+                        (UserStanding::of(&view), language)
+                    })
+                })
                 .map_err(internal)
         };
         let checks = &self.id().auth_checks;
-        let standing = match checks.position(self.read_models(), idstream_directory::NAME) {
-            Some(position) => checks.users.get_or_load(&user, position, load)?,
-            None => load()?,
-        };
-        Ok(standing.is_some_and(|standing| standing.is_active_at(now)))
+        match checks.position(self.read_models(), idstream_directory::NAME) {
+            Some(position) => checks.users.get_or_load(&user, position, load),
+            None => load(),
+        }
     }
 
     /// Whether the tenant requires a second factor (false for an unknown tenant).
     fn tenant_requires_mfa(&self, tenant: &TenantId) -> Result<bool, AppError> {
+        Ok(self
+            .tenant_view_now(tenant)?
+            .is_some_and(|view| view.settings.mfa_required))
+    }
+
+    /// The tenant's view as the directory has it now, from [`AuthChecks`] (decoded once per
+    /// change of the directory) or the directory.
+    pub(crate) fn tenant_view_now(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<Arc<idstream_directory::TenantView>>, AppError> {
         let load = || {
             self.directory()
                 .tenant(tenant)
-                .map(|found| found.map(|view| view.settings.mfa_required))
+                .map(|found| found.map(Arc::new))
                 .map_err(internal)
         };
         let checks = &self.id().auth_checks;
-        let required = match checks.position(self.read_models(), idstream_directory::NAME) {
-            Some(position) => checks.tenants.get_or_load(tenant, position, load)?,
-            None => load()?,
-        };
-        Ok(required.unwrap_or(false))
+        match checks.position(self.read_models(), idstream_directory::NAME) {
+            Some(position) => checks.tenants.get_or_load(tenant, position, load),
+            None => load(),
+        }
     }
 
     /// Whether the user has a confirmed TOTP secret.
@@ -593,10 +624,10 @@ const AUTH_CHECK_TENANTS: usize = 4_096;
 pub(crate) struct AuthChecks {
     /// Session → its standing (identity read model).
     sessions: ViewCache<Ulid, Arc<SessionStanding>>,
-    /// User → status (directory).
-    users: ViewCache<UserId, UserStanding>,
-    /// Tenant → `mfa_required` (directory).
-    tenants: ViewCache<TenantId, bool>,
+    /// User → status and chosen language (directory).
+    users: ViewCache<UserId, (UserStanding, Option<idstream_mailer::templates::Lang>)>,
+    /// Tenant → its view (directory): `mfa_required`, and what pages show of it.
+    tenants: ViewCache<TenantId, Arc<idstream_directory::TenantView>>,
     /// User → has a confirmed TOTP secret (identity read model).
     totp: ViewCache<UserId, bool>,
     /// Whether the read models include the identity and directory models, whose positions
