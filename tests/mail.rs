@@ -216,6 +216,32 @@ async fn a_tenants_mail_carries_its_brand_and_language_and_a_deployment_replaces
     assert!(by_tenant.text.contains("Envoyé par Acme & Co."));
     let by_choice = mail_to(&svc, "erin@example.com", "Acme & Co password help").await;
     assert!(by_choice.text.contains("/reset-password?user="));
+
+    // Invited to a French-speaking organisation, Erin still reads her invitation in English.
+    let beta = svc
+        .post("/v1/tenants", json!({"id": "beta", "name": "Beta"}))
+        .await;
+    assert_eq!(beta.status, 201, "{beta:?}");
+    let mut french = svc
+        .get_at("/v1/tenants/beta/settings", beta.position())
+        .await
+        .body;
+    french["language"] = json!("fr");
+    let changed = svc.put("/v1/tenants/beta/settings", french).await;
+    assert_eq!(changed.status, 200, "{changed:?}");
+    svc.get_at("/v1/tenants/beta/settings", changed.position())
+        .await;
+    for email in ["erin@example.com", "frank@example.com"] {
+        let invited = svc
+            .post(
+                "/v1/tenants/beta/invitations",
+                json!({"email": email, "roles": ["user"]}),
+            )
+            .await;
+        assert_eq!(invited.status, 201, "{invited:?}");
+    }
+    mail_to(&svc, "erin@example.com", "Invitation to join Beta").await;
+    mail_to(&svc, "frank@example.com", "Invitation à rejoindre Beta").await;
 }
 
 #[tokio::test]

@@ -126,7 +126,7 @@ impl Core {
         &self,
         caller: &Caller,
         delivery: InvitationDelivery,
-        email: &str,
+        (invitee, email): (UserId, &str),
         tenant: &TenantId,
         token: &str,
         expires_at: OffsetDateTime,
@@ -144,7 +144,12 @@ impl Core {
                     link: &link,
                     expires_at,
                 };
-                (self.mail(email, None, Some(tenant), None, mail).await, None)
+                // In the invitee's own language if they chose one (an existing account).
+                (
+                    self.mail(email, Some(invitee), Some(tenant), None, mail)
+                        .await,
+                    None,
+                )
             }
         }
     }
@@ -301,7 +306,7 @@ impl Identity {
             .deliver_invitation(
                 caller,
                 request.delivery,
-                &email,
+                (user, &email),
                 &tenant,
                 token.reveal(),
                 expires_at,
@@ -355,7 +360,7 @@ impl Identity {
             .deliver_invitation(
                 caller,
                 state.delivery,
-                &user.email,
+                (user.id, &user.email),
                 &tenant,
                 token.reveal(),
                 expires_at,
