@@ -1084,4 +1084,26 @@ async fn pages_speak_the_language_the_browser_asks_for_unless_the_person_chose_o
         "{english}"
     );
     assert!(english.contains("<html lang=\"en\">"), "{english}");
+
+    // A page a mailed link opens follows her choice too while her browser is signed in; a
+    // browser that is not follows its own language.
+    let link_page = |cookie: Option<String>| {
+        let mut request = client
+            .get(url("/verify-email"))
+            .header("accept-language", "fr");
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    let hers = link_page(Some(jar.header())).await;
+    assert!(
+        hers.contains("This page opens from the link in your email"),
+        "{hers}"
+    );
+    let anyone = link_page(None).await;
+    assert!(
+        anyone.contains("Cette page s’ouvre depuis le lien de votre e-mail"),
+        "{anyone}"
+    );
 }

@@ -162,7 +162,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(routes::access_queries::router())
         .merge(routes::identity::router())
         .merge(routes::audit::router())
-        .merge(pages::router())
+        .merge(pages::router(&state))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(

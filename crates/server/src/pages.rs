@@ -58,15 +58,44 @@ fn page_lang() -> Lang {
     PAGE_LANG.try_with(|lang| lang.get()).unwrap_or_default()
 }
 
-/// Answers a page request in the language its browser asks for (the handler may then switch to
-/// the signed-in person's choice).
-async fn in_language(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let lang = request
+/// The pages a mailed link opens, which do not look for a session themselves.
+static LINK_PAGES: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    table()
+        .into_iter()
+        .filter(|route| route.access == PageAccess::Link)
+        .map(|route| route.path)
+        .collect()
+});
+
+/// Answers a page request in the language its browser asks for. A session page switches to
+/// the signed-in person's choice once it has the session; a link page does here, when the
+/// browser holds a live access token (it refreshes nothing).
+async fn in_language(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut lang = request
         .headers()
         .get(header::ACCEPT_LANGUAGE)
         .and_then(|value| value.to_str().ok())
         .and_then(Lang::negotiate)
         .unwrap_or_default();
+    if LINK_PAGES.contains(&request.uri().path()) {
+        let cookies = Cookies::of(&state, request.headers());
+        if let Some(access) = cookies.get(ACCESS)
+            && let Ok(auth) = state.app.identity.authenticate(access).await
+            && let Ok(caller) = Caller::new(
+                Principal::User(auth),
+                String::new(),
+                None,
+                idstream_app::Client::default(),
+            )
+            && let Some(chosen) = state.app.identity.chosen_language(&caller)
+        {
+            lang = chosen;
+        }
+    }
     PAGE_LANG
         .scope(std::cell::Cell::new(lang), next.run(request))
         .await
@@ -315,13 +344,16 @@ pub fn table() -> Vec<PageRoute> {
 }
 
 /// The pages' routes (outside `/v1`, not part of the API document).
-pub fn router() -> Router<AppState> {
+pub fn router(state: &AppState) -> Router<AppState> {
     routes()
         .into_iter()
         .fold(Router::new(), |router, (path, _, _, handlers)| {
             router.route(path, handlers)
         })
-        .layer(axum::middleware::from_fn(in_language))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            in_language,
+        ))
 }
 
 // ----- cookies -----
