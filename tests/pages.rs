@@ -636,7 +636,7 @@ async fn people_sign_up_verify_sign_in_by_link_and_edit_their_profile_in_a_brows
         .await;
     browser.click("button[type=submit]").await;
     browser
-        .expect_text("uses the new address from now on")
+        .expect_text("utilise désormais la nouvelle adresse")
         .await;
     browser.goto(&format!("{}/account", svc.base)).await;
     browser.expect_text(moved).await;
