@@ -811,18 +811,56 @@ async fn sign_in_page(
         .tenant
         .filter(|t| t.parse::<TenantId>().is_ok())
         .unwrap_or_default();
-    let page = Page::html(
-        StatusCode::OK,
-        "sign_in.html",
-        context! { ..base("Sign in"), ..context! {
-            csrf => csrf, email => "", tenant => tenant,
-            return_to => local_path(query.return_to.as_deref()),
-        }},
-    );
+    let page = if tenant.is_empty() && query.return_to.is_none() {
+        // The plain page, the most visited: rendered once per language, then only its token.
+        Page {
+            status: StatusCode::OK,
+            body: plain_sign_in_page(page_lang()).replace(CSRF_SLOT, &csrf),
+            cookies: Vec::new(),
+            location: None,
+        }
+    } else {
+        sign_in_form(&csrf, &tenant, &local_path(query.return_to.as_deref()))
+    };
     match set {
         Some(cookie) => page.cookie(cookie),
         None => page,
     }
+}
+
+/// The sign-in form with its CSRF token, organisation and return address.
+fn sign_in_form(csrf: &str, tenant: &str, return_to: &str) -> Page {
+    Page::html(
+        StatusCode::OK,
+        "sign_in.html",
+        context! { ..base("Sign in"), ..context! {
+            csrf => csrf, email => "", tenant => tenant, return_to => return_to,
+        }},
+    )
+}
+
+/// Stands for the CSRF token in [`plain_sign_in_page`] (a token is URL-safe base64, which never
+/// holds it, and the template holds it nowhere else).
+const CSRF_SLOT: &str = "@@csrf@@";
+
+/// The sign-in page without an organisation or a return address, in `lang`, its CSRF token
+/// [`CSRF_SLOT`].
+fn plain_sign_in_page(lang: Lang) -> &'static str {
+    static PAGES: LazyLock<Vec<(Lang, String)>> = LazyLock::new(|| {
+        Lang::ALL
+            .into_iter()
+            .map(|lang| {
+                let page = PAGE_LANG.sync_scope(std::cell::Cell::new(lang), || {
+                    sign_in_form(CSRF_SLOT, "", &local_path(None))
+                });
+                (lang, page.body)
+            })
+            .collect()
+    });
+    PAGES
+        .iter()
+        .find(|(l, _)| *l == lang)
+        .map_or("", |(_, body)| body.as_str())
 }
 
 #[derive(Deserialize)]
@@ -2641,6 +2679,19 @@ mod tests {
             assert_eq!(local_path(Some(foreign)), "/account", "{foreign:?}");
         }
         assert_eq!(local_path(None), "/account");
+    }
+
+    #[test]
+    fn the_plain_sign_in_page_rendered_once_is_the_page_rendered_each_time() {
+        for lang in Lang::ALL {
+            let cached = plain_sign_in_page(lang).replace(CSRF_SLOT, "tok-EN_123");
+            let fresh = PAGE_LANG.sync_scope(std::cell::Cell::new(lang), || {
+                sign_in_form("tok-EN_123", "", &local_path(None)).body
+            });
+            assert_eq!(cached, fresh);
+            assert_eq!(cached.matches("tok-EN_123").count(), 2, "{cached}");
+            assert!(cached.contains(&format!("<html lang=\"{}\">", lang.tag())));
+        }
     }
 
     #[test]
