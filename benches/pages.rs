@@ -9,8 +9,9 @@
 //!
 //! It starts the release `idstream` binary on the embedded log in a temporary directory,
 //! bootstrapped with a tenant and its administrator, signs the administrator in over the API and
-//! then points `wrk` at two pages: `GET /sign-in` (anonymous: the template rendered with a fresh
-//! CSRF token and its cookie) and `GET /account` (the browser's cookies carry the access token:
+//! then points `wrk` at two pages: `GET /sign-in` (anonymous: a first visit, so a fresh CSRF
+//! token and its cookie) and `GET /account` (the browser's cookies carry the access token and the
+//! CSRF cookie:
 //! every request authenticates it and reads the person's profile, organisation and factors from
 //! the read models before rendering). The baseline is an axum server in this process with one
 //! handler answering a fixed HTML page of the sign-in page's size with the same headers:
@@ -123,7 +124,10 @@ fn main() -> anyhow::Result<()> {
             .as_str()
             .with_context(|| format!("sign-in answered {signed_in}"))?;
         let refresh = signed_in["refresh_token"].as_str().unwrap_or_default();
-        let cookie = format!("ids_access={access}; ids_session={refresh}");
+        // A signed-in browser also holds the CSRF cookie the sign-in page set.
+        let cookie = format!(
+            "ids_access={access}; ids_session={refresh}; ids_csrf=bench-csrf-token-0123456789"
+        );
         let sign_in_html = client
             .get(format!("{base}/sign-in"))
             .send()
