@@ -40,7 +40,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use harness::{
-    ADMIN_EMAIL, ADMIN_PASSWORD, TOKEN, bootstrap, ensure_wrk, knob, run_wrk, start_idstream,
+    ADMIN_EMAIL, ADMIN_PASSWORD, TOKEN, bootstrap, ensure_wrk, knob, print_runs, run_wrk,
+    start_idstream,
 };
 
 #[derive(Deserialize)]
@@ -190,28 +191,16 @@ fn main() -> anyhow::Result<()> {
     let ours = run_wrk(&check_url, &lua, seconds, connections)?;
     let as_user = run_wrk(&check_url, &user_lua, seconds, connections)?;
 
-    println!("\nHTTP single check, wrk -t2 -c{connections} -d{seconds}s, 2 cores shared with wrk");
-    println!(
-        "{:<34} {:>12} {:>10} {:>10}",
-        "", "req/s", "p50 µs", "p99 µs"
+    print_runs(
+        &format!(
+            "HTTP single check, wrk -t2 -c{connections} -d{seconds}s, 2 cores shared with wrk"
+        ),
+        &[
+            ("minimal axum handler (baseline)", &base),
+            ("idstream …/access/check, operator", &ours),
+            ("idstream …/access/check, user JWT", &as_user),
+        ],
     );
-    println!(
-        "{:<34} {:>12.0} {:>10.0} {:>10.0} {}",
-        "minimal axum handler (baseline)",
-        base.requests_per_sec,
-        base.p50_us,
-        base.p99_us,
-        base.errors
-    );
-    for (name, run) in [
-        ("idstream …/access/check, operator", &ours),
-        ("idstream …/access/check, user JWT", &as_user),
-    ] {
-        println!(
-            "{:<34} {:>12.0} {:>10.0} {:>10.0} {}",
-            name, run.requests_per_sec, run.p50_us, run.p99_us, run.errors
-        );
-    }
     for (name, run) in [("operator token", &ours), ("user access token", &as_user)] {
         let ratio = run.requests_per_sec / base.requests_per_sec;
         println!(

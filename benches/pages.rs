@@ -31,7 +31,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
-use harness::{ADMIN_EMAIL, ADMIN_PASSWORD, bootstrap, ensure_wrk, knob, run_wrk, start_idstream};
+use harness::{
+    ADMIN_EMAIL, ADMIN_PASSWORD, bootstrap, ensure_wrk, knob, print_runs, run_wrk, start_idstream,
+};
 
 /// A wrk script sending GETs with `cookie` (none when empty).
 fn script(dir: &std::path::Path, name: &str, cookie: &str) -> anyhow::Result<String> {
@@ -178,21 +180,14 @@ fn main() -> anyhow::Result<()> {
     let sign_in = run_wrk(&sign_in_url, &anonymous, seconds, connections)?;
     let account = run_wrk(&account_url, &signed_in, seconds, connections)?;
 
-    println!("\nHosted pages, wrk -t2 -c{connections} -d{seconds}s, 2 cores shared with wrk");
-    println!(
-        "{:<34} {:>12} {:>10} {:>10}",
-        "", "req/s", "p50 µs", "p99 µs"
+    print_runs(
+        &format!("Hosted pages, wrk -t2 -c{connections} -d{seconds}s, 2 cores shared with wrk"),
+        &[
+            ("minimal axum handler (baseline)", &minimal),
+            ("idstream GET /sign-in", &sign_in),
+            ("idstream GET /account (signed in)", &account),
+        ],
     );
-    for (name, run) in [
-        ("minimal axum handler (baseline)", &minimal),
-        ("idstream GET /sign-in", &sign_in),
-        ("idstream GET /account (signed in)", &account),
-    ] {
-        println!(
-            "{:<34} {:>12.0} {:>10.0} {:>10.0} {}",
-            name, run.requests_per_sec, run.p50_us, run.p99_us, run.errors
-        );
-    }
     for (name, run) in [("/sign-in", &sign_in), ("/account", &account)] {
         let ratio = run.requests_per_sec / minimal.requests_per_sec;
         println!(

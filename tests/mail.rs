@@ -24,6 +24,22 @@ async fn mail_to(svc: &Service, to: &str, subject: &str) -> idstream_mailer::Par
 }
 
 /// The settings, read once the log's position `at` is in the read models.
+/// A configuration file in `dir` whose `[mail] templates` folder holds one template, `name`
+/// (`en/…` or `fr/…`), with `source`.
+fn deployment(dir: &std::path::Path, name: &str, source: &str) -> std::path::PathBuf {
+    let templates = dir.join("mail-templates");
+    let file = templates.join(name);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, source).unwrap();
+    let config = dir.join("idstream.toml");
+    let text = format!(
+        "[mail]\ntemplates = {:?}\n",
+        templates.display().to_string()
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
 async fn settings(svc: &Service, at: u64) -> Value {
     let answer = svc.get_at("/v1/tenants/acme/settings", at).await;
     assert_eq!(answer.status, 200, "{answer:?}");
@@ -44,24 +60,13 @@ async fn reset_request(svc: &Service, email: &str, language: Option<&str>) -> An
 async fn a_tenants_mail_carries_its_brand_and_language_and_a_deployment_replaces_a_template() {
     let dir = tempfile::tempdir().unwrap();
     // The deployment replaces the English reset mail, and only that one.
-    let templates = dir.path().join("mail-templates");
-    std::fs::create_dir_all(templates.join("en")).unwrap();
-    std::fs::write(
-        templates.join("en/password_reset.mail"),
+    let config = deployment(
+        dir.path(),
+        "en/password_reset.mail",
         "{% extends layout %}\n{% block subject %}{{ tenant }} password help{% endblock %}\n\
          {% block body %}Hello from our help desk.\n\n{{ action(link, \"Reset\") }}\n\n\
          Valid until {{ expires }}.{% endblock %}\n",
-    )
-    .unwrap();
-    let config = dir.path().join("idstream.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[mail]\ntemplates = {:?}\n",
-            templates.display().to_string()
-        ),
-    )
-    .unwrap();
+    );
     let data = dir.path().join("data");
     let svc =
         Service::embedded_with_env(&data, &[("IDSTREAM_CONFIG", config.to_str().unwrap())]).await;
@@ -247,18 +252,7 @@ async fn a_tenants_mail_carries_its_brand_and_language_and_a_deployment_replaces
 #[tokio::test]
 async fn a_broken_template_in_the_configured_folder_stops_the_service_at_startup_naming_it() {
     let dir = tempfile::tempdir().unwrap();
-    let templates = dir.path().join("mail-templates");
-    std::fs::create_dir_all(templates.join("fr")).unwrap();
-    std::fs::write(templates.join("fr/magic_link.mail"), "{% if %}").unwrap();
-    let config = dir.path().join("idstream.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[mail]\ntemplates = {:?}\n",
-            templates.display().to_string()
-        ),
-    )
-    .unwrap();
+    let config = deployment(dir.path(), "fr/magic_link.mail", "{% if %}");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_idstream"))
         .arg("serve")
         .env("IDSTREAM_LISTEN", "127.0.0.1:0")

@@ -82,6 +82,21 @@ pub fn run_wrk(url: &str, script: &str, seconds: u64, connections: u64) -> anyho
     Ok(wrk)
 }
 
+/// Prints `title` and a table of runs: requests per second, p50 and p99, and any errors.
+pub fn print_runs(title: &str, runs: &[(&str, &Wrk)]) {
+    println!("\n{title}");
+    println!(
+        "{:<34} {:>12} {:>10} {:>10}",
+        "", "req/s", "p50 µs", "p99 µs"
+    );
+    for (name, run) in runs {
+        println!(
+            "{:<34} {:>12.0} {:>10.0} {:>10.0} {}",
+            name, run.requests_per_sec, run.p50_us, run.p99_us, run.errors
+        );
+    }
+}
+
 pub fn ensure_wrk() -> anyhow::Result<()> {
     if Command::new("wrk").arg("--version").output().is_ok() {
         return Ok(());

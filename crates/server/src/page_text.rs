@@ -323,22 +323,13 @@ pub fn localise(lang: Lang, source: &str) -> String {
     )
 }
 
-/// HTML-escapes text put into a template as it is.
+/// HTML-escapes text put into a template as it is (minijinja's escaping, and braces, so that a
+/// translation can never read as template syntax).
 fn escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            '"' => escaped.push_str("&quot;"),
-            '\'' => escaped.push_str("&#x27;"),
-            '{' => escaped.push_str("&#123;"),
-            '}' => escaped.push_str("&#125;"),
-            c => escaped.push(c),
-        }
-    }
-    escaped
+    minijinja::HtmlEscape(text)
+        .to_string()
+        .replace('{', "&#123;")
+        .replace('}', "&#125;")
 }
 
 /// `english` in `lang`: the catalogue's words, or the English ones when it has none.

@@ -258,13 +258,13 @@ impl Identity {
         let mut tenants = Vec::new();
         for tenant in self.user_tenants(&caller.user)? {
             // A tenant being created may not be in the directory yet: leave it out for now.
-            let Some(view) = self.directory().tenant(&tenant).map_err(internal)? else {
+            let Some(view) = self.tenant_view_now(&tenant)? else {
                 continue;
             };
             tenants.push(MyTenant {
                 current: tenant == caller.tenant,
                 id: tenant,
-                name: view.name,
+                name: view.name.clone(),
             });
         }
         tenants.sort_by(|a, b| {
@@ -273,18 +273,23 @@ impl Identity {
         Ok(tenants)
     }
 
+    /// The roles `user` holds in `tenant` (none for a non-member).
+    fn roles_in(&self, tenant: &TenantId, user: &UserId) -> Result<BTreeSet<RoleName>, AppError> {
+        Ok(self
+            .directory()
+            .membership(tenant, user)
+            .map_err(internal)?
+            .map(|m| m.roles)
+            .unwrap_or_default())
+    }
+
     /// The signed-in person's account at a glance, read once from each read model it needs.
     ///
     /// Who: the signed-in user (also while a second factor must be set up).
     pub fn account_overview(&self, caller: &Caller) -> Result<AccountOverview, AppError> {
         let caller = self.own_account_while_enrolling(caller)?;
         let user = self.user_now(&caller.user)?;
-        let roles = self
-            .directory()
-            .membership(&caller.tenant, &caller.user)
-            .map_err(internal)?
-            .map(|m| m.roles)
-            .unwrap_or_default();
+        let roles = self.roles_in(&caller.tenant, &caller.user)?;
         let tenant = self
             .tenant_view_now(&caller.tenant)?
             .ok_or(AppError::TenantNotFound)?;
@@ -367,12 +372,7 @@ impl Identity {
     pub fn me(&self, caller: &Caller) -> Result<Me, AppError> {
         let caller = self.own_account_while_enrolling(caller)?;
         let user = self.user_now(&caller.user)?;
-        let roles = self
-            .directory()
-            .membership(&caller.tenant, &caller.user)
-            .map_err(internal)?
-            .map(|m| m.roles)
-            .unwrap_or_default();
+        let roles = self.roles_in(&caller.tenant, &caller.user)?;
         let (mut global_access, mut permissions) = self
             .access
             .effective_permissions(&caller.tenant, &caller.user)

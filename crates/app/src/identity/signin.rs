@@ -336,13 +336,13 @@ impl Core {
                 .filter(|tenants| tenants.len() == 1)
                 .and_then(|mut tenants| tenants.pop()),
         };
-        let view = tenant.and_then(|tenant| self.directory().tenant(&tenant).ok().flatten());
+        let view = tenant.and_then(|tenant| self.tenant_view_now(&tenant).ok().flatten());
         let (brand, tenant_lang) = match view {
             Some(view) => (
                 Branding {
-                    name: view.name,
-                    logo_url: view.settings.logo_url,
-                    colour: view.settings.brand_colour,
+                    name: view.name.clone(),
+                    logo_url: view.settings.logo_url.clone(),
+                    colour: view.settings.brand_colour.clone(),
                 },
                 Lang::from_tag(&view.settings.language),
             ),
