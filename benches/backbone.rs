@@ -256,7 +256,7 @@ async fn commands(
     // The log layer before any read model consumes the stream, to tell its cost from theirs.
     log_layer_alone(knobs, &log, baseline).await?;
 
-    let caches = idstream_app::Caches::default();
+    let caches = idstream_app::Caches::new(idstream_keys::ReadModelSeal::in_memory());
     // As the service does (`startup::open_app`): the read models share one subscription.
     let read_models = ReadModels::start(
         &scratch.join("readmodels"),
@@ -295,13 +295,17 @@ async fn commands(
     let app = App::new(
         log.clone(),
         read_models.clone(),
-        caches,
+        caches.clone(),
         Arc::new(SystemClock),
         Duration::from_secs(30),
         idstream_app::IdentityServices::local(&scratch.join("identity"))
             .await
             .map_err(|e| anyhow!("identity services: {e}"))?,
-        idstream_app::replay::Replays::new(scratch.join("replays"), log.clone()),
+        idstream_app::replay::Replays::new(
+            scratch.join("replays"),
+            log.clone(),
+            caches.seal.clone(),
+        ),
     );
     command_throughput(knobs, &app, &read_models, baseline, table).await?;
     command_latency(knobs, raw, &app, table).await?;
@@ -847,7 +851,7 @@ async fn rebuild_rate(
     let digests = rebuild_offline(
         &dir,
         log.clone(),
-        idstream_app::offline_projections(),
+        idstream_app::offline_projections(idstream_keys::ReadModelSeal::in_memory()),
         |_, _| {},
     )
     .await?;
@@ -866,7 +870,11 @@ async fn rebuild_rate(
     // (d) Point-in-time replay (F-AU-2): the directory and access read models up to the middle
     // of the log, into a store of their own, as the audit endpoints build them.
     let middle = n / 2;
-    let replays = idstream_app::replay::Replays::new(scratch.join("replays"), log.clone());
+    let replays = idstream_app::replay::Replays::new(
+        scratch.join("replays"),
+        log.clone(),
+        idstream_keys::ReadModelSeal::in_memory(),
+    );
     let rss_before = peak_rss_kib();
     let started = Instant::now();
     let replayed = replays
@@ -926,7 +934,9 @@ async fn rebuild_rate(
             let db = sled::Config::new().path(&apply_dir).open()?;
             let started = Instant::now();
             let mut each = Vec::new();
-            for projection in idstream_app::offline_projections() {
+            for projection in
+                idstream_app::offline_projections(idstream_keys::ReadModelSeal::in_memory())
+            {
                 let tree = db.open_tree(projection.name())?;
                 let one = Instant::now();
                 for page in &pages {
@@ -1078,7 +1088,9 @@ async fn stored_rows(dir: &Path) -> anyhow::Result<Rows> {
             by_prefix: BTreeMap::new(),
             trees: Vec::new(),
         };
-        for projection in idstream_app::offline_projections() {
+        for projection in
+            idstream_app::offline_projections(idstream_keys::ReadModelSeal::in_memory())
+        {
             let mut kept = Vec::new();
             for entry in db.open_tree(projection.name())?.iter() {
                 let (key, value) = entry?;

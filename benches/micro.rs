@@ -13,6 +13,12 @@
 //!   directory projection through `apply_events` — staging in `Staged`, then one sled batch with
 //!   the checkpoint — against one raw `sled::Tree::insert` of a row the size of the user's row.
 //!
+//! - **list**: a page of 50 members with their users read from the directory
+//!   (`Directory::members`), personal fields sealed with each person's key as the service stores
+//!   them (keys in memory, as after the decrypting log used them), against the same rows stored
+//!   with personal fields in the clear (as they were before issue 22): the cost of opening 50
+//!   users' sealed fields on the way out.
+//!
 //! After criterion's report, the ratios of the medians are printed. The medians are taken over
 //! criterion's own samples (every routine is timed with `iter_custom`, which records them).
 
@@ -105,6 +111,7 @@ fn main() {
     );
     codec(&mut criterion, &recorder, &fixture);
     project(&mut criterion, &recorder);
+    list(&mut criterion, &recorder);
     criterion.final_summary();
 
     println!();
@@ -124,6 +131,11 @@ fn main() {
             "project: apply_events(directory, 1 event)  vs  sled insert",
             "project/idstream",
             "project/raw",
+        ),
+        (
+            "list: 50 members, personal fields sealed  vs  in the clear",
+            "list/sealed",
+            "list/clear",
         ),
     ] {
         match (recorder.median(ours), recorder.median(raw)) {
@@ -275,10 +287,12 @@ fn codec(criterion: &mut Criterion, recorder: &Recorder, fixture: &Fixture) {
 }
 
 fn project(criterion: &mut Criterion, recorder: &Recorder) {
-    let directory = idstream_app::projections(Default::default())
-        .into_iter()
-        .find(|p| p.name() == "directory")
-        .expect("the service registers the directory projection");
+    let directory = idstream_app::projections(idstream_app::Caches::new(
+        idstream_keys::ReadModelSeal::in_memory(),
+    ))
+    .into_iter()
+    .find(|p| p.name() == "directory")
+    .expect("the service registers the directory projection");
     let dir = tempfile::Builder::new()
         .prefix("idstream-micro-")
         .tempdir()
@@ -419,6 +433,137 @@ fn project(criterion: &mut Criterion, recorder: &Recorder) {
             elapsed
         })
     });
+    group.finish();
+}
+
+/// The listing's baseline: rows stored with personal fields in the clear, as before they were
+/// sealed (the values pass through; the email index is keyed by the address itself).
+#[derive(Debug)]
+struct InTheClear;
+
+impl idstream_projection_runtime::PersonalSeal for InTheClear {
+    fn seal(
+        &self,
+        _user: &str,
+        _field: &str,
+        value: &str,
+    ) -> Result<Option<String>, idstream_projection_runtime::SealError> {
+        Ok(Some(value.to_owned()))
+    }
+
+    fn open(
+        &self,
+        _user: &str,
+        _field: &str,
+        stored: &str,
+    ) -> Result<Option<String>, idstream_projection_runtime::SealError> {
+        Ok(Some(stored.to_owned()))
+    }
+
+    fn blind(&self, _purpose: &str, value: &str) -> String {
+        value.to_owned()
+    }
+}
+
+fn list(criterion: &mut Criterion, recorder: &Recorder) {
+    use idstream_directory::{Directory, DirectoryProjection};
+    use idstream_domain::events::UserProfileChanged;
+    use idstream_projection_runtime::PersonalSeal;
+
+    const PAGE: usize = 50;
+    let tenant: TenantId = "acme-industries".parse().expect("a valid tenant");
+    let dir = tempfile::Builder::new()
+        .prefix("idstream-micro-list-")
+        .tempdir()
+        .expect("a temporary directory");
+    let db = sled::Config::new()
+        .path(dir.path())
+        .open()
+        .expect("a sled store");
+    let mut events = vec![envelope(
+        DomainEvent::TenantCreated(TenantCreated {
+            name: "Acme Industries".into(),
+        }),
+        &StreamKey::new(Some(tenant.clone()), AggregateType::Tenant, tenant.as_str()),
+    )];
+    for n in 0..PAGE as u128 {
+        let user = UserId::new(Ulid::from_parts(1_750_000_000_000, 100 + n));
+        let user_key = StreamKey::new(None, AggregateType::User, user.to_string());
+        events.push(envelope(
+            DomainEvent::UserRegistered(UserRegistered {
+                email: format!("person.{n}@acme-industries.example"),
+                first_name: format!("Person{n}"),
+                last_name: "Example".into(),
+                tenant: tenant.clone(),
+            }),
+            &user_key,
+        ));
+        events.push(envelope(
+            DomainEvent::UserProfileChanged(UserProfileChanged {
+                first_name: format!("Person{n}"),
+                last_name: "Example".into(),
+                image_url: Some(format!("https://img.example.com/{n}.png")),
+                notifications: Default::default(),
+                phone: Some("+33612345678".into()),
+                language: None,
+            }),
+            &user_key,
+        ));
+        events.push(envelope(
+            DomainEvent::RoleAssigned(RoleAssigned {
+                user,
+                role: "user".parse().expect("a role"),
+                expires_at: None,
+            }),
+            &StreamKey::new(
+                Some(tenant.clone()),
+                AggregateType::Membership,
+                user.to_string(),
+            ),
+        ));
+    }
+    let recorded: Vec<RecordedEvent> = events
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut envelope)| {
+            envelope.id = Ulid::from_parts(1_750_000_000_000 + i as u64, 1);
+            recorded(i as u64 + 1, envelope)
+        })
+        .collect();
+    let sealed: Arc<dyn PersonalSeal> = idstream_keys::ReadModelSeal::in_memory();
+    let clear: Arc<dyn PersonalSeal> = Arc::new(InTheClear);
+    let mut directories = Vec::new();
+    for (name, seal) in [("sealed", sealed), ("clear", clear)] {
+        let tree = db.open_tree(name).expect("a tree");
+        let projection = DirectoryProjection::without_search(seal.clone());
+        apply_events(&projection, &tree, &recorded).expect("the page applies");
+        let directory = Directory::new(tree, Default::default(), seal);
+        let page = directory
+            .members(&tenant, None, PAGE)
+            .expect("the page reads");
+        assert_eq!(page.len(), PAGE);
+        assert_eq!(page[0].0.phone.as_deref(), Some("+33612345678"));
+        directories.push((name, directory));
+    }
+    let mut group = criterion.benchmark_group("list");
+    for (name, directory) in &directories {
+        let label: &'static str = if *name == "sealed" {
+            "list/sealed"
+        } else {
+            "list/clear"
+        };
+        group.bench_function(*name, |b| {
+            b.iter_custom(|iters| {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    black_box(directory.members(&tenant, None, PAGE).expect("reads"));
+                }
+                let elapsed = started.elapsed();
+                recorder.record(label, elapsed, iters);
+                elapsed
+            })
+        });
+    }
     group.finish();
 }
 

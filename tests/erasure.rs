@@ -325,6 +325,82 @@ async fn ada_signs_in_from_a_canary_browser(svc: &Service, w: &World) {
         !files_containing(&svc.data_dir.join("mail"), CANARY).is_empty(),
         "the spool holds mail to Ada"
     );
+
+    // She moves to another canary address, confirmed from the mail sent to it.
+    let new_email = format!("ada.new.{CANARY}@example.com");
+    let asked = svc
+        .send(
+            svc.request_as(access, Method::POST, "/v1/auth/email")
+                .json(&json!({"new_email": new_email, "password": ADA_PASSWORD})),
+        )
+        .await;
+    assert_eq!(asked.status, 200, "{asked:?}");
+    let text = mail_to(svc, &new_email).await;
+    let start = text.find("ide_").expect("a confirmation token in the mail");
+    let token: String = text[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    let confirmed = svc
+        .post_anonymous(
+            "/v1/auth/email/confirm",
+            json!({"user": w.ada, "token": token}),
+        )
+        .await;
+    assert!(confirmed.status < 300, "{confirmed:?}");
+    let moved = svc
+        .get_at(&format!("/v1/users/{}", w.ada), confirmed.position())
+        .await;
+    assert_eq!(moved.body["email"], new_email.as_str(), "{moved:?}");
+}
+
+/// Every canary as it could be stored (see `files_holding`): the erased person's addresses,
+/// names, attribute value, user agent and phone.
+fn canaries() -> Vec<String> {
+    vec![CANARY.to_owned(), PHONE[1..].to_owned()]
+}
+
+/// Every file under `dirs` holding a canary, in any stored form: there must be none.
+fn canaries_in(dirs: &[&Path]) -> Vec<(std::path::PathBuf, String)> {
+    let canaries = canaries();
+    let texts: Vec<&str> = canaries.iter().map(String::as_str).collect();
+    dirs.iter()
+        .flat_map(|dir| idstream_projection_runtime::personal::files_holding(dir, &texts))
+        .collect()
+}
+
+/// After the erasure and a restart, the service still serves, Ada reads as erased, and the
+/// tamper-evidence chain verifies.
+async fn after_a_restart_it_still_works_and_the_trail_verifies(svc: &mut Service, w: &World) {
+    svc.start_again().await;
+    let user = svc.get(&format!("/v1/users/{}", w.ada)).await;
+    assert_eq!(user.status, 200, "{user:?}");
+    assert_eq!(user.body["status"], "erased", "{user:?}");
+    let bob = svc.get(&format!("/v1/users/{}", w.bob)).await;
+    assert_eq!(bob.body["email"], "bob@example.com", "{bob:?}");
+    let (carol, created) = svc
+        .create_user("acme", "carol@example.com", &["user"])
+        .await;
+    let found = svc.get_at("/v1/tenants/acme/users?q=carol", created).await;
+    assert!(found.body.to_string().contains(&carol), "{found:?}");
+    svc.stop().await;
+    let mut verify = tokio::process::Command::new(env!("CARGO_BIN_EXE_idstream"));
+    verify
+        .args(["audit", "verify"])
+        .env("IDSTREAM_DATA_DIR", &svc.data_dir)
+        .env("IDSTREAM_LOG", "warn")
+        .env_remove("IDSTREAM_NATS_URL")
+        .env_remove("IDSTREAM_CONFIG");
+    if let Some(url) = &svc.nats_url {
+        verify.env("IDSTREAM_NATS_URL", url);
+    }
+    let output = verify.output().await.unwrap();
+    assert!(
+        output.status.success(),
+        "audit verify: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 async fn erasure_leaves_the_structure_and_nothing_personal(svc: &Service, w: &World) {
@@ -460,10 +536,10 @@ async fn on_the_embedded_log_erasure_shreds_personal_data_and_replays_answer_who
     let w = world(&svc).await;
     who_could_read_p1_then_and_why(&svc, &w).await;
     erasure_leaves_the_structure_and_nothing_personal(&svc, &w).await;
-    // Not in the log, the keys, the replays or the mail spool the service keeps, not in its
-    // output, and not in read models rebuilt from the log. (The live sled store may keep
-    // superseded bytes until sled reuses the space: it is excluded.)
+    // Not in any file the service keeps (log, keys, read models, replays, mail spool), nor in its
+    // output at debug level.
     svc.stop().await;
+    assert_eq!(canaries_in(&[dir.path()]), vec![], "after the erasure");
     the_raw_log_never_holds_personal_data_in_the_clear(&svc).await;
     let rebuilt = svc.replay().await;
     assert!(rebuilt.contains_key("directory"));
@@ -539,24 +615,33 @@ async fn on_the_embedded_log_erasure_shreds_personal_data_and_replays_answer_who
     }
     let logged = std::fs::read_to_string(&output).unwrap();
     assert!(!logged.contains(CANARY), "the service logged personal data");
+    // The raw-bytes canary: not one file of the whole directory names her, in any form.
+    assert_eq!(canaries_in(&[dir.path()]), vec![], "after the replays");
+    after_a_restart_it_still_works_and_the_trail_verifies(&mut svc, &w).await;
 }
 
 #[tokio::test]
 async fn on_jetstream_erasure_shreds_personal_data_and_replays_answer_who_could_read() {
     let nats = NatsServer::spawn();
     let dir = tempfile::tempdir().unwrap();
-    let svc = Service::jetstream(dir.path(), &nats.url()).await;
+    let mut svc = Service::jetstream(dir.path(), &nats.url()).await;
     let w = world(&svc).await;
     the_raw_log_never_holds_personal_data_in_the_clear(&svc).await;
     who_could_read_p1_then_and_why(&svc, &w).await;
     erasure_leaves_the_structure_and_nothing_personal(&svc, &w).await;
-    for kept in ["replays", "mail"] {
-        assert_eq!(
-            files_containing(&dir.path().join(kept), CANARY),
-            Vec::<String>::new(),
-            "{kept}"
-        );
-    }
+    svc.stop().await;
+    // The raw-bytes canary over the service's directory and the nats-server store.
+    assert_eq!(
+        canaries_in(&[dir.path(), &nats.store_dir()]),
+        vec![],
+        "after the erasure"
+    );
+    after_a_restart_it_still_works_and_the_trail_verifies(&mut svc, &w).await;
+    assert_eq!(
+        canaries_in(&[dir.path(), &nats.store_dir()]),
+        vec![],
+        "after the restart"
+    );
 }
 
 #[tokio::test]

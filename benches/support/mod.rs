@@ -16,20 +16,28 @@ use idstream_projection_runtime::ReadModels;
 /// The app over a new embedded log, read models and key store in `dir`, hashing `hashers`
 /// passwords at once, with no per-source budget in the way (every request comes from here).
 pub async fn app(dir: &std::path::Path, hashers: usize) -> anyhow::Result<App> {
-    let log: SharedLog = EmbeddedLog::open(&dir.join("log"), EmbeddedOptions::default()).await?;
-    let caches = idstream_app::Caches::default();
-    let read_models = ReadModels::start(
-        &dir.join("readmodels"),
-        log.clone(),
-        idstream_app::projections(caches.clone()),
-    )
-    .await?;
     let mut services = IdentityServices::local(dir)
         .await
         .map_err(anyhow::Error::msg)?;
+    // As the service does: personal data encrypted in the log and sealed in the read models,
+    // with one set of personal-data keys.
+    let raw: SharedLog = EmbeddedLog::open(&dir.join("log"), EmbeddedOptions::default()).await?;
+    let keys = Arc::new(idstream_keys::PersonalKeys::new(services.keys.store()));
+    let log = idstream_keys::PersonalDataLog::wrap(raw, keys.clone());
+    let caches = idstream_app::Caches::new(idstream_keys::ReadModelSeal::shared(
+        keys,
+        services.keys.vault(),
+    ));
+    let read_models = ReadModels::start(
+        &dir.join("readmodels"),
+        idstream_eventlog::FanOutLog::wrap(log.clone()),
+        idstream_app::projections(caches.clone()),
+    )
+    .await?;
     services.hasher = PasswordHasherPool::new(hashers);
     services.config.attempts_per_source_per_minute = u32::MAX;
-    let replays = idstream_app::replay::Replays::new(dir.join("replays"), log.clone());
+    let replays =
+        idstream_app::replay::Replays::new(dir.join("replays"), log.clone(), caches.seal.clone());
     Ok(App::new(
         log,
         read_models,

@@ -16,7 +16,7 @@ pub struct Service {
     child: Option<Child>,
     pub base: String,
     pub data_dir: PathBuf,
-    nats_url: Option<String>,
+    pub nats_url: Option<String>,
     client: reqwest::Client,
     /// Where the process's stdout and stderr go, and at which log level, when captured (see
     /// [`Service::embedded_capturing`]); inherited otherwise.

@@ -69,26 +69,50 @@ use idstream_directory::search::PeopleIndex;
 use idstream_directory::{Directory, DirectoryProjection};
 use idstream_eventlog::SharedLog;
 use idstream_identity::IdentityProjection;
-use idstream_projection_runtime::{Projection, ReadModels};
+use idstream_projection_runtime::{PersonalSeal, Projection, ReadModels};
 use time::OffsetDateTime;
 
 use crate::core::Core;
 
-/// The in-memory structures that read models keep beside their trees and that the services
-/// read: the access facts cache, and the directory's search index. The same `Caches` goes to
+/// What read models share with the services that read them: the in-memory structures kept
+/// beside their trees (the access facts cache, the directory's search index) and the seal of
+/// personal data at rest (see `idstream_projection_runtime::personal`). The same `Caches` goes to
 /// [`projections`] and to [`App::new`]; offline rebuilds may pass fresh ones.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Caches {
     pub access: Arc<FactCache>,
     pub people: Arc<PeopleIndex>,
+    pub seal: Arc<dyn PersonalSeal>,
+}
+
+impl Caches {
+    /// Empty caches, sealing personal data with `seal`.
+    pub fn new(seal: Arc<dyn PersonalSeal>) -> Caches {
+        Caches {
+            access: Arc::default(),
+            people: Arc::default(),
+            seal,
+        }
+    }
+
+    /// Empty caches sealing with the personal-data keys of `services`' key store (for tests,
+    /// benchmarks and tools that run without the decrypting log; the service shares the log's
+    /// [`idstream_keys::PersonalKeys`] instead, see [`idstream_keys::ReadModelSeal::new`]).
+    pub fn local(services: &IdentityServices) -> Caches {
+        let keys = Arc::new(idstream_keys::PersonalKeys::new(services.keys.store()));
+        Caches::new(idstream_keys::ReadModelSeal::shared(
+            keys,
+            services.keys.vault(),
+        ))
+    }
 }
 
 /// Every read model the service maintains, each keeping its part of `caches` up to date.
 pub fn projections(caches: Caches) -> Vec<Arc<dyn Projection>> {
     vec![
-        Arc::new(DirectoryProjection::new(caches.people)),
+        Arc::new(DirectoryProjection::new(caches.people, caches.seal.clone())),
         Arc::new(AccessProjection::new(caches.access)),
-        Arc::new(IdentityProjection),
+        Arc::new(IdentityProjection::new(caches.seal)),
         Arc::new(idstream_audit::AuditProjection),
     ]
 }
@@ -96,11 +120,11 @@ pub fn projections(caches: Caches) -> Vec<Arc<dyn Projection>> {
 /// The same read models for offline rebuilds (`idstream replay`, benchmarks): the same folds and
 /// digests, without the in-memory structures that only serve queries (the directory's search
 /// index, which the serving process loads from the rebuilt tree when it opens it).
-pub fn offline_projections() -> Vec<Arc<dyn Projection>> {
+pub fn offline_projections(seal: Arc<dyn PersonalSeal>) -> Vec<Arc<dyn Projection>> {
     vec![
-        Arc::new(DirectoryProjection::without_search()),
+        Arc::new(DirectoryProjection::without_search(seal.clone())),
         Arc::new(AccessProjection::new(Arc::default())),
-        Arc::new(IdentityProjection),
+        Arc::new(IdentityProjection::new(seal)),
         Arc::new(idstream_audit::AuditProjection),
     ]
 }
@@ -175,9 +199,16 @@ impl App {
         identity: IdentityServices,
         replays: replay::Replays,
     ) -> App {
-        let directory = Directory::new(read_models.tree(idstream_directory::NAME), caches.people);
+        let directory = Directory::new(
+            read_models.tree(idstream_directory::NAME),
+            caches.people,
+            caches.seal.clone(),
+        );
         let identity = identity::IdentityParts::new(
-            idstream_identity::Identity::new(read_models.tree(idstream_identity::NAME)),
+            idstream_identity::Identity::new(
+                read_models.tree(idstream_identity::NAME),
+                caches.seal,
+            ),
             identity,
         );
         let access = Access::new(read_models.tree(idstream_access::NAME), caches.access);

@@ -15,7 +15,7 @@ use idstream_directory::{Directory, DirectoryProjection};
 use idstream_domain::access::{CheckRequest, Permission, RecordId, Subject};
 use idstream_domain::{TenantId, UserId};
 use idstream_eventlog::{Position, SharedLog};
-use idstream_projection_runtime::{Projection, open_rebuilt, rebuild_offline_until};
+use idstream_projection_runtime::{PersonalSeal, Projection, open_rebuilt, rebuild_offline_until};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -99,24 +99,42 @@ impl Replay {
 pub struct Replays {
     dir: PathBuf,
     log: SharedLog,
+    seal: Arc<dyn PersonalSeal>,
     open: tokio::sync::Mutex<Vec<Arc<Replay>>>,
 }
 
-/// The read models a replay rebuilds.
-pub fn replay_projections() -> Vec<Arc<dyn Projection>> {
+/// The read models a replay rebuilds (personal data sealed by `seal`, as in the live ones).
+pub fn replay_projections(seal: Arc<dyn PersonalSeal>) -> Vec<Arc<dyn Projection>> {
     vec![
-        Arc::new(DirectoryProjection::without_search()),
+        Arc::new(DirectoryProjection::without_search(seal)),
         Arc::new(AccessProjection::new(Arc::default())),
     ]
 }
 
 impl Replays {
     /// Replays under `dir` (created when needed) of `log` (the log as the service reads it,
-    /// personal data decrypted where it still can be).
-    pub fn new(dir: impl Into<PathBuf>, log: SharedLog) -> Replays {
+    /// personal data decrypted where it still can be), storing personal data sealed by `seal`.
+    ///
+    /// Replays kept from before personal data was sealed in read models (their stores lack the
+    /// marker) are deleted: they may hold personal data in the clear.
+    pub fn new(dir: impl Into<PathBuf>, log: SharedLog, seal: Arc<dyn PersonalSeal>) -> Replays {
+        let dir = dir.into();
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let unsealed = path.is_dir()
+                    && !path
+                        .join(idstream_projection_runtime::SEALED_MARKER)
+                        .exists();
+                if unsealed && let Err(error) = std::fs::remove_dir_all(&path) {
+                    tracing::warn!(path = %path.display(), %error, "could not delete a replay written before personal data was sealed");
+                }
+            }
+        }
         Replays {
-            dir: dir.into(),
+            dir,
             log,
+            seal,
             open: tokio::sync::Mutex::new(Vec::new()),
         }
     }
@@ -188,7 +206,7 @@ impl Replays {
                 let digests = rebuild_offline_until(
                     &dir,
                     self.log.clone(),
-                    replay_projections(),
+                    replay_projections(self.seal.clone()),
                     Some(position),
                     progress,
                 )
@@ -225,7 +243,7 @@ impl Replays {
                 decided_at: None,
             },
             access: Access::new(access_tree, Arc::new(FactCache::default())),
-            directory: Directory::new(directory_tree, Default::default()),
+            directory: Directory::new(directory_tree, Default::default(), self.seal.clone()),
             _db: db,
         });
         open.push(replay.clone());

@@ -69,7 +69,7 @@ pub(crate) async fn app_in(
     let log: SharedLog = EmbeddedLog::open(&dir.join("log"), EmbeddedOptions::default())
         .await
         .unwrap();
-    let caches = crate::Caches::default();
+    let caches = crate::Caches::local(&services);
     let read_models = ReadModels::start(
         &dir.join("readmodels"),
         log.clone(),
@@ -77,7 +77,8 @@ pub(crate) async fn app_in(
     )
     .await
     .unwrap();
-    let replays = crate::replay::Replays::new(dir.join("replays"), log.clone());
+    let replays =
+        crate::replay::Replays::new(dir.join("replays"), log.clone(), caches.seal.clone());
     App::new(
         log,
         read_models,

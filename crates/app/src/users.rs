@@ -231,8 +231,9 @@ impl Users {
         })
     }
 
-    /// The addresses whose kept mail an erasure deletes: the user's address, and the one they
-    /// asked to move to unless another user holds it by now (its mail would be theirs).
+    /// The addresses whose kept mail an erasure deletes: the user's address, the one they asked
+    /// to move to and those they held or asked for before, except any another user holds by now
+    /// (its mail would be theirs).
     fn spooled_addresses(
         &self,
         user: UserId,
@@ -242,14 +243,21 @@ impl Users {
         if !state.email.is_empty() {
             addresses.push(state.email.clone());
         }
-        if let Some(pending) = state.pending_email.as_ref().filter(|e| !e.is_empty()) {
+        // The addresses they asked to move to, and those they held before: unless someone else
+        // holds one now (whose mail it then is).
+        let others = state
+            .pending_email
+            .iter()
+            .chain(&state.former_emails)
+            .filter(|e| !e.is_empty());
+        for address in others {
             let other = self
                 .directory()
-                .user_by_email(pending)
+                .user_by_email(address)
                 .map_err(internal)?
                 .is_some_and(|holder| holder.id != user);
-            if !other {
-                addresses.push(pending.clone());
+            if !other && !addresses.contains(address) {
+                addresses.push(address.clone());
             }
         }
         Ok(addresses)

@@ -82,7 +82,7 @@ pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<()> {
     };
     let query = params.parse()?;
     let config = args.common.config()?;
-    let log = open_existing_log(&config).await?;
+    let (log, _) = open_existing_log(&config).await?;
     let projections = || -> Vec<Arc<dyn Projection>> { vec![Arc::new(AuditProjection)] };
 
     let store = config.data_dir.join("readmodels");
@@ -155,7 +155,10 @@ pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<()> {
 /// where there is none.
 pub(crate) async fn open_existing_log(
     config: &crate::config::Config,
-) -> anyhow::Result<idstream_eventlog::SharedLog> {
+) -> anyhow::Result<(
+    idstream_eventlog::SharedLog,
+    std::sync::Arc<idstream_keys::PersonalKeys>,
+)> {
     if config.nats_url.is_none() {
         let dir = config.data_dir.join("log");
         anyhow::ensure!(

@@ -327,8 +327,8 @@ async fn bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
         .tenant
         .parse()
         .map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
-    let log = crate::startup::open_log(&config).await?;
-    let (app, read_models, _) = crate::startup::open_app(&config, log).await?;
+    let (log, keys) = crate::startup::open_log(&config).await?;
+    let (app, read_models, _) = crate::startup::open_app(&config, log, keys).await?;
     let bootstrapped = app
         .identity
         .bootstrap(
@@ -392,14 +392,15 @@ async fn bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
 }
 
 async fn replay(config: Config) -> anyhow::Result<()> {
-    let log = crate::startup::open_log(&config).await?;
+    let (log, keys) = crate::startup::open_log(&config).await?;
+    let seal = crate::startup::read_model_seal(&config, keys).await?;
     let dir = config.data_dir.join("readmodels");
     let started = std::time::Instant::now();
     let mut last_report = std::time::Instant::now();
     let digests = idstream_projection_runtime::rebuild_offline(
         &dir,
         log,
-        idstream_app::offline_projections(),
+        idstream_app::offline_projections(seal),
         |done, target| {
             if last_report.elapsed().as_millis() >= 500 || done == target {
                 last_report = std::time::Instant::now();

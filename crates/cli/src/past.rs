@@ -108,7 +108,8 @@ async fn replay(
         Some(text) => parse_as_of(text)?,
         None => AsOf::Position(u64::MAX),
     };
-    let log = crate::startup::open_log(&config).await?;
+    let (log, keys) = crate::startup::open_log(&config).await?;
+    let seal = crate::startup::read_model_seal(&config, keys).await?;
     let (dir, temporary) = match &args.out {
         Some(dir) => (dir.clone(), None),
         None => {
@@ -116,7 +117,7 @@ async fn replay(
             (temporary.path().to_owned(), Some(temporary))
         }
     };
-    let replays = Replays::new(dir, log);
+    let replays = Replays::new(dir, log, seal);
     let mut progress = Progress::new("replay");
     let replay = replays
         .at(as_of, u64::MAX, |done, target| {

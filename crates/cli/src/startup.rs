@@ -27,10 +27,23 @@ use crate::config::Config;
 /// per-user keys from the key store on the way in and decrypted on the way out
 /// ([`PersonalDataLog`]). JetStream is retried until it answers, so a service started before its
 /// NATS cluster waits for it instead of failing.
-pub async fn open_log(config: &Config) -> anyhow::Result<SharedLog> {
+///
+/// Also returns the personal-data keys it decrypts with: the read models seal personal data at
+/// rest with the same keys ([`read_model_seal`]), sharing their cache.
+pub async fn open_log(config: &Config) -> anyhow::Result<(SharedLog, Arc<PersonalKeys>)> {
     let log = open_raw_log(config).await?;
     let keys = Arc::new(PersonalKeys::new(key_store(config).await?));
-    Ok(PersonalDataLog::wrap(log, keys))
+    Ok((PersonalDataLog::wrap(log, keys.clone()), keys))
+}
+
+/// The seal of personal data in read models: `keys` (the log's, see [`open_log`]) and the
+/// vault's blind index.
+pub async fn read_model_seal(
+    config: &Config,
+    keys: Arc<PersonalKeys>,
+) -> anyhow::Result<Arc<dyn idstream_projection_runtime::PersonalSeal>> {
+    let vault = load_keys(config).await?.vault();
+    Ok(idstream_keys::ReadModelSeal::shared(keys, vault))
 }
 
 /// The configured log exactly as stored: personal data stays encrypted. For tools that look at
@@ -254,8 +267,10 @@ pub fn admin_token(config: &Config) -> anyhow::Result<Option<TokenDigest>> {
 pub async fn open_app(
     config: &Config,
     log: SharedLog,
+    keys: Arc<PersonalKeys>,
 ) -> anyhow::Result<(App, ReadModels, Vec<&'static str>)> {
-    let caches = idstream_app::Caches::default();
+    let seal = read_model_seal(config, keys).await?;
+    let caches = idstream_app::Caches::new(seal.clone());
     let projections = idstream_app::projections(caches.clone());
     let names: Vec<&'static str> = projections.iter().map(|p| p.name()).collect();
     let read_models = ReadModels::start(
@@ -266,7 +281,8 @@ pub async fn open_app(
     .await
     .context("starting the read models")?;
     let identity = identity_services(config).await?;
-    let replays = idstream_app::replay::Replays::new(config.data_dir.join("replays"), log.clone());
+    let replays =
+        idstream_app::replay::Replays::new(config.data_dir.join("replays"), log.clone(), seal);
     let app = App::new(
         log,
         read_models.clone(),
@@ -320,7 +336,7 @@ pub async fn serve(
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let admin_token = admin_token(&config)?;
     apply_stream_replicas(&config).await?;
-    let log = open_log(&config).await?;
+    let (log, personal_keys) = open_log(&config).await?;
     let startup_target = match log.last_position().await {
         Ok(p) => p,
         Err(e) => {
@@ -328,7 +344,7 @@ pub async fn serve(
             0
         }
     };
-    let (app, read_models, _) = open_app(&config, log).await?;
+    let (app, read_models, _) = open_app(&config, log, personal_keys).await?;
     let upkeep = {
         let operations = app.operations.clone();
         let every = key_upkeep_interval(&config);

@@ -110,12 +110,17 @@ pub(crate) async fn list(args: ListArgs) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!(e.problem().detail))?;
 
     let config = args.common.config()?;
-    let log = crate::audit_events::open_existing_log(&config).await?;
+    let (log, keys) = crate::audit_events::open_existing_log(&config).await?;
+    let seal = crate::startup::read_model_seal(&config, keys).await?;
     let people = Arc::new(PeopleIndex::new());
     let projections = {
         let people = people.clone();
+        let seal = seal.clone();
         move || -> Vec<Arc<dyn Projection>> {
-            vec![Arc::new(DirectoryProjection::new(people.clone()))]
+            vec![Arc::new(DirectoryProjection::new(
+                people.clone(),
+                seal.clone(),
+            ))]
         }
     };
     let store = config.data_dir.join("readmodels");
@@ -145,7 +150,7 @@ pub(crate) async fn list(args: ListArgs) -> anyhow::Result<()> {
         while !people.is_loaded() {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        let directory = Directory::new(models.tree(NAME), people);
+        let directory = Directory::new(models.tree(NAME), people, seal);
         if let Some(tenant) = &tenant {
             anyhow::ensure!(
                 directory.tenant(tenant)?.is_some(),
@@ -268,8 +273,8 @@ pub(crate) async fn import(args: ImportArgs) -> anyhow::Result<()> {
         .parse()
         .map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
     let config = args.common.config()?;
-    let log = crate::audit_events::open_existing_log(&config).await?;
-    let (app, read_models, _) = crate::startup::open_app(&config, log).await?;
+    let (log, keys) = crate::audit_events::open_existing_log(&config).await?;
+    let (app, read_models, _) = crate::startup::open_app(&config, log, keys).await?;
     let caller = idstream_app::Caller::system("import");
     let result = app
         .people

@@ -65,6 +65,9 @@ pub struct User {
     pub email_verified: bool,
     /// A requested new address waiting for confirmation.
     pub pending_email: Option<String>,
+    /// Every other address the user held or asked to move to (mail may have been sent to each);
+    /// forgotten on erasure.
+    pub former_emails: Vec<String>,
     /// The phone number of the last profile change, E.164.
     pub phone: Option<String>,
     /// The language the user chose for mails and pages (one of [`crate::tenant::LANGUAGES`]).
@@ -546,9 +549,21 @@ pub fn evolve(mut state: User, event: &UserEvent) -> User {
             state.phone = e.phone.clone();
             state.language = e.language.clone();
         }
-        UserEvent::EmailChangeRequested(e) => state.pending_email = Some(e.email.clone()),
+        UserEvent::EmailChangeRequested(e) => {
+            if let Some(earlier) = state.pending_email.replace(e.email.clone())
+                && !earlier.is_empty()
+                && !state.former_emails.contains(&earlier)
+            {
+                state.former_emails.push(earlier);
+            }
+        }
         UserEvent::EmailChanged(e) => {
-            state.email = e.email.clone();
+            let earlier = std::mem::replace(&mut state.email, e.email.clone());
+            if !earlier.is_empty() && earlier != e.email && !state.former_emails.contains(&earlier)
+            {
+                state.former_emails.push(earlier);
+            }
+            state.former_emails.retain(|former| *former != e.email);
             state.pending_email = None;
             state.email_verified = true;
         }
@@ -557,6 +572,7 @@ pub fn evolve(mut state: User, event: &UserEvent) -> User {
             state.status = Status::Erased;
             state.email = String::new();
             state.pending_email = None;
+            state.former_emails.clear();
             state.phone = None;
             state.attributes.clear();
         }

@@ -118,6 +118,11 @@ impl Keys {
     }
 
     /// The vault as it is now.
+    /// The key store the keys live in.
+    pub fn store(&self) -> Arc<dyn KeyStore> {
+        self.store.clone()
+    }
+
     pub fn vault(&self) -> Arc<Vault> {
         self.vault
             .read()

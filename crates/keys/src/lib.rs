@@ -39,6 +39,7 @@ pub mod jetstream;
 pub mod keys;
 pub mod personal;
 pub mod personal_log;
+pub mod read_model;
 pub mod store;
 pub mod vault;
 
@@ -47,5 +48,6 @@ pub use jetstream::{DEFAULT_BUCKET, JetStreamKeyStore, JetStreamKeyStoreOptions}
 pub use keys::{Keys, KeysError, Rotation, RotationPolicy, Staged};
 pub use personal::{PersonalDataError, PersonalKeys};
 pub use personal_log::PersonalDataLog;
-pub use store::{KeyStore, KeyStoreError};
+pub use read_model::ReadModelSeal;
+pub use store::{KeyStore, KeyStoreError, MemoryKeyStore};
 pub use vault::{MAX_PLAINTEXT_LEN, Vault, VaultError};

@@ -72,7 +72,7 @@ pub enum PersonalDataError {
     KeyMissing(String),
 }
 
-type UserKey = Arc<Zeroizing<[u8; KEY_LEN]>>;
+pub type UserKey = Arc<Zeroizing<[u8; KEY_LEN]>>;
 
 #[derive(Clone)]
 enum Slot {
@@ -170,6 +170,27 @@ impl PersonalKeys {
         })
     }
 
+    /// [`PersonalKeys::for_writing`] from code that cannot wait (a read model's fold, a query):
+    /// from memory when the key is there, as it is right after the decrypting log used it;
+    /// otherwise the key store is asked and the calling thread waits for it.
+    pub fn for_writing_now(&self, user: &str) -> Result<UserKey, PersonalDataError> {
+        match self.cached(user) {
+            Some(Slot::Key(key)) => Ok(key),
+            Some(Slot::Gone) => Err(PersonalDataError::Erased(user.to_owned())),
+            None => wait_for(self.for_writing(user)),
+        }
+    }
+
+    /// [`PersonalKeys::for_reading`] from code that cannot wait (see
+    /// [`PersonalKeys::for_writing_now`]).
+    pub fn for_reading_now(&self, user: &str) -> Result<Option<UserKey>, PersonalDataError> {
+        match self.cached(user) {
+            Some(Slot::Key(key)) => Ok(Some(key)),
+            Some(Slot::Gone) => Ok(None),
+            None => wait_for(self.for_reading(user)),
+        }
+    }
+
     /// Whether this process already knows the user's key to be gone.
     pub fn known_erased(&self, user: &str) -> bool {
         matches!(self.cached(user), Some(Slot::Gone))
@@ -191,6 +212,27 @@ impl PersonalKeys {
             }
         }
         Err(PersonalDataError::Contention(user.to_owned()))
+    }
+}
+
+/// Runs `future` to its end on the calling thread, which must be allowed to block: a blocking
+/// thread, a worker of a multi-threaded runtime (which hands its other tasks to other workers
+/// meanwhile), or no runtime at all. On a single-threaded runtime's own thread the future must not
+/// need that runtime to make progress (the file key store does not).
+fn wait_for<F: std::future::Future>(future: F) -> F::Output {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| handle.block_on(future))
+        }
+        Ok(_) => futures::executor::block_on(future),
+        // No runtime at all: a small one for the wait (the key stores' IO needs one).
+        Err(_) => match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(future),
+            Err(_) => futures::executor::block_on(future),
+        },
     }
 }
 

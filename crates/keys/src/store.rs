@@ -43,6 +43,58 @@ pub trait KeyStore: Send + Sync {
 }
 
 /// Key names are short and need no escaping anywhere: as file names, as NATS KV keys.
+/// A key store held in memory only, gone with the process: for tests, benchmarks and tools whose
+/// results are thrown away. Same contract as the durable stores (atomic create, compare-and-swap).
+#[derive(Default)]
+pub struct MemoryKeyStore {
+    values: std::sync::Mutex<std::collections::HashMap<String, Zeroizing<Vec<u8>>>>,
+}
+
+impl MemoryKeyStore {
+    fn values(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Zeroizing<Vec<u8>>>> {
+        self.values
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl KeyStore for MemoryKeyStore {
+    async fn get(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, KeyStoreError> {
+        check_name(name)?;
+        Ok(self.values().get(name).cloned())
+    }
+
+    async fn create(&self, name: &str, value: &[u8]) -> Result<bool, KeyStoreError> {
+        check_name(name)?;
+        let mut values = self.values();
+        if values.contains_key(name) {
+            return Ok(false);
+        }
+        values.insert(name.to_owned(), Zeroizing::new(value.to_vec()));
+        Ok(true)
+    }
+
+    async fn replace(
+        &self,
+        name: &str,
+        expected: &[u8],
+        new: &[u8],
+    ) -> Result<bool, KeyStoreError> {
+        check_name(name)?;
+        let mut values = self.values();
+        match values.get_mut(name) {
+            Some(stored) if stored.as_slice() == expected => {
+                *stored = Zeroizing::new(new.to_vec());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
 pub(crate) fn check_name(name: &str) -> Result<(), KeyStoreError> {
     let valid = (1..=64).contains(&name.len())
         && name

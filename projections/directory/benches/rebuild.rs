@@ -22,6 +22,13 @@ use idstream_domain::{
 use idstream_eventlog::embedded::{EmbeddedLog, EmbeddedOptions};
 use idstream_eventlog::{Expected, SharedLog};
 use idstream_projection_runtime::{Projection, ReadModels, rebuild_offline};
+
+fn seal() -> Arc<dyn idstream_projection_runtime::PersonalSeal> {
+    static SEAL: std::sync::OnceLock<Arc<dyn idstream_projection_runtime::PersonalSeal>> =
+        std::sync::OnceLock::new();
+    SEAL.get_or_init(idstream_keys::ReadModelSeal::in_memory)
+        .clone()
+}
 use time::macros::datetime;
 use ulid::Ulid;
 
@@ -233,7 +240,10 @@ fn main() {
         println!("read_after in pages of 8192:     {}", rate(last, started));
 
         let projections = || -> Vec<Arc<dyn Projection>> {
-            vec![Arc::new(DirectoryProjection::new(Default::default()))]
+            vec![Arc::new(DirectoryProjection::new(
+                Default::default(),
+                seal(),
+            ))]
         };
         let started = phase();
         let offline = rebuild_offline(

@@ -36,6 +36,8 @@ use idstream_directory::search::{Cursor, PeopleIndex, Scope, Search, Sort, SortC
 use idstream_directory::text::fold;
 use idstream_directory::{MembershipView, NAME, UserStatus, UserView};
 use idstream_domain::{RoleName, TenantId, UserId};
+use idstream_projection_runtime::PersonalSeal;
+use idstream_projection_runtime::personal::seal_text;
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Statement};
 use rand::rngs::StdRng;
@@ -422,6 +424,7 @@ fn generate(users: usize, rng: &mut StdRng) -> Vec<Person> {
         let view = UserView {
             id,
             email: if erased { String::new() } else { email },
+            email_index: None,
             first_name: if erased { "" } else { first.0 }.to_owned(),
             last_name: if erased { "" } else { last.0 }.to_owned(),
             image_url: None,
@@ -470,7 +473,9 @@ fn open_sled(dir: &std::path::Path) -> sled::Db {
 }
 
 /// Writes the directory rows the index reads: `user/<id>` and `member/<tenant>/<user>`.
-fn write_tree(dir: &std::path::Path, people: &[Person]) -> u64 {
+/// Writes the users as the directory stores them: personal fields sealed with each person's key
+/// (`seal`, whose keys are in memory here).
+fn write_tree(dir: &std::path::Path, people: &[Person], seal: &dyn PersonalSeal) -> u64 {
     let tenant: TenantId = TENANT.parse().unwrap();
     let db = open_sled(dir);
     let tree = db.open_tree(NAME).unwrap();
@@ -478,9 +483,16 @@ fn write_tree(dir: &std::path::Path, people: &[Person]) -> u64 {
         let mut batch = sled::Batch::default();
         for person in chunk {
             let id = person.view.id;
+            let user = id.to_string();
+            let stored = UserView {
+                email: seal_text(seal, &user, "email", &person.view.email).unwrap(),
+                first_name: seal_text(seal, &user, "first_name", &person.view.first_name).unwrap(),
+                last_name: seal_text(seal, &user, "last_name", &person.view.last_name).unwrap(),
+                ..person.view.clone()
+            };
             batch.insert(
                 format!("user/{id}").into_bytes(),
-                serde_json::to_vec(&person.view).unwrap(),
+                serde_json::to_vec(&stored).unwrap(),
             );
             let membership = MembershipView {
                 tenant: tenant.clone(),
@@ -1017,8 +1029,9 @@ fn main() {
     // The index, the way the service builds it at start: from the directory tree.
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("models");
+    let seal = idstream_keys::ReadModelSeal::in_memory();
     let started = Instant::now();
-    let disk = write_tree(&dir, &people);
+    let disk = write_tree(&dir, &people, seal.as_ref());
     println!(
         "wrote the directory tree ({} user and {} member rows) in {:.1} s; {:.0} MiB on disk",
         users,
@@ -1032,14 +1045,14 @@ fn main() {
     {
         let db = open_sled(&dir);
         let tree = db.open_tree(NAME).unwrap();
-        index.load(&tree);
+        index.load(&tree, seal.as_ref());
     }
     let build = started.elapsed();
     let rss_after = rss_bytes();
     let growth = rss_after.saturating_sub(rss_before);
     let per_million = growth as f64 * 1e6 / users as f64;
     println!(
-        "PeopleIndex::load (open the tree, read and index {} users): {:.1} s; RSS {:.0} → {:.0} MiB, \
+        "PeopleIndex::load (open the tree, read, open the sealed fields with keys in memory, and index {} users): {:.1} s; RSS {:.0} → {:.0} MiB, \
          +{:.0} MiB = {:.0} MiB per million users (with what sled and the decoding leave resident)",
         index.len(),
         build.as_secs_f64(),

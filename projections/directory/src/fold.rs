@@ -7,7 +7,8 @@ use idstream_domain::events::{
 };
 use idstream_domain::{DomainEvent, RoleName, TenantId, UserId};
 use idstream_eventlog::RecordedEvent;
-use idstream_projection_runtime::{ApplyError, Projection, Staged};
+use idstream_projection_runtime::personal::{seal_json, seal_option, seal_text};
+use idstream_projection_runtime::{ApplyError, PersonalSeal, Projection, Staged};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -21,20 +22,24 @@ use crate::{IdempotencyRecord, MembershipView, NAME, TenantView, UserStatus, Use
 pub struct DirectoryProjection {
     /// The search index kept beside the tree, if this instance serves queries.
     people: Option<Arc<PeopleIndex>>,
+    /// Seals the personal fields of user views with their person's key.
+    seal: Arc<dyn PersonalSeal>,
 }
 
 impl DirectoryProjection {
     /// The projection of a serving read model, keeping `people` (the search index that the
-    /// [`Directory`](crate::Directory) over the same tree reads) up to date.
-    pub fn new(people: Arc<PeopleIndex>) -> DirectoryProjection {
+    /// [`Directory`](crate::Directory) over the same tree reads) up to date. Personal fields
+    /// are stored sealed by `seal` (the one the `Directory` opens them with).
+    pub fn new(people: Arc<PeopleIndex>, seal: Arc<dyn PersonalSeal>) -> DirectoryProjection {
         DirectoryProjection {
             people: Some(people),
+            seal,
         }
     }
 
     /// The projection alone, for rebuilds that serve no search (offline replays).
-    pub fn without_search() -> DirectoryProjection {
-        DirectoryProjection { people: None }
+    pub fn without_search(seal: Arc<dyn PersonalSeal>) -> DirectoryProjection {
+        DirectoryProjection { people: None, seal }
     }
 }
 
@@ -44,13 +49,13 @@ impl Projection for DirectoryProjection {
     }
 
     fn version(&self) -> u32 {
-        // 8: tenant settings with `remember_days`.
-        8
+        // 9: personal fields sealed with their person's key; the email index by blind index.
+        9
     }
 
     fn committed(&self, writes: &mut dyn Iterator<Item = (&[u8], Option<&[u8]>)>) {
         if let Some(people) = &self.people {
-            people.apply(writes);
+            people.apply(writes, self.seal.as_ref());
         }
     }
 
@@ -62,7 +67,7 @@ impl Projection for DirectoryProjection {
 
     fn opened(&self, tree: &sled::Tree) {
         if let Some(people) = &self.people {
-            people.load(tree);
+            people.load(tree, self.seal.as_ref());
         }
     }
 
@@ -77,6 +82,7 @@ impl Projection for DirectoryProjection {
                 return Ok(());
             }
         };
+        let seal = self.seal.as_ref();
         match domain {
             DomainEvent::TenantCreated(e) => tenant_created(state, event, e),
             DomainEvent::TenantRenamed(e) => tenant_renamed(state, event, e),
@@ -87,6 +93,7 @@ impl Projection for DirectoryProjection {
                 tenant,
             }) => user_created(
                 state,
+                seal,
                 event,
                 UserStatus::Active,
                 Profile {
@@ -103,6 +110,7 @@ impl Projection for DirectoryProjection {
                 tenant,
             }) => user_created(
                 state,
+                seal,
                 event,
                 UserStatus::Invited,
                 Profile {
@@ -144,23 +152,34 @@ impl Projection for DirectoryProjection {
                 email_verified: true,
                 ..view
             }),
-            DomainEvent::UserProfileChanged(e) => update_user(state, event, |view| UserView {
-                first_name: e.first_name,
-                last_name: e.last_name,
-                image_url: e.image_url,
-                notifications: e.notifications,
-                phone: e.phone,
-                language: e.language,
-                ..view
+            DomainEvent::UserProfileChanged(e) => update_user_sealed(state, event, |view| {
+                let user = view.id.to_string();
+                Ok(UserView {
+                    first_name: seal_text(seal, &user, "first_name", &e.first_name)?,
+                    last_name: seal_text(seal, &user, "last_name", &e.last_name)?,
+                    image_url: seal_option(seal, &user, "image_url", e.image_url.as_deref())?,
+                    notifications: e.notifications,
+                    phone: seal_option(seal, &user, "phone", e.phone.as_deref())?,
+                    language: e.language,
+                    ..view
+                })
             }),
-            DomainEvent::UserAttributesChanged(e) => update_user(state, event, |mut view| {
-                if e.values.is_empty() {
-                    view.attributes.remove(&e.tenant);
-                } else {
-                    view.attributes.insert(e.tenant, e.values);
-                }
-                view
-            }),
+            DomainEvent::UserAttributesChanged(e) => {
+                update_user_sealed(state, event, |mut view| {
+                    if e.values.is_empty() {
+                        view.attributes.remove(&e.tenant);
+                    } else {
+                        let user = view.id.to_string();
+                        let mut values = std::collections::BTreeMap::new();
+                        for (name, value) in e.values {
+                            let field = crate::attribute_field(&e.tenant, &name);
+                            values.insert(name, seal_json(seal, &user, &field, &value)?);
+                        }
+                        view.attributes.insert(e.tenant, values);
+                    }
+                    Ok(view)
+                })
+            }
             DomainEvent::UserAttributeDefined(e) => update_tenant(state, event, |mut view| {
                 view.attributes.insert(e.name, e.definition);
                 view
@@ -205,7 +224,7 @@ impl Projection for DirectoryProjection {
             DomainEvent::EmailClaimed(_) | DomainEvent::EmailReleased(_) => Ok(()),
             // The address changes only once confirmed.
             DomainEvent::EmailChangeRequested(_) => Ok(()),
-            DomainEvent::EmailChanged(e) => email_changed(state, event, &e.email),
+            DomainEvent::EmailChanged(e) => email_changed(state, seal, event, &e.email),
             // Roles, entities and records are the access read model's business.
             DomainEvent::ResourceDefined(_)
             | DomainEvent::ResourceRemoved(_)
@@ -377,6 +396,7 @@ struct Profile {
 
 fn user_created(
     state: &mut Staged<'_>,
+    seal: &dyn PersonalSeal,
     event: &RecordedEvent,
     status: UserStatus,
     profile: Profile,
@@ -385,17 +405,20 @@ fn user_created(
         return Ok(());
     };
     let key = keys::user(&id);
+    let user = id.to_string();
     let email = normalize_email(&profile.email);
+    let index = email_index(seal, &email);
     if let Some(earlier) = load::<UserView>(state, &key)?
-        && earlier.email != email
+        && earlier.email_index.as_deref() != Some(index.as_str())
     {
         unindex_email(state, &earlier)?;
     }
     let view = UserView {
         id,
-        email: email.clone(),
-        first_name: profile.first_name,
-        last_name: profile.last_name,
+        email: seal_text(seal, &user, "email", &email)?,
+        email_index: Some(index.clone()),
+        first_name: seal_text(seal, &user, "first_name", &profile.first_name)?,
+        last_name: seal_text(seal, &user, "last_name", &profile.last_name)?,
         image_url: None,
         notifications: Default::default(),
         phone: None,
@@ -414,8 +437,14 @@ fn user_created(
         position: event.position,
     };
     save(state, key, &view)?;
-    state.insert(keys::email(&email), id.to_string());
+    state.insert(keys::email(&index), id.to_string());
     Ok(())
+}
+
+/// The key of an address in the email index: its keyed blind index (the one email claims are
+/// named by), never the address.
+pub(crate) fn email_index(seal: &dyn PersonalSeal, normalized: &str) -> String {
+    seal.blind(idstream_domain::email::CLAIM_INDEX_PURPOSE, normalized)
 }
 
 fn user_suspended(
@@ -454,6 +483,15 @@ fn update_user(
     event: &RecordedEvent,
     change: impl FnOnce(UserView) -> UserView,
 ) -> Result<(), ApplyError> {
+    update_user_sealed(state, event, |view| Ok(change(view)))
+}
+
+/// [`update_user`] with a change that seals personal values (and may fail to).
+fn update_user_sealed(
+    state: &mut Staged<'_>,
+    event: &RecordedEvent,
+    change: impl FnOnce(UserView) -> Result<UserView, idstream_projection_runtime::SealError>,
+) -> Result<(), ApplyError> {
     let Some(id) = user_id(state, event) else {
         return Ok(());
     };
@@ -467,7 +505,7 @@ fn update_user(
     };
     let changed = UserView {
         position: event.position,
-        ..change(view)
+        ..change(view)?
     };
     save(state, key, &changed)
 }
@@ -590,6 +628,7 @@ fn membership_tenant(state: &mut Staged<'_>, event: &RecordedEvent) -> Option<Te
 /// Removes a user's old email from the index, if it still points to them.
 fn email_changed(
     state: &mut Staged<'_>,
+    seal: &dyn PersonalSeal,
     event: &RecordedEvent,
     email: &str,
 ) -> Result<(), ApplyError> {
@@ -602,9 +641,12 @@ fn email_changed(
     };
     unindex_email(state, &earlier)?;
     let email = normalize_email(email);
-    state.insert(keys::email(&email), id.to_string());
+    let index = email_index(seal, &email);
+    state.insert(keys::email(&index), id.to_string());
+    let sealed = seal_text(seal, &id.to_string(), "email", &email)?;
     update_user(state, event, |view| UserView {
-        email,
+        email: sealed,
+        email_index: Some(index),
         email_verified: true,
         ..view
     })
@@ -623,6 +665,7 @@ fn user_erased(state: &mut Staged<'_>, event: &RecordedEvent) -> Result<(), Appl
     save(state, keys::LAST_ERASURE.to_vec(), &event.position)?;
     update_user(state, event, |view| UserView {
         email: String::new(),
+        email_index: None,
         first_name: String::new(),
         last_name: String::new(),
         image_url: None,
@@ -637,7 +680,10 @@ fn user_erased(state: &mut Staged<'_>, event: &RecordedEvent) -> Result<(), Appl
 }
 
 fn unindex_email(state: &mut Staged<'_>, earlier: &UserView) -> Result<(), ApplyError> {
-    let key = keys::email(&earlier.email);
+    let Some(index) = &earlier.email_index else {
+        return Ok(());
+    };
+    let key = keys::email(index);
     if state
         .get(&key)?
         .is_some_and(|owner| owner == earlier.id.to_string().as_bytes())

@@ -17,9 +17,9 @@ pub(crate) fn user(id: &UserId) -> Vec<u8> {
 /// The position of the last erasure (`UserErased`), as JSON.
 pub(crate) const LAST_ERASURE: &[u8] = b"erasure/last";
 
-/// Normalised email → user id.
-pub(crate) fn email(normalized: &str) -> Vec<u8> {
-    format!("email/{normalized}").into_bytes()
+/// Blind index of a normalised email (see `fold::email_index`) → user id.
+pub(crate) fn email(index: &str) -> Vec<u8> {
+    format!("email/{index}").into_bytes()
 }
 
 /// The prefix of one tenant's memberships, ordered by user id.

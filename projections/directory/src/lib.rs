@@ -6,6 +6,14 @@
 //! JSON, whose field order is fixed by the structs, so a rebuild gives identical bytes. The views
 //! are public API: the server returns them as JSON.
 //!
+//! **Personal data is sealed at rest.** A user view's personal fields (email, names, picture,
+//! phone, attribute values) are stored sealed with the person's own key through a
+//! [`PersonalSeal`] (see `idstream_projection_runtime::personal`), and the email index is keyed
+//! by the address's blind index: nothing in the tree names a person in the clear, and once they
+//! are erased no copy of their data that sled may keep on disk can be read. [`Directory`]'s
+//! queries open the fields on the way out ([`open_user`]); the search index opens them into
+//! memory only.
+//!
 //! **Invariant:** the fold is deterministic and reads nothing but the event and the tree: no
 //! clock, no IO, no logging. Whatever depends on the time of a query (has a timed suspension
 //! lapsed?) is answered at query time, e.g. [`UserView::status_at`].
@@ -31,6 +39,10 @@ use time::OffsetDateTime;
 
 pub use fold::DirectoryProjection;
 pub use query::{Directory, DirectoryError};
+
+use idstream_projection_runtime::personal::{
+    PersonalSeal, SealError, open_json, open_option, open_text,
+};
 
 /// The name of the projection and of its sled tree.
 pub const NAME: &str = "directory";
@@ -72,6 +84,10 @@ pub struct UserView {
     pub id: UserId,
     /// Normalised (trimmed, lower-case).
     pub email: String,
+    /// The keyed blind index of `email` (the email index's key) as stored; `None` once erased,
+    /// and in every view a query returns ([`open_user`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_index: Option<String>,
     pub first_name: String,
     pub last_name: String,
     /// The user's picture, if they gave one.
@@ -134,6 +150,29 @@ impl UserView {
     }
 }
 
+/// The name an attribute value of a tenant is sealed under.
+pub(crate) fn attribute_field(tenant: &TenantId, name: &str) -> String {
+    format!("attributes.{tenant}.{name}")
+}
+
+/// `view` as stored, with its personal fields opened (placeholders once the person is erased).
+/// The email's blind index stays inside the read model (`email_index` reads `None`).
+pub fn open_user(seal: &dyn PersonalSeal, mut view: UserView) -> Result<UserView, SealError> {
+    let user = view.id.to_string();
+    view.email_index = None;
+    view.email = open_text(seal, &user, "email", &view.email)?;
+    view.first_name = open_text(seal, &user, "first_name", &view.first_name)?;
+    view.last_name = open_text(seal, &user, "last_name", &view.last_name)?;
+    view.image_url = open_option(seal, &user, "image_url", view.image_url.as_deref())?;
+    view.phone = open_option(seal, &user, "phone", view.phone.as_deref())?;
+    for (tenant, values) in &mut view.attributes {
+        for (name, value) in values.iter_mut() {
+            *value = open_json(seal, &user, &attribute_field(tenant, name), value)?;
+        }
+    }
+    Ok(view)
+}
+
 /// The roles and custom permissions one user holds in one tenant. A membership without either
 /// does not exist.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,6 +195,15 @@ pub struct IdempotencyRecord {
     /// The aggregate the events went to.
     pub aggregate: AggregateRef,
     pub tenant: Option<TenantId>,
+}
+
+/// The seal every test of this crate shares (the projection and the queries over one tree must
+/// use the same keys): keys in memory.
+#[cfg(test)]
+pub(crate) fn seal() -> std::sync::Arc<dyn PersonalSeal> {
+    static SEAL: std::sync::OnceLock<std::sync::Arc<dyn PersonalSeal>> = std::sync::OnceLock::new();
+    SEAL.get_or_init(idstream_keys::ReadModelSeal::in_memory)
+        .clone()
 }
 
 #[cfg(test)]

@@ -5,9 +5,11 @@ use std::sync::Arc;
 use idstream_domain::{TenantId, UserId};
 use serde::de::DeserializeOwned;
 
+use idstream_projection_runtime::{PersonalSeal, SealError};
+
 use crate::keys::{self, normalize_email};
 use crate::search::PeopleIndex;
-use crate::{IdempotencyRecord, MembershipView, TenantView, UserView};
+use crate::{IdempotencyRecord, MembershipView, TenantView, UserView, open_user};
 
 /// Why a query failed: only ever storage.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +19,9 @@ pub enum DirectoryError {
     /// A stored value does not decode; rebuilding the read model repairs it.
     #[error("directory entry {key} is unreadable ({reason}); rebuild the directory read model")]
     Corrupt { key: String, reason: String },
+    /// A person's key, needed to open their personal fields, could not be had.
+    #[error(transparent)]
+    Seal(#[from] SealError),
 }
 
 /// Read access to the directory read model. Cheap to clone.
@@ -27,13 +32,19 @@ pub enum DirectoryError {
 pub struct Directory {
     tree: sled::Tree,
     people: Arc<PeopleIndex>,
+    seal: Arc<dyn PersonalSeal>,
 }
 
 impl Directory {
     /// Queries the tree of the `directory` projection (`ReadModels::tree("directory")`) and the
-    /// search index its projection keeps ([`DirectoryProjection::new`](crate::DirectoryProjection::new)).
-    pub fn new(tree: sled::Tree, people: Arc<PeopleIndex>) -> Directory {
-        Directory { tree, people }
+    /// search index its projection keeps ([`DirectoryProjection::new`](crate::DirectoryProjection::new)),
+    /// opening personal fields with `seal` (the projection's).
+    pub fn new(
+        tree: sled::Tree,
+        people: Arc<PeopleIndex>,
+        seal: Arc<dyn PersonalSeal>,
+    ) -> Directory {
+        Directory { tree, people, seal }
     }
 
     /// The search index over users and memberships.
@@ -76,14 +87,18 @@ impl Directory {
         Ok(self.get::<u64>(keys::LAST_ERASURE)?.unwrap_or(0))
     }
 
+    /// The user, personal fields opened.
     pub fn user(&self, id: &UserId) -> Result<Option<UserView>, DirectoryError> {
-        self.get(&keys::user(id))
+        match self.get::<UserView>(&keys::user(id))? {
+            Some(view) => Ok(Some(open_user(self.seal.as_ref(), view)?)),
+            None => Ok(None),
+        }
     }
 
     /// The user with this email address (compared normalised: trimmed, lower-case).
     pub fn user_by_email(&self, email: &str) -> Result<Option<UserView>, DirectoryError> {
         let email = normalize_email(email);
-        let key = keys::email(&email);
+        let key = keys::email(&crate::fold::email_index(self.seal.as_ref(), &email));
         let Some(owner) = self.tree.get(&key)? else {
             return Ok(None);
         };

@@ -36,6 +36,8 @@ use idstream_domain::{RoleName, TenantId, UserId};
 use roaring::RoaringBitmap;
 use time::OffsetDateTime;
 
+use idstream_projection_runtime::PersonalSeal;
+
 use crate::text::fold;
 use crate::{MembershipView, UserStatus, UserView, keys};
 
@@ -398,8 +400,9 @@ impl PeopleIndex {
         self.read().loaded
     }
 
-    /// Loads the index from the directory tree (its users and memberships).
-    pub fn load(&self, tree: &sled::Tree) {
+    /// Loads the index from the directory tree (its users and memberships), opening each user's
+    /// sealed fields with `seal` into memory.
+    pub fn load(&self, tree: &sled::Tree, seal: &dyn PersonalSeal) {
         let mut inner = Inner::default();
         for (prefix, member) in [("user/", false), ("member/", true)] {
             for entry in tree.scan_prefix(prefix.as_bytes()) {
@@ -407,7 +410,7 @@ impl PeopleIndex {
                 if member {
                     inner.apply_member(&key, Some(&value));
                 } else {
-                    inner.apply_user(&value);
+                    inner.apply_user(&value, seal);
                 }
             }
         }
@@ -416,7 +419,11 @@ impl PeopleIndex {
     }
 
     /// Follows a committed batch of the directory: every key it wrote or removed.
-    pub fn apply(&self, writes: &mut dyn Iterator<Item = (&[u8], Option<&[u8]>)>) {
+    pub fn apply(
+        &self,
+        writes: &mut dyn Iterator<Item = (&[u8], Option<&[u8]>)>,
+        seal: &dyn PersonalSeal,
+    ) {
         let mut writes = writes
             .filter(|(key, _)| key.starts_with(b"user/") || key.starts_with(b"member/"))
             .peekable();
@@ -428,7 +435,7 @@ impl PeopleIndex {
             if key.starts_with(b"member/") {
                 inner.apply_member(key, value);
             } else if let Some(value) = value {
-                inner.apply_user(value);
+                inner.apply_user(value, seal);
             }
         }
     }
@@ -532,9 +539,21 @@ impl Inner {
         set_prefix(&mut prefixes.status, ordinal, slot.status.prefix());
     }
 
-    fn apply_user(&mut self, value: &[u8]) {
-        let Ok(view) = serde_json::from_slice::<UserView>(value) else {
+    /// Indexes a user view as stored. If its fields cannot be opened (the person's key could not
+    /// be had: the key store did not answer), the user is indexed without text, found by id
+    /// only, until their view changes again.
+    fn apply_user(&mut self, value: &[u8], seal: &dyn PersonalSeal) {
+        let Ok(stored) = serde_json::from_slice::<UserView>(value) else {
             return;
+        };
+        let view = match crate::open_user(seal, stored.clone()) {
+            Ok(view) => view,
+            Err(_) => UserView {
+                email: String::new(),
+                first_name: String::new(),
+                last_name: String::new(),
+                ..stored
+            },
         };
         let ordinal = self.slot_of(view.id);
         let erased = view.status == UserStatus::Erased;

@@ -16,7 +16,7 @@ use crate::search::{
     Cursor, PeopleIndex, Scope, Search, SearchError, SearchPage, Sort, SortColumn,
 };
 use crate::text::fold;
-use crate::{MembershipView, UserStatus, UserView, keys};
+use crate::{MembershipView, UserStatus, UserView, keys, seal};
 
 const T0: OffsetDateTime = datetime!(2026-01-01 00:00 UTC);
 
@@ -79,18 +79,20 @@ impl World {
     fn put_user(&mut self, view: UserView) {
         let value = serde_json::to_vec(&view).unwrap();
         let key = keys::user(&view.id);
-        self.index.apply(&mut std::iter::once((
-            key.as_slice(),
-            Some(value.as_slice()),
-        )));
+        self.index.apply(
+            &mut std::iter::once((key.as_slice(), Some(value.as_slice()))),
+            seal().as_ref(),
+        );
         self.users.insert(view.id, view);
     }
 
     fn put_membership(&mut self, t: &TenantId, user: UserId, roles: BTreeSet<RoleName>) {
         let key = keys::member(t, &user);
         if roles.is_empty() {
-            self.index
-                .apply(&mut std::iter::once((key.as_slice(), None)));
+            self.index.apply(
+                &mut std::iter::once((key.as_slice(), None)),
+                seal().as_ref(),
+            );
             self.members.remove(&(t.clone(), user));
         } else {
             let view = MembershipView {
@@ -101,10 +103,10 @@ impl World {
                 position: 1,
             };
             let value = serde_json::to_vec(&view).unwrap();
-            self.index.apply(&mut std::iter::once((
-                key.as_slice(),
-                Some(value.as_slice()),
-            )));
+            self.index.apply(
+                &mut std::iter::once((key.as_slice(), Some(value.as_slice()))),
+                seal().as_ref(),
+            );
             self.members.insert((t.clone(), user), roles);
         }
     }
@@ -133,6 +135,7 @@ impl World {
             )),
             email: format!("{local}{}@{}", self.counter, DOMAINS.choose(rng).unwrap())
                 .to_lowercase(),
+            email_index: None,
             first_name: first.into(),
             last_name: last.into(),
             image_url: None,
@@ -635,7 +638,7 @@ fn an_index_is_loaded_once_it_holds_its_tree() {
         .unwrap()
         .open_tree("directory")
         .unwrap();
-    index.load(&tree);
+    index.load(&tree, seal().as_ref());
     assert!(index.is_loaded());
     let cleared = PeopleIndex::new();
     cleared.clear();

@@ -19,6 +19,7 @@ use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 use ulid::Ulid;
 
+use crate::seal;
 use crate::search::PeopleIndex;
 use crate::{
     Directory, DirectoryProjection, IdempotencyRecord, MembershipView, TenantView, UserStatus,
@@ -191,10 +192,10 @@ fn given_when(given: &[RecordedEvent], when: &[RecordedEvent]) -> Directory {
         .open_tree(crate::NAME)
         .unwrap();
     let people = Arc::new(PeopleIndex::new());
-    let projection = DirectoryProjection::new(people.clone());
+    let projection = DirectoryProjection::new(people.clone(), seal());
     apply_events(&projection, &tree, given).unwrap();
     apply_events(&projection, &tree, when).unwrap();
-    Directory::new(tree, people)
+    Directory::new(tree, people, seal())
 }
 
 fn roles(names: &[&str]) -> BTreeSet<idstream_domain::RoleName> {
@@ -259,7 +260,7 @@ fn a_rename_of_a_tenant_that_was_never_created_is_skipped() {
         .open_tree(crate::NAME)
         .unwrap();
     let applied = apply_events(
-        &DirectoryProjection::without_search(),
+        &DirectoryProjection::without_search(seal()),
         &tree,
         &[At(1).tenant_renamed("ghost", "Ghost")],
     )
@@ -270,7 +271,7 @@ fn a_rename_of_a_tenant_that_was_never_created_is_skipped() {
     );
     assert_eq!(applied.skipped.len(), 1);
     assert_eq!(
-        Directory::new(tree, Default::default())
+        Directory::new(tree, Default::default(), seal())
             .tenant(&t("ghost"))
             .unwrap(),
         None
@@ -289,6 +290,7 @@ fn a_registered_user_is_active_and_found_by_email_in_any_case() {
         activated: true,
         id: u(1),
         email: "ada@example.com".into(),
+        email_index: None,
         first_name: "Ada".into(),
         last_name: "Lovelace".into(),
         image_url: None,
@@ -549,7 +551,12 @@ fn email_claims_change_nothing_in_the_directory() {
         .unwrap()
         .open_tree(crate::NAME)
         .unwrap();
-    let applied = apply_events(&DirectoryProjection::without_search(), &tree, &[claim]).unwrap();
+    let applied = apply_events(
+        &DirectoryProjection::without_search(seal()),
+        &tree,
+        &[claim],
+    )
+    .unwrap();
     assert_eq!((applied.checkpoint, applied.skipped.len()), (1, 0));
     assert!(
         tree.iter().all(|entry| entry.unwrap().0.starts_with(b"\0")),
@@ -567,7 +574,12 @@ fn an_event_of_an_unknown_version_is_skipped_with_a_note() {
         .unwrap()
         .open_tree(crate::NAME)
         .unwrap();
-    let applied = apply_events(&DirectoryProjection::without_search(), &tree, &[newer]).unwrap();
+    let applied = apply_events(
+        &DirectoryProjection::without_search(seal()),
+        &tree,
+        &[newer],
+    )
+    .unwrap();
     assert_eq!(applied.checkpoint, 1);
     assert!(
         applied.skipped[0].1.contains("TenantCreated"),
@@ -575,7 +587,7 @@ fn an_event_of_an_unknown_version_is_skipped_with_a_note() {
         applied.skipped
     );
     assert_eq!(
-        Directory::new(tree, Default::default())
+        Directory::new(tree, Default::default(), seal())
             .tenant(&t("acme"))
             .unwrap(),
         None
@@ -638,11 +650,16 @@ fn one_batch_or_event_by_event_the_fold_gives_the_same_bytes() {
     };
 
     let batched = open();
-    apply_events(&DirectoryProjection::without_search(), &batched, &events).unwrap();
+    apply_events(
+        &DirectoryProjection::without_search(seal()),
+        &batched,
+        &events,
+    )
+    .unwrap();
     let stepwise = open();
     for event in &events {
         apply_events(
-            &DirectoryProjection::without_search(),
+            &DirectoryProjection::without_search(seal()),
             &stepwise,
             std::slice::from_ref(event),
         )
@@ -665,7 +682,7 @@ mod live {
     const PATIENCE: Duration = Duration::from_secs(20);
 
     fn projections() -> Vec<Arc<dyn Projection>> {
-        vec![Arc::new(DirectoryProjection::without_search())]
+        vec![Arc::new(DirectoryProjection::without_search(seal()))]
     }
 
     #[tokio::test]
@@ -679,7 +696,7 @@ mod live {
         let models = ReadModels::start(&root.path().join("models"), log.clone(), projections())
             .await
             .unwrap();
-        let directory = Directory::new(models.tree(crate::NAME), Default::default());
+        let directory = Directory::new(models.tree(crate::NAME), Default::default(), seal());
 
         let append = |event: RecordedEvent, key: Option<&'static str>| {
             let log = log.clone();
@@ -741,4 +758,91 @@ mod live {
         assert_eq!(offline.get(crate::NAME), Some(&live));
         models.shutdown().await;
     }
+}
+
+/// The raw-bytes canary (issue 22): a person's address, names, picture, phone and attribute
+/// values go through every event that carries them, and then no file of the store holds any of
+/// them in the clear, while the queries still answer them.
+#[test]
+fn no_personal_value_reaches_the_store_files_in_the_clear() {
+    use idstream_domain::events::{EmailChanged, UserAttributesChanged, UserProfileChanged};
+    use idstream_projection_runtime::personal::files_holding;
+
+    let canaries = [
+        "canary-dir-4e1b@example.com",
+        "canary-dir-changed-4e1b@example.com",
+        "Zoë-Canary",
+        "Canaryson",
+        "https://img.example.com/canary-4e1b.png",
+        "+33612344e1b",
+        "canary-attribute-4e1b",
+    ];
+    let root = tempfile::tempdir().unwrap();
+    let db = sled::Config::new().path(root.path()).open().unwrap();
+    let tree = db.open_tree(crate::NAME).unwrap();
+    let people = Arc::new(PeopleIndex::new());
+    let projection = DirectoryProjection::new(people.clone(), seal());
+    let user = u(41);
+    let mut values = std::collections::BTreeMap::new();
+    values.insert("badge".to_owned(), serde_json::json!(canaries[6]));
+    let events = [
+        At(1).tenant_created("acme", "Acme"),
+        At(2).record(
+            user_key(user),
+            DomainEvent::UserRegistered(UserRegistered {
+                email: canaries[0].into(),
+                first_name: canaries[2].into(),
+                last_name: canaries[3].into(),
+                tenant: t("acme"),
+            }),
+        ),
+        At(3).record(
+            user_key(user),
+            DomainEvent::UserProfileChanged(UserProfileChanged {
+                first_name: canaries[2].into(),
+                last_name: canaries[3].into(),
+                image_url: Some(canaries[4].into()),
+                notifications: Default::default(),
+                phone: Some(canaries[5].into()),
+                language: None,
+            }),
+        ),
+        At(4).record(
+            user_key(user),
+            DomainEvent::UserAttributesChanged(UserAttributesChanged {
+                tenant: t("acme"),
+                values,
+            }),
+        ),
+        At(5).record(
+            user_key(user),
+            DomainEvent::EmailChanged(EmailChanged {
+                email: canaries[1].into(),
+            }),
+        ),
+    ];
+    apply_events(&projection, &tree, &events).unwrap();
+
+    let directory = Directory::new(tree.clone(), people.clone(), seal());
+    let view = directory.user(&user).unwrap().unwrap();
+    assert_eq!(view.email, canaries[1]);
+    assert_eq!(
+        (view.first_name.as_str(), view.last_name.as_str()),
+        (canaries[2], canaries[3])
+    );
+    assert_eq!(view.image_url.as_deref(), Some(canaries[4]));
+    assert_eq!(view.phone.as_deref(), Some(canaries[5]));
+    assert_eq!(
+        view.attributes[&t("acme")]["badge"],
+        serde_json::json!(canaries[6])
+    );
+    assert_eq!(
+        directory.user_by_email(canaries[1]).unwrap().map(|v| v.id),
+        Some(user)
+    );
+    assert_eq!(directory.user_by_email(canaries[0]).unwrap(), None);
+
+    db.flush().unwrap();
+    drop((directory, tree, db));
+    assert_eq!(files_holding(root.path(), &canaries), vec![]);
 }

@@ -11,7 +11,10 @@ use idstream_domain::events::{
 };
 use idstream_domain::{DomainEvent, TenantId, UserId};
 use idstream_eventlog::RecordedEvent;
-use idstream_projection_runtime::{ApplyError, Projection, Staged};
+use std::sync::Arc;
+
+use idstream_projection_runtime::personal::seal_option;
+use idstream_projection_runtime::{ApplyError, PersonalSeal, Projection, Staged};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
@@ -22,7 +25,18 @@ use crate::keys;
 use crate::{ApiKeyView, CredentialsView, InvitationStatus, InvitationView, NAME, SessionView};
 
 /// The identity [`Projection`]. Bump [`Projection::version`] when the layout or the fold changes.
-pub struct IdentityProjection;
+pub struct IdentityProjection {
+    /// Seals the sessions' sources (address, user agent) with their person's key.
+    seal: Arc<dyn PersonalSeal>,
+}
+
+impl IdentityProjection {
+    /// The projection, storing personal values sealed by `seal` (the one the
+    /// [`Identity`](crate::Identity) queries open them with).
+    pub fn new(seal: Arc<dyn PersonalSeal>) -> IdentityProjection {
+        IdentityProjection { seal }
+    }
+}
 
 impl Projection for IdentityProjection {
     fn name(&self) -> &'static str {
@@ -30,8 +44,8 @@ impl Projection for IdentityProjection {
     }
 
     fn version(&self) -> u32 {
-        // 5: sessions say whether they are remembered.
-        5
+        // 6: sessions' sources sealed with their person's key.
+        6
     }
 
     fn apply(&self, state: &mut Staged<'_>, event: &RecordedEvent) -> Result<(), ApplyError> {
@@ -95,7 +109,7 @@ impl Projection for IdentityProjection {
             }),
 
             // ---- sessions
-            DomainEvent::SessionStarted(e) => session_started(state, event, e),
+            DomainEvent::SessionStarted(e) => session_started(state, self.seal.as_ref(), event, e),
             DomainEvent::SessionRefreshed(SessionRefreshed {
                 refresh,
                 generation,
@@ -281,6 +295,7 @@ fn change_credentials(
 
 fn session_started(
     state: &mut Staged<'_>,
+    seal: &dyn PersonalSeal,
     event: &RecordedEvent,
     e: SessionStarted,
 ) -> Result<(), ApplyError> {
@@ -308,8 +323,13 @@ fn session_started(
         refresh: e.refresh,
         revoked: None,
         revoked_at: None,
-        ip: e.ip,
-        user_agent: e.user_agent,
+        ip: seal_option(seal, &e.user.to_string(), "ip", e.ip.as_deref())?,
+        user_agent: seal_option(
+            seal,
+            &e.user.to_string(),
+            "user_agent",
+            e.user_agent.as_deref(),
+        )?,
         position: event.position,
     };
     save(state, key, &view)?;

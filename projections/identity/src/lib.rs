@@ -299,3 +299,14 @@ impl ApiKeyView {
 
 #[cfg(test)]
 mod tests;
+
+/// The seal every test of this crate shares (the projection and the queries over one tree must
+/// use the same keys): keys in memory.
+#[cfg(test)]
+pub(crate) fn seal() -> std::sync::Arc<dyn idstream_projection_runtime::PersonalSeal> {
+    static SEAL: std::sync::OnceLock<
+        std::sync::Arc<dyn idstream_projection_runtime::PersonalSeal>,
+    > = std::sync::OnceLock::new();
+    SEAL.get_or_init(idstream_keys::ReadModelSeal::in_memory)
+        .clone()
+}

@@ -7,6 +7,11 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use ulid::Ulid;
 
+use std::sync::Arc;
+
+use idstream_projection_runtime::personal::open_option;
+use idstream_projection_runtime::{PersonalSeal, SealError};
+
 use crate::keys;
 use crate::{
     ApiKeyView, CredentialsView, InvitationStatus, InvitationView, SessionStanding, SessionView,
@@ -20,6 +25,9 @@ pub enum IdentityError {
     /// A stored value does not decode; rebuilding the read model repairs it.
     #[error("identity entry {key} is unreadable ({reason}); rebuild the identity read model")]
     Corrupt { key: String, reason: String },
+    /// A person's key, needed to open a session's source, could not be had.
+    #[error(transparent)]
+    Seal(#[from] SealError),
 }
 
 /// Read access to the identity read model. Cheap to clone.
@@ -30,12 +38,14 @@ pub enum IdentityError {
 #[derive(Debug, Clone)]
 pub struct Identity {
     tree: sled::Tree,
+    seal: Arc<dyn PersonalSeal>,
 }
 
 impl Identity {
-    /// Queries the tree of the `identity` projection (`ReadModels::tree("identity")`).
-    pub fn new(tree: sled::Tree) -> Identity {
-        Identity { tree }
+    /// Queries the tree of the `identity` projection (`ReadModels::tree("identity")`), opening
+    /// the sessions' sources (address, user agent) with `seal` (the projection's).
+    pub fn new(tree: sled::Tree, seal: Arc<dyn PersonalSeal>) -> Identity {
+        Identity { tree, seal }
     }
 
     /// The user's credentials; `None` if the credentials aggregate has no event yet.
@@ -43,8 +53,16 @@ impl Identity {
         self.get(&keys::credentials(user))
     }
 
+    /// The session, its source (address, user agent) opened.
     pub fn session(&self, id: &Ulid) -> Result<Option<SessionView>, IdentityError> {
-        self.get(&keys::session(id))
+        let Some(mut view) = self.get::<SessionView>(&keys::session(id))? else {
+            return Ok(None);
+        };
+        let user = view.user.to_string();
+        let seal = self.seal.as_ref();
+        view.ip = open_option(seal, &user, "ip", view.ip.as_deref())?;
+        view.user_agent = open_option(seal, &user, "user_agent", view.user_agent.as_deref())?;
+        Ok(Some(view))
     }
 
     /// What the check of an access token needs of the session (decoding only that).

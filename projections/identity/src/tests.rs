@@ -26,6 +26,7 @@ use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 use ulid::Ulid;
 
+use crate::seal;
 use crate::{
     ApiKeyView, CredentialsView, Identity, IdentityProjection, InvitationStatus, InvitationView,
     SessionStanding, SessionView,
@@ -249,9 +250,9 @@ fn given_when(given: &[RecordedEvent], when: &[RecordedEvent]) -> Identity {
 /// Like [`given_when`], also returning what applying `when` did (skip notes).
 fn given_when_applied(given: &[RecordedEvent], when: &[RecordedEvent]) -> (Identity, Applied) {
     let tree = open();
-    apply_events(&IdentityProjection, &tree, given).unwrap();
-    let applied = apply_events(&IdentityProjection, &tree, when).unwrap();
-    (Identity::new(tree), applied)
+    apply_events(&IdentityProjection::new(seal()), &tree, given).unwrap();
+    let applied = apply_events(&IdentityProjection::new(seal()), &tree, when).unwrap();
+    (Identity::new(tree, seal()), applied)
 }
 
 // ---- credentials -------------------------------------------------------------------------------
@@ -596,12 +597,12 @@ fn the_credentials_view_agrees_with_the_domain_evolve_after_every_event() {
     );
 
     let tree = open();
-    let identity = Identity::new(tree.clone());
+    let identity = Identity::new(tree.clone(), seal());
     let mut domain = Credentials::default();
     for (event, position) in events.iter().zip(1..) {
         domain = credentials::evolve(domain, event);
         let recorded = At(position).credentials(u(1), event.clone());
-        let applied = apply_events(&IdentityProjection, &tree, &[recorded]).unwrap();
+        let applied = apply_events(&IdentityProjection::new(seal()), &tree, &[recorded]).unwrap();
         assert!(applied.skipped.is_empty(), "{:?}", applied.skipped);
         let view = identity.credentials(&u(1)).unwrap().unwrap();
         assert_eq!(
@@ -1173,7 +1174,7 @@ fn events_the_identity_cannot_place_are_skipped_with_a_note_and_write_nothing() 
         At(12).key_revoked("acme", id(12)),
     ];
     let tree = open();
-    let applied = apply_events(&IdentityProjection, &tree, &events).unwrap();
+    let applied = apply_events(&IdentityProjection::new(seal()), &tree, &events).unwrap();
     assert_eq!(applied.checkpoint, 12, "skipping is applying");
     let positions: Vec<_> = applied.skipped.iter().map(|(p, _)| *p).collect();
     assert_eq!(
@@ -1202,7 +1203,7 @@ fn other_read_models_events_change_nothing_here() {
         }),
     );
     let tree = open();
-    let applied = apply_events(&IdentityProjection, &tree, &[tenant_created]).unwrap();
+    let applied = apply_events(&IdentityProjection::new(seal()), &tree, &[tenant_created]).unwrap();
     assert_eq!((applied.checkpoint, applied.skipped.len()), (1, 0));
     assert!(tree.iter().all(|entry| entry.unwrap().0.starts_with(b"\0")));
 }
@@ -1281,10 +1282,15 @@ fn a_sessions_standing_and_a_users_totp_flag_agree_with_their_views_after_every_
     events.push(At(110).credentials(u(1), CredentialsEvent::TotpDisabled(TotpDisabled {})));
     events.push(At(111).session_revoked(id(2), RevocationReason::RevokedByAdmin));
     let tree = open();
-    let identity = Identity::new(tree.clone());
+    let identity = Identity::new(tree.clone(), seal());
     let mut totp_seen = false;
     for event in &events {
-        apply_events(&IdentityProjection, &tree, std::slice::from_ref(event)).unwrap();
+        apply_events(
+            &IdentityProjection::new(seal()),
+            &tree,
+            std::slice::from_ref(event),
+        )
+        .unwrap();
         for session in [id(1), id(2), id(9)] {
             let view = identity.session(&session).unwrap();
             let standing = identity.session_standing(&session).unwrap();
@@ -1325,12 +1331,17 @@ fn dump(tree: &sled::Tree) -> Vec<(sled::IVec, sled::IVec)> {
 fn a_rebuild_gives_the_same_bytes_in_one_batch_or_event_by_event() {
     let events = a_day_of_events();
     let batched = open();
-    apply_events(&IdentityProjection, &batched, &events).unwrap();
+    apply_events(&IdentityProjection::new(seal()), &batched, &events).unwrap();
     let rebuilt = open();
-    apply_events(&IdentityProjection, &rebuilt, &events).unwrap();
+    apply_events(&IdentityProjection::new(seal()), &rebuilt, &events).unwrap();
     let stepwise = open();
     for event in &events {
-        apply_events(&IdentityProjection, &stepwise, std::slice::from_ref(event)).unwrap();
+        apply_events(
+            &IdentityProjection::new(seal()),
+            &stepwise,
+            std::slice::from_ref(event),
+        )
+        .unwrap();
     }
     assert!(dump(&batched).len() > 20, "the events wrote something");
     assert_eq!(dump(&batched), dump(&rebuilt));
@@ -1351,7 +1362,7 @@ mod live {
     const PATIENCE: Duration = Duration::from_secs(20);
 
     fn projections() -> Vec<Arc<dyn Projection>> {
-        vec![Arc::new(IdentityProjection)]
+        vec![Arc::new(IdentityProjection::new(seal()))]
     }
 
     /// An embedded log in `root` with the identity read model running live over it.
@@ -1362,7 +1373,7 @@ mod live {
         let models = ReadModels::start(&root.join("models"), log.clone(), projections())
             .await
             .unwrap();
-        let identity = Identity::new(models.tree(crate::NAME));
+        let identity = Identity::new(models.tree(crate::NAME), seal());
         (log, models, identity)
     }
 
@@ -1502,4 +1513,44 @@ mod live {
         assert_eq!(offline.get(crate::NAME), Some(&live));
         models.shutdown().await;
     }
+}
+
+/// The raw-bytes canary (issue 22): where a sign-in (or a failed one) came from, address and user
+/// agent, never reaches the store's files in the clear; the session still tells them.
+#[test]
+fn no_sign_in_source_reaches_the_store_files_in_the_clear() {
+    use idstream_projection_runtime::personal::files_holding;
+
+    let canaries = ["203.0.113.222", "CanaryBrowser/4e1b (Zoë)"];
+    let root = tempfile::tempdir().unwrap();
+    let db = sled::Config::new().path(root.path()).open().unwrap();
+    let tree = db.open_tree(crate::NAME).unwrap();
+    let user = u(7);
+    let session = Ulid::from_parts(90, 1);
+    let mut started = At(2).started(session, user, "acme", 1);
+    started.envelope.data["ip"] = serde_json::json!(canaries[0]);
+    started.envelope.data["user_agent"] = serde_json::json!(canaries[1]);
+    let failed = At(1).credentials(
+        user,
+        CredentialsEvent::SignInFailed(SignInFailed {
+            failures: 1,
+            at: at(1),
+            ip: Some(canaries[0].into()),
+            user_agent: Some(canaries[1].into()),
+        }),
+    );
+    apply_events(&IdentityProjection::new(seal()), &tree, &[failed, started]).unwrap();
+
+    let identity = Identity::new(tree.clone(), seal());
+    let view = identity.session(&session).unwrap().unwrap();
+    assert_eq!(view.ip.as_deref(), Some(canaries[0]));
+    assert_eq!(view.user_agent.as_deref(), Some(canaries[1]));
+    assert_eq!(
+        identity.sessions_of(&user).unwrap()[0].ip.as_deref(),
+        Some(canaries[0])
+    );
+
+    db.flush().unwrap();
+    drop((identity, tree, db));
+    assert_eq!(files_holding(root.path(), &canaries), vec![]);
 }

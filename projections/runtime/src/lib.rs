@@ -25,6 +25,7 @@ mod filter;
 mod meta;
 mod models;
 mod offline;
+pub mod personal;
 mod runner;
 mod store;
 
@@ -32,6 +33,8 @@ pub use apply::{Applied, ApplyFailure, FailureCause, KeyValue, Staged, apply_eve
 pub use idstream_eventlog::{Position, RecordedEvent};
 pub use models::{ReadModels, Stale};
 pub use offline::{open_rebuilt, rebuild_offline, rebuild_offline_until};
+pub use personal::{PersonalSeal, SealError};
+pub use store::SEALED_MARKER;
 
 use idstream_eventlog::LogError;
 
@@ -79,6 +82,9 @@ pub enum ApplyError {
     /// Any other reason the projection refuses the event.
     #[error("{0}")]
     Rejected(String),
+    /// A personal value could not be sealed: its person's key could not be had (yet).
+    #[error(transparent)]
+    Seal(#[from] SealError),
 }
 
 /// Errors of the runtime as a whole (starting, rebuilding, digesting).

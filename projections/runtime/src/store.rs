@@ -31,6 +31,77 @@ pub(crate) fn open_healing<T>(
     dir: &Path,
     mut prepare: impl FnMut(&sled::Db) -> Result<T, sled::Error>,
 ) -> Result<(sled::Db, T), RuntimeError> {
+    retire_written_before_sealing(dir)?;
+    let opened = open_healing_as_is(dir, &mut prepare)?;
+    mark_sealed(dir)?;
+    Ok(opened)
+}
+
+/// The file that marks a store written since personal data is sealed in read models (see
+/// [`crate::personal`]).
+pub const SEALED_MARKER: &str = "personal-data-sealed";
+
+/// Deletes a store written before personal data was sealed in read models, and its moved-aside
+/// copy: their files may hold personal data in the clear, which a rebuild in place would not
+/// overwrite (sled reuses file space, it does not wipe it). Everything in them comes from the
+/// log. A store that another process holds is left alone ([`RuntimeError::Locked`]).
+pub fn retire_written_before_sealing(dir: &Path) -> Result<(), RuntimeError> {
+    let io = |source| RuntimeError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let holds_store = dir.join("conf").exists() || dir.join("db").exists();
+    if !holds_store || dir.join(SEALED_MARKER).exists() {
+        return Ok(());
+    }
+    let probe = catch_unwind(AssertUnwindSafe(|| {
+        sled::Config::new().path(dir).flush_every_ms(None).open()
+    }));
+    if let Ok(Err(sled::Error::Io(error))) = &probe
+        && error.to_string().contains("could not acquire lock")
+    {
+        return Err(RuntimeError::Locked {
+            path: dir.to_owned(),
+            reason: error.to_string(),
+        });
+    }
+    drop(probe);
+    std::fs::remove_dir_all(dir).map_err(io)?;
+    if let Some(name) = dir.file_name() {
+        let mut aside = name.to_owned();
+        aside.push(".broken");
+        let aside = dir.with_file_name(aside);
+        if aside.exists() {
+            std::fs::remove_dir_all(&aside).map_err(io)?;
+        }
+    }
+    tracing::warn!(
+        path = %dir.display(),
+        "deleted a read-model store written before personal data was sealed in read models; every read model is rebuilt from the event log"
+    );
+    Ok(())
+}
+
+/// Marks `dir` as written with personal data sealed.
+pub fn mark_sealed(dir: &Path) -> Result<(), RuntimeError> {
+    let marker = dir.join(SEALED_MARKER);
+    if marker.exists() {
+        return Ok(());
+    }
+    std::fs::write(
+        &marker,
+        "Personal data in this store is sealed with each person's key (see idstream's README, Erasure).\n",
+    )
+    .map_err(|source| RuntimeError::Io {
+        path: marker,
+        source,
+    })
+}
+
+fn open_healing_as_is<T>(
+    dir: &Path,
+    mut prepare: impl FnMut(&sled::Db) -> Result<T, sled::Error>,
+) -> Result<(sled::Db, T), RuntimeError> {
     let reason = match attempt_patiently(dir, &mut prepare) {
         Ok(opened) => return Ok(opened),
         Err(Broken::Locked(reason)) => {
@@ -138,10 +209,12 @@ fn move_aside(dir: &Path) -> Result<Option<PathBuf>, RuntimeError> {
 mod tests {
     use super::*;
 
+    /// A store as this version writes it (marked: personal data sealed).
     fn filled_store(dir: &Path) {
         let db = sled::open(dir).unwrap();
         db.open_tree("counter").unwrap().insert("k", "v").unwrap();
         db.flush().unwrap();
+        mark_sealed(dir).unwrap();
     }
 
     #[test]
@@ -198,5 +271,54 @@ mod tests {
             result.err()
         );
         assert!(!parent.path().join("models.broken").exists());
+    }
+
+    #[test]
+    fn a_store_written_before_sealing_is_deleted_with_its_copy_and_a_marked_one_kept() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("models");
+        {
+            let db = sled::open(&dir).unwrap();
+            db.insert("user/1", "{\"email\":\"canary-old@example.com\"}")
+                .unwrap();
+            db.flush().unwrap();
+        }
+        std::fs::create_dir_all(parent.path().join("models.broken")).unwrap();
+        std::fs::write(
+            parent.path().join("models.broken/db"),
+            "canary-old@example.com",
+        )
+        .unwrap();
+
+        let (db, found) = open_healing(&dir, |db| db.get("user/1")).unwrap();
+        assert_eq!(found, None, "the old store was not kept");
+        assert!(dir.join(SEALED_MARKER).exists());
+        assert!(!parent.path().join("models.broken").exists());
+        db.insert("user/2", "sealed").unwrap();
+        db.flush().unwrap();
+        drop(db);
+        assert_eq!(
+            crate::personal::files_holding(parent.path(), &["canary-old@example.com"]),
+            vec![]
+        );
+
+        // Marked: opened as it is.
+        std::thread::sleep(Duration::from_millis(100));
+        let (_db, kept) = open_healing(&dir, |db| db.get("user/2")).unwrap();
+        assert_eq!(kept.as_deref(), Some(&b"sealed"[..]));
+    }
+
+    #[test]
+    fn a_store_written_before_sealing_but_held_by_another_process_is_not_touched() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("models");
+        let holder = sled::open(&dir).unwrap();
+        holder.insert("k", "v").unwrap();
+        let result = retire_written_before_sealing(&dir);
+        assert!(
+            matches!(result, Err(RuntimeError::Locked { .. })),
+            "{result:?}"
+        );
+        assert_eq!(holder.get("k").unwrap().as_deref(), Some(&b"v"[..]));
     }
 }

@@ -1708,7 +1708,8 @@ async fn an_invitation_the_read_models_do_not_reach_in_time_is_withdrawn_without
     // A replica whose read models hold everything so far and then stop: whatever it appends
     // next, they never reach.
     let end = app.core().log().last_position().await.unwrap();
-    let caches = crate::Caches::default();
+    let services = IdentityServices::local(dir.path()).await.unwrap();
+    let caches = crate::Caches::local(&services);
     let stopped = idstream_projection_runtime::ReadModels::start(
         &dir.path().join("stopped-readmodels"),
         app.core().log().clone(),
@@ -1724,11 +1725,15 @@ async fn an_invitation_the_read_models_do_not_reach_in_time_is_withdrawn_without
     let late = App::new(
         app.core().log().clone(),
         stopped,
-        caches,
+        caches.clone(),
         Arc::new(SystemClock),
         Duration::from_millis(300),
-        IdentityServices::local(dir.path()).await.unwrap(),
-        crate::replay::Replays::new(dir.path().join("replays-late"), app.core().log().clone()),
+        services,
+        crate::replay::Replays::new(
+            dir.path().join("replays-late"),
+            app.core().log().clone(),
+            caches.seal.clone(),
+        ),
     );
 
     let keyed = with_key("invite-rita-late");
