@@ -40,7 +40,10 @@ const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 
 /// Keys held in memory at most; past this the cache starts over (keys are re-read on demand).
-const CACHE_LIMIT: usize = 100_000;
+/// Read models open personal fields on every query and the search index opens every user's at
+/// start, so the cache is sized for a million people (about 130 MB), beyond which reads wait for
+/// the key store.
+const CACHE_LIMIT: usize = 1_000_000;
 
 /// How many compare-and-swap attempts an erasure makes.
 const MAX_ERASE_ATTEMPTS: u32 = 8;

@@ -473,6 +473,33 @@ fn open_sled(dir: &std::path::Path) -> sled::Db {
 }
 
 /// Writes the directory rows the index reads: `user/<id>` and `member/<tenant>/<user>`.
+/// Creates `count` people's keys in a file key store under `root`, then reads each once with a
+/// cold cache, as the service does at start; returns the time the reads took.
+fn file_key_store_reads(root: &std::path::Path, count: usize) -> Duration {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store: std::sync::Arc<dyn idstream_keys::KeyStore> =
+            std::sync::Arc::new(idstream_keys::FileKeyStore::open(root.join("keys")).unwrap());
+        let users: Vec<String> = (0..count)
+            .map(|n| UserId::new(Ulid::from_parts(1, n as u128)).to_string())
+            .collect();
+        let writer = idstream_keys::PersonalKeys::new(store.clone());
+        for user in &users {
+            writer.for_writing(user).await.unwrap();
+        }
+        let reader = idstream_keys::PersonalKeys::new(store);
+        let started = Instant::now();
+        for user in &users {
+            black_box(reader.for_reading(user).await.unwrap());
+        }
+        started.elapsed()
+    })
+}
+
 /// Writes the users as the directory stores them: personal fields sealed with each person's key
 /// (`seal`, whose keys are in memory here).
 fn write_tree(dir: &std::path::Path, people: &[Person], seal: &dyn PersonalSeal) -> u64 {
@@ -1060,6 +1087,17 @@ fn main() {
         rss_after as f64 / (1 << 20) as f64,
         growth as f64 / (1 << 20) as f64,
         per_million / (1 << 20) as f64,
+    );
+
+    // The keys above were in memory. The service reads each person's key from its key store the
+    // first time (then keeps it): measured here on the file key store, for a sample of people.
+    let sample = users.min(20_000);
+    let key_cost = file_key_store_reads(root.path(), sample);
+    println!(
+        "reading a person's key from the file key store the first time: {:.1} µs each ({sample} people); \
+         at start, for {users} people: +{:.1} s to the load above",
+        key_cost.as_secs_f64() * 1e6 / sample as f64,
+        key_cost.as_secs_f64() * users as f64 / sample as f64,
     );
 
     // PostgreSQL.
