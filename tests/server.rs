@@ -446,7 +446,23 @@ async fn read_models_rebuilt_online_or_offline_have_the_same_digest_as_the_live_
         }
     }
     svc.get_at("/v1/tenants/acme", last).await;
-    let live = svc.read_models().await;
+    // Every read model at one position (the audit read model is not among those a read waits
+    // for, and the chain may append a checkpoint meanwhile).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let live = loop {
+        let live = svc.read_models().await;
+        let positions: Vec<u64> = live
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|m| m["position"].as_u64().unwrap())
+            .collect();
+        if positions.iter().all(|p| *p >= last && *p == positions[0]) {
+            break live;
+        }
+        assert!(std::time::Instant::now() < deadline, "{live}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
 
     let rebuilt = svc.post("/v1/admin/read-models/rebuild", json!(null)).await;
     assert_eq!(rebuilt.status, 200, "{rebuilt:?}");

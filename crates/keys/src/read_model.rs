@@ -20,7 +20,7 @@ use idstream_projection_runtime::personal::{PersonalSeal, SEALED_PREFIX, SealErr
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use crate::personal::{PersonalDataError, PersonalKeys, placeholder};
+use crate::personal::{PersonalDataError, PersonalKeys, UserKey, placeholder};
 use crate::vault::Vault;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -32,6 +32,29 @@ const TAG_LEN: usize = 16;
 pub struct ReadModelSeal {
     keys: Arc<PersonalKeys>,
     vault: Arc<Vault>,
+    /// Per person: the keys derived from their key, and the values of theirs opened lately (in
+    /// memory only, like the search index), with the key they came from. Used only while the
+    /// person's key is still the one [`PersonalKeys`] gives; dropped the moment it is gone.
+    people: std::sync::Mutex<std::collections::HashMap<String, Person>>,
+}
+
+/// Past this many people the cache starts over (values are opened again on demand).
+const PEOPLE_LIMIT: usize = 250_000;
+
+/// Opened values kept per person at most (a person has a handful of personal fields).
+const VALUES_PER_PERSON: usize = 32;
+
+struct Person {
+    key: UserKey,
+    derived: Arc<Derived>,
+    /// (field, sealed value) → clear value.
+    opened: std::collections::HashMap<(String, String), String>,
+}
+
+/// The two keys derived from a person's key: one encrypts, one makes nonces.
+struct Derived {
+    cipher: Zeroizing<[u8; 32]>,
+    nonce: Zeroizing<[u8; 32]>,
 }
 
 impl std::fmt::Debug for ReadModelSeal {
@@ -45,7 +68,68 @@ impl ReadModelSeal {
     /// the key that opened an event is the one in memory when its fold seals it) and the vault
     /// whose blind index names email claims.
     pub fn new(keys: Arc<PersonalKeys>, vault: Arc<Vault>) -> ReadModelSeal {
-        ReadModelSeal { keys, vault }
+        ReadModelSeal {
+            keys,
+            vault,
+            people: Default::default(),
+        }
+    }
+
+    fn people(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Person>> {
+        self.people
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The keys derived from `key`, the current key of `user`.
+    fn derived(&self, user: &str, key: &UserKey) -> Arc<Derived> {
+        let mut people = self.people();
+        if let Some(person) = people.get(user)
+            && Arc::ptr_eq(&person.key, key)
+        {
+            return person.derived.clone();
+        }
+        let derived = Arc::new(derive_keys(key));
+        if people.len() >= PEOPLE_LIMIT {
+            people.clear();
+        }
+        people.insert(
+            user.to_owned(),
+            Person {
+                key: key.clone(),
+                derived: derived.clone(),
+                opened: Default::default(),
+            },
+        );
+        derived
+    }
+
+    /// `stored` of `field` of `user` opened lately under `key` (still their key), if it was.
+    fn opened_lately(
+        &self,
+        user: &str,
+        key: &UserKey,
+        field: &str,
+        stored: &str,
+    ) -> Option<String> {
+        let people = self.people();
+        let person = people.get(user).filter(|p| Arc::ptr_eq(&p.key, key))?;
+        person
+            .opened
+            .get(&(field.to_owned(), stored.to_owned()))
+            .cloned()
+    }
+
+    fn remember_opened(&self, user: &str, key: &UserKey, field: &str, stored: &str, clear: &str) {
+        let mut people = self.people();
+        if let Some(person) = people.get_mut(user).filter(|p| Arc::ptr_eq(&p.key, key)) {
+            if person.opened.len() >= VALUES_PER_PERSON {
+                person.opened.clear();
+            }
+            person
+                .opened
+                .insert((field.to_owned(), stored.to_owned()), clear.to_owned());
+        }
     }
 
     /// [`ReadModelSeal::new`] as the shared seal read models are given.
@@ -82,10 +166,13 @@ impl PersonalSeal for ReadModelSeal {
         }
         let key = match self.keys.for_writing_now(user) {
             Ok(key) => key,
-            Err(PersonalDataError::Erased(_)) => return Ok(gone(user, field)),
+            Err(PersonalDataError::Erased(_)) => {
+                self.people().remove(user);
+                return Ok(gone(user, field));
+            }
             Err(error) => return Err(unavailable(error)),
         };
-        seal(&key, user, field, value).map(Some)
+        seal_with(&self.derived(user, &key), user, field, value).map(Some)
     }
 
     fn open(&self, user: &str, field: &str, stored: &str) -> Result<Option<String>, SealError> {
@@ -93,9 +180,20 @@ impl PersonalSeal for ReadModelSeal {
             return Ok(Some(stored.to_owned()));
         }
         let Some(key) = self.keys.for_reading_now(user).map_err(unavailable)? else {
+            // Gone: nothing opened of theirs stays in memory either.
+            self.people().remove(user);
             return Ok(gone(user, field));
         };
-        Ok(open(&key, user, field, stored).or_else(|| gone(user, field)))
+        if let Some(clear) = self.opened_lately(user, &key, field, stored) {
+            return Ok(Some(clear));
+        }
+        match open_with(&self.derived(user, &key), user, field, stored) {
+            Some(clear) => {
+                self.remember_opened(user, &key, field, stored, &clear);
+                Ok(Some(clear))
+            }
+            None => Ok(gone(user, field)),
+        }
     }
 
     fn blind(&self, purpose: &str, value: &str) -> String {
@@ -103,17 +201,16 @@ impl PersonalSeal for ReadModelSeal {
     }
 }
 
-/// The two keys derived from a person's key: one encrypts, one makes nonces.
-fn derived(key: &[u8; 32]) -> (Zeroizing<[u8; 32]>, Zeroizing<[u8; 32]>) {
+fn derive_keys(key: &[u8; 32]) -> Derived {
     let derive = |label: &[u8]| {
         let mut mac = <HmacSha256 as Mac>::new_from_slice(key).expect("any key length");
         mac.update(label);
         Zeroizing::new(<[u8; 32]>::from(mac.finalize().into_bytes()))
     };
-    (
-        derive(b"idstream read model: cipher"),
-        derive(b"idstream read model: nonce"),
-    )
+    Derived {
+        cipher: derive(b"idstream read model: cipher"),
+        nonce: derive(b"idstream read model: nonce"),
+    }
 }
 
 fn associated_data(user: &str, field: &str) -> String {
@@ -122,7 +219,11 @@ fn associated_data(user: &str, field: &str) -> String {
 
 /// Seals `value` of `field` of `user` under `key`, deterministically.
 pub fn seal(key: &[u8; 32], user: &str, field: &str, value: &str) -> Result<String, SealError> {
-    let (cipher_key, nonce_key) = derived(key);
+    seal_with(&derive_keys(key), user, field, value)
+}
+
+fn seal_with(keys: &Derived, user: &str, field: &str, value: &str) -> Result<String, SealError> {
+    let (cipher_key, nonce_key) = (&keys.cipher, &keys.nonce);
     let ad = associated_data(user, field);
     let mut mac = <HmacSha256 as Mac>::new_from_slice(&nonce_key[..]).expect("any key length");
     mac.update(ad.as_bytes());
@@ -133,7 +234,7 @@ pub fn seal(key: &[u8; 32], user: &str, field: &str, value: &str) -> Result<Stri
     nonce.copy_from_slice(&digest[..NONCE_LEN]);
     let mut buffer = Vec::with_capacity(NONCE_LEN + value.len() + TAG_LEN);
     buffer.extend_from_slice(value.as_bytes());
-    XChaCha20Poly1305::new(&Key::from(*cipher_key))
+    XChaCha20Poly1305::new(&Key::from(**cipher_key))
         .encrypt_in_place(&XNonce::from(nonce), ad.as_bytes(), &mut buffer)
         .map_err(|_| SealError("a personal value is too long to seal".into()))?;
     buffer.splice(0..0, nonce);
@@ -146,6 +247,10 @@ pub fn seal(key: &[u8; 32], user: &str, field: &str, value: &str) -> Result<Stri
 /// Opens a value made by [`seal`]; `None` if it does not open (another key, user or field, or
 /// altered).
 pub fn open(key: &[u8; 32], user: &str, field: &str, stored: &str) -> Option<String> {
+    open_with(&derive_keys(key), user, field, stored)
+}
+
+fn open_with(keys: &Derived, user: &str, field: &str, stored: &str) -> Option<String> {
     let raw = URL_SAFE_NO_PAD
         .decode(stored.strip_prefix(SEALED_PREFIX)?)
         .ok()?;
@@ -154,9 +259,8 @@ pub fn open(key: &[u8; 32], user: &str, field: &str, stored: &str) -> Option<Str
     }
     let (nonce, ciphertext) = raw.split_at(NONCE_LEN);
     let nonce = <&XNonce>::try_from(nonce).ok()?;
-    let (cipher_key, _) = derived(key);
     let mut buffer = Zeroizing::new(ciphertext.to_vec());
-    XChaCha20Poly1305::new(&Key::from(*cipher_key))
+    XChaCha20Poly1305::new(&Key::from(*keys.cipher))
         .decrypt_in_place(nonce, associated_data(user, field).as_bytes(), &mut *buffer)
         .ok()?;
     String::from_utf8(buffer.to_vec()).ok()
