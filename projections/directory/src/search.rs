@@ -1015,35 +1015,31 @@ impl Inner {
             let after = after
                 .as_ref()
                 .map(|(key, user)| (key.prefix(), (key, user)));
-            let mut keyed: Vec<(u64, u32)> = candidates
-                .iter()
-                .filter(|&ordinal| match &after {
-                    None => true,
-                    Some((prefix, there)) => {
-                        let here = prefixes[ordinal as usize]
-                            .cmp(prefix)
-                            .then_with(|| full(ordinal).cmp(there));
-                        if descending {
-                            here.is_lt()
-                        } else {
-                            here.is_gt()
-                        }
+            let candidates = candidates.iter().filter(|&ordinal| match &after {
+                None => true,
+                Some((prefix, there)) => {
+                    let here = prefixes[ordinal as usize]
+                        .cmp(prefix)
+                        .then_with(|| full(ordinal).cmp(there));
+                    if descending {
+                        here.is_lt()
+                    } else {
+                        here.is_gt()
                     }
-                })
-                .filter(|&ordinal| accept(ordinal))
-                .map(|ordinal| (prefixes[ordinal as usize], ordinal))
-                .collect();
-            let take = (limit + 1).min(keyed.len());
+                }
+            });
             // Slots are read only where two prefixes tie.
             let compare = |a: &(u64, u32), b: &(u64, u32)| {
                 let order = a.0.cmp(&b.0).then_with(|| full(a.1).cmp(&full(b.1)));
                 if descending { order.reverse() } else { order }
             };
-            if take > 0 && take < keyed.len() {
-                keyed.select_nth_unstable_by(take - 1, compare);
-                keyed.truncate(take);
-            }
-            keyed.sort_unstable_by(compare);
+            let keyed = least(
+                candidates.map(|ordinal| (prefixes[ordinal as usize], ordinal)),
+                limit + 1,
+                descending,
+                compare,
+                accept,
+            );
             rows.extend(keyed.into_iter().map(|(_, ordinal)| ordinal));
         }
         let more = rows.len() > limit;
@@ -1134,6 +1130,51 @@ impl Inner {
             .map(|ordinal| self.slots[ordinal as usize].id)
             .collect()
     }
+}
+
+/// The `take` first of `keyed` (prefix, ordinal) pairs under `compare` that `accept`, in order.
+///
+/// One pass that keeps the best so far in a buffer of twice `take`, cut back to `take` by a
+/// selection whenever it fills: a candidate whose prefix falls behind the worst one kept is
+/// dropped without reading its slot (`compare` reads slots only where prefixes tie) and without
+/// `accept` (which may read its text). Tens of thousands of candidates cost one read of a dense
+/// array each, where sorting them broke every tie of their prefixes by reading both slots.
+fn least(
+    keyed: impl Iterator<Item = (u64, u32)>,
+    take: usize,
+    descending: bool,
+    compare: impl Fn(&(u64, u32), &(u64, u32)) -> std::cmp::Ordering,
+    accept: &dyn Fn(u32) -> bool,
+) -> Vec<(u64, u32)> {
+    let mut kept: Vec<(u64, u32)> = Vec::with_capacity(2 * take);
+    let mut worst: Option<(u64, u32)> = None;
+    if take == 0 {
+        return kept;
+    }
+    for entry in keyed {
+        if let Some(worst) = &worst {
+            let behind = if descending {
+                entry.0 < worst.0
+            } else {
+                entry.0 > worst.0
+            };
+            if behind || (entry.0 == worst.0 && compare(&entry, worst).is_ge()) {
+                continue;
+            }
+        }
+        if !accept(entry.1) {
+            continue;
+        }
+        kept.push(entry);
+        if kept.len() == 2 * take {
+            kept.select_nth_unstable_by(take - 1, &compare);
+            kept.truncate(take);
+            worst = Some(kept[take - 1]);
+        }
+    }
+    kept.sort_unstable_by(&compare);
+    kept.truncate(take);
+    kept
 }
 
 fn remove_from(map: &mut HashMap<u64, RoaringBitmap>, gram: u64, ordinal: u32) {
@@ -1266,5 +1307,44 @@ impl SortKey for u8 {
 
     fn floor(prefix: u64) -> Option<Self> {
         u8::try_from(prefix).ok()
+    }
+}
+
+#[cfg(test)]
+mod least_tests {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::least;
+
+    /// Given candidates with many tied prefixes, some refused, in either direction and for any
+    /// number taken, then the kept ones are exactly the first of a full sort of the accepted.
+    #[test]
+    fn least_keeps_what_a_full_sort_of_the_accepted_candidates_puts_first() {
+        let mut rng = StdRng::seed_from_u64(7);
+        for round in 0..400 {
+            let count = rng.random_range(0..300);
+            let keyed: Vec<(u64, u32)> = (0..count)
+                .map(|ordinal| (rng.random_range(0..8u64), ordinal))
+                .collect();
+            // The tie-breaker stands for the slot's full key: unrelated to the ordinal.
+            let tie = |ordinal: u32| ordinal.wrapping_mul(2_654_435_761) % 97;
+            let descending = round % 2 == 1;
+            let compare = |a: &(u64, u32), b: &(u64, u32)| {
+                let order =
+                    a.0.cmp(&b.0)
+                        .then_with(|| (tie(a.1), a.1).cmp(&(tie(b.1), b.1)));
+                if descending { order.reverse() } else { order }
+            };
+            let refused = rng.random_range(1..5u32);
+            let accept = |ordinal: u32| !ordinal.is_multiple_of(refused) || refused == 1;
+            let take = rng.random_range(0..40);
+            let mut expected: Vec<(u64, u32)> =
+                keyed.iter().copied().filter(|e| accept(e.1)).collect();
+            expected.sort_by(compare);
+            expected.truncate(take);
+            let kept = least(keyed.into_iter(), take, descending, compare, &accept);
+            assert_eq!(kept, expected, "round {round}");
+        }
     }
 }
