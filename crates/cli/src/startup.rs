@@ -397,6 +397,7 @@ pub async fn serve(
         startup_target,
         trusted_proxies: Arc::new(config.trusted_proxies.clone()),
         cors_origins: config.cors_origins.clone(),
+        account_pages: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

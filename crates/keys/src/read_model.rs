@@ -47,8 +47,9 @@ const VALUES_PER_PERSON: usize = 32;
 struct Person {
     key: UserKey,
     derived: Arc<Derived>,
-    /// (field, sealed value) → clear value.
-    opened: std::collections::HashMap<(String, String), String>,
+    /// Sealed value → (its field, clear value). Keyed by the sealed value alone so that a lookup
+    /// borrows it instead of building a key; the field is checked on a hit.
+    opened: std::collections::HashMap<Box<str>, (Box<str>, String)>,
 }
 
 /// The two keys derived from a person's key: one encrypts, one makes nonces.
@@ -114,10 +115,10 @@ impl ReadModelSeal {
     ) -> Option<String> {
         let people = self.people();
         let person = people.get(user).filter(|p| Arc::ptr_eq(&p.key, key))?;
-        person
-            .opened
-            .get(&(field.to_owned(), stored.to_owned()))
-            .cloned()
+        match person.opened.get(stored) {
+            Some((of, clear)) if &**of == field => Some(clear.clone()),
+            _ => None,
+        }
     }
 
     fn remember_opened(&self, user: &str, key: &UserKey, field: &str, stored: &str, clear: &str) {
@@ -128,7 +129,7 @@ impl ReadModelSeal {
             }
             person
                 .opened
-                .insert((field.to_owned(), stored.to_owned()), clear.to_owned());
+                .insert(Box::from(stored), (Box::from(field), clear.to_owned()));
         }
     }
 

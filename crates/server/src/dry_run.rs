@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -189,9 +189,9 @@ fn without_query(uri: &Uri, query: &str) -> Uri {
     Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
 }
 
-/// The middleware (see the module documentation).
+/// Dry runs (see the module documentation), run by the service's front middleware.
 pub async fn dry_run(
-    State(state): State<AppState>,
+    state: AppState,
     matched: Option<MatchedPath>,
     mut request: Request,
     next: Next,

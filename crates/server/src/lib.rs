@@ -68,6 +68,8 @@ pub struct StateParts {
     pub trusted_proxies: Arc<client::TrustedProxies>,
     /// The origins whose pages may call the API from a browser (see [`cors`]); none: CORS off.
     pub cors_origins: cors::CorsOrigins,
+    /// Account pages rendered lately (see [`pages::AccountPages`]).
+    pub account_pages: pages::AccountPages,
 }
 
 impl AppState {
@@ -165,16 +167,11 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(pages::router(&state))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            dry_run::dry_run,
-        ))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(
-            max_body_bytes,
-            refuse_large_bodies,
+            (state.clone(), max_body_bytes),
+            front,
         ))
-        .layer(middleware::from_fn(correlate))
         .layer(CatchPanicLayer::custom(
             |_panic: Box<dyn std::any::Any + Send>| {
                 ApiError::App(AppError::Internal("a handler panicked".into())).into_response()
@@ -194,13 +191,28 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
 /// reset it, and the client may lose the answer). Larger ones are refused without reading.
 const DRAIN_LIMIT: u64 = 1024 * 1024;
 
-/// Refuses a request whose declared `Content-Length` exceeds the body limit with a 413 problem
-/// before any handler runs. (Chunked bodies are still limited by `DefaultBodyLimit`.)
-async fn refuse_large_bodies(
-    axum::extract::State(max): axum::extract::State<usize>,
+/// Every request's way in, as one middleware (each `from_fn` layer costs a clone of the route
+/// and a boxed future per request, measurable on the cheapest routes): its correlation id and
+/// span ([`correlate`]), the declared body size ([`too_large`]), then dry runs
+/// ([`dry_run::dry_run`]). Inside it, `DefaultBodyLimit` limits chunked bodies.
+async fn front(
+    axum::extract::State((state, max)): axum::extract::State<(AppState, usize)>,
+    matched: Option<axum::extract::MatchedPath>,
     request: Request,
     next: Next,
 ) -> Response {
+    correlate(request, async move |request| {
+        match too_large(max, request).await {
+            Err(refused) => refused,
+            Ok(request) => dry_run::dry_run(state, matched, request, next).await,
+        }
+    })
+    .await
+}
+
+/// Refuses a request whose declared `Content-Length` exceeds the body limit with a 413 problem
+/// before any handler runs. (Chunked bodies are still limited by `DefaultBodyLimit`.)
+async fn too_large(max: usize, request: Request) -> Result<Request, Response> {
     let declared = request
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)
@@ -211,29 +223,30 @@ async fn refuse_large_bodies(
             if length <= DRAIN_LIMIT {
                 let _ = axum::body::to_bytes(request.into_body(), DRAIN_LIMIT as usize).await;
             }
-            ApiError::BadRequest {
+            Err(ApiError::BadRequest {
                 status: axum::http::StatusCode::PAYLOAD_TOO_LARGE,
                 code: "payload_too_large",
                 detail: format!("the request body is larger than {max} bytes"),
             }
-            .into_response()
+            .into_response())
         }
-        _ => next.run(request).await,
+        _ => Ok(request),
     }
 }
 
 /// Gives every request a correlation id (the client's `X-Correlation-Id` or a new ULID), runs it
-/// inside a span carrying that id, and echoes the id in the response.
-async fn correlate(mut request: Request, next: Next) -> Response {
+/// (`inner`) inside a span carrying that id, and echoes the id in the response.
+async fn correlate(mut request: Request, inner: impl AsyncFnOnce(Request) -> Response) -> Response {
     let (mut parts, body) = request.into_parts();
     let id = extract::correlation_id(&parts);
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        parts.headers.insert(CORRELATION_HEADER, value);
+    let header = HeaderValue::from_str(&id).ok();
+    if let Some(value) = &header {
+        parts.headers.insert(CORRELATION_HEADER, value.clone());
     }
     request = Request::from_parts(parts, body);
     let span = tracing::info_span!("request", correlation_id = %id, method = %request.method(), path = %request.uri().path());
     let started = Instant::now();
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let mut response = inner(request).instrument(span.clone()).await;
     span.in_scope(|| {
         tracing::info!(
             status = response.status().as_u16(),
@@ -241,7 +254,7 @@ async fn correlate(mut request: Request, next: Next) -> Response {
             "request"
         )
     });
-    if let Ok(value) = HeaderValue::from_str(&id) {
+    if let Some(value) = header {
         response.headers_mut().insert(CORRELATION_HEADER, value);
     }
     response

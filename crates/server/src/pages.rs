@@ -32,8 +32,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use idstream_app::identity::AcceptInvitation;
 use idstream_app::identity::SignIn;
+use idstream_app::identity::{AcceptInvitation, AccountOverview};
 use idstream_app::{AppError, Caller, Principal, identity::Tokens};
 use idstream_domain::{TenantId, UserId};
 use minijinja::{Environment, context};
@@ -70,35 +70,85 @@ static LINK_PAGES: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
 /// Answers a page request in the language its browser asks for. A session page switches to
 /// the signed-in person's choice once it has the session; a link page does here, when the
 /// browser holds a live access token (it refreshes nothing).
-async fn in_language(
-    State(state): State<AppState>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let mut lang = request
-        .headers()
-        .get(header::ACCEPT_LANGUAGE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(Lang::negotiate)
-        .unwrap_or_default();
-    if LINK_PAGES.contains(&request.uri().path()) {
-        let cookies = Cookies::of(&state, request.headers());
-        if let Some(access) = cookies.get(ACCESS)
-            && let Ok(auth) = state.app.identity.authenticate(access).await
-            && let Ok(caller) = Caller::new(
-                Principal::User(auth),
-                String::new(),
-                None,
-                idstream_app::Client::default(),
-            )
-            && let Some(chosen) = state.app.identity.chosen_language(&caller)
-        {
-            lang = chosen;
-        }
+///
+/// A service of its own rather than a `from_fn` middleware: every other page is handed to the
+/// route at once, without the copy of the route and the extra future such a middleware makes
+/// for each request.
+#[derive(Clone)]
+struct InLanguage<S> {
+    inner: S,
+    state: AppState,
+}
+
+impl<S> tower::Service<axum::extract::Request> for InLanguage<S>
+where
+    S: tower::Service<
+            axum::extract::Request,
+            Response = Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<Response, std::convert::Infallible>> + Send + 'static>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
     }
-    PAGE_LANG
-        .scope(std::cell::Cell::new(lang), next.run(request))
+
+    fn call(&mut self, request: axum::extract::Request) -> Self::Future {
+        let lang = request
+            .headers()
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(Lang::negotiate)
+            .unwrap_or_default();
+        if !LINK_PAGES.contains(&request.uri().path()) {
+            return Box::pin(PAGE_LANG.scope(std::cell::Cell::new(lang), self.inner.call(request)));
+        }
+        // The service that was made ready answers; a fresh copy waits for the next request.
+        let ready = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, ready);
+        let state = self.state.clone();
+        Box::pin(async move {
+            let lang = chosen_language(&state, request.headers())
+                .await
+                .unwrap_or(lang);
+            PAGE_LANG
+                .scope(
+                    std::cell::Cell::new(lang),
+                    tower::ServiceExt::oneshot(inner, request),
+                )
+                .await
+        })
+    }
+}
+
+/// The language the person signed in with this browser's access token chose, if any.
+async fn chosen_language(state: &AppState, headers: &HeaderMap) -> Option<Lang> {
+    let cookies = Cookies::of(state, headers);
+    let auth = state
+        .app
+        .identity
+        .authenticate(cookies.get(ACCESS)?)
         .await
+        .ok()?;
+    let caller = Caller::new(
+        Principal::User(auth),
+        String::new(),
+        None,
+        idstream_app::Client::default(),
+    )
+    .ok()?;
+    state.app.identity.chosen_language(&caller)
 }
 
 /// The template function `t`: a text in the page's language (see [`crate::page_text`]).
@@ -350,10 +400,13 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .fold(Router::new(), |router, (path, _, _, handlers)| {
             router.route(path, handlers)
         })
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            in_language,
-        ))
+        .layer(tower::layer::layer_fn({
+            let state = state.clone();
+            move |inner| InLanguage {
+                inner,
+                state: state.clone(),
+            }
+        }))
 }
 
 // ----- cookies -----
@@ -361,41 +414,71 @@ pub fn router(state: &AppState) -> Router<AppState> {
 /// Cookie names and attributes: `__Host-` prefixed and `Secure` when the public URL is https.
 struct Cookies {
     secure: bool,
-    jar: HashMap<String, String>,
+    /// The request's `Cookie` headers, joined by `;`.
+    jar: String,
+    /// Where the value of each of [`NAMES`] is in `jar` (the last one, if the browser sent
+    /// several), found in one pass.
+    found: [Option<std::ops::Range<usize>>; NAMES.len()],
 }
 
 const ACCESS: &str = "ids_access";
 const REFRESH: &str = "ids_session";
 const CSRF: &str = "ids_csrf";
 const LINK: &str = "ids_link";
+/// Every cookie these pages set.
+const NAMES: [&str; 4] = [ACCESS, REFRESH, CSRF, LINK];
+
+/// The prefix of cookie names when they are `Secure`.
+const HOST_PREFIX: &str = "__Host-";
+
+/// Where the value of each of [`NAMES`] (prefixed when `secure`) is in `jar`, `Cookie` pairs
+/// separated by `;`: the last one of each name.
+fn find_cookies(jar: &str, secure: bool) -> [Option<std::ops::Range<usize>>; NAMES.len()] {
+    let prefix = if secure { HOST_PREFIX } else { "" };
+    let mut found: [Option<std::ops::Range<usize>>; NAMES.len()] = Default::default();
+    let mut at = 0;
+    for pair in jar.split(';') {
+        if let Some((name, value)) = pair.split_once('=')
+            && let Some(base) = name.trim().strip_prefix(prefix)
+            && let Some(index) = NAMES.iter().position(|known| *known == base)
+        {
+            let start = at + name.len() + 1;
+            found[index] = Some(start..start + value.trim_end().len());
+        }
+        at += pair.len() + 1;
+    }
+    found
+}
 
 impl Cookies {
     fn of(state: &AppState, headers: &HeaderMap) -> Cookies {
         let secure = state.app.identity.public_url().starts_with("https://");
-        let mut jar = HashMap::new();
+        let mut jar = String::new();
         for value in headers.get_all(header::COOKIE) {
             let Ok(text) = value.to_str() else { continue };
-            for pair in text.split(';') {
-                if let Some((name, value)) = pair.trim().split_once('=') {
-                    jar.insert(name.to_owned(), value.to_owned());
-                }
+            if !jar.is_empty() {
+                jar.push(';');
             }
+            jar.push_str(text);
         }
-        Cookies { secure, jar }
+        let found = find_cookies(&jar, secure);
+        Cookies { secure, jar, found }
     }
 
     fn name(&self, base: &str) -> String {
         if self.secure {
-            format!("__Host-{base}")
+            format!("{HOST_PREFIX}{base}")
         } else {
             base.to_owned()
         }
     }
 
+    /// The value of cookie `base` (one of [`NAMES`]), not empty.
     fn get(&self, base: &str) -> Option<&str> {
-        self.jar
-            .get(&self.name(base))
-            .map(String::as_str)
+        let index = NAMES.iter().position(|known| *known == base)?;
+        self.found[index]
+            .clone()
+            .map(|range| &self.jar[range])
             .filter(|v| !v.is_empty())
     }
 
@@ -1055,7 +1138,9 @@ async fn sign_out(
 
 // ----- the account -----
 
-async fn account(State(state): State<AppState>, parts: Parts) -> Page {
+async fn account(State(state): State<AppState>, request: axum::extract::Request) -> Page {
+    // The request itself rather than `Parts`, which axum hands over as a copy.
+    let (parts, _) = request.into_parts();
     let cookies = Cookies::of(&state, &parts.headers);
     let (caller, refreshed) = match signed_in(&state, &parts, &cookies).await {
         Ok(Some(signed_in)) => signed_in,
@@ -1066,6 +1151,23 @@ async fn account(State(state): State<AppState>, parts: Parts) -> Page {
         Ok(overview) => overview,
         Err(error) => return failure_page("Your account", &error),
     };
+    let (csrf, set) = csrf_of(&cookies);
+    let mut page = Page {
+        status: StatusCode::OK,
+        body: state
+            .account_pages
+            .page(&caller, page_lang(), &overview, &csrf),
+        cookies: Vec::new(),
+        location: None,
+    };
+    for cookie in refreshed.into_iter().chain(set) {
+        page = page.cookie(cookie);
+    }
+    page
+}
+
+/// The account page of `overview` with the CSRF token `csrf`.
+fn account_page(overview: &AccountOverview, csrf: &str) -> Page {
     let attributes: Vec<minijinja::Value> = overview
         .attributes
         .iter()
@@ -1079,8 +1181,7 @@ async fn account(State(state): State<AppState>, parts: Parts) -> Page {
         .collect();
     let user = &overview.user;
     let name = format!("{} {}", user.first_name, user.last_name);
-    let (csrf, set) = csrf_of(&cookies);
-    let mut page = Page::html(
+    Page::html(
         StatusCode::OK,
         "account.html",
         context! { ..base("Your account"), ..context! {
@@ -1090,11 +1191,74 @@ async fn account(State(state): State<AppState>, parts: Parts) -> Page {
             roles => overview.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "),
             attributes => attributes, two_factor => user.two_factor,
         }},
-    );
-    for cookie in refreshed.into_iter().chain(set) {
-        page = page.cookie(cookie);
+    )
+}
+
+/// Account pages rendered lately, by person, organisation and language, with their CSRF token
+/// cut out: the page is answered again, with the browser's token put in, while the application
+/// gives the same overview (the same `Arc`: the directory has not moved on since), and rendered
+/// anew otherwise. In memory only and bounded; an entry whose overview is gone (a change, an
+/// erasure) is never answered again, only left to be replaced or pushed out.
+#[derive(Default)]
+pub struct AccountPages {
+    pages: std::sync::Mutex<HashMap<(UserId, TenantId, Lang), RenderedAccount>>,
+}
+
+struct RenderedAccount {
+    overview: Arc<AccountOverview>,
+    /// The page before and after its CSRF token.
+    before: String,
+    after: String,
+}
+
+/// Account pages kept at most (a few KiB each).
+const ACCOUNT_PAGES: usize = 4_096;
+
+impl AccountPages {
+    fn page(
+        &self,
+        caller: &Caller,
+        lang: Lang,
+        overview: &Arc<AccountOverview>,
+        csrf: &str,
+    ) -> String {
+        let Some(auth) = caller.authenticated() else {
+            return account_page(overview, csrf).body;
+        };
+        let key = (auth.user, auth.tenant.clone(), lang);
+        let lock = || {
+            self.pages
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some(kept) = lock().get(&key)
+            && Arc::ptr_eq(&kept.overview, overview)
+        {
+            return [kept.before.as_str(), csrf, kept.after.as_str()].concat();
+        }
+        // Rendered with a random stand-in for the token, which no field of the person's can
+        // hold, so it is cut out at the one place it was put in.
+        let slot = random_token();
+        let body = account_page(overview, &slot).body;
+        let mut parts = body.split(slot.as_str());
+        let (Some(before), Some(after), None) = (parts.next(), parts.next(), parts.next()) else {
+            return account_page(overview, csrf).body;
+        };
+        let page = [before, csrf, after].concat();
+        let mut pages = lock();
+        if pages.len() >= ACCOUNT_PAGES && !pages.contains_key(&key) {
+            pages.clear();
+        }
+        pages.insert(
+            key,
+            RenderedAccount {
+                overview: overview.clone(),
+                before: before.to_owned(),
+                after: after.to_owned(),
+            },
+        );
+        page
     }
-    page
 }
 
 // ----- the organisation -----
@@ -2679,6 +2843,99 @@ mod tests {
             assert_eq!(local_path(Some(foreign)), "/account", "{foreign:?}");
         }
         assert_eq!(local_path(None), "/account");
+    }
+
+    fn overview(first_name: &str) -> Arc<AccountOverview> {
+        let user = serde_json::from_value(serde_json::json!({
+            "id": "01J00000000000000000000000",
+            "email": "ada@example.com",
+            "first_name": first_name,
+            "last_name": "Lovelace",
+            "status": "active",
+            "suspended_until": null,
+            "suspension_reason": null,
+            "flags": { "dashboard_access": true, "api_access": true, "platform_admin": false },
+            "created_at": "2026-01-01T00:00:00Z",
+            "created_in": "acme",
+            "position": 7,
+        }))
+        .unwrap();
+        Arc::new(AccountOverview {
+            user,
+            organisation: "Acme".into(),
+            organisations: 1,
+            roles: ["admin".parse().unwrap()].into(),
+            attributes: Vec::new(),
+        })
+    }
+
+    fn signed_in(user: &AccountOverview, tenant: &str) -> Caller {
+        Caller::user(idstream_app::identity::Authenticated {
+            user: user.user.id,
+            tenant: tenant.parse().unwrap(),
+            via: idstream_app::identity::Credential::Session(ulid::Ulid::new()),
+            must_enrol_second_factor: false,
+        })
+    }
+
+    /// Given an account page kept, when it is asked again with the same overview it is the page
+    /// rendered afresh with the browser's token; a new overview (the directory moved on), another
+    /// organisation or another language renders anew.
+    #[test]
+    fn a_kept_account_page_is_the_page_rendered_afresh_until_its_overview_changes() {
+        let pages = AccountPages::default();
+        let ada = overview("Ada");
+        let caller = signed_in(&ada, "acme");
+        let fresh = |overview: &AccountOverview, csrf: &str| account_page(overview, csrf).body;
+        let first = pages.page(&caller, Lang::En, &ada, "tok-1");
+        assert_eq!(first, fresh(&ada, "tok-1"));
+        let again = pages.page(&caller, Lang::En, &ada, "tok-2");
+        assert_eq!(again, fresh(&ada, "tok-2"));
+        assert!(again.contains("value=\"tok-2\"") && !again.contains("tok-1"));
+
+        let renamed = overview("Augusta");
+        let page = pages.page(&caller, Lang::En, &renamed, "tok-2");
+        assert!(
+            page.contains("Augusta") && !page.contains(">Ada "),
+            "{page}"
+        );
+        assert_eq!(page, fresh(&renamed, "tok-2"));
+
+        let french = PAGE_LANG.sync_scope(std::cell::Cell::new(Lang::Fr), || {
+            pages.page(&caller, Lang::Fr, &renamed, "tok-3")
+        });
+        let expected =
+            PAGE_LANG.sync_scope(std::cell::Cell::new(Lang::Fr), || fresh(&renamed, "tok-3"));
+        assert_eq!(french, expected);
+        assert_ne!(french, fresh(&renamed, "tok-3"));
+
+        // A name that holds what looks like a token is left as it is.
+        let odd = overview("tok-4");
+        let page = pages.page(&signed_in(&odd, "beta"), Lang::En, &odd, "tok-4");
+        assert_eq!(page, fresh(&odd, "tok-4"));
+    }
+
+    #[test]
+    fn cookies_are_found_by_their_name_here_the_last_of_each_name_winning() {
+        let jar = "ids_csrf=one; other=x;ids_access=tok.en=;  ids_csrf=two ;__Host-ids_link=l";
+        let value = |found: &[Option<std::ops::Range<usize>>; NAMES.len()], name: &str| {
+            let index = NAMES.iter().position(|n| *n == name).unwrap();
+            found[index].clone().map(|range| &jar[range])
+        };
+        let plain = find_cookies(jar, false);
+        assert_eq!(value(&plain, CSRF), Some("two"));
+        assert_eq!(value(&plain, ACCESS), Some("tok.en="));
+        assert_eq!(value(&plain, REFRESH), None);
+        assert_eq!(value(&plain, LINK), None);
+        let secure = find_cookies(jar, true);
+        assert_eq!(value(&secure, LINK), Some("l"));
+        assert_eq!(value(&secure, CSRF), None);
+        assert!(find_cookies("", false).iter().all(Option::is_none));
+        assert!(
+            find_cookies("garbage;;=;x", true)
+                .iter()
+                .all(Option::is_none)
+        );
     }
 
     #[test]

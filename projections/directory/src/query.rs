@@ -89,10 +89,21 @@ impl Directory {
 
     /// The user, personal fields opened.
     pub fn user(&self, id: &UserId) -> Result<Option<UserView>, DirectoryError> {
-        match self.get::<UserView>(&keys::user(id))? {
-            Some(view) => Ok(Some(open_user(self.seal.as_ref(), view)?)),
+        match self.user_sealed(id)? {
+            Some(view) => Ok(Some(self.open(view)?)),
             None => Ok(None),
         }
+    }
+
+    /// The user as stored, personal fields still sealed: what may be kept in memory past an
+    /// erasure without keeping anything readable. [`Directory::open`] opens it.
+    pub fn user_sealed(&self, id: &UserId) -> Result<Option<UserView>, DirectoryError> {
+        self.get::<UserView>(&keys::user(id))
+    }
+
+    /// A view read by [`Directory::user_sealed`], personal fields opened.
+    pub fn open(&self, view: UserView) -> Result<UserView, DirectoryError> {
+        Ok(open_user(self.seal.as_ref(), view)?)
     }
 
     /// The user with this email address (compared normalised: trimmed, lower-case).

@@ -2,6 +2,7 @@
 //! sign-out and revocation, and `me`.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use idstream_auth::{OpaqueToken, TokenKind};
 use idstream_directory::UserView;
@@ -286,34 +287,48 @@ impl Identity {
     /// The signed-in person's account at a glance, read once from each read model it needs.
     ///
     /// Who: the signed-in user (also while a second factor must be set up).
-    pub fn account_overview(&self, caller: &Caller) -> Result<AccountOverview, AppError> {
+    pub fn account_overview(&self, caller: &Caller) -> Result<Arc<AccountOverview>, AppError> {
         let caller = self.own_account_while_enrolling(caller)?;
-        let user = self.user_now(&caller.user)?;
-        let roles = self.roles_in(&caller.tenant, &caller.user)?;
-        let tenant = self
-            .tenant_view_now(&caller.tenant)?
+        self.account_now(&caller.user, &caller.tenant, || {
+            self.read_account(&caller.user, &caller.tenant)
+        })
+    }
+
+    /// [`Identity::account_overview`] of `user` in `tenant`, read from the directory.
+    pub(crate) fn read_account(
+        &self,
+        user: &UserId,
+        tenant: &TenantId,
+    ) -> Result<Option<AccountOverview>, AppError> {
+        let Some(user) = self.directory().user(user).map_err(internal)? else {
+            return Ok(None);
+        };
+        let roles = self.roles_in(tenant, &user.id)?;
+        let organisations = self.user_tenants(&user.id)?.len();
+        let tenant_view = self
+            .tenant_view_now(tenant)?
             .ok_or(AppError::TenantNotFound)?;
         let attributes = user
             .attributes
-            .get(&caller.tenant)
-            .map(|values| idstream_domain::attributes::visible(&tenant.attributes, values))
+            .get(tenant)
+            .map(|values| idstream_domain::attributes::visible(&tenant_view.attributes, values))
             .unwrap_or_default()
             .into_iter()
             .map(|(name, value)| {
-                let label = tenant
+                let label = tenant_view
                     .attributes
                     .get(&name)
                     .map_or_else(|| name.clone(), |d| d.label.clone());
                 (label, value)
             })
             .collect();
-        Ok(AccountOverview {
-            organisations: self.user_tenants(&caller.user)?.len(),
-            organisation: tenant.name.clone(),
+        Ok(Some(AccountOverview {
+            organisations,
+            organisation: tenant_view.name.clone(),
             roles,
             attributes,
             user,
-        })
+        }))
     }
 
     /// The language the signed-in person chose for mails and pages, if they chose one.

@@ -535,7 +535,7 @@ impl Core {
     ) -> Result<Option<(UserStanding, Option<idstream_mailer::templates::Lang>)>, AppError> {
         let load = || {
             self.directory()
-                .user(&user)
+                .user_sealed(&user)
                 .map(|found| {
                     found.map(|view| {
                         let language = view
@@ -552,6 +552,24 @@ impl Core {
             Some(position) => checks.users.get_or_load(&user, position, load),
             None => load(),
         }
+    }
+
+    /// The account overview of `user` in `tenant` as the directory has it now, from
+    /// [`AuthChecks`] (read once per change of the directory) or `read` (from the directory).
+    pub(crate) fn account_now(
+        &self,
+        user: &UserId,
+        tenant: &TenantId,
+        read: impl FnOnce() -> Result<Option<super::sessions::AccountOverview>, AppError>,
+    ) -> Result<Arc<super::sessions::AccountOverview>, AppError> {
+        let load = || read().map(|found| found.map(Arc::new));
+        let checks = &self.id().auth_checks;
+        let key = (*user, tenant.clone());
+        match checks.position(self.read_models(), idstream_directory::NAME) {
+            Some(position) => checks.accounts.get_or_load(&key, position, load),
+            None => load(),
+        }?
+        .ok_or(AppError::UserNotFound)
     }
 
     /// Whether the tenant requires a second factor (false for an unknown tenant).
@@ -615,12 +633,16 @@ impl Core {
 const AUTH_CHECK_ENTRIES: usize = 65_536;
 /// Tenants whose `mfa_required` is kept.
 const AUTH_CHECK_TENANTS: usize = 4_096;
+/// People whose account overview is kept (about 1 KiB each: at most about 16 MiB).
+const ACCOUNT_ENTRIES: usize = 16_384;
 
 /// What [`App::authenticate`] checks on every request, kept decoded in memory: each entry is
 /// tagged with the position its read model had published when it was read and answers only
 /// while that model is still there (see [`ViewCache`]), so it is exactly as fresh as reading the
-/// model. Bounded, and without personal data (sessions keep no IP address or user agent, users
-/// only their status).
+/// model. Bounded. Sessions keep no IP address or user agent, users only their status; account
+/// overviews hold what the account page shows of a person (in memory only, like the read-model
+/// seal's values opened lately, and never answered once the directory has moved on: an erased
+/// person's entry is only left to be pushed out).
 pub(crate) struct AuthChecks {
     /// Session → its standing (identity read model).
     sessions: ViewCache<Ulid, Arc<SessionStanding>>,
@@ -630,6 +652,8 @@ pub(crate) struct AuthChecks {
     tenants: ViewCache<TenantId, Arc<idstream_directory::TenantView>>,
     /// User → has a confirmed TOTP secret (identity read model).
     totp: ViewCache<UserId, bool>,
+    /// (User, tenant) → their account overview (directory).
+    accounts: ViewCache<(UserId, TenantId), Arc<super::sessions::AccountOverview>>,
     /// Whether the read models include the identity and directory models, whose positions
     /// tag the entries; without them nothing is cached.
     tagged: OnceLock<bool>,
@@ -642,6 +666,7 @@ impl Default for AuthChecks {
             users: ViewCache::new(AUTH_CHECK_ENTRIES),
             tenants: ViewCache::new(AUTH_CHECK_TENANTS),
             totp: ViewCache::new(AUTH_CHECK_ENTRIES),
+            accounts: ViewCache::new(ACCOUNT_ENTRIES),
             tagged: OnceLock::new(),
         }
     }
