@@ -27,6 +27,11 @@
 //!    one raw writer appending same-size records with one `sync_data` per group as large as the
 //!    number of appenders: the best group commit can do.
 //!
+//! Lines marked `(capacity)` give what the rebuild's population costs to keep: the stream's bytes
+//! in JetStream's file store and the same events' bytes in the embedded log, per event; the four
+//! read models' bytes on disk after the rebuild, per event; the process's peak RSS; and the
+//! offline rebuild from the embedded log (see *Capacity* in `benches/RESULTS.md`).
+//!
 //! Lines marked `(info)` break a figure down so that a missed target can be attributed: the log
 //! layer (`JetStreamLog::append`) alone, before and while the read models consume the stream; and
 //! the rebuild's two halves (reading the log in pages, applying pages from memory).
@@ -813,6 +818,22 @@ async fn rebuild_rate(
             .join(", ")
     );
 
+    let users = kinds.get("UserRegistered").copied().unwrap_or(0);
+    let log_bytes = raw
+        .get_stream(REBUILD_STREAM)
+        .await?
+        .info()
+        .await?
+        .state
+        .bytes;
+    println!(
+        "  (capacity) JetStream's file store holds the stream in {} MiB: {} B per event ({users} users, \
+         {:.2} events per user)",
+        log_bytes / (1024 * 1024),
+        log_bytes / n,
+        n as f64 / users.max(1) as f64
+    );
+
     // (a) Raw replay: one ordered consumer over the whole stream, touching every payload byte.
     let started = Instant::now();
     let stream = raw.get_stream(REBUILD_STREAM).await?;
@@ -866,6 +887,16 @@ async fn rebuild_rate(
         cpu.as_secs_f64() * 1e6 / n as f64,
         cpu.as_secs_f64() / rebuild_elapsed.as_secs_f64()
     );
+
+    let models_bytes = dir_bytes(&dir)?;
+    println!(
+        "  (capacity) the four read models on disk (sled, after the rebuild): {} MiB = {} B per event; \
+         peak RSS of this process so far {} MiB",
+        models_bytes / (1024 * 1024),
+        models_bytes / n,
+        peak_rss_kib() / 1024
+    );
+    embedded_capacity(n, scratch).await?;
 
     // (d) Point-in-time replay (F-AU-2): the directory and access read models up to the middle
     // of the log, into a store of their own, as the audit endpoints build them.
@@ -1039,6 +1070,63 @@ fn process_cpu() -> Duration {
         Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
     };
     time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// The bytes of every file under `dir`.
+fn dir_bytes(dir: &Path) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            dir_bytes(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
+}
+
+/// The same population in the embedded log (the default backend): its size on disk per event,
+/// and the offline rebuild of the read models from it.
+async fn embedded_capacity(n: u64, scratch: &Path) -> anyhow::Result<()> {
+    let dir = scratch.join("embedded-capacity");
+    let log: SharedLog = EmbeddedLog::open(&dir.join("log"), EmbeddedOptions::default()).await?;
+    let started = Instant::now();
+    let mut inflight = FuturesUnordered::new();
+    for event in population().take(n as usize) {
+        let log = log.clone();
+        inflight.push(async move { log.append(vec![event], Expected::Any, None).await });
+        if inflight.len() >= 256 {
+            inflight.next().await.expect("appends are in flight")?;
+        }
+    }
+    while let Some(appended) = inflight.next().await {
+        appended?;
+    }
+    let filled = started.elapsed();
+    let log_bytes = dir_bytes(&dir.join("log"))?;
+    println!(
+        "  (capacity) the embedded log holds it in {} MiB: {} B per event (filled by 256 concurrent \
+         appenders in {filled:.2?})",
+        log_bytes / (1024 * 1024),
+        log_bytes / n
+    );
+    let started = Instant::now();
+    rebuild_offline(
+        &dir.join("models"),
+        log,
+        idstream_app::offline_projections(idstream_keys::ReadModelSeal::in_memory()),
+        |_, _| {},
+    )
+    .await?;
+    let elapsed = started.elapsed();
+    println!(
+        "  (capacity) rebuild_offline from the embedded log: {n} in {elapsed:.2?} = {}/s",
+        rate(n as f64 / elapsed.as_secs_f64())
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
 }
 
 /// The process's peak resident set (VmHWM), in KiB; 0 where /proc is missing.
