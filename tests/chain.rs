@@ -15,6 +15,7 @@ use tokio::process::{Child, Command};
 
 use crate::support::nats::NatsServer;
 use crate::support::service::ADMIN_TOKEN;
+use crate::support::verify::{Verdict, audit_verify};
 
 /// A checkpoint after this many events (the task's default is 1000)…
 const CHECKPOINT_EVENTS: &str = "10";
@@ -143,14 +144,6 @@ impl Serve {
     }
 }
 
-/// What `idstream audit verify` said.
-#[derive(Debug)]
-struct Verdict {
-    status: i32,
-    stdout: String,
-    stderr: String,
-}
-
 impl Verdict {
     /// (events, checkpoints, uncovered) of a clean verification.
     #[track_caller]
@@ -198,26 +191,7 @@ async fn verify(data_dir: &Path, nats_url: Option<&str>) -> Verdict {
 }
 
 async fn verify_with(data_dir: &Path, nats_url: Option<&str>, args: &[&str]) -> Verdict {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_idstream"));
-    command
-        .args(["audit", "verify"])
-        .args(args)
-        .env("IDSTREAM_DATA_DIR", data_dir)
-        .env("IDSTREAM_LOG", "warn")
-        .env_remove("IDSTREAM_NATS_URL")
-        .env_remove("IDSTREAM_CONFIG");
-    if let Some(url) = nats_url {
-        command.env("IDSTREAM_NATS_URL", url);
-    }
-    let output = tokio::time::timeout(Duration::from_secs(120), command.output())
-        .await
-        .expect("verify finishes")
-        .unwrap();
-    Verdict {
-        status: output.status.code().expect("exited"),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    audit_verify(data_dir, nats_url, &[], args).await
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -624,23 +624,12 @@ async fn read_models_at_the_same_position(
 
 /// Runs `idstream audit verify` against the cluster: (exit status, stdout, stderr).
 async fn audit_verify(data_dir: &Path, urls: &str) -> (i32, String, String) {
-    let output = tokio::time::timeout(
-        Duration::from_secs(120),
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_idstream"))
-            .args(["audit", "verify"])
-            .env("IDSTREAM_DATA_DIR", data_dir)
-            .env("IDSTREAM_NATS_URL", urls)
-            .env("IDSTREAM_STREAM_REPLICAS", "3")
-            .env("IDSTREAM_LOG", "warn")
-            .env_remove("IDSTREAM_CONFIG")
-            .output(),
+    let verdict = crate::support::verify::audit_verify(
+        data_dir,
+        Some(urls),
+        &[("IDSTREAM_STREAM_REPLICAS", "3")],
+        &[],
     )
-    .await
-    .expect("audit verify finishes")
-    .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    .await;
+    (verdict.status, verdict.stdout, verdict.stderr)
 }

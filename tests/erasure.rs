@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::support::nats::NatsServer;
 use crate::support::service::{Answer, Service};
+use crate::support::verify::audit_verify;
 
 /// Appears only in the erased user's email, names and picture, in the user agent of her
 /// sign-ins (the other personal data of a sign-in, the address, is 127.0.0.1 for everyone here),
@@ -44,28 +45,13 @@ async fn idstream(data: &Path, args: &[&str]) -> String {
     stdout
 }
 
-/// Every file under `dir` whose bytes contain `needle`.
+/// The files under `dir` that hold `needle` in any of the forms a store keeps text in (see
+/// `files_holding`).
 fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(current) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&current) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if let Ok(bytes) = std::fs::read(&path)
-                && bytes
-                    .windows(needle.len())
-                    .any(|window| window == needle.as_bytes())
-            {
-                found.push(path.display().to_string());
-            }
-        }
-    }
-    found
+    idstream_projection_runtime::personal::files_holding(dir, &[needle])
+        .into_iter()
+        .map(|(path, _)| path.display().to_string())
+        .collect()
 }
 
 struct World {
@@ -384,23 +370,8 @@ async fn after_a_restart_it_still_works_and_the_trail_verifies(svc: &mut Service
     let found = svc.get_at("/v1/tenants/acme/users?q=carol", created).await;
     assert!(found.body.to_string().contains(&carol), "{found:?}");
     svc.stop().await;
-    let mut verify = tokio::process::Command::new(env!("CARGO_BIN_EXE_idstream"));
-    verify
-        .args(["audit", "verify"])
-        .env("IDSTREAM_DATA_DIR", &svc.data_dir)
-        .env("IDSTREAM_LOG", "warn")
-        .env_remove("IDSTREAM_NATS_URL")
-        .env_remove("IDSTREAM_CONFIG");
-    if let Some(url) = &svc.nats_url {
-        verify.env("IDSTREAM_NATS_URL", url);
-    }
-    let output = verify.output().await.unwrap();
-    assert!(
-        output.status.success(),
-        "audit verify: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let verdict = audit_verify(&svc.data_dir, svc.nats_url.as_deref(), &[], &[]).await;
+    assert_eq!(verdict.status, 0, "audit verify: {verdict:?}");
 }
 
 async fn erasure_leaves_the_structure_and_nothing_personal(svc: &Service, w: &World) {

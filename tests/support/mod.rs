@@ -5,4 +5,5 @@ pub mod cluster;
 pub mod nats;
 pub mod netns;
 pub mod service;
+pub mod verify;
 pub mod world;

@@ -200,6 +200,41 @@ pub fn files_holding(dir: &std::path::Path, texts: &[&str]) -> Vec<(std::path::P
     found
 }
 
+/// The phone number (without its `+`) and the IP address of [`events_with_personal_data`]'s
+/// person, which hold no canary text of their own.
+pub const CANARY_PHONE: &str = "33612340000";
+pub const CANARY_IP: &str = "198.51.100.77";
+
+/// What `projection` leaves in its store's files of a person's values: it applies
+/// [`events_with_personal_data`] to a fresh sled store in `root`, flushes and closes it, and
+/// returns what [`files_holding`] finds there of the canary, the phone number and the IP address.
+/// Empty for a projection that keeps no personal value in the clear.
+pub fn personal_values_stored_by(
+    projection: &dyn crate::Projection,
+    root: &std::path::Path,
+) -> Vec<(std::path::PathBuf, String)> {
+    let canary = "zq9canary";
+    let user: idstream_domain::UserId = "01J00000000000000000000CAN"
+        .parse()
+        .expect("a valid user id");
+    let tenant: idstream_domain::TenantId = "canary-co".parse().expect("a valid tenant id");
+    let db = sled::Config::new()
+        .path(root)
+        .open()
+        .expect("a fresh sled store");
+    let tree = db.open_tree("under-test").expect("a tree");
+    let events = events_with_personal_data(user, &tenant, canary);
+    let applied = crate::apply_events(projection, &tree, &events).expect("the events apply");
+    assert_eq!(
+        applied.checkpoint,
+        events.len() as u64,
+        "every event applied"
+    );
+    db.flush().expect("the store flushes");
+    drop((tree, db));
+    files_holding(root, &[canary, CANARY_PHONE, CANARY_IP])
+}
+
 /// Events that carry a personal value in every field `PERSONAL_DATA` lists, all of one person
 /// (`user`, a member of `tenant`), at positions 1, 2, …: registration, a profile, attribute
 /// values, an email change asked and confirmed, a failed and a successful sign-in. Each value
@@ -255,7 +290,7 @@ pub fn events_with_personal_data(
                 last_name: format!("Last{canary}"),
                 image_url: Some(format!("https://img.example.com/{canary}.png")),
                 notifications: Default::default(),
-                phone: Some("+33612340000".into()),
+                phone: Some(format!("+{CANARY_PHONE}")),
                 language: None,
             }),
         ),
@@ -283,7 +318,7 @@ pub fn events_with_personal_data(
             DomainEvent::SignInFailed(SignInFailed {
                 failures: 1,
                 at,
-                ip: Some("198.51.100.77".into()),
+                ip: Some(CANARY_IP.into()),
                 user_agent: Some(format!("Agent/{canary}")),
             }),
         ),
@@ -297,7 +332,7 @@ pub fn events_with_personal_data(
                 at,
                 expires_at: at + time::Duration::hours(10),
                 idle_timeout_seconds: 1800,
-                ip: Some("198.51.100.77".into()),
+                ip: Some(CANARY_IP.into()),
                 user_agent: Some(format!("Agent/{canary}")),
                 remembered: false,
             }),
