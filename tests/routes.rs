@@ -2224,6 +2224,8 @@ async fn page_csrf(client: &reqwest::Client, svc: &Service) -> String {
 /// - a link page without its link says how to get one (400) and appends nothing;
 /// - public pages answer, and a public form with made-up input appends nothing;
 /// - with a session, every session page answers 200;
+/// - an administration page refuses a member without its permission (403) and serves an
+///   administrator (200);
 /// - every answer carries the pages' Content-Security-Policy and `no-store`;
 /// - sign-up for a tenant that was never created looks exactly like sign-up for one that exists
 ///   and does not allow it.
@@ -2235,6 +2237,7 @@ async fn every_page_route_answers_each_browser_as_its_access_says() {
     let svc = Service::embedded(dir.path()).await;
     svc.create_tenant(ACME).await;
     let member = world::join(&svc, "pages@example.com", ACME, &["user"], PASSWORD).await;
+    let admin = world::join(&svc, "pages-admin@example.com", ACME, &["admin"], PASSWORD).await;
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -2315,7 +2318,7 @@ async fn every_page_route_answers_each_browser_as_its_access_says() {
             }
         }
         match route.access {
-            PageAccess::Session => {
+            PageAccess::Session | PageAccess::Admin => {
                 if status != 303 || !location.starts_with("/sign-in") {
                     failures.push(format!(
                         "{label} without a session: expected 303 to /sign-in, got {status} {location}"
@@ -2349,6 +2352,23 @@ async fn every_page_route_answers_each_browser_as_its_access_says() {
             failures.push(format!(
                 "{label}: a refused or made-up request appended to the log ({before} → {after})"
             ));
+        }
+        if route.access == PageAccess::Admin && route.method == "GET" {
+            // A member without the screen's permission is refused; an administrator is served.
+            let refused = request(true, Some(&member)).send().await.unwrap();
+            if refused.status() != 403 {
+                failures.push(format!(
+                    "{label} as a member without the permission: expected 403, got {}",
+                    refused.status()
+                ));
+            }
+            let served = request(true, Some(&admin)).send().await.unwrap();
+            if served.status() != 200 {
+                failures.push(format!(
+                    "{label} as an administrator: expected 200, got {}",
+                    served.status()
+                ));
+            }
         }
         if route.access == PageAccess::Session && route.method == "GET" {
             let page = request(true, Some(&member)).send().await.unwrap();

@@ -81,6 +81,8 @@ pub enum AppError {
     OwnerRequired,
     #[error("the user may not use API keys (their api_access flag is off)")]
     ApiAccessDisabled,
+    #[error("the user may not use the administration console (their dashboard_access flag is off)")]
+    DashboardAccessDisabled,
     #[error("the key would have permissions its owner does not hold: {}", .0.join(", "))]
     RestrictionBeyondOwner(Vec<String>),
     #[error("this email address belongs to another user")]

@@ -80,7 +80,7 @@ impl ApiError {
     }
 
     /// Status, stable code and the detail shown to the client.
-    fn parts(&self) -> (StatusCode, &'static str, String) {
+    pub(crate) fn parts(&self) -> (StatusCode, &'static str, String) {
         use StatusCode as S;
         let shown = |e: &dyn std::fmt::Display| e.to_string();
         match self {
@@ -301,6 +301,9 @@ impl ApiError {
                 AppError::InvitationPending => (S::CONFLICT, "invitation_pending", shown(e)),
                 AppError::OwnerRequired => (S::UNPROCESSABLE_ENTITY, "owner_required", shown(e)),
                 AppError::ApiAccessDisabled => (S::FORBIDDEN, "api_access_disabled", shown(e)),
+                AppError::DashboardAccessDisabled => {
+                    (S::FORBIDDEN, "dashboard_access_disabled", shown(e))
+                }
                 AppError::RestrictionBeyondOwner(_) => (
                     S::UNPROCESSABLE_ENTITY,
                     "restriction_beyond_owner",

@@ -30,7 +30,7 @@ use crate::routes::{self, CommandAccepted};
         `api_access` governs API keys: without it the user's keys are refused (401) on every request and none can \
         be issued for them (403 `api_access_disabled`), while their sessions work as before. `dashboard_access` is \
         for front ends: the API does not enforce it, and a front end shows its dashboard only to users who have it; \
-        the hosted administration pages will require it to sign in. `platform_admin` manages the platform. \
+        the hosted administration console (`/admin/…`) requires it (403 `dashboard_access_disabled`). `platform_admin` manages the platform. \
         \n\nBrowser front ends on other origins: CORS is off unless the operator lists origins (`cors_origins`); \
         then requests from those origins may read every answer and the headers `X-Idstream-Position`, \
         `Retry-After`, `Idempotent-Replayed` and `X-Correlation-Id`, and send `Authorization`, `Content-Type`, \

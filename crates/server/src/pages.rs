@@ -183,6 +183,10 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("message.html", include_str!("../templates/message.html")),
         ("account.html", include_str!("../templates/account.html")),
         (
+            "admin_users.html",
+            include_str!("../templates/admin_users.html"),
+        ),
+        (
             "two_factor_setup.html",
             include_str!("../templates/two_factor_setup.html"),
         ),
@@ -236,6 +240,10 @@ pub enum PageAccess {
     Link,
     /// A signed-in browser session; anyone else is sent to sign in.
     Session,
+    /// The administration console: a signed-in browser session of a person whose
+    /// `dashboard_access` flag is on and who holds the permission the screen reads with; anyone
+    /// else signed in is refused (403), anyone not signed in is sent to sign in.
+    Admin,
 }
 
 /// One method of one page route, and who may use it.
@@ -255,7 +263,7 @@ type RouteEntry = (
 );
 
 fn routes() -> Vec<RouteEntry> {
-    use PageAccess::{Link, Public, Session};
+    use PageAccess::{Admin, Link, Public, Session};
     use axum::routing::post;
     vec![
         ("/assets/idstream.css", Some(Public), None, get(stylesheet)),
@@ -287,6 +295,7 @@ fn routes() -> Vec<RouteEntry> {
             get(sign_up_page).post(sign_up),
         ),
         ("/account", Some(Session), None, get(account)),
+        ("/admin/users", Some(Admin), None, get(admin_users_page)),
         (
             ORGANISATION,
             Some(Session),
@@ -860,6 +869,9 @@ fn failure_page(title: &str, error: &AppError) -> Page {
             StatusCode::INTERNAL_SERVER_ERROR,
             "Something went wrong on our side.".to_owned(),
         ),
+        AppError::Forbidden(_) | AppError::DashboardAccessDisabled => {
+            (StatusCode::FORBIDDEN, error.to_string())
+        }
         other => (StatusCode::UNPROCESSABLE_ENTITY, other.to_string()),
     };
     Page::html(
@@ -1259,6 +1271,163 @@ impl AccountPages {
         );
         page
     }
+}
+
+// ----- the administration console -----
+
+const PEOPLE: &str = "People";
+
+/// The statuses the people screen filters by: (query value, label); the first is no filter.
+const STATUS_CHOICES: [(&str, &str); 6] = [
+    ("", "Any status"),
+    ("active", "Active"),
+    ("invited", "Invited"),
+    ("suspended", "Suspended"),
+    ("inactive", "Inactive"),
+    ("erased", "Erased"),
+];
+
+/// The orders the people screen offers: (query value, label); the first is the default.
+const SORT_CHOICES: [(&str, &str); 6] = [
+    ("email:asc", "Email address"),
+    ("first_name:asc", "First name"),
+    ("last_name:asc", "Last name"),
+    ("created_at:desc", "Newest first"),
+    ("created_at:asc", "Oldest first"),
+    ("last_sign_in:desc", "Latest sign-in first"),
+];
+
+/// The console's people screen: the organisation's directory, searched by name, address or id,
+/// filtered by status, sorted, a page at a time; the same search as `GET
+/// /v1/tenants/{tenant}/users`, with the same permission (`users:read`).
+async fn admin_users_page(State(state): State<AppState>, parts: Parts) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    // Back here after signing in, with the same search.
+    let here = match parts.uri.query() {
+        Some(query) => encoded(&format!("/admin/users?{query}")),
+        None => "/admin/users".to_owned(),
+    };
+    let (caller, refreshed) = match session_or_sign_in(&state, &parts, &cookies, &here).await {
+        Ok(signed_in) => signed_in,
+        Err(page) => return page,
+    };
+    let page = match people_screen(&state, &caller, parts.uri.query().unwrap_or("")).await {
+        Ok(page) | Err(page) => page,
+    };
+    with_cookies(page, refreshed, None)
+}
+
+async fn people_screen(state: &AppState, caller: &Caller, query: &str) -> Result<Page, Page> {
+    state
+        .app
+        .identity
+        .console(caller)
+        .map_err(|error| failure_page(PEOPLE, &error))?;
+    let tenant = caller
+        .authenticated()
+        .map(|auth| auth.tenant.clone())
+        .ok_or_else(|| failure_page(PEOPLE, &AppError::SessionOnly))?;
+    // What the form sends, empty fields left out (a field left empty is no filter).
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .filter(|(_, value)| !value.is_empty())
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect();
+    let value_of = |name: &str| {
+        pairs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or("", |(_, v)| v.as_str())
+    };
+    let unreadable = |detail: String| {
+        Page::html(
+            StatusCode::BAD_REQUEST,
+            "message.html",
+            context! { ..base(PEOPLE), ..context! {
+                message => format!("The search could not be read: {detail}."),
+                link => "/admin/users", link_text => "People",
+            }},
+        )
+    };
+    let encoded = |pairs: &[(String, String)]| {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        for (name, value) in pairs {
+            form.append_pair(name, value);
+        }
+        form.finish()
+    };
+    let uri: axum::http::Uri = format!("/admin/users?{}", encoded(&pairs))
+        .parse()
+        .map_err(|_| unreadable("its address".into()))?;
+    let search = axum::extract::Query::<crate::routes::people::SearchQuery>::try_from_uri(&uri)
+        .map_err(|rejection| unreadable(rejection.body_text()))?;
+    let mut people_query = search.0.to_query().map_err(|error| {
+        let (_, _, detail) = error.parts();
+        unreadable(detail)
+    })?;
+    if search.0.sort.is_none() {
+        people_query.sort = crate::routes::people::sort_of(Some(SORT_CHOICES[0].0))
+            .expect("the default order is well-formed");
+    }
+    let found = state
+        .app
+        .people
+        .search(caller, &tenant, &people_query)
+        .await
+        .map_err(|error| failure_page(PEOPLE, &error))?;
+    let date = |time: time::OffsetDateTime| {
+        time.format(&time::macros::format_description!("[year]-[month]-[day]"))
+            .unwrap_or_default()
+    };
+    let rows: Vec<minijinja::Value> = found
+        .rows
+        .iter()
+        .map(|row| {
+            let user = &row.user;
+            let status = STATUS_CHOICES
+                .iter()
+                .find(|(value, _)| *value == crate::routes::people::status_name(row.status))
+                .map_or("", |(_, label)| label);
+            context! {
+                name => format!("{} {}", user.first_name, user.last_name).trim(),
+                email => &user.email,
+                status => status,
+                roles => row.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "),
+                created => date(user.created_at),
+                last_sign_in => user.last_sign_in.map(date),
+            }
+        })
+        .collect();
+    let choices = |choices: &[(&str, &str)], chosen: &str| -> Vec<minijinja::Value> {
+        choices
+            .iter()
+            .map(|(value, label)| {
+                context! { value => value, label => label, selected => *value == chosen }
+            })
+            .collect()
+    };
+    let next = found.next.map(|cursor| {
+        let mut onwards: Vec<(String, String)> = pairs
+            .iter()
+            .filter(|(n, _)| n != "cursor")
+            .cloned()
+            .collect();
+        onwards.push(("cursor".into(), cursor));
+        format!("/admin/users?{}", encoded(&onwards))
+    });
+    let sort = match value_of("sort") {
+        "" => SORT_CHOICES[0].0,
+        chosen => chosen,
+    };
+    Ok(Page::html(
+        StatusCode::OK,
+        "admin_users.html",
+        context! { ..base(PEOPLE), ..context! {
+            wide => true, q => value_of("q"),
+            statuses => choices(&STATUS_CHOICES, value_of("status")),
+            sorts => choices(&SORT_CHOICES, sort),
+            rows => rows, total => found.total, exact => found.total_exact, next => next,
+        }},
+    ))
 }
 
 // ----- the organisation -----

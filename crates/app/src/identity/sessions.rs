@@ -331,6 +331,20 @@ impl Identity {
         }))
     }
 
+    /// The administration console's gate: a person signed in through a session, whose
+    /// `dashboard_access` flag is on. Each screen's own operation then checks the permission it
+    /// needs (the users screen `users:read`, …).
+    ///
+    /// Who: the signed-in user, through a session.
+    pub fn console(&self, caller: &Caller) -> Result<(), AppError> {
+        let caller = self.own_session(caller)?;
+        if self.user_now(&caller.user)?.flags.dashboard_access {
+            Ok(())
+        } else {
+            Err(AppError::DashboardAccessDisabled)
+        }
+    }
+
     /// The language the signed-in person chose for mails and pages, if they chose one.
     ///
     /// Who: the signed-in user (also while a second factor must be set up); `None` for anyone

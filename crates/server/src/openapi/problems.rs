@@ -41,6 +41,7 @@ pub const CODES: &[&str] = &[
     "built_in_role",
     "cannot_remove_self",
     "concurrency_conflict",
+    "dashboard_access_disabled",
     "dry_run_unsupported",
     "email_not_verified",
     "email_taken",

@@ -261,7 +261,7 @@ fn status_of(name: &str) -> Option<UserStatus> {
     })
 }
 
-fn status_name(status: UserStatus) -> &'static str {
+pub(crate) fn status_name(status: UserStatus) -> &'static str {
     match status {
         UserStatus::Invited => "invited",
         UserStatus::Active => "active",
@@ -283,7 +283,7 @@ fn time(name: &str, text: Option<&str>) -> Result<Option<OffsetDateTime>, ApiErr
 }
 
 /// `<column>[:asc|:desc]`.
-fn sort_of(text: Option<&str>) -> Result<Sort, ApiError> {
+pub(crate) fn sort_of(text: Option<&str>) -> Result<Sort, ApiError> {
     let Some(text) = text else {
         return Ok(Sort::default());
     };
