@@ -160,8 +160,30 @@ const FRENCH: &[(&str, &str)] = &[
     ("Created", "Créé le"),
     ("Last sign-in", "Dernière connexion"),
     ("Next page", "Page suivante"),
+    ("Invite someone", "Inviter quelqu’un"),
+    (
+        "Role (blank: the organisation's default)",
+        "Rôle (vide : celui par défaut de l’organisation)",
+    ),
+    ("Send", "Envoyer"),
+    ("by email", "par e-mail"),
+    ("as a link to pass on", "sous forme de lien à transmettre"),
+    ("Invite", "Inviter"),
     // Titles, messages and errors the handlers pass.
     ("People", "Personnes"),
+    ("There is no such role.", "Ce rôle n’existe pas."),
+    (
+        "Pass this link on to the person invited; it is shown only now.",
+        "Transmettez ce lien à la personne invitée ; il n’est affiché que maintenant.",
+    ),
+    (
+        "The invitation is on its way.",
+        "L’invitation est en route.",
+    ),
+    (
+        "The invitation is recorded, but its mail could not be sent yet.",
+        "L’invitation est enregistrée, mais son e-mail n’a pas encore pu partir.",
+    ),
     ("Any status", "Tous les statuts"),
     ("Active", "Actif"),
     ("Invited", "Invité"),

@@ -296,6 +296,7 @@ fn routes() -> Vec<RouteEntry> {
         ),
         ("/account", Some(Session), None, get(account)),
         ("/admin/users", Some(Admin), None, get(admin_users_page)),
+        ("/admin/users/invite", None, Some(Admin), post(admin_invite)),
         (
             ORGANISATION,
             Some(Session),
@@ -1311,13 +1312,20 @@ async fn admin_users_page(State(state): State<AppState>, parts: Parts) -> Page {
         Ok(signed_in) => signed_in,
         Err(page) => return page,
     };
-    let page = match people_screen(&state, &caller, parts.uri.query().unwrap_or("")).await {
+    let (csrf, set) = csrf_of(&cookies);
+    let query = parts.uri.query().unwrap_or("");
+    let page = match people_screen(&state, &caller, query, &csrf).await {
         Ok(page) | Err(page) => page,
     };
-    with_cookies(page, refreshed, None)
+    with_cookies(page, refreshed, set)
 }
 
-async fn people_screen(state: &AppState, caller: &Caller, query: &str) -> Result<Page, Page> {
+async fn people_screen(
+    state: &AppState,
+    caller: &Caller,
+    query: &str,
+    csrf: &str,
+) -> Result<Page, Page> {
     state
         .app
         .identity
@@ -1422,10 +1430,109 @@ async fn people_screen(state: &AppState, caller: &Caller, query: &str) -> Result
         StatusCode::OK,
         "admin_users.html",
         context! { ..base(PEOPLE), ..context! {
-            wide => true, q => value_of("q"),
+            wide => true, csrf => csrf, q => value_of("q"),
             statuses => choices(&STATUS_CHOICES, value_of("status")),
             sorts => choices(&SORT_CHOICES, sort),
             rows => rows, total => found.total, exact => found.total_exact, next => next,
+        }},
+    ))
+}
+
+#[derive(Deserialize)]
+struct InviteForm {
+    csrf: String,
+    email: String,
+    first_name: String,
+    last_name: String,
+    /// Blank: the organisation's default role.
+    #[serde(default)]
+    role: String,
+    /// `email` (the service mails the link) or `link` (shown here, once).
+    #[serde(default)]
+    delivery: String,
+}
+
+/// The console's invitation: by email, or as a link shown once for the inviter to pass on; the
+/// same operation as `POST /v1/tenants/{tenant}/invitations`, with its permission
+/// (`users:create`, and giving the role).
+async fn admin_invite(
+    State(state): State<AppState>,
+    parts: Parts,
+    PageForm(form): PageForm<InviteForm>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    if !csrf_holds(&cookies, &form.csrf) {
+        return refused_form();
+    }
+    let (caller, refreshed) =
+        match session_or_sign_in(&state, &parts, &cookies, "/admin/users").await {
+            Ok(signed_in) => signed_in,
+            Err(page) => return page,
+        };
+    let page = match invite_from_console(&state, &caller, form).await {
+        Ok(page) | Err(page) => page,
+    };
+    with_cookies(page, refreshed, None)
+}
+
+async fn invite_from_console(
+    state: &AppState,
+    caller: &Caller,
+    form: InviteForm,
+) -> Result<Page, Page> {
+    const INVITE: &str = "Invite someone";
+    let refused = |error: &AppError| failure_page(INVITE, error);
+    state
+        .app
+        .identity
+        .console(caller)
+        .map_err(|e| refused(&e))?;
+    let tenant = caller
+        .authenticated()
+        .map(|auth| auth.tenant.clone())
+        .ok_or_else(|| refused(&AppError::SessionOnly))?;
+    let roles = match form.role.trim() {
+        "" => Vec::new(),
+        role => vec![role.parse::<idstream_domain::RoleName>().map_err(|_| {
+            Page::html(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "message.html",
+                context! { ..base(INVITE), ..context! {
+                    message => "There is no such role.", link => "/admin/users", link_text => "People",
+                }},
+            )
+        })?],
+    };
+    let delivery = match form.delivery.as_str() {
+        "link" => idstream_domain::events::InvitationDelivery::Link,
+        _ => idstream_domain::events::InvitationDelivery::Email,
+    };
+    let sent = state
+        .app
+        .identity
+        .invite(
+            caller,
+            tenant,
+            idstream_app::identity::InvitationRequest {
+                email: form.email,
+                first_name: form.first_name,
+                last_name: form.last_name,
+                roles,
+                delivery,
+            },
+        )
+        .await
+        .map_err(|error| refused(&error))?;
+    let message = match (&sent.link, sent.email_sent) {
+        (Some(_), _) => "Pass this link on to the person invited; it is shown only now.",
+        (None, true) => "The invitation is on its way.",
+        (None, false) => "The invitation is recorded, but its mail could not be sent yet.",
+    };
+    Ok(Page::html(
+        StatusCode::OK,
+        "message.html",
+        context! { ..base(INVITE), ..context! {
+            message => message, secret => sent.link, link => "/admin/users", link_text => "People",
         }},
     ))
 }
