@@ -1261,6 +1261,59 @@ async fn the_console_lists_searches_and_pages_the_organisation_s_people() {
     wrong_role[4] = ("role", "Not A Role!");
     assert_eq!(invite(&admin, &wrong_role).await.0, 422);
 
+    // One person's page, and changes of their status through its buttons.
+    let status_of = |page: &str| {
+        ["Active", "Suspended", "Inactive"]
+            .into_iter()
+            .find(|label| page.contains(&format!("<dd>{label}</dd>")))
+            .unwrap_or("?")
+            .to_owned()
+    };
+    let person = format!("/admin/users/{}", member.id);
+    let (status, page) = get(Some(&admin), &person, "en").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("member@example.com"), "{page}");
+    assert_eq!(status_of(&page), "Active");
+    for (action, after) in [
+        ("suspend", "Suspended"),
+        ("reinstate", "Active"),
+        ("deactivate", "Inactive"),
+        ("reactivate", "Active"),
+    ] {
+        let answer = client
+            .post(svc.url(&format!("{person}/status")))
+            .header(
+                "cookie",
+                format!(
+                    "ids_access={}; ids_session={}; ids_csrf=console-csrf",
+                    admin.token, admin.refresh
+                ),
+            )
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(&[("csrf", "console-csrf"), ("action", action)]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 303, "{action}");
+        let (_, page) = get(Some(&admin), &person, "en").await;
+        assert_eq!(status_of(&page), after, "after {action}: {page}");
+    }
+    // Someone of another organisation reads exactly like nobody.
+    svc.create_tenant("globex").await;
+    let (outsider, _) = svc
+        .create_user("globex", "outsider@example.com", &["user"])
+        .await;
+    let (status, elsewhere) = get(Some(&admin), &format!("/admin/users/{outsider}"), "en").await;
+    let (nobody_status, nobody) = get(
+        Some(&admin),
+        "/admin/users/01ARZ3NDEKTSV4RRFFQ69G5FAV",
+        "en",
+    )
+    .await;
+    assert_eq!((status, nobody_status), (404, 404));
+    assert_eq!(elsewhere, nobody);
+    assert!(!elsewhere.contains("outsider"), "{elsewhere}");
+
     // In a browser: sent to sign in on the way, then the screen, searched and paged, with no
     // serious accessibility violation.
     let driver = Driver::start().await;

@@ -2258,6 +2258,7 @@ async fn every_page_route_answers_each_browser_as_its_access_says() {
         ("session", "01ARZ3NDEKTSV4RRFFQ69G5FAV"),
         ("key", "01ARZ3NDEKTSV4RRFFQ69G5FAV"),
         ("name", "made up"),
+        ("action", "suspend"),
     ];
     let encode = |pairs: &[(&str, &str)]| {
         let mut form = form_urlencoded::Serializer::new(String::new());
@@ -2280,15 +2281,17 @@ async fn every_page_route_answers_each_browser_as_its_access_says() {
                     account.token, account.refresh
                 );
             }
+            // Paths name a person: the member's.
+            let path = route.path.replace("{user}", &member.id);
             let builder = if route.method == "GET" {
-                client.get(svc.url(route.path))
+                client.get(svc.url(&path))
             } else {
                 let mut pairs = made_up.to_vec();
                 if with_csrf {
                     pairs.push(("csrf", csrf.as_str()));
                 }
                 client
-                    .post(svc.url(route.path))
+                    .post(svc.url(&path))
                     .header("content-type", "application/x-www-form-urlencoded")
                     .body(encode(&pairs))
             };

@@ -171,6 +171,11 @@ const FRENCH: &[(&str, &str)] = &[
     ("Invite", "Inviter"),
     // Titles, messages and errors the handlers pass.
     ("People", "Personnes"),
+    ("Person", "Personne"),
+    ("Suspend", "Suspendre"),
+    ("Reinstate", "Rétablir"),
+    ("Deactivate", "Désactiver"),
+    ("Reactivate", "Réactiver"),
     ("There is no such role.", "Ce rôle n’existe pas."),
     (
         "Pass this link on to the person invited; it is shown only now.",

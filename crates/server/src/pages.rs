@@ -183,6 +183,10 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("message.html", include_str!("../templates/message.html")),
         ("account.html", include_str!("../templates/account.html")),
         (
+            "admin_user.html",
+            include_str!("../templates/admin_user.html"),
+        ),
+        (
             "admin_users.html",
             include_str!("../templates/admin_users.html"),
         ),
@@ -297,6 +301,18 @@ fn routes() -> Vec<RouteEntry> {
         ("/account", Some(Session), None, get(account)),
         ("/admin/users", Some(Admin), None, get(admin_users_page)),
         ("/admin/users/invite", None, Some(Admin), post(admin_invite)),
+        (
+            "/admin/users/{user}",
+            Some(Admin),
+            None,
+            get(admin_user_page),
+        ),
+        (
+            "/admin/users/{user}/status",
+            None,
+            Some(Admin),
+            post(admin_user_status),
+        ),
         (
             ORGANISATION,
             Some(Session),
@@ -873,6 +889,7 @@ fn failure_page(title: &str, error: &AppError) -> Page {
         AppError::Forbidden(_) | AppError::DashboardAccessDisabled => {
             (StatusCode::FORBIDDEN, error.to_string())
         }
+        AppError::UserNotFound => (StatusCode::NOT_FOUND, error.to_string()),
         other => (StatusCode::UNPROCESSABLE_ENTITY, other.to_string()),
     };
     Page::html(
@@ -1396,6 +1413,7 @@ async fn people_screen(
                 .find(|(value, _)| *value == crate::routes::people::status_name(row.status))
                 .map_or("", |(_, label)| label);
             context! {
+                id => user.id.to_string(),
                 name => format!("{} {}", user.first_name, user.last_name).trim(),
                 email => &user.email,
                 status => status,
@@ -1436,6 +1454,152 @@ async fn people_screen(
             rows => rows, total => found.total, exact => found.total_exact, next => next,
         }},
     ))
+}
+
+/// One person of the organisation as the console shows them, read with the directory search
+/// (so with `users:read` in the caller's organisation, and only if they belong to it: another
+/// organisation's people are not found, whether they exist or not).
+async fn console_person(
+    state: &AppState,
+    caller: &Caller,
+    user: &str,
+) -> Result<idstream_app::PersonRow, Page> {
+    const PERSON: &str = "Person";
+    state
+        .app
+        .identity
+        .console(caller)
+        .map_err(|error| failure_page(PERSON, &error))?;
+    let tenant = caller
+        .authenticated()
+        .map(|auth| auth.tenant.clone())
+        .ok_or_else(|| failure_page(PERSON, &AppError::SessionOnly))?;
+    let not_found = || failure_page(PERSON, &AppError::UserNotFound);
+    let id: UserId = user.parse().map_err(|_| not_found())?;
+    let query = idstream_app::PeopleQuery {
+        text: Some(id.to_string()),
+        limit: 1,
+        ..crate::routes::people::SearchQuery::default()
+            .to_query()
+            .map_err(|_| not_found())?
+    };
+    let found = state
+        .app
+        .people
+        .search(caller, &tenant, &query)
+        .await
+        .map_err(|error| failure_page(PERSON, &error))?;
+    found
+        .rows
+        .into_iter()
+        .find(|row| row.user.id == id)
+        .ok_or_else(not_found)
+}
+
+/// The console's page of one person: who they are, their status and roles, and the changes of
+/// status the console offers.
+async fn admin_user_page(
+    State(state): State<AppState>,
+    axum::extract::Path(user): axum::extract::Path<String>,
+    parts: Parts,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    let here = encoded(&format!("/admin/users/{user}"));
+    let (caller, refreshed) = match session_or_sign_in(&state, &parts, &cookies, &here).await {
+        Ok(signed_in) => signed_in,
+        Err(page) => return page,
+    };
+    let (csrf, set) = csrf_of(&cookies);
+    let page = match console_person(&state, &caller, &user).await {
+        Err(page) => page,
+        Ok(row) => {
+            let view = &row.user;
+            let status = crate::routes::people::status_name(row.status);
+            let label = STATUS_CHOICES
+                .iter()
+                .find(|(value, _)| *value == status)
+                .map_or("", |(_, label)| label);
+            // What the console offers for each status: (action, button).
+            let actions: Vec<minijinja::Value> = match status {
+                "active" => vec![("suspend", "Suspend"), ("deactivate", "Deactivate")],
+                "suspended" => vec![("reinstate", "Reinstate"), ("deactivate", "Deactivate")],
+                "inactive" => vec![("reactivate", "Reactivate")],
+                _ => Vec::new(),
+            }
+            .into_iter()
+            .map(|(action, button)| context! { action => action, button => button })
+            .collect();
+            Page::html(
+                StatusCode::OK,
+                "admin_user.html",
+                context! { ..base("Person"), ..context! {
+                    csrf => csrf, id => view.id.to_string(),
+                    name => format!("{} {}", view.first_name, view.last_name).trim(),
+                    email => &view.email, status => label,
+                    roles => row.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "),
+                    actions => actions,
+                }},
+            )
+        }
+    };
+    with_cookies(page, refreshed, set)
+}
+
+#[derive(Deserialize)]
+struct StatusForm {
+    csrf: String,
+    action: String,
+}
+
+/// A change of a person's status from the console: the same operations as the API's
+/// (`suspend`, `reinstate`, `deactivate`, `reactivate`), with their permissions and guards.
+async fn admin_user_status(
+    State(state): State<AppState>,
+    axum::extract::Path(user): axum::extract::Path<String>,
+    parts: Parts,
+    PageForm(form): PageForm<StatusForm>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    if !csrf_holds(&cookies, &form.csrf) {
+        return refused_form();
+    }
+    let here = format!("/admin/users/{}", encoded(&user));
+    let (caller, refreshed) = match session_or_sign_in(&state, &parts, &cookies, &here).await {
+        Ok(signed_in) => signed_in,
+        Err(page) => return page,
+    };
+    let page = match console_person(&state, &caller, &user).await {
+        Err(page) => page,
+        Ok(row) => {
+            let users = &state.app.users;
+            let id = row.user.id;
+            let done = match form.action.as_str() {
+                "suspend" => {
+                    users
+                        .suspend(
+                            &caller,
+                            id,
+                            idstream_app::SuspendRequest {
+                                until: None,
+                                reason: None,
+                            },
+                        )
+                        .await
+                }
+                "reinstate" => users.reinstate(&caller, id).await,
+                "deactivate" => users.deactivate(&caller, id).await,
+                "reactivate" => users.reactivate(&caller, id).await,
+                _ => Err(AppError::InvalidQuery(
+                    "the action is suspend, reinstate, deactivate or reactivate".into(),
+                )),
+            };
+            match done {
+                Ok(_) => Page::redirect(&format!("/admin/users/{id}")),
+                Err(error) => failure_page("Person", &error),
+            }
+        }
+    };
+    with_cookies(page, refreshed, None)
 }
 
 #[derive(Deserialize)]
