@@ -1298,6 +1298,27 @@ async fn the_console_lists_searches_and_pages_the_organisation_s_people() {
         let (_, page) = get(Some(&admin), &person, "en").await;
         assert_eq!(status_of(&page), after, "after {action}: {page}");
     }
+    // Ending the member's sessions: their tokens no longer open their account.
+    let answer = client
+        .post(svc.url(&format!("{person}/status")))
+        .header(
+            "cookie",
+            format!(
+                "ids_access={}; ids_session={}; ids_csrf=console-csrf",
+                admin.token, admin.refresh
+            ),
+        )
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[
+            ("csrf", "console-csrf"),
+            ("action", "end_sessions"),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 303);
+    assert_eq!(svc.get_as(&member.token, "/v1/auth/me").await.status, 401);
+
     // Someone of another organisation reads exactly like nobody.
     svc.create_tenant("globex").await;
     let (outsider, _) = svc

@@ -176,6 +176,8 @@ const FRENCH: &[(&str, &str)] = &[
     ("Reinstate", "Rétablir"),
     ("Deactivate", "Désactiver"),
     ("Reactivate", "Réactiver"),
+    ("End their sessions", "Mettre fin à ses sessions"),
+    ("Lift a lock-out", "Lever un blocage"),
     ("There is no such role.", "Ce rôle n’existe pas."),
     (
         "Pass this link on to the person invited; it is shown only now.",

@@ -1520,15 +1520,20 @@ async fn admin_user_page(
                 .find(|(value, _)| *value == status)
                 .map_or("", |(_, label)| label);
             // What the console offers for each status: (action, button).
-            let actions: Vec<minijinja::Value> = match status {
+            let mut offered = match status {
                 "active" => vec![("suspend", "Suspend"), ("deactivate", "Deactivate")],
                 "suspended" => vec![("reinstate", "Reinstate"), ("deactivate", "Deactivate")],
                 "inactive" => vec![("reactivate", "Reactivate")],
                 _ => Vec::new(),
+            };
+            if status != "erased" {
+                offered.push(("end_sessions", "End their sessions"));
+                offered.push(("unlock", "Lift a lock-out"));
             }
-            .into_iter()
-            .map(|(action, button)| context! { action => action, button => button })
-            .collect();
+            let actions: Vec<minijinja::Value> = offered
+                .into_iter()
+                .map(|(action, button)| context! { action => action, button => button })
+                .collect();
             Page::html(
                 StatusCode::OK,
                 "admin_user.html",
@@ -1551,8 +1556,9 @@ struct StatusForm {
     action: String,
 }
 
-/// A change of a person's status from the console: the same operations as the API's
-/// (`suspend`, `reinstate`, `deactivate`, `reactivate`), with their permissions and guards.
+/// A change of a person's standing from the console: the same operations as the API's
+/// (`suspend`, `reinstate`, `deactivate`, `reactivate`, ending every session, lifting a
+/// lock-out), with their permissions and guards.
 async fn admin_user_status(
     State(state): State<AppState>,
     axum::extract::Path(user): axum::extract::Path<String>,
@@ -1589,8 +1595,11 @@ async fn admin_user_status(
                 "reinstate" => users.reinstate(&caller, id).await,
                 "deactivate" => users.deactivate(&caller, id).await,
                 "reactivate" => users.reactivate(&caller, id).await,
+                "end_sessions" => users.revoke_sessions(&caller, id).await,
+                "unlock" => users.unlock(&caller, id).await,
                 _ => Err(AppError::InvalidQuery(
-                    "the action is suspend, reinstate, deactivate or reactivate".into(),
+                    "the action is suspend, reinstate, deactivate, reactivate, end_sessions or unlock"
+                        .into(),
                 )),
             };
             match done {
