@@ -1298,6 +1298,16 @@ async fn the_console_lists_searches_and_pages_the_organisation_s_people() {
         let (_, page) = get(Some(&admin), &person, "en").await;
         assert_eq!(status_of(&page), after, "after {action}: {page}");
     }
+    // The person's page tells what happened to them, newest first, and who did it.
+    let (_, page) = get(Some(&admin), &person, "en").await;
+    assert!(page.contains("What happened to them lately"), "{page}");
+    let suspended = page.find("suspended").expect("the suspension in the trail");
+    let reactivated = page
+        .find("reactivated")
+        .expect("the reactivation in the trail");
+    assert!(reactivated < suspended, "newest first: {page}");
+    assert!(page.contains(&format!("user {}", admin.id)), "{page}");
+
     // Ending the member's sessions: their tokens no longer open their account.
     let answer = client
         .post(svc.url(&format!("{person}/status")))

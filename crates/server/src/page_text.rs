@@ -162,6 +162,13 @@ const FRENCH: &[(&str, &str)] = &[
     ("Next page", "Page suivante"),
     ("Invite someone", "Inviter quelqu’un"),
     (
+        "What happened to them lately",
+        "Ce qui lui est arrivé récemment",
+    ),
+    ("When", "Quand"),
+    ("What", "Quoi"),
+    ("By", "Par"),
+    (
         "Role (blank: the organisation's default)",
         "Rôle (vide : celui par défaut de l’organisation)",
     ),

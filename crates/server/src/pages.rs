@@ -1530,6 +1530,10 @@ async fn admin_user_page(
                 offered.push(("end_sessions", "End their sessions"));
                 offered.push(("unlock", "Lift a lock-out"));
             }
+            let trail = match person_trail(&state, &caller, view.id).await {
+                Ok(trail) => trail,
+                Err(page) => return with_cookies(page, refreshed, set),
+            };
             let actions: Vec<minijinja::Value> = offered
                 .into_iter()
                 .map(|(action, button)| context! { action => action, button => button })
@@ -1542,12 +1546,63 @@ async fn admin_user_page(
                     name => format!("{} {}", view.first_name, view.last_name).trim(),
                     email => &view.email, status => label,
                     roles => row.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "),
-                    actions => actions,
+                    actions => actions, trail => trail,
                 }},
             )
         }
     };
     with_cookies(page, refreshed, set)
+}
+
+/// The latest events about `user` in the caller's organisation, for the person's page: `None`
+/// when the caller may not read the audit trail (the section is then left out).
+async fn person_trail(
+    state: &AppState,
+    caller: &Caller,
+    user: UserId,
+) -> Result<Option<Vec<minijinja::Value>>, Page> {
+    let Some(tenant) = caller.authenticated().map(|auth| auth.tenant.clone()) else {
+        return Ok(None);
+    };
+    let query = idstream_audit::AuditQuery {
+        filter: idstream_audit::AuditFilter {
+            subject: Some(user),
+            ..idstream_audit::AuditFilter::scope(idstream_audit::Scope::Tenant(tenant))
+        },
+        cursor: None,
+        order: idstream_audit::Order::NewestFirst,
+        limit: 20,
+    };
+    let page = match state.app.audit.events(caller, query).await {
+        Ok(page) => page,
+        Err(AppError::Forbidden(_)) => return Ok(None),
+        Err(error) => return Err(failure_page("Person", &error)),
+    };
+    let when = |time: time::OffsetDateTime| {
+        time.format(&time::macros::format_description!(
+            "[year]-[month]-[day] [hour]:[minute]:[second] UTC"
+        ))
+        .unwrap_or_default()
+    };
+    Ok(Some(
+        page.entries
+            .iter()
+            .map(|entry| {
+                context! {
+                    time => when(entry.time), summary => &entry.summary,
+                    actor => match entry.actor.kind {
+                        idstream_domain::envelope::ActorKind::User => {
+                            format!("user {}", entry.actor.id)
+                        }
+                        idstream_domain::envelope::ActorKind::ApiKey => {
+                            format!("API key {}", entry.actor.id)
+                        }
+                        idstream_domain::envelope::ActorKind::System => entry.actor.id.clone(),
+                    },
+                }
+            })
+            .collect(),
+    ))
 }
 
 #[derive(Deserialize)]
