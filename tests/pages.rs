@@ -1329,6 +1329,52 @@ async fn the_console_lists_searches_and_pages_the_organisation_s_people() {
     assert_eq!(answer.status(), 303);
     assert_eq!(svc.get_as(&member.token, "/v1/auth/me").await.status, 401);
 
+    // The roles, how many hold each, and one role's permission matrix and holders.
+    let (status, page) = get(Some(&admin), "/admin/roles", "en").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("href=\"/admin/roles/admin\""), "{page}");
+    let (status, page) = get(Some(&admin), "/admin/roles/user", "en").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("member@example.com"), "{page}");
+    assert_eq!(
+        get(Some(&admin), "/admin/roles/no-such-role", "en").await.0,
+        404
+    );
+    // (A member without roles:read is refused: the route-by-route test checks every page.)
+    let (_, page) = get(Some(&admin), "/admin/roles/admin", "en").await;
+    assert!(
+        page.contains("<dt>Global access</dt><dd>yes</dd>"),
+        "{page}"
+    );
+    let defined = svc
+        .post(
+            "/v1/tenants/acme/roles",
+            json!({"name": "helpdesk", "permissions": ["users:read", "users:update", "role.user:assign"]}),
+        )
+        .await;
+    assert_eq!(defined.status, 201, "{defined:?}");
+    eventually("the new role shows", || async {
+        get(Some(&admin), "/admin/roles/helpdesk", "en").await.0 == 200
+    })
+    .await;
+    let (_, page) = get(Some(&admin), "/admin/roles/helpdesk", "en").await;
+    let row = page
+        .split("<th scope=\"row\">users</th>")
+        .nth(1)
+        .and_then(|rest| rest.split("</tr>").next())
+        .unwrap_or_else(|| panic!("no users row: {page}"));
+    let given: Vec<bool> = row
+        .split("<td>")
+        .skip(1)
+        .map(|cell| cell.starts_with('✓'))
+        .collect();
+    assert_eq!(
+        given,
+        [true, false, true, false],
+        "read, create, update, delete: {row}"
+    );
+    assert!(page.contains("<code>role.user:assign</code>"), "{page}");
+
     // Someone of another organisation reads exactly like nobody.
     svc.create_tenant("globex").await;
     let (outsider, _) = svc

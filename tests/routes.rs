@@ -2281,8 +2281,11 @@ async fn every_page_route_answers_each_browser_as_its_access_says() {
                     account.token, account.refresh
                 );
             }
-            // Paths name a person: the member's.
-            let path = route.path.replace("{user}", &member.id);
+            // Paths name a person, the member, and a role, theirs.
+            let path = route
+                .path
+                .replace("{user}", &member.id)
+                .replace("{role}", "user");
             let builder = if route.method == "GET" {
                 client.get(svc.url(&path))
             } else {

@@ -191,6 +191,14 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             include_str!("../templates/admin_users.html"),
         ),
         (
+            "admin_roles.html",
+            include_str!("../templates/admin_roles.html"),
+        ),
+        (
+            "admin_role.html",
+            include_str!("../templates/admin_role.html"),
+        ),
+        (
             "two_factor_setup.html",
             include_str!("../templates/two_factor_setup.html"),
         ),
@@ -301,6 +309,13 @@ fn routes() -> Vec<RouteEntry> {
         ("/account", Some(Session), None, get(account)),
         ("/admin/users", Some(Admin), None, get(admin_users_page)),
         ("/admin/users/invite", None, Some(Admin), post(admin_invite)),
+        ("/admin/roles", Some(Admin), None, get(admin_roles_page)),
+        (
+            "/admin/roles/{role}",
+            Some(Admin),
+            None,
+            get(admin_role_page),
+        ),
         (
             "/admin/users/{user}",
             Some(Admin),
@@ -889,7 +904,10 @@ fn failure_page(title: &str, error: &AppError) -> Page {
         AppError::Forbidden(_) | AppError::DashboardAccessDisabled => {
             (StatusCode::FORBIDDEN, error.to_string())
         }
-        AppError::UserNotFound => (StatusCode::NOT_FOUND, error.to_string()),
+        AppError::UserNotFound
+        | AppError::Role(idstream_domain::access::role::RoleError::NotFound) => {
+            (StatusCode::NOT_FOUND, error.to_string())
+        }
         other => (StatusCode::UNPROCESSABLE_ENTITY, other.to_string()),
     };
     Page::html(
@@ -1602,6 +1620,162 @@ async fn person_trail(
                 }
             })
             .collect(),
+    ))
+}
+
+const ROLES: &str = "Roles";
+
+/// The console's gate and the caller's organisation, or the page that refuses.
+fn console_tenant(state: &AppState, caller: &Caller, title: &str) -> Result<TenantId, Page> {
+    state
+        .app
+        .identity
+        .console(caller)
+        .map_err(|error| failure_page(title, &error))?;
+    caller
+        .authenticated()
+        .map(|auth| auth.tenant.clone())
+        .ok_or_else(|| failure_page(title, &AppError::SessionOnly))
+}
+
+/// How many people hold `role`, when the caller may read the directory (`users:read`).
+async fn holders(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &TenantId,
+    role: &idstream_domain::RoleName,
+    limit: usize,
+) -> Option<idstream_app::PeoplePage> {
+    let query = idstream_app::PeopleQuery {
+        limit,
+        ..crate::routes::people::SearchQuery::default()
+            .to_query()
+            .ok()?
+    };
+    state
+        .app
+        .people
+        .role_members(caller, tenant, role, &query)
+        .await
+        .ok()
+}
+
+/// The console's roles: each with its description, whether it is built in or gives global
+/// access, and how many people hold it (with `users:read`).
+async fn admin_roles_page(State(state): State<AppState>, parts: Parts) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    let (caller, refreshed) =
+        match session_or_sign_in(&state, &parts, &cookies, "/admin/roles").await {
+            Ok(signed_in) => signed_in,
+            Err(page) => return page,
+        };
+    let page = match roles_screen(&state, &caller).await {
+        Ok(page) | Err(page) => page,
+    };
+    with_cookies(page, refreshed, None)
+}
+
+async fn roles_screen(state: &AppState, caller: &Caller) -> Result<Page, Page> {
+    let tenant = console_tenant(state, caller, ROLES)?;
+    let roles = state
+        .app
+        .access
+        .roles(caller, &tenant)
+        .await
+        .map_err(|error| failure_page(ROLES, &error))?;
+    let mut rows = Vec::with_capacity(roles.len());
+    for role in &roles {
+        let count = holders(state, caller, &tenant, &role.name, 1)
+            .await
+            .map(|page| page.total);
+        rows.push(context! {
+            name => role.name.as_str(), label => role.label.as_deref().unwrap_or(role.name.as_str()),
+            description => &role.description, built_in => role.built_in,
+            global => role.global_access, members => count,
+        });
+    }
+    Ok(Page::html(
+        StatusCode::OK,
+        "admin_roles.html",
+        context! { ..base(ROLES), ..context! { wide => true, roles => rows } },
+    ))
+}
+
+/// The console's page of one role: its permission matrix (resources × read, create, update,
+/// delete), its other permissions, and the people who hold it.
+async fn admin_role_page(
+    State(state): State<AppState>,
+    axum::extract::Path(role): axum::extract::Path<String>,
+    parts: Parts,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    let here = encoded(&format!("/admin/roles/{role}"));
+    let (caller, refreshed) = match session_or_sign_in(&state, &parts, &cookies, &here).await {
+        Ok(signed_in) => signed_in,
+        Err(page) => return page,
+    };
+    let page = match role_screen(&state, &caller, &role).await {
+        Ok(page) | Err(page) => page,
+    };
+    with_cookies(page, refreshed, None)
+}
+
+async fn role_screen(state: &AppState, caller: &Caller, role: &str) -> Result<Page, Page> {
+    const ROLE: &str = "Role";
+    let tenant = console_tenant(state, caller, ROLE)?;
+    let not_found = || {
+        failure_page(
+            ROLE,
+            &AppError::Role(idstream_domain::access::role::RoleError::NotFound),
+        )
+    };
+    let name: idstream_domain::RoleName = role.parse().map_err(|_| not_found())?;
+    let record = state
+        .app
+        .access
+        .role(caller, &tenant, &name)
+        .await
+        .map_err(|error| failure_page(ROLE, &error))?;
+    // Resource → the CRUD actions the role gives on it; everything else listed as it is.
+    let mut matrix: std::collections::BTreeMap<String, [bool; 4]> = Default::default();
+    let mut other = Vec::new();
+    for permission in &record.permissions {
+        let text = permission.as_str();
+        let (resource, action) = text.rsplit_once(':').unwrap_or((text, ""));
+        match ["read", "create", "update", "delete"]
+            .iter()
+            .position(|crud| *crud == action)
+        {
+            Some(column) => matrix.entry(resource.to_owned()).or_default()[column] = true,
+            None => other.push(text.to_owned()),
+        }
+    }
+    let matrix: Vec<minijinja::Value> = matrix
+        .into_iter()
+        .map(|(resource, actions)| context! { resource => resource, actions => actions.to_vec() })
+        .collect();
+    let members = holders(state, caller, &tenant, &name, 50)
+        .await
+        .map(|page| {
+            page.rows
+                .iter()
+                .map(|row| {
+                    context! {
+                        id => row.user.id.to_string(), email => &row.user.email,
+                        name => format!("{} {}", row.user.first_name, row.user.last_name).trim(),
+                    }
+                })
+                .collect::<Vec<_>>()
+        });
+    Ok(Page::html(
+        StatusCode::OK,
+        "admin_role.html",
+        context! { ..base(ROLE), ..context! {
+            wide => true, name => name.as_str(),
+            label => record.label.as_deref().unwrap_or(name.as_str()),
+            description => &record.description, global => record.global_access,
+            built_in => record.built_in, matrix => matrix, other => other, members => members,
+        }},
     ))
 }
 
