@@ -1375,6 +1375,58 @@ async fn the_console_lists_searches_and_pages_the_organisation_s_people() {
     );
     assert!(page.contains("<code>role.user:assign</code>"), "{page}");
 
+    // Giving a role to people named by address or id, and taking it from one, from its page.
+    let members_form = |pairs: &[(&str, &str)]| {
+        client
+            .post(svc.url("/admin/roles/helpdesk/members"))
+            .header(
+                "cookie",
+                format!(
+                    "ids_access={}; ids_session={}; ids_csrf=console-csrf",
+                    admin.token, admin.refresh
+                ),
+            )
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(pairs))
+    };
+    let xavier = svc.get("/v1/tenants/acme/users?q=xavier").await.body["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let given = members_form(&[
+        ("csrf", "console-csrf"),
+        ("add", &format!("ZOE@example.com, {xavier}")),
+    ])
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(given.status(), 303);
+    eventually("both hold the role", || async {
+        let page = get(Some(&admin), "/admin/roles/helpdesk", "en").await.1;
+        page.contains("zoe@example.com") && page.contains("xavier@example.com")
+    })
+    .await;
+    let taken = members_form(&[("csrf", "console-csrf"), ("remove", &xavier)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(taken.status(), 303);
+    eventually("xavier no longer holds it", || async {
+        !get(Some(&admin), "/admin/roles/helpdesk", "en")
+            .await
+            .1
+            .contains("xavier@example.com")
+    })
+    .await;
+    // Someone who is not of the organisation is named in the answer, and nothing else changes.
+    let refused = members_form(&[("csrf", "console-csrf"), ("add", "stranger@example.com")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 422);
+    let text = refused.text().await.unwrap();
+    assert!(text.contains("stranger@example.com"), "{text}");
+
     // Someone of another organisation reads exactly like nobody.
     svc.create_tenant("globex").await;
     let (outsider, _) = svc

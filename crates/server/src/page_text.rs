@@ -178,6 +178,13 @@ const FRENCH: &[(&str, &str)] = &[
     ("given", "accordée"),
     ("not given", "non accordée"),
     ("Also:", "Aussi :"),
+    ("Take the role from", "Retirer le rôle à"),
+    ("Take the role", "Retirer le rôle"),
+    (
+        "Give the role to (email addresses or ids, separated by spaces or commas)",
+        "Donner le rôle à (adresses e-mail ou identifiants, séparés par des espaces ou des virgules)",
+    ),
+    ("Give the role", "Donner le rôle"),
     (
         "What happened to them lately",
         "Ce qui lui est arrivé récemment",

@@ -317,6 +317,12 @@ fn routes() -> Vec<RouteEntry> {
             get(admin_role_page),
         ),
         (
+            "/admin/roles/{role}/members",
+            None,
+            Some(Admin),
+            post(admin_role_members),
+        ),
+        (
             "/admin/users/{user}",
             Some(Admin),
             None,
@@ -1714,13 +1720,19 @@ async fn admin_role_page(
         Ok(signed_in) => signed_in,
         Err(page) => return page,
     };
-    let page = match role_screen(&state, &caller, &role).await {
+    let (csrf, set) = csrf_of(&cookies);
+    let page = match role_screen(&state, &caller, &role, &csrf).await {
         Ok(page) | Err(page) => page,
     };
-    with_cookies(page, refreshed, None)
+    with_cookies(page, refreshed, set)
 }
 
-async fn role_screen(state: &AppState, caller: &Caller, role: &str) -> Result<Page, Page> {
+async fn role_screen(
+    state: &AppState,
+    caller: &Caller,
+    role: &str,
+    csrf: &str,
+) -> Result<Page, Page> {
     const ROLE: &str = "Role";
     let tenant = console_tenant(state, caller, ROLE)?;
     let not_found = || {
@@ -1771,11 +1783,153 @@ async fn role_screen(state: &AppState, caller: &Caller, role: &str) -> Result<Pa
         StatusCode::OK,
         "admin_role.html",
         context! { ..base(ROLE), ..context! {
-            wide => true, name => name.as_str(),
+            wide => true, csrf => csrf, name => name.as_str(),
             label => record.label.as_deref().unwrap_or(name.as_str()),
             description => &record.description, global => record.global_access,
             built_in => record.built_in, matrix => matrix, other => other, members => members,
         }},
+    ))
+}
+
+#[derive(Deserialize)]
+struct RoleMembersForm {
+    csrf: String,
+    /// People to give the role: email addresses or user ids, separated by spaces, commas or
+    /// lines.
+    #[serde(default)]
+    add: String,
+    /// One person to take it from (a user id).
+    #[serde(default)]
+    remove: String,
+}
+
+/// The most people one form may name.
+const ROLE_MEMBERS_AT_ONCE: usize = 100;
+
+/// Gives a role to the people named, or takes it from one, from the role's page: the same
+/// operation as `POST /v1/tenants/{tenant}/roles/{role}/members` (giving the role, or
+/// `role.<role>:revoke`), with a result per person. People are named by address or id and found
+/// with the directory search, so only the organisation's own people can be named.
+async fn admin_role_members(
+    State(state): State<AppState>,
+    axum::extract::Path(role): axum::extract::Path<String>,
+    parts: Parts,
+    PageForm(form): PageForm<RoleMembersForm>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    if !csrf_holds(&cookies, &form.csrf) {
+        return refused_form();
+    }
+    let here = format!("/admin/roles/{}", encoded(&role));
+    let (caller, refreshed) = match session_or_sign_in(&state, &parts, &cookies, &here).await {
+        Ok(signed_in) => signed_in,
+        Err(page) => return page,
+    };
+    let page = match change_role_members(&state, &caller, &role, form).await {
+        Ok(page) | Err(page) => page,
+    };
+    with_cookies(page, refreshed, None)
+}
+
+async fn change_role_members(
+    state: &AppState,
+    caller: &Caller,
+    role: &str,
+    form: RoleMembersForm,
+) -> Result<Page, Page> {
+    const ROLE: &str = "Role";
+    let tenant = console_tenant(state, caller, ROLE)?;
+    let not_found = || {
+        failure_page(
+            ROLE,
+            &AppError::Role(idstream_domain::access::role::RoleError::NotFound),
+        )
+    };
+    let name: idstream_domain::RoleName = role.parse().map_err(|_| not_found())?;
+    let back = format!("/admin/roles/{name}");
+    let message = |status: StatusCode, text: String| {
+        Page::html(
+            status,
+            "message.html",
+            context! { ..base(ROLE), ..context! { message => text, link => &back, link_text => "Role" } },
+        )
+    };
+    let named: Vec<&str> = form
+        .add
+        .split(|c: char| c.is_whitespace() || c == ',' || c == ';')
+        .filter(|n| !n.is_empty())
+        .collect();
+    if named.len() > ROLE_MEMBERS_AT_ONCE {
+        return Err(message(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("Name at most {ROLE_MEMBERS_AT_ONCE} people at once."),
+        ));
+    }
+    // Each name found among the organisation's people (by exact id or address), or not.
+    let mut add = Vec::new();
+    let mut unknown = Vec::new();
+    for text in &named {
+        let query = idstream_app::PeopleQuery {
+            text: Some((*text).to_owned()),
+            limit: 5,
+            ..crate::routes::people::SearchQuery::default()
+                .to_query()
+                .map_err(|_| not_found())?
+        };
+        let found = state
+            .app
+            .people
+            .search(caller, &tenant, &query)
+            .await
+            .map_err(|error| failure_page(ROLE, &error))?;
+        match found.rows.iter().find(|row| {
+            row.user.id.to_string() == *text || row.user.email.eq_ignore_ascii_case(text)
+        }) {
+            Some(row) => add.push(row.user.id),
+            None => unknown.push((*text).to_owned()),
+        }
+    }
+    let remove: Vec<UserId> = match form.remove.trim() {
+        "" => Vec::new(),
+        id => vec![
+            id.parse()
+                .map_err(|_| failure_page(ROLE, &AppError::UserNotFound))?,
+        ],
+    };
+    if add.is_empty() && remove.is_empty() && unknown.is_empty() {
+        return Ok(Page::redirect(&back));
+    }
+    let results = if add.is_empty() && remove.is_empty() {
+        Vec::new()
+    } else {
+        state
+            .app
+            .people
+            .change_role_members(caller, &tenant, &name, &add, &remove, None)
+            .await
+            .map_err(|error| failure_page(ROLE, &error))?
+    };
+    let refused: Vec<String> = results
+        .iter()
+        .filter_map(|result| {
+            result
+                .outcome
+                .as_ref()
+                .err()
+                .map(|error| format!("{}: {error}", result.user))
+        })
+        .chain(
+            unknown
+                .iter()
+                .map(|text| format!("{text}: not one of the organisation's people")),
+        )
+        .collect();
+    if refused.is_empty() {
+        return Ok(Page::redirect(&back));
+    }
+    Ok(message(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        format!("Not done for: {}.", refused.join("; ")),
     ))
 }
 
