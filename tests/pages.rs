@@ -1366,7 +1366,10 @@ async fn the_console_lists_searches_and_pages_the_organisation_s_people() {
     let given: Vec<bool> = row
         .split("<td>")
         .skip(1)
-        .map(|cell| cell.starts_with('✓'))
+        .map(|cell| {
+            let cell = cell.split("</td>").next().unwrap_or("");
+            cell.starts_with('✓') || cell.contains(" checked>")
+        })
         .collect();
     assert_eq!(
         given,
@@ -1374,6 +1377,49 @@ async fn the_console_lists_searches_and_pages_the_organisation_s_people() {
         "read, create, update, delete: {row}"
     );
     assert!(page.contains("<code>role.user:assign</code>"), "{page}");
+
+    // The matrix saved from the page: checked boxes given, the rest taken, other permissions
+    // kept; the built-in admin role offers no form.
+    let saved = client
+        .post(svc.url("/admin/roles/helpdesk/permissions"))
+        .header(
+            "cookie",
+            format!(
+                "ids_access={}; ids_session={}; ids_csrf=console-csrf",
+                admin.token, admin.refresh
+            ),
+        )
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[
+            ("csrf", "console-csrf"),
+            ("description", "Answers the phone"),
+            ("permission", "users:read"),
+            ("permission", "roles:read"),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), 303);
+    eventually("the matrix is saved", || async {
+        let role = svc.get("/v1/tenants/acme/roles/helpdesk").await.body;
+        role["description"] == "Answers the phone"
+    })
+    .await;
+    let role = svc.get("/v1/tenants/acme/roles/helpdesk").await.body;
+    let mut permissions: Vec<&str> = role["permissions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    permissions.sort();
+    assert_eq!(
+        permissions,
+        ["role.user:assign", "roles:read", "users:read"]
+    );
+    assert_eq!(role["global_access"], false);
+    let (_, page) = get(Some(&admin), "/admin/roles/admin", "en").await;
+    assert!(!page.contains("/permissions\""), "{page}");
 
     // Giving a role to people named by address or id, and taking it from one, from its page.
     let members_form = |pairs: &[(&str, &str)]| {
@@ -1464,6 +1510,16 @@ async fn the_console_lists_searches_and_pages_the_organisation_s_people() {
     browser.click("form.search button[type=submit]").await;
     browser.expect_text("zoe@example.com").await;
     browser.expect_no_text("xavier@example.com").await;
+    browser.check_accessibility().await;
+    for page in ["/admin/roles", "/admin/roles/helpdesk", "/admin/roles/admin"] {
+        browser.goto(&format!("{}{page}", svc.base)).await;
+        browser.expect_text("Global access").await;
+        browser.check_accessibility().await;
+    }
+    browser
+        .goto(&format!("{}/admin/users/{}", svc.base, member.id))
+        .await;
+    browser.expect_text("member@example.com").await;
     browser.check_accessibility().await;
     browser.close().await;
 

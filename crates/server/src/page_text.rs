@@ -186,6 +186,11 @@ const FRENCH: &[(&str, &str)] = &[
     ),
     ("Give the role", "Donner le rôle"),
     (
+        "Global access (every permission, past row- and field-level security)",
+        "Accès global (toutes les permissions, au-delà de la sécurité par ligne et par champ)",
+    ),
+    ("Save the permissions", "Enregistrer les permissions"),
+    (
         "What happened to them lately",
         "Ce qui lui est arrivé récemment",
     ),

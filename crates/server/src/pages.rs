@@ -323,6 +323,12 @@ fn routes() -> Vec<RouteEntry> {
             post(admin_role_members),
         ),
         (
+            "/admin/roles/{role}/permissions",
+            None,
+            Some(Admin),
+            post(admin_role_permissions),
+        ),
+        (
             "/admin/users/{user}",
             Some(Admin),
             None,
@@ -1748,24 +1754,52 @@ async fn role_screen(
         .role(caller, &tenant, &name)
         .await
         .map_err(|error| failure_page(ROLE, &error))?;
-    // Resource → the CRUD actions the role gives on it; everything else listed as it is.
-    let mut matrix: std::collections::BTreeMap<String, [bool; 4]> = Default::default();
+    // Resource → for read, create, update, delete: (whether the catalogue has it, whether the
+    // role gives it); every other permission of the role listed as it is.
+    let mut matrix: std::collections::BTreeMap<String, [(bool, bool); 4]> = Default::default();
+    let catalogue = state
+        .app
+        .access
+        .permission_catalogue(caller, &tenant)
+        .await
+        .unwrap_or_default();
+    let crud = |text: &str| -> Option<(String, usize)> {
+        let (resource, action) = text.rsplit_once(':')?;
+        let column = CRUD.iter().position(|crud| *crud == action)?;
+        Some((resource.to_owned(), column))
+    };
+    for entry in &catalogue {
+        if let Some((resource, column)) = crud(entry.permission.as_str()) {
+            matrix.entry(resource).or_default()[column].0 = true;
+        }
+    }
     let mut other = Vec::new();
     for permission in &record.permissions {
-        let text = permission.as_str();
-        let (resource, action) = text.rsplit_once(':').unwrap_or((text, ""));
-        match ["read", "create", "update", "delete"]
-            .iter()
-            .position(|crud| *crud == action)
-        {
-            Some(column) => matrix.entry(resource.to_owned()).or_default()[column] = true,
-            None => other.push(text.to_owned()),
+        match crud(permission.as_str()) {
+            Some((resource, column)) => {
+                matrix.entry(resource).or_default()[column] = (true, true);
+            }
+            None => other.push(permission.as_str().to_owned()),
         }
     }
     let matrix: Vec<minijinja::Value> = matrix
         .into_iter()
-        .map(|(resource, actions)| context! { resource => resource, actions => actions.to_vec() })
+        .map(|(resource, cells)| {
+            let cells: Vec<minijinja::Value> = cells
+                .iter()
+                .zip(CRUD)
+                .map(|((known, given), action)| {
+                    context! {
+                        known => known, given => given,
+                        permission => format!("{resource}:{action}"), action => action,
+                    }
+                })
+                .collect();
+            context! { resource => resource, cells => cells }
+        })
         .collect();
+    // Built-in `owner` and `admin` cannot change.
+    let editable = !matches!(name.as_str(), "owner" | "admin");
     let members = holders(state, caller, &tenant, &name, 50)
         .await
         .map(|page| {
@@ -1787,8 +1821,110 @@ async fn role_screen(
             label => record.label.as_deref().unwrap_or(name.as_str()),
             description => &record.description, global => record.global_access,
             built_in => record.built_in, matrix => matrix, other => other, members => members,
+            editable => editable,
         }},
     ))
+}
+
+/// The actions of the permission matrix's columns.
+const CRUD: [&str; 4] = ["read", "create", "update", "delete"];
+
+/// Saves a role's permission matrix from its page: the checked permissions, global access and
+/// description, the role's other permissions kept; the same operation as `PUT
+/// /v1/tenants/{tenant}/roles/{role}` (`roles:update`, holding what is given).
+async fn admin_role_permissions(
+    State(state): State<AppState>,
+    axum::extract::Path(role): axum::extract::Path<String>,
+    parts: Parts,
+    PageForm(fields): PageForm<Vec<(String, String)>>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    let csrf = fields
+        .iter()
+        .find(|(name, _)| name == "csrf")
+        .map_or("", |(_, value)| value.as_str());
+    if !csrf_holds(&cookies, csrf) {
+        return refused_form();
+    }
+    let here = format!("/admin/roles/{}", encoded(&role));
+    let (caller, refreshed) = match session_or_sign_in(&state, &parts, &cookies, &here).await {
+        Ok(signed_in) => signed_in,
+        Err(page) => return page,
+    };
+    let page = match save_role_permissions(&state, &caller, &role, &fields).await {
+        Ok(page) | Err(page) => page,
+    };
+    with_cookies(page, refreshed, None)
+}
+
+async fn save_role_permissions(
+    state: &AppState,
+    caller: &Caller,
+    role: &str,
+    fields: &[(String, String)],
+) -> Result<Page, Page> {
+    const ROLE: &str = "Role";
+    let tenant = console_tenant(state, caller, ROLE)?;
+    let refused = |error: &AppError| failure_page(ROLE, error);
+    let name: idstream_domain::RoleName = role.parse().map_err(|_| {
+        refused(&AppError::Role(
+            idstream_domain::access::role::RoleError::NotFound,
+        ))
+    })?;
+    let record = state
+        .app
+        .access
+        .role(caller, &tenant, &name)
+        .await
+        .map_err(|error| refused(&error))?;
+    let mut permissions: std::collections::BTreeSet<idstream_domain::access::Permission> = record
+        .permissions
+        .iter()
+        .filter(|p| {
+            p.as_str()
+                .rsplit_once(':')
+                .is_none_or(|(_, action)| !CRUD.contains(&action))
+        })
+        .cloned()
+        .collect();
+    let mut description = record.description.clone();
+    let mut global_access = false;
+    for (field, value) in fields {
+        match field.as_str() {
+            "permission" => {
+                let permission = value.parse().map_err(|_| {
+                    Page::html(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "message.html",
+                        context! { ..base(ROLE), ..context! {
+                            message => format!("Not a permission: {value}."),
+                            link => format!("/admin/roles/{name}"), link_text => "Role",
+                        }},
+                    )
+                })?;
+                permissions.insert(permission);
+            }
+            "global_access" => global_access = true,
+            "description" => description = value.clone(),
+            _ => {}
+        }
+    }
+    state
+        .app
+        .access_admin
+        .update_role(
+            caller,
+            tenant,
+            name.clone(),
+            idstream_app::RoleRequest {
+                description,
+                permissions,
+                global_access,
+            },
+        )
+        .await
+        .map_err(|error| refused(&error))?;
+    Ok(Page::redirect(&format!("/admin/roles/{name}")))
 }
 
 #[derive(Deserialize)]
