@@ -1511,7 +1511,11 @@ async fn the_console_lists_searches_and_pages_the_organisation_s_people() {
     browser.expect_text("zoe@example.com").await;
     browser.expect_no_text("xavier@example.com").await;
     browser.check_accessibility().await;
-    for page in ["/admin/roles", "/admin/roles/helpdesk", "/admin/roles/admin"] {
+    for page in [
+        "/admin/roles",
+        "/admin/roles/helpdesk",
+        "/admin/roles/admin",
+    ] {
         browser.goto(&format!("{}{page}", svc.base)).await;
         browser.expect_text("Global access").await;
         browser.check_accessibility().await;
