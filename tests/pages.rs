@@ -1473,6 +1473,43 @@ async fn the_console_lists_searches_and_pages_the_organisation_s_people() {
     let text = refused.text().await.unwrap();
     assert!(text.contains("stranger@example.com"), "{text}");
 
+    // Erasure says what it does first, and needs the person's address typed again.
+    let zoe = svc.get("/v1/tenants/acme/users?q=zoe").await.body["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let erase_page = format!("/admin/users/{zoe}/erase");
+    let (status, page) = get(Some(&admin), &erase_page, "en").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("cannot be undone") && page.contains("zoe@example.com"),
+        "{page}"
+    );
+    let erase = |confirm: &str| {
+        client
+            .post(svc.url(&erase_page))
+            .header(
+                "cookie",
+                format!(
+                    "ids_access={}; ids_session={}; ids_csrf=console-csrf",
+                    admin.token, admin.refresh
+                ),
+            )
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(&[("csrf", "console-csrf"), ("confirm", confirm)]))
+            .send()
+    };
+    let before = svc.log_position().await;
+    assert_eq!(erase("xavier@example.com").await.unwrap().status(), 422);
+    assert_eq!(
+        svc.log_position().await,
+        before,
+        "a wrong confirmation erases nothing"
+    );
+    assert_eq!(erase("Zoe@Example.com").await.unwrap().status(), 303);
+    let erased = svc.get(&format!("/v1/users/{zoe}")).await;
+    assert_eq!(erased.body["status"], "erased", "{erased:?}");
+
     // Someone of another organisation reads exactly like nobody.
     svc.create_tenant("globex").await;
     let (outsider, _) = svc
@@ -1506,9 +1543,9 @@ async fn the_console_lists_searches_and_pages_the_organisation_s_people() {
     browser.click("a[href*='cursor=']").await;
     browser.wait_for_url(|u| u.contains("cursor=")).await;
     browser.expect_no_text("boss@example.com").await;
-    browser.fill("q", "zoe").await;
+    browser.fill("q", "yann").await;
     browser.click("form.search button[type=submit]").await;
-    browser.expect_text("zoe@example.com").await;
+    browser.expect_text("yann@example.com").await;
     browser.expect_no_text("xavier@example.com").await;
     browser.check_accessibility().await;
     for page in [
@@ -1524,6 +1561,11 @@ async fn the_console_lists_searches_and_pages_the_organisation_s_people() {
         .goto(&format!("{}/admin/users/{}", svc.base, member.id))
         .await;
     browser.expect_text("member@example.com").await;
+    browser.check_accessibility().await;
+    browser
+        .goto(&format!("{}/admin/users/{}/erase", svc.base, member.id))
+        .await;
+    browser.expect_text("cannot be undone").await;
     browser.check_accessibility().await;
     browser.close().await;
 

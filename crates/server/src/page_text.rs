@@ -191,6 +191,21 @@ const FRENCH: &[(&str, &str)] = &[
     ),
     ("Save the permissions", "Enregistrer les permissions"),
     (
+        "Erasing this person destroys their personal data for good, in every organisation they belong to: their name, addresses, phone and attributes become unreadable everywhere they are kept, and they can never sign in again. The trail of what happened stays, naming them by id only. This cannot be undone.",
+        "Effacer cette personne détruit ses données personnelles pour de bon, dans toutes ses organisations : son nom, ses adresses, son téléphone et ses attributs deviennent illisibles partout où ils sont gardés, et elle ne pourra plus jamais se connecter. La trace de ce qui s’est passé reste, ne la nommant que par son identifiant. C’est irréversible.",
+    ),
+    (
+        "Type their email address to confirm",
+        "Tapez son adresse e-mail pour confirmer",
+    ),
+    ("Erase for good", "Effacer pour de bon"),
+    ("Back", "Retour"),
+    ("Erase this person", "Effacer cette personne"),
+    (
+        "The address typed is not this person's: nothing was erased.",
+        "L’adresse tapée n’est pas celle de cette personne : rien n’a été effacé.",
+    ),
+    (
         "What happened to them lately",
         "Ce qui lui est arrivé récemment",
     ),

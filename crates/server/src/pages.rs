@@ -199,6 +199,10 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             include_str!("../templates/admin_role.html"),
         ),
         (
+            "admin_erase.html",
+            include_str!("../templates/admin_erase.html"),
+        ),
+        (
             "two_factor_setup.html",
             include_str!("../templates/two_factor_setup.html"),
         ),
@@ -339,6 +343,12 @@ fn routes() -> Vec<RouteEntry> {
             None,
             Some(Admin),
             post(admin_user_status),
+        ),
+        (
+            "/admin/users/{user}/erase",
+            Some(Admin),
+            Some(Admin),
+            get(admin_erase_page).post(admin_erase),
         ),
         (
             ORGANISATION,
@@ -1576,7 +1586,7 @@ async fn admin_user_page(
                     name => format!("{} {}", view.first_name, view.last_name).trim(),
                     email => &view.email, status => label,
                     roles => row.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "),
-                    actions => actions, trail => trail,
+                    actions => actions, trail => trail, erasable => status != "erased",
                 }},
             )
         }
@@ -2067,6 +2077,80 @@ async fn change_role_members(
         StatusCode::UNPROCESSABLE_ENTITY,
         format!("Not done for: {}.", refused.join("; ")),
     ))
+}
+
+const ERASE: &str = "Erase this person";
+
+/// Erasure's confirmation, which says what it does before anything is done: the person's
+/// personal data destroyed for good in every organisation, sign-in ended, the trail kept with
+/// them named by id only. Confirmed by typing their address.
+async fn admin_erase_page(
+    State(state): State<AppState>,
+    axum::extract::Path(user): axum::extract::Path<String>,
+    parts: Parts,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    let here = encoded(&format!("/admin/users/{user}/erase"));
+    let (caller, refreshed) = match session_or_sign_in(&state, &parts, &cookies, &here).await {
+        Ok(signed_in) => signed_in,
+        Err(page) => return page,
+    };
+    let (csrf, set) = csrf_of(&cookies);
+    let page = match console_person(&state, &caller, &user).await {
+        Err(page) => page,
+        Ok(row) => Page::html(
+            StatusCode::OK,
+            "admin_erase.html",
+            context! { ..base(ERASE), ..context! {
+                csrf => csrf, id => row.user.id.to_string(), email => &row.user.email,
+                name => format!("{} {}", row.user.first_name, row.user.last_name).trim(),
+            }},
+        ),
+    };
+    with_cookies(page, refreshed, set)
+}
+
+#[derive(Deserialize)]
+struct EraseForm {
+    csrf: String,
+    /// The person's address, typed again.
+    #[serde(default)]
+    confirm: String,
+}
+
+/// Erases a person once their address is typed again: the same operation as `DELETE
+/// /v1/users/{user}` (`users:delete`, and never oneself).
+async fn admin_erase(
+    State(state): State<AppState>,
+    axum::extract::Path(user): axum::extract::Path<String>,
+    parts: Parts,
+    PageForm(form): PageForm<EraseForm>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    if !csrf_holds(&cookies, &form.csrf) {
+        return refused_form();
+    }
+    let here = format!("/admin/users/{}/erase", encoded(&user));
+    let (caller, refreshed) = match session_or_sign_in(&state, &parts, &cookies, &here).await {
+        Ok(signed_in) => signed_in,
+        Err(page) => return page,
+    };
+    let page = match console_person(&state, &caller, &user).await {
+        Err(page) => page,
+        Ok(row) if !row.user.email.eq_ignore_ascii_case(form.confirm.trim()) => Page::html(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "message.html",
+            context! { ..base(ERASE), ..context! {
+                message => "The address typed is not this person's: nothing was erased.",
+                link => format!("/admin/users/{}/erase", row.user.id), link_text => "Erase this person",
+            }},
+        ),
+        Ok(row) => match state.app.users.erase(&caller, row.user.id).await {
+            Ok(_) => Page::redirect(&format!("/admin/users/{}", row.user.id)),
+            Err(error) => failure_page(ERASE, &error),
+        },
+    };
+    with_cookies(page, refreshed, None)
 }
 
 #[derive(Deserialize)]
