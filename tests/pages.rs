@@ -1298,14 +1298,62 @@ async fn the_console_lists_searches_and_pages_the_organisation_s_people() {
         let (_, page) = get(Some(&admin), &person, "en").await;
         assert_eq!(status_of(&page), after, "after {action}: {page}");
     }
+    // A suspension with an end and a reason; a malformed end changes nothing.
+    let suspend = |until: &str| {
+        client
+            .post(svc.url(&format!("{person}/status")))
+            .header(
+                "cookie",
+                format!(
+                    "ids_access={}; ids_session={}; ids_csrf=console-csrf",
+                    admin.token, admin.refresh
+                ),
+            )
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(&[
+                ("csrf", "console-csrf"),
+                ("action", "suspend"),
+                ("until", until),
+                ("reason", "holiday cover"),
+            ]))
+            .send()
+    };
+    let before = svc.log_position().await;
+    assert_eq!(suspend("next tuesday").await.unwrap().status(), 422);
+    assert_eq!(svc.log_position().await, before);
+    assert_eq!(suspend("2099-01-31").await.unwrap().status(), 303);
+    let user = svc.get(&format!("/v1/users/{}", member.id)).await;
+    assert_eq!(
+        user.body["suspended_until"], "2099-01-31T00:00:00Z",
+        "{user:?}"
+    );
+    let reinstated = client
+        .post(svc.url(&format!("{person}/status")))
+        .header(
+            "cookie",
+            format!(
+                "ids_access={}; ids_session={}; ids_csrf=console-csrf",
+                admin.token, admin.refresh
+            ),
+        )
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("csrf", "console-csrf"), ("action", "reinstate")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reinstated.status(), 303);
+
     // The person's page tells what happened to them, newest first, and who did it.
     let (_, page) = get(Some(&admin), &person, "en").await;
     assert!(page.contains("What happened to them lately"), "{page}");
-    let suspended = page.find("suspended").expect("the suspension in the trail");
+    // The latest were: reactivated, suspended until 2099, reinstated.
+    let reinstated = page
+        .find("reinstated")
+        .expect("the reinstatement in the trail");
     let reactivated = page
         .find("reactivated")
         .expect("the reactivation in the trail");
-    assert!(reactivated < suspended, "newest first: {page}");
+    assert!(reinstated < reactivated, "newest first: {page}");
     assert!(page.contains(&format!("user {}", admin.id)), "{page}");
 
     // Ending the member's sessions: their tokens no longer open their account.

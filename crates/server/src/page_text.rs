@@ -199,6 +199,11 @@ const FRENCH: &[(&str, &str)] = &[
         "Tapez son adresse e-mail pour confirmer",
     ),
     ("Erase for good", "Effacer pour de bon"),
+    (
+        "Suspended until (blank: until reinstated)",
+        "Suspendu jusqu’au (vide : jusqu’à rétablissement)",
+    ),
+    ("Reason (kept in the trail)", "Motif (gardé dans la trace)"),
     ("Back", "Retour"),
     ("Erase this person", "Effacer cette personne"),
     (

@@ -2157,6 +2157,27 @@ async fn admin_erase(
 struct StatusForm {
     csrf: String,
     action: String,
+    /// For `suspend`: the day it ends (`YYYY-MM-DD`, at midnight UTC); empty: until reinstated.
+    #[serde(default)]
+    until: String,
+    /// For `suspend`: why, as the trail will say.
+    #[serde(default)]
+    reason: String,
+}
+
+/// The end of a suspension as the console's date field gives it: midnight UTC of that day, or
+/// none when the field is empty.
+fn suspension_end(day: &str) -> Result<Option<time::OffsetDateTime>, AppError> {
+    let day = day.trim();
+    if day.is_empty() {
+        return Ok(None);
+    }
+    time::Date::parse(
+        day,
+        &time::macros::format_description!("[year]-[month]-[day]"),
+    )
+    .map(|date| Some(date.midnight().assume_utc()))
+    .map_err(|_| AppError::InvalidQuery("the end of a suspension is a day, YYYY-MM-DD".into()))
 }
 
 /// A change of a person's standing from the console: the same operations as the API's
@@ -2183,18 +2204,22 @@ async fn admin_user_status(
             let users = &state.app.users;
             let id = row.user.id;
             let done = match form.action.as_str() {
-                "suspend" => {
-                    users
-                        .suspend(
-                            &caller,
-                            id,
-                            idstream_app::SuspendRequest {
-                                until: None,
-                                reason: None,
-                            },
-                        )
-                        .await
-                }
+                "suspend" => match suspension_end(&form.until) {
+                    Ok(until) => {
+                        let reason = form.reason.trim();
+                        users
+                            .suspend(
+                                &caller,
+                                id,
+                                idstream_app::SuspendRequest {
+                                    until,
+                                    reason: (!reason.is_empty()).then(|| reason.to_owned()),
+                                },
+                            )
+                            .await
+                    }
+                    Err(error) => Err(error),
+                },
                 "reinstate" => users.reinstate(&caller, id).await,
                 "deactivate" => users.deactivate(&caller, id).await,
                 "reactivate" => users.reactivate(&caller, id).await,
