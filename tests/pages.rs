@@ -1147,6 +1147,19 @@ async fn the_console_lists_searches_and_pages_the_organisation_s_people() {
             (answer.status().as_u16(), answer.text().await.unwrap())
         }
     };
+    let post = |account: &Account, path: &str, pairs: &[(&str, &str)]| {
+        client
+            .post(svc.url(path))
+            .header(
+                "cookie",
+                format!(
+                    "ids_access={}; ids_session={}; ids_csrf=console-csrf",
+                    account.token, account.refresh
+                ),
+            )
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(pairs))
+    };
     eventually("the new people are found", || async {
         get(Some(&admin), "/admin/users?q=xavier", "en")
             .await
@@ -1219,17 +1232,7 @@ async fn the_console_lists_searches_and_pages_the_organisation_s_people() {
 
     // Inviting from the console: by email, and as a link shown once; not by a member.
     let invite = |account: &Account, pairs: &[(&str, &str)]| {
-        let request = client
-            .post(svc.url("/admin/users/invite"))
-            .header(
-                "cookie",
-                format!(
-                    "ids_access={}; ids_session={}; ids_csrf=console-csrf",
-                    account.token, account.refresh
-                ),
-            )
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form(pairs));
+        let request = post(account, "/admin/users/invite", pairs);
         async move {
             let answer = request.send().await.unwrap();
             (answer.status().as_u16(), answer.text().await.unwrap())
@@ -1280,43 +1283,31 @@ async fn the_console_lists_searches_and_pages_the_organisation_s_people() {
         ("deactivate", "Inactive"),
         ("reactivate", "Active"),
     ] {
-        let answer = client
-            .post(svc.url(&format!("{person}/status")))
-            .header(
-                "cookie",
-                format!(
-                    "ids_access={}; ids_session={}; ids_csrf=console-csrf",
-                    admin.token, admin.refresh
-                ),
-            )
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form(&[("csrf", "console-csrf"), ("action", action)]))
-            .send()
-            .await
-            .unwrap();
+        let answer = post(
+            &admin,
+            &format!("{person}/status"),
+            &[("csrf", "console-csrf"), ("action", action)],
+        )
+        .send()
+        .await
+        .unwrap();
         assert_eq!(answer.status(), 303, "{action}");
         let (_, page) = get(Some(&admin), &person, "en").await;
         assert_eq!(status_of(&page), after, "after {action}: {page}");
     }
     // A suspension with an end and a reason; a malformed end changes nothing.
     let suspend = |until: &str| {
-        client
-            .post(svc.url(&format!("{person}/status")))
-            .header(
-                "cookie",
-                format!(
-                    "ids_access={}; ids_session={}; ids_csrf=console-csrf",
-                    admin.token, admin.refresh
-                ),
-            )
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form(&[
+        post(
+            &admin,
+            &format!("{person}/status"),
+            &[
                 ("csrf", "console-csrf"),
                 ("action", "suspend"),
                 ("until", until),
                 ("reason", "holiday cover"),
-            ]))
-            .send()
+            ],
+        )
+        .send()
     };
     let before = svc.log_position().await;
     assert_eq!(suspend("next tuesday").await.unwrap().status(), 422);
@@ -1327,20 +1318,14 @@ async fn the_console_lists_searches_and_pages_the_organisation_s_people() {
         user.body["suspended_until"], "2099-01-31T00:00:00Z",
         "{user:?}"
     );
-    let reinstated = client
-        .post(svc.url(&format!("{person}/status")))
-        .header(
-            "cookie",
-            format!(
-                "ids_access={}; ids_session={}; ids_csrf=console-csrf",
-                admin.token, admin.refresh
-            ),
-        )
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form(&[("csrf", "console-csrf"), ("action", "reinstate")]))
-        .send()
-        .await
-        .unwrap();
+    let reinstated = post(
+        &admin,
+        &format!("{person}/status"),
+        &[("csrf", "console-csrf"), ("action", "reinstate")],
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(reinstated.status(), 303);
 
     // The person's page tells what happened to them, newest first, and who did it.
@@ -1357,23 +1342,14 @@ async fn the_console_lists_searches_and_pages_the_organisation_s_people() {
     assert!(page.contains(&format!("user {}", admin.id)), "{page}");
 
     // Ending the member's sessions: their tokens no longer open their account.
-    let answer = client
-        .post(svc.url(&format!("{person}/status")))
-        .header(
-            "cookie",
-            format!(
-                "ids_access={}; ids_session={}; ids_csrf=console-csrf",
-                admin.token, admin.refresh
-            ),
-        )
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form(&[
-            ("csrf", "console-csrf"),
-            ("action", "end_sessions"),
-        ]))
-        .send()
-        .await
-        .unwrap();
+    let answer = post(
+        &admin,
+        &format!("{person}/status"),
+        &[("csrf", "console-csrf"), ("action", "end_sessions")],
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(answer.status(), 303);
     assert_eq!(svc.get_as(&member.token, "/v1/auth/me").await.status, 401);
 
@@ -1428,25 +1404,19 @@ async fn the_console_lists_searches_and_pages_the_organisation_s_people() {
 
     // The matrix saved from the page: checked boxes given, the rest taken, other permissions
     // kept; the built-in admin role offers no form.
-    let saved = client
-        .post(svc.url("/admin/roles/helpdesk/permissions"))
-        .header(
-            "cookie",
-            format!(
-                "ids_access={}; ids_session={}; ids_csrf=console-csrf",
-                admin.token, admin.refresh
-            ),
-        )
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form(&[
+    let saved = post(
+        &admin,
+        "/admin/roles/helpdesk/permissions",
+        &[
             ("csrf", "console-csrf"),
             ("description", "Answers the phone"),
             ("permission", "users:read"),
             ("permission", "roles:read"),
-        ]))
-        .send()
-        .await
-        .unwrap();
+        ],
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(saved.status(), 303);
     eventually("the matrix is saved", || async {
         let role = svc.get("/v1/tenants/acme/roles/helpdesk").await.body;
@@ -1470,19 +1440,8 @@ async fn the_console_lists_searches_and_pages_the_organisation_s_people() {
     assert!(!page.contains("/permissions\""), "{page}");
 
     // Giving a role to people named by address or id, and taking it from one, from its page.
-    let members_form = |pairs: &[(&str, &str)]| {
-        client
-            .post(svc.url("/admin/roles/helpdesk/members"))
-            .header(
-                "cookie",
-                format!(
-                    "ids_access={}; ids_session={}; ids_csrf=console-csrf",
-                    admin.token, admin.refresh
-                ),
-            )
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form(pairs))
-    };
+    let members_form =
+        |pairs: &[(&str, &str)]| post(&admin, "/admin/roles/helpdesk/members", pairs);
     let xavier = svc.get("/v1/tenants/acme/users?q=xavier").await.body["items"][0]["id"]
         .as_str()
         .unwrap()
@@ -1534,18 +1493,12 @@ async fn the_console_lists_searches_and_pages_the_organisation_s_people() {
         "{page}"
     );
     let erase = |confirm: &str| {
-        client
-            .post(svc.url(&erase_page))
-            .header(
-                "cookie",
-                format!(
-                    "ids_access={}; ids_session={}; ids_csrf=console-csrf",
-                    admin.token, admin.refresh
-                ),
-            )
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form(&[("csrf", "console-csrf"), ("confirm", confirm)]))
-            .send()
+        post(
+            &admin,
+            &erase_page,
+            &[("csrf", "console-csrf"), ("confirm", confirm)],
+        )
+        .send()
     };
     let before = svc.log_position().await;
     assert_eq!(erase("xavier@example.com").await.unwrap().status(), 422);

@@ -1543,13 +1543,11 @@ async fn admin_user_page(
     axum::extract::Path(user): axum::extract::Path<String>,
     parts: Parts,
 ) -> Page {
-    let cookies = Cookies::of(&state, &parts.headers);
     let here = encoded(&format!("/admin/users/{user}"));
-    let (caller, refreshed) = match session_or_sign_in(&state, &parts, &cookies, &here).await {
+    let (caller, refreshed, csrf, set) = match page_caller(&state, &parts, &here).await {
         Ok(signed_in) => signed_in,
         Err(page) => return page,
     };
-    let (csrf, set) = csrf_of(&cookies);
     let page = match console_person(&state, &caller, &user).await {
         Err(page) => page,
         Ok(row) => {
@@ -1647,6 +1645,35 @@ async fn person_trail(
 
 const ROLES: &str = "Roles";
 
+/// The caller of a console page: its session (anyone without one is sent to sign in, and back to
+/// `here`), the refreshed session's cookies, and the browser's CSRF token for the page's forms
+/// (with its cookie when it is new).
+async fn page_caller(
+    state: &AppState,
+    parts: &Parts,
+    here: &str,
+) -> Result<(Caller, Vec<HeaderValue>, String, Option<HeaderValue>), Page> {
+    let cookies = Cookies::of(state, &parts.headers);
+    let (caller, refreshed) = session_or_sign_in(state, parts, &cookies, here).await?;
+    let (csrf, set) = csrf_of(&cookies);
+    Ok((caller, refreshed, csrf, set))
+}
+
+/// The caller of a console form: its CSRF token checked against the browser's cookie (refused
+/// otherwise), then its session (anyone without one is sent to sign in, and back to `here`).
+async fn form_caller(
+    state: &AppState,
+    parts: &Parts,
+    csrf: &str,
+    here: &str,
+) -> Result<(Caller, Vec<HeaderValue>), Page> {
+    let cookies = Cookies::of(state, &parts.headers);
+    if !csrf_holds(&cookies, csrf) {
+        return Err(refused_form());
+    }
+    session_or_sign_in(state, parts, &cookies, here).await
+}
+
 /// The console's gate and the caller's organisation, or the page that refuses.
 fn console_tenant(state: &AppState, caller: &Caller, title: &str) -> Result<TenantId, Page> {
     state
@@ -1730,13 +1757,11 @@ async fn admin_role_page(
     axum::extract::Path(role): axum::extract::Path<String>,
     parts: Parts,
 ) -> Page {
-    let cookies = Cookies::of(&state, &parts.headers);
     let here = encoded(&format!("/admin/roles/{role}"));
-    let (caller, refreshed) = match session_or_sign_in(&state, &parts, &cookies, &here).await {
+    let (caller, refreshed, csrf, set) = match page_caller(&state, &parts, &here).await {
         Ok(signed_in) => signed_in,
         Err(page) => return page,
     };
-    let (csrf, set) = csrf_of(&cookies);
     let page = match role_screen(&state, &caller, &role, &csrf).await {
         Ok(page) | Err(page) => page,
     };
@@ -1848,16 +1873,12 @@ async fn admin_role_permissions(
     parts: Parts,
     PageForm(fields): PageForm<Vec<(String, String)>>,
 ) -> Page {
-    let cookies = Cookies::of(&state, &parts.headers);
     let csrf = fields
         .iter()
         .find(|(name, _)| name == "csrf")
         .map_or("", |(_, value)| value.as_str());
-    if !csrf_holds(&cookies, csrf) {
-        return refused_form();
-    }
     let here = format!("/admin/roles/{}", encoded(&role));
-    let (caller, refreshed) = match session_or_sign_in(&state, &parts, &cookies, &here).await {
+    let (caller, refreshed) = match form_caller(&state, &parts, csrf, &here).await {
         Ok(signed_in) => signed_in,
         Err(page) => return page,
     };
@@ -1962,12 +1983,8 @@ async fn admin_role_members(
     parts: Parts,
     PageForm(form): PageForm<RoleMembersForm>,
 ) -> Page {
-    let cookies = Cookies::of(&state, &parts.headers);
-    if !csrf_holds(&cookies, &form.csrf) {
-        return refused_form();
-    }
     let here = format!("/admin/roles/{}", encoded(&role));
-    let (caller, refreshed) = match session_or_sign_in(&state, &parts, &cookies, &here).await {
+    let (caller, refreshed) = match form_caller(&state, &parts, &form.csrf, &here).await {
         Ok(signed_in) => signed_in,
         Err(page) => return page,
     };
@@ -2089,13 +2106,11 @@ async fn admin_erase_page(
     axum::extract::Path(user): axum::extract::Path<String>,
     parts: Parts,
 ) -> Page {
-    let cookies = Cookies::of(&state, &parts.headers);
     let here = encoded(&format!("/admin/users/{user}/erase"));
-    let (caller, refreshed) = match session_or_sign_in(&state, &parts, &cookies, &here).await {
+    let (caller, refreshed, csrf, set) = match page_caller(&state, &parts, &here).await {
         Ok(signed_in) => signed_in,
         Err(page) => return page,
     };
-    let (csrf, set) = csrf_of(&cookies);
     let page = match console_person(&state, &caller, &user).await {
         Err(page) => page,
         Ok(row) => Page::html(
@@ -2126,12 +2141,8 @@ async fn admin_erase(
     parts: Parts,
     PageForm(form): PageForm<EraseForm>,
 ) -> Page {
-    let cookies = Cookies::of(&state, &parts.headers);
-    if !csrf_holds(&cookies, &form.csrf) {
-        return refused_form();
-    }
     let here = format!("/admin/users/{}/erase", encoded(&user));
-    let (caller, refreshed) = match session_or_sign_in(&state, &parts, &cookies, &here).await {
+    let (caller, refreshed) = match form_caller(&state, &parts, &form.csrf, &here).await {
         Ok(signed_in) => signed_in,
         Err(page) => return page,
     };
@@ -2189,12 +2200,8 @@ async fn admin_user_status(
     parts: Parts,
     PageForm(form): PageForm<StatusForm>,
 ) -> Page {
-    let cookies = Cookies::of(&state, &parts.headers);
-    if !csrf_holds(&cookies, &form.csrf) {
-        return refused_form();
-    }
     let here = format!("/admin/users/{}", encoded(&user));
-    let (caller, refreshed) = match session_or_sign_in(&state, &parts, &cookies, &here).await {
+    let (caller, refreshed) = match form_caller(&state, &parts, &form.csrf, &here).await {
         Ok(signed_in) => signed_in,
         Err(page) => return page,
     };
@@ -2261,15 +2268,10 @@ async fn admin_invite(
     parts: Parts,
     PageForm(form): PageForm<InviteForm>,
 ) -> Page {
-    let cookies = Cookies::of(&state, &parts.headers);
-    if !csrf_holds(&cookies, &form.csrf) {
-        return refused_form();
-    }
-    let (caller, refreshed) =
-        match session_or_sign_in(&state, &parts, &cookies, "/admin/users").await {
-            Ok(signed_in) => signed_in,
-            Err(page) => return page,
-        };
+    let (caller, refreshed) = match form_caller(&state, &parts, &form.csrf, "/admin/users").await {
+        Ok(signed_in) => signed_in,
+        Err(page) => return page,
+    };
     let page = match invite_from_console(&state, &caller, form).await {
         Ok(page) | Err(page) => page,
     };
