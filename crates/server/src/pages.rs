@@ -1505,24 +1505,10 @@ async fn console_person(
     user: &str,
 ) -> Result<idstream_app::PersonRow, Page> {
     const PERSON: &str = "Person";
-    state
-        .app
-        .identity
-        .console(caller)
-        .map_err(|error| failure_page(PERSON, &error))?;
-    let tenant = caller
-        .authenticated()
-        .map(|auth| auth.tenant.clone())
-        .ok_or_else(|| failure_page(PERSON, &AppError::SessionOnly))?;
+    let tenant = console_tenant(state, caller, PERSON)?;
     let not_found = || failure_page(PERSON, &AppError::UserNotFound);
     let id: UserId = user.parse().map_err(|_| not_found())?;
-    let query = idstream_app::PeopleQuery {
-        text: Some(id.to_string()),
-        limit: 1,
-        ..crate::routes::people::SearchQuery::default()
-            .to_query()
-            .map_err(|_| not_found())?
-    };
+    let query = people_query(Some(id.to_string()), 1);
     let found = state
         .app
         .people
@@ -1674,6 +1660,35 @@ async fn form_caller(
     session_or_sign_in(state, parts, &cookies, here).await
 }
 
+/// A directory search for the console: `text` (if any), `limit` rows, no other filter, the
+/// default order.
+fn people_query(text: Option<String>, limit: usize) -> idstream_app::PeopleQuery {
+    idstream_app::PeopleQuery {
+        text,
+        roles: Vec::new(),
+        statuses: Vec::new(),
+        created_from: None,
+        created_to: None,
+        last_sign_in_from: None,
+        last_sign_in_to: None,
+        verified: None,
+        attributes: Vec::new(),
+        sort: idstream_directory::search::Sort::default(),
+        cursor: None,
+        limit,
+    }
+}
+
+/// The role named in a console path, or the page saying there is no such role.
+fn role_named(role: &str, title: &str) -> Result<idstream_domain::RoleName, Page> {
+    role.parse().map_err(|_| {
+        failure_page(
+            title,
+            &AppError::Role(idstream_domain::access::role::RoleError::NotFound),
+        )
+    })
+}
+
 /// The console's gate and the caller's organisation, or the page that refuses.
 fn console_tenant(state: &AppState, caller: &Caller, title: &str) -> Result<TenantId, Page> {
     state
@@ -1695,12 +1710,7 @@ async fn holders(
     role: &idstream_domain::RoleName,
     limit: usize,
 ) -> Option<idstream_app::PeoplePage> {
-    let query = idstream_app::PeopleQuery {
-        limit,
-        ..crate::routes::people::SearchQuery::default()
-            .to_query()
-            .ok()?
-    };
+    let query = people_query(None, limit);
     state
         .app
         .people
@@ -1776,13 +1786,7 @@ async fn role_screen(
 ) -> Result<Page, Page> {
     const ROLE: &str = "Role";
     let tenant = console_tenant(state, caller, ROLE)?;
-    let not_found = || {
-        failure_page(
-            ROLE,
-            &AppError::Role(idstream_domain::access::role::RoleError::NotFound),
-        )
-    };
-    let name: idstream_domain::RoleName = role.parse().map_err(|_| not_found())?;
+    let name = role_named(role, ROLE)?;
     let record = state
         .app
         .access
@@ -1897,11 +1901,7 @@ async fn save_role_permissions(
     const ROLE: &str = "Role";
     let tenant = console_tenant(state, caller, ROLE)?;
     let refused = |error: &AppError| failure_page(ROLE, error);
-    let name: idstream_domain::RoleName = role.parse().map_err(|_| {
-        refused(&AppError::Role(
-            idstream_domain::access::role::RoleError::NotFound,
-        ))
-    })?;
+    let name = role_named(role, ROLE)?;
     let record = state
         .app
         .access
@@ -2002,13 +2002,7 @@ async fn change_role_members(
 ) -> Result<Page, Page> {
     const ROLE: &str = "Role";
     let tenant = console_tenant(state, caller, ROLE)?;
-    let not_found = || {
-        failure_page(
-            ROLE,
-            &AppError::Role(idstream_domain::access::role::RoleError::NotFound),
-        )
-    };
-    let name: idstream_domain::RoleName = role.parse().map_err(|_| not_found())?;
+    let name = role_named(role, ROLE)?;
     let back = format!("/admin/roles/{name}");
     let message = |status: StatusCode, text: String| {
         Page::html(
@@ -2032,13 +2026,7 @@ async fn change_role_members(
     let mut add = Vec::new();
     let mut unknown = Vec::new();
     for text in &named {
-        let query = idstream_app::PeopleQuery {
-            text: Some((*text).to_owned()),
-            limit: 5,
-            ..crate::routes::people::SearchQuery::default()
-                .to_query()
-                .map_err(|_| not_found())?
-        };
+        let query = people_query(Some((*text).to_owned()), 5);
         let found = state
             .app
             .people

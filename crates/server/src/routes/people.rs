@@ -50,7 +50,7 @@ const DEFAULT_ROWS: usize = 50;
 
 /// The query of a tenant's listing. `role` and `status` may be repeated, or list several values
 /// separated by commas; a user matches any of them.
-#[derive(Debug, Default, Deserialize, IntoParams)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct SearchQuery {
