@@ -39,6 +39,9 @@ macro_rules! conformance_suite {
             an_empty_append_is_rejected_and_changes_nothing,
             an_append_mixing_aggregates_is_rejected_and_changes_nothing,
             an_oversized_event_is_rejected_and_changes_nothing,
+            imported_events_keep_their_positions_bytes_subjects_and_msg_ids,
+            an_import_that_does_not_continue_the_log_is_refused_and_stores_nothing,
+            a_subscriber_receives_imported_events_in_order,
         );
     };
     (@module $module:ident, $make_backend:expr; $($check:ident),+ $(,)?) => {

@@ -13,8 +13,12 @@ use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 mod audit_events;
+mod backup;
 pub mod config;
+mod copy;
 mod demo;
+mod logfile;
+mod migrate;
 mod past;
 pub mod startup;
 mod users;
@@ -52,6 +56,32 @@ enum Command {
     /// The service's keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Copy the embedded log of the data directory and its key store into a new JetStream
+    /// stream and key bucket (--to): same events, positions, chain and checkpoints. Stop the
+    /// service first. Refuses a stream that holds anything but an interrupted copy of this log,
+    /// which it continues.
+    Migrate(Box<migrate::MigrateArgs>),
+    /// The stored events of the log as a file, and back.
+    #[command(subcommand)]
+    Log(LogCommand),
+    /// Write a consistent copy of the log and of the key store (sealed with a pass phrase from
+    /// IDSTREAM_BACKUP_PASSPHRASE or --passphrase-file) into a new directory. Works while the
+    /// service runs.
+    Backup(Box<backup::BackupArgs>),
+    /// Rebuild the log and the key store of an empty data directory or JetStream stream from a
+    /// backup, and verify the chain before reporting success.
+    Restore(Box<backup::RestoreArgs>),
+}
+
+#[derive(Subcommand)]
+enum LogCommand {
+    /// Write every stored event of the log to a file (docs/log-file.md), for a local copy or an
+    /// offline audit. Works while the service runs. Keys are not in it: personal data stays
+    /// encrypted.
+    Export(Box<migrate::ExportArgs>),
+    /// Store the events of an exported file into an empty embedded log (the data directory; stop
+    /// its service first) or an empty JetStream stream, at the same positions.
+    Import(Box<migrate::ImportArgs>),
 }
 
 #[derive(Subcommand)]
@@ -248,6 +278,11 @@ pub fn main() -> ExitCode {
             Command::Users(UsersCommand::List(args)) => users::list(*args).await,
             Command::Users(UsersCommand::Import(args)) => users::import(*args).await,
             Command::Keys(KeysCommand::Rotate(common)) => rotate_keys(common.config()?).await,
+            Command::Migrate(args) => migrate::migrate(*args).await,
+            Command::Log(LogCommand::Export(args)) => migrate::export(*args).await,
+            Command::Log(LogCommand::Import(args)) => migrate::import(*args).await,
+            Command::Backup(args) => backup::backup(*args).await,
+            Command::Restore(args) => backup::restore(*args).await,
         }
     });
     match result {

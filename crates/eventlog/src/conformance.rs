@@ -1167,3 +1167,173 @@ pub async fn an_oversized_event_is_rejected_and_changes_nothing(b: &mut dyn Back
     assert_eq!(last_position(&log).await, before);
     assert!(read_stream(&log, &stream).await.is_empty());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Raw imports (copying a log)
+// ---------------------------------------------------------------------------------------------
+
+/// `envelope` as another log would have stored it at `position`, with `msg_id`.
+fn raw_of(envelope: &EventEnvelope, position: Position, msg_id: Option<&str>) -> RawEvent {
+    RawEvent {
+        position,
+        subject: envelope.subject(),
+        bytes: serde_json::to_vec(envelope)
+            .expect("serialise an envelope")
+            .into(),
+        msg_id: msg_id.map(str::to_owned),
+    }
+}
+
+/// Three events of two aggregates, two of them with msg ids, as raw events from `after + 1`.
+fn foreign_events(after: Position) -> (StreamKey, StreamKey, Vec<EventEnvelope>, Vec<RawEvent>) {
+    let (tenant, user) = (fresh_tenant(), fresh_user());
+    let envelopes = vec![
+        created(&tenant, "imported"),
+        registered(&user, "imported@example.com"),
+        renamed(&tenant, "imported again"),
+    ];
+    let ids = [Some("import-key:0"), None, Some("other-key:0")];
+    let raw = envelopes
+        .iter()
+        .zip(ids)
+        .enumerate()
+        .map(|(i, (envelope, id))| raw_of(envelope, after + 1 + i as u64, id))
+        .collect();
+    (tenant, user, envelopes, raw)
+}
+
+pub async fn imported_events_keep_their_positions_bytes_subjects_and_msg_ids(b: &mut dyn Backend) {
+    let log = b.open().await;
+    let before = last_position(&log).await;
+    let (tenant, user, envelopes, raw) = foreign_events(before);
+    let imported = log
+        .import_raw(raw.clone())
+        .await
+        .expect("an import that continues the log is stored");
+    assert_eq!(
+        (imported.first, imported.last, imported.duplicate),
+        (before + 1, before + 3, false)
+    );
+    assert_eq!(last_position(&log).await, before + 3);
+    assert_eq!(
+        read_all_raw_after(&log, before).await,
+        raw,
+        "raw reads give back the imported bytes, subjects and msg ids at their positions"
+    );
+    let parsed = read_all_after(&log, before).await;
+    assert_eq!(
+        parsed
+            .iter()
+            .map(|e| (e.position, &e.envelope, e.msg_id.as_deref()))
+            .collect::<Vec<_>>(),
+        vec![
+            (before + 1, &envelopes[0], Some("import-key:0")),
+            (before + 2, &envelopes[1], None),
+            (before + 3, &envelopes[2], Some("other-key:0")),
+        ]
+    );
+    assert_eq!(
+        stream_names(&log, &tenant).await,
+        vec!["imported", "imported again"]
+    );
+    assert_eq!(read_stream(&log, &user).await.len(), 1);
+
+    // The imported aggregates go on as if they had been appended here.
+    assert_wrong_sequence(
+        log.append(
+            vec![renamed(&tenant, "stale")],
+            Expected::At(before + 1),
+            None,
+        )
+        .await,
+        Expected::At(before + 1),
+        before + 3,
+    );
+    let next = append(
+        &log,
+        vec![renamed(&tenant, "next")],
+        Expected::At(before + 3),
+    )
+    .await;
+    assert_eq!(next.first, before + 4);
+    // An imported msg id is no idempotency key of this log: the same key appends.
+    let keyed = append_keyed(
+        &log,
+        vec![renamed(&tenant, "keyed")],
+        Expected::Any,
+        "import-key",
+    )
+    .await;
+    assert_eq!((keyed.first, keyed.duplicate), (before + 5, false));
+
+    // And it is all durable.
+    drop(log);
+    let log = b.restart().await;
+    assert_eq!(read_all_raw_after(&log, before).await[..3], raw[..]);
+    assert_eq!(last_position(&log).await, before + 5);
+}
+
+pub async fn an_import_that_does_not_continue_the_log_is_refused_and_stores_nothing(
+    b: &mut dyn Backend,
+) {
+    let log = b.open().await;
+    let stream = fresh_tenant();
+    append(&log, vec![created(&stream, "0")], Expected::NoEvents).await;
+    let last = last_position(&log).await;
+
+    let refused_with_actual = |result: Result<Appended, AppendError>, wanted: Position| match result
+    {
+        Err(AppendError::WrongExpectedSequence { actual, .. }) => {
+            assert_eq!(
+                actual,
+                Some(wanted),
+                "the refusal names the log's last position"
+            )
+        }
+        other => panic!("an import off the log's end must be refused, got {other:?}"),
+    };
+    // A gap after the end.
+    let (_, _, _, gap) = foreign_events(last + 1);
+    refused_with_actual(log.import_raw(gap).await, last);
+    // Over the last event.
+    let (_, _, _, overlap) = foreign_events(last - 1);
+    refused_with_actual(log.import_raw(overlap).await, last);
+
+    // Malformed imports.
+    let (_, _, _, mut holes) = foreign_events(last);
+    holes[2].position += 1;
+    let (_, _, _, mut bad_subject) = foreign_events(last);
+    bad_subject[1].subject = "idstream.events.*.user.x".to_owned();
+    let (_, _, _, mut at_zero) = foreign_events(0);
+    at_zero.truncate(1);
+    at_zero[0].position = 0;
+    for invalid in [Vec::new(), holes, bad_subject, at_zero] {
+        match log.import_raw(invalid.clone()).await {
+            Err(AppendError::Invalid(_)) => {}
+            other => panic!("{invalid:?} must be refused as invalid, got {other:?}"),
+        }
+    }
+    assert_eq!(last_position(&log).await, last, "nothing was stored");
+    assert!(read_all_raw_after(&log, last).await.is_empty());
+
+    // The right import still goes in after the refusals.
+    let (_, _, _, right) = foreign_events(last);
+    expect_ok(log.import_raw(right).await);
+    assert_eq!(last_position(&log).await, last + 3);
+}
+
+pub async fn a_subscriber_receives_imported_events_in_order(b: &mut dyn Backend) {
+    let log = b.open().await;
+    let before = last_position(&log).await;
+    let mut subscription = subscribe(&log, before).await;
+    let (_, _, envelopes, raw) = foreign_events(before);
+    expect_ok(log.import_raw(raw[..1].to_vec()).await);
+    expect_ok(log.import_raw(raw[1..].to_vec()).await);
+    for (i, envelope) in envelopes.iter().enumerate() {
+        let event = next_event(&mut subscription).await;
+        assert_eq!(
+            (event.position, &event.envelope),
+            (before + 1 + i as u64, envelope)
+        );
+    }
+}

@@ -487,6 +487,10 @@ impl EventLog for FanOutLog {
             .await
     }
 
+    async fn import_raw(&self, events: Vec<RawEvent>) -> Result<Appended, AppendError> {
+        self.core.inner.import_raw(events).await
+    }
+
     async fn read_stream(&self, key: &StreamKey) -> Result<Vec<RecordedEvent>, LogError> {
         self.core.inner.read_stream(key).await
     }

@@ -54,6 +54,15 @@ pub use crate::MAX_EVENT_BYTES;
 
 const MSG_ID_HEADER: &str = "Nats-Msg-Id";
 
+/// The msg id of an imported event ([`EventLog::import_raw`]). Not `Nats-Msg-Id`: the server
+/// would take it as a dedup id and drop a later event that carries an id seen in the window
+/// (another log may have reused a key after its own window), and the copy's ids are not
+/// idempotency keys of this stream anyway. Readers take whichever of the two is present.
+const IMPORTED_MSG_ID_HEADER: &str = "Idstream-Msg-Id";
+
+/// How many imported events are published before their acks are awaited.
+const IMPORT_WINDOW: usize = 256;
+
 /// How many events `read_stream` fetches with one request each before it reads the rest of the
 /// aggregate through a consumer. Measured locally: a request costs about a quarter of setting up
 /// and reading a consumer, so small aggregates (the common case) are cheaper one by one.
@@ -458,6 +467,20 @@ impl From<async_nats::jetstream::context::PublishError> for PublishFailure {
     }
 }
 
+/// An imported event at `position` was refused or not acknowledged.
+fn import_failure(position: Position, failure: PublishFailure) -> AppendError {
+    match failure {
+        PublishFailure::WrongLastSequence(actual) => AppendError::WrongExpectedSequence {
+            expected: Expected::At(position - 1),
+            actual,
+        },
+        PublishFailure::Invalid(e) => AppendError::Invalid(e),
+        PublishFailure::Unavailable(e) => {
+            AppendError::Unavailable(format!("importing the event at position {position}: {e}"))
+        }
+    }
+}
+
 /// The server reports `wrong last sequence: <n>`; `n` is the aggregate's actual last sequence.
 fn parse_actual_sequence(text: &str) -> Option<Position> {
     let rest = &text[text.find("wrong last sequence:")? + "wrong last sequence:".len()..];
@@ -686,6 +709,7 @@ fn decode_raw(message: &async_nats::jetstream::Message) -> (Position, Result<Raw
                 position,
                 subject: message.subject.to_string(),
                 bytes: message.payload.clone(),
+                msg_id: msg_id(message.headers.as_ref()),
             };
             (position, Ok(event))
         }
@@ -725,7 +749,10 @@ fn decode_event(
 
 fn msg_id(headers: Option<&HeaderMap>) -> Option<String> {
     headers
-        .and_then(|h| h.get(MSG_ID_HEADER))
+        .and_then(|h| {
+            h.get(MSG_ID_HEADER)
+                .or_else(|| h.get(IMPORTED_MSG_ID_HEADER))
+        })
         .map(|v| v.as_str().to_owned())
 }
 
@@ -820,6 +847,53 @@ impl EventLog for JetStreamLog {
             first,
             last,
             duplicate,
+        })
+    }
+
+    async fn import_raw(&self, events: Vec<RawEvent>) -> Result<Appended, AppendError> {
+        crate::check_import(&events)?;
+        self.ensure_connected().map_err(AppendError::Unavailable)?;
+        let first = events[0].position;
+        let last = first + events.len() as u64 - 1;
+        // Each message is stored only if the stream's last position is the one before it. The
+        // first is awaited alone, so an import that does not continue the stream stores
+        // nothing; after it the messages are pipelined, a window at a time, acks awaited in
+        // order: a refused one can be followed by a stored one only if another writer put a
+        // message at its position meanwhile, which a copy's target must not have (see the
+        // trait).
+        let (head, rest) = events.split_at(1);
+        for window in std::iter::once(head).chain(rest.chunks(IMPORT_WINDOW)) {
+            let mut acks = Vec::with_capacity(window.len());
+            for event in window {
+                let mut message = PublishMessage::build()
+                    .payload(event.bytes.clone())
+                    .expected_last_sequence(event.position - 1);
+                if let Some(id) = &event.msg_id {
+                    message = message.header(IMPORTED_MSG_ID_HEADER, id.as_str());
+                }
+                let ack = self
+                    .context
+                    .send_publish(event.subject.clone(), message)
+                    .await
+                    .map_err(|e| import_failure(event.position, PublishFailure::from(e)))?;
+                acks.push((event.position, ack));
+            }
+            for (position, ack) in acks {
+                let ack = ack
+                    .await
+                    .map_err(|e| import_failure(position, PublishFailure::from(e)))?;
+                if ack.sequence != position {
+                    return Err(AppendError::Unavailable(format!(
+                        "stream {} stored the event meant for position {position} at {}",
+                        self.stream_name, ack.sequence
+                    )));
+                }
+            }
+        }
+        Ok(Appended {
+            first,
+            last,
+            duplicate: false,
         })
     }
 

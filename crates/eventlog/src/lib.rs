@@ -71,6 +71,9 @@ pub struct RawEvent {
     pub position: Position,
     pub subject: String,
     pub bytes: bytes::Bytes,
+    /// The deduplication id it was appended with, if any (see [`RecordedEvent::msg_id`]): part
+    /// of what a copy of the log must keep, since read models record it.
+    pub msg_id: Option<String>,
 }
 
 /// The result of an append.
@@ -152,6 +155,31 @@ pub trait EventLog: Send + Sync + 'static {
     /// leaves one); finding gaps and changed bytes is the verifier's job.
     async fn read_raw_after(&self, after: Position, max: usize) -> Result<Vec<RawEvent>, LogError>;
 
+    /// Stores `events` exactly as another log stored them (their bytes, subjects and msg ids),
+    /// at exactly their positions: the first must be at `last_position() + 1` and the others
+    /// must follow it without a gap. This is how a log is copied (`idstream migrate`, `log
+    /// import`, `restore`), so that event ids, order and the hash chain stay what they were.
+    ///
+    /// Nothing is parsed or checked per aggregate (no expected sequence, no deduplication), and
+    /// the events' msg ids are kept for readers but never count as idempotency keys of the
+    /// copy. A first position that does not continue the log is refused with
+    /// [`AppendError::WrongExpectedSequence`] whose `expected` is `At(first - 1)` and whose
+    /// `actual` is the log's last position, and nothing is stored; events that are not
+    /// consecutive, have no valid subject or are too big are [`AppendError::Invalid`].
+    ///
+    /// The embedded backend stores one call atomically; JetStream stores event by event, each
+    /// only if the stream's last position is the one before it, so an interruption leaves a
+    /// prefix: call again with the rest. Nothing else may append to the log while it imports
+    /// (a copy's target is new and unused); JetStream pipelines the events after the first,
+    /// and an event appended by another writer between them could sit among the imported ones.
+    async fn import_raw(&self, events: Vec<RawEvent>) -> Result<Appended, AppendError> {
+        let _ = events;
+        Err(AppendError::Invalid(format!(
+            "the {} log cannot import events",
+            self.backend()
+        )))
+    }
+
     /// Every event with position greater than `after`, then each new one as it is appended.
     /// The stream does not end by itself; it yields an error (and may end) if the log fails, and
     /// the caller subscribes again from its last position.
@@ -193,6 +221,45 @@ pub(crate) fn valid_event_subject(subject: &str) -> bool {
                 && token != ">"
                 && !token.chars().any(char::is_whitespace)
         })
+}
+
+/// The checks every backend makes before importing: at least one event, consecutive positions
+/// from the first, valid subjects, each event at most [`MAX_EVENT_BYTES`].
+pub(crate) fn check_import(events: &[RawEvent]) -> Result<(), AppendError> {
+    let Some(head) = events.first() else {
+        return Err(AppendError::Invalid(
+            "an import needs at least one event".to_owned(),
+        ));
+    };
+    if head.position == 0 {
+        return Err(AppendError::Invalid(
+            "positions start at 1; an event cannot be imported at 0".to_owned(),
+        ));
+    }
+    for (i, event) in events.iter().enumerate() {
+        let wanted = head.position + i as u64;
+        if event.position != wanted {
+            return Err(AppendError::Invalid(format!(
+                "imported events must have consecutive positions: {} follows {}",
+                event.position,
+                wanted - 1
+            )));
+        }
+        if !valid_event_subject(&event.subject) {
+            return Err(AppendError::Invalid(format!(
+                "the event at position {} has no valid event subject ({:?})",
+                event.position, event.subject
+            )));
+        }
+        if event.bytes.len() > MAX_EVENT_BYTES {
+            return Err(AppendError::Invalid(format!(
+                "the event at position {} is {} bytes; the limit is {MAX_EVENT_BYTES}",
+                event.position,
+                event.bytes.len()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The checks every backend makes before appending, and the serialisation: at least one event,

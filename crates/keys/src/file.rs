@@ -176,6 +176,27 @@ impl KeyStore for FileKeyStore {
         let new = Zeroizing::new(new.to_vec());
         blocking(move || store.replace_blocking(&name, &expected, &new)).await
     }
+
+    /// Every `<name>.key` file of the directory whose name is a valid key name (temporary and
+    /// lock files are not values).
+    async fn names(&self) -> Result<Vec<String>, KeyStoreError> {
+        let dir = self.dir.clone();
+        blocking(move || {
+            let listing = fs::read_dir(&dir).map_err(|e| io_error("list", &dir, e))?;
+            let mut names = Vec::new();
+            for entry in listing {
+                let entry = entry.map_err(|e| io_error("list", &dir, e))?;
+                let file_name = entry.file_name();
+                if let Some(name) = file_name.to_str().and_then(|n| n.strip_suffix(".key"))
+                    && check_name(name).is_ok()
+                {
+                    names.push(name.to_owned());
+                }
+            }
+            Ok(names)
+        })
+        .await
+    }
 }
 
 /// Runs file IO (including a lock wait) off the async runtime's worker threads.

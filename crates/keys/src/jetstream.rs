@@ -175,6 +175,18 @@ impl KeyStore for JetStreamKeyStore {
             Err(e) => Err(unavailable("update", name, e)),
         }
     }
+
+    async fn names(&self) -> Result<Vec<String>, KeyStoreError> {
+        use futures::TryStreamExt;
+        let keys = self
+            .kv
+            .keys()
+            .await
+            .map_err(|e| unavailable("list", "*", e))?;
+        keys.try_collect()
+            .await
+            .map_err(|e| unavailable("list", "*", e))
+    }
 }
 
 /// The stream of a KV bucket as `create_key_value` configures it: one subject per key under

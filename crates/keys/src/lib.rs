@@ -34,6 +34,7 @@
 //!
 //! **Invariant:** nothing here reads the clock: rotations take `now`.
 
+pub mod backup;
 pub mod file;
 pub mod jetstream;
 pub mod keys;
@@ -43,6 +44,7 @@ pub mod read_model;
 pub mod store;
 pub mod vault;
 
+pub use backup::{KeySet, KeySetError};
 pub use file::FileKeyStore;
 pub use jetstream::{DEFAULT_BUCKET, JetStreamKeyStore, JetStreamKeyStoreOptions};
 pub use keys::{Keys, KeysError, Rotation, RotationPolicy, Staged};

@@ -247,6 +247,17 @@ fn parse(stored: &[u8]) -> Slot {
     }
 }
 
+/// The user whose personal-data key `name` is (in lower case, as the key store names it), if
+/// it is one.
+pub fn user_of_key_name(name: &str) -> Option<&str> {
+    name.strip_prefix("pd-")
+}
+
+/// Whether a stored personal-data key document is an erased user's tombstone.
+pub fn is_tombstone(value: &[u8]) -> bool {
+    value == TOMBSTONE
+}
+
 /// `pd-<user id in lower case>`: user ids are ULIDs, which fit the key store's names.
 fn key_name(user: &str) -> Result<String, PersonalDataError> {
     let valid =

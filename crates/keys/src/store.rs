@@ -40,6 +40,14 @@ pub trait KeyStore: Send + Sync {
     /// `false` if the stored value is another one or there is none.
     async fn replace(&self, name: &str, expected: &[u8], new: &[u8])
     -> Result<bool, KeyStoreError>;
+
+    /// The names of every value stored, in no particular order: what a backup or a migration
+    /// copies. Stores that cannot list say so.
+    async fn names(&self) -> Result<Vec<String>, KeyStoreError> {
+        Err(KeyStoreError::Unavailable(
+            "this key store cannot list its keys".to_owned(),
+        ))
+    }
 }
 
 /// Key names are short and need no escaping anywhere: as file names, as NATS KV keys.
@@ -92,6 +100,10 @@ impl KeyStore for MemoryKeyStore {
             }
             _ => Ok(false),
         }
+    }
+
+    async fn names(&self) -> Result<Vec<String>, KeyStoreError> {
+        Ok(self.values().keys().cloned().collect())
     }
 }
 

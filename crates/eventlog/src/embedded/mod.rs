@@ -32,7 +32,10 @@ use std::sync::mpsc;
 use tokio::sync::{oneshot, watch};
 
 use self::format::{FRAME_HEADER_LEN, FrameCheck, MAX_KEY_LEN, MAX_SUBJECT_LEN};
-use self::writer::{Dedup, Request, Writer};
+
+/// The longest msg id an imported event may carry: an idempotency key and its `:<index>`.
+const MAX_MSG_ID_LEN: usize = MAX_KEY_LEN + 32;
+use self::writer::{Dedup, Import, Request, Writer};
 use crate::{
     AppendError, Appended, EventLog, EventStream, Expected, LogError, Position, RawEvent,
     RecordedEvent,
@@ -268,6 +271,7 @@ fn read_raw_runs_blocking(runs: &[Run]) -> Result<Vec<RawEvent>, LogError> {
                 position,
                 subject: record.subject.to_owned(),
                 bytes: buf.slice(json_start..at + len),
+                msg_id: record.msg_id.map(str::to_owned),
             });
             at += len;
         }
@@ -301,6 +305,39 @@ impl EmbeddedLog {
             .map_err(|e| LogError::Unavailable(format!("opening the embedded log panicked: {e}")))?
     }
 
+    /// Opens a read-only snapshot of the log in `dir`: every complete append group on disk at
+    /// the time of the call, and nothing after it. It takes no lock and changes no file, so it
+    /// can be opened while a service writes to the log (that is how `idstream backup` copies a
+    /// running embedded deployment). Appends are refused; a subscription ends after the
+    /// snapshot's last event.
+    ///
+    /// Beside a running writer, the snapshot may include the records of a batch that was written
+    /// but not yet fsynced (its writer has not acknowledged it yet); they would be lost from the
+    /// original only by a power loss in that instant. A missing log is
+    /// [`LogError::Misconfigured`]; damage among complete records is [`LogError::Corrupt`].
+    pub async fn open_read_only(dir: &Path) -> Result<Arc<EmbeddedLog>, LogError> {
+        let dir = dir.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let recovered = recovery::recover(&dir, Duration::ZERO, recovery::Mode::ReadOnly)?;
+            let last = recovered.index.entries.len() as u64;
+            let shared = Arc::new(Shared {
+                log_id: recovered.log_id.to_string(),
+                index: RwLock::new(recovered.index),
+            });
+            // The sender is dropped at once: the snapshot never grows.
+            let (_, durable) = watch::channel(last);
+            Ok(Arc::new(EmbeddedLog {
+                shared,
+                dir,
+                requests: None,
+                durable,
+                writer: None,
+            }))
+        })
+        .await
+        .map_err(|e| LogError::Unavailable(format!("opening the embedded log panicked: {e}")))?
+    }
+
     fn open_blocking(dir: PathBuf, options: EmbeddedOptions) -> Result<Arc<EmbeddedLog>, LogError> {
         let started = Instant::now();
         std::fs::create_dir_all(&dir).map_err(|e| io_error("create", &dir, e))?;
@@ -324,7 +361,7 @@ impl EmbeddedLog {
             Err(TryLockError::Error(e)) => return Err(io_error("lock", &lock_path, e)),
         }
 
-        let recovered = recovery::recover(&dir, options.dedup_window)?;
+        let recovered = recovery::recover(&dir, options.dedup_window, recovery::Mode::Repair)?;
         let last = recovered.index.entries.len() as u64;
         let segments = recovered.index.segments.len();
         let tail = recovered
@@ -384,6 +421,27 @@ impl EmbeddedLog {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// Hands a request to the writer and waits for its answer.
+    async fn submit(
+        &self,
+        request: Request,
+        answer: oneshot::Receiver<Result<Appended, AppendError>>,
+    ) -> Result<Appended, AppendError> {
+        let closed = || {
+            AppendError::Unavailable(if self.writer.is_none() && self.requests.is_none() {
+                "the embedded log is open read-only (a snapshot): nothing can be appended"
+                    .to_owned()
+            } else {
+                "the embedded log is closed".to_owned()
+            })
+        };
+        let requests = self.requests.as_ref().ok_or_else(closed)?;
+        requests.send(request).map_err(|_| closed())?;
+        answer
+            .await
+            .map_err(|_| AppendError::Unavailable("the embedded log writer stopped".to_owned()))?
+    }
 }
 
 impl Drop for EmbeddedLog {
@@ -436,14 +494,53 @@ impl EventLog for EmbeddedLog {
             events,
             expected,
             key: idempotency_key.map(str::to_owned),
+            import: None,
             reply,
         };
-        let closed = || AppendError::Unavailable("the embedded log is closed".to_owned());
-        let requests = self.requests.as_ref().ok_or_else(closed)?;
-        requests.send(request).map_err(|_| closed())?;
-        answer
-            .await
-            .map_err(|_| AppendError::Unavailable("the embedded log writer stopped".to_owned()))?
+        self.submit(request, answer).await
+    }
+
+    async fn import_raw(&self, events: Vec<RawEvent>) -> Result<Appended, AppendError> {
+        crate::check_import(&events)?;
+        if let Some(event) = events.iter().find(|e| e.subject.len() > MAX_SUBJECT_LEN) {
+            return Err(AppendError::Invalid(format!(
+                "the subject of the event at position {} is longer than {MAX_SUBJECT_LEN} bytes",
+                event.position
+            )));
+        }
+        if let Some(event) = events.iter().find(|e| {
+            e.msg_id
+                .as_ref()
+                .is_some_and(|id| id.len() > MAX_MSG_ID_LEN)
+        }) {
+            return Err(AppendError::Invalid(format!(
+                "the msg id of the event at position {} is longer than {MAX_MSG_ID_LEN} bytes",
+                event.position
+            )));
+        }
+        let first = events[0].position;
+        let mut subjects = Vec::with_capacity(events.len());
+        let mut msg_ids = Vec::with_capacity(events.len());
+        let mut jsons = Vec::with_capacity(events.len());
+        for event in events {
+            subjects.push(event.subject);
+            msg_ids.push(event.msg_id);
+            jsons.push(event.bytes.to_vec());
+        }
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            subject: String::new(),
+            events: jsons,
+            expected: Expected::Any,
+            key: None,
+            import: Some(Import {
+                first,
+                subjects,
+                msg_ids,
+            }),
+            reply,
+        };
+        self.submit(request, answer).await
     }
 
     async fn read_stream(&self, key: &StreamKey) -> Result<Vec<RecordedEvent>, LogError> {

@@ -60,8 +60,19 @@ pub fn create_segment(dir: &Path, header: SegmentHeader) -> io::Result<(PathBuf,
     Ok((path, file))
 }
 
+/// How [`recover`] treats the directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The writer's open: create an empty log where there is none, remove interrupted segment
+    /// creations and cut a torn tail.
+    Repair,
+    /// A snapshot beside a writer that may be running: change nothing, refuse a directory
+    /// without a log, and stop before an incomplete tail (which may be a write in progress).
+    ReadOnly,
+}
+
 /// Scans `dir` and returns the log it holds, creating an empty one if it holds none.
-pub fn recover(dir: &Path, dedup_window: Duration) -> Result<Recovered, LogError> {
+pub fn recover(dir: &Path, dedup_window: Duration, mode: Mode) -> Result<Recovered, LogError> {
     let mut found = Vec::new();
     let listing = fs::read_dir(dir).map_err(|e| io_error("list the log directory", dir, e))?;
     for entry in listing {
@@ -70,13 +81,19 @@ pub fn recover(dir: &Path, dedup_window: Duration) -> Result<Recovered, LogError
         let Some(name) = name.to_str() else { continue };
         if let Some(base) = parse_segment_file_name(name) {
             found.push((base, entry.path()));
-        } else if name.ends_with(".seg.tmp") {
+        } else if name.ends_with(".seg.tmp") && mode == Mode::Repair {
             // A segment whose creation was interrupted before its rename: it never held events.
             fs::remove_file(entry.path()).map_err(|e| io_error("remove", &entry.path(), e))?;
         }
     }
     found.sort();
 
+    if found.is_empty() && mode == Mode::ReadOnly {
+        return Err(LogError::Misconfigured(format!(
+            "there is no embedded log in {}",
+            dir.display()
+        )));
+    }
     if found.is_empty() {
         let log_id = Ulid::new();
         let (path, file) = create_segment(dir, SegmentHeader { log_id, base: 1 })
@@ -113,7 +130,7 @@ pub fn recover(dir: &Path, dedup_window: Duration) -> Result<Recovered, LogError
     for (i, (base, path)) in found.into_iter().enumerate() {
         let file = OpenOptions::new()
             .read(true)
-            .write(true)
+            .write(mode == Mode::Repair)
             .open(&path)
             .map_err(|e| io_error("open", &path, e))?;
         let mut header = [0u8; HEADER_LEN as usize];
@@ -158,7 +175,7 @@ pub fn recover(dir: &Path, dedup_window: Duration) -> Result<Recovered, LogError
             ));
         }
         let segment = u32::try_from(i).expect("fewer than 4 billion segments");
-        tail_len = scan.segment(&file, &path, segment, i + 1 == count)?;
+        tail_len = scan.segment(&file, &path, segment, i + 1 == count, mode)?;
         scan.index.segments.push(Segment {
             path: path.into(),
             file: Arc::new(file),
@@ -202,6 +219,7 @@ impl Scan {
         path: &Path,
         segment: u32,
         last: bool,
+        mode: Mode,
     ) -> Result<u64, LogError> {
         let file_len = file
             .metadata()
@@ -295,6 +313,10 @@ impl Scan {
                 group_start,
                 "an append group is cut off by the end of a segment that is not the last",
             ));
+        }
+        // A snapshot stops before the tail: beside a running writer it is a batch being written.
+        if mode == Mode::ReadOnly {
+            return Ok(group_start);
         }
         // A torn tail: an interrupted write that was never acknowledged. Cut it, including the
         // complete records of an append group whose end did not make it to disk.

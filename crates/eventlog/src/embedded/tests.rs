@@ -418,3 +418,72 @@ async fn group_commit_serves_many_concurrent_writers_exactly_once() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_read_only_snapshot_sees_what_was_on_disk_when_opened_beside_a_running_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        EmbeddedLog::open_read_only(dir.path()).await,
+        Err(LogError::Misconfigured(_))
+    ));
+    let log = open(dir.path()).await;
+    for n in 0..3 {
+        log.append(
+            vec![event(&stream(n), "a")],
+            Expected::NoEvents,
+            Some(&format!("k{n}")),
+        )
+        .await
+        .unwrap();
+    }
+    // A batch being written: a whole frame of an append group that has not ended yet.
+    let snapshot = EmbeddedLog::open_read_only(dir.path()).await.unwrap();
+    assert_eq!(snapshot.last_position().await.unwrap(), 3);
+    assert_eq!(
+        snapshot.log_id().await.unwrap(),
+        log.log_id().await.unwrap()
+    );
+    let raw = snapshot.read_raw_after(0, 10).await.unwrap();
+    assert_eq!(raw, log.read_raw_after(0, 10).await.unwrap());
+    assert_eq!(raw[1].msg_id.as_deref(), Some("k1:0"));
+
+    log.append(vec![event(&stream(9), "b")], Expected::Any, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        snapshot.last_position().await.unwrap(),
+        3,
+        "the snapshot does not grow"
+    );
+    assert!(matches!(
+        snapshot
+            .append(vec![event(&stream(8), "c")], Expected::Any, None)
+            .await,
+        Err(AppendError::Unavailable(_))
+    ));
+    drop(snapshot);
+    drop(log);
+
+    // A torn tail is left alone by a snapshot (the writer's open cuts it).
+    let segment = first_segment(dir.path());
+    let before = std::fs::metadata(&segment).unwrap().len();
+    let json = json_of(&event(&stream(7), "torn"));
+    append_frame(
+        &segment,
+        Record {
+            position: 5,
+            batch_base: 5,
+            appended_at_ms: 0,
+            end_of_append: false,
+            msg_id: None,
+            subject: &stream(7).subject(),
+            json: &json,
+        },
+    );
+    let snapshot = EmbeddedLog::open_read_only(dir.path()).await.unwrap();
+    assert_eq!(snapshot.last_position().await.unwrap(), 4);
+    drop(snapshot);
+    assert!(std::fs::metadata(&segment).unwrap().len() > before);
+    let log = open(dir.path()).await;
+    assert_eq!(log.last_position().await.unwrap(), 4);
+}

@@ -42,8 +42,23 @@ pub struct Request {
     pub events: Vec<Vec<u8>>,
     pub expected: Expected,
     pub key: Option<String>,
+    /// Set for an import ([`crate::EventLog::import_raw`]): the events are stored at the given
+    /// positions under their own subjects and msg ids; `subject`, `expected` and `key` are unused.
+    pub import: Option<Import>,
     pub reply: oneshot::Sender<Result<Appended, AppendError>>,
 }
+
+/// What an import adds to its [`Request`]: where it must start, and each event's subject and
+/// msg id (its JSON is in [`Request::events`]).
+pub struct Import {
+    pub first: Position,
+    pub subjects: Vec<String>,
+    pub msg_ids: Vec<Option<String>>,
+}
+
+/// The append time recorded for imported records: they never count in the dedup window, here
+/// or after a restart, because their msg ids were keys of another log.
+const IMPORTED_AT_MS: i64 = 0;
 
 impl Request {
     fn bytes(&self) -> usize {
@@ -117,6 +132,40 @@ impl Writer {
             let index = self.shared.read_index();
             let mut batch_last: HashMap<&str, Position> = HashMap::new();
             for request in batch.iter() {
+                if let Some(import) = &request.import {
+                    // An import continues the log exactly where it says, or not at all.
+                    if import.first != next {
+                        outcomes.push(Err(AppendError::WrongExpectedSequence {
+                            expected: Expected::At(import.first.saturating_sub(1)),
+                            actual: Some(next - 1),
+                        }));
+                        continue;
+                    }
+                    let first = next;
+                    for (i, json) in request.events.iter().enumerate() {
+                        let subject = import.subjects[i].as_str();
+                        let start = buf.len();
+                        Record {
+                            position: next,
+                            batch_base,
+                            appended_at_ms: IMPORTED_AT_MS,
+                            end_of_append: i + 1 == request.events.len(),
+                            msg_id: import.msg_ids[i].as_deref(),
+                            subject,
+                            json,
+                        }
+                        .encode_into(&mut buf);
+                        written.push((start, buf.len() - start, subject));
+                        batch_last.insert(subject, next);
+                        next += 1;
+                    }
+                    outcomes.push(Ok(Appended {
+                        first,
+                        last: next - 1,
+                        duplicate: false,
+                    }));
+                    continue;
+                }
                 if let Some(key) = request.key.as_deref()
                     && let Some((first, last)) = new_keys
                         .get(key)
