@@ -1163,8 +1163,9 @@ async fn the_permission_catalogue_lists_what_the_tenant_knows_to_who_may_read_ro
     assert_eq!(items["role.owner:revoke"].0, "role");
     assert_eq!(items["members.auditor:update"].0, "members");
     assert!(items["members.auditor:delete"].1.contains("auditor"));
-    // 12 named resources × 4, one entity × 4, four roles × (2 + 2).
-    assert_eq!(items.len(), 12 * 4 + 4 + 4 * 4, "{items:?}");
+    assert_eq!(items["scim:update"].0, "service");
+    // 13 named resources × 4, one entity × 4, four roles × (2 + 2).
+    assert_eq!(items.len(), 13 * 4 + 4 + 4 * 4, "{items:?}");
     // Every permission listed is one the service accepts: a role may carry them all.
     let all: Vec<&str> = items.keys().map(String::as_str).collect();
     let everything = svc

@@ -147,7 +147,9 @@ async fn a_stream_replicas_setting_changed_on_a_cluster_applies_from_the_next_st
     }
     // The read models catch up with the re-replicated stream (under a loaded suite this can
     // take longer than one consistency wait); until then reads answer 503 `not_caught_up`.
-    crate::support::world::eventually("the read models reach the tenant", || async {
+    let patience = std::time::Duration::from_secs(90);
+    let what = "the read models reach the tenant";
+    crate::support::world::eventually_within(patience, what, || async {
         let read = svc.get_at("/v1/tenants/acme", created).await;
         assert!(
             read.status == 200 || read.body["code"] == "not_caught_up",

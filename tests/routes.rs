@@ -63,6 +63,10 @@ enum Who {
     /// The session of the account a self-service row acts on ([`Call::own`]); admin_a's when the
     /// row has none.
     Own,
+    /// admin_a's unrestricted key in acme: a SCIM provisioning client of acme.
+    ScimA,
+    /// admin_b's unrestricted key in beta: a SCIM provisioning client of another tenant.
+    ScimB,
 }
 
 impl Who {
@@ -75,6 +79,8 @@ impl Who {
             Who::BareA => "bare_a (acme member without permissions)",
             Who::Key => "key_a (admin_a's acme key restricted to documentation:read)",
             Who::Own => "the account's own session",
+            Who::ScimA => "scim_a (admin_a's unrestricted acme key)",
+            Who::ScimB => "scim_b (admin_b's unrestricted beta key)",
         }
     }
 }
@@ -272,6 +278,10 @@ enum Kind {
     PlatformOverUser,
     /// Any authenticated caller, who sees only its own tenants.
     AnyAuthenticated,
+    /// `/scim/v2/…`: an API key of the tenant holding `scim:read` (reads) or `scim:update`
+    /// (changes); `by_id`: the path names one of acme's users or groups, which another tenant's
+    /// key must not learn exists.
+    Scim { by_id: bool },
 }
 
 /// What a caller without standing must not learn exists.
@@ -279,6 +289,8 @@ enum Kind {
 enum Absent {
     Tenant,
     User,
+    /// The SCIM resource the path ends with.
+    ScimResource,
 }
 
 /// What one caller must get.
@@ -390,6 +402,18 @@ impl Row {
                 (BareA, PLATFORM_ONLY),
                 (Key, PLATFORM_ONLY),
             ],
+            Kind::Scim { by_id } => {
+                let mut list = vec![
+                    (Nobody, UNAUTHORIZED),
+                    (AdminA, Expect::Refused(403, Some("scim_key_required"))),
+                    (BareA, Expect::Refused(403, Some("scim_key_required"))),
+                    (Key, FORBIDDEN),
+                ];
+                if by_id {
+                    list.push((ScimB, Expect::Hidden(Absent::ScimResource)));
+                }
+                list
+            }
             Kind::AnyAuthenticated => vec![
                 (Nobody, UNAUTHORIZED),
                 (
@@ -462,6 +486,9 @@ struct World {
     target: Account,
     /// admin_a's restricted key.
     key: String,
+    /// admin_a's unrestricted key in acme, and admin_b's in beta.
+    scim_a: String,
+    scim_b: String,
     /// A log position once the world was built, for the point-in-time audit rows.
     as_of: u64,
     /// Makes names unique.
@@ -531,6 +558,26 @@ impl World {
         created(&issued, "admin_a's restricted key");
         let key = text(&issued.body["key"]);
         let key_id = text(&issued.body["id"]);
+        let mut scim = Vec::new();
+        for (account, tenant) in [(&admin_a, ACME), (&admin_b, BETA)] {
+            let issued = svc
+                .post_as(
+                    &account.token,
+                    &format!("/v1/tenants/{tenant}/api-keys"),
+                    json!({"name": "provisioning"}),
+                )
+                .await;
+            created(&issued, "a provisioning key");
+            let key = text(&issued.body["key"]);
+            // Its first use recorded now, not in the middle of a row (as below).
+            created(
+                &svc.get_as(&key, "/v1/auth/me").await,
+                "the key's first use",
+            );
+            scim.push(key);
+        }
+        let scim_b = scim.pop().unwrap();
+        let scim_a = scim.pop().unwrap();
         // A key's first use is recorded in the log (then at most once a minute), in the
         // background: use it now and wait for the record, so that it does not land in the
         // middle of a row.
@@ -580,6 +627,8 @@ impl World {
             bare_a,
             target,
             key,
+            scim_a,
+            scim_b,
             as_of,
             counter,
         }
@@ -631,6 +680,8 @@ impl World {
             Who::AdminB => &self.admin_b.token,
             Who::BareA => &self.bare_a.token,
             Who::Key => &self.key,
+            Who::ScimA => &self.scim_a,
+            Who::ScimB => &self.scim_b,
             Who::Own => call.own.as_deref().unwrap_or(&self.admin_a.token),
             Who::Nobody | Who::Operator => unreachable!("{who:?} has no bearer of its own"),
         }
@@ -700,12 +751,21 @@ async fn join(svc: &Service, counter: &AtomicUsize, tenant: &str, roles: &[&str]
 
 // ----- checking -----
 
+/// The stable code of a refusal: a problem's `code`, or a SCIM error's `X-Idstream-Code`.
+fn code_of(answer: &Answer) -> Option<&str> {
+    answer
+        .body
+        .get("code")
+        .and_then(Value::as_str)
+        .or_else(|| answer.header("x-idstream-code"))
+}
+
 /// `status N code C` of an answer.
 fn got(answer: &Answer) -> String {
     format!(
         "status {} code {}",
         answer.status,
-        answer.body["code"].as_str().unwrap_or("-")
+        code_of(answer).unwrap_or("-")
     )
 }
 
@@ -732,6 +792,40 @@ fn problem_flaws(answer: &Answer) -> Vec<String> {
     }
     if answer.body["status"] != answer.status {
         flaws.push("the body's status is not the answer's".into());
+    }
+    flaws
+}
+
+/// What is wrong with `answer` as a SCIM refusal: a SCIM error (RFC 7644 §3.12) with its
+/// status as a string, idstream's stable code in a header, and no data.
+fn scim_flaws(answer: &Answer) -> Vec<String> {
+    let mut flaws = Vec::new();
+    if answer.header("content-type") != Some("application/scim+json") {
+        flaws.push(format!(
+            "content-type {:?}, not application/scim+json",
+            answer.header("content-type")
+        ));
+    }
+    let fields: BTreeSet<&str> = answer
+        .body
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    let allowed: BTreeSet<&str> = ["schemas", "status", "detail", "scimType"].into();
+    if !fields.is_subset(&allowed) || !fields.contains("detail") {
+        flaws.push(format!(
+            "body fields {fields:?}, not schemas/status/detail (and scimType)"
+        ));
+    }
+    if answer.header("x-idstream-code").is_none() {
+        flaws.push("no X-Idstream-Code header".into());
+    }
+    let status = answer.status.to_string();
+    if answer.body["status"].as_str() != Some(status.as_str()) {
+        flaws.push("the body's status is not the answer's, as a string".into());
+    }
+    if answer.body["schemas"][0] != "urn:ietf:params:scim:api:messages:2.0:Error" {
+        flaws.push("not a SCIM error".into());
     }
     flaws
 }
@@ -769,6 +863,24 @@ fn absent_twin(
                 (twin, &[(403, None), (404, None)], what)
             }
         }
+        Absent::ScimResource => {
+            let (path, _) = call.split();
+            let (collection, _) = path.rsplit_once('/').expect("a SCIM resource path");
+            let never = if collection.ends_with("/Users") {
+                ulid::Ulid::new().to_string()
+            } else {
+                "never-defined-group".to_owned()
+            };
+            let twin = Call {
+                path: format!("{collection}/{never}"),
+                ..call.clone()
+            };
+            (
+                twin,
+                &[(404, Some("not_found"))],
+                format!("{never}, which does not exist"),
+            )
+        }
         Absent::User => {
             let user = call.path_id("users").expect("a user row names a user");
             let twin = call.replacing("users", user, &ulid::Ulid::new().to_string());
@@ -798,7 +910,7 @@ async fn check(
     };
     let before = w.svc.log_position().await;
     let answer = w.send(who, call, before).await;
-    let code = answer.body["code"].as_str();
+    let code = code_of(&answer);
     let success = (200..300).contains(&answer.status);
     // What was expected, whether the answer is it, and what the failure line should show of
     // the answer besides its status and code.
@@ -852,7 +964,7 @@ async fn check(
             let (twin, wanted, what) = absent_twin(call, *absent);
             let there = w.send(who, &twin, before).await;
             let fits = wanted.iter().any(|(status, code)| {
-                answer.status == *status && code.is_none_or(|c| answer.body["code"] == c)
+                answer.status == *status && code.is_none_or(|c| code_of(&answer) == Some(c))
             });
             let same = there.status == answer.status && there.body == answer.body;
             let statuses: Vec<String> = wanted
@@ -880,7 +992,11 @@ async fn check(
     let refusal = matches!(expect, Expect::Refused(..) | Expect::Hidden(_));
     let mut flaws = Vec::new();
     if refusal && answer.status >= 400 {
-        flaws.extend(problem_flaws(&answer));
+        if row.template.starts_with("/scim/") {
+            flaws.extend(scim_flaws(&answer));
+        } else {
+            flaws.extend(problem_flaws(&answer));
+        }
     }
     if refusal && call.is_command() {
         let appended = w.appended_since(before).await;
@@ -932,6 +1048,10 @@ fn rule(expect: &Expect, who: Who) -> &'static str {
         Expect::Hidden(Absent::User) => {
             "no standing over the user: answered as a user that does not exist"
         }
+        Expect::Hidden(Absent::ScimResource) => {
+            "another tenant's SCIM key: answered as a resource that does not exist"
+        }
+        Expect::Refused(_, Some("scim_key_required")) => "SCIM takes an API key, never a session",
         Expect::Refused(401, _) => "nobody gets 401",
         Expect::Refused(_, Some("platform_admin_only")) => "platform administrators only",
         Expect::Refused(_, Some("session_required")) => "API keys get 403 session_required",
@@ -1078,7 +1198,7 @@ fn table() -> Vec<Row> {
     let asking = tenant("permissions:read (the subject is someone else)");
     let reading_member = tenant("users:read or permissions:read (not oneself)");
     let nobody = json!({"email": "nobody@example.com"});
-    vec![
+    let mut rows = vec![
         // ----- operations -----
         public_get("GET /.well-known/jwks.json"),
         public_get("GET /healthz"),
@@ -2123,6 +2243,199 @@ fn table() -> Vec<Row> {
                 Call::post_empty(user_path(&locked.id, "/unlock"))
             }),
         ),
+    ];
+    rows.extend(scim_rows());
+    rows
+}
+
+/// The SCIM routes (`idstream_server::scim::ROUTES`): acme's provisioning key is the rightful
+/// caller; sessions, keys without the scim permissions and nobody are refused; beta's key does
+/// not learn that acme's users and groups exist.
+fn scim_rows() -> Vec<Row> {
+    use Who::*;
+    let whole = Kind::Scim { by_id: false };
+    let by_id = Kind::Scim { by_id: true };
+    const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+    let person = |w: &World| json!({"userName": format!("{}@example.com", w.unique("scim")), "name": {"givenName": "Sam", "familyName": "Scim"}});
+    let deactivate = json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "active", "value": false}]});
+    async fn fresh_group(w: &World) -> String {
+        let name = w.unique("scimgroup");
+        let body = json!({"name": name, "permissions": [], "global_access": false});
+        created(
+            &w.svc.post(&acme("/roles"), body).await,
+            "a group to change",
+        );
+        name
+    }
+    vec![
+        row(
+            "GET /scim/v2/ServiceProviderConfig",
+            whole,
+            ScimA,
+            fixed(|_| Call::get("/scim/v2/ServiceProviderConfig")),
+        ),
+        row(
+            "GET /scim/v2/ResourceTypes",
+            whole,
+            ScimA,
+            fixed(|_| Call::get("/scim/v2/ResourceTypes")),
+        ),
+        row(
+            "GET /scim/v2/ResourceTypes/{id}",
+            whole,
+            ScimA,
+            fixed(|_| Call::get("/scim/v2/ResourceTypes/User")),
+        ),
+        row(
+            "GET /scim/v2/Schemas",
+            whole,
+            ScimA,
+            fixed(|_| Call::get("/scim/v2/Schemas")),
+        ),
+        row(
+            "GET /scim/v2/Schemas/{id}",
+            whole,
+            ScimA,
+            fixed(|_| Call::get("/scim/v2/Schemas/urn:ietf:params:scim:schemas:core:2.0:User")),
+        ),
+        row(
+            "GET /scim/v2/Users",
+            whole,
+            ScimA,
+            fixed(|_| Call::get("/scim/v2/Users")),
+        ),
+        row(
+            "POST /scim/v2/Users",
+            whole,
+            ScimA,
+            fresh(move |w| async move { Call::post("/scim/v2/Users", person(&w)) }),
+        ),
+        row(
+            "POST /scim/v2/Users/.search",
+            whole,
+            ScimA,
+            fixed(|_| {
+                Call::post(
+                    "/scim/v2/Users/.search",
+                    json!({"filter": "active eq true", "count": 5}),
+                )
+            }),
+        ),
+        row(
+            "GET /scim/v2/Users/{id}",
+            by_id,
+            ScimA,
+            fixed(|w| Call::get(format!("/scim/v2/Users/{}", w.target.id))),
+        ),
+        row(
+            "PUT /scim/v2/Users/{id}",
+            by_id,
+            ScimA,
+            fresh(move |w| async move {
+                let body = person(&w);
+                let email = body["userName"].as_str().unwrap().to_owned();
+                let id = w.svc.create_user(ACME, &email, &["user"]).await.0;
+                Call::put(
+                    format!("/scim/v2/Users/{id}"),
+                    json!({"userName": email, "name": {"givenName": "Renamed"}}),
+                )
+            }),
+        ),
+        row(
+            "PATCH /scim/v2/Users/{id}",
+            by_id,
+            ScimA,
+            fresh(move |w| {
+                let deactivate = deactivate.clone();
+                async move {
+                    let id = w.fresh_user(&["user"]).await;
+                    Call::patch(format!("/scim/v2/Users/{id}"), deactivate)
+                }
+            }),
+        ),
+        row(
+            "DELETE /scim/v2/Users/{id}",
+            by_id,
+            ScimA,
+            fresh(|w| async move {
+                let id = w.fresh_user(&["user"]).await;
+                Call::delete(format!("/scim/v2/Users/{id}"))
+            }),
+        ),
+        row(
+            "GET /scim/v2/Groups",
+            whole,
+            ScimA,
+            fixed(|_| Call::get("/scim/v2/Groups")),
+        ),
+        row(
+            "POST /scim/v2/Groups",
+            whole,
+            ScimA,
+            fresh(|w| async move {
+                Call::post(
+                    "/scim/v2/Groups",
+                    json!({"displayName": w.unique("Scim Group")}),
+                )
+            }),
+        ),
+        row(
+            "POST /scim/v2/Groups/.search",
+            whole,
+            ScimA,
+            fixed(|_| {
+                Call::post(
+                    "/scim/v2/Groups/.search",
+                    json!({"filter": "displayName pr"}),
+                )
+            }),
+        ),
+        row(
+            "GET /scim/v2/Groups/{id}",
+            by_id,
+            ScimA,
+            fixed(|_| Call::get("/scim/v2/Groups/bare")),
+        ),
+        row(
+            "PUT /scim/v2/Groups/{id}",
+            by_id,
+            ScimA,
+            fresh(|w| async move {
+                let name = fresh_group(&w).await;
+                Call::put(
+                    format!("/scim/v2/Groups/{name}"),
+                    json!({"displayName": "Relabelled"}),
+                )
+            }),
+        ),
+        row(
+            "PATCH /scim/v2/Groups/{id}",
+            by_id,
+            ScimA,
+            fresh(|w| async move {
+                let name = fresh_group(&w).await;
+                let body = json!({"schemas": [PATCH], "Operations": [{"op": "add", "path": "members", "value": [{"value": w.target.id}]}]});
+                Call::patch(format!("/scim/v2/Groups/{name}"), body)
+            }),
+        ),
+        row(
+            "DELETE /scim/v2/Groups/{id}",
+            by_id,
+            ScimA,
+            fresh(|w| async move {
+                let name = fresh_group(&w).await;
+                Call::delete(format!("/scim/v2/Groups/{name}"))
+            }),
+        ),
+        row(
+            "POST /scim/v2/Bulk",
+            whole,
+            ScimA,
+            fresh(move |w| async move {
+                let body = json!({"Operations": [{"method": "POST", "path": "/Users", "bulkId": "a", "data": person(&w)}]});
+                Call::post("/scim/v2/Bulk", body)
+            }),
+        ),
     ]
 }
 
@@ -2154,8 +2467,11 @@ async fn every_route_answers_each_caller_as_the_authorization_rules_say() {
     let built = started.elapsed();
     let mut failures: Vec<Failure> = Vec::new();
 
-    // The table covers the document, no more and no less.
-    let operations = operations(&w.svc).await;
+    // The table covers the document and the SCIM routes, no more and no less.
+    let mut operations = operations(&w.svc).await;
+    for (method, path) in idstream_server::scim::ROUTES {
+        operations.insert((method.to_string(), path.to_string()));
+    }
     let table = table();
     let mut rows: BTreeMap<(String, String), &Row> = BTreeMap::new();
     for row in &table {
@@ -2175,7 +2491,9 @@ async fn every_route_answers_each_caller_as_the_authorization_rules_say() {
     }
     for (method, path) in rows.keys() {
         if !operations.contains(&(method.clone(), path.clone())) {
-            let line = format!("{method} {path}: a row without an operation in /openapi.json");
+            let line = format!(
+                "{method} {path}: a row without an operation in /openapi.json or a SCIM route"
+            );
             failures.push((COVERAGE, line));
         }
     }

@@ -23,12 +23,22 @@ pub struct Account {
 }
 
 /// Polls `condition` every 20 ms until it holds; panics after [`PATIENCE`].
-pub async fn eventually<F, Fut>(what: &str, mut condition: F)
+pub async fn eventually<F, Fut>(what: &str, condition: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = Instant::now() + PATIENCE;
+    eventually_within(PATIENCE, what, condition).await
+}
+
+/// [`eventually`] with a patience of its own, for what a loaded machine may make slow (a
+/// cluster electing leaders while the rest of the suite runs).
+pub async fn eventually_within<F, Fut>(patience: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + patience;
     while !condition().await {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;

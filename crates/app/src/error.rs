@@ -83,6 +83,15 @@ pub enum AppError {
     ApiAccessDisabled,
     #[error("the user may not use the administration console (their dashboard_access flag is off)")]
     DashboardAccessDisabled,
+    /// SCIM is provisioned with an API key of the tenant (not a session's access token).
+    #[error("SCIM provisioning uses an API key of the tenant (Authorization: Bearer ids_…)")]
+    ScimKeyRequired,
+    /// A SCIM protocol error: its status, `scimType` and detail as the SCIM endpoints answer.
+    #[error("{}", .0.detail)]
+    Scim(idstream_scim::ScimError),
+    /// An `If-Match` precondition names another version of the resource.
+    #[error("the resource changed: its version is not the one If-Match names")]
+    PreconditionFailed,
     #[error("the key would have permissions its owner does not hold: {}", .0.join(", "))]
     RestrictionBeyondOwner(Vec<String>),
     #[error("this email address belongs to another user")]

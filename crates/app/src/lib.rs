@@ -37,6 +37,7 @@ pub mod policy;
 #[cfg(test)]
 mod preview_tests;
 pub mod replay;
+pub mod scim;
 mod tenants;
 #[cfg(test)]
 mod tests;
@@ -184,6 +185,7 @@ pub struct App {
     pub audit: Audit,
     pub operations: Operations,
     pub people: People,
+    pub scim: scim::Scim,
 }
 
 impl App {
@@ -233,7 +235,8 @@ impl App {
             identity: Identity(core.clone()),
             audit: Audit(core.clone()),
             operations: Operations(core.clone()),
-            people: People(core),
+            people: People(core.clone()),
+            scim: scim::Scim(core),
         }
     }
 }

@@ -517,7 +517,7 @@ impl People {
     }
 
     /// Waits (up to the consistency timeout) until the directory's search index is loaded.
-    async fn index_ready(&self) -> Result<(), AppError> {
+    pub(crate) async fn index_ready(&self) -> Result<(), AppError> {
         let deadline = tokio::time::Instant::now() + self.consistency_timeout;
         while !self.directory().people().is_loaded() {
             if tokio::time::Instant::now() >= deadline {

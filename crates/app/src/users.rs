@@ -371,6 +371,32 @@ impl Users {
             .map_err(user_not_found)
     }
 
+    /// Sets the identifiers the tenant's provisioning client knows a member by: its id for
+    /// them (SCIM `externalId`) and its name for them (`userName`, when it is not their
+    /// address), each `None` for none. Kept per tenant: another tenant's client has its own.
+    ///
+    /// Who: `users:update` in the tenant (or `members.<role>:update` over the member).
+    pub async fn change_provisioning_ids(
+        &self,
+        caller: &Caller,
+        tenant: TenantId,
+        user: UserId,
+        external_id: Option<String>,
+        user_name: Option<String>,
+    ) -> Result<Outcome, AppError> {
+        self.over_member(caller, &tenant, user, Action::Update)
+            .await?;
+        self.require_member(&tenant, user).await?;
+        let command = UserCommand::ChangeProvisioningIds {
+            tenant,
+            external_id,
+            user_name,
+        };
+        self.execute::<UserAggregate>(caller.ctx(), &user_key(user), "", command)
+            .await
+            .map_err(user_not_found)
+    }
+
     /// Fails with "no such user" unless `user` is a member of `tenant`.
     async fn require_member(&self, tenant: &TenantId, user: UserId) -> Result<(), AppError> {
         let member = |core: &Users| -> Result<bool, AppError> {

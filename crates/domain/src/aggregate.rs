@@ -109,7 +109,7 @@ aggregate!(UserAggregate, User, user, User, UserCommand, UserEvent, UserError, {
     Deactivated => UserDeactivated, Reactivated => UserReactivated, FlagsChanged => UserFlagsChanged,
     Activated => UserActivated, EmailVerified => EmailVerified, ProfileChanged => UserProfileChanged,
     EmailChangeRequested => EmailChangeRequested, EmailChanged => EmailChanged, Erased => UserErased,
-    AttributesChanged => UserAttributesChanged,
+    AttributesChanged => UserAttributesChanged, ProvisioningIdsChanged => UserProvisioningIdsChanged,
 });
 aggregate!(MembershipAggregate, Membership, membership, Membership, MembershipCommand, MembershipEvent, MembershipError, {
     Assigned => RoleAssigned, Revoked => RoleRevoked, PermissionsGranted => PermissionsGranted,

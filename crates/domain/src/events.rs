@@ -230,6 +230,7 @@ pub const PERSONAL_DATA: &[(&str, &[&str])] = &[
         &["first_name", "last_name", "image_url", "phone"],
     ),
     ("UserAttributesChanged", &["values"]),
+    ("UserProvisioningIdsChanged", &["external_id", "user_name"]),
     ("EmailChangeRequested", &["email"]),
     ("EmailChanged", &["email"]),
     ("SignInFailed", &["ip", "user_agent"]),
@@ -268,6 +269,18 @@ pub fn personal_data_owner(envelope: &EventEnvelope) -> Option<&str> {
 pub struct UserAttributesChanged {
     pub tenant: TenantId,
     pub values: BTreeMap<String, serde_json::Value>,
+}
+
+/// The identifiers a tenant's provisioning client (SCIM) knows the user by changed: its own id
+/// for them (`externalId`) and the name it gives them (`userName`, when it is not their email
+/// address); both as they are after the change, `null` for none. Personal data: sealed with the
+/// user's key in the log, `null` for readers once the user is erased.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserProvisioningIdsChanged {
+    pub tenant: TenantId,
+    pub external_id: Option<String>,
+    pub user_name: Option<String>,
 }
 
 /// A user's system-level flags changed (the whole set is recorded).
@@ -1661,6 +1674,7 @@ catalogue! {
         EmailVerified => 1, User;
         UserProfileChanged => 3, User;
         UserAttributesChanged => 1, User;
+        UserProvisioningIdsChanged => 1, User;
         EmailChangeRequested => 1, User;
         EmailChanged => 1, User;
         PasswordSet => 1, Credentials;

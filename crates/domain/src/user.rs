@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use crate::events::{
     EmailChangeRequested, EmailChanged, EmailVerified, UserActivated, UserAttributesChanged,
     UserDeactivated, UserErased, UserFlagsChanged, UserInvited, UserProfileChanged,
-    UserReactivated, UserRegistered, UserReinstated, UserSuspended,
+    UserProvisioningIdsChanged, UserReactivated, UserRegistered, UserReinstated, UserSuspended,
 };
 use crate::ids::TenantId;
 
@@ -75,6 +75,11 @@ pub struct User {
     /// The values of the user's attributes, per tenant (see [`crate::attributes`]).
     pub attributes:
         std::collections::BTreeMap<TenantId, std::collections::BTreeMap<String, serde_json::Value>>,
+    /// The id each tenant's provisioning client knows the user by (SCIM `externalId`).
+    pub external_ids: std::collections::BTreeMap<TenantId, String>,
+    /// The name each tenant's provisioning client gives the user (SCIM `userName`), where it is
+    /// not their email address.
+    pub user_names: std::collections::BTreeMap<TenantId, String>,
 }
 
 impl User {
@@ -136,6 +141,29 @@ pub enum UserCommand {
         /// The user is being created: required attributes must be given.
         creating: bool,
     },
+    /// Set the identifiers a tenant's provisioning client knows the user by: its id for them
+    /// (SCIM `externalId`) and its name for them (`userName`), each `None` (or an empty text)
+    /// for none (see [`normalize_external_id`]).
+    ChangeProvisioningIds {
+        tenant: TenantId,
+        external_id: Option<String>,
+        user_name: Option<String>,
+    },
+}
+
+/// The longest external id or provisioned user name, in characters.
+pub const MAX_EXTERNAL_ID_CHARS: usize = 256;
+
+/// An external id or provisioned user name as recorded: trimmed; `None` when empty; refused when longer than
+/// [`MAX_EXTERNAL_ID_CHARS`] or holding control characters.
+pub fn normalize_external_id(text: Option<&str>) -> Result<Option<String>, UserError> {
+    let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    if text.chars().count() > MAX_EXTERNAL_ID_CHARS || text.chars().any(char::is_control) {
+        return Err(UserError::InvalidExternalId);
+    }
+    Ok(Some(text.to_owned()))
 }
 
 /// Longest profile image URL accepted.
@@ -204,10 +232,15 @@ pub enum UserEvent {
     EmailChanged(EmailChanged),
     Erased(UserErased),
     AttributesChanged(UserAttributesChanged),
+    ProvisioningIdsChanged(UserProvisioningIdsChanged),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UserError {
+    #[error(
+        "an external id or user name is at most {MAX_EXTERNAL_ID_CHARS} characters, without control characters"
+    )]
+    InvalidExternalId,
     #[error("the user has been erased")]
     Erased,
     #[error("this user already exists")]
@@ -502,6 +535,32 @@ pub fn decide(state: &User, command: UserCommand) -> Result<Vec<UserEvent>, User
                 values,
             })])
         }
+        UserCommand::ChangeProvisioningIds {
+            tenant,
+            external_id,
+            user_name,
+        } => {
+            if !state.exists() {
+                return Err(UserError::NotFound);
+            }
+            if state.status == Status::Erased {
+                return Err(UserError::Erased);
+            }
+            let external_id = normalize_external_id(external_id.as_deref())?;
+            let user_name = normalize_external_id(user_name.as_deref())?;
+            if state.external_ids.get(&tenant) == external_id.as_ref()
+                && state.user_names.get(&tenant) == user_name.as_ref()
+            {
+                return Ok(vec![]);
+            }
+            Ok(vec![UserEvent::ProvisioningIdsChanged(
+                UserProvisioningIdsChanged {
+                    tenant,
+                    external_id,
+                    user_name,
+                },
+            )])
+        }
         UserCommand::VerifyEmail => {
             if !state.exists() {
                 return Err(UserError::NotFound);
@@ -575,6 +634,19 @@ pub fn evolve(mut state: User, event: &UserEvent) -> User {
             state.former_emails.clear();
             state.phone = None;
             state.attributes.clear();
+            state.external_ids.clear();
+            state.user_names.clear();
+        }
+        UserEvent::ProvisioningIdsChanged(e) => {
+            for (map, value) in [
+                (&mut state.external_ids, &e.external_id),
+                (&mut state.user_names, &e.user_name),
+            ] {
+                match value {
+                    Some(value) => map.insert(e.tenant.clone(), value.clone()),
+                    None => map.remove(&e.tenant),
+                };
+            }
         }
         UserEvent::AttributesChanged(e) => {
             if e.values.is_empty() {
@@ -984,6 +1056,91 @@ mod tests {
                 Err(UserError::InvalidName),
             );
         }
+    }
+
+    #[test]
+    fn given_a_user_when_an_external_id_is_set_then_it_is_kept_per_tenant_and_trimmed_once() {
+        let acme: TenantId = "acme".parse().unwrap();
+        let beta: TenantId = "beta".parse().unwrap();
+        let set = |tenant: &TenantId, id: Option<&str>| UserCommand::ChangeProvisioningIds {
+            tenant: tenant.clone(),
+            external_id: id.map(str::to_owned),
+            user_name: None,
+        };
+        let changed = |tenant: &TenantId, id: Option<&str>| {
+            UserEvent::ProvisioningIdsChanged(UserProvisioningIdsChanged {
+                tenant: tenant.clone(),
+                external_id: id.map(str::to_owned),
+                user_name: None,
+            })
+        };
+        check(&[], set(&acme, Some("e-1")), Err(UserError::NotFound));
+        check(
+            &[registered()],
+            set(&acme, Some("  e-1 ")),
+            Ok(vec![changed(&acme, Some("e-1"))]),
+        );
+        // The same id again, or clearing one never set, changes nothing.
+        check(
+            &[registered(), changed(&acme, Some("e-1"))],
+            set(&acme, Some("e-1")),
+            Ok(vec![]),
+        );
+        check(&[registered()], set(&acme, Some("  ")), Ok(vec![]));
+        // Each tenant's client has its own.
+        check(
+            &[registered(), changed(&acme, Some("e-1"))],
+            set(&beta, Some("e-1")),
+            Ok(vec![changed(&beta, Some("e-1"))]),
+        );
+        check(
+            &[registered(), changed(&acme, Some("e-1"))],
+            set(&acme, None),
+            Ok(vec![changed(&acme, None)]),
+        );
+        check(
+            &[registered()],
+            set(&acme, Some("bad\u{7}id")),
+            Err(UserError::InvalidExternalId),
+        );
+        let long = "x".repeat(MAX_EXTERNAL_ID_CHARS + 1);
+        check(
+            &[registered()],
+            set(&acme, Some(&long)),
+            Err(UserError::InvalidExternalId),
+        );
+        let state = [
+            registered(),
+            changed(&acme, Some("e-1")),
+            UserEvent::Erased(UserErased {}),
+        ]
+        .iter()
+        .fold(User::default(), evolve);
+        assert!(state.external_ids.is_empty());
+        check(
+            &[registered(), UserEvent::Erased(UserErased {})],
+            set(&acme, Some("e-2")),
+            Err(UserError::Erased),
+        );
+        // The user name is kept beside the external id: changing one keeps the other.
+        let both = UserCommand::ChangeProvisioningIds {
+            tenant: acme.clone(),
+            external_id: Some("e-1".into()),
+            user_name: Some(" Ada.L ".into()),
+        };
+        let named = UserEvent::ProvisioningIdsChanged(UserProvisioningIdsChanged {
+            tenant: acme.clone(),
+            external_id: Some("e-1".into()),
+            user_name: Some("Ada.L".into()),
+        });
+        check(
+            &[registered(), changed(&acme, Some("e-1"))],
+            both,
+            Ok(vec![named.clone()]),
+        );
+        let state = [registered(), named].iter().fold(User::default(), evolve);
+        assert_eq!(state.user_names[&acme], "Ada.L");
+        assert_eq!(state.external_ids[&acme], "e-1");
     }
 
     #[test]

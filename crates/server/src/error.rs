@@ -146,6 +146,9 @@ impl ApiError {
                         (S::UNPROCESSABLE_ENTITY, "invalid_notifications", shown(u))
                     }
                     UserError::InvalidPhone => (S::UNPROCESSABLE_ENTITY, "invalid_phone", shown(u)),
+                    UserError::InvalidExternalId => {
+                        (S::UNPROCESSABLE_ENTITY, "invalid_external_id", shown(u))
+                    }
                     UserError::InvalidLanguage => {
                         (S::UNPROCESSABLE_ENTITY, "invalid_language", shown(u))
                     }
@@ -304,6 +307,15 @@ impl ApiError {
                 AppError::DashboardAccessDisabled => {
                     (S::FORBIDDEN, "dashboard_access_disabled", shown(e))
                 }
+                AppError::ScimKeyRequired => (S::FORBIDDEN, "scim_key_required", shown(e)),
+                AppError::PreconditionFailed => {
+                    (S::PRECONDITION_FAILED, "precondition_failed", shown(e))
+                }
+                AppError::Scim(scim) => (
+                    S::from_u16(scim.status).unwrap_or(S::BAD_REQUEST),
+                    crate::scim::code_of(scim),
+                    shown(e),
+                ),
                 AppError::RestrictionBeyondOwner(_) => (
                     S::UNPROCESSABLE_ENTITY,
                     "restriction_beyond_owner",

@@ -18,6 +18,7 @@ pub mod openapi;
 mod page_text;
 pub mod pages;
 pub mod routes;
+pub mod scim;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -165,8 +166,21 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(routes::identity::router())
         .merge(routes::audit::router())
         .merge(pages::router(&state))
-        .fallback(|| async { ApiError::NotFound })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .merge(scim::router())
+        .fallback(|uri: axum::http::Uri| async move {
+            if scim::is_scim(uri.path()) {
+                scim::not_routed(false)
+            } else {
+                ApiError::NotFound.into_response()
+            }
+        })
+        .method_not_allowed_fallback(|uri: axum::http::Uri| async move {
+            if scim::is_scim(uri.path()) {
+                scim::not_routed(true)
+            } else {
+                ApiError::MethodNotAllowed.into_response()
+            }
+        })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(
             (state.clone(), max_body_bytes),
@@ -202,6 +216,7 @@ async fn front(
     next: Next,
 ) -> Response {
     correlate(request, async move |request| {
+        let max = scim::body_limit(request.uri().path(), max);
         match too_large(max, request).await {
             Err(refused) => refused,
             Ok(request) => dry_run::dry_run(state, matched, request, next).await,

@@ -235,6 +235,7 @@ impl Projection for AccessProjection {
             | DomainEvent::EmailVerified(_)
             | DomainEvent::UserProfileChanged(_)
             | DomainEvent::UserAttributesChanged(_)
+            | DomainEvent::UserProvisioningIdsChanged(_)
             | DomainEvent::UserAttributeDefined(_)
             | DomainEvent::UserAttributeRemoved(_)
             | DomainEvent::EmailReleased(_)

@@ -902,6 +902,7 @@ impl Writer {
                 UserEvent::EmailChanged(e) => DomainEvent::EmailChanged(e),
                 UserEvent::Erased(e) => DomainEvent::UserErased(e),
                 UserEvent::AttributesChanged(e) => DomainEvent::UserAttributesChanged(e),
+                UserEvent::ProvisioningIdsChanged(e) => DomainEvent::UserProvisioningIdsChanged(e),
             };
             self.log.push(None, user.to_string(), event);
         }

@@ -306,6 +306,11 @@ fn describe(
             about.fact("tenant", e.tenant.as_str());
             about.tenants = Some(vec![e.tenant]);
         }
+        E::UserProvisioningIdsChanged(e) => {
+            about.subject = own_user;
+            about.fact("tenant", e.tenant.as_str());
+            about.tenants = Some(vec![e.tenant]);
+        }
         E::TenantSettingsChanged(e) => {
             if let Some(tenant) = &envelope.tenant {
                 let key = keys::settings(tenant);

@@ -149,6 +149,10 @@ fn summarize(e: &Stored, erased: &HashSet<UserId>) -> String {
             "the attributes of {subject} in tenant {} were changed{by}",
             fact("tenant")
         ),
+        "UserProvisioningIdsChanged" => format!(
+            "the provisioning ids of {subject} in tenant {} were changed{by}",
+            fact("tenant")
+        ),
         "UserAttributeDefined" => format!(
             "the user attribute {} was defined in tenant {tenant}{by}",
             fact("attribute")

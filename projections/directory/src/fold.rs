@@ -180,6 +180,37 @@ impl Projection for DirectoryProjection {
                     Ok(view)
                 })
             }
+            DomainEvent::UserProvisioningIdsChanged(e) => {
+                update_user_sealed(state, event, |mut view| {
+                    let user = view.id.to_string();
+                    let fields = [
+                        (
+                            &mut view.external_ids,
+                            e.external_id,
+                            crate::external_id_field(&e.tenant),
+                        ),
+                        (
+                            &mut view.user_names,
+                            e.user_name,
+                            crate::user_name_field(&e.tenant),
+                        ),
+                    ];
+                    for (map, value, field) in fields {
+                        match value {
+                            Some(value) => {
+                                map.insert(
+                                    e.tenant.clone(),
+                                    seal_text(seal, &user, &field, &value)?,
+                                );
+                            }
+                            None => {
+                                map.remove(&e.tenant);
+                            }
+                        }
+                    }
+                    Ok(view)
+                })
+            }
             DomainEvent::UserAttributeDefined(e) => update_tenant(state, event, |mut view| {
                 view.attributes.insert(e.name, e.definition);
                 view
@@ -424,6 +455,9 @@ fn user_created(
         phone: None,
         language: None,
         attributes: Default::default(),
+        external_ids: Default::default(),
+        user_names: Default::default(),
+        updated_at: None,
         status,
         suspended_until: None,
         suspension_reason: None,
@@ -505,6 +539,7 @@ fn update_user_sealed(
     };
     let changed = UserView {
         position: event.position,
+        updated_at: Some(event.envelope.occurred_at),
         ..change(view)?
     };
     save(state, key, &changed)
@@ -672,6 +707,8 @@ fn user_erased(state: &mut Staged<'_>, event: &RecordedEvent) -> Result<(), Appl
         notifications: Default::default(),
         phone: None,
         attributes: Default::default(),
+        external_ids: Default::default(),
+        user_names: Default::default(),
         status: UserStatus::Erased,
         suspended_until: None,
         suspension_reason: None,

@@ -107,6 +107,13 @@ pub struct UserView {
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub attributes:
         std::collections::BTreeMap<TenantId, std::collections::BTreeMap<String, serde_json::Value>>,
+    /// The id each tenant's provisioning client knows the user by (SCIM `externalId`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub external_ids: std::collections::BTreeMap<TenantId, String>,
+    /// The name each tenant's provisioning client gives the user (SCIM `userName`), where it is
+    /// not their email address.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub user_names: std::collections::BTreeMap<TenantId, String>,
     /// As recorded; a timed suspension that has ended still reads `suspended` here until the user
     /// is reinstated; [`UserView::status_at`] tells the effective status.
     pub status: UserStatus,
@@ -135,6 +142,10 @@ pub struct UserView {
     pub two_factor: bool,
     /// The tenant the user was created (registered or invited) in.
     pub created_in: TenantId,
+    /// When the user aggregate last changed (its last event's `occurred_at`), RFC 3339; `null`
+    /// when it has not changed since it was created.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub updated_at: Option<OffsetDateTime>,
     /// Log position of the user aggregate's last event: its consistency token. (Sign-ins and
     /// second-factor changes, events of other aggregates, leave it as it is.)
     pub position: Position,
@@ -155,6 +166,16 @@ pub(crate) fn attribute_field(tenant: &TenantId, name: &str) -> String {
     format!("attributes.{tenant}.{name}")
 }
 
+/// The name a tenant's external id of a user is sealed under.
+pub(crate) fn external_id_field(tenant: &TenantId) -> String {
+    format!("external_id.{tenant}")
+}
+
+/// The name a tenant's provisioned user name of a user is sealed under.
+pub(crate) fn user_name_field(tenant: &TenantId) -> String {
+    format!("user_name.{tenant}")
+}
+
 /// `view` as stored, with its personal fields opened (placeholders once the person is erased).
 /// The email's blind index stays inside the read model (`email_index` reads `None`).
 pub fn open_user(seal: &dyn PersonalSeal, mut view: UserView) -> Result<UserView, SealError> {
@@ -169,6 +190,12 @@ pub fn open_user(seal: &dyn PersonalSeal, mut view: UserView) -> Result<UserView
         for (name, value) in values.iter_mut() {
             *value = open_json(seal, &user, &attribute_field(tenant, name), value)?;
         }
+    }
+    for (tenant, id) in &mut view.external_ids {
+        *id = open_text(seal, &user, &external_id_field(tenant), id)?;
+    }
+    for (tenant, name) in &mut view.user_names {
+        *name = open_text(seal, &user, &user_name_field(tenant), name)?;
     }
     Ok(view)
 }

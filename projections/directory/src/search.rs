@@ -200,6 +200,20 @@ pub enum CursorKey {
     Status(u8),
 }
 
+/// The name under which [`Search::attributes`] finds a member by the external id their tenant's
+/// provisioning client gave them (matched exactly, case included): it is no attribute name a
+/// tenant can define.
+pub const EXTERNAL_ID: &str = "\u{1}external_id";
+
+/// The name under which [`Search::attributes`] finds a member by the user name their tenant's
+/// provisioning client gave them, lower-cased ([`user_name_key`]).
+pub const USER_NAME: &str = "\u{1}user_name";
+
+/// The key a provisioned user name is found by: case does not count.
+pub fn user_name_key(name: &str) -> String {
+    name.to_lowercase()
+}
+
 /// Whom a search looks among.
 #[derive(Debug, Clone, Copy)]
 pub enum Scope<'a> {
@@ -624,6 +638,13 @@ impl Inner {
                     let key = idstream_domain::attributes::search_key(value);
                     entries.push((tenant.clone(), format!("{name}\0{key}").into()));
                 }
+            }
+            for (tenant, id) in &view.external_ids {
+                entries.push((tenant.clone(), format!("{EXTERNAL_ID}\0{id}").into()));
+            }
+            for (tenant, name) in &view.user_names {
+                let key = user_name_key(name);
+                entries.push((tenant.clone(), format!("{USER_NAME}\0{key}").into()));
             }
         }
         let old = self.held_attributes.remove(&ordinal).unwrap_or_default();

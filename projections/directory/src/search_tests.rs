@@ -143,6 +143,9 @@ impl World {
             phone: None,
             language: None,
             attributes: Default::default(),
+            external_ids: Default::default(),
+            user_names: Default::default(),
+            updated_at: None,
             status,
             suspended_until: (status == UserStatus::Suspended && rng.random_bool(0.5))
                 .then(|| T0 + Duration::days(rng.random_range(1..60))),

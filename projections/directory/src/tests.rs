@@ -298,6 +298,9 @@ fn a_registered_user_is_active_and_found_by_email_in_any_case() {
         phone: None,
         language: None,
         attributes: Default::default(),
+        external_ids: Default::default(),
+        user_names: Default::default(),
+        updated_at: None,
         status: UserStatus::Active,
         suspended_until: None,
         suspension_reason: None,
@@ -623,6 +626,7 @@ fn views_serialise_as_snake_case_json_with_rfc3339_times() {
             "last_sign_in": null,
             "two_factor": false,
             "created_in": "acme",
+            "updated_at": "2026-03-01T12:02:00Z",
             "position": 2
         })
     );
@@ -845,4 +849,107 @@ fn no_personal_value_reaches_the_store_files_in_the_clear() {
     db.flush().unwrap();
     drop((directory, tree, db));
     assert_eq!(files_holding(root.path(), &canaries), vec![]);
+}
+
+#[test]
+fn an_external_id_finds_its_member_in_its_own_tenant_only_and_goes_with_a_change_or_erasure() {
+    use crate::search::{EXTERNAL_ID, Scope, Search, Sort};
+    use idstream_domain::events::{UserErased, UserProvisioningIdsChanged};
+    let xid = |position: Position, tenant: &str, id: Option<&str>| {
+        At(position).record(
+            user_key(u(1)),
+            DomainEvent::UserProvisioningIdsChanged(UserProvisioningIdsChanged {
+                tenant: t(tenant),
+                external_id: id.map(str::to_owned),
+                user_name: id.map(|id| format!("Name-{id}")),
+            }),
+        )
+    };
+    // Members of a tenant by an entry of the index (`name`: EXTERNAL_ID or USER_NAME).
+    let by = |directory: &Directory, tenant: &str, name: &str, key: String| {
+        let tenant = t(tenant);
+        let wanted = [(name.to_owned(), key)];
+        directory
+            .people()
+            .search(&Search {
+                scope: Scope::Tenant(&tenant),
+                text: None,
+                roles: &[],
+                statuses: &[],
+                created: (None, None),
+                last_sign_in: (None, None),
+                verified: None,
+                attributes: &wanted,
+                sort: Sort::default(),
+                after: None,
+                limit: 10,
+                now: T0,
+            })
+            .unwrap()
+            .users
+    };
+    let found = |directory: &Directory, tenant: &str, id: &str| {
+        by(directory, tenant, EXTERNAL_ID, id.to_owned())
+    };
+    let by_name = |directory: &Directory, tenant: &str, name: &str| {
+        by(
+            directory,
+            tenant,
+            crate::search::USER_NAME,
+            crate::search::user_name_key(name),
+        )
+    };
+    let given = [
+        At(1).registered(u(1), "ada@example.com", "acme"),
+        At(2).assigned("acme", u(1), "user"),
+        At(3).assigned("beta", u(1), "user"),
+        At(4).registered(u(2), "bob@example.com", "acme"),
+        At(5).assigned("acme", u(2), "user"),
+    ];
+    let directory = given_when(&given, &[xid(6, "acme", Some("E-1"))]);
+    assert_eq!(found(&directory, "acme", "E-1"), vec![u(1)]);
+    // Exactly: case counts, and another tenant's client does not know it.
+    assert!(found(&directory, "acme", "e-1").is_empty());
+    assert!(found(&directory, "beta", "E-1").is_empty());
+    // The user name, without regard to case.
+    assert_eq!(by_name(&directory, "acme", "NAME-e-1"), vec![u(1)]);
+    assert!(by_name(&directory, "beta", "Name-E-1").is_empty());
+    let view = directory.user(&u(1)).unwrap().unwrap();
+    assert_eq!(
+        view.external_ids.get(&t("acme")).map(String::as_str),
+        Some("E-1")
+    );
+    assert_eq!(view.updated_at, Some(at(6)));
+    // Sealed in the tree like the rest of the person's data.
+    let stored = directory.user_sealed(&u(1)).unwrap().unwrap();
+    assert_ne!(stored.external_ids[&t("acme")], "E-1");
+    assert_eq!(view.user_names[&t("acme")], "Name-E-1");
+    assert_ne!(stored.user_names[&t("acme")], "Name-E-1");
+
+    let changed = given_when(
+        &given,
+        &[xid(6, "acme", Some("E-1")), xid(7, "acme", Some("E-2"))],
+    );
+    assert!(found(&changed, "acme", "E-1").is_empty());
+    assert_eq!(found(&changed, "acme", "E-2"), vec![u(1)]);
+    let cleared = given_when(&given, &[xid(6, "acme", Some("E-1")), xid(7, "acme", None)]);
+    assert!(found(&cleared, "acme", "E-1").is_empty());
+    assert!(
+        cleared
+            .user(&u(1))
+            .unwrap()
+            .unwrap()
+            .external_ids
+            .is_empty()
+    );
+    let erased = given_when(
+        &given,
+        &[
+            xid(6, "acme", Some("E-1")),
+            At(7).record(user_key(u(1)), DomainEvent::UserErased(UserErased {})),
+        ],
+    );
+    assert!(found(&erased, "acme", "E-1").is_empty());
+    assert!(erased.user(&u(1)).unwrap().unwrap().external_ids.is_empty());
+    assert!(erased.user(&u(1)).unwrap().unwrap().user_names.is_empty());
 }

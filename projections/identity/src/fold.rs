@@ -220,6 +220,7 @@ impl Projection for IdentityProjection {
             | DomainEvent::EmailVerified(_)
             | DomainEvent::UserProfileChanged(_)
             | DomainEvent::UserAttributesChanged(_)
+            | DomainEvent::UserProvisioningIdsChanged(_)
             | DomainEvent::UserAttributeDefined(_)
             | DomainEvent::UserAttributeRemoved(_)
             | DomainEvent::EmailReleased(_)

@@ -73,14 +73,17 @@ pub const STANDARD_RESOURCES: &[&str] = &[
 /// The administrative resources: managing the tenant itself.
 pub const ADMIN_RESOURCES: &[&str] = &["menus", "roles", "permissions", "users"];
 
-/// Extra administrative resources idstream itself needs: tenant settings and the audit trail.
-pub const SERVICE_RESOURCES: &[&str] = &["settings", "audit"];
+/// Extra administrative resources idstream itself needs: tenant settings, the audit trail, and
+/// provisioning through SCIM (`scim:read` to read the tenant's users and groups there,
+/// `scim:update` to change them, each change also needing what the same change through the API
+/// needs).
+pub const SERVICE_RESOURCES: &[&str] = &["settings", "audit", "scim"];
 
 /// Why a permission, entity name, record id or principal was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AccessIdError {
     #[error(
-        "a permission is `resource:action`: a standard or admin resource (documentation, entities, fields, workflows, modules, files, menus, roles, permissions, users, settings, audit), `entity.<entity>`, a resource the tenant defines, `role.<role>` or `members.<role>`; actions are read, create, update, delete (assign and revoke for roles, update and delete for members)"
+        "a permission is `resource:action`: a standard or admin resource (documentation, entities, fields, workflows, modules, files, menus, roles, permissions, users, settings, audit, scim), `entity.<entity>`, a resource the tenant defines, `role.<role>` or `members.<role>`; actions are read, create, update, delete (assign and revoke for roles, update and delete for members)"
     )]
     Permission,
     #[error("an entity name is 1 to 64 characters of a-z, 0-9 and '_', starting with a letter")]

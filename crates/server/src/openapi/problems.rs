@@ -59,6 +59,7 @@ pub const CODES: &[&str] = &[
     "invalid_description",
     "invalid_email",
     "invalid_expiry",
+    "invalid_external_id",
     "invalid_fields",
     "invalid_hidden_field",
     "invalid_idempotency_key",
