@@ -200,7 +200,14 @@ async fn a_backup_under_load_restores_elsewhere_with_the_same_digests_and_sign_i
             assert_eq!(person.status, 200, "{person:?}");
             assert_eq!(&person.body["email"], email, "{person:?}");
         } else {
-            assert_eq!(person.status, 404, "{email} came after the cut: {person:?}");
+            // A creation is several events (the address claimed, the person, their role): a cut
+            // between them restores the person without what came after it.
+            let partial =
+                person.status == 200 && person.body["position"].as_u64().is_some_and(|p| p <= cut);
+            assert!(
+                person.status == 404 || partial,
+                "{email} came after the cut ({cut}): {person:?}"
+            );
         }
     }
     drop(svc);
