@@ -646,6 +646,16 @@ async fn lists_filter_sort_page_and_project_and_changes_honour_if_match() {
         names(&either),
         vec!["alice@acme.example", "carol@acme.example"]
     );
+    let looked_up = w
+        .get(&format!(
+            "/Users?filter={}&sortBy=userName",
+            q(r#"userName eq "dave@acme.example" or externalId eq "a-1" or id eq "nobody""#)
+        ))
+        .await;
+    assert_eq!(
+        names(&looked_up),
+        vec!["alice@acme.example", "dave@acme.example"]
+    );
     let count_only = w.get("/Users?count=0").await;
     assert_eq!(total(&count_only), 5);
     assert_eq!(count_only.body["Resources"], json!([]));
