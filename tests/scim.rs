@@ -656,6 +656,50 @@ async fn lists_filter_sort_page_and_project_and_changes_honour_if_match() {
         names(&looked_up),
         vec!["alice@acme.example", "dave@acme.example"]
     );
+    // Names are compared without regard to case, but accents count: the index's folded fields
+    // decide for plain names, the resource itself for the others.
+    for (email, first, last) in [
+        ("jose@acme.example", "José", "Ñúñez"),
+        ("mac@acme.example", "Angus", "MacDonald"),
+    ] {
+        let created = w
+            .post(
+                "/Users",
+                json!({"schemas": [USER], "userName": email, "name": {"givenName": first, "familyName": last}}),
+            )
+            .await;
+        scim_ok(&created, 201);
+    }
+    for (filter, expected) in [
+        (r#"name.familyName sw "ñú""#, vec!["jose@acme.example"]),
+        (r#"name.givenName eq "JOSÉ""#, vec!["jose@acme.example"]),
+        (r#"name.givenName eq "jose""#, vec![]),
+        (r#"name.familyName co "CDON""#, vec!["mac@acme.example"]),
+        (
+            r#"displayName eq "angus macdonald" and active eq true"#,
+            vec!["mac@acme.example"],
+        ),
+        (
+            r#"name.familyName ew "ald" or userName sw "dave""#,
+            vec!["dave@acme.example", "mac@acme.example"],
+        ),
+    ] {
+        let found = w
+            .get(&format!("/Users?filter={}&sortBy=userName", q(filter)))
+            .await;
+        assert_eq!(names(&found), expected, "{filter}");
+        assert_eq!(total(&found), expected.len() as u64, "{filter}");
+    }
+    for email in ["jose@acme.example", "mac@acme.example"] {
+        let found = w
+            .get(&format!(
+                "/Users?filter={}",
+                q(&format!(r#"userName eq "{email}""#))
+            ))
+            .await;
+        let id = resources(&found)[0]["id"].as_str().unwrap().to_owned();
+        scim_ok(&w.delete(&format!("/Users/{id}")).await, 204);
+    }
     let count_only = w.get("/Users?count=0").await;
     assert_eq!(total(&count_only), 5);
     assert_eq!(count_only.body["Resources"], json!([]));

@@ -346,6 +346,36 @@ struct Slot {
     status: u8,
     suspended_until: Option<OffsetDateTime>,
     verified: bool,
+    /// The email and names fold to exactly their lower case (no accents, ligatures, widths or
+    /// case folds that differ), so a case-insensitive comparison of the originals and one of
+    /// the folded fields agree.
+    plain: bool,
+}
+
+/// What the index holds of one user, folded ([`PeopleIndex::folded_rows`]).
+#[derive(Debug, Clone)]
+pub struct FoldedRow {
+    pub email: Arc<str>,
+    pub first: Arc<str>,
+    pub last: Arc<str>,
+    /// The status in effect.
+    pub status: UserStatus,
+    /// The email and names are their own lower case folded: comparing these without regard
+    /// to case is comparing the originals.
+    pub plain: bool,
+    /// The user has a provisioned user name in the tenant asked about (an entry under
+    /// [`USER_NAME`]).
+    pub provisioned_name: bool,
+}
+
+fn status_of_rank(rank: u8) -> UserStatus {
+    match rank {
+        0 => UserStatus::Invited,
+        1 => UserStatus::Active,
+        2 => UserStatus::Suspended,
+        3 => UserStatus::Inactive,
+        _ => UserStatus::Erased,
+    }
 }
 
 fn status_rank(status: UserStatus) -> u8 {
@@ -454,6 +484,31 @@ impl PeopleIndex {
         }
     }
 
+    /// What the index holds of each of `ids` (in order; `None` for an id it does not know), for
+    /// checking a filter on the email and names without reading the users' views. Call after a
+    /// [`PeopleIndex::search`] at the same `now` (which moved lapsed suspensions to active).
+    pub fn folded_rows(&self, tenant: &TenantId, ids: &[UserId]) -> Vec<Option<FoldedRow>> {
+        let inner = self.read();
+        ids.iter()
+            .map(|id| {
+                let ordinal = *inner.ordinals.get(id)?;
+                let slot = inner.slots.get(ordinal as usize)?;
+                let provisioned_name = inner.held_attributes.get(&ordinal).is_some_and(|held| {
+                    held.iter()
+                        .any(|(t, key)| t == tenant && key.starts_with(USER_NAME))
+                });
+                Some(FoldedRow {
+                    email: slot.email.clone(),
+                    first: slot.first.clone(),
+                    last: slot.last.clone(),
+                    status: status_of_rank(slot.status),
+                    plain: slot.plain,
+                    provisioned_name,
+                })
+            })
+            .collect()
+    }
+
     /// How many users the index holds.
     pub fn len(&self) -> usize {
         self.read().slots.len()
@@ -510,6 +565,7 @@ impl Inner {
             status: status_rank(UserStatus::Invited),
             suspended_until: None,
             verified: false,
+            plain: false,
         });
         self.ordinals.insert(id, ordinal);
         self.everyone.insert(ordinal);
@@ -580,6 +636,9 @@ impl Inner {
                 fold(&view.last_name),
             )
         };
+        let plain = email == view.email.to_lowercase()
+            && first == view.first_name.to_lowercase()
+            && last == view.last_name.to_lowercase();
         let name = match (first.is_empty(), last.is_empty()) {
             (false, false) => format!("{first} {last}"),
             (false, true) => first.clone(),
@@ -615,6 +674,7 @@ impl Inner {
             _ => None,
         };
         slot.verified = view.email_verified;
+        slot.plain = plain;
         let (status, until) = (slot.status, slot.suspended_until);
         if let Some(until) = until {
             self.lapsing.insert((until, ordinal));

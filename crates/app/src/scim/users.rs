@@ -3,7 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use idstream_directory::search::{
-    EXTERNAL_ID, Scope, Search, Sort as DirectorySort, SortColumn, USER_NAME, user_name_key,
+    EXTERNAL_ID, FoldedRow, Scope, Search, Sort as DirectorySort, SortColumn, USER_NAME,
+    user_name_key,
 };
 use idstream_directory::{MembershipView, TenantView, UserStatus, UserView};
 use idstream_domain::access::Action;
@@ -455,6 +456,61 @@ fn narrow(filter: &Filter) -> Narrow {
     }
 }
 
+/// Whether every attribute `filter` names is one [`light_resource`] holds as the full resource
+/// does: the address, the names and `active`.
+fn light_filter(filter: &Filter) -> bool {
+    let light = |path: &AttrPath| {
+        is(path, "userName", None)
+            || is(path, "displayName", None)
+            || is(path, "name", Some("givenName"))
+            || is(path, "name", Some("familyName"))
+            || is(path, "name", Some("formatted"))
+            || is(path, "emails", None)
+            || is(path, "emails", Some("value"))
+            || is(path, "active", None)
+    };
+    match filter {
+        Filter::Compare { path, .. } | Filter::Present(path) => light(path),
+        Filter::And(parts) | Filter::Or(parts) => parts.iter().all(light_filter),
+        Filter::Not(inner) => light_filter(inner),
+        Filter::ValuePath { .. } => false,
+    }
+}
+
+/// The attributes of a user resource that [`light_filter`] allows, made of the index's folded
+/// fields (the originals' lower case, for a [`FoldedRow::plain`] person without a provisioned
+/// user name): a filter on them decides as on the full resource.
+fn light_resource(row: &FoldedRow) -> Value {
+    let (first, last) = (&*row.first, &*row.last);
+    let full = match (first.is_empty(), last.is_empty()) {
+        (false, false) => format!("{first} {last}"),
+        (false, true) => first.to_owned(),
+        (true, false) => last.to_owned(),
+        (true, true) => row.email.to_string(),
+    };
+    let mut resource = json!({
+        "schemas": [USER_SCHEMA],
+        "userName": &*row.email,
+        "displayName": full,
+        "emails": [{"value": &*row.email, "type": "work", "primary": true}],
+        "active": row.status != UserStatus::Inactive,
+    });
+    let mut name = Map::new();
+    if !first.is_empty() || !last.is_empty() {
+        name.insert("formatted".into(), Value::from(full.clone()));
+    }
+    if !first.is_empty() {
+        name.insert("givenName".into(), Value::from(first));
+    }
+    if !last.is_empty() {
+        name.insert("familyName".into(), Value::from(last));
+    }
+    if !name.is_empty() {
+        resource["name"] = Value::Object(name);
+    }
+    resource
+}
+
 /// The directory order a SCIM `sortBy` maps to, if any.
 fn directory_sort(sort: Option<&Sort>) -> Option<DirectorySort> {
     let Some(sort) = sort else {
@@ -705,7 +761,32 @@ impl Scim {
         let window = paging.start_index.saturating_sub(1)..;
         let mut total = 0usize;
         let mut bodies = Vec::new();
-        for id in &page.users {
+        // A filter on the address, names and status alone is checked on the index's folded
+        // fields for the people whose fields fold to their lower case: no view is read but
+        // those of the page. The others are read and checked as resources.
+        let light = order.is_some() && filter.as_ref().is_some_and(light_filter);
+        let rows = if light {
+            people.folded_rows(&tenant, &page.users)
+        } else {
+            Vec::new()
+        };
+        for (at, id) in page.users.iter().enumerate() {
+            if let Some(Some(row)) = rows.get(at)
+                && row.plain
+                && !row.provisioned_name
+            {
+                if !matches(&light_resource(row))? {
+                    continue;
+                }
+                if window.contains(&total) && bodies.len() < paging.count {
+                    let Some(member) = self.member(&tenant, &id.to_string())? else {
+                        continue;
+                    };
+                    bodies.push(resource(&member));
+                }
+                total += 1;
+                continue;
+            }
             let Some(member) = self.member(&tenant, &id.to_string())? else {
                 continue;
             };
