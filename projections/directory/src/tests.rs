@@ -953,3 +953,58 @@ fn an_external_id_finds_its_member_in_its_own_tenant_only_and_goes_with_a_change
     assert!(erased.user(&u(1)).unwrap().unwrap().external_ids.is_empty());
     assert!(erased.user(&u(1)).unwrap().unwrap().user_names.is_empty());
 }
+
+#[test]
+fn folded_rows_say_whose_fields_fold_to_their_lower_case_and_who_has_a_provisioned_name() {
+    use idstream_domain::events::{UserProfileChanged, UserProvisioningIdsChanged};
+    let renamed = |position: Position, user: UserId, first: &str, last: &str| {
+        At(position).record(
+            user_key(user),
+            DomainEvent::UserProfileChanged(UserProfileChanged {
+                first_name: first.into(),
+                last_name: last.into(),
+                image_url: None,
+                notifications: Default::default(),
+                phone: None,
+                language: None,
+            }),
+        )
+    };
+    let directory = given_when(
+        &[
+            At(1).registered(u(1), "ada@example.com", "acme"),
+            At(2).assigned("acme", u(1), "user"),
+            At(3).registered(u(2), "jose@example.com", "acme"),
+            At(4).assigned("acme", u(2), "user"),
+            renamed(5, u(2), "José", "Ñúñez"),
+            At(6).registered(u(3), "mac@example.com", "acme"),
+            At(7).assigned("acme", u(3), "user"),
+            renamed(8, u(3), "Angus", "MacDonald"),
+        ],
+        &[At(9).record(
+            user_key(u(3)),
+            DomainEvent::UserProvisioningIdsChanged(UserProvisioningIdsChanged {
+                tenant: t("acme"),
+                external_id: None,
+                user_name: Some("angus.m".into()),
+            }),
+        )],
+    );
+    let rows = directory
+        .people()
+        .folded_rows(&t("acme"), &[u(1), u(2), u(3), u(4)]);
+    let ada = rows[0].as_ref().unwrap();
+    assert!(ada.plain && !ada.provisioned_name);
+    assert_eq!((&*ada.first, &*ada.last), ("ada", "lovelace"));
+    assert_eq!(ada.status, UserStatus::Active);
+    let jose = rows[1].as_ref().unwrap();
+    assert!(!jose.plain, "José folds to jose, not to its lower case");
+    let angus = rows[2].as_ref().unwrap();
+    assert!(angus.plain, "MacDonald folds to its lower case");
+    assert!(angus.provisioned_name);
+    assert_eq!(&*angus.last, "macdonald");
+    assert!(rows[3].is_none(), "an unknown id");
+    // Another tenant's name for someone is not this tenant's.
+    let elsewhere = directory.people().folded_rows(&t("beta"), &[u(3)]);
+    assert!(!elsewhere[0].as_ref().unwrap().provisioned_name);
+}
