@@ -932,6 +932,71 @@ async fn only_a_key_of_the_tenant_holding_scim_permissions_provisions_and_anothe
     assert_eq!(total(&nope), 0);
     assert_eq!(w.get(&format!("/Users/{id}")).await.body["active"], true);
 
+    // A key restricted as README says (scim, users, roles, giving the default role and every
+    // permission of it) provisions people and groups.
+    let default_role = w.svc.get("/v1/tenants/acme/roles/user").await;
+    assert_eq!(default_role.status, 200, "{default_role:?}");
+    let mut permissions: Vec<String> = [
+        "scim:read",
+        "scim:update",
+        "users:read",
+        "users:create",
+        "users:update",
+        "users:delete",
+        "roles:read",
+        "roles:create",
+        "roles:update",
+        "roles:delete",
+        "role.user:assign",
+        "role.user:revoke",
+    ]
+    .iter()
+    .map(|p| p.to_string())
+    .collect();
+    for permission in default_role.body["permissions"].as_array().unwrap() {
+        permissions.push(permission.as_str().unwrap().to_owned());
+    }
+    let listed: Vec<&str> = permissions.iter().map(String::as_str).collect();
+    let provisioning = w.key_with(&listed).await;
+    let created = w
+        .scim(
+            &provisioning,
+            Method::POST,
+            "/Users",
+            Some(json!({"schemas": [USER], "userName": "restricted@acme.example"})),
+        )
+        .await;
+    scim_ok(&created, 201);
+    let made = created.body["id"].as_str().unwrap().to_owned();
+    let deactivated = w
+        .scim(
+            &provisioning,
+            Method::PATCH,
+            &format!("/Users/{made}"),
+            Some(json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "active", "value": false}]})),
+        )
+        .await;
+    scim_ok(&deactivated, 200);
+    let group = w
+        .scim(
+            &provisioning,
+            Method::POST,
+            "/Groups",
+            Some(json!({"schemas": [GROUP], "displayName": "Restricted Team"})),
+        )
+        .await;
+    scim_ok(&group, 201);
+    scim_ok(
+        &w.scim(
+            &provisioning,
+            Method::DELETE,
+            &format!("/Users/{made}"),
+            None,
+        )
+        .await,
+        204,
+    );
+
     // beta's provisioning key: acme's person does not exist there, in any way of asking.
     let beta = w
         .svc
