@@ -26,6 +26,9 @@ use crate::routes::{self, CommandAccepted};
         service 422 (or 409) with the rule's own code (`invalid_tenant_name`, `invalid_name`, `weak_password`, …). \
         `detail` names the parameter or field and the rule. Any request with a body larger than the limit gets 413 \
         `payload_too_large`, an unknown path 404 `not_found`, an unknown method 405 `method_not_allowed`. \
+        SCIM 2.0 provisioning (`/scim/v2/…`) is described by its own discovery documents \
+        (`/scim/v2/ServiceProviderConfig`, `/ResourceTypes`, `/Schemas`), not here, and answers SCIM errors \
+        with the stable code in `X-Idstream-Code`. \
         \n\nSystem flags of a user (`PUT /v1/users/{user}/flags`, shown by `GET /v1/auth/me` and the directory): \
         `api_access` governs API keys: without it the user's keys are refused (401) on every request and none can \
         be issued for them (403 `api_access_disabled`), while their sessions work as before. `dashboard_access` is \

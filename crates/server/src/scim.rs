@@ -18,7 +18,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, patch, post, put};
 use idstream_app::AppError;
-use idstream_app::scim::{BulkRequest, BulkResponse, Endpoint, ListQuery, ScimResource, Shape};
+use idstream_app::scim::{
+    BulkRequest, BulkResponse, Collection, Endpoint, ListQuery, ScimResource, Shape,
+};
 use idstream_scim::{ListResponse, ScimError, ScimType};
 use serde_json::{Value, json};
 
@@ -64,23 +66,40 @@ fn handler(method: &str, path: &str) -> Option<MethodRouter<AppState>> {
         ("GET", "/scim/v2/ResourceTypes/{id}") => get(resource_type),
         ("GET", "/scim/v2/Schemas") => get(schemas),
         ("GET", "/scim/v2/Schemas/{id}") => get(schema),
-        ("GET", "/scim/v2/Users") => get(list_users),
-        ("POST", "/scim/v2/Users") => post(create_user),
-        ("POST", "/scim/v2/Users/.search") => post(search_users),
-        ("GET", "/scim/v2/Users/{id}") => get(get_user),
-        ("PUT", "/scim/v2/Users/{id}") => put(replace_user),
-        ("PATCH", "/scim/v2/Users/{id}") => patch(patch_user),
-        ("DELETE", "/scim/v2/Users/{id}") => delete(delete_user),
-        ("GET", "/scim/v2/Groups") => get(list_groups),
-        ("POST", "/scim/v2/Groups") => post(create_group),
-        ("POST", "/scim/v2/Groups/.search") => post(search_groups),
-        ("GET", "/scim/v2/Groups/{id}") => get(get_group),
-        ("PUT", "/scim/v2/Groups/{id}") => put(replace_group),
-        ("PATCH", "/scim/v2/Groups/{id}") => patch(patch_group),
-        ("DELETE", "/scim/v2/Groups/{id}") => delete(delete_group),
+        ("GET" | "POST", "/scim/v2/Users") => collection_route(method, Collection::Users, false)?,
+        ("POST", "/scim/v2/Users/.search") => collection_route(method, Collection::Users, true)?,
+        (_, "/scim/v2/Users/{id}") => resource_route(method, Collection::Users)?,
+        ("GET" | "POST", "/scim/v2/Groups") => collection_route(method, Collection::Groups, false)?,
+        ("POST", "/scim/v2/Groups/.search") => collection_route(method, Collection::Groups, true)?,
+        (_, "/scim/v2/Groups/{id}") => resource_route(method, Collection::Groups)?,
         ("POST", "/scim/v2/Bulk") => {
             post(bulk).layer(DefaultBodyLimit::max(idstream_app::scim::MAX_PAYLOAD_BYTES))
         }
+        _ => return None,
+    })
+}
+
+/// `GET` (list) or `POST` (create, or `.search` when `search`) on a collection.
+fn collection_route(
+    method: &str,
+    collection: Collection,
+    search: bool,
+) -> Option<MethodRouter<AppState>> {
+    Some(match (method, search) {
+        ("GET", false) => get(move |s, w, q| list_by_query(s, w, q, collection)),
+        ("POST", false) => post(move |s, w, h, b| create(s, w, h, b, collection)),
+        ("POST", true) => post(move |s, w, h, b| list_by_search(s, w, h, b, collection)),
+        _ => return None,
+    })
+}
+
+/// `GET`, `PUT`, `PATCH` or `DELETE` on one resource of a collection.
+fn resource_route(method: &str, collection: Collection) -> Option<MethodRouter<AppState>> {
+    Some(match method {
+        "GET" => get(move |s, w, id, q| get_one(s, w, id, q, collection)),
+        "PUT" => put(move |s, w, id, h, b| change(s, w, id, h, b, (collection, false))),
+        "PATCH" => patch(move |s, w, id, h, b| change(s, w, id, h, b, (collection, true))),
+        "DELETE" => delete(move |s, w, id, h| delete_one(s, w, id, h, collection)),
         _ => return None,
     })
 }
@@ -445,45 +464,50 @@ async fn schema(
     one_of(schemas, &id, "Schema")
 }
 
-// ----- users -----
+// ----- users and groups -----
 
-async fn list_users(
-    State(state): State<AppState>,
+async fn list(
+    state: AppState,
     who: Result<Caller, ApiError>,
-    RawQuery(query): RawQuery,
+    collection: Collection,
+    query: ListQuery,
 ) -> Answer {
     let who = caller(who)?;
-    let query = list_query(query)?;
     let list = state
         .app
         .scim
-        .list_users(&who, &endpoint(&state), &query)
+        .list(&who, &endpoint(&state), collection, &query)
         .await?;
     Ok(list_response(list))
 }
 
-async fn search_users(
+async fn list_by_query(
+    State(state): State<AppState>,
+    who: Result<Caller, ApiError>,
+    RawQuery(query): RawQuery,
+    collection: Collection,
+) -> Answer {
+    list(state, who, collection, list_query(query)?).await
+}
+
+async fn list_by_search(
     State(state): State<AppState>,
     who: Result<Caller, ApiError>,
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
+    collection: Collection,
 ) -> Answer {
-    let who = caller(who)?;
     let bytes = read_body(bytes)?;
     let query = search_query(&headers, &bytes)?;
-    let list = state
-        .app
-        .scim
-        .list_users(&who, &endpoint(&state), &query)
-        .await?;
-    Ok(list_response(list))
+    list(state, who, collection, query).await
 }
 
-async fn get_user(
+async fn get_one(
     State(state): State<AppState>,
     who: Result<Caller, ApiError>,
     id: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
+    collection: Collection,
 ) -> Answer {
     let who = caller(who)?;
     let id = path_id(id)?;
@@ -491,16 +515,17 @@ async fn get_user(
     let resource = state
         .app
         .scim
-        .get_user(&who, &endpoint(&state), &id, &shape)
+        .get(&who, &endpoint(&state), collection, &id, &shape)
         .await?;
     Ok(resource_response(StatusCode::OK, resource))
 }
 
-async fn create_user(
+async fn create(
     State(state): State<AppState>,
     who: Result<Caller, ApiError>,
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
+    collection: Collection,
 ) -> Answer {
     let who = caller(who)?;
     let bytes = read_body(bytes)?;
@@ -508,207 +533,50 @@ async fn create_user(
     let resource = state
         .app
         .scim
-        .create_user(&who, &endpoint(&state), &body)
+        .create(&who, &endpoint(&state), collection, &body)
         .await?;
     Ok(resource_response(StatusCode::CREATED, resource))
 }
 
-async fn replace_user(
+/// PUT (`patch` false) or PATCH of one resource.
+async fn change(
     State(state): State<AppState>,
     who: Result<Caller, ApiError>,
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
+    (collection, patch): (Collection, bool),
 ) -> Answer {
     let who = caller(who)?;
-    let bytes = read_body(bytes)?;
     let id = path_id(id)?;
+    let bytes = read_body(bytes)?;
     let body = body(&headers, &bytes)?;
-    let resource = state
-        .app
-        .scim
-        .replace_user(
-            &who,
-            &endpoint(&state),
-            &id,
-            &body,
-            if_match(&headers).as_deref(),
-        )
-        .await?;
-    Ok(resource_response(StatusCode::OK, resource))
+    let if_match = if_match(&headers);
+    let endpoint = endpoint(&state);
+    let changed = state.app.scim.change(
+        &who,
+        &endpoint,
+        (collection, patch),
+        &id,
+        &body,
+        if_match.as_deref(),
+    );
+    Ok(resource_response(StatusCode::OK, changed.await?))
 }
 
-async fn patch_user(
+async fn delete_one(
     State(state): State<AppState>,
     who: Result<Caller, ApiError>,
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
-    bytes: Result<Bytes, BytesRejection>,
-) -> Answer {
-    let who = caller(who)?;
-    let bytes = read_body(bytes)?;
-    let id = path_id(id)?;
-    let body = body(&headers, &bytes)?;
-    let resource = state
-        .app
-        .scim
-        .patch_user(
-            &who,
-            &endpoint(&state),
-            &id,
-            &body,
-            if_match(&headers).as_deref(),
-        )
-        .await?;
-    Ok(resource_response(StatusCode::OK, resource))
-}
-
-async fn delete_user(
-    State(state): State<AppState>,
-    who: Result<Caller, ApiError>,
-    id: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
+    collection: Collection,
 ) -> Answer {
     let who = caller(who)?;
     let id = path_id(id)?;
     state
         .app
         .scim
-        .delete_user(&who, &id, if_match(&headers).as_deref())
-        .await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-// ----- groups -----
-
-async fn list_groups(
-    State(state): State<AppState>,
-    who: Result<Caller, ApiError>,
-    RawQuery(query): RawQuery,
-) -> Answer {
-    let who = caller(who)?;
-    let query = list_query(query)?;
-    let list = state
-        .app
-        .scim
-        .list_groups(&who, &endpoint(&state), &query)
-        .await?;
-    Ok(list_response(list))
-}
-
-async fn search_groups(
-    State(state): State<AppState>,
-    who: Result<Caller, ApiError>,
-    headers: HeaderMap,
-    bytes: Result<Bytes, BytesRejection>,
-) -> Answer {
-    let who = caller(who)?;
-    let bytes = read_body(bytes)?;
-    let query = search_query(&headers, &bytes)?;
-    let list = state
-        .app
-        .scim
-        .list_groups(&who, &endpoint(&state), &query)
-        .await?;
-    Ok(list_response(list))
-}
-
-async fn get_group(
-    State(state): State<AppState>,
-    who: Result<Caller, ApiError>,
-    id: Result<Path<String>, PathRejection>,
-    RawQuery(query): RawQuery,
-) -> Answer {
-    let who = caller(who)?;
-    let id = path_id(id)?;
-    let shape = shape(query)?;
-    let resource = state
-        .app
-        .scim
-        .get_group(&who, &endpoint(&state), &id, &shape)
-        .await?;
-    Ok(resource_response(StatusCode::OK, resource))
-}
-
-async fn create_group(
-    State(state): State<AppState>,
-    who: Result<Caller, ApiError>,
-    headers: HeaderMap,
-    bytes: Result<Bytes, BytesRejection>,
-) -> Answer {
-    let who = caller(who)?;
-    let bytes = read_body(bytes)?;
-    let body = body(&headers, &bytes)?;
-    let resource = state
-        .app
-        .scim
-        .create_group(&who, &endpoint(&state), &body)
-        .await?;
-    Ok(resource_response(StatusCode::CREATED, resource))
-}
-
-async fn replace_group(
-    State(state): State<AppState>,
-    who: Result<Caller, ApiError>,
-    id: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    bytes: Result<Bytes, BytesRejection>,
-) -> Answer {
-    let who = caller(who)?;
-    let bytes = read_body(bytes)?;
-    let id = path_id(id)?;
-    let body = body(&headers, &bytes)?;
-    let resource = state
-        .app
-        .scim
-        .replace_group(
-            &who,
-            &endpoint(&state),
-            &id,
-            &body,
-            if_match(&headers).as_deref(),
-        )
-        .await?;
-    Ok(resource_response(StatusCode::OK, resource))
-}
-
-async fn patch_group(
-    State(state): State<AppState>,
-    who: Result<Caller, ApiError>,
-    id: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    bytes: Result<Bytes, BytesRejection>,
-) -> Answer {
-    let who = caller(who)?;
-    let bytes = read_body(bytes)?;
-    let id = path_id(id)?;
-    let body = body(&headers, &bytes)?;
-    let resource = state
-        .app
-        .scim
-        .patch_group(
-            &who,
-            &endpoint(&state),
-            &id,
-            &body,
-            if_match(&headers).as_deref(),
-        )
-        .await?;
-    Ok(resource_response(StatusCode::OK, resource))
-}
-
-async fn delete_group(
-    State(state): State<AppState>,
-    who: Result<Caller, ApiError>,
-    id: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-) -> Answer {
-    let who = caller(who)?;
-    let id = path_id(id)?;
-    state
-        .app
-        .scim
-        .delete_group(&who, &id, if_match(&headers).as_deref())
+        .delete(&who, collection, &id, if_match(&headers).as_deref())
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -14,7 +14,7 @@ use idstream_domain::access::Action;
 use idstream_scim::{ScimError, ScimType};
 use serde_json::Value;
 
-use super::{Endpoint, Scim, ScimResource};
+use super::{Collection, Endpoint, Scim, ScimResource};
 use crate::AppError;
 use crate::policy::Caller;
 
@@ -280,49 +280,30 @@ impl Scim {
             })
         };
         let version = operation.version.as_deref();
-        match (operation.method.as_str(), segments.as_slice()) {
-            ("POST", ["Users"]) => Ok((
-                201,
-                Some(self.create_user(caller, endpoint, needs_data()?).await?),
-            )),
-            ("POST", ["Groups"]) => Ok((
-                201,
-                Some(self.create_group(caller, endpoint, needs_data()?).await?),
-            )),
-            ("PUT", ["Users", id]) => Ok((
-                200,
-                Some(
-                    self.replace_user(caller, endpoint, id, needs_data()?, version)
-                        .await?,
-                ),
-            )),
-            ("PUT", ["Groups", id]) => Ok((
-                200,
-                Some(
-                    self.replace_group(caller, endpoint, id, needs_data()?, version)
-                        .await?,
-                ),
-            )),
-            ("PATCH", ["Users", id]) => Ok((
-                200,
-                Some(
-                    self.patch_user(caller, endpoint, id, needs_data()?, version)
-                        .await?,
-                ),
-            )),
-            ("PATCH", ["Groups", id]) => Ok((
-                200,
-                Some(
-                    self.patch_group(caller, endpoint, id, needs_data()?, version)
-                        .await?,
-                ),
-            )),
-            ("DELETE", ["Users", id]) => self
-                .delete_user(caller, id, version)
-                .await
-                .map(|()| (204, None)),
-            ("DELETE", ["Groups", id]) => self
-                .delete_group(caller, id, version)
+        let target = match segments.as_slice() {
+            [collection] => Collection::named(collection).map(|c| (c, None)),
+            [collection, id] => Collection::named(collection).map(|c| (c, Some(*id))),
+            _ => None,
+        };
+        match (operation.method.as_str(), target) {
+            ("POST", Some((collection, None))) => {
+                let created = self.create(caller, endpoint, collection, needs_data()?);
+                Ok((201, Some(created.await?)))
+            }
+            (method @ ("PUT" | "PATCH"), Some((collection, Some(id)))) => {
+                let patch = method == "PATCH";
+                let changed = self.change(
+                    caller,
+                    endpoint,
+                    (collection, patch),
+                    id,
+                    needs_data()?,
+                    version,
+                );
+                Ok((200, Some(changed.await?)))
+            }
+            ("DELETE", Some((collection, Some(id)))) => self
+                .delete(caller, collection, id, version)
                 .await
                 .map(|()| (204, None)),
             _ => Err(AppError::Scim(ScimError::invalid_path(format!(

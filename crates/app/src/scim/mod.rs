@@ -208,3 +208,106 @@ impl Scim {
         Ok(schemas::schemas(endpoint, &view.attributes))
     }
 }
+
+/// The two resource collections, for callers that serve both alike (the HTTP routes, bulk
+/// operations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Collection {
+    Users,
+    Groups,
+}
+
+impl Collection {
+    /// The collection a path segment names (`Users`, `Groups`).
+    pub fn named(segment: &str) -> Option<Collection> {
+        match segment {
+            "Users" => Some(Collection::Users),
+            "Groups" => Some(Collection::Groups),
+            _ => None,
+        }
+    }
+}
+
+/// The operations on either collection: each calls the collection's own, with its own rules.
+impl Scim {
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        endpoint: &Endpoint,
+        collection: Collection,
+        query: &ListQuery,
+    ) -> Result<idstream_scim::ListResponse, AppError> {
+        match collection {
+            Collection::Users => self.list_users(caller, endpoint, query).await,
+            Collection::Groups => self.list_groups(caller, endpoint, query).await,
+        }
+    }
+
+    pub async fn get(
+        &self,
+        caller: &Caller,
+        endpoint: &Endpoint,
+        collection: Collection,
+        id: &str,
+        shape: &Shape,
+    ) -> Result<ScimResource, AppError> {
+        match collection {
+            Collection::Users => self.get_user(caller, endpoint, id, shape).await,
+            Collection::Groups => self.get_group(caller, endpoint, id, shape).await,
+        }
+    }
+
+    pub async fn create(
+        &self,
+        caller: &Caller,
+        endpoint: &Endpoint,
+        collection: Collection,
+        body: &Value,
+    ) -> Result<ScimResource, AppError> {
+        match collection {
+            Collection::Users => self.create_user(caller, endpoint, body).await,
+            Collection::Groups => self.create_group(caller, endpoint, body).await,
+        }
+    }
+
+    /// PUT (`patch` false) or PATCH (`patch` true) of one resource of `collection`.
+    pub async fn change(
+        &self,
+        caller: &Caller,
+        endpoint: &Endpoint,
+        (collection, patch): (Collection, bool),
+        id: &str,
+        body: &Value,
+        if_match: Option<&str>,
+    ) -> Result<ScimResource, AppError> {
+        match (collection, patch) {
+            (Collection::Users, false) => {
+                self.replace_user(caller, endpoint, id, body, if_match)
+                    .await
+            }
+            (Collection::Users, true) => {
+                self.patch_user(caller, endpoint, id, body, if_match).await
+            }
+            (Collection::Groups, false) => {
+                self.replace_group(caller, endpoint, id, body, if_match)
+                    .await
+            }
+            (Collection::Groups, true) => {
+                self.patch_group(caller, endpoint, id, body, if_match).await
+            }
+        }
+    }
+
+    pub async fn delete(
+        &self,
+        caller: &Caller,
+        collection: Collection,
+        id: &str,
+        if_match: Option<&str>,
+    ) -> Result<(), AppError> {
+        match collection {
+            Collection::Users => self.delete_user(caller, id, if_match).await,
+            Collection::Groups => self.delete_group(caller, id, if_match).await,
+        }
+    }
+}

@@ -294,10 +294,10 @@ pub(crate) fn user_resource(
     Value::Object(resource)
 }
 
-/// What the directory's index can narrow a filter to; `exact` when the index answers it alone.
+/// What the directory's index can narrow a filter that has no [`lookups`] to: the status and
+/// a text search; `exact` when the index answers it alone.
 #[derive(Debug, Default)]
 struct Narrow {
-    external_id: Option<String>,
     active: Option<bool>,
     text: Option<String>,
     exact: bool,
@@ -399,15 +399,6 @@ fn narrow(filter: &Filter) -> Narrow {
         Filter::Compare {
             path,
             op: CompareOp::Eq,
-            value: Value::String(s),
-        } if is(path, "externalId", None) => Narrow {
-            external_id: Some(s.clone()),
-            exact: true,
-            ..Narrow::default()
-        },
-        Filter::Compare {
-            path,
-            op: CompareOp::Eq,
             value,
         } if is(path, "active", None) && boolean(value).is_some() => Narrow {
             active: boolean(value),
@@ -430,16 +421,11 @@ fn narrow(filter: &Filter) -> Narrow {
             for part in parts {
                 let one = narrow(part);
                 all.exact &= one.exact;
-                for (mine, theirs) in [
-                    (&mut all.external_id, one.external_id),
-                    (&mut all.text, one.text),
-                ] {
-                    if let Some(theirs) = theirs {
-                        if mine.is_some() {
-                            all.exact = false;
-                        } else {
-                            *mine = Some(theirs);
-                        }
+                if let Some(text) = one.text {
+                    if all.text.is_some() {
+                        all.exact = false;
+                    } else {
+                        all.text = Some(text);
                     }
                 }
                 if let Some(active) = one.active {
@@ -698,11 +684,6 @@ impl Scim {
             Some(false) => vec![UserStatus::Inactive],
             None => LISTED.to_vec(),
         };
-        let external: Vec<(String, String)> = narrow
-            .external_id
-            .iter()
-            .map(|id| (EXTERNAL_ID.to_owned(), id.clone()))
-            .collect();
         let order = directory_sort(sort.as_ref());
         let search = |limit: usize| Search {
             scope: Scope::Tenant(&tenant),
@@ -712,7 +693,7 @@ impl Scim {
             created: (None, None),
             last_sign_in: (None, None),
             verified: None,
-            attributes: &external,
+            attributes: &[],
             sort: order.unwrap_or_default(),
             after: None,
             limit,
@@ -1364,10 +1345,13 @@ mod tests {
         ] {
             assert_eq!(looked(unbounded), None, "{unbounded}");
         }
-        let both = plan(r#"externalId eq "x1" and active eq true"#);
-        assert!(both.exact);
-        assert_eq!(both.external_id.as_deref(), Some("x1"));
-        assert_eq!(both.active, Some(true));
+        assert_eq!(
+            looked(r#"externalId eq "x1" and active eq true"#),
+            Some(vec![Lookup::ExternalId("x1".into())])
+        );
+        let active = plan("active eq true");
+        assert!(active.exact);
+        assert_eq!(active.active, Some(true));
         let text = plan(r#"name.familyName sw "Lov""#);
         assert!(!text.exact);
         assert_eq!(text.text.as_deref(), Some("Lov"));
