@@ -601,3 +601,111 @@ async fn state_survives_a_graceful_restart() {
     .await
     .assert_problem(409, "email_taken");
 }
+
+/// An online rebuild builds each read model beside the serving one and switches once it has
+/// caught up, so requests of every kind made all through several rebuilds, with a valid token
+/// and writes going on, all succeed: signed-in callers (identity read model), reads of users and
+/// tenants and directory searches (directory and its search index), access checks (access read
+/// model), and reads at the position of a write just made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_made_all_through_online_rebuilds_all_succeed() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    const EMAIL: &str = "ada.rebuild@example.com";
+    const PASSWORD: &str = "Analytical-Engine-1843";
+    let dir = tempfile::tempdir().unwrap();
+    Service::bootstrap(dir.path(), None, "acme", EMAIL, PASSWORD).await;
+    let svc = Arc::new(Service::embedded(dir.path()).await);
+    crate::support::world::eventually("the service is ready", || async {
+        svc.get("/readyz").await.status == 200
+    })
+    .await;
+    let mut users = Vec::new();
+    for batch in 0..20 {
+        let created = futures::future::join_all((0..40).map(|i| {
+            let svc = svc.clone();
+            async move {
+                svc.create_user("acme", &format!("member{batch}-{i}@example.com"), &["user"])
+                    .await
+            }
+        }))
+        .await;
+        users.extend(created.into_iter().map(|(user, _)| user));
+    }
+    let token = svc.sign_in(EMAIL, PASSWORD).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let readers: Vec<_> = (0..3)
+        .map(|reader| {
+            let (svc, stop, token, users) =
+                (svc.clone(), stop.clone(), token.clone(), users.clone());
+            tokio::spawn(async move {
+                let (mut answers, mut failures) = (0usize, Vec::new());
+                let mut i = reader;
+                while !stop.load(Ordering::Relaxed) {
+                    let user = &users[i % users.len()];
+                    i += 1;
+                    let check = svc
+                        .send(
+                            svc.request_as(&token, Method::POST, "/v1/tenants/acme/access/check")
+                                .json(&json!({"subject": format!("user:{user}"), "permission": "users:read"})),
+                        )
+                        .await;
+                    for answer in [
+                        svc.get_as(&token, &format!("/v1/users/{user}")).await,
+                        svc.get_as(&token, "/v1/tenants/acme/users?q=member1&limit=5").await,
+                        svc.get_as(&token, "/v1/tenants/acme").await,
+                        svc.get_as(&token, "/v1/auth/me").await,
+                        check,
+                    ] {
+                        answers += 1;
+                        if answer.status != 200 {
+                            failures.push(format!("{} {}", answer.status, answer.body));
+                        }
+                    }
+                }
+                (answers, failures)
+            })
+        })
+        .collect();
+    let writer = {
+        let (svc, stop) = (svc.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut n, mut failures) = (0, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let (user, at) = svc
+                    .create_user("acme", &format!("during{n}@example.com"), &["user"])
+                    .await;
+                n += 1;
+                let read = svc.get_at(&format!("/v1/users/{user}"), at).await;
+                if read.status != 200 {
+                    failures.push(format!("{} {}", read.status, read.body));
+                }
+            }
+            (n, failures)
+        })
+    };
+
+    for _ in 0..3 {
+        let rebuilt = svc.post("/v1/admin/read-models/rebuild", json!(null)).await;
+        assert_eq!(rebuilt.status, 200, "{rebuilt:?}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (written, write_failures) = writer.await.unwrap();
+    assert!(written > 0);
+    assert!(write_failures.is_empty(), "{write_failures:?}");
+    for reader in readers {
+        let (answers, failures) = reader.await.unwrap();
+        eprintln!("a reader had {answers} answers through the rebuilds");
+        assert!(answers > 0);
+        assert!(
+            failures.is_empty(),
+            "{} of {answers}: {failures:?}",
+            failures.len()
+        );
+    }
+}

@@ -136,7 +136,7 @@ impl AccessAdmin {
                 .cloned()
                 .collect();
             let members = self
-                .access
+                .access_view()
                 .preview(&tenant, &relevant, now)
                 .map_err(internal)?;
             differences.push(TenantDifference { tenant, members });
@@ -334,7 +334,7 @@ impl AccessAdmin {
         // The definition as the log has it now: a change made a moment ago is copied too.
         self.catch_up().await?;
         let source = self
-            .access
+            .access_view()
             .role_record(from, name)
             .map_err(internal)?
             .ok_or(AppError::Role(RoleError::NotFound))?;
@@ -580,7 +580,10 @@ impl AccessAdmin {
     pub async fn record_lapses(&self, caller: &Caller, limit: usize) -> Result<usize, AppError> {
         self.platform_admin(caller).await?;
         let now = self.now();
-        let due = self.access.due_lapses(now, limit).map_err(internal)?;
+        let due = self
+            .access_view()
+            .due_lapses(now, limit)
+            .map_err(internal)?;
         for lapse in &due {
             match lapse {
                 DueLapse::Membership { tenant, user } => {

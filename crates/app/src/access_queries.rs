@@ -105,7 +105,7 @@ impl AccessQueries {
     /// The tenant must exist; answered from the access model's cached facts, so a check pays no
     /// read-model lookup for it.
     fn require_known_tenant(&self, tenant: &TenantId) -> Result<(), AppError> {
-        if self.access.tenant_exists(tenant).map_err(internal)? {
+        if self.access_view().tenant_exists(tenant).map_err(internal)? {
             Ok(())
         } else {
             Err(AppError::TenantNotFound)
@@ -133,7 +133,7 @@ impl AccessQueries {
     /// Who: see the module documentation.
     pub async fn check(&self, caller: &Caller, query: &CheckQuery) -> Result<Decision, AppError> {
         let asked = self.asked(caller, &query.tenant, query.subject).await?;
-        self.access
+        self.access_view()
             .check(self.request(query, &asked, query.record.as_ref()))
             .map_err(internal)
     }
@@ -151,7 +151,7 @@ impl AccessQueries {
         records
             .iter()
             .map(|record| {
-                self.access
+                self.access_view()
                     .check(self.request(query, &asked, Some(record)))
                     .map_err(internal)
             })
@@ -167,7 +167,7 @@ impl AccessQueries {
         query: &CheckQuery,
     ) -> Result<Explanation, AppError> {
         let asked = self.asked(caller, &query.tenant, query.subject).await?;
-        self.access
+        self.access_view()
             .explain(self.request(query, &asked, query.record.as_ref()))
             .map_err(internal)
     }
@@ -192,7 +192,7 @@ impl AccessQueries {
                 .ok_or(AppError::TenantRequired)?,
         };
         let asked = self.asked(caller, &tenant, subject).await?;
-        self.access
+        self.access_view()
             .entity_permissions(&tenant, asked.subject, entity, self.now())
             .map_err(internal)?
             .ok_or(AppError::EntityNotFound)
@@ -211,7 +211,7 @@ impl AccessQueries {
         limit: usize,
     ) -> Result<ReadableRecords, AppError> {
         let asked = self.asked(caller, tenant, subject).await?;
-        self.access
+        self.access_view()
             .readable_records(tenant, asked.subject, entity, after, limit, self.now())
             .map_err(internal)?
             .ok_or(AppError::EntityNotFound)
@@ -244,7 +244,7 @@ impl AccessQueries {
         entity: &EntityName,
     ) -> Result<FieldVisibility, AppError> {
         let asked = self.asked(caller, tenant, subject).await?;
-        self.access
+        self.access_view()
             .field_visibility(tenant, asked.subject, entity, self.now())
             .map_err(internal)?
             .ok_or(AppError::EntityNotFound)
@@ -261,7 +261,7 @@ impl AccessQueries {
         self.named_permission(caller, tenant, "roles", Action::Read)
             .await?;
         self.require_known_tenant(tenant)?;
-        self.access.roles(tenant).map_err(internal)
+        self.access_view().roles(tenant).map_err(internal)
     }
 
     /// `roles:read` or `permissions:read` in the tenant, which exists: who reads what
@@ -288,7 +288,7 @@ impl AccessQueries {
         tenant: &TenantId,
     ) -> Result<Vec<idstream_access::ResourceRecord>, AppError> {
         self.permission_reader(caller, tenant).await?;
-        self.access.resources(tenant).map_err(internal)
+        self.access_view().resources(tenant).map_err(internal)
     }
 
     /// Every permission the tenant knows, for editors of role and permission matrices: the
@@ -328,7 +328,7 @@ impl AccessQueries {
                 }
             }
         }
-        for resource in self.access.resources(tenant).map_err(internal)? {
+        for resource in self.access_view().resources(tenant).map_err(internal)? {
             for action in Action::CRUD {
                 entries.push(CatalogueEntry {
                     permission: Permission::new(Resource::Custom(resource.name.clone()), action)
@@ -343,7 +343,7 @@ impl AccessQueries {
                 });
             }
         }
-        for entity in self.access.entities(tenant).map_err(internal)? {
+        for entity in self.access_view().entities(tenant).map_err(internal)? {
             for action in Action::CRUD {
                 entries.push(CatalogueEntry {
                     permission: Permission::new(Resource::Entity(entity.name.clone()), action)
@@ -357,7 +357,7 @@ impl AccessQueries {
                 });
             }
         }
-        for role in self.access.roles(tenant).map_err(internal)? {
+        for role in self.access_view().roles(tenant).map_err(internal)? {
             for action in [Action::Assign, Action::Revoke] {
                 entries.push(CatalogueEntry {
                     permission: Permission::new(Resource::Role(role.name.clone()), action)
@@ -404,7 +404,7 @@ impl AccessQueries {
         self.named_permission(caller, tenant, "roles", Action::Read)
             .await?;
         self.require_known_tenant(tenant)?;
-        self.access
+        self.access_view()
             .role_record(tenant, role)
             .map_err(internal)?
             .ok_or(AppError::Role(RoleError::NotFound))
@@ -421,7 +421,7 @@ impl AccessQueries {
         self.named_permission(caller, tenant, "entities", Action::Read)
             .await?;
         self.require_known_tenant(tenant)?;
-        self.access.entities(tenant).map_err(internal)
+        self.access_view().entities(tenant).map_err(internal)
     }
 
     /// One entity of a tenant.
@@ -436,7 +436,7 @@ impl AccessQueries {
         self.named_permission(caller, tenant, "entities", Action::Read)
             .await?;
         self.require_known_tenant(tenant)?;
-        self.access
+        self.access_view()
             .entity_record(tenant, entity)
             .map_err(internal)?
             .ok_or(AppError::EntityNotFound)
@@ -455,7 +455,7 @@ impl AccessQueries {
         self.about_member(caller, tenant, user, &Self::about_members())
             .await?;
         self.require_known_tenant(tenant)?;
-        self.access
+        self.access_view()
             .effective_permissions(tenant, &user)
             .map_err(internal)
     }
@@ -472,7 +472,7 @@ impl AccessQueries {
         self.about_member(caller, tenant, user, &Self::about_members())
             .await?;
         self.require_known_tenant(tenant)?;
-        self.access
+        self.access_view()
             .menu(tenant, &user, self.now())
             .map_err(internal)
     }

@@ -151,7 +151,7 @@ impl Core {
         tenant: &TenantId,
         user: UserId,
     ) -> Result<(), AppError> {
-        self.find(|core| core.directory.membership(tenant, &user).map_err(internal))
+        self.find(|core| core.directory().membership(tenant, &user).map_err(internal))
             .await?
             .map(|_| ())
             .ok_or(AppError::NotAMember)
@@ -184,7 +184,7 @@ impl Core {
         let mut after = None;
         loop {
             let page = self
-                .directory
+                .directory()
                 .members(tenant, after, MEMBER_PAGE)
                 .map_err(internal)?;
             for (user, membership) in &page {
@@ -319,7 +319,7 @@ impl Core {
         let mut after = None;
         loop {
             let page = self
-                .directory
+                .directory()
                 .members(tenant, after, MEMBER_PAGE)
                 .map_err(internal)?;
             for (user, membership) in &page {
@@ -409,7 +409,7 @@ impl Core {
                 id: auth.user,
                 platform: auth.session().is_some()
                     && self
-                        .access
+                        .access_view()
                         .is_platform_admin(&auth.user)
                         .map_err(internal)?,
             }),
@@ -552,7 +552,7 @@ impl Core {
         }
         self.catch_up().await?;
         let mut guarded = Vec::new();
-        for tenant in self.directory.user_tenants(&user).map_err(internal)? {
+        for tenant in self.directory().user_tenants(&user).map_err(internal)? {
             let held = self.roles_held(&tenant, user).await?;
             for role in held.iter().filter(|r| role::is_protected(r)) {
                 self.check_owner_only(caller, &tenant, role, false).await?;

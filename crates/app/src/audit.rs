@@ -65,7 +65,7 @@ impl Audit {
     /// first, so an erasure just made is never missed).
     async fn last_erasure(&self) -> Result<Position, AppError> {
         self.catch_up().await?;
-        self.directory.last_erasure().map_err(internal)
+        self.directory().last_erasure().map_err(internal)
     }
 
     /// Explains a check as it would have been decided at `as_of`.
@@ -138,10 +138,10 @@ impl Audit {
             None => {
                 self.catch_up().await?;
                 let review = self
-                    .access
+                    .access_view()
                     .access_review(&tenant, self.now())
                     .map_err(internal)?;
-                let emails = emails(&self.directory, &review)?;
+                let emails = emails(&self.directory(), &review)?;
                 Ok((None, Review { review, emails }))
             }
             Some(as_of) => {

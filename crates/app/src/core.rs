@@ -5,6 +5,7 @@
 //! Nothing here authorizes: the services call the [policy](crate::policy) before they call any
 //! of this.
 
+use crate::views::View;
 use std::collections::HashSet;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
@@ -33,8 +34,8 @@ const CLAIM_ATTEMPTS: usize = 8;
 pub struct Core {
     pub(crate) log: SharedLog,
     pub(crate) read_models: ReadModels,
-    pub(crate) directory: Directory,
-    pub(crate) access: Access,
+    /// The directory, access and identity query sides over the serving read models.
+    pub(crate) views: crate::views::Views,
     pub(crate) cache: engine::StateCache,
     /// Tenants and users seen to exist (see [`KnownIds`]).
     pub(crate) known: KnownIds,
@@ -143,8 +144,12 @@ impl Core {
         &self.log
     }
 
-    pub(crate) fn directory(&self) -> &Directory {
-        &self.directory
+    pub(crate) fn directory(&self) -> View<Directory> {
+        self.views.directory()
+    }
+
+    pub(crate) fn access_view(&self) -> View<Access> {
+        self.views.access()
     }
 
     pub(crate) fn read_models(&self) -> &ReadModels {
@@ -240,14 +245,14 @@ impl Core {
         &self,
         email: &str,
     ) -> Result<Option<UserView>, AppError> {
-        self.find(|core| core.directory.user_by_email(email).map_err(internal))
+        self.find(|core| core.directory().user_by_email(email).map_err(internal))
             .await
     }
 
     /// The tenant's view from the directory, looking again after catching up if absent.
     pub(crate) async fn tenant_view(&self, tenant: &TenantId) -> Result<TenantView, AppError> {
         let view = self
-            .find(|core| core.directory.tenant(tenant).map_err(internal))
+            .find(|core| core.directory().tenant(tenant).map_err(internal))
             .await?
             .ok_or(AppError::TenantNotFound)?;
         self.known.tenant_exists(tenant);
@@ -265,7 +270,7 @@ impl Core {
     /// The user's view from the directory, looking again after catching up if absent.
     pub(crate) async fn require_user(&self, user: UserId) -> Result<UserView, AppError> {
         let view = self
-            .find(|core| core.directory.user(&user).map_err(internal))
+            .find(|core| core.directory().user(&user).map_err(internal))
             .await?
             .ok_or(AppError::UserNotFound)?;
         self.known.user_exists(user);
@@ -283,7 +288,7 @@ impl Core {
 
     /// The tenant's view as the directory has it now (no wait).
     pub(crate) fn tenant_now(&self, tenant: &TenantId) -> Result<TenantView, AppError> {
-        self.directory
+        self.directory()
             .tenant(tenant)
             .map_err(internal)?
             .ok_or(AppError::TenantNotFound)
@@ -291,7 +296,7 @@ impl Core {
 
     /// The user's view as the directory has it now (no wait).
     pub(crate) fn user_now(&self, user: &UserId) -> Result<UserView, AppError> {
-        self.directory
+        self.directory()
             .user(user)
             .map_err(internal)?
             .ok_or(AppError::UserNotFound)
@@ -299,7 +304,7 @@ impl Core {
 
     /// The tenants a user belongs to.
     pub(crate) fn user_tenants(&self, user: &UserId) -> Result<Vec<TenantId>, AppError> {
-        self.directory.user_tenants(user).map_err(internal)
+        self.directory().user_tenants(user).map_err(internal)
     }
 }
 

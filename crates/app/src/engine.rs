@@ -443,7 +443,7 @@ impl Core {
         };
         self.catch_up().await?;
         let record = self
-            .directory
+            .directory()
             .idempotency(key)
             .map_err(|e| AppError::Internal(e.to_string()))?;
         Ok(record.map(|r| Outcome {

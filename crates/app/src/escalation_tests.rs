@@ -345,7 +345,7 @@ impl World {
         let (global, permissions) = self
             .app
             .core()
-            .access
+            .access_view()
             .effective_permissions(tenant, &user)
             .unwrap();
         Holds {
@@ -380,7 +380,7 @@ impl World {
     fn is_member(&self, tenant: &TenantId, user: UserId) -> bool {
         self.app
             .core()
-            .access
+            .access_view()
             .member_record(tenant, &user)
             .unwrap()
             .is_some_and(|m| !m.roles.is_empty() || !m.custom.is_empty())
@@ -419,7 +419,7 @@ impl World {
     fn role_definition(&self, tenant: &TenantId, name: &RoleName) -> Option<Holds> {
         self.app
             .core()
-            .access
+            .access_view()
             .role_record(tenant, name)
             .unwrap()
             .map(|r| Holds {

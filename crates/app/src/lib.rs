@@ -42,6 +42,7 @@ mod tenants;
 #[cfg(test)]
 mod tests;
 mod users;
+mod views;
 
 pub use access_admin::{AccessAdmin, NewEntityRequest, RoleRequest, TenantDifference};
 pub use access_queries::{AccessQueries, CatalogueEntry, CheckQuery};
@@ -65,9 +66,9 @@ pub use users::{NewUserRequest, SuspendRequest, Users};
 use std::sync::Arc;
 use std::time::Duration;
 
-use idstream_access::{Access, AccessProjection, FactCache};
+use idstream_access::{AccessProjection, FactCache};
+use idstream_directory::DirectoryProjection;
 use idstream_directory::search::PeopleIndex;
-use idstream_directory::{Directory, DirectoryProjection};
 use idstream_eventlog::SharedLog;
 use idstream_identity::IdentityProjection;
 use idstream_projection_runtime::{PersonalSeal, Projection, ReadModels};
@@ -201,24 +202,12 @@ impl App {
         identity: IdentityServices,
         replays: replay::Replays,
     ) -> App {
-        let directory = Directory::new(
-            read_models.tree(idstream_directory::NAME),
-            caches.people,
-            caches.seal.clone(),
-        );
-        let identity = identity::IdentityParts::new(
-            idstream_identity::Identity::new(
-                read_models.tree(idstream_identity::NAME),
-                caches.seal,
-            ),
-            identity,
-        );
-        let access = Access::new(read_models.tree(idstream_access::NAME), caches.access);
+        let identity = identity::IdentityParts::new(identity);
+        let views = views::Views::new(read_models.clone(), caches);
         let core = Arc::new(Core {
             log,
             read_models,
-            directory,
-            access,
+            views,
             cache: engine::StateCache::new(100_000),
             known: core::KnownIds::default(),
             identity,

@@ -41,7 +41,7 @@ impl Memberships {
         .await?;
         self.tenant_now(tenant)?;
         Ok(self
-            .directory
+            .directory()
             .membership(tenant, &user)
             .map_err(internal)?
             .map(|m| m.roles)

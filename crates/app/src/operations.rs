@@ -159,8 +159,10 @@ impl Operations {
         })
     }
 
-    /// Drops every read model and rebuilds it from position 0 while the service keeps running;
-    /// answers once the rebuilt read models have caught up with the log as it was when asked.
+    /// Rebuilds every read model from position 0 while the service keeps running: each is built
+    /// beside the serving one, which answers every query meanwhile, and replaces it once it has
+    /// caught up (see [`ReadModels::rebuild`](idstream_projection_runtime::ReadModels::rebuild)),
+    /// so no query sees a partial read model. Answers once all have switched.
     ///
     /// Who: platform administrators.
     pub async fn rebuild(&self, caller: &Caller) -> Result<ReadModelsReport, AppError> {
@@ -170,8 +172,13 @@ impl Operations {
             .last_position()
             .await
             .map_err(|e| AppError::Unavailable(e.to_string()))?;
-        for name in self.read_models.names() {
-            self.read_models.rebuild(name).await.map_err(internal)?;
+        let rebuilds = self
+            .read_models
+            .names()
+            .into_iter()
+            .map(|name| self.read_models.rebuild(name));
+        for rebuilt in futures::future::join_all(rebuilds).await {
+            rebuilt.map_err(internal)?;
         }
         self.wait_for_every_model(end).await?;
         self.report().await

@@ -503,7 +503,7 @@ impl People {
                 .map(|m| (m.roles, m.custom_permissions))
                 .unwrap_or_default();
             let holdings = self
-                .access
+                .access_view()
                 .member_holdings(&tenant, &user, self.now())
                 .map_err(internal)?;
             answer.push(TenantAccess {
@@ -540,7 +540,7 @@ impl People {
             TenantScope::Every => None,
             TenantScope::Only(tenants) => Some(tenants.as_slice()),
         };
-        search_page(self.directory(), scope, roles, query, visible, self.now())
+        search_page(&self.directory(), scope, roles, query, visible, self.now())
     }
 
     /// A role that exists in the tenant (built in, or defined there), looking again after
@@ -553,10 +553,14 @@ impl People {
         if role::builtin(role.as_str()).is_some() {
             return Ok(());
         }
-        self.find(|core| core.access.role_record(tenant, role).map_err(internal))
-            .await?
-            .map(|_| ())
-            .ok_or(AppError::Role(RoleError::NotFound))
+        self.find(|core| {
+            core.access_view()
+                .role_record(tenant, role)
+                .map_err(internal)
+        })
+        .await?
+        .map(|_| ())
+        .ok_or(AppError::Role(RoleError::NotFound))
     }
 }
 

@@ -267,9 +267,10 @@ impl Core {
     fn is_platform(&self, caller: &Caller) -> Result<bool, AppError> {
         match &caller.principal {
             Principal::Operator => Ok(true),
-            Principal::User(auth) if matches!(auth.via, Credential::Session(_)) => {
-                self.access.is_platform_admin(&auth.user).map_err(internal)
-            }
+            Principal::User(auth) if matches!(auth.via, Credential::Session(_)) => self
+                .access_view()
+                .is_platform_admin(&auth.user)
+                .map_err(internal),
             _ => Ok(false),
         }
     }
@@ -283,9 +284,10 @@ impl Core {
         match &caller.principal {
             Principal::User(auth) => match &auth.via {
                 Credential::ApiKey { .. } => Ok(&auth.tenant == tenant),
-                Credential::Session(_) => {
-                    self.access.is_member(tenant, &auth.user).map_err(internal)
-                }
+                Credential::Session(_) => self
+                    .access_view()
+                    .is_member(tenant, &auth.user)
+                    .map_err(internal),
             },
             _ => Ok(false),
         }
@@ -314,7 +316,7 @@ impl Core {
             Credential::Session(_) => None,
         };
         let decision = self
-            .access
+            .access_view()
             .check(CheckRequest {
                 tenant,
                 subject: Subject::User(auth.user),
@@ -341,7 +343,11 @@ impl Core {
         if self.permitted(caller, tenant, &named("users", action))? {
             return Ok(true);
         }
-        let Some(member) = self.access.member_record(tenant, &user).map_err(internal)? else {
+        let Some(member) = self
+            .access_view()
+            .member_record(tenant, &user)
+            .map_err(internal)?
+        else {
             return Ok(false);
         };
         let now = self.now();
@@ -769,8 +775,12 @@ impl Core {
                 continue;
             };
             let defined = |core: &Core| {
-                idstream_domain::access::AccessFacts::resource_defined(&core.access, tenant, &name)
-                    .map_err(internal)
+                idstream_domain::access::AccessFacts::resource_defined(
+                    &*core.access_view(),
+                    tenant,
+                    &name,
+                )
+                .map_err(internal)
             };
             if !defined(self)?
                 && !{
@@ -796,7 +806,7 @@ impl Core {
             return Ok(Held::default());
         };
         let (global, permissions) = self
-            .access
+            .access_view()
             .effective_permissions(tenant, &auth.user)
             .map_err(internal)?;
         Ok(match &auth.via {

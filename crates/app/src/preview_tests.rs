@@ -255,7 +255,7 @@ async fn check_one(app: &App, members: &[UserId], command: &Command) -> Result<(
     let users: BTreeSet<UserId> = members.iter().copied().collect();
     let (_db, before) = app
         .access_admin
-        .access
+        .access_view()
         .copy_tenant(&acme(), &users)
         .unwrap();
     let real = run(app, &Caller::system("test"), members, command).await;
@@ -265,7 +265,7 @@ async fn check_one(app: &App, members: &[UserId], command: &Command) -> Result<(
             app.access_admin.wait_for(outcome.position).await.unwrap();
             let actual = difference_between(
                 &before,
-                &app.access_admin.access,
+                &app.access_admin.access_view(),
                 &acme(),
                 &users,
                 app.access_admin.now(),

@@ -86,7 +86,7 @@ impl Tenants {
         limit: usize,
     ) -> Result<Vec<TenantView>, AppError> {
         match self.tenant_scope(caller)? {
-            TenantScope::Every => self.directory.tenants(after, limit).map_err(internal),
+            TenantScope::Every => self.directory().tenants(after, limit).map_err(internal),
             TenantScope::Only(mut tenants) => {
                 tenants.sort();
                 tenants

@@ -33,6 +33,12 @@ impl AccessProjection {
     pub fn new(cache: Arc<FactCache>) -> AccessProjection {
         AccessProjection { cache }
     }
+
+    /// The cache and record index this instance keeps (the one [`Access`](crate::Access) over
+    /// its tree must read).
+    pub fn cache(&self) -> Arc<FactCache> {
+        self.cache.clone()
+    }
 }
 
 impl Projection for AccessProjection {
@@ -277,6 +283,10 @@ impl Projection for AccessProjection {
             self.cache.invalidate(key);
             self.cache.index.apply(key, value);
         }
+    }
+
+    fn beside(&self) -> Arc<dyn Projection> {
+        Arc::new(AccessProjection::new(Arc::default()))
     }
 
     fn cleared(&self) {

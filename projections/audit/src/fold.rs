@@ -138,6 +138,10 @@ impl Projection for AuditProjection {
         3
     }
 
+    fn beside(&self) -> std::sync::Arc<dyn Projection> {
+        std::sync::Arc::new(AuditProjection)
+    }
+
     fn apply(&self, state: &mut Staged<'_>, event: &RecordedEvent) -> Result<(), ApplyError> {
         let envelope = &event.envelope;
         let position = event.position;

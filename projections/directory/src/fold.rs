@@ -37,6 +37,12 @@ impl DirectoryProjection {
         }
     }
 
+    /// The search index this instance keeps (the one the [`Directory`](crate::Directory) over
+    /// its tree must read); `None` for [`DirectoryProjection::without_search`].
+    pub fn people(&self) -> Option<Arc<PeopleIndex>> {
+        self.people.clone()
+    }
+
     /// The projection alone, for rebuilds that serve no search (offline replays).
     pub fn without_search(seal: Arc<dyn PersonalSeal>) -> DirectoryProjection {
         DirectoryProjection { people: None, seal }
@@ -57,6 +63,13 @@ impl Projection for DirectoryProjection {
         if let Some(people) = &self.people {
             people.apply(writes, self.seal.as_ref());
         }
+    }
+
+    fn beside(&self) -> Arc<dyn Projection> {
+        Arc::new(DirectoryProjection {
+            people: self.people.as_ref().map(|_| Arc::default()),
+            seal: self.seal.clone(),
+        })
     }
 
     fn cleared(&self) {

@@ -48,6 +48,10 @@ impl Projection for IdentityProjection {
         6
     }
 
+    fn beside(&self) -> Arc<dyn Projection> {
+        Arc::new(IdentityProjection::new(self.seal.clone()))
+    }
+
     fn apply(&self, state: &mut Staged<'_>, event: &RecordedEvent) -> Result<(), ApplyError> {
         let domain = match DomainEvent::decode(&event.envelope) {
             Ok(domain) => domain,

@@ -553,6 +553,9 @@ mod tests {
             fn version(&self) -> u32 {
                 1
             }
+            fn beside(&self) -> std::sync::Arc<dyn Projection> {
+                std::sync::Arc::new(Trespasser)
+            }
             fn apply(&self, state: &mut Staged<'_>, _: &RecordedEvent) -> Result<(), ApplyError> {
                 state.insert(meta::CHECKPOINT, "0");
                 Ok(())

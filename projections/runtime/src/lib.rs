@@ -31,7 +31,7 @@ mod store;
 
 pub use apply::{Applied, ApplyFailure, FailureCause, KeyValue, Staged, apply_events};
 pub use idstream_eventlog::{Position, RecordedEvent};
-pub use models::{ReadModels, Stale};
+pub use models::{ReadModels, Serving, Stale};
 pub use offline::{open_rebuilt, rebuild_offline, rebuild_offline_until};
 pub use personal::{PersonalSeal, SealError};
 pub use store::SEALED_MARKER;
@@ -39,7 +39,10 @@ pub use store::SEALED_MARKER;
 use idstream_eventlog::LogError;
 
 /// A read model: a deterministic fold of the event log into one sled tree.
-pub trait Projection: Send + Sync + 'static {
+///
+/// It is `Any` so that a query side can reach the in-memory state of the instance that serves
+/// now ([`ReadModels::serving`]), which a rebuild replaces.
+pub trait Projection: std::any::Any + Send + Sync + 'static {
     /// Names the projection and its sled tree; unique within one [`ReadModels`].
     fn name(&self) -> &'static str;
 
@@ -63,6 +66,12 @@ pub trait Projection: Send + Sync + 'static {
 
     /// Called when the runtime clears the tree (rebuilds, self-healing), for the same caches.
     fn cleared(&self) {}
+
+    /// A new instance of this projection with its own, empty in-memory state (caches, indexes)
+    /// and otherwise the same configuration: an online rebuild folds the log into a tree beside
+    /// the serving one with it, and serves both together once it has caught up, so queries never
+    /// see a tree and an in-memory state of two different builds.
+    fn beside(&self) -> std::sync::Arc<dyn Projection>;
 
     /// Called by each runner, under the write gate, once the stored tree has been checked against
     /// the log and before anything is applied: the moment to load an in-memory index from the
@@ -111,6 +120,15 @@ pub enum RuntimeError {
     DuplicateName(&'static str),
     #[error("no projection is named {0:?}")]
     UnknownProjection(String),
+    /// An online rebuild gave up: the tree built beside the serving one stopped moving at
+    /// `reached` before it caught up. The serving tree goes on unchanged.
+    #[error(
+        "the rebuild of read model {projection:?} stalled at position {reached}; the serving read model is unchanged"
+    )]
+    RebuildStalled {
+        projection: &'static str,
+        reached: Position,
+    },
 }
 
 #[cfg(test)]

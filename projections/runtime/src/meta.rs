@@ -249,6 +249,76 @@ pub(crate) fn digest(tree: &sled::Tree) -> Result<String, sled::Error> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// The store's tree that records, per projection, which tree serves it: a rebuild builds a new
+/// tree beside the serving one and switches to it, so the serving tree's name changes. A
+/// projection without an entry is served by the tree named after it.
+const SERVING: &[u8] = b"\0serving";
+/// Separates a projection's name from the number of a tree built for it.
+const GENERATION_MARK: char = '~';
+
+/// The name of the tree that serves projection `name`.
+pub(crate) fn serving_tree(db: &sled::Db, name: &str) -> Result<Vec<u8>, sled::Error> {
+    Ok(db
+        .open_tree(SERVING)?
+        .get(name)?
+        .map_or_else(|| name.as_bytes().to_vec(), |tree| tree.to_vec()))
+}
+
+/// Records that `tree` serves projection `name` from now on, and flushes it to disk: a tree
+/// replaced by it is dropped only after this, so a crash in between keeps one of the two.
+pub(crate) fn set_serving_tree(db: &sled::Db, name: &str, tree: &[u8]) -> Result<(), sled::Error> {
+    db.open_tree(SERVING)?.insert(name, tree)?;
+    db.flush()?;
+    Ok(())
+}
+
+/// Makes the tree named after projection `name` the one that serves it (an offline rebuild
+/// writes that tree).
+pub(crate) fn serve_from_named_tree(db: &sled::Db, name: &str) -> Result<(), sled::Error> {
+    db.open_tree(SERVING)?.remove(name)?;
+    db.flush()?;
+    Ok(())
+}
+
+/// Whether a tree of the store belongs to projection `name`: the tree named after it, or one
+/// built beside it (`name~n`).
+fn belongs_to(tree: &[u8], name: &str) -> bool {
+    tree == name.as_bytes()
+        || tree
+            .strip_prefix(name.as_bytes())
+            .and_then(|rest| rest.strip_prefix(&[GENERATION_MARK as u8]))
+            .is_some_and(|n| !n.is_empty() && n.iter().all(u8::is_ascii_digit))
+}
+
+/// A name for a new tree of projection `name` that no tree of the store has.
+pub(crate) fn new_tree_name(db: &sled::Db, name: &str) -> Vec<u8> {
+    let highest = db
+        .tree_names()
+        .iter()
+        .filter(|tree| belongs_to(tree, name))
+        .filter_map(|tree| {
+            std::str::from_utf8(tree)
+                .ok()?
+                .rsplit_once(GENERATION_MARK)?
+                .1
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0);
+    format!("{name}{GENERATION_MARK}{}", highest + 1).into_bytes()
+}
+
+/// The trees of projection `name` other than `serving`: left by a rebuild that was interrupted
+/// or by a switch whose old tree was not dropped yet. Nothing reads them.
+pub(crate) fn stray_trees(db: &sled::Db, name: &str, serving: &[u8]) -> Vec<Vec<u8>> {
+    db.tree_names()
+        .into_iter()
+        .filter(|tree| belongs_to(tree, name) && tree.as_ref() != serving)
+        .map(|tree| tree.to_vec())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -76,6 +76,9 @@ pub async fn rebuild_offline_until(
             opening
                 .iter()
                 .map(|projection| {
+                    // The tree named after the projection serves it from now on; trees an
+                    // online rebuild built and switched to are dropped at the next start.
+                    meta::serve_from_named_tree(db, projection.name())?;
                     let tree = db.open_tree(projection.name())?;
                     meta::clear_unversioned(&tree)?;
                     Ok(tree)

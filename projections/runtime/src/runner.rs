@@ -29,8 +29,9 @@ pub(crate) struct Shared {
     /// the generation of the runner allowed to write: a rebuild bumps it, so a batch still in
     /// flight from a stopped runner finds itself outdated and commits nothing.
     pub gate: Mutex<u64>,
-    /// The last applied position, published after every commit.
-    pub position: watch::Sender<Position>,
+    /// The last applied position, published after every commit. The serving tree's is the
+    /// projection's public position, handed on from tree to tree when a rebuild switches.
+    pub position: Arc<watch::Sender<Position>>,
 }
 
 impl Shared {
@@ -62,13 +63,25 @@ impl Shared {
     }
 }
 
+/// Whether a runner's in-memory state over the tree (see [`Projection::opened`]) must be loaded
+/// when it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Open {
+    /// Load it from the tree.
+    Load,
+    /// It follows the tree already (a tree built beside and switched to): do not load it again,
+    /// which would hold the runner for as long as reading the whole tree takes.
+    Loaded,
+}
+
 /// Starts the runner of `shared` as generation `generation`.
 pub(crate) fn spawn(
     shared: Arc<Shared>,
     log: SharedLog,
     generation: u64,
+    open: Open,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(run(shared, log, generation))
+    tokio::spawn(run(shared, log, generation, open))
 }
 
 /// Why a runner round ended.
@@ -79,10 +92,12 @@ enum Stop {
     Retry,
 }
 
-async fn run(shared: Arc<Shared>, log: SharedLog, generation: u64) {
+async fn run(shared: Arc<Shared>, log: SharedLog, generation: u64, mut open: Open) {
     let mut backoff = Backoff::new();
     loop {
-        match round(&shared, &log, generation, &mut backoff).await {
+        // Only the first round may skip loading: a later one starts over from the stored tree.
+        let this_round = std::mem::replace(&mut open, Open::Load);
+        match round(&shared, &log, generation, this_round, &mut backoff).await {
             Stop::Outdated => return,
             Stop::Retry => backoff.wait().await,
         }
@@ -94,10 +109,11 @@ async fn round(
     shared: &Arc<Shared>,
     log: &SharedLog,
     generation: u64,
+    open: Open,
     backoff: &mut Backoff,
 ) -> Stop {
     let name = shared.name();
-    let last = match validate(shared, log, generation).await {
+    let last = match validate(shared, log, generation, open).await {
         Ok(Some(last)) => last,
         Ok(None) => return Stop::Outdated,
         Err(NotReady::Log(error)) => {
@@ -196,6 +212,7 @@ async fn validate(
     shared: &Arc<Shared>,
     log: &SharedLog,
     generation: u64,
+    open: Open,
 ) -> Result<Option<Position>, NotReady> {
     let log_id = log.log_id().await.map_err(NotReady::Log)?;
     let last = log.last_position().await.map_err(NotReady::Log)?;
@@ -206,6 +223,7 @@ async fn validate(
             return Ok(None);
         }
         let stored = meta::read(&shared.tree)?;
+        let mut open = open;
         match meta::verdict(&stored, shared.projection.version(), Some((&log_id, last))) {
             Verdict::Fresh => {
                 meta::init(&shared.tree, shared.projection.version(), Some(&log_id))?;
@@ -219,9 +237,12 @@ async fn validate(
             Verdict::Rebuild(reason) => {
                 tracing::warn!(projection = shared.name(), %reason, "rebuilding the read model from the event log");
                 shared.reset(&gate, Some(&log_id))?;
+                open = Open::Load;
             }
         }
-        shared.projection.opened(&shared.tree);
+        if open == Open::Load {
+            shared.projection.opened(&shared.tree);
+        }
         Ok(Some(()))
     })
     .await;

@@ -13,12 +13,14 @@ use crate::{ApplyError, Projection, Staged};
 /// `name` says otherwise. Deterministic ways to
 /// misbehave, keyed on the tenant of the event: `fail_on` returns an error, `panic_on` panics,
 /// and the tenant `skip-me` is skipped with a note.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(crate) struct Counter {
     pub name: Option<&'static str>,
     pub version: u32,
     pub fail_on: Option<&'static str>,
     pub panic_on: Option<&'static str>,
+    /// Instances made by [`Projection::beside`] (online rebuilds) refuse this tenant's events.
+    pub beside_fails_on: Option<&'static str>,
 }
 
 impl Projection for Counter {
@@ -28,6 +30,13 @@ impl Projection for Counter {
 
     fn version(&self) -> u32 {
         self.version
+    }
+
+    fn beside(&self) -> std::sync::Arc<dyn Projection> {
+        std::sync::Arc::new(Counter {
+            fail_on: self.beside_fails_on.or(self.fail_on),
+            ..self.clone()
+        })
     }
 
     fn apply(&self, state: &mut Staged<'_>, event: &RecordedEvent) -> Result<(), ApplyError> {

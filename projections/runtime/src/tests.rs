@@ -246,6 +246,171 @@ async fn an_online_rebuild_and_an_offline_rebuild_give_the_live_digest() {
     models.shutdown().await;
 }
 
+/// The sum of the counts in the serving tree: the number of events it reflects.
+fn counted(models: &ReadModels) -> u64 {
+    counts(&models.tree("counter")).iter().map(|(_, n)| n).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queries_through_online_rebuilds_never_see_a_partial_or_older_read_model() {
+    let d = dirs();
+    let log = open_log(&d.log).await;
+    let tenants: Vec<String> = (0..3000).map(|i| format!("tenant-{}", i % 50)).collect();
+    let tenants: Vec<&str> = tenants.iter().map(String::as_str).collect();
+    append_many(&log, &tenants).await;
+    let models = ReadModels::start(&d.models, log.clone(), counter(1))
+        .await
+        .unwrap();
+    models.wait_for(3000, PATIENCE).await.unwrap();
+    let (_, before) = models.digest("counter").await.unwrap();
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (models, stop) = (models.clone(), stop.clone());
+        tokio::task::spawn_blocking(move || {
+            let (mut reads, mut last_position) = (0u64, 0);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Every event counts one, so a tree reflecting position p counts p at least;
+                // the position read first can only be behind the tree read after it.
+                let position = models.position("counter");
+                assert!(
+                    position >= last_position,
+                    "the position went back from {last_position} to {position}"
+                );
+                let counted = counted(&models);
+                assert!(
+                    counted >= position,
+                    "read {counted} events at position {position}"
+                );
+                last_position = position;
+                reads += 1;
+            }
+            reads
+        })
+    };
+    let writer = {
+        let (log, stop) = (log.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                append(&log, &["live"]).await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    for _ in 0..3 {
+        models.rebuild("counter").await.unwrap();
+    }
+    assert_eq!(models.switches(), 3);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+    let reads = reader.await.unwrap();
+    assert!(reads > 0);
+
+    let last = log.last_position().await.unwrap();
+    models.wait_for(last, PATIENCE).await.unwrap();
+    assert_eq!(counted(&models), last);
+    let (position, after) = models.digest("counter").await.unwrap();
+    assert_eq!(position, last);
+    assert_ne!(before, after, "the writer appended meanwhile");
+    let offline = rebuild_offline(
+        &d.models.with_extension("replay"),
+        log.clone(),
+        counter(1),
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(offline.get("counter"), Some(&after));
+    models.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_restart_after_a_rebuild_resumes_the_tree_switched_to_and_drops_the_others() {
+    let d = dirs();
+    let log = open_log(&d.log).await;
+    append(&log, &["acme", "globex"]).await;
+    let models = ReadModels::start(&d.models, log.clone(), counter(1))
+        .await
+        .unwrap();
+    models.wait_for(2, PATIENCE).await.unwrap();
+    models.rebuild("counter").await.unwrap();
+    let last = append(&log, &["acme"]).await;
+    models.wait_for(last, PATIENCE).await.unwrap();
+    models.shutdown().await;
+
+    let models = ReadModels::start(&d.models, log.clone(), counter(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        models.position("counter"),
+        last,
+        "resumes the switched-to tree from its checkpoint, not the replaced one"
+    );
+    assert_eq!(
+        counts(&models.tree("counter")),
+        vec![c("acme", 2), c("globex", 1)]
+    );
+    let trees = eventually_trees(&models, |names| names == ["counter~1"]).await;
+    assert_eq!(trees, ["counter~1"]);
+    models.shutdown().await;
+}
+
+/// The names of the store's trees (without sled's default and the runtime's own), once `done`
+/// holds for them or [`PATIENCE`] has passed.
+async fn eventually_trees(models: &ReadModels, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let names: Vec<String> = models
+            .store()
+            .tree_names()
+            .iter()
+            .map(|name| String::from_utf8_lossy(name).into_owned())
+            .filter(|name| !name.starts_with("__sled") && !name.starts_with('\0'))
+            .collect();
+        if done(&names) || tokio::time::Instant::now() > deadline {
+            return names;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_rebuild_that_cannot_catch_up_is_dropped_and_the_serving_tree_goes_on() {
+    let d = dirs();
+    let log = open_log(&d.log).await;
+    append(&log, &["acme", "poison", "acme"]).await;
+    let projection = Counter {
+        beside_fails_on: Some("poison"),
+        ..Counter::default()
+    };
+    let models = ReadModels::start(&d.models, log.clone(), vec![Arc::new(projection)])
+        .await
+        .unwrap();
+    models.wait_for(3, PATIENCE).await.unwrap();
+    let (_, before) = models.digest("counter").await.unwrap();
+
+    let refused = models.rebuild("counter").await.unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            crate::RuntimeError::RebuildStalled {
+                projection: "counter",
+                reached: 1
+            }
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(models.switches(), 0);
+    assert_eq!(models.digest("counter").await.unwrap(), (3, before));
+    let last = append(&log, &["globex"]).await;
+    models.wait_for(last, PATIENCE).await.unwrap();
+    assert_eq!(
+        counts(&models.tree("counter")),
+        vec![c("acme", 2), c("globex", 1), c("poison", 1)]
+    );
+    models.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_rebuild_until_a_position_gives_the_digest_the_live_models_had_there() {
     let d = dirs();
@@ -312,6 +477,35 @@ async fn an_offline_rebuild_replaces_whatever_the_store_held() {
 }
 
 #[tokio::test]
+async fn a_start_after_an_offline_rebuild_serves_the_replayed_tree_even_after_an_online_switch() {
+    let d = dirs();
+    let log = open_log(&d.log).await;
+    append(&log, &["acme"]).await;
+    let models = ReadModels::start(&d.models, log.clone(), counter(1))
+        .await
+        .unwrap();
+    models.wait_for(1, PATIENCE).await.unwrap();
+    models.rebuild("counter").await.unwrap();
+    models.shutdown().await;
+    let last = append(&log, &["globex"]).await;
+
+    rebuild_offline(&d.models, log.clone(), counter(1), |_, _| {})
+        .await
+        .unwrap();
+    let models = ReadModels::start(&d.models, log.clone(), counter(1))
+        .await
+        .unwrap();
+    assert_eq!(models.position("counter"), last);
+    assert_eq!(
+        counts(&models.tree("counter")),
+        vec![c("acme", 1), c("globex", 1)]
+    );
+    let trees = eventually_trees(&models, |names| names == ["counter"]).await;
+    assert_eq!(trees, ["counter"]);
+    models.shutdown().await;
+}
+
+#[tokio::test]
 async fn an_offline_rebuild_interrupted_before_it_is_sealed_is_redone_when_opened() {
     let d = dirs();
     let log = open_log(&d.log).await;
@@ -372,6 +566,12 @@ async fn a_new_projection_version_rebuilds_the_read_model() {
     let tree = models.tree("counter");
     assert_eq!(tree.get("marker").unwrap(), None);
     assert_eq!(counts(&tree), vec![c("acme", 2)]);
+    let trees = eventually_trees(&models, |names| names == ["counter~1"]).await;
+    assert_eq!(
+        trees,
+        ["counter~1"],
+        "built beside the old tree, which is dropped"
+    );
     models.shutdown().await;
 }
 

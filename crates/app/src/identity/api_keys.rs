@@ -94,7 +94,7 @@ impl Identity {
             return Err(AppError::NotAMember);
         }
         let (owner_global, owner_holds) = self
-            .access
+            .access_view()
             .effective_permissions(&tenant, &owner)
             .map_err(internal)?;
         if let Some(wanted) = &request.permissions {
@@ -119,7 +119,7 @@ impl Identity {
             }
             let owner_role: RoleName = role::OWNER.parse().map_err(internal)?;
             let owner_is_owner = self
-                .directory
+                .directory()
                 .membership(&tenant, &owner)
                 .map_err(internal)?
                 .is_some_and(|m| m.roles.contains(&owner_role));
@@ -227,7 +227,7 @@ impl Identity {
         }
         self.require_active(view.owner, now)?;
         let owner = self
-            .directory
+            .directory()
             .user(&view.owner)
             .map_err(internal)?
             .ok_or(AppError::Unauthenticated)?;

@@ -139,7 +139,6 @@ impl IdentityServices {
 const VERIFIED_TOKENS: usize = 65_536;
 
 pub(crate) struct IdentityParts {
-    pub(crate) read: idstream_identity::Identity,
     pub(crate) keys: Arc<Keys>,
     pub(crate) mailer: Arc<dyn Mailer>,
     pub(crate) mail_templates: Arc<idstream_mailer::templates::MailTemplates>,
@@ -207,10 +206,7 @@ impl Identity {
 }
 
 impl IdentityParts {
-    pub(crate) fn new(
-        read: idstream_identity::Identity,
-        services: IdentityServices,
-    ) -> IdentityParts {
+    pub(crate) fn new(services: IdentityServices) -> IdentityParts {
         let issuer = Issuer::new(
             services.config.issuer.clone(),
             services.config.audience.clone(),
@@ -218,7 +214,6 @@ impl IdentityParts {
         );
         let limiter = RateLimiter::new(services.config.attempts_per_source_per_minute);
         IdentityParts {
-            read,
             keys: services.keys,
             mailer: services.mailer,
             mail_templates: services.mail_templates,

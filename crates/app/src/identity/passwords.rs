@@ -449,7 +449,7 @@ impl Identity {
         let ctx = caller.ctx();
         self.catch_up().await?;
         if !self
-            .directory
+            .directory()
             .tenants(None, 1)
             .map_err(internal)?
             .is_empty()

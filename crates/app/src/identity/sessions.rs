@@ -403,7 +403,7 @@ impl Identity {
         let user = self.user_now(&caller.user)?;
         let roles = self.roles_in(&caller.tenant, &caller.user)?;
         let (mut global_access, mut permissions) = self
-            .access
+            .access_view()
             .effective_permissions(&caller.tenant, &caller.user)
             .map_err(internal)?;
         // A restricted key has its restriction, within what its owner holds.

@@ -146,8 +146,8 @@ impl Core {
     }
 
     /// The identity read model.
-    pub(crate) fn identity(&self) -> &idstream_identity::Identity {
-        &self.identity.read
+    pub(crate) fn identity(&self) -> crate::views::View<idstream_identity::Identity> {
+        self.views.identity()
     }
 
     /// Periodic key upkeep (the server runs it at least every minute, and four times per lead

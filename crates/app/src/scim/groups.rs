@@ -127,7 +127,7 @@ impl Scim {
         let not_found = || AppError::Scim(ScimError::new(404, None, "no such Group"));
         let name: RoleName = id.parse().map_err(|_| not_found())?;
         let role = self
-            .access
+            .access_view()
             .roles(tenant)
             .map_err(internal)?
             .into_iter()
@@ -185,7 +185,7 @@ impl Scim {
         }
         self.catch_up_index().await?;
         let mut bodies = Vec::new();
-        for role in self.access.roles(&tenant).map_err(internal)? {
+        for role in self.access_view().roles(&tenant).map_err(internal)? {
             let body = self.group(&tenant, role)?.resource(endpoint);
             let keep = match &filter {
                 Some(filter) => filter.matches(&body, &rules).map_err(AppError::Scim)?,
@@ -235,7 +235,7 @@ impl Scim {
         }
         let admin = crate::AccessAdmin(self.0.clone());
         let exists = self
-            .access
+            .access_view()
             .roles(&tenant)
             .map_err(internal)?
             .iter()
@@ -442,7 +442,7 @@ impl Scim {
         let (tenant, group) = self.changing_group(caller, id, if_match).await?;
         let admin = crate::AccessAdmin(self.0.clone());
         let role = self
-            .access
+            .access_view()
             .roles(&tenant)
             .map_err(internal)?
             .into_iter()

@@ -565,7 +565,7 @@ impl Scim {
         tenant: &TenantId,
     ) -> Result<BTreeMap<RoleName, String>, AppError> {
         Ok(self
-            .access
+            .access_view()
             .roles(tenant)
             .map_err(internal)?
             .into_iter()
@@ -699,7 +699,8 @@ impl Scim {
             limit,
             now,
         };
-        let people = self.directory().people();
+        let directory = self.directory();
+        let people = directory.people();
         if narrow.exact
             && narrow.text.is_none()
             && let Some(_) = order

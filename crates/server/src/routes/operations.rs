@@ -199,9 +199,10 @@ pub async fn read_models(
     Ok(Json(report.into()))
 }
 
-/// Drops every read model and rebuilds it from position 0 while the service keeps running
-/// (platform administrators). Answers once the rebuilt read models have caught up with the log
-/// as it was when asked.
+/// Rebuilds every read model from position 0 while the service keeps running (platform
+/// administrators): each is built beside the serving one, which keeps answering every query,
+/// and replaces it once caught up, so no request sees a partial read model. Answers once all
+/// have switched.
 #[utoipa::path(post, path = "/v1/admin/read-models/rebuild", tag = "operations",
     responses((status = 200, body = ReadModelsReport), (status = 403, body = Problem, description = "`platform_admin_only`")),
     security(("bearer" = [])))]
