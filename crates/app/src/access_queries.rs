@@ -424,6 +424,45 @@ impl AccessQueries {
         self.access_view().entities(tenant).map_err(internal)
     }
 
+    /// The tenant's entities, for those who administer them (the console's records screen,
+    /// where their records' access is managed).
+    ///
+    /// Who: `entities:update` in the tenant.
+    pub async fn administered_entities(
+        &self,
+        caller: &Caller,
+        tenant: &TenantId,
+    ) -> Result<Vec<EntityRecord>, AppError> {
+        self.named_permission(caller, tenant, "entities", Action::Update)
+            .await?;
+        self.require_known_tenant(tenant)?;
+        self.access_view().entities(tenant).map_err(internal)
+    }
+
+    /// Who holds what on one record now: its owner, and each person's grant and local roles,
+    /// with the events that established them (for the console's record page).
+    ///
+    /// Who: entity.<entity>:update (those who manage the record's grants).
+    pub async fn record_holders(
+        &self,
+        caller: &Caller,
+        tenant: &TenantId,
+        entity: &EntityName,
+        record: &RecordId,
+    ) -> Result<idstream_access::RecordHolders, AppError> {
+        self.permission(
+            caller,
+            tenant,
+            &Permission::entity(entity, Action::Update).map_err(internal)?,
+        )
+        .await?;
+        self.require_tenant(tenant).await?;
+        self.require_entity(tenant, entity).await?;
+        self.access_view()
+            .record_holders(tenant, entity, record, self.now())
+            .map_err(internal)
+    }
+
     /// One entity of a tenant.
     ///
     /// Who: `entities:read` in the tenant.

@@ -40,6 +40,8 @@ use minijinja::{Environment, context};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
+mod console;
+
 use crate::AppState;
 use crate::extract::correlation_id;
 use idstream_app::Lang;
@@ -203,6 +205,22 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             include_str!("../templates/admin_erase.html"),
         ),
         (
+            "admin_records.html",
+            include_str!("../templates/admin_records.html"),
+        ),
+        (
+            "admin_audit.html",
+            include_str!("../templates/admin_audit.html"),
+        ),
+        (
+            "admin_time_travel.html",
+            include_str!("../templates/admin_time_travel.html"),
+        ),
+        (
+            "console_nav.html",
+            include_str!("../templates/console_nav.html"),
+        ),
+        (
             "two_factor_setup.html",
             include_str!("../templates/two_factor_setup.html"),
         ),
@@ -349,6 +367,30 @@ fn routes() -> Vec<RouteEntry> {
             Some(Admin),
             Some(Admin),
             get(admin_erase_page).post(admin_erase),
+        ),
+        (
+            "/admin/records",
+            Some(Admin),
+            None,
+            get(console::admin_records_page),
+        ),
+        (
+            "/admin/records/grants",
+            None,
+            Some(Admin),
+            post(console::admin_record_grants),
+        ),
+        (
+            "/admin/audit",
+            Some(Admin),
+            None,
+            get(console::admin_audit_page),
+        ),
+        (
+            "/admin/time-travel",
+            Some(Admin),
+            None,
+            get(console::admin_time_travel_page),
         ),
         (
             ORGANISATION,

@@ -35,7 +35,8 @@ pub use cache::FactCache;
 pub use fold::AccessProjection;
 pub use query::{Access, AccessError, DueLapse, EntityPermissions, Explanation, ReadableRecords};
 pub use review::{
-    AccessReview, EntityHoldings, Holding, MemberHoldings, RecordHolding, ReviewedMember,
+    AccessReview, EntityHoldings, Holding, MemberHoldings, RecordHolders, RecordHolding,
+    ReviewedMember,
 };
 
 /// The name of the projection and of its sled tree.

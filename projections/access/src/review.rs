@@ -91,7 +91,63 @@ pub struct EntityHoldings {
     pub owned_records: u64,
 }
 
+/// Who holds what on one record: its owner, and each person's grant and local roles, each with
+/// the event that established it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RecordHolders {
+    /// The owner (the record's creator, or whoever it was handed to), with its event.
+    pub owner: Option<(UserId, Option<Source>)>,
+    /// People with a live grant or local role on the record, in user-id order (`entity` and
+    /// `record` of each holding repeat the record's).
+    pub holders: Vec<(UserId, RecordHolding)>,
+}
+
 impl Access {
+    /// The owner, grants and local roles of one record at `now` (temporary ones that ended
+    /// before `now` are left out): one prefix scan of the record's standings.
+    pub fn record_holders(
+        &self,
+        tenant: &TenantId,
+        entity: &EntityName,
+        record: &RecordId,
+        now: OffsetDateTime,
+    ) -> Result<RecordHolders, AccessError> {
+        let mut answer = RecordHolders::default();
+        let owner_key = keys::owner(tenant, entity, record);
+        if let Some(owner) = self.tree().get(&owner_key)?
+            && let Ok(user) = std::str::from_utf8(&owner).unwrap_or("").parse::<UserId>()
+        {
+            answer.owner = Some((user, self.source(&keys::provenance(&owner_key, ""))?));
+        }
+        let mut prefix = keys::standing(tenant, entity, record, &UserId::new(ulid::Ulid::nil()));
+        prefix.truncate(prefix.len() - ulid::ULID_LEN);
+        for entry in self.tree().scan_prefix(&prefix) {
+            let (key, value) = entry?;
+            let (Some(user), Some(standing)) = (
+                std::str::from_utf8(&key[prefix.len()..])
+                    .ok()
+                    .and_then(|user| user.parse::<UserId>().ok()),
+                decode_standing(&value),
+            ) else {
+                continue;
+            };
+            let mut holding = empty_holding(entity.as_str(), record.as_str());
+            if let Some(access) = standing.grant_at(now) {
+                holding.grant = Some((access, self.source(&keys::provenance(&key, "grant"))?));
+                holding.grant_expires_at = standing.grant_expires;
+            }
+            for role in standing.local_roles_at(now) {
+                let mut local = self.local_role(&key, role)?;
+                local.expires_at = standing.local_role_expiry.get(role).copied();
+                holding.local_roles.push(local);
+            }
+            if holding.grant.is_some() || !holding.local_roles.is_empty() {
+                answer.holders.push((user, holding));
+            }
+        }
+        Ok(answer)
+    }
+
     /// How many record grants, local roles and owned records `user` holds in `tenant` at `now`,
     /// read from the per-user record index (no scan of the tenant's other members).
     pub fn member_holdings(

@@ -681,6 +681,35 @@ fn temporary_access_ends_at_its_end_is_listed_as_due_and_leaves_with_its_lapse()
     let grace = review.members.iter().find(|m| m.user == u(2)).unwrap();
     assert!(grace.records.is_empty(), "{grace:?}");
 
+    // The record's own page: both holders before the local role's end, only the grant after.
+    let entity: EntityName = p("project");
+    let holders = world
+        .access
+        .record_holders(&tenant, &entity, &record, before)
+        .unwrap();
+    let people: Vec<UserId> = holders.holders.iter().map(|(user, _)| *user).collect();
+    assert_eq!(people, [u(1), u(2)]);
+    let (_, ada) = &holders.holders[0];
+    assert_eq!(
+        ada.grant
+            .as_ref()
+            .map(|(access, source)| (*access, source.is_some())),
+        Some((RecordAccess::ReadWrite, true))
+    );
+    assert_eq!(ada.grant_expires_at, Some(later));
+    assert_eq!(holders.holders[1].1.local_roles[0].name, "user");
+    let holders = world
+        .access
+        .record_holders(&tenant, &entity, &record, end)
+        .unwrap();
+    assert_eq!(holders.holders.len(), 1);
+    assert_eq!(holders.owner, None);
+    let elsewhere = world
+        .access
+        .record_holders(&p("globex"), &entity, &record, before)
+        .unwrap();
+    assert_eq!(elsewhere, Default::default());
+
     // Due for their lapse: nothing before the end, the membership and the record after it.
     assert!(world.access.due_lapses(before, 10).unwrap().is_empty());
     let due = world

@@ -1,0 +1,767 @@
+//! The console's screens for records, the audit trail and time travel (issue 17): a record's
+//! owner, grants and local roles with a form to grant and revoke; the trail with its filters and
+//! cursors, each entry in words with links to its actor, subject and record; and who could use a
+//! permission on a record at one moment or two, side by side, with the event behind each answer.
+//! Every screen calls the same `app` operations as the API, with the caller's own permissions.
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use idstream_app::replay::{AsOf, ExplainedHolder, ReplayInfo};
+use idstream_app::{AppError, Caller};
+use idstream_domain::access::{Action, EntityName, Permission, Reason, RecordAccess, RecordId};
+use idstream_domain::{TenantId, UserId};
+use minijinja::context;
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use super::{
+    Page, PageForm, base, console_tenant, encoded, failure_page, form_caller, page_caller,
+    people_query, with_cookies,
+};
+use crate::AppState;
+
+const RECORDS: &str = "Records";
+const TRAIL: &str = "Audit trail";
+const TIME_TRAVEL: &str = "Time travel";
+/// Entries per page of the trail screen.
+const TRAIL_PAGE: usize = 50;
+
+/// `path` with `pairs` as its query string.
+fn with_query(path: &str, pairs: &[(&str, &str)]) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (key, value) in pairs {
+        query.append_pair(key, value);
+    }
+    format!("{path}?{}", query.finish())
+}
+
+/// A record's page in the console.
+fn record_page(entity: &str, record: &str) -> String {
+    with_query("/admin/records", &[("entity", entity), ("record", record)])
+}
+
+/// A moment as the screens show it.
+fn when(time: OffsetDateTime) -> String {
+    time.format(&time::macros::format_description!(
+        "[year]-[month]-[day] [hour]:[minute]:[second] UTC"
+    ))
+    .unwrap_or_default()
+}
+
+/// A person as a console link: their address when the caller may read the directory, else
+/// their id.
+struct People<'a> {
+    state: &'a AppState,
+    caller: &'a Caller,
+    tenant: &'a TenantId,
+}
+
+impl People<'_> {
+    async fn label(&self, user: UserId) -> String {
+        let query = people_query(Some(user.to_string()), 1);
+        match self
+            .state
+            .app
+            .people
+            .search(self.caller, self.tenant, &query)
+            .await
+        {
+            Ok(found) => found
+                .rows
+                .into_iter()
+                .find(|row| row.user.id == user)
+                .map(|row| row.user.email)
+                .unwrap_or_else(|| user.to_string()),
+            Err(_) => user.to_string(),
+        }
+    }
+
+    async fn link(&self, user: UserId) -> minijinja::Value {
+        context! { id => user.to_string(), label => self.label(user).await }
+    }
+
+    /// The member named by `text`: their user id, or their address exactly.
+    async fn named(&self, text: &str) -> Result<Option<UserId>, AppError> {
+        let text = text.trim();
+        if let Ok(id) = text.parse::<UserId>() {
+            return Ok(Some(id));
+        }
+        let query = people_query(Some(text.to_owned()), 5);
+        let found = self
+            .state
+            .app
+            .people
+            .search(self.caller, self.tenant, &query)
+            .await?;
+        Ok(found
+            .rows
+            .iter()
+            .find(|row| row.user.email.eq_ignore_ascii_case(text))
+            .map(|row| row.user.id))
+    }
+}
+
+// ----- records -----
+
+#[derive(Deserialize, Default)]
+pub(super) struct RecordQuery {
+    #[serde(default)]
+    entity: String,
+    #[serde(default)]
+    record: String,
+}
+
+/// `/admin/records`: the organisation's entities, a form to open a record, and with `entity`
+/// and `record` that record's owner, grants and local roles. For those who administer entities
+/// (`entities:update`); the record's holders also need `entity.<entity>:update`.
+pub(super) async fn admin_records_page(
+    State(state): State<AppState>,
+    Query(query): Query<RecordQuery>,
+    parts: Parts,
+) -> Page {
+    let here = match query.entity.is_empty() {
+        true => "/admin/records".to_owned(),
+        false => encoded(&record_page(&query.entity, &query.record)),
+    };
+    let (caller, refreshed, csrf, set) = match page_caller(&state, &parts, &here).await {
+        Ok(signed_in) => signed_in,
+        Err(page) => return page,
+    };
+    let page = match records_screen(&state, &caller, &query, &csrf).await {
+        Ok(page) | Err(page) => page,
+    };
+    with_cookies(page, refreshed, set)
+}
+
+async fn records_screen(
+    state: &AppState,
+    caller: &Caller,
+    query: &RecordQuery,
+    csrf: &str,
+) -> Result<Page, Page> {
+    let tenant = console_tenant(state, caller, RECORDS)?;
+    let entities = state
+        .app
+        .access
+        .administered_entities(caller, &tenant)
+        .await
+        .map_err(|error| failure_page(RECORDS, &error))?;
+    let entity_rows: Vec<minijinja::Value> = entities
+        .iter()
+        .map(|entity| {
+            context! {
+                name => entity.name.as_str(), rls => entity.rls,
+                fields => entity.fields.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(", "),
+            }
+        })
+        .collect();
+    let mut record = None;
+    if !query.entity.is_empty() || !query.record.is_empty() {
+        let (entity, id) = record_named(&query.entity, &query.record)?;
+        let holders = state
+            .app
+            .access
+            .record_holders(caller, &tenant, &entity, &id)
+            .await
+            .map_err(|error| failure_page(RECORDS, &error))?;
+        let people = People {
+            state,
+            caller,
+            tenant: &tenant,
+        };
+        let owner = match &holders.owner {
+            Some((user, source)) => Some(context! {
+                person => people.link(*user).await,
+                since => source.as_ref().map(|s| when(s.occurred_at)),
+            }),
+            None => None,
+        };
+        let mut rows = Vec::with_capacity(holders.holders.len());
+        for (user, holding) in &holders.holders {
+            let grant = holding.grant.as_ref().map(|(access, source)| {
+                context! {
+                    access => access_words(*access),
+                    since => source.as_ref().map(|s| when(s.occurred_at)),
+                    until => holding.grant_expires_at.map(when),
+                }
+            });
+            let local_roles: Vec<String> = holding
+                .local_roles
+                .iter()
+                .map(|role| match role.expires_at {
+                    Some(end) => format!("{} (until {})", role.name, when(end)),
+                    None => role.name.clone(),
+                })
+                .collect();
+            rows.push(context! {
+                person => people.link(*user).await, grant => grant,
+                local_roles => local_roles.join(", "),
+            });
+        }
+        let now_text = when(OffsetDateTime::now_utc())
+            .trim_end_matches(" UTC")
+            .replace(' ', "T");
+        record = Some(context! {
+            entity => entity.as_str(), id => id.as_str(), owner => owner, holders => rows,
+            travel => with_query("/admin/time-travel", &[
+                ("entity", entity.as_str()), ("record", id.as_str()), ("permission", "read"),
+                ("at", &now_text),
+            ]),
+        });
+    }
+    Ok(Page::html(
+        StatusCode::OK,
+        "admin_records.html",
+        context! { ..base(RECORDS), ..context! {
+            wide => true, csrf => csrf, entities => entity_rows, record => record,
+            entity => &query.entity, record_id => &query.record,
+        }},
+    ))
+}
+
+fn record_named(entity: &str, record: &str) -> Result<(EntityName, RecordId), Page> {
+    let unusable = |what: &str| {
+        failure_page(
+            RECORDS,
+            &AppError::InvalidQuery(format!("{what} is not a valid name")),
+        )
+    };
+    let entity = entity
+        .trim()
+        .parse::<EntityName>()
+        .map_err(|_| unusable("the entity"))?;
+    let record = record
+        .trim()
+        .parse::<RecordId>()
+        .map_err(|_| unusable("the record"))?;
+    Ok((entity, record))
+}
+
+fn access_words(access: RecordAccess) -> &'static str {
+    match access {
+        RecordAccess::ReadOnly => "read only",
+        RecordAccess::ReadWrite => "read and write",
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct GrantForm {
+    csrf: String,
+    #[serde(default)]
+    entity: String,
+    #[serde(default)]
+    record: String,
+    /// The member: an address or a user id.
+    #[serde(default)]
+    person: String,
+    /// `grant` or `revoke`.
+    #[serde(default)]
+    action: String,
+    /// `read_only` or `read_write` (for `grant`).
+    #[serde(default)]
+    access: String,
+    /// The last day of a temporary grant (YYYY-MM-DD, UTC); empty: for good.
+    #[serde(default)]
+    until: String,
+}
+
+/// Grants a member access to a record, or takes it back (the record grant operations).
+pub(super) async fn admin_record_grants(
+    State(state): State<AppState>,
+    parts: Parts,
+    PageForm(form): PageForm<GrantForm>,
+) -> Page {
+    let back = record_page(form.entity.trim(), form.record.trim());
+    let (caller, refreshed) = match form_caller(&state, &parts, &form.csrf, &encoded(&back)).await {
+        Ok(signed_in) => signed_in,
+        Err(page) => return page,
+    };
+    let page = match change_grant(&state, &caller, &form, &back).await {
+        Ok(page) | Err(page) => page,
+    };
+    with_cookies(page, refreshed, None)
+}
+
+async fn change_grant(
+    state: &AppState,
+    caller: &Caller,
+    form: &GrantForm,
+    back: &str,
+) -> Result<Page, Page> {
+    let tenant = console_tenant(state, caller, RECORDS)?;
+    let (entity, record) = record_named(&form.entity, &form.record)?;
+    let message = |status: StatusCode, text: &str| {
+        Page::html(
+            status,
+            "message.html",
+            context! { ..base(RECORDS), ..context! { message => text, link => back, link_text => "Record" } },
+        )
+    };
+    let people = People {
+        state,
+        caller,
+        tenant: &tenant,
+    };
+    let user = people
+        .named(&form.person)
+        .await
+        .map_err(|error| failure_page(RECORDS, &error))?
+        .ok_or_else(|| {
+            message(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Nobody of this organisation has that address or id.",
+            )
+        })?;
+    let admin = &state.app.access_admin;
+    let done = match form.action.as_str() {
+        "grant" => {
+            let access = match form.access.as_str() {
+                "read_only" => RecordAccess::ReadOnly,
+                "read_write" => RecordAccess::ReadWrite,
+                _ => {
+                    return Err(message(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "Choose read only or read and write.",
+                    ));
+                }
+            };
+            let until = match form.until.trim() {
+                "" => None,
+                day => Some(day_end(day).ok_or_else(|| {
+                    message(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "The last day must be a date (YYYY-MM-DD).",
+                    )
+                })?),
+            };
+            admin
+                .grant_record_access(caller, tenant, entity, record, user, access, until)
+                .await
+        }
+        "revoke" => {
+            admin
+                .revoke_record_access(caller, tenant, entity, record, user)
+                .await
+        }
+        _ => return Err(message(StatusCode::UNPROCESSABLE_ENTITY, "Unknown action.")),
+    };
+    match done {
+        Ok(_) => Ok(Page::redirect(back)),
+        Err(error) => Err(failure_page(RECORDS, &error)),
+    }
+}
+
+/// The end of day `day` (YYYY-MM-DD) in UTC.
+fn day_end(day: &str) -> Option<OffsetDateTime> {
+    let date = time::Date::parse(
+        day,
+        &time::macros::format_description!("[year]-[month]-[day]"),
+    )
+    .ok()?;
+    Some(date.next_day()?.midnight().assume_utc())
+}
+
+// ----- the audit trail -----
+
+#[derive(Deserialize, Default)]
+pub(super) struct TrailQuery {
+    /// An event type (`RecordGranted`).
+    #[serde(default, rename = "type")]
+    event_type: String,
+    /// The person the events are about: an address or a user id.
+    #[serde(default)]
+    person: String,
+    /// The person who caused them (a user id or an address).
+    #[serde(default)]
+    actor: String,
+    /// First and last day (YYYY-MM-DD, UTC).
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    to: String,
+    /// `oldest` for the oldest first.
+    #[serde(default)]
+    order: String,
+    #[serde(default)]
+    cursor: String,
+}
+
+/// `/admin/audit`: the organisation's trail, newest first, with its filters and cursors.
+pub(super) async fn admin_audit_page(
+    State(state): State<AppState>,
+    Query(query): Query<TrailQuery>,
+    parts: Parts,
+) -> Page {
+    let (caller, refreshed, _csrf, set) = match page_caller(&state, &parts, "/admin/audit").await {
+        Ok(signed_in) => signed_in,
+        Err(page) => return page,
+    };
+    let page = match trail_screen(&state, &caller, &query).await {
+        Ok(page) | Err(page) => page,
+    };
+    with_cookies(page, refreshed, set)
+}
+
+async fn trail_screen(state: &AppState, caller: &Caller, query: &TrailQuery) -> Result<Page, Page> {
+    let tenant = console_tenant(state, caller, TRAIL)?;
+    let unusable = |text: &str| failure_page(TRAIL, &AppError::InvalidQuery(text.to_owned()));
+    let people = People {
+        state,
+        caller,
+        tenant: &tenant,
+    };
+    let mut filter =
+        idstream_audit::AuditFilter::scope(idstream_audit::Scope::Tenant(tenant.clone()));
+    if !query.event_type.trim().is_empty() {
+        filter
+            .event_types
+            .insert(query.event_type.trim().to_owned());
+    }
+    for (text, slot) in [(&query.person, 0), (&query.actor, 1)] {
+        if text.trim().is_empty() {
+            continue;
+        }
+        let user = people
+            .named(text)
+            .await
+            .map_err(|error| failure_page(TRAIL, &error))?
+            .ok_or_else(|| unusable("Nobody of this organisation has that address or id."))?;
+        match slot {
+            0 => filter.subject = Some(user),
+            _ => {
+                filter.actor = Some(idstream_domain::Actor {
+                    kind: idstream_domain::envelope::ActorKind::User,
+                    id: user.to_string(),
+                })
+            }
+        }
+    }
+    let day = |text: &str, end: bool| -> Result<Option<OffsetDateTime>, Page> {
+        match text.trim() {
+            "" => Ok(None),
+            day => {
+                let date = time::Date::parse(
+                    day,
+                    &time::macros::format_description!("[year]-[month]-[day]"),
+                )
+                .map_err(|_| unusable("A day must be a date (YYYY-MM-DD)."))?;
+                let date = if end {
+                    date.next_day().unwrap_or(date)
+                } else {
+                    date
+                };
+                Ok(Some(date.midnight().assume_utc()))
+            }
+        }
+    };
+    filter.from = day(&query.from, false)?;
+    filter.to = day(&query.to, true)?;
+    filter
+        .validate()
+        .map_err(|error| unusable(&error.to_string()))?;
+    let cursor = match query.cursor.trim() {
+        "" => None,
+        text => Some(
+            text.parse::<idstream_audit::Cursor>()
+                .map_err(|_| unusable("This page of the trail cannot be found again."))?,
+        ),
+    };
+    let order = if query.order == "oldest" {
+        idstream_audit::Order::OldestFirst
+    } else {
+        idstream_audit::Order::NewestFirst
+    };
+    let page = state
+        .app
+        .audit
+        .events(
+            caller,
+            idstream_audit::AuditQuery {
+                filter,
+                cursor,
+                order,
+                limit: TRAIL_PAGE,
+            },
+        )
+        .await
+        .map_err(|error| failure_page(TRAIL, &error))?;
+    let mut entries = Vec::with_capacity(page.entries.len());
+    for entry in &page.entries {
+        let actor = match entry.actor.kind {
+            idstream_domain::envelope::ActorKind::User => match entry.actor.id.parse::<UserId>() {
+                Ok(user) => context! { person => people.link(user).await },
+                Err(_) => context! { text => &entry.actor.id },
+            },
+            idstream_domain::envelope::ActorKind::ApiKey => {
+                let owner = match entry.actor_owner {
+                    Some(user) => Some(people.link(user).await),
+                    None => None,
+                };
+                context! { text => format!("API key {}", entry.actor.id), person => owner }
+            }
+            idstream_domain::envelope::ActorKind::System => context! { text => &entry.actor.id },
+        };
+        let subject = match entry.subject {
+            Some(user) => Some(people.link(user).await),
+            None => None,
+        };
+        let record = match (entry.details.get("entity"), entry.details.get("record")) {
+            (Some(entity), Some(record)) => Some(context! {
+                entity => entity, id => record,
+                link => record_page(entity, record),
+                travel => with_query("/admin/time-travel", &[
+                    ("entity", entity), ("record", record), ("permission", "read"),
+                    ("at", &entry.position.saturating_sub(1).to_string()),
+                    ("compare", &entry.position.to_string()),
+                ]),
+            }),
+            _ => None,
+        };
+        entries.push(context! {
+            time => when(entry.time), position => entry.position, summary => &entry.summary,
+            event_type => &entry.event_type, actor => actor, subject => subject, record => record,
+            aggregate => format!("{:?} {}", entry.aggregate_type, entry.aggregate_id.as_deref().unwrap_or("")),
+        });
+    }
+    let onwards = |cursor: &Option<idstream_audit::Cursor>| {
+        cursor.as_ref().map(|cursor| {
+            let cursor = cursor.to_string();
+            let pairs: Vec<(&str, &str)> = [
+                ("type", query.event_type.as_str()),
+                ("person", query.person.as_str()),
+                ("actor", query.actor.as_str()),
+                ("from", query.from.as_str()),
+                ("to", query.to.as_str()),
+                ("order", query.order.as_str()),
+                ("cursor", cursor.as_str()),
+            ]
+            .into_iter()
+            .filter(|(_, value)| !value.is_empty())
+            .collect();
+            with_query("/admin/audit", &pairs)
+        })
+    };
+    Ok(Page::html(
+        StatusCode::OK,
+        "admin_audit.html",
+        context! { ..base(TRAIL), ..context! {
+            wide => true, entries => entries, partial => page.partial,
+            next => onwards(&page.next), prev => onwards(&page.prev),
+            event_type => &query.event_type, person => &query.person, actor => &query.actor,
+            from => &query.from, to => &query.to, oldest => query.order == "oldest",
+        }},
+    ))
+}
+
+// ----- time travel -----
+
+#[derive(Deserialize, Default)]
+pub(super) struct TravelQuery {
+    #[serde(default)]
+    entity: String,
+    #[serde(default)]
+    record: String,
+    /// `read`, `create`, `update` or `delete`.
+    #[serde(default)]
+    permission: String,
+    /// A moment: a log position, or a time (YYYY-MM-DDTHH:MM[:SS], UTC).
+    #[serde(default)]
+    at: String,
+    /// A second moment to compare with.
+    #[serde(default)]
+    compare: String,
+}
+
+/// `/admin/time-travel`: who could use a permission on a record at a moment (and at a second
+/// one, side by side), each answer with the role, grant, ownership or local role behind it and
+/// the event that established it (point-in-time replay of the log).
+pub(super) async fn admin_time_travel_page(
+    State(state): State<AppState>,
+    Query(query): Query<TravelQuery>,
+    parts: Parts,
+) -> Page {
+    let (caller, refreshed, _csrf, set) =
+        match page_caller(&state, &parts, "/admin/time-travel").await {
+            Ok(signed_in) => signed_in,
+            Err(page) => return page,
+        };
+    let page = match travel_screen(&state, &caller, &query).await {
+        Ok(page) | Err(page) => page,
+    };
+    with_cookies(page, refreshed, set)
+}
+
+async fn travel_screen(
+    state: &AppState,
+    caller: &Caller,
+    query: &TravelQuery,
+) -> Result<Page, Page> {
+    let tenant = console_tenant(state, caller, TIME_TRAVEL)?;
+    // The screen needs the trail's permission even before anything is asked.
+    state
+        .app
+        .audit
+        .events(
+            caller,
+            idstream_audit::AuditQuery {
+                filter: idstream_audit::AuditFilter::scope(idstream_audit::Scope::Tenant(
+                    tenant.clone(),
+                )),
+                cursor: None,
+                order: idstream_audit::Order::NewestFirst,
+                limit: 1,
+            },
+        )
+        .await
+        .map_err(|error| failure_page(TIME_TRAVEL, &error))?;
+    let unusable = |text: &str| failure_page(TIME_TRAVEL, &AppError::InvalidQuery(text.to_owned()));
+    let action = match query.permission.as_str() {
+        "" | "read" => Action::Read,
+        "create" => Action::Create,
+        "update" => Action::Update,
+        "delete" => Action::Delete,
+        _ => return Err(unusable("Choose read, create, update or delete.")),
+    };
+    let mut moments = Vec::new();
+    if !query.entity.trim().is_empty() && !query.at.trim().is_empty() {
+        let (entity, record) = record_named(&query.entity, &query.record)?;
+        let permission =
+            Permission::entity(&entity, action).map_err(|error| unusable(&error.to_string()))?;
+        let people = People {
+            state,
+            caller,
+            tenant: &tenant,
+        };
+        for text in [&query.at, &query.compare] {
+            if text.trim().is_empty() {
+                continue;
+            }
+            let moment = moment(text).ok_or_else(|| {
+                unusable("A moment is a log position or a time (YYYY-MM-DDTHH:MM:SS, UTC).")
+            })?;
+            let (info, holders) = state
+                .app
+                .audit
+                .holders_as_of(
+                    caller,
+                    moment,
+                    tenant.clone(),
+                    permission.clone(),
+                    record.clone(),
+                )
+                .await
+                .map_err(|error| failure_page(TIME_TRAVEL, &error))?;
+            moments.push(moment_view(&people, &info, &holders).await);
+        }
+    }
+    Ok(Page::html(
+        StatusCode::OK,
+        "admin_time_travel.html",
+        context! { ..base(TIME_TRAVEL), ..context! {
+            wide => true, moments => moments,
+            entity => &query.entity, record => &query.record,
+            permission => if query.permission.is_empty() { "read" } else { query.permission.as_str() },
+            at => &query.at, compare => &query.compare,
+        }},
+    ))
+}
+
+/// A log position (digits) or a time (`YYYY-MM-DDTHH:MM[:SS]`, read as UTC; RFC 3339 too).
+fn moment(text: &str) -> Option<AsOf> {
+    let text = text.trim();
+    if let Ok(position) = text.parse::<u64>() {
+        return Some(AsOf::Position(position));
+    }
+    if let Ok(at) = OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339) {
+        return Some(AsOf::Time(at));
+    }
+    let text = text.trim_end_matches(" UTC").replace(' ', "T");
+    [
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]"),
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]"),
+    ]
+    .iter()
+    .find_map(|format| time::PrimitiveDateTime::parse(&text, format).ok())
+    .map(|at| AsOf::Time(at.assume_utc()))
+}
+
+async fn moment_view(
+    people: &People<'_>,
+    info: &ReplayInfo,
+    holders: &[ExplainedHolder],
+) -> minijinja::Value {
+    let mut rows = Vec::with_capacity(holders.len());
+    for holder in holders {
+        let because: Vec<minijinja::Value> = holder
+            .explanation
+            .sources
+            .iter()
+            .map(|source| {
+                context! {
+                    fact => &source.fact, position => source.source.position,
+                    event_type => &source.source.event_type, time => when(source.source.occurred_at),
+                }
+            })
+            .collect();
+        rows.push(context! {
+            person => people.link(holder.user).await,
+            reason => reason_words(&holder.explanation.decision.reason),
+            because => because,
+        });
+    }
+    context! {
+        position => info.position, time => info.time.map(when),
+        decided_at => info.decided_at.map(when), holders => rows,
+    }
+}
+
+/// Why someone could, in words.
+fn reason_words(reason: &Reason) -> String {
+    match reason {
+        Reason::GlobalAccess { role } => format!("global access through role {role}"),
+        Reason::Role { role } => format!("role {role}"),
+        Reason::CustomPermission => "a custom permission".to_owned(),
+        Reason::Policy { principal } => format!("the entity's policy for {principal:?}"),
+        Reason::Grant { access } => format!("a grant ({})", access_words(*access)),
+        Reason::Owner => "owns the record".to_owned(),
+        Reason::LocalRole { role } => format!("local role {role} on the record"),
+        other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_moment_is_a_log_position_or_a_time_read_as_utc() {
+        assert_eq!(moment("42"), Some(AsOf::Position(42)));
+        let at = time::macros::datetime!(2026-12-05 14:30:15 UTC);
+        for text in [
+            "2026-12-05T14:30:15",
+            "2026-12-05 14:30:15",
+            "2026-12-05 14:30:15 UTC",
+            "2026-12-05T14:30:15Z",
+            "2026-12-05T15:30:15+01:00",
+        ] {
+            assert_eq!(moment(text), Some(AsOf::Time(at)), "{text}");
+        }
+        assert_eq!(
+            moment("2026-12-05T14:30"),
+            Some(AsOf::Time(time::macros::datetime!(2026-12-05 14:30 UTC)))
+        );
+        for text in ["", "yesterday", "-1", "2026-13-05T14:30"] {
+            assert_eq!(moment(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_last_day_ends_at_the_next_midnight_utc() {
+        assert_eq!(
+            day_end("2026-12-31"),
+            Some(time::macros::datetime!(2027-01-01 00:00 UTC))
+        );
+        assert_eq!(day_end("31/12/2026"), None);
+    }
+}
