@@ -221,6 +221,10 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             include_str!("../templates/console_nav.html"),
         ),
         (
+            "admin_settings.html",
+            include_str!("../templates/admin_settings.html"),
+        ),
+        (
             "two_factor_setup.html",
             include_str!("../templates/two_factor_setup.html"),
         ),
@@ -375,6 +379,12 @@ fn routes() -> Vec<RouteEntry> {
             get(console::admin_records_page),
         ),
         (
+            "/admin/entities",
+            None,
+            Some(Admin),
+            post(console::admin_entities),
+        ),
+        (
             "/admin/records/grants",
             None,
             Some(Admin),
@@ -385,6 +395,12 @@ fn routes() -> Vec<RouteEntry> {
             Some(Admin),
             None,
             get(console::admin_audit_page),
+        ),
+        (
+            "/admin/settings",
+            Some(Admin),
+            Some(Admin),
+            get(console::admin_settings_page).post(console::admin_save_settings),
         ),
         (
             "/admin/time-travel",

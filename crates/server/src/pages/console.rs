@@ -9,7 +9,12 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use idstream_app::replay::{AsOf, ExplainedHolder, ReplayInfo};
 use idstream_app::{AppError, Caller};
-use idstream_domain::access::{Action, EntityName, Permission, Reason, RecordAccess, RecordId};
+use idstream_domain::access::model::SYSTEM_FIELDS;
+use idstream_domain::access::{
+    Action, EntityName, EntityPolicy, FieldName, Permission, Principal, Reason, RecordAccess,
+    RecordId,
+};
+use idstream_domain::tenant::TenantSettings;
 use idstream_domain::{TenantId, UserId};
 use minijinja::context;
 use serde::Deserialize;
@@ -152,12 +157,20 @@ async fn records_screen(
         .map(|entity| {
             context! {
                 name => entity.name.as_str(), rls => entity.rls,
+                link => with_query("/admin/records", &[("entity", entity.name.as_str())]),
                 fields => entity.fields.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(", "),
             }
         })
         .collect();
+    let chosen = entities
+        .iter()
+        .find(|entity| entity.name.as_str() == query.entity.trim());
+    let entity_view = match chosen {
+        Some(entity) => Some(entity_section(state, caller, &tenant, entity).await),
+        None => None,
+    };
     let mut record = None;
-    if !query.entity.is_empty() || !query.record.is_empty() {
+    if !query.record.trim().is_empty() {
         let (entity, id) = record_named(&query.entity, &query.record)?;
         let holders = state
             .app
@@ -215,9 +228,217 @@ async fn records_screen(
         "admin_records.html",
         context! { ..base(RECORDS), ..context! {
             wide => true, csrf => csrf, entities => entity_rows, record => record,
-            entity => &query.entity, record_id => &query.record,
+            entity => &query.entity, record_id => &query.record, chosen => entity_view,
+            system_fields => SYSTEM_FIELDS,
         }},
     ))
+}
+
+/// What the records screen shows of one entity: its fields (system fields marked), row-level
+/// security, its policy per action, and the fields each role may not see or search.
+async fn entity_section(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &TenantId,
+    entity: &idstream_access::EntityRecord,
+) -> minijinja::Value {
+    let principals = |set: &std::collections::BTreeSet<Principal>| {
+        set.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let roles: Vec<String> = state
+        .app
+        .access
+        .roles(caller, tenant)
+        .await
+        .map(|roles| roles.into_iter().map(|r| r.name.to_string()).collect())
+        .unwrap_or_default();
+    let fields: Vec<&str> = entity.fields.iter().map(FieldName::as_str).collect();
+    let rules: Vec<minijinja::Value> = roles
+        .iter()
+        .map(|role| {
+            let named = |map: &std::collections::BTreeMap<idstream_domain::RoleName, std::collections::BTreeSet<FieldName>>| {
+                map.iter()
+                    .find(|(r, _)| r.as_str() == role)
+                    .map(|(_, set)| set.iter().map(|f| f.as_str().to_owned()).collect::<Vec<_>>())
+                    .unwrap_or_default()
+            };
+            context! { role => role, hidden => named(&entity.hidden), unsearchable => named(&entity.unsearchable) }
+        })
+        .collect();
+    context! {
+        name => entity.name.as_str(), rls => entity.rls,
+        fields => fields.iter().filter(|f| !SYSTEM_FIELDS.contains(f)).copied().collect::<Vec<_>>().join(", "),
+        own_fields => fields.iter().filter(|f| !SYSTEM_FIELDS.contains(f)).copied().collect::<Vec<_>>(),
+        read => principals(&entity.policy.read), create => principals(&entity.policy.create),
+        update => principals(&entity.policy.update), delete => principals(&entity.policy.delete),
+        rules => rules,
+    }
+}
+
+/// An entity form: `action` is `register`, `save` (fields, row-level security and policy, each
+/// changed through its own operation) or `rules` (one role's field rules: `hidden_<field>` and
+/// `unsearchable_<field>` checkboxes).
+pub(super) async fn admin_entities(
+    State(state): State<AppState>,
+    parts: Parts,
+    PageForm(form): PageForm<std::collections::HashMap<String, String>>,
+) -> Page {
+    let field = |name: &str| {
+        form.get(name)
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let back = with_query("/admin/records", &[("entity", &field("entity"))]);
+    let csrf = form.get("csrf").cloned().unwrap_or_default();
+    let (caller, refreshed) = match form_caller(&state, &parts, &csrf, &encoded(&back)).await {
+        Ok(signed_in) => signed_in,
+        Err(page) => return page,
+    };
+    let page = match change_entity(&state, &caller, &form, &back).await {
+        Ok(page) | Err(page) => page,
+    };
+    with_cookies(page, refreshed, None)
+}
+
+async fn change_entity(
+    state: &AppState,
+    caller: &Caller,
+    form: &std::collections::HashMap<String, String>,
+    back: &str,
+) -> Result<Page, Page> {
+    let tenant = console_tenant(state, caller, RECORDS)?;
+    let field = |name: &str| {
+        form.get(name)
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let unusable = |text: String| {
+        Page::html(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "message.html",
+            context! { ..base(RECORDS), ..context! { message => text, link => back, link_text => "Records" } },
+        )
+    };
+    let entity: EntityName = field("entity")
+        .parse()
+        .map_err(|_| unusable("The entity is not a valid name.".to_owned()))?;
+    let list = |name: &str| -> Vec<String> {
+        field(name)
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|part| !part.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let fields = || -> Result<Vec<FieldName>, Page> {
+        list("fields")
+            .iter()
+            .filter(|f| !SYSTEM_FIELDS.contains(&f.as_str()))
+            .map(|f| {
+                f.parse()
+                    .map_err(|_| unusable(format!("{f} is not a valid field name.")))
+            })
+            .collect()
+    };
+    let policy = || -> Result<EntityPolicy, Page> {
+        let principals = |name: &str| {
+            list(name)
+                .iter()
+                .map(|p| {
+                    p.parse::<Principal>().map_err(|_| {
+                        unusable(format!(
+                            "{p} is neither a role nor _EVERYONE, _AUTHENTICATED_USER or _CREATOR."
+                        ))
+                    })
+                })
+                .collect::<Result<std::collections::BTreeSet<_>, _>>()
+        };
+        Ok(EntityPolicy {
+            read: principals("read")?,
+            create: principals("create")?,
+            update: principals("update")?,
+            delete: principals("delete")?,
+        })
+    };
+    let admin = &state.app.access_admin;
+    let failed = |error: AppError| failure_page(RECORDS, &error);
+    match field("action").as_str() {
+        "register" => {
+            admin
+                .register_entity(
+                    caller,
+                    tenant,
+                    entity,
+                    idstream_app::NewEntityRequest {
+                        fields: fields()?,
+                        rls: form.contains_key("rls"),
+                        policy: Some(policy()?),
+                    },
+                )
+                .await
+                .map_err(failed)?;
+        }
+        "save" => {
+            let current = state
+                .app
+                .access
+                .entity(caller, &tenant, &entity)
+                .await
+                .map_err(failed)?;
+            let (fields, rls, policy) = (fields()?, form.contains_key("rls"), policy()?);
+            let own: Vec<FieldName> = current
+                .fields
+                .iter()
+                .filter(|f| !SYSTEM_FIELDS.contains(&f.as_str()))
+                .cloned()
+                .collect();
+            if fields != own {
+                admin
+                    .change_entity_fields(caller, tenant.clone(), entity.clone(), fields)
+                    .await
+                    .map_err(failed)?;
+            }
+            if rls != current.rls {
+                admin
+                    .set_entity_rls(caller, tenant.clone(), entity.clone(), rls)
+                    .await
+                    .map_err(failed)?;
+            }
+            if policy != current.policy {
+                admin
+                    .set_entity_policy(caller, tenant, entity, policy)
+                    .await
+                    .map_err(failed)?;
+            }
+        }
+        "rules" => {
+            let role: idstream_domain::RoleName = field("role")
+                .parse()
+                .map_err(|_| unusable("There is no such role.".to_owned()))?;
+            let checked = |prefix: &str| -> std::collections::BTreeSet<FieldName> {
+                form.keys()
+                    .filter_map(|key| key.strip_prefix(prefix))
+                    .filter(|f| !SYSTEM_FIELDS.contains(f))
+                    .filter_map(|f| f.parse().ok())
+                    .collect()
+            };
+            admin
+                .set_field_rules(
+                    caller,
+                    tenant,
+                    entity,
+                    role,
+                    checked("hidden_"),
+                    checked("unsearchable_"),
+                )
+                .await
+                .map_err(failed)?;
+        }
+        _ => return Err(unusable("Unknown action.".to_owned())),
+    }
+    Ok(Page::redirect(back))
 }
 
 fn record_named(entity: &str, record: &str) -> Result<(EntityName, RecordId), Page> {
@@ -727,6 +948,218 @@ fn reason_words(reason: &Reason) -> String {
         Reason::Owner => "owns the record".to_owned(),
         Reason::LocalRole { role } => format!("local role {role} on the record"),
         other => format!("{other:?}"),
+    }
+}
+
+// ----- tenant settings -----
+
+const SETTINGS: &str = "Settings";
+
+/// `/admin/settings`: the organisation's settings (`settings:read`), as a form its holders of
+/// `settings:update` can save; for the others the fields are shown read-only, without the button.
+pub(super) async fn admin_settings_page(State(state): State<AppState>, parts: Parts) -> Page {
+    let (caller, refreshed, csrf, set) = match page_caller(&state, &parts, "/admin/settings").await
+    {
+        Ok(signed_in) => signed_in,
+        Err(page) => return page,
+    };
+    let page = match settings_screen(&state, &caller, &csrf, None, None).await {
+        Ok(page) | Err(page) => page,
+    };
+    with_cookies(page, refreshed, set)
+}
+
+async fn settings_screen(
+    state: &AppState,
+    caller: &Caller,
+    csrf: &str,
+    shown: Option<&TenantSettings>,
+    error: Option<String>,
+) -> Result<Page, Page> {
+    let tenant = console_tenant(state, caller, SETTINGS)?;
+    let settings = state
+        .app
+        .tenants
+        .settings(caller, &tenant)
+        .await
+        .map_err(|error| failure_page(SETTINGS, &error))?;
+    let editable = match caller.authenticated() {
+        Some(auth) => state
+            .app
+            .access
+            .effective_permissions(caller, &tenant, auth.user)
+            .await
+            .is_ok_and(|(global, permissions)| {
+                global || permissions.iter().any(|p| p.as_str() == "settings:update")
+            }),
+        None => false,
+    };
+    let roles: Vec<String> = state
+        .app
+        .access
+        .roles(caller, &tenant)
+        .await
+        .map(|roles| roles.into_iter().map(|r| r.name.to_string()).collect())
+        .unwrap_or_else(|_| vec![settings.default_role.to_string()]);
+    let shown = shown.unwrap_or(&settings);
+    let status = if error.is_some() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    Ok(Page::html(
+        status,
+        "admin_settings.html",
+        context! { ..base(SETTINGS), ..context! {
+            csrf => csrf, editable => editable, s => shown, roles => roles, error => error,
+            languages => idstream_domain::tenant::LANGUAGES,
+        }},
+    ))
+}
+
+/// The settings form: every setting (a checkbox left out is off).
+#[derive(Deserialize)]
+pub(super) struct SettingsForm {
+    csrf: String,
+    #[serde(default)]
+    self_registration: Option<String>,
+    #[serde(default)]
+    default_role: String,
+    #[serde(default)]
+    require_email_verification: Option<String>,
+    #[serde(default)]
+    verify_created_users: Option<String>,
+    #[serde(default)]
+    mfa_required: Option<String>,
+    #[serde(default)]
+    min_length: String,
+    #[serde(default)]
+    max_length: String,
+    #[serde(default)]
+    require_lowercase: Option<String>,
+    #[serde(default)]
+    require_uppercase: Option<String>,
+    #[serde(default)]
+    require_digit: Option<String>,
+    #[serde(default)]
+    require_symbol: Option<String>,
+    #[serde(default)]
+    deny_common: Option<String>,
+    #[serde(default)]
+    invitation_ttl_hours: String,
+    #[serde(default)]
+    session_idle_minutes: String,
+    #[serde(default)]
+    session_max_hours: String,
+    #[serde(default)]
+    magic_link_ttl_minutes: String,
+    #[serde(default)]
+    remember_days: String,
+    #[serde(default)]
+    logo_url: String,
+    #[serde(default)]
+    brand_colour: String,
+    #[serde(default)]
+    language: String,
+}
+
+impl SettingsForm {
+    /// The settings the form asks for; `Err` names the first field that is not a number.
+    fn settings(&self) -> Result<TenantSettings, String> {
+        let number = |text: &str, what: &str| {
+            text.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("{what} must be a whole number."))
+        };
+        let default_role = self
+            .default_role
+            .trim()
+            .parse()
+            .map_err(|_| "The default role is not a role name.".to_owned())?;
+        let optional = |text: &str| Some(text.trim().to_owned()).filter(|t| !t.is_empty());
+        Ok(TenantSettings {
+            self_registration: self.self_registration.is_some(),
+            default_role,
+            require_email_verification: self.require_email_verification.is_some(),
+            password_policy: idstream_domain::tenant::PasswordPolicySettings {
+                min_length: number(&self.min_length, "The shortest password")?,
+                max_length: number(&self.max_length, "The longest password")?,
+                require_lowercase: self.require_lowercase.is_some(),
+                require_uppercase: self.require_uppercase.is_some(),
+                require_digit: self.require_digit.is_some(),
+                require_symbol: self.require_symbol.is_some(),
+                deny_common: self.deny_common.is_some(),
+            },
+            invitation_ttl_hours: number(&self.invitation_ttl_hours, "The invitation lifetime")?,
+            session_idle_minutes: number(&self.session_idle_minutes, "The idle timeout")?,
+            session_max_hours: number(&self.session_max_hours, "The session lifetime")?,
+            magic_link_ttl_minutes: number(&self.magic_link_ttl_minutes, "The link lifetime")?,
+            mfa_required: self.mfa_required.is_some(),
+            remember_days: number(&self.remember_days, "Remember me")?,
+            verify_created_users: self.verify_created_users.is_some(),
+            logo_url: optional(&self.logo_url),
+            brand_colour: optional(&self.brand_colour),
+            language: self.language.trim().to_owned(),
+        })
+    }
+}
+
+/// Saves the settings (the settings operation: `settings:update`, and the default role's rules).
+/// A refused form is shown again as it was typed, with what was wrong; nothing changes.
+pub(super) async fn admin_save_settings(
+    State(state): State<AppState>,
+    parts: Parts,
+    PageForm(form): PageForm<SettingsForm>,
+) -> Page {
+    let (caller, refreshed) = match form_caller(&state, &parts, &form.csrf, "/admin/settings").await
+    {
+        Ok(signed_in) => signed_in,
+        Err(page) => return page,
+    };
+    let page = match save_settings(&state, &caller, &form).await {
+        Ok(page) | Err(page) => page,
+    };
+    with_cookies(page, refreshed, None)
+}
+
+async fn save_settings(
+    state: &AppState,
+    caller: &Caller,
+    form: &SettingsForm,
+) -> Result<Page, Page> {
+    let tenant = console_tenant(state, caller, SETTINGS)?;
+    let settings = match form.settings() {
+        Ok(settings) => settings,
+        Err(error) => {
+            let current = state
+                .app
+                .tenants
+                .settings(caller, &tenant)
+                .await
+                .map_err(|error| failure_page(SETTINGS, &error))?;
+            return settings_screen(state, caller, &form.csrf, Some(&current), Some(error)).await;
+        }
+    };
+    match state
+        .app
+        .tenants
+        .change_settings(caller, tenant, settings.clone())
+        .await
+    {
+        Ok(_) => Ok(Page::redirect("/admin/settings")),
+        Err(error @ (AppError::Forbidden(_) | AppError::DashboardAccessDisabled)) => {
+            Err(failure_page(SETTINGS, &error))
+        }
+        Err(error) => {
+            settings_screen(
+                state,
+                caller,
+                &form.csrf,
+                Some(&settings),
+                Some(error.to_string()),
+            )
+            .await
+        }
     }
 }
 
