@@ -1598,7 +1598,7 @@ async fn the_console_grants_a_record_and_shows_it_in_the_trail_and_in_time_trave
     let svc = Service::embedded(dir.path()).await;
     svc.create_tenant("acme").await;
     svc.create_tenant("globex").await;
-    let _admin = join(&svc, "boss@example.com", "acme", &["admin"], PASSWORD).await;
+    let admin = join(&svc, "boss@example.com", "acme", &["admin"], PASSWORD).await;
     let member = join(&svc, "member@example.com", "acme", &["user"], PASSWORD).await;
     let outsider = join(&svc, "outsider@example.com", "globex", &["admin"], PASSWORD).await;
     let grace = svc
@@ -1717,6 +1717,11 @@ async fn the_console_grants_a_record_and_shows_it_in_the_trail_and_in_time_trave
     browser.expect_text("Save the settings").await;
     browser.check_accessibility().await;
     browser
+        .goto(&format!("{}/admin/access-review", svc.base))
+        .await;
+    browser.expect_text("Who holds what").await;
+    browser.check_accessibility().await;
+    browser
         .goto(&format!("{}/admin/records?entity=project", svc.base))
         .await;
     browser.expect_text("Save the entity").await;
@@ -1732,6 +1737,29 @@ async fn the_console_grants_a_record_and_shows_it_in_the_trail_and_in_time_trave
     assert!(!sections[0].contains("grace@example.com"), "{page}");
     assert!(sections[1].contains("grace@example.com"), "{page}");
     browser.close().await;
+
+    // The access review says so too, as a table and as a CSV download; not to a member.
+    let review = |account: &Account, path: &'static str| {
+        let request = client.get(svc.url(path)).header("cookie", cookie(account));
+        async move {
+            let answer = request.send().await.unwrap();
+            let kind = answer
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            (answer.status().as_u16(), kind, answer.text().await.unwrap())
+        }
+    };
+    let (status, _, page) = review(&admin, "/admin/access-review").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("apollo (project): read only"), "{page}");
+    assert!(page.contains("grace@example.com"), "{page}");
+    let (status, kind, csv) = review(&admin, "/admin/access-review?format=csv").await;
+    assert_eq!((status, kind.as_str()), (200, "text/csv; charset=utf-8"));
+    assert!(csv.starts_with("tenant,user,email,"), "{csv}");
+    assert!(csv.contains("grace@example.com"), "{csv}");
+    assert_eq!(review(&member, "/admin/access-review").await.0, 403);
 
     // The same screens of another organisation show nothing of acme's.
     for path in [
@@ -2008,4 +2036,151 @@ async fn the_console_registers_and_edits_an_entity_and_its_field_rules() {
     .await;
     assert_eq!(refused.0, 403, "{}", refused.1);
     assert_eq!(svc.log_position().await, before, "a refused form appended");
+}
+
+/// The console leaves out what the caller could not use (issue 17): a person who may read the
+/// directory and the roles but change nothing sees no invitation form, no status buttons, no
+/// erase link, no save button on a role's matrix and no forms to give or take a role; an
+/// administrator sees them all.
+#[tokio::test]
+async fn the_console_leaves_out_the_forms_the_caller_could_not_use() {
+    use crate::support::world::{Account, join};
+
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::embedded(dir.path()).await;
+    svc.create_tenant("acme").await;
+    let role = svc
+        .post(
+            "/v1/tenants/acme/roles",
+            json!({"name": "observer", "description": "Looks only", "permissions": ["users:read", "roles:read"], "global_access": false}),
+        )
+        .await;
+    assert_eq!(role.status, 201, "{role:?}");
+    let admin = join(&svc, "boss@example.com", "acme", &["admin"], PASSWORD).await;
+    let observer = join(
+        &svc,
+        "observer@example.com",
+        "acme",
+        &["observer"],
+        PASSWORD,
+    )
+    .await;
+    let (someone, _) = svc
+        .create_user("acme", "someone@example.com", &["user"])
+        .await;
+    let client = reqwest::Client::new();
+    let page = |account: &Account, path: String| {
+        let request = client.get(svc.url(&path)).header(
+            "cookie",
+            format!(
+                "ids_access={}; ids_session={}",
+                account.token, account.refresh
+            ),
+        );
+        async move {
+            let answer = request.send().await.unwrap();
+            assert_eq!(answer.status(), 200, "{path}");
+            answer.text().await.unwrap()
+        }
+    };
+    let forms = [
+        ("/admin/users".to_owned(), "action=\"/admin/users/invite\""),
+        (
+            format!("/admin/users/{someone}"),
+            "name=\"action\" value=\"suspend\"",
+        ),
+        (format!("/admin/users/{someone}"), "/erase\""),
+        ("/admin/roles/user".to_owned(), "Save the permissions"),
+        ("/admin/roles/user".to_owned(), "name=\"remove\""),
+        ("/admin/roles/user".to_owned(), "name=\"add\""),
+    ];
+    for (path, form) in &forms {
+        let seen = page(&admin, path.clone()).await;
+        assert!(
+            seen.contains(form),
+            "the administrator misses {form} on {path}"
+        );
+        let seen = page(&observer, path.clone()).await;
+        assert!(!seen.contains(form), "the observer sees {form} on {path}");
+    }
+}
+
+/// The what-if preview on a role's matrix (issue 17): "Preview the change" decides the role's new
+/// permissions as a dry run, appends nothing, and lists whose access would change and how; its
+/// form then saves exactly that.
+#[tokio::test]
+async fn the_console_previews_a_role_change_before_saving_it() {
+    use crate::support::world::join;
+
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::embedded(dir.path()).await;
+    svc.create_tenant("acme").await;
+    let role = svc
+        .post(
+            "/v1/tenants/acme/roles",
+            json!({"name": "helpdesk", "description": "Helps", "permissions": ["users:read"], "global_access": false}),
+        )
+        .await;
+    assert_eq!(role.status, 201, "{role:?}");
+    let admin = join(&svc, "boss@example.com", "acme", &["admin"], PASSWORD).await;
+    let (helper, at) = svc
+        .create_user("acme", "helper@example.com", &["helpdesk"])
+        .await;
+    svc.get_at("/v1/tenants/acme/roles/helpdesk", at).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let post = |pairs: &[(&str, &str)]| {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in pairs {
+            form.append_pair(k, v);
+        }
+        let request = client
+            .post(svc.url("/admin/roles/helpdesk/permissions"))
+            .header(
+                "cookie",
+                format!(
+                    "ids_access={}; ids_session={}; ids_csrf=console-csrf",
+                    admin.token, admin.refresh
+                ),
+            )
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form.finish());
+        async move {
+            let answer = request.send().await.unwrap();
+            (answer.status().as_u16(), answer.text().await.unwrap())
+        }
+    };
+    let change = [
+        ("csrf", "console-csrf"),
+        ("description", "Helps more"),
+        ("permission", "users:read"),
+        ("permission", "audit:read"),
+    ];
+    let before = svc.log_position().await;
+    let mut previewing = change.to_vec();
+    previewing.push(("intent", "preview"));
+    let (status, page) = post(&previewing).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(svc.log_position().await, before, "a preview appended");
+    let row = page
+        .split("<tr>")
+        .find(|row| row.contains(&helper) || row.contains("helper@example.com"))
+        .unwrap_or_else(|| panic!("the helper is not in the preview: {page}"));
+    assert!(row.contains("audit:read"), "{row}");
+    assert!(
+        page.contains("name=\"permission\" value=\"audit:read\""),
+        "{page}"
+    );
+    assert!(!page.contains("name=\"intent\""), "{page}");
+
+    let (status, _) = post(&change).await;
+    assert_eq!(status, 303);
+    eventually("the role is saved", || async {
+        svc.get("/v1/tenants/acme/roles/helpdesk").await.body["permissions"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p == "audit:read"))
+    })
+    .await;
 }

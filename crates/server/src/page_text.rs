@@ -31,6 +31,32 @@ const FRENCH: &[(&str, &str)] = &[
         "Concerne (adresse e-mail ou identifiant)",
     ),
     ("Access", "Accès"),
+    ("Access review", "Revue des accès"),
+    (
+        "At (a time in UTC, 2026-12-05T14:30:00, or a log position; blank: now)",
+        "Au (une heure UTC, 2026-12-05T14:30:00, ou une position du journal ; vide : maintenant)",
+    ),
+    ("Custom permissions", "Permissions particulières"),
+    ("Download as CSV", "Télécharger en CSV"),
+    ("Nobody holds anything.", "Personne ne détient rien."),
+    ("Who holds what", "Qui détient quoi"),
+    (
+        "Back to the role, without saving",
+        "Retour au rôle, sans enregistrer",
+    ),
+    (
+        "Nobody's access would change.",
+        "L’accès de personne ne changerait.",
+    ),
+    ("Preview the change", "Prévoir l’effet du changement"),
+    ("What this change would do", "Ce que ferait ce changement"),
+    (
+        "Whose access would change if role",
+        "Dont l’accès changerait si le rôle",
+    ),
+    ("Would gain", "Gagnerait"),
+    ("Would lose", "Perdrait"),
+    ("were saved so", "était enregistré ainsi"),
     (
         "Fields each role may not see or not search (system fields are always shown)",
         "Champs qu’un rôle ne voit pas ou ne peut pas rechercher (les champs système sont toujours montrés)",

@@ -225,6 +225,14 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             include_str!("../templates/admin_settings.html"),
         ),
         (
+            "admin_role_preview.html",
+            include_str!("../templates/admin_role_preview.html"),
+        ),
+        (
+            "admin_access_review.html",
+            include_str!("../templates/admin_access_review.html"),
+        ),
+        (
             "two_factor_setup.html",
             include_str!("../templates/two_factor_setup.html"),
         ),
@@ -395,6 +403,12 @@ fn routes() -> Vec<RouteEntry> {
             Some(Admin),
             None,
             get(console::admin_audit_page),
+        ),
+        (
+            "/admin/access-review",
+            Some(Admin),
+            None,
+            get(console::admin_access_review_page),
         ),
         (
             "/admin/settings",
@@ -1550,6 +1564,7 @@ async fn people_screen(
             statuses => choices(&STATUS_CHOICES, value_of("status")),
             sorts => choices(&SORT_CHOICES, sort),
             rows => rows, total => found.total, exact => found.total_exact, next => next,
+            may_invite => console::Held::of(state, caller).await.may_on_people("create"),
         }},
     ))
 }
@@ -1612,6 +1627,11 @@ async fn admin_user_page(
                 offered.push(("end_sessions", "End their sessions"));
                 offered.push(("unlock", "Lift a lock-out"));
             }
+            // Only what the caller could use.
+            let held = console::Held::of(&state, &caller).await;
+            if !held.may_on_people("update") {
+                offered.clear();
+            }
             let trail = match person_trail(&state, &caller, view.id).await {
                 Ok(trail) => trail,
                 Err(page) => return with_cookies(page, refreshed, set),
@@ -1628,7 +1648,8 @@ async fn admin_user_page(
                     name => format!("{} {}", view.first_name, view.last_name).trim(),
                     email => &view.email, status => label,
                     roles => row.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "),
-                    actions => actions, trail => trail, erasable => status != "erased",
+                    actions => actions, trail => trail,
+                    erasable => status != "erased" && held.may("users:delete"),
                 }},
             )
         }
@@ -1896,7 +1917,8 @@ async fn role_screen(
         })
         .collect();
     // Built-in `owner` and `admin` cannot change.
-    let editable = !matches!(name.as_str(), "owner" | "admin");
+    let held = console::Held::of(state, caller).await;
+    let editable = !matches!(name.as_str(), "owner" | "admin") && held.may("roles:update");
     let members = holders(state, caller, &tenant, &name, 50)
         .await
         .map(|page| {
@@ -1919,6 +1941,8 @@ async fn role_screen(
             description => &record.description, global => record.global_access,
             built_in => record.built_in, matrix => matrix, other => other, members => members,
             editable => editable,
+            may_assign => held.may(&format!("role.{name}:assign")),
+            may_revoke => held.may(&format!("role.{name}:revoke")),
         }},
     ))
 }
@@ -1998,21 +2022,24 @@ async fn save_role_permissions(
             _ => {}
         }
     }
-    state
+    let request = idstream_app::RoleRequest {
+        description,
+        permissions,
+        global_access,
+    };
+    if fields
+        .iter()
+        .any(|(field, value)| field == "intent" && value == "preview")
+    {
+        return console::role_preview(state, caller, tenant, name, request, fields).await;
+    }
+    let saved = state
         .app
         .access_admin
-        .update_role(
-            caller,
-            tenant,
-            name.clone(),
-            idstream_app::RoleRequest {
-                description,
-                permissions,
-                global_access,
-            },
-        )
+        .update_role(caller, tenant, name.clone(), request)
         .await
         .map_err(|error| refused(&error))?;
+    console::settled(state, saved.position, ROLE).await?;
     Ok(Page::redirect(&format!("/admin/roles/{name}")))
 }
 
@@ -2133,6 +2160,13 @@ async fn change_role_members(
                 .map(|text| format!("{text}: not one of the organisation's people")),
         )
         .collect();
+    let last = results
+        .iter()
+        .filter_map(|result| result.outcome.as_ref().ok().and_then(Option::as_ref))
+        .map(|outcome| outcome.position)
+        .max()
+        .unwrap_or(0);
+    console::settled(state, last, ROLE).await?;
     if refused.is_empty() {
         return Ok(Page::redirect(&back));
     }

@@ -54,6 +54,17 @@ fn when(time: OffsetDateTime) -> String {
     .unwrap_or_default()
 }
 
+/// Waits until the read models have applied `position` (a change just made), so that the page
+/// a form redirects to shows it, also when it is served by another replica's read models.
+pub(super) async fn settled(state: &AppState, position: u64, title: &str) -> Result<(), Page> {
+    state
+        .app
+        .operations
+        .wait_for_token(position)
+        .await
+        .map_err(|error| failure_page(title, &error))
+}
+
 /// A person as a console link: their address when the caller may read the directory, else
 /// their id.
 struct People<'a> {
@@ -105,6 +116,116 @@ impl People<'_> {
             .find(|row| row.user.email.eq_ignore_ascii_case(text))
             .map(|row| row.user.id))
     }
+}
+
+/// What the caller holds in the organisation, to leave out of a screen the buttons and forms
+/// they could not use (the operations check again when used).
+pub(super) struct Held {
+    global: bool,
+    permissions: std::collections::BTreeSet<String>,
+}
+
+impl Held {
+    pub(super) async fn of(state: &AppState, caller: &Caller) -> Held {
+        let held = match caller.authenticated() {
+            Some(auth) => state
+                .app
+                .access
+                .effective_permissions(caller, &auth.tenant, auth.user)
+                .await
+                .ok(),
+            None => None,
+        };
+        match held {
+            Some((global, permissions)) => Held {
+                global,
+                permissions: permissions.iter().map(|p| p.as_str().to_owned()).collect(),
+            },
+            None => Held {
+                global: false,
+                permissions: Default::default(),
+            },
+        }
+    }
+
+    /// Whether the caller holds `permission` (or global access).
+    pub(super) fn may(&self, permission: &str) -> bool {
+        self.global || self.permissions.contains(permission)
+    }
+
+    /// Whether the caller holds `users:<action>` or the same over the members of some role
+    /// (`members.<role>:<action>`), which lets them act on some people.
+    pub(super) fn may_on_people(&self, action: &str) -> bool {
+        self.may(&format!("users:{action}"))
+            || self
+                .permissions
+                .iter()
+                .any(|p| p.starts_with("members.") && p.ends_with(&format!(":{action}")))
+    }
+}
+
+/// The what-if preview of a role's new permission matrix: the same operation decided as a dry
+/// run (authorized as usual, appending nothing), and the access difference it would make for
+/// each member it changes, with the same form to save it.
+pub(super) async fn role_preview(
+    state: &AppState,
+    caller: &Caller,
+    tenant: TenantId,
+    name: idstream_domain::RoleName,
+    request: idstream_app::RoleRequest,
+    fields: &[(String, String)],
+) -> Result<Page, Page> {
+    const ROLE: &str = "Role";
+    let dry = caller
+        .clone()
+        .with_dry_run(std::sync::Arc::new(idstream_app::DryRun::default()));
+    let refused = |error: AppError| failure_page(ROLE, &error);
+    state
+        .app
+        .access_admin
+        .update_role(&dry, tenant.clone(), name.clone(), request)
+        .await
+        .map_err(refused)?;
+    let (_, differences) = state
+        .app
+        .access_admin
+        .preview(&dry)
+        .await
+        .map_err(refused)?;
+    let people = People {
+        state,
+        caller,
+        tenant: &tenant,
+    };
+    let mut changes = Vec::new();
+    for difference in differences.iter().filter(|d| d.tenant == tenant) {
+        for member in &difference.members {
+            let list = |permissions: &[Permission]| {
+                permissions
+                    .iter()
+                    .map(|p| p.as_str().to_owned())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            changes.push(context! {
+                person => people.link(member.user).await,
+                gained => list(&member.gained), lost => list(&member.lost),
+                global => member.global_access.map(|(before, after)| format!("{before} → {after}")),
+            });
+        }
+    }
+    let kept: Vec<minijinja::Value> = fields
+        .iter()
+        .filter(|(field, _)| field != "intent")
+        .map(|(field, value)| context! { name => field, value => value })
+        .collect();
+    Ok(Page::html(
+        StatusCode::OK,
+        "admin_role_preview.html",
+        context! { ..base("What this change would do"), ..context! {
+            wide => true, role => name.as_str(), changes => changes, fields => kept,
+        }},
+    ))
 }
 
 // ----- records -----
@@ -364,9 +485,10 @@ async fn change_entity(
     };
     let admin = &state.app.access_admin;
     let failed = |error: AppError| failure_page(RECORDS, &error);
+    let mut last = 0;
     match field("action").as_str() {
         "register" => {
-            admin
+            last = admin
                 .register_entity(
                     caller,
                     tenant,
@@ -378,7 +500,8 @@ async fn change_entity(
                     },
                 )
                 .await
-                .map_err(failed)?;
+                .map_err(failed)?
+                .position;
         }
         "save" => {
             let current = state
@@ -395,22 +518,25 @@ async fn change_entity(
                 .cloned()
                 .collect();
             if fields != own {
-                admin
+                last = admin
                     .change_entity_fields(caller, tenant.clone(), entity.clone(), fields)
                     .await
-                    .map_err(failed)?;
+                    .map_err(failed)?
+                    .position;
             }
             if rls != current.rls {
-                admin
+                last = admin
                     .set_entity_rls(caller, tenant.clone(), entity.clone(), rls)
                     .await
-                    .map_err(failed)?;
+                    .map_err(failed)?
+                    .position;
             }
             if policy != current.policy {
-                admin
+                last = admin
                     .set_entity_policy(caller, tenant, entity, policy)
                     .await
-                    .map_err(failed)?;
+                    .map_err(failed)?
+                    .position;
             }
         }
         "rules" => {
@@ -424,7 +550,7 @@ async fn change_entity(
                     .filter_map(|f| f.parse().ok())
                     .collect()
             };
-            admin
+            last = admin
                 .set_field_rules(
                     caller,
                     tenant,
@@ -434,10 +560,12 @@ async fn change_entity(
                     checked("unsearchable_"),
                 )
                 .await
-                .map_err(failed)?;
+                .map_err(failed)?
+                .position;
         }
         _ => return Err(unusable("Unknown action.".to_owned())),
     }
+    settled(state, last, RECORDS).await?;
     Ok(Page::redirect(back))
 }
 
@@ -567,10 +695,9 @@ async fn change_grant(
         }
         _ => return Err(message(StatusCode::UNPROCESSABLE_ENTITY, "Unknown action.")),
     };
-    match done {
-        Ok(_) => Ok(Page::redirect(back)),
-        Err(error) => Err(failure_page(RECORDS, &error)),
-    }
+    let done = done.map_err(|error| failure_page(RECORDS, &error))?;
+    settled(state, done.position, RECORDS).await?;
+    Ok(Page::redirect(back))
 }
 
 /// The end of day `day` (YYYY-MM-DD) in UTC.
@@ -773,6 +900,136 @@ async fn trail_screen(state: &AppState, caller: &Caller, query: &TrailQuery) -> 
             from => &query.from, to => &query.to, oldest => query.order == "oldest",
         }},
     ))
+}
+
+// ----- access review -----
+
+const REVIEW: &str = "Access review";
+
+#[derive(Deserialize, Default)]
+pub(super) struct ReviewQuery {
+    /// A past moment (a time or a log position); empty: now.
+    #[serde(default)]
+    at: String,
+    /// `csv` for the download.
+    #[serde(default)]
+    format: String,
+}
+
+/// `/admin/access-review`: who holds which roles, custom permissions, record grants, local roles
+/// and records in the organisation, now or at a past moment (`audit:read`), as a table or as the
+/// API's CSV download.
+pub(super) async fn admin_access_review_page(
+    State(state): State<AppState>,
+    Query(query): Query<ReviewQuery>,
+    parts: Parts,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (caller, refreshed, _csrf, set) =
+        match page_caller(&state, &parts, "/admin/access-review").await {
+            Ok(signed_in) => signed_in,
+            Err(page) => return page.into_response(),
+        };
+    let (page, csv) = match review_screen(&state, &caller, &query).await {
+        Ok(answer) => answer,
+        Err(page) => (page, None),
+    };
+    let mut response = with_cookies(page, refreshed, set).into_response();
+    if let Some(tenant) = csv {
+        let headers = response.headers_mut();
+        headers.insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("text/csv; charset=utf-8"),
+        );
+        if let Ok(disposition) = axum::http::HeaderValue::from_str(&format!(
+            "attachment; filename=\"access-review-{tenant}.csv\""
+        )) {
+            headers.insert(axum::http::header::CONTENT_DISPOSITION, disposition);
+        }
+    }
+    response
+}
+
+/// The page, and for the CSV download the tenant it names (the body is then the CSV).
+async fn review_screen(
+    state: &AppState,
+    caller: &Caller,
+    query: &ReviewQuery,
+) -> Result<(Page, Option<TenantId>), Page> {
+    let tenant = console_tenant(state, caller, REVIEW)?;
+    let as_of = match query.at.trim() {
+        "" => None,
+        text => Some(moment(text).ok_or_else(|| {
+            failure_page(
+                REVIEW,
+                &AppError::InvalidQuery(
+                    "A moment is a log position or a time (YYYY-MM-DDTHH:MM:SS, UTC).".into(),
+                ),
+            )
+        })?),
+    };
+    let (info, review) = state
+        .app
+        .audit
+        .access_review(caller, as_of, tenant.clone())
+        .await
+        .map_err(|error| failure_page(REVIEW, &error))?;
+    if query.format == "csv" {
+        let page = Page {
+            status: StatusCode::OK,
+            body: idstream_app::replay::review_csv(&review),
+            cookies: Vec::new(),
+            location: None,
+        };
+        return Ok((page, Some(tenant)));
+    }
+    let holding = |h: &idstream_access::Holding| match h.expires_at {
+        Some(end) => format!("{} (until {})", h.name, when(end)),
+        None => h.name.clone(),
+    };
+    let rows: Vec<minijinja::Value> = review
+        .review
+        .members
+        .iter()
+        .map(|member| {
+            let records: Vec<String> = member
+                .records
+                .iter()
+                .map(|r| {
+                    let mut parts = Vec::new();
+                    if let Some((access, _)) = &r.grant {
+                        parts.push(access_words(*access).to_owned());
+                    }
+                    parts.extend(r.local_roles.iter().map(|l| format!("local role {}", holding(l))));
+                    if r.owner.is_some() {
+                        parts.push("owner".to_owned());
+                    }
+                    format!("{} ({}): {}", r.record, r.entity, parts.join(", "))
+                })
+                .collect();
+            context! {
+                id => member.user.to_string(),
+                label => review.emails.get(&member.user).filter(|e| !e.is_empty()).cloned().unwrap_or_else(|| member.user.to_string()),
+                status => member.status.map(|s| format!("{s:?}").to_lowercase()),
+                roles => member.roles.iter().map(holding).collect::<Vec<_>>().join(", "),
+                custom => member.custom_permissions.iter().map(holding).collect::<Vec<_>>().join(", "),
+                records => records,
+            }
+        })
+        .collect();
+    let download = match query.at.trim() {
+        "" => "/admin/access-review?format=csv".to_owned(),
+        at => with_query("/admin/access-review", &[("at", at), ("format", "csv")]),
+    };
+    let page = Page::html(
+        StatusCode::OK,
+        "admin_access_review.html",
+        context! { ..base(REVIEW), ..context! {
+            wide => true, rows => rows, at => &query.at, download => download,
+            position => info.as_ref().map(|i| i.position), time => info.as_ref().and_then(|i| i.time).map(when),
+        }},
+    );
+    Ok((page, None))
 }
 
 // ----- time travel -----
@@ -983,17 +1240,7 @@ async fn settings_screen(
         .settings(caller, &tenant)
         .await
         .map_err(|error| failure_page(SETTINGS, &error))?;
-    let editable = match caller.authenticated() {
-        Some(auth) => state
-            .app
-            .access
-            .effective_permissions(caller, &tenant, auth.user)
-            .await
-            .is_ok_and(|(global, permissions)| {
-                global || permissions.iter().any(|p| p.as_str() == "settings:update")
-            }),
-        None => false,
-    };
+    let editable = Held::of(state, caller).await.may("settings:update");
     let roles: Vec<String> = state
         .app
         .access
@@ -1146,7 +1393,10 @@ async fn save_settings(
         .change_settings(caller, tenant, settings.clone())
         .await
     {
-        Ok(_) => Ok(Page::redirect("/admin/settings")),
+        Ok(done) => {
+            settled(state, done.position, SETTINGS).await?;
+            Ok(Page::redirect("/admin/settings"))
+        }
         Err(error @ (AppError::Forbidden(_) | AppError::DashboardAccessDisabled)) => {
             Err(failure_page(SETTINGS, &error))
         }
