@@ -2184,3 +2184,136 @@ async fn the_console_previews_a_role_change_before_saving_it() {
     })
     .await;
 }
+
+/// The console defines a role, gives it on one record only and takes it back, and deletes the
+/// role (issue 17): each through its operation, refused to a member without the permission
+/// (nothing appended); a role still held is not deleted.
+#[tokio::test]
+async fn the_console_defines_a_role_gives_it_on_a_record_and_deletes_it() {
+    use crate::support::world::{Account, join};
+
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::embedded(dir.path()).await;
+    svc.create_tenant("acme").await;
+    let admin = join(&svc, "boss@example.com", "acme", &["admin"], PASSWORD).await;
+    let member = join(&svc, "member@example.com", "acme", &["user"], PASSWORD).await;
+    let entity = svc
+        .post(
+            "/v1/tenants/acme/entities",
+            json!({"name": "project", "fields": ["title"], "rls": true}),
+        )
+        .await;
+    assert_eq!(entity.status, 201, "{entity:?}");
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let post = |account: &Account, path: &'static str, pairs: &[(&str, &str)]| {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.append_pair("csrf", "console-csrf");
+        for (k, v) in pairs {
+            form.append_pair(k, v);
+        }
+        let request = client
+            .post(svc.url(path))
+            .header(
+                "cookie",
+                format!(
+                    "ids_access={}; ids_session={}; ids_csrf=console-csrf",
+                    account.token, account.refresh
+                ),
+            )
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form.finish());
+        async move {
+            let answer = request.send().await.unwrap();
+            let location = answer
+                .headers()
+                .get("location")
+                .map(|l| l.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            (
+                answer.status().as_u16(),
+                location,
+                answer.text().await.unwrap(),
+            )
+        }
+    };
+    let record_page = || async {
+        client
+            .get(svc.url("/admin/records?entity=project&record=apollo"))
+            .header(
+                "cookie",
+                format!("ids_access={}; ids_session={}", admin.token, admin.refresh),
+            )
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+
+    let before = svc.log_position().await;
+    let (status, _, _) = post(&member, "/admin/roles", &[("name", "reviewers")]).await;
+    assert_eq!(status, 403);
+    assert_eq!(svc.log_position().await, before, "a refused form appended");
+    let (status, location, page) = post(
+        &admin,
+        "/admin/roles",
+        &[("name", "reviewers"), ("description", "Review projects")],
+    )
+    .await;
+    assert_eq!(
+        (status, location.as_str()),
+        (303, "/admin/roles/reviewers"),
+        "{page}"
+    );
+    let role = svc.get("/v1/tenants/acme/roles/reviewers").await;
+    assert_eq!(role.status, 200, "{role:?}");
+    assert_eq!(role.body["description"], "Review projects");
+
+    let local = [
+        ("entity", "project"),
+        ("record", "apollo"),
+        ("person", "member@example.com"),
+        ("action", "local_role"),
+        ("role", "reviewers"),
+    ];
+    let (status, _, page) = post(&admin, "/admin/records/grants", &local).await;
+    assert_eq!(status, 303, "{page}");
+    assert!(record_page().await.contains("Take local role reviewers"));
+    let mut taking = local.to_vec();
+    taking[3] = ("action", "revoke_local_role");
+    let (status, _, page) = post(&admin, "/admin/records/grants", &taking).await;
+    assert_eq!(status, 303, "{page}");
+    assert!(!record_page().await.contains("Take local role reviewers"));
+
+    // Held by someone, it stays; once nobody holds it, it goes.
+    let given = svc
+        .post(
+            &format!("/v1/tenants/acme/users/{}/roles", member.id),
+            json!({"role": "reviewers"}),
+        )
+        .await;
+    assert_eq!(given.status, 200, "{given:?}");
+    svc.get_at("/v1/tenants/acme/roles/reviewers", given.position())
+        .await;
+    let (status, _, _) = post(&admin, "/admin/roles/reviewers/delete", &[]).await;
+    assert_eq!(status, 422);
+    let taken = svc
+        .delete(&format!(
+            "/v1/tenants/acme/users/{}/roles/reviewers",
+            member.id
+        ))
+        .await;
+    assert!(taken.status < 300, "{taken:?}");
+    svc.get_at("/v1/tenants/acme/roles/reviewers", taken.position())
+        .await;
+    let (status, location, page) = post(&admin, "/admin/roles/reviewers/delete", &[]).await;
+    assert_eq!((status, location.as_str()), (303, "/admin/roles"), "{page}");
+    assert_eq!(
+        svc.get("/v1/tenants/acme/roles/reviewers").await.status,
+        404
+    );
+}

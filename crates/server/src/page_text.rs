@@ -31,6 +31,25 @@ const FRENCH: &[(&str, &str)] = &[
         "Concerne (adresse e-mail ou identifiant)",
     ),
     ("Access", "Accès"),
+    (
+        "(refused while anyone holds it or while it is the default role)",
+        "(refusé tant que quelqu’un le détient ou qu’il est le rôle par défaut)",
+    ),
+    ("Define a role", "Définir un rôle"),
+    ("Define the role", "Définir le rôle"),
+    ("Delete this role", "Supprimer ce rôle"),
+    (
+        "Give a role on this record only",
+        "Donner un rôle sur cet enregistrement seulement",
+    ),
+    ("Give the local role", "Donner le rôle local"),
+    (
+        "Name (lower-case letters, digits, dots, dashes)",
+        "Nom (minuscules, chiffres, points, tirets)",
+    ),
+    ("Take local role", "Retirer le rôle local"),
+    ("Take the local role", "Retirer le rôle local"),
+    ("from", "à"),
     ("Access review", "Revue des accès"),
     (
         "At (a time in UTC, 2026-12-05T14:30:00, or a log position; blank: now)",

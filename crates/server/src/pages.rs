@@ -343,7 +343,12 @@ fn routes() -> Vec<RouteEntry> {
         ("/account", Some(Session), None, get(account)),
         ("/admin/users", Some(Admin), None, get(admin_users_page)),
         ("/admin/users/invite", None, Some(Admin), post(admin_invite)),
-        ("/admin/roles", Some(Admin), None, get(admin_roles_page)),
+        (
+            "/admin/roles",
+            Some(Admin),
+            Some(Admin),
+            get(admin_roles_page).post(console::admin_define_role),
+        ),
         (
             "/admin/roles/{role}",
             Some(Admin),
@@ -355,6 +360,12 @@ fn routes() -> Vec<RouteEntry> {
             None,
             Some(Admin),
             post(admin_role_members),
+        ),
+        (
+            "/admin/roles/{role}/delete",
+            None,
+            Some(Admin),
+            post(console::admin_delete_role),
         ),
         (
             "/admin/roles/{role}/permissions",
@@ -1801,19 +1812,17 @@ async fn holders(
 /// The console's roles: each with its description, whether it is built in or gives global
 /// access, and how many people hold it (with `users:read`).
 async fn admin_roles_page(State(state): State<AppState>, parts: Parts) -> Page {
-    let cookies = Cookies::of(&state, &parts.headers);
-    let (caller, refreshed) =
-        match session_or_sign_in(&state, &parts, &cookies, "/admin/roles").await {
-            Ok(signed_in) => signed_in,
-            Err(page) => return page,
-        };
-    let page = match roles_screen(&state, &caller).await {
+    let (caller, refreshed, csrf, set) = match page_caller(&state, &parts, "/admin/roles").await {
+        Ok(signed_in) => signed_in,
+        Err(page) => return page,
+    };
+    let page = match roles_screen(&state, &caller, &csrf).await {
         Ok(page) | Err(page) => page,
     };
-    with_cookies(page, refreshed, None)
+    with_cookies(page, refreshed, set)
 }
 
-async fn roles_screen(state: &AppState, caller: &Caller) -> Result<Page, Page> {
+async fn roles_screen(state: &AppState, caller: &Caller, csrf: &str) -> Result<Page, Page> {
     let tenant = console_tenant(state, caller, ROLES)?;
     let roles = state
         .app
@@ -1835,7 +1844,10 @@ async fn roles_screen(state: &AppState, caller: &Caller) -> Result<Page, Page> {
     Ok(Page::html(
         StatusCode::OK,
         "admin_roles.html",
-        context! { ..base(ROLES), ..context! { wide => true, roles => rows } },
+        context! { ..base(ROLES), ..context! {
+            wide => true, roles => rows, csrf => csrf,
+            may_define => console::Held::of(state, caller).await.may("roles:create"),
+        }},
     ))
 }
 
@@ -1942,6 +1954,7 @@ async fn role_screen(
             built_in => record.built_in, matrix => matrix, other => other, members => members,
             editable => editable,
             may_assign => held.may(&format!("role.{name}:assign")),
+            may_delete => held.may("roles:delete") && !record.built_in,
             may_revoke => held.may(&format!("role.{name}:revoke")),
         }},
     ))

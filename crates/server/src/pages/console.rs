@@ -10,6 +10,7 @@ use axum::http::request::Parts;
 use idstream_app::replay::{AsOf, ExplainedHolder, ReplayInfo};
 use idstream_app::{AppError, Caller};
 use idstream_domain::access::model::SYSTEM_FIELDS;
+use idstream_domain::access::role::RoleError;
 use idstream_domain::access::{
     Action, EntityName, EntityPolicy, FieldName, Permission, Principal, Reason, RecordAccess,
     RecordId,
@@ -228,6 +229,99 @@ pub(super) async fn role_preview(
     ))
 }
 
+// ----- defining and deleting roles -----
+
+#[derive(Deserialize)]
+pub(super) struct DefineRoleForm {
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    description: String,
+}
+
+/// Defines a role without permissions from the roles screen (the role definition operation,
+/// `roles:create`); its page then gives it permissions.
+pub(super) async fn admin_define_role(
+    State(state): State<AppState>,
+    parts: Parts,
+    PageForm(form): PageForm<DefineRoleForm>,
+) -> Page {
+    const ROLES: &str = "Roles";
+    let (caller, refreshed) = match form_caller(&state, &parts, &form.csrf, "/admin/roles").await {
+        Ok(signed_in) => signed_in,
+        Err(page) => return page,
+    };
+    let page = async {
+        let tenant = console_tenant(&state, &caller, ROLES)?;
+        let name: idstream_domain::RoleName = form.name.trim().parse().map_err(|_| {
+            failure_page(
+                ROLES,
+                &AppError::InvalidQuery(
+                    "A role's name is lower-case letters, digits, dots, dashes and underscores."
+                        .into(),
+                ),
+            )
+        })?;
+        let done = state
+            .app
+            .access_admin
+            .define_role(
+                &caller,
+                tenant,
+                name.clone(),
+                idstream_app::RoleRequest {
+                    description: form.description.trim().to_owned(),
+                    permissions: Default::default(),
+                    global_access: false,
+                },
+            )
+            .await
+            .map_err(|error| failure_page(ROLES, &error))?;
+        settled(&state, done.position, ROLES).await?;
+        Ok::<_, Page>(Page::redirect(&format!("/admin/roles/{name}")))
+    }
+    .await;
+    with_cookies(page.unwrap_or_else(|page| page), refreshed, None)
+}
+
+#[derive(Deserialize)]
+pub(super) struct DeleteRoleForm {
+    csrf: String,
+}
+
+/// Deletes a role from its page (the role deletion operation, `roles:delete`; refused while
+/// anyone holds it or while it is the default role).
+pub(super) async fn admin_delete_role(
+    State(state): State<AppState>,
+    axum::extract::Path(role): axum::extract::Path<String>,
+    parts: Parts,
+    PageForm(form): PageForm<DeleteRoleForm>,
+) -> Page {
+    const ROLE: &str = "Role";
+    let here = format!("/admin/roles/{}", encoded(&role));
+    let (caller, refreshed) = match form_caller(&state, &parts, &form.csrf, &here).await {
+        Ok(signed_in) => signed_in,
+        Err(page) => return page,
+    };
+    let page = async {
+        let tenant = console_tenant(&state, &caller, ROLE)?;
+        let name: idstream_domain::RoleName = role
+            .parse()
+            .map_err(|_| failure_page(ROLE, &AppError::Role(RoleError::NotFound)))?;
+        let done = state
+            .app
+            .access_admin
+            .delete_role(&caller, tenant, name)
+            .await
+            .map_err(|error| failure_page(ROLE, &error))?;
+        settled(&state, done.position, ROLE).await?;
+        Ok::<_, Page>(Page::redirect("/admin/roles"))
+    }
+    .await;
+    with_cookies(page.unwrap_or_else(|page| page), refreshed, None)
+}
+
 // ----- records -----
 
 #[derive(Deserialize, Default)]
@@ -331,13 +425,22 @@ async fn records_screen(
             rows.push(context! {
                 person => people.link(*user).await, grant => grant,
                 local_roles => local_roles.join(", "),
+                local_names => holding.local_roles.iter().map(|r| r.name.clone()).collect::<Vec<_>>(),
             });
         }
         let now_text = when(OffsetDateTime::now_utc())
             .trim_end_matches(" UTC")
             .replace(' ', "T");
+        let roles: Vec<String> = state
+            .app
+            .access
+            .roles(caller, &tenant)
+            .await
+            .map(|roles| roles.into_iter().map(|r| r.name.to_string()).collect())
+            .unwrap_or_default();
         record = Some(context! {
             entity => entity.as_str(), id => id.as_str(), owner => owner, holders => rows,
+            roles => roles,
             travel => with_query("/admin/time-travel", &[
                 ("entity", entity.as_str()), ("record", id.as_str()), ("permission", "read"),
                 ("at", &now_text),
@@ -610,9 +713,12 @@ pub(super) struct GrantForm {
     /// `read_only` or `read_write` (for `grant`).
     #[serde(default)]
     access: String,
-    /// The last day of a temporary grant (YYYY-MM-DD, UTC); empty: for good.
+    /// The last day of a temporary grant or local role (YYYY-MM-DD, UTC); empty: for good.
     #[serde(default)]
     until: String,
+    /// The role of `local_role` and `revoke_local_role`.
+    #[serde(default)]
+    role: String,
 }
 
 /// Grants a member access to a record, or takes it back (the record grant operations).
@@ -692,6 +798,30 @@ async fn change_grant(
             admin
                 .revoke_record_access(caller, tenant, entity, record, user)
                 .await
+        }
+        "local_role" | "revoke_local_role" => {
+            let role: idstream_domain::RoleName =
+                form.role.trim().parse().map_err(|_| {
+                    message(StatusCode::UNPROCESSABLE_ENTITY, "There is no such role.")
+                })?;
+            if form.action == "local_role" {
+                let until = match form.until.trim() {
+                    "" => None,
+                    day => Some(day_end(day).ok_or_else(|| {
+                        message(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "The last day must be a date (YYYY-MM-DD).",
+                        )
+                    })?),
+                };
+                admin
+                    .assign_local_role(caller, tenant, entity, record, user, role, until)
+                    .await
+            } else {
+                admin
+                    .revoke_local_role(caller, tenant, entity, record, user, role)
+                    .await
+            }
         }
         _ => return Err(message(StatusCode::UNPROCESSABLE_ENTITY, "Unknown action.")),
     };
