@@ -2317,3 +2317,61 @@ async fn the_console_defines_a_role_gives_it_on_a_record_and_deletes_it() {
         404
     );
 }
+
+/// The console's platform screen (issue 17): a platform administrator sees every organisation,
+/// the read models' positions and lag, searches everyone and opens one person's access in each
+/// organisation; a tenant's administrator is refused.
+#[tokio::test]
+async fn the_console_platform_screen_shows_every_organisation_to_platform_administrators_only() {
+    use crate::support::world::{Account, join};
+
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::embedded(dir.path()).await;
+    svc.create_tenant("acme").await;
+    svc.create_tenant("globex").await;
+    let admin = join(&svc, "boss@example.com", "acme", &["admin"], PASSWORD).await;
+    let root = join(&svc, "root@example.com", "acme", &["admin"], PASSWORD).await;
+    let (zed, _) = svc
+        .create_user("globex", "zed@example.com", &["user"])
+        .await;
+    let flags = svc
+        .put(
+            &format!("/v1/users/{}/flags", root.id),
+            json!({"dashboard_access": true, "api_access": true, "platform_admin": true}),
+        )
+        .await;
+    assert_eq!(flags.status, 200, "{flags:?}");
+    svc.get_at(&format!("/v1/users/{}", root.id), flags.position())
+        .await;
+    let client = reqwest::Client::new();
+    let get = |account: &Account, path: String| {
+        let request = client.get(svc.url(&path)).header(
+            "cookie",
+            format!(
+                "ids_access={}; ids_session={}",
+                account.token, account.refresh
+            ),
+        );
+        async move {
+            let answer = request.send().await.unwrap();
+            (answer.status().as_u16(), answer.text().await.unwrap())
+        }
+    };
+    assert_eq!(get(&admin, "/admin/platform".into()).await.0, 403);
+    let (status, page) = get(&root, "/admin/platform".into()).await;
+    assert_eq!(status, 200, "{page}");
+    for text in ["globex", "acme", "directory", "access", "identity"] {
+        assert!(page.contains(text), "{text}: {page}");
+    }
+    let (_, page) = get(&root, "/admin/platform?q=zed".into()).await;
+    assert!(page.contains("zed@example.com"), "{page}");
+    let (_, page) = get(&root, format!("/admin/platform?person={zed}")).await;
+    let (_, access) = page
+        .split_once("id=\"person-access\"")
+        .unwrap_or_else(|| panic!("{page}"));
+    let row = access
+        .split("<tr>")
+        .find(|row| row.contains("<td>globex</td>"))
+        .unwrap_or_else(|| panic!("{page}"));
+    assert!(row.contains("user"), "{row}");
+}

@@ -2556,6 +2556,23 @@ async fn every_page_route_answers_each_browser_as_its_access_says() {
     svc.create_tenant(ACME).await;
     let member = world::join(&svc, "pages@example.com", ACME, &["user"], PASSWORD).await;
     let admin = world::join(&svc, "pages-admin@example.com", ACME, &["admin"], PASSWORD).await;
+    let platform = world::join(
+        &svc,
+        "pages-platform@example.com",
+        ACME,
+        &["admin"],
+        PASSWORD,
+    )
+    .await;
+    let flags = svc
+        .put(
+            &format!("/v1/users/{}/flags", platform.id),
+            json!({"dashboard_access": true, "api_access": true, "platform_admin": true}),
+        )
+        .await;
+    assert_eq!(flags.status, 200, "{flags:?}");
+    svc.get_at(&format!("/v1/users/{}", platform.id), flags.position())
+        .await;
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -2642,7 +2659,7 @@ async fn every_page_route_answers_each_browser_as_its_access_says() {
             }
         }
         match route.access {
-            PageAccess::Session | PageAccess::Admin => {
+            PageAccess::Session | PageAccess::Admin | PageAccess::Platform => {
                 if status != 303 || !location.starts_with("/sign-in") {
                     failures.push(format!(
                         "{label} without a session: expected 303 to /sign-in, got {status} {location}"
@@ -2690,6 +2707,26 @@ async fn every_page_route_answers_each_browser_as_its_access_says() {
             if served.status() != 200 {
                 failures.push(format!(
                     "{label} as an administrator: expected 200, got {}",
+                    served.status()
+                ));
+            }
+        }
+        if route.access == PageAccess::Platform && route.method == "GET" {
+            // Members and a tenant's administrators are refused; a platform administrator is
+            // served.
+            for (who, account) in [("a member", &member), ("a tenant administrator", &admin)] {
+                let refused = request(true, Some(account)).send().await.unwrap();
+                if refused.status() != 403 {
+                    failures.push(format!(
+                        "{label} as {who}: expected 403, got {}",
+                        refused.status()
+                    ));
+                }
+            }
+            let served = request(true, Some(&platform)).send().await.unwrap();
+            if served.status() != 200 {
+                failures.push(format!(
+                    "{label} as a platform administrator: expected 200, got {}",
                     served.status()
                 ));
             }

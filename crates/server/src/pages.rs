@@ -233,6 +233,10 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             include_str!("../templates/admin_access_review.html"),
         ),
         (
+            "admin_platform.html",
+            include_str!("../templates/admin_platform.html"),
+        ),
+        (
             "two_factor_setup.html",
             include_str!("../templates/two_factor_setup.html"),
         ),
@@ -290,6 +294,9 @@ pub enum PageAccess {
     /// `dashboard_access` flag is on and who holds the permission the screen reads with; anyone
     /// else signed in is refused (403), anyone not signed in is sent to sign in.
     Admin,
+    /// The console's platform screen: as [`PageAccess::Admin`], for platform administrators
+    /// only (a tenant's administrator is refused too).
+    Platform,
 }
 
 /// One method of one page route, and who may use it.
@@ -309,7 +316,7 @@ type RouteEntry = (
 );
 
 fn routes() -> Vec<RouteEntry> {
-    use PageAccess::{Admin, Link, Public, Session};
+    use PageAccess::{Admin, Link, Platform, Public, Session};
     use axum::routing::post;
     vec![
         ("/assets/idstream.css", Some(Public), None, get(stylesheet)),
@@ -414,6 +421,12 @@ fn routes() -> Vec<RouteEntry> {
             Some(Admin),
             None,
             get(console::admin_audit_page),
+        ),
+        (
+            "/admin/platform",
+            Some(Platform),
+            None,
+            get(console::admin_platform_page),
         ),
         (
             "/admin/access-review",
@@ -1006,9 +1019,9 @@ fn failure_page(title: &str, error: &AppError) -> Page {
             StatusCode::INTERNAL_SERVER_ERROR,
             "Something went wrong on our side.".to_owned(),
         ),
-        AppError::Forbidden(_) | AppError::DashboardAccessDisabled => {
-            (StatusCode::FORBIDDEN, error.to_string())
-        }
+        AppError::Forbidden(_)
+        | AppError::DashboardAccessDisabled
+        | AppError::PlatformAdminOnly => (StatusCode::FORBIDDEN, error.to_string()),
         AppError::UserNotFound
         | AppError::Role(idstream_domain::access::role::RoleError::NotFound) => {
             (StatusCode::NOT_FOUND, error.to_string())

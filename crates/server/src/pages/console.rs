@@ -1162,6 +1162,132 @@ async fn review_screen(
     Ok((page, None))
 }
 
+// ----- the platform -----
+
+const PLATFORM: &str = "Platform";
+
+#[derive(Deserialize, Default)]
+pub(super) struct PlatformQuery {
+    /// Search the platform directory.
+    #[serde(default)]
+    q: String,
+    /// One person's access across tenants.
+    #[serde(default)]
+    person: String,
+}
+
+/// `/admin/platform` (platform administrators): the tenants, the read models' positions and lag,
+/// the platform directory (every user with their tenants) and one person's access across
+/// tenants. Anyone else is refused (403) by the operations themselves.
+pub(super) async fn admin_platform_page(
+    State(state): State<AppState>,
+    Query(query): Query<PlatformQuery>,
+    parts: Parts,
+) -> Page {
+    let (caller, refreshed, _csrf, set) = match page_caller(&state, &parts, "/admin/platform").await
+    {
+        Ok(signed_in) => signed_in,
+        Err(page) => return page,
+    };
+    let page = match platform_screen(&state, &caller, &query).await {
+        Ok(page) | Err(page) => page,
+    };
+    with_cookies(page, refreshed, set)
+}
+
+async fn platform_screen(
+    state: &AppState,
+    caller: &Caller,
+    query: &PlatformQuery,
+) -> Result<Page, Page> {
+    console_tenant(state, caller, PLATFORM)?;
+    let failed = |error: AppError| failure_page(PLATFORM, &error);
+    let report = state
+        .app
+        .operations
+        .read_models(caller)
+        .await
+        .map_err(failed)?;
+    let end = state
+        .app
+        .operations
+        .log_position(caller, std::time::Duration::from_secs(1))
+        .await;
+    let models: Vec<minijinja::Value> = report
+        .read_models
+        .iter()
+        .map(|(name, model)| {
+            context! {
+                name => name, position => model.position,
+                lag => end.map(|end| end.saturating_sub(model.position)),
+                digest => model.digest.get(..12).unwrap_or(&model.digest),
+            }
+        })
+        .collect();
+    let tenants: Vec<minijinja::Value> = state
+        .app
+        .tenants
+        .list(caller, None, 200)
+        .map_err(failed)?
+        .iter()
+        .map(|tenant| context! { id => tenant.id.as_str(), name => &tenant.name })
+        .collect();
+    let mut found = None;
+    if !query.q.trim().is_empty() {
+        let page = state
+            .app
+            .people
+            .search_everyone(caller, &people_query(Some(query.q.trim().to_owned()), 50))
+            .await
+            .map_err(failed)?;
+        found = Some(
+            page.rows
+                .iter()
+                .map(|row| {
+                    context! {
+                        id => row.user.id.to_string(), email => &row.user.email,
+                        name => format!("{} {}", row.user.first_name, row.user.last_name).trim().to_owned(),
+                        tenants => row.tenants.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", "),
+                        link => with_query("/admin/platform", &[("person", &row.user.id.to_string())]),
+                    }
+                })
+                .collect::<Vec<_>>(),
+        );
+    }
+    let mut person = None;
+    if !query.person.trim().is_empty() {
+        let user: UserId = query
+            .person
+            .trim()
+            .parse()
+            .map_err(|_| failure_page(PLATFORM, &AppError::UserNotFound))?;
+        let access = state
+            .app
+            .people
+            .access(caller, user)
+            .await
+            .map_err(failed)?;
+        person = Some(context! {
+            id => user.to_string(),
+            tenants => access.iter().map(|t| context! {
+                tenant => t.tenant.as_str(),
+                roles => t.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "),
+                custom => t.custom_permissions.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", "),
+                grants => t.holdings.record_grants, local_roles => t.holdings.local_roles,
+                owned => t.holdings.owned_records,
+            }).collect::<Vec<_>>(),
+        });
+    }
+    Ok(Page::html(
+        StatusCode::OK,
+        "admin_platform.html",
+        context! { ..base(PLATFORM), ..context! {
+            wide => true, backend => &report.backend, log_position => end, models => models,
+            tenants => tenants, q => &query.q, found => found, person => person,
+        }},
+    ))
+}
+
 // ----- time travel -----
 
 #[derive(Deserialize, Default)]
