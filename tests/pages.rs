@@ -2375,3 +2375,106 @@ async fn the_console_platform_screen_shows_every_organisation_to_platform_admini
         .unwrap_or_else(|| panic!("{page}"));
     assert!(row.contains("user"), "{row}");
 }
+
+/// A person's page in the console (issue 17): their roles here, given and taken through the
+/// role operations; their live sessions; their API keys, revoked from the page. A person who
+/// may only read the directory sees the roles and keys without any form, and no sessions.
+#[tokio::test]
+async fn the_console_person_page_gives_and_takes_roles_and_lists_sessions_and_keys() {
+    use crate::support::world::{Account, join};
+
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::embedded(dir.path()).await;
+    svc.create_tenant("acme").await;
+    let role = svc
+        .post(
+            "/v1/tenants/acme/roles",
+            json!({"name": "observer", "description": "Looks only", "permissions": ["users:read", "roles:read"], "global_access": false}),
+        )
+        .await;
+    assert_eq!(role.status, 201, "{role:?}");
+    let admin = join(&svc, "boss@example.com", "acme", &["admin"], PASSWORD).await;
+    let observer = join(
+        &svc,
+        "observer@example.com",
+        "acme",
+        &["observer"],
+        PASSWORD,
+    )
+    .await;
+    let member = join(&svc, "member@example.com", "acme", &["user"], PASSWORD).await;
+    let key = svc
+        .post_as(
+            &member.token,
+            "/v1/tenants/acme/api-keys",
+            json!({"name": "deploy bot"}),
+        )
+        .await;
+    assert_eq!(key.status, 201, "{key:?}");
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let person = format!("/admin/users/{}", member.id);
+    let page = |account: &Account| {
+        let request = client.get(svc.url(&person)).header(
+            "cookie",
+            format!(
+                "ids_access={}; ids_session={}",
+                account.token, account.refresh
+            ),
+        );
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    let post = |pairs: &[(&str, &str)]| {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.append_pair("csrf", "console-csrf");
+        for (k, v) in pairs {
+            form.append_pair(k, v);
+        }
+        let request = client
+            .post(svc.url(&format!("{person}/roles")))
+            .header(
+                "cookie",
+                format!(
+                    "ids_access={}; ids_session={}; ids_csrf=console-csrf",
+                    admin.token, admin.refresh
+                ),
+            )
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form.finish());
+        async move {
+            let answer = request.send().await.unwrap();
+            (answer.status().as_u16(), answer.text().await.unwrap())
+        }
+    };
+
+    let seen = page(&admin).await;
+    assert!(seen.contains("id=\"person-sessions\""), "{seen}");
+    assert!(seen.contains("deploy bot"), "{seen}");
+    assert!(seen.contains("name=\"action\" value=\"give\""), "{seen}");
+    let seen = page(&observer).await;
+    assert!(seen.contains("deploy bot"), "{seen}");
+    assert!(!seen.contains("id=\"person-sessions\""), "{seen}");
+    assert!(!seen.contains("name=\"action\" value=\"give\""), "{seen}");
+    assert!(!seen.contains("value=\"revoke_key\""), "{seen}");
+
+    let (status, body) = post(&[("action", "give"), ("role", "observer")]).await;
+    assert_eq!(status, 303, "{body}");
+    let roles = svc
+        .get(&format!("/v1/tenants/acme/users/{}/roles", member.id))
+        .await;
+    assert!(roles.body.to_string().contains("observer"), "{roles:?}");
+    let (status, body) = post(&[("action", "take"), ("role", "observer")]).await;
+    assert_eq!(status, 303, "{body}");
+    let roles = svc
+        .get(&format!("/v1/tenants/acme/users/{}/roles", member.id))
+        .await;
+    assert!(!roles.body.to_string().contains("observer"), "{roles:?}");
+
+    let id = key.body["id"].as_str().unwrap();
+    let (status, body) = post(&[("action", "revoke_key"), ("key", id)]).await;
+    assert_eq!(status, 303, "{body}");
+    let seen = page(&admin).await;
+    assert!(seen.contains("revoked"), "{seen}");
+}

@@ -387,6 +387,12 @@ fn routes() -> Vec<RouteEntry> {
             get(admin_user_page),
         ),
         (
+            "/admin/users/{user}/roles",
+            None,
+            Some(Admin),
+            post(console::admin_person_change),
+        ),
+        (
             "/admin/users/{user}/status",
             None,
             Some(Admin),
@@ -1674,6 +1680,7 @@ async fn admin_user_page(
                     roles => row.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "),
                     actions => actions, trail => trail,
                     erasable => status != "erased" && held.may("users:delete"),
+                    more => console::person_sections(&state, &caller, view.id, &held).await,
                 }},
             )
         }

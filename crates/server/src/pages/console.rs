@@ -322,6 +322,174 @@ pub(super) async fn admin_delete_role(
     with_cookies(page.unwrap_or_else(|page| page), refreshed, None)
 }
 
+// ----- a person's roles, sessions and API keys -----
+
+/// What a person's page shows beyond who they are: their roles here with what the caller may
+/// take or give, their live sessions and their API keys in this organisation (each section
+/// only when the caller may read it).
+pub(super) async fn person_sections(
+    state: &AppState,
+    caller: &Caller,
+    user: UserId,
+    held: &Held,
+) -> minijinja::Value {
+    let Some(tenant) = caller.authenticated().map(|auth| auth.tenant.clone()) else {
+        return context! {};
+    };
+    let roles: Vec<minijinja::Value> = state
+        .app
+        .memberships
+        .roles(caller, &tenant, user)
+        .await
+        .map(|roles| {
+            roles
+                .iter()
+                .map(|role| {
+                    context! {
+                        name => role.as_str(),
+                        may_take => held.may(&format!("role.{role}:revoke")),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let givable: Vec<String> = state
+        .app
+        .access
+        .roles(caller, &tenant)
+        .await
+        .map(|all| {
+            all.into_iter()
+                .map(|role| role.name.to_string())
+                .filter(|name| held.may(&format!("role.{name}:assign")))
+                .collect()
+        })
+        .unwrap_or_default();
+    let sessions: Option<Vec<minijinja::Value>> = state
+        .app
+        .users
+        .sessions(caller, user)
+        .await
+        .ok()
+        .map(|sessions| {
+            sessions
+                .iter()
+                .map(|session| {
+                    context! {
+                        started => when(session.started_at), active => when(session.last_active_at),
+                        tenant => session.tenant.as_str(), method => format!("{:?}", session.method).to_lowercase(),
+                    }
+                })
+                .collect()
+        });
+    let keys: Option<Vec<minijinja::Value>> = state
+        .app
+        .identity
+        .api_keys(caller, &tenant, Some(user))
+        .await
+        .ok()
+        .map(|keys| {
+            keys.iter()
+                .filter(|key| key.owner == user)
+                .map(|key| {
+                    context! {
+                        id => key.id.to_string(), name => &key.name, created => when(key.created_at),
+                        revoked => key.revoked_at.map(when), expires => key.expires_at.map(when),
+                    }
+                })
+                .collect()
+        });
+    context! {
+        roles => roles, givable => givable, sessions => sessions, keys => keys,
+        may_revoke_keys => held.may_on_people("update"),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct PersonRoleForm {
+    csrf: String,
+    /// `give`, `take` or `revoke_key`.
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    role: String,
+    /// The last day of a role given for a time (YYYY-MM-DD, UTC).
+    #[serde(default)]
+    until: String,
+    /// The API key of `revoke_key`.
+    #[serde(default)]
+    key: String,
+}
+
+/// Gives a person a role or takes one (the role assignment operations), or revokes one of their
+/// API keys, from their page.
+pub(super) async fn admin_person_change(
+    State(state): State<AppState>,
+    axum::extract::Path(user): axum::extract::Path<String>,
+    parts: Parts,
+    PageForm(form): PageForm<PersonRoleForm>,
+) -> Page {
+    const PERSON: &str = "Person";
+    let here = format!("/admin/users/{}", encoded(&user));
+    let (caller, refreshed) = match form_caller(&state, &parts, &form.csrf, &here).await {
+        Ok(signed_in) => signed_in,
+        Err(page) => return page,
+    };
+    let page = async {
+        let tenant = console_tenant(&state, &caller, PERSON)?;
+        let id: UserId = user
+            .parse()
+            .map_err(|_| failure_page(PERSON, &AppError::UserNotFound))?;
+        let unusable = |text: &str| failure_page(PERSON, &AppError::InvalidQuery(text.into()));
+        let done = match form.action.as_str() {
+            "give" | "take" => {
+                let role: idstream_domain::RoleName = form
+                    .role
+                    .trim()
+                    .parse()
+                    .map_err(|_| failure_page(PERSON, &AppError::Role(RoleError::NotFound)))?;
+                if form.action == "give" {
+                    let until = match form.until.trim() {
+                        "" => None,
+                        day => Some(day_end(day).ok_or_else(|| {
+                            unusable("The last day must be a date (YYYY-MM-DD).")
+                        })?),
+                    };
+                    state
+                        .app
+                        .memberships
+                        .assign_role(&caller, tenant, id, role, until)
+                        .await
+                } else {
+                    state
+                        .app
+                        .memberships
+                        .revoke_role(&caller, tenant, id, role)
+                        .await
+                }
+            }
+            "revoke_key" => {
+                let key: ulid::Ulid = form
+                    .key
+                    .trim()
+                    .parse()
+                    .map_err(|_| unusable("There is no such key."))?;
+                state
+                    .app
+                    .identity
+                    .revoke_api_key(&caller, tenant, key)
+                    .await
+            }
+            _ => return Err(unusable("Unknown action.")),
+        }
+        .map_err(|error| failure_page(PERSON, &error))?;
+        settled(&state, done.position, PERSON).await?;
+        Ok::<_, Page>(Page::redirect(&format!("/admin/users/{id}")))
+    }
+    .await;
+    with_cookies(page.unwrap_or_else(|page| page), refreshed, None)
+}
+
 // ----- records -----
 
 #[derive(Deserialize, Default)]
