@@ -159,6 +159,7 @@ fn main() -> anyhow::Result<()> {
                 sub: "u".into(),
                 tid: "t".into(),
                 sid: "s".into(),
+                amr: vec!["pwd".into()],
             },
             time::OffsetDateTime::now_utc(),
         );

@@ -40,8 +40,9 @@ const ENTITY: &str = "project";
 const RECORD: &str = "R1";
 
 /// Operations whose valid request needs a secret the document cannot give (an emailed token or
-/// code, a TOTP code, a second-factor challenge), or a state the world does not have (a locked
-/// account): they must refuse, with a declared problem.
+/// code, a TOTP code, a second-factor challenge, a passkey's signature), or a state the world
+/// does not have (a locked account, a second factor to reset): they must refuse, with a
+/// declared problem.
 const SECRET_NEEDED: &[&str] = &[
     "POST /v1/auth/sign-in/second-factor",
     "POST /v1/auth/magic-link/sign-in",
@@ -52,6 +53,12 @@ const SECRET_NEEDED: &[&str] = &[
     "POST /v1/auth/totp/confirm",
     "POST /v1/auth/totp/disable",
     "POST /v1/users/{user}/unlock",
+    "POST /v1/users/{user}/reset-factors",
+    "POST /v1/auth/passkeys/registration/finish",
+    "DELETE /v1/auth/passkeys/{credential}",
+    "POST /v1/auth/sign-in/passkey/finish",
+    "POST /v1/auth/sign-in/second-factor/passkey/start",
+    "POST /v1/auth/sign-in/second-factor/passkey/finish",
 ];
 
 /// The valid requests that undo or end what others use run last, in this order.
@@ -206,7 +213,11 @@ struct World {
 impl World {
     async fn build() -> World {
         let dir = tempfile::tempdir().unwrap();
-        let svc = Service::embedded(dir.path()).await;
+        // A public URL with a host name, which passkeys are bound to (a browser refuses an IP
+        // address as a WebAuthn relying party).
+        let svc =
+            Service::embedded_with_env(dir.path(), &[("IDSTREAM_PUBLIC_URL", "http://localhost")])
+                .await;
         eventually("the service is ready", || async {
             svc.get("/readyz").await.status == 200
         })
@@ -332,6 +343,8 @@ impl World {
             "id" if template.contains("/sessions/") => self.other_session.clone(),
             "id" if template.contains("/invitations/") => self.invitation.clone(),
             "id" if template.contains("/api-keys/") => self.api_key.clone(),
+            // No passkey of the world's caller has it (a registration needs an authenticator).
+            "credential" => "bm8tc3VjaC1wYXNza2V5".into(),
             other => panic!("no value for the path parameter {other} of {template}"),
         }
     }

@@ -803,6 +803,7 @@ async fn forged_expired_and_mistyped_access_tokens_are_refused() {
         sub: claims["sub"].as_str().unwrap().to_owned(),
         tid: claims["tid"].as_str().unwrap().to_owned(),
         sid: claims["sid"].as_str().unwrap().to_owned(),
+        amr: vec!["pwd".into()],
     };
     // Control: a token minted here with the service's key now is accepted, so each refusal below
     // is for the one thing that is wrong with it.
@@ -1981,7 +1982,7 @@ async fn sign_ins_and_failures_record_their_source_and_session_listings_show_it(
             .iter()
             .filter(|e| e.envelope.event_type == event_type)
             .map(|e| {
-                let current = if event_type == "SessionStarted" { 3 } else { 2 };
+                let current = if event_type == "SessionStarted" { 4 } else { 2 };
                 assert_eq!(e.envelope.version, current, "{e:?}");
                 e.envelope.data.clone()
             })

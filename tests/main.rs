@@ -23,6 +23,7 @@ mod keys;
 mod mail;
 mod migrate;
 mod pages;
+mod passkeys;
 mod preview;
 mod replicas;
 mod routes;

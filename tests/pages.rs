@@ -1780,6 +1780,168 @@ async fn the_console_grants_a_record_and_shows_it_in_the_trail_and_in_time_trave
     }
 }
 
+/// A service whose public URL is `http://localhost:<port>`: browsers take a host name, never an
+/// IP address, as a WebAuthn relying party, so the passkey pages are browsed at that origin.
+async fn service_at_localhost(dir: &std::path::Path) -> (Service, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let origin = format!("http://localhost:{port}");
+    let svc = Service::embedded_with_env(
+        dir,
+        &[
+            ("IDSTREAM_LISTEN", &format!("127.0.0.1:{port}")),
+            ("IDSTREAM_PUBLIC_URL", &origin),
+        ],
+    )
+    .await;
+    (svc, origin)
+}
+
+/// Passkeys (issue 21) in Chromium with its virtual authenticator (WebDriver's WebAuthn
+/// extension): one is added on the account page (bringing recovery codes), signs in alone
+/// without a user name or password, then as the second factor after the password; a copy of
+/// the key whose signature counter went back (a cloned authenticator) is refused and the trail
+/// says why; the same service browsed at another origin (its IP address) cannot use the
+/// passkey; and the passkey is removed.
+#[tokio::test]
+async fn a_passkey_is_added_signs_in_alone_and_as_a_second_factor_and_a_clone_is_refused_in_a_browser()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, origin) = service_at_localhost(dir.path()).await;
+    svc.create_tenant("acme").await;
+    let invited = svc
+        .post(
+            "/v1/tenants/acme/invitations",
+            json!({"email": EMAIL, "first_name": "Ada", "last_name": "Lovelace", "roles": ["user"]}),
+        )
+        .await;
+    assert_eq!(invited.status, 201, "{invited:?}");
+    let token = invitation_token(&svc, EMAIL).await;
+    let accepted = svc
+        .post_anonymous(
+            "/v1/invitations/accept",
+            json!({"token": token, "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(accepted.status, 200, "{accepted:?}");
+    let user = text(&accepted.body["user"]);
+
+    let driver = Driver::start().await;
+    let profile = tempfile::tempdir().unwrap();
+    let browser = driver.browser(profile.path(), "passkeys").await;
+    browser.goto(&format!("{origin}/sign-in")).await;
+    let authenticator = browser.add_virtual_authenticator().await;
+
+    // Signed in with the password, Ada adds a passkey.
+    browser
+        .goto(&format!("{origin}/sign-in?return_to=/account/passkeys"))
+        .await;
+    browser.fill("email", EMAIL).await;
+    browser.fill("password", PASSWORD).await;
+    browser.click("form[action='/sign-in'] button").await;
+    browser.expect_text("You have no passkey yet.").await;
+    browser.check_accessibility().await;
+    browser.fill("passkey-name", "Laptop").await;
+    browser.click("#add-passkey").await;
+    browser.expect_text("Keep these recovery codes").await;
+    browser.expect_text("Laptop").await;
+    let held = browser.authenticator_credentials(&authenticator).await;
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0]["rpId"], "localhost");
+    assert_eq!(held[0]["isResidentCredential"], true);
+
+    // Signed out, the passkey alone signs in: no email address, no password.
+    browser.goto(&format!("{origin}/account")).await;
+    browser.click("form[action='/sign-out'] button").await;
+    browser.expect_text("Sign in with a passkey").await;
+    browser.click("#passkey-sign-in").await;
+    browser.expect_text("Your account").await;
+    browser.expect_text("Ada Lovelace").await;
+
+    // With the password, the passkey is the second factor.
+    browser.click("form[action='/sign-out'] button").await;
+    browser.expect_text("Sign in with a passkey").await;
+    browser.fill("email", EMAIL).await;
+    browser.fill("password", PASSWORD).await;
+    browser.click("form[action='/sign-in'] button").await;
+    browser.expect_text("Use a passkey instead").await;
+    browser.click("#passkey-second-factor").await;
+    browser.expect_text("Your account").await;
+
+    // A copy of the key whose counter is behind the genuine one's is refused.
+    browser.click("form[action='/sign-out'] button").await;
+    browser.expect_text("Sign in with a passkey").await;
+    let genuine = browser.authenticator_credentials(&authenticator).await[0].clone();
+    let used = genuine["signCount"].as_u64().unwrap();
+    assert!(
+        used >= 3,
+        "the authenticator counts its signatures: {genuine}"
+    );
+    let mut clone = genuine.clone();
+    clone["signCount"] = json!(0);
+    browser
+        .remove_authenticator_credentials(&authenticator)
+        .await;
+    browser
+        .add_authenticator_credential(&authenticator, clone)
+        .await;
+    browser.click("#passkey-sign-in").await;
+    browser
+        .expect_text("Your passkey could not sign you in.")
+        .await;
+    assert!(browser.url().await.ends_with("/sign-in/passkey"));
+    let position = svc.log_position().await;
+    let trail = svc
+        .get_at(
+            &format!("/v1/audit/events?tenant=_&subject={user}&type=PasskeyCounterRegressed"),
+            position,
+        )
+        .await;
+    assert_eq!(trail.status, 200, "{trail:?}");
+    let summary = text(&trail.body["items"][0]["summary"]);
+    assert!(
+        summary.contains(&format!("went back from {used} to 1")),
+        "{summary}"
+    );
+
+    // The genuine key, back in the authenticator, still signs in.
+    browser
+        .remove_authenticator_credentials(&authenticator)
+        .await;
+    browser
+        .add_authenticator_credential(&authenticator, genuine)
+        .await;
+    browser.goto(&format!("{origin}/sign-in")).await;
+    browser.click("#passkey-sign-in").await;
+    browser.expect_text("Your account").await;
+
+    // The same service at another origin (its IP address): the passkey is not offered there.
+    let elsewhere = svc.base.clone();
+    assert!(elsewhere.starts_with("http://127.0.0.1:"), "{elsewhere}");
+    browser.goto(&format!("{elsewhere}/sign-in")).await;
+    browser.click("#passkey-sign-in").await;
+    browser
+        .expect_text("Your passkey could not sign you in.")
+        .await;
+    assert!(
+        browser.url().await.ends_with("/sign-in"),
+        "no sign-in happened"
+    );
+
+    // Back home, a fresh sign-in removes the passkey, Ada's last second factor.
+    browser.goto(&format!("{origin}/account/passkeys")).await;
+    browser.expect_text("Laptop").await;
+    browser
+        .click("#passkeys form[action='/account/passkeys/remove'] button")
+        .await;
+    browser.expect_text("The passkey was removed.").await;
+    browser.expect_text("You have no passkey yet.").await;
+    browser.close().await;
+}
+
 /// The console's settings screen (issue 17): an administrator reads and saves the organisation's
 /// settings through the settings operation; a form the service refuses (a password length below
 /// 8) is shown again with what was wrong and changes nothing; a holder of `settings:read` alone

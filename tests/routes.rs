@@ -28,6 +28,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
+use crate::support::passkey::SoftPasskey;
 use crate::support::service::{Answer, Service};
 use crate::support::world::{self, Account, created, eventually, invitation_token, text};
 
@@ -37,6 +38,8 @@ const BETA: &str = "beta";
 /// the answer it gets for this one.
 const NOWHERE: &str = "nonexistent-tenant";
 const PASSWORD: &str = "Route-Table-Passphrase-2026";
+/// The service's public URL, the origin its passkeys are bound to.
+const PUBLIC_URL: &str = "http://localhost";
 /// The only permission of admin_a's restricted key: one that no row needs.
 const KEY_RESTRICTION: &str = "documentation:read";
 /// The entity and record the record rows act on.
@@ -519,7 +522,10 @@ impl World {
     /// Two tenants, their members with sessions, a restricted key, roles, an entity and a record.
     async fn build() -> World {
         let dir = tempfile::tempdir().unwrap();
-        let svc = Service::embedded(dir.path()).await;
+        // A public URL with a host name: passkeys are bound to it (a browser refuses an IP
+        // address as a relying party).
+        let svc =
+            Service::embedded_with_env(dir.path(), &[("IDSTREAM_PUBLIC_URL", PUBLIC_URL)]).await;
         eventually("the service is ready", || async {
             svc.get("/readyz").await.status == 200
         })
@@ -662,6 +668,37 @@ impl World {
             .await;
         created(&invited, "an invitation");
         (text(&invited.body["id"]), email)
+    }
+
+    /// A registration of a passkey begun by `account` and answered by a software authenticator:
+    /// the finish's body.
+    async fn passkey_registration(&self, account: &Account) -> Value {
+        let start = self
+            .svc
+            .post_as(
+                &account.token,
+                "/v1/auth/passkeys/registration/start",
+                json!({}),
+            )
+            .await;
+        created(&start, "a passkey registration's start");
+        let (_, credential) = SoftPasskey::register(&start.body["options"], PUBLIC_URL);
+        json!({"ceremony": start.body["ceremony"], "name": "Laptop", "credential": credential})
+    }
+
+    /// A passkey registered for `account`: its credential id.
+    async fn passkey(&self, account: &Account) -> String {
+        let body = self.passkey_registration(account).await;
+        let finished = self
+            .svc
+            .post_as(
+                &account.token,
+                "/v1/auth/passkeys/registration/finish",
+                body,
+            )
+            .await;
+        created(&finished, "a registered passkey");
+        text(&finished.body["credential"])
     }
 
     /// A second factor set up (not confirmed) for `account`: its secret.
@@ -1315,6 +1352,52 @@ fn table() -> Vec<Row> {
             fixed(|_| Call::get("/v1/auth/me")),
         ),
         row(
+            "GET /v1/auth/passkeys",
+            own,
+            Own,
+            shared(|w| async move {
+                let me = w.fresh_account(&["user"]).await;
+                w.passkey(&me).await;
+                Call::get("/v1/auth/passkeys").by(&me.token)
+            }),
+        ),
+        row(
+            "DELETE /v1/auth/passkeys/{credential}",
+            own,
+            Own,
+            shared(|w| async move {
+                let me = w.fresh_account(&["user"]).await;
+                let credential = w.passkey(&me).await;
+                Call::delete(format!("/v1/auth/passkeys/{credential}")).by(&me.token)
+            }),
+        )
+        // spec: one's own passkeys only; someone else's is answered as an unknown one.
+        .also(
+            AdminB,
+            preparing(|w| async move {
+                let someone = w.fresh_account(&["user"]).await;
+                let credential = w.passkey(&someone).await;
+                Call::delete(format!("/v1/auth/passkeys/{credential}"))
+            }),
+            Expect::Refused(404, Some("passkey_not_found")),
+        ),
+        row(
+            "POST /v1/auth/passkeys/registration/finish",
+            own,
+            Own,
+            shared(|w| async move {
+                let me = w.fresh_account(&["user"]).await;
+                let body = w.passkey_registration(&me).await;
+                Call::post("/v1/auth/passkeys/registration/finish", body).by(&me.token)
+            }),
+        ),
+        row(
+            "POST /v1/auth/passkeys/registration/start",
+            own,
+            Own,
+            fixed(|_| Call::post_empty("/v1/auth/passkeys/registration/start")),
+        ),
+        row(
             "POST /v1/auth/password",
             own,
             Own,
@@ -1372,6 +1455,22 @@ fn table() -> Vec<Row> {
             "POST /v1/auth/sign-in/second-factor",
             401,
             json!({"challenge": "not-a-real-challenge", "code": "123456"}),
+        ),
+        public_post("POST /v1/auth/sign-in/passkey/start", 200, json!({})),
+        public_post(
+            "POST /v1/auth/sign-in/passkey/finish",
+            401,
+            json!({"ceremony": "not-a-real-ceremony", "credential": {}}),
+        ),
+        public_post(
+            "POST /v1/auth/sign-in/second-factor/passkey/start",
+            401,
+            json!({"challenge": "not-a-real-challenge"}),
+        ),
+        public_post(
+            "POST /v1/auth/sign-in/second-factor/passkey/finish",
+            401,
+            json!({"ceremony": "not-a-real-ceremony", "credential": {}}),
         ),
         row(
             "POST /v1/auth/sign-out",
@@ -2212,6 +2311,16 @@ fn table() -> Vec<Row> {
             }),
         ),
         row(
+            "POST /v1/users/{user}/reset-factors",
+            user("users:update"),
+            AdminA,
+            fresh(|w| async move {
+                let member = w.fresh_account(&["user"]).await;
+                w.passkey(&member).await;
+                Call::post_empty(user_path(&member.id, "/reset-factors"))
+            }),
+        ),
+        row(
             "POST /v1/users/{user}/unlock",
             user("users:update"),
             AdminA,
@@ -2642,7 +2751,7 @@ async fn every_page_route_answers_each_browser_as_its_access_says() {
             .get("location")
             .map(|l| l.to_str().unwrap().to_owned())
             .unwrap_or_default();
-        if route.path != "/assets/idstream.css" {
+        if !route.path.starts_with("/assets/") {
             let csp = answer
                 .headers()
                 .get("content-security-policy")

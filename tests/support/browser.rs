@@ -227,3 +227,118 @@ impl Browser {
         let _ = self.client.close().await;
     }
 }
+
+/// A command of WebDriver's WebAuthn extension (W3C WebAuthn Level 2, §11: the virtual
+/// authenticators of automation), which fantoccini does not know: sent as a raw command.
+#[derive(Debug)]
+struct WebAuthnCommand {
+    method: http::Method,
+    /// After `session/{id}/webauthn/`.
+    path: String,
+    body: Option<serde_json::Value>,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for WebAuthnCommand {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/webauthn/{}",
+            session_id.unwrap_or_default(),
+            self.path
+        ))
+    }
+
+    fn method_and_body(&self, _request_url: &url::Url) -> (http::Method, Option<String>) {
+        (
+            self.method.clone(),
+            self.body.as_ref().map(|body| body.to_string()),
+        )
+    }
+}
+
+/// A virtual authenticator of the browser (Chromium's, through WebDriver): a platform
+/// authenticator holding resident keys that verifies its user, as a phone or laptop does.
+pub struct VirtualAuthenticator {
+    pub id: String,
+}
+
+impl Browser {
+    async fn webauthn(
+        &self,
+        method: http::Method,
+        path: String,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        self.client
+            .issue_cmd(WebAuthnCommand { method, path, body })
+            .await
+            .unwrap_or_else(|e| panic!("a WebAuthn command of the browser: {e}"))
+    }
+
+    /// Adds a virtual authenticator (CTAP2, internal, resident keys, user verification).
+    pub async fn add_virtual_authenticator(&self) -> VirtualAuthenticator {
+        let answer = self
+            .webauthn(
+                http::Method::POST,
+                "authenticator".into(),
+                Some(json!({
+                    "protocol": "ctap2",
+                    "transport": "internal",
+                    "hasResidentKey": true,
+                    "hasUserVerification": true,
+                    "isUserVerified": true,
+                })),
+            )
+            .await;
+        VirtualAuthenticator {
+            id: answer
+                .as_str()
+                .expect("the virtual authenticator's id")
+                .to_owned(),
+        }
+    }
+
+    /// The credentials the authenticator holds (`credentialId`, `rpId`, `privateKey`,
+    /// `userHandle`, `signCount`, `isResidentCredential`).
+    pub async fn authenticator_credentials(
+        &self,
+        authenticator: &VirtualAuthenticator,
+    ) -> Vec<serde_json::Value> {
+        let answer = self
+            .webauthn(
+                http::Method::GET,
+                format!("authenticator/{}/credentials", authenticator.id),
+                None,
+            )
+            .await;
+        answer.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Empties the authenticator.
+    pub async fn remove_authenticator_credentials(&self, authenticator: &VirtualAuthenticator) {
+        self.webauthn(
+            http::Method::DELETE,
+            format!("authenticator/{}/credentials", authenticator.id),
+            None,
+        )
+        .await;
+    }
+
+    /// Puts `credential` (as [`Browser::authenticator_credentials`] lists them) into the
+    /// authenticator: a copy of a key, with whatever signature counter it says.
+    pub async fn add_authenticator_credential(
+        &self,
+        authenticator: &VirtualAuthenticator,
+        credential: serde_json::Value,
+    ) {
+        self.webauthn(
+            http::Method::POST,
+            format!("authenticator/{}/credential", authenticator.id),
+            Some(credential),
+        )
+        .await;
+    }
+}

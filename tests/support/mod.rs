@@ -5,6 +5,7 @@ pub mod cli;
 pub mod cluster;
 pub mod nats;
 pub mod netns;
+pub mod passkey;
 pub mod service;
 pub mod verify;
 pub mod world;

@@ -52,7 +52,7 @@ pub enum AppError {
     #[error("the account is suspended or deactivated")]
     AccountDisabled,
     #[error(
-        "this tenant requires two-factor authentication: set up TOTP first (/v1/auth/totp/setup, then /v1/auth/totp/confirm)"
+        "this tenant requires two-factor authentication: set up TOTP (/v1/auth/totp/setup, then /v1/auth/totp/confirm) or a passkey (/v1/auth/passkeys/registration/start, then …/finish) first"
     )]
     SecondFactorEnrolmentRequired,
     #[error("a tenant of this user requires two-factor authentication; it cannot be turned off")]
@@ -67,6 +67,23 @@ pub enum AppError {
     PasswordRequired,
     #[error("give either a TOTP code or a recovery code")]
     SecondFactorMissing,
+    /// A passkey's registration could not be verified (a malformed answer, another origin or
+    /// relying party, no user verification) or its answer was not a WebAuthn credential.
+    #[error("the passkey's answer could not be verified")]
+    PasskeyRefused,
+    #[error(
+        "name: a passkey's name is 1 to 64 characters showing something, without control or bidirectional formatting characters"
+    )]
+    InvalidPasskeyName,
+    /// Removing the last second factor needs a fresh sign-in.
+    #[error("sign in again first: this needs a sign-in of the last 15 minutes")]
+    RecentSignInRequired,
+    /// The service's public URL cannot be a WebAuthn relying party (browsers take a host name,
+    /// never an IP address).
+    #[error(
+        "passkeys are unavailable: the service's public URL needs a host name, not an IP address"
+    )]
+    PasskeysUnavailable,
     #[error("too many requests; retry in {0} s")]
     RateLimited(u64),
     #[error("this needs a signed-in session, not an API key")]

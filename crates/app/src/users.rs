@@ -440,6 +440,23 @@ impl Users {
             .await
     }
 
+    /// Resets a user's second factors: every passkey and TOTP go, with the recovery codes (for
+    /// a person who lost their devices and their codes). The events record the administrator
+    /// as their actor.
+    ///
+    /// Who: `users:update` in every tenant of the user.
+    pub async fn reset_factors(&self, caller: &Caller, user: UserId) -> Result<Outcome, AppError> {
+        self.over_user(caller, user, Action::Update).await?;
+        self.require_user_exists(user).await?;
+        self.execute::<CredentialsAggregate>(
+            caller.ctx(),
+            &credentials_key(user),
+            "",
+            CredentialsCommand::ResetFactors,
+        )
+        .await
+    }
+
     /// Lifts a lock-out.
     ///
     /// Who: `users:update` in every tenant of the user.

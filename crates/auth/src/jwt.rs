@@ -552,6 +552,11 @@ pub struct AccessClaims {
     pub jti: String,
     /// Always [`ACCESS_TOKEN_CLAIM_TYPE`].
     pub typ: String,
+    /// How the session's sign-in proved who the user is (RFC 8176 authentication method
+    /// references, as RFC 9068 §2.2.1 allows): `pwd`, `otp`, `pop` (a passkey), `mfa`. Absent
+    /// when unknown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
 }
 
 /// Who an access token is for: the input to [`Issuer::sign`].
@@ -560,6 +565,8 @@ pub struct AccessSubject {
     pub sub: String,
     pub tid: String,
     pub sid: String,
+    /// The sign-in's authentication method references (the `amr` claim; empty: none).
+    pub amr: Vec<String>,
 }
 
 /// Signs and verifies access tokens for one issuer and one audience.
@@ -606,6 +613,7 @@ impl Issuer {
             nbf: None,
             jti: new_jti(now),
             typ: ACCESS_TOKEN_CLAIM_TYPE.to_owned(),
+            amr: subject.amr.clone(),
         };
         let key = ring.signing_key(now);
         let mut header = Header::new(Algorithm::EdDSA);
@@ -866,6 +874,7 @@ mod tests {
             sub: "01J0USER".into(),
             tid: "acme".into(),
             sid: "01J0SESSION".into(),
+            amr: vec!["pop".into(), "mfa".into()],
         }
     }
 
@@ -889,6 +898,7 @@ mod tests {
             nbf: None,
             jti: new_jti(now),
             typ: ACCESS_TOKEN_CLAIM_TYPE.into(),
+            amr: Vec::new(),
         }
     }
 
@@ -913,6 +923,26 @@ mod tests {
         );
         let signature = sign(input.as_bytes());
         format!("{input}.{}", b64(&signature))
+    }
+
+    #[test]
+    fn a_token_carries_the_sign_in_methods_when_known_and_omits_the_claim_otherwise() {
+        let ring = ring();
+        let token = issuer().sign(&ring, &subject(), T0);
+        let claims = issuer().verify(&ring, &token, T0).unwrap();
+        assert_eq!(claims.amr, ["pop", "mfa"]);
+        let unknown = AccessSubject {
+            amr: Vec::new(),
+            ..subject()
+        };
+        let token = issuer().sign(&ring, &unknown, T0);
+        let payload = token.split('.').nth(1).unwrap();
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap();
+        let payload: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        assert!(payload.get("amr").is_none(), "{payload}");
+        assert!(issuer().verify(&ring, &token, T0).unwrap().amr.is_empty());
     }
 
     #[test]

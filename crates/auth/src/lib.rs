@@ -5,6 +5,7 @@
 //! - [`jwt`]: EdDSA access tokens (RFC 9068), the signing key ring and its JWK Set;
 //! - [`totp`]: RFC 6238 one-time codes with replay protection;
 //! - [`recovery`]: single-use recovery codes;
+//! - [`passkey`]: the WebAuthn relying party (passkey registration and sign-in ceremonies);
 //! - [`password_policy`]: length, character-class and common-password rules;
 //! - [`api_key`] and [`opaque`]: prefixed bearer secrets stored only as digests.
 //!
@@ -18,6 +19,7 @@
 pub mod api_key;
 pub mod jwt;
 pub mod opaque;
+pub mod passkey;
 pub mod password_policy;
 pub mod recovery;
 pub mod totp;

@@ -137,7 +137,8 @@ aggregate!(CredentialsAggregate, Credentials, credentials, Credentials, Credenti
     FailuresCleared => SignInFailuresCleared, Unlocked => AccountUnlocked, TokenIssued => SecretTokenIssued,
     TokenRedeemed => SecretTokenRedeemed, TokenMissed => SecretTokenMissed, TotpEnrolmentStarted => TotpEnrolmentStarted, TotpEnabled => TotpEnabled,
     TotpCodeUsed => TotpCodeUsed, RecoveryCodesGenerated => RecoveryCodesGenerated, RecoveryCodeUsed => RecoveryCodeUsed,
-    TotpDisabled => TotpDisabled,
+    TotpDisabled => TotpDisabled, PasskeyRegistered => PasskeyRegistered, PasskeyUsed => PasskeyUsed,
+    PasskeyRemoved => PasskeyRemoved, PasskeyCounterRegressed => PasskeyCounterRegressed,
 });
 aggregate!(SessionAggregate, Session, session, Session, SessionCommand, SessionEvent, SessionError, {
     Started => SessionStarted, Refreshed => SessionRefreshed, TenantSwitched => SessionTenantSwitched,

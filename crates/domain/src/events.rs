@@ -17,7 +17,7 @@ use crate::access::model::{
 use crate::attributes::AttributeDefinition;
 use crate::envelope::{AggregateType, EventEnvelope, Metadata, StreamKey};
 use crate::identity::credentials::{PasswordReason, TokenPurpose};
-use crate::identity::session::{RevocationReason, SignInMethod};
+use crate::identity::session::{RevocationReason, SignInMethod, SignInMethodV1};
 use crate::ids::{RoleName, TenantId, UserId};
 use crate::secret::{BlindIndex, Sealed};
 use crate::tenant::{PasswordPolicySettings, TenantSettings};
@@ -235,6 +235,7 @@ pub const PERSONAL_DATA: &[(&str, &[&str])] = &[
     ("EmailChanged", &["email"]),
     ("SignInFailed", &["ip", "user_agent"]),
     ("SessionStarted", &["ip", "user_agent"]),
+    ("PasskeyRegistered", &["name"]),
 ];
 
 /// The personal-data fields of events of `event_type` (empty for most types).
@@ -689,6 +690,66 @@ pub struct RecoveryCodeUsed {
     pub code: BlindIndex,
 }
 
+/// A passkey (a WebAuthn public-key credential) was registered for the user. Nothing here is
+/// secret: the private key never leaves the authenticator. `name` is personal data (see
+/// [`PERSONAL_DATA`]): sealed with the user's key in the log, empty for readers once the user is
+/// erased.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasskeyRegistered {
+    /// The credential id, base64url without padding.
+    pub credential: String,
+    /// The name the person gave the passkey ("Laptop", "YubiKey").
+    pub name: String,
+    /// The credential's public key and what the relying party keeps with it (COSE key and
+    /// algorithm, flags), as the WebAuthn library serialises it (a JSON text).
+    pub public_key: String,
+    /// The authenticator's signature counter at registration (0 for authenticators without one).
+    pub counter: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub at: OffsetDateTime,
+}
+
+/// A passkey signed a sign-in (alone or as a second factor); `counter` is the authenticator's
+/// signature counter it presented.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasskeyUsed {
+    pub credential: String,
+    pub counter: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub at: OffsetDateTime,
+    /// When the ceremony whose challenge the passkey signed began: a ceremony that began at or
+    /// before this one cannot use the passkey again (each challenge is good for one sign-in).
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub ceremony_started_at: OffsetDateTime,
+}
+
+/// A passkey was removed, by its owner or by an administrator resetting the person's factors
+/// (the envelope's actor says who).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasskeyRemoved {
+    pub credential: String,
+}
+
+/// A sign-in with a passkey was refused because its signature counter went backwards
+/// (`presented` is at most `stored`, and not both 0): two copies of the key may exist (a cloned
+/// authenticator), so the sign-in was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasskeyCounterRegressed {
+    pub credential: String,
+    pub stored: u32,
+    pub presented: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub at: OffsetDateTime,
+}
+
 /// A user signed in: a session (the aggregate) started in `tenant`. `ip` and `user_agent` say
 /// where from (personal data: see [`PERSONAL_DATA`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -918,7 +979,7 @@ impl From<SignInFailedV1> for SignInFailed {
 pub struct SessionStartedV1 {
     pub user: UserId,
     pub tenant: TenantId,
-    pub method: SignInMethod,
+    pub method: SignInMethodV1,
     /// Blind index of the session's refresh token.
     pub refresh: BlindIndex,
     #[serde(with = "time::serde::rfc3339")]
@@ -939,7 +1000,7 @@ impl From<SessionStartedV1> for SessionStarted {
         SessionStarted {
             user: v1.user,
             tenant: v1.tenant,
-            method: v1.method,
+            method: v1.method.into(),
             refresh: v1.refresh,
             at: v1.at,
             expires_at: v1.expires_at,
@@ -959,7 +1020,7 @@ impl From<SessionStartedV1> for SessionStarted {
 pub struct SessionStartedV2 {
     pub user: UserId,
     pub tenant: TenantId,
-    pub method: SignInMethod,
+    pub method: SignInMethodV1,
     /// Blind index of the session's refresh token.
     pub refresh: BlindIndex,
     #[serde(with = "time::serde::rfc3339")]
@@ -986,7 +1047,7 @@ impl From<SessionStartedV2> for SessionStarted {
         SessionStarted {
             user: v2.user,
             tenant: v2.tenant,
-            method: v2.method,
+            method: v2.method.into(),
             refresh: v2.refresh,
             at: v2.at,
             expires_at: v2.expires_at,
@@ -994,6 +1055,57 @@ impl From<SessionStartedV2> for SessionStarted {
             ip: v2.ip,
             user_agent: v2.user_agent,
             remembered: false,
+        }
+    }
+}
+
+// Version 3 of `SessionStarted`, before passkeys: its methods are those of `SignInMethodV1`
+// (the doc comment is the published schema's description, which does not change).
+/// A user signed in: a session (the aggregate) started in `tenant`. `ip` and `user_agent` say
+/// where from (personal data: see [`PERSONAL_DATA`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "SessionStarted")]
+pub struct SessionStartedV3 {
+    pub user: UserId,
+    pub tenant: TenantId,
+    pub method: SignInMethodV1,
+    /// Blind index of the session's refresh token.
+    pub refresh: BlindIndex,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub at: OffsetDateTime,
+    /// Absolute end of the session.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub expires_at: OffsetDateTime,
+    /// The session ends after this long without a refresh.
+    pub idle_timeout_seconds: i64,
+    /// The IP address the user signed in from, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// The `User-Agent` header of the sign-in, at most 256 characters, when sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// The user asked to be remembered and the tenant allows it (`remember_days` above 0):
+    /// `expires_at` is the remembered lifetime's end, not the ordinary one's.
+    pub remembered: bool,
+}
+
+/// Version 3 differs only in the methods it knows, all of which version 4 knows.
+impl From<SessionStartedV3> for SessionStarted {
+    fn from(v3: SessionStartedV3) -> SessionStarted {
+        SessionStarted {
+            user: v3.user,
+            tenant: v3.tenant,
+            method: v3.method.into(),
+            refresh: v3.refresh,
+            at: v3.at,
+            expires_at: v3.expires_at,
+            idle_timeout_seconds: v3.idle_timeout_seconds,
+            ip: v3.ip,
+            user_agent: v3.user_agent,
+            remembered: v3.remembered,
         }
     }
 }
@@ -1691,7 +1803,11 @@ catalogue! {
         TotpDisabled => 1, Credentials;
         RecoveryCodesGenerated => 1, Credentials;
         RecoveryCodeUsed => 1, Credentials;
-        SessionStarted => 3, Session;
+        PasskeyRegistered => 1, Credentials;
+        PasskeyUsed => 1, Credentials;
+        PasskeyRemoved => 1, Credentials;
+        PasskeyCounterRegressed => 1, Credentials;
+        SessionStarted => 4, Session;
         SessionRefreshed => 1, Session;
         SessionTenantSwitched => 1, Session;
         SessionRevoked => 1, Session;
@@ -1711,6 +1827,7 @@ catalogue! {
         SignInFailed => 1, SignInFailedV1;
         SessionStarted => 1, SessionStartedV1;
         SessionStarted => 2, SessionStartedV2;
+        SessionStarted => 3, SessionStartedV3;
         TenantSettingsChanged => 1, TenantSettingsChangedV1;
         TenantSettingsChanged => 2, TenantSettingsChangedV2;
         TenantSettingsChanged => 3, TenantSettingsChangedV3;
@@ -1827,11 +1944,26 @@ mod tests {
             remembered: true,
         });
         let mut envelope = current.clone().into_envelope(Ulid::nil(), &session, &meta);
-        assert_eq!(envelope.version, 3);
+        assert_eq!(envelope.version, 4);
         assert_eq!(
             personal_data_owner(&envelope),
             Some(user.to_string().as_str())
         );
+
+        // Version 3, as written before passkeys, reads the same; it knows no passkey method.
+        envelope.version = 3;
+        assert_eq!(DomainEvent::decode(&envelope).unwrap(), current);
+        let mut passkey = envelope.clone();
+        passkey.data["method"] = "passkey".into();
+        assert!(matches!(
+            DomainEvent::decode(&passkey),
+            Err(DecodeError::Payload { .. })
+        ));
+        passkey.version = 4;
+        let DomainEvent::SessionStarted(v4) = DomainEvent::decode(&passkey).unwrap() else {
+            panic!("not a SessionStarted");
+        };
+        assert_eq!(v4.method, SignInMethod::Passkey);
 
         // Version 2, as written before sessions could be remembered, reads as an ordinary one.
         envelope.version = 2;
@@ -1894,7 +2026,7 @@ mod tests {
         assert_eq!(personal_data_owner(&created), None);
         assert!(EARLIER_VERSIONS.contains(&("SessionStarted", 1)));
         assert!(
-            schema_of("SessionStarted", 1).is_some() && schema_of("SessionStarted", 4).is_none()
+            schema_of("SessionStarted", 1).is_some() && schema_of("SessionStarted", 5).is_none()
         );
 
         // Tenant settings of version 1 knew no remembering: they read with its default.

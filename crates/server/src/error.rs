@@ -233,6 +233,22 @@ impl ApiError {
                         (S::UNAUTHORIZED, "invalid_credentials", shown(e))
                     }
                     CredentialsError::NotLocked => (S::CONFLICT, "not_locked", shown(e)),
+                    CredentialsError::PasskeyAlreadyRegistered => {
+                        (S::CONFLICT, "passkey_exists", shown(e))
+                    }
+                    CredentialsError::UnknownPasskey => {
+                        (S::NOT_FOUND, "passkey_not_found", shown(e))
+                    }
+                    CredentialsError::TooManyPasskeys => {
+                        (S::UNPROCESSABLE_ENTITY, "too_many_passkeys", shown(e))
+                    }
+                    CredentialsError::PasskeyCeremonySpent
+                    | CredentialsError::PasskeyCounterRegressed => (
+                        S::UNAUTHORIZED,
+                        "invalid_credentials",
+                        AppError::InvalidCredentials.to_string(),
+                    ),
+                    CredentialsError::NoSecondFactor => (S::CONFLICT, "no_second_factor", shown(e)),
                 },
                 AppError::Session(s) => match s {
                     SessionError::AlreadyExists => (S::CONFLICT, "session_exists", shown(e)),
@@ -297,6 +313,16 @@ impl ApiError {
                 }
                 AppError::SecondFactorMissing => {
                     (S::UNPROCESSABLE_ENTITY, "second_factor_missing", shown(e))
+                }
+                AppError::PasskeyRefused => (S::BAD_REQUEST, "passkey_refused", shown(e)),
+                AppError::InvalidPasskeyName => {
+                    (S::UNPROCESSABLE_ENTITY, "invalid_passkey_name", shown(e))
+                }
+                AppError::RecentSignInRequired => {
+                    (S::FORBIDDEN, "recent_sign_in_required", shown(e))
+                }
+                AppError::PasskeysUnavailable => {
+                    (S::SERVICE_UNAVAILABLE, "passkeys_unavailable", shown(e))
                 }
                 AppError::RateLimited(_) => (S::TOO_MANY_REQUESTS, "rate_limited", shown(e)),
                 AppError::SessionOnly => (S::FORBIDDEN, "session_required", shown(e)),

@@ -477,6 +477,10 @@ const FRENCH: &[(&str, &str)] = &[
     ("Reactivate", "Réactiver"),
     ("End their sessions", "Mettre fin à ses sessions"),
     ("Lift a lock-out", "Lever un blocage"),
+    (
+        "Reset their second factors",
+        "Réinitialiser ses seconds facteurs",
+    ),
     ("There is no such role.", "Ce rôle n’existe pas."),
     (
         "Pass this link on to the person invited; it is shown only now.",
@@ -641,6 +645,60 @@ const FRENCH: &[(&str, &str)] = &[
         "l’adresse e-mail n’est pas valide",
     ),
     ("the language is one of en, fr", "la langue est en ou fr"),
+    // Passkeys.
+    ("Passkeys", "Clés d’accès"),
+    (
+        "A passkey signs you in with your device's screen lock or a security key, without a password, and cannot be used on another site.",
+        "Une clé d’accès vous connecte avec le verrouillage de votre appareil ou une clé de sécurité, sans mot de passe, et ne peut pas servir sur un autre site.",
+    ),
+    (
+        "Your passkey is your second factor now. Keep these recovery codes somewhere safe: each signs you in once if you lose your passkeys. They are shown only now.",
+        "Votre clé d’accès est maintenant votre second facteur. Gardez ces codes de secours en lieu sûr : chacun vous connecte une fois si vous perdez vos clés d’accès. Ils ne sont montrés que maintenant.",
+    ),
+    ("Added", "Ajoutée"),
+    (
+        "Passkeys are unavailable here: the service's public address needs a host name.",
+        "Les clés d’accès ne sont pas disponibles ici : l’adresse publique du service doit avoir un nom d’hôte.",
+    ),
+    ("Remove", "Retirer"),
+    ("Laptop", "Ordinateur portable"),
+    (
+        "You have no passkey yet.",
+        "Vous n’avez pas encore de clé d’accès.",
+    ),
+    ("Name of the new passkey", "Nom de la nouvelle clé d’accès"),
+    (
+        "The passkey could not be added.",
+        "La clé d’accès n’a pas pu être ajoutée.",
+    ),
+    ("Add a passkey", "Ajouter une clé d’accès"),
+    (
+        "Your passkey could not sign you in.",
+        "Votre clé d’accès n’a pas pu vous connecter.",
+    ),
+    (
+        "Sign in with a passkey",
+        "Se connecter avec une clé d’accès",
+    ),
+    ("Use a passkey instead", "Utiliser plutôt une clé d’accès"),
+    ("The passkey was added.", "La clé d’accès a été ajoutée."),
+    ("The passkey was removed.", "La clé d’accès a été retirée."),
+    (
+        "Passkeys need JavaScript: turn it on for this site, or sign in another way.",
+        "Les clés d’accès ont besoin de JavaScript : activez-le pour ce site, ou connectez-vous autrement.",
+    ),
+    (
+        "Give the passkey a name of 1 to 64 characters.",
+        "Donnez à la clé d’accès un nom de 1 à 64 caractères.",
+    ),
+    (
+        "To remove your last second factor, sign out and sign in again first (within 15 minutes).",
+        "Pour retirer votre dernier second facteur, déconnectez-vous puis reconnectez-vous d’abord (dans les 15 minutes).",
+    ),
+    (
+        "An organisation you belong to requires a second factor: add another before removing this one.",
+        "Une organisation dont vous êtes membre exige un second facteur : ajoutez-en un autre avant de retirer celui-ci.",
+    ),
 ];
 
 static CATALOGUES: LazyLock<HashMap<&'static str, &'static str>> =

@@ -240,6 +240,7 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             "two_factor_setup.html",
             include_str!("../templates/two_factor_setup.html"),
         ),
+        ("passkeys.html", include_str!("../templates/passkeys.html")),
         (
             "two_factor_on.html",
             include_str!("../templates/two_factor_on.html"),
@@ -277,6 +278,8 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
 });
 
 const STYLESHEET: &str = include_str!("../assets/idstream.css");
+
+const PASSKEY_SCRIPT: &str = include_str!("../assets/passkey.js");
 
 /// Who may use a page route. The route-by-route authorization test (`tests/routes.rs`) calls
 /// every route of [`table`] as each kind of caller and checks the answer against this.
@@ -320,6 +323,36 @@ fn routes() -> Vec<RouteEntry> {
     use axum::routing::post;
     vec![
         ("/assets/idstream.css", Some(Public), None, get(stylesheet)),
+        (
+            "/assets/passkey.js",
+            Some(Public),
+            None,
+            get(passkey_script),
+        ),
+        (
+            "/sign-in/passkey",
+            None,
+            Some(Public),
+            post(sign_in_passkey),
+        ),
+        (
+            "/sign-in/second-factor/passkey",
+            None,
+            Some(Public),
+            post(second_factor_passkey),
+        ),
+        (
+            "/account/passkeys",
+            Some(Session),
+            Some(Session),
+            get(passkeys_page).post(add_passkey),
+        ),
+        (
+            "/account/passkeys/remove",
+            None,
+            Some(Session),
+            post(remove_passkey),
+        ),
         (
             "/sign-in",
             Some(Public),
@@ -716,10 +749,11 @@ impl Page {
     }
 }
 
-/// The Content-Security-Policy of every page: nothing but this service's own stylesheet and
-/// forms posting to it; no script at all; never framed.
-const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' https: data:; \
-    form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// The Content-Security-Policy of every page: nothing but this service's own stylesheet, its
+/// one script (the passkey ceremonies, which need the browser's WebAuthn API, calling this
+/// service's passkey endpoints) and forms posting to it; nothing inline; never framed.
+const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; \
+    img-src 'self' https: data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 impl IntoResponse for Page {
     fn into_response(self) -> Response {
@@ -767,6 +801,18 @@ async fn stylesheet() -> Response {
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
         STYLESHEET,
+    )
+        .into_response()
+}
+
+async fn passkey_script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        PASSKEY_SCRIPT,
     )
         .into_response()
 }
@@ -1656,6 +1702,7 @@ async fn admin_user_page(
             if status != "erased" {
                 offered.push(("end_sessions", "End their sessions"));
                 offered.push(("unlock", "Lift a lock-out"));
+                offered.push(("reset_factors", "Reset their second factors"));
             }
             // Only what the caller could use.
             let held = console::Held::of(&state, &caller).await;
@@ -2345,8 +2392,10 @@ async fn admin_user_status(
                 "reactivate" => users.reactivate(&caller, id).await,
                 "end_sessions" => users.revoke_sessions(&caller, id).await,
                 "unlock" => users.unlock(&caller, id).await,
+                "reset_factors" => users.reset_factors(&caller, id).await,
                 _ => Err(AppError::InvalidQuery(
-                    "the action is suspend, reinstate, deactivate, reactivate, end_sessions or unlock"
+                    "the action is suspend, reinstate, deactivate, reactivate, end_sessions, \
+                     unlock or reset_factors"
                         .into(),
                 )),
             };
@@ -2631,6 +2680,365 @@ struct WrongCode {
 }
 
 const TWO_FACTOR: &str = "Two-factor sign-in";
+
+// ----- passkeys -----
+
+const PASSKEYS: &str = "Passkeys";
+
+/// What the browser's script posts: the ceremony and the authenticator's answer (JSON text;
+/// empty when the browser ran no script).
+#[derive(Deserialize)]
+struct PasskeyAnswer {
+    csrf: String,
+    #[serde(default)]
+    ceremony: String,
+    #[serde(default)]
+    credential: String,
+}
+
+/// The authenticator's answer, or `None` when the browser sent none (no script).
+fn passkey_answer(text: &str) -> Option<serde_json::Value> {
+    serde_json::from_str(text)
+        .ok()
+        .filter(serde_json::Value::is_object)
+}
+
+const NEEDS_SCRIPT: &str =
+    "Passkeys need JavaScript: turn it on for this site, or sign in another way.";
+
+#[derive(Deserialize)]
+struct PasskeySignInForm {
+    #[serde(flatten)]
+    answer: PasskeyAnswer,
+    #[serde(default)]
+    tenant: String,
+    #[serde(default)]
+    return_to: Option<String>,
+}
+
+async fn sign_in_passkey(
+    State(state): State<AppState>,
+    parts: Parts,
+    PageForm(form): PageForm<PasskeySignInForm>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    if !csrf_holds(&cookies, &form.answer.csrf) {
+        return refused_form();
+    }
+    let again = |error: &str| {
+        Page::html(
+            StatusCode::UNAUTHORIZED,
+            "sign_in.html",
+            context! { ..base("Sign in"), ..context! {
+                csrf => form.answer.csrf.clone(), email => "", tenant => form.tenant.clone(),
+                return_to => local_path(form.return_to.as_deref()), error => error,
+            }},
+        )
+    };
+    let Some(credential) = passkey_answer(&form.answer.credential) else {
+        return again(NEEDS_SCRIPT);
+    };
+    let tenant = form.tenant.trim().parse::<TenantId>().ok();
+    let named = tenant.is_some();
+    let caller = match anonymous(&state, &parts) {
+        Ok(caller) => caller,
+        Err(error) => return failure_page("Sign in", &error),
+    };
+    match state
+        .app
+        .identity
+        .finish_passkey_sign_in(&caller, &form.answer.ceremony, &credential, tenant, false)
+        .await
+    {
+        Ok(tokens) => signed_in_page(&cookies, &tokens, form.return_to.as_deref(), !named),
+        Err(AppError::InvalidCredentials | AppError::InvalidToken | AppError::AccountDisabled) => {
+            again("Your passkey could not sign you in.")
+        }
+        Err(AppError::TenantNotFound | AppError::NotAMember) => {
+            again("You cannot sign in to that organisation with this account.")
+        }
+        Err(error) => failure_page("Sign in", &error),
+    }
+}
+
+#[derive(Deserialize)]
+struct PasskeySecondFactorForm {
+    #[serde(flatten)]
+    answer: PasskeyAnswer,
+    challenge: String,
+    #[serde(default)]
+    remember: Option<String>,
+    #[serde(default)]
+    chosen: String,
+    #[serde(default)]
+    return_to: Option<String>,
+}
+
+async fn second_factor_passkey(
+    State(state): State<AppState>,
+    parts: Parts,
+    PageForm(form): PageForm<PasskeySecondFactorForm>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    if !csrf_holds(&cookies, &form.answer.csrf) {
+        return refused_form();
+    }
+    let remember = form.remember.as_deref() == Some("on");
+    let again = |error: &str| {
+        Page::html(
+            StatusCode::UNAUTHORIZED,
+            "second_factor.html",
+            context! { ..base("Two-factor sign-in"), ..context! {
+                csrf => form.answer.csrf.clone(), challenge => form.challenge.clone(),
+                return_to => local_path(form.return_to.as_deref()),
+                remember => if remember { "on" } else { "" },
+                chosen => form.chosen.clone(), error => error,
+            }},
+        )
+    };
+    let Some(credential) = passkey_answer(&form.answer.credential) else {
+        return again(NEEDS_SCRIPT);
+    };
+    let caller = match anonymous(&state, &parts) {
+        Ok(caller) => caller,
+        Err(error) => return failure_page("Two-factor sign-in", &error),
+    };
+    match state
+        .app
+        .identity
+        .finish_passkey_second_factor(&caller, &form.answer.ceremony, &credential, Some(remember))
+        .await
+    {
+        Ok(tokens) => signed_in_page(
+            &cookies,
+            &tokens,
+            form.return_to.as_deref(),
+            form.chosen.is_empty(),
+        ),
+        Err(AppError::InvalidCredentials) => again("Your passkey could not sign you in."),
+        Err(AppError::InvalidToken) => Page::redirect("/sign-in"),
+        Err(error) => failure_page("Two-factor sign-in", &error),
+    }
+}
+
+#[derive(Deserialize)]
+struct PasskeysQuery {
+    added: Option<String>,
+    removed: Option<String>,
+}
+
+/// The passkeys page: the caller's passkeys and a new registration ceremony (`codes`: recovery
+/// codes to show once; `error`, `notice`: what the last step said).
+async fn render_passkeys(
+    state: &AppState,
+    caller: &Caller,
+    csrf: &str,
+    status: StatusCode,
+    codes: Vec<String>,
+    error: Option<&str>,
+    notice: Option<&str>,
+) -> Page {
+    let passkeys = match state.app.identity.passkeys(caller).await {
+        Ok(passkeys) => passkeys,
+        Err(error) => return failure_page(PASSKEYS, &error),
+    };
+    // Without a relying party (a public URL without a host name) the page lists what there
+    // is and says why none can be added.
+    let (ceremony, error) = match state.app.identity.start_passkey_registration(caller).await {
+        Ok(ceremony) => (Some(ceremony), error),
+        Err(AppError::PasskeysUnavailable) => (
+            None,
+            Some("Passkeys are unavailable here: the service's public address needs a host name."),
+        ),
+        Err(error) => return failure_page(PASSKEYS, &error),
+    };
+    let day = |at: time::OffsetDateTime| at.date().to_string();
+    let passkeys: Vec<_> = passkeys
+        .into_iter()
+        .map(|p| {
+            context! {
+                credential => p.credential, name => p.name, created_at => day(p.created_at),
+                last_used_at => p.last_used_at.map(day),
+            }
+        })
+        .collect();
+    Page::html(
+        status,
+        "passkeys.html",
+        context! { ..base(PASSKEYS), ..context! {
+            csrf => csrf, passkeys => passkeys, codes => codes,
+            options => ceremony.as_ref().map(|c| c.options.to_string()),
+            ceremony => ceremony.map(|c| c.ceremony),
+            error => error, notice => notice,
+        }},
+    )
+}
+
+async fn passkeys_page(
+    State(state): State<AppState>,
+    parts: Parts,
+    axum::extract::Query(query): axum::extract::Query<PasskeysQuery>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    let (caller, refreshed) =
+        match session_or_sign_in(&state, &parts, &cookies, "/account/passkeys").await {
+            Ok(signed_in) => signed_in,
+            Err(page) => return page,
+        };
+    let (csrf, set) = csrf_of(&cookies);
+    let notice = if query.added.is_some() {
+        Some("The passkey was added.")
+    } else if query.removed.is_some() {
+        Some("The passkey was removed.")
+    } else {
+        None
+    };
+    let page = render_passkeys(
+        &state,
+        &caller,
+        &csrf,
+        StatusCode::OK,
+        Vec::new(),
+        None,
+        notice,
+    )
+    .await;
+    with_cookies(page, refreshed, set)
+}
+
+#[derive(Deserialize)]
+struct AddPasskeyForm {
+    #[serde(flatten)]
+    answer: PasskeyAnswer,
+    #[serde(default)]
+    name: String,
+}
+
+async fn add_passkey(
+    State(state): State<AppState>,
+    parts: Parts,
+    PageForm(form): PageForm<AddPasskeyForm>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    if !csrf_holds(&cookies, &form.answer.csrf) {
+        return refused_form();
+    }
+    let (caller, refreshed) =
+        match session_or_sign_in(&state, &parts, &cookies, "/account/passkeys").await {
+            Ok(signed_in) => signed_in,
+            Err(page) => return page,
+        };
+    let csrf = form.answer.csrf.clone();
+    let again = |error: &'static str| {
+        let state = state.clone();
+        let caller = caller.clone();
+        let csrf = csrf.clone();
+        async move {
+            render_passkeys(
+                &state,
+                &caller,
+                &csrf,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Vec::new(),
+                Some(error),
+                None,
+            )
+            .await
+        }
+    };
+    let Some(credential) = passkey_answer(&form.answer.credential) else {
+        return with_cookies(again(NEEDS_SCRIPT).await, refreshed, None);
+    };
+    let page = match state
+        .app
+        .identity
+        .finish_passkey_registration(&caller, &form.answer.ceremony, &form.name, &credential)
+        .await
+    {
+        Ok(registered) if registered.recovery_codes.is_empty() => {
+            Page::redirect("/account/passkeys?added=1")
+        }
+        Ok(registered) => {
+            render_passkeys(
+                &state,
+                &caller,
+                &csrf,
+                StatusCode::OK,
+                registered.recovery_codes,
+                None,
+                Some("The passkey was added."),
+            )
+            .await
+        }
+        Err(AppError::InvalidPasskeyName) => {
+            again("Give the passkey a name of 1 to 64 characters.").await
+        }
+        Err(
+            AppError::PasskeyRefused
+            | AppError::InvalidToken
+            | AppError::Credentials(
+                idstream_domain::identity::credentials::CredentialsError::PasskeyAlreadyRegistered,
+            ),
+        ) => again("The passkey could not be added.").await,
+        Err(error) => failure_page(PASSKEYS, &error),
+    };
+    with_cookies(page, refreshed, None)
+}
+
+#[derive(Deserialize)]
+struct RemovePasskeyForm {
+    csrf: String,
+    #[serde(default)]
+    credential: String,
+}
+
+async fn remove_passkey(
+    State(state): State<AppState>,
+    parts: Parts,
+    PageForm(form): PageForm<RemovePasskeyForm>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    if !csrf_holds(&cookies, &form.csrf) {
+        return refused_form();
+    }
+    let (caller, refreshed) =
+        match session_or_sign_in(&state, &parts, &cookies, "/account/passkeys").await {
+            Ok(signed_in) => signed_in,
+            Err(page) => return page,
+        };
+    let refusal = match state
+        .app
+        .identity
+        .remove_passkey(&caller, &form.credential)
+        .await
+    {
+        Ok(_) => {
+            return with_cookies(
+                Page::redirect("/account/passkeys?removed=1"),
+                refreshed,
+                None,
+            );
+        }
+        Err(AppError::RecentSignInRequired) => {
+            "To remove your last second factor, sign out and sign in again first (within 15 minutes)."
+        }
+        Err(AppError::SecondFactorRequiredByTenant) => {
+            "An organisation you belong to requires a second factor: add another before removing this one."
+        }
+        Err(error) => return failure_page(PASSKEYS, &error),
+    };
+    let page = render_passkeys(
+        &state,
+        &caller,
+        &form.csrf,
+        StatusCode::FORBIDDEN,
+        Vec::new(),
+        Some(refusal),
+        None,
+    )
+    .await;
+    with_cookies(page, refreshed, None)
+}
 
 async fn two_factor_page(
     State(state): State<AppState>,
@@ -4138,7 +4546,7 @@ mod tests {
                 sign_in_form("tok-EN_123", "", &local_path(None)).body
             });
             assert_eq!(cached, fresh);
-            assert_eq!(cached.matches("tok-EN_123").count(), 2, "{cached}");
+            assert_eq!(cached.matches("tok-EN_123").count(), 3, "{cached}");
             assert!(cached.contains(&format!("<html lang=\"{}\">", lang.tag())));
         }
     }
@@ -4154,6 +4562,7 @@ mod tests {
             "account.html",
             "two_factor_setup.html",
             "two_factor_on.html",
+            "passkeys.html",
             "sessions.html",
             "change_password.html",
             "sign_up.html",

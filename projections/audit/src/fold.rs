@@ -135,7 +135,8 @@ impl Projection for AuditProjection {
     fn version(&self) -> u32 {
         // 2: indexes as blocks of positions; one user index for actors and subjects.
         // 3: tenant settings with `remember_days` (the state the next change is compared with).
-        3
+        // 4: sign-ins' `amr`, passkeys.
+        4
     }
 
     fn beside(&self) -> std::sync::Arc<dyn Projection> {
@@ -559,12 +560,32 @@ fn describe(
         | E::TotpDisabled(_)
         | E::RecoveryCodesGenerated(_)
         | E::RecoveryCodeUsed(_) => about.subject = own_user,
+        E::PasskeyRegistered(e) => {
+            about.subject = own_user;
+            about.fact("credential", e.credential);
+        }
+        E::PasskeyUsed(e) => {
+            about.subject = own_user;
+            about.fact("credential", e.credential);
+            about.fact("counter", e.counter.to_string());
+        }
+        E::PasskeyRemoved(e) => {
+            about.subject = own_user;
+            about.fact("credential", e.credential);
+        }
+        E::PasskeyCounterRegressed(e) => {
+            about.subject = own_user;
+            about.fact("credential", e.credential);
+            about.fact("stored", e.stored.to_string());
+            about.fact("presented", e.presented.to_string());
+        }
 
         E::SessionStarted(e) => {
             about.subject = Some(e.user);
             about.named_by_table = true;
             about.tenants = Some(vec![e.tenant.clone()]);
             about.fact("method", serde_name(&e.method));
+            about.fact("amr", e.method.amr().join(" "));
             about.fact("tenant", e.tenant.as_str());
             let facts = SessionFacts {
                 user: e.user,

@@ -58,6 +58,8 @@ fn method(name: &str) -> &str {
         "magic_link" => "a magic link",
         "email_code" => "an emailed code",
         "invitation" => "an invitation",
+        "passkey" => "a passkey",
+        "password_and_passkey" => "a password and a passkey",
         other => other,
     }
 }
@@ -303,6 +305,14 @@ fn summarize(e: &Stored, erased: &HashSet<UserId>) -> String {
         "TotpDisabled" => format!("two-factor authentication of {subject} was turned off{by}"),
         "RecoveryCodesGenerated" => format!("new recovery codes were generated for {subject}"),
         "RecoveryCodeUsed" => format!("{subject} used a recovery code"),
+        "PasskeyRegistered" => format!("a passkey was registered for {subject}"),
+        "PasskeyUsed" => format!("{subject} signed in with a passkey"),
+        "PasskeyRemoved" => format!("a passkey of {subject} was removed{by}"),
+        "PasskeyCounterRegressed" => format!(
+            "a sign-in of {subject} with a passkey was refused: its signature counter went back from {} to {} (a cloned authenticator?)",
+            fact("stored"),
+            fact("presented")
+        ),
         "SessionStarted" => format!(
             "{subject} signed in to tenant {} with {} (session {aggregate})",
             fact("tenant"),

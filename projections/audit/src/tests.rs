@@ -1441,3 +1441,95 @@ fn no_personal_value_reaches_the_store_files() {
         vec![]
     );
 }
+
+/// Passkeys in the trail: a sign-in tells its method and `amr`; a registration, a use, a
+/// refusal for a counter that went backwards (with both counters) and an administrator's removal
+/// are about the passkey's owner, naming the credential and never its (personal) name.
+#[test]
+fn passkey_sign_ins_and_refusals_are_told_with_their_method_and_counters() {
+    let mut log = Log { events: Vec::new() };
+    let session = Ulid::from_parts(70, 1);
+    log.credentials(
+        u(2),
+        1,
+        DomainEvent::PasskeyRegistered(PasskeyRegistered {
+            credential: "cred-1".into(),
+            name: "pd1.sealed-name".into(),
+            public_key: "{}".into(),
+            counter: 0,
+            at: T0,
+        }),
+    );
+    let mut passkey_sign_in = started(u(2), "acme", 2);
+    if let DomainEvent::SessionStarted(e) = &mut passkey_sign_in {
+        e.method = SignInMethod::Passkey;
+    }
+    log.session(session, Actor::system("sign-in"), 2, passkey_sign_in);
+    log.credentials(
+        u(2),
+        3,
+        DomainEvent::PasskeyUsed(PasskeyUsed {
+            credential: "cred-1".into(),
+            counter: 4,
+            at: T0,
+            ceremony_started_at: T0,
+        }),
+    );
+    log.credentials(
+        u(2),
+        4,
+        DomainEvent::PasskeyCounterRegressed(PasskeyCounterRegressed {
+            credential: "cred-1".into(),
+            stored: 4,
+            presented: 2,
+            at: T0,
+        }),
+    );
+    let stream = StreamKey::new(None, AggregateType::Credentials, u(2).to_string());
+    log.push(
+        stream,
+        Actor {
+            kind: ActorKind::User,
+            id: u(1).to_string(),
+        },
+        6,
+        DomainEvent::PasskeyRemoved(PasskeyRemoved {
+            credential: "cred-1".into(),
+        }),
+    );
+    let tree = fold(&log.events);
+    let entries = all(&tree, AuditFilter::scope(Scope::All));
+
+    let sign_in = of_type(&entries, "SessionStarted")[0];
+    assert_eq!(
+        sign_in.summary,
+        format!(
+            "user {} signed in to tenant acme with a passkey (session {session})",
+            u(2)
+        )
+    );
+    assert_eq!(sign_in.details["method"], "passkey");
+    assert_eq!(sign_in.details["amr"], "pop mfa");
+    let registered = of_type(&entries, "PasskeyRegistered")[0];
+    assert_eq!(registered.subject, Some(u(2)));
+    assert_eq!(registered.details["credential"], "cred-1");
+    assert!(
+        !registered.details.values().any(|v| v.contains("pd1.")),
+        "the name stays out of the trail: {:?}",
+        registered.details
+    );
+    let regressed = of_type(&entries, "PasskeyCounterRegressed")[0];
+    assert_eq!(
+        regressed.summary,
+        format!(
+            "a sign-in of user {} with a passkey was refused: its signature counter went back \
+             from 4 to 2 (a cloned authenticator?)",
+            u(2)
+        )
+    );
+    let removed = of_type(&entries, "PasskeyRemoved")[0];
+    assert_eq!(
+        removed.summary,
+        format!("a passkey of user {} was removed by user {}", u(2), u(1))
+    );
+}

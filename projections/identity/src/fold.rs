@@ -13,7 +13,7 @@ use idstream_domain::{DomainEvent, TenantId, UserId};
 use idstream_eventlog::RecordedEvent;
 use std::sync::Arc;
 
-use idstream_projection_runtime::personal::seal_option;
+use idstream_projection_runtime::personal::{seal_option, seal_text};
 use idstream_projection_runtime::{ApplyError, PersonalSeal, Projection, Staged};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -22,7 +22,9 @@ use time::format_description::well_known::Rfc3339;
 use ulid::Ulid;
 
 use crate::keys;
-use crate::{ApiKeyView, CredentialsView, InvitationStatus, InvitationView, NAME, SessionView};
+use crate::{
+    ApiKeyView, CredentialsView, InvitationStatus, InvitationView, NAME, PasskeyView, SessionView,
+};
 
 /// The identity [`Projection`]. Bump [`Projection::version`] when the layout or the fold changes.
 pub struct IdentityProjection {
@@ -45,7 +47,8 @@ impl Projection for IdentityProjection {
 
     fn version(&self) -> u32 {
         // 6: sessions' sources sealed with their person's key.
-        6
+        // 7: passkeys.
+        7
     }
 
     fn beside(&self) -> Arc<dyn Projection> {
@@ -103,8 +106,46 @@ impl Projection for IdentityProjection {
             DomainEvent::TotpDisabled(_) => change_credentials(state, event, |view| {
                 view.totp = None;
                 view.totp_pending = None;
-                view.recovery_codes.clear();
+                if view.passkeys.is_empty() {
+                    view.recovery_codes.clear();
+                }
             }),
+            DomainEvent::PasskeyRegistered(e) => {
+                let user = event.envelope.aggregate.id.clone();
+                let name = seal_text(self.seal.as_ref(), &user, "name", &e.name)?;
+                change_credentials(state, event, |view| {
+                    view.passkeys.push(PasskeyView {
+                        credential: e.credential,
+                        name,
+                        public_key: e.public_key,
+                        counter: e.counter,
+                        created_at: e.at,
+                        last_used_at: None,
+                        last_ceremony: None,
+                    })
+                })
+            }
+            DomainEvent::PasskeyUsed(e) => change_credentials(state, event, |view| {
+                if let Some(passkey) = view
+                    .passkeys
+                    .iter_mut()
+                    .find(|p| p.credential == e.credential)
+                {
+                    passkey.counter = passkey.counter.max(e.counter);
+                    passkey.last_used_at = Some(e.at);
+                    passkey.last_ceremony =
+                        Some(passkey.last_ceremony.map_or(e.ceremony_started_at, |last| {
+                            last.max(e.ceremony_started_at)
+                        }));
+                }
+            }),
+            DomainEvent::PasskeyRemoved(e) => change_credentials(state, event, |view| {
+                view.passkeys.retain(|p| p.credential != e.credential);
+                if !view.has_second_factor() {
+                    view.recovery_codes.clear();
+                }
+            }),
+            DomainEvent::PasskeyCounterRegressed(_) => change_credentials(state, event, |_| {}),
             DomainEvent::RecoveryCodesGenerated(e) => change_credentials(state, event, |view| {
                 view.recovery_codes = e.codes;
             }),
@@ -287,6 +328,7 @@ fn change_credentials(
         totp: None,
         totp_last_step: 0,
         recovery_codes: Vec::new(),
+        passkeys: Vec::new(),
         failures: 0,
         last_failure_at: None,
         locked_until: None,

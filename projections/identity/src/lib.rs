@@ -63,6 +63,9 @@ pub struct CredentialsView {
     pub totp_last_step: u64,
     /// Blind indexes of the unused recovery codes.
     pub recovery_codes: Vec<BlindIndex>,
+    /// Registered passkeys, oldest first.
+    #[serde(default)]
+    pub passkeys: Vec<PasskeyView>,
     /// Consecutive failures since the last success, lock-out or unlock.
     pub failures: u32,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -82,10 +85,42 @@ impl CredentialsView {
         self.locked_until.is_some_and(|until| now < until)
     }
 
-    /// Whether sign-in needs a second step (a confirmed TOTP secret).
+    /// Whether the user has a confirmed TOTP secret.
     pub fn totp_enabled(&self) -> bool {
         self.totp.is_some()
     }
+
+    /// Whether sign-in with a first factor needs a second step: TOTP or a passkey (the rule of
+    /// the domain's `Credentials::has_second_factor`).
+    pub fn has_second_factor(&self) -> bool {
+        self.totp.is_some() || !self.passkeys.is_empty()
+    }
+
+    /// The passkey with this credential id.
+    pub fn passkey(&self, credential: &str) -> Option<&PasskeyView> {
+        self.passkeys.iter().find(|p| p.credential == credential)
+    }
+}
+
+/// A registered passkey (WebAuthn credential).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasskeyView {
+    /// The credential id, base64url.
+    pub credential: String,
+    /// The name its owner gave it. Personal data: stored sealed with the person's key and opened
+    /// by [`Identity::credentials`]; empty once the person is erased.
+    pub name: String,
+    /// The WebAuthn library's serialised passkey (public key and flags) as registered.
+    pub public_key: String,
+    /// The highest signature counter seen.
+    pub counter: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+    /// When the ceremony of its last use began (a ceremony no later than this cannot use it).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_ceremony: Option<OffsetDateTime>,
 }
 
 /// One signed-in device.

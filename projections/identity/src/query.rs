@@ -9,7 +9,7 @@ use ulid::Ulid;
 
 use std::sync::Arc;
 
-use idstream_projection_runtime::personal::open_option;
+use idstream_projection_runtime::personal::{open_option, open_text};
 use idstream_projection_runtime::{PersonalSeal, SealError};
 
 use crate::keys;
@@ -48,9 +48,17 @@ impl Identity {
         Identity { tree, seal }
     }
 
-    /// The user's credentials; `None` if the credentials aggregate has no event yet.
+    /// The user's credentials, their passkeys' names opened; `None` if the credentials aggregate
+    /// has no event yet.
     pub fn credentials(&self, user: &UserId) -> Result<Option<CredentialsView>, IdentityError> {
-        self.get(&keys::credentials(user))
+        let Some(mut view) = self.get::<CredentialsView>(&keys::credentials(user))? else {
+            return Ok(None);
+        };
+        let owner = user.to_string();
+        for passkey in &mut view.passkeys {
+            passkey.name = open_text(self.seal.as_ref(), &owner, "name", &passkey.name)?;
+        }
+        Ok(Some(view))
     }
 
     /// The session, its source (address, user agent) opened.
@@ -70,17 +78,19 @@ impl Identity {
         self.get(&keys::session(id))
     }
 
-    /// Whether the user has confirmed a TOTP secret ([`CredentialsView::totp_enabled`]), decoding
-    /// only that; `None` if the credentials aggregate has no event yet.
-    pub fn totp_enabled(&self, user: &UserId) -> Result<Option<bool>, IdentityError> {
+    /// Whether the user has a second factor ([`CredentialsView::has_second_factor`]: TOTP or a
+    /// passkey), decoding only that; `None` if the credentials aggregate has no event yet.
+    pub fn second_factor(&self, user: &UserId) -> Result<Option<bool>, IdentityError> {
         #[derive(serde::Deserialize)]
-        struct Totp {
+        struct Factors {
             #[serde(deserialize_with = "crate::is_some")]
             totp: bool,
+            #[serde(default)]
+            passkeys: Vec<serde::de::IgnoredAny>,
         }
         Ok(self
-            .get::<Totp>(&keys::credentials(user))?
-            .map(|view| view.totp))
+            .get::<Factors>(&keys::credentials(user))?
+            .map(|view| view.totp || !view.passkeys.is_empty()))
     }
 
     /// Every session of the user, newest first (by session id, a ULID minted at sign-in). Revoked

@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 use idstream_domain::access::Permission;
 use idstream_domain::events::{
     AccountLocked, AccountUnlocked, ApiKeyIssued, ApiKeyRevoked, ApiKeyUsed, InvitationAccepted,
-    InvitationDelivery, InvitationResent, InvitationRevoked, InvitationSent, PasswordSet,
+    InvitationDelivery, InvitationResent, InvitationRevoked, InvitationSent,
+    PasskeyCounterRegressed, PasskeyRegistered, PasskeyRemoved, PasskeyUsed, PasswordSet,
     RecoveryCodeUsed, RecoveryCodesGenerated, SecretTokenIssued, SecretTokenRedeemed,
     SessionRefreshed, SessionRevoked, SessionStarted, SessionTenantSwitched, SignInFailed,
     SignInFailuresCleared, TenantCreated, TotpCodeUsed, TotpDisabled, TotpEnabled,
@@ -314,6 +315,7 @@ fn a_first_password_creates_the_credentials_with_the_time_it_was_set() {
             totp: None,
             totp_last_step: 0,
             recovery_codes: vec![],
+            passkeys: vec![],
             failures: 0,
             last_failure_at: None,
             locked_until: None,
@@ -1139,7 +1141,7 @@ fn a_key_event_in_another_tenants_stream_is_skipped() {
 #[test]
 fn events_the_identity_cannot_place_are_skipped_with_a_note_and_write_nothing() {
     let mut newer = At(1).started(id(1), u(1), "acme", 1);
-    newer.envelope.version = 4;
+    newer.envelope.version = 5;
     let mut unknown = At(2).started(id(2), u(1), "acme", 2);
     unknown.envelope.event_type = "SessionTeleported".into();
     let mut garbage = At(3).started(id(3), u(1), "acme", 3);
@@ -1308,8 +1310,11 @@ fn a_sessions_standing_and_a_users_totp_flag_agree_with_their_views_after_every_
         }
         for user in [u(1), u(2), u(3)] {
             let view = identity.credentials(&user).unwrap();
-            let enabled = identity.totp_enabled(&user).unwrap();
-            assert_eq!(enabled, view.as_ref().map(CredentialsView::totp_enabled));
+            let enabled = identity.second_factor(&user).unwrap();
+            assert_eq!(
+                enabled,
+                view.as_ref().map(CredentialsView::has_second_factor)
+            );
             totp_seen |= enabled == Some(true);
         }
     }
@@ -1553,4 +1558,92 @@ fn no_sign_in_source_reaches_the_store_files_in_the_clear() {
     db.flush().unwrap();
     drop((identity, tree, db));
     assert_eq!(files_holding(root.path(), &canaries), vec![]);
+}
+
+// ---- passkeys -----------------------------------------------------------------------------------
+
+fn passkey_registered(credential: &str, name: &str, position: Position) -> CredentialsEvent {
+    CredentialsEvent::PasskeyRegistered(PasskeyRegistered {
+        credential: credential.into(),
+        name: name.into(),
+        public_key: format!("{{\"cred\":\"{credential}\"}}"),
+        counter: 1,
+        at: at(position),
+    })
+}
+
+#[test]
+fn passkeys_are_listed_with_their_use_and_a_second_factor_counts_them() {
+    let given = credentials_events(
+        1,
+        vec![
+            passkey_registered("A", "Laptop", 1),
+            passkey_registered("B", "YubiKey", 2),
+            CredentialsEvent::RecoveryCodesGenerated(RecoveryCodesGenerated {
+                codes: vec![index(7)],
+            }),
+            CredentialsEvent::PasskeyUsed(PasskeyUsed {
+                credential: "A".into(),
+                counter: 5,
+                at: at(4),
+                ceremony_started_at: at(3),
+            }),
+            // A refusal changes nothing but the position.
+            CredentialsEvent::PasskeyCounterRegressed(PasskeyCounterRegressed {
+                credential: "A".into(),
+                stored: 5,
+                presented: 2,
+                at: at(5),
+            }),
+        ],
+    );
+    let identity = given_when(&given, &[]);
+    let view = identity.credentials(&u(1)).unwrap().unwrap();
+    assert!(view.has_second_factor());
+    assert_eq!(identity.second_factor(&u(1)).unwrap(), Some(true));
+    let names: Vec<_> = view.passkeys.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["Laptop", "YubiKey"]);
+    let a = view.passkey("A").unwrap();
+    assert_eq!(
+        (a.counter, a.last_used_at, a.last_ceremony, a.created_at),
+        (5, Some(at(4)), Some(at(3)), at(1))
+    );
+    assert_eq!(view.position, 5);
+
+    // Removing one keeps the codes; removing the last takes them.
+    let removed = |c: &str| {
+        CredentialsEvent::PasskeyRemoved(PasskeyRemoved {
+            credential: c.into(),
+        })
+    };
+    let identity = given_when(&given, &credentials_events(6, vec![removed("A")]));
+    let view = identity.credentials(&u(1)).unwrap().unwrap();
+    assert_eq!(view.recovery_codes, vec![index(7)]);
+    let identity = given_when(
+        &given,
+        &credentials_events(6, vec![removed("A"), removed("B")]),
+    );
+    let view = identity.credentials(&u(1)).unwrap().unwrap();
+    assert!(view.passkeys.is_empty() && view.recovery_codes.is_empty());
+    assert_eq!(identity.second_factor(&u(1)).unwrap(), Some(false));
+}
+
+/// A passkey's name is personal data: it never reaches the store's files in the clear, the
+/// query still tells it.
+#[test]
+fn no_passkey_name_reaches_the_store_files_in_the_clear() {
+    use idstream_projection_runtime::personal::files_holding;
+
+    let canary = "Zoë's CanaryKey 5c1f";
+    let root = tempfile::tempdir().unwrap();
+    let db = sled::Config::new().path(root.path()).open().unwrap();
+    let tree = db.open_tree(crate::NAME).unwrap();
+    let registered = At(1).credentials(u(7), passkey_registered("A", canary, 1));
+    apply_events(&IdentityProjection::new(seal()), &tree, &[registered]).unwrap();
+    let identity = Identity::new(tree.clone(), seal());
+    let view = identity.credentials(&u(7)).unwrap().unwrap();
+    assert_eq!(view.passkeys[0].name, canary);
+    db.flush().unwrap();
+    drop((identity, tree, db));
+    assert_eq!(files_holding(root.path(), &[canary]), vec![]);
 }

@@ -20,6 +20,7 @@ mod api_keys;
 mod email_flows;
 mod invitations;
 mod limits;
+mod passkeys;
 mod passwords;
 mod sessions;
 mod signin;
@@ -44,6 +45,7 @@ pub use api_keys::{ApiKeyRequest, IssuedApiKey};
 pub use email_flows::Registration;
 pub use invitations::{AcceptInvitation, InvitationRequest, SentInvitation};
 pub use limits::{AccountLocks, RateLimiter};
+pub use passkeys::{PasskeyCeremony, PasskeySummary, RegisteredPasskey};
 pub use passwords::{Bootstrap, TotpSetup};
 pub use sessions::{AccountOverview, MyTenant};
 pub(crate) use signin::system_ctx;
@@ -158,6 +160,8 @@ pub(crate) struct IdentityParts {
     /// Work finished after its answer went (a wrong password's failure), which a graceful stop
     /// waits for (see [`Identity::settle`]).
     pub(crate) behind: Behind,
+    /// The WebAuthn relying party of the public URL, made on first use.
+    pub(crate) passkeys: std::sync::OnceLock<Result<idstream_auth::passkey::RelyingParty, String>>,
 }
 
 /// Counts work running after its answer.
@@ -226,6 +230,7 @@ impl IdentityParts {
             limiter,
             decoy: tokio::sync::OnceCell::new(),
             behind: Behind::default(),
+            passkeys: std::sync::OnceLock::new(),
         }
     }
 }

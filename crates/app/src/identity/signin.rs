@@ -99,14 +99,14 @@ impl std::fmt::Debug for SignIn {
 
 /// The content of a second-factor challenge, sealed (so it cannot be forged or read).
 #[derive(Serialize, Deserialize)]
-struct Challenge {
-    user: UserId,
-    tenant: TenantId,
+pub(crate) struct Challenge {
+    pub(crate) user: UserId,
+    pub(crate) tenant: TenantId,
     /// Unix seconds.
-    expires: i64,
+    pub(crate) expires: i64,
     /// The first step asked to be remembered (the second may change its mind).
     #[serde(default)]
-    remember: bool,
+    pub(crate) remember: bool,
 }
 
 const CHALLENGE_CONTEXT: &str = "sign-in-challenge";
@@ -391,7 +391,7 @@ impl Core {
         remember: bool,
     ) -> Result<SignIn, AppError> {
         let now = self.now();
-        if creds.is_some_and(CredentialsView::totp_enabled) {
+        if creds.is_some_and(CredentialsView::has_second_factor) {
             let challenge = Challenge {
                 user,
                 tenant,
@@ -414,6 +414,20 @@ impl Core {
         self.start_session(user, tenant, method, client, remember)
             .await
             .map(SignIn::Complete)
+    }
+
+    /// The second-factor challenge of a sign-in's first step, if it is genuine and live at `now`.
+    pub(crate) fn open_challenge(
+        &self,
+        challenge: &str,
+        now: OffsetDateTime,
+    ) -> Result<Challenge, AppError> {
+        Sealed::parse(challenge.trim())
+            .ok()
+            .and_then(|sealed| self.id().keys.vault().open(&sealed, CHALLENGE_CONTEXT).ok())
+            .and_then(|json| serde_json::from_slice::<Challenge>(&json).ok())
+            .filter(|c| now.unix_timestamp() < c.expires)
+            .ok_or(AppError::InvalidToken)
     }
 
     /// Starts a session in `tenant` for a sign-in by `client` and mints its first tokens. With
@@ -453,6 +467,7 @@ impl Core {
             user,
             tenant,
             session,
+            method,
             refresh.reveal().to_owned(),
             state.remembered,
             outcome.position,
@@ -470,6 +485,7 @@ impl Core {
         user: UserId,
         tenant: TenantId,
         session: Ulid,
+        method: SignInMethod,
         refresh_token: String,
         remembered: bool,
         position: Position,
@@ -483,6 +499,7 @@ impl Core {
                 sub: user.to_string(),
                 tid: tenant.to_string(),
                 sid: session.to_string(),
+                amr: method.amr().iter().map(|m| (*m).to_owned()).collect(),
             },
             now,
         );
@@ -598,11 +615,11 @@ impl Core {
         }
     }
 
-    /// Whether the user has a confirmed TOTP secret.
-    fn totp_enabled(&self, user: UserId) -> Result<bool, AppError> {
+    /// Whether the user has a second factor (TOTP or a passkey).
+    fn second_factor(&self, user: UserId) -> Result<bool, AppError> {
         let load = || {
             self.identity()
-                .totp_enabled(&user)
+                .second_factor(&user)
                 .map_err(identity_storage)
         };
         let checks = &self.id().auth_checks;
@@ -650,7 +667,7 @@ pub(crate) struct AuthChecks {
     users: ViewCache<UserId, (UserStanding, Option<idstream_mailer::templates::Lang>)>,
     /// Tenant → its view (directory): `mfa_required`, and what pages show of it.
     tenants: ViewCache<TenantId, Arc<idstream_directory::TenantView>>,
-    /// User → has a confirmed TOTP secret (identity read model).
+    /// User → has a second factor, a confirmed TOTP secret or a passkey (identity read model).
     totp: ViewCache<UserId, bool>,
     /// (User, tenant) → their account overview (directory).
     accounts: ViewCache<(UserId, TenantId), Arc<super::sessions::AccountOverview>>,
@@ -803,12 +820,7 @@ impl Identity {
         let client = caller.client();
         self.rate_limit("sign-in", client.ip())?;
         let now = self.now();
-        let challenge = Sealed::parse(challenge.trim())
-            .ok()
-            .and_then(|sealed| self.id().keys.vault().open(&sealed, CHALLENGE_CONTEXT).ok())
-            .and_then(|json| serde_json::from_slice::<Challenge>(&json).ok())
-            .filter(|c| now.unix_timestamp() < c.expires)
-            .ok_or(AppError::InvalidToken)?;
+        let challenge = self.open_challenge(challenge, now)?;
         let user = self.require_user(challenge.user).await?;
         let _turn = self.id().locks.lock(user.id).await;
         self.catch_up().await?;
@@ -930,9 +942,9 @@ impl Identity {
         if !self.user_active_at(user, now)? {
             return Err(AppError::Unauthenticated);
         }
-        let must_enrol_second_factor = view.method != SignInMethod::PasswordAndTotp
+        let must_enrol_second_factor = !view.method.is_multi_factor()
             && self.tenant_requires_mfa(&tenant)?
-            && !self.totp_enabled(user)?;
+            && !self.second_factor(user)?;
         Ok(Authenticated {
             user,
             tenant,
@@ -1067,6 +1079,7 @@ mod auth_check_tests {
             tokens.user,
             tokens.tenant.clone(),
             tokens.session,
+            SignInMethod::Password,
             tokens.refresh_token.clone(),
             tokens.remembered,
             tokens.position,

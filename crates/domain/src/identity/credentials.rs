@@ -1,6 +1,7 @@
 //! The credentials aggregate: one per user (its id is the user's id; global, like the user).
 //!
-//! It holds what proves who someone is: the sealed password hash, TOTP, recovery codes, the
+//! It holds what proves who someone is: the sealed password hash, TOTP, passkeys (WebAuthn
+//! credentials: their public keys and signature counters), recovery codes, the
 //! single-use emailed tokens (password reset, magic link, email code) and the failure count behind
 //! brute-force lock-out. It is apart from the user aggregate so that sign-in traffic does not
 //! contend with profile and lifecycle changes, and every single-use rule here (a reset token, a
@@ -14,9 +15,10 @@ use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
 use crate::events::{
-    AccountLocked, AccountUnlocked, PasswordSet, RecoveryCodeUsed, RecoveryCodesGenerated,
-    SecretTokenIssued, SecretTokenMissed, SecretTokenRedeemed, SignInFailed, SignInFailuresCleared,
-    TotpCodeUsed, TotpDisabled, TotpEnabled, TotpEnrolmentStarted,
+    AccountLocked, AccountUnlocked, PasskeyCounterRegressed, PasskeyRegistered, PasskeyRemoved,
+    PasskeyUsed, PasswordSet, RecoveryCodeUsed, RecoveryCodesGenerated, SecretTokenIssued,
+    SecretTokenMissed, SecretTokenRedeemed, SignInFailed, SignInFailuresCleared, TotpCodeUsed,
+    TotpDisabled, TotpEnabled, TotpEnrolmentStarted,
 };
 use crate::secret::{BlindIndex, Sealed};
 
@@ -84,6 +86,28 @@ pub struct OutstandingToken {
     pub misses: u32,
 }
 
+/// Passkeys one person may hold.
+pub const MAX_PASSKEYS: usize = 20;
+
+/// What the aggregate keeps of a passkey to decide on its use (the public key itself is checked by
+/// the application, with the WebAuthn library, before it asks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasskeyState {
+    /// The credential id, base64url.
+    pub credential: String,
+    /// The highest signature counter seen.
+    pub counter: u32,
+    /// When the ceremony of its last use began.
+    pub last_ceremony: Option<OffsetDateTime>,
+}
+
+/// Whether a presented signature counter shows a cloned authenticator (WebAuthn Level 3, §7.2
+/// step 22): when either counter is not 0, the presented one must be greater than the stored one.
+/// Authenticators without a counter (most synced passkeys) always present 0.
+pub fn counter_regressed(stored: u32, presented: u32) -> bool {
+    (stored > 0 || presented > 0) && presented <= stored
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Credentials {
     pub password: Option<Sealed>,
@@ -95,6 +119,8 @@ pub struct Credentials {
     pub totp_last_step: u64,
     /// Unused recovery codes.
     pub recovery_codes: Vec<BlindIndex>,
+    /// Registered passkeys, oldest first.
+    pub passkeys: Vec<PasskeyState>,
     /// At most one live token per purpose: issuing a new one kills the old.
     pub tokens: Vec<OutstandingToken>,
     /// Consecutive failures since the last success, lock-out or unlock.
@@ -106,6 +132,18 @@ pub struct Credentials {
 }
 
 impl Credentials {
+    /// Whether sign-in with a first factor needs a second step: TOTP or a passkey.
+    pub fn has_second_factor(&self) -> bool {
+        self.totp.is_some() || !self.passkeys.is_empty()
+    }
+
+    fn passkey(&self, credential: &str) -> Result<&PasskeyState, CredentialsError> {
+        self.passkeys
+            .iter()
+            .find(|p| p.credential == credential)
+            .ok_or(CredentialsError::UnknownPasskey)
+    }
+
     pub fn is_locked_at(&self, now: OffsetDateTime) -> bool {
         self.locked_until.is_some_and(|until| now < until)
     }
@@ -170,6 +208,36 @@ pub enum CredentialsCommand {
         index: BlindIndex,
     },
     DisableTotp,
+    /// The application verified a new passkey's registration ceremony. `recovery_codes` are
+    /// recorded when it is the person's first second factor (else they keep their codes).
+    RegisterPasskey {
+        credential: String,
+        name: String,
+        public_key: String,
+        counter: u32,
+        now: OffsetDateTime,
+        recovery_codes: Vec<BlindIndex>,
+    },
+    /// The application verified an assertion of `credential` over the challenge of a ceremony
+    /// that began at `ceremony_started_at`, with signature counter `counter`.
+    UsePasskey {
+        credential: String,
+        counter: u32,
+        ceremony_started_at: OffsetDateTime,
+        now: OffsetDateTime,
+    },
+    /// Records that `credential` presented a counter that went backwards (nothing if it did not).
+    RecordPasskeyRegression {
+        credential: String,
+        presented: u32,
+        now: OffsetDateTime,
+    },
+    RemovePasskey {
+        credential: String,
+    },
+    /// An administrator resets the person's second factors: every passkey and TOTP go (and with
+    /// them the recovery codes); the person signs in with their first factor and sets up anew.
+    ResetFactors,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,6 +256,10 @@ pub enum CredentialsEvent {
     RecoveryCodesGenerated(RecoveryCodesGenerated),
     RecoveryCodeUsed(RecoveryCodeUsed),
     TotpDisabled(TotpDisabled),
+    PasskeyRegistered(PasskeyRegistered),
+    PasskeyUsed(PasskeyUsed),
+    PasskeyRemoved(PasskeyRemoved),
+    PasskeyCounterRegressed(PasskeyCounterRegressed),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -207,6 +279,20 @@ pub enum CredentialsError {
     InvalidRecoveryCode,
     #[error("the account is not locked")]
     NotLocked,
+    #[error("this passkey is already registered")]
+    PasskeyAlreadyRegistered,
+    #[error("no such passkey")]
+    UnknownPasskey,
+    #[error("a person may register at most {MAX_PASSKEYS} passkeys")]
+    TooManyPasskeys,
+    /// The challenge was already answered with this passkey (a replay, or a later ceremony won).
+    #[error("the passkey challenge was already used")]
+    PasskeyCeremonySpent,
+    /// The signature counter went backwards: the authenticator may have been cloned.
+    #[error("the passkey's signature counter went backwards")]
+    PasskeyCounterRegressed,
+    #[error("there is no second factor to reset")]
+    NoSecondFactor,
 }
 
 fn live_token(
@@ -358,7 +444,7 @@ pub fn decide(
             Ok(vec![E::TotpCodeUsed(TotpCodeUsed { step })])
         }
         CredentialsCommand::UseRecoveryCode { index } => {
-            if state.totp.is_none() {
+            if !state.has_second_factor() {
                 return Err(CredentialsError::TotpNotEnabled);
             }
             if !state.recovery_codes.contains(&index) {
@@ -371,6 +457,96 @@ pub fn decide(
                 return Err(CredentialsError::TotpNotEnabled);
             }
             Ok(vec![E::TotpDisabled(TotpDisabled {})])
+        }
+        CredentialsCommand::RegisterPasskey {
+            credential,
+            name,
+            public_key,
+            counter,
+            now,
+            recovery_codes,
+        } => {
+            if state.passkey(&credential).is_ok() {
+                return Err(CredentialsError::PasskeyAlreadyRegistered);
+            }
+            if state.passkeys.len() >= MAX_PASSKEYS {
+                return Err(CredentialsError::TooManyPasskeys);
+            }
+            let first_factor = !state.has_second_factor();
+            let mut events = vec![E::PasskeyRegistered(PasskeyRegistered {
+                credential,
+                name,
+                public_key,
+                counter,
+                at: now,
+            })];
+            if first_factor && !recovery_codes.is_empty() {
+                events.push(E::RecoveryCodesGenerated(RecoveryCodesGenerated {
+                    codes: recovery_codes,
+                }));
+            }
+            Ok(events)
+        }
+        CredentialsCommand::UsePasskey {
+            credential,
+            counter,
+            ceremony_started_at,
+            now,
+        } => {
+            let passkey = state.passkey(&credential)?;
+            if passkey
+                .last_ceremony
+                .is_some_and(|last| ceremony_started_at <= last)
+            {
+                return Err(CredentialsError::PasskeyCeremonySpent);
+            }
+            if counter_regressed(passkey.counter, counter) {
+                return Err(CredentialsError::PasskeyCounterRegressed);
+            }
+            Ok(vec![E::PasskeyUsed(PasskeyUsed {
+                credential,
+                counter,
+                at: now,
+                ceremony_started_at,
+            })])
+        }
+        CredentialsCommand::RecordPasskeyRegression {
+            credential,
+            presented,
+            now,
+        } => {
+            let passkey = state.passkey(&credential)?;
+            if !counter_regressed(passkey.counter, presented) {
+                return Ok(vec![]);
+            }
+            Ok(vec![E::PasskeyCounterRegressed(PasskeyCounterRegressed {
+                credential,
+                stored: passkey.counter,
+                presented,
+                at: now,
+            })])
+        }
+        CredentialsCommand::RemovePasskey { credential } => {
+            state.passkey(&credential)?;
+            Ok(vec![E::PasskeyRemoved(PasskeyRemoved { credential })])
+        }
+        CredentialsCommand::ResetFactors => {
+            if !state.has_second_factor() && state.totp_pending.is_none() {
+                return Err(CredentialsError::NoSecondFactor);
+            }
+            let mut events: Vec<_> = state
+                .passkeys
+                .iter()
+                .map(|p| {
+                    E::PasskeyRemoved(PasskeyRemoved {
+                        credential: p.credential.clone(),
+                    })
+                })
+                .collect();
+            if state.totp.is_some() || state.totp_pending.is_some() {
+                events.push(E::TotpDisabled(TotpDisabled {}));
+            }
+            Ok(events)
         }
     }
 }
@@ -430,8 +606,38 @@ pub fn evolve(mut state: Credentials, event: &CredentialsEvent) -> Credentials {
         CredentialsEvent::TotpDisabled(_) => {
             state.totp = None;
             state.totp_pending = None;
-            state.recovery_codes.clear();
+            // Recovery codes stand in for any second factor: they go with the last one.
+            if state.passkeys.is_empty() {
+                state.recovery_codes.clear();
+            }
         }
+        CredentialsEvent::PasskeyRegistered(e) => state.passkeys.push(PasskeyState {
+            credential: e.credential.clone(),
+            counter: e.counter,
+            last_ceremony: None,
+        }),
+        CredentialsEvent::PasskeyUsed(e) => {
+            if let Some(passkey) = state
+                .passkeys
+                .iter_mut()
+                .find(|p| p.credential == e.credential)
+            {
+                passkey.counter = passkey.counter.max(e.counter);
+                passkey.last_ceremony =
+                    Some(passkey.last_ceremony.map_or(e.ceremony_started_at, |last| {
+                        last.max(e.ceremony_started_at)
+                    }));
+            }
+        }
+        CredentialsEvent::PasskeyRemoved(e) => {
+            state.passkeys.retain(|p| p.credential != e.credential);
+            if !state.has_second_factor() {
+                state.recovery_codes.clear();
+            }
+        }
+        // A refusal: nothing changes (the passkey keeps its counter, so the genuine
+        // authenticator, whose counter is ahead, keeps working).
+        CredentialsEvent::PasskeyCounterRegressed(_) => {}
     }
     state
 }
@@ -789,5 +995,321 @@ mod tests {
             CredentialsCommand::Unlock,
             Err(CredentialsError::NotLocked),
         );
+    }
+
+    // ---- passkeys ----------------------------------------------------------------------------
+
+    fn registered(credential: &str, counter: u32) -> CredentialsEvent {
+        CredentialsEvent::PasskeyRegistered(PasskeyRegistered {
+            credential: credential.into(),
+            name: "Laptop".into(),
+            public_key: "{}".into(),
+            counter,
+            at: NOW,
+        })
+    }
+
+    fn register(credential: &str, codes: Vec<BlindIndex>) -> CredentialsCommand {
+        CredentialsCommand::RegisterPasskey {
+            credential: credential.into(),
+            name: "Laptop".into(),
+            public_key: "{}".into(),
+            counter: 0,
+            now: NOW,
+            recovery_codes: codes,
+        }
+    }
+
+    fn used(credential: &str, counter: u32, started: OffsetDateTime) -> CredentialsEvent {
+        CredentialsEvent::PasskeyUsed(PasskeyUsed {
+            credential: credential.into(),
+            counter,
+            at: started + Duration::seconds(5),
+            ceremony_started_at: started,
+        })
+    }
+
+    fn use_passkey(credential: &str, counter: u32, started: OffsetDateTime) -> CredentialsCommand {
+        CredentialsCommand::UsePasskey {
+            credential: credential.into(),
+            counter,
+            ceremony_started_at: started,
+            now: started + Duration::seconds(5),
+        }
+    }
+
+    #[test]
+    fn a_first_passkey_brings_recovery_codes_and_a_second_keeps_them() {
+        check(
+            &[],
+            register("A", vec![index(7)]),
+            Ok(vec![
+                registered("A", 0),
+                CredentialsEvent::RecoveryCodesGenerated(RecoveryCodesGenerated {
+                    codes: vec![index(7)],
+                }),
+            ]),
+        );
+        check(
+            &[registered("A", 0)],
+            register("B", vec![index(8)]),
+            Ok(vec![CredentialsEvent::PasskeyRegistered(
+                PasskeyRegistered {
+                    credential: "B".into(),
+                    name: "Laptop".into(),
+                    public_key: "{}".into(),
+                    counter: 0,
+                    at: NOW,
+                },
+            )]),
+        );
+    }
+
+    #[test]
+    fn a_passkey_is_registered_once() {
+        check(
+            &[registered("A", 0)],
+            register("A", vec![]),
+            Err(CredentialsError::PasskeyAlreadyRegistered),
+        );
+    }
+
+    #[test]
+    fn a_person_holds_a_bounded_number_of_passkeys() {
+        let given: Vec<_> = (0..MAX_PASSKEYS)
+            .map(|n| registered(&format!("K{n}"), 0))
+            .collect();
+        check(
+            &given,
+            register("more", vec![]),
+            Err(CredentialsError::TooManyPasskeys),
+        );
+    }
+
+    #[test]
+    fn an_unknown_passkey_cannot_sign_in() {
+        check(
+            &[registered("A", 0)],
+            use_passkey("B", 1, NOW),
+            Err(CredentialsError::UnknownPasskey),
+        );
+    }
+
+    #[test]
+    fn a_counter_must_grow_and_a_counter_that_goes_back_is_refused() {
+        let given = [registered("A", 3), used("A", 5, NOW)];
+        check(
+            &given,
+            use_passkey("A", 6, NOW + Duration::minutes(1)),
+            Ok(vec![used("A", 6, NOW + Duration::minutes(1))]),
+        );
+        for presented in [0, 4, 5] {
+            check(
+                &given,
+                use_passkey("A", presented, NOW + Duration::minutes(1)),
+                Err(CredentialsError::PasskeyCounterRegressed),
+            );
+        }
+    }
+
+    #[test]
+    fn a_regression_is_recorded_with_both_counters_and_changes_nothing() {
+        let given = [registered("A", 3), used("A", 5, NOW)];
+        let record = CredentialsCommand::RecordPasskeyRegression {
+            credential: "A".into(),
+            presented: 2,
+            now: NOW,
+        };
+        let regressed = CredentialsEvent::PasskeyCounterRegressed(PasskeyCounterRegressed {
+            credential: "A".into(),
+            stored: 5,
+            presented: 2,
+            at: NOW,
+        });
+        check(&given, record, Ok(vec![regressed.clone()]));
+        let before = given.iter().fold(Credentials::default(), evolve);
+        assert_eq!(evolve(before.clone(), &regressed), before);
+        // The genuine authenticator, ahead of the clone, still signs in.
+        let mut after = given.to_vec();
+        after.push(regressed);
+        check(
+            &after,
+            use_passkey("A", 6, NOW + Duration::minutes(1)),
+            Ok(vec![used("A", 6, NOW + Duration::minutes(1))]),
+        );
+        // A counter that did grow is no regression.
+        check(
+            &given,
+            CredentialsCommand::RecordPasskeyRegression {
+                credential: "A".into(),
+                presented: 6,
+                now: NOW,
+            },
+            Ok(vec![]),
+        );
+    }
+
+    #[test]
+    fn authenticators_without_a_counter_sign_in_again_and_again() {
+        let given = [registered("A", 0), used("A", 0, NOW)];
+        check(
+            &given,
+            use_passkey("A", 0, NOW + Duration::minutes(1)),
+            Ok(vec![used("A", 0, NOW + Duration::minutes(1))]),
+        );
+    }
+
+    #[test]
+    fn a_ceremony_signs_in_once() {
+        // Its replay, and an older ceremony finished after a newer one, are refused: each
+        // challenge is good for one sign-in, even for passkeys without a counter.
+        let given = [registered("A", 0), used("A", 0, NOW)];
+        check(
+            &given,
+            use_passkey("A", 0, NOW),
+            Err(CredentialsError::PasskeyCeremonySpent),
+        );
+        check(
+            &given,
+            use_passkey("A", 0, NOW - Duration::seconds(30)),
+            Err(CredentialsError::PasskeyCeremonySpent),
+        );
+    }
+
+    #[test]
+    fn removing_the_last_second_factor_takes_the_recovery_codes_with_it() {
+        let given = [
+            registered("A", 0),
+            CredentialsEvent::RecoveryCodesGenerated(RecoveryCodesGenerated {
+                codes: vec![index(7)],
+            }),
+            registered("B", 0),
+        ];
+        let remove = |c: &str| CredentialsCommand::RemovePasskey {
+            credential: c.into(),
+        };
+        let removed = |c: &str| {
+            CredentialsEvent::PasskeyRemoved(PasskeyRemoved {
+                credential: c.into(),
+            })
+        };
+        check(&given, remove("C"), Err(CredentialsError::UnknownPasskey));
+        check(&given, remove("A"), Ok(vec![removed("A")]));
+        let one_left = evolve(
+            given.iter().fold(Credentials::default(), evolve),
+            &removed("A"),
+        );
+        assert_eq!(one_left.recovery_codes, vec![index(7)]);
+        assert!(one_left.has_second_factor());
+        let none_left = evolve(one_left, &removed("B"));
+        assert!(none_left.recovery_codes.is_empty());
+        assert!(!none_left.has_second_factor());
+        assert_eq!(
+            decide(
+                &none_left,
+                CredentialsCommand::UseRecoveryCode { index: index(7) }
+            ),
+            Err(CredentialsError::TotpNotEnabled)
+        );
+    }
+
+    #[test]
+    fn recovery_codes_work_for_a_person_with_passkeys_only() {
+        let given = [
+            registered("A", 0),
+            CredentialsEvent::RecoveryCodesGenerated(RecoveryCodesGenerated {
+                codes: vec![index(7)],
+            }),
+        ];
+        check(
+            &given,
+            CredentialsCommand::UseRecoveryCode { index: index(7) },
+            Ok(vec![CredentialsEvent::RecoveryCodeUsed(RecoveryCodeUsed {
+                code: index(7),
+            })]),
+        );
+    }
+
+    #[test]
+    fn turning_totp_off_keeps_the_codes_of_remaining_passkeys() {
+        let given = [
+            CredentialsEvent::TotpEnrolmentStarted(TotpEnrolmentStarted {
+                secret: sealed('T'),
+            }),
+            CredentialsEvent::TotpEnabled(TotpEnabled { step: 1 }),
+            CredentialsEvent::RecoveryCodesGenerated(RecoveryCodesGenerated {
+                codes: vec![index(7)],
+            }),
+            registered("A", 0),
+            CredentialsEvent::TotpDisabled(TotpDisabled {}),
+        ];
+        let state = given.iter().fold(Credentials::default(), evolve);
+        assert_eq!(state.recovery_codes, vec![index(7)]);
+    }
+
+    #[test]
+    fn a_reset_removes_every_second_factor() {
+        let given = [
+            CredentialsEvent::TotpEnrolmentStarted(TotpEnrolmentStarted {
+                secret: sealed('T'),
+            }),
+            CredentialsEvent::TotpEnabled(TotpEnabled { step: 1 }),
+            registered("A", 0),
+            registered("B", 0),
+        ];
+        let then = vec![
+            CredentialsEvent::PasskeyRemoved(PasskeyRemoved {
+                credential: "A".into(),
+            }),
+            CredentialsEvent::PasskeyRemoved(PasskeyRemoved {
+                credential: "B".into(),
+            }),
+            CredentialsEvent::TotpDisabled(TotpDisabled {}),
+        ];
+        check(&given, CredentialsCommand::ResetFactors, Ok(then.clone()));
+        let state = given
+            .iter()
+            .chain(&then)
+            .fold(Credentials::default(), evolve);
+        assert!(!state.has_second_factor());
+        assert!(state.recovery_codes.is_empty());
+        check(
+            &[],
+            CredentialsCommand::ResetFactors,
+            Err(CredentialsError::NoSecondFactor),
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever order of uses, the stored counter is the highest one accepted, and a use is
+        /// accepted exactly when its counter is above it (or both are 0) and its ceremony is
+        /// newer than the last accepted one.
+        #[test]
+        fn the_passkey_state_machine_accepts_exactly_the_fresh_uses(
+            attempts in proptest::collection::vec((0u32..6, 0i64..6), 0..24),
+        ) {
+            let mut state = [registered("A", 0)].iter().fold(Credentials::default(), evolve);
+            let mut highest = 0u32;
+            let mut last: Option<OffsetDateTime> = None;
+            for (counter, minute) in attempts {
+                let started = NOW + Duration::minutes(minute);
+                let fresh = last.is_none_or(|last| started > last);
+                let grows = !(highest > 0 || counter > 0) || counter > highest;
+                match decide(&state, use_passkey("A", counter, started)) {
+                    Ok(events) => {
+                        proptest::prop_assert!(fresh && grows);
+                        state = events.iter().fold(state, evolve);
+                        highest = counter;
+                        last = Some(started);
+                    }
+                    Err(CredentialsError::PasskeyCeremonySpent) => proptest::prop_assert!(!fresh),
+                    Err(CredentialsError::PasskeyCounterRegressed) => {
+                        proptest::prop_assert!(fresh && !grows)
+                    }
+                    Err(other) => proptest::prop_assert!(false, "unexpected {other:?}"),
+                }
+                proptest::prop_assert_eq!(state.passkeys[0].counter, highest);
+            }
+        }
     }
 }

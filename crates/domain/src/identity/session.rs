@@ -27,6 +27,76 @@ pub enum SignInMethod {
     EmailCode,
     /// The invitation's acceptance signed the user in.
     Invitation,
+    /// A passkey alone (a discoverable credential, the user verified by the authenticator).
+    Passkey,
+    /// A first factor (password, magic link or emailed code) and a passkey as the second.
+    PasswordAndPasskey,
+}
+
+impl SignInMethod {
+    /// The authentication method references of RFC 8176 this method stands for, as sessions
+    /// and access tokens show them (`amr`). A passkey is a proof of possession of a key (`pop`):
+    /// whether the key is held in hardware (`hwk`) or software (`swk`) is not known without
+    /// attestation, which idstream does not ask for. A passkey always verifies the user, so it
+    /// counts as two factors (`mfa`) on its own.
+    pub fn amr(self) -> &'static [&'static str] {
+        match self {
+            SignInMethod::Password => &["pwd"],
+            SignInMethod::PasswordAndTotp => &["pwd", "otp", "mfa"],
+            // A single-use secret sent by mail.
+            SignInMethod::MagicLink | SignInMethod::EmailCode | SignInMethod::Invitation => {
+                &["otp"]
+            }
+            SignInMethod::Passkey => &["pop", "mfa"],
+            SignInMethod::PasswordAndPasskey => &["pwd", "pop", "mfa"],
+        }
+    }
+
+    /// Whether the method resists phishing: a passkey is bound to the service's origin.
+    pub fn is_phishing_resistant(self) -> bool {
+        matches!(
+            self,
+            SignInMethod::Passkey | SignInMethod::PasswordAndPasskey
+        )
+    }
+
+    /// Whether the method included a second factor.
+    pub fn is_multi_factor(self) -> bool {
+        matches!(
+            self,
+            SignInMethod::PasswordAndTotp
+                | SignInMethod::Passkey
+                | SignInMethod::PasswordAndPasskey
+        )
+    }
+}
+
+// The sign-in methods of `SessionStarted` versions 1 to 3, before passkeys (the doc comment is
+// the published schemas' description, which does not change).
+/// How the user proved who they are when the session started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[schemars(rename = "SignInMethod")]
+pub enum SignInMethodV1 {
+    Password,
+    /// Password and a second factor (TOTP or a recovery code).
+    PasswordAndTotp,
+    MagicLink,
+    EmailCode,
+    /// The invitation's acceptance signed the user in.
+    Invitation,
+}
+
+impl From<SignInMethodV1> for SignInMethod {
+    fn from(v1: SignInMethodV1) -> SignInMethod {
+        match v1 {
+            SignInMethodV1::Password => SignInMethod::Password,
+            SignInMethodV1::PasswordAndTotp => SignInMethod::PasswordAndTotp,
+            SignInMethodV1::MagicLink => SignInMethod::MagicLink,
+            SignInMethodV1::EmailCode => SignInMethod::EmailCode,
+            SignInMethodV1::Invitation => SignInMethod::Invitation,
+        }
+    }
 }
 
 /// Why a session ended before its time.

@@ -376,6 +376,39 @@ pub const API_KEY_NAME: Format = Format {
     check: None,
 };
 
+/// A passkey's credential id: base64url without padding (WebAuthn ids are 16 to 1023 bytes).
+pub const PASSKEY_CREDENTIAL: Format = Format {
+    name: "PasskeyCredential",
+    description: "A passkey's credential id, base64url without padding.",
+    pattern: Some(r"^[A-Za-z0-9_-]{1,1364}$"),
+    min_length: Some(1),
+    max_length: Some(1364),
+    example: "pJ9z3kQv1dX0q4aYbE2m7w",
+    check: Some(|s| {
+        if !s.is_empty()
+            && s.len() <= 1364
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            Ok(())
+        } else {
+            Err("a credential id is base64url: 1 to 1364 of A-Z, a-z, 0-9, - and _".into())
+        }
+    }),
+};
+
+/// A passkey's name.
+pub const PASSKEY_NAME: Format = Format {
+    name: "PasskeyName",
+    description: "A passkey's name: 1 to 64 characters (surrounding whitespace trimmed), \
+        without control characters.",
+    pattern: Some(SHOWN_TEXT),
+    min_length: Some(1),
+    max_length: Some(64),
+    example: "Laptop",
+    check: None,
+};
+
 pub const ROLE_DESCRIPTION: Format = Format {
     name: "RoleDescription",
     description: "What a role is for: at most 500 characters (surrounding whitespace trimmed), \
@@ -469,6 +502,8 @@ pub const ALL: &[&Format] = &[
     &PERSON_NAME,
     &TENANT_NAME,
     &API_KEY_NAME,
+    &PASSKEY_CREDENTIAL,
+    &PASSKEY_NAME,
     &ROLE_DESCRIPTION,
     &MENU_ITEM_ID,
     &MENU_LABEL,
@@ -489,6 +524,7 @@ pub fn path_parameter(name: &str) -> Option<&'static Format> {
         "resource" => &RESOURCE_NAME,
         "attribute" => &ATTRIBUTE_NAME,
         "id" => &ULID,
+        "credential" => &PASSKEY_CREDENTIAL,
         _ => return None,
     })
 }
@@ -568,6 +604,10 @@ format_type! {
     TenantName => TENANT_NAME;
     /// [`API_KEY_NAME`]
     ApiKeyName => API_KEY_NAME;
+    /// [`PASSKEY_CREDENTIAL`]
+    PasskeyCredential => PASSKEY_CREDENTIAL;
+    /// [`PASSKEY_NAME`]
+    PasskeyName => PASSKEY_NAME;
     /// [`ROLE_DESCRIPTION`]
     RoleDescription => ROLE_DESCRIPTION;
     /// [`MENU_ITEM_ID`]

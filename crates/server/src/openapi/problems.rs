@@ -72,6 +72,7 @@ pub const CODES: &[&str] = &[
     "invalid_name",
     "invalid_notifications",
     "invalid_or_expired_link",
+    "invalid_passkey_name",
     "invalid_path",
     "invalid_phone",
     "invalid_query",
@@ -93,6 +94,7 @@ pub const CODES: &[&str] = &[
     "method_not_allowed",
     "no_email_change_pending",
     "no_roles",
+    "no_second_factor",
     "not_a_member",
     "not_caught_up",
     "not_found",
@@ -101,12 +103,17 @@ pub const CODES: &[&str] = &[
     "not_suspended",
     "owner_only",
     "owner_required",
+    "passkey_exists",
+    "passkey_not_found",
+    "passkey_refused",
+    "passkeys_unavailable",
     "password_required",
     "password_too_long",
     "payload_too_large",
     "permanent_role",
     "platform_admin_only",
     "rate_limited",
+    "recent_sign_in_required",
     "resource_not_found",
     "restriction_beyond_owner",
     "role_already_assigned",
@@ -125,6 +132,7 @@ pub const CODES: &[&str] = &[
     "suspension_in_past",
     "tenant_exists",
     "tenant_not_found",
+    "too_many_passkeys",
     "too_many_permissions",
     "totp_already_enabled",
     "totp_not_being_set_up",
@@ -147,7 +155,15 @@ pub const CODES: &[&str] = &[
 pub const WITHOUT_CALLER: &[&str] = &["healthz", "openapi"];
 
 /// Operations a session that must set up a second factor may still call.
-const WHILE_ENROLLING: &[&str] = &["totp_setup", "totp_confirm", "me", "sign_out"];
+const WHILE_ENROLLING: &[&str] = &[
+    "totp_setup",
+    "totp_confirm",
+    "list_passkeys",
+    "passkey_registration_start",
+    "passkey_registration_finish",
+    "me",
+    "sign_out",
+];
 
 /// POST operations that append nothing themselves: questions, and requests whose mail is sent
 /// in the background.
@@ -159,6 +175,9 @@ const APPEND_NOTHING: &[&str] = &[
     "request_magic_link",
     "request_email_code",
     "rebuild",
+    "passkey_registration_start",
+    "passkey_sign_in_start",
+    "passkey_second_factor_start",
 ];
 
 /// The codes named in backticks in a description.

@@ -40,6 +40,7 @@ pub fn router() -> Router<AppState> {
             post(revoke_user_sessions),
         )
         .route("/v1/users/{user}/unlock", post(unlock_user))
+        .route("/v1/users/{user}/reset-factors", post(reset_user_factors))
         .route(
             "/v1/tenants/{tenant}/users/{user}/attributes",
             get(get_attributes).patch(change_attributes),
@@ -482,6 +483,28 @@ pub async fn unlock_user(
 ) -> Result<CommandAccepted, ApiError> {
     let outcome = state
         .timed("unlock_user", state.app.users.unlock(&caller, user))
+        .await?;
+    Ok(CommandAccepted::ok(outcome))
+}
+
+/// Reset a user's second factors: every passkey and TOTP (with the recovery codes) go, for a
+/// person who lost their devices; they sign in with their first factor and set up anew
+/// (needs `users:update` in every tenant of the user). The trail records who did it.
+#[utoipa::path(post, path = "/v1/users/{user}/reset-factors", tag = "users",
+    responses((status = 200, body = CommandAccepted),
+        (status = 403, body = Problem, description = "`forbidden` (needs users:update in every tenant of the user)"),
+        (status = 409, body = Problem, description = "`no_second_factor`")),
+    security(("bearer" = [])))]
+pub async fn reset_user_factors(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(user): ApiPath<UserId>,
+) -> Result<CommandAccepted, ApiError> {
+    let outcome = state
+        .timed(
+            "reset_user_factors",
+            state.app.users.reset_factors(&caller, user),
+        )
         .await?;
     Ok(CommandAccepted::ok(outcome))
 }

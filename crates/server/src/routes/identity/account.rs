@@ -517,8 +517,13 @@ pub async fn me(
 pub struct SessionBody {
     pub id: String,
     pub tenant: String,
-    /// `password`, `password_and_totp`, `magic_link`, `email_code` or `invitation`
+    /// `password`, `password_and_totp`, `magic_link`, `email_code`, `invitation`, `passkey` or
+    /// `password_and_passkey`
     pub method: String,
+    /// The authentication methods of RFC 8176 the sign-in used: `pwd` (password), `otp` (a
+    /// one-time code or link), `pop` (a passkey: proof of possession of a key), `mfa` (more
+    /// than one factor; a passkey verifies its user, so it is two on its own).
+    pub amr: Vec<String>,
     pub started_at: String,
     pub last_active_at: String,
     /// The absolute end (the idle timeout may end it sooner).
@@ -544,6 +549,7 @@ impl SessionBody {
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default(),
+            amr: view.method.amr().iter().map(|m| (*m).to_owned()).collect(),
             started_at: rfc3339(view.started_at),
             last_active_at: rfc3339(view.last_active_at),
             expires_at: rfc3339(view.expires_at),
