@@ -54,7 +54,8 @@ fn settings(default_role: &str) -> Value {
         "mfa_required": false,
         "remember_days": 14,
         "verify_created_users": false,
-        "language": "en"
+        "language": "en",
+        "phishing_resistant_admins": false
     })
 }
 

@@ -565,3 +565,64 @@ async fn the_console_resets_a_persons_second_factors() {
         .await;
     assert!(signed_in.body["access_token"].is_string(), "{signed_in:?}");
 }
+
+/// A tenant can require its owners and administrators to sign in with a passkey
+/// (`phishing_resistant_admins`): an administrator's session begun with a password may then only
+/// add a passkey, read `me` and sign out, until they sign in with the passkey; other members are
+/// not affected; turning the setting off lifts the restriction.
+#[tokio::test]
+async fn a_tenant_can_require_administrators_to_sign_in_with_a_passkey() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path()).await;
+    let boss = join(&svc, "boss@example.com", "acme", &["admin"], PASSWORD).await;
+    let member = join(&svc, "member@example.com", "acme", &["user"], PASSWORD).await;
+    let settings = |on: bool| {
+        let svc = &svc;
+        async move {
+            let mut body = svc.get("/v1/tenants/acme/settings").await.body;
+            body["phishing_resistant_admins"] = json!(on);
+            let saved = svc.put("/v1/tenants/acme/settings", body).await;
+            assert_eq!(saved.status, 200, "{saved:?}");
+            svc.get_at("/v1/tenants/acme/settings", saved.position())
+                .await
+        }
+    };
+    let listed = settings(true).await;
+    assert_eq!(listed.body["phishing_resistant_admins"], true, "{listed:?}");
+
+    let refused = svc.get_as(&boss.token, "/v1/tenants/acme/users").await;
+    refused.assert_problem(403, "second_factor_enrollment_required");
+    assert_eq!(svc.get_as(&boss.token, "/v1/auth/me").await.status, 200);
+    assert_eq!(
+        svc.get_as(&member.token, "/v1/tenants/acme").await.status,
+        200
+    );
+
+    // The restricted session may still add the passkey, and a sign-in with it is free.
+    let (mut laptop, _) = register(&svc, &boss, "Laptop").await;
+    let (options, ceremony) = start_sign_in(&svc).await;
+    let signed_in = finish_sign_in(&svc, &ceremony, laptop.sign(&options, ORIGIN)).await;
+    assert_eq!(signed_in.status, 200, "{signed_in:?}");
+    let token = text(&signed_in.body["access_token"]);
+    assert_eq!(
+        svc.get_as(&token, "/v1/tenants/acme/users").await.status,
+        200
+    );
+    // With a passkey, a password alone no longer signs the administrator in: it asks for the
+    // passkey (or a recovery code) as the second step.
+    let first = svc
+        .post_anonymous(
+            "/v1/auth/sign-in",
+            json!({"email": "boss@example.com", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(first.body["second_factor_required"], true, "{first:?}");
+
+    settings(false).await;
+    assert_eq!(
+        svc.get_as(&boss.token, "/v1/tenants/acme/users")
+            .await
+            .status,
+        200
+    );
+}

@@ -1229,6 +1229,94 @@ impl From<TenantSettingsChangedV2> for TenantSettingsChanged {
     }
 }
 
+// Version 4 of `TenantSettingsChanged`: no requirement of phishing-resistant factors for
+// administrators.
+/// A tenant's settings changed (the whole set is recorded, not a patch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "TenantSettingsChanged")]
+pub struct TenantSettingsChangedV4 {
+    pub settings: TenantSettingsV4,
+}
+
+/// A tenant's settings. Defaults follow common practice (Keycloak's session defaults: 30 minutes
+/// idle, 10 hours at most).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "TenantSettings")]
+pub struct TenantSettingsV4 {
+    /// People may sign themselves up.
+    pub self_registration: bool,
+    /// The role self-registered users get.
+    pub default_role: RoleName,
+    /// Self-registered users must verify their email before signing in.
+    pub require_email_verification: bool,
+    pub password_policy: PasswordPolicySettings,
+    /// How long an invitation stays valid, in hours (1 to 720).
+    pub invitation_ttl_hours: u32,
+    /// A session without activity ends after this many minutes (1 to 43200).
+    pub session_idle_minutes: u32,
+    /// A session ends this many hours after sign-in whatever happens, unless it is remembered
+    /// (see `remember_days`) (1 to 8760).
+    pub session_max_hours: u32,
+    /// How long a magic link or emailed one-time code stays valid, in minutes (1 to 60).
+    pub magic_link_ttl_minutes: u32,
+    /// Members must use a second factor.
+    pub mfa_required: bool,
+    /// A sign-in with `remember` starts a session that ends this many days after sign-in instead
+    /// of `session_max_hours` after it (the longer of the two); the idle timeout still applies.
+    /// 0 turns remembering off, and `remember` is then ignored (0 to 365).
+    pub remember_days: u32,
+    /// Users an administrator creates (rather than invites) must verify their address too:
+    /// they are created waiting for verification, are sent a verification link, and sign in
+    /// once they have followed it (as self-registered users do when
+    /// `require_email_verification` is on).
+    #[serde(default)]
+    pub verify_created_users: bool,
+    /// The address of the tenant's logo, shown at the top of its mails: `https:`, at most
+    /// 2048 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logo_url: Option<String>,
+    /// The colour of the tenant's mails (their top border and buttons), `#rrggbb`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brand_colour: Option<String>,
+    /// The language (one of [`LANGUAGES`]) of the mails sent on an administrator's behalf
+    /// (invitations, verification of created users), and of the others when neither the
+    /// person nor their browser names one of [`LANGUAGES`].
+    #[serde(default = "default_language_v4")]
+    pub language: String,
+}
+
+fn default_language_v4() -> String {
+    TenantSettings::default().language
+}
+
+/// Version 4 could not require phishing-resistant factors of administrators: it did not.
+impl From<TenantSettingsChangedV4> for TenantSettingsChanged {
+    fn from(v4: TenantSettingsChangedV4) -> TenantSettingsChanged {
+        let s = v4.settings;
+        TenantSettingsChanged {
+            settings: TenantSettings {
+                self_registration: s.self_registration,
+                default_role: s.default_role,
+                require_email_verification: s.require_email_verification,
+                password_policy: s.password_policy,
+                invitation_ttl_hours: s.invitation_ttl_hours,
+                session_idle_minutes: s.session_idle_minutes,
+                session_max_hours: s.session_max_hours,
+                magic_link_ttl_minutes: s.magic_link_ttl_minutes,
+                mfa_required: s.mfa_required,
+                remember_days: s.remember_days,
+                verify_created_users: s.verify_created_users,
+                logo_url: s.logo_url,
+                brand_colour: s.brand_colour,
+                language: s.language,
+                phishing_resistant_admins: false,
+            },
+        }
+    }
+}
+
 // Version 3 of `TenantSettingsChanged`: no branding (logo, colour) and no language.
 /// A tenant's settings changed (the whole set is recorded, not a patch).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -1743,7 +1831,7 @@ catalogue! {
     current {
         TenantCreated => 1, Tenant;
         TenantRenamed => 1, Tenant;
-        TenantSettingsChanged => 4, Tenant;
+        TenantSettingsChanged => 5, Tenant;
         ResourceDefined => 1, Tenant;
         ResourceRemoved => 1, Tenant;
         UserAttributeDefined => 1, Tenant;
@@ -1831,6 +1919,7 @@ catalogue! {
         TenantSettingsChanged => 1, TenantSettingsChangedV1;
         TenantSettingsChanged => 2, TenantSettingsChangedV2;
         TenantSettingsChanged => 3, TenantSettingsChangedV3;
+        TenantSettingsChanged => 4, TenantSettingsChangedV4;
         InvitationSent => 1, InvitationSentV1;
         RoleAssigned => 1, RoleAssignedV1;
         PermissionsGranted => 1, PermissionsGrantedV1;
@@ -2039,7 +2128,27 @@ mod tests {
             },
         })
         .into_envelope(Ulid::nil(), &settings, &meta);
-        assert_eq!(changed.version, 4);
+        assert_eq!(changed.version, 5);
+        // Version 4 could not require passkeys of administrators: it did not.
+        let mut v4 = changed.clone();
+        v4.version = 4;
+        v4.data["settings"]["phishing_resistant_admins"] = true.into();
+        assert!(matches!(
+            DomainEvent::decode(&v4),
+            Err(DecodeError::Payload { .. })
+        ));
+        v4.data["settings"]
+            .as_object_mut()
+            .unwrap()
+            .remove("phishing_resistant_admins");
+        let DomainEvent::TenantSettingsChanged(upcast) = DomainEvent::decode(&v4).unwrap() else {
+            panic!("not a TenantSettingsChanged");
+        };
+        assert!(!upcast.settings.phishing_resistant_admins && upcast.settings.mfa_required);
+        changed.data["settings"]
+            .as_object_mut()
+            .unwrap()
+            .remove("phishing_resistant_admins");
         // Version 3 knew no branding and no language: English, no logo, the default colour.
         let mut v3 = changed.clone();
         v3.version = 3;

@@ -92,6 +92,11 @@ pub struct TenantSettings {
     /// person nor their browser names one of [`LANGUAGES`].
     #[serde(default = "default_language")]
     pub language: String,
+    /// The tenant's owners and administrators must sign in with a phishing-resistant factor (a
+    /// passkey): a session of theirs begun otherwise may only add a passkey, read `me` and sign
+    /// out.
+    #[serde(default)]
+    pub phishing_resistant_admins: bool,
 }
 
 /// The languages idstream writes its mails and pages in, as BCP 47 primary tags.
@@ -121,6 +126,7 @@ impl Default for TenantSettings {
             logo_url: None,
             brand_colour: None,
             language: default_language(),
+            phishing_resistant_admins: false,
         }
     }
 }

@@ -31,6 +31,10 @@ const FRENCH: &[(&str, &str)] = &[
         "Concerne (adresse e-mail ou identifiant)",
     ),
     ("Access", "Accès"),
+    (
+        "Owners and administrators sign in with a passkey",
+        "Propriétaires et administrateurs se connectent avec une clé d’accès",
+    ),
     ("Ends", "Fin"),
     ("Give a role", "Donner un rôle"),
     ("How", "Comment"),

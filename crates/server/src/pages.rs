@@ -2317,7 +2317,10 @@ async fn admin_erase(
             }},
         ),
         Ok(row) => match state.app.users.erase(&caller, row.user.id).await {
-            Ok(_) => Page::redirect(&format!("/admin/users/{}", row.user.id)),
+            Ok(done) => match console::settled(&state, done.position, ERASE).await {
+                Ok(()) => Page::redirect(&format!("/admin/users/{}", row.user.id)),
+                Err(page) => page,
+            },
             Err(error) => failure_page(ERASE, &error),
         },
     };
@@ -2400,7 +2403,10 @@ async fn admin_user_status(
                 )),
             };
             match done {
-                Ok(_) => Page::redirect(&format!("/admin/users/{id}")),
+                Ok(done) => match console::settled(&state, done.position, "Person").await {
+                    Ok(()) => Page::redirect(&format!("/admin/users/{id}")),
+                    Err(page) => page,
+                },
                 Err(error) => failure_page("Person", &error),
             }
         }

@@ -132,20 +132,33 @@ impl Access {
                 continue;
             };
             let mut holding = empty_holding(entity.as_str(), record.as_str());
-            if let Some(access) = standing.grant_at(now) {
-                holding.grant = Some((access, self.source(&keys::provenance(&key, "grant"))?));
-                holding.grant_expires_at = standing.grant_expires;
-            }
-            for role in standing.local_roles_at(now) {
-                let mut local = self.local_role(&key, role)?;
-                local.expires_at = standing.local_role_expiry.get(role).copied();
-                holding.local_roles.push(local);
-            }
+            self.add_standing(&mut holding, &key, &standing, now)?;
             if holding.grant.is_some() || !holding.local_roles.is_empty() {
                 answer.holders.push((user, holding));
             }
         }
         Ok(answer)
+    }
+
+    /// Puts what the standing stored at `key` holds at `now` into `holding`: its grant and its
+    /// local roles, each with the event that established it and its end.
+    fn add_standing(
+        &self,
+        holding: &mut RecordHolding,
+        key: &[u8],
+        standing: &idstream_domain::access::RecordStanding,
+        now: OffsetDateTime,
+    ) -> Result<(), AccessError> {
+        if let Some(access) = standing.grant_at(now) {
+            holding.grant = Some((access, self.source(&keys::provenance(key, "grant"))?));
+            holding.grant_expires_at = standing.grant_expires;
+        }
+        for role in standing.local_roles_at(now) {
+            let mut local = self.local_role(key, role)?;
+            local.expires_at = standing.local_role_expiry.get(role).copied();
+            holding.local_roles.push(local);
+        }
+        Ok(())
     }
 
     /// How many record grants, local roles and owned records `user` holds in `tenant` at `now`,
@@ -256,15 +269,7 @@ impl Access {
             let holding = records
                 .entry((user, entity.to_owned(), record.to_owned()))
                 .or_insert_with(|| empty_holding(entity, record));
-            if let Some(access) = standing.grant_at(now) {
-                holding.grant = Some((access, self.source(&keys::provenance(&key, "grant"))?));
-                holding.grant_expires_at = standing.grant_expires;
-            }
-            for role in standing.local_roles_at(now) {
-                let mut local = self.local_role(&key, role)?;
-                local.expires_at = standing.local_role_expiry.get(role).copied();
-                holding.local_roles.push(local);
-            }
+            self.add_standing(holding, &key, &standing, now)?;
         }
         for entry in self.tree().scan_prefix(keys::owners_prefix(tenant)) {
             let (key, value) = entry?;

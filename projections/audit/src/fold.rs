@@ -136,7 +136,9 @@ impl Projection for AuditProjection {
         // 2: indexes as blocks of positions; one user index for actors and subjects.
         // 3: tenant settings with `remember_days` (the state the next change is compared with).
         // 4: sign-ins' `amr`, passkeys.
-        4
+        // 5: tenant settings with `phishing_resistant_admins` (the state the next change is
+        // compared with).
+        5
     }
 
     fn beside(&self) -> std::sync::Arc<dyn Projection> {

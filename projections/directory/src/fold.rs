@@ -56,7 +56,8 @@ impl Projection for DirectoryProjection {
 
     fn version(&self) -> u32 {
         // 9: personal fields sealed with their person's key; the email index by blind index.
-        9
+        // 10: tenant settings with `phishing_resistant_admins`.
+        10
     }
 
     fn committed(&self, writes: &mut dyn Iterator<Item = (&[u8], Option<&[u8]>)>) {

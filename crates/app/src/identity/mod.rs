@@ -242,8 +242,9 @@ pub struct Authenticated {
     pub tenant: TenantId,
     pub via: Credential,
     /// The tenant requires a second factor (`mfa_required`) and this session was opened
-    /// without one by a user who has none: until they set TOTP up, the session may only do that
-    /// (the policy lets it set TOTP up, read `me` and sign out).
+    /// without one by a user who has none, or it requires its owners and administrators to use a
+    /// passkey (`phishing_resistant_admins`) and this administrator's session began without one:
+    /// until then the session may only set a factor up (TOTP, a passkey), read `me` and sign out.
     pub must_enrol_second_factor: bool,
 }
 

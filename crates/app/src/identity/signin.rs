@@ -589,6 +589,26 @@ impl Core {
         .ok_or(AppError::UserNotFound)
     }
 
+    /// Whether the tenant requires its owners and administrators to sign in with a passkey
+    /// (`phishing_resistant_admins`) and `user` is one of them there.
+    fn admin_must_use_passkey(&self, tenant: &TenantId, user: &UserId) -> Result<bool, AppError> {
+        if !self
+            .tenant_view_now(tenant)?
+            .is_some_and(|view| view.settings.phishing_resistant_admins)
+        {
+            return Ok(false);
+        }
+        let roles = self
+            .access_view()
+            .member_record(tenant, user)
+            .map_err(internal)?
+            .map(|member| member.roles)
+            .unwrap_or_default();
+        Ok(roles
+            .iter()
+            .any(|role| matches!(role.as_str(), "owner" | "admin")))
+    }
+
     /// Whether the tenant requires a second factor (false for an unknown tenant).
     fn tenant_requires_mfa(&self, tenant: &TenantId) -> Result<bool, AppError> {
         Ok(self
@@ -942,9 +962,11 @@ impl Identity {
         if !self.user_active_at(user, now)? {
             return Err(AppError::Unauthenticated);
         }
-        let must_enrol_second_factor = !view.method.is_multi_factor()
+        let must_enrol_second_factor = (!view.method.is_multi_factor()
             && self.tenant_requires_mfa(&tenant)?
-            && !self.second_factor(user)?;
+            && !self.second_factor(user)?)
+            || (!view.method.is_phishing_resistant()
+                && self.admin_must_use_passkey(&tenant, &user)?);
         Ok(Authenticated {
             user,
             tenant,

@@ -1703,6 +1703,8 @@ pub(super) struct SettingsForm {
     #[serde(default)]
     mfa_required: Option<String>,
     #[serde(default)]
+    phishing_resistant_admins: Option<String>,
+    #[serde(default)]
     min_length: String,
     #[serde(default)]
     max_length: String,
@@ -1771,6 +1773,7 @@ impl SettingsForm {
             logo_url: optional(&self.logo_url),
             brand_colour: optional(&self.brand_colour),
             language: self.language.trim().to_owned(),
+            phishing_resistant_admins: self.phishing_resistant_admins.is_some(),
         })
     }
 }

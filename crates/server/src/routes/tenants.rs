@@ -231,6 +231,11 @@ pub struct Settings {
     #[serde(default = "default_language")]
     #[schema(example = "en")]
     pub language: String,
+    /// The tenant's owners and administrators must sign in with a passkey (a phishing-resistant
+    /// factor); a session of theirs begun otherwise may only add a passkey, read `me` and sign
+    /// out (absent: false).
+    #[serde(default)]
+    pub phishing_resistant_admins: bool,
 }
 
 fn default_language() -> String {
@@ -267,6 +272,7 @@ impl From<TenantSettings> for Settings {
             logo_url: s.logo_url,
             brand_colour: s.brand_colour,
             language: s.language,
+            phishing_resistant_admins: s.phishing_resistant_admins,
         }
     }
 }
@@ -297,6 +303,7 @@ impl From<Settings> for TenantSettings {
             logo_url: s.logo_url,
             brand_colour: s.brand_colour,
             language: s.language,
+            phishing_resistant_admins: s.phishing_resistant_admins,
         }
     }
 }
