@@ -2640,3 +2640,94 @@ async fn the_console_person_page_gives_and_takes_roles_and_lists_sessions_and_ke
     let seen = page(&admin).await;
     assert!(seen.contains("revoked"), "{seen}");
 }
+
+/// Bulk actions on the people ticked (issue 17): each person found in the caller's organisation
+/// and changed through the same operation as on their page; someone of another organisation or
+/// nobody is named in the answer and nothing is done for them; a member without the permission
+/// changes nobody.
+#[tokio::test]
+async fn the_console_suspends_and_reinstates_the_people_ticked() {
+    use crate::support::world::{Account, join};
+
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::embedded(dir.path()).await;
+    svc.create_tenant("acme").await;
+    svc.create_tenant("globex").await;
+    let admin = join(&svc, "boss@example.com", "acme", &["admin"], PASSWORD).await;
+    let member = join(&svc, "member@example.com", "acme", &["user"], PASSWORD).await;
+    let (ann, _) = svc.create_user("acme", "ann@example.com", &["user"]).await;
+    let (bob, _) = svc.create_user("acme", "bob@example.com", &["user"]).await;
+    let (zed, _) = svc
+        .create_user("globex", "zed@example.com", &["user"])
+        .await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let post = |account: &Account, pairs: Vec<(&str, String)>| {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.append_pair("csrf", "console-csrf");
+        for (k, v) in &pairs {
+            form.append_pair(k, v);
+        }
+        let request = client
+            .post(svc.url("/admin/users/bulk"))
+            .header(
+                "cookie",
+                format!(
+                    "ids_access={}; ids_session={}; ids_csrf=console-csrf",
+                    account.token, account.refresh
+                ),
+            )
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form.finish());
+        async move {
+            let answer = request.send().await.unwrap();
+            (answer.status().as_u16(), answer.text().await.unwrap())
+        }
+    };
+    let status = |user: String| {
+        let svc = &svc;
+        async move { text(&svc.get(&format!("/v1/users/{user}")).await.body["status"]) }
+    };
+
+    let before = svc.log_position().await;
+    let (code, _) = post(
+        &member,
+        vec![("action", "suspend".into()), ("user", ann.clone())],
+    )
+    .await;
+    assert_eq!(code, 403);
+    assert_eq!(svc.log_position().await, before, "a refused form appended");
+
+    let (code, page) = post(
+        &admin,
+        vec![
+            ("action", "suspend".into()),
+            ("user", ann.clone()),
+            ("user", bob.clone()),
+        ],
+    )
+    .await;
+    assert_eq!(code, 303, "{page}");
+    assert_eq!(status(ann.clone()).await, "suspended");
+    assert_eq!(status(bob.clone()).await, "suspended");
+
+    let (code, page) = post(
+        &admin,
+        vec![
+            ("action", "reinstate".into()),
+            ("user", ann.clone()),
+            ("user", zed.clone()),
+        ],
+    )
+    .await;
+    assert_eq!(code, 422, "{page}");
+    assert!(
+        page.contains(&format!("{zed}: not one of the organisation")),
+        "{page}"
+    );
+    assert_eq!(status(ann).await, "active");
+    assert_eq!(status(bob).await, "suspended");
+    assert_eq!(status(zed).await, "active");
+}

@@ -31,6 +31,9 @@ const FRENCH: &[(&str, &str)] = &[
         "Concerne (adresse e-mail ou identifiant)",
     ),
     ("Access", "Accès"),
+    ("Apply", "Appliquer"),
+    ("Tick", "Cocher"),
+    ("With the people ticked", "Avec les personnes cochées"),
     (
         "Owners and administrators sign in with a passkey",
         "Propriétaires et administrateurs se connectent avec une clé d’accès",

@@ -384,6 +384,12 @@ fn routes() -> Vec<RouteEntry> {
         ("/admin/users", Some(Admin), None, get(admin_users_page)),
         ("/admin/users/invite", None, Some(Admin), post(admin_invite)),
         (
+            "/admin/users/bulk",
+            None,
+            Some(Admin),
+            post(console::admin_people_bulk),
+        ),
+        (
             "/admin/roles",
             Some(Admin),
             Some(Admin),
@@ -1641,6 +1647,7 @@ async fn people_screen(
             sorts => choices(&SORT_CHOICES, sort),
             rows => rows, total => found.total, exact => found.total_exact, next => next,
             may_invite => console::Held::of(state, caller).await.may_on_people("create"),
+            may_change => console::Held::of(state, caller).await.may_on_people("update"),
         }},
     ))
 }

@@ -490,6 +490,115 @@ pub(super) async fn admin_person_change(
     with_cookies(page.unwrap_or_else(|page| page), refreshed, None)
 }
 
+// ----- bulk actions on people -----
+
+/// The most people one bulk form may name (two pages of the people screen).
+const BULK_PEOPLE: usize = 100;
+
+/// One status change for every person ticked on the people screen (`user` fields): suspend (with
+/// no end), reinstate, deactivate, reactivate or end their sessions, each through the same
+/// operation as on a person's page and found in the caller's organisation first. Answers what
+/// was not done for whom.
+pub(super) async fn admin_people_bulk(
+    State(state): State<AppState>,
+    parts: Parts,
+    PageForm(fields): PageForm<Vec<(String, String)>>,
+) -> Page {
+    const PEOPLE: &str = "People";
+    let value = |name: &str| {
+        fields
+            .iter()
+            .find(|(field, _)| field == name)
+            .map_or("", |(_, value)| value.as_str())
+    };
+    let (caller, refreshed) = match form_caller(&state, &parts, value("csrf"), "/admin/users").await
+    {
+        Ok(signed_in) => signed_in,
+        Err(page) => return page,
+    };
+    let page = async {
+        console_tenant(&state, &caller, PEOPLE)?;
+        let message = |status: StatusCode, text: String| {
+            Page::html(
+                status,
+                "message.html",
+                context! { ..base(PEOPLE), ..context! { message => text, link => "/admin/users", link_text => "People" } },
+            )
+        };
+        if !Held::of(&state, &caller).await.may_on_people("update") {
+            return Err(message(
+                StatusCode::FORBIDDEN,
+                "You may not change people's status in this organisation.".into(),
+            ));
+        }
+        let action = value("action");
+        if !["suspend", "reinstate", "deactivate", "reactivate", "end_sessions"].contains(&action) {
+            return Err(message(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Choose what to do with the people ticked.".into(),
+            ));
+        }
+        let ticked: Vec<&str> = fields
+            .iter()
+            .filter(|(field, _)| field == "user")
+            .map(|(_, value)| value.as_str())
+            .collect();
+        if ticked.len() > BULK_PEOPLE {
+            return Err(message(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("Tick at most {BULK_PEOPLE} people at once."),
+            ));
+        }
+        let users = &state.app.users;
+        let (mut last, mut refused) = (0, Vec::new());
+        for text in ticked {
+            let row = match super::console_person(&state, &caller, text).await {
+                Ok(row) => row,
+                // The caller may not read the organisation's people: nothing is done for anyone.
+                Err(page) if page.status == StatusCode::FORBIDDEN => return Err(page),
+                Err(_) => {
+                    refused.push(format!("{text}: not one of the organisation's people"));
+                    continue;
+                }
+            };
+            let id = row.user.id;
+            let done = match action {
+                "suspend" => {
+                    users
+                        .suspend(
+                            &caller,
+                            id,
+                            idstream_app::SuspendRequest {
+                                until: None,
+                                reason: None,
+                            },
+                        )
+                        .await
+                }
+                "reinstate" => users.reinstate(&caller, id).await,
+                "deactivate" => users.deactivate(&caller, id).await,
+                "reactivate" => users.reactivate(&caller, id).await,
+                _ => users.revoke_sessions(&caller, id).await,
+            };
+            match done {
+                Ok(done) => last = last.max(done.position),
+                Err(error) => refused.push(format!("{}: {error}", row.user.email)),
+            }
+        }
+        settled(&state, last, PEOPLE).await?;
+        if refused.is_empty() {
+            Ok(Page::redirect("/admin/users"))
+        } else {
+            Err(message(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("Not done for: {}.", refused.join("; ")),
+            ))
+        }
+    }
+    .await;
+    with_cookies(page.unwrap_or_else(|page| page), refreshed, None)
+}
+
 // ----- records -----
 
 #[derive(Deserialize, Default)]
