@@ -2731,3 +2731,48 @@ async fn the_console_suspends_and_reinstates_the_people_ticked() {
     assert_eq!(status(bob).await, "suspended");
     assert_eq!(status(zed).await, "active");
 }
+
+/// A role's menu from its page in the console (issue 17): saved through the role menu operation
+/// as the API writes it; a menu that is not a list of items is refused and changes nothing.
+#[tokio::test]
+async fn the_console_sets_a_role_s_menu() {
+    use crate::support::world::join;
+
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::embedded(dir.path()).await;
+    svc.create_tenant("acme").await;
+    let admin = join(&svc, "boss@example.com", "acme", &["admin"], PASSWORD).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let post = |menu: &str| {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.append_pair("csrf", "console-csrf");
+        form.append_pair("menu", menu);
+        let request = client
+            .post(svc.url("/admin/roles/user/menu"))
+            .header(
+                "cookie",
+                format!(
+                    "ids_access={}; ids_session={}; ids_csrf=console-csrf",
+                    admin.token, admin.refresh
+                ),
+            )
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form.finish());
+        async move {
+            let answer = request.send().await.unwrap();
+            (answer.status().as_u16(), answer.text().await.unwrap())
+        }
+    };
+    let (status, page) = post(r#"[{"id": "home", "label": "Home", "href": "/"}]"#).await;
+    assert_eq!(status, 303, "{page}");
+    let role = svc.get("/v1/tenants/acme/roles/user").await;
+    assert_eq!(role.body["menu"][0]["label"], "Home", "{role:?}");
+    let before = svc.log_position().await;
+    let (status, page) = post("{not json").await;
+    assert_eq!(status, 422, "{page}");
+    assert!(page.contains("not a list of items"), "{page}");
+    assert_eq!(svc.log_position().await, before, "a refused menu appended");
+}

@@ -31,6 +31,12 @@ const FRENCH: &[(&str, &str)] = &[
         "Concerne (adresse e-mail ou identifiant)",
     ),
     ("Access", "Accès"),
+    ("Menu", "Menu"),
+    ("Save the menu", "Enregistrer le menu"),
+    (
+        "The role's menu, as the API writes it (a JSON list of items with id, label, href, icon, permission and children; [] removes it)",
+        "Le menu du rôle, tel que l’API l’écrit (une liste JSON d’éléments avec id, label, href, icon, permission et children ; [] le retire)",
+    ),
     ("Apply", "Appliquer"),
     ("Tick", "Cocher"),
     ("With the people ticked", "Avec les personnes cochées"),

@@ -408,6 +408,12 @@ fn routes() -> Vec<RouteEntry> {
             post(admin_role_members),
         ),
         (
+            "/admin/roles/{role}/menu",
+            None,
+            Some(Admin),
+            post(console::admin_role_menu),
+        ),
+        (
             "/admin/roles/{role}/delete",
             None,
             Some(Admin),
@@ -2029,6 +2035,8 @@ async fn role_screen(
             editable => editable,
             may_assign => held.may(&format!("role.{name}:assign")),
             may_delete => held.may("roles:delete") && !record.built_in,
+            may_menu => held.may("menus:update"),
+            menu => serde_json::to_string_pretty(&record.menu).unwrap_or_default(),
             may_revoke => held.may(&format!("role.{name}:revoke")),
         }},
     ))

@@ -490,6 +490,56 @@ pub(super) async fn admin_person_change(
     with_cookies(page.unwrap_or_else(|page| page), refreshed, None)
 }
 
+// ----- a role's menu -----
+
+#[derive(Deserialize)]
+pub(super) struct RoleMenuForm {
+    csrf: String,
+    /// The menu as the API writes it: a JSON list of items.
+    #[serde(default)]
+    menu: String,
+}
+
+/// Sets a role's menu from its page (the role menu operation, `menus:update`); a menu that is not
+/// a list of items is refused and nothing changes.
+pub(super) async fn admin_role_menu(
+    State(state): State<AppState>,
+    axum::extract::Path(role): axum::extract::Path<String>,
+    parts: Parts,
+    PageForm(form): PageForm<RoleMenuForm>,
+) -> Page {
+    const ROLE: &str = "Role";
+    let here = format!("/admin/roles/{}", encoded(&role));
+    let (caller, refreshed) = match form_caller(&state, &parts, &form.csrf, &here).await {
+        Ok(signed_in) => signed_in,
+        Err(page) => return page,
+    };
+    let page = async {
+        let tenant = console_tenant(&state, &caller, ROLE)?;
+        let name: idstream_domain::RoleName = role
+            .parse()
+            .map_err(|_| failure_page(ROLE, &AppError::Role(RoleError::NotFound)))?;
+        let text = form.menu.trim();
+        let menu: Vec<idstream_domain::access::MenuItem> =
+            serde_json::from_str(if text.is_empty() { "[]" } else { text }).map_err(|error| {
+                failure_page(
+                    ROLE,
+                    &AppError::InvalidQuery(format!("The menu is not a list of items: {error}.")),
+                )
+            })?;
+        let done = state
+            .app
+            .access_admin
+            .set_role_menu(&caller, tenant, name.clone(), menu)
+            .await
+            .map_err(|error| failure_page(ROLE, &error))?;
+        settled(&state, done.position, ROLE).await?;
+        Ok::<_, Page>(Page::redirect(&format!("/admin/roles/{name}")))
+    }
+    .await;
+    with_cookies(page.unwrap_or_else(|page| page), refreshed, None)
+}
+
 // ----- bulk actions on people -----
 
 /// The most people one bulk form may name (two pages of the people screen).
