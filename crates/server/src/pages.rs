@@ -1644,6 +1644,7 @@ async fn people_screen(
         "" => SORT_CHOICES[0].0,
         chosen => chosen,
     };
+    let held = console::Held::of(state, caller).await;
     Ok(Page::html(
         StatusCode::OK,
         "admin_users.html",
@@ -1652,8 +1653,8 @@ async fn people_screen(
             statuses => choices(&STATUS_CHOICES, value_of("status")),
             sorts => choices(&SORT_CHOICES, sort),
             rows => rows, total => found.total, exact => found.total_exact, next => next,
-            may_invite => console::Held::of(state, caller).await.may_on_people("create"),
-            may_change => console::Held::of(state, caller).await.may_on_people("update"),
+            may_invite => held.may_on_people("create"),
+            may_change => held.may_on_people("update"),
         }},
     ))
 }

@@ -589,31 +589,19 @@ impl Core {
         .ok_or(AppError::UserNotFound)
     }
 
-    /// Whether the tenant requires its owners and administrators to sign in with a passkey
-    /// (`phishing_resistant_admins`) and `user` is one of them there.
-    fn admin_must_use_passkey(&self, tenant: &TenantId, user: &UserId) -> Result<bool, AppError> {
-        if !self
-            .tenant_view_now(tenant)?
-            .is_some_and(|view| view.settings.phishing_resistant_admins)
-        {
-            return Ok(false);
-        }
-        let roles = self
+    /// Whether `user` is an owner or administrator of `tenant` (the people a tenant's
+    /// `phishing_resistant_admins` holds to passkeys).
+    fn is_tenant_admin(&self, tenant: &TenantId, user: &UserId) -> Result<bool, AppError> {
+        Ok(self
             .access_view()
             .member_record(tenant, user)
             .map_err(internal)?
-            .map(|member| member.roles)
-            .unwrap_or_default();
-        Ok(roles
-            .iter()
-            .any(|role| matches!(role.as_str(), "owner" | "admin")))
-    }
-
-    /// Whether the tenant requires a second factor (false for an unknown tenant).
-    fn tenant_requires_mfa(&self, tenant: &TenantId) -> Result<bool, AppError> {
-        Ok(self
-            .tenant_view_now(tenant)?
-            .is_some_and(|view| view.settings.mfa_required))
+            .is_some_and(|member| {
+                member
+                    .roles
+                    .iter()
+                    .any(|role| matches!(role.as_str(), "owner" | "admin"))
+            }))
     }
 
     /// The tenant's view as the directory has it now, from [`AuthChecks`] (decoded once per
@@ -962,11 +950,21 @@ impl Identity {
         if !self.user_active_at(user, now)? {
             return Err(AppError::Unauthenticated);
         }
-        let must_enrol_second_factor = (!view.method.is_multi_factor()
-            && self.tenant_requires_mfa(&tenant)?
-            && !self.second_factor(user)?)
-            || (!view.method.is_phishing_resistant()
-                && self.admin_must_use_passkey(&tenant, &user)?);
+        // The tenant's view is read once: what it requires of second factors and of passkeys.
+        let (mfa_required, passkeys_for_admins) = self
+            .tenant_view_now(&tenant)?
+            .map(|t| {
+                (
+                    t.settings.mfa_required,
+                    t.settings.phishing_resistant_admins,
+                )
+            })
+            .unwrap_or_default();
+        let must_enrol_second_factor =
+            (mfa_required && !view.method.is_multi_factor() && !self.second_factor(user)?)
+                || (passkeys_for_admins
+                    && !view.method.is_phishing_resistant()
+                    && self.is_tenant_admin(&tenant, &user)?);
         Ok(Authenticated {
             user,
             tenant,
