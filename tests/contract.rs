@@ -44,6 +44,13 @@ const RECORD: &str = "R1";
 /// does not have (a locked account, a second factor to reset): they must refuse, with a
 /// declared problem.
 const SECRET_NEEDED: &[&str] = &[
+    // The OpenID Connect protocol endpoints take a client's secret, code or token (see
+    // tests/oidc.rs), and a consent is given on its screen.
+    "POST /t/{tenant}/oidc/token",
+    "POST /t/{tenant}/oidc/revoke",
+    "POST /t/{tenant}/oidc/introspect",
+    "GET /t/{tenant}/oidc/userinfo",
+    "DELETE /v1/auth/consents/{id}",
     "POST /v1/auth/sign-in/second-factor",
     "POST /v1/auth/magic-link/sign-in",
     "POST /v1/auth/email-code/sign-in",
@@ -71,6 +78,7 @@ const LAST: &[&str] = &[
     "DELETE /v1/tenants/{tenant}/roles/{role}",
     "DELETE /v1/tenants/{tenant}/invitations/{id}",
     "DELETE /v1/tenants/{tenant}/api-keys/{id}",
+    "DELETE /v1/tenants/{tenant}/clients/{id}",
     "DELETE /v1/auth/sessions/{id}",
     "POST /v1/auth/password",
     "POST /v1/users/{user}/suspend",
@@ -201,6 +209,8 @@ struct World {
     accept_token: String,
     /// ada's API key.
     api_key: String,
+    /// An OpenID Connect client of acme.
+    client: String,
     /// A member of acme whose only role has no permission.
     bare: Account,
     /// An admin of another tenant, not a member of acme.
@@ -265,6 +275,7 @@ impl World {
             invitation: String::new(),
             accept_token: String::new(),
             api_key: String::new(),
+            client: String::new(),
             bare: Account::default(),
             stranger: Account::default(),
             as_of: 0,
@@ -299,6 +310,17 @@ impl World {
             .await;
         created(&issued, "an API key");
         world.api_key = text(&issued.body["id"]);
+        let client = world
+            .svc
+            .post(
+                "/v1/tenants/acme/clients",
+                json!({"kind": "confidential", "name": "Fixture app",
+                       "redirect_uris": ["https://app.example/cb"],
+                       "grant_types": ["authorization_code"], "scopes": ["openid"]}),
+            )
+            .await;
+        created(&client, "a client");
+        world.client = text(&client.body["id"]);
         world.as_of = world.svc.log_position().await;
         world
     }
@@ -343,6 +365,9 @@ impl World {
             "id" if template.contains("/sessions/") => self.other_session.clone(),
             "id" if template.contains("/invitations/") => self.invitation.clone(),
             "id" if template.contains("/api-keys/") => self.api_key.clone(),
+            "id" if template.contains("/clients/") || template.contains("/consents/") => {
+                self.client.clone()
+            }
             // No passkey of the world's caller has it (a registration needs an authenticator).
             "credential" => "bm8tc3VjaC1wYXNza2V5".into(),
             other => panic!("no value for the path parameter {other} of {template}"),

@@ -804,6 +804,7 @@ async fn forged_expired_and_mistyped_access_tokens_are_refused() {
         tid: claims["tid"].as_str().unwrap().to_owned(),
         sid: claims["sid"].as_str().unwrap().to_owned(),
         amr: vec!["pwd".into()],
+        ..Default::default()
     };
     // Control: a token minted here with the service's key now is accepted, so each refusal below
     // is for the one thing that is wrong with it.

@@ -22,6 +22,7 @@ mod jetstream;
 mod keys;
 mod mail;
 mod migrate;
+mod oidc;
 mod pages;
 mod passkeys;
 mod preview;

@@ -723,7 +723,15 @@ async fn the_accessibility_check_finds_violations_where_there_are_some() {
 #[ignore = "writes docs/screenshots; run by hand when the pages change"]
 async fn screenshots_for_the_readme() {
     let dir = tempfile::tempdir().unwrap();
-    let svc = Service::embedded(dir.path()).await;
+    // Chain checkpoints as a service writes them, for the platform screen.
+    let svc = Service::embedded_with_env(
+        dir.path(),
+        &[
+            ("IDSTREAM_CHAIN_CHECKPOINT_EVENTS", "10"),
+            ("IDSTREAM_CHAIN_CHECKPOINT_SECONDS", "1"),
+        ],
+    )
+    .await;
     svc.create_tenant("acme").await;
     let nickname = json!({"label": "Nickname", "type": "text", "user_editable": true});
     let defined = svc
@@ -775,6 +783,31 @@ async fn screenshots_for_the_readme() {
     browser.click("form[action='/sign-out'] button").await;
     browser.expect_text("Remember me").await;
     shoot("sign-in").await;
+
+    // The administration console, on a laptop's screen.
+    let world = ConsoleWorld::build(&svc).await;
+    browser.client.set_window_size(1200, 1000).await.unwrap();
+    sign_in_in_browser(&browser, &svc, &world.admin.email).await;
+    let wanted = [
+        "console-people",
+        "console-person",
+        "console-role-matrix",
+        "console-record",
+        "console-audit",
+        "console-time-travel",
+        "console-access-review",
+        "console-settings",
+        "console-platform",
+    ];
+    for (name, path) in world.screens() {
+        if !wanted.contains(&name) {
+            continue;
+        }
+        browser.goto(&svc.url(&path)).await;
+        let url = browser.url().await;
+        assert!(url.contains("/admin/"), "{name}: sent to {url}");
+        shoot(name).await;
+    }
     browser.close().await;
 }
 
@@ -1949,7 +1982,7 @@ async fn a_passkey_is_added_signs_in_alone_and_as_a_second_factor_and_a_clone_is
 /// console gets nothing.
 #[tokio::test]
 async fn the_console_settings_screen_saves_only_what_the_caller_may_change() {
-    use crate::support::world::{Account, join};
+    use crate::support::world::join;
 
     let dir = tempfile::tempdir().unwrap();
     let svc = Service::embedded(dir.path()).await;
@@ -1964,41 +1997,8 @@ async fn the_console_settings_screen_saves_only_what_the_caller_may_change() {
     let admin = join(&svc, "boss@example.com", "acme", &["admin"], PASSWORD).await;
     let viewer = join(&svc, "viewer@example.com", "acme", &["viewer"], PASSWORD).await;
     let member = join(&svc, "member@example.com", "acme", &["user"], PASSWORD).await;
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let cookie = |account: &Account| {
-        format!(
-            "ids_access={}; ids_session={}; ids_csrf=console-csrf",
-            account.token, account.refresh
-        )
-    };
-    let get = |account: &Account| {
-        let request = client
-            .get(svc.url("/admin/settings"))
-            .header("cookie", cookie(account));
-        async move {
-            let answer = request.send().await.unwrap();
-            (answer.status().as_u16(), answer.text().await.unwrap())
-        }
-    };
-    let post = |account: &Account, pairs: &[(&str, &str)]| {
-        let mut form = form_urlencoded::Serializer::new(String::new());
-        form.append_pair("csrf", "console-csrf");
-        for (k, v) in pairs {
-            form.append_pair(k, v);
-        }
-        let request = client
-            .post(svc.url("/admin/settings"))
-            .header("cookie", cookie(account))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form.finish());
-        async move {
-            let answer = request.send().await.unwrap();
-            (answer.status().as_u16(), answer.text().await.unwrap())
-        }
-    };
+    let console = Console::new(&svc);
+    let settings = "/admin/settings";
     let form = |min_length: &'static str| {
         vec![
             ("default_role", "user"),
@@ -2018,10 +2018,10 @@ async fn the_console_settings_screen_saves_only_what_the_caller_may_change() {
         ]
     };
 
-    let (status, page) = get(&admin).await;
+    let (status, page) = console.get(&admin, settings).await;
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("Save the settings"), "{page}");
-    let (status, _) = post(&admin, &form("12")).await;
+    let (status, _) = console.post(&admin, settings, &form("12")).await;
     assert_eq!(status, 303);
     eventually("the settings are saved", || async {
         svc.get("/v1/tenants/acme/settings").await.body["password_policy"]["min_length"] == 12
@@ -2033,26 +2033,26 @@ async fn the_console_settings_screen_saves_only_what_the_caller_may_change() {
     assert_eq!(saved.body["brand_colour"], "#336699");
     assert_eq!(saved.body["language"], "fr");
     assert_eq!(saved.body["self_registration"], false);
-    let (_, page) = get(&admin).await;
+    let (_, page) = console.get(&admin, settings).await;
     assert!(page.contains("value=\"12\""), "{page}");
 
     let before = svc.log_position().await;
-    let (status, page) = post(&admin, &form("4")).await;
+    let (status, page) = console.post(&admin, settings, &form("4")).await;
     assert_eq!(status, 422, "{page}");
     assert!(page.contains("role=\"alert\""), "{page}");
-    let (status, page) = post(&admin, &form("twelve")).await;
+    let (status, page) = console.post(&admin, settings, &form("twelve")).await;
     assert_eq!(status, 422, "{page}");
     assert!(page.contains("must be a whole number"), "{page}");
     assert_eq!(svc.log_position().await, before, "a refused form appended");
 
-    let (status, page) = get(&viewer).await;
+    let (status, page) = console.get(&viewer, settings).await;
     assert_eq!(status, 200, "{page}");
     assert!(!page.contains("Save the settings"), "{page}");
     assert!(page.contains("disabled"), "{page}");
-    let (status, _) = post(&viewer, &form("14")).await;
+    let (status, _) = console.post(&viewer, settings, &form("14")).await;
     assert_eq!(status, 403);
-    assert_eq!(get(&member).await.0, 403);
-    let (status, _) = post(&member, &form("14")).await;
+    assert_eq!(console.get(&member, settings).await.0, 403);
+    let (status, _) = console.post(&member, settings, &form("14")).await;
     assert_eq!(status, 403);
     assert_eq!(svc.log_position().await, before, "a refused form appended");
 }
@@ -2063,69 +2063,49 @@ async fn the_console_settings_screen_saves_only_what_the_caller_may_change() {
 /// real is refused and changes nothing; a member gets nothing.
 #[tokio::test]
 async fn the_console_registers_and_edits_an_entity_and_its_field_rules() {
-    use crate::support::world::{Account, join};
+    use crate::support::world::join;
 
     let dir = tempfile::tempdir().unwrap();
     let svc = Service::embedded(dir.path()).await;
     svc.create_tenant("acme").await;
     let admin = join(&svc, "boss@example.com", "acme", &["admin"], PASSWORD).await;
     let member = join(&svc, "member@example.com", "acme", &["user"], PASSWORD).await;
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let post = |account: &Account, pairs: &[(&str, &str)]| {
-        let mut form = form_urlencoded::Serializer::new(String::new());
-        form.append_pair("csrf", "console-csrf");
-        for (k, v) in pairs {
-            form.append_pair(k, v);
-        }
-        let request = client
-            .post(svc.url("/admin/entities"))
-            .header(
-                "cookie",
-                format!(
-                    "ids_access={}; ids_session={}; ids_csrf=console-csrf",
-                    account.token, account.refresh
-                ),
-            )
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form.finish());
-        async move {
-            let answer = request.send().await.unwrap();
-            (answer.status().as_u16(), answer.text().await.unwrap())
-        }
-    };
+    let console = Console::new(&svc);
+    let entities = "/admin/entities";
     let entity = || async { svc.get("/v1/tenants/acme/entities/contract").await };
 
-    let registered = post(
-        &admin,
-        &[
-            ("action", "register"),
-            ("entity", "contract"),
-            ("fields", "title, budget"),
-            ("rls", "on"),
-            ("read", "_CREATOR"),
-        ],
-    )
-    .await;
+    let registered = console
+        .post(
+            &admin,
+            entities,
+            &[
+                ("action", "register"),
+                ("entity", "contract"),
+                ("fields", "title, budget"),
+                ("rls", "on"),
+                ("read", "_CREATOR"),
+            ],
+        )
+        .await;
     assert_eq!(registered.0, 303, "{}", registered.1);
     eventually("the entity is registered", || async {
         entity().await.status == 200
     })
     .await;
 
-    let saved = post(
-        &admin,
-        &[
-            ("action", "save"),
-            ("entity", "contract"),
-            ("fields", "id, title, budget, owner_note"),
-            ("read", "_CREATOR, user"),
-            ("update", "_CREATOR"),
-        ],
-    )
-    .await;
+    let saved = console
+        .post(
+            &admin,
+            entities,
+            &[
+                ("action", "save"),
+                ("entity", "contract"),
+                ("fields", "id, title, budget, owner_note"),
+                ("read", "_CREATOR, user"),
+                ("update", "_CREATOR"),
+            ],
+        )
+        .await;
     assert_eq!(saved.0, 303, "{}", saved.1);
     eventually("the entity is changed", || async {
         let body = entity().await.body;
@@ -2141,34 +2121,25 @@ async fn the_console_registers_and_edits_an_entity_and_its_field_rules() {
         json!(["title", "budget", "owner_note"])
     );
 
-    let rules = post(
-        &admin,
-        &[
-            ("action", "rules"),
-            ("entity", "contract"),
-            ("role", "user"),
-            ("hidden_budget", "on"),
-            ("hidden_id", "on"),
-        ],
-    )
-    .await;
+    let rules = console
+        .post(
+            &admin,
+            entities,
+            &[
+                ("action", "rules"),
+                ("entity", "contract"),
+                ("role", "user"),
+                ("hidden_budget", "on"),
+                ("hidden_id", "on"),
+            ],
+        )
+        .await;
     assert_eq!(rules.0, 303, "{}", rules.1);
     eventually("the field rule holds", || async {
         entity().await.body["hidden"]["user"] == json!(["budget"])
     })
     .await;
-    let page = client
-        .get(svc.url("/admin/records?entity=contract"))
-        .header(
-            "cookie",
-            format!("ids_access={}; ids_session={}", admin.token, admin.refresh),
-        )
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, page) = console.get(&admin, "/admin/records?entity=contract").await;
     assert!(
         page.contains("id=\"hide-user-budget\" name=\"hidden_budget\" value=\"on\" checked"),
         "{page}"
@@ -2176,26 +2147,30 @@ async fn the_console_registers_and_edits_an_entity_and_its_field_rules() {
     assert!(page.contains("🔒"), "{page}");
 
     let before = svc.log_position().await;
-    let refused = post(
-        &admin,
-        &[
-            ("action", "save"),
-            ("entity", "contract"),
-            ("fields", "title"),
-            ("read", "Not A Role!"),
-        ],
-    )
-    .await;
+    let refused = console
+        .post(
+            &admin,
+            entities,
+            &[
+                ("action", "save"),
+                ("entity", "contract"),
+                ("fields", "title"),
+                ("read", "Not A Role!"),
+            ],
+        )
+        .await;
     assert_eq!(refused.0, 422, "{}", refused.1);
-    let refused = post(
-        &member,
-        &[
-            ("action", "register"),
-            ("entity", "sneaky"),
-            ("fields", "x"),
-        ],
-    )
-    .await;
+    let refused = console
+        .post(
+            &member,
+            entities,
+            &[
+                ("action", "register"),
+                ("entity", "sneaky"),
+                ("fields", "x"),
+            ],
+        )
+        .await;
     assert_eq!(refused.0, 403, "{}", refused.1);
     assert_eq!(svc.log_position().await, before, "a refused form appended");
 }
@@ -2289,33 +2264,9 @@ async fn the_console_previews_a_role_change_before_saving_it() {
         .create_user("acme", "helper@example.com", &["helpdesk"])
         .await;
     svc.get_at("/v1/tenants/acme/roles/helpdesk", at).await;
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let post = |pairs: &[(&str, &str)]| {
-        let mut form = form_urlencoded::Serializer::new(String::new());
-        for (k, v) in pairs {
-            form.append_pair(k, v);
-        }
-        let request = client
-            .post(svc.url("/admin/roles/helpdesk/permissions"))
-            .header(
-                "cookie",
-                format!(
-                    "ids_access={}; ids_session={}; ids_csrf=console-csrf",
-                    admin.token, admin.refresh
-                ),
-            )
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form.finish());
-        async move {
-            let answer = request.send().await.unwrap();
-            (answer.status().as_u16(), answer.text().await.unwrap())
-        }
-    };
+    let console = Console::new(&svc);
+    let permissions = "/admin/roles/helpdesk/permissions";
     let change = [
-        ("csrf", "console-csrf"),
         ("description", "Helps more"),
         ("permission", "users:read"),
         ("permission", "audit:read"),
@@ -2323,7 +2274,7 @@ async fn the_console_previews_a_role_change_before_saving_it() {
     let before = svc.log_position().await;
     let mut previewing = change.to_vec();
     previewing.push(("intent", "preview"));
-    let (status, page) = post(&previewing).await;
+    let (status, page) = console.post(&admin, permissions, &previewing).await;
     assert_eq!(status, 200, "{page}");
     assert_eq!(svc.log_position().await, before, "a preview appended");
     let row = page
@@ -2337,7 +2288,7 @@ async fn the_console_previews_a_role_change_before_saving_it() {
     );
     assert!(!page.contains("name=\"intent\""), "{page}");
 
-    let (status, _) = post(&change).await;
+    let (status, _) = console.post(&admin, permissions, &change).await;
     assert_eq!(status, 303);
     eventually("the role is saved", || async {
         svc.get("/v1/tenants/acme/roles/helpdesk").await.body["permissions"]
@@ -2485,7 +2436,7 @@ async fn the_console_defines_a_role_gives_it_on_a_record_and_deletes_it() {
 /// organisation; a tenant's administrator is refused.
 #[tokio::test]
 async fn the_console_platform_screen_shows_every_organisation_to_platform_administrators_only() {
-    use crate::support::world::{Account, join};
+    use crate::support::world::join;
 
     let dir = tempfile::tempdir().unwrap();
     let svc = Service::embedded(dir.path()).await;
@@ -2505,29 +2456,33 @@ async fn the_console_platform_screen_shows_every_organisation_to_platform_admini
     assert_eq!(flags.status, 200, "{flags:?}");
     svc.get_at(&format!("/v1/users/{}", root.id), flags.position())
         .await;
-    let client = reqwest::Client::new();
-    let get = |account: &Account, path: String| {
-        let request = client.get(svc.url(&path)).header(
-            "cookie",
-            format!(
-                "ids_access={}; ids_session={}",
-                account.token, account.refresh
-            ),
-        );
-        async move {
-            let answer = request.send().await.unwrap();
-            (answer.status().as_u16(), answer.text().await.unwrap())
-        }
-    };
-    assert_eq!(get(&admin, "/admin/platform".into()).await.0, 403);
-    let (status, page) = get(&root, "/admin/platform".into()).await;
+    let console = Console::new(&svc);
+    assert_eq!(console.get(&admin, "/admin/platform").await.0, 403);
+    let (status, page) = console.get(&root, "/admin/platform").await;
     assert_eq!(status, 200, "{page}");
     for text in ["globex", "acme", "directory", "access", "identity"] {
         assert!(page.contains(text), "{text}: {page}");
     }
-    let (_, page) = get(&root, "/admin/platform?q=zed".into()).await;
+    // The read models' digests read every tree: only when asked for.
+    let digests = |page: &str| {
+        let (_, table) = page.split_once("id=\"read-models\"").unwrap();
+        table
+            .split("</table>")
+            .next()
+            .unwrap()
+            .matches("<code>")
+            .count()
+    };
+    assert_eq!(digests(&page), 0, "{page}");
+    assert!(page.contains("Compute the digests"), "{page}");
+    let (status, page) = console.get(&root, "/admin/platform?digests=1").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(digests(&page), 4, "{page}");
+    let (_, page) = console.get(&root, "/admin/platform?q=zed").await;
     assert!(page.contains("zed@example.com"), "{page}");
-    let (_, page) = get(&root, format!("/admin/platform?person={zed}")).await;
+    let (_, page) = console
+        .get(&root, &format!("/admin/platform?person={zed}"))
+        .await;
     let (_, access) = page
         .split_once("id=\"person-access\"")
         .unwrap_or_else(|| panic!("{page}"));
@@ -2543,7 +2498,7 @@ async fn the_console_platform_screen_shows_every_organisation_to_platform_admini
 /// may only read the directory sees the roles and keys without any form, and no sessions.
 #[tokio::test]
 async fn the_console_person_page_gives_and_takes_roles_and_lists_sessions_and_keys() {
-    use crate::support::world::{Account, join};
+    use crate::support::world::join;
 
     let dir = tempfile::tempdir().unwrap();
     let svc = Service::embedded(dir.path()).await;
@@ -2573,61 +2528,39 @@ async fn the_console_person_page_gives_and_takes_roles_and_lists_sessions_and_ke
         )
         .await;
     assert_eq!(key.status, 201, "{key:?}");
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let console = Console::new(&svc);
     let person = format!("/admin/users/{}", member.id);
-    let page = |account: &Account| {
-        let request = client.get(svc.url(&person)).header(
-            "cookie",
-            format!(
-                "ids_access={}; ids_session={}",
-                account.token, account.refresh
-            ),
-        );
-        async move { request.send().await.unwrap().text().await.unwrap() }
-    };
-    let post = |pairs: &[(&str, &str)]| {
-        let mut form = form_urlencoded::Serializer::new(String::new());
-        form.append_pair("csrf", "console-csrf");
-        for (k, v) in pairs {
-            form.append_pair(k, v);
-        }
-        let request = client
-            .post(svc.url(&format!("{person}/roles")))
-            .header(
-                "cookie",
-                format!(
-                    "ids_access={}; ids_session={}; ids_csrf=console-csrf",
-                    admin.token, admin.refresh
-                ),
-            )
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form.finish());
-        async move {
-            let answer = request.send().await.unwrap();
-            (answer.status().as_u16(), answer.text().await.unwrap())
-        }
-    };
+    let roles_form = format!("{person}/roles");
 
-    let seen = page(&admin).await;
+    let seen = console.get(&admin, &person).await.1;
     assert!(seen.contains("id=\"person-sessions\""), "{seen}");
     assert!(seen.contains("deploy bot"), "{seen}");
     assert!(seen.contains("name=\"action\" value=\"give\""), "{seen}");
-    let seen = page(&observer).await;
+    let seen = console.get(&observer, &person).await.1;
     assert!(seen.contains("deploy bot"), "{seen}");
     assert!(!seen.contains("id=\"person-sessions\""), "{seen}");
     assert!(!seen.contains("name=\"action\" value=\"give\""), "{seen}");
     assert!(!seen.contains("value=\"revoke_key\""), "{seen}");
 
-    let (status, body) = post(&[("action", "give"), ("role", "observer")]).await;
+    let (status, body) = console
+        .post(
+            &admin,
+            &roles_form,
+            &[("action", "give"), ("role", "observer")],
+        )
+        .await;
     assert_eq!(status, 303, "{body}");
     let roles = svc
         .get(&format!("/v1/tenants/acme/users/{}/roles", member.id))
         .await;
     assert!(roles.body.to_string().contains("observer"), "{roles:?}");
-    let (status, body) = post(&[("action", "take"), ("role", "observer")]).await;
+    let (status, body) = console
+        .post(
+            &admin,
+            &roles_form,
+            &[("action", "take"), ("role", "observer")],
+        )
+        .await;
     assert_eq!(status, 303, "{body}");
     let roles = svc
         .get(&format!("/v1/tenants/acme/users/{}/roles", member.id))
@@ -2635,9 +2568,15 @@ async fn the_console_person_page_gives_and_takes_roles_and_lists_sessions_and_ke
     assert!(!roles.body.to_string().contains("observer"), "{roles:?}");
 
     let id = key.body["id"].as_str().unwrap();
-    let (status, body) = post(&[("action", "revoke_key"), ("key", id)]).await;
+    let (status, body) = console
+        .post(
+            &admin,
+            &roles_form,
+            &[("action", "revoke_key"), ("key", id)],
+        )
+        .await;
     assert_eq!(status, 303, "{body}");
-    let seen = page(&admin).await;
+    let seen = console.get(&admin, &person).await.1;
     assert!(seen.contains("revoked"), "{seen}");
 }
 
@@ -2647,7 +2586,7 @@ async fn the_console_person_page_gives_and_takes_roles_and_lists_sessions_and_ke
 /// changes nobody.
 #[tokio::test]
 async fn the_console_suspends_and_reinstates_the_people_ticked() {
-    use crate::support::world::{Account, join};
+    use crate::support::world::join;
 
     let dir = tempfile::tempdir().unwrap();
     let svc = Service::embedded(dir.path()).await;
@@ -2660,68 +2599,50 @@ async fn the_console_suspends_and_reinstates_the_people_ticked() {
     let (zed, _) = svc
         .create_user("globex", "zed@example.com", &["user"])
         .await;
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let post = |account: &Account, pairs: Vec<(&str, String)>| {
-        let mut form = form_urlencoded::Serializer::new(String::new());
-        form.append_pair("csrf", "console-csrf");
-        for (k, v) in &pairs {
-            form.append_pair(k, v);
-        }
-        let request = client
-            .post(svc.url("/admin/users/bulk"))
-            .header(
-                "cookie",
-                format!(
-                    "ids_access={}; ids_session={}; ids_csrf=console-csrf",
-                    account.token, account.refresh
-                ),
-            )
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form.finish());
-        async move {
-            let answer = request.send().await.unwrap();
-            (answer.status().as_u16(), answer.text().await.unwrap())
-        }
-    };
+    let console = Console::new(&svc);
+    let bulk = "/admin/users/bulk";
     let status = |user: String| {
         let svc = &svc;
         async move { text(&svc.get(&format!("/v1/users/{user}")).await.body["status"]) }
     };
 
     let before = svc.log_position().await;
-    let (code, _) = post(
-        &member,
-        vec![("action", "suspend".into()), ("user", ann.clone())],
-    )
-    .await;
+    let (code, _) = console
+        .post(
+            &member,
+            bulk,
+            &[("action", "suspend".into()), ("user", ann.clone())],
+        )
+        .await;
     assert_eq!(code, 403);
     assert_eq!(svc.log_position().await, before, "a refused form appended");
 
-    let (code, page) = post(
-        &admin,
-        vec![
-            ("action", "suspend".into()),
-            ("user", ann.clone()),
-            ("user", bob.clone()),
-        ],
-    )
-    .await;
+    let (code, page) = console
+        .post(
+            &admin,
+            bulk,
+            &[
+                ("action", "suspend".into()),
+                ("user", ann.clone()),
+                ("user", bob.clone()),
+            ],
+        )
+        .await;
     assert_eq!(code, 303, "{page}");
     assert_eq!(status(ann.clone()).await, "suspended");
     assert_eq!(status(bob.clone()).await, "suspended");
 
-    let (code, page) = post(
-        &admin,
-        vec![
-            ("action", "reinstate".into()),
-            ("user", ann.clone()),
-            ("user", zed.clone()),
-        ],
-    )
-    .await;
+    let (code, page) = console
+        .post(
+            &admin,
+            bulk,
+            &[
+                ("action", "reinstate".into()),
+                ("user", ann.clone()),
+                ("user", zed.clone()),
+            ],
+        )
+        .await;
     assert_eq!(code, 422, "{page}");
     assert!(
         page.contains(&format!("{zed}: not one of the organisation")),
@@ -2742,37 +2663,445 @@ async fn the_console_sets_a_role_s_menu() {
     let svc = Service::embedded(dir.path()).await;
     svc.create_tenant("acme").await;
     let admin = join(&svc, "boss@example.com", "acme", &["admin"], PASSWORD).await;
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let post = |menu: &str| {
-        let mut form = form_urlencoded::Serializer::new(String::new());
-        form.append_pair("csrf", "console-csrf");
-        form.append_pair("menu", menu);
-        let request = client
-            .post(svc.url("/admin/roles/user/menu"))
-            .header(
-                "cookie",
-                format!(
-                    "ids_access={}; ids_session={}; ids_csrf=console-csrf",
-                    admin.token, admin.refresh
-                ),
-            )
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form.finish());
-        async move {
-            let answer = request.send().await.unwrap();
-            (answer.status().as_u16(), answer.text().await.unwrap())
-        }
-    };
-    let (status, page) = post(r#"[{"id": "home", "label": "Home", "href": "/"}]"#).await;
+    let console = Console::new(&svc);
+    let menu = "/admin/roles/user/menu";
+    let (status, page) = console
+        .post(
+            &admin,
+            menu,
+            &[("menu", r#"[{"id": "home", "label": "Home", "href": "/"}]"#)],
+        )
+        .await;
     assert_eq!(status, 303, "{page}");
     let role = svc.get("/v1/tenants/acme/roles/user").await;
     assert_eq!(role.body["menu"][0]["label"], "Home", "{role:?}");
     let before = svc.log_position().await;
-    let (status, page) = post("{not json").await;
+    let (status, page) = console.post(&admin, menu, &[("menu", "{not json")]).await;
     assert_eq!(status, 422, "{page}");
     assert!(page.contains("not a list of items"), "{page}");
     assert_eq!(svc.log_position().await, before, "a refused menu appended");
+}
+
+/// The CSRF token the console tests' forms carry, in its cookie and in the form, as a browser
+/// that loaded the form would.
+const CONSOLE_CSRF: &str = "console-csrf";
+
+/// The console over plain HTTP as a signed-in browser uses it: each request with an account's
+/// session cookies and the CSRF cookie, each form with the CSRF token; redirects not followed.
+struct Console<'s> {
+    svc: &'s Service,
+    client: reqwest::Client,
+}
+
+impl<'s> Console<'s> {
+    fn new(svc: &'s Service) -> Console<'s> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Console { svc, client }
+    }
+
+    /// The cookies of `account`'s browser.
+    fn cookie(account: &crate::support::world::Account) -> String {
+        format!(
+            "ids_access={}; ids_session={}; ids_csrf={CONSOLE_CSRF}",
+            account.token, account.refresh
+        )
+    }
+
+    /// `GET path` as `account`: the status and the page.
+    async fn get(&self, account: &crate::support::world::Account, path: &str) -> (u16, String) {
+        let answer = self
+            .client
+            .get(self.svc.url(path))
+            .header("cookie", Self::cookie(account))
+            .send()
+            .await
+            .unwrap();
+        (answer.status().as_u16(), answer.text().await.unwrap())
+    }
+
+    /// The form `pairs` (and the CSRF token) posted to `path` as `account`.
+    async fn post<K: AsRef<str>, V: AsRef<str>>(
+        &self,
+        account: &crate::support::world::Account,
+        path: &str,
+        pairs: &[(K, V)],
+    ) -> (u16, String) {
+        let mut body = form_urlencoded::Serializer::new(String::new());
+        body.append_pair("csrf", CONSOLE_CSRF);
+        for (k, v) in pairs {
+            body.append_pair(k.as_ref(), v.as_ref());
+        }
+        let answer = self
+            .client
+            .post(self.svc.url(path))
+            .header("cookie", Self::cookie(account))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.finish())
+            .send()
+            .await
+            .unwrap();
+        (answer.status().as_u16(), answer.text().await.unwrap())
+    }
+}
+
+/// Changes `from` to `to` (as long) in the embedded log's stored bytes in `data_dir` and gives
+/// the record its checksum again, as someone editing the file would, so that the log still
+/// opens. Only the chain can tell.
+fn tamper_with_the_embedded_log(data_dir: &std::path::Path, from: &str, to: &str) {
+    const HEADER_LEN: usize = 40;
+    const FRAME_HEADER_LEN: usize = 12;
+    assert_eq!(from.len(), to.len());
+    let segment = std::fs::read_dir(data_dir.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "seg"))
+        .expect("a segment");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = bytes
+        .windows(from.len())
+        .position(|w| w == from.as_bytes())
+        .expect("the text is in the log");
+    bytes[at..at + to.len()].copy_from_slice(to.as_bytes());
+    let mut frame = HEADER_LEN;
+    loop {
+        assert_eq!(&bytes[frame..frame + 4], b"IDSR");
+        let len = u32::from_le_bytes(bytes[frame + 4..frame + 8].try_into().unwrap()) as usize;
+        let end = frame + FRAME_HEADER_LEN + len;
+        if at < end {
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(&bytes[frame + 4..frame + 8]);
+            crc.update(&bytes[frame + FRAME_HEADER_LEN..end]);
+            let sum = crc.finalize().to_le_bytes();
+            bytes[frame + 8..frame + 12].copy_from_slice(&sum);
+            break;
+        }
+        frame = end;
+    }
+    std::fs::write(&segment, bytes).unwrap();
+}
+
+/// A member of `acme` who is also a platform administrator.
+async fn platform_admin(svc: &Service, email: &str) -> crate::support::world::Account {
+    let account = crate::support::world::join(svc, email, "acme", &["admin"], PASSWORD).await;
+    let flags = svc
+        .put(
+            &format!("/v1/users/{}/flags", account.id),
+            json!({"dashboard_access": true, "api_access": true, "platform_admin": true}),
+        )
+        .await;
+    assert_eq!(flags.status, 200, "{flags:?}");
+    svc.get_at(&format!("/v1/users/{}", account.id), flags.position())
+        .await;
+    account
+}
+
+/// The platform screen's tamper evidence (issue 17): the chain verified up to the log's end on
+/// each visit, with its checkpoints; after someone edits a covered event in the stored log (and
+/// fixes the record's checksum), the screen names the position that no longer matches.
+#[tokio::test]
+async fn the_console_platform_screen_verifies_the_chain_and_names_where_the_log_was_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut svc = Service::embedded_with_env(
+        dir.path(),
+        &[
+            ("IDSTREAM_CHAIN_CHECKPOINT_EVENTS", "1"),
+            ("IDSTREAM_CHAIN_CHECKPOINT_SECONDS", "1"),
+        ],
+    )
+    .await;
+    svc.create_tenant("acme").await;
+    let before = svc.log_position().await;
+    let zeta = svc
+        .post(
+            "/v1/tenants",
+            json!({"id": "zeta", "name": "Zeta Tamper Target"}),
+        )
+        .await;
+    assert_eq!(zeta.status, 201, "{zeta:?}");
+    let changed = zeta.position();
+    let root = platform_admin(&svc, "root@example.com").await;
+    let admin =
+        crate::support::world::join(&svc, "boss@example.com", "acme", &["admin"], PASSWORD).await;
+    let console = Console::new(&svc);
+    assert_eq!(console.get(&admin, "/admin/platform").await.0, 403);
+
+    // Once a checkpoint covers the new organisation, the screen says the log matches its chain.
+    let covered_to = |page: &str| -> u64 {
+        page.split("id=\"chain-covered-to\">")
+            .nth(1)
+            .and_then(|rest| rest.split('<').next())
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let page = loop {
+        let (status, page) = console.get(&root, "/admin/platform").await;
+        assert_eq!(status, 200, "{page}");
+        if covered_to(&page) >= changed {
+            break page;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint covers position {changed}: {page}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(page.contains("The log matches its chain"), "{page}");
+    assert!(!page.contains("does not match"), "{page}");
+    drop(console);
+
+    svc.stop().await;
+    tamper_with_the_embedded_log(dir.path(), "Zeta Tamper Target", "Zeta Tamper Tarjet");
+    svc.start_again().await;
+    let console = Console::new(&svc);
+    let (status, page) = console.get(&root, "/admin/platform").await;
+    assert_eq!(status, 200, "{page}");
+    let (_, verdict) = page
+        .split_once("id=\"chain-verdict\">")
+        .unwrap_or_else(|| panic!("{page}"));
+    let verdict = verdict.split("</p>").next().unwrap();
+    assert!(
+        verdict.contains("The log does not match its chain"),
+        "{verdict}"
+    );
+    // The organisation's creation is the changed event.
+    let at: u64 = verdict
+        .split("first break at position #")
+        .nth(1)
+        .and_then(|rest| rest.split('.').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{verdict}"));
+    assert!(before < at && at <= changed, "{before} < {at} <= {changed}");
+    assert!(
+        verdict.contains(&format!("the event at position {at} is not the one")),
+        "{verdict}"
+    );
+    // A tenant's administrator learns nothing of it.
+    assert_eq!(console.get(&admin, "/admin/platform").await.0, 403);
+}
+
+/// An organisation to show the console with: its administrator (a platform administrator too),
+/// a few named people (one suspended), a custom role, an entity with row-level security, a record
+/// with an owner and a grant, and a second organisation. Tenant `acme` must exist.
+struct ConsoleWorld {
+    admin: crate::support::world::Account,
+    grace: String,
+    /// Positions just before and after the record's grant, for time travel.
+    before_grant: u64,
+    after_grant: u64,
+}
+
+impl ConsoleWorld {
+    async fn build(svc: &Service) -> ConsoleWorld {
+        let admin = platform_admin(svc, "alan.turing@example.com").await;
+        svc.create_tenant("globex").await;
+        let (mut grace, mut edsger) = (String::new(), String::new());
+        for (email, first, last) in [
+            ("grace.hopper@example.com", "Grace", "Hopper"),
+            ("edsger.dijkstra@example.com", "Edsger", "Dijkstra"),
+            ("barbara.liskov@example.com", "Barbara", "Liskov"),
+            ("margaret.hamilton@example.com", "Margaret", "Hamilton"),
+            ("ken.thompson@example.com", "Ken", "Thompson"),
+        ] {
+            let created = svc
+                .post(
+                    "/v1/tenants/acme/users",
+                    json!({"email": email, "first_name": first, "last_name": last, "roles": ["user"]}),
+                )
+                .await;
+            assert_eq!(created.status, 201, "{created:?}");
+            let id = text(&created.body["id"]);
+            if first == "Grace" {
+                grace = id;
+            } else if first == "Edsger" {
+                edsger = id;
+            } else if first == "Ken" {
+                let suspended = svc
+                    .post(
+                        &format!("/v1/users/{id}/suspend"),
+                        json!({"reason": "Away on leave"}),
+                    )
+                    .await;
+                assert!(suspended.status < 300, "{suspended:?}");
+            }
+        }
+        let role = svc
+            .post(
+                "/v1/tenants/acme/roles",
+                json!({"name": "reviewer", "description": "Reviews projects",
+                       "permissions": ["users:read", "entity.project:read", "entity.project:update"],
+                       "global_access": false}),
+            )
+            .await;
+        assert_eq!(role.status, 201, "{role:?}");
+        let entity = svc
+            .post(
+                "/v1/tenants/acme/entities",
+                json!({"name": "project", "fields": ["id", "title", "budget"], "rls": true,
+                       "policy": {"read": ["_CREATOR", "reviewer"]}}),
+            )
+            .await;
+        assert_eq!(entity.status, 201, "{entity:?}");
+        let record = "/v1/tenants/acme/entities/project/records/apollo";
+        let owned = svc
+            .put(&format!("{record}/owner"), json!({"user": grace}))
+            .await;
+        assert_eq!(owned.status, 200, "{owned:?}");
+        let before_grant = owned.position();
+        let granted = svc
+            .put(
+                &format!("{record}/grants/{edsger}"),
+                json!({"access": "read_only"}),
+            )
+            .await;
+        assert_eq!(granted.status, 200, "{granted:?}");
+        let after_grant = granted.position();
+        svc.get_at("/v1/tenants/acme/users", after_grant).await;
+        ConsoleWorld {
+            admin,
+            grace,
+            before_grant,
+            after_grant,
+        }
+    }
+
+    /// Every console screen: a name and its address.
+    fn screens(&self) -> Vec<(&'static str, String)> {
+        let grace = &self.grace;
+        vec![
+            ("console-people", "/admin/users".to_owned()),
+            ("console-person", format!("/admin/users/{grace}")),
+            ("console-erase", format!("/admin/users/{grace}/erase")),
+            ("console-roles", "/admin/roles".to_owned()),
+            ("console-role-matrix", "/admin/roles/reviewer".to_owned()),
+            ("console-entities", "/admin/records".to_owned()),
+            ("console-entity", "/admin/records?entity=project".to_owned()),
+            (
+                "console-record",
+                "/admin/records?entity=project&record=apollo".to_owned(),
+            ),
+            ("console-audit", "/admin/audit".to_owned()),
+            (
+                "console-time-travel",
+                format!(
+                    "/admin/time-travel?entity=project&record=apollo&permission=read&at={}&compare={}",
+                    self.before_grant, self.after_grant
+                ),
+            ),
+            ("console-access-review", "/admin/access-review".to_owned()),
+            ("console-settings", "/admin/settings".to_owned()),
+            ("console-platform", "/admin/platform".to_owned()),
+        ]
+    }
+}
+
+/// Signs `email` in on the sign-in page.
+async fn sign_in_in_browser(
+    browser: &crate::support::browser::Browser,
+    svc: &Service,
+    email: &str,
+) {
+    browser.goto(&svc.url("/sign-in")).await;
+    browser.fill("email", email).await;
+    browser.fill("password", PASSWORD).await;
+    browser.click("button[type=submit]").await;
+    browser.expect_text(email).await;
+}
+
+/// The console at a phone's width (issue 17): on every screen, nothing is wider than the window
+/// (wide tables scroll inside their own box), and axe-core finds nothing serious there either.
+#[tokio::test]
+async fn every_console_screen_fits_a_phone_s_width() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::embedded(dir.path()).await;
+    svc.create_tenant("acme").await;
+    let world = ConsoleWorld::build(&svc).await;
+    let driver = Driver::start().await;
+    let profile = tempfile::tempdir().unwrap();
+    let browser = driver.browser(profile.path(), "phone").await;
+    browser.client.set_window_size(390, 844).await.unwrap();
+    sign_in_in_browser(&browser, &svc, &world.admin.email).await;
+    for (name, path) in world.screens() {
+        browser.goto(&svc.url(&path)).await;
+        let url = browser.url().await;
+        assert!(url.contains("/admin/"), "{name}: sent to {url}");
+        let widths = browser
+            .client
+            .execute(
+                "return [document.documentElement.scrollWidth, window.innerWidth];",
+                Vec::new(),
+            )
+            .await
+            .unwrap();
+        let (page, window) = (widths[0].as_u64().unwrap(), widths[1].as_u64().unwrap());
+        assert!(
+            (320..=420).contains(&window),
+            "{name}: a window {window} px wide"
+        );
+        if page > window {
+            let shot = browser.screenshot(name).await;
+            panic!(
+                "{name} ({path}) is {page} px wide in a window of {window} px (screenshot {})",
+                shot.display()
+            );
+        }
+        browser.check_accessibility().await;
+    }
+    browser.close().await;
+}
+
+/// The access review screen of a large organisation (issue 17) shows a hundred people at a time,
+/// with links to the pages before and after (keeping the moment asked for); its CSV download
+/// holds everyone.
+#[tokio::test]
+async fn the_console_access_review_shows_a_large_organisation_a_page_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::embedded(dir.path()).await;
+    svc.create_tenant("acme").await;
+    let admin =
+        crate::support::world::join(&svc, "boss@example.com", "acme", &["admin"], PASSWORD).await;
+    let many: Vec<serde_json::Value> = (0..150)
+        .map(
+            |i| json!({"op": "create", "email": format!("p{i:03}@example.com"), "roles": ["user"]}),
+        )
+        .collect();
+    let created = svc
+        .post("/v1/tenants/acme/users/bulk", json!({"operations": many}))
+        .await;
+    assert_eq!(created.status, 200, "{created:?}");
+    let at = created.position();
+    svc.get_at("/v1/tenants/acme/users", at).await;
+    let console = Console::new(&svc);
+    let people = |page: &str| page.matches("<tr><td><a href=\"/admin/users/").count();
+
+    let (status, first) = console.get(&admin, "/admin/access-review").await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(people(&first), 100);
+    assert!(first.contains("People 1–100 / 151"), "{first}");
+    assert!(!first.contains("Previous page"), "{first}");
+    let (status, second) = console.get(&admin, "/admin/access-review?from=100").await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(people(&second), 51);
+    assert!(second.contains("People 101–151 / 151"), "{second}");
+    assert!(
+        second.contains("Previous page") && !second.contains("Next page"),
+        "{second}"
+    );
+    // At a past moment, the links keep it.
+    let (_, past) = console
+        .get(&admin, &format!("/admin/access-review?at={at}"))
+        .await;
+    assert!(
+        past.contains(&format!(
+            "&#x2f;admin&#x2f;access-review?at={at}&amp;from=100"
+        )),
+        "{past}"
+    );
+    // Nonsense is the first page.
+    let (status, page) = console.get(&admin, "/admin/access-review?from=many").await;
+    assert_eq!((status, people(&page)), (200, 100));
+    let (_, csv) = console.get(&admin, "/admin/access-review?format=csv").await;
+    assert_eq!(csv.matches("@example.com").count(), 151, "{csv}");
 }

@@ -42,6 +42,8 @@ const PASSWORD: &str = "Route-Table-Passphrase-2026";
 const PUBLIC_URL: &str = "http://localhost";
 /// The only permission of admin_a's restricted key: one that no row needs.
 const KEY_RESTRICTION: &str = "documentation:read";
+/// Where the route table's OpenID Connect clients send people back.
+const CLIENT_REDIRECT: &str = "https://app.example/cb";
 /// The entity and record the record rows act on.
 const ENTITY: &str = "doc";
 const RECORD: &str = "r1";
@@ -654,6 +656,64 @@ impl World {
     /// A new member of acme holding `roles`, with a password and a session.
     async fn fresh_account(&self, roles: &[&str]) -> Account {
         join(&self.svc, &self.counter, ACME, roles).await
+    }
+
+    /// A new OpenID Connect client of acme, registered by the operator: its id.
+    async fn fresh_client(&self) -> String {
+        let body = json!({
+            "kind": "confidential", "name": self.unique("app"),
+            "redirect_uris": [CLIENT_REDIRECT], "grant_types": ["authorization_code"],
+            "scopes": ["openid", "email"],
+        });
+        let registered = self.svc.post(&acme("/clients"), body).await;
+        created(&registered, "a client");
+        text(&registered.body["id"])
+    }
+
+    /// A new client of acme that `me` consented to on its consent screen (as a browser would:
+    /// the screen, then its form): the client's id.
+    async fn consented_client(&self, me: &Account) -> String {
+        let client = self.fresh_client().await;
+        let browser = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let cookie = format!(
+            "ids_csrf=route-csrf; ids_access={}; ids_session={}",
+            me.token, me.refresh
+        );
+        let params = [
+            ("response_type", "code"),
+            ("client_id", client.as_str()),
+            ("redirect_uri", CLIENT_REDIRECT),
+            ("scope", "openid"),
+        ];
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query.extend_pairs(params);
+        let screen = browser
+            .get(
+                self.svc
+                    .url(&format!("/t/acme/oidc/authorize?{}", query.finish())),
+            )
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(screen.status(), 200, "the consent screen");
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.extend_pairs(params);
+        form.append_pair("csrf", "route-csrf");
+        form.append_pair("decision", "allow");
+        let answer = browser
+            .post(self.svc.url("/t/acme/oidc/authorize"))
+            .header("cookie", &cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form.finish())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 303, "consented");
+        client
     }
 
     /// An open invitation to acme for a new address, sent by the operator: (id, email).
@@ -1629,6 +1689,131 @@ fn table() -> Vec<Row> {
             asking,
             AdminA,
             fixed(|w| Call::post(acme("/access/explain"), check_body(w))),
+        ),
+        // ----- OpenID Connect -----
+        row(
+            "GET /t/{tenant}/.well-known/openid-configuration",
+            Public { status: 200 },
+            Nobody,
+            fixed(|_| Call::get("/t/acme/.well-known/openid-configuration")),
+        ),
+        row(
+            "GET /t/{tenant}/oidc/jwks",
+            Public { status: 200 },
+            Nobody,
+            fixed(|_| Call::get("/t/acme/oidc/jwks")),
+        ),
+        // The protocol endpoints authenticate the client themselves: without one they answer
+        // OAuth's errors, never `unauthorized`.
+        row(
+            "POST /t/{tenant}/oidc/token",
+            Public { status: 400 },
+            Nobody,
+            fixed(|_| Call::post("/t/acme/oidc/token", json!({}))),
+        ),
+        row(
+            "POST /t/{tenant}/oidc/revoke",
+            Public { status: 400 },
+            Nobody,
+            fixed(|_| Call::post("/t/acme/oidc/revoke", json!({}))),
+        ),
+        row(
+            "POST /t/{tenant}/oidc/introspect",
+            Public { status: 400 },
+            Nobody,
+            fixed(|_| Call::post("/t/acme/oidc/introspect", json!({}))),
+        ),
+        row(
+            "GET /t/{tenant}/oidc/userinfo",
+            Public { status: 401 },
+            Nobody,
+            fixed(|_| Call::get("/t/acme/oidc/userinfo")),
+        ),
+        row(
+            "GET /v1/tenants/{tenant}/clients",
+            tenant("settings:read"),
+            AdminA,
+            shared(|w| async move {
+                w.fresh_client().await;
+                Call::get(acme("/clients"))
+            }),
+        ),
+        row(
+            "POST /v1/tenants/{tenant}/clients",
+            tenant("settings:update"),
+            AdminA,
+            fixed(|_| {
+                let body = json!({
+                    "kind": "public", "name": "Route app", "redirect_uris": [CLIENT_REDIRECT],
+                    "grant_types": ["authorization_code"], "scopes": ["openid"],
+                });
+                Call::post(acme("/clients"), body)
+            }),
+        ),
+        row(
+            "GET /v1/tenants/{tenant}/clients/{id}",
+            tenant("settings:read"),
+            AdminA,
+            shared(
+                |w| async move { Call::get(acme(&format!("/clients/{}", w.fresh_client().await))) },
+            ),
+        ),
+        row(
+            "PUT /v1/tenants/{tenant}/clients/{id}",
+            tenant("settings:update"),
+            AdminA,
+            shared(|w| async move {
+                let body = json!({
+                    "name": "Renamed app", "redirect_uris": [CLIENT_REDIRECT],
+                    "grant_types": ["authorization_code"], "scopes": ["openid"],
+                });
+                Call::put(acme(&format!("/clients/{}", w.fresh_client().await)), body)
+            }),
+        ),
+        row(
+            "DELETE /v1/tenants/{tenant}/clients/{id}",
+            tenant("settings:update"),
+            AdminA,
+            shared(|w| async move {
+                Call::delete(acme(&format!("/clients/{}", w.fresh_client().await)))
+            }),
+        ),
+        row(
+            "POST /v1/tenants/{tenant}/clients/{id}/secret",
+            tenant("settings:update"),
+            AdminA,
+            shared(|w| async move {
+                Call::post(
+                    acme(&format!("/clients/{}/secret", w.fresh_client().await)),
+                    json!({}),
+                )
+            }),
+        ),
+        row(
+            "GET /v1/auth/consents",
+            own,
+            Own,
+            shared(|w| async move {
+                let me = w.fresh_account(&["user"]).await;
+                w.consented_client(&me).await;
+                Call::get("/v1/auth/consents").by(&me.token)
+            }),
+        ),
+        row(
+            "DELETE /v1/auth/consents/{id}",
+            own,
+            Own,
+            shared(|w| async move {
+                let me = w.fresh_account(&["user"]).await;
+                let client = w.consented_client(&me).await;
+                Call::delete(format!("/v1/auth/consents/{client}")).by(&me.token)
+            }),
+        )
+        // spec: one's own consents only; a client someone else consented to is not found.
+        .also(
+            AdminB,
+            prepared(|_| Call::delete(format!("/v1/auth/consents/{}", ulid::Ulid::new()))),
+            Expect::Refused(404, Some("consent_not_found")),
         ),
         // ----- API keys -----
         row(
@@ -2729,7 +2914,8 @@ async fn every_page_route_answers_each_browser_as_its_access_says() {
             let path = route
                 .path
                 .replace("{user}", &member.id)
-                .replace("{role}", "user");
+                .replace("{role}", "user")
+                .replace("{tenant}", ACME);
             let builder = if route.method == "GET" {
                 client.get(svc.url(&path))
             } else {

@@ -59,6 +59,8 @@ fn subject_pattern(aggregate: &str) -> Option<&'static str> {
         "api_key" => "idstream.events.<tenant>.api_key.<key id>",
         "chain" => "idstream.events._.chain.log",
         "admin_guard" => "idstream.events.<tenant>.admin_guard.<tenant>",
+        "client" => "idstream.events.<tenant>.client.<client id>",
+        "consent" => "idstream.events.<tenant>.consent.<client id>_<user id>",
         _ => return None,
     })
 }

@@ -37,6 +37,13 @@ pub enum AppError {
     Invitation(#[from] InvitationError),
     #[error(transparent)]
     ApiKey(#[from] ApiKeyError),
+    #[error(transparent)]
+    Client(#[from] idstream_domain::identity::client::ClientError),
+    #[error(transparent)]
+    Consent(#[from] idstream_domain::identity::consent::ConsentError),
+    /// An OAuth or OpenID Connect protocol error, answered with its `error` code.
+    #[error("{0}")]
+    OAuth(crate::oidc::OAuthError),
     /// Unknown account, wrong password or second factor, no password, or locked: one answer.
     #[error("the email address or password is wrong")]
     InvalidCredentials,

@@ -23,6 +23,7 @@ mod access_queries;
 mod access_tests;
 mod admin_rules;
 mod audit;
+pub mod chain_status;
 mod core;
 mod engine;
 mod error;
@@ -31,6 +32,7 @@ mod escalation_tests;
 pub mod identity;
 mod import;
 mod memberships;
+pub mod oidc;
 mod operations;
 mod people;
 pub mod policy;
@@ -187,6 +189,7 @@ pub struct App {
     pub operations: Operations,
     pub people: People,
     pub scim: scim::Scim,
+    pub oidc: oidc::Oidc,
 }
 
 impl App {
@@ -225,7 +228,8 @@ impl App {
             audit: Audit(core.clone()),
             operations: Operations(core.clone()),
             people: People(core.clone()),
-            scim: scim::Scim(core),
+            scim: scim::Scim(core.clone()),
+            oidc: oidc::Oidc(core),
         }
     }
 }

@@ -542,7 +542,9 @@ pub struct AccessClaims {
     pub sub: String,
     /// The tenant the token acts in.
     pub tid: String,
-    /// The session the token was minted for, so that revoking a session can be checked.
+    /// The session the token was minted for, so that revoking a session can be checked. Empty
+    /// (and left out) for an application's token for itself (client credentials).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sid: String,
     pub exp: i64,
     pub iat: i64,
@@ -557,16 +559,28 @@ pub struct AccessClaims {
     /// when unknown.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub amr: Vec<String>,
+    /// The application the token was issued to (RFC 9068 §2.2), for an OpenID Connect client's
+    /// token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The scopes granted, space-separated (RFC 9068 §2.2.3), for an OpenID Connect client's
+    /// token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 /// Who an access token is for: the input to [`Issuer::sign`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AccessSubject {
     pub sub: String,
     pub tid: String,
     pub sid: String,
     /// The sign-in's authentication method references (the `amr` claim; empty: none).
     pub amr: Vec<String>,
+    /// The OpenID Connect client the token is issued to, if any.
+    pub client_id: Option<String>,
+    /// The scopes granted to that client, space-separated.
+    pub scope: Option<String>,
 }
 
 /// Signs and verifies access tokens for one issuer and one audience.
@@ -614,6 +628,8 @@ impl Issuer {
             jti: new_jti(now),
             typ: ACCESS_TOKEN_CLAIM_TYPE.to_owned(),
             amr: subject.amr.clone(),
+            client_id: subject.client_id.clone(),
+            scope: subject.scope.clone(),
         };
         let key = ring.signing_key(now);
         let mut header = Header::new(Algorithm::EdDSA);
@@ -673,12 +689,34 @@ impl Issuer {
         Ok(claims)
     }
 
+    /// [`Issuer::verify`] for any audience: the caller checks `aud` (an OpenID Connect issuer's
+    /// tokens are each for one of its clients).
+    pub fn verify_any_audience(
+        &self,
+        ring: &KeyRing,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<AccessClaims, TokenError> {
+        self.verify_signed_for(ring, token, now, false)
+            .map(|(claims, _)| claims)
+    }
+
     /// The claims and the signing key's id of a valid token.
     fn verify_signed(
         &self,
         ring: &KeyRing,
         token: &str,
         now: OffsetDateTime,
+    ) -> Result<(AccessClaims, String), TokenError> {
+        self.verify_signed_for(ring, token, now, true)
+    }
+
+    fn verify_signed_for(
+        &self,
+        ring: &KeyRing,
+        token: &str,
+        now: OffsetDateTime,
+        check_audience: bool,
     ) -> Result<(AccessClaims, String), TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Malformed);
@@ -740,13 +778,61 @@ impl Issuer {
         if claims.iss != self.iss {
             return Err(TokenError::WrongIssuer);
         }
-        if claims.aud != self.aud {
+        if check_audience && claims.aud != self.aud {
             return Err(TokenError::WrongAudience);
         }
         check_times(&claims, now)?;
         let kid = header.kid.unwrap_or_default();
         Ok((claims, kid))
     }
+}
+
+/// Signs `claims` with the ring's current key (EdDSA, `kid` set), with the header type `typ`:
+/// an OpenID Connect ID token (`JWT`) or logout token (`logout+jwt`).
+pub fn sign_jwt<T: Serialize>(
+    ring: &KeyRing,
+    typ: &str,
+    claims: &T,
+    now: OffsetDateTime,
+) -> String {
+    let key = ring.signing_key(now);
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.typ = Some(typ.to_owned());
+    header.kid = Some(key.kid.clone());
+    jsonwebtoken::encode(&header, claims, &key.encoding)
+        .expect("signing JSON claims with a valid Ed25519 key cannot fail")
+}
+
+/// The claims of a JWT of header type `typ` whose EdDSA signature verifies with a key of `ring`
+/// (no time or audience check: for an `id_token_hint`, which may have expired).
+pub fn verify_signature<T: serde::de::DeserializeOwned>(
+    ring: &KeyRing,
+    token: &str,
+    typ: &str,
+) -> Option<T> {
+    if token.len() > MAX_TOKEN_LEN {
+        return None;
+    }
+    let header: RawHeader = token
+        .split('.')
+        .next()
+        .and_then(|h| URL_SAFE_NO_PAD.decode(h).ok())
+        .and_then(|json| serde_json::from_slice(&json).ok())?;
+    if header.alg.as_deref() != Some("EdDSA")
+        || header.crit.is_some()
+        || header.typ.as_deref() != Some(typ)
+    {
+        return None;
+    }
+    let key = ring.decoding_key(header.kid.as_deref()?)?;
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims = HashSet::new();
+    jsonwebtoken::decode::<T>(token, &key, &validation)
+        .ok()
+        .map(|data| data.claims)
 }
 
 /// Whether a token's claims are valid at `now` (± [`CLOCK_LEEWAY`]).
@@ -875,6 +961,7 @@ mod tests {
             tid: "acme".into(),
             sid: "01J0SESSION".into(),
             amr: vec!["pop".into(), "mfa".into()],
+            ..AccessSubject::default()
         }
     }
 
@@ -899,6 +986,8 @@ mod tests {
             jti: new_jti(now),
             typ: ACCESS_TOKEN_CLAIM_TYPE.into(),
             amr: Vec::new(),
+            client_id: None,
+            scope: None,
         }
     }
 

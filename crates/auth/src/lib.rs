@@ -27,7 +27,7 @@ pub mod totp;
 pub use api_key::{ApiKeySecret, PresentedApiKey};
 pub use jwt::{
     AccessClaims, AccessSubject, CLOCK_LEEWAY, Issuer, KeyRing, KeyRingError, SigningKey,
-    TokenError, VerifiedTokens,
+    TokenError, VerifiedTokens, sign_jwt,
 };
 pub use opaque::{OpaqueToken, TokenKind};
 pub use password_policy::{PasswordPolicy, PolicyBoundsError, PolicyViolation};

@@ -1,5 +1,6 @@
 //! Opaque bearer tokens with a recognisable prefix: `idr_…` refresh tokens, `idm_…` magic sign-in
-//! links, `idp_…` password resets, `ide_…` email verifications, `idi_…` invitations.
+//! links, `idp_…` password resets, `ide_…` email verifications, `idi_…` invitations, `idc_…`
+//! authorization codes and `idcs_…` client secrets.
 //!
 //! The prefix tells people (and secret scanners) what a leaked token is, and lets a token of one
 //! kind be refused at once where another kind is expected. The rest is 160 random bits in lower-case
@@ -23,6 +24,10 @@ pub enum TokenKind {
     PasswordReset,
     EmailVerification,
     Invitation,
+    /// An OpenID Connect authorization code (after its session's id, see the app's `oidc`).
+    AuthorizationCode,
+    /// An OpenID Connect confidential client's secret.
+    ClientSecret,
 }
 
 impl TokenKind {
@@ -33,6 +38,8 @@ impl TokenKind {
             TokenKind::PasswordReset => "idp_",
             TokenKind::EmailVerification => "ide_",
             TokenKind::Invitation => "idi_",
+            TokenKind::AuthorizationCode => "idc_",
+            TokenKind::ClientSecret => "idcs_",
         }
     }
 }

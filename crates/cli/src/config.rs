@@ -28,6 +28,8 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Lifetime of access tokens.
     pub access_token_ttl: Duration,
+    /// How long an OpenID Connect authorization code may be exchanged.
+    pub authorization_code_ttl: Duration,
     /// The signing key is replaced after this long (`None`: only by `idstream keys rotate`).
     pub signing_key_rotation: Option<Duration>,
     /// How long a next signing key is published before it signs.
@@ -71,6 +73,7 @@ impl Default for Config {
             max_body_bytes: 64 * 1024,
             public_url: None,
             access_token_ttl: Duration::from_secs(300),
+            authorization_code_ttl: Duration::from_secs(60),
             signing_key_rotation: Some(Duration::from_secs(30 * 24 * 3600)),
             signing_key_lead: Duration::from_secs(3600),
             hash_concurrency: None,
@@ -97,6 +100,7 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     pub public_url: Option<String>,
     pub access_token_ttl_seconds: Option<u64>,
+    pub authorization_code_ttl_seconds: Option<u64>,
     /// Days between automatic signing-key rotations; 0 turns them off.
     pub signing_key_rotation_days: Option<u64>,
     pub signing_key_lead_seconds: Option<u64>,
@@ -146,6 +150,9 @@ impl FileConfig {
         }
         if let Some(v) = self.access_token_ttl_seconds {
             config.access_token_ttl = Duration::from_secs(v);
+        }
+        if let Some(v) = self.authorization_code_ttl_seconds {
+            config.authorization_code_ttl = Duration::from_secs(v);
         }
         if let Some(days) = self.signing_key_rotation_days {
             config.signing_key_rotation =

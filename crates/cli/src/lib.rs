@@ -230,6 +230,7 @@ impl Common {
             max_body_bytes: None,
             public_url: self.public_url,
             access_token_ttl_seconds: None,
+            authorization_code_ttl_seconds: None,
             signing_key_rotation_days: None,
             signing_key_lead_seconds: None,
             hash_concurrency: None,

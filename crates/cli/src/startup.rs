@@ -158,6 +158,16 @@ pub async fn key_store(config: &Config) -> anyhow::Result<Arc<dyn KeyStore>> {
 }
 
 /// The configured access-token lifetime, checked.
+fn code_ttl(config: &Config) -> anyhow::Result<time::Duration> {
+    let ttl = time::Duration::try_from(config.authorization_code_ttl)
+        .context("authorization_code_ttl_seconds is out of range")?;
+    anyhow::ensure!(
+        ttl >= time::Duration::seconds(1) && ttl <= time::Duration::minutes(10),
+        "authorization_code_ttl_seconds must be between 1 and 600"
+    );
+    Ok(ttl)
+}
+
 fn access_ttl(config: &Config) -> anyhow::Result<time::Duration> {
     let access_ttl = time::Duration::try_from(config.access_token_ttl)
         .context("access_token_ttl is out of range")?;
@@ -238,6 +248,7 @@ pub async fn identity_services(config: &Config) -> anyhow::Result<IdentityServic
             access_ttl,
             public_url,
             signing_keys,
+            code_ttl: code_ttl(config)?,
             ..IdentityConfig::default()
         },
     })

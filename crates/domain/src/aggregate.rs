@@ -11,6 +11,8 @@ use crate::email::{self, EmailClaim, EmailClaimCommand, EmailClaimError, EmailCl
 use crate::envelope::AggregateType;
 use crate::events::DomainEvent;
 use crate::identity::api_key::{self, ApiKey, ApiKeyCommand, ApiKeyError, ApiKeyEvent};
+use crate::identity::client::{self, Client, ClientCommand, ClientError, ClientEvent};
+use crate::identity::consent::{self, Consent, ConsentCommand, ConsentError, ConsentEvent};
 use crate::identity::credentials::{
     self, Credentials, CredentialsCommand, CredentialsError, CredentialsEvent,
 };
@@ -141,7 +143,7 @@ aggregate!(CredentialsAggregate, Credentials, credentials, Credentials, Credenti
     PasskeyRemoved => PasskeyRemoved, PasskeyCounterRegressed => PasskeyCounterRegressed,
 });
 aggregate!(SessionAggregate, Session, session, Session, SessionCommand, SessionEvent, SessionError, {
-    Started => SessionStarted, Refreshed => SessionRefreshed, TenantSwitched => SessionTenantSwitched,
+    CodeIssued => AuthorizationCodeIssued, Started => SessionStarted, Refreshed => SessionRefreshed, TenantSwitched => SessionTenantSwitched,
     Revoked => SessionRevoked,
 });
 aggregate!(InvitationAggregate, Invitation, invitation, Invitation, InvitationCommand, InvitationEvent, InvitationError, {
@@ -149,6 +151,13 @@ aggregate!(InvitationAggregate, Invitation, invitation, Invitation, InvitationCo
 });
 aggregate!(ApiKeyAggregate, ApiKey, api_key, ApiKey, ApiKeyCommand, ApiKeyEvent, ApiKeyError, {
     Issued => ApiKeyIssued, Revoked => ApiKeyRevoked, Used => ApiKeyUsed,
+});
+aggregate!(ClientAggregate, Client, client, Client, ClientCommand, ClientEvent, ClientError, {
+    Registered => ClientRegistered, Updated => ClientUpdated, SecretRotated => ClientSecretRotated,
+    Removed => ClientRemoved, CredentialsUsed => ClientCredentialsUsed,
+});
+aggregate!(ConsentAggregate, Consent, consent, Consent, ConsentCommand, ConsentEvent, ConsentError, {
+    Granted => ConsentGranted, Revoked => ConsentRevoked,
 });
 aggregate!(AdminGuardAggregate, AdminGuard, admin_guard, AdminGuard, AdminGuardCommand, AdminGuardEvent, AdminGuardError, {
     Reserved => AdminRemovalReserved, Settled => AdminRemovalSettled,

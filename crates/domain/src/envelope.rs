@@ -37,6 +37,10 @@ pub enum AggregateType {
     // One per tenant (id: the tenant's id): orders the commands that take an administrator's
     // standing away, so the last administrator stays (see `access::admin_guard`).
     AdminGuard,
+    // An OpenID Connect client of a tenant (id: the client id).
+    Client,
+    // One person's consent to one client (id: `<client id>_<user id>`).
+    Consent,
 }
 
 impl AggregateType {
@@ -55,6 +59,8 @@ impl AggregateType {
             AggregateType::ApiKey => "api_key",
             AggregateType::Chain => "chain",
             AggregateType::AdminGuard => "admin_guard",
+            AggregateType::Client => "client",
+            AggregateType::Consent => "consent",
         }
     }
 }

@@ -16,8 +16,11 @@ use crate::access::model::{
 };
 use crate::attributes::AttributeDefinition;
 use crate::envelope::{AggregateType, EventEnvelope, Metadata, StreamKey};
+use crate::identity::client::{ClientKind, ClientSettings};
 use crate::identity::credentials::{PasswordReason, TokenPurpose};
-use crate::identity::session::{RevocationReason, SignInMethod, SignInMethodV1};
+use crate::identity::session::{
+    RevocationReason, RevocationReasonV1, SignInMethod, SignInMethodV1,
+};
 use crate::ids::{RoleName, TenantId, UserId};
 use crate::secret::{BlindIndex, Sealed};
 use crate::tenant::{PasswordPolicySettings, TenantSettings};
@@ -809,6 +812,110 @@ pub struct SessionTenantSwitched {
 pub struct SessionRevoked {
     pub reason: RevocationReason,
 }
+
+// Version 1 of `SessionRevoked`, before applications had sessions: its reasons are those of
+// `RevocationReasonV1` (the doc comment is the published schema's description).
+/// The session ended before its time; its tokens stop working.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "SessionRevoked")]
+pub struct SessionRevokedV1 {
+    pub reason: RevocationReasonV1,
+}
+
+/// Version 1 differs only in the reasons it knows, all of which version 2 knows.
+impl From<SessionRevokedV1> for SessionRevoked {
+    fn from(v1: SessionRevokedV1) -> SessionRevoked {
+        SessionRevoked {
+            reason: v1.reason.into(),
+        }
+    }
+}
+
+/// An application (`client`) was given an authorization code for `user`: the first event of the
+/// session the code starts when the application exchanges it (a `SessionStarted` on the same
+/// aggregate). Only the code's blind index is recorded. `browser_session` is the session the
+/// person was signed in with; `auth_time` is when that sign-in happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizationCodeIssued {
+    pub code: BlindIndex,
+    pub client: String,
+    pub redirect_uri: String,
+    pub scopes: BTreeSet<String>,
+    /// The application's `nonce`, returned in the ID token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// The PKCE S256 challenge, when the application sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_challenge: Option<String>,
+    pub user: UserId,
+    pub tenant: TenantId,
+    pub method: SignInMethod,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub auth_time: OffsetDateTime,
+    pub browser_session: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// An OpenID Connect client (an application) was registered in the tenant. A confidential
+/// client's secret is recorded only as its blind index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientRegistered {
+    pub kind: ClientKind,
+    pub settings: ClientSettings,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<BlindIndex>,
+}
+
+/// A client's settings changed (the whole set is recorded).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientUpdated {
+    pub settings: ClientSettings,
+}
+
+/// A confidential client's secret was replaced; the old one stops working.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSecretRotated {
+    pub secret: BlindIndex,
+}
+
+/// A client was removed: it can no longer sign anyone in, and its tokens stop working.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientRemoved {}
+
+/// A client obtained tokens for itself (client credentials; recorded at most once a minute).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCredentialsUsed {
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub at: OffsetDateTime,
+}
+
+/// `user` consented to `client` receiving `scopes` (all scopes consented to so far).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentGranted {
+    pub user: UserId,
+    pub client: String,
+    pub scopes: BTreeSet<String>,
+}
+
+/// The consent was taken back: the client must ask again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentRevoked {}
 
 /// A user was invited to the tenant with `roles`, the link sent by email or handed to the
 /// inviter (`delivery`).
@@ -1898,7 +2005,8 @@ catalogue! {
         SessionStarted => 4, Session;
         SessionRefreshed => 1, Session;
         SessionTenantSwitched => 1, Session;
-        SessionRevoked => 1, Session;
+        SessionRevoked => 2, Session;
+        AuthorizationCodeIssued => 1, Session;
         InvitationSent => 2, Invitation;
         InvitationResent => 1, Invitation;
         InvitationAccepted => 1, Invitation;
@@ -1909,6 +2017,13 @@ catalogue! {
         ChainCheckpointed => 1, Chain;
         AdminRemovalReserved => 1, AdminGuard;
         AdminRemovalSettled => 1, AdminGuard;
+        ClientRegistered => 1, Client;
+        ClientUpdated => 1, Client;
+        ClientSecretRotated => 1, Client;
+        ClientRemoved => 1, Client;
+        ClientCredentialsUsed => 1, Client;
+        ConsentGranted => 1, Consent;
+        ConsentRevoked => 1, Consent;
     }
 
     upcast {
@@ -1933,6 +2048,7 @@ catalogue! {
         RoleMenuSet => 1, RoleMenuSetV1;
         PermissionsRevoked => 1, PermissionsRevokedV1;
         ApiKeyIssued => 1, ApiKeyIssuedV1;
+        SessionRevoked => 1, SessionRevokedV1;
     }
 }
 
@@ -2199,6 +2315,28 @@ mod tests {
         assert!(matches!(
             DomainEvent::decode(&changed),
             Err(DecodeError::Payload { .. })
+        ));
+
+        // SessionRevoked v1 knows the reasons before applications; v2 adds theirs.
+        let revoked = DomainEvent::SessionRevoked(SessionRevoked {
+            reason: RevocationReason::RefreshTokenReused,
+        });
+        let mut v1 = revoked
+            .clone()
+            .into_envelope(Ulid::from_parts(4, 4), &session, &meta);
+        v1.version = 1;
+        assert_eq!(DomainEvent::decode(&v1).unwrap(), revoked);
+        v1.data["reason"] = "authorization_code_reused".into();
+        assert!(matches!(
+            DomainEvent::decode(&v1),
+            Err(DecodeError::Payload { .. })
+        ));
+        v1.version = 2;
+        assert!(matches!(
+            DomainEvent::decode(&v1),
+            Ok(DomainEvent::SessionRevoked(SessionRevoked {
+                reason: RevocationReason::AuthorizationCodeReused
+            }))
         ));
     }
 

@@ -258,6 +258,7 @@ impl ApiError {
                         "invalid_session_lifetime",
                         shown(e),
                     ),
+                    SessionError::InvalidGrant => (S::BAD_REQUEST, "invalid_grant", shown(e)),
                 },
                 AppError::Invitation(i) => match i {
                     InvitationError::AlreadyExists => (S::CONFLICT, "invitation_exists", shown(e)),
@@ -334,6 +335,36 @@ impl ApiError {
                     (S::FORBIDDEN, "dashboard_access_disabled", shown(e))
                 }
                 AppError::ScimKeyRequired => (S::FORBIDDEN, "scim_key_required", shown(e)),
+                AppError::OAuth(o) => (
+                    match o.error {
+                        "invalid_client" | "invalid_token" => S::UNAUTHORIZED,
+                        "insufficient_scope" => S::FORBIDDEN,
+                        _ => S::BAD_REQUEST,
+                    },
+                    o.error,
+                    o.description.clone(),
+                ),
+                AppError::Client(c) => {
+                    use idstream_domain::identity::client::ClientError as C;
+                    match c {
+                        C::AlreadyExists => (S::CONFLICT, "client_exists", shown(c)),
+                        C::NotFound => (S::NOT_FOUND, "client_not_found", shown(c)),
+                        C::InvalidName => {
+                            (S::UNPROCESSABLE_ENTITY, "invalid_client_name", shown(c))
+                        }
+                        C::InvalidUri(_) => {
+                            (S::UNPROCESSABLE_ENTITY, "invalid_redirect_uri", shown(c))
+                        }
+                        C::InvalidGrants(_) => {
+                            (S::UNPROCESSABLE_ENTITY, "invalid_grant_types", shown(c))
+                        }
+                        C::UnknownScope(_) => (S::UNPROCESSABLE_ENTITY, "unknown_scope", shown(c)),
+                        C::PublicClientSecret => {
+                            (S::CONFLICT, "public_client_has_no_secret", shown(c))
+                        }
+                    }
+                }
+                AppError::Consent(c) => (S::NOT_FOUND, "consent_not_found", shown(c)),
                 AppError::PreconditionFailed => {
                     (S::PRECONDITION_FAILED, "precondition_failed", shown(e))
                 }

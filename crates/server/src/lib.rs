@@ -165,6 +165,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(routes::access_queries::router())
         .merge(routes::identity::router())
         .merge(routes::audit::router())
+        .merge(routes::oidc::router())
         .merge(pages::router(&state))
         .merge(scim::router())
         .fallback(|uri: axum::http::Uri| async move {

@@ -93,12 +93,18 @@ use crate::routes::{self, CommandAccepted};
         routes::identity::api_keys::issue_api_key, routes::identity::api_keys::list_api_keys, routes::identity::api_keys::revoke_api_key,
         routes::audit::audit_events,
         routes::audit::past::explain_as_of, routes::audit::past::holders_as_of, routes::audit::past::access_review,
+        routes::oidc::discovery, routes::oidc::issuer_jwks, routes::oidc::token, routes::oidc::userinfo,
+        routes::oidc::revoke, routes::oidc::introspect,
+        routes::oidc::register_client, routes::oidc::list_clients, routes::oidc::get_client,
+        routes::oidc::update_client, routes::oidc::remove_client, routes::oidc::rotate_client_secret,
+        routes::oidc::my_consents, routes::oidc::revoke_consent,
     ),
     components(schemas(Problem, CommandAccepted, crate::dry_run::Preview)),
     modifiers(&BearerAuth, &Formats, &Operations),
     tags(
         (name = "auth", description = "Sign-in, sessions, passwords, passkeys and two-factor authentication of the caller"),
         (name = "invitations"), (name = "api-keys"),
+        (name = "oidc", description = "OpenID Connect: each tenant's issuer (`/t/{tenant}`), its clients and a person's consents; the authorization and logout endpoints are pages"),
         (name = "audit", description = "The audit trail: every event, filtered, without personal data"),
         (name = "tenants"), (name = "users"), (name = "roles"), (name = "entities"), (name = "records"), (name = "permissions"), (name = "access"), (name = "operations"),
     )

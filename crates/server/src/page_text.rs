@@ -12,6 +12,46 @@ use idstream_app::Lang;
 
 /// English → French.
 const FRENCH: &[(&str, &str)] = &[
+    // OpenID Connect: consent and logout.
+    (
+        "An application asks to sign you in:",
+        "Une application demande à vous connecter :",
+    ),
+    ("It would receive:", "Elle recevrait :"),
+    (
+        "Who you are (your account's identifier in this organisation)",
+        "Qui vous êtes (l’identifiant de votre compte dans cette organisation)",
+    ),
+    ("Your name and picture", "Votre nom et votre photo"),
+    (
+        "Your email address and whether it is verified",
+        "Votre adresse e-mail et si elle est vérifiée",
+    ),
+    (
+        "Access while you are away, until you take it back",
+        "Un accès en votre absence, jusqu’à ce que vous le retiriez",
+    ),
+    ("Allow", "Autoriser"),
+    ("Deny", "Refuser"),
+    (
+        "You can take this back at any time from your account.",
+        "Vous pouvez le retirer à tout moment depuis votre compte.",
+    ),
+    (
+        "An application asks to sign you out:",
+        "Une application demande à vous déconnecter :",
+    ),
+    (
+        "Sign out of this browser, and of the applications you signed in to with it?",
+        "Vous déconnecter de ce navigateur et des applications auxquelles vous vous êtes connecté avec lui ?",
+    ),
+    ("Allow access", "Autoriser l’accès"),
+    ("Signed out", "Déconnecté"),
+    ("You are signed out.", "Vous êtes déconnecté."),
+    (
+        "The application's sign-in request is not valid. Tell the application's developers:",
+        "La demande de connexion de l’application n’est pas valide. Signalez-le à ses développeurs :",
+    ),
     // Words of the templates.
     ("(current)", "(actuelle)"),
     (
@@ -55,6 +95,42 @@ const FRENCH: &[(&str, &str)] = &[
     ("revoked", "révoquée"),
     ("Access of", "Accès de"),
     ("Behind the log", "Retard sur le journal"),
+    ("Compute the digests", "Calculer les empreintes"),
+    (
+        "reads every read model: slow for a large organisation",
+        "lit chaque modèle de lecture : lent pour une grande organisation",
+    ),
+    // The platform screen's chain verification.
+    ("Tamper evidence", "Preuve d’intégrité"),
+    (
+        "The log does not match its chain",
+        "Le journal ne correspond pas à sa chaîne",
+    ),
+    ("first break at position", "première rupture à la position"),
+    ("The log could not be read", "Le journal n’a pas pu être lu"),
+    ("Verifying…", "Vérification en cours…"),
+    (
+        "The log matches its chain",
+        "Le journal correspond à sa chaîne",
+    ),
+    ("Events verified", "Événements vérifiés"),
+    ("Checkpoints", "Points de contrôle"),
+    ("the last at", "le dernier à"),
+    ("signed by key", "signé par la clé"),
+    ("covering up to", "couvrant jusqu’à"),
+    (
+        "Not yet covered by a checkpoint",
+        "Pas encore couverts par un point de contrôle",
+    ),
+    ("Last checked", "Dernière vérification"),
+    (
+        "Verified from the first event since",
+        "Vérifié depuis le premier événement le",
+    ),
+    (
+        "again every hour; each visit verifies what was appended since the last",
+        "à nouveau toutes les heures ; chaque visite vérifie ce qui a été ajouté depuis la précédente",
+    ),
     ("Digest", "Empreinte"),
     (
         "Everyone, by name, address or id",

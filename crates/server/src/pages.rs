@@ -41,6 +41,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 mod console;
+mod oidc;
 
 use crate::AppState;
 use crate::extract::correlation_id;
@@ -183,6 +184,14 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ),
         ("confirm.html", include_str!("../templates/confirm.html")),
         ("message.html", include_str!("../templates/message.html")),
+        (
+            "oidc_consent.html",
+            include_str!("../templates/oidc_consent.html"),
+        ),
+        (
+            "oidc_logout.html",
+            include_str!("../templates/oidc_logout.html"),
+        ),
         ("account.html", include_str!("../templates/account.html")),
         (
             "admin_user.html",
@@ -374,6 +383,18 @@ fn routes() -> Vec<RouteEntry> {
         ),
         ("/sign-in/code", None, Some(Public), post(sign_in_code)),
         ("/sign-out", None, Some(Session), post(sign_out)),
+        (
+            "/t/{tenant}/oidc/authorize",
+            Some(Public),
+            Some(Public),
+            get(oidc::authorize_page).post(oidc::consent),
+        ),
+        (
+            "/t/{tenant}/oidc/logout",
+            Some(Public),
+            Some(Public),
+            get(oidc::logout_page).post(oidc::logout),
+        ),
         (
             "/sign-up",
             Some(Public),
@@ -727,6 +748,9 @@ struct Page {
     body: String,
     cookies: Vec<HeaderValue>,
     location: Option<String>,
+    /// Another origin (an OpenID Connect application's) the page's forms may be redirected to,
+    /// added to the CSP's `form-action`.
+    form_action: Option<String>,
 }
 
 impl Page {
@@ -743,6 +767,7 @@ impl Page {
             body,
             cookies: Vec::new(),
             location: None,
+            form_action: None,
         }
     }
 
@@ -752,6 +777,7 @@ impl Page {
             body: String::new(),
             cookies: Vec::new(),
             location: Some(to.to_owned()),
+            form_action: None,
         }
     }
 
@@ -775,10 +801,23 @@ impl IntoResponse for Page {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/html; charset=utf-8"),
         );
-        headers.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CSP),
-        );
+        let csp = self
+            .form_action
+            .as_deref()
+            .filter(|origin| {
+                origin
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !matches!(b, b';' | b',' | b'\'' | b'"'))
+            })
+            .and_then(|origin| {
+                HeaderValue::from_str(&CSP.replace(
+                    "form-action 'self'",
+                    &format!("form-action 'self' {origin}"),
+                ))
+                .ok()
+            })
+            .unwrap_or(HeaderValue::from_static(CSP));
+        headers.insert(header::CONTENT_SECURITY_POLICY, csp);
         headers.insert(
             header::REFERRER_POLICY,
             HeaderValue::from_static("no-referrer"),
@@ -1111,6 +1150,8 @@ struct SignInQuery {
     return_to: Option<String>,
     /// The organisation to sign in to, for links that name it (else it is chosen afterwards).
     tenant: Option<String>,
+    /// The address to fill in (an OpenID Connect application's `login_hint`).
+    login_hint: Option<String>,
 }
 
 async fn sign_in_page(
@@ -1124,16 +1165,26 @@ async fn sign_in_page(
         .tenant
         .filter(|t| t.parse::<TenantId>().is_ok())
         .unwrap_or_default();
-    let page = if tenant.is_empty() && query.return_to.is_none() {
+    let email = query
+        .login_hint
+        .filter(|hint| hint.len() <= 320 && !hint.chars().any(char::is_control))
+        .unwrap_or_default();
+    let page = if tenant.is_empty() && query.return_to.is_none() && email.is_empty() {
         // The plain page, the most visited: rendered once per language, then only its token.
         Page {
             status: StatusCode::OK,
             body: plain_sign_in_page(page_lang()).replace(CSRF_SLOT, &csrf),
             cookies: Vec::new(),
             location: None,
+            form_action: None,
         }
     } else {
-        sign_in_form(&csrf, &tenant, &local_path(query.return_to.as_deref()))
+        sign_in_form(
+            &csrf,
+            &tenant,
+            &local_path(query.return_to.as_deref()),
+            &email,
+        )
     };
     match set {
         Some(cookie) => page.cookie(cookie),
@@ -1142,12 +1193,12 @@ async fn sign_in_page(
 }
 
 /// The sign-in form with its CSRF token, organisation and return address.
-fn sign_in_form(csrf: &str, tenant: &str, return_to: &str) -> Page {
+fn sign_in_form(csrf: &str, tenant: &str, return_to: &str, email: &str) -> Page {
     Page::html(
         StatusCode::OK,
         "sign_in.html",
         context! { ..base("Sign in"), ..context! {
-            csrf => csrf, email => "", tenant => tenant, return_to => return_to,
+            csrf => csrf, email => email, tenant => tenant, return_to => return_to,
         }},
     )
 }
@@ -1164,7 +1215,7 @@ fn plain_sign_in_page(lang: Lang) -> &'static str {
             .into_iter()
             .map(|lang| {
                 let page = PAGE_LANG.sync_scope(std::cell::Cell::new(lang), || {
-                    sign_in_form(CSRF_SLOT, "", &local_path(None))
+                    sign_in_form(CSRF_SLOT, "", &local_path(None), "")
                 });
                 (lang, page.body)
             })
@@ -1389,6 +1440,7 @@ async fn account(State(state): State<AppState>, request: axum::extract::Request)
             .page(&caller, page_lang(), &overview, &csrf),
         cookies: Vec::new(),
         location: None,
+        form_action: None,
     };
     for cookie in refreshed.into_iter().chain(set) {
         page = page.cookie(cookie);
@@ -4565,7 +4617,7 @@ mod tests {
         for lang in Lang::ALL {
             let cached = plain_sign_in_page(lang).replace(CSRF_SLOT, "tok-EN_123");
             let fresh = PAGE_LANG.sync_scope(std::cell::Cell::new(lang), || {
-                sign_in_form("tok-EN_123", "", &local_path(None)).body
+                sign_in_form("tok-EN_123", "", &local_path(None), "").body
             });
             assert_eq!(cached, fresh);
             assert_eq!(cached.matches("tok-EN_123").count(), 3, "{cached}");

@@ -278,7 +278,15 @@ impl Projection for AccessProjection {
             | DomainEvent::ApiKeyUsed(_)
             | DomainEvent::ChainCheckpointed(_)
             | DomainEvent::AdminRemovalReserved(_)
-            | DomainEvent::AdminRemovalSettled(_) => Ok(()),
+            | DomainEvent::AdminRemovalSettled(_)
+            | DomainEvent::AuthorizationCodeIssued(_)
+            | DomainEvent::ClientRegistered(_)
+            | DomainEvent::ClientUpdated(_)
+            | DomainEvent::ClientSecretRotated(_)
+            | DomainEvent::ClientRemoved(_)
+            | DomainEvent::ClientCredentialsUsed(_)
+            | DomainEvent::ConsentGranted(_)
+            | DomainEvent::ConsentRevoked(_) => Ok(()),
         }
     }
 

@@ -138,7 +138,8 @@ impl Projection for AuditProjection {
         // 4: sign-ins' `amr`, passkeys.
         // 5: tenant settings with `phishing_resistant_admins` (the state the next change is
         // compared with).
-        5
+        // 6: OpenID Connect clients, consents and applications' codes.
+        6
     }
 
     fn beside(&self) -> std::sync::Arc<dyn Projection> {
@@ -582,6 +583,45 @@ fn describe(
             about.fact("presented", e.presented.to_string());
         }
 
+        E::AuthorizationCodeIssued(e) => {
+            about.subject = Some(e.user);
+            about.named_by_table = true;
+            about.tenants = Some(vec![e.tenant.clone()]);
+            about.fact("client", e.client.as_str());
+            about.fact("scopes", joined(&e.scopes));
+            about.fact("tenant", e.tenant.as_str());
+        }
+        E::ClientRegistered(e) => {
+            about.fact("name", e.settings.name.as_str());
+            about.fact("kind", serde_name(&e.kind));
+            about.fact(
+                "grants",
+                e.settings
+                    .grant_types
+                    .iter()
+                    .map(|g| g.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            );
+            about.fact("scopes", joined(&e.settings.scopes));
+        }
+        E::ClientUpdated(e) => {
+            about.fact("name", e.settings.name.as_str());
+            about.fact("scopes", joined(&e.settings.scopes));
+        }
+        E::ClientSecretRotated(_) | E::ClientRemoved(_) | E::ClientCredentialsUsed(_) => {}
+        E::ConsentGranted(e) => {
+            about.subject = Some(e.user);
+            about.fact("client", e.client.as_str());
+            about.fact("scopes", joined(&e.scopes));
+        }
+        E::ConsentRevoked(_) => {
+            // The aggregate's id is `<client>_<user>`.
+            if let Some((client, user)) = envelope.aggregate.id.rsplit_once('_') {
+                about.subject = user.parse().ok();
+                about.fact("client", client);
+            }
+        }
         E::SessionStarted(e) => {
             about.subject = Some(e.user);
             about.named_by_table = true;

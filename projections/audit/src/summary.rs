@@ -83,6 +83,8 @@ fn revocation(name: &str) -> &str {
         "refresh_token_reused" => "a used refresh token was presented again",
         "password_reset" => "the password was reset",
         "password_changed" => "the password was changed",
+        "authorization_code_reused" => "an application's code was presented again",
+        "revoked_by_client" => "revoked by the application",
         other => other,
     }
 }
@@ -352,6 +354,33 @@ fn summarize(e: &Stored, erased: &HashSet<UserId>) -> String {
         }
         "ApiKeyRevoked" => format!("API key {aggregate} of {subject} was revoked{by}"),
         "ApiKeyUsed" => format!("API key {aggregate} of {subject} was used"),
+        "AuthorizationCodeIssued" => format!(
+            "application {} was given a code for {subject} in tenant {tenant} (scopes {}, session {aggregate})",
+            fact("client"),
+            fact("scopes")
+        ),
+        "ClientRegistered" => format!(
+            "application {:?} was registered as {} client {aggregate} ({}; scopes {}){by}",
+            fact("name"),
+            fact("kind"),
+            fact("grants"),
+            fact("scopes")
+        ),
+        "ClientUpdated" => format!("application {aggregate} was changed{by}"),
+        "ClientSecretRotated" => format!("the secret of application {aggregate} was replaced{by}"),
+        "ClientRemoved" => format!("application {aggregate} was removed{by}"),
+        "ClientCredentialsUsed" => {
+            format!("application {aggregate} obtained tokens for itself (client credentials)")
+        }
+        "ConsentGranted" => format!(
+            "{subject} allowed application {} to receive {}",
+            fact("client"),
+            fact("scopes")
+        ),
+        "ConsentRevoked" => format!(
+            "{subject} took back the consent to application {}",
+            fact("client")
+        ),
         "ChainCheckpointed" => format!(
             "the hash chain over positions {} to {} was checkpointed and signed{by}",
             fact("from"),

@@ -6,8 +6,8 @@
 //! as `evolve` would. Only what cannot be placed at all is skipped.
 
 use idstream_domain::events::{
-    ApiKeyIssued, InvitationResent, InvitationSent, SessionRefreshed, SessionRevoked,
-    SessionStarted, SessionTenantSwitched,
+    ApiKeyIssued, AuthorizationCodeIssued, ClientRegistered, ConsentGranted, InvitationResent,
+    InvitationSent, SessionRefreshed, SessionRevoked, SessionStarted, SessionTenantSwitched,
 };
 use idstream_domain::{DomainEvent, TenantId, UserId};
 use idstream_eventlog::RecordedEvent;
@@ -23,7 +23,8 @@ use ulid::Ulid;
 
 use crate::keys;
 use crate::{
-    ApiKeyView, CredentialsView, InvitationStatus, InvitationView, NAME, PasskeyView, SessionView,
+    ApiKeyView, ClientView, ConsentView, CredentialsView, InvitationStatus, InvitationView, NAME,
+    PasskeyView, SessionView,
 };
 
 /// The identity [`Projection`]. Bump [`Projection::version`] when the layout or the fold changes.
@@ -48,7 +49,8 @@ impl Projection for IdentityProjection {
     fn version(&self) -> u32 {
         // 6: sessions' sources sealed with their person's key.
         // 7: passkeys.
-        7
+        // 8: OpenID Connect clients, consents, and applications' sessions.
+        8
     }
 
     fn beside(&self) -> Arc<dyn Projection> {
@@ -189,7 +191,16 @@ impl Projection for IdentityProjection {
                 }
                 Ok(())
             }
+            DomainEvent::AuthorizationCodeIssued(e) => code_issued(state, event, e),
             DomainEvent::SessionRevoked(SessionRevoked { reason }) => {
+                // A code revoked before its exchange: nothing started, nothing to show.
+                if let Ok(id) = Ulid::from_string(&event.envelope.aggregate.id)
+                    && state.get(keys::pending_code(&id))?.is_some()
+                    && state.get(keys::session(&id))?.is_none()
+                {
+                    state.remove(keys::pending_code(&id));
+                    return Ok(());
+                }
                 change_session(state, event, |view| {
                     // Revocation is final: a second one (which the write side does not append)
                     // does not rewrite why or when the session ended.
@@ -239,6 +250,25 @@ impl Projection for IdentityProjection {
             // ---- erasure: the sources of the user's sessions are personal data. (Read again
             // from the log they are already gone; this removes them from a tree built before.)
             DomainEvent::UserErased(_) => forget_session_sources(state, event),
+
+            // ---- OpenID Connect clients and consents
+            DomainEvent::ClientRegistered(e) => client_registered(state, event, e),
+            DomainEvent::ClientUpdated(e) => change_client(state, event, |view| {
+                view.settings = e.settings;
+                view.updated_at = occurred_at;
+            }),
+            DomainEvent::ClientSecretRotated(e) => change_client(state, event, |view| {
+                view.secret = Some(e.secret);
+                view.secret_rotated_at = Some(occurred_at);
+            }),
+            DomainEvent::ClientRemoved(_) => change_client(state, event, |view| {
+                view.removed_at = view.removed_at.or(Some(occurred_at));
+            }),
+            DomainEvent::ClientCredentialsUsed(e) => change_client(state, event, |view| {
+                view.last_used_at = Some(e.at);
+            }),
+            DomainEvent::ConsentGranted(e) => consent_granted(state, event, e),
+            DomainEvent::ConsentRevoked(_) => consent_revoked(state, event),
 
             // ---- API keys
             DomainEvent::ApiKeyIssued(e) => api_key_issued(state, event, e),
@@ -378,10 +408,26 @@ fn session_started(
             e.user_agent.as_deref(),
         )?,
         position: event.position,
+        client: None,
+        browser_session: None,
     };
+    let mut view = view;
+    // An application's session, started by exchanging its code.
+    if let Some(pending) = load::<PendingCode>(state, &keys::pending_code(&id))? {
+        state.remove(keys::pending_code(&id));
+        view.client = Some(pending.client);
+        view.browser_session = pending.browser_session;
+        if let Some(parent) = &view.browser_session {
+            state.insert(keys::child_session(parent, &id), id.to_string());
+        }
+    }
     save(state, key, &view)?;
     state.insert(keys::refresh(&view.refresh), id.to_string());
     state.insert(keys::user_session(&view.user, &id), id.to_string());
+    if view.client.is_some() {
+        // An application's session is not a sign-in of its own.
+        return Ok(());
+    }
 
     // The latest sign-in by time, whatever order replicas' sign-ins reached the log in.
     let last_key = keys::last_sign_in(&view.user);
@@ -395,6 +441,126 @@ fn session_started(
         })?;
         state.insert(last_key, text);
     }
+    Ok(())
+}
+
+/// What the identity model keeps of an application's code until it is exchanged.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PendingCode {
+    client: String,
+    browser_session: Option<Ulid>,
+}
+
+fn code_issued(
+    state: &mut Staged<'_>,
+    event: &RecordedEvent,
+    e: AuthorizationCodeIssued,
+) -> Result<(), ApplyError> {
+    let Some(id) = aggregate_ulid(state, event) else {
+        return Ok(());
+    };
+    let pending = PendingCode {
+        client: e.client,
+        browser_session: Ulid::from_string(&e.browser_session).ok(),
+    };
+    save(state, keys::pending_code(&id), &pending)
+}
+
+fn client_registered(
+    state: &mut Staged<'_>,
+    event: &RecordedEvent,
+    e: ClientRegistered,
+) -> Result<(), ApplyError> {
+    let Some((tenant, id)) = tenant_and_ulid(state, event) else {
+        return Ok(());
+    };
+    let key = keys::client(&tenant, &id);
+    if state.get(&key)?.is_some() {
+        state.skip(format!(
+            "ClientRegistered of client {id} that was already registered"
+        ));
+        return Ok(());
+    }
+    let at = event.envelope.occurred_at;
+    let view = ClientView {
+        id,
+        tenant,
+        kind: e.kind,
+        settings: e.settings,
+        secret: e.secret,
+        created_at: at,
+        updated_at: at,
+        secret_rotated_at: None,
+        removed_at: None,
+        last_used_at: None,
+        created_by: event.envelope.actor.clone(),
+        position: event.position,
+    };
+    save(state, key, &view)
+}
+
+/// Changes an existing client of the event's tenant.
+fn change_client(
+    state: &mut Staged<'_>,
+    event: &RecordedEvent,
+    change: impl FnOnce(&mut ClientView),
+) -> Result<(), ApplyError> {
+    let Some((tenant, id)) = tenant_and_ulid(state, event) else {
+        return Ok(());
+    };
+    let key = keys::client(&tenant, &id);
+    let Some(mut view) = load::<ClientView>(state, &key)? else {
+        state.skip(format!(
+            "{} of client {id} that was never registered",
+            event.envelope.event_type
+        ));
+        return Ok(());
+    };
+    change(&mut view);
+    view.position = event.position;
+    save(state, key, &view)
+}
+
+fn consent_granted(
+    state: &mut Staged<'_>,
+    event: &RecordedEvent,
+    e: ConsentGranted,
+) -> Result<(), ApplyError> {
+    let Some(tenant) = event.envelope.tenant.clone() else {
+        state.skip("ConsentGranted without a tenant".to_owned());
+        return Ok(());
+    };
+    let view = ConsentView {
+        tenant: tenant.clone(),
+        user: e.user,
+        client: e.client.clone(),
+        scopes: e.scopes,
+        granted_at: event.envelope.occurred_at,
+        position: event.position,
+    };
+    save(state, keys::consent(&tenant, &e.user, &e.client), &view)
+}
+
+fn consent_revoked(state: &mut Staged<'_>, event: &RecordedEvent) -> Result<(), ApplyError> {
+    // The aggregate's id is `<client>_<user>`.
+    let (Some(tenant), Some((client, user))) = (
+        event.envelope.tenant.clone(),
+        event.envelope.aggregate.id.rsplit_once('_'),
+    ) else {
+        state.skip(format!(
+            "ConsentRevoked of an invalid consent {:?}",
+            event.envelope.aggregate.id
+        ));
+        return Ok(());
+    };
+    let Ok(user) = user.parse::<UserId>() else {
+        state.skip(format!(
+            "ConsentRevoked of an invalid consent {:?}",
+            event.envelope.aggregate.id
+        ));
+        return Ok(());
+    };
+    state.remove(keys::consent(&tenant, &user, client));
     Ok(())
 }
 

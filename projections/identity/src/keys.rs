@@ -87,3 +87,38 @@ pub(crate) fn api_keys_of_owner(tenant: &TenantId, owner: &UserId) -> String {
 pub(crate) fn owner_api_key(tenant: &TenantId, owner: &UserId, id: &Ulid) -> Vec<u8> {
     format!("{}{id}", api_keys_of_owner(tenant, owner)).into_bytes()
 }
+
+/// Session id → the client and browser session of an application's code not yet exchanged.
+pub(crate) fn pending_code(session: &Ulid) -> Vec<u8> {
+    format!("pending-code/{session}").into_bytes()
+}
+
+/// The prefix of the application sessions issued through one browser session.
+pub(crate) fn children_of(browser_session: &Ulid) -> String {
+    format!("child-session/{browser_session}/")
+}
+
+/// An application session issued through a browser session (the value is the session id).
+pub(crate) fn child_session(browser_session: &Ulid, session: &Ulid) -> Vec<u8> {
+    format!("{}{session}", children_of(browser_session)).into_bytes()
+}
+
+/// The prefix of one tenant's clients, in id order.
+pub(crate) fn clients_of(tenant: &TenantId) -> String {
+    format!("client/{tenant}/")
+}
+
+/// (Tenant, client id) → [`crate::ClientView`].
+pub(crate) fn client(tenant: &TenantId, id: &Ulid) -> Vec<u8> {
+    format!("{}{id}", clients_of(tenant)).into_bytes()
+}
+
+/// The prefix of one person's consents in a tenant.
+pub(crate) fn consents_of(tenant: &TenantId, user: &UserId) -> String {
+    format!("consent/{tenant}/{user}/")
+}
+
+/// (Tenant, user, client) → [`crate::ConsentView`].
+pub(crate) fn consent(tenant: &TenantId, user: &UserId, client: &str) -> Vec<u8> {
+    format!("{}{client}", consents_of(tenant, user)).into_bytes()
+}

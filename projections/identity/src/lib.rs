@@ -158,6 +158,13 @@ pub struct SessionView {
     pub user_agent: Option<String>,
     /// Log position of the session's last event.
     pub position: Position,
+    /// The OpenID Connect client (application) the session was issued to, by its code; `None`
+    /// for a session of idstream's own API and pages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// The browser session an application's session was issued through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub browser_session: Option<Ulid>,
 }
 
 impl SessionView {
@@ -322,6 +329,44 @@ pub struct ApiKeyView {
     /// Who issued it: the actor of the issuing event.
     pub created_by: Actor,
     /// Log position of the key's last event.
+    pub position: Position,
+}
+
+/// An OpenID Connect client (application) of a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientView {
+    /// The client id.
+    pub id: Ulid,
+    pub tenant: TenantId,
+    pub kind: idstream_domain::identity::client::ClientKind,
+    pub settings: idstream_domain::identity::client::ClientSettings,
+    /// Blind index of a confidential client's secret.
+    pub secret: Option<BlindIndex>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub secret_rotated_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub removed_at: Option<OffsetDateTime>,
+    /// The last recorded client-credentials grant (at most once a minute).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+    pub created_by: Actor,
+    /// Log position of the client's last event.
+    pub position: Position,
+}
+
+/// What one person consented to one client receiving.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentView {
+    pub tenant: TenantId,
+    pub user: UserId,
+    pub client: String,
+    pub scopes: BTreeSet<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub granted_at: OffsetDateTime,
     pub position: Position,
 }
 

@@ -14,7 +14,8 @@ use idstream_projection_runtime::{PersonalSeal, SealError};
 
 use crate::keys;
 use crate::{
-    ApiKeyView, CredentialsView, InvitationStatus, InvitationView, SessionStanding, SessionView,
+    ApiKeyView, ClientView, ConsentView, CredentialsView, InvitationStatus, InvitationView,
+    SessionStanding, SessionView,
 };
 
 /// Why a query failed: only ever storage.
@@ -255,6 +256,69 @@ impl Identity {
             }
         }
         Ok(api_keys)
+    }
+
+    /// A client of the tenant (a removed one too; see [`ClientView::removed_at`]).
+    pub fn client(
+        &self,
+        tenant: &TenantId,
+        id: &Ulid,
+    ) -> Result<Option<ClientView>, IdentityError> {
+        self.get(&keys::client(tenant, id))
+    }
+
+    /// The tenant's clients, removed ones included, in id order.
+    pub fn clients(&self, tenant: &TenantId) -> Result<Vec<ClientView>, IdentityError> {
+        self.tree
+            .scan_prefix(keys::clients_of(tenant).as_bytes())
+            .map(|entry| {
+                let (key, value) = entry?;
+                decode(&key, &value)
+            })
+            .collect()
+    }
+
+    /// What `user` consented to `client` receiving, if they did.
+    pub fn consent(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        client: &str,
+    ) -> Result<Option<ConsentView>, IdentityError> {
+        self.get(&keys::consent(tenant, user, client))
+    }
+
+    /// Everything `user` consented to in `tenant`, by client id.
+    pub fn consents(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+    ) -> Result<Vec<ConsentView>, IdentityError> {
+        self.tree
+            .scan_prefix(keys::consents_of(tenant, user).as_bytes())
+            .map(|entry| {
+                let (key, value) = entry?;
+                decode(&key, &value)
+            })
+            .collect()
+    }
+
+    /// The application sessions issued through `browser_session`.
+    pub fn sessions_issued_through(
+        &self,
+        browser_session: &Ulid,
+    ) -> Result<Vec<SessionView>, IdentityError> {
+        let mut sessions = Vec::new();
+        for entry in self
+            .tree
+            .scan_prefix(keys::children_of(browser_session).as_bytes())
+        {
+            let (key, value) = entry?;
+            if let Some(view) = self.session(&parse_ulid(&key, &value)?)? {
+                sessions.push(view);
+            }
+        }
+        Ok(sessions)
     }
 
     fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, IdentityError> {

@@ -82,6 +82,35 @@ impl At {
         self.record(session_key(session), DomainEvent::SessionStarted(e))
     }
 
+    /// An application's code for `user`, issued through the browser session `browser`.
+    fn code_issued(
+        self,
+        session: Ulid,
+        user: UserId,
+        client: &str,
+        browser: Ulid,
+    ) -> RecordedEvent {
+        let e = idstream_domain::events::AuthorizationCodeIssued {
+            code: index(99),
+            client: client.into(),
+            redirect_uri: "https://app.example/cb".into(),
+            scopes: ["openid".to_owned()].into(),
+            nonce: None,
+            code_challenge: None,
+            user,
+            tenant: t("acme"),
+            method: SignInMethod::Password,
+            auth_time: at(self.0),
+            browser_session: browser.to_string(),
+            at: at(self.0),
+            expires_at: at(self.0) + Duration::minutes(1),
+        };
+        self.record(
+            session_key(session),
+            DomainEvent::AuthorizationCodeIssued(e),
+        )
+    }
+
     fn erased(self, user: UserId) -> RecordedEvent {
         self.record(
             StreamKey::new(None, AggregateType::User, user.to_string()),
@@ -642,6 +671,8 @@ fn a_started_session_is_found_by_id_refresh_token_and_user() {
         ip: Some("192.0.2.1".into()),
         user_agent: Some("Browser/1".into()),
         position: 1,
+        client: None,
+        browser_session: None,
     };
     assert_eq!(identity.session(&id(1)).unwrap(), Some(expected.clone()));
     assert_eq!(identity.session_by_refresh(&index(1)).unwrap(), Some(id(1)));
@@ -1646,4 +1677,27 @@ fn no_passkey_name_reaches_the_store_files_in_the_clear() {
     db.flush().unwrap();
     drop((identity, tree, db));
     assert_eq!(files_holding(root.path(), &[canary]), vec![]);
+}
+
+#[test]
+fn an_applications_session_names_its_client_and_the_browser_session_it_was_issued_through() {
+    let identity = given_when(
+        &[At(1).started(id(1), u(1), "acme", 1)],
+        &[
+            At(2).code_issued(id(2), u(1), "app-1", id(1)),
+            At(3).started(id(2), u(1), "acme", 2),
+            // A code revoked before its exchange leaves nothing behind.
+            At(4).code_issued(id(3), u(1), "app-1", id(1)),
+            At(5).session_revoked(id(3), RevocationReason::RevokedByClient),
+        ],
+    );
+    let app = identity.session(&id(2)).unwrap().unwrap();
+    assert_eq!(app.client.as_deref(), Some("app-1"));
+    assert_eq!(app.browser_session, Some(id(1)));
+    assert_eq!(identity.session(&id(3)).unwrap(), None);
+    let children = identity.sessions_issued_through(&id(1)).unwrap();
+    assert_eq!(children.iter().map(|s| s.id).collect::<Vec<_>>(), [id(2)]);
+    assert!(identity.sessions_issued_through(&id(2)).unwrap().is_empty());
+    // The application's session is not a sign-in: the last one stays the browser's.
+    assert_eq!(identity.last_sign_in(&u(1)).unwrap(), Some(at(1)));
 }

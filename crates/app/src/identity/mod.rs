@@ -49,6 +49,7 @@ pub use passkeys::{PasskeyCeremony, PasskeySummary, RegisteredPasskey};
 pub use passwords::{Bootstrap, TotpSetup};
 pub use sessions::{AccountOverview, MyTenant};
 pub(crate) use signin::system_ctx;
+pub(crate) use signin::user_ctx as user_ctx_of;
 pub use signin::{SignIn, Tokens};
 
 use crate::core::Core;
@@ -78,6 +79,8 @@ pub struct IdentityConfig {
     /// How the access-token signing keys rotate by themselves (every 30 days by default, each
     /// next key published an hour before it signs).
     pub signing_keys: RotationPolicy,
+    /// How long an OpenID Connect authorization code may be exchanged (a minute by default).
+    pub code_ttl: Duration,
 }
 
 impl Default for IdentityConfig {
@@ -93,6 +96,7 @@ impl Default for IdentityConfig {
                 period: Some(signin::SIGNING_KEY_AGE),
                 lead: signin::SIGNING_KEY_LEAD,
             },
+            code_ttl: idstream_domain::identity::session::CODE_LIFETIME,
         }
     }
 }

@@ -169,6 +169,7 @@ impl Identity {
             presented: index,
             next: self.refresh_index(next.reveal()),
             now,
+            client: None,
         };
         let (outcome, state) = self
             .execute_to_state::<SessionAggregate>(
@@ -362,6 +363,9 @@ impl Identity {
     pub async fn sign_out(&self, caller: &Caller) -> Result<crate::Outcome, AppError> {
         let caller = self.own_session_while_enrolling(caller)?;
         let session = caller.session().ok_or(AppError::SessionOnly)?;
+        // The applications signed in through this browser session sign out with it.
+        self.end_application_sessions(session, RevocationReason::SignedOut)
+            .await?;
         self.revoke_session_as(&user_ctx(caller.user), session, RevocationReason::SignedOut)
             .await
     }

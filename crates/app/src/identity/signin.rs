@@ -500,6 +500,7 @@ impl Core {
                 tid: tenant.to_string(),
                 sid: session.to_string(),
                 amr: method.amr().iter().map(|m| (*m).to_owned()).collect(),
+                ..AccessSubject::default()
             },
             now,
         );

@@ -11,7 +11,12 @@
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
-use crate::events::{SessionRefreshed, SessionRevoked, SessionStarted, SessionTenantSwitched};
+use std::collections::BTreeSet;
+
+use crate::events::{
+    AuthorizationCodeIssued, SessionRefreshed, SessionRevoked, SessionStarted,
+    SessionTenantSwitched,
+};
 use crate::ids::{TenantId, UserId};
 use crate::secret::BlindIndex;
 use crate::tenant::TenantSettings;
@@ -111,14 +116,109 @@ pub enum RevocationReason {
     RefreshTokenReused,
     PasswordReset,
     PasswordChanged,
+    /// An application's authorization code was presented a second time: what its first use
+    /// issued is revoked (RFC 9700 §4.5).
+    AuthorizationCodeReused,
+    /// The application the session was issued to revoked it (RFC 7009).
+    RevokedByClient,
+}
+
+// The reasons of `SessionRevoked` version 1, before applications had sessions (the doc comment
+// is the published schemas' description, which does not change).
+/// Why a session ended before its time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[schemars(rename = "RevocationReason")]
+pub enum RevocationReasonV1 {
+    SignedOut,
+    /// The user revoked it from another session.
+    RevokedByUser,
+    RevokedByAdmin,
+    /// A rotated refresh token was presented again.
+    RefreshTokenReused,
+    PasswordReset,
+    PasswordChanged,
+}
+
+impl From<RevocationReasonV1> for RevocationReason {
+    fn from(v1: RevocationReasonV1) -> RevocationReason {
+        match v1 {
+            RevocationReasonV1::SignedOut => RevocationReason::SignedOut,
+            RevocationReasonV1::RevokedByUser => RevocationReason::RevokedByUser,
+            RevocationReasonV1::RevokedByAdmin => RevocationReason::RevokedByAdmin,
+            RevocationReasonV1::RefreshTokenReused => RevocationReason::RefreshTokenReused,
+            RevocationReasonV1::PasswordReset => RevocationReason::PasswordReset,
+            RevocationReasonV1::PasswordChanged => RevocationReason::PasswordChanged,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SessionStatus {
     #[default]
     Absent,
+    /// An application's authorization code was issued and not yet exchanged.
+    CodeIssued,
     Active,
     Revoked,
+}
+
+/// How long an authorization code may be exchanged by default (RFC 6749 §4.1.2 recommends at
+/// most 10 minutes; the service's `authorization_code_ttl_seconds` sets it).
+pub const CODE_LIFETIME: Duration = Duration::minutes(1);
+
+/// What an application's session started from: the code issued to it, and to whom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedCode {
+    pub code: BlindIndex,
+    pub client: String,
+    pub redirect_uri: String,
+    pub code_challenge: Option<String>,
+    pub expires_at: OffsetDateTime,
+    pub user: UserId,
+    pub tenant: TenantId,
+    pub method: SignInMethod,
+    pub scopes: BTreeSet<String>,
+    pub nonce: Option<String>,
+    /// When the person signed in.
+    pub auth_time: OffsetDateTime,
+}
+
+/// Whether `verifier` is a PKCE code verifier (RFC 7636 §4.1: 43 to 128 unreserved characters)
+/// whose S256 challenge is `challenge`. Compared in constant time.
+pub fn pkce_matches(verifier: &str, challenge: &str) -> bool {
+    use sha2::Digest;
+    let well_formed = (43..=128).contains(&verifier.len())
+        && verifier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+    if !well_formed {
+        return false;
+    }
+    let digest = sha2::Sha256::digest(verifier.as_bytes());
+    let computed = base64url(&digest);
+    computed.len() == challenge.len()
+        && computed
+            .bytes()
+            .zip(challenge.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// Unpadded base64url (RFC 4648 §5).
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -135,6 +235,11 @@ pub struct Session {
     pub idle_timeout: Duration,
     /// Started with `remember` in a tenant that allows it: `expires_at` is the remembered end.
     pub remembered: bool,
+    /// The application (OpenID Connect client) the session was issued to; `None` for a
+    /// session of idstream's own API and pages.
+    pub client: Option<String>,
+    /// The authorization code the session started from, if it did.
+    pub code: Option<IssuedCode>,
 }
 
 /// How long a tenant's sessions may live: its settings, as durations.
@@ -203,6 +308,40 @@ pub enum SessionCommand {
         presented: BlindIndex,
         next: BlindIndex,
         now: OffsetDateTime,
+        /// The application presenting the token (`None`: idstream's own API). A session issued to
+        /// one is refreshed by it only.
+        client: Option<String>,
+    },
+    /// Issues an application's authorization code: the first event of the session the code
+    /// will start.
+    IssueCode {
+        code: BlindIndex,
+        client: String,
+        redirect_uri: String,
+        scopes: BTreeSet<String>,
+        nonce: Option<String>,
+        code_challenge: Option<String>,
+        user: UserId,
+        tenant: TenantId,
+        method: SignInMethod,
+        /// When the person signed in (the browser session's start).
+        auth_time: OffsetDateTime,
+        /// The browser session the code was issued through (signing out of it ends this one).
+        browser_session: String,
+        now: OffsetDateTime,
+        /// How long the code may be exchanged.
+        lifetime: Duration,
+    },
+    /// Exchanges the code for the session's first refresh token. A code presented again
+    /// revokes what its first exchange issued.
+    RedeemCode {
+        presented: BlindIndex,
+        client: String,
+        redirect_uri: String,
+        code_verifier: Option<String>,
+        refresh: BlindIndex,
+        lifetimes: SessionLifetimes,
+        now: OffsetDateTime,
     },
     SwitchTenant {
         tenant: TenantId,
@@ -219,6 +358,7 @@ pub enum SessionCommand {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionEvent {
+    CodeIssued(AuthorizationCodeIssued),
     Started(SessionStarted),
     Refreshed(SessionRefreshed),
     TenantSwitched(SessionTenantSwitched),
@@ -236,6 +376,10 @@ pub enum SessionError {
         "a session's lifetime and idle timeout must be positive, its remembered lifetime not negative"
     )]
     InvalidLifetime,
+    /// The code is unknown, expired, used, or presented by another client, with another
+    /// redirect URI or without the right PKCE verifier: one answer for all (`invalid_grant`).
+    #[error("the authorization code is invalid, expired or used")]
+    InvalidGrant,
 }
 
 pub fn decide(state: &Session, command: SessionCommand) -> Result<Vec<SessionEvent>, SessionError> {
@@ -278,13 +422,110 @@ pub fn decide(state: &Session, command: SessionCommand) -> Result<Vec<SessionEve
             presented,
             next,
             now,
-        } => rotate(state, presented, now, |generation| {
-            SessionEvent::Refreshed(SessionRefreshed {
-                refresh: next,
-                generation,
-                at: now,
+            client,
+        } => {
+            if state.client != client {
+                return Err(SessionError::Ended);
+            }
+            rotate(state, presented, now, |generation| {
+                SessionEvent::Refreshed(SessionRefreshed {
+                    refresh: next,
+                    generation,
+                    at: now,
+                })
             })
-        }),
+        }
+        SessionCommand::IssueCode {
+            code,
+            client,
+            redirect_uri,
+            scopes,
+            nonce,
+            code_challenge,
+            user,
+            tenant,
+            method,
+            auth_time,
+            browser_session,
+            now,
+            lifetime,
+        } => {
+            if state.status != SessionStatus::Absent {
+                return Err(SessionError::AlreadyExists);
+            }
+            Ok(vec![SessionEvent::CodeIssued(AuthorizationCodeIssued {
+                code,
+                client,
+                redirect_uri,
+                scopes,
+                nonce,
+                code_challenge,
+                user,
+                tenant,
+                method,
+                auth_time,
+                browser_session,
+                at: now,
+                expires_at: now + lifetime,
+            })])
+        }
+        SessionCommand::RedeemCode {
+            presented,
+            client,
+            redirect_uri,
+            code_verifier,
+            refresh,
+            lifetimes,
+            now,
+        } => {
+            let Some(issued) = &state.code else {
+                return Err(SessionError::InvalidGrant);
+            };
+            if issued.code != presented {
+                return Err(SessionError::InvalidGrant);
+            }
+            match state.status {
+                SessionStatus::CodeIssued => {}
+                // Used before: whoever presents it again may have stolen it, so what the first
+                // exchange issued stops working (the caller reports the failure).
+                SessionStatus::Active => {
+                    return Ok(vec![SessionEvent::Revoked(SessionRevoked {
+                        reason: RevocationReason::AuthorizationCodeReused,
+                    })]);
+                }
+                SessionStatus::Absent | SessionStatus::Revoked => {
+                    return Err(SessionError::InvalidGrant);
+                }
+            }
+            let pkce = match (&issued.code_challenge, &code_verifier) {
+                (Some(challenge), Some(verifier)) => pkce_matches(verifier, challenge),
+                (None, None) => true,
+                // A verifier without a challenge is refused too (RFC 9700 §2.1.1).
+                _ => false,
+            };
+            if issued.client != client
+                || issued.redirect_uri != redirect_uri
+                || now >= issued.expires_at
+                || !pkce
+            {
+                return Err(SessionError::InvalidGrant);
+            }
+            if !lifetimes.max.is_positive() || !lifetimes.idle_timeout.is_positive() {
+                return Err(SessionError::InvalidLifetime);
+            }
+            Ok(vec![SessionEvent::Started(SessionStarted {
+                user: issued.user,
+                tenant: issued.tenant.clone(),
+                method: issued.method,
+                refresh,
+                at: now,
+                expires_at: now + lifetimes.max,
+                idle_timeout_seconds: lifetimes.idle_timeout.whole_seconds(),
+                ip: None,
+                user_agent: None,
+                remembered: false,
+            })])
+        }
         SessionCommand::SwitchTenant {
             tenant,
             presented,
@@ -301,7 +542,9 @@ pub fn decide(state: &Session, command: SessionCommand) -> Result<Vec<SessionEve
         SessionCommand::Revoke { reason } => match state.status {
             SessionStatus::Absent => Err(SessionError::Ended),
             SessionStatus::Revoked => Ok(vec![]),
-            SessionStatus::Active => Ok(vec![SessionEvent::Revoked(SessionRevoked { reason })]),
+            SessionStatus::Active | SessionStatus::CodeIssued => {
+                Ok(vec![SessionEvent::Revoked(SessionRevoked { reason })])
+            }
         },
     }
 }
@@ -327,6 +570,23 @@ fn rotate(
 
 pub fn evolve(mut state: Session, event: &SessionEvent) -> Session {
     match event {
+        SessionEvent::CodeIssued(e) => {
+            state.status = SessionStatus::CodeIssued;
+            state.client = Some(e.client.clone());
+            state.code = Some(IssuedCode {
+                code: e.code.clone(),
+                client: e.client.clone(),
+                redirect_uri: e.redirect_uri.clone(),
+                code_challenge: e.code_challenge.clone(),
+                expires_at: e.expires_at,
+                user: e.user,
+                tenant: e.tenant.clone(),
+                method: e.method,
+                scopes: e.scopes.clone(),
+                nonce: e.nonce.clone(),
+                auth_time: e.auth_time,
+            });
+        }
         SessionEvent::Started(e) => {
             state.status = SessionStatus::Active;
             state.user = Some(e.user);
@@ -385,6 +645,143 @@ mod tests {
         })
     }
 
+    // ----- an application's code -----
+
+    /// A verifier and its S256 challenge (computed apart, with Python's hashlib and base64).
+    const VERIFIER: &str = "dBjftJeZ4CVP-mJ92ZoIBiXbZjvR2I4W1GjHjUgMHfo";
+    const CHALLENGE: &str = "yEztTY4HGHkFsMWaA1MTNiDXAclHAMSVylqUqkzq1t4";
+
+    fn code_issued(challenge: Option<&str>) -> SessionEvent {
+        let issued = decide(
+            &Session::default(),
+            SessionCommand::IssueCode {
+                code: index(9),
+                client: "shop".into(),
+                redirect_uri: "https://shop.example/cb".into(),
+                scopes: ["openid".to_owned()].into(),
+                nonce: Some("n-1".into()),
+                code_challenge: challenge.map(str::to_owned),
+                user: user(),
+                tenant: "acme".parse().unwrap(),
+                method: SignInMethod::PasswordAndTotp,
+                auth_time: NOW - Duration::minutes(5),
+                browser_session: "01J00000000000000000000009".into(),
+                now: NOW,
+                lifetime: CODE_LIFETIME,
+            },
+        )
+        .unwrap();
+        issued.into_iter().next().unwrap()
+    }
+
+    fn redeem(client: &str, verifier: Option<&str>, at: OffsetDateTime) -> SessionCommand {
+        SessionCommand::RedeemCode {
+            presented: index(9),
+            client: client.into(),
+            redirect_uri: "https://shop.example/cb".into(),
+            code_verifier: verifier.map(str::to_owned),
+            refresh: index(10),
+            lifetimes: lifetimes(),
+            now: at,
+        }
+    }
+
+    fn state_of(events: &[SessionEvent]) -> Session {
+        events.iter().fold(Session::default(), evolve)
+    }
+
+    #[test]
+    fn the_pkce_check_is_s256_of_a_well_formed_verifier() {
+        assert!(pkce_matches(VERIFIER, CHALLENGE));
+        assert!(!pkce_matches(&VERIFIER.replace('d', "e"), CHALLENGE));
+        assert!(!pkce_matches("short", CHALLENGE));
+    }
+
+    #[test]
+    fn a_code_exchanged_by_its_client_with_its_verifier_starts_the_session_as_the_sign_in_did() {
+        let issued = code_issued(Some(CHALLENGE));
+        let events = decide(
+            &state_of(std::slice::from_ref(&issued)),
+            redeem("shop", Some(VERIFIER), NOW + Duration::seconds(5)),
+        )
+        .unwrap();
+        let [SessionEvent::Started(started)] = events.as_slice() else {
+            panic!("{events:?}")
+        };
+        assert_eq!(started.method, SignInMethod::PasswordAndTotp);
+        assert_eq!(started.refresh, index(10));
+        assert_eq!(started.ip, None);
+        let state = state_of(&[issued, events[0].clone()]);
+        assert_eq!(state.status, SessionStatus::Active);
+        assert_eq!(state.client.as_deref(), Some("shop"));
+    }
+
+    #[test]
+    fn a_code_is_refused_to_another_client_a_wrong_verifier_and_after_it_expired() {
+        let state = state_of(&[code_issued(Some(CHALLENGE))]);
+        let soon = NOW + Duration::seconds(5);
+        for command in [
+            redeem("other", Some(VERIFIER), soon),
+            redeem("shop", None, soon),
+            redeem("shop", Some(&VERIFIER.replace('d', "e")), soon),
+            redeem("shop", Some(VERIFIER), NOW + CODE_LIFETIME),
+        ] {
+            assert_eq!(decide(&state, command), Err(SessionError::InvalidGrant));
+        }
+        // A verifier for a code issued without a challenge is refused too.
+        let plain = state_of(&[code_issued(None)]);
+        assert_eq!(
+            decide(&plain, redeem("shop", Some(VERIFIER), soon)),
+            Err(SessionError::InvalidGrant)
+        );
+        assert!(decide(&plain, redeem("shop", None, soon)).is_ok());
+    }
+
+    #[test]
+    fn a_code_presented_again_revokes_what_its_first_exchange_issued() {
+        let issued = code_issued(None);
+        let soon = NOW + Duration::seconds(5);
+        let first = decide(
+            &state_of(std::slice::from_ref(&issued)),
+            redeem("shop", None, soon),
+        )
+        .unwrap();
+        let state = state_of(&[issued, first[0].clone()]);
+        assert_eq!(
+            decide(&state, redeem("shop", None, soon)),
+            Ok(vec![SessionEvent::Revoked(SessionRevoked {
+                reason: RevocationReason::AuthorizationCodeReused
+            })])
+        );
+    }
+
+    #[test]
+    fn an_applications_session_is_refreshed_by_that_application_only() {
+        let issued = code_issued(None);
+        let soon = NOW + Duration::seconds(5);
+        let started = decide(
+            &state_of(std::slice::from_ref(&issued)),
+            redeem("shop", None, soon),
+        )
+        .unwrap();
+        let state = state_of(&[issued, started[0].clone()]);
+        let refresh = |client: Option<&str>| SessionCommand::Refresh {
+            presented: index(10),
+            next: index(11),
+            now: soon,
+            client: client.map(str::to_owned),
+        };
+        assert_eq!(decide(&state, refresh(None)), Err(SessionError::Ended));
+        assert_eq!(
+            decide(&state, refresh(Some("other"))),
+            Err(SessionError::Ended)
+        );
+        assert!(matches!(
+            decide(&state, refresh(Some("shop"))).as_deref(),
+            Ok([SessionEvent::Refreshed(_)])
+        ));
+    }
+
     /// Acme's lifetimes: 10 hours, 30 days when remembered, an hour idle.
     fn lifetimes() -> SessionLifetimes {
         SessionLifetimes {
@@ -432,6 +829,7 @@ mod tests {
             presented: index(presented),
             next: index(next),
             now,
+            client: None,
         }
     }
 

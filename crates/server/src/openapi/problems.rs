@@ -40,7 +40,10 @@ pub const CODES: &[&str] = &[
     "beyond_caller_permissions",
     "built_in_role",
     "cannot_remove_self",
+    "client_exists",
+    "client_not_found",
     "concurrency_conflict",
+    "consent_not_found",
     "dashboard_access_disabled",
     "dry_run_unsupported",
     "email_not_verified",
@@ -49,11 +52,14 @@ pub const CODES: &[&str] = &[
     "entity_not_found",
     "expiry_in_the_past",
     "forbidden",
+    "insufficient_scope",
     "internal",
     "invalid_api_key_name",
     "invalid_attribute_definition",
     "invalid_attribute_value",
     "invalid_body",
+    "invalid_client",
+    "invalid_client_name",
     "invalid_credentials",
     "invalid_default_role",
     "invalid_description",
@@ -61,6 +67,8 @@ pub const CODES: &[&str] = &[
     "invalid_expiry",
     "invalid_external_id",
     "invalid_fields",
+    "invalid_grant",
+    "invalid_grant_types",
     "invalid_hidden_field",
     "invalid_idempotency_key",
     "invalid_image_url",
@@ -77,7 +85,10 @@ pub const CODES: &[&str] = &[
     "invalid_phone",
     "invalid_query",
     "invalid_reason",
+    "invalid_redirect_uri",
+    "invalid_request",
     "invalid_resource",
+    "invalid_scope",
     "invalid_session_lifetime",
     "invalid_settings",
     "invalid_tenant_name",
@@ -112,6 +123,7 @@ pub const CODES: &[&str] = &[
     "payload_too_large",
     "permanent_role",
     "platform_admin_only",
+    "public_client_has_no_secret",
     "rate_limited",
     "recent_sign_in_required",
     "resource_not_found",
@@ -138,9 +150,12 @@ pub const CODES: &[&str] = &[
     "totp_not_being_set_up",
     "totp_not_enabled",
     "unauthorized",
+    "unauthorized_client",
     "unknown_attribute",
     "unknown_resource",
     "unknown_role",
+    "unknown_scope",
+    "unsupported_grant_type",
     "unsupported_media_type",
     "user_erased",
     "user_exists",
@@ -152,7 +167,27 @@ pub const CODES: &[&str] = &[
 
 /// Operations that do not know their caller (no credential, consistency token or idempotency
 /// key is read).
-pub const WITHOUT_CALLER: &[&str] = &["healthz", "openapi"];
+pub const WITHOUT_CALLER: &[&str] = &[
+    "healthz",
+    "openapi",
+    "discovery",
+    "issuer_jwks",
+    "token",
+    "userinfo",
+    "revoke",
+    "introspect",
+];
+
+/// The OpenID Connect protocol endpoints: form bodies (not JSON), OAuth's errors, the client
+/// authenticated by the operation (see `routes::oidc`).
+pub const PROTOCOL: &[&str] = &[
+    "discovery",
+    "issuer_jwks",
+    "token",
+    "userinfo",
+    "revoke",
+    "introspect",
+];
 
 /// Operations a session that must set up a second factor may still call.
 const WHILE_ENROLLING: &[&str] = &[
@@ -272,7 +307,9 @@ fn general(
             "`dry_run=true` on an operation that cannot be previewed",
         ));
     }
-    if operation.request_body.is_some() {
+    if operation.request_body.is_some() && PROTOCOL.contains(&shape.operation_id) {
+        out.push(("413", "payload_too_large", "the body is too large"));
+    } else if operation.request_body.is_some() {
         out.push(("400", "malformed_json", "the body is not JSON"));
         out.push(("413", "payload_too_large", "the body is too large"));
         out.push((

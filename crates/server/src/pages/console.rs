@@ -1371,7 +1371,15 @@ pub(super) struct ReviewQuery {
     /// `csv` for the download.
     #[serde(default)]
     format: String,
+    /// The first member shown (0-based), [`REVIEW_PAGE`] at a time; anything but a number
+    /// is the first page.
+    #[serde(default)]
+    from: String,
 }
+
+/// Members per page of the access review screen: the whole review of a large organisation
+/// would be a page of many megabytes (its CSV download holds everyone).
+const REVIEW_PAGE: usize = 100;
 
 /// `/admin/access-review`: who holds which roles, custom permissions, record grants, local roles
 /// and records in the organisation, now or at a past moment (`audit:read`), as a table or as the
@@ -1437,6 +1445,7 @@ async fn review_screen(
             body: idstream_app::replay::review_csv(&review),
             cookies: Vec::new(),
             location: None,
+            form_action: None,
         };
         return Ok((page, Some(tenant)));
     }
@@ -1444,10 +1453,14 @@ async fn review_screen(
         Some(end) => format!("{} (until {})", h.name, when(end)),
         None => h.name.clone(),
     };
+    let total = review.review.members.len();
+    let from = query.from.trim().parse::<usize>().unwrap_or(0).min(total);
     let rows: Vec<minijinja::Value> = review
         .review
         .members
         .iter()
+        .skip(from)
+        .take(REVIEW_PAGE)
         .map(|member| {
             let records: Vec<String> = member
                 .records
@@ -1478,11 +1491,22 @@ async fn review_screen(
         "" => "/admin/access-review?format=csv".to_owned(),
         at => with_query("/admin/access-review", &[("at", at), ("format", "csv")]),
     };
+    let page_from = |from: usize| {
+        let from = from.to_string();
+        match query.at.trim() {
+            "" => with_query("/admin/access-review", &[("from", &from)]),
+            at => with_query("/admin/access-review", &[("at", at), ("from", &from)]),
+        }
+    };
+    let shown = rows.len();
+    let prev = (from > 0).then(|| page_from(from.saturating_sub(REVIEW_PAGE)));
+    let next = (from + shown < total).then(|| page_from(from + shown));
     let page = Page::html(
         StatusCode::OK,
         "admin_access_review.html",
         context! { ..base(REVIEW), ..context! {
             wide => true, rows => rows, at => &query.at, download => download,
+            first => from + 1, last => from + shown, total => total, prev => prev, next => next,
             position => info.as_ref().map(|i| i.position), time => info.as_ref().and_then(|i| i.time).map(when),
         }},
     );
@@ -1501,11 +1525,16 @@ pub(super) struct PlatformQuery {
     /// One person's access across tenants.
     #[serde(default)]
     person: String,
+    /// `1`: the read models' digests too, which read every tree (seconds to minutes for a
+    /// large organisation: not on every visit).
+    #[serde(default)]
+    digests: String,
 }
 
-/// `/admin/platform` (platform administrators): the tenants, the read models' positions and lag,
-/// the platform directory (every user with their tenants) and one person's access across
-/// tenants. Anyone else is refused (403) by the operations themselves.
+/// `/admin/platform` (platform administrators): the tenants, the read models' positions and lag
+/// (and their digests when asked for), the tamper-evidence chain's verification (`Operations::chain_status`, moved on to the log's
+/// end by each visit), the platform directory (every user with their tenants) and one person's
+/// access across tenants. Anyone else is refused (403) by the operations themselves.
 pub(super) async fn admin_platform_page(
     State(state): State<AppState>,
     Query(query): Query<PlatformQuery>,
@@ -1529,28 +1558,61 @@ async fn platform_screen(
 ) -> Result<Page, Page> {
     console_tenant(state, caller, PLATFORM)?;
     let failed = |error: AppError| failure_page(PLATFORM, &error);
-    let report = state
+    // First, as it refuses everyone but platform administrators.
+    let chain = state
         .app
         .operations
-        .read_models(caller)
+        .chain_status(caller)
         .await
         .map_err(failed)?;
+    let with_digests = query.digests == "1";
+    let digests = match with_digests {
+        true => Some(
+            state
+                .app
+                .operations
+                .read_models(caller)
+                .await
+                .map_err(failed)?
+                .read_models,
+        ),
+        false => None,
+    };
     let end = state
         .app
         .operations
         .log_position(caller, std::time::Duration::from_secs(1))
         .await;
-    let models: Vec<minijinja::Value> = report
-        .read_models
-        .iter()
-        .map(|(name, model)| {
+    let models: Vec<minijinja::Value> = state
+        .app
+        .operations
+        .positions(caller)
+        .into_iter()
+        .map(|(name, position)| {
+            let digest = digests
+                .as_ref()
+                .and_then(|all| all.get(&name))
+                .map(|model| model.digest.get(..12).unwrap_or(&model.digest).to_owned());
             context! {
-                name => name, position => model.position,
-                lag => end.map(|end| end.saturating_sub(model.position)),
-                digest => model.digest.get(..12).unwrap_or(&model.digest),
+                name => name, position => position,
+                lag => end.map(|end| end.saturating_sub(position)),
+                digest => digest,
             }
         })
         .collect();
+    let chain = context! {
+        verifies => chain.verifies(), running => chain.running,
+        verified => chain.verified, log_end => chain.log_end,
+        checkpoints => chain.checkpoints, covered_to => chain.covered_to,
+        uncovered => chain.uncovered(),
+        last_checkpoint => chain.last_checkpoint.as_ref().map(|(at, _)| *at),
+        key => chain.last_checkpoint.as_ref().map(|(_, key)| key),
+        checked_at => chain.checked_at.map(when),
+        pass_started => chain.pass_started.map(when),
+        broken_at => chain.broken.as_ref().map(|found| found.position),
+        broken => chain.broken.as_ref().map(|found| &found.reason),
+        unreadable => chain.unreadable,
+    };
     let tenants: Vec<minijinja::Value> = state
         .app
         .tenants
@@ -1609,7 +1671,9 @@ async fn platform_screen(
         StatusCode::OK,
         "admin_platform.html",
         context! { ..base(PLATFORM), ..context! {
-            wide => true, backend => &report.backend, log_position => end, models => models,
+            wide => true, backend => state.app.operations.log().backend(), log_position => end,
+            models => models, with_digests => with_digests,
+            chain => chain,
             tenants => tenants, q => &query.q, found => found, person => person,
         }},
     ))

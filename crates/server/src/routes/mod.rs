@@ -8,6 +8,7 @@ pub mod access_queries;
 pub mod audit;
 pub mod identity;
 pub mod memberships;
+pub mod oidc;
 pub mod operations;
 pub mod people;
 pub mod tenants;
