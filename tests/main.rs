@@ -33,3 +33,4 @@ mod server;
 mod subscribers;
 mod support;
 mod temporary;
+mod upstream;

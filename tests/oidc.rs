@@ -2,9 +2,10 @@
 //! nobody on this project wrote (the `openidconnect` crate): discovery, the authorization code
 //! flow with PKCE through the hosted pages in Chromium, ID tokens validated by the library,
 //! userinfo, refresh rotation with reuse detection, consent remembered, single sign-on, client
-//! credentials, introspection, revocation and RP-initiated logout; and the refusals: wrong
-//! redirect URIs, missing or wrong PKCE verifiers, reused codes (the second use revokes what the
-//! first issued), mixed-up clients and expired codes.
+//! credentials, introspection, revocation and RP-initiated logout; back-channel logout to an
+//! application's own HTTP endpoint; and the refusals: wrong redirect URIs, missing or wrong PKCE
+//! verifiers, reused codes (the second use revokes what the first issued), mixed-up clients and
+//! expired codes.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -78,7 +79,7 @@ fn http() -> impl Fn(openidconnect::HttpRequest) -> Sent {
 
 /// A service whose public URL is where it listens (the issuer must be the address the
 /// application reaches), with `acme` and its member.
-async fn service(dir: &std::path::Path, code_ttl_seconds: u64) -> (Service, Account) {
+pub(crate) async fn service(dir: &std::path::Path, code_ttl_seconds: u64) -> (Service, Account) {
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
@@ -109,7 +110,7 @@ async fn service(dir: &std::path::Path, code_ttl_seconds: u64) -> (Service, Acco
 }
 
 /// Registers a client of acme; answers (client id, secret).
-async fn register(svc: &Service, body: Value) -> (String, Option<String>) {
+pub(crate) async fn register(svc: &Service, body: Value) -> (String, Option<String>) {
     let answer = svc.post("/v1/tenants/acme/clients", body).await;
     assert_eq!(answer.status, 201, "{answer:?}");
     assert_eq!(
@@ -159,7 +160,7 @@ fn param(url: &str, name: &str) -> Option<String> {
 
 /// What a browser signed in as `account` gets from the authorization endpoint at `url`: the
 /// `Location` of its redirect (or the status and body when it is not one).
-async fn authorize_as(
+pub(crate) async fn authorize_as(
     svc: &Service,
     account: &Account,
     url: &str,
@@ -887,4 +888,309 @@ async fn client_credentials_introspection_and_the_clients_administration() {
         acme.body.to_string().replace("/t/acme", "/t/T"),
         nowhere.body.to_string().replace("/t/nowhere", "/t/T")
     );
+}
+
+// ----- back-channel logout -----
+
+/// What the application's back-channel logout endpoint was sent: the answer it gave, the
+/// request's content type and its `logout_token`.
+#[derive(Debug, Clone)]
+struct Received {
+    answered: u16,
+    content_type: String,
+    token: String,
+}
+
+type Inbox = std::sync::Arc<std::sync::Mutex<Vec<Received>>>;
+
+/// A back-channel logout endpoint of an application, a real HTTP server on a free port: it
+/// answers its first `failures` requests with 503, the rest with 200, and keeps what it got.
+async fn logout_endpoint(failures: usize) -> (String, Inbox) {
+    use axum::http::{HeaderMap, StatusCode};
+    let inbox: Inbox = Default::default();
+    let failures = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(failures));
+    let kept = inbox.clone();
+    let app = axum::Router::new().route(
+        "/backchannel-logout",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let inbox = kept.clone();
+            let failures = failures.clone();
+            async move {
+                let failing = failures
+                    .fetch_update(
+                        std::sync::atomic::Ordering::SeqCst,
+                        std::sync::atomic::Ordering::SeqCst,
+                        |n| n.checked_sub(1),
+                    )
+                    .is_ok();
+                let status = if failing {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::OK
+                };
+                let token = form_urlencoded::parse(body.as_bytes())
+                    .find(|(k, _)| k == "logout_token")
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default();
+                inbox.lock().unwrap().push(Received {
+                    answered: status.as_u16(),
+                    content_type: headers
+                        .get("content-type")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned(),
+                    token,
+                });
+                status
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/backchannel-logout"), inbox)
+}
+
+fn received(inbox: &Inbox) -> Vec<Received> {
+    inbox.lock().unwrap().clone()
+}
+
+/// The claims of a JWT without checking anything (for reading an ID token's `sid`).
+fn payload(token: &str) -> Value {
+    use base64::Engine;
+    let part = token.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// The claims of a logout token for `client` after checking it as an application must (OpenID
+/// Connect Back-Channel Logout 1.0 §2.6): the header type, an EdDSA signature by a key of the
+/// issuer's JWKS, the issuer, the audience, the expiry, the event, and no nonce.
+async fn checked_logout_token(svc: &Service, token: &str, client: &str) -> Value {
+    let header = jsonwebtoken::decode_header(token).expect("a JWS");
+    assert_eq!(header.typ.as_deref(), Some("logout+jwt"));
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::EdDSA);
+    let jwks = svc.get("/t/acme/oidc/jwks").await;
+    assert_eq!(jwks.status, 200, "{jwks:?}");
+    let kid = header.kid.expect("a kid");
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(
+        jwks.body["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"] == kid.as_str())
+            .expect("the signing key is in the issuer's JWKS")
+            .clone(),
+    )
+    .unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    validation.set_issuer(&[issuer(svc)]);
+    validation.set_audience(&[client]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    let claims = jsonwebtoken::decode::<Value>(
+        token,
+        &jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap(),
+        &validation,
+    )
+    .expect("the logout token verifies against the issuer's JWKS")
+    .claims;
+    assert_eq!(
+        claims["events"],
+        json!({"http://schemas.openid.net/event/backchannel-logout": {}}),
+        "{claims}"
+    );
+    assert!(claims.get("nonce").is_none(), "no nonce: {claims}");
+    assert!(
+        claims["jti"].as_str().is_some_and(|j| !j.is_empty()),
+        "{claims}"
+    );
+    let (iat, exp) = (
+        claims["iat"].as_i64().unwrap(),
+        claims["exp"].as_i64().unwrap(),
+    );
+    assert!(
+        exp > iat && exp - iat <= 120,
+        "at most two minutes: {claims}"
+    );
+    claims
+}
+
+/// A code for `client` through the browser session of `account`.
+async fn code_for(svc: &Service, account: &Account, client: &str) -> String {
+    let mut url = reqwest::Url::parse(&svc.url("/t/acme/oidc/authorize")).unwrap();
+    url.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", client)
+        .append_pair("redirect_uri", &callback(svc))
+        .append_pair("scope", "openid")
+        .append_pair("state", "s")
+        .append_pair("nonce", "n");
+    let back = authorize_as(svc, account, url.as_str())
+        .await
+        .expect("back to the application");
+    param(&back, "code").expect("a code")
+}
+
+/// Exchanges `code` at the token endpoint.
+async fn exchange(svc: &Service, client: &(String, String), code: &str) -> (u16, Value) {
+    post_form(
+        svc,
+        "/t/acme/oidc/token",
+        (&client.0, Some(&client.1)),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", &callback(svc)),
+        ],
+    )
+    .await
+}
+
+/// An application session of `client` for the person of `account`'s browser session: the `sid`
+/// of its ID token.
+async fn app_session(svc: &Service, account: &Account, client: &(String, String)) -> String {
+    let code = code_for(svc, account, &client.0).await;
+    let (status, body) = exchange(svc, client, &code).await;
+    assert_eq!(status, 200, "{body}");
+    text(&payload(&text(&body["id_token"]))["sid"])
+}
+
+/// A new browser session of `account`'s person, signed in with the password.
+async fn signed_in_again(svc: &Service, account: &Account) -> Account {
+    let tokens = svc.sign_in(&account.email, PASSWORD).await;
+    Account {
+        id: account.id.clone(),
+        email: account.email.clone(),
+        token: text(&tokens["access_token"]),
+        refresh: text(&tokens["refresh_token"]),
+        session: text(&tokens["session"]),
+    }
+}
+
+#[tokio::test]
+async fn applications_with_a_back_channel_logout_uri_get_a_logout_token_whenever_a_session_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, member) = service(dir.path(), 60).await;
+    let discovery = svc.get("/t/acme/.well-known/openid-configuration").await;
+    assert_eq!(discovery.body["backchannel_logout_supported"], true);
+    assert_eq!(discovery.body["backchannel_logout_session_supported"], true);
+
+    // The endpoint is down for the first request: the service tries again.
+    let (endpoint, inbox) = logout_endpoint(1).await;
+    let client = |name: &str, backchannel: Option<&str>| {
+        let mut body = json!({
+            "kind": "confidential", "name": name, "redirect_uris": [callback(&svc)],
+            "grant_types": ["authorization_code", "refresh_token"], "scopes": ["openid"],
+            "first_party": true,
+        });
+        if let Some(uri) = backchannel {
+            body["backchannel_logout_uri"] = json!(uri);
+        }
+        body
+    };
+    let (id, secret) = register(&svc, client("Notes", Some(&endpoint))).await;
+    let notes = (id, secret.unwrap());
+    let (id, secret) = register(&svc, client("Plain", None)).await;
+    let plain = (id, secret.unwrap());
+    let shown = svc
+        .get(&format!("/v1/tenants/acme/clients/{}", notes.0))
+        .await;
+    assert_eq!(shown.body["backchannel_logout_uri"], endpoint, "{shown:?}");
+    let shown = svc
+        .get(&format!("/v1/tenants/acme/clients/{}", plain.0))
+        .await;
+    assert_eq!(
+        shown.body["backchannel_logout_uri"],
+        Value::Null,
+        "{shown:?}"
+    );
+    // Only https, or http to this machine, and no fragment; a refusal changes nothing.
+    let before = svc.log_position().await;
+    for bad in [
+        "http://notes.example/backchannel-logout",
+        "https://notes.example/backchannel-logout#here",
+        "com.example.notes:/logout",
+    ] {
+        let refused = svc
+            .post("/v1/tenants/acme/clients", client("Bad", Some(bad)))
+            .await;
+        refused.assert_problem(422, "invalid_redirect_uri");
+        let mut settings = client("Notes", Some(bad));
+        settings.as_object_mut().unwrap().remove("kind");
+        let updated = svc
+            .put(&format!("/v1/tenants/acme/clients/{}", notes.0), settings)
+            .await;
+        updated.assert_problem(422, "invalid_redirect_uri");
+    }
+    assert_eq!(svc.log_position().await, before);
+
+    // Signing out of the browser session ends the application sessions issued through it.
+    let signed_out = app_session(&svc, &member, &notes).await;
+    let not_told = app_session(&svc, &member, &plain).await;
+    let answer = svc
+        .post_as(&member.token, "/v1/auth/sign-out", json!({}))
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+
+    // An administrator ends every session of the person.
+    let again = signed_in_again(&svc, &member).await;
+    let revoked = app_session(&svc, &again, &notes).await;
+    let answer = svc
+        .post(
+            &format!("/v1/users/{}/sessions/revoke", member.id),
+            json!({}),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+
+    // A code presented twice revokes what its first exchange started.
+    let third = signed_in_again(&svc, &member).await;
+    let code = code_for(&svc, &third, &notes.0).await;
+    let (status, body) = exchange(&svc, &notes, &code).await;
+    assert_eq!(status, 200, "{body}");
+    let reused = text(&payload(&text(&body["id_token"]))["sid"]);
+    let (status, body) = exchange(&svc, &notes, &code).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+
+    // One endpoint gets its logouts in the order the sessions ended, each a new token; the
+    // first request failed and was repeated.
+    eventually("three logout tokens are delivered", || async {
+        received(&inbox)
+            .iter()
+            .filter(|r| r.answered == 200)
+            .count()
+            >= 3
+    })
+    .await;
+    let got = received(&inbox);
+    let mut sessions = Vec::new();
+    for request in &got {
+        assert_eq!(request.content_type, "application/x-www-form-urlencoded");
+        let claims = checked_logout_token(&svc, &request.token, &notes.0).await;
+        assert_eq!(claims["sub"], member.id.as_str(), "{claims}");
+        sessions.push((request.answered, text(&claims["sid"])));
+    }
+    assert_eq!(
+        sessions,
+        [
+            (503, signed_out.clone()),
+            (200, signed_out),
+            (200, revoked),
+            (200, reused),
+        ],
+    );
+    // The application without a back-channel logout URI was told nothing, here or anywhere.
+    assert!(
+        got.iter()
+            .all(|r| payload(&r.token)["sid"] != not_told.as_str()),
+        "{got:?}"
+    );
+    assert_ne!(got[0].token, got[1].token, "a retry sends a new token");
 }

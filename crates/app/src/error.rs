@@ -41,6 +41,13 @@ pub enum AppError {
     Client(#[from] idstream_domain::identity::client::ClientError),
     #[error(transparent)]
     Consent(#[from] idstream_domain::identity::consent::ConsentError),
+    #[error(transparent)]
+    IdentityProvider(#[from] idstream_domain::identity::upstream::IdentityProviderError),
+    #[error(transparent)]
+    ExternalIdentity(#[from] idstream_domain::identity::upstream::ExternalIdentityError),
+    /// A sign-in through an upstream provider did not happen.
+    #[error(transparent)]
+    Upstream(#[from] crate::upstream::UpstreamError),
     /// An OAuth or OpenID Connect protocol error, answered with its `error` code.
     #[error("{0}")]
     OAuth(crate::oidc::OAuthError),

@@ -43,6 +43,7 @@ pub mod scim;
 mod tenants;
 #[cfg(test)]
 mod tests;
+pub mod upstream;
 mod users;
 mod views;
 
@@ -190,6 +191,7 @@ pub struct App {
     pub people: People,
     pub scim: scim::Scim,
     pub oidc: oidc::Oidc,
+    pub upstream: upstream::Upstream,
 }
 
 impl App {
@@ -229,7 +231,8 @@ impl App {
             operations: Operations(core.clone()),
             people: People(core.clone()),
             scim: scim::Scim(core.clone()),
-            oidc: oidc::Oidc(core),
+            oidc: oidc::Oidc(core.clone()),
+            upstream: upstream::Upstream(core),
         }
     }
 }

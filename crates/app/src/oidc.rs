@@ -21,7 +21,12 @@
 //! - **Consent.** Third-party clients get a consent screen; the answer is an event
 //!   (`ConsentGranted`), remembered and revocable from the account. First-party clients skip it.
 //! - **Logout.** RP-initiated logout ends the browser session and every application session
-//!   issued through it; signing out of the hosted pages does the same.
+//!   issued through it; signing out of the hosted pages does the same. Whenever an application's
+//!   session ends, for whatever reason, a client with a `backchannel_logout_uri` is told so by a
+//!   logout token posted there (OpenID Connect Back-Channel Logout 1.0, [`backchannel`]), from
+//!   a task that follows the log.
+
+pub mod backchannel;
 
 use std::collections::BTreeSet;
 
@@ -306,6 +311,24 @@ impl Core {
     }
 
     /// The live client `id` of `tenant` (not removed).
+    /// `redirect_uri` when it is one of the live client `client_id`'s redirect URIs: a sign-in
+    /// page continuing an authorization request lets its forms lead there (the page's
+    /// `form-action`), as the authorization endpoint will send the browser on to it.
+    ///
+    /// Who: anyone (the sign-in pages).
+    pub fn registered_redirect(
+        &self,
+        tenant: &TenantId,
+        client_id: &str,
+        redirect_uri: &str,
+    ) -> Option<String> {
+        self.live_client(tenant, client_id)
+            .ok()
+            .flatten()
+            .filter(|c| c.settings.redirect_uris.iter().any(|u| u == redirect_uri))
+            .map(|_| redirect_uri.to_owned())
+    }
+
     fn live_client(&self, tenant: &TenantId, id: &str) -> Result<Option<ClientView>, AppError> {
         let Ok(id) = id.parse::<Ulid>() else {
             return Ok(None);
@@ -446,7 +469,8 @@ impl Oidc {
             "request_parameter_supported": false,
             "request_uri_parameter_supported": false,
             "authorization_response_iss_parameter_supported": true,
-            "backchannel_logout_supported": false,
+            "backchannel_logout_supported": true,
+            "backchannel_logout_session_supported": true,
         })
     }
 

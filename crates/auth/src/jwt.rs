@@ -803,6 +803,66 @@ pub fn sign_jwt<T: Serialize>(
         .expect("signing JSON claims with a valid Ed25519 key cannot fail")
 }
 
+/// The JOSE header `typ` of a logout token (OpenID Connect Back-Channel Logout 1.0 §2.4), which
+/// keeps it from being taken for an ID token or an access token signed by the same keys.
+pub const LOGOUT_TOKEN_HEADER_TYPE: &str = "logout+jwt";
+
+/// The one member of a logout token's `events` claim (Back-Channel Logout §2.4).
+pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+/// How long a logout token is accepted: it is posted as soon as it is made, so two minutes are
+/// plenty, and a copy that leaks is soon worthless.
+pub const LOGOUT_TOKEN_TTL: Duration = Duration::minutes(2);
+
+/// The claims of a logout token (Back-Channel Logout §2.4): who signed out (`sub`) of which
+/// session (`sid`, the value the session's ID tokens carry), for which application (`aud`).
+/// It never has a `nonce` (§2.4 forbids one, so that it cannot pass for an ID token). Times are
+/// unix seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogoutClaims {
+    pub iss: String,
+    pub aud: String,
+    pub iat: i64,
+    pub exp: i64,
+    /// A unique id (ULID) for this token, so that an application can refuse a replay.
+    pub jti: String,
+    pub sub: String,
+    pub sid: String,
+    /// `{"http://schemas.openid.net/event/backchannel-logout": {}}`.
+    pub events: std::collections::BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+}
+
+impl LogoutClaims {
+    /// The claims of a new logout token made at `now`, with its own `jti`.
+    pub fn new(
+        iss: impl Into<String>,
+        aud: impl Into<String>,
+        sub: impl Into<String>,
+        sid: impl Into<String>,
+        now: OffsetDateTime,
+    ) -> LogoutClaims {
+        LogoutClaims {
+            iss: iss.into(),
+            aud: aud.into(),
+            iat: now.unix_timestamp(),
+            exp: (now + LOGOUT_TOKEN_TTL).unix_timestamp(),
+            jti: new_jti(now),
+            sub: sub.into(),
+            sid: sid.into(),
+            events: [(BACKCHANNEL_LOGOUT_EVENT.to_owned(), serde_json::Map::new())]
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    /// The logout token: these claims signed like an ID token, with the header type
+    /// [`LOGOUT_TOKEN_HEADER_TYPE`].
+    pub fn sign(&self, ring: &KeyRing, now: OffsetDateTime) -> String {
+        sign_jwt(ring, LOGOUT_TOKEN_HEADER_TYPE, self, now)
+    }
+}
+
 /// The claims of a JWT of header type `typ` whose EdDSA signature verifies with a key of `ring`
 /// (no time or audience check: for an `id_token_hint`, which may have expired).
 pub fn verify_signature<T: serde::de::DeserializeOwned>(
@@ -1136,6 +1196,56 @@ mod tests {
         assert_eq!(header.alg, Algorithm::EdDSA);
         assert_eq!(header.typ.as_deref(), Some("at+jwt"));
         assert_eq!(header.kid.as_deref(), Some(ring.current().kid()));
+    }
+
+    #[test]
+    fn a_logout_token_carries_the_back_channel_logout_claims_and_no_nonce() {
+        let ring = ring();
+        let claims = LogoutClaims::new(
+            "https://id.example.test/t/acme",
+            "01J0CLIENT",
+            "01J0USER",
+            "01J0SESSION",
+            T0,
+        );
+        let token = claims.sign(&ring, T0);
+
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.alg, Algorithm::EdDSA);
+        assert_eq!(header.typ.as_deref(), Some("logout+jwt"));
+        assert_eq!(header.kid.as_deref(), Some(ring.current().kid()));
+        // Signed by the ring, and only as a logout token.
+        let verified: LogoutClaims =
+            verify_signature(&ring, &token, LOGOUT_TOKEN_HEADER_TYPE).unwrap();
+        assert_eq!(verified, claims);
+        assert!(verify_signature::<LogoutClaims>(&ring, &token, "JWT").is_none());
+
+        let payload: serde_json::Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(token.split('.').nth(1).unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(payload["iss"], "https://id.example.test/t/acme");
+        assert_eq!(payload["aud"], "01J0CLIENT");
+        assert_eq!(payload["sub"], "01J0USER");
+        assert_eq!(payload["sid"], "01J0SESSION");
+        assert_eq!(payload["iat"], T0.unix_timestamp());
+        assert_eq!(payload["exp"], (T0 + Duration::minutes(2)).unix_timestamp());
+        assert_eq!(
+            payload["events"],
+            serde_json::json!({"http://schemas.openid.net/event/backchannel-logout": {}})
+        );
+        assert!(Ulid::from_string(payload["jti"].as_str().unwrap()).is_ok());
+        assert!(payload.get("nonce").is_none(), "{payload}");
+        assert_eq!(payload.as_object().unwrap().len(), 8, "{payload}");
+    }
+
+    #[test]
+    fn each_logout_token_gets_its_own_jti() {
+        let a = LogoutClaims::new("i", "a", "u", "s", T0);
+        let b = LogoutClaims::new("i", "a", "u", "s", T0);
+        assert_ne!(a.jti, b.jti);
     }
 
     #[test]

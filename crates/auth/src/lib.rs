@@ -2,7 +2,8 @@
 //! password hashing off the async runtime with bounded concurrency, and the primitives of sign-in,
 //! sessions, two-factor authentication and API keys:
 //!
-//! - [`jwt`]: EdDSA access tokens (RFC 9068), the signing key ring and its JWK Set;
+//! - [`jwt`]: EdDSA access tokens (RFC 9068), ID and logout tokens, the signing key ring and its
+//!   JWK Set;
 //! - [`totp`]: RFC 6238 one-time codes with replay protection;
 //! - [`recovery`]: single-use recovery codes;
 //! - [`passkey`]: the WebAuthn relying party (passkey registration and sign-in ceremonies);
@@ -26,8 +27,8 @@ pub mod totp;
 
 pub use api_key::{ApiKeySecret, PresentedApiKey};
 pub use jwt::{
-    AccessClaims, AccessSubject, CLOCK_LEEWAY, Issuer, KeyRing, KeyRingError, SigningKey,
-    TokenError, VerifiedTokens, sign_jwt,
+    AccessClaims, AccessSubject, CLOCK_LEEWAY, Issuer, KeyRing, KeyRingError, LogoutClaims,
+    SigningKey, TokenError, VerifiedTokens, sign_jwt,
 };
 pub use opaque::{OpaqueToken, TokenKind};
 pub use password_policy::{PasswordPolicy, PolicyBoundsError, PolicyViolation};

@@ -1,6 +1,6 @@
 //! The composition root: open the log (decrypting personal data) and the key store, start the
 //! read models, build the app, start the tasks that run beside it (key upkeep, tamper-evidence
-//! checkpoints), and serve HTTP until shutdown.
+//! checkpoints, back-channel logout), and serve HTTP until shutdown.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -400,6 +400,17 @@ pub async fn serve(
         })
     };
     let chain = start_chain_checkpoints(&config, app.operations.log().clone()).await?;
+    // Found its place in the log before the first request, so no session ended from now on is
+    // missed.
+    let backchannel = app
+        .oidc
+        .backchannel_logout(
+            &Caller::system("backchannel-logout"),
+            config.data_dir.join("backchannel-logout.json"),
+        )
+        .await
+        .context("starting back-channel logout")?;
+    let backchannel = tokio::spawn(backchannel.run());
     let identity = app.identity.clone();
     let state = AppState::new(StateParts {
         app,
@@ -425,6 +436,7 @@ pub async fn serve(
     upkeep.abort();
     lapses.abort();
     chain.abort();
+    backchannel.abort();
     tracing::info!("HTTP server stopped; stopping read models");
     read_models.shutdown().await;
     Ok(())

@@ -20,6 +20,10 @@ use crate::identity::invitation::{
     self, Invitation, InvitationCommand, InvitationError, InvitationEvent,
 };
 use crate::identity::session::{self, Session, SessionCommand, SessionError, SessionEvent};
+use crate::identity::upstream::{
+    self, ExternalIdentity, ExternalIdentityCommand, ExternalIdentityError, ExternalIdentityEvent,
+    IdentityProvider, IdentityProviderCommand, IdentityProviderError, IdentityProviderEvent, link,
+};
 use crate::membership::{self, Membership, MembershipCommand, MembershipError, MembershipEvent};
 use crate::tenant::{self, Tenant, TenantCommand, TenantError, TenantEvent};
 use crate::user::{self, User, UserCommand, UserError, UserEvent};
@@ -158,6 +162,12 @@ aggregate!(ClientAggregate, Client, client, Client, ClientCommand, ClientEvent, 
 });
 aggregate!(ConsentAggregate, Consent, consent, Consent, ConsentCommand, ConsentEvent, ConsentError, {
     Granted => ConsentGranted, Revoked => ConsentRevoked,
+});
+aggregate!(IdentityProviderAggregate, IdentityProvider, upstream, IdentityProvider, IdentityProviderCommand, IdentityProviderEvent, IdentityProviderError, {
+    Configured => IdentityProviderConfigured, Removed => IdentityProviderRemoved,
+});
+aggregate!(ExternalIdentityAggregate, ExternalIdentity, link, ExternalIdentity, ExternalIdentityCommand, ExternalIdentityEvent, ExternalIdentityError, {
+    Linked => IdentityLinked, Unlinked => IdentityUnlinked,
 });
 aggregate!(AdminGuardAggregate, AdminGuard, admin_guard, AdminGuard, AdminGuardCommand, AdminGuardEvent, AdminGuardError, {
     Reserved => AdminRemovalReserved, Settled => AdminRemovalSettled,

@@ -41,6 +41,11 @@ pub enum AggregateType {
     Client,
     // One person's consent to one client (id: `<client id>_<user id>`).
     Consent,
+    // An upstream OpenID Connect provider people sign in to a tenant through (id: its name).
+    IdentityProvider,
+    // An identity of an upstream provider and the user it signs in (id: the blind index of the
+    // provider and the subject).
+    ExternalIdentity,
 }
 
 impl AggregateType {
@@ -61,6 +66,8 @@ impl AggregateType {
             AggregateType::AdminGuard => "admin_guard",
             AggregateType::Client => "client",
             AggregateType::Consent => "consent",
+            AggregateType::IdentityProvider => "identity_provider",
+            AggregateType::ExternalIdentity => "external_identity",
         }
     }
 }

@@ -19,8 +19,9 @@ use crate::envelope::{AggregateType, EventEnvelope, Metadata, StreamKey};
 use crate::identity::client::{ClientKind, ClientSettings};
 use crate::identity::credentials::{PasswordReason, TokenPurpose};
 use crate::identity::session::{
-    RevocationReason, RevocationReasonV1, SignInMethod, SignInMethodV1,
+    RevocationReason, RevocationReasonV1, SignInMethod, SignInMethodV1, SignInMethodV2,
 };
+use crate::identity::upstream::{IdentityProviderSettings, LinkVia};
 use crate::ids::{RoleName, TenantId, UserId};
 use crate::secret::{BlindIndex, Sealed};
 use crate::tenant::{PasswordPolicySettings, TenantSettings};
@@ -917,6 +918,42 @@ pub struct ConsentGranted {
 #[serde(deny_unknown_fields)]
 pub struct ConsentRevoked {}
 
+/// A tenant administrator added an upstream OpenID Connect provider people may sign in through,
+/// or changed it. `secret` is the client secret idstream presents to it, sealed (absent: kept as
+/// it was, or none for a client without one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityProviderConfigured {
+    pub settings: IdentityProviderSettings,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Sealed>,
+}
+
+/// The upstream provider was removed: nobody signs in through it any more (its links stay, and
+/// work again if it is configured anew under the same name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityProviderRemoved {}
+
+/// An identity of the upstream `provider` (the aggregate, named by a blind index of the provider
+/// and the subject) now signs `user` in, linked `via` a verified address, a provisioning or the
+/// person's own choice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityLinked {
+    pub user: UserId,
+    pub provider: String,
+    pub via: LinkVia,
+}
+
+/// The upstream identity no longer signs `user` in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityUnlinked {
+    pub user: UserId,
+    pub provider: String,
+}
+
 /// A user was invited to the tenant with `roles`, the link sent by email or handed to the
 /// inviter (`delivery`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -1213,6 +1250,57 @@ impl From<SessionStartedV3> for SessionStarted {
             ip: v3.ip,
             user_agent: v3.user_agent,
             remembered: v3.remembered,
+        }
+    }
+}
+
+// Version 4 of `SessionStarted`, before upstream providers: its methods are those of
+// `SignInMethodV2` (the doc comment is the published schema's description, which does not change).
+/// A user signed in: a session (the aggregate) started in `tenant`. `ip` and `user_agent` say
+/// where from (personal data: see [`PERSONAL_DATA`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "SessionStarted")]
+pub struct SessionStartedV4 {
+    pub user: UserId,
+    pub tenant: TenantId,
+    pub method: SignInMethodV2,
+    /// Blind index of the session's refresh token.
+    pub refresh: BlindIndex,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub at: OffsetDateTime,
+    /// Absolute end of the session.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub expires_at: OffsetDateTime,
+    /// The session ends after this long without a refresh.
+    pub idle_timeout_seconds: i64,
+    /// The IP address the user signed in from, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// The `User-Agent` header of the sign-in, at most 256 characters, when sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// The user asked to be remembered and the tenant allows it (`remember_days` above 0):
+    /// `expires_at` is the remembered lifetime's end, not the ordinary one's.
+    pub remembered: bool,
+}
+
+/// Version 4 differs only in the methods it knows, all of which version 5 knows.
+impl From<SessionStartedV4> for SessionStarted {
+    fn from(v4: SessionStartedV4) -> SessionStarted {
+        SessionStarted {
+            user: v4.user,
+            tenant: v4.tenant,
+            method: v4.method.into(),
+            refresh: v4.refresh,
+            at: v4.at,
+            expires_at: v4.expires_at,
+            idle_timeout_seconds: v4.idle_timeout_seconds,
+            ip: v4.ip,
+            user_agent: v4.user_agent,
+            remembered: v4.remembered,
         }
     }
 }
@@ -2002,7 +2090,7 @@ catalogue! {
         PasskeyUsed => 1, Credentials;
         PasskeyRemoved => 1, Credentials;
         PasskeyCounterRegressed => 1, Credentials;
-        SessionStarted => 4, Session;
+        SessionStarted => 5, Session;
         SessionRefreshed => 1, Session;
         SessionTenantSwitched => 1, Session;
         SessionRevoked => 2, Session;
@@ -2024,6 +2112,10 @@ catalogue! {
         ClientCredentialsUsed => 1, Client;
         ConsentGranted => 1, Consent;
         ConsentRevoked => 1, Consent;
+        IdentityProviderConfigured => 1, IdentityProvider;
+        IdentityProviderRemoved => 1, IdentityProvider;
+        IdentityLinked => 1, ExternalIdentity;
+        IdentityUnlinked => 1, ExternalIdentity;
     }
 
     upcast {
@@ -2031,6 +2123,7 @@ catalogue! {
         SessionStarted => 1, SessionStartedV1;
         SessionStarted => 2, SessionStartedV2;
         SessionStarted => 3, SessionStartedV3;
+        SessionStarted => 4, SessionStartedV4;
         TenantSettingsChanged => 1, TenantSettingsChangedV1;
         TenantSettingsChanged => 2, TenantSettingsChangedV2;
         TenantSettingsChanged => 3, TenantSettingsChangedV3;
@@ -2149,7 +2242,7 @@ mod tests {
             remembered: true,
         });
         let mut envelope = current.clone().into_envelope(Ulid::nil(), &session, &meta);
-        assert_eq!(envelope.version, 4);
+        assert_eq!(envelope.version, 5);
         assert_eq!(
             personal_data_owner(&envelope),
             Some(user.to_string().as_str())
@@ -2169,6 +2262,20 @@ mod tests {
             panic!("not a SessionStarted");
         };
         assert_eq!(v4.method, SignInMethod::Passkey);
+
+        // Version 4, as written before upstream providers, knows no federated method; 5 does.
+        let mut federated = passkey.clone();
+        federated.data["method"] = "federated_and_totp".into();
+        assert!(matches!(
+            DomainEvent::decode(&federated),
+            Err(DecodeError::Payload { .. })
+        ));
+        federated.version = 5;
+        let DomainEvent::SessionStarted(v5) = DomainEvent::decode(&federated).unwrap() else {
+            panic!("not a SessionStarted");
+        };
+        assert_eq!(v5.method, SignInMethod::FederatedAndTotp);
+        assert_eq!(v5.method.amr(), ["fed", "otp", "mfa"]);
 
         // Version 2, as written before sessions could be remembered, reads as an ordinary one.
         envelope.version = 2;
@@ -2231,7 +2338,7 @@ mod tests {
         assert_eq!(personal_data_owner(&created), None);
         assert!(EARLIER_VERSIONS.contains(&("SessionStarted", 1)));
         assert!(
-            schema_of("SessionStarted", 1).is_some() && schema_of("SessionStarted", 5).is_none()
+            schema_of("SessionStarted", 1).is_some() && schema_of("SessionStarted", 6).is_none()
         );
 
         // Tenant settings of version 1 knew no remembering: they read with its default.

@@ -365,6 +365,37 @@ impl ApiError {
                     }
                 }
                 AppError::Consent(c) => (S::NOT_FOUND, "consent_not_found", shown(c)),
+                AppError::IdentityProvider(p) => {
+                    use idstream_domain::identity::upstream::IdentityProviderError as P;
+                    match p {
+                        P::NotFound => (S::NOT_FOUND, "identity_provider_not_found", shown(p)),
+                        P::Invalid(_) => (
+                            S::UNPROCESSABLE_ENTITY,
+                            "invalid_identity_provider",
+                            shown(p),
+                        ),
+                    }
+                }
+                AppError::ExternalIdentity(x) => {
+                    use idstream_domain::identity::upstream::ExternalIdentityError as X;
+                    match x {
+                        X::LinkedToAnother => (S::CONFLICT, "identity_linked_elsewhere", shown(x)),
+                        X::NotLinked => (S::NOT_FOUND, "identity_not_linked", shown(x)),
+                    }
+                }
+                AppError::Upstream(u) => {
+                    use idstream_app::upstream::UpstreamError as U;
+                    match u {
+                        U::Unavailable => {
+                            (S::BAD_GATEWAY, "identity_provider_unavailable", shown(u))
+                        }
+                        U::NotVerified => {
+                            (S::BAD_REQUEST, "upstream_sign_in_not_verified", shown(u))
+                        }
+                        U::Refused(_) => (S::FORBIDDEN, "upstream_sign_in_refused", shown(u)),
+                        U::NoAccount => (S::FORBIDDEN, "upstream_no_account", shown(u)),
+                    }
+                }
                 AppError::PreconditionFailed => {
                     (S::PRECONDITION_FAILED, "precondition_failed", shown(e))
                 }

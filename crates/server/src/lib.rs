@@ -166,6 +166,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(routes::identity::router())
         .merge(routes::audit::router())
         .merge(routes::oidc::router())
+        .merge(routes::upstream::router())
         .merge(pages::router(&state))
         .merge(scim::router())
         .fallback(|uri: axum::http::Uri| async move {

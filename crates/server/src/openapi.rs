@@ -98,6 +98,9 @@ use crate::routes::{self, CommandAccepted};
         routes::oidc::register_client, routes::oidc::list_clients, routes::oidc::get_client,
         routes::oidc::update_client, routes::oidc::remove_client, routes::oidc::rotate_client_secret,
         routes::oidc::my_consents, routes::oidc::revoke_consent,
+        routes::upstream::list_providers, routes::upstream::get_provider,
+        routes::upstream::configure_provider, routes::upstream::remove_provider,
+        routes::upstream::my_identities, routes::upstream::unlink_identity,
     ),
     components(schemas(Problem, CommandAccepted, crate::dry_run::Preview)),
     modifiers(&BearerAuth, &Formats, &Operations),
@@ -105,6 +108,7 @@ use crate::routes::{self, CommandAccepted};
         (name = "auth", description = "Sign-in, sessions, passwords, passkeys and two-factor authentication of the caller"),
         (name = "invitations"), (name = "api-keys"),
         (name = "oidc", description = "OpenID Connect: each tenant's issuer (`/t/{tenant}`), its clients and a person's consents; the authorization and logout endpoints are pages"),
+        (name = "upstream", description = "Sign-in through other OpenID Connect providers: each tenant's upstream providers and a person's linked identities; the sign-in itself is pages (`/t/{tenant}/sign-in/{provider}`)"),
         (name = "audit", description = "The audit trail: every event, filtered, without personal data"),
         (name = "tenants"), (name = "users"), (name = "roles"), (name = "entities"), (name = "records"), (name = "permissions"), (name = "access"), (name = "operations"),
     )

@@ -765,6 +765,31 @@ const FRENCH: &[(&str, &str)] = &[
         "Your passkey could not sign you in.",
         "Votre clé d’accès n’a pas pu vous connecter.",
     ),
+    ("Sign in with", "Se connecter avec"),
+    (
+        "No account of this organisation matches this sign-in. Sign in another way, or ask an administrator.",
+        "Aucun compte de cette organisation ne correspond à cette connexion. Connectez-vous autrement, ou demandez à un administrateur.",
+    ),
+    (
+        "The identity provider did not sign you in.",
+        "Le fournisseur d’identité ne vous a pas connecté.",
+    ),
+    (
+        "This sign-in could not be verified. Start again from the sign-in page.",
+        "Cette connexion n’a pas pu être vérifiée. Recommencez depuis la page de connexion.",
+    ),
+    (
+        "The identity provider cannot be reached right now. Try again in a moment, or sign in another way.",
+        "Le fournisseur d’identité est injoignable pour le moment. Réessayez dans un instant, ou connectez-vous autrement.",
+    ),
+    (
+        "This organisation offers no such sign-in.",
+        "Cette organisation ne propose pas cette connexion.",
+    ),
+    (
+        "This identity already signs in another account: unlink it there first.",
+        "Cette identité connecte déjà un autre compte : dissociez-la d’abord de celui-ci.",
+    ),
     (
         "Sign in with a passkey",
         "Se connecter avec une clé d’accès",

@@ -42,6 +42,7 @@ use subtle::ConstantTimeEq;
 
 mod console;
 mod oidc;
+mod upstream;
 
 use crate::AppState;
 use crate::extract::correlation_id;
@@ -390,6 +391,18 @@ fn routes() -> Vec<RouteEntry> {
             get(oidc::authorize_page).post(oidc::consent),
         ),
         (
+            "/t/{tenant}/sign-in/{provider}",
+            Some(Public),
+            None,
+            get(upstream::start),
+        ),
+        (
+            "/t/{tenant}/sign-in/{provider}/callback",
+            Some(Public),
+            None,
+            get(upstream::callback),
+        ),
+        (
             "/t/{tenant}/oidc/logout",
             Some(Public),
             Some(Public),
@@ -656,8 +669,10 @@ const ACCESS: &str = "ids_access";
 const REFRESH: &str = "ids_session";
 const CSRF: &str = "ids_csrf";
 const LINK: &str = "ids_link";
+/// A sign-in under way at an upstream identity provider (sealed).
+const UPSTREAM: &str = "ids_upstream";
 /// Every cookie these pages set.
-const NAMES: [&str; 4] = [ACCESS, REFRESH, CSRF, LINK];
+const NAMES: [&str; 5] = [ACCESS, REFRESH, CSRF, LINK, UPSTREAM];
 
 /// The prefix of cookie names when they are `Secure`.
 const HOST_PREFIX: &str = "__Host-";
@@ -1179,12 +1194,17 @@ async fn sign_in_page(
             form_action: None,
         }
     } else {
-        sign_in_form(
-            &csrf,
-            &tenant,
-            &local_path(query.return_to.as_deref()),
-            &email,
-        )
+        let return_to = local_path(query.return_to.as_deref());
+        let providers = match tenant.parse::<TenantId>() {
+            Ok(id) => match anonymous(&state, &parts) {
+                Ok(caller) => provider_buttons(&state, &caller, &id, &return_to),
+                Err(_) => Vec::new(),
+            },
+            Err(_) => Vec::new(),
+        };
+        let mut page = sign_in_form(&csrf, &tenant, &return_to, &email, providers);
+        page.form_action = oidc::continuing_to(&state, &return_to);
+        page
     };
     match set {
         Some(cookie) => page.cookie(cookie),
@@ -1192,13 +1212,43 @@ async fn sign_in_page(
     }
 }
 
-/// The sign-in form with its CSRF token, organisation and return address.
-fn sign_in_form(csrf: &str, tenant: &str, return_to: &str, email: &str) -> Page {
+/// The sign-in buttons of the tenant's upstream identity providers: their names and where they
+/// lead.
+fn provider_buttons(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &TenantId,
+    return_to: &str,
+) -> Vec<minijinja::Value> {
+    state
+        .app
+        .upstream
+        .sign_in_options(caller, tenant)
+        .into_iter()
+        .map(|option| {
+            context! {
+                name => option.name,
+                href => format!("/t/{tenant}/sign-in/{}?return_to={}", option.id, encoded(return_to)),
+            }
+        })
+        .collect()
+}
+
+/// The sign-in form with its CSRF token, organisation and return address, and the buttons of
+/// the organisation's upstream identity providers.
+fn sign_in_form(
+    csrf: &str,
+    tenant: &str,
+    return_to: &str,
+    email: &str,
+    providers: Vec<minijinja::Value>,
+) -> Page {
     Page::html(
         StatusCode::OK,
         "sign_in.html",
         context! { ..base("Sign in"), ..context! {
             csrf => csrf, email => email, tenant => tenant, return_to => return_to,
+            providers => providers,
         }},
     )
 }
@@ -1215,7 +1265,7 @@ fn plain_sign_in_page(lang: Lang) -> &'static str {
             .into_iter()
             .map(|lang| {
                 let page = PAGE_LANG.sync_scope(std::cell::Cell::new(lang), || {
-                    sign_in_form(CSRF_SLOT, "", &local_path(None), "")
+                    sign_in_form(CSRF_SLOT, "", &local_path(None), "", Vec::new())
                 });
                 (lang, page.body)
             })
@@ -1272,14 +1322,17 @@ async fn sign_in(
         return refused_form();
     }
     let again = |error: &str| {
-        Page::html(
+        let return_to = local_path(form.return_to.as_deref());
+        let mut page = Page::html(
             StatusCode::UNAUTHORIZED,
             "sign_in.html",
             context! { ..base("Sign in"), ..context! {
                 csrf => form.csrf.clone(), email => form.email.clone(), tenant => form.tenant.clone(),
-                return_to => local_path(form.return_to.as_deref()), error => error,
+                return_to => &return_to, error => error,
             }},
-        )
+        );
+        page.form_action = oidc::continuing_to(&state, &return_to);
+        page
     };
     let tenant = match form.tenant.trim() {
         "" => None,
@@ -1309,16 +1362,21 @@ async fn sign_in(
         Ok(SignIn::Complete(tokens)) => {
             signed_in_page(&cookies, &tokens, form.return_to.as_deref(), !named)
         }
-        Ok(SignIn::SecondFactorRequired { challenge, .. }) => Page::html(
-            StatusCode::OK,
-            "second_factor.html",
-            context! { ..base("Two-factor sign-in"), ..context! {
-                csrf => form.csrf.clone(), challenge => challenge,
-                return_to => local_path(form.return_to.as_deref()),
-                remember => if remember { "on" } else { "" },
-                chosen => if named { "on" } else { "" },
-            }},
-        ),
+        Ok(SignIn::SecondFactorRequired { challenge, .. }) => {
+            let return_to = local_path(form.return_to.as_deref());
+            let mut page = Page::html(
+                StatusCode::OK,
+                "second_factor.html",
+                context! { ..base("Two-factor sign-in"), ..context! {
+                    csrf => form.csrf.clone(), challenge => challenge,
+                    return_to => &return_to,
+                    remember => if remember { "on" } else { "" },
+                    chosen => if named { "on" } else { "" },
+                }},
+            );
+            page.form_action = oidc::continuing_to(&state, &return_to);
+            page
+        }
         Err(AppError::InvalidCredentials | AppError::AccountDisabled) => {
             again("The email address or password is wrong.")
         }

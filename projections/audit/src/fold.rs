@@ -138,7 +138,8 @@ impl Projection for AuditProjection {
         // 4: sign-ins' `amr`, passkeys.
         // 5: tenant settings with `phishing_resistant_admins` (the state the next change is
         // compared with).
-        // 6: OpenID Connect clients, consents and applications' codes.
+        // 6: OpenID Connect clients, consents and applications' codes; upstream identity
+        // providers and linked identities.
         6
     }
 
@@ -614,6 +615,20 @@ fn describe(
             about.subject = Some(e.user);
             about.fact("client", e.client.as_str());
             about.fact("scopes", joined(&e.scopes));
+        }
+        E::IdentityProviderConfigured(e) => {
+            about.fact("name", e.settings.name.as_str());
+            about.fact("issuer", e.settings.issuer.as_str());
+        }
+        E::IdentityProviderRemoved(_) => {}
+        E::IdentityLinked(e) => {
+            about.subject = Some(e.user);
+            about.fact("provider", e.provider.as_str());
+            about.fact("via", serde_name(&e.via));
+        }
+        E::IdentityUnlinked(e) => {
+            about.subject = Some(e.user);
+            about.fact("provider", e.provider.as_str());
         }
         E::ConsentRevoked(_) => {
             // The aggregate's id is `<client>_<user>`.

@@ -381,6 +381,26 @@ fn summarize(e: &Stored, erased: &HashSet<UserId>) -> String {
             "{subject} took back the consent to application {}",
             fact("client")
         ),
+        "IdentityProviderConfigured" => format!(
+            "sign-in through {:?} ({}) was set up as identity provider {aggregate}{by}",
+            fact("name"),
+            fact("issuer")
+        ),
+        "IdentityProviderRemoved" => format!("identity provider {aggregate} was removed{by}"),
+        "IdentityLinked" => format!(
+            "{subject}'s identity at provider {} was linked ({}){by}",
+            fact("provider"),
+            match fact("via") {
+                "verified_email" => "by their verified address",
+                "provisioned" => "as a new member",
+                "account" => "from their account",
+                other => other,
+            }
+        ),
+        "IdentityUnlinked" => format!(
+            "{subject}'s identity at provider {} was unlinked{by}",
+            fact("provider")
+        ),
         "ChainCheckpointed" => format!(
             "the hash chain over positions {} to {} was checkpointed and signed{by}",
             fact("from"),

@@ -327,7 +327,11 @@ impl Projection for DirectoryProjection {
             | DomainEvent::ClientRemoved(_)
             | DomainEvent::ClientCredentialsUsed(_)
             | DomainEvent::ConsentGranted(_)
-            | DomainEvent::ConsentRevoked(_) => Ok(()),
+            | DomainEvent::ConsentRevoked(_)
+            | DomainEvent::IdentityProviderConfigured(_)
+            | DomainEvent::IdentityProviderRemoved(_)
+            | DomainEvent::IdentityLinked(_)
+            | DomainEvent::IdentityUnlinked(_) => Ok(()),
         }
     }
 }

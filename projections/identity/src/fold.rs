@@ -6,8 +6,9 @@
 //! as `evolve` would. Only what cannot be placed at all is skipped.
 
 use idstream_domain::events::{
-    ApiKeyIssued, AuthorizationCodeIssued, ClientRegistered, ConsentGranted, InvitationResent,
-    InvitationSent, SessionRefreshed, SessionRevoked, SessionStarted, SessionTenantSwitched,
+    ApiKeyIssued, AuthorizationCodeIssued, ClientRegistered, ConsentGranted,
+    IdentityProviderConfigured, InvitationResent, InvitationSent, SessionRefreshed, SessionRevoked,
+    SessionStarted, SessionTenantSwitched,
 };
 use idstream_domain::{DomainEvent, TenantId, UserId};
 use idstream_eventlog::RecordedEvent;
@@ -23,8 +24,8 @@ use ulid::Ulid;
 
 use crate::keys;
 use crate::{
-    ApiKeyView, ClientView, ConsentView, CredentialsView, InvitationStatus, InvitationView, NAME,
-    PasskeyView, SessionView,
+    ApiKeyView, ClientView, ConsentView, CredentialsView, InvitationStatus, InvitationView,
+    LinkView, NAME, PasskeyView, ProviderView, SessionView,
 };
 
 /// The identity [`Projection`]. Bump [`Projection::version`] when the layout or the fold changes.
@@ -49,7 +50,8 @@ impl Projection for IdentityProjection {
     fn version(&self) -> u32 {
         // 6: sessions' sources sealed with their person's key.
         // 7: passkeys.
-        // 8: OpenID Connect clients, consents, and applications' sessions.
+        // 8: OpenID Connect clients, consents, and applications' sessions; upstream identity
+        // providers and linked identities.
         8
     }
 
@@ -269,6 +271,43 @@ impl Projection for IdentityProjection {
             }),
             DomainEvent::ConsentGranted(e) => consent_granted(state, event, e),
             DomainEvent::ConsentRevoked(_) => consent_revoked(state, event),
+
+            // ---- upstream identity providers and the identities linked through them
+            DomainEvent::IdentityProviderConfigured(e) => provider_configured(state, event, e),
+            DomainEvent::IdentityProviderRemoved(_) => {
+                if let Some(tenant) = &event.envelope.tenant {
+                    state.remove(keys::provider(tenant, &event.envelope.aggregate.id));
+                }
+                Ok(())
+            }
+            DomainEvent::IdentityLinked(e) => {
+                let Some(tenant) = event.envelope.tenant.clone() else {
+                    state.skip("IdentityLinked without a tenant".to_owned());
+                    return Ok(());
+                };
+                let id = event.envelope.aggregate.id.clone();
+                let view = LinkView {
+                    tenant: tenant.clone(),
+                    user: e.user,
+                    provider: e.provider.clone(),
+                    id: id.clone(),
+                    via: e.via,
+                    linked_at: occurred_at,
+                    position: event.position,
+                };
+                save(state, keys::link(&e.user, &tenant, &e.provider, &id), &view)
+            }
+            DomainEvent::IdentityUnlinked(e) => {
+                if let Some(tenant) = &event.envelope.tenant {
+                    state.remove(keys::link(
+                        &e.user,
+                        tenant,
+                        &e.provider,
+                        &event.envelope.aggregate.id,
+                    ));
+                }
+                Ok(())
+            }
 
             // ---- API keys
             DomainEvent::ApiKeyIssued(e) => api_key_issued(state, event, e),
@@ -539,6 +578,34 @@ fn consent_granted(
         position: event.position,
     };
     save(state, keys::consent(&tenant, &e.user, &e.client), &view)
+}
+
+fn provider_configured(
+    state: &mut Staged<'_>,
+    event: &RecordedEvent,
+    e: IdentityProviderConfigured,
+) -> Result<(), ApplyError> {
+    let Some(tenant) = event.envelope.tenant.clone() else {
+        state.skip("IdentityProviderConfigured without a tenant".to_owned());
+        return Ok(());
+    };
+    let id = event.envelope.aggregate.id.clone();
+    let key = keys::provider(&tenant, &id);
+    // Configured again without a secret keeps the one it had (a removed provider's view is gone,
+    // and its secret with it, as the aggregate forgets it).
+    let kept = match e.secret {
+        Some(secret) => Some(secret),
+        None => load::<ProviderView>(state, &key)?.and_then(|view| view.secret),
+    };
+    let view = ProviderView {
+        tenant,
+        id,
+        settings: e.settings,
+        secret: kept,
+        configured_at: event.envelope.occurred_at,
+        position: event.position,
+    };
+    save(state, key, &view)
 }
 
 fn consent_revoked(state: &mut Staged<'_>, event: &RecordedEvent) -> Result<(), ApplyError> {

@@ -122,3 +122,23 @@ pub(crate) fn consents_of(tenant: &TenantId, user: &UserId) -> String {
 pub(crate) fn consent(tenant: &TenantId, user: &UserId, client: &str) -> Vec<u8> {
     format!("{}{client}", consents_of(tenant, user)).into_bytes()
 }
+
+/// The prefix of one tenant's upstream identity providers, by name.
+pub(crate) fn providers_of(tenant: &TenantId) -> String {
+    format!("idp/{tenant}/")
+}
+
+/// (Tenant, provider name) → [`crate::ProviderView`].
+pub(crate) fn provider(tenant: &TenantId, id: &str) -> Vec<u8> {
+    format!("{}{id}", providers_of(tenant)).into_bytes()
+}
+
+/// The prefix of the upstream identities linked to one user, in every tenant.
+pub(crate) fn links_of(user: &UserId) -> String {
+    format!("link/{user}/")
+}
+
+/// (User, tenant, provider, external identity's id) → [`crate::LinkView`].
+pub(crate) fn link(user: &UserId, tenant: &TenantId, provider: &str, id: &str) -> Vec<u8> {
+    format!("{}{tenant}/{provider}/{id}", links_of(user)).into_bytes()
+}

@@ -370,6 +370,33 @@ pub struct ConsentView {
     pub position: Position,
 }
 
+/// An upstream OpenID Connect provider of a tenant (removed ones are not kept). The sealed
+/// client secret is here for the sign-in that presents it; nothing answers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderView {
+    pub tenant: TenantId,
+    pub id: String,
+    pub settings: idstream_domain::identity::upstream::IdentityProviderSettings,
+    pub secret: Option<idstream_domain::secret::Sealed>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub configured_at: OffsetDateTime,
+    pub position: Position,
+}
+
+/// An upstream identity that signs a user in to a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkView {
+    pub tenant: TenantId,
+    pub user: UserId,
+    pub provider: String,
+    /// The external identity aggregate's id (a blind index of the provider and the subject).
+    pub id: String,
+    pub via: idstream_domain::identity::upstream::LinkVia,
+    #[serde(with = "time::serde::rfc3339")]
+    pub linked_at: OffsetDateTime,
+    pub position: Position,
+}
+
 impl ApiKeyView {
     /// Whether the key may be used at `now`: not revoked and not expired.
     pub fn is_usable_at(&self, now: OffsetDateTime) -> bool {

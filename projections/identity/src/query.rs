@@ -15,7 +15,7 @@ use idstream_projection_runtime::{PersonalSeal, SealError};
 use crate::keys;
 use crate::{
     ApiKeyView, ClientView, ConsentView, CredentialsView, InvitationStatus, InvitationView,
-    SessionStanding, SessionView,
+    LinkView, ProviderView, SessionStanding, SessionView,
 };
 
 /// Why a query failed: only ever storage.
@@ -296,6 +296,37 @@ impl Identity {
     ) -> Result<Vec<ConsentView>, IdentityError> {
         self.tree
             .scan_prefix(keys::consents_of(tenant, user).as_bytes())
+            .map(|entry| {
+                let (key, value) = entry?;
+                decode(&key, &value)
+            })
+            .collect()
+    }
+
+    /// One upstream identity provider of the tenant.
+    pub fn provider(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+    ) -> Result<Option<ProviderView>, IdentityError> {
+        self.get(&keys::provider(tenant, id))
+    }
+
+    /// The tenant's upstream identity providers, by name.
+    pub fn providers(&self, tenant: &TenantId) -> Result<Vec<ProviderView>, IdentityError> {
+        self.tree
+            .scan_prefix(keys::providers_of(tenant).as_bytes())
+            .map(|entry| {
+                let (key, value) = entry?;
+                decode(&key, &value)
+            })
+            .collect()
+    }
+
+    /// The upstream identities linked to `user`, in every tenant.
+    pub fn links(&self, user: &UserId) -> Result<Vec<LinkView>, IdentityError> {
+        self.tree
+            .scan_prefix(keys::links_of(user).as_bytes())
             .map(|entry| {
                 let (key, value) = entry?;
                 decode(&key, &value)

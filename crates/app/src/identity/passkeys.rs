@@ -105,6 +105,9 @@ struct Ceremony {
     /// The tenant a second-factor sign-in lands in, and whether it is to be remembered.
     tenant: Option<TenantId>,
     remember: bool,
+    /// The first factor of a second-factor sign-in was an upstream provider.
+    #[serde(default)]
+    federated: bool,
     #[serde(with = "time::serde::rfc3339")]
     started: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -342,6 +345,7 @@ impl Identity {
                 user: Some(user.id),
                 session: caller.session(),
                 tenant: None,
+                federated: false,
                 remember: false,
                 started: now,
                 expires: now + CEREMONY_TTL,
@@ -490,6 +494,7 @@ impl Identity {
                 user: None,
                 session: None,
                 tenant: None,
+                federated: false,
                 remember: false,
                 started: now,
                 expires: now + CEREMONY_TTL,
@@ -583,6 +588,7 @@ impl Identity {
                 session: None,
                 tenant: Some(challenge.tenant),
                 remember: challenge.remember,
+                federated: challenge.federated,
                 started: now,
                 expires: (now + CEREMONY_TTL).min(challenge_end),
                 state,
@@ -639,7 +645,11 @@ impl Identity {
         self.start_session(
             user.id,
             tenant,
-            SignInMethod::PasswordAndPasskey,
+            if ceremony.federated {
+                SignInMethod::FederatedAndPasskey
+            } else {
+                SignInMethod::PasswordAndPasskey
+            },
             client,
             remember.unwrap_or(ceremony.remember),
         )

@@ -107,6 +107,9 @@ pub(crate) struct Challenge {
     /// The first step asked to be remembered (the second may change its mind).
     #[serde(default)]
     pub(crate) remember: bool,
+    /// The first factor was an upstream provider (the session's method says so).
+    #[serde(default)]
+    pub(crate) federated: bool,
 }
 
 const CHALLENGE_CONTEXT: &str = "sign-in-challenge";
@@ -397,6 +400,7 @@ impl Core {
                 tenant,
                 expires: (now + CHALLENGE_TTL).unix_timestamp(),
                 remember,
+                federated: method == SignInMethod::Federated,
             };
             let json = Zeroizing::new(serde_json::to_vec(&challenge).map_err(internal)?);
             let sealed = self
@@ -887,7 +891,11 @@ impl Identity {
         self.start_session(
             user.id,
             challenge.tenant,
-            SignInMethod::PasswordAndTotp,
+            if challenge.federated {
+                SignInMethod::FederatedAndTotp
+            } else {
+                SignInMethod::PasswordAndTotp
+            },
             client,
             remember.unwrap_or(challenge.remember),
         )

@@ -456,6 +456,41 @@ mod tests {
     }
 
     #[test]
+    fn a_back_channel_logout_uri_is_https_or_http_to_this_machine_without_a_fragment() {
+        let with = |uri: &str| {
+            let mut s = settings(&["https://shop.example/cb"], CODE);
+            s.backchannel_logout_uri = Some(uri.to_owned());
+            given(&[], register(ClientKind::Confidential, s))
+        };
+        for bad in [
+            "http://shop.example/logout",
+            "https://shop.example/logout#frag",
+            "com.example.app:/logout",
+            "ftp://shop.example/logout",
+            "/logout",
+            "https://user:pw@shop.example/logout",
+            "https://*.shop.example/logout",
+            "",
+        ] {
+            assert!(
+                matches!(with(bad), Err(ClientError::InvalidUri(_))),
+                "{bad:?}"
+            );
+        }
+        for good in [
+            "https://shop.example/backchannel?tenant=acme",
+            "http://localhost:8000/logout",
+            "http://127.0.0.1:9000/logout",
+        ] {
+            let events = with(good).unwrap();
+            let [ClientEvent::Registered(e)] = events.as_slice() else {
+                panic!("{events:?}")
+            };
+            assert_eq!(e.settings.backchannel_logout_uri.as_deref(), Some(good));
+        }
+    }
+
+    #[test]
     fn grants_must_make_sense_together() {
         for grants in [
             &[][..],

@@ -7,3 +7,4 @@ pub mod consent;
 pub mod credentials;
 pub mod invitation;
 pub mod session;
+pub mod upstream;

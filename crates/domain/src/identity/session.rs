@@ -36,6 +36,13 @@ pub enum SignInMethod {
     Passkey,
     /// A first factor (password, magic link or emailed code) and a passkey as the second.
     PasswordAndPasskey,
+    /// Another OpenID Connect provider of the tenant signed the user in (an upstream identity
+    /// provider: see `upstream`).
+    Federated,
+    /// An upstream provider, then TOTP or a recovery code as the second factor.
+    FederatedAndTotp,
+    /// An upstream provider, then a passkey as the second factor.
+    FederatedAndPasskey,
 }
 
 impl SignInMethod {
@@ -54,6 +61,11 @@ impl SignInMethod {
             }
             SignInMethod::Passkey => &["pop", "mfa"],
             SignInMethod::PasswordAndPasskey => &["pwd", "pop", "mfa"],
+            // A federated assertion (as Microsoft Entra ID writes it): how the upstream provider
+            // checked the person is its own affair.
+            SignInMethod::Federated => &["fed"],
+            SignInMethod::FederatedAndTotp => &["fed", "otp", "mfa"],
+            SignInMethod::FederatedAndPasskey => &["fed", "pop", "mfa"],
         }
     }
 
@@ -61,7 +73,9 @@ impl SignInMethod {
     pub fn is_phishing_resistant(self) -> bool {
         matches!(
             self,
-            SignInMethod::Passkey | SignInMethod::PasswordAndPasskey
+            SignInMethod::Passkey
+                | SignInMethod::PasswordAndPasskey
+                | SignInMethod::FederatedAndPasskey
         )
     }
 
@@ -72,7 +86,43 @@ impl SignInMethod {
             SignInMethod::PasswordAndTotp
                 | SignInMethod::Passkey
                 | SignInMethod::PasswordAndPasskey
+                | SignInMethod::FederatedAndTotp
+                | SignInMethod::FederatedAndPasskey
         )
+    }
+}
+
+// The sign-in methods of `SessionStarted` version 4, before upstream providers (the doc comment
+// is the published schema's description, which does not change).
+/// How the user proved who they are when the session started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[schemars(rename = "SignInMethod")]
+pub enum SignInMethodV2 {
+    Password,
+    /// Password and a second factor (TOTP or a recovery code).
+    PasswordAndTotp,
+    MagicLink,
+    EmailCode,
+    /// The invitation's acceptance signed the user in.
+    Invitation,
+    /// A passkey alone (a discoverable credential, the user verified by the authenticator).
+    Passkey,
+    /// A first factor (password, magic link or emailed code) and a passkey as the second.
+    PasswordAndPasskey,
+}
+
+impl From<SignInMethodV2> for SignInMethod {
+    fn from(v2: SignInMethodV2) -> SignInMethod {
+        match v2 {
+            SignInMethodV2::Password => SignInMethod::Password,
+            SignInMethodV2::PasswordAndTotp => SignInMethod::PasswordAndTotp,
+            SignInMethodV2::MagicLink => SignInMethod::MagicLink,
+            SignInMethodV2::EmailCode => SignInMethod::EmailCode,
+            SignInMethodV2::Invitation => SignInMethod::Invitation,
+            SignInMethodV2::Passkey => SignInMethod::Passkey,
+            SignInMethodV2::PasswordAndPasskey => SignInMethod::PasswordAndPasskey,
+        }
     }
 }
 

@@ -310,3 +310,30 @@ pub(super) async fn logout(
         &form.csrf,
     )
 }
+
+/// The origin of the application an authorization request in `return_to` (a path of this
+/// service) sends the browser back to, when its client and redirect URI are registered: the
+/// sign-in pages' forms lead there in the end (sign-in, then the authorization endpoint, then the
+/// application), so their `form-action` must allow it.
+pub(super) fn continuing_to(state: &AppState, return_to: &str) -> Option<String> {
+    let (path, query) = return_to.split_once('?')?;
+    let tenant = path
+        .strip_prefix("/t/")?
+        .strip_suffix("/oidc/authorize")?
+        .parse::<TenantId>()
+        .ok()?;
+    let mut client_id = None;
+    let mut redirect_uri = None;
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        match name.as_ref() {
+            "client_id" => client_id = Some(value.into_owned()),
+            "redirect_uri" => redirect_uri = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    let registered = state
+        .app
+        .oidc
+        .registered_redirect(&tenant, &client_id?, &redirect_uri?)?;
+    origin_of(&registered)
+}

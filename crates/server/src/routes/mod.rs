@@ -12,6 +12,7 @@ pub mod oidc;
 pub mod operations;
 pub mod people;
 pub mod tenants;
+pub mod upstream;
 pub mod users;
 
 use axum::Json;

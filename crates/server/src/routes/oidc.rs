@@ -437,6 +437,11 @@ pub struct ClientSettingsBody {
     /// A first-party application skips the consent screen.
     #[serde(default)]
     pub first_party: bool,
+    /// Where a logout token is posted (OpenID Connect Back-Channel Logout 1.0) whenever one of
+    /// the application's sessions ends: https, or http to localhost; no fragment. Absent: none.
+    #[serde(default)]
+    #[schema(example = json!("https://app.example.com/backchannel-logout"))]
+    pub backchannel_logout_uri: Option<String>,
 }
 
 impl From<ClientSettingsBody> for ClientSettings {
@@ -448,7 +453,7 @@ impl From<ClientSettingsBody> for ClientSettings {
             grant_types: body.grant_types,
             scopes: body.scopes,
             first_party: body.first_party,
-            backchannel_logout_uri: None,
+            backchannel_logout_uri: body.backchannel_logout_uri,
         }
     }
 }
@@ -470,6 +475,9 @@ pub struct RegisterClientBody {
     pub scopes: BTreeSet<String>,
     #[serde(default)]
     pub first_party: bool,
+    #[serde(default)]
+    #[schema(example = json!("https://app.example.com/backchannel-logout"))]
+    pub backchannel_logout_uri: Option<String>,
 }
 
 /// A client (never its secret).
@@ -484,6 +492,8 @@ pub struct ClientBody {
     pub grant_types: Vec<String>,
     pub scopes: Vec<String>,
     pub first_party: bool,
+    /// Where logout tokens are posted when its sessions end, if anywhere.
+    pub backchannel_logout_uri: Option<String>,
     /// The tenant's issuer, for the application's configuration.
     pub issuer: String,
     pub created_at: String,
@@ -513,6 +523,7 @@ impl ClientBody {
                 .collect(),
             scopes: view.settings.scopes.into_iter().collect(),
             first_party: view.settings.first_party,
+            backchannel_logout_uri: view.settings.backchannel_logout_uri,
             issuer,
             created_at: rfc3339(view.created_at),
             updated_at: rfc3339(view.updated_at),
@@ -568,7 +579,7 @@ fn registered(
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/clients", request_body = RegisterClientBody, tag = "oidc",
     responses((status = 201, body = RegisteredClientBody),
         (status = 403, body = Problem, description = "`forbidden` (needs settings:update)"),
-        (status = 422, body = Problem, description = "`invalid_client_name`, `invalid_redirect_uri`, `invalid_grant_types`, `unknown_scope`")),
+        (status = 422, body = Problem, description = "`invalid_client_name`, `invalid_redirect_uri` (a redirect, post-logout redirect or back-channel logout URI), `invalid_grant_types`, `unknown_scope`")),
     security(("bearer" = [])))]
 pub async fn register_client(
     State(state): State<AppState>,
@@ -588,6 +599,7 @@ pub async fn register_client(
             grant_types: body.grant_types,
             scopes: body.scopes,
             first_party: body.first_party,
+            backchannel_logout_uri: body.backchannel_logout_uri,
         }
         .into(),
     };
@@ -649,7 +661,7 @@ pub async fn get_client(
     responses((status = 200, body = CommandAccepted, description = "changed, or nothing to change (nothing appended)"),
         (status = 403, body = Problem, description = "`forbidden` (needs settings:update)"),
         (status = 404, body = Problem, description = "`client_not_found`"),
-        (status = 422, body = Problem, description = "`invalid_client_name`, `invalid_redirect_uri`, `invalid_grant_types`, `unknown_scope`")),
+        (status = 422, body = Problem, description = "`invalid_client_name`, `invalid_redirect_uri` (a redirect, post-logout redirect or back-channel logout URI), `invalid_grant_types`, `unknown_scope`")),
     security(("bearer" = [])))]
 pub async fn update_client(
     State(state): State<AppState>,
