@@ -51,6 +51,8 @@ const SECRET_NEEDED: &[&str] = &[
     "POST /t/{tenant}/oidc/introspect",
     "GET /t/{tenant}/oidc/userinfo",
     "DELETE /v1/auth/consents/{id}",
+    // A linked identity needs a sign-in through an upstream provider (see tests/upstream.rs).
+    "DELETE /v1/auth/identities/{provider}",
     "POST /v1/auth/sign-in/second-factor",
     "POST /v1/auth/magic-link/sign-in",
     "POST /v1/auth/email-code/sign-in",
@@ -79,6 +81,7 @@ const LAST: &[&str] = &[
     "DELETE /v1/tenants/{tenant}/invitations/{id}",
     "DELETE /v1/tenants/{tenant}/api-keys/{id}",
     "DELETE /v1/tenants/{tenant}/clients/{id}",
+    "DELETE /v1/tenants/{tenant}/identity-providers/{provider}",
     "DELETE /v1/auth/sessions/{id}",
     "POST /v1/auth/password",
     "POST /v1/users/{user}/suspend",
@@ -321,6 +324,14 @@ impl World {
             .await;
         created(&client, "a client");
         world.client = text(&client.body["id"]);
+        let provider = world
+            .svc
+            .put(
+                "/v1/tenants/acme/identity-providers/corp",
+                json!({"name": "Corp", "issuer": "https://id.example.com", "client_id": "fixture"}),
+            )
+            .await;
+        assert_eq!(provider.status, 200, "a provider: {provider:?}");
         world.as_of = world.svc.log_position().await;
         world
     }
@@ -362,6 +373,7 @@ impl World {
             "record" => RECORD.into(),
             "resource" => "invoice_export".into(),
             "attribute" => "department".into(),
+            "provider" => "corp".into(),
             "id" if template.contains("/sessions/") => self.other_session.clone(),
             "id" if template.contains("/invitations/") => self.invitation.clone(),
             "id" if template.contains("/api-keys/") => self.api_key.clone(),
@@ -403,6 +415,11 @@ impl World {
             (_, "challenge") => json!("not-a-real-challenge"),
             (_, "position") => json!(self.as_of),
             (_, "self_registration") => json!(true),
+            (_, "issuer") => json!("https://id.example.com"),
+            (_, "scopes") if op.template.contains("/identity-providers/") => {
+                json!(["openid", "email"])
+            }
+            (_, "allowed_email_domains") => json!(["example.com"]),
             _ => return None,
         })
     }

@@ -906,6 +906,16 @@ type Inbox = std::sync::Arc<std::sync::Mutex<Vec<Received>>>;
 /// A back-channel logout endpoint of an application, a real HTTP server on a free port: it
 /// answers its first `failures` requests with 503, the rest with 200, and keeps what it got.
 async fn logout_endpoint(failures: usize) -> (String, Inbox) {
+    let (_, opened) = tokio::sync::watch::channel(true);
+    logout_endpoint_with(failures, opened).await
+}
+
+/// [`logout_endpoint`] holding every request unanswered while `opened` says false (recorded as
+/// answered 0), as an application that hangs.
+async fn logout_endpoint_with(
+    failures: usize,
+    opened: tokio::sync::watch::Receiver<bool>,
+) -> (String, Inbox) {
     use axum::http::{HeaderMap, StatusCode};
     let inbox: Inbox = Default::default();
     let failures = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(failures));
@@ -915,7 +925,9 @@ async fn logout_endpoint(failures: usize) -> (String, Inbox) {
         axum::routing::post(move |headers: HeaderMap, body: String| {
             let inbox = kept.clone();
             let failures = failures.clone();
+            let mut opened = opened.clone();
             async move {
+                let held = !*opened.borrow();
                 let failing = failures
                     .fetch_update(
                         std::sync::atomic::Ordering::SeqCst,
@@ -933,7 +945,7 @@ async fn logout_endpoint(failures: usize) -> (String, Inbox) {
                     .map(|(_, v)| v.into_owned())
                     .unwrap_or_default();
                 inbox.lock().unwrap().push(Received {
-                    answered: status.as_u16(),
+                    answered: if held { 0 } else { status.as_u16() },
                     content_type: headers
                         .get("content-type")
                         .and_then(|v| v.to_str().ok())
@@ -941,6 +953,9 @@ async fn logout_endpoint(failures: usize) -> (String, Inbox) {
                         .to_owned(),
                     token,
                 });
+                if held {
+                    let _ = opened.wait_for(|open| *open).await;
+                }
                 status
             }
         }),
@@ -1193,4 +1208,51 @@ async fn applications_with_a_back_channel_logout_uri_get_a_logout_token_whenever
         "{got:?}"
     );
     assert_ne!(got[0].token, got[1].token, "a retry sends a new token");
+}
+
+#[tokio::test]
+async fn a_logout_token_not_delivered_when_the_service_crashed_is_delivered_after_its_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut svc, member) = service(dir.path(), 60).await;
+    // The application hangs: the service's request is still waiting for an answer when it dies.
+    let (open, opened) = tokio::sync::watch::channel(false);
+    let (endpoint, inbox) = logout_endpoint_with(0, opened).await;
+    let (id, secret) = register(
+        &svc,
+        json!({
+            "kind": "confidential", "name": "Notes", "redirect_uris": [callback(&svc)],
+            "grant_types": ["authorization_code"], "scopes": ["openid"], "first_party": true,
+            "backchannel_logout_uri": endpoint,
+        }),
+    )
+    .await;
+    let notes = (id, secret.unwrap());
+    let session = app_session(&svc, &member, &notes).await;
+    let answer = svc
+        .post_as(&member.token, "/v1/auth/sign-out", json!({}))
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    eventually("the logout token is being posted", || async {
+        !received(&inbox).is_empty()
+    })
+    .await;
+    svc.kill9().await;
+
+    open.send(true).unwrap();
+    svc.start_again().await;
+    eventually(
+        "the logout token is delivered after the restart",
+        || async { received(&inbox).iter().any(|r| r.answered == 200) },
+    )
+    .await;
+    let got = received(&inbox);
+    let delivered: Vec<&Received> = got.iter().filter(|r| r.answered == 200).collect();
+    assert_eq!(delivered.len(), 1, "{got:?}");
+    let claims = checked_logout_token(&svc, &delivered[0].token, &notes.0).await;
+    assert_eq!(claims["sid"], session.as_str(), "{claims}");
+    assert!(
+        got.iter()
+            .all(|r| payload(&r.token)["sid"] == session.as_str()),
+        "{got:?}"
+    );
 }

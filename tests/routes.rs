@@ -483,6 +483,9 @@ impl Row {
 struct World {
     _dir: tempfile::TempDir,
     svc: Service,
+    /// Another service, acme's upstream identity provider for the rows about linked identities
+    /// (started when first needed), with its member grace.
+    upstream: tokio::sync::OnceCell<(tempfile::TempDir, Service, Account)>,
     admin_a: Account,
     admin_b: Account,
     bare_a: Account,
@@ -629,6 +632,7 @@ impl World {
         let as_of = svc.log_position().await;
         World {
             _dir: dir,
+            upstream: tokio::sync::OnceCell::new(),
             svc,
             admin_a,
             admin_b,
@@ -714,6 +718,111 @@ impl World {
             .unwrap();
         assert_eq!(answer.status(), 303, "consented");
         client
+    }
+
+    /// A new upstream identity provider of acme: its name.
+    async fn fresh_provider(&self) -> String {
+        let id = self.unique("idp").to_lowercase().replace('_', "-");
+        let body = json!({
+            "name": "Route provider", "issuer": "https://id.example.com", "client_id": "route",
+        });
+        let configured = self
+            .svc
+            .put(&acme(&format!("/identity-providers/{id}")), body)
+            .await;
+        assert_eq!(configured.status, 200, "a provider: {configured:?}");
+        id
+    }
+
+    /// An identity linking `me` through acme's upstream provider (another service, where `me`'s
+    /// address is grace's, verified on both sides), as a browser signed in there would: the
+    /// provider's name.
+    async fn linked_identity(&self, me: &Account) -> String {
+        let (_, upstream, grace) = self
+            .upstream
+            .get_or_init(|| async {
+                let dir = tempfile::tempdir().unwrap();
+                let (svc, grace) = crate::oidc::service(dir.path(), 60).await;
+                (dir, svc, grace)
+            })
+            .await;
+        let id = self.unique("up").to_lowercase().replace('_', "-");
+        let callback = format!("{PUBLIC_URL}/t/acme/sign-in/{id}/callback");
+        let registered = upstream
+            .post(
+                "/v1/tenants/acme/clients",
+                json!({
+                    "kind": "confidential", "name": "Route app",
+                    "redirect_uris": [callback], "grant_types": ["authorization_code"],
+                    "scopes": ["openid", "email", "profile"], "first_party": true,
+                }),
+            )
+            .await;
+        created(&registered, "a client");
+        let configured = self
+            .svc
+            .put(
+                &acme(&format!("/identity-providers/{id}")),
+                json!({
+                    "name": "Upstream", "issuer": upstream.url("/t/acme"),
+                    "client_id": text(&registered.body["id"]),
+                    "client_secret": text(&registered.body["client_secret"]),
+                }),
+            )
+            .await;
+        assert_eq!(configured.status, 200, "a provider: {configured:?}");
+        let browser = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        // Linking from the account: `me` signed in here, grace signed in at the provider.
+        let here = format!(
+            "ids_csrf=route-csrf; ids_access={}; ids_session={}",
+            me.token, me.refresh
+        );
+        let started = browser
+            .post(self.svc.url("/account/identities"))
+            .header("cookie", &here)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("csrf=route-csrf&provider={id}&action=link"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(started.status(), 303, "started");
+        let pending = started
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| {
+                v.split(';')
+                    .next()?
+                    .strip_prefix("ids_upstream=")
+                    .map(str::to_owned)
+            })
+            .expect("the sign-in's cookie");
+        let to = started.headers()["location"].to_str().unwrap().to_owned();
+        let there = format!(
+            "ids_csrf=route-csrf; ids_access={}; ids_session={}",
+            grace.token, grace.refresh
+        );
+        let back = browser
+            .get(&to)
+            .header("cookie", there)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(back.status(), 303, "the provider sends the browser back");
+        let back = back.headers()["location"].to_str().unwrap().to_owned();
+        let back = back.replacen(PUBLIC_URL, &self.svc.url(""), 1);
+        let done = browser
+            .get(&back)
+            .header("cookie", format!("{here}; ids_upstream={pending}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(done.status(), 303, "linked");
+        id
     }
 
     /// An open invitation to acme for a new address, sent by the operator: (id, email).
@@ -1815,6 +1924,78 @@ fn table() -> Vec<Row> {
             prepared(|_| Call::delete(format!("/v1/auth/consents/{}", ulid::Ulid::new()))),
             Expect::Refused(404, Some("consent_not_found")),
         ),
+        // ----- upstream identity providers -----
+        row(
+            "GET /v1/tenants/{tenant}/identity-providers",
+            tenant("settings:read"),
+            AdminA,
+            shared(|w| async move {
+                w.fresh_provider().await;
+                Call::get(acme("/identity-providers"))
+            }),
+        ),
+        row(
+            "GET /v1/tenants/{tenant}/identity-providers/{provider}",
+            tenant("settings:read"),
+            AdminA,
+            shared(|w| async move {
+                Call::get(acme(&format!(
+                    "/identity-providers/{}",
+                    w.fresh_provider().await
+                )))
+            }),
+        ),
+        row(
+            "PUT /v1/tenants/{tenant}/identity-providers/{provider}",
+            tenant("settings:update"),
+            AdminA,
+            shared(|w| async move {
+                let body = json!({
+                    "name": "Another", "issuer": "https://other.example.com", "client_id": "c",
+                });
+                Call::put(
+                    acme(&format!("/identity-providers/{}", w.fresh_provider().await)),
+                    body,
+                )
+            }),
+        ),
+        row(
+            "DELETE /v1/tenants/{tenant}/identity-providers/{provider}",
+            tenant("settings:update"),
+            AdminA,
+            shared(|w| async move {
+                Call::delete(acme(&format!(
+                    "/identity-providers/{}",
+                    w.fresh_provider().await
+                )))
+            }),
+        ),
+        row(
+            "GET /v1/auth/identities",
+            own,
+            Own,
+            shared(|w| async move {
+                let me = w.fresh_account(&["user"]).await;
+                w.linked_identity(&me).await;
+                Call::get("/v1/auth/identities").by(&me.token)
+            }),
+        ),
+        row(
+            "DELETE /v1/auth/identities/{provider}",
+            own,
+            Own,
+            shared(|w| async move {
+                let me = w.fresh_account(&["user"]).await;
+                let provider = w.linked_identity(&me).await;
+                Call::delete(format!("/v1/auth/identities/{provider}")).by(&me.token)
+            }),
+        )
+        // spec: one's own identities only; someone else's link is not found.
+        .also(
+            AdminB,
+            prepared(|_| Call::delete("/v1/auth/identities/corp")),
+            Expect::Refused(404, Some("identity_not_linked")),
+        ),
         // ----- API keys -----
         row(
             "GET /v1/tenants/{tenant}/api-keys",
@@ -2915,6 +3096,7 @@ async fn every_page_route_answers_each_browser_as_its_access_says() {
                 .path
                 .replace("{user}", &member.id)
                 .replace("{role}", "user")
+                .replace("{provider}", "corp")
                 .replace("{tenant}", ACME);
             let builder = if route.method == "GET" {
                 client.get(svc.url(&path))

@@ -401,5 +401,5 @@ async fn providers_are_managed_by_administrators_and_unknown_people_are_refused_
         .send()
         .await
         .unwrap();
-    assert_eq!(started.status(), 404);
+    assert_eq!(started.status(), 400);
 }

@@ -767,6 +767,17 @@ const FRENCH: &[(&str, &str)] = &[
     ),
     ("Sign in with", "Se connecter avec"),
     (
+        "Sign-in through other providers",
+        "Connexion par d’autres fournisseurs",
+    ),
+    ("linked", "associé"),
+    ("Unlink", "Dissocier"),
+    ("Link", "Associer"),
+    (
+        "Your organisation offers no other provider to sign in through.",
+        "Votre organisation ne propose pas d’autre fournisseur de connexion.",
+    ),
+    (
         "No account of this organisation matches this sign-in. Sign in another way, or ask an administrator.",
         "Aucun compte de cette organisation ne correspond à cette connexion. Connectez-vous autrement, ou demandez à un administrateur.",
     ),

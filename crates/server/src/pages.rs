@@ -193,6 +193,10 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             "oidc_logout.html",
             include_str!("../templates/oidc_logout.html"),
         ),
+        (
+            "identities.html",
+            include_str!("../templates/identities.html"),
+        ),
         ("account.html", include_str!("../templates/account.html")),
         (
             "admin_user.html",
@@ -389,6 +393,12 @@ fn routes() -> Vec<RouteEntry> {
             Some(Public),
             Some(Public),
             get(oidc::authorize_page).post(oidc::consent),
+        ),
+        (
+            "/account/identities",
+            Some(Session),
+            Some(Session),
+            get(upstream::identities_page).post(upstream::change_identity),
         ),
         (
             "/t/{tenant}/sign-in/{provider}",
@@ -4675,7 +4685,7 @@ mod tests {
         for lang in Lang::ALL {
             let cached = plain_sign_in_page(lang).replace(CSRF_SLOT, "tok-EN_123");
             let fresh = PAGE_LANG.sync_scope(std::cell::Cell::new(lang), || {
-                sign_in_form("tok-EN_123", "", &local_path(None), "").body
+                sign_in_form("tok-EN_123", "", &local_path(None), "", Vec::new()).body
             });
             assert_eq!(cached, fresh);
             assert_eq!(cached.matches("tok-EN_123").count(), 3, "{cached}");

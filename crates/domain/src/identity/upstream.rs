@@ -108,7 +108,7 @@ impl IdentityProviderSettings {
             return false;
         };
         let domain = domain.to_ascii_lowercase();
-        self.allowed_email_domains.iter().any(|d| *d == domain)
+        self.allowed_email_domains.contains(&domain)
     }
 }
 
@@ -127,6 +127,8 @@ pub struct IdentityProvider {
     pub secret: Option<Sealed>,
 }
 
+// Commands and events live a moment, one at a time: boxing the settings would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdentityProviderCommand {
     /// Adds the provider or replaces its settings; `secret` replaces the client secret when
@@ -138,6 +140,7 @@ pub enum IdentityProviderCommand {
     Remove,
 }
 
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdentityProviderEvent {
     Configured(IdentityProviderConfigured),

@@ -185,6 +185,25 @@ pub const ATTRIBUTE_NAME: Format = Format {
     check: Some(attribute_name),
 };
 
+pub const PROVIDER_NAME: Format = Format {
+    name: "ProviderName",
+    description: "An upstream identity provider of a tenant: 1 to 40 of a-z, 0-9 and '-', not \
+        starting with '-'.",
+    pattern: Some(r"^[a-z0-9][a-z0-9-]{0,39}$"),
+    min_length: Some(1),
+    max_length: Some(40),
+    example: "corp",
+    check: Some(provider_name),
+};
+
+fn provider_name(value: &str) -> Result<(), String> {
+    if idstream_domain::identity::upstream::valid_provider_id(value) {
+        Ok(())
+    } else {
+        Err("a provider's name is 1 to 40 lower-case letters, digits and dashes".into())
+    }
+}
+
 pub const ATTRIBUTE_FILTER: Format = Format {
     name: "AttributeFilter",
     description: "`<attribute name>:<value>`: a searchable attribute of the tenant and the value \
@@ -525,6 +544,7 @@ pub fn path_parameter(name: &str) -> Option<&'static Format> {
         "attribute" => &ATTRIBUTE_NAME,
         "id" => &ULID,
         "credential" => &PASSKEY_CREDENTIAL,
+        "provider" => &PROVIDER_NAME,
         _ => return None,
     })
 }

@@ -51,7 +51,9 @@ fn upstream_failure(error: &AppError) -> Page {
     let status = match error {
         AppError::Upstream(UpstreamError::Unavailable) => StatusCode::BAD_GATEWAY,
         AppError::Upstream(UpstreamError::NotVerified) => StatusCode::BAD_REQUEST,
-        AppError::IdentityProvider(_) | AppError::TenantNotFound => StatusCode::NOT_FOUND,
+        // A stale button or a made-up address: the same answer whether or not the organisation
+        // exists.
+        AppError::IdentityProvider(_) | AppError::TenantNotFound => StatusCode::BAD_REQUEST,
         AppError::ExternalIdentity(_) => StatusCode::CONFLICT,
         _ => StatusCode::FORBIDDEN,
     };
@@ -173,5 +175,107 @@ pub(super) async fn callback(
             Page::redirect(&local_path(Some(&return_to))).cookie(forget)
         }
         Err(error) => upstream_failure(&error).cookie(forget),
+    }
+}
+
+const IDENTITIES: &str = "Sign-in through other providers";
+
+/// `GET /account/identities`: the organisation's providers, each linked or not.
+pub(super) async fn identities_page(State(state): State<AppState>, parts: Parts) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    let (caller, refreshed) =
+        match super::session_or_sign_in(&state, &parts, &cookies, "/account/identities").await {
+            Ok(signed_in) => signed_in,
+            Err(page) => return page,
+        };
+    let links = match state.app.upstream.my_links(&caller) {
+        Ok(links) => links,
+        Err(error) => return failure_page(IDENTITIES, &error),
+    };
+    let idstream_app::Principal::User(me) = caller.principal() else {
+        return failure_page(IDENTITIES, &AppError::TenantNotFound);
+    };
+    let tenant = me.tenant.clone();
+    let rows: Vec<minijinja::Value> = state
+        .app
+        .upstream
+        .sign_in_options(&caller, &tenant)
+        .into_iter()
+        .map(|option| {
+            let linked = links.iter().any(|l| l.provider == option.id);
+            context! { id => option.id, name => option.name, linked => linked }
+        })
+        .collect();
+    let (csrf, set) = csrf_of(&cookies);
+    let page = Page::html(
+        StatusCode::OK,
+        "identities.html",
+        context! { ..base(IDENTITIES), ..context! { csrf => csrf, providers => rows } },
+    );
+    super::with_cookies(page, refreshed, set)
+}
+
+#[derive(Deserialize)]
+pub(super) struct IdentityForm {
+    csrf: String,
+    #[serde(default)]
+    provider: String,
+    /// `link` or `unlink`.
+    action: String,
+}
+
+/// `POST /account/identities`: link (off to the provider, signed in there) or unlink.
+pub(super) async fn change_identity(
+    State(state): State<AppState>,
+    parts: Parts,
+    super::PageForm(form): super::PageForm<IdentityForm>,
+) -> Page {
+    let cookies = Cookies::of(&state, &parts.headers);
+    if !super::csrf_holds(&cookies, &form.csrf) {
+        return super::refused_form();
+    }
+    let (caller, refreshed) =
+        match super::session_or_sign_in(&state, &parts, &cookies, "/account/identities").await {
+            Ok(signed_in) => signed_in,
+            Err(page) => return page,
+        };
+    let idstream_app::Principal::User(me) = caller.principal() else {
+        return failure_page(IDENTITIES, &AppError::TenantNotFound);
+    };
+    let tenant = me.tenant.clone();
+    match form.action.as_str() {
+        "link" => match state
+            .app
+            .upstream
+            .begin(
+                &caller,
+                tenant,
+                &form.provider,
+                "/account/identities".into(),
+                false,
+                true,
+            )
+            .await
+        {
+            Ok(started) => {
+                // The form's answer leads to the provider: the page's form-action allows it.
+                let mut page = going(&state, &parts, started.clone());
+                page.form_action = url::Url::parse(&started.authorization_url)
+                    .ok()
+                    .map(|u| u.origin().ascii_serialization());
+                page
+            }
+            Err(error) => upstream_failure(&error),
+        },
+        "unlink" => match state
+            .app
+            .upstream
+            .unlink_mine(&caller, &form.provider)
+            .await
+        {
+            Ok(_) => super::with_cookies(Page::redirect("/account/identities"), refreshed, None),
+            Err(error) => failure_page(IDENTITIES, &error),
+        },
+        _ => super::refused_form(),
     }
 }
