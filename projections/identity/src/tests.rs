@@ -1172,7 +1172,7 @@ fn a_key_event_in_another_tenants_stream_is_skipped() {
 #[test]
 fn events_the_identity_cannot_place_are_skipped_with_a_note_and_write_nothing() {
     let mut newer = At(1).started(id(1), u(1), "acme", 1);
-    newer.envelope.version = 5;
+    newer.envelope.version = 6;
     let mut unknown = At(2).started(id(2), u(1), "acme", 2);
     unknown.envelope.event_type = "SessionTeleported".into();
     let mut garbage = At(3).started(id(3), u(1), "acme", 3);
