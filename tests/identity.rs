@@ -1983,7 +1983,7 @@ async fn sign_ins_and_failures_record_their_source_and_session_listings_show_it(
             .iter()
             .filter(|e| e.envelope.event_type == event_type)
             .map(|e| {
-                let current = if event_type == "SessionStarted" { 4 } else { 2 };
+                let current = if event_type == "SessionStarted" { 5 } else { 2 };
                 assert_eq!(e.envelope.version, current, "{e:?}");
                 e.envelope.data.clone()
             })

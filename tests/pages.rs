@@ -2992,6 +2992,7 @@ impl ConsoleWorld {
             ),
             ("console-access-review", "/admin/access-review".to_owned()),
             ("console-settings", "/admin/settings".to_owned()),
+            ("console-applications", "/admin/applications".to_owned()),
             ("console-platform", "/admin/platform".to_owned()),
         ]
     }
@@ -3104,4 +3105,158 @@ async fn the_console_access_review_shows_a_large_organisation_a_page_at_a_time()
     assert_eq!((status, people(&page)), (200, 100));
     let (_, csv) = console.get(&admin, "/admin/access-review?format=csv").await;
     assert_eq!(csv.matches("@example.com").count(), 151, "{csv}");
+}
+
+/// The console's applications screen (issues 17 and 18): an administrator registers an
+/// application there and is shown its secret once, replaces the secret, adds an upstream
+/// provider and removes both; a reader of the settings sees them without a form, and their
+/// posted form is refused with nothing appended; a member without the console gets nothing.
+#[tokio::test]
+async fn the_console_applications_screen_registers_clients_and_providers_for_administrators_only() {
+    use crate::support::world::join;
+
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::embedded(dir.path()).await;
+    svc.create_tenant("acme").await;
+    let role = svc
+        .post(
+            "/v1/tenants/acme/roles",
+            json!({"name": "viewer", "description": "Reads settings", "permissions": ["settings:read"], "global_access": false}),
+        )
+        .await;
+    assert_eq!(role.status, 201, "{role:?}");
+    let admin = join(&svc, "boss@example.com", "acme", &["admin"], PASSWORD).await;
+    let viewer = join(&svc, "viewer@example.com", "acme", &["viewer"], PASSWORD).await;
+    let member = join(&svc, "member@example.com", "acme", &["user"], PASSWORD).await;
+    let console = Console::new(&svc);
+    let screen = "/admin/applications";
+
+    let (status, page) = console.get(&admin, screen).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("No application yet."), "{page}");
+    let (status, page) = console
+        .post(
+            &admin,
+            screen,
+            &[
+                ("action", "register_client"),
+                ("name", "Shop"),
+                ("kind", "confidential"),
+                (
+                    "redirect_uris",
+                    "https://shop.example/cb\nhttps://shop.example/cb2",
+                ),
+                ("refresh", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("idcs_"), "the secret, shown once: {page}");
+    let clients = svc.get("/v1/tenants/acme/clients").await;
+    let client = &clients.body["items"][0];
+    assert_eq!(client["name"], "Shop");
+    assert_eq!(
+        client["redirect_uris"],
+        json!(["https://shop.example/cb", "https://shop.example/cb2"])
+    );
+    let id = text(&client["id"]);
+    let (_, page) = console.get(&admin, screen).await;
+    assert!(
+        page.contains(&id) && !page.contains("idcs_"),
+        "listed, its secret not shown again"
+    );
+    // A mistake is shown with what is wrong, and changes nothing.
+    let before = svc.log_position().await;
+    let (status, page) = console
+        .post(
+            &admin,
+            screen,
+            &[
+                ("action", "register_client"),
+                ("name", "Bad"),
+                ("redirect_uris", "http://plain.example/cb"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 422, "{page}");
+    assert!(page.contains("role=\"alert\""), "{page}");
+    assert_eq!(svc.log_position().await, before);
+    let (status, page) = console
+        .post(
+            &admin,
+            screen,
+            &[("action", "rotate_secret"), ("client", id.as_str())],
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("idcs_"), "{page}");
+
+    // An upstream provider, then both removed.
+    let (status, page) = console
+        .post(
+            &admin,
+            screen,
+            &[
+                ("action", "save_provider"),
+                ("provider", "corp"),
+                ("name", "Corp"),
+                ("issuer", "https://id.corp.example"),
+                ("client_id", "idstream"),
+                ("client_secret", "upstream-secret-value"),
+                ("domains", "corp.example"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 303, "{page}");
+    let (_, page) = console.get(&admin, screen).await;
+    let page = page.replace("&#x2f;", "/");
+    assert!(page.contains("https://id.corp.example"), "{page}");
+    assert!(
+        page.contains("/t/acme/sign-in/corp/callback"),
+        "the redirect URI to register: {page}"
+    );
+    assert!(!page.contains("upstream-secret-value"), "never shown");
+
+    // A reader sees everything without a form; their posts are refused, nothing appended.
+    let (status, page) = console.get(&viewer, screen).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Shop") && page.contains("Corp"), "{page}");
+    assert!(!page.contains("value=\"register_client\""), "{page}");
+    let before = svc.log_position().await;
+    let (status, _) = console
+        .post(
+            &viewer,
+            screen,
+            &[("action", "remove_provider"), ("provider", "corp")],
+        )
+        .await;
+    assert_eq!(status, 403);
+    assert_eq!(svc.log_position().await, before, "a refused form appended");
+    assert_eq!(console.get(&member, screen).await.0, 403);
+    assert_eq!(
+        console
+            .post(
+                &member,
+                screen,
+                &[("action", "remove_client"), ("client", id.as_str())]
+            )
+            .await
+            .0,
+        403
+    );
+
+    for (action, field, value) in [
+        ("remove_provider", "provider", "corp"),
+        ("remove_client", "client", id.as_str()),
+    ] {
+        let (status, page) = console
+            .post(&admin, screen, &[("action", action), (field, value)])
+            .await;
+        assert_eq!(status, 303, "{page}");
+    }
+    let (_, page) = console.get(&admin, screen).await;
+    assert!(
+        page.contains("No application yet.") && page.contains("No other provider yet."),
+        "{page}"
+    );
 }

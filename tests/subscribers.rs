@@ -61,6 +61,10 @@ fn subject_pattern(aggregate: &str) -> Option<&'static str> {
         "admin_guard" => "idstream.events.<tenant>.admin_guard.<tenant>",
         "client" => "idstream.events.<tenant>.client.<client id>",
         "consent" => "idstream.events.<tenant>.consent.<client id>_<user id>",
+        "identity_provider" => "idstream.events.<tenant>.identity_provider.<provider name>",
+        "external_identity" => {
+            "idstream.events.<tenant>.external_identity.<blind index of provider and subject>"
+        }
         _ => return None,
     })
 }

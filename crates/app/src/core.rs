@@ -504,3 +504,54 @@ impl Core {
         Err(AppError::Conflict)
     }
 }
+
+/// Whether `host` (a URL's host) names this machine: `localhost`, an address of 127.0.0.0/8, or
+/// `[::1]`.
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.to_ascii_lowercase().ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
+}
+
+impl Core {
+    /// Whether the service may call its own machine for a tenant (an upstream provider's
+    /// endpoints, a back-channel logout URI): only while it runs there itself, its public URL
+    /// naming the loopback address (development, tests).
+    pub(crate) fn local_targets_allowed(&self) -> bool {
+        url::Url::parse(&self.identity.config.public_url)
+            .ok()
+            .and_then(|u| u.host_str().map(is_loopback_host))
+            .unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod loopback_tests {
+    use super::is_loopback_host;
+
+    #[test]
+    fn loopback_hosts_are_this_machine_in_every_spelling() {
+        for host in [
+            "localhost",
+            "LOCALHOST",
+            "app.localhost",
+            "127.0.0.1",
+            "127.1.2.3",
+            "[::1]",
+            "0.0.0.0",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "example.com",
+            "10.0.0.1",
+            "localhost.example.com",
+            "[2001:db8::1]",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
+}

@@ -329,6 +329,25 @@ impl Core {
             .map(|_| redirect_uri.to_owned())
     }
 
+    /// A back-channel logout URI on this machine itself is for a service running on localhost
+    /// only (see [`Core::local_targets_allowed`]).
+    fn check_backchannel_target(&self, settings: &ClientSettings) -> Result<(), AppError> {
+        let local = settings
+            .backchannel_logout_uri
+            .as_deref()
+            .and_then(|uri| url::Url::parse(uri).ok())
+            .and_then(|u| u.host_str().map(crate::core::is_loopback_host))
+            .unwrap_or(false);
+        if local && !self.local_targets_allowed() {
+            return Err(AppError::Client(
+                idstream_domain::identity::client::ClientError::InvalidUri(
+                    "the back-channel logout URI is this machine itself, which only a service running on localhost may use".into(),
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn live_client(&self, tenant: &TenantId, id: &str) -> Result<Option<ClientView>, AppError> {
         let Ok(id) = id.parse::<Ulid>() else {
             return Ok(None);
@@ -488,6 +507,7 @@ impl Oidc {
         self.named_permission(caller, &tenant, "settings", Action::Update)
             .await?;
         self.require_tenant(&tenant).await?;
+        self.check_backchannel_target(&request.settings)?;
         let id = Ulid::new();
         let secret = match request.kind {
             ClientKind::Confidential => Some(OpaqueToken::generate(TokenKind::ClientSecret)),
@@ -569,6 +589,7 @@ impl Oidc {
     ) -> Result<crate::Outcome, AppError> {
         self.named_permission(caller, tenant, "settings", Action::Update)
             .await?;
+        self.check_backchannel_target(&settings)?;
         let outcome = self
             .execute::<ClientAggregate>(
                 caller.ctx(),

@@ -219,12 +219,19 @@ fn provider_key(tenant: &TenantId, id: &str) -> StreamKey {
     )
 }
 
-/// Whether `url` is a place idstream may call or send a browser to for a provider: https, or
-/// http to the machine itself.
-fn endpoint_ok(url: &str) -> bool {
+/// Whether `url` is a place idstream may call or send a browser to for a provider: https, or,
+/// when `local` (the service itself runs on this machine's loopback address, as in development),
+/// http or https to the machine itself. A deployment reached at a real address never calls its
+/// own machine for a tenant (no request forged to services listening there).
+fn endpoint_ok(url: &str, local: bool) -> bool {
     url::Url::parse(url).is_ok_and(|u| match (u.scheme(), u.host_str()) {
-        ("https", Some(_)) => true,
-        ("http", Some(host)) => matches!(host, "localhost" | "127.0.0.1" | "[::1]"),
+        (scheme @ ("https" | "http"), Some(host)) => {
+            if crate::core::is_loopback_host(host) {
+                local
+            } else {
+                scheme == "https"
+            }
+        }
         _ => false,
     })
 }
@@ -248,8 +255,8 @@ async fn read_json<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&bytes).map_err(|_| AppError::Upstream(UpstreamError::Unavailable))
 }
 
-async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<T, AppError> {
-    if !endpoint_ok(url) {
+async fn get_json<T: serde::de::DeserializeOwned>(url: &str, local: bool) -> Result<T, AppError> {
+    if !endpoint_ok(url, local) {
         return Err(AppError::Upstream(UpstreamError::Unavailable));
     }
     let response = HTTP.get(url).send().await.map_err(|error| {
@@ -264,7 +271,7 @@ async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<T, AppErr
 }
 
 /// The provider's discovery document (and keys, once fetched), from the cache while fresh.
-async fn known(issuer: &str, fresh_keys: bool) -> Result<Arc<Known>, AppError> {
+async fn known(issuer: &str, fresh_keys: bool, local: bool) -> Result<Arc<Known>, AppError> {
     let cached = KNOWN
         .lock()
         .map_err(|_| internal("the provider cache is poisoned"))?
@@ -284,21 +291,21 @@ async fn known(issuer: &str, fresh_keys: bool) -> Result<Arc<Known>, AppError> {
                 "{}/.well-known/openid-configuration",
                 issuer.trim_end_matches('/')
             );
-            let metadata: Metadata = get_json(&url).await?;
+            let metadata: Metadata = get_json(&url, local).await?;
             // OpenID Connect Discovery §4.3: the document must name the issuer it was asked of.
             let endpoints = [
                 &metadata.authorization_endpoint,
                 &metadata.token_endpoint,
                 &metadata.jwks_uri,
             ];
-            if metadata.issuer != issuer || endpoints.iter().any(|e| !endpoint_ok(e)) {
+            if metadata.issuer != issuer || endpoints.iter().any(|e| !endpoint_ok(e, local)) {
                 tracing::warn!(%issuer, "an identity provider's discovery document does not match its issuer");
                 return Err(AppError::Upstream(UpstreamError::Unavailable));
             }
             metadata
         }
     };
-    let keys: jsonwebtoken::jwk::JwkSet = get_json(&metadata.jwks_uri).await?;
+    let keys: jsonwebtoken::jwk::JwkSet = get_json(&metadata.jwks_uri, local).await?;
     let known = Arc::new(Known {
         metadata,
         keys: Some(keys),
@@ -341,11 +348,12 @@ async fn verify_id_token(
     token: &str,
     nonce: &str,
     now: OffsetDateTime,
+    local: bool,
 ) -> Result<Map<String, Value>, AppError> {
     let not_verified = || AppError::Upstream(UpstreamError::NotVerified);
     let header = jsonwebtoken::decode_header(token).map_err(|_| not_verified())?;
     let issuer = provider.settings.issuer.as_str();
-    let mut known = known(issuer, false).await?;
+    let mut known = known(issuer, false, local).await?;
     let supported = &known.metadata.id_token_signing_alg_values_supported;
     if !allowed_algorithm(header.alg)
         || (!supported.is_empty() && !supported.contains(&algorithm_name(header.alg)))
@@ -363,7 +371,7 @@ async fn verify_id_token(
         Some(jwk) => jwk,
         None => {
             // A key published since the keys were fetched.
-            known = self::known(issuer, true).await?;
+            known = self::known(issuer, true, local).await?;
             find(&known).ok_or_else(not_verified)?
         }
     };
@@ -481,6 +489,17 @@ impl Upstream {
         if !valid_provider_id(id) {
             return Err(AppError::IdentityProvider(IdentityProviderError::Invalid(
                 "a provider's name is 1 to 40 lower-case letters, digits and dashes".into(),
+            )));
+        }
+        let issuer_host = url::Url::parse(request.settings.issuer.trim())
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned));
+        if issuer_host.is_some_and(|h| crate::core::is_loopback_host(&h))
+            && !self.local_targets_allowed()
+        {
+            return Err(AppError::IdentityProvider(IdentityProviderError::Invalid(
+                "the issuer is this machine itself, which only a service running on localhost may use"
+                    .into(),
             )));
         }
         let secret = match request.client_secret.as_deref().map(str::trim) {
@@ -623,7 +642,7 @@ impl Upstream {
         let view = self
             .provider_view(&tenant, provider)?
             .ok_or(AppError::IdentityProvider(IdentityProviderError::NotFound))?;
-        let known = known(&view.settings.issuer, false).await?;
+        let known = known(&view.settings.issuer, false, self.local_targets_allowed()).await?;
         let pending = Pending {
             tenant: tenant.clone(),
             provider: provider.to_owned(),
@@ -886,7 +905,8 @@ impl Upstream {
         code: &str,
         now: OffsetDateTime,
     ) -> Result<Map<String, Value>, AppError> {
-        let known = known(&view.settings.issuer, false).await?;
+        let local = self.local_targets_allowed();
+        let known = known(&view.settings.issuer, false, local).await?;
         let redirect = self.callback_url(&pending.tenant, &pending.provider);
         let mut form: Vec<(&str, String)> = vec![
             ("grant_type", "authorization_code".into()),
@@ -951,13 +971,13 @@ impl Upstream {
             .get("id_token")
             .and_then(Value::as_str)
             .ok_or(AppError::Upstream(UpstreamError::NotVerified))?;
-        let mut claims = verify_id_token(view, id_token, &pending.nonce, now).await?;
+        let mut claims = verify_id_token(view, id_token, &pending.nonce, now, local).await?;
         if text_claim(&claims, &view.settings.claims.email).is_none()
             && let (Some(endpoint), Some(access)) = (
                 known.metadata.userinfo_endpoint.as_deref(),
                 answer.get("access_token").and_then(Value::as_str),
             )
-            && endpoint_ok(endpoint)
+            && endpoint_ok(endpoint, local)
         {
             let response = HTTP
                 .get(endpoint)
@@ -1089,11 +1109,16 @@ mod tests {
 
     #[test]
     fn endpoints_are_https_or_this_machine() {
-        assert!(endpoint_ok("https://id.example/token"));
-        assert!(endpoint_ok("http://127.0.0.1:9000/token"));
-        assert!(endpoint_ok("http://localhost/token"));
-        assert!(!endpoint_ok("http://id.example/token"));
-        assert!(!endpoint_ok("file:///etc/passwd"));
-        assert!(!endpoint_ok("not a url"));
+        assert!(endpoint_ok("https://id.example/token", false));
+        assert!(endpoint_ok("http://127.0.0.1:9000/token", true));
+        assert!(endpoint_ok("http://localhost/token", true));
+        assert!(endpoint_ok("https://localhost/token", true));
+        // A service reached at a real address calls nothing on its own machine.
+        assert!(!endpoint_ok("http://127.0.0.1:9000/token", false));
+        assert!(!endpoint_ok("https://localhost/token", false));
+        assert!(!endpoint_ok("https://[::1]/token", false));
+        assert!(!endpoint_ok("http://id.example/token", true));
+        assert!(!endpoint_ok("file:///etc/passwd", true));
+        assert!(!endpoint_ok("not a url", true));
     }
 }

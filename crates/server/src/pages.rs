@@ -41,6 +41,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 mod console;
+mod console_apps;
 mod oidc;
 mod upstream;
 
@@ -196,6 +197,10 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         (
             "identities.html",
             include_str!("../templates/identities.html"),
+        ),
+        (
+            "admin_applications.html",
+            include_str!("../templates/admin_applications.html"),
         ),
         ("account.html", include_str!("../templates/account.html")),
         (
@@ -534,6 +539,13 @@ fn routes() -> Vec<RouteEntry> {
             Some(Admin),
             Some(Admin),
             get(console::admin_settings_page).post(console::admin_save_settings),
+        ),
+        (
+            "/admin/applications",
+            Some(Admin),
+            Some(Admin),
+            get(console_apps::admin_applications_page)
+                .post(console_apps::admin_change_applications),
         ),
         (
             "/admin/time-travel",

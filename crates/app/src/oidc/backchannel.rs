@@ -397,6 +397,16 @@ impl BackchannelLogout {
             let Some(uri) = client.settings.backchannel_logout_uri else {
                 continue;
             };
+            // Registered while the service ran on localhost, and it no longer does: its own
+            // machine is not posted to for a tenant.
+            let on_this_machine = url::Url::parse(&uri)
+                .ok()
+                .and_then(|u| u.host_str().map(crate::core::is_loopback_host))
+                .unwrap_or(true);
+            if on_this_machine && !self.oidc.local_targets_allowed() {
+                tracing::warn!(client = %client.id, "a back-channel logout URI on this machine is skipped");
+                continue;
+            }
             notices.push(Notice {
                 uri,
                 issuer: self.oidc.issuer_of(&view.tenant),
