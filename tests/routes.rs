@@ -1444,6 +1444,17 @@ fn table() -> Vec<Row> {
             fixed(|_| Call::get(format!("/v1/audit/access-review?tenant={ACME}"))),
         ),
         row(
+            "GET /v1/audit/applications",
+            tenant("audit:read"),
+            AdminA,
+            fixed(|w| {
+                Call::get(format!(
+                    "/v1/audit/applications?tenant={ACME}&position={}",
+                    w.as_of
+                ))
+            }),
+        ),
+        row(
             "GET /v1/audit/as-of/explain",
             tenant("audit:read"),
             AdminA,

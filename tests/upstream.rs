@@ -385,8 +385,33 @@ async fn providers_are_managed_by_administrators_and_unknown_people_are_refused_
 
     // Removed: the button goes, and its start is refused.
     settings["allowed_email_domains"] = json!([]);
+    let before_removal = app.log_position().await;
     let removed = app.delete("/v1/tenants/acme/identity-providers/corp").await;
     assert_eq!(removed.status, 200, "{removed:?}");
+
+    // Point-in-time replay covers providers and applications: the provider as it was before
+    // its removal (never its secret), none now; the provider's side lists its application.
+    let then = app
+        .get(&format!(
+            "/v1/audit/applications?tenant=acme&position={before_removal}"
+        ))
+        .await;
+    assert_eq!(then.status, 200, "{then:?}");
+    assert_eq!(then.body["as_of"]["position"], before_removal);
+    assert_eq!(then.body["providers"][0]["id"], "corp");
+    assert_eq!(
+        then.body["providers"][0]["allowed_email_domains"],
+        json!(["corp.example"])
+    );
+    assert!(!then.body.to_string().contains("secret"), "{then:?}");
+    let now = app.get("/v1/audit/applications?tenant=acme").await;
+    assert_eq!(now.body["providers"], json!([]), "{now:?}");
+    let theirs = upstream.get("/v1/audit/applications?tenant=acme").await;
+    assert_eq!(theirs.body["clients"][0]["name"], "The app", "{theirs:?}");
+    assert_eq!(theirs.body["clients"][0]["removed_at"], Value::Null);
+    app.get_as(&world.grace.token, "/v1/audit/applications?tenant=acme")
+        .await
+        .assert_problem(403, "forbidden");
     let page = no_redirects()
         .get(app.url("/sign-in?tenant=acme"))
         .send()

@@ -156,4 +156,57 @@ impl Audit {
             }
         }
     }
+
+    /// The tenant's OpenID Connect applications (clients, removed ones with their removal), the
+    /// consents people gave them, and the upstream providers people sign in through (never a
+    /// secret), now or as they were at a past moment.
+    ///
+    /// Who: `audit:read` in the tenant.
+    pub async fn applications(
+        &self,
+        caller: &Caller,
+        as_of: Option<AsOf>,
+        tenant: TenantId,
+    ) -> Result<(Option<ReplayInfo>, Applications), AppError> {
+        self.auditor(caller, &tenant).await?;
+        let read = |identity: &idstream_identity::Identity| -> Result<Applications, AppError> {
+            let storage = crate::identity::identity_storage;
+            Ok(Applications {
+                clients: identity.clients(&tenant).map_err(storage)?,
+                consents: identity.tenant_consents(&tenant).map_err(storage)?,
+                providers: identity
+                    .providers(&tenant)
+                    .map_err(storage)?
+                    .into_iter()
+                    .map(|mut p| {
+                        p.secret = None;
+                        p
+                    })
+                    .collect(),
+            })
+        };
+        match as_of {
+            None => {
+                self.catch_up().await?;
+                Ok((None, read(&self.identity())?))
+            }
+            Some(as_of) => {
+                let replay = self
+                    .replays
+                    .at(as_of, self.last_erasure().await?, |_, _| {})
+                    .await?;
+                let at = replay.moment(as_of);
+                Ok((Some(replay.info_at(at)), read(&replay.identity)?))
+            }
+        }
+    }
+}
+
+/// A tenant's applications, consents and upstream providers at one moment.
+#[derive(Debug, Clone)]
+pub struct Applications {
+    pub clients: Vec<idstream_identity::ClientView>,
+    pub consents: Vec<idstream_identity::ConsentView>,
+    /// Their secrets left out.
+    pub providers: Vec<idstream_identity::ProviderView>,
 }

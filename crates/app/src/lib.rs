@@ -49,7 +49,7 @@ mod views;
 
 pub use access_admin::{AccessAdmin, NewEntityRequest, RoleRequest, TenantDifference};
 pub use access_queries::{AccessQueries, CatalogueEntry, CheckQuery};
-pub use audit::Audit;
+pub use audit::{Applications, Audit};
 pub use engine::{CommandContext, DryRun, Outcome};
 pub use error::AppError;
 pub use identity::{Authenticated, Client, Credential, Identity, IdentityConfig, IdentityServices};

@@ -66,6 +66,7 @@ pub struct Replay {
     erasures_through: Position,
     pub access: Access,
     pub directory: Directory,
+    pub identity: idstream_identity::Identity,
     _db: sled::Db,
 }
 
@@ -106,8 +107,10 @@ pub struct Replays {
 /// The read models a replay rebuilds (personal data sealed by `seal`, as in the live ones).
 pub fn replay_projections(seal: Arc<dyn PersonalSeal>) -> Vec<Arc<dyn Projection>> {
     vec![
-        Arc::new(DirectoryProjection::without_search(seal)),
+        Arc::new(DirectoryProjection::without_search(seal.clone())),
         Arc::new(AccessProjection::new(Arc::default())),
+        // Applications, consents and upstream providers as they were (OpenID Connect).
+        Arc::new(idstream_identity::IdentityProjection::new(seal)),
     ]
 }
 
@@ -234,6 +237,7 @@ impl Replays {
         };
         let access_tree = db.open_tree(idstream_access::NAME).map_err(internal)?;
         let directory_tree = db.open_tree(idstream_directory::NAME).map_err(internal)?;
+        let identity_tree = db.open_tree(idstream_identity::NAME).map_err(internal)?;
         let replay = Arc::new(Replay {
             erasures_through,
             info: ReplayInfo {
@@ -244,6 +248,7 @@ impl Replays {
             },
             access: Access::new(access_tree, Arc::new(FactCache::default())),
             directory: Directory::new(directory_tree, Default::default(), self.seal.clone()),
+            identity: idstream_identity::Identity::new(identity_tree, self.seal.clone()),
             _db: db,
         });
         open.push(replay.clone());

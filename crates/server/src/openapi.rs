@@ -92,7 +92,7 @@ use crate::routes::{self, CommandAccepted};
         routes::identity::invitations::accept_invitation,
         routes::identity::api_keys::issue_api_key, routes::identity::api_keys::list_api_keys, routes::identity::api_keys::revoke_api_key,
         routes::audit::audit_events,
-        routes::audit::past::explain_as_of, routes::audit::past::holders_as_of, routes::audit::past::access_review,
+        routes::audit::past::explain_as_of, routes::audit::past::holders_as_of, routes::audit::past::access_review, routes::audit::past::applications,
         routes::oidc::discovery, routes::oidc::issuer_jwks, routes::oidc::token, routes::oidc::userinfo,
         routes::oidc::revoke, routes::oidc::introspect,
         routes::oidc::register_client, routes::oidc::list_clients, routes::oidc::get_client,

@@ -334,6 +334,17 @@ impl Identity {
             .collect()
     }
 
+    /// Every consent given in `tenant`, by person and client.
+    pub fn tenant_consents(&self, tenant: &TenantId) -> Result<Vec<ConsentView>, IdentityError> {
+        self.tree
+            .scan_prefix(format!("consent/{tenant}/").as_bytes())
+            .map(|entry| {
+                let (key, value) = entry?;
+                decode(&key, &value)
+            })
+            .collect()
+    }
+
     /// The application sessions issued through `browser_session`.
     pub fn sessions_issued_through(
         &self,

@@ -33,6 +33,7 @@ pub fn router() -> axum::Router<AppState> {
         .route("/v1/audit/as-of/explain", get(explain_as_of))
         .route("/v1/audit/as-of/holders", get(holders_as_of))
         .route("/v1/audit/access-review", get(access_review))
+        .route("/v1/audit/applications", get(applications))
 }
 
 /// `position` or `at`, exactly one (for the review: at most one).
@@ -274,6 +275,85 @@ pub async fn access_review(
         "as_of": info.map(AsOfBody::from),
         "tenant": review.review.tenant,
         "members": members,
+    }))
+    .into_response())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ApplicationsQuery {
+    #[param(value_type = formats::TenantId)]
+    pub tenant: TenantId,
+    /// Log position of a past moment (at most one of `position` and `at`; neither: now).
+    #[param(minimum = 0)]
+    pub position: Option<u64>,
+    /// Time of a past moment (at most one of `position` and `at`; neither: now).
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub at: Option<String>,
+}
+
+/// The tenant's OpenID Connect applications, the consents people gave them, and its upstream
+/// identity providers, now or at a past moment (point-in-time replay).
+#[utoipa::path(get, path = "/v1/audit/applications", tag = "audit", params(ApplicationsQuery),
+    responses((status = 200, description = "{as_of, tenant, clients:[{id, name, kind, redirect_uris, grant_types, scopes, first_party, created_at, removed_at}], consents:[{user, client, scopes, granted_at}], providers:[{id, name, issuer, client_id, allowed_email_domains, provision, configured_at}]}",
+            content((Object = "application/json"))),
+        (status = 403, body = Problem, description = "`forbidden` (needs audit:read in the tenant)")),
+    security(("bearer" = [])))]
+pub async fn applications(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ApplicationsQuery>,
+) -> Result<Response, ApiError> {
+    let as_of = as_of(q.position, q.at.as_deref())?;
+    let tenant = q.tenant.clone();
+    let (info, found) = state
+        .app
+        .audit
+        .applications(&caller, as_of, q.tenant)
+        .await?;
+    let time = |t: time::OffsetDateTime| crate::routes::rfc3339(t);
+    let clients: Vec<serde_json::Value> = found
+        .clients
+        .into_iter()
+        .map(|c| {
+            serde_json::json!({
+                "id": c.id.to_string(), "name": c.settings.name, "kind": c.kind,
+                "redirect_uris": c.settings.redirect_uris,
+                "grant_types": c.settings.grant_types.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
+                "scopes": c.settings.scopes, "first_party": c.settings.first_party,
+                "created_at": time(c.created_at), "removed_at": c.removed_at.map(time),
+            })
+        })
+        .collect();
+    let consents: Vec<serde_json::Value> = found
+        .consents
+        .into_iter()
+        .map(|c| {
+            serde_json::json!({
+                "user": c.user, "client": c.client, "scopes": c.scopes,
+                "granted_at": time(c.granted_at),
+            })
+        })
+        .collect();
+    let providers: Vec<serde_json::Value> = found
+        .providers
+        .into_iter()
+        .map(|p| {
+            serde_json::json!({
+                "id": p.id, "name": p.settings.name, "issuer": p.settings.issuer,
+                "client_id": p.settings.client_id,
+                "allowed_email_domains": p.settings.allowed_email_domains,
+                "provision": p.settings.provision, "configured_at": time(p.configured_at),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "as_of": info.map(AsOfBody::from),
+        "tenant": tenant,
+        "clients": clients,
+        "consents": consents,
+        "providers": providers,
     }))
     .into_response())
 }
