@@ -1,6 +1,6 @@
 //! Point-in-time replay (F-AU-2) and the access review (F-AU-6).
 //!
-//! A replay rebuilds the directory and access read models from the log up to one position into
+//! A replay rebuilds the directory, access and identity read models from the log up to one position into
 //! a store of its own (`<replay dir>/<position>`), never touching the live one, and answers
 //! explanations, "who could read this record" and access reviews against it. A moment in time
 //! is turned into the position of the last event that happened at or before it. Built replays
