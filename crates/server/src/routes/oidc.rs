@@ -110,7 +110,12 @@ fn no_store(body: impl Serialize) -> Response {
     response
 }
 
-/// The caller of a protocol endpoint: anonymous (the client authenticates in the operation).
+/// The caller of a protocol endpoint: anonymous, with where the request came from. This is not
+/// authorization: the operation (`Oidc::token`, `userinfo`, `revoke`, `introspect`) authenticates
+/// the client or the application's token itself, in the application layer. The `Caller` extractor
+/// is not used because it would take the bearer token of `userinfo` (an application's token,
+/// which idstream's own API refuses) as the caller's credential and answer its refusals as API
+/// problems rather than as OAuth errors.
 fn protocol_caller(parts: &Parts, state: &AppState) -> Result<idstream_app::Caller, ApiError> {
     Ok(idstream_app::Caller::new(
         Principal::Anonymous,
