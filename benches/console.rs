@@ -21,7 +21,10 @@
 //!   JSON answer of the same operation, `People::search`), and a minimal axum handler answering a
 //!   fixed page of the list's size with the same headers (the transport alone).
 //!
-//! Target: the page's p99 ≤ 50 ms at 1,000,000 members. Then every console screen's weight: its
+//! Target: the page's p99 ≤ 50 ms at 1,000,000 members. Then the access review screen, a page
+//! of 100 people (the first, and one after someone found by a search), against the API's JSON
+//! page of the same people, same target; and the whole review's CSV download once (when its
+//! first bytes come, when it ends). Then every console screen's weight: its
 //! HTML plus every stylesheet, script and image it links (uncompressed); target under 150 KB.
 //! Knobs: `IDSTREAM_BENCH_CONSOLE_USERS` (people, default 10,000), `IDSTREAM_BENCH_FILL_SECONDS`
 //! (default: no limit), `IDSTREAM_BENCH_ITERS` (timed requests per shape and side, default 300).
@@ -341,6 +344,70 @@ fn main() -> anyhow::Result<()> {
                 if page99 <= Duration::from_millis(50) { "met" } else { "MISSED" }
             );
         }
+
+        // --- the access review, a page at a time ---
+        let review_api = format!("{base}/v1/audit/access-review?tenant=acme&limit=100");
+        // A page after someone found by a search (ids follow creation: anywhere in the list).
+        let found: Value = client
+            .get(format!("{base}/v1/tenants/acme/users?limit=1&q=hopper"))
+            .header("authorization", &bearer)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let after = found["items"][0]["id"].as_str().context("a person")?.to_owned();
+        println!("\nAccess review at {members} members, a page of 100 people, one request at a time ({iters} each), p50 / p99");
+        let review_shapes = [
+            ("first page", String::new()),
+            ("a page after someone, by its cursor", format!("after={after}")),
+        ];
+        for (name, query) in &review_shapes {
+            let (page50, page99, size) = time_gets(
+                &client,
+                &format!("{base}/admin/access-review?{query}"),
+                &[("cookie", &cookie)],
+                "<table",
+                iters,
+            )
+            .await?;
+            let (api50, api99, _) = time_gets(
+                &client,
+                &format!("{review_api}&{query}"),
+                &[("authorization", &bearer)],
+                "\"members\"",
+                iters,
+            )
+            .await?;
+            println!(
+                "  {name:<36} page {:>8.2} / {:>8.2} ms ({size} B)   API JSON {:>7.2} / {:>7.2} ms   p99 ≤ 50 ms: {}",
+                ms(page50),
+                ms(page99),
+                ms(api50),
+                ms(api99),
+                if page99 <= Duration::from_millis(50) { "met" } else { "MISSED" }
+            );
+        }
+        // The whole review's CSV download (everyone), once: when its first bytes come and
+        // when it ends.
+        let start = Instant::now();
+        let mut download = client
+            .get(format!("{base}/v1/audit/access-review?tenant=acme&format=csv"))
+            .header("authorization", &bearer)
+            .send()
+            .await?;
+        let (mut first_bytes, mut bytes, mut lines) = (None, 0usize, 0usize);
+        while let Some(chunk) = download.chunk().await? {
+            first_bytes.get_or_insert_with(|| start.elapsed());
+            bytes += chunk.len();
+            lines += chunk.iter().filter(|b| **b == b'\n').count();
+        }
+        println!(
+            "  the whole review as CSV: first bytes after {:.1} ms, {} rows ({:.1} MB) in {:.1} s",
+            ms(first_bytes.unwrap_or_default()),
+            lines.saturating_sub(1),
+            bytes as f64 / 1e6,
+            start.elapsed().as_secs_f64()
+        );
 
         // --- every console screen's weight ---
         let first: Value = client

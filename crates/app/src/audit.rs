@@ -12,13 +12,15 @@
 
 use idstream_access::Explanation;
 use idstream_audit::{AuditPage, AuditQuery, Scope};
+use idstream_directory::Directory;
 use idstream_domain::access::{Action, CheckRequest, Permission, RecordId, Subject};
 use idstream_domain::{TenantId, UserId};
 use idstream_eventlog::Position;
+use time::OffsetDateTime;
 
 use crate::core::internal;
 use crate::policy::Caller;
-use crate::replay::{AsOf, ExplainedHolder, ReplayInfo, Review, emails, holders};
+use crate::replay::{AsOf, ExplainedHolder, ReplayInfo, Review, ReviewWindow, emails, holders};
 use crate::{AppError, service};
 
 service!(
@@ -124,7 +126,7 @@ impl Audit {
     }
 
     /// The access review of a tenant now (the live read models, caught up with the log) or at
-    /// `as_of`.
+    /// `as_of`: everyone, a page of it, or one person.
     ///
     /// Who: `audit:read` in the tenant.
     pub async fn access_review(
@@ -132,17 +134,47 @@ impl Audit {
         caller: &Caller,
         as_of: Option<AsOf>,
         tenant: TenantId,
+        window: ReviewWindow,
     ) -> Result<(Option<ReplayInfo>, Review), AppError> {
         self.auditor(caller, &tenant).await?;
+        let read = |access: &idstream_access::Access,
+                    directory: &Directory,
+                    at: OffsetDateTime|
+         -> Result<Review, AppError> {
+            let (review, earlier, later) = match &window {
+                ReviewWindow::Everyone => (
+                    access.access_review(&tenant, at).map_err(internal)?,
+                    false,
+                    false,
+                ),
+                ReviewWindow::Page { from, limit } => {
+                    let page = access
+                        .access_review_page(&tenant, at, from, *limit)
+                        .map_err(internal)?;
+                    (page.review, page.earlier, page.later)
+                }
+                ReviewWindow::Person(user) => {
+                    let member = access.member_review(&tenant, user, at).map_err(internal)?;
+                    let review = idstream_access::AccessReview {
+                        tenant: tenant.clone(),
+                        members: member.into_iter().collect(),
+                    };
+                    (review, false, false)
+                }
+            };
+            let emails = emails(directory, &review)?;
+            Ok(Review {
+                review,
+                emails,
+                earlier,
+                later,
+            })
+        };
         match as_of {
             None => {
                 self.catch_up().await?;
-                let review = self
-                    .access_view()
-                    .access_review(&tenant, self.now())
-                    .map_err(internal)?;
-                let emails = emails(&self.directory(), &review)?;
-                Ok((None, Review { review, emails }))
+                let review = read(&self.access_view(), &self.directory(), self.now())?;
+                Ok((None, review))
             }
             Some(as_of) => {
                 let replay = self
@@ -150,9 +182,8 @@ impl Audit {
                     .at(as_of, self.last_erasure().await?, |_, _| {})
                     .await?;
                 let at = replay.moment(as_of);
-                let review = replay.access.access_review(&tenant, at).map_err(internal)?;
-                let emails = emails(&replay.directory, &review)?;
-                Ok((Some(replay.info_at(at)), Review { review, emails }))
+                let review = read(&replay.access, &replay.directory, at)?;
+                Ok((Some(replay.info_at(at)), review))
             }
         }
     }

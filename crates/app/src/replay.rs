@@ -278,6 +278,24 @@ pub struct ExplainedHolder {
 pub struct Review {
     pub review: AccessReview,
     pub emails: BTreeMap<UserId, String>,
+    /// For a page of the review: whether people come before it.
+    pub earlier: bool,
+    /// For a page of the review: whether people come after it.
+    pub later: bool,
+}
+
+/// Which people of a tenant an access review shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReviewWindow {
+    /// Everyone who holds anything (all at once: for a large tenant, read it by page).
+    Everyone,
+    /// Up to `limit` people from a place in user-id order.
+    Page {
+        from: idstream_access::ReviewFrom,
+        limit: usize,
+    },
+    /// One person (no one if they hold nothing).
+    Person(UserId),
 }
 
 /// Everyone in `tenant` who could use `permission` on `record` in `replay` at `at`, with why.
@@ -320,7 +338,12 @@ pub fn review_of(
 ) -> Result<Review, AppError> {
     let review = replay.access.access_review(tenant, at).map_err(internal)?;
     let emails = emails(&replay.directory, &review)?;
-    Ok(Review { review, emails })
+    Ok(Review {
+        review,
+        emails,
+        earlier: false,
+        later: false,
+    })
 }
 
 /// The members' addresses in `directory`.
@@ -357,11 +380,19 @@ pub fn review_members_json(review: &Review) -> serde_json::Value {
     serde_json::Value::Array(members)
 }
 
+/// The first line of the review's CSV.
+pub const REVIEW_CSV_HEADER: &str = "tenant,user,email,status,kind,name,entity,record,access,granted_position,granted_at,granted_by\n";
+
 /// The review as CSV: one row per holding, with the event that established it.
 pub fn review_csv(review: &Review) -> String {
-    let mut out = String::from(
-        "tenant,user,email,status,kind,name,entity,record,access,granted_position,granted_at,granted_by\n",
-    );
+    let mut out = String::from(REVIEW_CSV_HEADER);
+    out.push_str(&review_csv_rows(review));
+    out
+}
+
+/// The rows of [`review_csv`] without its header (for a review read page by page).
+pub fn review_csv_rows(review: &Review) -> String {
+    let mut out = String::new();
     let tenant = review.review.tenant.as_str();
     for member in &review.review.members {
         let user = member.user.to_string();

@@ -317,6 +317,11 @@ const FRENCH: &[(&str, &str)] = &[
     ("Owner", "Propriétaire"),
     ("Permission", "Permission"),
     ("Previous page", "Page précédente"),
+    ("First page", "Première page"),
+    (
+        "A hundred people per page, in the order of their ids.",
+        "Cent personnes par page, dans l’ordre de leurs identifiants.",
+    ),
     ("Record", "Enregistrement"),
     ("Records", "Enregistrements"),
     ("Revoke the grant of", "Retirer l’accès de"),

@@ -19,7 +19,7 @@ use std::ops::Deref;
 use idstream_domain::access::{EntityName, Permission, RecordId, ResourceName};
 use idstream_domain::{RoleName, TenantId, UserId};
 
-fn key(parts: &[&str]) -> Vec<u8> {
+pub(crate) fn key(parts: &[&str]) -> Vec<u8> {
     let len = parts.iter().map(|p| p.len() + 1).sum();
     let mut out = Vec::with_capacity(len);
     for (i, part) in parts.iter().enumerate() {
@@ -146,16 +146,6 @@ pub fn member_prefix(tenant: &TenantId) -> Vec<u8> {
     key(&["m", tenant.as_str(), ""])
 }
 
-/// Every record standing (grants, local roles) of a tenant.
-pub fn standings_prefix(tenant: &TenantId) -> Vec<u8> {
-    key(&["g", tenant.as_str(), ""])
-}
-
-/// Every record owner of a tenant.
-pub fn owners_prefix(tenant: &TenantId) -> Vec<u8> {
-    key(&["o", tenant.as_str(), ""])
-}
-
 pub fn role(tenant: &TenantId, role: &RoleName) -> Vec<u8> {
     role_key(tenant, role).to_vec()
 }
@@ -193,6 +183,11 @@ pub fn index(tenant: &TenantId, entity: &EntityName, user: &UserId, record: &Rec
         &user.to_string(),
         record.as_str(),
     ])
+}
+
+/// Every entry of the per-user record index of a tenant.
+pub fn indexed_prefix(tenant: &TenantId) -> Vec<u8> {
+    key(&["x", tenant.as_str(), ""])
 }
 
 pub fn index_of(tenant: &TenantId, entity: &EntityName, user: &UserId) -> Vec<u8> {

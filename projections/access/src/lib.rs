@@ -36,7 +36,7 @@ pub use fold::AccessProjection;
 pub use query::{Access, AccessError, DueLapse, EntityPermissions, Explanation, ReadableRecords};
 pub use review::{
     AccessReview, EntityHoldings, Holding, MemberHoldings, RecordHolders, RecordHolding,
-    ReviewedMember,
+    ReviewFrom, ReviewPage, ReviewedMember,
 };
 
 /// The name of the projection and of its sled tree.

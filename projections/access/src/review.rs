@@ -2,8 +2,6 @@
 //! established it. Read from one access tree, so the same code reviews the live read model and a
 //! point-in-time replay.
 
-use std::collections::BTreeMap;
-
 use idstream_domain::access::{
     AccountStatus, EntityName, Permission, RecordAccess, RecordId, live,
 };
@@ -59,6 +57,28 @@ pub struct RecordHolding {
     pub local_roles: Vec<Holding>,
     /// Set when the member owns (created) the record.
     pub owner: Option<Option<Source>>,
+}
+
+/// Where a page of the access review starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReviewFrom {
+    /// The first people, in user-id order.
+    Start,
+    /// The people after this one.
+    After(UserId),
+    /// The people before this one (the page still lists them in user-id order).
+    Before(UserId),
+}
+
+/// A page of the access review, and whether people come before and after it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReviewPage {
+    pub review: AccessReview,
+    /// Whether there may be people before the page (a page after someone says so without
+    /// looking).
+    pub earlier: bool,
+    /// Whether there are people after the page.
+    pub later: bool,
 }
 
 /// The access review of one tenant, members in user-id order.
@@ -142,7 +162,7 @@ impl Access {
 
     /// Puts what the standing stored at `key` holds at `now` into `holding`: its grant and its
     /// local roles, each with the event that established it and its end.
-    fn add_standing(
+    pub(crate) fn add_standing(
         &self,
         holding: &mut RecordHolding,
         key: &[u8],
@@ -215,20 +235,120 @@ impl Access {
     /// Who holds which roles, custom permissions, record grants, local roles and record
     /// ownership in `tenant` at `now` (temporary access that ended before `now` is left out,
     /// whether or not its lapse was recorded). Members without any holding are left out.
+    ///
+    /// The whole tenant at once: for a large one, read it [`access_review_page`] by page.
+    ///
+    /// [`access_review_page`]: Access::access_review_page
     pub fn access_review(
         &self,
         tenant: &TenantId,
         now: OffsetDateTime,
     ) -> Result<AccessReview, AccessError> {
-        let mut members: BTreeMap<UserId, ReviewedMember> = BTreeMap::new();
-        let member_prefix = keys::member_prefix(tenant);
-        for entry in self.tree().scan_prefix(&member_prefix) {
-            let (key, value) = entry?;
-            let Some(user) = last_part(&key).and_then(|u| u.parse::<UserId>().ok()) else {
-                continue;
+        let mut members = Vec::new();
+        let mut from = ReviewFrom::Start;
+        loop {
+            let page = self.access_review_page(tenant, now, &from, 1_000)?;
+            members.extend(page.review.members);
+            match (page.later, members.last()) {
+                (true, Some(last)) => from = ReviewFrom::After(last.user),
+                _ => break,
+            }
+        }
+        Ok(AccessReview {
+            tenant: tenant.clone(),
+            members,
+        })
+    }
+
+    /// One page of the [`access_review`](Access::access_review): up to `limit` people with a
+    /// holding, in user-id order, after or before a person (who need not hold anything any
+    /// more). Reads only the people it shows (and the ones it passes over because they hold
+    /// nothing): their membership and, entity by entity, the records the per-user record index
+    /// lists for them.
+    pub fn access_review_page(
+        &self,
+        tenant: &TenantId,
+        now: OffsetDateTime,
+        from: &ReviewFrom,
+        limit: usize,
+    ) -> Result<ReviewPage, AccessError> {
+        let limit = limit.max(1);
+        let mut sources = vec![keys::member_prefix(tenant)];
+        sources.extend(self.indexed_entities(tenant)?);
+        let (cursor, descending) = match from {
+            ReviewFrom::Start => (None, false),
+            ReviewFrom::After(user) => (Some(*user), false),
+            ReviewFrom::Before(user) => (Some(*user), true),
+        };
+        let mut heads: Vec<Option<UserId>> = sources
+            .iter()
+            .map(|prefix| adjacent_user(self.tree(), prefix, cursor.as_ref(), descending))
+            .collect::<Result<_, _>>()?;
+        let mut members = Vec::new();
+        let mut more = false;
+        loop {
+            let next = if descending {
+                heads.iter().flatten().max()
+            } else {
+                heads.iter().flatten().min()
             };
+            let Some(user) = next.copied() else { break };
+            if members.len() == limit {
+                more = true;
+                break;
+            }
+            for (head, prefix) in heads.iter_mut().zip(&sources) {
+                if *head == Some(user) {
+                    *head = adjacent_user(self.tree(), prefix, Some(&user), descending)?;
+                }
+            }
+            if let Some(member) = self.review_member(tenant, &user, now, &sources[1..])? {
+                members.push(member);
+            }
+        }
+        let (earlier, later) = if descending {
+            members.reverse();
+            (more, true)
+        } else {
+            (matches!(from, ReviewFrom::After(_)), more)
+        };
+        Ok(ReviewPage {
+            review: AccessReview {
+                tenant: tenant.clone(),
+                members,
+            },
+            earlier,
+            later,
+        })
+    }
+
+    /// What one person holds in `tenant` at `now` (as in the [`access_review`]); `None` if
+    /// they hold nothing there.
+    ///
+    /// [`access_review`]: Access::access_review
+    pub fn member_review(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        now: OffsetDateTime,
+    ) -> Result<Option<ReviewedMember>, AccessError> {
+        self.review_member(tenant, user, now, &self.indexed_entities(tenant)?)
+    }
+
+    /// [`member_review`](Access::member_review) with the tenant's [`indexed_entities`].
+    ///
+    /// [`indexed_entities`]: Access::indexed_entities
+    fn review_member(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        now: OffsetDateTime,
+        entities: &[Vec<u8>],
+    ) -> Result<Option<ReviewedMember>, AccessError> {
+        let mut reviewed = self.blank(*user)?;
+        let key = keys::member(tenant, user);
+        if let Some(value) = self.tree().get(&key)? {
             let record: MemberRecord = self.decode_value(&key, &value)?;
-            let mut reviewed = self.blank(user)?;
             for role in &record.roles {
                 let end = record.role_expiry.get(role).map(|t| t.0);
                 if !live(end.as_ref(), now) {
@@ -252,59 +372,83 @@ impl Access {
                     reviewed.custom_permissions.push(holding);
                 }
             }
-            members.insert(user, reviewed);
         }
+        let name = user.to_string();
+        for prefix in entities {
+            let entity = std::str::from_utf8(&prefix[..prefix.len() - 1])
+                .unwrap_or("")
+                .rsplit('/')
+                .next()
+                .unwrap_or("");
+            let Ok(entity_name) = entity.parse::<EntityName>() else {
+                continue;
+            };
+            let mut records = prefix.clone();
+            records.extend_from_slice(name.as_bytes());
+            records.push(b'/');
+            for key in self.tree().scan_prefix(&records).keys() {
+                let key = key?;
+                let Some(record) = std::str::from_utf8(&key[records.len()..])
+                    .ok()
+                    .and_then(|r| r.parse::<RecordId>().ok())
+                else {
+                    continue;
+                };
+                let mut holding = empty_holding(entity, record.as_str());
+                let standing_key = keys::standing(tenant, &entity_name, &record, user);
+                if let Some(standing) = self
+                    .tree()
+                    .get(&standing_key)?
+                    .and_then(|value| decode_standing(&value))
+                {
+                    self.add_standing(&mut holding, &standing_key, &standing, now)?;
+                }
+                let owner_key = keys::owner(tenant, &entity_name, &record);
+                if self
+                    .tree()
+                    .get(&owner_key)?
+                    .is_some_and(|owner| owner.as_ref() == name.as_bytes())
+                {
+                    holding.owner = Some(self.source(&keys::provenance(&owner_key, ""))?);
+                }
+                if holding.grant.is_some()
+                    || !holding.local_roles.is_empty()
+                    || holding.owner.is_some()
+                {
+                    reviewed.records.push(holding);
+                }
+            }
+        }
+        let holds = !(reviewed.roles.is_empty()
+            && reviewed.custom_permissions.is_empty()
+            && reviewed.records.is_empty());
+        Ok(holds.then_some(reviewed))
+    }
 
-        let mut records: BTreeMap<(UserId, String, String), RecordHolding> = BTreeMap::new();
-        for entry in self.tree().scan_prefix(keys::standings_prefix(tenant)) {
-            let (key, value) = entry?;
-            let parts: Vec<&str> = std::str::from_utf8(&key).unwrap_or("").split('/').collect();
-            let [_, _, entity, record, user] = parts[..] else {
-                continue;
-            };
-            let (Ok(user), Some(standing)) = (user.parse::<UserId>(), decode_standing(&value))
-            else {
-                continue;
-            };
-            let holding = records
-                .entry((user, entity.to_owned(), record.to_owned()))
-                .or_insert_with(|| empty_holding(entity, record));
-            self.add_standing(holding, &key, &standing, now)?;
-        }
-        for entry in self.tree().scan_prefix(keys::owners_prefix(tenant)) {
-            let (key, value) = entry?;
-            let parts: Vec<&str> = std::str::from_utf8(&key).unwrap_or("").split('/').collect();
-            let [_, _, entity, record] = parts[..] else {
-                continue;
-            };
-            let Ok(user) = std::str::from_utf8(&value).unwrap_or("").parse::<UserId>() else {
-                continue;
-            };
-            let source = self.source(&keys::provenance(&key, ""))?;
-            records
-                .entry((user, entity.to_owned(), record.to_owned()))
-                .or_insert_with(|| empty_holding(entity, record))
-                .owner = Some(source);
-        }
-        for ((user, _, _), holding) in records {
-            if holding.grant.is_none() && holding.local_roles.is_empty() && holding.owner.is_none()
-            {
-                continue;
+    /// The prefixes `x/<tenant>/<entity>/` of the per-user record index, one per entity that
+    /// has any entry, in order: found by skipping from one entity to the next (one seek each),
+    /// so records of an entity no longer registered are still reviewed.
+    fn indexed_entities(&self, tenant: &TenantId) -> Result<Vec<Vec<u8>>, AccessError> {
+        let all = keys::indexed_prefix(tenant);
+        let mut entities = Vec::new();
+        let mut start = all.clone();
+        while let Some(entry) = self.tree().range(start.clone()..).next() {
+            let (key, _) = entry?;
+            if !key.starts_with(&all) {
+                break;
             }
-            if let std::collections::btree_map::Entry::Vacant(slot) = members.entry(user) {
-                slot.insert(self.blank(user)?);
+            let Some(slash) = key[all.len()..].iter().position(|b| *b == b'/') else {
+                break;
+            };
+            let prefix = key[..all.len() + slash + 1].to_vec();
+            // The next entity sorts after every key of this one (`0` follows `/`).
+            start = prefix.clone();
+            if let Some(last) = start.last_mut() {
+                *last = b'0';
             }
-            if let Some(member) = members.get_mut(&user) {
-                member.records.push(holding);
-            }
+            entities.push(prefix);
         }
-        members.retain(|_, m| {
-            !(m.roles.is_empty() && m.custom_permissions.is_empty() && m.records.is_empty())
-        });
-        Ok(AccessReview {
-            tenant: tenant.clone(),
-            members: members.into_values().collect(),
-        })
+        Ok(entities)
     }
 
     fn blank(&self, user: UserId) -> Result<ReviewedMember, AccessError> {
@@ -353,6 +497,42 @@ fn empty_holding(entity: &str, record: &str) -> RecordHolding {
     }
 }
 
-fn last_part(key: &[u8]) -> Option<&str> {
-    std::str::from_utf8(key).ok()?.rsplit('/').next()
+/// The user nearest `from` (after it, or before it when `descending`; the first or last without
+/// one) among the keys under `prefix` whose next part is a user id: a membership
+/// (`m/<tenant>/<user>`) or an index entry (`x/<tenant>/<entity>/<user>/<record>`). One seek.
+fn adjacent_user(
+    tree: &sled::Tree,
+    prefix: &[u8],
+    from: Option<&UserId>,
+    descending: bool,
+) -> Result<Option<UserId>, AccessError> {
+    let mut end = prefix.to_vec();
+    if let Some(last) = end.last_mut() {
+        // Past every key under the prefix, which ends with `/`.
+        *last += 1;
+    }
+    let at = |user: &UserId| {
+        let mut key = prefix.to_vec();
+        key.extend_from_slice(user.to_string().as_bytes());
+        key
+    };
+    let entry = match (from, descending) {
+        (None, false) => tree.range(prefix.to_vec()..end).next(),
+        (None, true) => tree.range(prefix.to_vec()..end).next_back(),
+        (Some(user), false) => {
+            // After every key of `user` (a user id is followed by nothing or by `/`).
+            let mut start = at(user);
+            start.push(0xff);
+            tree.range(start..end).next()
+        }
+        (Some(user), true) => tree.range(prefix.to_vec()..at(user)).next_back(),
+    };
+    let Some(entry) = entry else {
+        return Ok(None);
+    };
+    let (key, _) = entry?;
+    Ok(key
+        .get(prefix.len()..prefix.len() + ulid::ULID_LEN)
+        .and_then(|user| std::str::from_utf8(user).ok())
+        .and_then(|user| user.parse::<UserId>().ok()))
 }

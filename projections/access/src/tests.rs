@@ -865,3 +865,252 @@ fn no_personal_value_reaches_the_store_files() {
         vec![]
     );
 }
+
+/// The access review the slow way, as it was first built: every membership, every standing and
+/// every owner of the tenant, merged by person. The paged review must read the same.
+fn review_by_full_scan(access: &Access, tenant: &TenantId, now: OffsetDateTime) -> AccessReview {
+    use std::collections::BTreeMap;
+    let mut members: BTreeMap<UserId, ReviewedMember> = BTreeMap::new();
+    let with = |user: UserId| -> ReviewedMember {
+        ReviewedMember {
+            user,
+            status: access.account_record(&user).unwrap().map(|a| a.status),
+            roles: Vec::new(),
+            custom_permissions: Vec::new(),
+            records: Vec::new(),
+        }
+    };
+    let prefix = keys::member_prefix(tenant);
+    for entry in access.tree().scan_prefix(&prefix) {
+        let (key, _) = entry.unwrap();
+        let user: UserId = p(std::str::from_utf8(&key[prefix.len()..]).unwrap());
+        let whole = access.member_review(tenant, &user, now).unwrap();
+        let mut reviewed = with(user);
+        if let Some(whole) = whole {
+            reviewed.roles = whole.roles;
+            reviewed.custom_permissions = whole.custom_permissions;
+        }
+        members.insert(user, reviewed);
+    }
+    let mut records: BTreeMap<(UserId, String, String), RecordHolding> = BTreeMap::new();
+    let blank = |entity: &str, record: &str| RecordHolding {
+        entity: entity.into(),
+        record: record.into(),
+        grant: None,
+        grant_expires_at: None,
+        local_roles: Vec::new(),
+        owner: None,
+    };
+    for entry in access
+        .tree()
+        .scan_prefix(keys::key(&["g", tenant.as_str(), ""]))
+    {
+        let (key, value) = entry.unwrap();
+        let text = std::str::from_utf8(&key).unwrap().to_owned();
+        let [_, _, entity, record, user] = text.split('/').collect::<Vec<_>>()[..] else {
+            panic!("{text}")
+        };
+        let holding = records
+            .entry((p(user), entity.into(), record.into()))
+            .or_insert_with(|| blank(entity, record));
+        let standing = crate::fold::decode_standing(&value).unwrap();
+        access.add_standing(holding, &key, &standing, now).unwrap();
+    }
+    for entry in access
+        .tree()
+        .scan_prefix(keys::key(&["o", tenant.as_str(), ""]))
+    {
+        let (key, value) = entry.unwrap();
+        let text = std::str::from_utf8(&key).unwrap().to_owned();
+        let [_, _, entity, record] = text.split('/').collect::<Vec<_>>()[..] else {
+            panic!("{text}")
+        };
+        let owner: UserId = p(std::str::from_utf8(&value).unwrap());
+        records
+            .entry((owner, entity.into(), record.into()))
+            .or_insert_with(|| blank(entity, record))
+            .owner = Some(access.source(&keys::provenance(&key, "")).unwrap());
+    }
+    for ((user, _, _), holding) in records {
+        if holding.grant.is_some() || !holding.local_roles.is_empty() || holding.owner.is_some() {
+            members
+                .entry(user)
+                .or_insert_with(|| with(user))
+                .records
+                .push(holding);
+        }
+    }
+    members.retain(|_, m| {
+        !(m.roles.is_empty() && m.custom_permissions.is_empty() && m.records.is_empty())
+    });
+    AccessReview {
+        tenant: tenant.clone(),
+        members: members.into_values().collect(),
+    }
+}
+
+#[test]
+fn the_access_review_read_page_by_page_forward_or_backward_is_the_whole_review() {
+    let world = World::new();
+    let mut log = base();
+    log.entity("acme", "invoice", false)
+        .entity("globex", "project", true);
+    for n in 3..=40 {
+        log.user(n);
+        if n % 7 != 0 {
+            log.assign("acme", n, if n % 2 == 0 { "user" } else { "admin" });
+        }
+        if n % 3 == 0 {
+            log.grant(
+                "acme",
+                "project",
+                &format!("P{n}"),
+                n,
+                RecordAccess::ReadOnly,
+            );
+        }
+        if n % 5 == 0 {
+            log.grant(
+                "acme",
+                "invoice",
+                &format!("I{n}"),
+                n,
+                RecordAccess::ReadWrite,
+            )
+            .grant(
+                "globex",
+                "project",
+                &format!("G{n}"),
+                n,
+                RecordAccess::ReadWrite,
+            );
+        }
+        if n % 4 == 0 {
+            log.push(
+                Some("acme"),
+                format!("invoice:O{n}"),
+                DomainEvent::RecordOwnerSet(RecordOwnerSet {
+                    entity: p("invoice"),
+                    record: p(&format!("O{n}")),
+                    owner: u(n),
+                }),
+            );
+        }
+    }
+    // Someone who holds nothing any more: a grant taken back from a person without a role.
+    log.grant("acme", "project", "P7", 7, RecordAccess::ReadOnly)
+        .push(
+            Some("acme"),
+            "project:P7",
+            DomainEvent::RecordRevoked(RecordRevoked {
+                entity: p("project"),
+                record: p("P7"),
+                user: u(7),
+            }),
+        );
+    // A membership ended while a grant stays; an owner handed on (only the new owner owns it).
+    log.push(
+        Some("acme"),
+        u(10).to_string(),
+        DomainEvent::MemberRemoved(MemberRemoved { user: u(10) }),
+    )
+    .push(
+        Some("acme"),
+        "invoice:O8",
+        DomainEvent::RecordOwnerSet(RecordOwnerSet {
+            entity: p("invoice"),
+            record: p("O8"),
+            owner: u(9),
+        }),
+    );
+    // Someone unknown to acme's memberships, owning a record only.
+    log.push(
+        Some("acme"),
+        "invoice:X",
+        DomainEvent::RecordOwnerSet(RecordOwnerSet {
+            entity: p("invoice"),
+            record: p("X"),
+            owner: u(99),
+        }),
+    );
+    world.apply(&log);
+    let tenant: TenantId = p("acme");
+    let now = T0 + Duration::days(1);
+    let whole = review_by_full_scan(&world.access, &tenant, now);
+    assert!(whole.members.len() > 30, "{}", whole.members.len());
+    assert!(whole.members.iter().all(|m| m.user != u(7)));
+    assert!(whole.members.iter().any(|m| m.user == u(99)));
+    let ten = whole.members.iter().find(|m| m.user == u(10)).unwrap();
+    assert!(ten.roles.is_empty() && !ten.records.is_empty(), "{ten:?}");
+    let nine = whole.members.iter().find(|m| m.user == u(9)).unwrap();
+    assert!(
+        nine.records
+            .iter()
+            .any(|r| r.record == "O8" && r.owner.is_some())
+    );
+    let eight = whole.members.iter().find(|m| m.user == u(8)).unwrap();
+    assert!(eight.records.iter().all(|r| r.record != "O8"), "{eight:?}");
+    assert_eq!(world.access.access_review(&tenant, now).unwrap(), whole);
+    let users = |members: &[ReviewedMember]| members.iter().map(|m| m.user).collect::<Vec<_>>();
+
+    for limit in [1, 3, 7, 100] {
+        // Forward, from the start.
+        let (mut read, mut from, mut pages) = (Vec::new(), ReviewFrom::Start, 0);
+        loop {
+            let page = world
+                .access
+                .access_review_page(&tenant, now, &from, limit)
+                .unwrap();
+            assert!(page.review.members.len() <= limit);
+            assert_eq!(page.earlier, pages > 0);
+            pages += 1;
+            read.extend(page.review.members.iter().cloned());
+            match (page.later, page.review.members.last()) {
+                (true, Some(last)) => from = ReviewFrom::After(last.user),
+                (false, _) => break,
+                (true, None) => panic!("a page that says more follows is never empty"),
+            }
+        }
+        assert_eq!(read, whole.members, "limit {limit}");
+        assert_eq!(pages, whole.members.len().div_ceil(limit).max(1));
+
+        // Backward, from past the last person.
+        let (mut read, mut from) = (Vec::new(), ReviewFrom::Before(u(1_000)));
+        loop {
+            let page = world
+                .access
+                .access_review_page(&tenant, now, &from, limit)
+                .unwrap();
+            assert!(page.later);
+            let mut members = page.review.members.clone();
+            assert_eq!(users(&members), {
+                let mut sorted = users(&members);
+                sorted.sort();
+                sorted
+            });
+            members.extend(read);
+            read = members;
+            match (page.earlier, page.review.members.first()) {
+                (true, Some(first)) => from = ReviewFrom::Before(first.user),
+                _ => break,
+            }
+        }
+        assert_eq!(read, whole.members, "limit {limit}, backward");
+    }
+    // A page after someone who holds nothing (or is not known) starts with the next holder.
+    let page = world
+        .access
+        .access_review_page(&tenant, now, &ReviewFrom::After(u(7)), 1)
+        .unwrap();
+    assert_eq!(users(&page.review.members), [u(8)]);
+    // The other tenant's holdings are its own.
+    let globex = world.access.access_review(&p("globex"), now).unwrap();
+    assert_eq!(
+        users(&globex.members),
+        (3..=40).filter(|n| n % 5 == 0).map(u).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        world.access.member_review(&tenant, &u(7), now).unwrap(),
+        None
+    );
+}

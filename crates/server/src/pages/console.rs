@@ -7,7 +7,8 @@
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use idstream_app::replay::{AsOf, ExplainedHolder, ReplayInfo};
+use idstream_access::ReviewFrom;
+use idstream_app::replay::{AsOf, ExplainedHolder, ReplayInfo, ReviewWindow};
 use idstream_app::{AppError, Caller};
 use idstream_domain::access::model::SYSTEM_FIELDS;
 use idstream_domain::access::role::RoleError;
@@ -35,6 +36,9 @@ const TRAIL_PAGE: usize = 50;
 
 /// `path` with `pairs` as its query string.
 fn with_query(path: &str, pairs: &[(&str, &str)]) -> String {
+    if pairs.is_empty() {
+        return path.to_owned();
+    }
     let mut query = form_urlencoded::Serializer::new(String::new());
     for (key, value) in pairs {
         query.append_pair(key, value);
@@ -1371,10 +1375,13 @@ pub(super) struct ReviewQuery {
     /// `csv` for the download.
     #[serde(default)]
     format: String,
-    /// The first member shown (0-based), [`REVIEW_PAGE`] at a time; anything but a number
-    /// is the first page.
+    /// The people after this one (a user id), [`REVIEW_PAGE`] at a time; anything but a user
+    /// id is the first page.
     #[serde(default)]
-    from: String,
+    after: String,
+    /// The people before this one (a user id).
+    #[serde(default)]
+    before: String,
 }
 
 /// Members per page of the access review screen: the whole review of a large organisation
@@ -1395,32 +1402,48 @@ pub(super) async fn admin_access_review_page(
             Ok(signed_in) => signed_in,
             Err(page) => return page.into_response(),
         };
-    let (page, csv) = match review_screen(&state, &caller, &query).await {
-        Ok(answer) => answer,
-        Err(page) => (page, None),
-    };
-    let mut response = with_cookies(page, refreshed, set).into_response();
-    if let Some(tenant) = csv {
-        let headers = response.headers_mut();
-        headers.insert(
-            axum::http::header::CONTENT_TYPE,
-            axum::http::HeaderValue::from_static("text/csv; charset=utf-8"),
-        );
-        if let Ok(disposition) = axum::http::HeaderValue::from_str(&format!(
-            "attachment; filename=\"access-review-{tenant}.csv\""
-        )) {
-            headers.insert(axum::http::header::CONTENT_DISPOSITION, disposition);
+    let (body, tenant) = match review_screen(&state, &caller, &query).await {
+        Ok(ReviewScreen::Page(page)) | Err(page) => {
+            return with_cookies(page, refreshed, set).into_response();
         }
+        Ok(ReviewScreen::Download(body, tenant)) => (body, tenant),
+    };
+    // The download: the session's cookies (a refreshed session) on the streamed CSV.
+    let empty = Page {
+        status: StatusCode::OK,
+        body: String::new(),
+        cookies: Vec::new(),
+        location: None,
+        form_action: None,
+    };
+    let mut response = with_cookies(empty, refreshed, set).into_response();
+    *response.body_mut() = body;
+    let headers = response.headers_mut();
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    headers.remove(axum::http::header::CONTENT_LENGTH);
+    if let Ok(disposition) = axum::http::HeaderValue::from_str(&format!(
+        "attachment; filename=\"access-review-{tenant}.csv\""
+    )) {
+        headers.insert(axum::http::header::CONTENT_DISPOSITION, disposition);
     }
     response
 }
 
-/// The page, and for the CSV download the tenant it names (the body is then the CSV).
+/// The access review screen's answer: a page, or the CSV download (streamed) of a tenant.
+enum ReviewScreen {
+    Page(Page),
+    Download(axum::body::Body, TenantId),
+}
+
+/// The screen, or the CSV download of the whole review.
 async fn review_screen(
     state: &AppState,
     caller: &Caller,
     query: &ReviewQuery,
-) -> Result<(Page, Option<TenantId>), Page> {
+) -> Result<ReviewScreen, Page> {
     let tenant = console_tenant(state, caller, REVIEW)?;
     let as_of = match query.at.trim() {
         "" => None,
@@ -1433,34 +1456,43 @@ async fn review_screen(
             )
         })?),
     };
+    if query.format == "csv" {
+        let body = crate::routes::audit::past::review_csv_body(
+            state.app.audit.clone(),
+            caller.clone(),
+            as_of,
+            tenant.clone(),
+        )
+        .await
+        .map_err(|error| failure_page(REVIEW, &error))?;
+        return Ok(ReviewScreen::Download(body, tenant));
+    }
+    let from = match (
+        query.after.trim().parse::<UserId>(),
+        query.before.trim().parse::<UserId>(),
+    ) {
+        (Ok(after), _) => ReviewFrom::After(after),
+        (_, Ok(before)) => ReviewFrom::Before(before),
+        _ => ReviewFrom::Start,
+    };
+    let window = ReviewWindow::Page {
+        from,
+        limit: REVIEW_PAGE,
+    };
     let (info, review) = state
         .app
         .audit
-        .access_review(caller, as_of, tenant.clone())
+        .access_review(caller, as_of, tenant.clone(), window)
         .await
         .map_err(|error| failure_page(REVIEW, &error))?;
-    if query.format == "csv" {
-        let page = Page {
-            status: StatusCode::OK,
-            body: idstream_app::replay::review_csv(&review),
-            cookies: Vec::new(),
-            location: None,
-            form_action: None,
-        };
-        return Ok((page, Some(tenant)));
-    }
     let holding = |h: &idstream_access::Holding| match h.expires_at {
         Some(end) => format!("{} (until {})", h.name, when(end)),
         None => h.name.clone(),
     };
-    let total = review.review.members.len();
-    let from = query.from.trim().parse::<usize>().unwrap_or(0).min(total);
     let rows: Vec<minijinja::Value> = review
         .review
         .members
         .iter()
-        .skip(from)
-        .take(REVIEW_PAGE)
         .map(|member| {
             let records: Vec<String> = member
                 .records
@@ -1491,26 +1523,39 @@ async fn review_screen(
         "" => "/admin/access-review?format=csv".to_owned(),
         at => with_query("/admin/access-review", &[("at", at), ("format", "csv")]),
     };
-    let page_from = |from: usize| {
-        let from = from.to_string();
-        match query.at.trim() {
-            "" => with_query("/admin/access-review", &[("from", &from)]),
-            at => with_query("/admin/access-review", &[("at", at), ("from", &from)]),
+    let page_from = |edge: &str, user: Option<&UserId>| {
+        let user = user.map(UserId::to_string).unwrap_or_default();
+        let mut pairs = Vec::new();
+        if !query.at.trim().is_empty() {
+            pairs.push(("at", query.at.trim()));
         }
+        if !user.is_empty() {
+            pairs.push((edge, user.as_str()));
+        }
+        with_query("/admin/access-review", &pairs)
     };
-    let shown = rows.len();
-    let prev = (from > 0).then(|| page_from(from.saturating_sub(REVIEW_PAGE)));
-    let next = (from + shown < total).then(|| page_from(from + shown));
+    let members = &review.review.members;
+    let prev = review
+        .earlier
+        .then(|| members.first())
+        .flatten()
+        .map(|first| page_from("before", Some(&first.user)));
+    let next = review
+        .later
+        .then(|| members.last())
+        .flatten()
+        .map(|last| page_from("after", Some(&last.user)));
+    let first_page = prev.is_some().then(|| page_from("", None));
     let page = Page::html(
         StatusCode::OK,
         "admin_access_review.html",
         context! { ..base(REVIEW), ..context! {
             wide => true, rows => rows, at => &query.at, download => download,
-            first => from + 1, last => from + shown, total => total, prev => prev, next => next,
+            first_page => first_page, prev => prev, next => next,
             position => info.as_ref().map(|i| i.position), time => info.as_ref().and_then(|i| i.time).map(when),
         }},
     );
-    Ok((page, None))
+    Ok(ReviewScreen::Page(page))
 }
 
 // ----- the platform -----

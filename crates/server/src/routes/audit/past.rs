@@ -16,7 +16,12 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use idstream_app::replay::{AsOf, ExplainedHolder, ReplayInfo, review_csv, review_members_json};
+use futures::StreamExt;
+use idstream_access::ReviewFrom;
+use idstream_app::replay::{
+    AsOf, ExplainedHolder, REVIEW_CSV_HEADER, ReplayInfo, ReviewWindow, review_csv,
+    review_csv_rows, review_members_json,
+};
 use idstream_domain::access::{Permission, RecordId};
 use idstream_domain::{TenantId, UserId};
 use serde::{Deserialize, Serialize};
@@ -27,6 +32,7 @@ use crate::AppState;
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiQuery, Caller};
 use crate::openapi::formats;
+use crate::routes::Limit;
 
 pub fn router() -> axum::Router<AppState> {
     axum::Router::new()
@@ -214,6 +220,15 @@ pub struct ReviewQuery {
     /// Only this member's holdings.
     #[param(value_type = Option<formats::UserId>)]
     pub user: Option<UserId>,
+    /// JSON: the people after this one (the `next` of the previous page).
+    #[param(value_type = Option<formats::UserId>)]
+    pub after: Option<UserId>,
+    /// JSON: the people before this one (the `previous` of the next page).
+    #[param(value_type = Option<formats::UserId>)]
+    pub before: Option<UserId>,
+    /// JSON: people per page, 1 to 500 (default 100). The CSV holds everyone.
+    #[param(value_type = Option<formats::PageLimit>)]
+    pub limit: Option<Limit>,
     /// JSON (default) or CSV.
     #[param(value_type = Option<ReviewFormat>)]
     pub format: Option<String>,
@@ -236,7 +251,7 @@ pub enum ReviewFormat {
 
 /// The access review of a tenant (JSON or CSV), now or at a past moment.
 #[utoipa::path(get, path = "/v1/audit/access-review", tag = "audit", params(ReviewQuery),
-    responses((status = 200, description = "JSON: {as_of, tenant, members:[{user, email, status, roles, custom_permissions, records}]}; CSV: one row per holding",
+    responses((status = 200, description = "JSON, a page of people in user-id order: {as_of, tenant, members:[{user, email, status, roles, custom_permissions, records}], next, previous} (`next`: pass as `after`; `previous`: pass as `before`; absent at either end); CSV: everyone, one row per holding",
             content((Object = "application/json"), (String = "text/csv"))),
         (status = 403, body = Problem, description = "`forbidden` (needs audit:read in the tenant)")),
     security(("bearer" = [])))]
@@ -255,28 +270,115 @@ pub async fn access_review(
         }
     };
     let as_of = as_of(q.position, q.at.as_deref())?;
-    let (info, mut review) = state
-        .app
-        .audit
-        .access_review(&caller, as_of, q.tenant)
-        .await?;
-    if let Some(user) = q.user {
-        review.review.members.retain(|m| m.user == user);
+    let from = match (q.after, q.before) {
+        (None, None) => ReviewFrom::Start,
+        (Some(after), None) => ReviewFrom::After(after),
+        (None, Some(before)) => ReviewFrom::Before(before),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid_query(
+                "query parameters `after` and `before`: at most one of them",
+            ));
+        }
+    };
+    if csv && (q.user.is_some() || from != ReviewFrom::Start || q.limit.is_some()) {
+        if let Some(user) = q.user {
+            let (_, review) = state
+                .app
+                .audit
+                .access_review(&caller, as_of, q.tenant, ReviewWindow::Person(user))
+                .await?;
+            return Ok(csv_response(axum::body::Body::from(review_csv(&review))));
+        }
+        return Err(ApiError::invalid_query(
+            "query parameters `after`, `before` and `limit` page the JSON review; the CSV holds everyone",
+        ));
     }
     if csv {
-        return Ok((
-            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
-            review_csv(&review),
-        )
-            .into_response());
+        let body = review_csv_body(state.app.audit.clone(), caller.0, as_of, q.tenant).await?;
+        return Ok(csv_response(body));
     }
+    let window = match q.user {
+        Some(user) => ReviewWindow::Person(user),
+        None => ReviewWindow::Page {
+            from,
+            limit: Limit::or(q.limit, 100),
+        },
+    };
+    let (info, review) = state
+        .app
+        .audit
+        .access_review(&caller, as_of, q.tenant, window)
+        .await?;
     let members = review_members_json(&review);
+    let cursor = |edge: bool, member: Option<&idstream_access::ReviewedMember>| {
+        member
+            .filter(|_| edge)
+            .map(|member| member.user.to_string())
+    };
     Ok(Json(serde_json::json!({
         "as_of": info.map(AsOfBody::from),
         "tenant": review.review.tenant,
         "members": members,
+        "next": cursor(review.later, review.review.members.last()),
+        "previous": cursor(review.earlier, review.review.members.first()),
     }))
     .into_response())
+}
+
+fn csv_response(body: axum::body::Body) -> Response {
+    ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
+}
+
+/// People read per step of the CSV download.
+const CSV_PAGE: usize = 500;
+
+/// The whole access review of `tenant` as CSV, read and sent [`CSV_PAGE`] people at a time, so
+/// the download of a large organisation starts at once and is never held whole in memory. The
+/// first page is read before answering (a refusal is an error response, not a broken
+/// download). Read now, each page comes from the live read models as they are when it is read;
+/// at a past moment every page comes from that moment's replay.
+pub async fn review_csv_body(
+    audit: idstream_app::Audit,
+    caller: idstream_app::Caller,
+    as_of: Option<AsOf>,
+    tenant: TenantId,
+) -> Result<axum::body::Body, idstream_app::AppError> {
+    let page = move |from: ReviewFrom| {
+        let (audit, caller, tenant) = (audit.clone(), caller.clone(), tenant.clone());
+        async move {
+            let window = ReviewWindow::Page {
+                from,
+                limit: CSV_PAGE,
+            };
+            let (_, review) = audit.access_review(&caller, as_of, tenant, window).await?;
+            let next = review
+                .later
+                .then(|| {
+                    review
+                        .review
+                        .members
+                        .last()
+                        .map(|m| ReviewFrom::After(m.user))
+                })
+                .flatten();
+            Ok::<_, idstream_app::AppError>((review_csv_rows(&review), next))
+        }
+    };
+    let (rows, next) = page(ReviewFrom::Start).await?;
+    let first = format!("{REVIEW_CSV_HEADER}{rows}");
+    let rest = futures::stream::unfold(next, move |from| {
+        let page = page.clone();
+        async move {
+            let from = from?;
+            match page(from).await {
+                Ok((rows, later)) => Some((Ok::<_, std::io::Error>(rows), later)),
+                Err(error) => Some((Err(std::io::Error::other(error.to_string())), None)),
+            }
+        }
+    });
+    Ok(axum::body::Body::from_stream(
+        futures::stream::once(async move { Ok::<_, std::io::Error>(first) }).chain(rest),
+    ))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
