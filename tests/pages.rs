@@ -786,6 +786,26 @@ async fn screenshots_for_the_readme() {
 
     // The administration console, on a laptop's screen.
     let world = ConsoleWorld::build(&svc).await;
+    // An application and an upstream provider, for the applications screen.
+    let shop = svc
+        .post(
+            "/v1/tenants/acme/clients",
+            json!({
+                "kind": "confidential", "name": "Shop",
+                "redirect_uris": ["https://shop.example.com/callback"],
+                "grant_types": ["authorization_code", "refresh_token"],
+                "scopes": ["openid", "email", "profile"],
+            }),
+        )
+        .await;
+    assert_eq!(shop.status, 201, "{shop:?}");
+    let corp = svc
+        .put(
+            "/v1/tenants/acme/identity-providers/corp",
+            json!({"name": "Corp", "issuer": "https://id.corp.example.com", "client_id": "idstream", "allowed_email_domains": ["corp.example.com"]}),
+        )
+        .await;
+    assert_eq!(corp.status / 100, 2, "{corp:?}");
     browser.client.set_window_size(1200, 1000).await.unwrap();
     sign_in_in_browser(&browser, &svc, &world.admin.email).await;
     let wanted = [
@@ -797,6 +817,7 @@ async fn screenshots_for_the_readme() {
         "console-time-travel",
         "console-access-review",
         "console-settings",
+        "console-applications",
         "console-platform",
     ];
     for (name, path) in world.screens() {

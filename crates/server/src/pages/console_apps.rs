@@ -103,7 +103,7 @@ async fn applications_screen(
         status,
         "admin_applications.html",
         context! { ..base(APPLICATIONS), ..context! {
-            csrf => csrf, editable => editable, clients => clients, providers => providers,
+            wide => true, csrf => csrf, editable => editable, clients => clients, providers => providers,
             error => error,
             secret_for => secret.as_ref().map(|(name, _)| name.clone()),
             secret => secret.map(|(_, secret)| secret),
