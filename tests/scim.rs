@@ -527,6 +527,23 @@ async fn entra_id_provisions_through_its_documented_requests() {
         .await;
     scim_ok(&renamed, 200);
     assert_eq!(renamed.body["userName"], "renamed.user");
+    // Found by its user name alone (neither the address nor a name holds these), any case.
+    for filter in [
+        r#"userName sw "RENAMED.""#,
+        r#"userName co "ed.us" and active eq true"#,
+        r#"userName ew "USER""#,
+    ] {
+        let found = w.get(&format!("/Users?filter={}", q(filter))).await;
+        assert_eq!(ids(&found), vec![named_id.clone()], "{filter}");
+    }
+    let found = w
+        .get(&format!("/Users?filter={}", q(r#"userName co "named@""#)))
+        .await;
+    assert_eq!(
+        total(&found),
+        0,
+        "the address is not the user name of someone given one"
+    );
     let clash = w
         .post(
             "/Users",

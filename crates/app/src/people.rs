@@ -626,6 +626,7 @@ pub fn search_page(
             last_sign_in: (query.last_sign_in_from, query.last_sign_in_to),
             verified: query.verified,
             attributes: &attribute_keys,
+            field: None,
             sort: query.sort,
             after: cursor.as_ref(),
             limit: query.limit.clamp(1, MAX_ROWS),

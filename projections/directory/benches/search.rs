@@ -804,6 +804,7 @@ fn search_of<'a>(tenant: &'a TenantId, case: &'a Case) -> Search<'a> {
         last_sign_in: (None, None),
         verified: None,
         attributes: &[],
+        field: None,
         sort: Sort {
             column: case.column,
             descending: false,

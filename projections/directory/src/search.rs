@@ -24,6 +24,13 @@
 //! last row (keyset pagination), so rows added between two pages are neither skipped nor
 //! repeated; a row whose sort key changes between pages may move.
 //!
+//! **Field matches** ([`FieldMatch`], SCIM's `eq`, `sw`, `co` and `ew` of the address, user
+//! name or a name) are decided exactly for users whose fields fold to their lower case: `eq`
+//! and `sw` as a range of the field's sort column (its keys equal to, then starting with, the
+//! value), `co` and `ew` by the n-grams and a comparison of the field alone; a user name that a
+//! tenant's provisioning client gave (held lower-cased) is compared as it is. The other users
+//! (a bitmap of them is kept) are narrowed as the text search narrows and left to the caller.
+//!
 //! **Totals** are exact when the candidates needed no one-by-one check, or at most
 //! [`EXACT_TOTAL_CHECKS`] of them; past that, `total` counts the matches among those checked
 //! and is a lower bound (`total_exact: false`).
@@ -241,10 +248,62 @@ pub struct Search<'a> {
     /// Attribute values in the scope's tenant: each `(name, key)` must hold, the key made by
     /// `idstream_domain::attributes::search_key` (ignored for [`Scope::Everyone`]).
     pub attributes: &'a [(String, String)],
+    /// One field compared with a value as SCIM compares it ([`FieldMatch`]).
+    pub field: Option<FieldMatch<'a>>,
     pub sort: Sort,
     pub after: Option<&'a Cursor>,
     pub limit: usize,
     pub now: OffsetDateTime,
+}
+
+/// A field of a user that a [`FieldMatch`] compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Email,
+    /// The user name the scope's tenant knows the person by: their address, unless its
+    /// provisioning client gave them a user name there ([`USER_NAME`], held lower-cased, so
+    /// compared exactly, one such member at a time). For [`Scope::Everyone`], the address.
+    UserName,
+    FirstName,
+    LastName,
+}
+
+/// How a [`FieldMatch`] compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldOp {
+    Equals,
+    StartsWith,
+    Contains,
+    EndsWith,
+}
+
+/// A field compared with a value as SCIM compares text that is not case-exact: the field's
+/// original lower-cased (`str::to_lowercase`) against the value lower-cased. An empty field
+/// matches nothing (SCIM leaves an empty name out of a resource).
+///
+/// The index holds fields folded, which is their lower case for the users whose fields are
+/// *plain* (no accents, ligatures, widths or case folds that differ): it decides those exactly,
+/// from the sort column of the field (`eq`, `sw`: a range of keys) or the n-grams (`co`, `ew`)
+/// and a comparison of the folded field; under [`Field::UserName`], whoever holds a provisioned
+/// user name in the tenant is decided by that name. Everyone else is *undecided*: kept among the
+/// candidates when their folded text contains the value folded and trimmed (as the text search
+/// finds them), for the caller to check; [`SearchPage::undecided`] counts them.
+#[derive(Debug, Clone, Copy)]
+pub struct FieldMatch<'a> {
+    pub field: Field,
+    pub op: FieldOp,
+    pub value: &'a str,
+}
+
+/// Whether a folded field holds `value` (lower-cased) under `op`; an empty field never does.
+fn field_holds(field: &str, op: FieldOp, value: &str) -> bool {
+    !field.is_empty()
+        && match op {
+            FieldOp::Equals => field == value,
+            FieldOp::StartsWith => field.starts_with(value),
+            FieldOp::Contains => field.contains(value),
+            FieldOp::EndsWith => field.ends_with(value),
+        }
 }
 
 /// One page of a search.
@@ -255,6 +314,9 @@ pub struct SearchPage {
     pub next: Option<Cursor>,
     pub total: u64,
     pub total_exact: bool,
+    /// Of `total`, the candidates a [`FieldMatch`] left undecided (none without one): the caller
+    /// checks them. When none, `total` counts matches.
+    pub undecided: u64,
 }
 
 /// Why a search cannot be answered.
@@ -289,6 +351,11 @@ struct Inner {
     attributes: HashMap<(TenantId, Box<str>), RoaringBitmap>,
     /// The attribute entries each user is in, to take them out when their values change.
     held_attributes: HashMap<u32, Vec<(TenantId, Box<str>)>>,
+    /// The users holding a provisioned user name ([`USER_NAME`]), by tenant.
+    named: HashMap<TenantId, RoaringBitmap>,
+    /// The slots that are not `plain` (and those without a view yet): what a [`FieldMatch`]
+    /// leaves undecided.
+    unplain: RoaringBitmap,
     /// Suspensions with an end, by end: when it passes, the user counts as active.
     lapsing: BTreeSet<(OffsetDateTime, u32)>,
     by_email: BTreeSet<(Arc<str>, UserId, u32)>,
@@ -569,6 +636,7 @@ impl Inner {
         });
         self.ordinals.insert(id, ordinal);
         self.everyone.insert(ordinal);
+        self.unplain.insert(ordinal);
         self.insert_orders(ordinal);
         self.statuses
             .entry(status_rank(UserStatus::Invited))
@@ -676,6 +744,11 @@ impl Inner {
         slot.verified = view.email_verified;
         slot.plain = plain;
         let (status, until) = (slot.status, slot.suspended_until);
+        if plain {
+            self.unplain.remove(ordinal);
+        } else {
+            self.unplain.insert(ordinal);
+        }
         if let Some(until) = until {
             self.lapsing.insert((until, ordinal));
         }
@@ -713,6 +786,24 @@ impl Inner {
                 self.held_attributes.insert(ordinal, entries);
             }
             return;
+        }
+        let named = |entries: &[(TenantId, Box<str>)]| -> Vec<TenantId> {
+            entries
+                .iter()
+                .filter(|(_, key)| key.starts_with(USER_NAME))
+                .map(|(tenant, _)| tenant.clone())
+                .collect()
+        };
+        for tenant in named(&old) {
+            if let Some(set) = self.named.get_mut(&tenant) {
+                set.remove(ordinal);
+                if set.is_empty() {
+                    self.named.remove(&tenant);
+                }
+            }
+        }
+        for tenant in named(&entries) {
+            self.named.entry(tenant).or_default().insert(ordinal);
         }
         for entry in old {
             if let Some(set) = self.attributes.get_mut(&entry) {
@@ -829,6 +920,122 @@ impl Inner {
         (found, true)
     }
 
+    /// Among `base`, the users a [`FieldMatch`] decides that match, and those it leaves
+    /// undecided (whose folded text contains the value folded).
+    fn field_matches(
+        &self,
+        base: &RoaringBitmap,
+        scope: Scope<'_>,
+        field: &FieldMatch<'_>,
+    ) -> (RoaringBitmap, RoaringBitmap) {
+        let (named, tenant) = match (field.field, scope) {
+            (Field::UserName, Scope::Tenant(tenant)) => (self.named.get(tenant), Some(tenant)),
+            _ => (None, None),
+        };
+        // Whoever holds a provisioned user name in the tenant is known by it, lower-cased
+        // ([`user_name_key`], exactly SCIM's comparison): decided from it, plain or not.
+        let mut unsure = base & &self.unplain;
+        let mut by_name = RoaringBitmap::new();
+        if let (Some(named), Some(tenant)) = (named, tenant) {
+            unsure -= named;
+            let value = field.value.to_lowercase();
+            by_name = (base & named)
+                .iter()
+                .filter(|ordinal| {
+                    self.user_name_of(*ordinal, tenant)
+                        .is_some_and(|name| field_holds(name, field.op, &value))
+                })
+                .collect();
+        }
+        let query: Vec<char> = fold(field.value.trim()).chars().collect();
+        if !unsure.is_empty() && !query.is_empty() {
+            let (matches, check) = self.text_matches(&query);
+            unsure &= matches;
+            if check {
+                let needle: String = query.iter().collect();
+                unsure = unsure
+                    .iter()
+                    .filter(|ordinal| self.slots[*ordinal as usize].text.contains(&needle))
+                    .collect();
+            }
+        }
+
+        let value = field.value.to_lowercase();
+        let key: fn(&Slot) -> &Arc<str> = match field.field {
+            Field::Email | Field::UserName => |slot| &slot.email,
+            Field::FirstName => |slot| &slot.first,
+            Field::LastName => |slot| &slot.last,
+        };
+        let decides = |ordinal: u32| {
+            let slot = &self.slots[ordinal as usize];
+            slot.plain
+                && !named.is_some_and(|named| named.contains(ordinal))
+                && field_holds(key(slot), field.op, &value)
+        };
+        let decided = match field.op {
+            // The keys equal to the value, then those it starts, are one range of the order.
+            FieldOp::Equals | FieldOp::StartsWith => {
+                let order = match field.field {
+                    Field::Email | Field::UserName => &self.by_email,
+                    Field::FirstName => &self.by_first,
+                    Field::LastName => &self.by_last,
+                };
+                let start = (Arc::<str>::from(value.as_str()), lowest_user(), 0);
+                let within = |key: &str| match field.op {
+                    FieldOp::Equals => key == value,
+                    _ => key.starts_with(value.as_str()),
+                };
+                // The range holds everyone of the index; past as many entries as `base` has,
+                // checking `base` itself is cheaper.
+                let budget = base.len().saturating_add(64);
+                let mut found = Vec::new();
+                let mut walked = 0u64;
+                let mut complete = true;
+                for (key, _, ordinal) in order.range(start..) {
+                    if !within(key) {
+                        break;
+                    }
+                    walked += 1;
+                    if walked > budget {
+                        complete = false;
+                        break;
+                    }
+                    if base.contains(*ordinal) && decides(*ordinal) {
+                        found.push(*ordinal);
+                    }
+                }
+                if complete {
+                    found.sort_unstable();
+                    RoaringBitmap::from_sorted_iter(found).unwrap_or_default()
+                } else {
+                    base.iter().filter(|ordinal| decides(*ordinal)).collect()
+                }
+            }
+            // A plain field that contains the value has each of its n-grams.
+            FieldOp::Contains | FieldOp::EndsWith => {
+                let chars: Vec<char> = value.chars().collect();
+                if chars.is_empty() {
+                    RoaringBitmap::new()
+                } else {
+                    let (mut grams, _) = self.text_matches(&chars);
+                    grams &= base;
+                    grams.iter().filter(|ordinal| decides(*ordinal)).collect()
+                }
+            }
+        };
+        (decided | by_name, unsure)
+    }
+
+    /// The user name (lower-cased) that `tenant`'s provisioning client gave the user in slot
+    /// `ordinal`, if any.
+    fn user_name_of(&self, ordinal: u32, tenant: &TenantId) -> Option<&str> {
+        self.held_attributes
+            .get(&ordinal)?
+            .iter()
+            .filter(|(held, _)| held == tenant)
+            .find_map(|(_, key)| key.strip_prefix(USER_NAME)?.strip_prefix('\0'))
+    }
+
     fn search(&self, search: &Search<'_>) -> Result<SearchPage, SearchError> {
         if let Some(cursor) = search.after
             && cursor.sort != search.sort
@@ -866,6 +1073,12 @@ impl Inner {
                 let entry = (tenant.clone(), Box::from(format!("{name}\0{key}")));
                 candidates &= self.attributes.get(&entry).unwrap_or(&empty);
             }
+        }
+        let mut undecided = 0;
+        if let Some(field) = &search.field {
+            let (decided, unsure) = self.field_matches(&candidates, search.scope, field);
+            undecided = unsure.len();
+            candidates = decided | unsure;
         }
 
         // The text: its n-gram matches, and the user it names by id.
@@ -989,6 +1202,7 @@ impl Inner {
             next,
             total,
             total_exact,
+            undecided,
         })
     }
 
@@ -1164,6 +1378,7 @@ impl Inner {
             last_sign_in: (None, None),
             verified: None,
             attributes: &[],
+            field: None,
             sort: Sort::default(),
             after: None,
             limit,

@@ -13,7 +13,8 @@ use time::{Duration, OffsetDateTime};
 use ulid::Ulid;
 
 use crate::search::{
-    Cursor, PeopleIndex, Scope, Search, SearchError, SearchPage, Sort, SortColumn,
+    Cursor, Field, FieldMatch, FieldOp, PeopleIndex, Scope, Search, SearchError, SearchPage, Sort,
+    SortColumn,
 };
 use crate::text::fold;
 use crate::{MembershipView, UserStatus, UserView, keys, seal};
@@ -266,6 +267,7 @@ fn search<'a>(scope: Scope<'a>, sort: Sort, limit: usize) -> Search<'a> {
         last_sign_in: (None, None),
         verified: None,
         attributes: &[],
+        field: None,
         sort,
         after: None,
         limit,
@@ -649,4 +651,219 @@ fn an_index_is_loaded_once_it_holds_its_tree() {
         cleared.is_loaded(),
         "a cleared index holds its emptied tree"
     );
+}
+
+/// What SCIM compares for `field` of `user` in `tenant`: the original, lower-cased (the
+/// provisioned user name, for the user name of someone who has one), or nothing when empty.
+fn scim_field(user: &UserView, tenant: &TenantId, field: Field) -> Option<String> {
+    let original = match field {
+        Field::Email => &user.email,
+        Field::UserName => user.user_names.get(tenant).unwrap_or(&user.email),
+        Field::FirstName => &user.first_name,
+        Field::LastName => &user.last_name,
+    };
+    (!original.is_empty()).then(|| original.to_lowercase())
+}
+
+fn scim_holds(actual: &str, op: FieldOp, value: &str) -> bool {
+    let value = value.to_lowercase();
+    match op {
+        FieldOp::Equals => actual == value,
+        FieldOp::StartsWith => actual.starts_with(&value),
+        FieldOp::Contains => actual.contains(&value),
+        FieldOp::EndsWith => actual.ends_with(&value),
+    }
+}
+
+/// Given users with accented, full-width, ligatured and plain names, some holding a provisioned
+/// user name, when a field is compared (`eq`, `sw`, `co`, `ew` of each field, values of any
+/// case, whole fields and pieces of them), then the candidates are exactly the users whose
+/// fields fold to their lower case and match as SCIM compares (lower case against lower case),
+/// (and, for the user name, those holding a provisioned one, by it), and those the index leaves
+/// undecided (fields that do not fold so) whose folded text contains the value; every user
+/// matching as SCIM compares is among them; they
+/// come in the search's order, page by page, and `undecided` counts the undecided.
+#[test]
+fn a_field_match_decides_plain_users_exactly_and_leaves_the_others_to_the_caller() {
+    let acme = tenant("acme");
+    let ops = [
+        FieldOp::Equals,
+        FieldOp::StartsWith,
+        FieldOp::Contains,
+        FieldOp::EndsWith,
+    ];
+    let fields = [
+        Field::Email,
+        Field::UserName,
+        Field::FirstName,
+        Field::LastName,
+    ];
+    let fixed = [
+        "ada",
+        "ADA",
+        "Lov",
+        "LOVELACE",
+        "jos",
+        "José",
+        "JOSE",
+        "ｊｏ",
+        "a",
+        "ss",
+        "Straße",
+        "@example.com",
+        "celik",
+        "Çe",
+        "山",
+        "иван",
+        "zz",
+        "e",
+        "ng",
+    ];
+    for seed in 1..=3u64 {
+        let (mut world, mut rng) = world(100 + seed, 250);
+        // Some people of acme have a provisioned user name there; some people are renamed.
+        let ids: Vec<UserId> = world.users.keys().copied().collect();
+        for id in ids
+            .choose_multiple(&mut rng, 60)
+            .copied()
+            .collect::<Vec<_>>()
+        {
+            let mut view = world.users[&id].clone();
+            if rng.random_bool(0.5) {
+                let name = *["JDoe", "ada.L", "Grace", "lovelace-7", "Zoë"]
+                    .choose(&mut rng)
+                    .unwrap();
+                view.user_names
+                    .insert(acme.clone(), format!("{name}{}", rng.random_range(0..9)));
+            } else {
+                view.last_name = LAST.choose(&mut rng).unwrap().to_uppercase();
+            }
+            world.put_user(view);
+        }
+        let mut values: Vec<String> = fixed.iter().map(|v| v.to_string()).collect();
+        let views: Vec<UserView> = world.users.values().cloned().collect();
+        for _ in 0..30 {
+            let user = views.choose(&mut rng).unwrap();
+            let text = [&user.email, &user.first_name, &user.last_name]
+                .choose(&mut rng)
+                .unwrap()
+                .to_string();
+            let chars: Vec<char> = text.chars().collect();
+            if chars.is_empty() {
+                continue;
+            }
+            let from = rng.random_range(0..chars.len());
+            let to = rng.random_range(from + 1..=chars.len());
+            let piece: String = chars[from..to].iter().collect();
+            values.push(if rng.random_bool(0.5) {
+                piece.to_uppercase()
+            } else {
+                piece
+            });
+        }
+        let statuses = [
+            UserStatus::Active,
+            UserStatus::Invited,
+            UserStatus::Suspended,
+        ];
+        for (i, value) in values.iter().enumerate() {
+            for field in fields {
+                let op = ops[(i + field as usize) % ops.len()];
+                let mut s = search(
+                    Scope::Tenant(&acme),
+                    Sort {
+                        column: SortColumn::CreatedAt,
+                        descending: i % 2 == 1,
+                    },
+                    1 + i % 40,
+                );
+                if i % 3 == 0 {
+                    s.statuses = &statuses;
+                }
+                s.field = Some(FieldMatch {
+                    field,
+                    op,
+                    value: value.as_str(),
+                });
+                // The oracle: those in scope (no field), then decided and undecided.
+                let scoped = world.expected(&Search {
+                    field: None,
+                    ..s.clone()
+                });
+                let needle = fold(value.trim());
+                let mut undecided = 0;
+                let expected: Vec<UserId> = scoped
+                    .into_iter()
+                    .filter(|id| {
+                        let user = &world.users[id];
+                        let erased = user.status == UserStatus::Erased;
+                        let plain = erased
+                            || [&user.email, &user.first_name, &user.last_name]
+                                .iter()
+                                .all(|t| fold(t) == t.to_lowercase());
+                        let named = field == Field::UserName && user.user_names.contains_key(&acme);
+                        let truth = !erased
+                            && scim_field(user, &acme, field)
+                                .is_some_and(|actual| scim_holds(&actual, op, value));
+                        let text_has = !erased
+                            && (fold(&user.email).contains(&needle)
+                                || full_name(user).contains(&needle));
+                        if named || plain {
+                            // Decided: plainly, or by the provisioned name.
+                            truth
+                        } else {
+                            assert!(
+                                text_has || !truth,
+                                "{value:?} {op:?} {field:?}: {user:?} would be missed"
+                            );
+                            undecided += u64::from(text_has);
+                            text_has
+                        }
+                    })
+                    .collect();
+                let (found, first) = all_pages(&world.index, &s);
+                assert_eq!(found, expected, "seed {seed}, {s:?}");
+                assert_eq!(first.total, expected.len() as u64, "seed {seed}, {s:?}");
+                assert_eq!(first.undecided, undecided, "seed {seed}, {s:?}");
+            }
+        }
+    }
+}
+
+/// Given a sort column's range far longer than the tenant, when a field is compared, then the
+/// tenant's members are checked one by one instead, with the same answer.
+#[test]
+fn a_field_match_over_a_small_tenant_of_a_large_index_checks_the_tenant() {
+    let mut world = World::new();
+    let mut rng = StdRng::seed_from_u64(5);
+    let acme = tenant("acme");
+    let mut members = Vec::new();
+    for n in 0..600 {
+        let mut user = world.random_user(&mut rng);
+        user.last_name = format!("Lovelace{n}");
+        user.first_name = "Ada".into();
+        let id = user.id;
+        world.put_user(user);
+        if n % 50 == 0 {
+            world.put_membership(&acme, id, [role("user")].into());
+            members.push(id);
+        }
+    }
+    for (op, value, count) in [
+        (FieldOp::StartsWith, "LOVELACE", 12),
+        (FieldOp::StartsWith, "lovelace1", 2),
+        (FieldOp::Equals, "lovelace100", 1),
+        (FieldOp::Equals, "lovelace", 0),
+    ] {
+        let mut s = search(Scope::Tenant(&acme), Sort::default(), 100);
+        s.field = Some(FieldMatch {
+            field: Field::LastName,
+            op,
+            value,
+        });
+        let page = world.index.search(&s).unwrap();
+        assert_eq!(page.total, count, "{op:?} {value}");
+        assert_eq!(page.undecided, 0);
+        assert!(page.users.iter().all(|id| members.contains(id)));
+    }
 }

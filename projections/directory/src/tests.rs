@@ -880,6 +880,7 @@ fn an_external_id_finds_its_member_in_its_own_tenant_only_and_goes_with_a_change
                 last_sign_in: (None, None),
                 verified: None,
                 attributes: &wanted,
+                field: None,
                 sort: Sort::default(),
                 after: None,
                 limit: 10,

@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use idstream_directory::search::{
-    EXTERNAL_ID, FoldedRow, Scope, Search, Sort as DirectorySort, SortColumn, USER_NAME,
-    user_name_key,
+    EXTERNAL_ID, Field, FieldMatch, FieldOp, FoldedRow, Scope, Search, SearchPage,
+    Sort as DirectorySort, SortColumn, USER_NAME, user_name_key,
 };
 use idstream_directory::{MembershipView, TenantView, UserStatus, UserView};
 use idstream_domain::access::Action;
@@ -295,12 +295,39 @@ pub(crate) fn user_resource(
 }
 
 /// What the directory's index can narrow a filter that has no [`lookups`] to: the status and
-/// a text search; `exact` when the index answers it alone.
+/// a text search; `exact` when the index answers it alone. `field` when the filter is one
+/// comparison of the address, user name or a name (and `active` at most): the index compares
+/// that field as SCIM does for everyone whose fields fold to their lower case
+/// ([`FieldMatch`]), and narrows the others as the text search does.
 #[derive(Debug, Default)]
 struct Narrow {
     active: Option<bool>,
     text: Option<String>,
     exact: bool,
+    field: Option<(Field, FieldOp, String)>,
+}
+
+/// The field and comparison the index makes of `path op value`, if it makes it.
+fn field_match(path: &AttrPath, op: CompareOp, value: &str) -> Option<(Field, FieldOp, String)> {
+    let field = if is(path, "userName", None) {
+        Field::UserName
+    } else if is(path, "emails", None) || is(path, "emails", Some("value")) {
+        Field::Email
+    } else if is(path, "name", Some("givenName")) {
+        Field::FirstName
+    } else if is(path, "name", Some("familyName")) {
+        Field::LastName
+    } else {
+        return None;
+    };
+    let op = match op {
+        CompareOp::Eq => FieldOp::Equals,
+        CompareOp::Sw => FieldOp::StartsWith,
+        CompareOp::Co => FieldOp::Contains,
+        CompareOp::Ew => FieldOp::EndsWith,
+        _ => return None,
+    };
+    Some((field, op, value.to_owned()))
 }
 
 /// A lookup naming a few people at most.
@@ -407,10 +434,11 @@ fn narrow(filter: &Filter) -> Narrow {
         },
         Filter::Compare {
             path,
-            op: CompareOp::Eq | CompareOp::Sw | CompareOp::Co | CompareOp::Ew,
+            op: op @ (CompareOp::Eq | CompareOp::Sw | CompareOp::Co | CompareOp::Ew),
             value: Value::String(s),
         } if searchable_text(path) && !s.trim().is_empty() => Narrow {
             text: Some(s.trim().to_owned()),
+            field: field_match(path, *op, s),
             ..Narrow::default()
         },
         Filter::And(parts) => {
@@ -418,14 +446,17 @@ fn narrow(filter: &Filter) -> Narrow {
                 exact: true,
                 ..Narrow::default()
             };
+            let mut field = None;
             for part in parts {
                 let one = narrow(part);
-                all.exact &= one.exact;
+                // Exact but for its one field comparison, which the index makes.
+                all.exact &= one.exact || one.field.is_some();
                 if let Some(text) = one.text {
                     if all.text.is_some() {
                         all.exact = false;
                     } else {
                         all.text = Some(text);
+                        field = one.field;
                     }
                 }
                 if let Some(active) = one.active {
@@ -435,6 +466,12 @@ fn narrow(filter: &Filter) -> Narrow {
                         all.active = Some(active);
                     }
                 }
+            }
+            if all.text.is_some() {
+                if all.exact {
+                    all.field = field;
+                }
+                all.exact = false;
             }
             all
         }
@@ -611,9 +648,12 @@ impl Scim {
 
     /// `GET /Users` (and `POST /Users/.search`): the members matching the filter, sorted and
     /// paged. Filters on `id`, `userName`, `externalId` and `active` (and `and`s of them) are
-    /// answered by the directory's index alone; text comparisons of the name and address are
-    /// narrowed by its text search and checked one by one; anything else is checked against
-    /// every member, up to [`MAX_CANDIDATES`].
+    /// answered by the directory's index alone, and so is one `eq`, `sw`, `co` or `ew` of the
+    /// user name, address, given or family name (with `active` at most) when everyone it finds
+    /// has fields that fold to their lower case ([`FieldMatch`]); other text comparisons of the
+    /// name and address (and the people such a comparison leaves undecided) are narrowed by
+    /// its text search and checked one by one; anything else is checked against every member,
+    /// up to [`MAX_CANDIDATES`].
     ///
     /// Who: an API key of the tenant with `scim:read`.
     pub async fn list_users(
@@ -685,15 +725,25 @@ impl Scim {
             None => LISTED.to_vec(),
         };
         let order = directory_sort(sort.as_ref());
+        let field = narrow.field.as_ref().map(|(field, op, value)| FieldMatch {
+            field: *field,
+            op: *op,
+            value,
+        });
         let search = |limit: usize| Search {
             scope: Scope::Tenant(&tenant),
-            text: narrow.text.as_deref(),
+            text: if field.is_some() {
+                None
+            } else {
+                narrow.text.as_deref()
+            },
             roles: &[],
             statuses: &statuses,
             created: (None, None),
             last_sign_in: (None, None),
             verified: None,
             attributes: &[],
+            field,
             sort: order.unwrap_or_default(),
             after: None,
             limit,
@@ -701,15 +751,9 @@ impl Scim {
         };
         let directory = self.directory();
         let people = directory.people();
-        if narrow.exact
-            && narrow.text.is_none()
-            && let Some(_) = order
-        {
-            // The index answers the filter: read only the page.
-            let window_end = paging.start_index.saturating_sub(1) + paging.count;
-            let page = people
-                .search(&search(window_end.max(1)))
-                .map_err(|e| internal(e.to_string()))?;
+        let window_end = paging.start_index.saturating_sub(1) + paging.count;
+        // The page of an answer the index gave alone, with its total: only the page is read.
+        let answered = |page: SearchPage| -> Result<ListResponse, AppError> {
             let mut bodies = Vec::new();
             let window = page
                 .users
@@ -721,11 +765,30 @@ impl Scim {
                     bodies.push(resource(&member));
                 }
             }
-            return Ok(ListResponse::new(
+            Ok(ListResponse::new(
                 usize::try_from(page.total).unwrap_or(usize::MAX),
                 paging.start_index,
                 shaped(bodies),
-            ));
+            ))
+        };
+        if narrow.exact
+            && narrow.text.is_none()
+            && let Some(_) = order
+        {
+            // The index answers the filter.
+            let page = people
+                .search(&search(window_end.max(1)))
+                .map_err(|e| internal(e.to_string()))?;
+            return answered(page);
+        }
+        if field.is_some() && order.is_some() {
+            // One field comparison: the index answers it when it decided everyone it found.
+            let page = people
+                .search(&search(window_end.max(1)))
+                .map_err(|e| internal(e.to_string()))?;
+            if page.undecided == 0 {
+                return answered(page);
+            }
         }
 
         // Checked one by one.
@@ -757,7 +820,8 @@ impl Scim {
                 && row.plain
                 && !row.provisioned_name
             {
-                if !matches(&light_resource(row))? {
+                // Under a field comparison the index found such a person because they match.
+                if field.is_none() && !matches(&light_resource(row))? {
                     continue;
                 }
                 if window.contains(&total) && bodies.len() < paging.count {
@@ -1200,6 +1264,7 @@ impl Scim {
                 last_sign_in: (None, None),
                 verified: None,
                 attributes,
+                field: None,
                 sort: DirectorySort {
                     column: SortColumn::CreatedAt,
                     descending: false,
@@ -1356,6 +1421,38 @@ mod tests {
         let text = plan(r#"name.familyName sw "Lov""#);
         assert!(!text.exact);
         assert_eq!(text.text.as_deref(), Some("Lov"));
+        assert_eq!(
+            text.field,
+            Some((Field::LastName, FieldOp::StartsWith, "Lov".into()))
+        );
+        // One field comparison, with `active` at most, is the index's to answer; the value as
+        // given (SCIM does not trim it).
+        let both = plan(r#"userName co " lov" and active eq true"#);
+        assert_eq!(both.active, Some(true));
+        assert_eq!(
+            both.field,
+            Some((Field::UserName, FieldOp::Contains, " lov".into()))
+        );
+        assert_eq!(
+            plan(r#"emails.value ew "@example.com""#).field,
+            Some((Field::Email, FieldOp::EndsWith, "@example.com".into()))
+        );
+        assert_eq!(
+            plan(r#"name.givenName eq "Ada""#).field,
+            Some((Field::FirstName, FieldOp::Equals, "Ada".into()))
+        );
+        for unanswered in [
+            r#"displayName co "ada""#,
+            r#"name.formatted sw "ada""#,
+            r#"userName co "a" and name.givenName sw "b""#,
+            r#"userName co "a" and title pr"#,
+            r#"userName co "a" and active eq true and active eq false"#,
+            r#"userName co "a" or active eq true"#,
+            r#"not (userName co "a")"#,
+            r#"userName gt "a""#,
+        ] {
+            assert_eq!(plan(unanswered).field, None, "{unanswered}");
+        }
         for broad in [
             r#"userName eq "a" or userName eq "b""#,
             r#"not (active eq true)"#,
