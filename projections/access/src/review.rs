@@ -77,7 +77,8 @@ pub struct ReviewPage {
     /// Whether there may be people before the page (a page after someone says so without
     /// looking).
     pub earlier: bool,
-    /// Whether there are people after the page.
+    /// Whether there are people after the page (before someone: whether anyone, holding
+    /// something or not, comes after it).
     pub later: bool,
 }
 
@@ -308,7 +309,17 @@ impl Access {
         }
         let (earlier, later) = if descending {
             members.reverse();
-            (more, true)
+            // Someone after the page: anyone at or after the person it was asked before.
+            let mut later = false;
+            if let Some(last) = members.last() {
+                for prefix in &sources {
+                    if adjacent_user(self.tree(), prefix, Some(&last.user), false)?.is_some() {
+                        later = true;
+                        break;
+                    }
+                }
+            }
+            (more, later)
         } else {
             (matches!(from, ReviewFrom::After(_)), more)
         };
