@@ -63,6 +63,20 @@ impl Audit {
         self.require_tenant(tenant).await
     }
 
+    /// The replay of the read models at `as_of` (rebuilt only when not already at hand, or when
+    /// an erasure came after it), and the moment it stands for.
+    async fn past(
+        &self,
+        as_of: AsOf,
+    ) -> Result<(std::sync::Arc<crate::replay::Replay>, OffsetDateTime), AppError> {
+        let replay = self
+            .replays
+            .at(as_of, self.last_erasure().await?, |_, _| {})
+            .await?;
+        let at = replay.moment(as_of);
+        Ok((replay, at))
+    }
+
     /// The position of the last erasure in the log (the read models catch up with the log
     /// first, so an erasure just made is never missed).
     async fn last_erasure(&self) -> Result<Position, AppError> {
@@ -83,11 +97,7 @@ impl Audit {
         record: Option<RecordId>,
     ) -> Result<(ReplayInfo, Explanation), AppError> {
         self.auditor(caller, &tenant).await?;
-        let replay = self
-            .replays
-            .at(as_of, self.last_erasure().await?, |_, _| {})
-            .await?;
-        let at = replay.moment(as_of);
+        let (replay, at) = self.past(as_of).await?;
         let explanation = replay
             .access
             .explain(CheckRequest {
@@ -116,11 +126,7 @@ impl Audit {
         record: RecordId,
     ) -> Result<(ReplayInfo, Vec<ExplainedHolder>), AppError> {
         self.auditor(caller, &tenant).await?;
-        let replay = self
-            .replays
-            .at(as_of, self.last_erasure().await?, |_, _| {})
-            .await?;
-        let at = replay.moment(as_of);
+        let (replay, at) = self.past(as_of).await?;
         let holders = holders(&replay, at, &tenant, &permission, &record)?;
         Ok((replay.info_at(at), holders))
     }
@@ -177,11 +183,7 @@ impl Audit {
                 Ok((None, review))
             }
             Some(as_of) => {
-                let replay = self
-                    .replays
-                    .at(as_of, self.last_erasure().await?, |_, _| {})
-                    .await?;
-                let at = replay.moment(as_of);
+                let (replay, at) = self.past(as_of).await?;
                 let review = read(&replay.access, &replay.directory, at)?;
                 Ok((Some(replay.info_at(at)), review))
             }
@@ -222,11 +224,7 @@ impl Audit {
                 Ok((None, read(&self.identity())?))
             }
             Some(as_of) => {
-                let replay = self
-                    .replays
-                    .at(as_of, self.last_erasure().await?, |_, _| {})
-                    .await?;
-                let at = replay.moment(as_of);
+                let (replay, at) = self.past(as_of).await?;
                 Ok((Some(replay.info_at(at)), read(&replay.identity)?))
             }
         }

@@ -394,9 +394,7 @@ impl Access {
             let Ok(entity_name) = entity.parse::<EntityName>() else {
                 continue;
             };
-            let mut records = prefix.clone();
-            records.extend_from_slice(name.as_bytes());
-            records.push(b'/');
+            let records = keys::index_of(tenant, &entity_name, user);
             for key in self.tree().scan_prefix(&records).keys() {
                 let key = key?;
                 let Some(record) = std::str::from_utf8(&key[records.len()..])
