@@ -155,6 +155,10 @@ impl KeyStore for FileKeyStore {
         blocking(move || store.get_blocking(&name)).await
     }
 
+    fn get_now(&self, name: &str) -> Option<Result<Option<Zeroizing<Vec<u8>>>, KeyStoreError>> {
+        Some(check_name(name).and_then(|()| self.get_blocking(name)))
+    }
+
     async fn create(&self, name: &str, value: &[u8]) -> Result<bool, KeyStoreError> {
         check_name(name)?;
         let store = self.clone();

@@ -84,6 +84,15 @@ enum Slot {
     Gone,
 }
 
+impl Slot {
+    fn key(self) -> Option<UserKey> {
+        match self {
+            Slot::Key(key) => Some(key),
+            Slot::Gone => None,
+        }
+    }
+}
+
 /// The per-user keys, read through a small cache.
 pub struct PersonalKeys {
     store: Arc<dyn KeyStore>,
@@ -159,18 +168,24 @@ impl PersonalKeys {
             Some(slot) => slot,
             None => {
                 let name = key_name(user)?;
-                let slot = match self.store.get(&name).await? {
-                    Some(stored) => parse(&stored),
-                    None => return Err(PersonalDataError::KeyMissing(user.to_owned())),
-                };
-                self.remember(user, slot.clone());
-                slot
+                self.stored(user, self.store.get(&name).await?)?
             }
         };
-        Ok(match slot {
-            Slot::Key(key) => Some(key),
-            Slot::Gone => None,
-        })
+        Ok(slot.key())
+    }
+
+    /// What the store held for `user`'s key, remembered; a key never created is an error.
+    fn stored(
+        &self,
+        user: &str,
+        stored: Option<Zeroizing<Vec<u8>>>,
+    ) -> Result<Slot, PersonalDataError> {
+        let Some(stored) = stored else {
+            return Err(PersonalDataError::KeyMissing(user.to_owned()));
+        };
+        let slot = parse(&stored);
+        self.remember(user, slot.clone());
+        Ok(slot)
     }
 
     /// [`PersonalKeys::for_writing`] from code that cannot wait (a read model's fold, a query):
@@ -186,11 +201,19 @@ impl PersonalKeys {
 
     /// [`PersonalKeys::for_reading`] from code that cannot wait (see
     /// [`PersonalKeys::for_writing_now`]).
+    /// A store that answers on the calling thread ([`KeyStore::get_now`]: a file, memory) is
+    /// read there; only a remote one is waited for on the runtime.
     pub fn for_reading_now(&self, user: &str) -> Result<Option<UserKey>, PersonalDataError> {
         match self.cached(user) {
             Some(Slot::Key(key)) => Ok(Some(key)),
             Some(Slot::Gone) => Ok(None),
-            None => wait_for(self.for_reading(user)),
+            None => {
+                let name = key_name(user)?;
+                match self.store.get_now(&name) {
+                    Some(stored) => Ok(self.stored(user, stored?)?.key()),
+                    None => wait_for(self.for_reading(user)),
+                }
+            }
         }
     }
 
@@ -549,6 +572,32 @@ mod tests {
         assert!(copied);
         open_envelope(&reader, &mut read).await.unwrap();
         assert_eq!(read.data["email"], "ada@example.com");
+    }
+
+    /// A file store answers a query's read on the calling thread, outside any runtime too: the
+    /// key written, a key never made (an error, not remembered), and an erased one.
+    #[test]
+    fn a_file_store_is_read_on_the_calling_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = keys(dir.path());
+        let written = writer.for_writing_now(USER).unwrap();
+        let other = "01J00000000000000000000OTH";
+
+        let reader = keys(dir.path());
+        let store = FileKeyStore::open(dir.path()).unwrap();
+        assert!(store.get_now(&key_name(USER).unwrap()).is_some());
+        let read = reader.for_reading_now(USER).unwrap().unwrap();
+        assert_eq!(read.as_slice(), written.as_slice());
+        assert!(matches!(
+            reader.for_reading_now(other),
+            Err(PersonalDataError::KeyMissing(user)) if user == other
+        ));
+        assert!(!reader.known_erased(other));
+
+        wait_for(writer.erase(USER)).unwrap();
+        let fresh = keys(dir.path());
+        assert!(fresh.for_reading_now(USER).unwrap().is_none());
+        assert!(fresh.known_erased(USER));
     }
 
     #[tokio::test]

@@ -41,6 +41,14 @@ pub trait KeyStore: Send + Sync {
     async fn replace(&self, name: &str, expected: &[u8], new: &[u8])
     -> Result<bool, KeyStoreError>;
 
+    /// [`KeyStore::get`] for a store that can answer on the calling thread without waiting on
+    /// anything but its own disk (a file, memory): what a query reading many people's sealed
+    /// fields uses instead of handing each read to another thread. `None`: this store must be
+    /// asked with [`KeyStore::get`].
+    fn get_now(&self, _name: &str) -> Option<Result<Option<Zeroizing<Vec<u8>>>, KeyStoreError>> {
+        None
+    }
+
     /// The names of every value stored, in no particular order: what a backup or a migration
     /// copies. Stores that cannot list say so.
     async fn names(&self) -> Result<Vec<String>, KeyStoreError> {
@@ -73,6 +81,10 @@ impl KeyStore for MemoryKeyStore {
     async fn get(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, KeyStoreError> {
         check_name(name)?;
         Ok(self.values().get(name).cloned())
+    }
+
+    fn get_now(&self, name: &str) -> Option<Result<Option<Zeroizing<Vec<u8>>>, KeyStoreError>> {
+        Some(check_name(name).map(|()| self.values().get(name).cloned()))
     }
 
     async fn create(&self, name: &str, value: &[u8]) -> Result<bool, KeyStoreError> {
