@@ -859,6 +859,22 @@ async fn a_bulk_request_creates_people_and_a_group_naming_them_by_bulk_id() {
         .get(&format!("/Users?filter={}", q("active eq false")))
         .await;
     assert_eq!(total(&inactive), 1);
+    // A page of twenty is read by several threads at once and still comes in its order.
+    let page = w
+        .get(&format!(
+            "/Users?filter={}&sortBy=userName&count=100",
+            q(r#"userName sw "bulk""#)
+        ))
+        .await;
+    scim_ok(&page, 200);
+    assert_eq!(total(&page), 20);
+    let mut expected: Vec<String> = (0..20).map(|n| format!("bulk{n}@acme.example")).collect();
+    expected.sort();
+    let listed: Vec<String> = resources(&page)
+        .iter()
+        .map(|r| r["userName"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(listed, expected);
 
     // failOnErrors stops after that many failures.
     let stopped = w

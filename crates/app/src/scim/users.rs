@@ -31,6 +31,11 @@ use crate::{AppError, NewUserRequest};
 /// one by one; a broader one is refused (400 `tooMany`) and asks for a narrower filter.
 pub const MAX_CANDIDATES: usize = 50_000;
 
+/// Threads that read a page of people at once ([`Scim::members_of`]), each a share of at least
+/// [`MIN_PER_READER`] people.
+const READERS: usize = 8;
+const MIN_PER_READER: usize = 8;
+
 /// A member as the read models have them.
 pub(crate) struct Member {
     pub view: UserView,
@@ -591,6 +596,52 @@ impl Scim {
         Ok(Some(Member { view, membership }))
     }
 
+    /// The members of `tenant` among `ids`, in their order (those who are not are left out).
+    /// A page of people is read [`READERS`] at a time on threads of their own: for people read
+    /// for the first time, each is a few reads from disk (their view, their membership, their
+    /// key), which then overlap instead of following one another.
+    fn members_of(&self, tenant: &TenantId, ids: &[UserId]) -> Result<Vec<Member>, AppError> {
+        let read = |ids: &[UserId]| -> Result<Vec<Member>, AppError> {
+            let mut members = Vec::with_capacity(ids.len());
+            for id in ids {
+                members.extend(self.member(tenant, &id.to_string())?);
+            }
+            Ok(members)
+        };
+        let per_reader = ids.len().div_ceil(READERS).max(MIN_PER_READER);
+        if ids.len() <= per_reader {
+            return read(ids);
+        }
+        // The readers see the service's runtime, as the calling thread does, for a key store
+        // that must be waited on (`PersonalKeys::for_reading_now`).
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let parts = std::thread::scope(|scope| {
+            let readers: Vec<_> = ids
+                .chunks(per_reader)
+                .map(|part| {
+                    let runtime = runtime.clone();
+                    scope.spawn(move || {
+                        let _entered = runtime.as_ref().map(|runtime| runtime.enter());
+                        read(part)
+                    })
+                })
+                .collect();
+            readers
+                .into_iter()
+                .map(|reader| {
+                    reader
+                        .join()
+                        .unwrap_or_else(|_| Err(internal("a reader of the page stopped")))
+                })
+                .collect::<Vec<_>>()
+        });
+        let mut members = Vec::with_capacity(ids.len());
+        for part in parts {
+            members.extend(part?);
+        }
+        Ok(members)
+    }
+
     fn require_member(&self, tenant: &TenantId, id: &str) -> Result<Member, AppError> {
         self.member(tenant, id)?
             .ok_or_else(|| AppError::Scim(ScimError::new(404, None, "no such User")))
@@ -754,17 +805,18 @@ impl Scim {
         let window_end = paging.start_index.saturating_sub(1) + paging.count;
         // The page of an answer the index gave alone, with its total: only the page is read.
         let answered = |page: SearchPage| -> Result<ListResponse, AppError> {
-            let mut bodies = Vec::new();
-            let window = page
+            let window: Vec<UserId> = page
                 .users
                 .iter()
                 .skip(paging.start_index.saturating_sub(1))
-                .take(paging.count);
-            for id in window {
-                if let Some(member) = self.member(&tenant, &id.to_string())? {
-                    bodies.push(resource(&member));
-                }
-            }
+                .take(paging.count)
+                .copied()
+                .collect();
+            let bodies = self
+                .members_of(&tenant, &window)?
+                .iter()
+                .map(resource)
+                .collect();
             Ok(ListResponse::new(
                 usize::try_from(page.total).unwrap_or(usize::MAX),
                 paging.start_index,
