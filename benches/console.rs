@@ -42,37 +42,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use idstream_app::identity::{Bootstrap, SignIn};
-use idstream_app::scim::{BulkOperationRequest, BulkRequest, Endpoint};
+use idstream_app::scim::Endpoint;
 use idstream_app::{Authenticated, Caller, Credential};
 use idstream_domain::TenantId;
-use serde_json::{Value, json};
-
-const FIRST: [&str; 20] = [
-    "Ada", "Alan", "Grace", "Edsger", "Barbara", "Donald", "Frances", "John", "Margaret", "Ken",
-    "Radia", "Dennis", "Shafi", "Leslie", "Hedy", "Tim", "Sophie", "Niklaus", "Karen", "Linus",
-];
-const LAST: [&str; 20] = [
-    "Lovelace",
-    "Turing",
-    "Hopper",
-    "Dijkstra",
-    "Liskov",
-    "Knuth",
-    "Allen",
-    "McCarthy",
-    "Hamilton",
-    "Thompson",
-    "Perlman",
-    "Ritchie",
-    "Goldwasser",
-    "Lamport",
-    "Lamarr",
-    "Berners",
-    "Wilson",
-    "Wirth",
-    "Sparck",
-    "Torvalds",
-];
+use serde_json::Value;
 
 const PASSWORD: &str = "Bench-Passphrase-2026";
 
@@ -81,30 +54,6 @@ fn knob(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn person(n: usize) -> Value {
-    let (first, last) = (FIRST[n % 20], LAST[(n / 20) % 20]);
-    json!({
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-        "userName": format!("{}.{}{n}@example.com", first.to_lowercase(), last.to_lowercase()),
-        "name": {"givenName": first, "familyName": format!("{last}{n}")},
-    })
-}
-
-fn bulk_of(from: usize, count: usize) -> BulkRequest {
-    BulkRequest {
-        fail_on_errors: None,
-        operations: (from..from + count)
-            .map(|n| BulkOperationRequest {
-                method: "POST".into(),
-                bulk_id: Some(format!("u{n}")),
-                version: None,
-                path: "/Users".into(),
-                data: Some(person(n)),
-            })
-            .collect(),
-    }
 }
 
 /// `text` for a query string.
@@ -216,20 +165,8 @@ fn main() -> anyhow::Result<()> {
 
         // --- fill the organisation ---
         let start = Instant::now();
-        let mut next = 0usize;
-        while next < users && start.elapsed() < fill_limit {
-            let count = (users - next).min(1_000);
-            let answer = app.scim.bulk(&key, &endpoint, bulk_of(next, count)).await?;
-            anyhow::ensure!(answer.results.iter().all(|r| r.outcome.is_ok()));
-            next += count;
-            if next.is_multiple_of(50_000) {
-                println!(
-                    "  {next} people in {:.0} s ({:.0}/s)",
-                    start.elapsed().as_secs_f64(),
-                    next as f64 / start.elapsed().as_secs_f64()
-                );
-            }
-        }
+        let next =
+            support::fill_by_scim(&app, &key, &endpoint, (0, users), false, fill_limit).await?;
         let members = next + 1;
         println!(
             "filled {next} people in {:.0} s; the organisation has {members} members{}",

@@ -23,6 +23,7 @@
 
 /// The allocator of the `idstream` binary, so that what runs in process here runs as it does there.
 #[path = "support/mod.rs"]
+#[allow(dead_code)]
 mod support;
 
 #[global_allocator]

@@ -19,40 +19,17 @@
 #[allow(dead_code)]
 mod support;
 
+/// The allocator of the `idstream` binary, so that what runs in process here runs as it does there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::{Duration, Instant};
 
 use idstream_app::identity::Bootstrap;
-use idstream_app::scim::{BulkOperationRequest, BulkRequest, Endpoint, ListQuery};
+use idstream_app::scim::{Endpoint, ListQuery};
 use idstream_app::{Authenticated, BulkOperation, Caller, Credential, NewUserRequest, PeopleQuery};
 use idstream_domain::{TenantId, UserId};
-use serde_json::json;
-
-const FIRST: [&str; 20] = [
-    "Ada", "Alan", "Grace", "Edsger", "Barbara", "Donald", "Frances", "John", "Margaret", "Ken",
-    "Radia", "Dennis", "Shafi", "Leslie", "Hedy", "Tim", "Sophie", "Niklaus", "Karen", "Linus",
-];
-const LAST: [&str; 20] = [
-    "Lovelace",
-    "Turing",
-    "Hopper",
-    "Dijkstra",
-    "Liskov",
-    "Knuth",
-    "Allen",
-    "McCarthy",
-    "Hamilton",
-    "Thompson",
-    "Perlman",
-    "Ritchie",
-    "Goldwasser",
-    "Lamport",
-    "Lamarr",
-    "Berners",
-    "Wilson",
-    "Wirth",
-    "Sparck",
-    "Torvalds",
-];
+use support::LAST;
 
 fn knob(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -62,28 +39,7 @@ fn knob(name: &str, default: usize) -> usize {
 }
 
 fn person(n: usize) -> serde_json::Value {
-    let (first, last) = (FIRST[n % 20], LAST[(n / 20) % 20]);
-    json!({
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-        "userName": format!("{}.{}{n}@example.com", first.to_lowercase(), last.to_lowercase()),
-        "externalId": format!("ext-{n}"),
-        "name": {"givenName": first, "familyName": format!("{last}{n}")},
-    })
-}
-
-fn bulk_of(from: usize, count: usize) -> BulkRequest {
-    BulkRequest {
-        fail_on_errors: None,
-        operations: (from..from + count)
-            .map(|n| BulkOperationRequest {
-                method: "POST".into(),
-                bulk_id: Some(format!("u{n}")),
-                version: None,
-                path: "/Users".into(),
-                data: Some(person(n)),
-            })
-            .collect(),
-    }
+    support::scim_person(n, true)
 }
 
 /// A filter shape: the filter for the person numbered `n`.
@@ -169,7 +125,7 @@ fn main() -> anyhow::Result<()> {
             // --- bulk: SCIM against the API's bulk, alternately, three times each ---
             let (mut scim_runs, mut api_runs) = (Vec::new(), Vec::new());
             for round in 0..3 {
-                let request = bulk_of(next, 1_000);
+                let request = support::scim_bulk(next, 1_000, true);
                 next += 1_000;
                 let start = Instant::now();
                 let answer = app.scim.bulk(&key, &endpoint, request).await?;
@@ -207,20 +163,15 @@ fn main() -> anyhow::Result<()> {
             );
 
             // --- fill the tenant ---
-            let start = Instant::now();
-            while next < users {
-                let count = (users - next).min(1_000);
-                let answer = app.scim.bulk(&key, &endpoint, bulk_of(next, count)).await?;
-                anyhow::ensure!(answer.results.iter().all(|r| r.outcome.is_ok()));
-                next += count;
-                if next.is_multiple_of(50_000) {
-                    println!(
-                        "  {next} people in {:.0} s ({:.0}/s)",
-                        start.elapsed().as_secs_f64(),
-                        (next - 3_000) as f64 / start.elapsed().as_secs_f64()
-                    );
-                }
-            }
+            next = support::fill_by_scim(
+                &app,
+                &key,
+                &endpoint,
+                (next, users),
+                true,
+                Duration::MAX,
+            )
+            .await?;
             if kept.is_some() {
                 std::fs::write(&state, format!("{admin} {next}"))?;
             }

@@ -39,10 +39,11 @@ const KEY_LEN: usize = 32;
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 
-/// Keys held in memory at most; past this the cache starts over (keys are re-read on demand).
-/// Read models open personal fields on every query and the search index opens every user's at
-/// start, so the cache is sized for a million people (about 130 MB), beyond which reads wait for
-/// the key store.
+/// Keys held in memory at most; when full, an eighth of them, chosen arbitrarily, is forgotten
+/// (forgotten keys are re-read on demand). Read models open personal fields on every query and
+/// the search index opens every user's at start, so the cache is sized for a million people
+/// (about 130 MB); beyond that most reads still find their key here and the rest wait for the
+/// key store, instead of every read doing so after the cache was emptied.
 const CACHE_LIMIT: usize = 1_000_000;
 
 /// How many compare-and-swap attempts an erasure makes.
@@ -97,6 +98,7 @@ impl Slot {
 pub struct PersonalKeys {
     store: Arc<dyn KeyStore>,
     cache: Mutex<HashMap<String, Slot>>,
+    limit: usize,
 }
 
 impl std::fmt::Debug for PersonalKeys {
@@ -107,9 +109,14 @@ impl std::fmt::Debug for PersonalKeys {
 
 impl PersonalKeys {
     pub fn new(store: Arc<dyn KeyStore>) -> PersonalKeys {
+        PersonalKeys::with_cache_limit(store, CACHE_LIMIT)
+    }
+
+    fn with_cache_limit(store: Arc<dyn KeyStore>, limit: usize) -> PersonalKeys {
         PersonalKeys {
             store,
             cache: Mutex::new(HashMap::new()),
+            limit: limit.max(1),
         }
     }
 
@@ -123,8 +130,19 @@ impl PersonalKeys {
 
     fn remember(&self, user: &str, slot: Slot) {
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if cache.len() >= CACHE_LIMIT {
-            cache.clear();
+        if cache.len() >= self.limit && !cache.contains_key(user) {
+            // Every eighth entry in the map's (randomly seeded) order: an arbitrary eighth.
+            let mut seen = 0usize;
+            cache.retain(|_, _| {
+                seen += 1;
+                !seen.is_multiple_of(8)
+            });
+            if cache.len() >= self.limit {
+                let any = cache.keys().next().cloned();
+                if let Some(any) = any {
+                    cache.remove(&any);
+                }
+            }
         }
         cache.insert(user.to_owned(), slot);
     }
@@ -598,6 +616,41 @@ mod tests {
         let fresh = keys(dir.path());
         assert!(fresh.for_reading_now(USER).unwrap().is_none());
         assert!(fresh.known_erased(USER));
+    }
+
+    /// A full cache forgets an eighth of its keys, not all of them, and a forgotten key reads
+    /// back the same from the store.
+    #[test]
+    fn a_full_cache_forgets_only_some_of_its_keys() {
+        let store: Arc<dyn KeyStore> = Arc::new(crate::MemoryKeyStore::default());
+        let writer = PersonalKeys::new(store.clone());
+        let users: Vec<String> = (0..200)
+            .map(|n| format!("01J000000000000000000{n:05}"))
+            .collect();
+        let written: Vec<UserKey> = users
+            .iter()
+            .map(|user| writer.for_writing_now(user).unwrap())
+            .collect();
+
+        let reader = PersonalKeys::with_cache_limit(store, 64);
+        for user in &users[..64] {
+            reader.for_reading_now(user).unwrap().unwrap();
+        }
+        assert_eq!(reader.cache.lock().unwrap().len(), 64);
+        reader.for_reading_now(&users[64]).unwrap().unwrap();
+        let held = reader.cache.lock().unwrap().len();
+        assert_eq!(
+            held,
+            64 - 64 / 8 + 1,
+            "an eighth forgotten, the new key remembered"
+        );
+        for (user, key) in users.iter().zip(&written) {
+            let read = reader.for_reading_now(user).unwrap().unwrap();
+            assert_eq!(read.as_slice(), key.as_slice());
+            let held = reader.cache.lock().unwrap().len();
+            assert!((56..=64).contains(&held), "{held} keys held");
+            assert!(reader.cached(user).is_some(), "the key just read is held");
+        }
     }
 
     #[tokio::test]
