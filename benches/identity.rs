@@ -21,11 +21,11 @@
 //! Everything runs in this process on the embedded log in a temporary directory (fsync per
 //! group commit, as in production on one machine).
 
-/// The allocator of the `idstream` binary, so that what runs in process here runs as it does there.
 #[path = "support/mod.rs"]
 #[allow(dead_code)]
 mod support;
 
+/// The allocator of the `idstream` binary, so that what runs in process here runs as it does there.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -25,11 +25,11 @@
 //! been written before the next try starts (as it would between two requests of an attacker
 //! who waits for each answer).
 
-/// The allocator of the `idstream` binary, so that what runs in process here runs as it does there.
 #[path = "support/mod.rs"]
 #[allow(dead_code)]
 mod support;
 
+/// The allocator of the `idstream` binary, so that what runs in process here runs as it does there.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -131,18 +131,13 @@ impl PersonalKeys {
     fn remember(&self, user: &str, slot: Slot) {
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         if cache.len() >= self.limit && !cache.contains_key(user) {
-            // Every eighth entry in the map's (randomly seeded) order: an arbitrary eighth.
+            // The first and every eighth entry after it in the map's (randomly seeded) order:
+            // an arbitrary eighth, and at least one.
             let mut seen = 0usize;
             cache.retain(|_, _| {
                 seen += 1;
-                !seen.is_multiple_of(8)
+                !(seen - 1).is_multiple_of(8)
             });
-            if cache.len() >= self.limit {
-                let any = cache.keys().next().cloned();
-                if let Some(any) = any {
-                    cache.remove(&any);
-                }
-            }
         }
         cache.insert(user.to_owned(), slot);
     }
