@@ -41,10 +41,12 @@ const TAG_LEN: usize = 16;
 
 /// Keys held in memory at most; when full, an eighth of them, chosen arbitrarily, is forgotten
 /// (forgotten keys are re-read on demand). Read models open personal fields on every query and
-/// the search index opens every user's at start, so the cache is sized for a million people
-/// (about 130 MB); beyond that most reads still find their key here and the rest wait for the
-/// key store, instead of every read doing so after the cache was emptied.
-const CACHE_LIMIT: usize = 1_000_000;
+/// the search index opens every user's at start, so the cache holds everyone's key up to two
+/// million people (about 130 MB per million; a cache sized for exactly a million left an eighth
+/// of a million-member directory reading key files); beyond that most reads still find their
+/// key here and the rest wait for the key store, instead of every read doing so after the cache
+/// was emptied.
+const CACHE_LIMIT: usize = 2_000_000;
 
 /// How many compare-and-swap attempts an erasure makes.
 const MAX_ERASE_ATTEMPTS: u32 = 8;
